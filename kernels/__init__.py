@@ -1,0 +1,1 @@
+"""Fast generation engines, installed as ``wavegen.kernels``."""
