@@ -1,0 +1,228 @@
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from wavegen.audio import (
+    QUANTIZATIONS,
+    AudioError,
+    dequantize,
+    float_to_int16,
+    int16_to_float,
+    load_mono,
+    quantize,
+    read_audio,
+    resample,
+    silence_code,
+    to_mono,
+    write_audio,
+)
+
+
+def peak_hz(x, sample_rate):
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return np.argmax(spectrum) * sample_rate / len(x)
+
+
+# ----------------------------------------------------------------------------- quantization
+
+
+@pytest.mark.parametrize("kind", QUANTIZATIONS)
+@pytest.mark.parametrize("q_levels", [2, 3, 16, 256, 65536])
+def test_quantize_known_codes(kind, q_levels):
+    codes = quantize(np.array([-1.0, 0.0, 1.0]), q_levels, kind)
+    assert codes.dtype == np.int64
+    assert codes.tolist() == [0, q_levels // 2, q_levels - 1]
+    assert silence_code(q_levels, kind) == q_levels // 2
+
+
+def test_quantize_linear_bin_edges():
+    # Q=4: bins [-1,-.5) [-.5,0) [0,.5) [.5,1]
+    x = np.array([-1.0, -0.51, -0.5, -1e-9, 0.0, 0.49, 0.5, 0.999, 1.0, 7.0, -7.0])
+    assert quantize(x, 4, "linear").tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 3, 3, 0]
+
+
+def test_quantize_mu_law_values_by_hand():
+    mu = 255
+    for x in (0.5, -0.5, 0.01, -0.003, 0.9):
+        y = math.copysign(math.log1p(mu * abs(x)) / math.log1p(mu), x)
+        expected = min(max(math.floor((y + 1) * 256 / 2), 0), 255)
+        assert quantize(np.array([x]), 256, "mu-law")[0] == expected
+    assert quantize(np.array([0.5]), 256, "mu-law")[0] == 240
+
+
+def test_quantize_keeps_shape_and_range():
+    x = np.random.default_rng(0).uniform(-1.5, 1.5, size=(3, 5, 7)).astype(np.float32)
+    for kind in QUANTIZATIONS:
+        codes = quantize(x, 256, kind)
+        assert codes.shape == x.shape and codes.min() >= 0 and codes.max() <= 255
+        assert np.all(np.diff(quantize(np.sort(x.ravel()), 256, kind)) >= 0)  # monotonic
+
+
+def test_linear_round_trip_within_half_bin():
+    x = np.linspace(-1, 1, 100_001)
+    for q in (256, 1024):
+        x_hat = dequantize(quantize(x, q, "linear"), q, "linear")
+        assert x_hat.dtype == np.float32
+        assert np.abs(x_hat - x).max() <= 1.0 / q + 1e-6
+
+
+def test_mu_law_round_trip_bounds():
+    q, mu = 256, 255
+    x = np.linspace(-1, 1, 100_001)
+    x_hat = dequantize(quantize(x, q, "mu-law"), q, "mu-law").astype(np.float64)
+    # half a bin in the companded domain ...
+    compand = lambda v: np.sign(v) * np.log1p(mu * np.abs(v)) / np.log1p(mu)
+    assert np.abs(compand(x_hat) - compand(x)).max() <= 1.0 / q + 1e-6
+    # ... which in the sample domain is ln(1+mu) (|x| + 1/mu) / q, times the slope growth
+    bound = math.log1p(mu) * (np.abs(x) + 1 / mu) * (1 + mu) ** (1 / q) / q
+    assert np.all(np.abs(x_hat - x) <= bound + 1e-6)
+    near_zero = np.abs(x) < 0.01
+    assert np.abs(x_hat - x)[near_zero].max() < 0.2 / q  # far finer than linear's 1/q
+
+
+def test_mu_law_spacing_finer_near_zero():
+    q = 256
+    centres = dequantize(np.arange(q), q, "mu-law")
+    steps = np.diff(centres)
+    assert np.all(steps > 0)
+    mid = silence_code(q, "mu-law")
+    assert steps[mid] < steps[-1] / 50
+    assert steps[mid] < 2.0 / q  # the linear step
+    linear = dequantize(np.arange(q), q, "linear")
+    np.testing.assert_allclose(np.diff(linear), 2.0 / q, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", QUANTIZATIONS)
+def test_dequantize_symmetric_and_codes_fixed_points(kind):
+    q = 256
+    centres = dequantize(np.arange(q), q, kind)
+    np.testing.assert_allclose(centres, -centres[::-1], atol=1e-7)
+    assert np.array_equal(quantize(centres, q, kind), np.arange(q))
+
+
+def test_unknown_quantization_lists_kinds():
+    with pytest.raises(ValueError, match="linear.*mu-law"):
+        quantize(np.zeros(3), 256, "alaw")
+    with pytest.raises(ValueError, match="linear.*mu-law"):
+        dequantize(np.zeros(3, dtype=np.int64), 256, "mulaw")
+    with pytest.raises(ValueError, match="q_levels"):
+        quantize(np.zeros(3), 1, "linear")
+
+
+def test_int16_conversions():
+    a = np.array([-32768, -1, 0, 1, 32767], dtype=np.int16)
+    f = int16_to_float(a)
+    assert f.dtype == np.float32
+    assert f.tolist() == [-1.0, -1 / 32768, 0.0, 1 / 32768, 32767 / 32768]
+    b = float_to_int16(np.array([-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0], dtype=np.float32))
+    assert b.dtype == np.int16
+    assert b.tolist() == [-32768, -32767, -16384, 0, 16384, 32767, 32767]
+    assert np.abs(float_to_int16(int16_to_float(a)).astype(int) - a).max() <= 1
+
+
+def test_audio_module_imports_without_soundfile_or_soxr():
+    code = (
+        "import sys; sys.modules['soundfile'] = None; sys.modules['soxr'] = None\n"
+        "import numpy as np, wavegen.audio as a\n"
+        "assert a.quantize(np.zeros(2), 256, 'mu-law').tolist() == [128, 128]\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ----------------------------------------------------------------------------- signal ops
+
+
+def test_to_mono_is_channel_mean():
+    x = np.stack([np.linspace(-1, 1, 100), np.full(100, 0.5), np.zeros(100)], axis=1)
+    m = to_mono(x.astype(np.float32))
+    assert m.shape == (100,) and m.dtype == np.float32
+    np.testing.assert_allclose(m, (x[:, 0] + 0.5) / 3, atol=1e-7)
+    one = np.arange(10, dtype=np.float32)[:, None]
+    np.testing.assert_array_equal(to_mono(one), one[:, 0])
+
+
+def test_resample_keeps_frequency_and_length_ratio():
+    sr_in, sr_out = 44100, 16000
+    x = (0.5 * np.sin(2 * np.pi * 440 * np.arange(2 * sr_in) / sr_in)).astype(np.float32)
+    y = resample(x, sr_in, sr_out)
+    assert y.dtype == np.float32
+    assert abs(len(y) - 2 * sr_out) <= 1
+    assert abs(peak_hz(y, sr_out) - 440) < 1.0
+    core = y[1000:-1000]  # amplitude preserved away from the filter's edges
+    assert abs(np.abs(core).max() - 0.5) < 0.01
+
+
+def test_resample_identity_and_empty():
+    x = np.random.default_rng(1).standard_normal(1000).astype(np.float32)
+    np.testing.assert_array_equal(resample(x, 16000, 16000), x)
+    assert resample(np.zeros(0, np.float32), 44100, 16000).shape == (0,)
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def test_read_audio_stereo_values(tmp_path, make_audio):
+    rng = np.random.default_rng(2)
+    x = rng.uniform(-0.9, 0.9, size=(500, 2)).astype(np.float32)
+    path = make_audio(tmp_path / "s.wav", x, 22050, subtype="FLOAT")
+    y, sr = read_audio(path)
+    assert sr == 22050 and y.dtype == np.float32 and y.shape == (500, 2)
+    np.testing.assert_array_equal(y, x)
+    mono_path = make_audio(tmp_path / "m.flac", x[:, 0], 8000)
+    y, sr = read_audio(mono_path)
+    assert y.shape == (500, 1) and sr == 8000
+    np.testing.assert_allclose(y[:, 0], x[:, 0], atol=1 / 32768)
+
+
+def test_read_audio_errors_name_the_file(tmp_path):
+    bad = tmp_path / "x.wav"
+    bad.write_bytes(np.random.default_rng(3).bytes(4000))
+    with pytest.raises(AudioError, match="x.wav") as info:
+        read_audio(bad)
+    assert info.value.path == str(bad) and "decode" in info.value.reason
+    with pytest.raises(AudioError, match="missing.flac.*no such file"):
+        read_audio(tmp_path / "missing.flac")
+
+
+def test_load_mono_mixes_and_resamples(tmp_path, make_audio):
+    sr = 44100
+    t = np.arange(sr) / sr
+    left = 0.6 * np.sin(2 * np.pi * 440 * t)
+    right = 0.2 * np.sin(2 * np.pi * 440 * t)
+    path = make_audio(tmp_path / "st.wav", np.stack([left, right], 1), sr, subtype="FLOAT")
+    y = load_mono(path, 16000)
+    assert y.dtype == np.float32 and abs(len(y) - 16000) <= 1
+    assert abs(peak_hz(y, 16000) - 440) < 1.5
+    assert abs(np.abs(y[500:-500]).max() - 0.4) < 0.01  # mean of 0.6 and 0.2
+
+
+@pytest.mark.parametrize("suffix", ["wav", "flac"])
+def test_write_read_round_trip(tmp_path, suffix):
+    rng = np.random.default_rng(4)
+    x = rng.uniform(-1, 1, size=(1000, 2)).astype(np.float32)
+    x[0] = [1.5, -1.5]  # clipped
+    path = tmp_path / f"out.{suffix}"
+    write_audio(path, x, 16000)
+    info = sf.info(str(path))
+    assert info.format == suffix.upper() and info.subtype == "PCM_16" and info.samplerate == 16000
+    y, sr = read_audio(path)
+    assert y.shape == (1000, 2)
+    np.testing.assert_array_equal(y, int16_to_float(float_to_int16(x)))
+    assert y[0].tolist() == [32767 / 32768, -1.0]  # clipped as float_to_int16 does
+    write_audio(tmp_path / "mono.wav", x[:, 0], 8000)
+    y, sr = read_audio(tmp_path / "mono.wav")
+    assert y.shape == (1000, 1) and sr == 8000
+
+
+def test_write_audio_format_argument_and_errors(tmp_path):
+    x = np.zeros(100, np.float32)
+    write_audio(tmp_path / "take.audio", x, 16000, format="flac")
+    assert sf.info(str(tmp_path / "take.audio")).format == "FLAC"
+    with pytest.raises(ValueError, match="'mp3'"):
+        write_audio(tmp_path / "a.mp3", x, 16000)
+    with pytest.raises(ValueError, match="'ogg'"):
+        write_audio(tmp_path / "a.wav", x, 16000, format="ogg")

@@ -1,0 +1,328 @@
+import json
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import wavegen.corpus as corpus_mod
+from wavegen.audio import float_to_int16, load_mono
+from wavegen.corpus import (
+    FRAME_LENGTH,
+    SPLITS,
+    Corpus,
+    CorpusError,
+    prepare,
+    split_on_silence,
+)
+
+SR = 16000
+
+
+def prep(inputs, out, **kw):
+    kw.setdefault("progress", False)
+    return prepare(inputs, out, **kw)
+
+
+def tones(folder, make_tone, n, seconds=1.0, sample_rate=SR, suffix="wav"):
+    """n files of distinct frequencies (distinct bytes) and durations seconds, seconds+0.1, ..."""
+    return [
+        make_tone(folder / f"t{i:02d}.{suffix}", seconds + 0.1 * i, sample_rate, 200 + 37 * i)
+        for i in range(n)
+    ]
+
+
+def gapped_signal():
+    """0.5 s silence, 1.5 s tone, 0.2 s rest, 1.0 s tone, 2.0 s near-silence, 1.5 s tone, 0.7 s."""
+    rng = np.random.default_rng(0)
+    t = lambda s, f: 0.5 * np.sin(2 * np.pi * f * np.arange(int(s * SR)) / SR)
+    z = lambda s: np.zeros(int(s * SR))
+    hiss = 1e-4 * rng.standard_normal(2 * SR)  # -70 dB: silence to a 40 dB gate
+    parts = [z(0.5), t(1.5, 300), z(0.2), t(1.0, 500), hiss, t(1.5, 400), z(0.7)]
+    return np.concatenate(parts).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- silence
+
+
+def test_split_on_silence_trims_and_splits_on_long_gaps():
+    x = gapped_signal()
+    seg = split_on_silence(x, SR, top_db=40, min_silence_seconds=1.0, min_segment_seconds=0.5)
+    assert seg.dtype == np.int64 and seg.shape == (2, 2)
+    # true sound: [0.5 s, 3.2 s) with the 0.2 s rest kept inside, and [5.2 s, 6.7 s)
+    true = np.array([[0.5, 3.2], [5.2, 6.7]]) * SR
+    assert np.all(seg[:, 0] <= true[:, 0]) and np.all(seg[:, 0] >= true[:, 0] - FRAME_LENGTH)
+    assert np.all(seg[:, 1] >= true[:, 1]) and np.all(seg[:, 1] <= true[:, 1] + FRAME_LENGTH)
+
+
+def test_split_on_silence_short_pieces_and_silent_input():
+    x = np.zeros(4 * SR, np.float32)
+    x[SR : SR + int(0.3 * SR)] = 0.5  # a 0.3 s blip, alone
+    x[int(2.5 * SR) : int(3.5 * SR)] = 0.5
+    seg = split_on_silence(x, SR, min_segment_seconds=0.5)
+    assert len(seg) == 1 and abs(seg[0, 0] - 2.5 * SR) <= FRAME_LENGTH
+    assert len(split_on_silence(x, SR, min_segment_seconds=0.1)) == 2
+    assert split_on_silence(np.zeros(SR, np.float32), SR).shape == (0, 2)
+    assert split_on_silence(np.zeros(0, np.float32), SR).shape == (0, 2)
+
+
+def test_prepare_trims_silence(tmp_path, make_audio):
+    make_audio(tmp_path / "in" / "gaps.wav", gapped_signal(), SR, subtype="FLOAT")
+    m = prep([tmp_path / "in"], tmp_path / "c", val_fraction=0, test_fraction=0)
+    c = Corpus(tmp_path / "c")
+    lengths = c.segments("train")[:, 1]
+    assert len(lengths) == 2
+    assert np.all(np.abs(lengths - np.array([2.7 * SR, 1.5 * SR])) <= 2 * FRAME_LENGTH)
+    assert m["files"][0]["duration_seconds"] == pytest.approx(7.4)
+    assert m["files"][0]["kept_seconds"] == pytest.approx(4.2, abs=2 * 2 * FRAME_LENGTH / SR)
+
+
+# ----------------------------------------------------------------------------- formats
+
+
+def test_prepare_mixed_formats_skips_bad_files(tmp_path, make_tone, make_audio, caplog):
+    src = tmp_path / "rec"
+    make_tone(src / "a.wav", 2.0, 44100, 440, channels=2)
+    make_tone(src / "sub" / "b.flac", 1.5, 22050, 330)
+    make_tone(src / "c.OGG", 1.2, 32000, 550, format="OGG", subtype="VORBIS")
+    expected = {"a.wav": (2.0, 44100, 2), "b.flac": (1.5, 22050, 1), "c.OGG": (1.2, 32000, 1)}
+    if "MP3" in sf.available_formats():
+        make_tone(src / "d.mp3", 1.0, 44100, 660, format="MP3")
+        expected["d.mp3"] = (1.0, 44100, 1)
+    (src / "x.wav").write_bytes(np.random.default_rng(0).bytes(5000))
+    make_audio(src / "empty.wav", np.zeros((0, 1)), SR)
+    (src / "notes.txt").write_text("not audio")
+
+    with caplog.at_level("WARNING"):
+        m = prep([src], tmp_path / "c", val_fraction=0, test_fraction=0)
+    skipped = {os.path.basename(s["path"]): s["reason"] for s in m["skipped"]}
+    assert set(skipped) == {"x.wav", "empty.wav"}
+    assert "decode" in skipped["x.wav"] and "empty" in skipped["empty.wav"]
+    assert "x.wav" in caplog.text and "empty.wav" in caplog.text
+
+    files = {os.path.basename(f["path"]): f for f in m["files"]}
+    assert set(files) == set(expected)
+    for name, (seconds, rate, channels) in expected.items():
+        f = files[name]
+        assert os.path.isabs(f["path"])
+        assert f["duration_seconds"] == pytest.approx(seconds, abs=1e-3)
+        assert f["kept_seconds"] == pytest.approx(seconds, abs=0.01)  # a tone: nothing cut
+        assert (f["sample_rate_in"], f["channels_in"]) == (rate, channels)
+        assert f["split"] == "train" and f["label"] is None and len(f["sha256"]) == 64
+    c = Corpus(tmp_path / "c")
+    assert c.sample_rate == SR
+    assert len(c.split("train")) == pytest.approx(sum(v[0] for v in expected.values()) * SR, abs=100)
+
+
+def test_no_usable_files_raises(tmp_path, make_audio):
+    src = tmp_path / "rec"
+    src.mkdir()
+    (src / "x.wav").write_bytes(b"RIFF garbage")
+    make_audio(src / "empty.wav", np.zeros((0, 1)), SR)
+    make_audio(src / "silent.flac", np.zeros(SR), SR)
+    with pytest.raises(CorpusError) as info:
+        prep([src], tmp_path / "c")
+    msg = str(info.value)
+    assert "x.wav" in msg and "empty.wav" in msg and "silent.flac" in msg and "silent" in msg
+    assert not (tmp_path / "c" / "manifest.json").exists()
+    assert not list((tmp_path / "c").glob(".prep-*"))  # temporary files cleaned up
+
+
+def test_missing_input_raises(tmp_path, make_tone):
+    make_tone(tmp_path / "a.wav", 1.0, SR)
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        prep([tmp_path / "a.wav", tmp_path / "nowhere"], tmp_path / "c")
+
+
+def test_duplicate_recording_is_skipped(tmp_path, make_tone):
+    make_tone(tmp_path / "rec" / "a.wav", 1.0, SR)
+    (tmp_path / "rec" / "copy.wav").write_bytes((tmp_path / "rec" / "a.wav").read_bytes())
+    make_tone(tmp_path / "rec" / "b.wav", 1.0, SR, 300)
+    m = prep([tmp_path / "rec"], tmp_path / "c", val_fraction=0, test_fraction=0)
+    assert [s["reason"] for s in m["skipped"]] == [f"duplicate of {tmp_path / 'rec' / 'a.wav'}"]
+
+
+# ----------------------------------------------------------------------------- splits
+
+
+def check_split_arrays(c: Corpus):
+    """Segments tile each split array exactly and agree with the manifest."""
+    total = 0
+    for name in SPLITS:
+        seg, audio = c.segments(name), c.split(name)
+        assert seg.dtype == np.int64 and seg.shape[1:] == (3,) and audio.dtype == np.int16
+        if len(seg):
+            assert seg[0, 0] == 0 and np.array_equal(seg[1:, 0], np.cumsum(seg[:-1, 1]))
+        assert seg[:, 1].sum() == len(audio) == c.manifest["splits"][name]["samples"]
+        assert c.manifest["splits"][name]["segments"] == len(seg)
+        total += len(audio)
+    kept = sum(round(f["kept_seconds"] * c.sample_rate) for f in c.manifest["files"])
+    assert total == kept
+
+
+def test_split_by_file(tmp_path, make_tone):
+    tones(tmp_path / "rec", make_tone, 10)
+    m = prep([tmp_path / "rec"], tmp_path / "c", val_fraction=0.2, test_fraction=0.2, seed=3)
+    assert m["split_mode"] == "file"
+    c = Corpus(tmp_path / "c")
+    check_split_arrays(c)
+    owners = {}
+    for name in SPLITS:
+        for i in np.unique(c.segments(name)[:, 2]):
+            assert i not in owners, f"file {i} in {owners.get(i)} and {name}"
+            owners[i] = name
+            assert m["files"][i]["split"] == name
+    assert sorted(owners) == list(range(10))
+    counts = {s: sum(f["split"] == s for f in m["files"]) for s in SPLITS}
+    assert counts["val"] >= 1 and counts["test"] >= 1 and counts["train"] >= 5
+    total = sum(c.seconds(s) for s in SPLITS)
+    assert abs(c.seconds("test") / total - 0.2) < 0.1 and abs(c.seconds("val") / total - 0.2) < 0.1
+    # same seed, same assignment
+    m2 = prep([tmp_path / "rec"], tmp_path / "c2", val_fraction=0.2, test_fraction=0.2, seed=3)
+    assert [f["split"] for f in m2["files"]] == [f["split"] for f in m["files"]]
+
+
+def test_small_holdout_still_gets_a_file_and_train_keeps_one(tmp_path, make_tone):
+    tones(tmp_path / "rec", make_tone, 3)
+    m = prep([tmp_path / "rec"], tmp_path / "c", val_fraction=0.01, test_fraction=0.01)
+    assert m["split_mode"] == "file"
+    assert sorted(f["split"] for f in m["files"]) == ["test", "train", "val"]
+    check_split_arrays(Corpus(tmp_path / "c"))
+
+
+def test_two_files_one_holdout_split_by_file(tmp_path, make_tone):
+    tones(tmp_path / "rec", make_tone, 2)
+    m = prep([tmp_path / "rec"], tmp_path / "c", val_fraction=0.0, test_fraction=0.3)
+    assert m["split_mode"] == "file"
+    assert sorted(f["split"] for f in m["files"]) == ["test", "train"]
+    c = Corpus(tmp_path / "c")
+    assert c.split("val").shape == (0,) and c.segments("val").shape == (0, 3)
+
+
+def test_single_file_splits_by_time(tmp_path, make_tone):
+    make_tone(tmp_path / "one.flac", 4.0, 44100, 440, channels=2)
+    m = prep([tmp_path / "one.flac"], tmp_path / "c", val_fraction=0.1, test_fraction=0.2)
+    assert m["split_mode"] == "time" and m["files"][0]["split"] == "time"
+    c = Corpus(tmp_path / "c")
+    check_split_arrays(c)
+    n = {s: len(c.split(s)) for s in SPLITS}
+    total = sum(n.values())
+    assert n["test"] == round(0.2 * total) and n["val"] == round(0.1 * total)
+    # the three splits are consecutive stretches of the same audio
+    whole = np.concatenate([c.split(s) for s in SPLITS])
+    np.testing.assert_array_equal(whole, float_to_int16(load_mono(tmp_path / "one.flac", SR)))
+
+
+def test_two_files_two_holdouts_split_by_time(tmp_path, make_tone):
+    tones(tmp_path / "rec", make_tone, 2, seconds=2.0)
+    m = prep([tmp_path / "rec"], tmp_path / "c", val_fraction=0.25, test_fraction=0.25)
+    assert m["split_mode"] == "time" and {f["split"] for f in m["files"]} == {"time"}
+    c = Corpus(tmp_path / "c")
+    check_split_arrays(c)
+    for name in SPLITS:  # every file contributes to every split
+        assert sorted(np.unique(c.segments(name)[:, 2])) == [0, 1]
+
+
+def test_labels_from_folders_stratified(tmp_path, make_tone):
+    rec = tmp_path / "rec"
+    tones(rec / "piano", make_tone, 3)
+    tones(rec / "voice" / "takes", make_tone, 4, seconds=1.05)  # nested: label is still "voice"
+    m = prep([rec], tmp_path / "c", val_fraction=0.2, test_fraction=0.2, labels="folders")
+    assert m["labels"] == ["piano", "voice"] and m["split_mode"] == "file"
+    for f in m["files"]:
+        assert f["label"] == ("voice" if "voice" in f["path"] else "piano")
+    for label in ("piano", "voice"):
+        splits = sorted(f["split"] for f in m["files"] if f["label"] == label)
+        assert splits.count("train") >= 1 and "val" in splits and "test" in splits
+    c = Corpus(tmp_path / "c")
+    check_split_arrays(c)
+    assert c.labels == ["piano", "voice"]
+    for name in SPLITS:
+        got = c.segment_labels(name)
+        want = [m["labels"].index(m["files"][i]["label"]) for i in c.segments(name)[:, 2]]
+        assert got.tolist() == want and set(want) == {0, 1}
+
+
+def test_label_with_too_few_files_is_split_by_time(tmp_path, make_tone):
+    rec = tmp_path / "rec"
+    tones(rec / "piano", make_tone, 3)
+    make_tone(rec / "drone" / "d.wav", 3.0, SR, 90)
+    m = prep([rec], tmp_path / "c", labels="folders")
+    assert m["split_mode"] == "mixed"
+    assert {f["split"] for f in m["files"] if f["label"] == "drone"} == {"time"}
+    assert {f["split"] for f in m["files"] if f["label"] == "piano"} == {"train", "val", "test"}
+    check_split_arrays(Corpus(tmp_path / "c"))
+
+
+def test_labels_need_subfolders(tmp_path, make_tone):
+    tones(tmp_path / "rec" / "piano", make_tone, 2)
+    make_tone(tmp_path / "rec" / "loose.wav", 1.0, SR, 999)
+    with pytest.raises(CorpusError, match="loose.wav"):
+        prep([tmp_path / "rec"], tmp_path / "c", labels="folders")
+
+
+# ----------------------------------------------------------------------------- re-runs, reader
+
+
+def test_rerun_does_no_work(tmp_path, make_tone, monkeypatch, caplog):
+    tones(tmp_path / "rec", make_tone, 3)
+    m1 = prep([tmp_path / "rec"], tmp_path / "c")
+    mtimes = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "c").iterdir()}
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded audio on an up-to-date corpus")
+
+    monkeypatch.setattr(corpus_mod, "read_audio", no_decoding)
+    with caplog.at_level("INFO", logger="wavegen.corpus"):
+        m2 = prep([tmp_path / "rec"], tmp_path / "c")
+    assert m2 == m1 and "corpus up to date" in caplog.text
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "c").iterdir()} == mtimes
+    # changed parameters or inputs do the work again
+    with pytest.raises(AssertionError, match="decoded"):
+        prep([tmp_path / "rec"], tmp_path / "c", top_db=30.0)
+    os.utime(tmp_path / "rec" / "t00.wav", ns=(1, 1))
+    with pytest.raises(AssertionError, match="decoded"):
+        prep([tmp_path / "rec"], tmp_path / "c")
+
+
+def test_failed_prep_keeps_previous_corpus(tmp_path, make_tone, monkeypatch):
+    tones(tmp_path / "rec", make_tone, 3)
+    m1 = prep([tmp_path / "rec"], tmp_path / "c")
+    before = Corpus(tmp_path / "c").split("train").copy()
+
+    def write_fails(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(corpus_mod, "_write_arrays", write_fails)
+    with pytest.raises(OSError, match="disk full"):
+        prep([tmp_path / "rec"], tmp_path / "c", seed=1)
+    c = Corpus(tmp_path / "c")
+    assert c.manifest == m1
+    np.testing.assert_array_equal(c.split("train"), before)
+    assert not list((tmp_path / "c").glob(".prep-*"))
+
+
+def test_corpus_reader(tmp_path, make_tone):
+    make_tone(tmp_path / "rec" / "a.wav", 1.5, 44100, 440, channels=2)
+    m = prep([tmp_path / "rec"], tmp_path / "c", val_fraction=0, test_fraction=0)
+    c = Corpus(tmp_path / "c")
+    train = c.split("train")
+    assert isinstance(train, np.memmap) and train.dtype == np.int16 and not train.flags.writeable
+    np.testing.assert_array_equal(train, float_to_int16(load_mono(tmp_path / "rec" / "a.wav", SR)))
+    assert c.segments("train").tolist() == [[0, len(train), 0]]
+    assert c.segment_labels("train").tolist() == [-1] and c.labels == []
+    assert c.seconds("train") == pytest.approx(len(train) / SR) and c.seconds("test") == 0.0
+    assert c.split("val").shape == (0,) and c.segment_labels("val").shape == (0,)
+    assert c.manifest == m
+    saved = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    assert saved["format_version"] == 1 and saved["params"]["inputs"] == [str(tmp_path / "rec")]
+    with pytest.raises(ValueError, match="train, val, test"):
+        c.split("dev")
+
+
+def test_corpus_reader_errors(tmp_path):
+    with pytest.raises(CorpusError, match="wavegen prep"):
+        Corpus(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({"format_version": 99}))
+    with pytest.raises(CorpusError, match="format_version 99"):
+        Corpus(tmp_path)
