@@ -1,0 +1,27 @@
+from setuptools import setup
+
+setup(
+    name="wavegen",
+    version="0.1.0",
+    description="Raw-audio neural synthesis: SampleRNN and WaveNet, trained on your recordings, rendered fast",
+    python_requires=">=3.10",
+    packages=["wavegen", "wavegen.models", "wavegen.kernels"],
+    package_dir={"wavegen.kernels": "kernels"},
+    package_data={"wavegen.kernels": ["cuda/*.cu", "cuda/*.cpp", "cuda/*.h"]},
+    install_requires=[
+        "torch>=2.4",
+        "numpy>=1.24",
+        "soundfile>=0.12",
+        "soxr>=0.3",
+        "numba>=0.59",
+        "accelerate>=0.30",
+        "safetensors>=0.4",
+        "tqdm>=4.60",
+        "tensorboard>=2.14",
+    ],
+    extras_require={
+        "dev": ["pytest>=7", "matplotlib>=3.7"],
+        "plot": ["matplotlib>=3.7"],
+    },
+    entry_points={"console_scripts": ["wavegen=wavegen.cli:main"]},
+)

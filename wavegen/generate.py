@@ -1,0 +1,363 @@
+"""Incremental generation: the Engine contract, the torch reference engines, backend selection.
+
+An engine runs one model incrementally for B streams at once, built from the model's
+inference spec alone (``model.inference_spec()``)::
+
+    engine = make_engine(model_or_spec, streams=B, backend="auto"|"torch"|"numba"|"cuda")
+    engine.reset(prime_codes=None, label_weights=None)  # optional [B, T0] codes run through first
+    codes = engine.generate(uniforms, temperature)      # uniforms [B, n] in [0, 1) → codes [B, n]
+    logits = engine.teacher_force(codes)                # logits [B, n, Q] predicting each given code
+    engine.state_dict() / engine.load_state_dict()      # everything needed to continue exactly
+
+Arrays in and out are numpy (codes int64, logits and uniforms float32) so every backend
+speaks the same language; ``state_dict`` holds numpy arrays only, so it saves anywhere.
+
+Sampling is inverse-CDF on softmax(logits / T) with uniforms the caller supplies, drawn
+from :func:`uniforms`, a counter-based generator keyed by (seed, stream, position): a render
+is reproducible, backends can be compared sample for sample, and a resumed render
+continues byte for byte.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from wavegen.audio import silence_code
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "numba", "cuda")
+
+# ----- counter-based uniforms ---------------------------------------------------------------------
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser: a bijective avalanche on uint64 (wrapping arithmetic)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def uniforms(seed: int, streams, start: int, n: int, attempt: int = 0) -> np.ndarray:
+    """Uniforms in [0, 1) keyed by (seed, stream, position, attempt): float32 [len(streams), n].
+
+    ``streams`` is a sequence of stream ids; positions run ``start .. start + n - 1``.
+    ``attempt`` gives a fresh, still deterministic, draw for the same positions.
+    """
+    with np.errstate(over="ignore"):
+        ids = np.asarray(streams, dtype=np.uint64).reshape(-1, 1)
+        key = _mix64(np.uint64(seed) * _GOLDEN + _mix64(ids + np.uint64(0x632BE59BD9B4E019)))
+        key = _mix64(key ^ (np.uint64(attempt) * np.uint64(0xD1B54A32D192ED03)))
+        pos = np.arange(start, start + n, dtype=np.uint64).reshape(1, -1)
+        bits = _mix64(key + pos * _GOLDEN)
+    return ((bits >> np.uint64(40)).astype(np.float32)) * np.float32(2.0 ** -24)
+
+
+def sample_codes(logits: torch.Tensor, u: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF sampling. logits [B, Q] float32, u [B], temperature [B] → codes [B] int64.
+
+    The code is the number of CDF entries ``<= u * total`` (the smallest j whose cumulative
+    probability exceeds u), clamped to Q-1: the same arithmetic in every backend.
+    """
+    z = logits / temperature.view(-1, 1)
+    z = z - z.max(dim=1, keepdim=True).values
+    p = torch.exp(z)
+    cdf = torch.cumsum(p, dim=1)
+    threshold = u.view(-1, 1) * cdf[:, -1:]
+    return (cdf <= threshold).sum(dim=1).clamp(max=logits.shape[1] - 1)
+
+
+def temperatures(temperature, streams: int) -> np.ndarray:
+    """A float or a list (cycled over streams) → float32 [streams], all positive."""
+    values = np.atleast_1d(np.asarray(temperature, dtype=np.float32))
+    if values.size == 0 or np.any(~(values > 0)):
+        raise ValueError(f"temperature {temperature}: must be positive")
+    return np.resize(values, streams).astype(np.float32)
+
+
+# ----- the contract --------------------------------------------------------------------------------
+
+class Engine:
+    """Base of every backend's engine; see the module docstring for the contract."""
+
+    backend = "?"
+
+    def __init__(self, spec: dict, streams: int):
+        if streams < 1:
+            raise ValueError(f"streams={streams}: need at least one")
+        self.spec = spec
+        self.streams = streams
+        self.q_levels = int(spec["q_levels"])
+        self.labels = list(spec.get("labels") or [])
+        self.silence = silence_code(self.q_levels, spec["quantization"])
+
+    def label_weights(self, label_weights) -> np.ndarray | None:
+        """None | [n_labels] | [B, n_labels] → float32 [B, n_labels] (None for unconditioned)."""
+        if not self.labels:
+            if label_weights is not None:
+                raise ValueError("this model is not conditioned on labels")
+            return None
+        if label_weights is None:
+            raise ValueError(f"this model is conditioned on labels {self.labels}: choose one")
+        w = np.asarray(label_weights, dtype=np.float32)
+        if w.ndim == 1:
+            w = np.broadcast_to(w, (self.streams, w.shape[0]))
+        if w.shape != (self.streams, len(self.labels)):
+            raise ValueError(f"label weights of shape {w.shape}: expected ({self.streams}, {len(self.labels)})")
+        return np.ascontiguousarray(w)
+
+    def _check_codes(self, codes) -> np.ndarray:
+        codes = np.array(codes, dtype=np.int64)  # a private, writable copy
+        if codes.ndim != 2 or codes.shape[0] != self.streams:
+            raise ValueError(f"codes of shape {codes.shape}: expected [{self.streams}, n]")
+        if codes.size and (codes.min() < 0 or codes.max() >= self.q_levels):
+            raise ValueError(f"codes outside [0, {self.q_levels - 1}]")
+        return codes
+
+    def _check_uniforms(self, u) -> np.ndarray:
+        u = np.asarray(u, dtype=np.float32)
+        if u.ndim != 2 or u.shape[0] != self.streams:
+            raise ValueError(f"uniforms of shape {u.shape}: expected [{self.streams}, n]")
+        return u
+
+    def reset(self, prime_codes=None, label_weights=None) -> None:
+        raise NotImplementedError
+
+    def generate(self, uniforms, temperature=1.0) -> np.ndarray:
+        raise NotImplementedError
+
+    def teacher_force(self, codes) -> np.ndarray:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+
+# ----- torch reference: SampleRNN ------------------------------------------------------------------
+
+def _gru_cell(x, h, w_ih, w_hh, b_ih, b_hh):
+    gi = x @ w_ih.T + b_ih
+    gh = h @ w_hh.T + b_hh
+    i_r, i_z, i_n = gi.chunk(3, 1)
+    h_r, h_z, h_n = gh.chunk(3, 1)
+    r = torch.sigmoid(i_r + h_r)
+    z = torch.sigmoid(i_z + h_z)
+    n = torch.tanh(i_n + r * h_n)
+    return (1 - z) * n + z * h
+
+
+def _lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh):
+    gates = x @ w_ih.T + b_ih + h @ w_hh.T + b_hh
+    i, f, g, o = gates.chunk(4, 1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
+class TorchSampleRNNEngine(Engine):
+    """Reference SampleRNN engine: plain torch, one Python step per sample, CPU or GPU.
+
+    State: the last ``frame_sizes[0]`` codes, each tier's hidden state, the conditioning
+    vectors each tier left for the tier (or MLP) below, and the position ``t``.
+    """
+
+    backend = "torch"
+
+    def __init__(self, spec: dict, streams: int, device: str | torch.device = "cpu"):
+        super().__init__(spec, streams)
+        self.device = torch.device(device)
+        to = lambda x: x.to(self.device)  # noqa: E731
+        self.frame_sizes = list(spec["frame_sizes"])
+        self.lstm = spec["rnn_type"] == "lstm"
+        self.skip = bool(spec["skip"])
+        self.dim = int(spec["dim"])
+        self.tiers = [{k: ([{n: to(w) for n, w in layer.items()} for layer in v] if k == "rnn"
+                           else to(v) if torch.is_tensor(v) else v) for k, v in tier.items()}
+                      for tier in spec["tiers"]]
+        self.mlp = {k: to(v) for k, v in spec["mlp"].items()}
+        emb = spec.get("label_embedding")
+        self.label_embedding = to(emb) if emb is not None else None
+        self.reset()
+
+    def reset(self, prime_codes=None, label_weights=None) -> None:
+        B, dev = self.streams, self.device
+        self.t = 0
+        self.history = torch.full((B, self.frame_sizes[0]), self.silence, dtype=torch.long, device=dev)
+        self.hidden = [tier["h0"][:, :, None, :].expand(-1, -1, B, -1).clone() for tier in self.tiers]
+        self.cond = [None] + [torch.zeros(B, tier["ratio"], self.dim, device=dev) for tier in self.tiers]
+        w = self.label_weights(label_weights)
+        self.weights = None if w is None else torch.from_numpy(w).to(dev)
+        self.top_cond = None if w is None else self.weights @ self.label_embedding
+        if prime_codes is not None:
+            self.teacher_force(prime_codes)
+
+    @torch.no_grad()
+    def _logits(self) -> torch.Tensor:
+        """Logits [B, Q] for the sample at position t, advancing every tier due at t."""
+        t, q = self.t, self.q_levels
+        for k, (tier, f) in enumerate(zip(self.tiers, self.frame_sizes)):
+            if t % f:
+                continue
+            frame = (self.history[:, -f:].float() / (q / 2) - 1.0) * 2.0
+            x = frame @ tier["input_w"].T + tier["input_b"]
+            if k == 0:
+                if self.top_cond is not None:
+                    x = x + self.top_cond
+            else:
+                x = x + self.cond[k][:, (t % self.frame_sizes[k - 1]) // f]
+            outs = []
+            for j, layer in enumerate(tier["rnn"]):
+                if self.lstm:
+                    h, c = _lstm_cell(x, self.hidden[k][0, j], self.hidden[k][1, j], **layer)
+                    self.hidden[k][1, j] = c
+                else:
+                    h = _gru_cell(x, self.hidden[k][0, j], **layer)
+                self.hidden[k][0, j] = h
+                outs.append(h)
+                x = h
+            y = torch.stack(outs).sum(0) if self.skip else x
+            self.cond[k + 1] = (y @ tier["up_w"].T + tier["up_b"]).view(self.streams, tier["ratio"], self.dim)
+        mlp, w = self.mlp, self.frame_sizes[-1]
+        window = self.history[:, -w:]
+        x = mlp["in_b"] + self.cond[-1][:, t % w]
+        for p in range(w):
+            x = x + mlp["tables"][p][window[:, p]]
+        x = F.relu(x)
+        x = F.relu(x @ mlp["hidden_w"].T + mlp["hidden_b"])
+        return x @ mlp["out_w"].T + mlp["out_b"]
+
+    def _push(self, codes: torch.Tensor) -> None:
+        self.history = torch.cat([self.history[:, 1:], codes.view(-1, 1)], dim=1)
+        self.t += 1
+
+    @torch.no_grad()
+    def generate(self, uniforms, temperature=1.0) -> np.ndarray:
+        u = torch.from_numpy(self._check_uniforms(uniforms)).to(self.device)
+        temp = torch.from_numpy(temperatures(temperature, self.streams)).to(self.device)
+        out = torch.empty(u.shape, dtype=torch.long, device=self.device)
+        for i in range(u.shape[1]):
+            codes = sample_codes(self._logits(), u[:, i], temp)
+            self._push(codes)
+            out[:, i] = codes
+        return out.cpu().numpy()
+
+    @torch.no_grad()
+    def teacher_force(self, codes) -> np.ndarray:
+        codes = torch.from_numpy(self._check_codes(codes)).to(self.device)
+        out = torch.empty(codes.shape + (self.q_levels,), dtype=torch.float32, device=self.device)
+        for i in range(codes.shape[1]):
+            out[:, i] = self._logits()
+            self._push(codes[:, i])
+        return out.cpu().numpy()
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        state = {"t": np.array(self.t, dtype=np.int64), "history": self.history.cpu().numpy()}
+        for k, h in enumerate(self.hidden):
+            state[f"hidden{k}"] = h.cpu().numpy()
+        for k, c in enumerate(self.cond[1:], start=1):
+            state[f"cond{k}"] = c.cpu().numpy()
+        if self.weights is not None:
+            state["label_weights"] = self.weights.cpu().numpy()
+        return state
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        dev = self.device
+        self.t = int(state["t"])
+        self.history = torch.from_numpy(np.array(state["history"])).to(dev)
+        self.hidden = [torch.from_numpy(np.array(state[f"hidden{k}"])).to(dev) for k in range(len(self.tiers))]
+        self.cond = [None] + [torch.from_numpy(np.array(state[f"cond{k}"])).to(dev)
+                              for k in range(1, len(self.tiers) + 1)]
+        if "label_weights" in state:
+            self.weights = torch.from_numpy(np.array(state["label_weights"])).to(dev)
+            self.top_cond = self.weights @ self.label_embedding
+
+
+# ----- backend selection -----------------------------------------------------------------------------
+
+# family → backend → factory(spec, streams, device) ; other modules register theirs.
+_ENGINES: dict[str, dict[str, Callable]] = {"samplernn": {"torch": TorchSampleRNNEngine}}
+
+
+def register_engine(family: str, backend: str, factory: Callable) -> None:
+    _ENGINES.setdefault(family, {})[backend] = factory
+
+
+def _load_backend_modules() -> None:
+    """Import the optional backends so they register; failures are recorded, not raised."""
+    global _BACKEND_ERRORS
+    if _BACKEND_ERRORS is not None:
+        return
+    _BACKEND_ERRORS = {}
+    for backend, module in (("numba", "wavegen.kernels.numba_engines"), ("cuda", "wavegen.kernels.cuda_engines")):
+        try:
+            __import__(module)
+        except ImportError as err:
+            _BACKEND_ERRORS[backend] = f"{module} unavailable: {err}"
+
+
+_BACKEND_ERRORS: dict[str, str] | None = None
+
+
+def available_backends(family: str | None = None, device: str | None = None) -> dict[str, str | None]:
+    """backend → None where it can run here, else the reason it cannot."""
+    _load_backend_modules()
+    out = {}
+    for backend in BACKENDS:
+        if backend in _BACKEND_ERRORS:
+            out[backend] = _BACKEND_ERRORS[backend]
+            continue
+        families = [f for f, b in _ENGINES.items() if backend in b]
+        if not families:
+            out[backend] = "not built into this version"
+        elif family is not None and family not in families:
+            out[backend] = f"no {backend} engine for {family} yet"
+        else:
+            checker = _AVAILABILITY.get(backend)
+            out[backend] = checker() if checker else None
+    return out
+
+
+_AVAILABILITY: dict[str, Callable[[], str | None]] = {}
+
+
+def register_availability(backend: str, check: Callable[[], str | None]) -> None:
+    """``check()`` returns None where the backend can run now, else why not."""
+    _AVAILABILITY[backend] = check
+
+
+def choose_backend(family: str, streams: int, device: str = "cpu") -> str:
+    """The fastest backend available for this family, device and batch."""
+    avail = available_backends(family)
+    if torch.device(device).type == "cuda":
+        order = ["cuda", "torch"]
+    else:
+        order = ["numba", "torch"]
+    for backend in order:
+        if avail.get(backend) is None:
+            return backend
+    return "torch"
+
+
+def make_engine(model_or_spec, streams: int, backend: str = "auto", device: str = "cpu") -> Engine:
+    """Build an engine for ``streams`` streams from a model or its inference spec."""
+    spec = model_or_spec.inference_spec() if hasattr(model_or_spec, "inference_spec") else model_or_spec
+    family = spec["family"]
+    if backend == "auto":
+        backend = choose_backend(family, streams, device)
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; use auto or one of {list(BACKENDS)}")
+    reason = available_backends(family).get(backend)
+    if reason is not None:
+        raise RuntimeError(f"backend {backend!r} is not available: {reason}")
+    engine = _ENGINES[family][backend](spec, streams, device)
+    logger.debug("engine %s for %s, %d streams", backend, family, streams)
+    return engine

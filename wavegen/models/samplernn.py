@@ -1,0 +1,330 @@
+"""SampleRNN (Mehri et al. 2017) with the Dadabots options.
+
+Frame sizes are absolute, top to bottom: ``frame_sizes=[8, 2]`` is the ICLR 3-tier model
+(a tier over 8-sample frames, a tier over 2-sample frames, and a sample-level MLP over the
+previous 2 samples). Each tier's RNN output is upsampled (learned linear) into one
+conditioning vector per frame of the tier below; the lowest frame tier makes one per sample.
+
+Sequences: ``codes [B, C + L]`` with ``C = frame_sizes[0]`` samples of context in front of
+the ``L`` predicted samples; ``L`` is a multiple of ``C``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wavegen.audio import QUANTIZATIONS
+from wavegen.config import ConfigError, TrainConfig
+
+RNN_TYPES = ("gru", "lstm")
+
+
+@dataclass
+class SampleRNNConfig:
+    frame_sizes: list[int] = field(default_factory=lambda: [16, 4])
+    n_rnn: int = 1
+    dim: int = 1024
+    emb_size: int = 256
+    q_levels: int = 256
+    quantization: str = "linear"
+    rnn_type: str = "gru"
+    learned_h0: bool = True
+    weight_norm: bool = True
+    skip: bool = False  # tier output = sum of every RNN layer's output, not just the last
+    labels: list[str] = field(default_factory=list)  # global conditioning (artist, album)
+
+    def validate(self, train: TrainConfig | None = None) -> None:
+        fs = self.frame_sizes
+        if not fs:
+            raise ConfigError("model.frame_sizes is empty: give at least one frame size, e.g. [16]")
+        for f in fs:
+            if f < 1:
+                raise ConfigError(f"model.frame_sizes {fs}: {f} is not a positive size")
+        for upper, lower in zip(fs, fs[1:]):
+            if upper % lower != 0:
+                raise ConfigError(f"model.frame_sizes {fs}: {lower} does not divide {upper} "
+                                  "(sizes are absolute, top to bottom, each dividing the one above)")
+            if upper == lower:
+                raise ConfigError(f"model.frame_sizes {fs}: {lower} repeats; each tier's frame "
+                                  "must be smaller than the one above")
+        for name in ("n_rnn", "dim", "emb_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model.{name}={getattr(self, name)}: must be at least 1")
+        if self.q_levels < 2:
+            raise ConfigError(f"model.q_levels={self.q_levels}: must be at least 2")
+        if self.quantization not in QUANTIZATIONS:
+            raise ConfigError(f"model.quantization={self.quantization!r}: use one of {list(QUANTIZATIONS)}")
+        if self.rnn_type not in RNN_TYPES:
+            raise ConfigError(f"model.rnn_type={self.rnn_type!r}: use one of {list(RNN_TYPES)}")
+        if len(set(self.labels)) != len(self.labels):
+            raise ConfigError(f"model.labels {self.labels}: names repeat")
+        if train is not None and train.seq_len % fs[0] != 0:
+            raise ConfigError(f"train.seq_len={train.seq_len} is not a multiple of the top frame size "
+                              f"{fs[0]} (model.frame_sizes {fs}); try {max(fs[0], train.seq_len // fs[0] * fs[0])}")
+
+
+def _linear(n_in: int, n_out: int, weight_norm: bool, bias: bool = True) -> nn.Linear:
+    layer = nn.Linear(n_in, n_out, bias=bias)
+    return nn.utils.parametrizations.weight_norm(layer) if weight_norm else layer
+
+
+def rescale_codes(codes: torch.Tensor, q_levels: int) -> torch.Tensor:
+    """codes [...] int64 → float in [-2, 2): the frame tiers' input."""
+    return (codes.float() / (q_levels / 2) - 1.0) * 2.0
+
+
+class FrameTier(nn.Module):
+    """One frame-level tier: input projection, ``n_rnn`` stacked RNN layers, learned upsampling."""
+
+    def __init__(self, frame_size: int, ratio: int, cfg: SampleRNNConfig):
+        super().__init__()
+        self.frame_size, self.ratio, self.dim = frame_size, ratio, cfg.dim
+        self.skip, self.is_lstm = cfg.skip, cfg.rnn_type == "lstm"
+        self.input = _linear(frame_size, cfg.dim, cfg.weight_norm)
+        rnn_cls = nn.LSTM if self.is_lstm else nn.GRU
+        self.rnns = nn.ModuleList(rnn_cls(cfg.dim, cfg.dim, batch_first=True) for _ in range(cfg.n_rnn))
+        for rnn in self.rnns:  # orthogonal recurrent weights: stable long-range memory
+            for gate in rnn.weight_hh_l0.data.chunk(4 if self.is_lstm else 3, 0):
+                nn.init.orthogonal_(gate)
+        self.upsample = _linear(cfg.dim, cfg.dim * ratio, cfg.weight_norm)
+        n_states = 2 if self.is_lstm else 1
+        h0 = torch.zeros(n_states, cfg.n_rnn, cfg.dim)
+        if cfg.learned_h0:
+            self.h0 = nn.Parameter(h0)
+        else:
+            self.register_buffer("h0", h0, persistent=False)
+
+    def initial_hidden(self, batch: int) -> list:
+        """Per layer: ``h [1, B, dim]`` (GRU) or ``(h, c)`` (LSTM), from the (learned) h0."""
+        out = []
+        for layer in range(len(self.rnns)):
+            states = [self.h0[s, layer].expand(1, batch, self.dim).contiguous() for s in range(self.h0.shape[0])]
+            out.append(tuple(states) if self.is_lstm else states[0])
+        return out
+
+    def forward(self, frames: torch.Tensor, cond: torch.Tensor | None, hidden: list):
+        """frames [B, N, frame] float, cond [B, N|1, dim] or None → ([B, N*ratio, dim], hidden)."""
+        x = self.input(frames)
+        if cond is not None:
+            x = x + cond
+        outputs, new_hidden = [], []
+        for rnn, h in zip(self.rnns, hidden):
+            x, h = rnn(x, h)
+            outputs.append(x)
+            new_hidden.append(h)
+        y = torch.stack(outputs).sum(0) if self.skip else x
+        batch, n = y.shape[:2]
+        up = self.upsample(y).view(batch, n, self.ratio, self.dim).reshape(batch, n * self.ratio, self.dim)
+        return up, new_hidden
+
+
+class SampleMLP(nn.Module):
+    """Sample-level MLP: embeddings of the previous ``window`` codes + conditioning → logits."""
+
+    def __init__(self, window: int, cfg: SampleRNNConfig):
+        super().__init__()
+        self.window = window
+        self.embedding = nn.Embedding(cfg.q_levels, cfg.emb_size)
+        conv = nn.Conv1d(cfg.emb_size, cfg.dim, kernel_size=window)
+        self.input = nn.utils.parametrizations.weight_norm(conv) if cfg.weight_norm else conv
+        self.hidden = _linear(cfg.dim, cfg.dim, cfg.weight_norm)
+        self.output = _linear(cfg.dim, cfg.q_levels, cfg.weight_norm)
+
+    def forward(self, prev_codes: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """prev_codes [B, L + window - 1], cond [B, L, dim] → logits [B, L, Q]."""
+        e = self.embedding(prev_codes).transpose(1, 2)
+        x = F.relu(self.input(e).transpose(1, 2) + cond)
+        x = F.relu(self.hidden(x))
+        return self.output(x)
+
+
+class SampleRNN(nn.Module):
+    family = "samplernn"
+
+    def __init__(self, cfg: SampleRNNConfig):
+        super().__init__()
+        cfg.validate()
+        self.config = cfg
+        fs = cfg.frame_sizes
+        ratios = [upper // lower for upper, lower in zip(fs, fs[1:])] + [fs[-1]]
+        self.tiers = nn.ModuleList(FrameTier(f, r, cfg) for f, r in zip(fs, ratios))
+        self.mlp = SampleMLP(fs[-1], cfg)
+        self.label_embedding = nn.Embedding(len(cfg.labels), cfg.dim) if cfg.labels else None
+        self._carry: dict[int, list] = {}  # micro-batch slot → hidden state carried
+
+    # ----- geometry -------------------------------------------------------------------------
+    @property
+    def context_samples(self) -> int:
+        """Samples in front of a sequence that are input only (the top frame)."""
+        return self.config.frame_sizes[0]
+
+    @property
+    def receptive_field(self) -> int | None:
+        return None  # recurrent: unbounded
+
+    # ----- parallel forward -----------------------------------------------------------------
+    def initial_hidden(self, batch: int) -> list:
+        return [tier.initial_hidden(batch) for tier in self.tiers]
+
+    def label_vectors(self, labels: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        """labels [B] int64 (index) or [B, n_labels] float (blend weights) → [B, 1, dim] or None."""
+        if self.label_embedding is None:
+            return None
+        if labels is None:
+            raise ValueError(f"this model is conditioned on labels {self.config.labels}: give one")
+        if labels.dim() == 1:
+            vec = self.label_embedding(labels.long())
+        else:
+            vec = labels.float() @ self.label_embedding.weight
+        return vec.view(batch, 1, -1)
+
+    def logits(self, codes: torch.Tensor, hidden: list | None = None, labels: torch.Tensor | None = None):
+        """codes [B, C + L] int64 → (logits [B, L, Q] for codes[:, C:], final hidden)."""
+        batch, total = codes.shape
+        ctx = self.context_samples
+        length = total - ctx
+        if length <= 0 or length % ctx:
+            raise ValueError(f"sequence of {total} codes: need {ctx} context + a multiple of {ctx}")
+        if hidden is None:
+            hidden = self.initial_hidden(batch)
+        x = rescale_codes(codes, self.config.q_levels)
+        cond = self.label_vectors(labels, batch)
+        new_hidden = []
+        for tier, h in zip(self.tiers, hidden):
+            f = tier.frame_size
+            frames = x[:, ctx - f: ctx - f + length].reshape(batch, length // f, f)
+            cond, h = tier(frames, cond, h)
+            new_hidden.append(h)
+        w = self.mlp.window
+        return self.mlp(codes[:, ctx - w: total - 1], cond), new_hidden
+
+    def sequence_nll(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """codes [B, C + L] → NLL in nats [B, L] of codes[:, C:], from the initial state."""
+        logits, _ = self.logits(codes, None, labels)
+        target = codes[:, self.context_samples:]
+        return F.cross_entropy(logits.float().transpose(1, 2), target, reduction="none")
+
+    # ----- training -------------------------------------------------------------------------
+    def forward(self, batch: dict) -> torch.Tensor:
+        """Training loss (mean nats per sample) on a TBPTT window, hidden state carried.
+
+        batch: ``codes [B, C + L]`` int64, ``reset [B]`` bool (stream starts a new chunk),
+        ``labels [B]`` int64 (conditioned models), ``slot`` (micro-batch whose state to carry).
+        """
+        codes, slot = batch["codes"], batch.get("slot", 0)
+        hidden = self._hidden_for(slot, batch["reset"], codes.shape[0])
+        logits, hidden = self.logits(codes, hidden, batch.get("labels"))
+        self._carry[slot] = _map_hidden(hidden, lambda t: t.detach())
+        target = codes[:, self.context_samples:]
+        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1))
+
+    loss = forward
+
+    def _hidden_for(self, slot: int, reset: torch.Tensor, batch: int) -> list:
+        init = self.initial_hidden(batch)
+        carried = self._carry.get(slot)
+        if carried is None or _first(carried).shape[1] != batch:
+            return init
+        keep = (~reset.bool()).view(1, batch, 1).to(_first(init).device)
+        return _zip_hidden(init, carried, lambda h0, c: torch.where(keep, c, h0))
+
+    def training_state(self) -> dict[str, torch.Tensor]:
+        """The hidden state carried between TBPTT windows: named tensors ``[1, B, dim]``."""
+        return {f"slot{slot}.{name}": t for slot, hidden in self._carry.items()
+                for name, t in _flatten_hidden(hidden)}
+
+    def load_training_state(self, state: dict[str, torch.Tensor]) -> None:
+        self._carry = {}
+        for slot in sorted({int(k.split(".")[0][4:]) for k in state}):
+            part = {k.split(".", 1)[1]: v for k, v in state.items() if k.startswith(f"slot{slot}.")}
+            template = self.initial_hidden(next(iter(part.values())).shape[1])
+            names = [name for name, _ in _flatten_hidden(template)]
+            if sorted(names) != sorted(part):
+                raise ValueError("training state does not match this model's tiers and layers")
+            device = _first(template).device
+            it = iter([part[name].to(device) for name in names])
+            self._carry[slot] = _map_hidden(template, lambda _: next(it))
+
+    def eval_length(self, train: TrainConfig) -> int:
+        """Predicted samples per evaluation piece: one training chunk."""
+        return train.seq_len * train.tbptt_windows
+
+    def make_batches(self, audio, segments, segment_labels, train: TrainConfig, rank: int = 0, world: int = 1):
+        from wavegen.data import TBPTTBatches
+
+        self.config.validate(train)
+        return TBPTTBatches(audio, segments, segment_labels, train, self.config.q_levels,
+                            self.config.quantization, self.context_samples, rank, world)
+
+    # ----- inference --------------------------------------------------------------------------
+    @torch.no_grad()
+    def inference_spec(self) -> dict:
+        """Plain fp32 CPU tensors in the canonical layout every engine is built from.
+
+        tiers[k]: ``input_w [dim, F]``, ``input_b [dim]``, ``rnn`` (per layer ``w_ih [G*dim, dim]``,
+        ``w_hh``, ``b_ih``, ``b_hh``; gates r,z,n for GRU, i,f,g,o for LSTM), ``h0 [S, n_rnn, dim]``,
+        ``up_w [ratio*dim, dim]``, ``up_b``. mlp: ``tables [window, Q, dim]`` (embedding folded
+        into the first layer: row p is the contribution of the p-th oldest code), ``in_b``,
+        ``hidden_w [dim, dim]``, ``hidden_b``, ``out_w [Q, dim]``, ``out_b``.
+        """
+        def t(x: torch.Tensor) -> torch.Tensor:
+            return x.detach().float().cpu().contiguous().clone()
+
+        cfg = self.config
+        tiers = []
+        for tier in self.tiers:
+            tiers.append({
+                "frame_size": tier.frame_size, "ratio": tier.ratio,
+                "input_w": t(tier.input.weight), "input_b": t(tier.input.bias),
+                "rnn": [{"w_ih": t(r.weight_ih_l0), "w_hh": t(r.weight_hh_l0),
+                         "b_ih": t(r.bias_ih_l0), "b_hh": t(r.bias_hh_l0)} for r in tier.rnns],
+                "h0": t(tier.h0),
+                "up_w": t(tier.upsample.weight), "up_b": t(tier.upsample.bias),
+            })
+        conv_w = self.mlp.input.weight  # [dim, emb, window]
+        emb = self.mlp.embedding.weight  # [Q, emb]
+        tables = torch.einsum("qe,dew->wqd", emb.float(), conv_w.float())
+        return {
+            "family": "samplernn",
+            "frame_sizes": list(cfg.frame_sizes), "dim": cfg.dim, "n_rnn": cfg.n_rnn,
+            "q_levels": cfg.q_levels, "quantization": cfg.quantization, "rnn_type": cfg.rnn_type,
+            "skip": cfg.skip, "labels": list(cfg.labels),
+            "label_embedding": t(self.label_embedding.weight) if self.label_embedding is not None else None,
+            "tiers": tiers,
+            "mlp": {"tables": t(tables), "in_b": t(self.mlp.input.bias),
+                    "hidden_w": t(self.mlp.hidden.weight), "hidden_b": t(self.mlp.hidden.bias),
+                    "out_w": t(self.mlp.output.weight), "out_b": t(self.mlp.output.bias)},
+        }
+
+    def describe(self) -> dict:
+        return {"frame_sizes": list(self.config.frame_sizes), "tiers": len(self.tiers) + 1,
+                "rnn": f"{self.config.n_rnn}-layer {self.config.rnn_type.upper()} x {self.config.dim}"}
+
+
+# ----- hidden-state helpers: per tier, per layer, h or (h, c) ------------------------------------
+
+def _map_hidden(hidden: list, fn) -> list:
+    return [[tuple(fn(s) for s in h) if isinstance(h, tuple) else fn(h) for h in tier] for tier in hidden]
+
+
+def _zip_hidden(a: list, b: list, fn) -> list:
+    return [[tuple(fn(x, y) for x, y in zip(ha, hb)) if isinstance(ha, tuple) else fn(ha, hb)
+             for ha, hb in zip(ta, tb)] for ta, tb in zip(a, b)]
+
+
+def _flatten_hidden(hidden: list):
+    for k, tier in enumerate(hidden):
+        for j, h in enumerate(tier):
+            states = h if isinstance(h, tuple) else (h,)
+            for s, tensor in enumerate(states):
+                yield f"tier{k}.layer{j}.state{s}", tensor
+
+
+def _first(hidden: list) -> torch.Tensor:
+    h = hidden[0][0]
+    return h[0] if isinstance(h, tuple) else h
+
