@@ -8,6 +8,7 @@ inference spec alone (``model.inference_spec()``)::
     codes = engine.generate(uniforms, temperature)      # uniforms [B, n] in [0, 1) → codes [B, n]
     logits = engine.teacher_force(codes)                # logits [B, n, Q] predicting each given code
     engine.state_dict() / engine.load_state_dict()      # everything needed to continue exactly
+    engine.stream_state(b) / engine.set_stream_state(b, s)  # one stream's part (via _stream_axes)
 
 Arrays in and out are numpy (codes int64, logits and uniforms float32) so every backend
 speaks the same language; ``state_dict`` holds numpy arrays only, so it saves anywhere.
@@ -85,9 +86,19 @@ def temperatures(temperature, streams: int) -> np.ndarray:
 # ----- the contract --------------------------------------------------------------------------------
 
 class Engine:
-    """Base of every backend's engine; see the module docstring for the contract."""
+    """Base of every backend's engine; see the module docstring for the contract.
+
+    Per-stream state (the render guard rewinds one stream and leaves the others): every
+    engine declares ``_stream_axes``, state_dict name → the axis of that array that indexes
+    streams, or None for an entry all streams share (the position ``t``). A name with a
+    trailing layer/tier index (``hidden0``, ``buffer12``) is looked up by its stem
+    (``hidden``, ``buffer``). :meth:`stream_state` and :meth:`set_stream_state` are built on
+    that mapping; a state entry the mapping does not name raises NotImplementedError, so an
+    engine that forgets one fails loudly instead of mixing streams up.
+    """
 
     backend = "?"
+    _stream_axes: dict[str, int | None] = {}
 
     def __init__(self, spec: dict, streams: int):
         if streams < 1:
@@ -142,6 +153,53 @@ class Engine:
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         raise NotImplementedError
 
+    # ----- per-stream state, built on state_dict and _stream_axes -----
+
+    def _stream_axis(self, name: str) -> int | None:
+        for key in (name, name.rstrip("0123456789")):
+            if key in self._stream_axes:
+                return self._stream_axes[key]
+        raise NotImplementedError(f"{type(self).__name__}: state entry {name!r} has no stream axis in "
+                                  "_stream_axes (name -> axis, or None when shared by all streams)")
+
+    def stream_state(self, b: int, state: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Stream ``b``'s part of ``state`` (default: the engine's own ``state_dict()``).
+
+        Arrays with a stream axis lose that axis (index b taken); shared entries are copied whole.
+        """
+        if not 0 <= b < self.streams:
+            raise IndexError(f"stream {b} of {self.streams}")
+        state = self.state_dict() if state is None else state
+        out = {}
+        for name, value in state.items():
+            axis = self._stream_axis(name)
+            value = np.asarray(value)
+            out[name] = value.copy() if axis is None else np.take(value, b, axis=axis)
+        return out
+
+    def set_stream_state(self, b: int, stream_state: dict[str, np.ndarray]) -> None:
+        """Replace stream ``b``'s part of the engine state with ``stream_state`` (from :meth:`stream_state`).
+
+        The other streams are untouched. Shared entries must equal the engine's (a stream can
+        only be moved within the same position ``t``): ValueError otherwise.
+        """
+        if not 0 <= b < self.streams:
+            raise IndexError(f"stream {b} of {self.streams}")
+        state = {name: np.array(value) for name, value in self.state_dict().items()}
+        if set(state) != set(stream_state):
+            raise ValueError(f"stream state entries {sorted(stream_state)}: expected {sorted(state)}")
+        for name, value in state.items():
+            axis = self._stream_axis(name)
+            if axis is None:
+                if not np.array_equal(value, stream_state[name]):
+                    raise ValueError(f"shared state {name!r} differs ({stream_state[name]} vs the engine's "
+                                     f"{value}): streams can only be swapped at the same position")
+                continue
+            index = [slice(None)] * value.ndim
+            index[axis] = b
+            value[tuple(index)] = stream_state[name]
+        self.load_state_dict(state)
+
 
 # ----- torch reference: SampleRNN ------------------------------------------------------------------
 
@@ -171,6 +229,8 @@ class TorchSampleRNNEngine(Engine):
     """
 
     backend = "torch"
+    # hidden{k} is [S, n_rnn, B, dim] (S = 2 for LSTM h, c); history [B, F]; cond{k} [B, ratio, dim]
+    _stream_axes = {"t": None, "history": 0, "hidden": 2, "cond": 0, "label_weights": 0}
 
     def __init__(self, spec: dict, streams: int, device: str | torch.device = "cpu"):
         super().__init__(spec, streams)
