@@ -27,7 +27,7 @@ def describe(target: str) -> dict:
     info.update(model.describe())
     rf = model.receptive_field
     if rf is not None:
-        info["receptive_field"] = f"{rf} samples ({rf / sr * 1000:.1f} ms at {sr} Hz)"
+        info["receptive_field"] = f"{rf} samples = {rf / sr:.4f} s at {sr} Hz"
     if model.config.labels:
         info["labels"] = list(model.config.labels)
     info["backends"] = {name: "available" if why is None else f"unavailable: {why}"

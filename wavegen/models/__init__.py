@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from wavegen.config import ConfigError, TrainConfig, from_dict, to_dict
 from wavegen.models.samplernn import SampleRNN, SampleRNNConfig
+from wavegen.models.wavenet import WaveNet, WaveNetConfig
 
 FAMILIES = {
     "samplernn": (SampleRNNConfig, SampleRNN),
+    "wavenet": (WaveNetConfig, WaveNet),
 }
 
 
@@ -55,6 +57,36 @@ PRESETS: dict[str, dict] = {
         "model": {"frame_sizes": [16, 4], "n_rnn": 1, "dim": 128, "emb_size": 32,
                   "q_levels": 256, "quantization": "mu-law", "rnn_type": "gru"},
         "train": {"batch_size": 16, "seq_len": 256, "tbptt_windows": 8, "lr": 2e-3,
+                  "val_interval": 100, "checkpoint_interval": 100, "val_seconds": 20.0},
+    },
+    # nv-wavenet's reference size: 20 layers (2 x 1..512), R64, S128, A256; receptive field 2047.
+    "wavenet-medium": {
+        "model_type": "wavenet",
+        "model": {"layers": 20, "max_dilation": 512, "residual_channels": 64, "skip_channels": 128,
+                  "end_channels": 256, "q_levels": 256, "quantization": "mu-law"},
+        "train": {"batch_size": 16, "seq_len": 4096, "lr": 1e-3},
+    },
+    # As re-implemented in the SampleRNN paper: 4 x 10 layers (1..512), 64 channels, A256.
+    "wavenet-paper": {
+        "model_type": "wavenet",
+        "model": {"layers": 40, "max_dilation": 512, "residual_channels": 64, "skip_channels": 64,
+                  "end_channels": 256, "q_levels": 256, "quantization": "mu-law"},
+        "train": {"batch_size": 16, "seq_len": 4096, "lr": 1e-3},
+    },
+    # vincentherrmann/pytorch-wavenet defaults (the public speed baseline): 3 x 10 layers
+    # (1..512), residual = dilation channels 32, skip 1024, end 512, mu-law 256.
+    "wavenet-vincent": {
+        "model_type": "wavenet",
+        "model": {"layers": 30, "max_dilation": 512, "residual_channels": 32, "skip_channels": 1024,
+                  "end_channels": 512, "q_levels": 256, "quantization": "mu-law"},
+        "train": {"batch_size": 16, "seq_len": 4096, "lr": 1e-3},
+    },
+    # Tests and CPU demos: 2 x (1..32), receptive field 127 samples; trains on 2 cores in minutes.
+    "wavenet-tiny": {
+        "model_type": "wavenet",
+        "model": {"layers": 12, "max_dilation": 32, "residual_channels": 24, "skip_channels": 48,
+                  "end_channels": 64, "q_levels": 256, "quantization": "mu-law", "label_dim": 16},
+        "train": {"batch_size": 16, "seq_len": 512, "lr": 2e-3,
                   "val_interval": 100, "checkpoint_interval": 100, "val_seconds": 20.0},
     },
 }
