@@ -71,10 +71,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     config = load_json(folder / CONFIG_FILE)
     model = build_model(config)
     state = load_file(str(folder / MODEL_FILE))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ConfigError(f"{folder / MODEL_FILE} does not match its {CONFIG_FILE}: "
-                          f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ConfigError(f"{folder / MODEL_FILE} does not match its {CONFIG_FILE}: {err}") from None
     return model.to(device).eval(), config
 
 

@@ -1,0 +1,76 @@
+"""Training windows: deterministic in (seed, step), consecutive TBPTT windows, rank shards."""
+
+import numpy as np
+import pytest
+import torch
+
+from wavegen.audio import int16_to_float, quantize
+from wavegen.config import ConfigError, TrainConfig
+from wavegen.data import CorpusTooShort, RandomCrops, TBPTTBatches, eval_pieces, local_streams
+
+AUDIO = (np.sin(np.arange(50_000) * 0.01) * 20_000).astype(np.int16)
+SEGMENTS = np.array([[0, 20_000, 0], [20_000, 30_000, 1]])
+LABELS = np.array([0, 1])
+
+
+def tbptt(rank=0, world=1, **kw):
+    cfg = TrainConfig(batch_size=4, seq_len=64, tbptt_windows=3, seed=5, **kw)
+    return TBPTTBatches(AUDIO, SEGMENTS, LABELS, cfg, 256, "mu-law", 16, rank, world)
+
+
+def test_tbptt_windows_are_consecutive_and_reset_at_chunk_starts():
+    src = tbptt()
+    b0, b1, b2, b3 = (src.batch(s) for s in range(4))
+    assert b0["codes"].shape == (4, 16 + 64)
+    assert b0["reset"].all() and not b1["reset"].any() and not b2["reset"].any() and b3["reset"].all()
+    # window w+1 starts 64 samples later; its context is the previous window's last 16 samples
+    assert torch.equal(b1["codes"][:, :16], b0["codes"][:, -16:])
+    assert torch.equal(b2["codes"][:, :16], b1["codes"][:, -16:])
+    assert not torch.equal(b3["codes"][:, :16], b2["codes"][:, -16:])  # a new chunk
+    # codes are the quantized corpus samples
+    start = int(np.flatnonzero([np.array_equal(quantize(int16_to_float(AUDIO[s:s + 80]), 256, "mu-law"),
+                                               b0["codes"][0].numpy()) for s in range(0, 50_000 - 80)])[0])
+    assert start + 3 * 64 + 16 <= 20_000 or start >= 20_000  # a chunk never crosses a segment
+    assert b0["labels"][0] == (0 if start < 20_000 else 1)
+
+
+def test_batches_are_a_pure_function_of_seed_and_step():
+    a, b = tbptt(), tbptt()
+    assert torch.equal(a.batch(7)["codes"], b.batch(7)["codes"])
+    b.batch(2)
+    assert torch.equal(a.batch(5)["codes"], b.batch(5)["codes"])
+    other = TBPTTBatches(AUDIO, SEGMENTS, LABELS, TrainConfig(batch_size=4, seq_len=64, tbptt_windows=3, seed=6),
+                         256, "mu-law", 16)
+    assert not torch.equal(a.batch(0)["codes"], other.batch(0)["codes"])
+
+
+def test_ranks_and_accumulation_split_the_same_global_batch():
+    whole = tbptt().batch(4)["codes"]
+    halves = [tbptt(rank=r, world=2).batch(4)["codes"] for r in range(2)]
+    assert torch.equal(torch.cat(halves), whole)
+    accum = [tbptt(grad_accum=2).batch(4, m)["codes"] for m in range(2)]
+    assert torch.equal(torch.cat(accum), whole)
+    with pytest.raises(ConfigError, match="does not split"):
+        local_streams(TrainConfig(batch_size=6, grad_accum=4), 0, 1)
+
+
+def test_random_crops():
+    cfg = TrainConfig(batch_size=3, seq_len=100, seed=1)
+    src = RandomCrops(AUDIO, SEGMENTS, None, cfg, 256, "linear", 50)
+    b = src.batch(0)
+    assert b["codes"].shape == (3, 150) and b["reset"].all() and (b["labels"] == -1).all()
+    assert not torch.equal(src.batch(0)["codes"], src.batch(1)["codes"])
+
+
+def test_too_short_corpus_names_the_sizes():
+    with pytest.raises(CorpusTooShort, match=r"longest segment: 30000 samples"):
+        TBPTTBatches(AUDIO, SEGMENTS, None, TrainConfig(batch_size=1, seq_len=4096, tbptt_windows=8),
+                     256, "linear", 16)
+
+
+def test_eval_pieces_cover_each_sample_once_and_can_be_capped():
+    pieces = eval_pieces(SEGMENTS, LABELS, context=16, piece_len=1000)
+    assert len(pieces) == 19 + 29  # floor((len - 16) / 1000) per segment
+    assert pieces[0].tolist() == [0, 0] and pieces[1].tolist() == [1000, 0] and pieces[19].tolist() == [20_000, 1]
+    capped = eval_pieces(SEGMENTS, LABELS, context=16, piece_len=1000, max_samples=5000)
+    assert len(capped) == 5 and capped[0, 1] == 0 and capped[-1, 1] == 1  # spread over the split
