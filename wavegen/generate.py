@@ -124,6 +124,10 @@ class Engine:
             raise ValueError(f"label weights of shape {w.shape}: expected ({self.streams}, {len(self.labels)})")
         return np.ascontiguousarray(w)
 
+    def default_label_weights(self) -> np.ndarray | None:
+        """An even blend of every label (None for unconditioned models): the state after construction."""
+        return np.full(len(self.labels), 1.0 / len(self.labels), dtype=np.float32) if self.labels else None
+
     def _check_codes(self, codes) -> np.ndarray:
         codes = np.array(codes, dtype=np.int64)  # a private, writable copy
         if codes.ndim != 2 or codes.shape[0] != self.streams:
@@ -246,7 +250,7 @@ class TorchSampleRNNEngine(Engine):
         self.mlp = {k: to(v) for k, v in spec["mlp"].items()}
         emb = spec.get("label_embedding")
         self.label_embedding = to(emb) if emb is not None else None
-        self.reset()
+        self.reset(label_weights=self.default_label_weights())
 
     def reset(self, prime_codes=None, label_weights=None) -> None:
         B, dev = self.streams, self.device
@@ -341,10 +345,128 @@ class TorchSampleRNNEngine(Engine):
             self.top_cond = self.weights @ self.label_embedding
 
 
+# ----- torch reference: WaveNet ---------------------------------------------------------------------
+
+class TorchWaveNetEngine(Engine):
+    """Reference WaveNet engine: plain torch, one Python step per sample, CPU or GPU.
+
+    fast-wavenet: each layer keeps a ring buffer of its last ``dilation`` inputs, so a step costs
+    O(layers), not O(receptive field). State: the previous code ``prev [B]``, the position ``t``
+    and per layer ``buffer{k} [B, d, R]`` (slot ``t % d`` holds the layer input of step t - d).
+    After ``reset`` the previous code is silence and every buffer is zeros, as the parallel
+    forward's causal zero padding.
+    """
+
+    backend = "torch"
+    # buffer{k} is [B, d, R]; prev [B]; label_weights [B, n_labels]
+    _stream_axes = {"t": None, "prev": 0, "buffer": 0, "label_weights": 0}
+
+    def __init__(self, spec: dict, streams: int, device: str | torch.device = "cpu"):
+        super().__init__(spec, streams)
+        self.device = torch.device(device)
+        to = lambda x: x.to(self.device, torch.float32)  # noqa: E731
+        self.R = int(spec["residual_channels"])
+        self.embed = to(spec["embed"])
+        self.dilations = [int(layer["dilation"]) for layer in spec["layers"]]
+        self.layers = []
+        for layer in spec["layers"]:
+            w = layer["conv_w"]
+            self.layers.append({
+                "conv_w": to(torch.cat([w[0], w[1]], dim=1)),  # [2R, 2R]: [past | current] inputs
+                "conv_b": to(layer["conv_b"]),
+                "label_bias": to(layer["label_bias"]) if layer["label_bias"] is not None else None,
+                "res_w": to(layer["res_w"]), "res_b": to(layer["res_b"]),
+                "skip_w": to(layer["skip_w"]), "skip_b": to(layer["skip_b"]),
+            })
+        self.out = {k: to(spec[k]) for k in ("out1_w", "out1_b", "out2_w", "out2_b")}
+        self.reset(label_weights=self.default_label_weights())
+
+    def reset(self, prime_codes=None, label_weights=None) -> None:
+        B, dev = self.streams, self.device
+        self.t = 0
+        self.prev = torch.full((B,), self.silence, dtype=torch.long, device=dev)
+        self.buffers = [torch.zeros(B, d, self.R, device=dev) for d in self.dilations]
+        w = self.label_weights(label_weights)
+        self._set_label_weights(None if w is None else torch.tensor(w, device=dev))
+        if prime_codes is not None:
+            self.teacher_force(prime_codes)
+
+    def _set_label_weights(self, weights: torch.Tensor | None) -> None:
+        self.weights = weights
+        # per layer [B, 2R]: a blend of labels is a blend of their folded biases (all linear)
+        self.label_biases = [None if weights is None else weights @ layer["label_bias"] for layer in self.layers]
+
+    @torch.no_grad()
+    def _logits(self) -> torch.Tensor:
+        """Logits [B, Q] for the sample at position t, given the previous code."""
+        R, last = self.R, len(self.layers) - 1
+        x = self.embed[self.prev]
+        skip = 0
+        for k, (layer, buf, d) in enumerate(zip(self.layers, self.buffers, self.dilations)):
+            slot = self.t % d
+            h = torch.cat([buf[:, slot], x], dim=1) @ layer["conv_w"].T + layer["conv_b"]
+            buf[:, slot] = x  # read before write: the slot held the input of step t - d
+            if self.label_biases[k] is not None:
+                h = h + self.label_biases[k]
+            z = torch.tanh(h[:, :R]) * torch.sigmoid(h[:, R:])
+            skip = skip + z @ layer["skip_w"].T + layer["skip_b"]
+            if k < last:  # the last layer's residual output is never read
+                x = x + z @ layer["res_w"].T + layer["res_b"]
+        out = self.out
+        y = F.relu(F.relu(skip) @ out["out1_w"].T + out["out1_b"])
+        return y @ out["out2_w"].T + out["out2_b"]
+
+    def _push(self, codes: torch.Tensor) -> None:
+        self.prev = codes
+        self.t += 1
+
+    @torch.no_grad()
+    def generate(self, uniforms, temperature=1.0) -> np.ndarray:
+        u = torch.from_numpy(self._check_uniforms(uniforms)).to(self.device)
+        temp = torch.from_numpy(temperatures(temperature, self.streams)).to(self.device)
+        out = torch.empty(u.shape, dtype=torch.long, device=self.device)
+        for i in range(u.shape[1]):
+            codes = sample_codes(self._logits(), u[:, i], temp)
+            self._push(codes)
+            out[:, i] = codes
+        return out.cpu().numpy()
+
+    @torch.no_grad()
+    def teacher_force(self, codes) -> np.ndarray:
+        codes = torch.from_numpy(self._check_codes(codes)).to(self.device)
+        out = torch.empty(codes.shape + (self.q_levels,), dtype=torch.float32, device=self.device)
+        for i in range(codes.shape[1]):
+            out[:, i] = self._logits()
+            self._push(codes[:, i])
+        return out.cpu().numpy()
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        state = {"t": np.array(self.t, dtype=np.int64), "prev": self.prev.cpu().numpy()}
+        for k, buf in enumerate(self.buffers):
+            state[f"buffer{k}"] = buf.cpu().numpy()
+        if self.weights is not None:
+            state["label_weights"] = self.weights.cpu().numpy()
+        return state
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        dev = self.device
+        for k, d in enumerate(self.dilations):
+            shape = tuple(np.shape(state[f"buffer{k}"]))
+            if shape != (self.streams, d, self.R):
+                raise ValueError(f"engine state buffer{k} of shape {shape}: expected {(self.streams, d, self.R)}")
+        self.t = int(state["t"])
+        self.prev = torch.from_numpy(np.array(state["prev"], dtype=np.int64)).to(dev)
+        self.buffers = [torch.from_numpy(np.array(state[f"buffer{k}"], dtype=np.float32)).to(dev)
+                        for k in range(len(self.dilations))]
+        if "label_weights" in state:
+            self._set_label_weights(torch.from_numpy(np.array(state["label_weights"], dtype=np.float32)).to(dev))
+
+
 # ----- backend selection -----------------------------------------------------------------------------
 
 # family → backend → factory(spec, streams, device) ; other modules register theirs.
-_ENGINES: dict[str, dict[str, Callable]] = {"samplernn": {"torch": TorchSampleRNNEngine}}
+_ENGINES: dict[str, dict[str, Callable]] = {"samplernn": {"torch": TorchSampleRNNEngine},
+                                            "wavenet": {"torch": TorchWaveNetEngine}}
 
 
 def register_engine(family: str, backend: str, factory: Callable) -> None:

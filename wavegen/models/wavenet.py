@@ -232,10 +232,8 @@ class WaveNet(nn.Module):
 
     def describe(self) -> dict:
         cfg = self.config
-        cycle = cfg.max_dilation.bit_length()
-        stacks, rest = divmod(cfg.layers, cycle)
-        pattern = f"{stacks} x (1..{cfg.max_dilation})" if stacks else ""
-        if rest:
-            pattern += (" + " if pattern else "") + f"(1..{1 << (rest - 1)})"
-        return {"layers": cfg.layers, "dilations": pattern,
+        span = lambda top: "1" if top == 1 else f"1..{top}"  # noqa: E731
+        stacks, rest = divmod(cfg.layers, cfg.max_dilation.bit_length())
+        parts = ([f"{stacks} x {span(cfg.max_dilation)}"] if stacks else []) + ([span(1 << (rest - 1))] if rest else [])
+        return {"layers": cfg.layers, "dilations": " + ".join(parts),
                 "channels": f"residual {cfg.residual_channels}, skip {cfg.skip_channels}, end {cfg.end_channels}"}

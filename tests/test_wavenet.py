@@ -1,0 +1,363 @@
+"""WaveNet: config, receptive field, incremental engine == parallel forward, training, render, eval."""
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torch.nn.functional as F
+
+from conftest import prepared_corpus, write_audio_file
+from wavegen import cli
+from wavegen.audio import silence_code
+from wavegen.checkpoint import load_model
+from wavegen.config import ConfigError, TrainConfig
+from wavegen.generate import TorchWaveNetEngine, make_engine, sample_codes, uniforms
+from wavegen.models import build_model, resolve_preset
+from wavegen.models.wavenet import WaveNet, WaveNetConfig
+from wavegen.train import read_metrics, resolve_run_config, train
+
+TOL = 1e-4  # fp32: observed differences are ~1e-7; a real bug moves logits by far more
+Q = 32
+# (layers, max_dilation): one layer; one full stack; several stacks; a stack cut short.
+PATTERNS = [(1, 1), (4, 8), (9, 4), (6, 8)]
+VARIANTS = list(itertools.product(PATTERNS, ["linear", "mu-law"], [False, True]))
+LABELS = ["a", "b", "c"]
+BLEND = np.array([[1, 0, 0], [0.2, 0.5, 0.3], [0, 0, 1]], dtype=np.float32)  # per stream
+
+# Small enough to train in seconds (with resolve_run_config on the wavenet-tiny preset).
+TINY_WAVENET = ["model.layers=5", "model.max_dilation=8", "model.residual_channels=12",
+                "model.skip_channels=16", "model.end_channels=16", "model.q_levels=64",
+                "train.batch_size=4", "train.seq_len=64", "train.val_seconds=1", "train.log_interval=1",
+                "train.lr=1e-2"]
+
+
+def tiny(layers=4, max_dilation=8, quantization="mu-law", labels=(), seed=0):
+    torch.manual_seed(seed)
+    cfg = WaveNetConfig(layers=layers, max_dilation=max_dilation, residual_channels=8, skip_channels=12,
+                        end_channels=10, q_levels=Q, quantization=quantization, labels=list(labels),
+                        label_dim=5)
+    model = WaveNet(cfg).eval()
+    with torch.no_grad():  # move off the init so every weight (and every bias) matters
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    return model
+
+
+def parallel_logits(model, codes, labels=None):
+    """The parallel forward on [silence] + codes[:, :-1]: logits [B, n, Q] predicting each code."""
+    cfg = model.config
+    first = torch.full((codes.shape[0], 1), silence_code(cfg.q_levels, cfg.quantization))
+    with torch.no_grad():
+        return model.parallel_logits(torch.cat([first, codes[:, :-1]], 1), labels).numpy()
+
+
+def engine_logits(spec_or_model, codes, label_weights=None):
+    engine = make_engine(spec_or_model, codes.shape[0], backend="torch")
+    engine.reset(label_weights=label_weights)
+    return engine.teacher_force(codes.numpy())
+
+
+def test_dilations_double_then_repeat():
+    assert WaveNetConfig(layers=10, max_dilation=8).dilations == [1, 2, 4, 8, 1, 2, 4, 8, 1, 2]
+    assert WaveNetConfig(layers=3, max_dilation=1).dilations == [1, 1, 1]
+    model = tiny(9, 4)
+    assert model.receptive_field == 3 * (1 + 2 + 4) + 1 == model.context_samples
+
+
+@pytest.mark.parametrize("pattern,quantization,labelled", VARIANTS)
+def test_incremental_equals_parallel(pattern, quantization, labelled):
+    layers, max_dilation = pattern
+    model = tiny(layers, max_dilation, quantization, LABELS if labelled else ())
+    n = 2 * model.receptive_field + 7  # every ring buffer wraps at least once
+    codes = torch.randint(0, Q, (3, n))
+    weights = BLEND if labelled else None
+    incremental = engine_logits(model, codes, weights)
+    parallel = parallel_logits(model, codes, torch.from_numpy(BLEND) if labelled else None)
+    assert incremental.shape == (3, n, Q)
+    err = np.abs(incremental - parallel).max()
+    assert err < TOL, f"incremental logits differ from the parallel forward by {err}"
+    assert np.abs(parallel).max() > 0.5  # the comparison is not between two near-zero arrays
+
+
+def test_label_index_equals_one_hot_blend_and_labels_matter():
+    model = tiny(labels=LABELS)
+    codes = torch.randint(0, Q, (3, 30))
+    by_index = parallel_logits(model, codes, torch.tensor([0, 1, 2]))
+    by_blend = parallel_logits(model, codes, torch.eye(3))
+    assert np.allclose(by_index, by_blend, atol=1e-6)
+    other = parallel_logits(model, codes, torch.tensor([1, 2, 0]))
+    assert np.abs(other - by_index).max() > 0.1
+
+
+def _perturb(spec, where):
+    layer = spec["layers"][-1]
+    if where == "past tap":  # the last layer has the largest dilation in this pattern
+        layer["conv_w"][0, 3, 2] += 0.5
+    elif where == "current tap":
+        spec["layers"][0]["conv_w"][1, 10, 1] += 0.5
+    elif where == "gate bias":
+        layer["conv_b"][8 + 2] += 0.5  # gate half starts at R = 8
+    elif where == "label bias":
+        spec["layers"][1]["label_bias"][1, 4] += 0.5
+    elif where == "residual":
+        spec["layers"][0]["res_w"][2, 3] += 0.5
+    elif where == "skip":
+        spec["layers"][2]["skip_b"][5] += 0.5
+    elif where == "embedding":
+        spec["embed"][silence_code(Q, "mu-law"), 0] += 0.5
+    elif where == "output":
+        spec["out2_w"][7, 3] += 0.5
+
+
+@pytest.mark.parametrize("where", ["past tap", "current tap", "gate bias", "label bias", "residual",
+                                   "skip", "embedding", "output"])
+def test_mismatch_is_detected_loudly(where):
+    """The comparison fails when the engine computes something else: perturb one spec weight."""
+    model = tiny(4, 8, labels=LABELS)
+    codes = torch.randint(0, Q, (3, 40))
+    reference = parallel_logits(model, codes, torch.from_numpy(BLEND))
+    assert np.abs(engine_logits(model.inference_spec(), codes, BLEND) - reference).max() < TOL
+    spec = model.inference_spec()
+    _perturb(spec, where)
+    err = np.abs(engine_logits(spec, codes, BLEND) - reference).max()
+    assert err > 10 * TOL, f"perturbing the {where} went unnoticed (max difference {err})"
+
+
+def test_inference_spec_layout():
+    model = tiny(6, 8, labels=LABELS)
+    spec = model.inference_spec()
+    R, S, A = 8, 12, 10
+    assert spec["family"] == "wavenet" and spec["labels"] == LABELS and spec["q_levels"] == Q
+    assert (spec["residual_channels"], spec["skip_channels"], spec["end_channels"]) == (R, S, A)
+    assert spec["dilations"] == [1, 2, 4, 8, 1, 2] == [layer["dilation"] for layer in spec["layers"]]
+    assert spec["receptive_field"] == sum(spec["dilations"]) + 1 == model.receptive_field
+    assert spec["embed"].shape == (Q, R)
+    shapes = {"conv_w": (2, 2 * R, R), "conv_b": (2 * R,), "label_bias": (3, 2 * R), "res_w": (R, R),
+              "res_b": (R,), "skip_w": (S, R), "skip_b": (S,)}
+    for layer in spec["layers"]:
+        for name, shape in shapes.items():
+            assert layer[name].shape == shape and layer[name].dtype == torch.float32, name
+            assert layer[name].device.type == "cpu"
+    assert not spec["layers"][-1]["res_w"].any()  # the last residual is never read
+    # conv_w taps: tap 0 is the layer input d steps ago, tap 1 the current one
+    w = model.layers[0].conv.weight.detach()  # [2R, R, 2]
+    assert torch.equal(spec["layers"][0]["conv_w"][0], w[:, :, 0])
+    assert torch.equal(spec["layers"][0]["conv_w"][1], w[:, :, 1])
+    for name, shape in (("out1_w", (A, S)), ("out1_b", (A,)), ("out2_w", (Q, A)), ("out2_b", (Q,))):
+        assert spec[name].shape == shape
+    assert tiny(2, 2).inference_spec()["layers"][0]["label_bias"] is None
+
+
+def test_receptive_field_is_exact():
+    """Changing input p changes exactly the outputs p .. p + rf - 1."""
+    model = tiny(6, 4)
+    rf = model.receptive_field
+    inputs = torch.randint(0, Q, (1, 3 * rf))
+    p = rf
+    changed = inputs.clone()
+    changed[0, p] = (changed[0, p] + 5) % Q
+    with torch.no_grad():
+        diff = (model.parallel_logits(changed) - model.parallel_logits(inputs)).abs().amax(-1)[0]
+    moved = torch.nonzero(diff > 1e-6).flatten().tolist()
+    assert moved == list(range(p, p + rf))
+
+
+def test_training_forward_equals_padded_forward_and_nll():
+    model = tiny(6, 8, labels=LABELS)
+    rf, L = model.receptive_field, 20
+    codes = torch.randint(0, Q, (3, rf + L))
+    labels = torch.tensor([0, 2, 1])
+    with torch.no_grad():
+        valid = model.logits(codes, labels)  # no padding, only what the L predictions need
+        padded = model.parallel_logits(codes[:, :-1], labels)[:, rf - 1:]
+        nll = model.sequence_nll(codes, labels)
+        loss = model({"codes": codes, "labels": labels})
+    assert valid.shape == (3, L, Q)
+    assert torch.allclose(valid, padded, atol=1e-5)
+    want = F.cross_entropy(padded.transpose(1, 2), codes[:, rf:], reduction="none")
+    assert nll.shape == (3, L) and torch.allclose(nll, want, atol=1e-5)
+    assert torch.allclose(loss, want.mean(), atol=1e-5)
+    with pytest.raises(ValueError, match="context"):
+        model.logits(codes[:, :rf])
+
+
+def test_prime_fills_the_receptive_field():
+    """After a prime of at least rf codes only its last rf codes matter, and silence none."""
+    model = tiny(6, 8)
+    rf = model.receptive_field
+    rng = np.random.default_rng(0)
+    prime = rng.integers(0, Q, (2, rf + 9))
+    probe = rng.integers(0, Q, (2, 25))
+    engine = make_engine(model, 2, backend="torch")
+    engine.reset(prime_codes=prime)
+    after_prime = engine.teacher_force(probe)
+    window = torch.from_numpy(np.concatenate([prime[:, -rf:], probe[:, :-1]], 1))
+    with torch.no_grad():
+        want = model.parallel_logits(window)[:, rf - 1:].numpy()
+    assert np.abs(after_prime - want).max() < TOL
+    older = prime.copy()
+    older[:, :-rf] = rng.integers(0, Q, older[:, :-rf].shape)  # change all but the last rf codes
+    engine.reset(prime_codes=older)
+    assert np.abs(engine.teacher_force(probe) - after_prime).max() < TOL
+
+
+def test_generate_is_deterministic_and_agrees_with_teacher_forcing():
+    model = tiny(6, 8, labels=LABELS)
+    u = uniforms(3, range(3), 0, 80)
+    temps = [0.8, 1.0, 1.3]
+    a = make_engine(model, 3, backend="torch")
+    a.reset(label_weights=BLEND)
+    codes = a.generate(u, temps)
+    b = make_engine(model, 3, backend="torch")
+    b.reset(label_weights=BLEND)
+    assert np.array_equal(b.generate(u, temps), codes)
+    assert codes.dtype == np.int64 and len(np.unique(codes)) > 5
+    # sampling each teacher-forced distribution with the same uniforms gives the same codes back
+    c = make_engine(model, 3, backend="torch")
+    c.reset(label_weights=BLEND)
+    logits = torch.from_numpy(c.teacher_force(codes))
+    again = torch.stack([sample_codes(logits[:, i], torch.from_numpy(u[:, i]), torch.tensor(temps))
+                         for i in range(u.shape[1])], 1)
+    assert np.array_equal(again.numpy(), codes)
+
+
+def test_state_dict_round_trip_continues_exactly():
+    model = tiny(9, 4, labels=LABELS)
+    u = uniforms(0, range(3), 0, 120)
+    full_engine = make_engine(model, 3, backend="torch")
+    full_engine.reset(label_weights=BLEND)
+    full = full_engine.generate(u)
+    first = make_engine(model, 3, backend="torch")
+    first.reset(label_weights=BLEND)
+    head = first.generate(u[:, :53])  # 53: mid-way through every ring buffer
+    state = first.state_dict()
+    assert all(isinstance(v, np.ndarray) for v in state.values())
+    assert state["buffer2"].shape == (3, 4, 8) and int(state["t"]) == 53
+    second = make_engine(model, 3, backend="torch")  # label weights come from the state
+    second.load_state_dict({k: v.copy() for k, v in state.items()})
+    assert np.array_equal(np.concatenate([head, second.generate(u[:, 53:])], 1), full)
+    with pytest.raises(ValueError, match="buffer0"):
+        make_engine(model, 2, backend="torch").load_state_dict(state)
+
+
+def test_stream_state_moves_one_stream():
+    model = tiny(4, 8)
+    engine = make_engine(model, 2, backend="torch")
+    engine.generate(uniforms(0, [0, 1], 0, 30))
+    s1 = engine.stream_state(1)
+    assert s1["buffer3"].shape == (8, 8) and s1["prev"].shape == ()
+    engine.set_stream_state(0, s1)
+    state = engine.state_dict()
+    assert np.array_equal(state["buffer3"][0], state["buffer3"][1]) and state["prev"][0] == state["prev"][1]
+    u = uniforms(5, [0, 0], 30, 20)  # the same uniforms for both: identical streams from here on
+    out = engine.generate(u)
+    assert np.array_equal(out[0], out[1])
+
+
+def test_engine_needs_a_label_for_a_conditioned_model():
+    model = tiny(labels=LABELS)
+    engine = make_engine(model, 2, backend="torch")
+    with pytest.raises(ValueError, match="conditioned on labels"):
+        engine.reset()
+    with pytest.raises(ValueError, match="not conditioned"):
+        make_engine(tiny(), 2, backend="torch").reset(label_weights=np.ones(3, np.float32))
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"max_dilation": 6}, "not a power of two.*use 4 or 8"),
+    ({"layers": 0}, "layers=0"),
+    ({"residual_channels": 0}, "residual_channels"),
+    ({"quantization": "alaw"}, "use one of"),
+    ({"q_levels": 1}, "q_levels"),
+    ({"labels": ["a", "a"]}, "repeat"),
+])
+def test_config_validation_messages(change, message):
+    with pytest.raises(ConfigError, match=message):
+        WaveNetConfig(**change).validate(TrainConfig())
+
+
+@pytest.mark.parametrize("name,layers,rf,channels", [
+    ("wavenet-medium", 20, 2 * 1023 + 1, (64, 128, 256)),
+    ("wavenet-paper", 40, 4 * 1023 + 1, (64, 64, 256)),
+    ("wavenet-vincent", 30, 3 * 1023 + 1, (32, 1024, 512)),
+    ("wavenet-tiny", 12, 2 * 63 + 1, (24, 48, 64)),
+])
+def test_presets(name, layers, rf, channels):
+    config = resolve_preset(name)
+    model = build_model(config)
+    cfg = model.config
+    assert isinstance(model, WaveNet) and cfg.layers == layers and model.receptive_field == rf
+    assert (cfg.residual_channels, cfg.skip_channels, cfg.end_channels) == channels
+    assert max(model.dilations) == (512 if name != "wavenet-tiny" else 32) and cfg.q_levels == 256
+    assert config["train"]["seq_len"] >= 256
+
+
+# ----- through the trainer, render, eval, info ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny WaveNet trained 20 steps, with its corpus: (run folder, corpus folder, config)."""
+    root = tmp_path_factory.mktemp("wavenet")
+    corpus = prepared_corpus(root, files=4, seconds=3.0, sample_rate=8000, val_fraction=0.25,
+                             test_fraction=0.25)
+    config = resolve_run_config(resolve_preset("wavenet-tiny"), corpus, TINY_WAVENET + ["train.max_steps=20"])
+    train(config, root / "run", progress=False)
+    return root / "run", corpus, config
+
+
+def test_training_lowers_the_loss_and_saves_a_model(trained):
+    run, corpus, config = trained
+    rows = [r for r in read_metrics(run) if "loss_bits" in r]
+    assert [r["step"] for r in rows] == list(range(1, 21))
+    first, last = np.mean([r["loss_bits"] for r in rows[:3]]), np.mean([r["loss_bits"] for r in rows[-3:]])
+    assert first > 5.5  # ~log2(64) bits at the start
+    assert last < first - 0.25
+    model, saved = load_model(run)
+    assert isinstance(model, WaveNet) and saved == config
+    assert saved["model_type"] == "wavenet" and saved["model"]["layers"] == 5
+
+
+def test_resume_continues_like_an_uninterrupted_run(trained, tmp_path):
+    """Train 10 steps, stop, rerun to 20: the losses of steps 11..20 match the 20-step run."""
+    run, corpus, config = trained
+    half = json.loads(json.dumps(config))
+    half["train"]["max_steps"] = 10
+    train(half, tmp_path / "run", progress=False)
+    train(config, tmp_path / "run", progress=False)
+    want = {r["step"]: r["loss_bits"] for r in read_metrics(run) if "loss_bits" in r}
+    got = {r["step"]: r["loss_bits"] for r in read_metrics(tmp_path / "run") if "loss_bits" in r}
+    assert sorted(got) == list(range(1, 21))
+    for step in range(11, 21):
+        assert got[step] == pytest.approx(want[step], abs=1e-5), step
+
+
+def test_cli_render_with_prime_and_eval(trained, tmp_path, capsys):
+    run, corpus, config = trained
+    sr = 8000
+    prime = write_audio_file(tmp_path / "prime.wav", 0.3 * np.sin(np.arange(sr // 2) * 0.05), 22050)
+    outs = []
+    for name, extra in (("a", []), ("b", []), ("primed", ["--prime", str(prime), "--prime-seconds", "0.1"])):
+        assert cli.main(["-q", "render", str(run), "--seconds", "0.1", "--out", str(tmp_path / name),
+                         "--seed", "3", "--backend", "torch", *extra]) == 0
+        audio, rate = sf.read(tmp_path / name / "stream_000.wav", dtype="float32")
+        assert rate == sr and audio.shape == (800,) and np.all(np.isfinite(audio))
+        outs.append(audio)
+    assert np.array_equal(outs[0], outs[1])  # the same seed: the same audio
+    assert not np.array_equal(outs[0], outs[2])  # the prime changes what follows
+    capsys.readouterr()
+    assert cli.main(["-q", "eval", str(run), "--data", str(corpus), "--split", "val", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["samples"] > 0 and result["samples"] % 64 == 0  # whole pieces of seq_len
+    assert 0 < result["nll_bits_per_sample"] < 6.5  # below ~log2(64) + a little: it learned something
+
+
+def test_info_shows_receptive_field_in_samples_and_seconds(trained, capsys):
+    run, _, _ = trained
+    rf = 1 + 2 + 4 + 8 + 1 + 1  # dilations 1 2 4 8 1
+    assert cli.main(["info", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert f"receptive_field: {rf} samples = {rf / 8000:.4f} s at 8000 Hz" in out
+    assert "dilations: 1 x 1..8 + 1" in out
