@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# wavegen demo, end to end on a CPU: set-up, a small album the demo synthesises itself,
+# prep, a few minutes of training of a tiny SampleRNN, a 10-second render, evaluation.
+#
+#   bash recipes/demo/run.sh [--stage N] [--stop-stage M] [--dir DEMO_DIR] [--steps 300]
+#
+# Each finished stage leaves a marker in DEMO_DIR/.done/, so rerunning skips it; delete
+# DEMO_DIR (default: demo/) to start over. Listen to DEMO_DIR/renders/stream_000.wav.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+stage=0; stop_stage=100; dir=demo; steps=300
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --stage) stage=$2; shift 2 ;;
+    --stop-stage) stop_stage=$2; shift 2 ;;
+    --dir) dir=$2; shift 2 ;;
+    --steps) steps=$2; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+mkdir -p "$dir/.done"
+
+run_stage() {  # run_stage N "title" command...
+  local n=$1 title=$2; shift 2
+  if [ "$n" -lt "$stage" ] || [ "$n" -gt "$stop_stage" ]; then return; fi
+  if [ -f "$dir/.done/$n" ]; then echo "== stage $n: $title (done before, skipped)"; return; fi
+  echo "== stage $n: $title"
+  "$@"
+  touch "$dir/.done/$n"
+}
+
+setup() { bash recipes/setup.sh; }
+run_stage 0 "set-up (pinned torch, wavegen and its dependencies)" setup
+run_stage 1 "synthesise a small album (8 songs x 20 s, stereo 22.05 kHz)" \
+  python recipes/demo/make_recordings.py "$dir/recordings" --songs 8 --seconds 20
+run_stage 2 "prep: mono, 16 kHz, trim silence, split by song" \
+  wavegen prep "$dir/recordings" "$dir/corpus" --val-fraction 0.125 --test-fraction 0.125
+run_stage 3 "train samplernn-tiny for $steps steps (a few minutes on 2 CPU cores)" \
+  wavegen train --data "$dir/corpus" --model samplernn-tiny --run "$dir/run" --max-steps "$steps"
+run_stage 4 "render 10 seconds" \
+  wavegen render "$dir/run" --seconds 10 --out "$dir/renders" --seed 1
+run_stage 5 "evaluate on the test song (bits per sample; lower is better)" \
+  wavegen eval "$dir/run" --data "$dir/corpus" --split test
+
+echo
+echo "Done. Listen to $dir/renders/stream_000.wav"
+echo "The model is in $dir/run/best/; training curves: tensorboard --logdir $dir/run/tb"
