@@ -1,0 +1,229 @@
+"""Building blocks shared by the numba engines: fast activations, affine maps, sampling.
+
+Everything here is ``@njit`` and meant to be inlined into an engine's compiled sample loop.
+
+- Weights live in ONE flat float32 array per engine; a matrix is ``O`` rows of ``I`` floats
+  starting at an offset (row-major, torch's ``[out, in]`` layout). Rows are read through
+  slices, never through ``W[offset + i]``: numba cannot prove such an index is non-negative
+  and wraps it, which turns the inner loop into a gather (about 10x slower).
+- :func:`affine` computes ``y[b] = W @ x[b] + bias`` for the streams ``lo .. hi-1``. It walks
+  the weight rows once and applies each row to blocks of 8, 4 or 1 streams, so at batch B a
+  weight row is read from memory once, not B times (batch 1 is memory-bound: weight bytes
+  per sample is the cost).
+- :func:`fexp` is a polynomial ``exp`` (Cephes' expf: 1-2 ulp) that LLVM vectorises, unlike
+  libm's; ``tanh`` and ``sigmoid`` are built on it.
+- :func:`sample_code` replicates :func:`wavegen.generate.sample_codes` (inverse CDF on
+  softmax(logits / T), the CDF accumulated in float64 and rounded to float32 entry by
+  entry, as torch's CPU ``cumsum`` does).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+logger = logging.getLogger(__name__)
+
+# Reassociation lets LLVM vectorise dot products; no nnan/ninf: NaNs stay NaNs.
+FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+
+_F0 = np.float32(0.0)
+_F1 = np.float32(1.0)
+
+
+@intrinsic
+def _f32_from_bits(typingctx, bits):
+    """int32 bit pattern → the float32 with those bits (a register bitcast)."""
+    sig = types.float32(types.int32)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return sig, codegen
+
+
+@njit(fastmath=FASTMATH, inline="always", cache=True)
+def fexp(x):
+    """exp(x) in float32, 1-2 ulp, for x in about [-87, 88] (clamped outside). Vectorisable."""
+    x = min(max(x, np.float32(-87.0)), np.float32(88.0))
+    n = np.floor(x * np.float32(1.44269504088896341) + np.float32(0.5))
+    r = x - n * np.float32(0.693359375) + n * np.float32(2.12194440e-4)
+    p = np.float32(1.9875691500e-4)
+    p = p * r + np.float32(1.3981999507e-3)
+    p = p * r + np.float32(8.3334519073e-3)
+    p = p * r + np.float32(4.1665795894e-2)
+    p = p * r + np.float32(1.6666665459e-1)
+    p = p * r + np.float32(5.0000001201e-1)
+    y = p * (r * r) + r + _F1
+    return y * _f32_from_bits((np.int32(n) + np.int32(127)) << np.int32(23))
+
+
+@njit(fastmath=FASTMATH, inline="always", cache=True)
+def fsigmoid(x):
+    return _F1 / (_F1 + fexp(-x))
+
+
+@njit(fastmath=FASTMATH, inline="always", cache=True)
+def ftanh(x):
+    # 1 - 2 / (1 + e^{2x}): exact limits at +-inf (fexp clamps), absolute error ~1e-7 near 0.
+    return _F1 - np.float32(2.0) / (_F1 + fexp(np.float32(2.0) * x))
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def affine(W, w_off, b_off, n_out, n_in, x, y, lo, hi):
+    """``y[b, :n_out] = W[w_off:].reshape(n_out, n_in) @ x[b, :n_in] (+ W[b_off:b_off + n_out])``
+    for streams ``lo <= b < hi``.
+
+    W flat float32; x [B, >= n_in] and y [B, >= n_out] float32, C-contiguous; ``b_off < 0``:
+    no bias. Weight rows are outer, stream blocks inner: each row is read once per call.
+    """
+    for o in range(n_out):
+        w = W[w_off + o * n_in: w_off + (o + 1) * n_in]
+        bias = W[b_off + o] if b_off >= 0 else _F0
+        b = lo
+        while b + 8 <= hi:
+            x0 = x[b]
+            x1 = x[b + 1]
+            x2 = x[b + 2]
+            x3 = x[b + 3]
+            x4 = x[b + 4]
+            x5 = x[b + 5]
+            x6 = x[b + 6]
+            x7 = x[b + 7]
+            s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = _F0
+            for i in range(n_in):
+                wi = w[i]
+                s0 += wi * x0[i]
+                s1 += wi * x1[i]
+                s2 += wi * x2[i]
+                s3 += wi * x3[i]
+                s4 += wi * x4[i]
+                s5 += wi * x5[i]
+                s6 += wi * x6[i]
+                s7 += wi * x7[i]
+            y[b, o] = s0 + bias
+            y[b + 1, o] = s1 + bias
+            y[b + 2, o] = s2 + bias
+            y[b + 3, o] = s3 + bias
+            y[b + 4, o] = s4 + bias
+            y[b + 5, o] = s5 + bias
+            y[b + 6, o] = s6 + bias
+            y[b + 7, o] = s7 + bias
+            b += 8
+        while b + 4 <= hi:
+            x0 = x[b]
+            x1 = x[b + 1]
+            x2 = x[b + 2]
+            x3 = x[b + 3]
+            s0 = s1 = s2 = s3 = _F0
+            for i in range(n_in):
+                wi = w[i]
+                s0 += wi * x0[i]
+                s1 += wi * x1[i]
+                s2 += wi * x2[i]
+                s3 += wi * x3[i]
+            y[b, o] = s0 + bias
+            y[b + 1, o] = s1 + bias
+            y[b + 2, o] = s2 + bias
+            y[b + 3, o] = s3 + bias
+            b += 4
+        while b < hi:
+            x0 = x[b]
+            s0 = _F0
+            for i in range(n_in):
+                s0 += w[i] * x0[i]
+            y[b, o] = s0 + bias
+            b += 1
+
+
+@njit(cache=True)
+def sample_code(logits, u, temperature, z):
+    """Inverse-CDF draw from softmax(logits / temperature). logits [Q] float32, u float32 in
+    [0, 1), z [Q] float32 scratch → code (int). Same arithmetic as generate.sample_codes."""
+    q = logits.shape[0]
+    m = -np.inf
+    for j in range(q):
+        v = logits[j] / temperature
+        z[j] = v
+        if v > m:
+            m = v
+    _exp_shifted(z, np.float32(m))
+    total = 0.0  # float64 running sum, each entry rounded to float32 (torch's CPU cumsum)
+    for j in range(q):
+        total += np.float64(z[j])
+        z[j] = np.float32(total)
+    threshold = np.float32(u * z[q - 1])
+    count = 0
+    for j in range(q):
+        if z[j] <= threshold:
+            count += 1
+    return min(count, q - 1)
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _exp_shifted(z, m):
+    for j in range(z.shape[0]):
+        z[j] = fexp(z[j] - m)
+
+
+@njit(cache=True)
+def rescale(code, q_levels):
+    """A code → the frame tiers' input in [-2, 2): ``(code / (Q/2) - 1) * 2`` in float32."""
+    return (np.float32(code) / np.float32(q_levels / 2) - _F1) * np.float32(2.0)
+
+
+# ----- packing -----------------------------------------------------------------------------------
+
+class Packer:
+    """Appends float32 arrays to one flat buffer and hands back their offsets."""
+
+    def __init__(self):
+        self.parts, self.size = [], 0
+
+    def add(self, array) -> int:
+        a = np.ascontiguousarray(np.asarray(array, dtype=np.float32)).reshape(-1)
+        offset = self.size
+        self.parts.append(a)
+        self.size += a.size
+        return offset
+
+    def flat(self) -> np.ndarray:
+        return np.concatenate(self.parts) if self.parts else np.zeros(0, np.float32)
+
+
+def as_numpy(x) -> np.ndarray:
+    """A torch tensor or array-like → numpy array (no copy where possible)."""
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+
+
+# ----- compile-on-first-use notice ---------------------------------------------------------------
+
+_ANNOUNCED: set[str] = set()
+
+
+def announce_compile(name: str, *dispatchers) -> None:
+    """Log once per process when a kernel has no compiled code yet and no on-disk cache.
+
+    Best effort: numba's cache index files (``__pycache__/*.nbi``) are looked for by name.
+    """
+    if name in _ANNOUNCED:
+        return
+    _ANNOUNCED.add(name)
+    try:
+        cold = False
+        for d in dispatchers:
+            if d.signatures:
+                continue
+            cache = getattr(d, "_cache", None)
+            index = getattr(getattr(cache, "_cache_file", None), "_index_path", None)
+            if index is None or not os.path.exists(index):
+                cold = True
+        if cold:
+            logger.info("compiling numba kernels (first use on this machine)...")
+    except Exception:  # noqa: BLE001 - a notice must never break generation
+        pass
