@@ -152,6 +152,7 @@ class Engine:
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, np.ndarray]:
+        """A snapshot: numpy arrays that later steps of the engine do not change (copies, not views)."""
         raise NotImplementedError
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
@@ -324,13 +325,14 @@ class TorchSampleRNNEngine(Engine):
         return out.cpu().numpy()
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        state = {"t": np.array(self.t, dtype=np.int64), "history": self.history.cpu().numpy()}
+        # copies: on CPU .numpy() is a view, and the hidden states are updated in place
+        state = {"t": np.array(self.t, dtype=np.int64), "history": self.history.cpu().numpy().copy()}
         for k, h in enumerate(self.hidden):
-            state[f"hidden{k}"] = h.cpu().numpy()
+            state[f"hidden{k}"] = h.cpu().numpy().copy()
         for k, c in enumerate(self.cond[1:], start=1):
-            state[f"cond{k}"] = c.cpu().numpy()
+            state[f"cond{k}"] = c.cpu().numpy().copy()
         if self.weights is not None:
-            state["label_weights"] = self.weights.cpu().numpy()
+            state["label_weights"] = self.weights.cpu().numpy().copy()
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
@@ -441,11 +443,12 @@ class TorchWaveNetEngine(Engine):
         return out.cpu().numpy()
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        state = {"t": np.array(self.t, dtype=np.int64), "prev": self.prev.cpu().numpy()}
+        # copies: on CPU .numpy() is a view, and the ring buffers are updated in place
+        state = {"t": np.array(self.t, dtype=np.int64), "prev": self.prev.cpu().numpy().copy()}
         for k, buf in enumerate(self.buffers):
-            state[f"buffer{k}"] = buf.cpu().numpy()
+            state[f"buffer{k}"] = buf.cpu().numpy().copy()
         if self.weights is not None:
-            state["label_weights"] = self.weights.cpu().numpy()
+            state["label_weights"] = self.weights.cpu().numpy().copy()
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
