@@ -7,9 +7,9 @@ Everything here is ``@njit`` and meant to be inlined into an engine's compiled s
   slices, never through ``W[offset + i]``: numba cannot prove such an index is non-negative
   and wraps it, which turns the inner loop into a gather (about 10x slower).
 - :func:`affine` computes ``y[b] = W @ x[b] + bias`` for the streams ``lo .. hi-1``. It walks
-  the weight rows once and applies each row to blocks of 8, 4 or 1 streams, so at batch B a
-  weight row is read from memory once, not B times (batch 1 is memory-bound: weight bytes
-  per sample is the cost).
+  the weight rows in L2-sized tiles and applies each row to blocks of 8, 4 or 1 streams, so
+  at batch B a weight is read from memory once, not B times (batch 1 is memory-bound: weight
+  bytes per sample is the cost).
 - :func:`fexp` is a polynomial ``exp`` (Cephes' expf: 1-2 ulp) that LLVM vectorises, unlike
   libm's; ``tanh`` and ``sigmoid`` are built on it.
 - :func:`sample_code` replicates :func:`wavegen.generate.sample_codes` (inverse CDF on
@@ -74,71 +74,88 @@ def ftanh(x):
     return _F1 - np.float32(2.0) / (_F1 + fexp(np.float32(2.0) * x))
 
 
+@njit(fastmath=FASTMATH, inline="always", cache=True)
+def _dot8(w, x, b, n_in):
+    x0, x1, x2, x3, x4, x5, x6, x7 = x[b], x[b + 1], x[b + 2], x[b + 3], x[b + 4], x[b + 5], x[b + 6], x[b + 7]
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = _F0
+    for i in range(n_in):
+        wi = w[i]
+        s0 += wi * x0[i]
+        s1 += wi * x1[i]
+        s2 += wi * x2[i]
+        s3 += wi * x3[i]
+        s4 += wi * x4[i]
+        s5 += wi * x5[i]
+        s6 += wi * x6[i]
+        s7 += wi * x7[i]
+    return s0, s1, s2, s3, s4, s5, s6, s7
+
+
+@njit(fastmath=FASTMATH, inline="always", cache=True)
+def _dot4(w, x, b, n_in):
+    x0, x1, x2, x3 = x[b], x[b + 1], x[b + 2], x[b + 3]
+    s0 = s1 = s2 = s3 = _F0
+    for i in range(n_in):
+        wi = w[i]
+        s0 += wi * x0[i]
+        s1 += wi * x1[i]
+        s2 += wi * x2[i]
+        s3 += wi * x3[i]
+    return s0, s1, s2, s3
+
+
+@njit(fastmath=FASTMATH, inline="always", cache=True)
+def _dot1(w, x0, n_in):
+    s = _F0
+    for i in range(n_in):
+        s += w[i] * x0[i]
+    return s
+
+
 @njit(fastmath=FASTMATH, cache=True)
 def affine(W, w_off, b_off, n_out, n_in, x, y, lo, hi):
     """``y[b, :n_out] = W[w_off:].reshape(n_out, n_in) @ x[b, :n_in] (+ W[b_off:b_off + n_out])``
     for streams ``lo <= b < hi``.
 
     W flat float32; x [B, >= n_in] and y [B, >= n_out] float32, C-contiguous; ``b_off < 0``:
-    no bias. Weight rows are outer, stream blocks inner: each row is read once per call.
+    no bias. Rows are taken in tiles of about 256 KB (they stay in L2 while every block of
+    8, 4 or 1 streams passes over them), so each weight is fetched from memory once per call.
+    A stream's result depends on the block it falls in (summation order), so a given number
+    of streams and threads always gives the same bits.
     """
-    for o in range(n_out):
-        w = W[w_off + o * n_in: w_off + (o + 1) * n_in]
-        bias = W[b_off + o] if b_off >= 0 else _F0
+    tile = max(8, 65536 // max(n_in, 1))
+    for o0 in range(0, n_out, tile):
+        o1 = min(o0 + tile, n_out)
         b = lo
         while b + 8 <= hi:
-            x0 = x[b]
-            x1 = x[b + 1]
-            x2 = x[b + 2]
-            x3 = x[b + 3]
-            x4 = x[b + 4]
-            x5 = x[b + 5]
-            x6 = x[b + 6]
-            x7 = x[b + 7]
-            s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = _F0
-            for i in range(n_in):
-                wi = w[i]
-                s0 += wi * x0[i]
-                s1 += wi * x1[i]
-                s2 += wi * x2[i]
-                s3 += wi * x3[i]
-                s4 += wi * x4[i]
-                s5 += wi * x5[i]
-                s6 += wi * x6[i]
-                s7 += wi * x7[i]
-            y[b, o] = s0 + bias
-            y[b + 1, o] = s1 + bias
-            y[b + 2, o] = s2 + bias
-            y[b + 3, o] = s3 + bias
-            y[b + 4, o] = s4 + bias
-            y[b + 5, o] = s5 + bias
-            y[b + 6, o] = s6 + bias
-            y[b + 7, o] = s7 + bias
+            for o in range(o0, o1):
+                w = W[w_off + o * n_in: w_off + (o + 1) * n_in]
+                bias = W[b_off + o] if b_off >= 0 else _F0
+                s0, s1, s2, s3, s4, s5, s6, s7 = _dot8(w, x, b, n_in)
+                y[b, o] = s0 + bias
+                y[b + 1, o] = s1 + bias
+                y[b + 2, o] = s2 + bias
+                y[b + 3, o] = s3 + bias
+                y[b + 4, o] = s4 + bias
+                y[b + 5, o] = s5 + bias
+                y[b + 6, o] = s6 + bias
+                y[b + 7, o] = s7 + bias
             b += 8
-        while b + 4 <= hi:
-            x0 = x[b]
-            x1 = x[b + 1]
-            x2 = x[b + 2]
-            x3 = x[b + 3]
-            s0 = s1 = s2 = s3 = _F0
-            for i in range(n_in):
-                wi = w[i]
-                s0 += wi * x0[i]
-                s1 += wi * x1[i]
-                s2 += wi * x2[i]
-                s3 += wi * x3[i]
-            y[b, o] = s0 + bias
-            y[b + 1, o] = s1 + bias
-            y[b + 2, o] = s2 + bias
-            y[b + 3, o] = s3 + bias
+        if b + 4 <= hi:
+            for o in range(o0, o1):
+                w = W[w_off + o * n_in: w_off + (o + 1) * n_in]
+                bias = W[b_off + o] if b_off >= 0 else _F0
+                s0, s1, s2, s3 = _dot4(w, x, b, n_in)
+                y[b, o] = s0 + bias
+                y[b + 1, o] = s1 + bias
+                y[b + 2, o] = s2 + bias
+                y[b + 3, o] = s3 + bias
             b += 4
-        while b < hi:
-            x0 = x[b]
-            s0 = _F0
-            for i in range(n_in):
-                s0 += w[i] * x0[i]
-            y[b, o] = s0 + bias
-            b += 1
+        for o in range(o0, o1):
+            w = W[w_off + o * n_in: w_off + (o + 1) * n_in]
+            bias = W[b_off + o] if b_off >= 0 else _F0
+            for bb in range(b, hi):
+                y[bb, o] = _dot1(w, x[bb], n_in) + bias
 
 
 @njit(cache=True)

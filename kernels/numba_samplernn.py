@@ -188,16 +188,18 @@ def _run_parallel(groups, W, tier_off, layer_off, mlp_off, tier_int, n_layers, d
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def _hoist(B, W, tier_off, tier_int, dim, gates, condbuf, cond_off, pbuf, p_off):
-    """Recompute every hoisted projection from the stored cond (after load_state_dict), with the
-    same arithmetic as the sample loop, so a restored engine continues bit for bit."""
+def _hoist(B, groups, W, tier_off, tier_int, dim, gates, condbuf, cond_off, pbuf, p_off):
+    """Recompute every hoisted projection from the stored cond (after load_state_dict) with the
+    sample loop's arithmetic and stream groups, so a restored engine continues bit for bit."""
     n_tiers = tier_int.shape[0]
     gd = gates * dim
     for k in range(n_tiers - 1):
         ratio = tier_int[k, 1]
         cond = condbuf[cond_off[k]: cond_off[k] + B * ratio * dim].reshape(B * ratio, dim)
         proj = pbuf[p_off[k + 1]: p_off[k + 1] + B * ratio * gd].reshape(B * ratio, gd)
-        affine(W, tier_off[k + 1, _WIH0], -1, gd, dim, cond, proj, 0, B * ratio)
+        for g in range(groups):
+            lo, hi = g * B // groups, (g + 1) * B // groups
+            affine(W, tier_off[k + 1, _WIH0], -1, gd, dim, cond, proj, lo * ratio, hi * ratio)
 
 
 def pack_samplernn(spec: dict) -> dict:
@@ -311,7 +313,7 @@ class NumbaSampleRNNEngine(Engine):
         if "label_weights" in state:
             self._set_labels(np.ascontiguousarray(np.asarray(state["label_weights"], np.float32)))
         p = self.packed
-        _hoist(self.streams, p["W"], p["tier_off"], p["tier_int"], p["dim"], p["gates"], self.condbuf, self.cond_off,
+        _hoist(self.streams, self._groups(), p["W"], p["tier_off"], p["tier_int"], p["dim"], p["gates"], self.condbuf, self.cond_off,
                self.pbuf, self.p_off)
 
     # ----- running ----------------------------------------------------------------------------
