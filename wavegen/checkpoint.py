@@ -112,6 +112,7 @@ def save_checkpoint(accelerator, run_dir: Path, step: int, trainer_state: dict,
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()  # every process's RNG file is written before the rename
     if accelerator.is_main_process:
         if training_tensors:
             save_file({k: v.detach().cpu().contiguous() for k, v in training_tensors.items()},
@@ -128,7 +129,18 @@ def save_checkpoint(accelerator, run_dir: Path, step: int, trainer_state: dict,
 
 
 def load_checkpoint(accelerator, folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Restore accelerate's state; return (trainer_state, training tensors)."""
+    """Restore accelerate's state; return (trainer_state, training tensors).
+
+    Works across a change of process count: the model and optimizer are saved once, the
+    carried training tensors over the global batch (the caller scatters them). accelerate
+    keeps one RNG file per process (``random_states_{rank}.pkl``); a process with no file of
+    its own keeps its seeded RNG, which changes nothing here (batches are drawn from
+    (seed, step, stream), not from torch's RNG, and the models have no dropout).
+    """
+    folder = Path(folder)
+    if not (folder / f"random_states_{accelerator.process_index}.pkl").is_file():
+        logger.info("%s has no RNG state for process %d (written by fewer processes): "
+                    "that process keeps its seeded RNG", folder, accelerator.process_index)
     accelerator.load_state(str(folder))
     tensors_file = folder / "training_state.safetensors"
     tensors = load_file(str(tensors_file)) if tensors_file.is_file() else {}

@@ -32,7 +32,8 @@ def _add_train(sub) -> None:
                        description="Train a model. Rerunning the same command resumes from the last checkpoint.")
     p.add_argument("--data", required=True, help="corpus folder made by wavegen prep")
     p.add_argument("--model", required=True, help="preset name (see wavegen info --presets) or a config.json")
-    p.add_argument("--run", required=True, help="run folder: checkpoints, logs, best/")
+    # --run-dir: torchrun's parser refuses "--run" (a prefix of its own --run-path) even after -m
+    p.add_argument("--run", "--run-dir", dest="run", required=True, help="run folder: checkpoints, logs, best/")
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any setting: model.dim=512, train.lr=3e-4, seed=3 (repeatable)")

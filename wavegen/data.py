@@ -7,6 +7,10 @@ process would. Stream ``b`` of the global batch lives on rank ``b // (B / world)
 
 from __future__ import annotations
 
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 
@@ -25,6 +29,16 @@ def local_streams(train: TrainConfig, rank: int, world: int) -> int:
         raise ConfigError(f"train.batch_size={train.batch_size} does not split into {world} process(es) "
                           f"x {train.grad_accum} accumulation step(s); use a multiple of {parts}")
     return train.batch_size // parts
+
+
+def code_table(q_levels: int, quantization: str) -> np.ndarray:
+    """int64 [65536]: the code of every int16 sample value, indexed by ``value + 32768``.
+
+    The same function as ``quantize(int16_to_float(x))`` (it is computed with it), applied as a
+    gather: batch building costs one lookup per sample instead of float64 arithmetic.
+    """
+    every = np.arange(-32768, 32768, dtype=np.int32).astype(np.int16)
+    return quantize(int16_to_float(every), q_levels, quantization)
 
 
 class _WindowSource:
@@ -50,6 +64,7 @@ class _WindowSource:
         self.weights = self.spans / self.spans.sum()
         labels = np.full(len(segments), -1) if segment_labels is None else np.asarray(segment_labels)
         self.labels = labels[ok]
+        self._lut = code_table(q_levels, quantization)
 
     def streams_of(self, micro: int) -> range:
         """Global stream ids of this rank's micro-batch ``micro``."""
@@ -63,7 +78,7 @@ class _WindowSource:
 
     def _codes(self, starts: list[int], length: int) -> torch.Tensor:
         x = np.stack([np.asarray(self.audio[s: s + length]) for s in starts])
-        return torch.from_numpy(quantize(int16_to_float(x), self.q_levels, self.quantization))
+        return torch.from_numpy(self._lut[x.astype(np.int32) + 32768])
 
 
 class TBPTTBatches(_WindowSource):
@@ -79,14 +94,19 @@ class TBPTTBatches(_WindowSource):
         super().__init__(audio, segments, segment_labels, train, q_levels, quantization, need,
                          rank, world, f"TBPTT chunk (context {context} + {train.tbptt_windows} x {train.seq_len})")
         self._cache: dict[tuple[int, int], tuple[list[int], list[int]]] = {}
+        self._lock = threading.Lock()  # batches may be built on prefetch threads
 
     def _chunks(self, chunk: int, micro: int):
         key = (chunk, micro)
-        if key not in self._cache:
-            self._cache = {k: v for k, v in self._cache.items() if k[0] == chunk}
+        with self._lock:
+            found = self._cache.get(key)
+        if found is None:
             draws = [self._draw(chunk, b) for b in self.streams_of(micro)]
-            self._cache[key] = ([d[0] for d in draws], [d[1] for d in draws])
-        return self._cache[key]
+            found = ([d[0] for d in draws], [d[1] for d in draws])
+            with self._lock:  # keep this chunk and the next (prefetching runs ahead)
+                self._cache = {k: v for k, v in self._cache.items() if chunk <= k[0] <= chunk + 1}
+                self._cache[key] = found
+        return found
 
     def batch(self, step: int, micro: int = 0) -> dict:
         chunk, window = divmod(step, self.train.tbptt_windows)
@@ -127,3 +147,51 @@ def eval_pieces(segments, segment_labels, context: int, piece_len: int, max_samp
         keep = max(1, max_samples // piece_len)
         pieces = pieces[np.linspace(0, len(pieces) - 1, keep).round().astype(int)]
     return pieces
+
+
+class BatchStream:
+    """The training loop's source of batches, in order: ``(step, micro)`` for step = start, ....
+
+    ``workers > 0`` builds batches on that many background threads, up to ``2 * workers``
+    ahead, so reading the memory-mapped corpus and quantizing overlaps the model's compute
+    (numpy releases the GIL while it copies and gathers). ``pin`` puts the tensors in
+    page-locked memory, so the copy to a CUDA device is asynchronous (``non_blocking``).
+
+    ``next()`` → the batch dict of ``batches.batch(step, micro)`` with its tensors on ``device``.
+    """
+
+    def __init__(self, batches, start_step: int, grad_accum: int, device, workers: int = 0, pin: bool = False):
+        self.batches, self.grad_accum, self.device = batches, grad_accum, torch.device(device)
+        self.pin = pin
+        self._next_key = (start_step, 0)
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="wavegen-batches") if workers > 0 else None
+        self._ahead = 2 * workers
+        self._pending: deque = deque()
+
+    def _advance(self) -> tuple[int, int]:
+        key = self._next_key
+        step, micro = key
+        self._next_key = (step, micro + 1) if micro + 1 < self.grad_accum else (step + 1, 0)
+        return key
+
+    def _build(self, step: int, micro: int) -> dict:
+        batch = self.batches.batch(step, micro)
+        if self.pin:
+            batch = {k: (v.pin_memory() if torch.is_tensor(v) else v) for k, v in batch.items()}
+        return batch
+
+    def next(self) -> dict:
+        if self._pool is None:
+            batch = self._build(*self._advance())
+        else:
+            while len(self._pending) < max(1, self._ahead):
+                self._pending.append(self._pool.submit(self._build, *self._advance()))
+            batch = self._pending.popleft().result()
+        return {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+    def close(self) -> None:
+        if self._pool is not None:
+            for future in self._pending:
+                future.cancel()
+            self._pool.shutdown(wait=True)
+            self._pool = None

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import signal
 import time
 from pathlib import Path
@@ -29,7 +30,7 @@ import torch
 from wavegen.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_model
 from wavegen.config import ConfigError, TrainConfig, from_dict, load_json, save_json
 from wavegen.corpus import Corpus
-from wavegen.data import eval_pieces
+from wavegen.data import BatchStream, eval_pieces
 from wavegen.models import build_model, model_config
 
 logger = logging.getLogger(__name__)
@@ -37,8 +38,11 @@ logger = logging.getLogger(__name__)
 LN2 = math.log(2.0)
 
 # Settings that may change when a run is resumed; anything else must match config.json.
+# grad_accum may change because batches are drawn per global stream (data.py): moving from
+# one GPU with grad_accum=8 to 8 GPUs with grad_accum=1 continues the same run.
 RESUMABLE_CHANGES = {"max_steps", "log_interval", "val_interval", "checkpoint_interval",
-                     "keep_checkpoints", "num_workers", "val_seconds"}
+                     "keep_checkpoints", "num_workers", "val_seconds", "grad_accum", "compile",
+                     "mixed_precision"}
 
 
 def lr_factor(step: int, train: TrainConfig) -> float:
@@ -169,6 +173,21 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
+def make_accelerator(mixed_precision: str):
+    """The run's Accelerator; picks up ``accelerate launch`` / ``torchrun`` from the environment.
+
+    ``mixed_precision``: auto (bf16 on CUDA, else none) | no | bf16 | fp16. Several processes
+    without CUDA run on CPU with gloo: accelerate takes that path only when told ``cpu=True``
+    (otherwise each process would train alone, unaware of the others).
+    """
+    from accelerate import Accelerator
+
+    if mixed_precision == "auto":
+        mixed_precision = "bf16" if torch.cuda.is_available() else "no"
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return Accelerator(mixed_precision=mixed_precision, cpu=several and not torch.cuda.is_available())
+
+
 def _gather_training_state(accelerator, model, accum: int) -> dict[str, torch.Tensor]:
     """Per-slot carried state on every rank → one tensor per name over the global batch."""
     state = model.training_state()
@@ -203,16 +222,16 @@ def train(config: dict, run_dir: str | Path, progress: bool = True) -> dict:
 
     Returns ``{"step", "status": "finished"|"interrupted", "best_val_bits", "run_dir"}``.
     """
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     run_dir = Path(run_dir)
     train_cfg = from_dict(TrainConfig, config["train"], "train")
     train_cfg.validate()
-    mp = train_cfg.mixed_precision
-    if mp == "auto":
-        mp = "bf16" if torch.cuda.is_available() else "no"
-    accelerator = Accelerator(mixed_precision=mp)
+    accelerator = make_accelerator(train_cfg.mixed_precision)
+    on_cuda = accelerator.device.type == "cuda"
+    if on_cuda:  # fp32 matmuls outside autocast (e.g. mixed_precision=no) may use TF32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     main = accelerator.is_main_process
     rank, world = accelerator.process_index, accelerator.num_processes
 
@@ -231,7 +250,9 @@ def train(config: dict, run_dir: str | Path, progress: bool = True) -> dict:
     n_params = sum(p.numel() for p in model.parameters())
     batches = model.make_batches(corpus.split("train"), corpus.segments("train"),
                                  corpus.segment_labels("train"), train_cfg, rank, world)
-    optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    # fused Adam: one kernel for every parameter on CUDA; the plain loop elsewhere
+    optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay,
+                                 fused=on_cuda or None)
     if train_cfg.compile:
         model = torch.compile(model)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -246,7 +267,9 @@ def train(config: dict, run_dir: str | Path, progress: bool = True) -> dict:
         _scatter_training_state(accelerator, inner, tensors, train_cfg.grad_accum)
         step, best_val = state["step"], state.get("best_val_bits")
         if main:
-            logger.info("resuming %s from step %d", run_dir, step)
+            saved_by = state.get("processes", world)
+            logger.info("resuming %s from step %d%s", run_dir, step,
+                        f" (checkpoint written by {saved_by} process(es), now {world})" if saved_by != world else "")
     if main:
         _truncate_metrics(run_dir / "metrics.jsonl", step)
         logger.info("model %s: %.2fM parameters; %d process(es) on %s; batch %d x %d samples",
@@ -262,6 +285,8 @@ def train(config: dict, run_dir: str | Path, progress: bool = True) -> dict:
         logger.warning("the corpus has no validation audio: best/ will hold the latest model")
 
     samples_per_step = train_cfg.batch_size * train_cfg.seq_len
+    stream = BatchStream(batches, step, train_cfg.grad_accum, accelerator.device,
+                         workers=train_cfg.num_workers, pin=on_cuda)
     bar = None
     if main and progress:
         from tqdm import tqdm
@@ -293,67 +318,83 @@ def train(config: dict, run_dir: str | Path, progress: bool = True) -> dict:
 
     def checkpoint(at_step: int) -> None:
         tensors = _gather_training_state(accelerator, inner, train_cfg.grad_accum)
-        save_checkpoint(accelerator, run_dir, at_step, {"step": at_step, "best_val_bits": best_val}, tensors,
-                        train_cfg.keep_checkpoints)
+        save_checkpoint(accelerator, run_dir, at_step,
+                        {"step": at_step, "best_val_bits": best_val, "processes": world,
+                         "grad_accum": train_cfg.grad_accum}, tensors, train_cfg.keep_checkpoints)
 
     status, start_step = "finished", step
     model.train()
+    # Hot loop: nothing below reads a device value back to the host except at log steps
+    # (the loss) and, under several processes, the stop flag agreed at log/checkpoint steps.
     running = torch.zeros((), device=accelerator.device)
     window_steps, window_start = 0, time.perf_counter()
     last_val_step = -1
-    with _StopFlag() as stop:
-        while step < train_cfg.max_steps:
-            for group in optimizer.param_groups:
-                group["lr"] = train_cfg.lr * lr_factor(step, train_cfg)
-            for micro in range(train_cfg.grad_accum):
-                batch = {k: (v.to(accelerator.device, non_blocking=True) if torch.is_tensor(v) else v)
-                         for k, v in batches.batch(step, micro).items()}
-                sync = micro == train_cfg.grad_accum - 1
-                with accelerator.no_sync(model) if not sync else _null():
-                    with accelerator.autocast():
-                        loss = model(batch)
-                    accelerator.backward(loss / train_cfg.grad_accum)
-                running += loss.detach() / train_cfg.grad_accum
-            if train_cfg.grad_clip > 0:
-                accelerator.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            window_steps += 1
+    try:
+        with _StopFlag() as stop:
+            while step < train_cfg.max_steps:
+                for group in optimizer.param_groups:
+                    group["lr"] = train_cfg.lr * lr_factor(step, train_cfg)
+                for micro in range(train_cfg.grad_accum):
+                    batch = stream.next()
+                    sync = micro == train_cfg.grad_accum - 1
+                    with accelerator.no_sync(model) if not sync else _null():
+                        with accelerator.autocast():
+                            loss = model(batch)
+                        accelerator.backward(loss / train_cfg.grad_accum)
+                    running += loss.detach() / train_cfg.grad_accum
+                if train_cfg.grad_clip > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                window_steps += 1
 
-            if step % train_cfg.log_interval == 0 or step == train_cfg.max_steps:
-                mean = accelerator.reduce(running, "mean") if world > 1 else running
-                loss_bits = float(mean) / window_steps / LN2
-                elapsed = time.perf_counter() - window_start
-                rate = samples_per_step * window_steps / max(elapsed, 1e-9)
-                if main:
-                    _append_metrics(run_dir / "metrics.jsonl", {
-                        "step": step, "loss_bits": loss_bits, "lr": optimizer.param_groups[0]["lr"],
-                        "samples_per_second": rate})
-                    writer.add_scalar("train/loss_bits", loss_bits, step)
-                    writer.add_scalar("train/samples_per_second", rate, step)
-                    if bar is not None:
-                        bar.set_postfix(loss_bits=f"{loss_bits:.3f}", samples_s=f"{rate:,.0f}")
-                running.zero_()
-                window_steps, window_start = 0, time.perf_counter()
-            if bar is not None:
-                bar.update(1)
+                log_now = step % train_cfg.log_interval == 0 or step == train_cfg.max_steps
+                if log_now:
+                    mean = accelerator.reduce(running, "mean") if world > 1 else running
+                    loss_bits = float(mean) / window_steps / LN2
+                    elapsed = time.perf_counter() - window_start
+                    rate = samples_per_step * window_steps / max(elapsed, 1e-9)
+                    if main:
+                        _append_metrics(run_dir / "metrics.jsonl", {
+                            "step": step, "loss_bits": loss_bits, "lr": optimizer.param_groups[0]["lr"],
+                            "samples_per_second": rate})
+                        writer.add_scalar("train/loss_bits", loss_bits, step)
+                        writer.add_scalar("train/samples_per_second", rate, step)
+                        if bar is not None:
+                            bar.set_postfix(loss_bits=f"{loss_bits:.3f}", samples_s=f"{rate:,.0f}")
+                    running.zero_()
+                    window_steps, window_start = 0, time.perf_counter()
+                if bar is not None:
+                    bar.update(1)
 
-            if step % train_cfg.val_interval == 0:
-                validate(step)
-                last_val_step = step
-            stopping = _agree(accelerator, stop.raised)
-            if step % train_cfg.checkpoint_interval == 0 or stopping:
-                checkpoint(step)
-            if stopping:
-                status = "interrupted"
-                break
+                paused = time.perf_counter()  # validation and checkpoints do not count in samples/s
+                if step % train_cfg.val_interval == 0:
+                    validate(step)
+                    last_val_step = step
+                at_checkpoint = step % train_cfg.checkpoint_interval == 0
+                # One process alone reads its flag for free; several agree (a collective, so a
+                # host sync) only at steps every process knows: log and checkpoint steps.
+                if world == 1:
+                    stopping = stop.raised
+                elif log_now or at_checkpoint:
+                    stopping = _agree(accelerator, stop.raised)
+                else:
+                    stopping = False
+                if at_checkpoint or stopping:
+                    checkpoint(step)
+                window_start += time.perf_counter() - paused
+                if stopping:
+                    status = "interrupted"
+                    break
 
-        if status == "finished" and step > start_step:
-            if last_val_step != step:
-                validate(step)
-            if step % train_cfg.checkpoint_interval:
-                checkpoint(step)
+            if status == "finished" and step > start_step:
+                if last_val_step != step:
+                    validate(step)
+                if step % train_cfg.checkpoint_interval:
+                    checkpoint(step)
+    finally:
+        stream.close()
     if bar is not None:
         bar.close()
     if writer is not None:
