@@ -76,6 +76,24 @@ def _add_info(sub) -> None:
     p.add_argument("--json", action="store_true")
 
 
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="measure generation speed: backends x batch sizes",
+                       description="Generation speed of a preset (random weights) or a trained model folder, "
+                                   "for each backend and batch size; warm-up (compilation) excluded.")
+    p.add_argument("--model", required=True, help="preset name (random weights) or a model/run folder")
+    p.add_argument("--backends", default="torch,numba", help="comma list (default torch,numba)")
+    p.add_argument("--batch", default="1,8,64", help="comma list of stream counts (default 1,8,64)")
+    p.add_argument("--samples", type=int, default=16000, help="timed samples per stream (default 16000)")
+    p.add_argument("--torch-samples", type=int, default=None,
+                   help="timed samples per stream for the (slow) torch engine (default: min(samples, 1024))")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per row, the fastest is kept (default 3)")
+    p.add_argument("--threads", type=int, default=None, help="threads for numba and torch (default: theirs)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--seed", type=int, default=0, help="seed of a preset's random weights")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--plot", default=None, metavar="FILE.png", help="plot samples/s against batch (matplotlib)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wavegen", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -86,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_render(sub)
     _add_eval(sub)
     _add_info(sub)
+    _add_bench(sub)
     return parser
 
 
@@ -203,7 +222,47 @@ def cmd_info(args) -> int:
     return 0
 
 
-COMMANDS = {"prep": cmd_prep, "train": cmd_train, "render": cmd_render, "eval": cmd_eval, "info": cmd_info}
+def _comma_list(text: str, what: str, cast=str) -> list:
+    items = [x.strip() for x in str(text).split(",") if x.strip()]
+    try:
+        values = [cast(x) for x in items]
+    except ValueError:
+        raise ValueError(f"{what} {text!r}: expected a comma list like 1,8,64") from None
+    if not values:
+        raise ValueError(f"{what} {text!r} is empty")
+    return values
+
+
+def cmd_bench(args) -> int:
+    from pathlib import Path
+
+    from wavegen.bench import bench_generation, format_table, plot
+
+    backends = _comma_list(args.backends, "--backends")
+    batches = _comma_list(args.batch, "--batch", int)
+    result = bench_generation(args.model, backends, batches, samples=args.samples, torch_samples=args.torch_samples,
+                              repeats=args.repeats, threads=args.threads, device=args.device, seed=args.seed,
+                              progress=None if args.quiet else logger.info)
+    options = [f"--model {args.model}", f"--backends {','.join(backends)}", f"--batch {','.join(map(str, batches))}",
+               f"--samples {args.samples}", f"--repeats {args.repeats}"]
+    options += [f"--{name.replace('_', '-')} {getattr(args, name)}" for name in ("torch_samples", "threads", "seed")
+                if getattr(args, name) not in (None, 0)]
+    options += [f"--device {args.device}"] if args.device != "cpu" else []
+    result["command"] = "wavegen bench " + " ".join(options)
+    print(format_table(result))
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        tmp.replace(path)
+        logger.info("wrote %s", path)
+    if args.plot:
+        logger.info("wrote %s", plot(result, args.plot))
+    return 0
+
+
+COMMANDS = {"prep": cmd_prep, "train": cmd_train, "render": cmd_render, "eval": cmd_eval, "info": cmd_info, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

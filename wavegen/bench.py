@@ -1,0 +1,247 @@
+"""Speed measurement: ``wavegen bench``.
+
+Generation (:func:`bench_generation`): one model (a preset with random weights, or a trained
+model folder) × backends × batch sizes. Each engine is built, warmed up (numba compiles on
+first use; a short untimed run follows), then timed on ``samples`` samples per stream,
+best of ``repeats``. A row reports aggregate and per-stream samples/s, the multiple of real
+time at the model's sample rate, and the speed-up over the torch engine measured in the same
+run at the same batch. The torch engine is slow, so its rows may time fewer samples
+(``torch_samples``); every rate is per second, so rows stay comparable.
+
+Kept to torch, numpy and numba (matplotlib only inside :func:`plot`), so it runs on machines
+without the audio libraries. A training-speed mode can sit beside generation as its own
+function sharing :func:`machine_info`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wavegen.generate import make_engine, uniforms
+
+logger = logging.getLogger(__name__)
+
+PRESET_SAMPLE_RATE = 16000  # presets carry no rate; the one `wavegen info` assumes too
+
+
+# ----- the machine ---------------------------------------------------------------------------------
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def set_threads(threads: int | None) -> None:
+    """Threads for numba's parallel loops and torch's intra-op pool (None: leave the defaults)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise ValueError(f"--threads {threads}: need at least one")
+    torch.set_num_threads(threads)
+    try:
+        import numba
+
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    except ImportError:
+        pass
+
+
+def machine_info(device: str = "cpu") -> dict:
+    """What the numbers were measured on: CPU/GPU model, threads, library versions, load."""
+    info = {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "platform": platform.platform(), "device": str(device)}
+    try:
+        import numba
+
+        info["numba"] = numba.__version__
+        info["numba_threads"] = numba.get_num_threads()
+    except ImportError:
+        info["numba"] = None
+    if hasattr(os, "getloadavg"):
+        info["load_average_1min"] = round(os.getloadavg()[0], 2)
+    if torch.device(device).type == "cuda" and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info
+
+
+# ----- the model -----------------------------------------------------------------------------------
+
+def load_bench_model(model: str, seed: int = 0, device: str = "cpu") -> tuple[dict, dict]:
+    """A preset name (random weights from ``seed``) or a model/run folder → (inference spec, facts).
+
+    facts: ``source``, ``model_type``, ``sample_rate``, ``parameters``, ``preset``.
+    """
+    from wavegen.models import PRESETS, build_model, resolve_preset
+
+    if model in PRESETS and not Path(model).exists():
+        config = resolve_preset(model)
+        torch.manual_seed(seed)
+        net = build_model(config)
+        facts = {"source": f"preset {model}, random weights (seed {seed})", "preset": model,
+                 "sample_rate": PRESET_SAMPLE_RATE}
+    else:
+        from wavegen.checkpoint import find_model_dir, load_model
+
+        net, config = load_model(model, "cpu")
+        facts = {"source": str(find_model_dir(model)), "preset": config.get("preset"),
+                 "sample_rate": int(config["data"]["sample_rate"])}
+    net.eval()
+    facts["model_type"] = config["model_type"]
+    facts["parameters"] = sum(p.numel() for p in net.parameters())
+    return net.inference_spec(), facts
+
+
+def _whole_frames(spec: dict, n: int) -> int:
+    """SampleRNN: round n up to whole top frames, so every tier runs its share of the time."""
+    if spec["family"] != "samplernn":
+        return n
+    top = int(spec["frame_sizes"][0])
+    return max(top, -(-n // top) * top)
+
+
+# ----- generation ----------------------------------------------------------------------------------
+
+def time_generation(engine, samples: int, warmup: int, repeats: int, seed: int = 0) -> dict:
+    """Warm the engine up (untimed), then time ``repeats`` runs of ``samples`` per stream.
+
+    Returns the best run's wall and CPU seconds and every run's wall seconds.
+    """
+    streams = np.arange(engine.streams)
+    engine.generate(uniforms(seed, streams, 0, warmup))
+    position, walls, cpus = warmup, [], []
+    for _ in range(repeats):
+        u = uniforms(seed, streams, position, samples)
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        engine.generate(u)
+        walls.append(time.perf_counter() - wall0)
+        cpus.append(time.process_time() - cpu0)
+        position += samples
+    best = int(np.argmin(walls))
+    return {"seconds": walls[best], "cpu_seconds": cpus[best], "all_seconds": walls}
+
+
+def bench_generation(model: str, backends=("torch", "numba"), batches=(1, 8, 64), samples: int = 16000,
+                     torch_samples: int | None = None, repeats: int = 3, threads: int | None = None,
+                     device: str = "cpu", seed: int = 0, progress=None) -> dict:
+    """Generation speed of ``model`` for every backend × batch: ``{"machine", "model", "rows"}``.
+
+    rows: ``backend``, ``batch``, ``samples`` (timed per stream), ``seconds``, ``cpu_seconds``,
+    ``samples_per_second`` (all streams), ``samples_per_second_per_stream``, ``realtime_factor``
+    (per stream, at the model's rate), ``audio_seconds_per_second`` (all streams) and
+    ``speedup_vs_torch`` (aggregate rate over the torch row of the same batch; None without one).
+    ``progress(message)`` is called before each measurement.
+    """
+    backends, batches = list(backends), [int(b) for b in batches]
+    if not backends or not batches:
+        raise ValueError("give at least one backend and one batch size")
+    if samples < 1 or any(b < 1 for b in batches) or repeats < 1:
+        raise ValueError("samples, batch sizes and repeats must be positive")
+    set_threads(threads)
+    spec, facts = load_bench_model(model, seed, device)
+    rate = facts["sample_rate"]
+    samples = _whole_frames(spec, samples)
+    torch_samples = _whole_frames(spec, torch_samples if torch_samples else min(samples, 1024))
+    warmup = _whole_frames(spec, 128)
+    rows = []
+    for backend in backends:
+        for batch in batches:
+            n = torch_samples if backend == "torch" else samples
+            if progress is not None:
+                progress(f"{backend} batch {batch}: {n} samples per stream")
+            engine = make_engine(spec, batch, backend, device)
+            with torch.inference_mode():
+                timing = time_generation(engine, n, warmup, repeats, seed)
+            aggregate = batch * n / timing["seconds"]
+            rows.append({"backend": backend, "batch": batch, "samples": n, **timing,
+                         "samples_per_second": aggregate, "samples_per_second_per_stream": aggregate / batch,
+                         "realtime_factor": aggregate / batch / rate,
+                         "audio_seconds_per_second": aggregate / rate, "speedup_vs_torch": None})
+            logger.debug("%s batch %d: %.0f samples/s", backend, batch, aggregate)
+            del engine
+    torch_rate = {r["batch"]: r["samples_per_second"] for r in rows if r["backend"] == "torch"}
+    for r in rows:
+        if r["batch"] in torch_rate:
+            r["speedup_vs_torch"] = r["samples_per_second"] / torch_rate[r["batch"]]
+    machine = machine_info(device)
+    model_info = {"name": model, **facts, "samples_per_stream": samples, "torch_samples_per_stream": torch_samples,
+                  "warmup_samples": warmup, "repeats": repeats}
+    return {"mode": "generation", "machine": machine, "model": model_info, "rows": rows}
+
+
+# ----- reporting -----------------------------------------------------------------------------------
+
+def format_table(result: dict) -> str:
+    """The rows of :func:`bench_generation` as a fixed-width text table."""
+    m, model = result["machine"], result["model"]
+    lines = [f"{model['name']} ({model['source']}; {model['parameters'] / 1e6:.1f}M parameters, "
+             f"{model['sample_rate']} Hz)",
+             f"{m['cpu']}, {m['logical_cpus']} logical CPUs; threads: numba {m.get('numba_threads')}, "
+             f"torch {m['torch_threads']}; torch {m['torch']}, numba {m.get('numba')}"
+             + (f"; load average {m['load_average_1min']}" if "load_average_1min" in m else ""),
+             "",
+             f"{'backend':8s} {'batch':>5s} {'samples':>8s} {'samples/s/stream':>17s} {'samples/s (all)':>16s} "
+             f"{'x real time':>12s} {'vs torch':>9s}"]
+    for r in result["rows"]:
+        speedup = f"{r['speedup_vs_torch']:.1f}x" if r["speedup_vs_torch"] is not None else "-"
+        lines.append(f"{r['backend']:8s} {r['batch']:5d} {r['samples']:8d} {r['samples_per_second_per_stream']:17,.0f} "
+                     f"{r['samples_per_second']:16,.0f} {r['realtime_factor']:11.2f}x {speedup:>9s}")
+    if any(r["backend"] == "torch" for r in result["rows"]) and \
+            model["torch_samples_per_stream"] != model["samples_per_stream"]:
+        lines.append(f"(torch rows timed on {model['torch_samples_per_stream']} samples per stream, the others on "
+                     f"{model['samples_per_stream']}; rates are per second, best of {model['repeats']})")
+    lines.append("x real time: per stream, at the model's rate; vs torch: aggregate rate over the torch "
+                 "engine's at the same batch, in this run")
+    return "\n".join(lines)
+
+
+def plot(results: list[dict] | dict, path: str | Path) -> Path:
+    """Aggregate samples/s against batch, one line per model and backend, log axes → PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = [results] if isinstance(results, dict) else results
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    markers = {"torch": "s", "numba": "o", "cuda": "^"}
+    for result in results:
+        name = result["model"]["name"]
+        for backend in dict.fromkeys(r["backend"] for r in result["rows"]):
+            rows = sorted((r for r in result["rows"] if r["backend"] == backend), key=lambda r: r["batch"])
+            label = f"{name} {backend}" if len(results) > 1 else backend
+            ax.plot([r["batch"] for r in rows], [r["samples_per_second"] for r in rows],
+                    marker=markers.get(backend, "x"), label=label)
+    batches = sorted({r["batch"] for res in results for r in res["rows"]})
+    rate = results[0]["model"]["sample_rate"]
+    ax.plot(batches, [rate * b for b in batches], "k--", linewidth=0.8, label=f"real time, every stream ({rate} Hz)")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(batches, [str(b) for b in batches])
+    ax.set_xlabel("streams (batch)")
+    ax.set_ylabel("samples / s, all streams")
+    m = results[0]["machine"]
+    where = m["cpu"] if m["device"] == "cpu" else m.get("gpu")
+    names = ", ".join(dict.fromkeys(r["model"]["name"] for r in results))
+    ax.set_title(f"generation speed of {names}: {where}",
+                 fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
