@@ -14,8 +14,10 @@ the loss by 1e-4 bits and weights by 5e-3 (measured by breaking it on purpose).
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +28,7 @@ from safetensors.torch import load_file
 from wavegen.models import resolve_preset
 from wavegen.train import read_metrics, resolve_run_config, train
 
+RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "accelerate"
 LOSS_ATOL_BITS = 5e-6
 WEIGHT_ATOL = 2e-5
 
@@ -37,8 +40,16 @@ SETTINGS = ["model.dim=32", "model.emb_size=8", "train.batch_size=8", "train.seq
 STEPS = 4
 
 
-def wavegen_train(corpus, run, processes: int, *extra: str) -> None:
-    """Run ``wavegen train`` as real processes: ``python -m wavegen`` or torchrun with 2 of them.
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wavegen_train(corpus, run, processes: int, *extra: str, launcher: str = "torchrun") -> None:
+    """Run ``wavegen train`` as real processes: ``python -m wavegen``, or 2 of them started by
+    torchrun or by ``accelerate launch`` with the recipe's one-node config (on a machine without
+    GPUs its processes talk over gloo).
 
     ``--run-dir``: torchrun refuses ``--run`` (a prefix of its own ``--run-path``).
     """
@@ -46,8 +57,11 @@ def wavegen_train(corpus, run, processes: int, *extra: str) -> None:
             "--run-dir", str(run), "--max-steps", str(STEPS)]
     args += [a for s in SETTINGS + list(extra) for a in ("--set", s)]
     launch = [sys.executable]
-    if processes > 1:
+    if processes > 1 and launcher == "torchrun":
         launch += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+    elif processes > 1:
+        launch += ["-m", "accelerate.commands.launch", "--config_file", str(RECIPES / "one_node.yaml"),
+                   "--num_processes", str(processes), "--main_process_port", str(free_port())]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(launch + args, capture_output=True, text=True, timeout=240, env=env)
     assert done.returncode == 0, done.stderr[-4000:]
@@ -118,9 +132,11 @@ def test_two_processes_equal_one_with_the_same_global_batch(runs):
 @pytest.mark.slow
 def test_resume_across_a_change_of_process_count(runs):
     root = runs["root"]
-    # 1 → 2: a one-process checkpoint (grad_accum 1) continued by two processes (grad_accum 2)
+    # 1 → 2: a one-process checkpoint (grad_accum 1) continued by two processes (grad_accum 2),
+    # started by accelerate launch with recipes/accelerate/one_node.yaml
     up = resumed_copy(runs["one"], root / "up", 2)
-    wavegen_train(runs["corpus"], up, 2, "train.grad_accum=2")
+    wavegen_train(runs["corpus"], up, 2, "train.grad_accum=2", launcher="accelerate")
+    assert json.loads((up / "checkpoints" / "step_4" / "trainer_state.json").read_text())["processes"] == 2
     assert_same_training(runs["one"], up)
     # 2 → 1: the two-process checkpoint continued by one process; random_states_1.pkl unused
     down = resumed_copy(runs["two"], root / "down", 2)

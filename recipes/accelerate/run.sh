@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Train samplernn-3tier or wavenet-medium on your recordings with accelerate: one GPU, one
+# machine with N GPUs, or several machines. The same run folder resumes under any of them.
+#
+#   bash recipes/accelerate/run.sh --recordings ~/music/my-band [--model samplernn-3tier|wavenet-medium]
+#        [--config one_gpu|one_node|multi_node|FILE.yaml] [--num-processes N]
+#        [--machine-rank R --main-ip IP] [--dir exp/my-band] [--steps 100000]
+#        [--stage N] [--stop-stage M] [--set KEY=VALUE ...]
+#
+# Stages: 0 set-up, 1 prep, 2 train, 3 evaluate, 4 render. Each finished stage leaves a marker
+# in DIR/.done/, so rerunning skips it; a stopped training (Ctrl-C, SIGTERM, a lost node) is
+# resumed by rerunning the same command (stage 2 is marked done only when it reaches --steps,
+# and a larger --steps trains on from the last checkpoint).
+#
+# Several machines: DIR must be on a filesystem every machine sees at the same path. Run
+# stages 0-1 once, then stage 2 on every machine at the same time, each with its own
+# --machine-rank (0 on the machine whose address is --main-ip), e.g. under SLURM:
+#   bash recipes/accelerate/run.sh --config multi_node --stage 2 --stop-stage 2 \
+#        --machine-rank $SLURM_NODEID --main-ip $(scontrol show hostnames $SLURM_JOB_NODELIST | head -n1) ...
+# and stages 3-4 once, on one machine. Edit multi_node.yaml for num_machines / num_processes.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+stage=0; stop_stage=100; model=samplernn-3tier; config=one_gpu; dir=""; recordings=""; steps=100000
+num_processes=""; machine_rank=""; main_ip=""; overrides=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --stage) stage=$2; shift 2 ;;
+    --stop-stage) stop_stage=$2; shift 2 ;;
+    --model) model=$2; shift 2 ;;
+    --config) config=$2; shift 2 ;;
+    --dir) dir=$2; shift 2 ;;
+    --recordings) recordings=$2; shift 2 ;;
+    --steps) steps=$2; shift 2 ;;
+    --num-processes) num_processes=$2; shift 2 ;;
+    --machine-rank) machine_rank=$2; shift 2 ;;
+    --main-ip) main_ip=$2; shift 2 ;;
+    --set) overrides+=(--set "$2"); shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+dir=${dir:-exp/$model}
+case "$config" in
+  *.yaml|*.yml) config_file=$config ;;
+  *) config_file=recipes/accelerate/$config.yaml ;;
+esac
+[ -f "$config_file" ] || { echo "no accelerate config $config_file" >&2; exit 2; }
+mkdir -p "$dir/.done"
+main_machine=true
+[ -n "$machine_rank" ] && [ "$machine_rank" != 0 ] && main_machine=false
+
+run_stage() {  # run_stage N "title" command...
+  local n=$1 title=$2; shift 2
+  local marker=$dir/.done/$n
+  [ "$n" = 2 ] && marker=$dir/.done/2.steps$steps  # a larger --steps trains on
+  if [ "$n" -lt "$stage" ] || [ "$n" -gt "$stop_stage" ]; then return; fi
+  if [ -f "$marker" ]; then echo "== stage $n: $title (done before, skipped)"; return; fi
+  echo "== stage $n: $title"
+  "$@"
+  if $main_machine; then touch "$marker"; fi
+}
+
+prep() {
+  [ -n "$recordings" ] || { echo "stage 1 needs --recordings FOLDER (or start at --stage 2 with DIR/corpus)" >&2; exit 2; }
+  wavegen prep "$recordings" "$dir/corpus" --sample-rate 16000 --val-fraction 0.1 --test-fraction 0.1
+}
+
+train() {
+  local launch=(accelerate launch --config_file "$config_file")
+  [ -n "$num_processes" ] && launch+=(--num_processes "$num_processes")
+  [ -n "$machine_rank" ] && launch+=(--machine_rank "$machine_rank")
+  [ -n "$main_ip" ] && launch+=(--main_process_ip "$main_ip")
+  # ${overrides[@]+...}: an empty array under set -u on older bash
+  "${launch[@]}" -m wavegen train --data "$dir/corpus" --model "$model" --run "$dir/run" \
+    --max-steps "$steps" ${overrides[@]+"${overrides[@]}"}
+}
+
+if $main_machine; then
+  run_stage 0 "set-up (pinned torch, wavegen and its dependencies)" bash recipes/setup.sh
+  run_stage 1 "prep: mono, 16 kHz, trim silence, split by recording" prep
+fi
+run_stage 2 "train $model to step $steps with $config_file" train
+if $main_machine; then
+  run_stage 3 "evaluate on the test split (bits per sample)" \
+    wavegen eval "$dir/run" --data "$dir/corpus" --split test
+  run_stage 4 "render 4 streams x 30 s" \
+    wavegen render "$dir/run" --seconds 30 --streams 4 --out "$dir/renders" --seed 1 \
+      --device "$(python3 -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')"
+  echo
+  echo "Model: $dir/run/best/; renders: $dir/renders/; curves: tensorboard --logdir $dir/run/tb"
+fi
