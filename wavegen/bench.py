@@ -245,3 +245,144 @@ def plot(results: list[dict] | dict, path: str | Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+# ----- training ------------------------------------------------------------------------------------
+# `wavegen bench --train`: the trainer's own step (wavegen.train.train_step: batches from the
+# memory-mapped corpus path, autocast, backward, clip, Adam) on synthetic audio, so no corpus
+# is needed. Kept apart from generation above; shares only machine_info and set_threads.
+
+def synthetic_audio(samples: int, sample_rate: int = PRESET_SAMPLE_RATE, seed: int = 0) -> np.ndarray:
+    """int16 [samples]: a slow sine sweep plus a little noise, standing in for a corpus split."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(samples) / sample_rate
+    freq = 110.0 * 2 ** (2 * (0.5 + 0.5 * np.sin(2 * np.pi * t / 7.0)))  # 110..440 Hz
+    x = 0.4 * np.sin(2 * np.pi * np.cumsum(freq) / sample_rate) + 0.02 * rng.standard_normal(samples)
+    return np.round(np.clip(x, -1, 1) * 32767).astype(np.int16)
+
+
+def _reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # Linux: "5" resets the process's peak resident set size (VmHWM)
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _peak_memory(device: torch.device) -> tuple[int, str]:
+    """(bytes, what they are): CUDA max allocated, or the process's peak RSS on the CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device)), "cuda max allocated"
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024, "peak RSS of the process (VmHWM)"
+    except OSError:
+        pass
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "peak RSS of the process (since start)"
+
+
+def bench_training(model: str, batches=(32,), seq_len: int | None = None, steps: int = 5, warmup: int = 2,
+                   threads: int | None = None, device: str = "cpu", mixed_precision: str = "auto",
+                   compile: bool = False, grad_accum: int = 1, num_workers: int = 0, seed: int = 0,
+                   progress=None) -> dict:
+    """Training speed of a preset: ``{"mode": "training", "machine", "model", "rows"}``.
+
+    For each batch size (the global batch, ``train.batch_size``) the preset's training setup is
+    built (``seq_len`` overrides its ``train.seq_len``), ``warmup`` steps run untimed (torch.compile
+    and allocator warm-up), then ``steps`` steps are timed, ending on a device sync.
+
+    rows: ``batch``, ``seq_len``, ``steps``, ``seconds`` (all timed steps), ``seconds_per_step``,
+    ``samples_per_second`` (audio samples trained per second: batch x seq_len x steps / seconds),
+    ``peak_memory_bytes`` and ``memory`` (what was measured: CUDA max allocated, or the process's
+    peak RSS during the timed steps), ``loss_bits`` (the last step's, a sanity check).
+    """
+    from wavegen.config import TrainConfig, from_dict, to_dict
+    from wavegen.data import BatchStream
+    from wavegen.models import PRESETS, model_config, resolve_preset
+    from wavegen.train import LN2, build_training, make_accelerator, train_step
+
+    if model not in PRESETS:
+        raise ValueError(f"bench --train takes a preset name; {model!r} is not one of {sorted(PRESETS)}")
+    batches = [int(b) for b in batches]
+    if not batches or any(b < 1 for b in batches) or steps < 1 or warmup < 0:
+        raise ValueError("batch sizes and steps must be positive, warm-up steps at least 0")
+    set_threads(threads)
+    accelerator = make_accelerator(mixed_precision, cpu=torch.device(device).type == "cpu")
+    dev = accelerator.device
+    base = resolve_preset(model)
+    rows, facts = [], {}
+    for batch in batches:
+        config = {**base, "train": {**base["train"], "batch_size": batch, "grad_accum": grad_accum,
+                                    "compile": compile, "num_workers": num_workers, "seed": seed,
+                                    "warmup_steps": 0, "lr_schedule": "constant"}}
+        if seq_len is not None:
+            config["train"]["seq_len"] = seq_len
+        train_cfg = from_dict(TrainConfig, config["train"], "train")
+        train_cfg.validate()
+        model_config(config).validate(train_cfg)
+        config["train"] = to_dict(train_cfg)
+        if progress is not None:
+            progress(f"train {model} batch {batch} x {train_cfg.seq_len} samples: "
+                     f"{warmup} warm-up + {steps} timed steps")
+        net, optimizer, inner = build_training(config, train_cfg, accelerator)
+        facts = {"parameters": sum(p.numel() for p in inner.parameters()), "model_type": config["model_type"]}
+        need = inner.context_samples + train_cfg.tbptt_windows * train_cfg.seq_len
+        audio = synthetic_audio(4 * need + PRESET_SAMPLE_RATE, seed=seed)
+        segments = np.array([[0, len(audio), 0]], dtype=np.int64)
+        stream = BatchStream(inner.make_batches(audio, segments, None, train_cfg), 0, grad_accum, dev,
+                             workers=num_workers, pin=dev.type == "cuda")
+        net.train()
+        try:
+            loss = None
+            for step in range(warmup):
+                loss = train_step(accelerator, net, optimizer, stream, train_cfg, step)
+            if loss is not None:
+                float(loss)  # wait for the device
+            _reset_peak_memory(dev)
+            start = time.perf_counter()
+            for step in range(warmup, warmup + steps):
+                loss = train_step(accelerator, net, optimizer, stream, train_cfg, step)
+            loss_bits = float(loss) / LN2  # waits for the device
+            seconds = time.perf_counter() - start
+        finally:
+            stream.close()
+        peak, what = _peak_memory(dev)
+        rows.append({"batch": batch, "seq_len": train_cfg.seq_len, "steps": steps, "seconds": seconds,
+                     "seconds_per_step": seconds / steps,
+                     "samples_per_second": batch * train_cfg.seq_len * steps / seconds,
+                     "peak_memory_bytes": peak, "memory": what, "loss_bits": loss_bits})
+        logger.debug("train batch %d: %.0f samples/s", batch, rows[-1]["samples_per_second"])
+        del net, optimizer, inner, stream
+        accelerator.free_memory()
+    machine = machine_info(str(dev))
+    precision = accelerator.mixed_precision
+    model_info = {"name": model, "source": f"preset {model}, random weights (seed {seed})", **facts,
+                  "sample_rate": PRESET_SAMPLE_RATE, "mixed_precision": precision, "compile": compile,
+                  "grad_accum": grad_accum, "num_workers": num_workers, "warmup_steps": warmup}
+    return {"mode": "training", "machine": machine, "model": model_info, "rows": rows}
+
+
+def format_training_table(result: dict) -> str:
+    """The rows of :func:`bench_training` as a fixed-width text table."""
+    m, model = result["machine"], result["model"]
+    where = m.get("gpu") or f"{m['cpu']}, {m['logical_cpus']} logical CPUs, torch threads {m['torch_threads']}"
+    lines = [f"training {model['name']} ({model['parameters'] / 1e6:.1f}M parameters; precision "
+             f"{model['mixed_precision']}; compile {model['compile']}; grad_accum {model['grad_accum']}; "
+             f"prefetch threads {model['num_workers']})",
+             f"{where}; torch {m['torch']}"
+             + (f"; load average {m['load_average_1min']}" if "load_average_1min" in m else ""),
+             "",
+             f"{'batch':>5s} {'seq_len':>7s} {'steps':>5s} {'s/step':>8s} {'samples/s':>10s} {'peak memory':>12s}"]
+    for r in result["rows"]:
+        lines.append(f"{r['batch']:5d} {r['seq_len']:7d} {r['steps']:5d} {r['seconds_per_step']:8.3f} "
+                     f"{r['samples_per_second']:10,.0f} {r['peak_memory_bytes'] / 2**30:9.2f} GiB")
+    if result["rows"]:
+        lines.append(f"samples/s: audio samples trained per second (batch x seq_len per step); "
+                     f"peak memory: {result['rows'][0]['memory']}")
+    return "\n".join(lines)

@@ -82,7 +82,9 @@ def _add_bench(sub) -> None:
                                    "for each backend and batch size; warm-up (compilation) excluded.")
     p.add_argument("--model", required=True, help="preset name (random weights) or a model/run folder")
     p.add_argument("--backends", default="torch,numba", help="comma list (default torch,numba)")
-    p.add_argument("--batch", default="1,8,64", help="comma list of stream counts (default 1,8,64)")
+    p.add_argument("--batch", default=None,
+                   help="comma list of stream counts (default 1,8,64); with --train, global training "
+                        "batch sizes (default: the preset's)")
     p.add_argument("--samples", type=int, default=16000, help="timed samples per stream (default 16000)")
     p.add_argument("--torch-samples", type=int, default=None,
                    help="timed samples per stream for the (slow) torch engine (default: min(samples, 1024))")
@@ -92,6 +94,17 @@ def _add_bench(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of a preset's random weights")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
     p.add_argument("--plot", default=None, metavar="FILE.png", help="plot samples/s against batch (matplotlib)")
+    t = p.add_argument_group("training speed (--train)")
+    t.add_argument("--train", action="store_true",
+                   help="measure training instead: audio samples trained per second and peak memory")
+    t.add_argument("--seq-len", type=int, default=None, help="samples per training window (default: the preset's)")
+    t.add_argument("--steps", type=int, default=5, help="timed training steps per batch size (default 5)")
+    t.add_argument("--warmup-steps", type=int, default=2, help="untimed steps first (default 2)")
+    t.add_argument("--precision", default="auto", choices=["auto", "no", "bf16", "fp16"],
+                   help="mixed precision (default auto: bf16 on CUDA, none on the CPU)")
+    t.add_argument("--compile", action="store_true", help="torch.compile the model (train.compile)")
+    t.add_argument("--grad-accum", type=int, default=1, help="micro-batches per step (default 1)")
+    t.add_argument("--workers", type=int, default=0, help="batch prefetch threads (train.num_workers; default 0)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -238,8 +251,10 @@ def cmd_bench(args) -> int:
 
     from wavegen.bench import bench_generation, format_table, plot
 
+    if args.train:
+        return _cmd_bench_train(args)
     backends = _comma_list(args.backends, "--backends")
-    batches = _comma_list(args.batch, "--batch", int)
+    batches = _comma_list(args.batch or "1,8,64", "--batch", int)
     result = bench_generation(args.model, backends, batches, samples=args.samples, torch_samples=args.torch_samples,
                               repeats=args.repeats, threads=args.threads, device=args.device, seed=args.seed,
                               progress=None if args.quiet else logger.info)
@@ -259,6 +274,36 @@ def cmd_bench(args) -> int:
         logger.info("wrote %s", path)
     if args.plot:
         logger.info("wrote %s", plot(result, args.plot))
+    return 0
+
+
+def _cmd_bench_train(args) -> int:
+    from wavegen.bench import bench_training, format_training_table
+    from wavegen.config import save_json
+    from wavegen.models import resolve_preset
+
+    batches = _comma_list(args.batch, "--batch", int) if args.batch else \
+        [resolve_preset(args.model)["train"]["batch_size"]]
+    result = bench_training(args.model, batches, seq_len=args.seq_len, steps=args.steps, warmup=args.warmup_steps,
+                            threads=args.threads, device=args.device, mixed_precision=args.precision,
+                            compile=args.compile, grad_accum=args.grad_accum, num_workers=args.workers,
+                            seed=args.seed, progress=None if args.quiet else logger.info)
+    options = [f"--model {args.model}", f"--batch {','.join(map(str, batches))}",
+               f"--seq-len {result['rows'][0]['seq_len']}", f"--steps {args.steps}",
+               f"--warmup-steps {args.warmup_steps}", f"--precision {args.precision}"]
+    options += [f"--threads {args.threads}"] if args.threads else []
+    options += [f"--grad-accum {args.grad_accum}"] if args.grad_accum != 1 else []
+    options += [f"--workers {args.workers}"] if args.workers else []
+    options += ["--compile"] if args.compile else []
+    options += [f"--device {args.device}"] if args.device != "cpu" else []
+    result["command"] = "wavegen bench --train " + " ".join(options)
+    print(format_training_table(result))
+    if args.json:
+        from pathlib import Path
+
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        save_json(Path(args.json), result)
+        logger.info("wrote %s", args.json)
     return 0
 
 

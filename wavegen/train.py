@@ -173,19 +173,21 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
-def make_accelerator(mixed_precision: str):
+def make_accelerator(mixed_precision: str, cpu: bool = False):
     """The run's Accelerator; picks up ``accelerate launch`` / ``torchrun`` from the environment.
 
-    ``mixed_precision``: auto (bf16 on CUDA, else none) | no | bf16 | fp16. Several processes
-    without CUDA run on CPU with gloo: accelerate takes that path only when told ``cpu=True``
-    (otherwise each process would train alone, unaware of the others).
+    ``mixed_precision``: auto (bf16 on CUDA, else none) | no | bf16 | fp16. ``cpu``: stay on the
+    CPU even where there is a GPU. Several processes without CUDA run on CPU with gloo:
+    accelerate takes that path only when told ``cpu=True`` (otherwise each process would train
+    alone, unaware of the others).
     """
     from accelerate import Accelerator
 
+    cuda = torch.cuda.is_available() and not cpu
     if mixed_precision == "auto":
-        mixed_precision = "bf16" if torch.cuda.is_available() else "no"
+        mixed_precision = "bf16" if cuda else "no"
     several = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return Accelerator(mixed_precision=mixed_precision, cpu=several and not torch.cuda.is_available())
+    return Accelerator(mixed_precision=mixed_precision, cpu=not cuda and (cpu or several))
 
 
 def _gather_training_state(accelerator, model, accum: int) -> dict[str, torch.Tensor]:
@@ -217,13 +219,59 @@ def _scatter_training_state(accelerator, model, tensors: dict[str, torch.Tensor]
     model.load_training_state(state)
 
 
+def build_training(config: dict, train_cfg: TrainConfig, accelerator):
+    """Seeded model + Adam, compiled if asked, prepared by accelerate (DDP under several processes).
+
+    Returns ``(model, optimizer, inner)``: ``model`` is what the step calls, ``inner`` the plain
+    nn.Module (for its methods, state and saving).
+    """
+    from accelerate.utils import set_seed
+
+    set_seed(train_cfg.seed)
+    model = build_model(config)
+    # fused Adam: one kernel for every parameter on CUDA; the plain loop elsewhere
+    optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay,
+                                 fused=accelerator.device.type == "cuda" or None)
+    if train_cfg.compile:
+        model = torch.compile(model)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    inner = accelerator.unwrap_model(model)
+    if hasattr(inner, "_orig_mod"):
+        inner = inner._orig_mod
+    return model, optimizer, inner
+
+
+def train_step(accelerator, model, optimizer, stream: BatchStream, train_cfg: TrainConfig, step: int) -> torch.Tensor:
+    """One optimizer step at ``step`` over ``train_cfg.grad_accum`` micro-batches from ``stream``.
+
+    Sets the learning rate, accumulates gradients (DDP all-reduces only on the last micro-batch),
+    clips, steps. Returns the mean loss (nats per sample) as a 0-d tensor on the device: reading
+    it (``float``) waits for the device, so the caller does that only when it logs.
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = train_cfg.lr * lr_factor(step, train_cfg)
+    total = None
+    for micro in range(train_cfg.grad_accum):
+        batch = stream.next()
+        sync = micro == train_cfg.grad_accum - 1
+        with accelerator.no_sync(model) if not sync else _null():
+            with accelerator.autocast():
+                loss = model(batch)
+            accelerator.backward(loss / train_cfg.grad_accum)
+        part = loss.detach() / train_cfg.grad_accum
+        total = part if total is None else total + part
+    if train_cfg.grad_clip > 0:
+        accelerator.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total
+
+
 def train(config: dict, run_dir: str | Path, progress: bool = True) -> dict:
     """Train (or resume) the run in ``run_dir`` with the resolved ``config``.
 
     Returns ``{"step", "status": "finished"|"interrupted", "best_val_bits", "run_dir"}``.
     """
-    from accelerate.utils import set_seed
-
     run_dir = Path(run_dir)
     train_cfg = from_dict(TrainConfig, config["train"], "train")
     train_cfg.validate()
@@ -245,20 +293,10 @@ def train(config: dict, run_dir: str | Path, progress: bool = True) -> dict:
     corpus = Corpus(config["data"]["corpus"])
     if corpus.sample_rate != config["data"]["sample_rate"]:
         raise ConfigError(f"corpus {corpus.sample_rate} Hz, config says {config['data']['sample_rate']} Hz")
-    set_seed(train_cfg.seed)
-    model = build_model(config)
-    n_params = sum(p.numel() for p in model.parameters())
-    batches = model.make_batches(corpus.split("train"), corpus.segments("train"),
+    model, optimizer, inner = build_training(config, train_cfg, accelerator)
+    n_params = sum(p.numel() for p in inner.parameters())
+    batches = inner.make_batches(corpus.split("train"), corpus.segments("train"),
                                  corpus.segment_labels("train"), train_cfg, rank, world)
-    # fused Adam: one kernel for every parameter on CUDA; the plain loop elsewhere
-    optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay,
-                                 fused=on_cuda or None)
-    if train_cfg.compile:
-        model = torch.compile(model)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    inner = accelerator.unwrap_model(model)
-    if hasattr(inner, "_orig_mod"):
-        inner = inner._orig_mod
 
     step, best_val, state = 0, None, {}
     ckpt = latest_checkpoint(run_dir)
@@ -332,20 +370,7 @@ def train(config: dict, run_dir: str | Path, progress: bool = True) -> dict:
     try:
         with _StopFlag() as stop:
             while step < train_cfg.max_steps:
-                for group in optimizer.param_groups:
-                    group["lr"] = train_cfg.lr * lr_factor(step, train_cfg)
-                for micro in range(train_cfg.grad_accum):
-                    batch = stream.next()
-                    sync = micro == train_cfg.grad_accum - 1
-                    with accelerator.no_sync(model) if not sync else _null():
-                        with accelerator.autocast():
-                            loss = model(batch)
-                        accelerator.backward(loss / train_cfg.grad_accum)
-                    running += loss.detach() / train_cfg.grad_accum
-                if train_cfg.grad_clip > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                running += train_step(accelerator, model, optimizer, stream, train_cfg, step)
                 step += 1
                 window_steps += 1
 
