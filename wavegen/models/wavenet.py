@@ -34,6 +34,7 @@ class WaveNetConfig:
     label_dim: int = 32  # size of the label embedding projected into every gated unit
 
     def validate(self, train: TrainConfig | None = None) -> None:
+        """Raise ConfigError naming the value that cannot work (``train`` adds no WaveNet constraint)."""
         for name in ("layers", "max_dilation", "residual_channels", "skip_channels", "end_channels",
                      "label_dim"):
             if getattr(self, name) < 1:
@@ -172,7 +173,8 @@ class WaveNet(nn.Module):
     loss = forward
 
     def training_state(self) -> dict[str, torch.Tensor]:
-        return {}  # crops are independent: nothing carried between batches
+        """State carried between batches: none, crops are independent."""
+        return {}
 
     def load_training_state(self, state: dict[str, torch.Tensor]) -> None:
         if state:
@@ -231,6 +233,7 @@ class WaveNet(nn.Module):
         }
 
     def describe(self) -> dict:
+        """Facts for ``wavegen info``: layers, the dilation pattern, channel widths."""
         cfg = self.config
         span = lambda top: "1" if top == 1 else f"1..{top}"  # noqa: E731
         stacks, rest = divmod(cfg.layers, cfg.max_dilation.bit_length())
