@@ -47,7 +47,7 @@ def _f32_from_bits(typingctx, bits):
     return sig, codegen
 
 
-@njit(fastmath=FASTMATH, inline="always", cache=True)
+@njit(fastmath=FASTMATH, inline="always", cache=True, error_model="numpy")
 def fexp(x):
     """exp(x) in float32, 1-2 ulp, for x in about [-87, 88] (clamped outside). Vectorisable."""
     x = min(max(x, np.float32(-87.0)), np.float32(88.0))
@@ -63,18 +63,18 @@ def fexp(x):
     return y * _f32_from_bits((np.int32(n) + np.int32(127)) << np.int32(23))
 
 
-@njit(fastmath=FASTMATH, inline="always", cache=True)
+@njit(fastmath=FASTMATH, inline="always", cache=True, error_model="numpy")
 def fsigmoid(x):
     return _F1 / (_F1 + fexp(-x))
 
 
-@njit(fastmath=FASTMATH, inline="always", cache=True)
+@njit(fastmath=FASTMATH, inline="always", cache=True, error_model="numpy")
 def ftanh(x):
     # 1 - 2 / (1 + e^{2x}): exact limits at +-inf (fexp clamps), absolute error ~1e-7 near 0.
     return _F1 - np.float32(2.0) / (_F1 + fexp(np.float32(2.0) * x))
 
 
-@njit(fastmath=FASTMATH, inline="always", cache=True)
+@njit(fastmath=FASTMATH, inline="always", cache=True, error_model="numpy")
 def _dot8(w, x, b, n_in):
     x0, x1, x2, x3, x4, x5, x6, x7 = x[b], x[b + 1], x[b + 2], x[b + 3], x[b + 4], x[b + 5], x[b + 6], x[b + 7]
     s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = _F0
@@ -91,7 +91,7 @@ def _dot8(w, x, b, n_in):
     return s0, s1, s2, s3, s4, s5, s6, s7
 
 
-@njit(fastmath=FASTMATH, inline="always", cache=True)
+@njit(fastmath=FASTMATH, inline="always", cache=True, error_model="numpy")
 def _dot4(w, x, b, n_in):
     x0, x1, x2, x3 = x[b], x[b + 1], x[b + 2], x[b + 3]
     s0 = s1 = s2 = s3 = _F0
@@ -104,7 +104,7 @@ def _dot4(w, x, b, n_in):
     return s0, s1, s2, s3
 
 
-@njit(fastmath=FASTMATH, inline="always", cache=True)
+@njit(fastmath=FASTMATH, inline="always", cache=True, error_model="numpy")
 def _dot1(w, x0, n_in):
     s = _F0
     for i in range(n_in):
@@ -112,7 +112,7 @@ def _dot1(w, x0, n_in):
     return s
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH, cache=True, error_model="numpy")
 def affine(W, w_off, b_off, n_out, n_in, x, y, lo, hi):
     """``y[b, :n_out] = W[w_off:].reshape(n_out, n_in) @ x[b, :n_in] (+ W[b_off:b_off + n_out])``
     for streams ``lo <= b < hi``.
@@ -123,6 +123,16 @@ def affine(W, w_off, b_off, n_out, n_in, x, y, lo, hi):
     A stream's result depends on the block it falls in (summation order), so a given number
     of streams and threads always gives the same bits.
     """
+    if hi - lo == 1:  # one stream: a plain loop of dot products runs ~1.5x faster than the blocked one
+        x0 = x[lo]
+        y0 = y[lo]
+        for o in range(n_out):
+            y0[o] = _dot1(W[w_off + o * n_in: w_off + (o + 1) * n_in], x0, n_in)
+        if b_off >= 0:
+            bias = W[b_off: b_off + n_out]
+            for o in range(n_out):
+                y0[o] += bias[o]
+        return
     tile = max(8, 65536 // max(n_in, 1))
     for o0 in range(0, n_out, tile):
         o1 = min(o0 + tile, n_out)
@@ -158,7 +168,7 @@ def affine(W, w_off, b_off, n_out, n_in, x, y, lo, hi):
                 y[bb, o] = _dot1(w, x[bb], n_in) + bias
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def sample_code(logits, u, temperature, z):
     """Inverse-CDF draw from softmax(logits / temperature). logits [Q] float32, u float32 in
     [0, 1), z [Q] float32 scratch → code (int). Same arithmetic as generate.sample_codes."""
@@ -182,13 +192,13 @@ def sample_code(logits, u, temperature, z):
     return min(count, q - 1)
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH, cache=True, error_model="numpy")
 def _exp_shifted(z, m):
     for j in range(z.shape[0]):
         z[j] = fexp(z[j] - m)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def rescale(code, q_levels):
     """A code → the frame tiers' input in [-2, 2): ``(code / (Q/2) - 1) * 2`` in float32."""
     return (np.float32(code) / np.float32(q_levels / 2) - _F1) * np.float32(2.0)
@@ -216,6 +226,14 @@ class Packer:
 def as_numpy(x) -> np.ndarray:
     """A torch tensor or array-like → numpy array (no copy where possible)."""
     return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+
+
+def require_c_contiguous(args) -> None:
+    """Every array handed to a kernel must be C-contiguous: numba would otherwise quietly compile
+    a strided variant that does not vectorise (4x slower), so a layout slip fails loudly here."""
+    for a in args:
+        if isinstance(a, np.ndarray) and not a.flags.c_contiguous:
+            raise RuntimeError(f"internal: kernel argument of shape {a.shape} is not C-contiguous")
 
 
 # ----- compile-on-first-use notice ---------------------------------------------------------------

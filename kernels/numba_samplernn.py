@@ -29,6 +29,7 @@ from numba import get_num_threads, njit, prange
 
 from wavegen.generate import Engine, temperatures
 from wavegen.kernels.numba_common import (_F0, _F1, FASTMATH, Packer, affine, announce_compile, as_numpy,
+                                          require_c_contiguous,
                                           fsigmoid, ftanh, rescale, sample_code)
 
 # tier_off columns
@@ -39,7 +40,7 @@ _WIH, _BIH, _WHH, _BHH = range(4)
 _TAB, _INB, _HIDW, _HIDB, _OUTW, _OUTB = range(6)
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH, cache=True, error_model="numpy")
 def _tier_step(k, t, W, tier_off, layer_off, tier_int, n_layers, dim, gates, lstm, skip, n_tiers,
                history, hidden, condbuf, cond_off, pbuf, p_off, label_proj, frame, gi, gh, xin, ysum,
                lo, hi):
@@ -108,7 +109,7 @@ def _tier_step(k, t, W, tier_off, layer_off, tier_int, n_layers, dim, gates, lst
                lo * ratio, hi * ratio)
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH, cache=True, error_model="numpy")
 def _run(W, tier_off, layer_off, mlp_off, tier_int, n_layers, dim, gates, lstm, skip,
          t0, history, hidden, condbuf, cond_off, pbuf, p_off, label_proj,
          mode, codes_in, uniforms, temps, codes_out, logits_out, lo, hi):
@@ -175,7 +176,7 @@ def _run(W, tier_off, layer_off, mlp_off, tier_int, n_layers, dim, gates, lstm, 
             history[b, top - 1] = code
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def _run_parallel(groups, W, tier_off, layer_off, mlp_off, tier_int, n_layers, dim, gates, lstm, skip,
                   t0, history, hidden, condbuf, cond_off, pbuf, p_off, label_proj,
                   mode, codes_in, uniforms, temps, codes_out, logits_out):
@@ -187,7 +188,7 @@ def _run_parallel(groups, W, tier_off, layer_off, mlp_off, tier_int, n_layers, d
              mode, codes_in, uniforms, temps, codes_out, logits_out, g * B // groups, (g + 1) * B // groups)
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH, cache=True, error_model="numpy")
 def _hoist(B, groups, W, tier_off, tier_int, dim, gates, condbuf, cond_off, pbuf, p_off):
     """Recompute every hoisted projection from the stored cond (after load_state_dict) with the
     sample loop's arithmetic and stream groups, so a restored engine continues bit for bit."""
@@ -274,7 +275,7 @@ class NumbaSampleRNNEngine(Engine):
         self.t = 0
         self.history = np.full((B, self.frame_sizes[0]), self.silence, dtype=np.int64)
         self.hidden = np.array(np.broadcast_to(  # a writable copy: [K, S, L, B, dim]
-            self.h0[:, :, :, None, :], self.h0.shape[:3] + (B, self.h0.shape[3])), dtype=np.float32)
+            self.h0[:, :, :, None, :], self.h0.shape[:3] + (B, self.h0.shape[3])), dtype=np.float32, order="C")
         self.condbuf = np.zeros(int(self.cond_off[-1]), np.float32)
         self.pbuf[:] = 0.0
         self._set_labels(self.label_weights(label_weights))
@@ -306,8 +307,8 @@ class NumbaSampleRNNEngine(Engine):
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         K = len(self.frame_sizes)
         self.t = int(state["t"])
-        self.history = np.array(state["history"], dtype=np.int64)
-        self.hidden = np.ascontiguousarray(np.stack([np.asarray(state[f"hidden{k}"], np.float32) for k in range(K)]))
+        self.history = np.array(state["history"], dtype=np.int64, order="C")
+        self.hidden = np.array(np.stack([np.asarray(state[f"hidden{k}"], np.float32) for k in range(K)]), order="C")
         for k in range(K):
             self._cond(k)[...] = np.asarray(state[f"cond{k + 1}"], np.float32)
         if "label_weights" in state:
@@ -327,6 +328,7 @@ class NumbaSampleRNNEngine(Engine):
                 p["gates"], p["lstm"], p["skip"], self.t, self.history, self.hidden, self.condbuf,
                 self.cond_off, self.pbuf, self.p_off, self.label_proj, mode, codes_in, uniforms, temps,
                 codes_out, logits_out)
+        require_c_contiguous(args)
         groups = self._groups()
         if groups == 1:
             announce_compile("samplernn", _run, _tier_step)

@@ -23,6 +23,7 @@ from numba import get_num_threads, njit, prange
 
 from wavegen.generate import Engine, temperatures
 from wavegen.kernels.numba_common import (_F0, FASTMATH, Packer, affine, announce_compile, as_numpy,
+                                          require_c_contiguous,
                                           fsigmoid, ftanh, sample_code)
 
 # layer_off columns
@@ -31,7 +32,7 @@ _CONV, _CONVB, _RES, _RESB = range(4)
 _EMB, _SKIP, _SKIPB, _OUT1, _OUT1B, _OUT2, _OUT2B = range(7)
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH, cache=True, error_model="numpy")
 def _run(W, layer_off, head, dil, ring_off, R, S, A, q, t0, prev, rings, label_bias,
          mode, codes_in, uniforms, temps, codes_out, logits_out, lo, hi):
     """Run n samples for streams lo..hi-1 from position t0. mode 0: teacher-force codes_in
@@ -101,7 +102,7 @@ def _run(W, layer_off, head, dil, ring_off, R, S, A, q, t0, prev, rings, label_b
             prev[b] = code
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def _run_parallel(groups, W, layer_off, head, dil, ring_off, R, S, A, q, t0, prev, rings, label_bias,
                   mode, codes_in, uniforms, temps, codes_out, logits_out):
     """:func:`_run` with the streams split into ``groups`` contiguous groups, one per thread."""
@@ -203,6 +204,7 @@ class NumbaWaveNetEngine(Engine):
         args = (p["W"], p["layer_off"], p["head"], p["dil"], p["ring_off"], p["R"], p["S"], p["A"], p["q"],
                 self.t, self.prev, self.rings, self.label_bias, mode, codes_in, uniforms, temps,
                 codes_out, logits_out)
+        require_c_contiguous(args)
         threads = self.threads if self.threads is not None else get_num_threads()
         groups = max(1, min(self.streams, threads))
         if groups == 1:
