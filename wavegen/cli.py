@@ -55,7 +55,19 @@ def _add_render(sub) -> None:
     p.add_argument("--backend", default="auto", help="auto, torch, numba or cuda")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--format", default="wav", choices=["wav", "flac"])
-    p.add_argument("--block-seconds", type=float, default=1.0, help="audio generated between writes")
+    p.add_argument("--block-seconds", type=float, default=1.0,
+                   help="audio generated between progress updates (the output does not depend on it)")
+    p.add_argument("--snapshot-seconds", type=float, default=30.0,
+                   help="audio between resumable snapshots under OUT/.state (default 30)")
+    p.add_argument("--restart", action="store_true",
+                   help="discard a previous or unfinished render in --out and start over")
+    p.add_argument("--no-guard", dest="guard", action="store_false",
+                   help="do not rewind streams that fall silent, clip or turn to noise")
+    p.add_argument("--guard-seconds", type=float, default=2.0, help="guard window (default 2)")
+    p.add_argument("--guard-attempts", type=int, default=4,
+                   help="redraws of a failing window before keeping it (default 4)")
+    p.add_argument("--no-spectrogram", dest="spectrogram", action="store_false",
+                   help="skip the spectrogram PNG per stream")
 
 
 def _add_eval(sub) -> None:
@@ -165,10 +177,13 @@ def cmd_render(args) -> int:
     settings = RenderSettings(seconds=args.seconds, streams=args.streams, seed=args.seed, temperature=temps,
                               prime=args.prime, prime_seconds=args.prime_seconds, label=args.label,
                               backend=args.backend, device=args.device, format=args.format,
-                              block_seconds=args.block_seconds)
-    report = render(args.model, args.out, settings, progress=not args.quiet)
-    for path in report["paths"]:
-        print(path)
+                              block_seconds=args.block_seconds, snapshot_seconds=args.snapshot_seconds,
+                              guard=args.guard, guard_seconds=args.guard_seconds,
+                              guard_attempts=args.guard_attempts, spectrogram=args.spectrogram)
+    report = render(args.model, args.out, settings, progress=not args.quiet, restart=args.restart)
+    if report.get("rank", 0) == 0:  # under torchrun/accelerate, one process lists the files
+        for path in report["paths"]:
+            print(path)
     return 0
 
 
