@@ -2,10 +2,12 @@
 
 Everything here is ``@njit`` and meant to be inlined into an engine's compiled sample loop.
 
-- Weights live in ONE flat float32 array per engine; a matrix is ``O`` rows of ``I`` floats
-  starting at an offset (row-major, torch's ``[out, in]`` layout). Rows are read through
-  slices, never through ``W[offset + i]``: numba cannot prove such an index is non-negative
-  and wraps it, which turns the inner loop into a gather (about 10x slower).
+- Weights live in two flat arrays per engine: the matrix store ``M`` (the big matrices,
+  float32, or fp16 kept as uint16 to halve the bytes a memory-bound step reads) and the
+  vector store ``V`` (float32: biases, embedding tables, small folded matrices). A matrix is
+  ``O`` rows of ``I`` weights from an offset (row-major, torch's ``[out, in]`` layout). Rows
+  are read through slices, never as ``M[offset + i]``: numba cannot prove such an index is
+  non-negative and wraps it, which turns the inner loop into a gather (about 10x slower).
 - :func:`affine` computes ``y[b] = W @ x[b] + bias`` for the streams ``lo .. hi-1``. It walks
   the weight rows in L2-sized tiles and applies each row to blocks of 8, 4 or 1 streams, so
   at batch B a weight is read from memory once, not B times (batch 1 is memory-bound: weight
@@ -25,7 +27,7 @@ import os
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +47,31 @@ def _f32_from_bits(typingctx, bits):
         return builder.bitcast(args[0], ir.FloatType())
 
     return sig, codegen
+
+
+@intrinsic
+def _f32_from_f16_bits(typingctx, bits):
+    """uint16 holding an IEEE half → float32 (exact; vcvtph2ps once vectorised)."""
+    sig = types.float32(types.uint16)
+
+    def codegen(context, builder, signature, args):
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+
+    return sig, codegen
+
+
+def weight(v):
+    """A stored weight → float32: float32 as is, uint16 read as an IEEE half (fp16 storage)."""
+    raise NotImplementedError  # only called from compiled code; see the overload below
+
+
+@overload(weight, inline="always")
+def _weight(v):
+    if v == types.uint16:
+        return lambda v: _f32_from_f16_bits(v)
+    if v == types.float32:
+        return lambda v: v
+    return None
 
 
 @njit(fastmath=FASTMATH, inline="always", cache=True, error_model="numpy")
@@ -79,7 +106,7 @@ def _dot8(w, x, b, n_in):
     x0, x1, x2, x3, x4, x5, x6, x7 = x[b], x[b + 1], x[b + 2], x[b + 3], x[b + 4], x[b + 5], x[b + 6], x[b + 7]
     s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = _F0
     for i in range(n_in):
-        wi = w[i]
+        wi = weight(w[i])
         s0 += wi * x0[i]
         s1 += wi * x1[i]
         s2 += wi * x2[i]
@@ -96,7 +123,7 @@ def _dot4(w, x, b, n_in):
     x0, x1, x2, x3 = x[b], x[b + 1], x[b + 2], x[b + 3]
     s0 = s1 = s2 = s3 = _F0
     for i in range(n_in):
-        wi = w[i]
+        wi = weight(w[i])
         s0 += wi * x0[i]
         s1 += wi * x1[i]
         s2 += wi * x2[i]
@@ -108,17 +135,18 @@ def _dot4(w, x, b, n_in):
 def _dot1(w, x0, n_in):
     s = _F0
     for i in range(n_in):
-        s += w[i] * x0[i]
+        s += weight(w[i]) * x0[i]
     return s
 
 
 @njit(fastmath=FASTMATH, cache=True, error_model="numpy")
-def affine(W, w_off, b_off, n_out, n_in, x, y, lo, hi):
-    """``y[b, :n_out] = W[w_off:].reshape(n_out, n_in) @ x[b, :n_in] (+ W[b_off:b_off + n_out])``
+def affine(M, w_off, V, b_off, n_out, n_in, x, y, lo, hi):
+    """``y[b, :n_out] = M[w_off:].reshape(n_out, n_in) @ x[b, :n_in] (+ V[b_off:b_off + n_out])``
     for streams ``lo <= b < hi``.
 
-    W flat float32; x [B, >= n_in] and y [B, >= n_out] float32, C-contiguous; ``b_off < 0``:
-    no bias. Rows are taken in tiles of about 256 KB (they stay in L2 while every block of
+    M flat matrix store: float32, or uint16 holding fp16 (converted on load, accumulated in
+    float32); V flat float32; x [B, >= n_in] and y [B, >= n_out] float32, C-contiguous;
+    ``b_off < 0``: no bias. Rows are taken in tiles of about 256 KB (they stay in L2 while every block of
     8, 4 or 1 streams passes over them), so each weight is fetched from memory once per call.
     A stream's result depends on the block it falls in (summation order), so a given number
     of streams and threads always gives the same bits.
@@ -127,9 +155,9 @@ def affine(W, w_off, b_off, n_out, n_in, x, y, lo, hi):
         x0 = x[lo]
         y0 = y[lo]
         for o in range(n_out):
-            y0[o] = _dot1(W[w_off + o * n_in: w_off + (o + 1) * n_in], x0, n_in)
+            y0[o] = _dot1(M[w_off + o * n_in: w_off + (o + 1) * n_in], x0, n_in)
         if b_off >= 0:
-            bias = W[b_off: b_off + n_out]
+            bias = V[b_off: b_off + n_out]
             for o in range(n_out):
                 y0[o] += bias[o]
         return
@@ -139,8 +167,8 @@ def affine(W, w_off, b_off, n_out, n_in, x, y, lo, hi):
         b = lo
         while b + 8 <= hi:
             for o in range(o0, o1):
-                w = W[w_off + o * n_in: w_off + (o + 1) * n_in]
-                bias = W[b_off + o] if b_off >= 0 else _F0
+                w = M[w_off + o * n_in: w_off + (o + 1) * n_in]
+                bias = V[b_off + o] if b_off >= 0 else _F0
                 s0, s1, s2, s3, s4, s5, s6, s7 = _dot8(w, x, b, n_in)
                 y[b, o] = s0 + bias
                 y[b + 1, o] = s1 + bias
@@ -153,8 +181,8 @@ def affine(W, w_off, b_off, n_out, n_in, x, y, lo, hi):
             b += 8
         if b + 4 <= hi:
             for o in range(o0, o1):
-                w = W[w_off + o * n_in: w_off + (o + 1) * n_in]
-                bias = W[b_off + o] if b_off >= 0 else _F0
+                w = M[w_off + o * n_in: w_off + (o + 1) * n_in]
+                bias = V[b_off + o] if b_off >= 0 else _F0
                 s0, s1, s2, s3 = _dot4(w, x, b, n_in)
                 y[b, o] = s0 + bias
                 y[b + 1, o] = s1 + bias
@@ -162,8 +190,8 @@ def affine(W, w_off, b_off, n_out, n_in, x, y, lo, hi):
                 y[b + 3, o] = s3 + bias
             b += 4
         for o in range(o0, o1):
-            w = W[w_off + o * n_in: w_off + (o + 1) * n_in]
-            bias = W[b_off + o] if b_off >= 0 else _F0
+            w = M[w_off + o * n_in: w_off + (o + 1) * n_in]
+            bias = V[b_off + o] if b_off >= 0 else _F0
             for bb in range(b, hi):
                 y[bb, o] = _dot1(w, x[bb], n_in) + bias
 
@@ -221,6 +249,37 @@ class Packer:
 
     def flat(self) -> np.ndarray:
         return np.concatenate(self.parts) if self.parts else np.zeros(0, np.float32)
+
+
+WEIGHT_FORMATS = ("fp32", "fp16")
+_FP16_MAX = 65504.0
+
+
+def check_weights(weights: str) -> str:
+    if weights not in WEIGHT_FORMATS:
+        raise ValueError(f"weights={weights!r}: use one of {list(WEIGHT_FORMATS)}")
+    return weights
+
+
+def round_matrix(x, weights: str):
+    """A torch tensor of matrix weights → float32 tensor holding the values ``weights`` stores
+    (fp16: rounded to nearest half). The fp16 engine is exactly the fp32 engine on such values."""
+    import torch
+
+    x = x.detach().float().cpu()
+    if weights == "fp32":
+        return x
+    big = float(x.abs().max()) if x.numel() else 0.0
+    if not big < _FP16_MAX:
+        raise ValueError(f"a weight of magnitude {big:g} does not fit fp16 (max {_FP16_MAX:g}): use weights='fp32'")
+    return x.to(torch.float16).to(torch.float32)
+
+
+def matrix_store(flat: np.ndarray, weights: str) -> np.ndarray:
+    """Packed float32 matrices → the store the kernels read: float32, or fp16 bits as uint16."""
+    if weights == "fp32":
+        return flat
+    return flat.astype(np.float16).view(np.uint16)  # exact: the values were rounded by round_matrix
 
 
 def as_numpy(x) -> np.ndarray:

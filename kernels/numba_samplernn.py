@@ -29,7 +29,7 @@ from numba import get_num_threads, njit, prange
 
 from wavegen.generate import Engine, temperatures
 from wavegen.kernels.numba_common import (_F0, _F1, FASTMATH, Packer, affine, announce_compile, as_numpy,
-                                          require_c_contiguous,
+                                          check_weights, matrix_store, require_c_contiguous, round_matrix,
                                           fsigmoid, ftanh, rescale, sample_code)
 
 # tier_off columns
@@ -41,7 +41,7 @@ _TAB, _INB, _HIDW, _HIDB, _OUTW, _OUTB = range(6)
 
 
 @njit(fastmath=FASTMATH, cache=True, error_model="numpy")
-def _tier_step(k, t, W, tier_off, layer_off, tier_int, n_layers, dim, gates, lstm, skip, n_tiers,
+def _tier_step(k, t, M, V, tier_off, layer_off, tier_int, n_layers, dim, gates, lstm, skip, n_tiers,
                history, hidden, condbuf, cond_off, pbuf, p_off, label_proj, frame, gi, gh, xin, ysum,
                lo, hi):
     """Advance tier k at position t for streams lo..hi-1 and emit its conditioning for the tier
@@ -55,7 +55,7 @@ def _tier_step(k, t, W, tier_off, layer_off, tier_int, n_layers, dim, gates, lst
     for b in range(lo, hi):
         for p in range(fs):
             frame[b, p] = rescale(history[b, top - fs + p], q)
-    affine(W, tier_off[k, _A], tier_off[k, _C], gd, fs, frame, gi, lo, hi)
+    affine(V, tier_off[k, _A], V, tier_off[k, _C], gd, fs, frame, gi, lo, hi)  # small: kept float32
     if k == 0:
         if label_proj.shape[1] > 0:
             for b in range(lo, hi):
@@ -74,9 +74,9 @@ def _tier_step(k, t, W, tier_off, layer_off, tier_int, n_layers, dim, gates, lst
             ysum[b, d] = 0.0
     for layer in range(n_layers):
         if layer > 0:
-            affine(W, layer_off[k, layer, _WIH], layer_off[k, layer, _BIH], gd, dim, xin, gi, lo, hi)
+            affine(M, layer_off[k, layer, _WIH], V, layer_off[k, layer, _BIH], gd, dim, xin, gi, lo, hi)
         h = hidden[k, 0, layer]
-        affine(W, layer_off[k, layer, _WHH], layer_off[k, layer, _BHH], gd, dim, h, gh, lo, hi)
+        affine(M, layer_off[k, layer, _WHH], V, layer_off[k, layer, _BHH], gd, dim, h, gh, lo, hi)
         if lstm:
             c = hidden[k, 1, layer]
             for b in range(lo, hi):
@@ -101,16 +101,16 @@ def _tier_step(k, t, W, tier_off, layer_off, tier_int, n_layers, dim, gates, lst
                 ysum[b, d] += h[b, d]
     y = ysum if skip else xin
     cond = condbuf[cond_off[k]: cond_off[k] + B * ratio * dim]
-    affine(W, tier_off[k, _UPW], tier_off[k, _UPB], ratio * dim, dim, y, cond.reshape(B, ratio * dim), lo, hi)
+    affine(M, tier_off[k, _UPW], V, tier_off[k, _UPB], ratio * dim, dim, y, cond.reshape(B, ratio * dim), lo, hi)
     if k + 1 < n_tiers:
         gd_next = gd
         proj = pbuf[p_off[k + 1]: p_off[k + 1] + B * ratio * gd_next].reshape(B * ratio, gd_next)
-        affine(W, tier_off[k + 1, _WIH0], -1, gd_next, dim, cond.reshape(B * ratio, dim), proj,
+        affine(M, tier_off[k + 1, _WIH0], V, -1, gd_next, dim, cond.reshape(B * ratio, dim), proj,
                lo * ratio, hi * ratio)
 
 
 @njit(fastmath=FASTMATH, cache=True, error_model="numpy")
-def _run(W, tier_off, layer_off, mlp_off, tier_int, n_layers, dim, gates, lstm, skip,
+def _run(M, V, tier_off, layer_off, mlp_off, tier_int, n_layers, dim, gates, lstm, skip,
          t0, history, hidden, condbuf, cond_off, pbuf, p_off, label_proj,
          mode, codes_in, uniforms, temps, codes_out, logits_out, lo, hi):
     """Run n samples for streams lo..hi-1 from position t0. mode 0: teacher-force codes_in
@@ -138,12 +138,12 @@ def _run(W, tier_off, layer_off, mlp_off, tier_int, n_layers, dim, gates, lstm, 
     last = n_tiers - 1
     mlp_cond = condbuf[cond_off[last]: cond_off[last] + B * window * dim].reshape(B * window, dim)
     tables = mlp_off[_TAB]
-    in_b = W[mlp_off[_INB]: mlp_off[_INB] + dim]
+    in_b = V[mlp_off[_INB]: mlp_off[_INB] + dim]
     for i in range(n):
         t = t0 + i
         for k in range(n_tiers):
             if t % tier_int[k, 0] == 0:
-                _tier_step(k, t, W, tier_off, layer_off, tier_int, n_layers, dim, gates, lstm, skip,
+                _tier_step(k, t, M, V, tier_off, layer_off, tier_int, n_layers, dim, gates, lstm, skip,
                            n_tiers, history, hidden, condbuf, cond_off, pbuf, p_off, label_proj,
                            frame, gi, gh, xin, ysum, lo, hi)
         j = t % window
@@ -153,16 +153,16 @@ def _run(W, tier_off, layer_off, mlp_off, tier_int, n_layers, dim, gates, lstm, 
                 x1[b, d] = in_b[d] + c[d]
             for p in range(window):
                 base = tables + (p * q + history[b, top - window + p]) * dim
-                row = W[base: base + dim]
+                row = V[base: base + dim]
                 for d in range(dim):
                     x1[b, d] += row[d]
             for d in range(dim):
                 x1[b, d] = max(x1[b, d], _F0)
-        affine(W, mlp_off[_HIDW], mlp_off[_HIDB], dim, dim, x1, x2, lo, hi)
+        affine(M, mlp_off[_HIDW], V, mlp_off[_HIDB], dim, dim, x1, x2, lo, hi)
         for b in range(lo, hi):
             for d in range(dim):
                 x2[b, d] = max(x2[b, d], _F0)
-        affine(W, mlp_off[_OUTW], mlp_off[_OUTB], q, dim, x2, logits, lo, hi)
+        affine(M, mlp_off[_OUTW], V, mlp_off[_OUTB], q, dim, x2, logits, lo, hi)
         for b in range(lo, hi):
             if mode == 0:
                 code = codes_in[b, i]
@@ -177,19 +177,19 @@ def _run(W, tier_off, layer_off, mlp_off, tier_int, n_layers, dim, gates, lstm, 
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
-def _run_parallel(groups, W, tier_off, layer_off, mlp_off, tier_int, n_layers, dim, gates, lstm, skip,
+def _run_parallel(groups, M, V, tier_off, layer_off, mlp_off, tier_int, n_layers, dim, gates, lstm, skip,
                   t0, history, hidden, condbuf, cond_off, pbuf, p_off, label_proj,
                   mode, codes_in, uniforms, temps, codes_out, logits_out):
     """:func:`_run` with the streams split into ``groups`` contiguous groups, one per thread."""
     B = history.shape[0]
     for g in prange(groups):
-        _run(W, tier_off, layer_off, mlp_off, tier_int, n_layers, dim, gates, lstm, skip,
+        _run(M, V, tier_off, layer_off, mlp_off, tier_int, n_layers, dim, gates, lstm, skip,
              t0, history, hidden, condbuf, cond_off, pbuf, p_off, label_proj,
              mode, codes_in, uniforms, temps, codes_out, logits_out, g * B // groups, (g + 1) * B // groups)
 
 
 @njit(fastmath=FASTMATH, cache=True, error_model="numpy")
-def _hoist(B, groups, W, tier_off, tier_int, dim, gates, condbuf, cond_off, pbuf, p_off):
+def _hoist(B, groups, M, V, tier_off, tier_int, dim, gates, condbuf, cond_off, pbuf, p_off):
     """Recompute every hoisted projection from the stored cond (after load_state_dict) with the
     sample loop's arithmetic and stream groups, so a restored engine continues bit for bit."""
     n_tiers = tier_int.shape[0]
@@ -200,18 +200,45 @@ def _hoist(B, groups, W, tier_off, tier_int, dim, gates, condbuf, cond_off, pbuf
         proj = pbuf[p_off[k + 1]: p_off[k + 1] + B * ratio * gd].reshape(B * ratio, gd)
         for g in range(groups):
             lo, hi = g * B // groups, (g + 1) * B // groups
-            affine(W, tier_off[k + 1, _WIH0], -1, gd, dim, cond, proj, lo * ratio, hi * ratio)
+            affine(M, tier_off[k + 1, _WIH0], V, -1, gd, dim, cond, proj, lo * ratio, hi * ratio)
 
 
-def pack_samplernn(spec: dict) -> dict:
-    """Inference spec → the flat float32 weights and the int64 offset tables of :func:`_run`."""
+def round_spec(spec: dict, weights: str) -> dict:
+    """The spec with every matrix the kernels keep in the matrix store rounded as ``weights``
+    stores it: the fp16 engine computes exactly what the fp32 engines compute on this spec."""
+    if weights == "fp32":
+        return spec
+    out = dict(spec)
+    out["tiers"] = []
+    for k, tier in enumerate(spec["tiers"]):
+        tier = dict(tier)
+        tier["up_w"] = round_matrix(tier["up_w"], weights)
+        rnn = []
+        for j, layer in enumerate(tier["rnn"]):
+            layer = dict(layer)
+            layer["w_hh"] = round_matrix(layer["w_hh"], weights)
+            if j > 0 or k > 0:  # the top tier's first w_ih only enters the folded (float32) A
+                layer["w_ih"] = round_matrix(layer["w_ih"], weights)
+            rnn.append(layer)
+        tier["rnn"] = rnn
+        out["tiers"].append(tier)
+    out["mlp"] = dict(spec["mlp"])
+    for name in ("hidden_w", "out_w"):
+        out["mlp"][name] = round_matrix(spec["mlp"][name], weights)
+    return out
+
+
+def pack_samplernn(spec: dict, weights: str = "fp32") -> dict:
+    """Inference spec → the matrix store ``M``, the float32 vector store ``V`` and the int64
+    offset tables of :func:`_run`. ``weights="fp16"`` packs :func:`round_spec`'s values."""
+    spec = round_spec(spec, check_weights(weights))
     dim, n_layers = int(spec["dim"]), int(spec["n_rnn"])
     lstm = spec["rnn_type"] == "lstm"
     gates = 4 if lstm else 3
     q = int(spec["q_levels"])
     tiers = spec["tiers"]
     K = len(tiers)
-    pk = Packer()
+    mats, vecs = Packer(), Packer()
     tier_off = np.full((K, 5), -1, np.int64)
     layer_off = np.full((K, n_layers, 4), -1, np.int64)
     tier_int = np.zeros((K, 3), np.int64)
@@ -219,38 +246,46 @@ def pack_samplernn(spec: dict) -> dict:
         tier_int[k] = (int(tier["frame_size"]), int(tier["ratio"]), q)
         rnn0 = tier["rnn"][0]
         w_ih = as_numpy(rnn0["w_ih"]).astype(np.float64)
-        tier_off[k, _A] = pk.add(w_ih @ as_numpy(tier["input_w"]).astype(np.float64))
-        tier_off[k, _C] = pk.add(w_ih @ as_numpy(tier["input_b"]).astype(np.float64) + as_numpy(rnn0["b_ih"]))
-        tier_off[k, _UPW] = pk.add(as_numpy(tier["up_w"]))
-        tier_off[k, _UPB] = pk.add(as_numpy(tier["up_b"]))
+        tier_off[k, _A] = vecs.add(w_ih @ as_numpy(tier["input_w"]).astype(np.float64))
+        tier_off[k, _C] = vecs.add(w_ih @ as_numpy(tier["input_b"]).astype(np.float64) + as_numpy(rnn0["b_ih"]))
+        tier_off[k, _UPW] = mats.add(as_numpy(tier["up_w"]))
+        tier_off[k, _UPB] = vecs.add(as_numpy(tier["up_b"]))
         if k > 0:
-            tier_off[k, _WIH0] = pk.add(as_numpy(rnn0["w_ih"]))
+            tier_off[k, _WIH0] = mats.add(as_numpy(rnn0["w_ih"]))
         for j, layer in enumerate(tier["rnn"]):
             if j > 0:
-                layer_off[k, j, _WIH] = pk.add(as_numpy(layer["w_ih"]))
-                layer_off[k, j, _BIH] = pk.add(as_numpy(layer["b_ih"]))
-            layer_off[k, j, _WHH] = pk.add(as_numpy(layer["w_hh"]))
-            layer_off[k, j, _BHH] = pk.add(as_numpy(layer["b_hh"]))
+                layer_off[k, j, _WIH] = mats.add(as_numpy(layer["w_ih"]))
+                layer_off[k, j, _BIH] = vecs.add(as_numpy(layer["b_ih"]))
+            layer_off[k, j, _WHH] = mats.add(as_numpy(layer["w_hh"]))
+            layer_off[k, j, _BHH] = vecs.add(as_numpy(layer["b_hh"]))
     mlp = spec["mlp"]
-    mlp_off = np.array([pk.add(as_numpy(mlp[name])) for name in
-                        ("tables", "in_b", "hidden_w", "hidden_b", "out_w", "out_b")], np.int64)
-    return {"W": pk.flat(), "tier_off": tier_off, "layer_off": layer_off, "mlp_off": mlp_off,
-            "tier_int": tier_int, "n_layers": n_layers, "dim": dim, "gates": gates, "lstm": lstm,
-            "skip": bool(spec["skip"])}
+    mlp_off = np.array([vecs.add(as_numpy(mlp["tables"])), vecs.add(as_numpy(mlp["in_b"])),
+                        mats.add(as_numpy(mlp["hidden_w"])), vecs.add(as_numpy(mlp["hidden_b"])),
+                        mats.add(as_numpy(mlp["out_w"])), vecs.add(as_numpy(mlp["out_b"]))], np.int64)
+    return {"M": matrix_store(mats.flat(), weights), "V": vecs.flat(), "tier_off": tier_off,
+            "layer_off": layer_off, "mlp_off": mlp_off, "tier_int": tier_int, "n_layers": n_layers,
+            "dim": dim, "gates": gates, "lstm": lstm, "skip": bool(spec["skip"])}
 
 
 class NumbaSampleRNNEngine(Engine):
-    """SampleRNN engine on the CPU (numba); the reference engine's contract and state names."""
+    """SampleRNN engine on the CPU (numba); the reference engine's contract and state names.
+
+    ``threads``: stream groups run in parallel (default: numba's thread count). ``weights``:
+    ``"fp32"`` (matches the torch engine) or ``"fp16"`` (the big matrices stored as IEEE half,
+    arithmetic in float32: half the bytes a memory-bound step reads; exactly the fp32 engine on
+    ``round_spec(spec, "fp16")``).
+    """
 
     backend = "numba"
     _stream_axes = {"t": None, "history": 0, "hidden": 2, "cond": 0, "label_weights": 0}
 
-    def __init__(self, spec: dict, streams: int, device="cpu", threads: int | None = None):
+    def __init__(self, spec: dict, streams: int, device="cpu", threads: int | None = None, weights: str = "fp32"):
         super().__init__(spec, streams)
         if str(device) != "cpu":
             raise ValueError(f"the numba engine runs on the CPU, not {device!r}")
         self.threads = threads
-        self.packed = pack_samplernn(spec)
+        self.weights_format = check_weights(weights)
+        self.packed = pack_samplernn(spec, weights)
         p = self.packed
         self.frame_sizes = [int(t["frame_size"]) for t in spec["tiers"]]
         self.ratios = [int(t["ratio"]) for t in spec["tiers"]]
@@ -314,7 +349,7 @@ class NumbaSampleRNNEngine(Engine):
         if "label_weights" in state:
             self._set_labels(np.ascontiguousarray(np.asarray(state["label_weights"], np.float32)))
         p = self.packed
-        _hoist(self.streams, self._groups(), p["W"], p["tier_off"], p["tier_int"], p["dim"], p["gates"], self.condbuf, self.cond_off,
+        _hoist(self.streams, self._groups(), p["M"], p["V"], p["tier_off"], p["tier_int"], p["dim"], p["gates"], self.condbuf, self.cond_off,
                self.pbuf, self.p_off)
 
     # ----- running ----------------------------------------------------------------------------
@@ -324,7 +359,7 @@ class NumbaSampleRNNEngine(Engine):
 
     def _call(self, mode, codes_in, uniforms, temps, codes_out, logits_out) -> None:
         p = self.packed
-        args = (p["W"], p["tier_off"], p["layer_off"], p["mlp_off"], p["tier_int"], p["n_layers"], p["dim"],
+        args = (p["M"], p["V"], p["tier_off"], p["layer_off"], p["mlp_off"], p["tier_int"], p["n_layers"], p["dim"],
                 p["gates"], p["lstm"], p["skip"], self.t, self.history, self.hidden, self.condbuf,
                 self.cond_off, self.pbuf, self.p_off, self.label_proj, mode, codes_in, uniforms, temps,
                 codes_out, logits_out)

@@ -23,7 +23,7 @@ from numba import get_num_threads, njit, prange
 
 from wavegen.generate import Engine, temperatures
 from wavegen.kernels.numba_common import (_F0, FASTMATH, Packer, affine, announce_compile, as_numpy,
-                                          require_c_contiguous,
+                                          check_weights, matrix_store, require_c_contiguous, round_matrix,
                                           fsigmoid, ftanh, sample_code)
 
 # layer_off columns
@@ -33,7 +33,7 @@ _EMB, _SKIP, _SKIPB, _OUT1, _OUT1B, _OUT2, _OUT2B = range(7)
 
 
 @njit(fastmath=FASTMATH, cache=True, error_model="numpy")
-def _run(W, layer_off, head, dil, ring_off, R, S, A, q, t0, prev, rings, label_bias,
+def _run(M, V, layer_off, head, dil, ring_off, R, S, A, q, t0, prev, rings, label_bias,
          mode, codes_in, uniforms, temps, codes_out, logits_out, lo, hi):
     """Run n samples for streams lo..hi-1 from position t0. mode 0: teacher-force codes_in
     [B, n], logits into logits_out [B, n, Q]; mode 1: sample with uniforms [B, n] and temps
@@ -56,7 +56,7 @@ def _run(W, layer_off, head, dil, ring_off, R, S, A, q, t0, prev, rings, label_b
     for i in range(n):
         t = t0 + i
         for b in range(lo, hi):
-            e = W[emb + prev[b] * R: emb + (prev[b] + 1) * R]
+            e = V[emb + prev[b] * R: emb + (prev[b] + 1) * R]
             for r in range(R):
                 x[b, r] = e[r]
         for layer in range(L):
@@ -67,7 +67,7 @@ def _run(W, layer_off, head, dil, ring_off, R, S, A, q, t0, prev, rings, label_b
                     xc[b, r] = past[r]
                     xc[b, R + r] = x[b, r]
                     past[r] = x[b, r]  # read before write: the slot held the input of step t - d
-            affine(W, layer_off[layer, _CONV], layer_off[layer, _CONVB], 2 * R, 2 * R, xc, h, lo, hi)
+            affine(M, layer_off[layer, _CONV], V, layer_off[layer, _CONVB], 2 * R, 2 * R, xc, h, lo, hi)
             for b in range(lo, hi):
                 if labelled:
                     lb = label_bias[b, layer]
@@ -78,19 +78,19 @@ def _run(W, layer_off, head, dil, ring_off, R, S, A, q, t0, prev, rings, label_b
                     z[b, r] = g
                     zall[b, layer * R + r] = g
             if layer < L - 1:  # the last layer's residual output is never read
-                affine(W, layer_off[layer, _RES], layer_off[layer, _RESB], R, R, z, res, lo, hi)
+                affine(M, layer_off[layer, _RES], V, layer_off[layer, _RESB], R, R, z, res, lo, hi)
                 for b in range(lo, hi):
                     for r in range(R):
                         x[b, r] += res[b, r]
-        affine(W, head[_SKIP], head[_SKIPB], S, L * R, zall, skip, lo, hi)
+        affine(M, head[_SKIP], V, head[_SKIPB], S, L * R, zall, skip, lo, hi)
         for b in range(lo, hi):
             for s in range(S):
                 skip[b, s] = max(skip[b, s], _F0)
-        affine(W, head[_OUT1], head[_OUT1B], A, S, skip, y1, lo, hi)
+        affine(M, head[_OUT1], V, head[_OUT1B], A, S, skip, y1, lo, hi)
         for b in range(lo, hi):
             for a in range(A):
                 y1[b, a] = max(y1[b, a], _F0)
-        affine(W, head[_OUT2], head[_OUT2B], q, A, y1, logits, lo, hi)
+        affine(M, head[_OUT2], V, head[_OUT2B], q, A, y1, logits, lo, hi)
         for b in range(lo, hi):
             if mode == 0:
                 code = codes_in[b, i]
@@ -103,58 +103,79 @@ def _run(W, layer_off, head, dil, ring_off, R, S, A, q, t0, prev, rings, label_b
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
-def _run_parallel(groups, W, layer_off, head, dil, ring_off, R, S, A, q, t0, prev, rings, label_bias,
+def _run_parallel(groups, M, V, layer_off, head, dil, ring_off, R, S, A, q, t0, prev, rings, label_bias,
                   mode, codes_in, uniforms, temps, codes_out, logits_out):
     """:func:`_run` with the streams split into ``groups`` contiguous groups, one per thread."""
     B = prev.shape[0]
     for g in prange(groups):
-        _run(W, layer_off, head, dil, ring_off, R, S, A, q, t0, prev, rings, label_bias,
+        _run(M, V, layer_off, head, dil, ring_off, R, S, A, q, t0, prev, rings, label_bias,
              mode, codes_in, uniforms, temps, codes_out, logits_out, g * B // groups, (g + 1) * B // groups)
 
 
-def pack_wavenet(spec: dict) -> dict:
-    """Inference spec → flat float32 weights and int64 offsets for :func:`_run`."""
+def round_spec(spec: dict, weights: str) -> dict:
+    """The spec with every matrix the kernels keep in the matrix store rounded as ``weights``
+    stores it: the fp16 engine computes exactly what the fp32 engines compute on this spec."""
+    if weights == "fp32":
+        return spec
+    out = {**spec, "layers": [{**layer, **{name: round_matrix(layer[name], weights)
+                                           for name in ("conv_w", "res_w", "skip_w")}}
+                              for layer in spec["layers"]]}
+    for name in ("out1_w", "out2_w"):
+        out[name] = round_matrix(spec[name], weights)
+    return out
+
+
+def pack_wavenet(spec: dict, weights: str = "fp32") -> dict:
+    """Inference spec → the matrix store ``M``, the float32 vector store ``V`` and the int64
+    offsets of :func:`_run`. ``weights="fp16"`` packs :func:`round_spec`'s values."""
+    spec = round_spec(spec, check_weights(weights))
     R, S, A = int(spec["residual_channels"]), int(spec["skip_channels"]), int(spec["end_channels"])
     layers = spec["layers"]
     L = len(layers)
-    pk = Packer()
+    mats, vecs = Packer(), Packer()
     layer_off = np.zeros((L, 4), np.int64)
     head = np.zeros(7, np.int64)
-    head[_EMB] = pk.add(as_numpy(spec["embed"]))
+    head[_EMB] = vecs.add(as_numpy(spec["embed"]))
     skip_w = np.zeros((S, L * R), np.float32)
     skip_b = np.zeros(S, np.float64)
     for k, layer in enumerate(layers):
         w = as_numpy(layer["conv_w"])
-        layer_off[k, _CONV] = pk.add(np.concatenate([w[0], w[1]], axis=1))  # [2R, 2R]: [past | current]
-        layer_off[k, _CONVB] = pk.add(as_numpy(layer["conv_b"]))
-        layer_off[k, _RES] = pk.add(as_numpy(layer["res_w"]))
-        layer_off[k, _RESB] = pk.add(as_numpy(layer["res_b"]))
+        layer_off[k, _CONV] = mats.add(np.concatenate([w[0], w[1]], axis=1))  # [2R, 2R]: [past | current]
+        layer_off[k, _CONVB] = vecs.add(as_numpy(layer["conv_b"]))
+        layer_off[k, _RES] = mats.add(as_numpy(layer["res_w"]))
+        layer_off[k, _RESB] = vecs.add(as_numpy(layer["res_b"]))
         skip_w[:, k * R:(k + 1) * R] = as_numpy(layer["skip_w"])
         skip_b += as_numpy(layer["skip_b"])
-    head[_SKIP] = pk.add(skip_w)
-    head[_SKIPB] = pk.add(skip_b)
-    head[_OUT1] = pk.add(as_numpy(spec["out1_w"]))
-    head[_OUT1B] = pk.add(as_numpy(spec["out1_b"]))
-    head[_OUT2] = pk.add(as_numpy(spec["out2_w"]))
-    head[_OUT2B] = pk.add(as_numpy(spec["out2_b"]))
+    head[_SKIP] = mats.add(skip_w)
+    head[_SKIPB] = vecs.add(skip_b)
+    head[_OUT1] = mats.add(as_numpy(spec["out1_w"]))
+    head[_OUT1B] = vecs.add(as_numpy(spec["out1_b"]))
+    head[_OUT2] = mats.add(as_numpy(spec["out2_w"]))
+    head[_OUT2B] = vecs.add(as_numpy(spec["out2_b"]))
     dil = np.array([int(layer["dilation"]) for layer in layers], np.int64)
-    return {"W": pk.flat(), "layer_off": layer_off, "head": head, "dil": dil,
-            "ring_off": np.concatenate([[0], np.cumsum(dil)[:-1]]).astype(np.int64),
+    return {"M": matrix_store(mats.flat(), weights), "V": vecs.flat(), "layer_off": layer_off, "head": head,
+            "dil": dil, "ring_off": np.concatenate([[0], np.cumsum(dil)[:-1]]).astype(np.int64),
             "R": R, "S": S, "A": A, "q": int(spec["q_levels"])}
 
 
 class NumbaWaveNetEngine(Engine):
-    """WaveNet engine on the CPU (numba); the reference engine's contract and state names."""
+    """WaveNet engine on the CPU (numba); the reference engine's contract and state names.
+
+    ``threads``: stream groups run in parallel (default: numba's thread count). ``weights``:
+    ``"fp32"`` (matches the torch engine) or ``"fp16"`` (matrices stored as IEEE half,
+    arithmetic in float32; exactly the fp32 engine on ``round_spec(spec, "fp16")``).
+    """
 
     backend = "numba"
     _stream_axes = {"t": None, "prev": 0, "buffer": 0, "label_weights": 0}
 
-    def __init__(self, spec: dict, streams: int, device="cpu", threads: int | None = None):
+    def __init__(self, spec: dict, streams: int, device="cpu", threads: int | None = None, weights: str = "fp32"):
         super().__init__(spec, streams)
         if str(device) != "cpu":
             raise ValueError(f"the numba engine runs on the CPU, not {device!r}")
         self.threads = threads
-        self.packed = pack_wavenet(spec)
+        self.weights_format = check_weights(weights)
+        self.packed = pack_wavenet(spec, weights)
         self.dilations = [int(d) for d in self.packed["dil"]]
         biases = [layer["label_bias"] for layer in spec["layers"]]
         self.label_biases = None if biases[0] is None else np.stack([as_numpy(lb) for lb in biases]).astype(np.float32)
@@ -201,7 +222,7 @@ class NumbaWaveNetEngine(Engine):
 
     def _call(self, mode, codes_in, uniforms, temps, codes_out, logits_out) -> None:
         p = self.packed
-        args = (p["W"], p["layer_off"], p["head"], p["dil"], p["ring_off"], p["R"], p["S"], p["A"], p["q"],
+        args = (p["M"], p["V"], p["layer_off"], p["head"], p["dil"], p["ring_off"], p["R"], p["S"], p["A"], p["q"],
                 self.t, self.prev, self.rings, self.label_bias, mode, codes_in, uniforms, temps,
                 codes_out, logits_out)
         require_c_contiguous(args)

@@ -8,6 +8,7 @@ import torch
 
 from wavegen.generate import make_engine, sample_codes, uniforms
 from wavegen.kernels.numba_common import affine, fexp, sample_code
+from wavegen.kernels import numba_samplernn, numba_wavenet
 from wavegen.kernels.numba_samplernn import NumbaSampleRNNEngine
 from wavegen.kernels.numba_wavenet import NumbaWaveNetEngine
 from wavegen.models.samplernn import SampleRNN, SampleRNNConfig
@@ -73,16 +74,22 @@ def test_fexp_is_accurate_to_a_few_ulp():
 def test_affine_matches_numpy_for_every_stream_block(streams):
     rng = np.random.default_rng(streams)
     n_out, n_in = 13, 37
-    W = rng.standard_normal(5 + n_out * n_in + n_out).astype(np.float32)
+    M = rng.standard_normal(5 + n_out * n_in).astype(np.float32)
+    V = rng.standard_normal(3 + n_out).astype(np.float32)
     x = rng.standard_normal((streams, n_in)).astype(np.float32)
     y = np.full((streams, n_out), 7.0, np.float32)
-    affine(W, 5, 5 + n_out * n_in, n_out, n_in, x, y, 0, streams)
-    expected = x @ W[5:5 + n_out * n_in].reshape(n_out, n_in).T + W[5 + n_out * n_in:]
-    assert np.allclose(y, expected, atol=1e-5)
+    matrix = M[5:].reshape(n_out, n_in)
+    affine(M, 5, V, 3, n_out, n_in, x, y, 0, streams)
+    assert np.allclose(y, x @ matrix.T + V[3:], atol=1e-5)
     y[:] = 7.0  # a range of streams, no bias: the others are untouched
-    affine(W, 5, -1, n_out, n_in, x, y, streams // 2, streams)
+    affine(M, 5, V, -1, n_out, n_in, x, y, streams // 2, streams)
     assert np.all(y[:streams // 2] == 7.0)
-    assert np.allclose(y[streams // 2:], (x @ W[5:5 + n_out * n_in].reshape(n_out, n_in).T)[streams // 2:], atol=1e-5)
+    assert np.allclose(y[streams // 2:], (x @ matrix.T)[streams // 2:], atol=1e-5)
+    # fp16 storage: uint16 bits of halves, read exactly, accumulated in float32
+    half = M.astype(np.float16)
+    affine(half.view(np.uint16), 5, V, 3, n_out, n_in, x, y, 0, streams)
+    assert np.allclose(y, x @ half[5:].astype(np.float32).reshape(n_out, n_in).T + V[3:], atol=1e-5)
+    assert not np.allclose(y, x @ matrix.T + V[3:], atol=1e-5)
 
 
 def test_sample_code_matches_the_torch_sampler():
@@ -247,6 +254,39 @@ def test_wavenet_stream_groups_give_the_same_codes():
     u = uniforms(9, range(7), 0, 300)
     codes = [NumbaWaveNetEngine(spec, 7, threads=k).generate(u, 1.1) for k in (1, 2)]
     assert np.array_equal(codes[0], codes[1])
+
+
+# ----- fp16 weight storage -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("family", ["samplernn", "wavenet"])
+def test_fp16_weights_are_the_fp32_engine_on_rounded_weights(family):
+    if family == "samplernn":
+        model, module, cls = samplernn(3, "lstm", skip=True, labels=LABELS), numba_samplernn, NumbaSampleRNNEngine
+    else:
+        model, module, cls = wavenet(6, 8, labels=LABELS), numba_wavenet, NumbaWaveNetEngine
+    spec = model.inference_spec()
+    ref = make_engine(module.round_spec(spec, "fp16"), 3, "torch")
+    half = cls(spec, 3, weights="fp16")
+    full = cls(spec, 3)
+    for engine in (ref, half, full):
+        engine.reset(label_weights=BLEND)
+    codes = random_codes(3, 48)
+    expected, got, exact = ref.teacher_force(codes), half.teacher_force(codes), full.teacher_force(codes)
+    assert np.abs(got - expected).max() < TOL
+    assert 1e-6 < np.abs(got - exact).max() < 0.05  # an approximation of the fp32 model, a close one
+    u = uniforms(6, range(3), 48, 600)
+    assert np.array_equal(half.generate(u, TEMPS), ref.generate(u, TEMPS))
+    assert half.packed["M"].dtype == np.uint16 and half.packed["M"].nbytes * 2 == full.packed["M"].nbytes
+
+
+def test_fp16_refuses_weights_it_cannot_hold():
+    spec = wavenet(4, 8).inference_spec()
+    spec["out2_w"] = spec["out2_w"].clone()
+    spec["out2_w"][0, 0] = 1e5
+    with pytest.raises(ValueError, match="fp16"):
+        NumbaWaveNetEngine(spec, 1, weights="fp16")
+    with pytest.raises(ValueError, match="weights='int8'"):
+        NumbaWaveNetEngine(spec, 1, weights="int8")
 
 
 def test_numba_engines_check_their_inputs():
