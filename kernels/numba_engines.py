@@ -13,6 +13,18 @@ from wavegen.kernels.numba_samplernn import NumbaSampleRNNEngine
 from wavegen.kernels.numba_wavenet import NumbaWaveNetEngine
 
 
+ENGINES = {"samplernn": NumbaSampleRNNEngine, "wavenet": NumbaWaveNetEngine}
+
+
+def make_numba_engine(spec: dict, streams: int, weights: str = "fp32", threads: int | None = None):
+    """A numba engine with options ``make_engine`` does not take: ``weights`` ("fp32" | "fp16")
+    and ``threads`` (stream groups run in parallel; default numba's thread count)."""
+    family = spec["family"]
+    if family not in ENGINES:
+        raise ValueError(f"no numba engine for {family!r}")
+    return ENGINES[family](spec, streams, "cpu", threads=threads, weights=weights)
+
+
 def _available() -> str | None:
     """None: numba engines run wherever numba imports (any CPU)."""
     major, minor = (int(x) for x in numba.__version__.split(".")[:2])
@@ -21,6 +33,6 @@ def _available() -> str | None:
     return None
 
 
-register_engine("samplernn", "numba", NumbaSampleRNNEngine)
-register_engine("wavenet", "numba", NumbaWaveNetEngine)
+for _family, _cls in ENGINES.items():
+    register_engine(_family, "numba", _cls)
 register_availability("numba", _available)

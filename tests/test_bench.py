@@ -48,11 +48,14 @@ def test_bench_generation_rows_are_consistent():
     assert table.count("\n") >= 6 and "torch rows timed on 60 samples" in table
 
 
-def test_samplernn_samples_are_whole_top_frames():
-    result = bench_generation("samplernn-tiny", ["numba"], [2], samples=100, repeats=1, threads=1)
-    assert result["rows"][0]["samples"] == 112  # frames of 16: 100 → 7 frames
+def test_samplernn_samples_are_whole_top_frames_and_fp16_is_a_backend():
+    result = bench_generation("samplernn-tiny", ["numba", "numba-fp16"], [2], samples=100, repeats=1, threads=1)
+    assert [r["samples"] for r in result["rows"]] == [112, 112]  # frames of 16: 100 → 7 frames
+    assert [r["backend"] for r in result["rows"]] == ["numba", "numba-fp16"]
     assert result["rows"][0]["speedup_vs_torch"] is None
     check_rows(result, 16000)
+    with pytest.raises(ValueError, match="unknown backend"):
+        bench_generation("samplernn-tiny", ["numba-int4"], [1], samples=16, repeats=1)
 
 
 def test_a_preset_has_deterministic_random_weights_and_a_folder_its_own(tmp_path):

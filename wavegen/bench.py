@@ -114,6 +114,21 @@ def _whole_frames(spec: dict, n: int) -> int:
 
 # ----- generation ----------------------------------------------------------------------------------
 
+# Bench-only backend names: an engine variant that make_engine does not name.
+VARIANTS = {"numba-fp16": ("numba", {"weights": "fp16"})}
+
+
+def build_engine(spec: dict, streams: int, backend: str, device: str = "cpu"):
+    """make_engine, plus the variants in VARIANTS (``numba-fp16``: fp16 weight storage)."""
+    if backend not in VARIANTS:
+        return make_engine(spec, streams, backend, device)
+    base, options = VARIANTS[backend]
+    make_engine(spec, 1, base, device)  # raises with the reason when the base backend cannot run here
+    from wavegen.kernels.numba_engines import make_numba_engine
+
+    return make_numba_engine(spec, streams, **options)
+
+
 def time_generation(engine, samples: int, warmup: int, repeats: int, seed: int = 0) -> dict:
     """Warm the engine up (untimed), then time ``repeats`` runs of ``samples`` per stream.
 
@@ -142,6 +157,7 @@ def bench_generation(model: str, backends=("torch", "numba"), batches=(1, 8, 64)
     ``samples_per_second`` (all streams), ``samples_per_second_per_stream``, ``realtime_factor``
     (per stream, at the model's rate), ``audio_seconds_per_second`` (all streams) and
     ``speedup_vs_torch`` (aggregate rate over the torch row of the same batch; None without one).
+    Backends: those of make_engine, and ``numba-fp16`` (numba with fp16 weight storage).
     ``progress(message)`` is called before each measurement.
     """
     backends, batches = list(backends), [int(b) for b in batches]
@@ -161,7 +177,7 @@ def bench_generation(model: str, backends=("torch", "numba"), batches=(1, 8, 64)
             n = torch_samples if backend == "torch" else samples
             if progress is not None:
                 progress(f"{backend} batch {batch}: {n} samples per stream")
-            engine = make_engine(spec, batch, backend, device)
+            engine = build_engine(spec, batch, backend, device)
             with torch.inference_mode():
                 timing = time_generation(engine, n, warmup, repeats, seed)
             aggregate = batch * n / timing["seconds"]
@@ -192,11 +208,11 @@ def format_table(result: dict) -> str:
              f"torch {m['torch_threads']}; torch {m['torch']}, numba {m.get('numba')}"
              + (f"; load average {m['load_average_1min']}" if "load_average_1min" in m else ""),
              "",
-             f"{'backend':8s} {'batch':>5s} {'samples':>8s} {'samples/s/stream':>17s} {'samples/s (all)':>16s} "
+             f"{'backend':10s} {'batch':>5s} {'samples':>8s} {'samples/s/stream':>17s} {'samples/s (all)':>16s} "
              f"{'x real time':>12s} {'vs torch':>9s}"]
     for r in result["rows"]:
         speedup = f"{r['speedup_vs_torch']:.1f}x" if r["speedup_vs_torch"] is not None else "-"
-        lines.append(f"{r['backend']:8s} {r['batch']:5d} {r['samples']:8d} {r['samples_per_second_per_stream']:17,.0f} "
+        lines.append(f"{r['backend']:10s} {r['batch']:5d} {r['samples']:8d} {r['samples_per_second_per_stream']:17,.0f} "
                      f"{r['samples_per_second']:16,.0f} {r['realtime_factor']:11.2f}x {speedup:>9s}")
     if any(r["backend"] == "torch" for r in result["rows"]) and \
             model["torch_samples_per_stream"] != model["samples_per_stream"]:
@@ -216,7 +232,7 @@ def plot(results: list[dict] | dict, path: str | Path) -> Path:
 
     results = [results] if isinstance(results, dict) else results
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    markers = {"torch": "s", "numba": "o", "cuda": "^"}
+    markers = {"torch": "s", "numba": "o", "numba-fp16": "D", "cuda": "^"}
     for result in results:
         name = result["model"]["name"]
         for backend in dict.fromkeys(r["backend"] for r in result["rows"]):
