@@ -520,7 +520,12 @@ def register_availability(backend: str, check: Callable[[], str | None]) -> None
 
 
 def choose_backend(family: str, streams: int, device: str = "cpu") -> str:
-    """The fastest backend available for this family, device and batch."""
+    """The fastest backend available for this family, device and batch.
+
+    On a CPU the numba engines beat the torch engine at every batch measured (docs/BENCHMARKS.md;
+    the gap narrows at large batch, where torch's matmuls amortise its per-step overhead), so
+    numba comes first whatever the batch; torch is the fallback everywhere.
+    """
     avail = available_backends(family)
     if torch.device(device).type == "cuda":
         order = ["cuda", "torch"]
