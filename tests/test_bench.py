@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from wavegen import cli
-from wavegen.bench import bench_generation, format_table, load_bench_model
+from wavegen.bench import bench_generation, format_profile, format_table, load_bench_model, profile_generation
 from wavegen.checkpoint import save_model
 from wavegen.models import build_model, resolve_preset
 
@@ -94,3 +94,46 @@ def test_cli_refuses_bad_lists(capsys):
     assert cli.main(["bench", "--model", "wavenet-tiny", "--batch", "1,x"]) == 2
     assert "--batch" in capsys.readouterr().err
     assert cli.main(["bench", "--model", "wavenet-tiny", "--backends", "numba", "--batch", "0"]) == 2
+
+
+def test_profile_parts_add_up_and_count_the_model():
+    result = profile_generation("wavenet-tiny", ["numba", "numba-fp16"], [1, 2], samples=300, dram_mbytes=32)
+    rates = result["machine"]["rates"]
+    assert all(v > 0 for v in rates.values()) and rates["read_gb_per_s_l2"] > rates["read_gb_per_s_dram"]
+    # wavenet-tiny: 12 layers, R 24, S 48, A 64, Q 256 → multiply-adds per sample
+    macs = 12 * 48 * 48 + 11 * 24 * 24 + 48 * 12 * 24 + 64 * 48 + 256 * 64
+    for prof in result["profiles"]:
+        assert prof["macs_per_step"] == pytest.approx(macs * prof["batch"])
+        bytes_per_weight = 2 if prof["backend"] == "numba-fp16" else 4
+        assert prof["weight_bytes_per_step"] == pytest.approx(macs * bytes_per_weight)  # read once per step
+        assert prof["weights"] == ("fp16" if prof["backend"] == "numba-fp16" else "fp32")
+        parts = sum(p["us"] for p in prof["parts"])
+        assert parts + prof["other_us"] == pytest.approx(prof["full_us"])
+        assert prof["samples_per_second"] == pytest.approx(prof["batch"] / prof["full_us"] * 1e6)
+        assert all(p["us"] > 0 for p in prof["parts"])
+    assert "dilated convs (12 x 48x48)" in format_profile(result)
+    with pytest.raises(ValueError, match="cannot be profiled"):
+        profile_generation("wavenet-tiny", ["torch"], [1])
+
+
+def test_profile_of_samplernn_counts_every_tier():
+    result = profile_generation("samplernn-tiny", ["numba"], [1], samples=64, dram_mbytes=32)
+    names = [p["name"] for p in result["profiles"][0]["parts"]]
+    # frames 16/4, 1-layer GRU dim 128: recurrent + upsampling per tier, hoisted projections below the top
+    assert names == ["tier 0 (frame 16) layer 0 recurrent", "tier 0 (frame 16) upsampling x4",
+                     "tier 1 (frame 4) layer 0 recurrent", "tier 1 (frame 4) upsampling x4",
+                     "tier 1 (frame 4) hoisted input projections", "MLP hidden", "MLP output",
+                     "sampling (softmax + inverse CDF)"]
+    d, g = 128, 3 * 128
+    macs = g * d / 16 + 4 * d * d / 16 + g * d / 4 + 4 * d * d / 4 + 4 * g * d / 16 + d * d + 256 * d
+    assert result["profiles"][0]["macs_per_step"] == pytest.approx(macs)
+
+
+def test_cli_profile(tmp_path, capsys):
+    out = tmp_path / "profile.json"
+    assert cli.main(["-q", "bench", "--profile", "--model", "wavenet-tiny", "--samples", "200",
+                     "--json", str(out)]) == 0
+    assert "everything else" in capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert result["mode"] == "profile" and [p["backend"] for p in result["profiles"]] == ["numba"]
+    assert result["command"].startswith("wavegen bench --profile --model wavenet-tiny")

@@ -197,6 +197,59 @@ def bench_generation(model: str, backends=("torch", "numba"), batches=(1, 8, 64)
     return {"mode": "generation", "machine": machine, "model": model_info, "rows": rows}
 
 
+# ----- profile ---------------------------------------------------------------------------------------
+
+def profile_generation(model: str, backends=("numba",), batches=(1,), samples: int = 4096,
+                       threads: int | None = 1, seed: int = 0, progress=None, dram_mbytes: int = 512) -> dict:
+    """Where the numba engines' time goes: ``{"mode": "profile", "machine" (+ "rates"), "model",
+    "profiles": [{"backend", "batch", ...kernels.numba_profile.profile_engine}]}``.
+
+    Only numba backends (``numba``, ``numba-fp16``) have parts to time; one thread by default,
+    so a part's time is one core's.
+    """
+    from wavegen.kernels.numba_profile import machine_rates, profile_engine
+
+    bad = [b for b in backends if b not in ("numba", "numba-fp16")]
+    if bad:
+        raise ValueError(f"--profile times the numba engines' parts; {bad} cannot be profiled")
+    set_threads(threads)
+    spec, facts = load_bench_model(model, seed)
+    if progress is not None:
+        progress("measuring the machine (bandwidth, multiply-add rate)")
+    machine = machine_info("cpu")
+    machine["rates"] = machine_rates(dram_mbytes)
+    profiles = []
+    for backend in backends:
+        for batch in batches:
+            if progress is not None:
+                progress(f"profiling {backend} batch {batch}")
+            engine = build_engine(spec, int(batch), backend)
+            profiles.append({"backend": backend, "batch": int(batch), **profile_engine(engine, _whole_frames(spec, samples))})
+    return {"mode": "profile", "machine": machine, "model": {"name": model, **facts}, "profiles": profiles}
+
+
+def format_profile(result: dict) -> str:
+    """The per-part table of :func:`profile_generation`."""
+    rates = result["machine"]["rates"]
+    lines = [f"{result['model']['name']}: one core of {result['machine']['cpu']}: read "
+             f"{rates['read_gb_per_s_dram']:.0f} GB/s from DRAM, {rates['read_gb_per_s_l3']:.0f} from L3, "
+             f"{rates['read_gb_per_s_l2']:.0f} from L2; affine kernel {rates['affine_gflops_cached_batch8']:.0f} "
+             "GFLOP/s on cached weights (batch 8). CPU time per sample step, all streams."]
+    for prof in result["profiles"]:
+        lines += ["", f"{prof['backend']} batch {prof['batch']} ({prof['weights']} weights): "
+                      f"{prof['full_us']:.1f} us per step = {prof['samples_per_second']:,.0f} samples/s; "
+                      f"{prof['macs_per_step'] / 1e6:.2f} M multiply-adds and "
+                      f"{prof['weight_bytes_per_step'] / 1e6:.2f} MB of weights per step",
+                  f"  {'part':48s} {'us/step':>8s} {'share':>6s} {'GFLOP/s':>8s} {'GB/s':>6s}"]
+        for part in prof["parts"]:
+            gf = f"{part['gflops']:.0f}" if part["gflops"] is not None else "-"
+            gb = f"{part['gb_per_s']:.0f}" if part["gb_per_s"] is not None else "-"
+            lines.append(f"  {part['name']:48s} {part['us']:8.2f} {part['share']:6.1%} {gf:>8s} {gb:>6s}")
+        lines.append(f"  {'everything else (gates, gathers, cache misses)':48s} {prof['other_us']:8.2f} "
+                     f"{prof['other_us'] / prof['full_us']:6.1%}")
+    return "\n".join(lines)
+
+
 # ----- reporting -----------------------------------------------------------------------------------
 
 def format_table(result: dict) -> str:

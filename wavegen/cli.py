@@ -106,6 +106,8 @@ def _add_bench(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of a preset's random weights")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
     p.add_argument("--plot", default=None, metavar="FILE.png", help="plot samples/s against batch (matplotlib)")
+    p.add_argument("--profile", action="store_true",
+                   help="instead: time each part of the numba engines' step against the machine's limits")
     t = p.add_argument_group("training speed (--train)")
     t.add_argument("--train", action="store_true",
                    help="measure training instead: audio samples trained per second and peak memory")
@@ -261,15 +263,42 @@ def _comma_list(text: str, what: str, cast=str) -> list:
     return values
 
 
-def cmd_bench(args) -> int:
+def _write_json(path, result) -> None:
     from pathlib import Path
 
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(path)
+    logger.info("wrote %s", path)
+
+
+def _bench_profile(args, backends, batches) -> int:
+    from wavegen.bench import format_profile, profile_generation
+
+    if args.backends == "torch,numba":  # the default list: profile what can be profiled
+        backends = ["numba"]
+    result = profile_generation(args.model, backends, batches, samples=args.samples,
+                                threads=args.threads if args.threads is not None else 1, seed=args.seed,
+                                progress=None if args.quiet else logger.info)
+    result["command"] = (f"wavegen bench --profile --model {args.model} --backends {','.join(backends)} "
+                         f"--batch {','.join(map(str, batches))} --samples {args.samples}")
+    print(format_profile(result))
+    if args.json:
+        _write_json(args.json, result)
+    return 0
+
+
+def cmd_bench(args) -> int:
     from wavegen.bench import bench_generation, format_table, plot
 
     if args.train:
         return _cmd_bench_train(args)
     backends = _comma_list(args.backends, "--backends")
-    batches = _comma_list(args.batch or "1,8,64", "--batch", int)
+    batches = _comma_list(args.batch or ("1" if args.profile else "1,8,64"), "--batch", int)
+    if args.profile:
+        return _bench_profile(args, backends, batches)
     result = bench_generation(args.model, backends, batches, samples=args.samples, torch_samples=args.torch_samples,
                               repeats=args.repeats, threads=args.threads, device=args.device, seed=args.seed,
                               progress=None if args.quiet else logger.info)
@@ -281,12 +310,7 @@ def cmd_bench(args) -> int:
     result["command"] = "wavegen bench " + " ".join(options)
     print(format_table(result))
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        tmp.replace(path)
-        logger.info("wrote %s", path)
+        _write_json(args.json, result)
     if args.plot:
         logger.info("wrote %s", plot(result, args.plot))
     return 0
