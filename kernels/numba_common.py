@@ -189,11 +189,15 @@ def affine(M, w_off, V, b_off, n_out, n_in, x, y, lo, hi):
                 y[b + 2, o] = s2 + bias
                 y[b + 3, o] = s3 + bias
             b += 4
-        for o in range(o0, o1):
-            w = M[w_off + o * n_in: w_off + (o + 1) * n_in]
-            bias = V[b_off + o] if b_off >= 0 else _F0
-            for bb in range(b, hi):
-                y[bb, o] = _dot1(w, x[bb], n_in) + bias
+        for bb in range(b, hi):  # the last 1-3 streams, one at a time over the (cached) tile
+            x0 = x[bb]
+            y0 = y[bb]
+            for o in range(o0, o1):
+                y0[o] = _dot1(M[w_off + o * n_in: w_off + (o + 1) * n_in], x0, n_in)
+            if b_off >= 0:
+                bias = V[b_off: b_off + n_out]
+                for o in range(o0, o1):
+                    y0[o] += bias[o]
 
 
 @njit(cache=True, error_model="numpy")

@@ -37,7 +37,8 @@ def _run(M, V, layer_off, head, dil, ring_off, R, S, A, q, t0, prev, rings, labe
          mode, codes_in, uniforms, temps, codes_out, logits_out, lo, hi):
     """Run n samples for streams lo..hi-1 from position t0. mode 0: teacher-force codes_in
     [B, n], logits into logits_out [B, n, Q]; mode 1: sample with uniforms [B, n] and temps
-    [B] into codes_out [B, n]. prev [B] and rings [B, sum(dilations), R] are updated in place."""
+    [B] into codes_out [B, n]. prev [B] and rings [sum(dilations), B, R] (slot-major: one step
+    reads one contiguous [B, R] block per layer) are updated in place."""
     B = prev.shape[0]
     L = dil.shape[0]
     n = codes_in.shape[1] if mode == 0 else uniforms.shape[1]
@@ -62,7 +63,7 @@ def _run(M, V, layer_off, head, dil, ring_off, R, S, A, q, t0, prev, rings, labe
         for layer in range(L):
             slot = ring_off[layer] + t % dil[layer]
             for b in range(lo, hi):
-                past = rings[b, slot]
+                past = rings[slot, b]
                 for r in range(R):
                     xc[b, r] = past[r]
                     xc[b, R + r] = x[b, r]
@@ -185,7 +186,7 @@ class NumbaWaveNetEngine(Engine):
         p = self.packed
         self.t = 0
         self.prev = np.full(self.streams, self.silence, np.int64)
-        self.rings = np.zeros((self.streams, int(p["dil"].sum()), p["R"]), np.float32)
+        self.rings = np.zeros((int(p["dil"].sum()), self.streams, p["R"]), np.float32)  # slot-major
         self._set_labels(self.label_weights(label_weights))
         if prime_codes is not None:
             self.teacher_force(prime_codes)
@@ -202,7 +203,7 @@ class NumbaWaveNetEngine(Engine):
         state = {"t": np.array(self.t, dtype=np.int64), "prev": self.prev.copy()}
         off = self.packed["ring_off"]
         for k, d in enumerate(self.dilations):
-            state[f"buffer{k}"] = self.rings[:, off[k]:off[k] + d].copy()
+            state[f"buffer{k}"] = np.ascontiguousarray(self.rings[off[k]:off[k] + d].transpose(1, 0, 2))
         if self.weights is not None:
             state["label_weights"] = self.weights.copy()
         return state
@@ -216,7 +217,7 @@ class NumbaWaveNetEngine(Engine):
         self.t = int(state["t"])
         self.prev = np.array(state["prev"], dtype=np.int64).reshape(self.streams)
         for k, d in enumerate(self.dilations):
-            self.rings[:, off[k]:off[k] + d] = np.asarray(state[f"buffer{k}"], np.float32)
+            self.rings[off[k]:off[k] + d] = np.asarray(state[f"buffer{k}"], np.float32).transpose(1, 0, 2)
         if "label_weights" in state:
             self._set_labels(np.ascontiguousarray(np.asarray(state["label_weights"], np.float32)))
 

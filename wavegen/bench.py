@@ -277,41 +277,42 @@ def format_table(result: dict) -> str:
 
 
 def plot(results: list[dict] | dict, path: str | Path) -> Path:
-    """Aggregate samples/s against batch, one line per model and backend, log axes → PNG."""
+    """Aggregate samples/s against batch, one line per backend, log axes, one panel per model → PNG.
+
+    The dashed line is real time for every stream at the model's rate (rate x batch).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    results = [results] if isinstance(results, dict) else results
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    results = [results] if isinstance(results, dict) else list(results)
+    fig, axes = plt.subplots(1, len(results), figsize=(5.2 * len(results), 4.2), squeeze=False)
     markers = {"torch": "s", "numba": "o", "numba-fp16": "D", "cuda": "^"}
-    for result in results:
-        name = result["model"]["name"]
+    for ax, result in zip(axes[0], results):
         for backend in dict.fromkeys(r["backend"] for r in result["rows"]):
             rows = sorted((r for r in result["rows"] if r["backend"] == backend), key=lambda r: r["batch"])
-            label = f"{name} {backend}" if len(results) > 1 else backend
             ax.plot([r["batch"] for r in rows], [r["samples_per_second"] for r in rows],
-                    marker=markers.get(backend, "x"), label=label)
-    batches = sorted({r["batch"] for res in results for r in res["rows"]})
-    rate = results[0]["model"]["sample_rate"]
-    ax.plot(batches, [rate * b for b in batches], "k--", linewidth=0.8, label=f"real time, every stream ({rate} Hz)")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xticks(batches, [str(b) for b in batches])
-    ax.set_xlabel("streams (batch)")
-    ax.set_ylabel("samples / s, all streams")
+                    marker=markers.get(backend, "x"), label=backend)
+        batches = sorted({r["batch"] for r in result["rows"]})
+        rate = result["model"]["sample_rate"]
+        ax.plot(batches, [rate * b for b in batches], "k--", linewidth=0.8, label=f"real time ({rate} Hz), every stream")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(batches, [str(b) for b in batches])
+        ax.set_xlabel("streams (batch)")
+        ax.set_ylabel("samples / s, all streams")
+        ax.set_title(result["model"]["name"], fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
     m = results[0]["machine"]
     where = m["cpu"] if m["device"] == "cpu" else m.get("gpu")
-    names = ", ".join(dict.fromkeys(r["model"]["name"] for r in results))
-    ax.set_title(f"generation speed of {names}: {where}",
-                 fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    threads = f"numba {m.get('numba_threads')} / torch {m['torch_threads']} threads"
+    fig.suptitle(f"generation speed: {where}, {threads}", fontsize=9)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 

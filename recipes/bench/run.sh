@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Generation-speed suite → docs/BENCHMARKS.md: the models issue 4 names, torch / numba / numba
+# with fp16 weights, batches 1, 8, 64; a profile of where the time goes; a plot.
+#
+#   bash recipes/bench/run.sh [--stage N] [--stop-stage M] [--threads K] [--fresh]
+#
+#   stage 1  speed of each model       → docs/bench/<model>.json      (wavegen bench)
+#   stage 2  profile at batch 1 and 8  → docs/bench/profile-<model>.json (wavegen bench --profile)
+#   stage 3  report                    → docs/BENCHMARKS.md (its generated part), docs/bench/generation.png
+#
+# Finished steps leave markers in docs/bench/.done/ and are skipped when rerun; --fresh
+# removes them. --threads K sets numba's and torch's threads (default: theirs, all cores).
+# Run it on a quiet machine: anything else on the cores changes every number.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+stage=1; stop_stage=3; threads=""; fresh=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --stage) stage=$2; shift 2 ;;
+    --stop-stage) stop_stage=$2; shift 2 ;;
+    --threads) threads=$2; shift 2 ;;
+    --fresh) fresh=1; shift ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+out=docs/bench
+[ "$fresh" = 1 ] && rm -rf "$out/.done"
+mkdir -p "$out/.done"
+thread_opt=()
+[ -n "$threads" ] && thread_opt=(--threads "$threads")
+
+step() {  # step STAGE NAME command...: run once, unless a marker says it is done
+  local n=$1 name=$2; shift 2
+  if [ "$n" -lt "$stage" ] || [ "$n" -gt "$stop_stage" ]; then return; fi
+  if [ -f "$out/.done/$name" ]; then echo "== $name (done before, skipped)"; return; fi
+  echo "== $name: $*"
+  "$@"
+  touch "$out/.done/$name"
+}
+
+# model: timed samples per stream for the numba rows, and for the (slow) torch rows
+suite=(
+  "wavenet-medium 16000 1024"
+  "wavenet-vincent 8000 512"
+  "samplernn-deepsound 2048 256"
+)
+for entry in "${suite[@]}"; do
+  read -r model samples torch_samples <<< "$entry"
+  step 1 "speed-$model" wavegen bench --model "$model" --backends torch,numba,numba-fp16 --batch 1,8,64 \
+    --samples "$samples" --torch-samples "$torch_samples" --repeats 3 "${thread_opt[@]}" --json "$out/$model.json"
+done
+for entry in "${suite[@]}"; do
+  read -r model samples _ <<< "$entry"
+  step 2 "profile-$model" wavegen bench --profile --model "$model" --backends numba,numba-fp16 --batch 1,8 \
+    --samples "$samples" --json "$out/profile-$model.json"
+done
+if [ 3 -ge "$stage" ] && [ 3 -le "$stop_stage" ]; then  # always rewritten: cheap, and follows the JSON
+  echo "== report"
+  python recipes/bench/report.py "$out" docs/BENCHMARKS.md
+fi
