@@ -203,7 +203,7 @@ class NumbaWaveNetEngine(Engine):
         state = {"t": np.array(self.t, dtype=np.int64), "prev": self.prev.copy()}
         off = self.packed["ring_off"]
         for k, d in enumerate(self.dilations):
-            state[f"buffer{k}"] = np.ascontiguousarray(self.rings[off[k]:off[k] + d].transpose(1, 0, 2))
+            state[f"buffer{k}"] = np.array(self.rings[off[k]:off[k] + d].transpose(1, 0, 2), order="C")  # a copy
         if self.weights is not None:
             state["label_weights"] = self.weights.copy()
         return state
