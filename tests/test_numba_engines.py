@@ -297,3 +297,28 @@ def test_numba_engines_check_their_inputs():
         fast.generate(np.zeros((3, 4), np.float32))
     with pytest.raises(ValueError, match="CPU"):
         NumbaWaveNetEngine(wavenet(4, 8).inference_spec(), 2, device="cuda")
+
+
+def test_first_use_on_a_machine_says_it_is_compiling(tmp_path, caplog):
+    from types import SimpleNamespace
+
+    from wavegen.kernels import numba_common
+
+    def dispatcher(index_exists, compiled=()):
+        index = tmp_path / f"kernel-{index_exists}.nbi"
+        if index_exists:
+            index.write_text("")
+        return SimpleNamespace(signatures=list(compiled),
+                               _cache=SimpleNamespace(_cache_file=SimpleNamespace(_index_path=str(index))))
+
+    with caplog.at_level("INFO", logger="wavegen.kernels.numba_common"):
+        numba_common.announce_compile("test-warm", dispatcher(True))
+        numba_common.announce_compile("test-compiled", dispatcher(False, compiled=["sig"]))
+        assert "compiling" not in caplog.text
+        numba_common.announce_compile("test-cold", dispatcher(False))
+        assert caplog.text.count("compiling numba kernels (first use on this machine)") == 1
+        numba_common.announce_compile("test-cold", dispatcher(False))  # once per process
+        assert caplog.text.count("compiling numba kernels") == 1
+    # the real dispatchers expose what the check reads
+    from wavegen.kernels.numba_wavenet import _run
+    assert isinstance(_run._cache._cache_file._index_path, str)
