@@ -260,7 +260,7 @@ class TorchSampleRNNEngine(Engine):
         self.hidden = [tier["h0"][:, :, None, :].expand(-1, -1, B, -1).clone() for tier in self.tiers]
         self.cond = [None] + [torch.zeros(B, tier["ratio"], self.dim, device=dev) for tier in self.tiers]
         w = self.label_weights(label_weights)
-        self.weights = None if w is None else torch.from_numpy(w).to(dev)
+        self.weights = None if w is None else torch.tensor(w, device=dev)
         self.top_cond = None if w is None else self.weights @ self.label_embedding
         if prime_codes is not None:
             self.teacher_force(prime_codes)
