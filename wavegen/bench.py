@@ -367,7 +367,9 @@ def bench_training(model: str, batches=(32,), seq_len: int | None = None, steps:
     built (``seq_len`` overrides its ``train.seq_len``), ``warmup`` steps run untimed (torch.compile
     and allocator warm-up), then ``steps`` steps are timed, ending on a device sync.
 
-    rows: ``batch``, ``seq_len``, ``steps``, ``seconds`` (all timed steps), ``seconds_per_step``,
+    rows: ``batch``, ``seq_len``, ``steps``, ``seconds`` (all timed steps), ``cpu_seconds`` (this
+    process's CPU time over them: on a shared machine, wall/CPU shows how much of it the run got),
+    ``seconds_per_step``,
     ``samples_per_second`` (audio samples trained per second: batch x seq_len x steps / seconds),
     ``peak_memory_bytes`` and ``memory`` (what was measured: CUDA max allocated, or the process's
     peak RSS during the timed steps), ``loss_bits`` (the last step's, a sanity check).
@@ -415,16 +417,16 @@ def bench_training(model: str, batches=(32,), seq_len: int | None = None, steps:
             if loss is not None:
                 float(loss)  # wait for the device
             _reset_peak_memory(dev)
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             for step in range(warmup, warmup + steps):
                 loss = train_step(accelerator, net, optimizer, stream, train_cfg, step)
             loss_bits = float(loss) / LN2  # waits for the device
-            seconds = time.perf_counter() - start
+            seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
         finally:
             stream.close()
         peak, what = _peak_memory(dev)
         rows.append({"batch": batch, "seq_len": train_cfg.seq_len, "steps": steps, "seconds": seconds,
-                     "seconds_per_step": seconds / steps,
+                     "cpu_seconds": cpu_seconds, "seconds_per_step": seconds / steps,
                      "samples_per_second": batch * train_cfg.seq_len * steps / seconds,
                      "peak_memory_bytes": peak, "memory": what, "loss_bits": loss_bits})
         logger.debug("train batch %d: %.0f samples/s", batch, rows[-1]["samples_per_second"])
@@ -448,10 +450,12 @@ def format_training_table(result: dict) -> str:
              f"{where}; torch {m['torch']}"
              + (f"; load average {m['load_average_1min']}" if "load_average_1min" in m else ""),
              "",
-             f"{'batch':>5s} {'seq_len':>7s} {'steps':>5s} {'s/step':>8s} {'samples/s':>10s} {'peak memory':>12s}"]
+             f"{'batch':>5s} {'seq_len':>7s} {'steps':>5s} {'s/step':>8s} {'cpu s/step':>10s} {'samples/s':>10s} "
+             f"{'peak memory':>12s}"]
     for r in result["rows"]:
         lines.append(f"{r['batch']:5d} {r['seq_len']:7d} {r['steps']:5d} {r['seconds_per_step']:8.3f} "
-                     f"{r['samples_per_second']:10,.0f} {r['peak_memory_bytes'] / 2**30:9.2f} GiB")
+                     f"{r['cpu_seconds'] / r['steps']:10.3f} {r['samples_per_second']:10,.0f} "
+                     f"{r['peak_memory_bytes'] / 2**30:9.2f} GiB")
     if result["rows"]:
         lines.append(f"samples/s: audio samples trained per second (batch x seq_len per step); "
                      f"peak memory: {result['rows'][0]['memory']}")
