@@ -21,8 +21,10 @@ Everything here is ``@njit`` and meant to be inlined into an engine's compiled s
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+from pathlib import Path
 
 import numpy as np
 from llvmlite import ir
@@ -36,6 +38,7 @@ FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
 _F0 = np.float32(0.0)
 _F1 = np.float32(1.0)
+_STREAM_COPY_BYTES = 16 << 20  # "far larger than the caches": half of this machine's 32 MB L3
 
 
 @intrinsic
@@ -162,12 +165,24 @@ def affine(M, w_off, V, b_off, n_out, n_in, x, y, lo, hi):
                 y0[o] += bias[o]
         return
     tile = max(8, 65536 // max(n_in, 1))
+    # A matrix far larger than the caches, read for 4+ streams: copy each tile into a buffer
+    # first. Streaming it and computing on it do not overlap either way, but a plain copy
+    # streams from DRAM ~3x faster than the compute loop's own loads do (measured: 1.3x overall).
+    stream_copy = hi - lo >= 4 and n_out * n_in * M.itemsize > _STREAM_COPY_BYTES
+    buf = np.empty(tile * n_in if stream_copy else 0, M.dtype)
     for o0 in range(0, n_out, tile):
         o1 = min(o0 + tile, n_out)
+        if stream_copy:
+            src = M[w_off + o0 * n_in: w_off + o1 * n_in]
+            for k in range(src.shape[0]):
+                buf[k] = src[k]
+            rows, base = buf, 0
+        else:
+            rows, base = M, w_off + o0 * n_in
         b = lo
         while b + 8 <= hi:
             for o in range(o0, o1):
-                w = M[w_off + o * n_in: w_off + (o + 1) * n_in]
+                w = rows[base + (o - o0) * n_in: base + (o - o0 + 1) * n_in]
                 bias = V[b_off + o] if b_off >= 0 else _F0
                 s0, s1, s2, s3, s4, s5, s6, s7 = _dot8(w, x, b, n_in)
                 y[b, o] = s0 + bias
@@ -181,7 +196,7 @@ def affine(M, w_off, V, b_off, n_out, n_in, x, y, lo, hi):
             b += 8
         if b + 4 <= hi:
             for o in range(o0, o1):
-                w = M[w_off + o * n_in: w_off + (o + 1) * n_in]
+                w = rows[base + (o - o0) * n_in: base + (o - o0 + 1) * n_in]
                 bias = V[b_off + o] if b_off >= 0 else _F0
                 s0, s1, s2, s3 = _dot4(w, x, b, n_in)
                 y[b, o] = s0 + bias
@@ -193,7 +208,7 @@ def affine(M, w_off, V, b_off, n_out, n_in, x, y, lo, hi):
             x0 = x[bb]
             y0 = y[bb]
             for o in range(o0, o1):
-                y0[o] = _dot1(M[w_off + o * n_in: w_off + (o + 1) * n_in], x0, n_in)
+                y0[o] = _dot1(rows[base + (o - o0) * n_in: base + (o - o0 + 1) * n_in], x0, n_in)
             if b_off >= 0:
                 bias = V[b_off: b_off + n_out]
                 for o in range(o0, o1):
@@ -325,3 +340,31 @@ def announce_compile(name: str, *dispatchers) -> None:
             logger.info("compiling numba kernels (first use on this machine)...")
     except Exception:  # noqa: BLE001 - a notice must never break generation
         pass
+
+
+def drop_stale_caches(cache_dir=None, sources=None) -> bool:
+    """Delete numba's cached machine code of the kernels when any kernel source changed.
+
+    numba checks only a cached function's own file, but this module's helpers are compiled
+    into every engine's loop: after an edit here the engines would keep running the old code.
+    A hash of all ``kernels/numba_*.py`` (``sources``), kept beside the cache (``cache_dir``,
+    default numba's for this package), catches that. Runs when this module is imported,
+    before any kernel loads from the cache. Best effort; returns whether it dropped anything.
+    """
+    try:
+        sources = sorted(Path(__file__).parent.glob("numba_*.py")) if sources is None else list(sources)
+        digest = hashlib.sha256(b"".join(Path(p).read_bytes() for p in sources)).hexdigest()[:16]
+        cache_dir = Path(fexp._cache._cache_path if cache_dir is None else cache_dir)
+        stamp = cache_dir / "wavegen-kernels.stamp"
+        if stamp.exists() and stamp.read_text().strip() == digest:
+            return False
+        for f in list(cache_dir.glob("numba_*.nbi")) + list(cache_dir.glob("numba_*.nbc")):
+            f.unlink(missing_ok=True)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(digest + "\n")
+        return True
+    except Exception:  # noqa: BLE001 - a stale cache must not stop generation
+        return False
+
+
+drop_stale_caches()

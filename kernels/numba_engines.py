@@ -13,6 +13,7 @@ from wavegen.kernels.numba_samplernn import NumbaSampleRNNEngine
 from wavegen.kernels.numba_wavenet import NumbaWaveNetEngine
 
 
+
 ENGINES = {"samplernn": NumbaSampleRNNEngine, "wavenet": NumbaWaveNetEngine}
 
 

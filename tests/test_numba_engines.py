@@ -92,6 +92,34 @@ def test_affine_matches_numpy_for_every_stream_block(streams):
     assert not np.allclose(y, x @ matrix.T + V[3:], atol=1e-5)
 
 
+def test_a_matrix_larger_than_the_caches_is_streamed_through_a_buffer_with_the_same_bits():
+    rng = np.random.default_rng(7)
+    n_out, n_in = 4200, 1024  # 17 MB: above the 16 MB threshold, so copied tile by tile
+    M = rng.standard_normal(n_out * n_in).astype(np.float32)
+    V = rng.standard_normal(n_out).astype(np.float32)
+    x = rng.standard_normal((6, n_in)).astype(np.float32)
+    whole = np.zeros((6, n_out), np.float32)
+    affine(M, 0, V, 0, n_out, n_in, x, whole, 0, 6)
+    half = n_out // 2  # 8.6 MB each: read in place
+    first, second = np.zeros((6, half), np.float32), np.zeros((6, n_out - half), np.float32)
+    affine(M, 0, V, 0, half, n_in, x, first, 0, 6)
+    affine(M, half * n_in, V, half, n_out - half, n_in, x, second, 0, 6)
+    assert np.array_equal(whole, np.concatenate([first, second], 1))
+    assert np.allclose(whole, x @ M.reshape(n_out, n_in).T + V, rtol=1e-4, atol=1e-3)
+
+
+def test_stale_kernel_caches_are_dropped_when_a_source_changes(tmp_path):
+    from wavegen.kernels.numba_common import drop_stale_caches
+
+    source, cache = tmp_path / "numba_x.py", tmp_path / "cache"
+    source.write_text("a = 1")
+    assert drop_stale_caches(cache, [source])  # no stamp yet
+    (cache / "numba_x.run-10.py311.nbi").write_text("")
+    assert not drop_stale_caches(cache, [source]) and (cache / "numba_x.run-10.py311.nbi").exists()
+    source.write_text("a = 2")  # an edit: every cached kernel goes
+    assert drop_stale_caches(cache, [source]) and not (cache / "numba_x.run-10.py311.nbi").exists()
+
+
 def test_sample_code_matches_the_torch_sampler():
     rng = np.random.default_rng(0)
     logits = (rng.standard_normal((4000, Q)) * 3).astype(np.float32)
