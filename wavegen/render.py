@@ -60,6 +60,8 @@ SNAPSHOT_VERSION = 1
 # Parameters recorded but free to change on resume: the audio does not depend on them.
 NON_BINDING = ("model", "block_seconds")
 LOGGED_EVENTS = 50  # guard events logged per session; every one goes to the report
+CHUNK_WALL_SECONDS = 0.5  # most engine work between two looks at SIGINT/SIGTERM
+MIN_CHUNK = 64  # samples
 
 
 class RenderStateError(ValueError):
@@ -601,13 +603,22 @@ class _Render:
         return u
 
     def _generate(self, start: int, n: int, attempts: np.ndarray, bar=None) -> np.ndarray:
-        """codes [B, n] for positions start.. in blocks; checks for SIGINT/SIGTERM between blocks."""
+        """codes [B, n] for positions start.. in blocks; checks for SIGINT/SIGTERM between blocks.
+
+        A block is ``block_seconds`` of audio, or less where the engine is slow: at most
+        CHUNK_WALL_SECONDS of work, so Ctrl-C is answered promptly (the codes do not depend on it).
+        """
         block = max(1, int(round(self.settings.block_seconds * self.sr)))
         temps = self.temps_all[self.ids]
         codes = np.empty((len(self.ids), n), dtype=np.int64)
-        for i in range(0, n, block):
-            m = min(block, n - i)
+        i = 0
+        while i < n:
+            m = min(block, self.chunk_cap, n - i)
+            tick = time.perf_counter()
             codes[:, i:i + m] = self.engine.generate(self._draw(start + i, m, attempts), temps)
+            rate = m / max(time.perf_counter() - tick, 1e-6)
+            self.chunk_cap = max(MIN_CHUNK, int(rate * CHUNK_WALL_SECONDS))
+            i += m
             if bar is not None:
                 bar.update(m / self.sr)
                 self.session_samples += m
@@ -686,6 +697,7 @@ class _Render:
         s, engine = self.settings, self.engine
         snap = self._snapshot_path()
         self.events, self.wall_before, self.sessions, self.logged_events = [], 0.0, 1, 0
+        self.chunk_cap = MIN_CHUNK  # grows to CHUNK_WALL_SECONDS of work after the first block
         written = 0
         if snap.is_file():
             state, written, meta = load_snapshot(snap)
