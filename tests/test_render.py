@@ -535,7 +535,7 @@ def test_a_failing_disk_stops_with_files_intact_and_resumable(model, tmp_path):
 
 @pytest.mark.slow
 def test_memory_stays_flat_as_the_render_grows(model, tmp_path):
-    """64 streams x 2 s and x 8 s (2M samples: 16 MB as int64 codes if kept) peak within 2 MB (int16 kept would add 3 MB)."""
+    """64 streams x 2 s and x 8 s: peaks within 2 MB (the 2M samples kept as int16 would add 3 MB)."""
     code = ("import resource, sys, torch; torch.set_num_threads(1)\n"
             "from wavegen.render import RenderSettings, render\n"
             "render(sys.argv[1], sys.argv[2], RenderSettings(seconds=float(sys.argv[3]), streams=64, "

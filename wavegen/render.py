@@ -767,7 +767,10 @@ class _Render:
                         self._snapshot(writers, engine.state_dict(), pos)
                 self._snapshot(writers, engine.state_dict(), pos)  # complete
                 for w in writers:
-                    w.close()
+                    try:
+                        w.close()
+                    except OSError as err:
+                        raise self._io_error(w.path, err, self.snapshot_written) from err
                 ok = True
         finally:
             if not ok:
