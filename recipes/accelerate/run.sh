@@ -3,7 +3,7 @@
 # machine with N GPUs, or several machines. The same run folder resumes under any of them.
 #
 #   bash recipes/accelerate/run.sh --recordings ~/music/my-band [--model samplernn-3tier|wavenet-medium]
-#        [--config one_gpu|one_node|multi_node|FILE.yaml] [--num-processes N]
+#        [--config one_gpu|one_node|multi_node|FILE.yaml] [--num-processes N (one_node: the GPUs found)]
 #        [--machine-rank R --main-ip IP] [--dir exp/my-band] [--steps 100000]
 #        [--stage N] [--stop-stage M] [--set KEY=VALUE ...]
 #
@@ -67,6 +67,10 @@ prep() {
 
 train() {
   local launch=(accelerate launch --config_file "$config_file")
+  if [ -z "$num_processes" ] && [ "$config" = one_node ]; then  # one process per GPU found here
+    num_processes=$(python3 -c 'import torch; print(torch.cuda.device_count())')
+    [ "$num_processes" -gt 0 ] || num_processes=""
+  fi
   [ -n "$num_processes" ] && launch+=(--num_processes "$num_processes")
   [ -n "$machine_rank" ] && launch+=(--machine_rank "$machine_rank")
   [ -n "$main_ip" ] && launch+=(--main_process_ip "$main_ip")
