@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from wavegen.models import PRESETS, build_model, preset_names, resolve_preset
 
 
@@ -40,7 +42,8 @@ def presets_table() -> str:
     for name in preset_names():
         config = resolve_preset(name)
         config["data"] = {"sample_rate": 16000}
-        model = build_model(config)
+        with torch.device("meta"):  # shapes only: no memory, no initialisation work
+            model = build_model(config)
         n = sum(p.numel() for p in model.parameters())
         rows.append(f"{name:22s} {config['model_type']:10s} {n / 1e6:8.2f}M  " +
                     ", ".join(f"{k}={v}" for k, v in model.describe().items()))
