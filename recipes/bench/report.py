@@ -52,7 +52,7 @@ def speed_tables(speed: dict) -> list[str]:
     out = []
     for model, result in speed.items():
         m = result["model"]
-        out += [f"### {model}", "",
+        out += [f"#### {model}", "",
                 f"{m['source']}, {m['parameters'] / 1e6:.1f}M parameters, {m['sample_rate']} Hz. "
                 f"Numba rows time {m['samples_per_stream']} samples per stream, torch rows "
                 f"{m['torch_samples_per_stream']} (rates are per second); best of {m['repeats']}, after "
@@ -106,7 +106,7 @@ def profile_tables(prof: dict) -> list[str]:
     out = []
     for model, result in prof.items():
         rates = result["machine"]["rates"]
-        out += [f"### {model}", "",
+        out += [f"#### {model}", "",
                 f"One core: reads {rates['read_gb_per_s_dram']:.0f} GB/s from DRAM, {rates['read_gb_per_s_l3']:.0f} "
                 f"from L3, {rates['read_gb_per_s_l2']:.0f} from L2; the affine kernel does "
                 f"{rates['affine_gflops_cached_batch8']:.0f} GFLOP/s on cached weights at batch 8. "
@@ -132,19 +132,19 @@ def generated(folder: Path, speed: dict, prof: dict) -> str:
     lines = [BEGIN, ""]
     if speed:
         first = next(iter(speed.values()))["machine"]
-        lines += ["## Machine", "",
+        lines += ["### Machine", "",
                   f"- CPU: {first['cpu']}, {first['logical_cpus']} logical CPUs; {first['platform']}",
                   f"- threads: numba {first.get('numba_threads')}, torch {first['torch_threads']}",
                   f"- torch {first['torch']}, numba {first.get('numba')}, numpy {first['numpy']}, "
                   f"Python {first['python']}",
                   "- load average (1 min) at the end of each model's run: " +
                   ", ".join(f"{m} {r['machine'].get('load_average_1min')}" for m, r in speed.items()), "",
-                  "## Targets (issue 4)", ""] + target_table(speed) + [""]
+                  "### Targets (issue 4)", ""] + target_table(speed) + [""]
         png = plot(list(speed.values()), folder / "generation.png")
-        lines += ["## Speed", "", f"![samples/s against batch]({png.relative_to(folder.parent).as_posix()})", ""]
+        lines += ["### Speed", "", f"![samples/s against batch]({png.relative_to(folder.parent).as_posix()})", ""]
         lines += speed_tables(speed)
     if prof:
-        lines += ["## Profile: where the time goes", ""] + profile_tables(prof)
+        lines += ["### Profile: where the time goes", ""] + profile_tables(prof)
     lines.append(END)
     return "\n".join(lines)
 
