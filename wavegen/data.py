@@ -118,7 +118,7 @@ class TBPTTBatches(_WindowSource):
 
 
 class RandomCrops(_WindowSource):
-    """Independent random crops of ``context + seq_len`` samples (WaveNet: context = receptive field - 1)."""
+    """Independent random crops of ``context + seq_len`` samples (WaveNet: context = its receptive field)."""
 
     def __init__(self, audio, segments, segment_labels, train, q_levels, quantization, context, rank=0, world=1):
         self.context = context
