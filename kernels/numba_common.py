@@ -31,6 +31,8 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
+from wavegen.generate import Engine, temperatures
+
 logger = logging.getLogger(__name__)
 
 # Reassociation lets LLVM vectorise dot products; no nnan/ninf: NaNs stay NaNs.
@@ -368,3 +370,28 @@ def drop_stale_caches(cache_dir=None, sources=None) -> bool:
 
 
 drop_stale_caches()
+
+
+class NumbaEngine(Engine):
+    """The numba engines' shared entry points: both run one compiled loop through ``_call``.
+
+    ``_call(mode, codes_in [B, n], uniforms [B, n], temps [B], codes_out [B, n], logits_out [B, n, Q])``
+    with mode 0 = teacher forcing (fills logits_out), 1 = sampling (fills codes_out).
+    """
+
+    backend = "numba"
+
+    def generate(self, uniforms, temperature=1.0) -> np.ndarray:
+        u = np.ascontiguousarray(self._check_uniforms(uniforms))
+        temps = temperatures(temperature, self.streams)
+        out = np.zeros(u.shape, np.int64)
+        self._call(1, np.zeros((self.streams, 0), np.int64), u, temps, out,
+                   np.zeros((self.streams, 0, 0), np.float32))
+        return out
+
+    def teacher_force(self, codes) -> np.ndarray:
+        codes = np.ascontiguousarray(self._check_codes(codes))
+        out = np.zeros(codes.shape + (self.q_levels,), np.float32)
+        self._call(0, codes, np.zeros((self.streams, 0), np.float32), np.ones(self.streams, np.float32),
+                   np.zeros((self.streams, 0), np.int64), out)
+        return out

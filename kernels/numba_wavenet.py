@@ -21,8 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from wavegen.generate import Engine, temperatures
-from wavegen.kernels.numba_common import (_F0, FASTMATH, Packer, affine, announce_compile, as_numpy,
+from wavegen.kernels.numba_common import (NumbaEngine, _F0, FASTMATH, Packer, affine, announce_compile, as_numpy,
                                           check_weights, matrix_store, require_c_contiguous, round_matrix,
                                           fsigmoid, ftanh, sample_code)
 
@@ -159,7 +158,7 @@ def pack_wavenet(spec: dict, weights: str = "fp32") -> dict:
             "R": R, "S": S, "A": A, "q": int(spec["q_levels"])}
 
 
-class NumbaWaveNetEngine(Engine):
+class NumbaWaveNetEngine(NumbaEngine):
     """WaveNet engine on the CPU (numba); the reference engine's contract and state names.
 
     ``threads``: stream groups run in parallel (default: numba's thread count). ``weights``:
@@ -237,17 +236,3 @@ class NumbaWaveNetEngine(Engine):
             _run_parallel(groups, *args)
         self.t += codes_in.shape[1] if mode == 0 else uniforms.shape[1]
 
-    def generate(self, uniforms, temperature=1.0) -> np.ndarray:
-        u = np.ascontiguousarray(self._check_uniforms(uniforms))
-        temps = temperatures(temperature, self.streams)
-        out = np.zeros(u.shape, np.int64)
-        self._call(1, np.zeros((self.streams, 0), np.int64), u, temps, out,
-                   np.zeros((self.streams, 0, 0), np.float32))
-        return out
-
-    def teacher_force(self, codes) -> np.ndarray:
-        codes = np.ascontiguousarray(self._check_codes(codes))
-        out = np.zeros(codes.shape + (self.q_levels,), np.float32)
-        self._call(0, codes, np.zeros((self.streams, 0), np.float32), np.ones(self.streams, np.float32),
-                   np.zeros((self.streams, 0), np.int64), out)
-        return out

@@ -226,7 +226,43 @@ def _lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh):
     return torch.sigmoid(o) * torch.tanh(c), c
 
 
-class TorchSampleRNNEngine(Engine):
+class TorchStepEngine(Engine):
+    """The torch engines' shared loop: one Python step per sample, ``_logits`` then ``_push``.
+
+    Subclasses set ``self.device`` and implement ``_logits() -> [B, Q]`` (the next sample's
+    logits from the current state) and ``_push(codes [B])`` (advance the state by one sample).
+    """
+
+    backend = "torch"
+
+    def _logits(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _push(self, codes: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def generate(self, uniforms, temperature=1.0) -> np.ndarray:
+        u = torch.from_numpy(self._check_uniforms(uniforms)).to(self.device)
+        temp = torch.from_numpy(temperatures(temperature, self.streams)).to(self.device)
+        out = torch.empty(u.shape, dtype=torch.long, device=self.device)
+        for i in range(u.shape[1]):
+            codes = sample_codes(self._logits(), u[:, i], temp)
+            self._push(codes)
+            out[:, i] = codes
+        return out.cpu().numpy()
+
+    @torch.no_grad()
+    def teacher_force(self, codes) -> np.ndarray:
+        codes = torch.from_numpy(self._check_codes(codes)).to(self.device)
+        out = torch.empty(codes.shape + (self.q_levels,), dtype=torch.float32, device=self.device)
+        for i in range(codes.shape[1]):
+            out[:, i] = self._logits()
+            self._push(codes[:, i])
+        return out.cpu().numpy()
+
+
+class TorchSampleRNNEngine(TorchStepEngine):
     """Reference SampleRNN engine: plain torch, one Python step per sample, CPU or GPU.
 
     State: the last ``frame_sizes[0]`` codes, each tier's hidden state, the conditioning
@@ -304,26 +340,6 @@ class TorchSampleRNNEngine(Engine):
         self.history = torch.cat([self.history[:, 1:], codes.view(-1, 1)], dim=1)
         self.t += 1
 
-    @torch.no_grad()
-    def generate(self, uniforms, temperature=1.0) -> np.ndarray:
-        u = torch.from_numpy(self._check_uniforms(uniforms)).to(self.device)
-        temp = torch.from_numpy(temperatures(temperature, self.streams)).to(self.device)
-        out = torch.empty(u.shape, dtype=torch.long, device=self.device)
-        for i in range(u.shape[1]):
-            codes = sample_codes(self._logits(), u[:, i], temp)
-            self._push(codes)
-            out[:, i] = codes
-        return out.cpu().numpy()
-
-    @torch.no_grad()
-    def teacher_force(self, codes) -> np.ndarray:
-        codes = torch.from_numpy(self._check_codes(codes)).to(self.device)
-        out = torch.empty(codes.shape + (self.q_levels,), dtype=torch.float32, device=self.device)
-        for i in range(codes.shape[1]):
-            out[:, i] = self._logits()
-            self._push(codes[:, i])
-        return out.cpu().numpy()
-
     def state_dict(self) -> dict[str, np.ndarray]:
         # copies: on CPU .numpy() is a view, and the hidden states are updated in place
         state = {"t": np.array(self.t, dtype=np.int64), "history": self.history.cpu().numpy().copy()}
@@ -349,7 +365,7 @@ class TorchSampleRNNEngine(Engine):
 
 # ----- torch reference: WaveNet ---------------------------------------------------------------------
 
-class TorchWaveNetEngine(Engine):
+class TorchWaveNetEngine(TorchStepEngine):
     """Reference WaveNet engine: plain torch, one Python step per sample, CPU or GPU.
 
     fast-wavenet: each layer keeps a ring buffer of its last ``dilation`` inputs, so a step costs
@@ -421,26 +437,6 @@ class TorchWaveNetEngine(Engine):
     def _push(self, codes: torch.Tensor) -> None:
         self.prev = codes
         self.t += 1
-
-    @torch.no_grad()
-    def generate(self, uniforms, temperature=1.0) -> np.ndarray:
-        u = torch.from_numpy(self._check_uniforms(uniforms)).to(self.device)
-        temp = torch.from_numpy(temperatures(temperature, self.streams)).to(self.device)
-        out = torch.empty(u.shape, dtype=torch.long, device=self.device)
-        for i in range(u.shape[1]):
-            codes = sample_codes(self._logits(), u[:, i], temp)
-            self._push(codes)
-            out[:, i] = codes
-        return out.cpu().numpy()
-
-    @torch.no_grad()
-    def teacher_force(self, codes) -> np.ndarray:
-        codes = torch.from_numpy(self._check_codes(codes)).to(self.device)
-        out = torch.empty(codes.shape + (self.q_levels,), dtype=torch.float32, device=self.device)
-        for i in range(codes.shape[1]):
-            out[:, i] = self._logits()
-            self._push(codes[:, i])
-        return out.cpu().numpy()
 
     def state_dict(self) -> dict[str, np.ndarray]:
         # copies: on CPU .numpy() is a view, and the ring buffers are updated in place
