@@ -372,6 +372,19 @@ def drop_stale_caches(cache_dir=None, sources=None) -> bool:
 drop_stale_caches()
 
 
+@njit(inline="always", cache=True, error_model="numpy")
+def emit_code(mode, b, i, logits, codes_in, uniforms, temps, codes_out, logits_out, z):
+    """Step i of stream b: mode 0 records ``logits [Q]`` and returns the given code (teacher
+    forcing); mode 1 samples a code from the stream's uniform and temperature and records it."""
+    if mode == 0:
+        for v in range(logits.shape[0]):
+            logits_out[b, i, v] = logits[v]
+        return codes_in[b, i]
+    code = sample_code(logits, uniforms[b, i], temps[b], z)
+    codes_out[b, i] = code
+    return code
+
+
 class NumbaEngine(Engine):
     """The numba engines' shared entry points: both run one compiled loop through ``_call``.
 

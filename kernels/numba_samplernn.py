@@ -29,7 +29,7 @@ from numba import get_num_threads, njit, prange
 
 from wavegen.kernels.numba_common import (NumbaEngine, _F0, _F1, FASTMATH, Packer, affine, announce_compile, as_numpy,
                                           check_weights, matrix_store, require_c_contiguous, round_matrix,
-                                          fsigmoid, ftanh, rescale, sample_code)
+                                          fsigmoid, ftanh, rescale, emit_code)
 
 # tier_off columns
 _A, _C, _UPW, _UPB, _WIH0 = range(5)
@@ -163,13 +163,7 @@ def _run(M, V, tier_off, layer_off, mlp_off, tier_int, n_layers, dim, gates, lst
                 x2[b, d] = max(x2[b, d], _F0)
         affine(M, mlp_off[_OUTW], V, mlp_off[_OUTB], q, dim, x2, logits, lo, hi)
         for b in range(lo, hi):
-            if mode == 0:
-                code = codes_in[b, i]
-                for v in range(q):
-                    logits_out[b, i, v] = logits[b, v]
-            else:
-                code = sample_code(logits[b], uniforms[b, i], temps[b], scratch)
-                codes_out[b, i] = code
+            code = emit_code(mode, b, i, logits[b], codes_in, uniforms, temps, codes_out, logits_out, scratch)
             for p in range(top - 1):
                 history[b, p] = history[b, p + 1]
             history[b, top - 1] = code

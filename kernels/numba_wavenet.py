@@ -23,7 +23,7 @@ from numba import get_num_threads, njit, prange
 
 from wavegen.kernels.numba_common import (NumbaEngine, _F0, FASTMATH, Packer, affine, announce_compile, as_numpy,
                                           check_weights, matrix_store, require_c_contiguous, round_matrix,
-                                          fsigmoid, ftanh, sample_code)
+                                          fsigmoid, ftanh, emit_code)
 
 # layer_off columns
 _CONV, _CONVB, _RES, _RESB = range(4)
@@ -92,13 +92,7 @@ def _run(M, V, layer_off, head, dil, ring_off, R, S, A, q, t0, prev, rings, labe
                 y1[b, a] = max(y1[b, a], _F0)
         affine(M, head[_OUT2], V, head[_OUT2B], q, A, y1, logits, lo, hi)
         for b in range(lo, hi):
-            if mode == 0:
-                code = codes_in[b, i]
-                for v in range(q):
-                    logits_out[b, i, v] = logits[b, v]
-            else:
-                code = sample_code(logits[b], uniforms[b, i], temps[b], scratch)
-                codes_out[b, i] = code
+            code = emit_code(mode, b, i, logits[b], codes_in, uniforms, temps, codes_out, logits_out, scratch)
             prev[b] = code
 
 
