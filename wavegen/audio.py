@@ -11,13 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
+from wavegen.errors import WavegenError
+
 logger = logging.getLogger(__name__)
 
 QUANTIZATIONS = ("linear", "mu-law")
 WRITE_FORMATS = ("wav", "flac")
 
 
-class AudioError(Exception):
+class AudioError(WavegenError):
     """An audio file could not be read or written; the message names the file and why.
 
     `.path` and `.reason` hold the two parts separately (prep lists skipped files with them).

@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from wavegen.config import ConfigError, load_json, save_json
+from wavegen.errors import WavegenError
 from wavegen.models import build_model
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,21 @@ def save_model(model: torch.nn.Module, config: dict, folder: Path) -> Path:
     return folder
 
 
+class CheckpointError(WavegenError):
+    """A model or checkpoint file is damaged or unreadable; the message names the file."""
+
+
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """A safetensors file → its tensors (CPU); CheckpointError naming the file when it is damaged."""
+    path = Path(path)
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file") from None
+    except Exception as err:  # safetensors raises its own SafetensorError (and OSError, ValueError)
+        raise CheckpointError(f"{path}: damaged or not a safetensors file ({err})") from None
+
+
 def find_model_dir(path: str | Path) -> Path:
     """A model folder, or a run folder (its ``best/``), → the folder holding the weights."""
     path = Path(path)
@@ -70,7 +86,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     folder = find_model_dir(path)
     config = load_json(folder / CONFIG_FILE)
     model = build_model(config)
-    state = load_file(str(folder / MODEL_FILE))
+    state = load_weights(folder / MODEL_FILE)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from wavegen.errors import WavegenError
 
-class ConfigError(ValueError):
+
+class ConfigError(WavegenError, ValueError):
     """A configuration that cannot work; the message says which value and why."""
 
 

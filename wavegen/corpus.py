@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from wavegen.audio import AudioError, float_to_int16, read_audio, resample, to_mono
+from wavegen.errors import WavegenError
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ MANIFEST = "manifest.json"
 _ARRAYS = tuple(f"{s}.npy" for s in SPLITS) + tuple(f"{s}_segments.npy" for s in SPLITS)
 
 
-class CorpusError(Exception):
+class CorpusError(WavegenError):
     """A corpus cannot be prepared or read; the message says what to do."""
 
 

@@ -48,6 +48,7 @@ import torch
 
 from wavegen.audio import dequantize, float_to_int16, quantize
 from wavegen.checkpoint import MODEL_FILE, find_model_dir, load_model
+from wavegen.errors import WavegenError
 from wavegen.generate import make_engine, temperatures, uniforms
 
 logger = logging.getLogger(__name__)
@@ -64,11 +65,11 @@ CHUNK_WALL_SECONDS = 0.5  # most engine work between two looks at SIGINT/SIGTERM
 MIN_CHUNK = 64  # samples
 
 
-class RenderStateError(ValueError):
+class RenderStateError(WavegenError, ValueError):
     """The output folder holds another render (or a damaged one); the message says what differs."""
 
 
-class RenderWriteError(RuntimeError):
+class RenderWriteError(WavegenError, RuntimeError):
     """Audio or state could not be written (disk full, read-only folder); what is on disk is resumable."""
 
 

@@ -21,6 +21,10 @@ def register_family(name: str, config_cls: type, model_cls: type) -> None:
     FAMILIES[name] = (config_cls, model_cls)
 
 
+# The rate every preset's paper trained at (SampleRNN, WaveNet, Dadabots: 16 kHz); a preset may
+# name its own with "sample_rate". A trained model's rate is its corpus's, in its config.
+PUBLISHED_SAMPLE_RATE = 16000
+
 PRESETS: dict[str, dict] = {
     # ICLR 2017 best 3-tier: frames 8/2, 1-layer GRU, dim 1024, emb 256, linear 256.
     "samplernn-3tier": {
@@ -104,7 +108,8 @@ def resolve_preset(name: str) -> dict:
     config_cls, _ = family(preset["model_type"])
     model = to_dict(from_dict(config_cls, preset["model"], "model"))
     train = to_dict(from_dict(TrainConfig, preset.get("train", {}), "train"))
-    return {"model_type": preset["model_type"], "preset": name, "model": model, "train": train}
+    data = {"sample_rate": int(preset.get("sample_rate", PUBLISHED_SAMPLE_RATE))}
+    return {"model_type": preset["model_type"], "preset": name, "model": model, "train": train, "data": data}
 
 
 def family(model_type: str) -> tuple[type, type]:

@@ -1,0 +1,94 @@
+"""wavegen.fileio: atomic writes, folder replacement, digests, and the one-writer folder lock."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from wavegen.errors import FolderBusyError, WavegenError
+from wavegen.fileio import FolderLock, atomic_write, ensure_folder, replace_dir, sha256_file, write_json
+
+
+def test_atomic_write_replaces_content_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "a.json"
+    write_json(path, {"x": 1})
+    write_json(path, {"x": 2})
+    atomic_write(tmp_path / "b.bin", lambda f: f.write(b"\x00\x01"))
+    assert json.loads(path.read_text()) == {"x": 2}
+    assert (tmp_path / "b.bin").read_bytes() == b"\x00\x01"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.bin"]
+
+
+def test_atomic_write_failure_keeps_the_old_file(tmp_path):
+    path = tmp_path / "a.txt"
+    atomic_write(path, "old")
+
+    def broken(f):
+        f.write(b"half")
+        raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        atomic_write(path, broken)
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_replace_dir_swaps_and_removes_the_old(tmp_path):
+    final, tmp = tmp_path / "best", tmp_path / "best.tmp"
+    final.mkdir()
+    (final / "v").write_text("1")
+    tmp.mkdir()
+    (tmp / "v").write_text("2")
+    replace_dir(tmp, final)
+    assert (final / "v").read_text() == "2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]
+
+
+def test_sha256_file(tmp_path):
+    data = os.urandom(3 << 20)
+    (tmp_path / "f").write_bytes(data)
+    assert sha256_file(tmp_path / "f") == hashlib.sha256(data).hexdigest()
+
+
+def test_ensure_folder_names_a_file_in_the_way(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(WavegenError, match="is a file, not a folder"):
+        ensure_folder(tmp_path / "file", "render output")
+    with pytest.raises(WavegenError, match=r"file is a file, not a folder: cannot create"):
+        ensure_folder(tmp_path / "file" / "sub", "render output")
+
+
+def test_lock_refuses_a_second_holder_in_this_process(tmp_path):
+    with FolderLock(tmp_path / "out", "render"):
+        with pytest.raises(FolderBusyError, match=rf"another render is writing here \(process {os.getpid()}"):
+            FolderLock(tmp_path / "out", "render").acquire()
+    with FolderLock(tmp_path / "out", "render") as again:  # released on exit
+        assert again.held
+
+
+def test_lock_held_by_another_process_then_released_by_its_death(tmp_path):
+    folder = tmp_path / "run"
+    script = textwrap.dedent(f"""
+        import sys, time
+        from wavegen.fileio import FolderLock
+        lock = FolderLock({str(folder)!r}, "training run").acquire()
+        print("locked", flush=True)
+        time.sleep(60)
+    """)
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "locked"
+        with pytest.raises(FolderBusyError) as info:
+            FolderLock(folder, "training run").acquire()
+        assert f"process {child.pid}" in str(info.value) and "another training run" in str(info.value)
+    finally:
+        child.kill()  # kill -9: the kernel drops the lock with the process
+        child.wait()
+    with FolderLock(folder, "training run") as lock:
+        assert lock.held

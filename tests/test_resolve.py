@@ -1,0 +1,105 @@
+"""wavegen.resolve: one way to name a model (preset, config file, model folder, run folder, checkpoint)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from conftest import TINY_SAMPLERNN
+
+from wavegen.checkpoint import CheckpointError
+from wavegen.config import ConfigError
+from wavegen.models import resolve_preset
+from wavegen.resolve import resolve_model, strip_wrappers
+from wavegen.train import resolve_run_config, train
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    from conftest import prepared_corpus
+
+    root = tmp_path_factory.mktemp("resolve")
+    corpus = prepared_corpus(root, val_fraction=0.25, test_fraction=0.25, sample_rate=8000)
+    config = resolve_run_config(resolve_preset("samplernn-tiny"), corpus,
+                                TINY_SAMPLERNN + ["train.max_steps=6", "train.val_interval=3",
+                                                  "train.checkpoint_interval=2", "train.keep_checkpoints=2"])
+    train(config, root / "run", progress=False)
+    return root / "run"
+
+
+def _weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_preset_has_random_weights_and_its_published_rate():
+    ref = resolve_model("samplernn-tiny")
+    assert ref.kind == "preset" and not ref.trained and ref.sample_rate == 16000
+    assert ref.config["model"] == resolve_preset("samplernn-tiny")["model"]
+    assert not ref.load().training
+
+
+def test_run_folder_means_its_best_and_the_rate_is_the_corpus_rate(run_dir):
+    ref = resolve_model(run_dir)
+    assert ref.kind == "run" and ref.folder == run_dir / "best" and ref.sample_rate == 8000
+    same = resolve_model(run_dir / "best")
+    assert same.kind == "model"
+    a, b = _weights(ref.load()), _weights(same.load())
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    fresh = _weights(ref.build())
+    assert any(not torch.equal(a[k], fresh[k]) for k in a)  # trained weights, not a new init
+
+
+def test_checkpoints_by_step_and_last(run_dir):
+    last = resolve_model(run_dir, checkpoint="last")
+    assert last.kind == "checkpoint" and last.folder.name == "step_6" and "step 6" in last.source
+    step4 = resolve_model(run_dir, checkpoint="step_4")
+    assert resolve_model(run_dir, checkpoint="4").folder == step4.folder
+    w6, w4 = _weights(last.load()), _weights(step4.load())
+    assert any(not torch.equal(w6[k], w4[k]) for k in w6)
+    with pytest.raises(ConfigError, match=r"no such checkpoint .*kept: step_4, step_6"):
+        resolve_model(run_dir, checkpoint="step_2")  # pruned (keep_checkpoints=2)
+    with pytest.raises(ConfigError, match="is not a run folder"):
+        resolve_model(run_dir / "best", checkpoint="last")
+
+
+def test_config_file_and_errors(tmp_path, run_dir):
+    config = json.loads((run_dir / "config.json").read_text())
+    (tmp_path / "c.json").write_text(json.dumps(config))
+    ref = resolve_model(tmp_path / "c.json")
+    assert ref.kind == "config" and ref.sample_rate == 8000 and not ref.trained
+    del config["data"]
+    (tmp_path / "d.json").write_text(json.dumps(config))
+    assert resolve_model(tmp_path / "d.json").sample_rate == 16000  # the preset's rate
+    config["preset"] = None
+    (tmp_path / "e.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="no data.sample_rate"):
+        resolve_model(tmp_path / "e.json")
+    with pytest.raises(ConfigError, match="no such preset, model folder or run folder"):
+        resolve_model(tmp_path / "nothing-here")
+    with pytest.raises(ConfigError, match="no model.safetensors"):
+        resolve_model(tmp_path)
+
+
+def test_run_without_best_points_at_its_checkpoints(tmp_path, run_dir):
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    shutil.rmtree(copy / "best")
+    with pytest.raises(ConfigError, match="no best/ model yet .*--checkpoint last"):
+        resolve_model(copy)
+    assert resolve_model(copy, checkpoint="last").trained
+
+
+def test_a_truncated_weights_file_is_named(tmp_path, run_dir):
+    copy = tmp_path / "model"
+    shutil.copytree(run_dir / "best", copy)
+    data = (copy / "model.safetensors").read_bytes()
+    (copy / "model.safetensors").write_bytes(data[: len(data) // 2])
+    ref = resolve_model(copy)
+    with pytest.raises(CheckpointError, match=rf"{copy / 'model.safetensors'}: damaged"):
+        ref.load()
+
+
+def test_strip_wrappers():
+    assert strip_wrappers({"module._orig_mod.a.b": 1, "c": 2}) == {"a.b": 1, "c": 2}

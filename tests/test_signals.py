@@ -1,0 +1,62 @@
+"""wavegen.signals: the first SIGINT/SIGTERM asks for a stop, a second stops at once (real signals)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+from wavegen.signals import StopSignals
+
+
+@pytest.mark.parametrize("first", [signal.SIGINT, signal.SIGTERM])
+def test_first_signal_sets_the_flag_second_interrupts(first):
+    previous = signal.getsignal(first)
+    with StopSignals("saving") as stop:
+        assert not stop.requested
+        os.kill(os.getpid(), first)
+        assert stop.requested and stop.signum == first and stop.name == first.name
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(first) is previous  # handlers restored
+
+
+def test_off_the_main_thread_it_installs_nothing():
+    seen = []
+
+    def worker():
+        with StopSignals() as stop:
+            seen.append((stop.requested, dict(stop._previous)))
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen == [(False, {})]
+
+
+def test_real_process_finishes_its_step_on_sigterm():
+    """A worker loop in another process: SIGTERM lets the current step finish, then it exits 0."""
+    script = textwrap.dedent("""
+        import time
+        from wavegen.signals import StopSignals
+        steps = 0
+        with StopSignals("finishing the step") as stop:
+            print("ready", flush=True)
+            while not stop.requested:
+                time.sleep(0.01)
+                steps += 1
+        print("stopped cleanly", stop.name, flush=True)
+    """)
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    assert child.stdout.readline().strip() == "ready"
+    child.send_signal(signal.SIGTERM)
+    out, err = child.communicate(timeout=30)
+    assert child.returncode == 0, err
+    assert "stopped cleanly SIGTERM" in out
+    assert "SIGTERM: finishing the step" in err

@@ -1,0 +1,52 @@
+"""``wavegen prep|train|render|eval|info|bench``: parses arguments, then calls the modules.
+
+One module per command (``wavegen/cli/render.py`` ...), each with ``add_parser(sub)`` and
+``run(args) -> exit code``; this module holds the parser and the error handling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from wavegen.cli import bench, evaluate, info, prep, render, train
+
+logger = logging.getLogger("wavegen")
+
+COMMANDS = {"prep": prep, "train": train, "render": render, "eval": evaluate, "info": info, "bench": bench}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wavegen", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings only, no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, module in COMMANDS.items():
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s" if args.verbose else "%(message)s")
+    for noisy in ("accelerate", "torch.distributed", "numba"):  # their INFO lines are not for users
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    from wavegen.audio import AudioError
+    from wavegen.config import ConfigError
+    from wavegen.corpus import CorpusError
+
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    try:
+        with logging_redirect_tqdm():  # log lines print above progress bars, not through them
+            return COMMANDS[args.command].run(args)
+    except (ConfigError, CorpusError, AudioError, FileNotFoundError, ValueError, RuntimeError) as err:
+        if args.verbose:
+            raise
+        print(f"wavegen {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"wavegen {args.command}: interrupted", file=sys.stderr)
+        return 130

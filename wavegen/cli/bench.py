@@ -1,0 +1,135 @@
+"""wavegen bench: generation and training speed."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+logger = logging.getLogger("wavegen")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bench", help="measure generation speed: backends x batch sizes",
+                       description="Generation speed of a preset (random weights) or a trained model folder, "
+                                   "for each backend and batch size; warm-up (compilation) excluded.")
+    p.add_argument("--model", required=True, help="preset name (random weights) or a model/run folder")
+    p.add_argument("--backends", default="torch,numba", help="comma list (default torch,numba)")
+    p.add_argument("--batch", default=None,
+                   help="comma list of stream counts (default 1,8,64); with --train, global training "
+                        "batch sizes (default: the preset's)")
+    p.add_argument("--samples", type=int, default=16000, help="timed samples per stream (default 16000)")
+    p.add_argument("--torch-samples", type=int, default=None,
+                   help="timed samples per stream for the (slow) torch engine (default: min(samples, 1024))")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per row, the fastest is kept (default 3)")
+    p.add_argument("--threads", type=int, default=None, help="threads for numba and torch (default: theirs)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--seed", type=int, default=0, help="seed of a preset's random weights")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--plot", default=None, metavar="FILE.png", help="plot samples/s against batch (matplotlib)")
+    p.add_argument("--profile", action="store_true",
+                   help="instead: time each part of the numba engines' step against the machine's limits")
+    t = p.add_argument_group("training speed (--train)")
+    t.add_argument("--train", action="store_true",
+                   help="measure training instead: audio samples trained per second and peak memory")
+    t.add_argument("--seq-len", type=int, default=None, help="samples per training window (default: the preset's)")
+    t.add_argument("--steps", type=int, default=5, help="timed training steps per batch size (default 5)")
+    t.add_argument("--warmup-steps", type=int, default=2, help="untimed steps first (default 2)")
+    t.add_argument("--precision", default="auto", choices=["auto", "no", "bf16", "fp16"],
+                   help="mixed precision (default auto: bf16 on CUDA, none on the CPU)")
+    t.add_argument("--compile", action="store_true", help="torch.compile the model (train.compile)")
+    t.add_argument("--grad-accum", type=int, default=1, help="micro-batches per step (default 1)")
+    t.add_argument("--workers", type=int, default=0, help="batch prefetch threads (train.num_workers; default 0)")
+
+
+def _comma_list(text: str, what: str, cast=str) -> list:
+    items = [x.strip() for x in str(text).split(",") if x.strip()]
+    try:
+        values = [cast(x) for x in items]
+    except ValueError:
+        raise ValueError(f"{what} {text!r}: expected a comma list like 1,8,64") from None
+    if not values:
+        raise ValueError(f"{what} {text!r} is empty")
+    return values
+
+
+def _write_json(path, result) -> None:
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(path)
+    logger.info("wrote %s", path)
+
+
+def _bench_profile(args, backends, batches) -> int:
+    from wavegen.bench import format_profile, profile_generation
+
+    if args.backends == "torch,numba":  # the default list: profile what can be profiled
+        backends = ["numba"]
+    result = profile_generation(args.model, backends, batches, samples=args.samples,
+                                threads=args.threads if args.threads is not None else 1, seed=args.seed,
+                                progress=None if args.quiet else logger.info)
+    result["command"] = (f"wavegen bench --profile --model {args.model} --backends {','.join(backends)} "
+                         f"--batch {','.join(map(str, batches))} --samples {args.samples}")
+    print(format_profile(result))
+    if args.json:
+        _write_json(args.json, result)
+    return 0
+
+
+def run(args) -> int:
+    from wavegen.bench import bench_generation, format_table, plot
+
+    if args.train:
+        return _cmd_bench_train(args)
+    backends = _comma_list(args.backends, "--backends")
+    batches = _comma_list(args.batch or ("1" if args.profile else "1,8,64"), "--batch", int)
+    if args.profile:
+        return _bench_profile(args, backends, batches)
+    result = bench_generation(args.model, backends, batches, samples=args.samples, torch_samples=args.torch_samples,
+                              repeats=args.repeats, threads=args.threads, device=args.device, seed=args.seed,
+                              progress=None if args.quiet else logger.info)
+    options = [f"--model {args.model}", f"--backends {','.join(backends)}", f"--batch {','.join(map(str, batches))}",
+               f"--samples {args.samples}", f"--repeats {args.repeats}"]
+    options += [f"--{name.replace('_', '-')} {getattr(args, name)}" for name in ("torch_samples", "threads", "seed")
+                if getattr(args, name) not in (None, 0)]
+    options += [f"--device {args.device}"] if args.device != "cpu" else []
+    result["command"] = "wavegen bench " + " ".join(options)
+    print(format_table(result))
+    if args.json:
+        _write_json(args.json, result)
+    if args.plot:
+        logger.info("wrote %s", plot(result, args.plot))
+    return 0
+
+
+def _cmd_bench_train(args) -> int:
+    from wavegen.bench import bench_training, format_training_table
+    from wavegen.config import save_json
+    from wavegen.models import resolve_preset
+
+    batches = _comma_list(args.batch, "--batch", int) if args.batch else \
+        [resolve_preset(args.model)["train"]["batch_size"]]
+    result = bench_training(args.model, batches, seq_len=args.seq_len, steps=args.steps, warmup=args.warmup_steps,
+                            threads=args.threads, device=args.device, mixed_precision=args.precision,
+                            compile=args.compile, grad_accum=args.grad_accum, num_workers=args.workers,
+                            seed=args.seed, progress=None if args.quiet else logger.info)
+    options = [f"--model {args.model}", f"--batch {','.join(map(str, batches))}",
+               f"--seq-len {result['rows'][0]['seq_len']}", f"--steps {args.steps}",
+               f"--warmup-steps {args.warmup_steps}", f"--precision {args.precision}"]
+    options += [f"--threads {args.threads}"] if args.threads else []
+    options += [f"--grad-accum {args.grad_accum}"] if args.grad_accum != 1 else []
+    options += [f"--workers {args.workers}"] if args.workers else []
+    options += ["--compile"] if args.compile else []
+    options += [f"--device {args.device}"] if args.device != "cpu" else []
+    result["command"] = "wavegen bench --train " + " ".join(options)
+    print(format_training_table(result))
+    if args.json:
+        from pathlib import Path
+
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        save_json(Path(args.json), result)
+        logger.info("wrote %s", args.json)
+    return 0

@@ -1,0 +1,32 @@
+"""wavegen info: describe a model, list presets."""
+
+from __future__ import annotations
+
+import json
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("info", help="describe a model (or list presets and backends)")
+    p.add_argument("model", nargs="?", default=None, help="model folder, run folder or preset name")
+    p.add_argument("--presets", action="store_true", help="list the model presets")
+    p.add_argument("--json", action="store_true")
+
+
+def run(args) -> int:
+    from wavegen.info import describe, presets_table
+
+    if args.presets or args.model is None:
+        print(presets_table())
+        return 0
+    info = describe(args.model)
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for key, value in info.items():
+            if isinstance(value, dict):
+                print(f"{key}:")
+                for k, v in value.items():
+                    print(f"  {k}: {v}")
+            else:
+                print(f"{key}: {value}")
+    return 0

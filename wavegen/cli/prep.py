@@ -1,0 +1,37 @@
+"""wavegen prep: recordings → a corpus."""
+
+from __future__ import annotations
+
+import logging
+
+logger = logging.getLogger("wavegen")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("prep", help="decode, resample, trim and split recordings into a corpus",
+                       description="Prepare recordings (files or folders, searched recursively) into a corpus.")
+    p.add_argument("inputs", nargs="+", help="audio files or folders (WAV, FLAC, OGG, Opus, MP3, ...)")
+    p.add_argument("corpus", help="output corpus folder")
+    p.add_argument("--sample-rate", type=int, default=16000, help="target rate in Hz (default 16000)")
+    p.add_argument("--top-db", type=float, default=40.0,
+                   help="frames this many dB under the file's peak count as silence (default 40)")
+    p.add_argument("--min-silence-seconds", type=float, default=1.0,
+                   help="silent stretches longer than this are cut out (default 1.0)")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--test-fraction", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0, help="seed of the train/val/test split")
+    p.add_argument("--labels", choices=["folders"], default=None,
+                   help="folders: each top-level subfolder of an input is a label (artist, album)")
+
+
+def run(args) -> int:
+    from wavegen.corpus import prepare
+
+    manifest = prepare(args.inputs, args.corpus, sample_rate=args.sample_rate, top_db=args.top_db,
+                       min_silence_seconds=args.min_silence_seconds, val_fraction=args.val_fraction,
+                       test_fraction=args.test_fraction, seed=args.seed, labels=args.labels,
+                       progress=not args.quiet)
+    splits = manifest["splits"]
+    logger.info("corpus %s: %s; %d file(s) skipped", args.corpus,
+                ", ".join(f"{k} {v['seconds'] / 60:.1f} min" for k, v in splits.items()), len(manifest["skipped"]))
+    return 0

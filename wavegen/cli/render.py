@@ -1,0 +1,52 @@
+"""wavegen render: audio from a model, long and resumable."""
+
+from __future__ import annotations
+
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("render", help="render audio from a trained model",
+                       description="Render audio from a model folder or a run folder (its best/).")
+    p.add_argument("model", help="model folder or run folder")
+    p.add_argument("--seconds", type=float, required=True, help="seconds per stream")
+    p.add_argument("--streams", type=int, default=1, help="independent streams rendered together")
+    p.add_argument("--out", required=True, help="output folder (stream_000.wav, ...)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", default="1.0",
+                   help="sampling temperature; a comma list cycles over streams (default 1.0)")
+    p.add_argument("--prime", default=None, help="audio file to continue (any rate or channel count)")
+    p.add_argument("--prime-seconds", type=float, default=2.0, help="how much of the prime's end to use")
+    p.add_argument("--label", default=None, help='a label, or a blend "a:0.7,b:0.3" (conditioned models)')
+    p.add_argument("--backend", default="auto", help="auto, torch, numba or cuda")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--format", default="wav", choices=["wav", "flac"])
+    p.add_argument("--block-seconds", type=float, default=1.0,
+                   help="audio generated between progress updates (the output does not depend on it)")
+    p.add_argument("--snapshot-seconds", type=float, default=30.0,
+                   help="audio between resumable snapshots under OUT/.state (default 30)")
+    p.add_argument("--restart", action="store_true",
+                   help="discard a previous or unfinished render in --out and start over")
+    p.add_argument("--no-guard", dest="guard", action="store_false",
+                   help="do not rewind streams that fall silent, clip or turn to noise")
+    p.add_argument("--guard-seconds", type=float, default=2.0, help="guard window (default 2)")
+    p.add_argument("--guard-attempts", type=int, default=4,
+                   help="redraws of a failing window before keeping it (default 4)")
+    p.add_argument("--no-spectrogram", dest="spectrogram", action="store_false",
+                   help="skip the spectrogram PNG per stream")
+
+
+def run(args) -> int:
+    from wavegen.render import RenderSettings, render
+
+    temps = [float(t) for t in str(args.temperature).split(",") if t.strip()]
+    settings = RenderSettings(seconds=args.seconds, streams=args.streams, seed=args.seed, temperature=temps,
+                              prime=args.prime, prime_seconds=args.prime_seconds, label=args.label,
+                              backend=args.backend, device=args.device, format=args.format,
+                              block_seconds=args.block_seconds, snapshot_seconds=args.snapshot_seconds,
+                              guard=args.guard, guard_seconds=args.guard_seconds,
+                              guard_attempts=args.guard_attempts, spectrogram=args.spectrogram)
+    report = render(args.model, args.out, settings, progress=not args.quiet, restart=args.restart)
+    if report.get("rank", 0) == 0:  # under torchrun/accelerate, one process lists the files
+        for path in report["paths"]:
+            print(path)
+    return 0

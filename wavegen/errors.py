@@ -1,0 +1,17 @@
+"""The family of errors meant for the user.
+
+Every error a user can cause and fix (a setting, a file, a folder another process is using)
+derives from :class:`WavegenError`; its message names the file or value and says what to do.
+The CLI prints these as one line with exit code 2. Anything else is a bug and keeps its
+traceback.
+"""
+
+from __future__ import annotations
+
+
+class WavegenError(Exception):
+    """An error the user can act on; the message names the file or value and what to do."""
+
+
+class FolderBusyError(WavegenError):
+    """Another process holds a folder's lock (a second render into one --out, two trainings of one --run)."""

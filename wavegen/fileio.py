@@ -1,0 +1,172 @@
+"""Writing files so that a crash never leaves half of one: the one place wavegen does it.
+
+- :func:`atomic_write` / :func:`write_json`: a temporary file in the same folder, fsync,
+  rename over the target, fsync the folder. After a crash (power loss included) the target
+  holds either the old content or the new, never a mix.
+- :func:`replace_dir`: move a finished folder into place; the old one goes only after the swap.
+- :func:`sha256_file`: the digest of a file, read in blocks.
+- :class:`FolderLock`: one writer per folder (a render's ``--out``, a training ``--run``); a
+  second process is refused at once with the holder's pid and command. The lock is an
+  ``flock`` on ``FOLDER/.lock``, so it dies with its process (``kill -9`` included).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from wavegen.errors import FolderBusyError, WavegenError
+
+LOCK_FILE = ".lock"
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """fsync a folder, so a rename or a new file in it survives power loss."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | Path, data: bytes | str | Callable) -> Path:
+    """Write ``data`` to ``path`` atomically and durably; returns ``path``.
+
+    ``data`` is bytes, a str (UTF-8), or a function ``write(binary_file)`` that writes the
+    content itself (``np.savez``, ``safetensors``' bytes). The temporary name carries the pid,
+    so two processes writing the same path never share a temporary file.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            if callable(data):
+                data(f)
+            else:
+                f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+    return path
+
+
+def write_json(path: str | Path, data, indent: int | None = 2) -> Path:
+    """``data`` as JSON (a trailing newline) → ``path``, atomically."""
+    return atomic_write(path, json.dumps(data, indent=indent) + "\n")
+
+
+def replace_dir(tmp: str | Path, final: str | Path) -> Path:
+    """Move the finished folder ``tmp`` to ``final``; an old ``final`` is removed only after the swap.
+
+    Between the two renames the old folder is at ``final.old`` (readers fall back to it).
+    """
+    tmp, final = Path(tmp), Path(final)
+    old = final.with_name(final.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    fsync_dir(final.parent)
+    if old.exists():
+        shutil.rmtree(old)
+    return final
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read 1 MiB at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def ensure_folder(folder: str | Path, what: str = "folder") -> Path:
+    """Create ``folder`` (and its parents); a clear error when it, or a parent, is a file."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise WavegenError(f"{folder} is a file, not a folder: give a folder for the {what}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        parent = next((p for p in folder.parents if p.exists() and not p.is_dir()), folder)
+        raise WavegenError(f"{parent} is a file, not a folder: cannot create the {what} {folder}") from None
+    except PermissionError as err:
+        raise WavegenError(f"cannot create the {what} {folder}: {err.strerror}") from None
+    return folder
+
+
+class FolderLock:
+    """Exclusive use of ``folder`` by this process while the ``with`` block runs.
+
+    ``what`` names the work in the refusal ("render", "training run"). A second FolderLock on
+    the same folder, from any process (this one included), raises FolderBusyError at once,
+    naming the holder's pid, host and command. The lock is released on exit, or by the kernel
+    when the process dies; ``FOLDER/.lock`` stays (deleting it would race with a new holder).
+    """
+
+    def __init__(self, folder: str | Path, what: str = "process"):
+        self.folder, self.what = Path(folder), what
+        self.path = self.folder / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> "FolderLock":
+        ensure_folder(self.folder, self.what)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise FolderBusyError(f"{self.folder}: another {self.what} is writing here ({holder}); wait for it "
+                                  "to finish (or stop it), or choose another folder") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv),
+                "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def __enter__(self) -> "FolderLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _read_holder(fd: int) -> str:
+    """What the lock holder wrote about itself, as words (its pid and command when known)."""
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not info.get("pid"):
+        return "a process that is just starting"
+    return f"process {info['pid']} on {info.get('host', '?')}, started {info.get('started', '?')}: " \
+           f"{info.get('command', '?')}"

@@ -1,0 +1,92 @@
+"""Progress for long work: a tqdm bar on a terminal, a plain line every few seconds elsewhere.
+
+A bar written to a file or a pipe (a log, ``| tee``, a job scheduler) fills it with carriage
+returns; there :func:`progress_bar` logs one line every ``interval_seconds`` instead::
+
+    with progress_bar(total=300, desc="train", unit="step") as bar:
+        bar.update(1); bar.set_postfix(loss_bits="4.21")
+
+Both kinds take the tqdm calls wavegen uses: ``update``, ``set_postfix``, ``set_postfix_str``,
+``close``, and ``n`` / ``total``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+logger = logging.getLogger("wavegen")
+
+PLAIN_INTERVAL_SECONDS = 10.0
+
+
+def progress_bar(total: float | None = None, desc: str = "", unit: str = "it", initial: float = 0,
+                 stream=None, interval_seconds: float = PLAIN_INTERVAL_SECONDS, **tqdm_kwargs):
+    """A tqdm bar when ``stream`` (default stderr) is a terminal, else a :class:`PlainProgress`."""
+    stream = sys.stderr if stream is None else stream
+    if getattr(stream, "isatty", lambda: False)():
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=desc or None, unit=unit, initial=initial, file=stream,
+                    dynamic_ncols=True, **tqdm_kwargs)
+    return PlainProgress(total, desc, unit, initial, interval_seconds)
+
+
+class PlainProgress:
+    """Logs ``desc: n/total unit (p%), rate, elapsed, ETA [postfix]`` at most every ``interval_seconds``."""
+
+    def __init__(self, total=None, desc="", unit="it", initial=0, interval_seconds=PLAIN_INTERVAL_SECONDS):
+        self.total, self.desc, self.unit, self.n = total, desc or "progress", unit, initial
+        self.interval = interval_seconds
+        self.postfix = ""
+        self._start_n = initial
+        self._t0 = self._last = time.monotonic()
+
+    def update(self, n: float = 1) -> None:
+        self.n += n
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            self._last = now
+            logger.info(self.line(now))
+
+    def set_postfix(self, ordered_dict=None, refresh=True, **kwargs) -> None:
+        items = dict(ordered_dict or {}, **kwargs)
+        self.postfix = ", ".join(f"{k}={v}" for k, v in items.items())
+
+    def set_postfix_str(self, s: str = "", refresh=True) -> None:
+        self.postfix = str(s)
+
+    def line(self, now: float | None = None) -> str:
+        elapsed = (time.monotonic() if now is None else now) - self._t0
+        done = self.n - self._start_n
+        rate = done / elapsed if elapsed > 0 else 0.0
+        parts = [f"{self.desc}: {_num(self.n)}" + (f"/{_num(self.total)}" if self.total else "") + f" {self.unit}"]
+        if self.total:
+            parts[0] += f" ({100.0 * self.n / self.total:.0f}%)"
+        parts.append(f"{rate:.3g} {self.unit}/s, {_clock(elapsed)} elapsed")
+        if self.total and rate > 0 and self.n < self.total:
+            parts.append(f"ETA {_clock((self.total - self.n) / rate)}")
+        if self.postfix:
+            parts.append(self.postfix)
+        return ", ".join(parts)
+
+    def close(self) -> None:
+        if self.n != self._start_n:
+            logger.info(self.line())
+
+    def __enter__(self) -> "PlainProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _num(x: float) -> str:
+    return f"{x:g}" if isinstance(x, float) and not float(x).is_integer() else f"{int(x)}"
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"

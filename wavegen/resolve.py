@@ -1,0 +1,164 @@
+"""What a user names as "the model": a preset, a model folder, a run folder, or a run's checkpoint.
+
+One resolver for train, render, eval, info and bench::
+
+    ref = resolve_model("runs/my-band")                      # the run's best/
+    ref = resolve_model("runs/my-band", checkpoint="last")   # its newest kept checkpoint
+    ref = resolve_model("runs/my-band", checkpoint="step_2000")
+    ref = resolve_model("samplernn-tiny")                    # a preset: random weights
+    ref = resolve_model("my-config.json")                    # a config file: random weights
+    model = ref.load("cpu")                                  # eval mode, weights loaded
+    ref.config, ref.sample_rate, ref.weights, ref.source
+
+The sample rate always comes from the model's config (a trained model: its corpus's rate; a
+preset: the rate it is published at, ``data.sample_rate`` in the preset).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from wavegen.config import ConfigError, load_json
+
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+KINDS = ("preset", "config", "model", "run", "checkpoint")
+_STEP = re.compile(r"^step_(\d+)$")
+# accelerate saves a checkpoint's model without unwrapping it: DDP and torch.compile add these
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+@dataclass
+class ModelRef:
+    """A resolved model. ``kind`` is one of KINDS; ``weights`` is None for a preset or config file."""
+
+    kind: str
+    source: str  # for people: "preset samplernn-tiny (random weights)", "runs/x/best", ...
+    config: dict  # the full resolved config; data.sample_rate always present
+    weights: Path | None = None
+    folder: Path | None = None  # the model folder, run folder or checkpoint folder
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.config["data"]["sample_rate"])
+
+    @property
+    def trained(self) -> bool:
+        return self.weights is not None
+
+    def build(self):
+        """A freshly initialised model of this config (random weights, train mode)."""
+        from wavegen.models import build_model
+
+        return build_model(self.config)
+
+    def load(self, device="cpu"):
+        """The model in eval mode on ``device``: trained weights where there are any."""
+        model = self.build()
+        if self.weights is not None:
+            _load_into(model, self.weights)
+        return model.to(device).eval()
+
+
+def strip_wrappers(state: dict) -> dict:
+    """State dict keys without the DDP / torch.compile prefixes accelerate leaves in checkpoints."""
+    out = {}
+    for key, value in state.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in _WRAPPER_PREFIXES:
+                if key.startswith(prefix):
+                    key, changed = key[len(prefix):], True
+        out[key] = value
+    return out
+
+
+def _load_into(model, weights: Path) -> None:
+    from wavegen.checkpoint import load_weights
+
+    state = strip_wrappers(load_weights(weights))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ConfigError(f"{weights} does not match its config: {err}") from None
+
+
+def _is_model_folder(folder: Path) -> bool:
+    return (folder / MODEL_FILE).is_file() and (folder / CONFIG_FILE).is_file()
+
+
+def run_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """A run's finished checkpoints ``(step, folder)``, oldest first."""
+    folder = Path(run_dir) / "checkpoints"
+    found = []
+    if folder.is_dir():
+        for child in folder.iterdir():
+            match = _STEP.match(child.name)
+            if match and (child / "trainer_state.json").is_file():
+                found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def _checkpoint_ref(run_dir: Path, checkpoint: str) -> ModelRef:
+    if not (run_dir / CONFIG_FILE).is_file() or not (run_dir / "checkpoints").is_dir():
+        raise ConfigError(f"--checkpoint {checkpoint}: {run_dir} is not a run folder (no {CONFIG_FILE} and "
+                          "checkpoints/); give the run folder that wavegen train wrote")
+    found = run_checkpoints(run_dir)
+    if not found:
+        raise ConfigError(f"--checkpoint {checkpoint}: {run_dir / 'checkpoints'} holds no finished checkpoint")
+    if checkpoint == "last":
+        step, folder = found[-1]
+    else:
+        match = _STEP.match(checkpoint) or re.match(r"^(\d+)$", checkpoint)
+        steps = {s: f for s, f in found}
+        if match is None or int(match.group(1)) not in steps:
+            kept = ", ".join(f"step_{s}" for s, _ in found)
+            raise ConfigError(f"--checkpoint {checkpoint}: no such checkpoint in {run_dir}; kept: {kept} (or last)")
+        step, folder = int(match.group(1)), steps[int(match.group(1))]
+    weights = folder / MODEL_FILE
+    if not weights.is_file():
+        raise ConfigError(f"{folder}: no {MODEL_FILE} (an incomplete checkpoint)")
+    return ModelRef("checkpoint", f"{folder} (step {step})", load_json(run_dir / CONFIG_FILE), weights, folder)
+
+
+def resolve_model(target: str | Path, checkpoint: str | None = None) -> ModelRef:
+    """A preset name, config file, model folder or run folder (+ ``checkpoint`` "last" | "step_N") → ModelRef.
+
+    A run folder means its ``best/`` (or ``best.old/`` while best/ is being replaced).
+    Raises ConfigError naming the path or preset when nothing matches.
+    """
+    from wavegen.models import PRESETS, resolve_preset
+
+    text = str(target)
+    path = Path(text).expanduser()
+    if checkpoint is not None:
+        return _checkpoint_ref(path, checkpoint)
+    if text in PRESETS and not path.exists():
+        config = resolve_preset(text)
+        return ModelRef("preset", f"preset {text} (random weights)", config)
+    if path.is_file():
+        if path.suffix != ".json":
+            raise ConfigError(f"{path}: not a model: give a preset name, a model or run folder, or a config .json")
+        config = load_json(path)
+        if "model_type" not in config or "model" not in config:
+            raise ConfigError(f"{path}: not a wavegen config (no model_type and model)")
+        if "sample_rate" not in config.get("data", {}):
+            if config.get("preset") not in PRESETS:
+                raise ConfigError(f"{path}: no data.sample_rate and no known preset to take it from; "
+                                  'add "data": {"sample_rate": HZ}')
+            config.setdefault("data", {})["sample_rate"] = resolve_preset(config["preset"])["data"]["sample_rate"]
+        return ModelRef("config", f"{path} (random weights)", config, folder=path.parent)
+    for kind, folder in (("model", path), ("run", path / "best"), ("run", path / "best.old")):
+        if _is_model_folder(folder):
+            return ModelRef(kind, str(folder), load_json(folder / CONFIG_FILE), folder / MODEL_FILE, folder)
+    if not path.exists():
+        raise ConfigError(f"{text}: no such preset, model folder or run folder (presets: {sorted(PRESETS)})")
+    if (path / CONFIG_FILE).is_file() and run_checkpoints(path):
+        raise ConfigError(f"{path}: this run has no best/ model yet (no validation has run); use "
+                          "--checkpoint last, or train on until a validation step")
+    raise ConfigError(f"{path}: no {MODEL_FILE} + {CONFIG_FILE} here or in {path / 'best'}; "
+                      "train a model first (wavegen train), or give a run or model folder")
+
