@@ -9,6 +9,7 @@ import soundfile as sf
 from wavegen.audio import (
     QUANTIZATIONS,
     AudioError,
+    decode_audio,
     dequantize,
     float_to_int16,
     int16_to_float,
@@ -18,7 +19,6 @@ from wavegen.audio import (
     resample,
     silence_code,
     to_mono,
-    write_audio,
 )
 
 
@@ -201,28 +201,37 @@ def test_load_mono_mixes_and_resamples(tmp_path, make_audio):
 
 
 @pytest.mark.parametrize("suffix", ["wav", "flac"])
-def test_write_read_round_trip(tmp_path, suffix):
+def test_pcm16_reads_as_int_over_32768_and_floats_keep_values_above_full_scale(tmp_path, suffix):
     rng = np.random.default_rng(4)
-    x = rng.uniform(-1, 1, size=(1000, 2)).astype(np.float32)
-    x[0] = [1.5, -1.5]  # clipped
-    path = tmp_path / f"out.{suffix}"
-    write_audio(path, x, 16000)
-    info = sf.info(str(path))
-    assert info.format == suffix.upper() and info.subtype == "PCM_16" and info.samplerate == 16000
-    y, sr = read_audio(path)
-    assert y.shape == (1000, 2)
-    np.testing.assert_array_equal(y, int16_to_float(float_to_int16(x)))
-    assert y[0].tolist() == [32767 / 32768, -1.0]  # clipped as float_to_int16 does
-    write_audio(tmp_path / "mono.wav", x[:, 0], 8000)
-    y, sr = read_audio(tmp_path / "mono.wav")
-    assert y.shape == (1000, 1) and sr == 8000
+    pcm = rng.integers(-32768, 32768, size=(1000, 2), dtype=np.int16)
+    sf.write(str(tmp_path / f"pcm.{suffix}"), pcm, 16000, subtype="PCM_16")
+    y, sr = read_audio(tmp_path / f"pcm.{suffix}")
+    assert sr == 16000 and y.shape == (1000, 2)
+    np.testing.assert_array_equal(y, int16_to_float(pcm))
+    loud = rng.uniform(-50, 50, size=(300, 1)).astype(np.float32)  # +34 dB: prep scales, not the decoder
+    sf.write(str(tmp_path / "loud.wav"), loud, 8000, subtype="FLOAT")
+    decoded = decode_audio(tmp_path / "loud.wav")
+    assert decoded.damage is None and decoded.sample_rate == 8000
+    np.testing.assert_array_equal(decoded.samples, loud)
 
 
-def test_write_audio_format_argument_and_errors(tmp_path):
-    x = np.zeros(100, np.float32)
-    write_audio(tmp_path / "take.audio", x, 16000, format="flac")
-    assert sf.info(str(tmp_path / "take.audio")).format == "FLAC"
-    with pytest.raises(ValueError, match="'mp3'"):
-        write_audio(tmp_path / "a.mp3", x, 16000)
-    with pytest.raises(ValueError, match="'ogg'"):
-        write_audio(tmp_path / "a.wav", x, 16000, format="ogg")
+@pytest.mark.parametrize("fmt,subtype", [("WAV", "PCM_16"), ("FLAC", "PCM_16"), ("OGG", "VORBIS")])
+def test_a_file_cut_short_decodes_in_part_and_says_so(tmp_path, fmt, subtype, caplog):
+    rng = np.random.default_rng(5)
+    x = (0.3 * rng.standard_normal((3 * 16000, 1))).astype(np.float32)
+    whole = tmp_path / f"whole.{fmt.lower()}"
+    sf.write(str(whole), x, 16000, format=fmt, subtype=subtype)
+    full = decode_audio(whole)
+    assert full.damage is None and full.samples.shape == (48000, 1)
+    cut = tmp_path / f"cut.{fmt.lower()}"
+    cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.6)])
+    part = decode_audio(cut)
+    assert part.damage.startswith("cut short") and 0.8 * 16000 < len(part.samples) < 0.65 * 48000
+    np.testing.assert_array_equal(part.samples, full.samples[: len(part.samples)])  # a prefix, exactly
+    with caplog.at_level("WARNING"):
+        y, _ = read_audio(cut)
+    assert len(y) == len(part.samples) and f"{cut}: cut short" in caplog.text
+    headers_only = tmp_path / f"headers.{fmt.lower()}"
+    headers_only.write_bytes(whole.read_bytes()[:40])
+    with pytest.raises(AudioError, match="headers.*cannot decode"):
+        decode_audio(headers_only)

@@ -7,14 +7,10 @@ import soundfile as sf
 
 import wavegen.corpus as corpus_mod
 from wavegen.audio import float_to_int16, load_mono
-from wavegen.corpus import (
-    FRAME_LENGTH,
-    SPLITS,
-    Corpus,
-    CorpusError,
-    prepare,
-    split_on_silence,
-)
+from wavegen.config import ConfigError
+from wavegen.corpus import SPLITS, Corpus, CorpusError, PrepSettings, prepare
+from wavegen.errors import WavegenError
+from wavegen.split import FRAME_LENGTH, split_on_silence
 
 SR = 16000
 
@@ -124,13 +120,14 @@ def test_no_usable_files_raises(tmp_path, make_audio):
         prep([src], tmp_path / "c")
     msg = str(info.value)
     assert "x.wav" in msg and "empty.wav" in msg and "silent.flac" in msg and "silent" in msg
+    assert "\n" not in msg  # the CLI prints it as one line
     assert not (tmp_path / "c" / "manifest.json").exists()
     assert not list((tmp_path / "c").glob(".prep-*"))  # temporary files cleaned up
 
 
 def test_missing_input_raises(tmp_path, make_tone):
     make_tone(tmp_path / "a.wav", 1.0, SR)
-    with pytest.raises(FileNotFoundError, match="nowhere"):
+    with pytest.raises(CorpusError, match="nowhere"):
         prep([tmp_path / "a.wav", tmp_path / "nowhere"], tmp_path / "c")
 
 
@@ -272,7 +269,7 @@ def test_rerun_does_no_work(tmp_path, make_tone, monkeypatch, caplog):
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded audio on an up-to-date corpus")
 
-    monkeypatch.setattr(corpus_mod, "read_audio", no_decoding)
+    monkeypatch.setattr(corpus_mod, "decode_audio", no_decoding)
     with caplog.at_level("INFO", logger="wavegen.corpus"):
         m2 = prep([tmp_path / "rec"], tmp_path / "c")
     assert m2 == m1 and "corpus up to date" in caplog.text
@@ -294,7 +291,7 @@ def test_failed_prep_keeps_previous_corpus(tmp_path, make_tone, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(corpus_mod, "_write_arrays", write_fails)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CorpusError, match="disk full"):
         prep([tmp_path / "rec"], tmp_path / "c", seed=1)
     c = Corpus(tmp_path / "c")
     assert c.manifest == m1
@@ -326,3 +323,111 @@ def test_corpus_reader_errors(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"format_version": 99}))
     with pytest.raises(CorpusError, match="format_version 99"):
         Corpus(tmp_path)
+
+
+# ----------------------------------------------------------------------------- hostile inputs
+
+
+def test_symlinked_folders_are_followed_and_labels_come_from_the_link_names(tmp_path, make_tone, caplog):
+    artists = tmp_path / "artists"
+    tones(artists / "a", make_tone, 2)
+    tones(artists / "b", make_tone, 2, seconds=1.5)
+    (artists / "a" / "again").symlink_to("../a")  # a link loop
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "alpha").symlink_to(artists / "a")
+    (linked / "beta").symlink_to(artists / "b")
+    with caplog.at_level("WARNING"):
+        m = prep([linked], tmp_path / "c", labels="folders", val_fraction=0, test_fraction=0)
+    assert m["labels"] == ["alpha", "beta"] and m["skipped"] == []
+    got = sorted((f["label"], os.path.relpath(f["path"], linked)) for f in m["files"])
+    assert got == [("alpha", "alpha/t00.wav"), ("alpha", "alpha/t01.wav"),
+                   ("beta", "beta/t00.wav"), ("beta", "beta/t01.wav")]
+    assert "link loop" in caplog.text and str(linked / "alpha" / "again") in caplog.text
+
+
+def test_loud_float_audio_is_scaled_to_full_scale_not_clipped(tmp_path, make_audio, caplog):
+    t = np.arange(2 * SR) / SR
+    wave = np.sin(2 * np.pi * 220 * t) * np.linspace(0.2, 1.0, len(t))  # peak at the end
+    rec = tmp_path / "rec"
+    make_audio(rec / "plus34db.wav", 50.0 * wave, SR, subtype="FLOAT")
+    make_audio(rec / "plus1db.wav", 10 ** (1 / 20) * np.roll(wave, 999), SR, subtype="FLOAT")
+    make_audio(rec / "quiet.wav", 0.5 * np.roll(wave, 333), SR, subtype="FLOAT")
+    with caplog.at_level("INFO"):
+        m = prep([rec], tmp_path / "c", val_fraction=0, test_fraction=0, progress=True)
+    c = Corpus(tmp_path / "c")
+    files = {os.path.basename(f["path"]): (i, f) for i, f in enumerate(m["files"])}
+    for name, gain_db in (("plus34db.wav", -33.98), ("plus1db.wav", -1.0), ("quiet.wav", 0.0)):
+        i, entry = files[name]
+        assert entry["gain_db"] == pytest.approx(gain_db, abs=0.01) and entry["partial"] is False
+        start, length, _ = c.segments("train")[c.segments("train")[:, 2] == i][0]
+        pcm = np.asarray(c.split("train")[start : start + length], dtype=np.float64)
+        source = load_mono(rec / name, SR)[: len(pcm)].astype(np.float64)
+        expected = source * 10 ** (entry["gain_db"] / 20) * 32767  # gain_db is rounded to 0.001 dB
+        assert np.abs(pcm - expected).max() <= 3.0  # the same waveform, no sample clipped
+        if gain_db < 0:
+            assert np.abs(pcm).max() >= 32767 - 3  # scaled to full scale, not below
+    assert "plus34db.wav peaks 34.0 dB above full scale: scaled down by 34.0 dB" in caplog.text
+    assert "plus1db.wav peaks 1.0 dB above full scale" in caplog.text and "quiet.wav peaks" not in caplog.text
+    assert "2 file(s) scaled down to full scale" in caplog.text
+    assert "prep: 3/3 file (100%)" in caplog.text  # progress as plain lines: stderr is no terminal here
+
+
+def test_damaged_files_keep_the_part_that_decodes_and_are_marked_partial(tmp_path, make_audio, caplog):
+    from conftest import melody
+
+    rec = tmp_path / "rec"
+    for i, (name, fmt, subtype) in enumerate([("cut.ogg", "OGG", "VORBIS"), ("cut.flac", "FLAC", "PCM_16"),
+                                              ("cut.wav", "WAV", "PCM_16"), ("whole.flac", "FLAC", "PCM_16")]):
+        path = make_audio(rec / name, melody(4.0, SR, seed=i), SR, format=fmt, subtype=subtype)
+        if name.startswith("cut"):
+            path.write_bytes(path.read_bytes()[: int(path.stat().st_size * 0.6)])
+    with caplog.at_level("WARNING"):
+        m = prep([rec], tmp_path / "c", val_fraction=0, test_fraction=0)
+    assert m["skipped"] == []
+    files = {os.path.basename(f["path"]): f for f in m["files"]}
+    assert files["whole.flac"]["partial"] is False and "partial_reason" not in files["whole.flac"]
+    assert files["whole.flac"]["duration_seconds"] == pytest.approx(4.0)
+    for name in ("cut.ogg", "cut.flac", "cut.wav"):
+        f = files[name]
+        assert f["partial"] is True and f["partial_reason"].startswith("cut short"), f
+        assert 1.0 < f["duration_seconds"] < 3.2 and f["kept_seconds"] > 1.0, f
+        assert f"{rec / name} is damaged (cut short" in caplog.text
+    assert "3 damaged file(s) kept in part" in caplog.text
+    check_split_arrays(Corpus(tmp_path / "c"))
+
+
+def test_output_that_is_a_file_is_refused_and_only_prep_temporaries_are_removed(tmp_path, make_tone):
+    tones(tmp_path / "rec", make_tone, 2)
+    (tmp_path / "taken").write_text("a file, not a folder")
+    with pytest.raises(WavegenError, match="taken is a file, not a folder"):
+        prep([tmp_path / "rec"], tmp_path / "taken")
+    out = tmp_path / "c"
+    (out / ".prep-mine").mkdir(parents=True)  # the user's own folder, named like prep's temporaries
+    (out / ".prep-mine" / "notes.txt").write_text("keep me")
+    stale = corpus_mod._make_temporary(out)  # what a prep killed mid-way leaves behind
+    (stale / "0.pcm").write_bytes(b"\0" * 64)
+    prep([tmp_path / "rec"], out, val_fraction=0, test_fraction=0)
+    assert (out / ".prep-mine" / "notes.txt").read_text() == "keep me"
+    assert not stale.exists()
+    assert sorted(p.name for p in out.glob(".prep-*")) == [".prep-mine"]
+
+
+def test_settings_are_one_dataclass_that_is_the_manifest_params(tmp_path, make_tone):
+    tones(tmp_path / "rec", make_tone, 3)
+    m = prep([tmp_path / "rec"], tmp_path / "c", top_db=35, seed=4, val_fraction=0.3, test_fraction=0)
+    settings = PrepSettings(inputs=(str(tmp_path / "rec"),), top_db=35.0, seed=4, val_fraction=0.3,
+                            test_fraction=0.0)
+    assert m["params"] == settings.params() == json.loads(json.dumps(settings.params()))
+    for kwargs, message in [({"sample_rate": 0}, "sample_rate=0"), ({"labels": "files"}, "labels='files'"),
+                            ({"val_fraction": 0.5, "test_fraction": 0.5}, "leaves nothing to train on"),
+                            ({"top_db": -3}, "top_db=-3")]:
+        with pytest.raises(ConfigError, match=message):
+            PrepSettings(inputs=("x",), **kwargs)
+    # a manifest written before gain_db / partial existed still reads
+    manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    for f in manifest["files"]:
+        del f["gain_db"], f["partial"]
+    (tmp_path / "c" / "manifest.json").write_text(json.dumps(manifest))
+    c = Corpus(tmp_path / "c")
+    assert c.seconds("val") > 0 and len(c.split("train")) == c.manifest["splits"]["train"]["samples"]

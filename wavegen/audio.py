@@ -1,4 +1,4 @@
-"""Audio I/O, mono mixdown, resampling and sample quantization.
+"""Audio decoding, mono mixdown, resampling and sample quantization.
 
 soundfile and soxr are imported inside the functions that use them: machines that only
 train or render (and import this module for quantization) may not have them installed.
@@ -7,7 +7,9 @@ train or render (and import this module for quantization) may not have them inst
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -16,7 +18,6 @@ from wavegen.errors import WavegenError
 logger = logging.getLogger(__name__)
 
 QUANTIZATIONS = ("linear", "mu-law")
-WRITE_FORMATS = ("wav", "flac")
 
 
 class AudioError(WavegenError):
@@ -33,12 +34,30 @@ class AudioError(WavegenError):
 
 # ----------------------------------------------------------------------------- I/O
 
+DECODE_BLOCK_FRAMES = 16384
+SALVAGE_BLOCK_FRAMES = 1024  # after a decoding error: re-read in small blocks to keep all that decodes
+# libsndfile's log line for a chunk whose declared size runs past the end of the file:
+# "data : 384000 (should be 230368)". 0 and 0xFFFFFFFF are placeholders of streaming writers.
+_SHORT_CHUNK = re.compile(r"^\s*(\w+)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+_SIZE_PLACEHOLDERS = (0, 0xFFFFFFFF)
 
-def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
+
+class DecodedAudio(NamedTuple):
+    """What decode_audio returns: samples [frames, channels] float32, the file's rate in Hz, and
+    `damage`: None for a whole file, else what is missing (the samples are the part that decoded)."""
+
+    samples: np.ndarray
+    sample_rate: int
+    damage: str | None
+
+
+def decode_audio(path: str | Path) -> DecodedAudio:
     """Decode an audio file with soundfile (WAV, FLAC, OGG/Vorbis, Opus, MP3, AIFF, ...).
 
-    Returns (x [frames, channels] float32 in [-1, 1], sample_rate_hz). Raises AudioError
-    naming the path and the reason when the file is missing, unknown or corrupt.
+    Float files keep their values, including any above full scale. A file cut short (a
+    truncated download or copy) returns the part that decodes, with `damage` saying what is
+    wrong. Raises AudioError naming the path and the reason when the file is missing, of an
+    unknown format, or has nothing that decodes.
     """
     import soundfile as sf
 
@@ -46,12 +65,68 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     if not path.is_file():
         raise AudioError(path, "no such file")
     try:
-        x, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
+        f = sf.SoundFile(str(path))
     except Exception as e:  # libsndfile reports every failure as a RuntimeError subclass
-        # error_string is libsndfile's reason without the path, which AudioError adds
-        reason = getattr(e, "error_string", None) or str(e)
-        raise AudioError(path, f"cannot decode audio ({reason.rstrip('.')})") from e
-    return np.ascontiguousarray(x), int(sample_rate)
+        raise AudioError(path, f"cannot decode audio ({_libsndfile_reason(e)})") from e
+    with f:
+        declared, sample_rate = f.frames, int(f.samplerate)
+        out = np.empty((declared, f.channels), dtype=np.float32)
+        n, damage, block, error = 0, None, DECODE_BLOCK_FRAMES, None
+        while n < declared:
+            try:
+                got = len(f.read(out=out[n : n + block]))
+            except Exception as e:
+                error = error or _libsndfile_reason(e)  # the first error says why; later ones echo it
+                if block > SALVAGE_BLOCK_FRAMES and _seek(f, n):  # go on in small steps to the damage
+                    block = SALVAGE_BLOCK_FRAMES
+                    continue
+                damage = f"decoding stops at {n / sample_rate:.2f} s ({error})"
+                break
+            if got == 0:
+                break
+            n += got
+        if damage is None and n < declared:
+            damage = f"only {n / sample_rate:.2f} s of the {declared / sample_rate:.2f} s its header declares decode"
+        damage = damage or _damage_in_log(f.extra_info)
+    if n == 0 and damage is not None:
+        raise AudioError(path, f"cannot decode audio (cut short: {damage})")
+    samples = out if n == declared else out[:n].copy()
+    return DecodedAudio(samples, sample_rate, None if damage is None else f"cut short: {damage}")
+
+
+def _seek(f, frame: int) -> bool:
+    try:
+        f.seek(frame)
+        return True
+    except Exception:  # the decoder cannot go back: keep what was read
+        return False
+
+
+def _libsndfile_reason(error: Exception) -> str:
+    # error_string is libsndfile's reason without the path, which AudioError adds
+    return (getattr(error, "error_string", None) or str(error)).rstrip(".")
+
+
+def _damage_in_log(log: str) -> str | None:
+    """What libsndfile's log says is missing from a file that otherwise decoded, or None."""
+    for chunk, declared, present in _SHORT_CHUNK.findall(log):
+        declared, present = int(declared), int(present)
+        if present < declared and declared not in _SIZE_PLACEHOLDERS:
+            return f"its {chunk} chunk declares {declared} bytes, the file holds {present}"
+    if "lacks an end-of-stream" in log:  # Ogg (Vorbis, Opus): the last page of a whole file is marked
+        return "the last Ogg page has no end-of-stream mark"
+    return None
+
+
+def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
+    """Decode an audio file: (x [frames, channels] float32, sample_rate_hz); see decode_audio.
+
+    A file cut short gives the part that decodes, with a warning naming the file.
+    """
+    samples, sample_rate, damage = decode_audio(path)
+    if damage is not None:
+        logger.warning("%s: %s; using the %.2f s that decode", path, damage, len(samples) / sample_rate)
+    return samples, sample_rate
 
 
 def to_mono(x: np.ndarray) -> np.ndarray:
@@ -88,33 +163,6 @@ def load_mono(path: str | Path, sample_rate: int) -> np.ndarray:
     """Read an audio file, mix to mono and resample to sample_rate Hz: [T] float32."""
     x, sr_in = read_audio(path)
     return resample(to_mono(x), sr_in, sample_rate)
-
-
-def write_audio(
-    path: str | Path, x: np.ndarray, sample_rate: int, format: str | None = None
-) -> None:
-    """Write x [T] or [T, C] float in [-1, 1] (clipped) as 16-bit PCM.
-
-    The format comes from `format` ("wav" | "flac") or else from the suffix of path.
-    Raises ValueError naming an unsupported format, AudioError when writing fails.
-    """
-    import soundfile as sf
-
-    path = Path(path)
-    fmt = (format or path.suffix.lstrip(".")).lower()
-    if fmt not in WRITE_FORMATS:
-        raise ValueError(
-            f"{path}: unsupported audio format {fmt!r}; use one of {', '.join(WRITE_FORMATS)}"
-        )
-    x = np.asarray(x)
-    if x.ndim not in (1, 2):
-        raise ValueError(f"write_audio expects [T] or [T, C], got shape {x.shape}")
-    # Convert ourselves so rounding and clipping are the same as float_to_int16 everywhere.
-    pcm = float_to_int16(x)
-    try:
-        sf.write(str(path), pcm, int(sample_rate), format=fmt.upper(), subtype="PCM_16")
-    except Exception as e:
-        raise AudioError(path, f"cannot write audio ({e})") from e
 
 
 # ----------------------------------------------------------------------------- quantization

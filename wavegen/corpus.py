@@ -1,136 +1,153 @@
 """Corpus preparation (decode, mono, resample, trim silence, split) and the corpus reader.
 
 A prepared corpus folder holds:
-  manifest.json                 sources, splits, skipped files, prep parameters, fingerprint
+  manifest.json                 sources, splits, skipped files, prep settings ("params"), fingerprint
   {train,val,test}.npy          int16 PCM [T] at the corpus rate, each split's segments end to end
   {train,val,test}_segments.npy int64 [N, 3] rows (start, length, file_index) into that array
 
-Silence is measured on frames of FRAME_LENGTH samples every HOP_LENGTH samples (at the
-corpus rate): a frame is silent when its RMS is more than top_db below the loudest frame of
-the file. Sound keeps a margin of up to FRAME_LENGTH - HOP_LENGTH samples on each side.
+Each file's manifest entry says what prep did to it: "gain_db" (below 0 when the file went
+above full scale and was scaled down instead of clipped) and "partial" (true for a damaged
+file of which the part that decodes was kept; "partial_reason" says what is missing).
+Silence detection and the train/val/test assignment live in wavegen.split.
 """
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from wavegen.audio import AudioError, float_to_int16, read_audio, resample, to_mono
+from wavegen.audio import AudioError, decode_audio, float_to_int16, resample, to_mono
+from wavegen.config import ConfigError
 from wavegen.errors import WavegenError
+from wavegen.fileio import FolderLock, ensure_folder, fsync_dir, sha256_file, write_json
+from wavegen.progress import progress_bar
+from wavegen.split import FRAME_LENGTH, HOP_LENGTH, SPLITS, assign_splits, split_on_silence
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-SPLITS = ("train", "val", "test")
+FORMAT_VERSION = 1  # what the reader needs; entries added since (gain_db, partial) are optional
+PREP_VERSION = 2  # in the fingerprint: a corpus made by an older prep (loud files clipped) is redone
 AUDIO_EXTENSIONS = frozenset(
     {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf"}
 )
-FRAME_LENGTH = 1024  # 64 ms at 16 kHz: long enough for a stable RMS of low notes
-HOP_LENGTH = 256  # silence boundaries are resolved to 16 ms at 16 kHz
 MANIFEST = "manifest.json"
 _ARRAYS = tuple(f"{s}.npy" for s in SPLITS) + tuple(f"{s}_segments.npy" for s in SPLITS)
+_TMP_PREFIX = ".prep-"
+_TMP_MARKER = ".wavegen-prep-temporary"  # inside every temporary folder prep makes, and only there
 
 
 class CorpusError(WavegenError):
     """A corpus cannot be prepared or read; the message says what to do."""
 
 
-# ----------------------------------------------------------------------------- silence
+@dataclass(frozen=True)
+class PrepSettings:
+    """Everything that decides a corpus; .params() is the manifest's "params".
 
-
-def split_on_silence(
-    x: np.ndarray,
-    sample_rate: int,
-    *,
-    top_db: float = 40.0,
-    min_silence_seconds: float = 1.0,
-    min_segment_seconds: float = 0.5,
-) -> np.ndarray:
-    """Find the stretches of sound in mono x [T] float32.
-
-    Leading and trailing silence is dropped; a silence longer than min_silence_seconds
-    splits the sound (shorter rests stay inside a segment); segments shorter than
-    min_segment_seconds are dropped. Returns int64 [N, 2] rows (start, end) in samples,
-    end exclusive; empty when x is silent.
+    inputs: the audio files and folders, as absolute paths. Files are decoded, mixed to mono,
+    resampled to sample_rate Hz, trimmed of silence (frames top_db below the file's loudest
+    frame, rests longer than min_silence_seconds cut out, pieces shorter than
+    min_segment_seconds dropped) and split val_fraction / test_fraction (shuffled with seed).
+    labels: None, or "folders" (each file's label is its top-level subfolder of an input).
+    Raises ConfigError naming the setting that cannot work.
     """
-    x = np.asarray(x, dtype=np.float32)
-    t = len(x)
-    if t == 0:
-        return np.zeros((0, 2), dtype=np.int64)
-    # Energy per hop block (einsum: no [T] temporary), then frames of K blocks by cumsum.
-    full = t // HOP_LENGTH
-    blocks = x[: full * HOP_LENGTH].reshape(full, HOP_LENGTH)
-    energy = np.einsum("ij,ij->i", blocks, blocks, dtype=np.float64)
-    counts = np.full(full, HOP_LENGTH, dtype=np.float64)
-    if t > full * HOP_LENGTH:
-        tail = x[full * HOP_LENGTH :].astype(np.float64)
-        energy = np.append(energy, tail @ tail)
-        counts = np.append(counts, len(tail))
-    n_blocks = len(energy)
-    k = FRAME_LENGTH // HOP_LENGTH
-    starts = np.arange(n_blocks)
-    ends = np.minimum(starts + k, n_blocks)
-    cum_energy = np.concatenate([[0.0], np.cumsum(energy)])
-    cum_counts = np.concatenate([[0.0], np.cumsum(counts)])
-    frame_energy = np.maximum(cum_energy[ends] - cum_energy[starts], 0.0)
-    rms = np.sqrt(frame_energy / (cum_counts[ends] - cum_counts[starts]))
-    peak = rms.max()
-    if peak <= 0.0:
-        return np.zeros((0, 2), dtype=np.int64)
-    loud = rms >= peak * 10.0 ** (-top_db / 20.0)
-    # A block is sound when any frame covering it (frames starting k-1 blocks earlier) is loud.
-    cum_loud = np.concatenate([[0], np.cumsum(loud)])
-    sound = (cum_loud[starts + 1] - cum_loud[np.maximum(starts - k + 1, 0)]) > 0
 
-    edges = np.diff(np.concatenate([[0], sound.astype(np.int8), [0]]))
-    run_starts = np.flatnonzero(edges == 1)
-    run_ends = np.flatnonzero(edges == -1)
-    min_gap_blocks = min_silence_seconds * sample_rate / HOP_LENGTH
-    segments = []
-    seg_start, seg_end = run_starts[0], run_ends[0]
-    for s, e in zip(run_starts[1:], run_ends[1:]):
-        if s - seg_end > min_gap_blocks:  # a long silence: close the segment
-            segments.append((seg_start, seg_end))
-            seg_start = s
-        seg_end = e
-    segments.append((seg_start, seg_end))
+    inputs: tuple[str, ...]
+    sample_rate: int = 16000
+    top_db: float = 40.0
+    min_silence_seconds: float = 1.0
+    min_segment_seconds: float = 0.5
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    seed: int = 0
+    labels: str | None = None
 
-    out = np.array(segments, dtype=np.int64) * HOP_LENGTH
-    out[:, 1] = np.minimum(out[:, 1], t)
-    keep = (out[:, 1] - out[:, 0]) >= min_segment_seconds * sample_rate
-    return out[keep]
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise ConfigError("prep needs at least one input file or folder")
+        if isinstance(self.sample_rate, bool) or int(self.sample_rate) != self.sample_rate or self.sample_rate <= 0:
+            raise ConfigError(f"sample_rate={self.sample_rate!r}: must be a positive whole number of Hz")
+        if not self.top_db > 0:
+            raise ConfigError(f"top_db={self.top_db!r}: must be > 0 (dB below the loudest frame)")
+        for name in ("min_silence_seconds", "min_segment_seconds"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{name}={getattr(self, name)!r}: must be >= 0")
+        for name in ("val_fraction", "test_fraction"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{name}={getattr(self, name)!r}: must be in [0, 1)")
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ConfigError(f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction}: "
+                              "leaves nothing to train on")
+        if self.labels not in (None, "folders"):
+            raise ConfigError(f'labels={self.labels!r}: use "folders" (or leave it unset)')
+        # one JSON form for the manifest and the fingerprint: floats as floats, ints as ints
+        for name, kind in (("sample_rate", int), ("top_db", float), ("min_silence_seconds", float),
+                           ("min_segment_seconds", float), ("val_fraction", float),
+                           ("test_fraction", float), ("seed", int)):
+            object.__setattr__(self, name, kind(getattr(self, name)))
+        object.__setattr__(self, "inputs", tuple(os.path.abspath(os.path.expanduser(str(p))) for p in self.inputs))
+
+    def params(self) -> dict:
+        """The settings as the manifest's "params" (JSON values: inputs as a list)."""
+        return dict(dataclasses.asdict(self), inputs=list(self.inputs))
 
 
-# ----------------------------------------------------------------------------- prep
+# ----------------------------------------------------------------------------- finding files
 
 
-def _discover(inputs: list[str | Path]) -> list[tuple[Path, Path | None]]:
-    """Audio files under the inputs, sorted: (absolute path, input folder or None)."""
+def _discover(inputs: tuple[str, ...]) -> tuple[list[tuple[Path, Path | None]], list[dict]]:
+    """Audio files under the inputs, sorted: ([(path, input folder or None)], skipped folders).
+
+    Folders are searched recursively, following symbolic links (a folder reached twice, as in
+    a link loop, is searched once). A path keeps the names it was found under, so a label
+    comes from a link's name, not its target's.
+    """
     found: dict[Path, Path | None] = {}
+    skipped: list[dict] = []
     for raw in inputs:
-        p = Path(os.path.abspath(os.path.expanduser(str(raw))))
+        p = Path(raw)
         if not p.exists():
-            raise FileNotFoundError(f"input not found: {p}")
+            raise CorpusError(f"input not found: {p}")
         if not p.is_dir():
             found.setdefault(p, None)  # named explicitly: let the decoder judge its format
             continue
         n_before = len(found)
-        for dirpath, dirnames, filenames in os.walk(p):
-            dirnames.sort()
-            for name in filenames:
-                if os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS:
-                    found.setdefault(Path(dirpath) / name, p)
+        for path in _walk_audio(p, skipped):
+            found.setdefault(path, p)
         if len(found) == n_before:
             logger.warning("no audio files found in %s", p)
-    return sorted(found.items(), key=lambda item: str(item[0]))
+    return sorted(found.items(), key=lambda item: str(item[0])), skipped
+
+
+def _walk_audio(root: Path, skipped: list[dict]):
+    """Yield the audio files under root (links followed); unreadable folders go to skipped."""
+    def unreadable(err: OSError) -> None:
+        reason = f"cannot read folder ({err.strerror or err})"
+        logger.warning("skipping %s: %s", err.filename, reason)
+        skipped.append({"path": str(err.filename), "reason": reason})
+
+    searched: dict[tuple[int, int], str] = {}  # (device, inode) of each folder searched -> its path
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in searched:
+            logger.warning("not searching %s again: it leads to %s, searched already (a link loop?)",
+                           dirpath, searched[(st.st_dev, st.st_ino)])
+            dirnames[:] = []
+            continue
+        searched[(st.st_dev, st.st_ino)] = dirpath
+        dirnames.sort()
+        for name in filenames:
+            if os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS:
+                yield Path(dirpath) / name
 
 
 def _folder_labels(found: list[tuple[Path, Path | None]]) -> list[str]:
@@ -142,16 +159,15 @@ def _folder_labels(found: list[tuple[Path, Path | None]]) -> list[str]:
             unlabelled.append(str(path))
         labels.append(parts[0] if len(parts) >= 2 else "")
     if unlabelled:
-        shown = "\n  ".join(unlabelled[:20]) + ("\n  ..." if len(unlabelled) > 20 else "")
+        shown = ", ".join(unlabelled[:3]) + (f" and {len(unlabelled) - 3} more" if len(unlabelled) > 3 else "")
         raise CorpusError(
-            f'labels="folders" takes each file\'s label from its subfolder of an input folder, '
-            f"but {len(unlabelled)} file(s) are not in a subfolder; move them into one "
-            f"(e.g. INPUT/LABEL/file.wav):\n  {shown}"
+            f"--labels folders takes each file's label from its subfolder of an input folder, but "
+            f"{len(unlabelled)} file(s) are in no subfolder ({shown}): move them into one (INPUT/LABEL/file.wav)"
         )
     return labels
 
 
-def _fingerprint(params: dict, found: list[tuple[Path, Path | None]]) -> str:
+def _fingerprint(settings: PrepSettings, found: list[tuple[Path, Path | None]]) -> str:
     stats = []
     for path, _ in found:
         try:
@@ -161,23 +177,16 @@ def _fingerprint(params: dict, found: list[tuple[Path, Path | None]]) -> str:
             stats.append([str(path), -1, -1])
     payload = {
         "format_version": FORMAT_VERSION,
-        "params": params,
+        "prep_version": PREP_VERSION,
+        "params": settings.params(),
         "silence_frames": [FRAME_LENGTH, HOP_LENGTH],
         "files": sorted(stats),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _existing_manifest(corpus_dir: Path, fingerprint: str) -> dict | None:
-    """The manifest already in corpus_dir if it was made from the same inputs and params."""
+    """The manifest already in corpus_dir if it was made from the same inputs and settings."""
     try:
         manifest = json.loads((corpus_dir / MANIFEST).read_text())
     except (OSError, ValueError):
@@ -191,162 +200,122 @@ def _existing_manifest(corpus_dir: Path, fingerprint: str) -> dict | None:
     return manifest
 
 
-def _assign_file_splits(
-    order: list[int], kept: list[int], val_fraction: float, test_fraction: float
-) -> dict[int, str]:
-    """Give whole files to test, then val, by kept duration; train keeps at least one."""
-    total = sum(kept[i] for i in order)
-    remaining = list(order)
-    assigned = {}
-    holdouts = [(name, f) for name, f in (("test", test_fraction), ("val", val_fraction)) if f > 0]
-    for n, (name, fraction) in enumerate(holdouts):
-        target = fraction * total
-        max_files = len(remaining) - 1 - (len(holdouts) - 1 - n)  # leave one for later splits
-        chosen, acc = [], 0
-        for i in remaining:  # in shuffled order: take a file if it brings us closer to target
-            if len(chosen) < max_files and abs(acc + kept[i] - target) < abs(acc - target):
-                chosen.append(i)
-                acc += kept[i]
-        if not chosen and max_files > 0:  # every file overshoots: take the closest one
-            chosen.append(min(remaining, key=lambda i: abs(kept[i] - target)))
-        for i in chosen:
-            assigned[i] = name
-            remaining.remove(i)
-    for i in remaining:
-        assigned[i] = "train"
-    return assigned
+# ----------------------------------------------------------------------------- prep
 
 
-def _validate_params(inputs, sample_rate, top_db, min_silence_seconds, min_segment_seconds,
-                     val_fraction, test_fraction, labels) -> None:
-    if not inputs:
-        raise ValueError("prepare needs at least one input file or folder")
-    if int(sample_rate) != sample_rate or sample_rate <= 0:
-        raise ValueError(f"sample_rate must be a positive integer (Hz), got {sample_rate!r}")
-    if top_db <= 0:
-        raise ValueError(f"top_db must be > 0 (dB below the loudest frame), got {top_db!r}")
-    if min_silence_seconds < 0 or min_segment_seconds < 0:
-        raise ValueError(
-            f"min_silence_seconds ({min_silence_seconds}) and min_segment_seconds "
-            f"({min_segment_seconds}) must be >= 0"
-        )
-    for name, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0.0 <= f < 1.0:
-            raise ValueError(f"{name} must be in [0, 1), got {f!r}")
-    if val_fraction + test_fraction >= 1.0:
-        raise ValueError(
-            f"val_fraction + test_fraction = {val_fraction + test_fraction} leaves nothing to train on"
-        )
-    if labels not in (None, "folders"):
-        raise ValueError(f'labels must be None or "folders", got {labels!r}')
-
-
-def prepare(
-    inputs: list[str | Path],
-    corpus_dir: str | Path,
-    *,
-    sample_rate: int = 16000,
-    top_db: float = 40.0,
-    min_silence_seconds: float = 1.0,
-    min_segment_seconds: float = 0.5,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.1,
-    seed: int = 0,
-    labels: str | None = None,
-    progress: bool = True,
-) -> dict:
+def prepare(inputs: list[str | Path] | str | Path, corpus_dir: str | Path, *, progress: bool = True,
+            **settings) -> dict:
     """Prepare recordings into a corpus folder and return its manifest (see module doc).
 
-    inputs: audio files or folders (searched recursively). Each file is decoded, mixed to
-    mono, resampled to sample_rate Hz and trimmed of silence (split_on_silence). Files go
-    whole to train/val/test by duration (shuffled with seed; stratified per label with
-    labels="folders"); when there are too few files, each file is cut in time instead.
-    Unreadable, empty or silent files are skipped and listed in manifest["skipped"].
-    Does nothing when corpus_dir already holds a corpus of the same inputs and params.
-    Raises FileNotFoundError for a missing input, CorpusError when no file is usable.
+    inputs: audio files or folders (searched recursively, links followed); settings: the other
+    fields of PrepSettings (sample_rate=16000, top_db=40.0, ..., labels=None). Files go whole to
+    train/val/test by duration (stratified per label with labels="folders"); when there are too
+    few files, each file is cut in time instead. Unreadable, empty or silent files are skipped
+    and listed in manifest["skipped"]; a file above full scale is scaled down, a damaged one
+    keeps the part that decodes (both said in the log and the manifest). Does nothing when
+    corpus_dir already holds a corpus of the same inputs and settings; never deletes anything
+    of the user's. Raises ConfigError for a setting, CorpusError for a missing input, an
+    output that is not a folder, or no usable file.
     """
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
-    _validate_params(inputs, sample_rate, top_db, min_silence_seconds, min_segment_seconds,
-                     val_fraction, test_fraction, labels)
-    sample_rate = int(sample_rate)
+    settings = PrepSettings(inputs=tuple(inputs), **settings)
     corpus_dir = Path(corpus_dir)
-    found = _discover(inputs)
+    found, skipped_folders = _discover(settings.inputs)
     if not found:
-        raise CorpusError(
-            f"no audio files ({' '.join(sorted(AUDIO_EXTENSIONS))}) found in: "
-            + ", ".join(str(p) for p in inputs)
-        )
-    file_labels = _folder_labels(found) if labels == "folders" else [None] * len(found)
-    params = {
-        "inputs": [os.path.abspath(os.path.expanduser(str(p))) for p in inputs],
-        "sample_rate": sample_rate,
-        "top_db": float(top_db),
-        "min_silence_seconds": float(min_silence_seconds),
-        "min_segment_seconds": float(min_segment_seconds),
-        "val_fraction": float(val_fraction),
-        "test_fraction": float(test_fraction),
-        "seed": int(seed),
-        "labels": labels,
-    }
-    fingerprint = _fingerprint(params, found)
+        raise CorpusError(f"no audio files ({' '.join(sorted(AUDIO_EXTENSIONS))}) found in: "
+                          + ", ".join(settings.inputs))
+    file_labels = _folder_labels(found) if settings.labels == "folders" else [None] * len(found)
+    fingerprint = _fingerprint(settings, found)
     existing = _existing_manifest(corpus_dir, fingerprint)
     if existing is not None:
         logger.info("corpus up to date: %s", corpus_dir)
         return existing
-
-    corpus_dir.mkdir(parents=True, exist_ok=True)
-    for stale in corpus_dir.glob(".prep-*"):  # left by an interrupted prep
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".prep-", dir=corpus_dir))
+    ensure_folder(corpus_dir, "corpus")
     try:
-        files, seg_lengths, skipped = _decode_files(
-            found, file_labels, tmp, sample_rate, top_db, min_silence_seconds,
-            min_segment_seconds, progress,
-        )
-        if not files:
-            reasons = "\n  ".join(f"{s['path']}: {s['reason']}" for s in skipped)
-            raise CorpusError(f"no usable audio: every input file was skipped:\n  {reasons}")
-        pieces, split_mode = _split(files, seg_lengths, val_fraction, test_fraction, seed)
-        splits = _write_arrays(tmp, pieces, sample_rate)
-        used_labels = sorted({f["label"] for f in files if f["label"] is not None})
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "sample_rate": sample_rate,
-            "params": params,
-            "split_mode": split_mode,
-            "labels": used_labels,
-            "files": files,
-            "skipped": skipped,
-            "splits": splits,
-            "fingerprint": fingerprint,
-        }
-        with open(tmp / MANIFEST, "w") as f:
-            json.dump(manifest, f, indent=2)
-        # Remove the old manifest first: until the new one lands, the folder is visibly
-        # unprepared rather than a manifest describing arrays that are being replaced.
-        (corpus_dir / MANIFEST).unlink(missing_ok=True)
-        for name in _ARRAYS:
-            os.replace(tmp / name, corpus_dir / name)
-        os.replace(tmp / MANIFEST, corpus_dir / MANIFEST)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-    hours = ", ".join(
-        f"{s} {splits[s]['seconds'] / 3600:.2f} h ({splits[s]['seconds']:.0f} s)" for s in SPLITS
-    )
-    logger.info(
-        "prepared %s: %d file(s) used, %d skipped; %s (split by %s)",
-        corpus_dir, len(files), len(skipped), hours, split_mode,
-    )
+        with FolderLock(corpus_dir, "prep"):
+            _remove_stale_temporaries(corpus_dir)
+            tmp = _make_temporary(corpus_dir)
+            try:
+                manifest = _prepare_in(tmp, corpus_dir, settings, found, file_labels, skipped_folders, progress)
+                manifest["fingerprint"] = fingerprint
+                _publish(tmp, corpus_dir, manifest)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as err:  # a full disk, a read-only folder: until _publish, the old corpus is untouched
+        where = f" ({err.filename})" if err.filename else ""
+        raise CorpusError(f"cannot write the corpus in {corpus_dir}: {err.strerror or err}{where}") from err
+    _log_summary(corpus_dir, manifest)
     return manifest
 
 
-def _decode_one(path, sample_rate, top_db, min_silence_seconds, min_segment_seconds):
+def _make_temporary(corpus_dir: Path) -> Path:
+    tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=corpus_dir))
+    (tmp / _TMP_MARKER).write_text(f"{os.getpid()}\n")
+    return tmp
+
+
+def _remove_stale_temporaries(corpus_dir: Path) -> None:
+    """Remove what an interrupted prep left: only folders carrying prep's marker (we hold the lock)."""
+    for stale in corpus_dir.glob(_TMP_PREFIX + "*"):
+        if stale.is_dir() and not stale.is_symlink() and (stale / _TMP_MARKER).is_file():
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _prepare_in(tmp, corpus_dir, settings, found, file_labels, skipped_folders, progress) -> dict:
+    """Decode, split and write every array into tmp; returns the manifest (no fingerprint yet)."""
+    files, seg_lengths, skipped = _decode_files(found, file_labels, tmp, settings, progress)
+    skipped = skipped_folders + skipped
+    if not files:
+        listed = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:5])
+        more = f"; and {len(skipped) - 5} more (see the warnings above)" if len(skipped) > 5 else ""
+        raise CorpusError(f"no usable audio, every input was skipped: {listed}{more}")
+    pieces, split_mode = assign_splits(files, seg_lengths, settings.val_fraction, settings.test_fraction,
+                                       settings.seed)
+    splits = _write_arrays(tmp, pieces, settings.sample_rate)
+    return {
+        "format_version": FORMAT_VERSION,
+        "sample_rate": settings.sample_rate,
+        "params": settings.params(),
+        "split_mode": split_mode,
+        "labels": sorted({f["label"] for f in files if f["label"] is not None}),
+        "files": files,
+        "skipped": skipped,
+        "splits": splits,
+    }
+
+
+def _publish(tmp: Path, corpus_dir: Path, manifest: dict) -> None:
+    """Move the finished arrays into corpus_dir, durably, then the manifest that describes them."""
+    for name in _ARRAYS:
+        with open(tmp / name, "rb") as f:
+            os.fsync(f.fileno())
+    # Remove the old manifest first: until the new one lands, the folder is visibly
+    # unprepared rather than a manifest describing arrays that are being replaced.
+    (corpus_dir / MANIFEST).unlink(missing_ok=True)
+    for name in _ARRAYS:
+        os.replace(tmp / name, corpus_dir / name)
+    fsync_dir(corpus_dir)
+    write_json(corpus_dir / MANIFEST, manifest)
+
+
+def _log_summary(corpus_dir: Path, manifest: dict) -> None:
+    files, splits = manifest["files"], manifest["splits"]
+    hours = ", ".join(f"{s} {splits[s]['seconds'] / 3600:.2f} h ({splits[s]['seconds']:.0f} s)" for s in SPLITS)
+    logger.info("prepared %s: %d file(s) used, %d skipped; %s (split by %s)",
+                corpus_dir, len(files), len(manifest["skipped"]), hours, manifest["split_mode"])
+    scaled = sum(f["gain_db"] < 0 for f in files)
+    partial = sum(f["partial"] for f in files)
+    if scaled or partial:
+        logger.warning("%d file(s) scaled down to full scale, %d damaged file(s) kept in part; "
+                       "see gain_db and partial in %s", scaled, partial, corpus_dir / MANIFEST)
+
+
+def _decode_one(path: Path, settings: PrepSettings):
     """Decode and trim one file: (kept int16 [T], segment lengths, entry) or a skip reason."""
     try:
-        digest = _sha256_file(path)
-        x, sr_in = read_audio(path)
+        digest = sha256_file(path)
+        x, sr_in, damage = decode_audio(path)
     except AudioError as e:
         return e.reason
     except OSError as e:
@@ -354,111 +323,75 @@ def _decode_one(path, sample_rate, top_db, min_silence_seconds, min_segment_seco
     frames, channels = x.shape
     if frames == 0:
         return "empty: no audio frames"
-    mono = resample(to_mono(x), sr_in, sample_rate)
+    rate = settings.sample_rate
+    mono = resample(to_mono(x), sr_in, rate)
     del x
     if not np.all(np.isfinite(mono)):
         return "contains NaN or infinite samples"
-    intervals = split_on_silence(
-        mono, sample_rate, top_db=top_db, min_silence_seconds=min_silence_seconds,
-        min_segment_seconds=min_segment_seconds,
-    )
+    intervals = split_on_silence(mono, rate, top_db=settings.top_db,
+                                 min_silence_seconds=settings.min_silence_seconds,
+                                 min_segment_seconds=settings.min_segment_seconds)
     if len(intervals) == 0:
         if not np.any(mono):
             return "silent: every sample is zero"
-        return f"no stretch of sound of at least {min_segment_seconds} s"
-    kept = float_to_int16(np.concatenate([mono[s:e] for s, e in intervals]))
+        return f"no stretch of sound of at least {settings.min_segment_seconds} s"
+    kept = np.concatenate([mono[s:e] for s, e in intervals])
+    peak = float(np.abs(kept).max())
+    gain_db = 0.0
+    if peak > 1.0:  # float audio above full scale: scale it down rather than clip it
+        kept *= np.float32(1.0 / peak)
+        gain_db = round(-20.0 * np.log10(peak), 3)
+        logger.warning("%s peaks %.1f dB above full scale: scaled down by %.1f dB instead of clipping",
+                       path, -gain_db, -gain_db)
+    if damage is not None:
+        logger.warning("%s is damaged (%s): keeping the %.2f s that decode", path, damage, frames / sr_in)
     entry = {
         "path": str(path),
         "duration_seconds": round(frames / sr_in, 6),
-        "kept_seconds": round(len(kept) / sample_rate, 6),
+        "kept_seconds": round(len(kept) / rate, 6),
         "split": None,
         "sha256": digest,
         "label": None,
         "sample_rate_in": sr_in,
         "channels_in": channels,
+        "gain_db": gain_db,
+        "partial": damage is not None,
     }
-    return kept, [int(e - s) for s, e in intervals], entry
+    if damage is not None:
+        entry["partial_reason"] = damage
+    return float_to_int16(kept), [int(e - s) for s, e in intervals], entry
 
 
-def _decode_files(found, file_labels, tmp, sample_rate, top_db, min_silence_seconds,
-                  min_segment_seconds, progress):
+def _decode_files(found, file_labels, tmp: Path, settings: PrepSettings, progress: bool):
     """Decode, trim and store each file's kept audio as tmp/<file_index>.pcm (int16).
 
     Returns (files: manifest entries, seg_lengths: per file the kept segment lengths,
     skipped: [{"path", "reason"}]).
     """
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
     files, seg_lengths, skipped = [], [], []
     seen: dict[str, str] = {}  # sha256 -> path: the same recording twice would leak
-    # warnings print above the bar, not through it
-    with logging_redirect_tqdm() if progress else contextlib.nullcontext():
-        bar = tqdm(list(zip(found, file_labels)), unit="file", desc="prep", disable=not progress)
-        for (path, _root), label in bar:
+    bar = progress_bar(total=len(found), desc="prep", unit="file") if progress else None
+    for (path, _root), label in zip(found, file_labels):
+        if bar is not None:
             bar.set_postfix_str(path.name, refresh=False)
-            result = _decode_one(path, sample_rate, top_db, min_silence_seconds,
-                                 min_segment_seconds)
-            if not isinstance(result, str) and result[2]["sha256"] in seen:
-                result = f"duplicate of {seen[result[2]['sha256']]}"
-            if isinstance(result, str):
-                logger.warning("skipping %s: %s", path, result)
-                skipped.append({"path": str(path), "reason": result})
-                continue
+        result = _decode_one(path, settings)
+        if not isinstance(result, str) and result[2]["sha256"] in seen:
+            result = f"duplicate of {seen[result[2]['sha256']]}"
+        if isinstance(result, str):
+            logger.warning("skipping %s: %s", path, result)
+            skipped.append({"path": str(path), "reason": result})
+        else:
             kept, lengths, entry = result
             kept.tofile(tmp / f"{len(files)}.pcm")
             entry["label"] = label
             seen[entry["sha256"]] = str(path)
             seg_lengths.append(lengths)
             files.append(entry)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
         bar.close()
     return files, seg_lengths, skipped
-
-
-def _split(files, seg_lengths, val_fraction, test_fraction, seed):
-    """Assign files to splits (sets files[i]["split"]).
-
-    Returns (pieces: {split: [(file_index, offset, length)]} into each file's kept audio,
-    split_mode: "file", "time", or "mixed" when some labels had too few files).
-    """
-    kept = [sum(lengths) for lengths in seg_lengths]
-    groups: dict[str, list[int]] = {}
-    for i, f in enumerate(files):
-        groups.setdefault(f["label"] or "", []).append(i)
-    n_holdouts = (val_fraction > 0) + (test_fraction > 0)
-    rng = np.random.default_rng(seed)
-    modes = set()
-    pieces = {s: [] for s in SPLITS}
-    for label in sorted(groups):
-        members = groups[label]
-        order = [members[j] for j in rng.permutation(len(members))]
-        if len(members) >= n_holdouts + 1:
-            modes.add("file")
-            for i, name in _assign_file_splits(order, kept, val_fraction, test_fraction).items():
-                files[i]["split"] = name
-        else:
-            modes.add("time")
-            for i in members:
-                files[i]["split"] = "time"
-    for i, f in enumerate(files):
-        offset = 0
-        if f["split"] == "time":
-            # last test_fraction of the kept audio to test, val_fraction before it to val
-            n_test = round(kept[i] * test_fraction)
-            n_val = round(kept[i] * val_fraction)
-            cuts = [0, kept[i] - n_val - n_test, kept[i] - n_test, kept[i]]
-            for length in seg_lengths[i]:
-                for name, lo, hi in zip(SPLITS, cuts[:-1], cuts[1:]):
-                    a, b = max(offset, lo), min(offset + length, hi)
-                    if b > a:
-                        pieces[name].append((i, a, b - a))
-                offset += length
-        else:
-            for length in seg_lengths[i]:
-                pieces[f["split"]].append((i, offset, length))
-                offset += length
-    split_mode = modes.pop() if len(modes) == 1 else "mixed"
-    return pieces, split_mode
 
 
 def _write_arrays(tmp: Path, pieces: dict, sample_rate: int) -> dict:

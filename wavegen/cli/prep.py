@@ -9,7 +9,8 @@ logger = logging.getLogger("wavegen")
 
 def add_parser(sub) -> None:
     p = sub.add_parser("prep", help="decode, resample, trim and split recordings into a corpus",
-                       description="Prepare recordings (files or folders, searched recursively) into a corpus.")
+                       description="Prepare recordings (files or folders, searched recursively, links followed) "
+                                   "into a corpus.")
     p.add_argument("inputs", nargs="+", help="audio files or folders (WAV, FLAC, OGG, Opus, MP3, ...)")
     p.add_argument("corpus", help="output corpus folder")
     p.add_argument("--sample-rate", type=int, default=16000, help="target rate in Hz (default 16000)")
@@ -27,10 +28,10 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from wavegen.corpus import prepare
 
-    manifest = prepare(args.inputs, args.corpus, sample_rate=args.sample_rate, top_db=args.top_db,
-                       min_silence_seconds=args.min_silence_seconds, val_fraction=args.val_fraction,
-                       test_fraction=args.test_fraction, seed=args.seed, labels=args.labels,
-                       progress=not args.quiet)
+    manifest = prepare(args.inputs, args.corpus, progress=not args.quiet, sample_rate=args.sample_rate,
+                       top_db=args.top_db, min_silence_seconds=args.min_silence_seconds,
+                       val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
+                       labels=args.labels)
     splits = manifest["splits"]
     logger.info("corpus %s: %s; %d file(s) skipped", args.corpus,
                 ", ".join(f"{k} {v['seconds'] / 60:.1f} min" for k, v in splits.items()), len(manifest["skipped"]))

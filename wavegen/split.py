@@ -1,0 +1,154 @@
+"""Where prep cuts: the stretches of sound in a recording, and the split each piece goes to.
+
+Silence is measured on frames of FRAME_LENGTH samples every HOP_LENGTH samples (at the
+corpus rate): a frame is silent when its RMS is more than top_db below the loudest frame of
+the file. Sound keeps a margin of up to FRAME_LENGTH - HOP_LENGTH samples on each side.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SPLITS = ("train", "val", "test")
+FRAME_LENGTH = 1024  # 64 ms at 16 kHz: long enough for a stable RMS of low notes
+HOP_LENGTH = 256  # silence boundaries are resolved to 16 ms at 16 kHz
+
+
+def split_on_silence(
+    x: np.ndarray,
+    sample_rate: int,
+    *,
+    top_db: float = 40.0,
+    min_silence_seconds: float = 1.0,
+    min_segment_seconds: float = 0.5,
+) -> np.ndarray:
+    """Find the stretches of sound in mono x [T] float32.
+
+    Leading and trailing silence is dropped; a silence longer than min_silence_seconds
+    splits the sound (shorter rests stay inside a segment); segments shorter than
+    min_segment_seconds are dropped. Returns int64 [N, 2] rows (start, end) in samples,
+    end exclusive; empty when x is silent.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    t = len(x)
+    if t == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    # Energy per hop block (einsum: no [T] temporary), then frames of K blocks by cumsum.
+    full = t // HOP_LENGTH
+    blocks = x[: full * HOP_LENGTH].reshape(full, HOP_LENGTH)
+    energy = np.einsum("ij,ij->i", blocks, blocks, dtype=np.float64)
+    counts = np.full(full, HOP_LENGTH, dtype=np.float64)
+    if t > full * HOP_LENGTH:
+        tail = x[full * HOP_LENGTH :].astype(np.float64)
+        energy = np.append(energy, tail @ tail)
+        counts = np.append(counts, len(tail))
+    n_blocks = len(energy)
+    k = FRAME_LENGTH // HOP_LENGTH
+    starts = np.arange(n_blocks)
+    ends = np.minimum(starts + k, n_blocks)
+    cum_energy = np.concatenate([[0.0], np.cumsum(energy)])
+    cum_counts = np.concatenate([[0.0], np.cumsum(counts)])
+    frame_energy = np.maximum(cum_energy[ends] - cum_energy[starts], 0.0)
+    rms = np.sqrt(frame_energy / (cum_counts[ends] - cum_counts[starts]))
+    peak = rms.max()
+    if peak <= 0.0:
+        return np.zeros((0, 2), dtype=np.int64)
+    loud = rms >= peak * 10.0 ** (-top_db / 20.0)
+    # A block is sound when any frame covering it (frames starting k-1 blocks earlier) is loud.
+    cum_loud = np.concatenate([[0], np.cumsum(loud)])
+    sound = (cum_loud[starts + 1] - cum_loud[np.maximum(starts - k + 1, 0)]) > 0
+
+    edges = np.diff(np.concatenate([[0], sound.astype(np.int8), [0]]))
+    run_starts = np.flatnonzero(edges == 1)
+    run_ends = np.flatnonzero(edges == -1)
+    min_gap_blocks = min_silence_seconds * sample_rate / HOP_LENGTH
+    segments = []
+    seg_start, seg_end = run_starts[0], run_ends[0]
+    for s, e in zip(run_starts[1:], run_ends[1:]):
+        if s - seg_end > min_gap_blocks:  # a long silence: close the segment
+            segments.append((seg_start, seg_end))
+            seg_start = s
+        seg_end = e
+    segments.append((seg_start, seg_end))
+
+    out = np.array(segments, dtype=np.int64) * HOP_LENGTH
+    out[:, 1] = np.minimum(out[:, 1], t)
+    keep = (out[:, 1] - out[:, 0]) >= min_segment_seconds * sample_rate
+    return out[keep]
+
+
+def _assign_file_splits(
+    order: list[int], kept: list[int], val_fraction: float, test_fraction: float
+) -> dict[int, str]:
+    """Give whole files to test, then val, by kept duration; train keeps at least one."""
+    total = sum(kept[i] for i in order)
+    remaining = list(order)
+    assigned = {}
+    holdouts = [(name, f) for name, f in (("test", test_fraction), ("val", val_fraction)) if f > 0]
+    for n, (name, fraction) in enumerate(holdouts):
+        target = fraction * total
+        max_files = len(remaining) - 1 - (len(holdouts) - 1 - n)  # leave one for later splits
+        chosen, acc = [], 0
+        for i in remaining:  # in shuffled order: take a file if it brings us closer to target
+            if len(chosen) < max_files and abs(acc + kept[i] - target) < abs(acc - target):
+                chosen.append(i)
+                acc += kept[i]
+        if not chosen and max_files > 0:  # every file overshoots: take the closest one
+            chosen.append(min(remaining, key=lambda i: abs(kept[i] - target)))
+        for i in chosen:
+            assigned[i] = name
+            remaining.remove(i)
+    for i in remaining:
+        assigned[i] = "train"
+    return assigned
+
+
+def assign_splits(files: list[dict], seg_lengths: list[list[int]], val_fraction: float,
+                  test_fraction: float, seed: int) -> tuple[dict, str]:
+    """Assign each file to train, val or test (sets files[i]["split"]; "time" for a file cut in time).
+
+    files: manifest entries (their "label" groups them: each label is split on its own);
+    seg_lengths: per file the lengths of its kept segments, end to end. Files go whole to
+    test, then val, by kept duration (shuffled with seed); a label with too few files has
+    each file cut in time instead (the last test_fraction to test, val_fraction before it).
+    Returns (pieces: {split: [(file_index, offset, length)]} into each file's kept audio,
+    split_mode: "file", "time", or "mixed" when some labels had too few files).
+    """
+    kept = [sum(lengths) for lengths in seg_lengths]
+    groups: dict[str, list[int]] = {}
+    for i, f in enumerate(files):
+        groups.setdefault(f["label"] or "", []).append(i)
+    n_holdouts = (val_fraction > 0) + (test_fraction > 0)
+    rng = np.random.default_rng(seed)
+    modes = set()
+    pieces = {s: [] for s in SPLITS}
+    for label in sorted(groups):
+        members = groups[label]
+        order = [members[j] for j in rng.permutation(len(members))]
+        if len(members) >= n_holdouts + 1:
+            modes.add("file")
+            for i, name in _assign_file_splits(order, kept, val_fraction, test_fraction).items():
+                files[i]["split"] = name
+        else:
+            modes.add("time")
+            for i in members:
+                files[i]["split"] = "time"
+    for i, f in enumerate(files):
+        offset = 0
+        if f["split"] == "time":
+            # last test_fraction of the kept audio to test, val_fraction before it to val
+            n_test = round(kept[i] * test_fraction)
+            n_val = round(kept[i] * val_fraction)
+            cuts = [0, kept[i] - n_val - n_test, kept[i] - n_test, kept[i]]
+            for length in seg_lengths[i]:
+                for name, lo, hi in zip(SPLITS, cuts[:-1], cuts[1:]):
+                    a, b = max(offset, lo), min(offset + length, hi)
+                    if b > a:
+                        pieces[name].append((i, a, b - a))
+                offset += length
+        else:
+            for length in seg_lengths[i]:
+                pieces[f["split"]].append((i, offset, length))
+                offset += length
+    split_mode = modes.pop() if len(modes) == 1 else "mixed"
+    return pieces, split_mode
