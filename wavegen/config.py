@@ -157,14 +157,14 @@ def apply_overrides(config: dict, overrides: list[str]) -> dict:
 
 
 def save_json(path: Path, data: dict) -> None:
-    """Write JSON atomically (temporary name, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    """Write JSON atomically and durably (wavegen.fileio.write_json)."""
+    from wavegen.fileio import write_json
+
+    write_json(path, data)
 
 
 def load_json(path: Path) -> dict:
+    """A JSON file's content; ConfigError naming the file when it is missing, unreadable or not JSON."""
     path = Path(path)
     try:
         return json.loads(path.read_text())
@@ -172,9 +172,5 @@ def load_json(path: Path) -> dict:
         raise ConfigError(f"{path}: no such file") from None
     except json.JSONDecodeError as err:
         raise ConfigError(f"{path}: not valid JSON ({err})") from None
-
-
-@dataclass
-class DataConfig:
-    corpus: str = ""
-    sample_rate: int = 16000
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read ({getattr(err, 'strerror', None) or err})") from None
