@@ -2,28 +2,30 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-from wavegen.models import PRESETS, build_model, preset_names, resolve_preset
+from wavegen.models import build_model, preset_names, resolve_preset
+from wavegen.resolve import resolve_model
 
 
-def describe(target: str) -> dict:
-    """Model folder, run folder or preset name → a dict of facts for ``wavegen info``."""
+def describe(target: str, checkpoint: str | None = None) -> dict:
+    """Facts for ``wavegen info`` about a preset, config .json, model folder or run folder.
+
+    checkpoint: "last" or "step_N" of a run folder (its best/ model when None). Returns a
+    flat dict (model, model_type, preset, parameters, sample_rate, q_levels, quantization,
+    the family's own facts, receptive_field, labels, backends: {name: "available" | why not}).
+    Raises ConfigError (or CheckpointError for a damaged weights file) naming what is wrong.
+    """
     from wavegen.generate import available_backends
 
-    if target in PRESETS and not Path(target).exists():
-        config = resolve_preset(target)
-        config["data"] = {"sample_rate": 16000}
-        model, source = build_model(config), f"preset {target} (random weights, 16000 Hz assumed)"
+    ref = resolve_model(target, checkpoint)
+    if ref.trained:
+        model = ref.load("cpu")  # reads the weights: a damaged file is named here, not at render time
     else:
-        from wavegen.checkpoint import find_model_dir, load_model
-
-        model, config = load_model(target)
-        source = str(find_model_dir(target))
-    sr = int(config["data"]["sample_rate"])
-    info = {"model": source, "model_type": config["model_type"], "preset": config.get("preset"),
+        with torch.device("meta"):  # random weights: shapes are all there is to say
+            model = ref.build()
+    config, sr = ref.config, ref.sample_rate
+    info = {"model": ref.source, "model_type": config["model_type"], "preset": config.get("preset"),
             "parameters": sum(p.numel() for p in model.parameters()), "sample_rate": sr,
             "q_levels": model.config.q_levels, "quantization": model.config.quantization}
     info.update(model.describe())
@@ -38,13 +40,13 @@ def describe(target: str) -> dict:
 
 
 def presets_table() -> str:
+    """One line per preset: name, family, parameters, sample rate and the family's own facts."""
     rows = []
     for name in preset_names():
         config = resolve_preset(name)
-        config["data"] = {"sample_rate": 16000}
         with torch.device("meta"):  # shapes only: no memory, no initialisation work
             model = build_model(config)
         n = sum(p.numel() for p in model.parameters())
-        rows.append(f"{name:22s} {config['model_type']:10s} {n / 1e6:8.2f}M  " +
+        rows.append(f"{name:22s} {config['model_type']:10s} {n / 1e6:8.2f}M  {config['data']['sample_rate']:6d} Hz  " +
                     ", ".join(f"{k}={v}" for k, v in model.describe().items()))
     return "presets:\n" + "\n".join("  " + r for r in rows)

@@ -7,7 +7,10 @@ import json
 
 def add_parser(sub) -> None:
     p = sub.add_parser("info", help="describe a model (or list presets and backends)")
-    p.add_argument("model", nargs="?", default=None, help="model folder, run folder or preset name")
+    p.add_argument("model", nargs="?", default=None,
+                   help="preset name, config .json, model folder or run folder (its best/)")
+    p.add_argument("--checkpoint", default=None, metavar="step_N|last",
+                   help="a run's kept checkpoint instead of its best/ model")
     p.add_argument("--presets", action="store_true", help="list the model presets")
     p.add_argument("--json", action="store_true")
 
@@ -18,7 +21,7 @@ def run(args) -> int:
     if args.presets or args.model is None:
         print(presets_table())
         return 0
-    info = describe(args.model)
+    info = describe(args.model, args.checkpoint)
     if args.json:
         print(json.dumps(info, indent=2))
     else:
