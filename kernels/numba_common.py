@@ -2,9 +2,10 @@
 
 Everything here is ``@njit`` and meant to be inlined into an engine's compiled sample loop.
 
-- Weights live in two flat arrays per engine: the matrix store ``M`` (the big matrices,
-  float32, or fp16 kept as uint16 to halve the bytes a memory-bound step reads) and the
-  vector store ``V`` (float32: biases, embedding tables, small folded matrices). A matrix is
+- Weights live in two flat arrays per engine, packed by :mod:`wavegen.kernels.packing`: the
+  matrix store ``M`` (the big matrices: float32, or fp16 / bf16 bits kept as uint16 / int16 to
+  halve the bytes a memory-bound step reads; :func:`weight` converts on load) and the vector
+  store ``V`` (float32: biases, embedding tables, small folded matrices). A matrix is
   ``O`` rows of ``I`` weights from an offset (row-major, torch's ``[out, in]`` layout). Rows
   are read through slices, never as ``M[offset + i]``: numba cannot prove such an index is
   non-negative and wraps it, which turns the inner loop into a gather (about 10x slower).
@@ -14,9 +15,12 @@ Everything here is ``@njit`` and meant to be inlined into an engine's compiled s
   bytes per sample is the cost).
 - :func:`fexp` is a polynomial ``exp`` (Cephes' expf: 1-2 ulp) that LLVM vectorises, unlike
   libm's; ``tanh`` and ``sigmoid`` are built on it.
-- :func:`sample_code` replicates :func:`wavegen.generate.sample_codes` (inverse CDF on
+- :func:`sample_code` replicates :func:`wavegen.engine.sample_codes` (inverse CDF on
   softmax(logits / T), the CDF accumulated in float64 and rounded to float32 entry by
   entry, as torch's CPU ``cumsum`` does).
+- :class:`NumbaEngine` is the engines' shared plumbing: constructor (precision, threads,
+  packing), the kernel call (argument list, stream groups, compile notice), generate and
+  teacher_force. A kernel runs in one of two modes, TEACHER_FORCE or SAMPLE.
 """
 
 from __future__ import annotations
@@ -28,10 +32,11 @@ from pathlib import Path
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import get_num_threads, njit, types
 from numba.extending import intrinsic, overload
 
-from wavegen.generate import Engine, temperatures
+from wavegen.engine import Engine, EngineError, temperatures
+from wavegen.kernels.packing import STORED_PRECISIONS
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +46,10 @@ FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 _F0 = np.float32(0.0)
 _F1 = np.float32(1.0)
 _STREAM_COPY_BYTES = 16 << 20  # "far larger than the caches": half of this machine's 32 MB L3
+
+# What a kernel run does at each step (its ``mode`` argument).
+TEACHER_FORCE = 0  # record the logits, continue with the given code
+SAMPLE = 1  # draw the code from the stream's uniform and temperature
 
 
 @intrinsic
@@ -65,8 +74,21 @@ def _f32_from_f16_bits(typingctx, bits):
     return sig, codegen
 
 
+@intrinsic
+def _f32_from_bf16_bits(typingctx, bits):
+    """int16 holding a bfloat16 (the top half of a float32's bits) → that float32 (exact)."""
+    sig = types.float32(types.int16)
+
+    def codegen(context, builder, signature, args):
+        wide = builder.shl(builder.zext(args[0], ir.IntType(32)), ir.Constant(ir.IntType(32), 16))
+        return builder.bitcast(wide, ir.FloatType())
+
+    return sig, codegen
+
+
 def weight(v):
-    """A stored weight → float32: float32 as is, uint16 read as an IEEE half (fp16 storage)."""
+    """A stored weight → float32: float32 as is, uint16 read as an IEEE half (fp16 storage),
+    int16 as a bfloat16 (bf16 storage)."""
     raise NotImplementedError  # only called from compiled code; see the overload below
 
 
@@ -74,6 +96,8 @@ def weight(v):
 def _weight(v):
     if v == types.uint16:
         return lambda v: _f32_from_f16_bits(v)
+    if v == types.int16:
+        return lambda v: _f32_from_bf16_bits(v)
     if v == types.float32:
         return lambda v: v
     return None
@@ -149,8 +173,8 @@ def affine(M, w_off, V, b_off, n_out, n_in, x, y, lo, hi):
     """``y[b, :n_out] = M[w_off:].reshape(n_out, n_in) @ x[b, :n_in] (+ V[b_off:b_off + n_out])``
     for streams ``lo <= b < hi``.
 
-    M flat matrix store: float32, or uint16 holding fp16 (converted on load, accumulated in
-    float32); V flat float32; x [B, >= n_in] and y [B, >= n_out] float32, C-contiguous;
+    M flat matrix store: float32, uint16 holding fp16 or int16 holding bf16 (converted on load,
+    accumulated in float32); V flat float32; x [B, >= n_in] and y [B, >= n_out] float32, C-contiguous;
     ``b_off < 0``: no bias. Rows are taken in tiles of about 256 KB (they stay in L2 while every block of
     8, 4 or 1 streams passes over them), so each weight is fetched from memory once per call.
     A stream's result depends on the block it falls in (summation order), so a given number
@@ -253,60 +277,7 @@ def rescale(code, q_levels):
     return (np.float32(code) / np.float32(q_levels / 2) - _F1) * np.float32(2.0)
 
 
-# ----- packing -----------------------------------------------------------------------------------
-
-class Packer:
-    """Appends float32 arrays to one flat buffer and hands back their offsets."""
-
-    def __init__(self):
-        self.parts, self.size = [], 0
-
-    def add(self, array) -> int:
-        a = np.ascontiguousarray(np.asarray(array, dtype=np.float32)).reshape(-1)
-        offset = self.size
-        self.parts.append(a)
-        self.size += a.size
-        return offset
-
-    def flat(self) -> np.ndarray:
-        return np.concatenate(self.parts) if self.parts else np.zeros(0, np.float32)
-
-
-WEIGHT_FORMATS = ("fp32", "fp16")
-_FP16_MAX = 65504.0
-
-
-def check_weights(weights: str) -> str:
-    if weights not in WEIGHT_FORMATS:
-        raise ValueError(f"weights={weights!r}: use one of {list(WEIGHT_FORMATS)}")
-    return weights
-
-
-def round_matrix(x, weights: str):
-    """A torch tensor of matrix weights → float32 tensor holding the values ``weights`` stores
-    (fp16: rounded to nearest half). The fp16 engine is exactly the fp32 engine on such values."""
-    import torch
-
-    x = x.detach().float().cpu()
-    if weights == "fp32":
-        return x
-    big = float(x.abs().max()) if x.numel() else 0.0
-    if not big < _FP16_MAX:
-        raise ValueError(f"a weight of magnitude {big:g} does not fit fp16 (max {_FP16_MAX:g}): use weights='fp32'")
-    return x.to(torch.float16).to(torch.float32)
-
-
-def matrix_store(flat: np.ndarray, weights: str) -> np.ndarray:
-    """Packed float32 matrices → the store the kernels read: float32, or fp16 bits as uint16."""
-    if weights == "fp32":
-        return flat
-    return flat.astype(np.float16).view(np.uint16)  # exact: the values were rounded by round_matrix
-
-
-def as_numpy(x) -> np.ndarray:
-    """A torch tensor or array-like → numpy array (no copy where possible)."""
-    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
-
+# ----- engine plumbing ---------------------------------------------------------------------------
 
 def require_c_contiguous(args) -> None:
     """Every array handed to a kernel must be C-contiguous: numba would otherwise quietly compile
@@ -349,12 +320,14 @@ def drop_stale_caches(cache_dir=None, sources=None) -> bool:
 
     numba checks only a cached function's own file, but this module's helpers are compiled
     into every engine's loop: after an edit here the engines would keep running the old code.
-    A hash of all ``kernels/numba_*.py`` (``sources``), kept beside the cache (``cache_dir``,
+    A hash of all ``kernels/numba_*.py`` and ``packing.py`` (whose offset-column constants the
+    kernels compile in) (``sources``), kept beside the cache (``cache_dir``,
     default numba's for this package), catches that. Runs when this module is imported,
     before any kernel loads from the cache. Best effort; returns whether it dropped anything.
     """
     try:
-        sources = sorted(Path(__file__).parent.glob("numba_*.py")) if sources is None else list(sources)
+        here = Path(__file__).parent
+        sources = sorted([*here.glob("numba_*.py"), here / "packing.py"]) if sources is None else list(sources)
         digest = hashlib.sha256(b"".join(Path(p).read_bytes() for p in sources)).hexdigest()[:16]
         cache_dir = Path(fexp._cache._cache_path if cache_dir is None else cache_dir)
         stamp = cache_dir / "wavegen-kernels.stamp"
@@ -374,9 +347,9 @@ drop_stale_caches()
 
 @njit(inline="always", cache=True, error_model="numpy")
 def emit_code(mode, b, i, logits, codes_in, uniforms, temps, codes_out, logits_out, z):
-    """Step i of stream b: mode 0 records ``logits [Q]`` and returns the given code (teacher
-    forcing); mode 1 samples a code from the stream's uniform and temperature and records it."""
-    if mode == 0:
+    """Step i of stream b: TEACHER_FORCE records ``logits [Q]`` and returns the given code;
+    SAMPLE draws a code from the stream's uniform and temperature and records it."""
+    if mode == TEACHER_FORCE:
         for v in range(logits.shape[0]):
             logits_out[b, i, v] = logits[v]
         return codes_in[b, i]
@@ -386,25 +359,81 @@ def emit_code(mode, b, i, logits, codes_in, uniforms, temps, codes_out, logits_o
 
 
 class NumbaEngine(Engine):
-    """The numba engines' shared entry points: both run one compiled loop through ``_call``.
+    """The numba engines' shared plumbing; a family's engine supplies its kernels and arguments.
 
-    ``_call(mode, codes_in [B, n], uniforms [B, n], temps [B], codes_out [B, n], logits_out [B, n, Q])``
-    with mode 0 = teacher forcing (fills logits_out), 1 = sampling (fills codes_out).
+    A family's kernels have the signatures ``run(*weight_args, t0, *state_args, mode, codes_in
+    [B, n], uniforms [B, n], temps [B], codes_out [B, n], logits_out [B, n, Q], lo, hi)`` (streams
+    lo..hi-1) and ``run_parallel(groups, *the same but lo, hi)`` (contiguous stream groups, one
+    per thread). A subclass sets ``_kernels = (run, run_parallel, *dispatchers that run compiles)``
+    and ``_name``, and implements ``_pack(spec, precision) -> dict`` (kept as ``self.packed``),
+    ``_build(spec)`` (buffers that do not change with reset), ``_weight_args()`` and
+    ``_state_args()`` (tuples, in the kernels' order), and the state methods.
+
+    Options: ``precision`` ("fp32": matches the torch engine; "fp16" / "bf16": the big matrices
+    stored at half the bytes, arithmetic in float32, exactly the fp32 engine on
+    ``packing.round_spec(spec, precision)``); ``threads``: stream groups run in parallel
+    (default: numba's thread count at each call).
     """
 
     backend = "numba"
+    precisions = STORED_PRECISIONS
+    options = ("threads",)
+    device_types = ("cpu",)
+    _name = "?"
+    _kernels: tuple = ()
+
+    def __init__(self, spec: dict, streams: int, device="cpu", precision: str = "fp32", threads: int | None = None):
+        super().__init__(spec, streams, device, precision)
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer))
+                                    or threads < 1):
+            raise EngineError(f"threads={threads!r}: give a whole number, at least 1")
+        self.threads = None if threads is None else int(threads)
+        self.packed = self._pack(spec, precision)
+        self._build(spec)
+        self.reset(label_weights=self.default_label_weights())
+
+    def _pack(self, spec: dict, precision: str) -> dict:
+        raise NotImplementedError
+
+    def _build(self, spec: dict) -> None:
+        raise NotImplementedError
+
+    def _weight_args(self) -> tuple:
+        raise NotImplementedError
+
+    def _state_args(self) -> tuple:
+        raise NotImplementedError
+
+    def _groups(self) -> int:
+        threads = self.threads if self.threads is not None else get_num_threads()
+        return max(1, min(self.streams, threads))
+
+    def _call(self, mode, codes_in, uniforms, temps, codes_out, logits_out) -> None:
+        """Run the kernels over ``codes_in`` (TEACHER_FORCE) or ``uniforms`` (SAMPLE); advances t."""
+        args = (*self._weight_args(), self.t, *self._state_args(), mode, codes_in, uniforms, temps,
+                codes_out, logits_out)
+        require_c_contiguous(args)
+        run, run_parallel = self._kernels[0], self._kernels[1]
+        groups = self._groups()
+        if groups == 1:
+            announce_compile(self._name, run, *self._kernels[2:])
+            run(*args, 0, self.streams)
+        else:
+            announce_compile(self._name + "-parallel", run_parallel, run)
+            run_parallel(groups, *args)
+        self.t += codes_in.shape[1] if mode == TEACHER_FORCE else uniforms.shape[1]
 
     def generate(self, uniforms, temperature=1.0) -> np.ndarray:
         u = np.ascontiguousarray(self._check_uniforms(uniforms))
         temps = temperatures(temperature, self.streams)
         out = np.zeros(u.shape, np.int64)
-        self._call(1, np.zeros((self.streams, 0), np.int64), u, temps, out,
+        self._call(SAMPLE, np.zeros((self.streams, 0), np.int64), u, temps, out,
                    np.zeros((self.streams, 0, 0), np.float32))
         return out
 
     def teacher_force(self, codes) -> np.ndarray:
         codes = np.ascontiguousarray(self._check_codes(codes))
         out = np.zeros(codes.shape + (self.q_levels,), np.float32)
-        self._call(0, codes, np.zeros((self.streams, 0), np.float32), np.ones(self.streams, np.float32),
+        self._call(TEACHER_FORCE, codes, np.zeros((self.streams, 0), np.float32), np.ones(self.streams, np.float32),
                    np.zeros((self.streams, 0), np.int64), out)
         return out

@@ -1,7 +1,7 @@
 """Registers the numba (CPU) engines with :mod:`wavegen.generate`.
 
-Imported lazily by ``generate._load_backend_modules``; an ImportError here (numba missing or
-broken) makes the numba backend unavailable with that reason instead of breaking wavegen.
+Imported lazily by ``generate`` (BACKEND_MODULES); any exception here (numba missing or broken)
+makes the numba backend unavailable with that reason instead of breaking wavegen.
 """
 
 from __future__ import annotations
@@ -12,18 +12,7 @@ from wavegen.generate import register_availability, register_engine
 from wavegen.kernels.numba_samplernn import NumbaSampleRNNEngine
 from wavegen.kernels.numba_wavenet import NumbaWaveNetEngine
 
-
-
 ENGINES = {"samplernn": NumbaSampleRNNEngine, "wavenet": NumbaWaveNetEngine}
-
-
-def make_numba_engine(spec: dict, streams: int, weights: str = "fp32", threads: int | None = None):
-    """A numba engine with options ``make_engine`` does not take: ``weights`` ("fp32" | "fp16")
-    and ``threads`` (stream groups run in parallel; default numba's thread count)."""
-    family = spec["family"]
-    if family not in ENGINES:
-        raise ValueError(f"no numba engine for {family!r}")
-    return ENGINES[family](spec, streams, "cpu", threads=threads, weights=weights)
 
 
 def _available() -> str | None:

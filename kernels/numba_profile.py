@@ -21,8 +21,11 @@ import time
 import numpy as np
 from numba import njit
 
-from wavegen.generate import uniforms
+from wavegen.engine import uniforms
 from wavegen.kernels.numba_common import FASTMATH, affine, sample_code
+from wavegen.kernels.packing import (SRNN_BHH, SRNN_BIH, SRNN_HIDB, SRNN_HIDW, SRNN_OUTB, SRNN_OUTW, SRNN_UPB,
+                                     SRNN_UPW, SRNN_WHH, SRNN_WIH, SRNN_WIH0, WN_CONV, WN_CONVB, WN_OUT1, WN_OUT1B,
+                                     WN_OUT2, WN_OUT2B, WN_RES, WN_RESB, WN_SKIP, WN_SKIPB)
 
 
 @njit(fastmath=FASTMATH, cache=True, error_model="numpy")
@@ -77,12 +80,10 @@ def machine_rates(dram_mbytes: int = 512) -> dict:
     return out
 
 
-def _parts(engine) -> list[tuple[str, float, int, int, int, int, int, int]]:
+def _parts(engine) -> list[tuple[str, float, int, int, int, int, int]]:
     """Matrix products of one step: (name, runs per sample, w_off, b_off, n_out, n_in, rows per stream)."""
     p = engine.packed
     if "tier_off" in p:  # SampleRNN
-        from wavegen.kernels.numba_samplernn import _BHH, _BIH, _HIDB, _HIDW, _OUTB, _OUTW, _UPB, _UPW, _WHH, _WIH, _WIH0
-
         dim, gd = p["dim"], p["gates"] * p["dim"]
         fs = [int(f) for f in p["tier_int"][:, 0]]
         ratios = [int(r) for r in p["tier_int"][:, 1]]
@@ -90,32 +91,30 @@ def _parts(engine) -> list[tuple[str, float, int, int, int, int, int, int]]:
         for k, f in enumerate(fs):
             for j in range(p["n_layers"]):
                 if j > 0:
-                    parts.append((f"tier {k} (frame {f}) layer {j} input", 1 / f, p["layer_off"][k, j, _WIH],
-                                  p["layer_off"][k, j, _BIH], gd, dim, 1))
-                parts.append((f"tier {k} (frame {f}) layer {j} recurrent", 1 / f, p["layer_off"][k, j, _WHH],
-                              p["layer_off"][k, j, _BHH], gd, dim, 1))
-            parts.append((f"tier {k} (frame {f}) upsampling x{ratios[k]}", 1 / f, p["tier_off"][k, _UPW],
-                          p["tier_off"][k, _UPB], ratios[k] * dim, dim, 1))
+                    parts.append((f"tier {k} (frame {f}) layer {j} input", 1 / f, p["layer_off"][k, j, SRNN_WIH],
+                                  p["layer_off"][k, j, SRNN_BIH], gd, dim, 1))
+                parts.append((f"tier {k} (frame {f}) layer {j} recurrent", 1 / f, p["layer_off"][k, j, SRNN_WHH],
+                              p["layer_off"][k, j, SRNN_BHH], gd, dim, 1))
+            parts.append((f"tier {k} (frame {f}) upsampling x{ratios[k]}", 1 / f, p["tier_off"][k, SRNN_UPW],
+                          p["tier_off"][k, SRNN_UPB], ratios[k] * dim, dim, 1))
             if k > 0:
                 parts.append((f"tier {k} (frame {f}) hoisted input projections", 1 / fs[k - 1],
-                              p["tier_off"][k, _WIH0], -1, gd, dim, ratios[k - 1]))
-        parts.append(("MLP hidden", 1.0, p["mlp_off"][_HIDW], p["mlp_off"][_HIDB], dim, dim, 1))
-        parts.append(("MLP output", 1.0, p["mlp_off"][_OUTW], p["mlp_off"][_OUTB], p["tier_int"][0, 2], dim, 1))
+                              p["tier_off"][k, SRNN_WIH0], -1, gd, dim, ratios[k - 1]))
+        parts.append(("MLP hidden", 1.0, p["mlp_off"][SRNN_HIDW], p["mlp_off"][SRNN_HIDB], dim, dim, 1))
+        parts.append(("MLP output", 1.0, p["mlp_off"][SRNN_OUTW], p["mlp_off"][SRNN_OUTB], p["tier_int"][0, 2], dim, 1))
         return parts
-    from wavegen.kernels.numba_wavenet import _CONV, _CONVB, _OUT1, _OUT1B, _OUT2, _OUT2B, _RES, _RESB, _SKIP, _SKIPB
-
     R, S, A, q, L = p["R"], p["S"], p["A"], p["q"], len(p["dil"])
-    return [(f"dilated convs ({L} x {2 * R}x{2 * R})", L, p["layer_off"][0, _CONV], p["layer_off"][0, _CONVB], 2 * R, 2 * R, 1),
-            (f"residual 1x1 ({L - 1} x {R}x{R})", L - 1, p["layer_off"][0, _RES], p["layer_off"][0, _RESB], R, R, 1),
-            (f"skip 1x1, fused ({S}x{L * R})", 1.0, p["head"][_SKIP], p["head"][_SKIPB], S, L * R, 1),
-            (f"output 1 ({A}x{S})", 1.0, p["head"][_OUT1], p["head"][_OUT1B], A, S, 1),
-            (f"output 2 ({q}x{A})", 1.0, p["head"][_OUT2], p["head"][_OUT2B], q, A, 1)]
+    return [(f"dilated convs ({L} x {2 * R}x{2 * R})", L, p["layer_off"][0, WN_CONV], p["layer_off"][0, WN_CONVB], 2 * R, 2 * R, 1),
+            (f"residual 1x1 ({L - 1} x {R}x{R})", L - 1, p["layer_off"][0, WN_RES], p["layer_off"][0, WN_RESB], R, R, 1),
+            (f"skip 1x1, fused ({S}x{L * R})", 1.0, p["head"][WN_SKIP], p["head"][WN_SKIPB], S, L * R, 1),
+            (f"output 1 ({A}x{S})", 1.0, p["head"][WN_OUT1], p["head"][WN_OUT1B], A, S, 1),
+            (f"output 2 ({q}x{A})", 1.0, p["head"][WN_OUT2], p["head"][WN_OUT2B], q, A, 1)]
 
 
 def profile_engine(engine, samples: int = 4096) -> dict:
     """Per-part and full-engine CPU time per sample step (all ``engine.streams`` streams).
 
-    Returns ``{"streams", "weights", "full_us", "parts": [{"name", "us", "share", "macs",
+    Returns ``{"streams", "precision", "full_us", "parts": [{"name", "us", "share", "macs",
     "weight_bytes", "gflops", "gb_per_s"}], "other_us"}``; macs and weight_bytes are per
     sample step, for all streams (weights are read once per step whatever the batch).
     Convolutions that repeat per layer are timed on the first layer's weights.
@@ -140,16 +139,16 @@ def profile_engine(engine, samples: int = 4096) -> dict:
     seconds = _best_cpu_seconds(lambda: _sample_reps(logits, 20000, scratch))
     rows.append({"name": "sampling (softmax + inverse CDF)", "us": seconds / 20000 * B * 1e6, "macs": 0,
                  "weight_bytes": 0, "gflops": None, "gb_per_s": None})
-    state = engine.state_dict()
+    snap = engine.snapshot()
     ids = np.arange(B)
     engine.generate(uniforms(0, ids, 0, 64))
     u = uniforms(0, ids, 64, samples)
     full = _best_cpu_seconds(lambda: engine.generate(u), repeats=2) / samples * 1e6
-    engine.load_state_dict(state)
+    engine.restore(snap)
     for r in rows:
         r["share"] = r["us"] / full
     other = full - sum(r["us"] for r in rows)
-    return {"streams": B, "weights": getattr(engine, "weights_format", "fp32"), "full_us": full,
+    return {"streams": B, "precision": engine.precision, "full_us": full,
             "samples_per_second": B / full * 1e6, "parts": rows, "other_us": other,
             "macs_per_step": sum(r["macs"] for r in rows),
             "weight_bytes_per_step": sum(r["weight_bytes"] for r in rows)}

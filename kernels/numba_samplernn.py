@@ -1,15 +1,13 @@
 """SampleRNN on the CPU: every tier and the sample MLP for B streams in one compiled loop.
 
 Built from ``SampleRNN.inference_spec()`` alone; the step order is the reference engine's
-(:class:`wavegen.generate.TorchSampleRNNEngine`): at position ``t`` every tier with
+(:class:`wavegen.torch_engines.TorchSampleRNNEngine`): at position ``t`` every tier with
 ``t % F_k == 0`` advances, top to bottom, then the MLP predicts the sample at ``t``.
 
-The algebra that makes it fast (all folds are done once, in float64, at build time):
+The weights are packed by :func:`wavegen.kernels.packing.pack_samplernn` (its comment gives
+the algebra folded at build time: MLP tables, the frame projection folded into the first RNN
+layer). What the kernels add:
 
-- The first MLP layer is the spec's per-position tables ``[window, Q, dim]``: a gather.
-- A tier's frame input projection folds into its first RNN layer:
-  ``w_ih @ (input_w @ frame + input_b + cond) + b_ih = A @ frame + c + w_ih @ cond`` with
-  ``A = w_ih @ input_w`` (``[G*dim, F]``, tiny) and ``c = w_ih @ input_b + b_ih``.
 - ``w_ih @ cond`` is hoisted out of the recurrent step: when a tier emits the conditioning
   vectors for the ``ratio`` frames of the tier below, their input projections are computed
   right away, as one matrix product over ``ratio x B`` columns, so ``w_ih`` is read once per
@@ -25,18 +23,14 @@ Engine state uses the reference engine's names and shapes (``t``, ``history``,
 from __future__ import annotations
 
 import numpy as np
-from numba import get_num_threads, njit, prange
+from numba import njit, prange
 
-from wavegen.kernels.numba_common import (NumbaEngine, _F0, _F1, FASTMATH, Packer, affine, announce_compile, as_numpy,
-                                          check_weights, matrix_store, require_c_contiguous, round_matrix,
-                                          fsigmoid, ftanh, rescale, emit_code)
-
-# tier_off columns
-_A, _C, _UPW, _UPB, _WIH0 = range(5)
-# layer_off columns
-_WIH, _BIH, _WHH, _BHH = range(4)
-# mlp_off columns
-_TAB, _INB, _HIDW, _HIDB, _OUTW, _OUTB = range(6)
+from wavegen.kernels.numba_common import (_F0, _F1, FASTMATH, TEACHER_FORCE, NumbaEngine, affine, emit_code,
+                                          fsigmoid, ftanh, rescale)
+from wavegen.kernels.packing import (SAMPLERNN_STREAM_AXES, SRNN_A, SRNN_BHH, SRNN_BIH, SRNN_C, SRNN_HIDB,
+                                     SRNN_HIDW, SRNN_INB, SRNN_OUTB, SRNN_OUTW, SRNN_TAB, SRNN_UPB, SRNN_UPW,
+                                     SRNN_WHH, SRNN_WIH, SRNN_WIH0, as_numpy, check_state, pack_samplernn,
+                                     samplernn_label_projection, samplernn_state_layout)
 
 
 @njit(fastmath=FASTMATH, cache=True, error_model="numpy")
@@ -54,7 +48,7 @@ def _tier_step(k, t, M, V, tier_off, layer_off, tier_int, n_layers, dim, gates, 
     for b in range(lo, hi):
         for p in range(fs):
             frame[b, p] = rescale(history[b, top - fs + p], q)
-    affine(V, tier_off[k, _A], V, tier_off[k, _C], gd, fs, frame, gi, lo, hi)  # small: kept float32
+    affine(V, tier_off[k, SRNN_A], V, tier_off[k, SRNN_C], gd, fs, frame, gi, lo, hi)  # small: kept float32
     if k == 0:
         if label_proj.shape[1] > 0:
             for b in range(lo, hi):
@@ -73,9 +67,9 @@ def _tier_step(k, t, M, V, tier_off, layer_off, tier_int, n_layers, dim, gates, 
             ysum[b, d] = 0.0
     for layer in range(n_layers):
         if layer > 0:
-            affine(M, layer_off[k, layer, _WIH], V, layer_off[k, layer, _BIH], gd, dim, xin, gi, lo, hi)
+            affine(M, layer_off[k, layer, SRNN_WIH], V, layer_off[k, layer, SRNN_BIH], gd, dim, xin, gi, lo, hi)
         h = hidden[k, 0, layer]
-        affine(M, layer_off[k, layer, _WHH], V, layer_off[k, layer, _BHH], gd, dim, h, gh, lo, hi)
+        affine(M, layer_off[k, layer, SRNN_WHH], V, layer_off[k, layer, SRNN_BHH], gd, dim, h, gh, lo, hi)
         if lstm:
             c = hidden[k, 1, layer]
             for b in range(lo, hi):
@@ -100,11 +94,11 @@ def _tier_step(k, t, M, V, tier_off, layer_off, tier_int, n_layers, dim, gates, 
                 ysum[b, d] += h[b, d]
     y = ysum if skip else xin
     cond = condbuf[cond_off[k]: cond_off[k] + B * ratio * dim]
-    affine(M, tier_off[k, _UPW], V, tier_off[k, _UPB], ratio * dim, dim, y, cond.reshape(B, ratio * dim), lo, hi)
+    affine(M, tier_off[k, SRNN_UPW], V, tier_off[k, SRNN_UPB], ratio * dim, dim, y, cond.reshape(B, ratio * dim), lo, hi)
     if k + 1 < n_tiers:
         gd_next = gd
         proj = pbuf[p_off[k + 1]: p_off[k + 1] + B * ratio * gd_next].reshape(B * ratio, gd_next)
-        affine(M, tier_off[k + 1, _WIH0], V, -1, gd_next, dim, cond.reshape(B * ratio, dim), proj,
+        affine(M, tier_off[k + 1, SRNN_WIH0], V, -1, gd_next, dim, cond.reshape(B * ratio, dim), proj,
                lo * ratio, hi * ratio)
 
 
@@ -112,15 +106,15 @@ def _tier_step(k, t, M, V, tier_off, layer_off, tier_int, n_layers, dim, gates, 
 def _run(M, V, tier_off, layer_off, mlp_off, tier_int, n_layers, dim, gates, lstm, skip,
          t0, history, hidden, condbuf, cond_off, pbuf, p_off, label_proj,
          mode, codes_in, uniforms, temps, codes_out, logits_out, lo, hi):
-    """Run n samples for streams lo..hi-1 from position t0. mode 0: teacher-force codes_in
-    [B, n] and write logits_out [B, n, Q]; mode 1: sample with uniforms [B, n] and temps [B]
+    """Run n samples for streams lo..hi-1 from position t0. mode TEACHER_FORCE: codes_in [B, n]
+    given, logits into logits_out [B, n, Q]; mode SAMPLE: uniforms [B, n] and temps [B], codes
     into codes_out [B, n]. State arrays are updated in place."""
     B = history.shape[0]
     top = history.shape[1]
     n_tiers = tier_int.shape[0]
     q = tier_int[0, 2]
     gd = gates * dim
-    n = codes_in.shape[1] if mode == 0 else uniforms.shape[1]
+    n = codes_in.shape[1] if mode == TEACHER_FORCE else uniforms.shape[1]
     window = tier_int[n_tiers - 1, 0]
     fmax = 0
     for k in range(n_tiers):
@@ -136,8 +130,8 @@ def _run(M, V, tier_off, layer_off, mlp_off, tier_int, n_layers, dim, gates, lst
     scratch = np.zeros(q, np.float32)
     last = n_tiers - 1
     mlp_cond = condbuf[cond_off[last]: cond_off[last] + B * window * dim].reshape(B * window, dim)
-    tables = mlp_off[_TAB]
-    in_b = V[mlp_off[_INB]: mlp_off[_INB] + dim]
+    tables = mlp_off[SRNN_TAB]
+    in_b = V[mlp_off[SRNN_INB]: mlp_off[SRNN_INB] + dim]
     for i in range(n):
         t = t0 + i
         for k in range(n_tiers):
@@ -157,11 +151,11 @@ def _run(M, V, tier_off, layer_off, mlp_off, tier_int, n_layers, dim, gates, lst
                     x1[b, d] += row[d]
             for d in range(dim):
                 x1[b, d] = max(x1[b, d], _F0)
-        affine(M, mlp_off[_HIDW], V, mlp_off[_HIDB], dim, dim, x1, x2, lo, hi)
+        affine(M, mlp_off[SRNN_HIDW], V, mlp_off[SRNN_HIDB], dim, dim, x1, x2, lo, hi)
         for b in range(lo, hi):
             for d in range(dim):
                 x2[b, d] = max(x2[b, d], _F0)
-        affine(M, mlp_off[_OUTW], V, mlp_off[_OUTB], q, dim, x2, logits, lo, hi)
+        affine(M, mlp_off[SRNN_OUTW], V, mlp_off[SRNN_OUTB], q, dim, x2, logits, lo, hi)
         for b in range(lo, hi):
             code = emit_code(mode, b, i, logits[b], codes_in, uniforms, temps, codes_out, logits_out, scratch)
             for p in range(top - 1):
@@ -193,101 +187,28 @@ def _hoist(B, groups, M, V, tier_off, tier_int, dim, gates, condbuf, cond_off, p
         proj = pbuf[p_off[k + 1]: p_off[k + 1] + B * ratio * gd].reshape(B * ratio, gd)
         for g in range(groups):
             lo, hi = g * B // groups, (g + 1) * B // groups
-            affine(M, tier_off[k + 1, _WIH0], V, -1, gd, dim, cond, proj, lo * ratio, hi * ratio)
-
-
-def round_spec(spec: dict, weights: str) -> dict:
-    """The spec with every matrix the kernels keep in the matrix store rounded as ``weights``
-    stores it: the fp16 engine computes exactly what the fp32 engines compute on this spec."""
-    if weights == "fp32":
-        return spec
-    out = dict(spec)
-    out["tiers"] = []
-    for k, tier in enumerate(spec["tiers"]):
-        tier = dict(tier)
-        tier["up_w"] = round_matrix(tier["up_w"], weights)
-        rnn = []
-        for j, layer in enumerate(tier["rnn"]):
-            layer = dict(layer)
-            layer["w_hh"] = round_matrix(layer["w_hh"], weights)
-            if j > 0 or k > 0:  # the top tier's first w_ih only enters the folded (float32) A
-                layer["w_ih"] = round_matrix(layer["w_ih"], weights)
-            rnn.append(layer)
-        tier["rnn"] = rnn
-        out["tiers"].append(tier)
-    out["mlp"] = dict(spec["mlp"])
-    for name in ("hidden_w", "out_w"):
-        out["mlp"][name] = round_matrix(spec["mlp"][name], weights)
-    return out
-
-
-def pack_samplernn(spec: dict, weights: str = "fp32") -> dict:
-    """Inference spec → the matrix store ``M``, the float32 vector store ``V`` and the int64
-    offset tables of :func:`_run`. ``weights="fp16"`` packs :func:`round_spec`'s values."""
-    spec = round_spec(spec, check_weights(weights))
-    dim, n_layers = int(spec["dim"]), int(spec["n_rnn"])
-    lstm = spec["rnn_type"] == "lstm"
-    gates = 4 if lstm else 3
-    q = int(spec["q_levels"])
-    tiers = spec["tiers"]
-    K = len(tiers)
-    mats, vecs = Packer(), Packer()
-    tier_off = np.full((K, 5), -1, np.int64)
-    layer_off = np.full((K, n_layers, 4), -1, np.int64)
-    tier_int = np.zeros((K, 3), np.int64)
-    for k, tier in enumerate(tiers):
-        tier_int[k] = (int(tier["frame_size"]), int(tier["ratio"]), q)
-        rnn0 = tier["rnn"][0]
-        w_ih = as_numpy(rnn0["w_ih"]).astype(np.float64)
-        tier_off[k, _A] = vecs.add(w_ih @ as_numpy(tier["input_w"]).astype(np.float64))
-        tier_off[k, _C] = vecs.add(w_ih @ as_numpy(tier["input_b"]).astype(np.float64) + as_numpy(rnn0["b_ih"]))
-        tier_off[k, _UPW] = mats.add(as_numpy(tier["up_w"]))
-        tier_off[k, _UPB] = vecs.add(as_numpy(tier["up_b"]))
-        if k > 0:
-            tier_off[k, _WIH0] = mats.add(as_numpy(rnn0["w_ih"]))
-        for j, layer in enumerate(tier["rnn"]):
-            if j > 0:
-                layer_off[k, j, _WIH] = mats.add(as_numpy(layer["w_ih"]))
-                layer_off[k, j, _BIH] = vecs.add(as_numpy(layer["b_ih"]))
-            layer_off[k, j, _WHH] = mats.add(as_numpy(layer["w_hh"]))
-            layer_off[k, j, _BHH] = vecs.add(as_numpy(layer["b_hh"]))
-    mlp = spec["mlp"]
-    mlp_off = np.array([vecs.add(as_numpy(mlp["tables"])), vecs.add(as_numpy(mlp["in_b"])),
-                        mats.add(as_numpy(mlp["hidden_w"])), vecs.add(as_numpy(mlp["hidden_b"])),
-                        mats.add(as_numpy(mlp["out_w"])), vecs.add(as_numpy(mlp["out_b"]))], np.int64)
-    return {"M": matrix_store(mats.flat(), weights), "V": vecs.flat(), "tier_off": tier_off,
-            "layer_off": layer_off, "mlp_off": mlp_off, "tier_int": tier_int, "n_layers": n_layers,
-            "dim": dim, "gates": gates, "lstm": lstm, "skip": bool(spec["skip"])}
+            affine(M, tier_off[k + 1, SRNN_WIH0], V, -1, gd, dim, cond, proj, lo * ratio, hi * ratio)
 
 
 class NumbaSampleRNNEngine(NumbaEngine):
     """SampleRNN engine on the CPU (numba); the reference engine's contract and state names.
+    Options as :class:`NumbaEngine` (precision, threads)."""
 
-    ``threads``: stream groups run in parallel (default: numba's thread count). ``weights``:
-    ``"fp32"`` (matches the torch engine) or ``"fp16"`` (the big matrices stored as IEEE half,
-    arithmetic in float32: half the bytes a memory-bound step reads; exactly the fp32 engine on
-    ``round_spec(spec, "fp16")``).
-    """
+    _stream_axes = SAMPLERNN_STREAM_AXES
+    _name = "samplernn"
+    _kernels = (_run, _run_parallel, _tier_step)
 
-    backend = "numba"
-    _stream_axes = {"t": None, "history": 0, "hidden": 2, "cond": 0, "label_weights": 0}
+    def _pack(self, spec: dict, precision: str) -> dict:
+        return pack_samplernn(spec, precision)
 
-    def __init__(self, spec: dict, streams: int, device="cpu", threads: int | None = None, weights: str = "fp32"):
-        super().__init__(spec, streams)
-        if str(device) != "cpu":
-            raise ValueError(f"the numba engine runs on the CPU, not {device!r}")
-        self.threads = threads
-        self.weights_format = check_weights(weights)
-        self.packed = pack_samplernn(spec, weights)
-        p = self.packed
+    def _build(self, spec: dict) -> None:
+        p, B = self.packed, self.streams
         self.frame_sizes = [int(t["frame_size"]) for t in spec["tiers"]]
         self.ratios = [int(t["ratio"]) for t in spec["tiers"]]
         self.h0 = np.stack([as_numpy(t["h0"]).astype(np.float32) for t in spec["tiers"]])  # [K, S, L, dim]
-        emb = spec.get("label_embedding")
-        self.label_embedding = None if emb is None else as_numpy(emb).astype(np.float32)
-        self.w_ih_top = as_numpy(spec["tiers"][0]["rnn"][0]["w_ih"]).astype(np.float32)
-        B, dim, gd = streams, p["dim"], p["gates"] * p["dim"]
-        # flat per-tier state buffers: cond of tier k's output [B, ratio_k, dim], projections for tier k
+        dim, gd = p["dim"], p["gates"] * p["dim"]
+        # flat per-tier buffers: tier k's cond output [B, ratio_k, dim]; tier k's hoisted input
+        # projections [B, ratio_{k-1}, G*dim] (k >= 1)
         self.cond_off = np.cumsum([0] + [B * r * dim for r in self.ratios]).astype(np.int64)
         self.p_off = np.zeros(len(self.ratios), np.int64)
         size = 0
@@ -295,44 +216,58 @@ class NumbaSampleRNNEngine(NumbaEngine):
             self.p_off[k] = size
             size += B * self.ratios[k - 1] * gd
         self.pbuf = np.zeros(max(size, 1), np.float32)
-        self.reset(label_weights=self.default_label_weights())
 
-    # ----- state --------------------------------------------------------------------------
     def reset(self, prime_codes=None, label_weights=None) -> None:
         B = self.streams
+        blend = self.check_label_weights(label_weights)
         self.t = 0
         self.history = np.full((B, self.frame_sizes[0]), self.silence, dtype=np.int64)
         self.hidden = np.array(np.broadcast_to(  # a writable copy: [K, S, L, B, dim]
             self.h0[:, :, :, None, :], self.h0.shape[:3] + (B, self.h0.shape[3])), dtype=np.float32, order="C")
         self.condbuf = np.zeros(int(self.cond_off[-1]), np.float32)
         self.pbuf[:] = 0.0
-        self._set_labels(self.label_weights(label_weights))
+        self._set_label_blend(blend)
         if prime_codes is not None:
             self.teacher_force(prime_codes)
 
-    def _set_labels(self, weights: np.ndarray | None) -> None:
-        self.weights = weights
-        if weights is None:
-            self.label_proj = np.zeros((self.streams, 0), np.float32)
-        else:
-            top_cond = (weights.astype(np.float64) @ self.label_embedding.astype(np.float64))
-            self.label_proj = np.ascontiguousarray((top_cond @ self.w_ih_top.T.astype(np.float64)).astype(np.float32))
+    def _set_label_blend(self, blend: np.ndarray | None) -> None:
+        self.label_blend = blend
+        self.label_proj = np.zeros((self.streams, 0), np.float32) if blend is None else \
+            samplernn_label_projection(self.spec, blend)
 
     def _cond(self, k: int) -> np.ndarray:
         """Tier k's conditioning output, as the reference's cond{k+1}: a view [B, ratio_k, dim]."""
         lo, hi = self.cond_off[k], self.cond_off[k + 1]
         return self.condbuf[lo:hi].reshape(self.streams, self.ratios[k], self.packed["dim"])
 
+    def _proj(self, k: int) -> np.ndarray:
+        """Tier k's (k >= 1) hoisted input projections: a view [B, ratio_{k-1}, G*dim]."""
+        gd = self.packed["gates"] * self.packed["dim"]
+        n = self.streams * self.ratios[k - 1] * gd
+        return self.pbuf[self.p_off[k]: self.p_off[k] + n].reshape(self.streams, self.ratios[k - 1], gd)
+
+    def _live_state(self) -> dict:
+        live = {"history": (self.history, 0), "hidden": (self.hidden, 3)}
+        for k in range(len(self.frame_sizes)):
+            live[f"cond{k + 1}"] = (self._cond(k), 0)
+            if k > 0:
+                live[f"proj{k}"] = (self._proj(k), 0)
+        if self.label_blend is not None:
+            live["label_weights"] = (self.label_blend, 0)
+            live["label_proj"] = (self.label_proj, 0)
+        return live
+
     def state_dict(self) -> dict[str, np.ndarray]:
         state = {"t": np.array(self.t, dtype=np.int64), "history": self.history.copy()}
         for k in range(len(self.frame_sizes)):
             state[f"hidden{k}"] = self.hidden[k].copy()
             state[f"cond{k + 1}"] = self._cond(k).copy()
-        if self.weights is not None:
-            state["label_weights"] = self.weights.copy()
+        if self.label_blend is not None:
+            state["label_weights"] = self.label_blend.copy()
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        check_state(state, samplernn_state_layout(self.spec, self.streams))
         K = len(self.frame_sizes)
         self.t = int(state["t"])
         self.history = np.array(state["history"], dtype=np.int64, order="C")
@@ -340,29 +275,15 @@ class NumbaSampleRNNEngine(NumbaEngine):
         for k in range(K):
             self._cond(k)[...] = np.asarray(state[f"cond{k + 1}"], np.float32)
         if "label_weights" in state:
-            self._set_labels(np.ascontiguousarray(np.asarray(state["label_weights"], np.float32)))
+            self._set_label_blend(np.array(state["label_weights"], np.float32, order="C"))
         p = self.packed
-        _hoist(self.streams, self._groups(), p["M"], p["V"], p["tier_off"], p["tier_int"], p["dim"], p["gates"], self.condbuf, self.cond_off,
-               self.pbuf, self.p_off)
+        _hoist(self.streams, self._groups(), p["M"], p["V"], p["tier_off"], p["tier_int"], p["dim"], p["gates"],
+               self.condbuf, self.cond_off, self.pbuf, self.p_off)
 
-    # ----- running ----------------------------------------------------------------------------
-    def _groups(self) -> int:
-        threads = self.threads if self.threads is not None else get_num_threads()
-        return max(1, min(self.streams, threads))
-
-    def _call(self, mode, codes_in, uniforms, temps, codes_out, logits_out) -> None:
+    def _weight_args(self) -> tuple:
         p = self.packed
-        args = (p["M"], p["V"], p["tier_off"], p["layer_off"], p["mlp_off"], p["tier_int"], p["n_layers"], p["dim"],
-                p["gates"], p["lstm"], p["skip"], self.t, self.history, self.hidden, self.condbuf,
-                self.cond_off, self.pbuf, self.p_off, self.label_proj, mode, codes_in, uniforms, temps,
-                codes_out, logits_out)
-        require_c_contiguous(args)
-        groups = self._groups()
-        if groups == 1:
-            announce_compile("samplernn", _run, _tier_step)
-            _run(*args, 0, self.streams)
-        else:
-            announce_compile("samplernn-parallel", _run_parallel, _run)
-            _run_parallel(groups, *args)
-        self.t += codes_in.shape[1] if mode == 0 else uniforms.shape[1]
+        return (p["M"], p["V"], p["tier_off"], p["layer_off"], p["mlp_off"], p["tier_int"], p["n_layers"], p["dim"],
+                p["gates"], p["lstm"], p["skip"])
 
+    def _state_args(self) -> tuple:
+        return (self.history, self.hidden, self.condbuf, self.cond_off, self.pbuf, self.p_off, self.label_proj)

@@ -106,7 +106,7 @@ def test_profile_parts_add_up_and_count_the_model():
         assert prof["macs_per_step"] == pytest.approx(macs * prof["batch"])
         bytes_per_weight = 2 if prof["backend"] == "numba-fp16" else 4
         assert prof["weight_bytes_per_step"] == pytest.approx(macs * bytes_per_weight)  # read once per step
-        assert prof["weights"] == ("fp16" if prof["backend"] == "numba-fp16" else "fp32")
+        assert prof["precision"] == ("fp16" if prof["backend"] == "numba-fp16" else "fp32")
         parts = sum(p["us"] for p in prof["parts"])
         assert parts + prof["other_us"] == pytest.approx(prof["full_us"])
         assert prof["samples_per_second"] == pytest.approx(prof["batch"] / prof["full_us"] * 1e6)

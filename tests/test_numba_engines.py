@@ -8,7 +8,7 @@ import torch
 
 from wavegen.generate import make_engine, sample_codes, uniforms
 from wavegen.kernels.numba_common import affine, fexp, sample_code
-from wavegen.kernels import numba_samplernn, numba_wavenet
+from wavegen.kernels.packing import round_spec
 from wavegen.kernels.numba_samplernn import NumbaSampleRNNEngine
 from wavegen.kernels.numba_wavenet import NumbaWaveNetEngine
 from wavegen.models.samplernn import SampleRNN, SampleRNNConfig
@@ -289,12 +289,12 @@ def test_wavenet_stream_groups_give_the_same_codes():
 @pytest.mark.parametrize("family", ["samplernn", "wavenet"])
 def test_fp16_weights_are_the_fp32_engine_on_rounded_weights(family):
     if family == "samplernn":
-        model, module, cls = samplernn(3, "lstm", skip=True, labels=LABELS), numba_samplernn, NumbaSampleRNNEngine
+        model, cls = samplernn(3, "lstm", skip=True, labels=LABELS), NumbaSampleRNNEngine
     else:
-        model, module, cls = wavenet(6, 8, labels=LABELS), numba_wavenet, NumbaWaveNetEngine
+        model, cls = wavenet(6, 8, labels=LABELS), NumbaWaveNetEngine
     spec = model.inference_spec()
-    ref = make_engine(module.round_spec(spec, "fp16"), 3, "torch")
-    half = cls(spec, 3, weights="fp16")
+    ref = make_engine(round_spec(spec, "fp16"), 3, "torch")
+    half = cls(spec, 3, precision="fp16")
     full = cls(spec, 3)
     for engine in (ref, half, full):
         engine.reset(label_weights=BLEND)
@@ -312,9 +312,9 @@ def test_fp16_refuses_weights_it_cannot_hold():
     spec["out2_w"] = spec["out2_w"].clone()
     spec["out2_w"][0, 0] = 1e5
     with pytest.raises(ValueError, match="fp16"):
-        NumbaWaveNetEngine(spec, 1, weights="fp16")
-    with pytest.raises(ValueError, match="weights='int8'"):
-        NumbaWaveNetEngine(spec, 1, weights="int8")
+        NumbaWaveNetEngine(spec, 1, precision="fp16")
+    with pytest.raises(ValueError, match="precision 'int8'"):
+        NumbaWaveNetEngine(spec, 1, precision="int8")
 
 
 def test_numba_engines_check_their_inputs():
@@ -323,7 +323,7 @@ def test_numba_engines_check_their_inputs():
         fast.teacher_force(np.full((2, 3), Q))
     with pytest.raises(ValueError, match="uniforms of shape"):
         fast.generate(np.zeros((3, 4), np.float32))
-    with pytest.raises(ValueError, match="CPU"):
+    with pytest.raises(ValueError, match="cpu"):
         NumbaWaveNetEngine(wavenet(4, 8).inference_spec(), 2, device="cuda")
 
 

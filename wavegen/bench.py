@@ -8,9 +8,14 @@ time at the model's sample rate, and the speed-up over the torch engine measured
 run at the same batch. The torch engine is slow, so its rows may time fewer samples
 (``torch_samples``); every rate is per second, so rows stay comparable.
 
-Kept to torch, numpy and numba (matplotlib only inside :func:`plot`), so it runs on machines
-without the audio libraries. A training-speed mode can sit beside generation as its own
-function sharing :func:`machine_info`.
+A backend is named as make_engine names it, optionally with a precision: ``numba``,
+``numba-fp16``, ``numba-bf16``, ``cuda-bf16``; every row's engine comes from
+:func:`wavegen.generate.make_engine`.
+
+Training (:func:`bench_training`, ``wavegen bench --train``): the trainer's own step on
+synthetic audio. Profile (:func:`profile_generation`, ``--profile``): where the numba engines'
+time goes. Generation and profile need torch, numpy and numba only (matplotlib only inside
+:func:`plot`); the sample rate of a model comes from :func:`wavegen.resolve.resolve_model`.
 """
 
 from __future__ import annotations
@@ -24,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from wavegen.config import ConfigError
+from wavegen.engine import PRECISIONS
 from wavegen.generate import make_engine, uniforms
 
 logger = logging.getLogger(__name__)
-
-PRESET_SAMPLE_RATE = 16000  # presets carry no rate; the one `wavegen info` assumes too
 
 
 # ----- the machine ---------------------------------------------------------------------------------
@@ -48,7 +53,7 @@ def set_threads(threads: int | None) -> None:
     if threads is None:
         return
     if threads < 1:
-        raise ValueError(f"--threads {threads}: need at least one")
+        raise ConfigError(f"--threads {threads}: need at least one")
     torch.set_num_threads(threads)
     try:
         import numba
@@ -79,28 +84,24 @@ def machine_info(device: str = "cpu") -> dict:
 
 # ----- the model -----------------------------------------------------------------------------------
 
-def load_bench_model(model: str, seed: int = 0, device: str = "cpu") -> tuple[dict, dict]:
-    """A preset name (random weights from ``seed``) or a model/run folder → (inference spec, facts).
+def load_bench_model(model: str, seed: int = 0) -> tuple[dict, dict]:
+    """A preset or config (random weights from ``seed``) or a model/run folder → (inference spec, facts).
 
-    facts: ``source``, ``model_type``, ``sample_rate``, ``parameters``, ``preset``.
+    facts: ``source``, ``model_type``, ``sample_rate`` (the model's, from resolve_model),
+    ``parameters``, ``preset``.
     """
-    from wavegen.models import PRESETS, build_model, resolve_preset
+    from wavegen.resolve import resolve_model
 
-    if model in PRESETS and not Path(model).exists():
-        config = resolve_preset(model)
-        torch.manual_seed(seed)
-        net = build_model(config)
-        facts = {"source": f"preset {model}, random weights (seed {seed})", "preset": model,
-                 "sample_rate": PRESET_SAMPLE_RATE}
+    ref = resolve_model(model)
+    if ref.trained:
+        net, source = ref.load("cpu"), str(ref.folder if ref.kind == "model" else ref.source)
     else:
-        from wavegen.checkpoint import find_model_dir, load_model
-
-        net, config = load_model(model, "cpu")
-        facts = {"source": str(find_model_dir(model)), "preset": config.get("preset"),
-                 "sample_rate": int(config["data"]["sample_rate"])}
-    net.eval()
-    facts["model_type"] = config["model_type"]
-    facts["parameters"] = sum(p.numel() for p in net.parameters())
+        torch.manual_seed(seed)
+        net = ref.build().eval()
+        source = f"{ref.kind} {model}, random weights (seed {seed})"
+    config = ref.config
+    facts = {"source": source, "preset": config.get("preset"), "sample_rate": ref.sample_rate,
+             "model_type": config["model_type"], "parameters": sum(p.numel() for p in net.parameters())}
     return net.inference_spec(), facts
 
 
@@ -114,19 +115,17 @@ def _whole_frames(spec: dict, n: int) -> int:
 
 # ----- generation ----------------------------------------------------------------------------------
 
-# Bench-only backend names: an engine variant that make_engine does not name.
-VARIANTS = {"numba-fp16": ("numba", {"weights": "fp16"})}
+def parse_backend(name: str) -> tuple[str, str]:
+    """A bench backend name → (make_engine backend, precision): "numba" → ("numba", "fp32"),
+    "numba-fp16" → ("numba", "fp16")."""
+    base, _, suffix = name.rpartition("-")
+    return (base, suffix) if base and suffix in PRECISIONS else (name, "fp32")
 
 
 def build_engine(spec: dict, streams: int, backend: str, device: str = "cpu"):
-    """make_engine, plus the variants in VARIANTS (``numba-fp16``: fp16 weight storage)."""
-    if backend not in VARIANTS:
-        return make_engine(spec, streams, backend, device)
-    base, options = VARIANTS[backend]
-    make_engine(spec, 1, base, device)  # raises with the reason when the base backend cannot run here
-    from wavegen.kernels.numba_engines import make_numba_engine
-
-    return make_numba_engine(spec, streams, **options)
+    """make_engine for a bench backend name (see :func:`parse_backend`)."""
+    base, precision = parse_backend(backend)
+    return make_engine(spec, streams, base, device, precision=precision)
 
 
 def time_generation(engine, samples: int, warmup: int, repeats: int, seed: int = 0) -> dict:
@@ -157,16 +156,16 @@ def bench_generation(model: str, backends=("torch", "numba"), batches=(1, 8, 64)
     ``samples_per_second`` (all streams), ``samples_per_second_per_stream``, ``realtime_factor``
     (per stream, at the model's rate), ``audio_seconds_per_second`` (all streams) and
     ``speedup_vs_torch`` (aggregate rate over the torch row of the same batch; None without one).
-    Backends: those of make_engine, and ``numba-fp16`` (numba with fp16 weight storage).
+    Backends: make_engine's, each optionally with a precision (``numba-fp16``: :func:`parse_backend`).
     ``progress(message)`` is called before each measurement.
     """
     backends, batches = list(backends), [int(b) for b in batches]
     if not backends or not batches:
-        raise ValueError("give at least one backend and one batch size")
+        raise ConfigError("give at least one backend and one batch size")
     if samples < 1 or any(b < 1 for b in batches) or repeats < 1:
-        raise ValueError("samples, batch sizes and repeats must be positive")
+        raise ConfigError("samples, batch sizes and repeats must be positive")
     set_threads(threads)
-    spec, facts = load_bench_model(model, seed, device)
+    spec, facts = load_bench_model(model, seed)
     rate = facts["sample_rate"]
     samples = _whole_frames(spec, samples)
     torch_samples = _whole_frames(spec, torch_samples if torch_samples else min(samples, 1024))
@@ -204,14 +203,14 @@ def profile_generation(model: str, backends=("numba",), batches=(1,), samples: i
     """Where the numba engines' time goes: ``{"mode": "profile", "machine" (+ "rates"), "model",
     "profiles": [{"backend", "batch", ...kernels.numba_profile.profile_engine}]}``.
 
-    Only numba backends (``numba``, ``numba-fp16``) have parts to time; one thread by default,
-    so a part's time is one core's.
+    Only numba backends (``numba``, ``numba-fp16``, ``numba-bf16``) have parts to time; one
+    thread by default, so a part's time is one core's.
     """
     from wavegen.kernels.numba_profile import machine_rates, profile_engine
 
-    bad = [b for b in backends if b not in ("numba", "numba-fp16")]
+    bad = [b for b in backends if parse_backend(b)[0] != "numba"]
     if bad:
-        raise ValueError(f"--profile times the numba engines' parts; {bad} cannot be profiled")
+        raise ConfigError(f"--profile times the numba engines' parts; {bad} cannot be profiled")
     set_threads(threads)
     spec, facts = load_bench_model(model, seed)
     if progress is not None:
@@ -236,7 +235,7 @@ def format_profile(result: dict) -> str:
              f"{rates['read_gb_per_s_l2']:.0f} from L2; affine kernel {rates['affine_gflops_cached_batch8']:.0f} "
              "GFLOP/s on cached weights (batch 8). CPU time per sample step, all streams."]
     for prof in result["profiles"]:
-        lines += ["", f"{prof['backend']} batch {prof['batch']} ({prof['weights']} weights): "
+        lines += ["", f"{prof['backend']} batch {prof['batch']} ({prof['precision']} weights): "
                       f"{prof['full_us']:.1f} us per step = {prof['samples_per_second']:,.0f} samples/s; "
                       f"{prof['macs_per_step'] / 1e6:.2f} M multiply-adds and "
                       f"{prof['weight_bytes_per_step'] / 1e6:.2f} MB of weights per step",
@@ -322,7 +321,7 @@ def plot(results: list[dict] | dict, path: str | Path) -> Path:
 # memory-mapped corpus path, autocast, backward, clip, Adam) on synthetic audio, so no corpus
 # is needed. Kept apart from generation above; shares only machine_info and set_threads.
 
-def synthetic_audio(samples: int, sample_rate: int = PRESET_SAMPLE_RATE, seed: int = 0) -> np.ndarray:
+def synthetic_audio(samples: int, sample_rate: int, seed: int = 0) -> np.ndarray:
     """int16 [samples]: a slow sine sweep plus a little noise, standing in for a corpus split."""
     rng = np.random.default_rng(seed)
     t = np.arange(samples) / sample_rate
@@ -377,17 +376,19 @@ def bench_training(model: str, batches=(32,), seq_len: int | None = None, steps:
     from wavegen.config import TrainConfig, from_dict, to_dict
     from wavegen.data import BatchStream
     from wavegen.models import PRESETS, model_config, resolve_preset
+    from wavegen.resolve import resolve_model
     from wavegen.train import LN2, build_training, make_accelerator, train_step
 
     if model not in PRESETS:
-        raise ValueError(f"bench --train takes a preset name; {model!r} is not one of {sorted(PRESETS)}")
+        raise ConfigError(f"bench --train takes a preset name; {model!r} is not one of {sorted(PRESETS)}")
     batches = [int(b) for b in batches]
     if not batches or any(b < 1 for b in batches) or steps < 1 or warmup < 0:
-        raise ValueError("batch sizes and steps must be positive, warm-up steps at least 0")
+        raise ConfigError("batch sizes and steps must be positive, warm-up steps at least 0")
     set_threads(threads)
     accelerator = make_accelerator(mixed_precision, cpu=torch.device(device).type == "cpu")
     dev = accelerator.device
     base = resolve_preset(model)
+    rate = resolve_model(model).sample_rate
     rows, facts = [], {}
     for batch in batches:
         config = {**base, "train": {**base["train"], "batch_size": batch, "grad_accum": grad_accum,
@@ -405,7 +406,7 @@ def bench_training(model: str, batches=(32,), seq_len: int | None = None, steps:
         net, optimizer, inner = build_training(config, train_cfg, accelerator)
         facts = {"parameters": sum(p.numel() for p in inner.parameters()), "model_type": config["model_type"]}
         need = inner.context_samples + train_cfg.tbptt_windows * train_cfg.seq_len
-        audio = synthetic_audio(4 * need + PRESET_SAMPLE_RATE, seed=seed)
+        audio = synthetic_audio(4 * need + rate, rate, seed=seed)
         segments = np.array([[0, len(audio), 0]], dtype=np.int64)
         stream = BatchStream(inner.make_batches(audio, segments, None, train_cfg), 0, grad_accum, dev,
                              workers=num_workers, pin=dev.type == "cuda")
@@ -435,7 +436,7 @@ def bench_training(model: str, batches=(32,), seq_len: int | None = None, steps:
     machine = machine_info(str(dev))
     precision = accelerator.mixed_precision
     model_info = {"name": model, "source": f"preset {model}, random weights (seed {seed})", **facts,
-                  "sample_rate": PRESET_SAMPLE_RATE, "mixed_precision": precision, "compile": compile,
+                  "sample_rate": rate, "mixed_precision": precision, "compile": compile,
                   "grad_accum": grad_accum, "num_workers": num_workers, "warmup_steps": warmup}
     return {"mode": "training", "machine": machine, "model": model_info, "rows": rows}
 

@@ -114,7 +114,7 @@ def profile_tables(prof: dict) -> list[str]:
                 "own weights; \"everything else\" is the full step minus the parts.", "",
                 f"`{result.get('command', '')}`", ""]
         for p in result["profiles"]:
-            out += [f"**{p['backend']}, batch {p['batch']}** ({p['weights']} weights): {p['full_us']:.1f} us per step "
+            out += [f"**{p['backend']}, batch {p['batch']}** ({p.get('precision', p.get('weights'))} weights): {p['full_us']:.1f} us per step "
                     f"= {p['samples_per_second']:,.0f} samples/s per CPU-second; {p['macs_per_step'] / 1e6:.2f} M "
                     f"multiply-adds and {p['weight_bytes_per_step'] / 1e6:.2f} MB of weights per step.", "",
                     "| part | us / step | share | GFLOP/s | weight GB/s |", "|---|---:|---:|---:|---:|"]

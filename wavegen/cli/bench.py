@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 logger = logging.getLogger("wavegen")
@@ -13,7 +12,9 @@ def add_parser(sub) -> None:
                        description="Generation speed of a preset (random weights) or a trained model folder, "
                                    "for each backend and batch size; warm-up (compilation) excluded.")
     p.add_argument("--model", required=True, help="preset name (random weights) or a model/run folder")
-    p.add_argument("--backends", default="torch,numba", help="comma list (default torch,numba)")
+    p.add_argument("--backends", default="torch,numba",
+                   help="comma list of backends, each optionally with a precision: torch, numba, numba-fp16, "
+                        "numba-bf16, cuda, cuda-bf16 (default torch,numba)")
     p.add_argument("--batch", default=None,
                    help="comma list of stream counts (default 1,8,64); with --train, global training "
                         "batch sizes (default: the preset's)")
@@ -42,24 +43,25 @@ def add_parser(sub) -> None:
 
 
 def _comma_list(text: str, what: str, cast=str) -> list:
+    from wavegen.config import ConfigError
+
     items = [x.strip() for x in str(text).split(",") if x.strip()]
     try:
         values = [cast(x) for x in items]
     except ValueError:
-        raise ValueError(f"{what} {text!r}: expected a comma list like 1,8,64") from None
+        raise ConfigError(f"{what} {text!r}: expected a comma list like 1,8,64") from None
     if not values:
-        raise ValueError(f"{what} {text!r} is empty")
+        raise ConfigError(f"{what} {text!r} is empty")
     return values
 
 
 def _write_json(path, result) -> None:
     from pathlib import Path
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(path)
+    from wavegen.fileio import write_json
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, result)
     logger.info("wrote %s", path)
 
 
@@ -107,7 +109,6 @@ def run(args) -> int:
 
 def _cmd_bench_train(args) -> int:
     from wavegen.bench import bench_training, format_training_table
-    from wavegen.config import save_json
     from wavegen.models import resolve_preset
 
     batches = _comma_list(args.batch, "--batch", int) if args.batch else \
@@ -127,9 +128,5 @@ def _cmd_bench_train(args) -> int:
     result["command"] = "wavegen bench --train " + " ".join(options)
     print(format_training_table(result))
     if args.json:
-        from pathlib import Path
-
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        save_json(Path(args.json), result)
-        logger.info("wrote %s", args.json)
+        _write_json(args.json, result)
     return 0
