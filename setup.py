@@ -5,9 +5,9 @@ setup(
     version="0.1.0",
     description="Raw-audio neural synthesis: SampleRNN and WaveNet, trained on your recordings, rendered fast",
     python_requires=">=3.10",
-    packages=["wavegen", "wavegen.cli", "wavegen.models", "wavegen.kernels"],
+    packages=["wavegen", "wavegen.cli", "wavegen.models", "wavegen.kernels", "wavegen.serve"],
     package_dir={"wavegen.kernels": "kernels"},
-    package_data={"wavegen.kernels": ["cuda/*.cu", "cuda/*.cpp", "cuda/*.h"]},
+    package_data={"wavegen.kernels": ["cuda/*.cu", "cuda/*.cpp", "cuda/*.h"], "wavegen.serve": ["static/*"]},
     install_requires=[
         "torch>=2.4",
         "numpy>=1.24",
@@ -18,9 +18,10 @@ setup(
         "safetensors>=0.4",
         "tqdm>=4.60",
         "tensorboard>=2.14",
+        "aiohttp>=3.9",  # wavegen serve
     ],
     extras_require={
-        "dev": ["pytest>=7", "matplotlib>=3.7"],
+        "dev": ["pytest>=7", "matplotlib>=3.7", "playwright>=1.40"],  # playwright: the serve page's browser test
         "plot": ["matplotlib>=3.7"],
     },
     entry_points={"console_scripts": ["wavegen=wavegen.cli:main"]},

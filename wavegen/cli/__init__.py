@@ -10,11 +10,12 @@ import argparse
 import logging
 import sys
 
-from wavegen.cli import bench, evaluate, info, prep, render, train
+from wavegen.cli import bench, evaluate, info, prep, render, serve, train
 
 logger = logging.getLogger("wavegen")
 
-COMMANDS = {"prep": prep, "train": train, "render": render, "eval": evaluate, "info": info, "bench": bench}
+COMMANDS = {"prep": prep, "train": train, "render": render, "eval": evaluate, "info": info, "bench": bench,
+            "serve": serve}
 
 
 def build_parser() -> argparse.ArgumentParser:

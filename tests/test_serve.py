@@ -1,0 +1,437 @@
+"""wavegen serve: real servers on loopback (subprocesses of the CLI), real HTTP clients, real decoding.
+
+The model is a tiny random SampleRNN at 16 kHz (~50x real time on the numba engine), saved as a
+model folder; the stream it plays is checked against the same engine run directly, sample
+position by sample position.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from wavegen.audio import dequantize, float_to_int16
+from wavegen.checkpoint import save_model
+from wavegen.generate import make_engine, uniforms
+from wavegen.models import build_model, resolve_preset
+from wavegen.serve.broadcast import Broadcast
+from wavegen.serve.encoder import GRANULE_RATE, OggOpusEncoder, Page, split_pages
+
+SR = 16000
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+START_TIMEOUT = 120  # a cold numba cache compiles the engine first
+
+
+def make_model(folder: Path, sample_rate: int = SR, output_bias=None) -> Path:
+    """A tiny SampleRNN model folder. ``output_bias [Q]``: zero the output weights and set this
+    bias, so every sample is drawn from softmax(bias) whatever came before."""
+    config = resolve_preset("samplernn-tiny")
+    config["model"].update(dim=32, emb_size=8, weight_norm=output_bias is None)
+    config["data"] = {"sample_rate": sample_rate}
+    torch.manual_seed(0)
+    model = build_model(config)
+    if output_bias is not None:
+        with torch.no_grad():
+            model.mlp.output.weight.zero_()
+            model.mlp.output.bias.copy_(torch.as_tensor(output_bias, dtype=torch.float32))
+    return save_model(model, config, folder)
+
+
+def reference_pcm(model_dir: Path, n: int, seed: int = 0) -> np.ndarray:
+    """What the station must play without the guard: the engine run directly, int16 [n]."""
+    from wavegen.checkpoint import load_model
+
+    model, _ = load_model(model_dir)
+    engine = make_engine(model, 1, "auto")
+    engine.reset()
+    codes = engine.generate(uniforms(seed, [0], 0, n), 1.0)[0]
+    return float_to_int16(dequantize(codes, engine.q_levels, engine.spec["quantization"]))
+
+
+class Server:
+    """``wavegen serve MODEL --port 0 ...`` in a subprocess; ``url`` once it listens."""
+
+    def __init__(self, model: Path, *args: str, cwd: Path | None = None):
+        self.args = [sys.executable, "-m", "wavegen", "serve", str(model), "--port", "0", *args]
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                                     cwd=cwd)
+        self.stderr: list[str] = []
+        threading.Thread(target=lambda: self.stderr.extend(self.proc.stderr), daemon=True).start()
+        line = self._readline(START_TIMEOUT)
+        if not line.startswith("listening: "):
+            self.stop()
+            raise AssertionError(f"server did not start: {line!r}\n{''.join(self.stderr)}")
+        self.url = line.split(" ", 1)[1].strip().rstrip("/")
+        self.port = int(self.url.rsplit(":", 1)[1])
+
+    def _readline(self, timeout: float) -> str:
+        box: list[str] = []
+        reader = threading.Thread(target=lambda: box.append(self.proc.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(timeout)
+        return box[0] if box else ""
+
+    def get(self, path: str, timeout: float = 10.0) -> tuple[int, dict, bytes]:
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=timeout) as r:
+                return r.status, dict(r.headers), r.read()
+        except urllib.error.HTTPError as err:
+            return err.code, dict(err.headers), err.read()
+
+    def status(self) -> dict:
+        return json.loads(self.get("/status")[2])
+
+    def wait_for(self, what, timeout: float = 30.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            s = self.status()
+            if what(s):
+                return s
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting; last status {s}")
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+# ----- clients ------------------------------------------------------------------------------------
+
+async def listen(port: int, audio_seconds: float, timeout: float = 40.0) -> list[tuple[float, bytes]]:
+    """Read /stream until ``audio_seconds`` of audio pages arrived → [(arrival time, page bytes)]."""
+    import aiohttp
+
+    pages, buffer, first = [], bytearray(), None
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+        async with session.get(f"http://127.0.0.1:{port}/stream") as response:
+            assert response.status == 200 and response.headers["Content-Type"] == "audio/ogg"
+            async for chunk in response.content.iter_any():
+                buffer += chunk
+                now = time.monotonic()
+                for data, _, granule, _ in split_pages(buffer):
+                    pages.append((now, data))
+                    if granule > 0:
+                        first = granule if first is None else first
+                        if (granule - first) / GRANULE_RATE >= audio_seconds:
+                            return pages
+    raise AssertionError(f"the stream ended after {len(pages)} pages")
+
+
+def best_offset(probe: np.ndarray, x: np.ndarray, lo: int, hi: int) -> int:
+    """The offset o in [lo, hi) where x[o:o + len(probe)] matches probe best (FFT cross-correlation)."""
+    lo, hi = max(lo, 0), min(hi, len(x) - len(probe) + 1)
+    segment = x[lo:hi + len(probe) - 1]
+    n = 1 << int(np.ceil(np.log2(len(segment) + len(probe))))
+    corr = np.fft.irfft(np.fft.rfft(segment, n) * np.conj(np.fft.rfft(probe, n)), n)[:hi - lo]
+    return lo + int(np.argmax(corr))
+
+
+def _granule(page: bytes) -> int:
+    return int.from_bytes(page[6:14], "little", signed=True)
+
+
+def _seq(page: bytes) -> int:
+    return int.from_bytes(page[18:22], "little")
+
+
+def check_continuous(pages: list[tuple[float, bytes]], reference: np.ndarray) -> np.ndarray:
+    """A listener's pages: header, then consecutive audio pages that decode, at the model's rate, to a
+    contiguous stretch of ``reference`` (int16). → the decoded audio."""
+    datas = [d for _, d in pages]
+    assert datas[0][28:36] == b"OpusHead" and b"OpusTags" in datas[1][:64]
+    audio = datas[2:]
+    seqs = [_seq(d) for d in audio]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), f"pages missing: {seqs}"
+    serials = {d[14:18] for d in datas}
+    assert len(serials) == 1, "one Ogg stream"
+    decoded, rate = sf.read(io.BytesIO(b"".join(datas)), dtype="float32")
+    assert rate == SR
+    span = (_granule(audio[-1]) - _granule(audio[0])) / GRANULE_RATE
+    assert 0.5 < len(decoded) / SR - span <= 1.05  # and the first page's own second
+    # where in the broadcast it starts: the best match within the first page's second
+    x = reference.astype(np.float32) / 32768
+    first_end = _granule(audio[0]) // 3
+    skip = SR // 10  # Opus needs a moment after a join
+    probe = decoded[skip:skip + SR // 2]
+    offset = best_offset(probe, x, first_end - 2 * SR, first_end + SR // 2) - skip
+    # every half second after that continues the reference exactly where it should (Opus is lossy:
+    # correlation, not equality; a skipped or repeated page would drop it to ~0)
+    half = SR // 2
+    for k in range(skip, len(decoded) - half, half):
+        a, b = decoded[k:k + half], x[offset + k: offset + k + half]
+        corr = float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-9))
+        assert corr > 0.6, f"audio at {k / SR:.1f} s of this listener does not continue the broadcast ({corr:.2f})"
+    return decoded
+
+
+def lateness(pages: list[tuple[float, bytes]]) -> float:
+    """How late any page that came after the first burst was against real time, at most: the spread
+    of (arrival time - broadcast time) over those pages (on-time pages all share one value)."""
+    audio = [(t, _granule(d) / GRANULE_RATE) for t, d in pages[2:]]
+    live = [t - g for t, g in audio if t > audio[0][0] + 0.1]
+    return max(live) - min(live)
+
+
+# ----- fixtures -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return make_model(tmp_path_factory.mktemp("serve") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def server(model):
+    s = Server(model, "--no-guard", "--burst-seconds", "2", "--lag-seconds", "10", "--max-listeners", "30",
+               "--stall-seconds", "3")
+    yield s
+    assert s.stop() == 0, "".join(s.stderr)
+
+
+# ----- the stream ---------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_listeners_get_continuous_live_audio_and_one_encode_serves_all(server, model):
+    server.wait_for(lambda s: s["position_seconds"] > 2.5)
+
+    async def phase(n: int, seconds: float, stalled: bool):
+        before = server.status()
+        sock = None
+        if stalled:  # connects, asks for the stream, never reads
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", server.port))
+            sock.sendall(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        results = await asyncio.gather(*(listen(server.port, seconds) for _ in range(n)))
+        during = await asyncio.to_thread(server.status)
+        if sock is not None:
+            sock.close()
+        return before, during, results
+
+    before1, after1, (one,) = asyncio.run(phase(1, 10.0, stalled=False))
+    before2, during2, many = asyncio.run(phase(20, 5.0, stalled=True))
+    assert during2["listeners_peak"] >= 21  # the 20 and the stalled one
+
+    n = int(max(_granule(d) for c in [one, *many] for _, d in c) / 3) + SR
+    reference = reference_pcm(model, n)
+    for client in [one, *many]:
+        decoded = check_continuous(client, reference)
+        assert len(decoded) >= (10.0 if client is one else 5.0) * SR
+        # after the burst, pages come at real time, the stalled listener notwithstanding
+        assert lateness(client) < 0.5
+    # one encode for all: every listener got the very same bytes for the same page
+    by_seq: dict[int, bytes] = {}
+    for client in many:
+        for _, data in client[2:]:
+            assert by_seq.setdefault(_seq(data), data) == data
+    # and the station's CPU per second of audio does not grow with the listeners
+    def cpu_per_second(a, b):
+        cpu = b["generator_cpu_seconds"] - a["generator_cpu_seconds"]
+        return cpu / (b["rendered_seconds"] - a["rendered_seconds"])
+    one_listener = cpu_per_second(before1, after1)
+    twenty = cpu_per_second(before2, during2)
+    assert twenty < 1.5 * one_listener + 0.01, (one_listener, twenty)
+    sent = during2["bytes_sent_total"] - before2["bytes_sent_total"]
+    assert sent >= 20 * 5 * (during2["encoded_bytes_total"] / during2["rendered_seconds"])
+
+
+def test_status_metrics_page_and_nothing_else(server):
+    s = server.status()
+    for key in ("model", "preset", "label", "seed", "position_seconds", "realtime_factor", "buffered_seconds",
+                "listeners", "max_listeners", "guard"):
+        assert key in s
+    assert s["model"] == "tiny" and s["preset"] == "samplernn-tiny" and s["sample_rate"] == SR
+    assert s["realtime_factor"] > 1 and 0 < s["buffered_seconds"] <= 4 + 1 + 0.5
+    assert s["max_listeners"] == 30
+    code, headers, body = server.get("/metrics")
+    assert code == 200 and headers["Content-Type"].startswith("text/plain")
+    values = {}
+    for line in body.decode().splitlines():
+        if not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    assert values["wavegen_serve_max_listeners"] == 30 and values["wavegen_serve_position_seconds"] > 0
+    assert values["wavegen_serve_realtime_factor"] > 1
+    code, headers, body = server.get("/")
+    assert code == 200 and headers["Content-Type"].startswith("text/html")
+    assert b"<audio" in body and b"/player.js" in body and b"<canvas" in body
+    assert server.get("/player.js")[0] == 200 and server.get("/style.css")[0] == 200
+    for path in ("/static/index.html", "/etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/..%2fsetup.py", "/player.js/x"):
+        assert server.get(path)[0] == 404, path
+
+
+# ----- the cap and the guard: a model stuck in silence ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def silent_server(tmp_path_factory):
+    bias = np.full(256, -30.0, dtype=np.float32)
+    bias[128] = 30.0  # always the same code: a flat line the guard calls silence
+    folder = make_model(tmp_path_factory.mktemp("silent") / "silent", output_bias=bias)
+    s = Server(folder, "--max-listeners", "2", "--guard-seconds", "0.5", "--guard-attempts", "1",
+               "--burst-seconds", "1", "--lag-seconds", "5")
+    yield s
+    assert s.stop() == 0, "".join(s.stderr)
+
+
+def test_listener_cap_refuses_politely_and_frees_slots(silent_server):
+    def connect():
+        sock = socket.create_connection(("127.0.0.1", silent_server.port))
+        sock.sendall(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        return sock, sock.recv(4096).split(b"\r\n")[0]
+
+    (a, status_a), (b, status_b) = connect(), connect()
+    assert status_a.endswith(b"200 OK") and status_b.endswith(b"200 OK")
+    code, headers, body = silent_server.get("/stream")
+    assert code == 503 and headers["Retry-After"] == "30" and b"limit" in body
+    assert silent_server.status()["refused_total"] == 1
+    a.close()
+    silent_server.wait_for(lambda s: s["listeners"] == 1, timeout=10)  # noticed at the next page
+    c, status_c = connect()
+    assert status_c.endswith(b"200 OK")
+    b.close()
+    c.close()
+
+
+def test_guard_runs_on_the_stream(silent_server):
+    s = silent_server.wait_for(lambda s: s["guard"]["counts"].get("gave up", 0) >= 2)
+    assert s["guard"]["enabled"] and s["guard"]["counts"]["silence"] >= 4  # found, redrawn, found again
+    events = s["guard"]["events"]
+    gave_up = [i for i, e in enumerate(events) if e["kind"] == "gave up"]
+    for i in gave_up[1:]:  # each window: found, redrawn once, found again, kept
+        window = events[i - 2:i + 1]
+        assert [(e["kind"], e["attempt"]) for e in window] == [("silence", 0), ("silence", 1), ("gave up", 1)]
+        assert len({e["seconds"] for e in window}) == 1 and window[2]["detected"] == "silence"
+    metrics = silent_server.get("/metrics")[2].decode()
+    assert 'wavegen_serve_guard_events_total{kind="silence"}' in metrics
+
+
+# ----- refusals -----------------------------------------------------------------------------------
+
+def test_a_model_too_slow_for_real_time_is_refused(model):
+    result = subprocess.run([sys.executable, "-m", "wavegen", "serve", str(model), "--port", "0", "--backend",
+                             "torch"], capture_output=True, text=True, env=ENV, timeout=120)
+    assert result.returncode == 2
+    assert "x real time here (torch backend); a live stream needs at least 1.2x" in result.stderr
+    assert "--allow-slow" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_slow_station_delays_the_broadcast_and_says_so():
+    """The pacer with pages that come late (--allow-slow): the live edge waits, the delay grows."""
+    async def run():
+        b = Broadcast(b"HEAD", 0.0, burst_seconds=1.0, lag_seconds=5.0, stall_seconds=5.0)
+        pacer = asyncio.create_task(b.pace())
+        starts = []
+        for k in range(4):  # a page of 0.2 s of audio every 0.4 s: half real time
+            b.add_pages(b"HEAD", [Page(b"p%d" % k, 0.2 * k, 0.2 * (k + 1), True)])
+            await asyncio.sleep(0.4)
+            starts.append(b.live_seconds())
+        b.close()
+        pacer.cancel()
+        return b, starts
+
+    b, starts = asyncio.run(run())
+    assert [p.seq for p in b.ring] == [0, 1, 2, 3]
+    assert 0.45 < b.delay_seconds < 0.75  # three pages, each 0.2 s late
+    assert all(later - earlier < 0.3 for earlier, later in zip(starts, starts[1:]))  # the edge waited
+
+
+# ----- the archive --------------------------------------------------------------------------------
+
+def _archived(folder: Path) -> np.ndarray:
+    parts = sorted(folder.glob("broadcast_*.wav"))
+    return np.concatenate([sf.read(str(p), dtype="int16")[0] for p in parts])
+
+
+@pytest.mark.slow
+def test_archive_restart_continues_byte_exact(model, tmp_path):
+    archive = tmp_path / "archive"
+    args = ("--no-guard", "--archive", str(archive), "--archive-part-seconds", "3", "--snapshot-seconds", "1",
+            "--buffer-seconds", "2")
+    first = Server(model, *args)
+    s = first.wait_for(lambda s: s["archive"]["snapshot_seconds"] >= 3.0)
+    assert first.stop(signal.SIGKILL) == -signal.SIGKILL  # no goodbye: the snapshot is all there is
+    written = s["archive"]["seconds"]
+
+    second = Server(model, *args)
+    s = second.status()
+    assert 3.0 <= s["archive"]["snapshot_seconds"] <= written  # it went on from the snapshot, not from zero
+    goal = max(written + 2.0, 7.0)  # past where the first one got, into a third part
+    second.wait_for(lambda s: s["archive"]["seconds"] >= goal)
+    assert second.stop() == 0, "".join(second.stderr)
+    pcm = _archived(archive)
+    assert len(pcm) >= goal * SR
+    assert len(list(archive.glob("broadcast_*.wav"))) >= 3  # parts of 3 s
+    assert np.array_equal(pcm, reference_pcm(model, len(pcm)))
+
+
+def test_archive_of_another_broadcast_is_refused_untouched(model, tmp_path):
+    from wavegen.errors import FolderBusyError
+    from wavegen.serve import ServeError
+    from wavegen.serve.archive import Archive
+
+    params = {"model": "a", "model_sha256": "0" * 64, "sample_rate": SR, "seed": 0}
+    first = Archive(tmp_path, SR, params, part_seconds=3.0)
+    first.open()
+    first.write(np.arange(5 * SR, dtype=np.int16))
+    first.snapshot({"t": np.zeros(1)}, {})
+    with pytest.raises(FolderBusyError, match="another wavegen serve archive is writing here"):  # one at a time
+        Archive(tmp_path, SR, params, part_seconds=3.0).open()
+    first.close()
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("broadcast_*.wav")}
+    with pytest.raises(ServeError, match=r"seed=0.*seed=1"):
+        Archive(tmp_path, SR, {**params, "seed": 1}, part_seconds=3.0).open()
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("broadcast_*.wav")} == before
+    moved = Archive(tmp_path, SR, {**params, "model": "b"}, part_seconds=3.0)  # same weights, moved folder
+    state, position, _ = moved.open()
+    assert position == 5 * SR and state["t"].shape == (1,)
+    moved.close()
+
+
+# ----- the encoder --------------------------------------------------------------------------------
+
+def test_encoder_pages_time_the_stream_and_a_late_join_decodes():
+    """A rate Opus cannot code (22.05 kHz) is resampled to 48 kHz; pages are about a second each."""
+    rate = 22050
+    t = np.arange(6 * rate) / rate
+    noise = np.random.default_rng(0).standard_normal(len(t))
+    x = float_to_int16(0.3 * np.convolve(noise, np.ones(8) / 8, "same"))  # no period to match twice
+    encoder = OggOpusEncoder(rate, start_seconds=100.0)
+    pages = []
+    for i in range(0, len(x), 4410):
+        pages += encoder.encode(x[i:i + 4410])
+    pages += encoder.close()
+    assert encoder.header[:4] == b"OggS" and b"OpusHead" in encoder.header
+    assert pages[0].start_seconds == 100.0 and abs(pages[-1].end_seconds - 106.0) < 0.03
+    assert all(a.end_seconds == b.start_seconds for a, b in zip(pages, pages[1:]))
+    assert all(0.5 < p.end_seconds - p.start_seconds <= 1.05 for p in pages[:-2]) and all(p.joinable for p in pages)
+    late = pages[2:]
+    decoded, sr = sf.read(io.BytesIO(encoder.header + b"".join(p.data for p in late)), dtype="float32")
+    assert sr == 48000
+    assert abs(len(decoded) / sr - (late[-1].end_seconds - late[0].start_seconds)) < 0.05
+    # the decoded audio is the source from the page's start on (after Opus's pre-skip, 312 samples)
+    ref = np.interp(np.arange(7 * sr) / sr, t, x.astype(np.float32) / 32768)
+    skip = sr // 10
+    offset = best_offset(decoded[skip:skip + sr // 2], ref, 0, 5 * sr) - skip
+    assert abs(offset - ((late[0].start_seconds - 100.0) * sr + 312)) < sr / 1000
+    assert np.corrcoef(decoded[skip:], ref[offset + skip:offset + len(decoded)])[0, 1] > 0.9

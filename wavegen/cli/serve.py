@@ -1,0 +1,58 @@
+"""wavegen serve: a model as an endless live stream, with a web player."""
+
+from __future__ import annotations
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("serve", help="play a model as an endless live stream with a web player",
+                       description="Play a model forever: a web player at /, the audio (Ogg Opus over HTTP) at "
+                                   "/stream for browsers, VLC, mpv and ffplay, /status (JSON) and /metrics "
+                                   "(Prometheus). Ctrl-C stops it.")
+    p.add_argument("model", help="run folder, model folder, preset or config .json")
+    p.add_argument("--checkpoint", default=None, help='a run checkpoint instead of best/: "last" or "step_N"')
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every network)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
+    p.add_argument("--seed", type=int, default=0, help="the same seed plays the same stream")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--label", default=None, help='a label, or a blend "a:0.7,b:0.3" (conditioned models)')
+    p.add_argument("--backend", default="auto", help="auto, torch, numba or cuda")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--archive", default=None, metavar="DIR",
+                   help="also write the broadcast to DIR (WAV parts, resumable): a restart with the same "
+                        "arguments continues it")
+    p.add_argument("--archive-part-seconds", type=float, default=3600.0, help="length of each archive WAV part")
+    p.add_argument("--snapshot-seconds", type=float, default=30.0, help="archived audio between snapshots")
+    p.add_argument("--buffer-seconds", type=float, default=4.0, help="audio rendered ahead of the live edge")
+    p.add_argument("--burst-seconds", type=float, default=10.0,
+                   help="audio a new listener receives at once, so playback starts at once (browsers wait "
+                        "for ~32 KB)")
+    p.add_argument("--max-listeners", type=int, default=100, help="listeners at once; more are refused (503)")
+    p.add_argument("--stall-seconds", type=float, default=10.0,
+                   help="a listener that takes no data for this long is dropped")
+    p.add_argument("--lag-seconds", type=float, default=30.0,
+                   help="a listener this far behind the live edge skips ahead to it")
+    p.add_argument("--allow-slow", action="store_true",
+                   help="play a model slower than real time (with a growing delay) instead of refusing it")
+    p.add_argument("--no-guard", dest="guard", action="store_false",
+                   help="do not redraw windows that fall silent, clip or turn to noise")
+    p.add_argument("--guard-seconds", type=float, default=2.0, help="guard window (default 2)")
+    p.add_argument("--guard-attempts", type=int, default=4, help="redraws of a failing window (default 4)")
+
+
+def run(args) -> int:
+    from wavegen.serve import ServeSettings, serve
+
+    settings = ServeSettings(host=args.host, port=args.port, seed=args.seed, temperature=args.temperature,
+                             label=args.label, backend=args.backend, device=args.device, archive=args.archive,
+                             archive_part_seconds=args.archive_part_seconds, snapshot_seconds=args.snapshot_seconds,
+                             buffer_seconds=args.buffer_seconds, burst_seconds=args.burst_seconds,
+                             max_listeners=args.max_listeners, stall_seconds=args.stall_seconds,
+                             lag_seconds=args.lag_seconds, allow_slow=args.allow_slow, guard=args.guard,
+                             guard_seconds=args.guard_seconds, guard_attempts=args.guard_attempts)
+
+    def ready(url: str) -> None:  # on stdout, so a script can read where to listen
+        print(f"listening: {url}", flush=True)
+
+    serve(args.model, settings, checkpoint=args.checkpoint, on_ready=ready)
+    return 0

@@ -1,0 +1,109 @@
+"""``wavegen serve``: a model as an endless live stream, with a web player.
+
+::
+
+    serve("runs/my-band", ServeSettings(port=8000, seed=1, archive="archive/"), on_ready=print)
+
+One :class:`~wavegen.serve.station.Station` renders the broadcast ahead of real time (guarded,
+archived, encoded once to Ogg Opus); one :class:`~wavegen.serve.broadcast.Broadcast` puts it
+on air at real time and fans it out; an aiohttp server (:mod:`wavegen.serve.app`) serves the
+player page at ``/``, the audio at ``/stream``, ``/status`` (JSON) and ``/metrics``
+(Prometheus). SIGINT or SIGTERM stops it (the archive takes its snapshot first); a second
+one stops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+
+from wavegen.serve.archive import ServeError
+from wavegen.serve.station import ServeSettings, Station
+from wavegen.signals import StopSignals
+
+__all__ = ["ServeError", "ServeSettings", "Station", "serve"]
+
+logger = logging.getLogger(__name__)
+
+STOP_POLL_SECONDS = 0.2  # how often the server looks for a stop request
+
+
+def _url(host: str, port: int) -> str:
+    try:
+        if ipaddress.ip_address(host).version == 6:
+            host = f"[{host}]"
+    except ValueError:
+        pass  # a host name
+    return f"http://{host}:{port}/"
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def serve(target: str, settings: ServeSettings, checkpoint: str | None = None, on_ready=None) -> dict:
+    """Play ``target`` (a preset, config, model, run folder or checkpoint) until stopped.
+
+    ``on_ready(url)`` is called once the server listens and the station plays. Returns the
+    last /status. Raises ServeError for a model too slow for real time (without
+    ``allow_slow``), a port in use, an archive of another broadcast or a failing disk.
+    """
+    station = Station(target, settings, checkpoint)
+    with StopSignals("stopping the stream" + (" and saving the archive's snapshot" if settings.archive else "")) \
+            as stop:
+        station.open()
+        try:
+            return asyncio.run(_run(station, stop, on_ready))
+        finally:
+            station.stop()
+
+
+async def _run(station: Station, stop: StopSignals, on_ready) -> dict:
+    from aiohttp import web
+
+    from wavegen.serve.app import make_app, status
+    from wavegen.serve.broadcast import Broadcast
+
+    s = station.settings
+    loop = asyncio.get_running_loop()
+    broadcast = Broadcast(station.encoder.header, station.position / station.sample_rate, s.burst_seconds,
+                          s.lag_seconds, s.stall_seconds)
+    runner = web.AppRunner(make_app(station, broadcast), handle_signals=False, access_log=None,
+                           shutdown_timeout=2.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, s.host, s.port)
+        try:
+            await site.start()
+        except OSError as err:
+            raise ServeError(f"cannot listen on {s.host}:{s.port}: {err.strerror or err}; choose another --port "
+                             "(0 picks a free one) or --host") from None
+        port = runner.addresses[0][1] if runner.addresses else s.port
+        if not _is_loopback(s.host):
+            logger.warning("listening on %s: anyone who can reach this machine can listen", s.host)
+
+        def publish(pages):  # from the station's thread
+            header = station.encoder.header
+            loop.call_soon_threadsafe(broadcast.add_pages, header, pages)
+
+        pacer = asyncio.create_task(broadcast.pace())
+        station.start(publish, broadcast.live_seconds)
+        url = _url(s.host, port)
+        logger.info("playing %s at %s (Ctrl-C stops)", station.ref.source, url)
+        if on_ready is not None:
+            on_ready(url)
+        while not stop.requested and station.running:
+            await asyncio.sleep(STOP_POLL_SECONDS)
+        final = status(station, broadcast)
+        broadcast.close()
+        await loop.run_in_executor(None, station.stop)
+        pacer.cancel()
+    finally:
+        await runner.cleanup()
+    if station.error is not None:
+        raise station.error
+    return final

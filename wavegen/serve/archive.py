@@ -1,0 +1,176 @@
+"""``--archive DIR``: the broadcast written as a long-form render, resumable.
+
+Layout::
+
+    DIR/broadcast_00000.wav, broadcast_00001.wav, ...   16-bit PCM, ``part_seconds`` each
+    DIR/.state/params.json                             what decides the audio (checked on restart)
+    DIR/.state/snapshot.npz                            engine state + samples written, atomically
+
+The parts are written by the render module's :class:`~wavegen.render.PCMWriter` (a valid WAV
+after every flush) and the state by its snapshots (:func:`~wavegen.render.save_snapshot`).
+A snapshot is taken every ``snapshot_seconds`` of audio, after the parts were flushed up to
+that point. A restarted server with the same arguments cuts the parts back to the snapshot
+and continues from there: the parts come out byte-identical to a server that never stopped
+(the uniforms are keyed by position, so the same samples are drawn again).
+
+Parts, not one file: a WAV holds at most 4 GiB (37 hours at 16 kHz), and a station may play
+for weeks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from wavegen.errors import WavegenError
+from wavegen.fileio import FolderLock, write_json
+from wavegen.render import PCMWriter, load_snapshot, save_snapshot
+
+logger = logging.getLogger(__name__)
+
+STATE_DIR = ".state"
+PARAMS_FILE = "params.json"
+SNAPSHOT_FILE = "snapshot.npz"
+SNAPSHOT_VERSION = 1
+NON_BINDING = ("model",)  # a moved model folder is the same model when its weights' hash matches
+
+
+class ServeError(WavegenError, RuntimeError):
+    """A refusal or failure of ``wavegen serve`` the user can act on (the message says how)."""
+
+
+def part_path(folder: Path, index: int) -> Path:
+    return Path(folder) / f"broadcast_{index:05d}.wav"
+
+
+class Archive:
+    """The broadcast's archive in ``folder``; one writer at a time (a FolderLock on it).
+
+    ``open()`` → (engine state or None, samples already archived, snapshot meta); then
+    ``write(pcm)`` for every block and ``snapshot(state, position, meta)`` now and then.
+    """
+
+    def __init__(self, folder: str | Path, sample_rate: int, params: dict, part_seconds: float):
+        self.folder = Path(folder)
+        self.state_dir = self.folder / STATE_DIR
+        self.sample_rate = int(sample_rate)
+        self.params = json.loads(json.dumps(params))
+        self.part_frames = max(1, int(round(part_seconds * self.sample_rate)))
+        self.lock = FolderLock(self.folder, "wavegen serve archive")
+        self.position = 0  # samples written
+        self.snapshot_position = 0
+        self.writer: PCMWriter | None = None
+
+    # ----- opening: params, snapshot, parts -----
+
+    def _check_params(self, saved: dict, where: Path) -> None:
+        for key, value in self.params.items():
+            if key not in NON_BINDING and saved.get(key) != value:
+                raise ServeError(f"{self.folder} archives a broadcast with {key}={saved.get(key)!r}, but this "
+                                 f"command asks for {key}={value!r} ({where}); rerun the original command to "
+                                 "continue it, or choose another --archive")
+
+    def open(self) -> tuple[dict[str, np.ndarray] | None, int, dict]:
+        self.lock.acquire()
+        try:
+            return self._open()
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _open(self) -> tuple[dict[str, np.ndarray] | None, int, dict]:
+        params_path = self.state_dir / PARAMS_FILE
+        if params_path.is_file():
+            self._check_params(json.loads(params_path.read_text()), params_path)
+        else:
+            if part_path(self.folder, 0).exists():
+                raise ServeError(f"{part_path(self.folder, 0)} exists but {self.folder} has no {STATE_DIR}/"
+                                 f"{PARAMS_FILE}: it is not an archive wavegen serve can continue; choose another "
+                                 "--archive")
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            write_json(params_path, self.params)
+        state, meta = None, {}
+        snap = self.state_dir / SNAPSHOT_FILE
+        if snap.is_file():
+            state, self.position, meta = load_snapshot(snap)
+            self._check_params(meta.get("params", {}), snap)
+        self.snapshot_position = self.position
+        index, frames = divmod(self.position, self.part_frames)
+        for later in sorted(self.folder.glob("broadcast_[0-9][0-9][0-9][0-9][0-9].wav")):
+            if int(later.stem.split("_")[1]) > index:  # written after the snapshot: written again
+                later.unlink()
+        if index > 0 and not part_path(self.folder, index - 1).is_file():
+            raise ServeError(f"{part_path(self.folder, index - 1)} is missing but the snapshot counts it; the "
+                             "archive was changed since; choose another --archive")
+        self.writer = self._writer(index, frames)
+        if self.position:
+            logger.info("archive %s: continuing at %.1f s", self.folder, self.position / self.sample_rate)
+        return state, self.position, meta
+
+    def _writer(self, index: int, frames: int) -> PCMWriter:
+        path = part_path(self.folder, index)
+        try:
+            return PCMWriter(path, self.sample_rate, wav=True, resume_frames=frames if frames else None)
+        except WavegenError:  # PCMWriter: the part is shorter than the snapshot says
+            raise ServeError(f"{path} holds fewer than the {frames} samples the archive's snapshot counts: the "
+                             "archive was changed since; choose another --archive") from None
+        except OSError as err:
+            raise self._write_error(path, err) from err
+
+    # ----- writing -----
+
+    def _write_error(self, path: Path, err: OSError) -> ServeError:
+        return ServeError(f"cannot write {path}: {err.strerror or err}; the archive up to "
+                          f"{self.snapshot_position / self.sample_rate:.1f} s is intact; free space (or make the "
+                          "folder writable) and rerun the same command to continue")
+
+    def write(self, pcm: np.ndarray) -> None:
+        """pcm [n] int16, appended across as many parts as it reaches."""
+        pcm = np.asarray(pcm, dtype=np.int16)
+        done = 0
+        while done < len(pcm):
+            room = self.part_frames - self.position % self.part_frames
+            take = min(room, len(pcm) - done)
+            try:
+                self.writer.write(pcm[done:done + take])
+            except OSError as err:
+                raise self._write_error(self.writer.path, err) from err
+            done += take
+            self.position += take
+            if self.position % self.part_frames == 0:  # the part is full: on to the next
+                self._close_writer()
+                self.writer = self._writer(self.position // self.part_frames, 0)
+
+    def _close_writer(self) -> None:
+        try:
+            self.writer.close()
+        except OSError as err:
+            raise self._write_error(self.writer.path, err) from err
+
+    def snapshot(self, engine_state: dict[str, np.ndarray], meta: dict) -> None:
+        """Flush the current part, then record ``engine_state`` at the current position."""
+        try:
+            self.writer.flush()
+            meta = {**meta, "version": SNAPSHOT_VERSION, "params": self.params}
+            save_snapshot(self.state_dir / SNAPSHOT_FILE, engine_state, self.position, meta)
+        except OSError as err:
+            raise self._write_error(Path(err.filename or self.state_dir), err) from err
+        self.snapshot_position = self.position
+
+    def close(self) -> None:
+        try:
+            if self.writer is not None:
+                self._close_writer()
+        finally:
+            self.writer = None
+            self.lock.release()
+
+    def abandon(self) -> None:
+        """After a failure: close without raising (what reached the disk stays; a restart cuts back)."""
+        if self.writer is not None:
+            self.writer.abandon()
+            self.writer = None
+        self.lock.release()

@@ -1,0 +1,153 @@
+// wavegen live: plays /stream, draws a live spectrogram with the Web Audio analyser, and shows
+// what /status says once a second. No build step: this file is served as it is.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const audio = $("audio");
+const button = $("play");
+const canvas = $("spectrogram");
+const paint = canvas.getContext("2d");
+const COLUMN = 2; // pixels per analyser frame
+// magma-like colour stops, quiet to loud
+const STOPS = [[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66], [245, 125, 21], [250, 193, 39], [252, 255, 164]];
+
+let context = null;
+let analyser = null;
+let bins = null;
+let playing = false;
+let sampleRate = null; // the model's rate: the spectrogram shows 0 .. rate / 2
+
+function colour(v) {
+  const x = (v / 255) * (STOPS.length - 1);
+  const i = Math.min(Math.floor(x), STOPS.length - 2);
+  const f = x - i;
+  return STOPS[i].map((a, k) => Math.round(a + f * (STOPS[i + 1][k] - a)));
+}
+
+function clock(seconds) {
+  if (seconds == null || !isFinite(seconds)) return "–";
+  const s = Math.floor(seconds);
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const two = (n) => String(n).padStart(2, "0");
+  return (h ? h + ":" + two(m) : m) + ":" + two(s % 60);
+}
+
+function notice(text) {
+  const el = $("notice");
+  el.textContent = text || "";
+  el.hidden = !text;
+}
+
+function clearCanvas() {
+  paint.fillStyle = "rgb(0, 0, 4)";
+  paint.fillRect(0, 0, canvas.width, canvas.height);
+}
+
+function draw() {
+  requestAnimationFrame(draw);
+  if (!playing) return;
+  analyser.getByteFrequencyData(bins);
+  const w = canvas.width, h = canvas.height;
+  // the analyser spans 0 .. context rate / 2; the model's audio only reaches its own rate / 2
+  const top = sampleRate ? Math.min(1, sampleRate / context.sampleRate) : 1;
+  const used = Math.max(1, Math.floor(bins.length * top));
+  paint.drawImage(canvas, -COLUMN, 0);
+  const column = paint.createImageData(COLUMN, h);
+  for (let y = 0; y < h; y++) {
+    const [r, g, b] = colour(bins[Math.floor(((h - 1 - y) / h) * used)]);
+    for (let x = 0; x < COLUMN; x++) {
+      const o = 4 * (y * COLUMN + x);
+      column.data[o] = r; column.data[o + 1] = g; column.data[o + 2] = b; column.data[o + 3] = 255;
+    }
+  }
+  paint.putImageData(column, w - COLUMN, 0);
+}
+
+function start() {
+  if (!context) { // the first click: Web Audio needs a user gesture
+    context = new AudioContext();
+    analyser = context.createAnalyser();
+    analyser.fftSize = 1024;
+    analyser.smoothingTimeConstant = 0.2;
+    analyser.minDecibels = -100;
+    analyser.maxDecibels = -20;
+    bins = new Uint8Array(analyser.frequencyBinCount);
+    context.createMediaElementSource(audio).connect(analyser);
+    analyser.connect(context.destination);
+    requestAnimationFrame(draw);
+  }
+  context.resume();
+  audio.src = "/stream?from=" + Date.now(); // a new connection joins at the live edge
+  audio.play().catch((err) => notice("The browser would not play the stream: " + err.message));
+  playing = true;
+  button.textContent = "■ Stop";
+  $("onair").classList.add("live");
+  notice("");
+}
+
+function stop() {
+  playing = false;
+  audio.pause();
+  audio.removeAttribute("src");
+  audio.load(); // closes the connection
+  button.textContent = "▶ Listen";
+  $("onair").classList.remove("live");
+}
+
+button.addEventListener("click", () => (playing ? stop() : start()));
+audio.addEventListener("error", async () => {
+  if (!playing) return;
+  stop();
+  try {
+    const s = await (await fetch("/status", { cache: "no-store" })).json();
+    notice(s.listeners >= s.max_listeners
+      ? `The stream is full (${s.max_listeners} listeners). Try again in a little while.`
+      : "The stream stopped. Press Listen to join again.");
+  } catch (err) {
+    notice("The server is not answering.");
+  }
+});
+
+function show(s) {
+  sampleRate = s.sample_rate;
+  const label = s.label || (s.labels.length ? "even blend of " + s.labels.join(", ") : "none");
+  $("headline").textContent = `${s.model} · ${s.trained ? "trained" : "random weights"} · ${s.model_type}, ${s.sample_rate / 1000} kHz`;
+  $("f-model").textContent = s.model;
+  $("f-preset").textContent = s.preset || "–";
+  $("f-label").textContent = label;
+  $("f-seed").textContent = s.seed;
+  $("f-temperature").textContent = s.temperature;
+  $("f-position").textContent = clock(s.position_seconds);
+  $("f-speed").textContent = s.realtime_factor == null ? "–" : s.realtime_factor.toFixed(1) + "× real time";
+  $("f-buffered").textContent = s.buffered_seconds.toFixed(1) + " s";
+  $("f-listeners").textContent = `${s.listeners} of ${s.max_listeners}`;
+  const counts = Object.entries(s.guard.counts);
+  $("f-guard").textContent = !s.guard.enabled ? "guard off" : counts.length ? counts.map(([k, n]) => `${k} ${n}`).join(" · ") : "none";
+  const list = $("events");
+  list.replaceChildren(...s.guard.events.slice(-8).reverse().map((e) => {
+    const li = document.createElement("li");
+    li.textContent = `${clock(e.seconds)}  ${e.kind}${e.kind === "gave up" ? " (kept " + e.detected + ")" : ", redraw " + (e.attempt + 1)}`;
+    return li;
+  }));
+  $("no-events").hidden = s.guard.events.length > 0 || !s.guard.enabled;
+  $("nyquist").textContent = `0 – ${(s.sample_rate / 2000).toFixed(1)} kHz`;
+  if (s.slow) {
+    notice(`This model generates ${s.measured_realtime_factor.toFixed(2)}× real time on this machine: the stream ` +
+      `falls behind (${s.delay_seconds.toFixed(1)} s so far) and pauses while it catches up.`);
+  }
+  $("clock").textContent = playing && audio.currentTime ? "listening " + clock(audio.currentTime) : "";
+}
+
+async function poll() {
+  try {
+    show(await (await fetch("/status", { cache: "no-store" })).json());
+  } catch (err) {
+    $("headline").textContent = "the server is not answering";
+  }
+}
+
+$("stream-url").textContent = location.origin + "/stream";
+clearCanvas();
+poll();
+setInterval(poll, 1000);

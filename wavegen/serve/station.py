@@ -1,0 +1,330 @@
+"""The station: one engine rendering the broadcast ahead of real time, guarded, archived, encoded.
+
+:class:`Station` runs in its own thread. It renders the stream a guard window at a time
+(``guard_seconds``), checks the window with the render guard (:func:`wavegen.render.guard_verdict`)
+and redraws a failing one with fresh, still seed-determined uniforms, as ``wavegen render``
+does; then it writes the window to the archive, encodes it once (:class:`OggOpusEncoder`) and
+hands the pages to the broadcast. It stays at most ``buffer_seconds`` ahead of the live
+edge, so memory and latency stay bounded however long it plays.
+
+Uniforms come from :func:`wavegen.generate.uniforms` keyed by (seed, stream 0, position,
+attempt), so the broadcast is the same every time for the same arguments, and a restart from
+an archive's snapshot continues it byte for byte.
+
+The engine is called in chunks of at most ``CHUNK_WALL_SECONDS`` of work: the numba engines
+hold the GIL while they run, and the web server's thread must not wait long for it.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from wavegen.audio import dequantize, float_to_int16
+from wavegen.generate import make_engine, temperatures, uniforms
+from wavegen.render import RenderSettings, guard_verdict, parse_label
+from wavegen.resolve import resolve_model
+from wavegen.serve.archive import Archive, ServeError
+from wavegen.serve.encoder import OggOpusEncoder, Page
+
+logger = logging.getLogger(__name__)
+
+MIN_REALTIME = 1.2  # a stream needs this x real time: the guard's redraws and the server take the rest
+MEASURE_WALL_SECONDS = 1.0  # engine work timed at start
+CHUNK_WALL_SECONDS = 0.02  # most engine work between two chances for the web server to run
+MIN_CHUNK = 32  # samples
+KEPT_EVENTS = 200  # guard events kept for /status and the snapshot (counts are kept for all)
+INIT_SEED = 0  # random weights (a preset or config file) are drawn with this torch seed
+
+
+@dataclass
+class ServeSettings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    seed: int = 0
+    temperature: float = 1.0
+    label: str | None = None  # "name" or a blend "a:0.7,b:0.3"
+    backend: str = "auto"
+    device: str = "cpu"
+    archive: str | None = None  # folder for the archive (long-form render of the broadcast)
+    archive_part_seconds: float = 3600.0
+    snapshot_seconds: float = 30.0  # archived audio between snapshots
+    buffer_seconds: float = 4.0  # audio rendered ahead of the live edge (more while a window is finished)
+    # audio a new listener receives at once: browsers wait for ~32 KB before they play (Icecast bursts
+    # 64 KB for the same reason), ~9 s of Opus at 16 kHz
+    burst_seconds: float = 10.0
+    max_listeners: int = 100
+    stall_seconds: float = 10.0  # a listener whose socket takes no data for this long is dropped
+    lag_seconds: float = 30.0  # a listener this far behind the live edge skips ahead to it
+    allow_slow: bool = False  # play a model slower than real time, with a growing delay
+    guard: bool = True
+    guard_seconds: float = 2.0
+    guard_attempts: int = 4
+
+    def validate(self) -> None:
+        positive = ("archive_part_seconds", "snapshot_seconds", "buffer_seconds", "stall_seconds",
+                    "lag_seconds", "guard_seconds")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ServeError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be positive")
+        if self.burst_seconds < 0:
+            raise ServeError(f"--burst-seconds {self.burst_seconds}: must not be negative")
+        if self.lag_seconds <= self.burst_seconds:
+            raise ServeError(f"--lag-seconds {self.lag_seconds} must exceed --burst-seconds {self.burst_seconds}")
+        if self.max_listeners < 1:
+            raise ServeError(f"--max-listeners {self.max_listeners}: need at least one")
+        if not 0 <= self.port <= 65535:
+            raise ServeError(f"--port {self.port}: not a TCP port (0 picks a free one)")
+        if self.guard_attempts < 0:
+            raise ServeError(f"--guard-attempts {self.guard_attempts}: must be >= 0")
+        try:
+            temperatures(self.temperature, 1)
+        except ValueError:
+            raise ServeError(f"--temperature {self.temperature}: must be positive") from None
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _load_model(ref):
+    """The model of a ModelRef; random weights (a preset or config file) drawn from INIT_SEED, so a
+    restarted server plays the same model."""
+    import torch
+
+    if ref.trained:
+        return ref.load("cpu")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(INIT_SEED)
+        return ref.load("cpu")
+
+
+def _model_digest(ref) -> str:
+    from wavegen.fileio import sha256_file
+
+    if ref.trained:
+        return sha256_file(ref.weights)
+    text = json.dumps({"config": ref.config, "init_seed": INIT_SEED}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class Station:
+    """Model + settings → the broadcast's audio. ``open()`` (measure, restore), then ``start(...)``."""
+
+    def __init__(self, target: str, settings: ServeSettings, checkpoint: str | None = None):
+        settings.validate()
+        self.settings = settings
+        self.ref = resolve_model(target, checkpoint)
+        self.sample_rate = self.ref.sample_rate
+        self.engine = make_engine(_load_model(self.ref), 1, settings.backend, settings.device)
+        self.q_levels, self.quantization = self.engine.q_levels, self.engine.spec["quantization"]
+        try:
+            self.label_weights = parse_label(settings.label, list(self.engine.labels))
+        except ValueError as err:
+            raise ServeError(str(err)) from None
+        self.temperature = temperatures(settings.temperature, 1)
+        self.guard_settings = RenderSettings(seconds=1.0, guard=settings.guard, guard_seconds=settings.guard_seconds,
+                                             guard_attempts=settings.guard_attempts)
+        self.params = {
+            "model": self.ref.source, "model_sha256": _model_digest(self.ref), "sample_rate": self.sample_rate,
+            "seed": settings.seed, "temperature": float(self.temperature[0]), "label": settings.label,
+            "backend": self.engine.backend, "device": settings.device,
+            "guard": {k: v for k, v in vars(self.guard_settings).items() if k.startswith("guard_")}
+            if settings.guard else False,
+        }
+        self.archive = None
+        if settings.archive:
+            self.archive = Archive(settings.archive, self.sample_rate, self.params, settings.archive_part_seconds)
+        self.window = max(1, int(round((settings.guard_seconds if settings.guard else 1.0) * self.sample_rate)))
+        self.position = 0  # samples rendered (and archived, and encoded)
+        self.events: list[dict] = []
+        self.event_counts: dict[str, int] = {}
+        self.measured_realtime = None
+        self.cpu_seconds = 0.0  # this thread's CPU time: engine, guard, archive and encoder
+        self.encoded_bytes = 0
+        self._recent = collections.deque(maxlen=10)  # (audio seconds, busy seconds) of the last windows
+        self._chunk = MIN_CHUNK
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+        self.encoder: OggOpusEncoder | None = None
+
+    # ----- start: measure, restore -----
+
+    def measure(self) -> float:
+        """x real time of this engine here: ~1 s of generation after a warm-up (numba compiles on a
+        cold cache). Leaves the engine reset."""
+        self.engine.reset(label_weights=self.label_weights)
+        self.engine.generate(uniforms(self.settings.seed, [0], 0, MIN_CHUNK), self.temperature)
+        done, chunk, tick = 0, 256, time.perf_counter()
+        while time.perf_counter() - tick < MEASURE_WALL_SECONDS and done < 8 * self.sample_rate:
+            self.engine.generate(uniforms(self.settings.seed, [0], done, chunk), self.temperature)
+            done += chunk
+            chunk = min(chunk * 2, self.sample_rate)
+        factor = done / self.sample_rate / (time.perf_counter() - tick)
+        self.engine.reset(label_weights=self.label_weights)
+        return factor
+
+    def open(self) -> None:
+        """Measure the engine (refuse a model too slow for real time), restore the archive's snapshot."""
+        self.measured_realtime = self.measure()
+        logger.info("%s: %.2fx real time on the %s backend", self.ref.source, self.measured_realtime,
+                    self.engine.backend)
+        if self.measured_realtime < MIN_REALTIME:
+            if not self.settings.allow_slow:
+                raise ServeError(f"{self.ref.source} generates {self.measured_realtime:.2f}x real time here "
+                                 f"({self.engine.backend} backend); a live stream needs at least {MIN_REALTIME}x. "
+                                 "Use a smaller model or a faster backend, or pass --allow-slow to play it with "
+                                 "a growing delay")
+            logger.warning("--allow-slow: %.2fx real time; the broadcast will fall behind and listeners will "
+                           "wait for it", self.measured_realtime)
+        if self.archive is not None:
+            state, self.position, meta = self.archive.open()
+            self.events = meta.get("events", [])
+            self.event_counts = meta.get("event_counts", {})
+            if state is not None:
+                self.engine.load_state_dict(state)
+        title = f"wavegen: {self.ref.source}, seed {self.settings.seed}"
+        self.encoder = OggOpusEncoder(self.sample_rate, self.position / self.sample_rate, title)
+
+    @property
+    def realtime_factor(self) -> float | None:
+        """x real time over the last windows (redraws included), or the start-up measure before any."""
+        busy = sum(b for _, b in self._recent)
+        return sum(a for a, _ in self._recent) / busy if busy > 0 else self.measured_realtime
+
+    @property
+    def slow(self) -> bool:
+        return self.measured_realtime is not None and self.measured_realtime < MIN_REALTIME
+
+    # ----- the thread -----
+
+    def start(self, publish, live_seconds) -> None:
+        """Render in a thread: ``publish(pages)`` is called with each window's pages (from that
+        thread); ``live_seconds()`` is where the listeners are, which the station stays ahead of."""
+        self._thread = threading.Thread(target=self._run, args=(publish, live_seconds), name="wavegen-station",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop at the next chunk and wait for the final snapshot (or close an archive never played into)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        elif self.archive is not None:
+            self.archive.close()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self, publish, live_seconds) -> None:
+        resume_state = None
+        try:
+            while not self._stop.is_set():
+                if not self._wait_for_room(live_seconds):
+                    break
+                resume_state = self._engine_state()
+                try:
+                    pages = self._next_window(resume_state)
+                except _Stopped:
+                    break
+                resume_state = None
+                if pages:
+                    publish(pages)
+            if self.archive is not None:
+                self.archive.snapshot(resume_state or self._engine_state(), self._meta())
+                self.archive.close()
+                logger.info("archive %s: %.1f s, snapshot saved", self.archive.folder,
+                            self.position / self.sample_rate)
+        except BaseException as err:  # the server stops and re-raises it
+            self.error = err
+            if self.archive is not None:
+                self.archive.abandon()
+        finally:
+            publish(None)  # tells the broadcast the station has stopped
+
+    def _wait_for_room(self, live_seconds) -> bool:
+        """Wait while the rendered audio is buffer_seconds ahead of the live edge; False once stopped."""
+        while True:
+            ahead = self.position / self.sample_rate - live_seconds()
+            if ahead < self.settings.buffer_seconds:
+                return True
+            if self._stop.wait(min(ahead - self.settings.buffer_seconds + 0.01, 0.5)):
+                return False
+
+    def _engine_state(self) -> dict[str, np.ndarray]:
+        # copied: an engine's state_dict may hand out views of buffers it updates in place
+        return {k: np.array(v, copy=True) for k, v in self.engine.state_dict().items()}
+
+    def _next_window(self, start_state: dict) -> list[Page]:
+        """Render, guard, archive and encode the next window; → its pages."""
+        wall, cpu = time.perf_counter(), time.thread_time()
+        n = self.window - self.position % self.window
+        codes = self._guarded(self.position, n, start_state)
+        pcm = float_to_int16(dequantize(codes, self.q_levels, self.quantization))
+        if self.archive is not None:
+            self.archive.write(pcm)
+        pages = self.encoder.encode(pcm)
+        self.position += n
+        if self.archive is not None and self.position - self.archive.snapshot_position >= \
+                self.settings.snapshot_seconds * self.sample_rate:
+            self.archive.snapshot(self._engine_state(), self._meta())
+        self.encoded_bytes += sum(len(p.data) for p in pages)
+        self._recent.append((n / self.sample_rate, time.perf_counter() - wall))
+        self.cpu_seconds += time.thread_time() - cpu
+        return pages
+
+    def _generate(self, start: int, n: int, attempt: int) -> np.ndarray:
+        """codes [n] for positions start.. in chunks of at most CHUNK_WALL_SECONDS of work."""
+        codes = np.empty(n, dtype=np.int64)
+        i = 0
+        while i < n:
+            if self._stop.is_set():
+                raise _Stopped
+            m = min(self._chunk, n - i)
+            tick = time.perf_counter()
+            u = uniforms(self.settings.seed, [0], start + i, m, attempt)
+            codes[i:i + m] = self.engine.generate(u, self.temperature)[0]
+            rate = m / max(time.perf_counter() - tick, 1e-6)
+            self._chunk = max(MIN_CHUNK, int(rate * CHUNK_WALL_SECONDS))
+            i += m
+        return codes
+
+    def _guarded(self, pos: int, n: int, start_state: dict) -> np.ndarray:
+        """One window, codes [n]; a window the guard rejects is redrawn from ``start_state``."""
+        codes = self._generate(pos, n, 0)
+        if not self.settings.guard:
+            return codes
+        for attempt in range(self.settings.guard_attempts + 1):
+            audio = dequantize(codes, self.q_levels, self.quantization)
+            verdict = guard_verdict(audio, self.sample_rate, self.guard_settings)
+            if verdict is None:
+                return codes
+            self._event(pos, verdict, attempt)
+            if attempt == self.settings.guard_attempts:
+                self._event(pos, "gave up", attempt, detected=verdict)
+                return codes
+            self.engine.load_state_dict(start_state)
+            codes = self._generate(pos, n, attempt + 1)
+        return codes
+
+    def _event(self, pos: int, kind: str, attempt: int, **extra) -> None:
+        event = {"seconds": round(pos / self.sample_rate, 3), "kind": kind, "attempt": attempt, **extra}
+        self.events = (self.events + [event])[-KEPT_EVENTS:]
+        self.event_counts[kind] = self.event_counts.get(kind, 0) + 1
+        if kind == "gave up":
+            logger.warning("guard: at %.1f s still %s after %d redraws; playing it", pos / self.sample_rate,
+                           extra.get("detected"), attempt)
+        else:
+            logger.info("guard: at %.1f s: %s; redraw %d", pos / self.sample_rate, kind, attempt + 1)
+
+    def _meta(self) -> dict:
+        return {"events": self.events, "event_counts": self.event_counts}
