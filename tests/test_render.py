@@ -300,8 +300,11 @@ def test_finished_render_is_left_alone_and_other_parameters_are_refused(model, t
 
 def test_unwritable_folder_stops_with_a_clear_message(model, tmp_path):
     (tmp_path / "file").write_text("x")
-    with pytest.raises(RenderWriteError, match=r"cannot write .*file/out.*Not a directory.*rerun the same command"):
+    with pytest.raises(RenderWriteError, match=r"file is a file, not a folder: cannot create the render output .*file/out"):
         render(model, tmp_path / "file" / "out", settings(0.25), progress=False)
+    with pytest.raises(RenderWriteError, match=r"--out .*file is a file, not a folder"):  # --out names a file
+        render(model, tmp_path / "file", settings(0.25), progress=False)
+    assert (tmp_path / "file").read_text() == "x"
     if os.geteuid() != 0:
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
@@ -315,7 +318,7 @@ def test_unwritable_folder_stops_with_a_clear_message(model, tmp_path):
         else:
             target.rmdir()
             pytest.skip("no unwritable folder available to root here")
-    with pytest.raises(RenderWriteError, match=r"cannot write .*wavegen-render-test|cannot write .*locked"):
+    with pytest.raises(RenderWriteError, match=r"cannot create the render output .*(wavegen-render-test|locked)"):
         render(model, target, settings(0.25), progress=False)
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 
-
 def add_parser(sub) -> None:
     p = sub.add_parser("render", help="render audio from a trained model",
                        description="Render audio from a model folder or a run folder (its best/).")
     p.add_argument("model", help="model folder or run folder")
+    p.add_argument("--checkpoint", default=None,
+                   help="render a run's kept checkpoint instead of its best/: step_N or last")
     p.add_argument("--seconds", type=float, required=True, help="seconds per stream")
     p.add_argument("--streams", type=int, default=1, help="independent streams rendered together")
     p.add_argument("--out", required=True, help="output folder (stream_000.wav, ...)")
@@ -19,6 +20,8 @@ def add_parser(sub) -> None:
     p.add_argument("--label", default=None, help='a label, or a blend "a:0.7,b:0.3" (conditioned models)')
     p.add_argument("--backend", default="auto", help="auto, torch, numba or cuda")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"],
+                   help="engine precision (changes the audio; not every backend has every one; default fp32)")
     p.add_argument("--format", default="wav", choices=["wav", "flac"])
     p.add_argument("--block-seconds", type=float, default=1.0,
                    help="audio generated between progress updates (the output does not depend on it)")
@@ -36,16 +39,21 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from wavegen.config import ConfigError
     from wavegen.render import RenderSettings, render
 
-    temps = [float(t) for t in str(args.temperature).split(",") if t.strip()]
+    try:
+        temps = [float(t) for t in str(args.temperature).split(",") if t.strip()]
+    except ValueError:
+        raise ConfigError(f"--temperature {args.temperature}: not a number or a comma list of numbers") from None
     settings = RenderSettings(seconds=args.seconds, streams=args.streams, seed=args.seed, temperature=temps,
                               prime=args.prime, prime_seconds=args.prime_seconds, label=args.label,
-                              backend=args.backend, device=args.device, format=args.format,
+                              backend=args.backend, device=args.device, precision=args.precision, format=args.format,
                               block_seconds=args.block_seconds, snapshot_seconds=args.snapshot_seconds,
                               guard=args.guard, guard_seconds=args.guard_seconds,
                               guard_attempts=args.guard_attempts, spectrogram=args.spectrogram)
-    report = render(args.model, args.out, settings, progress=not args.quiet, restart=args.restart)
+    report = render(args.model, args.out, settings, progress=not args.quiet, restart=args.restart,
+                    checkpoint=args.checkpoint)
     if report.get("rank", 0) == 0:  # under torchrun/accelerate, one process lists the files
         for path in report["paths"]:
             print(path)

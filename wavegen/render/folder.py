@@ -1,0 +1,204 @@
+"""The render folder: its lock, its recorded parameters, the rerun check, --restart, the report.
+
+``OUT/`` holds the audio (``stream_000.wav`` ...), a spectrogram PNG per stream and, once the
+render is complete, ``render_report.json``. While it runs, ``OUT/.state/`` holds
+``params.json`` (everything that decides the audio) and a snapshot per process; ``OUT/.lock``
+is held by the render's first process from start to end (:class:`wavegen.fileio.FolderLock`),
+so a second render into the same folder is refused at once, naming the holder.
+
+A rerun with the same parameters resumes (or, when complete, does nothing); any binding
+parameter that differs is refused with both values named, until ``--restart``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from wavegen.errors import WavegenError
+from wavegen.fileio import FolderLock, ensure_folder, write_json
+from wavegen.render.settings import RenderStateError, RenderWriteError, estimate_bytes, stream_paths
+
+logger = logging.getLogger("wavegen.render")
+
+STATE_DIR = ".state"
+REPORT_FILE = "render_report.json"
+PARAMS_FILE = "params.json"
+# Parameters recorded but free to change on resume: the audio does not depend on them.
+NON_BINDING = ("model", "block_seconds")
+# Parameters added after renders were first recorded: their value in a record that lacks them.
+ADDED_LATER = {"precision": "fp32"}
+
+
+def check_params(saved: dict, current: dict, where: Path) -> None:
+    """RenderStateError naming the first parameter that differs (NON_BINDING ones may)."""
+    for key in current:
+        if key in NON_BINDING:
+            continue
+        before = saved.get(key, ADDED_LATER.get(key))
+        if before != current[key]:
+            raise RenderStateError(
+                f"{where} holds a render with {key}={before!r}, but this command asks for "
+                f"{key}={current[key]!r}. Rerun the original command to resume it, pass --restart to "
+                "discard it, or choose another --out")
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise RenderStateError(f"{path}: unreadable {what} ({err}); rerun with --restart to start the "
+                               "render over") from None
+    if not isinstance(data, dict):
+        raise RenderStateError(f"{path}: not a {what}; rerun with --restart to start the render over")
+    return data
+
+
+class RenderFolder:
+    """``out_dir`` of a render of ``streams`` streams in ``fmt``: paths, lock, parameters, report."""
+
+    def __init__(self, out_dir: str | Path, streams: int, fmt: str):
+        self.out_dir = Path(out_dir)
+        self.state_dir = self.out_dir / STATE_DIR
+        self.params_path = self.state_dir / PARAMS_FILE
+        self.report_path = self.out_dir / REPORT_FILE
+        self.streams, self.format = streams, fmt
+        self.paths = stream_paths(self.out_dir, streams, fmt)
+        self._lock: FolderLock | None = None
+
+    # ----- the lock -----
+
+    def lock(self) -> None:
+        """Create the folder and hold its lock (FolderBusyError naming the holder when taken)."""
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise RenderWriteError(f"--out {self.out_dir} is a file, not a folder: give a folder for the "
+                                   "render's stream_000.wav ... (a new name is created)")
+        try:
+            ensure_folder(self.out_dir, "render output")
+            self._lock = FolderLock(self.out_dir, "render").acquire()
+        except OSError as err:
+            raise self.io_error(Path(err.filename or self.out_dir), err) from err
+        except WavegenError as err:
+            if type(err) is not WavegenError:  # FolderBusyError: already says it all
+                raise
+            raise RenderWriteError(f"{err}; nothing was written") from None
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    # ----- paths -----
+
+    def snapshot_path(self, rank: int) -> Path:
+        return self.state_dir / f"rank{rank}.npz"
+
+    def work_paths(self, ids) -> list[Path]:
+        """What stream ids ``ids`` are written to while rendering: the WAVs, or raw PCM under .state for FLAC."""
+        if self.format == "wav":
+            return [self.paths[i] for i in ids]
+        return [self.state_dir / f"stream_{i:03d}.pcm" for i in ids]
+
+    def io_error(self, path: Path, err: BaseException, written: int | None = None,
+                 sample_rate: int | None = None) -> RenderWriteError:
+        """The error for a failed write of ``path``, saying what is intact (``written`` samples per stream)."""
+        reason = getattr(err, "strerror", None) or str(err)
+        intact = "nothing was written yet" if not written else \
+            f"{written / sample_rate:.1f} s of each stream written so far are intact"
+        return RenderWriteError(f"cannot write {path}: {reason}; {intact}; free space (or make the folder "
+                                "writable) and rerun the same command to resume")
+
+    # ----- what the folder holds -----
+
+    def completed_report(self, params: dict) -> dict | None:
+        """The report of a finished render of these ``params`` (None when there is none).
+
+        RenderStateError when it is a render of other parameters, or a file it wrote is gone.
+        """
+        if not self.report_path.is_file():
+            return None
+        report = _read_json(self.report_path, "render report")
+        if report.get("status") != "complete":
+            return None
+        check_params(report.get("params", {}), params, self.out_dir)
+        missing = [p for p in report.get("paths", []) if not Path(p).is_file()]
+        if missing:
+            raise RenderStateError(f"{self.out_dir} holds a finished render but {missing[0]} is gone; "
+                                   "pass --restart to render it again")
+        return report
+
+    def saved_params(self) -> dict | None:
+        """The parameters recorded under .state (None when no render was started here)."""
+        if not self.params_path.is_file():
+            return None
+        return _read_json(self.params_path, "render parameters file")
+
+    def wipe(self) -> None:
+        """--restart: remove what a render writes here (state, audio, PNGs, report); nothing else."""
+        removed = []
+        if self.state_dir.exists():
+            shutil.rmtree(self.state_dir)
+            removed.append(STATE_DIR)
+        for pattern in ("stream_[0-9][0-9][0-9]*.wav", "stream_[0-9][0-9][0-9]*.flac",
+                        "stream_[0-9][0-9][0-9]*.png", REPORT_FILE):
+            for p in self.out_dir.glob(pattern):
+                p.unlink()
+                removed.append(p.name)
+        if removed:
+            logger.info("--restart: removed %s from %s", ", ".join(sorted(removed)), self.out_dir)
+
+    def prepare(self, params: dict, restart: bool) -> dict | None:
+        """First process, lock held: check (or wipe) what the folder holds, record ``params``.
+
+        Returns the report when this render is already complete, else None.
+        """
+        if restart:
+            self.wipe()
+        done = self.completed_report(params)
+        if done is not None:
+            return done
+        saved = self.saved_params()
+        if saved is not None:
+            check_params(saved, params, self.out_dir)
+            return None
+        foreign = [p for p in self.paths if p.exists()]
+        if foreign:
+            raise RenderStateError(f"{foreign[0]} exists and is not part of a resumable render; pass "
+                                   "--restart to overwrite it, or choose another --out")
+        try:
+            self.state_dir.mkdir(exist_ok=True)
+            write_json(self.params_path, params, indent=1)
+        except OSError as err:
+            raise self.io_error(Path(err.filename or self.state_dir), err) from err
+        return None
+
+    def warn_if_short_of_space(self, total: int) -> None:
+        """Warn when the rest of a render of ``total`` samples per stream may not fit on the disk."""
+        needed = estimate_bytes(self.streams, total, self.format)
+        for path in self.work_paths(range(self.streams)) + self.paths:
+            if path.is_file():
+                needed -= path.stat().st_size
+        free = shutil.disk_usage(self.out_dir).free
+        if needed > free:
+            logger.warning("%s: this render needs about %s more and its disk has %s free; it will stop with its "
+                           "files intact when the disk is full (free space, then rerun to resume)",
+                           self.out_dir, _size(needed), _size(free))
+
+    # ----- the end -----
+
+    def write_report(self, report: dict, total: int, sample_rate: int) -> None:
+        try:
+            write_json(self.report_path, report, indent=1)
+        except OSError as err:
+            raise self.io_error(self.report_path, err, total, sample_rate) from err
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"

@@ -1,0 +1,356 @@
+"""The render itself: resolve the model, lock the folder, render each process's streams window by
+window (generate, guard, write, snapshot), and write the report."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wavegen.audio import dequantize, float_to_int16
+from wavegen.config import ConfigError
+from wavegen.fileio import sha256_file
+from wavegen.generate import make_engine, temperatures, uniforms
+from wavegen.plotting import spectrogram_png
+from wavegen.progress import progress_bar
+from wavegen.render.folder import REPORT_FILE, RenderFolder, check_params
+from wavegen.render.guard import Guard, GuardCriteria, GuardLog
+from wavegen.render.processes import Processes
+from wavegen.render.settings import RenderSettings, RenderStateError, parse_label, prime_codes, shard_streams
+from wavegen.render.writers import StreamWriters, encode_flac, load_snapshot, save_snapshot, snapshot_exists
+from wavegen.resolve import ModelRef, resolve_model
+from wavegen.signals import StopSignals
+
+logger = logging.getLogger("wavegen.render")
+
+SNAPSHOT_VERSION = 1
+CHUNK_WALL_SECONDS = 0.5  # most engine work between two looks at SIGINT/SIGTERM
+MIN_CHUNK = 64  # samples
+
+
+def render(model: str | Path, out_dir: str | Path, settings: RenderSettings, progress: bool = True,
+           restart: bool = False, checkpoint: str | None = None) -> dict:
+    """Render ``settings.streams`` streams of ``settings.seconds`` each into ``out_dir``; resumes.
+
+    ``model``: a model folder or run folder (``checkpoint``: "last" or "step_N" of a run).
+    Returns the report (also ``out_dir/render_report.json``): paths, seconds, wall time,
+    × real time, backend, guard events, spectrograms. Raises KeyboardInterrupt after saving a
+    snapshot on SIGINT/SIGTERM; FolderBusyError when another render holds ``out_dir``;
+    RenderWriteError when the disk is full or the folder read-only; RenderStateError when
+    ``out_dir`` holds a different or damaged render; ConfigError for settings that cannot work.
+    """
+    settings.validate()
+    ref = resolve_render_model(model, checkpoint)
+    total = settings.total_samples(ref.sample_rate)
+    folder = RenderFolder(out_dir, settings.streams, settings.format)
+    procs = Processes()
+    try:
+        procs.agree(folder.lock, src=0)  # the first process holds the folder; a refusal reaches every process
+        try:
+            job = procs.agree(lambda: RenderJob(ref, folder, settings, procs, total))
+            return job.run(restart, progress)
+        finally:
+            folder.unlock()
+    finally:
+        procs.close()
+
+
+def resolve_render_model(model: str | Path, checkpoint: str | None = None) -> ModelRef:
+    """A model folder, run folder or run checkpoint → ModelRef with trained weights (ConfigError otherwise)."""
+    from wavegen.models import PRESETS
+
+    if checkpoint is None and not Path(model).exists():
+        if str(model) in PRESETS:
+            raise ConfigError(f"{model} is a preset (random weights): render needs a trained model: a model "
+                              "folder, a run folder, or a run folder with --checkpoint")
+        raise ConfigError(f"{model}: no such model or run folder")
+    ref = resolve_model(model, checkpoint)
+    if ref.weights is None:
+        raise ConfigError(f"{ref.source}: no trained weights to render from; give a model folder, a run folder, "
+                          "or a run folder with --checkpoint")
+    return ref
+
+
+class RenderJob:
+    """One process's part of a render: its model, engine, streams and the render's parameters."""
+
+    def __init__(self, ref: ModelRef, folder: RenderFolder, settings: RenderSettings, procs: Processes, total: int):
+        self.settings, self.folder, self.procs, self.total = settings, folder, procs, total
+        self.sr = ref.sample_rate
+        device = settings.device
+        if procs.world > 1 and torch.device(device).type == "cuda" and torch.device(device).index is None:
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', procs.rank))}"
+        model = ref.load(device)
+        self.ids = np.array(shard_streams(settings.streams, procs.rank, procs.world), dtype=np.int64)
+        # an engine of one stream when this process has none: it still resolves the backend
+        self.engine = make_engine(model, max(len(self.ids), 1), settings.backend, device, settings.precision)
+        self.q_levels, self.quantization = self.engine.q_levels, self.engine.spec["quantization"]
+        self.label_weights = parse_label(settings.label, list(self.engine.labels))
+        self.prime = None
+        if settings.prime:
+            self.prime = prime_codes(settings.prime, self.sr, settings.prime_seconds, self.q_levels,
+                                     self.quantization, int(getattr(model, "context_samples", 1)))
+        del model
+        self.temps_all = temperatures(settings.temperature, settings.streams)
+        self.params = render_params(ref, settings, self.temps_all, self.prime, self.engine.backend, procs.world,
+                                    self.sr)
+
+    def to_audio(self, codes: np.ndarray) -> np.ndarray:
+        """codes [..., n] → float audio [..., n] in [-1, 1]."""
+        return dequantize(codes, self.q_levels, self.quantization)
+
+    def run(self, restart: bool, progress: bool) -> dict:
+        folder, procs = self.folder, self.procs
+
+        def prepare():
+            if procs.rank == 0:
+                done = folder.prepare(self.params, restart)
+                if done is None:
+                    folder.warn_if_short_of_space(self.total)
+                return done is not None
+            return None
+
+        procs.agree(prepare, src=0)
+        done = procs.agree(lambda: folder.completed_report(self.params))
+        if done is not None:
+            logger.info("%s: this render is already complete (%d stream(s) x %.1f s); nothing to do",
+                        folder.out_dir, done["streams"], done["seconds"])
+            return done
+        procs.agree(lambda: procs.rank == 0 or check_params(folder.saved_params() or {}, self.params, folder.out_dir))
+        shard = ShardRender(self, progress and procs.rank == 0)
+        meta = procs.agree(shard.run if len(self.ids) else (lambda: None))
+        if procs.rank != 0:
+            return {"paths": [str(folder.paths[i]) for i in self.ids], "rank": procs.rank, "meta": meta}
+        return self.finish()
+
+    def finish(self) -> dict:
+        """First process, every shard done: the report of the whole render → render_report.json."""
+        s, folder = self.settings, self.folder
+        events, wall, sessions = [], 0.0, 1
+        for rank in range(self.procs.world):
+            path = folder.snapshot_path(rank)
+            if snapshot_exists(path):
+                meta = load_snapshot(path, fallback=True)[2]
+                events += meta["events"]
+                wall = max(wall, meta["wall_seconds"])
+                sessions = max(sessions, meta["sessions"])
+        spectrograms = [str(p.with_suffix(".png")) for p in folder.paths
+                        if s.spectrogram and p.with_suffix(".png").is_file()]
+        events.sort(key=lambda e: (e["seconds"], e["stream"], e["attempt"]))
+        counts = {}
+        for e in events:
+            counts[e["kind"]] = counts.get(e["kind"], 0) + 1
+        seconds = self.total / self.sr
+        report = {
+            "status": "complete", "params": self.params, "paths": [str(p) for p in folder.paths],
+            "spectrograms": spectrograms, "seconds": seconds, "streams": s.streams, "sample_rate": self.sr,
+            "wall_seconds": wall, "realtime_factor": seconds / wall if wall else None,
+            "realtime_factor_all_streams": seconds * s.streams / wall if wall else None,
+            "backend": self.engine.backend, "precision": s.precision, "processes": self.procs.world,
+            "sessions": sessions, "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "guard": {"enabled": s.guard, "counts": counts, "events": events},
+        }
+        folder.write_report(report, self.total, self.sr)
+        logger.info("rendered %d stream(s) x %.1f s in %.1f s (%.2fx real time per stream, %s backend%s); "
+                    "guard events: %s → %s", s.streams, seconds, wall, report["realtime_factor"] or 0,
+                    report["backend"], f", {sessions} sessions" if sessions > 1 else "",
+                    counts or "none", folder.out_dir)
+        return json.loads(json.dumps(report))
+
+
+def render_params(ref: ModelRef, s: RenderSettings, temps: np.ndarray, prime, backend: str, world: int,
+                  sample_rate: int) -> dict:
+    """Everything that decides a render's audio (plus NON_BINDING records), as JSON would give it back."""
+    guard = {"seconds": s.guard_seconds, "attempts": s.guard_attempts, **GuardCriteria.of(s).as_dict()}
+    return json.loads(json.dumps({
+        "model": str(ref.weights.parent.resolve()), "model_sha256": sha256_file(ref.weights),
+        "sample_rate": sample_rate, "seconds": s.seconds, "streams": s.streams, "seed": s.seed,
+        "temperature": [float(t) for t in temps], "label": s.label,
+        "prime_sha256": None if prime is None else hashlib.sha256(prime.tobytes()).hexdigest(),
+        "format": s.format, "backend": backend, "precision": s.precision, "device": s.device, "world_size": world,
+        "guard": guard if s.guard else False, "block_seconds": s.block_seconds,
+    }))
+
+
+class _Interrupted(Exception):
+    """A stop was requested (first SIGINT/SIGTERM) in the middle of a window."""
+
+
+class Generator:
+    """Codes for one process's streams, in chunks short enough to answer a stop request promptly.
+
+    A chunk is ``block_seconds`` of audio, or less where the engine is slow: at most
+    CHUNK_WALL_SECONDS of work (the codes do not depend on it). Counts what it generates for
+    the progress bar unless asked not to (redraws).
+    """
+
+    def __init__(self, job: RenderJob, stop: StopSignals, bar=None):
+        self.engine, self.seed, self.ids, self.sr = job.engine, job.settings.seed, job.ids, job.sr
+        self.temps = job.temps_all[job.ids]
+        self.block = max(1, int(round(job.settings.block_seconds * job.sr)))
+        self.chunk_cap = MIN_CHUNK  # grows to CHUNK_WALL_SECONDS of work after the first chunk
+        self.stop, self.bar = stop, bar
+        self.t0, self.samples = time.perf_counter(), 0
+
+    def draw(self, start: int, n: int, attempts: np.ndarray) -> np.ndarray:
+        """Uniforms [B, n] for positions start.., each stream at its own attempt."""
+        u = np.empty((len(self.ids), n), dtype=np.float32)
+        for a in np.unique(attempts):
+            rows = attempts == a
+            u[rows] = uniforms(self.seed, self.ids[rows], start, n, int(a))
+        return u
+
+    def generate(self, start: int, n: int, attempts: np.ndarray, count: bool = True) -> np.ndarray:
+        """codes [B, n] int64 for positions start..start+n; raises _Interrupted on a stop request."""
+        codes = np.empty((len(self.ids), n), dtype=np.int64)
+        i = 0
+        while i < n:
+            m = min(self.block, self.chunk_cap, n - i)
+            tick = time.perf_counter()
+            codes[:, i:i + m] = self.engine.generate(self.draw(start + i, m, attempts), self.temps)
+            rate = m / max(time.perf_counter() - tick, 1e-6)
+            self.chunk_cap = max(MIN_CHUNK, int(rate * CHUNK_WALL_SECONDS))
+            i += m
+            if count and self.bar is not None:
+                self.samples += m
+                self.bar.update(m / self.sr)
+                speed = self.samples / self.sr / max(time.perf_counter() - self.t0, 1e-9)
+                self.bar.set_postfix_str(f"{speed:.2f}x real time")
+            if self.stop.requested:
+                raise _Interrupted
+        return codes
+
+
+class ShardRender:
+    """One process's streams, start (or resume) to end: windows, guard, writes, snapshots; then
+    FLAC encoding and spectrograms. ``run()`` → {"events", "spectrograms"}."""
+
+    def __init__(self, job: RenderJob, show_progress: bool):
+        self.job, self.show_progress = job, show_progress
+        self.s, self.engine, self.sr, self.total = job.settings, job.engine, job.sr, job.total
+        self.snapshot_path = job.folder.snapshot_path(job.procs.rank)
+        self.log = GuardLog(self.sr, report_name=REPORT_FILE)
+        self.wall_before, self.sessions, self.snapshot_written = 0.0, 1, 0
+        self.t0 = time.perf_counter()
+
+    def _io_error(self, path: Path, err: BaseException, written: int | None = None):
+        written = self.snapshot_written if written is None else written
+        return self.job.folder.io_error(path, err, written, self.sr)
+
+    def _start(self) -> int | None:
+        """Reset the engine, or restore the last snapshot; → samples written (None when starting fresh)."""
+        job, engine = self.job, self.engine
+        if not snapshot_exists(self.snapshot_path):
+            prime = None if job.prime is None else np.broadcast_to(job.prime, (len(job.ids), len(job.prime)))
+            engine.reset(prime_codes=prime, label_weights=job.label_weights)
+            return None
+        state, written, meta = load_snapshot(self.snapshot_path, fallback=True)
+        check_params(meta["params"], job.params, job.folder.out_dir)
+        if meta["streams"] != job.ids.tolist():
+            raise RenderStateError(f"{self.snapshot_path} renders streams {meta['streams']}, this process "
+                                   f"{job.ids.tolist()}")
+        self.log = GuardLog(self.sr, meta["events"], report_name=REPORT_FILE)
+        self.wall_before, self.sessions = meta["wall_seconds"], meta["sessions"] + 1
+        engine.reset(label_weights=job.label_weights)
+        engine.load_state_dict(state)
+        logger.info("resuming %s at %.1f s of %.1f s", job.folder.out_dir, written / self.sr, self.total / self.sr)
+        return written
+
+    def _save(self, writers: StreamWriters, written: int) -> None:
+        """Flush the audio up to ``written``, then snapshot the engine's state (the order makes it safe)."""
+        writers.flush()
+        meta = {"version": SNAPSHOT_VERSION, "params": self.job.params, "streams": self.job.ids.tolist(),
+                "events": self.log.events, "wall_seconds": self.wall_before + time.perf_counter() - self.t0,
+                "sessions": self.sessions, "complete": written >= self.total}
+        try:
+            save_snapshot(self.snapshot_path, self.engine.state_dict(), written, meta, keep_previous=True)
+        except OSError as err:
+            raise self._io_error(self.snapshot_path, err) from err
+        self.snapshot_written = written
+
+    def _bar(self, written: int):
+        if not self.show_progress:
+            return contextlib.nullcontext()
+        return progress_bar(total=round(self.total / self.sr, 2), initial=round(written / self.sr, 2), unit="s",
+                            desc="rendered",
+                            bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}{postfix}]")
+
+    def run(self) -> dict:
+        s, job = self.s, self.job
+        resumed = self._start()
+        written = resumed or 0
+        self.snapshot_written = written
+        if s.format == "flac" and written < self.total:
+            logger.info("FLAC: audio is kept as PCM under %s until the render completes, then encoded",
+                        job.folder.state_dir)
+        logger.info("rendering %d stream(s) x %.1f s at %d Hz with the %s engine (%s)%s", len(job.ids), s.seconds,
+                    self.sr, self.engine.backend, s.precision, f" (process {job.procs.rank} of {job.procs.world})"
+                    if job.procs.world > 1 else "")
+        writers = StreamWriters(job.folder.work_paths(job.ids), self.sr, s.format == "wav", resumed,
+                                lambda path, err: self._io_error(path, err))
+        ok = False
+        try:
+            with StopSignals("rewinding to the start of the window and saving a snapshot") as stop, \
+                    torch.inference_mode(), self._bar(written) as bar:
+                self.t0 = time.perf_counter()
+                self._windows(writers, written, Generator(job, stop, bar), stop)
+                self._save(writers, self.total)  # complete
+                writers.close()
+                ok = True
+        finally:
+            if not ok:
+                writers.abandon()
+        return self._after(job)
+
+    def _windows(self, writers: StreamWriters, pos: int, gen: Generator, stop: StopSignals) -> None:
+        """Render positions pos..total window by window; a stop request rewinds to the window start."""
+        s, engine, job = self.s, self.engine, self.job
+        window = max(1, int(round((s.guard_seconds if s.guard else s.block_seconds) * self.sr)))
+        snapshot_every = max(1, int(round(s.snapshot_seconds * self.sr)))
+        guard = Guard(GuardCriteria.of(s), s.guard_attempts, self.sr, job.ids, job.to_audio, self.log) \
+            if s.guard else None
+        no_redraw = np.zeros(len(job.ids), dtype=np.int64)
+        while pos < self.total:
+            n = min(window - pos % window, self.total - pos)
+            start, mark = engine.snapshot(), self.log.mark()
+            try:
+                codes = gen.generate(pos, n, no_redraw)
+                if guard is not None:
+                    guard.check(engine, pos, codes, start,
+                                lambda attempts: gen.generate(pos, n, attempts, count=False))
+            except _Interrupted:  # back to the window's start: audio, state and events
+                self.log.rewind(mark)
+                engine.restore(start)
+                self._save(writers, pos)
+                logger.warning("%s: stopped at %.1f s; snapshot saved. Rerun the same command to resume",
+                               stop.name, pos / self.sr)
+                raise KeyboardInterrupt from None
+            writers.write(float_to_int16(job.to_audio(codes)))
+            pos += n
+            if pos - self.snapshot_written >= snapshot_every and pos < self.total:
+                self._save(writers, pos)
+
+    def _after(self, job: RenderJob) -> dict:
+        """The finished shard: FLAC encoded from the PCM under .state, a spectrogram per stream."""
+        if self.s.format == "flac":
+            for i, pcm_path in zip(job.ids, job.folder.work_paths(job.ids)):
+                try:
+                    encode_flac(pcm_path, job.folder.paths[i], self.sr)
+                except (OSError, RuntimeError, AssertionError) as err:  # soundfile asserts on a short write
+                    raise self._io_error(job.folder.paths[i], err, self.total) from err
+        spectrograms = []
+        if self.s.spectrogram:
+            for i in job.ids:
+                png = spectrogram_png(job.folder.paths[i], job.folder.paths[i].with_suffix(".png"))
+                if png is not None:
+                    spectrograms.append(str(png))
+        return {"events": self.log.events, "spectrograms": spectrograms}
+

@@ -1,0 +1,190 @@
+"""What a render is asked to do: its settings, their checks, and the inputs they name.
+
+Every mistake a user can make here is a :class:`wavegen.errors.WavegenError` naming the
+value: :class:`~wavegen.config.ConfigError` for a setting or input that cannot work,
+:class:`RenderStateError` / :class:`RenderWriteError` for the output folder.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from wavegen.config import ConfigError
+from wavegen.errors import WavegenError
+
+FORMATS = ("wav", "flac")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+WAV_HEADER_BYTES = 44
+WAV_MAX_BYTES = 0xFFFFFFFF  # RIFF sizes are 32-bit
+FLAC_MAX_SAMPLES = 1 << 36  # STREAMINFO's total-samples field is 36 bits
+
+
+class RenderStateError(WavegenError, ValueError):
+    """The output folder holds another render (or a damaged one); the message says what differs."""
+
+
+class RenderWriteError(WavegenError, RuntimeError):
+    """Audio or state could not be written (disk full, read-only folder); what is on disk is resumable."""
+
+
+@dataclass
+class RenderSettings:
+    seconds: float
+    streams: int = 1
+    seed: int = 0
+    temperature: list[float] = field(default_factory=lambda: [1.0])  # cycled over streams
+    prime: str | None = None
+    prime_seconds: float = 2.0  # the last this many seconds of --prime are run through the model
+    label: str | None = None  # "name" or a blend "a:0.7,b:0.3"
+    backend: str = "auto"
+    device: str = "cpu"
+    precision: str = "fp32"  # engine arithmetic / weight storage; changes the audio
+    format: str = "wav"
+    block_seconds: float = 1.0  # audio generated between progress updates / interrupt checks
+    snapshot_seconds: float = 30.0  # audio between snapshots (rounded up to whole guard windows)
+    spectrogram: bool = True
+    # guard: the criteria of guard_verdict (wavegen.render.guard.GuardCriteria holds the same)
+    guard: bool = True
+    guard_seconds: float = 2.0
+    guard_attempts: int = 4  # redraws before giving up and keeping the last one
+    guard_silence_db: float = -60.0  # every 50 ms frame's RMS (mean removed) below this → silence
+    guard_noise_flatness: float = 0.85  # spectral flatness above this ...
+    guard_noise_db: float = -30.0  # ... with the window's RMS above this → noise
+    guard_clip_level: float = 0.95  # |x| at or above this counts as clipped ...
+    guard_clip_fraction: float = 0.1  # ... in more than this fraction of the window → clipping
+
+    def validate(self) -> None:
+        """ConfigError naming the first setting that cannot work (checks that need no model)."""
+        for flag, value in (("--seconds", self.seconds), ("--prime-seconds", self.prime_seconds),
+                            ("--block-seconds", self.block_seconds), ("--snapshot-seconds", self.snapshot_seconds),
+                            ("--guard-seconds", self.guard_seconds)):
+            _check_seconds(flag, value)
+        if not isinstance(self.streams, (int, np.integer)) or self.streams < 1:
+            raise ConfigError(f"--streams {self.streams}: need at least one")
+        if self.format not in FORMATS:
+            raise ConfigError(f"--format {self.format!r}: use one of {list(FORMATS)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"--precision {self.precision!r}: use one of {list(PRECISIONS)}")
+        if self.guard_attempts < 0:
+            raise ConfigError(f"--guard-attempts {self.guard_attempts}: must be >= 0")
+        temps = list(np.atleast_1d(np.asarray(self.temperature, dtype=np.float64)))
+        if not temps or not all(math.isfinite(t) and t > 0 for t in temps):
+            raise ConfigError(f"--temperature {self.temperature}: every temperature must be a positive number")
+
+    def total_samples(self, sample_rate: int) -> int:
+        """Samples per stream at ``sample_rate``; ConfigError where the length is impossible for the format."""
+        return check_length(self.seconds, sample_rate, self.format)
+
+
+def _check_seconds(flag: str, value) -> None:
+    try:
+        ok = math.isfinite(float(value)) and float(value) > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"{flag} {value}: must be a finite number of seconds above zero")
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:,.1f} {unit}"
+    return f"{seconds:g} s"
+
+
+def check_length(seconds: float, sample_rate: int, fmt: str) -> int:
+    """``seconds`` per stream → samples per stream; ConfigError when that cannot be written.
+
+    Limits: at least one sample; a WAV file holds at most 4 GiB (2^31 - 23 16-bit samples);
+    a FLAC file at most 2^36 samples.
+    """
+    _check_seconds("--seconds", seconds)
+    exact = float(seconds) * sample_rate
+    if exact < 0.5:
+        raise ConfigError(f"--seconds {seconds}: less than one sample at {sample_rate} Hz")
+    if fmt == "wav" and WAV_HEADER_BYTES + 2 * exact > WAV_MAX_BYTES:
+        most = (WAV_MAX_BYTES - WAV_HEADER_BYTES) // 2 / sample_rate
+        raise ConfigError(f"--seconds {seconds}: more than a WAV file can hold (4 GiB: at most {_duration(most)} "
+                          f"per stream at {sample_rate} Hz); use --format flac or fewer seconds")
+    if fmt == "flac" and exact > FLAC_MAX_SAMPLES:
+        most = FLAC_MAX_SAMPLES / sample_rate
+        raise ConfigError(f"--seconds {seconds}: more than a FLAC file can hold (2^36 samples: at most "
+                          f"{_duration(most)} per stream at {sample_rate} Hz)")
+    return int(round(exact))
+
+
+def estimate_bytes(streams: int, total: int, fmt: str) -> int:
+    """Disk space a finished render of ``streams`` x ``total`` samples needs at its peak, in bytes.
+
+    WAV: the files themselves. FLAC: the raw PCM kept under .state until the end, plus the
+    FLAC files encoded from it (noise compresses hardly at all, so counted at the PCM's size).
+    """
+    pcm = 2 * total * streams
+    return pcm + WAV_HEADER_BYTES * streams if fmt == "wav" else 2 * pcm
+
+
+# ----- inputs -------------------------------------------------------------------------------------
+
+def parse_label(text: str | None, labels: list[str]) -> np.ndarray | None:
+    """``"name"`` or ``"a:0.7,b:0.3"`` → blend weights [n_labels] float32 (None when no label given).
+
+    Weights are normalised to sum to 1. ConfigError for an unknown name (listing the known
+    ones), a bad weight, or a label given to (or missing for) a model.
+    """
+    if not labels:
+        if text:
+            raise ConfigError(f"--label {text!r}: this model was not trained with labels")
+        return None
+    if not text:
+        raise ConfigError(f"this model is conditioned on labels; choose one with --label (known: {labels})")
+    weights = np.zeros(len(labels), dtype=np.float32)
+    for part in text.split(","):
+        name, _, value = part.strip().partition(":")
+        name = name.strip()
+        if name not in labels:
+            raise ConfigError(f"--label {name!r} is not one of this model's labels: {labels}")
+        try:
+            w = float(value) if value else 1.0
+        except ValueError:
+            raise ConfigError(f"--label {part!r}: weight {value!r} is not a number") from None
+        if not w >= 0 or not math.isfinite(w):
+            raise ConfigError(f"--label {part!r}: weights must be finite and not negative")
+        weights[labels.index(name)] += w
+    if weights.sum() <= 0:
+        raise ConfigError(f"--label {text!r}: weights sum to zero")
+    return weights / weights.sum()
+
+
+def prime_codes(path: str, sample_rate: int, seconds: float, q_levels: int, quantization: str,
+                multiple: int = 1) -> np.ndarray:
+    """The last ``seconds`` of an audio file (any rate, any channels) → codes [T0] int64,
+    T0 trimmed from the front to a multiple of ``multiple`` (a whole top frame).
+
+    ConfigError when the file is missing or too short; AudioError when it cannot be decoded.
+    """
+    from wavegen.audio import load_mono, quantize
+
+    if not Path(path).is_file():
+        raise ConfigError(f"--prime {path}: no such file")
+    audio = load_mono(path, sample_rate)
+    keep = min(len(audio), int(round(seconds * sample_rate)))
+    keep -= keep % multiple
+    if keep <= 0:
+        raise ConfigError(f"--prime {path}: shorter than {multiple} samples at {sample_rate} Hz")
+    return quantize(audio[len(audio) - keep:], q_levels, quantization)
+
+
+def stream_paths(out_dir: Path, streams: int, fmt: str) -> list[Path]:
+    """The audio files of a render: out_dir/stream_000.wav, ... (one per stream)."""
+    return [Path(out_dir) / f"stream_{i:03d}.{fmt}" for i in range(streams)]
+
+
+def shard_streams(streams: int, rank: int, world: int) -> list[int]:
+    """The stream ids process ``rank`` of ``world`` renders: rank, rank + world, ... (maybe none)."""
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"rank {rank} of world size {world}")
+    return list(range(rank, streams, world))

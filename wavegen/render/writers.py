@@ -1,0 +1,212 @@
+"""What a render puts on disk while it runs: streaming PCM writers, snapshots, FLAC at the end.
+
+- :class:`PCMWriter` appends 16-bit PCM to a WAV (or a headerless ``.pcm``) in place; its
+  header is rewritten at every flush, so the file is always a valid WAV up to the last
+  snapshot, and a resume cuts it back to the snapshot's length.
+- :func:`save_snapshot` / :func:`load_snapshot`: one process's state as a pickle-free .npz,
+  written atomically. A render keeps the snapshot it replaces as ``*.prev.npz``: a snapshot damaged
+  after it was written (a truncated file, a bad sector) is answered by falling back to the
+  previous one, which is safe because the audio files only grow between snapshots and a
+  resume cuts them back to whatever snapshot it starts from.
+- :func:`encode_flac`: FLAC cannot be truncated or appended to safely (the encoder buffers
+  whole frames that a flush does not write), so a FLAC render keeps raw PCM and encodes it
+  when the render completes: the same encoder input gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import struct
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from wavegen.fileio import atomic_write
+from wavegen.render.settings import WAV_HEADER_BYTES, RenderStateError
+
+logger = logging.getLogger("wavegen.render")
+
+
+class PCMWriter:
+    """16-bit mono PCM appended block by block to a WAV file (or a headerless ``.pcm``), resumable.
+
+    ``resume_frames=N`` reopens an existing file and cuts it back to its first N samples. The
+    WAV header's sizes are rewritten at every :meth:`flush` (which also fsyncs), so after a
+    crash the file is a valid WAV holding at least every flushed sample.
+    """
+
+    HEADER_BYTES = WAV_HEADER_BYTES
+
+    def __init__(self, path: Path, sample_rate: int, wav: bool = True, resume_frames: int | None = None):
+        self.path, self.sample_rate, self.wav = Path(path), int(sample_rate), wav
+        header = self.HEADER_BYTES if wav else 0
+        if resume_frames is None:
+            self.file = open(self.path, "wb")
+            self.frames = 0
+            if wav:
+                self.file.write(self._header())
+        else:
+            self.file = open(self.path, "r+b")
+            size = os.fstat(self.file.fileno()).st_size
+            if size < header + 2 * resume_frames or (wav and self.file.read(4) != b"RIFF"):
+                self.file.close()
+                raise RenderStateError(f"{self.path} holds {(size - header) // 2} samples, fewer than the "
+                                       f"{resume_frames} its snapshot claims: it was changed since; "
+                                       "rerun with --restart to start over")
+            self.file.truncate(header + 2 * resume_frames)
+            self.file.seek(0, os.SEEK_END)
+            self.frames = resume_frames
+
+    def _header(self) -> bytes:
+        data = 2 * self.frames
+        return struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + data, b"WAVE", b"fmt ", 16, 1, 1,
+                           self.sample_rate, 2 * self.sample_rate, 2, 16, b"data", data)
+
+    def write(self, pcm: np.ndarray) -> None:
+        """pcm [n] int16."""
+        self.file.write(np.ascontiguousarray(pcm, dtype="<i2").tobytes())
+        self.frames += len(pcm)
+
+    def flush(self) -> None:
+        if self.wav:
+            self.file.seek(0)
+            self.file.write(self._header())
+            self.file.seek(0, os.SEEK_END)
+        self.file.flush()
+        os.fsync(self.file.fileno())
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self.file.close()
+
+    def abandon(self) -> None:
+        """Close after a failure without raising (what reached the disk stays; resume truncates)."""
+        try:
+            self.file.close()
+        except OSError:
+            pass
+
+
+class StreamWriters:
+    """One :class:`PCMWriter` per stream of a process; ``io_error(path, err)`` turns an OSError
+    into the error to raise (it knows what is intact). Opening a later file failing closes the
+    earlier ones."""
+
+    def __init__(self, paths: list[Path], sample_rate: int, wav: bool, resume_frames: int | None, io_error):
+        self.io_error = io_error
+        self.writers: list[PCMWriter] = []
+        try:
+            for path in paths:
+                self.writers.append(PCMWriter(path, sample_rate, wav=wav, resume_frames=resume_frames))
+        except OSError as err:
+            self.abandon()
+            raise io_error(Path(err.filename or path), err) from err
+        except BaseException:
+            self.abandon()
+            raise
+
+    def _each(self, action, rows=None) -> None:
+        for k, w in enumerate(self.writers):
+            try:
+                action(w) if rows is None else action(w, rows[k])
+            except OSError as err:
+                raise self.io_error(w.path, err) from err
+
+    def write(self, pcm: np.ndarray) -> None:
+        """pcm [B, n] int16, one row per writer."""
+        self._each(PCMWriter.write, pcm)
+
+    def flush(self) -> None:
+        self._each(PCMWriter.flush)
+
+    def close(self) -> None:
+        self._each(PCMWriter.close)
+
+    def abandon(self) -> None:
+        for w in self.writers:
+            w.abandon()
+
+
+def encode_flac(pcm_path: Path, flac_path: Path, sample_rate: int) -> None:
+    """Raw 16-bit PCM → FLAC, block by block (memory flat), atomically; deterministic bytes.
+
+    Raises OSError (or soundfile's RuntimeError / AssertionError on a short write).
+    """
+    import soundfile as sf
+
+    def write(f) -> None:
+        block = 1 << 16
+        with open(pcm_path, "rb") as src, sf.SoundFile(f, "w", samplerate=sample_rate, channels=1,
+                                                       subtype="PCM_16", format="FLAC") as dst:
+            for chunk in iter(lambda: src.read(2 * block), b""):
+                dst.write(np.frombuffer(chunk, dtype="<i2"))
+
+    atomic_write(flac_path, write)
+
+
+# ----- snapshots ----------------------------------------------------------------------------------
+
+def previous_snapshot(path: Path) -> Path:
+    """Where the snapshot that ``path`` replaced is kept: rank0.npz → rank0.prev.npz."""
+    path = Path(path)
+    return path.with_name(path.stem + ".prev" + path.suffix)
+
+
+def save_snapshot(path: Path, engine_state: dict[str, np.ndarray], written: int, meta: dict,
+                  keep_previous: bool = False) -> None:
+    """One process's render state → ``path`` (.npz, no pickle), atomically.
+
+    ``engine_state``: the engine's state_dict (numpy arrays); ``written``: samples per stream
+    on disk at this snapshot; ``meta``: JSON-able (params, events, wall time ...).
+    ``keep_previous``: the snapshot it replaces becomes :func:`previous_snapshot` (the
+    fallback of ``load_snapshot(fallback=True)``).
+    """
+    path = Path(path)
+    arrays = {f"engine.{k}": np.asarray(v) for k, v in engine_state.items()}
+    arrays["written"] = np.asarray(written, dtype=np.int64)
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    if keep_previous and path.is_file():
+        os.replace(path, previous_snapshot(path))  # a crash before the next line: load falls back to it
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def _read_snapshot(path: Path) -> tuple[dict[str, np.ndarray], int, dict]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            engine = {k[len("engine."):]: z[k] for k in z.files if k.startswith("engine.")}
+            return engine, int(z["written"]), json.loads(z["meta"].tobytes().decode())
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        raise RenderStateError(f"{path}: unreadable render snapshot ({type(err).__name__}: {err}); "
+                               "rerun with --restart to start the render over") from err
+
+
+def load_snapshot(path: Path, fallback: bool = False) -> tuple[dict[str, np.ndarray], int, dict]:
+    """``path`` → (engine state, samples written per stream, meta); RenderStateError naming a damaged file.
+
+    ``fallback=True``: where ``path`` is missing or damaged, the previous snapshot
+    (:func:`previous_snapshot`) is read instead, with a warning naming the damaged file.
+    """
+    path = Path(path)
+    prev = previous_snapshot(path)
+    if not fallback:
+        return _read_snapshot(path)
+    try:
+        return _read_snapshot(path)
+    except RenderStateError as err:
+        if not prev.is_file():
+            raise
+        state = _read_snapshot(prev)
+        what = "is missing" if not path.exists() else f"is damaged ({err.__cause__})"
+        logger.warning("%s %s; resuming from the snapshot before it, %s (%.0f samples per stream)",
+                       path, what, prev.name, state[1])
+        return state
+
+
+def snapshot_exists(path: Path) -> bool:
+    """A snapshot at ``path``, or the one it replaced (see :func:`load_snapshot`'s fallback)."""
+    return Path(path).is_file() or previous_snapshot(path).is_file()
