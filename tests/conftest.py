@@ -1,7 +1,8 @@
-"""Shared test helpers: tests make their own audio in tmp_path.
+"""Shared test helpers: tests make their own audio in tmp_path; tiny models; the gpu marker.
 
 Fixtures return plain functions (factory fixtures), so a test asks for `make_tone` and calls
-it as often as it needs.
+it as often as it needs; plain helpers are imported (`from conftest import tiny_samplernn`).
+Tests marked `gpu` skip themselves where torch sees no CUDA device.
 """
 
 from __future__ import annotations
@@ -87,6 +88,86 @@ def tiny_corpus(tmp_path) -> Path:
     return prepared_corpus(tmp_path, val_fraction=0.25, test_fraction=0.25)
 
 
-# Small enough for a test to train in seconds; used with wavegen.train.resolve_run_config.
+# ----- tiny models ---------------------------------------------------------------------------------
+
+# --set overrides small enough for a test to train in seconds (on the samplernn-tiny and
+# wavenet-tiny presets, with wavegen.train.resolve_run_config or `wavegen train --set`).
 TINY_SAMPLERNN = ["model.dim=32", "model.emb_size=8", "train.batch_size=4", "train.seq_len=64",
                   "train.tbptt_windows=2", "train.val_seconds=2", "train.log_interval=1"]
+TINY_WAVENET = ["model.layers=5", "model.max_dilation=8", "model.residual_channels=12",
+                "model.skip_channels=16", "model.end_channels=16", "model.q_levels=64",
+                "train.batch_size=4", "train.seq_len=64", "train.val_seconds=1", "train.log_interval=1",
+                "train.lr=1e-2"]
+
+
+def perturb(model, scale: float = 0.2):
+    """Move every parameter off its initialisation, in place, with torch's global RNG: biases and
+    h0 start at zero, where a bug that drops them would hide. Returns the model in eval mode."""
+    import torch
+
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn_like(p))
+    return model.eval()
+
+
+def tiny_samplernn(frame_sizes=(8, 2), rnn_type="gru", quantization="linear", skip=False, labels=(),
+                   n_rnn=2, dim=24, emb_size=6, q_levels=32, seed=0, perturbed=True):
+    """A SampleRNN of a few thousand weights (eval mode), deterministic for a seed; perturbed
+    off its initialisation unless perturbed=False. frame_sizes are absolute, top tier first."""
+    import torch
+
+    from wavegen.models.samplernn import SampleRNN, SampleRNNConfig
+
+    torch.manual_seed(seed)
+    model = SampleRNN(SampleRNNConfig(frame_sizes=list(frame_sizes), n_rnn=n_rnn, dim=dim, emb_size=emb_size,
+                                      q_levels=q_levels, quantization=quantization, rnn_type=rnn_type,
+                                      skip=skip, labels=list(labels)))
+    return perturb(model) if perturbed else model.eval()
+
+
+def tiny_wavenet(layers=4, max_dilation=8, quantization="mu-law", labels=(), q_levels=32, seed=0,
+                 perturbed=True):
+    """A WaveNet of a few thousand weights (eval mode; channels 8/12/10, label_dim 5),
+    deterministic for a seed; perturbed off its initialisation unless perturbed=False."""
+    import torch
+
+    from wavegen.models.wavenet import WaveNet, WaveNetConfig
+
+    torch.manual_seed(seed)
+    model = WaveNet(WaveNetConfig(layers=layers, max_dilation=max_dilation, residual_channels=8,
+                                  skip_channels=12, end_channels=10, q_levels=q_levels,
+                                  quantization=quantization, labels=list(labels), label_dim=5))
+    return perturb(model) if perturbed else model.eval()
+
+
+def save_tiny_model(folder, preset="samplernn-tiny", sample_rate=8000, seed=0, **model_settings) -> Path:
+    """A model folder (model.safetensors + config.json) of a preset with model_settings
+    overridden (dim=16, ...), at sample_rate Hz, random weights from seed. Returns the folder."""
+    import torch
+
+    from wavegen.checkpoint import save_model
+    from wavegen.models import build_model, resolve_preset
+
+    config = resolve_preset(preset)
+    config["model"].update(model_settings)
+    config["data"] = {"sample_rate": sample_rate}
+    torch.manual_seed(seed)
+    return Path(save_model(build_model(config), config, Path(folder)))
+
+
+# ----- markers --------------------------------------------------------------------------------------
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked gpu skip themselves where torch sees no CUDA device (CPU-only machines, CI)."""
+    gpu_tests = [item for item in items if item.get_closest_marker("gpu") is not None]
+    if not gpu_tests:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU: torch.cuda.is_available() is false here")
+    for item in gpu_tests:
+        item.add_marker(skip)

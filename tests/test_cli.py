@@ -1,4 +1,5 @@
-"""The command line as a person uses it: prep → train → render → eval → info."""
+"""The command line as a person uses it: prep → train → render → eval → info, for SampleRNN
+and WaveNet; errors as one line (exit 2) for the user, a traceback for a bug."""
 
 import hashlib
 import json
@@ -9,9 +10,15 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import TINY_SAMPLERNN, melody, write_audio_file
+import torch
+from conftest import TINY_SAMPLERNN, TINY_WAVENET, melody, prepared_corpus, write_audio_file
 
+from wavegen.checkpoint import load_model, save_model
 from wavegen.cli import main
+from wavegen.config import load_json
+from wavegen.models import build_model, resolve_preset
+from wavegen.models.wavenet import WaveNet
+from wavegen.train import read_metrics, resolve_run_config, train
 
 
 def digest(path):
@@ -35,8 +42,22 @@ def trained(tmp_path_factory):
     assert main(["-q", "prep", str(rec), str(root / "corpus"), "--val-fraction", "0.25",
                  "--test-fraction", "0.25"]) == 0
     assert main(["-q", "train", "--data", str(root / "corpus"), "--model", "samplernn-tiny", "--run",
-                 str(root / "run"), "--max-steps", "12"] + sets(*TINY_SAMPLERNN, "train.val_interval=6")) == 0
+                 str(root / "run"), "--max-steps", "24"] + sets(*TINY_SAMPLERNN, "train.val_interval=12",
+                                                               "train.checkpoint_interval=12", "train.lr=1e-2")) == 0
     return root
+
+
+def untrained_copy(run, folder):
+    """A model folder of the run's exact config with its initial (random) weights."""
+    config = load_json(run / "best" / "config.json")
+    torch.manual_seed(config["train"]["seed"])
+    return save_model(build_model(config), config, folder)
+
+
+def eval_json(model, corpus, capsys, *extra):
+    capsys.readouterr()
+    assert main(["-q", "eval", str(model), "--data", str(corpus), "--json", *extra]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
 def test_prep_lists_the_broken_file_and_keeps_the_rest(trained):
@@ -74,37 +95,87 @@ def test_render_continues_a_prime_of_any_rate_and_channels(trained):
     assert not np.array_equal(audio, sf.read(plain / "stream_000.flac")[0])
 
 
-def test_eval_prints_nll_json(trained, capsys):
-    capsys.readouterr()
-    assert main(["eval", str(trained / "run"), "--data", str(trained / "corpus"), "--split", "test", "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
-    assert result["samples"] > 0
-    assert 0 < result["nll_bits_per_sample"] < 8.5
+def test_eval_nll_beats_the_unigram_entropy_and_the_untrained_model(trained, capsys):
+    result = eval_json(trained / "run", trained / "corpus", capsys, "--split", "test")
+    untrained = eval_json(untrained_copy(trained / "run", trained / "untrained"), trained / "corpus", capsys,
+                          "--split", "test")
+    assert result["samples"] == untrained["samples"] > 0
     assert 0 < result["unigram_entropy_bits"] <= 8
+    # 24 steps: about 6.9 bits against 7.36 for the histogram of the test codes and 8.0 untrained
+    assert result["nll_bits_per_sample"] < result["unigram_entropy_bits"] - 0.2
+    assert result["nll_bits_per_sample"] < untrained["nll_bits_per_sample"] - 0.8
 
 
-def test_info_describes_the_model(trained, capsys):
-    capsys.readouterr()
-    assert main(["info", str(trained / "run"), "--json"]) == 0
-    info = json.loads(capsys.readouterr().out)
-    assert info["model_type"] == "samplernn" and info["frame_sizes"] == [16, 4]
-    assert info["sample_rate"] == 16000 and info["parameters"] > 1000
-    assert info["backends"]["torch"] == "available"
+def test_info_describes_a_run_its_checkpoints_and_a_preset(trained, capsys):
+    def info(*args):
+        capsys.readouterr()
+        assert main(["info", *args, "--json"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    best = info(str(trained / "run"))
+    assert best["model_type"] == "samplernn" and best["frame_sizes"] == [16, 4]
+    assert best["sample_rate"] == 16000 and best["parameters"] > 1000
+    assert best["backends"]["torch"] == "available" and best["model"] == str(trained / "run" / "best")
+    last = info(str(trained / "run"), "--checkpoint", "last")
+    assert last["model"].endswith("step_24 (step 24)") and last["parameters"] == best["parameters"]
+    assert info(str(trained / "run"), "--checkpoint", "step_12")["model"].endswith("(step 12)")
+    preset = info("wavenet-tiny")
+    assert preset["model"] == "preset wavenet-tiny (random weights)"
+    assert preset["sample_rate"] == resolve_preset("wavenet-tiny")["data"]["sample_rate"]
 
 
-def test_errors_are_clear_and_exit_non_zero(trained, tmp_path, capsys):
+def one_error_line(capsys, command) -> str:
+    """The error a command printed: one line, the last on stderr (warnings may come before it)."""
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err and lines[-1].startswith(f"wavegen {command}: error: "), lines
+    assert sum(line.startswith("wavegen ") for line in lines) == 1, lines
+    return lines[-1]
+
+
+def test_user_errors_are_one_line_with_exit_code_2(trained, tmp_path, capsys):
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "x.wav").write_bytes(b"garbage")
-    assert main(["prep", str(tmp_path / "junk"), str(tmp_path / "c")]) == 2
-    assert "no usable" in capsys.readouterr().err.lower()
+    assert main(["-q", "prep", str(tmp_path / "junk"), str(tmp_path / "c")]) == 2
+    line = one_error_line(capsys, "prep")
+    assert "no usable audio" in line and str(tmp_path / "junk" / "x.wav") in line
+    (tmp_path / "taken").write_text("a file")
+    assert main(["prep", str(trained / "recordings"), str(tmp_path / "taken")]) == 2
+    assert f"{tmp_path / 'taken'} is a file, not a folder" in one_error_line(capsys, "prep")
     assert main(["render", str(tmp_path / "nothing"), "--seconds", "1", "--out", str(tmp_path / "o")]) == 2
-    assert "no such model or run folder" in capsys.readouterr().err
+    assert str(tmp_path / "nothing") in one_error_line(capsys, "render")
     assert main(["train", "--data", str(trained / "corpus"), "--model", "samplernn-huge", "--run",
                  str(tmp_path / "r")]) == 2
-    assert "unknown model preset 'samplernn-huge'" in capsys.readouterr().err
+    assert "unknown model preset 'samplernn-huge'" in one_error_line(capsys, "train")
     assert main(["render", str(trained / "run"), "--seconds", "1", "--out", str(tmp_path / "o"),
                  "--label", "metal"]) == 2
-    assert "not trained with labels" in capsys.readouterr().err
+    assert "not trained with labels" in one_error_line(capsys, "render")
+    assert main(["info", str(trained / "run"), "--checkpoint", "step_7"]) == 2
+    line = one_error_line(capsys, "info")
+    assert "step_7" in line and "step_12" in line  # what was asked, and what there is
+
+
+def test_a_bug_keeps_its_traceback_and_a_user_error_does_not(trained, tmp_path):
+    """Real processes: a plain RuntimeError deep inside prep (as a torch or numpy failure would be)
+    is a bug and shows its traceback; a user error is one line, exit code 2."""
+    bug = ("import sys, wavegen.corpus\n"
+           "def split_on_silence(*args, **kwargs):\n"
+           "    raise RuntimeError('a bug deep inside prep')\n"
+           "wavegen.corpus.split_on_silence = split_on_silence\n"
+           "from wavegen.cli import main\n"
+           "sys.exit(main(sys.argv[1:]))\n")
+    rec = str(trained / "recordings")
+    out = subprocess.run([sys.executable, "-c", bug, "prep", rec, str(tmp_path / "c")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1
+    assert "Traceback (most recent call last)" in out.stderr and "in _decode_one" in out.stderr
+    assert out.stderr.strip().endswith("RuntimeError: a bug deep inside prep") and "error:" not in out.stderr
+    (tmp_path / "taken").write_text("a file")
+    out = subprocess.run([sys.executable, "-m", "wavegen", "prep", rec, str(tmp_path / "taken")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines() == [
+        f"wavegen prep: error: {tmp_path / 'taken'} is a file, not a folder: give a folder for the corpus"]
 
 
 def test_console_script_and_module_entry_points(trained):
@@ -113,3 +184,72 @@ def test_console_script_and_module_entry_points(trained):
     for cmd in ([exe], [sys.executable, "-m", "wavegen"]):
         out = subprocess.run(cmd + ["info", "--presets"], capture_output=True, text=True, timeout=120)
         assert out.returncode == 0 and "samplernn-3tier" in out.stdout
+
+
+# ----- WaveNet through the trainer, render, eval, info ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained_wavenet(tmp_path_factory):
+    """A tiny WaveNet trained 20 steps, with its corpus: (run folder, corpus folder, config)."""
+    root = tmp_path_factory.mktemp("wavenet")
+    corpus = prepared_corpus(root, files=4, seconds=3.0, sample_rate=8000, val_fraction=0.25,
+                             test_fraction=0.25)
+    config = resolve_run_config(resolve_preset("wavenet-tiny"), corpus, TINY_WAVENET + ["train.max_steps=20"])
+    train(config, root / "run", progress=False)
+    return root / "run", corpus, config
+
+
+def test_wavenet_training_lowers_the_loss_and_saves_a_model(trained_wavenet):
+    run, corpus, config = trained_wavenet
+    rows = [r for r in read_metrics(run) if "loss_bits" in r]
+    assert [r["step"] for r in rows] == list(range(1, 21))
+    first, last = np.mean([r["loss_bits"] for r in rows[:3]]), np.mean([r["loss_bits"] for r in rows[-3:]])
+    assert first > 5.5  # ~log2(64) bits at the start
+    assert last < first - 0.25
+    model, saved = load_model(run)
+    assert isinstance(model, WaveNet) and saved == config
+    assert saved["model_type"] == "wavenet" and saved["model"]["layers"] == 5
+
+
+def test_wavenet_resume_continues_like_an_uninterrupted_run(trained_wavenet, tmp_path):
+    """Train 10 steps, stop, rerun to 20: the losses of steps 11..20 match the 20-step run."""
+    run, corpus, config = trained_wavenet
+    half = json.loads(json.dumps(config))
+    half["train"]["max_steps"] = 10
+    train(half, tmp_path / "run", progress=False)
+    train(config, tmp_path / "run", progress=False)
+    want = {r["step"]: r["loss_bits"] for r in read_metrics(run) if "loss_bits" in r}
+    got = {r["step"]: r["loss_bits"] for r in read_metrics(tmp_path / "run") if "loss_bits" in r}
+    assert sorted(got) == list(range(1, 21))
+    for step in range(11, 21):
+        assert got[step] == pytest.approx(want[step], abs=1e-5), step
+
+
+def test_wavenet_cli_render_with_prime_and_eval(trained_wavenet, tmp_path, capsys):
+    run, corpus, config = trained_wavenet
+    sr = 8000
+    prime = write_audio_file(tmp_path / "prime.wav", 0.3 * np.sin(np.arange(sr // 2) * 0.05), 22050)
+    outs = []
+    for name, extra in (("a", []), ("b", []), ("primed", ["--prime", str(prime), "--prime-seconds", "0.1"])):
+        assert main(["-q", "render", str(run), "--seconds", "0.1", "--out", str(tmp_path / name),
+                     "--seed", "3", "--backend", "torch", *extra]) == 0
+        audio, rate = sf.read(tmp_path / name / "stream_000.wav", dtype="float32")
+        assert rate == sr and audio.shape == (800,) and np.all(np.isfinite(audio))
+        outs.append(audio)
+    assert np.array_equal(outs[0], outs[1])  # the same seed: the same audio
+    assert not np.array_equal(outs[0], outs[2])  # the prime changes what follows
+    result = eval_json(run, corpus, capsys, "--split", "val")
+    untrained = eval_json(untrained_copy(run, tmp_path / "untrained"), corpus, capsys, "--split", "val")
+    assert result["samples"] == untrained["samples"] > 0 and result["samples"] % 64 == 0  # whole pieces
+    # 20 steps: about 5.2 bits against 5.5 for the histogram of the val codes and 6.0 untrained
+    assert result["nll_bits_per_sample"] < result["unigram_entropy_bits"] - 0.15
+    assert result["nll_bits_per_sample"] < untrained["nll_bits_per_sample"] - 0.5
+
+
+def test_wavenet_info_shows_receptive_field_in_samples_and_seconds(trained_wavenet, capsys):
+    run, _, _ = trained_wavenet
+    rf = 1 + 2 + 4 + 8 + 1 + 1  # dilations 1 2 4 8 1
+    assert main(["info", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert f"receptive_field: {rf} samples = {rf / 8000:.4f} s at 8000 Hz" in out
+    assert "dilations: 1 x 1..8 + 1" in out

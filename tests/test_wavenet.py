@@ -1,23 +1,17 @@
-"""WaveNet: config, receptive field, incremental engine == parallel forward, training, render, eval."""
+"""WaveNet: config, receptive field, incremental engine == parallel forward (the CLI round trip is in test_cli)."""
 
 import itertools
-import json
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 import torch.nn.functional as F
 
-from conftest import prepared_corpus, write_audio_file
-from wavegen import cli
 from wavegen.audio import silence_code
-from wavegen.checkpoint import load_model
 from wavegen.config import ConfigError, TrainConfig
 from wavegen.generate import TorchWaveNetEngine, make_engine, sample_codes, uniforms
 from wavegen.models import build_model, resolve_preset
 from wavegen.models.wavenet import WaveNet, WaveNetConfig
-from wavegen.train import read_metrics, resolve_run_config, train
 
 TOL = 1e-4  # fp32: observed differences are ~1e-7; a real bug moves logits by far more
 Q = 32
@@ -26,13 +20,6 @@ PATTERNS = [(1, 1), (4, 8), (9, 4), (6, 8)]
 VARIANTS = list(itertools.product(PATTERNS, ["linear", "mu-law"], [False, True]))
 LABELS = ["a", "b", "c"]
 BLEND = np.array([[1, 0, 0], [0.2, 0.5, 0.3], [0, 0, 1]], dtype=np.float32)  # per stream
-
-# Small enough to train in seconds (with resolve_run_config on the wavenet-tiny preset).
-TINY_WAVENET = ["model.layers=5", "model.max_dilation=8", "model.residual_channels=12",
-                "model.skip_channels=16", "model.end_channels=16", "model.q_levels=64",
-                "train.batch_size=4", "train.seq_len=64", "train.val_seconds=1", "train.log_interval=1",
-                "train.lr=1e-2"]
-
 
 def tiny(layers=4, max_dilation=8, quantization="mu-law", labels=(), seed=0):
     torch.manual_seed(seed)
@@ -293,71 +280,3 @@ def test_presets(name, layers, rf, channels):
     assert (cfg.residual_channels, cfg.skip_channels, cfg.end_channels) == channels
     assert max(model.dilations) == (512 if name != "wavenet-tiny" else 32) and cfg.q_levels == 256
     assert config["train"]["seq_len"] >= 256
-
-
-# ----- through the trainer, render, eval, info ---------------------------------------------------
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny WaveNet trained 20 steps, with its corpus: (run folder, corpus folder, config)."""
-    root = tmp_path_factory.mktemp("wavenet")
-    corpus = prepared_corpus(root, files=4, seconds=3.0, sample_rate=8000, val_fraction=0.25,
-                             test_fraction=0.25)
-    config = resolve_run_config(resolve_preset("wavenet-tiny"), corpus, TINY_WAVENET + ["train.max_steps=20"])
-    train(config, root / "run", progress=False)
-    return root / "run", corpus, config
-
-
-def test_training_lowers_the_loss_and_saves_a_model(trained):
-    run, corpus, config = trained
-    rows = [r for r in read_metrics(run) if "loss_bits" in r]
-    assert [r["step"] for r in rows] == list(range(1, 21))
-    first, last = np.mean([r["loss_bits"] for r in rows[:3]]), np.mean([r["loss_bits"] for r in rows[-3:]])
-    assert first > 5.5  # ~log2(64) bits at the start
-    assert last < first - 0.25
-    model, saved = load_model(run)
-    assert isinstance(model, WaveNet) and saved == config
-    assert saved["model_type"] == "wavenet" and saved["model"]["layers"] == 5
-
-
-def test_resume_continues_like_an_uninterrupted_run(trained, tmp_path):
-    """Train 10 steps, stop, rerun to 20: the losses of steps 11..20 match the 20-step run."""
-    run, corpus, config = trained
-    half = json.loads(json.dumps(config))
-    half["train"]["max_steps"] = 10
-    train(half, tmp_path / "run", progress=False)
-    train(config, tmp_path / "run", progress=False)
-    want = {r["step"]: r["loss_bits"] for r in read_metrics(run) if "loss_bits" in r}
-    got = {r["step"]: r["loss_bits"] for r in read_metrics(tmp_path / "run") if "loss_bits" in r}
-    assert sorted(got) == list(range(1, 21))
-    for step in range(11, 21):
-        assert got[step] == pytest.approx(want[step], abs=1e-5), step
-
-
-def test_cli_render_with_prime_and_eval(trained, tmp_path, capsys):
-    run, corpus, config = trained
-    sr = 8000
-    prime = write_audio_file(tmp_path / "prime.wav", 0.3 * np.sin(np.arange(sr // 2) * 0.05), 22050)
-    outs = []
-    for name, extra in (("a", []), ("b", []), ("primed", ["--prime", str(prime), "--prime-seconds", "0.1"])):
-        assert cli.main(["-q", "render", str(run), "--seconds", "0.1", "--out", str(tmp_path / name),
-                         "--seed", "3", "--backend", "torch", *extra]) == 0
-        audio, rate = sf.read(tmp_path / name / "stream_000.wav", dtype="float32")
-        assert rate == sr and audio.shape == (800,) and np.all(np.isfinite(audio))
-        outs.append(audio)
-    assert np.array_equal(outs[0], outs[1])  # the same seed: the same audio
-    assert not np.array_equal(outs[0], outs[2])  # the prime changes what follows
-    capsys.readouterr()
-    assert cli.main(["-q", "eval", str(run), "--data", str(corpus), "--split", "val", "--json"]) == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["samples"] > 0 and result["samples"] % 64 == 0  # whole pieces of seq_len
-    assert 0 < result["nll_bits_per_sample"] < 6.5  # below ~log2(64) + a little: it learned something
-
-
-def test_info_shows_receptive_field_in_samples_and_seconds(trained, capsys):
-    run, _, _ = trained
-    rf = 1 + 2 + 4 + 8 + 1 + 1  # dilations 1 2 4 8 1
-    assert cli.main(["info", str(run)]) == 0
-    out = capsys.readouterr().out
-    assert f"receptive_field: {rf} samples = {rf / 8000:.4f} s at 8000 Hz" in out
-    assert "dilations: 1 x 1..8 + 1" in out

@@ -1,7 +1,9 @@
 """``wavegen prep|train|render|eval|info|bench``: parses arguments, then calls the modules.
 
 One module per command (``wavegen/cli/render.py`` ...), each with ``add_parser(sub)`` and
-``run(args) -> exit code``; this module holds the parser and the error handling.
+``run(args) -> exit code``; this module holds the parser and the error handling: an error the
+user can fix (wavegen.errors.WavegenError) prints as one line with exit code 2; Ctrl-C exits
+130; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -34,20 +36,23 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s" if args.verbose else "%(message)s")
     for noisy in ("accelerate", "torch.distributed", "numba"):  # their INFO lines are not for users
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
-    from wavegen.audio import AudioError
-    from wavegen.config import ConfigError
-    from wavegen.corpus import CorpusError
-
     from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from wavegen.errors import WavegenError
 
     try:
         with logging_redirect_tqdm():  # log lines print above progress bars, not through them
             return COMMANDS[args.command].run(args)
-    except (ConfigError, CorpusError, AudioError, FileNotFoundError, ValueError, RuntimeError) as err:
+    except WavegenError as err:  # the user's to fix: one line, no traceback (-v shows it)
         if args.verbose:
             raise
-        print(f"wavegen {args.command}: error: {err}", file=sys.stderr)
+        print(f"wavegen {args.command}: error: {one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"wavegen {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def one_line(err: BaseException) -> str:
+    """An error's message on one line (a message that lists things keeps them, space-separated)."""
+    return " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
