@@ -24,7 +24,7 @@ def add_parser(sub) -> None:
     p.add_argument("--archive-part-seconds", type=float, default=3600.0, help="length of each archive WAV part")
     p.add_argument("--snapshot-seconds", type=float, default=30.0, help="archived audio between snapshots")
     p.add_argument("--buffer-seconds", type=float, default=4.0, help="audio rendered ahead of the live edge")
-    p.add_argument("--burst-seconds", type=float, default=10.0,
+    p.add_argument("--burst-seconds", type=float, default=6.0,
                    help="audio a new listener receives at once, so playback starts at once (browsers wait "
                         "for ~32 KB)")
     p.add_argument("--max-listeners", type=int, default=100, help="listeners at once; more are refused (503)")

@@ -7,8 +7,11 @@ Why Ogg Opus through libsndfile (the ``soundfile`` package wavegen already depen
 - libsndfile writes Opus pages by time (about one second of audio each, whatever the audio),
   so a page is a unit of air time the server can pace. Its Ogg Vorbis writer pages by size
   instead: a quiet passage becomes one page of many seconds, which a live stream cannot pace;
-- Opus is the codec browsers (``<audio>``), VLC, mpv and ffplay all play from an HTTP stream,
-  and sounds good at the ~30 kb/s libsndfile picks for 16 kHz mono.
+- Opus is the codec browsers (``<audio>``), VLC, mpv and ffplay all play from an HTTP stream.
+
+The bitrate is set to ~64 kb/s (libsndfile's default for 16 kHz mono is ~28 kb/s): model audio
+is often noisy, which Opus codes poorly at low rates, and browsers buffer ~32 KB before they
+start playing, so a higher rate also makes a new listener hear the stream sooner.
 
 A listener who joins late gets the header pages (OpusHead, OpusTags) and then pages from the
 live edge, as Icecast does; Opus frames are 20 ms and need no earlier packet, so any page
@@ -32,6 +35,9 @@ OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 GRANULE_RATE = 48000  # Opus granule positions always count 48 kHz samples
 CONTENT_TYPE = "audio/ogg"
 _CONTINUED = 0x01  # Ogg header_type flag: the page starts with the rest of a packet
+BITRATE_KBPS = 64
+# libsndfile maps soundfile's compression_level in [0, 1] to Opus bitrates from 256 kb/s down to 6 kb/s
+_LEVEL = min(max(1.0 - (BITRATE_KBPS - 6) / 250, 0.0), 1.0)
 
 
 @dataclass
@@ -132,7 +138,12 @@ class OggOpusEncoder:
         self._audio_started = False
         self._page_start = self.start_seconds
         self._sink = _Sink()
-        self._file = sf.SoundFile(self._sink, "w", samplerate=self.rate, channels=1, format="OGG", subtype="OPUS")
+        try:
+            self._file = sf.SoundFile(self._sink, "w", samplerate=self.rate, channels=1, format="OGG",
+                                      subtype="OPUS", compression_level=_LEVEL)
+        except TypeError:  # soundfile < 0.13 cannot set it: libsndfile's default rate
+            self._file = sf.SoundFile(self._sink, "w", samplerate=self.rate, channels=1, format="OGG",
+                                      subtype="OPUS")
         self._file.title = title[:200]
         self._file.software = "wavegen serve"
 

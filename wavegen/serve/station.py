@@ -58,8 +58,8 @@ class ServeSettings:
     snapshot_seconds: float = 30.0  # archived audio between snapshots
     buffer_seconds: float = 4.0  # audio rendered ahead of the live edge (more while a window is finished)
     # audio a new listener receives at once: browsers wait for ~32 KB before they play (Icecast bursts
-    # 64 KB for the same reason), ~9 s of Opus at 16 kHz
-    burst_seconds: float = 10.0
+    # 64 KB for the same reason), ~4 s at 64 kb/s
+    burst_seconds: float = 6.0
     max_listeners: int = 100
     stall_seconds: float = 10.0  # a listener whose socket takes no data for this long is dropped
     lag_seconds: float = 30.0  # a listener this far behind the live edge skips ahead to it

@@ -112,7 +112,8 @@ audio.addEventListener("error", async () => {
 function show(s) {
   sampleRate = s.sample_rate;
   const label = s.label || (s.labels.length ? "even blend of " + s.labels.join(", ") : "none");
-  $("headline").textContent = `${s.model} · ${s.trained ? "trained" : "random weights"} · ${s.model_type}, ${s.sample_rate / 1000} kHz`;
+  $("headline").textContent = `${s.model}${s.trained ? "" : " (random weights)"} · ${s.model_type}, ` +
+    `${s.sample_rate / 1000} kHz · ${s.backend} engine · ${s.codec}`;
   $("f-model").textContent = s.model;
   $("f-preset").textContent = s.preset || "–";
   $("f-label").textContent = label;
@@ -127,7 +128,9 @@ function show(s) {
   const list = $("events");
   list.replaceChildren(...s.guard.events.slice(-8).reverse().map((e) => {
     const li = document.createElement("li");
-    li.textContent = `${clock(e.seconds)}  ${e.kind}${e.kind === "gave up" ? " (kept " + e.detected + ")" : ", redraw " + (e.attempt + 1)}`;
+    li.textContent = e.kind === "gave up"
+      ? `${clock(e.seconds)}  gave up after ${e.attempt} redraws: kept the ${e.detected}`
+      : `${clock(e.seconds)}  ${e.kind} on draw ${e.attempt + 1}`;
     return li;
   }));
   $("no-events").hidden = s.guard.events.length > 0 || !s.guard.enabled;

@@ -1,0 +1,78 @@
+"""The player page in a real browser: Debian's headless Chromium, driven by Playwright.
+
+``bash recipes/setup.sh`` installs both (CI runs it first); where either is missing the test
+is skipped with that advice. WAVEGEN_SCREENSHOT=path keeps a screenshot of the page.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import pytest
+
+from test_serve import Server, make_model
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
+# as root, on a machine without a display or a network beyond loopback
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+
+CANVAS = """() => {
+  const c = document.getElementById('spectrogram');
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let lit = 0, digest = 0;
+  for (let i = 0; i < d.length; i += 4) {
+    if (d[i] + d[i + 1] + d[i + 2] > 60) lit++;
+    digest = (digest * 31 + d[i] + 7 * d[i + 1] + 13 * d[i + 2]) % 1000000007;
+  }
+  return [lit / (d.length / 4), digest];
+}"""
+
+
+@pytest.fixture(scope="module")
+def playwright():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (bash recipes/setup.sh)")
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip("no chromium: apt-get install chromium (bash recipes/setup.sh does)")
+    with sync_api.sync_playwright() as p:
+        yield p
+
+
+@pytest.mark.slow
+def test_the_page_plays_the_stream_and_draws_a_live_spectrogram(playwright, tmp_path):
+    model = make_model(tmp_path / "tiny")
+    server = Server(model, "--guard-seconds", "1", "--guard-attempts", "1")  # a noisy model: guard events
+    try:
+        server.wait_for(lambda s: s["position_seconds"] >= 5.0)  # a burst the browser can start on
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1040, "height": 860})
+        errors = []
+        page.on("pageerror", lambda err: errors.append(str(err)))
+        page.goto(server.url + "/")
+        page.wait_for_function("document.getElementById('f-model').textContent === 'tiny'")
+        assert page.text_content("#f-preset") == "samplernn-tiny"
+        assert page.evaluate(CANVAS)[0] == 0  # dark before playing
+
+        page.click("#play")
+        page.wait_for_function("document.getElementById('audio').currentTime > 0.5", timeout=30000)
+        current = "document.getElementById('audio').currentTime"
+        t1 = page.evaluate(current)
+        lit1, digest1 = page.evaluate(CANVAS)
+        time.sleep(1.5)
+        t2 = page.evaluate(current)
+        lit2, digest2 = page.evaluate(CANVAS)
+        assert t2 - t1 > 1.0, (t1, t2)  # playing at about real time
+        assert lit2 > 0.2 and digest2 != digest1  # the spectrogram is drawn and scrolls on
+        page.wait_for_function("document.getElementById('f-listeners').textContent === '1 of 100'")
+        page.wait_for_function("document.getElementById('f-guard').textContent.includes('noise')")
+        assert page.evaluate("document.getElementById('audio').error") is None and not errors
+        shot = os.environ.get("WAVEGEN_SCREENSHOT") or str(tmp_path / "serve.png")
+        page.screenshot(path=shot)
+
+        page.click("#play")  # stop: the connection goes, the listener count follows
+        server.wait_for(lambda s: s["listeners"] == 0, timeout=15)
+        browser.close()
+    finally:
+        assert server.stop() == 0, "".join(server.stderr)
