@@ -104,7 +104,7 @@ def _seek(f, frame: int) -> bool:
 
 def _libsndfile_reason(error: Exception) -> str:
     # error_string is libsndfile's reason without the path, which AudioError adds
-    return (getattr(error, "error_string", None) or str(error)).rstrip(".")
+    return (getattr(error, "error_string", None) or str(error)).removeprefix("Error : ").rstrip(".")
 
 
 def _damage_in_log(log: str) -> str | None:

@@ -304,11 +304,11 @@ def _log_summary(corpus_dir: Path, manifest: dict) -> None:
     hours = ", ".join(f"{s} {splits[s]['seconds'] / 3600:.2f} h ({splits[s]['seconds']:.0f} s)" for s in SPLITS)
     logger.info("prepared %s: %d file(s) used, %d skipped; %s (split by %s)",
                 corpus_dir, len(files), len(manifest["skipped"]), hours, manifest["split_mode"])
-    scaled = sum(f["gain_db"] < 0 for f in files)
-    partial = sum(f["partial"] for f in files)
-    if scaled or partial:
-        logger.warning("%d file(s) scaled down to full scale, %d damaged file(s) kept in part; "
-                       "see gain_db and partial in %s", scaled, partial, corpus_dir / MANIFEST)
+    scaled, partial = sum(f["gain_db"] < 0 for f in files), sum(f["partial"] for f in files)
+    notes = ([f"{scaled} file(s) scaled down to full scale (gain_db)"] if scaled else []) + \
+            ([f"{partial} damaged file(s) kept in part (partial)"] if partial else [])
+    if notes:
+        logger.warning("%s: see %s", "; ".join(notes), corpus_dir / MANIFEST)
 
 
 def _decode_one(path: Path, settings: PrepSettings):
