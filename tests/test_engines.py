@@ -96,9 +96,11 @@ def parallel_logits(model, codes, labels=None) -> np.ndarray:
     silence = silence_code(cfg.q_levels, cfg.quantization)
     labels = None if labels is None else torch.as_tensor(labels)
     with torch.no_grad():
-        if isinstance(model, SampleRNN):
-            ctx = torch.full((codes.shape[0], model.context_samples), silence)
-            return model.logits(torch.cat([ctx, codes], 1), None, labels)[0].numpy()
+        if isinstance(model, SampleRNN):  # whole top frames: pad the end (causal: it changes nothing before)
+            n, ctx = codes.shape[1], model.context_samples
+            first = torch.full((codes.shape[0], ctx), silence)
+            pad = torch.zeros((codes.shape[0], -n % ctx), dtype=codes.dtype)
+            return model.logits(torch.cat([first, codes, pad], 1), None, labels)[0][:, :n].numpy()
         first = torch.full((codes.shape[0], 1), silence)
         return model.parallel_logits(torch.cat([first, codes[:, :-1]], 1), labels).numpy()
 
@@ -203,3 +205,214 @@ def test_restore_refuses_a_snapshot_it_cannot_take(backend, device, precision):
         e.restore(EngineSnapshot(0, {}, type(e)))
     e.restore(snap)  # whole-batch restore takes the snapshot's position
     assert e.t == 0
+
+
+# ----- the reference: logits, codes ------------------------------------------------------------------
+
+def _close(got, want, backend, precision, what):
+    tol = TOLERANCE.get((backend, precision), DEFAULT)[0]
+    assert got.shape == want.shape and got.dtype == np.float32
+    err = np.abs(got - want).max()
+    assert err < tol, f"{backend} {precision} {what} differ from the reference by {err} (tolerance {tol})"
+    assert np.abs(want).max() > 0.1  # the comparison is not between near-zero logits
+
+
+@pytest.mark.parametrize("tiers,rnn_type,quantization,skip", SAMPLERNN_VARIANTS)
+@pytest.mark.parametrize("backend,device,precision", backend_cases())
+def test_samplernn_teacher_forced_logits_equal_the_parallel_forward(backend, device, precision, tiers, rnn_type,
+                                                                    quantization, skip):
+    model = tiny_samplernn(tiers, rnn_type, quantization, skip)
+    codes = random_codes(3, SAMPLERNN_FRAMES[tiers][0] * 5 + 3)  # ends mid-frame
+    got = engine(model, 3, backend, device, precision).teacher_force(codes)
+    _close(got, parallel_logits(model, codes), backend, precision, "logits")
+
+
+@pytest.mark.parametrize("pattern,quantization,labelled", WAVENET_VARIANTS)
+@pytest.mark.parametrize("backend,device,precision", backend_cases())
+def test_wavenet_teacher_forced_logits_equal_the_parallel_forward(backend, device, precision, pattern, quantization,
+                                                                  labelled):
+    model = tiny_wavenet(*pattern, quantization, LABELS if labelled else ())
+    codes = random_codes(3, 2 * model.receptive_field + 7)  # every ring buffer wraps at least once
+    got = engine(model, 3, backend, device, precision, BLEND if labelled else None).teacher_force(codes)
+    _close(got, parallel_logits(model, codes, BLEND if labelled else None), backend, precision, "logits")
+
+
+@pytest.mark.parametrize("family", ["samplernn", "wavenet"])
+@pytest.mark.parametrize("backend,device,precision", backend_cases())
+def test_a_label_blend_conditions_each_stream_as_the_parallel_forward(backend, device, precision, family):
+    model = tiny(family, labelled=True)
+    codes = random_codes(3, 40)
+    e = engine(model, 3, backend, device, precision, BLEND)
+    _close(e.teacher_force(codes), parallel_logits(model, codes, BLEND), backend, precision, "labelled logits")
+    e.reset(label_weights=BLEND[::-1].copy())  # another blend per stream: other logits
+    assert np.abs(e.teacher_force(codes) - parallel_logits(model, codes, BLEND)).max() > 1e-2
+
+
+@pytest.mark.parametrize("family", ["samplernn", "wavenet"])
+@pytest.mark.parametrize("backend,device,precision", backend_cases(reference=False))
+def test_sampled_codes_are_the_references(backend, device, precision, family):
+    model = tiny(family, labelled=True, seed=2)
+    u = uniforms(5, range(3), 0, 400)
+    want = engine(model, 3, "torch", "cpu", "fp32", BLEND).generate(u, TEMPS)
+    got = engine(model, 3, backend, device, precision, BLEND).generate(u, TEMPS)
+    assert got.dtype == np.int64 and got.shape == (3, 400)
+    assert np.array_equal(got, want)
+    assert len(np.unique(got)) > Q // 2  # it really sampled
+
+
+@pytest.mark.parametrize("family", ["samplernn", "wavenet"])
+@pytest.mark.parametrize("backend,device,precision", backend_cases(("fp16", "bf16"), reference=False))
+def test_reduced_precision_is_the_engine_on_rounded_weights(backend, device, precision, family):
+    """fp16/bf16 weight storage: the reference on the weights that precision holds, not the fp32 model."""
+    model = tiny(family, labelled=True)
+    spec = model.inference_spec()
+    reference = engine(round_spec(spec, precision), 3, "torch", "cpu", "fp32", BLEND)
+    e = engine(spec, 3, backend, device, precision, BLEND)
+    assert e.precision == precision
+    codes = random_codes(3, 48)
+    got = e.teacher_force(codes)
+    _close(got, reference.teacher_force(codes), backend, precision, "logits on rounded weights")
+    exact = engine(spec, 3, "torch", "cpu", "fp32", BLEND).teacher_force(codes)
+    assert 1e-6 < np.abs(got - exact).max() < 0.05  # an approximation of the fp32 model, a close one
+    if TOLERANCE.get((backend, precision), DEFAULT)[1]:
+        u = uniforms(6, range(3), 48, 300)
+        assert np.array_equal(e.generate(u, TEMPS), reference.generate(u, TEMPS))
+
+
+def test_rounding_is_to_nearest_and_refuses_what_a_precision_cannot_hold():
+    spec = tiny("wavenet").inference_spec()
+    w = spec["out2_w"].numpy()
+    for precision, dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16)):  # torch's casts: nearest, even
+        rounded = round_spec(spec, precision)["out2_w"]
+        assert torch.equal(rounded, torch.from_numpy(w).to(dtype).float())
+        assert not torch.equal(rounded, spec["out2_w"])
+    spec["out2_w"] = spec["out2_w"].clone()
+    spec["out2_w"][0, 0] = 1e5  # beyond fp16's 65504, well within bf16's range
+    with pytest.raises(EngineError, match="fp16"):
+        round_spec(spec, "fp16")
+    round_spec(spec, "bf16")
+
+
+# ----- state: round trip, layout, prime, one stream ---------------------------------------------------
+
+@pytest.mark.parametrize("family", ["samplernn", "wavenet"])
+@pytest.mark.parametrize("backend,device,precision", backend_cases())
+def test_state_dict_continues_exactly_and_moves_between_backends(backend, device, precision, family):
+    spec = tiny(family, labelled=True).inference_spec()
+    layout = state_layout(spec, 3)
+    fresh = engine(spec, 3, backend, device, precision, BLEND)
+    initial = initial_state(spec, 3, BLEND)
+    state0 = fresh.state_dict()  # after reset: the layout's initial state
+    assert sorted(state0) == sorted(layout) and all(np.array_equal(state0[k], initial[k]) for k in layout)
+    u = uniforms(0, range(3), 0, 200)
+    full = fresh.generate(u, TEMPS)
+    a = engine(spec, 3, backend, device, precision, BLEND)
+    first = a.generate(u[:, :117], TEMPS)  # 117: mid-frame of every tier, mid-ring of every layer
+    state = a.state_dict()
+    assert all(isinstance(v, np.ndarray) and v.shape == layout[k][0] and v.dtype == layout[k][1]
+               for k, v in state.items())
+    a.generate(u[:, 117:150], TEMPS)  # later steps must not change the state handed out
+    b = engine(spec, 3, backend, device, precision)  # the label blend comes with the state
+    b.load_state_dict(state)
+    assert np.array_equal(np.concatenate([first, b.generate(u[:, 117:], TEMPS)], 1), full)
+    ref = engine(spec, 3, "torch", "cpu", "fp32")  # the state means the same to the reference
+    ref.load_state_dict(state)
+    b.load_state_dict(state)
+    probe = random_codes(3, 50, seed=3)
+    tol = TOLERANCE.get((backend, precision), DEFAULT)[0]
+    assert np.abs(ref.teacher_force(probe) - b.teacher_force(probe)).max() < tol
+    name = "buffer0" if family == "wavenet" else "hidden0"
+    with pytest.raises(EngineError, match=name):
+        b.load_state_dict({**state, name: np.zeros((3, 5, 8), np.float32)})
+
+
+@pytest.mark.parametrize("family", ["samplernn", "wavenet"])
+@pytest.mark.parametrize("backend,device,precision", backend_cases())
+def test_prime_is_teacher_forcing(backend, device, precision, family):
+    model = tiny(family)
+    prime, probe = random_codes(3, 37, seed=4), random_codes(3, 30, seed=5)
+    primed = engine(model, 3, backend, device, precision)
+    primed.reset(prime_codes=prime)
+    assert primed.t == 37
+    got = primed.teacher_force(probe)
+    _close(got, parallel_logits(model, np.concatenate([prime, probe], 1))[:, 37:], backend, precision,
+           "logits after a prime")
+    unprimed = engine(model, 3, backend, device, precision).teacher_force(probe)
+    assert np.abs(got - unprimed).max() > 1e-2  # the prime changed the state
+
+
+@pytest.mark.parametrize("family", ["samplernn", "wavenet"])
+@pytest.mark.parametrize("backend,device,precision", backend_cases())
+def test_one_streams_state_moves_into_another_slot(backend, device, precision, family):
+    e = engine(tiny(family, labelled=True), 3, backend, device, precision, BLEND)
+    e.generate(uniforms(1, range(3), 0, 29), TEMPS)
+    before = e.state_dict()
+    e.set_stream_state(0, e.stream_state(2))
+    after = e.state_dict()
+    assert all(np.array_equal(after[k][1], before[k][1]) for k in after if k != "t" and k[:6] != "hidden")
+    probe = np.repeat(random_codes(1, 30, seed=6), 3, axis=0)
+    logits = e.teacher_force(probe)
+    tol = TOLERANCE.get((backend, precision), DEFAULT)[0]
+    # stream 0 now continues as stream 2 (to rounding: a slot's block of streams may set the summation order)
+    assert np.abs(logits[0] - logits[2]).max() < tol
+    assert np.abs(logits[0] - logits[1]).max() > 1e-2
+
+
+# ----- negative controls: the comparisons above can fail ----------------------------------------------
+
+def _perturb(spec, where):
+    """Move one weight of a spec (in place) by 0.5."""
+    if spec["family"] == "samplernn":
+        tier, mlp = spec["tiers"], spec["mlp"]
+        target = {"recurrent bias": (tier[1]["rnn"][0]["b_hh"], (5,)), "h0": (tier[0]["h0"], (0, 1, 3)),
+                  "upsampling": (tier[0]["up_w"], (7, 2)), "mlp table": (mlp["tables"], (1, 3, 4)),
+                  "output": (mlp["out_w"], (7, 3))}[where]
+    else:
+        layer = spec["layers"]
+        target = {"past tap": (layer[-1]["conv_w"], (0, 3, 2)), "current tap": (layer[0]["conv_w"], (1, 10, 1)),
+                  "gate bias": (layer[-1]["conv_b"], (8 + 2,)), "label bias": (layer[1]["label_bias"], (1, 4)),
+                  "residual": (layer[0]["res_w"], (2, 3)), "skip": (layer[2]["skip_b"], (5,)),
+                  "embedding": (spec["embed"], (silence_code(Q, "mu-law"), 0)), "output": (spec["out2_w"], (7, 3))}[where]
+    tensor, index = target
+    tensor[index] += 0.5
+
+
+NEGATIVE = [("samplernn", w) for w in ("recurrent bias", "h0", "upsampling", "mlp table", "output")] + \
+           [("wavenet", w) for w in ("past tap", "current tap", "gate bias", "label bias", "residual", "skip",
+                                     "embedding", "output")]
+
+
+@pytest.mark.parametrize("family,where", NEGATIVE)
+@pytest.mark.parametrize("backend,device,precision", backend_cases())
+def test_a_perturbed_weight_is_detected(backend, device, precision, family, where):
+    model = tiny(family, labelled=True)
+    codes = random_codes(3, 40)
+    want = parallel_logits(model, codes, BLEND)
+    spec = model.inference_spec()
+    _perturb(spec, where)
+    err = np.abs(engine(spec, 3, backend, device, precision, BLEND).teacher_force(codes) - want).max()
+    tol = TOLERANCE.get((backend, precision), DEFAULT)[0]
+    assert err > 10 * tol, f"perturbing the {where} went unnoticed by {backend} (max difference {err})"
+
+
+# ----- input checks ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend,device,precision", backend_cases())
+def test_bad_input_is_refused_with_a_clear_error(backend, device, precision):
+    e = engine(tiny("wavenet", labelled=True), 2, backend, device, precision, BLEND[:2])
+    with pytest.raises(EngineError, match="codes outside"):
+        e.teacher_force(np.full((2, 3), Q))
+    with pytest.raises(EngineError, match=r"codes of shape \(3, 4\)"):
+        e.teacher_force(np.zeros((3, 4), np.int64))
+    with pytest.raises(EngineError, match="uniforms of shape"):
+        e.generate(np.zeros((3, 4), np.float32))
+    with pytest.raises(EngineError, match="positive"):
+        e.generate(np.zeros((2, 4), np.float32), temperature=[1.0, 0.0])
+    with pytest.raises(EngineError, match="expected"):
+        e.reset(label_weights=np.ones((2, 2)))
+    with pytest.raises(EngineError, match="conditioned on labels"):
+        e.reset()
+    with pytest.raises(EngineError, match="not conditioned"):
+        engine(tiny("wavenet"), 2, backend, device, precision).reset(label_weights=[1.0, 0.0, 0.0])
+    assert e.t == 0 and np.array_equal(e.label_blend if not torch.is_tensor(e.label_blend)
+                                       else e.label_blend.cpu().numpy(), BLEND[:2])  # a refused reset changes nothing

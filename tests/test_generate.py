@@ -1,10 +1,13 @@
-"""The Engine contract: uniforms, inverse-CDF sampling, exact continuation, priming, backends."""
+"""Sampling arithmetic (uniforms, inverse CDF, temperatures) and backends (make_engine, availability, fallback)."""
 
 import numpy as np
 import pytest
 import torch
 
-from wavegen.generate import (available_backends, make_engine, sample_codes, temperatures, uniforms)
+from wavegen import generate
+from wavegen.errors import WavegenError
+from wavegen.generate import (BackendUnavailableError, EngineError, TorchSampleRNNEngine, auto_order,
+                              available_backends, cuda_batch_path, make_engine, sample_codes, temperatures, uniforms)
 from wavegen.models.samplernn import SampleRNN, SampleRNNConfig
 
 
@@ -54,65 +57,107 @@ def test_temperature_sharpens_and_cycles():
         temperatures(0.0, 2)
 
 
-def test_generate_is_deterministic_and_continues_exactly_from_state():
+# ----- backends: make_engine, availability, fallback ------------------------------------------------
+# The engines themselves (every backend against the reference) are tested in test_engines.py.
+
+@pytest.fixture
+def registry(monkeypatch):
+    """The backend registry as it is now, put back after the test (tests register backends of their own)."""
+    generate.available_backends()  # the optional backends imported first, so the copies hold them
+    for name in ("BACKEND_MODULES", "_ENGINES", "_CHECKS", "_LOADED", "_CHECKED", "_BROKEN"):
+        value = getattr(generate, name)
+        monkeypatch.setattr(generate, name, {k: dict(v) if isinstance(v, dict) else v for k, v in value.items()})
+    return generate
+
+
+def test_make_engine_refuses_what_it_cannot_build_with_a_clear_error():
     m = model()
-    u = uniforms(0, range(3), 0, 300)
-    a = make_engine(m, 3, "torch")
-    full = a.generate(u, [0.8, 1.0, 1.2])
-    b = make_engine(m, 3, "torch")
-    first = b.generate(u[:, :137], [0.8, 1.0, 1.2])
-    state = b.state_dict()
-    assert all(isinstance(v, np.ndarray) for v in state.values())
-    c = make_engine(m, 3, "torch")
-    c.load_state_dict(state)
-    rest = c.generate(u[:, 137:], [0.8, 1.0, 1.2])
-    assert np.array_equal(np.concatenate([first, rest], 1), full)
-    assert len(np.unique(full)) > 3  # it really sampled
+    cases = [(dict(backend="opencl"), EngineError, "unknown backend 'opencl'"),
+             (dict(precision="fp8"), EngineError, "precision 'fp8': use one of fp32, fp16, bf16, int8"),
+             (dict(backend="torch", precision="fp16"), EngineError, "precision fp16 is not supported by torch"),
+             (dict(backend="numba", precision="int8"), EngineError, r"not supported by numba \(it has fp32, fp16, bf16\)"),
+             (dict(backend="numba", thraeds=2), EngineError, r"numba takes no option 'thraeds' \(its options: threads\)"),
+             (dict(backend="torch", threads=2), EngineError, "torch takes no option 'threads'"),
+             (dict(backend="numba", device="cuda"), BackendUnavailableError, "runs on cpu, not cuda"),
+             (dict(device="tpu"), EngineError, "device 'tpu'"),
+             (dict(precision="int8"), BackendUnavailableError, "no backend can run samplernn on cpu at precision int8")]
+    for kwargs, error, message in cases:
+        with pytest.raises(error, match=message) as caught:
+            make_engine(m, 1, **kwargs)
+        assert isinstance(caught.value, WavegenError), kwargs
+    engine = make_engine(m, 2, precision="bf16", threads=1)  # auto: the backend that has both
+    assert (engine.backend, engine.precision, engine.threads) == ("numba", "bf16", 1)
 
 
-def test_prime_is_teacher_forcing():
-    m = model()
-    prime = np.random.default_rng(0).integers(0, 16, (2, 40))
-    a = make_engine(m, 2, "torch")
-    a.reset(prime_codes=prime)
-    b = make_engine(m, 2, "torch")
-    b.teacher_force(prime)
-    probe = np.random.default_rng(1).integers(0, 16, (2, 10))
-    primed = a.teacher_force(probe)
-    assert np.array_equal(primed, b.teacher_force(probe))
-    unprimed = make_engine(m, 2, "torch").teacher_force(probe)
-    assert np.abs(primed - unprimed).max() > 1e-3  # the prime changed the state
+def test_a_backend_that_fails_to_import_is_unavailable_and_auto_falls_back(registry, tmp_path, monkeypatch):
+    (tmp_path / "broken_backend.py").write_text("raise RuntimeError('no driver found\\nsecond line')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry.register_backend_module("broken", "broken_backend")
+    avail = available_backends("wavenet")
+    assert avail["broken"] == "broken_backend failed to import (RuntimeError: no driver found)"
+    assert avail["torch"] is None and avail["numba"] is None  # the others keep working
+    with pytest.raises(BackendUnavailableError, match="no driver found"):
+        make_engine(model(), 1, "broken")
+    monkeypatch.setattr(registry, "auto_order", lambda family, streams, device: ["broken", "numba", "torch"])
+    assert make_engine(model(), 1).backend == "numba"
 
 
-def test_label_weights_are_checked():
-    m = model(labels=["a", "b"])
-    engine = make_engine(m, 2, "torch")
-    with pytest.raises(ValueError, match="expected"):
-        engine.reset(label_weights=np.ones((2, 3)))
-    with pytest.raises(ValueError, match="conditioned"):
-        engine.reset()
-    engine.reset(label_weights=[1.0, 0.0])
-    plain = make_engine(model(), 1, "torch")
-    with pytest.raises(ValueError, match="not conditioned"):
-        plain.reset(label_weights=[1.0])
+def test_a_failing_availability_check_makes_a_backend_unavailable(registry):
+    def check():
+        raise OSError("libnvrtc.so: cannot open shared object file")
+
+    registry.register_availability("numba", check)
+    assert "its availability check failed (OSError: libnvrtc.so" in available_backends("samplernn")["numba"]
+    assert make_engine(model(), 1).backend == "torch"  # auto on the CPU: numba first, then torch
+    with pytest.raises(BackendUnavailableError, match="libnvrtc"):
+        make_engine(model(), 1, "numba")
 
 
-def test_codes_and_uniforms_are_validated():
-    engine = make_engine(model(), 2, "torch")
-    with pytest.raises(ValueError, match="outside"):
-        engine.teacher_force(np.full((2, 3), 99))
-    with pytest.raises(ValueError, match="expected"):
-        engine.generate(np.zeros((3, 4), np.float32))
+def test_a_backend_whose_engine_fails_to_build_is_skipped_by_auto(registry, monkeypatch, caplog):
+    class Flaky(TorchSampleRNNEngine):
+        backend = "flaky"
+
+        def __init__(self, spec, streams, device="cpu", precision="fp32"):
+            if streams > 1:
+                raise RuntimeError("kernel compilation failed: out of registers")
+            super().__init__(spec, streams, device, precision)
+
+    class Picky(TorchSampleRNNEngine):
+        backend = "picky"
+
+        def __init__(self, spec, streams, device="cpu", precision="fp32"):
+            raise EngineError("a weight does not fit")  # the user's to fix: not a broken backend
+
+    registry.register_engine("samplernn", "flaky", Flaky)
+    registry.register_engine("samplernn", "picky", Picky)
+    assert make_engine(model(), 1, "flaky").backend == "flaky"
+    monkeypatch.setattr(registry, "auto_order", lambda family, streams, device: ["flaky", "torch"])
+    with caplog.at_level("WARNING", logger="wavegen.generate"):
+        assert make_engine(model(), 2).backend == "torch"
+    assert "out of registers" in caplog.text
+    assert "building its samplernn engine failed (RuntimeError: kernel compilation failed" in \
+        available_backends("samplernn")["flaky"]
+    with pytest.raises(BackendUnavailableError, match="out of registers"):
+        make_engine(model(), 1, "flaky")  # once broken, not retried
+    with pytest.raises(EngineError, match="does not fit"):
+        make_engine(model(), 1, "picky")
+    assert available_backends("samplernn")["picky"] is None
 
 
-def test_backend_selection_reports_reasons():
+def test_backends_are_listed_with_their_reasons():
     avail = available_backends("samplernn")
-    assert avail["torch"] is None
-    assert set(avail) == {"torch", "numba", "cuda"}
-    for name, reason in avail.items():
-        assert reason is None or isinstance(reason, str) and reason
-    with pytest.raises(ValueError, match="unknown backend"):
-        make_engine(model(), 1, "opencl")
-    if avail["cuda"] is not None:
-        with pytest.raises(RuntimeError, match="not available"):
-            make_engine(model(), 1, "cuda")
+    assert list(avail)[:3] == ["torch", "numba", "cuda"] and avail["torch"] is None
+    assert all(reason is None or isinstance(reason, str) and reason for reason in avail.values())
+    if not torch.cuda.is_available():
+        assert avail["cuda"] is not None
+        assert "runs on cpu, not cuda" in available_backends("samplernn", device="cuda")["numba"]
+        assert "precision fp16 is not supported by torch" in available_backends("wavenet", precision="fp16")["torch"]
+
+
+def test_auto_prefers_the_fast_backend_of_each_device_and_cuda_switches_path_once():
+    assert auto_order("wavenet", 1, "cpu") == ["numba", "torch"]
+    assert auto_order("wavenet", 1, "cuda:0") == ["cuda", "torch"]
+    for family in ("samplernn", "wavenet"):
+        paths = [cuda_batch_path(family, b) for b in (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096)]
+        assert paths[0] == "small" and paths[-1] == "large"
+        assert paths == sorted(paths, key=["small", "large"].index)  # one crossover

@@ -1,6 +1,5 @@
-"""SampleRNN: config validation, incremental engine == parallel forward, TBPTT carry."""
+"""SampleRNN: config validation, the inference spec, TBPTT carry, presets (engines: test_engines.py)."""
 
-import itertools
 
 import numpy as np
 import pytest
@@ -8,14 +7,16 @@ import torch
 
 from wavegen.audio import silence_code
 from wavegen.config import ConfigError, TrainConfig
-from wavegen.generate import TorchSampleRNNEngine, make_engine
 from wavegen.models import build_model, resolve_preset
 from wavegen.models.samplernn import SampleRNN, SampleRNNConfig
 
-# Every tiny variant the issue names: 2, 3 and 4 tiers, GRU and LSTM, linear and mu-law, skip on/off.
-FRAME_SIZES = {2: [8], 3: [8, 2], 4: [16, 4, 2]}
-TOL = 1e-4  # fp32: observed differences are ~1e-7; a real bug moves logits by far more
-VARIANTS = list(itertools.product(FRAME_SIZES, ["gru", "lstm"], ["linear", "mu-law"], [False, True]))
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models run tiny ops: on a busy 2-core machine a second torch thread slows them down."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def tiny(frame_sizes, rnn_type="gru", quantization="linear", skip=False, labels=(), n_rnn=2, seed=0):
@@ -38,41 +39,14 @@ def parallel_logits(model, codes, labels=None):
     return logits.numpy()
 
 
-def max_error(model, codes, labels=None, label_weights=None):
-    engine = make_engine(model, codes.shape[0], backend="torch")
-    engine.reset(label_weights=label_weights)
-    incremental = engine.teacher_force(codes.numpy())
-    return np.abs(incremental - parallel_logits(model, codes, labels)).max()
-
-
-@pytest.mark.parametrize("tiers,rnn_type,quantization,skip", VARIANTS)
-def test_incremental_equals_parallel(tiers, rnn_type, quantization, skip):
-    model = tiny(FRAME_SIZES[tiers], rnn_type, quantization, skip)
-    top = FRAME_SIZES[tiers][0]
-    codes = torch.randint(0, 32, (3, top * 6))
-    err = max_error(model, codes)
-    assert err < TOL, f"incremental logits differ from the parallel forward by {err}"
-
-
-def test_incremental_equals_parallel_with_label_blend():
+def test_a_one_hot_blend_is_the_label_index():
     model = tiny([8, 2], labels=["a", "b", "c"])
     codes = torch.randint(0, 32, (2, 48))
-    weights = torch.tensor([[0.7, 0.3, 0.0], [0.0, 0.0, 1.0]])
-    assert max_error(model, codes, labels=weights, label_weights=weights.numpy()) < TOL
-    # A one-hot blend is the same as the label index.
-    assert np.allclose(parallel_logits(model, codes, torch.tensor([2, 2]))[1],
-                       parallel_logits(model, codes, weights)[1], atol=1e-5)
-
-
-def test_mismatch_is_detected_loudly():
-    """The comparison must fail when the engine computes something else: perturb one spec weight."""
-    model = tiny([8, 2])
-    codes = torch.randint(0, 32, (2, 32))
-    spec = model.inference_spec()
-    spec["tiers"][1]["rnn"][0]["b_hh"][5] += 0.5
-    engine = TorchSampleRNNEngine(spec, 2)
-    err = np.abs(engine.teacher_force(codes.numpy()) - parallel_logits(model, codes)).max()
-    assert err > 10 * TOL
+    weights = torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    assert np.allclose(parallel_logits(model, codes, torch.tensor([2, 1])), parallel_logits(model, codes, weights),
+                       atol=1e-5)
+    assert not np.allclose(parallel_logits(model, codes, torch.tensor([0, 0])), parallel_logits(model, codes, weights),
+                           atol=1e-3)
 
 
 def test_folded_tables_equal_embedding_times_conv():
@@ -144,7 +118,8 @@ def test_bad_rnn_and_quantization_names():
 ])
 def test_presets_build_with_the_published_shapes(name, params):
     config = resolve_preset(name)
-    model = build_model(config)
+    with torch.device("meta"):  # shapes only: the full-size presets take seconds to initialise
+        model = build_model(config)
     cfg = model.config
     expected = {"samplernn-3tier": ([8, 2], 1, "gru", 1024), "samplernn-2tier": ([16], 3, "gru", 1024),
                 "dadabots": ([16], 5, "lstm", 1024), "samplernn-tiny": ([16, 4], 1, "gru", 128)}[name]
