@@ -3,31 +3,43 @@
 import json
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
 from wavegen.bench import bench_training, synthetic_audio
+from wavegen.errors import WavegenError
+from wavegen.resolve import resolve_model
 
 
 def test_synthetic_audio_is_loud_int16_and_reproducible():
-    a = synthetic_audio(16000, seed=1)
+    a = synthetic_audio(16000, 16000, seed=1)
     assert a.dtype == np.int16 and a.shape == (16000,)
     assert 0.2 < np.abs(a / 32768.0).max() < 0.5
-    assert np.array_equal(a, synthetic_audio(16000, seed=1))
+    assert np.array_equal(a, synthetic_audio(16000, 16000, seed=1))
+    spectrum = np.abs(np.fft.rfft(synthetic_audio(8000, 8000, seed=1)))  # one second at 8 kHz: bins are Hz
+    assert 100 <= np.argmax(spectrum) <= 450  # the sweep's 110-440 Hz at the rate given
 
 
-def test_bench_training_rows_are_consistent(tmp_path):
-    result = bench_training("samplernn-tiny", batches=(2, 4), seq_len=64, steps=2, warmup=1, threads=1)
+def test_bench_training_times_only_the_timed_steps():
+    """Each row's time lies inside an independent clock's interval around that batch size's work."""
+    stamps = []
+    result = bench_training("samplernn-tiny", batches=(2, 4), seq_len=64, steps=2, warmup=1, threads=1,
+                            progress=lambda message: stamps.append(time.perf_counter()))
+    stamps.append(time.perf_counter())
     assert result["mode"] == "training" and result["model"]["mixed_precision"] == "no"
+    assert result["model"]["sample_rate"] == resolve_model("samplernn-tiny").sample_rate
     assert [r["batch"] for r in result["rows"]] == [2, 4]
-    for r in result["rows"]:
+    for r, begin, end in zip(result["rows"], stamps, stamps[1:]):
         assert r["seq_len"] == 64 and r["steps"] == 2
-        assert r["samples_per_second"] == pytest.approx(r["batch"] * 64 * 2 / r["seconds"])
-        assert r["seconds_per_step"] == pytest.approx(r["seconds"] / 2)
+        assert 0 < r["seconds"] < end - begin  # build and warm-up excluded, the timed steps inside
+        assert r["samples_per_second"] > r["batch"] * 64 * 2 / (end - begin)
+        assert r["seconds_per_step"] < (end - begin) / 2
+        assert r["cpu_seconds"] < 1.5 * r["seconds"] + 0.05  # one thread: CPU time cannot much exceed wall time
         assert 2**20 < r["peak_memory_bytes"] < 2**40 and "RSS" in r["memory"]
         assert 6.0 < r["loss_bits"] < 8.5  # 256 levels, a few steps from random weights: ~8 bits
-    with pytest.raises(ValueError, match="preset"):
+    with pytest.raises(WavegenError, match="preset"):
         bench_training("no-such-model")
 
 
