@@ -4,36 +4,21 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tiny_samplernn, tiny_wavenet
 from wavegen.generate import make_engine, sample_codes, uniforms
 from wavegen.kernels.numba_common import affine, fexp, sample_code
-from wavegen.models.samplernn import SampleRNN, SampleRNNConfig
-from wavegen.models.wavenet import WaveNet, WaveNetConfig
 
 Q = 32
 LABELS = ["a", "b", "c"]
 SAMPLRNN_FRAMES = {2: [8], 3: [8, 2], 4: [16, 4, 2]}
 
 
-def perturbed(model, seed):
-    torch.manual_seed(seed)
-    with torch.no_grad():  # off the init, so every weight, bias and h0 matters
-        for p in model.parameters():
-            p.add_(0.2 * torch.randn_like(p))
-    return model.eval()
-
-
 def samplernn(tiers=3, rnn_type="gru", quantization="linear", skip=False, labels=(), seed=0):
-    torch.manual_seed(seed)
-    cfg = SampleRNNConfig(frame_sizes=SAMPLRNN_FRAMES[tiers], n_rnn=2, dim=24, emb_size=6, q_levels=Q,
-                          quantization=quantization, rnn_type=rnn_type, skip=skip, labels=list(labels))
-    return perturbed(SampleRNN(cfg), seed)
+    return tiny_samplernn(SAMPLRNN_FRAMES[tiers], rnn_type, quantization, skip, labels, q_levels=Q, seed=seed)
 
 
 def wavenet(layers=4, max_dilation=8, quantization="mu-law", labels=(), seed=0):
-    torch.manual_seed(seed)
-    cfg = WaveNetConfig(layers=layers, max_dilation=max_dilation, residual_channels=8, skip_channels=12,
-                        end_channels=10, q_levels=Q, quantization=quantization, labels=list(labels), label_dim=5)
-    return perturbed(WaveNet(cfg), seed)
+    return tiny_wavenet(layers, max_dilation, quantization, labels, q_levels=Q, seed=seed)
 
 
 # ----- building blocks -----------------------------------------------------------------------------

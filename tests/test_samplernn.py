@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tiny_samplernn
 from wavegen.audio import silence_code
 from wavegen.config import ConfigError, TrainConfig
 from wavegen.models import build_model, resolve_preset
-from wavegen.models.samplernn import SampleRNN, SampleRNNConfig
+from wavegen.models.samplernn import SampleRNNConfig
 
 @pytest.fixture(autouse=True, scope="module")
 def one_torch_thread():
@@ -17,17 +18,6 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def tiny(frame_sizes, rnn_type="gru", quantization="linear", skip=False, labels=(), n_rnn=2, seed=0):
-    torch.manual_seed(seed)
-    cfg = SampleRNNConfig(frame_sizes=list(frame_sizes), n_rnn=n_rnn, dim=24, emb_size=6, q_levels=32,
-                          quantization=quantization, rnn_type=rnn_type, skip=skip, labels=list(labels))
-    model = SampleRNN(cfg).eval()
-    with torch.no_grad():  # move off the init so every weight matters (biases, h0 are zero at init)
-        for p in model.parameters():
-            p.add_(0.2 * torch.randn_like(p))
-    return model
 
 
 def parallel_logits(model, codes, labels=None):
@@ -40,7 +30,7 @@ def parallel_logits(model, codes, labels=None):
 
 
 def test_a_one_hot_blend_is_the_label_index():
-    model = tiny([8, 2], labels=["a", "b", "c"])
+    model = tiny_samplernn([8, 2], labels=["a", "b", "c"])
     codes = torch.randint(0, 32, (2, 48))
     weights = torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
     assert np.allclose(parallel_logits(model, codes, torch.tensor([2, 1])), parallel_logits(model, codes, weights),
@@ -50,7 +40,7 @@ def test_a_one_hot_blend_is_the_label_index():
 
 
 def test_folded_tables_equal_embedding_times_conv():
-    model = tiny([8, 4])
+    model = tiny_samplernn([8, 4])
     spec = model.inference_spec()
     emb = model.mlp.embedding.weight.detach()
     w = model.mlp.input.weight.detach()  # [dim, emb, window]
@@ -60,7 +50,7 @@ def test_folded_tables_equal_embedding_times_conv():
 
 def test_tbptt_carry_equals_one_long_sequence():
     """Two consecutive windows with the hidden state carried == one forward over both."""
-    model = tiny([8, 2])
+    model = tiny_samplernn([8, 2])
     codes = torch.randint(0, 32, (2, 8 + 64))
     with torch.no_grad():
         whole = model.logits(codes)[0].numpy()
@@ -81,12 +71,12 @@ def test_tbptt_carry_equals_one_long_sequence():
 
 
 def test_training_state_round_trip():
-    model = tiny([8, 2], rnn_type="lstm").train()
+    model = tiny_samplernn([8, 2], rnn_type="lstm").train()
     batch = {"codes": torch.randint(0, 32, (3, 8 + 16)), "reset": torch.ones(3, dtype=torch.bool), "slot": 1}
     model(batch)
     state = model.training_state()
     assert state and all(k.startswith("slot1.") for k in state)
-    other = tiny([8, 2], rnn_type="lstm")
+    other = tiny_samplernn([8, 2], rnn_type="lstm")
     other.load_training_state(state)
     assert all(torch.equal(a, b) for a, b in zip(other.training_state().values(), state.values()))
 
