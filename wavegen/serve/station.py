@@ -197,8 +197,9 @@ class Station:
     @property
     def realtime_factor(self) -> float | None:
         """x real time over the last windows (redraws included), or the start-up measure before any."""
-        busy = sum(b for _, b in self._recent)
-        return sum(a for a, _ in self._recent) / busy if busy > 0 else self.measured_realtime
+        recent = list(self._recent)  # a copy: the station's thread appends to it
+        busy = sum(b for _, b in recent)
+        return sum(a for a, _ in recent) / busy if busy > 0 else self.measured_realtime
 
     @property
     def slow(self) -> bool:
@@ -314,7 +315,7 @@ class Station:
                 return codes
             self.engine.load_state_dict(start_state)
             codes = self._generate(pos, n, attempt + 1)
-        return codes
+        raise AssertionError("unreachable: the last attempt returns")
 
     def _event(self, pos: int, kind: str, attempt: int, **extra) -> None:
         event = {"seconds": round(pos / self.sample_rate, 3), "kind": kind, "attempt": attempt, **extra}

@@ -1,0 +1,191 @@
+"""Measure `wavegen serve` under load: gaps in every listener's audio, and the server's CPU with
+many listeners against one.
+
+    python3 recipes/stream/measure.py MODEL [--listeners 100] [--seconds 60] [--server-core 0]
+        [--json out.json] [-- any other `wavegen serve` option]
+
+The server runs pinned to one core (taskset); the listeners run here, in one process on the
+other cores, each a real HTTP client reading /stream and splitting it into Ogg pages as they
+arrive. Two phases on the same server: one listener for SECONDS, then LISTENERS at once for
+SECONDS. For each listener:
+
+- continuity: every page after the header follows the one before (Ogg page numbers), so no
+  page was skipped or repeated;
+- gaps: a player that starts with the first page it gets and plays at real time; a gap is a
+  stretch when it has nothing left to play (the listener's burst is its buffer);
+- lateness: the spread of (arrival time - broadcast time) over the pages that came after the
+  burst: how far any page was behind the real-time schedule. Below 100 ms, even a player that
+  kept no buffer at all would never wait more than 100 ms.
+
+The server's CPU is its process's user + system time (all threads, from /proc) over each
+phase, from 3 s after the listeners connected to the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+
+GRANULE_RATE = 48000  # Opus granule positions count 48 kHz samples
+
+
+def split_pages(buffer: bytearray) -> list[tuple[int, int, bytes]]:
+    """Complete Ogg pages off the front of ``buffer`` → [(granule, page number, bytes)]."""
+    pages, offset = [], 0
+    while len(buffer) - offset >= 27:
+        n = buffer[offset + 26]
+        if len(buffer) - offset < 27 + n:
+            break
+        size = 27 + n + sum(buffer[offset + 27:offset + 27 + n])
+        if len(buffer) - offset < size:
+            break
+        page = bytes(buffer[offset:offset + size])
+        pages.append((int.from_bytes(page[6:14], "little", signed=True), int.from_bytes(page[18:22], "little"), page))
+        offset += size
+    del buffer[:offset]
+    return pages
+
+
+async def listener(session, url: str, stop_at: float, keep_bytes: bool) -> dict:
+    arrivals, buffer, data = [], bytearray(), []
+    async with session.get(url) as response:
+        if response.status != 200:
+            return {"status": response.status}
+        async for chunk in response.content.iter_any():
+            now = time.monotonic()
+            buffer += chunk
+            for granule, number, page in split_pages(buffer):
+                arrivals.append((now, granule, number))
+                if keep_bytes:
+                    data.append(page)
+            if now >= stop_at:
+                break
+    return {"status": 200, "pages": arrivals, "bytes": b"".join(data) if keep_bytes else None}
+
+
+def analyse(result: dict) -> dict:
+    """Continuity, gaps and lateness of one listener's pages (see the module docstring)."""
+    audio = [(t, g, n) for t, g, n in result["pages"] if g > 0]
+    numbers = [n for _, _, n in audio]
+    continuous = numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+    # the player: starts at the second audio page (the first one's length is not known), plays on
+    clock, played, received, gaps = audio[1][0], 0.0, (audio[1][1] - audio[0][1]) / GRANULE_RATE, []
+    for (t, g, _), (_, g_before, _) in zip(audio[2:], audio[1:]):
+        can_play = received - played
+        if t - clock > can_play:
+            gaps.append(t - clock - can_play)
+            played = received
+        else:
+            played += t - clock
+        clock, received = t, received + (g - g_before) / GRANULE_RATE
+    late = [t - g / GRANULE_RATE for t, g, _ in audio if t > audio[0][0] + 0.1]
+    return {"pages": len(audio), "audio_seconds": (audio[-1][1] - audio[0][1]) / GRANULE_RATE,
+            "continuous": continuous, "gaps": len([g for g in gaps if g > 0.001]),
+            "longest_gap_seconds": max(gaps, default=0.0),
+            "lateness_seconds": max(late) - min(late) if len(late) > 1 else 0.0}
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def get_json(url: str) -> dict:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+async def phase(base: str, pid: int, listeners: int, seconds: float) -> dict:
+    import aiohttp
+
+    start = time.monotonic()
+    stop_at = start + seconds
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        tasks = [asyncio.create_task(listener(session, base + "stream", stop_at, keep_bytes=i < 2))
+                 for i in range(listeners)]
+        await asyncio.sleep(3.0)  # everyone connected and past the burst
+        status_before, cpu_before, wall_before = get_json(base + "status"), cpu_seconds(pid), time.monotonic()
+        results = await asyncio.gather(*tasks)
+        cpu_after, wall_after, status_after = cpu_seconds(pid), time.monotonic(), get_json(base + "status")
+    refused = [r for r in results if r["status"] != 200]
+    per = [analyse(r) for r in results if r["status"] == 200]
+    decoded = []
+    for r in results[:2]:  # two listeners' audio decoded in full
+        if r.get("bytes"):
+            import soundfile as sf
+
+            audio, rate = sf.read(io.BytesIO(r["bytes"]), dtype="float32")
+            decoded.append({"seconds": len(audio) / rate, "sample_rate": rate})
+    wall = wall_after - wall_before
+    return {
+        "listeners": listeners, "seconds": seconds, "refused": len(refused),
+        "all_continuous": all(p["continuous"] for p in per),
+        "listeners_with_gaps": sum(1 for p in per if p["gaps"]),
+        "longest_gap_seconds": max(p["longest_gap_seconds"] for p in per),
+        "max_lateness_seconds": max(p["lateness_seconds"] for p in per),
+        "min_audio_seconds": min(p["audio_seconds"] for p in per),
+        "server_cpu_seconds": cpu_after - cpu_before, "wall_seconds": wall,
+        "server_cpu_percent": 100 * (cpu_after - cpu_before) / wall,
+        "station_cpu_seconds": status_after["generator_cpu_seconds"] - status_before["generator_cpu_seconds"],
+        "realtime_factor": status_after["realtime_factor"], "skips": status_after["skips_total"],
+        "dropped": status_after["dropped_total"], "decoded": decoded,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model")
+    parser.add_argument("--listeners", type=int, default=100)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--server-core", type=int, default=0)
+    parser.add_argument("--json", default=None)
+    args, extra = parser.parse_known_args()
+    extra = [a for a in extra if a != "--"]
+    cores = sorted(os.sched_getaffinity(0) - {args.server_core}) or [args.server_core]
+    cmd = ["taskset", "-c", str(args.server_core), sys.executable, "-m", "wavegen", "serve", args.model,
+           "--port", "0", "--max-listeners", str(args.listeners + 10), *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        line = server.stdout.readline()
+        if not line.startswith("listening: "):
+            raise SystemExit(f"the server did not start: {line!r}")
+        base = line.split(" ", 1)[1].strip()
+        os.sched_setaffinity(0, cores)  # the listeners stay off the server's core
+        time.sleep(8.0)  # a few seconds on air: a full burst for every listener
+        load_before = os.getloadavg()
+        one = asyncio.run(phase(base, server.pid, 1, args.seconds))
+        many = asyncio.run(phase(base, server.pid, args.listeners, args.seconds))
+        report = {"command": " ".join(cmd), "model": args.model, "server_core": args.server_core,
+                  "client_cores": cores, "load_before": load_before, "load_after": os.getloadavg(),
+                  "one": one, "many": many,
+                  "cpu_ratio": many["server_cpu_seconds"] / max(one["server_cpu_seconds"], 1e-9),
+                  "status": get_json(base + "status")}
+    finally:
+        server.terminate()
+        server.wait(30)
+    for name in ("one", "many"):
+        r = report[name]
+        print(f"{r['listeners']:4d} listener(s) x {r['seconds']:.0f} s: server CPU {r['server_cpu_percent']:.1f}% "
+              f"of a core (station thread {100 * r['station_cpu_seconds'] / r['wall_seconds']:.1f}%); "
+              f"continuous: {r['all_continuous']}; listeners with gaps: {r['listeners_with_gaps']} "
+              f"(longest {1000 * r['longest_gap_seconds']:.0f} ms); max lateness {1000 * r['max_lateness_seconds']:.0f} ms; "
+              f"refused {r['refused']}, skips {r['skips']}, dropped {r['dropped']}; decoded {r['decoded']}")
+    print(f"server CPU, {args.listeners} listeners / 1 listener: {report['cpu_ratio']:.3f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
