@@ -66,6 +66,8 @@ FULL_MASK = 0xFFFFFFFF
 
 if "numba.cuda" not in sys.modules and not torch.cuda.is_available():
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"  # read when a @triton.jit function is defined
 
 from numba import cuda  # noqa: E402  (after the environment variable, which numba.cuda reads on import)
 
@@ -412,6 +414,25 @@ if SIMULATED:
 
     _simkernel.FakeCUDAKernel.__call__ = _concurrent_call
     _simkernel.FakeOverload.max_cooperative_grid_blocks = lambda self, blockdim, dynsmemsize=0: 1 << 16
+
+
+# ----- Triton's interpreter ------------------------------------------------------------------------
+
+TRITON_INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+
+if TRITON_INTERPRETED:
+    # Triton 3.6's interpreter turns a scalar tensor into a Python int with int() on a
+    # one-element array, which numpy 2.4 refuses: a kernel looping ``for i in range(n)`` over a
+    # runtime n fails. Same conversion, through .item().
+    from triton.runtime import interpreter as _interpreter
+
+    _stock_patch_tensor = _interpreter._patch_lang_tensor
+
+    def _patch_lang_tensor(tensor, scope):
+        _stock_patch_tensor(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+
+    _interpreter._patch_lang_tensor = _patch_lang_tensor
 
 
 # ----- negative controls ----------------------------------------------------------------------------

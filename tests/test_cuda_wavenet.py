@@ -1,0 +1,162 @@
+"""cuda WaveNet engines against the torch reference, on numba-cuda's simulator and Triton's
+interpreter here (tests/cudasim.py), on the device where a GPU is present.
+
+Tolerances: fp32 logits within TOL = 1e-5 (summation order differs: observed ~2-5e-7 on logits
+of size ~1; the interpreter's tl.dot is exact fp32, on a GPU the fp32 path uses IEEE dots, not
+tf32). fp16 tensor-core inputs (activations rounded to fp16 before each matmul, fp32
+accumulation): FP16_TOL = 2e-2 against the reference on the same rounded weights.
+"""
+
+import cudasim  # noqa: I001 - first: enables the simulators before numba.cuda / triton kernels load
+import itertools
+
+import numpy as np
+import pytest
+
+from conftest import tiny_wavenet
+from wavegen.generate import available_backends, make_engine, uniforms
+from wavegen.kernels.cuda import wavenet_small
+from wavegen.kernels.cuda.wavenet import CudaWaveNetEngine
+from wavegen.kernels.packing import round_spec
+
+pytestmark = pytest.mark.cudasim
+
+TOL = 1e-5
+FP16_TOL = 2e-2
+Q = 32
+TEMPS = [0.8, 1.0, 1.3]  # per stream
+PATTERNS = [(1, 1), (4, 8), (9, 4), (6, 8)]  # (layers, max_dilation), as the numba tests
+VARIANTS = list(itertools.product(PATTERNS, ["linear", "mu-law"]))
+LABELS = ["a", "b", "c"]
+BLEND = np.array([[1, 0, 0], [0.2, 0.5, 0.3], [0, 0, 1]], dtype=np.float32)
+_SPECS = {}
+
+
+def spec_of(layers=4, max_dilation=8, quantization="mu-law", labels=()):
+    key = (layers, max_dilation, quantization, tuple(labels))
+    if key not in _SPECS:
+        _SPECS[key] = tiny_wavenet(layers, max_dilation, quantization, labels=labels, q_levels=Q).inference_spec()
+    return _SPECS[key]
+
+
+def pair(spec, path, streams=3, precision="fp32", label_weights=None, **options):
+    ref = make_engine(spec, streams, "torch")
+    fast = CudaWaveNetEngine(spec, streams, device=cudasim.DEVICE, precision=precision, path=path, **options)
+    for engine in (ref, fast):
+        engine.reset(label_weights=label_weights)
+    return ref, fast
+
+
+def codes(n, streams=3, seed=0):
+    return np.random.default_rng(seed).integers(0, Q, (streams, n))
+
+
+def check_against_reference(spec, path, tf_steps, gen_steps, label_weights=None):
+    """Teacher-forced logits within TOL, then (from there) identical codes for gen_steps steps."""
+    ref, fast = pair(spec, path, label_weights=label_weights)
+    given = codes(tf_steps)
+    np.testing.assert_allclose(fast.teacher_force(given), ref.teacher_force(given), atol=TOL, rtol=0)
+    if gen_steps:
+        u = uniforms(7, range(3), tf_steps, gen_steps)
+        got = fast.generate(u, TEMPS)
+        assert np.array_equal(got, ref.generate(u, TEMPS))
+        assert len(np.unique(got)) > 4  # a real draw, not a constant
+    return ref, fast
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pattern,quantization", VARIANTS)
+def test_small_path_matches_the_reference(pattern, quantization):
+    check_against_reference(spec_of(*pattern, quantization), "small", tf_steps=12, gen_steps=64)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pattern,quantization", VARIANTS)
+def test_large_path_matches_the_reference(pattern, quantization):
+    # 64 sampled steps on two variants (the interpreter costs ~0.2 s a step); logits on all
+    gen_steps = 64 if (pattern, quantization) in [((4, 8), "mu-law"), ((1, 1), "linear")] else 0
+    check_against_reference(spec_of(*pattern, quantization), "large", tf_steps=6, gen_steps=gen_steps)
+
+
+def test_large_path_fp16_tensor_core_inputs():
+    spec = spec_of(4, 8)
+    ref, fast = pair(round_spec(spec, "fp16"), "large")
+    fast16 = CudaWaveNetEngine(spec, 3, device=cudasim.DEVICE, precision="fp16", path="large")
+    given = codes(6)
+    want = ref.teacher_force(given)
+    got = fast16.teacher_force(given)
+    assert np.abs(got - want).max() < FP16_TOL
+    assert not np.array_equal(got, fast.teacher_force(given))  # the fp16 path really rounds
+
+
+@pytest.mark.parametrize("path", ["small", "large"])
+def test_prime_labels_snapshot_and_state_moving_between_backends(path):
+    spec = spec_of(3, 2, labels=LABELS)
+    ref, fast = pair(spec, path, label_weights=BLEND)
+    prime = codes(6, seed=3)
+    for engine in (ref, fast):
+        engine.reset(prime_codes=prime, label_weights=BLEND)
+    u = uniforms(5, range(3), 6, 16)
+    snap = fast.snapshot()
+    first = fast.generate(u[:, :8], TEMPS)
+    assert np.array_equal(first, ref.generate(u[:, :8], TEMPS))
+    state = fast.state_dict()
+    want = ref.state_dict()
+    assert state.keys() == want.keys() and int(state["t"]) == 14
+    for name in want:
+        np.testing.assert_allclose(state[name], want[name], atol=TOL, rtol=0, err_msg=name)
+    second = fast.generate(u[:, 8:], TEMPS)
+    # the state continues exactly: on a fresh cuda engine, on the numba engine, and after a restore
+    other = CudaWaveNetEngine(spec, 3, device=cudasim.DEVICE, path=path)
+    other.load_state_dict(state)
+    assert np.array_equal(other.generate(u[:, 8:], TEMPS), second)
+    numba = make_engine(spec, 3, "numba")
+    numba.load_state_dict(state)
+    assert np.array_equal(numba.generate(u[:, 8:], TEMPS), second)
+    fast.restore(snap)
+    assert fast.t == 6 and np.array_equal(fast.generate(u, TEMPS), np.concatenate([first, second], 1))
+
+
+def test_negative_control_a_perturbed_weight_is_caught():
+    spec = spec_of(4, 8)
+    bad = {**spec, "layers": [dict(layer) for layer in spec["layers"]]}
+    bad["layers"][2]["res_w"] = spec["layers"][2]["res_w"].clone()
+    bad["layers"][2]["res_w"][3, 5] += 0.01
+    ref = make_engine(spec, 3, "torch")
+    given = codes(6)
+    want = ref.teacher_force(given)
+    for path in ("small", "large"):
+        got = CudaWaveNetEngine(bad, 3, device=cudasim.DEVICE, path=path).teacher_force(given)
+        assert np.abs(got - want).max() > 10 * TOL, path
+
+
+@pytest.mark.skipif(not cudasim.SIMULATED, reason="rewrites kernel source: simulator only")
+@pytest.mark.parametrize("function,marker", [("_layer_block", "INPUT-BARRIER"), ("_layer_block", "GATE-BARRIER"),
+                                             ("wait_flags", "WAIT-BARRIER"), ("post_flag", "POST-BARRIER")])
+def test_negative_control_a_removed_barrier_is_caught(function, marker):
+    spec = spec_of(4, 8)
+    ref = make_engine(spec, 3, "torch")
+    given = codes(6)
+    want = ref.teacher_force(given)
+    with cudasim.patched(wavenet_small, function, marker):
+        got = CudaWaveNetEngine(spec, 3, device=cudasim.DEVICE, path="small").teacher_force(given)
+    assert not np.allclose(got, want, atol=TOL, rtol=0)  # wrong or NaN
+    np.testing.assert_allclose(  # and the intact kernel is right again
+        CudaWaveNetEngine(spec, 3, device=cudasim.DEVICE, path="small").teacher_force(given), want, atol=TOL, rtol=0)
+
+
+def test_several_head_blocks_and_warps_hand_off_correctly():
+    # out1/out2 split over several blocks and two warps per block: the hand-off of every slice
+    spec = spec_of(4, 8)
+    ref, fast = pair(spec, "small", head_blocks=(3, 4), threads=64)
+    assert fast.impl.grid == 4 + 3 + 4
+    given = codes(4)
+    np.testing.assert_allclose(fast.teacher_force(given), ref.teacher_force(given), atol=TOL, rtol=0)
+    u = uniforms(2, range(3), 4, 6)
+    assert np.array_equal(fast.generate(u, TEMPS), ref.generate(u, TEMPS))
+
+
+@pytest.mark.skipif(not cudasim.SIMULATED, reason="on a GPU the backend is available")
+def test_the_cuda_backend_is_registered_and_says_why_it_cannot_run_here():
+    why = available_backends("wavenet", device="cpu")["cuda"]
+    assert why and "GPU" in why
