@@ -103,18 +103,18 @@ def check_length(seconds: float, sample_rate: int, fmt: str) -> int:
     a FLAC file at most 2^36 samples.
     """
     _check_seconds("--seconds", seconds)
-    exact = float(seconds) * sample_rate
-    if exact < 0.5:
+    total = round(float(seconds) * sample_rate)  # a Python int: no overflow however large
+    if total < 1:
         raise ConfigError(f"--seconds {seconds}: less than one sample at {sample_rate} Hz")
-    if fmt == "wav" and WAV_HEADER_BYTES + 2 * exact > WAV_MAX_BYTES:
+    if fmt == "wav" and WAV_HEADER_BYTES + 2 * total > WAV_MAX_BYTES:
         most = (WAV_MAX_BYTES - WAV_HEADER_BYTES) // 2 / sample_rate
         raise ConfigError(f"--seconds {seconds}: more than a WAV file can hold (4 GiB: at most {_duration(most)} "
                           f"per stream at {sample_rate} Hz); use --format flac or fewer seconds")
-    if fmt == "flac" and exact > FLAC_MAX_SAMPLES:
+    if fmt == "flac" and total > FLAC_MAX_SAMPLES:
         most = FLAC_MAX_SAMPLES / sample_rate
         raise ConfigError(f"--seconds {seconds}: more than a FLAC file can hold (2^36 samples: at most "
                           f"{_duration(most)} per stream at {sample_rate} Hz)")
-    return int(round(exact))
+    return total
 
 
 def estimate_bytes(streams: int, total: int, fmt: str) -> int:

@@ -200,8 +200,12 @@ def load_snapshot(path: Path, fallback: bool = False) -> tuple[dict[str, np.ndar
     except RenderStateError as err:
         if not prev.is_file():
             raise
-        state = _read_snapshot(prev)
-        what = "is missing" if not path.exists() else f"is damaged ({err.__cause__})"
+        what = "is missing" if not path.exists() else f"is damaged ({type(err.__cause__).__name__}: {err.__cause__})"
+        try:
+            state = _read_snapshot(prev)
+        except RenderStateError:
+            raise RenderStateError(f"{path} {what}, and so is the snapshot before it, {prev.name}; rerun with "
+                                   "--restart to start the render over") from None
         logger.warning("%s %s; resuming from the snapshot before it, %s (%.0f samples per stream)",
                        path, what, prev.name, state[1])
         return state

@@ -1,0 +1,149 @@
+"""What the render tests share: tiny models at 4 kHz, the expected audio computed without the
+render, and how to start `wavegen render` as a real process.
+
+Models are tiny SampleRNNs built here (random weights, or output layers set by hand so that
+every sample is drawn i.i.d. from a chosen distribution), saved as model folders at 4 kHz so
+seconds of audio cost little.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from wavegen.audio import dequantize, float_to_int16, quantize, silence_code
+from wavegen.checkpoint import load_model, save_model
+from wavegen.generate import make_engine, sample_codes, uniforms
+from wavegen.models import build_model, resolve_preset
+from wavegen.render import PCMWriter, RenderSettings, RenderStateError, encode_flac, load_snapshot
+
+SR = 4000
+Q = 256
+SILENCE = silence_code(Q, "mu-law")
+LOUD = int(quantize(np.array([0.05]), Q, "mu-law")[0])
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny models: threads only fight over 2 cores
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_model(folder: Path, output_bias=None, labels=(), rnn_type="gru", seed=0) -> Path:
+    """A tiny SampleRNN model folder at 4 kHz. ``output_bias [Q]``: zero the output weights and
+    set this bias, so every sample is drawn i.i.d. from softmax(bias) whatever the state."""
+    config = resolve_preset("samplernn-tiny")
+    config["model"].update(dim=16, emb_size=8, labels=list(labels), rnn_type=rnn_type,
+                           weight_norm=output_bias is None)
+    config["data"] = {"sample_rate": SR}
+    torch.manual_seed(seed)
+    model = build_model(config)
+    if output_bias is not None:
+        with torch.no_grad():
+            model.mlp.output.weight.zero_()
+            model.mlp.output.bias.copy_(torch.as_tensor(output_bias, dtype=torch.float32))
+    return save_model(model, config, folder)
+
+
+def one_hot_bias(probabilities: dict[int, float]) -> np.ndarray:
+    bias = np.full(Q, -1e4, dtype=np.float32)  # exp underflows: probability exactly 0
+    for code, p in probabilities.items():
+        bias[code] = np.log(p)
+    return bias
+
+
+MOSTLY_SILENT = {SILENCE: 0.9, LOUD: 0.1}  # 8-sample windows are all silent 43% of the time
+
+
+def settings(seconds, **kw) -> RenderSettings:
+    kw.setdefault("backend", "torch")
+    kw.setdefault("spectrogram", False)
+    kw.setdefault("guard", False)
+    return RenderSettings(seconds=seconds, **kw)
+
+
+def direct_pcm(model_dir, streams, n, seed=0, temps=1.0, prime=None, label=None, backend="torch",
+               precision="fp32") -> np.ndarray:
+    """What a render must contain: the engine run directly, int16 [streams, n]."""
+    model, _ = load_model(model_dir)
+    engine = make_engine(model, streams, backend, precision=precision)
+    engine.reset(prime_codes=prime, label_weights=label)
+    codes = engine.generate(uniforms(seed, range(streams), 0, n), temps)
+    return float_to_int16(dequantize(codes, Q, "mu-law"))
+
+
+def read_pcm(path) -> np.ndarray:
+    return sf.read(str(path), dtype="int16")[0]
+
+
+def file_bytes(folder, streams, fmt="wav") -> list[bytes]:
+    return [(Path(folder) / f"stream_{i:03d}.{fmt}").read_bytes() for i in range(streams)]
+
+
+def expected_guarded(bias, streams, windows, width, attempts_max, seed=0):
+    """The i.i.d. model's render, guard on (silence only can fail), computed from the uniforms alone:
+    (int16 [S, T], events in the report's order)."""
+    logits = torch.as_tensor(bias).expand(width, Q)
+    temp = torch.ones(width)
+    out, events = np.empty((streams, windows * width), dtype=np.int16), []
+    for s in range(streams):
+        for w in range(windows):
+            for attempt in range(attempts_max + 1):
+                u = torch.from_numpy(uniforms(seed, [s], w * width, width, attempt)[0])
+                codes = sample_codes(logits, u, temp).numpy()
+                if np.any(codes != SILENCE):
+                    break
+                events.append({"stream": s, "seconds": round(w * width / SR, 6), "kind": "silence",
+                               "attempt": attempt})
+            else:
+                events.append({"stream": s, "seconds": round(w * width / SR, 6), "kind": "gave up",
+                               "attempt": attempts_max, "detected": "silence"})
+            out[s, w * width:(w + 1) * width] = float_to_int16(dequantize(codes, Q, "mu-law"))
+    events.sort(key=lambda e: (e["seconds"], e["stream"], e["attempt"]))  # stable: "gave up" after its verdict
+    return out, events
+
+
+def write_streams(folder: Path, pcm: np.ndarray, fmt: str) -> Path:
+    """pcm [S, T] int16 → folder/stream_000.{fmt} ... through the render's own writers (the bytes a
+    render of that audio must produce)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, row in enumerate(pcm):
+        path = folder / f"stream_{i:03d}.{fmt}"
+        raw = path if fmt == "wav" else folder / f"stream_{i:03d}.pcm"
+        w = PCMWriter(raw, SR, wav=fmt == "wav")
+        w.write(row)
+        w.close()
+        if fmt == "flac":
+            encode_flac(raw, path, SR)
+    return folder
+
+
+def cli(*args) -> list[str]:
+    return [sys.executable, "-m", "wavegen", "-q", "render", *map(str, args)]
+
+
+def wait_for_snapshot(proc, snapshot: Path, min_written: int = 1, timeout=120.0) -> int:
+    """Wait until the render has saved a snapshot of at least ``min_written`` samples; → its samples."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        if snapshot.is_file():
+            try:
+                written = load_snapshot(snapshot)[1]
+            except RenderStateError:  # replaced while being read
+                written = 0
+            if written >= min_written:
+                return written
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("no snapshot appeared")

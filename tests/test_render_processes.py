@@ -1,0 +1,206 @@
+"""Renders as real processes: kill -9, Ctrl-C and SIGTERM (once and twice), a damaged snapshot,
+a second render into a busy folder, a failing disk, flat memory, torchrun.
+
+The expected audio is computed without the render (from the uniforms, or by the engine run
+directly) and written through the render's own writers, so a resumed render is compared
+byte for byte with what an uninterrupted one must produce.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from render_helpers import (ENV, MOSTLY_SILENT, SR, cli, direct_pcm, expected_guarded, file_bytes,  # noqa: F401
+                            make_model, one_hot_bias, one_thread, read_pcm, settings, wait_for_snapshot,
+                            write_streams)
+from wavegen.cli import main
+from wavegen.fileio import FolderLock
+from wavegen.render import RenderStateError, load_snapshot, render
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return make_model(tmp_path_factory.mktemp("model") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def iid(tmp_path_factory):
+    """The mostly silent i.i.d. model and its 2 x 2 s render with 8-sample guard windows, computed
+    from the uniforms: (model folder, int16 [2, 8000], guard events)."""
+    folder = make_model(tmp_path_factory.mktemp("iid") / "iid", output_bias=one_hot_bias(MOSTLY_SILENT))
+    pcm, events = expected_guarded(one_hot_bias(MOSTLY_SILENT), 2, 2 * SR // 8, 8, 3)
+    return folder, pcm, events
+
+
+def truncate(path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def check_damaged_state_is_named_or_survived(model, out, ref, args_settings, events, caplog):
+    """Copies of a killed render's folder with damaged state: params.json → an error naming it;
+    both snapshots → an error naming them; the newest snapshot only → resume from the one before it,
+    byte for byte."""
+    copies = {name: out.parent / name for name in ("params", "both", "newest")}
+    for copy in copies.values():
+        shutil.copytree(out, copy)
+    truncate(copies["params"] / ".state" / "params.json")
+    with pytest.raises(RenderStateError, match=r"params\.json: unreadable render parameters file .*--restart"):
+        render(model, copies["params"], args_settings, progress=False)
+    for name in ("rank0.npz", "rank0.prev.npz"):
+        truncate(copies["both"] / ".state" / name)
+    with pytest.raises(RenderStateError, match=r"rank0\.npz is damaged \(BadZipFile.*so is the snapshot before it, "
+                                               r"rank0\.prev\.npz; rerun with --restart"):
+        render(model, copies["both"], args_settings, progress=False)
+    truncate(copies["newest"] / ".state" / "rank0.npz")
+    prev_written = load_snapshot(copies["newest"] / ".state" / "rank0.prev.npz")[1]
+    with caplog.at_level("WARNING", logger="wavegen.render"):
+        report = render(model, copies["newest"], args_settings, progress=False)
+    assert "rank0.npz is damaged (BadZipFile" in caplog.text and "resuming from the snapshot before it" in caplog.text
+    assert f"({prev_written} samples per stream)" in caplog.text
+    assert file_bytes(copies["newest"], 2) == file_bytes(ref, 2)
+    assert report["guard"]["events"] == events
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt,how", [("wav", "kill -9"), ("flac", "kill -9"), ("wav", "SIGINT"),
+                                     ("wav", "two signals")])
+def test_resume_after_the_process_is_stopped_is_byte_identical(iid, tmp_path, fmt, how, capsys, caplog):
+    """A real `python -m wavegen render` stopped mid-render, rerun: the bytes of a render that never stopped.
+
+    The model is i.i.d. and mostly silent with 8-sample guard windows, so guard events (about 1600)
+    must survive the stop as well. While it runs, a second render into its folder is refused.
+    """
+    folder, pcm, events = iid
+    seconds, width = 2.0, 8
+    ref = write_streams(tmp_path / "ref", pcm, fmt)
+    out = tmp_path / "out"
+    flags = ["--seconds", seconds, "--streams", 2, "--out", out, "--format", fmt, "--backend", "torch",
+             "--guard-seconds", width / SR, "--guard-attempts", 3, "--no-spectrogram"]
+    args = cli(folder, *flags, "--snapshot-seconds", 0.25, "--block-seconds", 0.1)
+    proc = subprocess.Popen(args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    snapshot = out / ".state" / "rank0.npz"
+    written = wait_for_snapshot(proc, snapshot, min_written=2 * SR // 4)  # the first is kept as rank0.prev.npz
+    # a second render into the busy folder is refused at once, naming the process that holds it
+    assert main(["-q", "render", str(folder), *map(str, flags)]) == 2
+    assert f"another render is writing here (process {proc.pid} on " in capsys.readouterr().err
+    time.sleep(0.4)  # audio past the snapshot reaches the files: the resume must cut it off
+    assert proc.poll() is None, "the render finished before it could be stopped"
+    if how == "kill -9":
+        proc.send_signal(signal.SIGKILL)
+    elif how == "SIGINT":
+        proc.send_signal(signal.SIGINT)
+    else:  # the second stops at once, wherever the first left it: the last snapshot stays valid
+        proc.send_signal(signal.SIGTERM)  # (two of one kind may merge into one before Python sees them)
+        proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    if how == "kill -9":
+        assert proc.returncode == -signal.SIGKILL
+    else:
+        assert proc.returncode == 130, stderr
+        assert "rewinding to the start of the window and saving a snapshot" in stderr
+        assert ("snapshot saved. Rerun the same command to resume" in stderr) == (how == "SIGINT"), stderr
+    state_written = load_snapshot(snapshot, fallback=True)[1]
+    assert written <= state_written < seconds * SR
+    assert not (out / "render_report.json").exists()
+    # another command in that folder is refused, naming what differs; the state survives it
+    assert main(["-q", "render", str(folder), *map(str, flags), "--temperature", "0.9"]) == 2
+    wrong = capsys.readouterr().err
+    assert "temperature" in wrong and "--restart" in wrong
+    same = settings(seconds, streams=2, format=fmt, guard=True, guard_seconds=width / SR, guard_attempts=3,
+                    snapshot_seconds=0.25)
+    if how == "kill -9" and fmt == "wav":
+        check_damaged_state_is_named_or_survived(folder, out, ref, same, events, caplog)
+    assert main(["-q", "render", str(folder), *map(str, flags), "--snapshot-seconds", "0.25"]) == 0
+    assert file_bytes(out, 2, fmt) == file_bytes(ref, 2, fmt)
+    report = json.loads((out / "render_report.json").read_text())
+    assert report["sessions"] == 2
+    assert report["guard"]["events"] == events and len(events) > 1000
+    assert not (out / ".state").exists()
+
+
+@pytest.mark.slow
+def test_a_failing_disk_stops_with_files_intact_and_resumable(model, tmp_path):
+    """RLIMIT_FSIZE makes the kernel refuse writes past 16 kB (EFBIG), as a full disk refuses them
+    (ENOSPC): the same OSError path. No root needed, no fake writer."""
+    seconds = 3.0
+    ref = write_streams(tmp_path / "ref", direct_pcm(model, 1, int(seconds * SR)), "wav")
+    out = tmp_path / "out"
+    flags = ["--seconds", seconds, "--out", out, "--backend", "torch", "--no-guard",
+             "--snapshot-seconds", 0.5, "--block-seconds", 0.25, "--no-spectrogram"]
+    limit = 16_000
+
+    def small_disk():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    failed = subprocess.run(cli(model, *flags), env=ENV, capture_output=True, text=True, preexec_fn=small_disk)
+    assert failed.returncode == 2
+    snapshot_samples = load_snapshot(out / ".state" / "rank0.npz")[1]
+    assert snapshot_samples == 1.5 * SR  # the last snapshot before 7978 samples (16 kB)
+    assert f"cannot write {out / 'stream_000.wav'}: File too large; 1.5 s of each stream written so far " \
+           "are intact; free space" in failed.stderr
+    assert np.array_equal(read_pcm(out / "stream_000.wav")[:snapshot_samples],
+                          read_pcm(ref / "stream_000.wav")[:snapshot_samples])
+    assert main(["-q", "render", str(model), *map(str, flags)]) == 0
+    assert file_bytes(out, 1) == file_bytes(ref, 1)
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_as_the_render_grows(model, tmp_path):
+    """128 streams x 1 s and x 4 s: peaks within 2 MB (the 1.5M samples more kept as int16 would add 3 MB)."""
+    code = ("import resource, sys, torch; torch.set_num_threads(1)\n"
+            "from wavegen.render import RenderSettings, render\n"
+            "render(sys.argv[1], sys.argv[2], RenderSettings(seconds=float(sys.argv[3]), streams=128, "
+            "backend='torch', guard=False, spectrogram=False, snapshot_seconds=1.0), progress=False)\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    peak = {}
+    for seconds in (1, 4):
+        run = subprocess.run([sys.executable, "-c", code, model, tmp_path / f"s{seconds}", str(seconds)],
+                             env=ENV, capture_output=True, text=True, check=True)
+        peak[seconds] = int(run.stdout.split()[-1])  # KiB
+        assert sf.info(str(tmp_path / f"s{seconds}" / "stream_127.wav")).frames == seconds * SR
+    assert peak[4] - peak[1] < 2 * 1024, peak
+
+
+def torchrun(model, out, *extra) -> list[str]:
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",  # torchrun
+            "-m", "wavegen", "-q", "render", model, "--seconds", 0.5, "--streams", 3, "--out", out,
+            "--backend", "torch", "--no-guard", "--no-spectrogram", *extra]
+    return list(map(str, args))
+
+
+@pytest.mark.slow
+def test_torchrun_shares_streams_and_matches_one_process(model, tmp_path):
+    expected = direct_pcm(model, 3, int(0.5 * SR))
+    run = subprocess.run(torchrun(model, tmp_path / "two"), env=ENV, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert file_bytes(tmp_path / "two", 3) == file_bytes(write_streams(tmp_path / "one", expected, "wav"), 3)
+    report = json.loads((tmp_path / "two" / "render_report.json").read_text())
+    assert report["processes"] == 2 and report["params"]["world_size"] == 2
+    assert run.stdout.split() == [str(tmp_path / "two" / f"stream_{i:03d}.wav") for i in range(3)]
+
+
+@pytest.mark.slow
+def test_torchrun_into_a_busy_folder_stops_every_process_at_once(model, tmp_path):
+    """Another process (this one) holds the folder: the launch's first process is refused and hands
+    the refusal to the second, so both exit with the error instead of waiting at a barrier."""
+    busy = tmp_path / "busy"
+    with FolderLock(busy, "render"):
+        tick = time.monotonic()
+        run = subprocess.run(torchrun(model, busy), env=ENV, capture_output=True, text=True, timeout=300)
+        took = time.monotonic() - tick
+    refusal = f"wavegen render: error: {busy}: another render is writing here (process {os.getpid()} on "
+    assert run.returncode != 0 and run.stderr.count(refusal) == 2, run.stderr[-3000:]
+    assert took < 120
+    assert sorted(p.name for p in busy.iterdir()) == [".lock"]  # nothing written
