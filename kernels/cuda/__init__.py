@@ -25,7 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 # Modules whose import registers kernels (the compile check imports each).
-KERNEL_MODULES = ["wavegen.kernels.cuda.wavenet_small", "wavegen.kernels.cuda.wavenet_large"]
+KERNEL_MODULES = ["wavegen.kernels.cuda.wavenet_small", "wavegen.kernels.cuda.wavenet_large",
+                  "wavegen.kernels.cuda.samplernn_small", "wavegen.kernels.cuda.samplernn_large"]
 
 
 @dataclass

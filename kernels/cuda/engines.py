@@ -11,9 +11,10 @@ from __future__ import annotations
 import torch
 
 from wavegen.generate import register_availability, register_engine
+from wavegen.kernels.cuda.samplernn import CudaSampleRNNEngine
 from wavegen.kernels.cuda.wavenet import CudaWaveNetEngine
 
-ENGINES = {"wavenet": CudaWaveNetEngine}
+ENGINES = {"wavenet": CudaWaveNetEngine, "samplernn": CudaSampleRNNEngine}
 
 
 def _available() -> str | None:

@@ -1,0 +1,468 @@
+"""SampleRNN on the GPU for many streams: tensor-core matmuls, a few fused Triton kernels per
+sample, replayed from a CUDA graph.
+
+Per sample (position t), for B streams at once:
+
+- for each tier due at t, top first: one :func:`srnn_layer` launch per RNN layer (the
+  recurrent and input matmuls of all gates of a tile of dims, then the GRU/LSTM update of those
+  dims: the gating never leaves registers), then the upsampling and, for a tier below, the
+  hoisted input projection of the next tier, both :func:`srnn_linear`;
+- :func:`srnn_mlp_input`: the MLP's first layer as a gather from the per-position tables plus
+  the conditioning, ReLU;
+- :func:`srnn_linear` for the hidden layer (ReLU);
+- :func:`srnn_out_sample`: the logits of a block of streams in registers, then the draw of
+  each stream's code (inverse CDF, the arithmetic of :func:`wavegen.engine.sample_codes`, with
+  the exact cumulative sum of :mod:`.wavenet_large` standing in for torch's float64 running
+  sum) into the ring of past codes.
+
+Matmuls take ``[BM, BK] x [BK, BN]`` tiles with ``tl.dot``: the activations cast to the weights'
+dtype (bf16/fp16: tensor cores, float32 accumulation) or, at precision fp32, IEEE float32
+(``input_precision="ieee"``: no tf32). Helpers are written inline: Triton's interpreter (the
+CPU tests) pays heavily for every nested call. Weights are stored transposed (``[in, out]``); the
+small folded frame projection ``A``, biases and MLP tables stay float32.
+
+The kernels a step launches depend on the position only through ``t mod 2*F0`` (which tiers
+are due, the hidden-state slot, the conditioning row), so on a GPU sampling captures
+``2*F0*reps`` consecutive samples from an aligned position into one CUDA graph and replays it;
+the unaligned head and the tail of a call run the same kernels one by one.
+
+Precision on the CPU (TRITON_INTERPRET=1, tests): ``tl.dot`` is exact fp32 and fp16 works;
+bf16 is checked on a GPU only (the interpreter's bf16 conversion truncates).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import triton
+import triton.language as tl
+
+from wavegen.engine import EngineError
+from wavegen.kernels.cuda import register_triton_kernel
+from wavegen.kernels.cuda.wavenet_large import level_bits
+from wavegen.kernels.packing import as_numpy
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+TEACHER_FORCE, SAMPLE = 0, 1
+
+
+@triton.jit
+def srnn_layer(X, WI, BI, H, WH, BH, CST, HN, Y, A, CV, ring, t_mod, ADD, add_stride, B, dim, F, F0, half_q,
+               FP: tl.constexpr, LAYER0: tl.constexpr, HAS_ADD: tl.constexpr, LSTM: tl.constexpr, SKIP: tl.constexpr,
+               FIRST: tl.constexpr, BB: tl.constexpr, BD: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr):
+    """One GRU/LSTM layer for streams [pid0*BB, ...) and dims [pid1*BD, ...): HN [B, dim] = the new h
+    from H [B, dim] (and the cells CST [B, dim], LSTM, in place). Input: X [B, dim] through WI
+    [dim, G*dim] + BI, or for the first layer (LAYER0) the frame of the last F codes (ring
+    [B, F0]: position s in slot s % F0; t_mod = t % F0) through A [G*dim, F] + CV, plus ADD
+    [B, G*dim] (row stride add_stride) where HAS_ADD. With SKIP, Y [B, dim] (+)= h (FIRST: =)."""
+    rb = tl.program_id(0) * BB + tl.arange(0, BB)
+    rd = tl.program_id(1) * BD + tl.arange(0, BD)
+    mb = rb < B
+    md = rd < dim
+    m2 = mb[:, None] & md[None, :]
+    G: tl.constexpr = 4 if LSTM else 3
+    GD = G * dim
+    rb64 = rb.to(tl.int64)
+    acc0 = tl.zeros([BB, BD], tl.float32)
+    acc1 = tl.zeros([BB, BD], tl.float32)
+    acc2 = tl.zeros([BB, BD], tl.float32)
+    acc3 = tl.zeros([BB, BD], tl.float32)
+    dt = WH.dtype.element_ty
+    # GRU: acc0/acc1 the r/z sums, acc2 the recurrent n part, acc3 the input n part; LSTM: i f g o
+    for k0 in range(0, dim, BK):
+        rk = k0 + tl.arange(0, BK)
+        mk = rk < dim
+        wm = mk[:, None] & md[None, :]
+        h = tl.load(H + rb64[:, None] * dim + rk[None, :], mask=mb[:, None] & mk[None, :], other=0.0).to(dt)
+        at = WH + rk[:, None].to(tl.int64) * GD + rd[None, :]
+        acc0 = tl.dot(h, tl.load(at, mask=wm, other=0.0), acc0, input_precision=PREC)
+        acc1 = tl.dot(h, tl.load(at + dim, mask=wm, other=0.0), acc1, input_precision=PREC)
+        acc2 = tl.dot(h, tl.load(at + 2 * dim, mask=wm, other=0.0), acc2, input_precision=PREC)
+        if LSTM:
+            acc3 = tl.dot(h, tl.load(at + 3 * dim, mask=wm, other=0.0), acc3, input_precision=PREC)
+        if not LAYER0:
+            x = tl.load(X + rb64[:, None] * dim + rk[None, :], mask=mb[:, None] & mk[None, :], other=0.0).to(dt)
+            at = WI + rk[:, None].to(tl.int64) * GD + rd[None, :]
+            acc0 = tl.dot(x, tl.load(at, mask=wm, other=0.0), acc0, input_precision=PREC)
+            acc1 = tl.dot(x, tl.load(at + dim, mask=wm, other=0.0), acc1, input_precision=PREC)
+            if LSTM:
+                acc2 = tl.dot(x, tl.load(at + 2 * dim, mask=wm, other=0.0), acc2, input_precision=PREC)
+            acc3 = tl.dot(x, tl.load(at + (3 if LSTM else 2) * dim, mask=wm, other=0.0), acc3, input_precision=PREC)
+    # biases: recurrent ones on the recurrent parts, input ones (folded into CV for the first layer)
+    acc0 += tl.load(BH + rd, mask=md, other=0.0)[None, :]
+    acc1 += tl.load(BH + dim + rd, mask=md, other=0.0)[None, :]
+    acc2 += tl.load(BH + 2 * dim + rd, mask=md, other=0.0)[None, :]
+    if LSTM:
+        acc3 += tl.load(BH + 3 * dim + rd, mask=md, other=0.0)[None, :]
+    if LAYER0:
+        # the frame [BB, FP] (zero past F) through A^T [FP, BD] per gate, in IEEE float32 (small)
+        rf = tl.arange(0, FP)
+        mf = rf < F
+        code = tl.load(ring + rb64[:, None] * F0 + (t_mod + F0 - F + rf[None, :]) % F0, mask=mb[:, None] & mf[None, :],
+                       other=0).to(tl.float32)
+        frame = tl.where(mf[None, :], (code / half_q - 1.0) * 2.0, 0.0)
+        am = mf[:, None] & md[None, :]
+        at = A + rd[None, :] * F + rf[:, None]
+        gi0 = tl.dot(frame, tl.load(at, mask=am, other=0.0), input_precision="ieee")
+        gi1 = tl.dot(frame, tl.load(at + dim * F, mask=am, other=0.0), input_precision="ieee")
+        gi2 = tl.dot(frame, tl.load(at + 2 * dim * F, mask=am, other=0.0), input_precision="ieee")
+        gi0 += tl.load(CV + rd, mask=md, other=0.0)[None, :]
+        gi1 += tl.load(CV + dim + rd, mask=md, other=0.0)[None, :]
+        gi2 += tl.load(CV + 2 * dim + rd, mask=md, other=0.0)[None, :]
+        if LSTM:
+            gi3 = tl.dot(frame, tl.load(at + 3 * dim * F, mask=am, other=0.0), input_precision="ieee")
+            gi3 += tl.load(CV + 3 * dim + rd, mask=md, other=0.0)[None, :]
+        if HAS_ADD:
+            at = ADD + rb64[:, None] * add_stride + rd[None, :]
+            gi0 += tl.load(at, mask=m2, other=0.0)
+            gi1 += tl.load(at + dim, mask=m2, other=0.0)
+            gi2 += tl.load(at + 2 * dim, mask=m2, other=0.0)
+            if LSTM:
+                gi3 += tl.load(at + 3 * dim, mask=m2, other=0.0)
+        acc0 += gi0
+        acc1 += gi1
+        if LSTM:
+            acc2 += gi2
+            acc3 += gi3
+        else:
+            acc3 += gi2
+    else:
+        acc0 += tl.load(BI + rd, mask=md, other=0.0)[None, :]
+        acc1 += tl.load(BI + dim + rd, mask=md, other=0.0)[None, :]
+        if LSTM:
+            acc2 += tl.load(BI + 2 * dim + rd, mask=md, other=0.0)[None, :]
+            acc3 += tl.load(BI + 3 * dim + rd, mask=md, other=0.0)[None, :]
+        else:
+            acc3 += tl.load(BI + 2 * dim + rd, mask=md, other=0.0)[None, :]
+    at = rb64[:, None] * dim + rd[None, :]
+    if LSTM:
+        g = 2.0 * tl.sigmoid(2.0 * acc2) - 1.0  # tanh
+        c = tl.sigmoid(acc1) * tl.load(CST + at, mask=m2, other=0.0) + tl.sigmoid(acc0) * g
+        tl.store(CST + at, c, mask=m2)
+        h = tl.sigmoid(acc3) * (2.0 * tl.sigmoid(2.0 * c) - 1.0)
+    else:
+        r = tl.sigmoid(acc0)
+        z = tl.sigmoid(acc1)
+        n = 2.0 * tl.sigmoid(2.0 * (acc3 + r * acc2)) - 1.0
+        h = (1.0 - z) * n + z * tl.load(H + at, mask=m2, other=0.0)
+    tl.store(HN + at, h, mask=m2)
+    if SKIP:
+        if FIRST:
+            tl.store(Y + at, h, mask=m2)
+        else:
+            tl.store(Y + at, tl.load(Y + at, mask=m2, other=0.0) + h, mask=m2)
+
+
+@triton.jit
+def srnn_linear(X, W, BIAS, Y, M, N, K, HAS_BIAS: tl.constexpr, RELU: tl.constexpr, BM: tl.constexpr,
+                BN: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr):
+    """Y [M, N] = (ReLU)(X [M, K] @ W [K, N] (+ BIAS [N])), float32 out, all row-major."""
+    rm = tl.program_id(0) * BM + tl.arange(0, BM)
+    rn = tl.program_id(1) * BN + tl.arange(0, BN)
+    mm = rm < M
+    mn = rn < N
+    rm64 = rm.to(tl.int64)
+    acc = tl.zeros([BM, BN], tl.float32)
+    dt = W.dtype.element_ty
+    for k0 in range(0, K, BK):
+        rk = k0 + tl.arange(0, BK)
+        mk = rk < K
+        x = tl.load(X + rm64[:, None] * K + rk[None, :], mask=mm[:, None] & mk[None, :], other=0.0).to(dt)
+        w = tl.load(W + rk[:, None].to(tl.int64) * N + rn[None, :], mask=mk[:, None] & mn[None, :], other=0.0)
+        acc = tl.dot(x, w, acc, input_precision=PREC)
+    if HAS_BIAS:
+        acc += tl.load(BIAS + rn, mask=mn, other=0.0)[None, :]
+    if RELU:
+        acc = tl.maximum(acc, 0.0)
+    tl.store(Y + rm64[:, None] * N + rn[None, :], acc, mask=mm[:, None] & mn[None, :])
+
+
+@triton.jit
+def srnn_mlp_input(ring, t_mod, COND, cond_stride, TAB, INB, X1, B, dim, q, F0, w, BB: tl.constexpr,
+                   BD: tl.constexpr):
+    """X1 [B, dim] = ReLU(INB + COND[b] + sum_p TAB[p, code of stream b p-th in the window]); COND's
+    rows are cond_stride apart (the conditioning vector of this position)."""
+    rb = tl.program_id(0) * BB + tl.arange(0, BB)
+    rd = tl.program_id(1) * BD + tl.arange(0, BD)
+    mb = rb < B
+    md = rd < dim
+    m2 = mb[:, None] & md[None, :]
+    rb64 = rb.to(tl.int64)
+    x = tl.load(INB + rd, mask=md, other=0.0)[None, :] + tl.load(COND + rb64[:, None] * cond_stride + rd[None, :],
+                                                                 mask=m2, other=0.0)
+    for p in range(w):
+        code = tl.load(ring + rb64 * F0 + (t_mod + F0 - w + p) % F0, mask=mb, other=0)
+        x += tl.load(TAB + ((p * q + code)[:, None] * dim + rd[None, :]), mask=m2, other=0.0)
+    tl.store(X1 + rb64[:, None] * dim + rd[None, :], tl.maximum(x, 0.0), mask=m2)
+
+
+@triton.jit
+def srnn_out_sample(X2, WO, BO, ring, t_mod, codes_in, uniforms, temps, codes_out, logits_out, B, dim, F0, i, n,
+                    mode, Q: tl.constexpr, QP: tl.constexpr, BB: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr,
+                    LEVEL_BITS: tl.constexpr):
+    """Logits [BB, Q] = X2 @ WO [dim, Q] + BO for a block of streams; mode 0 (teacher forcing): into
+    logits_out [B, n, Q] at step i, the code from codes_in [B, n]; mode 1: the code drawn with
+    uniforms [B, n] at i and temps [B], into codes_out [B, n]. The code goes into slot t_mod of ring [B, F0]."""
+    rb = tl.program_id(0) * BB + tl.arange(0, BB)
+    mb = rb < B
+    rb64 = rb.to(tl.int64)
+    rq = tl.arange(0, QP)
+    mq = rq < Q
+    acc = tl.zeros([BB, QP], tl.float32)
+    dt = WO.dtype.element_ty
+    for k0 in range(0, dim, BK):
+        rk = k0 + tl.arange(0, BK)
+        mk = rk < dim
+        x = tl.load(X2 + rb64[:, None] * dim + rk[None, :], mask=mb[:, None] & mk[None, :], other=0.0).to(dt)
+        wo = tl.load(WO + rk[:, None].to(tl.int64) * Q + rq[None, :], mask=mk[:, None] & mq[None, :], other=0.0)
+        acc = tl.dot(x, wo, acc, input_precision=PREC)
+    acc += tl.load(BO + rq, mask=mq, other=0.0)[None, :]
+    if mode == 0:
+        tl.store(logits_out + (rb64[:, None] * n + i) * Q + rq[None, :], acc, mask=mb[:, None] & mq[None, :])
+        code = tl.load(codes_in + rb64 * n + i, mask=mb, other=0).to(tl.int64)
+    else:
+        u = tl.load(uniforms + rb64 * n + i, mask=mb, other=0.0)
+        temp = tl.load(temps + rb, mask=mb, other=1.0)
+        # inverse CDF as wavegen.engine.sample_codes (float64 running sum on torch's CPU): p split
+        # into pieces on fixed grids of LEVEL_BITS bits, whose float32 cumulative sums are exact in
+        # any order, added in float32 pairs (the scheme of wavenet_large_steps)
+        zq = tl.where(mq[None, :], acc / temp[:, None], float("-inf"))
+        rest = tl.exp(zq - tl.max(zq, axis=1)[:, None])
+        hi = tl.zeros([BB, QP], tl.float32)
+        lo = tl.zeros([BB, QP], tl.float32)
+        scale = 1.0
+        for level in tl.static_range(0, 64, LEVEL_BITS):
+            scale = scale * (2.0 ** LEVEL_BITS)
+            piece = tl.floor(rest * scale) / scale
+            rest = rest - piece
+            c = tl.cumsum(piece, axis=1)
+            s = hi + c
+            bb = s - hi
+            e = (hi - (s - bb)) + (c - bb) + lo
+            hi = s + e
+            lo = e - (hi - s)
+        total = tl.max(hi, axis=1)
+        below = (hi <= (u * total)[:, None]) & mq[None, :]
+        code = tl.minimum(tl.sum(below.to(tl.int32), axis=1), Q - 1).to(tl.int64)
+        tl.store(codes_out + rb64 * n + i, code, mask=mb)
+    tl.store(ring + rb64 * F0 + t_mod, code, mask=mb)
+
+
+# ----- the host side ------------------------------------------------------------------------------------
+
+BK = 32  # reduction chunk of every matmul
+LAYER_BD = 32  # dims per srnn_layer program (four [BB, BD] accumulators live at once)
+LINEAR_BN = 64  # output columns per srnn_linear program
+MLP_BD = 128  # dims per srnn_mlp_input program
+OUT_BB = 32  # streams per srnn_out_sample program at most (the [BB, QP] logits live in registers)
+GRAPH_MIN_SAMPLES = 64  # a CUDA graph holds at least this many samples (a whole number of 2*F0)
+
+
+def default_block_streams(streams: int) -> int:
+    """Streams per program: enough programs to fill ~132 multiprocessors at dim 1024 (a guess until
+    measured: issue 12)."""
+    return 16 if streams <= 128 else 32 if streams <= 1024 else 64
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+class FusedSampleRNN:
+    """Runs the large-batch kernels for a :class:`~wavegen.kernels.cuda.samplernn.CudaSampleRNNEngine`
+    (its state, on its device). ``block_streams``: streams per program (a power of two >= 16);
+    ``graph``: replay CUDA graphs when sampling (default: on a GPU)."""
+
+    def __init__(self, engine, block_streams: int | None = None, graph: bool | None = None):
+        self.engine = e = engine
+        dev, B, spec, p = e.device, e.streams, e.rounded, e.packed
+        self.bb = int(block_streams or default_block_streams(B))
+        if self.bb < 16 or self.bb & (self.bb - 1):
+            raise EngineError(f"block_streams={block_streams}: a power of two, at least 16")
+        self.graph = bool(dev.type == "cuda" if graph is None else graph)
+        if self.graph and dev.type != "cuda":
+            raise EngineError("graph=True needs a CUDA device")
+        dtype = DTYPES[e.precision]
+        self.prec = "ieee" if e.precision == "fp32" else "tf32"  # 16-bit inputs ignore it
+        wt = lambda x: torch.from_numpy(np.ascontiguousarray(as_numpy(x).T)).to(dev, dtype)  # noqa: E731 - [in, out]
+        f32 = lambda x: torch.from_numpy(np.ascontiguousarray(as_numpy(x), np.float32)).to(dev)  # noqa: E731
+        V = p["V"]
+        self.dim, self.L, self.G, self.q = p["dim"], p["n_layers"], p["gates"], int(p["tier_int"][0, 2])
+        gd = self.G * self.dim
+        self.tiers = []
+        for k, tier in enumerate(spec["tiers"]):
+            F = e.frame_sizes[k]
+            a, c = p["tier_off"][k, 0], p["tier_off"][k, 1]
+            rnn = tier["rnn"]
+            self.tiers.append({
+                "w_hh": [wt(layer["w_hh"]) for layer in rnn], "b_hh": [f32(layer["b_hh"]) for layer in rnn],
+                "w_ih": [None] + [wt(layer["w_ih"]) for layer in tier["rnn"][1:]],
+                "b_ih": [None] + [f32(layer["b_ih"]) for layer in tier["rnn"][1:]],
+                "A": f32(V[a:a + gd * F]), "C": f32(V[c:c + gd]), "up_w": wt(tier["up_w"]), "up_b": f32(tier["up_b"]),
+                "w_ih0": wt(tier["rnn"][0]["w_ih"]) if k > 0 else None})
+        mlp = spec["mlp"]
+        self.mlp = {"tables": f32(mlp["tables"]), "in_b": f32(mlp["in_b"]), "hidden_w": wt(mlp["hidden_w"]),
+                    "hidden_b": f32(mlp["hidden_b"]), "out_w": wt(mlp["out_w"]), "out_b": f32(mlp["out_b"])}
+        K, F0 = len(e.frame_sizes), e.frame_sizes[0]
+        self.ring = torch.zeros((B, F0), dtype=torch.int64, device=dev)
+        self.x1 = torch.zeros((B, self.dim), dtype=torch.float32, device=dev)
+        self.x2 = torch.zeros_like(self.x1)
+        self.ybuf = torch.zeros((K, B, self.dim), dtype=torch.float32, device=dev)
+        self.dummy = torch.zeros(1, dtype=torch.float32, device=dev)
+        self.no_codes = torch.zeros(1, dtype=torch.int64, device=dev)
+        self.period = 2 * F0 * -(-GRAPH_MIN_SAMPLES // (2 * F0))  # samples per graph: the kernels' pattern repeats
+        self._graph = None
+
+    # ----- one sample -----
+
+    def _linear(self, x, w, bias, y, rows, relu=False) -> None:
+        k_in, n_out = w.shape
+        grid = (triton.cdiv(rows, self.bb), triton.cdiv(n_out, LINEAR_BN))
+        srnn_linear[grid](x, w, self.dummy if bias is None else bias, y, rows, n_out, k_in, HAS_BIAS=bias is not None,
+                          RELU=relu, BM=self.bb, BN=LINEAR_BN, BK=BK, PREC=self.prec, num_warps=4)
+
+    def _tier(self, k: int, t: int) -> None:
+        e, T = self.engine, self.tiers[k]
+        B, dim, L, F, F0 = e.streams, self.dim, self.L, e.frame_sizes[k], e.frame_sizes[0]
+        old = (t // F) % 2
+        new = 1 - old
+        add, add_stride = self.dummy, 0
+        if k > 0:
+            proj = e._proj(k)  # [B, ratio above, G*dim]
+            add, add_stride = proj[:, (t % e.frame_sizes[k - 1]) // F], proj.shape[1] * proj.shape[2]
+        elif e.label_blend is not None:
+            add, add_stride = e.label_proj, e.label_proj.shape[1]
+        grid = (triton.cdiv(B, self.bb), triton.cdiv(dim, LAYER_BD))
+        for layer in range(L):
+            srnn_layer[grid](
+                e.hbuf[new, k, layer - 1] if layer else self.dummy, T["w_ih"][layer] if layer else self.dummy,
+                T["b_ih"][layer] if layer else self.dummy, e.hbuf[old, k, layer], T["w_hh"][layer], T["b_hh"][layer],
+                e.cbuf[k, layer] if e.lstm else self.dummy, e.hbuf[new, k, layer], self.ybuf[k], T["A"], T["C"],
+                self.ring, t % F0, add, add_stride, B, dim, F, F0, float(self.q / 2), FP=max(16, _pow2(F)),
+                LAYER0=layer == 0, HAS_ADD=add_stride > 0, LSTM=e.lstm, SKIP=bool(e.packed["skip"]),
+                FIRST=layer == 0, BB=self.bb, BD=LAYER_BD, BK=BK, PREC=self.prec, num_warps=4)
+        y = self.ybuf[k] if e.packed["skip"] else e.hbuf[new, k, L - 1]
+        cond = e._cond(k)
+        self._linear(y, T["up_w"], T["up_b"], cond, B)
+        if k + 1 < len(self.tiers):
+            self._project(k)
+
+    def _project(self, k: int) -> None:
+        """Tier k+1's input projections of tier k's conditioning vectors (pbuf)."""
+        e = self.engine
+        self._linear(e._cond(k), self.tiers[k + 1]["w_ih0"], None, e._proj(k + 1), e.streams * e.ratios[k])
+
+    def _step(self, i, t, mode, n, codes_in, uniforms, temps, codes_out, logits_out) -> None:
+        e = self.engine
+        B, dim, F0 = e.streams, self.dim, e.frame_sizes[0]
+        for k in range(len(self.tiers)):
+            if t % e.frame_sizes[k] == 0:
+                self._tier(k, t)
+        w = e.frame_sizes[-1]
+        cond = e._cond(len(self.tiers) - 1)  # [B, w, dim]
+        grid = (triton.cdiv(B, self.bb), triton.cdiv(dim, MLP_BD))
+        srnn_mlp_input[grid](self.ring, t % F0, cond[:, t % w], w * dim, self.mlp["tables"], self.mlp["in_b"], self.x1,
+                             B, dim, self.q, F0, w, BB=self.bb, BD=MLP_BD, num_warps=4)
+        self._linear(self.x1, self.mlp["hidden_w"], self.mlp["hidden_b"], self.x2, B, relu=True)
+        bb = min(self.bb, OUT_BB)
+        srnn_out_sample[(triton.cdiv(B, bb),)](
+            self.x2, self.mlp["out_w"], self.mlp["out_b"], self.ring, t % F0, codes_in, uniforms, temps, codes_out,
+            logits_out, B, dim, F0, i, n, mode, Q=self.q, QP=max(16, _pow2(self.q)), BB=bb, BK=BK, PREC=self.prec,
+            LEVEL_BITS=level_bits(self.q),
+            num_warps=8)
+
+    # ----- calls -----
+
+    def _run(self, mode, t0, n, codes_in, uniforms, temps, codes_out, logits_out) -> None:
+        e = self.engine
+        F0 = e.frame_sizes[0]
+        self.ring.copy_(torch.roll(e.history, t0 % F0, dims=1))  # position s in slot s % F0
+        i = 0
+        use_graph = mode == SAMPLE and self.graph
+        while i < n:
+            t = t0 + i
+            if use_graph and t % self.period == 0 and n - i >= self.period:
+                self._replay(uniforms[:, i:i + self.period], temps, codes_out[:, i:i + self.period])
+                i += self.period
+                continue
+            self._step(i, t, mode, n, codes_in, uniforms, temps, codes_out, logits_out)
+            i += 1
+        e.history.copy_(torch.roll(self.ring, -((t0 + n) % F0), dims=1))
+
+    def _replay(self, uniforms, temps, codes_out) -> None:
+        """``period`` samples from an aligned position through the CUDA graph (captured on first use)."""
+        if self._graph is None:
+            self._capture(temps)
+        g, u_in, temps_in, codes = self._graph
+        u_in.copy_(uniforms)
+        temps_in.copy_(temps)
+        g.replay()
+        codes_out.copy_(codes)
+
+    def _capture(self, temps) -> None:
+        e, P = self.engine, self.period
+        u_in = torch.zeros((e.streams, P), dtype=torch.float32, device=e.device)
+        temps_in = temps.clone()
+        codes = torch.zeros((e.streams, P), dtype=torch.int64, device=e.device)
+        t_aligned = e.t - e.t % P + P  # any aligned position: the launches only see t mod 2*F0
+        saved, ring = e.snapshot(), self.ring.clone()
+        side = torch.cuda.Stream(e.device)
+        side.wait_stream(torch.cuda.current_stream(e.device))
+        with torch.cuda.stream(side):  # compile every kernel variant before capture
+            for i in range(P):
+                self._step(i, t_aligned + i, SAMPLE, P, self.no_codes, u_in, temps_in, codes, self.dummy)
+        torch.cuda.current_stream(e.device).wait_stream(side)
+        e.restore(saved)
+        self.ring.copy_(ring)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            for i in range(P):
+                self._step(i, t_aligned + i, SAMPLE, P, self.no_codes, u_in, temps_in, codes, self.dummy)
+        self._graph = (g, u_in, temps_in, codes)
+
+    def run_sample(self, t0: int, uniforms: torch.Tensor, temps: torch.Tensor, codes_out: torch.Tensor) -> None:
+        """codes_out [B, n] drawn with uniforms [B, n] and temperatures [B], from position t0."""
+        self._run(SAMPLE, t0, uniforms.shape[1], self.no_codes, uniforms, temps, codes_out, self.dummy)
+
+    def run_teacher_force(self, t0: int, codes_in: torch.Tensor, logits_out: torch.Tensor) -> None:
+        """logits_out [B, n, Q] for the given codes [B, n], from position t0."""
+        self._run(TEACHER_FORCE, t0, codes_in.shape[1], codes_in, self.dummy, self.dummy, self.no_codes, logits_out)
+
+    def hoist(self, t0: int) -> None:
+        """Every tier's input projections from the conditioning (after a state is loaded)."""
+        for k in range(len(self.tiers) - 1):
+            self._project(k)
+
+
+def _register() -> None:
+    """The configurations the compile check builds: samplernn-3tier (dim 1024, 1-layer GRU, Q 256,
+    frames 8/2) at 32 streams per program, fp32 (IEEE) and bf16; plus a 2-layer LSTM layer."""
+    f, i32, i64 = "*fp32", "i32", "i64"
+    for prec, wdt in (("fp32", "*fp32"), ("bf16", "*bf16")):
+        p = {"PREC": "ieee" if prec == "fp32" else "tf32"}
+        layer = {"X": f, "WI": wdt, "BI": f, "H": f, "WH": wdt, "BH": f, "CST": f, "HN": f, "Y": f, "A": f, "CV": f,
+                 "ring": "*i64", "t_mod": i32, "ADD": f, "add_stride": i32, "B": i32, "dim": i32, "F": i32, "F0": i32,
+                 "half_q": "fp32"}
+        shape = {"FP": 16, "BB": 32, "BD": LAYER_BD, "BK": BK, **p}
+        register_triton_kernel(f"srnn_layer[gru,first,{prec}]", srnn_layer, layer,
+                               {**shape, "LAYER0": True, "HAS_ADD": True, "LSTM": False, "SKIP": False, "FIRST": True})
+        register_triton_kernel(f"srnn_layer[lstm,upper,skip,{prec}]", srnn_layer, layer,
+                               {**shape, "LAYER0": False, "HAS_ADD": False, "LSTM": True, "SKIP": True,
+                                "FIRST": False})
+        linear = {"X": f, "W": wdt, "BIAS": f, "Y": f, "M": i32, "N": i32, "K": i32}
+        register_triton_kernel(f"srnn_linear[relu,{prec}]", srnn_linear, linear,
+                               {"HAS_BIAS": True, "RELU": True, "BM": 32, "BN": LINEAR_BN, "BK": BK, **p})
+        register_triton_kernel(f"srnn_linear[nobias,{prec}]", srnn_linear, linear,
+                               {"HAS_BIAS": False, "RELU": False, "BM": 32, "BN": LINEAR_BN, "BK": BK, **p})
+        register_triton_kernel(f"srnn_out_sample[{prec}]", srnn_out_sample,
+                               {"X2": f, "WO": wdt, "BO": f, "ring": "*i64", "t_mod": i32, "codes_in": "*i64",
+                                "uniforms": f, "temps": f, "codes_out": "*i64", "logits_out": f, "B": i32, "dim": i32,
+                                "F0": i32, "i": i32, "n": i32, "mode": i32},
+                               {"Q": 256, "QP": 256, "BB": OUT_BB, "BK": BK, "LEVEL_BITS": level_bits(256), **p},
+                               num_warps=8)
+    register_triton_kernel("srnn_mlp_input", srnn_mlp_input,
+                           {"ring": "*i64", "t_mod": i32, "COND": f, "cond_stride": i32, "TAB": f, "INB": f, "X1": f,
+                            "B": i32, "dim": i32, "q": i32, "F0": i32, "w": i32}, {"BB": 32, "BD": MLP_BD})
+
+
+_register()

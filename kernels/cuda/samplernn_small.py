@@ -1,0 +1,549 @@
+"""SampleRNN on the GPU for a few streams: one persistent kernel runs ``n`` samples of B streams.
+
+The launch never returns to the host between samples. Every block takes part in every step:
+the work of a step is cut into **phases**, each spread over all blocks, with a grid barrier
+(flags in global memory, :func:`grid_barrier`) between a phase and the next that reads what
+it wrote. Each block owns the same slice of every matrix for the whole launch and keeps as
+many of its slices in shared memory as fit (loaded once, at the start; the rest is read from
+global memory, where it stays in L2). Per sample:
+
+- **tier k due at t** (``t % F_k == 0``), top tier first, per RNN layer one phase: block b
+  owns the dims ``[b*dpb, (b+1)*dpb)`` and computes their gate rows (the recurrent ``W_hh @
+  h``, the input rows ``W_ih @ x`` for layers above the first, or for the first layer the
+  frame projection folded into ``A @ frame + C`` plus the hoisted conditioning projection),
+  then the GRU/LSTM update of its dims. Then the **upsampling** phase (``up_w @ y``: the
+  ``ratio`` conditioning vectors for the tier or MLP below) and, for a tier below, the
+  **projection** phase: the next tier's ``w_ih @ cond`` for all ``ratio`` vectors at once
+  (hoisted out of that tier's recurrent step, as in the numba engine);
+- **hidden** phase: every block builds the MLP's first layer for all streams (a gather from
+  the per-position tables, :func:`wavegen.kernels.packing.pack_samplernn`) in shared memory
+  and computes its rows of ``hidden_w @ relu(x1)``;
+- **out** phase: its rows of the logits; after a barrier every block draws every stream's code
+  (one warp per stream, inverse CDF from the caller's uniforms: the same codes in every
+  block), so no further hand-off is needed before the next sample.
+
+A GRU/LSTM layer's hidden state is double-buffered (``hbuf [2, K, L, B, dim]``: tier k's step
+s reads slot ``s % 2`` and writes the other), so a block writing its new dims never races a
+block still reading the old vector. The MLP's hidden activations are double-buffered by the
+position's parity for the same reason (teacher forcing skips the barrier after the out phase).
+Each block keeps the last ``F0`` codes of every stream in shared memory as a ring (slot
+``position % F0``); block 0 writes them back to ``history [B, F0]`` (oldest first) at the end.
+
+Arithmetic is float32 (literals written ``float32(...)``: a bare ``1.0`` is a float64
+instruction); weights are the spec rounded to the engine's precision, stored as float32.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from numba import cuda, float32, int32
+
+from wavegen.engine import EngineError
+from wavegen.kernels.cuda import register_numba_kernel
+from wavegen.kernels.cuda.common import block_matvec, launch, post_flag, sigmoid, simulated, wait_flags, warp_sample
+from wavegen.kernels.packing import (SRNN_A, SRNN_BHH, SRNN_BIH, SRNN_C, SRNN_HIDB, SRNN_HIDW, SRNN_INB, SRNN_OUTB,
+                                     SRNN_OUTW, SRNN_TAB, SRNN_UPB, SRNN_UPW, SRNN_WHH, SRNN_WIH, SRNN_WIH0)
+
+TEACHER_FORCE, SAMPLE, HOIST = 0, 1, 2  # kernel modes; HOIST only recomputes the projections from cond
+
+# cfg: the kernel's sizes and shared-memory layout (floats), by index
+(CF_B, CF_DIM, CF_G, CF_LSTM, CF_SKIP, CF_L, CF_Q, CF_K, CF_F0, CF_LABELLED, CF_DPB, CF_SGI, CF_SGH, CF_SX,
+ CF_SWS) = range(15)
+SAMPLE_SCRATCH = 128  # floats of shared memory per warp for warp_sample
+
+
+def cache_index(kind: str, K: int, L: int, k: int = 0, layer: int = 0) -> int:
+    """Index in ``wcache`` (shared-memory offset of a block's slice, -1 where read from M) of a matrix:
+    "whh"/"wih" (tier k, layer), "up" (tier k), "proj" (tier k's first w_ih, k >= 1), "hidden", "out"."""
+    if kind in ("whh", "wih"):
+        return (k * L + layer) * 2 + (kind == "wih")
+    return {"up": 2 * K * L + k, "proj": 2 * K * L + K + k, "hidden": 2 * K * L + 2 * K,
+            "out": 2 * K * L + 2 * K + 1}[kind]
+
+
+# ----- device code -------------------------------------------------------------------------------
+
+@cuda.jit(device=True)
+def span(total, nblk, bid):
+    """(first, count) of this block's share of ``total`` items cut into ceil(total / nblk) pieces."""
+    per = (total + nblk - 1) // nblk
+    first = bid * per
+    return first, max(0, min(per, total - first))
+
+
+@cuda.jit(device=True)
+def grid_barrier(flags, bid, nblk, phase, spin_limit, err, status, tid, nthreads):
+    """Every block's writes before it are seen by every block after it. ``phase`` counts the
+    barriers of this launch (the same in every block). False where a wait timed out."""
+    post_flag(flags, bid, phase, tid)
+    return wait_flags(flags, 0, nblk, phase, spin_limit, err, status, tid, nthreads)
+
+
+@cuda.jit(device=True)
+def slice_matvec(M, sm, coff, m_off, row0, srow0, rows, cols, X, x_off, x_stride, B, Y, y_off, y_stride,
+                 V, b_off, tid, nthreads):
+    """Rows ``row0 .. row0+rows-1`` of the [*, cols] matrix at M[m_off] applied to B vectors (see
+    block_matvec), read from this block's copy in shared memory (rows from ``srow0``, stride
+    cols+1) where it has one (``coff >= 0``)."""
+    if coff >= 0:
+        block_matvec(sm, coff + srow0 * (cols + 1), cols + 1, rows, cols, X, x_off, x_stride, B, Y, y_off, y_stride,
+                     V, b_off, 0, tid, nthreads)
+    else:
+        block_matvec(M, m_off + row0 * cols, cols, rows, cols, X, x_off, x_stride, B, Y, y_off, y_stride,
+                     V, b_off, 0, tid, nthreads)
+
+
+@cuda.jit(device=True)
+def cache_rows(M, m_off, row0, rows, cols, sm, coff, srow0, tid, nthreads):
+    """Copy rows row0.. of the matrix at M[m_off] into shared memory (rows from srow0, stride cols+1)."""
+    if coff < 0:
+        return
+    for e in range(tid, rows * cols, nthreads):
+        r = e // cols
+        sm[coff + (srow0 + r) * (cols + 1) + e - r * cols] = M[m_off + (row0 + r) * cols + e - r * cols]
+
+
+@cuda.jit(device=True)
+def load_caches(M, tier_off, layer_off, mlp_off, tier_int, wcache, cfg, sm, bid, nblk, tid, nthreads):
+    """This block's slices of every matrix that has a place in shared memory (wcache >= 0)."""
+    dim = cfg[CF_DIM]
+    G = cfg[CF_G]
+    L = cfg[CF_L]
+    K = cfg[CF_K]
+    dpb = cfg[CF_DPB]
+    d0, nd = span(dim, nblk, bid)
+    for k in range(K):
+        for layer in range(L):
+            for g in range(G):
+                cache_rows(M, layer_off[k, layer, SRNN_WHH], g * dim + d0, nd, dim, sm,
+                           wcache[(k * L + layer) * 2], g * dpb, tid, nthreads)
+                if layer > 0:
+                    cache_rows(M, layer_off[k, layer, SRNN_WIH], g * dim + d0, nd, dim, sm,
+                               wcache[(k * L + layer) * 2 + 1], g * dpb, tid, nthreads)
+        r0, nr = span(tier_int[k, 1] * dim, nblk, bid)
+        cache_rows(M, tier_off[k, SRNN_UPW], r0, nr, dim, sm, wcache[2 * K * L + k], 0, tid, nthreads)
+        if k > 0:
+            r0, nr = span(G * dim, nblk, bid)
+            cache_rows(M, tier_off[k, SRNN_WIH0], r0, nr, dim, sm, wcache[2 * K * L + K + k], 0, tid, nthreads)
+    r0, nr = span(dim, nblk, bid)
+    cache_rows(M, mlp_off[SRNN_HIDW], r0, nr, dim, sm, wcache[2 * K * L + 2 * K], 0, tid, nthreads)
+    r0, nr = span(cfg[CF_Q], nblk, bid)
+    cache_rows(M, mlp_off[SRNN_OUTW], r0, nr, dim, sm, wcache[2 * K * L + 2 * K + 1], 0, tid, nthreads)
+
+
+@cuda.jit(device=True)
+def layer_phase(k, layer, t, M, V, tier_off, layer_off, tier_int, wcache, cfg, sm, hbuf, cbuf, ybuf, pbuf, p_off,
+                label_proj, bid, nblk, tid, nthreads):
+    """One GRU/LSTM layer of tier k at position t, for this block's dims of every stream."""
+    B = cfg[CF_B]
+    dim = cfg[CF_DIM]
+    G = cfg[CF_G]
+    L = cfg[CF_L]
+    K = cfg[CF_K]
+    F0 = cfg[CF_F0]
+    dpb = cfg[CF_DPB]
+    s_gi = cfg[CF_SGI]
+    s_gh = cfg[CF_SGH]
+    GD = G * dim
+    F = tier_int[k, 0]
+    d0, nd = span(dim, nblk, bid)
+    old = (t // F) % 2
+    h_old = ((old * K + k) * L + layer) * B * dim
+    h_new = (((1 - old) * K + k) * L + layer) * B * dim
+    c_whh = wcache[(k * L + layer) * 2]
+    for g in range(G):  # gh rows of this block's dims: sm[s_gh + b*G*dpb + g*dpb + d]
+        slice_matvec(M, sm, c_whh, layer_off[k, layer, SRNN_WHH], g * dim + d0, g * dpb, nd, dim, hbuf, h_old, dim,
+                     B, sm, s_gh + g * dpb, G * dpb, V, layer_off[k, layer, SRNN_BHH] + g * dim + d0, tid, nthreads)
+    if layer > 0:
+        x_in = (((1 - old) * K + k) * L + layer - 1) * B * dim
+        c_wih = wcache[(k * L + layer) * 2 + 1]
+        for g in range(G):
+            slice_matvec(M, sm, c_wih, layer_off[k, layer, SRNN_WIH], g * dim + d0, g * dpb, nd, dim, hbuf, x_in,
+                         dim, B, sm, s_gi + g * dpb, G * dpb, V, layer_off[k, layer, SRNN_BIH] + g * dim + d0,
+                         tid, nthreads)
+    else:  # the frame through the folded input projection, plus the conditioning from above
+        half_q = float32(cfg[CF_Q]) * float32(0.5)
+        a_off = tier_off[k, SRNN_A]
+        c_off = tier_off[k, SRNN_C]
+        j = 0
+        r_up = 1
+        if k > 0:
+            j = (t % tier_int[k - 1, 0]) // F
+            r_up = tier_int[k - 1, 1]
+        s_hist = 0
+        for e in range(tid, B * G * nd, nthreads):
+            b = e // (G * nd)
+            g = (e - b * G * nd) // nd
+            d = e - b * G * nd - g * nd
+            row = g * dim + d0 + d
+            acc = V[c_off + row]
+            for f in range(F):
+                code = sm[s_hist + b * F0 + (t + F0 - F + f) % F0]
+                acc += V[a_off + row * F + f] * ((code / half_q - float32(1.0)) * float32(2.0))
+            if k > 0:
+                acc += pbuf[p_off[k] + (b * r_up + j) * GD + row]
+            elif cfg[CF_LABELLED]:
+                acc += label_proj[b * GD + row]
+            sm[s_gi + b * G * dpb + g * dpb + d] = acc
+    cuda.syncthreads()  # GATES-BARRIER
+    for e in range(tid, B * nd, nthreads):
+        b = e // nd
+        d = e - b * nd
+        gi = s_gi + b * G * dpb + d
+        gh = s_gh + b * G * dpb + d
+        if cfg[CF_LSTM]:
+            ig = sigmoid(sm[gi] + sm[gh])
+            fg = sigmoid(sm[gi + dpb] + sm[gh + dpb])
+            gg = float32(math.tanh(sm[gi + 2 * dpb] + sm[gh + 2 * dpb]))
+            og = sigmoid(sm[gi + 3 * dpb] + sm[gh + 3 * dpb])
+            c_at = ((k * L + layer) * B + b) * dim + d0 + d
+            cn = fg * cbuf[c_at] + ig * gg
+            cbuf[c_at] = cn
+            h = og * float32(math.tanh(cn))
+        else:
+            r = sigmoid(sm[gi] + sm[gh])
+            z = sigmoid(sm[gi + dpb] + sm[gh + dpb])
+            nn = float32(math.tanh(sm[gi + 2 * dpb] + r * sm[gh + 2 * dpb]))
+            h = (float32(1.0) - z) * nn + z * hbuf[h_old + b * dim + d0 + d]
+        hbuf[h_new + b * dim + d0 + d] = h
+        if cfg[CF_SKIP]:
+            y_at = (k * B + b) * dim + d0 + d
+            if layer == 0:
+                ybuf[y_at] = h
+            else:
+                ybuf[y_at] += h
+
+
+@cuda.jit(device=True)
+def up_phase(k, t, M, V, tier_off, tier_int, wcache, cfg, sm, hbuf, ybuf, condbuf, cond_off, bid, nblk, tid, nthreads):
+    """This block's rows of tier k's upsampling: cond [B, ratio*dim] = up_w @ y + up_b."""
+    B = cfg[CF_B]
+    dim = cfg[CF_DIM]
+    L = cfg[CF_L]
+    K = cfg[CF_K]
+    R = tier_int[k, 1] * dim
+    r0, nr = span(R, nblk, bid)
+    if cfg[CF_SKIP]:
+        slice_matvec(M, sm, wcache[2 * K * L + k], tier_off[k, SRNN_UPW], r0, 0, nr, dim, ybuf, k * B * dim, dim, B,
+                     condbuf, cond_off[k] + r0, R, V, tier_off[k, SRNN_UPB] + r0, tid, nthreads)
+    else:
+        new = (t // tier_int[k, 0] + 1) % 2
+        x_off = ((new * K + k) * L + L - 1) * B * dim
+        slice_matvec(M, sm, wcache[2 * K * L + k], tier_off[k, SRNN_UPW], r0, 0, nr, dim, hbuf, x_off, dim, B,
+                     condbuf, cond_off[k] + r0, R, V, tier_off[k, SRNN_UPB] + r0, tid, nthreads)
+
+
+@cuda.jit(device=True)
+def proj_phase(k, M, V, tier_off, tier_int, wcache, cfg, sm, condbuf, cond_off, pbuf, p_off, bid, nblk, tid, nthreads):
+    """This block's rows of tier k+1's input projections of tier k's ratio conditioning vectors."""
+    dim = cfg[CF_DIM]
+    GD = cfg[CF_G] * dim
+    L = cfg[CF_L]
+    K = cfg[CF_K]
+    r0, nr = span(GD, nblk, bid)
+    slice_matvec(M, sm, wcache[2 * K * L + K + k + 1], tier_off[k + 1, SRNN_WIH0], r0, 0, nr, dim, condbuf,
+                 cond_off[k], dim, cfg[CF_B] * tier_int[k, 1], pbuf, p_off[k + 1] + r0, GD, V, -1, tid, nthreads)
+
+
+@cuda.jit(device=True)
+def hidden_phase(t, M, V, mlp_off, tier_int, wcache, cfg, sm, condbuf, cond_off, xbuf, bid, nblk, tid, nthreads):
+    """x1 = relu(in_b + cond + sum_p tables[p, code_p]) for every stream into shared memory, then
+    this block's rows of hidden_w @ x1 + hidden_b into xbuf[t % 2]."""
+    B = cfg[CF_B]
+    dim = cfg[CF_DIM]
+    K = cfg[CF_K]
+    q = cfg[CF_Q]
+    F0 = cfg[CF_F0]
+    s_x = cfg[CF_SX]
+    w = tier_int[K - 1, 0]
+    j = t % w
+    c_off = cond_off[K - 1]
+    tab = mlp_off[SRNN_TAB]
+    in_b = mlp_off[SRNN_INB]
+    for e in range(tid, B * dim, nthreads):
+        b = e // dim
+        d = e - b * dim
+        acc = V[in_b + d] + condbuf[c_off + (b * w + j) * dim + d]
+        for p in range(w):
+            code = int32(sm[b * F0 + (t + F0 - w + p) % F0])
+            acc += V[tab + (p * q + code) * dim + d]
+        sm[s_x + e] = max(acc, float32(0.0))
+    cuda.syncthreads()  # X1-BARRIER
+    r0, nr = span(dim, nblk, bid)
+    L = cfg[CF_L]
+    slice_matvec(M, sm, wcache[2 * K * L + 2 * K], mlp_off[SRNN_HIDW], r0, 0, nr, dim, sm, s_x, dim, B,
+                 xbuf, (t % 2) * B * dim + r0, dim, V, mlp_off[SRNN_HIDB] + r0, tid, nthreads)
+
+
+@cuda.jit(device=True)
+def out_phase(t, i, n, mode, M, V, mlp_off, wcache, cfg, sm, xbuf, logits_buf, logits_out, bid, nblk, tid, nthreads):
+    """relu(x2) into shared memory, then this block's rows of the logits: into logits_buf [B, Q]
+    (sampling) or logits_out [B, n, Q] at step i (teacher forcing)."""
+    B = cfg[CF_B]
+    dim = cfg[CF_DIM]
+    q = cfg[CF_Q]
+    K = cfg[CF_K]
+    L = cfg[CF_L]
+    s_x = cfg[CF_SX]
+    x_off = (t % 2) * B * dim
+    for e in range(tid, B * dim, nthreads):
+        sm[s_x + e] = max(xbuf[x_off + e], float32(0.0))
+    cuda.syncthreads()  # X2-BARRIER
+    r0, nr = span(q, nblk, bid)
+    c_out = wcache[2 * K * L + 2 * K + 1]
+    if mode == SAMPLE:
+        slice_matvec(M, sm, c_out, mlp_off[SRNN_OUTW], r0, 0, nr, dim, sm, s_x, dim, B, logits_buf, r0, q,
+                     V, mlp_off[SRNN_OUTB] + r0, tid, nthreads)
+    else:
+        slice_matvec(M, sm, c_out, mlp_off[SRNN_OUTW], r0, 0, nr, dim, sm, s_x, dim, B, logits_out, i * q + r0, n * q,
+                     V, mlp_off[SRNN_OUTB] + r0, tid, nthreads)
+
+
+@cuda.jit(device=True)
+def take_codes(t, i, n, mode, cfg, sm, codes_in, uniforms, temps, codes_out, logits_buf, bid, tid, nthreads):
+    """Every stream's code at position t (drawn from logits_buf, or the given one) into this block's
+    ring of past codes; block 0 also writes drawn codes to codes_out [B, n]."""
+    B = cfg[CF_B]
+    q = cfg[CF_Q]
+    F0 = cfg[CF_F0]
+    lane = tid % 32
+    for b in range(tid // 32, B, nthreads // 32):
+        if mode == SAMPLE:
+            code = warp_sample(logits_buf, b * q, q, uniforms[b * n + i], temps[b], sm,
+                               cfg[CF_SWS] + (tid // 32) * SAMPLE_SCRATCH, lane)
+            if bid == 0 and lane == 0:
+                codes_out[b * n + i] = code
+        else:
+            code = codes_in[b * n + i]
+        if lane == 0:
+            sm[b * F0 + t % F0] = float32(code)
+
+
+@cuda.jit
+def samplernn_persistent(M, V, tier_off, layer_off, mlp_off, tier_int, wcache, cfg, t0, n, mode,
+                         history, hbuf, cbuf, condbuf, cond_off, pbuf, p_off, label_proj,
+                         codes_in, uniforms, temps, codes_out, logits_out,
+                         xbuf, ybuf, logits_buf, flags, err, spin_limit):
+    """n samples of B streams from position t0 (module docstring). Grid: any number of blocks,
+    all resident at once; threads: a multiple of 32; dynamic shared memory: see
+    :class:`PersistentSampleRNN`. mode TEACHER_FORCE (codes_in [B, n] → logits_out [B, n, Q]),
+    SAMPLE (uniforms [B, n], temps [B] → codes_out [B, n]) or HOIST (pbuf from condbuf only)."""
+    sm = cuda.shared.array(0, float32)
+    status = cuda.shared.array(1, int32)
+    tid = cuda.threadIdx.x
+    nthreads = cuda.blockDim.x
+    bid = cuda.blockIdx.x
+    nblk = cuda.gridDim.x
+    B = cfg[CF_B]
+    K = cfg[CF_K]
+    L = cfg[CF_L]
+    F0 = cfg[CF_F0]
+    if tid == 0:
+        status[0] = 1  # cleared only by a timed-out wait (wait_flags)
+    load_caches(M, tier_off, layer_off, mlp_off, tier_int, wcache, cfg, sm, bid, nblk, tid, nthreads)
+    for e in range(tid, B * F0, nthreads):  # the past codes, as a ring: position s in slot s % F0
+        b = e // F0
+        p = e - b * F0
+        sm[b * F0 + (t0 + p) % F0] = float32(history[e])
+    cuda.syncthreads()
+    phase = 0
+    ok = True  # a barrier's answer: False once a wait timed out
+    if mode == HOIST:
+        for k in range(K - 1):
+            proj_phase(k, M, V, tier_off, tier_int, wcache, cfg, sm, condbuf, cond_off, pbuf, p_off,
+                       bid, nblk, tid, nthreads)
+        return
+    for i in range(n):
+        t = t0 + i
+        for k in range(K):
+            if t % tier_int[k, 0] == 0:
+                for layer in range(L):
+                    layer_phase(k, layer, t, M, V, tier_off, layer_off, tier_int, wcache, cfg, sm, hbuf, cbuf, ybuf,
+                                pbuf, p_off, label_proj, bid, nblk, tid, nthreads)
+                    phase += 1
+                    ok = grid_barrier(flags, bid, nblk, phase, spin_limit, err, status, tid, nthreads)  # LAYER-BARRIER
+                    if not ok:
+                        return
+                up_phase(k, t, M, V, tier_off, tier_int, wcache, cfg, sm, hbuf, ybuf, condbuf, cond_off,
+                         bid, nblk, tid, nthreads)
+                phase += 1
+                ok = grid_barrier(flags, bid, nblk, phase, spin_limit, err, status, tid, nthreads)  # UP-BARRIER
+                if not ok:
+                    return
+                if k + 1 < K:
+                    proj_phase(k, M, V, tier_off, tier_int, wcache, cfg, sm, condbuf, cond_off, pbuf, p_off,
+                               bid, nblk, tid, nthreads)
+                    phase += 1
+                    ok = grid_barrier(flags, bid, nblk, phase, spin_limit, err, status, tid, nthreads)  # PROJ-BARRIER
+                    if not ok:
+                        return
+        hidden_phase(t, M, V, mlp_off, tier_int, wcache, cfg, sm, condbuf, cond_off, xbuf, bid, nblk, tid, nthreads)
+        phase += 1
+        ok = grid_barrier(flags, bid, nblk, phase, spin_limit, err, status, tid, nthreads)  # HIDDEN-BARRIER
+        if not ok:
+            return
+        out_phase(t, i, n, mode, M, V, mlp_off, wcache, cfg, sm, xbuf, logits_buf, logits_out, bid, nblk,
+                  tid, nthreads)
+        if mode == SAMPLE:
+            phase += 1
+            ok = grid_barrier(flags, bid, nblk, phase, spin_limit, err, status, tid, nthreads)  # OUT-BARRIER
+            if not ok:
+                return
+        take_codes(t, i, n, mode, cfg, sm, codes_in, uniforms, temps, codes_out, logits_buf, bid, tid, nthreads)
+        cuda.syncthreads()  # CODES-BARRIER
+    if bid == 0:
+        t_end = t0 + n
+        for e in range(tid, B * F0, nthreads):
+            b = e // F0
+            p = e - b * F0
+            history[e] = int32(sm[b * F0 + (t_end + p) % F0])
+
+
+# ----- the host side -------------------------------------------------------------------------------------
+
+SPIN_LIMIT = 1 << 24  # polls of one flag (about 10 s on a GPU) before the kernel gives up: a bug, not a wait
+SHARED_RESERVE_BYTES = 1024  # left to the kernel's static shared memory (the wait status)
+MAX_STREAMS = 64
+
+
+def _device_view(x: torch.Tensor):
+    """A kernel argument: the tensor (numba reads __cuda_array_interface__) on a GPU, a numpy view of
+    the CPU tensor under the simulator."""
+    return x.numpy() if x.device.type == "cpu" else cuda.as_cuda_array(x)
+
+
+def _span_count(total: int, blocks: int) -> int:
+    """The most items any block gets of ``total`` (the device's :func:`span`)."""
+    return -(-total // blocks)
+
+
+class PersistentSampleRNN:
+    """Runs :func:`samplernn_persistent` for a :class:`~wavegen.kernels.cuda.samplernn.CudaSampleRNNEngine`.
+
+    Options: ``blocks`` (grid size; default one per multiprocessor, at most one per dim; 2 in
+    the simulator), ``threads`` per block (a multiple of 32; default 256, 32 in the simulator),
+    ``smem_bytes`` (shared memory a block may use: the device's opt-in limit by default, or
+    unlimited in the simulator). Matrices are placed in shared memory in the order they are
+    read most often (MLP, then the tiers from the bottom up) while they fit; ``matrices`` names
+    them all, ``cached`` those that fit.
+    """
+
+    def __init__(self, engine, blocks: int | None = None, threads: int | None = None, smem_bytes: int | None = None):
+        p, B, dev = engine.packed, engine.streams, engine.device
+        self.engine = engine
+        dim, G, L, K, q = p["dim"], p["gates"], p["n_layers"], len(p["tier_int"]), int(p["tier_int"][0, 2])
+        if B > MAX_STREAMS:
+            raise EngineError(f"the persistent SampleRNN kernel runs at most {MAX_STREAMS} streams ({B} asked): "
+                              "use path='large'")
+        on_gpu = dev.type == "cuda" and not simulated()
+        props = torch.cuda.get_device_properties(dev) if on_gpu else None
+        self.blocks = int(blocks or (min(props.multi_processor_count, dim) if on_gpu else 2))
+        self.threads = int(threads or (256 if on_gpu else 32))
+        if self.threads % 32 or not 32 <= self.threads <= 1024:
+            raise EngineError(f"threads={threads}: a multiple of 32 from 32 to 1024")
+        if not 1 <= self.blocks <= max(dim, 1):
+            raise EngineError(f"blocks={blocks}: from 1 to the model's dim ({dim})")
+        if on_gpu and self.blocks > props.multi_processor_count:
+            raise EngineError(f"the persistent kernel needs its {self.blocks} blocks resident at once, more than the "
+                              f"{props.multi_processor_count} multiprocessors of {props.name}")
+        limit = getattr(props, "shared_memory_per_block_optin", 227 * 1024) if on_gpu else 1 << 40
+        budget = int(smem_bytes if smem_bytes is not None else limit - SHARED_RESERVE_BYTES)
+        F0 = int(p["tier_int"][0, 0])
+        dpb = _span_count(dim, self.blocks)
+        s_gi = B * F0
+        s_gh = s_gi + B * G * dpb
+        s_x = s_gh + B * G * dpb
+        s_ws = s_x + B * dim
+        end = s_ws + SAMPLE_SCRATCH * (self.threads // 32)
+        if 4 * end > min(budget, limit):
+            raise EngineError(f"the persistent kernel needs {4 * end} bytes of shared memory per block for "
+                              f"{B} streams' activations, more than {min(budget, limit)}: use fewer streams "
+                              "or path='large'")
+        self.wcache = np.full(2 * K * L + 2 * K + 2, -1, np.int64)
+        self.cached, self.matrices = [], []
+        for name, index, rows, cols in self._matrices(p, K, L, G, dim, q, dpb, self.blocks):
+            self.matrices.append(name)
+            need = rows * (cols + 1)
+            if 4 * (end + need) <= budget:
+                self.wcache[index] = end
+                end += need
+                self.cached.append(name)
+        self.shared_bytes = 4 * end
+        self.cfg = np.array([B, dim, G, int(p["lstm"]), int(p["skip"]), L, q, K, F0, 0, dpb, s_gi, s_gh, s_x, s_ws],
+                            np.int64)
+        f32 = dict(dtype=torch.float32, device=dev)
+        to = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(dev)  # noqa: E731
+        self.weights = [to(p["M"]), to(p["V"]), to(p["tier_off"]), to(p["layer_off"]), to(p["mlp_off"]),
+                        to(p["tier_int"]), to(self.wcache)]
+        fill = math.nan if simulated() else 0.0  # an unwritten value read in a test shows as NaN
+        self.xbuf = torch.full((2 * B * dim,), fill, **f32)
+        self.ybuf = torch.full((max(K * B * dim, 1),), fill, **f32)
+        self.logits_buf = torch.full((B * q,), fill, **f32)
+        self.flags = torch.zeros(self.blocks, dtype=torch.int32, device=dev)
+        self.err = torch.zeros(1, dtype=torch.int32, device=dev)
+        self.no_codes = torch.zeros(1, dtype=torch.int64, device=dev)
+        self.no_floats = torch.zeros(1, **f32)
+
+    @staticmethod
+    def _matrices(p, K, L, G, dim, q, dpb, blocks):
+        """(name, wcache index, rows per block, columns) of every matrix, most often read first."""
+        blocks_rows = lambda rows: _span_count(rows, blocks)  # noqa: E731 - the device's span
+        out = [("hidden", cache_index("hidden", K, L), blocks_rows(dim), dim),
+               ("out", cache_index("out", K, L), blocks_rows(q), dim)]
+        for k in reversed(range(K)):
+            ratio = int(p["tier_int"][k, 1])
+            for layer in range(L):
+                out.append((f"tier{k}.w_hh{layer}", cache_index("whh", K, L, k, layer), G * dpb, dim))
+                if layer > 0:
+                    out.append((f"tier{k}.w_ih{layer}", cache_index("wih", K, L, k, layer), G * dpb, dim))
+            out.append((f"tier{k}.up", cache_index("up", K, L, k), blocks_rows(ratio * dim), dim))
+            if k + 1 < K:
+                out.append((f"tier{k + 1}.w_ih0", cache_index("proj", K, L, k + 1), blocks_rows(G * dim), dim))
+        return out
+
+    def _launch(self, mode, t0, n, codes_in, uniforms, temps, codes_out, logits_out) -> None:
+        e = self.engine
+        self.flags.zero_()
+        self.err.zero_()
+        cfg = self.cfg.copy()
+        cfg[CF_LABELLED] = int(e.label_blend is not None)
+        state = (e.history.view(-1), e.hbuf.view(-1), e.cbuf.view(-1), e.condbuf, e.cond_off_dev, e.pbuf,
+                 e.p_off_dev, e.label_proj.view(-1))
+        args = ([_device_view(x) for x in self.weights] + [_device_view(torch.from_numpy(cfg).to(e.device))]
+                + [int(t0), int(n), mode] + [_device_view(x) for x in state]
+                + [_device_view(x.reshape(-1)) for x in (codes_in, uniforms, temps, codes_out, logits_out)]
+                + [_device_view(x) for x in (self.xbuf, self.ybuf, self.logits_buf, self.flags, self.err)]
+                + [SPIN_LIMIT])
+        stream = None
+        if e.device.type == "cuda":
+            stream = cuda.external_stream(torch.cuda.current_stream(e.device).cuda_stream)
+        launch(samplernn_persistent, self.blocks, self.threads, self.shared_bytes, tuple(args), stream)
+        if int(self.err.item()):
+            raise RuntimeError("the persistent SampleRNN kernel timed out waiting for a block (a bug, or blocks not "
+                               "resident at once): state is undefined, reset the engine")
+
+    def run_sample(self, t0: int, uniforms: torch.Tensor, temps: torch.Tensor, codes_out: torch.Tensor) -> None:
+        """codes_out [B, n] drawn with uniforms [B, n] and temperatures [B], from position t0."""
+        self._launch(SAMPLE, t0, uniforms.shape[1], self.no_codes, uniforms, temps, codes_out, self.no_floats)
+
+    def run_teacher_force(self, t0: int, codes_in: torch.Tensor, logits_out: torch.Tensor) -> None:
+        """logits_out [B, n, Q] for the given codes [B, n], from position t0."""
+        self._launch(TEACHER_FORCE, t0, codes_in.shape[1], codes_in, self.no_floats, self.no_floats,
+                     self.no_codes, logits_out)
+
+    def hoist(self, t0: int) -> None:
+        """Recompute every tier's input projections of its conditioning (pbuf) from condbuf, with the
+        arithmetic of the sample loop (after a state is loaded: exact continuation)."""
+        self._launch(HOIST, t0, 0, self.no_codes, self.no_floats, self.no_floats, self.no_codes, self.no_floats)
+
+
+SAMPLERNN_PERSISTENT_SIGNATURE = (
+    "void(float32[::1], float32[::1], int64[:, ::1], int64[:, :, ::1], int64[::1], int64[:, ::1], int64[::1], "
+    "int64[::1], int64, int64, int64, "
+    "int64[::1], float32[::1], float32[::1], float32[::1], int64[::1], float32[::1], int64[::1], float32[::1], "
+    "int64[::1], float32[::1], float32[::1], int64[::1], float32[::1], "
+    "float32[::1], float32[::1], float32[::1], int32[::1], int32[::1], int64)")
+register_numba_kernel("samplernn_persistent", samplernn_persistent, SAMPLERNN_PERSISTENT_SIGNATURE)
