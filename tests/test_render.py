@@ -133,6 +133,10 @@ def test_finished_render_is_left_alone_and_other_parameters_are_refused(model, t
         render(model, out, settings(0.25, streams=2, seed=7), progress=False)
     with pytest.raises(RenderStateError, match=r"temperature=\[1.0, 1.0\].*temperature=\[0.5, 0.5\]"):
         render(model, out, settings(0.25, streams=2, temperature=[0.5]), progress=False)
+    report_text = (out / "render_report.json").read_text()
+    (out / "render_report.json").write_text(report_text[:40])  # damaged: named, with the way out
+    with pytest.raises(RenderStateError, match=r"render_report\.json: unreadable render report .*--restart"):
+        render(model, out, settings(0.25, streams=2, spectrogram=True), progress=False)
     before = file_bytes(out, 2)
     render(model, out, settings(0.25, streams=2, seed=7), progress=False, restart=True)
     assert file_bytes(out, 2) != before

@@ -108,28 +108,32 @@ class RenderJob:
         return dequantize(codes, self.q_levels, self.quantization)
 
     def run(self, restart: bool, progress: bool) -> dict:
+        """Every process: prepare the folder (first process), render this process's streams, then
+        the report (first process). → the report, or this process's paths under several."""
         folder, procs = self.folder, self.procs
-
-        def prepare():
-            if procs.rank == 0:
-                done = folder.prepare(self.params, restart)
-                if done is None:
-                    folder.warn_if_short_of_space(self.total)
-                return done is not None
-            return None
-
-        procs.agree(prepare, src=0)
-        done = procs.agree(lambda: folder.completed_report(self.params))
+        procs.agree(lambda: self._prepare(restart), src=0)
+        done = procs.agree(self._finished_or_checked)
         if done is not None:
             logger.info("%s: this render is already complete (%d stream(s) x %.1f s); nothing to do",
                         folder.out_dir, done["streams"], done["seconds"])
             return done
-        procs.agree(lambda: procs.rank == 0 or check_params(folder.saved_params() or {}, self.params, folder.out_dir))
         shard = ShardRender(self, progress and procs.rank == 0)
         meta = procs.agree(shard.run if len(self.ids) else (lambda: None))
         if procs.rank != 0:
             return {"paths": [str(folder.paths[i]) for i in self.ids], "rank": procs.rank, "meta": meta}
         return self.finish()
+
+    def _prepare(self, restart: bool) -> None:
+        """First process, lock held: --restart, the rerun check, this render's parameters recorded."""
+        if self.folder.prepare(self.params, restart) is None:
+            self.folder.warn_if_short_of_space(self.total)
+
+    def _finished_or_checked(self) -> dict | None:
+        """The report when this render is complete; else None, once the recorded parameters are checked."""
+        done = self.folder.completed_report(self.params)
+        if done is None and self.procs.rank != 0:  # the first process checked them in _prepare
+            check_params(self.folder.saved_params() or {}, self.params, self.folder.out_dir)
+        return done
 
     def finish(self) -> dict:
         """First process, every shard done: the report of the whole render → render_report.json."""
