@@ -66,7 +66,8 @@ class Server:
     """``wavegen serve MODEL --port 0 ...`` in a subprocess; ``url`` once it listens."""
 
     def __init__(self, model: Path, *args: str, cwd: Path | None = None):
-        self.args = [sys.executable, "-m", "wavegen", "serve", str(model), "--port", "0", *args]
+        # --allow-slow: a machine busy with other work must not make a test server refuse to start
+        self.args = [sys.executable, "-m", "wavegen", "serve", str(model), "--port", "0", "--allow-slow", *args]
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
                                      cwd=cwd)
         self.stderr: list[str] = []
@@ -74,6 +75,7 @@ class Server:
         line = self._readline(START_TIMEOUT)
         if not line.startswith("listening: "):
             self.stop()
+            time.sleep(0.5)  # the rest of its stderr
             raise AssertionError(f"server did not start: {line!r}\n{''.join(self.stderr)}")
         self.url = line.split(" ", 1)[1].strip().rstrip("/")
         self.port = int(self.url.rsplit(":", 1)[1])

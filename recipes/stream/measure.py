@@ -178,7 +178,8 @@ def main() -> int:
         print(f"{r['listeners']:4d} listener(s) x {r['seconds']:.0f} s: server CPU {r['server_cpu_percent']:.1f}% "
               f"of a core (station thread {100 * r['station_cpu_seconds'] / r['wall_seconds']:.1f}%); "
               f"continuous: {r['all_continuous']}; listeners with gaps: {r['listeners_with_gaps']} "
-              f"(longest {1000 * r['longest_gap_seconds']:.0f} ms); max lateness {1000 * r['max_lateness_seconds']:.0f} ms; "
+              f"(longest {1000 * r['longest_gap_seconds']:.0f} ms); "
+              f"max lateness {1000 * r['max_lateness_seconds']:.0f} ms; "
               f"refused {r['refused']}, skips {r['skips']}, dropped {r['dropped']}; decoded {r['decoded']}")
     print(f"server CPU, {args.listeners} listeners / 1 listener: {report['cpu_ratio']:.3f}")
     if args.json:

@@ -47,13 +47,13 @@ run_stage() {  # run_stage N "title" command...
 setup() { bash recipes/setup.sh; }
 run_stage 0 "set-up (pinned torch, wavegen and its dependencies)" setup
 if [ -z "$model" ]; then
-  model="$dir/run"
+  model="$dir/demo-album"
   run_stage 1 "synthesise a small album (8 songs x 20 s)" \
     python3 recipes/demo/make_recordings.py "$dir/recordings" --songs 8 --seconds 20
   run_stage 2 "prep: mono, 16 kHz, trim silence, split by song" \
     wavegen prep "$dir/recordings" "$dir/corpus" --val-fraction 0.125 --test-fraction 0.125
   run_stage 3 "train samplernn-tiny for $steps steps (a few minutes on 2 CPU cores)" \
-    wavegen train --data "$dir/corpus" --model samplernn-tiny --run "$dir/run" --max-steps "$steps"
+    wavegen train --data "$dir/corpus" --model samplernn-tiny --run "$dir/demo-album" --max-steps "$steps"
 fi
 
 # Stage 4 runs until stopped, so it leaves no marker: rerunning the recipe serves again.
