@@ -150,7 +150,10 @@ def test_backends_are_listed_with_their_reasons():
     assert all(reason is None or isinstance(reason, str) and reason for reason in avail.values())
     if not torch.cuda.is_available():
         assert avail["cuda"] is not None
-        assert "runs on cpu, not cuda" in available_backends("samplernn", device="cuda")["numba"]
+        on_gpu = available_backends("samplernn", device="cuda")
+        assert "runs on cpu, not cuda" in on_gpu["numba"] and "no CUDA device here" in on_gpu["torch"]
+        with pytest.raises(BackendUnavailableError, match="no CUDA device here"):
+            make_engine(model(), 1, "torch", device="cuda")
         assert "precision fp16 is not supported by torch" in available_backends("wavenet", precision="fp16")["torch"]
 
 

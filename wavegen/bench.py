@@ -356,6 +356,19 @@ def _peak_memory(device: torch.device) -> tuple[int, str]:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "peak RSS of the process (since start)"
 
 
+def _training_config(base: dict, train: dict) -> tuple[dict, object]:
+    """A preset's config with ``train`` settings overridden, validated → (config, TrainConfig)."""
+    from wavegen.config import TrainConfig, from_dict, to_dict
+    from wavegen.models import model_config
+
+    config = {**base, "train": {**base["train"], **train}}
+    train_cfg = from_dict(TrainConfig, config["train"], "train")
+    train_cfg.validate()
+    model_config(config).validate(train_cfg)
+    config["train"] = to_dict(train_cfg)
+    return config, train_cfg
+
+
 def bench_training(model: str, batches=(32,), seq_len: int | None = None, steps: int = 5, warmup: int = 2,
                    threads: int | None = None, device: str = "cpu", mixed_precision: str = "auto",
                    compile: bool = False, grad_accum: int = 1, num_workers: int = 0, seed: int = 0,
@@ -373,9 +386,8 @@ def bench_training(model: str, batches=(32,), seq_len: int | None = None, steps:
     ``peak_memory_bytes`` and ``memory`` (what was measured: CUDA max allocated, or the process's
     peak RSS during the timed steps), ``loss_bits`` (the last step's, a sanity check).
     """
-    from wavegen.config import TrainConfig, from_dict, to_dict
     from wavegen.data import BatchStream
-    from wavegen.models import PRESETS, model_config, resolve_preset
+    from wavegen.models import PRESETS, resolve_preset
     from wavegen.resolve import resolve_model
     from wavegen.train import LN2, build_training, make_accelerator, train_step
 
@@ -391,15 +403,10 @@ def bench_training(model: str, batches=(32,), seq_len: int | None = None, steps:
     rate = resolve_model(model).sample_rate
     rows, facts = [], {}
     for batch in batches:
-        config = {**base, "train": {**base["train"], "batch_size": batch, "grad_accum": grad_accum,
-                                    "compile": compile, "num_workers": num_workers, "seed": seed,
-                                    "warmup_steps": 0, "lr_schedule": "constant"}}
-        if seq_len is not None:
-            config["train"]["seq_len"] = seq_len
-        train_cfg = from_dict(TrainConfig, config["train"], "train")
-        train_cfg.validate()
-        model_config(config).validate(train_cfg)
-        config["train"] = to_dict(train_cfg)
+        config, train_cfg = _training_config(base, {"batch_size": batch, "grad_accum": grad_accum, "compile": compile,
+                                                    "num_workers": num_workers, "seed": seed, "warmup_steps": 0,
+                                                    "lr_schedule": "constant",
+                                                    **({} if seq_len is None else {"seq_len": seq_len})})
         if progress is not None:
             progress(f"train {model} batch {batch} x {train_cfg.seq_len} samples: "
                      f"{warmup} warm-up + {steps} timed steps")

@@ -130,6 +130,8 @@ def _unavailable(backend: str, family: str | None, device=None) -> str | None:
     classes = [engines[family]] if family is not None else list(engines.values())
     if kind is not None and not any(kind in cls.device_types for cls in classes):
         return f"runs on {' or '.join(classes[0].device_types)}, not {kind}"
+    if kind == "cuda" and not torch.cuda.is_available():
+        return "no CUDA device here (torch.cuda.is_available() is false)"
     return None
 
 
