@@ -40,7 +40,6 @@ class Broadcast:
         self.delay_seconds = 0.0
         self.started = time.monotonic()
         self.closed = False
-        self.station_done = False
         self._on_air = asyncio.Event()  # set and cleared at every page put on air
         self._arrived = asyncio.Event()
         # listener statistics
@@ -61,21 +60,14 @@ class Broadcast:
             return seconds
         return seconds + (time.monotonic() if now is None else now) - wall
 
-    @property
-    def aired_seconds(self) -> float:
-        """End of the audio on air so far (what listeners have been sent)."""
-        return self.ring[-1].end_seconds if self.ring else self._anchor[1]
-
     def add_pages(self, header: bytes, pages: list[Page] | None) -> None:
         """From the station (on the loop): the stream's header pages and new pages, or None when
         the station stopped."""
         self.header = header
-        if pages is None:
-            self.station_done = True
-        else:
+        if pages is not None:
             now = time.monotonic()
             self.pending.extend((p, now) for p in pages)
-        self._arrived.set()
+            self._arrived.set()
 
     async def pace(self) -> None:
         """Put pending pages on air at their time, until closed."""
