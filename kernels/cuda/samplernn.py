@@ -24,11 +24,14 @@ with the path's own arithmetic, so a loaded engine continues bit for bit.
   (MLP, then output layer and sampling) plus a fused gate kernel per RNN layer when a tier is
   due; on a GPU, sampling replays a CUDA graph of one top frame.
 
-The path follows :func:`wavegen.generate.cuda_batch_path` by stream count unless given. Under
+The path follows :func:`wavegen.generate.cuda_batch_path` by stream count unless given (and
+is large where the streams' activations do not fit the persistent kernel's shared memory). Under
 numba-cuda's simulator / Triton's interpreter (tests) the engine also runs with ``device="cpu"``.
 """
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 import torch
@@ -39,6 +42,7 @@ from wavegen.kernels.packing import (SAMPLERNN_STREAM_AXES, as_numpy, check_stat
                                      samplernn_label_projection, samplernn_state_layout)
 
 PATHS = ("small", "large")
+logger = logging.getLogger(__name__)
 
 
 def _interpreted() -> bool:
@@ -96,12 +100,18 @@ class CudaSampleRNNEngine(Engine):
         if self.path == "small":
             if block_streams is not None or graph is not None:
                 raise EngineError("block_streams and graph are options of path='large'")
-            from wavegen.kernels.cuda.samplernn_small import PersistentSampleRNN
+            from wavegen.kernels.cuda.samplernn_small import PersistentSampleRNN, SmallPathDoesNotFit
 
-            self.impl = PersistentSampleRNN(self, blocks=blocks, threads=threads, smem_bytes=smem_bytes)
-        else:
-            if blocks is not None or threads is not None or smem_bytes is not None:
-                raise EngineError("blocks, threads and smem_bytes are options of path='small'")
+            try:
+                self.impl = PersistentSampleRNN(self, blocks=blocks, threads=threads, smem_bytes=smem_bytes)
+            except SmallPathDoesNotFit as err:
+                if path is not None:
+                    raise
+                logger.info("%s: taking the large-batch path", err)
+                self.path = "large"
+        elif blocks is not None or threads is not None or smem_bytes is not None:
+            raise EngineError("blocks, threads and smem_bytes are options of path='small'")
+        if self.path == "large":
             from wavegen.kernels.cuda.samplernn_large import FusedSampleRNN
 
             self.impl = FusedSampleRNN(self, block_streams=block_streams, graph=graph)

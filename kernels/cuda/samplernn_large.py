@@ -12,8 +12,8 @@ Per sample (position t), for B streams at once:
 - :func:`srnn_linear` for the hidden layer (ReLU);
 - :func:`srnn_out_sample`: the logits of a block of streams in registers, then the draw of
   each stream's code (inverse CDF, the arithmetic of :func:`wavegen.engine.sample_codes`, with
-  the exact cumulative sum of :mod:`.wavenet_large` standing in for torch's float64 running
-  sum) into the ring of past codes.
+  an exact fixed-point cumulative sum standing in for torch's float64 running sum) into the
+  ring of past codes.
 
 Matmuls take ``[BM, BK] x [BK, BN]`` tiles with ``tl.dot``: the activations cast to the weights'
 dtype (bf16/fp16: tensor cores, float32 accumulation) or, at precision fp32, IEEE float32
@@ -39,7 +39,6 @@ import triton.language as tl
 
 from wavegen.engine import EngineError
 from wavegen.kernels.cuda import register_triton_kernel
-from wavegen.kernels.cuda.wavenet_large import level_bits
 from wavegen.kernels.packing import as_numpy
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -80,7 +79,11 @@ def srnn_layer(X, WI, BI, H, WH, BH, CST, HN, Y, A, CV, ring, t_mod, ADD, add_st
         acc2 = tl.dot(h, tl.load(at + 2 * dim, mask=wm, other=0.0), acc2, input_precision=PREC)
         if LSTM:
             acc3 = tl.dot(h, tl.load(at + 3 * dim, mask=wm, other=0.0), acc3, input_precision=PREC)
-        if not LAYER0:
+    if not LAYER0:  # a loop of its own: half the tiles live at once (registers)
+        for k0 in range(0, dim, BK):
+            rk = k0 + tl.arange(0, BK)
+            mk = rk < dim
+            wm = mk[:, None] & md[None, :]
             x = tl.load(X + rb64[:, None] * dim + rk[None, :], mask=mb[:, None] & mk[None, :], other=0.0).to(dt)
             at = WI + rk[:, None].to(tl.int64) * GD + rd[None, :]
             acc0 = tl.dot(x, tl.load(at, mask=wm, other=0.0), acc0, input_precision=PREC)
@@ -199,7 +202,7 @@ def srnn_mlp_input(ring, t_mod, COND, cond_stride, TAB, INB, X1, B, dim, q, F0, 
 @triton.jit
 def srnn_out_sample(X2, WO, BO, ring, t_mod, codes_in, uniforms, temps, codes_out, logits_out, B, dim, F0, i, n,
                     mode, Q: tl.constexpr, QP: tl.constexpr, BB: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr,
-                    LEVEL_BITS: tl.constexpr):
+                    FIX_BITS: tl.constexpr):
     """Logits [BB, Q] = X2 @ WO [dim, Q] + BO for a block of streams; mode 0 (teacher forcing): into
     logits_out [B, n, Q] at step i, the code from codes_in [B, n]; mode 1: the code drawn with
     uniforms [B, n] at i and temps [B], into codes_out [B, n]. The code goes into slot t_mod of ring [B, F0]."""
@@ -223,26 +226,15 @@ def srnn_out_sample(X2, WO, BO, ring, t_mod, codes_in, uniforms, temps, codes_ou
     else:
         u = tl.load(uniforms + rb64 * n + i, mask=mb, other=0.0)
         temp = tl.load(temps + rb, mask=mb, other=1.0)
-        # inverse CDF as wavegen.engine.sample_codes (float64 running sum on torch's CPU): p split
-        # into pieces on fixed grids of LEVEL_BITS bits, whose float32 cumulative sums are exact in
-        # any order, added in float32 pairs (the scheme of wavenet_large_steps)
+        # inverse CDF as wavegen.engine.sample_codes (whose cumulative sum runs in float64 on torch's
+        # CPU): p in fixed point (2^-FIX_BITS units, int64), whose cumulative sums are exact in any
+        # order (the GPU's parallel scan and the interpreter's sequential one agree bit for bit),
+        # each prefix then rounded to float32 (the scheme of wavenet_large_steps)
         zq = tl.where(mq[None, :], acc / temp[:, None], float("-inf"))
-        rest = tl.exp(zq - tl.max(zq, axis=1)[:, None])
-        hi = tl.zeros([BB, QP], tl.float32)
-        lo = tl.zeros([BB, QP], tl.float32)
-        scale = 1.0
-        for level in tl.static_range(0, 64, LEVEL_BITS):
-            scale = scale * (2.0 ** LEVEL_BITS)
-            piece = tl.floor(rest * scale) / scale
-            rest = rest - piece
-            c = tl.cumsum(piece, axis=1)
-            s = hi + c
-            bb = s - hi
-            e = (hi - (s - bb)) + (c - bb) + lo
-            hi = s + e
-            lo = e - (hi - s)
-        total = tl.max(hi, axis=1)
-        below = (hi <= (u * total)[:, None]) & mq[None, :]
+        fixed = (tl.exp(zq - tl.max(zq, axis=1)[:, None]) * (2.0 ** FIX_BITS)).to(tl.int64)
+        cdf = tl.cumsum(fixed, axis=1).to(tl.float32) * (2.0 ** -FIX_BITS)
+        total = tl.sum(fixed, axis=1).to(tl.float32) * (2.0 ** -FIX_BITS)
+        below = (cdf <= (u * total)[:, None]) & mq[None, :]
         code = tl.minimum(tl.sum(below.to(tl.int32), axis=1), Q - 1).to(tl.int64)
         tl.store(codes_out + rb64 * n + i, code, mask=mb)
     tl.store(ring + rb64 * F0 + t_mod, code, mask=mb)
@@ -253,9 +245,21 @@ def srnn_out_sample(X2, WO, BO, ring, t_mod, codes_in, uniforms, temps, codes_ou
 BK = 32  # reduction chunk of every matmul
 LAYER_BD = 32  # dims per srnn_layer program (four [BB, BD] accumulators live at once)
 LINEAR_BN = 64  # output columns per srnn_linear program
-MLP_BD = 128  # dims per srnn_mlp_input program
+MLP_BD = 64  # dims per srnn_mlp_input program
 OUT_BB = 32  # streams per srnn_out_sample program at most (the [BB, QP] logits live in registers)
+LAYER_WARPS = 8  # four accumulators and four weight tiles per step: 4 warps spill (compile check)
+
+
+def linear_warps(precision: str) -> int:
+    """Warps per srnn_linear program: IEEE fp32 dots (FMA) need twice the registers of 16-bit ones."""
+    return 8 if precision == "fp32" else 4
 GRAPH_MIN_SAMPLES = 64  # a CUDA graph holds at least this many samples (a whole number of 2*F0)
+
+
+def fix_bits(q: int) -> int:
+    """Fractional bits of the sampler's fixed-point probabilities: q values of at most 1 must sum
+    below 2^63 (54 for q = 256). The same rule as wavenet_large's sampler."""
+    return min(60, 62 - max(1, (int(q) - 1).bit_length()))
 
 
 def default_block_streams(streams: int) -> int:
@@ -319,7 +323,8 @@ class FusedSampleRNN:
         k_in, n_out = w.shape
         grid = (triton.cdiv(rows, self.bb), triton.cdiv(n_out, LINEAR_BN))
         srnn_linear[grid](x, w, self.dummy if bias is None else bias, y, rows, n_out, k_in, HAS_BIAS=bias is not None,
-                          RELU=relu, BM=self.bb, BN=LINEAR_BN, BK=BK, PREC=self.prec, num_warps=4)
+                          RELU=relu, BM=self.bb, BN=LINEAR_BN, BK=BK, PREC=self.prec,
+                          num_warps=linear_warps(self.engine.precision))
 
     def _tier(self, k: int, t: int) -> None:
         e, T = self.engine, self.tiers[k]
@@ -340,7 +345,7 @@ class FusedSampleRNN:
                 e.cbuf[k, layer] if e.lstm else self.dummy, e.hbuf[new, k, layer], self.ybuf[k], T["A"], T["C"],
                 self.ring, t % F0, add, add_stride, B, dim, F, F0, float(self.q / 2), FP=max(16, _pow2(F)),
                 LAYER0=layer == 0, HAS_ADD=add_stride > 0, LSTM=e.lstm, SKIP=bool(e.packed["skip"]),
-                FIRST=layer == 0, BB=self.bb, BD=LAYER_BD, BK=BK, PREC=self.prec, num_warps=4)
+                FIRST=layer == 0, BB=self.bb, BD=LAYER_BD, BK=BK, PREC=self.prec, num_warps=LAYER_WARPS)
         y = self.ybuf[k] if e.packed["skip"] else e.hbuf[new, k, L - 1]
         cond = e._cond(k)
         self._linear(y, T["up_w"], T["up_b"], cond, B)
@@ -368,7 +373,7 @@ class FusedSampleRNN:
         srnn_out_sample[(triton.cdiv(B, bb),)](
             self.x2, self.mlp["out_w"], self.mlp["out_b"], self.ring, t % F0, codes_in, uniforms, temps, codes_out,
             logits_out, B, dim, F0, i, n, mode, Q=self.q, QP=max(16, _pow2(self.q)), BB=bb, BK=BK, PREC=self.prec,
-            LEVEL_BITS=level_bits(self.q),
+            FIX_BITS=fix_bits(self.q),
             num_warps=8)
 
     # ----- calls -----
@@ -444,21 +449,24 @@ def _register() -> None:
                  "ring": "*i64", "t_mod": i32, "ADD": f, "add_stride": i32, "B": i32, "dim": i32, "F": i32, "F0": i32,
                  "half_q": "fp32"}
         shape = {"FP": 16, "BB": 32, "BD": LAYER_BD, "BK": BK, **p}
-        register_triton_kernel(f"srnn_layer[gru,first,{prec}]", srnn_layer, layer,
-                               {**shape, "LAYER0": True, "HAS_ADD": True, "LSTM": False, "SKIP": False, "FIRST": True})
-        register_triton_kernel(f"srnn_layer[lstm,upper,skip,{prec}]", srnn_layer, layer,
+        register_triton_kernel(f"srnn_layer[gru-first-{prec}]", srnn_layer, layer,
+                               {**shape, "LAYER0": True, "HAS_ADD": True, "LSTM": False, "SKIP": False, "FIRST": True},
+                               num_warps=LAYER_WARPS)
+        register_triton_kernel(f"srnn_layer[lstm-upper-skip-{prec}]", srnn_layer, layer,
                                {**shape, "LAYER0": False, "HAS_ADD": False, "LSTM": True, "SKIP": True,
-                                "FIRST": False})
+                                "FIRST": False}, num_warps=LAYER_WARPS)
         linear = {"X": f, "W": wdt, "BIAS": f, "Y": f, "M": i32, "N": i32, "K": i32}
-        register_triton_kernel(f"srnn_linear[relu,{prec}]", srnn_linear, linear,
-                               {"HAS_BIAS": True, "RELU": True, "BM": 32, "BN": LINEAR_BN, "BK": BK, **p})
-        register_triton_kernel(f"srnn_linear[nobias,{prec}]", srnn_linear, linear,
-                               {"HAS_BIAS": False, "RELU": False, "BM": 32, "BN": LINEAR_BN, "BK": BK, **p})
+        register_triton_kernel(f"srnn_linear[relu-{prec}]", srnn_linear, linear,
+                               {"HAS_BIAS": True, "RELU": True, "BM": 32, "BN": LINEAR_BN, "BK": BK, **p},
+                               num_warps=linear_warps(prec))
+        register_triton_kernel(f"srnn_linear[nobias-{prec}]", srnn_linear, linear,
+                               {"HAS_BIAS": False, "RELU": False, "BM": 32, "BN": LINEAR_BN, "BK": BK, **p},
+                               num_warps=linear_warps(prec))
         register_triton_kernel(f"srnn_out_sample[{prec}]", srnn_out_sample,
                                {"X2": f, "WO": wdt, "BO": f, "ring": "*i64", "t_mod": i32, "codes_in": "*i64",
                                 "uniforms": f, "temps": f, "codes_out": "*i64", "logits_out": f, "B": i32, "dim": i32,
                                 "F0": i32, "i": i32, "n": i32, "mode": i32},
-                               {"Q": 256, "QP": 256, "BB": OUT_BB, "BK": BK, "LEVEL_BITS": level_bits(256), **p},
+                               {"Q": 256, "QP": 256, "BB": OUT_BB, "BK": BK, "FIX_BITS": fix_bits(256), **p},
                                num_warps=8)
     register_triton_kernel("srnn_mlp_input", srnn_mlp_input,
                            {"ring": "*i64", "t_mod": i32, "COND": f, "cond_stride": i32, "TAB": f, "INB": f, "X1": f,

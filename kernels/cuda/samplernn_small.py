@@ -409,6 +409,10 @@ SHARED_RESERVE_BYTES = 1024  # left to the kernel's static shared memory (the wa
 MAX_STREAMS = 64
 
 
+class SmallPathDoesNotFit(EngineError):
+    """The streams' activations do not fit a block's shared memory (the engine may take the large path)."""
+
+
 def _device_view(x: torch.Tensor):
     """A kernel argument: the tensor (numba reads __cuda_array_interface__) on a GPU, a numpy view of
     the CPU tensor under the simulator."""
@@ -436,8 +440,8 @@ class PersistentSampleRNN:
         self.engine = engine
         dim, G, L, K, q = p["dim"], p["gates"], p["n_layers"], len(p["tier_int"]), int(p["tier_int"][0, 2])
         if B > MAX_STREAMS:
-            raise EngineError(f"the persistent SampleRNN kernel runs at most {MAX_STREAMS} streams ({B} asked): "
-                              "use path='large'")
+            raise SmallPathDoesNotFit(f"the persistent SampleRNN kernel runs at most {MAX_STREAMS} streams "
+                                      f"({B} asked): use path='large'")
         on_gpu = dev.type == "cuda" and not simulated()
         props = torch.cuda.get_device_properties(dev) if on_gpu else None
         self.blocks = int(blocks or (min(props.multi_processor_count, dim) if on_gpu else 2))
@@ -459,9 +463,9 @@ class PersistentSampleRNN:
         s_ws = s_x + B * dim
         end = s_ws + SAMPLE_SCRATCH * (self.threads // 32)
         if 4 * end > min(budget, limit):
-            raise EngineError(f"the persistent kernel needs {4 * end} bytes of shared memory per block for "
-                              f"{B} streams' activations, more than {min(budget, limit)}: use fewer streams "
-                              "or path='large'")
+            raise SmallPathDoesNotFit(f"the persistent kernel needs {4 * end} bytes of shared memory per block "
+                                      f"for {B} streams' activations, more than {min(budget, limit)}: use fewer "
+                                      "streams or path='large'")
         self.wcache = np.full(2 * K * L + 2 * K + 2, -1, np.int64)
         self.cached, self.matrices = [], []
         for name, index, rows, cols in self._matrices(p, K, L, G, dim, q, dpb, self.blocks):
