@@ -5,7 +5,8 @@ setup(
     version="0.1.0",
     description="Raw-audio neural synthesis: SampleRNN and WaveNet, trained on your recordings, rendered fast",
     python_requires=">=3.10",
-    packages=["wavegen", "wavegen.cli", "wavegen.models", "wavegen.kernels", "wavegen.serve"],
+    packages=["wavegen", "wavegen.cli", "wavegen.models", "wavegen.kernels", "wavegen.kernels.cuda",
+              "wavegen.serve"],
     package_dir={"wavegen.kernels": "kernels"},
     package_data={"wavegen.kernels": ["cuda/*.cu", "cuda/*.cpp", "cuda/*.h"], "wavegen.serve": ["static/*"]},
     install_requires=[
@@ -23,6 +24,10 @@ setup(
     extras_require={
         "dev": ["pytest>=7", "matplotlib>=3.7", "playwright>=1.40"],  # playwright: the serve page's browser test
         "plot": ["matplotlib>=3.7"],
+        # the cuda backend (numba-cuda kernels; Triton comes with torch) and its CPU tests
+        # (greenlet: tests/cudasim.py). CUDA pinned to 13.0: newer emits PTX that ptxas 13.0 rejects.
+        "cuda": ["numba-cuda[cu13]>=0.30", "cuda-toolkit[cccl,cudart,nvrtc,nvvm]==13.0.*",
+                 "nvidia-nvjitlink==13.0.*", "greenlet>=3"],
     },
     entry_points={"console_scripts": ["wavegen=wavegen.cli:main"]},
 )

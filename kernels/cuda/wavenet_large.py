@@ -5,8 +5,8 @@ Each program takes ``BLOCK_B`` streams through all ``n`` steps: the whole networ
 as matmuls of ``[BLOCK_B, in] x [in, out]`` tiles (``tl.dot``: tensor cores with bf16/fp16
 inputs and fp32 accumulation; IEEE fp32 for precision fp32), the activations in registers,
 then the draw of the next code (inverse CDF, the arithmetic of
-:func:`wavegen.engine.sample_codes` with a float32-pair scan standing in for torch's float64
-running sum). Streams never meet, so programs never wait for each other and the step loop
+:func:`wavegen.engine.sample_codes`, with an exact int64 fixed-point running sum standing in for
+torch's float64 one). Streams never meet, so programs never wait for each other and the step loop
 lives inside the kernel: one launch per call, nothing for the host to do between samples (a
 CUDA graph would only replay that one launch).
 
@@ -42,7 +42,7 @@ def wavenet_large_steps(W, V, dil, ring_off, prev, rings, label_bias, codes_in, 
                         logits_out, skip_buf, y1_buf, logits_buf, t0, n, B, L, labelled, mode,
                         R: tl.constexpr, Q: tl.constexpr, RP: tl.constexpr, SP: tl.constexpr,
                         AP: tl.constexpr, QP: tl.constexpr, CH: tl.constexpr, BLOCK_B: tl.constexpr,
-                        PREC: tl.constexpr, LEVEL_BITS: tl.constexpr):
+                        PREC: tl.constexpr, FIX_BITS: tl.constexpr):
     """n steps of streams [pid*BLOCK_B, ...) from position t0 (mode 0: teacher forcing with
     codes_in [B, n] → logits_out [B, n, Q]; mode 1: sampling with uniforms [B, n], temps [B] →
     codes_out [B, n]). prev [B] and rings [sum(dil), B, R] are updated in place. Helpers are
@@ -57,9 +57,9 @@ def wavenet_large_steps(W, V, dil, ring_off, prev, rings, label_bias, codes_in, 
     rc = tl.arange(0, CH)
     q_valid = (rq < Q)[None, :]
     dt = W.dtype.element_ty
+    FIX: tl.constexpr = 2.0 ** FIX_BITS  # probabilities in [0, 1] as integers: Q of them fit int64
+    UNFIX: tl.constexpr = 2.0 ** -FIX_BITS
     LSTRIDE: tl.constexpr = 5 * RP * RP + RP * SP
-    tile_rr = rr[:, None] * RP + rr[None, :]
-    tile_rs = rr[:, None] * SP + rs[None, :]
     head = L * LSTRIDE
     v_emb = L * 3 * RP
     v_skip = v_emb + Q * RP
@@ -73,14 +73,23 @@ def wavenet_large_steps(W, V, dil, ring_off, prev, rings, label_bias, codes_in, 
             at = rings + (slot * B + rb[:, None]) * R + rr[None, :]
             past = tl.load(at, mask=m_br, other=0.0)
             tl.store(at, x, mask=m_br)
+            # the layer's five [RP, RP] tiles as one [5*RP, RP] matrix, and its [RP, SP] skip tile:
+            # block pointers, so no [RP, RP] tensor of addresses lives in registers
             wb = W + k * LSTRIDE
             vb = V + k * 3 * RP
+            tiles = tl.make_block_ptr(wb, (5 * RP, RP), (RP, 1), (0, 0), (RP, RP), (1, 0))
             past_c = past.to(dt)
             x_c = x.to(dt)
-            f = tl.dot(past_c, tl.load(wb + tile_rr), input_precision=PREC)
-            f = tl.dot(x_c, tl.load(wb + 2 * RP * RP + tile_rr), f, input_precision=PREC)
-            g = tl.dot(past_c, tl.load(wb + RP * RP + tile_rr), input_precision=PREC)
-            g = tl.dot(x_c, tl.load(wb + 3 * RP * RP + tile_rr), g, input_precision=PREC)
+            # barriers between the tiles' loads keep the compiler from holding every tile of the
+            # layer in registers at once (255 registers and spills without them)
+            f = tl.dot(past_c, tl.load(tiles), input_precision=PREC)
+            tl.debug_barrier()
+            f = tl.dot(x_c, tl.load(tl.advance(tiles, (2 * RP, 0))), f, input_precision=PREC)
+            tl.debug_barrier()
+            g = tl.dot(past_c, tl.load(tl.advance(tiles, (RP, 0))), input_precision=PREC)
+            tl.debug_barrier()
+            g = tl.dot(x_c, tl.load(tl.advance(tiles, (3 * RP, 0))), g, input_precision=PREC)
+            tl.debug_barrier()
             f += tl.load(vb + rr)[None, :]
             g += tl.load(vb + RP + rr)[None, :]
             if labelled:
@@ -90,61 +99,68 @@ def wavenet_large_steps(W, V, dil, ring_off, prev, rings, label_bias, codes_in, 
             z = (2.0 / (1.0 + tl.exp(-2.0 * f)) - 1.0) / (1.0 + tl.exp(-g))  # tanh(f) * sigmoid(g)
             z_c = z.to(dt)
             if k < L - 1:  # the last layer's residual output is never read
-                x = x + tl.dot(z_c, tl.load(wb + 4 * RP * RP + tile_rr), input_precision=PREC) \
+                x = x + tl.dot(z_c, tl.load(tl.advance(tiles, (4 * RP, 0))), input_precision=PREC) \
                     + tl.load(vb + 2 * RP + rr)[None, :]
-            skip = tl.dot(z_c, tl.load(wb + 5 * RP * RP + tile_rs), skip, input_precision=PREC)
+            tl.debug_barrier()
+            skip_tile = tl.make_block_ptr(wb + 5 * RP * RP, (RP, SP), (SP, 1), (0, 0), (RP, SP), (1, 0))
+            skip = tl.dot(z_c, tl.load(skip_tile), skip, input_precision=PREC)
         # output stack, through global scratch in [CH, CH] pieces (no tile larger than that)
         skip = tl.maximum(skip + tl.load(V + v_skip + rs)[None, :], 0.0)
         tl.store(skip_buf + rb[:, None] * SP + rs[None, :], skip, mask=mb[:, None])
         tl.debug_barrier()
-        for n0 in tl.static_range(0, AP, CH):
+        for n0 in range(0, AP, CH):  # loops, not unrolled: compile time and code size
             acc = tl.zeros([BLOCK_B, CH], tl.float32)
-            for k0 in tl.static_range(0, SP, CH):
+            for k0 in range(0, SP, CH):
                 a = tl.load(skip_buf + rb[:, None] * SP + k0 + rc[None, :], mask=mb[:, None], other=0.0)
-                w = tl.load(W + head + (k0 + rc[:, None]) * AP + n0 + rc[None, :])
+                w = tl.load(tl.make_block_ptr(W + head, (SP, AP), (AP, 1), (k0, n0), (CH, CH), (1, 0)))
                 acc = tl.dot(a.to(dt), w, acc, input_precision=PREC)
             acc = tl.maximum(acc + tl.load(V + v_skip + SP + n0 + rc)[None, :], 0.0)
             tl.store(y1_buf + rb[:, None] * AP + n0 + rc[None, :], acc, mask=mb[:, None])
         tl.debug_barrier()
-        for n0 in tl.static_range(0, QP, CH):
+        for n0 in range(0, QP, CH):
             acc = tl.zeros([BLOCK_B, CH], tl.float32)
-            for k0 in tl.static_range(0, AP, CH):
+            for k0 in range(0, AP, CH):
                 a = tl.load(y1_buf + rb[:, None] * AP + k0 + rc[None, :], mask=mb[:, None], other=0.0)
-                w = tl.load(W + head + SP * AP + (k0 + rc[:, None]) * QP + n0 + rc[None, :])
+                w = tl.load(tl.make_block_ptr(W + head + SP * AP, (AP, QP), (QP, 1), (k0, n0), (CH, CH), (1, 0)))
                 acc = tl.dot(a.to(dt), w, acc, input_precision=PREC)
             acc += tl.load(V + v_skip + SP + AP + n0 + rc)[None, :]
-            tl.store(logits_buf + rb[:, None] * QP + n0 + rc[None, :], acc, mask=mb[:, None])
-        tl.debug_barrier()
-        logits = tl.load(logits_buf + rb[:, None] * QP + rq[None, :], mask=mb[:, None], other=0.0)
+            if mode == 0:
+                tl.store(logits_out + (rb[:, None] * n + i) * Q + n0 + rc[None, :], acc,
+                         mask=mb[:, None] & (n0 + rc < Q)[None, :])
+            else:
+                tl.store(logits_buf + rb[:, None] * QP + n0 + rc[None, :], acc, mask=mb[:, None])
         if mode == 0:
-            tl.store(logits_out + (rb[:, None] * n + i) * Q + rq[None, :], logits, mask=mb[:, None] & q_valid)
             code = tl.load(codes_in + rb * n + i, mask=mb, other=0).to(tl.int64)
         else:
-            # inverse CDF as wavegen.engine.sample_codes, whose cumulative sum runs in float64 on
-            # torch's CPU: here p is split into pieces on fixed grids of LEVEL_BITS bits each, whose
-            # float32 cumulative sums are exact in any order (so the GPU's parallel scan and the
-            # interpreter's sequential one agree), and the pieces are added in float32 pairs
+            # inverse CDF as wavegen.engine.sample_codes (whose cumulative sum runs in float64 on
+            # torch's CPU), over the logits in CH-column pieces: p in fixed point (2^-FIX_BITS
+            # units, int64), whose cumulative sums are exact in any order, so the GPU's parallel scan and
+            # the interpreter's sequential one agree bit for bit; each prefix rounded to float32
+            tl.debug_barrier()
             u = tl.load(uniforms + rb * n + i, mask=mb, other=0.0)
             temp = tl.load(temps + rb, mask=mb, other=1.0)
-            zq = tl.where(q_valid, logits / temp[:, None], float("-inf"))
-            p = tl.exp(zq - tl.max(zq, axis=1)[:, None])
-            hi = tl.zeros([BLOCK_B, QP], tl.float32)
-            lo = tl.zeros([BLOCK_B, QP], tl.float32)
-            rest = p
-            scale = 1.0
-            for level in tl.static_range(0, 64, LEVEL_BITS):
-                scale = scale * (2.0 ** LEVEL_BITS)
-                piece = tl.floor(rest * scale) / scale
-                rest = rest - piece
-                c = tl.cumsum(piece, axis=1)
-                s = hi + c  # (hi, lo) += c: two-sum, then renormalise
-                bb = s - hi
-                e = (hi - (s - bb)) + (c - bb) + lo
-                hi = s + e
-                lo = e - (hi - s)
-            total = tl.max(hi, axis=1)
-            below = (hi <= (u * total)[:, None]) & q_valid
-            code = tl.minimum(tl.sum(below.to(tl.int32), axis=1), Q - 1).to(tl.int64)
+            m = tl.full([BLOCK_B], float("-inf"), tl.float32)
+            for n0 in range(0, QP, CH):
+                z = tl.load(logits_buf + rb[:, None] * QP + n0 + rc[None, :], mask=mb[:, None], other=0.0)
+                z = tl.where((n0 + rc < Q)[None, :], z / temp[:, None], float("-inf"))
+                m = tl.maximum(m, tl.max(z, axis=1))
+            total = tl.zeros([BLOCK_B], tl.int64)
+            for n0 in range(0, QP, CH):
+                z = tl.load(logits_buf + rb[:, None] * QP + n0 + rc[None, :], mask=mb[:, None], other=0.0)
+                z = tl.where((n0 + rc < Q)[None, :], z / temp[:, None], float("-inf"))
+                total += tl.sum((tl.exp(z - m[:, None]) * FIX).to(tl.int64), axis=1)
+            threshold = u * (total.to(tl.float32) * UNFIX)
+            below = tl.zeros([BLOCK_B], tl.int32)
+            carry = tl.zeros([BLOCK_B], tl.int64)
+            for n0 in range(0, QP, CH):
+                valid = (n0 + rc < Q)[None, :]
+                z = tl.load(logits_buf + rb[:, None] * QP + n0 + rc[None, :], mask=mb[:, None], other=0.0)
+                z = tl.where(valid, z / temp[:, None], float("-inf"))
+                fixed = (tl.exp(z - m[:, None]) * FIX).to(tl.int64)
+                cdf = (tl.cumsum(fixed, axis=1) + carry[:, None]).to(tl.float32) * UNFIX
+                below += tl.sum(((cdf <= threshold[:, None]) & valid).to(tl.int32), axis=1)
+                carry += tl.sum(fixed, axis=1)
+            code = tl.minimum(below, Q - 1).to(tl.int64)
             tl.store(codes_out + rb * n + i, code, mask=mb)
     tl.store(prev + rb, code, mask=mb)
 
@@ -196,16 +212,21 @@ def pack_large(spec: dict, dtype: torch.dtype) -> dict:
     return {"W": torch.from_numpy(W).to(dtype), "V": torch.from_numpy(V), "dil": torch.from_numpy(dil),
             "ring_off": torch.from_numpy(np.concatenate([[0], np.cumsum(dil)[:-1]]).astype(np.int64)),
             "R": R, "Q": Q, "RP": RP, "SP": SP, "AP": AP, "QP": QP, "CH": min(64, SP, AP, QP),
-            "LEVEL_BITS": level_bits(Q)}
+            "FIX_BITS": fix_bits(Q)}
 
 
-def level_bits(q: int) -> int:
-    """Bits per piece of the sampler's exact cumulative sum: q pieces of b bits below a power of
-    two add up within float32's 24 bits (b + log2 q <= 24)."""
-    return 24 - max(1, (int(q) - 1).bit_length())
+def fix_bits(q: int) -> int:
+    """Fractional bits of the sampler's fixed-point probabilities: q values of at most 1 must sum
+    below 2^63 (54 for q = 256; a small q keeps more bits)."""
+    return min(60, 62 - max(1, (int(q) - 1).bit_length()))
 
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# 16 streams per program, 8 warps, no software pipelining (num_stages=1, in the launch and the
+# compile check): ptxas for wavenet-medium bf16 on sm_90a went from 2400 B of spill stores (32
+# streams, 4 warps, 3 stages) to 260 B, still at 255 registers: the GPU run must look at this
+# first. 4096 streams make 256 programs.
+BLOCK_B, NUM_WARPS = 16, 8
 
 
 class FusedWaveNet:
@@ -216,9 +237,9 @@ class FusedWaveNet:
         dev, B = engine.device, engine.streams
         packed = pack_large(rounded_spec, DTYPES[engine.precision])
         self.tensors = {k: packed[k].to(dev) for k in ("W", "V", "dil", "ring_off")}
-        self.sizes = {k: packed[k] for k in ("R", "Q", "RP", "SP", "AP", "QP", "CH", "LEVEL_BITS")}
+        self.sizes = {k: packed[k] for k in ("R", "Q", "RP", "SP", "AP", "QP", "CH", "FIX_BITS")}
         self.prec = "ieee" if engine.precision == "fp32" else "tf32"  # 16-bit inputs ignore it
-        self.block_b = int(block_streams or (16 if B <= 512 else 32))
+        self.block_b = int(block_streams or BLOCK_B)
         if self.block_b < 16 or self.block_b & (self.block_b - 1):
             raise ValueError(f"block_streams={block_streams}: a power of two, at least 16")
         f32 = dict(dtype=torch.float32, device=dev)
@@ -236,7 +257,7 @@ class FusedWaveNet:
             T["W"], T["V"], T["dil"], T["ring_off"], e.prev, e.rings, e.label_bias, codes_in, uniforms, temps,
             codes_out, logits_out, self.skip_buf, self.y1_buf, self.logits_buf, int(t0), int(n), e.streams, self.L,
             int(e.label_blend is not None), mode, **self.sizes, BLOCK_B=self.block_b, PREC=self.prec,
-            num_warps=4)
+            num_warps=NUM_WARPS, num_stages=1)
 
     def run_sample(self, t0: int, uniforms: torch.Tensor, temps: torch.Tensor, codes_out: torch.Tensor) -> None:
         self._launch(1, t0, uniforms.shape[1], self.no_codes, uniforms, temps, codes_out, self.no_floats)
@@ -246,17 +267,18 @@ class FusedWaveNet:
 
 
 def _register() -> None:
-    """The configurations the compile check builds: wavenet-medium (R64 S128 A256 Q256) at 32
-    streams per program, fp32 (IEEE) and bf16."""
+    """The configurations the compile check builds: wavenet-medium (R64 S128 A256 Q256), fp32
+    (IEEE) and bf16."""
     sig = {"W": "*fp32", "V": "*fp32", "dil": "*i64", "ring_off": "*i64", "prev": "*i64", "rings": "*fp32",
            "label_bias": "*fp32", "codes_in": "*i64", "uniforms": "*fp32", "temps": "*fp32", "codes_out": "*i64",
            "logits_out": "*fp32", "skip_buf": "*fp32", "y1_buf": "*fp32", "logits_buf": "*fp32", "t0": "i64",
            "n": "i32", "B": "i32", "L": "i32", "labelled": "i32", "mode": "i32"}
-    medium = {"R": 64, "Q": 256, "RP": 64, "SP": 128, "AP": 256, "QP": 256, "CH": 64, "BLOCK_B": 32,
-              "LEVEL_BITS": level_bits(256)}
-    register_triton_kernel("wavenet_large_steps[fp32]", wavenet_large_steps, sig, {**medium, "PREC": "ieee"})
+    medium = {"R": 64, "Q": 256, "RP": 64, "SP": 128, "AP": 256, "QP": 256, "CH": 64, "BLOCK_B": BLOCK_B,
+              "FIX_BITS": fix_bits(256)}
+    register_triton_kernel("wavenet_large_steps[fp32]", wavenet_large_steps, sig, {**medium, "PREC": "ieee"},
+                           num_warps=NUM_WARPS)
     register_triton_kernel("wavenet_large_steps[bf16]", wavenet_large_steps, {**sig, "W": "*bf16"},
-                           {**medium, "PREC": "tf32"})
+                           {**medium, "PREC": "tf32"}, num_warps=NUM_WARPS)
 
 
 _register()

@@ -1,0 +1,174 @@
+"""The compile check: every shipped kernel built for sm_90 and sm_80 on a machine with no GPU.
+
+``python -m wavegen.kernels.cuda --check [--arch 90,80] [--only NAME,...] [--json FILE]``
+
+Imports every module of :data:`wavegen.kernels.cuda.KERNEL_MODULES` (each registers its
+kernels, see :mod:`wavegen.kernels.cuda`), then per kernel and architecture:
+
+- numba-cuda kernels: ``cuda.compile_ptx`` with the registered signature, then ``ptxas -v``
+  (the CUDA toolkit's; numba-cuda must be pinned to CUDA 13.0, whose PTX that ptxas reads);
+- Triton kernels: ``triton.compile`` with a ``GPUTarget`` and the registered constexprs, then
+  Triton's own ``ptxas -v`` on its PTX (sm_90 code is emitted as sm_90a);
+
+and prints registers, spill stores/loads (bytes), static shared memory (numba kernels take
+their dynamic shared memory at launch: not counted here; Triton's is its total), stack frame
+and the number of float64 instructions in the PTX. Exit status 1 on any spill or float64
+instruction (or a failed build), 0 otherwise. Needs the numba-cuda simulator OFF
+(NUMBA_ENABLE_CUDASIM unset) and TRITON_INTERPRET unset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from wavegen.kernels.cuda import KERNEL_MODULES, KERNELS
+
+# instructions on float64 operands (declarations of .f64 registers are not instructions)
+_F64 = re.compile(r"^\s*(?!\.reg\b|\.param\b|\.local\b|\.shared\b|\.global\b|//)[a-z][\w.]*\.f64\b", re.M)
+_REGS = re.compile(r"Used (\d+) registers")
+_SPILLS = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
+_STACK = re.compile(r"(\d+) bytes stack frame")
+_SMEM = re.compile(r"(\d+) bytes smem")
+
+
+def float64_instructions(ptx: str) -> int:
+    """How many PTX instructions take or produce float64 values (add.f64, cvt.f64.f32, ...)."""
+    return len(_F64.findall(ptx))
+
+
+def ptxas_report(ptx: str, arch: str, ptxas: str) -> dict:
+    """``ptxas -v`` on ``ptx`` for ``arch`` (e.g. sm_90a): registers, spills, stack, static smem."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "kernel.ptx"
+        src.write_text(ptx)
+        run = subprocess.run([ptxas, "-v", f"-arch={arch}", str(src), "-o", str(Path(tmp) / "kernel.cubin")],
+                             capture_output=True, text=True)
+    text = run.stdout + run.stderr
+    if run.returncode:
+        raise RuntimeError(f"ptxas failed for {arch}: {text.strip()[-2000:]}")
+    spills = _SPILLS.findall(text)
+    return {"registers": max((int(r) for r in _REGS.findall(text)), default=0),
+            "spill_stores": sum(int(s) for s, _ in spills), "spill_loads": sum(int(load) for _, load in spills),
+            "stack_bytes": max((int(s) for s in _STACK.findall(text)), default=0),
+            "static_smem_bytes": max((int(s) for s in _SMEM.findall(text)), default=0)}
+
+
+def _system_ptxas() -> str:
+    path = shutil.which("ptxas") or "/usr/local/cuda/bin/ptxas"
+    if not os.path.exists(path):
+        raise RuntimeError("ptxas not found (the CUDA 13.0 toolkit's): install it or put it on PATH")
+    return path
+
+
+class _NoDevice:
+    """Stands in for the current device while device functions are compiled without a GPU:
+    numba-cuda asks the driver for its compute capability there (and only that)."""
+
+    def __init__(self, cc: int):
+        self.compute_capability = (cc // 10, cc % 10)
+
+
+def build_numba(entry, cc: int) -> dict:
+    from numba import cuda
+    from numba.cuda import dispatcher
+
+    stock = dispatcher.get_current_device
+    dispatcher.get_current_device = lambda: _NoDevice(cc)
+    try:
+        ptx, _ = cuda.compile_ptx(entry.fn.py_func, entry.signature, cc=(cc // 10, cc % 10))
+    finally:
+        dispatcher.get_current_device = stock
+    return {"ptx": ptx, "arch": f"sm_{cc}", "ptxas": _system_ptxas(), "shared_extra": 0}
+
+
+def build_triton(entry, cc: int) -> dict:
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.backends.nvidia.compiler import get_ptxas
+    from triton.compiler import ASTSource
+
+    fn = entry.fn
+    signature = {**entry.signature, **{name: "constexpr" for name in entry.constexprs}}
+    constexprs = {(fn.arg_names.index(name),): value for name, value in entry.constexprs.items()}
+    kernel = triton.compile(ASTSource(fn, signature, constexprs=constexprs), target=GPUTarget("cuda", cc, 32),
+                            options={"num_warps": entry.num_warps, "num_stages": 1})
+    arch = re.search(r"\.target\s+(sm_\w+)", kernel.asm["ptx"]).group(1)
+    return {"ptx": kernel.asm["ptx"], "arch": arch, "ptxas": get_ptxas(cc).path,
+            "shared_extra": int(kernel.metadata.shared)}
+
+
+def check_kernel(entry, cc: int) -> dict:
+    """One kernel for one compute capability (80, 90): the report row."""
+    started = time.monotonic()
+    built = (build_numba if entry.kind == "numba" else build_triton)(entry, cc)
+    row = {"kernel": entry.name, "kind": entry.kind, "arch": built["arch"],
+           **ptxas_report(built["ptx"], built["arch"], built["ptxas"]),
+           "float64_instructions": float64_instructions(built["ptx"])}
+    if built["shared_extra"]:
+        row["static_smem_bytes"] = max(row["static_smem_bytes"], built["shared_extra"])
+    row["seconds"] = round(time.monotonic() - started, 1)
+    row["ok"] = row["spill_stores"] == 0 and row["spill_loads"] == 0 and row["float64_instructions"] == 0
+    return row
+
+
+def format_row(row: dict) -> str:
+    if "error" in row:
+        return f"{row['kernel']:<28} {row['arch']:<8} FAILED: {row['error']}"
+    return (f"{row['kernel']:<28} {row['arch']:<8} {row['registers']:>4} regs  "
+            f"spills {row['spill_stores']}/{row['spill_loads']} B  stack {row['stack_bytes']} B  "
+            f"smem {row['static_smem_bytes']} B  f64 {row['float64_instructions']}  "
+            f"{'ok' if row['ok'] else 'REFUSED'}  ({row['seconds']} s)")
+
+
+def run_check(archs=(90, 80), only=None) -> list[dict]:
+    """Build every registered kernel (or those named in ``only``) for each compute capability."""
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" or os.environ.get("TRITON_INTERPRET") == "1":
+        raise RuntimeError("the compile check needs real compilers: unset NUMBA_ENABLE_CUDASIM and TRITON_INTERPRET")
+    for module in KERNEL_MODULES:
+        importlib.import_module(module)
+    names = [n for n in KERNELS if only is None or n in only or n.split("[")[0] in only]
+    unknown = set(only or ()) - set(names) - {n.split("[")[0] for n in names}
+    if unknown:
+        raise SystemExit(f"--only {sorted(unknown)}: no such kernel; kernels: {sorted(KERNELS)}")
+    rows = []
+    for name in names:
+        for cc in archs:
+            try:
+                rows.append(check_kernel(KERNELS[name], cc))
+            except Exception as err:  # noqa: BLE001 - a kernel that does not build is reported and fails the check
+                rows.append({"kernel": name, "arch": f"sm_{cc}", "error": f"{type(err).__name__}: {err}"[:600],
+                             "ok": False})
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m wavegen.kernels.cuda", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="compile every shipped kernel (the only action)")
+    parser.add_argument("--arch", default="90,80", help="compute capabilities, comma-separated (default 90,80)")
+    parser.add_argument("--only", default=None, help="kernel names, comma-separated (default: all)")
+    parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    args = parser.parse_args(argv)
+    if not args.check:
+        parser.error("nothing to do: give --check")
+    rows = run_check([int(a) for a in args.arch.split(",")], args.only.split(",") if args.only else None)
+    for row in rows:
+        print(format_row(row))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    bad = [row for row in rows if not row["ok"]]
+    print(f"{len(rows) - len(bad)} of {len(rows)} kernel builds clean" + (": FAILED" if bad else ""))
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# One call on a GPU machine (issue 12): tests on the device, generation and training speed,
+# a short multi-process training run. Needs python3 with torch, triton, numba, numba-cuda and
+# wavegen importable (no soundfile, soxr or librosa). Every stage is time-boxed; a failing
+# stage is recorded and the next one runs. Writes under OUTDIR: machine.json, stages.jsonl,
+# check.json (compile check), tests.log, racecheck.log, bench_*.json, train_*.json,
+# train_run.log, and summary.json / summary.md (recipes/gpu/summary.py).
+#
+#   bash recipes/gpu/check.sh OUTDIR             (on the GPU: about 6-7 minutes)
+#   DRY_RUN=1 bash recipes/gpu/check.sh OUTDIR   (anywhere: prints the commands, runs only the
+#                                                 CPU-safe stages: machine, corpus, summary)
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+out=${1:?usage: check.sh OUTDIR}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+py=${PYTHON:-python3}
+dry=${DRY_RUN:-0}
+: > "$out/stages.jsonl"
+unset NUMBA_ENABLE_CUDASIM TRITON_INTERPRET
+
+# stage NAME SECONDS CPU_SAFE COMMAND...: run with a time limit, log, record status and time
+stage() {
+  local name=$1 limit=$2 cpu_safe=$3; shift 3
+  echo "== $name: $*"
+  if [ "$dry" = 1 ] && [ "$cpu_safe" != 1 ]; then
+    printf '{"stage": "%s", "status": "dry-run", "seconds": 0}\n' "$name" >> "$out/stages.jsonl"
+    return 0
+  fi
+  local start=$SECONDS
+  timeout --kill-after=10 "$limit" "$@" > "$out/$name.log" 2>&1
+  local rc=$?
+  tail -n 5 "$out/$name.log"
+  printf '{"stage": "%s", "status": %d, "seconds": %d}\n' "$name" "$rc" $((SECONDS - start)) >> "$out/stages.jsonl"
+}
+
+stage machine 30 1 "$py" -c "
+import json, platform, subprocess, torch
+info = {'python': platform.python_version(), 'torch': torch.__version__, 'cuda': torch.version.cuda,
+        'gpu': torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+try:
+    info['driver'] = subprocess.run(['nvidia-smi', '--query-gpu=driver_version', '--format=csv,noheader'],
+                                    capture_output=True, text=True).stdout.strip()
+except OSError:
+    info['driver'] = None
+for name in ('triton', 'numba', 'numba_cuda'):
+    try:
+        info[name] = __import__(name).__version__
+    except Exception as err:
+        info[name] = f'missing ({err})'
+json.dump(info, open('$out/machine.json', 'w'), indent=1)
+print(info)"
+
+# 1. the kernels build here too (registers and spills as the device's compiler sees them)
+stage check 150 0 "$py" -m wavegen.kernels.cuda --check --json "$out/check.json"
+# 2. the cudasim tests on the device itself, and the gpu tests
+stage tests 150 0 "$py" -m pytest -q -x -m "gpu or cudasim" tests -p no:cacheprovider
+# 3. races in the persistent kernel, on one small case
+if command -v compute-sanitizer >/dev/null || [ "$dry" = 1 ]; then
+  stage racecheck 90 0 compute-sanitizer --tool racecheck --print-limit 20 "$py" recipes/gpu/racecheck_case.py
+fi
+# 4. generation speed: cuda (fp32, bf16) against torch, at 1, 16, 256 and 4096 streams
+for model in wavenet-medium samplernn-3tier; do
+  stage "bench_$model" 120 0 "$py" -m wavegen bench --model "$model" --device cuda \
+    --backends cuda,cuda-bf16,torch --batch 1,16,256,4096 --samples 2048 --torch-samples 64 --repeats 2 \
+    --json "$out/bench_$model.json"
+done
+# 5. training speed
+stage train_samplernn-3tier 60 0 "$py" -m wavegen bench --train --model samplernn-3tier --batch 128 --seq-len 512 \
+  --device cuda --steps 5 --json "$out/train_samplernn-3tier.json"
+stage train_wavenet-medium 60 0 "$py" -m wavegen bench --train --model wavenet-medium --device cuda --steps 5 \
+  --json "$out/train_wavenet-medium.json"
+# 6. 20 steps of a real training run through accelerate, on a corpus written without soundfile
+stage corpus 60 1 "$py" recipes/gpu/make_corpus.py "$out/corpus" --seconds 20
+stage train_run 120 0 "$py" -m accelerate.commands.launch --config_file recipes/accelerate/one_gpu.yaml \
+  -m wavegen train --data "$out/corpus" --model samplernn-tiny --run "$out/run" --max-steps 20
+"$py" recipes/gpu/summary.py "$out"

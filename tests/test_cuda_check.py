@@ -1,0 +1,57 @@
+"""The compile check (python -m wavegen.kernels.cuda --check) without a GPU: the persistent WaveNet
+kernel builds for sm_90 and sm_80 with no spill and no float64 instruction, and a kernel with a
+bare 1.0 literal is refused. Runs in subprocesses: the check needs the real numba.cuda, the
+other cuda tests its simulator. (The Triton kernels take minutes to build on this machine:
+the full check, every kernel, runs in recipes/gpu/check.sh.)"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from wavegen.kernels.cuda.check import float64_instructions
+
+ENV = {k: v for k, v in os.environ.items() if k not in ("NUMBA_ENABLE_CUDASIM", "TRITON_INTERPRET")}
+
+
+def run_python(*args, timeout=600):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=ENV, timeout=timeout)
+
+
+def test_float64_instructions_are_counted_and_declarations_are_not():
+    ptx = ".reg .f64 %fd<3>;\n\tcvt.f64.f32 %fd1, %f1;\n\tadd.rn.f64 %fd2, %fd1, %fd1;\n\tadd.f32 %f2, %f1, %f1;\n"
+    assert float64_instructions(ptx) == 2
+
+
+@pytest.mark.slow
+def test_the_persistent_wavenet_kernel_builds_clean_for_sm90_and_sm80():
+    run = run_python("-m", "wavegen.kernels.cuda", "--check", "--only", "wavenet_persistent")
+    assert run.returncode == 0, run.stdout + run.stderr
+    rows = [line for line in run.stdout.splitlines() if line.startswith("wavenet_persistent")]
+    assert [line.split()[1] for line in rows] == ["sm_90", "sm_80"]
+    assert all("spills 0/0 B" in line and "f64 0" in line and "ok" in line for line in rows)
+
+
+BAD_KERNEL = """
+from numba import cuda
+from wavegen.kernels.cuda import KERNELS, register_numba_kernel
+from wavegen.kernels.cuda import check
+
+@cuda.jit
+def scale(x):
+    i = cuda.grid(1)
+    if i < x.size:
+        x[i] = x[i] / 3.1 + 0.7  # bare literals: float64 arithmetic
+
+register_numba_kernel("scale", scale, "void(float32[::1])")
+row = check.check_kernel(KERNELS["scale"], 90)
+print(row["float64_instructions"], row["ok"])
+"""
+
+
+def test_a_bare_float_literal_is_refused():
+    run = run_python("-c", BAD_KERNEL, timeout=300)
+    assert run.returncode == 0, run.stderr
+    count, ok = run.stdout.split()
+    assert int(count) > 0 and ok == "False"
