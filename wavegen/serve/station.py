@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 MIN_REALTIME = 1.2  # a stream needs this x real time: the guard's redraws and the server take the rest
 MEASURE_WALL_SECONDS = 1.0  # engine work timed at start
-CHUNK_WALL_SECONDS = 0.02  # most engine work between two chances for the web server to run
+CHUNK_WALL_SECONDS = 0.01  # most engine work between two chances for the web server to run (numba holds the GIL)
 MIN_CHUNK = 32  # samples
 KEPT_EVENTS = 200  # guard events kept for /status and the snapshot (counts are kept for all)
 INIT_SEED = 0  # random weights (a preset or config file) are drawn with this torch seed
