@@ -11,7 +11,6 @@ import logging
 import socket
 import time
 from importlib import resources
-from pathlib import Path
 
 from aiohttp import web
 
@@ -26,18 +25,7 @@ PAGE_FILES = {"/": ("index.html", "text/html"), "/player.js": ("player.js", "tex
 STATUS_EVENTS = 20  # guard events listed by /status (all are counted)
 SEND_BUFFER_BYTES = 64 * 1024  # per listener socket: a stalled client holds little and is found sooner
 RETRY_AFTER_SECONDS = 30
-
-
-def model_name(station: Station) -> str:
-    """A short name for people: the preset, or the run's or model's folder name."""
-    ref = station.ref
-    if ref.kind == "preset":
-        return ref.config.get("preset", ref.source)
-    if ref.kind == "run" and ref.folder is not None:
-        return ref.folder.parent.name
-    if ref.kind == "checkpoint" and ref.folder is not None:
-        return f"{ref.folder.parent.parent.name} ({ref.folder.name})"
-    return Path(ref.folder or ref.source).name
+SLOW_DELAY_SECONDS = 0.5  # a broadcast this far behind real time is reported slow
 
 
 def status(station: Station, broadcast: Broadcast) -> dict:
@@ -50,14 +38,15 @@ def status(station: Station, broadcast: Broadcast) -> dict:
         archive = {"seconds": station.archive.position / sr,
                    "snapshot_seconds": station.archive.snapshot_position / sr}
     return {
-        "model": model_name(station), "kind": station.ref.kind, "preset": station.ref.config.get("preset"),
+        "model": station.name, "kind": station.ref.kind, "preset": station.ref.config.get("preset"),
         "model_type": station.ref.config.get("model_type"), "trained": station.ref.trained,
         "label": s.label, "labels": list(station.engine.labels), "seed": s.seed,
         "temperature": float(station.temperature[0]), "sample_rate": sr, "backend": station.engine.backend,
         "codec": "Ogg Opus", "position_seconds": round(live, 3), "rendered_seconds": round(rendered, 3),
         "buffered_seconds": round(max(rendered - live, 0.0), 3),
         "realtime_factor": station.realtime_factor, "measured_realtime_factor": station.measured_realtime,
-        "slow": station.slow, "delay_seconds": round(broadcast.delay_seconds, 3),
+        "slow": station.slow or broadcast.delay_seconds > SLOW_DELAY_SECONDS,
+        "delay_seconds": round(broadcast.delay_seconds, 3),
         "listeners": broadcast.listeners, "max_listeners": s.max_listeners,
         "listeners_peak": broadcast.listeners_peak, "listeners_total": broadcast.listeners_total,
         "refused_total": broadcast.refused_total, "dropped_total": broadcast.dropped_total,

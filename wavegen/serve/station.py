@@ -24,6 +24,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -191,8 +192,20 @@ class Station:
             self.event_counts = meta.get("event_counts", {})
             if state is not None:
                 self.engine.load_state_dict(state)
-        title = f"wavegen: {self.ref.source}, seed {self.settings.seed}"
+        title = f"wavegen: {self.name}, seed {self.settings.seed}"
         self.encoder = OggOpusEncoder(self.sample_rate, self.position / self.sample_rate, title)
+
+    @property
+    def name(self) -> str:
+        """A short name for people (no local path): the preset, or the run's or model's folder name."""
+        ref = self.ref
+        if ref.kind == "preset":
+            return ref.config.get("preset", ref.source)
+        if ref.kind == "run" and ref.folder is not None:
+            return ref.folder.parent.name
+        if ref.kind == "checkpoint" and ref.folder is not None:
+            return f"{ref.folder.parent.parent.name} ({ref.folder.name})"
+        return Path(ref.folder or ref.source).name
 
     @property
     def realtime_factor(self) -> float | None:

@@ -16,6 +16,7 @@ let analyser = null;
 let bins = null;
 let playing = false;
 let sampleRate = null; // the model's rate: the spectrogram shows 0 .. rate / 2
+let slowShown = false;
 
 function colour(v) {
   const x = (v / 255) * (STOPS.length - 1);
@@ -136,8 +137,13 @@ function show(s) {
   $("no-events").hidden = s.guard.events.length > 0 || !s.guard.enabled;
   $("nyquist").textContent = `0 – ${(s.sample_rate / 2000).toFixed(1)} kHz`;
   if (s.slow) {
-    notice(`This model generates ${s.measured_realtime_factor.toFixed(2)}× real time on this machine: the stream ` +
-      `falls behind (${s.delay_seconds.toFixed(1)} s so far) and pauses while it catches up.`);
+    const speed = s.realtime_factor == null ? "less than" : s.realtime_factor.toFixed(2) + "×";
+    notice(`This model generates ${speed} real time on this machine: the stream falls behind ` +
+      `(${s.delay_seconds.toFixed(1)} s so far) and pauses while it catches up.`);
+    slowShown = true;
+  } else if (slowShown) {
+    notice("");
+    slowShown = false;
   }
   $("clock").textContent = playing && audio.currentTime ? "listening " + clock(audio.currentTime) : "";
 }
