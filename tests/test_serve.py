@@ -369,7 +369,7 @@ def _archived(folder: Path) -> np.ndarray:
 def test_archive_restart_continues_byte_exact(model, tmp_path):
     archive = tmp_path / "archive"
     args = ("--no-guard", "--archive", str(archive), "--archive-part-seconds", "3", "--snapshot-seconds", "1",
-            "--buffer-seconds", "2")
+            "--buffer-seconds", "8")  # rendered at full speed up to 8 s ahead: little waiting for real time
     first = Server(model, *args)
     s = first.wait_for(lambda s: s["archive"]["snapshot_seconds"] >= 3.0)
     assert first.stop(signal.SIGKILL) == -signal.SIGKILL  # no goodbye: the snapshot is all there is
