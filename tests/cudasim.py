@@ -69,7 +69,7 @@ if "numba.cuda" not in sys.modules and not torch.cuda.is_available():
 if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"  # read when a @triton.jit function is defined
 
-from numba import cuda  # noqa: E402  (after the environment variable, which numba.cuda reads on import)
+from numba import cuda  # noqa: E402,F401  (after the environment variable, which numba.cuda reads on import)
 
 from numba.cuda.core import config as _config  # noqa: E402
 

@@ -1,6 +1,6 @@
 """The compile check: every shipped kernel built for sm_90 and sm_80 on a machine with no GPU.
 
-``python -m wavegen.kernels.cuda --check [--arch 90,80] [--only NAME,...] [--json FILE]``
+``python -m wavegen.kernels.cuda --check [--arch 90,80] [--only NAME,...] [--kind numba|triton] [--json FILE]``
 
 Imports every module of :data:`wavegen.kernels.cuda.KERNEL_MODULES` (each registers its
 kernels, see :mod:`wavegen.kernels.cuda`), then per kernel and architecture:
@@ -130,25 +130,24 @@ def format_row(row: dict) -> str:
             f"{'ok' if row['ok'] else 'REFUSED'}  ({row['seconds']} s)")
 
 
-def run_check(archs=(90, 80), only=None) -> list[dict]:
-    """Build every registered kernel (or those named in ``only``) for each compute capability."""
+def run_check(archs=(90, 80), only=None, kind=None):
+    """Build every registered kernel (or those named in ``only``, or of ``kind`` "numba" or
+    "triton") for each compute capability: yields one report row per build as it finishes."""
     if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" or os.environ.get("TRITON_INTERPRET") == "1":
         raise RuntimeError("the compile check needs real compilers: unset NUMBA_ENABLE_CUDASIM and TRITON_INTERPRET")
     for module in KERNEL_MODULES:
         importlib.import_module(module)
-    names = [n for n in KERNELS if only is None or n in only or n.split("[")[0] in only]
+    names = [n for n in KERNELS if (only is None or n in only or n.split("[")[0] in only)
+             and (kind is None or KERNELS[n].kind == kind)]
     unknown = set(only or ()) - set(names) - {n.split("[")[0] for n in names}
     if unknown:
         raise SystemExit(f"--only {sorted(unknown)}: no such kernel; kernels: {sorted(KERNELS)}")
-    rows = []
     for name in names:
         for cc in archs:
             try:
-                rows.append(check_kernel(KERNELS[name], cc))
+                yield check_kernel(KERNELS[name], cc)
             except Exception as err:  # noqa: BLE001 - a kernel that does not build is reported and fails the check
-                rows.append({"kernel": name, "arch": f"sm_{cc}", "error": f"{type(err).__name__}: {err}"[:600],
-                             "ok": False})
-    return rows
+                yield {"kernel": name, "arch": f"sm_{cc}", "error": f"{type(err).__name__}: {err}"[:600], "ok": False}
 
 
 def main(argv=None) -> int:
@@ -156,15 +155,18 @@ def main(argv=None) -> int:
     parser.add_argument("--check", action="store_true", help="compile every shipped kernel (the only action)")
     parser.add_argument("--arch", default="90,80", help="compute capabilities, comma-separated (default 90,80)")
     parser.add_argument("--only", default=None, help="kernel names, comma-separated (default: all)")
+    parser.add_argument("--kind", choices=["numba", "triton"], default=None, help="only kernels of this kind")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
     if not args.check:
         parser.error("nothing to do: give --check")
-    rows = run_check([int(a) for a in args.arch.split(",")], args.only.split(",") if args.only else None)
-    for row in rows:
-        print(format_row(row))
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+    rows = []
+    only = args.only.split(",") if args.only else None
+    for row in run_check([int(a) for a in args.arch.split(",")], only, args.kind):
+        rows.append(row)
+        print(format_row(row), flush=True)
+        if args.json:  # after every row: a check cut short still leaves what it found
+            Path(args.json).write_text(json.dumps(rows, indent=1))
     bad = [row for row in rows if not row["ok"]]
     print(f"{len(rows) - len(bad)} of {len(rows)} kernel builds clean" + (": FAILED" if bad else ""))
     return 1 if bad else 0
