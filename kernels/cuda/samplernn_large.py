@@ -244,15 +244,27 @@ def srnn_out_sample(X2, WO, BO, ring, t_mod, codes_in, uniforms, temps, codes_ou
 
 BK = 32  # reduction chunk of every matmul
 LAYER_BD = 32  # dims per srnn_layer program (four [BB, BD] accumulators live at once)
-LINEAR_BN = 64  # output columns per srnn_linear program
+LINEAR_BN = 64  # output columns per srnn_linear program (small tiles)
+BIG_TILE = (128, 128, 32, 8)  # (BM, BN, BK, warps) of srnn_linear for 16-bit weights and >= BIG_ROWS rows
+BIG_ROWS = 1024
 MLP_BD = 64  # dims per srnn_mlp_input program
 OUT_BB = 32  # streams per srnn_out_sample program at most (the [BB, QP] logits live in registers)
 LAYER_WARPS = 8  # four accumulators and four weight tiles per step: 4 warps spill (compile check)
 
 
 def linear_warps(precision: str) -> int:
-    """Warps per srnn_linear program: IEEE fp32 dots (FMA) need twice the registers of 16-bit ones."""
+    """Warps per small-tile srnn_linear program: IEEE fp32 dots (FMA) need twice the registers of
+    16-bit ones."""
     return 8 if precision == "fp32" else 4
+
+
+def linear_tile(rows: int, precision: str, block_streams: int) -> tuple[int, int, int, int]:
+    """(BM, BN, BK, warps) of srnn_linear: big tiles for many rows of 16-bit weights (a [64, 64]
+    tile reads ~3x the bytes per multiply-add of a [128, 128] one from L2), else block_streams
+    rows by LINEAR_BN columns (a guess until measured: issue 12)."""
+    if precision != "fp32" and rows >= BIG_ROWS:
+        return BIG_TILE
+    return block_streams, LINEAR_BN, BK, linear_warps(precision)
 GRAPH_MIN_SAMPLES = 64  # a CUDA graph holds at least this many samples (a whole number of 2*F0)
 
 
@@ -309,7 +321,8 @@ class FusedSampleRNN:
                     "hidden_b": f32(mlp["hidden_b"]), "out_w": wt(mlp["out_w"]), "out_b": f32(mlp["out_b"])}
         K, F0 = len(e.frame_sizes), e.frame_sizes[0]
         self.ring = torch.zeros((B, F0), dtype=torch.int64, device=dev)
-        self.x1 = torch.zeros((B, self.dim), dtype=torch.float32, device=dev)
+        # the MLP's activations feed only matmuls, which round them to the weights' dtype: stored so
+        self.x1 = torch.zeros((B, self.dim), dtype=dtype, device=dev)
         self.x2 = torch.zeros_like(self.x1)
         self.ybuf = torch.zeros((K, B, self.dim), dtype=torch.float32, device=dev)
         self.dummy = torch.zeros(1, dtype=torch.float32, device=dev)
@@ -321,10 +334,10 @@ class FusedSampleRNN:
 
     def _linear(self, x, w, bias, y, rows, relu=False) -> None:
         k_in, n_out = w.shape
-        grid = (triton.cdiv(rows, self.bb), triton.cdiv(n_out, LINEAR_BN))
+        bm, bn, bk, warps = linear_tile(rows, self.engine.precision, self.bb)
+        grid = (triton.cdiv(rows, bm), triton.cdiv(n_out, bn))
         srnn_linear[grid](x, w, self.dummy if bias is None else bias, y, rows, n_out, k_in, HAS_BIAS=bias is not None,
-                          RELU=relu, BM=self.bb, BN=LINEAR_BN, BK=BK, PREC=self.prec,
-                          num_warps=linear_warps(self.engine.precision))
+                          RELU=relu, BM=bm, BN=bn, BK=bk, PREC=self.prec, num_warps=warps)
 
     def _tier(self, k: int, t: int) -> None:
         e, T = self.engine, self.tiers[k]
@@ -456,21 +469,29 @@ def _register() -> None:
                                {**shape, "LAYER0": False, "HAS_ADD": False, "LSTM": True, "SKIP": True,
                                 "FIRST": False}, num_warps=LAYER_WARPS)
         linear = {"X": f, "W": wdt, "BIAS": f, "Y": f, "M": i32, "N": i32, "K": i32}
-        register_triton_kernel(f"srnn_linear[relu-{prec}]", srnn_linear, linear,
+        register_triton_kernel(f"srnn_linear[relu-{prec}]", srnn_linear, {**linear, "X": wdt, "Y": wdt},
                                {"HAS_BIAS": True, "RELU": True, "BM": 32, "BN": LINEAR_BN, "BK": BK, **p},
                                num_warps=linear_warps(prec))
         register_triton_kernel(f"srnn_linear[nobias-{prec}]", srnn_linear, linear,
                                {"HAS_BIAS": False, "RELU": False, "BM": 32, "BN": LINEAR_BN, "BK": BK, **p},
                                num_warps=linear_warps(prec))
+        if prec != "fp32":  # 4096 streams: the MLP's hidden layer (x1 in bf16), the projections (cond fp32)
+            bm, bn, bk, warps = BIG_TILE
+            big = {"BM": bm, "BN": bn, "BK": bk, **p}
+            register_triton_kernel(f"srnn_linear[relu-big-{prec}]", srnn_linear, {**linear, "X": wdt, "Y": wdt},
+                                   {"HAS_BIAS": True, "RELU": True, **big}, num_warps=warps)
+            register_triton_kernel(f"srnn_linear[nobias-big-{prec}]", srnn_linear, linear,
+                                   {"HAS_BIAS": False, "RELU": False, **big}, num_warps=warps)
         register_triton_kernel(f"srnn_out_sample[{prec}]", srnn_out_sample,
-                               {"X2": f, "WO": wdt, "BO": f, "ring": "*i64", "t_mod": i32, "codes_in": "*i64",
+                               {"X2": wdt, "WO": wdt, "BO": f, "ring": "*i64", "t_mod": i32, "codes_in": "*i64",
                                 "uniforms": f, "temps": f, "codes_out": "*i64", "logits_out": f, "B": i32, "dim": i32,
                                 "F0": i32, "i": i32, "n": i32, "mode": i32},
                                {"Q": 256, "QP": 256, "BB": OUT_BB, "BK": BK, "FIX_BITS": fix_bits(256), **p},
                                num_warps=8)
-    register_triton_kernel("srnn_mlp_input", srnn_mlp_input,
-                           {"ring": "*i64", "t_mod": i32, "COND": f, "cond_stride": i32, "TAB": f, "INB": f, "X1": f,
-                            "B": i32, "dim": i32, "q": i32, "F0": i32, "w": i32}, {"BB": 32, "BD": MLP_BD})
+        register_triton_kernel(f"srnn_mlp_input[{prec}]", srnn_mlp_input,
+                               {"ring": "*i64", "t_mod": i32, "COND": f, "cond_stride": i32, "TAB": f, "INB": f,
+                                "X1": wdt, "B": i32, "dim": i32, "q": i32, "F0": i32, "w": i32},
+                               {"BB": 32, "BD": MLP_BD})
 
 
 _register()
