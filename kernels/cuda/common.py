@@ -221,7 +221,7 @@ def launch(kernel, grid: int, block: int, shared_bytes: int, args: tuple, stream
         return
     from numba.cuda.cudadrv.driver import binding, driver
 
-    key = (kernel, tuple(cuda.typeof(a) if hasattr(a, "__cuda_array_interface__") else type(a) for a in args))
+    key = (kernel, tuple(kernel.typeof_pyval(a) for a in args))
     entry = _SPECIALIZED.get(key)
     if entry is None or entry[1] < shared_bytes:
         special = entry[0] if entry else kernel.specialize(*args)
