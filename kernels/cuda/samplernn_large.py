@@ -475,7 +475,10 @@ def _register() -> None:
         register_triton_kernel(f"srnn_linear[nobias-{prec}]", srnn_linear, linear,
                                {"HAS_BIAS": False, "RELU": False, "BM": 32, "BN": LINEAR_BN, "BK": BK, **p},
                                num_warps=linear_warps(prec))
-        if prec != "fp32":  # 4096 streams: the MLP's hidden layer (x1 in bf16), the projections (cond fp32)
+        if prec != "fp32":  # 4096 streams (64 per program): the MLP's hidden layer, the projections, the gates
+            register_triton_kernel(f"srnn_layer[gru-first-64-{prec}]", srnn_layer, layer,
+                                   {**shape, "BB": 64, "LAYER0": True, "HAS_ADD": True, "LSTM": False, "SKIP": False,
+                                    "FIRST": True}, num_warps=LAYER_WARPS)
             bm, bn, bk, warps = BIG_TILE
             big = {"BM": bm, "BN": bn, "BK": bk, **p}
             register_triton_kernel(f"srnn_linear[relu-big-{prec}]", srnn_linear, {**linear, "X": wdt, "Y": wdt},
