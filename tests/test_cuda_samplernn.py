@@ -56,9 +56,9 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-def model(tiers=3, rnn_type="lstm", quantization="mu-law", skip=True, labels=(), seed=0):
+def model(tiers=3, rnn_type="lstm", quantization="mu-law", skip=True, labels=(), seed=0, n_rnn=2):
     torch.manual_seed(seed)
-    cfg = SampleRNNConfig(frame_sizes=FRAMES[tiers], n_rnn=2, dim=24, emb_size=6, q_levels=Q,
+    cfg = SampleRNNConfig(frame_sizes=FRAMES[tiers], n_rnn=n_rnn, dim=24, emb_size=6, q_levels=Q,
                           quantization=quantization, rnn_type=rnn_type, skip=skip, labels=list(labels))
     m = SampleRNN(cfg)
     with torch.no_grad():  # off the init, so every weight, bias and h0 matters
@@ -107,10 +107,11 @@ def test_small_path_teacher_forced_logits_equal_the_reference(tiers, rnn_type, q
     assert err < TOL, f"small path logits differ from the reference by {err}"
 
 
-@pytest.mark.parametrize("tiers,rnn_type,quantization,skip", [(2, "gru", "linear", False), (3, "lstm", "mu-law", True),
-                                                              (4, "gru", "mu-law", True), (3, "gru", "linear", True)])
-def test_large_path_teacher_forced_logits_equal_the_reference(tiers, rnn_type, quantization, skip):
-    spec = model(tiers, rnn_type, quantization, skip).inference_spec()
+@pytest.mark.parametrize("tiers,rnn_type,quantization,skip,n_rnn", [
+    (2, "gru", "linear", False, 2), (3, "lstm", "mu-law", True, 2), (4, "gru", "mu-law", True, 2),
+    (3, "gru", "linear", False, 1)])  # the last as samplernn-3tier: one GRU layer per tier
+def test_large_path_teacher_forced_logits_equal_the_reference(tiers, rnn_type, quantization, skip, n_rnn):
+    spec = model(tiers, rnn_type, quantization, skip, n_rnn=n_rnn).inference_spec()
     probe = codes(3, FRAMES[tiers][0] + 3)
     err = max_diff(cuda_engine(spec, 3, "large").teacher_force(probe), reference(spec, 3).teacher_force(probe))
     assert err < TOL, f"large path logits differ from the reference by {err}"
@@ -150,7 +151,7 @@ def test_sampled_codes_are_the_references_and_a_state_continues_exactly(path, n,
 
 @pytest.mark.parametrize("path", ["small", "large"])
 def test_prime_and_a_label_blend_per_stream_condition_as_the_reference(path):
-    spec = model(3, "gru", "linear", True, LABELS).inference_spec()
+    spec = model(3, "gru", "linear", True, LABELS, n_rnn=1).inference_spec()  # as samplernn-3tier, labelled
     prime, probe = codes(3, 13, seed=4), codes(3, 8, seed=5)  # the probe starts mid-frame
     e, ref = cuda_engine(spec, 3, path), reference(spec, 3)
     for engine in (e, ref):
