@@ -141,9 +141,14 @@ def tiny_wavenet(layers=4, max_dilation=8, quantization="mu-law", labels=(), q_l
     return perturb(model) if perturbed else model.eval()
 
 
-def save_tiny_model(folder, preset="samplernn-tiny", sample_rate=8000, seed=0, **model_settings) -> Path:
+def save_tiny_model(folder, preset="samplernn-tiny", sample_rate=8000, seed=0, output_bias=None,
+                    **model_settings) -> Path:
     """A model folder (model.safetensors + config.json) of a preset with model_settings
-    overridden (dim=16, ...), at sample_rate Hz, random weights from seed. Returns the folder."""
+    overridden (dim=16, ...), at sample_rate Hz, random weights from seed. Returns the folder.
+
+    output_bias [Q] (SampleRNN): zero the output layer's weights (weight norm off) and set this
+    bias, so every sample is drawn i.i.d. from softmax(output_bias) whatever came before.
+    """
     import torch
 
     from wavegen.checkpoint import save_model
@@ -151,9 +156,16 @@ def save_tiny_model(folder, preset="samplernn-tiny", sample_rate=8000, seed=0, *
 
     config = resolve_preset(preset)
     config["model"].update(model_settings)
+    if output_bias is not None:
+        config["model"]["weight_norm"] = False
     config["data"] = {"sample_rate": sample_rate}
     torch.manual_seed(seed)
-    return Path(save_model(build_model(config), config, Path(folder)))
+    model = build_model(config)
+    if output_bias is not None:
+        with torch.no_grad():
+            model.mlp.output.weight.zero_()
+            model.mlp.output.bias.copy_(torch.as_tensor(output_bias, dtype=torch.float32))
+    return Path(save_model(model, config, Path(folder)))
 
 
 # ----- markers --------------------------------------------------------------------------------------
