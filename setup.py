@@ -5,7 +5,7 @@ setup(
     version="0.1.0",
     description="Raw-audio neural synthesis: SampleRNN and WaveNet, trained on your recordings, rendered fast",
     python_requires=">=3.10",
-    packages=["wavegen", "wavegen.cli", "wavegen.models", "wavegen.kernels", "wavegen.kernels.cuda",
+    packages=["wavegen", "wavegen.cli", "wavegen.models", "wavegen.render", "wavegen.kernels", "wavegen.kernels.cuda",
               "wavegen.serve"],
     package_dir={"wavegen.kernels": "kernels"},
     package_data={"wavegen.kernels": ["cuda/*.cu", "cuda/*.cpp", "cuda/*.h"], "wavegen.serve": ["static/*"]},
