@@ -1,0 +1,129 @@
+"""wavegen.analysis: renders judged against an album (features checked on signals of known values)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from conftest import melody, prepared_corpus, tone, write_audio_file
+from wavegen import analysis
+
+pytest.importorskip("librosa")
+
+RATE = 16000
+
+
+@pytest.mark.slow  # the first test to call librosa pays its imports (~10 s on a busy 2-core machine)
+def test_features_of_known_signals():
+    """Values a wrong feature would miss: level, centroid, pitch class, periodicity, flatness, onsets."""
+    a440 = tone(4.0, RATE, freq=440.0, amplitude=0.5)[:, 0]
+    f = analysis.excerpt_features(a440, RATE)
+    inner = slice(4, -4)  # frames away from the zero-padded ends
+    assert np.median(f["rms_db"][inner]) == pytest.approx(20 * math.log10(0.5 / math.sqrt(2)), abs=0.1)
+    assert np.median(f["centroid_hz"][inner]) == pytest.approx(440.0, rel=0.03)
+    assert np.median(f["bandwidth_hz"][inner]) < 60.0
+    assert np.median(f["chroma"][inner], axis=0).argmax() == 9  # A (chroma starts at C)
+    assert np.median(f["chroma_entropy_bits"][inner]) < 1.5
+    assert (f["periodicity"][inner] > 0.99).all()
+    assert 10 ** np.median(f["log10_flatness"][inner]) < 1e-3
+
+    white = analysis.noise("white", 4.0, RATE, rms=0.1)
+    g = analysis.excerpt_features(white, RATE)
+    assert np.median(g["rms_db"]) == pytest.approx(-20.0, abs=0.5)
+    # flat spectrum: the middle of the analysed band (0 .. 90% of Nyquist)
+    assert np.median(g["centroid_hz"]) == pytest.approx(analysis.BAND_TOP * RATE / 4, rel=0.03)
+    assert 0.4 < 10 ** np.median(g["log10_flatness"]) < 0.7
+    assert (g["periodicity"] > analysis.PERIODIC_THRESHOLD).mean() < 0.01
+    assert np.median(g["chroma_entropy_bits"]) > 3.4
+
+    # a click every 0.5 s: 2 onsets per second, 120 BPM
+    clicks = np.zeros(8 * RATE, dtype=np.float32)
+    for start in range(RATE // 4, len(clicks), RATE // 2):
+        clicks[start: start + 200] = 0.8 * np.exp(-np.arange(200) / 30.0) * np.sign(np.sin(np.arange(200)))
+    h = analysis.excerpt_features(clicks, RATE)
+    assert h["onsets"] / h["seconds"] == pytest.approx(2.0, abs=0.25)
+    assert h["tempo_bpm"] == pytest.approx(120.0, rel=0.05)
+
+
+def test_periodicity_follows_the_lag_range():
+    """A 200 Hz tone (5 ms period) is periodic, noise is not, silence scores 0; a 3 kHz tone is
+    periodic at the 1 ms lag (3 periods) and no peak exceeds 1 (normalized over the overlap)."""
+    n_fft, hop = analysis.frame_size(RATE)
+    assert (n_fft, hop) == (1024, 256)
+    t = np.arange(RATE) / RATE
+    periodic = analysis.periodicity(np.sin(2 * np.pi * 200 * t), RATE, n_fft, hop)
+    assert periodic[2:-2].min() > 0.99
+    rng = np.random.default_rng(0)
+    assert analysis.periodicity(rng.standard_normal(RATE), RATE, n_fft, hop).max() < 0.3
+    high = analysis.periodicity(np.sin(2 * np.pi * 3000 * t), RATE, n_fft, hop)
+    assert high[2:-2].min() > 0.99 and high.max() <= 1.0 + 1e-9
+    assert analysis.periodicity(np.zeros(RATE), RATE, n_fft, hop).max() == 0.0
+
+
+def test_frechet_distance_of_shifted_gaussians():
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((20000, 3))
+    b = rng.standard_normal((20000, 3)) * np.array([1.0, 1.0, 2.0]) + np.array([2.0, 0.0, 0.0])
+    ones, zeros = np.ones(3), np.zeros(3)
+    # mean shift 2 → 4; variances 1 vs 4 in one dimension → (1 - 2)^2 = 1
+    assert analysis.frechet_distance(a, b, zeros, ones) == pytest.approx(5.0, abs=0.15)
+    assert analysis.frechet_distance(a, a, zeros, ones) == pytest.approx(0.0, abs=1e-6)
+    assert analysis.wasserstein_1d(a[:, 0], a[:, 0] + 3.0) == pytest.approx(3.0, abs=1e-9)
+
+
+@pytest.fixture(scope="module")
+def tone_album(tmp_path_factory):
+    """A corpus of melodies (the album) and three render folders: melodies, white noise, silence-ish."""
+    root = tmp_path_factory.mktemp("album")
+    corpus = prepared_corpus(root, files=8, seconds=10.0, val_fraction=0.125, test_fraction=0.25)
+    folders = {name: root / name for name in ("tones", "noise")}
+    for i in range(2):
+        write_audio_file(folders["tones"] / f"stream_{i:03d}.wav", melody(10.0, 22050, seed=100 + i), 22050)
+        write_audio_file(folders["noise"] / f"stream_{i:03d}.wav",
+                         analysis.noise("white", 10.0, RATE, rms=0.1, seed=7 + i), RATE)
+    return corpus, folders
+
+
+@pytest.mark.slow
+def test_tone_renders_score_near_the_album_and_noise_near_noise(tone_album, tmp_path):
+    corpus, folders = tone_album
+    tones = analysis.compare_renders(folders["tones"], corpus, max_seconds=20.0)
+    noisy = analysis.compare_renders(folders["noise"], corpus, max_seconds=20.0)
+
+    for result in (tones, noisy):  # the references are the same measurements in both
+        assert result["sets"]["test"]["summary"]["periodic_fraction"] > 0.9
+        assert result["sets"]["white_noise"]["summary"]["periodic_fraction"] < 0.05
+        d = result["distances"]
+        assert d["train"]["frechet"] < min(d["white_noise"]["frechet"], d["pink_noise"]["frechet"]) / 3
+
+    t, n = tones["verdict"], noisy["verdict"]
+    assert t["periodic_fraction_renders"] > 0.9
+    assert t["frechet_renders"] < t["frechet_noise"] / 3
+    assert t["album_likeness"] > 0.7
+    assert n["periodic_fraction_renders"] < 0.05
+    assert n["album_likeness"] < 0.2
+    # white-noise renders sit where the white-noise reference sits, on every frame feature
+    for name, value in noisy["distances"]["renders"]["features"].items():
+        ref = noisy["distances"]["white_noise"]["features"][name]
+        assert value == pytest.approx(ref, rel=0.3, abs=0.1), name
+    assert tones["sets"]["renders"]["summary"]["chroma_profile_similarity"] > 0.5
+    assert abs(noisy["sets"]["renders"]["summary"]["chroma_profile_similarity"]) < 0.5
+
+    text = analysis.format_comparison(tones)
+    assert "album likeness" in text and "periodic_fraction" in text
+    png = analysis.plot_comparison(tones, tmp_path / "cmp.png")
+    assert png is not None and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_clear_errors_name_the_folder(tone_album, tmp_path):
+    corpus, _ = tone_album
+    with pytest.raises(analysis.AnalysisError, match="no such folder"):
+        analysis.compare_renders(tmp_path / "missing", corpus)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(analysis.AnalysisError, match="empty: no audio files"):
+        analysis.compare_renders(tmp_path / "empty", corpus)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "stream_000.wav").write_bytes(b"not a wav file at all")
+    with pytest.raises(analysis.AnalysisError, match="stream_000.wav"):
+        analysis.compare_renders(bad, corpus)

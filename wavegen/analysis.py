@@ -1,0 +1,485 @@
+"""Judge rendered audio against the album it was trained on.
+
+:func:`compare_renders` measures a folder of renders, a corpus's test split, two references
+measured the same way (the corpus's training split: what "like the album" scores; white and pink
+noise at the album's level: what noise scores) and reports every set's features and its
+distance to the test split. :func:`plot_comparison` draws the distributions side by side.
+
+Features are computed per frame (``n_fft`` ~64 ms, hop a quarter of it; spectral shape up to
+90% of Nyquist) with librosa, imported here only (machines that only train or render need not
+have it):
+
+- loudness: frame RMS in dBFS; its median and its range (95th - 5th percentile, dB);
+- spectral centroid and bandwidth (Hz), flatness (0 tone .. 1 white noise), contrast (dB);
+- onset rate (per second) and tempo (BPM) per excerpt;
+- chroma: per-frame entropy of the 12 pitch classes (bits; 3.58 is no pitch class preferred)
+  and the correlation of the mean chroma profile with the test split's;
+- periodicity: the fraction of sounding frames whose normalized autocorrelation peaks above
+  0.6 at a lag of 1-16 ms (a pitch between 62.5 Hz and 1 kHz); optionally pyin's voiced fraction;
+- a Frechet distance between Gaussians fitted to the frame features (20 MFCC + 12 chroma +
+  7 contrast), each dimension standardized by its spread over the references (test, train,
+  white and pink noise together; the same scale whatever the renders are).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+
+from wavegen.errors import WavegenError
+
+logger = logging.getLogger(__name__)
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif")
+SILENT_DB = -60.0  # frames under this RMS (dBFS) count as silent: no periodicity judged there
+PERIODIC_THRESHOLD = 0.6
+PERIOD_LAGS_MS = (1.0, 16.0)
+BAND_TOP = 0.9  # spectral features use frequencies up to this fraction of Nyquist
+SETS = ("renders", "test", "train", "white_noise", "pink_noise")
+
+# Frame features compared as distributions (Wasserstein distance / test split's spread, plots).
+FRAME_FEATURES = {
+    "rms_db": ("dBFS", "loudness: RMS level of each frame"),
+    "centroid_hz": ("Hz", "spectral centroid: where the energy sits (brightness)"),
+    "bandwidth_hz": ("Hz", "spectral bandwidth: spread of the energy around the centroid"),
+    "log10_flatness": ("log10", "spectral flatness (log10): -inf tone .. 0 white noise"),
+    "contrast_db": ("dB", "spectral contrast: peak-to-valley, mean over 7 bands"),
+    "chroma_entropy_bits": ("bits", "entropy of the 12 pitch classes (3.58: no pitch class preferred)"),
+    "periodicity": ("", "peak normalized autocorrelation at lags 1-16 ms"),
+}
+SUMMARY_FEATURES = {
+    "rms_db_median": ("dBFS", "median frame loudness"),
+    "loudness_range_db": ("dB", "dynamics: 95th - 5th percentile of frame loudness"),
+    "centroid_hz_median": ("Hz", "median spectral centroid"),
+    "bandwidth_hz_median": ("Hz", "median spectral bandwidth"),
+    "flatness_median": ("", "median spectral flatness (0 tone .. 1 white noise)"),
+    "contrast_db_median": ("dB", "median spectral contrast"),
+    "onset_rate_per_s": ("1/s", "note or event onsets per second"),
+    "tempo_bpm": ("BPM", "median tempo estimate over excerpts"),
+    "chroma_entropy_bits_median": ("bits", "median pitch-class entropy"),
+    "chroma_profile_similarity": ("r", "correlation of the mean chroma profile with the test split's "
+                                       "(1: same key profile, 0: unrelated)"),
+    "periodic_fraction": ("", "sounding frames with an autocorrelation peak > 0.6 at 1-16 ms"),
+    "silent_fraction": ("", "frames under -60 dBFS"),
+    "voiced_fraction": ("", "pyin's voiced fraction of sounding frames (with pyin=True)"),
+}
+
+
+class AnalysisError(WavegenError):
+    """Renders or a corpus that cannot be compared; the message names the folder or file."""
+
+
+def _librosa():
+    try:
+        import librosa
+    except ImportError:
+        raise AnalysisError("comparing renders needs librosa: pip install librosa "
+                            "(or pip install -e '.[analysis]')") from None
+    return librosa
+
+
+def frame_size(sample_rate: int) -> tuple[int, int]:
+    """(n_fft, hop): the power of two nearest 64 ms at ``sample_rate``, hop a quarter of it."""
+    n_fft = 1 << int(round(math.log2(0.064 * sample_rate)))
+    return n_fft, n_fft // 4
+
+
+# ----- per-excerpt features -------------------------------------------------------------------------
+
+def periodicity(y: np.ndarray, sample_rate: int, n_fft: int, hop: int) -> np.ndarray:
+    """Peak normalized autocorrelation per frame over lags 1-16 ms: y [T] → [frames] in [-1, 1].
+
+    Each frame (mean removed) is compared with itself shifted by each lag over their overlap:
+    r(l) = sum x[n] x[n+l] / sqrt(sum x[n]^2 · sum x[n+l]^2), n over the overlap. A periodic
+    frame with a period in the range scores near 1; white noise near 0. Silent frames score 0.
+    """
+    lo = max(1, int(round(PERIOD_LAGS_MS[0] * sample_rate / 1000)))
+    hi = min(n_fft // 2, int(round(PERIOD_LAGS_MS[1] * sample_rate / 1000)))
+    frames = _frames(y, n_fft, hop)
+    x = frames - frames.mean(axis=1, keepdims=True)
+    spec = np.fft.rfft(x, 2 * n_fft, axis=1)
+    acf = np.fft.irfft(np.abs(spec) ** 2, axis=1)[:, lo: hi + 1]
+    energy = np.cumsum(x ** 2, axis=1)
+    total = energy[:, -1:]
+    lags = np.arange(lo, hi + 1)
+    head = energy[:, n_fft - 1 - lags]  # sum of x[n]^2 for n < N - l
+    tail = total - energy[:, lags - 1]  # sum of x[n]^2 for n >= l
+    r = acf / np.sqrt(np.maximum(head * tail, 1e-20))
+    peak = r.max(axis=1)
+    peak[total[:, 0] < 1e-10 * n_fft] = 0.0
+    return peak
+
+
+def _frames(y: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
+    """Centered frames like librosa's STFT (reflect-free: zero padding): y [T] → [frames, n_fft]."""
+    padded = np.pad(y, (n_fft // 2, n_fft // 2))
+    count = 1 + (len(padded) - n_fft) // hop
+    index = np.arange(n_fft)[None, :] + hop * np.arange(count)[:, None]
+    return padded[index]
+
+
+def excerpt_features(y: np.ndarray, sample_rate: int, pyin: bool = False) -> dict:
+    """Features of one excerpt y [T] float32 (mono, -1..1).
+
+    Returns per-frame arrays (``FRAME_FEATURES`` keys, each [frames]; ``vectors`` [frames, 39]:
+    MFCC 20 + chroma 12 + contrast 7; ``chroma`` [frames, 12]) and per-excerpt scalars
+    ``onsets`` (count), ``seconds``, ``tempo_bpm``, ``voiced``/``sounding`` (pyin frame counts).
+    """
+    librosa = _librosa()
+    y = np.ascontiguousarray(y, dtype=np.float32)
+    n_fft, hop = frame_size(sample_rate)
+    magnitude = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop, center=True, pad_mode="constant"))
+    power = magnitude ** 2
+    # from the samples: librosa's rms(S=...) would carry the Hann window's -4.3 dB
+    rms = librosa.feature.rms(y=y, frame_length=n_fft, hop_length=hop, center=True, pad_mode="constant")[0]
+    rms_db = 20 * np.log10(np.maximum(rms, 1e-6))
+    # Spectral shape is judged below 90% of Nyquist: resamplers' anti-alias filters differ above
+    # (a render resampled by another chain would otherwise look unlike its album up there).
+    top = BAND_TOP * sample_rate / 2
+    freq = librosa.fft_frequencies(sr=sample_rate, n_fft=n_fft)
+    band = magnitude[freq <= top]
+    centroid = librosa.feature.spectral_centroid(S=band, sr=sample_rate, freq=freq[freq <= top])[0]
+    bandwidth = librosa.feature.spectral_bandwidth(S=band, sr=sample_rate, freq=freq[freq <= top])[0]
+    flatness = librosa.feature.spectral_flatness(S=band, amin=1e-10)[0]
+    contrast = librosa.feature.spectral_contrast(S=band, sr=sample_rate, freq=freq[freq <= top], fmin=100.0,
+                                                 n_bands=6)
+    chroma = librosa.feature.chroma_stft(S=power, sr=sample_rate, tuning=0.0)
+    mel = librosa.feature.melspectrogram(S=power, sr=sample_rate, n_mels=64, fmax=top)
+    mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None), n_mfcc=20)
+    p = chroma / np.maximum(chroma.sum(axis=0, keepdims=True), 1e-12)
+    entropy = -(p * np.log2(np.maximum(p, 1e-12))).sum(axis=0)
+    period = periodicity(y, sample_rate, n_fft, hop)
+    frames = min(len(rms_db), len(period))
+    envelope = librosa.onset.onset_strength(S=librosa.power_to_db(mel, ref=1.0, amin=1e-10), sr=sample_rate,
+                                            hop_length=hop)
+    onsets = librosa.onset.onset_detect(onset_envelope=envelope, sr=sample_rate, hop_length=hop)
+    tempo = float(np.atleast_1d(librosa.feature.tempo(onset_envelope=envelope, sr=sample_rate,
+                                                      hop_length=hop))[0])
+    out = {
+        "rms_db": rms_db[:frames], "centroid_hz": centroid[:frames], "bandwidth_hz": bandwidth[:frames],
+        "log10_flatness": np.log10(np.maximum(flatness[:frames], 1e-10)),
+        "contrast_db": contrast.mean(axis=0)[:frames], "chroma_entropy_bits": entropy[:frames],
+        "periodicity": period[:frames], "chroma": chroma.T[:frames],
+        "vectors": np.concatenate([mfcc, chroma, contrast], axis=0).T[:frames],
+        "onsets": len(onsets), "seconds": len(y) / sample_rate, "tempo_bpm": tempo,
+    }
+    if pyin:
+        _, voiced, _ = librosa.pyin(y, fmin=65.0, fmax=2093.0, sr=sample_rate, frame_length=n_fft,
+                                    hop_length=hop, center=True, pad_mode="constant")
+        sounding = rms_db[: len(voiced)] > SILENT_DB
+        out["voiced"], out["sounding"] = int((voiced & sounding).sum()), int(sounding.sum())
+    return out
+
+
+def set_features(excerpts: list[np.ndarray], sample_rate: int, pyin: bool = False) -> dict:
+    """Features of a set of excerpts (each y [T] float32): frame arrays concatenated over the set,
+    scalars summed. Returns ``{"frames": {feature: [N]}, "vectors": [N, 39], "chroma": [N, 12],
+    "onsets", "seconds", "tempi": [excerpts], "voiced", "sounding", "excerpts"}``."""
+    parts = [excerpt_features(y, sample_rate, pyin) for y in excerpts]
+    if not parts:
+        raise AnalysisError("no audio to analyse")
+    return {
+        "frames": {k: np.concatenate([p[k] for p in parts]) for k in FRAME_FEATURES},
+        "vectors": np.concatenate([p["vectors"] for p in parts]),
+        "chroma": np.concatenate([p["chroma"] for p in parts]),
+        "onsets": sum(p["onsets"] for p in parts), "seconds": sum(p["seconds"] for p in parts),
+        "tempi": [p["tempo_bpm"] for p in parts if p["seconds"] >= 4.0],
+        "voiced": sum(p.get("voiced", 0) for p in parts), "sounding": sum(p.get("sounding", 0) for p in parts),
+        "excerpts": len(parts), "pyin": pyin,
+    }
+
+
+def summarize(features: dict, reference_chroma: np.ndarray | None = None) -> dict:
+    """One set's ``SUMMARY_FEATURES`` from :func:`set_features` (chroma profile vs ``reference_chroma`` [12])."""
+    f = features["frames"]
+    sounding = f["rms_db"] > SILENT_DB
+    profile = features["chroma"].mean(axis=0)
+    out = {
+        "rms_db_median": float(np.median(f["rms_db"])),
+        "loudness_range_db": float(np.percentile(f["rms_db"], 95) - np.percentile(f["rms_db"], 5)),
+        "centroid_hz_median": float(np.median(f["centroid_hz"])),
+        "bandwidth_hz_median": float(np.median(f["bandwidth_hz"])),
+        "flatness_median": float(10 ** np.median(f["log10_flatness"])),
+        "contrast_db_median": float(np.median(f["contrast_db"])),
+        "onset_rate_per_s": features["onsets"] / max(features["seconds"], 1e-9),
+        "tempo_bpm": float(np.median(features["tempi"])) if features["tempi"] else float("nan"),
+        "chroma_entropy_bits_median": float(np.median(f["chroma_entropy_bits"])),
+        "chroma_profile_similarity": _correlation(profile, profile if reference_chroma is None else reference_chroma),
+        "periodic_fraction": float((f["periodicity"][sounding] > PERIODIC_THRESHOLD).mean()) if sounding.any() else 0.0,
+        "silent_fraction": float(1.0 - sounding.mean()),
+    }
+    if features["pyin"]:
+        out["voiced_fraction"] = features["voiced"] / max(features["sounding"], 1)
+    return out
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two chroma profiles [12]: which pitch classes stand out, not how
+    much (every profile is mostly positive, so a plain cosine is near 1 even for noise)."""
+    a, b = a - a.mean(), b - b.mean()
+    return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
+
+
+# ----- distances -------------------------------------------------------------------------------------
+
+def frechet_distance(a: np.ndarray, b: np.ndarray, mean: np.ndarray, std: np.ndarray) -> float:
+    """Frechet distance between Gaussians fitted to frame vectors a [N, D] and b [M, D], both
+    standardized with (mean [D], std [D]): |mu_a - mu_b|^2 + tr(Sa + Sb - 2 (Sa Sb)^1/2)."""
+    from scipy import linalg
+
+    a, b = (a - mean) / std, (b - mean) / std
+    mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root = linalg.sqrtm(cov_a @ cov_b)
+    if np.iscomplexobj(root):
+        root = root.real  # rounding makes tiny imaginary parts
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root))
+
+
+def wasserstein_1d(a: np.ndarray, b: np.ndarray) -> float:
+    """Earth mover's distance between two 1-D samples (same units as the samples)."""
+    quantiles = np.linspace(0.0, 1.0, 201)
+    return float(np.abs(np.quantile(a, quantiles) - np.quantile(b, quantiles)).mean())
+
+
+def distances(features: dict, test: dict, mean: np.ndarray, std: np.ndarray) -> dict:
+    """One set vs the test split: ``{"frechet": float, "features": {frame feature: W1 / test std}}``."""
+    per = {}
+    for name in FRAME_FEATURES:
+        a, b = features["frames"][name], test["frames"][name]
+        per[name] = wasserstein_1d(a, b) / max(float(np.std(b)), 1e-9)
+    return {"frechet": frechet_distance(features["vectors"], test["vectors"], mean, std), "features": per}
+
+
+# ----- the sets ----------------------------------------------------------------------------------------
+
+def excerpts_of(clips: list[np.ndarray], sample_rate: int, max_seconds: float,
+                excerpt_seconds: float = 10.0) -> list[np.ndarray]:
+    """Cut clips (each [T] float32) into excerpts of ``excerpt_seconds`` (a last piece of at least
+    2 s is kept) and keep evenly spaced ones up to ``max_seconds`` in total."""
+    size, least = int(excerpt_seconds * sample_rate), int(2.0 * sample_rate)
+    pieces = []
+    for clip in clips:
+        for start in range(0, len(clip), size):
+            piece = clip[start: start + size]
+            if len(piece) >= least or (start == 0 and len(piece) >= sample_rate // 4):
+                pieces.append(piece)
+    keep = max(1, int(max_seconds // excerpt_seconds))
+    if len(pieces) > keep:
+        pieces = [pieces[i] for i in np.linspace(0, len(pieces) - 1, keep).round().astype(int)]
+    return pieces
+
+
+def split_clips(corpus, split: str) -> list[np.ndarray]:
+    """A corpus split's segments as float32 clips [T]."""
+    from wavegen.audio import int16_to_float
+
+    audio = corpus.split(split)
+    return [int16_to_float(np.asarray(audio[s: s + n])) for s, n, _ in corpus.segments(split)]
+
+
+def render_clips(renders_dir: str | Path, sample_rate: int) -> tuple[list[np.ndarray], list[str]]:
+    """Every audio file directly in ``renders_dir`` (mono, resampled to ``sample_rate``) and its name."""
+    from wavegen.audio import AudioError, load_mono
+
+    folder = Path(renders_dir)
+    if not folder.is_dir():
+        raise AnalysisError(f"{folder}: no such folder of renders")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+    if not files:
+        raise AnalysisError(f"{folder}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
+    clips = []
+    for path in files:
+        try:
+            clips.append(load_mono(path, sample_rate))
+        except AudioError as err:
+            raise AnalysisError(str(err)) from None
+    return clips, [p.name for p in files]
+
+
+def noise(kind: str, seconds: float, sample_rate: int, rms: float, seed: int = 0) -> np.ndarray:
+    """White or pink (1/f power) Gaussian noise [T] float32 at the given RMS level."""
+    rng = np.random.default_rng([seed, 0 if kind == "white" else 1])
+    n = int(seconds * sample_rate)
+    x = rng.standard_normal(n)
+    if kind == "pink":
+        spectrum = np.fft.rfft(x)
+        freqs = np.fft.rfftfreq(n, 1.0 / sample_rate)
+        spectrum[1:] /= np.sqrt(freqs[1:])
+        spectrum[0] = 0.0
+        x = np.fft.irfft(spectrum, n)
+    elif kind != "white":
+        raise ValueError(f"noise kind {kind!r}: white or pink")
+    return (x * rms / max(float(np.sqrt(np.mean(x ** 2))), 1e-12)).astype(np.float32)
+
+
+def compare_clips(renders: list[np.ndarray], test: list[np.ndarray], train: list[np.ndarray], sample_rate: int, *,
+                  max_seconds: float = 120.0, pyin: bool = False, seed: int = 0) -> dict:
+    """Compare render clips with test clips; train clips and noise as references (see :func:`compare_renders`)."""
+    excerpts = {name: excerpts_of(clips, sample_rate, max_seconds)
+                for name, clips in (("renders", renders), ("test", test), ("train", train)) if clips}
+    if "renders" not in excerpts or "test" not in excerpts:
+        raise AnalysisError("nothing to compare: the renders or the test split hold no audio")
+    test_all = np.concatenate(excerpts["test"])
+    level = float(np.sqrt(np.mean(test_all.astype(np.float64) ** 2)))
+    seconds = min(max_seconds, len(test_all) / sample_rate)
+    for kind in ("white", "pink"):
+        excerpts[f"{kind}_noise"] = excerpts_of([noise(kind, seconds, sample_rate, level, seed)], sample_rate,
+                                                max_seconds)
+    features = {}
+    for name, pieces in excerpts.items():
+        logger.info("analysing %s: %d excerpt(s), %.0f s", name, len(pieces), sum(map(len, pieces)) / sample_rate)
+        features[name] = set_features(pieces, sample_rate, pyin)
+    test_features = features["test"]
+    # One scale per feature dimension from the references (album splits and noises, never the
+    # renders): a dimension counts by how far album and noise spread along it. The test split's
+    # own spread alone would blow up dimensions in which a homogeneous album hardly varies.
+    pooled = np.concatenate([features[s]["vectors"] for s in features if s != "renders"])
+    mean, std = pooled.mean(axis=0), pooled.std(axis=0) + 1e-6
+    reference_chroma = test_features["chroma"].mean(axis=0)
+    result = {"sample_rate": sample_rate, "sets": {}, "distances": {}, "histograms": _histograms(features),
+              "meaning": {"summary": {k: {"unit": u, "meaning": m} for k, (u, m) in SUMMARY_FEATURES.items()},
+                          "frame_features": {k: {"unit": u, "meaning": m} for k, (u, m) in FRAME_FEATURES.items()}}}
+    for name, f in features.items():
+        result["sets"][name] = {"seconds": f["seconds"], "excerpts": f["excerpts"],
+                                "summary": summarize(f, reference_chroma)}
+        if name != "test":
+            result["distances"][name] = distances(f, test_features, mean, std)
+    result["verdict"] = _verdict(result)
+    return result
+
+
+def compare_renders(renders_dir: str | Path, corpus_dir: str | Path, *, split: str = "test",
+                    reference_split: str = "train", max_seconds: float = 120.0, pyin: bool = False,
+                    seed: int = 0) -> dict:
+    """Compare the audio files in ``renders_dir`` with the ``split`` of the corpus in ``corpus_dir``.
+
+    Every set (renders; the test split; the training split; white and pink noise at the test
+    split's RMS) is cut into 10 s excerpts, evenly spaced ones up to ``max_seconds`` kept.
+    Returns a JSON-ready dict: ``sets[name] = {"seconds", "excerpts", "summary": {feature: value}}``;
+    ``distances[name] = {"frechet", "features": {frame feature: W1 / test std}}`` for every set
+    but the test split (0 would be identical; ``train`` is what the album scores, the noises what
+    noise scores); ``verdict`` (see :func:`_verdict`), ``histograms`` (for the plot) and
+    ``meaning`` (unit and meaning of every number).
+    """
+    from wavegen.corpus import Corpus
+
+    corpus = Corpus(corpus_dir)
+    rate = corpus.sample_rate
+    renders, names = render_clips(renders_dir, rate)
+    test = split_clips(corpus, split)
+    if not test:
+        raise AnalysisError(f"the {split} split of {corpus_dir} has no audio to compare with")
+    train = split_clips(corpus, reference_split) if reference_split else []
+    result = compare_clips(renders, test, train, rate, max_seconds=max_seconds, pyin=pyin, seed=seed)
+    result.update({"renders_dir": str(renders_dir), "render_files": names, "corpus": str(corpus_dir),
+                   "split": split, "reference_split": reference_split})
+    return result
+
+
+def _verdict(result: dict) -> dict:
+    """Where the renders sit between the album and noise, on the Frechet distance.
+
+    ``album_likeness`` = log(FD_noise / FD_renders) / log(FD_noise / FD_album): 1 where the
+    renders are as near the test split as the training split is, 0 as far as the nearer noise,
+    below 0 farther than noise (FD_album: the training split's; FD_noise: the nearer noise's).
+    """
+    fd = {name: d["frechet"] for name, d in result["distances"].items()}
+    noise_fd = min(fd["white_noise"], fd["pink_noise"])
+    out = {"frechet_renders": fd["renders"], "frechet_noise": noise_fd,
+           "periodic_fraction_renders": result["sets"]["renders"]["summary"]["periodic_fraction"],
+           "periodic_fraction_album": result["sets"]["test"]["summary"]["periodic_fraction"]}
+    if "train" in fd:
+        album = max(fd["train"], 1e-9)
+        out["frechet_album"] = fd["train"]
+        span = math.log(max(noise_fd, 1e-9) / album)
+        near = math.log(max(noise_fd, 1e-9) / max(fd["renders"], 1e-9))
+        out["album_likeness"] = near / span if span > 0 else float("nan")
+    return out
+
+
+def _histograms(features: dict, bins: int = 40) -> dict:
+    """Per frame feature: shared bin edges over every set and each set's density."""
+    out = {}
+    for name in FRAME_FEATURES:
+        values = {s: f["frames"][name] for s, f in features.items()}
+        allv = np.concatenate(list(values.values()))
+        lo, hi = np.percentile(allv, [0.5, 99.5])
+        if hi <= lo:
+            hi = lo + 1.0
+        edges = np.linspace(lo, hi, bins + 1)
+        out[name] = {"edges": edges.tolist(),
+                     "density": {s: np.histogram(np.clip(v, lo, hi), edges, density=True)[0].tolist()
+                                 for s, v in values.items()}}
+    return out
+
+
+# ----- reporting ------------------------------------------------------------------------------------
+
+def format_comparison(result: dict) -> str:
+    """The summary table and distances as text (one column per set)."""
+    sets = [s for s in SETS if s in result["sets"]]
+    head = f"{'':28s}" + "".join(f"{s:>13s}" for s in sets)
+    lines = [head]
+    for key in SUMMARY_FEATURES:
+        if key not in result["sets"][sets[0]]["summary"]:
+            continue
+        lines.append(f"{key:28s}" + "".join(f"{result['sets'][s]['summary'][key]:13.3f}" for s in sets))
+    lines.append("")
+    lines.append("distance to the test split (0: identical; train = the album, noises = noise)")
+    lines.append(f"{'frechet (MFCC+chroma+contrast)':28s}"
+                 + "".join(f"{result['distances'][s]['frechet']:13.2f}" if s in result["distances"] else f"{'-':>13s}"
+                           for s in sets))
+    for key in FRAME_FEATURES:
+        lines.append(f"{key + ' (W1/std)':28s}"
+                     + "".join(f"{result['distances'][s]['features'][key]:13.3f}" if s in result["distances"]
+                               else f"{'-':>13s}" for s in sets))
+    v = result["verdict"]
+    if "album_likeness" in v:
+        lines.append("")
+        lines.append(f"album likeness {v['album_likeness']:.2f} (1: as near as the training split, 0: as far as noise)")
+    return "\n".join(lines)
+
+
+def plot_comparison(result: dict, path: str | Path) -> Path | None:
+    """Draw every frame feature's distribution, one line per set, as a PNG at ``path``.
+
+    Returns the path, or None (with a warning) where matplotlib is not installed.
+    """
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        logger.warning("matplotlib is not installed: no plot (pip install matplotlib)")
+        return None
+    names = list(result["histograms"])
+    cols = 4
+    rows = math.ceil((len(names) + 1) / cols)
+    fig = Figure(figsize=(4 * cols, 3 * rows), dpi=100)
+    styles = {"renders": ("tab:red", "-", 2.0), "test": ("black", "-", 2.0), "train": ("tab:blue", "--", 1.5),
+              "white_noise": ("tab:gray", ":", 1.5), "pink_noise": ("tab:pink", ":", 1.5)}
+    for i, name in enumerate(names):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        h = result["histograms"][name]
+        edges = np.asarray(h["edges"])
+        centers = (edges[1:] + edges[:-1]) / 2
+        for s, density in h["density"].items():
+            color, line, width = styles.get(s, (None, "-", 1.0))
+            ax.plot(centers, density, color=color, linestyle=line, linewidth=width, label=s)
+        unit = FRAME_FEATURES[name][0]
+        ax.set_title(name + (f" ({unit})" if unit else ""), fontsize=9)
+        ax.tick_params(labelsize=7)
+    ax = fig.add_subplot(rows, cols, len(names) + 1)
+    sets = [s for s in SETS if s in result["distances"]]
+    ax.bar(range(len(sets)), [result["distances"][s]["frechet"] for s in sets],
+           color=[styles[s][0] for s in sets])
+    ax.set_xticks(range(len(sets)), sets, rotation=30, fontsize=7)
+    ax.set_yscale("log")
+    ax.set_title("Frechet distance to test (log)", fontsize=9)
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(str(path))
+    return Path(path)
