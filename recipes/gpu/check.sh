@@ -20,15 +20,12 @@ budget=${BUDGET_SECONDS:-460}  # the whole call stays under 8 minutes: each stag
 : > "$out/stages.jsonl"
 unset NUMBA_ENABLE_CUDASIM TRITON_INTERPRET
 
-# wavegen importable from THIS tree (the GPU machine gets a copy of the tree, not an install):
-# an offline editable install, or else the tree on PYTHONPATH with kernels/ linked where the
-# package expects it (setup.py maps wavegen.kernels to kernels/)
-if ! (cd /tmp && "$py" -c "import sys, wavegen.kernels.cuda; sys.exit(not wavegen.__file__.startswith(sys.argv[1]))" \
-      "$PWD/") 2>/dev/null; then
-  if ! "$py" -m pip install --quiet --no-deps --no-build-isolation --no-index -e . >/dev/null 2>&1; then
-    [ -e wavegen/kernels ] || ln -s ../kernels wavegen/kernels
-    export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-  fi
+# wavegen importable from THIS tree: the GPU machine gets a copy of the tree, not an install, and
+# `python -m` finds ./wavegen first, whose wavegen.kernels setup.py maps to kernels/: link it
+# there for this run (removed at exit; never in a dry run, which leaves the tree alone)
+if [ "$dry" != 1 ] && [ ! -e wavegen/kernels ] && ! "$py" -c "import wavegen.kernels.cuda" 2>/dev/null; then
+  ln -s ../kernels wavegen/kernels
+  trap 'rm -f wavegen/kernels' EXIT
 fi
 
 # stage NAME SECONDS CPU_SAFE COMMAND...: run with a time limit (no more than what is left of the
