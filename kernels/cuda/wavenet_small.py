@@ -56,6 +56,19 @@ def head_smem_floats(rows: int, cols: int, B: int) -> int:
 
 
 @cuda.jit(device=True)
+def _load_layer(k, sm, M, layer_off, head, R, S, L, s_wc, s_wr, s_ws, tid, nthreads):
+    """Layer k's convolution [2R, 2R], residual [R, R] and skip columns [S, R] into shared memory
+    at s_wc, s_wr, s_ws (rows padded to an odd stride), for the whole launch."""
+    load_padded(M, layer_off[k, WN_CONV], 2 * R, 2 * R, sm, s_wc, 2 * R + 1, tid, nthreads)
+    load_padded(M, layer_off[k, WN_RES], R, R, sm, s_wr, R + 1, tid, nthreads)
+    skip_w = head[WN_SKIP] + k * R  # this layer's columns of the fused [S, L*R] skip matrix
+    for i in range(tid, S * R, nthreads):
+        s = i // R
+        sm[s_ws + s * (R + 1) + i - s * R] = M[skip_w + s * L * R + i - s * R]
+    cuda.syncthreads()
+
+
+@cuda.jit(device=True)
 def _layer_block(k, sm, status, M, V, layer_off, head, dil, ring_off, R, S, Q, L, H1, H2, t0, n, mode,
                  prev, rings, label_bias, labelled, codes_in, uniforms, temps, codes_out, logits_buf,
                  xbuf, skipbuf, flags, err, spin_limit, B, tid, nthreads):
@@ -69,13 +82,7 @@ def _layer_block(k, sm, status, M, V, layer_off, head, dil, ring_off, R, S, Q, L
     s_x = s_h + B * cs
     s_z = s_x + B * rs
     s_smp = s_z + B * rs  # block 0: 128 floats per warp for warp_sample
-    load_padded(M, layer_off[k, WN_CONV], R2, R2, sm, s_wc, cs, tid, nthreads)
-    load_padded(M, layer_off[k, WN_RES], R, R, sm, s_wr, rs, tid, nthreads)
-    skip_w = head[WN_SKIP] + k * R  # this layer's columns of the fused [S, L*R] skip matrix
-    for i in range(tid, S * R, nthreads):
-        s = i // R
-        sm[s_ws + s * rs + i - s * R] = M[skip_w + s * L * R + i - s * R]
-    cuda.syncthreads()
+    _load_layer(k, sm, M, layer_off, head, R, S, L, s_wc, s_wr, s_ws, tid, nthreads)
     emb = head[WN_EMB]
     warp = tid // 32
     lane = tid % 32
