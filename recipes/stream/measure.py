@@ -7,7 +7,7 @@ many listeners against one.
 The server runs pinned to one core (taskset); the listeners run here, in one process on the
 other cores, each a real HTTP client reading /stream and splitting it into Ogg pages as they
 arrive. Two phases on the same server: one listener for SECONDS, then LISTENERS at once for
-SECONDS. For each listener:
+SECONDS (``--rounds N`` repeats the pair, alternating). For each listener:
 
 - continuity: every page after the header follows the one before (Ogg page numbers), so no
   page was skipped or repeated;
@@ -18,7 +18,9 @@ SECONDS. For each listener:
   kept no buffer at all would never wait more than 100 ms.
 
 The server's CPU is its process's user + system time (all threads, from /proc) over each
-phase, from 3 s after the listeners connected to the end.
+phase, from 3 s after the listeners connected to the end, split into the station thread (the
+busiest: engine, guard, archive, encoder; its work does not depend on the listeners) and the
+rest (the event loop serving the listeners).
 """
 
 from __future__ import annotations
@@ -91,9 +93,24 @@ def analyse(result: dict) -> dict:
             "lateness_seconds": max(late) - min(late) if len(late) > 1 else 0.0}
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+def _stat_cpu(path: str) -> float:
+    fields = open(path).read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    return _stat_cpu(f"/proc/{pid}/stat")
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of each of the server's threads, by thread id."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            out[tid] = _stat_cpu(f"/proc/{pid}/task/{tid}/stat")
+        except OSError:  # the thread ended
+            pass
+    return out
 
 
 def get_json(url: str) -> dict:
@@ -114,8 +131,10 @@ async def phase(base: str, pid: int, listeners: int, seconds: float) -> dict:
                  for i in range(listeners)]
         await asyncio.sleep(3.0)  # everyone connected and past the burst
         status_before, cpu_before, wall_before = get_json(base + "status"), cpu_seconds(pid), time.monotonic()
+        threads_before = thread_cpu(pid)
         results = await asyncio.gather(*tasks)
         cpu_after, wall_after, status_after = cpu_seconds(pid), time.monotonic(), get_json(base + "status")
+        threads_after = thread_cpu(pid)
     refused = [r for r in results if r["status"] != 200]
     per = [analyse(r) for r in results if r["status"] == 200]
     decoded = []
@@ -134,6 +153,8 @@ async def phase(base: str, pid: int, listeners: int, seconds: float) -> dict:
         "max_lateness_seconds": max(p["lateness_seconds"] for p in per),
         "min_audio_seconds": min(p["audio_seconds"] for p in per),
         "server_cpu_seconds": cpu_after - cpu_before, "wall_seconds": wall,
+        # the station is the busiest thread; the rest (the event loop above all) serves the listeners
+        "station_thread_cpu_seconds": max(threads_after[t] - threads_before.get(t, 0.0) for t in threads_after),
         "server_cpu_percent": 100 * (cpu_after - cpu_before) / wall,
         "station_cpu_seconds": status_after["generator_cpu_seconds"] - status_before["generator_cpu_seconds"],
         "realtime_factor": status_after["realtime_factor"], "skips": status_after["skips_total"],
@@ -147,6 +168,7 @@ def main() -> int:
     parser.add_argument("--listeners", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--server-core", type=int, default=0)
+    parser.add_argument("--rounds", type=int, default=1, help="one-then-many phases, repeated")
     parser.add_argument("--json", default=None)
     args, extra = parser.parse_known_args()
     extra = [a for a in extra if a != "--"]
@@ -163,25 +185,35 @@ def main() -> int:
         os.sched_setaffinity(0, cores)  # the listeners stay off the server's core
         time.sleep(8.0)  # a few seconds on air: a full burst for every listener
         load_before = os.getloadavg()
-        one = asyncio.run(phase(base, server.pid, 1, args.seconds))
-        many = asyncio.run(phase(base, server.pid, args.listeners, args.seconds))
+        phases = []
+        for _ in range(args.rounds):  # alternated, so a drift in the machine's load hits both alike
+            phases.append(asyncio.run(phase(base, server.pid, 1, args.seconds)))
+            phases.append(asyncio.run(phase(base, server.pid, args.listeners, args.seconds)))
         report = {"command": " ".join(cmd), "model": args.model, "server_core": args.server_core,
                   "client_cores": cores, "load_before": load_before, "load_after": os.getloadavg(),
-                  "one": one, "many": many,
-                  "cpu_ratio": many["server_cpu_seconds"] / max(one["server_cpu_seconds"], 1e-9),
-                  "status": get_json(base + "status")}
+                  "phases": phases, "status": get_json(base + "status")}
     finally:
         server.terminate()
         server.wait(30)
-    for name in ("one", "many"):
-        r = report[name]
+    total = {1: {}, args.listeners: {}}
+    for r in phases:
+        station, wall = r["station_thread_cpu_seconds"], r["wall_seconds"]
         print(f"{r['listeners']:4d} listener(s) x {r['seconds']:.0f} s: server CPU {r['server_cpu_percent']:.1f}% "
-              f"of a core (station thread {100 * r['station_cpu_seconds'] / r['wall_seconds']:.1f}%); "
+              f"of a core = station thread {100 * station / wall:.1f}% + the rest "
+              f"{100 * (r['server_cpu_seconds'] - station) / wall:.1f}%; "
               f"continuous: {r['all_continuous']}; listeners with gaps: {r['listeners_with_gaps']} "
               f"(longest {1000 * r['longest_gap_seconds']:.0f} ms); "
               f"max lateness {1000 * r['max_lateness_seconds']:.0f} ms; "
               f"refused {r['refused']}, skips {r['skips']}, dropped {r['dropped']}; decoded {r['decoded']}")
-    print(f"server CPU, {args.listeners} listeners / 1 listener: {report['cpu_ratio']:.3f}")
+        for key in ("server_cpu_seconds", "station_thread_cpu_seconds", "wall_seconds"):
+            total[r["listeners"]][key] = total[r["listeners"]].get(key, 0.0) + r[key]
+    one, many = total[1], total[args.listeners]
+    report["cpu_ratio"] = (many["server_cpu_seconds"] / many["wall_seconds"]) / \
+        (one["server_cpu_seconds"] / one["wall_seconds"])
+    rest = [(t["server_cpu_seconds"] - t["station_thread_cpu_seconds"]) / t["wall_seconds"] for t in (one, many)]
+    report["rest_cpu_percent"] = [100 * r for r in rest]
+    print(f"server CPU, {args.listeners} listeners / 1 listener: {report['cpu_ratio']:.3f} "
+          f"(all rounds; outside the station thread: {100 * rest[0]:.2f}% -> {100 * rest[1]:.2f}% of a core)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
