@@ -298,9 +298,10 @@ class PersistentWaveNet:
                 + [_device_view(x) for x in state[:3]] + [labelled]
                 + [_device_view(x.reshape(-1)) for x in (codes_in, uniforms, temps, codes_out, logits_out)]
                 + [_device_view(x) for x in buffers] + [SPIN_LIMIT])
-        stream = None
+        stream = None  # numba's default stream: torch's default (legacy) stream too
         if e.device.type == "cuda":
-            stream = cuda.external_stream(torch.cuda.current_stream(e.device).cuda_stream)
+            handle = torch.cuda.current_stream(e.device).cuda_stream
+            stream = cuda.external_stream(handle) if handle else None
         launch(wavenet_persistent, self.grid, self.threads, self.shared_bytes, tuple(args), stream)
         if int(self.err.item()):
             raise RuntimeError("the persistent WaveNet kernel timed out waiting for a block (a bug, or blocks not "
