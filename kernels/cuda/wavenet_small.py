@@ -178,7 +178,7 @@ def _head_block(first_row, rows_per, n_rows, cols, w_off, b_off, wait_first, wai
         post_flag(flags, post_index, i + 1, tid)
 
 
-@cuda.jit
+@cuda.jit(cache=True)  # on a GPU: compiled once, not per process (bench runs several)
 def wavenet_persistent(M, V, layer_off, head, dil, ring_off, R, S, A, Q, H1, H2, t0, n, mode,
                        prev, rings, label_bias, labelled, codes_in, uniforms, temps, codes_out, logits_out,
                        logits_buf, xbuf, skipbuf, y1buf, flags, err, spin_limit):

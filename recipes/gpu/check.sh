@@ -71,11 +71,13 @@ print(info)"
 # only the files that have such tests (others may import soundfile, absent there)
 tests=$(grep -l -E "mark\.(gpu|cudasim)" tests/test_*.py | tr '\n' ' ')
 stage tests 120 0 "$py" -m pytest -q -m "gpu or cudasim" $tests -p no:cacheprovider
-# 2. generation speed: cuda (fp32, bf16) against torch, at 1, 16, 256 and 4096 streams
+# 2. generation speed: cuda (fp32, bf16) against torch, at 1, 16, 256 and 4096 streams; torch in a
+# run of its own, so that a failing backend keeps the other's rows (summary.py puts them side by side)
 for model in wavenet-medium samplernn-3tier; do
-  stage "bench_$model" 100 0 "$py" -m wavegen bench --model "$model" --device cuda \
-    --backends cuda,cuda-bf16,torch --batch 1,16,256,4096 --samples 2048 --torch-samples 32 --repeats 2 \
-    --json "$out/bench_$model.json"
+  stage "bench_${model}__cuda" 90 0 "$py" -m wavegen bench --model "$model" --device cuda \
+    --backends cuda,cuda-bf16 --batch 1,16,256,4096 --samples 1024 --repeats 2 --json "$out/bench_${model}__cuda.json"
+  stage "bench_${model}__torch" 45 0 "$py" -m wavegen bench --model "$model" --device cuda \
+    --backends torch --batch 1,16,256,4096 --samples 32 --repeats 1 --json "$out/bench_${model}__torch.json"
 done
 # 3. training speed
 stage train_samplernn-3tier 40 0 "$py" -m wavegen bench --train --model samplernn-3tier --batch 128 --seq-len 512 \

@@ -26,9 +26,18 @@ def collect(out: Path) -> dict:
     stages = []
     if (out / "stages.jsonl").exists():
         stages = [json.loads(line) for line in (out / "stages.jsonl").read_text().splitlines() if line.strip()]
+    bench = {}  # model → {"rows": [...]} merged over the per-backend runs (bench_<model>__<backend>.json)
+    for path in sorted(out.glob("bench_*.json")):
+        result = load(path)
+        if result:
+            bench.setdefault(path.stem[len("bench_"):].split("__")[0], {"rows": []})["rows"] += result.get("rows", [])
+    for result in bench.values():
+        torch_rate = {r["batch"]: r["samples_per_second"] for r in result["rows"] if r["backend"] == "torch"}
+        for r in result["rows"]:
+            if r.get("speedup_vs_torch") is None and r["batch"] in torch_rate and r["backend"] != "torch":
+                r["speedup_vs_torch"] = r["samples_per_second"] / torch_rate[r["batch"]]
     return {"machine": load(out / "machine.json") or {}, "stages": stages, "check": load(out / "check.json") or [],
-            "bench": {p.stem[len("bench_"):]: load(p) for p in sorted(out.glob("bench_*.json"))},
-            "train": {p.stem[len("train_"):]: load(p) for p in sorted(out.glob("train_*.json"))}}
+            "bench": bench, "train": {p.stem[len("train_"):]: load(p) for p in sorted(out.glob("train_*.json"))}}
 
 
 def best(rows: list[dict], backend: str, batch: int | None) -> dict | None:
