@@ -1,12 +1,21 @@
-"""Training windows: deterministic in (seed, step), consecutive TBPTT windows, rank shards."""
+"""Training windows: deterministic in (seed, step), consecutive TBPTT windows, rank shards, the
+batching chosen by the model's family, a signal that stops a long batch build."""
+
+import os
+import signal
+import threading
+import time
 
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_samplernn, tiny_wavenet
 
 from wavegen.audio import int16_to_float, quantize
 from wavegen.config import ConfigError, TrainConfig
-from wavegen.data import CorpusTooShort, RandomCrops, TBPTTBatches, eval_pieces, local_streams
+from wavegen.data import (BatchBuildingStopped, CorpusTooShort, RandomCrops, TBPTTBatches, local_streams,
+                          make_batches)
+from wavegen.signals import StopSignals
 
 AUDIO = (np.sin(np.arange(50_000) * 0.01) * 20_000).astype(np.int16)
 SEGMENTS = np.array([[0, 20_000, 0], [20_000, 30_000, 1]])
@@ -68,9 +77,28 @@ def test_too_short_corpus_names_the_sizes():
                      256, "linear", 16)
 
 
-def test_eval_pieces_cover_each_sample_once_and_can_be_capped():
-    pieces = eval_pieces(SEGMENTS, LABELS, context=16, piece_len=1000)
-    assert len(pieces) == 19 + 29  # floor((len - 16) / 1000) per segment
-    assert pieces[0].tolist() == [0, 0] and pieces[1].tolist() == [1000, 0] and pieces[19].tolist() == [20_000, 1]
-    capped = eval_pieces(SEGMENTS, LABELS, context=16, piece_len=1000, max_samples=5000)
-    assert len(capped) == 5 and capped[0, 1] == 0 and capped[-1, 1] == 1  # spread over the split
+def test_the_batching_follows_the_model_family():
+    cfg = TrainConfig(batch_size=2, seq_len=64, tbptt_windows=3, seed=1)
+    rnn = make_batches(tiny_samplernn([8, 2]), AUDIO, SEGMENTS, LABELS, cfg)
+    crops = make_batches(tiny_wavenet(layers=3, max_dilation=4), AUDIO, SEGMENTS, LABELS, cfg)
+    assert isinstance(rnn, TBPTTBatches) and rnn.context == 8 and rnn.need == 8 + 3 * 64
+    assert isinstance(crops, RandomCrops) and crops.context == 1 + 2 + 4 + 1
+    assert set(rnn.batch(0)) == {"codes", "reset", "labels"}  # no trainer bookkeeping in a batch
+    with pytest.raises(ConfigError, match="seq_len=60 is not a multiple of the top frame size 8"):
+        make_batches(tiny_samplernn([8, 2]), AUDIO, SEGMENTS, LABELS, TrainConfig(seq_len=60))
+
+
+def test_a_signal_stops_a_long_batch_build():
+    """A real SIGTERM during the build of a batch of a million streams (about a minute of draws)
+    stops it within a moment: the first signal no longer waits for the batch to finish."""
+    src = RandomCrops(AUDIO, SEGMENTS, None, TrainConfig(batch_size=1_000_000, seq_len=16), 256, "linear", 4)
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM))
+    with StopSignals("test") as stop:
+        src.should_stop = lambda: stop.requested
+        timer.start()
+        start = time.perf_counter()
+        with pytest.raises(BatchBuildingStopped):
+            src.batch(0)
+        elapsed = time.perf_counter() - start
+    timer.join()
+    assert stop.name == "SIGTERM" and elapsed < 10

@@ -1,7 +1,11 @@
-"""Single-process training: learning, validation, best/, exact resume, signals, config checks."""
+"""Single-process training: learning, validation, best/, exact resume, signals, config checks; a
+second training on a busy run folder, a NaN, a damaged checkpoint, a failed first start, sizes
+that cannot fit, a half-written metrics line."""
 
 import json
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -9,12 +13,27 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from conftest import TINY_SAMPLERNN
 from safetensors.torch import load_file
 
+from wavegen.checkpoint import CheckpointError, checkpoint_damage, intact_checkpoint
+from wavegen.cli import main
 from wavegen.config import ConfigError
+from wavegen.memory import OutOfMemoryError
 from wavegen.models import resolve_preset
 from wavegen.train import lr_factor, read_metrics, resolve_run_config, train
+from wavegen.trainstate import NonFiniteError
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models run tiny ops (validation carries a GRU through whole segments, step by step): on
+    a busy 2-core machine a second torch thread made them several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def config_for(corpus, *extra):
@@ -37,7 +56,9 @@ def test_training_learns_and_keeps_the_best_model(tiny_corpus, tmp_path):
     assert np.mean(train_bits[-10:]) < np.mean(train_bits[:5]) - 1.0  # 8 bits → well under
     assert min(r["val_bits"] for r in val) == pytest.approx(result["best_val_bits"])
     best = tmp_path / "run" / "best"
-    assert json.loads((best / "config.json").read_text())["model"]["dim"] == 48
+    saved = json.loads((best / "config.json").read_text())
+    assert saved["model"]["dim"] == 48 and saved["preset"] == "samplernn-tiny"
+    assert saved["overrides"][-4:] == ["train.max_steps=60", "train.val_interval=20", "model.dim=48", "train.lr=3e-3"]
     assert load_file(str(best / "model.safetensors"))
     assert (tmp_path / "run" / "tb").is_dir() and any((tmp_path / "run" / "tb").iterdir())
 
@@ -62,12 +83,19 @@ def test_old_checkpoints_are_pruned(tiny_corpus, tmp_path):
     assert names == ["step_6", "step_8"]
 
 
-def test_resume_refuses_a_different_config(tiny_corpus, tmp_path):
+def test_resume_refuses_a_different_config(tiny_corpus, tmp_path, caplog):
     train(config_for(tiny_corpus, "train.max_steps=2"), tmp_path / "run", progress=False)
     with pytest.raises(ConfigError, match=r"model.dim: 32 → 40"):
         train(config_for(tiny_corpus, "train.max_steps=4", "model.dim=40"), tmp_path / "run", progress=False)
-    # max_steps may change: that is how a run is extended
-    assert train(config_for(tiny_corpus, "train.max_steps=4"), tmp_path / "run", progress=False)["step"] == 4
+    # max_steps may change: that is how a run is extended; a half-written last metrics line (a full
+    # disk, a power loss) is dropped with a warning naming the file
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    with open(metrics, "a") as f:
+        f.write('{"step": 3, "loss_bi')
+    with caplog.at_level(logging.WARNING, logger="wavegen"):
+        assert train(config_for(tiny_corpus, "train.max_steps=4"), tmp_path / "run", progress=False)["step"] == 4
+    assert f"{metrics}: dropping line 4 that is not a complete row" in caplog.text
+    assert [s for s, _ in losses(tmp_path / "run")] == [1, 2, 3, 4]
 
 
 def test_set_reaches_every_value_including_the_seed(tiny_corpus, tmp_path):
@@ -83,6 +111,12 @@ def test_set_reaches_every_value_including_the_seed(tiny_corpus, tmp_path):
     train(a, tmp_path / "a", progress=False)
     train(b, tmp_path / "b", progress=False)
     assert losses(tmp_path / "a") != losses(tmp_path / "b")
+    # --model RUN: that run's settings (and their record), new weights, the data from --data
+    assert main(["-q", "train", "--data", str(tiny_corpus), "--model", str(tmp_path / "a"), "--run",
+                 str(tmp_path / "c"), "--max-steps", "1", "--threads", "1"]) == 0
+    c = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert c["model"] == a["model"] and c["train"]["seed"] == 1 and c["preset"] == "samplernn-tiny"
+    assert c["overrides"] == a["overrides"] + ["train.max_steps=1"]
 
 
 def test_a_corpus_shorter_than_one_window_is_refused_before_training(tiny_corpus, tmp_path):
@@ -105,24 +139,113 @@ def test_lr_schedule_with_warmup():
     assert lr_factor(50, TrainConfig(lr_schedule="linear", max_steps=100)) == pytest.approx(0.5)
 
 
+def test_a_non_finite_loss_stops_training_at_the_first_bad_step_and_saves_nothing_after_it(
+        tiny_corpus, tmp_path, capsys):
+    """lr 1e30 without clipping: the weights blow up. Checked at every step (checkpoint_interval=1),
+    the run stops at the first non-finite step with exit code 2 and keeps the checkpoint before it;
+    checked only every 4 steps (the hot loop does not sync), it still names that same step."""
+    blowup = ["train.lr=1e30", "train.grad_clip=0", "train.val_interval=4", "train.max_steps=8"]
+    args = ["-q", "train", "--data", str(tiny_corpus), "--model", "samplernn-tiny", "--run", str(tmp_path / "a")]
+    args += [a for o in TINY_SAMPLERNN + blowup + ["train.checkpoint_interval=1"] for a in ("--set", o)]
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and ("was not finite" in err or "were not finite" in err), err
+    first = err.split("error: ")[1].split(" not finite")[0]  # "step N: the loss (and the gradient) was"
+    bad = int(first.split("step ")[1].split(":")[0])
+    kept = sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir())
+    assert kept == [f"step_{bad - 1}"] and f"checkpoints/step_{bad - 1}, is kept" in err
+    weights = load_file(str(tmp_path / "a" / "checkpoints" / kept[0] / "model.safetensors"))
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    assert not (tmp_path / "a" / "best").exists()
+    assert all(np.isfinite(r["loss_bits"]) for r in read_metrics(tmp_path / "a") if "loss_bits" in r)
+    assert max(s for s, _ in losses(tmp_path / "a")) == bad - 1  # no row for the bad step
+    deferred = config_for(tiny_corpus, *blowup, "train.log_interval=4", "train.checkpoint_interval=100")
+    with pytest.raises(NonFiniteError, match=rf"^{first} not finite"):
+        train(deferred, tmp_path / "b", progress=False)
+    assert not (tmp_path / "b" / "checkpoints").exists() and not (tmp_path / "b" / "best").exists()
+
+
+def truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_a_damaged_newest_checkpoint_is_skipped_and_the_run_ends_as_an_uninterrupted_one(tiny_corpus, tmp_path,
+                                                                                        caplog):
+    common = ["train.val_interval=3", "train.checkpoint_interval=3", "train.max_steps=6"]
+    train(config_for(tiny_corpus, *common), tmp_path / "straight", progress=False)
+    newest = tmp_path / "straight" / "checkpoints" / "step_6"
+    names = sorted(p.name for p in newest.iterdir())
+    assert {"model.safetensors", "optimizer.bin", "random_states_0.pkl", "trainer_state.json",
+            "training_state.safetensors"} <= set(names)
+    for name in names:  # any file of it, cut short, is named
+        copy = tmp_path / "copy"
+        shutil.copytree(newest, copy)
+        truncate(copy / name)
+        assert name in (checkpoint_damage(copy) or ""), name
+        shutil.rmtree(copy)
+    assert checkpoint_damage(newest) is None
+    damaged = tmp_path / "damaged"
+    shutil.copytree(tmp_path / "straight", damaged)
+    truncate(damaged / "checkpoints" / "step_6" / "optimizer.bin")
+    with caplog.at_level(logging.WARNING, logger="wavegen"):
+        assert train(config_for(tiny_corpus, *common), damaged, progress=False)["step"] == 6
+    assert "step_6/optimizer.bin: " in caplog.text and "resuming from" in caplog.text
+    assert losses(damaged) == losses(tmp_path / "straight")
+    for where in ("checkpoints/step_6", "best"):
+        a = load_file(str(tmp_path / "straight" / where / "model.safetensors"))
+        b = load_file(str(damaged / where / "model.safetensors"))
+        assert all(torch.equal(a[k], b[k]) for k in a), where
+    # with no intact checkpoint left, the run is not silently started again from step 0
+    for step in (3, 6):
+        truncate(damaged / "checkpoints" / f"step_{step}" / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"no intact checkpoint .*step_3/model.safetensors"):
+        intact_checkpoint(damaged)
+
+
+def test_a_failed_first_start_leaves_the_run_folder_usable(tiny_corpus, tmp_path):
+    """Refused before anything is written (no config.json): the corrected command then trains."""
+    run = tmp_path / "run"
+    with pytest.raises(ConfigError, match="data.sample_rate=8000"):
+        train(config_for(tiny_corpus, "data.sample_rate=8000"), run, progress=False)
+    # sizes are estimated before anything is allocated, and the message says what to change
+    with pytest.raises(OutOfMemoryError, match=r"training needs about .* GiB .*make the model smaller \(model.dim"):
+        train(config_for(tiny_corpus, "model.dim=1e6"), run, progress=False)
+    with pytest.raises(OutOfMemoryError, match=r"activations .* for 100000000 stream.*lower train.batch_size"):
+        train(config_for(tiny_corpus, "train.batch_size=100000000"), run, progress=False)
+    assert not (run / "config.json").exists()
+    assert train(config_for(tiny_corpus, "train.max_steps=2"), run, progress=False)["step"] == 2
+
+
 @pytest.mark.slow
 def test_sigterm_checkpoints_and_the_same_command_resumes(tiny_corpus, tmp_path):
+    """Real processes: SIGTERM saves a checkpoint and the same command resumes; a second training on
+    the same run folder meanwhile is refused at once (exit 2), naming the first, and writes nothing."""
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "wavegen", "-q", "train", "--data", str(tiny_corpus), "--model",
-           "samplernn-tiny", "--run", str(run), "--max-steps", "100000"]
+    cmd = [sys.executable, "-m", "wavegen", "train", "--data", str(tiny_corpus), "--model",
+           "samplernn-tiny", "--run", str(run), "--max-steps", "100000", "--threads", "1"]
     cmd += [a for s in TINY_SAMPLERNN + ["train.checkpoint_interval=100000", "train.val_interval=100000"]
             for a in ("--set", s)]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     deadline = time.time() + 60
     while time.time() < deadline and len(losses(run)) < 5:
         time.sleep(0.2)
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 2, second.stderr
+    assert f"another training run is writing here (process {proc.pid}" in second.stderr
+    assert proc.poll() is None  # the first one trains on
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
+    steps = [s for s, _ in losses(run)]
+    assert steps == list(range(1, len(steps) + 1))  # every row once: the second process wrote none
     ckpts = list((run / "checkpoints").glob("step_*"))
     assert len(ckpts) == 1
     stopped_at = int(ckpts[0].name.split("_")[1])
     assert stopped_at >= 5
+    # interrupted before any validation: it says where the model is, not a best/ that does not exist
+    assert "no best/ model yet" in err and f"latest checkpoint {ckpts[0]}" in err and "--checkpoint last" in err
     subprocess.run(cmd[:cmd.index("--max-steps") + 1] + [str(stopped_at + 2)] + cmd[cmd.index("--max-steps") + 2:],
                    check=True, capture_output=True, timeout=120)
     assert [s for s, _ in losses(run)][-3:] == [stopped_at, stopped_at + 1, stopped_at + 2]

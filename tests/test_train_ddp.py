@@ -17,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ import torch
 from conftest import prepared_corpus
 from safetensors.torch import load_file
 
+from wavegen.fileio import FolderLock
 from wavegen.models import resolve_preset
 from wavegen.train import read_metrics, resolve_run_config, train
 
@@ -142,6 +144,26 @@ def test_resume_across_a_change_of_process_count(runs):
     down = resumed_copy(runs["two"], root / "down", 2)
     wavegen_train(runs["corpus"], down, 1)
     assert_same_training(runs["two"], down)
+
+
+@pytest.mark.slow
+def test_a_busy_run_folder_stops_every_process_of_a_launch(runs, tmp_path):
+    """The run folder is held (as a training running elsewhere holds it): both processes of a torchrun
+    launch exit at once with the error, neither waits for the other, nothing is written."""
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+            "-m", "wavegen", "-q", "train", "--data", str(runs["corpus"]), "--model", "samplernn-tiny",
+            "--run-dir", str(run), "--max-steps", str(STEPS)]
+    args += [a for s in SETTINGS for a in ("--set", s)]
+    with FolderLock(run, "training run"):
+        start = time.perf_counter()
+        done = subprocess.run(args, capture_output=True, text=True, timeout=240,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        elapsed = time.perf_counter() - start
+    assert done.returncode != 0 and elapsed < 200
+    assert f"another training run is writing here (process {os.getpid()}" in done.stderr
+    assert "the main process could not take the run folder" in done.stderr  # the other process's error
+    assert sorted(p.name for p in run.iterdir()) == [".lock"]
 
 
 def config_for(corpus, *extra):

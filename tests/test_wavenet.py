@@ -107,8 +107,8 @@ def test_training_forward_equals_padded_forward_and_nll():
     with torch.no_grad():
         valid = model.logits(codes, labels)  # no padding, only what the L predictions need
         padded = model.parallel_logits(codes[:, :-1], labels)[:, rf - 1:]
-        nll = model.sequence_nll(codes, labels)
-        loss = model({"codes": codes, "labels": labels})
+        nll, _ = model.sequence_nll(codes, labels)
+        loss, _ = model({"codes": codes, "labels": labels})
     assert valid.shape == (3, L, Q)
     assert torch.allclose(valid, padded, atol=1e-5)
     want = F.cross_entropy(padded.transpose(1, 2), codes[:, rf:], reduction="none")

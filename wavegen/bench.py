@@ -386,10 +386,11 @@ def bench_training(model: str, batches=(32,), seq_len: int | None = None, steps:
     ``peak_memory_bytes`` and ``memory`` (what was measured: CUDA max allocated, or the process's
     peak RSS during the timed steps), ``loss_bits`` (the last step's, a sanity check).
     """
-    from wavegen.data import BatchStream
+    from wavegen.data import BatchStream, make_batches
     from wavegen.models import PRESETS, resolve_preset
     from wavegen.resolve import resolve_model
     from wavegen.train import LN2, build_training, make_accelerator, train_step
+    from wavegen.trainstate import Carry
 
     if model not in PRESETS:
         raise ConfigError(f"bench --train takes a preset name; {model!r} is not one of {sorted(PRESETS)}")
@@ -415,19 +416,20 @@ def bench_training(model: str, batches=(32,), seq_len: int | None = None, steps:
         need = inner.context_samples + train_cfg.tbptt_windows * train_cfg.seq_len
         audio = synthetic_audio(4 * need + rate, rate, seed=seed)
         segments = np.array([[0, len(audio), 0]], dtype=np.int64)
-        stream = BatchStream(inner.make_batches(audio, segments, None, train_cfg), 0, grad_accum, dev,
+        stream = BatchStream(make_batches(inner, audio, segments, None, train_cfg), 0, grad_accum, dev,
                              workers=num_workers, pin=dev.type == "cuda")
+        carry = Carry(grad_accum)
         net.train()
         try:
             loss = None
             for step in range(warmup):
-                loss = train_step(accelerator, net, optimizer, stream, train_cfg, step)
+                loss = train_step(accelerator, net, optimizer, stream, train_cfg, step, carry)
             if loss is not None:
                 float(loss)  # wait for the device
             _reset_peak_memory(dev)
             start, cpu_start = time.perf_counter(), time.process_time()
             for step in range(warmup, warmup + steps):
-                loss = train_step(accelerator, net, optimizer, stream, train_cfg, step)
+                loss = train_step(accelerator, net, optimizer, stream, train_cfg, step, carry)
             loss_bits = float(loss) / LN2  # waits for the device
             seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
         finally:

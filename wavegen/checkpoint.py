@@ -3,63 +3,67 @@
 A model folder holds ``model.safetensors`` and ``config.json`` (the full resolved run
 config), so it needs nothing else to be rendered or evaluated. No pickle is ever loaded
 from a model folder. Training checkpoints are ``RUN/checkpoints/step_N/``: accelerate's
-``save_state`` plus ``trainer_state.json`` and ``training_state.safetensors`` (state a
-model carries between batches), written under a temporary name and then renamed.
+``save_state`` plus ``training_state.safetensors`` (the state a model carries from one
+window of a stream to the next) and ``trainer_state.json``, which lists every file of the
+checkpoint with its size and sha256; the folder is written under a temporary name, synced,
+then renamed. A checkpoint whose files do not match that list is damaged: training resumes
+from the newest intact one.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import shutil
+import struct
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
-from wavegen.config import ConfigError, load_json, save_json
+from wavegen.config import load_json
 from wavegen.errors import WavegenError
-from wavegen.models import build_model
+from wavegen.fileio import atomic_write, replace_dir, sha256_file, write_json
 
 logger = logging.getLogger(__name__)
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+TRAINER_STATE = "trainer_state.json"
+TRAINING_STATE = "training_state.safetensors"
 
-
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Move a finished folder into place: the old one is removed only after the swap."""
-    old = final.with_name(final.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    if old.exists():
-        shutil.rmtree(old)
-
-
-def save_model(model: torch.nn.Module, config: dict, folder: Path) -> Path:
-    """Write ``folder/model.safetensors`` + ``folder/config.json`` atomically."""
-    folder = Path(folder)
-    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp / MODEL_FILE), metadata={"model_type": config["model_type"]})
-    save_json(tmp / CONFIG_FILE, config)
-    replace_dir(tmp, folder)
-    return folder
+__all__ = ["CheckpointError", "save_model", "load_weights", "weights_shapes", "load_model", "checkpoints",
+           "save_checkpoint", "intact_checkpoint", "checkpoint_damage", "load_checkpoint"]
 
 
 class CheckpointError(WavegenError):
     """A model or checkpoint file is damaged or unreadable; the message names the file."""
 
 
+def _safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> bytes:
+    from safetensors.torch import save
+
+    return save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
+
+
+def save_model(model: torch.nn.Module, config: dict, folder: Path) -> Path:
+    """Write ``folder/model.safetensors`` + ``folder/config.json``: a temporary folder, synced,
+    swapped in with fileio.replace_dir (the old folder goes only after the swap)."""
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    atomic_write(tmp / MODEL_FILE, _safetensors_bytes(model.state_dict(), {"model_type": config["model_type"]}))
+    write_json(tmp / CONFIG_FILE, config)
+    return replace_dir(tmp, folder)
+
+
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """A safetensors file → its tensors (CPU); CheckpointError naming the file when it is damaged."""
+    from safetensors.torch import load_file
+
     path = Path(path)
     try:
         return load_file(str(path))
@@ -69,29 +73,36 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: damaged or not a safetensors file ({err})") from None
 
 
-def find_model_dir(path: str | Path) -> Path:
-    """A model folder, or a run folder (its ``best/``), → the folder holding the weights."""
+def weights_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """The tensor names and shapes a safetensors file holds, from its header alone (nothing is
+    loaded). CheckpointError naming the file when the header is damaged or the data is cut short."""
     path = Path(path)
-    for candidate in (path, path / "best", path / "best.old"):
-        if (candidate / MODEL_FILE).is_file() and (candidate / CONFIG_FILE).is_file():
-            return candidate
-    if not path.exists():
-        raise ConfigError(f"{path}: no such model or run folder")
-    raise ConfigError(f"{path}: no {MODEL_FILE} + {CONFIG_FILE} here or in {path / 'best'}; "
-                      "train a model first (wavegen train), or give a run or model folder")
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            size = path.stat().st_size
+            if n > size - 8:
+                raise ValueError(f"header of {n} bytes in a file of {size}")
+            header = json.loads(f.read(n))
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+        if ends and 8 + n + max(ends) > size:
+            raise ValueError(f"{8 + n + max(ends)} bytes described, {size} present (truncated)")
+        return {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file") from None
+    except (OSError, ValueError, KeyError, TypeError, struct.error) as err:
+        raise CheckpointError(f"{path}: damaged or not a safetensors file ({err})") from None
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu"):
-    """Model or run folder → (model in eval mode on ``device``, resolved config dict)."""
-    folder = find_model_dir(path)
-    config = load_json(folder / CONFIG_FILE)
-    model = build_model(config)
-    state = load_weights(folder / MODEL_FILE)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise ConfigError(f"{folder / MODEL_FILE} does not match its {CONFIG_FILE}: {err}") from None
-    return model.to(device).eval(), config
+    """A model or run folder → (model in eval mode on ``device``, its resolved config dict).
+
+    Shorthand for ``wavegen.resolve.resolve_model(path).load(device)``: the one load path.
+    """
+    from wavegen.resolve import resolve_model
+
+    ref = resolve_model(path)
+    return ref.load(device), ref.config
 
 
 # ----- training checkpoints ---------------------------------------------------------------------
@@ -100,25 +111,26 @@ _STEP = re.compile(r"^step_(\d+)$")
 
 
 def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    """Finished checkpoints of a run, oldest first."""
-    folder = Path(run_dir) / "checkpoints"
-    found = []
-    if folder.is_dir():
-        for child in folder.iterdir():
-            match = _STEP.match(child.name)
-            if match and (child / "trainer_state.json").is_file():
-                found.append((int(match.group(1)), child))
-    return sorted(found)
+    """A run's finished checkpoints ``(step, folder)``, oldest first (intact or not)."""
+    from wavegen.resolve import run_checkpoints
+
+    return run_checkpoints(run_dir)
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = checkpoints(run_dir)
-    return found[-1][1] if found else None
+def _synced_digest(path: Path) -> dict:
+    """Size and sha256 of a file written by someone else (accelerate), after syncing it to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 def save_checkpoint(accelerator, run_dir: Path, step: int, trainer_state: dict,
-                    training_tensors: dict[str, torch.Tensor], keep: int) -> Path | None:
-    """Every process calls this (accelerate saves per-process RNG state); the main one renames."""
+                    training_tensors: dict[str, torch.Tensor], keep: int) -> Path:
+    """Every process calls this (accelerate saves per-process RNG state); the main one lists the
+    files, renames the folder into place and prunes all but the newest ``keep``."""
     folder = Path(run_dir) / "checkpoints"
     final = folder / f"step_{step}"
     tmp = folder / f".tmp_step_{step}"
@@ -128,20 +140,59 @@ def save_checkpoint(accelerator, run_dir: Path, step: int, trainer_state: dict,
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()  # every process's RNG file is written before the rename
+    accelerator.wait_for_everyone()  # every process's RNG file is written before the listing
     if accelerator.is_main_process:
         if training_tensors:
-            save_file({k: v.detach().cpu().contiguous() for k, v in training_tensors.items()},
-                      str(tmp / "training_state.safetensors"))
-        save_json(tmp / "trainer_state.json", trainer_state)
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
+            atomic_write(tmp / TRAINING_STATE, _safetensors_bytes(training_tensors))
+        files = {p.relative_to(tmp).as_posix(): _synced_digest(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        write_json(tmp / TRAINER_STATE, {**trainer_state, "files": files})
+        replace_dir(tmp, final)
         for _, old in checkpoints(run_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
         logger.info("checkpoint saved: %s", final)
     accelerator.wait_for_everyone()
     return final
+
+
+def checkpoint_damage(folder: Path) -> str | None:
+    """None when every file the checkpoint listed is there with its size and sha256; otherwise
+    what is wrong, naming the file. (A checkpoint written before files were listed is trusted.)"""
+    try:
+        state = load_json(folder / TRAINER_STATE)
+    except Exception as err:  # ConfigError naming the file; anything unreadable is damage
+        return str(err)
+    listed = state.get("files") if isinstance(state, dict) else None
+    if not isinstance(state, dict) or "step" not in state:
+        return f"{folder / TRAINER_STATE}: not a trainer state"
+    for name, want in (listed or {}).items():
+        path = folder / name
+        if not path.is_file():
+            return f"{path}: missing"
+        size = path.stat().st_size
+        if size != want["bytes"]:
+            return f"{path}: {size} bytes, {want['bytes']} were written (truncated or changed)"
+        if sha256_file(path) != want["sha256"]:
+            return f"{path}: its content differs from what was written (sha256)"
+    return None
+
+
+def intact_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
+    """The newest intact checkpoint ``(step, folder)`` of a run, warning about each damaged newer one;
+    None when the run has none. CheckpointError when there are checkpoints but none is intact."""
+    found = checkpoints(run_dir)
+    damaged = []
+    for step, folder in reversed(found):
+        why = checkpoint_damage(folder)
+        if why is None:
+            if damaged:
+                logger.warning("resuming from %s instead", folder)
+            return step, folder
+        damaged.append(why)
+        logger.warning("checkpoint %s is damaged (%s): skipping it", folder, why)
+    if damaged:
+        raise CheckpointError(f"no intact checkpoint in {Path(run_dir) / 'checkpoints'} ({'; '.join(damaged)}); "
+                              "remove the damaged folders to start this run again from step 0")
+    return None
 
 
 def load_checkpoint(accelerator, folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -157,7 +208,13 @@ def load_checkpoint(accelerator, folder: Path) -> tuple[dict, dict[str, torch.Te
     if not (folder / f"random_states_{accelerator.process_index}.pkl").is_file():
         logger.info("%s has no RNG state for process %d (written by fewer processes): "
                     "that process keeps its seeded RNG", folder, accelerator.process_index)
-    accelerator.load_state(str(folder))
-    tensors_file = folder / "training_state.safetensors"
-    tensors = load_file(str(tensors_file)) if tensors_file.is_file() else {}
-    return load_json(folder / "trainer_state.json"), tensors
+    try:
+        accelerator.load_state(str(folder))
+    except Exception as err:  # a damaged file the listing could not catch (an old checkpoint)
+        raise CheckpointError(f"{folder}: cannot be restored ({type(err).__name__}: {err}); remove it to "
+                              "resume from the checkpoint before it") from None
+    tensors_file = folder / TRAINING_STATE
+    tensors = load_weights(tensors_file) if tensors_file.is_file() else {}
+    state = load_json(folder / TRAINER_STATE)
+    state.pop("files", None)
+    return state, tensors

@@ -1,8 +1,11 @@
-"""Training windows from the memory-mapped corpus: TBPTT sequences, random crops, eval pieces.
+"""Training windows from the memory-mapped corpus: TBPTT sequences, random crops.
 
-Every batch is a pure function of (seed, step, micro-batch, rank): a resumed run sees the same
-batches as an uninterrupted one, and N processes together see exactly the global batch one
-process would. Stream ``b`` of the global batch lives on rank ``b // (B / world)``.
+:func:`make_batches` picks the batching from the model's family: SampleRNN trains on
+consecutive windows of long chunks (the trainer carries its state from one window to the
+next), WaveNet on independent random crops. Every batch is a pure function of (seed, step,
+micro-batch, rank): a resumed run sees the same batches as an uninterrupted one, and N
+processes together see exactly the global batch one process would. Stream ``b`` of the global
+batch lives on rank ``b // (B / world)``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,15 @@ from wavegen.config import ConfigError, TrainConfig
 
 class CorpusTooShort(ConfigError):
     """The corpus has no stretch of audio long enough for one training window."""
+
+
+class BatchBuildingStopped(Exception):
+    """A stop was requested (Ctrl-C, SIGTERM) while a batch was being built; nothing was trained on it."""
+
+
+# Streams drawn or copied between two looks at the stop flag: a huge batch stops within a
+# fraction of a second, a normal one pays nothing measurable.
+_STOP_CHECK_STREAMS = 1024
 
 
 def local_streams(train: TrainConfig, rank: int, world: int) -> int:
@@ -65,6 +77,11 @@ class _WindowSource:
         labels = np.full(len(segments), -1) if segment_labels is None else np.asarray(segment_labels)
         self.labels = labels[ok]
         self._lut = code_table(q_levels, quantization)
+        self.should_stop = lambda: False  # the trainer points this at its stop flag
+
+    def _check_stop(self, i: int) -> None:
+        if i % _STOP_CHECK_STREAMS == 0 and self.should_stop():
+            raise BatchBuildingStopped("stopped while building a batch")
 
     def streams_of(self, micro: int) -> range:
         """Global stream ids of this rank's micro-batch ``micro``."""
@@ -76,16 +93,28 @@ class _WindowSource:
         seg = int(rng.choice(len(self.starts), p=self.weights))
         return int(self.starts[seg] + rng.integers(self.spans[seg])), int(self.labels[seg])
 
+    def _draws(self, *key: int) -> list[tuple[int, int]]:
+        """(start, label) of every stream of this rank's micro-batch ``key[-1]`` at ``key[:-1]``."""
+        draws = []
+        for i, b in enumerate(self.streams_of(key[-1])):
+            self._check_stop(i)
+            draws.append(self._draw(*key[:-1], b))
+        return draws
+
     def _codes(self, starts: list[int], length: int) -> torch.Tensor:
-        x = np.stack([np.asarray(self.audio[s: s + length]) for s in starts])
+        x = np.empty((len(starts), length), dtype=np.int16)
+        for i, s in enumerate(starts):
+            self._check_stop(i)
+            x[i] = self.audio[s: s + length]
         return torch.from_numpy(self._lut[x.astype(np.int32) + 32768])
 
 
 class TBPTTBatches(_WindowSource):
-    """SampleRNN: consecutive windows of long chunks; the model carries its hidden state.
+    """SampleRNN: consecutive windows of long chunks; the trainer carries the model's state.
 
     ``batch(step, micro)`` → ``codes [b, C + seq_len]`` int64, ``reset [b]`` bool (true on
-    a chunk's first window), ``labels [b]`` int64, ``slot`` (which carried state to use).
+    a chunk's first window), ``labels [b]`` int64. Window ``w`` of a chunk continues window
+    ``w - 1`` of the same micro-batch's streams.
     """
 
     def __init__(self, audio, segments, segment_labels, train, q_levels, quantization, context, rank=0, world=1):
@@ -101,7 +130,7 @@ class TBPTTBatches(_WindowSource):
         with self._lock:
             found = self._cache.get(key)
         if found is None:
-            draws = [self._draw(chunk, b) for b in self.streams_of(micro)]
+            draws = self._draws(chunk, micro)
             found = ([d[0] for d in draws], [d[1] for d in draws])
             with self._lock:  # keep this chunk and the next (prefetching runs ahead)
                 self._cache = {k: v for k, v in self._cache.items() if chunk <= k[0] <= chunk + 1}
@@ -114,7 +143,7 @@ class TBPTTBatches(_WindowSource):
         offset = window * self.train.seq_len
         codes = self._codes([s + offset for s in starts], self.context + self.train.seq_len)
         return {"codes": codes, "reset": torch.full((len(starts),), window == 0),
-                "labels": torch.tensor(labels, dtype=torch.long), "slot": micro}
+                "labels": torch.tensor(labels, dtype=torch.long)}
 
 
 class RandomCrops(_WindowSource):
@@ -126,27 +155,30 @@ class RandomCrops(_WindowSource):
                          context + train.seq_len, rank, world, f"crop (context {context} + {train.seq_len})")
 
     def batch(self, step: int, micro: int = 0) -> dict:
-        draws = [self._draw(step, b) for b in self.streams_of(micro)]
+        draws = self._draws(step, micro)
         codes = self._codes([d[0] for d in draws], self.need)
         return {"codes": codes, "reset": torch.ones(len(draws), dtype=torch.bool),
-                "labels": torch.tensor([d[1] for d in draws], dtype=torch.long), "slot": micro}
+                "labels": torch.tensor([d[1] for d in draws], dtype=torch.long)}
 
 
-def eval_pieces(segments, segment_labels, context: int, piece_len: int, max_samples: int | None = None):
-    """Cut segments into pieces of ``context + piece_len`` samples (consecutive pieces overlap by
-    ``context``, so each sample is predicted once). Pieces are taken evenly across the split
-    when ``max_samples`` caps the total. Returns int64 [N, 2]: (start, label)."""
-    pieces = []
-    segments = np.asarray(segments, dtype=np.int64).reshape(-1, 3)
-    for i, (start, length, _) in enumerate(segments):
-        label = -1 if segment_labels is None else int(segment_labels[i])
-        for offset in range(0, int(length) - context - piece_len + 1, piece_len):
-            pieces.append((int(start) + offset, label))
-    pieces = np.array(pieces, dtype=np.int64).reshape(-1, 2)
-    if max_samples is not None and len(pieces) * piece_len > max_samples:
-        keep = max(1, max_samples // piece_len)
-        pieces = pieces[np.linspace(0, len(pieces) - 1, keep).round().astype(int)]
-    return pieces
+# The batching each family trains on, by ``model.family``.
+BATCHING = {"samplernn": TBPTTBatches, "wavenet": RandomCrops}
+
+
+def make_batches(model, audio, segments, segment_labels, train: TrainConfig, rank: int = 0, world: int = 1):
+    """The training batch source for ``model`` (by its family) over a corpus split.
+
+    audio int16 [T] (memory-mapped), segments int64 [N, 3] (start, length, file), segment_labels
+    int64 [N] or None. Returns an object with ``batch(step, micro) -> dict`` (see TBPTTBatches,
+    RandomCrops). Raises ConfigError when ``train`` cannot work with the model, CorpusTooShort
+    when no segment holds one window.
+    """
+    if model.family not in BATCHING:
+        raise ConfigError(f"no training batches for model family {model.family!r}; known: {sorted(BATCHING)}")
+    cfg = model.config
+    cfg.validate(train)
+    return BATCHING[model.family](audio, segments, segment_labels, train, cfg.q_levels, cfg.quantization,
+                                  model.context_samples, rank, world)
 
 
 class BatchStream:

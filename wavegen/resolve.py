@@ -48,15 +48,26 @@ class ModelRef:
     def trained(self) -> bool:
         return self.weights is not None
 
-    def build(self):
-        """A freshly initialised model of this config (random weights, train mode)."""
+    def build(self, device="cpu"):
+        """A freshly initialised model of this config (random weights, train mode).
+
+        Outside a ``torch.device("meta")`` block the weights must fit in memory (on the CPU and
+        ``device``): a config with absurd sizes is refused before anything is allocated.
+        """
+        import torch
+
         from wavegen.models import build_model
 
+        if torch.get_default_device().type != "meta":
+            from wavegen.memory import check_model_memory
+
+            check_model_memory(self.config, self.weights, device)
         return build_model(self.config)
 
     def load(self, device="cpu"):
-        """The model in eval mode on ``device``: trained weights where there are any."""
-        model = self.build()
+        """The model in eval mode on ``device``: trained weights where there are any. The weights
+        file's header is checked against the config before anything is built."""
+        model = self.build(device)
         if self.weights is not None:
             _load_into(model, self.weights)
         return model.to(device).eval()

@@ -1,17 +1,18 @@
 """The training loop (accelerate): one process here, or ``accelerate launch`` / ``torchrun``.
 
-The trainer knows a model only through ``model(batch) -> loss``, ``make_batches``,
-``sequence_nll``, ``context_samples``, ``eval_length`` and ``training_state`` /
-``load_training_state`` (state a model carries between batches, keyed ``slot{m}.NAME``
-with the stream dimension at index 1, so it can be regathered when the process count changes).
+The trainer knows a model through the contract in :mod:`wavegen.models.contract`:
+``loss, state = model(batch, state)``. The state a stream carries from one window to the next
+(SampleRNN's hidden state) is the trainer's: it keeps one per micro-batch (:class:`Carry`),
+saves it in checkpoints and regathers it over the global batch when the process count changes.
 
 Layout of a run folder::
 
-    RUN/config.json              the resolved config (model, train, data)
-    RUN/metrics.jsonl            one JSON row per log interval and per validation
+    RUN/config.json              the resolved config (model, train, data; the preset and the --set overrides)
+    RUN/metrics.jsonl            one JSON row per log interval and per validation (wavegen.runlog)
     RUN/tb/                      TensorBoard logs
-    RUN/checkpoints/step_N/      accelerate state + trainer_state.json, last N kept
+    RUN/checkpoints/step_N/      accelerate state + training_state + trainer_state.json, last N kept
     RUN/best/                    model.safetensors + config.json of the best validation NLL
+    RUN/.lock                    held by the training writing here (a second one is refused)
 """
 
 from __future__ import annotations
@@ -20,18 +21,22 @@ import json
 import logging
 import math
 import os
-import signal
 import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from wavegen.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_model
+from wavegen.checkpoint import intact_checkpoint, load_checkpoint, save_checkpoint, save_model
 from wavegen.config import ConfigError, TrainConfig, from_dict, load_json, save_json
 from wavegen.corpus import Corpus
-from wavegen.data import BatchStream, eval_pieces
+from wavegen.data import BatchBuildingStopped, BatchStream, make_batches
+from wavegen.errors import FolderBusyError, WavegenError
 from wavegen.models import build_model, model_config
+from wavegen.runlog import RunLog, read_metrics  # noqa: F401  (read_metrics: the public reader)
+from wavegen.signals import StopSignals
+from wavegen.trainstate import Carry, NonFiniteError, NonFiniteWatch, agree
 
 logger = logging.getLogger(__name__)
 
@@ -58,60 +63,10 @@ def lr_factor(step: int, train: TrainConfig) -> float:
     return 1.0 - progress
 
 
-@torch.no_grad()
-def evaluate_nll(model, audio, segments, segment_labels, *, piece_len: int, max_samples: int | None = None,
-                 batch_size: int = 16, device="cpu", accelerator=None, n_labels: int = 0) -> dict:
-    """NLL in bits per sample of a corpus split, over pieces of ``piece_len`` predicted samples.
-
-    Under several processes each takes every world-th piece and the sums are reduced.
-    Returns ``{"nll_bits_per_sample", "samples", "unigram_entropy_bits", "per_label": {index: {...}}}``;
-    the unigram entropy of the same codes is the score of a model that ignores context.
-    """
-    from wavegen.audio import int16_to_float, quantize
-
-    cfg = model.config
-    context = model.context_samples
-    pieces = eval_pieces(segments, segment_labels, context, piece_len, max_samples)
-    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
-    mine = pieces[rank::world]
-    n_slots = max(1, n_labels)
-    sums = torch.zeros(n_slots, dtype=torch.float64, device=device)
-    counts = torch.zeros(n_slots, dtype=torch.float64, device=device)
-    histogram = torch.zeros(cfg.q_levels, dtype=torch.float64, device=device)
-    was_training = model.training
-    model.eval()
-    for i in range(0, len(mine), batch_size):
-        part = mine[i: i + batch_size]
-        raw = np.stack([np.asarray(audio[s: s + context + piece_len]) for s in part[:, 0]])
-        codes = torch.from_numpy(quantize(int16_to_float(raw), cfg.q_levels, cfg.quantization)).to(device)
-        labels = torch.from_numpy(part[:, 1]).to(device)
-        ctx = accelerator.autocast() if accelerator else torch.autocast("cpu", enabled=False)
-        with ctx:
-            nll = model.sequence_nll(codes, labels if n_labels else None).double().sum(1)
-        histogram += torch.bincount(codes[:, context:].reshape(-1), minlength=cfg.q_levels).double()
-        slot = labels.clamp(min=0) if n_labels else torch.zeros_like(labels)
-        sums.index_add_(0, slot, nll)
-        counts.index_add_(0, slot, torch.full_like(nll, float(piece_len)))
-    if was_training:
-        model.train()
-    if accelerator is not None and world > 1:
-        sums, counts = accelerator.reduce(sums, "sum"), accelerator.reduce(counts, "sum")
-        histogram = accelerator.reduce(histogram, "sum")
-    total = float(counts.sum())
-    p = histogram[histogram > 0] / histogram.sum() if total else histogram[:0]
-    result = {"nll_bits_per_sample": float(sums.sum()) / total / LN2 if total else float("nan"),
-              "samples": int(total), "unigram_entropy_bits": float(-(p * torch.log2(p)).sum()),
-              "per_label": {}}
-    if n_labels:
-        for k in range(n_labels):
-            if counts[k] > 0:
-                result["per_label"][k] = {"nll_bits_per_sample": float(sums[k] / counts[k]) / LN2,
-                                          "samples": int(counts[k])}
-    return result
-
-
 def resolve_run_config(base: dict, corpus_dir: str | Path, overrides: list[str] | None = None) -> dict:
-    """Preset config + corpus + ``--set`` overrides → the validated run config dict."""
+    """A model's config (a preset's, a config file's, a model folder's) + corpus + ``--set`` overrides →
+    the validated run config dict. The data section comes from the corpus; ``preset`` is kept and
+    ``overrides`` records every override on top of it (the base's own first)."""
     from wavegen.config import apply_overrides
 
     corpus = Corpus(corpus_dir)
@@ -120,6 +75,7 @@ def resolve_run_config(base: dict, corpus_dir: str | Path, overrides: list[str] 
     if corpus.labels and not config["model"].get("labels"):
         config["model"]["labels"] = list(corpus.labels)
     config = apply_overrides(config, overrides or [])
+    config["overrides"] = list(base.get("overrides", [])) + list(overrides or [])
     train = from_dict(TrainConfig, config["train"], "train")
     train.validate()
     cfg = model_config(config)
@@ -147,32 +103,6 @@ def _check_resume(run_dir: Path, config: dict) -> None:
                           "rerun with the same settings to resume, or give a new --run folder")
 
 
-class _StopFlag:
-    """Ctrl-C / SIGTERM: finish the step, checkpoint, exit. A second Ctrl-C aborts at once."""
-
-    def __init__(self):
-        self.raised = False
-        self._old = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        if self.raised and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.raised = True
-        logger.warning("signal %d: saving a checkpoint after this step (Ctrl-C again to abort)", signum)
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-
 def make_accelerator(mixed_precision: str, cpu: bool = False):
     """The run's Accelerator; picks up ``accelerate launch`` / ``torchrun`` from the environment.
 
@@ -188,35 +118,6 @@ def make_accelerator(mixed_precision: str, cpu: bool = False):
         mixed_precision = "bf16" if cuda else "no"
     several = int(os.environ.get("WORLD_SIZE", "1")) > 1
     return Accelerator(mixed_precision=mixed_precision, cpu=not cuda and (cpu or several))
-
-
-def _gather_training_state(accelerator, model, accum: int) -> dict[str, torch.Tensor]:
-    """Per-slot carried state on every rank → one tensor per name over the global batch."""
-    state = model.training_state()
-    if not state:
-        return {}
-    names = sorted({k.split(".", 1)[1] for k in state})
-    out = {}
-    for name in names:
-        local = torch.cat([state[f"slot{m}.{name}"].transpose(0, 1) for m in range(accum)]).contiguous()
-        out[name] = accelerator.gather(local).transpose(0, 1).cpu() if accelerator.num_processes > 1 \
-            else local.transpose(0, 1).cpu()
-    return out
-
-
-def _scatter_training_state(accelerator, model, tensors: dict[str, torch.Tensor], accum: int) -> None:
-    """Inverse of :func:`_gather_training_state` for this rank's (possibly new) share of streams."""
-    if not tensors:
-        model.load_training_state({})
-        return
-    total = next(iter(tensors.values())).shape[1]
-    per = total // (accelerator.num_processes * accum)
-    state = {}
-    for name, t in tensors.items():
-        for m in range(accum):
-            first = (accelerator.process_index * accum + m) * per
-            state[f"slot{m}.{name}"] = t[:, first: first + per].to(accelerator.device)
-    model.load_training_state(state)
 
 
 def keep_freed_memory() -> bool:
@@ -246,7 +147,7 @@ def build_training(config: dict, train_cfg: TrainConfig, accelerator):
     """Seeded model + Adam, compiled if asked, prepared by accelerate (DDP under several processes).
 
     Returns ``(model, optimizer, inner)``: ``model`` is what the step calls, ``inner`` the plain
-    nn.Module (for its methods, state and saving).
+    nn.Module (for its attributes, state and saving).
     """
     from accelerate.utils import set_seed
 
@@ -266,228 +167,295 @@ def build_training(config: dict, train_cfg: TrainConfig, accelerator):
     return model, optimizer, inner
 
 
-def train_step(accelerator, model, optimizer, stream: BatchStream, train_cfg: TrainConfig, step: int) -> torch.Tensor:
+def train_step(accelerator, model, optimizer, stream: BatchStream, train_cfg: TrainConfig, step: int,
+               carry: Carry, watch: NonFiniteWatch | None = None) -> torch.Tensor:
     """One optimizer step at ``step`` over ``train_cfg.grad_accum`` micro-batches from ``stream``.
 
-    Sets the learning rate, accumulates gradients (DDP all-reduces only on the last micro-batch),
-    clips, steps. Returns the mean loss (nats per sample) as a 0-d tensor on the device: reading
-    it (``float``) waits for the device, so the caller does that only when it logs.
+    Every micro-batch is built first, so a stop while building (BatchBuildingStopped) leaves the
+    model, the optimizer and ``carry`` as they were. Then: the learning rate, gradients accumulated
+    (DDP all-reduces only on the last micro-batch), each micro-batch's state carried in ``carry``,
+    clipping, Adam. ``watch`` notes a non-finite loss or gradient on the device. Returns the mean
+    loss (nats per sample) as a 0-d tensor on the device: reading it waits for the device, so the
+    caller does that only when it logs.
     """
+    batches = [stream.next() for _ in range(train_cfg.grad_accum)]
     for group in optimizer.param_groups:
         group["lr"] = train_cfg.lr * lr_factor(step, train_cfg)
     total = None
-    for micro in range(train_cfg.grad_accum):
-        batch = stream.next()
-        sync = micro == train_cfg.grad_accum - 1
-        with accelerator.no_sync(model) if not sync else _null():
+    for micro, batch in enumerate(batches):
+        last = micro == train_cfg.grad_accum - 1
+        with nullcontext() if last else accelerator.no_sync(model):
             with accelerator.autocast():
-                loss = model(batch)
+                loss, carry.slots[micro] = model(batch, carry.slots[micro])
             accelerator.backward(loss / train_cfg.grad_accum)
         part = loss.detach() / train_cfg.grad_accum
         total = part if total is None else total + part
+    norm = None
     if train_cfg.grad_clip > 0:
-        accelerator.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+        norm = accelerator.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+    elif watch is not None and watch.gradients:
+        norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+    if watch is not None:
+        watch.note(total, norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return total
 
 
+@dataclass
+class _Run:
+    """Everything one training run's functions share (no closures over train()'s locals)."""
+
+    config: dict
+    cfg: TrainConfig
+    accelerator: object
+    run_dir: Path
+    corpus: Corpus
+    model: object  # what the step calls (DDP / compiled)
+    optimizer: object
+    inner: object  # the plain model
+    batches: object
+    carry: Carry
+    watch: NonFiniteWatch
+    step: int = 0
+    start_step: int = 0
+    best_val: float | None = None
+    checkpoint: Path | None = None  # the newest checkpoint saved or resumed from
+    last_val_step: int = -1
+    log: RunLog | None = None
+    running: torch.Tensor | None = None  # summed loss since the last log row, on the device
+    window: list = field(default_factory=lambda: [0, time.perf_counter()])  # steps, start of the log window
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+
 def train(config: dict, run_dir: str | Path, progress: bool = True) -> dict:
     """Train (or resume) the run in ``run_dir`` with the resolved ``config``.
 
-    Returns ``{"step", "status": "finished"|"interrupted", "best_val_bits", "run_dir"}``.
+    Returns ``{"step", "status": "finished"|"interrupted", "best_val_bits", "run_dir", "checkpoint"}``.
+    Raises FolderBusyError when another training holds ``run_dir``, NonFiniteError at the first
+    non-finite loss or gradient (nothing after the last good checkpoint is saved), ConfigError /
+    CorpusError / OutOfMemoryError before anything is written when the run cannot work.
     """
     run_dir = Path(run_dir)
     train_cfg = from_dict(TrainConfig, config["train"], "train")
     train_cfg.validate()
     accelerator = make_accelerator(train_cfg.mixed_precision)
-    on_cuda = accelerator.device.type == "cuda"
-    if on_cuda:  # fp32 matmuls outside autocast (e.g. mixed_precision=no) may use TF32
+    if accelerator.device.type == "cuda":  # fp32 matmuls outside autocast (e.g. mixed_precision=no) may use TF32
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    main = accelerator.is_main_process
-    rank, world = accelerator.process_index, accelerator.num_processes
+    with _run_lock(accelerator, run_dir):
+        run = _start(config, train_cfg, accelerator, run_dir)
+        run.log = RunLog(run_dir, run.step, train_cfg.max_steps, run.main, progress)
+        stream = BatchStream(run.batches, run.step, train_cfg.grad_accum, accelerator.device,
+                             workers=train_cfg.num_workers, pin=accelerator.device.type == "cuda")
+        try:
+            status = _run_steps(run, stream)
+        finally:
+            stream.close()
+            run.log.close()
+        accelerator.wait_for_everyone()
+    if run.main:
+        logger.info("%s at step %d; %s", status, run.step, _where_the_model_is(run))
+    accelerator.end_training()
+    return {"step": run.step, "status": status, "best_val_bits": run.best_val, "run_dir": str(run_dir),
+            "checkpoint": str(run.checkpoint) if run.checkpoint else None}
 
-    if (run_dir / "config.json").is_file():
-        _check_resume(run_dir, config)
-    accelerator.wait_for_everyone()
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_json(run_dir / "config.json", config)
+
+@contextmanager
+def _run_lock(accelerator, run_dir: Path):
+    """The main process holds RUN/.lock for the whole training; when it cannot, every process stops."""
+    from wavegen.fileio import FolderLock
+
+    lock, refused = None, None
+    if accelerator.is_main_process:
+        try:
+            lock = FolderLock(run_dir, "training run").acquire()
+        except WavegenError as err:
+            refused = err
+    if agree(accelerator, refused is not None):
+        raise refused or FolderBusyError(f"{run_dir}: the main process could not take the run folder (see its error)")
+    try:
+        yield lock
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _start(config: dict, train_cfg: TrainConfig, accelerator, run_dir: Path) -> _Run:
+    """Every check that can refuse the run, then the model, then config.json, then the resume."""
+    from wavegen.memory import check_training_memory
 
     corpus = Corpus(config["data"]["corpus"])
     if corpus.sample_rate != config["data"]["sample_rate"]:
-        raise ConfigError(f"corpus {corpus.sample_rate} Hz, config says {config['data']['sample_rate']} Hz")
+        raise ConfigError(f"corpus {corpus.dir} is at {corpus.sample_rate} Hz, the config says data.sample_rate="
+                          f"{config['data']['sample_rate']}: leave data.sample_rate to the corpus")
+    found = _broadcast(accelerator, intact_checkpoint(run_dir) if accelerator.is_main_process else None)
+    if found is not None and (run_dir / "config.json").is_file():
+        _check_resume(run_dir, config)  # a run with no step saved is started anew
+    check_training_memory(config, train_cfg, accelerator.device, accelerator.mixed_precision != "no",
+                          int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes)))
     model, optimizer, inner = build_training(config, train_cfg, accelerator)
-    n_params = sum(p.numel() for p in inner.parameters())
-    batches = inner.make_batches(corpus.split("train"), corpus.segments("train"),
-                                 corpus.segment_labels("train"), train_cfg, rank, world)
-
-    step, best_val, state = 0, None, {}
-    ckpt = latest_checkpoint(run_dir)
-    if ckpt is not None:
-        state, tensors = load_checkpoint(accelerator, ckpt)
-        _scatter_training_state(accelerator, inner, tensors, train_cfg.grad_accum)
-        step, best_val = state["step"], state.get("best_val_bits")
-        if main:
-            saved_by = state.get("processes", world)
-            logger.info("resuming %s from step %d%s", run_dir, step,
-                        f" (checkpoint written by {saved_by} process(es), now {world})" if saved_by != world else "")
-    if main:
-        _truncate_metrics(run_dir / "metrics.jsonl", step)
-        logger.info("model %s: %.2fM parameters; %d process(es) on %s; batch %d x %d samples",
-                    config.get("preset") or config["model_type"], n_params / 1e6, world,
-                    accelerator.device, train_cfg.batch_size, train_cfg.seq_len)
-
-    writer = None
-    if main:
-        from torch.utils.tensorboard import SummaryWriter
-        writer = SummaryWriter(str(run_dir / "tb"))
-    val_audio, val_segments = corpus.split("val"), corpus.segments("val")
-    if len(val_segments) == 0 and main:
-        logger.warning("the corpus has no validation audio: best/ will hold the latest model")
-
-    samples_per_step = train_cfg.batch_size * train_cfg.seq_len
-    stream = BatchStream(batches, step, train_cfg.grad_accum, accelerator.device,
-                         workers=train_cfg.num_workers, pin=on_cuda)
-    bar = None
-    if main and progress:
-        from tqdm import tqdm
-        bar = tqdm(total=train_cfg.max_steps, initial=step, unit="step", dynamic_ncols=True)
-
-    def validate(at_step: int) -> float | None:
-        nonlocal best_val
-        if len(val_segments) == 0:
-            if main:
-                save_model(inner, config, run_dir / "best")
-            return None
-        result = evaluate_nll(inner, val_audio, val_segments, corpus.segment_labels("val"),
-                              piece_len=inner.eval_length(train_cfg),
-                              max_samples=int(train_cfg.val_seconds * corpus.sample_rate),
-                              device=accelerator.device, accelerator=accelerator,
-                              n_labels=len(inner.config.labels))
-        bits = result["nll_bits_per_sample"]
-        improved = best_val is None or bits < best_val
-        if improved:
-            best_val = bits
-        if main:
-            if improved:
-                save_model(inner, config, run_dir / "best")
-            _append_metrics(run_dir / "metrics.jsonl", {"step": at_step, "val_bits": bits,
-                                                        "val_samples": result["samples"], "best": improved})
-            writer.add_scalar("val/nll_bits", bits, at_step)
-            logger.info("step %d: validation %.4f bits/sample%s", at_step, bits, " (best)" if improved else "")
-        return bits
-
-    def checkpoint(at_step: int) -> None:
-        tensors = _gather_training_state(accelerator, inner, train_cfg.grad_accum)
-        save_checkpoint(accelerator, run_dir, at_step,
-                        {"step": at_step, "best_val_bits": best_val, "processes": world,
-                         "grad_accum": train_cfg.grad_accum}, tensors, train_cfg.keep_checkpoints)
-
-    status, start_step = "finished", step
-    model.train()
-    # Hot loop: nothing below reads a device value back to the host except at log steps
-    # (the loss) and, under several processes, the stop flag agreed at log/checkpoint steps.
-    running = torch.zeros((), device=accelerator.device)
-    window_steps, window_start = 0, time.perf_counter()
-    last_val_step = -1
-    try:
-        with _StopFlag() as stop:
-            while step < train_cfg.max_steps:
-                running += train_step(accelerator, model, optimizer, stream, train_cfg, step)
-                step += 1
-                window_steps += 1
-
-                log_now = step % train_cfg.log_interval == 0 or step == train_cfg.max_steps
-                if log_now:
-                    mean = accelerator.reduce(running, "mean") if world > 1 else running
-                    loss_bits = float(mean) / window_steps / LN2
-                    elapsed = time.perf_counter() - window_start
-                    rate = samples_per_step * window_steps / max(elapsed, 1e-9)
-                    if main:
-                        _append_metrics(run_dir / "metrics.jsonl", {
-                            "step": step, "loss_bits": loss_bits, "lr": optimizer.param_groups[0]["lr"],
-                            "samples_per_second": rate})
-                        writer.add_scalar("train/loss_bits", loss_bits, step)
-                        writer.add_scalar("train/samples_per_second", rate, step)
-                        if bar is not None:
-                            bar.set_postfix(loss_bits=f"{loss_bits:.3f}", samples_s=f"{rate:,.0f}")
-                    running.zero_()
-                    window_steps, window_start = 0, time.perf_counter()
-                if bar is not None:
-                    bar.update(1)
-
-                paused = time.perf_counter()  # validation and checkpoints do not count in samples/s
-                if step % train_cfg.val_interval == 0:
-                    validate(step)
-                    last_val_step = step
-                at_checkpoint = step % train_cfg.checkpoint_interval == 0
-                # One process alone reads its flag for free; several agree (a collective, so a
-                # host sync) only at steps every process knows: log and checkpoint steps.
-                if world == 1:
-                    stopping = stop.raised
-                elif log_now or at_checkpoint:
-                    stopping = _agree(accelerator, stop.raised)
-                else:
-                    stopping = False
-                if at_checkpoint or stopping:
-                    checkpoint(step)
-                window_start += time.perf_counter() - paused
-                if stopping:
-                    status = "interrupted"
-                    break
-
-            if status == "finished" and step > start_step:
-                if last_val_step != step:
-                    validate(step)
-                if step % train_cfg.checkpoint_interval:
-                    checkpoint(step)
-    finally:
-        stream.close()
-    if bar is not None:
-        bar.close()
-    if writer is not None:
-        writer.close()
-    accelerator.wait_for_everyone()
-    if main:
-        logger.info("%s at step %d; best validation %s bits/sample; model in %s", status, step,
-                    f"{best_val:.4f}" if best_val is not None else "n/a", run_dir / "best")
-    accelerator.end_training()
-    return {"step": step, "status": status, "best_val_bits": best_val, "run_dir": str(run_dir)}
+    batches = make_batches(inner, corpus.split("train"), corpus.segments("train"), corpus.segment_labels("train"),
+                           train_cfg, accelerator.process_index, accelerator.num_processes)
+    if accelerator.is_main_process:
+        save_json(run_dir / "config.json", config)
+    run = _Run(config, train_cfg, accelerator, run_dir, corpus, model, optimizer, inner, batches,
+               Carry(train_cfg.grad_accum), NonFiniteWatch(accelerator, train_cfg))
+    if found is not None:
+        _resume(run, found[1])
+    run.watch.reset(run.step)
+    if run.main:
+        n_params = sum(p.numel() for p in inner.parameters())
+        named = config.get("preset") or config["model_type"]
+        if config.get("overrides"):
+            named += " with " + " ".join(config["overrides"])
+        logger.info("model %s: %.2fM parameters; %d process(es) on %s; batch %d x %d samples", named,
+                    n_params / 1e6, run.world, accelerator.device, train_cfg.batch_size, train_cfg.seq_len)
+        if len(corpus.segments("val")) == 0:
+            logger.warning("the corpus has no validation audio: best/ will hold the latest model")
+    return run
 
 
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-def _agree(accelerator, flag: bool) -> bool:
-    """Every process stops together when any of them was signalled."""
+def _broadcast(accelerator, value):
+    """The main process's ``value`` on every process."""
     if accelerator.num_processes == 1:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
-    return bool(accelerator.reduce(t, "sum").item() > 0)
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([value], from_process=0)[0]
 
 
-def _append_metrics(path: Path, row: dict) -> None:
-    with open(path, "a") as fh:
-        fh.write(json.dumps(row) + "\n")
+def _resume(run: _Run, folder: Path) -> None:
+    """Model, optimizer, RNG and the carried state from checkpoint ``folder``, under any process count."""
+    state, tensors = load_checkpoint(run.accelerator, folder)
+    run.carry.scatter(run.accelerator, tensors)
+    run.step = run.start_step = state["step"]
+    run.best_val, run.checkpoint = state.get("best_val_bits"), folder
+    if run.main:
+        saved_by = state.get("processes", run.world)
+        logger.info("resuming %s from step %d%s", run.run_dir, run.step,
+                    f" (checkpoint written by {saved_by} process(es), now {run.world})" if saved_by != run.world else "")
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop rows logged after the checkpoint we resume from (they will be logged again)."""
-    if not path.is_file():
+def _run_steps(run: _Run, stream: BatchStream) -> str:
+    """Steps until max_steps ("finished") or a stop signal ("interrupted"), then the final saves.
+
+    Hot loop: nothing reads a device value back to the host except at log, validation and
+    checkpoint steps (the loss, the non-finite record, the stop flag agreed by several processes).
+    """
+    cfg = run.cfg
+    run.running = torch.zeros((), device=run.accelerator.device)
+    run.model.train()
+    with StopSignals("finishing the step and saving a checkpoint") as stop:
+        if run.world == 1:  # a single process may abandon a step's batch building (nothing to agree on)
+            run.batches.should_stop = lambda: stop.requested
+        while run.step < cfg.max_steps:
+            try:
+                loss = train_step(run.accelerator, run.model, run.optimizer, stream, cfg, run.step, run.carry,
+                                  run.watch)
+            except BatchBuildingStopped:
+                logger.warning("stopped while building the batches of step %d", run.step + 1)
+                run.watch.check(run.checkpoint)
+                if run.step > run.start_step:
+                    _save(run)
+                return "interrupted"
+            run.running += loss
+            run.step += 1
+            run.window[0] += 1
+            run.log.step_done()
+            if _after_step(run, stop):
+                return "interrupted"
+        if run.step > run.start_step:
+            run.watch.check(run.checkpoint)
+            if run.last_val_step != run.step:
+                _validate(run)
+            if run.checkpoint is None or run.checkpoint.name != f"step_{run.step}":
+                _save(run)
+    return "finished"
+
+
+def _after_step(run: _Run, stop: StopSignals) -> bool:
+    """Log, validate and checkpoint where due; True when the run must stop (a signal)."""
+    cfg, step = run.cfg, run.step
+    log_now = step % cfg.log_interval == 0 or step == cfg.max_steps
+    val_now = step % cfg.val_interval == 0
+    at_checkpoint = step % cfg.checkpoint_interval == 0
+    # One process alone reads its flag for free; several agree (a collective, so a host sync)
+    # only at steps every process knows: log and checkpoint steps.
+    if run.world == 1:
+        stopping = stop.requested
+    else:
+        stopping = agree(run.accelerator, stop.requested) if log_now or at_checkpoint else False
+    if not (log_now or val_now or at_checkpoint or stopping):
+        return False
+    paused = time.perf_counter()
+    run.watch.check(run.checkpoint)  # before anything is written: the first non-finite step stops the run
+    if log_now:
+        _log_train(run, paused)
+    if val_now:
+        _validate(run)
+    if at_checkpoint or stopping:
+        _save(run)
+    run.window[1] += time.perf_counter() - paused  # validation and checkpoints do not count in samples/s
+    return stopping
+
+
+def _log_train(run: _Run, now: float) -> None:
+    mean = run.accelerator.reduce(run.running, "mean") if run.world > 1 else run.running
+    steps, start = run.window
+    loss_bits = float(mean) / steps / LN2
+    rate = run.cfg.batch_size * run.cfg.seq_len * steps / max(now - start, 1e-9)
+    run.log.train_row(run.step, loss_bits, run.optimizer.param_groups[0]["lr"], rate)
+    run.running.zero_()
+    run.window[:] = [0, time.perf_counter()]
+
+
+def _validate(run: _Run) -> None:
+    """Validation NLL (wavegen.evaluate, shared out over the processes); best/ when it improved."""
+    from wavegen.evaluate import evaluate
+
+    run.last_val_step = run.step
+    if len(run.corpus.segments("val")) == 0:
+        if run.main:
+            save_model(run.inner, run.config, run.run_dir / "best")
         return
-    rows = [line for line in path.read_text().splitlines() if line.strip()]
-    kept = [line for line in rows if json.loads(line)["step"] <= step]
-    if len(kept) != len(rows):
-        path.write_text("".join(line + "\n" for line in kept))
+    result = evaluate(run.inner, run.corpus, "val", max_seconds=run.cfg.val_seconds, accelerator=run.accelerator)
+    bits = result["nll_bits_per_sample"]
+    if not math.isfinite(bits):
+        raise NonFiniteError(f"step {run.step}: the validation NLL is {bits} with finite weights; training stopped "
+                             f"and nothing of this step was saved (last checkpoint: {run.checkpoint or 'none'})")
+    improved = run.best_val is None or bits < run.best_val
+    if improved:
+        run.best_val = bits
+        if run.main:
+            save_model(run.inner, run.config, run.run_dir / "best")
+    run.log.val_row(run.step, bits, result["samples"], improved)
+    # After validation: the place for work that follows it (e.g. rendering training samples).
 
 
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+def _save(run: _Run) -> None:
+    tensors = run.carry.gather(run.accelerator)
+    state = {"step": run.step, "best_val_bits": run.best_val, "processes": run.world,
+             "grad_accum": run.cfg.grad_accum}
+    run.checkpoint = save_checkpoint(run.accelerator, run.run_dir, run.step, state, tensors,
+                                     run.cfg.keep_checkpoints)
+
+
+def _where_the_model_is(run: _Run) -> str:
+    best = run.run_dir / "best"
+    parts = []
+    if (best / "model.safetensors").is_file():
+        val = f"validation {run.best_val:.4f} bits/sample" if run.best_val is not None else "no validation audio"
+        parts.append(f"best model ({val}) in {best}")
+    else:
+        parts.append("no best/ model yet (no validation has run)")
+    if run.checkpoint is not None:
+        parts.append(f"latest checkpoint {run.checkpoint} (render or evaluate it with --checkpoint last)")
+    return "; ".join(parts)

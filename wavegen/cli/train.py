@@ -3,38 +3,30 @@
 from __future__ import annotations
 
 
-
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a model on a prepared corpus (resumes when rerun)",
                        description="Train a model. Rerunning the same command resumes from the last checkpoint.")
     p.add_argument("--data", required=True, help="corpus folder made by wavegen prep")
-    p.add_argument("--model", required=True, help="preset name (see wavegen info --presets) or a config.json")
+    p.add_argument("--model", required=True,
+                   help="a preset name (see wavegen info --presets), a config .json, or a model or run folder "
+                        "(its settings only: training starts from new weights)")
     # --run-dir: torchrun's parser refuses "--run" (a prefix of its own --run-path) even after -m
     p.add_argument("--run", "--run-dir", dest="run", required=True, help="run folder: checkpoints, logs, best/")
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any setting: model.dim=512, train.lr=3e-4, seed=3 (repeatable)")
-
-
-def _base_config(model: str) -> dict:
-    from pathlib import Path
-
-    from wavegen.config import load_json
-    from wavegen.models import resolve_preset
-
-    if model.endswith(".json") or Path(model).is_file():
-        config = load_json(Path(model))
-        config.pop("data", None)
-        return config
-    return resolve_preset(model)
+    p.add_argument("--threads", type=int, default=None, help="torch threads per process (default: torch's)")
 
 
 def run(args) -> int:
+    from wavegen.bench import set_threads
+    from wavegen.resolve import resolve_model
     from wavegen.train import resolve_run_config, train
 
+    set_threads(args.threads)
     overrides = list(args.overrides)
     if args.max_steps is not None:
         overrides.append(f"train.max_steps={args.max_steps}")
-    config = resolve_run_config(_base_config(args.model), args.data, overrides)
+    config = resolve_run_config(resolve_model(args.model).config, args.data, overrides)
     result = train(config, args.run, progress=not args.quiet)
     return 130 if result["status"] == "interrupted" else 0

@@ -1,6 +1,8 @@
 """Model registry and named presets.
 
-A preset names a published configuration so results can be compared with the literature;
+Every family keeps the contract in :mod:`wavegen.models.contract` (what the trainer, evaluate,
+render, bench and info use of a model). A preset names a published configuration so results
+can be compared with the literature;
 ``*-tiny`` presets are for tests and CPU demos. A preset is a resolved run config minus the
 data section: ``{"model_type", "model": {...}, "train": {...}}``.
 """
@@ -8,6 +10,7 @@ data section: ``{"model_type", "model": {...}, "train": {...}}``.
 from __future__ import annotations
 
 from wavegen.config import ConfigError, TrainConfig, from_dict, to_dict
+from wavegen.models.contract import Model, ModelConfig, State  # noqa: F401  (the model contract)
 from wavegen.models.samplernn import SampleRNN, SampleRNNConfig
 from wavegen.models.wavenet import WaveNet, WaveNetConfig
 
@@ -15,10 +18,6 @@ FAMILIES = {
     "samplernn": (SampleRNNConfig, SampleRNN),
     "wavenet": (WaveNetConfig, WaveNet),
 }
-
-
-def register_family(name: str, config_cls: type, model_cls: type) -> None:
-    FAMILIES[name] = (config_cls, model_cls)
 
 
 # The rate every preset's paper trained at (SampleRNN, WaveNet, Dadabots: 16 kHz); a preset may

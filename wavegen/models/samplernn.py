@@ -19,6 +19,7 @@ from torch import nn
 
 from wavegen.audio import QUANTIZATIONS
 from wavegen.config import ConfigError, TrainConfig
+from wavegen.models.contract import State
 
 RNN_TYPES = ("gru", "lstm")
 
@@ -154,7 +155,6 @@ class SampleRNN(nn.Module):
         self.tiers = nn.ModuleList(FrameTier(f, r, cfg) for f, r in zip(fs, ratios))
         self.mlp = SampleMLP(fs[-1], cfg)
         self.label_embedding = nn.Embedding(len(cfg.labels), cfg.dim) if cfg.labels else None
-        self._carry: dict[int, list] = {}  # micro-batch slot → hidden state carried
 
     # ----- geometry -------------------------------------------------------------------------
     @property
@@ -202,63 +202,54 @@ class SampleRNN(nn.Module):
         w = self.mlp.window
         return self.mlp(codes[:, ctx - w: total - 1], cond), new_hidden
 
-    def sequence_nll(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """codes [B, C + L] → NLL in nats [B, L] of codes[:, C:], from the initial state."""
-        logits, _ = self.logits(codes, None, labels)
+    def sequence_nll(self, codes: torch.Tensor, labels: torch.Tensor | None = None,
+                     state: State | None = None) -> tuple[torch.Tensor, State]:
+        """codes [B, C + L] → (NLL in nats [B, L] of codes[:, C:], hidden state after them).
+
+        ``state`` (from a previous call on the same streams) carries the hidden state on; None
+        starts from h0.
+        """
+        hidden = self._hidden_for(state, None, codes.shape[0])
+        logits, hidden = self.logits(codes, hidden, labels)
         target = codes[:, self.context_samples:]
-        return F.cross_entropy(logits.float().transpose(1, 2), target, reduction="none")
+        nll = F.cross_entropy(logits.float().transpose(1, 2), target, reduction="none")
+        return nll, _state_of(hidden)
 
     # ----- training -------------------------------------------------------------------------
-    def forward(self, batch: dict) -> torch.Tensor:
-        """Training loss (mean nats per sample) on a TBPTT window, hidden state carried.
+    def forward(self, batch: dict, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """Training loss (mean nats per sample) on a TBPTT window → ``(loss, state)``.
 
-        batch: ``codes [B, C + L]`` int64, ``reset [B]`` bool (stream starts a new chunk),
-        ``labels [B]`` int64 (conditioned models), ``slot`` (micro-batch whose state to carry).
+        batch: ``codes [B, C + L]`` int64, ``reset [B]`` bool (the stream starts a new chunk:
+        h0 instead of ``state``), ``labels [B]`` int64 (conditioned models). ``state``: the
+        hidden state this call returned for the streams' previous window (None: h0); the
+        returned one is detached (truncated backprop).
         """
-        codes, slot = batch["codes"], batch.get("slot", 0)
-        hidden = self._hidden_for(slot, batch["reset"], codes.shape[0])
+        codes = batch["codes"]
+        hidden = self._hidden_for(state, batch.get("reset"), codes.shape[0])
         logits, hidden = self.logits(codes, hidden, batch.get("labels"))
-        self._carry[slot] = _map_hidden(hidden, lambda t: t.detach())
         target = codes[:, self.context_samples:]
-        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1))
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1))
+        return loss, _state_of(hidden)
 
     loss = forward
 
-    def _hidden_for(self, slot: int, reset: torch.Tensor, batch: int) -> list:
+    def _hidden_for(self, state: State | None, reset: torch.Tensor | None, batch: int) -> list:
+        """The hidden state to start a window from: h0, or ``state`` where a stream is not reset."""
         init = self.initial_hidden(batch)
-        carried = self._carry.get(slot)
-        if carried is None or _first(carried).shape[1] != batch:
+        if not state:
             return init
-        keep = (~reset.bool()).view(1, batch, 1).to(_first(init).device)
+        names = [name for name, _ in _flatten_hidden(init)]
+        if sorted(names) != sorted(state):
+            raise ValueError(f"carried state {sorted(state)[:4]}... does not match this model's tiers and layers")
+        device = _first(init).device
+        it = iter([state[name].to(device) for name in names])
+        carried = _map_hidden(init, lambda _: next(it))
+        if _first(carried).shape[1] != batch:
+            raise ValueError(f"carried state of {_first(carried).shape[1]} streams for a batch of {batch}")
+        if reset is None:
+            return carried
+        keep = (~reset.bool()).view(1, batch, 1).to(device)
         return _zip_hidden(init, carried, lambda h0, c: torch.where(keep, c, h0))
-
-    def training_state(self) -> dict[str, torch.Tensor]:
-        """The hidden state carried between TBPTT windows: named tensors ``[1, B, dim]``."""
-        return {f"slot{slot}.{name}": t for slot, hidden in self._carry.items()
-                for name, t in _flatten_hidden(hidden)}
-
-    def load_training_state(self, state: dict[str, torch.Tensor]) -> None:
-        self._carry = {}
-        for slot in sorted({int(k.split(".")[0][4:]) for k in state}):
-            part = {k.split(".", 1)[1]: v for k, v in state.items() if k.startswith(f"slot{slot}.")}
-            template = self.initial_hidden(next(iter(part.values())).shape[1])
-            names = [name for name, _ in _flatten_hidden(template)]
-            if sorted(names) != sorted(part):
-                raise ValueError("training state does not match this model's tiers and layers")
-            device = _first(template).device
-            it = iter([part[name].to(device) for name in names])
-            self._carry[slot] = _map_hidden(template, lambda _: next(it))
-
-    def eval_length(self, train: TrainConfig) -> int:
-        """Predicted samples per evaluation piece: one training chunk."""
-        return train.seq_len * train.tbptt_windows
-
-    def make_batches(self, audio, segments, segment_labels, train: TrainConfig, rank: int = 0, world: int = 1):
-        from wavegen.data import TBPTTBatches
-
-        self.config.validate(train)
-        return TBPTTBatches(audio, segments, segment_labels, train, self.config.q_levels,
-                            self.config.quantization, self.context_samples, rank, world)
 
     # ----- inference --------------------------------------------------------------------------
     @torch.no_grad()
@@ -322,6 +313,11 @@ def _flatten_hidden(hidden: list):
             states = h if isinstance(h, tuple) else (h,)
             for s, tensor in enumerate(states):
                 yield f"tier{k}.layer{j}.state{s}", tensor
+
+
+def _state_of(hidden: list) -> State:
+    """Hidden state → named tensors ``[1, B, dim]`` (streams at dim 1), detached."""
+    return {name: t.detach() for name, t in _flatten_hidden(hidden)}
 
 
 def _first(hidden: list) -> torch.Tensor:

@@ -19,6 +19,7 @@ from torch import nn
 
 from wavegen.audio import QUANTIZATIONS
 from wavegen.config import ConfigError, TrainConfig
+from wavegen.models.contract import State
 
 
 @dataclass
@@ -153,43 +154,29 @@ class WaveNet(nn.Module):
             raise ValueError(f"sequence of {total} codes: need {self.context_samples} context + at least one")
         return self._logits(codes[:, :-1], labels, length, pad=False)
 
-    def sequence_nll(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """codes [B, C + L] → NLL in nats [B, L] of codes[:, C:]."""
+    def sequence_nll(self, codes: torch.Tensor, labels: torch.Tensor | None = None,
+                     state: State | None = None) -> tuple[torch.Tensor, State]:
+        """codes [B, C + L] → (NLL in nats [B, L] of codes[:, C:], ``{}``).
+
+        WaveNet carries no state: the C = receptive-field codes in front are all it needs.
+        """
         logits = self.logits(codes, labels)
         target = codes[:, self.context_samples:]
-        return F.cross_entropy(logits.float().transpose(1, 2), target, reduction="none")
+        return F.cross_entropy(logits.float().transpose(1, 2), target, reduction="none"), {}
 
     # ----- training -------------------------------------------------------------------------
-    def forward(self, batch: dict) -> torch.Tensor:
-        """Training loss (mean nats per sample) on random crops.
+    def forward(self, batch: dict, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """Training loss (mean nats per sample) on random crops → ``(loss, {})``.
 
-        batch: ``codes [B, C + L]`` int64, ``labels [B]`` int64 (conditioned models).
+        batch: ``codes [B, C + L]`` int64, ``labels [B]`` int64 (conditioned models); ``reset``
+        and ``state`` are ignored (crops are independent).
         """
         codes = batch["codes"]
         logits = self.logits(codes, batch.get("labels"))
         target = codes[:, self.context_samples:]
-        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1))
+        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1)), {}
 
     loss = forward
-
-    def training_state(self) -> dict[str, torch.Tensor]:
-        """State carried between batches: none, crops are independent."""
-        return {}
-
-    def load_training_state(self, state: dict[str, torch.Tensor]) -> None:
-        if state:
-            raise ValueError(f"WaveNet carries no training state, got {sorted(state)[:5]}")
-
-    def eval_length(self, train: TrainConfig) -> int:
-        """Predicted samples per evaluation piece: one training crop's target length."""
-        return train.seq_len
-
-    def make_batches(self, audio, segments, segment_labels, train: TrainConfig, rank: int = 0, world: int = 1):
-        from wavegen.data import RandomCrops
-
-        self.config.validate(train)
-        return RandomCrops(audio, segments, segment_labels, train, self.config.q_levels,
-                           self.config.quantization, self.context_samples, rank, world)
 
     # ----- inference --------------------------------------------------------------------------
     @torch.no_grad()

@@ -1,0 +1,129 @@
+"""wavegen.evaluate: every sample of every segment scored once, the state carried through a segment;
+the cap, labels and the CLI's --checkpoint and refusals."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_SAMPLERNN, prepared_corpus, tiny_samplernn, tiny_wavenet
+
+from wavegen.audio import quantize, int16_to_float, silence_code
+from wavegen.cli import main
+from wavegen.config import ConfigError
+from wavegen.corpus import Corpus
+from wavegen.evaluate import WINDOW_SAMPLES, evaluate
+from wavegen.models import resolve_preset
+from wavegen.resolve import resolve_model
+from wavegen.train import resolve_run_config, train
+
+SR = 8000
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Four 3 s melodies at 8 kHz (one file in val, one in test): each segment spans several windows."""
+    return prepared_corpus(tmp_path_factory.mktemp("eval"), files=4, seconds=3.0, sample_rate=SR,
+                           val_fraction=0.25, test_fraction=0.25)
+
+
+def reference_nll_bits(model, corpus, split):
+    """Each segment in ONE forward pass from silence, its tail padded: (bits summed, samples)."""
+    cfg, c = model.config, Corpus(corpus)
+    context = model.context_samples
+    silence = silence_code(cfg.q_levels, cfg.quantization)
+    total, count = 0.0, 0
+    for start, length, _ in c.segments(split):
+        codes = quantize(int16_to_float(np.asarray(c.split(split)[start: start + length])), cfg.q_levels,
+                         cfg.quantization)
+        padded = -(-length // context) * context
+        seq = np.full(context + padded, silence, dtype=np.int64)
+        seq[context: context + length] = codes
+        with torch.no_grad():
+            nll, _ = model.sequence_nll(torch.from_numpy(seq)[None])
+        total += float(nll[0, :length].double().sum()) / math.log(2)
+        count += int(length)
+    return total, count
+
+
+@pytest.mark.parametrize("family", ["samplernn", "wavenet"])
+def test_every_sample_of_every_segment_is_scored_with_the_state_carried(family, corpus):
+    model = tiny_samplernn([16, 4], n_rnn=1) if family == "samplernn" else tiny_wavenet(layers=4, max_dilation=8)
+    segments = Corpus(corpus).segments("train")
+    assert segments[:, 1].max() > 2 * WINDOW_SAMPLES  # the windows, and the state across them, are exercised
+    result = evaluate(model, corpus, "train")
+    want_bits, want_samples = reference_nll_bits(model, corpus, "train")
+    assert result["samples"] == want_samples == int(segments[:, 1].sum())
+    assert result["segments"] == len(segments) and result["seconds"] == pytest.approx(want_samples / SR)
+    # float rounding of the windows against one pass: ~5e-11; not carrying the state moves it 3e-7 or more
+    assert result["nll_bits_per_sample"] * result["samples"] == pytest.approx(want_bits, rel=1e-9)
+    assert 0 < result["unigram_entropy_bits"] <= math.log2(model.config.q_levels)
+
+
+def test_max_seconds_takes_the_same_first_part_of_every_segment(corpus):
+    model = tiny_wavenet(layers=3, max_dilation=4)
+    lengths = Corpus(corpus).segments("train")[:, 1]
+    result = evaluate(model, corpus, "train", max_seconds=1.0)
+    assert SR - len(lengths) < result["samples"] <= SR
+    share = max(s for s in range(int(lengths.max()) + 1) if sum(min(n, s) for n in lengths) <= SR)
+    assert result["samples"] == sum(min(n, share) for n in lengths)  # the same S from every segment
+    assert f"the first {share} samples" in result["scored"]
+    for bad in (0, -1, float("inf"), float("nan")):
+        with pytest.raises(ConfigError, match="--max-seconds .*: give a positive number"):
+            evaluate(model, corpus, "train", max_seconds=bad)
+
+
+def test_labels_and_rates_are_checked(corpus, tmp_path):
+    model = tiny_samplernn([8, 2], labels=["a", "b"])
+    with pytest.raises(ConfigError, match=r"blend has no audio of its own"):
+        evaluate(model, corpus, "test", label="a:0.5,b:0.5")
+    with pytest.raises(ConfigError, match=r"'c': not one of this model's labels \['a', 'b'\]"):
+        evaluate(model, corpus, "test", label="c")
+    with pytest.raises(ConfigError, match=r"label\(s\) \['\(none\)'\] this model was not trained on"):
+        evaluate(model, corpus, "test")  # an unlabelled corpus
+    ref = resolve_model("samplernn-tiny")  # a preset: 16 kHz
+    with pytest.raises(ConfigError, match=f"is at {SR} Hz, the model .* at 16000 Hz"):
+        evaluate(ref, corpus, "test")
+
+
+@pytest.fixture(scope="module")
+def run(corpus):
+    config = resolve_run_config(resolve_preset("samplernn-tiny"), corpus,
+                                TINY_SAMPLERNN + ["train.max_steps=4", "train.checkpoint_interval=2",
+                                                  "train.val_interval=100", "train.lr=1e-2"])
+    train(config, corpus.parent / "run", progress=False)
+    return corpus.parent / "run"
+
+
+def eval_cli(capsys, *args):
+    capsys.readouterr()
+    code = main(["-q", "eval", *map(str, args)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_evaluates_a_checkpoint_and_refuses_a_cap_that_is_no_cap(run, corpus, capsys):
+    code, out, _ = eval_cli(capsys, run, "--data", corpus, "--split", "val", "--checkpoint", "last", "--json")
+    assert code == 0
+    last = json.loads(out.strip().splitlines()[-1])
+    code, out, _ = eval_cli(capsys, run, "--data", corpus, "--split", "val", "--checkpoint", "step_2", "--json")
+    step2 = json.loads(out.strip().splitlines()[-1])
+    assert "step_4" in last["model"] and "step_2" in step2["model"]
+    assert last["samples"] == step2["samples"] == int(Corpus(corpus).segments("val")[:, 1].sum())
+    assert last["nll_bits_per_sample"] != step2["nll_bits_per_sample"]  # different weights
+    for cap in ("0", "-1"):
+        code, out, err = eval_cli(capsys, run, "--data", corpus, "--checkpoint", "last", "--max-seconds", cap)
+        assert code == 2 and "give a positive number of seconds" in err and not out
+    weights = run / "checkpoints" / "step_2" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-64])  # cut short
+    code, out, err = eval_cli(capsys, run, "--data", corpus, "--checkpoint", "step_2")
+    assert code == 2 and f"{weights}: damaged" in err and not out

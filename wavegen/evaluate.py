@@ -1,0 +1,232 @@
+"""NLL of a model on a corpus split, in bits per sample: ``wavegen eval`` and training's validation.
+
+What is scored: every sample of every segment of the split, once. A segment is scored from
+its start as a stream: the model's context in front of its first sample is silence (the
+state an engine starts a render in), SampleRNN's hidden state is carried through the whole
+segment, WaveNet sees its full receptive field of previous samples at every position. The
+segment is read in windows only to bound memory; the windows do not change what is scored.
+With ``max_seconds`` each segment contributes its first S samples (shorter segments whole),
+S chosen so that the total is at most ``max_seconds``: every recording is still represented.
+
+Under several processes (training's validation) each takes its share of the segments and
+the sums are reduced, so the result equals one process's up to float rounding.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+
+from wavegen.audio import silence_code
+from wavegen.config import ConfigError
+
+logger = logging.getLogger(__name__)
+
+LN2 = math.log(2.0)
+# Predicted samples per window and streams per batch: memory, not results, depends on them.
+WINDOW_SAMPLES = 4096
+STREAMS = 16
+
+
+def evaluate(model, corpus, split: str = "test", label: str | None = None, max_seconds: float | None = None, *,
+             device=None, accelerator=None, progress: bool = False) -> dict:
+    """NLL in bits per sample of ``model`` on a corpus split (see the module docstring for what is scored).
+
+    model: a model (wavegen.models.Model), or a ModelRef (loaded here on ``device``; its sample
+    rate must be the corpus's). corpus: a Corpus or its folder. label: one label name: only that
+    label's segments (a blend has no audio of its own and is refused). max_seconds: a cap
+    (positive, finite) on the audio scored. accelerator: share the work over its processes
+    (training's validation; also gives the device and autocast).
+
+    Returns ``{"split", "nll_bits_per_sample", "samples", "seconds", "segments",
+    "unigram_entropy_bits", "scored", "per_label": {name: {"nll_bits_per_sample", "samples"}}}``;
+    per_label is filled for a conditioned model. The unigram entropy of the same codes is what
+    a model that ignores context would score.
+    """
+    from wavegen.corpus import Corpus
+
+    corpus = corpus if isinstance(corpus, Corpus) else Corpus(corpus)
+    if max_seconds is not None and not (math.isfinite(max_seconds) and max_seconds > 0):
+        raise ConfigError(f"--max-seconds {max_seconds}: give a positive number of seconds (or leave it out "
+                          "to score the whole split)")
+    model = _loaded(model, corpus, device or (accelerator.device if accelerator is not None else "cpu"))
+    parts, names = _parts(model, corpus, split, label, max_seconds)
+    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator is not None else (0, 1)
+    # by label, longest first: batches of even lengths that never mix labels, so one label's
+    # score is the same number whether or not the other labels are scored beside it
+    mine = parts[np.lexsort((-parts[:, 1], parts[:, 2]))][rank::world]
+    dev = next(model.parameters()).device
+    totals = _Totals(len(names), model.config.q_levels, dev)
+    bar = None
+    if progress and rank == 0:
+        from wavegen.progress import progress_bar
+
+        bar = progress_bar(total=round(float(mine[:, 1].sum()) / corpus.sample_rate, 1), desc=f"eval {split}",
+                           unit="s")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for slot in np.unique(mine[:, 2]):
+                group = mine[mine[:, 2] == slot]
+                for first in range(0, len(group), STREAMS):
+                    _score_batch(model, corpus.split(split), group[first: first + STREAMS], totals, accelerator,
+                                 bar, corpus.sample_rate, bool(model.config.labels))
+    finally:
+        model.train(was_training)
+        if bar is not None:
+            bar.close()
+    if accelerator is not None and world > 1:
+        totals.reduce(accelerator)
+    return totals.result(split, names, len(parts), corpus.sample_rate, _scored(parts, max_seconds))
+
+
+def _loaded(model, corpus, device):
+    """A ModelRef → its model on ``device`` after checking the sample rates agree; a model as it is."""
+    from wavegen.resolve import ModelRef
+
+    if not isinstance(model, ModelRef):
+        return model
+    if model.sample_rate != corpus.sample_rate:
+        raise ConfigError(f"corpus {corpus.dir} is at {corpus.sample_rate} Hz, the model ({model.source}) at "
+                          f"{model.sample_rate} Hz: evaluate on a corpus prepared at the model's rate")
+    return model.load(device)
+
+
+def _parts(model, corpus, split: str, label: str | None, max_seconds: float | None):
+    """→ (int64 [N, 3] rows (start, length, label slot) to score, label names per slot)."""
+    segments = np.asarray(corpus.segments(split), dtype=np.int64).reshape(-1, 3)
+    corpus_labels = corpus.segment_labels(split) if len(segments) else np.zeros(0, dtype=np.int64)
+    names = list(model.config.labels)
+    if label is not None:
+        segments, corpus_labels = _only_label(label, segments, corpus_labels, corpus, names)
+    if len(segments) == 0:
+        raise ConfigError(f"the {split} split of {corpus.dir} has no audio"
+                          + (f" for label {label!r}" if label is not None else ""))
+    if names:  # conditioned: every segment scored under its own label, matched by name
+        unknown = sorted({corpus.labels[i] if i >= 0 else "(none)" for i in corpus_labels.tolist()} - set(names))
+        if unknown:
+            raise ConfigError(f"the {split} split of {corpus.dir} holds audio of label(s) {unknown} this model was "
+                              f"not trained on (its labels: {names}); choose one of its labels with --label")
+        slots = np.array([names.index(corpus.labels[i]) for i in corpus_labels.tolist()], dtype=np.int64)
+    else:
+        slots = np.zeros(len(segments), dtype=np.int64)
+    lengths = segments[:, 1]
+    if max_seconds is not None:
+        lengths = np.minimum(lengths, _share(lengths, int(max_seconds * corpus.sample_rate)))
+    keep = lengths > 0
+    return np.stack([segments[keep, 0], lengths[keep], slots[keep]], 1), names
+
+
+def _only_label(label: str, segments, corpus_labels, corpus, model_names: list[str]):
+    """The segments of one label (by name); a blend, or a name the model or corpus lacks, is refused."""
+    if ":" in label or "," in label:
+        raise ConfigError(f"--label {label!r}: eval takes one label; a blend has no audio of its own to score "
+                          "(without --label every label's audio is scored under its own label, per label)")
+    if model_names and label not in model_names:
+        raise ConfigError(f"--label {label!r}: not one of this model's labels {model_names}")
+    if label not in corpus.labels:
+        raise ConfigError(f"--label {label!r}: corpus {corpus.dir} has no audio of that label "
+                          f"(its labels: {corpus.labels or 'none'})")
+    keep = corpus_labels == corpus.labels.index(label)
+    return segments[keep], corpus_labels[keep]
+
+
+def _share(lengths: np.ndarray, cap: int) -> int:
+    """The largest S with sum(min(lengths, S)) <= cap (every segment's first S samples)."""
+    if int(lengths.sum()) <= cap:
+        return int(lengths.max())
+    ordered = np.sort(lengths)
+    before = np.concatenate([[0], np.cumsum(ordered)[:-1]])  # samples of the shorter segments
+    for i, n in enumerate(ordered):
+        s = (cap - int(before[i])) // (len(ordered) - i)
+        if s <= n:
+            return max(int(s), 0)
+    return int(ordered[-1])
+
+
+def _scored(parts: np.ndarray, max_seconds: float | None) -> str:
+    n = len(parts)
+    whole = f"{n} segment(s), each from its start (silence before it, the model's state carried through it)"
+    if max_seconds is None:
+        return f"every sample of {whole}"
+    return f"at most {max_seconds:g} s: the first {int(parts[:, 1].max())} samples (or all) of {whole}"
+
+
+def _score_batch(model, audio, rows: np.ndarray, totals: "_Totals", accelerator, bar, sample_rate: int,
+                 conditioned: bool) -> None:
+    """Score the streams ``rows`` [b, 3] (start, length, slot) window by window, state carried."""
+    cfg = model.config
+    context = model.context_samples
+    window = context * max(1, -(-WINDOW_SAMPLES // context))  # a multiple of the context (SampleRNN's top frame)
+    starts, lengths = rows[:, 0], rows[:, 1]
+    padded = context * -(-int(lengths.max()) // context)
+    lut = _code_table(cfg.q_levels, cfg.quantization)
+    silence = silence_code(cfg.q_levels, cfg.quantization)
+    dev = totals.sums.device
+    slots = torch.from_numpy(rows[:, 2]).to(dev)
+    labels = slots if conditioned else None
+    state = None
+    for lo in range(0, padded, window):
+        n = min(window, padded - lo)
+        codes = np.full((len(rows), context + n), silence, dtype=np.int64)
+        for j, (start, length) in enumerate(zip(starts, lengths)):
+            a, b = max(lo - context, 0), min(lo + n, int(length))  # this stream's real samples here
+            if b > a:
+                codes[j, a - (lo - context): b - (lo - context)] = lut[audio[start + a: start + b].astype(np.int32) + 32768]
+        valid = np.clip(lengths - lo, 0, n)
+        mask = torch.from_numpy(np.arange(n)[None, :] < valid[:, None]).to(dev)
+        codes_t = torch.from_numpy(codes).to(dev)
+        with accelerator.autocast() if accelerator is not None else nullcontext():
+            nll, state = model.sequence_nll(codes_t, labels, state)
+        totals.add(nll.double() * mask, codes_t[:, context:][mask], slots, mask.sum(1))
+        if bar is not None:
+            bar.update(round(float(valid.sum()) / sample_rate, 3))
+
+
+_TABLES: dict[tuple[int, str], np.ndarray] = {}
+
+
+def _code_table(q_levels: int, quantization: str) -> np.ndarray:
+    from wavegen.data import code_table
+
+    key = (q_levels, quantization)
+    if key not in _TABLES:
+        _TABLES[key] = code_table(q_levels, quantization)
+    return _TABLES[key]
+
+
+class _Totals:
+    """Per-label NLL sums and sample counts, and the histogram of the scored codes (float64, on the device)."""
+
+    def __init__(self, n_labels: int, q_levels: int, device):
+        slots = max(1, n_labels)
+        self.sums = torch.zeros(slots, dtype=torch.float64, device=device)
+        self.counts = torch.zeros(slots, dtype=torch.float64, device=device)
+        self.histogram = torch.zeros(q_levels, dtype=torch.float64, device=device)
+
+    def add(self, nll: torch.Tensor, targets: torch.Tensor, slots: torch.Tensor, counts: torch.Tensor) -> None:
+        self.sums.index_add_(0, slots, nll.sum(1))
+        self.counts.index_add_(0, slots, counts.double())
+        self.histogram += torch.bincount(targets, minlength=len(self.histogram)).double()
+
+    def reduce(self, accelerator) -> None:
+        self.sums = accelerator.reduce(self.sums, "sum")
+        self.counts = accelerator.reduce(self.counts, "sum")
+        self.histogram = accelerator.reduce(self.histogram, "sum")
+
+    def result(self, split: str, names: list[str], segments: int, sample_rate: int, scored: str) -> dict:
+        total = float(self.counts.sum())
+        p = self.histogram[self.histogram > 0] / self.histogram.sum()
+        out = {"split": split, "nll_bits_per_sample": float(self.sums.sum()) / total / LN2,
+               "samples": int(total), "seconds": total / sample_rate, "segments": segments,
+               "unigram_entropy_bits": float(-(p * torch.log2(p)).sum()), "scored": scored, "per_label": {}}
+        for k, name in enumerate(names):
+            if self.counts[k] > 0:
+                out["per_label"][name] = {"nll_bits_per_sample": float(self.sums[k] / self.counts[k]) / LN2,
+                                          "samples": int(self.counts[k])}
+        return out

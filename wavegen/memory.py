@@ -1,0 +1,185 @@
+"""Memory a model or a training run needs, estimated before anything is allocated.
+
+A size typo (``model.dim=1e6``, ``train.batch_size=100000000``, a config.json saying
+``dim: 30000``) would otherwise allocate until the machine swaps or the kernel kills the
+process. The estimate comes from the config alone: the model is built on the meta device
+(shapes, no memory) for its parameter count, and one forward pass on meta tensors measures
+the activations kept for the backward pass (what autograd saves), at two lengths and two
+batch sizes, extrapolated linearly to the real batch.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from wavegen.config import ConfigError
+from wavegen.errors import WavegenError
+
+# What to change when the model itself is too big, per family.
+SIZE_SETTINGS = {"samplernn": "model.dim or model.n_rnn", "wavenet": "model.layers or the model.*_channels"}
+
+
+class OutOfMemoryError(WavegenError):
+    """The estimated memory exceeds what the machine has; the message gives the estimate and the setting."""
+
+
+def gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**27 else f"{n / 2**20:.1f} MiB"
+
+
+def available_memory(device="cpu") -> tuple[int, str]:
+    """(bytes available, what they are): free GPU memory on CUDA; on the CPU MemAvailable,
+    bounded by the cgroup's limit (a container's) where there is one."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free), f"free on {torch.cuda.get_device_name(device)}"
+    available, what = None, "available RAM"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    if available is None:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    limit = _cgroup_room()
+    if limit is not None and limit < available:
+        available, what = limit, "left under this container's memory limit"
+    return int(available), what
+
+
+def _cgroup_room() -> int | None:
+    """Bytes left under a cgroup v2 (or v1) memory limit, None where there is no limit."""
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            limit = Path(limit_file).read_text().strip()
+            if limit == "max" or int(limit) >= 2**60:
+                return None
+            return max(0, int(limit) - int(Path(usage_file).read_text().strip()))
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def meta_model(config: dict):
+    """The config's model on the meta device: every shape, no memory, no initialisation work."""
+    from wavegen.models import build_model
+
+    with torch.device("meta"):
+        return build_model(config)
+
+
+def parameter_bytes(model) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def activation_bytes(model, streams: int, length: int) -> int:
+    """Bytes autograd keeps for the backward pass of one training forward of ``streams`` x ``length``
+    predicted samples, measured on meta tensors at small sizes and extrapolated (linear in both)."""
+    unit = model.context_samples if model.family == "samplernn" else max(1, model.context_samples)
+    m11 = _saved_bytes(model, 1, unit)
+    m12 = _saved_bytes(model, 1, 2 * unit)
+    m21 = _saved_bytes(model, 2, unit)
+    per_sample = max(0.0, (m12 - m11) / unit)
+    per_stream = max(0.0, m21 - m11 - per_sample * unit)  # context and per-stream constants
+    fixed = max(0.0, m11 - per_stream - per_sample * unit)  # e.g. weight-normed weights, once per batch
+    return int(fixed + streams * (per_stream + per_sample * length))
+
+
+def _saved_bytes(model, streams: int, length: int) -> int:
+    params = {id(p) for p in model.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(t):
+        base = t if t._base is None else t._base
+        if id(t) not in params and id(base) not in params:
+            saved[id(base)] = base.numel() * base.element_size()
+        return t
+
+    codes = torch.zeros(streams, model.context_samples + length, dtype=torch.long, device="meta")
+    batch = {"codes": codes, "reset": torch.ones(streams, dtype=torch.bool, device="meta")}
+    if model.config.labels:
+        batch["labels"] = torch.zeros(streams, dtype=torch.long, device="meta")
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(batch)
+    return sum(saved.values())
+
+
+def training_estimate(config: dict, streams: int, seq_len: int, mixed_precision: bool = False) -> dict:
+    """Bytes one training process needs: ``{"weights", "gradients", "optimizer", "activations", "total"}``.
+
+    streams: streams per micro-batch on this process; seq_len: predicted samples per window.
+    Adam keeps two moments per weight. Under mixed precision most activations are half size.
+    """
+    model = meta_model(config)
+    weights = parameter_bytes(model)
+    activations = activation_bytes(model, streams, seq_len)
+    if mixed_precision:
+        activations //= 2
+    out = {"weights": weights, "gradients": weights, "optimizer": 2 * weights, "activations": activations}
+    out["total"] = sum(out.values())
+    return out
+
+
+def check_training_memory(config: dict, train, device, mixed_precision: bool, processes_here: int = 1) -> dict:
+    """Refuse a training whose estimate exceeds the memory here (OutOfMemoryError with the estimate and
+    the setting to change); returns the estimate. ``processes_here``: processes sharing this machine's
+    RAM (on the CPU)."""
+    streams = train.batch_size // max(1, train.grad_accum * int(os.environ.get("WORLD_SIZE", "1")))
+    estimate = training_estimate(config, max(1, streams), train.seq_len, mixed_precision)
+    available, what = available_memory(device)
+    if torch.device(device).type != "cuda":
+        available //= max(1, processes_here)
+        what += f" / {processes_here} processes" if processes_here > 1 else ""
+    if estimate["total"] > available:
+        e = estimate
+        model_part = e["weights"] + e["gradients"] + e["optimizer"]
+        if e["activations"] >= model_part:
+            change = ("lower train.batch_size (or raise train.grad_accum, which splits each batch) or "
+                      "train.seq_len")
+        else:
+            change = f"make the model smaller ({SIZE_SETTINGS.get(config['model_type'], 'model.*')})"
+        raise OutOfMemoryError(
+            f"training needs about {gib(e['total'])} (weights {gib(e['weights'])}, gradients "
+            f"{gib(e['gradients'])}, Adam {gib(e['optimizer'])}, activations {gib(e['activations'])} for "
+            f"{streams} stream(s) x {train.seq_len} samples per micro-batch), more than the {gib(available)} "
+            f"{what}: {change}")
+    return estimate
+
+
+def check_model_memory(config: dict, weights: Path | None = None, device="cpu") -> None:
+    """Before a model is built for use: its weights file must hold the tensors its config describes
+    (read from the file's header, so a mismatched config is named before anything is allocated),
+    and the weights must fit in memory (on the CPU, where the model is built, and on ``device``)."""
+    model = meta_model(config)
+    need = parameter_bytes(model)
+    if weights is not None:
+        _check_weights_match(model, weights, need)
+    for where in {"cpu", str(torch.device(device))}:
+        available, what = available_memory(where)
+        if need > available:
+            raise OutOfMemoryError(
+                f"the model needs {gib(need)} for its weights alone ({sum(p.numel() for p in model.parameters()):,} "
+                f"parameters from its config), more than the {gib(available)} {what}: check the config's sizes "
+                f"({SIZE_SETTINGS.get(config['model_type'], 'model.*')})")
+
+
+def _check_weights_match(model, weights: Path, need: int) -> None:
+    from wavegen.checkpoint import weights_shapes
+    from wavegen.resolve import strip_wrappers
+
+    stored = strip_wrappers(weights_shapes(weights))
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if stored != expected:
+        differ = sorted(k for k in set(stored) | set(expected) if stored.get(k) != expected.get(k))
+        shown = ", ".join(f"{k}: file {stored.get(k, 'missing')} vs config {expected.get(k, 'none')}"
+                          for k in differ[:3])
+        raise ConfigError(f"{weights} does not match its config (the config describes {gib(need)} of weights, "
+                          f"the file holds {gib(weights.stat().st_size)}; {len(differ)} tensor(s) differ: {shown}"
+                          f"{' ...' if len(differ) > 3 else ''})")

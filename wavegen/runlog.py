@@ -1,0 +1,111 @@
+"""A training run's outputs for people: metrics.jsonl, TensorBoard, the progress bar.
+
+Only the main process writes them; on the others a RunLog does nothing. On resume the rows
+logged after the checkpoint are dropped (they are logged again), and so is a half-written
+last line (a full disk, a power loss), with a warning naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from wavegen.fileio import atomic_write
+
+logger = logging.getLogger(__name__)
+
+METRICS = "metrics.jsonl"
+
+
+def _parse(path: Path) -> tuple[list[dict], list[int]]:
+    """metrics.jsonl → (rows, numbers of the lines that are not a JSON row)."""
+    rows, bad = [], []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            rows.append(row)
+        else:
+            bad.append(number)
+    return rows, bad
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The rows of ``RUN/metrics.jsonl`` (lines that are not a row, e.g. half-written, skipped)."""
+    path = Path(run_dir) / METRICS
+    return _parse(path)[0] if path.is_file() else []
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Keep the rows of steps <= ``step`` (a resumed run logs the later ones again); drop lines that
+    are not a row, with a warning naming the file and line."""
+    if not path.is_file():
+        return
+    rows, bad = _parse(path)
+    if bad:
+        logger.warning("%s: dropping %s %s that %s not a complete row (a write cut short?)", path,
+                       "line" if len(bad) == 1 else "lines", ", ".join(map(str, bad)),
+                       "is" if len(bad) == 1 else "are")
+    kept = [row for row in rows if row["step"] <= step]
+    if bad or len(kept) != len(rows):
+        atomic_write(path, "".join(json.dumps(row) + "\n" for row in kept))
+
+
+class RunLog:
+    """metrics.jsonl rows, TensorBoard scalars and the progress bar of one run (main process only).
+
+    ``enabled=False`` (the other processes): every method does nothing.
+    """
+
+    def __init__(self, run_dir: Path, step: int, max_steps: int, enabled: bool, progress: bool):
+        self.enabled = enabled
+        self._file = self._writer = self.bar = None
+        if not enabled:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        from wavegen.progress import progress_bar
+
+        truncate_metrics(run_dir / METRICS, step)
+        self._file = open(run_dir / METRICS, "a")
+        self._writer = SummaryWriter(str(run_dir / "tb"))
+        if progress:
+            self.bar = progress_bar(total=max_steps, initial=step, desc="train", unit="step")
+
+    def _row(self, row: dict) -> None:
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+
+    def train_row(self, step: int, loss_bits: float, lr: float, samples_per_second: float) -> None:
+        if not self.enabled:
+            return
+        self._row({"step": step, "loss_bits": loss_bits, "lr": lr, "samples_per_second": samples_per_second})
+        self._writer.add_scalar("train/loss_bits", loss_bits, step)
+        self._writer.add_scalar("train/samples_per_second", samples_per_second, step)
+        if self.bar is not None:
+            self.bar.set_postfix(loss_bits=f"{loss_bits:.3f}", samples_s=f"{samples_per_second:,.0f}")
+
+    def val_row(self, step: int, val_bits: float, samples: int, best: bool) -> None:
+        if not self.enabled:
+            return
+        self._row({"step": step, "val_bits": val_bits, "val_samples": samples, "best": best})
+        self._writer.add_scalar("val/nll_bits", val_bits, step)
+        logger.info("step %d: validation %.4f bits/sample%s", step, val_bits, " (best)" if best else "")
+
+    def step_done(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self._writer is not None:
+            self._writer.close()
+        if self._file is not None:
+            self._file.close()
+        self._file = self._writer = self.bar = None

@@ -1,0 +1,108 @@
+"""State the training loop keeps beside the model and the optimizer.
+
+- :class:`Carry`: what each micro-batch's streams carry from one window to the next (SampleRNN's
+  hidden state; WaveNet's is empty), regathered over the global batch for checkpoints, so a run
+  resumes under any number of processes.
+- :class:`NonFiniteWatch`: the first step whose loss or gradient was not finite, recorded on the
+  device (no host sync per step) and read where the loop syncs anyway, before anything is saved.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from wavegen.errors import WavegenError
+
+
+class NonFiniteError(WavegenError):
+    """Training met a NaN or infinite loss or gradient; the message names the first such step."""
+
+
+def agree(accelerator, flag: bool) -> bool:
+    """True on every process when ``flag`` is true on any (a collective under several processes)."""
+    if accelerator.num_processes == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
+    return bool(accelerator.reduce(t, "sum").item() > 0)
+
+
+class Carry:
+    """Per micro-batch ``m``, ``slots[m]``: the State (named tensors, streams at dim 1) the model
+    returned for that micro-batch's streams' last window, handed back with their next one."""
+
+    def __init__(self, grad_accum: int):
+        self.grad_accum = grad_accum
+        self.slots: list[dict | None] = [None] * grad_accum
+
+    def gather(self, accelerator) -> dict[str, torch.Tensor]:
+        """Every process's slots → one CPU tensor per name over the global batch (stream order:
+        process, then micro-batch, then stream). Collective under several processes."""
+        if not any(self.slots):
+            return {}
+        out = {}
+        for name in sorted(self.slots[0]):
+            local = torch.cat([s[name].transpose(0, 1) for s in self.slots]).contiguous()
+            full = accelerator.gather(local) if accelerator.num_processes > 1 else local
+            out[name] = full.transpose(0, 1).cpu()
+        return out
+
+    def scatter(self, accelerator, tensors: dict[str, torch.Tensor]) -> None:
+        """Inverse of :meth:`gather` for this process's (possibly new) share of the streams."""
+        self.slots = [None] * self.grad_accum
+        if not tensors:
+            return
+        total = next(iter(tensors.values())).shape[1]
+        per = total // (accelerator.num_processes * self.grad_accum)
+        for m in range(self.grad_accum):
+            first = (accelerator.process_index * self.grad_accum + m) * per
+            self.slots[m] = {name: t[:, first: first + per].to(accelerator.device) for name, t in tensors.items()}
+
+
+class NonFiniteWatch:
+    """The first step with a non-finite loss or gradient norm: ``[step, loss bad, gradient bad]`` on the device.
+
+    Gradients are not watched under fp16 loss scaling: there an overflowing gradient is routine
+    (the scaler skips that step and lowers its scale).
+    """
+
+    def __init__(self, accelerator, train_cfg):
+        self.accelerator = accelerator
+        self.grad_clip = train_cfg.grad_clip
+        self.gradients = getattr(accelerator, "scaler", None) is None
+        device = accelerator.device
+        self.record = torch.full((3,), -1, dtype=torch.long, device=device)
+        self.step = torch.zeros((), dtype=torch.long, device=device)
+        self._no = torch.zeros((), dtype=torch.bool, device=device)
+
+    def reset(self, step: int) -> None:
+        """Start counting at ``step`` (the step a run resumes from)."""
+        self.step.fill_(step)
+        self.record.fill_(-1)
+
+    def note(self, loss: torch.Tensor, grad_norm: torch.Tensor | None) -> None:
+        """After a step's backward: record it when it is the first non-finite one (device ops only)."""
+        self.step += 1
+        grad_bad = ~torch.isfinite(grad_norm) if grad_norm is not None and self.gradients else self._no
+        bad = torch.stack([~torch.isfinite(loss.detach()), grad_bad]).long()
+        first = (self.record[0] < 0) & (bad.sum() > 0)
+        self.record = torch.where(first, torch.cat([self.step.view(1), bad]), self.record)
+
+    def check(self, last_checkpoint: Path | None) -> None:
+        """Raise NonFiniteError naming the first bad step (a host sync; collective under several processes)."""
+        record = self.record.view(1, 3)
+        if self.accelerator.num_processes > 1:
+            record = self.accelerator.gather(record)
+        rows = [r for r in record.tolist() if r[0] >= 0]
+        if not rows:
+            return
+        step = min(r[0] for r in rows)
+        loss_bad = any(r[1] for r in rows if r[0] == step)
+        grad_bad = any(r[2] for r in rows if r[0] == step)
+        what = " and ".join(w for w, bad in (("the loss", loss_bad), ("the gradient", grad_bad)) if bad)
+        kept = f"the last good checkpoint, {last_checkpoint}, is kept" if last_checkpoint else "no checkpoint was saved"
+        hint = "lower train.lr" + ("" if self.grad_clip > 0 else " or clip the gradient (train.grad_clip, e.g. 1.0)")
+        raise NonFiniteError(
+            f"step {step}: {what} {'was' if ' and ' not in what else 'were'} not finite (NaN or inf); training "
+            f"stopped and nothing from step {step} on was saved ({kept}; a rerun resumes from it): {hint}")
