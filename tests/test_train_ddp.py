@@ -42,6 +42,16 @@ SETTINGS = ["model.dim=32", "model.emb_size=8", "train.batch_size=8", "train.seq
 STEPS = 4
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """The in-process runs below, like the launched ones (OMP_NUM_THREADS=1): tiny ops on a busy
+    2-core machine run several times slower on two torch threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -28,7 +28,7 @@ def run(args) -> int:
 
     ref = resolve_model(args.model, args.checkpoint)
     result = evaluate(ref, args.data, args.split, args.label, args.max_seconds, device=args.device,
-                      progress=not args.quiet and not args.json)
+                      progress=not args.quiet)
     result["model"] = ref.source
     if args.json:
         print(json.dumps(result))
