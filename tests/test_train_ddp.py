@@ -172,7 +172,7 @@ def test_a_busy_run_folder_stops_every_process_of_a_launch(runs, tmp_path):
         elapsed = time.perf_counter() - start
     assert done.returncode != 0 and elapsed < 200
     assert f"another training run is writing here (process {os.getpid()}" in done.stderr
-    assert "the main process could not take the run folder" in done.stderr  # the other process's error
+    assert "another process of this launch refused the run" in done.stderr  # the other process's error
     assert sorted(p.name for p in run.iterdir()) == [".lock"]
 
 

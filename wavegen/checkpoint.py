@@ -33,9 +33,6 @@ CONFIG_FILE = "config.json"
 TRAINER_STATE = "trainer_state.json"
 TRAINING_STATE = "training_state.safetensors"
 
-__all__ = ["CheckpointError", "save_model", "load_weights", "weights_shapes", "load_model", "checkpoints",
-           "save_checkpoint", "intact_checkpoint", "checkpoint_damage", "load_checkpoint"]
-
 
 class CheckpointError(WavegenError):
     """A model or checkpoint file is damaged or unreadable; the message names the file."""
@@ -159,7 +156,7 @@ def checkpoint_damage(folder: Path) -> str | None:
     what is wrong, naming the file. (A checkpoint written before files were listed is trusted.)"""
     try:
         state = load_json(folder / TRAINER_STATE)
-    except Exception as err:  # ConfigError naming the file; anything unreadable is damage
+    except WavegenError as err:  # ConfigError naming the file: missing, unreadable, not JSON
         return str(err)
     listed = state.get("files") if isinstance(state, dict) else None
     if not isinstance(state, dict) or "step" not in state:

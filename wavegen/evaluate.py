@@ -193,7 +193,7 @@ def _scored(parts: np.ndarray, max_seconds: float | None) -> str:
     return f"at most {max_seconds:g} s: the first {int(parts[:, 1].max())} samples (or all) of {whole}"
 
 
-def _score_batch(model, audio, rows: np.ndarray, totals: "_Totals", accelerator, bar, sample_rate: int,
+def _score_batch(model, audio, rows: np.ndarray, totals: _Totals, accelerator, bar, sample_rate: int,
                  conditioned: bool) -> None:
     """Score the streams ``rows`` [b, 4] (start, length, slot, lead) window by window, state carried."""
     cfg = model.config

@@ -32,7 +32,7 @@ from wavegen.checkpoint import intact_checkpoint, load_checkpoint, save_checkpoi
 from wavegen.config import ConfigError, TrainConfig, from_dict, load_json, save_json
 from wavegen.corpus import Corpus
 from wavegen.data import BatchBuildingStopped, BatchStream, make_batches
-from wavegen.errors import FolderBusyError, WavegenError
+from wavegen.errors import WavegenError
 from wavegen.models import build_model, model_config
 from wavegen.runlog import RunLog, read_metrics  # noqa: F401  (read_metrics: the public reader)
 from wavegen.signals import StopSignals
@@ -273,14 +273,8 @@ def _run_lock(accelerator, run_dir: Path):
     """The main process holds RUN/.lock for the whole training; when it cannot, every process stops."""
     from wavegen.fileio import FolderLock
 
-    lock, refused = None, None
-    if accelerator.is_main_process:
-        try:
-            lock = FolderLock(run_dir, "training run").acquire()
-        except WavegenError as err:
-            refused = err
-    if agree(accelerator, refused is not None):
-        raise refused or FolderBusyError(f"{run_dir}: the main process could not take the run folder (see its error)")
+    main = accelerator.is_main_process
+    lock = _checked(accelerator, lambda: FolderLock(run_dir, "training run").acquire() if main else None)
     try:
         yield lock
     finally:
@@ -288,30 +282,37 @@ def _run_lock(accelerator, run_dir: Path):
             lock.release()
 
 
+def _checked(accelerator, check):
+    """``check()`` on every process; when it raises a WavegenError on any of them, every process
+    raises (so none waits at the next collective for one that has left)."""
+    error, value = None, None
+    try:
+        value = check()
+    except WavegenError as err:
+        error = err
+    if agree(accelerator, error is not None):
+        raise error or WavegenError("another process of this launch refused the run (see its error)")
+    return value
+
+
 def _start(config: dict, train_cfg: TrainConfig, accelerator, run_dir: Path) -> _Run:
     """Every check that can refuse the run, then the model, then config.json, then the resume."""
-    from wavegen.memory import check_training_memory
-
-    corpus = Corpus(config["data"]["corpus"])
-    if corpus.sample_rate != config["data"]["sample_rate"]:
-        raise ConfigError(f"corpus {corpus.dir} is at {corpus.sample_rate} Hz, the config says data.sample_rate="
-                          f"{config['data']['sample_rate']}: leave data.sample_rate to the corpus")
-    found = _broadcast(accelerator, intact_checkpoint(run_dir) if accelerator.is_main_process else None)
-    if found is not None and (run_dir / "config.json").is_file():
-        _check_resume(run_dir, config)  # a run with no step saved is started anew
-    check_training_memory(config, train_cfg, accelerator.device, accelerator.mixed_precision != "no",
-                          int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes)))
+    main = accelerator.is_main_process
+    corpus = _checked(accelerator, lambda: _corpus_of(config))
+    found = _broadcast(accelerator, _checked(accelerator, lambda: intact_checkpoint(run_dir) if main else None))
+    _checked(accelerator, lambda: _check_before_building(config, train_cfg, accelerator, run_dir, found))
     model, optimizer, inner = build_training(config, train_cfg, accelerator)
-    batches = make_batches(inner, corpus.split("train"), corpus.segments("train"), corpus.segment_labels("train"),
-                           train_cfg, accelerator.process_index, accelerator.num_processes)
-    if accelerator.is_main_process:
+    batches = _checked(accelerator, lambda: make_batches(
+        inner, corpus.split("train"), corpus.segments("train"), corpus.segment_labels("train"), train_cfg,
+        accelerator.process_index, accelerator.num_processes))
+    if main:
         save_json(run_dir / "config.json", config)
     run = _Run(config, train_cfg, accelerator, run_dir, corpus, model, optimizer, inner, batches,
                Carry(train_cfg.grad_accum), NonFiniteWatch(accelerator, train_cfg))
     if found is not None:
         _resume(run, found[1])
     run.watch.reset(run.step)
-    if run.main:
+    if main:
         n_params = sum(p.numel() for p in inner.parameters())
         named = config.get("preset") or config["model_type"]
         if config.get("overrides"):
@@ -321,6 +322,25 @@ def _start(config: dict, train_cfg: TrainConfig, accelerator, run_dir: Path) -> 
         if len(corpus.segments("val")) == 0:
             logger.warning("the corpus has no validation audio: best/ will hold the latest model")
     return run
+
+
+def _corpus_of(config: dict) -> Corpus:
+    corpus = Corpus(config["data"]["corpus"])
+    if corpus.sample_rate != config["data"]["sample_rate"]:
+        raise ConfigError(f"corpus {corpus.dir} is at {corpus.sample_rate} Hz, the config says data.sample_rate="
+                          f"{config['data']['sample_rate']}: leave data.sample_rate to the corpus")
+    return corpus
+
+
+def _check_before_building(config: dict, train_cfg: TrainConfig, accelerator, run_dir: Path, found) -> None:
+    """The config against the run's (when a step was saved: a run with none is started anew), and
+    the memory the training needs against the memory here."""
+    from wavegen.memory import check_training_memory
+
+    if found is not None and (run_dir / "config.json").is_file():
+        _check_resume(run_dir, config)
+    check_training_memory(config, train_cfg, accelerator.device, accelerator.mixed_precision != "no",
+                          int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes)))
 
 
 def _broadcast(accelerator, value):
