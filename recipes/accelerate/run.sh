@@ -85,11 +85,12 @@ if $main_machine; then
 fi
 run_stage 2 "train $model to step $steps with $config_file" train
 if $main_machine; then
+  device=$(python3 -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')
+  # every test segment scored whole (a recurrent model's state carried through it): on the GPU where there is one
   run_stage 3 "evaluate on the test split (bits per sample)" \
-    wavegen eval "$dir/run" --data "$dir/corpus" --split test
+    wavegen eval "$dir/run" --data "$dir/corpus" --split test --device "$device"
   run_stage 4 "render 4 streams x 30 s" \
-    wavegen render "$dir/run" --seconds 30 --streams 4 --out "$dir/renders" --seed 1 \
-      --device "$(python3 -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')"
+    wavegen render "$dir/run" --seconds 30 --streams 4 --out "$dir/renders" --seed 1 --device "$device"
   echo
   echo "Model: $dir/run/best/; renders: $dir/renders/; curves: tensorboard --logdir $dir/run/tb"
 fi
