@@ -2,22 +2,22 @@
 interpreter here (tests/cudasim.py), on the device where a GPU is present.
 
 Tolerances: fp32 logits within TOL = 1e-5 (summation order differs: observed ~2-5e-7 on logits
-of size ~1; the interpreter's tl.dot is exact fp32, on a GPU the fp32 path uses IEEE dots, not
-tf32). fp16 tensor-core inputs (activations rounded to fp16 before each matmul, fp32
-accumulation): FP16_TOL = 2e-2 against the reference on the same rounded weights; bf16 (8 bits
-of mantissa, GPU only) BF16_TOL = 1e-1. On a GPU the large path's fp32 matmuls are 3xTF32 (not
+of size ~1; the interpreter's tl.dot is exact fp32). fp16 tensor-core inputs (activations
+rounded to fp16 before each matmul, fp32 accumulation): FP16_TOL = 2e-2 against the reference
+on the same rounded weights; bf16 (8 bits of mantissa, GPU only) BF16_TOL = 1e-1. On a GPU the large path's fp32 matmuls are 3xTF32 (not
 bit-exact fp32): TOL holds with room, codes may in rare draws differ at a CDF boundary.
 """
 
 import cudasim  # noqa: I001 - first: enables the simulators before numba.cuda / triton kernels load
 import itertools
+import logging
 
 import numpy as np
 import pytest
 
 from conftest import tiny_wavenet
 from wavegen.generate import available_backends, make_engine, uniforms
-from wavegen.kernels.cuda import wavenet_small
+from wavegen.kernels.cuda import wavenet_large, wavenet_small
 from wavegen.kernels.cuda.wavenet import CudaWaveNetEngine
 from wavegen.kernels.packing import round_spec
 
@@ -103,6 +103,42 @@ def test_large_path_bf16_tensor_core_inputs_on_the_gpu():
     fast = CudaWaveNetEngine(spec, 3, device="cuda", precision="bf16", path="large")
     given = codes(16)
     assert np.abs(fast.teacher_force(given) - ref.teacher_force(given)).max() < BF16_TOL
+
+
+@pytest.mark.skipif(not cudasim.SIMULATED, reason="a capture fails only where there is no GPU")
+def test_large_path_keeps_sampling_when_a_cuda_graph_cannot_be_captured(monkeypatch, caplog):
+    # graphs switched on by hand on the CPU: the capture really fails (no CUDA device), the engine
+    # warns once and launches from the host, with the codes of the reference
+    monkeypatch.setattr(wavenet_large, "GRAPH_STEPS", 4)
+    ref, fast = pair(spec_of(4, 8), "large")
+    fast.impl.graph = True
+    u = uniforms(4, range(3), 0, 13)  # chunks of 4, 4, 4, 1: eager, capture (fails), eager, partial
+    with caplog.at_level(logging.WARNING, logger="wavegen"):
+        got = fast.generate(u, TEMPS)
+    assert np.array_equal(got, ref.generate(u, TEMPS))
+    assert [r.getMessage() for r in caplog.records if "CUDA graph capture failed" in r.getMessage()] != []
+    assert len(caplog.records) == 1 and fast.impl.graph is False and fast.impl.graphs == {}
+
+
+@pytest.mark.gpu
+def test_large_path_replays_cuda_graphs_with_the_codes_of_host_launches(monkeypatch):
+    # every position served by one captured chunk: 40 streams (a partial program), chunks of 8 from
+    # t = 5 (three replays at different positions, then a partial chunk launched from the host)
+    monkeypatch.setattr(wavenet_large, "GRAPH_STEPS", 8)
+    for spec, weights in ((spec_of(4, 8), None), (spec_of(3, 2, labels=LABELS), np.tile(BLEND, (14, 1))[:40])):
+        engines = [CudaWaveNetEngine(spec, 40, device="cuda", path="large", graph=graph) for graph in (True, False)]
+        prime = np.random.default_rng(1).integers(0, Q, (40, 5))
+        u = uniforms(9, range(40), 5, 8 * 4 + 3)
+        temps = np.linspace(0.7, 1.3, 40)
+        got = []
+        for engine in engines:
+            engine.reset(prime_codes=prime, label_weights=weights)
+            got.append(engine.generate(u, temps))
+        assert np.array_equal(got[0], got[1])
+        assert list(engines[0].impl.graphs) == [int(weights is not None)] and engines[0].impl.graph
+        assert engines[1].impl.graphs == {}
+        a, b = engines[0].state_dict(), engines[1].state_dict()
+        assert all(np.array_equal(a[name], b[name]) for name in a)
 
 
 @pytest.mark.parametrize("path", ["small", "large"])

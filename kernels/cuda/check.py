@@ -7,8 +7,10 @@ kernels, see :mod:`wavegen.kernels.cuda`), then per kernel and architecture:
 
 - numba-cuda kernels: ``cuda.compile_ptx`` with the registered signature, then ``ptxas -v``
   (the CUDA toolkit's; numba-cuda must be pinned to CUDA 13.0, whose PTX that ptxas reads);
-- Triton kernels: ``triton.compile`` with a ``GPUTarget`` and the registered constexprs, then
-  Triton's own ``ptxas -v`` on its PTX (sm_90 code is emitted as sm_90a);
+- Triton kernels: ``triton.compile`` with a ``GPUTarget``, the registered constexprs and, as a
+  launch would, every pointer argument taken as 16-byte aligned (without that, Triton cannot
+  vectorise loads and builds a different, register-hungrier kernel than the one that runs),
+  then Triton's own ``ptxas -v`` on its PTX (sm_90 code is emitted as sm_90a);
 
 and prints registers, spill stores/loads (bytes), static shared memory (numba kernels take
 their dynamic shared memory at launch: not counted here; Triton's is its total), stack frame
@@ -100,8 +102,12 @@ def build_triton(entry, cc: int) -> dict:
     fn = entry.fn
     signature = {**entry.signature, **{name: "constexpr" for name in entry.constexprs}}
     constexprs = {(fn.arg_names.index(name),): value for name, value in entry.constexprs.items()}
-    kernel = triton.compile(ASTSource(fn, signature, constexprs=constexprs), target=GPUTarget("cuda", cc, 32),
-                            options={"num_warps": entry.num_warps, "num_stages": 1})
+    # as at a launch: Triton specialises every pointer to a 16-byte-aligned tensor (every torch
+    # allocation) as such, which is what lets it vectorise loads; integers are assumed nothing
+    attrs = {(fn.arg_names.index(name),): [["tt.divisibility", 16]] for name, ty in entry.signature.items()
+             if ty.startswith("*")}
+    kernel = triton.compile(ASTSource(fn, signature, constexprs=constexprs, attrs=attrs),
+                            target=GPUTarget("cuda", cc, 32), options={"num_warps": entry.num_warps, "num_stages": 1})
     arch = re.search(r"\.target\s+(sm_\w+)", kernel.asm["ptx"]).group(1)
     return {"ptx": kernel.asm["ptx"], "arch": arch, "ptxas": get_ptxas(cc).path,
             "shared_extra": int(kernel.metadata.shared)}

@@ -10,9 +10,10 @@ uses the reference names (``buffer{k} [B, d, R]``), so a state moves between bac
 - ``path="small"`` (:mod:`.wavenet_small`): one launch per call runs every sample; weights in
   shared memory; codes drawn on the GPU. Arithmetic in float32 on the weights rounded to the
   precision (fp16/bf16 change the weights, not the speed, on this path).
-- ``path="large"`` (:mod:`.wavenet_large`): one Triton launch per call, each program running
-  a group of streams through every step; matmuls on tensor cores (bf16/fp16 inputs, fp32
-  accumulation) or in IEEE fp32 for precision fp32.
+- ``path="large"`` (:mod:`.wavenet_large`): two fused Triton kernels per step (the layers; the
+  output stack and the draw), each program taking a group of streams; matmuls on tensor cores
+  (bf16/fp16 inputs, fp32 accumulation; 3xTF32 for precision fp32); sampling replayed from a
+  CUDA graph of 64 steps.
 
 The path follows :func:`wavegen.generate.cuda_batch_path` by stream count unless given.
 Under numba-cuda's simulator (tests) the engine also runs with ``device="cpu"``.
@@ -34,16 +35,18 @@ PATHS = ("small", "large")
 class CudaWaveNetEngine(Engine):
     """The cuda backend's WaveNet engine. Options: ``path`` ("small" | "large"; default by stream
     count), ``threads`` (threads per block of the persistent kernel), ``head_blocks`` ((out1,
-    out2) block counts of the persistent kernel), ``block_streams`` (streams per Triton program)."""
+    out2) block counts of the persistent kernel), ``block_streams`` (streams per Triton program),
+    ``graph`` (large path: replay sampling from CUDA graphs; default on a CUDA device)."""
 
     backend = "cuda"
     precisions = ("fp32", "fp16", "bf16")
-    options = ("path", "threads", "head_blocks", "block_streams")
+    options = ("path", "threads", "head_blocks", "block_streams", "graph")
     device_types = ("cuda",)
     _stream_axes = WAVENET_STREAM_AXES
 
     def __init__(self, spec: dict, streams: int, device="cuda", precision: str = "fp32", path: str | None = None,
-                 threads: int | None = None, head_blocks=None, block_streams: int | None = None):
+                 threads: int | None = None, head_blocks=None, block_streams: int | None = None,
+                 graph: bool | None = None):
         if simulated():
             self.device_types = ("cuda", "cpu")
         super().__init__(spec, streams, device, precision)
@@ -64,6 +67,10 @@ class CudaWaveNetEngine(Engine):
         n_labels = len(self.labels)
         self.label_bias = torch.zeros((B, len(self.dilations), 2 * p["R"]) if n_labels else (1, 1, 1),
                                       dtype=torch.float32, device=self.device)
+        if self.path == "small" and (block_streams is not None or graph is not None):
+            raise EngineError("block_streams and graph are options of path='large'")
+        if self.path == "large" and (threads is not None or head_blocks is not None):
+            raise EngineError("threads and head_blocks are options of path='small'")
         if self.path == "small":
             from wavegen.kernels.cuda.wavenet_small import PersistentWaveNet
 
@@ -71,7 +78,7 @@ class CudaWaveNetEngine(Engine):
         else:
             from wavegen.kernels.cuda.wavenet_large import FusedWaveNet
 
-            self.impl = FusedWaveNet(self, rounded, block_streams=block_streams)
+            self.impl = FusedWaveNet(self, rounded, block_streams=block_streams, graph=graph)
         self.reset(label_weights=self.default_label_weights())
 
     # ----- state -----
