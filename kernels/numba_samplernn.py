@@ -102,7 +102,8 @@ def _tier_step(k, t, M, V, tier_off, layer_off, tier_int, n_layers, dim, gates, 
                lo * ratio, hi * ratio)
 
 
-@njit(fastmath=FASTMATH, cache=True, error_model="numpy")
+# nogil: a server or trainer thread (wavegen serve, training samples) runs while the engine works
+@njit(fastmath=FASTMATH, cache=True, error_model="numpy", nogil=True)
 def _run(M, V, tier_off, layer_off, mlp_off, tier_int, n_layers, dim, gates, lstm, skip,
          t0, history, hidden, condbuf, cond_off, pbuf, p_off, label_proj,
          mode, codes_in, uniforms, temps, codes_out, logits_out, lo, hi):
@@ -163,7 +164,7 @@ def _run(M, V, tier_off, layer_off, mlp_off, tier_int, n_layers, dim, gates, lst
             history[b, top - 1] = code
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
+@njit(parallel=True, cache=True, error_model="numpy", nogil=True)
 def _run_parallel(groups, M, V, tier_off, layer_off, mlp_off, tier_int, n_layers, dim, gates, lstm, skip,
                   t0, history, hidden, condbuf, cond_off, pbuf, p_off, label_proj,
                   mode, codes_in, uniforms, temps, codes_out, logits_out):

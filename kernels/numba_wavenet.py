@@ -29,7 +29,8 @@ from wavegen.kernels.packing import (WAVENET_STREAM_AXES, WN_CONV, WN_CONVB, WN_
                                      wavenet_label_biases, wavenet_state_layout)
 
 
-@njit(fastmath=FASTMATH, cache=True, error_model="numpy")
+# nogil: a server or trainer thread (wavegen serve, training samples) runs while the engine works
+@njit(fastmath=FASTMATH, cache=True, error_model="numpy", nogil=True)
 def _run(M, V, layer_off, head, dil, ring_off, R, S, A, q, t0, prev, rings, label_bias,
          mode, codes_in, uniforms, temps, codes_out, logits_out, lo, hi):
     """Run n samples for streams lo..hi-1 from position t0. mode TEACHER_FORCE: codes_in [B, n]
@@ -94,7 +95,7 @@ def _run(M, V, layer_off, head, dil, ring_off, R, S, A, q, t0, prev, rings, labe
             prev[b] = code
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
+@njit(parallel=True, cache=True, error_model="numpy", nogil=True)
 def _run_parallel(groups, M, V, layer_off, head, dil, ring_off, R, S, A, q, t0, prev, rings, label_bias,
                   mode, codes_in, uniforms, temps, codes_out, logits_out):
     """:func:`_run` with the streams split into ``groups`` contiguous groups, one per thread."""
