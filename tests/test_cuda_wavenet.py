@@ -212,3 +212,11 @@ def test_several_head_blocks_and_warps_hand_off_correctly():
 def test_the_cuda_backend_is_registered_and_says_why_it_cannot_run_here():
     why = available_backends("wavenet", device="cpu")["cuda"]
     assert why and "GPU" in why
+
+
+def test_an_option_of_the_other_path_is_refused():
+    from wavegen.engine import EngineError
+
+    for path, option in (("small", {"graph": False}), ("small", {"block_streams": 32}), ("large", {"threads": 64})):
+        with pytest.raises(EngineError, match="are options of path="):
+            CudaWaveNetEngine(spec_of(1, 1), 3, device=cudasim.DEVICE, path=path, **option)
