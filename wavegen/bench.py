@@ -8,9 +8,11 @@ time at the model's sample rate, and the speed-up over the torch engine measured
 run at the same batch. The torch engine is slow, so its rows may time fewer samples
 (``torch_samples``); every rate is per second, so rows stay comparable.
 
-A backend is named as make_engine names it, optionally with a precision: ``numba``,
-``numba-fp16``, ``numba-bf16``, ``cuda-bf16``; every row's engine comes from
-:func:`wavegen.generate.make_engine`.
+A backend is named as make_engine names it, optionally with a precision and engine options:
+``numba``, ``numba-fp16``, ``numba-bf16``, ``cuda-bf16``, ``numba:threads=1``, and for the
+cuda backend's two paths (otherwise chosen by stream count) ``cuda:path=small``,
+``cuda-bf16:path=large`` (:func:`parse_backend`); every row's engine comes from
+:func:`wavegen.generate.make_engine`, and a row keeps the name it was given.
 
 Training (:func:`bench_training`, ``wavegen bench --train``): the trainer's own step on
 synthetic audio. Profile (:func:`profile_generation`, ``--profile``): where the numba engines'
@@ -115,17 +117,52 @@ def _whole_frames(spec: dict, n: int) -> int:
 
 # ----- generation ----------------------------------------------------------------------------------
 
-def parse_backend(name: str) -> tuple[str, str]:
-    """A bench backend name → (make_engine backend, precision): "numba" → ("numba", "fp32"),
-    "numba-fp16" → ("numba", "fp16")."""
-    base, _, suffix = name.rpartition("-")
-    return (base, suffix) if base and suffix in PRECISIONS else (name, "fp32")
+def _option_value(text: str):
+    """An engine option's value as written in a backend name: an integer, true/false, or a string."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def parse_backend(name: str) -> tuple[str, str, dict]:
+    """A bench backend name ``BACKEND[-PRECISION][:OPTION=VALUE]...`` → (make_engine backend,
+    precision, engine options): "numba" → ("numba", "fp32", {}), "numba-fp16" → ("numba",
+    "fp16", {}), "cuda-bf16:path=large" → ("cuda", "bf16", {"path": "large"}),
+    "cuda:path=small:threads=128" → ("cuda", "fp32", {"path": "small", "threads": 128}).
+    Values: integers, true/false, else strings. ConfigError for an option that is not KEY=VALUE."""
+    head, *written = name.split(":")
+    base, _, suffix = head.rpartition("-")
+    base, precision = (base, suffix) if base and suffix in PRECISIONS else (head, "fp32")
+    options = {}
+    for item in written:
+        key, eq, value = (part.strip() for part in item.partition("="))
+        if not eq or not key or not value:
+            raise ConfigError(f"backend {name!r}: option {item!r} is not KEY=VALUE (as in cuda:path=large)")
+        options[key] = _option_value(value)
+    return base, precision, options
+
+
+def check_backend_options(backends, family: str) -> None:
+    """ConfigError, before anything is measured, where a backend name gives an option its engine for
+    ``family`` does not take (unknown or unavailable backends are left to make_engine, which says why)."""
+    from wavegen.generate import backend_engines
+
+    for name in backends:
+        base, _, options = parse_backend(name)
+        cls = backend_engines(base).get(family)
+        unknown = [key for key in options if cls is not None and key not in cls.options]
+        if unknown:
+            raise ConfigError(f"backend {name!r}: the {base} engine for {family} takes no option "
+                              f"{', '.join(map(repr, unknown))} (its options: {', '.join(cls.options) or 'none'})")
 
 
 def build_engine(spec: dict, streams: int, backend: str, device: str = "cpu"):
-    """make_engine for a bench backend name (see :func:`parse_backend`)."""
-    base, precision = parse_backend(backend)
-    return make_engine(spec, streams, base, device, precision=precision)
+    """make_engine for a bench backend name, its precision and options (see :func:`parse_backend`)."""
+    base, precision, options = parse_backend(backend)
+    return make_engine(spec, streams, base, device, precision=precision, **options)
 
 
 def time_generation(engine, samples: int, warmup: int, repeats: int, seed: int = 0) -> dict:
@@ -156,7 +193,9 @@ def bench_generation(model: str, backends=("torch", "numba"), batches=(1, 8, 64)
     ``samples_per_second`` (all streams), ``samples_per_second_per_stream``, ``realtime_factor``
     (per stream, at the model's rate), ``audio_seconds_per_second`` (all streams) and
     ``speedup_vs_torch`` (aggregate rate over the torch row of the same batch; None without one).
-    Backends: make_engine's, each optionally with a precision (``numba-fp16``: :func:`parse_backend`).
+    Backends: make_engine's, each optionally with a precision and options (``numba-fp16``,
+    ``cuda-bf16:path=large``: :func:`parse_backend`); an option the engine does not take is
+    refused (ConfigError) before anything runs.
     ``progress(message)`` is called before each measurement.
     """
     backends, batches = list(backends), [int(b) for b in batches]
@@ -166,6 +205,7 @@ def bench_generation(model: str, backends=("torch", "numba"), batches=(1, 8, 64)
         raise ConfigError("samples, batch sizes and repeats must be positive")
     set_threads(threads)
     spec, facts = load_bench_model(model, seed)
+    check_backend_options(backends, spec["family"])
     rate = facts["sample_rate"]
     samples = _whole_frames(spec, samples)
     torch_samples = _whole_frames(spec, torch_samples if torch_samples else min(samples, 1024))
@@ -254,17 +294,18 @@ def format_profile(result: dict) -> str:
 def format_table(result: dict) -> str:
     """The rows of :func:`bench_generation` as a fixed-width text table."""
     m, model = result["machine"], result["model"]
+    width = max([10] + [len(r["backend"]) for r in result["rows"]])
     lines = [f"{model['name']} ({model['source']}; {model['parameters'] / 1e6:.1f}M parameters, "
              f"{model['sample_rate']} Hz)",
              f"{m['cpu']}, {m['logical_cpus']} logical CPUs; threads: numba {m.get('numba_threads')}, "
              f"torch {m['torch_threads']}; torch {m['torch']}, numba {m.get('numba')}"
              + (f"; load average {m['load_average_1min']}" if "load_average_1min" in m else ""),
              "",
-             f"{'backend':10s} {'batch':>5s} {'samples':>8s} {'samples/s/stream':>17s} {'samples/s (all)':>16s} "
+             f"{'backend':{width}s} {'batch':>5s} {'samples':>8s} {'samples/s/stream':>17s} {'samples/s (all)':>16s} "
              f"{'x real time':>12s} {'vs torch':>9s}"]
     for r in result["rows"]:
         speedup = f"{r['speedup_vs_torch']:.1f}x" if r["speedup_vs_torch"] is not None else "-"
-        lines.append(f"{r['backend']:10s} {r['batch']:5d} {r['samples']:8d} {r['samples_per_second_per_stream']:17,.0f} "
+        lines.append(f"{r['backend']:{width}s} {r['batch']:5d} {r['samples']:8d} {r['samples_per_second_per_stream']:17,.0f} "
                      f"{r['samples_per_second']:16,.0f} {r['realtime_factor']:11.2f}x {speedup:>9s}")
     if any(r["backend"] == "torch" for r in result["rows"]) and \
             model["torch_samples_per_stream"] != model["samples_per_stream"]:

@@ -13,8 +13,11 @@ def add_parser(sub) -> None:
                                    "for each backend and batch size; warm-up (compilation) excluded.")
     p.add_argument("--model", required=True, help="preset name (random weights) or a model/run folder")
     p.add_argument("--backends", default="torch,numba",
-                   help="comma list of backends, each optionally with a precision: torch, numba, numba-fp16, "
-                        "numba-bf16, cuda, cuda-bf16 (default torch,numba)")
+                   help="comma list of backends, each optionally with a precision and engine options "
+                        "(BACKEND[-PRECISION][:OPTION=VALUE]...): torch, numba, numba-fp16, numba-bf16, cuda, "
+                        "cuda-bf16, numba:threads=1; cuda:path=small or cuda-bf16:path=large forces the cuda "
+                        "backend's small- or large-batch path, otherwise chosen by stream count "
+                        "(default torch,numba)")
     p.add_argument("--batch", default=None,
                    help="comma list of stream counts (default 1,8,64); with --train, global training "
                         "batch sizes (default: the preset's)")

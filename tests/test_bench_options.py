@@ -1,0 +1,78 @@
+"""wavegen bench: engine options in a backend name (``cuda-bf16:path=large``), which is how a GPU
+run forces the cuda backend's small- or large-batch path at any stream count."""
+
+import numpy as np
+import pytest
+
+from wavegen import cli, generate
+from wavegen.bench import bench_generation, parse_backend
+from wavegen.config import ConfigError
+from wavegen.engine import BackendUnavailableError, Engine
+
+
+class Recorder(Engine):
+    """An engine that takes the cuda WaveNet engine's path options and notes what it was built with."""
+
+    backend = "recorder"
+    precisions = ("fp32", "bf16")
+    options = ("path", "block_streams")
+    built = []
+
+    def __init__(self, spec, streams, device="cpu", precision="fp32", **options):
+        super().__init__(spec, streams, device, precision)
+        Recorder.built.append((streams, precision, options))
+
+    def reset(self, prime_codes=None, label_weights=None):
+        self.t = 0
+
+    def generate(self, uniforms, temperature=1.0):
+        self.t += uniforms.shape[1]
+        return np.zeros(uniforms.shape, np.int64)
+
+
+@pytest.fixture
+def recorder(monkeypatch):
+    for backend in generate.backend_names():  # imported (registered) into the real table, not the patched copy
+        generate.backend_engines(backend)
+    monkeypatch.setattr(generate, "_ENGINES", {**generate._ENGINES, "recorder": {"wavenet": Recorder}})
+    monkeypatch.setattr(Recorder, "built", [])
+    return Recorder
+
+
+def test_backend_names_carry_a_precision_and_options():
+    assert parse_backend("numba") == ("numba", "fp32", {})
+    assert parse_backend("numba-fp16") == ("numba", "fp16", {})
+    assert parse_backend("cuda-bf16:path=large") == ("cuda", "bf16", {"path": "large"})
+    assert parse_backend("cuda:path=small:block_streams=32:graph=false") == \
+        ("cuda", "fp32", {"path": "small", "block_streams": 32, "graph": False})
+    for bad in ("cuda:path", "cuda:=large", "cuda:path="):
+        with pytest.raises(ConfigError, match="is not KEY=VALUE"):
+            parse_backend(bad)
+
+
+def test_every_row_is_built_with_its_options_and_keeps_its_name(recorder):
+    names = ["recorder-bf16:path=large:block_streams=32", "recorder:path=small"]
+    result = bench_generation("wavenet-tiny", names, [1, 3], samples=20, repeats=1)
+    assert [(r["backend"], r["batch"]) for r in result["rows"]] == [(n, b) for n in names for b in (1, 3)]
+    assert recorder.built == [(1, "bf16", {"path": "large", "block_streams": 32}),
+                              (3, "bf16", {"path": "large", "block_streams": 32}),
+                              (1, "fp32", {"path": "small"}), (3, "fp32", {"path": "small"})]
+
+
+def test_a_real_engine_option_on_the_cpu_and_refusals_before_anything_runs(recorder):
+    rows = bench_generation("wavenet-tiny", ["numba:threads=1"], [2], samples=50, repeats=1)["rows"]
+    assert rows[0]["backend"] == "numba:threads=1" and rows[0]["samples_per_second"] > 0
+    # an option the engine does not take: refused before the first (valid) backend is measured
+    with pytest.raises(ConfigError, match="numba engine for wavenet takes no option 'path'.*threads"):
+        bench_generation("wavenet-tiny", ["recorder:path=large", "numba:path=large"], [1], samples=20, repeats=1)
+    assert recorder.built == []
+    # the cuda backend's path on a machine without a GPU: unavailable, with the reason
+    if generate.available_backends("wavenet", device="cpu")["cuda"] is not None:
+        with pytest.raises(BackendUnavailableError, match="cuda"):
+            bench_generation("wavenet-tiny", ["cuda:path=large"], [1], samples=20, repeats=1)
+
+
+def test_cli_refuses_an_unknown_option_in_one_line(capsys):
+    assert cli.main(["bench", "--model", "wavenet-tiny", "--backends", "numba:path=large", "--batch", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "takes no option 'path'" in err
