@@ -64,7 +64,8 @@ def test_the_page_plays_the_stream_and_draws_a_live_spectrogram(playwright, tmp_
         t2 = page.evaluate(current)
         lit2, digest2 = page.evaluate(CANVAS)
         assert t2 - t1 > 1.0, (t1, t2)  # playing at about real time
-        assert lit2 > 0.2 and digest2 != digest1  # the spectrogram is drawn and scrolls on
+        # drawn, and scrolling on: columns keep arriving (how many per second is the browser's frame rate)
+        assert 0 < lit1 < lit2 and digest2 != digest1, (lit1, lit2)
         page.wait_for_function("document.getElementById('f-listeners').textContent === '1 of 100'")
         page.wait_for_function("document.getElementById('f-guard').textContent.includes('noise')")
         assert page.evaluate("document.getElementById('audio').error") is None and not errors
