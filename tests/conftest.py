@@ -72,7 +72,7 @@ def melody(seconds, sample_rate, seed=0, amplitude=0.4) -> np.ndarray:
 
 def prepared_corpus(folder, files=4, seconds=6.0, sample_rate=16000, **prep_kwargs) -> Path:
     """Write ``files`` melody WAVs under folder/rec and prepare them into folder/corpus."""
-    from wavegen.corpus import prepare
+    from wavegen.prep import prepare
 
     folder = Path(folder)
     for i in range(files):

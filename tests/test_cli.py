@@ -159,10 +159,10 @@ def test_user_errors_are_one_line_with_exit_code_2(trained, tmp_path, capsys):
 def test_a_bug_keeps_its_traceback_and_a_user_error_does_not(trained, tmp_path):
     """Real processes: a plain RuntimeError deep inside prep (as a torch or numpy failure would be)
     is a bug and shows its traceback; a user error is one line, exit code 2."""
-    bug = ("import sys, wavegen.corpus\n"
+    bug = ("import sys, wavegen.prep\n"
            "def split_on_silence(*args, **kwargs):\n"
            "    raise RuntimeError('a bug deep inside prep')\n"
-           "wavegen.corpus.split_on_silence = split_on_silence\n"
+           "wavegen.prep.split_on_silence = split_on_silence\n"
            "from wavegen.cli import main\n"
            "sys.exit(main(sys.argv[1:]))\n")
     rec = str(trained / "recordings")

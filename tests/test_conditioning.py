@@ -13,7 +13,8 @@ import soundfile as sf
 from conftest import write_audio_file
 from wavegen import cli
 from wavegen.checkpoint import load_model
-from wavegen.corpus import Corpus, prepare
+from wavegen.corpus import Corpus
+from wavegen.prep import prepare
 from wavegen.evaluate import evaluate
 
 SR = 8000

@@ -26,7 +26,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from wavegen.corpus import prepare
+    from wavegen.prep import prepare
 
     manifest = prepare(args.inputs, args.corpus, progress=not args.quiet, sample_rate=args.sample_rate,
                        top_db=args.top_db, min_silence_seconds=args.min_silence_seconds,

@@ -1,0 +1,38 @@
+"""wavegen.split: silence detection (the train/val/test assignment is tested through prep)."""
+
+import numpy as np
+
+from wavegen.split import FRAME_LENGTH, split_on_silence
+
+SR = 16000
+
+
+def gapped_signal():
+    """0.5 s silence, 1.5 s tone, 0.2 s rest, 1.0 s tone, 2.0 s near-silence, 1.5 s tone, 0.7 s."""
+    rng = np.random.default_rng(0)
+    t = lambda s, f: 0.5 * np.sin(2 * np.pi * f * np.arange(int(s * SR)) / SR)
+    z = lambda s: np.zeros(int(s * SR))
+    hiss = 1e-4 * rng.standard_normal(2 * SR)  # -70 dB: silence to a 40 dB gate
+    parts = [z(0.5), t(1.5, 300), z(0.2), t(1.0, 500), hiss, t(1.5, 400), z(0.7)]
+    return np.concatenate(parts).astype(np.float32)
+
+
+def test_split_on_silence_trims_and_splits_on_long_gaps():
+    x = gapped_signal()
+    seg = split_on_silence(x, SR, top_db=40, min_silence_seconds=1.0, min_segment_seconds=0.5)
+    assert seg.dtype == np.int64 and seg.shape == (2, 2)
+    # true sound: [0.5 s, 3.2 s) with the 0.2 s rest kept inside, and [5.2 s, 6.7 s)
+    true = np.array([[0.5, 3.2], [5.2, 6.7]]) * SR
+    assert np.all(seg[:, 0] <= true[:, 0]) and np.all(seg[:, 0] >= true[:, 0] - FRAME_LENGTH)
+    assert np.all(seg[:, 1] >= true[:, 1]) and np.all(seg[:, 1] <= true[:, 1] + FRAME_LENGTH)
+
+
+def test_split_on_silence_short_pieces_and_silent_input():
+    x = np.zeros(4 * SR, np.float32)
+    x[SR : SR + int(0.3 * SR)] = 0.5  # a 0.3 s blip, alone
+    x[int(2.5 * SR) : int(3.5 * SR)] = 0.5
+    seg = split_on_silence(x, SR, min_segment_seconds=0.5)
+    assert len(seg) == 1 and abs(seg[0, 0] - 2.5 * SR) <= FRAME_LENGTH
+    assert len(split_on_silence(x, SR, min_segment_seconds=0.1)) == 2
+    assert split_on_silence(np.zeros(SR, np.float32), SR).shape == (0, 2)
+    assert split_on_silence(np.zeros(0, np.float32), SR).shape == (0, 2)
