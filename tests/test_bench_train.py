@@ -1,4 +1,4 @@
-"""`wavegen bench --train` (wavegen.bench.bench_training): the trainer's step on synthetic audio."""
+"""`wavegen bench --train` (wavegen.bench_train.bench_training): the trainer's step on synthetic audio."""
 
 import json
 import subprocess
@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from wavegen.bench import bench_training, synthetic_audio
+from wavegen.bench_train import bench_training, synthetic_audio
 from wavegen.errors import WavegenError
 from wavegen.resolve import resolve_model
 

@@ -1,4 +1,4 @@
-"""Pictures of audio, shared by render, bench and training samples.
+"""Pictures of audio and of its generation speed, shared by render, bench and training samples.
 
 matplotlib is imported only when a picture is drawn (and only its object API, no pyplot, so
 no global backend state): a machine without it renders audio and says why there is no PNG.
@@ -68,3 +68,46 @@ def spectrogram_png(audio_path: str | Path, png_path: str | Path) -> Path | None
     fig.tight_layout()
     fig.savefig(str(png_path))
     return Path(png_path)
+
+
+def speed_png(results: list[dict] | dict, png_path: str | Path) -> Path | None:
+    """Generation speed (:func:`wavegen.bench.bench_generation` results) as a PNG: aggregate samples/s
+    against batch, one line per backend, log axes, one panel per result (model).
+
+    The dashed line is real time for every stream at the model's rate (rate x batch). The PNG's
+    folder is made if missing. Returns the PNG path, or None (with a warning) without matplotlib.
+    """
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        logger.warning("matplotlib is not installed: no speed plot (pip install matplotlib)")
+        return None
+    results = [results] if isinstance(results, dict) else list(results)
+    fig = Figure(figsize=(5.2 * len(results), 4.2))
+    axes = fig.subplots(1, len(results), squeeze=False)
+    markers = {"torch": "s", "numba": "o", "numba-fp16": "D", "cuda": "^"}
+    for ax, result in zip(axes[0], results):
+        for backend in dict.fromkeys(r["backend"] for r in result["rows"]):
+            rows = sorted((r for r in result["rows"] if r["backend"] == backend), key=lambda r: r["batch"])
+            ax.plot([r["batch"] for r in rows], [r["samples_per_second"] for r in rows],
+                    marker=markers.get(backend, "x"), label=backend)
+        batches = sorted({r["batch"] for r in result["rows"]})
+        rate = result["model"]["sample_rate"]
+        ax.plot(batches, [rate * b for b in batches], "k--", linewidth=0.8, label=f"real time ({rate} Hz), every stream")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(batches, [str(b) for b in batches])
+        ax.set_xlabel("streams (batch)")
+        ax.set_ylabel("samples / s, all streams")
+        ax.set_title(result["model"]["name"], fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    m = results[0]["machine"]
+    where = m["cpu"] if m["device"] == "cpu" else m.get("gpu")
+    threads = f"numba {m.get('numba_threads')} / torch {m['torch_threads']} threads"
+    fig.suptitle(f"generation speed: {where}, {threads}", fontsize=9)
+    fig.tight_layout()
+    png_path = Path(png_path)
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(str(png_path), dpi=110)
+    return png_path

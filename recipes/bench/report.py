@@ -127,7 +127,7 @@ def profile_tables(prof: dict) -> list[str]:
 
 
 def generated(folder: Path, speed: dict, prof: dict) -> str:
-    from wavegen.bench import plot
+    from wavegen.plotting import speed_png
 
     lines = [BEGIN, ""]
     if speed:
@@ -140,7 +140,7 @@ def generated(folder: Path, speed: dict, prof: dict) -> str:
                   "- load average (1 min) at the end of each model's run: " +
                   ", ".join(f"{m} {r['machine'].get('load_average_1min')}" for m, r in speed.items()), "",
                   "### Targets (issue 4)", ""] + target_table(speed) + [""]
-        png = plot(list(speed.values()), folder / "generation.png")
+        png = speed_png(list(speed.values()), folder / "generation.png")
         lines += ["### Speed", "", f"![samples/s against batch]({png.relative_to(folder.parent).as_posix()})", ""]
         lines += speed_tables(speed)
     if prof:

@@ -85,7 +85,8 @@ def _bench_profile(args, backends, batches) -> int:
 
 
 def run(args) -> int:
-    from wavegen.bench import bench_generation, format_table, plot
+    from wavegen.bench import bench_generation, format_table
+    from wavegen.plotting import speed_png
 
     if args.train:
         return _cmd_bench_train(args)
@@ -105,13 +106,13 @@ def run(args) -> int:
     print(format_table(result))
     if args.json:
         _write_json(args.json, result)
-    if args.plot:
-        logger.info("wrote %s", plot(result, args.plot))
+    if args.plot and speed_png(result, args.plot) is not None:
+        logger.info("wrote %s", args.plot)
     return 0
 
 
 def _cmd_bench_train(args) -> int:
-    from wavegen.bench import bench_training, format_training_table
+    from wavegen.bench_train import bench_training, format_training_table
     from wavegen.models import resolve_preset
 
     batches = _comma_list(args.batch, "--batch", int) if args.batch else \

@@ -1,0 +1,173 @@
+"""Training speed: ``wavegen bench --train``.
+
+:func:`bench_training` runs the trainer's own step (:func:`wavegen.train.train_step`: batches
+from the memory-mapped corpus path, autocast, backward, clip, Adam) on synthetic audio, so no
+corpus is needed; :func:`format_training_table` prints its rows. Shares only
+:func:`wavegen.bench.machine_info` and :func:`wavegen.bench.set_threads` with the generation
+benchmark.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wavegen.bench import machine_info, set_threads
+from wavegen.config import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def synthetic_audio(samples: int, sample_rate: int, seed: int = 0) -> np.ndarray:
+    """int16 [samples]: a slow sine sweep plus a little noise, standing in for a corpus split."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(samples) / sample_rate
+    freq = 110.0 * 2 ** (2 * (0.5 + 0.5 * np.sin(2 * np.pi * t / 7.0)))  # 110..440 Hz
+    x = 0.4 * np.sin(2 * np.pi * np.cumsum(freq) / sample_rate) + 0.02 * rng.standard_normal(samples)
+    return np.round(np.clip(x, -1, 1) * 32767).astype(np.int16)
+
+
+def _reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # Linux: "5" resets the process's peak resident set size (VmHWM)
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _peak_memory(device: torch.device) -> tuple[int, str]:
+    """(bytes, what they are): CUDA max allocated, or the process's peak RSS on the CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device)), "cuda max allocated"
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024, "peak RSS of the process (VmHWM)"
+    except OSError:
+        pass
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "peak RSS of the process (since start)"
+
+
+def _training_config(base: dict, train: dict) -> tuple[dict, object]:
+    """A preset's config with ``train`` settings overridden, validated → (config, TrainConfig)."""
+    from wavegen.config import TrainConfig, from_dict, to_dict
+    from wavegen.models import model_config
+
+    config = {**base, "train": {**base["train"], **train}}
+    train_cfg = from_dict(TrainConfig, config["train"], "train")
+    train_cfg.validate()
+    model_config(config).validate(train_cfg)
+    config["train"] = to_dict(train_cfg)
+    return config, train_cfg
+
+
+def bench_training(model: str, batches=(32,), seq_len: int | None = None, steps: int = 5, warmup: int = 2,
+                   threads: int | None = None, device: str = "cpu", mixed_precision: str = "auto",
+                   compile: bool = False, grad_accum: int = 1, num_workers: int = 0, seed: int = 0,
+                   progress=None) -> dict:
+    """Training speed of a preset: ``{"mode": "training", "machine", "model", "rows"}``.
+
+    For each batch size (the global batch, ``train.batch_size``) the preset's training setup is
+    built (``seq_len`` overrides its ``train.seq_len``), ``warmup`` steps run untimed (torch.compile
+    and allocator warm-up), then ``steps`` steps are timed, ending on a device sync.
+
+    rows: ``batch``, ``seq_len``, ``steps``, ``seconds`` (all timed steps), ``cpu_seconds`` (this
+    process's CPU time over them: on a shared machine, wall/CPU shows how much of it the run got),
+    ``seconds_per_step``,
+    ``samples_per_second`` (audio samples trained per second: batch x seq_len x steps / seconds),
+    ``peak_memory_bytes`` and ``memory`` (what was measured: CUDA max allocated, or the process's
+    peak RSS during the timed steps), ``loss_bits`` (the last step's, a sanity check).
+    """
+    from wavegen.data import BatchStream, make_batches
+    from wavegen.models import PRESETS, resolve_preset
+    from wavegen.resolve import resolve_model
+    from wavegen.train import LN2, build_training, make_accelerator, train_step
+    from wavegen.trainstate import Carry
+
+    if model not in PRESETS:
+        raise ConfigError(f"bench --train takes a preset name; {model!r} is not one of {sorted(PRESETS)}")
+    batches = [int(b) for b in batches]
+    if not batches or any(b < 1 for b in batches) or steps < 1 or warmup < 0:
+        raise ConfigError("batch sizes and steps must be positive, warm-up steps at least 0")
+    set_threads(threads)
+    accelerator = make_accelerator(mixed_precision, cpu=torch.device(device).type == "cpu")
+    dev = accelerator.device
+    base = resolve_preset(model)
+    rate = resolve_model(model).sample_rate
+    rows, facts = [], {}
+    for batch in batches:
+        config, train_cfg = _training_config(base, {"batch_size": batch, "grad_accum": grad_accum, "compile": compile,
+                                                    "num_workers": num_workers, "seed": seed, "warmup_steps": 0,
+                                                    "lr_schedule": "constant",
+                                                    **({} if seq_len is None else {"seq_len": seq_len})})
+        if progress is not None:
+            progress(f"train {model} batch {batch} x {train_cfg.seq_len} samples: "
+                     f"{warmup} warm-up + {steps} timed steps")
+        net, optimizer, inner = build_training(config, train_cfg, accelerator)
+        facts = {"parameters": sum(p.numel() for p in inner.parameters()), "model_type": config["model_type"]}
+        need = inner.context_samples + train_cfg.tbptt_windows * train_cfg.seq_len
+        audio = synthetic_audio(4 * need + rate, rate, seed=seed)
+        segments = np.array([[0, len(audio), 0]], dtype=np.int64)
+        stream = BatchStream(make_batches(inner, audio, segments, None, train_cfg), 0, grad_accum, dev,
+                             workers=num_workers, pin=dev.type == "cuda")
+        carry = Carry(grad_accum)
+        net.train()
+        try:
+            loss = None
+            for step in range(warmup):
+                loss = train_step(accelerator, net, optimizer, stream, train_cfg, step, carry)
+            if loss is not None:
+                float(loss)  # wait for the device
+            _reset_peak_memory(dev)
+            start, cpu_start = time.perf_counter(), time.process_time()
+            for step in range(warmup, warmup + steps):
+                loss = train_step(accelerator, net, optimizer, stream, train_cfg, step, carry)
+            loss_bits = float(loss) / LN2  # waits for the device
+            seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+        finally:
+            stream.close()
+        peak, what = _peak_memory(dev)
+        rows.append({"batch": batch, "seq_len": train_cfg.seq_len, "steps": steps, "seconds": seconds,
+                     "cpu_seconds": cpu_seconds, "seconds_per_step": seconds / steps,
+                     "samples_per_second": batch * train_cfg.seq_len * steps / seconds,
+                     "peak_memory_bytes": peak, "memory": what, "loss_bits": loss_bits})
+        logger.debug("train batch %d: %.0f samples/s", batch, rows[-1]["samples_per_second"])
+        del net, optimizer, inner, stream
+        accelerator.free_memory()
+    machine = machine_info(str(dev))
+    precision = accelerator.mixed_precision
+    model_info = {"name": model, "source": f"preset {model}, random weights (seed {seed})", **facts,
+                  "sample_rate": rate, "mixed_precision": precision, "compile": compile,
+                  "grad_accum": grad_accum, "num_workers": num_workers, "warmup_steps": warmup}
+    return {"mode": "training", "machine": machine, "model": model_info, "rows": rows}
+
+
+def format_training_table(result: dict) -> str:
+    """The rows of :func:`bench_training` as a fixed-width text table."""
+    m, model = result["machine"], result["model"]
+    where = m.get("gpu") or f"{m['cpu']}, {m['logical_cpus']} logical CPUs, torch threads {m['torch_threads']}"
+    lines = [f"training {model['name']} ({model['parameters'] / 1e6:.1f}M parameters; precision "
+             f"{model['mixed_precision']}; compile {model['compile']}; grad_accum {model['grad_accum']}; "
+             f"prefetch threads {model['num_workers']})",
+             f"{where}; torch {m['torch']}"
+             + (f"; load average {m['load_average_1min']}" if "load_average_1min" in m else ""),
+             "",
+             f"{'batch':>5s} {'seq_len':>7s} {'steps':>5s} {'s/step':>8s} {'cpu s/step':>10s} {'samples/s':>10s} "
+             f"{'peak memory':>12s}"]
+    for r in result["rows"]:
+        lines.append(f"{r['batch']:5d} {r['seq_len']:7d} {r['steps']:5d} {r['seconds_per_step']:8.3f} "
+                     f"{r['cpu_seconds'] / r['steps']:10.3f} {r['samples_per_second']:10,.0f} "
+                     f"{r['peak_memory_bytes'] / 2**30:9.2f} GiB")
+    if result["rows"]:
+        lines.append(f"samples/s: audio samples trained per second (batch x seq_len per step); "
+                     f"peak memory: {result['rows'][0]['memory']}")
+    return "\n".join(lines)
