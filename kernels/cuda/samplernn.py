@@ -36,44 +36,28 @@ import logging
 import numpy as np
 import torch
 
-from wavegen.engine import Engine, EngineError, temperatures
-from wavegen.kernels.cuda.common import simulated
+from wavegen.engine import EngineError
+from wavegen.kernels.cuda.engine import CudaEngine
 from wavegen.kernels.packing import (SAMPLERNN_STREAM_AXES, as_numpy, check_state, pack_samplernn, round_spec,
                                      samplernn_label_projection, samplernn_state_layout)
 
-PATHS = ("small", "large")
 logger = logging.getLogger(__name__)
 
 
-def _interpreted() -> bool:
-    import os
-
-    return os.environ.get("TRITON_INTERPRET") == "1"
-
-
-class CudaSampleRNNEngine(Engine):
+class CudaSampleRNNEngine(CudaEngine):
     """The cuda backend's SampleRNN engine. Options: ``path`` ("small" | "large"; default by stream
     count); small path: ``blocks``, ``threads``, ``smem_bytes`` (see
     :class:`~wavegen.kernels.cuda.samplernn_small.PersistentSampleRNN`); large path:
     ``block_streams`` (streams per Triton program), ``graph`` (replay CUDA graphs; default on a GPU)."""
 
-    backend = "cuda"
-    precisions = ("fp32", "fp16", "bf16")
+    family = "samplernn"
     options = ("path", "blocks", "threads", "smem_bytes", "block_streams", "graph")
-    device_types = ("cuda",)
     _stream_axes = SAMPLERNN_STREAM_AXES
 
     def __init__(self, spec: dict, streams: int, device="cuda", precision: str = "fp32", path: str | None = None,
                  blocks: int | None = None, threads: int | None = None, smem_bytes: int | None = None,
                  block_streams: int | None = None, graph: bool | None = None):
-        if simulated() or _interpreted():  # kernels run on the CPU: tests
-            self.device_types = ("cuda", "cpu")
-        super().__init__(spec, streams, device, precision)
-        from wavegen.generate import cuda_batch_path
-
-        self.path = path or cuda_batch_path("samplernn", self.streams)
-        if self.path not in PATHS:
-            raise EngineError(f"path {path!r}: use one of {PATHS}")
+        super().__init__(spec, streams, device, precision, path)
         self.rounded = round_spec(spec, precision)
         self.packed = pack_samplernn(self.rounded, "fp32")
         p, B, dev = self.packed, self.streams, self.device
@@ -193,24 +177,3 @@ class CudaSampleRNNEngine(Engine):
         if "label_weights" in state:
             self._set_label_blend(np.asarray(state["label_weights"], np.float32))
         self.impl.hoist(self.t)
-
-    # ----- running -----
-
-    def generate(self, uniforms, temperature=1.0) -> np.ndarray:
-        u = self._check_uniforms(uniforms)
-        n = u.shape[1]
-        codes = torch.empty((self.streams, n), dtype=torch.int64, device=self.device)
-        if n:
-            temps = torch.from_numpy(temperatures(temperature, self.streams)).to(self.device)
-            self.impl.run_sample(self.t, torch.from_numpy(np.ascontiguousarray(u)).to(self.device), temps, codes)
-            self.t += n
-        return codes.cpu().numpy()
-
-    def teacher_force(self, codes) -> np.ndarray:
-        codes = self._check_codes(codes)
-        n = codes.shape[1]
-        logits = torch.empty((self.streams, n, self.q_levels), dtype=torch.float32, device=self.device)
-        if n:
-            self.impl.run_teacher_force(self.t, torch.from_numpy(codes).to(self.device), logits)
-            self.t += n
-        return logits.cpu().numpy()

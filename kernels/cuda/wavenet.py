@@ -24,37 +24,26 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from wavegen.engine import Engine, EngineError, temperatures
-from wavegen.kernels.cuda.common import simulated
+from wavegen.engine import EngineError
+from wavegen.kernels.cuda.engine import CudaEngine
 from wavegen.kernels.packing import (WAVENET_STREAM_AXES, check_state, pack_wavenet, round_spec,
                                      wavenet_label_biases, wavenet_state_layout)
 
-PATHS = ("small", "large")
 
-
-class CudaWaveNetEngine(Engine):
+class CudaWaveNetEngine(CudaEngine):
     """The cuda backend's WaveNet engine. Options: ``path`` ("small" | "large"; default by stream
     count), ``threads`` (threads per block of the persistent kernel), ``head_blocks`` ((out1,
     out2) block counts of the persistent kernel), ``block_streams`` (streams per Triton program),
     ``graph`` (large path: replay sampling from CUDA graphs; default on a CUDA device)."""
 
-    backend = "cuda"
-    precisions = ("fp32", "fp16", "bf16")
+    family = "wavenet"
     options = ("path", "threads", "head_blocks", "block_streams", "graph")
-    device_types = ("cuda",)
     _stream_axes = WAVENET_STREAM_AXES
 
     def __init__(self, spec: dict, streams: int, device="cuda", precision: str = "fp32", path: str | None = None,
                  threads: int | None = None, head_blocks=None, block_streams: int | None = None,
                  graph: bool | None = None):
-        if simulated():
-            self.device_types = ("cuda", "cpu")
-        super().__init__(spec, streams, device, precision)
-        from wavegen.generate import cuda_batch_path
-
-        self.path = path or cuda_batch_path("wavenet", self.streams)
-        if self.path not in PATHS:
-            raise EngineError(f"path {path!r}: use one of {PATHS}")
+        super().__init__(spec, streams, device, precision, path)
         rounded = round_spec(spec, precision)
         self.packed = pack_wavenet(rounded, "fp32")
         self.dilations = [int(d) for d in self.packed["dil"]]
@@ -129,24 +118,3 @@ class CudaWaveNetEngine(Engine):
         self.rings.copy_(torch.from_numpy(rings))
         if "label_weights" in state:
             self._set_label_blend(np.asarray(state["label_weights"], np.float32))
-
-    # ----- running -----
-
-    def generate(self, uniforms, temperature=1.0) -> np.ndarray:
-        u = self._check_uniforms(uniforms)
-        n = u.shape[1]
-        codes = torch.empty((self.streams, n), dtype=torch.int64, device=self.device)
-        if n:
-            temps = torch.from_numpy(temperatures(temperature, self.streams)).to(self.device)
-            self.impl.run_sample(self.t, torch.from_numpy(np.ascontiguousarray(u)).to(self.device), temps, codes)
-            self.t += n
-        return codes.cpu().numpy()
-
-    def teacher_force(self, codes) -> np.ndarray:
-        codes = self._check_codes(codes)
-        n = codes.shape[1]
-        logits = torch.empty((self.streams, n, self.q_levels), dtype=torch.float32, device=self.device)
-        if n:
-            self.impl.run_teacher_force(self.t, torch.from_numpy(codes).to(self.device), logits)
-            self.t += n
-        return logits.cpu().numpy()

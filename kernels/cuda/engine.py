@@ -1,0 +1,62 @@
+"""What the cuda backend's two engines (SampleRNN, WaveNet) share: the class attributes, the
+choice between the small- and large-batch paths, and running a path's implementation.
+
+Each engine keeps its state on the device as torch tensors and hands the work to ``self.impl``
+(the persistent numba-cuda kernel of the small path, or the fused Triton kernels of the large
+one), which implements ``run_sample(t, uniforms [B, n] float32, temperatures [B], codes [B, n]
+int64 out)`` and ``run_teacher_force(t, codes [B, n] int64, logits [B, n, Q] float32 out)``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from wavegen.engine import Engine, EngineError, temperatures
+from wavegen.kernels.cuda.common import simulated
+
+PATHS = ("small", "large")
+
+
+def runs_on_cpu() -> bool:
+    """True under numba-cuda's simulator or Triton's interpreter (tests): the kernels run on the CPU."""
+    return simulated() or os.environ.get("TRITON_INTERPRET") == "1"
+
+
+class CudaEngine(Engine):
+    """Base of the cuda backend's engines: subclasses build their state and ``self.impl``."""
+
+    backend = "cuda"
+    precisions = ("fp32", "fp16", "bf16")
+    device_types = ("cuda",)
+
+    def __init__(self, spec: dict, streams: int, device="cuda", precision: str = "fp32", path: str | None = None):
+        if runs_on_cpu():
+            self.device_types = ("cuda", "cpu")
+        super().__init__(spec, streams, device, precision)
+        from wavegen.generate import cuda_batch_path
+
+        self.path = path or cuda_batch_path(self.family, self.streams)
+        if self.path not in PATHS:
+            raise EngineError(f"path {path!r}: use one of {PATHS}")
+
+    def generate(self, uniforms, temperature=1.0) -> np.ndarray:
+        u = self._check_uniforms(uniforms)
+        n = u.shape[1]
+        codes = torch.empty((self.streams, n), dtype=torch.int64, device=self.device)
+        if n:
+            temps = torch.from_numpy(temperatures(temperature, self.streams)).to(self.device)
+            self.impl.run_sample(self.t, torch.from_numpy(np.ascontiguousarray(u)).to(self.device), temps, codes)
+            self.t += n
+        return codes.cpu().numpy()
+
+    def teacher_force(self, codes) -> np.ndarray:
+        codes = self._check_codes(codes)
+        n = codes.shape[1]
+        logits = torch.empty((self.streams, n, self.q_levels), dtype=torch.float32, device=self.device)
+        if n:
+            self.impl.run_teacher_force(self.t, torch.from_numpy(codes).to(self.device), logits)
+            self.t += n
+        return logits.cpu().numpy()
