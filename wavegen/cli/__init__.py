@@ -1,4 +1,9 @@
-"""``wavegen prep|train|render|eval|info|bench``: parses arguments, then calls the modules.
+"""``wavegen prep|train|render|eval|info|bench|serve``: parses arguments, then calls the modules.
+
+prep: recordings into a corpus; train: a model on a corpus (resumes when rerun); render: audio
+from a model (resumes when rerun); eval: a model's NLL on a corpus split; info: what a model, run
+or preset is; bench: generation and training speed; serve: a model as an endless live stream
+with a web player.
 
 One module per command (``wavegen/cli/render.py`` ...), each with ``add_parser(sub)`` and
 ``run(args) -> exit code``; this module holds the parser and the error handling: an error the
