@@ -141,10 +141,20 @@ def tiny_wavenet(layers=4, max_dilation=8, quantization="mu-law", labels=(), q_l
     return perturb(model) if perturbed else model.eval()
 
 
+def tiny_config(preset="samplernn-tiny", sample_rate=8000, **model_settings) -> dict:
+    """A preset's config with model_settings overridden (dim=16, ...), at sample_rate Hz."""
+    from wavegen.models import resolve_preset
+
+    config = resolve_preset(preset)
+    config["model"].update(model_settings)
+    config["data"] = {"sample_rate": sample_rate}
+    return config
+
+
 def save_tiny_model(folder, preset="samplernn-tiny", sample_rate=8000, seed=0, output_bias=None,
                     **model_settings) -> Path:
-    """A model folder (model.safetensors + config.json) of a preset with model_settings
-    overridden (dim=16, ...), at sample_rate Hz, random weights from seed. Returns the folder.
+    """A model folder (model.safetensors + config.json) of :func:`tiny_config`, random weights
+    from seed (the model torch.manual_seed(seed); build_model(config) makes). Returns the folder.
 
     output_bias [Q] (SampleRNN): zero the output layer's weights (weight norm off) and set this
     bias, so every sample is drawn i.i.d. from softmax(output_bias) whatever came before.
@@ -152,13 +162,11 @@ def save_tiny_model(folder, preset="samplernn-tiny", sample_rate=8000, seed=0, o
     import torch
 
     from wavegen.checkpoint import save_model
-    from wavegen.models import build_model, resolve_preset
+    from wavegen.models import build_model
 
-    config = resolve_preset(preset)
-    config["model"].update(model_settings)
     if output_bias is not None:
-        config["model"]["weight_norm"] = False
-    config["data"] = {"sample_rate": sample_rate}
+        model_settings["weight_norm"] = False
+    config = tiny_config(preset, sample_rate, **model_settings)
     torch.manual_seed(seed)
     model = build_model(config)
     if output_bias is not None:

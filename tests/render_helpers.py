@@ -1,9 +1,9 @@
 """What the render tests share: tiny models at 4 kHz, the expected audio computed without the
 render, and how to start `wavegen render` as a real process.
 
-Models are tiny SampleRNNs built here (random weights, or output layers set by hand so that
-every sample is drawn i.i.d. from a chosen distribution), saved as model folders at 4 kHz so
-seconds of audio cost little.
+Models are tiny SampleRNNs (conftest.save_tiny_model: random weights, or output layers set by
+hand so that every sample is drawn i.i.d. from a chosen distribution), saved as model folders
+at 4 kHz so seconds of audio cost little.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import pytest
 import soundfile as sf
 import torch
 
+from conftest import save_tiny_model
 from wavegen.audio import dequantize, float_to_int16, quantize, silence_code
-from wavegen.checkpoint import load_model, save_model
+from wavegen.checkpoint import load_model
 from wavegen.generate import make_engine, sample_codes, uniforms
-from wavegen.models import build_model, resolve_preset
 from wavegen.render import PCMWriter, RenderSettings, RenderStateError, encode_flac, load_snapshot
 
 SR = 4000
@@ -42,17 +42,8 @@ def one_thread():
 def make_model(folder: Path, output_bias=None, labels=(), rnn_type="gru", seed=0) -> Path:
     """A tiny SampleRNN model folder at 4 kHz. ``output_bias [Q]``: zero the output weights and
     set this bias, so every sample is drawn i.i.d. from softmax(bias) whatever the state."""
-    config = resolve_preset("samplernn-tiny")
-    config["model"].update(dim=16, emb_size=8, labels=list(labels), rnn_type=rnn_type,
-                           weight_norm=output_bias is None)
-    config["data"] = {"sample_rate": SR}
-    torch.manual_seed(seed)
-    model = build_model(config)
-    if output_bias is not None:
-        with torch.no_grad():
-            model.mlp.output.weight.zero_()
-            model.mlp.output.bias.copy_(torch.as_tensor(output_bias, dtype=torch.float32))
-    return save_model(model, config, folder)
+    return save_tiny_model(folder, sample_rate=SR, seed=seed, output_bias=output_bias, dim=16, emb_size=8,
+                           labels=list(labels), rnn_type=rnn_type)
 
 
 def one_hot_bias(probabilities: dict[int, float]) -> np.ndarray:

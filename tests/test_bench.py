@@ -6,14 +6,15 @@ import time
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
+from conftest import save_tiny_model
 from wavegen import cli, generate
 from wavegen.bench import (bench_generation, build_engine, format_profile, format_table, load_bench_model,
                            profile_generation)
 from wavegen.engine import Engine, uniforms
 from wavegen.errors import WavegenError
 from wavegen.resolve import resolve_model
-from wavegen.checkpoint import save_model
 from wavegen.models import build_model, resolve_preset
 
 ROW_KEYS = {"backend", "batch", "samples", "seconds", "cpu_seconds", "samples_per_second",
@@ -96,13 +97,9 @@ def test_a_preset_has_deterministic_random_weights_and_a_folder_its_own(tmp_path
     b, _ = load_bench_model("wavenet-tiny", seed=3)
     c, _ = load_bench_model("wavenet-tiny", seed=4)
     assert torch.equal(a["embed"], b["embed"]) and not torch.equal(a["embed"], c["embed"])
-    config = resolve_preset("wavenet-tiny")
-    config["data"] = {"sample_rate": 8000}
-    torch.manual_seed(11)
-    model = build_model(config)
-    save_model(model, config, tmp_path / "model")
-    spec, facts = load_bench_model(str(tmp_path / "model"))
-    assert torch.equal(spec["embed"], model.embed.weight.detach())
+    folder = save_tiny_model(tmp_path / "model", "wavenet-tiny", sample_rate=8000, seed=11)
+    spec, facts = load_bench_model(str(folder))
+    assert torch.equal(spec["embed"], load_file(folder / "model.safetensors")["embed.weight"])
     assert facts["sample_rate"] == 8000 and facts["source"].endswith("model")
     monkeypatch.setattr(generate, "_ENGINES", {**generate._ENGINES, "sleeper": {"wavenet": Sleeper}})
     result = bench_generation(str(tmp_path / "model"), ["sleeper"], [2], samples=100, repeats=1)

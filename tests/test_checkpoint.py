@@ -6,18 +6,19 @@ import time
 import pytest
 import torch
 
+from conftest import save_tiny_model, tiny_config
 from wavegen.checkpoint import CheckpointError, load_model, save_model, weights_shapes
 from wavegen.config import ConfigError
 from wavegen.memory import OutOfMemoryError, available_memory
-from wavegen.models import build_model, resolve_preset
+from wavegen.models import build_model
 from wavegen.resolve import resolve_model
 
 
+TINY = {"dim": 16, "emb_size": 4}  # samplernn-tiny, smaller
+
+
 def config():
-    c = resolve_preset("samplernn-tiny")
-    c["model"].update(dim=16, emb_size=4)
-    c["data"] = {"corpus": "", "sample_rate": 8000}
-    return c
+    return tiny_config(sample_rate=8000, **TINY)
 
 
 def test_round_trip_and_run_folder_resolution(tmp_path):
@@ -33,8 +34,7 @@ def test_round_trip_and_run_folder_resolution(tmp_path):
 
 def test_replacing_a_model_folder_leaves_no_temporaries(tmp_path):
     for seed in (0, 1):
-        torch.manual_seed(seed)
-        save_model(build_model(config()), config(), tmp_path / "best")
+        save_tiny_model(tmp_path / "best", seed=seed, **TINY)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]
     loaded, _ = load_model(tmp_path / "best")
     torch.manual_seed(1)
@@ -51,7 +51,7 @@ def test_errors_name_the_folder(tmp_path):
 
 
 def test_weights_that_do_not_match_the_config_are_refused(tmp_path):
-    save_model(build_model(config()), config(), tmp_path / "m")
+    save_tiny_model(tmp_path / "m", **TINY)
     other = config()
     other["model"]["n_rnn"] = 2
     (tmp_path / "m" / "config.json").write_text(__import__("json").dumps(other))
@@ -62,7 +62,7 @@ def test_weights_that_do_not_match_the_config_are_refused(tmp_path):
 def test_a_config_describing_a_huge_model_is_refused_before_anything_is_built(tmp_path):
     """config.json saying dim 30000 beside small weights (about 75 GB if built): refused from the
     header of the weights file and the config's shapes (meta device), in a moment, naming both."""
-    folder = save_model(build_model(config()), config(), tmp_path / "m")
+    folder = save_tiny_model(tmp_path / "m", **TINY)
     shapes = weights_shapes(folder / "model.safetensors")
     assert shapes["mlp.embedding.weight"] == (256, 4)
     huge = config()
@@ -81,7 +81,7 @@ def test_a_config_describing_a_huge_model_is_refused_before_anything_is_built(tm
 
 
 def test_a_cut_weights_header_is_named(tmp_path):
-    folder = save_model(build_model(config()), config(), tmp_path / "m")
+    folder = save_tiny_model(tmp_path / "m", **TINY)
     data = (folder / "model.safetensors").read_bytes()
     (folder / "model.safetensors").write_bytes(data[:-100])
     with pytest.raises(CheckpointError, match=r"model.safetensors: damaged .*truncated"):

@@ -23,12 +23,12 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tiny_samplernn
 from wavegen.engine import EngineError
 from wavegen.generate import uniforms
 from wavegen.kernels.cuda import samplernn_small
 from wavegen.kernels.cuda.samplernn import CudaSampleRNNEngine
 from wavegen.kernels.packing import round_spec
-from wavegen.models.samplernn import SampleRNN, SampleRNNConfig
 from wavegen.torch_engines import TorchSampleRNNEngine
 
 pytestmark = pytest.mark.cudasim
@@ -57,14 +57,7 @@ def one_torch_thread():
 
 
 def model(tiers=3, rnn_type="lstm", quantization="mu-law", skip=True, labels=(), seed=0, n_rnn=2):
-    torch.manual_seed(seed)
-    cfg = SampleRNNConfig(frame_sizes=FRAMES[tiers], n_rnn=n_rnn, dim=24, emb_size=6, q_levels=Q,
-                          quantization=quantization, rnn_type=rnn_type, skip=skip, labels=list(labels))
-    m = SampleRNN(cfg)
-    with torch.no_grad():  # off the init, so every weight, bias and h0 matters
-        for p in m.parameters():
-            p.add_(0.2 * torch.randn_like(p))
-    return m.eval()
+    return tiny_samplernn(FRAMES[tiers], rnn_type, quantization, skip, labels, n_rnn=n_rnn, q_levels=Q, seed=seed)
 
 
 def cuda_engine(spec, streams, path, precision="fp32", label_weights=None, **options):

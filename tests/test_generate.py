@@ -4,17 +4,11 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tiny_samplernn
 from wavegen import generate
 from wavegen.errors import WavegenError
 from wavegen.generate import (BackendUnavailableError, EngineError, TorchSampleRNNEngine, auto_order,
                               available_backends, cuda_batch_path, make_engine, sample_codes, temperatures, uniforms)
-from wavegen.models.samplernn import SampleRNN, SampleRNNConfig
-
-
-def model(labels=()):
-    torch.manual_seed(1)
-    return SampleRNN(SampleRNNConfig(frame_sizes=[8, 2], dim=16, emb_size=4, q_levels=16,
-                                     labels=list(labels))).eval()
 
 
 def test_uniforms_are_keyed_by_seed_stream_and_position():
@@ -71,7 +65,7 @@ def registry(monkeypatch):
 
 
 def test_make_engine_refuses_what_it_cannot_build_with_a_clear_error():
-    m = model()
+    m = tiny_samplernn()
     cases = [(dict(backend="opencl"), EngineError, "unknown backend 'opencl'"),
              (dict(precision="fp8"), EngineError, "precision 'fp8': use one of fp32, fp16, bf16, int8"),
              (dict(backend="torch", precision="fp16"), EngineError, "precision fp16 is not supported by torch"),
@@ -97,9 +91,9 @@ def test_a_backend_that_fails_to_import_is_unavailable_and_auto_falls_back(regis
     assert avail["broken"] == "broken_backend failed to import (RuntimeError: no driver found)"
     assert avail["torch"] is None and avail["numba"] is None  # the others keep working
     with pytest.raises(BackendUnavailableError, match="no driver found"):
-        make_engine(model(), 1, "broken")
+        make_engine(tiny_samplernn(), 1, "broken")
     monkeypatch.setattr(registry, "auto_order", lambda family, streams, device: ["broken", "numba", "torch"])
-    assert make_engine(model(), 1).backend == "numba"
+    assert make_engine(tiny_samplernn(), 1).backend == "numba"
 
 
 def test_a_failing_availability_check_makes_a_backend_unavailable(registry):
@@ -108,9 +102,9 @@ def test_a_failing_availability_check_makes_a_backend_unavailable(registry):
 
     registry.register_availability("numba", check)
     assert "its availability check failed (OSError: libnvrtc.so" in available_backends("samplernn")["numba"]
-    assert make_engine(model(), 1).backend == "torch"  # auto on the CPU: numba first, then torch
+    assert make_engine(tiny_samplernn(), 1).backend == "torch"  # auto on the CPU: numba first, then torch
     with pytest.raises(BackendUnavailableError, match="libnvrtc"):
-        make_engine(model(), 1, "numba")
+        make_engine(tiny_samplernn(), 1, "numba")
 
 
 def test_a_backend_whose_engine_fails_to_build_is_skipped_by_auto(registry, monkeypatch, caplog):
@@ -130,17 +124,17 @@ def test_a_backend_whose_engine_fails_to_build_is_skipped_by_auto(registry, monk
 
     registry.register_engine("samplernn", "flaky", Flaky)
     registry.register_engine("samplernn", "picky", Picky)
-    assert make_engine(model(), 1, "flaky").backend == "flaky"
+    assert make_engine(tiny_samplernn(), 1, "flaky").backend == "flaky"
     monkeypatch.setattr(registry, "auto_order", lambda family, streams, device: ["flaky", "torch"])
     with caplog.at_level("WARNING", logger="wavegen.generate"):
-        assert make_engine(model(), 2).backend == "torch"
+        assert make_engine(tiny_samplernn(), 2).backend == "torch"
     assert "out of registers" in caplog.text
     assert "building its samplernn engine failed (RuntimeError: kernel compilation failed" in \
         available_backends("samplernn")["flaky"]
     with pytest.raises(BackendUnavailableError, match="out of registers"):
-        make_engine(model(), 1, "flaky")  # once broken, not retried
+        make_engine(tiny_samplernn(), 1, "flaky")  # once broken, not retried
     with pytest.raises(EngineError, match="does not fit"):
-        make_engine(model(), 1, "picky")
+        make_engine(tiny_samplernn(), 1, "picky")
     assert available_backends("samplernn")["picky"] is None
 
 
@@ -153,7 +147,7 @@ def test_backends_are_listed_with_their_reasons():
         on_gpu = available_backends("samplernn", device="cuda")
         assert "runs on cpu, not cuda" in on_gpu["numba"] and "no CUDA device here" in on_gpu["torch"]
         with pytest.raises(BackendUnavailableError, match="no CUDA device here"):
-            make_engine(model(), 1, "torch", device="cuda")
+            make_engine(tiny_samplernn(), 1, "torch", device="cuda")
         assert "precision fp16 is not supported by torch" in available_backends("wavenet", precision="fp16")["torch"]
 
 

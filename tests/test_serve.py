@@ -22,12 +22,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
+from conftest import save_tiny_model
 from wavegen.audio import dequantize, float_to_int16
-from wavegen.checkpoint import save_model
 from wavegen.generate import make_engine, uniforms
-from wavegen.models import build_model, resolve_preset
 from wavegen.serve.broadcast import Broadcast
 from wavegen.serve.encoder import GRANULE_RATE, OggOpusEncoder, Page, split_pages
 
@@ -39,16 +37,7 @@ START_TIMEOUT = 120  # a cold numba cache compiles the engine first
 def make_model(folder: Path, sample_rate: int = SR, output_bias=None) -> Path:
     """A tiny SampleRNN model folder. ``output_bias [Q]``: zero the output weights and set this
     bias, so every sample is drawn from softmax(bias) whatever came before."""
-    config = resolve_preset("samplernn-tiny")
-    config["model"].update(dim=32, emb_size=8, weight_norm=output_bias is None)
-    config["data"] = {"sample_rate": sample_rate}
-    torch.manual_seed(0)
-    model = build_model(config)
-    if output_bias is not None:
-        with torch.no_grad():
-            model.mlp.output.weight.zero_()
-            model.mlp.output.bias.copy_(torch.as_tensor(output_bias, dtype=torch.float32))
-    return save_model(model, config, folder)
+    return save_tiny_model(folder, sample_rate=sample_rate, output_bias=output_bias, dim=32, emb_size=8)
 
 
 def reference_pcm(model_dir: Path, n: int, seed: int = 0) -> np.ndarray:

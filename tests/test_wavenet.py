@@ -18,7 +18,7 @@ from wavegen.models import build_model, resolve_preset
 from wavegen.models.wavenet import WaveNet, WaveNetConfig
 
 TOL = 1e-4  # fp32: observed differences are ~1e-7; a real bug moves logits by far more
-Q = 32
+Q = 32  # tiny_wavenet's default q_levels
 LABELS = ["a", "b", "c"]
 BLEND = np.array([[1, 0, 0], [0.2, 0.5, 0.3], [0, 0, 1]], dtype=np.float32)  # per stream
 
@@ -29,10 +29,6 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def tiny(layers=4, max_dilation=8, quantization="mu-law", labels=(), seed=0):
-    return tiny_wavenet(layers, max_dilation, quantization, labels, q_levels=Q, seed=seed)
 
 
 def parallel_logits(model, codes, labels=None):
@@ -46,12 +42,12 @@ def parallel_logits(model, codes, labels=None):
 def test_dilations_double_then_repeat():
     assert WaveNetConfig(layers=10, max_dilation=8).dilations == [1, 2, 4, 8, 1, 2, 4, 8, 1, 2]
     assert WaveNetConfig(layers=3, max_dilation=1).dilations == [1, 1, 1]
-    model = tiny(9, 4)
+    model = tiny_wavenet(9, 4)
     assert model.receptive_field == 3 * (1 + 2 + 4) + 1 == model.context_samples
 
 
 def test_label_index_equals_one_hot_blend_and_labels_matter():
-    model = tiny(labels=LABELS)
+    model = tiny_wavenet(labels=LABELS)
     codes = torch.randint(0, Q, (3, 30))
     by_index = parallel_logits(model, codes, torch.tensor([0, 1, 2]))
     by_blend = parallel_logits(model, codes, torch.eye(3))
@@ -61,7 +57,7 @@ def test_label_index_equals_one_hot_blend_and_labels_matter():
 
 
 def test_inference_spec_layout():
-    model = tiny(6, 8, labels=LABELS)
+    model = tiny_wavenet(6, 8, labels=LABELS)
     spec = model.inference_spec()
     R, S, A = 8, 12, 10
     assert spec["family"] == "wavenet" and spec["labels"] == LABELS and spec["q_levels"] == Q
@@ -82,12 +78,12 @@ def test_inference_spec_layout():
     assert torch.equal(spec["layers"][0]["conv_w"][1], w[:, :, 1])
     for name, shape in (("out1_w", (A, S)), ("out1_b", (A,)), ("out2_w", (Q, A)), ("out2_b", (Q,))):
         assert spec[name].shape == shape
-    assert tiny(2, 2).inference_spec()["layers"][0]["label_bias"] is None
+    assert tiny_wavenet(2, 2).inference_spec()["layers"][0]["label_bias"] is None
 
 
 def test_receptive_field_is_exact():
     """Changing input p changes exactly the outputs p .. p + rf - 1."""
-    model = tiny(6, 4)
+    model = tiny_wavenet(6, 4)
     rf = model.receptive_field
     inputs = torch.randint(0, Q, (1, 3 * rf))
     p = rf
@@ -100,7 +96,7 @@ def test_receptive_field_is_exact():
 
 
 def test_training_forward_equals_padded_forward_and_nll():
-    model = tiny(6, 8, labels=LABELS)
+    model = tiny_wavenet(6, 8, labels=LABELS)
     rf, L = model.receptive_field, 20
     codes = torch.randint(0, Q, (3, rf + L))
     labels = torch.tensor([0, 2, 1])
@@ -120,7 +116,7 @@ def test_training_forward_equals_padded_forward_and_nll():
 
 def test_prime_fills_the_receptive_field():
     """After a prime of at least rf codes only its last rf codes matter, and silence none."""
-    model = tiny(6, 8)
+    model = tiny_wavenet(6, 8)
     rf = model.receptive_field
     rng = np.random.default_rng(0)
     prime = rng.integers(0, Q, (2, rf + 9))
@@ -139,7 +135,7 @@ def test_prime_fills_the_receptive_field():
 
 
 def test_generate_is_deterministic_and_agrees_with_teacher_forcing():
-    model = tiny(6, 8, labels=LABELS)
+    model = tiny_wavenet(6, 8, labels=LABELS)
     u = uniforms(3, range(3), 0, 80)
     temps = [0.8, 1.0, 1.3]
     a = make_engine(model, 3, backend="torch")
