@@ -15,19 +15,14 @@ Per sample (position t), for B streams at once:
   an exact fixed-point cumulative sum standing in for torch's float64 running sum) into the
   ring of past codes.
 
-Matmuls take ``[BM, BK] x [BK, BN]`` tiles with ``tl.dot``: the activations cast to the weights'
-dtype (bf16/fp16: tensor cores, float32 accumulation) or, at precision fp32, IEEE float32
-(``input_precision="ieee"``: no tf32). Helpers are written inline: Triton's interpreter (the
-CPU tests) pays heavily for every nested call. Weights are stored transposed (``[in, out]``); the
-small folded frame projection ``A``, biases and MLP tables stay float32.
+The kernels live in :mod:`.samplernn_large_kernels` (with their tiling and precision); this
+module launches them (:class:`FusedSampleRNN`) and registers the configurations the compile
+check builds.
 
 The kernels a step launches depend on the position only through ``t mod 2*F0`` (which tiers
 are due, the hidden-state slot, the conditioning row), so on a GPU sampling captures
 ``2*F0*reps`` consecutive samples from an aligned position into one CUDA graph and replays it;
 the unaligned head and the tail of a call run the same kernels one by one.
-
-Precision on the CPU (TRITON_INTERPRET=1, tests): ``tl.dot`` is exact fp32 and fp16 works;
-bf16 is checked on a GPU only (the interpreter's bf16 conversion truncates).
 """
 
 from __future__ import annotations
@@ -35,212 +30,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 import triton
-import triton.language as tl
 
 from wavegen.engine import EngineError
 from wavegen.kernels.cuda import register_triton_kernel
+from wavegen.kernels.cuda.samplernn_large_kernels import srnn_layer, srnn_linear, srnn_mlp_input, srnn_out_sample
 from wavegen.kernels.packing import as_numpy
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 TEACHER_FORCE, SAMPLE = 0, 1
-
-
-@triton.jit
-def srnn_layer(X, WI, BI, H, WH, BH, CST, HN, Y, A, CV, ring, t_mod, ADD, add_stride, B, dim, F, F0, half_q,
-               FP: tl.constexpr, LAYER0: tl.constexpr, HAS_ADD: tl.constexpr, LSTM: tl.constexpr, SKIP: tl.constexpr,
-               FIRST: tl.constexpr, BB: tl.constexpr, BD: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr):
-    """One GRU/LSTM layer for streams [pid0*BB, ...) and dims [pid1*BD, ...): HN [B, dim] = the new h
-    from H [B, dim] (and the cells CST [B, dim], LSTM, in place). Input: X [B, dim] through WI
-    [dim, G*dim] + BI, or for the first layer (LAYER0) the frame of the last F codes (ring
-    [B, F0]: position s in slot s % F0; t_mod = t % F0) through A [G*dim, F] + CV, plus ADD
-    [B, G*dim] (row stride add_stride) where HAS_ADD. With SKIP, Y [B, dim] (+)= h (FIRST: =)."""
-    rb = tl.program_id(0) * BB + tl.arange(0, BB)
-    rd = tl.program_id(1) * BD + tl.arange(0, BD)
-    mb = rb < B
-    md = rd < dim
-    m2 = mb[:, None] & md[None, :]
-    G: tl.constexpr = 4 if LSTM else 3
-    GD = G * dim
-    rb64 = rb.to(tl.int64)
-    acc0 = tl.zeros([BB, BD], tl.float32)
-    acc1 = tl.zeros([BB, BD], tl.float32)
-    acc2 = tl.zeros([BB, BD], tl.float32)
-    acc3 = tl.zeros([BB, BD], tl.float32)
-    dt = WH.dtype.element_ty
-    # GRU: acc0/acc1 the r/z sums, acc2 the recurrent n part, acc3 the input n part; LSTM: i f g o
-    for k0 in range(0, dim, BK):
-        rk = k0 + tl.arange(0, BK)
-        mk = rk < dim
-        wm = mk[:, None] & md[None, :]
-        h = tl.load(H + rb64[:, None] * dim + rk[None, :], mask=mb[:, None] & mk[None, :], other=0.0).to(dt)
-        at = WH + rk[:, None].to(tl.int64) * GD + rd[None, :]
-        acc0 = tl.dot(h, tl.load(at, mask=wm, other=0.0), acc0, input_precision=PREC)
-        acc1 = tl.dot(h, tl.load(at + dim, mask=wm, other=0.0), acc1, input_precision=PREC)
-        acc2 = tl.dot(h, tl.load(at + 2 * dim, mask=wm, other=0.0), acc2, input_precision=PREC)
-        if LSTM:
-            acc3 = tl.dot(h, tl.load(at + 3 * dim, mask=wm, other=0.0), acc3, input_precision=PREC)
-    if not LAYER0:  # a loop of its own: half the tiles live at once (registers)
-        for k0 in range(0, dim, BK):
-            rk = k0 + tl.arange(0, BK)
-            mk = rk < dim
-            wm = mk[:, None] & md[None, :]
-            x = tl.load(X + rb64[:, None] * dim + rk[None, :], mask=mb[:, None] & mk[None, :], other=0.0).to(dt)
-            at = WI + rk[:, None].to(tl.int64) * GD + rd[None, :]
-            acc0 = tl.dot(x, tl.load(at, mask=wm, other=0.0), acc0, input_precision=PREC)
-            acc1 = tl.dot(x, tl.load(at + dim, mask=wm, other=0.0), acc1, input_precision=PREC)
-            if LSTM:
-                acc2 = tl.dot(x, tl.load(at + 2 * dim, mask=wm, other=0.0), acc2, input_precision=PREC)
-            acc3 = tl.dot(x, tl.load(at + (3 if LSTM else 2) * dim, mask=wm, other=0.0), acc3, input_precision=PREC)
-    # biases: recurrent ones on the recurrent parts, input ones (folded into CV for the first layer)
-    acc0 += tl.load(BH + rd, mask=md, other=0.0)[None, :]
-    acc1 += tl.load(BH + dim + rd, mask=md, other=0.0)[None, :]
-    acc2 += tl.load(BH + 2 * dim + rd, mask=md, other=0.0)[None, :]
-    if LSTM:
-        acc3 += tl.load(BH + 3 * dim + rd, mask=md, other=0.0)[None, :]
-    if LAYER0:
-        # the frame [BB, FP] (zero past F) through A^T [FP, BD] per gate, in IEEE float32 (small)
-        rf = tl.arange(0, FP)
-        mf = rf < F
-        code = tl.load(ring + rb64[:, None] * F0 + (t_mod + F0 - F + rf[None, :]) % F0, mask=mb[:, None] & mf[None, :],
-                       other=0).to(tl.float32)
-        frame = tl.where(mf[None, :], (code / half_q - 1.0) * 2.0, 0.0)
-        am = mf[:, None] & md[None, :]
-        at = A + rd[None, :] * F + rf[:, None]
-        gi0 = tl.dot(frame, tl.load(at, mask=am, other=0.0), input_precision="ieee")
-        gi1 = tl.dot(frame, tl.load(at + dim * F, mask=am, other=0.0), input_precision="ieee")
-        gi2 = tl.dot(frame, tl.load(at + 2 * dim * F, mask=am, other=0.0), input_precision="ieee")
-        gi0 += tl.load(CV + rd, mask=md, other=0.0)[None, :]
-        gi1 += tl.load(CV + dim + rd, mask=md, other=0.0)[None, :]
-        gi2 += tl.load(CV + 2 * dim + rd, mask=md, other=0.0)[None, :]
-        if LSTM:
-            gi3 = tl.dot(frame, tl.load(at + 3 * dim * F, mask=am, other=0.0), input_precision="ieee")
-            gi3 += tl.load(CV + 3 * dim + rd, mask=md, other=0.0)[None, :]
-        if HAS_ADD:
-            at = ADD + rb64[:, None] * add_stride + rd[None, :]
-            gi0 += tl.load(at, mask=m2, other=0.0)
-            gi1 += tl.load(at + dim, mask=m2, other=0.0)
-            gi2 += tl.load(at + 2 * dim, mask=m2, other=0.0)
-            if LSTM:
-                gi3 += tl.load(at + 3 * dim, mask=m2, other=0.0)
-        acc0 += gi0
-        acc1 += gi1
-        if LSTM:
-            acc2 += gi2
-            acc3 += gi3
-        else:
-            acc3 += gi2
-    else:
-        acc0 += tl.load(BI + rd, mask=md, other=0.0)[None, :]
-        acc1 += tl.load(BI + dim + rd, mask=md, other=0.0)[None, :]
-        if LSTM:
-            acc2 += tl.load(BI + 2 * dim + rd, mask=md, other=0.0)[None, :]
-            acc3 += tl.load(BI + 3 * dim + rd, mask=md, other=0.0)[None, :]
-        else:
-            acc3 += tl.load(BI + 2 * dim + rd, mask=md, other=0.0)[None, :]
-    at = rb64[:, None] * dim + rd[None, :]
-    if LSTM:
-        g = 2.0 * tl.sigmoid(2.0 * acc2) - 1.0  # tanh
-        c = tl.sigmoid(acc1) * tl.load(CST + at, mask=m2, other=0.0) + tl.sigmoid(acc0) * g
-        tl.store(CST + at, c, mask=m2)
-        h = tl.sigmoid(acc3) * (2.0 * tl.sigmoid(2.0 * c) - 1.0)
-    else:
-        r = tl.sigmoid(acc0)
-        z = tl.sigmoid(acc1)
-        n = 2.0 * tl.sigmoid(2.0 * (acc3 + r * acc2)) - 1.0
-        h = (1.0 - z) * n + z * tl.load(H + at, mask=m2, other=0.0)
-    tl.store(HN + at, h, mask=m2)
-    if SKIP:
-        if FIRST:
-            tl.store(Y + at, h, mask=m2)
-        else:
-            tl.store(Y + at, tl.load(Y + at, mask=m2, other=0.0) + h, mask=m2)
-
-
-@triton.jit
-def srnn_linear(X, W, BIAS, Y, M, N, K, HAS_BIAS: tl.constexpr, RELU: tl.constexpr, BM: tl.constexpr,
-                BN: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr):
-    """Y [M, N] = (ReLU)(X [M, K] @ W [K, N] (+ BIAS [N])), float32 out, all row-major."""
-    rm = tl.program_id(0) * BM + tl.arange(0, BM)
-    rn = tl.program_id(1) * BN + tl.arange(0, BN)
-    mm = rm < M
-    mn = rn < N
-    rm64 = rm.to(tl.int64)
-    acc = tl.zeros([BM, BN], tl.float32)
-    dt = W.dtype.element_ty
-    for k0 in range(0, K, BK):
-        rk = k0 + tl.arange(0, BK)
-        mk = rk < K
-        x = tl.load(X + rm64[:, None] * K + rk[None, :], mask=mm[:, None] & mk[None, :], other=0.0).to(dt)
-        w = tl.load(W + rk[:, None].to(tl.int64) * N + rn[None, :], mask=mk[:, None] & mn[None, :], other=0.0)
-        acc = tl.dot(x, w, acc, input_precision=PREC)
-    if HAS_BIAS:
-        acc += tl.load(BIAS + rn, mask=mn, other=0.0)[None, :]
-    if RELU:
-        acc = tl.maximum(acc, 0.0)
-    tl.store(Y + rm64[:, None] * N + rn[None, :], acc, mask=mm[:, None] & mn[None, :])
-
-
-@triton.jit
-def srnn_mlp_input(ring, t_mod, COND, cond_stride, TAB, INB, X1, B, dim, q, F0, w, BB: tl.constexpr,
-                   BD: tl.constexpr):
-    """X1 [B, dim] = ReLU(INB + COND[b] + sum_p TAB[p, code of stream b p-th in the window]); COND's
-    rows are cond_stride apart (the conditioning vector of this position)."""
-    rb = tl.program_id(0) * BB + tl.arange(0, BB)
-    rd = tl.program_id(1) * BD + tl.arange(0, BD)
-    mb = rb < B
-    md = rd < dim
-    m2 = mb[:, None] & md[None, :]
-    rb64 = rb.to(tl.int64)
-    x = tl.load(INB + rd, mask=md, other=0.0)[None, :] + tl.load(COND + rb64[:, None] * cond_stride + rd[None, :],
-                                                                 mask=m2, other=0.0)
-    for p in range(w):
-        code = tl.load(ring + rb64 * F0 + (t_mod + F0 - w + p) % F0, mask=mb, other=0)
-        x += tl.load(TAB + ((p * q + code)[:, None] * dim + rd[None, :]), mask=m2, other=0.0)
-    tl.store(X1 + rb64[:, None] * dim + rd[None, :], tl.maximum(x, 0.0), mask=m2)
-
-
-@triton.jit
-def srnn_out_sample(X2, WO, BO, ring, t_mod, codes_in, uniforms, temps, codes_out, logits_out, B, dim, F0, i, n,
-                    mode, Q: tl.constexpr, QP: tl.constexpr, BB: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr,
-                    FIX_BITS: tl.constexpr):
-    """Logits [BB, Q] = X2 @ WO [dim, Q] + BO for a block of streams; mode 0 (teacher forcing): into
-    logits_out [B, n, Q] at step i, the code from codes_in [B, n]; mode 1: the code drawn with
-    uniforms [B, n] at i and temps [B], into codes_out [B, n]. The code goes into slot t_mod of ring [B, F0]."""
-    rb = tl.program_id(0) * BB + tl.arange(0, BB)
-    mb = rb < B
-    rb64 = rb.to(tl.int64)
-    rq = tl.arange(0, QP)
-    mq = rq < Q
-    acc = tl.zeros([BB, QP], tl.float32)
-    dt = WO.dtype.element_ty
-    for k0 in range(0, dim, BK):
-        rk = k0 + tl.arange(0, BK)
-        mk = rk < dim
-        x = tl.load(X2 + rb64[:, None] * dim + rk[None, :], mask=mb[:, None] & mk[None, :], other=0.0).to(dt)
-        wo = tl.load(WO + rk[:, None].to(tl.int64) * Q + rq[None, :], mask=mk[:, None] & mq[None, :], other=0.0)
-        acc = tl.dot(x, wo, acc, input_precision=PREC)
-    acc += tl.load(BO + rq, mask=mq, other=0.0)[None, :]
-    if mode == 0:
-        tl.store(logits_out + (rb64[:, None] * n + i) * Q + rq[None, :], acc, mask=mb[:, None] & mq[None, :])
-        code = tl.load(codes_in + rb64 * n + i, mask=mb, other=0).to(tl.int64)
-    else:
-        u = tl.load(uniforms + rb64 * n + i, mask=mb, other=0.0)
-        temp = tl.load(temps + rb, mask=mb, other=1.0)
-        # inverse CDF as wavegen.engine.sample_codes (whose cumulative sum runs in float64 on torch's
-        # CPU): p in fixed point (2^-FIX_BITS units, int64), whose cumulative sums are exact in any
-        # order (the GPU's parallel scan and the interpreter's sequential one agree bit for bit),
-        # each prefix then rounded to float32 (the scheme of wavenet_large_steps)
-        zq = tl.where(mq[None, :], acc / temp[:, None], float("-inf"))
-        fixed = (tl.exp(zq - tl.max(zq, axis=1)[:, None]) * (2.0 ** FIX_BITS)).to(tl.int64)
-        cdf = tl.cumsum(fixed, axis=1).to(tl.float32) * (2.0 ** -FIX_BITS)
-        total = tl.sum(fixed, axis=1).to(tl.float32) * (2.0 ** -FIX_BITS)
-        below = (cdf <= (u * total)[:, None]) & mq[None, :]
-        code = tl.minimum(tl.sum(below.to(tl.int32), axis=1), Q - 1).to(tl.int64)
-        tl.store(codes_out + rb64 * n + i, code, mask=mb)
-    tl.store(ring + rb64 * F0 + t_mod, code, mask=mb)
-
-
-# ----- the host side ------------------------------------------------------------------------------------
 
 BK = 32  # reduction chunk of every matmul
 LAYER_BD = 32  # dims per srnn_layer program (four [BB, BD] accumulators live at once)
@@ -265,6 +62,8 @@ def linear_tile(rows: int, precision: str, block_streams: int) -> tuple[int, int
     if precision != "fp32" and rows >= BIG_ROWS:
         return BIG_TILE
     return block_streams, LINEAR_BN, BK, linear_warps(precision)
+
+
 GRAPH_MIN_SAMPLES = 64  # a CUDA graph holds at least this many samples (a whole number of 2*F0)
 
 
@@ -455,7 +254,7 @@ class FusedSampleRNN:
 def _register() -> None:
     """The configurations the compile check builds: samplernn-3tier (dim 1024, 1-layer GRU, Q 256,
     frames 8/2) at 32 streams per program, fp32 (IEEE) and bf16; plus a 2-layer LSTM layer."""
-    f, i32, i64 = "*fp32", "i32", "i64"
+    f, i32 = "*fp32", "i32"
     for prec, wdt in (("fp32", "*fp32"), ("bf16", "*bf16")):
         p = {"PREC": "ieee" if prec == "fp32" else "tf32"}
         layer = {"X": f, "WI": wdt, "BI": f, "H": f, "WH": wdt, "BH": f, "CST": f, "HN": f, "Y": f, "A": f, "CV": f,
