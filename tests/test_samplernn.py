@@ -1,6 +1,8 @@
 """SampleRNN: config validation, the inference spec, TBPTT carry, presets (engines: test_engines.py)."""
 
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -8,8 +10,8 @@ import torch
 from conftest import tiny_samplernn
 from wavegen.audio import silence_code
 from wavegen.config import ConfigError, TrainConfig
-from wavegen.models import build_model, resolve_preset
-from wavegen.models.samplernn import SampleRNNConfig
+from wavegen.models import build_model, resolve_preset, samplernn
+from wavegen.models.samplernn import SampleMLP, SampleRNNConfig
 
 @pytest.fixture(autouse=True, scope="module")
 def one_torch_thread():
@@ -46,6 +48,84 @@ def test_folded_tables_equal_embedding_times_conv():
     w = model.mlp.input.weight.detach()  # [dim, emb, window]
     for p in range(4):
         assert torch.allclose(spec["mlp"]["tables"][p], emb @ w[:, :, p].T, atol=1e-6)
+
+
+def _check_uniform(weight: torch.Tensor, bound: float, what: str) -> None:
+    """Drawn from U(-bound, bound): inside the bound, reaching near it, with its standard deviation."""
+    w = weight.detach()
+    assert w.abs().max() <= bound * (1 + 1e-6), f"{what}: {float(w.abs().max())} outside +-{bound}"
+    assert w.abs().max() > 0.9 * bound, f"{what}: never near its bound {bound}"
+    assert abs(float(w.std()) / (bound / math.sqrt(3)) - 1) < 0.1, f"{what}: std {float(w.std())}, bound {bound}"
+
+
+@pytest.mark.parametrize("rnn_type", ["gru", "lstm"])
+def test_initialisation_is_fan_in_scaled_with_orthogonal_candidate_blocks(rnn_type):
+    """The init that made wavegen learn more per step than the 2017 peer (docs/QUALITY.md): Kaiming
+    uniform into ReLUs and conditioning sums, LeCun for the RNN's input/gate weights and the logits,
+    the candidate's recurrent block orthogonal, biases zero, weight norm's g = ||v|| (the layer
+    computes the drawn weight)."""
+    torch.manual_seed(0)
+    dim, emb, window, q = 64, 48, 4, 32
+    model = samplernn.SampleRNN(SampleRNNConfig(frame_sizes=[16, window], n_rnn=2, dim=dim, emb_size=emb,
+                                                q_levels=q, rnn_type=rnn_type))
+    kaiming, lecun = (lambda fan_in: math.sqrt(6 / fan_in)), (lambda fan_in: math.sqrt(3 / fan_in))
+    n_gates = 4 if rnn_type == "lstm" else 3
+    for k, tier in enumerate(model.tiers):
+        _check_uniform(tier.input.weight, kaiming(tier.frame_size), f"tier {k} input")
+        _check_uniform(tier.upsample.weight, kaiming(dim), f"tier {k} upsampling")
+        biases = [tier.input.bias, tier.upsample.bias]
+        for j, rnn in enumerate(tier.rnns):
+            for gate in range(n_gates):
+                rows = slice(gate * dim, (gate + 1) * dim)
+                _check_uniform(rnn.weight_ih_l0[rows], lecun(dim), f"tier {k} layer {j} w_ih gate {gate}")
+                w_hh = rnn.weight_hh_l0[rows].detach()
+                if gate == 2:  # the candidate (GRU n, LSTM g)
+                    assert torch.allclose(w_hh @ w_hh.T, torch.eye(dim), atol=1e-5), f"tier {k} layer {j}"
+                else:
+                    _check_uniform(w_hh, lecun(dim), f"tier {k} layer {j} w_hh gate {gate}")
+            biases += [rnn.bias_ih_l0, rnn.bias_hh_l0]
+        assert all(torch.count_nonzero(b) == 0 for b in biases)
+    mlp = model.mlp
+    _check_uniform(mlp.input.weight, kaiming(emb * window), "mlp input")
+    _check_uniform(mlp.hidden.weight, kaiming(dim), "mlp hidden")
+    _check_uniform(mlp.output.weight, lecun(dim), "mlp output")
+    assert all(torch.count_nonzero(layer.bias) == 0 for layer in (mlp.input, mlp.hidden, mlp.output))
+    for layer in (model.tiers[0].input, model.tiers[1].upsample, mlp.input, mlp.output):
+        g, v = layer.parametrizations.weight.original0, layer.parametrizations.weight.original1
+        assert torch.allclose(g.flatten(), v.flatten(1).norm(dim=1), rtol=1e-6)
+        assert torch.allclose(layer.weight, v, rtol=1e-6, atol=1e-7)
+
+
+def test_folded_first_layer_equals_the_convolution_in_value_and_gradient(monkeypatch):
+    """Training's first MLP layer as embedding_bag over the folded tables gives the convolution's
+    loss (rtol 1e-5) and every parameter's gradient (to 1e-4 of the gradient's largest entry), and
+    the model takes it for a large batch."""
+    model = tiny_samplernn([16, 4], n_rnn=1, dim=32, emb_size=16, q_levels=64).train()
+    batch = {"codes": torch.randint(0, 64, (4, 16 + 64), generator=torch.Generator().manual_seed(1)),
+             "reset": torch.ones(4, dtype=torch.bool)}
+    folded_calls = []
+    original = SampleMLP.first_layer_folded
+    monkeypatch.setattr(SampleMLP, "first_layer_folded",
+                        lambda self, codes: folded_calls.append(1) or original(self, codes))
+    results = {}
+    for path, threshold in (("conv", 10 ** 12), ("folded", 0)):
+        monkeypatch.setattr(samplernn, "FOLD_MIN_SAMPLES_PER_LEVEL", threshold)
+        model.zero_grad()
+        loss, _ = model(batch)
+        loss.backward()
+        results[path] = (loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()})
+        assert len(folded_calls) == (path == "folded")
+    (loss_c, grads_c), (loss_f, grads_f) = results["conv"], results["folded"]
+    assert torch.allclose(loss_c, loss_f, rtol=1e-5)
+    assert grads_c.keys() == grads_f.keys()
+    for name, g in grads_c.items():
+        scale = float(g.abs().max())
+        assert scale > 0, name
+        assert torch.allclose(g, grads_f[name], rtol=0, atol=1e-4 * scale), name
+    # the default rule: 4 x 64 predicted samples are at least 4 per level of a 64-level model: folded
+    monkeypatch.setattr(samplernn, "FOLD_MIN_SAMPLES_PER_LEVEL", 4)
+    model(batch)
+    assert len(folded_calls) == 2
 
 
 def test_tbptt_carry_equals_one_long_sequence():
