@@ -44,9 +44,10 @@ def _safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict | None =
     return save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
 
 
-def save_model(model: torch.nn.Module, config: dict, folder: Path) -> Path:
-    """Write ``folder/model.safetensors`` + ``folder/config.json``: a temporary folder, synced,
-    swapped in with fileio.replace_dir (the old folder goes only after the swap)."""
+def save_model(model: torch.nn.Module, config: dict, folder: Path, extra: dict[str, bytes | str] | None = None) -> Path:
+    """Write ``folder/model.safetensors`` + ``folder/config.json`` (+ ``extra`` files by name, e.g. the
+    album profile): a temporary folder, synced, swapped in with fileio.replace_dir (the old folder
+    goes only after the swap)."""
     folder = Path(folder)
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     if tmp.exists():
@@ -54,6 +55,8 @@ def save_model(model: torch.nn.Module, config: dict, folder: Path) -> Path:
     tmp.mkdir(parents=True)
     atomic_write(tmp / MODEL_FILE, _safetensors_bytes(model.state_dict(), {"model_type": config["model_type"]}))
     write_json(tmp / CONFIG_FILE, config)
+    for name, data in (extra or {}).items():
+        atomic_write(tmp / name, data)
     return replace_dir(tmp, folder)
 
 

@@ -1,11 +1,12 @@
 """The guard: each window of each stream is checked before it is written; failing streams are redrawn.
 
-:class:`GuardCriteria` holds what counts as a failure (fixed thresholds today; a profile of
-the corpus's feature ranges could fill the same object). :func:`guard_verdict` judges one
-window. :class:`Guard` rewinds the failing streams of a batch to the window's start and
-redraws them with ``attempt + 1`` (fresh, still seed-determined random numbers), leaving the
-other streams as they were; after ``attempts`` redraws the last one is kept ("gave up").
-:class:`GuardLog` records every event for the report and logs the first few.
+:class:`GuardCriteria` holds what counts as a failure: fixed thresholds, or (when the model
+carries an album profile, :mod:`wavegen.render.album`) margins around what its album does
+(:func:`criteria_for`). :func:`guard_verdict` judges one window. :class:`Guard` rewinds the
+failing streams of a batch to the window's start and redraws them with ``attempt + 1`` (fresh,
+still seed-determined random numbers), leaving the other streams as they were; after
+``attempts`` redraws the last one is kept ("gave up"). :class:`GuardLog` records every event
+for the report and logs the first few.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from typing import Callable
 
 import numpy as np
 
+from wavegen.render import album
+from wavegen.render.album import spectral_flatness  # noqa: F401  (re-exported: wavegen.render.spectral_flatness)
+
 logger = logging.getLogger("wavegen.render")
 
 LOGGED_EVENTS = 50  # guard events logged per session; every one goes to the report
@@ -24,42 +28,78 @@ LOGGED_EVENTS = 50  # guard events logged per session; every one goes to the rep
 
 @dataclass(frozen=True)
 class GuardCriteria:
-    """What :func:`guard_verdict` calls a failed window. Field names are RenderSettings' without ``guard_``."""
+    """What :func:`guard_verdict` calls a failed window. The first five fields are RenderSettings'
+    without ``guard_``; ``dc_offset`` and ``stuck_change`` are checked only where set (an album
+    profile sets them), ``album`` names the profile the values came from."""
 
     silence_db: float = -60.0  # every 50 ms frame's RMS (mean removed) below this → silence
     noise_flatness: float = 0.85  # spectral flatness above this ...
     noise_db: float = -30.0  # ... with the window's RMS above this → noise
     clip_level: float = 0.95  # |x| at or above this counts as clipped ...
     clip_fraction: float = 0.1  # ... in more than this fraction of the window → clipping
+    dc_offset: float | None = None  # |window mean| above this → dc
+    stuck_change: float | None = None  # spectral change (album.spectral_change) below this → stuck tone
+    album: str | None = None
 
     @classmethod
     def of(cls, source) -> "GuardCriteria":
         """GuardCriteria itself, or anything with ``guard_*`` attributes (RenderSettings)."""
         if isinstance(source, cls):
             return source
-        return cls(**{f.name: getattr(source, "guard_" + f.name) for f in fields(cls)})
+        return cls(**{f.name: getattr(source, "guard_" + f.name) for f in fields(cls)
+                      if hasattr(source, "guard_" + f.name)})
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The criteria that are set (unset optional ones left out, so fixed criteria read as before)."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def album_criteria(profile: dict, clip_level: float = 0.95, source: str = "album profile") -> GuardCriteria:
+    """An album profile (wavegen.render.album) → criteria flagging windows far outside it:
+
+    - noise: flatness above FLATNESS_FACTOR x the album's 99th percentile (sounding windows),
+      in a window no quieter than the album's median level minus NOISE_GATE_DB;
+    - silence: the loudest 50 ms frame SILENCE_MARGIN_DB under the album's 1st percentile;
+    - stuck tone: spectral change under the album's 1st percentile / STUCK_DIVISOR (never for
+      an album that itself holds still);
+    - dc: |mean| above the album's 99th percentile + DC_MARGIN;
+    - clipping: a clipped fraction above the album's 99th percentile + CLIP_MARGIN.
+    """
+    f = profile["features"]
+
+    def pick(name, key, default=None):
+        values = f.get(name) or {}
+        return values.get(key, default)
+
+    flat = pick("flatness", "p99")
+    change = pick("change", "p1")
+    return GuardCriteria(
+        silence_db=pick("peak_frame_db", "p1") - album.SILENCE_MARGIN_DB,
+        noise_flatness=min(1.0, album.FLATNESS_FACTOR * flat) if flat is not None else 1.0,
+        noise_db=pick("rms_db", "p50") - album.NOISE_GATE_DB,
+        clip_level=clip_level, clip_fraction=pick("clip_fraction", "p99") + album.CLIP_MARGIN,
+        dc_offset=pick("dc", "p99") + album.DC_MARGIN,
+        stuck_change=change / album.STUCK_DIVISOR if change else None, album=source)
+
+
+def criteria_for(settings, ref=None) -> GuardCriteria:
+    """The criteria a render of the model ``ref`` (a wavegen.resolve.ModelRef) uses: its album
+    profile's (:func:`album_criteria`) where it has one and ``settings.guard_album`` is on, else
+    the fixed thresholds of ``settings`` (a RenderSettings or GuardCriteria)."""
+    path = album.profile_path(ref) if ref is not None and getattr(settings, "guard_album", True) else None
+    profile = album.load_profile(path) if path is not None else None
+    if profile is None:
+        return GuardCriteria.of(settings)
+    return album_criteria(profile, GuardCriteria.of(settings).clip_level, str(path))
 
 
 def _db(x: float) -> float:
     return 20.0 * math.log10(max(float(x), 1e-12))
 
 
-def spectral_flatness(x: np.ndarray, n_fft: int = 256) -> float | None:
-    """Geometric / arithmetic mean of the Welch-averaged power spectrum of x [n] (Hann frames of
-    ``n_fft``, each frame's mean removed, DC bin dropped); None for fewer than 8 frames."""
-    if len(x) < 8 * n_fft:
-        return None
-    seg = x[: len(x) // n_fft * n_fft].reshape(-1, n_fft)
-    seg = (seg - seg.mean(axis=1, keepdims=True)) * np.hanning(n_fft)
-    power = (np.abs(np.fft.rfft(seg, axis=1)) ** 2).mean(axis=0)[1:] + 1e-20
-    return math.exp(np.mean(np.log(power))) / np.mean(power)
-
-
 def guard_verdict(audio: np.ndarray, sample_rate: int, criteria) -> str | None:
-    """One window of one stream, audio [n] float in [-1, 1] → "clipping" | "silence" | "noise" | None.
+    """One window of one stream, audio [n] float in [-1, 1] → "clipping" | "silence" | "dc" | "noise" |
+    "stuck tone" | None.
 
     ``criteria``: a :class:`GuardCriteria` or a RenderSettings (its ``guard_*`` fields).
 
@@ -67,10 +107,13 @@ def guard_verdict(audio: np.ndarray, sample_rate: int, criteria) -> str | None:
       stuck at the rails).
     - silence: every 50 ms frame has an RMS, mean removed, below ``silence_db`` dBFS (a model
       stuck on one code, whatever DC value that code has).
+    - dc (``dc_offset`` set): the window's mean is further from 0 than ``dc_offset``.
     - noise: spectral flatness (:func:`spectral_flatness`) above ``noise_flatness`` while the
       RMS is above ``noise_db`` dBFS. White noise scores 0.98-1 over a 2 s window at 16 kHz
       (0.92 at worst over 2400 samples), pink noise ~0.5, tones under 0.01. Windows shorter than
       8 frames (2048 samples) are not checked for noise: too few frames to average.
+    - stuck tone (``stuck_change`` set): the spectrum of consecutive 50 ms frames hardly moves
+      (:func:`wavegen.render.album.spectral_change` below ``stuck_change``).
     """
     c = GuardCriteria.of(criteria)
     x = np.asarray(audio, dtype=np.float64)
@@ -79,13 +122,17 @@ def guard_verdict(audio: np.ndarray, sample_rate: int, criteria) -> str | None:
         return None
     if np.mean(np.abs(x) >= c.clip_level) > c.clip_fraction:
         return "clipping"
-    frame = max(1, min(n, int(round(0.05 * sample_rate))))
-    frames = x[: n // frame * frame].reshape(-1, frame)
-    if _db(frames.std(axis=1).max()) < c.silence_db:
+    if album.frame_levels(x, sample_rate).max() < c.silence_db:
         return "silence"
+    if c.dc_offset is not None and abs(float(x.mean())) > c.dc_offset:
+        return "dc"
     flatness = spectral_flatness(x)
     if flatness is not None and flatness > c.noise_flatness and _db(x.std()) > c.noise_db:
         return "noise"
+    if c.stuck_change is not None:
+        change = album.spectral_change(x, sample_rate)
+        if change is not None and change < c.stuck_change:
+            return "stuck tone"
     return None
 
 

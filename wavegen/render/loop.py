@@ -22,7 +22,7 @@ from wavegen.generate import make_engine, temperatures, uniforms
 from wavegen.plotting import spectrogram_png
 from wavegen.progress import progress_bar
 from wavegen.render.folder import REPORT_FILE, RenderFolder, check_params
-from wavegen.render.guard import Guard, GuardCriteria, GuardLog
+from wavegen.render.guard import Guard, GuardLog, criteria_for
 from wavegen.render.processes import Processes
 from wavegen.render.settings import RenderSettings, RenderStateError, parse_label, prime_codes, shard_streams
 from wavegen.render.writers import StreamWriters, encode_flac, load_snapshot, save_snapshot, snapshot_exists
@@ -99,6 +99,7 @@ class RenderJob:
             self.prime = prime_codes(settings.prime, self.sr, settings.prime_seconds, self.q_levels,
                                      self.quantization, int(getattr(model, "context_samples", 1)))
         del model
+        self.criteria = criteria_for(settings, ref)  # the model's album profile, or the fixed thresholds
         self.temps_all = temperatures(settings.temperature, settings.streams)
         self.params = render_params(ref, settings, self.temps_all, self.prime, self.engine.backend, procs.world,
                                     self.sr)
@@ -173,7 +174,7 @@ class RenderJob:
 def render_params(ref: ModelRef, s: RenderSettings, temps: np.ndarray, prime, backend: str, world: int,
                   sample_rate: int) -> dict:
     """Everything that decides a render's audio (plus NON_BINDING records), as JSON would give it back."""
-    guard = {"seconds": s.guard_seconds, "attempts": s.guard_attempts, **GuardCriteria.of(s).as_dict()}
+    guard = {"seconds": s.guard_seconds, "attempts": s.guard_attempts, **criteria_for(s, ref).as_dict()}
     return json.loads(json.dumps({
         "model": str(ref.weights.parent.resolve()), "model_sha256": sha256_file(ref.weights),
         "sample_rate": sample_rate, "seconds": s.seconds, "streams": s.streams, "seed": s.seed,
@@ -319,7 +320,7 @@ class ShardRender:
         s, engine, job = self.s, self.engine, self.job
         window = max(1, int(round((s.guard_seconds if s.guard else s.block_seconds) * self.sr)))
         snapshot_every = max(1, int(round(s.snapshot_seconds * self.sr)))
-        guard = Guard(GuardCriteria.of(s), s.guard_attempts, self.sr, job.ids, job.to_audio, self.log) \
+        guard = Guard(job.criteria, s.guard_attempts, self.sr, job.ids, job.to_audio, self.log) \
             if s.guard else None
         no_redraw = np.zeros(len(job.ids), dtype=np.int64)
         while pos < self.total:

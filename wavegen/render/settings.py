@@ -56,6 +56,7 @@ class RenderSettings:
     guard_noise_db: float = -30.0  # ... with the window's RMS above this → noise
     guard_clip_level: float = 0.95  # |x| at or above this counts as clipped ...
     guard_clip_fraction: float = 0.1  # ... in more than this fraction of the window → clipping
+    guard_album: bool = True  # the model's album profile (album.json) replaces the fixed thresholds above
 
     def validate(self) -> None:
         """ConfigError naming the first setting that cannot work (checks that need no model)."""

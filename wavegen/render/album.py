@@ -1,0 +1,197 @@
+"""The album a model learnt from, as ranges of cheap window features: the guard's yardstick.
+
+Training measures the corpus's training split once, in windows of WINDOW_SECONDS, *as the
+model hears it* (quantized and dequantized with the model's q_levels and quantization: an
+8-bit model's best render carries 8-bit quantization noise, which raises spectral flatness far
+above the int16 album's), and writes the percentiles to ``RUN/album.json``; ``best/`` carries
+a copy, so a model folder judges its renders alone. :func:`album_criteria` turns a profile
+into :class:`~wavegen.render.guard.GuardCriteria`: a window is flagged when it is far outside
+what the album does (see :func:`criteria_from_profile` for the margins).
+
+numpy only (the machines that render on a GPU lack librosa and soundfile).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger("wavegen.render")
+
+ALBUM_FILE = "album.json"
+VERSION = 1
+WINDOW_SECONDS = 2.0  # the render guard's default window
+MAX_WINDOWS = 400  # evenly spaced over the split: percentiles need hundreds, not the whole album
+PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
+FRAME_SECONDS = 0.05  # frames for loudness and spectral change
+SOUNDING_DB = 40.0  # frames within this of a window's loudest count as sounding
+PERIODIC_THRESHOLD = 0.6  # as wavegen.analysis: a normalized autocorrelation peak above this at 1-16 ms
+
+# Margins of "far outside the album" (album_criteria)
+FLATNESS_FACTOR = 2.0  # noise: flatter than twice the flattest 1% of the album's sounding windows
+NOISE_GATE_DB = 20.0  # ... in windows no quieter than the album's median level minus this
+SILENCE_MARGIN_DB = 30.0  # silence: loudest frame this far under the album's quietest 1%
+STUCK_DIVISOR = 4.0  # stuck tone: spectral change under a quarter of the album's least-changing 1%
+DC_MARGIN = 0.05  # DC: |mean| above the album's 99th percentile plus this
+CLIP_MARGIN = 0.05  # clipping: clipped fraction above the album's 99th percentile plus this
+
+
+def spectral_flatness(x: np.ndarray, n_fft: int = 256) -> float | None:
+    """Geometric / arithmetic mean of the Welch-averaged power spectrum of x [n] (Hann frames of
+    ``n_fft``, each frame's mean removed, DC bin dropped); None for fewer than 8 frames.
+    White noise scores 0.98-1 over 2 s at 16 kHz, pink noise ~0.5, tones under 0.01."""
+    if len(x) < 8 * n_fft:
+        return None
+    seg = x[: len(x) // n_fft * n_fft].reshape(-1, n_fft)
+    seg = (seg - seg.mean(axis=1, keepdims=True)) * np.hanning(n_fft)
+    power = (np.abs(np.fft.rfft(seg, axis=1)) ** 2).mean(axis=0)[1:] + 1e-20
+    return math.exp(np.mean(np.log(power))) / np.mean(power)
+
+
+def frame_levels(x: np.ndarray, sample_rate: int) -> np.ndarray:
+    """RMS (mean removed) of each 50 ms frame of x [n] in dBFS: [frames] (one frame when n is shorter)."""
+    frame = max(1, min(len(x), int(round(FRAME_SECONDS * sample_rate))))
+    frames = x[: len(x) // frame * frame].reshape(-1, frame)
+    return 20.0 * np.log10(np.maximum(frames.std(axis=1), 1e-12))
+
+
+def spectral_change(x: np.ndarray, sample_rate: int) -> float | None:
+    """How much the spectrum moves: 1 - cosine similarity of consecutive 50 ms frames' magnitude
+    spectra, averaged over sounding pairs; ~0 for a held tone, ~0.1 for notes every 0.25 s, ~0.2
+    for noise. None for fewer than 4 sounding pairs."""
+    frame = int(round(FRAME_SECONDS * sample_rate))
+    if frame < 16 or len(x) < 5 * frame:
+        return None
+    frames = x[: len(x) // frame * frame].reshape(-1, frame)
+    frames = frames - frames.mean(axis=1, keepdims=True)
+    level = 20.0 * np.log10(np.maximum(frames.std(axis=1), 1e-12))
+    sounding = level > max(level.max() - SOUNDING_DB, -90.0)
+    mag = np.abs(np.fft.rfft(frames * np.hanning(frame), axis=1))[:, 1:]
+    a, b = mag[:-1], mag[1:]
+    cos = (a * b).sum(axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-20)
+    pairs = sounding[:-1] & sounding[1:]
+    return float(np.mean(1.0 - cos[pairs])) if pairs.sum() >= 4 else None
+
+
+def periodic_fraction(x: np.ndarray, sample_rate: int) -> float:
+    """Fraction of sounding 64 ms frames whose normalized autocorrelation peaks above 0.6 at a lag of
+    1-16 ms (wavegen.analysis.periodicity, numpy only): ~1 for pitched notes, ~0 for noise."""
+    from wavegen.analysis import frame_size, periodicity
+
+    n_fft, hop = frame_size(sample_rate)
+    peaks = periodicity(np.asarray(x, dtype=np.float64), sample_rate, n_fft, hop)
+    level = frame_levels(x, sample_rate)
+    if len(peaks) == 0 or level.max() < -60.0:
+        return 0.0
+    return float((peaks > PERIODIC_THRESHOLD).mean())
+
+
+def window_features(x: np.ndarray, sample_rate: int, clip_level: float = 0.95) -> dict:
+    """One window x [n] float in [-1, 1] → ``{"rms_db", "peak_frame_db", "flatness", "dc", "clip_fraction",
+    "change", "periodic_fraction"}`` (flatness and change None where the window is too short)."""
+    x = np.asarray(x, dtype=np.float64)
+    return {"rms_db": 20.0 * math.log10(max(float(x.std()), 1e-12)),
+            "peak_frame_db": float(frame_levels(x, sample_rate).max()),
+            "flatness": spectral_flatness(x), "dc": abs(float(x.mean())),
+            "clip_fraction": float(np.mean(np.abs(x) >= clip_level)),
+            "change": spectral_change(x, sample_rate), "periodic_fraction": periodic_fraction(x, sample_rate)}
+
+
+# ----- the profile ----------------------------------------------------------------------------------
+
+def _percentiles(values) -> dict | None:
+    v = np.asarray([x for x in values if x is not None], dtype=np.float64)
+    if len(v) == 0:
+        return None
+    return {f"p{p}": float(q) for p, q in zip(PERCENTILES, np.percentile(v, PERCENTILES))}
+
+
+def album_profile(windows: list[np.ndarray], sample_rate: int) -> dict:
+    """Windows (each [n] float, as the model hears the album) → the profile: for every feature of
+    :func:`window_features`, its percentiles ``{"p1", "p5", ..., "p99"}``. Flatness and change are
+    taken over sounding windows only (RMS no quieter than the median minus NOISE_GATE_DB), so the
+    hiss of a fade-out does not count as the album being noisy."""
+    if not windows:
+        raise ValueError("no audio windows to profile")
+    feats = [window_features(w, sample_rate) for w in windows]
+    median_db = float(np.median([f["rms_db"] for f in feats]))
+    sounding = [f for f in feats if f["rms_db"] >= median_db - NOISE_GATE_DB]
+    out = {"version": VERSION, "sample_rate": int(sample_rate), "windows": len(windows),
+           "window_seconds": round(len(windows[0]) / sample_rate, 6), "features": {}}
+    for name in ("rms_db", "peak_frame_db", "dc", "clip_fraction", "periodic_fraction"):
+        out["features"][name] = _percentiles(f[name] for f in feats)
+    for name in ("flatness", "change"):
+        out["features"][name] = _percentiles(f[name] for f in sounding)
+    return out
+
+
+def corpus_windows(corpus, split: str, sample_rate: int, q_levels: int, quantization: str,
+                   window_seconds: float = WINDOW_SECONDS, max_windows: int = MAX_WINDOWS) -> list[np.ndarray]:
+    """Up to ``max_windows`` evenly spaced windows [n] float32 of a corpus split, quantized and
+    dequantized as the model hears them (segments shorter than a window give none)."""
+    from wavegen.audio import dequantize, int16_to_float, quantize
+
+    size = int(round(window_seconds * sample_rate))
+    audio = corpus.split(split)
+    starts = [s + k * size for s, n, _ in corpus.segments(split) for k in range(int(n) // size)]
+    if len(starts) > max_windows:
+        starts = [starts[i] for i in np.linspace(0, len(starts) - 1, max_windows).round().astype(int)]
+    return [dequantize(quantize(int16_to_float(np.asarray(audio[s: s + size])), q_levels, quantization), q_levels,
+                       quantization) for s in starts]
+
+
+def ensure_run_profile(run_dir: Path, config: dict, corpus) -> dict | None:
+    """``RUN/album.json`` (made from the corpus's training split when missing) → the profile; None
+    (logged) when the split has no window long enough. Called by training's main process."""
+    from wavegen.fileio import write_json
+
+    path = Path(run_dir) / ALBUM_FILE
+    model = config["model"]
+    key = {"corpus": config["data"]["corpus"], "q_levels": model["q_levels"],
+           "quantization": model["quantization"]}
+    found = load_profile(path)
+    if found is not None and found.get("source") == key:
+        return found
+    windows = corpus_windows(corpus, "train", corpus.sample_rate, model["q_levels"], model["quantization"])
+    if not windows:
+        logger.warning("the training split has no %.0f s stretch: no album profile (the render guard keeps "
+                       "its fixed thresholds)", WINDOW_SECONDS)
+        return None
+    profile = {**album_profile(windows, corpus.sample_rate), "source": key}
+    write_json(path, profile)
+    logger.info("album profile of %d windows of the training split → %s", len(windows), path)
+    return profile
+
+
+def load_profile(path: Path) -> dict | None:
+    """The profile at ``path``; None when there is none. A damaged or foreign file is ignored with a
+    warning naming it (the guard falls back to its fixed thresholds; nothing else depends on it)."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        profile = json.loads(path.read_text())
+        if profile.get("version") != VERSION or "features" not in profile:
+            raise ValueError(f"not an album profile of version {VERSION}")
+        return profile
+    except (OSError, ValueError, AttributeError) as err:
+        logger.warning("%s: ignored (%s); the guard uses its fixed thresholds", path, err)
+        return None
+
+
+def profile_path(ref) -> Path | None:
+    """Where the album profile of a resolved model (wavegen.resolve.ModelRef) is: its folder's
+    album.json, or the run's for a checkpoint (and for a best/ written before profiles existed)."""
+    if ref.folder is None or ref.weights is None:
+        return None
+    candidates = [ref.folder / ALBUM_FILE]
+    if ref.kind == "checkpoint":
+        candidates.append(ref.folder.parent.parent / ALBUM_FILE)
+    elif ref.kind == "run":
+        candidates.append(ref.folder.parent / ALBUM_FILE)
+    return next((p for p in candidates if p.is_file()), None)
