@@ -48,6 +48,12 @@ class TrainConfig:
     mixed_precision: str = "auto"  # auto (bf16 on CUDA) | no | bf16 | fp16
     compile: bool = False
     num_workers: int = 0
+    # training samples (wavegen.samples): every sample_interval steps (0: at each validation step;
+    # negative: off), sample_streams streams (a conditioned model: one per label, up to 8) of
+    # sample_seconds each, rendered from the current weights into RUN/samples/step_N/
+    sample_interval: int = 0
+    sample_seconds: float = 4.0
+    sample_streams: int = 2
 
     def validate(self) -> None:
         positive = ["batch_size", "seq_len", "tbptt_windows", "grad_accum", "max_steps",
@@ -65,6 +71,12 @@ class TrainConfig:
             raise ConfigError(f"train.warmup_steps={self.warmup_steps}: must be >= 0")
         if self.val_seconds <= 0:
             raise ConfigError(f"train.val_seconds={self.val_seconds}: must be positive")
+        if not 0 < self.sample_seconds <= 600:
+            raise ConfigError(f"train.sample_seconds={self.sample_seconds}: give 0 < seconds <= 600 "
+                              "(turn samples off with train.sample_interval=-1)")
+        if self.sample_streams < 1:
+            raise ConfigError(f"train.sample_streams={self.sample_streams}: must be at least 1 "
+                              "(turn samples off with train.sample_interval=-1)")
 
 
 def to_dict(obj: Any) -> dict:

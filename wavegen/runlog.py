@@ -97,6 +97,25 @@ class RunLog:
         self._writer.add_scalar("val/nll_bits", val_bits, step)
         logger.info("step %d: validation %.4f bits/sample%s", step, val_bits, " (best)" if best else "")
 
+    def samples(self, step: int, audio, sample_rate: int, pngs: list, scalars: dict) -> None:
+        """Training samples (wavegen.samples) in TensorBoard: audio [B, n] float, one PNG path (or None)
+        per stream, scalars (None values skipped)."""
+        if not self.enabled:
+            return
+        import torch
+
+        for k, clip in enumerate(audio):
+            self._writer.add_audio(f"samples/stream_{k}", torch.as_tensor(clip).view(1, -1), step, sample_rate)
+            if pngs[k] is not None:
+                from matplotlib.image import imread
+
+                self._writer.add_image(f"samples/stream_{k}", imread(str(pngs[k]))[..., :3], step,
+                                       dataformats="HWC")
+        for name, value in scalars.items():
+            if value is not None:
+                self._writer.add_scalar(f"samples/{name}", value, step)
+        self._writer.flush()
+
     def step_done(self) -> None:
         if self.bar is not None:
             self.bar.update(1)

@@ -11,7 +11,9 @@ Layout of a run folder::
     RUN/metrics.jsonl            one JSON row per log interval and per validation (wavegen.runlog)
     RUN/tb/                      TensorBoard logs
     RUN/checkpoints/step_N/      accelerate state + training_state + trainer_state.json, last N kept
-    RUN/best/                    model.safetensors + config.json of the best validation NLL
+    RUN/best/                    model.safetensors + config.json (+ album.json) of the best validation NLL
+    RUN/album.json               the training split's feature ranges, for the render guard (wavegen.render.album)
+    RUN/samples/step_N/          audio + spectrograms rendered from step N's weights (wavegen.samples)
     RUN/.lock                    held by the training writing here (a second one is refused)
 """
 
@@ -34,7 +36,9 @@ from wavegen.corpus import Corpus
 from wavegen.data import BatchBuildingStopped, BatchStream, make_batches
 from wavegen.errors import WavegenError
 from wavegen.models import build_model, model_config
+from wavegen.render.album import ALBUM_FILE, ensure_run_profile
 from wavegen.runlog import RunLog, read_metrics  # noqa: F401  (read_metrics: the public reader)
+from wavegen.samples import TrainingSamples
 from wavegen.signals import StopSignals
 from wavegen.trainstate import Carry, NonFiniteError, NonFiniteWatch, agree
 
@@ -47,7 +51,7 @@ LN2 = math.log(2.0)
 # one GPU with grad_accum=8 to 8 GPUs with grad_accum=1 continues the same run.
 RESUMABLE_CHANGES = {"max_steps", "log_interval", "val_interval", "checkpoint_interval",
                      "keep_checkpoints", "num_workers", "val_seconds", "grad_accum", "compile",
-                     "mixed_precision"}
+                     "mixed_precision", "sample_interval", "sample_seconds", "sample_streams"}
 
 
 def lr_factor(step: int, train: TrainConfig) -> float:
@@ -223,6 +227,8 @@ class _Run:
     checkpoint: Path | None = None  # the newest checkpoint saved or resumed from
     last_val_step: int = -1
     log: RunLog | None = None
+    samples: TrainingSamples | None = None
+    album: dict | None = None  # the training split's profile (RUN/album.json), copied into best/
     running: torch.Tensor | None = None  # summed loss since the last log row, on the device
     window: list = field(default_factory=lambda: [0, time.perf_counter()])  # steps, start of the log window
 
@@ -253,6 +259,8 @@ def train(config: dict, run_dir: str | Path, progress: bool = True) -> dict:
     with _run_lock(accelerator, run_dir):
         run = _start(config, train_cfg, accelerator, run_dir)
         run.log = RunLog(run_dir, run.step, train_cfg.max_steps, run.main, progress)
+        run.samples = TrainingSamples(run_dir, train_cfg, accelerator.device, run.corpus.sample_rate, run.main,
+                                      run.log, run.album)
         stream = BatchStream(run.batches, run.step, train_cfg.grad_accum, accelerator.device,
                              workers=train_cfg.num_workers, pin=accelerator.device.type == "cuda")
         try:
@@ -308,7 +316,8 @@ def _start(config: dict, train_cfg: TrainConfig, accelerator, run_dir: Path) -> 
     if main:
         save_json(run_dir / "config.json", config)
     run = _Run(config, train_cfg, accelerator, run_dir, corpus, model, optimizer, inner, batches,
-               Carry(train_cfg.grad_accum), NonFiniteWatch(accelerator, train_cfg))
+               Carry(train_cfg.grad_accum), NonFiniteWatch(accelerator, train_cfg),
+               album=ensure_run_profile(run_dir, config, corpus) if main else None)
     if found is not None:
         _resume(run, found[1])
     run.watch.reset(run.step)
@@ -407,13 +416,14 @@ def _after_step(run: _Run, stop: StopSignals) -> bool:
     log_now = step % cfg.log_interval == 0 or step == cfg.max_steps
     val_now = step % cfg.val_interval == 0
     at_checkpoint = step % cfg.checkpoint_interval == 0
+    sample_now = run.samples.due(step)
     # One process alone reads its flag for free; several agree (a collective, so a host sync)
     # only at steps every process knows: log and checkpoint steps.
     if run.world == 1:
         stopping = stop.requested
     else:
         stopping = agree(run.accelerator, stop.requested) if log_now or at_checkpoint else False
-    if not (log_now or val_now or at_checkpoint or stopping):
+    if not (log_now or val_now or at_checkpoint or stopping or sample_now):
         return False
     paused = time.perf_counter()
     run.watch.check(run.checkpoint)  # before anything is written: the first non-finite step stops the run
@@ -421,6 +431,8 @@ def _after_step(run: _Run, stop: StopSignals) -> bool:
         _log_train(run, paused)
     if val_now:
         _validate(run)
+    if sample_now:
+        run.samples.write(step, run.inner)
     if at_checkpoint or stopping:
         _save(run)
     run.window[1] += time.perf_counter() - paused  # validation and checkpoints do not count in samples/s
@@ -444,7 +456,7 @@ def _validate(run: _Run) -> None:
     run.last_val_step = run.step
     if len(run.corpus.segments("val")) == 0:
         if run.main:
-            save_model(run.inner, run.config, run.run_dir / "best")
+            _save_best(run)
         return
     result = evaluate(run.inner, run.corpus, "val", max_seconds=run.cfg.val_seconds, accelerator=run.accelerator)
     bits = result["nll_bits_per_sample"]
@@ -455,9 +467,13 @@ def _validate(run: _Run) -> None:
     if improved:
         run.best_val = bits
         if run.main:
-            save_model(run.inner, run.config, run.run_dir / "best")
+            _save_best(run)
     run.log.val_row(run.step, bits, result["samples"], improved)
-    # After validation: the place for work that follows it (e.g. rendering training samples).
+
+
+def _save_best(run: _Run) -> None:
+    extra = {ALBUM_FILE: json.dumps(run.album, indent=2) + "\n"} if run.album else None
+    save_model(run.inner, run.config, run.run_dir / "best", extra)
 
 
 def _save(run: _Run) -> None:

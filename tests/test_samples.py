@@ -1,0 +1,182 @@
+"""Training samples (wavegen.samples): written at each validation step from the current weights, the same
+audio a render of that checkpoint draws, in TensorBoard; atomic under kill -9, not redone on resume, a
+failure warns and training goes on; one stream per label for a conditioned model."""
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from conftest import TINY_SAMPLERNN, prepared_corpus, tiny_samplernn
+
+from wavegen.config import TrainConfig
+from wavegen.models import resolve_preset
+from wavegen.render import RenderSettings, render
+from wavegen.render.album import ALBUM_FILE, profile_path
+from wavegen.resolve import resolve_model
+from wavegen.samples import SAMPLES_DIR, TrainingSamples, read_samples, sample_steps
+from wavegen.train import resolve_run_config, train
+
+SR = 8000
+SAMPLING = ["train.sample_seconds=0.5", "train.val_interval=2", "train.checkpoint_interval=2",
+            "train.keep_checkpoints=5"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return prepared_corpus(tmp_path_factory.mktemp("samples"), files=4, seconds=3.0, sample_rate=SR,
+                           val_fraction=0.25, test_fraction=0.25)
+
+
+def config_for(corpus, *extra):
+    return resolve_run_config(resolve_preset("samplernn-tiny"), corpus, TINY_SAMPLERNN + SAMPLING + list(extra))
+
+
+@pytest.fixture(scope="module")
+def run(corpus):
+    folder = corpus.parent / "run"
+    result = train(config_for(corpus, "train.max_steps=4"), folder, progress=False)
+    assert result["status"] == "finished"
+    return folder
+
+
+def pcm(path):
+    return sf.read(str(path), dtype="int16")[0]
+
+
+def test_samples_at_each_validation_are_what_a_render_of_the_checkpoint_draws(run):
+    assert sample_steps(run) == [2, 4]
+    assert not list((run / SAMPLES_DIR).glob(".tmp*"))
+    for step in (2, 4):
+        folder = run / SAMPLES_DIR / f"step_{step}"
+        record = read_samples(run, step)
+        assert record["step"] == step and record["backend"] == "numba" and record["seed"] == 0
+        assert [s["file"] for s in record["streams"]] == ["stream_000.wav", "stream_001.wav"]
+        for stream in record["streams"]:
+            assert pcm(folder / stream["file"]).shape == (SR // 2,)
+            assert (folder / stream["spectrogram"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            assert 0.0 <= stream["periodic_fraction"] <= 1.0 and stream["flatness"] > 0
+    step2, step4 = (run / SAMPLES_DIR / "step_2", run / SAMPLES_DIR / "step_4")
+    assert not np.array_equal(pcm(step2 / "stream_000.wav"), pcm(step4 / "stream_000.wav"))  # new weights
+    assert not np.array_equal(pcm(step4 / "stream_000.wav"), pcm(step4 / "stream_001.wav"))  # own numbers
+    # the same random numbers and engine as a render of the kept checkpoint: the same audio
+    out = run.parent / "render4"
+    render(run, out, RenderSettings(seconds=0.5, streams=2, seed=0, guard=False, spectrogram=False), progress=False,
+           checkpoint="step_4")
+    for k in range(2):
+        assert np.array_equal(pcm(out / f"stream_{k:03d}.wav"), pcm(step4 / f"stream_{k:03d}.wav"))
+
+
+def test_samples_reach_tensorboard(run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tb"), size_guidance={"audio": 0, "images": 0, "scalars": 0}).Reload()
+    tags = events.Tags()
+    assert {"samples/stream_0", "samples/stream_1"} <= set(tags["audio"]) & set(tags["images"])
+    assert [e.step for e in events.Audio("samples/stream_1")] == [2, 4]
+    assert events.Audio("samples/stream_0")[0].sample_rate == SR
+    assert [e.step for e in events.Scalars("samples/periodic_fraction")] == [2, 4]
+
+
+def test_the_album_profile_travels_with_the_model(run):
+    profile = (run / ALBUM_FILE).read_text()
+    assert (run / "best" / ALBUM_FILE).read_text() == profile  # best/ judges its renders alone
+    assert profile_path(resolve_model(run)) == run / "best" / ALBUM_FILE
+    assert profile_path(resolve_model(run, "step_2")) == run / ALBUM_FILE  # a checkpoint: the run's
+
+
+def test_a_resumed_run_does_not_render_a_step_again(corpus, tmp_path, caplog):
+    folder = tmp_path / "run"
+    train(config_for(corpus, "train.max_steps=4"), folder, progress=False)
+    written = (folder / SAMPLES_DIR / "step_4" / "samples.json").stat().st_mtime_ns
+    import shutil
+
+    shutil.rmtree(folder / "checkpoints" / "step_4")  # killed after step 4's samples, before its checkpoint
+    with caplog.at_level(logging.INFO):
+        result = train(config_for(corpus, "train.max_steps=6"), folder, progress=False)
+    assert result["status"] == "finished" and "resuming" in caplog.text and "from step 2" in caplog.text
+    assert "samples of step 4 already in" in caplog.text
+    assert (folder / SAMPLES_DIR / "step_4" / "samples.json").stat().st_mtime_ns == written
+    assert sample_steps(folder) == [2, 4, 6]
+
+
+def test_a_failure_to_sample_warns_and_training_goes_on(corpus, tmp_path, caplog):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / SAMPLES_DIR).write_text("a file in the way")
+    with caplog.at_level(logging.WARNING):
+        result = train(config_for(corpus, "train.max_steps=2"), folder, progress=False)
+    assert result["status"] == "finished" and (folder / "best" / "model.safetensors").is_file()
+    assert "samples of step 2 failed" in caplog.text and "training goes on" in caplog.text
+    off = tmp_path / "off"
+    train(config_for(corpus, "train.max_steps=2", "train.sample_interval=-1"), off, progress=False)
+    assert not (off / SAMPLES_DIR).exists()
+
+
+def test_when_samples_are_due():
+    def steps(**settings):
+        cfg = TrainConfig(val_interval=5, max_steps=12, **settings)
+        samples = TrainingSamples("/nonexistent", cfg, "cpu", SR, main=False)
+        return [s for s in range(1, 13) if samples.due(s)]
+
+    assert steps() == [5, 10, 12]  # with each validation, and the last step
+    assert steps(sample_interval=3) == [3, 6, 9, 12]
+    assert steps(sample_interval=-1) == []
+
+
+def test_a_conditioned_model_gets_one_stream_per_label(tmp_path):
+    model = tiny_samplernn([8, 2], labels=["a", "b", "c"])
+    samples = TrainingSamples(tmp_path, TrainConfig(sample_seconds=0.05, sample_streams=2), "cpu", SR, main=True)
+    audio, labels, backend = samples.render(model)
+    assert labels == ["a", "b", "c"] and audio.shape == (3, 400) and backend == "numba"
+    path = samples.write(7, model)
+    assert [s["label"] for s in read_samples(tmp_path, 7)["streams"]] == ["a", "b", "c"]
+    assert path == tmp_path / SAMPLES_DIR / "step_7"
+
+
+@pytest.mark.slow
+def test_kill_9_mid_sample_leaves_no_half_folder(corpus, tmp_path):
+    """A real training process killed while a step's samples are being written: every step_N folder
+    there is complete; the same command cleans the temporary folder and goes on."""
+    folder = tmp_path / "run"
+    cmd = [sys.executable, "-m", "wavegen", "-q", "train", "--data", str(corpus), "--model", "samplernn-tiny",
+           "--run", str(folder), "--max-steps", "1000", "--threads", "1"]
+    cmd += [a for s in TINY_SAMPLERNN + ["train.sample_interval=1", "train.sample_seconds=2",
+                                         "train.val_interval=1000", "train.checkpoint_interval=1"]
+            for a in ("--set", s)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    samples = folder / SAMPLES_DIR
+    deadline, caught = time.time() + 120, None
+    while time.time() < deadline and caught is None and proc.poll() is None:
+        caught = next(iter(samples.glob(".tmp_step_*")), None) if samples.is_dir() else None
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert caught is not None, "no sample folder was being written in 120 s"
+    for step in sample_steps(folder):
+        record = read_samples(folder, step)
+        for stream in record["streams"]:
+            assert pcm(samples / f"step_{step}" / stream["file"]).shape == (2 * SR,)
+    half = [p.name for p in samples.iterdir() if p.name.startswith("step_") and p.name[5:].isdigit()
+            and not (p / "samples.json").is_file()]
+    assert half == []
+    done = sample_steps(folder)
+    resumed = subprocess.run([*cmd[:cmd.index("--max-steps") + 1], str(max(done, default=0) + 1),
+                              *cmd[cmd.index("--max-steps") + 2:]], capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert resumed.returncode == 0, resumed.stderr
+    assert not list(samples.glob(".tmp*")) and sample_steps(folder)[-1] == max(done, default=0) + 1

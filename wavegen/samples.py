@@ -1,0 +1,167 @@
+"""Training samples: hear the model while it trains.
+
+Every ``train.sample_interval`` steps (0, the default: at each validation step; negative: never)
+and at the last step, the main process renders ``train.sample_seconds`` of
+``train.sample_streams`` streams (a conditioned model: one stream per label, up to
+LABEL_STREAMS) from the current weights with the fastest engine on the training device
+(:func:`wavegen.generate.make_engine`, backend auto: numba on a CPU, cuda on a GPU where it is
+built, torch otherwise) into::
+
+    RUN/samples/step_N/stream_000.wav ...  16-bit WAV (the render's PCM writer)
+    RUN/samples/step_N/stream_000.png ...  spectrogram (wavegen.plotting)
+    RUN/samples/step_N/samples.json        what was drawn, how fast, and cheap features per stream
+
+and into TensorBoard (``samples/stream_K`` audio and images, ``samples/*`` scalars). The random
+numbers are ``uniforms(train.seed, stream, position)``: the same at every step, so two steps'
+samples differ by their weights only, and the same a render draws, so an unconditioned model's
+samples at a kept checkpoint are ``wavegen render RUN --checkpoint step_N --seed SEED --streams K
+--seconds S --no-guard`` (same backend), to be continued at any length. The folder is written
+under a temporary name and renamed: a kill leaves no half folder. A step whose folder exists is
+not rendered again (a resumed run). A failure to sample warns and training goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wavegen.fileio import fsync_dir, write_json
+
+logger = logging.getLogger(__name__)
+
+SAMPLES_DIR = "samples"
+SAMPLES_FILE = "samples.json"
+LABEL_STREAMS = 8  # a conditioned model's samples: its first this many labels, one stream each
+
+
+class TrainingSamples:
+    """The samples of one run. ``due(step)`` is the same answer on every process (it gates a block
+    with collectives); ``write(step, model)`` renders on the main process only."""
+
+    def __init__(self, run_dir: Path, train_cfg, device, sample_rate: int, main: bool, log=None,
+                 album: dict | None = None):
+        self.dir = Path(run_dir) / SAMPLES_DIR
+        self.cfg, self.device, self.sample_rate, self.main = train_cfg, device, int(sample_rate), main
+        self.log, self.album = log, album
+        if main and self.dir.is_dir():
+            for stale in self.dir.glob(".tmp_step_*"):  # a kill mid-sample
+                shutil.rmtree(stale, ignore_errors=True)
+
+    def due(self, step: int) -> bool:
+        interval = self.cfg.sample_interval
+        if interval < 0:
+            return False
+        return step % (interval or self.cfg.val_interval) == 0 or step == self.cfg.max_steps
+
+    def write(self, step: int, model) -> Path | None:
+        """Render and write step ``step``'s samples from ``model`` (the plain nn.Module). → the folder,
+        or None (not the main process, or a failure: warned, never raised)."""
+        if not self.main:
+            return None
+        final = self.dir / f"step_{step}"
+        if final.exists():
+            logger.info("samples of step %d already in %s", step, final)
+            return final
+        tmp = self.dir / f".tmp_step_{step}"
+        try:
+            return self._write(step, model, tmp, final)
+        except Exception as err:  # noqa: BLE001 - samples are for people: a failure must not stop the training
+            logger.warning("samples of step %d failed (%s: %s); training goes on", step, type(err).__name__, err)
+            logger.debug("samples of step %d", step, exc_info=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            return None
+
+    def _write(self, step: int, model, tmp: Path, final: Path) -> Path:
+        from wavegen.audio import float_to_int16
+        from wavegen.render.album import window_features
+        from wavegen.render.settings import stream_paths
+        from wavegen.render.writers import PCMWriter
+
+        tick = time.perf_counter()
+        audio, labels, backend = self.render(model)
+        render_seconds = time.perf_counter() - tick
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        streams = []
+        for k, path in enumerate(stream_paths(tmp, len(audio), "wav")):
+            writer = PCMWriter(path, self.sample_rate)
+            writer.write(float_to_int16(audio[k]))
+            writer.close()
+            features = window_features(audio[k], self.sample_rate)
+            streams.append({"file": path.name, "label": labels[k] if labels else None,
+                            "spectrogram": _spectrogram(path),
+                            **{key: features[key] for key in ("rms_db", "flatness", "periodic_fraction", "change")}})
+        record = {"step": step, "seed": self.cfg.seed, "backend": backend, "sample_rate": self.sample_rate,
+                  "seconds": self.cfg.sample_seconds, "render_seconds": render_seconds, "streams": streams}
+        write_json(tmp / SAMPLES_FILE, record)
+        fsync_dir(tmp)
+        tmp.rename(final)
+        fsync_dir(self.dir)
+        self._report(step, final, record, audio, time.perf_counter() - tick)
+        return final
+
+    def render(self, model) -> tuple[np.ndarray, list[str] | None, str]:
+        """The current weights → (audio [B, n] float32 in [-1, 1], the label of each stream or None,
+        the backend used)."""
+        from wavegen.audio import dequantize
+        from wavegen.generate import make_engine, uniforms
+
+        labels = list(getattr(model.config, "labels", []) or [])[:LABEL_STREAMS]
+        streams = len(labels) or self.cfg.sample_streams
+        n = max(1, int(round(self.cfg.sample_seconds * self.sample_rate)))
+        with torch.no_grad():
+            engine = make_engine(model, streams, "auto", self.device)
+        engine.reset(label_weights=np.eye(len(engine.labels), dtype=np.float32)[:streams] if labels else None)
+        codes = engine.generate(uniforms(self.cfg.seed, range(streams), 0, n), np.ones(streams, dtype=np.float32))
+        audio = dequantize(codes, engine.q_levels, engine.spec["quantization"])
+        return audio, labels or None, engine.backend
+
+    def _report(self, step: int, folder: Path, record: dict, audio: np.ndarray, seconds: float) -> None:
+        streams = record["streams"]
+        periodic = float(np.mean([s["periodic_fraction"] for s in streams]))
+        flat = [s["flatness"] for s in streams if s["flatness"] is not None]
+        flatness = float(np.median(flat)) if flat else None
+        album = (self.album or {}).get("features", {})
+        vs = lambda name: f" (album {album[name]['p50']:.3g})" if album.get(name) else ""  # noqa: E731
+        logger.info("step %d: %d sample(s) x %.1f s in %.1f s (%s) → %s; periodic %.2f%s, flatness %s%s", step,
+                    len(streams), record["seconds"], seconds, record["backend"], folder, periodic,
+                    vs("periodic_fraction"), "-" if flatness is None else f"{flatness:.3g}", vs("flatness"))
+        if self.log is not None:
+            self.log.samples(step, audio, self.sample_rate, [folder / s["spectrogram"] if s["spectrogram"] else None
+                                                             for s in streams],
+                             {"periodic_fraction": periodic, "flatness": flatness})
+
+
+def _spectrogram(wav: Path) -> str | None:
+    """The spectrogram PNG of ``wav`` beside it → its file name; None where it cannot be drawn here."""
+    from wavegen.plotting import spectrogram_png
+
+    try:
+        png = spectrogram_png(wav, wav.with_suffix(".png"))
+    except ImportError as err:  # soundfile missing (e.g. a GPU machine): the audio is what matters
+        logger.debug("no spectrogram: %s", err)
+        return None
+    return png.name if png is not None else None
+
+
+def sample_steps(run_dir: str | Path) -> list[int]:
+    """The steps whose samples a run folder holds, in order."""
+    folder = Path(run_dir) / SAMPLES_DIR
+    steps = []
+    for child in folder.glob("step_*") if folder.is_dir() else []:
+        suffix = child.name[len("step_"):]
+        if suffix.isdigit() and (child / SAMPLES_FILE).is_file():
+            steps.append(int(suffix))
+    return sorted(steps)
+
+
+def read_samples(run_dir: str | Path, step: int) -> dict:
+    """``RUN/samples/step_N/samples.json`` as a dict."""
+    return json.loads((Path(run_dir) / SAMPLES_DIR / f"step_{step}" / SAMPLES_FILE).read_text())
