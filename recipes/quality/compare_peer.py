@@ -191,8 +191,9 @@ def train(args) -> None:
         if clip == "norm":
             torch.nn.utils.clip_grad_norm_(params, 1.0)
         else:
-            for p in params:
-                p.grad.clamp_(-1.0, 1.0)
+            for p in params:  # the peer's hardtanh on every gradient (some parameters get none)
+                if p.grad is not None:
+                    p.grad.clamp_(-1.0, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(float(loss.detach()) / LN2)
