@@ -76,7 +76,7 @@ class SampleRNNConfig:
 # (bound sqrt(6 / fan_in), variance kept through a ReLU) for layers feeding a ReLU or a sum of
 # conditioning, LeCun (bound sqrt(3 / fan_in), variance kept through a linear map) for the GRU's
 # input and gate weights and the logits; biases zero. PyTorch's default bound for Linear and
-# Conv is 1 / sqrt(fan_in): 2.4x smaller than Kaiming, so the tiers started nearly silent.
+# Conv is 1 / sqrt(fan_in), 2.4x smaller than Kaiming's, and its RNN biases are not zero.
 
 def _uniform_fan_in_(weight: torch.Tensor, gain_squared: float) -> torch.Tensor:
     """Uniform init of ``weight [out, in, ...]`` with variance ``gain_squared / fan_in``
@@ -176,6 +176,8 @@ class FrameTier(nn.Module):
         return up, new_hidden
 
 
+# Training folds the MLP's first layer into tables when a call predicts at least this many samples
+# per quantization level (below it the convolution was faster; docs/BENCHMARKS.md, "Training speed").
 FOLD_MIN_SAMPLES_PER_LEVEL = 4
 
 
