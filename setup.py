@@ -24,6 +24,8 @@ setup(
     extras_require={
         "dev": ["pytest>=7", "matplotlib>=3.7", "playwright>=1.40"],  # playwright: the serve page's browser test
         "plot": ["matplotlib>=3.7"],
+        # wavegen eval --renders (wavegen.analysis): librosa features, scipy's sqrtm, the plot
+        "analysis": ["librosa>=0.10", "scipy>=1.10", "matplotlib>=3.7"],
         # the cuda backend (numba-cuda kernels; Triton comes with torch) and its CPU tests
         # (greenlet: tests/cudasim.py). CUDA pinned to 13.0: newer emits PTX that ptxas 13.0 rejects.
         "cuda": ["numba-cuda[cu13]>=0.30", "cuda-toolkit[cccl,cudart,nvrtc,nvvm]==13.0.*",

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install wavegen (editable, with the dev and cuda extras) and the tested torch 2.11.0 into the current
+# Install wavegen (editable, with the dev, cuda and analysis extras) and the tested torch 2.11.0 into the current
 # Python. Skips whatever is already installed, so it is cheap to rerun.
 #
 #   bash recipes/setup.sh            (PYTHON=/path/to/python to choose the interpreter)
@@ -17,13 +17,13 @@ fi
 
 # The editable install must point at THIS checkout (another clone may have been installed before).
 if (cd /tmp && "$py" -c "
-import sys, wavegen, wavegen.kernels, numba, numba_cuda, greenlet, accelerate, soundfile, soxr, safetensors, tensorboard, tqdm, pytest, matplotlib, aiohttp, playwright
+import sys, wavegen, wavegen.kernels, numba, numba_cuda, greenlet, accelerate, soundfile, soxr, safetensors, tensorboard, tqdm, pytest, matplotlib, aiohttp, playwright, librosa, scipy
 sys.exit(not (wavegen.__file__.startswith(sys.argv[1]) and wavegen.kernels.__file__.startswith(sys.argv[1])))
 " "$repo/") 2>/dev/null && command -v wavegen >/dev/null; then
   echo "setup: wavegen already installed from $repo"
 else
-  echo "setup: pip install -e \".[dev,cuda]\""
-  "$py" -m pip install --quiet -e ".[dev,cuda]"
+  echo "setup: pip install -e \".[dev,cuda,analysis]\""
+  "$py" -m pip install --quiet -e ".[dev,cuda,analysis]"
 fi
 
 # The serve page's browser test (tests/test_serve_browser.py) drives Debian's headless Chromium

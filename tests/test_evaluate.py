@@ -127,3 +127,34 @@ def test_cli_evaluates_a_checkpoint_and_refuses_a_cap_that_is_no_cap(run, corpus
     weights.write_bytes(weights.read_bytes()[:-64])  # cut short
     code, out, err = eval_cli(capsys, run, "--data", corpus, "--checkpoint", "step_2")
     assert code == 2 and f"{weights}: damaged" in err and not out
+
+
+@pytest.mark.slow  # librosa's first import and two analyses of five sets
+def test_cli_judges_renders_against_the_album(run, corpus, tmp_path, capsys):
+    """wavegen eval --renders on generated audio: melodies (the album's kind) come out nearer the album
+    than white noise; the run's corpus is the default --data; --json, --plot and the table."""
+    pytest.importorskip("librosa")
+    from conftest import melody, write_audio_file
+
+    from wavegen.analysis import noise
+
+    for i in range(2):
+        write_audio_file(tmp_path / "tones" / f"stream_{i:03d}.wav", melody(3.0, SR, seed=50 + i), SR)
+        write_audio_file(tmp_path / "noise" / f"stream_{i:03d}.wav", noise("white", 3.0, SR, rms=0.1, seed=i), SR)
+    code, out, _ = eval_cli(capsys, run, "--renders", tmp_path / "tones", "--json", "--plot", tmp_path / "p.png")
+    assert code == 0
+    tones = json.loads(out.strip().splitlines()[-1])
+    assert tones["corpus"] == str(corpus) and tones["render_files"] == ["stream_000.wav", "stream_001.wav"]
+    assert tones["split"] == "test" and tones["plot"] == str(tmp_path / "p.png")
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    code, table, _ = eval_cli(capsys, "--renders", tmp_path / "noise", "--data", corpus)
+    assert code == 0 and "periodic_fraction" in table and "frechet (MFCC+chroma+contrast)" in table
+    noise_likeness = float(table.split("album likeness ")[1].split()[0])
+    noise_frechet = float(table.split("frechet: renders ")[1].split(",")[0])
+    assert tones["verdict"]["album_likeness"] > 0.5 > noise_likeness
+    assert tones["verdict"]["frechet_renders"] < noise_frechet / 3
+    assert tones["sets"]["renders"]["summary"]["periodic_fraction"] > 0.8
+    code, out, err = eval_cli(capsys, "--renders", tmp_path / "tones")
+    assert code == 2 and "give --data CORPUS" in err and not out
+    code, out, err = eval_cli(capsys, run, "--data", corpus, "--plot", tmp_path / "q.png")
+    assert code == 2 and "--plot goes with --renders" in err

@@ -438,9 +438,13 @@ def format_comparison(result: dict) -> str:
                      + "".join(f"{result['distances'][s]['features'][key]:13.3f}" if s in result["distances"]
                                else f"{'-':>13s}" for s in sets))
     v = result["verdict"]
+    lines.append("")
     if "album_likeness" in v:
-        lines.append("")
         lines.append(f"album likeness {v['album_likeness']:.2f} (1: as near as the training split, 0: as far as noise)")
+    lines.append(f"frechet: renders {v['frechet_renders']:.2f}, nearer noise {v['frechet_noise']:.2f}"
+                 + (f", album (train) {v['frechet_album']:.2f}" if "frechet_album" in v else "")
+                 + f"; periodic frames: renders {v['periodic_fraction_renders']:.2f}, "
+                   f"album {v['periodic_fraction_album']:.2f}")
     return "\n".join(lines)
 
 

@@ -1,28 +1,52 @@
-"""wavegen eval: NLL of a model on a corpus split (wavegen.evaluate)."""
+"""wavegen eval: NLL of a model on a corpus split (wavegen.evaluate), or rendered audio judged
+against the album (``--renders``: wavegen.analysis)."""
 
 from __future__ import annotations
 
 import json
+import math
+import sys
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("eval", help="NLL of a model on a corpus split, in bits per sample",
+    p = sub.add_parser("eval", help="NLL of a model on a corpus split; or renders judged against the album",
                        description="NLL in bits per sample of every sample of every segment of a split, each "
                                    "segment scored whole from its start (silence before it, the model's state "
-                                   "carried through it).")
-    p.add_argument("model", help="model folder or run folder (its best/)")
+                                   "carried through it). With --renders DIR: the audio files in DIR compared with "
+                                   "the corpus's split (librosa features and a Frechet distance), beside the "
+                                   "training split (what the album scores) and white and pink noise (what noise "
+                                   "scores); docs/QUALITY.md says what each number means.")
+    p.add_argument("model", nargs="?", default=None,
+                   help="model folder or run folder (its best/); with --renders optional (its corpus is the "
+                        "default --data)")
     p.add_argument("--checkpoint", default=None,
                    help="evaluate a run's kept checkpoint instead of its best/: step_N or last")
-    p.add_argument("--data", required=True, help="corpus folder")
+    p.add_argument("--data", default=None, help="corpus folder (required, except with --renders and a model)")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--max-seconds", type=float, default=None,
-                   help="cap the audio scored (the first part of every segment, the same length from each)")
+                   help="cap the audio scored (the first part of every segment, the same length from each); "
+                        "with --renders: the most audio analysed per set (default 120)")
     p.add_argument("--label", default=None, help="only this label's audio (one label name)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--renders", default=None, metavar="DIR",
+                   help="judge the audio files in DIR against the corpus instead of scoring a model's NLL")
+    p.add_argument("--plot", default=None, metavar="FILE.png",
+                   help="with --renders: draw the feature distributions of every set side by side")
+    p.add_argument("--pyin", action="store_true", help="with --renders: also pyin's voiced fraction (slow)")
 
 
 def run(args) -> int:
+    from wavegen.config import ConfigError
+
+    if args.renders is not None:
+        return _renders(args)
+    for flag, given in (("--plot", args.plot), ("--pyin", args.pyin)):
+        if given:
+            raise ConfigError(f"{flag} goes with --renders DIR (judging rendered audio)")
+    if args.model is None or args.data is None:
+        raise ConfigError("give a model (or run folder) and --data CORPUS to score its NLL, "
+                          "or --renders DIR to judge rendered audio")
     from wavegen.evaluate import evaluate
     from wavegen.resolve import resolve_model
 
@@ -39,3 +63,48 @@ def run(args) -> int:
     for name, v in result["per_label"].items():
         print(f"  {name}: {v['nll_bits_per_sample']:.4f} bits/sample over {v['samples']:,} samples")
     return 0
+
+
+def _renders(args) -> int:
+    """--renders DIR: wavegen.analysis.compare_renders, a table (or --json), --plot."""
+    from wavegen.analysis import compare_renders, format_comparison, plot_comparison
+    from wavegen.config import ConfigError
+
+    if args.label is not None:
+        raise ConfigError("--label does not apply to --renders (the whole split is the album)")
+    source, data = None, args.data
+    if args.model is not None:
+        from wavegen.resolve import resolve_model
+
+        ref = resolve_model(args.model, args.checkpoint)
+        source = ref.source
+        data = data or ref.config.get("data", {}).get("corpus")
+    if data is None:
+        raise ConfigError("--renders: give --data CORPUS (or a run folder whose config names its corpus)")
+    max_seconds = 120.0 if args.max_seconds is None else args.max_seconds
+    if not (math.isfinite(max_seconds) and max_seconds > 0):
+        raise ConfigError(f"--max-seconds {args.max_seconds}: give a positive number of seconds")
+    result = compare_renders(args.renders, data, split=args.split, max_seconds=max_seconds, pyin=args.pyin)
+    result["model"] = source
+    if args.plot:
+        drawn = plot_comparison(result, args.plot)
+        result["plot"] = str(drawn) if drawn is not None else None
+    if args.json:
+        print(json.dumps(result, default=_plain))
+        return 0
+    print(f"renders {args.renders} ({len(result['render_files'])} file(s)) against the {args.split} split of {data}"
+          + (f"; model {source}" if source else ""))
+    print(format_comparison(result))
+    if result.get("plot"):
+        print(f"plot: {result['plot']}")
+    elif args.plot:
+        print("no plot: matplotlib is not installed", file=sys.stderr)
+    return 0
+
+
+def _plain(value):
+    """numpy scalars (and anything else json cannot write) as plain numbers or text."""
+    try:
+        return value.item()
+    except AttributeError:
+        return str(value)
