@@ -11,7 +11,7 @@ import torch
 
 from render_helpers import (MOSTLY_SILENT, SILENCE, SR, Q, expected_guarded, make_model, one_hot_bias,  # noqa: F401
                             one_thread, read_pcm, settings)
-from wavegen.audio import dequantize, float_to_int16
+from wavegen.audio import dequantize, float_to_int16, quantize
 from wavegen.checkpoint import load_model
 from wavegen.generate import Engine, TorchSampleRNNEngine, make_engine, sample_codes, uniforms
 from wavegen.models import build_model, resolve_preset
@@ -63,6 +63,93 @@ def test_guard_criteria_are_one_object_the_verdict_reads():
     for judge in (custom, GuardCriteria.of(custom)):
         assert guard_verdict(pink, sr, judge) == "noise"
         assert guard_verdict(quiet, sr, judge) == "silence"
+
+
+# ----- the album profile ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tone_album(tmp_path_factory):
+    """A prepared tone album (melodies) at the render helpers' 4 kHz and its profile, measured as training
+    measures it (the training split, quantized like samplernn-tiny: mu-law, 256 levels)."""
+    from conftest import prepared_corpus
+
+    from wavegen.corpus import Corpus
+    from wavegen.render.album import ensure_run_profile
+
+    root = tmp_path_factory.mktemp("album")
+    corpus = prepared_corpus(root, files=4, seconds=8.0, sample_rate=SR, val_fraction=0.25, test_fraction=0.25)
+    config = {"model": {"q_levels": Q, "quantization": "mu-law"}, "data": {"corpus": str(corpus)}}
+    return corpus, json.loads(json.dumps(ensure_run_profile(root, config, Corpus(corpus))))
+
+
+def album_windows(seconds=2.0):
+    """Windows as a mu-law model would render them: like the album (a melody it never saw) and not."""
+    from conftest import melody
+
+    n = int(seconds * SR)
+    rng = np.random.default_rng(5)
+    as_heard = lambda x: dequantize(quantize(np.clip(x, -1, 1), Q, "mu-law"), Q, "mu-law")  # noqa: E731
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    freqs = np.fft.rfftfreq(n, 1 / SR)
+    shaped = np.fft.irfft(spectrum / (1 + (freqs / 800) ** 2), n)  # noise rolled off above 800 Hz
+    return as_heard(melody(seconds, SR, seed=77)), {
+        "near-white noise": as_heard(0.1 * shaped / shaped.std()),
+        "hiss": dequantize(SILENCE + rng.integers(-60, 61, n), Q, "mu-law"),  # -34 dBFS
+        "stuck tone": as_heard(0.4 * np.sin(2 * np.pi * 330 * np.arange(n) / SR)),
+        "quiet": as_heard(0.01 * melody(seconds, SR, seed=78)),  # -53 dBFS at its loudest
+        "dc": as_heard(melody(seconds, SR, seed=79) + 0.2),
+    }
+
+
+def test_a_model_folder_with_an_album_profile_judges_windows_by_the_album(tone_album, tmp_path):
+    from wavegen.checkpoint import save_model
+    from wavegen.render.album import ALBUM_FILE, album_profile
+    from wavegen.render.guard import criteria_for, spectral_flatness
+    from wavegen.resolve import resolve_model
+
+    _, profile = tone_album
+    assert profile["windows"] == 8 and profile["features"]["periodic_fraction"]["p50"] > 0.9
+    plain = make_model(tmp_path / "plain")
+    model, config = load_model(plain)
+    folder = save_model(model, config, tmp_path / "with_album", {ALBUM_FILE: json.dumps(profile)})
+    s = RenderSettings(seconds=1)
+    fixed, by_album = criteria_for(s, resolve_model(plain)), criteria_for(s, resolve_model(folder))
+    assert fixed == GuardCriteria() and by_album.album_profile == str(folder / ALBUM_FILE)
+    assert criteria_for(RenderSettings(seconds=1, guard_album=False), resolve_model(folder)) == GuardCriteria()
+    like, unlike = album_windows()
+    assert guard_verdict(like, SR, by_album) is None and guard_verdict(like, SR, fixed) is None
+    near_white = unlike["near-white noise"]
+    assert 0.3 < spectral_flatness(near_white) < GuardCriteria().noise_flatness  # the fixed 0.85 lets it through
+    for kind, window in unlike.items():
+        assert guard_verdict(window, SR, fixed) is None, kind
+        assert guard_verdict(window, SR, by_album) == kind.replace("near-white noise", "noise").replace(
+            "hiss", "noise").replace("quiet", "silence"), kind
+    # an album that is itself noise: the same noise window is album-like there
+    rng = np.random.default_rng(9)
+    noisy = album_profile([rng.standard_normal(int(2 * SR)) * 0.1 for _ in range(8)], SR)
+    from wavegen.render.guard import album_criteria
+
+    assert guard_verdict(near_white, SR, album_criteria(noisy)) is None
+
+
+def test_a_render_uses_the_album_profile_and_records_it(tone_album, tmp_path):
+    """A model hissing at -34 dBFS (i.i.d. codes near silence): the fixed guard lets it through, the
+    album's redraws it; the render's parameters name the profile (a rerun with another one is refused)."""
+    from wavegen.checkpoint import save_model
+    from wavegen.render.album import ALBUM_FILE
+
+    _, profile = tone_album
+    bias = one_hot_bias({SILENCE + k: 1.0 for k in range(-60, 61)})
+    model, config = load_model(make_model(tmp_path / "hiss", output_bias=bias))
+    folder = save_model(model, config, tmp_path / "hiss_album", {ALBUM_FILE: json.dumps(profile)})
+    s = settings(1.0, guard=True, guard_seconds=1.0, guard_attempts=1, backend="numba")
+    fixed = render(tmp_path / "hiss", tmp_path / "fixed", s, progress=False)
+    assert fixed["guard"]["events"] == [] and "album_profile" not in fixed["params"]["guard"]
+    report = render(folder, tmp_path / "album", s, progress=False)
+    assert [(e["kind"], e["attempt"]) for e in report["guard"]["events"]] == [("noise", 0), ("noise", 1),
+                                                                               ("gave up", 1)]
+    assert report["params"]["guard"]["album_profile"] == str(folder / ALBUM_FILE)
+    assert report["params"]["guard"]["noise_flatness"] < 0.5
 
 
 # ----- rewinds and redraws ------------------------------------------------------------------------

@@ -31,7 +31,10 @@ SOUNDING_DB = 40.0  # frames within this of a window's loudest count as sounding
 PERIODIC_THRESHOLD = 0.6  # as wavegen.analysis: a normalized autocorrelation peak above this at 1-16 ms
 
 # Margins of "far outside the album" (album_criteria)
-FLATNESS_FACTOR = 2.0  # noise: flatter than twice the flattest 1% of the album's sounding windows
+# noise: flatter than the point 3/4 of the way (log scale) from the album's flattest 1% of sounding
+# windows to white noise (flatness 1): a tone album (p99 1e-3) → 0.18, where hiss 10 dB under the
+# notes scores 0.13 and noise as loud as them 0.6; an album at p99 0.2 → 0.67 (white noise ~1)
+FLATNESS_TOWARD_WHITE = 0.75
 NOISE_GATE_DB = 20.0  # ... in windows no quieter than the album's median level minus this
 SILENCE_MARGIN_DB = 30.0  # silence: loudest frame this far under the album's quietest 1%
 STUCK_DIVISOR = 4.0  # stuck tone: spectral change under a quarter of the album's least-changing 1%

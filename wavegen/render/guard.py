@@ -30,7 +30,7 @@ LOGGED_EVENTS = 50  # guard events logged per session; every one goes to the rep
 class GuardCriteria:
     """What :func:`guard_verdict` calls a failed window. The first five fields are RenderSettings'
     without ``guard_``; ``dc_offset`` and ``stuck_change`` are checked only where set (an album
-    profile sets them), ``album`` names the profile the values came from."""
+    profile sets them), ``album_profile`` names the profile file the values came from."""
 
     silence_db: float = -60.0  # every 50 ms frame's RMS (mean removed) below this → silence
     noise_flatness: float = 0.85  # spectral flatness above this ...
@@ -39,7 +39,7 @@ class GuardCriteria:
     clip_fraction: float = 0.1  # ... in more than this fraction of the window → clipping
     dc_offset: float | None = None  # |window mean| above this → dc
     stuck_change: float | None = None  # spectral change (album.spectral_change) below this → stuck tone
-    album: str | None = None
+    album_profile: str | None = None
 
     @classmethod
     def of(cls, source) -> "GuardCriteria":
@@ -57,8 +57,9 @@ class GuardCriteria:
 def album_criteria(profile: dict, clip_level: float = 0.95, source: str = "album profile") -> GuardCriteria:
     """An album profile (wavegen.render.album) → criteria flagging windows far outside it:
 
-    - noise: flatness above FLATNESS_FACTOR x the album's 99th percentile (sounding windows),
-      in a window no quieter than the album's median level minus NOISE_GATE_DB;
+    - noise: flatness above p99 ** (1 - FLATNESS_TOWARD_WHITE) (p99: the album's 99th percentile
+      over sounding windows; 3/4 of the way to white noise on a log scale), in a window no
+      quieter than the album's median level minus NOISE_GATE_DB;
     - silence: the loudest 50 ms frame SILENCE_MARGIN_DB under the album's 1st percentile;
     - stuck tone: spectral change under the album's 1st percentile / STUCK_DIVISOR (never for
       an album that itself holds still);
@@ -75,11 +76,11 @@ def album_criteria(profile: dict, clip_level: float = 0.95, source: str = "album
     change = pick("change", "p1")
     return GuardCriteria(
         silence_db=pick("peak_frame_db", "p1") - album.SILENCE_MARGIN_DB,
-        noise_flatness=min(1.0, album.FLATNESS_FACTOR * flat) if flat is not None else 1.0,
+        noise_flatness=min(1.0, max(flat, 1e-12)) ** (1.0 - album.FLATNESS_TOWARD_WHITE) if flat is not None else 1.0,
         noise_db=pick("rms_db", "p50") - album.NOISE_GATE_DB,
         clip_level=clip_level, clip_fraction=pick("clip_fraction", "p99") + album.CLIP_MARGIN,
         dc_offset=pick("dc", "p99") + album.DC_MARGIN,
-        stuck_change=change / album.STUCK_DIVISOR if change else None, album=source)
+        stuck_change=change / album.STUCK_DIVISOR if change else None, album_profile=source)
 
 
 def criteria_for(settings, ref=None) -> GuardCriteria:
