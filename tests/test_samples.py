@@ -25,8 +25,8 @@ from wavegen.samples import SAMPLES_DIR, TrainingSamples, read_samples, sample_s
 from wavegen.train import resolve_run_config, train
 
 SR = 8000
-SAMPLING = ["train.sample_interval=0", "train.sample_seconds=0.5", "train.val_interval=2", "train.checkpoint_interval=2",
-            "train.keep_checkpoints=5"]
+SAMPLING = ["train.sample_interval=0", "train.sample_seconds=0.5", "train.val_interval=2",
+            "train.checkpoint_interval=2", "train.keep_checkpoints=5"]
 
 
 @pytest.fixture(autouse=True, scope="module")
