@@ -25,6 +25,7 @@ def pluck(freq, seconds, decay):
 
 
 def song(seed, seconds):
+    """Song number ``seed`` → (audio [T, 2] float32 peaking at 0.8, tempo in BPM)."""
     rng = np.random.default_rng(seed)
     bpm = rng.choice([84, 96, 108, 120])
     beat = 60.0 / bpm
@@ -60,7 +61,7 @@ def song(seed, seconds):
         left[start:start + len(hat)] += hat
         right[start:start + len(hat)] += hat
     x = np.stack([left, right], 1)
-    return (0.8 * x / np.abs(x).max()).astype(np.float32)
+    return (0.8 * x / np.abs(x).max()).astype(np.float32), int(bpm)
 
 
 def main():
@@ -72,7 +73,8 @@ def main():
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for i in range(args.songs):
-        sf.write(out / f"song_{i + 1:02d}.wav", song(i, args.seconds), RATE)
+        audio, _ = song(i, args.seconds)
+        sf.write(out / f"song_{i + 1:02d}.wav", audio, RATE)
     print(f"wrote {args.songs} songs of {args.seconds:.0f} s to {out}")
 
 
