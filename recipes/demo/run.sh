@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # wavegen demo, end to end on a CPU: set-up, a small album the demo synthesises itself,
-# prep, a few minutes of training of a tiny SampleRNN, a 10-second render, evaluation.
+# prep, a few minutes of training of a tiny SampleRNN, a 10-second render, evaluation, and the
+# render judged against the album (pitch, Frechet distance beside the album's and noise's).
 #
-#   bash recipes/demo/run.sh [--stage N] [--stop-stage M] [--dir DEMO_DIR] [--steps 300]
+#   bash recipes/demo/run.sh [--stage N] [--stop-stage M] [--dir DEMO_DIR] [--steps 1000]
+#
+# The settings were chosen by measurement on a 2-core CPU (docs/DEMO.md): samplernn-tiny with
+# 64 mu-law levels (its 256 levels rendered noise in this budget), lr 5e-3, 1000 steps on one
+# thread (two threads were no faster per step for this model), rendered at temperature 0.7.
 #
 # Each finished stage leaves a marker in DEMO_DIR/.done/, so rerunning skips it; delete
 # DEMO_DIR (default: demo/) to start over. Listen to DEMO_DIR/renders/stream_000.wav.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-stage=0; stop_stage=100; dir=demo; steps=300
+stage=0; stop_stage=100; dir=demo; steps=1000
 while [ $# -gt 0 ]; do
   case "$1" in
     --stage) stage=$2; shift 2 ;;
@@ -36,13 +41,16 @@ run_stage 1 "synthesise a small album (8 songs x 20 s, stereo 22.05 kHz)" \
   python recipes/demo/make_recordings.py "$dir/recordings" --songs 8 --seconds 20
 run_stage 2 "prep: mono, 16 kHz, trim silence, split by song" \
   wavegen prep "$dir/recordings" "$dir/corpus" --val-fraction 0.125 --test-fraction 0.125
-run_stage 3 "train samplernn-tiny for $steps steps (a few minutes on 2 CPU cores)" \
-  wavegen train --data "$dir/corpus" --model samplernn-tiny --run "$dir/run" --max-steps "$steps"
+run_stage 3 "train samplernn-tiny, 64 mu-law levels, for $steps steps (a few minutes on a CPU)" \
+  wavegen train --data "$dir/corpus" --model samplernn-tiny --run "$dir/run" --max-steps "$steps" --threads 1 \
+    --set model.q_levels=64 --set train.lr=5e-3
 run_stage 4 "render 10 seconds" \
-  wavegen render "$dir/run" --seconds 10 --out "$dir/renders" --seed 1
+  wavegen render "$dir/run" --seconds 10 --out "$dir/renders" --seed 1 --temperature 0.7
 run_stage 5 "evaluate on the test song (bits per sample; lower is better)" \
   wavegen eval "$dir/run" --data "$dir/corpus" --split test
+run_stage 6 "judge the render against the album (periodic fraction; Frechet distance, 0 = the test song)" \
+  wavegen eval "$dir/run" --renders "$dir/renders" --data "$dir/corpus"
 
 echo
-echo "Done. Listen to $dir/renders/stream_000.wav"
+echo "Done. Listen to $dir/renders/stream_000.wav (and to what training rendered: $dir/run/samples/)"
 echo "The model is in $dir/run/best/; training curves: tensorboard --logdir $dir/run/tb"
