@@ -92,12 +92,13 @@ def tiny_corpus(tmp_path) -> Path:
 
 # --set overrides small enough for a test to train in seconds (on the samplernn-tiny and
 # wavenet-tiny presets, with wavegen.train.resolve_run_config or `wavegen train --set`).
+# training samples off in the tiny runs (tests/test_samples.py covers them; each set costs seconds)
 TINY_SAMPLERNN = ["model.dim=32", "model.emb_size=8", "train.batch_size=4", "train.seq_len=64",
-                  "train.tbptt_windows=2", "train.val_seconds=2", "train.log_interval=1"]
+                  "train.tbptt_windows=2", "train.val_seconds=2", "train.log_interval=1", "train.sample_interval=-1"]
 TINY_WAVENET = ["model.layers=5", "model.max_dilation=8", "model.residual_channels=12",
                 "model.skip_channels=16", "model.end_channels=16", "model.q_levels=64",
                 "train.batch_size=4", "train.seq_len=64", "train.val_seconds=1", "train.log_interval=1",
-                "train.lr=1e-2"]
+                "train.lr=1e-2", "train.sample_interval=-1"]
 
 
 def perturb(model, scale: float = 0.2):

@@ -26,7 +26,8 @@ FAMILIES = {
                                      "train.tbptt_windows=2"]),
 }
 COMMON = ["model.q_levels=64", "train.batch_size=8", "train.seq_len=64", "train.val_seconds=1",
-          "train.log_interval=1", "train.lr=5e-3"]
+          "train.log_interval=1", "train.lr=5e-3",
+          "train.sample_interval=-1"]
 
 
 def write_labelled_recordings(folder, files=3, seconds=3.0):

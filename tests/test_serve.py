@@ -317,6 +317,27 @@ def test_guard_runs_on_the_stream(silent_server):
     assert 'wavegen_serve_guard_events_total{kind="silence"}' in metrics
 
 
+def test_the_station_guards_with_the_models_album_profile(model, tmp_path):
+    """A model folder with album.json: the live stream's guard judges by the album (as a render
+    does), records it in its parameters; without one, the fixed thresholds."""
+    from wavegen.checkpoint import load_model, save_model
+    from wavegen.render.album import ALBUM_FILE, album_profile
+    from wavegen.render.guard import GuardCriteria
+    from wavegen.serve import ServeSettings, Station
+
+    t = np.arange(2 * SR) / SR
+    tones = [0.3 * np.sin(2 * np.pi * f * t) for f in (220, 330, 440, 550)]
+    profile = album_profile(tones, SR)
+    net, config = load_model(model)
+    with_album = save_model(net, config, tmp_path / "with_album", {ALBUM_FILE: json.dumps(profile)})
+    plain = Station(str(model), ServeSettings())
+    by_album = Station(str(with_album), ServeSettings())
+    assert plain.guard_criteria == GuardCriteria() and "album_profile" not in plain.params["guard"]
+    assert by_album.guard_criteria.album_profile == str(with_album / ALBUM_FILE)
+    assert by_album.params["guard"]["album_profile"] == str(with_album / ALBUM_FILE)
+    assert by_album.guard_criteria.noise_flatness < 0.5 < plain.guard_criteria.noise_flatness  # a tone album's line
+
+
 # ----- refusals -----------------------------------------------------------------------------------
 
 def test_a_model_too_slow_for_real_time_is_refused(model):

@@ -38,7 +38,8 @@ WEIGHT_ATOL = 2e-5
 # hidden state of every stream must land on the right process and micro-batch.
 SETTINGS = ["model.dim=32", "model.emb_size=8", "train.batch_size=8", "train.seq_len=64",
             "train.tbptt_windows=4", "train.val_seconds=0.5", "train.log_interval=1",
-            "train.val_interval=2", "train.checkpoint_interval=2"]
+            "train.val_interval=2", "train.checkpoint_interval=2",
+            "train.sample_seconds=0.5"]  # training samples on, short: the main process renders them under DDP
 STEPS = 4
 
 
@@ -139,6 +140,10 @@ def test_two_processes_equal_one_with_the_same_global_batch(runs):
     first = weights(one, 2)
     assert max(float((weights(one)[k] - first[k]).abs().max()) for k in first) > 10 * WEIGHT_ATOL
     assert losses(two)[STEPS] < losses(two)[1]
+    # training samples: the main process alone renders them, at each validation, under DDP too
+    for run in (one, two):
+        assert sorted(p.name for p in (run / "samples").iterdir()) == ["step_2", "step_4"]
+        assert sorted(p.name for p in (run / "samples" / "step_4").glob("*.wav")) == ["stream_000.wav", "stream_001.wav"]
 
 
 @pytest.mark.slow

@@ -34,6 +34,8 @@ def add_parser(sub) -> None:
     p.add_argument("--guard-seconds", type=float, default=2.0, help="guard window (default 2)")
     p.add_argument("--guard-attempts", type=int, default=4,
                    help="redraws of a failing window before keeping it (default 4)")
+    p.add_argument("--no-album-guard", dest="guard_album", action="store_false",
+                   help="fixed guard thresholds even where the model has an album profile (album.json)")
     p.add_argument("--no-spectrogram", dest="spectrogram", action="store_false",
                    help="skip the spectrogram PNG per stream")
 
@@ -51,7 +53,8 @@ def run(args) -> int:
                               backend=args.backend, device=args.device, precision=args.precision, format=args.format,
                               block_seconds=args.block_seconds, snapshot_seconds=args.snapshot_seconds,
                               guard=args.guard, guard_seconds=args.guard_seconds,
-                              guard_attempts=args.guard_attempts, spectrogram=args.spectrogram)
+                              guard_attempts=args.guard_attempts, guard_album=args.guard_album,
+                              spectrogram=args.spectrogram)
     report = render(args.model, args.out, settings, progress=not args.quiet, restart=args.restart,
                     checkpoint=args.checkpoint)
     if report.get("rank", 0) == 0:  # under torchrun/accelerate, one process lists the files

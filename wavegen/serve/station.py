@@ -31,6 +31,7 @@ import numpy as np
 from wavegen.audio import dequantize, float_to_int16
 from wavegen.generate import make_engine, temperatures, uniforms
 from wavegen.render import RenderSettings, guard_verdict, parse_label
+from wavegen.render.guard import criteria_for
 from wavegen.resolve import resolve_model
 from wavegen.serve.archive import Archive, ServeError
 from wavegen.serve.encoder import OggOpusEncoder, Page
@@ -133,12 +134,14 @@ class Station:
         self.temperature = temperatures(settings.temperature, 1)
         self.guard_settings = RenderSettings(seconds=1.0, guard=settings.guard, guard_seconds=settings.guard_seconds,
                                              guard_attempts=settings.guard_attempts)
+        # the model's album profile (album.json beside it) where it has one, as a render does
+        self.guard_criteria = criteria_for(self.guard_settings, self.ref)
         self.params = {
             "model": self.ref.source, "model_sha256": _model_digest(self.ref), "sample_rate": self.sample_rate,
             "seed": settings.seed, "temperature": float(self.temperature[0]), "label": settings.label,
             "backend": self.engine.backend, "device": settings.device,
-            "guard": {k: v for k, v in vars(self.guard_settings).items() if k.startswith("guard_")}
-            if settings.guard else False,
+            "guard": {"seconds": settings.guard_seconds, "attempts": settings.guard_attempts,
+                      **self.guard_criteria.as_dict()} if settings.guard else False,
         }
         self.archive = None
         if settings.archive:
@@ -319,7 +322,7 @@ class Station:
             return codes
         for attempt in range(self.settings.guard_attempts + 1):
             audio = dequantize(codes, self.q_levels, self.quantization)
-            verdict = guard_verdict(audio, self.sample_rate, self.guard_settings)
+            verdict = guard_verdict(audio, self.sample_rate, self.guard_criteria)
             if verdict is None:
                 return codes
             self._event(pos, verdict, attempt)
