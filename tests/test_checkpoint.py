@@ -39,7 +39,7 @@ def test_replacing_a_model_folder_leaves_no_temporaries(tmp_path):
     loaded, _ = load_model(tmp_path / "best")
     torch.manual_seed(1)
     fresh = build_model(config())
-    assert torch.equal(loaded.mlp.output.bias, fresh.mlp.output.bias)
+    assert torch.equal(loaded.mlp.output.weight, fresh.mlp.output.weight)
 
 
 def test_errors_name_the_folder(tmp_path):

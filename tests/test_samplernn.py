@@ -61,7 +61,8 @@ def _check_uniform(weight: torch.Tensor, bound: float, what: str) -> None:
 @pytest.mark.parametrize("rnn_type", ["gru", "lstm"])
 def test_initialisation_is_fan_in_scaled_with_orthogonal_candidate_blocks(rnn_type):
     """The init that made wavegen learn more per step than the 2017 peer (docs/QUALITY.md): Kaiming
-    uniform into ReLUs and conditioning sums, LeCun for the RNN's input/gate weights and the logits,
+    uniform into ReLUs and conditioning sums, LeCun for the frame projection into the RNN, the RNN's
+    input/gate weights and the logits,
     the candidate's recurrent block orthogonal, biases zero, weight norm's g = ||v|| (the layer
     computes the drawn weight)."""
     torch.manual_seed(0)
@@ -71,7 +72,7 @@ def test_initialisation_is_fan_in_scaled_with_orthogonal_candidate_blocks(rnn_ty
     kaiming, lecun = (lambda fan_in: math.sqrt(6 / fan_in)), (lambda fan_in: math.sqrt(3 / fan_in))
     n_gates = 4 if rnn_type == "lstm" else 3
     for k, tier in enumerate(model.tiers):
-        _check_uniform(tier.input.weight, kaiming(tier.frame_size), f"tier {k} input")
+        _check_uniform(tier.input.weight, lecun(tier.frame_size), f"tier {k} input")
         _check_uniform(tier.upsample.weight, kaiming(dim), f"tier {k} upsampling")
         biases = [tier.input.bias, tier.upsample.bias]
         for j, rnn in enumerate(tier.rnns):

@@ -137,7 +137,10 @@ class FrameTier(nn.Module):
         super().__init__()
         self.frame_size, self.ratio, self.dim = frame_size, ratio, cfg.dim
         self.skip, self.is_lstm = cfg.skip, cfg.rnn_type == "lstm"
-        self.input = _linear(frame_size, cfg.dim, cfg.weight_norm)
+        # LeCun (not Kaiming) for the frame projection: it feeds the RNN's input, no ReLU. Measured:
+        # Kaiming here (2x the variance) swamped a conditioned tiny model's label vector, which
+        # then rendered both labels alike after 60 steps (tests/test_conditioning.py)
+        self.input = _linear(frame_size, cfg.dim, cfg.weight_norm, LECUN)
         rnn_cls = nn.LSTM if self.is_lstm else nn.GRU
         self.rnns = nn.ModuleList(rnn_cls(cfg.dim, cfg.dim, batch_first=True) for _ in range(cfg.n_rnn))
         for rnn in self.rnns:
