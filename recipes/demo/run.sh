@@ -10,7 +10,7 @@
 # thread (two threads were no faster per step for this model), rendered at temperature 0.7.
 #
 # Each finished stage leaves a marker in DEMO_DIR/.done/, so rerunning skips it; delete
-# DEMO_DIR (default: demo/) to start over. Listen to DEMO_DIR/renders/stream_000.wav.
+# DEMO_DIR (default: demo/) to start over. Listen to DEMO_DIR/renders/stream_000.wav ... stream_002.wav.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -24,16 +24,7 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
-mkdir -p "$dir/.done"
-
-run_stage() {  # run_stage N "title" command...
-  local n=$1 title=$2; shift 2
-  if [ "$n" -lt "$stage" ] || [ "$n" -gt "$stop_stage" ]; then return; fi
-  if [ -f "$dir/.done/$n" ]; then echo "== stage $n: $title (done before, skipped)"; return; fi
-  echo "== stage $n: $title"
-  "$@"
-  touch "$dir/.done/$n"
-}
+source recipes/stages.sh
 
 setup() { bash recipes/setup.sh; }
 run_stage 0 "set-up (pinned torch, wavegen and its dependencies)" setup
@@ -44,13 +35,15 @@ run_stage 2 "prep: mono, 16 kHz, trim silence, split by song" \
 run_stage 3 "train samplernn-tiny, 64 mu-law levels, for $steps steps (a few minutes on a CPU)" \
   wavegen train --data "$dir/corpus" --model samplernn-tiny --run "$dir/run" --max-steps "$steps" --threads 1 \
     --set model.q_levels=64 --set train.lr=5e-3
-run_stage 4 "render 10 seconds" \
-  wavegen render "$dir/run" --seconds 10 --out "$dir/renders" --seed 1 --temperature 0.7
+run_stage 4 "render 3 streams of 10 seconds" \
+  wavegen render "$dir/run" --seconds 10 --streams 3 --out "$dir/renders" --seed 1 --temperature 0.7
 run_stage 5 "evaluate on the test song (bits per sample; lower is better)" \
   wavegen eval "$dir/run" --data "$dir/corpus" --split test
 run_stage 6 "judge the render against the album (periodic fraction; Frechet distance, 0 = the test song)" \
   wavegen eval "$dir/run" --renders "$dir/renders" --data "$dir/corpus"
 
-echo
-echo "Done. Listen to $dir/renders/stream_000.wav (and to what training rendered: $dir/run/samples/)"
-echo "The model is in $dir/run/best/; training curves: tensorboard --logdir $dir/run/tb"
+if [ "$stop_stage" -ge 6 ]; then  # the whole demo ran (the stream recipe runs only stages 1-3)
+  echo
+  echo "Done. Listen to $dir/renders/stream_000.wav ... stream_002.wav (and to what training rendered: $dir/run/samples/)"
+  echo "The model is in $dir/run/best/; training curves: tensorboard --logdir $dir/run/tb"
+fi

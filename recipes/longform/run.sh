@@ -42,16 +42,7 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$model" ] || { echo "usage: $0 MODEL [--hours H | --seconds S] [--streams N] [--dir OUT] ..." >&2; exit 2; }
 dir=${dir:-renders/longform-$(basename "$model")}
-mkdir -p "$dir/.done"
-
-run_stage() {  # run_stage N "title" command...
-  local n=$1 title=$2; shift 2
-  if [ "$n" -lt "$stage" ] || [ "$n" -gt "$stop_stage" ]; then return; fi
-  if [ -f "$dir/.done/$n" ]; then echo "== stage $n: $title (done before, skipped)"; return; fi
-  echo "== stage $n: $title"
-  "$@"
-  touch "$dir/.done/$n"
-}
+source recipes/stages.sh
 
 render() {
   local cmd=(wavegen render "$model" --seconds "$seconds" --streams "$streams" --out "$dir"
