@@ -38,6 +38,19 @@ def write_tone(path, seconds, sample_rate, freq=440.0, channels=1, subtype=None,
     return x
 
 
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """One torch thread for the whole suite: the tests run tiny models, whose many tiny ops on a
+    busy 2-core machine run several times slower on two threads (up to ~70x for the torch engine,
+    measured), never faster. Subprocesses get OMP_NUM_THREADS=1 where they start them."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 @pytest.fixture
 def make_tone():
     """make_tone(path, seconds, sample_rate, freq=440, channels=1, subtype=None, format=None)."""

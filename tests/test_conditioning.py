@@ -48,17 +48,6 @@ def spectral_centroid_hz(x: np.ndarray) -> float:
     return float((power * np.fft.rfftfreq(len(x), 1 / SR)).sum() / power.sum())
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run tiny ops (eval carries a GRU through whole segments, step by step): on a busy
-    2-core machine a second torch thread made them up to 100x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):

@@ -21,7 +21,6 @@ import itertools
 import cudasim  # noqa: F401  (first: enables the simulators where no GPU is present)
 import numpy as np
 import pytest
-import torch
 
 from conftest import tiny_samplernn
 from wavegen.engine import EngineError
@@ -47,13 +46,6 @@ TOL_BF16_LARGE = 3e-2
 # only what fits in 6000 bytes (the rest read from global memory)
 SMALL = [{"blocks": 2}, {"blocks": 3, "smem_bytes": 6000}]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the reference runs many tiny ops: one thread is fastest on a busy machine
-    yield
-    torch.set_num_threads(before)
 
 
 def model(tiers=3, rnn_type="lstm", quantization="mu-law", skip=True, labels=(), seed=0, n_rnn=2):

@@ -47,15 +47,6 @@ WAVENET_PATTERNS = [(1, 1), (4, 8), (9, 4), (6, 8)]  # (layers, max_dilation): o
 WAVENET_VARIANTS = list(itertools.product(WAVENET_PATTERNS, ["linear", "mu-law"], [False, True]))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The torch engine runs many tiny ops: on a busy 2-core machine a second thread makes it
-    up to ~70x slower (measured), not faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 # ----- tiny models ---------------------------------------------------------------------------------
 

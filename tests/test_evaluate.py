@@ -21,13 +21,6 @@ from wavegen.train import resolve_run_config, train
 SR = 8000
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):

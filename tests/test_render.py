@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from render_helpers import (SR, Q, direct_pcm, file_bytes, make_model, one_thread, read_pcm,  # noqa: F401
+from render_helpers import (SR, Q, direct_pcm, file_bytes, make_model, read_pcm,  # noqa: F401
                             settings)
 from wavegen.audio import quantize
 from wavegen.checkpoint import load_model

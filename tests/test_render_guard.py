@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from render_helpers import (MOSTLY_SILENT, SILENCE, SR, Q, expected_guarded, make_model, one_hot_bias,  # noqa: F401
-                            one_thread, read_pcm, settings)
+                            read_pcm, settings)
 from wavegen.audio import dequantize, float_to_int16, quantize
 from wavegen.checkpoint import load_model
 from wavegen.generate import Engine, TorchSampleRNNEngine, make_engine, sample_codes, uniforms

@@ -22,7 +22,7 @@ import pytest
 import soundfile as sf
 
 from render_helpers import (ENV, MOSTLY_SILENT, SR, cli, direct_pcm, expected_guarded, file_bytes,  # noqa: F401
-                            make_model, one_hot_bias, one_thread, read_pcm, settings, wait_for_snapshot,
+                            make_model, one_hot_bias, read_pcm, settings, wait_for_snapshot,
                             write_streams)
 from wavegen.cli import main
 from wavegen.fileio import FolderLock

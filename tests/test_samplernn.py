@@ -13,13 +13,6 @@ from wavegen.config import ConfigError, TrainConfig
 from wavegen.models import build_model, resolve_preset, samplernn
 from wavegen.models.samplernn import SampleMLP, SampleRNNConfig
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run tiny ops: on a busy 2-core machine a second torch thread slows them down."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def parallel_logits(model, codes, labels=None):

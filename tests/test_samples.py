@@ -1,6 +1,7 @@
-"""Training samples (wavegen.samples): written at each validation step from the current weights, the same
-audio a render of that checkpoint draws, in TensorBoard; atomic under kill -9, not redone on resume, a
-failure warns and training goes on; one stream per label for a conditioned model."""
+"""Training samples (wavegen.samples): written every sample_interval steps (by default at
+validation steps, at most every 500) from the current weights, the same audio a render of that
+checkpoint draws, in TensorBoard; atomic under kill -9, not redone on resume, a failure warns and
+training goes on; one stream per label for a conditioned model."""
 
 import logging
 import os
@@ -13,7 +14,6 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 from conftest import TINY_SAMPLERNN, prepared_corpus, tiny_samplernn
 
 from wavegen.config import TrainConfig
@@ -25,16 +25,9 @@ from wavegen.samples import SAMPLES_DIR, TrainingSamples, read_samples, sample_s
 from wavegen.train import resolve_run_config, train
 
 SR = 8000
-SAMPLING = ["train.sample_interval=0", "train.sample_seconds=0.5", "train.val_interval=2",
+SAMPLING = ["train.sample_interval=2", "train.sample_seconds=0.5", "train.val_interval=2",
             "train.checkpoint_interval=2", "train.keep_checkpoints=5"]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -127,12 +120,16 @@ def test_a_failure_to_sample_warns_and_training_goes_on(corpus, tmp_path, caplog
 
 
 def test_when_samples_are_due():
-    def steps(**settings):
-        cfg = TrainConfig(val_interval=5, max_steps=12, **settings)
+    def steps(max_steps=12, **settings):
+        cfg = TrainConfig(max_steps=max_steps, **settings)
         samples = TrainingSamples("/nonexistent", cfg, "cpu", SR, main=False)
-        return [s for s in range(1, 13) if samples.due(s)]
+        return [s for s in range(1, max_steps + 1) if samples.due(s)]
 
-    assert steps() == [5, 10, 12]  # with each validation, and the last step
+    # the default: validation steps no closer than 500 steps apart, and the last step
+    assert steps(1200, val_interval=500) == [500, 1000, 1200]
+    assert steps(1200, val_interval=100) == [500, 1000, 1200]
+    assert steps(1200, val_interval=300) == [600, 1200]
+    assert steps(1200, val_interval=700) == [700, 1200]
     assert steps(sample_interval=3) == [3, 6, 9, 12]
     assert steps(sample_interval=-1) == []
 

@@ -26,15 +26,6 @@ from wavegen.train import lr_factor, read_metrics, resolve_run_config, train
 from wavegen.trainstate import NonFiniteError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run tiny ops (validation carries a GRU through whole segments, step by step): on
-    a busy 2-core machine a second torch thread made them several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def config_for(corpus, *extra):
     return resolve_run_config(resolve_preset("samplernn-tiny"), corpus, TINY_SAMPLERNN + list(extra))

@@ -39,18 +39,9 @@ WEIGHT_ATOL = 2e-5
 SETTINGS = ["model.dim=32", "model.emb_size=8", "train.batch_size=8", "train.seq_len=64",
             "train.tbptt_windows=4", "train.val_seconds=0.5", "train.log_interval=1",
             "train.val_interval=2", "train.checkpoint_interval=2",
-            "train.sample_seconds=0.5"]  # training samples on, short: the main process renders them under DDP
+            "train.sample_interval=2", "train.sample_seconds=0.5"]  # samples on, short: main renders them under DDP
 STEPS = 4
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The in-process runs below, like the launched ones (OMP_NUM_THREADS=1): tiny ops on a busy
-    2-core machine run several times slower on two torch threads."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def free_port() -> int:

@@ -22,13 +22,6 @@ Q = 32  # tiny_wavenet's default q_levels
 LABELS = ["a", "b", "c"]
 BLEND = np.array([[1, 0, 0], [0.2, 0.5, 0.3], [0, 0, 1]], dtype=np.float32)  # per stream
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run tiny ops: on a busy 2-core machine a second torch thread slows them down."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def parallel_logits(model, codes, labels=None):

@@ -48,8 +48,8 @@ class TrainConfig:
     mixed_precision: str = "auto"  # auto (bf16 on CUDA) | no | bf16 | fp16
     compile: bool = False
     num_workers: int = 0
-    # training samples (wavegen.samples): every sample_interval steps (0: at each validation step;
-    # negative: off), sample_streams streams (a conditioned model: one per label, up to 8) of
+    # training samples (wavegen.samples): every sample_interval steps (0: at validation steps, at
+    # most every 500 steps; negative: off), sample_streams streams (a conditioned model: one per label, up to 8) of
     # sample_seconds each, rendered from the current weights into RUN/samples/step_N/
     sample_interval: int = 0
     sample_seconds: float = 4.0
