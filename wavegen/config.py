@@ -168,13 +168,6 @@ def apply_overrides(config: dict, overrides: list[str]) -> dict:
     return config
 
 
-def save_json(path: Path, data: dict) -> None:
-    """Write JSON atomically and durably (wavegen.fileio.write_json)."""
-    from wavegen.fileio import write_json
-
-    write_json(path, data)
-
-
 def load_json(path: Path) -> dict:
     """A JSON file's content; ConfigError naming the file when it is missing, unreadable or not JSON."""
     path = Path(path)

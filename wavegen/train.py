@@ -31,10 +31,11 @@ from pathlib import Path
 import torch
 
 from wavegen.checkpoint import intact_checkpoint, load_checkpoint, save_checkpoint, save_model
-from wavegen.config import ConfigError, TrainConfig, from_dict, load_json, save_json
+from wavegen.config import ConfigError, TrainConfig, from_dict, load_json
 from wavegen.corpus import Corpus
 from wavegen.data import BatchBuildingStopped, BatchStream, make_batches
 from wavegen.errors import WavegenError
+from wavegen.fileio import write_json
 from wavegen.models import build_model, model_config
 from wavegen.render.album import ALBUM_FILE, ensure_run_profile
 from wavegen.runlog import RunLog, read_metrics  # noqa: F401  (read_metrics: the public reader)
@@ -314,7 +315,7 @@ def _start(config: dict, train_cfg: TrainConfig, accelerator, run_dir: Path) -> 
         inner, corpus.split("train"), corpus.segments("train"), corpus.segment_labels("train"), train_cfg,
         accelerator.process_index, accelerator.num_processes))
     if main:
-        save_json(run_dir / "config.json", config)
+        write_json(run_dir / "config.json", config)
     run = _Run(config, train_cfg, accelerator, run_dir, corpus, model, optimizer, inner, batches,
                Carry(train_cfg.grad_accum), NonFiniteWatch(accelerator, train_cfg),
                album=ensure_run_profile(run_dir, config, corpus) if main else None)
