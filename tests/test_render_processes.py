@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from process_helpers import cli_recording_threads, gloo_threads_left
 from render_helpers import (ENV, MOSTLY_SILENT, SR, cli, direct_pcm, expected_guarded, file_bytes,  # noqa: F401
                             make_model, one_hot_bias, read_pcm, settings, wait_for_snapshot,
                             write_streams)
@@ -173,22 +174,27 @@ def test_memory_stays_flat_as_the_render_grows(model, tmp_path):
     assert peak[4] - peak[1] < 2 * 1024, peak
 
 
-def torchrun(model, out, *extra) -> list[str]:
+def torchrun(model, out, *extra, entry=("-m", "wavegen")) -> list[str]:
     args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",  # torchrun
-            "-m", "wavegen", "-q", "render", model, "--seconds", 0.5, "--streams", 3, "--out", out,
+            *entry, "-q", "render", model, "--seconds", 0.5, "--streams", 3, "--out", out,
             "--backend", "torch", "--no-guard", "--no-spectrogram", *extra]
     return list(map(str, args))
 
 
 @pytest.mark.slow
 def test_torchrun_shares_streams_and_matches_one_process(model, tmp_path):
+    """...and ends its process group before exiting: no gloo worker thread is left to race the
+    interpreter's exit (that race aborted a process now and then under load)."""
     expected = direct_pcm(model, 3, int(0.5 * SR))
-    run = subprocess.run(torchrun(model, tmp_path / "two"), env=ENV, capture_output=True, text=True, timeout=300)
+    entry, env = cli_recording_threads(tmp_path)
+    run = subprocess.run(torchrun(model, tmp_path / "two", entry=entry), env={**ENV, **env},
+                         capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert file_bytes(tmp_path / "two", 3) == file_bytes(write_streams(tmp_path / "one", expected, "wav"), 3)
     report = json.loads((tmp_path / "two" / "render_report.json").read_text())
     assert report["processes"] == 2 and report["params"]["world_size"] == 2
     assert run.stdout.split() == [str(tmp_path / "two" / f"stream_{i:03d}.wav") for i in range(3)]
+    assert gloo_threads_left(tmp_path, 2) == {0: [], 1: []}
 
 
 @pytest.mark.slow

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import prepared_corpus
+from process_helpers import cli_recording_threads, gloo_threads_left
 from safetensors.torch import load_file
 
 from wavegen.fileio import FolderLock
@@ -50,14 +51,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wavegen_train(corpus, run, processes: int, *extra: str, launcher: str = "torchrun") -> None:
+def wavegen_train(corpus, run, processes: int, *extra: str, launcher: str = "torchrun", threads=None) -> None:
     """Run ``wavegen train`` as real processes: ``python -m wavegen``, or 2 of them started by
     torchrun or by ``accelerate launch`` with the recipe's one-node config (on a machine without
     GPUs its processes talk over gloo).
 
-    ``--run-dir``: torchrun refuses ``--run`` (a prefix of its own ``--run-path``).
+    ``--run-dir``: torchrun refuses ``--run`` (a prefix of its own ``--run-path``). ``threads``: a
+    folder where each process records the threads it leaves behind (process_helpers).
     """
-    args = ["-m", "wavegen", "-q", "train", "--data", str(corpus), "--model", "samplernn-tiny",
+    entry, env = cli_recording_threads(threads) if threads else (["-m", "wavegen"], {})
+    args = [*entry, "-q", "train", "--data", str(corpus), "--model", "samplernn-tiny",
             "--run-dir", str(run), "--max-steps", str(STEPS)]
     args += [a for s in SETTINGS + list(extra) for a in ("--set", s)]
     launch = [sys.executable]
@@ -66,7 +69,7 @@ def wavegen_train(corpus, run, processes: int, *extra: str, launcher: str = "tor
     elif processes > 1:
         launch += ["-m", "accelerate.commands.launch", "--config_file", str(RECIPES / "one_node.yaml"),
                    "--num_processes", str(processes), "--main_process_port", str(free_port())]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **env}
     done = subprocess.run(launch + args, capture_output=True, text=True, timeout=240, env=env)
     assert done.returncode == 0, done.stderr[-4000:]
 
@@ -115,7 +118,8 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
     corpus = prepared_corpus(root, val_fraction=0.25, test_fraction=0.25)
     wavegen_train(corpus, root / "one", 1)
-    wavegen_train(corpus, root / "two", 2, "train.grad_accum=2")
+    (root / "threads").mkdir()
+    wavegen_train(corpus, root / "two", 2, "train.grad_accum=2", threads=root / "threads")
     return {"corpus": corpus, "one": root / "one", "two": root / "two", "root": root}
 
 
@@ -126,6 +130,8 @@ def test_two_processes_equal_one_with_the_same_global_batch(runs):
     names = sorted(p.name for p in (two / "checkpoints" / "step_4").iterdir())
     assert "random_states_1.pkl" in names and "model.safetensors" in names
     assert_same_training(one, two)
+    # the process group ended with the training: no gloo thread left to race the processes' exit
+    assert gloo_threads_left(runs["root"] / "threads", 2) == {0: [], 1: []}
     # the runs really trained: the weights moved from their initialisation by far more than
     # the tolerance, and the loss went down
     first = weights(one, 2)

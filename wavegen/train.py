@@ -34,6 +34,7 @@ from wavegen.checkpoint import intact_checkpoint, load_checkpoint, save_checkpoi
 from wavegen.config import ConfigError, TrainConfig, from_dict, load_json
 from wavegen.corpus import Corpus
 from wavegen.data import BatchBuildingStopped, BatchStream, make_batches
+from wavegen.distributed import before_process_group
 from wavegen.errors import WavegenError
 from wavegen.fileio import write_json
 from wavegen.models import build_model, model_config
@@ -122,6 +123,8 @@ def make_accelerator(mixed_precision: str, cpu: bool = False):
     if mixed_precision == "auto":
         mixed_precision = "bf16" if cuda else "no"
     several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if several:
+        before_process_group()
     return Accelerator(mixed_precision=mixed_precision, cpu=not cuda and (cpu or several))
 
 
@@ -257,22 +260,24 @@ def train(config: dict, run_dir: str | Path, progress: bool = True) -> dict:
     if accelerator.device.type == "cuda":  # fp32 matmuls outside autocast (e.g. mixed_precision=no) may use TF32
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    with _run_lock(accelerator, run_dir):
-        run = _start(config, train_cfg, accelerator, run_dir)
-        run.log = RunLog(run_dir, run.step, train_cfg.max_steps, run.main, progress)
-        run.samples = TrainingSamples(run_dir, train_cfg, accelerator.device, run.corpus.sample_rate, run.main,
-                                      run.log, run.album)
-        stream = BatchStream(run.batches, run.step, train_cfg.grad_accum, accelerator.device,
-                             workers=train_cfg.num_workers, pin=accelerator.device.type == "cuda")
-        try:
-            status = _run_steps(run, stream)
-        finally:
-            stream.close()
-            run.log.close()
-        accelerator.wait_for_everyone()
-    if run.main:
-        logger.info("%s at step %d; %s", status, run.step, _where_the_model_is(run))
-    accelerator.end_training()
+    try:
+        with _run_lock(accelerator, run_dir):
+            run = _start(config, train_cfg, accelerator, run_dir)
+            run.log = RunLog(run_dir, run.step, train_cfg.max_steps, run.main, progress)
+            run.samples = TrainingSamples(run_dir, train_cfg, accelerator.device, run.corpus.sample_rate, run.main,
+                                          run.log, run.album)
+            stream = BatchStream(run.batches, run.step, train_cfg.grad_accum, accelerator.device,
+                                 workers=train_cfg.num_workers, pin=accelerator.device.type == "cuda")
+            try:
+                status = _run_steps(run, stream)
+            finally:
+                stream.close()
+                run.log.close()
+            accelerator.wait_for_everyone()
+        if run.main:
+            logger.info("%s at step %d; %s", status, run.step, _where_the_model_is(run))
+    finally:  # the process group ends here on every path, not at interpreter exit (wavegen.distributed)
+        accelerator.end_training()
     return {"step": run.step, "status": status, "best_val_bits": run.best_val, "run_dir": str(run_dir),
             "checkpoint": str(run.checkpoint) if run.checkpoint else None}
 

@@ -8,6 +8,7 @@ import datetime
 import os
 
 from wavegen.config import ConfigError
+from wavegen.distributed import before_process_group
 from wavegen.errors import FolderBusyError, WavegenError
 from wavegen.render.settings import RenderStateError, RenderWriteError
 
@@ -28,6 +29,7 @@ class Processes:
             return
         import torch.distributed as dist
 
+        before_process_group()
         if not dist.is_initialized():
             dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))
             self.owned = True
