@@ -40,7 +40,8 @@ SAMPLES_FILE = "samples.json"
 LABEL_STREAMS = 8  # a conditioned model's samples: its first this many labels, one stream each
 # The default cadence: validation steps, but no more often than this. Measured (samplernn-tiny on
 # one CPU thread, 0.17 s a step, validation every 100 steps): a set of 2 x 4 s costs ~2.6 CPU-s, so
-# sampling at each of its validations made training 9-17% slower; every 500 steps it is ~3%.
+# sampling at each of its validations made training 9-17% slower; every 500 steps, over 3000 steps, the
+# sets took 1.7% of the run and the total CPU time did not move (docs/BENCHMARKS.md).
 DEFAULT_MIN_STEPS = 500
 
 
