@@ -11,6 +11,7 @@ def before_process_group() -> None:
     a model imports it, through torch._dynamo). Imported after the group exists, it keeps the group
     alive past destroy_process_group, so gloo's worker threads end during interpreter exit, racing
     it: "terminate called without an active exception" (SIGABRT), now and then, under load. Imported
-    first, it holds None, and the group (and its threads) really ends when it is destroyed.
+    first, it holds None, and the group (and its threads) really ends when it is destroyed, as
+    long as nothing else holds it: DDP's reducer does (wavegen.train drops the model first).
     """
     import torch.distributed.nn.functional  # noqa: F401

@@ -19,6 +19,7 @@ Layout of a run folder::
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -260,6 +261,7 @@ def train(config: dict, run_dir: str | Path, progress: bool = True) -> dict:
     if accelerator.device.type == "cuda":  # fp32 matmuls outside autocast (e.g. mixed_precision=no) may use TF32
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    run = None
     try:
         with _run_lock(accelerator, run_dir):
             run = _start(config, train_cfg, accelerator, run_dir)
@@ -276,10 +278,25 @@ def train(config: dict, run_dir: str | Path, progress: bool = True) -> dict:
             accelerator.wait_for_everyone()
         if run.main:
             logger.info("%s at step %d; %s", status, run.step, _where_the_model_is(run))
-    finally:  # the process group ends here on every path, not at interpreter exit (wavegen.distributed)
-        accelerator.end_training()
+    finally:
+        _end_processes(accelerator, run)
     return {"step": run.step, "status": status, "best_val_bits": run.best_val, "run_dir": str(run_dir),
             "checkpoint": str(run.checkpoint) if run.checkpoint else None}
+
+
+def _end_processes(accelerator, run) -> None:
+    """End the process group on every path, after the DDP model is gone (wavegen.distributed).
+
+    gloo's worker threads need the GIL to let go of a finished collective's tensors, so the group
+    must end inside destroy_process_group, which waits for them with the GIL released. Ended by the
+    DDP reducer's release instead (the reducer holding its last reference), it deadlocks; ended at
+    interpreter exit, it can abort.
+    """
+    if run is not None:
+        run.model = run.optimizer = None
+    accelerator.free_memory()
+    gc.collect()
+    accelerator.end_training()
 
 
 @contextmanager
