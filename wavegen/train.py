@@ -19,7 +19,6 @@ Layout of a run folder::
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import math
@@ -35,7 +34,7 @@ from wavegen.checkpoint import intact_checkpoint, load_checkpoint, save_checkpoi
 from wavegen.config import ConfigError, TrainConfig, from_dict, load_json
 from wavegen.corpus import Corpus
 from wavegen.data import BatchBuildingStopped, BatchStream, make_batches
-from wavegen.distributed import before_process_group
+from wavegen.distributed import before_process_group, end_accelerator
 from wavegen.errors import WavegenError
 from wavegen.fileio import write_json
 from wavegen.models import build_model, model_config
@@ -279,24 +278,11 @@ def train(config: dict, run_dir: str | Path, progress: bool = True) -> dict:
         if run.main:
             logger.info("%s at step %d; %s", status, run.step, _where_the_model_is(run))
     finally:
-        _end_processes(accelerator, run)
+        if run is not None:  # DDP's reducer must not hold the process group's last reference
+            run.model = run.optimizer = None
+        end_accelerator(accelerator)
     return {"step": run.step, "status": status, "best_val_bits": run.best_val, "run_dir": str(run_dir),
             "checkpoint": str(run.checkpoint) if run.checkpoint else None}
-
-
-def _end_processes(accelerator, run) -> None:
-    """End the process group on every path, after the DDP model is gone (wavegen.distributed).
-
-    gloo's worker threads need the GIL to let go of a finished collective's tensors, so the group
-    must end inside destroy_process_group, which waits for them with the GIL released. Ended by the
-    DDP reducer's release instead (the reducer holding its last reference), it deadlocks; ended at
-    interpreter exit, it can abort.
-    """
-    if run is not None:
-        run.model = run.optimizer = None
-    accelerator.free_memory()
-    gc.collect()
-    accelerator.end_training()
 
 
 @contextmanager
