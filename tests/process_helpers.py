@@ -2,7 +2,8 @@
 
 A process whose gloo process group outlives it ends gloo's worker threads during interpreter
 exit, racing it (now and then a SIGABRT, "terminate called without an active exception"):
-every multi-process command must have ended its group, and its threads, before it exits.
+every multi-process command must have ended its group, and its threads, before it exits
+(wavegen.distributed says how, and why ending it elsewhere can deadlock instead).
 """
 
 from __future__ import annotations
