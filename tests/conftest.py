@@ -38,7 +38,6 @@ def write_tone(path, seconds, sample_rate, freq=440.0, channels=1, subtype=None,
     return x
 
 
-
 @pytest.fixture(autouse=True, scope="session")
 def one_torch_thread():
     """One torch thread for the whole suite: the tests run tiny models, whose many tiny ops on a
@@ -50,6 +49,7 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
 
 @pytest.fixture
 def make_tone():

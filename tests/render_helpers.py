@@ -30,8 +30,6 @@ LOUD = int(quantize(np.array([0.05]), Q, "mu-law")[0])
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny models: threads only fight over 2 cores
 
 
-
-
 def make_model(folder: Path, output_bias=None, labels=(), rnn_type="gru", seed=0) -> Path:
     """A tiny SampleRNN model folder at 4 kHz. ``output_bias [Q]``: zero the output weights and
     set this bias, so every sample is drawn i.i.d. from softmax(bias) whatever the state."""

@@ -48,7 +48,6 @@ def spectral_centroid_hz(x: np.ndarray) -> float:
     return float((power * np.fft.rfftfreq(len(x), 1 / SR)).sum() / power.sum())
 
 
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("labelled")

@@ -47,7 +47,6 @@ TOL_BF16_LARGE = 3e-2
 SMALL = [{"blocks": 2}, {"blocks": 3, "smem_bytes": 6000}]
 
 
-
 def model(tiers=3, rnn_type="lstm", quantization="mu-law", skip=True, labels=(), seed=0, n_rnn=2):
     return tiny_samplernn(FRAMES[tiers], rnn_type, quantization, skip, labels, n_rnn=n_rnn, q_levels=Q, seed=seed)
 

@@ -47,7 +47,6 @@ WAVENET_PATTERNS = [(1, 1), (4, 8), (9, 4), (6, 8)]  # (layers, max_dilation): o
 WAVENET_VARIANTS = list(itertools.product(WAVENET_PATTERNS, ["linear", "mu-law"], [False, True]))
 
 
-
 # ----- tiny models ---------------------------------------------------------------------------------
 
 def samplernn(tiers=3, rnn_type="gru", quantization="linear", skip=False, labels=(), seed=0):

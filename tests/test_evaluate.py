@@ -21,7 +21,6 @@ from wavegen.train import resolve_run_config, train
 SR = 8000
 
 
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """Four 3 s melodies at 8 kHz (one file in val, one in test): each segment spans several windows."""

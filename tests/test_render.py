@@ -43,7 +43,6 @@ def test_shard_streams_partitions_every_stream_once():
         shard_streams(4, 2, 2)
 
 
-
 def test_pcm_writer_resume_truncates_and_header_is_valid(tmp_path):
     path = tmp_path / "a.wav"
     x = (np.arange(1000) * 37 % 65536 - 32768).astype(np.int16)
@@ -171,8 +170,6 @@ def test_unwritable_folder_stops_with_a_clear_message(model, tmp_path):
             pytest.skip("no unwritable folder available to root here")
     with pytest.raises(RenderWriteError, match=r"cannot create the render output .*(wavegen-render-test|locked)"):
         render(model, target, settings(0.25), progress=False)
-
-
 
 
 # ----- what cannot work is refused up front -------------------------------------------------------

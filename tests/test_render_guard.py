@@ -44,7 +44,6 @@ def test_guard_verdicts_on_known_signals():
     assert guard_verdict(blip, sr, s) is None
 
 
-
 def test_guard_criteria_are_one_object_the_verdict_reads():
     """The thresholds travel as GuardCriteria (a corpus profile can fill one): the render's settings
     give the same verdicts through it, and moved thresholds move the verdicts."""

@@ -14,7 +14,6 @@ from wavegen.models import build_model, resolve_preset, samplernn
 from wavegen.models.samplernn import SampleMLP, SampleRNNConfig
 
 
-
 def parallel_logits(model, codes, labels=None):
     """Model's training-time forward on [silence context] + codes: logits [B, n, Q]."""
     cfg = model.config

@@ -29,7 +29,6 @@ SAMPLING = ["train.sample_interval=2", "train.sample_seconds=0.5", "train.val_in
             "train.checkpoint_interval=2", "train.keep_checkpoints=5"]
 
 
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     return prepared_corpus(tmp_path_factory.mktemp("samples"), files=4, seconds=3.0, sample_rate=SR,

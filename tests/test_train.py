@@ -26,7 +26,6 @@ from wavegen.train import lr_factor, read_metrics, resolve_run_config, train
 from wavegen.trainstate import NonFiniteError
 
 
-
 def config_for(corpus, *extra):
     return resolve_run_config(resolve_preset("samplernn-tiny"), corpus, TINY_SAMPLERNN + list(extra))
 

@@ -44,7 +44,6 @@ SETTINGS = ["model.dim=32", "model.emb_size=8", "train.batch_size=8", "train.seq
 STEPS = 4
 
 
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

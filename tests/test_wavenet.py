@@ -23,7 +23,6 @@ LABELS = ["a", "b", "c"]
 BLEND = np.array([[1, 0, 0], [0.2, 0.5, 0.3], [0, 0, 1]], dtype=np.float32)  # per stream
 
 
-
 def parallel_logits(model, codes, labels=None):
     """The parallel forward on [silence] + codes[:, :-1]: logits [B, n, Q] predicting each code."""
     cfg = model.config
