@@ -8,7 +8,6 @@ every multi-process command must have ended its group, and its threads, before i
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 # the CLI, then the names of the threads still alive in this process, into THREADS_DIR/RANK
