@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -60,3 +61,27 @@ def test_real_process_finishes_its_step_on_sigterm():
     assert child.returncode == 0, err
     assert "stopped cleanly SIGTERM" in out
     assert "SIGTERM: finishing the step" in err
+
+
+def test_a_second_signal_during_the_first_message_still_lets_the_message_out():
+    """CI once lost the first signal's message: the second arrived while it was being logged, and its
+    KeyboardInterrupt cut the logging call short. The interrupt now waits for the message."""
+    logged = []
+
+    class SecondSignalMidMessage(logging.Handler):
+        def emit(self, record):
+            os.kill(os.getpid(), signal.SIGINT)  # handled at the next bytecode, inside this call
+            logged.append(record.getMessage())
+
+    handler = SecondSignalMidMessage()
+    log = logging.getLogger("wavegen.signals")
+    log.addHandler(handler)
+    try:
+        with StopSignals("saving") as stop, pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):  # the interrupt comes from the handler, not from here
+                pass
+    finally:
+        log.removeHandler(handler)
+    assert stop.name == "SIGTERM"
+    assert logged == ["SIGTERM: saving (the signal again to stop at once)"]

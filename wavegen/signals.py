@@ -29,6 +29,8 @@ class StopSignals:
         self.message = message
         self.signum: int | None = None
         self._previous: dict = {}
+        self._announcing = False  # the first signal's message is being logged
+        self._again = False  # a second signal came meanwhile
 
     @property
     def requested(self) -> bool:
@@ -45,10 +47,21 @@ class StopSignals:
 
     def _handle(self, signum, frame) -> None:
         if self.signum is not None:
-            raise KeyboardInterrupt
+            if not self._announcing:
+                raise KeyboardInterrupt
+            # a handler can run inside another one (between any two bytecodes): an interrupt raised
+            # here would cut the first signal's message short, so it is raised once that is out
+            self._again = True
+            return
         self.signum = signum
-        logger.warning("%s: %s (%s again to stop at once)", signal.Signals(signum).name, self.message,
-                       "Ctrl-C" if signum == signal.SIGINT else "the signal")
+        self._announcing = True
+        try:
+            logger.warning("%s: %s (%s again to stop at once)", signal.Signals(signum).name, self.message,
+                           "Ctrl-C" if signum == signal.SIGINT else "the signal")
+        finally:
+            self._announcing = False
+        if self._again:
+            raise KeyboardInterrupt
 
     def __enter__(self) -> "StopSignals":
         if threading.current_thread() is threading.main_thread():
