@@ -88,9 +88,10 @@ def bench_training(model: str, batches=(32,), seq_len: int | None = None, steps:
     peak RSS during the timed steps), ``loss_bits`` (the last step's, a sanity check).
     """
     from wavegen.data import BatchStream, make_batches
+    from wavegen.distributed import make_accelerator
     from wavegen.models import PRESETS, resolve_preset
     from wavegen.resolve import resolve_model
-    from wavegen.train import LN2, build_training, make_accelerator, train_step
+    from wavegen.train import LN2, build_training, train_step
     from wavegen.trainstate import Carry
 
     if model not in PRESETS:

@@ -1,9 +1,13 @@
 """What every multi-process part of wavegen (render under torchrun, DDP training through
-accelerate) does before its process group exists, and how a training's group ends."""
+accelerate) does before its process group exists, how a training's accelerator (and group)
+starts, and how it ends."""
 
 from __future__ import annotations
 
 import gc
+import os
+
+import torch
 
 
 def before_process_group() -> None:
@@ -31,3 +35,22 @@ def end_accelerator(accelerator) -> None:
     accelerator.free_memory()  # the accelerator's own references to the prepared objects
     gc.collect()
     accelerator.end_training()
+
+
+def make_accelerator(mixed_precision: str, cpu: bool = False):
+    """The run's Accelerator; picks up ``accelerate launch`` / ``torchrun`` from the environment.
+
+    ``mixed_precision``: auto (bf16 on CUDA, else none) | no | bf16 | fp16. ``cpu``: stay on the
+    CPU even where there is a GPU. Several processes without CUDA run on CPU with gloo:
+    accelerate takes that path only when told ``cpu=True`` (otherwise each process would train
+    alone, unaware of the others).
+    """
+    from accelerate import Accelerator
+
+    cuda = torch.cuda.is_available() and not cpu
+    if mixed_precision == "auto":
+        mixed_precision = "bf16" if cuda else "no"
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if several:
+        before_process_group()
+    return Accelerator(mixed_precision=mixed_precision, cpu=not cuda and (cpu or several))

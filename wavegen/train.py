@@ -34,7 +34,7 @@ from wavegen.checkpoint import intact_checkpoint, load_checkpoint, save_checkpoi
 from wavegen.config import ConfigError, TrainConfig, from_dict, load_json
 from wavegen.corpus import Corpus
 from wavegen.data import BatchBuildingStopped, BatchStream, make_batches
-from wavegen.distributed import before_process_group, end_accelerator
+from wavegen.distributed import end_accelerator, make_accelerator
 from wavegen.errors import WavegenError
 from wavegen.fileio import write_json
 from wavegen.models import build_model, model_config
@@ -107,25 +107,6 @@ def _check_resume(run_dir: Path, config: dict) -> None:
     if diffs:
         raise ConfigError(f"{run_dir} holds a run started with a different config ({'; '.join(diffs)}); "
                           "rerun with the same settings to resume, or give a new --run folder")
-
-
-def make_accelerator(mixed_precision: str, cpu: bool = False):
-    """The run's Accelerator; picks up ``accelerate launch`` / ``torchrun`` from the environment.
-
-    ``mixed_precision``: auto (bf16 on CUDA, else none) | no | bf16 | fp16. ``cpu``: stay on the
-    CPU even where there is a GPU. Several processes without CUDA run on CPU with gloo:
-    accelerate takes that path only when told ``cpu=True`` (otherwise each process would train
-    alone, unaware of the others).
-    """
-    from accelerate import Accelerator
-
-    cuda = torch.cuda.is_available() and not cpu
-    if mixed_precision == "auto":
-        mixed_precision = "bf16" if cuda else "no"
-    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if several:
-        before_process_group()
-    return Accelerator(mixed_precision=mixed_precision, cpu=not cuda and (cpu or several))
 
 
 def keep_freed_memory() -> bool:
