@@ -44,6 +44,33 @@ def test_guard_verdicts_on_known_signals():
     assert guard_verdict(blip, sr, s) is None
 
 
+def test_spectral_centroid_bounds_flag_a_rumble_and_a_whistle(tone_album):
+    from wavegen.render.album import spectral_centroid
+    from wavegen.render.guard import album_criteria
+
+    sr, n = 16000, 32000
+    t = np.arange(n) / sr
+    rng = np.random.default_rng(1)
+    tone = lambda *fs: sum(0.2 * np.sin(2 * np.pi * f * t) for f in fs)  # noqa: E731
+    assert abs(spectral_centroid(tone(440), sr) - 440) < 15
+    assert abs(spectral_centroid(rng.standard_normal(n), sr) - sr / 4) < 0.05 * sr / 4
+    assert spectral_centroid(tone(440)[:1000], sr) is None  # under 8 frames
+    c = GuardCriteria(centroid_low=150.0, centroid_high=1600.0)
+    assert guard_verdict(tone(220, 660), sr, c) is None
+    assert guard_verdict(tone(55, 82), sr, c) == "rumble"
+    assert guard_verdict(tone(3000, 3300), sr, c) == "shrill"
+    assert guard_verdict(0.01 * tone(55, 82), sr, c) is None  # -40 dBFS: under noise_db, not judged
+    assert guard_verdict(tone(55, 82), sr, GuardCriteria()) is None  # the fixed guard has no centroid bounds
+    # from a profile: an octave outside the album's 1st-99th percentiles; a profile without
+    # centroids (written before they were measured) leaves both unchecked
+    _, profile = tone_album
+    cent = profile["features"]["centroid"]
+    by_album = album_criteria(profile)
+    assert by_album.centroid_low == pytest.approx(cent["p1"] / 2) and by_album.centroid_high == pytest.approx(cent["p99"] * 2)
+    old = {**profile, "features": {k: v for k, v in profile["features"].items() if k != "centroid"}}
+    assert album_criteria(old).centroid_low is None and album_criteria(old).centroid_high is None
+
+
 def test_guard_criteria_are_one_object_the_verdict_reads():
     """The thresholds travel as GuardCriteria (a corpus profile can fill one): the render's settings
     give the same verdicts through it, and moved thresholds move the verdicts."""
@@ -81,6 +108,12 @@ def tone_album(tmp_path_factory):
     return corpus, json.loads(json.dumps(ensure_run_profile(root, config, Corpus(corpus))))
 
 
+def rolled_off_noise(n, rng, corner_hz, order):
+    """White noise [n] at SR through 1 / (1 + (f / corner) ** order)."""
+    freqs = np.fft.rfftfreq(n, 1 / SR)
+    return np.fft.irfft(np.fft.rfft(rng.standard_normal(n)) / (1 + (freqs / corner_hz) ** order), n)
+
+
 def album_windows(seconds=2.0):
     """Windows as a mu-law model would render them: like the album (a melody it never saw) and not."""
     from conftest import melody
@@ -88,15 +121,17 @@ def album_windows(seconds=2.0):
     n = int(seconds * SR)
     rng = np.random.default_rng(5)
     as_heard = lambda x: dequantize(quantize(np.clip(x, -1, 1), Q, "mu-law"), Q, "mu-law")  # noqa: E731
-    spectrum = np.fft.rfft(rng.standard_normal(n))
-    freqs = np.fft.rfftfreq(n, 1 / SR)
-    shaped = np.fft.irfft(spectrum / (1 + (freqs / 800) ** 2), n)  # noise rolled off above 800 Hz
+    shaped = rolled_off_noise(n, rng, 800.0, 2)
+    drone = rolled_off_noise(n, rng, 30.0, 4)  # a low rumble
+    t = np.arange(n) / SR
     return as_heard(melody(seconds, SR, seed=77)), {
         "near-white noise": as_heard(0.1 * shaped / shaped.std()),
         "hiss": dequantize(SILENCE + rng.integers(-60, 61, n), Q, "mu-law"),  # -34 dBFS
         "stuck tone": as_heard(0.4 * np.sin(2 * np.pi * 330 * np.arange(n) / SR)),
         "quiet": as_heard(0.01 * melody(seconds, SR, seed=78)),  # -53 dBFS at its loudest
         "dc": as_heard(melody(seconds, SR, seed=79) + 0.2),
+        "rumble": as_heard(0.3 * drone / np.abs(drone).max()),
+        "shrill": as_heard(0.4 * np.sin(2 * np.pi * (1700 * t + 20 * np.sin(2 * np.pi * 3 * t)))),  # a whistle
     }
 
 
@@ -123,12 +158,31 @@ def test_a_model_folder_with_an_album_profile_judges_windows_by_the_album(tone_a
         assert guard_verdict(window, SR, fixed) is None, kind
         assert guard_verdict(window, SR, by_album) == kind.replace("near-white noise", "noise").replace(
             "hiss", "noise").replace("quiet", "silence"), kind
-    # an album that is itself noise: the same noise window is album-like there
-    rng = np.random.default_rng(9)
-    noisy = album_profile([rng.standard_normal(int(2 * SR)) * 0.1 for _ in range(8)], SR)
+    # an album that is itself such noise: the same noise window is album-like there (and white
+    # noise's album finds it an octave too dark)
     from wavegen.render.guard import album_criteria
 
+    rng = np.random.default_rng(9)
+    noisy = album_profile([0.1 * x / x.std() for x in (rolled_off_noise(int(2 * SR), rng, 800.0, 2) for _ in range(8))], SR)
+    white = album_profile([rng.standard_normal(int(2 * SR)) * 0.1 for _ in range(8)], SR)
     assert guard_verdict(near_white, SR, album_criteria(noisy)) is None
+    assert guard_verdict(near_white, SR, album_criteria(white)) == "rumble"
+
+
+def test_a_run_profile_is_measured_once_and_again_when_it_lacks_a_feature(tone_album, tmp_path):
+    from wavegen.corpus import Corpus
+    from wavegen.render.album import ALBUM_FILE, ensure_run_profile
+
+    corpus, _ = tone_album
+    config = {"model": {"q_levels": Q, "quantization": "mu-law"}, "data": {"corpus": str(corpus)}}
+    first = ensure_run_profile(tmp_path, config, Corpus(corpus))
+    (tmp_path / ALBUM_FILE).write_text(json.dumps({**first, "windows": -1}))  # marked: kept as it is
+    assert ensure_run_profile(tmp_path, config, Corpus(corpus))["windows"] == -1
+    older = {**first, "features": {k: v for k, v in first["features"].items() if k != "centroid"}}
+    (tmp_path / ALBUM_FILE).write_text(json.dumps(older))  # written before centroids were measured
+    again = ensure_run_profile(tmp_path, config, Corpus(corpus))
+    assert again["features"]["centroid"] == first["features"]["centroid"] and again["windows"] == first["windows"]
+    assert json.loads((tmp_path / ALBUM_FILE).read_text()) == json.loads(json.dumps(again))
 
 
 def test_a_render_uses_the_album_profile_and_records_it(tone_album, tmp_path):

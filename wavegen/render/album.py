@@ -39,19 +39,43 @@ NOISE_GATE_DB = 20.0  # ... in windows no quieter than the album's median level 
 SILENCE_MARGIN_DB = 30.0  # silence: loudest frame this far under the album's quietest 1%
 STUCK_DIVISOR = 4.0  # stuck tone: spectral change under a quarter of the album's least-changing 1%
 DC_MARGIN = 0.05  # DC: |mean| above the album's 99th percentile plus this
+# rumble / shrill: spectral centroid an octave below the album's 1st percentile or above its 99th
+# (sounding windows). Measured on the demo (docs/DEMO.md): album 305-826 Hz (p1-p99), a render
+# stuck in a low rumble 69-94 Hz (as far from the test song as noise, yet periodic and not flat)
+CENTROID_FACTOR = 2.0
 CLIP_MARGIN = 0.05  # clipping: clipped fraction above the album's 99th percentile plus this
+
+
+def _welch_power(x: np.ndarray, n_fft: int) -> np.ndarray | None:
+    """The Welch-averaged power spectrum of x [n] (Hann frames of ``n_fft``, each frame's mean
+    removed), DC bin dropped: [n_fft // 2]; None for fewer than 8 frames."""
+    if len(x) < 8 * n_fft:
+        return None
+    seg = x[: len(x) // n_fft * n_fft].reshape(-1, n_fft)
+    seg = (seg - seg.mean(axis=1, keepdims=True)) * np.hanning(n_fft)
+    return (np.abs(np.fft.rfft(seg, axis=1)) ** 2).mean(axis=0)[1:] + 1e-20
 
 
 def spectral_flatness(x: np.ndarray, n_fft: int = 256) -> float | None:
     """Geometric / arithmetic mean of the Welch-averaged power spectrum of x [n] (Hann frames of
     ``n_fft``, each frame's mean removed, DC bin dropped); None for fewer than 8 frames.
     White noise scores 0.98-1 over 2 s at 16 kHz, pink noise ~0.5, tones under 0.01."""
-    if len(x) < 8 * n_fft:
+    power = _welch_power(x, n_fft)
+    if power is None:
         return None
-    seg = x[: len(x) // n_fft * n_fft].reshape(-1, n_fft)
-    seg = (seg - seg.mean(axis=1, keepdims=True)) * np.hanning(n_fft)
-    power = (np.abs(np.fft.rfft(seg, axis=1)) ** 2).mean(axis=0)[1:] + 1e-20
     return math.exp(np.mean(np.log(power))) / np.mean(power)
+
+
+def spectral_centroid(x: np.ndarray, sample_rate: int) -> float | None:
+    """The power-weighted mean frequency (Hz) of the Welch-averaged spectrum of x [n] (~32 ms Hann
+    frames, DC dropped): the demo album's 2 s windows 305-826 Hz, a low rumble under 100, white
+    noise a quarter of the sample rate. None for fewer than 8 frames."""
+    n_fft = 2 ** max(4, round(math.log2(0.032 * sample_rate)))
+    power = _welch_power(x, n_fft)
+    if power is None:
+        return None
+    freqs = np.arange(1, n_fft // 2 + 1) * (sample_rate / n_fft)
+    return float((power * freqs).sum() / power.sum())
 
 
 def frame_levels(x: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -93,17 +117,22 @@ def periodic_fraction(x: np.ndarray, sample_rate: int) -> float:
 
 
 def window_features(x: np.ndarray, sample_rate: int, clip_level: float = 0.95) -> dict:
-    """One window x [n] float in [-1, 1] → ``{"rms_db", "peak_frame_db", "flatness", "dc", "clip_fraction",
-    "change", "periodic_fraction"}`` (flatness and change None where the window is too short)."""
+    """One window x [n] float in [-1, 1] → ``{"rms_db", "peak_frame_db", "flatness", "centroid", "dc",
+    "clip_fraction", "change", "periodic_fraction"}`` (flatness, centroid and change None where the
+    window is too short)."""
     x = np.asarray(x, dtype=np.float64)
     return {"rms_db": 20.0 * math.log10(max(float(x.std()), 1e-12)),
             "peak_frame_db": float(frame_levels(x, sample_rate).max()),
-            "flatness": spectral_flatness(x), "dc": abs(float(x.mean())),
+            "flatness": spectral_flatness(x), "centroid": spectral_centroid(x, sample_rate),
+            "dc": abs(float(x.mean())),
             "clip_fraction": float(np.mean(np.abs(x) >= clip_level)),
             "change": spectral_change(x, sample_rate), "periodic_fraction": periodic_fraction(x, sample_rate)}
 
 
 # ----- the profile ----------------------------------------------------------------------------------
+
+OVER_ALL_WINDOWS = ("rms_db", "peak_frame_db", "dc", "clip_fraction", "periodic_fraction")
+OVER_SOUNDING_WINDOWS = ("flatness", "centroid", "change")
 
 def _percentiles(values) -> dict | None:
     v = np.asarray([x for x in values if x is not None], dtype=np.float64)
@@ -116,7 +145,7 @@ def album_profile(windows: list[np.ndarray], sample_rate: int) -> dict:
     """Windows (each [n] float, as the model hears the album) → the profile: for every feature of
     :func:`window_features`, its percentiles ``{"p1", "p5", ..., "p99"}``. Flatness and change are
     taken over sounding windows only (RMS no quieter than the median minus NOISE_GATE_DB), so the
-    hiss of a fade-out does not count as the album being noisy."""
+    hiss of a fade-out does not count as the album being noisy; so is the spectral centroid."""
     if not windows:
         raise ValueError("no audio windows to profile")
     feats = [window_features(w, sample_rate) for w in windows]
@@ -124,9 +153,9 @@ def album_profile(windows: list[np.ndarray], sample_rate: int) -> dict:
     sounding = [f for f in feats if f["rms_db"] >= median_db - NOISE_GATE_DB]
     out = {"version": VERSION, "sample_rate": int(sample_rate), "windows": len(windows),
            "window_seconds": round(len(windows[0]) / sample_rate, 6), "features": {}}
-    for name in ("rms_db", "peak_frame_db", "dc", "clip_fraction", "periodic_fraction"):
+    for name in OVER_ALL_WINDOWS:
         out["features"][name] = _percentiles(f[name] for f in feats)
-    for name in ("flatness", "change"):
+    for name in OVER_SOUNDING_WINDOWS:
         out["features"][name] = _percentiles(f[name] for f in sounding)
     return out
 
@@ -156,8 +185,9 @@ def ensure_run_profile(run_dir: Path, config: dict, corpus) -> dict | None:
     key = {"corpus": config["data"]["corpus"], "q_levels": model["q_levels"],
            "quantization": model["quantization"]}
     found = load_profile(path)
-    if found is not None and found.get("source") == key:
-        return found
+    if (found is not None and found.get("source") == key
+            and set(OVER_ALL_WINDOWS + OVER_SOUNDING_WINDOWS) <= set(found["features"])):
+        return found  # measured already, every feature (a run older than a feature is measured again)
     windows = corpus_windows(corpus, "train", corpus.sample_rate, model["q_levels"], model["quantization"])
     if not windows:
         logger.warning("the training split has no %.0f s stretch: no album profile (the render guard keeps "

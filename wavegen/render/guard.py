@@ -29,8 +29,9 @@ LOGGED_EVENTS = 50  # guard events logged per session; every one goes to the rep
 @dataclass(frozen=True)
 class GuardCriteria:
     """What :func:`guard_verdict` calls a failed window. The first five fields are RenderSettings'
-    without ``guard_``; ``dc_offset`` and ``stuck_change`` are checked only where set (an album
-    profile sets them), ``album_profile`` names the profile file the values came from."""
+    without ``guard_``; ``dc_offset``, ``stuck_change`` and the centroid bounds are checked only
+    where set (an album profile sets them), ``album_profile`` names the profile file the values
+    came from."""
 
     silence_db: float = -60.0  # every 50 ms frame's RMS (mean removed) below this → silence
     noise_flatness: float = 0.85  # spectral flatness above this ...
@@ -39,6 +40,8 @@ class GuardCriteria:
     clip_fraction: float = 0.1  # ... in more than this fraction of the window → clipping
     dc_offset: float | None = None  # |window mean| above this → dc
     stuck_change: float | None = None  # spectral change (album.spectral_change) below this → stuck tone
+    centroid_low: float | None = None  # spectral centroid (Hz) below this → rumble ...
+    centroid_high: float | None = None  # ... above this → shrill (both with the RMS above noise_db)
     album_profile: str | None = None
 
     @classmethod
@@ -64,7 +67,10 @@ def album_criteria(profile: dict, clip_level: float = 0.95, source: str = "album
     - stuck tone: spectral change under the album's 1st percentile / STUCK_DIVISOR (never for
       an album that itself holds still);
     - dc: |mean| above the album's 99th percentile + DC_MARGIN;
-    - clipping: a clipped fraction above the album's 99th percentile + CLIP_MARGIN.
+    - clipping: a clipped fraction above the album's 99th percentile + CLIP_MARGIN;
+    - rumble / shrill: a spectral centroid below the album's 1st percentile / CENTROID_FACTOR or
+      above its 99th * CENTROID_FACTOR (sounding windows; a profile written before centroids
+      were measured has none, and these two stay unchecked).
     """
     f = profile["features"]
 
@@ -74,13 +80,16 @@ def album_criteria(profile: dict, clip_level: float = 0.95, source: str = "album
 
     flat = pick("flatness", "p99")
     change = pick("change", "p1")
+    low, high = pick("centroid", "p1"), pick("centroid", "p99")
     return GuardCriteria(
         silence_db=pick("peak_frame_db", "p1") - album.SILENCE_MARGIN_DB,
         noise_flatness=min(1.0, max(flat, 1e-12)) ** (1.0 - album.FLATNESS_TOWARD_WHITE) if flat is not None else 1.0,
         noise_db=pick("rms_db", "p50") - album.NOISE_GATE_DB,
         clip_level=clip_level, clip_fraction=pick("clip_fraction", "p99") + album.CLIP_MARGIN,
         dc_offset=pick("dc", "p99") + album.DC_MARGIN,
-        stuck_change=change / album.STUCK_DIVISOR if change else None, album_profile=source)
+        stuck_change=change / album.STUCK_DIVISOR if change else None,
+        centroid_low=low / album.CENTROID_FACTOR if low else None,
+        centroid_high=high * album.CENTROID_FACTOR if high else None, album_profile=source)
 
 
 def criteria_for(settings, ref=None) -> GuardCriteria:
@@ -100,7 +109,7 @@ def _db(x: float) -> float:
 
 def guard_verdict(audio: np.ndarray, sample_rate: int, criteria) -> str | None:
     """One window of one stream, audio [n] float in [-1, 1] → "clipping" | "silence" | "dc" | "noise" |
-    "stuck tone" | None.
+    "rumble" | "shrill" | "stuck tone" | None.
 
     ``criteria``: a :class:`GuardCriteria` or a RenderSettings (its ``guard_*`` fields).
 
@@ -113,6 +122,9 @@ def guard_verdict(audio: np.ndarray, sample_rate: int, criteria) -> str | None:
       RMS is above ``noise_db`` dBFS. White noise scores 0.98-1 over a 2 s window at 16 kHz
       (0.92 at worst over 2400 samples), pink noise ~0.5, tones under 0.01. Windows shorter than
       8 frames (2048 samples) are not checked for noise: too few frames to average.
+    - rumble / shrill (``centroid_low`` / ``centroid_high`` set): the spectral centroid
+      (:func:`wavegen.render.album.spectral_centroid`) below / above them while the RMS is above
+      ``noise_db`` dBFS (a model drifted into a low drone, or up into a whistle).
     - stuck tone (``stuck_change`` set): the spectrum of consecutive 50 ms frames hardly moves
       (:func:`wavegen.render.album.spectral_change` below ``stuck_change``).
     """
@@ -128,8 +140,15 @@ def guard_verdict(audio: np.ndarray, sample_rate: int, criteria) -> str | None:
     if c.dc_offset is not None and abs(float(x.mean())) > c.dc_offset:
         return "dc"
     flatness = spectral_flatness(x)
-    if flatness is not None and flatness > c.noise_flatness and _db(x.std()) > c.noise_db:
+    sounding = _db(x.std()) > c.noise_db
+    if flatness is not None and flatness > c.noise_flatness and sounding:
         return "noise"
+    if sounding and (c.centroid_low is not None or c.centroid_high is not None):
+        centroid = album.spectral_centroid(x, sample_rate)
+        if centroid is not None and c.centroid_low is not None and centroid < c.centroid_low:
+            return "rumble"
+        if centroid is not None and c.centroid_high is not None and centroid > c.centroid_high:
+            return "shrill"
     if c.stuck_change is not None:
         change = album.spectral_change(x, sample_rate)
         if change is not None and change < c.stuck_change:
