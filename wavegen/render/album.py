@@ -39,11 +39,11 @@ NOISE_GATE_DB = 20.0  # ... in windows no quieter than the album's median level 
 SILENCE_MARGIN_DB = 30.0  # silence: loudest frame this far under the album's quietest 1%
 STUCK_DIVISOR = 4.0  # stuck tone: spectral change under a quarter of the album's least-changing 1%
 DC_MARGIN = 0.05  # DC: |mean| above the album's 99th percentile plus this
-# rumble / shrill: spectral centroid an octave below the album's 1st percentile or above its 99th
-# (sounding windows). Measured on the demo (docs/DEMO.md): album 305-826 Hz (p1-p99), a render
-# stuck in a low rumble 69-94 Hz (as far from the test song as noise, yet periodic and not flat)
-CENTROID_FACTOR = 2.0
 CLIP_MARGIN = 0.05  # clipping: clipped fraction above the album's 99th percentile plus this
+# rumble / shrill: spectral centroid an octave below the album's 1st percentile or above its 99th
+# (sounding windows). Measured on the demo (docs/DEMO.md): album 307-827 Hz (p1-p99), a render
+# drifted into a low drone 70-110 Hz (as far from the test song as noise, yet periodic and not flat)
+CENTROID_FACTOR = 2.0
 
 
 def _welch_power(x: np.ndarray, n_fft: int) -> np.ndarray | None:
@@ -134,6 +134,7 @@ def window_features(x: np.ndarray, sample_rate: int, clip_level: float = 0.95) -
 OVER_ALL_WINDOWS = ("rms_db", "peak_frame_db", "dc", "clip_fraction", "periodic_fraction")
 OVER_SOUNDING_WINDOWS = ("flatness", "centroid", "change")
 
+
 def _percentiles(values) -> dict | None:
     v = np.asarray([x for x in values if x is not None], dtype=np.float64)
     if len(v) == 0:
@@ -143,9 +144,9 @@ def _percentiles(values) -> dict | None:
 
 def album_profile(windows: list[np.ndarray], sample_rate: int) -> dict:
     """Windows (each [n] float, as the model hears the album) → the profile: for every feature of
-    :func:`window_features`, its percentiles ``{"p1", "p5", ..., "p99"}``. Flatness and change are
-    taken over sounding windows only (RMS no quieter than the median minus NOISE_GATE_DB), so the
-    hiss of a fade-out does not count as the album being noisy; so is the spectral centroid."""
+    :func:`window_features`, its percentiles ``{"p1", "p5", ..., "p99"}``. Flatness, centroid and
+    change are taken over sounding windows only (RMS no quieter than the median minus
+    NOISE_GATE_DB), so the hiss of a fade-out does not count as the album being noisy."""
     if not windows:
         raise ValueError("no audio windows to profile")
     feats = [window_features(w, sample_rate) for w in windows]
