@@ -28,8 +28,9 @@ setup(
         "analysis": ["librosa>=0.10", "scipy>=1.10", "matplotlib>=3.7"],
         # the cuda backend (numba-cuda kernels; Triton comes with torch) and its CPU tests
         # (greenlet: tests/cudasim.py). CUDA pinned to 13.0: newer emits PTX that ptxas 13.0 rejects.
+        # numpy < 2.5: numba-cuda 0.30 fails at its first kernel compile on numpy 2.5 (np.row_stack).
         "cuda": ["numba-cuda[cu13]>=0.30", "cuda-toolkit[cccl,cudart,nvrtc,nvvm]==13.0.*",
-                 "nvidia-nvjitlink==13.0.*", "greenlet>=3"],
+                 "nvidia-nvjitlink==13.0.*", "greenlet>=3", "numpy<2.5"],
     },
     entry_points={"console_scripts": ["wavegen=wavegen.cli:main"]},
 )

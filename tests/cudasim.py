@@ -434,6 +434,25 @@ if TRITON_INTERPRETED:
 
     _interpreter._patch_lang_tensor = _patch_lang_tensor
 
+    # The interpreter drops a launch's keyword arguments that name no parameter of the kernel;
+    # the GPU's launcher refuses them (KeyError, "Keyword argument R was specified but
+    # unrecognised": a launch passing the layer kernel's sizes to the head kernel failed only on
+    # the GPU). Refuse them here as well, with the same list of launch options.
+    import dataclasses as _dataclasses
+
+    from triton.backends.nvidia.compiler import CUDAOptions as _CUDAOptions
+
+    _LAUNCH_OPTIONS = {f.name for f in _dataclasses.fields(_CUDAOptions)}
+    _stock_run = _interpreter.InterpretedFunction.run
+
+    def _strict_run(self, *args, grid, warmup, **kwargs):
+        unknown = sorted(set(kwargs) - set(self.arg_names) - _LAUNCH_OPTIONS)
+        if unknown:
+            raise KeyError(f"Keyword argument {unknown[0]} was specified but unrecognised (kernel {self.__name__})")
+        return _stock_run(self, *args, grid=grid, warmup=warmup, **kwargs)
+
+    _interpreter.InterpretedFunction.run = _strict_run
+
 
 # ----- negative controls ----------------------------------------------------------------------------
 

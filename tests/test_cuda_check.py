@@ -100,3 +100,16 @@ def test_a_triton_kernel_that_spills_is_refused(tmp_path):
     assert run.returncode == 0, run.stderr
     spilled, ok = run.stdout.split()
     assert int(spilled) > 0 and ok == "False"
+
+
+def test_a_compiler_that_cannot_load_its_registries_makes_the_backend_unavailable():
+    # On the GPU machine (numpy 2.5.2, numba-cuda 0.30.4) the cuda engines built and then failed at
+    # their first kernel compile (np.row_stack, removed in numpy 2.5). The availability check loads
+    # the same registries first: here they load; without row_stack they do not, and it says why.
+    probe = ("import sys, numpy\n"
+             "if sys.argv[1] == 'old-numba-cuda-on-new-numpy': del numpy.row_stack\n"
+             "from wavegen.kernels.cuda.engines import compiler_loads\n"
+             "print(compiler_loads())\n")
+    assert run_python("-c", probe, "as-installed").stdout.strip() == "None"
+    why = run_python("-c", probe, "old-numba-cuda-on-new-numpy").stdout.strip()
+    assert "fails to load its compiler" in why and "row_stack" in why and "numpy < 2.5" in why, why

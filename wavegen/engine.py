@@ -172,6 +172,9 @@ class Engine:
         self.device = torch.device(device)
         if self.device.type not in self.device_types:
             raise EngineError(f"the {self.backend} engine runs on {' or '.join(self.device_types)}, not {device!r}")
+        if self.device.type == "cuda" and self.device.index is None and torch.cuda.is_available():
+            # "cuda" as the tensors made on it report it ("cuda:0"), so that the two compare equal
+            self.device = torch.device("cuda", torch.cuda.current_device())
         if precision not in self.precisions:
             raise EngineError(f"precision {precision!r}: the {self.backend} engine has {', '.join(self.precisions)}")
         self.spec = spec

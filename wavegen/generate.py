@@ -163,12 +163,15 @@ def available_backends(family: str | None = None, device=None, precision: str | 
 
 # Stream count from which the cuda backend leaves its small-batch path (persistent kernels:
 # weights on chip, no return to the host between samples) for its large-batch path
-# (tensor-core matmuls replayed from a CUDA graph), per family. A GUESS until measured on a
-# GPU (issue 12): the persistent kernels spread one step of all streams over the SMs, so
-# their time per step grows with the streams while the matmul path's barely does until the
-# tensor cores fill; nv-wavenet's persistent kernel was built for batches up to about 32.
-# Replace with the measured crossover (wavegen bench --backends cuda --batch 1,16,64,256,...).
-CUDA_LARGE_BATCH_FROM = {"samplernn": 64, "wavenet": 64}
+# (tensor-core matmuls replayed from a CUDA graph), per family.
+# samplernn: from the first GPU run (H200, 2026-11-28, docs/BENCHMARKS.md "GPU"): the small path
+# took 54 us a step at 1 stream and 452 at 16 (about 27 more per stream); the large path 196 us
+# (fp32) and 71 (bf16) at 256 streams, no more at fewer. So from 8 streams the large path is the
+# faster (at least 41,000 samples/s in fp32 against the small path's ~33,000); between 2 and 7 the
+# run did not tell (recipes/gpu/check.sh measures both paths at 1-64 streams next time).
+# wavenet: a GUESS until measured (its cuda engine was not measured in that run): nv-wavenet's
+# persistent kernel was built for batches up to about 32.
+CUDA_LARGE_BATCH_FROM = {"samplernn": 8, "wavenet": 64}
 
 
 def cuda_batch_path(family: str, streams: int) -> str:

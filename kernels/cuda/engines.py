@@ -17,6 +17,23 @@ from wavegen.kernels.cuda.wavenet import CudaWaveNetEngine
 ENGINES = {"wavenet": CudaWaveNetEngine, "samplernn": CudaSampleRNNEngine}
 
 
+def compiler_loads() -> str | None:
+    """None where numba-cuda's compiler loads its lowering registries, else why not. They load at
+    a process's first kernel compile, not at import: numba-cuda 0.30 on numpy 2.5 (which removed
+    ``np.row_stack``) imports cleanly and fails there, so an engine would build and then fail."""
+    try:
+        import numba.cuda.cudaimpl  # noqa: F401 - the registries a first compile loads
+    except Exception as err:  # noqa: BLE001 - any failure makes the backend unavailable, with its reason
+        import numpy
+
+        from numba_cuda import __version__ as version
+
+        hint = "; numba-cuda 0.30 needs numpy < 2.5" if "numpy" in str(err) else ""
+        return (f"numba-cuda {version} fails to load its compiler with numpy {numpy.__version__} "
+                f"({type(err).__name__}: {err}){hint}")
+    return None
+
+
 def _available() -> str | None:
     """None where a CUDA GPU is visible to torch and to numba-cuda, else why not."""
     if not torch.cuda.is_available():
@@ -25,6 +42,9 @@ def _available() -> str | None:
 
     if not cuda.is_available():
         return "numba-cuda sees no GPU (driver or CUDA libraries missing)"
+    why = compiler_loads()
+    if why is not None:
+        return why
     major, _ = torch.cuda.get_device_capability()
     if major < 8:
         return f"compute capability {major}.x: the cuda kernels are built for 8.0 and newer"

@@ -271,7 +271,8 @@ class FusedWaveNet:
         dev, B = engine.device, engine.streams
         packed = pack_large(rounded_spec, DTYPES[engine.precision])
         self.tensors = {k: packed[k].to(dev) for k in ("W", "V", "dil", "ring_off")}
-        self.sizes = {k: packed[k] for k in ("R", "Q", "RP", "SP", "AP", "QP", "CH", "FIX_BITS")}
+        self.R, self.RP = packed["R"], packed["RP"]  # the layer kernel's sizes; the head's:
+        self.head_sizes = {k: packed[k] for k in ("Q", "RP", "SP", "AP", "QP", "CH", "FIX_BITS")}
         # fp32: three tf32 products per matmul (tensor cores, about fp32's accuracy); Triton's
         # "ieee" fp32 dot runs on the FMA units and spills. 16-bit inputs ignore it.
         self.prec = "tf32x3" if engine.precision == "fp32" else "tf32"
@@ -302,14 +303,14 @@ class FusedWaveNet:
         e, T = self.engine, self.tensors
         wavenet_large_layers[(triton.cdiv(e.streams, self.block_b),)](
             T["W"], T["V"], T["dil"], T["ring_off"], e.prev, e.rings, e.label_bias, self.x_buf, self.Z, self.t_pos, i,
-            e.streams, self.L, int(e.label_blend is not None), R=self.sizes["R"], RP=self.sizes["RP"],
+            e.streams, self.L, int(e.label_blend is not None), R=self.R, RP=self.RP,
             BLOCK_B=self.block_b, PREC=self.prec, num_warps=NUM_WARPS, num_stages=1)
 
     def _head(self, mode, i, cols, codes_in, uniforms, temps, codes_out, logits_out) -> None:
         e, T = self.engine, self.tensors
         wavenet_large_head[(triton.cdiv(e.streams, self.block_b),)](
             T["W"], T["V"], e.prev, self.Z, codes_in, uniforms, temps, codes_out, logits_out, self.y1_buf,
-            self.logits_buf, i, cols, e.streams, self.L, mode, **self.sizes, BLOCK_B=self.block_b, PREC=self.prec,
+            self.logits_buf, i, cols, e.streams, self.L, mode, **self.head_sizes, BLOCK_B=self.block_b, PREC=self.prec,
             num_warps=NUM_WARPS, num_stages=1)
 
     def _sample_chunk(self, steps: int) -> None:

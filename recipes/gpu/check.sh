@@ -3,8 +3,13 @@
 # a short multi-process training run. Needs python3 with torch, triton, numba, numba-cuda and
 # wavegen importable (no soundfile, soxr or librosa). Every stage is time-boxed; a failing
 # stage is recorded and the next one runs. Writes under OUTDIR: machine.json, stages.jsonl,
-# check.json (compile check), tests.log, racecheck.log, bench_*.json, train_*.json,
+# check.json (compile check), tests.log, racecheck.log, bench_*.json (crossover_*.json: each
+# path at 1-64 streams), ncu_*.log (the persistent kernels' profile), train_*.json,
 # train_run.log, and summary.json / summary.md (recipes/gpu/summary.py).
+#
+# numba-cuda 0.30 cannot compile on numpy 2.5 (the device image of 2026-11 has numpy 2.5.2): where
+# the tree holds a numpy wheel in .whl/ (docs/BENCHMARKS.md, "GPU", says how to fetch one), it is
+# installed for this run only, ahead of the machine's own.
 #
 #   bash recipes/gpu/check.sh OUTDIR             (on the GPU: under 8 minutes, BUDGET_SECONDS=460)
 #   DRY_RUN=1 bash recipes/gpu/check.sh OUTDIR   (anywhere: prints the commands, runs only the
@@ -19,6 +24,13 @@ dry=${DRY_RUN:-0}
 budget=${BUDGET_SECONDS:-460}  # the whole call stays under 8 minutes: each stage gets at most what is left
 : > "$out/stages.jsonl"
 unset NUMBA_ENABLE_CUDASIM TRITON_INTERPRET
+# scripts run by path (racecheck_case.py) import wavegen from this tree too
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+if [ "$dry" != 1 ] && compgen -G ".whl/numpy-*.whl" >/dev/null; then
+  site=$(mktemp -d)
+  "$py" -m pip install -q --no-index --no-deps --no-compile --target "$site" .whl/numpy-*.whl &&
+    export PYTHONPATH="$site:$PYTHONPATH" && echo "numpy from .whl: $("$py" -c 'import numpy; print(numpy.__version__)')"
+fi
 
 # wavegen importable from THIS tree: the GPU machine gets a copy of the tree, not an install, and
 # `python -m` finds ./wavegen first, whose wavegen.kernels setup.py maps to kernels/: link it
@@ -59,7 +71,7 @@ try:
                                     capture_output=True, text=True).stdout.strip()
 except OSError:
     info['driver'] = None
-for name in ('triton', 'numba', 'numba_cuda'):
+for name in ('numpy', 'triton', 'numba', 'numba_cuda'):
     try:
         info[name] = __import__(name).__version__
     except Exception as err:
@@ -93,6 +105,22 @@ stage train_run 60 0 "$py" -m accelerate.commands.launch --config_file recipes/a
 if command -v compute-sanitizer >/dev/null || [ "$dry" = 1 ]; then
   stage racecheck 40 0 compute-sanitizer --tool racecheck --print-limit 20 "$py" recipes/gpu/racecheck_case.py
 fi
-# 6. with what is left: the kernels as the device's compiler builds them (rows written as they finish)
+# 6. where the small (persistent) path gives way to the large (tensor-core) path: both at 1-64
+# streams (generate.CUDA_LARGE_BATCH_FROM), each family in a run of its own
+for model in samplernn-3tier wavenet-medium; do
+  stage "crossover_${model}" 45 0 "$py" -m wavegen bench --model "$model" --device cuda \
+    --backends cuda:path=small,cuda:path=large,cuda-bf16:path=large --batch 1,4,16,64 --samples 256 --repeats 1 \
+    --json "$out/crossover_${model}.json"
+done
+# 7. where a persistent kernel's time goes at one stream and at 16: ncu on the measured call's launch
+# (the warm-up call's is skipped): throughput against the chip's peaks, warp stalls, occupancy
+if command -v ncu >/dev/null || [ "$dry" = 1 ]; then
+  for streams in 1 16; do
+    stage "ncu_samplernn_x${streams}" 40 0 ncu --launch-skip 1 --launch-count 1 -k regex:persistent \
+      --section SpeedOfLight --section WarpStateStats --section Occupancy --section LaunchStats \
+      "$py" recipes/gpu/profile_case.py samplernn-3tier cuda:path=small "$streams" 64
+  done
+fi
+# 8. with what is left: the kernels as the device's compiler builds them (rows written as they finish)
 stage check 90 0 "$py" -m wavegen.kernels.cuda --check --arch 90 --json "$out/check.json"
 "$py" recipes/gpu/summary.py "$out"

@@ -36,8 +36,45 @@ def collect(out: Path) -> dict:
         for r in result["rows"]:
             if r.get("speedup_vs_torch") is None and r["batch"] in torch_rate and r["backend"] != "torch":
                 r["speedup_vs_torch"] = r["samples_per_second"] / torch_rate[r["batch"]]
+    crossover = {p.stem[len("crossover_"):]: (load(p) or {}).get("rows", []) for p in sorted(out.glob("crossover_*.json"))}
     return {"machine": load(out / "machine.json") or {}, "stages": stages, "check": load(out / "check.json") or [],
-            "bench": bench, "train": {p.stem[len("train_"):]: load(p) for p in sorted(out.glob("train_*.json"))}}
+            "bench": bench, "crossover": crossover, "ncu": ncu_figures(out),
+            "train": {p.stem[len("train_"):]: load(p) for p in sorted(out.glob("train_*.json"))}}
+
+
+NCU_METRICS = ("Duration", "Memory Throughput", "DRAM Throughput", "Compute (SM) Throughput", "Achieved Occupancy",
+               "Registers Per Thread", "Block Size", "Grid Size", "Warp Cycles Per Issued Instruction")
+
+
+def ncu_figures(out: Path) -> dict:
+    """ncu_<case>.log → {metric: "value unit"} for the metrics above (the first of each)."""
+    figures = {}
+    for path in sorted(out.glob("ncu_*.log")):
+        found = {}
+        for line in path.read_text(errors="replace").splitlines():
+            for metric in NCU_METRICS:
+                if line.strip().startswith(metric + " ") and metric not in found:
+                    rest = line.split()[len(metric.split()):]  # ncu's columns: [unit] value
+                    found[metric] = " ".join(rest[::-1])
+        figures[path.stem[len("ncu_"):]] = found
+    return figures
+
+
+def crossover_rows(crossover: dict) -> list[str]:
+    """Per model and stream count, samples/s of each path (bench names), and the faster in fp32."""
+    lines = []
+    for model, rows in crossover.items():
+        backends = list(dict.fromkeys(r["backend"] for r in rows))
+        rate = {(r["backend"], r["batch"]): r["samples_per_second"] for r in rows}
+        lines += ["", f"{model}: samples/s (all streams) by path", "",
+                  "| streams | " + " | ".join(backends) + " | faster in fp32 |",
+                  "| ---: | " + " | ".join("---:" for _ in backends) + " | --- |"]
+        for batch in sorted({r["batch"] for r in rows}):
+            cells = [f"{rate[(b, batch)]:,.0f}" if (b, batch) in rate else "-" for b in backends]
+            small, large = rate.get(("cuda:path=small", batch)), rate.get(("cuda:path=large", batch))
+            faster = "-" if small is None or large is None else "small" if small >= large else "large"
+            lines.append(f"| {batch} | " + " | ".join(cells) + f" | {faster} |")
+    return lines
 
 
 def best(rows: list[dict], backend: str, batch: int | None) -> dict | None:
@@ -63,6 +100,7 @@ def benchmark_rows(summary: dict) -> list[str]:
         for r in (result or {}).get("rows", []):
             lines.append(f"| {model} | {r['batch']} x {r['seq_len']} | {r['seconds_per_step']:.3f} | "
                          f"{r['samples_per_second']:,.0f} | {r['peak_memory_bytes'] / 2**30:.2f} GiB |")
+    lines += crossover_rows(summary.get("crossover", {}))
     lines += ["", "| target (issue 12) | measured | met |", "| --- | ---: | --- |"]
     for model, backend, batch, minimum, what in TARGETS:
         r = best((summary["bench"].get(model) or {}).get("rows", []), backend, batch)
@@ -84,6 +122,8 @@ def main(outdir: str) -> None:
         lines.append(f"- {row.get('kernel')} {row.get('arch')}: " + ", ".join(
             f"{k}={row[k]}" for k in ("registers", "spill_stores", "spill_loads", "static_smem_bytes",
                                       "float64_instructions", "error") if k in row))
+    for case, found in summary.get("ncu", {}).items():
+        lines += ["", f"ncu {case}: " + ("; ".join(f"{k} {v}" for k, v in found.items()) or "no figures (see the log)")]
     lines += [""] + rows
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
