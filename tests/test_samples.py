@@ -3,6 +3,7 @@ validation steps, at most every 500) from the current weights, the same audio a 
 checkpoint draws, in TensorBoard; atomic under kill -9, not redone on resume, a failure warns and
 training goes on; one stream per label for a conditioned model."""
 
+import json
 import logging
 import os
 import shutil
@@ -90,6 +91,18 @@ def test_the_album_profile_travels_with_the_model(run):
     assert (run / "best" / ALBUM_FILE).read_text() == profile  # best/ judges its renders alone
     assert profile_path(resolve_model(run)) == run / "best" / ALBUM_FILE
     assert profile_path(resolve_model(run, "step_2")) == run / ALBUM_FILE  # a checkpoint: the run's
+
+
+def test_a_best_profile_older_than_a_feature_gives_way_to_the_runs(run, tmp_path):
+    # best/ written before the centroid was measured; the run's measured again by a later training
+    # (which did not improve on best/): the guard judges by the run's, which has every feature
+    copy = shutil.copytree(run, tmp_path / "older", ignore=shutil.ignore_patterns("tb", "samples"))
+    best = json.loads((copy / "best" / ALBUM_FILE).read_text())
+    del best["features"]["centroid"]
+    (copy / "best" / ALBUM_FILE).write_text(json.dumps(best))
+    assert profile_path(resolve_model(copy)) == copy / ALBUM_FILE
+    (copy / ALBUM_FILE).unlink()  # no other: best/'s, older as it is (the guard leaves the centroid out)
+    assert profile_path(resolve_model(copy)) == copy / "best" / ALBUM_FILE
 
 
 def test_a_resumed_run_does_not_render_a_step_again(run, corpus, tmp_path, caplog):

@@ -186,8 +186,7 @@ def ensure_run_profile(run_dir: Path, config: dict, corpus) -> dict | None:
     key = {"corpus": config["data"]["corpus"], "q_levels": model["q_levels"],
            "quantization": model["quantization"]}
     found = load_profile(path)
-    if (found is not None and found.get("source") == key
-            and set(OVER_ALL_WINDOWS + OVER_SOUNDING_WINDOWS) <= set(found["features"])):
+    if found is not None and found.get("source") == key and measures_everything(found):
         return found  # measured already, every feature (a run older than a feature is measured again)
     windows = corpus_windows(corpus, "train", corpus.sample_rate, model["q_levels"], model["quantization"])
     if not windows:
@@ -218,9 +217,16 @@ def load_profile(path: Path) -> dict | None:
         return None
 
 
+def measures_everything(profile: dict) -> bool:
+    """Whether ``profile`` holds every feature this version measures (an older one lacks some)."""
+    return set(OVER_ALL_WINDOWS + OVER_SOUNDING_WINDOWS) <= set(profile["features"])
+
+
 def profile_path(ref) -> Path | None:
     """Where the album profile of a resolved model (wavegen.resolve.ModelRef) is: its folder's
-    album.json, or the run's for a checkpoint (and for a best/ written before profiles existed)."""
+    album.json, or the run's for a checkpoint (and for a best/ written before profiles existed).
+    Of a run's best/ and the run's own, the first that holds every feature: training measures
+    the run's again when it lacks one, but best/ keeps its copy until validation improves."""
     if ref.folder is None or ref.weights is None:
         return None
     candidates = [ref.folder / ALBUM_FILE]
@@ -228,4 +234,6 @@ def profile_path(ref) -> Path | None:
         candidates.append(ref.folder.parent.parent / ALBUM_FILE)
     elif ref.kind == "run":
         candidates.append(ref.folder.parent / ALBUM_FILE)
-    return next((p for p in candidates if p.is_file()), None)
+    found = [p for p in candidates if p.is_file()]
+    complete = (p for p in found if (profile := load_profile(p)) is not None and measures_everything(profile))
+    return next(complete, found[0] if found else None)
