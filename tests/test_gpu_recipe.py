@@ -40,9 +40,10 @@ def test_the_summary_puts_speed_crossover_and_profile_side_by_side(tmp_path):
     (tmp_path / "machine.json").write_text(json.dumps({"gpu": "NVIDIA H200", "driver": "580", "torch": "2.11.0"}))
     bench_json(tmp_path / "bench_samplernn-3tier__cuda.json", [("cuda", 1, 150_000.0), ("cuda-bf16", 4096, 9_000_000.0)])
     bench_json(tmp_path / "bench_samplernn-3tier__torch.json", [("torch", 1, 1_000.0), ("torch", 4096, 2_000_000.0)])
-    bench_json(tmp_path / "crossover_samplernn-3tier.json",
-               [("cuda:path=small", 1, 20_000.0), ("cuda:path=large", 1, 5_000.0),
-                ("cuda:path=small", 16, 30_000.0), ("cuda:path=large", 16, 90_000.0)])
+    bench_json(tmp_path / "crossover_samplernn-3tier__small.json",
+               [("cuda:path=small", 1, 20_000.0), ("cuda:path=small", 16, 30_000.0)])
+    bench_json(tmp_path / "crossover_samplernn-3tier__large.json",
+               [("cuda:path=large", 1, 5_000.0), ("cuda:path=large", 16, 90_000.0), ("cuda:path=large", 64, 1e6)])
     (tmp_path / "ncu_samplernn_x1.log").write_text(NCU_LOG)
     summary.main(str(tmp_path))
     result = json.loads((tmp_path / "summary.json").read_text())
@@ -54,6 +55,7 @@ def test_the_summary_puts_speed_crossover_and_profile_side_by_side(tmp_path):
                                              "Block Size": "256", "Registers Per Thread": "148 register/thread"}
     md = (tmp_path / "benchmarks_rows.md").read_text()
     assert "| 1 | 20,000 | 5,000 | small |" in md and "| 16 | 30,000 | 90,000 | large |" in md
+    assert "| 64 | - | 1,000,000 | - |" in md  # measured on one path only
     assert "| samplernn-3tier: one stream >= 100,000 samples/s | 150,000 (cuda, batch 1) | yes |" in md
     assert "| samplernn-3tier: all streams >= 10,000,000 samples/s | 9,000,000 (cuda-bf16, batch 4096) | no |" in md
     assert "| wavenet-medium: one stream >= 150,000 samples/s | not measured | - |" in md
@@ -67,7 +69,7 @@ def test_the_dry_run_lists_every_stage_and_runs_the_cpu_safe_ones(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     stages = {s["stage"]: s["status"] for s in map(json.loads, (tmp_path / "stages.jsonl").read_text().splitlines())}
     for name in ("tests", "bench_wavenet-medium__cuda", "bench_samplernn-3tier__torch", "train_samplernn-3tier",
-                 "train_run", "racecheck", "crossover_samplernn-3tier", "crossover_wavenet-medium",
+                 "train_run", "racecheck", "crossover_samplernn-3tier__small", "crossover_wavenet-medium__large",
                  "ncu_samplernn_x1", "ncu_samplernn_x16", "check"):
         assert stages.get(name) == "dry-run", (name, stages)
     assert stages["machine"] == 0 and stages["corpus"] == 0  # the CPU-safe stages ran

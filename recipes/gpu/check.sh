@@ -105,18 +105,21 @@ stage train_run 60 0 "$py" -m accelerate.commands.launch --config_file recipes/a
 if command -v compute-sanitizer >/dev/null || [ "$dry" = 1 ]; then
   stage racecheck 40 0 compute-sanitizer --tool racecheck --print-limit 20 "$py" recipes/gpu/racecheck_case.py
 fi
-# 6. where the small (persistent) path gives way to the large (tensor-core) path: both at 1-64
-# streams (generate.CUDA_LARGE_BATCH_FROM), each family in a run of its own
+# 6. where the small (persistent) path gives way to the large (tensor-core) path
+# (generate.CUDA_LARGE_BATCH_FROM): each path in a run of its own (a configuration that does not
+# fit stops its run; the other path's rows stay), 128 samples per stream after the warm-up
 for model in samplernn-3tier wavenet-medium; do
-  stage "crossover_${model}" 45 0 "$py" -m wavegen bench --model "$model" --device cuda \
-    --backends cuda:path=small,cuda:path=large,cuda-bf16:path=large --batch 1,4,16,64 --samples 256 --repeats 1 \
-    --json "$out/crossover_${model}.json"
+  stage "crossover_${model}__small" 30 0 "$py" -m wavegen bench --model "$model" --device cuda \
+    --backends cuda:path=small --batch 1,4,16,32 --samples 128 --repeats 1 --json "$out/crossover_${model}__small.json"
+  stage "crossover_${model}__large" 30 0 "$py" -m wavegen bench --model "$model" --device cuda \
+    --backends cuda:path=large,cuda-bf16:path=large --batch 1,4,16,64 --samples 128 --repeats 1 \
+    --json "$out/crossover_${model}__large.json"
 done
 # 7. where a persistent kernel's time goes at one stream and at 16: ncu on the measured call's launch
 # (the warm-up call's is skipped): throughput against the chip's peaks, warp stalls, occupancy
 if command -v ncu >/dev/null || [ "$dry" = 1 ]; then
   for streams in 1 16; do
-    stage "ncu_samplernn_x${streams}" 40 0 ncu --launch-skip 1 --launch-count 1 -k regex:persistent \
+    stage "ncu_samplernn_x${streams}" 30 0 ncu --launch-skip 1 --launch-count 1 -k regex:persistent \
       --section SpeedOfLight --section WarpStateStats --section Occupancy --section LaunchStats \
       "$py" recipes/gpu/profile_case.py samplernn-3tier cuda:path=small "$streams" 64
   done

@@ -36,7 +36,9 @@ def collect(out: Path) -> dict:
         for r in result["rows"]:
             if r.get("speedup_vs_torch") is None and r["batch"] in torch_rate and r["backend"] != "torch":
                 r["speedup_vs_torch"] = r["samples_per_second"] / torch_rate[r["batch"]]
-    crossover = {p.stem[len("crossover_"):]: (load(p) or {}).get("rows", []) for p in sorted(out.glob("crossover_*.json"))}
+    crossover = {}  # model → rows, merged over the per-path runs (crossover_<model>__<path>.json)
+    for path in sorted(out.glob("crossover_*.json")):
+        crossover.setdefault(path.stem[len("crossover_"):].split("__")[0], []).extend((load(path) or {}).get("rows", []))
     return {"machine": load(out / "machine.json") or {}, "stages": stages, "check": load(out / "check.json") or [],
             "bench": bench, "crossover": crossover, "ncu": ncu_figures(out),
             "train": {p.stem[len("train_"):]: load(p) for p in sorted(out.glob("train_*.json"))}}
@@ -64,7 +66,7 @@ def crossover_rows(crossover: dict) -> list[str]:
     """Per model and stream count, samples/s of each path (bench names), and the faster in fp32."""
     lines = []
     for model, rows in crossover.items():
-        backends = list(dict.fromkeys(r["backend"] for r in rows))
+        backends = sorted({r["backend"] for r in rows}, key=lambda b: ("path=small" not in b, b))  # small first
         rate = {(r["backend"], r["batch"]): r["samples_per_second"] for r in rows}
         lines += ["", f"{model}: samples/s (all streams) by path", "",
                   "| streams | " + " | ".join(backends) + " | faster in fp32 |",
