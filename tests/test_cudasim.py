@@ -99,3 +99,23 @@ def half_barrier(out):
 def test_a_barrier_some_threads_never_reach_is_reported():
     with pytest.raises(cudasim.SimulatorDeadlock, match="barrier"):
         half_barrier[1, 32](np.zeros(32, np.int64))
+
+
+@pytest.mark.skipif(not cudasim.TRITON_INTERPRETED, reason="checks the interpreter (on a GPU Triton's launcher refuses)")
+def test_the_triton_interpreter_refuses_a_keyword_the_kernel_does_not_take():
+    # As the GPU's launcher does (a head kernel launched with the layer kernel's R ran on the CPU
+    # and failed on the H200): every keyword names a parameter or a launch option.
+    import torch
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def double(x, y, n, BLOCK: tl.constexpr):
+        i = tl.arange(0, BLOCK)
+        tl.store(y + i, 2 * tl.load(x + i, mask=i < n), mask=i < n)
+
+    x, y = torch.arange(4, dtype=torch.float32), torch.zeros(4)
+    double[(1,)](x, y, 4, BLOCK=4, num_warps=1)
+    assert y.tolist() == [0.0, 2.0, 4.0, 6.0]
+    with pytest.raises(KeyError, match="Keyword argument R was specified but unrecognised"):
+        double[(1,)](x, y, 4, BLOCK=4, R=8, num_warps=1)

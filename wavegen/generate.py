@@ -168,7 +168,7 @@ def available_backends(family: str | None = None, device=None, precision: str | 
 # took 54 us a step at 1 stream and 452 at 16 (about 27 more per stream); the large path 196 us
 # (fp32) and 71 (bf16) at 256 streams, no more at fewer. So from 8 streams the large path is the
 # faster (at least 41,000 samples/s in fp32 against the small path's ~33,000); between 2 and 7 the
-# run did not tell (recipes/gpu/check.sh measures both paths at 1-64 streams next time).
+# run did not tell (recipes/gpu/check.sh measures the small path at 1-32 streams, the large at 1-64).
 # wavenet: a GUESS until measured (its cuda engine was not measured in that run): nv-wavenet's
 # persistent kernel was built for batches up to about 32.
 CUDA_LARGE_BATCH_FROM = {"samplernn": 8, "wavenet": 64}

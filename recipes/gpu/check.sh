@@ -3,8 +3,8 @@
 # a short multi-process training run. Needs python3 with torch, triton, numba, numba-cuda and
 # wavegen importable (no soundfile, soxr or librosa). Every stage is time-boxed; a failing
 # stage is recorded and the next one runs. Writes under OUTDIR: machine.json, stages.jsonl,
-# check.json (compile check), tests.log, racecheck.log, bench_*.json (crossover_*.json: each
-# path at 1-64 streams), ncu_*.log (the persistent kernels' profile), train_*.json,
+# check.json (compile check), tests.log, racecheck.log, bench_*.json, crossover_*.json (the small
+# path at 1-32 streams, the large at 1-64), ncu_*.log (the persistent kernel's profile), train_*.json,
 # train_run.log, and summary.json / summary.md (recipes/gpu/summary.py).
 #
 # numba-cuda 0.30 cannot compile on numpy 2.5 (the device image of 2026-11 has numpy 2.5.2): where
