@@ -20,7 +20,7 @@ from conftest import TINY_SAMPLERNN, prepared_corpus, tiny_samplernn
 from wavegen.config import TrainConfig
 from wavegen.models import resolve_preset
 from wavegen.render import RenderSettings, render
-from wavegen.render.album import ALBUM_FILE, profile_path
+from wavegen.render.album import ALBUM_FILE, find_profile
 from wavegen.resolve import resolve_model
 from wavegen.samples import SAMPLES_DIR, TrainingSamples, read_samples, sample_steps
 from wavegen.train import resolve_run_config, train
@@ -89,8 +89,8 @@ def test_samples_reach_tensorboard(run):
 def test_the_album_profile_travels_with_the_model(run):
     profile = (run / ALBUM_FILE).read_text()
     assert (run / "best" / ALBUM_FILE).read_text() == profile  # best/ judges its renders alone
-    assert profile_path(resolve_model(run)) == run / "best" / ALBUM_FILE
-    assert profile_path(resolve_model(run, "step_2")) == run / ALBUM_FILE  # a checkpoint: the run's
+    assert find_profile(resolve_model(run))[0] == run / "best" / ALBUM_FILE
+    assert find_profile(resolve_model(run, "step_2"))[0] == run / ALBUM_FILE  # a checkpoint: the run's
 
 
 def test_a_best_profile_older_than_a_feature_gives_way_to_the_runs(run, tmp_path):
@@ -100,9 +100,9 @@ def test_a_best_profile_older_than_a_feature_gives_way_to_the_runs(run, tmp_path
     best = json.loads((copy / "best" / ALBUM_FILE).read_text())
     del best["features"]["centroid"]
     (copy / "best" / ALBUM_FILE).write_text(json.dumps(best))
-    assert profile_path(resolve_model(copy)) == copy / ALBUM_FILE
+    assert find_profile(resolve_model(copy))[0] == copy / ALBUM_FILE
     (copy / ALBUM_FILE).unlink()  # no other: best/'s, older as it is (the guard leaves the centroid out)
-    assert profile_path(resolve_model(copy)) == copy / "best" / ALBUM_FILE
+    assert find_profile(resolve_model(copy))[0] == copy / "best" / ALBUM_FILE
 
 
 def test_a_resumed_run_does_not_render_a_step_again(run, corpus, tmp_path, caplog):

@@ -68,7 +68,7 @@ def spectral_flatness(x: np.ndarray, n_fft: int = 256) -> float | None:
 
 def spectral_centroid(x: np.ndarray, sample_rate: int) -> float | None:
     """The power-weighted mean frequency (Hz) of the Welch-averaged spectrum of x [n] (~32 ms Hann
-    frames, DC dropped): the demo album's 2 s windows 305-826 Hz, a low rumble under 100, white
+    frames, DC dropped): the demo album's 2 s windows 307-827 Hz (p1-p99), a low rumble under 100, white
     noise a quarter of the sample rate. None for fewer than 8 frames."""
     n_fft = 2 ** max(4, round(math.log2(0.032 * sample_rate)))
     power = _welch_power(x, n_fft)
@@ -222,18 +222,26 @@ def measures_everything(profile: dict) -> bool:
     return set(OVER_ALL_WINDOWS + OVER_SOUNDING_WINDOWS) <= set(profile["features"])
 
 
-def profile_path(ref) -> Path | None:
-    """Where the album profile of a resolved model (wavegen.resolve.ModelRef) is: its folder's
-    album.json, or the run's for a checkpoint (and for a best/ written before profiles existed).
-    Of a run's best/ and the run's own, the first that holds every feature: training measures
-    the run's again when it lacks one, but best/ keeps its copy until validation improves."""
+def find_profile(ref) -> tuple[Path | None, dict | None]:
+    """The album profile of a resolved model (wavegen.resolve.ModelRef) and where it is: its
+    folder's album.json, or the run's for a checkpoint (and for a best/ written before profiles
+    existed). Of a run's best/ and the run's own, the first that holds every feature: training
+    measures the run's again when it lacks one, but best/ keeps its copy until validation
+    improves; where neither does, the first there is. (None, None) where there is none; the
+    profile None where that file is damaged or foreign (load_profile warns). Each file is read
+    once."""
     if ref.folder is None or ref.weights is None:
-        return None
+        return None, None
     candidates = [ref.folder / ALBUM_FILE]
     if ref.kind == "checkpoint":
         candidates.append(ref.folder.parent.parent / ALBUM_FILE)
     elif ref.kind == "run":
         candidates.append(ref.folder.parent / ALBUM_FILE)
-    found = [p for p in candidates if p.is_file()]
-    complete = (p for p in found if (profile := load_profile(p)) is not None and measures_everything(profile))
-    return next(complete, found[0] if found else None)
+    first = None, None
+    for path in (p for p in candidates if p.is_file()):
+        profile = load_profile(path)
+        if profile is not None and measures_everything(profile):
+            return path, profile
+        if first[0] is None:
+            first = path, profile
+    return first

@@ -96,8 +96,8 @@ def criteria_for(settings, ref=None) -> GuardCriteria:
     """The criteria a render of the model ``ref`` (a wavegen.resolve.ModelRef) uses: its album
     profile's (:func:`album_criteria`) where it has one and ``settings.guard_album`` is on, else
     the fixed thresholds of ``settings`` (a RenderSettings or GuardCriteria)."""
-    path = album.profile_path(ref) if ref is not None and getattr(settings, "guard_album", True) else None
-    profile = album.load_profile(path) if path is not None else None
+    path, profile = album.find_profile(ref) if ref is not None and getattr(settings, "guard_album", True) \
+        else (None, None)
     if profile is None:
         return GuardCriteria.of(settings)
     return album_criteria(profile, GuardCriteria.of(settings).clip_level, str(path))

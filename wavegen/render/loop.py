@@ -22,7 +22,7 @@ from wavegen.generate import make_engine, temperatures, uniforms
 from wavegen.plotting import spectrogram_png
 from wavegen.progress import progress_bar
 from wavegen.render.folder import REPORT_FILE, RenderFolder, check_params
-from wavegen.render.guard import Guard, GuardLog, criteria_for
+from wavegen.render.guard import Guard, GuardCriteria, GuardLog, criteria_for
 from wavegen.render.processes import Processes
 from wavegen.render.settings import RenderSettings, RenderStateError, parse_label, prime_codes, shard_streams
 from wavegen.render.writers import StreamWriters, encode_flac, load_snapshot, save_snapshot, snapshot_exists
@@ -102,7 +102,7 @@ class RenderJob:
         self.criteria = criteria_for(settings, ref)  # the model's album profile, or the fixed thresholds
         self.temps_all = temperatures(settings.temperature, settings.streams)
         self.params = render_params(ref, settings, self.temps_all, self.prime, self.engine.backend, procs.world,
-                                    self.sr)
+                                    self.sr, self.criteria)
 
     def to_audio(self, codes: np.ndarray) -> np.ndarray:
         """codes [..., n] → float audio [..., n] in [-1, 1]."""
@@ -172,9 +172,10 @@ class RenderJob:
 
 
 def render_params(ref: ModelRef, s: RenderSettings, temps: np.ndarray, prime, backend: str, world: int,
-                  sample_rate: int) -> dict:
-    """Everything that decides a render's audio (plus NON_BINDING records), as JSON would give it back."""
-    guard = {"seconds": s.guard_seconds, "attempts": s.guard_attempts, **criteria_for(s, ref).as_dict()}
+                  sample_rate: int, criteria: GuardCriteria) -> dict:
+    """Everything that decides a render's audio (plus NON_BINDING records), as JSON would give it
+    back; ``criteria``: the guard's (:func:`~wavegen.render.guard.criteria_for` of ``s`` and ``ref``)."""
+    guard = {"seconds": s.guard_seconds, "attempts": s.guard_attempts, **criteria.as_dict()}
     return json.loads(json.dumps({
         "model": str(ref.weights.parent.resolve()), "model_sha256": sha256_file(ref.weights),
         "sample_rate": sample_rate, "seconds": s.seconds, "streams": s.streams, "seed": s.seed,
