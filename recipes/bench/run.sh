@@ -24,20 +24,11 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
-out=docs/bench
+out=docs/bench dir=docs/bench
 [ "$fresh" = 1 ] && rm -rf "$out/.done"
-mkdir -p "$out/.done"
+source recipes/stages.sh
 thread_opt=()
 [ -n "$threads" ] && thread_opt=(--threads "$threads")
-
-step() {  # step STAGE NAME command...: run once, unless a marker says it is done
-  local n=$1 name=$2; shift 2
-  if [ "$n" -lt "$stage" ] || [ "$n" -gt "$stop_stage" ]; then return; fi
-  if [ -f "$out/.done/$name" ]; then echo "== $name (done before, skipped)"; return; fi
-  echo "== $name: $*"
-  "$@"
-  touch "$out/.done/$name"
-}
 
 # model: timed samples per stream for the numba rows, and for the (slow) torch rows
 suite=(
@@ -47,12 +38,12 @@ suite=(
 )
 for entry in "${suite[@]}"; do
   read -r model samples torch_samples <<< "$entry"
-  step 1 "speed-$model" wavegen bench --model "$model" --backends torch,numba,numba-fp16 --batch 1,8,64 \
+  run_step 1 "speed-$model" "speed of $model" wavegen bench --model "$model" --backends torch,numba,numba-fp16 --batch 1,8,64 \
     --samples "$samples" --torch-samples "$torch_samples" --repeats 3 "${thread_opt[@]}" --json "$out/$model.json"
 done
 for entry in "${suite[@]}"; do
   read -r model samples _ <<< "$entry"
-  step 2 "profile-$model" wavegen bench --profile --model "$model" --backends numba,numba-fp16 --batch 1,8 \
+  run_step 2 "profile-$model" "profile of $model" wavegen bench --profile --model "$model" --backends numba,numba-fp16 --batch 1,8 \
     --samples "$samples" --json "$out/profile-$model.json"
 done
 if [ 3 -ge "$stage" ] && [ 3 -le "$stop_stage" ]; then  # always rewritten: cheap, and follows the JSON
