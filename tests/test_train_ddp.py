@@ -1,5 +1,6 @@
 """Data-parallel training: 2 CPU processes (torchrun, gloo) equal 1 process with the same global
-batch; resume across a change of process count; gradient accumulation; the lr warm-up as applied.
+batch (the average of the weights too); resume across a change of process count; gradient
+accumulation; the lr warm-up as applied.
 
 Tolerances. The processes are real (torchrun starts them; DDP all-reduces gradients over gloo).
 Two processes cannot match one bit for bit: the gradient is summed in a different order (two
@@ -40,7 +41,8 @@ WEIGHT_ATOL = 2e-5
 SETTINGS = ["model.dim=32", "model.emb_size=8", "train.batch_size=8", "train.seq_len=64",
             "train.tbptt_windows=4", "train.val_seconds=0.5", "train.log_interval=1",
             "train.val_interval=2", "train.checkpoint_interval=2",
-            "train.sample_interval=2", "train.sample_seconds=0.5"]  # samples on, short: main renders them under DDP
+            "train.sample_interval=2", "train.sample_seconds=0.5",  # samples on, short: main renders them under DDP
+            "train.ema_decay=0.5"]  # an average of the weights: validated, checkpointed, restored by every process
 STEPS = 4
 
 
@@ -84,8 +86,8 @@ def val_bits(run) -> dict[int, float]:
     return {r["step"]: r["val_bits"] for r in read_metrics(run) if "val_bits" in r}
 
 
-def weights(run, step: int = STEPS) -> dict[str, torch.Tensor]:
-    return load_file(str(run / "checkpoints" / f"step_{step}" / "model.safetensors"))
+def weights(run, step: int = STEPS, name: str = "model.safetensors") -> dict[str, torch.Tensor]:
+    return load_file(str(run / "checkpoints" / f"step_{step}" / name))
 
 
 def assert_same_training(a, b, from_step: int = 1) -> None:
@@ -96,10 +98,11 @@ def assert_same_training(a, b, from_step: int = 1) -> None:
     va, vb = val_bits(a), val_bits(b)
     assert sorted(va) == sorted(vb) == [2, 4]
     assert abs(va[STEPS] - vb[STEPS]) < LOSS_ATOL_BITS
-    wa, wb = weights(a), weights(b)
-    assert sorted(wa) == sorted(wb)
-    worst = max(float((wa[k] - wb[k]).abs().max()) for k in wa)
-    assert worst < WEIGHT_ATOL, f"weights differ by up to {worst}"
+    for name in ("model.safetensors", "averaged_model.safetensors"):
+        wa, wb = weights(a, name=name), weights(b, name=name)
+        assert sorted(wa) == sorted(wb)
+        worst = max(float((wa[k] - wb[k]).abs().max()) for k in wa)
+        assert worst < WEIGHT_ATOL, f"{name}: weights differ by up to {worst}"
 
 
 def resumed_copy(source, target, step: int):

@@ -4,7 +4,9 @@ A model folder holds ``model.safetensors`` and ``config.json`` (the full resolve
 config), so it needs nothing else to be rendered or evaluated. No pickle is ever loaded
 from a model folder. Training checkpoints are ``RUN/checkpoints/step_N/``: accelerate's
 ``save_state`` plus ``training_state.safetensors`` (the state a model carries from one
-window of a stream to the next) and ``trainer_state.json``, which lists every file of the
+window of a stream to the next), ``averaged_model.safetensors`` when the run keeps an average of
+its weights (``train.ema_decay``: the weights ``--checkpoint`` renders use) and
+``trainer_state.json``, which lists every file of the
 checkpoint with its size and sha256; the folder is written under a temporary name, synced,
 then renamed. A checkpoint whose files do not match that list is damaged: training resumes
 from the newest intact one.
@@ -25,6 +27,7 @@ import torch
 from wavegen.config import load_json
 from wavegen.errors import WavegenError
 from wavegen.fileio import atomic_write, replace_dir, sha256_file, write_json
+from wavegen.resolve import AVERAGED_MODEL
 
 logger = logging.getLogger(__name__)
 
@@ -128,9 +131,11 @@ def _synced_digest(path: Path) -> dict:
 
 
 def save_checkpoint(accelerator, run_dir: Path, step: int, trainer_state: dict,
-                    training_tensors: dict[str, torch.Tensor], keep: int) -> Path:
+                    training_tensors: dict[str, torch.Tensor], keep: int,
+                    averaged: dict[str, torch.Tensor] | None = None) -> Path:
     """Every process calls this (accelerate saves per-process RNG state); the main one lists the
-    files, renames the folder into place and prunes all but the newest ``keep``."""
+    files, renames the folder into place and prunes all but the newest ``keep``. ``averaged``:
+    the averaged model's weights, written as AVERAGED_MODEL."""
     folder = Path(run_dir) / "checkpoints"
     final = folder / f"step_{step}"
     tmp = folder / f".tmp_step_{step}"
@@ -144,6 +149,8 @@ def save_checkpoint(accelerator, run_dir: Path, step: int, trainer_state: dict,
     if accelerator.is_main_process:
         if training_tensors:
             atomic_write(tmp / TRAINING_STATE, _safetensors_bytes(training_tensors))
+        if averaged is not None:
+            atomic_write(tmp / AVERAGED_MODEL, _safetensors_bytes(averaged))
         files = {p.relative_to(tmp).as_posix(): _synced_digest(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         write_json(tmp / TRAINER_STATE, {**trainer_state, "files": files})
         replace_dir(tmp, final)

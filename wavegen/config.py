@@ -37,6 +37,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     grad_accum: int = 1
+    # an exponential moving average of the weights (torch's AveragedModel), updated after every
+    # step: validation, best/, training samples and --checkpoint renders use it (0: off)
+    ema_decay: float = 0.0
     lr_schedule: str = "constant"  # constant | cosine | linear
     warmup_steps: int = 0
     max_steps: int = 100_000
@@ -67,6 +70,9 @@ class TrainConfig:
             raise ConfigError(f"train.lr_schedule={self.lr_schedule!r}: use constant, cosine or linear")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise ConfigError(f"train.mixed_precision={self.mixed_precision!r}: use auto, no, bf16 or fp16")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"train.ema_decay={self.ema_decay}: give 0 <= decay < 1 (0 turns the average off; "
+                              "0.99 averages over about the last 100 steps)")
         if self.warmup_steps < 0:
             raise ConfigError(f"train.warmup_steps={self.warmup_steps}: must be >= 0")
         if self.val_seconds <= 0:

@@ -24,6 +24,7 @@ from wavegen.config import ConfigError, load_json
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+AVERAGED_MODEL = "averaged_model.safetensors"  # a checkpoint's average of the weights (train.ema_decay)
 KINDS = ("preset", "config", "model", "run", "checkpoint")
 _STEP = re.compile(r"^step_(\d+)$")
 # accelerate saves a checkpoint's model without unwrapping it: DDP and torch.compile add these
@@ -129,10 +130,13 @@ def _checkpoint_ref(run_dir: Path, checkpoint: str) -> ModelRef:
             kept = ", ".join(f"step_{s}" for s, _ in found)
             raise ConfigError(f"--checkpoint {checkpoint}: no such checkpoint in {run_dir}; kept: {kept} (or last)")
         step, folder = int(match.group(1)), steps[int(match.group(1))]
-    weights = folder / MODEL_FILE
+    # a run that keeps an average of its weights (train.ema_decay) is judged by the average
+    averaged = folder / AVERAGED_MODEL
+    weights = averaged if averaged.is_file() else folder / MODEL_FILE
     if not weights.is_file():
         raise ConfigError(f"{folder}: no {MODEL_FILE} (an incomplete checkpoint)")
-    return ModelRef("checkpoint", f"{folder} (step {step})", load_json(run_dir / CONFIG_FILE), weights, folder)
+    which = ", averaged weights" if weights == averaged else ""
+    return ModelRef("checkpoint", f"{folder} (step {step}{which})", load_json(run_dir / CONFIG_FILE), weights, folder)
 
 
 def resolve_model(target: str | Path, checkpoint: str | None = None) -> ModelRef:

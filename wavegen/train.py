@@ -10,8 +10,9 @@ Layout of a run folder::
     RUN/config.json              the resolved config (model, train, data; the preset and the --set overrides)
     RUN/metrics.jsonl            one JSON row per log interval and per validation (wavegen.runlog)
     RUN/tb/                      TensorBoard logs
-    RUN/checkpoints/step_N/      accelerate state + training_state + trainer_state.json, last N kept
+    RUN/checkpoints/step_N/      accelerate state + training_state (+ averaged_model) + trainer_state.json, last N kept
     RUN/best/                    model.safetensors + config.json (+ album.json) of the best validation NLL
+                                 (with train.ema_decay: the averaged weights, as validation scored them)
     RUN/album.json               the training split's feature ranges, for the render guard (wavegen.render.album)
     RUN/samples/step_N/          audio + spectrograms rendered from step N's weights (wavegen.samples)
     RUN/.lock                    held by the training writing here (a second one is refused)
@@ -31,7 +32,7 @@ from pathlib import Path
 import torch
 
 from wavegen.checkpoint import intact_checkpoint, load_checkpoint, save_checkpoint, save_model
-from wavegen.config import ConfigError, TrainConfig, from_dict, load_json
+from wavegen.config import ConfigError, TrainConfig, from_dict, load_json, to_dict
 from wavegen.corpus import Corpus
 from wavegen.data import BatchBuildingStopped, BatchStream, make_batches
 from wavegen.distributed import end_accelerator, make_accelerator
@@ -42,7 +43,7 @@ from wavegen.render.album import ALBUM_FILE, ensure_run_profile
 from wavegen.runlog import RunLog, read_metrics  # noqa: F401  (read_metrics: the public reader)
 from wavegen.samples import TrainingSamples
 from wavegen.signals import StopSignals
-from wavegen.trainstate import Carry, NonFiniteError, NonFiniteWatch, agree
+from wavegen.trainstate import Carry, NonFiniteError, NonFiniteWatch, WeightAverage, agree
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +99,8 @@ def _check_resume(run_dir: Path, config: dict) -> None:
     diffs = []
     for section in ("model_type", "model", "train", "data"):
         a, b = saved.get(section), config.get(section)
+        if section == "train" and isinstance(a, dict):  # a setting added since the run began has its default
+            a = {**to_dict(TrainConfig()), **a}
         if isinstance(a, dict) and isinstance(b, dict):
             for key in sorted(set(a) | set(b)):
                 if a.get(key) != b.get(key) and not (section == "train" and key in RESUMABLE_CHANGES):
@@ -109,29 +112,6 @@ def _check_resume(run_dir: Path, config: dict) -> None:
                           "rerun with the same settings to resume, or give a new --run folder")
 
 
-def keep_freed_memory() -> bool:
-    """CPU training under glibc: keep freed memory in the heap instead of handing it back to the OS.
-
-    A large batch's activations are hundreds of MB each. glibc serves blocks that big with mmap
-    and unmaps them when they are freed, so every step faults all of them in again (measured on
-    samplernn-deepsound at batch 32: 650,000 minor page faults and ~1 s of system time per step;
-    with this, none). Turning mmap and trimming off keeps them in the heap for the next step.
-    The baseline's figures were taken with the same tuning (through MALLOC_* variables).
-    Process-wide; returns False (and changes nothing) where there is no glibc.
-    """
-    import ctypes
-    import platform
-
-    if platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_max = -1, -4  # from malloc.h
-    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
-
-
 def build_training(config: dict, train_cfg: TrainConfig, accelerator):
     """Seeded model + Adam, compiled if asked, prepared by accelerate (DDP under several processes).
 
@@ -141,6 +121,8 @@ def build_training(config: dict, train_cfg: TrainConfig, accelerator):
     from accelerate.utils import set_seed
 
     if accelerator.device.type == "cpu":
+        from wavegen.memory import keep_freed_memory
+
         keep_freed_memory()
     set_seed(train_cfg.seed)
     model = build_model(config)
@@ -214,6 +196,7 @@ class _Run:
     log: RunLog | None = None
     samples: TrainingSamples | None = None
     album: dict | None = None  # the training split's profile (RUN/album.json), copied into best/
+    average: WeightAverage | None = None  # train.ema_decay's average of the weights
     running: torch.Tensor | None = None  # summed loss since the last log row, on the device
     window: list = field(default_factory=lambda: [0, time.perf_counter()])  # steps, start of the log window
 
@@ -224,6 +207,11 @@ class _Run:
     @property
     def world(self) -> int:
         return self.accelerator.num_processes
+
+    @property
+    def judged(self):
+        """The model that validation scores, best/ keeps and samples render: the average when kept."""
+        return self.average.model if self.average is not None else self.inner
 
 
 def train(config: dict, run_dir: str | Path, progress: bool = True) -> dict:
@@ -307,7 +295,8 @@ def _start(config: dict, train_cfg: TrainConfig, accelerator, run_dir: Path) -> 
         write_json(run_dir / "config.json", config)
     run = _Run(config, train_cfg, accelerator, run_dir, corpus, model, optimizer, inner, batches,
                Carry(train_cfg.grad_accum), NonFiniteWatch(accelerator, train_cfg),
-               album=ensure_run_profile(run_dir, config, corpus) if main else None)
+               album=ensure_run_profile(run_dir, config, corpus) if main else None,
+               average=WeightAverage(inner, train_cfg.ema_decay) if train_cfg.ema_decay > 0 else None)
     if found is not None:
         _resume(run, found[1])
     run.watch.reset(run.step)
@@ -357,6 +346,8 @@ def _resume(run: _Run, folder: Path) -> None:
     run.carry.scatter(run.accelerator, tensors)
     run.step = run.start_step = state["step"]
     run.best_val, run.checkpoint = state.get("best_val_bits"), folder
+    if run.average is not None:
+        run.average.restore(folder, state)
     if run.main:
         saved_by = state.get("processes", run.world)
         logger.info("resuming %s from step %d%s", run.run_dir, run.step,
@@ -385,6 +376,8 @@ def _run_steps(run: _Run, stream: BatchStream) -> str:
                 if run.step > run.start_step:
                     _save(run)
                 return "interrupted"
+            if run.average is not None:
+                run.average.update(run.inner)
             run.running += loss
             run.step += 1
             run.window[0] += 1
@@ -422,7 +415,7 @@ def _after_step(run: _Run, stop: StopSignals) -> bool:
     if val_now:
         _validate(run)
     if sample_now:
-        run.samples.write(step, run.inner)
+        run.samples.write(step, run.judged)
     if at_checkpoint or stopping:
         _save(run)
     run.window[1] += time.perf_counter() - paused  # validation and checkpoints do not count in samples/s
@@ -448,7 +441,7 @@ def _validate(run: _Run) -> None:
         if run.main:
             _save_best(run)
         return
-    result = evaluate(run.inner, run.corpus, "val", max_seconds=run.cfg.val_seconds, accelerator=run.accelerator)
+    result = evaluate(run.judged, run.corpus, "val", max_seconds=run.cfg.val_seconds, accelerator=run.accelerator)
     bits = result["nll_bits_per_sample"]
     if not math.isfinite(bits):
         raise NonFiniteError(f"step {run.step}: the validation NLL is {bits} with finite weights; training stopped "
@@ -463,15 +456,19 @@ def _validate(run: _Run) -> None:
 
 def _save_best(run: _Run) -> None:
     extra = {ALBUM_FILE: json.dumps(run.album, indent=2) + "\n"} if run.album else None
-    save_model(run.inner, run.config, run.run_dir / "best", extra)
+    save_model(run.judged, run.config, run.run_dir / "best", extra)
 
 
 def _save(run: _Run) -> None:
     tensors = run.carry.gather(run.accelerator)
     state = {"step": run.step, "best_val_bits": run.best_val, "processes": run.world,
              "grad_accum": run.cfg.grad_accum}
+    averaged = None
+    if run.average is not None:
+        state["ema_updates"] = run.average.updates
+        averaged = run.average.weights() if run.main else None
     run.checkpoint = save_checkpoint(run.accelerator, run.run_dir, run.step, state, tensors,
-                                     run.cfg.keep_checkpoints)
+                                     run.cfg.keep_checkpoints, averaged)
 
 
 def _where_the_model_is(run: _Run) -> str:

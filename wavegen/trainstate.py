@@ -3,6 +3,8 @@
 - :class:`Carry`: what each micro-batch's streams carry from one window to the next (SampleRNN's
   hidden state; WaveNet's is empty), regathered over the global batch for checkpoints, so a run
   resumes under any number of processes.
+- :class:`WeightAverage`: the exponential moving average of the weights (``train.ema_decay``),
+  the model that validation, best/, training samples and checkpoint renders use.
 - :class:`NonFiniteWatch`: the first step whose loss or gradient was not finite, recorded on the
   device (no host sync per step) and read where the loop syncs anyway, before anything is saved.
 """
@@ -58,6 +60,46 @@ class Carry:
         for m in range(self.grad_accum):
             first = (accelerator.process_index * self.grad_accum + m) * per
             self.slots[m] = {name: t[:, first: first + per].to(accelerator.device) for name, t in tensors.items()}
+
+
+class WeightAverage:
+    """An exponential moving average of a model's parameters and buffers: torch's AveragedModel
+    with its EMA function, ``avg = decay * avg + (1 - decay) * weights`` after every optimizer step
+    (the first update copies the weights). ``model`` is the averaged copy (eval mode, no gradients)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        self.decay = decay
+        self._averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+        self._averaged.requires_grad_(False)
+        self.model = self._averaged.module
+
+    def update(self, model: torch.nn.Module) -> None:
+        self._averaged.update_parameters(model)
+
+    @property
+    def updates(self) -> int:
+        return int(self._averaged.n_averaged)
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The averaged model's state dict on the CPU (the keys of the model's own), for a checkpoint
+        (AVERAGED_MODEL; its trainer state records :attr:`updates` as ``ema_updates``)."""
+        return {name: t.detach().cpu().contiguous() for name, t in self.model.state_dict().items()}
+
+    def restore(self, folder: Path, trainer_state: dict) -> None:
+        """Back to the average checkpoint ``folder`` kept; CheckpointError naming the file when it cannot."""
+        from wavegen.checkpoint import CheckpointError, load_weights
+        from wavegen.resolve import AVERAGED_MODEL
+
+        path = Path(folder) / AVERAGED_MODEL
+        weights = load_weights(path)
+        try:
+            self.model.load_state_dict(weights, strict=True)
+            self._averaged.n_averaged.fill_(int(trainer_state["ema_updates"]))
+        except (KeyError, RuntimeError) as err:
+            raise CheckpointError(f"{path}: cannot restore the average of the weights ({type(err).__name__}: "
+                                  f"{err})") from None
 
 
 class NonFiniteWatch:
