@@ -73,7 +73,7 @@ class WeightAverage:
         self.decay = decay
         self._averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
         self._averaged.requires_grad_(False)
-        self.model = self._averaged.module
+        self.model = self._averaged.module.eval()
 
     def update(self, model: torch.nn.Module) -> None:
         self._averaged.update_parameters(model)
