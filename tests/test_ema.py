@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 from wavegen.config import ConfigError
 from wavegen.evaluate import evaluate
+from wavegen.memory import training_estimate
 from wavegen.models import resolve_preset
 from wavegen.resolve import AVERAGED_MODEL, resolve_model
 from wavegen.train import read_metrics, resolve_run_config, train
@@ -80,3 +81,11 @@ def test_the_decay_is_checked_and_fixed_for_a_run(tiny_corpus, tmp_path):
     path.write_text(json.dumps(saved))
     assert train(config_for(tiny_corpus, "train.max_steps=4"), tmp_path / "run", progress=False)["step"] == 4
     assert not (tmp_path / "run" / "checkpoints" / "step_4" / AVERAGED_MODEL).exists()
+
+
+def test_the_memory_estimate_counts_the_averaged_copy(tiny_corpus):
+    config = config_for(tiny_corpus)
+    plain = training_estimate(config, 4, 64)
+    averaged = training_estimate(config, 4, 64, average=True)
+    assert plain["average"] == 0 and averaged["average"] == plain["weights"] > 0
+    assert averaged["total"] == plain["total"] + plain["weights"]

@@ -119,19 +119,23 @@ def _saved_bytes(model, streams: int, length: int) -> int:
     return sum(saved.values())
 
 
-def training_estimate(config: dict, streams: int, seq_len: int, mixed_precision: bool = False) -> dict:
-    """Bytes one training process needs: ``{"weights", "gradients", "optimizer", "activations", "total"}``.
+def training_estimate(config: dict, streams: int, seq_len: int, mixed_precision: bool = False,
+                      average: bool = False) -> dict:
+    """Bytes one training process needs: ``{"weights", "gradients", "optimizer", "average", "activations",
+    "total"}``.
 
     streams: streams per micro-batch on this process; seq_len: predicted samples per window.
-    Adam keeps two moments per weight; activations: what autograd saves, times the backward pass's
-    share (ACTIVATION_PEAK_FACTOR). Under mixed precision most activations are half size.
+    Adam keeps two moments per weight; ``average``: a copy of the weights (train.ema_decay);
+    activations: what autograd saves, times the backward pass's share (ACTIVATION_PEAK_FACTOR).
+    Under mixed precision most activations are half size.
     """
     model = meta_model(config)
     weights = parameter_bytes(model)
     activations = int(ACTIVATION_PEAK_FACTOR * activation_bytes(model, streams, seq_len))
     if mixed_precision:
         activations //= 2
-    out = {"weights": weights, "gradients": weights, "optimizer": 2 * weights, "activations": activations}
+    out = {"weights": weights, "gradients": weights, "optimizer": 2 * weights, "average": weights if average else 0,
+           "activations": activations}
     out["total"] = sum(out.values())
     return out
 
@@ -141,22 +145,23 @@ def check_training_memory(config: dict, train, device, mixed_precision: bool, pr
     the setting to change); returns the estimate. ``processes_here``: processes sharing this machine's
     RAM (on the CPU)."""
     streams = train.batch_size // max(1, train.grad_accum * int(os.environ.get("WORLD_SIZE", "1")))
-    estimate = training_estimate(config, max(1, streams), train.seq_len, mixed_precision)
+    estimate = training_estimate(config, max(1, streams), train.seq_len, mixed_precision, train.ema_decay > 0)
     available, what = available_memory(device)
     if torch.device(device).type != "cuda":
         available //= max(1, processes_here)
         what += f" / {processes_here} processes" if processes_here > 1 else ""
     if estimate["total"] > available:
         e = estimate
-        model_part = e["weights"] + e["gradients"] + e["optimizer"]
+        model_part = e["weights"] + e["gradients"] + e["optimizer"] + e["average"]
         if e["activations"] >= model_part:
             change = ("lower train.batch_size (or raise train.grad_accum, which splits each batch) or "
                       "train.seq_len")
         else:
             change = f"make the model smaller ({SIZE_SETTINGS.get(config['model_type'], 'model.*')})"
+        average = f"average of the weights {gib(e['average'])}, " if e["average"] else ""
         raise OutOfMemoryError(
             f"training needs about {gib(e['total'])} (weights {gib(e['weights'])}, gradients "
-            f"{gib(e['gradients'])}, Adam {gib(e['optimizer'])}, activations {gib(e['activations'])} for "
+            f"{gib(e['gradients'])}, Adam {gib(e['optimizer'])}, {average}activations {gib(e['activations'])} for "
             f"{streams} stream(s) x {train.seq_len} samples per micro-batch), more than the {gib(available)} "
             f"{what}: {change}")
     return estimate
