@@ -108,6 +108,16 @@ def tiny_corpus(tmp_path) -> Path:
 # training samples off in the tiny runs (tests/test_samples.py covers them; each set costs seconds)
 TINY_SAMPLERNN = ["model.dim=32", "model.emb_size=8", "train.batch_size=4", "train.seq_len=64",
                   "train.tbptt_windows=2", "train.val_seconds=2", "train.log_interval=1", "train.sample_interval=-1"]
+
+
+def tiny_run_config(corpus, *extra: str) -> dict:
+    """A resolved run config of samplernn-tiny with TINY_SAMPLERNN, then ``extra`` overrides, on ``corpus``."""
+    from wavegen.models import resolve_preset
+    from wavegen.train import resolve_run_config
+
+    return resolve_run_config(resolve_preset("samplernn-tiny"), corpus, TINY_SAMPLERNN + list(extra))
+
+
 TINY_WAVENET = ["model.layers=5", "model.max_dilation=8", "model.residual_channels=12",
                 "model.skip_channels=16", "model.end_channels=16", "model.q_levels=64",
                 "train.batch_size=4", "train.seq_len=64", "train.val_seconds=1", "train.log_interval=1",

@@ -5,20 +5,15 @@ import json
 
 import pytest
 import torch
-from conftest import TINY_SAMPLERNN
+from conftest import tiny_run_config as config_for
 from safetensors.torch import load_file
 
 from wavegen.config import ConfigError
 from wavegen.evaluate import evaluate
 from wavegen.memory import training_estimate
-from wavegen.models import resolve_preset
-from wavegen.resolve import AVERAGED_MODEL, resolve_model
-from wavegen.train import read_metrics, resolve_run_config, train
+from wavegen.resolve import AVERAGED_MODEL, resolve_model, strip_wrappers
+from wavegen.train import read_metrics, train
 from wavegen.trainstate import WeightAverage
-
-
-def config_for(corpus, *extra):
-    return resolve_run_config(resolve_preset("samplernn-tiny"), corpus, TINY_SAMPLERNN + list(extra))
 
 
 def val_rows(run):
@@ -60,7 +55,7 @@ def test_an_averaged_run_scores_keeps_resumes_and_renders_the_average(tiny_corpu
     ref = resolve_model(tmp_path / "straight", checkpoint="last")
     assert ref.weights.name == AVERAGED_MODEL and "averaged weights" in ref.source
     raw = ref.build()
-    raw.load_state_dict({k.removeprefix("module."): v for k, v in load_file(str(step8[0] / "model.safetensors")).items()})
+    raw.load_state_dict(strip_wrappers(load_file(str(step8[0] / "model.safetensors"))))
     averaged = ref.load()
     assert any(not torch.equal(p, q) for p, q in zip(raw.state_dict().values(), averaged.state_dict().values()))
     best = resolve_model(tmp_path / "straight" / "best")

@@ -15,15 +15,14 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import TINY_SAMPLERNN, prepared_corpus, tiny_samplernn
+from conftest import TINY_SAMPLERNN, prepared_corpus, tiny_run_config, tiny_samplernn
 
 from wavegen.config import TrainConfig
-from wavegen.models import resolve_preset
 from wavegen.render import RenderSettings, render
 from wavegen.render.album import ALBUM_FILE, find_profile
 from wavegen.resolve import resolve_model
 from wavegen.samples import SAMPLES_DIR, TrainingSamples, read_samples, sample_steps
-from wavegen.train import resolve_run_config, train
+from wavegen.train import train
 
 SR = 8000
 SAMPLING = ["train.sample_interval=2", "train.sample_seconds=0.5", "train.val_interval=2",
@@ -37,7 +36,7 @@ def corpus(tmp_path_factory):
 
 
 def config_for(corpus, *extra):
-    return resolve_run_config(resolve_preset("samplernn-tiny"), corpus, TINY_SAMPLERNN + SAMPLING + list(extra))
+    return tiny_run_config(corpus, *SAMPLING, *extra)
 
 
 @pytest.fixture(scope="module")

@@ -15,19 +15,15 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY_SAMPLERNN
+from conftest import tiny_run_config as config_for  # the tiny run every test here trains
 from safetensors.torch import load_file
 
 from wavegen.checkpoint import CheckpointError, checkpoint_damage, intact_checkpoint
 from wavegen.cli import main
 from wavegen.config import ConfigError
 from wavegen.memory import OutOfMemoryError
-from wavegen.models import resolve_preset
-from wavegen.train import lr_factor, read_metrics, resolve_run_config, train
+from wavegen.train import lr_factor, read_metrics, train
 from wavegen.trainstate import NonFiniteError
-
-
-def config_for(corpus, *extra):
-    return resolve_run_config(resolve_preset("samplernn-tiny"), corpus, TINY_SAMPLERNN + list(extra))
 
 
 def losses(run):
