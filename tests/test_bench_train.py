@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from wavegen.bench_train import bench_training, synthetic_audio
+from wavegen.bench_train import bench_training, format_training_table, synthetic_audio
 from wavegen.errors import WavegenError
 from wavegen.resolve import resolve_model
 
@@ -43,13 +43,38 @@ def test_bench_training_times_only_the_timed_steps():
         bench_training("no-such-model")
 
 
+def test_bench_training_takes_settings_as_training_does():
+    """--set train.ema_decay updates the average after every step (warm-up included) and leaves the
+    training as it was; --set model.* builds another model; what bench sets itself is refused."""
+    plain, averaged = (bench_training("samplernn-tiny", batches=(2,), seq_len=64, steps=2, warmup=1, threads=1,
+                                      overrides=extra) for extra in ([], ["train.ema_decay=0.9"]))
+    assert "ema_updates" not in plain["rows"][0] and plain["model"]["ema_decay"] == 0.0
+    assert averaged["rows"][0]["ema_updates"] == 3 and averaged["model"]["ema_decay"] == 0.9
+    assert averaged["rows"][0]["loss_bits"] == plain["rows"][0]["loss_bits"]
+    assert "; train.ema_decay=0.9)" in format_training_table(averaged)
+    lstm = bench_training("samplernn-tiny", batches=(2,), seq_len=64, steps=1, warmup=0, threads=1,
+                          overrides=["model.rnn_type=lstm"])
+    assert lstm["model"]["parameters"] > plain["model"]["parameters"]  # four gates, not three
+    with pytest.raises(WavegenError, match="ema_decay"):
+        bench_training("samplernn-tiny", batches=(2,), seq_len=64, steps=1, overrides=["train.ema_decay=1.0"])
+    with pytest.raises(WavegenError, match=r"sets batch_size itself \(use --batch\)"):
+        bench_training("samplernn-tiny", overrides=["train.batch_size=4"])
+    with pytest.raises(WavegenError, match="no setting 'nonsense'"):
+        bench_training("samplernn-tiny", overrides=["nonsense=1"])
+
+
 def test_bench_train_cli_writes_json(tmp_path):
     out = tmp_path / "train.json"
     done = subprocess.run([sys.executable, "-m", "wavegen", "-q", "bench", "--train", "--model", "wavenet-tiny",
                            "--batch", "2", "--seq-len", "128", "--steps", "1", "--warmup-steps", "1",
-                           "--threads", "1", "--json", str(out)], capture_output=True, text=True, timeout=120)
+                           "--threads", "1", "--set", "train.ema_decay=0.99", "--json", str(out)],
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "samples/s" in done.stdout
     result = json.loads(out.read_text())
     assert result["command"].startswith("wavegen bench --train --model wavenet-tiny --batch 2 --seq-len 128")
     assert result["rows"][0]["batch"] == 2 and result["rows"][0]["samples_per_second"] > 0
+    assert result["command"].endswith("--set train.ema_decay=0.99") and result["rows"][0]["ema_updates"] == 2
+    refused = subprocess.run([sys.executable, "-m", "wavegen", "-q", "bench", "--model", "samplernn-tiny", "--set",
+                              "train.ema_decay=0.99"], capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "--set works with --train" in refused.stderr

@@ -45,6 +45,10 @@ def test_the_summary_puts_speed_crossover_and_profile_side_by_side(tmp_path):
     bench_json(tmp_path / "crossover_samplernn-3tier__large.json",
                [("cuda:path=large", 1, 5_000.0), ("cuda:path=large", 16, 90_000.0), ("cuda:path=large", 64, 1e6)])
     (tmp_path / "ncu_samplernn_x1.log").write_text(NCU_LOG)
+    train_row = {"batch": 128, "seq_len": 512, "seconds_per_step": 0.05, "samples_per_second": 1_310_720.0,
+                 "peak_memory_bytes": 2**31}
+    for name, decay in (("samplernn-3tier", 0.0), ("samplernn-3tier_ema", 0.99)):
+        (tmp_path / f"train_{name}.json").write_text(json.dumps({"model": {"ema_decay": decay}, "rows": [train_row]}))
     summary.main(str(tmp_path))
     result = json.loads((tmp_path / "summary.json").read_text())
     rows = {(r["backend"], r["batch"]): r for r in result["bench"]["samplernn-3tier"]["rows"]}
@@ -59,6 +63,8 @@ def test_the_summary_puts_speed_crossover_and_profile_side_by_side(tmp_path):
     assert "| samplernn-3tier: one stream >= 100,000 samples/s | 150,000 (cuda, batch 1) | yes |" in md
     assert "| samplernn-3tier: all streams >= 10,000,000 samples/s | 9,000,000 (cuda-bf16, batch 4096) | no |" in md
     assert "| wavenet-medium: one stream >= 150,000 samples/s | not measured | - |" in md
+    assert "| samplernn-3tier | 128 x 512 | 0.050 | 1,310,720 | 2.00 GiB |" in md
+    assert "| samplernn-3tier_ema (average of the weights, decay 0.99) | 128 x 512 |" in md
     assert "ncu samplernn_x1: Memory Throughput 12.34 %; DRAM Throughput 1.23 %; Duration 3.45 ms" in (tmp_path / "summary.md").read_text()
 
 
@@ -69,7 +75,7 @@ def test_the_dry_run_lists_every_stage_and_runs_the_cpu_safe_ones(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     stages = {s["stage"]: s["status"] for s in map(json.loads, (tmp_path / "stages.jsonl").read_text().splitlines())}
     for name in ("tests", "bench_wavenet-medium__cuda", "bench_samplernn-3tier__torch", "train_samplernn-3tier",
-                 "train_run", "racecheck", "crossover_samplernn-3tier__small", "crossover_wavenet-medium__large",
+                 "train_samplernn-3tier_ema", "train_run", "racecheck", "crossover_samplernn-3tier__small", "crossover_wavenet-medium__large",
                  "ncu_samplernn_x1", "ncu_samplernn_x16", "check"):
         assert stages.get(name) == "dry-run", (name, stages)
     assert stages["machine"] == 0 and stages["corpus"] == 0  # the CPU-safe stages ran

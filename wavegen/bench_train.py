@@ -70,29 +70,71 @@ def _training_config(base: dict, train: dict) -> tuple[dict, object]:
     return config, train_cfg
 
 
+def _timed(one_step, warmup: int, steps: int, dev: torch.device) -> tuple[float, float, float]:
+    """``warmup`` untimed steps, then ``steps`` timed ones ending on a device sync → (the last
+    loss, wall seconds, this process's CPU seconds of the timed steps); peak memory reset between."""
+    loss = None
+    for step in range(warmup):
+        loss = one_step(step)
+    if loss is not None:
+        float(loss)  # wait for the device
+    _reset_peak_memory(dev)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    for step in range(warmup, warmup + steps):
+        loss = one_step(step)
+    loss = float(loss)  # waits for the device
+    return loss, time.perf_counter() - start, time.process_time() - cpu_start
+
+
+# the training settings bench_training sets itself → what sets them (a bench --train option) or why
+BENCH_SETS = {"batch_size": "use --batch", "seq_len": "use --seq-len", "grad_accum": "use --grad-accum",
+              "compile": "use --compile", "num_workers": "use --workers", "seed": "use --seed",
+              "mixed_precision": "use --precision", "max_steps": "use --steps",
+              "warmup_steps": "the timed steps run at the full learning rate",
+              "lr_schedule": "the timed steps run at the full learning rate"}
+
+
+def _allowed(overrides, seq_len: int | None) -> list[str]:
+    """``overrides`` as a list, ConfigError for one that sets what bench --train sets itself."""
+    overrides = list(overrides)
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        name = key.split(".", 1)[1] if key.startswith("train.") else key
+        if name in BENCH_SETS and not (name == "seq_len" and seq_len is None):
+            raise ConfigError(f"--set {item!r}: bench --train sets {name} itself ({BENCH_SETS[name]})")
+    return overrides
+
+
 def bench_training(model: str, batches=(32,), seq_len: int | None = None, steps: int = 5, warmup: int = 2,
                    threads: int | None = None, device: str = "cpu", mixed_precision: str = "auto",
                    compile: bool = False, grad_accum: int = 1, num_workers: int = 0, seed: int = 0,
-                   progress=None) -> dict:
+                   overrides=(), progress=None) -> dict:
     """Training speed of a preset: ``{"mode": "training", "machine", "model", "rows"}``.
 
     For each batch size (the global batch, ``train.batch_size``) the preset's training setup is
     built (``seq_len`` overrides its ``train.seq_len``), ``warmup`` steps run untimed (torch.compile
     and allocator warm-up), then ``steps`` steps are timed, ending on a device sync.
+    ``overrides`` (``--set key=value`` strings, as training takes them) change the preset's other
+    settings: ``model.rnn_type=lstm`` times another cell; ``train.ema_decay=0.99`` updates an
+    average of the weights after every step as training does (:class:`wavegen.trainstate.WeightAverage`),
+    so its cost shows beside a row without it. The settings this function's own arguments set
+    (:data:`BENCH_SETS`) are refused there, naming the argument that sets them.
 
     rows: ``batch``, ``seq_len``, ``steps``, ``seconds`` (all timed steps), ``cpu_seconds`` (this
     process's CPU time over them: on a shared machine, wall/CPU shows how much of it the run got),
     ``seconds_per_step``,
     ``samples_per_second`` (audio samples trained per second: batch x seq_len x steps / seconds),
     ``peak_memory_bytes`` and ``memory`` (what was measured: CUDA max allocated, or the process's
-    peak RSS during the timed steps), ``loss_bits`` (the last step's, a sanity check).
+    peak RSS during the timed steps), ``loss_bits`` (the last step's, a sanity check), and with
+    ``train.ema_decay`` ``ema_updates`` (the average's updates, warm-up steps included).
     """
+    from wavegen.config import apply_overrides
     from wavegen.data import BatchStream, make_batches
     from wavegen.distributed import make_accelerator
     from wavegen.models import PRESETS, resolve_preset
     from wavegen.resolve import resolve_model
     from wavegen.train import LN2, build_training, train_step
-    from wavegen.trainstate import Carry
+    from wavegen.trainstate import Carry, WeightAverage
 
     if model not in PRESETS:
         raise ConfigError(f"bench --train takes a preset name; {model!r} is not one of {sorted(PRESETS)}")
@@ -102,7 +144,7 @@ def bench_training(model: str, batches=(32,), seq_len: int | None = None, steps:
     set_threads(threads)
     accelerator = make_accelerator(mixed_precision, cpu=torch.device(device).type == "cpu")
     dev = accelerator.device
-    base = resolve_preset(model)
+    base = apply_overrides(resolve_preset(model), _allowed(overrides, seq_len))
     rate = resolve_model(model).sample_rate
     rows, facts = [], {}
     for batch in batches:
@@ -121,34 +163,35 @@ def bench_training(model: str, batches=(32,), seq_len: int | None = None, steps:
         stream = BatchStream(make_batches(inner, audio, segments, None, train_cfg), 0, grad_accum, dev,
                              workers=num_workers, pin=dev.type == "cuda")
         carry = Carry(grad_accum)
+        average = WeightAverage(inner, train_cfg.ema_decay) if train_cfg.ema_decay > 0 else None
+
+        def one_step(step):
+            loss = train_step(accelerator, net, optimizer, stream, train_cfg, step, carry)
+            if average is not None:
+                average.update(inner)
+            return loss
+
         net.train()
         try:
-            loss = None
-            for step in range(warmup):
-                loss = train_step(accelerator, net, optimizer, stream, train_cfg, step, carry)
-            if loss is not None:
-                float(loss)  # wait for the device
-            _reset_peak_memory(dev)
-            start, cpu_start = time.perf_counter(), time.process_time()
-            for step in range(warmup, warmup + steps):
-                loss = train_step(accelerator, net, optimizer, stream, train_cfg, step, carry)
-            loss_bits = float(loss) / LN2  # waits for the device
-            seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+            loss, seconds, cpu_seconds = _timed(one_step, warmup, steps, dev)
         finally:
             stream.close()
+        loss_bits = loss / LN2
         peak, what = _peak_memory(dev)
         rows.append({"batch": batch, "seq_len": train_cfg.seq_len, "steps": steps, "seconds": seconds,
                      "cpu_seconds": cpu_seconds, "seconds_per_step": seconds / steps,
                      "samples_per_second": batch * train_cfg.seq_len * steps / seconds,
-                     "peak_memory_bytes": peak, "memory": what, "loss_bits": loss_bits})
+                     "peak_memory_bytes": peak, "memory": what, "loss_bits": loss_bits,
+                     **({"ema_updates": average.updates} if average is not None else {})})
         logger.debug("train batch %d: %.0f samples/s", batch, rows[-1]["samples_per_second"])
-        del net, optimizer, inner, stream
+        del net, optimizer, inner, stream, average
         accelerator.free_memory()
     machine = machine_info(str(dev))
     precision = accelerator.mixed_precision
     model_info = {"name": model, "source": f"preset {model}, random weights (seed {seed})", **facts,
                   "sample_rate": rate, "mixed_precision": precision, "compile": compile,
-                  "grad_accum": grad_accum, "num_workers": num_workers, "warmup_steps": warmup}
+                  "grad_accum": grad_accum, "num_workers": num_workers, "warmup_steps": warmup,
+                  "overrides": list(overrides), "ema_decay": train_cfg.ema_decay}
     return {"mode": "training", "machine": machine, "model": model_info, "rows": rows}
 
 
@@ -158,7 +201,8 @@ def format_training_table(result: dict) -> str:
     where = m.get("gpu") or f"{m['cpu']}, {m['logical_cpus']} logical CPUs, torch threads {m['torch_threads']}"
     lines = [f"training {model['name']} ({model['parameters'] / 1e6:.1f}M parameters; precision "
              f"{model['mixed_precision']}; compile {model['compile']}; grad_accum {model['grad_accum']}; "
-             f"prefetch threads {model['num_workers']})",
+             f"prefetch threads {model['num_workers']}"
+             + "".join(f"; {item}" for item in model.get("overrides", [])) + ")",
              f"{where}; torch {m['torch']}"
              + (f"; load average {m['load_average_1min']}" if "load_average_1min" in m else ""),
              "",

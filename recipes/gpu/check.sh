@@ -94,6 +94,9 @@ done
 # 3. training speed
 stage train_samplernn-3tier 40 0 "$py" -m wavegen bench --train --model samplernn-3tier --batch 128 --seq-len 512 \
   --device cuda --steps 5 --json "$out/train_samplernn-3tier.json"
+# the same with an average of the weights (train.ema_decay) updated after every step: its cost per step
+stage train_samplernn-3tier_ema 40 0 "$py" -m wavegen bench --train --model samplernn-3tier --batch 128 --seq-len 512 \
+  --device cuda --steps 5 --set train.ema_decay=0.99 --json "$out/train_samplernn-3tier_ema.json"
 stage train_wavenet-medium 40 0 "$py" -m wavegen bench --train --model wavenet-medium --device cuda --steps 5 \
   --json "$out/train_wavenet-medium.json"
 # 4. 20 steps of a real training run through accelerate, on a corpus written without soundfile

@@ -99,8 +99,10 @@ def benchmark_rows(summary: dict) -> list[str]:
                          f"{r['samples_per_second_per_stream']:,.0f} | {speedup} |")
     lines += ["", "| training | batch x seq_len | s/step | samples/s | peak memory |", "| --- | --- | ---: | ---: | ---: |"]
     for model, result in summary["train"].items():
+        decay = ((result or {}).get("model") or {}).get("ema_decay")
+        label = f"{model} (average of the weights, decay {decay})" if decay else model
         for r in (result or {}).get("rows", []):
-            lines.append(f"| {model} | {r['batch']} x {r['seq_len']} | {r['seconds_per_step']:.3f} | "
+            lines.append(f"| {label} | {r['batch']} x {r['seq_len']} | {r['seconds_per_step']:.3f} | "
                          f"{r['samples_per_second']:,.0f} | {r['peak_memory_bytes'] / 2**30:.2f} GiB |")
     lines += crossover_rows(summary.get("crossover", {}))
     lines += ["", "| target (issue 12) | measured | met |", "| --- | ---: | --- |"]

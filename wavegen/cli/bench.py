@@ -43,6 +43,9 @@ def add_parser(sub) -> None:
     t.add_argument("--compile", action="store_true", help="torch.compile the model (train.compile)")
     t.add_argument("--grad-accum", type=int, default=1, help="micro-batches per step (default 1)")
     t.add_argument("--workers", type=int, default=0, help="batch prefetch threads (train.num_workers; default 0)")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="change a setting of the preset as training does: model.rnn_type=lstm, "
+                        "train.ema_decay=0.99 (repeatable)")
 
 
 def _comma_list(text: str, what: str, cast=str) -> list:
@@ -90,6 +93,10 @@ def run(args) -> int:
 
     if args.train:
         return _cmd_bench_train(args)
+    if args.overrides:
+        from wavegen.config import ConfigError
+
+        raise ConfigError("--set works with --train; generation is measured with the model's own settings")
     backends = _comma_list(args.backends, "--backends")
     batches = _comma_list(args.batch or ("1" if args.profile else "1,8,64"), "--batch", int)
     if args.profile:
@@ -120,7 +127,7 @@ def _cmd_bench_train(args) -> int:
     result = bench_training(args.model, batches, seq_len=args.seq_len, steps=args.steps, warmup=args.warmup_steps,
                             threads=args.threads, device=args.device, mixed_precision=args.precision,
                             compile=args.compile, grad_accum=args.grad_accum, num_workers=args.workers,
-                            seed=args.seed, progress=None if args.quiet else logger.info)
+                            seed=args.seed, overrides=args.overrides, progress=None if args.quiet else logger.info)
     options = [f"--model {args.model}", f"--batch {','.join(map(str, batches))}",
                f"--seq-len {result['rows'][0]['seq_len']}", f"--steps {args.steps}",
                f"--warmup-steps {args.warmup_steps}", f"--precision {args.precision}"]
@@ -128,6 +135,7 @@ def _cmd_bench_train(args) -> int:
     options += [f"--grad-accum {args.grad_accum}"] if args.grad_accum != 1 else []
     options += [f"--workers {args.workers}"] if args.workers else []
     options += ["--compile"] if args.compile else []
+    options += [f"--set {item}" for item in args.overrides]
     options += [f"--device {args.device}"] if args.device != "cpu" else []
     result["command"] = "wavegen bench --train " + " ".join(options)
     print(format_training_table(result))
