@@ -30,6 +30,7 @@ from safetensors.torch import load_file
 
 from wavegen.fileio import FolderLock
 from wavegen.models import resolve_preset
+from wavegen.resolve import AVERAGED_MODEL, MODEL_FILE
 from wavegen.train import read_metrics, resolve_run_config, train
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "accelerate"
@@ -86,7 +87,7 @@ def val_bits(run) -> dict[int, float]:
     return {r["step"]: r["val_bits"] for r in read_metrics(run) if "val_bits" in r}
 
 
-def weights(run, step: int = STEPS, name: str = "model.safetensors") -> dict[str, torch.Tensor]:
+def weights(run, step: int = STEPS, name: str = MODEL_FILE) -> dict[str, torch.Tensor]:
     return load_file(str(run / "checkpoints" / f"step_{step}" / name))
 
 
@@ -98,7 +99,7 @@ def assert_same_training(a, b, from_step: int = 1) -> None:
     va, vb = val_bits(a), val_bits(b)
     assert sorted(va) == sorted(vb) == [2, 4]
     assert abs(va[STEPS] - vb[STEPS]) < LOSS_ATOL_BITS
-    for name in ("model.safetensors", "averaged_model.safetensors"):
+    for name in (MODEL_FILE, AVERAGED_MODEL):
         wa, wb = weights(a, name=name), weights(b, name=name)
         assert sorted(wa) == sorted(wb)
         worst = max(float((wa[k] - wb[k]).abs().max()) for k in wa)

@@ -152,8 +152,7 @@ def check_training_memory(config: dict, train, device, mixed_precision: bool, pr
         what += f" / {processes_here} processes" if processes_here > 1 else ""
     if estimate["total"] > available:
         e = estimate
-        model_part = e["weights"] + e["gradients"] + e["optimizer"] + e["average"]
-        if e["activations"] >= model_part:
+        if e["activations"] >= e["total"] - e["activations"]:  # activations against everything the weights bring
             change = ("lower train.batch_size (or raise train.grad_accum, which splits each batch) or "
                       "train.seq_len")
         else:

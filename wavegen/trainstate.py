@@ -70,7 +70,6 @@ class WeightAverage:
     def __init__(self, model: torch.nn.Module, decay: float):
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-        self.decay = decay
         self._averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
         self._averaged.requires_grad_(False)
         self.model = self._averaged.module.eval()
