@@ -129,12 +129,9 @@ def bench_training(model: str, batches=(32,), seq_len: int | None = None, steps:
     ``train.ema_decay`` ``ema_updates`` (the average's updates, warm-up steps included).
     """
     from wavegen.config import apply_overrides
-    from wavegen.data import BatchStream, make_batches
     from wavegen.distributed import make_accelerator
     from wavegen.models import PRESETS, resolve_preset
     from wavegen.resolve import resolve_model
-    from wavegen.train import LN2, build_training, train_step
-    from wavegen.trainstate import Carry, WeightAverage
 
     if model not in PRESETS:
         raise ConfigError(f"bench --train takes a preset name; {model!r} is not one of {sorted(PRESETS)}")
@@ -155,37 +152,10 @@ def bench_training(model: str, batches=(32,), seq_len: int | None = None, steps:
         if progress is not None:
             progress(f"train {model} batch {batch} x {train_cfg.seq_len} samples: "
                      f"{warmup} warm-up + {steps} timed steps")
-        net, optimizer, inner = build_training(config, train_cfg, accelerator)
-        facts = {"parameters": sum(p.numel() for p in inner.parameters()), "model_type": config["model_type"]}
-        need = inner.context_samples + train_cfg.tbptt_windows * train_cfg.seq_len
-        audio = synthetic_audio(4 * need + rate, rate, seed=seed)
-        segments = np.array([[0, len(audio), 0]], dtype=np.int64)
-        stream = BatchStream(make_batches(inner, audio, segments, None, train_cfg), 0, grad_accum, dev,
-                             workers=num_workers, pin=dev.type == "cuda")
-        carry = Carry(grad_accum)
-        average = WeightAverage(inner, train_cfg.ema_decay) if train_cfg.ema_decay > 0 else None
-
-        def one_step(step):
-            loss = train_step(accelerator, net, optimizer, stream, train_cfg, step, carry)
-            if average is not None:
-                average.update(inner)
-            return loss
-
-        net.train()
-        try:
-            loss, seconds, cpu_seconds = _timed(one_step, warmup, steps, dev)
-        finally:
-            stream.close()
-        loss_bits = loss / LN2
-        peak, what = _peak_memory(dev)
-        rows.append({"batch": batch, "seq_len": train_cfg.seq_len, "steps": steps, "seconds": seconds,
-                     "cpu_seconds": cpu_seconds, "seconds_per_step": seconds / steps,
-                     "samples_per_second": batch * train_cfg.seq_len * steps / seconds,
-                     "peak_memory_bytes": peak, "memory": what, "loss_bits": loss_bits,
-                     **({"ema_updates": average.updates} if average is not None else {})})
-        logger.debug("train batch %d: %.0f samples/s", batch, rows[-1]["samples_per_second"])
-        del net, optimizer, inner, stream, average
-        accelerator.free_memory()
+        row, facts = _bench_batch(config, train_cfg, accelerator, rate, warmup, steps, num_workers, seed)
+        rows.append(row)
+        logger.debug("train batch %d: %.0f samples/s", batch, row["samples_per_second"])
+        accelerator.free_memory()  # the model and optimizer of this batch size went with _bench_batch's frame
     machine = machine_info(str(dev))
     precision = accelerator.mixed_precision
     model_info = {"name": model, "source": f"preset {model}, random weights (seed {seed})", **facts,
@@ -193,6 +163,45 @@ def bench_training(model: str, batches=(32,), seq_len: int | None = None, steps:
                   "grad_accum": grad_accum, "num_workers": num_workers, "warmup_steps": warmup,
                   "overrides": list(overrides), "ema_decay": train_cfg.ema_decay}
     return {"mode": "training", "machine": machine, "model": model_info, "rows": rows}
+
+
+def _bench_batch(config: dict, train_cfg, accelerator, rate: int, warmup: int, steps: int, num_workers: int,
+                 seed: int) -> tuple[dict, dict]:
+    """One row of :func:`bench_training` (one batch size), and the model's facts (parameters, family)."""
+    from wavegen.data import BatchStream, make_batches
+    from wavegen.train import LN2, build_training, train_step
+    from wavegen.trainstate import Carry, WeightAverage
+
+    dev = accelerator.device
+    net, optimizer, inner = build_training(config, train_cfg, accelerator)
+    facts = {"parameters": sum(p.numel() for p in inner.parameters()), "model_type": config["model_type"]}
+    need = inner.context_samples + train_cfg.tbptt_windows * train_cfg.seq_len
+    audio = synthetic_audio(4 * need + rate, rate, seed=seed)
+    segments = np.array([[0, len(audio), 0]], dtype=np.int64)
+    stream = BatchStream(make_batches(inner, audio, segments, None, train_cfg), 0, train_cfg.grad_accum, dev,
+                         workers=num_workers, pin=dev.type == "cuda")
+    carry = Carry(train_cfg.grad_accum)
+    average = WeightAverage(inner, train_cfg.ema_decay) if train_cfg.ema_decay > 0 else None
+
+    def one_step(step):
+        loss = train_step(accelerator, net, optimizer, stream, train_cfg, step, carry)
+        if average is not None:
+            average.update(inner)
+        return loss
+
+    net.train()
+    try:
+        loss, seconds, cpu_seconds = _timed(one_step, warmup, steps, dev)
+    finally:
+        stream.close()
+    peak, what = _peak_memory(dev)
+    batch = train_cfg.batch_size
+    row = {"batch": batch, "seq_len": train_cfg.seq_len, "steps": steps, "seconds": seconds,
+           "cpu_seconds": cpu_seconds, "seconds_per_step": seconds / steps,
+           "samples_per_second": batch * train_cfg.seq_len * steps / seconds,
+           "peak_memory_bytes": peak, "memory": what, "loss_bits": loss / LN2,
+           **({"ema_updates": average.updates} if average is not None else {})}
+    return row, facts
 
 
 def format_training_table(result: dict) -> str:
