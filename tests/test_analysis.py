@@ -5,8 +5,9 @@ import math
 import numpy as np
 import pytest
 
+import soundfile as sf
 from conftest import melody, prepared_corpus, tone, write_audio_file
-from wavegen import analysis
+from wavegen import analysis, plotting
 
 pytest.importorskip("librosa")
 
@@ -88,7 +89,7 @@ def tone_album(tmp_path_factory):
 def test_tone_renders_score_near_the_album_and_noise_near_noise(tone_album, tmp_path):
     corpus, folders = tone_album
     tones = analysis.compare_renders(folders["tones"], corpus, max_seconds=20.0)
-    noisy = analysis.compare_renders(folders["noise"], corpus, max_seconds=20.0)
+    noisy = analysis.compare_renders(folders["noise"], corpus, max_seconds=20.0, examples=True)
 
     for result in (tones, noisy):  # the references are the same measurements in both
         assert result["sets"]["test"]["summary"]["periodic_fraction"] > 0.9
@@ -111,8 +112,23 @@ def test_tone_renders_score_near_the_album_and_noise_near_noise(tone_album, tmp_
 
     text = analysis.format_comparison(tones)
     assert "album likeness" in text and "periodic_fraction" in text
-    png = analysis.plot_comparison(tones, tmp_path / "cmp.png")
+    png = plotting.plot_comparison(tones, tmp_path / "cmp.png")
     assert png is not None and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # examples: the first 10 s excerpt of the renders and of the test split, for the plot's spectrograms
+    assert "examples" not in tones
+    examples = noisy["examples"]
+    first, _ = sf.read(folders["noise"] / "stream_000.wav", dtype="float32")
+    assert examples["renders"].dtype == np.float32 and np.array_equal(examples["renders"], first[:10 * RATE])
+    assert len(examples["test"]) == 10 * RATE and np.abs(examples["test"]).max() > 0.1
+    both = plotting.plot_comparison(noisy, tmp_path / "both.png", examples)
+    assert _png_size(both)[0] == _png_size(png)[0] and _png_size(both)[1] > _png_size(png)[1]  # a row more
+
+
+def _png_size(path) -> tuple[int, int]:
+    """(width, height) from a PNG's header."""
+    head = path.read_bytes()[:24]
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
 
 
 def test_clear_errors_name_the_folder(tone_album, tmp_path):

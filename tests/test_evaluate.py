@@ -138,6 +138,7 @@ def test_cli_judges_renders_against_the_album(run, corpus, tmp_path, capsys):
     tones = json.loads(out.strip().splitlines()[-1])
     assert tones["corpus"] == str(corpus) and tones["render_files"] == ["stream_000.wav", "stream_001.wav"]
     assert tones["split"] == "test" and tones["plot"] == str(tmp_path / "p.png")
+    assert "examples" not in tones  # the plot's audio stays out of the JSON
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     code, table, _ = eval_cli(capsys, "--renders", tmp_path / "noise", "--data", corpus)
     assert code == 0 and "periodic_fraction" in table and "frechet (MFCC+chroma+contrast)" in table

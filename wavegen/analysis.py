@@ -3,7 +3,8 @@
 :func:`compare_renders` measures a folder of renders, a corpus's test split, two references
 measured the same way (the corpus's training split: what "like the album" scores; white and pink
 noise at the album's level: what noise scores) and reports every set's features and its
-distance to the test split. :func:`plot_comparison` draws the distributions side by side.
+distance to the test split. :func:`wavegen.plotting.plot_comparison` draws the distributions side
+by side.
 
 Features are computed per frame (``n_fft`` ~64 ms, hop a quarter of it; spectral shape up to
 90% of Nyquist) with librosa, imported here only (machines that only train or render need not
@@ -317,7 +318,7 @@ def noise(kind: str, seconds: float, sample_rate: int, rms: float, seed: int = 0
 
 
 def compare_clips(renders: list[np.ndarray], test: list[np.ndarray], train: list[np.ndarray], sample_rate: int, *,
-                  max_seconds: float = 120.0, pyin: bool = False, seed: int = 0) -> dict:
+                  max_seconds: float = 120.0, pyin: bool = False, seed: int = 0, examples: bool = False) -> dict:
     """Compare render clips with test clips; train clips and noise as references (see :func:`compare_renders`)."""
     excerpts = {name: excerpts_of(clips, sample_rate, max_seconds)
                 for name, clips in (("renders", renders), ("test", test), ("train", train)) if clips}
@@ -349,12 +350,14 @@ def compare_clips(renders: list[np.ndarray], test: list[np.ndarray], train: list
         if name != "test":
             result["distances"][name] = distances(f, test_features, mean, std)
     result["verdict"] = _verdict(result)
+    if examples:
+        result["examples"] = {name: excerpts[name][0] for name in ("renders", "test")}
     return result
 
 
 def compare_renders(renders_dir: str | Path, corpus_dir: str | Path, *, split: str = "test",
                     reference_split: str = "train", max_seconds: float = 120.0, pyin: bool = False,
-                    seed: int = 0) -> dict:
+                    seed: int = 0, examples: bool = False) -> dict:
     """Compare the audio files in ``renders_dir`` with the ``split`` of the corpus in ``corpus_dir``.
 
     Every set (renders; the test split; the training split; white and pink noise at the test
@@ -363,7 +366,9 @@ def compare_renders(renders_dir: str | Path, corpus_dir: str | Path, *, split: s
     ``distances[name] = {"frechet", "features": {frame feature: W1 / test std}}`` for every set
     but the test split (0 would be identical; ``train`` is what the album scores, the noises what
     noise scores); ``verdict`` (see :func:`_verdict`), ``histograms`` (for the plot) and
-    ``meaning`` (unit and meaning of every number).
+    ``meaning`` (unit and meaning of every number). With ``examples``, also ``examples`` =
+    ``{"renders": y, "test": y}``: the first 10 s excerpt of each (float32 arrays, for
+    :func:`wavegen.plotting.plot_comparison`'s spectrograms; not JSON, the caller takes them out before writing it).
     """
     from wavegen.corpus import Corpus
 
@@ -374,7 +379,8 @@ def compare_renders(renders_dir: str | Path, corpus_dir: str | Path, *, split: s
     if not test:
         raise AnalysisError(f"the {split} split of {corpus_dir} has no audio to compare with")
     train = split_clips(corpus, reference_split) if reference_split else []
-    result = compare_clips(renders, test, train, rate, max_seconds=max_seconds, pyin=pyin, seed=seed)
+    result = compare_clips(renders, test, train, rate, max_seconds=max_seconds, pyin=pyin, seed=seed,
+                           examples=examples)
     result.update({"renders_dir": str(renders_dir), "render_files": names, "corpus": str(corpus_dir),
                    "split": split, "reference_split": reference_split})
     return result
@@ -446,44 +452,3 @@ def format_comparison(result: dict) -> str:
                  + f"; periodic frames: renders {v['periodic_fraction_renders']:.2f}, "
                    f"album {v['periodic_fraction_album']:.2f}")
     return "\n".join(lines)
-
-
-def plot_comparison(result: dict, path: str | Path) -> Path | None:
-    """Draw every frame feature's distribution, one line per set, as a PNG at ``path``.
-
-    Returns the path, or None (with a warning) where matplotlib is not installed.
-    """
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        logger.warning("matplotlib is not installed: no plot (pip install matplotlib)")
-        return None
-    names = list(result["histograms"])
-    cols = 4
-    rows = math.ceil((len(names) + 1) / cols)
-    fig = Figure(figsize=(4 * cols, 3 * rows), dpi=100)
-    styles = {"renders": ("tab:red", "-", 2.0), "test": ("black", "-", 2.0), "train": ("tab:blue", "--", 1.5),
-              "white_noise": ("tab:gray", ":", 1.5), "pink_noise": ("tab:pink", ":", 1.5)}
-    for i, name in enumerate(names):
-        ax = fig.add_subplot(rows, cols, i + 1)
-        h = result["histograms"][name]
-        edges = np.asarray(h["edges"])
-        centers = (edges[1:] + edges[:-1]) / 2
-        for s, density in h["density"].items():
-            color, line, width = styles.get(s, (None, "-", 1.0))
-            ax.plot(centers, density, color=color, linestyle=line, linewidth=width, label=s)
-        unit = FRAME_FEATURES[name][0]
-        ax.set_title(name + (f" ({unit})" if unit else ""), fontsize=9)
-        ax.tick_params(labelsize=7)
-    ax = fig.add_subplot(rows, cols, len(names) + 1)
-    sets = [s for s in SETS if s in result["distances"]]
-    ax.bar(range(len(sets)), [result["distances"][s]["frechet"] for s in sets],
-           color=[styles[s][0] for s in sets])
-    ax.set_xticks(range(len(sets)), sets, rotation=30, fontsize=7)
-    ax.set_yscale("log")
-    ax.set_title("Frechet distance to test (log)", fontsize=9)
-    handles, labels = fig.axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(str(path))
-    return Path(path)

@@ -1,4 +1,5 @@
-"""Pictures of audio and of its generation speed, shared by render, bench and training samples.
+"""Pictures of audio, of renders judged against their album, and of generation speed: shared by
+render, bench, eval and training samples.
 
 matplotlib is imported only when a picture is drawn (and only its object API, no pyplot, so
 no global backend state): a machine without it renders audio and says why there is no PNG.
@@ -111,3 +112,75 @@ def speed_png(results: list[dict] | dict, png_path: str | Path) -> Path | None:
     png_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(str(png_path), dpi=110)
     return png_path
+
+
+def plot_comparison(result: dict, path: str | Path, examples: dict | None = None) -> Path | None:
+    """A :func:`wavegen.analysis.compare_renders` result as a PNG at ``path``: every frame
+    feature's distribution, one line per set, and the Frechet distances; with ``examples``
+    (``{"renders": y, "test": y}``, as ``compare_renders(..., examples=True)`` keeps them) a row
+    of spectrograms below, a render beside the album, which shows what the numbers do not (a
+    tone held for seconds where the album plays notes; a noise floor between the partials).
+
+    Returns the path, or None (with a warning) where matplotlib is not installed.
+    """
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        logger.warning("matplotlib is not installed: no plot (pip install matplotlib)")
+        return None
+    from wavegen.analysis import FRAME_FEATURES, SETS
+
+    names = list(result["histograms"])
+    cols = 4
+    rows = math.ceil((len(names) + 1) / cols)
+    total_rows = rows + (1 if examples else 0)
+    fig = Figure(figsize=(4 * cols, 3 * total_rows), dpi=100)
+    grid = fig.add_gridspec(total_rows, cols)
+    styles = {"renders": ("tab:red", "-", 2.0), "test": ("black", "-", 2.0), "train": ("tab:blue", "--", 1.5),
+              "white_noise": ("tab:gray", ":", 1.5), "pink_noise": ("tab:pink", ":", 1.5)}
+    for i, name in enumerate(names):
+        ax = fig.add_subplot(grid[i // cols, i % cols])
+        h = result["histograms"][name]
+        edges = np.asarray(h["edges"])
+        centers = (edges[1:] + edges[:-1]) / 2
+        for s, density in h["density"].items():
+            color, line, width = styles.get(s, (None, "-", 1.0))
+            ax.plot(centers, density, color=color, linestyle=line, linewidth=width, label=s)
+        unit = FRAME_FEATURES[name][0]
+        ax.set_title(name + (f" ({unit})" if unit else ""), fontsize=9)
+        ax.tick_params(labelsize=7)
+    ax = fig.add_subplot(grid[len(names) // cols, len(names) % cols])
+    sets = [s for s in SETS if s in result["distances"]]
+    ax.bar(range(len(sets)), [result["distances"][s]["frechet"] for s in sets],
+           color=[styles[s][0] for s in sets])
+    ax.set_xticks(range(len(sets)), sets, rotation=30, fontsize=7)
+    ax.set_yscale("log")
+    ax.set_title("Frechet distance to test (log)", fontsize=9)
+    fig.axes[0].legend(loc="upper left", fontsize=7)
+    for k, name in enumerate(("renders", "test") if examples else ()):
+        _spectrogram_panel(fig.add_subplot(grid[rows, 2 * k: 2 * k + 2]), examples[name], result["sample_rate"],
+                           "a render" if name == "renders" else "the album (test split)")
+    fig.tight_layout()
+    fig.savefig(str(path))
+    return Path(path)
+
+
+SPECTROGRAM_TOP_HZ = 5000.0  # the panels show 0 .. this (or Nyquist): where the notes and their partials lie
+
+
+def _spectrogram_panel(ax, y: np.ndarray, sample_rate: int, title: str) -> None:
+    """An 80 dB spectrogram of one excerpt (the comparison's frame size) on ``ax``."""
+    from wavegen.analysis import _frames, frame_size
+
+    n_fft, hop = frame_size(sample_rate)
+    frames = _frames(np.asarray(y, np.float32), n_fft, hop) * np.hanning(n_fft)
+    db = 10 * np.log10(np.abs(np.fft.rfft(frames, axis=1)) ** 2 + 1e-12)
+    top = min(SPECTROGRAM_TOP_HZ, sample_rate / 2)
+    bins = int(top / (sample_rate / n_fft)) + 1
+    peak = float(db.max())
+    ax.imshow(db[:, :bins].T, origin="lower", aspect="auto", cmap="magma", vmin=peak - 80, vmax=peak,
+              extent=(0, len(y) / sample_rate, 0, (bins - 1) * sample_rate / n_fft))
+    ax.set_title(f"{title}: {len(y) / sample_rate:.0f} s", fontsize=9)
+    ax.set_xlabel("time (s)", fontsize=8)
+    ax.set_ylabel("Hz", fontsize=8)
+    ax.tick_params(labelsize=7)

@@ -40,10 +40,11 @@ run_stage 4 "render 3 streams of 10 seconds" \
 run_stage 5 "evaluate on the test song (bits per sample; lower is better)" \
   wavegen eval "$dir/run" --data "$dir/corpus" --split test
 run_stage 6 "judge the render against the album (periodic fraction; Frechet distance, 0 = the test song)" \
-  wavegen eval "$dir/run" --renders "$dir/renders" --data "$dir/corpus"
+  wavegen eval "$dir/run" --renders "$dir/renders" --data "$dir/corpus" --plot "$dir/compare.png"
 
 if [ "$stop_stage" -ge 6 ]; then  # the whole demo ran (the stream recipe runs only stages 1-3)
   echo
   echo "Done. Listen to $dir/renders/stream_000.wav ... stream_002.wav (and to what training rendered: $dir/run/samples/)"
+  echo "The render beside the album, feature by feature and as spectrograms: $dir/compare.png"
   echo "The model is in $dir/run/best/; training curves: tensorboard --logdir $dir/run/tb"
 fi

@@ -32,7 +32,8 @@ def add_parser(sub) -> None:
     p.add_argument("--renders", default=None, metavar="DIR",
                    help="judge the audio files in DIR against the corpus instead of scoring a model's NLL")
     p.add_argument("--plot", default=None, metavar="FILE.png",
-                   help="with --renders: draw the feature distributions of every set side by side")
+                   help="with --renders: draw the feature distributions of every set side by side, and a "
+                        "render's spectrogram beside the album's")
     p.add_argument("--pyin", action="store_true", help="with --renders: also pyin's voiced fraction (slow)")
 
 
@@ -67,7 +68,8 @@ def run(args) -> int:
 
 def _renders(args) -> int:
     """--renders DIR: wavegen.analysis.compare_renders, a table (or --json), --plot."""
-    from wavegen.analysis import compare_renders, format_comparison, plot_comparison
+    from wavegen.analysis import compare_renders, format_comparison
+    from wavegen.plotting import plot_comparison
     from wavegen.config import ConfigError
 
     if args.label is not None:
@@ -84,10 +86,12 @@ def _renders(args) -> int:
     max_seconds = 120.0 if args.max_seconds is None else args.max_seconds
     if not (math.isfinite(max_seconds) and max_seconds > 0):
         raise ConfigError(f"--max-seconds {args.max_seconds}: give a positive number of seconds")
-    result = compare_renders(args.renders, data, split=args.split, max_seconds=max_seconds, pyin=args.pyin)
+    result = compare_renders(args.renders, data, split=args.split, max_seconds=max_seconds, pyin=args.pyin,
+                             examples=bool(args.plot))
     result["model"] = source
+    examples = result.pop("examples", None)  # audio for the plot's spectrograms, not for the JSON
     if args.plot:
-        drawn = plot_comparison(result, args.plot)
+        drawn = plot_comparison(result, args.plot, examples)
         result["plot"] = str(drawn) if drawn is not None else None
     if args.json:
         print(json.dumps(result, default=_plain))
