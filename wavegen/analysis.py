@@ -99,7 +99,7 @@ def periodicity(y: np.ndarray, sample_rate: int, n_fft: int, hop: int) -> np.nda
     """
     lo = max(1, int(round(PERIOD_LAGS_MS[0] * sample_rate / 1000)))
     hi = min(n_fft // 2, int(round(PERIOD_LAGS_MS[1] * sample_rate / 1000)))
-    frames = _frames(y, n_fft, hop)
+    frames = frame_signal(y, n_fft, hop)
     x = frames - frames.mean(axis=1, keepdims=True)
     spec = np.fft.rfft(x, 2 * n_fft, axis=1)
     acf = np.fft.irfft(np.abs(spec) ** 2, axis=1)[:, lo: hi + 1]
@@ -114,7 +114,7 @@ def periodicity(y: np.ndarray, sample_rate: int, n_fft: int, hop: int) -> np.nda
     return peak
 
 
-def _frames(y: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
+def frame_signal(y: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
     """Centered frames like librosa's STFT (reflect-free: zero padding): y [T] → [frames, n_fft]."""
     padded = np.pad(y, (n_fft // 2, n_fft // 2))
     count = 1 + (len(padded) - n_fft) // hop

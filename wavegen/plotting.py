@@ -170,10 +170,10 @@ SPECTROGRAM_TOP_HZ = 5000.0  # the panels show 0 .. this (or Nyquist): where the
 
 def _spectrogram_panel(ax, y: np.ndarray, sample_rate: int, title: str) -> None:
     """An 80 dB spectrogram of one excerpt (the comparison's frame size) on ``ax``."""
-    from wavegen.analysis import _frames, frame_size
+    from wavegen.analysis import frame_signal, frame_size
 
     n_fft, hop = frame_size(sample_rate)
-    frames = _frames(np.asarray(y, np.float32), n_fft, hop) * np.hanning(n_fft)
+    frames = frame_signal(np.asarray(y, np.float32), n_fft, hop) * np.hanning(n_fft)
     db = 10 * np.log10(np.abs(np.fft.rfft(frames, axis=1)) ** 2 + 1e-12)
     top = min(SPECTROGRAM_TOP_HZ, sample_rate / 2)
     bins = int(top / (sample_rate / n_fft)) + 1

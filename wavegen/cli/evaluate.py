@@ -69,8 +69,8 @@ def run(args) -> int:
 def _renders(args) -> int:
     """--renders DIR: wavegen.analysis.compare_renders, a table (or --json), --plot."""
     from wavegen.analysis import compare_renders, format_comparison
-    from wavegen.plotting import plot_comparison
     from wavegen.config import ConfigError
+    from wavegen.plotting import plot_comparison
 
     if args.label is not None:
         raise ConfigError("--label does not apply to --renders (the whole split is the album)")
