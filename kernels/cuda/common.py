@@ -25,6 +25,10 @@ from numba import cuda, float32, int32
 
 FULL = 0xFFFFFFFF  # every lane of a warp
 TIMED_OUT = 1  # error code a block leaves in err[0] when a wait runs past spin_limit
+# A waiting thread looks at err[0] (and its own spin count) every this many polls of its flag, not
+# every poll: err is one word, and every waiting thread of every block polling it (132 x 132 at
+# one stream on an H200) would queue on one L2 address while the flags spread over many.
+ERR_POLL_EVERY = 256
 
 
 # ----- arithmetic ------------------------------------------------------------------------------------
@@ -122,13 +126,14 @@ def load_padded(src, s_off, rows, cols, dst, d_off, d_stride, tid, nthreads):
 def wait_flags(flags, first, count, target, spin_limit, err, status, tid, nthreads):
     """Wait until flags[first .. first+count-1] all reach ``target``; then every thread of the block
     may read what their producers wrote. Returns False (in every thread) when a poll ran past
-    ``spin_limit`` or another block already timed out (err[0] set): the caller returns.
+    ``spin_limit`` or another block already timed out (err[0] set): the caller returns. Both are
+    looked at every ``ERR_POLL_EVERY`` polls (so a timeout is seen within that many more).
     ``status[0]`` is shared memory the kernel set to 1 at its start; only a timeout clears it."""
     for j in range(tid, count, nthreads):
         spins = 0
         while cuda.atomic.add(flags, first + j, 0) < target:
             spins += 1
-            if spins > spin_limit or cuda.atomic.add(err, 0, 0) != 0:
+            if spins % ERR_POLL_EVERY == 0 and (spins > spin_limit or cuda.atomic.add(err, 0, 0) != 0):
                 cuda.atomic.exch(err, 0, TIMED_OUT)
                 status[0] = 0
                 break
