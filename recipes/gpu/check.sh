@@ -127,6 +127,11 @@ if command -v ncu >/dev/null || [ "$dry" = 1 ]; then
       "$py" recipes/gpu/profile_case.py samplernn-3tier cuda:path=small "$streams" 64
   done
 fi
-# 8. with what is left: the kernels as the device's compiler builds them (rows written as they finish)
+# 8. the persistent SampleRNN kernel at one stream with fewer blocks: a grid barrier among fewer
+# blocks against more of each block's weights read from L2 (the default is one block per SM)
+stage blocks_samplernn-3tier 30 0 "$py" -m wavegen bench --model samplernn-3tier --device cuda \
+  --backends cuda:path=small:blocks=16,cuda:path=small:blocks=33,cuda:path=small:blocks=66,cuda:path=small \
+  --batch 1 --samples 256 --repeats 1 --json "$out/blocks_samplernn-3tier.json"
+# 9. with what is left: the kernels as the device's compiler builds them (rows written as they finish)
 stage check 90 0 "$py" -m wavegen.kernels.cuda --check --arch 90 --json "$out/check.json"
 "$py" recipes/gpu/summary.py "$out"
