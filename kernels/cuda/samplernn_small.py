@@ -28,6 +28,9 @@ block still reading the old vector. The MLP's hidden activations are double-buff
 position's parity for the same reason (teacher forcing skips the barrier after the out phase).
 Each block keeps the last ``F0`` codes of every stream in shared memory as a ring (slot
 ``position % F0``); block 0 writes them back to ``history [B, F0]`` (oldest first) at the end.
+The streams' MLP activations sit in shared memory in rows of ``dim + 1`` floats, as the weight
+slices sit in rows of ``cols + 1``: lanes reading one column of different streams' rows fall in
+different banks (with rows of ``dim`` floats, 16 streams' reads of a column would queue on one).
 
 Arithmetic is float32 (literals written ``float32(...)``: a bare ``1.0`` is a float64
 instruction); weights are the spec rounded to the engine's precision, stored as float32.
@@ -194,7 +197,7 @@ class PersistentSampleRNN:
         s_gi = B * F0
         s_gh = s_gi + B * G * dpb
         s_x = s_gh + B * G * dpb
-        s_ws = s_x + B * dim
+        s_ws = s_x + B * (dim + 1)  # the streams' MLP activations, rows padded: lanes of different streams, other banks
         end = s_ws + SAMPLE_SCRATCH * (self.threads // 32)
         if 4 * end > min(budget, limit):
             raise SmallPathDoesNotFit(f"the persistent kernel needs {4 * end} bytes of shared memory per block "

@@ -243,11 +243,11 @@ def hidden_phase(t, M, V, mlp_off, tier_int, wcache, cfg, sm, condbuf, cond_off,
         for p in range(w):
             code = int32(sm[b * F0 + (t + F0 - w + p) % F0])
             acc += V[tab + (p * q + code) * dim + d]
-        sm[s_x + e] = max(acc, float32(0.0))
+        sm[s_x + b * (dim + 1) + d] = max(acc, float32(0.0))
     cuda.syncthreads()  # X1-BARRIER
     r0, nr = span(dim, nblk, bid)
     L = cfg[CF_L]
-    slice_matvec(M, sm, wcache[2 * K * L + 2 * K], mlp_off[SRNN_HIDW], r0, 0, nr, dim, sm, s_x, dim, B,
+    slice_matvec(M, sm, wcache[2 * K * L + 2 * K], mlp_off[SRNN_HIDW], r0, 0, nr, dim, sm, s_x, dim + 1, B,
                  xbuf, (t % 2) * B * dim + r0, dim, V, mlp_off[SRNN_HIDB] + r0, tid, nthreads)
 
 
@@ -263,7 +263,8 @@ def out_phase(t, i, n, mode, M, V, mlp_off, wcache, cfg, sm, xbuf, logits_buf, l
     s_x = cfg[CF_SX]
     x_off = (t % 2) * B * dim
     for e in range(tid, B * dim, nthreads):
-        sm[s_x + e] = max(xbuf[x_off + e], float32(0.0))
+        b = e // dim
+        sm[s_x + e + b] = max(xbuf[x_off + e], float32(0.0))  # row b at s_x + b * (dim + 1)
     cuda.syncthreads()  # X2-BARRIER
     r0, nr = span(q, nblk, bid)
     Y = logits_buf
@@ -273,7 +274,7 @@ def out_phase(t, i, n, mode, M, V, mlp_off, wcache, cfg, sm, xbuf, logits_buf, l
         Y = logits_out
         y_off = i * q + r0
         y_stride = n * q
-    slice_matvec(M, sm, wcache[2 * K * L + 2 * K + 1], mlp_off[SRNN_OUTW], r0, 0, nr, dim, sm, s_x, dim, B,
+    slice_matvec(M, sm, wcache[2 * K * L + 2 * K + 1], mlp_off[SRNN_OUTW], r0, 0, nr, dim, sm, s_x, dim + 1, B,
                  Y, y_off, y_stride, V, mlp_off[SRNN_OUTB] + r0, tid, nthreads)
 
 

@@ -119,11 +119,13 @@ for model in samplernn-3tier wavenet-medium; do
     --json "$out/crossover_${model}__large.json"
 done
 # 7. where a persistent kernel's time goes at one stream and at 16: ncu on the measured call's launch
-# (the warm-up call's is skipped): throughput against the chip's peaks, warp stalls, occupancy
+# (the warm-up call's is skipped): throughput against the chip's peaks, warp stalls, occupancy,
+# shared-memory bank conflicts and the instructions the warps stall on most
 if command -v ncu >/dev/null || [ "$dry" = 1 ]; then
   for streams in 1 16; do
-    stage "ncu_samplernn_x${streams}" 30 0 ncu --launch-skip 1 --launch-count 1 -k regex:persistent \
+    stage "ncu_samplernn_x${streams}" 40 0 ncu --launch-skip 1 --launch-count 1 -k regex:persistent \
       --section SpeedOfLight --section WarpStateStats --section Occupancy --section LaunchStats \
+      --section MemoryWorkloadAnalysis_Tables --section SchedulerStats --section SourceCounters \
       "$py" recipes/gpu/profile_case.py samplernn-3tier cuda:path=small "$streams" 64
   done
 fi
