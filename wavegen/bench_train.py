@@ -94,13 +94,15 @@ BENCH_SETS = {"batch_size": "use --batch", "seq_len": "use --seq-len", "grad_acc
               "lr_schedule": "the timed steps run at the full learning rate"}
 
 
-def _allowed(overrides, seq_len: int | None) -> list[str]:
-    """``overrides`` as a list, ConfigError for one that sets what bench --train sets itself."""
+def _allowed(base: dict, overrides, seq_len: int | None) -> list[str]:
+    """``overrides`` as a list, ConfigError for one that sets what bench --train sets itself (a
+    train setting of :data:`BENCH_SETS`, named as training reads it: train.batch_size or batch_size)."""
+    from wavegen.config import override_target
+
     overrides = list(overrides)
     for item in overrides:
-        key = item.split("=", 1)[0].strip()
-        name = key.split(".", 1)[1] if key.startswith("train.") else key
-        if name in BENCH_SETS and not (name == "seq_len" and seq_len is None):
+        section, name = override_target(base, item)
+        if section == "train" and name in BENCH_SETS and not (name == "seq_len" and seq_len is None):
             raise ConfigError(f"--set {item!r}: bench --train sets {name} itself ({BENCH_SETS[name]})")
     return overrides
 
@@ -141,7 +143,8 @@ def bench_training(model: str, batches=(32,), seq_len: int | None = None, steps:
     set_threads(threads)
     accelerator = make_accelerator(mixed_precision, cpu=torch.device(device).type == "cpu")
     dev = accelerator.device
-    base = apply_overrides(resolve_preset(model), _allowed(overrides, seq_len))
+    preset = resolve_preset(model)
+    base = apply_overrides(preset, _allowed(preset, overrides, seq_len))
     rate = resolve_model(model).sample_rate
     rows, facts = [], {}
     for batch in batches:

@@ -148,30 +148,35 @@ def apply_overrides(config: dict, overrides: list[str]) -> dict:
     in every section and must be unique (``seed=3`` → ``train.seed``).
     """
     config = json.loads(json.dumps(config))
-    sections = [s for s in ("model", "train", "data") if isinstance(config.get(s), dict)]
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected key=value")
-        key, text = item.split("=", 1)
-        key = key.strip()
-        if "." in key:
-            section, name = key.split(".", 1)
-            if section not in sections:
-                raise ConfigError(f"--set {item!r}: no section {section!r}; sections: {sections}")
-            if name not in config[section]:
-                raise ConfigError(f"--set {item!r}: {section} has no setting {name!r}; "
-                                  f"known: {sorted(config[section])}")
-        else:
-            found = [s for s in sections if key in config[s]]
-            if not found:
-                known = sorted(f"{s}.{k}" for s in sections for k in config[s])
-                raise ConfigError(f"--set {item!r}: no setting {key!r}; known: {known}")
-            if len(found) > 1:
-                raise ConfigError(f"--set {item!r}: {key!r} is in several sections {found}; "
-                                  f"write it as section.{key}")
-            section, name = found[0], key
-        config[section][name] = parse_value(text)
+        section, name = override_target(config, item)
+        config[section][name] = parse_value(item.split("=", 1)[1])
     return config
+
+
+def override_target(config: dict, item: str) -> tuple[str, str]:
+    """The (section, setting) a ``key=value`` string sets in ``config``, as :func:`apply_overrides`
+    reads it; ConfigError naming the string where it is not ``key=value`` or names no one setting."""
+    sections = [s for s in ("model", "train", "data") if isinstance(config.get(s), dict)]
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value")
+    key = item.split("=", 1)[0].strip()
+    if "." in key:
+        section, name = key.split(".", 1)
+        if section not in sections:
+            raise ConfigError(f"--set {item!r}: no section {section!r}; sections: {sections}")
+        if name not in config[section]:
+            raise ConfigError(f"--set {item!r}: {section} has no setting {name!r}; "
+                              f"known: {sorted(config[section])}")
+        return section, name
+    found = [s for s in sections if key in config[s]]
+    if not found:
+        known = sorted(f"{s}.{k}" for s in sections for k in config[s])
+        raise ConfigError(f"--set {item!r}: no setting {key!r}; known: {known}")
+    if len(found) > 1:
+        raise ConfigError(f"--set {item!r}: {key!r} is in several sections {found}; "
+                          f"write it as section.{key}")
+    return found[0], key
 
 
 def load_json(path: Path) -> dict:

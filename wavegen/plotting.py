@@ -60,8 +60,7 @@ def spectrogram_png(audio_path: str | Path, png_path: str | Path) -> Path | None
     scale, unit = (60.0, "min") if seconds > 600 else (1.0, "s")
     fig = Figure(figsize=(10, 4), dpi=100)
     ax = fig.add_subplot()
-    image = ax.imshow(db.T, origin="lower", aspect="auto", cmap="magma", vmin=db.max() - 80, vmax=db.max(),
-                      extent=(0, seconds / scale, 0, sr / 2))
+    image = _db_image(ax, db, seconds / scale, sr / 2)
     ax.set_xlabel(f"time ({unit})")
     ax.set_ylabel("frequency (Hz)")
     ax.set_title(f"{Path(audio_path).name}: {seconds:.1f} s at {sr} Hz")
@@ -69,6 +68,14 @@ def spectrogram_png(audio_path: str | Path, png_path: str | Path) -> Path | None
     fig.tight_layout()
     fig.savefig(str(png_path))
     return Path(png_path)
+
+
+def _db_image(ax, db: np.ndarray, width: float, top_hz: float):
+    """db [columns, bins] on ``ax`` as every spectrogram here is drawn: 80 dB under its peak, 0 ..
+    ``width`` across (time), 0 .. ``top_hz`` up. Returns the image (for a colorbar)."""
+    peak = float(db.max())
+    return ax.imshow(db.T, origin="lower", aspect="auto", cmap="magma", vmin=peak - 80, vmax=peak,
+                     extent=(0, width, 0, top_hz))
 
 
 def speed_png(results: list[dict] | dict, png_path: str | Path) -> Path | None:
@@ -177,9 +184,7 @@ def _spectrogram_panel(ax, y: np.ndarray, sample_rate: int, title: str) -> None:
     db = 10 * np.log10(np.abs(np.fft.rfft(frames, axis=1)) ** 2 + 1e-12)
     top = min(SPECTROGRAM_TOP_HZ, sample_rate / 2)
     bins = int(top / (sample_rate / n_fft)) + 1
-    peak = float(db.max())
-    ax.imshow(db[:, :bins].T, origin="lower", aspect="auto", cmap="magma", vmin=peak - 80, vmax=peak,
-              extent=(0, len(y) / sample_rate, 0, (bins - 1) * sample_rate / n_fft))
+    _db_image(ax, db[:, :bins], len(y) / sample_rate, (bins - 1) * sample_rate / n_fft)
     ax.set_title(f"{title}: {len(y) / sample_rate:.0f} s", fontsize=9)
     ax.set_xlabel("time (s)", fontsize=8)
     ax.set_ylabel("Hz", fontsize=8)
