@@ -8,9 +8,11 @@ Everything here is float32 on the device: literals are written ``float32(1.0)`` 
   sums meet by warp shuffles (the group grows when there are fewer items than threads).
 - :func:`wait_flags` / :func:`post_flag`: blocks hand results to each other through counters
   in global memory (nv-wavenet's way; no grid barrier). A producer writes its data, fences,
-  then sets its counter to the number of steps it has finished; a consumer polls the counter
-  with atomics, fences, and only then reads. A poll that runs past ``spin_limit`` reports a
-  timeout instead of hanging the GPU.
+  then sets its counter (an atomic exchange) to the number of steps it has finished; a
+  consumer polls the counter with plain loads that bypass L1 (``ld.global.cv``: each poll
+  reads the L2 copy the exchange wrote, and, unlike an atomic, does not queue behind the other
+  pollers of the same word), fences, and only then reads. A poll that runs past
+  ``spin_limit`` reports a timeout instead of hanging the GPU.
 - :func:`warp_sample`: one warp draws a code by inverse CDF, the arithmetic of
   :func:`wavegen.engine.sample_codes` on torch's CPU (a float64 running sum of the
   probabilities, each prefix rounded to float32), here with float32 pairs (hi, lo) that carry
@@ -131,9 +133,9 @@ def wait_flags(flags, first, count, target, spin_limit, err, status, tid, nthrea
     ``status[0]`` is shared memory the kernel set to 1 at its start; only a timeout clears it."""
     for j in range(tid, count, nthreads):
         spins = 0
-        while cuda.atomic.add(flags, first + j, 0) < target:
+        while cuda.ldcv(flags, first + j) < target:
             spins += 1
-            if spins % ERR_POLL_EVERY == 0 and (spins > spin_limit or cuda.atomic.add(err, 0, 0) != 0):
+            if spins % ERR_POLL_EVERY == 0 and (spins > spin_limit or cuda.ldcv(err, 0) != 0):
                 cuda.atomic.exch(err, 0, TIMED_OUT)
                 status[0] = 0
                 break

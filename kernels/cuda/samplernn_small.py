@@ -2,8 +2,8 @@
 
 The launch never returns to the host between samples. Every block takes part in every step:
 the work of a step is cut into **phases**, each spread over all blocks, with a grid barrier
-(flags in global memory, :func:`grid_barrier`) between a phase and the next that reads what
-it wrote. Each block owns the same slice of every matrix for the whole launch and keeps as
+(an arrival counter in global memory, :func:`grid_barrier`) between a phase and the next that
+reads what it wrote. Each block owns the same slice of every matrix for the whole launch and keeps as
 many of its slices in shared memory as fit (loaded once, at the start; the rest is read from
 global memory, where it stays in L2). Per sample:
 
@@ -63,7 +63,7 @@ from wavegen.kernels.cuda.samplernn_small_phases import (CF_B, CF_F0, CF_K, CF_L
 def samplernn_persistent(M, V, tier_off, layer_off, mlp_off, tier_int, wcache, cfg, t0, n, mode,
                          history, hbuf, cbuf, condbuf, cond_off, pbuf, p_off, label_proj,
                          codes_in, uniforms, temps, codes_out, logits_out,
-                         xbuf, ybuf, logits_buf, flags, err, spin_limit):
+                         xbuf, ybuf, logits_buf, counter, err, spin_limit):
     """n samples of B streams from position t0 (module docstring). Grid: any number of blocks,
     all resident at once; threads: a multiple of 32; dynamic shared memory: see
     :class:`PersistentSampleRNN`. mode TEACHER_FORCE (codes_in [B, n] → logits_out [B, n, Q]),
@@ -86,7 +86,6 @@ def samplernn_persistent(M, V, tier_off, layer_off, mlp_off, tier_int, wcache, c
         p = e - b * F0
         sm[b * F0 + (t0 + p) % F0] = float32(history[e])
     cuda.syncthreads()
-    phase = 0
     ok = True  # a barrier's answer: False once a wait timed out
     if mode == HOIST:
         for k in range(K - 1):
@@ -100,33 +99,28 @@ def samplernn_persistent(M, V, tier_off, layer_off, mlp_off, tier_int, wcache, c
                 for layer in range(L):
                     layer_phase(k, layer, t, M, V, tier_off, layer_off, tier_int, wcache, cfg, sm, hbuf, cbuf, ybuf,
                                 pbuf, p_off, label_proj, bid, nblk, tid, nthreads)
-                    phase += 1
-                    ok = grid_barrier(flags, bid, nblk, phase, spin_limit, err, status, tid, nthreads)  # LAYER-BARRIER
+                    ok = grid_barrier(counter, nblk, spin_limit, err, status, tid, nthreads)  # LAYER-BARRIER
                     if not ok:
                         return
                 up_phase(k, t, M, V, tier_off, tier_int, wcache, cfg, sm, hbuf, ybuf, condbuf, cond_off,
                          bid, nblk, tid, nthreads)
-                phase += 1
-                ok = grid_barrier(flags, bid, nblk, phase, spin_limit, err, status, tid, nthreads)  # UP-BARRIER
+                ok = grid_barrier(counter, nblk, spin_limit, err, status, tid, nthreads)  # UP-BARRIER
                 if not ok:
                     return
                 if k + 1 < K:
                     proj_phase(k, M, V, tier_off, tier_int, wcache, cfg, sm, condbuf, cond_off, pbuf, p_off,
                                bid, nblk, tid, nthreads)
-                    phase += 1
-                    ok = grid_barrier(flags, bid, nblk, phase, spin_limit, err, status, tid, nthreads)  # PROJ-BARRIER
+                    ok = grid_barrier(counter, nblk, spin_limit, err, status, tid, nthreads)  # PROJ-BARRIER
                     if not ok:
                         return
         hidden_phase(t, M, V, mlp_off, tier_int, wcache, cfg, sm, condbuf, cond_off, xbuf, bid, nblk, tid, nthreads)
-        phase += 1
-        ok = grid_barrier(flags, bid, nblk, phase, spin_limit, err, status, tid, nthreads)  # HIDDEN-BARRIER
+        ok = grid_barrier(counter, nblk, spin_limit, err, status, tid, nthreads)  # HIDDEN-BARRIER
         if not ok:
             return
         out_phase(t, i, n, mode, M, V, mlp_off, wcache, cfg, sm, xbuf, logits_buf, logits_out, bid, nblk,
                   tid, nthreads)
         if mode == SAMPLE:
-            phase += 1
-            ok = grid_barrier(flags, bid, nblk, phase, spin_limit, err, status, tid, nthreads)  # OUT-BARRIER
+            ok = grid_barrier(counter, nblk, spin_limit, err, status, tid, nthreads)  # OUT-BARRIER
             if not ok:
                 return
         take_codes(t, i, n, mode, cfg, sm, codes_in, uniforms, temps, codes_out, logits_buf, bid, tid, nthreads)
@@ -223,7 +217,7 @@ class PersistentSampleRNN:
         self.xbuf = torch.full((2 * B * dim,), fill, **f32)
         self.ybuf = torch.full((max(K * B * dim, 1),), fill, **f32)
         self.logits_buf = torch.full((B * q,), fill, **f32)
-        self.flags = torch.zeros(self.blocks, dtype=torch.int32, device=dev)
+        self.counter = torch.zeros(1, dtype=torch.int64, device=dev)  # the grid barrier's arrivals
         self.err = torch.zeros(1, dtype=torch.int32, device=dev)
         self.no_codes = torch.zeros(1, dtype=torch.int64, device=dev)
         self.no_floats = torch.zeros(1, **f32)
@@ -247,7 +241,7 @@ class PersistentSampleRNN:
 
     def _launch(self, mode, t0, n, codes_in, uniforms, temps, codes_out, logits_out) -> None:
         e = self.engine
-        self.flags.zero_()
+        self.counter.zero_()
         self.err.zero_()
         cfg = self.cfg.copy()
         cfg[CF_LABELLED] = int(e.label_blend is not None)
@@ -256,7 +250,7 @@ class PersistentSampleRNN:
         args = ([_device_view(x) for x in self.weights] + [_device_view(torch.from_numpy(cfg).to(e.device))]
                 + [int(t0), int(n), mode] + [_device_view(x) for x in state]
                 + [_device_view(x.reshape(-1)) for x in (codes_in, uniforms, temps, codes_out, logits_out)]
-                + [_device_view(x) for x in (self.xbuf, self.ybuf, self.logits_buf, self.flags, self.err)]
+                + [_device_view(x) for x in (self.xbuf, self.ybuf, self.logits_buf, self.counter, self.err)]
                 + [SPIN_LIMIT])
         stream = None
         if e.device.type == "cuda":
@@ -286,5 +280,5 @@ SAMPLERNN_PERSISTENT_SIGNATURE = (
     "int64[::1], int64, int64, int64, "
     "int64[::1], float32[::1], float32[::1], float32[::1], int64[::1], float32[::1], int64[::1], float32[::1], "
     "int64[::1], float32[::1], float32[::1], int64[::1], float32[::1], "
-    "float32[::1], float32[::1], float32[::1], int32[::1], int32[::1], int64)")
+    "float32[::1], float32[::1], float32[::1], int64[::1], int32[::1], int64)")
 register_numba_kernel("samplernn_persistent", samplernn_persistent, SAMPLERNN_PERSISTENT_SIGNATURE)

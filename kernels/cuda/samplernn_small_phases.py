@@ -14,7 +14,7 @@ import math
 
 from numba import cuda, float32, int32
 
-from wavegen.kernels.cuda.common import block_matvec, post_flag, sigmoid, wait_flags, warp_sample
+from wavegen.kernels.cuda.common import block_matvec, sigmoid, wait_flags, warp_sample
 from wavegen.kernels.packing import (SRNN_A, SRNN_BHH, SRNN_BIH, SRNN_C, SRNN_HIDB, SRNN_HIDW, SRNN_INB, SRNN_OUTB,
                                      SRNN_OUTW, SRNN_TAB, SRNN_UPB, SRNN_UPW, SRNN_WHH, SRNN_WIH, SRNN_WIH0)
 
@@ -46,11 +46,20 @@ def span(total, nblk, bid):
 
 
 @cuda.jit(device=True)
-def grid_barrier(flags, bid, nblk, phase, spin_limit, err, status, tid, nthreads):
-    """Every block's writes before it are seen by every block after it. ``phase`` counts the
-    barriers of this launch (the same in every block). False where a wait timed out."""
-    post_flag(flags, bid, phase, tid)
-    return wait_flags(flags, 0, nblk, phase, spin_limit, err, status, tid, nthreads)
+def grid_barrier(counter, nblk, spin_limit, err, status, tid, nthreads):
+    """Every block's writes before it are seen by every block after it. ``counter`` [1] (int64,
+    zero at the launch) counts the blocks' arrivals: each block adds one when its writes are
+    out, learning from the count before its own which barrier this is (the g-th: g * nblk up
+    to (g + 1) * nblk - 1, as no block can arrive at the next before all arrived at this one),
+    and waits for the count to reach (g + 1) * nblk. One atomic and one polling thread a block,
+    as CUDA's own grid sync (a flag per block polled by every block would put nblk x nblk polls
+    a round on a few cache lines). False where a wait timed out."""
+    cuda.threadfence()  # release: this block's writes before its arrival, seen from any block
+    cuda.syncthreads()  # ARRIVE-BARRIER
+    target = 0  # only thread 0 polls (wait_flags: one flag)
+    if tid == 0:
+        target = (cuda.atomic.add(counter, 0, 1) // nblk + 1) * nblk
+    return wait_flags(counter, 0, 1, target, spin_limit, err, status, tid, nthreads)
 
 
 @cuda.jit(device=True)
