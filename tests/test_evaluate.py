@@ -115,6 +115,8 @@ def test_cli_evaluates_a_checkpoint_and_refuses_a_cap_that_is_no_cap(run, corpus
     for cap in ("0", "-1"):
         code, out, err = eval_cli(capsys, run, "--data", corpus, "--checkpoint", "last", "--max-seconds", cap)
         assert code == 2 and "give a positive number of seconds" in err and not out
+    code, out, err = eval_cli(capsys, run, "--data", corpus, "--checkpoint", "last", "--threads", "0")
+    assert code == 2 and "--threads 0: need at least one" in err and not out
     weights = run / "checkpoints" / "step_2" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-64])  # cut short
     code, out, err = eval_cli(capsys, run, "--data", corpus, "--checkpoint", "step_2")

@@ -287,3 +287,22 @@ def test_precision_is_a_binding_parameter_refused_where_the_backend_lacks_it(mod
     assert report["precision"] == report["params"]["precision"] == "bf16"
     with pytest.raises(RenderStateError, match=r"precision='bf16'.*precision='fp32'"):  # ... so it binds
         render(model, tmp_path / "h", settings(0.125, backend="numba"), progress=False)
+
+
+def test_threads_sets_numba_and_torch_threads_and_refuses_zero(model, tmp_path, capsys):
+    import numba
+    import torch
+
+    before = torch.get_num_threads(), numba.get_num_threads()
+    flags = ["--seconds", "0.125", "--no-guard", "--no-spectrogram"]
+    try:
+        assert main(["-q", "render", str(model), "--out", str(tmp_path / "one"), "--threads", "1", *flags]) == 0
+        assert (torch.get_num_threads(), numba.get_num_threads()) == (1, 1)
+        assert np.array_equal(read_pcm(tmp_path / "one" / "stream_000.wav"), direct_pcm(model, 1, SR // 8)[0])
+    finally:
+        torch.set_num_threads(before[0])
+        numba.set_num_threads(before[1])
+    capsys.readouterr()
+    assert main(["-q", "render", str(model), "--out", str(tmp_path / "zero"), "--threads", "0", *flags]) == 2
+    assert "--threads 0: need at least one" in capsys.readouterr().err
+    assert not (tmp_path / "zero").exists()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from wavegen.cli.options import add_threads
+
 logger = logging.getLogger("wavegen")
 
 
@@ -25,7 +27,7 @@ def add_parser(sub) -> None:
     p.add_argument("--torch-samples", type=int, default=None,
                    help="timed samples per stream for the (slow) torch engine (default: min(samples, 1024))")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per row, the fastest is kept (default 3)")
-    p.add_argument("--threads", type=int, default=None, help="threads for numba and torch (default: theirs)")
+    add_threads(p)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--seed", type=int, default=0, help="seed of a preset's random weights")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")

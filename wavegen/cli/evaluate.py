@@ -7,6 +7,8 @@ import json
 import math
 import sys
 
+from wavegen.cli.options import add_threads, apply_threads
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="NLL of a model on a corpus split; or renders judged against the album",
@@ -35,11 +37,13 @@ def add_parser(sub) -> None:
                    help="with --renders: draw the feature distributions of every set side by side, and a "
                         "render's spectrogram beside the album's")
     p.add_argument("--pyin", action="store_true", help="with --renders: also pyin's voiced fraction (slow)")
+    add_threads(p, "torch")
 
 
 def run(args) -> int:
     from wavegen.config import ConfigError
 
+    apply_threads(args)
     if args.renders is not None:
         return _renders(args)
     for flag, given in (("--plot", args.plot), ("--pyin", args.pyin)):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from wavegen.cli.options import add_threads, apply_threads
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("render", help="render audio from a trained model",
@@ -38,12 +40,14 @@ def add_parser(sub) -> None:
                    help="fixed guard thresholds even where the model has an album profile (album.json)")
     p.add_argument("--no-spectrogram", dest="spectrogram", action="store_false",
                    help="skip the spectrogram PNG per stream")
+    add_threads(p, "the numba engine's stream groups and torch")
 
 
 def run(args) -> int:
     from wavegen.config import ConfigError
     from wavegen.render import RenderSettings, render
 
+    apply_threads(args)
     try:
         temps = [float(t) for t in str(args.temperature).split(",") if t.strip()]
     except ValueError:

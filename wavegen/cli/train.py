@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from wavegen.cli.options import add_threads, apply_threads
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a model on a prepared corpus (resumes when rerun)",
@@ -15,15 +17,14 @@ def add_parser(sub) -> None:
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any setting: model.dim=512, train.lr=3e-4, seed=3 (repeatable)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads per process (default: torch's)")
+    add_threads(p, "torch in each process")
 
 
 def run(args) -> int:
-    from wavegen.bench import set_threads
     from wavegen.resolve import resolve_model
     from wavegen.train import resolve_run_config, train
 
-    set_threads(args.threads)
+    apply_threads(args)
     overrides = list(args.overrides)
     if args.max_steps is not None:
         overrides.append(f"train.max_steps={args.max_steps}")
