@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_wavenet
+from wavegen.engine import EngineError
 from wavegen.generate import available_backends, make_engine, uniforms
 from wavegen.kernels.cuda import wavenet_large, wavenet_small
 from wavegen.kernels.cuda.wavenet import CudaWaveNetEngine
@@ -220,3 +221,34 @@ def test_an_option_of_the_other_path_is_refused():
     for path, option in (("small", {"graph": False}), ("small", {"block_streams": 32}), ("large", {"threads": 64})):
         with pytest.raises(EngineError, match="are options of path="):
             CudaWaveNetEngine(spec_of(1, 1), 3, device=cudasim.DEVICE, path=path, **option)
+
+
+@pytest.mark.parametrize("per_block", [2, 3])
+def test_several_layers_per_block_match_the_reference(per_block):
+    # 9 layers: blocks of 2 (the last of one) or of 3; the residual stream stays in shared memory
+    # between a block's layers, the skip weights are read from global memory
+    spec = spec_of(9, 4)
+    ref, fast = pair(spec, "small", layers_per_block=per_block)
+    assert fast.impl.grid == -(-9 // per_block) + fast.impl.H1 + fast.impl.H2
+    given = codes(6)
+    np.testing.assert_allclose(fast.teacher_force(given), ref.teacher_force(given), atol=TOL, rtol=0)
+    u = uniforms(3, range(3), 6, 16)
+    got = fast.generate(u, TEMPS)
+    assert np.array_equal(got, ref.generate(u, TEMPS))
+    assert len(np.unique(got)) > 4
+
+
+@pytest.mark.skipif(not cudasim.SIMULATED, reason="rewrites kernel source: simulator only")
+def test_negative_control_the_barrier_between_a_blocks_layers_is_needed():
+    spec = spec_of(4, 8)
+    want = make_engine(spec, 3, "torch").teacher_force(codes(6))
+    with cudasim.patched(wavenet_small, "_layer_block", "CHAIN-BARRIER", expect=2):  # the barrier and its if
+        got = CudaWaveNetEngine(spec, 3, device=cudasim.DEVICE, path="small", layers_per_block=2).teacher_force(codes(6))
+    assert not np.allclose(got, want, atol=TOL, rtol=0)
+
+
+def test_layers_per_block_is_checked():
+    with pytest.raises(EngineError, match="layers_per_block=5: from 1 to the model's 4 layers"):
+        CudaWaveNetEngine(spec_of(4, 8), 1, device=cudasim.DEVICE, path="small", layers_per_block=5)
+    with pytest.raises(EngineError, match="options of path='small'"):
+        CudaWaveNetEngine(spec_of(4, 8), 1, device=cudasim.DEVICE, path="large", layers_per_block=2)

@@ -44,8 +44,9 @@ def test_the_summary_puts_speed_crossover_and_profile_side_by_side(tmp_path):
                [("cuda:path=small", 1, 20_000.0), ("cuda:path=small", 16, 30_000.0)])
     bench_json(tmp_path / "crossover_samplernn-3tier__large.json",
                [("cuda:path=large", 1, 5_000.0), ("cuda:path=large", 16, 90_000.0), ("cuda:path=large", 64, 1e6)])
-    bench_json(tmp_path / "blocks_samplernn-3tier.json",
+    bench_json(tmp_path / "variants_samplernn-3tier.json",
                [("cuda:path=small:blocks=16", 1, 40_000.0), ("cuda:path=small", 1, 20_000.0)])
+    bench_json(tmp_path / "variants_wavenet-medium.json", [("cuda:path=small:layers_per_block=2", 16, 64_000.0)])
     (tmp_path / "ncu_samplernn_x1.log").write_text(NCU_LOG)
     train_row = {"batch": 128, "seq_len": 512, "seconds_per_step": 0.05, "samples_per_second": 1_310_720.0,
                  "peak_memory_bytes": 2**31}
@@ -62,7 +63,8 @@ def test_the_summary_puts_speed_crossover_and_profile_side_by_side(tmp_path):
     md = (tmp_path / "benchmarks_rows.md").read_text()
     assert "| 1 | 20,000 | 5,000 | small |" in md and "| 16 | 30,000 | 90,000 | large |" in md
     assert "| 64 | - | 1,000,000 | - |" in md  # measured on one path only
-    assert "| 16 | 40,000 |" in md and "| one per SM | 20,000 |" in md  # the persistent kernel's grid size
+    assert "| blocks=16 | 1 | 40,000 |" in md and "| defaults | 1 | 20,000 |" in md  # the persistent kernels' options
+    assert "| layers_per_block=2 | 16 | 64,000 |" in md
     assert "| samplernn-3tier: one stream >= 100,000 samples/s | 150,000 (cuda, batch 1) | yes |" in md
     assert "| samplernn-3tier: all streams >= 10,000,000 samples/s | 9,000,000 (cuda-bf16, batch 4096) | no |" in md
     assert "| wavenet-medium: one stream >= 150,000 samples/s | not measured | - |" in md
@@ -79,7 +81,7 @@ def test_the_dry_run_lists_every_stage_and_runs_the_cpu_safe_ones(tmp_path):
     stages = {s["stage"]: s["status"] for s in map(json.loads, (tmp_path / "stages.jsonl").read_text().splitlines())}
     for name in ("tests", "bench_wavenet-medium__cuda", "bench_samplernn-3tier__torch", "train_samplernn-3tier",
                  "train_samplernn-3tier_ema", "train_run", "racecheck", "crossover_samplernn-3tier__small", "crossover_wavenet-medium__large",
-                 "ncu_samplernn_x1", "ncu_samplernn_x16", "blocks_samplernn-3tier", "check"):
+                 "ncu_samplernn_x1", "ncu_samplernn_x16", "variants_samplernn-3tier", "variants_wavenet-medium", "check"):
         assert stages.get(name) == "dry-run", (name, stages)
     assert stages["machine"] == 0 and stages["corpus"] == 0  # the CPU-safe stages ran
     from wavegen.corpus import Corpus

@@ -33,16 +33,17 @@ from wavegen.kernels.packing import (WAVENET_STREAM_AXES, check_state, pack_wave
 class CudaWaveNetEngine(CudaEngine):
     """The cuda backend's WaveNet engine. Options: ``path`` ("small" | "large"; default by stream
     count), ``threads`` (threads per block of the persistent kernel), ``head_blocks`` ((out1,
-    out2) block counts of the persistent kernel), ``block_streams`` (streams per Triton program),
+    out2) block counts of the persistent kernel), ``layers_per_block`` (layers one block of the
+    persistent kernel runs; default 1), ``block_streams`` (streams per Triton program),
     ``graph`` (large path: replay sampling from CUDA graphs; default on a CUDA device)."""
 
     family = "wavenet"
-    options = ("path", "threads", "head_blocks", "block_streams", "graph")
+    options = ("path", "threads", "head_blocks", "layers_per_block", "block_streams", "graph")
     _stream_axes = WAVENET_STREAM_AXES
 
     def __init__(self, spec: dict, streams: int, device="cuda", precision: str = "fp32", path: str | None = None,
-                 threads: int | None = None, head_blocks=None, block_streams: int | None = None,
-                 graph: bool | None = None):
+                 threads: int | None = None, head_blocks=None, layers_per_block: int | None = None,
+                 block_streams: int | None = None, graph: bool | None = None):
         super().__init__(spec, streams, device, precision, path)
         rounded = round_spec(spec, precision)
         self.packed = pack_wavenet(rounded, "fp32")
@@ -58,12 +59,13 @@ class CudaWaveNetEngine(CudaEngine):
                                       dtype=torch.float32, device=self.device)
         if self.path == "small" and (block_streams is not None or graph is not None):
             raise EngineError("block_streams and graph are options of path='large'")
-        if self.path == "large" and (threads is not None or head_blocks is not None):
-            raise EngineError("threads and head_blocks are options of path='small'")
+        if self.path == "large" and (threads is not None or head_blocks is not None or layers_per_block is not None):
+            raise EngineError("threads, head_blocks and layers_per_block are options of path='small'")
         if self.path == "small":
             from wavegen.kernels.cuda.wavenet_small import PersistentWaveNet
 
-            self.impl = PersistentWaveNet(self, threads=threads, head_blocks=head_blocks)
+            self.impl = PersistentWaveNet(self, threads=threads, head_blocks=head_blocks,
+                                          layers_per_block=layers_per_block)
         else:
             from wavegen.kernels.cuda.wavenet_large import FusedWaveNet
 

@@ -3,20 +3,25 @@
 The launch never returns to the host between samples. Its blocks have roles, and each keeps its
 weights in shared memory for the whole launch (loaded once, at the start):
 
-- **layer blocks** (one per layer k): the layer's ``[2R, 2R]`` dilated convolution, residual
-  ``[R, R]`` and its columns of the fused skip matrix ``[S, R]``. Per sample, the half of the
-  convolution that reads the ring buffer (the input of ``d`` steps ago, already known) is done
-  *before* waiting for the layer's input, so only the half on the new input, the gate and the
-  residual sit on the chain from layer to layer. The block owns the layer's ring buffer.
-  Block 0 also draws each sample's code (one warp per stream, inverse CDF from the caller's
-  uniforms) and embeds it as the first layer's input;
+- **layer blocks** (one per ``P`` layers, ``layers_per_block``; default one): each layer's
+  ``[2R, 2R]`` dilated convolution and ``[R, R]`` residual, and with one layer a block its
+  columns of the fused skip matrix ``[S, R]`` (with more, these are read from global memory:
+  they are off the chain). Per sample, the half of each convolution that reads the ring buffer
+  (the input of ``d`` steps ago, already known) is done *before* waiting for the block's input,
+  so only the half on the new input, the gate and the residual sit on the chain from layer to
+  layer; between the layers of one block the residual stream stays in shared memory, and only
+  the block's last layer hands it on through global memory. The skip contributions come after
+  that hand-off. The block owns its layers' ring buffers. Block 0 also draws each sample's code
+  (one warp per stream, inverse CDF from the caller's uniforms) and embeds it as the first
+  layer's input;
 - **out1 blocks** (H1 of them): sum the layers' skip contributions, ReLU, and compute their
   slice of the ``[A, S]`` projection;
 - **out2 blocks** (H2): ReLU and their slice of the ``[Q, A]`` projection: the logits.
 
 Blocks hand results to each other through counters in global memory (``flags``; see
-:mod:`wavegen.kernels.cuda.common`): per sample, L-1 layer-to-layer hand-offs, then skip →
-out1 → out2 → block 0. Layout of ``flags``: ``[0, L)`` layer k's residual output ready,
+:mod:`wavegen.kernels.cuda.common`): per sample, ceil(L / P) - 1 block-to-block hand-offs on
+the layer chain, then skip → out1 → out2 → block 0. Layout of ``flags``: ``[0, L)`` layer k's
+residual output ready (posted by a block's last layer only),
 ``[L, 2L)`` its skip contribution ready, then the H1 out1 and H2 out2 blocks; each counts
 the samples its block has finished in this launch. Every buffer a block reads is rewritten
 only after the block has posted that it is done with it (the chain through block 0 orders
@@ -45,9 +50,12 @@ from wavegen.kernels.packing import (WN_CONV, WN_CONVB, WN_EMB, WN_OUT1, WN_OUT1
 TEACHER_FORCE, SAMPLE = 0, 1
 
 
-def layer_smem_floats(R: int, S: int, B: int, warps: int) -> int:
-    """Shared memory of a layer block, in floats (weights with odd row strides, then activations)."""
-    return 2 * R * (2 * R + 1) + R * (R + 1) + S * (R + 1) + B * (2 * R + 1) + 2 * B * (R + 1) + 128 * warps
+def layer_smem_floats(R: int, S: int, B: int, warps: int, per_block: int = 1) -> int:
+    """Shared memory of a layer block running ``per_block`` layers, in floats: each layer's
+    convolution and residual weights (odd row strides), the skip columns where a block runs one
+    layer, then the activations."""
+    weights = per_block * (2 * R * (2 * R + 1) + R * (R + 1)) + (S * (R + 1) if per_block == 1 else 0)
+    return weights + per_block * (B * (2 * R + 1) + B * (R + 1)) + B * (R + 1) + 128 * warps
 
 
 def head_smem_floats(rows: int, cols: int, B: int) -> int:
@@ -56,95 +64,140 @@ def head_smem_floats(rows: int, cols: int, B: int) -> int:
 
 
 @cuda.jit(device=True)
-def _load_layer(k, sm, M, layer_off, head, R, S, L, s_wc, s_wr, s_ws, tid, nthreads):
-    """Layer k's convolution [2R, 2R], residual [R, R] and skip columns [S, R] into shared memory
-    at s_wc, s_wr, s_ws (rows padded to an odd stride), for the whole launch."""
-    load_padded(M, layer_off[k, WN_CONV], 2 * R, 2 * R, sm, s_wc, 2 * R + 1, tid, nthreads)
-    load_padded(M, layer_off[k, WN_RES], R, R, sm, s_wr, R + 1, tid, nthreads)
-    skip_w = head[WN_SKIP] + k * R  # this layer's columns of the fused [S, L*R] skip matrix
-    for i in range(tid, S * R, nthreads):
-        s = i // R
-        sm[s_ws + s * (R + 1) + i - s * R] = M[skip_w + s * L * R + i - s * R]
-    cuda.syncthreads()
+def _load_layers(k0, nk, sm, M, layer_off, R, tid, nthreads):
+    """Layers k0 .. k0+nk-1's convolution [2R, 2R] and residual [R, R] into shared memory (layer j's
+    at j * (its size), rows padded to an odd stride), for the whole launch."""
+    per = 2 * R * (2 * R + 1) + R * (R + 1)
+    for j in range(nk):
+        load_padded(M, layer_off[k0 + j, WN_CONV], 2 * R, 2 * R, sm, j * per, 2 * R + 1, tid, nthreads)
+        load_padded(M, layer_off[k0 + j, WN_RES], R, R, sm, j * per + 2 * R * (2 * R + 1), R + 1, tid, nthreads)
 
 
 @cuda.jit(device=True)
-def _layer_block(k, sm, status, M, V, layer_off, head, dil, ring_off, R, S, Q, L, H1, H2, t0, n, mode,
+def _load_skip(k, sm, s_ws, M, head, R, S, L, tid, nthreads):
+    """Layer k's columns of the fused [S, L*R] skip matrix into shared memory at s_ws (stride R+1)."""
+    skip_w = head[WN_SKIP] + k * R
+    for i in range(tid, S * R, nthreads):
+        s = i // R
+        sm[s_ws + s * (R + 1) + i - s * R] = M[skip_w + s * L * R + i - s * R]
+
+
+@cuda.jit(device=True)
+def _layer_input(g, k0, i, n, mode, sm, s_x, s_smp, status, V, head, L, H1, H2, R, Q, prev, codes_in, uniforms,
+                 temps, codes_out, logits_buf, xbuf, flags, err, spin_limit, B, tid, nthreads):
+    """This block's input at step i into s_x: for the first block, the embedding of the code drawn
+    from the last step's logits (or given); for the others, the residual output of layer k0-1.
+    Returns 0 (go on), 1 (the first block's last, code-only step: done) or 2 (a wait timed out)."""
+    rs = R + 1
+    if g == 0:
+        if i > 0:
+            if not wait_flags(flags, 2 * L + H1, H2, i, spin_limit, err, status, tid, nthreads):
+                return 2
+        warp = tid // 32
+        lane = tid % 32
+        for b in range(warp, B, nthreads // 32):
+            if i == 0:
+                code = prev[b]
+            elif mode == SAMPLE:
+                code = warp_sample(logits_buf, b * Q, Q, uniforms[b * n + i - 1], temps[b], sm, s_smp + 128 * warp,
+                                   lane)
+                if lane == 0:
+                    codes_out[b * n + i - 1] = code
+            else:
+                code = codes_in[b * n + i - 1]
+            if i == n and lane == 0:
+                prev[b] = code
+            for j in range(lane, R, 32):
+                sm[s_x + b * rs + j] = V[head[WN_EMB] + code * R + j]
+        if i == n:
+            return 1
+    else:
+        if not wait_flags(flags, k0 - 1, 1, i + 1, spin_limit, err, status, tid, nthreads):
+            return 2
+        for j in range(tid, B * R, nthreads):
+            b = j // R
+            sm[s_x + b * rs + j - b * R] = xbuf[k0 * B * R + j]
+    return 0
+
+
+@cuda.jit(device=True)
+def _layer_block(g, per_block, sm, status, M, V, layer_off, head, dil, ring_off, R, S, Q, L, H1, H2, t0, n, mode,
                  prev, rings, label_bias, labelled, codes_in, uniforms, temps, codes_out, logits_buf,
                  xbuf, skipbuf, flags, err, spin_limit, B, tid, nthreads):
+    """Layers k0 = g * per_block .. k1 - 1 of every step: each layer's convolution half on its ring
+    before the wait, then the chain layer to layer in shared memory, the residual hand-off to the
+    next block after the last, and the skip contributions after that (off the chain)."""
     R2 = 2 * R
     cs = R2 + 1
     rs = R + 1
-    s_wc = 0
-    s_wr = s_wc + R2 * cs
-    s_ws = s_wr + R * rs
-    s_h = s_ws + S * rs
-    s_x = s_h + B * cs
-    s_z = s_x + B * rs
-    s_smp = s_z + B * rs  # block 0: 128 floats per warp for warp_sample
-    _load_layer(k, sm, M, layer_off, head, R, S, L, s_wc, s_wr, s_ws, tid, nthreads)
-    emb = head[WN_EMB]
-    warp = tid // 32
-    lane = tid % 32
-    steps = n + 1 if k == 0 else n  # block 0 draws the last sample's code after the loop's last step
+    k0 = g * per_block
+    nk = min(per_block, L - k0)
+    per = R2 * cs + R * rs  # one layer's weights: convolution, then residual
+    s_ws = per_block * per  # skip columns (one layer a block only; else read from M)
+    s_h = s_ws + (S * rs if per_block == 1 else 0)  # per layer: B rows of the convolution's 2R outputs
+    s_z = s_h + per_block * B * cs  # per layer: B rows of the gate's R outputs
+    s_x = s_z + per_block * B * rs  # B rows of the layer input (the residual stream)
+    s_smp = s_x + B * rs  # the first block: 128 floats per warp for warp_sample
+    _load_layers(k0, nk, sm, M, layer_off, R, tid, nthreads)
+    if per_block == 1:
+        _load_skip(k0, sm, s_ws, M, head, R, S, L, tid, nthreads)
+    cuda.syncthreads()
+    steps = n + 1 if g == 0 else n  # the first block draws the last sample's code after the loop's last step
     for i in range(steps):
-        slot = ring_off[k] + (t0 + i) % dil[k]
-        if i < n:  # the half of the convolution on the input of d steps ago: before the wait
-            block_matvec(sm, s_wc, cs, R2, R, rings, slot * B * R, R, B, sm, s_h, cs,
-                         V, layer_off[k, WN_CONVB], 0, tid, nthreads)
-        if k == 0:
-            if i > 0:
-                if not wait_flags(flags, 2 * L + H1, H2, i, spin_limit, err, status, tid, nthreads):
-                    return
-            for b in range(warp, B, nthreads // 32):
-                if i == 0:
-                    code = prev[b]
-                elif mode == SAMPLE:
-                    code = warp_sample(logits_buf, b * Q, Q, uniforms[b * n + i - 1], temps[b], sm, s_smp + 128 * warp,
-                                       lane)
-                    if lane == 0:
-                        codes_out[b * n + i - 1] = code
-                else:
-                    code = codes_in[b * n + i - 1]
-                if i == n and lane == 0:
-                    prev[b] = code
-                for j in range(lane, R, 32):
-                    sm[s_x + b * rs + j] = V[emb + code * R + j]
-            if i == n:
-                return
-        else:
-            if not wait_flags(flags, k - 1, 1, i + 1, spin_limit, err, status, tid, nthreads):
-                return
-            for j in range(tid, B * R, nthreads):
-                b = j // R
-                sm[s_x + b * rs + j - b * R] = xbuf[k * B * R + j]
-        cuda.syncthreads()  # INPUT-BARRIER: the input is in place, the ring slot has been read
-        for j in range(tid, B * R, nthreads):
-            b = j // R
-            rings[slot * B * R + j] = sm[s_x + b * rs + j - b * R]
-        block_matvec(sm, s_wc + R, cs, R2, R, sm, s_x, rs, B, sm, s_h, cs, V, -1, 1, tid, nthreads)
-        cuda.syncthreads()  # CONV-BARRIER
-        for j in range(tid, B * R, nthreads):
-            b = j // R
-            r = j - b * R
-            f = sm[s_h + b * cs + r]
-            g = sm[s_h + b * cs + R + r]
-            if labelled:
-                f += label_bias[(b * L + k) * R2 + r]
-                g += label_bias[(b * L + k) * R2 + R + r]
-            sm[s_z + b * rs + r] = float32(math.tanh(f)) * sigmoid(g)
-        cuda.syncthreads()  # GATE-BARRIER
-        if k < L - 1:  # the last layer's residual output is never read
-            block_matvec(sm, s_wr, rs, R, R, sm, s_z, rs, B, sm, s_h, cs, V, layer_off[k, WN_RESB], 0,
-                         tid, nthreads)
-            cuda.syncthreads()  # RES-BARRIER
-            for j in range(tid, B * R, nthreads):
-                b = j // R
-                r = j - b * R
-                xbuf[(k + 1) * B * R + j] = sm[s_x + b * rs + r] + sm[s_h + b * cs + r]
-            post_flag(flags, k, i + 1, tid)
-        block_matvec(sm, s_ws, rs, S, R, sm, s_z, rs, B, skipbuf, k * B * S, S, V, -1, 0, tid, nthreads)
-        post_flag(flags, L + k, i + 1, tid)
+        if i < n:  # the half of each convolution on the input of d steps ago: before the wait
+            for j in range(nk):
+                slot = ring_off[k0 + j] + (t0 + i) % dil[k0 + j]
+                block_matvec(sm, j * per, cs, R2, R, rings, slot * B * R, R, B, sm, s_h + j * B * cs, cs,
+                             V, layer_off[k0 + j, WN_CONVB], 0, tid, nthreads)
+        got = _layer_input(g, k0, i, n, mode, sm, s_x, s_smp, status, V, head, L, H1, H2, R, Q, prev, codes_in,
+                           uniforms, temps, codes_out, logits_buf, xbuf, flags, err, spin_limit, B, tid, nthreads)
+        if got != 0:
+            return
+        cuda.syncthreads()  # INPUT-BARRIER: the input is in place, the ring slots have been read
+        for j in range(nk):
+            k = k0 + j
+            h = s_h + j * B * cs
+            z = s_z + j * B * rs
+            slot = ring_off[k] + (t0 + i) % dil[k]
+            for e in range(tid, B * R, nthreads):
+                b = e // R
+                rings[slot * B * R + e] = sm[s_x + b * rs + e - b * R]
+            block_matvec(sm, j * per + R, cs, R2, R, sm, s_x, rs, B, sm, h, cs, V, -1, 1, tid, nthreads)
+            cuda.syncthreads()  # CONV-BARRIER
+            for e in range(tid, B * R, nthreads):
+                b = e // R
+                r = e - b * R
+                f = sm[h + b * cs + r]
+                gg = sm[h + b * cs + R + r]
+                if labelled:
+                    f += label_bias[(b * L + k) * R2 + r]
+                    gg += label_bias[(b * L + k) * R2 + R + r]
+                sm[z + b * rs + r] = float32(math.tanh(f)) * sigmoid(gg)
+            cuda.syncthreads()  # GATE-BARRIER
+            if k < L - 1:  # the last layer's residual output is never read
+                block_matvec(sm, j * per + R2 * cs, rs, R, R, sm, z, rs, B, sm, h, cs, V, layer_off[k, WN_RESB], 0,
+                             tid, nthreads)
+                cuda.syncthreads()  # RES-BARRIER
+                for e in range(tid, B * R, nthreads):
+                    b = e // R
+                    r = e - b * R
+                    if j == nk - 1:
+                        xbuf[(k + 1) * B * R + e] = sm[s_x + b * rs + r] + sm[h + b * cs + r]
+                    else:
+                        sm[s_x + b * rs + r] += sm[h + b * cs + r]
+                if j == nk - 1:
+                    post_flag(flags, k, i + 1, tid)
+                if j < nk - 1:  # CHAIN-BARRIER: the block's next layer reads the new input
+                    cuda.syncthreads()  # CHAIN-BARRIER
+        for j in range(nk):
+            k = k0 + j
+            if per_block == 1:
+                block_matvec(sm, s_ws, rs, S, R, sm, s_z + j * B * rs, rs, B, skipbuf, k * B * S, S, V, -1, 0,
+                             tid, nthreads)
+            else:
+                block_matvec(M, head[WN_SKIP] + k * R, L * R, S, R, sm, s_z + j * B * rs, rs, B, skipbuf, k * B * S,
+                             S, V, -1, 0, tid, nthreads)
+            post_flag(flags, L + k, i + 1, tid)
 
 
 @cuda.jit(device=True)
@@ -179,11 +232,12 @@ def _head_block(first_row, rows_per, n_rows, cols, w_off, b_off, wait_first, wai
 
 
 @cuda.jit(cache=True)  # on a GPU: compiled once, not per process (bench runs several)
-def wavenet_persistent(M, V, layer_off, head, dil, ring_off, R, S, A, Q, H1, H2, t0, n, mode,
+def wavenet_persistent(M, V, layer_off, head, dil, ring_off, R, S, A, Q, H1, H2, P, t0, n, mode,
                        prev, rings, label_bias, labelled, codes_in, uniforms, temps, codes_out, logits_out,
                        logits_buf, xbuf, skipbuf, y1buf, flags, err, spin_limit):
-    """n samples of B streams from position t0 (see the module docstring). Grid: L + H1 + H2
-    blocks, all resident at once; dynamic shared memory: the largest role's need."""
+    """n samples of B streams from position t0 (see the module docstring). Grid: ceil(L / P) + H1
+    + H2 blocks (P layers a layer block), all resident at once; dynamic shared memory: the largest
+    role's need."""
     sm = cuda.shared.array(0, float32)
     status = cuda.shared.array(1, int32)
     tid = cuda.threadIdx.x
@@ -193,19 +247,20 @@ def wavenet_persistent(M, V, layer_off, head, dil, ring_off, R, S, A, Q, H1, H2,
     bid = cuda.blockIdx.x
     L = dil.shape[0]
     B = prev.shape[0]
-    if bid < L:
-        _layer_block(bid, sm, status, M, V, layer_off, head, dil, ring_off, R, S, Q, L, H1, H2, t0, n, mode,
+    G = (L + P - 1) // P  # layer blocks
+    if bid < G:
+        _layer_block(bid, P, sm, status, M, V, layer_off, head, dil, ring_off, R, S, Q, L, H1, H2, t0, n, mode,
                      prev, rings, label_bias, labelled, codes_in, uniforms, temps, codes_out, logits_buf,
                      xbuf, skipbuf, flags, err, spin_limit, B, tid, nthreads)
-    elif bid < L + H1:
-        j = bid - L
+    elif bid < G + H1:
+        j = bid - G
         rows_per = (A + H1 - 1) // H1
         first = j * rows_per
         _head_block(first, rows_per, min(rows_per, A - first), S, head[WN_OUT1], head[WN_OUT1B], L, L,
                     2 * L + j, sm, status, M, V, n, skipbuf, head[WN_SKIPB], L, y1buf, 0, 0, A,
                     flags, err, spin_limit, B, tid, nthreads)
     else:
-        j = bid - L - H1
+        j = bid - G - H1
         rows_per = (Q + H2 - 1) // H2
         first = j * rows_per
         if mode == SAMPLE:
@@ -239,9 +294,12 @@ def _device_view(x: torch.Tensor):
 
 
 class PersistentWaveNet:
-    """Runs :func:`wavenet_persistent` for a :class:`CudaWaveNetEngine` (its weights, state, buffers)."""
+    """Runs :func:`wavenet_persistent` for a :class:`CudaWaveNetEngine` (its weights, state, buffers).
+    ``layers_per_block`` (default 1): layers a layer block runs one after another, handing the
+    residual stream on in shared memory (fewer hand-offs through global memory on the chain, more
+    shared memory a block: with more than one, the skip weights are read from global memory)."""
 
-    def __init__(self, engine, threads: int | None = None, head_blocks=None):
+    def __init__(self, engine, threads: int | None = None, head_blocks=None, layers_per_block: int | None = None):
         p, B, dev = engine.packed, engine.streams, engine.device
         self.engine = engine
         R, S, A, Q = p["R"], p["S"], p["A"], p["q"]
@@ -259,9 +317,12 @@ class PersistentWaveNet:
             if not (1 <= self.H1 <= A and 1 <= self.H2 <= Q):
                 raise EngineError(f"head_blocks={head_blocks}: between 1 and ({A}, {Q})")
             rows1, rows2 = -(-A // self.H1), -(-Q // self.H2)
-        self.grid = L + self.H1 + self.H2
-        self.shared_bytes = 4 * max(layer_smem_floats(R, S, B, self.threads // 32), head_smem_floats(rows1, S, B),
-                                    head_smem_floats(rows2, A, B))
+        self.per_block = int(layers_per_block or 1)
+        if not 1 <= self.per_block <= L:
+            raise EngineError(f"layers_per_block={layers_per_block}: from 1 to the model's {L} layers")
+        self.grid = -(-L // self.per_block) + self.H1 + self.H2
+        self.shared_bytes = 4 * max(layer_smem_floats(R, S, B, self.threads // 32, self.per_block),
+                                    head_smem_floats(rows1, S, B), head_smem_floats(rows2, A, B))
         if dev.type == "cuda":
             props = torch.cuda.get_device_properties(dev)
             if self.grid > props.multi_processor_count:
@@ -276,7 +337,7 @@ class PersistentWaveNet:
         self.weights = [torch.from_numpy(p["M"]).to(dev), torch.from_numpy(p["V"]).to(dev),
                         torch.from_numpy(p["layer_off"]).to(dev), torch.from_numpy(p["head"]).to(dev),
                         torch.from_numpy(p["dil"]).to(dev), torch.from_numpy(p["ring_off"]).to(dev)]
-        self.sizes = (R, S, A, Q, self.H1, self.H2)
+        self.sizes = (R, S, A, Q, self.H1, self.H2, self.per_block)
         self.xbuf = torch.zeros(L * B * R, **f32)
         self.skipbuf = torch.zeros(L * B * S, **f32)
         self.y1buf = torch.zeros(B * A, **f32)
@@ -319,7 +380,7 @@ class PersistentWaveNet:
 
 WAVENET_PERSISTENT_SIGNATURE = (
     "void(float32[::1], float32[::1], int64[:, ::1], int64[::1], int64[::1], int64[::1], "
-    "int64, int64, int64, int64, int64, int64, int64, int64, int64, "
+    "int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, "
     "int64[::1], float32[::1], float32[::1], int64, "
     "int64[::1], float32[::1], float32[::1], int64[::1], float32[::1], "
     "float32[::1], float32[::1], float32[::1], float32[::1], int32[::1], int32[::1], int64)")

@@ -4,7 +4,8 @@
 # wavegen importable (no soundfile, soxr or librosa). Every stage is time-boxed; a failing
 # stage is recorded and the next one runs. Writes under OUTDIR: machine.json, stages.jsonl,
 # check.json (compile check), tests.log, racecheck.log, bench_*.json, crossover_*.json (the small
-# path at 1-32 streams, the large at 1-64), ncu_*.log (the persistent kernel's profile), train_*.json,
+# path at 1-32 streams, the large at 1-64), ncu_*.log (the persistent kernel's profile), variants_*.json
+# (the persistent kernels' options), train_*.json,
 # train_run.log, and summary.json / summary.md (recipes/gpu/summary.py).
 #
 # numba-cuda 0.30 cannot compile on numpy 2.5 (the device image of 2026-11 has numpy 2.5.2): where
@@ -129,11 +130,15 @@ if command -v ncu >/dev/null || [ "$dry" = 1 ]; then
       "$py" recipes/gpu/profile_case.py samplernn-3tier cuda:path=small "$streams" 64
   done
 fi
-# 8. the persistent SampleRNN kernel at one stream with fewer blocks: a grid barrier among fewer
-# blocks against more of each block's weights read from L2 (the default is one block per SM)
-stage blocks_samplernn-3tier 30 0 "$py" -m wavegen bench --model samplernn-3tier --device cuda \
+# 8. variants of the persistent kernels: SampleRNN at one stream with fewer blocks (a grid barrier
+# among fewer blocks against more of each block's weights read from L2; the default is one block
+# per SM); WaveNet with two layers a block (half the hand-offs on the layer chain) against one
+stage variants_samplernn-3tier 30 0 "$py" -m wavegen bench --model samplernn-3tier --device cuda \
   --backends cuda:path=small:blocks=16,cuda:path=small:blocks=33,cuda:path=small:blocks=66,cuda:path=small \
-  --batch 1 --samples 256 --repeats 1 --json "$out/blocks_samplernn-3tier.json"
+  --batch 1 --samples 256 --repeats 1 --json "$out/variants_samplernn-3tier.json"
+stage variants_wavenet-medium 30 0 "$py" -m wavegen bench --model wavenet-medium --device cuda \
+  --backends cuda:path=small,cuda:path=small:layers_per_block=2 \
+  --batch 1,16 --samples 256 --repeats 1 --json "$out/variants_wavenet-medium.json"
 # 9. with what is left: the kernels as the device's compiler builds them (rows written as they finish)
 stage check 90 0 "$py" -m wavegen.kernels.cuda --check --arch 90 --json "$out/check.json"
 "$py" recipes/gpu/summary.py "$out"

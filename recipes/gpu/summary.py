@@ -39,10 +39,10 @@ def collect(out: Path) -> dict:
     crossover = {}  # model → rows, merged over the per-path runs (crossover_<model>__<path>.json)
     for path in sorted(out.glob("crossover_*.json")):
         crossover.setdefault(path.stem[len("crossover_"):].split("__")[0], []).extend((load(path) or {}).get("rows", []))
-    blocks = {path.stem[len("blocks_"):]: (load(path) or {}).get("rows", [])  # model → rows by grid size
-              for path in sorted(out.glob("blocks_*.json"))}
+    variants = {path.stem[len("variants_"):]: (load(path) or {}).get("rows", [])  # model → rows by option
+                for path in sorted(out.glob("variants_*.json"))}
     return {"machine": load(out / "machine.json") or {}, "stages": stages, "check": load(out / "check.json") or [],
-            "bench": bench, "crossover": crossover, "blocks": blocks, "ncu": ncu_figures(out),
+            "bench": bench, "crossover": crossover, "variants": variants, "ncu": ncu_figures(out),
             "train": {p.stem[len("train_"):]: load(p) for p in sorted(out.glob("train_*.json"))}}
 
 
@@ -81,16 +81,16 @@ def crossover_rows(crossover: dict) -> list[str]:
     return lines
 
 
-def blocks_rows(blocks: dict) -> list[str]:
-    """Per model, one stream's samples/s of the persistent kernel by its grid size (bench names
-    cuda:path=small:blocks=N; without blocks=, the default: one block per SM)."""
+def variant_rows(variants: dict) -> list[str]:
+    """Per model, samples/s of the persistent kernel with each of its options (bench names
+    cuda:path=small:OPTION=VALUE...; without one, the defaults) at each stream count."""
     lines = []
-    for model, rows in blocks.items():
-        lines += ["", f"{model}, one stream, the persistent kernel by its number of blocks", "",
-                  "| blocks | samples/s |", "| --- | ---: |"]
+    for model, rows in variants.items():
+        lines += ["", f"{model}: the persistent kernel's options", "",
+                  "| options | streams | samples/s (all) |", "| --- | ---: | ---: |"]
         for r in rows:
-            count = r["backend"].split("blocks=")[1].split(":")[0] if "blocks=" in r["backend"] else "one per SM"
-            lines.append(f"| {count} | {r['samples_per_second']:,.0f} |")
+            options = ", ".join(r["backend"].split(":")[2:]) or "defaults"
+            lines.append(f"| {options} | {r['batch']} | {r['samples_per_second']:,.0f} |")
     return lines
 
 
@@ -120,7 +120,7 @@ def benchmark_rows(summary: dict) -> list[str]:
             lines.append(f"| {label} | {r['batch']} x {r['seq_len']} | {r['seconds_per_step']:.3f} | "
                          f"{r['samples_per_second']:,.0f} | {r['peak_memory_bytes'] / 2**30:.2f} GiB |")
     lines += crossover_rows(summary.get("crossover", {}))
-    lines += blocks_rows(summary.get("blocks", {}))
+    lines += variant_rows(summary.get("variants", {}))
     lines += ["", "| target (issue 12) | measured | met |", "| --- | ---: | --- |"]
     for model, backend, batch, minimum, what in TARGETS:
         r = best((summary["bench"].get(model) or {}).get("rows", []), backend, batch)
