@@ -184,7 +184,7 @@ def test_negative_control_a_perturbed_weight_is_caught():
 
 
 @pytest.mark.skipif(not cudasim.SIMULATED, reason="rewrites kernel source: simulator only")
-@pytest.mark.parametrize("function,marker", [("_layer_block", "INPUT-BARRIER"), ("_layer_block", "GATE-BARRIER"),
+@pytest.mark.parametrize("function,marker", [("_layer_block", "INPUT-BARRIER"), ("_chain_layer", "GATE-BARRIER"),
                                              ("wait_flags", "WAIT-BARRIER"), ("post_flag", "POST-BARRIER")])
 def test_negative_control_a_removed_barrier_is_caught(function, marker):
     spec = spec_of(4, 8)
@@ -242,7 +242,7 @@ def test_several_layers_per_block_match_the_reference(per_block):
 def test_negative_control_the_barrier_between_a_blocks_layers_is_needed():
     spec = spec_of(4, 8)
     want = make_engine(spec, 3, "torch").teacher_force(codes(6))
-    with cudasim.patched(wavenet_small, "_layer_block", "CHAIN-BARRIER", expect=2):  # the barrier and its if
+    with cudasim.patched(wavenet_small, "_chain_layer", "CHAIN-BARRIER", expect=2):  # the barrier and its if
         got = CudaWaveNetEngine(spec, 3, device=cudasim.DEVICE, path="small", layers_per_block=2).teacher_force(codes(6))
     assert not np.allclose(got, want, atol=TOL, rtol=0)
 

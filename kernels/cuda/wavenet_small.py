@@ -121,6 +121,48 @@ def _layer_input(g, k0, i, n, mode, sm, s_x, s_smp, status, V, head, L, H1, H2, 
 
 
 @cuda.jit(device=True)
+def _chain_layer(j, k, nk, w, h, z, s_x, sm, V, layer_off, ring_off, dil, t, i, L, R, rings, label_bias, labelled,
+                 xbuf, flags, B, tid, nthreads):
+    """Layer k (the block's j-th of nk, weights at sm[w]) at position t (step i of the launch), on
+    the chain: its input s_x into its ring, the convolution's half on it added to h (the ring's
+    half is there), the gate into z, and the residual: into s_x for the block's next layer, or
+    to xbuf and the next block (the flag) after its last."""
+    R2 = 2 * R
+    cs = R2 + 1
+    rs = R + 1
+    slot = ring_off[k] + t % dil[k]
+    for e in range(tid, B * R, nthreads):
+        b = e // R
+        rings[slot * B * R + e] = sm[s_x + b * rs + e - b * R]
+    block_matvec(sm, w + R, cs, R2, R, sm, s_x, rs, B, sm, h, cs, V, -1, 1, tid, nthreads)
+    cuda.syncthreads()  # CONV-BARRIER
+    for e in range(tid, B * R, nthreads):
+        b = e // R
+        r = e - b * R
+        f = sm[h + b * cs + r]
+        g = sm[h + b * cs + R + r]
+        if labelled:
+            f += label_bias[(b * L + k) * R2 + r]
+            g += label_bias[(b * L + k) * R2 + R + r]
+        sm[z + b * rs + r] = float32(math.tanh(f)) * sigmoid(g)
+    cuda.syncthreads()  # GATE-BARRIER
+    if k < L - 1:  # the last layer's residual output is never read
+        block_matvec(sm, w + R2 * cs, rs, R, R, sm, z, rs, B, sm, h, cs, V, layer_off[k, WN_RESB], 0, tid, nthreads)
+        cuda.syncthreads()  # RES-BARRIER
+        for e in range(tid, B * R, nthreads):
+            b = e // R
+            r = e - b * R
+            if j == nk - 1:
+                xbuf[(k + 1) * B * R + e] = sm[s_x + b * rs + r] + sm[h + b * cs + r]
+            else:
+                sm[s_x + b * rs + r] += sm[h + b * cs + r]
+        if j == nk - 1:
+            post_flag(flags, k, i + 1, tid)
+        if j < nk - 1:  # CHAIN-BARRIER: the block's next layer reads the new input
+            cuda.syncthreads()  # CHAIN-BARRIER
+
+
+@cuda.jit(device=True)
 def _layer_block(g, per_block, sm, status, M, V, layer_off, head, dil, ring_off, R, S, Q, L, H1, H2, t0, n, mode,
                  prev, rings, label_bias, labelled, codes_in, uniforms, temps, codes_out, logits_buf,
                  xbuf, skipbuf, flags, err, spin_limit, B, tid, nthreads):
@@ -155,40 +197,8 @@ def _layer_block(g, per_block, sm, status, M, V, layer_off, head, dil, ring_off,
             return
         cuda.syncthreads()  # INPUT-BARRIER: the input is in place, the ring slots have been read
         for j in range(nk):
-            k = k0 + j
-            h = s_h + j * B * cs
-            z = s_z + j * B * rs
-            slot = ring_off[k] + (t0 + i) % dil[k]
-            for e in range(tid, B * R, nthreads):
-                b = e // R
-                rings[slot * B * R + e] = sm[s_x + b * rs + e - b * R]
-            block_matvec(sm, j * per + R, cs, R2, R, sm, s_x, rs, B, sm, h, cs, V, -1, 1, tid, nthreads)
-            cuda.syncthreads()  # CONV-BARRIER
-            for e in range(tid, B * R, nthreads):
-                b = e // R
-                r = e - b * R
-                f = sm[h + b * cs + r]
-                gg = sm[h + b * cs + R + r]
-                if labelled:
-                    f += label_bias[(b * L + k) * R2 + r]
-                    gg += label_bias[(b * L + k) * R2 + R + r]
-                sm[z + b * rs + r] = float32(math.tanh(f)) * sigmoid(gg)
-            cuda.syncthreads()  # GATE-BARRIER
-            if k < L - 1:  # the last layer's residual output is never read
-                block_matvec(sm, j * per + R2 * cs, rs, R, R, sm, z, rs, B, sm, h, cs, V, layer_off[k, WN_RESB], 0,
-                             tid, nthreads)
-                cuda.syncthreads()  # RES-BARRIER
-                for e in range(tid, B * R, nthreads):
-                    b = e // R
-                    r = e - b * R
-                    if j == nk - 1:
-                        xbuf[(k + 1) * B * R + e] = sm[s_x + b * rs + r] + sm[h + b * cs + r]
-                    else:
-                        sm[s_x + b * rs + r] += sm[h + b * cs + r]
-                if j == nk - 1:
-                    post_flag(flags, k, i + 1, tid)
-                if j < nk - 1:  # CHAIN-BARRIER: the block's next layer reads the new input
-                    cuda.syncthreads()  # CHAIN-BARRIER
+            _chain_layer(j, k0 + j, nk, j * per, s_h + j * B * cs, s_z + j * B * rs, s_x, sm, V, layer_off, ring_off,
+                         dil, t0 + i, i, L, R, rings, label_bias, labelled, xbuf, flags, B, tid, nthreads)
         for j in range(nk):
             k = k0 + j
             if per_block == 1:
