@@ -18,8 +18,8 @@ block the same shared-memory arrays. This extension replaces its launch:
 - shared memory per block, static and dynamic, and local arrays, **filled with NaN** (integers
   with -1): a read of a value no thread wrote shows;
 - atomics and ``ldcv`` (the uncached load that polls a flag) yield to the other threads first
-  (a block spinning on a flag lets the block it waits for run); ``threadfence`` is a no-op (one interpreter: memory is sequentially
-  consistent);
+  (a block spinning on a flag lets the block it waits for run); ``threadfence`` is a no-op
+  (one interpreter: memory is sequentially consistent);
 - a launch that does not finish within ``TIMEOUT_SECONDS``, or whose threads all wait at
   barriers that cannot complete, fails with SimulatorDeadlock instead of hanging the tests.
 

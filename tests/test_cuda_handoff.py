@@ -2,8 +2,9 @@
 wait_flags): a consumer reads what its producer wrote before the flag; a wait that cannot end
 reports a timeout (err[0] = TIMED_OUT, False in every thread) instead of hanging the GPU, also
 when another block timed out first. And the persistent SampleRNN kernel's grid barrier (an
-arrival counter, kernels/cuda/samplernn_small_phases.py: grid_barrier), round after round. On numba-cuda's simulator with tests/cudasim.py (every block
-of a launch at once), on the device where a GPU is present."""
+arrival counter, kernels/cuda/samplernn_small_phases.py: grid_barrier), round after round. On
+numba-cuda's simulator with tests/cudasim.py (every block of a launch at once), on the device
+where a GPU is present."""
 
 import cudasim  # noqa: F401, I001 - first: enables the simulator before numba.cuda is imported
 import numpy as np

@@ -243,7 +243,8 @@ def test_negative_control_the_barrier_between_a_blocks_layers_is_needed():
     spec = spec_of(4, 8)
     want = make_engine(spec, 3, "torch").teacher_force(codes(6))
     with cudasim.patched(wavenet_small, "_chain_layer", "CHAIN-BARRIER", expect=2):  # the barrier and its if
-        got = CudaWaveNetEngine(spec, 3, device=cudasim.DEVICE, path="small", layers_per_block=2).teacher_force(codes(6))
+        engine = CudaWaveNetEngine(spec, 3, device=cudasim.DEVICE, path="small", layers_per_block=2)
+        got = engine.teacher_force(codes(6))
     assert not np.allclose(got, want, atol=TOL, rtol=0)
 
 
