@@ -3,9 +3,9 @@
 The launch never returns to the host between samples. Every block takes part in every step:
 the work of a step is cut into **phases**, each spread over all blocks, with a grid barrier
 (an arrival counter in global memory, :func:`grid_barrier`) between a phase and the next that
-reads what it wrote. Each block owns the same slice of every matrix for the whole launch and keeps as
-many of its slices in shared memory as fit (loaded once, at the start; the rest is read from
-global memory, where it stays in L2). Per sample:
+reads what it wrote. Each block owns the same slice of every matrix for the whole launch and
+keeps as many of its slices in shared memory as fit (loaded once, at the start; the rest is read
+from global memory, where it stays in L2). Per sample:
 
 - **tier k due at t** (``t % F_k == 0``), top tier first, per RNN layer one phase: block b
   owns the dims ``[b*dpb, (b+1)*dpb)`` and computes their gate rows (the recurrent ``W_hh @

@@ -166,7 +166,7 @@ def _chain_layer(j, k, nk, w, h, z, s_x, sm, V, layer_off, ring_off, dil, t, i, 
 def _layer_block(g, per_block, sm, status, M, V, layer_off, head, dil, ring_off, R, S, Q, L, H1, H2, t0, n, mode,
                  prev, rings, label_bias, labelled, codes_in, uniforms, temps, codes_out, logits_buf,
                  xbuf, skipbuf, flags, err, spin_limit, B, tid, nthreads):
-    """Layers k0 = g * per_block .. k1 - 1 of every step: each layer's convolution half on its ring
+    """Layers k0 = g * per_block .. k0 + nk - 1 of every step: each layer's convolution half on its ring
     before the wait, then the chain layer to layer in shared memory, the residual hand-off to the
     next block after the last, and the skip contributions after that (off the chain)."""
     R2 = 2 * R
@@ -175,13 +175,14 @@ def _layer_block(g, per_block, sm, status, M, V, layer_off, head, dil, ring_off,
     k0 = g * per_block
     nk = min(per_block, L - k0)
     per = R2 * cs + R * rs  # one layer's weights: convolution, then residual
-    s_ws = per_block * per  # skip columns (one layer a block only; else read from M)
-    s_h = s_ws + (S * rs if per_block == 1 else 0)  # per layer: B rows of the convolution's 2R outputs
+    skip_cached = per_block == 1  # the skip columns in shared memory (else read from M: they are off the chain)
+    s_ws = per_block * per
+    s_h = s_ws + (S * rs if skip_cached else 0)  # per layer: B rows of the convolution's 2R outputs
     s_z = s_h + per_block * B * cs  # per layer: B rows of the gate's R outputs
     s_x = s_z + per_block * B * rs  # B rows of the layer input (the residual stream)
     s_smp = s_x + B * rs  # the first block: 128 floats per warp for warp_sample
     _load_layers(k0, nk, sm, M, layer_off, R, tid, nthreads)
-    if per_block == 1:
+    if skip_cached:
         _load_skip(k0, sm, s_ws, M, head, R, S, L, tid, nthreads)
     cuda.syncthreads()
     steps = n + 1 if g == 0 else n  # the first block draws the last sample's code after the loop's last step
@@ -201,7 +202,7 @@ def _layer_block(g, per_block, sm, status, M, V, layer_off, head, dil, ring_off,
                          dil, t0 + i, i, L, R, rings, label_bias, labelled, xbuf, flags, B, tid, nthreads)
         for j in range(nk):
             k = k0 + j
-            if per_block == 1:
+            if skip_cached:
                 block_matvec(sm, s_ws, rs, S, R, sm, s_z + j * B * rs, rs, B, skipbuf, k * B * S, S, V, -1, 0,
                              tid, nthreads)
             else:
