@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import torch
-
-from wavegen.models import build_model, preset_names, resolve_preset
+from wavegen.memory import meta_model
+from wavegen.models import preset_names, resolve_preset
 from wavegen.resolve import resolve_model
 
 
@@ -22,8 +21,7 @@ def describe(target: str, checkpoint: str | None = None) -> dict:
     if ref.trained:
         model = ref.load("cpu")  # reads the weights: a damaged file is named here, not at render time
     else:
-        with torch.device("meta"):  # random weights: shapes are all there is to say
-            model = ref.build()
+        model = meta_model(ref.config)  # random weights: shapes are all there is to say
     config, sr = ref.config, ref.sample_rate
     info = {"model": ref.source, "model_type": config["model_type"], "preset": config.get("preset"),
             "parameters": sum(p.numel() for p in model.parameters()), "sample_rate": sr,
@@ -44,8 +42,7 @@ def presets_table() -> str:
     rows = []
     for name in preset_names():
         config = resolve_preset(name)
-        with torch.device("meta"):  # shapes only: no memory, no initialisation work
-            model = build_model(config)
+        model = meta_model(config)
         n = sum(p.numel() for p in model.parameters())
         rows.append(f"{name:22s} {config['model_type']:10s} {n / 1e6:8.2f}M  {config['data']['sample_rate']:6d} Hz  " +
                     ", ".join(f"{k}={v}" for k, v in model.describe().items()))

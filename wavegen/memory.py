@@ -12,10 +12,13 @@ batch sizes, extrapolated linearly to the real batch.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from wavegen.config import ConfigError
 from wavegen.errors import WavegenError
@@ -75,11 +78,41 @@ def _cgroup_room() -> int | None:
     return None
 
 
+# torch.nn.init's initialisers: on the meta device there are no values to fill, and some of
+# them (normal_, orthogonal_: nn.Embedding's and the RNNs' inits) would first import torch's
+# compiler stack there, 1.3-1.9 s of every command that builds a model (render, eval, info).
+_INITIALISERS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
+                 "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_",
+                 "sparse_")
+
+
+@contextlib.contextmanager
+def _meta_without_init():
+    """Build on the meta device with torch.nn.init's initialisers passing meta tensors through
+    (real tensors are initialised as always); the initialisers are restored on the way out."""
+    saved = {name: getattr(nn.init, name) for name in _INITIALISERS if hasattr(nn.init, name)}
+
+    def passing_meta(init):
+        @functools.wraps(init)
+        def wrapper(tensor, *args, **kwargs):
+            return tensor if tensor.is_meta else init(tensor, *args, **kwargs)
+        return wrapper
+
+    try:
+        for name, init in saved.items():
+            setattr(nn.init, name, passing_meta(init))
+        with torch.device("meta"):
+            yield
+    finally:
+        for name, init in saved.items():
+            setattr(nn.init, name, init)
+
+
 def meta_model(config: dict):
     """The config's model on the meta device: every shape, no memory, no initialisation work."""
     from wavegen.models import build_model
 
-    with torch.device("meta"):
+    with _meta_without_init():
         return build_model(config)
 
 

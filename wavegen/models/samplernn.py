@@ -98,10 +98,29 @@ def _init_layer(layer: nn.Module, gain_squared: float) -> nn.Module:
     return layer
 
 
+class _MetaWeightNorm(nn.Module):
+    """torch's weight-norm parametrization for a layer on the meta device (shapes only: memory
+    checks, ``wavegen info``): the same parameters (``parametrizations.weight.original0`` = g of
+    shape [out, 1, ...], ``original1`` = v) and the same forward, but g is made without computing
+    a norm. The norm on a meta tensor would first load torch's Python meta kernels, about 3 s on
+    these machines, once in every process that builds a model (render, eval, info, serve)."""
+
+    def forward(self, weight_g: torch.Tensor, weight_v: torch.Tensor) -> torch.Tensor:
+        return torch._weight_norm(weight_v, weight_g, 0)
+
+    def right_inverse(self, weight: torch.Tensor):
+        return weight.new_empty((weight.shape[0],) + (1,) * (weight.dim() - 1)), weight
+
+
 def _weight_normed(layer: nn.Module, weight_norm: bool) -> nn.Module:
     """Weight norm applied after the init: the direction v is the initial weight and the scale
     g = ||v|| per output unit, so the layer computes exactly the initialised weight at step 0."""
-    return nn.utils.parametrizations.weight_norm(layer) if weight_norm else layer
+    if not weight_norm:
+        return layer
+    if layer.weight.is_meta:
+        nn.utils.parametrize.register_parametrization(layer, "weight", _MetaWeightNorm(), unsafe=True)
+        return layer
+    return nn.utils.parametrizations.weight_norm(layer)
 
 
 def _linear(n_in: int, n_out: int, weight_norm: bool, gain_squared: float = KAIMING) -> nn.Linear:
