@@ -102,8 +102,9 @@ class _MetaWeightNorm(nn.Module):
     """torch's weight-norm parametrization for a layer on the meta device (shapes only: memory
     checks, ``wavegen info``): the same parameters (``parametrizations.weight.original0`` = g of
     shape [out, 1, ...], ``original1`` = v) and the same forward, but g is made without computing
-    a norm. The norm on a meta tensor would first load torch's Python meta kernels, about 3 s on
-    these machines, once in every process that builds a model (render, eval, info, serve)."""
+    a norm. The norm on a meta tensor would first import torch's compiler stack and Python meta
+    kernels (1-2 s here) in every process that builds a model (render, eval, info, serve); the
+    initialisers' share of that is skipped by :func:`wavegen.memory.meta_model`."""
 
     def forward(self, weight_g: torch.Tensor, weight_v: torch.Tensor) -> torch.Tensor:
         return torch._weight_norm(weight_v, weight_g, 0)
