@@ -14,7 +14,8 @@ from conftest import tiny_wavenet
 from wavegen.audio import silence_code
 from wavegen.config import ConfigError, TrainConfig
 from wavegen.generate import make_engine, sample_codes, uniforms
-from wavegen.models import build_model, resolve_preset
+from wavegen.memory import meta_model
+from wavegen.models import resolve_preset
 from wavegen.models.wavenet import WaveNet, WaveNetConfig
 
 TOL = 1e-4  # fp32: observed differences are ~1e-7; a real bug moves logits by far more
@@ -167,8 +168,7 @@ def test_config_validation_messages(change, message):
 ])
 def test_presets(name, layers, rf, channels):
     config = resolve_preset(name)
-    with torch.device("meta"):  # shapes only: the full-size presets take seconds to initialise
-        model = build_model(config)
+    model = meta_model(config)  # shapes only: the full-size presets take seconds to initialise
     cfg = model.config
     assert isinstance(model, WaveNet) and cfg.layers == layers and model.receptive_field == rf
     assert (cfg.residual_channels, cfg.skip_channels, cfg.end_channels) == channels

@@ -52,17 +52,13 @@ class ModelRef:
     def build(self, device="cpu"):
         """A freshly initialised model of this config (random weights, train mode).
 
-        Outside a ``torch.device("meta")`` block the weights must fit in memory (on the CPU and
-        ``device``): a config with absurd sizes is refused before anything is allocated.
+        The weights must fit in memory (on the CPU and ``device``): a config with absurd sizes is
+        refused before anything is allocated. (Shapes only: :func:`wavegen.memory.meta_model`.)
         """
-        import torch
-
+        from wavegen.memory import check_model_memory
         from wavegen.models import build_model
 
-        if torch.get_default_device().type != "meta":
-            from wavegen.memory import check_model_memory
-
-            check_model_memory(self.config, self.weights, device)
+        check_model_memory(self.config, self.weights, device)
         return build_model(self.config)
 
     def load(self, device="cpu"):
