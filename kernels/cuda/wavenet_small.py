@@ -39,6 +39,7 @@ import math
 
 import torch
 from numba import cuda, float32, int32
+from numba.extending import register_jitable
 
 from wavegen.engine import EngineError
 from wavegen.kernels.cuda import register_numba_kernel
@@ -50,12 +51,26 @@ from wavegen.kernels.packing import (WN_CONV, WN_CONVB, WN_EMB, WN_OUT1, WN_OUT1
 TEACHER_FORCE, SAMPLE = 0, 1
 
 
+@register_jitable
+def _layer_layout(R, S, B, per_block):
+    """Where a layer block running ``per_block`` layers keeps things in shared memory, in floats
+    (the kernel and the launch's size both read it here): (one layer's weights, the skip columns,
+    the convolution outputs, the gates, the layer input, the sampler's scratch). Each layer's
+    convolution [2R, 2R] and residual [R, R] weights (odd row strides), then the skip columns
+    where a block runs one layer (else read from global memory: they are off the chain), then per
+    layer B rows of the convolution's 2R outputs and B rows of the gate's R outputs, then B rows
+    of the layer input (the residual stream), then the first block's 128 floats per warp."""
+    per = 2 * R * (2 * R + 1) + R * (R + 1)
+    s_ws = per_block * per
+    s_h = s_ws + (S * (R + 1) if per_block == 1 else 0)
+    s_z = s_h + per_block * B * (2 * R + 1)
+    s_x = s_z + per_block * B * (R + 1)
+    return per, s_ws, s_h, s_z, s_x, s_x + B * (R + 1)
+
+
 def layer_smem_floats(R: int, S: int, B: int, warps: int, per_block: int = 1) -> int:
-    """Shared memory of a layer block running ``per_block`` layers, in floats: each layer's
-    convolution and residual weights (odd row strides), the skip columns where a block runs one
-    layer, then the activations."""
-    weights = per_block * (2 * R * (2 * R + 1) + R * (R + 1)) + (S * (R + 1) if per_block == 1 else 0)
-    return weights + per_block * (B * (2 * R + 1) + B * (R + 1)) + B * (R + 1) + 128 * warps
+    """Shared memory of a layer block running ``per_block`` layers, in floats (:func:`_layer_layout`)."""
+    return _layer_layout(R, S, B, per_block)[5] + 128 * warps
 
 
 def head_smem_floats(rows: int, cols: int, B: int) -> int:
@@ -64,10 +79,9 @@ def head_smem_floats(rows: int, cols: int, B: int) -> int:
 
 
 @cuda.jit(device=True)
-def _load_layers(k0, nk, sm, M, layer_off, R, tid, nthreads):
+def _load_layers(k0, nk, per, sm, M, layer_off, R, tid, nthreads):
     """Layers k0 .. k0+nk-1's convolution [2R, 2R] and residual [R, R] into shared memory (layer j's
-    at j * (its size), rows padded to an odd stride), for the whole launch."""
-    per = 2 * R * (2 * R + 1) + R * (R + 1)
+    at j * per, rows padded to an odd stride), for the whole launch."""
     for j in range(nk):
         load_padded(M, layer_off[k0 + j, WN_CONV], 2 * R, 2 * R, sm, j * per, 2 * R + 1, tid, nthreads)
         load_padded(M, layer_off[k0 + j, WN_RES], R, R, sm, j * per + 2 * R * (2 * R + 1), R + 1, tid, nthreads)
@@ -174,14 +188,9 @@ def _layer_block(g, per_block, sm, status, M, V, layer_off, head, dil, ring_off,
     rs = R + 1
     k0 = g * per_block
     nk = min(per_block, L - k0)
-    per = R2 * cs + R * rs  # one layer's weights: convolution, then residual
     skip_cached = per_block == 1  # the skip columns in shared memory (else read from M: they are off the chain)
-    s_ws = per_block * per
-    s_h = s_ws + (S * rs if skip_cached else 0)  # per layer: B rows of the convolution's 2R outputs
-    s_z = s_h + per_block * B * cs  # per layer: B rows of the gate's R outputs
-    s_x = s_z + per_block * B * rs  # B rows of the layer input (the residual stream)
-    s_smp = s_x + B * rs  # the first block: 128 floats per warp for warp_sample
-    _load_layers(k0, nk, sm, M, layer_off, R, tid, nthreads)
+    per, s_ws, s_h, s_z, s_x, s_smp = _layer_layout(R, S, B, per_block)
+    _load_layers(k0, nk, per, sm, M, layer_off, R, tid, nthreads)
     if skip_cached:
         _load_skip(k0, sm, s_ws, M, head, R, S, L, tid, nthreads)
     cuda.syncthreads()
