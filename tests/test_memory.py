@@ -2,6 +2,8 @@
 parameter name, shape and dtype, built without initialisation work, and torch's initialisers
 left as they were."""
 
+import threading
+
 import pytest
 import torch
 from torch import nn
@@ -41,6 +43,28 @@ def test_torch_initialisers_are_restored_and_real_tensors_still_initialised():
             raise RuntimeError("inside")
     assert {name: getattr(nn.init, name) for name in before} == before
     assert torch.get_default_device().type == "cpu"
+
+
+def test_threads_building_meta_models_at_once_leave_the_initialisers_restored():
+    # without the lock around the patch, one thread saved another's wrapper as "the original"
+    # and put it back last (seen in every run of four threads x 20 builds)
+    before = {name: getattr(nn.init, name) for name in ("normal_", "orthogonal_", "uniform_")}
+    config, errors = resolve_preset("samplernn-tiny"), []
+
+    def build():
+        try:
+            for _ in range(20):
+                assert all(t.is_meta for t in meta_model(config).state_dict().values())
+        except Exception as err:  # noqa: BLE001 - reported by the main thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=build) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert {name: getattr(nn.init, name) for name in before} == before
 
 
 def test_the_meta_weight_norm_computes_torchs_weight_norm():

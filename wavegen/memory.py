@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import threading
 from pathlib import Path
 
 import torch
@@ -84,28 +85,32 @@ def _cgroup_room() -> int | None:
 _INITIALISERS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
                  "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_",
                  "sparse_")
+_INIT_PATCH = threading.RLock()  # torch.nn.init is process-wide: one thread (re-entrantly) patches it at a time
 
 
 @contextlib.contextmanager
 def _meta_without_init():
     """Build on the meta device with torch.nn.init's initialisers passing meta tensors through
-    (real tensors are initialised as always); the initialisers are restored on the way out."""
-    saved = {name: getattr(nn.init, name) for name in _INITIALISERS if hasattr(nn.init, name)}
+    (real tensors are initialised as always); the initialisers are restored on the way out, also
+    when threads build meta models at once (each would otherwise save another's patch as the original)."""
+    with _INIT_PATCH:
+        saved = {name: getattr(nn.init, name) for name in _INITIALISERS if hasattr(nn.init, name)}
+        try:
+            for name, init in saved.items():
+                setattr(nn.init, name, _passing_meta(init))
+            with torch.device("meta"):
+                yield
+        finally:
+            for name, init in saved.items():
+                setattr(nn.init, name, init)
 
-    def passing_meta(init):
-        @functools.wraps(init)
-        def wrapper(tensor, *args, **kwargs):
-            return tensor if tensor.is_meta else init(tensor, *args, **kwargs)
-        return wrapper
 
-    try:
-        for name, init in saved.items():
-            setattr(nn.init, name, passing_meta(init))
-        with torch.device("meta"):
-            yield
-    finally:
-        for name, init in saved.items():
-            setattr(nn.init, name, init)
+def _passing_meta(init):
+    """``init`` for real tensors; a meta tensor is returned as it is."""
+    @functools.wraps(init)
+    def wrapper(tensor, *args, **kwargs):
+        return tensor if tensor.is_meta else init(tensor, *args, **kwargs)
+    return wrapper
 
 
 def meta_model(config: dict):
