@@ -52,6 +52,13 @@ TEACHER_FORCE, SAMPLE = 0, 1
 
 
 @register_jitable
+def _res_offset(R):
+    """Where a layer's residual [R, R] starts within its weights in shared memory: after the
+    convolution's 2R rows of stride 2R + 1."""
+    return 2 * R * (2 * R + 1)
+
+
+@register_jitable
 def _layer_layout(R, S, B, per_block):
     """Where a layer block running ``per_block`` layers keeps things in shared memory, in floats
     (the kernel and the launch's size both read it here): (one layer's weights, the skip columns,
@@ -60,7 +67,7 @@ def _layer_layout(R, S, B, per_block):
     where a block runs one layer (else read from global memory: they are off the chain), then per
     layer B rows of the convolution's 2R outputs and B rows of the gate's R outputs, then B rows
     of the layer input (the residual stream), then the first block's 128 floats per warp."""
-    per = 2 * R * (2 * R + 1) + R * (R + 1)
+    per = _res_offset(R) + R * (R + 1)
     s_ws = per_block * per
     s_h = s_ws + (S * (R + 1) if per_block == 1 else 0)
     s_z = s_h + per_block * B * (2 * R + 1)
@@ -84,7 +91,7 @@ def _load_layers(k0, nk, per, sm, M, layer_off, R, tid, nthreads):
     at j * per, rows padded to an odd stride), for the whole launch."""
     for j in range(nk):
         load_padded(M, layer_off[k0 + j, WN_CONV], 2 * R, 2 * R, sm, j * per, 2 * R + 1, tid, nthreads)
-        load_padded(M, layer_off[k0 + j, WN_RES], R, R, sm, j * per + 2 * R * (2 * R + 1), R + 1, tid, nthreads)
+        load_padded(M, layer_off[k0 + j, WN_RES], R, R, sm, j * per + _res_offset(R), R + 1, tid, nthreads)
 
 
 @cuda.jit(device=True)
@@ -161,7 +168,7 @@ def _chain_layer(j, k, nk, w, h, z, s_x, sm, V, layer_off, ring_off, dil, t, i, 
         sm[z + b * rs + r] = float32(math.tanh(f)) * sigmoid(g)
     cuda.syncthreads()  # GATE-BARRIER
     if k < L - 1:  # the last layer's residual output is never read
-        block_matvec(sm, w + R2 * cs, rs, R, R, sm, z, rs, B, sm, h, cs, V, layer_off[k, WN_RESB], 0, tid, nthreads)
+        block_matvec(sm, w + _res_offset(R), rs, R, R, sm, z, rs, B, sm, h, cs, V, layer_off[k, WN_RESB], 0, tid, nthreads)
         cuda.syncthreads()  # RES-BARRIER
         for e in range(tid, B * R, nthreads):
             b = e // R
