@@ -84,6 +84,47 @@ def test_resume_refuses_a_different_config(tiny_corpus, tmp_path, caplog):
     assert [s for s, _ in losses(tmp_path / "run")] == [1, 2, 3, 4]
 
 
+def test_resume_refuses_a_corpus_prepared_again_with_other_audio(tiny_corpus, tmp_path, caplog):
+    """A run records what its corpus holds (corpus.content_id) and resumes only on that: the same folder
+    prepared again with another setting would feed the rest of the run other audio. The same recordings
+    and settings prepared again (the files touched, so prep does the work) resume; a run older than the
+    record resumes and gains it."""
+    from wavegen.corpus import Corpus
+    from wavegen.prep import prepare
+
+    def prep_again(**changed):
+        settings = {"sample_rate": 16000, "val_fraction": 0.25, "test_fraction": 0.25, "progress": False, **changed}
+        prepare([tmp_path / "rec"], tiny_corpus, **settings)
+
+    train(config_for(tiny_corpus, "train.max_steps=2"), tmp_path / "run", progress=False)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    began_on = Corpus(tiny_corpus).content_id
+    assert saved["data"]["corpus_id"] == began_on and len(began_on) == 16
+    with caplog.at_level(logging.WARNING, logger="wavegen"):
+        prep_again(top_db=20.0)
+    assert f"replacing the corpus in {tiny_corpus} (corpus id {began_on} → " in caplog.text
+    assert "top_db 40.0 → 20.0" in caplog.text
+    with pytest.raises(ConfigError, match=f"began on the corpus in {tiny_corpus} .*corpus id {began_on}.* prepared "
+                                          "again since"):
+        train(config_for(tiny_corpus, "train.max_steps=3"), tmp_path / "run", progress=False)
+    assert [s for s, _ in losses(tmp_path / "run")] == [1, 2]  # refused before a step
+    prep_again()  # the run's settings again
+    assert Corpus(tiny_corpus).content_id == began_on
+    for wav in (tmp_path / "rec").iterdir():
+        os.utime(wav, ns=(1, 1))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="wavegen"):
+        prep_again()  # touched: prep does the work again, and makes the same corpus
+    assert "prepared " in caplog.text and "replacing" not in caplog.text
+    assert Corpus(tiny_corpus).content_id == began_on
+    assert train(config_for(tiny_corpus, "train.max_steps=3"), tmp_path / "run", progress=False)["step"] == 3
+    del saved["data"]["corpus_id"]  # a run begun before the record
+    (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
+    prep_again(top_db=20.0)
+    assert train(config_for(tiny_corpus, "train.max_steps=4"), tmp_path / "run", progress=False)["step"] == 4
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["data"]["corpus_id"] != began_on
+
+
 def test_set_reaches_every_value_including_the_seed(tiny_corpus, tmp_path):
     config = config_for(tiny_corpus, "seed=3", "model.frame_sizes=8,2", "lr_schedule=cosine")
     assert config["train"]["seed"] == 3 and config["model"]["frame_sizes"] == [8, 2]

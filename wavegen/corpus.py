@@ -12,6 +12,7 @@ file of which the part that decodes was kept; "partial_reason" says what is miss
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -61,6 +62,13 @@ class Corpus:
         return self._manifest
 
     @property
+    def content_id(self) -> str:
+        """What the corpus holds, in 16 hex digits: the same for every prep of the same recordings
+        with the same settings (wherever they lie, whenever they were touched), another for any
+        other. A training run records it and resumes only on the same corpus."""
+        return content_id(self._manifest)
+
+    @property
     def sample_rate(self) -> int:
         return int(self._manifest["sample_rate"])
 
@@ -106,3 +114,15 @@ class Corpus:
         """Duration of the split in seconds."""
         self._check(name)
         return float(self._manifest["splits"][name]["samples"]) / self.sample_rate
+
+
+def content_id(manifest: dict) -> str:
+    """:attr:`Corpus.content_id` of a manifest: its settings (less the input paths), its sources'
+    sha256 in order with what prep made of each, and the splits."""
+    m = manifest
+    params = {k: v for k, v in m.get("params", {}).items() if k != "inputs"}
+    files = [[f.get(k) for k in ("sha256", "split", "kept_seconds", "label", "gain_db", "partial")]
+             for f in m.get("files", [])]
+    payload = {"format_version": m.get("format_version"), "sample_rate": m.get("sample_rate"), "params": params,
+               "split_mode": m.get("split_mode"), "labels": m.get("labels"), "files": files, "splits": m.get("splits")}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

@@ -24,7 +24,7 @@ import numpy as np
 
 from wavegen.audio import AudioError, decode_audio, float_to_int16, resample, to_mono
 from wavegen.config import ConfigError
-from wavegen.corpus import FORMAT_VERSION, MANIFEST, CorpusError
+from wavegen.corpus import FORMAT_VERSION, MANIFEST, CorpusError, content_id
 from wavegen.fileio import FolderLock, ensure_folder, fsync_dir, sha256_file, write_json
 from wavegen.progress import progress_bar
 from wavegen.split import FRAME_LENGTH, HOP_LENGTH, SPLITS, assign_splits, split_on_silence
@@ -230,6 +230,7 @@ def prepare(inputs: list[str | Path] | str | Path, corpus_dir: str | Path, *, pr
             try:
                 manifest = _prepare_in(tmp, corpus_dir, settings, found, file_labels, skipped_folders, progress)
                 manifest["fingerprint"] = fingerprint
+                _say_what_is_replaced(corpus_dir, manifest)
                 _publish(tmp, corpus_dir, manifest)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -274,6 +275,25 @@ def _prepare_in(tmp, corpus_dir, settings, found, file_labels, skipped_folders, 
         "skipped": skipped,
         "splits": splits,
     }
+
+
+def _say_what_is_replaced(corpus_dir: Path, manifest: dict) -> None:
+    """A warning when the corpus about to be replaced holds other audio (its content id differs): the
+    settings that changed and the sources added or removed, and that runs begun on it stop resuming."""
+    try:
+        old = json.loads((corpus_dir / MANIFEST).read_text())
+        if content_id(old) == content_id(manifest):
+            return
+        was, now = old.get("params", {}), manifest["params"]
+        what = [f"{k} {was.get(k)!r} → {now.get(k)!r}" for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k)]
+        sources = [{f.get("sha256") for f in m.get("files", [])} for m in (old, manifest)]
+        added, removed = len(sources[1] - sources[0]), len(sources[0] - sources[1])
+        what += [f"{n} source(s) {how}" for n, how in ((added, "new or changed"), (removed, "gone or changed")) if n]
+    except (OSError, ValueError, AttributeError, TypeError):  # no corpus there, or not one this wavegen reads
+        return
+    logger.warning("replacing the corpus in %s (corpus id %s → %s: %s); a training run that began on it will "
+                   "not resume on the new one", corpus_dir, content_id(old), content_id(manifest),
+                   "; ".join(what) or "the same sources and settings, split or cut otherwise")
 
 
 def _publish(tmp: Path, corpus_dir: Path, manifest: dict) -> None:

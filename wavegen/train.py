@@ -7,7 +7,8 @@ saves it in checkpoints and regathers it over the global batch when the process 
 
 Layout of a run folder::
 
-    RUN/config.json              the resolved config (model, train, data; the preset and the --set overrides)
+    RUN/config.json              the resolved config (model, train, data with the corpus id the run resumes on only;
+                                 the preset and the --set overrides)
     RUN/metrics.jsonl            one JSON row per log interval and per validation (wavegen.runlog)
     RUN/tb/                      TensorBoard logs
     RUN/checkpoints/step_N/      accelerate state + training_state (+ averaged_model) + trainer_state.json, last N kept
@@ -73,7 +74,8 @@ def lr_factor(step: int, train: TrainConfig) -> float:
 def resolve_run_config(base: dict, corpus_dir: str | Path, overrides: list[str] | None = None) -> dict:
     """A model's config (a preset's, a config file's, a model folder's) + corpus + ``--set`` overrides →
     the validated run config dict. The data section comes from the corpus; ``preset`` is kept and
-    ``overrides`` records every override on top of it (the base's own first)."""
+    ``overrides`` records every override on top of it (the base's own first); ``data.corpus_id`` what the
+    corpus holds (:attr:`wavegen.corpus.Corpus.content_id`: a run resumes on no other)."""
     from wavegen.config import apply_overrides
 
     corpus = Corpus(corpus_dir)
@@ -82,6 +84,7 @@ def resolve_run_config(base: dict, corpus_dir: str | Path, overrides: list[str] 
     if corpus.labels and not config["model"].get("labels"):
         config["model"]["labels"] = list(corpus.labels)
     config = apply_overrides(config, overrides or [])
+    config["data"]["corpus_id"] = corpus.content_id  # after the overrides: what the corpus holds is not a setting
     config["overrides"] = list(base.get("overrides", [])) + list(overrides or [])
     train = from_dict(TrainConfig, config["train"], "train")
     train.validate()
@@ -96,6 +99,7 @@ def resolve_run_config(base: dict, corpus_dir: str | Path, overrides: list[str] 
 
 def _check_resume(run_dir: Path, config: dict) -> None:
     saved = load_json(run_dir / "config.json")
+    _check_same_corpus(run_dir, saved, config)
     diffs = []
     for section in ("model_type", "model", "train", "data"):
         a, b = saved.get(section), config.get(section)
@@ -103,6 +107,8 @@ def _check_resume(run_dir: Path, config: dict) -> None:
             a = {**to_dict(TrainConfig()), **a}
         if isinstance(a, dict) and isinstance(b, dict):
             for key in sorted(set(a) | set(b)):
+                if section == "data" and key == "corpus_id":  # _check_same_corpus's (a run older than it has none)
+                    continue
                 if a.get(key) != b.get(key) and not (section == "train" and key in RESUMABLE_CHANGES):
                     diffs.append(f"{section}.{key}: {a.get(key)!r} → {b.get(key)!r}")
         elif a != b:
@@ -110,6 +116,18 @@ def _check_resume(run_dir: Path, config: dict) -> None:
     if diffs:
         raise ConfigError(f"{run_dir} holds a run started with a different config ({'; '.join(diffs)}); "
                           "rerun with the same settings to resume, or give a new --run folder")
+
+
+def _check_same_corpus(run_dir: Path, saved: dict, config: dict) -> None:
+    """A run resumes only on the corpus it began on: prepared again from other recordings or with
+    other settings, the same folder would feed the rest of the run (and its exact resume) other audio."""
+    was, now = saved.get("data", {}).get("corpus_id"), config["data"].get("corpus_id")
+    if was is not None and now is not None and was != now:
+        raise ConfigError(
+            f"{run_dir} began on the corpus in {config['data']['corpus']} as it was prepared then (corpus id {was}); "
+            f"it has been prepared again since, from other recordings or with other settings (now {now}), so "
+            "the run cannot resume on it: prepare the run's recordings again with its settings, or give a new --run "
+            "folder (--model with this run takes its settings, not its weights)")
 
 
 def build_training(config: dict, train_cfg: TrainConfig, accelerator):
