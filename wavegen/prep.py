@@ -176,13 +176,19 @@ def _fingerprint(settings: PrepSettings, found: list[tuple[Path, Path | None]]) 
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _existing_manifest(corpus_dir: Path, fingerprint: str) -> dict | None:
-    """The manifest already in corpus_dir if it was made from the same inputs and settings."""
+def _read_manifest(corpus_dir: Path) -> dict | None:
+    """The manifest in corpus_dir; None when there is none or it is not a JSON object."""
     try:
         manifest = json.loads((corpus_dir / MANIFEST).read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(manifest, dict) or manifest.get("fingerprint") != fingerprint:
+    return manifest if isinstance(manifest, dict) else None
+
+
+def _existing_manifest(corpus_dir: Path, fingerprint: str) -> dict | None:
+    """The manifest already in corpus_dir if it was made from the same inputs and settings."""
+    manifest = _read_manifest(corpus_dir)
+    if manifest is None or manifest.get("fingerprint") != fingerprint:
         return None
     if manifest.get("format_version") != FORMAT_VERSION:
         return None
@@ -280,19 +286,22 @@ def _prepare_in(tmp, corpus_dir, settings, found, file_labels, skipped_folders, 
 def _say_what_is_replaced(corpus_dir: Path, manifest: dict) -> None:
     """A warning when the corpus about to be replaced holds other audio (its content id differs): the
     settings that changed and the sources added or removed, and that runs begun on it stop resuming."""
+    old = _read_manifest(corpus_dir)
+    if old is None:  # no corpus there
+        return
     try:
-        old = json.loads((corpus_dir / MANIFEST).read_text())
-        if content_id(old) == content_id(manifest):
+        was_id, now_id = content_id(old), content_id(manifest)
+        if was_id == now_id:
             return
         was, now = old.get("params", {}), manifest["params"]
         what = [f"{k} {was.get(k)!r} → {now.get(k)!r}" for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k)]
         sources = [{f.get("sha256") for f in m.get("files", [])} for m in (old, manifest)]
         added, removed = len(sources[1] - sources[0]), len(sources[0] - sources[1])
         what += [f"{n} source(s) {how}" for n, how in ((added, "new or changed"), (removed, "gone or changed")) if n]
-    except (OSError, ValueError, AttributeError, TypeError):  # no corpus there, or not one this wavegen reads
+    except (AttributeError, TypeError):  # not a manifest this wavegen reads
         return
     logger.warning("replacing the corpus in %s (corpus id %s → %s: %s); a training run that began on it will "
-                   "not resume on the new one", corpus_dir, content_id(old), content_id(manifest),
+                   "not resume on the new one", corpus_dir, was_id, now_id,
                    "; ".join(what) or "the same sources and settings, split or cut otherwise")
 
 
