@@ -270,6 +270,48 @@ def test_failed_prep_keeps_previous_corpus(tmp_path, make_tone, monkeypatch):
     assert not list((tmp_path / "c").glob(".prep-*"))
 
 
+def test_files_prep_did_not_write_are_never_replaced(tmp_path, make_tone):
+    tones(tmp_path / "rec", make_tone, 3)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    np.save(mine / "train.npy", np.arange(10))
+    (mine / "manifest.json").write_text('{"name": "my app"}')
+    with pytest.raises(CorpusError, match=r"mine is not a wavegen corpus but holds manifest.json, train.npy"):
+        prep([tmp_path / "rec"], mine)
+    np.testing.assert_array_equal(np.load(mine / "train.npy"), np.arange(10))
+    assert json.loads((mine / "manifest.json").read_text()) == {"name": "my app"}
+    (mine / "manifest.json").unlink()  # arrays alone, no manifest: refused as well
+    with pytest.raises(CorpusError, match="holds train.npy"):
+        prep([tmp_path / "rec"], mine)
+    np.testing.assert_array_equal(np.load(mine / "train.npy"), np.arange(10))
+    # a corpus made before the marker existed (a wavegen manifest, no marker) is prep's to replace
+    m1 = prep([tmp_path / "rec"], tmp_path / "c")
+    (tmp_path / "c" / prep_mod._CORPUS_MARKER).unlink()
+    m2 = prep([tmp_path / "rec"], tmp_path / "c", seed=3)
+    assert m2["params"]["seed"] == 3 != m1["params"]["seed"]
+    assert (tmp_path / "c" / prep_mod._CORPUS_MARKER).is_file()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "swap", "delete"])
+def test_a_damaged_array_is_rebuilt_by_a_rerun(tmp_path, make_tone, damage):
+    tones(tmp_path / "rec", make_tone, 3)
+    m1 = prep([tmp_path / "rec"], tmp_path / "c")
+    before = Corpus(tmp_path / "c").split("train").copy()
+    train = tmp_path / "c" / "train.npy"
+    if damage == "truncate":  # a copy cut short: Corpus cannot load it
+        with open(train, "r+b") as f:
+            f.truncate(1000)
+        with pytest.raises(CorpusError, match="train.npy: cannot load"):
+            Corpus(tmp_path / "c").split("train")
+    elif damage == "swap":  # another array of the right name: its length is not the manifest's
+        np.save(train, before[:-7])
+    else:
+        train.unlink()
+    m2 = prep([tmp_path / "rec"], tmp_path / "c")
+    assert m2 == m1
+    np.testing.assert_array_equal(Corpus(tmp_path / "c").split("train"), before)
+
+
 # ----------------------------------------------------------------------------- hostile inputs
 
 

@@ -38,6 +38,7 @@ AUDIO_EXTENSIONS = frozenset(
 _ARRAYS = tuple(f"{s}.npy" for s in SPLITS) + tuple(f"{s}_segments.npy" for s in SPLITS)
 _TMP_PREFIX = ".prep-"
 _TMP_MARKER = ".wavegen-prep-temporary"  # inside every temporary folder prep makes, and only there
+_CORPUS_MARKER = ".wavegen-corpus"  # in a corpus folder from before prep first moves arrays into it
 
 
 @dataclass(frozen=True)
@@ -192,9 +193,52 @@ def _existing_manifest(corpus_dir: Path, fingerprint: str) -> dict | None:
         return None
     if manifest.get("format_version") != FORMAT_VERSION:
         return None
-    if not all((corpus_dir / name).is_file() for name in _ARRAYS):
+    if not _arrays_match(corpus_dir, manifest):
         return None
     return manifest
+
+
+def _arrays_match(corpus_dir: Path, manifest: dict) -> bool:
+    """Whether every array is the whole file the manifest describes (a truncated, replaced or
+    missing one is not): its header's shape and dtype, and the file's length, are checked."""
+    try:
+        for name in SPLITS:
+            split = manifest["splits"][name]
+            if not (_npy_is(corpus_dir / f"{name}.npy", (split["samples"],), np.int16)
+                    and _npy_is(corpus_dir / f"{name}_segments.npy", (split["segments"], 3), np.int64)):
+                return False
+    except (KeyError, TypeError):
+        return False
+    return True
+
+
+def _npy_is(path: Path, shape: tuple, dtype) -> bool:
+    """Whether the .npy file at path holds an array of this shape and dtype, and nothing less."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            found_shape, _, found_dtype = read_header(f)
+            data_at = f.tell()
+        size = path.stat().st_size
+    except (OSError, ValueError):
+        return False
+    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    return found_shape == tuple(shape) and found_dtype == np.dtype(dtype) and size == data_at + nbytes
+
+
+def _refuse_foreign_files(corpus_dir: Path) -> None:
+    """Raise CorpusError when corpus_dir holds a file by a corpus file's name that prep did not
+    write (no corpus marker, no wavegen manifest): prep would replace it."""
+    present = [name for name in (MANIFEST, *_ARRAYS) if (corpus_dir / name).exists()]
+    if not present or (corpus_dir / _CORPUS_MARKER).is_file():
+        return
+    manifest = _read_manifest(corpus_dir)
+    if manifest is not None and "fingerprint" in manifest and "format_version" in manifest:
+        return  # a corpus from before the marker
+    raise CorpusError(f"{corpus_dir} is not a wavegen corpus but holds {', '.join(present)}, which prep "
+                      f"would replace; prepare into another folder, or move those files away")
 
 
 # ----------------------------------------------------------------------------- prep
@@ -210,9 +254,10 @@ def prepare(inputs: list[str | Path] | str | Path, corpus_dir: str | Path, *, pr
     few files, each file is cut in time instead. Unreadable, empty or silent files are skipped
     and listed in manifest["skipped"]; a file above full scale is scaled down, a damaged one
     keeps the part that decodes (both said in the log and the manifest). Does nothing when
-    corpus_dir already holds a corpus of the same inputs and settings; never deletes anything
-    of the user's. Raises ConfigError for a setting, CorpusError for a missing input, an
-    output that is not a folder, or no usable file.
+    corpus_dir already holds a corpus of the same inputs and settings (its arrays whole); never
+    deletes or replaces anything of the user's (a folder holding a file by a corpus file's name
+    that prep did not write is refused). Raises ConfigError for a setting, CorpusError for a
+    missing input, an output that is not a folder or holds such files, or no usable file.
     """
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
@@ -231,6 +276,7 @@ def prepare(inputs: list[str | Path] | str | Path, corpus_dir: str | Path, *, pr
     ensure_folder(corpus_dir, "corpus")
     try:
         with FolderLock(corpus_dir, "prep"):
+            _refuse_foreign_files(corpus_dir)
             _remove_stale_temporaries(corpus_dir)
             tmp = _make_temporary(corpus_dir)
             try:
@@ -310,8 +356,12 @@ def _publish(tmp: Path, corpus_dir: Path, manifest: dict) -> None:
     for name in _ARRAYS:
         with open(tmp / name, "rb") as f:
             os.fsync(f.fileno())
-    # Remove the old manifest first: until the new one lands, the folder is visibly
-    # unprepared rather than a manifest describing arrays that are being replaced.
+    # Mark the folder as a corpus, then remove the old manifest: until the new one lands, the
+    # folder is visibly unprepared rather than a manifest describing arrays being replaced.
+    marker = corpus_dir / _CORPUS_MARKER
+    if not marker.is_file():
+        marker.write_text("made by wavegen prep: the arrays and manifest.json here are prep's to replace\n")
+        fsync_dir(corpus_dir)
     (corpus_dir / MANIFEST).unlink(missing_ok=True)
     for name in _ARRAYS:
         os.replace(tmp / name, corpus_dir / name)
