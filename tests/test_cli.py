@@ -157,6 +157,31 @@ def test_user_errors_are_one_line_with_exit_code_2(trained, tmp_path, capsys):
     assert "step_7" in line and "step_24" in line  # what was asked, and what there is
 
 
+def test_a_device_or_config_that_cannot_work_is_one_line_before_any_work(trained, tmp_path, capsys):
+    corpus = str(trained / "corpus")
+    bad_devices = [("bogus", "not a device (cpu, cuda or cuda:N)"), ("mps", "wavegen runs on cpu or cuda")]
+    if not torch.cuda.is_available():
+        bad_devices.append(("cuda", "no CUDA GPU is available here"))
+    for device, message in bad_devices:
+        for command in (["eval", str(trained / "run"), "--data", corpus], ["bench", "--model", "samplernn-tiny"],
+                        ["bench", "--train", "--model", "samplernn-tiny"], ["serve", str(trained / "run")]):
+            assert main(command + ["--device", device]) == 2
+            assert f"--device {device}: {message}" in one_error_line(capsys, command[0])
+    config = load_json(trained / "run" / "best" / "config.json")
+    damaged = {"empty": {}, "a list": [1, 2], "no model": {k: v for k, v in config.items() if k != "model"},
+               "rate as text": {**config, "data": {**config["data"], "sample_rate": "abc"}},
+               "rate 0": {**config, "data": {**config["data"], "sample_rate": 0}}}
+    for name, content in damaged.items():
+        folder = tmp_path / name
+        shutil.copytree(trained / "run" / "best", folder)
+        (folder / "config.json").write_text(json.dumps(content))
+        for command in (["info", str(folder)], ["eval", str(folder), "--data", corpus]):
+            assert main(command) == 2, name
+            line = one_error_line(capsys, command[0])
+            assert str(folder / "config.json") in line, name
+            assert ("not a wavegen model config" if "rate" not in name else "is not a sample rate") in line
+
+
 def test_a_bug_keeps_its_traceback_and_a_user_error_does_not(trained, tmp_path):
     """Real processes: a plain RuntimeError deep inside prep (as a torch or numpy failure would be)
     is a bug and shows its traceback; a user error is one line, exit code 2."""

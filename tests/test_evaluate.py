@@ -72,6 +72,9 @@ def test_max_seconds_takes_the_same_first_part_of_every_segment(corpus):
     for bad in (0, -1, float("inf"), float("nan")):
         with pytest.raises(ConfigError, match="--max-seconds .*: give a positive number"):
             evaluate(model, corpus, "train", max_seconds=bad)
+    with pytest.raises(ConfigError, match=r"--max-seconds 1e-05: less than one sample from each of the \d+ "
+                                          r"segment\(s\) of the train split at \d+ Hz"):
+        evaluate(model, corpus, "train", max_seconds=1e-5)
 
 
 def test_labels_and_rates_are_checked(corpus, tmp_path):
@@ -135,13 +138,17 @@ def test_cli_judges_renders_against_the_album(run, corpus, tmp_path, capsys):
     for i in range(2):
         write_audio_file(tmp_path / "tones" / f"stream_{i:03d}.wav", melody(3.0, SR, seed=50 + i), SR)
         write_audio_file(tmp_path / "noise" / f"stream_{i:03d}.wav", noise("white", 3.0, SR, rms=0.1, seed=i), SR)
-    code, out, _ = eval_cli(capsys, run, "--renders", tmp_path / "tones", "--json", "--plot", tmp_path / "p.png")
+    (tmp_path / "a-file").write_text("not a folder")
+    code, out, err = eval_cli(capsys, run, "--renders", tmp_path / "tones", "--plot", tmp_path / "a-file" / "p.png")
+    assert code == 2 and "cannot make its folder" in err and not out  # refused before the analysis
+    png = tmp_path / "plots" / "new" / "p.png"  # a folder that is not there yet is made
+    code, out, _ = eval_cli(capsys, run, "--renders", tmp_path / "tones", "--json", "--plot", png)
     assert code == 0
     tones = json.loads(out.strip().splitlines()[-1])
     assert tones["corpus"] == str(corpus) and tones["render_files"] == ["stream_000.wav", "stream_001.wav"]
-    assert tones["split"] == "test" and tones["plot"] == str(tmp_path / "p.png")
+    assert tones["split"] == "test" and tones["plot"] == str(png)
     assert "examples" not in tones  # the plot's audio stays out of the JSON
-    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     code, table, _ = eval_cli(capsys, "--renders", tmp_path / "noise", "--data", corpus)
     assert code == 0 and "periodic_fraction" in table and "frechet (MFCC+chroma+contrast)" in table
     noise_likeness = float(table.split("album likeness ")[1].split()[0])

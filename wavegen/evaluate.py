@@ -126,6 +126,10 @@ def _parts(model, corpus, split: str, label: str | None, max_seconds: float | No
     if max_seconds is not None:
         lengths = np.minimum(lengths, _share(lengths, int(max_seconds * corpus.sample_rate)))
     keep = lengths > 0
+    if not keep.any():
+        raise ConfigError(f"--max-seconds {max_seconds:g}: less than one sample from each of the {len(segments)} "
+                          f"segment(s) of the {split} split at {corpus.sample_rate} Hz; give at least "
+                          f"{len(segments) / corpus.sample_rate:.6g} s")
     return np.stack([segments[keep, 0], lengths[keep], slots[keep]], 1), names
 
 

@@ -168,6 +168,7 @@ def plot_comparison(result: dict, path: str | Path, examples: dict | None = None
         _spectrogram_panel(fig.add_subplot(grid[rows, 2 * k: 2 * k + 2]), examples[name], result["sample_rate"],
                            "a render" if name == "renders" else "the album (test split)")
     fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(str(path))
     return Path(path)
 

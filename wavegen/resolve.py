@@ -132,7 +132,23 @@ def _checkpoint_ref(run_dir: Path, checkpoint: str) -> ModelRef:
     if not weights.is_file():
         raise ConfigError(f"{folder}: no {MODEL_FILE} (an incomplete checkpoint)")
     which = ", averaged weights" if weights == averaged else ""
-    return ModelRef("checkpoint", f"{folder} (step {step}{which})", load_json(run_dir / CONFIG_FILE), weights, folder)
+    return ModelRef("checkpoint", f"{folder} (step {step}{which})", _read_config(run_dir / CONFIG_FILE), weights,
+                    folder)
+
+
+def _read_config(path: Path, config: dict | None = None) -> dict:
+    """The model config in ``path`` (or ``config``, read from it), once it has a wavegen config's
+    shape: ConfigError naming the file when a section is missing or the sample rate is not a rate
+    (a damaged or hand-edited config is one line, not a traceback later)."""
+    config = load_json(path) if config is None else config
+    if not (isinstance(config, dict) and isinstance(config.get("model_type"), str)
+            and isinstance(config.get("model"), dict)):
+        raise ConfigError(f"{path}: not a wavegen model config (no model_type and model)")
+    data = config.get("data")
+    rate = data.get("sample_rate") if isinstance(data, dict) else None
+    if isinstance(rate, bool) or not isinstance(rate, int) or rate <= 0:
+        raise ConfigError(f"{path}: data.sample_rate {rate!r} is not a sample rate (a positive whole number of Hz)")
+    return config
 
 
 def resolve_model(target: str | Path, checkpoint: str | None = None) -> ModelRef:
@@ -154,17 +170,18 @@ def resolve_model(target: str | Path, checkpoint: str | None = None) -> ModelRef
         if path.suffix != ".json":
             raise ConfigError(f"{path}: not a model: give a preset name, a model or run folder, or a config .json")
         config = load_json(path)
-        if "model_type" not in config or "model" not in config:
-            raise ConfigError(f"{path}: not a wavegen config (no model_type and model)")
-        if "sample_rate" not in config.get("data", {}):
+        if not (isinstance(config, dict) and "model_type" in config and "model" in config):
+            raise ConfigError(f"{path}: not a wavegen model config (no model_type and model)")
+        data = config.get("data") if isinstance(config.get("data"), dict) else {}
+        if "sample_rate" not in data:
             if config.get("preset") not in PRESETS:
                 raise ConfigError(f"{path}: no data.sample_rate and no known preset to take it from; "
                                   'add "data": {"sample_rate": HZ}')
-            config.setdefault("data", {})["sample_rate"] = resolve_preset(config["preset"])["data"]["sample_rate"]
-        return ModelRef("config", f"{path} (random weights)", config, folder=path.parent)
+            config["data"] = {**data, "sample_rate": resolve_preset(config["preset"])["data"]["sample_rate"]}
+        return ModelRef("config", f"{path} (random weights)", _read_config(path, config), folder=path.parent)
     for kind, folder in (("model", path), ("run", path / "best"), ("run", path / "best.old")):
         if _is_model_folder(folder):
-            return ModelRef(kind, str(folder), load_json(folder / CONFIG_FILE), folder / MODEL_FILE, folder)
+            return ModelRef(kind, str(folder), _read_config(folder / CONFIG_FILE), folder / MODEL_FILE, folder)
     if not path.exists():
         raise ConfigError(f"{text}: no such preset, model folder or run folder (presets: {sorted(PRESETS)})")
     if (path / CONFIG_FILE).is_file() and run_checkpoints(path):

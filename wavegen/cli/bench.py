@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from wavegen.cli.options import add_threads
+from wavegen.cli.options import add_device, add_threads, check_device
 
 logger = logging.getLogger("wavegen")
 
@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
                    help="timed samples per stream for the (slow) torch engine (default: min(samples, 1024))")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per row, the fastest is kept (default 3)")
     add_threads(p)
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    add_device(p)
     p.add_argument("--seed", type=int, default=0, help="seed of a preset's random weights")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
     p.add_argument("--plot", default=None, metavar="FILE.png", help="plot samples/s against batch (matplotlib)")
@@ -93,6 +93,7 @@ def run(args) -> int:
     from wavegen.bench import bench_generation, format_table
     from wavegen.plotting import speed_png
 
+    check_device(args.device)
     if args.train:
         return _cmd_bench_train(args)
     if args.overrides:

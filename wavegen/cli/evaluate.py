@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 
-from wavegen.cli.options import add_threads, apply_threads
+from wavegen.cli.options import add_device, add_threads, apply_threads, check_device
 
 
 def add_parser(sub) -> None:
@@ -29,7 +30,7 @@ def add_parser(sub) -> None:
                    help="cap the audio scored (the first part of every segment, the same length from each); "
                         "with --renders: the most audio analysed per set (default 120)")
     p.add_argument("--label", default=None, help="only this label's audio (one label name)")
-    p.add_argument("--device", default="cpu")
+    add_device(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--renders", default=None, metavar="DIR",
                    help="judge the audio files in DIR against the corpus instead of scoring a model's NLL")
@@ -55,6 +56,7 @@ def run(args) -> int:
     from wavegen.evaluate import evaluate
     from wavegen.resolve import resolve_model
 
+    check_device(args.device)
     ref = resolve_model(args.model, args.checkpoint)
     result = evaluate(ref, args.data, args.split, args.label, args.max_seconds, device=args.device,
                       progress=not args.quiet)
@@ -90,6 +92,8 @@ def _renders(args) -> int:
     max_seconds = 120.0 if args.max_seconds is None else args.max_seconds
     if not (math.isfinite(max_seconds) and max_seconds > 0):
         raise ConfigError(f"--max-seconds {args.max_seconds}: give a positive number of seconds")
+    if args.plot:  # its folder made now: a plot that cannot be written must not cost the analysis
+        _plot_folder(args.plot)
     result = compare_renders(args.renders, data, split=args.split, max_seconds=max_seconds, pyin=args.pyin,
                              examples=bool(args.plot))
     result["model"] = source
@@ -108,6 +112,20 @@ def _renders(args) -> int:
     elif args.plot:
         print("no plot: matplotlib is not installed", file=sys.stderr)
     return 0
+
+
+def _plot_folder(plot: str) -> None:
+    from pathlib import Path
+
+    from wavegen.config import ConfigError
+
+    folder = Path(plot).expanduser().parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"--plot {plot}: cannot make its folder {folder} ({err.strerror or err})") from None
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"--plot {plot}: its folder {folder} is not writable")
 
 
 def _plain(value):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from wavegen.cli.options import add_device, check_device
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("serve", help="play a model as an endless live stream with a web player",
@@ -17,7 +19,7 @@ def add_parser(sub) -> None:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--label", default=None, help='a label, or a blend "a:0.7,b:0.3" (conditioned models)')
     p.add_argument("--backend", default="auto", help="auto, torch, numba or cuda")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    add_device(p)
     p.add_argument("--archive", default=None, metavar="DIR",
                    help="also write the broadcast to DIR (WAV parts, resumable): a restart with the same "
                         "arguments continues it")
@@ -42,6 +44,8 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from wavegen.serve import ServeSettings, serve
+
+    check_device(args.device)
 
     settings = ServeSettings(host=args.host, port=args.port, seed=args.seed, temperature=args.temperature,
                              label=args.label, backend=args.backend, device=args.device, archive=args.archive,
