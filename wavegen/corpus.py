@@ -4,6 +4,7 @@ A prepared corpus folder holds:
   manifest.json                 sources, splits, skipped files, prep settings ("params"), fingerprint
   {train,val,test}.npy          int16 PCM [T] at the corpus rate, each split's segments end to end
   {train,val,test}_segments.npy int64 [N, 3] rows (start, length, file_index) into that array
+  .wavegen-corpus               prep's mark: the files above are prep's to replace
 
 Each file's manifest entry says what prep did to it: "gain_db" (below 0 when the file went
 above full scale and was scaled down instead of clipped) and "partial" (true for a damaged
