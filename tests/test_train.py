@@ -63,6 +63,22 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tiny_corpus, tmp_p
     assert all((a[k] == b[k]).all() for k in a)
 
 
+def test_a_resume_inside_a_log_window_logs_the_rows_of_an_uninterrupted_run(tiny_corpus, tmp_path):
+    """The loss summed since the last log row travels in the checkpoint: a run that died after its
+    checkpoint at step 3 resumes and logs at step 4 the mean over steps 1-4, as the run that did not."""
+    config = config_for(tiny_corpus, "train.max_steps=8", "train.log_interval=4", "train.val_interval=8",
+                        "train.checkpoint_interval=3")
+    train(config, tmp_path / "straight", progress=False)
+    assert [s for s, _ in losses(tmp_path / "straight")] == [4, 8]
+    shutil.copytree(tmp_path / "straight", tmp_path / "died")
+    for step in (6, 8):  # as if it had died after step 5: its newest checkpoint is step 3's
+        shutil.rmtree(tmp_path / "died" / "checkpoints" / f"step_{step}")
+    state = json.loads((tmp_path / "died" / "checkpoints" / "step_3" / "trainer_state.json").read_text())
+    assert state["log_loss_steps"] == 3 and state["log_loss_sum"] > 0
+    train(config, tmp_path / "died", progress=False)
+    assert losses(tmp_path / "died") == losses(tmp_path / "straight")  # to the bit
+
+
 def test_old_checkpoints_are_pruned(tiny_corpus, tmp_path):
     train(config_for(tiny_corpus, "train.max_steps=8", "train.checkpoint_interval=2", "train.keep_checkpoints=2",
                      "train.val_interval=8"), tmp_path / "run", progress=False)

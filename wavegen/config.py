@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from wavegen.errors import WavegenError
+
+
+LARGEST_INT = 2**63 - 1  # the largest whole-number setting (what torch and numpy hold; no setting means more)
 
 
 class ConfigError(WavegenError, ValueError):
@@ -59,30 +63,57 @@ class TrainConfig:
     sample_streams: int = 2
 
     def validate(self) -> None:
-        positive = ["batch_size", "seq_len", "tbptt_windows", "grad_accum", "max_steps",
-                    "log_interval", "val_interval", "checkpoint_interval", "keep_checkpoints"]
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"train.{name}={getattr(self, name)}: must be at least 1")
-        if self.lr <= 0:
-            raise ConfigError(f"train.lr={self.lr}: must be positive")
+        """ConfigError naming the first setting that cannot work; every number against NUMBER_RANGES."""
+        for name, bounds in NUMBER_RANGES.items():
+            check_number(f"train.{name}", getattr(self, name), **bounds)
         if self.lr_schedule not in ("constant", "cosine", "linear"):
             raise ConfigError(f"train.lr_schedule={self.lr_schedule!r}: use constant, cosine or linear")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise ConfigError(f"train.mixed_precision={self.mixed_precision!r}: use auto, no, bf16 or fp16")
-        if not 0 <= self.ema_decay < 1:
-            raise ConfigError(f"train.ema_decay={self.ema_decay}: give 0 <= decay < 1 (0 turns the average off; "
-                              "0.99 averages over about the last 100 steps)")
-        if self.warmup_steps < 0:
-            raise ConfigError(f"train.warmup_steps={self.warmup_steps}: must be >= 0")
-        if self.val_seconds <= 0:
-            raise ConfigError(f"train.val_seconds={self.val_seconds}: must be positive")
-        if not 0 < self.sample_seconds <= 600:
-            raise ConfigError(f"train.sample_seconds={self.sample_seconds}: give 0 < seconds <= 600 "
-                              "(turn samples off with train.sample_interval=-1)")
-        if self.sample_streams < 1:
-            raise ConfigError(f"train.sample_streams={self.sample_streams}: must be at least 1 "
-                              "(turn samples off with train.sample_interval=-1)")
+
+
+# The most the optimizer's numbers may be: Adam computes in float32 (at most 3.4e38) and divides lr by
+# 1 - beta1 = 0.1 at its first step; 1e30 is still far beyond any value that trains.
+OPTIMIZER_MAX = 1e30
+_SAMPLES_OFF = " (turn samples off with train.sample_interval=-1)"
+# The range of every number of TrainConfig (a test keeps it complete): check_number's bounds.
+NUMBER_RANGES: dict[str, dict] = {
+    "seed": {"low": 0, "high": 2**32 - 1, "what": "seed"},  # numpy's seed range
+    **{name: {"low": 1} for name in ("batch_size", "seq_len", "tbptt_windows", "grad_accum", "max_steps",
+                                     "log_interval", "val_interval", "checkpoint_interval", "keep_checkpoints")},
+    "lr": {"low": 0, "low_open": True, "high": OPTIMIZER_MAX, "what": "lr"},
+    "weight_decay": {"low": 0, "high": OPTIMIZER_MAX, "what": "decay"},
+    "grad_clip": {"low": 0, "high": OPTIMIZER_MAX, "what": "norm", "hint": " (0 turns clipping off)"},
+    "ema_decay": {"low": 0, "high": 1, "high_open": True, "what": "decay",
+                  "hint": " (0 turns the average off; 0.99 averages over about the last 100 steps)"},
+    "warmup_steps": {"low": 0},
+    "val_seconds": {"low": 0, "low_open": True},
+    "num_workers": {"low": 0, "high": 64, "what": "threads"},  # batch prefetch threads (data.BatchStream)
+    "sample_interval": {},  # negative: off
+    "sample_seconds": {"low": 0, "high": 600, "low_open": True, "what": "seconds", "hint": _SAMPLES_OFF},
+    "sample_streams": {"low": 1, "high": 64, "what": "streams", "hint": _SAMPLES_OFF},
+}
+
+
+def check_number(name: str, value: float, low: float | None = None, high: float | None = None, *,
+                 low_open: bool = False, high_open: bool = False, what: str = "value", hint: str = "") -> None:
+    """ConfigError naming ``name`` unless ``value`` is a finite number within ``low`` .. ``high`` (None: no
+    bound; an open end excludes the bound itself), e.g. ``train.lr=nan: must be a finite number``,
+    ``train.warmup_steps=-1: must be at least 0``, ``train.ema_decay=1.0: give 0 <= decay < 1``."""
+    if isinstance(value, float) and not math.isfinite(value):  # (an int is finite, and may be too big for a float)
+        raise ConfigError(f"{name}={value}: must be a finite number")
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if not (too_low or too_high):
+        return
+    if high is not None:
+        rule = (f"give {low} {'<' if low_open else '<='} {what} {'<' if high_open else '<='} {high}" if low is not None
+                else f"must be {'below' if high_open else 'at most'} {high}")
+    elif low == 0 and low_open:
+        rule = "must be positive"
+    else:
+        rule = f"must be {'above' if low_open else 'at least'} {low}"
+    raise ConfigError(f"{name}={value}: {rule}{hint}")
 
 
 def to_dict(obj: Any) -> dict:
@@ -115,17 +146,41 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
         if isinstance(value, bool):
             return value
         raise ConfigError(f"{name}={value!r}: expected true or false")
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-            raise ConfigError(f"{name}={value!r}: expected a whole number")
-        return int(value)
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{name}={value!r}: expected a number")
-        return float(value)
+    if hint in (int, float):
+        return _number(value, hint, name)
     if hint is str and not isinstance(value, str):
         raise ConfigError(f"{name}={value!r}: expected a string")
     return value
+
+
+def _number(value: Any, hint: type, name: str) -> int | float:
+    """A setting's ``value`` as ``hint`` (int or float); ConfigError naming ``name`` when it is not a
+    number, not finite (JSON's NaN, Infinity, 1e400) or, for an int, beyond 64 bits."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name}={_shown(value)}: expected {'a whole number' if hint is int else 'a number'}")
+    if hint is float:
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond a float's range
+            number = math.inf
+    else:
+        number = value
+    if isinstance(number, float) and not math.isfinite(number):
+        raise ConfigError(f"{name}={_shown(value)}: must be a finite number")
+    if hint is float:
+        return number
+    if int(value) != value:
+        raise ConfigError(f"{name}={value!r}: expected a whole number")
+    if abs(value) > LARGEST_INT:
+        raise ConfigError(f"{name}={_shown(value)}: out of range; give a whole number from -{LARGEST_INT} "
+                          f"to {LARGEST_INT}")
+    return int(value)
+
+
+def _shown(value: Any) -> str:
+    """A value for a message: as written, or its start and its length when it is long."""
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 24 else f"{text[:12]}... ({len(text)} characters)"
 
 
 def parse_value(text: str) -> Any:
@@ -135,7 +190,7 @@ def parse_value(text: str) -> Any:
         return lowered == "true"
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
+    except ValueError:  # not JSON, or a number of more digits than Python converts
         if "," in text:  # frame_sizes=8,2
             return [parse_value(part) for part in text.split(",")]
         return text

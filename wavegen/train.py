@@ -84,6 +84,9 @@ def resolve_run_config(base: dict, corpus_dir: str | Path, overrides: list[str] 
     if corpus.labels and not config["model"].get("labels"):
         config["model"]["labels"] = list(corpus.labels)
     config = apply_overrides(config, overrides or [])
+    if config["data"]["corpus"] != str(Path(corpus_dir).resolve()):
+        raise ConfigError(f"data.corpus={config['data']['corpus']!r}: the corpus is the one --data names; "
+                          "leave data.corpus to it")
     config["data"]["corpus_id"] = corpus.content_id  # after the overrides: what the corpus holds is not a setting
     config["overrides"] = list(base.get("overrides", [])) + list(overrides or [])
     train = from_dict(TrainConfig, config["train"], "train")
@@ -216,6 +219,7 @@ class _Run:
     album: dict | None = None  # the training split's profile (RUN/album.json), copied into best/
     average: WeightAverage | None = None  # train.ema_decay's average of the weights
     running: torch.Tensor | None = None  # summed loss since the last log row, on the device
+    running_steps: int = 0  # steps summed in running (a resume restores those before it)
     window: list = field(default_factory=lambda: [0, time.perf_counter()])  # steps, start of the log window
 
     @property
@@ -243,6 +247,7 @@ def train(config: dict, run_dir: str | Path, progress: bool = True) -> dict:
     run_dir = Path(run_dir)
     train_cfg = from_dict(TrainConfig, config["train"], "train")
     train_cfg.validate()
+    model_config(config).validate(train_cfg)
     accelerator = make_accelerator(train_cfg.mixed_precision)
     if accelerator.device.type == "cuda":  # fp32 matmuls outside autocast (e.g. mixed_precision=no) may use TF32
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -313,6 +318,7 @@ def _start(config: dict, train_cfg: TrainConfig, accelerator, run_dir: Path) -> 
         write_json(run_dir / "config.json", config)
     run = _Run(config, train_cfg, accelerator, run_dir, corpus, model, optimizer, inner, batches,
                Carry(train_cfg.grad_accum), NonFiniteWatch(accelerator, train_cfg),
+               running=torch.zeros((), device=accelerator.device),
                album=ensure_run_profile(run_dir, config, corpus) if main else None,
                average=WeightAverage(inner, train_cfg.ema_decay) if train_cfg.ema_decay > 0 else None)
     if found is not None:
@@ -364,6 +370,9 @@ def _resume(run: _Run, folder: Path) -> None:
     run.carry.scatter(run.accelerator, tensors)
     run.step = run.start_step = state["step"]
     run.best_val, run.checkpoint = state.get("best_val_bits"), folder
+    # the loss summed since the last log row before the checkpoint (an older checkpoint has none)
+    run.running.fill_(state.get("log_loss_sum", 0.0))
+    run.running_steps = state.get("log_loss_steps", 0)
     if run.average is not None:
         run.average.restore(folder, state)
     if run.main:
@@ -379,7 +388,6 @@ def _run_steps(run: _Run, stream: BatchStream) -> str:
     checkpoint steps (the loss, the non-finite record, the stop flag agreed by several processes).
     """
     cfg = run.cfg
-    run.running = torch.zeros((), device=run.accelerator.device)
     run.model.train()
     with StopSignals("finishing the step and saving a checkpoint") as stop:
         if run.world == 1:  # a single process may abandon a step's batch building (nothing to agree on)
@@ -397,6 +405,7 @@ def _run_steps(run: _Run, stream: BatchStream) -> str:
             if run.average is not None:
                 run.average.update(run.inner)
             run.running += loss
+            run.running_steps += 1
             run.step += 1
             run.window[0] += 1
             run.log.step_done()
@@ -440,13 +449,18 @@ def _after_step(run: _Run, stop: StopSignals) -> bool:
     return stopping
 
 
+def _running_mean(run: _Run) -> torch.Tensor:
+    """The loss summed since the last log row, averaged over the processes (a collective under several)."""
+    return run.accelerator.reduce(run.running, "mean") if run.world > 1 else run.running
+
+
 def _log_train(run: _Run, now: float) -> None:
-    mean = run.accelerator.reduce(run.running, "mean") if run.world > 1 else run.running
-    steps, start = run.window
-    loss_bits = float(mean) / steps / LN2
+    steps, start = run.window  # timed since the last log row or the resume
+    loss_bits = float(_running_mean(run)) / run.running_steps / LN2
     rate = run.cfg.batch_size * run.cfg.seq_len * steps / max(now - start, 1e-9)
     run.log.train_row(run.step, loss_bits, run.optimizer.param_groups[0]["lr"], rate)
     run.running.zero_()
+    run.running_steps = 0
     run.window[:] = [0, time.perf_counter()]
 
 
@@ -480,7 +494,9 @@ def _save_best(run: _Run) -> None:
 def _save(run: _Run) -> None:
     tensors = run.carry.gather(run.accelerator)
     state = {"step": run.step, "best_val_bits": run.best_val, "processes": run.world,
-             "grad_accum": run.cfg.grad_accum}
+             "grad_accum": run.cfg.grad_accum,
+             # the log window so far: a resume logs the same first loss_bits row as a run not stopped here
+             "log_loss_sum": float(_running_mean(run)), "log_loss_steps": run.running_steps}
     averaged = None
     if run.average is not None:
         state["ema_updates"] = run.average.updates
