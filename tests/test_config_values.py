@@ -55,6 +55,9 @@ REFUSED = [  # (--set, the start of the one-line error)
     ("train.num_workers=-1", "train.num_workers=-1: give 0 <= threads <= 64"),
     ("train.num_workers=1000000", "train.num_workers=1000000: give 0 <= threads <= 64"),
     ("data.corpus=NaN", "data.corpus=nan: the corpus is the one --data names"),
+    ("model.n_rnn=1e12", "model.n_rnn=1000000000000: at most 4096 recurrent layers per tier"),  # not built
+    ("model.dim=1e18", "the model's sizes are too large to build (Storage size calculation overflowed"),
+    ("model.q_levels=1e18", "the model's sizes are too large to build"),
 ]
 
 

@@ -117,8 +117,16 @@ def meta_model(config: dict):
     """The config's model on the meta device: every shape, no memory, no initialisation work."""
     from wavegen.models import build_model
 
+    from wavegen.config import ConfigError
+
     with _meta_without_init():
-        return build_model(config)
+        try:
+            return build_model(config)
+        except RuntimeError as err:  # a tensor of more elements than 64 bits count ("storage size ... overflowed")
+            huge = [f"model.{k}={v}" for k, v in config.get("model", {}).items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 2**24]
+            raise ConfigError(f"the model's sizes are too large to build ({str(err).splitlines()[0]}): check "
+                              f"{', '.join(huge) or SIZE_SETTINGS.get(config.get('model_type'), 'model.*')}") from None
 
 
 def parameter_bytes(model) -> int:

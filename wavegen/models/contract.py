@@ -21,6 +21,7 @@ from typing import Protocol, runtime_checkable
 import torch
 
 State = dict[str, torch.Tensor]  # named tensors, streams at dim 1; {} when nothing is carried
+MAX_LAYERS = 4096  # the most layers a config may stack (refused before a model of them is built)
 
 
 @runtime_checkable

@@ -20,7 +20,7 @@ from torch import nn
 
 from wavegen.audio import QUANTIZATIONS
 from wavegen.config import ConfigError, TrainConfig
-from wavegen.models.contract import State
+from wavegen.models.contract import MAX_LAYERS, State
 
 RNN_TYPES = ("gru", "lstm")
 
@@ -56,6 +56,8 @@ class SampleRNNConfig:
         for name in ("n_rnn", "dim", "emb_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name}={getattr(self, name)}: must be at least 1")
+        if self.n_rnn > MAX_LAYERS:  # checked before the memory estimate builds (and loops over) the layers
+            raise ConfigError(f"model.n_rnn={self.n_rnn}: at most {MAX_LAYERS} recurrent layers per tier")
         if self.q_levels < 2:
             raise ConfigError(f"model.q_levels={self.q_levels}: must be at least 2")
         if self.quantization not in QUANTIZATIONS:

@@ -19,7 +19,7 @@ from torch import nn
 
 from wavegen.audio import QUANTIZATIONS
 from wavegen.config import ConfigError, TrainConfig
-from wavegen.models.contract import State
+from wavegen.models.contract import MAX_LAYERS, State
 
 
 @dataclass
@@ -40,6 +40,8 @@ class WaveNetConfig:
                      "label_dim"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name}={getattr(self, name)}: must be at least 1")
+        if self.layers > MAX_LAYERS:  # checked before the memory estimate builds (and loops over) the layers
+            raise ConfigError(f"model.layers={self.layers}: at most {MAX_LAYERS} layers")
         d = self.max_dilation
         if d & (d - 1):
             lower = 1 << (d.bit_length() - 1)
