@@ -121,8 +121,9 @@ def test_finished_render_is_left_alone_and_other_parameters_are_refused(model, t
     first = render(model, out, settings(0.25, streams=2, spectrogram=True), progress=False)
     report = json.loads((out / "render_report.json").read_text())
     assert report["params"]["seed"] == 0 and report["streams"] == 2
-    assert [Path(p).name for p in report["spectrograms"]] == ["stream_000.png", "stream_001.png"]
-    assert all(Path(p).read_bytes()[:4] == b"\x89PNG" for p in report["spectrograms"])
+    assert report["spectrograms"] == ["stream_000.png", "stream_001.png"]  # names in OUT
+    assert all((out / p).read_bytes()[:4] == b"\x89PNG" for p in report["spectrograms"])
+    assert first["spectrograms"] == [str(out / p) for p in report["spectrograms"]]  # paths as OUT was given
     assert report["backend"] == "torch" and report["realtime_factor"] > 0 and report["wall_seconds"] > 0
     stamp = [(out / f"stream_{i:03d}.wav").stat().st_mtime_ns for i in range(2)]
     again = render(model, out, settings(0.25, streams=2, spectrogram=True), progress=False)

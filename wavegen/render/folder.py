@@ -1,7 +1,8 @@
 """The render folder: its lock, its recorded parameters, the rerun check, --restart, the report.
 
 ``OUT/`` holds the audio (``stream_000.wav`` ...), a spectrogram PNG per stream and, once the
-render is complete, ``render_report.json``. While it runs, ``OUT/.state/`` holds
+render is complete, ``render_report.json`` (naming its files relative to ``OUT``, so a rerun from
+another directory, or of a copy of the folder, finds its own). While it runs, ``OUT/.state/`` holds
 ``params.json`` (everything that decides the audio) and a snapshot per process; ``OUT/.lock``
 is held by the render's first process from start to end (:class:`wavegen.fileio.FolderLock`),
 so a second render into the same folder is refused at once, naming the holder.
@@ -12,6 +13,7 @@ parameter that differs is refused with both values named, until ``--restart``.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import shutil
@@ -20,6 +22,7 @@ from pathlib import Path
 from wavegen.errors import WavegenError
 from wavegen.fileio import FolderLock, ensure_folder, write_json
 from wavegen.render.settings import RenderStateError, RenderWriteError, estimate_bytes, stream_paths
+from wavegen.render.writers import open_file_limit
 
 logger = logging.getLogger("wavegen.render")
 
@@ -107,6 +110,16 @@ class RenderFolder:
         reason = getattr(err, "strerror", None) or str(err)
         intact = "nothing was written yet" if not written else \
             f"{written / sample_rate:.1f} s of each stream written so far are intact"
+        code = getattr(err, "errno", None)
+        if code == errno.EMFILE:
+            limit = open_file_limit()
+            return RenderWriteError(
+                f"cannot write {path}: {reason}: the render keeps a file open per stream and reached this "
+                f"process's open-file limit ({'unlimited' if limit is None else limit}); {intact}; raise it with "
+                "ulimit -n (or render fewer streams per folder) and rerun the same command to resume")
+        if code == errno.ENFILE:
+            return RenderWriteError(f"cannot write {path}: {reason}: the system's table of open files is full; "
+                                    f"{intact}; close other programs' files and rerun the same command to resume")
         return RenderWriteError(f"cannot write {path}: {reason}; {intact}; free space (or make the folder "
                                 "writable) and rerun the same command to resume")
 
@@ -123,11 +136,19 @@ class RenderFolder:
         if report.get("status") != "complete":
             return None
         check_params(report.get("params", {}), params, self.out_dir)
-        missing = [p for p in report.get("paths", []) if not Path(p).is_file()]
+        report = self.located(report)
+        missing = [p for p in report["paths"] if not Path(p).is_file()]
         if missing:
             raise RenderStateError(f"{self.out_dir} holds a finished render but {missing[0]} is gone; "
                                    "pass --restart to render it again")
         return report
+
+    def located(self, report: dict) -> dict:
+        """``report`` with its files as paths in this ``out_dir`` (as given now), from the names the
+        report file holds; an older report's full or relative paths are taken by their file name."""
+        names = report.get("paths") or [p.name for p in self.paths]
+        return {**report, "paths": [str(self.out_dir / Path(p).name) for p in names],
+                "spectrograms": [str(self.out_dir / Path(p).name) for p in report.get("spectrograms", [])]}
 
     def saved_params(self) -> dict | None:
         """The parameters recorded under .state (None when no render was started here)."""
@@ -189,6 +210,8 @@ class RenderFolder:
     # ----- the end -----
 
     def write_report(self, report: dict, total: int, sample_rate: int) -> None:
+        """``report`` → render_report.json (its "paths" and "spectrograms": file names in OUT, so the
+        folder can be moved, or rerun from another directory); then .state goes."""
         try:
             write_json(self.report_path, report, indent=1)
         except OSError as err:

@@ -25,7 +25,8 @@ from wavegen.render.folder import REPORT_FILE, RenderFolder, check_params
 from wavegen.render.guard import Guard, GuardCriteria, GuardLog, criteria_for
 from wavegen.render.processes import Processes
 from wavegen.render.settings import RenderSettings, RenderStateError, parse_label, prime_codes, shard_streams
-from wavegen.render.writers import StreamWriters, encode_flac, load_snapshot, save_snapshot, snapshot_exists
+from wavegen.render.writers import (StreamWriters, encode_flac, load_snapshot, reserve_open_files, save_snapshot,
+                                    snapshot_exists)
 from wavegen.resolve import ModelRef, resolve_model
 from wavegen.signals import StopSignals
 
@@ -41,7 +42,8 @@ def render(model: str | Path, out_dir: str | Path, settings: RenderSettings, pro
     """Render ``settings.streams`` streams of ``settings.seconds`` each into ``out_dir``; resumes.
 
     ``model``: a model folder or run folder (``checkpoint``: "last" or "step_N" of a run).
-    Returns the report (also ``out_dir/render_report.json``): paths, seconds, wall time,
+    Returns the report (also ``out_dir/render_report.json``, which names the files relative to
+    ``out_dir``; the returned one names them as paths in ``out_dir``): paths, seconds, wall time,
     × real time, backend, guard events, spectrograms. Raises KeyboardInterrupt after saving a
     snapshot on SIGINT/SIGTERM; FolderBusyError when another render holds ``out_dir``;
     RenderWriteError when the disk is full or the folder read-only; RenderStateError when
@@ -50,12 +52,16 @@ def render(model: str | Path, out_dir: str | Path, settings: RenderSettings, pro
     settings.validate()
     ref = resolve_render_model(model, checkpoint)
     total = settings.total_samples(ref.sample_rate)
-    folder = RenderFolder(out_dir, settings.streams, settings.format)
     procs = Processes()
     try:
+        # before any path is listed or file created: a --streams beyond the open-file limit fails at once
+        procs.agree(lambda: reserve_open_files(len(range(procs.rank, settings.streams, procs.world)),
+                                               settings.streams))
+        folder = RenderFolder(out_dir, settings.streams, settings.format)
+        # the model, engine and inputs before the folder: their errors leave no new --out behind
+        job = procs.agree(lambda: RenderJob(ref, folder, settings, procs, total))
         procs.agree(folder.lock, src=0)  # the first process holds the folder; a refusal reaches every process
         try:
-            job = procs.agree(lambda: RenderJob(ref, folder, settings, procs, total))
             return job.run(restart, progress)
         finally:
             folder.unlock()
@@ -147,7 +153,7 @@ class RenderJob:
                 events += meta["events"]
                 wall = max(wall, meta["wall_seconds"])
                 sessions = max(sessions, meta["sessions"])
-        spectrograms = [str(p.with_suffix(".png")) for p in folder.paths
+        spectrograms = [p.with_suffix(".png").name for p in folder.paths
                         if s.spectrogram and p.with_suffix(".png").is_file()]
         events.sort(key=lambda e: (e["seconds"], e["stream"], e["attempt"]))
         counts = {}
@@ -155,7 +161,7 @@ class RenderJob:
             counts[e["kind"]] = counts.get(e["kind"], 0) + 1
         seconds = self.total / self.sr
         report = {
-            "status": "complete", "params": self.params, "paths": [str(p) for p in folder.paths],
+            "status": "complete", "params": self.params, "paths": [p.name for p in folder.paths],
             "spectrograms": spectrograms, "seconds": seconds, "streams": s.streams, "sample_rate": self.sr,
             "wall_seconds": wall, "realtime_factor": seconds / wall if wall else None,
             "realtime_factor_all_streams": seconds * s.streams / wall if wall else None,
@@ -168,7 +174,7 @@ class RenderJob:
                     "guard events: %s → %s", s.streams, seconds, wall, report["realtime_factor"] or 0,
                     report["backend"], f", {sessions} sessions" if sessions > 1 else "",
                     counts or "none", folder.out_dir)
-        return json.loads(json.dumps(report))
+        return folder.located(json.loads(json.dumps(report)))
 
 
 def render_params(ref: ModelRef, s: RenderSettings, temps: np.ndarray, prime, backend: str, world: int,

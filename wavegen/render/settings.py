@@ -21,6 +21,7 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 WAV_HEADER_BYTES = 44
 WAV_MAX_BYTES = 0xFFFFFFFF  # RIFF sizes are 32-bit
 FLAC_MAX_SAMPLES = 1 << 36  # STREAMINFO's total-samples field is 36 bits
+SEED_MAX = 2**64 - 1  # wavegen.engine.uniforms keys on the seed as a numpy uint64
 
 
 class RenderStateError(WavegenError, ValueError):
@@ -66,6 +67,9 @@ class RenderSettings:
             _check_seconds(flag, value)
         if not isinstance(self.streams, (int, np.integer)) or self.streams < 1:
             raise ConfigError(f"--streams {self.streams}: need at least one")
+        if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool) \
+                or not 0 <= int(self.seed) <= SEED_MAX:
+            raise ConfigError(f"--seed {self.seed}: must be a whole number from 0 to {SEED_MAX} (2**64 - 1)")
         if self.format not in FORMATS:
             raise ConfigError(f"--format {self.format!r}: use one of {list(FORMATS)}")
         if self.precision not in PRECISIONS:

@@ -8,6 +8,8 @@
   after it was written (a truncated file, a bad sector) is answered by falling back to the
   previous one, which is safe because the audio files only grow between snapshots and a
   resume cuts them back to whatever snapshot it starts from.
+- :func:`reserve_open_files`: the writers keep one file open per stream, so the open-file
+  limit is raised (or the render refused) before any of them is opened.
 - :func:`encode_flac`: FLAC cannot be truncated or appended to safely (the encoder buffers
   whole frames that a flush does not write), so a FLAC render keeps raw PCM and encodes it
   when the render completes: the same encoder input gives the same bytes.
@@ -24,10 +26,52 @@ from pathlib import Path
 
 import numpy as np
 
+from wavegen.config import ConfigError
 from wavegen.fileio import atomic_write
 from wavegen.render.settings import WAV_HEADER_BYTES, RenderStateError
 
+try:
+    import resource
+except ImportError:  # not POSIX (Windows)
+    resource = None
+
 logger = logging.getLogger("wavegen.render")
+
+OPEN_FILES_MARGIN = 64  # files a render holds open besides its writers (libraries, lock, snapshots, PNGs)
+NO_RLIMIT_OPEN_FILES = 8192  # where there is no RLIMIT_NOFILE: the C runtime's limit (Windows' UCRT)
+
+
+def open_file_limit() -> int | None:
+    """This process's soft limit on open files (None when unlimited)."""
+    if resource is None:
+        return NO_RLIMIT_OPEN_FILES
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def reserve_open_files(files: int, streams: int) -> None:
+    """Make room for ``files`` writers open at once (plus OPEN_FILES_MARGIN): raise the soft
+    open-file limit towards the hard one where it is lower; ConfigError when that is not enough.
+
+    ``streams``: the render's --streams (``files`` is this process's share of them). Checked
+    before any path is listed or file created, so an impossible --streams fails at once.
+    """
+    needed = files + OPEN_FILES_MARGIN
+    limit = open_file_limit()
+    if resource is not None and limit is not None and limit < needed:
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):  # macOS: above kern.maxfilesperproc
+            pass
+        limit = open_file_limit()
+        if limit is not None and limit >= needed:
+            logger.info("raised the open-file limit to %d for %d stream file(s)", limit, files)
+    if limit is not None and limit < needed:
+        share = f" ({files} in this process)" if files != streams else ""
+        raise ConfigError(f"--streams {streams}{share} needs about {needed} open files, the limit is {limit}: "
+                          "raise it with ulimit -n or render fewer streams per folder")
 
 
 class PCMWriter:

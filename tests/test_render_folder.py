@@ -1,0 +1,168 @@
+"""The render folder as the user sees it: the report names its files relative to OUT (so a rerun
+from another directory, or of a copied folder, checks and prints the right files), what cannot
+work is refused before OUT is created (a seed outside uint64, more streams than the open-file
+limit, a model that does not load)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from render_helpers import ENV, SR, cli, direct_pcm, make_model, read_pcm, settings
+from wavegen.cli import main
+from wavegen.config import ConfigError
+from wavegen.errors import WavegenError
+from wavegen.render import RenderFolder, RenderStateError, render
+from wavegen.render import writers as render_writers
+
+resource = pytest.importorskip("resource")
+
+FLAGS = ["--seconds", "0.125", "--backend", "torch", "--no-guard", "--no-spectrogram"]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return make_model(tmp_path_factory.mktemp("model") / "tiny")
+
+
+def render_cli(model, out, *extra) -> int:
+    return main(["-q", "render", str(model), "--out", str(out), *FLAGS, *map(str, extra)])
+
+
+# ----- the report names files relative to OUT -----------------------------------------------------
+
+def test_a_rerun_from_another_directory_or_of_a_copied_folder_checks_its_own_files(model, tmp_path, monkeypatch,
+                                                                                  capsys):
+    monkeypatch.chdir(tmp_path)
+    assert render_cli(model, "r/ng") == 0
+    assert capsys.readouterr().out.splitlines() == ["r/ng/stream_000.wav"]
+    report = json.loads((tmp_path / "r/ng/render_report.json").read_text())
+    assert report["paths"] == ["stream_000.wav"]
+    stamp = (tmp_path / "r/ng/stream_000.wav").stat().st_mtime_ns
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # the same folder, named from another directory: complete
+    assert render_cli(model, tmp_path / "r/ng") == 0
+    assert capsys.readouterr().out.splitlines() == [f"{tmp_path}/r/ng/stream_000.wav"]
+    assert (tmp_path / "r/ng/stream_000.wav").stat().st_mtime_ns == stamp
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree("r/ng", "r/moved")
+    (tmp_path / "r/ng/stream_000.wav").unlink()
+    assert render_cli(model, "r/moved") == 0  # the copy is complete: its own files, not the original's
+    assert capsys.readouterr().out.splitlines() == ["r/moved/stream_000.wav"]
+    assert render_cli(model, "r/ng") == 2
+    assert "r/ng holds a finished render but r/ng/stream_000.wav is gone; pass --restart" in capsys.readouterr().err
+
+
+def test_the_returned_report_names_files_in_out_and_old_reports_are_read_by_file_name(model, tmp_path,
+                                                                                      monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = render(model, "sp", settings(0.125, streams=2, spectrogram=True), progress=False)
+    saved = json.loads(Path("sp/render_report.json").read_text())
+    assert saved["paths"] == ["stream_000.wav", "stream_001.wav"]
+    assert saved["spectrograms"] == ["stream_000.png", "stream_001.png"]
+    assert first["paths"] == ["sp/stream_000.wav", "sp/stream_001.wav"]
+    assert first["spectrograms"] == ["sp/stream_000.png", "sp/stream_001.png"]
+    # reports written before: paths as --out was typed, or full paths elsewhere; taken by file name
+    for old in ("/gone/away/", "other/rel/"):
+        saved.update(paths=[old + p for p in ("stream_000.wav", "stream_001.wav")],
+                     spectrograms=[old + p for p in ("stream_000.png", "stream_001.png")])
+        Path("sp/render_report.json").write_text(json.dumps(saved))
+        assert render(model, tmp_path / "sp", settings(0.125, streams=2, spectrogram=True), progress=False) == \
+            {**first, "paths": [str(tmp_path / p) for p in first["paths"]],
+             "spectrograms": [str(tmp_path / p) for p in first["spectrograms"]]}
+    Path("sp/stream_001.wav").unlink()
+    with pytest.raises(RenderStateError, match=r"sp/stream_001\.wav is gone"):
+        render(model, "sp", settings(0.125, streams=2, spectrogram=True), progress=False)
+
+
+# ----- refused before OUT is created --------------------------------------------------------------
+
+def test_a_seed_outside_uint64_is_refused_up_front(model, tmp_path, capsys):
+    out = tmp_path / "out"
+    for seed in (-5, 2**64):
+        with pytest.raises(ConfigError, match=rf"^--seed {seed}: must be a whole number from 0 to {2**64 - 1} "
+                                              r"\(2\*\*64 - 1\)$"):
+            render(model, out, settings(0.125, seed=seed), progress=False)
+        assert render_cli(model, out, "--seed", seed) == 2
+        assert capsys.readouterr().err.splitlines()[-1].startswith(f"wavegen render: error: --seed {seed}: ")
+    assert not out.exists()
+    render(model, out, settings(0.125, seed=2**64 - 1), progress=False)  # the largest is rendered
+    assert np.array_equal(read_pcm(out / "stream_000.wav"), direct_pcm(model, 1, SR // 8, seed=2**64 - 1)[0])
+
+
+def test_model_errors_leave_no_new_out_and_an_existing_one_untouched(model, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(model, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:len(weights.read_bytes()) // 2])
+    for source, s, message in ((broken, settings(0.125), "damaged or not a safetensors file"),
+                               (model, settings(0.125, precision="fp16"), "precision fp16 is not supported"),
+                               (model, settings(0.125, label="a"), "not trained with labels")):
+        with pytest.raises(WavegenError, match=message):
+            render(source, tmp_path / "new" / "out", s, progress=False)
+        assert not (tmp_path / "new").exists()
+        (tmp_path / "mine").mkdir(exist_ok=True)
+        with pytest.raises(WavegenError, match=message):
+            render(source, tmp_path / "mine", s, progress=False)
+        assert (tmp_path / "mine").is_dir()
+
+
+# ----- one open file per stream -------------------------------------------------------------------
+
+def _set_soft_limit(soft: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+
+def test_a_low_soft_open_file_limit_is_raised_for_the_streams(model, tmp_path):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 300:
+        pytest.skip(f"hard open-file limit {hard} too low")
+    try:
+        _set_soft_limit(128)
+        report = render(model, tmp_path / "many", settings(0.01, streams=200), progress=False)
+        assert len(report["paths"]) == 200
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= 200 + render_writers.OPEN_FILES_MARGIN
+    finally:
+        _set_soft_limit(soft)
+
+
+def _limit_open_files(limit: int):
+    return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+
+def test_more_streams_than_the_open_file_limit_are_refused_before_anything_is_written(model, tmp_path):
+    out = tmp_path / "s4"
+    run = subprocess.run(cli(model, "--seconds", 0.01, "--streams", 300, "--out", out, "--backend", "torch",
+                             "--no-guard", "--no-spectrogram"), env=ENV, capture_output=True, text=True,
+                         timeout=300, preexec_fn=_limit_open_files(256))
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.splitlines()[-1] == ("wavegen render: error: --streams 300 needs about 364 open files, the "
+                                          "limit is 256: raise it with ulimit -n or render fewer streams per folder")
+    assert not out.exists()
+
+
+def test_an_absurd_stream_count_fails_fast_and_no_rlimit_means_the_c_runtime_limit(model, tmp_path, monkeypatch):
+    tick = time.monotonic()
+    with pytest.raises(ConfigError, match=r"^--streams 100000000 needs about 100000064 open files, the limit is"):
+        render(model, tmp_path / "huge", settings(0.01, streams=100_000_000), progress=False)
+    assert time.monotonic() - tick < 30 and not (tmp_path / "huge").exists()
+    monkeypatch.setattr(render_writers, "resource", None)  # Windows
+    with pytest.raises(ConfigError, match="--streams 9000 needs about 9064 open files, the limit is 8192"):
+        render(model, tmp_path / "win", settings(0.01, streams=9000), progress=False)
+    assert not (tmp_path / "win").exists()
+
+
+def test_running_out_of_open_files_names_the_limit_not_the_disk(tmp_path):
+    folder = RenderFolder(tmp_path / "out", 2, "wav")
+    message = str(folder.io_error(folder.paths[1], OSError(errno.EMFILE, "Too many open files"), 400, SR))
+    assert message.startswith(f"cannot write {folder.paths[1]}: Too many open files: the render keeps a file open "
+                              "per stream and reached this process's open-file limit (")
+    assert "0.1 s of each stream written so far are intact" in message and "ulimit -n" in message
+    assert "free space" not in message
