@@ -163,10 +163,13 @@ def test_a_device_or_config_that_cannot_work_is_one_line_before_any_work(trained
     if not torch.cuda.is_available():
         bad_devices.append(("cuda", "no CUDA GPU is available here"))
     for device, message in bad_devices:
+        out = tmp_path / "out"
         for command in (["eval", str(trained / "run"), "--data", corpus], ["bench", "--model", "samplernn-tiny"],
+                        ["render", str(trained / "run"), "--seconds", "1", "--out", str(out)],
                         ["bench", "--train", "--model", "samplernn-tiny"], ["serve", str(trained / "run")]):
             assert main(command + ["--device", device]) == 2
             assert f"--device {device}: {message}" in one_error_line(capsys, command[0])
+        assert not out.exists()  # refused before the render made its folder
     config = load_json(trained / "run" / "best" / "config.json")
     damaged = {"empty": {}, "a list": [1, 2], "no model": {k: v for k, v in config.items() if k != "model"},
                "rate as text": {**config, "data": {**config["data"], "sample_rate": "abc"}},

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from wavegen.cli.options import add_threads, apply_threads
+from wavegen.cli.options import add_device, add_threads, apply_threads, check_device
 
 
 def add_parser(sub) -> None:
@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
     p.add_argument("--prime-seconds", type=float, default=2.0, help="how much of the prime's end to use")
     p.add_argument("--label", default=None, help='a label, or a blend "a:0.7,b:0.3" (conditioned models)')
     p.add_argument("--backend", default="auto", help="auto, torch, numba or cuda")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    add_device(p)
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"],
                    help="engine precision (changes the audio; not every backend has every one; default fp32)")
     p.add_argument("--format", default="wav", choices=["wav", "flac"])
@@ -48,6 +48,7 @@ def run(args) -> int:
     from wavegen.render import RenderSettings, render
 
     apply_threads(args)
+    check_device(args.device)
     try:
         temps = [float(t) for t in str(args.temperature).split(",") if t.strip()]
     except ValueError:
