@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import os
 import signal
 import socket
@@ -38,6 +39,13 @@ def make_model(folder: Path, sample_rate: int = SR, output_bias=None) -> Path:
     """A tiny SampleRNN model folder. ``output_bias [Q]``: zero the output weights and set this
     bias, so every sample is drawn from softmax(bias) whatever came before."""
     return save_tiny_model(folder, sample_rate=sample_rate, output_bias=output_bias, dim=32, emb_size=8)
+
+
+def silent_model(folder: Path) -> Path:
+    """A model that always draws the same code: a flat line the guard calls silence."""
+    bias = np.full(256, -30.0, dtype=np.float32)
+    bias[128] = 30.0
+    return make_model(folder, output_bias=bias)
 
 
 def reference_pcm(model_dir: Path, n: int, seed: int = 0) -> np.ndarray:
@@ -272,13 +280,102 @@ def test_status_metrics_page_and_nothing_else(server):
         assert server.get(path)[0] == 404, path
 
 
+class RawListener(threading.Thread):
+    """A /stream client on a raw socket with a small receive buffer (so TCP shows its reading in small
+    steps) that reads ``rate`` bytes per second, in small reads, or (rate 0) never."""
+
+    def __init__(self, port: int, rate: float):
+        super().__init__(daemon=True)
+        self.rate, self.got, self.ended, self.longest_wait, self.done = rate, 0, None, 0.0, threading.Event()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+        self.sock.settimeout(15)
+        self.sock.connect(("127.0.0.1", port))
+        self.sock.sendall(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+
+    def run(self) -> None:
+        start = last = time.monotonic()
+        while not self.done.is_set() and self.rate > 0 and self.ended is None:
+            want = int(self.rate * (time.monotonic() - start)) - self.got
+            if want > 0:
+                try:
+                    data = self.sock.recv(min(want, 512))
+                    self.got, self.ended = self.got + len(data), None if data else "EOF"
+                except OSError as err:
+                    self.ended = repr(err)
+                self.longest_wait, last = max(self.longest_wait, time.monotonic() - last), time.monotonic()
+            time.sleep(0.05)
+
+    def closed_by_server(self) -> bool:
+        """(For one that never read) the server closed or reset it: the rest of its data, then the end."""
+        self.sock.settimeout(5)
+        try:
+            while self.sock.recv(65536):
+                pass
+        except ConnectionError:
+            pass
+        except socket.timeout:
+            return False
+        return True
+
+
+@pytest.mark.slow
+def test_a_slow_listener_skips_ahead_and_only_a_stalled_one_is_dropped(model):
+    """One listener reads 1 KB/s, well under the stream's ~8 KB/s; another never reads. The slow one
+    falls --lag-seconds behind and skips to the live edge (and plays on), however long its waits for
+    room on its connection; the one that takes nothing is dropped."""
+    s = Server(model, "--no-guard", "--burst-seconds", "0.5", "--lag-seconds", "1", "--stall-seconds", "3",
+               "--buffer-seconds", "1")
+    try:
+        slow, stalled = RawListener(s.port, 1000), RawListener(s.port, 0)
+        slow.start()
+        state = s.wait_for(lambda st: st["skips_total"] >= 1 and st["dropped_total"] >= 1, timeout=20)
+        assert state["dropped_total"] == 1 and state["listeners"] == 1, state
+        got = slow.got
+        time.sleep(1.0)
+        assert slow.ended is None and slow.got > got, "the slow listener plays on after its skip"
+        assert slow.longest_wait < 1.5  # it kept reading all along
+        assert stalled.closed_by_server()
+        slow.done.set()
+    finally:
+        assert s.stop() == 0, "".join(s.stderr)
+    log = "".join(s.stderr)
+    assert "skipped ahead to it" in log and log.count("took no data for") == 1
+
+
+def test_malformed_requests_are_logged_in_one_line_each(server):
+    bad = [b"GET /stream HTTP/9.9\r\n\r\n", b"GET /status HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+           b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 8200 + b"\r\n\r\n"]
+    before = len(server.stderr)
+    for request in bad:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(request)
+            assert sock.recv(4096).split(b"\r\n")[0] in (b"HTTP/1.0 400 Bad Request", b"HTTP/1.1 400 Bad Request")
+    time.sleep(0.5)  # its log lines
+    lines = server.stderr[before:]
+    assert sum("a malformed HTTP request from 127.0.0.1" in line for line in lines) == 3, lines
+    assert not any("Traceback" in line or "Error handling request" in line for line in lines), lines
+    assert server.status()["listeners"] == 0  # and the server serves on
+
+
+def test_errors_of_our_own_handlers_keep_their_traceback(caplog):
+    from aiohttp.http_exceptions import BadStatusLine
+
+    from wavegen.serve.app import http_logger
+
+    caplog.set_level(logging.INFO)
+    for exc in (BadStatusLine("HTTP/9.9"), RuntimeError("a bug of ours")):  # as aiohttp logs them
+        http_logger().error("Error handling request from %s", "127.0.0.1", exc_info=(type(exc), exc, None))
+    bad, ours = caplog.records[-2:]
+    assert bad.levelno == logging.INFO and bad.exc_info is None and "\n" not in bad.getMessage()
+    assert ours.levelno == logging.ERROR and ours.exc_info[0] is RuntimeError
+
+
 # ----- the cap and the guard: a model stuck in silence ----------------------------------------------
 
 @pytest.fixture(scope="module")
 def silent_server(tmp_path_factory):
-    bias = np.full(256, -30.0, dtype=np.float32)
-    bias[128] = 30.0  # always the same code: a flat line the guard calls silence
-    folder = make_model(tmp_path_factory.mktemp("silent") / "silent", output_bias=bias)
+    folder = silent_model(tmp_path_factory.mktemp("silent") / "silent")
     s = Server(folder, "--max-listeners", "2", "--guard-seconds", "0.5", "--guard-attempts", "1",
                "--burst-seconds", "1", "--lag-seconds", "5")
     yield s
@@ -340,6 +437,28 @@ def test_the_station_guards_with_the_models_album_profile(model, tmp_path):
 
 # ----- refusals -----------------------------------------------------------------------------------
 
+@pytest.mark.slow
+def test_a_station_that_falls_behind_real_time_says_so_once(tmp_path):
+    """The start-up check times generation alone; a model the guard redraws window after window
+    (here: stuck in silence, 40 redraws a window) passes it, then plays slower than real time. The
+    log says so, once (not every window)."""
+    folder = silent_model(tmp_path / "silent")
+    s = Server(folder, "--guard-seconds", "0.5", "--guard-attempts", "40", "--burst-seconds", "1",
+               "--lag-seconds", "5")
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any("falling behind real time" in line for line in s.stderr):
+            time.sleep(0.2)
+        time.sleep(2)  # more windows, each late
+        state = s.status()
+    finally:
+        assert s.stop() == 0, "".join(s.stderr)
+    warnings = [line for line in s.stderr if "falling behind real time" in line]
+    assert len(warnings) == 1, "".join(s.stderr[-20:])
+    assert "with the guard's redraws" in warnings[0] and "growing delay" in warnings[0]
+    assert state["slow"] and state["delay_seconds"] > 0.5 and state["realtime_factor"] < 1
+
+
 def test_a_model_too_slow_for_real_time_is_refused(model):
     from wavegen.errors import WavegenError
     from wavegen.serve import ServeSettings, Station
@@ -368,58 +487,6 @@ def test_a_slow_station_delays_the_broadcast_and_says_so():
     assert [p.seq for p in b.ring] == [0, 1, 2, 3]
     assert 0.45 < b.delay_seconds < 0.75  # three pages, each 0.2 s late
     assert all(later - earlier < 0.3 for earlier, later in zip(starts, starts[1:]))  # the edge waited
-
-
-# ----- the archive --------------------------------------------------------------------------------
-
-def _archived(folder: Path) -> np.ndarray:
-    parts = sorted(folder.glob("broadcast_*.wav"))
-    return np.concatenate([sf.read(str(p), dtype="int16")[0] for p in parts])
-
-
-@pytest.mark.slow
-def test_archive_restart_continues_byte_exact(model, tmp_path):
-    archive = tmp_path / "archive"
-    args = ("--no-guard", "--archive", str(archive), "--archive-part-seconds", "3", "--snapshot-seconds", "1",
-            "--buffer-seconds", "8")  # rendered at full speed up to 8 s ahead: little waiting for real time
-    first = Server(model, *args)
-    s = first.wait_for(lambda s: s["archive"]["snapshot_seconds"] >= 3.0)
-    assert first.stop(signal.SIGKILL) == -signal.SIGKILL  # no goodbye: the snapshot is all there is
-    written = s["archive"]["seconds"]
-
-    second = Server(model, *args)
-    s = second.status()
-    assert 3.0 <= s["archive"]["snapshot_seconds"] <= written  # it went on from the snapshot, not from zero
-    goal = max(written + 2.0, 7.0)  # past where the first one got, into a third part
-    second.wait_for(lambda s: s["archive"]["seconds"] >= goal)
-    assert second.stop() == 0, "".join(second.stderr)
-    pcm = _archived(archive)
-    assert len(pcm) >= goal * SR
-    assert len(list(archive.glob("broadcast_*.wav"))) >= 3  # parts of 3 s
-    assert np.array_equal(pcm, reference_pcm(model, len(pcm)))
-
-
-def test_archive_of_another_broadcast_is_refused_untouched(model, tmp_path):
-    from wavegen.errors import FolderBusyError
-    from wavegen.serve import ServeError
-    from wavegen.serve.archive import Archive
-
-    params = {"model": "a", "model_sha256": "0" * 64, "sample_rate": SR, "seed": 0}
-    first = Archive(tmp_path, SR, params, part_seconds=3.0)
-    first.open()
-    first.write(np.arange(5 * SR, dtype=np.int16))
-    first.snapshot({"t": np.zeros(1)}, {})
-    with pytest.raises(FolderBusyError, match="another wavegen serve archive is writing here"):  # one at a time
-        Archive(tmp_path, SR, params, part_seconds=3.0).open()
-    first.close()
-    before = {p.name: p.read_bytes() for p in tmp_path.glob("broadcast_*.wav")}
-    with pytest.raises(ServeError, match=r"seed=0.*seed=1"):
-        Archive(tmp_path, SR, {**params, "seed": 1}, part_seconds=3.0).open()
-    assert {p.name: p.read_bytes() for p in tmp_path.glob("broadcast_*.wav")} == before
-    moved = Archive(tmp_path, SR, {**params, "model": "b"}, part_seconds=3.0)  # same weights, moved folder
-    state, position, _ = moved.open()
-    assert position == 5 * SR and state["t"].shape == (1,)
-    moved.close()
 
 
 # ----- the encoder --------------------------------------------------------------------------------

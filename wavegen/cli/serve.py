@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
                         "for ~32 KB)")
     p.add_argument("--max-listeners", type=int, default=100, help="listeners at once; more are refused (503)")
     p.add_argument("--stall-seconds", type=float, default=10.0,
-                   help="a listener that takes no data for this long is dropped")
+                   help="a listener that takes no data for this long (and at least --lag-seconds) is dropped")
     p.add_argument("--lag-seconds", type=float, default=30.0,
                    help="a listener this far behind the live edge skips ahead to it")
     p.add_argument("--allow-slow", action="store_true",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import time
 
 from wavegen.serve.archive import ServeError
 from wavegen.serve.station import ServeSettings, Station
@@ -27,6 +28,7 @@ __all__ = ["ServeError", "ServeSettings", "Station", "serve"]
 logger = logging.getLogger(__name__)
 
 STOP_POLL_SECONDS = 0.2  # how often the server looks for a stop request
+KEPT_UP_SECONDS = 30.0  # this long without falling further behind: the station keeps up again
 
 
 def _url(host: str, port: int) -> str:
@@ -43,6 +45,35 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host == "localhost"
+
+
+class _Pace:
+    """Says when the broadcast starts falling behind real time, and when it keeps up again: once
+    each, not every window. (The start-up check times generation alone; the guard's redraws can
+    cost a barely-trained model more than it has to spare.)"""
+
+    def __init__(self, station: Station, broadcast):
+        self.station, self.broadcast = station, broadcast
+        self.delay = broadcast.delay_seconds
+        self.behind = False
+        self.late_at = 0.0  # when it last fell further behind (monotonic)
+
+    def check(self) -> None:
+        delay, station, now = self.broadcast.delay_seconds, self.station, time.monotonic()
+        if delay > self.delay:
+            self.late_at = now
+        if delay > self.delay and not self.behind:
+            self.behind = True
+            redraws = " with the guard's redraws" if station.settings.guard else ""
+            logger.warning("the broadcast is falling behind real time: %s generates %.2fx real time here%s (the "
+                           "start-up check, %.2fx, times generation alone); it plays on with a growing delay "
+                           "(delay_seconds in /status). A better-trained model, fewer --guard-attempts or "
+                           "--no-guard, a smaller model or a faster backend keeps up", station.ref.source,
+                           station.realtime_factor or 0.0, redraws, station.measured_realtime or 0.0)
+        elif self.behind and now - self.late_at >= KEPT_UP_SECONDS:
+            self.behind = False
+            logger.info("the broadcast keeps up with real time again (%.1f s behind in all)", delay)
+        self.delay = delay
 
 
 def serve(target: str, settings: ServeSettings, checkpoint: str | None = None, on_ready=None) -> dict:
@@ -65,7 +96,7 @@ def serve(target: str, settings: ServeSettings, checkpoint: str | None = None, o
 async def _run(station: Station, stop: StopSignals, on_ready) -> dict:
     from aiohttp import web
 
-    from wavegen.serve.app import make_app, status
+    from wavegen.serve.app import http_logger, make_app, status
     from wavegen.serve.broadcast import Broadcast
 
     s = station.settings
@@ -73,7 +104,7 @@ async def _run(station: Station, stop: StopSignals, on_ready) -> dict:
     broadcast = Broadcast(station.encoder.header, station.position / station.sample_rate, s.burst_seconds,
                           s.lag_seconds, s.stall_seconds)
     runner = web.AppRunner(make_app(station, broadcast), handle_signals=False, access_log=None,
-                           shutdown_timeout=2.0)
+                           shutdown_timeout=2.0, logger=http_logger())
     await runner.setup()
     try:
         site = web.TCPSite(runner, s.host, s.port)
@@ -96,8 +127,10 @@ async def _run(station: Station, stop: StopSignals, on_ready) -> dict:
         logger.info("playing %s at %s (Ctrl-C stops)", station.ref.source, url)
         if on_ready is not None:
             on_ready(url)
+        pace = _Pace(station, broadcast)
         while not stop.requested and station.running:
             await asyncio.sleep(STOP_POLL_SECONDS)
+            pace.check()
         final = status(station, broadcast)
         broadcast.close()
         await loop.run_in_executor(None, station.stop)

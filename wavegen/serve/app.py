@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import struct
+import sys
 import time
 from importlib import resources
 
@@ -19,6 +21,7 @@ from wavegen.serve.encoder import CONTENT_TYPE
 from wavegen.serve.station import Station
 
 logger = logging.getLogger(__name__)
+HTTP_LOGGER = "wavegen.serve.http"  # aiohttp's server log (AppRunner(logger=...)), see http_logger()
 
 PAGE_FILES = {"/": ("index.html", "text/html"), "/player.js": ("player.js", "text/javascript"),
               "/style.css": ("style.css", "text/css")}
@@ -26,6 +29,7 @@ STATUS_EVENTS = 20  # guard events listed by /status (all are counted)
 SEND_BUFFER_BYTES = 64 * 1024  # per listener socket: a stalled client holds little and is found sooner
 RETRY_AFTER_SECONDS = 30
 SLOW_DELAY_SECONDS = 0.5  # a broadcast this far behind real time is reported slow
+BAD_REQUEST_CHARS = 120  # of what aiohttp says of a malformed request, logged
 
 
 def status(station: Station, broadcast: Broadcast) -> dict:
@@ -92,6 +96,70 @@ def metrics_text(state: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+class _BadRequestsInOneLine(logging.Filter):
+    """aiohttp logs a malformed request (the client's fault: a bad request line, header or length)
+    as an error with a traceback; this makes it one line at INFO (-v keeps the traceback). Errors of
+    the handlers themselves pass as they are."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        log = logging.getLogger(record.name)
+        if not isinstance(exc, HttpProcessingError) or log.isEnabledFor(logging.DEBUG):
+            return True
+        remote = record.args[0] if isinstance(record.args, tuple) and len(record.args) == 1 else "a client"
+        lines = [line.strip() for line in str(exc.message).splitlines()]
+        what = " ".join(line for line in lines if line.strip("^")) or type(exc).__name__  # not the ^ marker
+        what = what if len(what) <= BAD_REQUEST_CHARS else what[:BAD_REQUEST_CHARS] + "..."
+        record.msg, record.args = "a malformed HTTP request from %s: %s (answered %s)", (remote, what, exc.code)
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
+        return log.isEnabledFor(logging.INFO)
+
+
+def http_logger() -> logging.Logger:
+    """The logger for aiohttp's server (malformed requests in one line each)."""
+    log = logging.getLogger(HTTP_LOGGER)
+    if not any(isinstance(f, _BadRequestsInOneLine) for f in log.filters):
+        log.addFilter(_BadRequestsInOneLine())
+    return log
+
+
+def _outq_ioctl():
+    """The ioctl that reads a socket's unsent + unacknowledged bytes (Linux SIOCOUTQ), or None."""
+    try:
+        import fcntl
+        import termios
+    except ImportError:  # Windows
+        return None
+    request = getattr(termios, "TIOCOUTQ", None)  # the same number as SIOCOUTQ on Linux
+    return None if request is None or not sys.platform.startswith("linux") else (fcntl.ioctl, request)
+
+
+_OUTQ = _outq_ioctl()
+
+
+def _queued(transport):
+    """→ queued(): bytes written to this connection that its client has not taken yet (the event
+    loop's buffer and, on Linux, the kernel's send queue), or None without a transport."""
+    if transport is None:
+        return None
+    sock = transport.get_extra_info("socket")
+
+    def queued() -> int:
+        n = transport.get_write_buffer_size()
+        if sock is not None and _OUTQ is not None:
+            ioctl, request = _OUTQ
+            try:
+                n += struct.unpack("i", ioctl(sock.fileno(), request, b"\0" * 4))[0]
+            except (OSError, ValueError):  # closed meanwhile
+                pass
+        return n
+
+    return queued
+
+
 def make_app(station: Station, broadcast: Broadcast) -> web.Application:
     settings = station.settings
     folder = resources.files("wavegen.serve") / "static"
@@ -120,7 +188,7 @@ def make_app(station: Station, broadcast: Broadcast) -> web.Application:
             if sock is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
             await response.prepare(request)
-            if request.method != "HEAD" and not await broadcast.feed(response.write):
+            if request.method != "HEAD" and not await broadcast.feed(response.write, _queued(request.transport)):
                 if request.transport is not None:
                     request.transport.abort()  # stalled: nothing more will reach it
         except ConnectionError:

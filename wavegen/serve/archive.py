@@ -84,7 +84,7 @@ class Archive:
     def _open(self) -> tuple[dict[str, np.ndarray] | None, int, dict]:
         params_path = self.state_dir / PARAMS_FILE
         if params_path.is_file():
-            self._check_params(json.loads(params_path.read_text()), params_path)
+            self._check_params(self._read_params(params_path), params_path)
         else:
             if part_path(self.folder, 0).exists():
                 raise ServeError(f"{part_path(self.folder, 0)} exists but {self.folder} has no {STATE_DIR}/"
@@ -95,28 +95,68 @@ class Archive:
         state, meta = None, {}
         snap = self.state_dir / SNAPSHOT_FILE
         if snap.is_file():
-            state, self.position, meta = load_snapshot(snap)
+            state, self.position, meta = self._read_snapshot(snap)
             self._check_params(meta.get("params", {}), snap)
         self.snapshot_position = self.position
         index, frames = divmod(self.position, self.part_frames)
+        self._check_parts(index, frames)  # before anything is cut or removed
         for later in sorted(self.folder.glob("broadcast_[0-9][0-9][0-9][0-9][0-9].wav")):
             if int(later.stem.split("_")[1]) > index:  # written after the snapshot: written again
                 later.unlink()
-        if index > 0 and not part_path(self.folder, index - 1).is_file():
-            raise ServeError(f"{part_path(self.folder, index - 1)} is missing but the snapshot counts it; the "
-                             "archive was changed since; choose another --archive")
         self.writer = self._writer(index, frames)
         if self.position:
             logger.info("archive %s: continuing at %.1f s", self.folder, self.position / self.sample_rate)
         return state, self.position, meta
 
+    def _damaged(self, path: Path, why) -> ServeError:
+        if isinstance(why, BaseException):
+            why = f"{type(why).__name__}: {why}"
+        return ServeError(f"{path} is damaged ({why}): {self.folder} cannot be continued; choose another --archive "
+                          f"(the WAV parts in {self.folder} stay as they are)")
+
+    def _read_params(self, path: Path) -> dict:
+        try:
+            saved = json.loads(path.read_text())
+        except OSError as err:
+            raise ServeError(f"cannot read {path}: {err.strerror or err}; make it readable, or choose another "
+                             "--archive") from None
+        except ValueError as err:  # not JSON (UnicodeDecodeError is one too)
+            raise self._damaged(path, err) from None
+        if not isinstance(saved, dict):
+            raise self._damaged(path, f"a JSON {type(saved).__name__}, not an object")
+        return saved
+
+    def _read_snapshot(self, path: Path) -> tuple[dict[str, np.ndarray], int, dict]:
+        try:
+            state, position, meta = load_snapshot(path)
+        except WavegenError as err:  # render's message tells a render what to do: restated for serve
+            raise self._damaged(path, err.__cause__ or err) from None
+        if not isinstance(meta, dict) or position < 0:
+            raise self._damaged(path, "its record of the archive is not one wavegen serve wrote")
+        return state, position, meta
+
+    def _check_parts(self, index: int, frames: int) -> None:
+        """Every part the snapshot counts is there, the current one with its ``frames`` samples."""
+        for k in range(index + 1 if frames else index):
+            path = part_path(self.folder, k)
+            if not path.is_file():
+                raise ServeError(f"{path} is missing but the archive's snapshot counts it: the archive was changed "
+                                 "since; choose another --archive")
+        path = part_path(self.folder, index)
+        if frames and path.stat().st_size < PCMWriter.HEADER_BYTES + 2 * frames:
+            raise self._short_part(path, frames)
+
+    @staticmethod
+    def _short_part(path: Path, frames: int) -> ServeError:
+        return ServeError(f"{path} holds fewer than the {frames} samples the archive's snapshot counts: the "
+                          "archive was changed since; choose another --archive")
+
     def _writer(self, index: int, frames: int) -> PCMWriter:
         path = part_path(self.folder, index)
         try:
             return PCMWriter(path, self.sample_rate, wav=True, resume_frames=frames if frames else None)
-        except WavegenError:  # PCMWriter: the part is shorter than the snapshot says
-            raise ServeError(f"{path} holds fewer than the {frames} samples the archive's snapshot counts: the "
-                             "archive was changed since; choose another --archive") from None
+        except WavegenError:  # PCMWriter: the part is shorter than the snapshot says (or no WAV)
+            raise self._short_part(path, frames) from None
         except OSError as err:
             raise self._write_error(path, err) from err
 

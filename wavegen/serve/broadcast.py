@@ -8,8 +8,15 @@ and the last ``burst_seconds`` at once (its player starts without waiting), then
 as it goes on air. All listeners share the same bytes: nothing is encoded per listener.
 
 Back-pressure: each listener writes on its own, so a slow one never holds up the station or
-the others. One that falls ``lag_seconds`` behind the live edge skips ahead to it; one whose
-socket accepts nothing for ``stall_seconds`` is dropped.
+the others. A listener is sent at most ``QUEUE_BYTES`` at a time, and waited for while more
+than that is still queued on its connection (not yet taken by its client): a slow one falls
+behind, and once it is ``lag_seconds`` behind the live edge it skips ahead to it, however
+slowly it reads. One that takes no data at all (nothing leaves its queue) is dropped after
+``stall_seconds``, but not before it would have been skipped (``lag_seconds``), nor before
+twice the longest silence it already came back from: TCP shows a client that reads slowly
+taking data only in steps (half its receive buffer, ~60 KB with Linux's defaults: 12 s at
+5 KB/s; longer where the kernel's retransmissions back off), and such a listener is slow, not
+stalled.
 
 A station slower than real time (``--allow-slow``): when a page reaches the pacer after its
 time, the live edge waits for it and ``delay_seconds`` grows by the wait.
@@ -26,6 +33,26 @@ from wavegen.serve.encoder import Page
 logger = logging.getLogger(__name__)
 
 LATE_SECONDS = 0.05  # a page ready this much after its time means the station fell behind
+QUEUE_BYTES = 32 * 1024  # queued for a listener beyond this (~4 s at 64 kb/s), it is waited for
+POLL_SECONDS = 0.25  # how often a listener that is waited for is looked at
+
+
+class _Silence:
+    """How long a listener's connection has taken no data (its queue did not shrink)."""
+
+    def __init__(self):
+        self.low: int | None = None  # the least seen queued since the current send began
+        self.since = time.monotonic()  # when it last took data (or had room)
+        self.longest = 0.0  # the longest silence it came back from
+
+    def look(self, left: int | None) -> float:
+        """``left``: bytes queued now (None: unknown) → seconds of silence."""
+        now = time.monotonic()
+        if left is not None and (self.low is None or left < self.low):
+            if self.low is not None:
+                self.longest = max(self.longest, now - self.since)
+            self.low, self.since = left, now
+        return now - self.since
 
 
 class Broadcast:
@@ -128,6 +155,7 @@ class Broadcast:
         first = self.ring[0].seq
         if seq + 1 < first:
             self.skips_total += 1  # fell behind: on to the live edge (a gap in this listener's audio)
+            logger.info("a listener fell over %g s behind the live edge: skipped ahead to it", self.lag_seconds)
             return self._join_pages()
         return self.ring[seq + 1 - first:]
 
@@ -144,31 +172,67 @@ class Broadcast:
     def leave(self) -> None:
         self.listeners -= 1
 
-    async def feed(self, write) -> bool:
+    async def feed(self, write, queued=None) -> bool:
         """Send the broadcast through ``write(bytes)`` (a coroutine) until closed or the client goes.
 
-        → True when the broadcast ended, False when the listener was dropped as stalled (its
-        connection should be aborted). Raises ConnectionError when the client disconnects.
+        ``queued()``: bytes sent to this listener that its client has not taken yet (its
+        connection's buffers), or None where unknown (then only a ``write`` that does not return
+        counts as a stall). → True when the broadcast ended, False when the listener was dropped
+        as stalled (its connection should be aborted). Raises ConnectionError when the client
+        disconnects.
         """
         while not self.ring and not self.closed:  # nothing on air yet: no header either
             await self._on_air.wait()
         pages = self._join_pages()
         data = self.header + b"".join(p.data for p in pages)
         seq = pages[-1].seq if pages else self.next_seq - 1
+        silence = _Silence()
         while not self.closed:
-            if data:
-                try:
-                    await asyncio.wait_for(write(data), self.stall_seconds)
-                except asyncio.TimeoutError:
-                    self.dropped_total += 1
-                    logger.info("a listener took no data for %.0f s: dropped", self.stall_seconds)
-                    return False
-                self.bytes_sent_total += len(data)
+            if data and not await self._send(write, data, queued, silence):
+                self.dropped_total += 1
+                logger.info("a listener took no data for %.0f s: dropped", silence.look(None))
+                return False
             pages = self._pages_after(seq)
             if not pages:
                 await self._on_air.wait()
                 pages = self._pages_after(seq)
-            data = b"".join(p.data for p in pages)
-            if pages:
-                seq = pages[-1].seq
+            # as many pages as there is room for (one at least): how far behind it is, is looked at after each send
+            room = QUEUE_BYTES - (queued() if queued is not None else 0)
+            n, size = 1, len(pages[0].data) if pages else 0
+            while n < len(pages) and size + len(pages[n].data) <= room:
+                n, size = n + 1, size + len(pages[n].data)
+            data = b"".join(p.data for p in pages[:n])
+            seq = pages[n - 1].seq if pages else seq
         return True
+
+    async def _send(self, write, data: bytes, queued, silence: _Silence) -> bool:
+        """``write(data)``, then wait while more than QUEUE_BYTES are queued for the listener.
+
+        → False when the listener took no data for too long meanwhile (see the module's doc;
+        without ``queued``: the write did not return for ``stall_seconds``).
+        """
+        task = asyncio.ensure_future(write(data))
+        silence.low = None  # these bytes are queued on top: the queue is looked at afresh
+        if queued is None:
+            silence.since = time.monotonic()
+        try:
+            while not self.closed:
+                if task.done():
+                    task.result()  # ConnectionError when the client went
+                    if queued is None or queued() <= QUEUE_BYTES:
+                        self.bytes_sent_total += len(data)
+                        return True
+                    await asyncio.sleep(POLL_SECONDS)
+                else:
+                    await asyncio.wait({task}, timeout=POLL_SECONDS)
+                if queued is None:
+                    if time.monotonic() - silence.since >= self.stall_seconds:
+                        return False
+                elif silence.look(queued()) >= max(self.stall_seconds, self.lag_seconds, 2 * silence.longest):
+                    return False
+            return True
+        finally:
+            if not task.done():
+                task.cancel()
+            elif not task.cancelled():
+                task.exception()  # retrieved (raised above, or moot once dropped or closed)

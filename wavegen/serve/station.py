@@ -33,7 +33,7 @@ from wavegen.generate import make_engine, temperatures, uniforms
 from wavegen.render import RenderSettings, guard_verdict, parse_label
 from wavegen.render.guard import criteria_for
 from wavegen.resolve import resolve_model
-from wavegen.serve.archive import Archive, ServeError
+from wavegen.serve.archive import SNAPSHOT_FILE, Archive, ServeError
 from wavegen.serve.encoder import OggOpusEncoder, Page
 
 logger = logging.getLogger(__name__)
@@ -157,6 +157,7 @@ class Station:
         self._chunk = MIN_CHUNK
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._published = False  # any pages handed to the broadcast yet
         self.error: BaseException | None = None
         self.encoder: OggOpusEncoder | None = None
 
@@ -194,9 +195,18 @@ class Station:
             self.events = meta.get("events", [])
             self.event_counts = meta.get("event_counts", {})
             if state is not None:
-                self.engine.load_state_dict(state)
+                self._restore(state)
         title = f"wavegen: {self.name}, seed {self.settings.seed}"
         self.encoder = OggOpusEncoder(self.sample_rate, self.position / self.sample_rate, title)
+
+    def _restore(self, state: dict[str, np.ndarray]) -> None:
+        try:
+            self.engine.load_state_dict(state)
+        except (KeyError, ValueError, TypeError, RuntimeError) as err:  # params matched: the file was changed
+            self.archive.abandon()
+            snap = self.archive.state_dir / SNAPSHOT_FILE
+            raise ServeError(f"{snap} does not fit this model's engine ({type(err).__name__}: {err}): "
+                             f"{self.archive.folder} cannot be continued; choose another --archive") from None
 
     @property
     def name(self) -> str:
@@ -256,6 +266,7 @@ class Station:
                 resume_state = None
                 if pages:
                     publish(pages)
+                    self._published = True
             if self.archive is not None:
                 self.archive.snapshot(resume_state or self._engine_state(), self._meta())
                 self.archive.close()
@@ -269,10 +280,11 @@ class Station:
             publish(None)  # tells the broadcast the station has stopped
 
     def _wait_for_room(self, live_seconds) -> bool:
-        """Wait while the rendered audio is buffer_seconds ahead of the live edge; False once stopped."""
+        """Wait while the rendered audio is buffer_seconds ahead of the live edge; False once stopped.
+        Not before a first page is out: the live edge starts with it (the encoder holds ~1 s)."""
         while True:
             ahead = self.position / self.sample_rate - live_seconds()
-            if ahead < self.settings.buffer_seconds:
+            if ahead < self.settings.buffer_seconds or not self._published:
                 return True
             if self._stop.wait(min(ahead - self.settings.buffer_seconds + 0.01, 0.5)):
                 return False

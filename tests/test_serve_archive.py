@@ -1,0 +1,154 @@
+"""wavegen serve --archive: a restart continues the broadcast byte for byte; an archive of another
+broadcast, or one changed or damaged since, is refused in one line before anything in it is touched.
+
+The servers are the CLI in subprocesses (test_serve's helpers); the refusals that need no model
+are checked on :class:`~wavegen.serve.archive.Archive` itself.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from test_serve import ENV, SR, Server, make_model, reference_pcm
+
+PARAMS = {"model": "a", "model_sha256": "0" * 64, "sample_rate": SR, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return make_model(tmp_path_factory.mktemp("serve_archive") / "tiny")
+
+
+def _archived(folder: Path) -> np.ndarray:
+    parts = sorted(folder.glob("broadcast_*.wav"))
+    return np.concatenate([sf.read(str(p), dtype="int16")[0] for p in parts])
+
+
+def _contents(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+            and p.name != ".lock"}
+
+
+def _archive(folder: Path, seconds_before: float, seconds_after: float, part_seconds: float = 3.0) -> None:
+    """An archive of ``seconds_before`` s with a snapshot there, then ``seconds_after`` s more (not
+    snapshot: a restart cuts them back), left as a stopped server leaves it."""
+    from wavegen.serve.archive import Archive
+
+    a = Archive(folder, SR, PARAMS, part_seconds=part_seconds)
+    a.open()
+    a.write(np.arange(int(seconds_before * SR), dtype=np.int16))
+    a.snapshot({"t": np.zeros(1)}, {})
+    a.write(np.ones(int(seconds_after * SR), dtype=np.int16))
+    a.close()
+
+
+def _refused(folder: Path, match: str) -> str:
+    from wavegen.serve import ServeError
+    from wavegen.serve.archive import Archive
+
+    before = _contents(folder)
+    with pytest.raises(ServeError, match=match) as err:
+        Archive(folder, SR, PARAMS, part_seconds=3.0).open()
+    assert _contents(folder) == before, "a refused archive is left as it was"
+    assert "--restart" not in str(err.value)  # render's advice: serve has no such option
+    return str(err.value)
+
+
+@pytest.mark.slow
+def test_archive_restart_continues_byte_exact(model, tmp_path):
+    archive = tmp_path / "archive"
+    args = ("--no-guard", "--archive", str(archive), "--archive-part-seconds", "3", "--snapshot-seconds", "1",
+            "--buffer-seconds", "8")  # rendered at full speed up to 8 s ahead: little waiting for real time
+    first = Server(model, *args)
+    s = first.wait_for(lambda s: s["archive"]["snapshot_seconds"] >= 3.0)
+    assert first.stop(signal.SIGKILL) == -signal.SIGKILL  # no goodbye: the snapshot is all there is
+    written = s["archive"]["seconds"]
+
+    second = Server(model, *args)
+    s = second.status()
+    assert 3.0 <= s["archive"]["snapshot_seconds"] <= written  # it went on from the snapshot, not from zero
+    goal = max(written + 2.0, 7.0)  # past where the first one got, into a third part
+    second.wait_for(lambda s: s["archive"]["seconds"] >= goal)
+    assert second.stop() == 0, "".join(second.stderr)
+    pcm = _archived(archive)
+    assert len(pcm) >= goal * SR
+    assert len(list(archive.glob("broadcast_*.wav"))) >= 3  # parts of 3 s
+    assert np.array_equal(pcm, reference_pcm(model, len(pcm)))
+
+
+def test_archive_of_another_broadcast_is_refused_untouched(tmp_path):
+    from wavegen.errors import FolderBusyError
+    from wavegen.serve import ServeError
+    from wavegen.serve.archive import Archive
+
+    first = Archive(tmp_path, SR, PARAMS, part_seconds=3.0)
+    first.open()
+    first.write(np.arange(5 * SR, dtype=np.int16))
+    first.snapshot({"t": np.zeros(1)}, {})
+    with pytest.raises(FolderBusyError, match="another wavegen serve archive is writing here"):  # one at a time
+        Archive(tmp_path, SR, PARAMS, part_seconds=3.0).open()
+    first.close()
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("broadcast_*.wav")}
+    with pytest.raises(ServeError, match=r"seed=0.*seed=1"):
+        Archive(tmp_path, SR, {**PARAMS, "seed": 1}, part_seconds=3.0).open()
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("broadcast_*.wav")} == before
+    moved = Archive(tmp_path, SR, {**PARAMS, "model": "b"}, part_seconds=3.0)  # same weights, moved folder
+    state, position, _ = moved.open()
+    assert position == 5 * SR and state["t"].shape == (1,)
+    moved.close()
+
+
+def test_a_damaged_state_file_is_refused_in_one_line_by_the_cli(model, tmp_path):
+    """A params.json cut short: one line naming it, exit code 2, advice that works for serve."""
+    archive = tmp_path / "archive"
+    (archive / ".state").mkdir(parents=True)
+    (archive / ".state" / "params.json").write_text('{"seed": ')
+    result = subprocess.run([sys.executable, "-m", "wavegen", "serve", str(model), "--port", "0", "--allow-slow",
+                             "--archive", str(archive)], capture_output=True, text=True, env=ENV, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "listening" not in result.stdout
+    error = [line for line in result.stderr.splitlines() if line.startswith("wavegen serve: error:")]
+    assert len(error) == 1 and "params.json is damaged" in error[0] and "choose another --archive" in error[0]
+    assert str(archive / ".state" / "params.json") in error[0]
+    assert (archive / ".state" / "params.json").read_text() == '{"seed": '
+
+
+def test_damaged_state_files_are_refused_with_advice_for_serve(tmp_path):
+    (tmp_path / "params").mkdir()
+    _archive(tmp_path / "params", 5.0, 1.0)
+    (tmp_path / "params" / ".state" / "params.json").write_text("[1, 2]")  # JSON, but not what serve wrote
+    _refused(tmp_path / "params", r"params\.json is damaged .*choose another --archive")
+
+    (tmp_path / "snap").mkdir()
+    _archive(tmp_path / "snap", 5.0, 1.0)
+    snap = tmp_path / "snap" / ".state" / "snapshot.npz"
+    snap.write_bytes(snap.read_bytes()[:100])
+    message = _refused(tmp_path / "snap", r"snapshot\.npz is damaged \(.+\).*choose another --archive")
+    assert str(snap) in message
+
+
+@pytest.mark.parametrize("changed", ["current part missing", "earlier part missing", "current part cut short"])
+def test_an_archive_changed_since_its_snapshot_is_refused_untouched(tmp_path, changed):
+    """The snapshot at 5 s, inside the second part of 3 s; a third part written after it (a restart
+    would cut it back and write it again; a refused one keeps it)."""
+    _archive(tmp_path, 5.0, 2.0)
+    assert sorted(p.name for p in tmp_path.glob("broadcast_*.wav")) == [
+        "broadcast_00000.wav", "broadcast_00001.wav", "broadcast_00002.wav"]
+    if changed == "current part missing":
+        (tmp_path / "broadcast_00001.wav").unlink()
+        _refused(tmp_path, r"broadcast_00001\.wav is missing.*the archive was changed since; choose another --archive")
+    elif changed == "earlier part missing":
+        (tmp_path / "broadcast_00000.wav").unlink()
+        _refused(tmp_path, r"broadcast_00000\.wav is missing.*the archive was changed since; choose another --archive")
+    else:
+        part = tmp_path / "broadcast_00001.wav"
+        part.write_bytes(part.read_bytes()[:44 + 2 * SR])  # 1 s of the 2 s the snapshot counts
+        _refused(tmp_path, r"broadcast_00001\.wav holds fewer than the 32000 samples.*the archive was changed "
+                           r"since; choose another --archive")
