@@ -1,6 +1,7 @@
 """wavegen.analysis: renders judged against an album (features checked on signals of known values)."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -70,6 +71,20 @@ def test_frechet_distance_of_shifted_gaussians():
     assert analysis.frechet_distance(a, b, zeros, ones) == pytest.approx(5.0, abs=0.15)
     assert analysis.frechet_distance(a, a, zeros, ones) == pytest.approx(0.0, abs=1e-6)
     assert analysis.wasserstein_1d(a[:, 0], a[:, 0] + 3.0) == pytest.approx(3.0, abs=1e-9)
+
+
+def test_frechet_distance_of_a_constant_set_is_exact_and_quiet():
+    """A silent render's frames are one vector: its covariance is singular, and the distance is
+    |c - mu_b|^2 + tr(Sb) exactly, with no warning (scipy's sqrtm warned and rounded here)."""
+    rng = np.random.default_rng(2)
+    b = rng.standard_normal((5000, 39)) * np.linspace(0.5, 2.0, 39)
+    c = np.full((300, 39), 0.25)
+    zeros, ones = np.zeros(39), np.ones(39)
+    expected = ((0.25 - b.mean(axis=0)) ** 2).sum() + np.trace(np.cov(b, rowvar=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert analysis.frechet_distance(c, b, zeros, ones) == pytest.approx(expected, rel=1e-9)
+        assert analysis.frechet_distance(b, c, zeros, ones) == pytest.approx(expected, rel=1e-9)
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +158,7 @@ def test_clear_errors_name_the_folder(tone_album, tmp_path):
     (bad / "stream_000.wav").write_bytes(b"not a wav file at all")
     with pytest.raises(analysis.AnalysisError, match="stream_000.wav"):
         analysis.compare_renders(bad, corpus)
+    short = tmp_path / "short"  # a file too short to cut an excerpt from is named, not "no audio"
+    write_audio_file(short / "stream_000.wav", melody(0.04, RATE, seed=1), RATE)
+    with pytest.raises(analysis.AnalysisError, match=r"shorter than the 0.25 s .*stream_000.wav \(0.040 s\)"):
+        analysis.compare_renders(short, corpus)

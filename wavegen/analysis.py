@@ -40,6 +40,7 @@ PERIODIC_THRESHOLD = 0.6
 PERIOD_LAGS_MS = (1.0, 16.0)
 BAND_TOP = 0.9  # spectral features use frequencies up to this fraction of Nyquist
 SETS = ("renders", "test", "train", "white_noise", "pink_noise")
+MIN_RENDER_SECONDS = 0.25  # the shortest clip cut into an excerpt (see excerpts_of)
 
 # Frame features compared as distributions (Wasserstein distance / test split's spread, plots).
 FRAME_FEATURES = {
@@ -229,15 +230,16 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
 def frechet_distance(a: np.ndarray, b: np.ndarray, mean: np.ndarray, std: np.ndarray) -> float:
     """Frechet distance between Gaussians fitted to frame vectors a [N, D] and b [M, D], both
     standardized with (mean [D], std [D]): |mu_a - mu_b|^2 + tr(Sa + Sb - 2 (Sa Sb)^1/2)."""
-    from scipy import linalg
-
     a, b = (a - mean) / std, (b - mean) / std
     mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    root = linalg.sqrtm(cov_a @ cov_b)
-    if np.iscomplexobj(root):
-        root = root.real  # rounding makes tiny imaginary parts
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root))
+    cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    # tr (Sa Sb)^1/2 = tr (Sa^1/2 Sb Sa^1/2)^1/2, a symmetric PSD matrix: its eigenvalues give the
+    # trace stably, also where a set is (nearly) constant and its covariance singular (silence)
+    w, v = np.linalg.eigh(cov_a)
+    half = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+    inner = np.linalg.eigvalsh(half @ cov_b @ half)
+    root_trace = np.sqrt(np.clip(inner, 0.0, None)).sum()
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * root_trace)
 
 
 def wasserstein_1d(a: np.ndarray, b: np.ndarray) -> float:
@@ -266,7 +268,7 @@ def excerpts_of(clips: list[np.ndarray], sample_rate: int, max_seconds: float,
     for clip in clips:
         for start in range(0, len(clip), size):
             piece = clip[start: start + size]
-            if len(piece) >= least or (start == 0 and len(piece) >= sample_rate // 4):
+            if len(piece) >= least or (start == 0 and len(piece) >= int(MIN_RENDER_SECONDS * sample_rate)):
                 pieces.append(piece)
     keep = max(1, int(max_seconds // excerpt_seconds))
     if len(pieces) > keep:
@@ -292,13 +294,24 @@ def render_clips(renders_dir: str | Path, sample_rate: int) -> tuple[list[np.nda
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
     if not files:
         raise AnalysisError(f"{folder}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
-    clips = []
+    clips, names, short = [], [], []
     for path in files:
         try:
-            clips.append(load_mono(path, sample_rate))
+            clip = load_mono(path, sample_rate)
         except AudioError as err:
             raise AnalysisError(str(err)) from None
-    return clips, [p.name for p in files]
+        if len(clip) < int(MIN_RENDER_SECONDS * sample_rate):
+            short.append(f"{path.name} ({len(clip) / sample_rate:.3f} s)")
+            continue
+        clips.append(clip)
+        names.append(path.name)
+    if short and not clips:
+        raise AnalysisError(f"{folder}: every audio file is shorter than the {MIN_RENDER_SECONDS} s the analysis "
+                            f"needs: {', '.join(short)}")
+    if short:
+        logger.warning("%s: skipping %s: shorter than the %s s the analysis needs", folder, ", ".join(short),
+                       MIN_RENDER_SECONDS)
+    return clips, names
 
 
 def noise(kind: str, seconds: float, sample_rate: int, rms: float, seed: int = 0) -> np.ndarray:

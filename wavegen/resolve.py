@@ -136,15 +136,25 @@ def _checkpoint_ref(run_dir: Path, checkpoint: str) -> ModelRef:
                     folder)
 
 
-def _read_config(path: Path, config: dict | None = None) -> dict:
-    """The model config in ``path`` (or ``config``, read from it), once it has a wavegen config's
-    shape: ConfigError naming the file when a section is missing or the sample rate is not a rate
-    (a damaged or hand-edited config is one line, not a traceback later)."""
-    config = load_json(path) if config is None else config
+def _read_config(path: Path, rate_from_preset: bool = False) -> dict:
+    """The model config in ``path``, once it has a wavegen config's shape: ConfigError naming the
+    file when a section is missing or the sample rate is not a rate (a damaged or hand-edited
+    config is one line, not a traceback later). With ``rate_from_preset`` (a config written by
+    hand), a config without ``data.sample_rate`` takes its preset's."""
+    config = load_json(path)
     if not (isinstance(config, dict) and isinstance(config.get("model_type"), str)
             and isinstance(config.get("model"), dict)):
         raise ConfigError(f"{path}: not a wavegen model config (no model_type and model)")
     data = config.get("data")
+    if rate_from_preset and not (isinstance(data, dict) and "sample_rate" in data):
+        from wavegen.models import PRESETS, resolve_preset
+
+        if config.get("preset") not in PRESETS:
+            raise ConfigError(f"{path}: no data.sample_rate and no known preset to take it from; "
+                              'add "data": {"sample_rate": HZ}')
+        data = {**(data if isinstance(data, dict) else {}),
+                "sample_rate": resolve_preset(config["preset"])["data"]["sample_rate"]}
+        config["data"] = data
     rate = data.get("sample_rate") if isinstance(data, dict) else None
     if isinstance(rate, bool) or not isinstance(rate, int) or rate <= 0:
         raise ConfigError(f"{path}: data.sample_rate {rate!r} is not a sample rate (a positive whole number of Hz)")
@@ -169,16 +179,8 @@ def resolve_model(target: str | Path, checkpoint: str | None = None) -> ModelRef
     if path.is_file():
         if path.suffix != ".json":
             raise ConfigError(f"{path}: not a model: give a preset name, a model or run folder, or a config .json")
-        config = load_json(path)
-        if not (isinstance(config, dict) and "model_type" in config and "model" in config):
-            raise ConfigError(f"{path}: not a wavegen model config (no model_type and model)")
-        data = config.get("data") if isinstance(config.get("data"), dict) else {}
-        if "sample_rate" not in data:
-            if config.get("preset") not in PRESETS:
-                raise ConfigError(f"{path}: no data.sample_rate and no known preset to take it from; "
-                                  'add "data": {"sample_rate": HZ}')
-            config["data"] = {**data, "sample_rate": resolve_preset(config["preset"])["data"]["sample_rate"]}
-        return ModelRef("config", f"{path} (random weights)", _read_config(path, config), folder=path.parent)
+        return ModelRef("config", f"{path} (random weights)", _read_config(path, rate_from_preset=True),
+                        folder=path.parent)
     for kind, folder in (("model", path), ("run", path / "best"), ("run", path / "best.old")):
         if _is_model_folder(folder):
             return ModelRef(kind, str(folder), _read_config(folder / CONFIG_FILE), folder / MODEL_FILE, folder)
