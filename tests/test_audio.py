@@ -1,4 +1,5 @@
 import math
+import os
 import subprocess
 import sys
 
@@ -215,7 +216,35 @@ def test_pcm16_reads_as_int_over_32768_and_floats_keep_values_above_full_scale(t
     np.testing.assert_array_equal(decoded.samples, loud)
 
 
-@pytest.mark.parametrize("fmt,subtype", [("WAV", "PCM_16"), ("FLAC", "PCM_16"), ("OGG", "VORBIS")])
+def test_an_mp3_decodes_whole_without_gaps(tmp_path):
+    """libsndfile's MPEG decoder, read in blocks, put runs of zeros at the start of every block
+    after the first (10% of a 10 s tone): the file must decode as the tone, every block of it."""
+    sr, seconds = 44100, 10
+    t = np.arange(sr * seconds) / sr
+    path = tmp_path / "tone.mp3"
+    sf.write(str(path), 0.5 * np.sin(2 * np.pi * 310 * t), sr, format="MP3")
+    decoded = decode_audio(path)
+    y = decoded.samples[:, 0]
+    assert decoded.damage is None and len(y) == sr * seconds
+    # 0.1 s windows past the encoder's start: each one the tone at its level (a gap is near silence)
+    windows = y[sr // 10:].reshape(-1, sr // 10)
+    rms = np.sqrt((windows.astype(np.float64) ** 2).mean(axis=1))
+    assert rms.min() > 0.34 and rms.max() < 0.37  # 0.5 / sqrt(2) = 0.354
+    assert int((y[sr // 10:] == 0).sum()) < 10
+
+
+def test_a_file_whose_name_is_not_utf8_decodes(tmp_path):
+    x = (0.25 * np.sin(np.arange(16000) / 16000 * 2 * np.pi * 220)).astype(np.float32)
+    sf.write(str(tmp_path / "plain.wav"), x, 16000, subtype="FLOAT")
+    os.rename(os.fsencode(tmp_path / "plain.wav"), os.fsencode(tmp_path) + b"/Bj\xf6rk - J\xf3ga.wav")
+    (path,) = tmp_path.iterdir()  # the name as Python sees it: surrogate escapes for the Latin-1 bytes
+    y, sr = read_audio(path)
+    assert sr == 16000
+    np.testing.assert_array_equal(y[:, 0], x)
+
+
+@pytest.mark.parametrize("fmt,subtype", [("WAV", "PCM_16"), ("FLAC", "PCM_16"), ("OGG", "VORBIS"),
+                                         ("MP3", "MPEG_LAYER_III")])
 def test_a_file_cut_short_decodes_in_part_and_says_so(tmp_path, fmt, subtype, caplog):
     rng = np.random.default_rng(5)
     x = (0.3 * rng.standard_normal((3 * 16000, 1))).astype(np.float32)

@@ -228,6 +228,14 @@ def test_user_errors_on_the_render_path_are_wavegen_errors(model, tmp_path):
         with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
             parse_label(text, labels)
     assert parse_label("a:1,b:3", ["a", "b"]).tolist() == [0.25, 0.75]
+    # a label folder's name may hold ',' and ':' (prep takes any folder name): read whole, alone or blended
+    names = ["Earth", "Earth, Wind & Fire", "Live: 1999"]
+    assert parse_label("Earth, Wind & Fire", names).tolist() == [0, 1, 0]
+    assert parse_label("Live: 1999", names).tolist() == [0, 0, 1]
+    assert parse_label("Earth, Wind & Fire:1, Live: 1999:3", names).tolist() == [0, 0.25, 0.75]
+    assert parse_label("Earth,Live: 1999", names).tolist() == [0.5, 0, 0.5]
+    with pytest.raises(ConfigError, match="'Live' is not one of"):
+        parse_label("Live", names)
     with pytest.raises(ConfigError, match=r"--prime .*nothing\.wav: no such file"):
         render(model, tmp_path / "p", settings(0.1, prime=str(tmp_path / "nothing.wav")), progress=False)
     with pytest.raises(WavegenError, match="backend 'nope'"):

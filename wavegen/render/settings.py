@@ -8,6 +8,7 @@ value: :class:`~wavegen.config.ConfigError` for a setting or input that cannot w
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,11 +148,8 @@ def parse_label(text: str | None, labels: list[str]) -> np.ndarray | None:
     if not text:
         raise ConfigError(f"this model is conditioned on labels; choose one with --label (known: {labels})")
     weights = np.zeros(len(labels), dtype=np.float32)
-    for part in text.split(","):
-        name, _, value = part.strip().partition(":")
-        name = name.strip()
-        if name not in labels:
-            raise ConfigError(f"--label {name!r} is not one of this model's labels: {labels}")
+    for name, value in _label_parts(text, labels):
+        part = f"{name}:{value}" if value else name
         try:
             w = float(value) if value else 1.0
         except ValueError:
@@ -162,6 +160,30 @@ def parse_label(text: str | None, labels: list[str]) -> np.ndarray | None:
     if weights.sum() <= 0:
         raise ConfigError(f"--label {text!r}: weights sum to zero")
     return weights / weights.sum()
+
+
+def _label_parts(text: str, labels: list[str]) -> list[tuple[str, str]]:
+    """``"a:0.7,b"`` → ``[("a", "0.7"), ("b", "")]``. Each part starts with a known label, the
+    longest that fits, so a label holding ',' or ':' ("Earth, Wind & Fire", "Live: 1999") is read
+    whole; an optional ``:weight`` follows, then ',' or the end."""
+    longest_first = sorted(labels, key=len, reverse=True)
+    rest, parts = text.strip(), []
+    while rest:
+        name = next((label for label in longest_first if rest.startswith(label)
+                     and rest[len(label):].lstrip()[:1] in ("", ":", ",")), None)
+        if name is None:
+            unknown = re.split(r"[:,]", rest, maxsplit=1)[0].strip()
+            raise ConfigError(f"--label {unknown!r} is not one of this model's labels: {labels}")
+        rest = rest[len(name):].lstrip()
+        value = ""
+        if rest.startswith(":"):
+            value, _, rest = rest[1:].partition(",")
+            value = value.strip()
+        else:
+            rest = rest[1:]  # the ',' (or nothing)
+        rest = rest.strip()
+        parts.append((name, value))
+    return parts
 
 
 def prime_codes(path: str, sample_rate: int, seconds: float, q_levels: int, quantization: str,
