@@ -1,11 +1,30 @@
-# Sourced by the recipes: stage gating. Before sourcing, a recipe sets `dir` (its work folder),
-# `stage` and `stop_stage` (the range to run). A finished step leaves a marker in $dir/.done/,
-# so a rerun skips it; delete the marker (or the folder) to redo it.
-mkdir -p "$dir/.done"
+# Sourced by the recipes: stage gating. Before sourcing, a recipe sets `stage` and `stop_stage`
+# (the range to run, from its --stage and --stop-stage) and `dir` (its work folder). Sourcing
+# checks the range first: a value that is not a stage number (0, 1, 2 ...) is a usage error
+# naming it, exit code 2, before any stage runs or anything is written. A finished step leaves a
+# marker in $dir/.done/, so a rerun skips it; delete the marker (or the folder) to redo it. A
+# recipe that keeps markers of its own sets dir="" and uses the check and in_stage_range alone.
+
+check_stage_number() {  # check_stage_number OPTION VALUE: exit 2 unless VALUE is a whole number
+  case "$2" in
+    ''|*[!0-9]*)
+      echo "$0: $1 takes a stage number (0, 1, 2 ...), not '$2'" >&2
+      exit 2 ;;
+  esac
+}
+check_stage_number --stage "${stage-}"
+check_stage_number --stop-stage "${stop_stage-}"
+stage=$((10#$stage)) stop_stage=$((10#$stop_stage))  # 08 is 8, not an octal error in $(( ))
+
+in_stage_range() {  # in_stage_range N: N is inside --stage..--stop-stage
+  [ "$1" -ge "$stage" ] && [ "$1" -le "$stop_stage" ]
+}
+
+if [ -n "${dir-}" ]; then mkdir -p "$dir/.done"; fi
 
 run_step() {  # run_step N MARKER "title" command...: one of the steps of stage N, marked by its own name
   local n=$1 marker=$2 title=$3; shift 3
-  if [ "$n" -lt "$stage" ] || [ "$n" -gt "$stop_stage" ]; then return; fi
+  in_stage_range "$n" || return 0
   if [ -f "$dir/.done/$marker" ]; then echo "== stage $n: $title (done before, skipped)"; return; fi
   echo "== stage $n: $title"
   "$@"
@@ -15,4 +34,31 @@ run_step() {  # run_step N MARKER "title" command...: one of the steps of stage 
 run_stage() {  # run_stage N "title" command...: a stage that is one step (its marker: N)
   local n=$1; shift
   run_step "$n" "$n" "$@"
+}
+
+trained_steps() {  # trained_steps MARKER: the step count a training stage's marker records (empty: none)
+  local recorded=""
+  if [ -f "$1" ]; then read -r recorded < "$1" || true; fi
+  case "$recorded" in ''|*[!0-9]*) recorded="" ;; esac
+  echo "$recorded"
+}
+
+run_training() {  # run_training N STEPS "title" command...: a training stage (its marker: N, holding STEPS)
+  # Skipped when its marker records at least STEPS; asked for more, it runs again and trains on
+  # (wavegen train resumes the run up to the larger --max-steps). A marker without a count
+  # (written before markers recorded one) counts as none: the run is resumed, and ends at once
+  # where it already reached STEPS.
+  local n=$1 steps=$2 title=$3 recorded; shift 3
+  in_stage_range "$n" || return 0
+  recorded=$(trained_steps "$dir/.done/$n")
+  if [ -n "$recorded" ] && [ "$recorded" -ge "$steps" ] 2>/dev/null; then
+    echo "== stage $n: $title (done before, skipped)"; return
+  fi
+  if [ -n "$recorded" ]; then
+    echo "== stage $n: $title (trained to step $recorded before: training on)"
+  else
+    echo "== stage $n: $title"
+  fi
+  "$@"
+  echo "$steps" > "$dir/.done/$n"
 }

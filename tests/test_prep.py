@@ -8,6 +8,7 @@ import pytest
 import soundfile as sf
 
 import wavegen.prep as prep_mod
+import wavegen.prep_inputs as prep_inputs
 from wavegen.audio import float_to_int16, load_mono
 from wavegen.config import ConfigError
 from wavegen.corpus import Corpus, CorpusError
@@ -248,9 +249,37 @@ def test_rerun_does_no_work(tmp_path, make_tone, monkeypatch, caplog):
     # changed parameters or inputs do the work again
     with pytest.raises(AssertionError, match="decoded"):
         prep([tmp_path / "rec"], tmp_path / "c", top_db=30.0)
-    os.utime(tmp_path / "rec" / "t00.wav", ns=(1, 1))
+    make_tone(tmp_path / "rec" / "t03.wav", 1.0, SR, 999)
     with pytest.raises(AssertionError, match="decoded"):
         prep([tmp_path / "rec"], tmp_path / "c")
+    (tmp_path / "rec" / "t03.wav").unlink()
+    make_tone(tmp_path / "rec" / "t00.wav", 1.0, SR, 999)  # new content
+    with pytest.raises(AssertionError, match="decoded"):
+        prep([tmp_path / "rec"], tmp_path / "c")
+
+
+def test_touched_or_copied_inputs_are_rehashed_not_decoded(tmp_path, make_tone, monkeypatch, caplog):
+    tones(tmp_path / "rec", make_tone, 3)
+    m1 = prep([tmp_path / "rec"], tmp_path / "c")
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded audio on an up-to-date corpus")
+
+    monkeypatch.setattr(prep_mod, "decode_audio", no_decoding)
+    os.utime(tmp_path / "rec" / "t00.wav", ns=(1, 1))  # touch: a new mtime (and ctime)
+    os.chmod(tmp_path / "rec" / "t01.wav", 0o600)  # chmod: a new ctime
+    (tmp_path / "rec" / "t02.wav").write_bytes((tmp_path / "rec" / "t02.wav").read_bytes())  # the same bytes
+    with caplog.at_level("INFO", logger="wavegen.prep"):
+        m2 = prep([tmp_path / "rec"], tmp_path / "c")
+    assert "comparing their content" in caplog.text and "corpus up to date" in caplog.text
+    assert m2["fingerprint"] != m1["fingerprint"] and m2 == dict(m1, fingerprint=m2["fingerprint"])
+    assert Corpus(tmp_path / "c").manifest == m2  # recorded: the next run reads no file
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("read a file of an up-to-date corpus")
+
+    monkeypatch.setattr(prep_inputs, "sha256_file", no_reading)
+    assert prep([tmp_path / "rec"], tmp_path / "c") == m2
 
 
 def test_failed_prep_keeps_previous_corpus(tmp_path, make_tone, monkeypatch):

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from wavegen.split import FRAME_LENGTH, split_on_silence
+from wavegen.split import FRAME_LENGTH, HOP_LENGTH, SILENCE_FLOOR, frame_levels, split_on_silence
 
 SR = 16000
 
@@ -36,3 +36,39 @@ def test_split_on_silence_short_pieces_and_silent_input():
     assert len(split_on_silence(x, SR, min_segment_seconds=0.1)) == 2
     assert split_on_silence(np.zeros(SR, np.float32), SR).shape == (0, 2)
     assert split_on_silence(np.zeros(0, np.float32), SR).shape == (0, 2)
+
+
+def test_a_dc_offset_is_not_sound():
+    x = gapped_signal()
+    plain = split_on_silence(x, SR)
+    for dc in (0.005, -0.02, 0.3):  # the gaps sit at the offset: silent, as at zero
+        np.testing.assert_array_equal(split_on_silence(x + np.float32(dc), SR), plain)
+        np.testing.assert_array_equal(split_on_silence(x + np.float32(dc), SR, top_db=60), plain)
+    assert split_on_silence(np.full(2 * SR, 0.3, np.float32), SR).shape == (0, 2)  # a constant: silent
+    assert frame_levels(np.full(2 * SR, 0.3, np.float32)).max() < SILENCE_FLOOR
+
+
+def rms_about_zero(x):
+    """The plain frame RMS, frame by frame: what a file without an offset is measured by."""
+    return np.array([np.sqrt(np.mean(x[i : i + FRAME_LENGTH].astype(np.float64) ** 2))
+                     for i in range(0, len(x), HOP_LENGTH)])
+
+
+def test_files_without_an_offset_are_measured_about_zero():
+    # low notes cut mid-period, around digital silence: the file's mean is not zero, and a 64 ms
+    # frame holds under two periods of 30 Hz (a frame's own mean is not zero either)
+    t = lambda s, f: (0.5 * np.sin(2 * np.pi * f * np.arange(int(s * SR)) / SR)).astype(np.float32)
+    x = np.concatenate([np.zeros(SR // 2, np.float32), t(0.71, 30), np.zeros(2 * SR, np.float32), t(1.37, 41),
+                        np.zeros(SR // 3, np.float32)])
+    assert abs(x.mean()) > 5e-4  # over a 60 dB gate: silence measured about the mean would be sound
+    np.testing.assert_allclose(frame_levels(x), rms_about_zero(x), rtol=1e-9, atol=1e-12)
+    seg = split_on_silence(x, SR, top_db=60)  # the silences stay silent at any gate
+    assert len(seg) == 2 and abs(seg[0, 0] - SR // 2) <= FRAME_LENGTH
+
+
+def test_sound_under_half_a_16_bit_step_is_silence():
+    t = np.arange(3 * SR) / SR
+    quiet = (1e-6 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)  # -120 dBFS: int16 zeros
+    assert split_on_silence(quiet, SR).shape == (0, 2)
+    assert split_on_silence(quiet, SR, top_db=200).shape == (0, 2)
+    assert split_on_silence(100 * quiet, SR).shape == (1, 2)  # -80 dBFS: a few 16-bit steps, sound

@@ -1,7 +1,10 @@
-"""recipes/stages.sh: the stage gating every recipe sources (demo, longform, stream, bench)."""
+"""recipes/stages.sh: the stage gating every recipe sources (demo, longform, stream, bench, accelerate;
+conditioned for its range check)."""
 
 import subprocess
 from pathlib import Path
+
+import pytest
 
 STAGES = Path(__file__).resolve().parents[1] / "recipes" / "stages.sh"
 
@@ -39,3 +42,63 @@ def test_a_failing_step_leaves_no_marker(tmp_path):
     script = f'set -e; dir="{tmp_path}"; stage=1; stop_stage=1; source "{STAGES}"\nrun_stage 1 "fails" false'
     assert subprocess.run(["bash", "-c", script], capture_output=True).returncode != 0
     assert not (tmp_path / ".done" / "1").exists()
+
+
+def _run_unchecked(tmp_path, stage, stop_stage, body):
+    script = f'set -euo pipefail; dir="{tmp_path}/work"; stage={stage}; stop_stage={stop_stage}; source "{STAGES}"\n{body}'
+    return subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("stage, stop_stage, option, bad", [
+    ("abc", "100", "--stage", "abc"), ("0", "abc", "--stop-stage", "abc"), ("''", "3", "--stage", ""),
+    ("1.5", "3", "--stage", "1.5"), ("-1", "3", "--stage", "-1"), ("0", "2x", "--stop-stage", "2x"),
+    ("' 1'", "3", "--stage", " 1"),
+])
+def test_a_range_that_is_not_stage_numbers_is_a_usage_error_before_any_stage(tmp_path, stage, stop_stage, option,
+                                                                               bad):
+    out = _run_unchecked(tmp_path, stage, stop_stage, BODY)
+    assert out.returncode == 2
+    assert f"{option} takes a stage number (0, 1, 2 ...), not '{bad}'" in out.stderr
+    assert "ran-" not in out.stdout and "integer expression" not in out.stderr
+    assert not (tmp_path / "work").exists()  # nothing written, not even the marker folder
+
+
+def test_stage_numbers_are_decimal_even_with_a_leading_zero(tmp_path):
+    out = _run_unchecked(tmp_path, "08", "09", 'run_stage 8 "eighth" echo ran-8\necho next=$((stage + 1))')
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-2:] == ["ran-8", "next=9"]
+
+
+TRAIN = 'run_training 3 "$steps" "train for $steps steps" echo trained-to-$steps'
+
+
+def _train(tmp_path, steps, fail=False):
+    body = f"steps={steps}\n" + (TRAIN.replace("echo", "false; echo") if fail else TRAIN)
+    out = _run_unchecked(tmp_path, 0, 100, body)
+    return out.returncode, out.stdout.splitlines()
+
+
+def test_a_training_stage_trains_on_when_asked_for_more_steps_than_its_marker_records(tmp_path):
+    marker = tmp_path / "work" / ".done" / "3"
+    assert _train(tmp_path, 5) == (0, ["== stage 3: train for 5 steps", "trained-to-5"])
+    assert marker.read_text() == "5\n"
+    assert _train(tmp_path, 5) == (0, ["== stage 3: train for 5 steps (done before, skipped)"])
+    assert _train(tmp_path, 3) == (0, ["== stage 3: train for 3 steps (done before, skipped)"])
+    assert _train(tmp_path, 10) == (0, ["== stage 3: train for 10 steps (trained to step 5 before: training on)",
+                                        "trained-to-10"])
+    assert marker.read_text() == "10\n"
+    assert _train(tmp_path, 10)[1] == ["== stage 3: train for 10 steps (done before, skipped)"]
+
+
+def test_a_training_marker_without_a_step_count_resumes_the_run(tmp_path):
+    (tmp_path / "work" / ".done").mkdir(parents=True)
+    (tmp_path / "work" / ".done" / "3").touch()  # written by run_stage before markers recorded steps
+    assert _train(tmp_path, 5) == (0, ["== stage 3: train for 5 steps", "trained-to-5"])
+    assert (tmp_path / "work" / ".done" / "3").read_text() == "5\n"
+
+
+def test_a_failing_training_keeps_the_marker_it_had(tmp_path):
+    assert _train(tmp_path, 5)[0] == 0
+    assert _train(tmp_path, 10, fail=True)[0] != 0
+    assert (tmp_path / "work" / ".done" / "3").read_text() == "5\n"
+    assert _train(tmp_path, 10, fail=True)[0] != 0  # still asked for more: tried again

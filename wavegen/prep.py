@@ -4,14 +4,13 @@
 resampled, silence trimmed), assigns them to train/val/test and writes the arrays and the
 manifest that :class:`wavegen.corpus.Corpus` reads (the folder's layout is described there).
 All is written into a temporary folder inside the corpus folder, under its lock, and moved
-into place at the end, the manifest last. Silence detection and the train/val/test assignment
-live in wavegen.split.
+into place at the end, the manifest last. Finding the input files and fingerprinting them live
+in wavegen.prep_inputs; silence detection and the train/val/test assignment in wavegen.split.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -22,19 +21,24 @@ from pathlib import Path
 
 import numpy as np
 
+from wavegen import prep_inputs
 from wavegen.audio import AudioError, decode_audio, float_to_int16, resample, to_mono
 from wavegen.config import ConfigError
 from wavegen.corpus import FORMAT_VERSION, MANIFEST, CorpusError, content_id
-from wavegen.fileio import FolderLock, ensure_folder, fsync_dir, sha256_file, write_json
+from wavegen.fileio import FolderLock, ensure_folder, fsync_dir, write_json
 from wavegen.progress import progress_bar
-from wavegen.split import FRAME_LENGTH, HOP_LENGTH, SPLITS, assign_splits, split_on_silence
+from wavegen.split import (FRAME_LENGTH, HOP_LENGTH, SILENCE_FLOOR, SPLITS, assign_splits, frame_levels,
+                           split_on_silence)
 
 logger = logging.getLogger(__name__)
 
-PREP_VERSION = 2  # in the fingerprint: a corpus made by an older prep (loud files clipped) is redone
-AUDIO_EXTENSIONS = frozenset(
-    {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf"}
-)
+# In the fingerprints: a corpus made by an older prep is redone (2: loud files were clipped; 3: a DC
+# offset kept silence from being trimmed, and audio too quiet for 16 bits was kept as zeros).
+PREP_VERSION = 3
+# Below 1000 Hz a corpus holds nothing above 500 Hz (not even a voice's or an instrument's
+# fundamental range), and prep's silence frames (FRAME_LENGTH = 1024 samples) last over a second,
+# longer than the rests they are meant to find; such a rate is a slip (--sample-rate 16 for 16k).
+MIN_SAMPLE_RATE = 1000
 _ARRAYS = tuple(f"{s}.npy" for s in SPLITS) + tuple(f"{s}_segments.npy" for s in SPLITS)
 _TMP_PREFIX = ".prep-"
 _TMP_MARKER = ".wavegen-prep-temporary"  # inside every temporary folder prep makes, and only there
@@ -50,7 +54,7 @@ class PrepSettings:
     frame, rests longer than min_silence_seconds cut out, pieces shorter than
     min_segment_seconds dropped) and split val_fraction / test_fraction (shuffled with seed).
     labels: None, or "folders" (each file's label is its top-level subfolder of an input).
-    Raises ConfigError naming the setting that cannot work.
+    Raises ConfigError naming the setting that cannot work: before any file is read.
     """
 
     inputs: tuple[str, ...]
@@ -66,8 +70,13 @@ class PrepSettings:
     def __post_init__(self) -> None:
         if not self.inputs:
             raise ConfigError("prep needs at least one input file or folder")
-        if isinstance(self.sample_rate, bool) or int(self.sample_rate) != self.sample_rate or self.sample_rate <= 0:
+        if not _is_whole(self.sample_rate) or self.sample_rate <= 0:
             raise ConfigError(f"sample_rate={self.sample_rate!r}: must be a positive whole number of Hz")
+        if self.sample_rate < MIN_SAMPLE_RATE:
+            raise ConfigError(f"sample_rate={self.sample_rate!r}: must be at least {MIN_SAMPLE_RATE} Hz (it keeps "
+                              f"only sound below half the rate; 16000 is usual)")
+        if not _is_whole(self.seed) or self.seed < 0:
+            raise ConfigError(f"seed={self.seed!r}: must be a whole number >= 0 (it seeds the train/val/test shuffle)")
         if not self.top_db > 0:
             raise ConfigError(f"top_db={self.top_db!r}: must be > 0 (dB below the loudest frame)")
         for name in ("min_silence_seconds", "min_segment_seconds"):
@@ -93,88 +102,29 @@ class PrepSettings:
         return dict(dataclasses.asdict(self), inputs=list(self.inputs))
 
 
-# ----------------------------------------------------------------------------- finding files
+def _is_whole(value) -> bool:
+    """Whether value is a whole number (an int, or a float such as 16000.0; not a bool, nan or inf)."""
+    if isinstance(value, bool):
+        return False
+    try:
+        return int(value) == value
+    except (TypeError, ValueError, OverflowError):
+        return False
 
 
-def _discover(inputs: tuple[str, ...]) -> tuple[list[tuple[Path, Path | None]], list[dict]]:
-    """Audio files under the inputs, sorted: ([(path, input folder or None)], skipped folders).
-
-    Folders are searched recursively, following symbolic links (a folder reached twice, as in
-    a link loop, is searched once). A path keeps the names it was found under, so a label
-    comes from a link's name, not its target's.
-    """
-    found: dict[Path, Path | None] = {}
-    skipped: list[dict] = []
-    for raw in inputs:
-        p = Path(raw)
-        if not p.exists():
-            raise CorpusError(f"input not found: {p}")
-        if not p.is_dir():
-            found.setdefault(p, None)  # named explicitly: let the decoder judge its format
-            continue
-        n_before = len(found)
-        for path in _walk_audio(p, skipped):
-            found.setdefault(path, p)
-        if len(found) == n_before:
-            logger.warning("no audio files found in %s", p)
-    return sorted(found.items(), key=lambda item: str(item[0])), skipped
+# ----------------------------------------------------------------------------- what decides a corpus
 
 
-def _walk_audio(root: Path, skipped: list[dict]):
-    """Yield the audio files under root (links followed); unreadable folders go to skipped."""
-    def unreadable(err: OSError) -> None:
-        reason = f"cannot read folder ({err.strerror or err})"
-        logger.warning("skipping %s: %s", err.filename, reason)
-        skipped.append({"path": str(err.filename), "reason": reason})
-
-    searched: dict[tuple[int, int], str] = {}  # (device, inode) of each folder searched -> its path
-    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=True):
-        st = os.stat(dirpath)
-        if (st.st_dev, st.st_ino) in searched:
-            logger.warning("not searching %s again: it leads to %s, searched already (a link loop?)",
-                           dirpath, searched[(st.st_dev, st.st_ino)])
-            dirnames[:] = []
-            continue
-        searched[(st.st_dev, st.st_ino)] = dirpath
-        dirnames.sort()
-        for name in filenames:
-            if os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS:
-                yield Path(dirpath) / name
-
-
-def _folder_labels(found: list[tuple[Path, Path | None]]) -> list[str]:
-    """Label of each file: its top-level subfolder of the input folder it was found in."""
-    labels, unlabelled = [], []
-    for path, root in found:
-        parts = path.relative_to(root).parts if root is not None else ()
-        if len(parts) < 2:
-            unlabelled.append(str(path))
-        labels.append(parts[0] if len(parts) >= 2 else "")
-    if unlabelled:
-        shown = ", ".join(unlabelled[:3]) + (f" and {len(unlabelled) - 3} more" if len(unlabelled) > 3 else "")
-        raise CorpusError(
-            f"--labels folders takes each file's label from its subfolder of an input folder, but "
-            f"{len(unlabelled)} file(s) are in no subfolder ({shown}): move them into one (INPUT/LABEL/file.wav)"
-        )
-    return labels
-
-
-def _fingerprint(settings: PrepSettings, found: list[tuple[Path, Path | None]]) -> str:
-    stats = []
-    for path, _ in found:
-        try:
-            st = path.stat()
-            stats.append([str(path), st.st_size, st.st_mtime_ns])
-        except OSError:  # e.g. a broken link: prep will skip it and say why
-            stats.append([str(path), -1, -1])
-    payload = {
+def _recipe(settings: PrepSettings, skipped: list[dict]) -> dict:
+    """What decides a corpus besides its input files' bytes: prep's version, the settings, the
+    silence frames, and what the search skipped (a FIFO, an unreadable folder: listed in the manifest)."""
+    return {
         "format_version": FORMAT_VERSION,
         "prep_version": PREP_VERSION,
         "params": settings.params(),
         "silence_frames": [FRAME_LENGTH, HOP_LENGTH],
-        "files": sorted(stats),
+        "skipped": sorted([s["path"], s["reason"]] for s in skipped),
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 def _read_manifest(corpus_dir: Path) -> dict | None:
@@ -186,16 +136,53 @@ def _read_manifest(corpus_dir: Path) -> dict | None:
     return manifest if isinstance(manifest, dict) else None
 
 
-def _existing_manifest(corpus_dir: Path, fingerprint: str) -> dict | None:
-    """The manifest already in corpus_dir if it was made from the same inputs and settings."""
+def _whole_corpus(corpus_dir: Path) -> dict | None:
+    """The manifest in corpus_dir when it is of this format and its arrays are whole; else None."""
     manifest = _read_manifest(corpus_dir)
-    if manifest is None or manifest.get("fingerprint") != fingerprint:
-        return None
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if manifest is None or manifest.get("format_version") != FORMAT_VERSION:
         return None
     if not _arrays_match(corpus_dir, manifest):
         return None
     return manifest
+
+
+def _up_to_date(corpus_dir: Path, settings: PrepSettings, found, skipped: list[dict], fingerprint: str,
+                progress: bool) -> tuple[dict | None, dict[str, str | None] | None]:
+    """(the corpus's manifest if it was made from these inputs and settings, else None; the inputs'
+    sha256 by path if they were read to find out, else None: the decoding reuses them).
+
+    An equal fingerprint says so with no file read. Otherwise, when the corpus records a
+    content fingerprint, the inputs are rehashed: the same bytes (a copy, chmod or touch of the
+    same files) keep the corpus, and its manifest records the new fingerprint.
+    """
+    manifest = _whole_corpus(corpus_dir)
+    if manifest is None:
+        return None, None
+    if manifest.get("fingerprint") == fingerprint:
+        return manifest, None
+    if "content_fingerprint" not in manifest:  # made by an older prep: rebuilt
+        return None, None
+    try:
+        listed = {f["path"] for f in manifest["files"]} | {s["path"] for s in manifest["skipped"]}
+    except (KeyError, TypeError):
+        return None, None
+    wanted = {str(path) for path, _ in found} | {s["path"] for s in skipped}
+    if manifest.get("params") != settings.params() or listed != wanted:  # no need to read the files to know
+        return None, None
+    logger.info("%s: the inputs' file times or sizes differ from the corpus's: comparing their content", corpus_dir)
+    digests = prep_inputs.hash_inputs(found, progress)
+    if prep_inputs.content_fingerprint(_recipe(settings, skipped), found, digests) != manifest["content_fingerprint"]:
+        return None, digests
+    try:
+        with FolderLock(corpus_dir, "prep"):
+            if _whole_corpus(corpus_dir) != manifest:  # replaced meanwhile: do the work
+                return None, digests
+            manifest = dict(manifest, fingerprint=fingerprint)
+            write_json(corpus_dir / MANIFEST, manifest)
+    except OSError as err:  # a read-only corpus: still up to date, rehashed again next time
+        logger.warning("cannot record in %s that its inputs are unchanged (%s): the next prep will read "
+                       "them again", corpus_dir / MANIFEST, err.strerror or err)
+    return manifest, digests
 
 
 def _arrays_match(corpus_dir: Path, manifest: dict) -> bool:
@@ -251,25 +238,32 @@ def prepare(inputs: list[str | Path] | str | Path, corpus_dir: str | Path, *, pr
     inputs: audio files or folders (searched recursively, links followed); settings: the other
     fields of PrepSettings (sample_rate=16000, top_db=40.0, ..., labels=None). Files go whole to
     train/val/test by duration (stratified per label with labels="folders"); when there are too
-    few files, each file is cut in time instead. Unreadable, empty or silent files are skipped
-    and listed in manifest["skipped"]; a file above full scale is scaled down, a damaged one
-    keeps the part that decodes (both said in the log and the manifest). Does nothing when
-    corpus_dir already holds a corpus of the same inputs and settings (its arrays whole); never
-    deletes or replaces anything of the user's (a folder holding a file by a corpus file's name
-    that prep did not write is refused). Raises ConfigError for a setting, CorpusError for a
-    missing input, an output that is not a folder or holds such files, or no usable file.
+    few files, each file is cut in time instead. Unreadable, empty or silent files (all zeros, a
+    DC offset alone, or too quiet for 16 bits), and FIFOs, sockets or devices named like audio
+    (never opened), are skipped and listed in manifest["skipped"]; a file above full scale is
+    scaled down, a damaged one keeps the part that decodes (both said in the log and the
+    manifest). Does nothing when corpus_dir already holds a corpus of the same inputs and
+    settings (its arrays whole): known from the files' size, mtime and ctime, or, when those
+    changed, from their bytes (rehashed, not decoded: see prep_inputs.fingerprint). Never deletes or
+    replaces anything of the user's (a folder holding a file by a corpus file's name that prep
+    did not write is refused). Raises ConfigError for a setting (before any file is read),
+    CorpusError for a missing input or one that is not a file or folder, an output that is not
+    a folder or holds such files, or no usable file.
     """
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
     settings = PrepSettings(inputs=tuple(inputs), **settings)
     corpus_dir = Path(corpus_dir)
-    found, skipped_folders = _discover(settings.inputs)
+    found, skipped_folders = prep_inputs.discover(settings.inputs)
     if not found:
-        raise CorpusError(f"no audio files ({' '.join(sorted(AUDIO_EXTENSIONS))}) found in: "
-                          + ", ".join(settings.inputs))
-    file_labels = _folder_labels(found) if settings.labels == "folders" else [None] * len(found)
-    fingerprint = _fingerprint(settings, found)
-    existing = _existing_manifest(corpus_dir, fingerprint)
+        more = f" ({len(skipped_folders)} skipped: see the warnings above)" if skipped_folders else ""
+        raise CorpusError(f"no audio files ({' '.join(sorted(prep_inputs.AUDIO_EXTENSIONS))}) found in: "
+                          + ", ".join(settings.inputs) + more)
+    file_labels = prep_inputs.folder_labels(found) if settings.labels == "folders" else [None] * len(found)
+    if settings.labels == "folders":
+        prep_inputs.warn_empty_label_folders(settings.inputs, found)
+    fingerprint = prep_inputs.fingerprint(_recipe(settings, skipped_folders), found)
+    existing, digests = _up_to_date(corpus_dir, settings, found, skipped_folders, fingerprint, progress)
     if existing is not None:
         logger.info("corpus up to date: %s", corpus_dir)
         return existing
@@ -280,7 +274,8 @@ def prepare(inputs: list[str | Path] | str | Path, corpus_dir: str | Path, *, pr
             _remove_stale_temporaries(corpus_dir)
             tmp = _make_temporary(corpus_dir)
             try:
-                manifest = _prepare_in(tmp, corpus_dir, settings, found, file_labels, skipped_folders, progress)
+                manifest = _prepare_in(tmp, corpus_dir, settings, found, file_labels, skipped_folders, progress,
+                                       digests)
                 manifest["fingerprint"] = fingerprint
                 _say_what_is_replaced(corpus_dir, manifest)
                 _publish(tmp, corpus_dir, manifest)
@@ -306,10 +301,15 @@ def _remove_stale_temporaries(corpus_dir: Path) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def _prepare_in(tmp, corpus_dir, settings, found, file_labels, skipped_folders, progress) -> dict:
-    """Decode, split and write every array into tmp; returns the manifest (no fingerprint yet)."""
-    files, seg_lengths, skipped = _decode_files(found, file_labels, tmp, settings, progress)
+def _prepare_in(tmp, corpus_dir, settings, found, file_labels, skipped_folders, progress, digests=None) -> dict:
+    """Decode, split and write every array into tmp; returns the manifest (no fingerprint yet).
+
+    digests: the inputs' sha256 by path where they were read already (None: read them here)."""
+    files, seg_lengths, skipped, digests = _decode_files(found, file_labels, tmp, settings, progress, digests)
+    content_fingerprint = prep_inputs.content_fingerprint(_recipe(settings, skipped_folders), found, digests)
     skipped = skipped_folders + skipped
+    for label in sorted({lb for lb in file_labels if lb is not None} - {f["label"] for f in files}):
+        logger.warning("every file of label folder %r was skipped: there will be no label %r", label, label)
     if not files:
         listed = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:5])
         more = f"; and {len(skipped) - 5} more (see the warnings above)" if len(skipped) > 5 else ""
@@ -326,6 +326,7 @@ def _prepare_in(tmp, corpus_dir, settings, found, file_labels, skipped_folders, 
         "files": files,
         "skipped": skipped,
         "splits": splits,
+        "content_fingerprint": content_fingerprint,
     }
 
 
@@ -381,10 +382,24 @@ def _log_summary(corpus_dir: Path, manifest: dict) -> None:
         logger.warning("%s: see %s", "; ".join(notes), corpus_dir / MANIFEST)
 
 
-def _decode_one(path: Path, settings: PrepSettings):
-    """Decode and trim one file: (kept int16 [T], segment lengths, entry) or a skip reason."""
+def _dbfs(level: float) -> str:
+    return f"{20.0 * np.log10(level):.1f} dBFS" if level > 0 else "-inf dBFS"
+
+
+def _silent_reason(mono: np.ndarray, level: float) -> str:
+    """Why a file with nonzero samples but no frame at SILENCE_FLOOR (its loudest: level) is silent."""
+    dc = float(mono.mean(dtype=np.float64))
+    floor = f"half a 16-bit step ({_dbfs(SILENCE_FLOOR)})"
+    if abs(dc) >= SILENCE_FLOOR:
+        over = f" (its loudest frame {_dbfs(level)} RMS about the offset, under {floor})" if level > 0 else ""
+        return f"silent: a constant DC offset of {dc:+.4g} and no sound over it{over}"
+    return (f"silent at 16-bit resolution: peaks at {_dbfs(float(np.abs(mono).max()))} (its loudest frame "
+            f"{_dbfs(level)} RMS), under {floor}")
+
+
+def _decode_one(path: Path, settings: PrepSettings, digest: str):
+    """Decode and trim one file (digest: its sha256): (kept int16 [T], segment lengths, entry) or a skip reason."""
     try:
-        digest = sha256_file(path)
         x, sr_in, damage = decode_audio(path)
     except AudioError as e:
         return e.reason
@@ -404,12 +419,20 @@ def _decode_one(path: Path, settings: PrepSettings):
     if len(intervals) == 0:
         if not np.any(mono):
             return "silent: every sample is zero"
+        level = float(frame_levels(mono).max())
+        if level < SILENCE_FLOOR:
+            return _silent_reason(mono, level)
         return f"no stretch of sound of at least {settings.min_segment_seconds} s"
     kept = np.concatenate([mono[s:e] for s, e in intervals])
     peak = float(np.abs(kept).max())
+    pcm = float_to_int16(kept)
+    if not pcm.any():  # sound by its frames' level, yet under half a step in every sample
+        return (f"silent at 16-bit resolution: peaks at {_dbfs(peak)}, under half a 16-bit step "
+                f"({_dbfs(SILENCE_FLOOR)}): every stored sample would be zero")
     gain_db = 0.0
     if peak > 1.0:  # float audio above full scale: scale it down rather than clip it
         kept *= np.float32(1.0 / peak)
+        pcm = float_to_int16(kept)
         gain_db = round(-20.0 * np.log10(peak), 3)
         logger.warning("%s peaks %.1f dB above full scale: scaled down by %.1f dB instead of clipping",
                        path, -gain_db, -gain_db)
@@ -429,22 +452,30 @@ def _decode_one(path: Path, settings: PrepSettings):
     }
     if damage is not None:
         entry["partial_reason"] = damage
-    return float_to_int16(kept), [int(e - s) for s, e in intervals], entry
+    return pcm, [int(e - s) for s, e in intervals], entry
 
 
-def _decode_files(found, file_labels, tmp: Path, settings: PrepSettings, progress: bool):
+def _decode_files(found, file_labels, tmp: Path, settings: PrepSettings, progress: bool, digests=None):
     """Decode, trim and store each file's kept audio as tmp/<file_index>.pcm (int16).
 
-    Returns (files: manifest entries, seg_lengths: per file the kept segment lengths,
-    skipped: [{"path", "reason"}]).
+    digests: the files' sha256 by path where read already. Returns (files: manifest entries,
+    seg_lengths: per file the kept segment lengths, skipped: [{"path", "reason"}], the sha256
+    of every file by path: None where it cannot be read).
     """
     files, seg_lengths, skipped = [], [], []
+    digests = dict(digests or {})
     seen: dict[str, str] = {}  # sha256 -> path: the same recording twice would leak
     bar = progress_bar(total=len(found), desc="prep", unit="file") if progress else None
     for (path, _root), label in zip(found, file_labels):
         if bar is not None:
             bar.set_postfix_str(path.name, refresh=False)
-        result = _decode_one(path, settings)
+        digest = digests.get(str(path))
+        result = None
+        if digest is None:
+            digest, result = prep_inputs.digest(path)
+            digests[str(path)] = digest
+        if result is None:
+            result = _decode_one(path, settings, digest)
         if not isinstance(result, str) and result[2]["sha256"] in seen:
             result = f"duplicate of {seen[result[2]['sha256']]}"
         if isinstance(result, str):
@@ -461,7 +492,7 @@ def _decode_files(found, file_labels, tmp: Path, settings: PrepSettings, progres
             bar.update(1)
     if bar is not None:
         bar.close()
-    return files, seg_lengths, skipped
+    return files, seg_lengths, skipped, digests
 
 
 def _write_arrays(tmp: Path, pieces: dict, sample_rate: int) -> dict:

@@ -1,8 +1,10 @@
 """Where prep cuts: the stretches of sound in a recording, and the split each piece goes to.
 
 Silence is measured on frames of FRAME_LENGTH samples every HOP_LENGTH samples (at the
-corpus rate): a frame is silent when its RMS is more than top_db below the loudest frame of
-the file. Sound keeps a margin of up to FRAME_LENGTH - HOP_LENGTH samples on each side.
+corpus rate): a frame's level is its RMS about the file's DC offset (an offset is not sound), and a
+frame is silent when its level is more than top_db below the loudest frame of the file, or
+below SILENCE_FLOOR (half a 16-bit step: nothing the corpus's int16 samples can hold). Sound
+keeps a margin of up to FRAME_LENGTH - HOP_LENGTH samples on each side.
 """
 
 from __future__ import annotations
@@ -12,6 +14,59 @@ import numpy as np
 SPLITS = ("train", "val", "test")
 FRAME_LENGTH = 1024  # 64 ms at 16 kHz: long enough for a stable RMS of low notes
 HOP_LENGTH = 256  # silence boundaries are resolved to 16 ms at 16 kHz
+# A frame whose level is under half a 16-bit step (-96.3 dBFS) is silent whatever top_db says: the
+# corpus stores int16, where it is zeros or a flicker of the last bit. (With the default top_db this
+# only decides for files whose loudest frame is under -56 dBFS.)
+SILENCE_FLOOR = 0.5 / 32767
+
+
+def frame_levels(x: np.ndarray) -> np.ndarray:
+    """Level of each frame of mono x [T]: float64 [ceil(T / HOP_LENGTH)], its RMS about x's DC offset.
+
+    Frame i covers samples [i * HOP_LENGTH, i * HOP_LENGTH + FRAME_LENGTH) (shorter at the end).
+    A DC offset (a cheap converter's, a float file's) is not sound: measured about zero, an offset
+    of 0.005 (-46 dBFS) sits within a 40 dB gate of a tone at 0.5, and no frame is ever silent.
+
+    The offset is read where it shows alone, in the quietest whole frame (the least RMS about its
+    own mean): that frame's mean, when the mean outweighs the frame's own variation (an offset
+    smaller than that raises no frame by more than 3 dB, and is left alone). Not each frame's own
+    mean: in a 64 ms frame a low note (30 Hz: under two periods) has a mean of its own, so bass
+    would read quieter and the cuts would move in files with no offset at all. Not the file's
+    mean: music does not average to exactly zero over a file (a low note cut mid-period), and the
+    recording's digital silence, measured about that mean, would no longer be silent. A file
+    without an offset (its quietest frame digital silence, or noise about zero) is measured
+    about zero, exactly as before; a constant (x = 0.3) is silent throughout.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    t = len(x)
+    if t == 0:
+        return np.zeros(0, dtype=np.float64)
+    # Sum and energy per hop block (einsum: no [T] temporary), then frames of k blocks by a sliding
+    # sum (not a running cumsum, whose rounding grows with the file and would swamp a quiet frame).
+    full = t // HOP_LENGTH
+    blocks = x[: full * HOP_LENGTH].reshape(full, HOP_LENGTH)
+    energy = np.einsum("ij,ij->i", blocks, blocks, dtype=np.float64)
+    total = blocks.sum(axis=1, dtype=np.float64)
+    counts = np.full(full, HOP_LENGTH, dtype=np.float64)
+    if t > full * HOP_LENGTH:
+        tail = x[full * HOP_LENGTH :].astype(np.float64)
+        energy = np.append(energy, tail @ tail)
+        total = np.append(total, tail.sum())
+        counts = np.append(counts, len(tail))
+    k = FRAME_LENGTH // HOP_LENGTH
+    frame_energy, frame_total, frame_counts = (
+        np.lib.stride_tricks.sliding_window_view(np.concatenate([v, np.zeros(k - 1)]), k).sum(axis=1)
+        for v in (energy, total, counts))
+    power, mean = frame_energy / frame_counts, frame_total / frame_counts
+    offset = 0.0
+    whole = np.flatnonzero(frame_counts == FRAME_LENGTH)  # a short last frame (1 sample) is no measure
+    if len(whole):
+        spread = np.sqrt(np.maximum(power[whole] - mean[whole] ** 2, 0.0))
+        quietest = int(np.argmin(spread))
+        if abs(mean[whole[quietest]]) > spread[quietest]:
+            offset = float(mean[whole[quietest]])
+    # mean of (x - offset)^2 per frame; a constant's rounding leaves ~1e-9, far under SILENCE_FLOOR
+    return np.sqrt(np.maximum(power - 2.0 * offset * mean + offset * offset, 0.0))
 
 
 def split_on_silence(
@@ -27,33 +82,20 @@ def split_on_silence(
     Leading and trailing silence is dropped; a silence longer than min_silence_seconds
     splits the sound (shorter rests stay inside a segment); segments shorter than
     min_segment_seconds are dropped. Returns int64 [N, 2] rows (start, end) in samples,
-    end exclusive; empty when x is silent.
+    end exclusive; empty when x is silent (no frame reaches SILENCE_FLOOR: all zeros, a
+    constant, or sound too quiet for 16 bits).
     """
-    x = np.asarray(x, dtype=np.float32)
     t = len(x)
     if t == 0:
         return np.zeros((0, 2), dtype=np.int64)
-    # Energy per hop block (einsum: no [T] temporary), then frames of K blocks by cumsum.
-    full = t // HOP_LENGTH
-    blocks = x[: full * HOP_LENGTH].reshape(full, HOP_LENGTH)
-    energy = np.einsum("ij,ij->i", blocks, blocks, dtype=np.float64)
-    counts = np.full(full, HOP_LENGTH, dtype=np.float64)
-    if t > full * HOP_LENGTH:
-        tail = x[full * HOP_LENGTH :].astype(np.float64)
-        energy = np.append(energy, tail @ tail)
-        counts = np.append(counts, len(tail))
-    n_blocks = len(energy)
+    rms = frame_levels(x)
+    n_blocks = len(rms)
     k = FRAME_LENGTH // HOP_LENGTH
     starts = np.arange(n_blocks)
-    ends = np.minimum(starts + k, n_blocks)
-    cum_energy = np.concatenate([[0.0], np.cumsum(energy)])
-    cum_counts = np.concatenate([[0.0], np.cumsum(counts)])
-    frame_energy = np.maximum(cum_energy[ends] - cum_energy[starts], 0.0)
-    rms = np.sqrt(frame_energy / (cum_counts[ends] - cum_counts[starts]))
     peak = rms.max()
-    if peak <= 0.0:
+    if peak < SILENCE_FLOOR:
         return np.zeros((0, 2), dtype=np.int64)
-    loud = rms >= peak * 10.0 ** (-top_db / 20.0)
+    loud = rms >= max(peak * 10.0 ** (-top_db / 20.0), SILENCE_FLOOR)
     # A block is sound when any frame covering it (frames starting k-1 blocks earlier) is loud.
     cum_loud = np.concatenate([[0], np.cumsum(loud)])
     sound = (cum_loud[starts + 1] - cum_loud[np.maximum(starts - k + 1, 0)]) > 0

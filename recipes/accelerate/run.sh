@@ -45,15 +45,16 @@ case "$config" in
   *) config_file=recipes/accelerate/$config.yaml ;;
 esac
 [ -f "$config_file" ] || { echo "no accelerate config $config_file" >&2; exit 2; }
-mkdir -p "$dir/.done"
+source recipes/stages.sh  # checks --stage and --stop-stage (exit 2 on anything but a stage number), makes DIR/.done
 main_machine=true
 [ -n "$machine_rank" ] && [ "$machine_rank" != 0 ] && main_machine=false
 
-run_stage() {  # run_stage N "title" command...
+run_stage() {  # run_stage N "title" command...: stages.sh's, but stage 2's marker names --steps and
+  # only the main machine leaves markers
   local n=$1 title=$2; shift 2
   local marker=$dir/.done/$n
   [ "$n" = 2 ] && marker=$dir/.done/2.steps$steps  # a larger --steps trains on
-  if [ "$n" -lt "$stage" ] || [ "$n" -gt "$stop_stage" ]; then return; fi
+  in_stage_range "$n" || return 0
   if [ -f "$marker" ]; then echo "== stage $n: $title (done before, skipped)"; return; fi
   echo "== stage $n: $title"
   "$@"

@@ -25,8 +25,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 out=docs/bench dir=docs/bench
-[ "$fresh" = 1 ] && rm -rf "$out/.done"
-source recipes/stages.sh
+source recipes/stages.sh  # checks --stage and --stop-stage before --fresh removes anything
+if [ "$fresh" = 1 ]; then rm -rf "$out/.done"; mkdir -p "$out/.done"; fi
 thread_opt=()
 [ -n "$threads" ] && thread_opt=(--threads "$threads")
 

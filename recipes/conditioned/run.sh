@@ -10,11 +10,14 @@
 #     DIR/artist_a/*.flac   DIR/artist_b/album/*.wav   ...
 # Without --input, stage 0 writes a tiny two-label demo corpus ("bass" and "bells") itself.
 #
-# Stages (each leaves WORK/.stageN.done; a finished stage is skipped, delete the marker to redo it):
+# Stages (each leaves WORK/.stageN.done; a finished stage is skipped, delete the marker to redo it;
+# a stage that fails leaves no marker). --stage and --stop-stage take stage numbers (else exit 2).
 #   0  demo recordings (only without --input)
 #   1  wavegen prep --labels folders: splits by source file, every label kept in train
-#   2  wavegen train: the labels travel in the model's config (rerun resumes an unfinished run)
-#   3  wavegen render: each label, and an even blend of the first two
+#   2  wavegen train: the labels travel in the model's config (rerun resumes an unfinished run;
+#      the marker records --steps, and a rerun with a larger --steps trains on)
+#   3  wavegen render: each label of the corpus, and an even blend of the first two (fails,
+#      naming the corpus, when there is no corpus or it has no labels)
 #   4  wavegen eval: NLL per label on the test split
 set -euo pipefail
 
@@ -42,25 +45,64 @@ while [ $# -gt 0 ]; do
     --set) sets+=(--set "$2"); shift 2 ;;
     --stage) stage=$2; shift 2 ;;
     --stop-stage) stop_stage=$2; shift 2 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo pipefail/{/^#/p;}' "$0"; exit 0 ;;  # the header above
     *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
+
+# the stage range is checked before anything runs or is written (exit 2 naming the value);
+# dir="": this recipe keeps its own markers, WORK/.stageN.done, not stages.sh's
+dir=""
+source "$(dirname "${BASH_SOURCE[0]}")/../stages.sh"
 
 mkdir -p "$work"
 corpus=$work/corpus
 run=$work/run
 
-# should_run N: N is inside --stage..--stop-stage and has not finished before
+# should_run N "title" [STEPS]: N is inside --stage..--stop-stage and has not finished before
+# (with STEPS, a training stage: finished when its marker records at least STEPS)
 should_run() {
-  [ "$1" -ge "$stage" ] && [ "$1" -le "$stop_stage" ] || return 1
-  if [ -f "$work/.stage$1.done" ]; then
-    echo "stage $1: done before (remove $work/.stage$1.done to redo it)"
+  in_stage_range "$1" || return 1
+  local marker=$work/.stage$1.done recorded
+  if [ -n "${3:-}" ] && [ -f "$marker" ]; then
+    recorded=$(trained_steps "$marker")
+    if [ -z "$recorded" ]; then  # a marker from before markers recorded steps: resume (ends at once if done)
+      echo "stage $1: $2 (its marker records no step count: resuming the run)"
+      return 0
+    elif ! [ "$recorded" -ge "$3" ] 2>/dev/null; then
+      echo "stage $1: $2 (trained to step $recorded before: training on)"
+      return 0
+    fi
+  fi
+  if [ -f "$marker" ]; then
+    echo "stage $1: done before (remove $marker to redo it)"
     return 1
   fi
   echo "stage $1: $2"
 }
-finished() { touch "$work/.stage$1.done"; }
+finished() { echo "${2:-}" > "$work/.stage$1.done"; }  # finished N [STEPS]
+
+# the corpus's labels, one a line (names may hold spaces); without a corpus, or with no labels,
+# one line naming it on stderr and exit 1
+corpus_labels() {
+  python - "$corpus" <<'PY'
+import json, sys
+from pathlib import Path
+
+corpus = Path(sys.argv[1])
+manifest = corpus / "manifest.json"
+if not manifest.is_file():
+    sys.exit(f"stage 3: no corpus in {corpus} (no {manifest.name}): run stage 1 first")
+try:
+    labels = json.loads(manifest.read_text(encoding="utf-8")).get("labels") or []
+except (OSError, ValueError, AttributeError) as err:
+    sys.exit(f"stage 3: cannot read the labels of {manifest}: {err}")
+if not labels:
+    sys.exit(f"stage 3: the corpus {corpus} has no labels: prepare it from one subfolder per label "
+             f"(stage 1, wavegen prep --labels folders)")
+print("\n".join(labels))
+PY
+}
 
 if [ -z "$input" ]; then
   input=$work/demo
@@ -101,17 +143,15 @@ if should_run 1 "prepare the labelled corpus $corpus from $input"; then
   finished 1
 fi
 
-# one label per line (names may hold spaces)
-mapfile -t labels < <(python -c "import json, sys; print('\n'.join(json.load(open(sys.argv[1]))['labels']))" \
-                      "$corpus/manifest.json")
-echo "labels: ${labels[*]}"
-
-if should_run 2 "train a conditioned $model for $steps steps in $run"; then
+if should_run 2 "train a conditioned $model for $steps steps in $run" "$steps"; then
   $wavegen train --data "$corpus" --model "$model" --run "$run" --max-steps "$steps" "${sets[@]}"
-  finished 2
+  finished 2 "$steps"
 fi
 
 if should_run 3 "render $seconds s of each label into $work/renders"; then
+  label_lines=$(corpus_labels) || exit 1
+  mapfile -t labels <<< "$label_lines"
+  echo "labels: ${labels[*]}"
   for label in "${labels[@]}"; do
     $wavegen render "$run" --seconds "$seconds" --label "$label" --out "$work/renders/$label"
   done
@@ -123,13 +163,16 @@ if should_run 3 "render $seconds s of each label into $work/renders"; then
 fi
 
 if should_run 4 "NLL per label on the test split → $work/eval_test.json"; then
-  $wavegen eval "$run" --data "$corpus" --split test --max-seconds "$eval_seconds" --json > "$work/eval_test.json"
-  python - "$work/eval_test.json" <<'PY'
+  # written beside, and moved into place once it reads: a failed eval leaves no eval_test.json
+  $wavegen eval "$run" --data "$corpus" --split test --max-seconds "$eval_seconds" --json > "$work/eval_test.json.part" \
+    || { rc=$?; rm -f "$work/eval_test.json.part"; exit "$rc"; }
+  python - "$work/eval_test.json.part" <<'PY' || { rc=$?; rm -f "$work/eval_test.json.part"; exit "$rc"; }
 import json, sys
 r = json.load(open(sys.argv[1]))
 print(f"test: {r['nll_bits_per_sample']:.4f} bits/sample over {r['samples']} samples")
 for label, v in r.get("per_label", {}).items():
     print(f"  {label}: {v['nll_bits_per_sample']:.4f} bits/sample over {v['samples']} samples")
 PY
+  mv "$work/eval_test.json.part" "$work/eval_test.json"
   finished 4
 fi

@@ -9,7 +9,8 @@
 # 64 mu-law levels (its 256 levels rendered noise in this budget), lr 5e-3, 1000 steps on one
 # thread (two threads were no faster per step for this model), rendered at temperature 0.7.
 #
-# Each finished stage leaves a marker in DEMO_DIR/.done/, so rerunning skips it; delete
+# Each finished stage leaves a marker in DEMO_DIR/.done/, so rerunning skips it (training's
+# records its --steps: rerun with more and it trains on from where it stopped); delete
 # DEMO_DIR (default: demo/) to start over. Listen to DEMO_DIR/renders/stream_000.wav ... stream_002.wav.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -32,7 +33,7 @@ run_stage 1 "synthesise a small album (8 songs x 20 s, stereo 22.05 kHz)" \
   python recipes/demo/make_recordings.py "$dir/recordings" --songs 8 --seconds 20
 run_stage 2 "prep: mono, 16 kHz, trim silence, split by song" \
   wavegen prep "$dir/recordings" "$dir/corpus" --val-fraction 0.125 --test-fraction 0.125
-run_stage 3 "train samplernn-tiny, 64 mu-law levels, for $steps steps (a few minutes on a CPU)" \
+run_training 3 "$steps" "train samplernn-tiny, 64 mu-law levels, for $steps steps (a few minutes on a CPU)" \
   wavegen train --data "$dir/corpus" --model samplernn-tiny --run "$dir/run" --max-steps "$steps" --threads 1 \
     --set model.q_levels=64 --set train.lr=5e-3
 run_stage 4 "render 3 streams of 10 seconds" \

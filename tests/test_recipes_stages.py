@@ -1,0 +1,229 @@
+"""The recipes' stages, run with a stand-in for wavegen (it records its arguments and trains,
+renders and evaluates nothing): a stage range that is not stage numbers is refused, no stage is
+marked done when it failed or had nothing to work on, and a training stage asked for more
+steps trains on. Each recipe runs from a copy of recipes/ in a temporary folder, so whatever it
+writes beside itself (docs/bench/.done, demo/) stays there."""
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+FAKE_WAVEGEN = r"""#!/usr/bin/env bash
+# records its arguments (one call a line, \x1f between them); fails where FAKE_WAVEGEN_FAIL names the command
+printf '%s\x1f' "$@" >> "$FAKE_WAVEGEN_LOG"; echo >> "$FAKE_WAVEGEN_LOG"
+if [ "${FAKE_WAVEGEN_FAIL:-}" = "$1" ]; then echo "error: $1 failed" >&2; exit 2; fi
+if [ "$1" = eval ]; then
+  echo '{"nll_bits_per_sample": 3.5, "samples": 100, "split": "test",'
+  echo ' "per_label": {"bass": {"nll_bits_per_sample": 3.25, "samples": 50}}}'
+fi
+"""
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """A copy of recipes/ in tmp/repo, and a stand-in wavegen first on PATH (and in WAVEGEN)."""
+    root = tmp_path / "repo"
+    shutil.copytree(RECIPES, root / "recipes", ignore=shutil.ignore_patterns("__pycache__"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "wavegen"
+    fake.write_text(FAKE_WAVEGEN)
+    fake.chmod(0o755)
+    return root
+
+
+def _env(repo, **extra):
+    bin_dir = repo.parent / "bin"
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "WAVEGEN": str(bin_dir / "wavegen"),
+            "FAKE_WAVEGEN_LOG": str(repo.parent / "wavegen.log"), **extra}
+
+
+def _recipe(repo, name, *args, **extra_env):
+    return subprocess.run(["bash", str(repo / "recipes" / name / "run.sh"), *args], cwd=repo.parent,
+                          capture_output=True, text=True, env=_env(repo, **extra_env), timeout=120)
+
+
+def _calls(repo):
+    """The stand-in's calls so far, each its list of arguments."""
+    log = repo.parent / "wavegen.log"
+    if not log.exists():
+        return []
+    return [line.rstrip("\x1f").split("\x1f") for line in log.read_text().splitlines()]
+
+
+# (recipe, its arguments besides the range). The range puts the bad value in --stop-stage behind
+# --stage 100, where each recipe, unchecked, ran nothing (so this test never runs a stage).
+RECIPE_ARGS = [
+    ("demo", []),
+    ("stream", []),
+    ("bench", []),
+    ("longform", ["some-model"]),
+    ("accelerate", []),
+    ("conditioned", ["--input", "nowhere"]),
+]
+
+
+@pytest.mark.parametrize("name, args", RECIPE_ARGS, ids=[name for name, _ in RECIPE_ARGS])
+def test_every_recipe_refuses_a_stage_range_that_is_not_stage_numbers(repo, name, args):
+    work = repo.parent / "work"
+    dir_opt = {"conditioned": ["--work", str(work)], "bench": []}.get(name, ["--dir", str(work)])
+    before = sorted(p.relative_to(repo) for p in repo.rglob("*"))
+    for bad in (["--stage", "100", "--stop-stage", "abc"], ["--stage", "100", "--stop-stage", "1.5"]):
+        out = _recipe(repo, name, *args, *dir_opt, *bad)
+        assert out.returncode == 2, (out.stdout, out.stderr)
+        assert f"--stop-stage takes a stage number (0, 1, 2 ...), not '{bad[-1]}'" in out.stderr
+        assert "integer expression" not in out.stderr
+    assert not work.exists()
+    assert sorted(p.relative_to(repo) for p in repo.rglob("*")) == before  # nothing written beside the recipe
+    assert _calls(repo) == []
+
+
+def test_the_conditioned_recipe_refuses_a_stage_that_is_not_a_number(repo):
+    work = repo.parent / "work"
+    out = _recipe(repo, "conditioned", "--work", str(work), "--stage", "abc")
+    assert out.returncode == 2
+    assert "--stage takes a stage number (0, 1, 2 ...), not 'abc'" in out.stderr
+    assert not work.exists() and _calls(repo) == []
+
+
+# --- recipes/conditioned/run.sh ---------------------------------------------------------------
+
+def _conditioned(repo, work, *args, **extra_env):
+    return _recipe(repo, "conditioned", "--work", str(work), "--input", str(repo.parent / "input"), *args, **extra_env)
+
+
+def _corpus(work, labels):
+    (work / "corpus").mkdir(parents=True)
+    (work / "corpus" / "manifest.json").write_text(json.dumps({"labels": labels}))
+
+
+def test_conditioned_stages_before_3_do_not_read_the_labels(repo, tmp_path):
+    out = _conditioned(repo, tmp_path / "work", "--stage", "0", "--stop-stage", "0")  # a fresh folder: no corpus
+    assert out.returncode == 0
+    assert out.stderr == "" and "labels" not in out.stdout
+
+
+def test_conditioned_stage_3_without_a_corpus_fails_and_is_not_marked_done(repo, tmp_path):
+    work = tmp_path / "work"
+    out = _conditioned(repo, work, "--stage", "3", "--stop-stage", "4")
+    assert out.returncode != 0
+    assert out.stderr.splitlines() == [f"stage 3: no corpus in {work}/corpus (no manifest.json): run stage 1 first"]
+    assert not (work / ".stage3.done").exists()
+    assert "stage 4" not in out.stdout and not (work / "eval_test.json").exists()
+    assert _calls(repo) == []
+
+
+@pytest.mark.parametrize("manifest", [{"labels": []}, {}])
+def test_conditioned_stage_3_with_a_corpus_without_labels_fails_and_is_not_marked_done(repo, tmp_path, manifest):
+    work = tmp_path / "work"
+    (work / "corpus").mkdir(parents=True)
+    (work / "corpus" / "manifest.json").write_text(json.dumps(manifest))
+    out = _conditioned(repo, work, "--stage", "3", "--stop-stage", "3")
+    assert out.returncode != 0
+    assert len(out.stderr.splitlines()) == 1
+    assert f"the corpus {work}/corpus has no labels" in out.stderr
+    assert not (work / ".stage3.done").exists() and _calls(repo) == []
+
+
+def test_conditioned_stage_3_renders_each_label_and_a_blend(repo, tmp_path):
+    work = tmp_path / "work"
+    _corpus(work, ["bass", "big bells, live: 1999"])
+    out = _conditioned(repo, work, "--stage", "3", "--stop-stage", "3", "--seconds", "2")
+    assert out.returncode == 0, out.stderr
+    assert "labels: bass big bells, live: 1999" in out.stdout
+    assert [(c[0], c[c.index("--label") + 1], c[c.index("--out") + 1]) for c in _calls(repo)] == [
+        ("render", "bass", f"{work}/renders/bass"),
+        ("render", "big bells, live: 1999", f"{work}/renders/big bells, live: 1999"),
+        ("render", "bass:0.5,big bells, live: 1999:0.5", f"{work}/renders/blend"),
+    ]
+    assert (work / ".stage3.done").exists()
+
+
+def test_conditioned_stage_3_fails_with_its_render(repo, tmp_path):
+    work = tmp_path / "work"
+    _corpus(work, ["bass", "bells"])
+    out = _conditioned(repo, work, "--stage", "3", "--stop-stage", "4", FAKE_WAVEGEN_FAIL="render")
+    assert out.returncode == 2
+    assert not (work / ".stage3.done").exists() and "stage 4" not in out.stdout
+
+
+def test_conditioned_stage_4_failing_leaves_no_results_and_no_marker(repo, tmp_path):
+    work = tmp_path / "work"
+    out = _conditioned(repo, work, "--stage", "4", "--stop-stage", "4", FAKE_WAVEGEN_FAIL="eval")
+    assert out.returncode == 2
+    assert sorted(p.name for p in work.iterdir()) == []  # no eval_test.json (empty or partial), no marker
+
+    out = _conditioned(repo, work, "--stage", "4", "--stop-stage", "4")
+    assert out.returncode == 0, out.stderr
+    assert "test: 3.5000 bits/sample over 100 samples" in out.stdout
+    assert json.loads((work / "eval_test.json").read_text())["samples"] == 100
+    assert sorted(p.name for p in work.iterdir()) == [".stage4.done", "eval_test.json"]
+
+
+def _conditioned_train(repo, work, steps):
+    before = len(_calls(repo))
+    out = _conditioned(repo, work, "--stage", "2", "--stop-stage", "2", "--steps", str(steps))
+    assert out.returncode == 0, out.stderr
+    trained = [c[c.index("--max-steps") + 1] for c in _calls(repo)[before:] if c[0] == "train"]
+    return trained, out.stdout.splitlines()
+
+
+def test_conditioned_training_trains_on_when_asked_for_more_steps(repo, tmp_path):
+    work = tmp_path / "work"
+    assert _conditioned_train(repo, work, 5)[0] == ["5"]
+    assert (work / ".stage2.done").read_text() == "5\n"
+    trained, lines = _conditioned_train(repo, work, 5)
+    assert trained == [] and lines == [f"stage 2: done before (remove {work}/.stage2.done to redo it)"]
+    assert _conditioned_train(repo, work, 3)[0] == []
+    trained, lines = _conditioned_train(repo, work, 10)
+    assert trained == ["10"]
+    assert lines == [f"stage 2: train a conditioned wavenet-tiny for 10 steps in {work}/run "
+                     f"(trained to step 5 before: training on)"]
+    assert (work / ".stage2.done").read_text() == "10\n"
+
+    (work / ".stage2.done").write_text("")  # a marker written before markers recorded steps: resumed
+    assert _conditioned_train(repo, work, 10)[0] == ["10"]
+    assert _conditioned_train(repo, work, 10)[0] == []
+
+
+# --- recipes/demo/run.sh ------------------------------------------------------------------------
+
+def _demo_train(repo, demo, *args, **extra_env):
+    before = len(_calls(repo))
+    out = _recipe(repo, "demo", "--dir", str(demo), "--stage", "3", "--stop-stage", "3", *args, **extra_env)
+    return out, _calls(repo)[before:]
+
+
+def test_the_demo_trains_as_before_by_default(repo, tmp_path):
+    demo = tmp_path / "demo"
+    out, calls = _demo_train(repo, demo)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["== stage 3: train samplernn-tiny, 64 mu-law levels, for 1000 steps "
+                                       "(a few minutes on a CPU)"]
+    assert calls == [["train", "--data", f"{demo}/corpus", "--model", "samplernn-tiny", "--run", f"{demo}/run",
+                      "--max-steps", "1000", "--threads", "1", "--set", "model.q_levels=64", "--set", "train.lr=5e-3"]]
+    out, calls = _demo_train(repo, demo)
+    assert calls == [] and out.stdout.splitlines() == [
+        "== stage 3: train samplernn-tiny, 64 mu-law levels, for 1000 steps (a few minutes on a CPU) "
+        "(done before, skipped)"]
+
+
+def max_steps(calls):
+    return [c[c.index("--max-steps") + 1] for c in calls if c[0] == "train"]
+
+
+def test_the_demo_trains_on_when_asked_for_more_steps(repo, tmp_path):
+    demo = tmp_path / "demo"
+    assert max_steps(_demo_train(repo, demo, "--steps", "5")[1]) == ["5"]
+    assert max_steps(_demo_train(repo, demo, "--steps", "5")[1]) == []
+    assert max_steps(_demo_train(repo, demo, "--steps", "10")[1]) == ["10"]
+    assert max_steps(_demo_train(repo, demo, "--steps", "7")[1]) == []
+    out, calls = _demo_train(repo, demo, "--steps", "20", FAKE_WAVEGEN_FAIL="train")
+    assert out.returncode == 2 and max_steps(calls) == ["20"]
+    assert (demo / ".done" / "3").read_text() == "10\n"  # the failed training did not move the marker

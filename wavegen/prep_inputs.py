@@ -1,0 +1,202 @@
+"""What ``wavegen prep`` reads: the audio files under its inputs, their labels, and the
+fingerprints that tell whether a corpus is up to date.
+
+:func:`discover` finds the files (links followed, link loops searched once, FIFOs, sockets and
+devices never opened); :func:`folder_labels` gives each file its label under ``--labels
+folders``; :func:`fingerprint` hashes the inputs' metadata (no file read) and
+:func:`content_fingerprint` their bytes (:func:`hash_inputs`), each with the recipe that
+wavegen.prep builds from its settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import stat
+from pathlib import Path
+
+from wavegen.corpus import CorpusError
+from wavegen.fileio import sha256_file
+from wavegen.progress import progress_bar
+
+logger = logging.getLogger("wavegen.prep")  # one logger for all that prep says
+
+AUDIO_EXTENSIONS = frozenset(
+    {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf"}
+)
+
+
+def not_regular(path: Path) -> str | None:
+    """What path is when it is not a regular file (after links): "a FIFO", ...; None otherwise
+    (a regular file, or nothing there: a broken link is the decoder's to report)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    for test, kind in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def discover(inputs: tuple[str, ...]) -> tuple[list[tuple[Path, Path | None]], list[dict]]:
+    """Audio files under the inputs, sorted: ([(path, input folder or None)], skipped: [{"path", "reason"}]).
+
+    Folders are searched recursively, following symbolic links (a folder reached twice, as in
+    a link loop, is searched once). A path keeps the names it was found under, so a label
+    comes from a link's name, not its target's. Only regular files are taken: a FIFO, socket
+    or device named like audio is skipped with a warning (never opened: reading a FIFO waits
+    for a writer forever); one named as an input is refused (CorpusError).
+    """
+    found: dict[Path, Path | None] = {}
+    skipped: list[dict] = []
+    for raw in inputs:
+        p = Path(raw)
+        if not p.exists():
+            raise CorpusError(f"input not found: {p}")
+        if not p.is_dir():
+            kind = not_regular(p)
+            if kind is not None:
+                raise CorpusError(f"input {p} is {kind}, not a file: give audio files or folders")
+            found.setdefault(p, None)  # named explicitly: let the decoder judge its format
+            continue
+        n_before = len(found)
+        for path in _walk_audio(p, skipped):
+            found.setdefault(path, p)
+        if len(found) == n_before:
+            logger.warning("no audio files found in %s", p)
+    return sorted(found.items(), key=lambda item: str(item[0])), skipped
+
+
+def _walk_audio(root: Path, skipped: list[dict]):
+    """Yield the audio files under root (links followed); unreadable folders, and FIFOs, sockets
+    and devices named like audio, go to skipped (with a warning)."""
+    def unreadable(err: OSError) -> None:
+        reason = f"cannot read folder ({err.strerror or err})"
+        logger.warning("skipping %s: %s", err.filename, reason)
+        skipped.append({"path": str(err.filename), "reason": reason})
+
+    searched: dict[tuple[int, int], str] = {}  # (device, inode) of each folder searched -> its path
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in searched:
+            logger.warning("not searching %s again: it leads to %s, searched already (a link loop?)",
+                           dirpath, searched[(st.st_dev, st.st_ino)])
+            dirnames[:] = []
+            continue
+        searched[(st.st_dev, st.st_ino)] = dirpath
+        dirnames.sort()
+        for name in filenames:
+            if os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS:
+                path = Path(dirpath) / name
+                kind = not_regular(path)
+                if kind is None:
+                    yield path
+                else:
+                    reason = f"not a regular file: {kind}"
+                    logger.warning("skipping %s: %s", path, reason)
+                    skipped.append({"path": str(path), "reason": reason})
+
+
+def folder_labels(found: list[tuple[Path, Path | None]]) -> list[str]:
+    """Label of each file: its top-level subfolder of the input folder it was found in."""
+    labels, unlabelled = [], []
+    for path, root in found:
+        parts = path.relative_to(root).parts if root is not None else ()
+        if len(parts) < 2:
+            unlabelled.append(str(path))
+        labels.append(parts[0] if len(parts) >= 2 else "")
+    if unlabelled:
+        shown = ", ".join(unlabelled[:3]) + (f" and {len(unlabelled) - 3} more" if len(unlabelled) > 3 else "")
+        raise CorpusError(
+            f"--labels folders takes each file's label from its subfolder of an input folder, but "
+            f"{len(unlabelled)} file(s) are in no subfolder ({shown}): move them into one (INPUT/LABEL/file.wav)"
+        )
+    return labels
+
+
+def warn_empty_label_folders(inputs: tuple[str, ...], found: list[tuple[Path, Path | None]]) -> None:
+    """With --labels folders: a warning for each top-level subfolder of an input folder that holds
+    no audio file, so gives no label (hidden folders, .git and the like, are passed over)."""
+    labelled = {(str(root), path.relative_to(root).parts[0]) for path, root in found if root is not None}
+    for raw in inputs:
+        root = Path(raw)
+        if not root.is_dir():
+            continue
+        try:
+            entries = sorted(os.scandir(root), key=lambda e: e.name)
+        except OSError:  # unreadable: the search has said so
+            continue
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()  # follows links, as the search does
+            except OSError:
+                continue
+            if is_dir and not entry.name.startswith(".") and (str(root), entry.name) not in labelled:
+                logger.warning("label folder %s holds no audio files (%s): there will be no label %r",
+                               entry.path, " ".join(sorted(AUDIO_EXTENSIONS)), entry.name)
+
+
+
+
+def fingerprint(recipe: dict, found: list[tuple[Path, Path | None]]) -> str:
+    """The inputs and settings as one hash, from file metadata alone (no file is read): the recipe
+    and, per input file, its path, size, mtime and ctime (st_ctime_ns).
+
+    The rule: an equal fingerprint means the same corpus, with no file read. ctime is there because
+    size and mtime are not enough: touch -r, rsync -t and tag editors put a file's mtime back after
+    changing its bytes, but every write sets the ctime to the time of the change, and no tool can
+    set it back. A copy (cp -a), chmod, chown or touch of unchanged files changes the fingerprint
+    too: prepare then rehashes the inputs and compares content_fingerprint, and keeps the corpus
+    (recording the new fingerprint) when their bytes are the same, so only a change of content or
+    settings rebuilds it.
+    """
+    stats = []
+    for path, _ in found:
+        try:
+            st = path.stat()
+            stats.append([str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns])
+        except OSError:  # e.g. a broken link: prep will skip it and say why
+            stats.append([str(path), -1, -1, -1])
+    payload = dict(recipe, files=sorted(stats))
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def content_fingerprint(recipe: dict, found: list[tuple[Path, Path | None]],
+                        digests: dict[str, str | None]) -> str:
+    """The inputs and settings as one hash, from the files' bytes: the recipe and, per input file,
+    its path and sha256 (None where it cannot be read). The manifest's "content_fingerprint"."""
+    files = sorted([str(path), digests.get(str(path))] for path, _ in found)
+    payload = dict(recipe, files=files)
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def digest(path: Path) -> tuple[str | None, str | None]:
+    """(sha256 of the file's bytes, None), or (None, why it cannot be read): a FIFO, socket or
+    device is never opened (a FIFO would wait for a writer forever)."""
+    kind = not_regular(path)
+    if kind is not None:
+        return None, f"not a regular file: {kind}"
+    try:
+        return sha256_file(path), None
+    except OSError as e:
+        return None, f"cannot read file ({e.strerror or e})"
+
+
+def hash_inputs(found: list[tuple[Path, Path | None]], progress: bool) -> dict[str, str | None]:
+    """sha256 of every input file (None where it cannot be read), by path."""
+    digests = {}
+    bar = progress_bar(total=len(found), desc="checking", unit="file") if progress else None
+    for path, _ in found:
+        digests[str(path)] = digest(path)[0]
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return digests
