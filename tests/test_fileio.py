@@ -92,3 +92,44 @@ def test_lock_held_by_another_process_then_released_by_its_death(tmp_path):
         child.wait()
     with FolderLock(folder, "training run") as lock:
         assert lock.held
+
+
+def _refuse_writes_in(monkeypatch, folder):
+    """os.open refusing to create files in ``folder`` (what a read-only or `chattr +i` folder does; as
+    root, which writes anywhere, only a stand-in shows it)."""
+    real = os.open
+
+    def fake(path, flags, *args, **kwargs):
+        if os.path.dirname(os.fspath(path)) == os.fspath(folder) and flags & os.O_CREAT:
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", fake)
+
+
+def test_check_writable_names_a_folder_that_cannot_be_written(tmp_path, monkeypatch):
+    from wavegen.fileio import check_writable
+
+    check_writable(tmp_path, "--run folder")
+    assert list(tmp_path.iterdir()) == []  # the probe is gone
+    with monkeypatch.context() as patch:
+        _refuse_writes_in(patch, tmp_path)
+        with pytest.raises(WavegenError, match=rf"^{tmp_path}: cannot write in this folder \(Permission denied\): "
+                                               r"make it writable, or give another --run folder$"):
+            check_writable(tmp_path, "--run folder")
+    if os.geteuid() != 0:  # a real read-only folder (root writes anywhere)
+        os.chmod(tmp_path, 0o555)
+        try:
+            with pytest.raises(WavegenError, match="cannot write in this folder"):
+                check_writable(tmp_path)
+        finally:
+            os.chmod(tmp_path, 0o755)
+
+
+def test_a_lock_in_a_folder_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    _refuse_writes_in(monkeypatch, folder)
+    with pytest.raises(WavegenError, match=rf"{folder / '.lock'}: cannot open the training run's lock file "
+                                           r"\(Permission denied\): make .* writable"):
+        FolderLock(folder, "training run").acquire()

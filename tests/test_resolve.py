@@ -83,12 +83,71 @@ def test_config_file_and_errors(tmp_path, run_dir):
 
 
 def test_run_without_best_points_at_its_checkpoints(tmp_path, run_dir):
+    """best/ removed: the message says validations ran (metrics.jsonl) and which checkpoint scored best,
+    not "no validation has run"; a run that has not validated yet says that."""
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
     shutil.rmtree(copy / "best")
-    with pytest.raises(ConfigError, match="no best/ model yet .*--checkpoint last"):
+    with pytest.raises(ConfigError, match=r"best/ model is missing, though validations ran \(the best, .* at step \d\);"
+                                          r" use --checkpoint last .*restores best/ from checkpoints/step_\d"):
         resolve_model(copy)
     assert resolve_model(copy, checkpoint="last").trained
+    rows = [line for line in (copy / "metrics.jsonl").read_text().splitlines() if "val_bits" not in line]
+    (copy / "metrics.jsonl").write_text("\n".join(rows) + "\n")
+    with pytest.raises(ConfigError, match=r"no best/ model yet \(no validation has run\); use --checkpoint last"):
+        resolve_model(copy)
+
+
+def flip_byte(path, offset=-10):
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_an_altered_checkpoint_is_refused_naming_the_file(tmp_path, run_dir, capsys):
+    """--checkpoint step_N checks the weights file against the sizes and sha256 trainer_state.json lists,
+    as training does: one byte changed is an error naming the file (render, eval and info all resolve
+    through here), not an NLL from altered weights; only that file is hashed (the optimizer is not read)."""
+    from wavegen.cli import main
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    weights = copy / "checkpoints" / "step_6" / "model.safetensors"
+    flip_byte(weights)
+    with pytest.raises(CheckpointError, match=rf"^{weights}: its content differs .*sha256.*give another "
+                                              r"--checkpoint \(kept: step_4, step_6\)"):
+        resolve_model(copy, checkpoint="step_6")
+    with pytest.raises(CheckpointError, match="step_6/model.safetensors"):
+        resolve_model(copy, checkpoint="last")
+    capsys.readouterr()
+    assert main(["info", str(copy), "--checkpoint", "step_6"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(weights) in err, err
+    (copy / "checkpoints" / "step_4" / "model.safetensors").write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=r"step_4/model.safetensors: 100 bytes, \d+ were written"):
+        resolve_model(copy, checkpoint="step_4")
+    # the optimizer is not the model: a damaged one does not stop a render (training skips the checkpoint)
+    shutil.rmtree(copy / "checkpoints")
+    shutil.copytree(run_dir / "checkpoints", copy / "checkpoints")
+    flip_byte(copy / "checkpoints" / "step_6" / "optimizer.bin")
+    assert resolve_model(copy, checkpoint="step_6").load() is not None
+
+
+def test_a_checkpoint_caught_between_renames_is_read_from_its_old_folder(tmp_path, run_dir):
+    """A save of step N over an existing step_N (fileio.replace_dir) killed between its renames leaves
+    step_N.old and .tmp_step_N: step_N.old stands for step N (it was ignored: a rerun began at step 0)."""
+    from wavegen.resolve import run_checkpoints
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    folder = copy / "checkpoints"
+    shutil.copytree(folder / "step_6", folder / ".tmp_step_6")
+    (folder / "step_6").rename(folder / "step_6.old")
+    assert run_checkpoints(copy) == [(4, folder / "step_4"), (6, folder / "step_6.old")]
+    assert resolve_model(copy, checkpoint="last").folder == folder / "step_6.old"
+    assert resolve_model(copy, checkpoint="step_6").load() is not None
+    shutil.copytree(folder / "step_6.old", folder / "step_6")  # both: step_N is the newer
+    assert run_checkpoints(copy)[-1] == (6, folder / "step_6")
 
 
 def test_a_truncated_weights_file_is_named(tmp_path, run_dir):

@@ -104,8 +104,8 @@ def test_resume_refuses_a_different_config(tiny_corpus, tmp_path, caplog):
 def test_resume_refuses_a_corpus_prepared_again_with_other_audio(tiny_corpus, tmp_path, caplog):
     """A run records what its corpus holds (corpus.content_id) and resumes only on that: the same folder
     prepared again with another setting would feed the rest of the run other audio. The same recordings
-    and settings prepared again (the files touched, so prep does the work) resume; a run older than the
-    record resumes and gains it."""
+    and settings prepared again (the files touched, so prep compares them again) resume; a run older than
+    the record resumes and gains it."""
     from wavegen.corpus import Corpus
     from wavegen.prep import prepare
 
@@ -131,8 +131,8 @@ def test_resume_refuses_a_corpus_prepared_again_with_other_audio(tiny_corpus, tm
         os.utime(wav, ns=(1, 1))
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="wavegen"):
-        prep_again()  # touched: prep does the work again, and makes the same corpus
-    assert "prepared " in caplog.text and "replacing" not in caplog.text
+        prep_again()  # touched: prep compares the content again (a rehash, not a decode) and keeps the same corpus
+    assert "comparing their content" in caplog.text and "replacing" not in caplog.text
     assert Corpus(tiny_corpus).content_id == began_on
     assert train(config_for(tiny_corpus, "train.max_steps=3"), tmp_path / "run", progress=False)["step"] == 3
     del saved["data"]["corpus_id"]  # a run begun before the record

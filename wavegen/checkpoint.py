@@ -9,7 +9,8 @@ its weights (``train.ema_decay``: the weights ``--checkpoint`` renders use) and
 ``trainer_state.json``, which lists every file of the
 checkpoint with its size and sha256; the folder is written under a temporary name, synced,
 then renamed. A checkpoint whose files do not match that list is damaged: training resumes
-from the newest intact one.
+from the newest intact one, moves the damaged newer ones aside (``step_N.damaged``, named in a
+warning: nothing is deleted) and counts only intact checkpoints when it prunes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import struct
 from pathlib import Path
@@ -26,8 +26,9 @@ import torch
 
 from wavegen.config import load_json
 from wavegen.errors import WavegenError
-from wavegen.fileio import atomic_write, replace_dir, sha256_file, write_json
+from wavegen.fileio import atomic_write, fsync_dir, replace_dir, sha256_file, write_json
 from wavegen.resolve import AVERAGED_MODEL
+from wavegen.trainstate import agree
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,11 @@ TRAINING_STATE = "training_state.safetensors"
 
 class CheckpointError(WavegenError):
     """A model or checkpoint file is damaged or unreadable; the message names the file."""
+
+
+class SaveError(WavegenError):
+    """A checkpoint or model folder could not be written (a full disk, a folder made read-only);
+    the message names the folder, the reason and the checkpoint that is still intact."""
 
 
 def _safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> bytes:
@@ -110,7 +116,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
 
 # ----- training checkpoints ---------------------------------------------------------------------
 
-_STEP = re.compile(r"^step_(\d+)$")
+DAMAGED = ".damaged"  # a damaged checkpoint training moved aside: checkpoints/step_N.damaged
 
 
 def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
@@ -130,23 +136,52 @@ def _synced_digest(path: Path) -> dict:
     return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
+def save_failed(what: str, err: OSError, last: Path | None) -> SaveError:
+    """The one-line error for ``what`` (a folder) that could not be written: the reason, and the
+    checkpoint that is still intact (``last``: the newest saved or resumed from)."""
+    reason = f"{err.filename}: {err.strerror}" if err.filename and err.strerror else f"{type(err).__name__}: {err}"
+    kept = (f"the last intact checkpoint, {last}, is kept (a rerun resumes from it)" if last is not None
+            else "no checkpoint was saved before (a rerun starts again from step 0)")
+    return SaveError(f"cannot write {what}: {reason}; training stopped and {kept}: free some space or make the "
+                     "folder writable, then rerun")
+
+
+def _save_part(accelerator, part, step: int, tmp: Path, last: Path | None) -> None:
+    """``part()`` (None: nothing to do on this process), then every process agrees (a barrier): when
+    it failed with an OSError anywhere, the unfinished folder goes and every process raises SaveError."""
+    failure = None
+    if part is not None:
+        try:
+            part()
+        except OSError as err:
+            failure = err
+    if agree(accelerator, failure is not None):
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if failure is None:
+            raise SaveError(f"another process could not write the checkpoint of step {step} (see its error)")
+        raise save_failed(f"the checkpoint of step {step} in {tmp.parent}", failure, last) from None
+
+
 def save_checkpoint(accelerator, run_dir: Path, step: int, trainer_state: dict,
-                    training_tensors: dict[str, torch.Tensor], keep: int,
-                    averaged: dict[str, torch.Tensor] | None = None) -> Path:
+                    training_tensors: dict[str, torch.Tensor], averaged: dict[str, torch.Tensor] | None = None,
+                    last: Path | None = None) -> Path:
     """Every process calls this (accelerate saves per-process RNG state); the main one lists the
-    files, renames the folder into place and prunes all but the newest ``keep``. ``averaged``:
-    the averaged model's weights, written as AVERAGED_MODEL."""
+    files and renames the folder into place (:func:`prune_checkpoints` then thins them out).
+    ``averaged``: the averaged model's weights, written as AVERAGED_MODEL. A write that fails (a
+    full disk, a folder made read-only) is SaveError on every process, naming the folder, the
+    reason and ``last``, the newest intact checkpoint before this one."""
     folder = Path(run_dir) / "checkpoints"
     final = folder / f"step_{step}"
     tmp = folder / f".tmp_step_{step}"
-    if accelerator.is_main_process:
+    main = accelerator.is_main_process
+
+    def begin():
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()  # every process's RNG file is written before the listing
-    if accelerator.is_main_process:
+
+    def finish():
         if training_tensors:
             atomic_write(tmp / TRAINING_STATE, _safetensors_bytes(training_tensors))
         if averaged is not None:
@@ -154,52 +189,150 @@ def save_checkpoint(accelerator, run_dir: Path, step: int, trainer_state: dict,
         files = {p.relative_to(tmp).as_posix(): _synced_digest(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         write_json(tmp / TRAINER_STATE, {**trainer_state, "files": files})
         replace_dir(tmp, final)
-        for _, old in checkpoints(run_dir)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+
+    _save_part(accelerator, begin if main else None, step, tmp, last)
+    # every process's RNG file is written before the listing (the agreement after it is a barrier)
+    _save_part(accelerator, lambda: accelerator.save_state(str(tmp)), step, tmp, last)
+    _save_part(accelerator, finish if main else None, step, tmp, last)
+    if main:
         logger.info("checkpoint saved: %s", final)
-    accelerator.wait_for_everyone()
     return final
 
 
-def checkpoint_damage(folder: Path) -> str | None:
-    """None when every file the checkpoint listed is there with its size and sha256; otherwise
-    what is wrong, naming the file. (A checkpoint written before files were listed is trusted.)"""
+def prune_checkpoints(run_dir: Path, keep: int, intact: set[Path], protect: tuple = ()) -> None:
+    """Keep the newest ``keep`` intact checkpoints, and every folder in ``protect`` (the one just
+    written, the one the run resumed from); remove the older ones (main process). ``intact``: the
+    folders known intact in this session (grown with those checked here, each hashed once). A
+    damaged checkpoint is never counted: it is moved aside (:func:`set_aside`), not deleted."""
+    kept = 0
+    for _, folder in reversed(checkpoints(run_dir)):
+        if folder in protect:
+            kept += 1
+            continue
+        if kept >= keep:
+            shutil.rmtree(folder, ignore_errors=True)
+            continue
+        if folder not in intact:
+            why = checkpoint_damage(folder)
+            if why is not None:
+                set_aside(folder, why)
+                continue
+            intact.add(folder)
+        kept += 1
+
+
+def set_aside(folder: Path, why: str) -> Path | None:
+    """Move the damaged checkpoint ``folder`` out of the run's checkpoints, to ``step_N.damaged``
+    (``.damaged2``, ... when taken), with a warning: nothing of it is deleted, and it no longer
+    shadows the checkpoints written after it. Returns where it went; None (warned) when it cannot move."""
+    base = folder.with_name(folder.name.removesuffix(".old") + DAMAGED)
+    target, n = base, 1
+    while target.exists():
+        n += 1
+        target = base.with_name(f"{base.name}{n}")
+    try:
+        folder.rename(target)
+    except OSError as err:
+        logger.warning("checkpoint %s is damaged (%s) and cannot be moved aside (%s): remove it yourself",
+                       folder, why, err.strerror or err)
+        return None
+    logger.warning("checkpoint %s is damaged (%s): moved aside to %s (training no longer uses it; delete it "
+                   "once you no longer need it)", folder, why, target)
+    return target
+
+
+def checkpoint_damage(folder: Path, only: tuple[str, ...] | None = None) -> str | None:
+    """None when every file the checkpoint listed (or, with ``only``, those of these names) is there
+    with its size and sha256; otherwise what is wrong, naming the file. (A checkpoint written
+    before files were listed is trusted.)"""
     try:
         state = load_json(folder / TRAINER_STATE)
     except WavegenError as err:  # ConfigError naming the file: missing, unreadable, not JSON
         return str(err)
     listed = state.get("files") if isinstance(state, dict) else None
-    if not isinstance(state, dict) or "step" not in state:
+    if not isinstance(state, dict) or "step" not in state or not isinstance(listed, (dict, type(None))):
         return f"{folder / TRAINER_STATE}: not a trainer state"
     for name, want in (listed or {}).items():
+        if only is not None and name not in only:
+            continue
         path = folder / name
         if not path.is_file():
             return f"{path}: missing"
         size = path.stat().st_size
-        if size != want["bytes"]:
-            return f"{path}: {size} bytes, {want['bytes']} were written (truncated or changed)"
-        if sha256_file(path) != want["sha256"]:
+        if not isinstance(want, dict) or size != want.get("bytes"):
+            return f"{path}: {size} bytes, {want.get('bytes') if isinstance(want, dict) else '?'} were written " \
+                   "(truncated or changed)"
+        if sha256_file(path) != want.get("sha256"):
             return f"{path}: its content differs from what was written (sha256)"
     return None
 
 
-def intact_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
-    """The newest intact checkpoint ``(step, folder)`` of a run, warning about each damaged newer one;
-    None when the run has none. CheckpointError when there are checkpoints but none is intact."""
-    found = checkpoints(run_dir)
+def newest_intact(run_dir: Path) -> tuple[tuple[int, Path] | None, list[tuple[Path, str]]]:
+    """The newest intact checkpoint ``(step, folder)`` of a run (None when it has none) and the
+    damaged ones newer than it, ``(folder, what is wrong)``, each warned about. CheckpointError when
+    there are checkpoints but none is intact."""
     damaged = []
-    for step, folder in reversed(found):
+    for step, folder in reversed(checkpoints(run_dir)):
         why = checkpoint_damage(folder)
         if why is None:
             if damaged:
                 logger.warning("resuming from %s instead", folder)
-            return step, folder
-        damaged.append(why)
+            return (step, folder), damaged
+        damaged.append((folder, why))
         logger.warning("checkpoint %s is damaged (%s): skipping it", folder, why)
     if damaged:
-        raise CheckpointError(f"no intact checkpoint in {Path(run_dir) / 'checkpoints'} ({'; '.join(damaged)}); "
+        raise CheckpointError(f"no intact checkpoint in {Path(run_dir) / 'checkpoints'} "
+                              f"({'; '.join(why for _, why in damaged)}); "
                               "remove the damaged folders to start this run again from step 0")
-    return None
+    return None, []
+
+
+def intact_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
+    """The newest intact checkpoint ``(step, folder)`` of a run (:func:`newest_intact`'s first half)."""
+    return newest_intact(run_dir)[0]
+
+
+def tidy_run_folder(run_dir: Path, found: tuple[int, Path] | None,
+                    damaged: list[tuple[Path, str]]) -> tuple[int, Path] | None:
+    """Before a run resumes (main process, holding the run's lock, every check passed): the damaged
+    checkpoints newer than ``found`` (``newest_intact``) moved aside; folders left by a process that
+    died while writing them removed (``best.tmpPID``, ``checkpoints/.tmp_step_N``: never the only
+    copy of anything, see fileio.replace_dir); ``found`` back under its own name when it was read
+    from ``step_N.old`` (a save cut short between replace_dir's renames). Returns ``found`` as it is now."""
+    for folder, why in damaged:
+        set_aside(folder, why)
+    run_dir = Path(run_dir)
+    for folder in [*run_dir.glob("best.tmp*"), *(run_dir / "checkpoints").glob(".tmp_step_*")]:
+        if folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+            logger.info("removed %s, left unfinished by a process that stopped while writing it", folder)
+    if found is not None and found[1].name.endswith(".old"):
+        step, old = found
+        found = step, old.with_name(old.name.removesuffix(".old"))
+        old.rename(found[1])
+        fsync_dir(old.parent)
+        logger.warning("%s was missing (a save cut short): restored it from %s", found[1], old)
+    return found
+
+
+def restore_best(run_dir: Path, config: dict, best_val: float, upto: int, extra: dict | None = None) -> bool:
+    """``RUN/best/`` written again from the checkpoint that scored ``best_val`` (the step metrics.jsonl
+    marks best, up to step ``upto``), when that checkpoint is kept and intact; True when it was."""
+    from wavegen.resolve import resolve_model
+    from wavegen.runlog import best_validation
+
+    scored = best_validation(run_dir, upto)
+    if scored is None or scored[1] != best_val:
+        return False
+    try:
+        model = resolve_model(run_dir, checkpoint=f"step_{scored[0]}").load("cpu")
+    except WavegenError as err:  # not kept (pruned), or damaged
+        logger.info("best/ cannot be restored from step %d's checkpoint (%s)", scored[0], err)
+        return False
+    save_model(model, config, Path(run_dir) / "best", extra)
+    logger.warning("%s was missing: restored from checkpoints/step_%d, the step that scored the best validation "
+                   "(%.4f bits/sample)", Path(run_dir) / "best", scored[0], best_val)
+    return True
 
 
 def load_checkpoint(accelerator, folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:

@@ -5,6 +5,7 @@
   holds either the old content or the new, never a mix.
 - :func:`replace_dir`: move a finished folder into place; the old one goes only after the swap.
 - :func:`sha256_file`: the digest of a file, read in blocks.
+- :func:`check_writable`: a folder that cannot be written, found before the work starts.
 - :class:`FolderLock`: one writer per folder (a render's ``--out``, a training ``--run``); a
   second process is refused at once with the holder's pid and command. The lock is an
   ``flock`` on ``FOLDER/.lock``, so it dies with its process (``kill -9`` included).
@@ -109,6 +110,20 @@ def ensure_folder(folder: str | Path, what: str = "folder") -> Path:
     return folder
 
 
+def check_writable(folder: str | Path, what: str = "folder") -> None:
+    """WavegenError naming ``folder`` (the ``what``) unless a file can be created in it: a probe file,
+    named by host and pid, made and removed at once. For work that would otherwise find out after
+    hours (a training's first checkpoint)."""
+    folder = Path(folder)
+    probe = folder / f".write-probe.{socket.gethostname()}.{os.getpid()}"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+        probe.unlink()
+    except OSError as err:
+        raise WavegenError(f"{folder}: cannot write in this folder ({err.strerror or err}): make it writable, or "
+                           f"give another {what}") from None
+
+
 class FolderLock:
     """Exclusive use of ``folder`` by this process while the ``with`` block runs.
 
@@ -125,7 +140,11 @@ class FolderLock:
 
     def acquire(self) -> "FolderLock":
         ensure_folder(self.folder, self.what)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:  # a folder made read-only: one line, not a traceback
+            raise WavegenError(f"{self.path}: cannot open the {self.what}'s lock file ({err.strerror or err}): make "
+                               f"{self.folder} writable, or choose another folder") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -27,6 +27,7 @@ CONFIG_FILE = "config.json"
 AVERAGED_MODEL = "averaged_model.safetensors"  # a checkpoint's average of the weights (train.ema_decay)
 KINDS = ("preset", "config", "model", "run", "checkpoint")
 _STEP = re.compile(r"^step_(\d+)$")
+_STEP_OR_OLD = re.compile(r"^step_(\d+)(\.old)?$")
 # accelerate saves a checkpoint's model without unwrapping it: DDP and torch.compile add these
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
@@ -99,15 +100,19 @@ def _is_model_folder(folder: Path) -> bool:
 
 
 def run_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    """A run's finished checkpoints ``(step, folder)``, oldest first."""
+    """A run's finished checkpoints ``(step, folder)``, oldest first. Where ``step_N`` is missing and
+    ``step_N.old`` is there (a save of step N cut short between fileio.replace_dir's renames), the
+    ``.old`` folder stands for it."""
     folder = Path(run_dir) / "checkpoints"
-    found = []
+    found = {}
     if folder.is_dir():
         for child in folder.iterdir():
-            match = _STEP.match(child.name)
+            match = _STEP_OR_OLD.match(child.name)
             if match and (child / "trainer_state.json").is_file():
-                found.append((int(match.group(1)), child))
-    return sorted(found)
+                step = int(match.group(1))
+                if match.group(2) is None or step not in found:  # step_N before step_N.old
+                    found[step] = child
+    return sorted(found.items())
 
 
 def _checkpoint_ref(run_dir: Path, checkpoint: str) -> ModelRef:
@@ -131,12 +136,24 @@ def _checkpoint_ref(run_dir: Path, checkpoint: str) -> ModelRef:
     weights = averaged if averaged.is_file() else folder / MODEL_FILE
     if not weights.is_file():
         raise ConfigError(f"{folder}: no {MODEL_FILE} (an incomplete checkpoint)")
+    _check_listed(weights, found)
     which = ", averaged weights" if weights == averaged else ""
-    return ModelRef("checkpoint", f"{folder} (step {step}{which})", _read_config(run_dir / CONFIG_FILE), weights,
+    return ModelRef("checkpoint", f"{folder} (step {step}{which})", read_config(run_dir / CONFIG_FILE), weights,
                     folder)
 
 
-def _read_config(path: Path, rate_from_preset: bool = False) -> dict:
+def _check_listed(weights: Path, found: list[tuple[int, Path]]) -> None:
+    """CheckpointError naming ``weights`` unless it has the size and sha256 its checkpoint's
+    trainer_state.json lists (training refuses the same file; only this file is hashed, not the optimizer)."""
+    from wavegen.checkpoint import CheckpointError, checkpoint_damage
+
+    why = checkpoint_damage(weights.parent, only=(weights.name,))
+    if why is not None:
+        kept = ", ".join(f"step_{s}" for s, _ in found)
+        raise CheckpointError(f"{why}: the checkpoint is damaged; give another --checkpoint (kept: {kept})")
+
+
+def read_config(path: Path, rate_from_preset: bool = False) -> dict:
     """The model config in ``path``, once it has a wavegen config's shape: ConfigError naming the
     file when a section is missing or the sample rate is not a rate (a damaged or hand-edited
     config is one line, not a traceback later). With ``rate_from_preset`` (a config written by
@@ -155,7 +172,10 @@ def _read_config(path: Path, rate_from_preset: bool = False) -> dict:
         data = {**(data if isinstance(data, dict) else {}),
                 "sample_rate": resolve_preset(config["preset"])["data"]["sample_rate"]}
         config["data"] = data
-    rate = data.get("sample_rate") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: not a wavegen model config (data is {data!r}, not a section holding "
+                          "data.sample_rate)")
+    rate = data.get("sample_rate")
     if isinstance(rate, bool) or not isinstance(rate, int) or rate <= 0:
         raise ConfigError(f"{path}: data.sample_rate {rate!r} is not a sample rate (a positive whole number of Hz)")
     return config
@@ -179,16 +199,29 @@ def resolve_model(target: str | Path, checkpoint: str | None = None) -> ModelRef
     if path.is_file():
         if path.suffix != ".json":
             raise ConfigError(f"{path}: not a model: give a preset name, a model or run folder, or a config .json")
-        return ModelRef("config", f"{path} (random weights)", _read_config(path, rate_from_preset=True),
+        return ModelRef("config", f"{path} (random weights)", read_config(path, rate_from_preset=True),
                         folder=path.parent)
     for kind, folder in (("model", path), ("run", path / "best"), ("run", path / "best.old")):
         if _is_model_folder(folder):
-            return ModelRef(kind, str(folder), _read_config(folder / CONFIG_FILE), folder / MODEL_FILE, folder)
+            return ModelRef(kind, str(folder), read_config(folder / CONFIG_FILE), folder / MODEL_FILE, folder)
     if not path.exists():
         raise ConfigError(f"{text}: no such preset, model folder or run folder (presets: {sorted(PRESETS)})")
     if (path / CONFIG_FILE).is_file() and run_checkpoints(path):
-        raise ConfigError(f"{path}: this run has no best/ model yet (no validation has run); use "
-                          "--checkpoint last, or train on until a validation step")
+        raise ConfigError(_no_best(path))
     raise ConfigError(f"{path}: no {MODEL_FILE} + {CONFIG_FILE} here or in {path / 'best'}; "
                       "train a model first (wavegen train), or give a run or model folder")
 
+
+def _no_best(run_dir: Path) -> str:
+    """Why a run folder with checkpoints has no best/, and what to do: no validation has run yet, or
+    best/ went missing though validations ran (metrics.jsonl records them)."""
+    from wavegen.runlog import best_validation
+
+    scored = best_validation(run_dir)
+    if scored is None:
+        return (f"{run_dir}: this run has no best/ model yet (no validation has run); use --checkpoint last, or "
+                "train on until a validation step")
+    step, bits = scored
+    return (f"{run_dir}: this run's best/ model is missing, though validations ran (the best, {bits:.4f} bits/sample, "
+            f"at step {step}); use --checkpoint last or step_N, or rerun its wavegen train command: it restores best/ "
+            f"from checkpoints/step_{step} while that is kept")

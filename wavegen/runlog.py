@@ -41,6 +41,14 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     return _parse(path)[0] if path.is_file() else []
 
 
+def best_validation(run_dir: str | Path, upto: int | None = None) -> tuple[int, float] | None:
+    """``(step, val_bits)`` of the last validation metrics.jsonl marks best (at step ``upto`` or
+    before); None when no validation has run."""
+    rows = [r for r in read_metrics(run_dir) if r.get("best") and isinstance(r.get("val_bits"), (int, float))
+            and (upto is None or r["step"] <= upto)]
+    return (rows[-1]["step"], float(rows[-1]["val_bits"])) if rows else None
+
+
 def truncate_metrics(path: Path, step: int) -> None:
     """Keep the rows of steps <= ``step`` (a resumed run logs the later ones again); drop lines that
     are not a row, with a warning naming the file and line."""

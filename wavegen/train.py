@@ -32,30 +32,24 @@ from pathlib import Path
 
 import torch
 
-from wavegen.checkpoint import intact_checkpoint, load_checkpoint, save_checkpoint, save_model
-from wavegen.config import ConfigError, TrainConfig, from_dict, load_json, to_dict
+from wavegen.checkpoint import (load_checkpoint, newest_intact, prune_checkpoints, restore_best, save_checkpoint,
+                                save_failed, save_model, tidy_run_folder)
+from wavegen.config import ConfigError, TrainConfig, from_dict
 from wavegen.corpus import Corpus
 from wavegen.data import BatchBuildingStopped, BatchStream, make_batches
 from wavegen.distributed import end_accelerator, make_accelerator
-from wavegen.errors import WavegenError
-from wavegen.fileio import write_json
+from wavegen.fileio import check_writable, write_json
 from wavegen.models import build_model, model_config
 from wavegen.render.album import ALBUM_FILE, ensure_run_profile
 from wavegen.runlog import RunLog, read_metrics  # noqa: F401  (read_metrics: the public reader)
 from wavegen.samples import TrainingSamples
 from wavegen.signals import StopSignals
-from wavegen.trainstate import Carry, NonFiniteError, NonFiniteWatch, WeightAverage, agree
+from wavegen.trainstate import (Carry, NonFiniteError, NonFiniteWatch, WeightAverage, agree, broadcast, check_resume,
+                                checked)
 
 logger = logging.getLogger(__name__)
 
 LN2 = math.log(2.0)
-
-# Settings that may change when a run is resumed; anything else must match config.json.
-# grad_accum may change because batches are drawn per global stream (data.py): moving from
-# one GPU with grad_accum=8 to 8 GPUs with grad_accum=1 continues the same run.
-RESUMABLE_CHANGES = {"max_steps", "log_interval", "val_interval", "checkpoint_interval",
-                     "keep_checkpoints", "num_workers", "val_seconds", "grad_accum", "compile",
-                     "mixed_precision", "sample_interval", "sample_seconds", "sample_streams"}
 
 
 def lr_factor(step: int, train: TrainConfig) -> float:
@@ -98,39 +92,6 @@ def resolve_run_config(base: dict, corpus_dir: str | Path, overrides: list[str] 
     config["model"] = json.loads(json.dumps(cfg.__dict__))
     config["train"] = json.loads(json.dumps(train.__dict__))
     return config
-
-
-def _check_resume(run_dir: Path, config: dict) -> None:
-    saved = load_json(run_dir / "config.json")
-    _check_same_corpus(run_dir, saved, config)
-    diffs = []
-    for section in ("model_type", "model", "train", "data"):
-        a, b = saved.get(section), config.get(section)
-        if section == "train" and isinstance(a, dict):  # a setting added since the run began has its default
-            a = {**to_dict(TrainConfig()), **a}
-        if isinstance(a, dict) and isinstance(b, dict):
-            for key in sorted(set(a) | set(b)):
-                if section == "data" and key == "corpus_id":  # _check_same_corpus's (a run older than it has none)
-                    continue
-                if a.get(key) != b.get(key) and not (section == "train" and key in RESUMABLE_CHANGES):
-                    diffs.append(f"{section}.{key}: {a.get(key)!r} → {b.get(key)!r}")
-        elif a != b:
-            diffs.append(f"{section}: {a!r} → {b!r}")
-    if diffs:
-        raise ConfigError(f"{run_dir} holds a run started with a different config ({'; '.join(diffs)}); "
-                          "rerun with the same settings to resume, or give a new --run folder")
-
-
-def _check_same_corpus(run_dir: Path, saved: dict, config: dict) -> None:
-    """A run resumes only on the corpus it began on: prepared again from other recordings or with
-    other settings, the same folder would feed the rest of the run (and its exact resume) other audio."""
-    was, now = saved.get("data", {}).get("corpus_id"), config["data"].get("corpus_id")
-    if was is not None and now is not None and was != now:
-        raise ConfigError(
-            f"{run_dir} began on the corpus in {config['data']['corpus']} as it was prepared then (corpus id {was}); "
-            f"it has been prepared again since, from other recordings or with other settings (now {now}), so "
-            "the run cannot resume on it: prepare the run's recordings again with its settings, or give a new --run "
-            "folder (--model with this run takes its settings, not its weights)")
 
 
 def build_training(config: dict, train_cfg: TrainConfig, accelerator):
@@ -213,6 +174,8 @@ class _Run:
     start_step: int = 0
     best_val: float | None = None
     checkpoint: Path | None = None  # the newest checkpoint saved or resumed from
+    resumed_from: Path | None = None  # never pruned in this session
+    intact: set = field(default_factory=set)  # checkpoints known intact in this session (main process)
     last_val_step: int = -1
     log: RunLog | None = None
     samples: TrainingSamples | None = None
@@ -249,6 +212,9 @@ def train(config: dict, run_dir: str | Path, progress: bool = True) -> dict:
     train_cfg.validate()
     model_config(config).validate(train_cfg)
     accelerator = make_accelerator(train_cfg.mixed_precision)
+    if accelerator.device.type == "cpu" and accelerator.mixed_precision == "fp16" and accelerator.is_main_process:
+        logger.warning("train.mixed_precision=fp16: fp16 autocast has no effect on a CPU, so this run trains in fp32; "
+                       "bf16 is the CPU's half precision (--set train.mixed_precision=bf16)")
     if accelerator.device.type == "cuda":  # fp32 matmuls outside autocast (e.g. mixed_precision=no) may use TF32
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -283,7 +249,7 @@ def _run_lock(accelerator, run_dir: Path):
     from wavegen.fileio import FolderLock
 
     main = accelerator.is_main_process
-    lock = _checked(accelerator, lambda: FolderLock(run_dir, "training run").acquire() if main else None)
+    lock = checked(accelerator, lambda: FolderLock(run_dir, "training run").acquire() if main else None)
     try:
         yield lock
     finally:
@@ -291,27 +257,16 @@ def _run_lock(accelerator, run_dir: Path):
             lock.release()
 
 
-def _checked(accelerator, check):
-    """``check()`` on every process; when it raises a WavegenError on any of them, every process
-    raises (so none waits at the next collective for one that has left)."""
-    error, value = None, None
-    try:
-        value = check()
-    except WavegenError as err:
-        error = err
-    if agree(accelerator, error is not None):
-        raise error or WavegenError("another process of this launch refused the run (see its error)")
-    return value
-
-
 def _start(config: dict, train_cfg: TrainConfig, accelerator, run_dir: Path) -> _Run:
     """Every check that can refuse the run, then the model, then config.json, then the resume."""
     main = accelerator.is_main_process
-    corpus = _checked(accelerator, lambda: _corpus_of(config))
-    found = _broadcast(accelerator, _checked(accelerator, lambda: intact_checkpoint(run_dir) if main else None))
-    _checked(accelerator, lambda: _check_before_building(config, train_cfg, accelerator, run_dir, found))
+    checked(accelerator, lambda: _check_writable(run_dir))
+    corpus = checked(accelerator, lambda: _corpus_of(config))
+    found, damaged = checked(accelerator, lambda: newest_intact(run_dir) if main else (None, []))
+    checked(accelerator, lambda: _check_before_building(config, train_cfg, accelerator, run_dir, found))
+    found = broadcast(accelerator, tidy_run_folder(run_dir, found, damaged) if main else None)
     model, optimizer, inner = build_training(config, train_cfg, accelerator)
-    batches = _checked(accelerator, lambda: make_batches(
+    batches = checked(accelerator, lambda: make_batches(
         inner, corpus.split("train"), corpus.segments("train"), corpus.segment_labels("train"), train_cfg,
         accelerator.process_index, accelerator.num_processes))
     if main:
@@ -336,6 +291,13 @@ def _start(config: dict, train_cfg: TrainConfig, accelerator, run_dir: Path) -> 
     return run
 
 
+def _check_writable(run_dir: Path) -> None:
+    """RUN and RUN/checkpoints can be written: found now, not at the first checkpoint hours later."""
+    for folder in (run_dir, run_dir / "checkpoints"):
+        if folder.is_dir():
+            check_writable(folder, "--run folder")
+
+
 def _corpus_of(config: dict) -> Corpus:
     corpus = Corpus(config["data"]["corpus"])
     if corpus.sample_rate != config["data"]["sample_rate"]:
@@ -350,18 +312,9 @@ def _check_before_building(config: dict, train_cfg: TrainConfig, accelerator, ru
     from wavegen.memory import check_training_memory
 
     if found is not None and (run_dir / "config.json").is_file():
-        _check_resume(run_dir, config)
+        check_resume(run_dir, config)
     check_training_memory(config, train_cfg, accelerator.device, accelerator.mixed_precision != "no",
                           int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes)))
-
-
-def _broadcast(accelerator, value):
-    """The main process's ``value`` on every process."""
-    if accelerator.num_processes == 1:
-        return value
-    from accelerate.utils import broadcast_object_list
-
-    return broadcast_object_list([value], from_process=0)[0]
 
 
 def _resume(run: _Run, folder: Path) -> None:
@@ -370,6 +323,8 @@ def _resume(run: _Run, folder: Path) -> None:
     run.carry.scatter(run.accelerator, tensors)
     run.step = run.start_step = state["step"]
     run.best_val, run.checkpoint = state.get("best_val_bits"), folder
+    run.resumed_from = folder
+    run.intact.add(folder)
     # the loss summed since the last log row before the checkpoint (an older checkpoint has none)
     run.running.fill_(state.get("log_loss_sum", 0.0))
     run.running_steps = state.get("log_loss_steps", 0)
@@ -379,6 +334,8 @@ def _resume(run: _Run, folder: Path) -> None:
         saved_by = state.get("processes", run.world)
         logger.info("resuming %s from step %d%s", run.run_dir, run.step,
                     f" (checkpoint written by {saved_by} process(es), now {run.world})" if saved_by != run.world else "")
+        if run.best_val is not None and not _has_best(run):  # best/ removed: back from the step that scored it
+            restore_best(run.run_dir, run.config, run.best_val, run.step, _best_extra(run))
 
 
 def _run_steps(run: _Run, stream: BatchStream) -> str:
@@ -400,7 +357,7 @@ def _run_steps(run: _Run, stream: BatchStream) -> str:
                 logger.warning("stopped while building the batches of step %d", run.step + 1)
                 run.watch.check(run.checkpoint)
                 if run.step > run.start_step:
-                    _save(run)
+                    _save_once(run)  # a stop during validation or samples: this step's checkpoint may be saved
                 return "interrupted"
             if run.average is not None:
                 run.average.update(run.inner)
@@ -415,8 +372,7 @@ def _run_steps(run: _Run, stream: BatchStream) -> str:
             run.watch.check(run.checkpoint)
             if run.last_val_step != run.step:
                 _validate(run)
-            if run.checkpoint is None or run.checkpoint.name != f"step_{run.step}":
-                _save(run)
+            _save_once(run)
     return "finished"
 
 
@@ -486,9 +442,25 @@ def _validate(run: _Run) -> None:
     run.log.val_row(run.step, bits, result["samples"], improved)
 
 
+def _best_extra(run: _Run) -> dict | None:
+    return {ALBUM_FILE: json.dumps(run.album, indent=2) + "\n"} if run.album else None
+
+
+def _has_best(run: _Run) -> bool:
+    return any((run.run_dir / name / "model.safetensors").is_file() for name in ("best", "best.old"))
+
+
 def _save_best(run: _Run) -> None:
-    extra = {ALBUM_FILE: json.dumps(run.album, indent=2) + "\n"} if run.album else None
-    save_model(run.judged, run.config, run.run_dir / "best", extra)
+    try:
+        save_model(run.judged, run.config, run.run_dir / "best", _best_extra(run))
+    except OSError as err:
+        raise save_failed(f"the best model in {run.run_dir / 'best'}", err, run.checkpoint) from None
+
+
+def _save_once(run: _Run) -> None:
+    """This step's checkpoint unless it was saved (or resumed from) already."""
+    if run.checkpoint is None or run.checkpoint.name != f"step_{run.step}":
+        _save(run)
 
 
 def _save(run: _Run) -> None:
@@ -501,8 +473,10 @@ def _save(run: _Run) -> None:
     if run.average is not None:
         state["ema_updates"] = run.average.updates
         averaged = run.average.weights() if run.main else None
-    run.checkpoint = save_checkpoint(run.accelerator, run.run_dir, run.step, state, tensors,
-                                     run.cfg.keep_checkpoints, averaged)
+    run.checkpoint = save_checkpoint(run.accelerator, run.run_dir, run.step, state, tensors, averaged, run.checkpoint)
+    if run.main:  # only intact checkpoints count; the one just written and the one resumed from stay
+        run.intact.add(run.checkpoint)
+        prune_checkpoints(run.run_dir, run.cfg.keep_checkpoints, run.intact, (run.checkpoint, run.resumed_from))
 
 
 def _where_the_model_is(run: _Run) -> str:
@@ -511,8 +485,13 @@ def _where_the_model_is(run: _Run) -> str:
     if (best / "model.safetensors").is_file():
         val = f"validation {run.best_val:.4f} bits/sample" if run.best_val is not None else "no validation audio"
         parts.append(f"best model ({val}) in {best}")
-    else:
+    elif run.best_val is None:
         parts.append("no best/ model yet (no validation has run)")
+    else:
+        parts.append(f"{best} is missing, though validations ran (the best scored {run.best_val:.4f} bits/sample; "
+                     "the checkpoint that scored it is not kept, or not intact, so best/ cannot be restored from it): "
+                     "render or evaluate a checkpoint with --checkpoint step_N; best/ comes back at the next "
+                     "validation that beats it")
     if run.checkpoint is not None:
         parts.append(f"latest checkpoint {run.checkpoint} (render or evaluate it with --checkpoint last)")
     return "; ".join(parts)

@@ -7,6 +7,8 @@
   the model that validation, best/, training samples and checkpoint renders use.
 - :class:`NonFiniteWatch`: the first step whose loss or gradient was not finite, recorded on the
   device (no host sync per step) and read where the loop syncs anyway, before anything is saved.
+- :func:`check_resume`: may this config resume that run (RESUMABLE_CHANGES)?
+- :func:`agree`, :func:`checked`, :func:`broadcast`: what every process of a launch must decide alike.
 """
 
 from __future__ import annotations
@@ -15,7 +17,53 @@ from pathlib import Path
 
 import torch
 
+from wavegen.config import ConfigError, TrainConfig, to_dict
 from wavegen.errors import WavegenError
+
+
+# Settings that may change when a run is resumed; anything else must match config.json.
+# grad_accum may change because batches are drawn per global stream (data.py): moving from
+# one GPU with grad_accum=8 to 8 GPUs with grad_accum=1 continues the same run.
+RESUMABLE_CHANGES = {"max_steps", "log_interval", "val_interval", "checkpoint_interval",
+                     "keep_checkpoints", "num_workers", "val_seconds", "grad_accum", "compile",
+                     "mixed_precision", "sample_interval", "sample_seconds", "sample_streams"}
+
+
+def check_resume(run_dir: Path, config: dict) -> None:
+    """ConfigError unless ``config`` may resume the run in ``run_dir``: its config.json (of a wavegen
+    config's shape, else one line naming it) differs only in RESUMABLE_CHANGES, on the same corpus."""
+    from wavegen.resolve import read_config
+
+    saved = read_config(run_dir / "config.json")
+    _check_same_corpus(run_dir, saved, config)
+    diffs = []
+    for section in ("model_type", "model", "train", "data"):
+        a, b = saved.get(section), config.get(section)
+        if section == "train" and isinstance(a, dict):  # a setting added since the run began has its default
+            a = {**to_dict(TrainConfig()), **a}
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                if section == "data" and key == "corpus_id":  # _check_same_corpus's (a run older than it has none)
+                    continue
+                if a.get(key) != b.get(key) and not (section == "train" and key in RESUMABLE_CHANGES):
+                    diffs.append(f"{section}.{key}: {a.get(key)!r} → {b.get(key)!r}")
+        elif a != b:
+            diffs.append(f"{section}: {a!r} → {b!r}")
+    if diffs:
+        raise ConfigError(f"{run_dir} holds a run started with a different config ({'; '.join(diffs)}); "
+                          "rerun with the same settings to resume, or give a new --run folder")
+
+
+def _check_same_corpus(run_dir: Path, saved: dict, config: dict) -> None:
+    """A run resumes only on the corpus it began on: prepared again from other recordings or with
+    other settings, the same folder would feed the rest of the run (and its exact resume) other audio."""
+    was, now = saved.get("data", {}).get("corpus_id"), config["data"].get("corpus_id")
+    if was is not None and now is not None and was != now:
+        raise ConfigError(
+            f"{run_dir} began on the corpus in {config['data']['corpus']} as it was prepared then (corpus id {was}); "
+            f"it has been prepared again since, from other recordings or with other settings (now {now}), so "
+            "the run cannot resume on it: prepare the run's recordings again with its settings, or give a new --run "
+            "folder (--model with this run takes its settings, not its weights)")
 
 
 class NonFiniteError(WavegenError):
@@ -28,6 +76,28 @@ def agree(accelerator, flag: bool) -> bool:
         return flag
     t = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
     return bool(accelerator.reduce(t, "sum").item() > 0)
+
+
+def checked(accelerator, check):
+    """``check()`` on every process; when it raises a WavegenError on any of them, every process
+    raises (so none waits at the next collective for one that has left)."""
+    error, value = None, None
+    try:
+        value = check()
+    except WavegenError as err:
+        error = err
+    if agree(accelerator, error is not None):
+        raise error or WavegenError("another process of this launch refused the run (see its error)")
+    return value
+
+
+def broadcast(accelerator, value):
+    """The main process's ``value`` on every process."""
+    if accelerator.num_processes == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([value], from_process=0)[0]
 
 
 class Carry:

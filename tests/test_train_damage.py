@@ -1,0 +1,261 @@
+"""Training when its folder is damaged or cannot be written: damaged checkpoints and pruning, a save
+cut short, a hand-edited config.json, a folder made read-only, a stop in the middle of a validation,
+a removed best/, leftovers of a killed process; and a precision the CPU does not have."""
+
+import errno
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY_SAMPLERNN
+from conftest import tiny_run_config as config_for
+from safetensors.torch import load_file
+
+import wavegen.checkpoint
+import wavegen.train
+from wavegen.cli import main
+from wavegen.train import read_metrics, train
+
+
+def losses(run):
+    return [(r["step"], r["loss_bits"]) for r in read_metrics(run) if "loss_bits" in r]
+
+
+def names(folder):
+    return sorted(p.name for p in Path(folder).iterdir())
+
+
+def same_weights(a, b):
+    a, b = load_file(str(a)), load_file(str(b))
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def cli_train(corpus, run, steps, *settings):
+    args = ["-q", "train", "--data", str(corpus), "--model", "samplernn-tiny", "--run", str(run),
+            "--max-steps", str(steps), "--threads", "1"]
+    return main(args + [a for s in TINY_SAMPLERNN + list(settings) for a in ("--set", s)])
+
+
+def one_line_error(capsys):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_a_damaged_newest_checkpoint_is_moved_aside_and_never_counted_by_pruning(tiny_corpus, tmp_path, caplog):
+    """The newest checkpoint damaged, keep_checkpoints=1: training resumed from the one before and wrote
+    a new one, then pruning kept only the newest folder (the damaged one) and deleted both intact ones
+    (the rerun then had no intact checkpoint). Now the damaged one is moved aside, named in a warning,
+    and the one written and the one resumed from stay."""
+    common = ["train.val_interval=2", "train.checkpoint_interval=2"]
+    train(config_for(tiny_corpus, "train.max_steps=4", *common), tmp_path / "straight", progress=False)
+    run = tmp_path / "run"
+    shutil.copytree(tmp_path / "straight", run)
+    ckpts = run / "checkpoints"
+    (ckpts / "step_4" / "optimizer.bin").write_bytes((ckpts / "step_4" / "optimizer.bin").read_bytes()[:100])
+    with caplog.at_level(logging.INFO, logger="wavegen"):
+        result = train(config_for(tiny_corpus, "train.max_steps=3", *common, "train.keep_checkpoints=1",
+                                  "train.checkpoint_interval=1"), run, progress=False)
+    assert result["checkpoint"] == str(ckpts / "step_3")
+    assert names(ckpts) == ["step_2", "step_3", "step_4.damaged"]
+    assert f"checkpoint {ckpts / 'step_4'} is damaged ({ckpts / 'step_4' / 'optimizer.bin'}: 100 bytes" in caplog.text
+    assert f"moved aside to {ckpts / 'step_4.damaged'}" in caplog.text
+    assert (ckpts / "step_4.damaged" / "optimizer.bin").stat().st_size == 100  # nothing of it deleted
+    # the rerun resumes from step_3 and ends as the uninterrupted run; now step_2 is pruned
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="wavegen"):
+        train(config_for(tiny_corpus, "train.max_steps=4", *common, "train.keep_checkpoints=1"), run, progress=False)
+    assert f"resuming {run} from step 3" in caplog.text and "is damaged" not in caplog.text
+    assert names(ckpts) == ["step_3", "step_4", "step_4.damaged"]
+    assert losses(run) == losses(tmp_path / "straight")
+    assert same_weights(ckpts / "step_4" / "model.safetensors",
+                        tmp_path / "straight" / "checkpoints" / "step_4" / "model.safetensors")
+
+
+def test_pruning_keeps_the_newest_intact_checkpoints(tiny_corpus, tmp_path):
+    from wavegen.checkpoint import prune_checkpoints
+
+    run = tmp_path / "run"
+    train(config_for(tiny_corpus, "train.max_steps=4", "train.checkpoint_interval=1", "train.keep_checkpoints=9",
+                     "train.val_interval=4"), run, progress=False)
+    ckpts = run / "checkpoints"
+    (ckpts / "step_3" / "model.safetensors").write_bytes(b"cut")
+    intact = {ckpts / "step_4"}
+    prune_checkpoints(run, 2, intact, (ckpts / "step_4",))
+    assert names(ckpts) == ["step_2", "step_3.damaged", "step_4"]
+    assert intact == {ckpts / "step_2", ckpts / "step_4"}  # each checked once
+
+
+@pytest.mark.parametrize("edit", ["data is null", "a list"])
+def test_a_run_config_of_the_wrong_shape_is_one_line_naming_it(tiny_corpus, tmp_path, capsys, edit):
+    run = tmp_path / "run"
+    assert cli_train(tiny_corpus, run, 2) == 0
+    config = json.loads((run / "config.json").read_text())
+    broken = {**config, "data": None} if edit == "data is null" else [config]
+    (run / "config.json").write_text(json.dumps(broken))
+    capsys.readouterr()
+    assert cli_train(tiny_corpus, run, 3) == 2
+    assert f"{run / 'config.json'}: not a wavegen model config" in one_line_error(capsys)
+    assert [s for s, _ in losses(run)] == [1, 2]
+
+
+def refuse_new_files_in(monkeypatch, folder):
+    """os.open refusing to create a file in ``folder``, as a read-only or `chattr +i` folder does (open
+    files there still open): as root, who writes anywhere, only a stand-in shows it."""
+    real = os.open
+
+    def fake(path, flags, *args, **kwargs):
+        if flags & os.O_CREAT and os.path.dirname(os.fspath(path)) == os.fspath(folder) and not os.path.exists(path):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+        return real(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", fake)
+
+
+def test_a_run_folder_that_cannot_be_written_is_refused_before_the_model_is_built(tiny_corpus, tmp_path, capsys,
+                                                                                  monkeypatch):
+    """It was a PermissionError traceback after the model was built (RUN), or after every step had
+    trained (RUN/checkpoints only: the steps were lost)."""
+    run = tmp_path / "run"
+    assert cli_train(tiny_corpus, run, 2) == 0
+    def build_training(*args):
+        raise AssertionError("the model was built before the folder was found unwritable")
+
+    monkeypatch.setattr(wavegen.train, "build_training", build_training)
+    for folder in (run, run / "checkpoints"):
+        with monkeypatch.context() as patch:
+            refuse_new_files_in(patch, folder)
+            capsys.readouterr()
+            assert cli_train(tiny_corpus, run, 4) == 2
+        assert one_line_error(capsys).endswith(f"error: {folder}: cannot write in this folder (Permission denied): "
+                                               "make it writable, or give another --run folder")
+    if os.geteuid() != 0:  # a real read-only folder (root writes anywhere)
+        os.chmod(run / "checkpoints", 0o555)
+        try:
+            assert cli_train(tiny_corpus, run, 4) == 2
+        finally:
+            os.chmod(run / "checkpoints", 0o755)
+        assert "cannot write in this folder" in one_line_error(capsys)
+    assert [s for s, _ in losses(run)] == [1, 2]
+
+
+def test_a_checkpoint_that_cannot_be_written_stops_in_one_line_naming_the_intact_one(tiny_corpus, tmp_path, capsys,
+                                                                                    monkeypatch):
+    """A disk that fills up mid-run: the failed save was a traceback from deep in the checkpoint code."""
+    run = tmp_path / "run"
+    real = wavegen.checkpoint.write_json
+
+    def full_at_step_4(path, data, *args, **kwargs):
+        if Path(path).parent.name == ".tmp_step_4":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, data, *args, **kwargs)
+
+    settings = ["train.checkpoint_interval=2", "train.val_interval=100"]
+    with monkeypatch.context() as patch:
+        patch.setattr(wavegen.checkpoint, "write_json", full_at_step_4)
+        capsys.readouterr()
+        assert cli_train(tiny_corpus, run, 6, *settings) == 2
+    ckpts = run / "checkpoints"
+    assert one_line_error(capsys).endswith(
+        f"error: cannot write the checkpoint of step 4 in {ckpts}: {ckpts / '.tmp_step_4' / 'trainer_state.json'}: "
+        f"No space left on device; training stopped and the last intact checkpoint, {ckpts / 'step_2'}, is kept (a "
+        "rerun resumes from it): free some space or make the folder writable, then rerun")
+    assert names(ckpts) == ["step_2"]  # the unfinished folder is gone
+    assert cli_train(tiny_corpus, run, 6, *settings) == 0
+    assert names(ckpts) == ["step_2", "step_4", "step_6"] and [s for s, _ in losses(run)] == list(range(1, 7))
+
+
+def test_a_stop_during_validation_at_a_checkpoint_step_saves_it_once(tiny_corpus, tmp_path, monkeypatch, caplog):
+    """The signal came after the step's stop check: the checkpoint step saved, then the stopped batch
+    building saved the same step again (through replace_dir's step_N.old, which no reader used)."""
+    real = wavegen.train._validate
+
+    def validate_then_stop(run):
+        real(run)
+        if run.step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    run = tmp_path / "run"
+    config = config_for(tiny_corpus, "train.max_steps=6", "train.val_interval=2", "train.checkpoint_interval=2")
+    with monkeypatch.context() as patch, caplog.at_level(logging.INFO, logger="wavegen"):
+        patch.setattr(wavegen.train, "_validate", validate_then_stop)
+        result = train(config, run, progress=False)
+    assert result["status"] == "interrupted" and result["step"] == 2
+    assert caplog.text.count("checkpoint saved:") == 1
+    # a kill -9 between replace_dir's renames left only step_2.old and .tmp_step_2: a rerun resumes from
+    # step 2 (it began again at step 0, without a word), and tidies up
+    ckpts = run / "checkpoints"
+    shutil.copytree(ckpts / "step_2", ckpts / ".tmp_step_2")
+    (ckpts / "step_2").rename(ckpts / "step_2.old")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="wavegen"):
+        assert train(config_for(tiny_corpus, "train.max_steps=4", "train.val_interval=2",
+                                "train.checkpoint_interval=2"), run, progress=False)["step"] == 4
+    assert f"resuming {run} from step 2" in caplog.text
+    assert f"{ckpts / 'step_2'} was missing (a save cut short): restored it from {ckpts / 'step_2.old'}" in caplog.text
+    assert names(ckpts) == ["step_2", "step_4"]
+
+
+def test_a_removed_best_comes_back_from_the_checkpoint_that_scored_it(tiny_corpus, tmp_path, caplog, monkeypatch):
+    """rm -rf RUN/best: the rerun said "no best/ model yet (no validation has run)" though validations ran,
+    and best/ came back only when a later validation beat the recorded best."""
+    run = tmp_path / "run"
+    config = config_for(tiny_corpus, "train.max_steps=4", "train.val_interval=2", "train.checkpoint_interval=2")
+    train(config, run, progress=False)
+    shutil.copytree(run / "best", tmp_path / "best")
+    shutil.rmtree(run / "best")
+    step, bits = next((r["step"], r["val_bits"]) for r in reversed(read_metrics(run)) if r.get("best"))
+    with caplog.at_level(logging.INFO, logger="wavegen"):
+        assert train(config, run, progress=False)["best_val_bits"] == bits
+    assert f"{run / 'best'} was missing: restored from checkpoints/step_{step}" in caplog.text
+    assert f"best model (validation {bits:.4f} bits/sample) in {run / 'best'}" in caplog.text
+    assert same_weights(run / "best" / "model.safetensors", tmp_path / "best" / "model.safetensors")
+    assert (run / "best" / "album.json").read_text() == (tmp_path / "best" / "album.json").read_text()
+    # the checkpoint that scored best no longer kept: best/ cannot come back, and the run says so
+    shutil.rmtree(run / "best")
+    gone = tmp_path / f"step_{step}"
+    shutil.move(run / "checkpoints" / f"step_{step}", gone)
+    from wavegen.checkpoint import restore_best
+
+    assert not restore_best(run, config, bits, 4)
+    shutil.move(gone, run / "checkpoints" / f"step_{step}")
+    monkeypatch.setattr(wavegen.train, "restore_best", lambda *args: False)  # as when not kept (step 4 is)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="wavegen"):
+        train(config, run, progress=False)
+    assert "no validation has run" not in caplog.text
+    assert f"{run / 'best'} is missing, though validations ran (the best scored {bits:.4f} bits/sample" in caplog.text
+
+
+def test_leftovers_of_a_killed_process_are_removed_at_the_next_start(tiny_corpus, tmp_path, caplog):
+    """A kill -9 while best/ was written left RUN/best.tmpPID/ forever (a save removed only its own pid's)."""
+    run = tmp_path / "run"
+    config = config_for(tiny_corpus, "train.max_steps=2", "train.val_interval=2")
+    train(config, run, progress=False)
+    for leftover in (run / "best.tmp4242", run / "checkpoints" / ".tmp_step_7"):
+        leftover.mkdir()
+        (leftover / "model.safetensors").write_bytes(b"half")
+    with caplog.at_level(logging.INFO, logger="wavegen"):
+        train(config_for(tiny_corpus, "train.max_steps=3", "train.val_interval=2"), run, progress=False)
+    assert names(run / "checkpoints") == ["step_2", "step_3"] and not (run / "best.tmp4242").exists()
+    assert f"removed {run / 'best.tmp4242'}, left unfinished" in caplog.text
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 autocast works on a CUDA GPU")
+def test_fp16_on_a_cpu_is_named_as_having_no_effect(tiny_corpus, tmp_path):
+    """accelerate keeps fp16 autocast at float32 on a CPU: the run trained in fp32 without a word. (A process
+    of its own: accelerate allows one precision per process.)"""
+    cmd = [sys.executable, "-m", "wavegen", "train", "--data", str(tiny_corpus), "--model", "samplernn-tiny", "--run",
+           str(tmp_path / "run"), "--max-steps", "1", "--threads", "1"]
+    cmd += [a for s in TINY_SAMPLERNN + ["train.mixed_precision=fp16"] for a in ("--set", s)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert "train.mixed_precision=fp16: fp16 autocast has no effect on a CPU, so this run trains in fp32; bf16 is " \
+           "the CPU's half precision" in done.stderr
