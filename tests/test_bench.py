@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import save_tiny_model
+from wavegen import bench as bench_module
 from wavegen import cli, generate
 from wavegen.bench import (bench_generation, build_engine, format_profile, format_table, load_bench_model,
                            profile_generation)
@@ -128,6 +129,47 @@ def test_cli_refuses_bad_lists(capsys):
     assert cli.main(["bench", "--model", "wavenet-tiny", "--batch", "1,x"]) == 2
     assert "--batch" in capsys.readouterr().err
     assert cli.main(["bench", "--model", "wavenet-tiny", "--backends", "numba", "--batch", "0"]) == 2
+
+
+@pytest.fixture
+def timings(monkeypatch):
+    """Every generation timed from now on (none, where a mistake is found first)."""
+    calls = []
+    real = bench_module.time_generation
+    monkeypatch.setattr(bench_module, "time_generation", lambda *a, **k: calls.append(a[1:]) or real(*a, **k))
+    return calls
+
+
+def test_a_bad_count_is_named_with_its_flag_and_value(capsys, timings):
+    for flags, message in ((["--batch", "1,0"], "--batch 0: must be at least 1"),
+                           (["--samples", "-5"], "--samples -5: must be at least 1"),
+                           (["--repeats", "0"], "--repeats 0: must be at least 1"),
+                           (["--torch-samples", "-1"], "--torch-samples -1: must be at least 1")):
+        assert cli.main(["bench", "--model", "wavenet-tiny", "--backends", "numba", *flags]) == 2
+        assert capsys.readouterr().err.strip() == f"wavegen bench: error: {message}"
+    assert timings == []
+
+
+def test_json_and_plot_files_are_checked_before_anything_is_timed(tmp_path, capsys, timings):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "afile").write_text("x")
+    base = ["bench", "--model", "wavenet-tiny", "--backends", "numba", "--batch", "1", "--samples", "50"]
+    for flags, message in (
+            (["--json", tmp_path / "r"], f"--json {tmp_path / 'r'}: is a folder; give a file name"),
+            (["--json", tmp_path / "afile" / "x.json"], f"--json {tmp_path / 'afile' / 'x.json'}: "
+                                                        f"{tmp_path / 'afile'} is a file, not a folder"),
+            (["--plot", tmp_path / "p.txt"], f"--plot {tmp_path / 'p.txt'}: matplotlib cannot write .txt pictures; "
+                                             "end the name with one of "),
+            (["--plot", tmp_path / "r"], f"--plot {tmp_path / 'r'}: is a folder; give a file name for the picture"),
+            (["--train", "--json", tmp_path / "r"], f"--json {tmp_path / 'r'}: is a folder"),
+            (["--profile", "--json", tmp_path / "r"], f"--json {tmp_path / 'r'}: is a folder")):
+        assert cli.main([*base, *map(str, flags)]) == 2
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and err.startswith(f"wavegen bench: error: {message}"), err
+    assert timings == [] and sorted(p.name for p in tmp_path.iterdir()) == ["afile", "r"]
+    assert cli.main([*base, "--plot", str(tmp_path / "speed.svg"), "--json", str(tmp_path / "new" / "b.json")]) == 0
+    assert len(timings) == 1 and b"<svg" in (tmp_path / "speed.svg").read_bytes()[:400]
+    assert json.loads((tmp_path / "new" / "b.json").read_text())["rows"][0]["batch"] == 1
 
 
 def _cpu_us_per_step(backend, batch, samples=2000):

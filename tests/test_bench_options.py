@@ -1,5 +1,6 @@
 """wavegen bench: engine options in a backend name (``cuda-bf16:path=large``), which is how a GPU
-run forces the cuda backend's small- or large-batch path at any stream count."""
+run forces the cuda backend's small- or large-batch path at any stream count; every name (backend,
+precision, options and their values) checked before anything is timed."""
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ from wavegen import cli, generate
 from wavegen.bench import bench_generation, parse_backend
 from wavegen.config import ConfigError
 from wavegen.engine import BackendUnavailableError, Engine
+from wavegen.errors import WavegenError
 
 
 class Recorder(Engine):
@@ -52,11 +54,30 @@ def test_backend_names_carry_a_precision_and_options():
 
 def test_every_row_is_built_with_its_options_and_keeps_its_name(recorder):
     names = ["recorder-bf16:path=large:block_streams=32", "recorder:path=small"]
-    result = bench_generation("wavenet-tiny", names, [1, 3], samples=20, repeats=1)
-    assert [(r["backend"], r["batch"]) for r in result["rows"]] == [(n, b) for n in names for b in (1, 3)]
-    assert recorder.built == [(1, "bf16", {"path": "large", "block_streams": 32}),
-                              (3, "bf16", {"path": "large", "block_streams": 32}),
-                              (1, "fp32", {"path": "small"}), (3, "fp32", {"path": "small"})]
+    result = bench_generation("wavenet-tiny", names, [3, 2], samples=20, repeats=1)
+    assert [(r["backend"], r["batch"]) for r in result["rows"]] == [(n, b) for n in names for b in (3, 2)]
+    large, small = ("bf16", {"path": "large", "block_streams": 32}), ("fp32", {"path": "small"})
+    assert recorder.built == [(2, *large), (2, *small),  # every name checked first, at the smallest batch
+                              (3, *large), (2, *large), (3, *small), (2, *small)]
+
+
+def test_every_backend_name_is_checked_before_anything_is_timed(recorder, monkeypatch):
+    timed, told = [], []
+    monkeypatch.setattr(Recorder, "generate", lambda self, u, temperature=1.0: timed.append(u.shape) or
+                        np.zeros(u.shape, np.int64))
+    for names, message in ((["recorder", "foo"], "--backends foo: unknown backend 'foo'; use auto or one of"),
+                           (["recorder", "recorder-fp16"], "--backends recorder-fp16: precision fp16 is not "
+                                                           "supported by recorder"),
+                           (["recorder", "numba-int8"], "--backends numba-int8: precision int8 is not supported by "
+                                                        "numba"),
+                           (["recorder", "numba:threads=0"], "--backends numba:threads=0: threads=0: give a whole "
+                                                             "number, at least 1")):
+        with pytest.raises(WavegenError) as caught:
+            bench_generation("wavenet-tiny", names, [1, 2], samples=20, repeats=1, progress=told.append)
+        assert str(caught.value).startswith(message)
+        assert timed == [] and told == []  # the valid row before it was not measured (and then thrown away)
+    assert cli.main(["bench", "--model", "wavenet-tiny", "--backends", "recorder,foo", "--batch", "1"]) == 2
+    assert timed == []
 
 
 def test_a_real_engine_option_on_the_cpu_and_refusals_before_anything_runs(recorder):

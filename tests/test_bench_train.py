@@ -8,7 +8,9 @@ import time
 import numpy as np
 import pytest
 
+from wavegen import cli
 from wavegen.bench_train import bench_training, format_training_table, synthetic_audio
+from wavegen.config import ConfigError
 from wavegen.errors import WavegenError
 from wavegen.resolve import resolve_model
 
@@ -78,3 +80,14 @@ def test_bench_train_cli_writes_json(tmp_path):
     refused = subprocess.run([sys.executable, "-m", "wavegen", "-q", "bench", "--model", "samplernn-tiny", "--set",
                               "train.ema_decay=0.99"], capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0 and "--set works with --train" in refused.stderr
+
+
+def test_a_bad_count_is_named_with_its_flag_and_value(capsys):
+    for kwargs, flags, message in ((dict(steps=0), ["--steps", "0"], "--steps 0: must be at least 1"),
+                                   (dict(warmup=-1), ["--warmup-steps", "-1"], "--warmup-steps -1: must be at least 0"),
+                                   (dict(batches=[2, 0]), ["--batch", "2,0"], "--batch 0: must be at least 1")):
+        with pytest.raises(ConfigError) as caught:
+            bench_training("samplernn-tiny", **kwargs)
+        assert str(caught.value) == message
+        assert cli.main(["bench", "--train", "--model", "samplernn-tiny", *flags]) == 2
+        assert capsys.readouterr().err.strip() == f"wavegen bench: error: {message}"

@@ -141,6 +141,8 @@ def test_cli_judges_renders_against_the_album(run, corpus, tmp_path, capsys):
     (tmp_path / "a-file").write_text("not a folder")
     code, out, err = eval_cli(capsys, run, "--renders", tmp_path / "tones", "--plot", tmp_path / "a-file" / "p.png")
     assert code == 2 and "cannot make its folder" in err and not out  # refused before the analysis
+    code, out, err = eval_cli(capsys, run, "--renders", tmp_path / "tones", "--plot", tmp_path / "p.txt")
+    assert code == 2 and "matplotlib cannot write .txt pictures" in err and not out
     png = tmp_path / "plots" / "new" / "p.png"  # a folder that is not there yet is made
     code, out, _ = eval_cli(capsys, run, "--renders", tmp_path / "tones", "--json", "--plot", png)
     assert code == 0

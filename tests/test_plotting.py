@@ -1,13 +1,17 @@
-"""Spectrogram pictures (wavegen/plotting.py): the summary finds a tone; the PNG is a real image."""
+"""Pictures (wavegen/plotting.py): the summary finds a tone; the PNG is a real image, written atomically; a
+picture's file name is checked against the formats matplotlib writes."""
 
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
-from wavegen.plotting import spectrogram_png, spectrogram_summary
+from wavegen.config import ConfigError
+from wavegen.plotting import check_picture_path, picture_formats, save_figure, spectrogram_png, spectrogram_summary
 
 
 def test_spectrogram_summary_finds_the_tone_and_png_is_valid(tmp_path):
@@ -23,3 +27,63 @@ def test_spectrogram_summary_finds_the_tone_and_png_is_valid(tmp_path):
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert struct.unpack(">II", data[16:24]) == (1000, 400)
+
+
+def _tone_file(tmp_path):
+    path = tmp_path / "tone.wav"
+    t = np.arange(8000 * 2) / 8000
+    sf.write(str(path), (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32), 8000, subtype="PCM_16")
+    return path
+
+
+def test_a_picture_is_written_atomically_a_full_disk_leaves_the_old_one_or_none(tmp_path, monkeypatch):
+    import errno
+    import io
+
+    from matplotlib.figure import Figure
+
+    audio = _tone_file(tmp_path)
+    old = spectrogram_png(audio, tmp_path / "kept.png").read_bytes()
+    real = Figure.savefig
+
+    def half_then_full(self, target, **kwargs):  # writes half the picture, then the disk is full
+        buffer = io.BytesIO()
+        real(self, buffer, **kwargs)
+        data = buffer.getvalue()
+        if isinstance(target, (str, Path)):
+            Path(target).write_bytes(data[: len(data) // 2])
+        else:
+            target.write(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", half_then_full)
+    for name in ("new.png", "kept.png"):
+        with pytest.raises(OSError, match="No space left on device"):
+            spectrogram_png(audio, tmp_path / name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.png", "tone.wav"]  # no partial file, no temporary
+    assert (tmp_path / "kept.png").read_bytes() == old
+
+
+def test_a_picture_name_is_checked_against_what_matplotlib_writes(tmp_path):
+    (tmp_path / "folder").mkdir()
+    for name in ("p.png", "p.PDF", "p.svg", "no_extension", "new/p.png"):
+        check_picture_path(tmp_path / name, "--plot")
+    with pytest.raises(ConfigError, match=r"^--plot .*p\.txt: matplotlib cannot write \.txt pictures; end the name "
+                                          r"with one of .*\.pdf.*\.png.*\.svg"):
+        check_picture_path(tmp_path / "p.txt", "--plot")
+    with pytest.raises(ConfigError, match=r"^--plot .*folder: is a folder; give a file name for the picture"):
+        check_picture_path(tmp_path / "folder", "--plot")
+    assert {"png", "pdf", "svg"} <= set(picture_formats())
+
+
+def test_every_format_matplotlib_names_is_written_as_its_extension_says(tmp_path):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(2, 1))
+    fig.add_subplot().plot([0, 1], [1, 0])
+    save_figure(fig, tmp_path / "a.svg")
+    save_figure(fig, tmp_path / "a.PDF")
+    save_figure(fig, tmp_path / "bare")
+    assert b"<svg" in (tmp_path / "a.svg").read_bytes()[:400]
+    assert (tmp_path / "a.PDF").read_bytes()[:5] == b"%PDF-"
+    assert (tmp_path / "bare").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # no extension: png

@@ -255,7 +255,7 @@ def test_checkpoint_renders_a_kept_checkpoint_and_binds_its_weights(model, tmp_p
         kept = run / "checkpoints" / f"step_{step}"
         kept.mkdir(parents=True)
         shutil.copy(make_model(tmp_path / f"seed{seed}", seed=seed) / "model.safetensors", kept)
-        (kept / "trainer_state.json").write_text("{}")
+        (kept / "trainer_state.json").write_text(json.dumps({"step": step}))  # written before files were listed
     n = SR // 8
     render(run, tmp_path / "five", settings(0.125), progress=False, checkpoint="step_5")
     assert np.array_equal(read_pcm(tmp_path / "five" / "stream_000.wav"), direct_pcm(tmp_path / "seed1", 1, n)[0])

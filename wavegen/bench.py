@@ -165,6 +165,31 @@ def build_engine(spec: dict, streams: int, backend: str, device: str = "cpu"):
     return make_engine(spec, streams, base, device, precision=precision, **options)
 
 
+def check_backends(spec: dict, backends, streams: int, device: str = "cpu") -> None:
+    """Every backend name checked before anything is timed: its options (:func:`check_backend_options`),
+    then an engine of ``streams`` streams built and dropped, which finds an unknown backend, a precision
+    or option value it does not take, or a backend that cannot run here. The error (a WavegenError)
+    names the backend as given."""
+    from wavegen.errors import WavegenError
+
+    check_backend_options(backends, spec["family"])
+    for name in backends:
+        try:
+            engine = build_engine(spec, streams, name, device)
+        except WavegenError as err:
+            raise type(err)(f"--backends {name}: {err}") from None
+        del engine
+
+
+def _check_counts(samples: int, batches: list[int], repeats: int, torch_samples: int | None) -> None:
+    """ConfigError naming the first count that is not a positive whole number."""
+    for flag, values in (("--samples", [samples]), ("--batch", batches), ("--repeats", [repeats]),
+                         ("--torch-samples", [] if torch_samples is None else [torch_samples])):
+        for value in values:
+            if value < 1:
+                raise ConfigError(f"{flag} {value}: must be at least 1")
+
+
 def time_generation(engine, samples: int, warmup: int, repeats: int, seed: int = 0) -> dict:
     """Warm the engine up (untimed), then time ``repeats`` runs of ``samples`` per stream.
 
@@ -194,18 +219,18 @@ def bench_generation(model: str, backends=("torch", "numba"), batches=(1, 8, 64)
     (per stream, at the model's rate), ``audio_seconds_per_second`` (all streams) and
     ``speedup_vs_torch`` (aggregate rate over the torch row of the same batch; None without one).
     Backends: make_engine's, each optionally with a precision and options (``numba-fp16``,
-    ``cuda-bf16:path=large``: :func:`parse_backend`); an option the engine does not take is
-    refused (ConfigError) before anything runs.
+    ``cuda-bf16:path=large``: :func:`parse_backend`); every name is checked (:func:`check_backends`:
+    an unknown backend, a precision, option or option value it does not take, a backend that cannot
+    run here) before anything is timed.
     ``progress(message)`` is called before each measurement.
     """
     backends, batches = list(backends), [int(b) for b in batches]
     if not backends or not batches:
         raise ConfigError("give at least one backend and one batch size")
-    if samples < 1 or any(b < 1 for b in batches) or repeats < 1:
-        raise ConfigError("samples, batch sizes and repeats must be positive")
+    _check_counts(samples, batches, repeats, torch_samples)
     set_threads(threads)
     spec, facts = load_bench_model(model, seed)
-    check_backend_options(backends, spec["family"])
+    check_backends(spec, backends, min(batches), device)
     rate = facts["sample_rate"]
     samples = _whole_frames(spec, samples)
     torch_samples = _whole_frames(spec, torch_samples if torch_samples else min(samples, 1024))
@@ -253,6 +278,7 @@ def profile_generation(model: str, backends=("numba",), batches=(1,), samples: i
         raise ConfigError(f"--profile times the numba engines' parts; {bad} cannot be profiled")
     set_threads(threads)
     spec, facts = load_bench_model(model, seed)
+    check_backends(spec, backends, min(int(b) for b in batches))
     if progress is not None:
         progress("measuring the machine (bandwidth, multiply-add rate)")
     machine = machine_info("cpu")

@@ -138,8 +138,12 @@ def bench_training(model: str, batches=(32,), seq_len: int | None = None, steps:
     if model not in PRESETS:
         raise ConfigError(f"bench --train takes a preset name; {model!r} is not one of {sorted(PRESETS)}")
     batches = [int(b) for b in batches]
-    if not batches or any(b < 1 for b in batches) or steps < 1 or warmup < 0:
-        raise ConfigError("batch sizes and steps must be positive, warm-up steps at least 0")
+    if not batches:
+        raise ConfigError("--batch: give at least one batch size")
+    for flag, value, least in [("--batch", b, 1) for b in batches] + [("--steps", steps, 1),
+                                                                      ("--warmup-steps", warmup, 0)]:
+        if value < least:
+            raise ConfigError(f"{flag} {value}: must be at least {least}")
     set_threads(threads)
     accelerator = make_accelerator(mixed_precision, cpu=torch.device(device).type == "cpu")
     dev = accelerator.device

@@ -3,6 +3,9 @@ render, bench, eval and training samples.
 
 matplotlib is imported only when a picture is drawn (and only its object API, no pyplot, so
 no global backend state): a machine without it renders audio and says why there is no PNG.
+Every picture is written atomically (:func:`save_figure`): a full disk leaves the old file or
+none, never a truncated one. :func:`check_picture_path` checks a picture's file name before the
+work that draws it.
 """
 
 from __future__ import annotations
@@ -66,8 +69,48 @@ def spectrogram_png(audio_path: str | Path, png_path: str | Path) -> Path | None
     ax.set_title(f"{Path(audio_path).name}: {seconds:.1f} s at {sr} Hz")
     fig.colorbar(image, ax=ax, label="dB")
     fig.tight_layout()
-    fig.savefig(str(png_path))
-    return Path(png_path)
+    return save_figure(fig, png_path)
+
+
+def picture_formats() -> list[str] | None:
+    """The file extensions (no dot) matplotlib writes pictures as; None where matplotlib is not installed."""
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        return None
+    return sorted(FigureCanvasBase.get_supported_filetypes())
+
+
+def _picture_format(path: Path) -> str:
+    """The format a picture at ``path`` is written in: its extension, or png where it has none."""
+    return path.suffix[1:].lower() or "png"
+
+
+def check_picture_path(path: str | Path, flag: str) -> None:
+    """ConfigError naming ``flag`` and ``path`` where a picture cannot be written there: a folder, or an
+    extension matplotlib does not write (checked before the work that draws it; without matplotlib,
+    the drawing says why there is no picture)."""
+    from wavegen.config import ConfigError
+
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path}: is a folder; give a file name for the picture (e.g. {path / 'plot.png'})")
+    formats = picture_formats()
+    if formats is not None and _picture_format(path) not in formats:
+        raise ConfigError(f"{flag} {path}: matplotlib cannot write .{_picture_format(path)} pictures; end the name "
+                          f"with one of {', '.join('.' + f for f in formats)}")
+
+
+def save_figure(fig, path: str | Path, **savefig_kwargs) -> Path:
+    """``fig`` → ``path`` atomically (a temporary file renamed into place: a failed write, a full disk
+    included, leaves no partial picture), in the format its extension names (png without one).
+    Raises OSError where it cannot be written, ValueError for a format matplotlib does not write."""
+    from wavegen.fileio import atomic_write
+
+    path = Path(path)
+    fmt = _picture_format(path)
+    atomic_write(path, lambda f: fig.savefig(f, format=fmt, **savefig_kwargs))
+    return path
 
 
 def _db_image(ax, db: np.ndarray, width: float, top_hz: float):
@@ -117,8 +160,7 @@ def speed_png(results: list[dict] | dict, png_path: str | Path) -> Path | None:
     fig.tight_layout()
     png_path = Path(png_path)
     png_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(str(png_path), dpi=110)
-    return png_path
+    return save_figure(fig, png_path, dpi=110)
 
 
 def plot_comparison(result: dict, path: str | Path, examples: dict | None = None) -> Path | None:
@@ -169,8 +211,7 @@ def plot_comparison(result: dict, path: str | Path, examples: dict | None = None
                            "a render" if name == "renders" else "the album (test split)")
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(str(path))
-    return Path(path)
+    return save_figure(fig, path)
 
 
 SPECTROGRAM_TOP_HZ = 5000.0  # the panels show 0 .. this (or Nyquist): where the notes and their partials lie

@@ -6,6 +6,10 @@ Reads ``<dir>/<model>.json`` (wavegen bench) and ``<dir>/profile-<model>.json`` 
 --profile), writes ``<dir>/generation.png`` and replaces the text between the two GENERATED
 markers of the Markdown file (creating the file if needed). Text outside the markers (the
 written analysis) is kept. Targets are those of issue 4, checked against the numbers.
+
+A mistake in the input (a JSON file that does not parse or holds another kind of result, a
+Markdown argument that is a folder or whose markers are out of order) is one line naming the
+file, exit code 2, before anything is written.
 """
 
 from __future__ import annotations
@@ -26,11 +30,90 @@ TARGETS = [
 ]
 
 
+class ReportError(Exception):
+    """A mistake in the report's input: the message names the file and what is wrong."""
+
+
+# what each kind of result must hold: its "mode" (as wavegen bench writes it), the command that makes it,
+# its keys, the keys of its model and machine, and of each of its rows ("rows" or "profiles")
+SHAPES = {
+    "generation": ("wavegen bench --model M ... --json FILE", ("model", "machine", "rows"),
+                   ("name", "source", "parameters", "sample_rate", "samples_per_stream", "torch_samples_per_stream",
+                    "repeats", "warmup_samples"),
+                   ("cpu", "logical_cpus", "platform", "device", "torch_threads", "torch", "numpy", "python"),
+                   ("backend", "batch", "samples", "samples_per_second", "samples_per_second_per_stream",
+                    "realtime_factor", "speedup_vs_torch")),
+    "profile": ("wavegen bench --profile --model M ... --json FILE", ("model", "machine", "profiles"), (),
+                ("rates",),
+                ("backend", "batch", "full_us", "samples_per_second", "macs_per_step", "weight_bytes_per_step",
+                 "parts", "other_us")),
+}
+
+
+def read_result(path: Path, mode: str) -> dict:
+    """``path``: a ``wavegen bench`` result of ``mode`` (SHAPES); ReportError naming the file otherwise."""
+    command, keys, model_keys, machine_keys, row_keys = SHAPES[mode]
+    try:
+        data = json.loads(path.read_text())
+    except OSError as err:
+        raise ReportError(f"{path}: cannot read it ({err.strerror or err})") from None
+    except UnicodeDecodeError:
+        raise ReportError(f"{path}: not a text file; expected the JSON of `{command}`") from None
+    except json.JSONDecodeError as err:
+        raise ReportError(f"{path}: not valid JSON ({err.msg}: line {err.lineno}, column {err.colno}; "
+                          f"truncated?); rerun `{command}`") from None
+    if not isinstance(data, dict):
+        raise ReportError(f"{path}: not a wavegen bench result (a JSON {type(data).__name__}); expected the JSON "
+                          f"of `{command}`")
+    found = data.get("mode", mode)
+    if found != mode:
+        raise ReportError(f"{path}: a {found} result (`wavegen bench{' --train' if found == 'training' else ''}`); "
+                          f"this report needs {mode} results here: `{command}`")
+    rows_key = keys[-1]
+    missing = [k for k in keys if not isinstance(data.get(k), list if k == rows_key else dict)]
+    missing += [f"model.{k}" for k in model_keys if k not in data.get("model", {})]
+    missing += [f"machine.{k}" for k in machine_keys if k not in data.get("machine", {})]
+    for i, row in enumerate(data.get(rows_key) or []):
+        lacks = [k for k in row_keys if k not in row] if isinstance(row, dict) else list(row_keys)
+        missing += [f"{rows_key}[{i}].{k}" for k in lacks]
+    if missing:
+        raise ReportError(f"{path}: not a complete {mode} result of wavegen bench (no {', '.join(missing[:3])}"
+                          f"{' ...' if len(missing) > 3 else ''}); rerun `{command}`")
+    return data
+
+
 def load(folder: Path) -> tuple[dict, dict]:
-    speed = {m: json.loads((folder / f"{m}.json").read_text()) for m in MODELS if (folder / f"{m}.json").exists()}
-    prof = {m: json.loads((folder / f"profile-{m}.json").read_text()) for m in MODELS
+    if not folder.is_dir():
+        raise ReportError(f"{folder}: no such folder (the bench JSON's): run recipes/bench/run.sh first")
+    speed = {m: read_result(folder / f"{m}.json", "generation") for m in MODELS if (folder / f"{m}.json").exists()}
+    prof = {m: read_result(folder / f"profile-{m}.json", "profile") for m in MODELS
             if (folder / f"profile-{m}.json").exists()}
     return speed, prof
+
+
+def markdown_parts(markdown: Path) -> tuple[str, str]:
+    """The Markdown file's text before its BEGIN marker and after its END marker (a new file's, or
+    its whole text and nothing where it has neither marker); ReportError naming the file where it
+    cannot be read or its markers are not one BEGIN before one END."""
+    if markdown.is_dir():
+        raise ReportError(f"{markdown}: is a folder; give the Markdown file to write (e.g. docs/BENCHMARKS.md)")
+    if not markdown.exists():
+        return "# Benchmarks\n\n", "\n"
+    try:
+        text = markdown.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ReportError(f"{markdown}: cannot read it ({getattr(err, 'strerror', None) or err})") from None
+    begins, ends = text.count(BEGIN), text.count(END)
+    if begins == ends == 0:
+        return text.rstrip() + "\n\n", "\n"
+    if begins != 1 or ends != 1 or text.index(END) < text.index(BEGIN):
+        found = "its END marker comes before its BEGIN marker" if begins == ends == 1 else \
+            f"it has {begins} BEGIN and {ends} END marker(s)"
+        raise ReportError(f"{markdown}: {found}; the generated part lies between one BEGIN marker ({BEGIN}) and "
+                          f"one END marker after it ({END}), and is replaced: fix the markers, or remove both to "
+                          "have the generated part appended")
+    head, rest = text.split(BEGIN, 1)
+    return head, rest.split(END, 1)[1]
 
 
 def row(result: dict, backend: str, batch: int) -> dict | None:
@@ -150,21 +233,27 @@ def generated(folder: Path, speed: dict, prof: dict) -> str:
 
 
 def main(folder: str, markdown: str) -> None:
+    from wavegen.fileio import atomic_write
+
     folder, markdown = Path(folder), Path(markdown)
+    head, tail = markdown_parts(markdown)  # before the PNG is drawn: a mistake here writes nothing
     speed, prof = load(folder)
     if not speed and not prof:
-        raise SystemExit(f"no bench JSON in {folder}: run recipes/bench/run.sh first")
-    block = generated(folder, speed, prof)
-    text = markdown.read_text() if markdown.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
-    if BEGIN not in text or END not in text:
-        text = text.rstrip() + f"\n\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    markdown.write_text(head + block + tail)
+        raise ReportError(f"no bench JSON in {folder}: run recipes/bench/run.sh first")
+    try:
+        block = generated(folder, speed, prof)
+        atomic_write(markdown, head + block + tail)
+    except OSError as err:
+        raise ReportError(f"{err.filename or markdown}: cannot write it ({err.strerror or err})") from None
     print(f"wrote {markdown} and {folder / 'generation.png'}")
 
 
 if __name__ == "__main__":
     if len(sys.argv) != 3:
-        raise SystemExit(__doc__)
-    main(sys.argv[1], sys.argv[2])
+        print(__doc__, file=sys.stderr)
+        sys.exit(2)
+    try:
+        main(sys.argv[1], sys.argv[2])
+    except ReportError as err:
+        print(f"{sys.argv[0]}: error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -7,64 +7,113 @@
 #        [--format wav|flac] [--seed S] [--stage N] [--stop-stage M] [-- any other `wavegen render` option]
 #
 # MODEL is a run folder (its best/ is used) or a model folder, e.g. demo/run after
-# recipes/demo/run.sh. --backend auto picks numba on a CPU where it is installed, cuda on a GPU.
-# --precision other than fp32 is faster where the backend has it, and changes the audio.
+# recipes/demo/run.sh. MODEL and OUT are taken relative to the directory the recipe is started
+# from; OUT defaults to renders/longform-NAME there (NAME: MODEL's folder name). --backend auto
+# picks numba on a CPU where it is installed, cuda on a GPU. --precision other than fp32 is
+# faster where the backend has it, and changes the audio. A usage mistake (a missing value, an
+# --hours that is not a positive number) is one line, exit code 2, before anything runs.
 #
-# Stages (a finished render leaves OUT/.done/1 and is skipped when rerun):
-#   1  render: `wavegen render` under /usr/bin/time -v. Stop it any way you like (Ctrl-C,
-#      kill -9, a full disk, a reboot): rerunning the SAME command resumes from the last
-#      snapshot (every 30 s of audio) and the files come out byte-identical to a render that
-#      never stopped. Audio: OUT/stream_000.wav ...; a spectrogram PNG beside each. While it
-#      runs it holds OUT/.lock: a second render into OUT is refused, naming this one's process.
-#   2  report: duration, wall time, x real time, backend, guard events, peak memory.
+# Stages:
+#   1  render: `wavegen render` under /usr/bin/time -v, every time the stage runs: it does nothing
+#      when OUT holds this render complete, resumes an unfinished one, and refuses (exit 2, naming
+#      both values) a request that differs from what OUT holds (other --seconds, --seed ...; add
+#      `-- --restart` to discard it). Stop it any way you like (Ctrl-C, kill -9, a full disk, a
+#      reboot): rerunning the SAME command resumes from the last snapshot (every 30 s of audio)
+#      and the files come out byte-identical to a render that never stopped. Audio:
+#      OUT/stream_000.wav ...; a spectrogram PNG beside each. While it runs it holds OUT/.lock: a
+#      second render into OUT is refused, naming this one's process.
+#   2  report: duration, wall time, x real time, backend, guard events, peak memory (of the last
+#      session that rendered).
 set -euo pipefail
-cd "$(dirname "$0")/../.."
 
-model=""; seconds=3600; streams=1; dir=""; backend=auto; device=cpu; precision=fp32; format=wav; seed=0
+usage="usage: $0 MODEL [--hours H | --seconds S] [--streams N] [--dir OUT] [--backend B] [--device D] \
+[--precision P] [--format F] [--seed S] [--stage N] [--stop-stage M] [-- wavegen render options]"
+die() { echo "$0: $*" >&2; exit 2; }
+
+positive_number() {  # positive_number VALUE [SCALE]: VALUE x SCALE printed, or exit 1 unless VALUE > 0 and finite
+  python3 - "$@" <<'EOF'
+import math, sys
+try:
+    value = float(sys.argv[1]) * float(sys.argv[2] if len(sys.argv) > 2 else 1)
+except ValueError:
+    sys.exit(1)
+if not (math.isfinite(value) and value > 0):
+    sys.exit(1)
+print(repr(value) if len(sys.argv) > 2 else sys.argv[1])
+EOF
+}
+
+model=""; seconds=3600; streams=1; out=""; backend=auto; device=cpu; precision=fp32; format=wav; seed=0
 stage=1; stop_stage=100; extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
-    --hours) seconds=$(python3 -c "print(float('$2') * 3600)"); shift 2 ;;
-    --seconds) seconds=$2; shift 2 ;;
-    --streams) streams=$2; shift 2 ;;
-    --dir) dir=$2; shift 2 ;;
-    --backend) backend=$2; shift 2 ;;
-    --device) device=$2; shift 2 ;;
-    --precision) precision=$2; shift 2 ;;
-    --format) format=$2; shift 2 ;;
-    --seed) seed=$2; shift 2 ;;
-    --stage) stage=$2; shift 2 ;;
-    --stop-stage) stop_stage=$2; shift 2 ;;
     --) shift; extra=("$@"); break ;;
-    -*) echo "unknown argument $1" >&2; exit 2 ;;
-    *) model=$1; shift ;;
+    --hours|--seconds|--streams|--dir|--backend|--device|--precision|--format|--seed|--stage|--stop-stage)
+      if [ $# -lt 2 ] || [ -z "$2" ] || [ "${2#--}" != "$2" ]; then die "$1 needs a value; $usage"; fi
+      case "$1" in
+        --hours) seconds=$(positive_number "$2" 3600) || die "--hours takes a positive number of hours, not '$2'" ;;
+        --seconds) seconds=$(positive_number "$2") || die "--seconds takes a positive number of seconds, not '$2'" ;;
+        --streams) streams=$2 ;;
+        --dir) out=$2 ;;
+        --backend) backend=$2 ;;
+        --device) device=$2 ;;
+        --precision) precision=$2 ;;
+        --format) format=$2 ;;
+        --seed) seed=$2 ;;
+        --stage) stage=$2 ;;
+        --stop-stage) stop_stage=$2 ;;
+      esac
+      shift 2 ;;
+    -*) die "unknown argument $1; $usage" ;;
+    *) [ -z "$model" ] || die "one MODEL only, got '$model' and '$1'; $usage"; model=$1; shift ;;
   esac
 done
-[ -n "$model" ] || { echo "usage: $0 MODEL [--hours H | --seconds S] [--streams N] [--dir OUT] ..." >&2; exit 2; }
-dir=${dir:-renders/longform-$(basename "$model")}
-source recipes/stages.sh
+[ -n "$model" ] || die "no MODEL given; $usage"
+# relative to where the recipe was started, before it moves to the repository's root
+case "$model" in /*) ;; *) model="$PWD/$model" ;; esac
+out=${out:-renders/longform-$(basename "$model")}
+case "$out" in /*) ;; *) out="$PWD/$out" ;; esac
+cd "$(dirname "$0")/../.."
+unset dir
+source recipes/stages.sh  # the stage range checked; no dir set: this recipe keeps no stage markers
 
 render() {
-  local cmd=(wavegen render "$model" --seconds "$seconds" --streams "$streams" --out "$dir"
+  local cmd=(wavegen render "$model" --seconds "$seconds" --streams "$streams" --out "$out"
              --backend "$backend" --device "$device" --precision "$precision" --format "$format" --seed "$seed"
              ${extra[@]+"${extra[@]}"})
   echo "${cmd[*]}"
   # GNU time reports the peak resident memory of the whole render; without it, the report's
   # own figure (the render process, measured by Python's resource module) is used.
-  if /usr/bin/time -v true >/dev/null 2>&1; then
-    /usr/bin/time -v -o "$dir/.done/time.txt" "${cmd[@]}"
+  # (without a folder for its file, as where --dir names a file, render says what is wrong)
+  if /usr/bin/time -v true >/dev/null 2>&1 && mkdir -p "$out/.done" 2>/dev/null; then
+    local timing="$out/.done/time.txt" status=0
+    /usr/bin/time -v -o "$timing.new" "${cmd[@]}" || status=$?
+    # a rerun of a complete render renders nothing: keep the timing of the session that rendered
+    if [ "$status" = 0 ] && { [ ! -f "$timing" ] || [ "$out/render_report.json" -nt "$timing" ]; }; then
+      mv "$timing.new" "$timing"
+    else
+      rm -f "$timing.new"
+    fi
+    return "$status"
   else
     "${cmd[@]}"
   fi
 }
 
 report() {
-  python3 - "$dir" <<'EOF'
+  [ -f "$out/render_report.json" ] || \
+    die "stage 2: no finished render in $out (no render_report.json): run stage 1 first (it resumes an unfinished one)"
+  python3 - "$out" "$0" <<'EOF'
 import json, re, sys
 from pathlib import Path
 out = Path(sys.argv[1])
-r = json.loads((out / "render_report.json").read_text())
-rss = r["max_rss_mb"]
+try:
+    r = json.loads((out / "render_report.json").read_text())
+    rss = r["max_rss_mb"]
+except (OSError, ValueError, KeyError, TypeError) as err:
+    print(f"{sys.argv[2]}: stage 2: {out / 'render_report.json'} is not a render report ({type(err).__name__}: "
+          f"{err}): rerun stage 1", file=sys.stderr)
+    sys.exit(2)
 time_file = out / ".done" / "time.txt"
 if time_file.is_file():
     m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", time_file.read_text())
@@ -75,14 +124,18 @@ print(f"rendered      {r['streams']} stream(s) x {r['seconds']:.0f} s at {r['sam
       f"{r['processes']} process(es), {r['sessions']} session(s))")
 print(f"wall time     {r['wall_seconds']:.1f} s")
 print(f"x real time   {r['realtime_factor']:.2f} per stream, {r['realtime_factor_all_streams']:.2f} all streams")
-print(f"peak memory   {rss:.0f} MB (last session)")
+print(f"peak memory   {rss:.0f} MB (last session that rendered)")
 print(f"guard events  {r['guard']['counts'] or 'none'}")
 print(f"files         {', '.join(r['paths'])}")
 EOF
 }
 
-run_stage 1 "render ${streams} stream(s) x ${seconds} s into $dir (rerun to resume)" render
-if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then  # no marker: the report is shown every time
+# Stage 1 keeps no marker: wavegen render itself knows whether OUT holds this render complete.
+if in_stage_range 1; then
+  echo "== stage 1: render ${streams} stream(s) x ${seconds} s into $out (rerun to resume)"
+  render
+fi
+if in_stage_range 2; then  # no marker: the report is shown every time
   echo "== stage 2: report"
   report
 fi

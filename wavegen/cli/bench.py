@@ -63,13 +63,44 @@ def _comma_list(text: str, what: str, cast=str) -> list:
     return values
 
 
+def _check_output(path, flag: str) -> None:
+    """ConfigError naming ``flag`` and ``path`` where a file cannot be written there: checked before
+    anything is timed, so the measurement is never lost to it."""
+    from pathlib import Path
+
+    from wavegen.config import ConfigError
+
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path}: is a folder; give a file name (e.g. {path / 'bench.json'})")
+    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise ConfigError(f"{flag} {path}: {blocking} is a file, not a folder")
+
+
+def _check_outputs(args) -> None:
+    """--json and --plot checked up front (--plot: only where a plot is drawn)."""
+    from wavegen.plotting import check_picture_path
+
+    if args.json:
+        _check_output(args.json, "--json")
+    if args.plot and not (args.train or args.profile):
+        check_picture_path(args.plot, "--plot")
+        _check_output(args.plot, "--plot")
+
+
 def _write_json(path, result) -> None:
     from pathlib import Path
 
+    from wavegen.errors import WavegenError
     from wavegen.fileio import write_json
 
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, result)
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, result)
+    except OSError as err:
+        raise WavegenError(f"--json {path}: cannot write it ({err.strerror or err}); the table above has the "
+                           "results") from None
     logger.info("wrote %s", path)
 
 
@@ -91,9 +122,9 @@ def _bench_profile(args, backends, batches) -> int:
 
 def run(args) -> int:
     from wavegen.bench import bench_generation, format_table
-    from wavegen.plotting import speed_png
 
     check_device(args.device)
+    _check_outputs(args)
     if args.train:
         return _cmd_bench_train(args)
     if args.overrides:
@@ -116,9 +147,22 @@ def run(args) -> int:
     print(format_table(result))
     if args.json:
         _write_json(args.json, result)
-    if args.plot and speed_png(result, args.plot) is not None:
-        logger.info("wrote %s", args.plot)
+    if args.plot:
+        _write_plot(result, args.plot)
     return 0
+
+
+def _write_plot(result, path) -> None:
+    from wavegen.errors import WavegenError
+    from wavegen.plotting import speed_png
+
+    try:
+        drawn = speed_png(result, path)
+    except OSError as err:
+        raise WavegenError(f"--plot {path}: cannot write it ({err.strerror or err}); the table above has the "
+                           "results") from None
+    if drawn is not None:
+        logger.info("wrote %s", path)
 
 
 def _cmd_bench_train(args) -> int:

@@ -92,7 +92,10 @@ def _renders(args) -> int:
     max_seconds = 120.0 if args.max_seconds is None else args.max_seconds
     if not (math.isfinite(max_seconds) and max_seconds > 0):
         raise ConfigError(f"--max-seconds {args.max_seconds}: give a positive number of seconds")
-    if args.plot:  # its folder made now: a plot that cannot be written must not cost the analysis
+    if args.plot:  # checked and its folder made now: a plot that cannot be written must not cost the analysis
+        from wavegen.plotting import check_picture_path
+
+        check_picture_path(args.plot, "--plot")
         _plot_folder(args.plot)
     result = compare_renders(args.renders, data, split=args.split, max_seconds=max_seconds, pyin=args.pyin,
                              examples=bool(args.plot))

@@ -40,7 +40,8 @@ def add_parser(sub) -> None:
                    help="fixed guard thresholds even where the model has an album profile (album.json)")
     p.add_argument("--no-spectrogram", dest="spectrogram", action="store_false",
                    help="skip the spectrogram PNG per stream")
-    add_threads(p, "the numba engine's stream groups and torch")
+    add_threads(p, "the numba engine's stream groups and torch; the numba engine's audio depends on the count, "
+                   "so a render records it and resumes only on the same count")
 
 
 def run(args) -> int:

@@ -20,7 +20,7 @@ The package, one job per module:
 - :mod:`~wavegen.render.loop`: :func:`render`, which ties them together.
 
 Resuming. Under ``out_dir/.state/`` the render keeps ``params.json`` (everything that decides
-the audio) and, per process, ``rank{r}.npz``: engine state, samples written, guard events,
+the audio, the numba engine's thread count included: its sums round by it) and, per process, ``rank{r}.npz``: engine state, samples written, guard events,
 written atomically every ``snapshot_seconds`` of audio, after the audio files were flushed
 and fsynced up to that point (the snapshot before it stays as ``rank{r}.prev.npz``, the
 fallback when the newest is damaged). Rerunning the same command after a crash, Ctrl-C or

@@ -3,9 +3,10 @@
 ``OUT/`` holds the audio (``stream_000.wav`` ...), a spectrogram PNG per stream and, once the
 render is complete, ``render_report.json`` (naming its files relative to ``OUT``, so a rerun from
 another directory, or of a copy of the folder, finds its own). While it runs, ``OUT/.state/`` holds
-``params.json`` (everything that decides the audio) and a snapshot per process; ``OUT/.lock``
-is held by the render's first process from start to end (:class:`wavegen.fileio.FolderLock`),
-so a second render into the same folder is refused at once, naming the holder.
+``params.json`` (everything that decides the audio, the numba engine's thread count included) and a
+snapshot per process; ``OUT/.lock`` is held by the render's first process from start to end
+(:class:`wavegen.fileio.FolderLock`), so a second render into the same folder is refused at once,
+naming the holder.
 
 A rerun with the same parameters resumes (or, when complete, does nothing); any binding
 parameter that differs is refused with both values named, until ``--restart``.
@@ -33,19 +34,42 @@ PARAMS_FILE = "params.json"
 NON_BINDING = ("model", "block_seconds")
 # Parameters added after renders were first recorded: their value in a record that lacks them.
 ADDED_LATER = {"precision": "fp32"}
+# Parameters added later whose value a record that lacks them does not tell: accepted as they are now.
+UNKNOWN_BEFORE = ("threads",)
 
 
 def check_params(saved: dict, current: dict, where: Path) -> None:
-    """RenderStateError naming the first parameter that differs (NON_BINDING ones may)."""
+    """RenderStateError naming the first parameter that differs (NON_BINDING ones may, and
+    UNKNOWN_BEFORE ones a record lacks)."""
     for key in current:
-        if key in NON_BINDING:
+        if key in NON_BINDING or (key in UNKNOWN_BEFORE and key not in saved):
             continue
         before = saved.get(key, ADDED_LATER.get(key))
-        if before != current[key]:
-            raise RenderStateError(
-                f"{where} holds a render with {key}={before!r}, but this command asks for "
-                f"{key}={current[key]!r}. Rerun the original command to resume it, pass --restart to "
-                "discard it, or choose another --out")
+        if before == current[key]:
+            continue
+        if key == "threads" and isinstance(before, int) and isinstance(current[key], int):
+            raise RenderStateError(_threads_differ(where, before, current[key]))
+        raise RenderStateError(
+            f"{where} holds a render with {key}={before!r}, but this command asks for "
+            f"{key}={current[key]!r}. Rerun the original command to resume it, pass --restart to "
+            "discard it, or choose another --out")
+
+
+def _threads_differ(where: Path, before: int, now: int) -> str:
+    """The refusal of a resume on another thread count (the numba engine's sums round by it)."""
+    hint = ""
+    try:
+        import numba
+
+        most = numba.config.NUMBA_NUM_THREADS
+    except ImportError:
+        most = None
+    if most is not None and before > most:
+        hint = f" (numba runs at most {most} threads here: also set NUMBA_NUM_THREADS={before})"
+    return (f"{where} holds a render made by the numba engine with threads={before}, but this command runs "
+            f"threads={now} (--threads N, or all cores when not given); the engine's sums round by the thread "
+            f"count, so the audio would differ. Pass --threads {before} to resume it{hint}, --restart to discard "
+            "it, or choose another --out")
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -107,7 +131,7 @@ class RenderFolder:
     def io_error(self, path: Path, err: BaseException, written: int | None = None,
                  sample_rate: int | None = None) -> RenderWriteError:
         """The error for a failed write of ``path``, saying what is intact (``written`` samples per stream)."""
-        reason = getattr(err, "strerror", None) or str(err)
+        reason = getattr(err, "strerror", None) or str(err) or f"{type(err).__name__} (no reason given)"
         intact = "nothing was written yet" if not written else \
             f"{written / sample_rate:.1f} s of each stream written so far are intact"
         code = getattr(err, "errno", None)
@@ -183,6 +207,10 @@ class RenderFolder:
         saved = self.saved_params()
         if saved is not None:
             check_params(saved, params, self.out_dir)
+            if "threads" not in saved and params.get("threads") is not None:
+                logger.warning("%s: started before renders recorded their thread count; resuming on %d thread(s) "
+                               "(if it was started on another count, its streams may differ from an "
+                               "uninterrupted render)", self.out_dir, params["threads"])
             return None
         foreign = [p for p in self.paths if p.exists()]
         if foreign:

@@ -108,7 +108,8 @@ class RenderJob:
         self.criteria = criteria_for(settings, ref)  # the model's album profile, or the fixed thresholds
         self.temps_all = temperatures(settings.temperature, settings.streams)
         self.params = render_params(ref, settings, self.temps_all, self.prime, self.engine.backend, procs.world,
-                                    self.sr, self.criteria)
+                                    self.sr, self.criteria, engine_threads(self.engine.backend, settings.streams,
+                                                                           procs.world))
 
     def to_audio(self, codes: np.ndarray) -> np.ndarray:
         """codes [..., n] → float audio [..., n] in [-1, 1]."""
@@ -177,18 +178,31 @@ class RenderJob:
         return folder.located(json.loads(json.dumps(report)))
 
 
+def engine_threads(backend: str, streams: int, world: int) -> int | None:
+    """The thread count as it decides a render's audio, or None where it does not: the numba engine
+    runs a process's streams in groups, one per thread and at most one per stream, and a stream's
+    sums round by the group it falls in. → min(numba's threads, the streams of the largest process
+    of ``world``) for the numba backend; None for the others."""
+    if backend != "numba":
+        return None
+    import numba
+
+    return max(1, min(numba.get_num_threads(), -(-streams // world)))
+
+
 def render_params(ref: ModelRef, s: RenderSettings, temps: np.ndarray, prime, backend: str, world: int,
-                  sample_rate: int, criteria: GuardCriteria) -> dict:
+                  sample_rate: int, criteria: GuardCriteria, threads: int | None = None) -> dict:
     """Everything that decides a render's audio (plus NON_BINDING records), as JSON would give it
-    back; ``criteria``: the guard's (:func:`~wavegen.render.guard.criteria_for` of ``s`` and ``ref``)."""
+    back; ``criteria``: the guard's (:func:`~wavegen.render.guard.criteria_for` of ``s`` and ``ref``);
+    ``threads``: :func:`engine_threads`."""
     guard = {"seconds": s.guard_seconds, "attempts": s.guard_attempts, **criteria.as_dict()}
     return json.loads(json.dumps({
         "model": str(ref.weights.parent.resolve()), "model_sha256": sha256_file(ref.weights),
         "sample_rate": sample_rate, "seconds": s.seconds, "streams": s.streams, "seed": s.seed,
         "temperature": [float(t) for t in temps], "label": s.label,
         "prime_sha256": None if prime is None else hashlib.sha256(prime.tobytes()).hexdigest(),
-        "format": s.format, "backend": backend, "precision": s.precision, "device": s.device, "world_size": world,
-        "guard": guard if s.guard else False, "block_seconds": s.block_seconds,
+        "format": s.format, "backend": backend, "threads": threads, "precision": s.precision, "device": s.device,
+        "world_size": world, "guard": guard if s.guard else False, "block_seconds": s.block_seconds,
     }))
 
 
@@ -356,12 +370,16 @@ class ShardRender:
             for i, pcm_path in zip(job.ids, job.folder.work_paths(job.ids)):
                 try:
                     encode_flac(pcm_path, job.folder.paths[i], self.sr)
-                except (OSError, RuntimeError, AssertionError) as err:  # soundfile asserts on a short write
+                except (OSError, RuntimeError) as err:  # RuntimeError: the encoder's own, where no OSError says why
                     raise self._io_error(job.folder.paths[i], err, self.total) from err
         spectrograms = []
         if self.s.spectrogram:
             for i in job.ids:
-                png = spectrogram_png(job.folder.paths[i], job.folder.paths[i].with_suffix(".png"))
+                target = job.folder.paths[i].with_suffix(".png")
+                try:  # written atomically: a full disk leaves no partial PNG
+                    png = spectrogram_png(job.folder.paths[i], target)
+                except OSError as err:
+                    raise self._io_error(target, err, self.total) from err
                 if png is not None:
                     spectrograms.append(str(png))
         return {"events": self.log.events, "spectrograms": spectrograms}

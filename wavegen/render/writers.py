@@ -93,7 +93,12 @@ class PCMWriter:
             if wav:
                 self.file.write(self._header())
         else:
-            self.file = open(self.path, "r+b")
+            try:
+                self.file = open(self.path, "r+b")
+            except FileNotFoundError:
+                raise RenderStateError(f"{self.path} is missing: it was removed since the render's last snapshot "
+                                       f"(which holds {resume_frames} samples of it); rerun with --restart to "
+                                       "start over") from None
             size = os.fstat(self.file.fileno()).st_size
             if size < header + 2 * resume_frames or (wav and self.file.read(4) != b"RIFF"):
                 self.file.close()
@@ -176,19 +181,53 @@ class StreamWriters:
             w.abandon()
 
 
+class _KeptErrorFile:
+    """The file soundfile encodes into, for its C callbacks: the first OSError of a write, seek or
+    tell (a full disk) is kept, not raised, so cffi does not print it as an ignored exception, and
+    :func:`encode_flac` raises it once soundfile returns; every call after it does nothing."""
+
+    def __init__(self, file):
+        self.file, self.error = file, None
+
+    def _kept(self, call, failed):
+        if self.error is None:
+            try:
+                return call()
+            except OSError as err:
+                self.error = err
+        return failed
+
+    def write(self, data) -> int:
+        return self._kept(lambda: self.file.write(data), 0)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._kept(lambda: self.file.seek(offset, whence), -1)
+
+    def tell(self) -> int:
+        return self._kept(self.file.tell, -1)
+
+
 def encode_flac(pcm_path: Path, flac_path: Path, sample_rate: int) -> None:
     """Raw 16-bit PCM → FLAC, block by block (memory flat), atomically; deterministic bytes.
 
-    Raises OSError (or soundfile's RuntimeError / AssertionError on a short write).
+    Raises OSError (a failed write of the FLAC file, as the file system reported it, or of reading
+    the PCM), or RuntimeError saying what the encoder reported where there was none.
     """
     import soundfile as sf
 
     def write(f) -> None:
-        block = 1 << 16
-        with open(pcm_path, "rb") as src, sf.SoundFile(f, "w", samplerate=sample_rate, channels=1,
-                                                       subtype="PCM_16", format="FLAC") as dst:
-            for chunk in iter(lambda: src.read(2 * block), b""):
-                dst.write(np.frombuffer(chunk, dtype="<i2"))
+        block, out = 1 << 16, _KeptErrorFile(f)
+        try:
+            with open(pcm_path, "rb") as src, sf.SoundFile(out, "w", samplerate=sample_rate, channels=1,
+                                                           subtype="PCM_16", format="FLAC") as dst:
+                for chunk in iter(lambda: src.read(2 * block), b""):
+                    dst.write(np.frombuffer(chunk, dtype="<i2"))
+        except (RuntimeError, AssertionError) as err:  # soundfile: a short write asserts, or libsndfile's error
+            if out.error is not None:
+                raise out.error from None
+            raise RuntimeError(f"the FLAC encoder (libsndfile) failed: {str(err) or type(err).__name__}") from err
+        if out.error is not None:  # a short write the encoder did not notice: never a truncated FLAC
+            raise out.error
 
     atomic_write(flac_path, write)
 

@@ -1,0 +1,128 @@
+"""recipes/longform/run.sh: stage 1 always lets `wavegen render` decide (a finished render is left
+alone, a changed request refused by render itself, not skipped by a stage marker); usage mistakes
+are one line, exit code 2, before anything runs or is written; a report without a finished render
+is one line; MODEL and --dir are the caller's paths, not the repository root's.
+
+The recipe runs from a copy of recipes/ in a temporary folder (it moves to the copy's root), with
+`wavegen` on PATH either the real one (a tiny model at 4 kHz) or a stand-in that records its
+arguments and renders nothing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from render_helpers import make_model
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+REAL_WAVEGEN = f"""#!/usr/bin/env bash
+exec {sys.executable} -m wavegen "$@"
+"""
+FAKE_WAVEGEN = r"""#!/usr/bin/env bash
+printf '%s\x1f' "$@" >> "$FAKE_WAVEGEN_LOG"; echo >> "$FAKE_WAVEGEN_LOG"
+"""
+
+
+def make_repo(tmp_path, wavegen: str) -> Path:
+    """tmp/repo/recipes (a copy) and tmp/bin/wavegen (``wavegen``: the script) → tmp/repo."""
+    root = tmp_path / "repo"
+    shutil.copytree(RECIPES, root / "recipes", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "wavegen").write_text(wavegen)
+    (tmp_path / "bin" / "wavegen").chmod(0o755)
+    return root
+
+
+def longform(repo, *args, cwd=None):
+    env = {**os.environ, "PATH": f"{repo.parent / 'bin'}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1",
+           "FAKE_WAVEGEN_LOG": str(repo.parent / "wavegen.log")}
+    return subprocess.run(["bash", str(repo / "recipes" / "longform" / "run.sh"), *map(str, args)],
+                          cwd=cwd or repo.parent, capture_output=True, text=True, env=env, timeout=300)
+
+
+def calls(repo) -> list[list[str]]:
+    log = repo.parent / "wavegen.log"
+    return [line.rstrip("\x1f").split("\x1f") for line in log.read_text().splitlines()] if log.exists() else []
+
+
+@pytest.fixture
+def fake(tmp_path):
+    return make_repo(tmp_path, FAKE_WAVEGEN)
+
+
+def test_stage_1_lets_render_decide_and_a_changed_request_is_refused(tmp_path):
+    repo = make_repo(tmp_path, REAL_WAVEGEN)
+    model = make_model(tmp_path / "tiny")
+    out = tmp_path / "out"
+    flags = ["--dir", out, "--backend", "torch", "--", "--no-guard", "--no-spectrogram"]
+    first = longform(repo, model, "--seconds", 0.25, *flags)
+    assert first.returncode == 0, first.stderr
+    assert "rendered      1 stream(s) x 0 s at 4000 Hz" in first.stdout
+    timing = out / ".done" / "time.txt"
+    timed = timing.read_bytes() if timing.exists() else None
+    changed = longform(repo, model, "--seconds", 0.5, *flags)
+    assert changed.returncode == 2
+    assert "skipped" not in changed.stdout and "== stage 2" not in changed.stdout
+    assert changed.stderr.splitlines()[-1] == (
+        f"wavegen render: error: {out} holds a render with seconds=0.25, but this command asks for seconds=0.5. Rerun "
+        "the original command to resume it, pass --restart to discard it, or choose another --out")
+    again = longform(repo, model, "--seconds", 0.25, *flags)  # complete: render does nothing, the report shows
+    assert again.returncode == 0, again.stderr
+    assert "this render is already complete" in again.stderr and "rendered      1 stream(s)" in again.stdout
+    if timed is not None:  # the peak memory is that of the session that rendered, not of the rerun
+        assert timing.read_bytes() == timed and not (out / ".done" / "time.txt.new").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["m", "--hours", "abc"], "--hours takes a positive number of hours, not 'abc'"),
+    (["m", "--hours", "0"], "--hours takes a positive number of hours, not '0'"),
+    (["m", "--hours", "1');import os;os.system('touch pwned');print('"], "--hours takes a positive number of hours"),
+    (["m", "--seconds", "-5"], "--seconds takes a positive number of seconds, not '-5'"),
+    (["m", "--seconds"], "--seconds needs a value; usage: "),
+    (["m", "--dir"], "--dir needs a value; usage: "),
+    (["m", "--seconds", "--streams", "2"], "--seconds needs a value; usage: "),
+    (["m", "--bogus"], "unknown argument --bogus; usage: "),
+    (["m", "n"], "one MODEL only, got 'm' and 'n'; usage: "),
+    (["--seconds", "5"], "no MODEL given; usage: "),
+])
+def test_usage_mistakes_are_one_line_before_anything_runs(fake, tmp_path, args, message):
+    done = longform(fake, *args, "--dir", tmp_path / "work") if "--dir" not in args else longform(fake, *args)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{fake / 'recipes' / 'longform' / 'run.sh'}: {message}"), lines
+    assert done.stdout == "" and calls(fake) == []
+    assert not (tmp_path / "work").exists() and not list(tmp_path.rglob("pwned"))
+
+
+def test_a_report_without_a_finished_render_is_one_line(fake, tmp_path):
+    work = tmp_path / "work"
+    done = longform(fake, "m", "--dir", work, "--stage", "2")
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [f"{fake / 'recipes' / 'longform' / 'run.sh'}: stage 2: no finished render in "
+                                        f"{work} (no render_report.json): run stage 1 first (it resumes an "
+                                        "unfinished one)"]
+    assert calls(fake) == [] and not work.exists()
+    work.mkdir()
+    (work / "render_report.json").write_text('{"status": "comp')  # damaged
+    done = longform(fake, "m", "--dir", work, "--stage", "2")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1].startswith(f"{fake / 'recipes' / 'longform' / 'run.sh'}: stage 2: "
+                                                   f"{work / 'render_report.json'} is not a render report")
+
+
+def test_model_and_dir_are_the_callers_paths(fake, tmp_path):
+    caller = tmp_path / "caller"
+    caller.mkdir()
+    for extra in (["--dir", "out"], []):
+        done = longform(fake, "models/tiny", "--seconds", 2, *extra, "--stop-stage", 1, cwd=caller)
+        assert done.returncode == 0, done.stderr
+    out = [call[call.index("--out") + 1] for call in calls(fake)]
+    assert [call[:2] for call in calls(fake)] == [["render", str(caller / "models" / "tiny")]] * 2
+    assert out == [str(caller / "out"), str(caller / "renders" / "longform-tiny")]
+    assert not (fake / "out").exists() and not (fake / "renders").exists()
