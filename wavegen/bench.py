@@ -181,13 +181,12 @@ def check_backends(spec: dict, backends, streams: int, device: str = "cpu") -> N
         del engine
 
 
-def _check_counts(samples: int, batches: list[int], repeats: int, torch_samples: int | None) -> None:
-    """ConfigError naming the first count that is not a positive whole number."""
-    for flag, values in (("--samples", [samples]), ("--batch", batches), ("--repeats", [repeats]),
-                         ("--torch-samples", [] if torch_samples is None else [torch_samples])):
-        for value in values:
-            if value < 1:
-                raise ConfigError(f"{flag} {value}: must be at least 1")
+def check_counts(counts) -> None:
+    """``counts``: ``(flag, value, least)`` triples; ConfigError naming the first flag whose value is
+    under its least (``--batch 0: must be at least 1``)."""
+    for flag, value, least in counts:
+        if value < least:
+            raise ConfigError(f"{flag} {value}: must be at least {least}")
 
 
 def time_generation(engine, samples: int, warmup: int, repeats: int, seed: int = 0) -> dict:
@@ -227,7 +226,8 @@ def bench_generation(model: str, backends=("torch", "numba"), batches=(1, 8, 64)
     backends, batches = list(backends), [int(b) for b in batches]
     if not backends or not batches:
         raise ConfigError("give at least one backend and one batch size")
-    _check_counts(samples, batches, repeats, torch_samples)
+    check_counts([("--samples", samples, 1), *(("--batch", b, 1) for b in batches), ("--repeats", repeats, 1),
+                  *([] if torch_samples is None else [("--torch-samples", torch_samples, 1)])])
     set_threads(threads)
     spec, facts = load_bench_model(model, seed)
     check_backends(spec, backends, min(batches), device)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wavegen.bench import machine_info, set_threads
+from wavegen.bench import check_counts, machine_info, set_threads
 from wavegen.config import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -140,10 +140,7 @@ def bench_training(model: str, batches=(32,), seq_len: int | None = None, steps:
     batches = [int(b) for b in batches]
     if not batches:
         raise ConfigError("--batch: give at least one batch size")
-    for flag, value, least in [("--batch", b, 1) for b in batches] + [("--steps", steps, 1),
-                                                                      ("--warmup-steps", warmup, 0)]:
-        if value < least:
-            raise ConfigError(f"{flag} {value}: must be at least {least}")
+    check_counts([*(("--batch", b, 1) for b in batches), ("--steps", steps, 1), ("--warmup-steps", warmup, 0)])
     set_threads(threads)
     accelerator = make_accelerator(mixed_precision, cpu=torch.device(device).type == "cpu")
     dev = accelerator.device

@@ -89,19 +89,31 @@ def _check_outputs(args) -> None:
         _check_output(args.plot, "--plot")
 
 
+def _write_output(flag: str, path, write) -> None:
+    """``write()`` (a measurement's --json or --plot file: True when written); a failed write is one
+    line naming ``flag`` and ``path`` (the table printed above keeps the results)."""
+    from wavegen.errors import WavegenError
+
+    try:
+        written = write()
+    except OSError as err:
+        raise WavegenError(f"{flag} {path}: cannot write it ({err.strerror or err}); the table above has the "
+                           "results") from None
+    if written:
+        logger.info("wrote %s", path)
+
+
 def _write_json(path, result) -> None:
     from pathlib import Path
 
-    from wavegen.errors import WavegenError
     from wavegen.fileio import write_json
 
-    try:
+    def write() -> bool:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         write_json(path, result)
-    except OSError as err:
-        raise WavegenError(f"--json {path}: cannot write it ({err.strerror or err}); the table above has the "
-                           "results") from None
-    logger.info("wrote %s", path)
+        return True
+
+    _write_output("--json", path, write)
 
 
 def _bench_profile(args, backends, batches) -> int:
@@ -153,16 +165,9 @@ def run(args) -> int:
 
 
 def _write_plot(result, path) -> None:
-    from wavegen.errors import WavegenError
     from wavegen.plotting import speed_png
 
-    try:
-        drawn = speed_png(result, path)
-    except OSError as err:
-        raise WavegenError(f"--plot {path}: cannot write it ({err.strerror or err}); the table above has the "
-                           "results") from None
-    if drawn is not None:
-        logger.info("wrote %s", path)
+    _write_output("--plot", path, lambda: speed_png(result, path) is not None)
 
 
 def _cmd_bench_train(args) -> int:
