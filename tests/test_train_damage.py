@@ -259,3 +259,19 @@ def test_fp16_on_a_cpu_is_named_as_having_no_effect(tiny_corpus, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "train.mixed_precision=fp16: fp16 autocast has no effect on a CPU, so this run trains in fp32; bf16 is " \
            "the CPU's half precision" in done.stderr
+
+
+def test_the_last_checkpoint_records_the_last_validation(tiny_corpus, tmp_path, caplog):
+    """max_steps a checkpoint step but not a validation step: the checkpoint was written before the final
+    validation and kept the earlier best (none here), so a removed best/ never came back and a longer run
+    replaced best/ with its next validation whatever it scored."""
+    run = tmp_path / "run"
+    config = config_for(tiny_corpus, "train.max_steps=4", "train.val_interval=1000", "train.checkpoint_interval=2")
+    train(config, run, progress=False)
+    bits = next(r["val_bits"] for r in read_metrics(run) if r.get("best"))
+    state = json.loads((run / "checkpoints" / "step_4" / "trainer_state.json").read_text())
+    assert state["best_val_bits"] == bits
+    shutil.rmtree(run / "best")
+    with caplog.at_level(logging.INFO, logger="wavegen"):
+        assert train(config, run, progress=False)["best_val_bits"] == bits
+    assert f"{run / 'best'} was missing: restored from checkpoints/step_4" in caplog.text

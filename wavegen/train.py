@@ -380,7 +380,9 @@ def _after_step(run: _Run, stop: StopSignals) -> bool:
     """Log, validate and checkpoint where due; True when the run must stop (a signal)."""
     cfg, step = run.cfg, run.step
     log_now = step % cfg.log_interval == 0 or step == cfg.max_steps
-    val_now = step % cfg.val_interval == 0
+    # the last step validates before its checkpoint, so the checkpoint records the score (and a resume,
+    # or a restored best/, knows it)
+    val_now = step % cfg.val_interval == 0 or step == cfg.max_steps
     at_checkpoint = step % cfg.checkpoint_interval == 0
     sample_now = run.samples.due(step)
     # One process alone reads its flag for free; several agree (a collective, so a host sync)

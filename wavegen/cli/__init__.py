@@ -41,11 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s" if args.verbose else "%(message)s")
     for noisy in ("accelerate", "torch.distributed", "numba"):  # their INFO lines are not for users
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
     from wavegen.errors import WavegenError
 
-    try:
+    try:  # a Ctrl-C while the command's libraries import (seconds, for torch) is an interrupt too
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
         with logging_redirect_tqdm():  # log lines print above progress bars, not through them
             return COMMANDS[args.command].run(args)
     except WavegenError as err:  # the user's to fix: one line, no traceback (-v shows it)
