@@ -162,3 +162,48 @@ def test_clear_errors_name_the_folder(tone_album, tmp_path):
     write_audio_file(short / "stream_000.wav", melody(0.04, RATE, seed=1), RATE)
     with pytest.raises(analysis.AnalysisError, match=r"shorter than the 0.25 s .*stream_000.wav \(0.040 s\)"):
         analysis.compare_renders(short, corpus)
+
+
+def test_renders_holding_nan_or_inf_are_skipped_and_named(tmp_path, caplog):
+    """A float WAV can hold NaN or inf, where no feature is defined: the file is skipped with a warning
+    naming it, as a file too short is; a folder of nothing else is refused, naming the files."""
+    bad = melody(3.0, RATE, seed=3)
+    bad[1000:1100] = np.nan
+    write_audio_file(tmp_path / "mixed" / "nan.wav", bad, RATE, subtype="FLOAT")
+    write_audio_file(tmp_path / "mixed" / "inf.wav", np.where(np.arange(len(bad)) == 5, np.inf, 0.1), RATE,
+                     subtype="FLOAT")
+    write_audio_file(tmp_path / "mixed" / "ok.wav", melody(3.0, RATE, seed=4), RATE)
+    clips, names = analysis.render_clips(tmp_path / "mixed", RATE)
+    assert names == ["ok.wav"] and len(clips) == 1 and np.isfinite(clips[0]).all()
+    assert "skipping audio files (NaN or infinite samples: inf.wav, nan.wav)" in caplog.text
+    write_audio_file(tmp_path / "nan" / "nan.wav", bad, RATE, subtype="FLOAT")
+    with pytest.raises(analysis.AnalysisError, match=r"nan: no audio file can be analysed \(NaN or infinite "
+                                                     r"samples: nan.wav\)"):
+        analysis.render_clips(tmp_path / "nan", RATE)
+
+
+def test_max_seconds_below_one_excerpt_shortens_the_excerpt():
+    """--max-seconds 3 on a 30 s render: one 3 s excerpt, not a whole 10 s one (the noises are 3 s, so
+    every set compared is the same length); below the shortest analysable clip it is refused."""
+    clip = np.zeros(30 * RATE, dtype=np.float32)
+    assert [len(p) for p in analysis.excerpts_of([clip], RATE, 3.0)] == [3 * RATE]
+    assert [len(p) for p in analysis.excerpts_of([clip], RATE, 25.0)] == [10 * RATE] * 2
+    assert [len(p) for p in analysis.excerpts_of([clip[: 8 * RATE]], RATE, 3.0)] == [3 * RATE]
+    assert [len(p) for p in analysis.excerpts_of([clip[: RATE // 2]], RATE, 120.0)] == [RATE // 2]
+    with pytest.raises(analysis.AnalysisError, match=r"^--max-seconds 0.1: the analysis needs at least 0.25 s"):
+        analysis.compare_clips([clip], [clip], [clip], RATE, max_seconds=0.1)
+
+
+@pytest.mark.slow
+def test_every_set_is_capped_at_max_seconds(tone_album):
+    corpus, folders = tone_album
+    result = analysis.compare_renders(folders["tones"], corpus, max_seconds=3.0)
+    assert {name: s["seconds"] for name, s in result["sets"].items()} == {name: 3.0 for name in analysis.SETS}
+    assert math.isnan(result["sets"]["renders"]["summary"]["tempo_bpm"])  # no excerpt of 4 s: no tempo
+
+
+def test_the_training_split_is_not_compared_with_itself(tone_album):
+    corpus, folders = tone_album
+    with pytest.raises(analysis.AnalysisError, match=r"^--split train: the train split is the album reference .* "
+                                                     r"compare with test or val$"):
+        analysis.compare_renders(folders["tones"], corpus, split="train")

@@ -17,7 +17,7 @@ from wavegen.checkpoint import load_model, save_model
 from wavegen.cli import main
 from wavegen.config import load_json
 from wavegen.corpus import Corpus
-from wavegen.models import build_model, resolve_preset
+from wavegen.models import build_model, preset_names, resolve_preset
 from wavegen.models.wavenet import WaveNet
 from wavegen.train import read_metrics, resolve_run_config, train
 
@@ -284,3 +284,15 @@ def test_wavenet_info_shows_receptive_field_in_samples_and_seconds(trained_waven
     out = capsys.readouterr().out
     assert f"receptive_field: {rf} samples = {rf / 8000:.4f} s at 8000 Hz" in out
     assert "dilations: 1 x 1..8 + 1" in out
+
+
+def test_info_presets_json_is_json(capsys):
+    """``info --presets --json`` printed the text table."""
+    capsys.readouterr()
+    assert main(["info", "--presets", "--json"]) == 0
+    presets = json.loads(capsys.readouterr().out)
+    assert sorted(presets) == sorted(preset_names())
+    tiny = presets["wavenet-tiny"]
+    assert tiny["model_type"] == "wavenet" and tiny["layers"] == 12 and 0 < tiny["parameters"] < 10**6
+    assert tiny["sample_rate"] == resolve_preset("wavenet-tiny")["data"]["sample_rate"]
+    assert presets["samplernn-tiny"]["frame_sizes"] == [16, 4]

@@ -3,11 +3,12 @@ the cap, labels and the CLI's --checkpoint and refusals."""
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_SAMPLERNN, prepared_corpus, tiny_samplernn, tiny_wavenet
+from conftest import TINY_SAMPLERNN, prepared_corpus, tiny_samplernn, tiny_wavenet, tone
 
 from wavegen.audio import quantize, int16_to_float, silence_code
 from wavegen.cli import main
@@ -90,6 +91,27 @@ def test_labels_and_rates_are_checked(corpus, tmp_path):
         evaluate(ref, corpus, "test")
 
 
+def test_a_label_holding_a_colon_or_comma_is_that_label(tmp_path):
+    """A label's own name is that label, ':' and ',' included (render reads it so too); only a text that
+    is no label is read as a blend, and refused. A leading space is part of the name."""
+    from conftest import write_audio_file
+    from wavegen.prep import prepare
+
+    names = [" lead", "odd lab:é,x"]  # sorted, as prep names folder labels
+    for i in range(3):
+        for k, name in enumerate(names):
+            write_audio_file(tmp_path / "rec" / name / f"f{i}.wav", tone(1.5, SR, freq=300 + 900 * k + 50 * i), SR)
+    prepare([tmp_path / "rec"], tmp_path / "corpus", sample_rate=SR, val_fraction=0.2, test_fraction=0.2,
+            labels="folders", progress=False)
+    model = tiny_samplernn([8, 2], labels=names)
+    both = evaluate(model, tmp_path / "corpus", "test")
+    for name in names:
+        one = evaluate(model, tmp_path / "corpus", "test", label=name)
+        assert list(one["per_label"]) == [name] and one["samples"] == both["per_label"][name]["samples"]
+    with pytest.raises(ConfigError, match=r"blend has no audio of its own"):
+        evaluate(model, tmp_path / "corpus", "test", label="odd lab:é,x:0.5, lead:0.5")
+
+
 @pytest.fixture(scope="module")
 def run(corpus):
     config = resolve_run_config(resolve_preset("samplernn-tiny"), corpus,
@@ -126,6 +148,26 @@ def test_cli_evaluates_a_checkpoint_and_refuses_a_cap_that_is_no_cap(run, corpus
     assert code == 2 and f"{weights}: " in err and "the checkpoint is damaged" in err and not out
 
 
+def test_a_model_whose_nll_is_not_finite_is_one_line_naming_it(run, corpus, tmp_path, capsys):
+    from wavegen.checkpoint import save_model
+
+    ref = resolve_model(str(run))
+    model = ref.load("cpu")
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    save_model(model, ref.config, tmp_path / "nan")
+    for json_flag in ((), ("--json",)):
+        code, out, err = eval_cli(capsys, tmp_path / "nan", "--data", corpus, *json_flag)
+        assert code == 2 and not out
+        assert err.strip().splitlines() == [f"wavegen eval: error: {tmp_path / 'nan'}: its NLL on the test split of "
+                                            f"{corpus} is not finite (nan): the model's weights or outputs hold NaN "
+                                            "or inf; evaluate another checkpoint (--checkpoint step_N) or model"]
+
+
+def _no_nan(constant):
+    raise AssertionError(f"not standard JSON: {constant}")
+
+
 @pytest.mark.slow  # librosa's first import and two analyses of five sets
 def test_cli_judges_renders_against_the_album(run, corpus, tmp_path, capsys):
     """wavegen eval --renders on generated audio: melodies (the album's kind) come out nearer the album
@@ -143,10 +185,24 @@ def test_cli_judges_renders_against_the_album(run, corpus, tmp_path, capsys):
     assert code == 2 and "cannot make its folder" in err and not out  # refused before the analysis
     code, out, err = eval_cli(capsys, run, "--renders", tmp_path / "tones", "--plot", tmp_path / "p.txt")
     assert code == 2 and "matplotlib cannot write .txt pictures" in err and not out
+    os.mkfifo(tmp_path / "pipe")  # a FIFO (or /dev/full) is refused up front, and never replaced
+    code, out, err = eval_cli(capsys, run, "--renders", tmp_path / "tones", "--plot", tmp_path / "pipe")
+    assert code == 2 and f"--plot {tmp_path / 'pipe'}: is a FIFO, not a regular file" in err and not out
+    assert (tmp_path / "pipe").is_fifo()
+    code, out, err = eval_cli(capsys, run, "--renders", tmp_path / "tones", "--split", "train")
+    assert code == 2 and "--split train: the train split is the album reference" in err and not out
+    bad = melody(3.0, SR, seed=9)
+    bad[1000:1100] = np.nan
+    write_audio_file(tmp_path / "nan" / "stream_000.wav", bad, SR, subtype="FLOAT")
+    code, out, err = eval_cli(capsys, run, "--renders", tmp_path / "nan", "--json")
+    assert code == 2 and not out
+    assert err.strip().splitlines()[-1] == (f"wavegen eval: error: {tmp_path / 'nan'}: no audio file can be analysed "
+                                            "(NaN or infinite samples: stream_000.wav)")
     png = tmp_path / "plots" / "new" / "p.png"  # a folder that is not there yet is made
     code, out, _ = eval_cli(capsys, run, "--renders", tmp_path / "tones", "--json", "--plot", png)
     assert code == 0
-    tones = json.loads(out.strip().splitlines()[-1])
+    tones = json.loads(out.strip().splitlines()[-1], parse_constant=_no_nan)
+    assert tones["sets"]["renders"]["summary"]["tempo_bpm"] is None  # 3 s renders: no tempo, null not NaN
     assert tones["corpus"] == str(corpus) and tones["render_files"] == ["stream_000.wav", "stream_001.wav"]
     assert tones["split"] == "test" and tones["plot"] == str(png)
     assert "examples" not in tones  # the plot's audio stays out of the JSON

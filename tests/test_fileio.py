@@ -39,6 +39,24 @@ def test_atomic_write_failure_keeps_the_old_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
 
 
+def test_atomic_write_never_replaces_what_is_not_a_regular_file(tmp_path):
+    """A FIFO (a device, a socket), a folder, or a link to one at the path is refused before anything is
+    written: a rename would put the file where the FIFO was (eval --plot /dev/full replaced the device)."""
+    fifo, folder = tmp_path / "pipe", tmp_path / "folder"
+    os.mkfifo(fifo)
+    folder.mkdir()
+    (tmp_path / "link").symlink_to(fifo)
+    for path, kind in ((fifo, "FIFO"), (folder, "folder"), (tmp_path / "link", "FIFO")):
+        with pytest.raises(WavegenError, match=rf"^{path}: is a {kind}, not a regular file; nothing was written"):
+            write_json(path, {"x": 1})
+    assert fifo.is_fifo() and folder.is_dir() and (tmp_path / "link").is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "link", "pipe"]  # no temporary left
+    (tmp_path / "file").write_text("old")  # a regular file, and a link to one, are still replaced
+    (tmp_path / "to_file").symlink_to(tmp_path / "file")
+    atomic_write(tmp_path / "to_file", "new")
+    assert (tmp_path / "to_file").read_text() == "new"
+
+
 def test_replace_dir_swaps_and_removes_the_old(tmp_path):
     final, tmp = tmp_path / "best", tmp_path / "best.tmp"
     final.mkdir()
@@ -62,6 +80,12 @@ def test_ensure_folder_names_a_file_in_the_way(tmp_path):
         ensure_folder(tmp_path / "file", "render output")
     with pytest.raises(WavegenError, match=r"file is a file, not a folder: cannot create"):
         ensure_folder(tmp_path / "file" / "sub", "render output")
+
+
+def test_ensure_folder_names_a_folder_the_system_will_not_create():
+    """/proc takes no new folders (ENOENT, not a permission error): a raw traceback in wavegen serve --archive."""
+    with pytest.raises(WavegenError, match=r"cannot create the serve archive /proc/wavegen-test/a: "):
+        ensure_folder("/proc/wavegen-test/a", "serve archive")
 
 
 def test_lock_refuses_a_second_holder_in_this_process(tmp_path):

@@ -3,6 +3,7 @@ picture's file name is checked against the formats matplotlib writes."""
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 
@@ -73,7 +74,19 @@ def test_a_picture_name_is_checked_against_what_matplotlib_writes(tmp_path):
         check_picture_path(tmp_path / "p.txt", "--plot")
     with pytest.raises(ConfigError, match=r"^--plot .*folder: is a folder; give a file name for the picture"):
         check_picture_path(tmp_path / "folder", "--plot")
+    os.mkfifo(tmp_path / "pipe")  # a FIFO (or a device): the picture would replace it
+    with pytest.raises(ConfigError, match=r"^--plot .*pipe: is a FIFO, not a regular file; give a file name"):
+        check_picture_path(tmp_path / "pipe", "--plot")
     assert {"png", "pdf", "svg"} <= set(picture_formats())
+
+
+def test_a_picture_never_replaces_a_fifo(tmp_path):
+    from wavegen.errors import WavegenError
+
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(WavegenError, match=r"pipe: is a FIFO, not a regular file; nothing was written"):
+        spectrogram_png(_tone_file(tmp_path), tmp_path / "pipe")
+    assert (tmp_path / "pipe").is_fifo() and sorted(p.name for p in tmp_path.iterdir()) == ["pipe", "tone.wav"]
 
 
 def test_every_format_matplotlib_names_is_written_as_its_extension_says(tmp_path):

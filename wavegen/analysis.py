@@ -40,7 +40,8 @@ PERIODIC_THRESHOLD = 0.6
 PERIOD_LAGS_MS = (1.0, 16.0)
 BAND_TOP = 0.9  # spectral features use frequencies up to this fraction of Nyquist
 SETS = ("renders", "test", "train", "white_noise", "pink_noise")
-MIN_RENDER_SECONDS = 0.25  # the shortest clip cut into an excerpt (see excerpts_of)
+MIN_RENDER_SECONDS = 0.25  # the shortest clip cut into an excerpt (see excerpts_of), and the least max_seconds
+EXCERPT_SECONDS = 10.0  # every set is cut into excerpts this long (or max_seconds long, where that is less)
 
 # Frame features compared as distributions (Wasserstein distance / test split's spread, plots).
 FRAME_FEATURES = {
@@ -260,10 +261,13 @@ def distances(features: dict, test: dict, mean: np.ndarray, std: np.ndarray) -> 
 # ----- the sets ----------------------------------------------------------------------------------------
 
 def excerpts_of(clips: list[np.ndarray], sample_rate: int, max_seconds: float,
-                excerpt_seconds: float = 10.0) -> list[np.ndarray]:
-    """Cut clips (each [T] float32) into excerpts of ``excerpt_seconds`` (a last piece of at least
-    2 s is kept) and keep evenly spaced ones up to ``max_seconds`` in total."""
-    size, least = int(excerpt_seconds * sample_rate), int(2.0 * sample_rate)
+                excerpt_seconds: float = EXCERPT_SECONDS) -> list[np.ndarray]:
+    """Cut clips (each [T] float32) into excerpts of ``excerpt_seconds``, or of ``max_seconds`` where
+    that is less (a last piece of at least 2 s, or of a whole excerpt if shorter, is kept), and keep
+    evenly spaced ones up to ``max_seconds`` in total."""
+    excerpt_seconds = min(excerpt_seconds, max_seconds)
+    size = int(excerpt_seconds * sample_rate)
+    least = min(int(2.0 * sample_rate), size)
     pieces = []
     for clip in clips:
         for start in range(0, len(clip), size):
@@ -285,7 +289,10 @@ def split_clips(corpus, split: str) -> list[np.ndarray]:
 
 
 def render_clips(renders_dir: str | Path, sample_rate: int) -> tuple[list[np.ndarray], list[str]]:
-    """Every audio file directly in ``renders_dir`` (mono, resampled to ``sample_rate``) and its name."""
+    """Every audio file directly in ``renders_dir`` (mono, resampled to ``sample_rate``) and its name.
+
+    A file shorter than ``MIN_RENDER_SECONDS`` or holding NaN or infinite samples is skipped with a
+    warning naming it; AnalysisError when no file is left."""
     from wavegen.audio import AudioError, load_mono
 
     folder = Path(renders_dir)
@@ -294,23 +301,26 @@ def render_clips(renders_dir: str | Path, sample_rate: int) -> tuple[list[np.nda
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
     if not files:
         raise AnalysisError(f"{folder}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
-    clips, names, short = [], [], []
+    clips, names, short, broken = [], [], [], []
     for path in files:
         try:
             clip = load_mono(path, sample_rate)
         except AudioError as err:
             raise AnalysisError(str(err)) from None
-        if len(clip) < int(MIN_RENDER_SECONDS * sample_rate):
+        if not np.isfinite(clip).all():  # a float file can hold them; no feature is defined there
+            broken.append(path.name)
+        elif len(clip) < int(MIN_RENDER_SECONDS * sample_rate):
             short.append(f"{path.name} ({len(clip) / sample_rate:.3f} s)")
-            continue
-        clips.append(clip)
-        names.append(path.name)
-    if short and not clips:
-        raise AnalysisError(f"{folder}: every audio file is shorter than the {MIN_RENDER_SECONDS} s the analysis "
-                            f"needs: {', '.join(short)}")
-    if short:
-        logger.warning("%s: skipping %s: shorter than the %s s the analysis needs", folder, ", ".join(short),
-                       MIN_RENDER_SECONDS)
+        else:
+            clips.append(clip)
+            names.append(path.name)
+    skipped = "; ".join(f"{why}: {', '.join(which)}" for why, which in (
+        (f"shorter than the {MIN_RENDER_SECONDS} s the analysis needs", short),
+        ("NaN or infinite samples", broken)) if which)
+    if not clips:
+        raise AnalysisError(f"{folder}: no audio file can be analysed ({skipped})")
+    if skipped:
+        logger.warning("%s: skipping audio files (%s)", folder, skipped)
     return clips, names
 
 
@@ -333,6 +343,9 @@ def noise(kind: str, seconds: float, sample_rate: int, rms: float, seed: int = 0
 def compare_clips(renders: list[np.ndarray], test: list[np.ndarray], train: list[np.ndarray], sample_rate: int, *,
                   max_seconds: float = 120.0, pyin: bool = False, seed: int = 0, examples: bool = False) -> dict:
     """Compare render clips with test clips; train clips and noise as references (see :func:`compare_renders`)."""
+    if not max_seconds >= MIN_RENDER_SECONDS:
+        raise AnalysisError(f"--max-seconds {max_seconds:g}: the analysis needs at least {MIN_RENDER_SECONDS} s "
+                            "of audio per set")
     excerpts = {name: excerpts_of(clips, sample_rate, max_seconds)
                 for name, clips in (("renders", renders), ("test", test), ("train", train)) if clips}
     if "renders" not in excerpts or "test" not in excerpts:
@@ -374,17 +387,23 @@ def compare_renders(renders_dir: str | Path, corpus_dir: str | Path, *, split: s
     """Compare the audio files in ``renders_dir`` with the ``split`` of the corpus in ``corpus_dir``.
 
     Every set (renders; the test split; the training split; white and pink noise at the test
-    split's RMS) is cut into 10 s excerpts, evenly spaced ones up to ``max_seconds`` kept.
+    split's RMS) is cut into 10 s excerpts (``max_seconds`` long where that is less: every set
+    holds the same length of audio, given enough), evenly spaced ones up to ``max_seconds`` kept.
+    ``split`` must not be ``reference_split`` (a split compared with itself says nothing).
     Returns a JSON-ready dict: ``sets[name] = {"seconds", "excerpts", "summary": {feature: value}}``;
     ``distances[name] = {"frechet", "features": {frame feature: W1 / test std}}`` for every set
     but the test split (0 would be identical; ``train`` is what the album scores, the noises what
     noise scores); ``verdict`` (see :func:`_verdict`), ``histograms`` (for the plot) and
     ``meaning`` (unit and meaning of every number). With ``examples``, also ``examples`` =
-    ``{"renders": y, "test": y}``: the first 10 s excerpt of each (float32 arrays, for
+    ``{"renders": y, "test": y}``: the first excerpt of each (float32 arrays, for
     :func:`wavegen.plotting.plot_comparison`'s spectrograms; not JSON, the caller takes them out before writing it).
     """
     from wavegen.corpus import Corpus
 
+    if split == reference_split:
+        others = " or ".join(s for s in ("test", "val", "train") if s != split)
+        raise AnalysisError(f"--split {split}: the {split} split is the album reference the renders are scored "
+                            f"beside, and a split compared with itself says nothing; compare with {others}")
     corpus = Corpus(corpus_dir)
     rate = corpus.sample_rate
     renders, names = render_clips(renders_dir, rate)

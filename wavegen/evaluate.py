@@ -134,8 +134,9 @@ def _parts(model, corpus, split: str, label: str | None, max_seconds: float | No
 
 
 def _only_label(label: str, segments, corpus_labels, corpus, model_names: list[str]):
-    """The segments of one label (by name); a blend, or a name the model or corpus lacks, is refused."""
-    if ":" in label or "," in label:
+    """The segments of one label (by name); a blend, or a name the model or corpus lacks, is refused.
+    A label's own name is that label even where it holds ':' or ',' (as render reads it)."""
+    if label not in (model_names or corpus.labels) and (":" in label or "," in label):
         raise ConfigError(f"--label {label!r}: eval takes one label; a blend has no audio of its own to score "
                           "(without --label every label's audio is scored under its own label, per label)")
     if model_names and label not in model_names:

@@ -2,7 +2,9 @@
 
 - :func:`atomic_write` / :func:`write_json`: a temporary file in the same folder, fsync,
   rename over the target, fsync the folder. After a crash (power loss included) the target
-  holds either the old content or the new, never a mix.
+  holds either the old content or the new, never a mix. Only a regular file (or a link to one)
+  is replaced: a folder, device, FIFO or socket at the path is refused (:func:`not_a_file`),
+  never renamed over.
 - :func:`replace_dir`: move a finished folder into place; the old one goes only after the swap.
 - :func:`sha256_file`: the digest of a file, read in blocks.
 - :func:`check_writable`: a folder that cannot be written, found before the work starts.
@@ -19,6 +21,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 import sys
 import time
 from pathlib import Path
@@ -38,14 +41,40 @@ def fsync_dir(folder: str | Path) -> None:
         os.close(fd)
 
 
+class NotAFileError(WavegenError):
+    """A file was to be written where something other than a regular file is (a folder, a device, a FIFO)."""
+
+
+def not_a_file(path: str | Path) -> str | None:
+    """What is at ``path`` (a link followed) when it is not a regular file: "folder", "device", "FIFO",
+    "socket"; None where there is nothing (or a dangling link) or a regular file. A link to a device
+    (``/dev/stdout``) counts as the device: renaming over the link would break it."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # nothing there (or nothing that can be looked at: the write itself says why)
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "folder"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    return "FIFO" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) else "special file"
+
+
 def atomic_write(path: str | Path, data: bytes | str | Callable) -> Path:
     """Write ``data`` to ``path`` atomically and durably; returns ``path``.
 
     ``data`` is bytes, a str (UTF-8), or a function ``write(binary_file)`` that writes the
     content itself (``np.savez``, ``safetensors``' bytes). The temporary name carries the pid,
-    so two processes writing the same path never share a temporary file.
+    so two processes writing the same path never share a temporary file. NotAFileError (nothing
+    written) where ``path`` is a folder, device, FIFO or socket: a rename would replace it.
     """
     path = Path(path)
+    kind = not_a_file(path)
+    if kind is not None:
+        raise NotAFileError(f"{path}: is a {kind}, not a regular file; nothing was written (writing would "
+                            f"replace the {kind}): give another file name")
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
@@ -105,8 +134,8 @@ def ensure_folder(folder: str | Path, what: str = "folder") -> Path:
     except (FileExistsError, NotADirectoryError):
         parent = next((p for p in folder.parents if p.exists() and not p.is_dir()), folder)
         raise WavegenError(f"{parent} is a file, not a folder: cannot create the {what} {folder}") from None
-    except PermissionError as err:
-        raise WavegenError(f"cannot create the {what} {folder}: {err.strerror}") from None
+    except OSError as err:  # no permission, a read-only or full disk, a parent like /proc that takes no folders
+        raise WavegenError(f"cannot create the {what} {folder}: {err.strerror or err}") from None
     return folder
 
 

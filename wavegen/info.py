@@ -37,13 +37,23 @@ def describe(target: str, checkpoint: str | None = None) -> dict:
     return info
 
 
-def presets_table() -> str:
-    """One line per preset: name, family, parameters, sample rate and the family's own facts."""
-    rows = []
+def presets() -> dict:
+    """Every preset by name → {model_type, parameters, sample_rate, and the family's own facts}."""
+    out = {}
     for name in preset_names():
         config = resolve_preset(name)
         model = meta_model(config)
-        n = sum(p.numel() for p in model.parameters())
-        rows.append(f"{name:22s} {config['model_type']:10s} {n / 1e6:8.2f}M  {config['data']['sample_rate']:6d} Hz  " +
-                    ", ".join(f"{k}={v}" for k, v in model.describe().items()))
+        out[name] = {"model_type": config["model_type"], "parameters": sum(p.numel() for p in model.parameters()),
+                     "sample_rate": config["data"]["sample_rate"], **model.describe()}
+    return out
+
+
+def presets_table() -> str:
+    """One line per preset (:func:`presets`): name, family, parameters, sample rate and the family's own facts."""
+    rows = []
+    for name, facts in presets().items():
+        facts = dict(facts)
+        model_type, n, rate = facts.pop("model_type"), facts.pop("parameters"), facts.pop("sample_rate")
+        rows.append(f"{name:22s} {model_type:10s} {n / 1e6:8.2f}M  {rate:6d} Hz  " +
+                    ", ".join(f"{k}={v}" for k, v in facts.items()))
     return "presets:\n" + "\n".join("  " + r for r in rows)

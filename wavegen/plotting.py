@@ -87,14 +87,18 @@ def _picture_format(path: Path) -> str:
 
 
 def check_picture_path(path: str | Path, flag: str) -> None:
-    """ConfigError naming ``flag`` and ``path`` where a picture cannot be written there: a folder, or an
-    extension matplotlib does not write (checked before the work that draws it; without matplotlib,
-    the drawing says why there is no picture)."""
+    """ConfigError naming ``flag`` and ``path`` where a picture cannot be written there: a folder (or a
+    device, FIFO or socket, which the picture would replace), or an extension matplotlib does not write
+    (checked before the work that draws it; without matplotlib, the drawing says why there is no picture)."""
     from wavegen.config import ConfigError
+    from wavegen.fileio import not_a_file
 
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{flag} {path}: is a folder; give a file name for the picture (e.g. {path / 'plot.png'})")
+    kind = not_a_file(path)
+    if kind is not None:
+        raise ConfigError(f"{flag} {path}: is a {kind}, not a regular file; give a file name for the picture")
     formats = picture_formats()
     if formats is not None and _picture_format(path) not in formats:
         raise ConfigError(f"{flag} {path}: matplotlib cannot write .{_picture_format(path)} pictures; end the name "

@@ -25,10 +25,13 @@ def add_parser(sub) -> None:
     p.add_argument("--checkpoint", default=None,
                    help="evaluate a run's kept checkpoint instead of its best/: step_N or last")
     p.add_argument("--data", default=None, help="corpus folder (required, except with --renders and a model)")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--split", default="test", choices=["train", "val", "test"],
+                   help="the split scored (default test); with --renders: the split the renders are compared "
+                        "with, test or val (train is the album reference beside them)")
     p.add_argument("--max-seconds", type=float, default=None,
                    help="cap the audio scored (the first part of every segment, the same length from each); "
-                        "with --renders: the most audio analysed per set (default 120)")
+                        "with --renders: the most audio analysed per set (default 120; under 10 s, one "
+                        "excerpt that long)")
     p.add_argument("--label", default=None, help="only this label's audio (one label name)")
     add_device(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -61,8 +64,15 @@ def run(args) -> int:
     result = evaluate(ref, args.data, args.split, args.label, args.max_seconds, device=args.device,
                       progress=not args.quiet)
     result["model"] = ref.source
+    bits = result["nll_bits_per_sample"]
+    if not math.isfinite(bits):
+        from wavegen.errors import WavegenError
+
+        raise WavegenError(f"{ref.source}: its NLL on the {args.split} split of {args.data} is not finite ({bits}): "
+                           "the model's weights or outputs hold NaN or inf; evaluate another checkpoint "
+                           "(--checkpoint step_N) or model")
     if args.json:
-        print(json.dumps(result))
+        print(_json(result))
         return 0
     print(f"{args.split}: {result['nll_bits_per_sample']:.4f} bits/sample over {result['samples']:,} samples "
           f"({result['seconds']:.1f} s; unigram entropy {result['unigram_entropy_bits']:.3f} bits)")
@@ -105,7 +115,7 @@ def _renders(args) -> int:
         drawn = plot_comparison(result, args.plot, examples)
         result["plot"] = str(drawn) if drawn is not None else None
     if args.json:
-        print(json.dumps(result, default=_plain))
+        print(_json(result))
         return 0
     print(f"renders {args.renders} ({len(result['render_files'])} file(s)) against the {args.split} split of {data}"
           + (f"; model {source}" if source else ""))
@@ -131,9 +141,19 @@ def _plot_folder(plot: str) -> None:
         raise ConfigError(f"--plot {plot}: its folder {folder} is not writable")
 
 
+def _json(result: dict) -> str:
+    """``result`` as one line of standard JSON: a number that is not finite (a tempo or a likeness with
+    nothing to measure it on) as null, numpy values as plain ones, anything else json cannot write as text."""
+    return json.dumps(_plain(result), allow_nan=False)
+
+
 def _plain(value):
-    """numpy scalars (and anything else json cannot write) as plain numbers or text."""
-    try:
-        return value.item()
-    except AttributeError:
-        return str(value)
+    if isinstance(value, dict):
+        return {key: _plain(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return _plain(value.tolist())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return value if value is None or isinstance(value, (str, int)) else str(value)

@@ -16,10 +16,10 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from wavegen.info import describe, presets_table
+    from wavegen.info import describe, presets, presets_table
 
     if args.presets or args.model is None:
-        print(presets_table())
+        print(json.dumps(presets(), indent=2) if args.json else presets_table())
         return 0
     info = describe(args.model, args.checkpoint)
     if args.json:
