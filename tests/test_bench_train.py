@@ -1,12 +1,15 @@
 """`wavegen bench --train` (wavegen.bench_train.bench_training): the trainer's step on synthetic audio."""
 
 import json
+import os
 import subprocess
 import sys
 import time
 
 import numpy as np
 import pytest
+from process_helpers import cli_recording_threads, gloo_threads_left
+from test_train_ddp import RECIPES, free_port
 
 from wavegen import cli
 from wavegen.bench_train import bench_training, format_training_table, synthetic_audio
@@ -91,3 +94,49 @@ def test_a_bad_count_is_named_with_its_flag_and_value(capsys):
         assert str(caught.value) == message
         assert cli.main(["bench", "--train", "--model", "samplernn-tiny", *flags]) == 2
         assert capsys.readouterr().err.strip() == f"wavegen bench: error: {message}"
+
+
+def accelerate_bench(folder, *args: str) -> subprocess.CompletedProcess:
+    """``wavegen -q bench --train --model samplernn-tiny ARGS`` as 2 processes of ``accelerate launch``
+    (the recipe's one-node config: gloo on this CPU), each recording the threads it leaves behind."""
+    entry, env = cli_recording_threads(folder)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(RECIPES / "one_node.yaml"),
+              "--num_processes", "2", "--main_process_port", str(free_port())]
+    bench = ["-q", "bench", "--train", "--model", "samplernn-tiny", "--seq-len", "64", "--warmup-steps", "0",
+             "--threads", "1", *args]
+    return subprocess.run(launch + entry + bench, capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **env})
+
+
+@pytest.mark.slow
+def test_two_processes_split_the_global_batch_and_the_main_one_reports_the_whole_job(tmp_path):
+    """--batch is the global batch: split over the processes as training splits it (refused, with
+    training's message, where it does not split), timed as one job, printed and written once."""
+    one = bench_training("samplernn-tiny", batches=(4,), seq_len=64, steps=1, warmup=0, threads=1)["rows"][0]
+    out = tmp_path / "two.json"
+    done = accelerate_bench(tmp_path, "--batch", "4", "--steps", "1", "--json", str(out))
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert done.stdout.count("samples/s: audio samples trained per second by all processes") == 1
+    result = json.loads(out.read_text())
+    assert result["model"]["processes"] == 2 and "; 2 processes)" in done.stdout
+    row = result["rows"][0]
+    assert row["batch"] == 4 and row["samples_per_second"] == pytest.approx(4 * 64 / row["seconds"])
+    assert row["memory"].endswith("the largest of 2 processes")
+    # the first step's loss, before any update: the mean of the two halves is the whole batch's
+    assert row["loss_bits"] == pytest.approx(one["loss_bits"], abs=1e-5)
+    assert gloo_threads_left(tmp_path, 2) == {0: [], 1: []}  # the group ended before the processes exit
+    refused = accelerate_bench(tmp_path, "--batch", "4,3", "--steps", "1", "--json", str(tmp_path / "no.json"))
+    message = ("wavegen bench: error: train.batch_size=3 does not split into 2 process(es) x 1 accumulation "
+               "step(s); use a multiple of 2")
+    assert refused.returncode != 0 and message in refused.stderr.splitlines()
+    assert not (tmp_path / "no.json").exists()
+
+
+def test_a_batch_that_does_not_split_is_refused_before_any_is_timed():
+    """The split is training's (wavegen.data.local_streams): here over 2 accumulation steps of one process."""
+    timed = []
+    with pytest.raises(ConfigError, match=r"^train\.batch_size=3 does not split into 1 process\(es\) x 2 "
+                                          r"accumulation step\(s\); use a multiple of 2$"):
+        bench_training("samplernn-tiny", batches=(4, 3), seq_len=64, steps=1, warmup=0, threads=1, grad_accum=2,
+                       progress=timed.append)
+    assert timed == []

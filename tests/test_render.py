@@ -116,6 +116,23 @@ def test_label_blend_conditions_every_stream(tmp_path):
         render(folder, tmp_path / "l2", settings(0.25, label="c"), progress=False)
 
 
+def test_a_label_with_spaces_is_rendered_by_its_exact_name(tmp_path, capsys):
+    """prep takes any folder name: a label " lead" (as `lab/ lead`) is --label " lead", alone or blended."""
+    folder = make_model(tmp_path / "cond", labels=(" lead", "bass"))
+    assert main(["-q", "render", str(folder), "--out", str(tmp_path / "l"), "--seconds", "0.25", "--backend", "torch",
+                 "--no-guard", "--no-spectrogram", "--label", " lead"]) == 0, capsys.readouterr().err
+    expected = direct_pcm(folder, 1, int(0.25 * SR), label=np.array([1.0, 0.0], dtype=np.float32))
+    assert np.array_equal(read_pcm(tmp_path / "l" / "stream_000.wav"), expected[0])
+    names = [" lead", "bass", "lead ", "a", " a"]
+    for text, weights in ((" lead", [1, 0, 0, 0, 0]), ("lead ", [0, 0, 1, 0, 0]), (" a", [0, 0, 0, 0, 1]),
+                          ("bass, lead", [0.5, 0.5, 0, 0, 0]), ("bass,  lead", [0.5, 0.5, 0, 0, 0]),
+                          (" lead : 1 ,bass:3 ", [0.25, 0.75, 0, 0, 0]), ("bass:1,lead :3", [0, 0.25, 0.75, 0, 0]),
+                          ("a, a", [0, 0, 0, 0.5, 0.5]), ("a,a", [0, 0, 0, 1, 0]), ("  bass ", [0, 1, 0, 0, 0])):
+        assert parse_label(text, names).tolist() == weights, text
+    with pytest.raises(ConfigError, match=r"'lead' is not one of this model's labels: \[' lead', 'bass'\]"):
+        parse_label("lead", [" lead", "bass"])
+
+
 def test_finished_render_is_left_alone_and_other_parameters_are_refused(model, tmp_path):
     out = tmp_path / "out"
     first = render(model, out, settings(0.25, streams=2, spectrogram=True), progress=False)
@@ -131,7 +148,7 @@ def test_finished_render_is_left_alone_and_other_parameters_are_refused(model, t
     assert [(out / f"stream_{i:03d}.wav").stat().st_mtime_ns for i in range(2)] == stamp
     with pytest.raises(RenderStateError, match=r"seed=0.*asks for seed=7.*--restart"):
         render(model, out, settings(0.25, streams=2, seed=7), progress=False)
-    with pytest.raises(RenderStateError, match=r"temperature=\[1.0, 1.0\].*temperature=\[0.5, 0.5\]"):
+    with pytest.raises(RenderStateError, match=r"with temperature=1, but this command asks for temperature=0\.5\. "):
         render(model, out, settings(0.25, streams=2, temperature=[0.5]), progress=False)
     report_text = (out / "render_report.json").read_text()
     (out / "render_report.json").write_text(report_text[:40])  # damaged: named, with the way out

@@ -21,6 +21,7 @@ from wavegen.config import ConfigError
 from wavegen.errors import WavegenError
 from wavegen.render import RenderFolder, RenderStateError, render
 from wavegen.render import writers as render_writers
+from wavegen.render.folder import check_params
 
 resource = pytest.importorskip("resource")
 
@@ -80,6 +81,43 @@ def test_the_returned_report_names_files_in_out_and_old_reports_are_read_by_file
     Path("sp/stream_001.wav").unlink()
     with pytest.raises(RenderStateError, match=r"sp/stream_001\.wav is gone"):
         render(model, "sp", settings(0.125, streams=2, spectrogram=True), progress=False)
+
+
+# ----- a rerun that changes a setting is refused, naming it as it was typed -----------------------
+
+RERUN = ". Rerun the original command to resume it, pass --restart to discard it, or choose another --out"
+
+
+def test_a_changed_setting_is_named_as_typed_not_as_recorded(model, tmp_path, capsys):
+    out = tmp_path / "t"
+    assert render_cli(model, out, "--streams", 3, "--temperature", "0.8,0.9") == 0
+    capsys.readouterr()
+    # recorded per stream in float32 ([0.800000011920929, 0.8999999761581421, 0.800000011920929])
+    for temperature, message in (("0.8,0.95", "with temperature=0.8,0.9, but this command asks for "
+                                              "temperature=0.8,0.95"),
+                                 ("0.9", "with temperature=0.8,0.9, but this command asks for temperature=0.9")):
+        assert render_cli(model, out, "--streams", 3, "--temperature", temperature) == 2
+        err = capsys.readouterr().err.splitlines()[-1]
+        assert err == f"wavegen render: error: {out} holds a render {message}{RERUN}"
+    # the guard: --no-guard as a flag, a changed criterion by itself, an album profile by --no-album-guard
+    assert main(["-q", "render", str(model), "--out", str(out), "--seconds", "0.125", "--backend", "torch",
+                 "--no-spectrogram", "--streams", "3", "--temperature", "0.8,0.9"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == \
+        f"wavegen render: error: {out} holds a render made with --no-guard, but this command runs the guard{RERUN}"
+    guard = {"seconds": 2.0, "attempts": 4, "silence_db": -60.0, "noise_flatness": 0.85}
+    for before, now, message in (
+            (guard, False, "made with the guard on, but this command asks for --no-guard"),
+            (guard, {**guard, "silence_db": -50.0000001, "attempts": 2},
+             "with guard attempts=4, silence_db=-60, but this command asks for guard attempts=2, silence_db=-50"),
+            ({**guard, "dc_offset": 0.05, "album_profile": "m/album.json"}, guard,
+             "guarded by the album profile m/album.json, but this command asks for --no-album-guard"),
+            (guard, {**guard, "album_profile": "m/album.json"},
+             "made with --no-album-guard, but this command guards by the album profile m/album.json"),
+            ({**guard, "dc_offset": 0.05}, guard, "with guard dc_offset=0.05, but this command asks for guard "
+                                                  "dc_offset=unset")):
+        with pytest.raises(RenderStateError) as err:
+            check_params({"guard": before}, {"guard": now}, out)
+        assert str(err.value) == f"{out} holds a render {message}{RERUN}"
 
 
 # ----- refused before OUT is created --------------------------------------------------------------

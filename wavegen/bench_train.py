@@ -4,7 +4,9 @@
 from the memory-mapped corpus path, autocast, backward, clip, Adam) on synthetic audio, so no
 corpus is needed; :func:`format_training_table` prints its rows. Shares only
 :func:`wavegen.bench.machine_info` and :func:`wavegen.bench.set_threads` with the generation
-benchmark.
+benchmark. Under ``accelerate launch`` / ``torchrun`` the global batch is split over the
+processes as training splits it (:func:`wavegen.data.local_streams`, :func:`wavegen.data.make_batches`),
+DDP all-reduces the gradients, and the main process reports for the whole job.
 """
 
 from __future__ import annotations
@@ -122,16 +124,22 @@ def bench_training(model: str, batches=(32,), seq_len: int | None = None, steps:
     so its cost shows beside a row without it. The settings this function's own arguments set
     (:data:`BENCH_SETS`) are refused there, naming the argument that sets them.
 
-    rows: ``batch``, ``seq_len``, ``steps``, ``seconds`` (all timed steps), ``cpu_seconds`` (this
-    process's CPU time over them: on a shared machine, wall/CPU shows how much of it the run got),
-    ``seconds_per_step``,
-    ``samples_per_second`` (audio samples trained per second: batch x seq_len x steps / seconds),
-    ``peak_memory_bytes`` and ``memory`` (what was measured: CUDA max allocated, or the process's
-    peak RSS during the timed steps), ``loss_bits`` (the last step's, a sanity check), and with
+    Under ``accelerate launch`` / ``torchrun`` each batch is split over the processes as training
+    splits it (a batch that does not split is refused with training's message, before anything is
+    timed), and the numbers are the whole job's; the main process returns the result, the others None.
+
+    rows: ``batch``, ``seq_len``, ``steps``, ``seconds`` (all timed steps; the slowest process's),
+    ``cpu_seconds`` (the CPU time of every process over them: on a shared machine, wall/CPU shows how
+    much of it the run got), ``seconds_per_step``,
+    ``samples_per_second`` (audio samples trained per second by the whole job: global batch x
+    seq_len x steps / seconds), ``peak_memory_bytes`` and ``memory`` (what was measured: CUDA max
+    allocated, or the process's peak RSS during the timed steps; the largest of the processes),
+    ``loss_bits`` (the last step's, averaged over the processes: a sanity check), and with
     ``train.ema_decay`` ``ema_updates`` (the average's updates, warm-up steps included).
     """
     from wavegen.config import apply_overrides
-    from wavegen.distributed import make_accelerator
+    from wavegen.data import local_streams
+    from wavegen.distributed import end_accelerator, make_accelerator
     from wavegen.models import PRESETS, resolve_preset
     from wavegen.resolve import resolve_model
 
@@ -142,31 +150,37 @@ def bench_training(model: str, batches=(32,), seq_len: int | None = None, steps:
         raise ConfigError("--batch: give at least one batch size")
     check_counts([*(("--batch", b, 1) for b in batches), ("--steps", steps, 1), ("--warmup-steps", warmup, 0)])
     set_threads(threads)
-    accelerator = make_accelerator(mixed_precision, cpu=torch.device(device).type == "cpu")
-    dev = accelerator.device
     preset = resolve_preset(model)
     base = apply_overrides(preset, _allowed(preset, overrides, seq_len))
     rate = resolve_model(model).sample_rate
-    rows, facts = [], {}
-    for batch in batches:
-        config, train_cfg = _training_config(base, {"batch_size": batch, "grad_accum": grad_accum, "compile": compile,
-                                                    "num_workers": num_workers, "seed": seed, "warmup_steps": 0,
-                                                    "lr_schedule": "constant",
-                                                    **({} if seq_len is None else {"seq_len": seq_len})})
-        if progress is not None:
-            progress(f"train {model} batch {batch} x {train_cfg.seq_len} samples: "
-                     f"{warmup} warm-up + {steps} timed steps")
-        row, facts = _bench_batch(config, train_cfg, accelerator, rate, warmup, steps, num_workers, seed)
-        rows.append(row)
-        logger.debug("train batch %d: %.0f samples/s", batch, row["samples_per_second"])
-        accelerator.free_memory()  # the model and optimizer of this batch size went with _bench_batch's frame
-    machine = machine_info(str(dev))
-    precision = accelerator.mixed_precision
-    model_info = {"name": model, "source": f"preset {model}, random weights (seed {seed})", **facts,
-                  "sample_rate": rate, "mixed_precision": precision, "compile": compile,
-                  "grad_accum": grad_accum, "num_workers": num_workers, "warmup_steps": warmup,
-                  "overrides": list(overrides), "ema_decay": train_cfg.ema_decay}
-    return {"mode": "training", "machine": machine, "model": model_info, "rows": rows}
+    accelerator = make_accelerator(mixed_precision, cpu=torch.device(device).type == "cpu")
+    try:
+        world, main = accelerator.num_processes, accelerator.is_main_process
+        setups = [_training_config(base, {"batch_size": batch, "grad_accum": grad_accum, "compile": compile,
+                                          "num_workers": num_workers, "seed": seed, "warmup_steps": 0,
+                                          "lr_schedule": "constant",
+                                          **({} if seq_len is None else {"seq_len": seq_len})})
+                  for batch in batches]
+        for _, train_cfg in setups:  # every batch size splits over the processes, before any is timed
+            local_streams(train_cfg, accelerator.process_index, world)
+        rows, facts = [], {}
+        for config, train_cfg in setups:
+            if progress is not None and main:
+                progress(f"train {model} batch {train_cfg.batch_size} x {train_cfg.seq_len} samples"
+                         + (f" over {world} processes" if world > 1 else "")
+                         + f": {warmup} warm-up + {steps} timed steps")
+            row, facts = _bench_batch(config, train_cfg, accelerator, rate, warmup, steps, num_workers, seed)
+            rows.append(row)
+            logger.debug("train batch %d: %.0f samples/s", train_cfg.batch_size, row["samples_per_second"])
+            accelerator.free_memory()  # the model and optimizer of this batch size went with _bench_batch's frame
+        machine = machine_info(str(accelerator.device))
+        model_info = {"name": model, "source": f"preset {model}, random weights (seed {seed})", **facts,
+                      "sample_rate": rate, "mixed_precision": accelerator.mixed_precision, "compile": compile,
+                      "grad_accum": grad_accum, "num_workers": num_workers, "warmup_steps": warmup,
+                      "overrides": list(overrides), "ema_decay": train_cfg.ema_decay, "processes": world}
+    finally:
+        end_accelerator(accelerator)
+    return {"mode": "training", "machine": machine, "model": model_info, "rows": rows} if main else None
 
 
 def _bench_batch(config: dict, train_cfg, accelerator, rate: int, warmup: int, steps: int, num_workers: int,
@@ -182,8 +196,9 @@ def _bench_batch(config: dict, train_cfg, accelerator, rate: int, warmup: int, s
     need = inner.context_samples + train_cfg.tbptt_windows * train_cfg.seq_len
     audio = synthetic_audio(4 * need + rate, rate, seed=seed)
     segments = np.array([[0, len(audio), 0]], dtype=np.int64)
-    stream = BatchStream(make_batches(inner, audio, segments, None, train_cfg), 0, train_cfg.grad_accum, dev,
-                         workers=num_workers, pin=dev.type == "cuda")
+    batches = make_batches(inner, audio, segments, None, train_cfg, accelerator.process_index,
+                           accelerator.num_processes)  # this process's part of the global batch
+    stream = BatchStream(batches, 0, train_cfg.grad_accum, dev, workers=num_workers, pin=dev.type == "cuda")
     carry = Carry(train_cfg.grad_accum)
     average = WeightAverage(inner, train_cfg.ema_decay) if train_cfg.ema_decay > 0 else None
 
@@ -199,6 +214,9 @@ def _bench_batch(config: dict, train_cfg, accelerator, rate: int, warmup: int, s
     finally:
         stream.close()
     peak, what = _peak_memory(dev)
+    loss, seconds, cpu_seconds, peak = _whole_job(accelerator, loss, seconds, cpu_seconds, peak)
+    if accelerator.num_processes > 1:
+        what += f", the largest of {accelerator.num_processes} processes"
     batch = train_cfg.batch_size
     row = {"batch": batch, "seq_len": train_cfg.seq_len, "steps": steps, "seconds": seconds,
            "cpu_seconds": cpu_seconds, "seconds_per_step": seconds / steps,
@@ -208,6 +226,17 @@ def _bench_batch(config: dict, train_cfg, accelerator, rate: int, warmup: int, s
     return row, facts
 
 
+def _whole_job(accelerator, loss: float, seconds: float, cpu_seconds: float, peak: int):
+    """One process's (loss, seconds, CPU seconds, peak memory) → the job's: the mean loss, the
+    slowest process's seconds, every process's CPU seconds, the largest peak (itself under one process)."""
+    if accelerator.num_processes == 1:
+        return loss, seconds, cpu_seconds, peak
+    mine = torch.tensor([[loss, seconds, cpu_seconds, peak]], dtype=torch.float64, device=accelerator.device)
+    every = accelerator.gather(mine).cpu()  # [processes, 4]
+    return (float(every[:, 0].mean()), float(every[:, 1].max()), float(every[:, 2].sum()),
+            int(every[:, 3].max()))
+
+
 def format_training_table(result: dict) -> str:
     """The rows of :func:`bench_training` as a fixed-width text table."""
     m, model = result["machine"], result["model"]
@@ -215,6 +244,7 @@ def format_training_table(result: dict) -> str:
     lines = [f"training {model['name']} ({model['parameters'] / 1e6:.1f}M parameters; precision "
              f"{model['mixed_precision']}; compile {model['compile']}; grad_accum {model['grad_accum']}; "
              f"prefetch threads {model['num_workers']}"
+             + (f"; {model['processes']} processes" if model.get("processes", 1) > 1 else "")
              + "".join(f"; {item}" for item in model.get("overrides", [])) + ")",
              f"{where}; torch {m['torch']}"
              + (f"; load average {m['load_average_1min']}" if "load_average_1min" in m else ""),
@@ -226,6 +256,7 @@ def format_training_table(result: dict) -> str:
                      f"{r['cpu_seconds'] / r['steps']:10.3f} {r['samples_per_second']:10,.0f} "
                      f"{r['peak_memory_bytes'] / 2**30:9.2f} GiB")
     if result["rows"]:
-        lines.append(f"samples/s: audio samples trained per second (batch x seq_len per step); "
+        every = " by all processes" if model.get("processes", 1) > 1 else ""
+        lines.append(f"samples/s: audio samples trained per second{every} (batch x seq_len per step); "
                      f"peak memory: {result['rows'][0]['memory']}")
     return "\n".join(lines)

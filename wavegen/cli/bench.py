@@ -180,6 +180,8 @@ def _cmd_bench_train(args) -> int:
                             threads=args.threads, device=args.device, mixed_precision=args.precision,
                             compile=args.compile, grad_accum=args.grad_accum, num_workers=args.workers,
                             seed=args.seed, overrides=args.overrides, progress=None if args.quiet else logger.info)
+    if result is None:  # another process of a launch: the main one prints and writes for the whole job
+        return 0
     options = [f"--model {args.model}", f"--batch {','.join(map(str, batches))}",
                f"--seq-len {result['rows'][0]['seq_len']}", f"--steps {args.steps}",
                f"--warmup-steps {args.warmup_steps}", f"--precision {args.precision}"]

@@ -49,10 +49,54 @@ def check_params(saved: dict, current: dict, where: Path) -> None:
             continue
         if key == "threads" and isinstance(before, int) and isinstance(current[key], int):
             raise RenderStateError(_threads_differ(where, before, current[key]))
-        raise RenderStateError(
-            f"{where} holds a render with {key}={before!r}, but this command asks for "
-            f"{key}={current[key]!r}. Rerun the original command to resume it, pass --restart to "
-            "discard it, or choose another --out")
+        raise RenderStateError(f"{where} holds a render {_differ(key, before, current[key])}. Rerun the original "
+                               "command to resume it, pass --restart to discard it, or choose another --out")
+
+
+def _differ(key: str, before, now) -> str:
+    """How parameter ``key`` differs, as a person reads it: "with seconds=2, but this command asks for seconds=4"."""
+    if key == "guard" and (before is False or now is False):
+        return ("made with --no-guard, but this command runs the guard" if before is False
+                else "made with the guard on, but this command asks for --no-guard")
+    if isinstance(before, dict) and isinstance(now, dict):
+        if key == "guard" and bool(before.get("album_profile")) != bool(now.get("album_profile")):
+            profile = before.get("album_profile") or now.get("album_profile")
+            return (f"guarded by the album profile {profile}, but this command asks for --no-album-guard"
+                    if before.get("album_profile") else
+                    f"made with --no-album-guard, but this command guards by the album profile {profile}")
+        changed = [k for k in {**before, **now} if before.get(k) != now.get(k)]  # only these are shown
+        pairs = {k: _shown_pair(before.get(k, _UNSET), now.get(k, _UNSET)) for k in changed}
+        was = ", ".join(f"{k}={a}" for k, (a, _) in pairs.items())
+        asked = ", ".join(f"{k}={b}" for k, (_, b) in pairs.items())
+        return f"with {key} {was}, but this command asks for {key} {asked}"
+    before, now = _shown_pair(before, now)
+    return f"with {key}={before}, but this command asks for {key}={now}"
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "unset"
+
+
+_UNSET = _Unset()  # a key one record has and the other lacks
+
+
+def _shown_pair(before, now) -> tuple[str, str]:
+    """Two values that differ, shown as typed; in full where rounding would show them alike."""
+    shown = _shown(before), _shown(now)
+    return shown if shown[0] != shown[1] else (repr(before), repr(now))
+
+
+def _shown(value) -> str:
+    """A recorded value as it was typed: floats to 6 significant digits (a float32 0.9 reads 0.9), a
+    per-stream list by its shortest repeating cycle as a comma list ("0.8,0.9" cycled over the streams)."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list) and value:
+        cycle = next(n for n in range(1, len(value) + 1)
+                     if all(v == value[i % n] for i, v in enumerate(value)))
+        return ",".join(_shown(v) for v in value[:cycle])
+    return repr(value)
 
 
 def _threads_differ(where: Path, before: int, now: int) -> str:

@@ -165,12 +165,15 @@ def parse_label(text: str | None, labels: list[str]) -> np.ndarray | None:
 def _label_parts(text: str, labels: list[str]) -> list[tuple[str, str]]:
     """``"a:0.7,b"`` → ``[("a", "0.7"), ("b", "")]``. Each part starts with a known label, the
     longest that fits, so a label holding ',' or ':' ("Earth, Wind & Fire", "Live: 1999") is read
-    whole; an optional ``:weight`` follows, then ',' or the end."""
+    whole; an optional ``:weight`` follows, then ',' or the end. Spaces are part of a label (prep
+    takes any folder name, " lead" included): a text that is exactly a label is that label, and a
+    space before a part is skipped only where no label starts with it, so every label stays reachable."""
+    if text in labels:
+        return [(text, "")]
     longest_first = sorted(labels, key=len, reverse=True)
-    rest, parts = text.strip(), []
-    while rest:
-        name = next((label for label in longest_first if rest.startswith(label)
-                     and rest[len(label):].lstrip()[:1] in ("", ":", ",")), None)
+    rest, parts = text, []
+    while rest.strip():
+        name, rest = _next_label(rest, longest_first)
         if name is None:
             unknown = re.split(r"[:,]", rest, maxsplit=1)[0].strip()
             raise ConfigError(f"--label {unknown!r} is not one of this model's labels: {labels}")
@@ -181,9 +184,18 @@ def _label_parts(text: str, labels: list[str]) -> list[tuple[str, str]]:
             value = value.strip()
         else:
             rest = rest[1:]  # the ',' (or nothing)
-        rest = rest.strip()
         parts.append((name, value))
     return parts
+
+
+def _next_label(rest: str, longest_first: list[str]) -> tuple[str | None, str]:
+    """The label ``rest`` starts with, followed by ':', ',' or the end, and ``rest`` from it on:
+    the fewest leading spaces skipped first (" lead" before "lead"), then the longest label."""
+    for skip in range(len(rest) - len(rest.lstrip()) + 1):
+        for label in longest_first:
+            if rest.startswith(label, skip) and rest[skip + len(label):].lstrip()[:1] in ("", ":", ","):
+                return label, rest[skip:]
+    return None, rest
 
 
 def prime_codes(path: str, sample_rate: int, seconds: float, q_levels: int, quantization: str,
