@@ -88,6 +88,11 @@ def test_ensure_folder_names_a_folder_the_system_will_not_create():
         ensure_folder("/proc/wavegen-test/a", "serve archive")
 
 
+def test_ensure_folder_names_a_folder_name_too_long(tmp_path):
+    with pytest.raises(WavegenError, match=r"cannot create the render output .*: File name too long"):
+        ensure_folder(tmp_path / ("x" * 300), "render output")
+
+
 def test_lock_refuses_a_second_holder_in_this_process(tmp_path):
     with FolderLock(tmp_path / "out", "render"):
         with pytest.raises(FolderBusyError, match=rf"another render is writing here \(process {os.getpid()}"):
@@ -157,3 +162,19 @@ def test_a_lock_in_a_folder_that_cannot_be_written_is_one_line(tmp_path, monkeyp
     with pytest.raises(WavegenError, match=rf"{folder / '.lock'}: cannot open the training run's lock file "
                                            r"\(Permission denied\): make .* writable"):
         FolderLock(folder, "training run").acquire()
+
+
+def test_strict_json_writes_what_json_cannot_hold_as_null():
+    """NaN and infinities are not JSON (a browser's JSON.parse refuses the whole answer; eval --json printed
+    "tempo_bpm": NaN, serve's /status "temperature": Infinity): null; numpy values as plain ones."""
+    import numpy as np
+
+    from wavegen.fileio import strict_json
+
+    def not_json(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    text = strict_json({"a": float("inf"), "b": [float("nan"), 1.5], "c": {"d": -float("inf"), "e": None},
+                        "f": np.float32(0.5), "g": np.array([1, 2]), "h": (np.nan, "x")})
+    assert json.loads(text, parse_constant=not_json) == {"a": None, "b": [None, 1.5], "c": {"d": None, "e": None},
+                                                         "f": 0.5, "g": [1, 2], "h": [None, "x"]}

@@ -255,8 +255,13 @@ def test_listeners_get_continuous_live_audio_and_one_encode_serves_all(server, m
     assert sent >= 20 * 5 * (during2["encoded_bytes_total"] / during2["rendered_seconds"])
 
 
+def _not_json(constant: str):
+    raise AssertionError(f"/status holds {constant}, which is not JSON")
+
+
 def test_status_metrics_page_and_nothing_else(server):
-    s = server.status()
+    server.wait_for(lambda s: s["buffered_seconds"] > 0)  # run alone, the station may not have started yet
+    s = json.loads(server.get("/status")[2], parse_constant=_not_json)
     for key in ("model", "preset", "label", "seed", "position_seconds", "realtime_factor", "buffered_seconds",
                 "listeners", "max_listeners", "guard"):
         assert key in s
@@ -275,6 +280,8 @@ def test_status_metrics_page_and_nothing_else(server):
     code, headers, body = server.get("/")
     assert code == 200 and headers["Content-Type"].startswith("text/html")
     assert b"<audio" in body and b"/player.js" in body and b"<canvas" in body
+    # its icon is in the page: a browser asks for no /favicon.ico (a 404 in the log at every visit)
+    assert b'<link rel="icon" href="data:,">' in body
     assert server.get("/player.js")[0] == 200 and server.get("/style.css")[0] == 200
     for path in ("/static/index.html", "/etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/..%2fsetup.py", "/player.js/x"):
         assert server.get(path)[0] == 404, path
@@ -388,11 +395,20 @@ def test_listener_cap_refuses_politely_and_frees_slots(silent_server):
         sock.sendall(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
         return sock, sock.recv(4096).split(b"\r\n")[0]
 
+    def head() -> int:
+        with socket.create_connection(("127.0.0.1", silent_server.port), timeout=10) as sock:
+            sock.sendall(b"HEAD /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            return int(sock.recv(4096).split(b" ")[1])
+
+    before = silent_server.status()
+    assert head() == 200  # a look at the stream, not a listener: counted nowhere
     (a, status_a), (b, status_b) = connect(), connect()
     assert status_a.endswith(b"200 OK") and status_b.endswith(b"200 OK")
     code, headers, body = silent_server.get("/stream")
     assert code == 503 and headers["Retry-After"] == "30" and b"limit" in body
-    assert silent_server.status()["refused_total"] == 1
+    assert head() == 503  # what a GET gets now, but not a refused listener
+    s = silent_server.status()
+    assert s["refused_total"] == 1 and s["listeners_total"] == before["listeners_total"] + 2
     a.close()
     silent_server.wait_for(lambda s: s["listeners"] == 1, timeout=10)  # noticed at the next page
     c, status_c = connect()
@@ -412,6 +428,8 @@ def test_guard_runs_on_the_stream(silent_server):
         assert len({e["seconds"] for e in window}) == 1 and window[2]["detected"] == "silence"
     metrics = silent_server.get("/metrics")[2].decode()
     assert 'wavegen_serve_guard_events_total{kind="silence"}' in metrics
+    log = "".join(silent_server.stderr)  # --guard-attempts 1: one redraw a window, then the giving up
+    assert "silence; redraw 1" in log and "redraw 2" not in log and "still silence after 1 redraws" in log
 
 
 def test_the_station_guards_with_the_models_album_profile(model, tmp_path):
@@ -457,6 +475,61 @@ def test_a_station_that_falls_behind_real_time_says_so_once(tmp_path):
     assert len(warnings) == 1, "".join(s.stderr[-20:])
     assert "with the guard's redraws" in warnings[0] and "growing delay" in warnings[0]
     assert state["slow"] and state["delay_seconds"] > 0.5 and state["realtime_factor"] < 1
+
+
+def _one_error_line(capsys) -> str:
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("wavegen serve: error: ")]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--seed", "-5", "must be a whole number from 0 to 18446744073709551615"),
+    ("--temperature", "inf", "every temperature must be a positive number"),
+    ("--temperature", "nan", "every temperature must be a positive number"),
+    ("--guard-seconds", "inf", "must be a finite number of seconds above zero"),
+    ("--archive-part-seconds", "inf", "must be a finite number of seconds above zero"),
+    ("--snapshot-seconds", "nan", "must be a finite number of seconds above zero"),
+    ("--buffer-seconds", "inf", "must be a finite number of seconds above zero"),
+    ("--stall-seconds", "inf", "must be a finite number of seconds above zero"),
+    ("--lag-seconds", "inf", "must be a finite number of seconds above zero"),
+    ("--burst-seconds", "inf", "must be a finite number of seconds, 0 or more"),
+])
+def test_settings_that_cannot_work_are_refused_in_one_line_before_the_model_loads(tmp_path, capsys, flag, value,
+                                                                                  message):
+    from wavegen.cli import main
+
+    # no model there: the refusal comes before anything looks for one
+    assert main(["serve", str(tmp_path / "no-model"), "--port", "0", flag, value]) == 2
+    assert f"{flag} {value}: {message}" in _one_error_line(capsys)
+
+
+def test_a_port_in_use_is_refused_before_the_model_loads(tmp_path, capsys):
+    from wavegen.cli import main
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        assert main(["serve", str(tmp_path / "no-model"), "--port", str(port)]) == 2
+    assert f"cannot listen on 127.0.0.1:{port}: " in _one_error_line(capsys)
+
+
+def test_pages_published_after_the_server_loop_closed_are_dropped():
+    """A second Ctrl-C closes the server's loop while the station takes its final snapshot and says
+    it stopped: its last publish must not raise in the station's thread."""
+    from wavegen.serve import _publisher
+
+    loop = asyncio.new_event_loop()
+    encoder = OggOpusEncoder(SR)
+    broadcast = Broadcast(encoder.header, 0.0, burst_seconds=1.0, lag_seconds=5.0, stall_seconds=5.0)
+    publish = _publisher(loop, encoder, broadcast)
+    page = Page(b"p", 0.0, 1.0, True)
+    publish([page])
+    loop.run_until_complete(asyncio.sleep(0))
+    assert [p for p, _ in broadcast.pending] == [page]
+    loop.close()
+    publish([Page(b"q", 1.0, 2.0, True)])
+    publish(None)
+    assert [p for p, _ in broadcast.pending] == [page]
 
 
 def test_a_model_too_slow_for_real_time_is_refused(model):

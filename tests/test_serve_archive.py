@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,46 @@ def test_archive_restart_continues_byte_exact(model, tmp_path):
     assert len(pcm) >= goal * SR
     assert len(list(archive.glob("broadcast_*.wav"))) >= 3  # parts of 3 s
     assert np.array_equal(pcm, reference_pcm(model, len(pcm)))
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_stops_at_once_after_the_final_snapshot(model, tmp_path):
+    """Ctrl-C twice in quick succession: the server's loop closes while the station takes its final
+    snapshot; the snapshot is taken all the same, and the exit is the plain interrupt, no traceback."""
+    from wavegen.render import load_snapshot
+
+    archive = tmp_path / "archive"
+    server = Server(model, "--no-guard", "--archive", str(archive), "--snapshot-seconds", "100")
+    server.wait_for(lambda s: s["archive"]["seconds"] >= 2.0)
+    server.proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)  # the first one handled: the second stops at once
+    server.proc.send_signal(signal.SIGINT)
+    assert server.proc.wait(30) == 130
+    time.sleep(0.5)  # the rest of its stderr
+    log = "".join(server.stderr)
+    assert "Traceback" not in log and "Exception in thread" not in log, log
+    assert log.rstrip().endswith("wavegen serve: interrupted"), log
+    _, position, _ = load_snapshot(archive / ".state" / "snapshot.npz")  # the final one: none came before
+    assert position == len(_archived(archive)) > 0
+
+
+def test_an_archive_folder_that_cannot_be_made_or_used_is_refused_in_one_line(tmp_path):
+    from wavegen.errors import WavegenError
+    from wavegen.serve.archive import Archive
+
+    long_name = tmp_path / ("x" * 300)  # longer than a file name can be
+    with pytest.raises(WavegenError, match=r"--archive .*x{300}: cannot create or use it: File name too long"):
+        Archive(long_name, SR, PARAMS, part_seconds=3.0).open()
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / ".state").write_text("")  # a file where the state folder goes
+    with pytest.raises(WavegenError, match=r"--archive .*blocked: cannot create or use it \(.*\.state\): File exists"):
+        Archive(blocked, SR, PARAMS, part_seconds=3.0).open()
+    (blocked / ".state").unlink()
+    Archive(blocked, SR, PARAMS, part_seconds=3.0).open()  # the refusal let go of the folder's lock
+    if Path("/proc/self").is_dir():  # Linux: a folder that takes no new folders
+        with pytest.raises(WavegenError, match="/proc/wavegen-archive"):
+            Archive("/proc/wavegen-archive", SR, PARAMS, part_seconds=3.0).open()
 
 
 def test_archive_of_another_broadcast_is_refused_untouched(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import time
 
 import pytest
@@ -48,10 +49,12 @@ def test_the_page_plays_the_stream_and_draws_a_live_spectrogram(playwright, tmp_
         server.wait_for(lambda s: s["position_seconds"] >= 5.0)  # a burst the browser can start on
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         page = browser.new_page(viewport={"width": 1040, "height": 860})
-        errors = []
+        errors, failed = [], []
         page.on("pageerror", lambda err: errors.append(str(err)))
+        page.on("response", lambda r: failed.append((r.status, r.url)) if r.status >= 400 else None)
         page.goto(server.url + "/")
         page.wait_for_function("document.getElementById('f-model').textContent === 'tiny'")
+        assert not failed  # nothing the page asks for is missing
         assert page.text_content("#f-preset") == "samplernn-tiny"
         assert page.evaluate(CANVAS)[0] == 0  # dark before playing
 
@@ -77,3 +80,25 @@ def test_the_page_plays_the_stream_and_draws_a_live_spectrogram(playwright, tmp_
         browser.close()
     finally:
         assert server.stop() == 0, "".join(server.stderr)
+
+
+@pytest.mark.slow
+def test_the_page_says_so_when_the_stream_stops(playwright, tmp_path):
+    """The server stops while the page plays: the audio plays out what it holds and ends; the page
+    goes back to Listen, its on-air light off, and says the stream stopped."""
+    server = Server(make_model(tmp_path / "tiny"), "--no-guard")
+    try:
+        server.wait_for(lambda s: s["position_seconds"] >= 5.0)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page()
+        page.goto(server.url + "/")
+        page.click("#play")
+        page.wait_for_function("document.getElementById('audio').currentTime > 0.5", timeout=30000)
+        assert page.text_content("#play") == "■ Stop" and not page.is_visible("#notice")
+    finally:
+        assert server.stop(signal.SIGINT) == 0, "".join(server.stderr)
+    page.wait_for_function("!document.getElementById('notice').hidden", timeout=30000)
+    assert page.text_content("#notice") == "The stream stopped. Press Listen to join again."
+    assert page.text_content("#play") == "▶ Listen"
+    assert "live" not in page.get_attribute("#onair", "class")
+    browser.close()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import math
 import os
 import shutil
 import socket
@@ -92,6 +93,25 @@ def atomic_write(path: str | Path, data: bytes | str | Callable) -> Path:
     return path
 
 
+def strict_json(value, indent: int | None = None) -> str:
+    """``value`` as standard JSON (what a browser's JSON.parse and strict parsers take): a float that
+    JSON cannot hold (NaN, +-Infinity: nothing to measure it on) as null, numpy values as plain ones,
+    anything else JSON has no type for as its text."""
+    return json.dumps(_plain(value), indent=indent, allow_nan=False)
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {key: _plain(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return _plain(value.tolist())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return value if value is None or isinstance(value, (str, int)) else str(value)
+
+
 def write_json(path: str | Path, data, indent: int | None = 2) -> Path:
     """``data`` as JSON (a trailing newline) → ``path``, atomically."""
     return atomic_write(path, json.dumps(data, indent=indent) + "\n")
@@ -127,9 +147,9 @@ def sha256_file(path: str | Path) -> str:
 def ensure_folder(folder: str | Path, what: str = "folder") -> Path:
     """Create ``folder`` (and its parents); a clear error when it, or a parent, is a file."""
     folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise WavegenError(f"{folder} is a file, not a folder: give a folder for the {what}")
     try:
+        if folder.exists() and not folder.is_dir():
+            raise WavegenError(f"{folder} is a file, not a folder: give a folder for the {what}")
         folder.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         parent = next((p for p in folder.parents if p.exists() and not p.is_dir()), folder)

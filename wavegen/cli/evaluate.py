@@ -3,12 +3,12 @@ against the album (``--renders``: wavegen.analysis)."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
 
 from wavegen.cli.options import add_device, add_threads, apply_threads, check_device
+from wavegen.fileio import strict_json
 
 
 def add_parser(sub) -> None:
@@ -72,7 +72,7 @@ def run(args) -> int:
                            "the model's weights or outputs hold NaN or inf; evaluate another checkpoint "
                            "(--checkpoint step_N) or model")
     if args.json:
-        print(_json(result))
+        print(strict_json(result))
         return 0
     print(f"{args.split}: {result['nll_bits_per_sample']:.4f} bits/sample over {result['samples']:,} samples "
           f"({result['seconds']:.1f} s; unigram entropy {result['unigram_entropy_bits']:.3f} bits)")
@@ -115,7 +115,7 @@ def _renders(args) -> int:
         drawn = plot_comparison(result, args.plot, examples)
         result["plot"] = str(drawn) if drawn is not None else None
     if args.json:
-        print(_json(result))
+        print(strict_json(result))
         return 0
     print(f"renders {args.renders} ({len(result['render_files'])} file(s)) against the {args.split} split of {data}"
           + (f"; model {source}" if source else ""))
@@ -139,21 +139,3 @@ def _plot_folder(plot: str) -> None:
         raise ConfigError(f"--plot {plot}: cannot make its folder {folder} ({err.strerror or err})") from None
     if not os.access(folder, os.W_OK):
         raise ConfigError(f"--plot {plot}: its folder {folder} is not writable")
-
-
-def _json(result: dict) -> str:
-    """``result`` as one line of standard JSON: a number that is not finite (a tempo or a likeness with
-    nothing to measure it on) as null, numpy values as plain ones, anything else json cannot write as text."""
-    return json.dumps(_plain(result), allow_nan=False)
-
-
-def _plain(value):
-    if isinstance(value, dict):
-        return {key: _plain(v) for key, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "tolist"):  # numpy scalars and arrays
-        return _plain(value.tolist())
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    return value if value is None or isinstance(value, (str, int)) else str(value)

@@ -65,7 +65,7 @@ class RenderSettings:
         for flag, value in (("--seconds", self.seconds), ("--prime-seconds", self.prime_seconds),
                             ("--block-seconds", self.block_seconds), ("--snapshot-seconds", self.snapshot_seconds),
                             ("--guard-seconds", self.guard_seconds)):
-            _check_seconds(flag, value)
+            check_seconds(flag, value)
         if not isinstance(self.streams, (int, np.integer)) or self.streams < 1:
             raise ConfigError(f"--streams {self.streams}: need at least one")
         if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool) \
@@ -86,7 +86,7 @@ class RenderSettings:
         return check_length(self.seconds, sample_rate, self.format)
 
 
-def _check_seconds(flag: str, value) -> None:
+def check_seconds(flag: str, value) -> None:
     try:
         ok = math.isfinite(float(value)) and float(value) > 0
     except (TypeError, ValueError):
@@ -108,7 +108,7 @@ def check_length(seconds: float, sample_rate: int, fmt: str) -> int:
     Limits: at least one sample; a WAV file holds at most 4 GiB (2^31 - 23 16-bit samples);
     a FLAC file at most 2^36 samples.
     """
-    _check_seconds("--seconds", seconds)
+    check_seconds("--seconds", seconds)
     total = round(float(seconds) * sample_rate)  # a Python int: no overflow however large
     if total < 1:
         raise ConfigError(f"--seconds {seconds}: less than one sample at {sample_rate} Hz")

@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
+import socket
 import time
 
 from wavegen.serve.archive import ServeError
@@ -38,6 +40,42 @@ def _url(host: str, port: int) -> str:
     except ValueError:
         pass  # a host name
     return f"http://{host}:{port}/"
+
+
+def _cannot_listen(host: str, port: int, err: OSError) -> ServeError:
+    return ServeError(f"cannot listen on {host}:{port}: {err.strerror or err}; choose another --port (0 picks a "
+                      "free one) or --host")
+
+
+def _check_address(host: str, port: int) -> None:
+    """ServeError where ``host:port`` cannot be listened on (a port in use, a host that is not this
+    machine's), found before the model loads: each address is bound as asyncio's server binds it
+    (SO_REUSEADDR on POSIX, IPv6 sockets IPv6 only), then let go."""
+    try:
+        for family, kind, proto, _, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                                  flags=socket.AI_PASSIVE):
+            with socket.socket(family, kind, proto) as sock:
+                if os.name == "posix":
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(address)
+    except OSError as err:
+        raise _cannot_listen(host, port, err) from None
+
+
+def _publisher(loop: asyncio.AbstractEventLoop, encoder, broadcast):
+    """→ publish(pages) for the station's thread: the pages (None: the station stopped) handed to the
+    broadcast on ``loop``. Once the loop is closed (a second Ctrl-C ends it while the station takes its
+    final snapshot) no one listens any more, and the pages are dropped."""
+    def publish(pages) -> None:
+        try:
+            loop.call_soon_threadsafe(broadcast.add_pages, encoder.header, pages)
+        except RuntimeError:  # "Event loop is closed"
+            if not loop.is_closed():
+                raise
+
+    return publish
 
 
 def _is_loopback(host: str) -> bool:
@@ -80,9 +118,12 @@ def serve(target: str, settings: ServeSettings, checkpoint: str | None = None, o
     """Play ``target`` (a preset, config, model, run folder or checkpoint) until stopped.
 
     ``on_ready(url)`` is called once the server listens and the station plays. Returns the
-    last /status. Raises ServeError for a model too slow for real time (without
-    ``allow_slow``), a port in use, an archive of another broadcast or a failing disk.
+    last /status. Raises ServeError (or ConfigError) for a setting that cannot work, a port in use
+    (both before the model loads), a model too slow for real time (without ``allow_slow``), an
+    archive of another broadcast or a failing disk.
     """
+    settings.validate()
+    _check_address(settings.host, settings.port)  # not after the model loaded and was timed
     station = Station(target, settings, checkpoint)
     with StopSignals("stopping the stream" + (" and saving the archive's snapshot" if settings.archive else "")) \
             as stop:
@@ -110,19 +151,14 @@ async def _run(station: Station, stop: StopSignals, on_ready) -> dict:
         site = web.TCPSite(runner, s.host, s.port)
         try:
             await site.start()
-        except OSError as err:
-            raise ServeError(f"cannot listen on {s.host}:{s.port}: {err.strerror or err}; choose another --port "
-                             "(0 picks a free one) or --host") from None
+        except OSError as err:  # taken since _check_address
+            raise _cannot_listen(s.host, s.port, err) from None
         port = runner.addresses[0][1] if runner.addresses else s.port
         if not _is_loopback(s.host):
             logger.warning("listening on %s: anyone who can reach this machine can listen", s.host)
 
-        def publish(pages):  # from the station's thread
-            header = station.encoder.header
-            loop.call_soon_threadsafe(broadcast.add_pages, header, pages)
-
         pacer = asyncio.create_task(broadcast.pace())
-        station.start(publish, broadcast.live_seconds)
+        station.start(_publisher(loop, station.encoder, broadcast), broadcast.live_seconds)
         url = _url(s.host, port)
         logger.info("playing %s at %s (Ctrl-C stops)", station.ref.source, url)
         if on_ready is not None:

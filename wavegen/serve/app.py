@@ -16,6 +16,7 @@ from importlib import resources
 
 from aiohttp import web
 
+from wavegen.fileio import strict_json
 from wavegen.serve.broadcast import Broadcast
 from wavegen.serve.encoder import CONTENT_TYPE
 from wavegen.serve.station import Station
@@ -170,25 +171,33 @@ def make_app(station: Station, broadcast: Broadcast) -> web.Application:
         return web.Response(body=body, content_type=ctype, headers={"Cache-Control": "no-cache"})
 
     async def status_json(request: web.Request) -> web.Response:
-        return web.json_response(status(station, broadcast), headers={"Cache-Control": "no-store"})
+        return web.json_response(status(station, broadcast), dumps=strict_json, headers={"Cache-Control": "no-store"})
 
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(text=metrics_text(status(station, broadcast)),
                             content_type="text/plain", charset="utf-8", headers={"Cache-Control": "no-store"})
 
+    def full() -> web.Response:
+        return web.Response(status=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                            text=f"This stream has {settings.max_listeners} listeners, its limit; please try "
+                                 f"again in a little while.\n")
+
     async def stream(request: web.Request) -> web.StreamResponse:
-        if not broadcast.admit(settings.max_listeners):
-            return web.Response(status=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-                                text=f"This stream has {settings.max_listeners} listeners, its limit; please try "
-                                     f"again in a little while.\n")
         response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-cache, no-store",
                                                "X-Content-Type-Options": "nosniff"})
+        if request.method == "HEAD":  # a look, not a listener: what a GET would get now, counted nowhere
+            if broadcast.listeners >= settings.max_listeners:
+                return full()
+            await response.prepare(request)
+            return response
+        if not broadcast.admit(settings.max_listeners):
+            return full()
         try:
             sock = request.transport.get_extra_info("socket") if request.transport else None
             if sock is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
             await response.prepare(request)
-            if request.method != "HEAD" and not await broadcast.feed(response.write, _queued(request.transport)):
+            if not await broadcast.feed(response.write, _queued(request.transport)):
                 if request.transport is not None:
                     request.transport.abort()  # stalled: nothing more will reach it
         except ConnectionError:

@@ -74,12 +74,22 @@ class Archive:
                                  "continue it, or choose another --archive")
 
     def open(self) -> tuple[dict[str, np.ndarray] | None, int, dict]:
-        self.lock.acquire()
+        try:
+            self.lock.acquire()
+        except OSError as err:  # fileio says why a folder cannot be made; a name it cannot even look up is this
+            raise self._folder_error(err) from None
         try:
             return self._open()
-        except BaseException:
+        except BaseException as err:
             self.lock.release()
+            if isinstance(err, OSError):
+                raise self._folder_error(err) from None
             raise
+
+    def _folder_error(self, err: OSError) -> ServeError:
+        where = f" ({err.filename})" if err.filename and Path(err.filename) != self.folder else ""
+        return ServeError(f"--archive {self.folder}: cannot create or use it{where}: {err.strerror or err}; "
+                          "choose a folder that can be written, or make this one writable")
 
     def _open(self) -> tuple[dict[str, np.ndarray] | None, int, dict]:
         params_path = self.state_dir / PARAMS_FILE

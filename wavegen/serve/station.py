@@ -21,6 +21,7 @@ import collections
 import hashlib
 import json
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from wavegen.audio import dequantize, float_to_int16
 from wavegen.generate import make_engine, temperatures, uniforms
 from wavegen.render import RenderSettings, guard_verdict, parse_label
 from wavegen.render.guard import criteria_for
+from wavegen.render.settings import check_seconds
 from wavegen.resolve import resolve_model
 from wavegen.serve.archive import SNAPSHOT_FILE, Archive, ServeError
 from wavegen.serve.encoder import OggOpusEncoder, Page
@@ -71,25 +73,25 @@ class ServeSettings:
     guard_attempts: int = 4
 
     def validate(self) -> None:
-        positive = ("archive_part_seconds", "snapshot_seconds", "buffer_seconds", "stall_seconds",
-                    "lag_seconds", "guard_seconds")
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise ServeError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be positive")
-        if self.burst_seconds < 0:
-            raise ServeError(f"--burst-seconds {self.burst_seconds}: must not be negative")
+        """ServeError (or render's ConfigError) naming the first setting that cannot work; needs no model."""
+        for name in ("archive_part_seconds", "buffer_seconds", "stall_seconds", "lag_seconds"):
+            check_seconds(f"--{name.replace('_', '-')}", getattr(self, name))
+        if not (math.isfinite(self.burst_seconds) and self.burst_seconds >= 0):
+            raise ServeError(f"--burst-seconds {self.burst_seconds}: must be a finite number of seconds, 0 or more")
         if self.lag_seconds <= self.burst_seconds:
             raise ServeError(f"--lag-seconds {self.lag_seconds} must exceed --burst-seconds {self.burst_seconds}")
         if self.max_listeners < 1:
             raise ServeError(f"--max-listeners {self.max_listeners}: need at least one")
         if not 0 <= self.port <= 65535:
             raise ServeError(f"--port {self.port}: not a TCP port (0 picks a free one)")
-        if self.guard_attempts < 0:
-            raise ServeError(f"--guard-attempts {self.guard_attempts}: must be >= 0")
-        try:
-            temperatures(self.temperature, 1)
-        except ValueError:
-            raise ServeError(f"--temperature {self.temperature}: must be positive") from None
+        # what serve shares with render (seed, temperature, guard, snapshots) is checked as render checks it
+        self.render_settings().validate()
+
+    def render_settings(self) -> RenderSettings:
+        """The settings a render with this stream's seed, temperature, snapshots and guard would have."""
+        return RenderSettings(seconds=1.0, seed=self.seed, temperature=self.temperature, label=self.label,
+                              backend=self.backend, device=self.device, snapshot_seconds=self.snapshot_seconds,
+                              guard=self.guard, guard_seconds=self.guard_seconds, guard_attempts=self.guard_attempts)
 
 
 class _Stopped(Exception):
@@ -132,8 +134,7 @@ class Station:
         except ValueError as err:
             raise ServeError(str(err)) from None
         self.temperature = temperatures(settings.temperature, 1)
-        self.guard_settings = RenderSettings(seconds=1.0, guard=settings.guard, guard_seconds=settings.guard_seconds,
-                                             guard_attempts=settings.guard_attempts)
+        self.guard_settings = settings.render_settings()
         # the model's album profile (album.json beside it) where it has one, as a render does
         self.guard_criteria = criteria_for(self.guard_settings, self.ref)
         self.params = {
@@ -352,7 +353,7 @@ class Station:
         if kind == "gave up":
             logger.warning("guard: at %.1f s still %s after %d redraws; playing it", pos / self.sample_rate,
                            extra.get("detected"), attempt)
-        else:
+        elif attempt < self.settings.guard_attempts:  # the last draw's verdict is logged as the giving up
             logger.info("guard: at %.1f s: %s; redraw %d", pos / self.sample_rate, kind, attempt + 1)
 
     def _meta(self) -> dict:

@@ -97,18 +97,25 @@ function stop() {
 }
 
 button.addEventListener("click", () => (playing ? stop() : start()));
-audio.addEventListener("error", async () => {
+// The stream ends when the server stops (the audio plays out what it holds, then "ended") or fails
+// ("error": also a refusal when the stream is full). No "stalled": a slow model's stream pauses while
+// it catches up, and plays on.
+async function streamEnded() {
   if (!playing) return;
   stop();
+  let text = "The stream stopped. Press Listen to join again.";
   try {
     const s = await (await fetch("/status", { cache: "no-store" })).json();
-    notice(s.listeners >= s.max_listeners
-      ? `The stream is full (${s.max_listeners} listeners). Try again in a little while.`
-      : "The stream stopped. Press Listen to join again.");
+    if (s.listeners >= s.max_listeners) {
+      text = `The stream is full (${s.max_listeners} listeners). Try again in a little while.`;
+    }
   } catch (err) {
-    notice("The server is not answering.");
+    // the server is gone: the headline says so at the next poll
   }
-});
+  notice(text);
+}
+audio.addEventListener("error", streamEnded);
+audio.addEventListener("ended", streamEnded);
 
 function show(s) {
   sampleRate = s.sample_rate;
