@@ -172,6 +172,18 @@ def test_json_and_plot_files_are_checked_before_anything_is_timed(tmp_path, caps
     assert json.loads((tmp_path / "new" / "b.json").read_text())["rows"][0]["batch"] == 1
 
 
+def test_a_json_file_that_would_replace_a_fifo_is_refused_before_anything_is_timed(tmp_path, capsys, timings):
+    """--json at a FIFO was refused only by the write, after the timing (its results lost with it)."""
+    import os
+
+    os.mkfifo(tmp_path / "pipe")
+    assert cli.main(["bench", "--model", "wavenet-tiny", "--backends", "numba", "--batch", "1", "--samples", "50",
+                     "--json", str(tmp_path / "pipe")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"wavegen bench: error: --json {tmp_path / 'pipe'}: is a FIFO, not a regular file; give a file name"
+    assert timings == [] and (tmp_path / "pipe").is_fifo()
+
+
 def _cpu_us_per_step(backend, batch, samples=2000):
     """An independent timing of the engine a profile row describes: CPU microseconds per sample step."""
     spec, _ = load_bench_model("wavenet-tiny")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from wavegen.cli.options import add_device, add_threads, check_device
+from wavegen.cli.options import add_device, add_threads, check_device, check_output_file
 
 logger = logging.getLogger("wavegen")
 
@@ -63,30 +63,15 @@ def _comma_list(text: str, what: str, cast=str) -> list:
     return values
 
 
-def _check_output(path, flag: str) -> None:
-    """ConfigError naming ``flag`` and ``path`` where a file cannot be written there: checked before
-    anything is timed, so the measurement is never lost to it."""
-    from pathlib import Path
-
-    from wavegen.config import ConfigError
-
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"{flag} {path}: is a folder; give a file name (e.g. {path / 'bench.json'})")
-    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
-    if blocking is not None:
-        raise ConfigError(f"{flag} {path}: {blocking} is a file, not a folder")
-
-
 def _check_outputs(args) -> None:
     """--json and --plot checked up front (--plot: only where a plot is drawn)."""
     from wavegen.plotting import check_picture_path
 
     if args.json:
-        _check_output(args.json, "--json")
+        check_output_file(args.json, "--json", "bench.json")
     if args.plot and not (args.train or args.profile):
         check_picture_path(args.plot, "--plot")
-        _check_output(args.plot, "--plot")
+        check_output_file(args.plot, "--plot", "bench.png")
 
 
 def _write_output(flag: str, path, write) -> None:

@@ -4,10 +4,9 @@ against the album (``--renders``: wavegen.analysis)."""
 from __future__ import annotations
 
 import math
-import os
 import sys
 
-from wavegen.cli.options import add_device, add_threads, apply_threads, check_device
+from wavegen.cli.options import add_device, add_threads, apply_threads, check_device, check_output_file
 from wavegen.fileio import strict_json
 
 
@@ -106,7 +105,7 @@ def _renders(args) -> int:
         from wavegen.plotting import check_picture_path
 
         check_picture_path(args.plot, "--plot")
-        _plot_folder(args.plot)
+        check_output_file(args.plot, "--plot", "compare.png")
     result = compare_renders(args.renders, data, split=args.split, max_seconds=max_seconds, pyin=args.pyin,
                              examples=bool(args.plot))
     result["model"] = source
@@ -125,17 +124,3 @@ def _renders(args) -> int:
     elif args.plot:
         print("no plot: matplotlib is not installed", file=sys.stderr)
     return 0
-
-
-def _plot_folder(plot: str) -> None:
-    from pathlib import Path
-
-    from wavegen.config import ConfigError
-
-    folder = Path(plot).expanduser().parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfigError(f"--plot {plot}: cannot make its folder {folder} ({err.strerror or err})") from None
-    if not os.access(folder, os.W_OK):
-        raise ConfigError(f"--plot {plot}: its folder {folder} is not writable")

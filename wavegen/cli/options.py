@@ -40,3 +40,32 @@ def check_device(device: str) -> str:
     elif where.type != "cpu":
         raise ConfigError(f"--device {device}: wavegen runs on cpu or cuda")
     return device
+
+
+def check_output_file(path, flag: str, example: str) -> None:
+    """ConfigError naming ``flag`` and ``path`` where the file a command writes at its end (--json,
+    --plot) cannot be written, found before the work whose result it holds: a folder (``example`` is
+    the file name suggested in it), a device, FIFO or socket (wavegen.fileio.not_a_file), a file where
+    a folder of its path goes, a folder that cannot be made or written. Makes the file's folder."""
+    import os
+    from pathlib import Path
+
+    from wavegen.config import ConfigError
+    from wavegen.fileio import not_a_file
+
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path}: is a folder; give a file name (e.g. {path / example})")
+    kind = not_a_file(path)
+    if kind is not None:
+        raise ConfigError(f"{flag} {path}: is a {kind}, not a regular file; give a file name")
+    folder = path.parent
+    blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise ConfigError(f"{flag} {path}: {blocking} is a file, not a folder: cannot make its folder {folder}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"{flag} {path}: cannot make its folder {folder} ({err.strerror or err})") from None
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"{flag} {path}: its folder {folder} is not writable")
