@@ -513,6 +513,22 @@ def test_a_port_in_use_is_refused_before_the_model_loads(tmp_path, capsys):
     assert f"cannot listen on 127.0.0.1:{port}: " in _one_error_line(capsys)
 
 
+def test_an_archive_folder_that_cannot_be_made_is_refused_before_the_model_loads(model, tmp_path, capsys,
+                                                                                     monkeypatch):
+    from wavegen.cli import main
+    from wavegen.serve import station
+
+    def loaded(ref):
+        raise AssertionError("the model loaded before the archive folder was checked")
+
+    monkeypatch.setattr(station, "_load_model", loaded)
+    (tmp_path / "taken").write_text("a file where the archive's parent goes")
+    archive = tmp_path / "taken" / "archive"
+    assert main(["serve", str(model), "--port", "0", "--archive", str(archive)]) == 2
+    assert f"{tmp_path / 'taken'} is a file, not a folder: cannot create the --archive folder {archive}" \
+        in _one_error_line(capsys)
+
+
 def test_pages_published_after_the_server_loop_closed_are_dropped():
     """A second Ctrl-C closes the server's loop while the station takes its final snapshot and says
     it stopped: its last publish must not raise in the station's thread."""

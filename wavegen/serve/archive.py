@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from wavegen.errors import WavegenError
-from wavegen.fileio import FolderLock, write_json
+from wavegen.fileio import FolderLock, check_writable, ensure_folder, write_json
 from wavegen.render import PCMWriter, load_snapshot, save_snapshot
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,13 @@ class ServeError(WavegenError, RuntimeError):
 
 def part_path(folder: Path, index: int) -> Path:
     return Path(folder) / f"broadcast_{index:05d}.wav"
+
+
+def check_archive_folder(folder: str | Path) -> None:
+    """WavegenError in one line unless ``folder`` (serve's --archive) can be made and written in: serve
+    calls it before the model loads, so a folder that cannot work does not cost the load and the timing."""
+    ensure_folder(folder, "--archive folder")
+    check_writable(folder, "--archive folder")
 
 
 class Archive:

@@ -35,7 +35,7 @@ from wavegen.render import RenderSettings, guard_verdict, parse_label
 from wavegen.render.guard import criteria_for
 from wavegen.render.settings import check_seconds
 from wavegen.resolve import resolve_model
-from wavegen.serve.archive import SNAPSHOT_FILE, Archive, ServeError
+from wavegen.serve.archive import SNAPSHOT_FILE, Archive, ServeError, check_archive_folder
 from wavegen.serve.encoder import OggOpusEncoder, Page
 
 logger = logging.getLogger(__name__)
@@ -126,6 +126,8 @@ class Station:
         settings.validate()
         self.settings = settings
         self.ref = resolve_model(target, checkpoint)
+        if settings.archive:  # a folder that cannot be made or written: found before the model loads
+            check_archive_folder(settings.archive)
         self.sample_rate = self.ref.sample_rate
         self.engine = make_engine(_load_model(self.ref), 1, settings.backend, settings.device)
         self.q_levels, self.quantization = self.engine.q_levels, self.engine.spec["quantization"]
