@@ -234,6 +234,28 @@ def test_a_removed_best_comes_back_from_the_checkpoint_that_scored_it(tiny_corpu
     assert f"{run / 'best'} is missing, though validations ran (the best scored {bits:.4f} bits/sample" in caplog.text
 
 
+def test_a_checkpoint_that_records_an_older_best_does_not_cost_the_best_model(tiny_corpus, tmp_path):
+    """An older wavegen wrote the last step's checkpoint before that step's validation: it records the
+    best before it, and a run resumed from it replaced best/ with a worse model. metrics.jsonl's best
+    up to the checkpoint's step counts too. (A learning rate too small to move a weight: every
+    validation scores the same, so none after the first is better.)"""
+    run = tmp_path / "run"
+    settings = ("train.val_interval=2", "train.checkpoint_interval=2", "train.lr=1e-30")
+    train(config_for(tiny_corpus, "train.max_steps=4", *settings), run, progress=False)
+    (step, bits), = [(r["step"], r["val_bits"]) for r in read_metrics(run) if r.get("best")]
+    assert step == 2
+    state_path = run / "checkpoints" / "step_4" / "trainer_state.json"
+    state = json.loads(state_path.read_text())
+    state["best_val_bits"] = None  # as if no validation had run before the checkpoint (this step's came after)
+    state_path.write_text(json.dumps(state))
+    shutil.copytree(run / "best", tmp_path / "best")
+    assert train(config_for(tiny_corpus, "train.max_steps=6", *settings), run, progress=False)["best_val_bits"] == bits
+    rows = [r for r in read_metrics(run) if "val_bits" in r]
+    assert [r["step"] for r in rows] == [2, 4, 6] and rows[-1]["val_bits"] == bits
+    assert not rows[-1]["best"]  # it was marked best, and written over best/
+    assert same_weights(run / "best" / "model.safetensors", tmp_path / "best" / "model.safetensors")
+
+
 def test_leftovers_of_a_killed_process_are_removed_at_the_next_start(tiny_corpus, tmp_path, caplog):
     """A kill -9 while best/ was written left RUN/best.tmpPID/ forever (a save removed only its own pid's)."""
     run = tmp_path / "run"

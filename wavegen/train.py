@@ -41,7 +41,7 @@ from wavegen.distributed import end_accelerator, make_accelerator
 from wavegen.fileio import check_writable, write_json
 from wavegen.models import build_model, model_config
 from wavegen.render.album import ALBUM_FILE, ensure_run_profile
-from wavegen.runlog import RunLog, read_metrics  # noqa: F401  (read_metrics: the public reader)
+from wavegen.runlog import RunLog, best_validation, read_metrics  # noqa: F401  (read_metrics: the public reader)
 from wavegen.samples import TrainingSamples
 from wavegen.signals import StopSignals
 from wavegen.trainstate import (Carry, NonFiniteError, NonFiniteWatch, WeightAverage, agree, broadcast, check_resume,
@@ -322,7 +322,7 @@ def _resume(run: _Run, folder: Path) -> None:
     state, tensors = load_checkpoint(run.accelerator, folder)
     run.carry.scatter(run.accelerator, tensors)
     run.step = run.start_step = state["step"]
-    run.best_val, run.checkpoint = state.get("best_val_bits"), folder
+    run.best_val, run.checkpoint = _best_on_record(run.run_dir, run.step, state.get("best_val_bits")), folder
     run.resumed_from = folder
     run.intact.add(folder)
     # the loss summed since the last log row before the checkpoint (an older checkpoint has none)
@@ -446,6 +446,17 @@ def _validate(run: _Run) -> None:
 
 def _best_extra(run: _Run) -> dict | None:
     return {ALBUM_FILE: json.dumps(run.album, indent=2) + "\n"} if run.album else None
+
+
+def _best_on_record(run_dir: Path, step: int, saved: float | None) -> float | None:
+    """The best validation a resumed run must beat: its checkpoint's, or metrics.jsonl's best up to the
+    checkpoint's step where that is lower. (A checkpoint of an older wavegen was written before its
+    step's validation: it records the best before that one, and a run resumed from it replaced
+    best/ with a worse model.)"""
+    scored = best_validation(run_dir, step)
+    if scored is not None and (saved is None or scored[1] < saved):
+        return scored[1]
+    return saved
 
 
 def _has_best(run: _Run) -> bool:
