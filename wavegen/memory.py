@@ -186,6 +186,14 @@ def training_estimate(config: dict, streams: int, seq_len: int, mixed_precision:
     return out
 
 
+def check_fits(nbytes: float, what: str, change: str, device="cpu") -> None:
+    """OutOfMemoryError unless ``nbytes`` (an array about to be made: ``what``, e.g. "--samples
+    10000000000 x batch 1 of random draws") fits in the memory here; ``change`` says what to lower."""
+    available, where = available_memory(device)
+    if nbytes > available:
+        raise OutOfMemoryError(f"{what} needs about {gib(nbytes)}, more than the {gib(available)} {where}: {change}")
+
+
 def check_training_memory(config: dict, train, device, mixed_precision: bool, processes_here: int = 1) -> dict:
     """Refuse a training whose estimate exceeds the memory here (OutOfMemoryError with the estimate and
     the setting to change); returns the estimate. ``processes_here``: processes sharing this machine's
