@@ -215,6 +215,15 @@ def silence_code(q_levels: int, kind: str) -> int:
     return int(quantize(np.zeros(1), q_levels, kind)[0])
 
 
+def scale_to_full_scale(x: np.ndarray) -> tuple[np.ndarray, float]:
+    """Float audio that peaks above full scale (|x| > 1), scaled down to peak at 1 rather than be
+    clipped: (x, gain_db), gain_db < 0 where scaled (rounded to 0.001 dB), else (x, 0.0)."""
+    peak = float(np.abs(x).max()) if np.size(x) else 0.0
+    if not peak > 1.0:
+        return x, 0.0
+    return x * np.float32(1.0 / peak), round(-20.0 * np.log10(peak), 3)
+
+
 def int16_to_float(a: np.ndarray) -> np.ndarray:
     """int16 PCM (any shape) -> float32 in [-1, 1): a / 32768."""
     return np.asarray(a, dtype=np.float32) / np.float32(32768.0)

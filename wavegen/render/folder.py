@@ -21,8 +21,8 @@ import shutil
 from pathlib import Path
 
 from wavegen.errors import WavegenError
-from wavegen.fileio import FolderLock, ensure_folder, write_json
-from wavegen.render.settings import RenderStateError, RenderWriteError, estimate_bytes, stream_paths
+from wavegen.fileio import FolderLock, ensure_folder, sha256_file, write_json
+from wavegen.render.settings import FORMATS, RenderStateError, RenderWriteError, estimate_bytes, stream_paths
 from wavegen.render.writers import open_file_limit
 
 logger = logging.getLogger("wavegen.render")
@@ -49,6 +49,8 @@ def check_params(saved: dict, current: dict, where: Path) -> None:
             continue
         if key == "threads" and isinstance(before, int) and isinstance(current[key], int):
             raise RenderStateError(_threads_differ(where, before, current[key]))
+        if key == "model_sha256" and before is not None:
+            raise RenderStateError(_model_differs(where, saved, current))
         raise RenderStateError(f"{where} holds a render {_differ(key, before, current[key])}. Rerun the original "
                                "command to resume it, pass --restart to discard it, or choose another --out")
 
@@ -114,6 +116,40 @@ def _threads_differ(where: Path, before: int, now: int) -> str:
             f"threads={now} (--threads N, or all cores when not given); the engine's sums round by the thread "
             f"count, so the audio would differ. Pass --threads {before} to resume it{hint}, --restart to discard "
             "it, or choose another --out")
+
+
+def _model_differs(where: Path, saved: dict, current: dict) -> str:
+    """The refusal of a resume whose weights are not the ones the render began with: the model in the
+    same place changed (the run trained further, best/ was replaced), or this command names another."""
+    began, now = saved.get("model"), current.get("model")
+    sha = saved["model_sha256"]
+    if began is None or Path(began) == Path(now):
+        what = (f"{where} holds a render begun from the model in {now}, which changed since (trained further or "
+                f"replaced: model_sha256 was {sha[:12]}..., is now {current['model_sha256'][:12]}...)")
+    else:
+        what = (f"{where} holds a render begun from the model in {began} (model_sha256={sha[:12]}...), but this "
+                f"command renders {now} (model_sha256={current['model_sha256'][:12]}...)")
+    step = _checkpoint_with(began, sha) if began else None
+    resume = f"resume it with --checkpoint step_{step} (the weights it began with), " if step is not None else ""
+    return (f"{what}; {resume}pass --restart to render it anew from the model as it is now, or choose "
+            "another --out")
+
+
+def _checkpoint_with(model_dir: str, sha: str) -> int | None:
+    """The step of a kept checkpoint of the run ``model_dir`` belongs to (its best/ or a checkpoint)
+    whose weights have ``sha``; None where there is none."""
+    from wavegen.resolve import AVERAGED_MODEL, MODEL_FILE, run_checkpoints
+
+    folder = Path(model_dir)
+    run = folder.parent.parent if folder.parent.name == "checkpoints" else folder.parent
+    try:
+        for step, kept in reversed(run_checkpoints(run)):
+            weights = kept / AVERAGED_MODEL if (kept / AVERAGED_MODEL).is_file() else kept / MODEL_FILE
+            if weights.is_file() and sha256_file(weights) == sha:
+                return step
+    except OSError:
+        pass
+    return None
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -225,18 +261,40 @@ class RenderFolder:
         return _read_json(self.params_path, "render parameters file")
 
     def wipe(self) -> None:
-        """--restart: remove what a render writes here (state, audio, PNGs, report); nothing else."""
+        """--restart: remove what a render writes here (state, audio, PNGs, report) by their exact names,
+        for this render's stream count and format and those recorded by the render before; nothing else."""
         removed = []
+        names = self._written_names()
         if self.state_dir.exists():
             shutil.rmtree(self.state_dir)
             removed.append(STATE_DIR)
-        for pattern in ("stream_[0-9][0-9][0-9]*.wav", "stream_[0-9][0-9][0-9]*.flac",
-                        "stream_[0-9][0-9][0-9]*.png", REPORT_FILE):
-            for p in self.out_dir.glob(pattern):
-                p.unlink()
-                removed.append(p.name)
+        for name in sorted(names):
+            path = self.out_dir / name
+            if path.is_file() or path.is_symlink():
+                path.unlink()
+                removed.append(name)
         if removed:
             logger.info("--restart: removed %s from %s", ", ".join(sorted(removed)), self.out_dir)
+
+    def _written_names(self) -> set[str]:
+        """The names of the files in OUT a render writes: the streams (and their PNGs) of this render and
+        of the one recorded in .state/params.json or render_report.json (maybe more streams, another
+        format), and the report."""
+        layouts = {(self.streams, self.format)}
+        for path in (self.params_path, self.report_path):
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            params = record.get("params", record) if isinstance(record, dict) else {}
+            streams, fmt = (params.get("streams"), params.get("format")) if isinstance(params, dict) else (0, 0)
+            if isinstance(streams, int) and not isinstance(streams, bool) and fmt in FORMATS:
+                layouts.add((streams, fmt))
+        names = {REPORT_FILE}
+        for streams, fmt in layouts:
+            for path in stream_paths(self.out_dir, streams, fmt):
+                names.update((path.name, path.with_suffix(".png").name))
+        return names
 
     def prepare(self, params: dict, restart: bool) -> dict | None:
         """First process, lock held: check (or wipe) what the folder holds, record ``params``.

@@ -19,6 +19,7 @@ from wavegen.audio import dequantize, float_to_int16
 from wavegen.config import ConfigError
 from wavegen.fileio import sha256_file
 from wavegen.generate import make_engine, temperatures, uniforms
+from wavegen.memory import check_fits
 from wavegen.plotting import spectrogram_png
 from wavegen.progress import progress_bar
 from wavegen.render.folder import REPORT_FILE, RenderFolder, check_params
@@ -35,6 +36,10 @@ logger = logging.getLogger("wavegen.render")
 SNAPSHOT_VERSION = 1
 CHUNK_WALL_SECONDS = 0.5  # most engine work between two looks at SIGINT/SIGTERM
 MIN_CHUNK = 64  # samples
+# bytes held per sample of a window: codes (int64), its audio (float64 dequantized, float32),
+# float_to_int16's float64 and the int16 written
+WINDOW_BYTES_PER_SAMPLE = 8 + 8 + 4 + 8 + 2
+PRIME_BYTES_PER_SAMPLE = 8  # the prime's codes, copied per stream (int64) by the engine
 
 
 def render(model: str | Path, out_dir: str | Path, settings: RenderSettings, progress: bool = True,
@@ -101,15 +106,30 @@ class RenderJob:
         self.q_levels, self.quantization = self.engine.q_levels, self.engine.spec["quantization"]
         self.label_weights = parse_label(settings.label, list(self.engine.labels))
         self.prime = None
-        if settings.prime:
+        if settings.prime is not None:
             self.prime = prime_codes(settings.prime, self.sr, settings.prime_seconds, self.q_levels,
                                      self.quantization, int(getattr(model, "context_samples", 1)))
         del model
+        self._check_memory()
         self.criteria = criteria_for(settings, ref)  # the model's album profile, or the fixed thresholds
         self.temps_all = temperatures(settings.temperature, settings.streams)
         self.params = render_params(ref, settings, self.temps_all, self.prime, self.engine.backend, procs.world,
                                     self.sr, self.criteria, engine_threads(self.engine.backend, settings.streams,
                                                                            procs.world))
+
+    def _check_memory(self) -> None:
+        """OutOfMemoryError before anything is written where a window (or the prime) of this process's
+        streams would not fit in RAM (numpy arrays, whatever the device): their sizes follow the user's seconds."""
+        s, streams = self.settings, max(len(self.ids), 1)
+        window = min(window_samples(s, self.sr), self.total)  # a render shorter than a window makes less
+        what = (f"the guard window of {streams} stream(s) (--guard-seconds {s.guard_seconds:g})" if s.guard else
+                f"a block of {streams} stream(s) (--block-seconds {s.block_seconds:g})")
+        check_fits(WINDOW_BYTES_PER_SAMPLE * streams * window, what,
+                   "lower --guard-seconds or --streams" if s.guard else "lower --block-seconds or --streams")
+        if self.prime is not None:
+            check_fits(PRIME_BYTES_PER_SAMPLE * streams * len(self.prime),
+                       f"the prime of {streams} stream(s) ({len(self.prime) / self.sr:g} s of --prime "
+                       f"{s.prime})", "lower --prime-seconds or --streams")
 
     def to_audio(self, codes: np.ndarray) -> np.ndarray:
         """codes [..., n] → float audio [..., n] in [-1, 1]."""
@@ -176,6 +196,11 @@ class RenderJob:
                     report["backend"], f", {sessions} sessions" if sessions > 1 else "",
                     counts or "none", folder.out_dir)
         return folder.located(json.loads(json.dumps(report)))
+
+
+def window_samples(s: RenderSettings, sample_rate: int) -> int:
+    """Samples per stream generated (and held) at once: a guard window, or a block without the guard."""
+    return max(1, int(round((s.guard_seconds if s.guard else s.block_seconds) * sample_rate)))
 
 
 def engine_threads(backend: str, streams: int, world: int) -> int | None:
@@ -339,7 +364,7 @@ class ShardRender:
     def _windows(self, writers: StreamWriters, pos: int, gen: Generator, stop: StopSignals) -> None:
         """Render positions pos..total window by window; a stop request rewinds to the window start."""
         s, engine, job = self.s, self.engine, self.job
-        window = max(1, int(round((s.guard_seconds if s.guard else s.block_seconds) * self.sr)))
+        window = window_samples(s, self.sr)
         snapshot_every = max(1, int(round(s.snapshot_seconds * self.sr)))
         guard = Guard(job.criteria, s.guard_attempts, self.sr, job.ids, job.to_audio, self.log) \
             if s.guard else None

@@ -7,6 +7,7 @@ value: :class:`~wavegen.config.ConfigError` for a setting or input that cannot w
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ WAV_HEADER_BYTES = 44
 WAV_MAX_BYTES = 0xFFFFFFFF  # RIFF sizes are 32-bit
 FLAC_MAX_SAMPLES = 1 << 36  # STREAMINFO's total-samples field is 36 bits
 SEED_MAX = 2**64 - 1  # wavegen.engine.uniforms keys on the seed as a numpy uint64
+
+logger = logging.getLogger("wavegen.render")
 
 
 class RenderStateError(WavegenError, ValueError):
@@ -75,6 +78,8 @@ class RenderSettings:
             raise ConfigError(f"--format {self.format!r}: use one of {list(FORMATS)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision {self.precision!r}: use one of {list(PRECISIONS)}")
+        if self.prime is not None:
+            check_prime_path(self.prime)
         if self.guard_attempts < 0:
             raise ConfigError(f"--guard-attempts {self.guard_attempts}: must be >= 0")
         temps = list(np.atleast_1d(np.asarray(self.temperature, dtype=np.float64)))
@@ -201,20 +206,46 @@ def _next_label(rest: str, longest_first: list[str]) -> tuple[str | None, str]:
 def prime_codes(path: str, sample_rate: int, seconds: float, q_levels: int, quantization: str,
                 multiple: int = 1) -> np.ndarray:
     """The last ``seconds`` of an audio file (any rate, any channels) → codes [T0] int64,
-    T0 trimmed from the front to a multiple of ``multiple`` (a whole top frame).
+    T0 trimmed from the front to a multiple of ``multiple`` (a whole top frame). A float file
+    above full scale is scaled down to it (as prep does), with a warning.
 
-    ConfigError when the file is missing or too short; AudioError when it cannot be decoded.
+    ConfigError when the name is empty, the file is missing, not a regular file, too short (or
+    ``seconds`` too short) or holds NaN/infinite samples; AudioError when it cannot be decoded.
     """
-    from wavegen.audio import load_mono, quantize
+    from wavegen.audio import load_mono, quantize, scale_to_full_scale
 
-    if not Path(path).is_file():
-        raise ConfigError(f"--prime {path}: no such file")
+    check_prime_path(path)
     audio = load_mono(path, sample_rate)
+    if not np.all(np.isfinite(audio)):
+        raise ConfigError(f"--prime {path}: holds NaN or infinite samples; give an audio file of finite samples")
+    if len(audio) < multiple:
+        raise ConfigError(f"--prime {path}: shorter than {multiple} samples ({multiple / sample_rate:g} s) at "
+                          f"{sample_rate} Hz, the model's frame; give a longer recording")
     keep = min(len(audio), int(round(seconds * sample_rate)))
     keep -= keep % multiple
     if keep <= 0:
-        raise ConfigError(f"--prime {path}: shorter than {multiple} samples at {sample_rate} Hz")
+        raise ConfigError(f"--prime-seconds {seconds:g}: less than the model's frame of {multiple} samples at "
+                          f"{sample_rate} Hz; give at least {multiple / sample_rate:g} s")
+    audio, gain_db = scale_to_full_scale(audio)
+    if gain_db < 0:
+        logger.warning("--prime %s peaks %.1f dB above full scale: scaled down by %.1f dB instead of clipping",
+                       path, -gain_db, -gain_db)
     return quantize(audio[len(audio) - keep:], q_levels, quantization)
+
+
+def check_prime_path(path) -> None:
+    """ConfigError unless ``path`` names an existing regular file."""
+    from wavegen.fileio import not_a_file
+
+    if not str(path).strip():
+        raise ConfigError("--prime: give an audio file (the name is empty)")
+    kind = not_a_file(path)
+    if kind == "folder":
+        raise ConfigError(f"--prime {path}: is a folder, not an audio file; give one file of the folder")
+    if kind is not None:
+        raise ConfigError(f"--prime {path}: is a {kind}, not a regular file; give an audio file")
+    if not Path(path).is_file():
+        raise ConfigError(f"--prime {path}: no such file")
 
 
 def stream_paths(out_dir: Path, streams: int, fmt: str) -> list[Path]:
