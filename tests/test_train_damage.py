@@ -297,3 +297,74 @@ def test_the_last_checkpoint_records_the_last_validation(tiny_corpus, tmp_path, 
     with caplog.at_level(logging.INFO, logger="wavegen"):
         assert train(config, run, progress=False)["best_val_bits"] == bits
     assert f"{run / 'best'} was missing: restored from checkpoints/step_4" in caplog.text
+
+
+@pytest.mark.parametrize("disk_free", [0, 10 << 30], ids=["full-disk", "disk-not-full"])
+def test_torch_failing_to_write_a_checkpoint_stops_in_one_line_and_leaves_no_unfinished_folder(
+        tiny_corpus, tmp_path, capsys, monkeypatch, disk_free):
+    """A full disk during accelerate's save_state: torch.save raised its own RuntimeError (not an
+    OSError), a traceback (exit 1) that left checkpoints/.tmp_step_N on the full disk. torch.save is
+    made to fail as it does on a full disk (the real error, after writing part of the file)."""
+    run = tmp_path / "run"
+    real_save, real_usage = torch.save, shutil.disk_usage
+
+    def full_at_step_4(obj, f, *args, **kwargs):
+        if ".tmp_step_4" in str(f):
+            Path(f).write_bytes(b"\0" * 1000)
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 225408 vs 225296")
+        return real_save(obj, f, *args, **kwargs)
+
+    def usage(path):
+        return real_usage(path)._replace(free=disk_free) if ".tmp_step_4" in str(path) else real_usage(path)
+
+    settings = ["train.checkpoint_interval=2", "train.val_interval=100"]
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "save", full_at_step_4)
+        patch.setattr(shutil, "disk_usage", usage)
+        capsys.readouterr()
+        assert cli_train(tiny_corpus, run, 6, *settings) == 2
+    ckpts = run / "checkpoints"
+    reason = ("No space left on device" if disk_free == 0 else
+              "writing failed ([enforce fail at inline_container.cc:672] . unexpected pos 225408 vs 225296)")
+    assert one_line_error(capsys).endswith(
+        f"error: cannot write the checkpoint of step 4 in {ckpts}: {ckpts / '.tmp_step_4'}: {reason}; training "
+        f"stopped and the last intact checkpoint, {ckpts / 'step_2'}, is kept (a rerun resumes from it): free some "
+        "space or make the folder writable, then rerun")
+    assert names(ckpts) == ["step_2"]  # the unfinished folder is gone
+    assert wavegen.checkpoint.checkpoint_damage(ckpts / "step_2") is None
+    assert cli_train(tiny_corpus, run, 6, *settings) == 0
+    assert names(ckpts) == ["step_2", "step_4", "step_6"] and [s for s, _ in losses(run)] == list(range(1, 7))
+
+
+def test_an_error_of_torch_that_is_not_a_failed_write_keeps_its_traceback(tiny_corpus, tmp_path, monkeypatch):
+    def broken(obj, f, *args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(torch, "save", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        train(config_for(tiny_corpus, "train.max_steps=2", "train.checkpoint_interval=2"), tmp_path / "run",
+              progress=False)
+
+
+@pytest.mark.parametrize("damage", ["tb-a-file", "metrics-a-folder"])
+def test_a_log_path_of_the_wrong_kind_is_one_line_naming_it_before_the_model_is_built(tiny_corpus, tmp_path, capsys,
+                                                                                     monkeypatch, damage):
+    """RUN/tb a file was FileExistsError from SummaryWriter, RUN/metrics.jsonl a folder IsADirectoryError:
+    tracebacks after the model was built."""
+    run = tmp_path / "run"
+    assert cli_train(tiny_corpus, run, 2) == 0
+    path = run / ("tb" if damage == "tb-a-file" else "metrics.jsonl")
+    shutil.rmtree(path) if path.is_dir() else path.unlink()
+    path.write_text("x") if damage == "tb-a-file" else path.mkdir()
+
+    def build_training(*args):
+        raise AssertionError("the model was built before the damaged log path was found")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(wavegen.train, "build_training", build_training)
+        capsys.readouterr()
+        assert cli_train(tiny_corpus, run, 4) == 2
+    kind = "a folder (the run's TensorBoard logs)" if damage == "tb-a-file" else "a file (the run's metrics log)"
+    assert f"error: {path}: not {kind}: move it away" in one_line_error(capsys)
+    shutil.rmtree(path) if path.is_dir() else path.unlink()
+    assert cli_train(tiny_corpus, run, 4) == 0

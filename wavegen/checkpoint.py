@@ -15,9 +15,11 @@ warning: nothing is deleted) and counts only intact checkpoints when it prunes.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import re
 import shutil
 import struct
 from pathlib import Path
@@ -146,15 +148,44 @@ def save_failed(what: str, err: OSError, last: Path | None) -> SaveError:
                      "folder writable, then rerun")
 
 
+# how torch.save (a RuntimeError) and safetensors (its SafetensorError) say that writing a file failed:
+# neither raises an OSError, and torch's message carries no errno
+_WRITE_FAILURES = ("PytorchStreamWriter failed", "unexpected pos", "file write failed", "IoError(")
+NEARLY_FULL = 1 << 20  # bytes free on the disk of a failed write below which it was full
+
+
+def write_failure(err: Exception, folder: Path) -> OSError | None:
+    """``err``, raised while writing into ``folder``, as the OSError it stands for: itself when it is one;
+    torch's or safetensors' failed write as ENOSPC naming ``folder`` when that disk is (nearly) full, as
+    the errno safetensors names, else as EIO with their message. None for any other error (a bug: it
+    keeps its traceback)."""
+    if isinstance(err, OSError):
+        return err
+    message = str(err)
+    if not any(mark in message for mark in _WRITE_FAILURES):
+        return None
+    try:
+        full = shutil.disk_usage(folder if folder.exists() else folder.parent).free < NEARLY_FULL
+    except OSError:
+        full = False
+    code = re.search(r"IoError\(Os \{ code: (\d+)", message)
+    number = errno.ENOSPC if full else int(code.group(1)) if code else errno.EIO
+    strerror = os.strerror(number) if full or code else f"writing failed ({message.splitlines()[0].strip()})"
+    return OSError(number, strerror, str(folder))
+
+
 def _save_part(accelerator, part, step: int, tmp: Path, last: Path | None) -> None:
     """``part()`` (None: nothing to do on this process), then every process agrees (a barrier): when
-    it failed with an OSError anywhere, the unfinished folder goes and every process raises SaveError."""
+    it failed to write anywhere (an OSError, or torch's or safetensors' own error for it: :func:`write_failure`),
+    the unfinished folder goes and every process raises SaveError."""
     failure = None
     if part is not None:
         try:
             part()
-        except OSError as err:
-            failure = err
+        except Exception as err:
+            failure = write_failure(err, tmp)
+            if failure is None:
+                raise
     if agree(accelerator, failure is not None):
         if accelerator.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -30,6 +30,21 @@ from wavegen.errors import WavegenError
 # The lower end, so a run that fits is not refused.
 ACTIVATION_PEAK_FACTOR = 2.5
 
+# ... unless one saved tensor dominates (a wide WaveNet end layer: model.end_channels=30000): the backward
+# pass then holds, beside everything saved, about four tensors of that tensor's size at once: the gradient
+# of its consumer's input, the gradient through its activation (relu's threshold_backward), and the
+# convolution's backward buffers (aten::resize_ of its output gradient, the input read for the weight
+# gradient); the forward held two (before and after the relu). Measured on the CPU (one thread, glibc heap
+# kept as training keeps it, peak RSS (VmHWM) growth over 3 steps: tests/test_memory_peak.py's measurement;
+# torch.profiler's per-op memory for the kinds): wavenet-tiny end_channels=20000, batch 2 x 512: 0.57 GiB
+# real, S x 2.5 said 0.30 GiB in all, S + 4 L 0.48; end_channels=30000, batch 4 x 512: 1.41 GiB real,
+# largest saved tensor L 0.23 GiB, all saved S 0.24 GiB (0.74 GiB said in all before, 1.29 now); batch 16
+# (`wavegen bench --train --model wavenet-tiny --set model.end_channels=30000 --batch 16 --steps 2
+# --threads 1`): peak 5.42 GiB, about 4.7 above the start, L 0.92, S 0.96. S x 2.5 said 2.55 GiB in all;
+# S + 4 L says 4.76 GiB. For the narrow
+# presets S x 2.5 is the larger (their saved tensors are many and small): their estimates do not change.
+LARGEST_TENSOR_COPIES = 4
+
 # What to change when the model itself is too big, per family.
 SIZE_SETTINGS = {"samplernn": "model.dim or model.n_rnn", "wavenet": "model.layers or the model.*_channels"}
 
@@ -136,10 +151,42 @@ def parameter_bytes(model) -> int:
 def activation_bytes(model, streams: int, length: int) -> int:
     """Bytes autograd keeps for the backward pass of one training forward of ``streams`` x ``length``
     predicted samples, measured on meta tensors at small sizes and extrapolated (linear in both)."""
+    return _extrapolated(_saved_at_small_sizes(model), streams, length, _total)
+
+
+def largest_activation_bytes(model, streams: int, length: int) -> int:
+    """Bytes of the largest tensor autograd keeps for the backward pass (as :func:`activation_bytes`)."""
+    return _extrapolated(_saved_at_small_sizes(model), streams, length, _largest)
+
+
+def activation_peak_bytes(model, streams: int, length: int) -> int:
+    """Peak bytes of a training step's activations: what autograd saves times ACTIVATION_PEAK_FACTOR, or,
+    when one saved tensor dominates, everything saved plus LARGEST_TENSOR_COPIES of that tensor."""
+    measured = _saved_at_small_sizes(model)
+    saved = _extrapolated(measured, streams, length, _total)
+    largest = _extrapolated(measured, streams, length, _largest)
+    return int(max(ACTIVATION_PEAK_FACTOR * saved, saved + LARGEST_TENSOR_COPIES * largest))
+
+
+def _total(sizes: dict[int, int]) -> int:
+    return sum(sizes.values())
+
+
+def _largest(sizes: dict[int, int]) -> int:
+    return max(sizes.values(), default=0)
+
+
+def _saved_at_small_sizes(model) -> tuple[int, list[dict[int, int]]]:
+    """(unit, the saved tensors' sizes at 1 stream x unit, 1 x 2 units and 2 x unit samples)."""
     unit = model.context_samples if model.family == "samplernn" else max(1, model.context_samples)
-    m11 = _saved_bytes(model, 1, unit)
-    m12 = _saved_bytes(model, 1, 2 * unit)
-    m21 = _saved_bytes(model, 2, unit)
+    return unit, [_measure_saved(model, b, n) for b, n in ((1, unit), (1, 2 * unit), (2, unit))]
+
+
+def _extrapolated(measured: tuple[int, list[dict[int, int]]], streams: int, length: int, measure) -> int:
+    """``measure`` of the saved tensors' sizes at ``streams`` x ``length``, linear in both from
+    :func:`_saved_at_small_sizes`."""
+    unit, sizes = measured
+    m11, m12, m21 = (measure(s) for s in sizes)
     per_sample = max(0.0, (m12 - m11) / unit)
     per_stream = max(0.0, m21 - m11 - per_sample * unit)  # context and per-stream constants
     fixed = max(0.0, m11 - per_stream - per_sample * unit)  # e.g. weight-normed weights, once per batch
@@ -147,6 +194,11 @@ def activation_bytes(model, streams: int, length: int) -> int:
 
 
 def _saved_bytes(model, streams: int, length: int) -> int:
+    return _total(_measure_saved(model, streams, length))
+
+
+def _measure_saved(model, streams: int, length: int) -> dict[int, int]:
+    """Bytes of each tensor autograd saves in one meta forward of ``streams`` x ``length`` (by storage)."""
     params = {id(p) for p in model.parameters()}
     saved: dict[int, int] = {}
 
@@ -162,7 +214,7 @@ def _saved_bytes(model, streams: int, length: int) -> int:
         batch["labels"] = torch.zeros(streams, dtype=torch.long, device="meta")
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         model(batch)
-    return sum(saved.values())
+    return saved
 
 
 def training_estimate(config: dict, streams: int, seq_len: int, mixed_precision: bool = False,
@@ -172,12 +224,12 @@ def training_estimate(config: dict, streams: int, seq_len: int, mixed_precision:
 
     streams: streams per micro-batch on this process; seq_len: predicted samples per window.
     Adam keeps two moments per weight; ``average``: a copy of the weights (train.ema_decay);
-    activations: what autograd saves, times the backward pass's share (ACTIVATION_PEAK_FACTOR).
+    activations: what autograd saves, and what the backward pass adds to it (:func:`activation_peak_bytes`).
     Under mixed precision most activations are half size.
     """
     model = meta_model(config)
     weights = parameter_bytes(model)
-    activations = int(ACTIVATION_PEAK_FACTOR * activation_bytes(model, streams, seq_len))
+    activations = activation_peak_bytes(model, streams, seq_len)
     if mixed_precision:
         activations //= 2
     out = {"weights": weights, "gradients": weights, "optimizer": 2 * weights, "average": weights if average else 0,

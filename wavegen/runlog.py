@@ -2,7 +2,8 @@
 
 Only the main process writes them; on the others a RunLog does nothing. On resume the rows
 logged after the checkpoint are dropped (they are logged again), and so is a half-written
-last line (a full disk, a power loss), with a warning naming the file.
+last line (a full disk, a power loss), with a warning naming the file; TensorBoard is told to
+hide its events of those steps (SummaryWriter's purge_step), so each step shows once.
 """
 
 from __future__ import annotations
@@ -11,11 +12,32 @@ import json
 import logging
 from pathlib import Path
 
-from wavegen.fileio import atomic_write
+from wavegen.errors import WavegenError
+from wavegen.fileio import atomic_write, check_writable
 
 logger = logging.getLogger(__name__)
 
 METRICS = "metrics.jsonl"
+TENSORBOARD = "tb"
+
+
+class LogPathError(WavegenError):
+    """A path of the run's logs is taken by something of the wrong kind; the message names it."""
+
+
+def check_log_paths(run_dir: Path) -> None:
+    """RUN/metrics.jsonl a file (or absent), RUN/tb a writable folder (or absent): found before the model
+    is built, as LogPathError naming the path and what to do."""
+    run_dir = Path(run_dir)
+    metrics, board = run_dir / METRICS, run_dir / TENSORBOARD
+    if metrics.exists() and not metrics.is_file():
+        raise LogPathError(f"{metrics}: not a file (the run's metrics log): move it away (a rerun starts a new log "
+                           "from the checkpoint's step), or give another --run folder")
+    if board.exists() or board.is_symlink():
+        if not board.is_dir():
+            raise LogPathError(f"{board}: not a folder (the run's TensorBoard logs): move it away, or give another "
+                               "--run folder")
+        check_writable(board, "--run folder")
 
 
 def _parse(path: Path) -> tuple[list[dict], list[int]]:
@@ -81,7 +103,9 @@ class RunLog:
 
         truncate_metrics(run_dir / METRICS, step)
         self._file = open(run_dir / METRICS, "a")
-        self._writer = SummaryWriter(str(run_dir / "tb"))
+        # purge_step: TensorBoard hides the events of this step and later ones written before (a resumed run
+        # logs the steps after its checkpoint again, as metrics.jsonl keeps only the rows up to it)
+        self._writer = SummaryWriter(str(run_dir / TENSORBOARD), purge_step=step + 1)
         if progress:
             self.bar = progress_bar(total=max_steps, initial=step, desc="train", unit="step")
 

@@ -41,7 +41,8 @@ from wavegen.distributed import end_accelerator, make_accelerator
 from wavegen.fileio import check_writable, write_json
 from wavegen.models import build_model, model_config
 from wavegen.render.album import ALBUM_FILE, ensure_run_profile
-from wavegen.runlog import RunLog, best_validation, read_metrics  # noqa: F401  (read_metrics: the public reader)
+from wavegen.runlog import RunLog, best_validation, check_log_paths
+from wavegen.runlog import read_metrics  # noqa: F401  (the public reader, as wavegen.train.read_metrics)
 from wavegen.samples import TrainingSamples
 from wavegen.signals import StopSignals
 from wavegen.trainstate import (Carry, NonFiniteError, NonFiniteWatch, WeightAverage, agree, broadcast, check_resume,
@@ -69,13 +70,15 @@ def resolve_run_config(base: dict, corpus_dir: str | Path, overrides: list[str] 
     """A model's config (a preset's, a config file's, a model folder's) + corpus + ``--set`` overrides →
     the validated run config dict. The data section comes from the corpus; ``preset`` is kept and
     ``overrides`` records every override on top of it (the base's own first); ``data.corpus_id`` what the
-    corpus holds (:attr:`wavegen.corpus.Corpus.content_id`: a run resumes on no other)."""
+    corpus holds (:attr:`wavegen.corpus.Corpus.content_id`: a run resumes on no other). ``model.labels`` are
+    the corpus's unless a preset or config file names some, or ``overrides`` set them
+    (:func:`_labels_from_corpus`)."""
     from wavegen.config import apply_overrides
 
     corpus = Corpus(corpus_dir)
     config = json.loads(json.dumps(base))
     config["data"] = {"corpus": str(Path(corpus_dir).resolve()), "sample_rate": corpus.sample_rate}
-    if corpus.labels and not config["model"].get("labels"):
+    if _labels_from_corpus(base, config["model"], corpus):
         config["model"]["labels"] = list(corpus.labels)
     config = apply_overrides(config, overrides or [])
     if config["data"]["corpus"] != str(Path(corpus_dir).resolve()):
@@ -88,10 +91,20 @@ def resolve_run_config(base: dict, corpus_dir: str | Path, overrides: list[str] 
     cfg = model_config(config)
     cfg.validate(train)
     if cfg.labels and list(cfg.labels) != list(corpus.labels):
-        raise ConfigError(f"model.labels {cfg.labels} differ from the corpus labels {corpus.labels}")
+        raise ConfigError(f"model.labels {cfg.labels} differ from the labels of corpus {corpus_dir}, "
+                          f"{list(corpus.labels)}: a model trains on its corpus's labels; set them with "
+                          f"--set 'model.labels={json.dumps(list(corpus.labels), separators=(',', ':'))}'")
     config["model"] = json.loads(json.dumps(cfg.__dict__))
     config["train"] = json.loads(json.dumps(train.__dict__))
     return config
+
+
+def _labels_from_corpus(base: dict, model: dict, corpus: Corpus) -> bool:
+    """Whether the run's model.labels are the corpus's (before the ``--set`` overrides, which win): always
+    when the base was trained on a corpus (a model or run folder: its labels were that corpus's data, not
+    a setting); otherwise when the base names none and the corpus has some."""
+    trained = isinstance(base.get("data"), dict) and "corpus" in base["data"]
+    return trained or (bool(corpus.labels) and not model.get("labels"))
 
 
 def build_training(config: dict, train_cfg: TrainConfig, accelerator):
@@ -292,10 +305,12 @@ def _start(config: dict, train_cfg: TrainConfig, accelerator, run_dir: Path) -> 
 
 
 def _check_writable(run_dir: Path) -> None:
-    """RUN and RUN/checkpoints can be written: found now, not at the first checkpoint hours later."""
+    """RUN and RUN/checkpoints can be written, and the logs' paths are what they must be
+    (runlog.check_log_paths): found now, not at the first checkpoint hours later."""
     for folder in (run_dir, run_dir / "checkpoints"):
         if folder.is_dir():
             check_writable(folder, "--run folder")
+    check_log_paths(run_dir)
 
 
 def _corpus_of(config: dict) -> Corpus:
