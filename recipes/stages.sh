@@ -4,6 +4,13 @@
 # naming it, exit code 2, before any stage runs or anything is written. A finished step leaves a
 # marker in $dir/.done/, so a rerun skips it; delete the marker (or the folder) to redo it. A
 # recipe that keeps markers of its own sets dir="" and uses the check and in_stage_range alone.
+#
+# A stage that works from a trained model (render, eval) is done FOR that model and its settings:
+# `stage_record RUN SETTING...` is one line naming them (the sha256 of RUN's best weights, and the
+# settings), its marker holds that line, and `marker_is MARKER RECORD` is true only while the marker
+# still holds it. When the model trains on (its best weights change) or a setting changes, the
+# record differs and the stage runs again instead of reporting "done before" for outputs of the
+# older model. A marker written before markers held records (empty) differs from every record.
 
 check_stage_number() {  # check_stage_number OPTION VALUE: exit 2 unless VALUE is a whole number
   case "$2" in
@@ -34,6 +41,22 @@ run_step() {  # run_step N MARKER "title" command...: one of the steps of stage 
 run_stage() {  # run_stage N "title" command...: a stage that is one step (its marker: N)
   local n=$1; shift
   run_step "$n" "$n" "$@"
+}
+
+stage_record() {  # stage_record RUN SETTING...: "model SHA256 SETTING..." (SHA256 "none" while RUN has no best/)
+  local weights="$1/best/model.safetensors" sha=none; shift
+  if [ -f "$weights" ]; then
+    if command -v sha256sum >/dev/null; then sha=$(sha256sum "$weights"); else sha=$(shasum -a 256 "$weights"); fi
+    sha=${sha%% *}
+  fi
+  echo "model $sha $*"
+}
+
+marker_is() {  # marker_is MARKER RECORD: MARKER exists and holds RECORD (one line)
+  local held=""
+  [ -f "$1" ] || return 1
+  read -r held < "$1" || true
+  [ "$held" = "$2" ]
 }
 
 trained_steps() {  # trained_steps MARKER: the step count a training stage's marker records (empty: none)

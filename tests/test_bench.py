@@ -240,3 +240,32 @@ def test_cli_profile(tmp_path, capsys):
     result = json.loads(out.read_text())
     assert result["mode"] == "profile" and [p["backend"] for p in result["profiles"]] == ["numba"]
     assert result["command"].startswith("wavegen bench --profile --model wavenet-tiny")
+
+
+def test_samples_or_batch_too_large_for_memory_is_refused_before_anything_is_timed(capsys, timings):
+    """--samples 10000000000 was a numpy ArrayMemoryError traceback from the random draws."""
+    assert cli.main(["bench", "--model", "wavenet-tiny", "--backends", "numba", "--batch", "1",
+                     "--samples", "10000000000"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("wavegen bench: error: --samples 10000000000 x --batch 1 ")
+    assert "lower --samples or --batch" in err and timings == []
+
+
+def test_a_batch_whose_engine_state_does_not_fit_names_batch_not_the_backend(capsys, timings, monkeypatch):
+    """--batch 100000000 was "backend 'numba' is not available: building ... failed (MemoryError ...)"."""
+    from wavegen import memory
+
+    spec, _ = load_bench_model("wavenet-tiny")
+    per_stream = build_engine(spec, 1, "numba").state_nbytes()
+    assert per_stream > 0
+    # room for the draws and codes of 1000 streams, not for their engine state
+    monkeypatch.setattr(memory, "available_memory", lambda device="cpu": (1000 * per_stream - 1, "available RAM"))
+    assert cli.main(["bench", "--model", "wavenet-tiny", "--backends", "numba", "--batch", "1,1000",
+                     "--samples", "100"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"wavegen bench: error: --batch 1000 of the numba engine's state ({per_stream:,} bytes "
+                          "per stream) needs about") and "lower --batch" in err and "not available" not in err
+    assert timings == []
+    assert cli.main(["bench", "--model", "wavenet-tiny", "--backends", "numba", "--batch", "1",  # not marked broken
+                     "--samples", "50", "--repeats", "1"]) == 0

@@ -57,8 +57,8 @@ def test_every_row_is_built_with_its_options_and_keeps_its_name(recorder):
     result = bench_generation("wavenet-tiny", names, [3, 2], samples=20, repeats=1)
     assert [(r["backend"], r["batch"]) for r in result["rows"]] == [(n, b) for n in names for b in (3, 2)]
     large, small = ("bf16", {"path": "large", "block_streams": 32}), ("fp32", {"path": "small"})
-    assert recorder.built == [(2, *large), (2, *small),  # every name checked first, at the smallest batch
-                              (3, *large), (2, *large), (3, *small), (2, *small)]
+    assert recorder.built == [(1, *large), (2, *large), (1, *small), (2, *small),  # every name checked first:
+                              (3, *large), (2, *large), (3, *small), (2, *small)]  # its state, the smallest batch
 
 
 def test_every_backend_name_is_checked_before_anything_is_timed(recorder, monkeypatch):

@@ -82,10 +82,8 @@ def test_labels_and_rates_are_checked(corpus, tmp_path):
     model = tiny_samplernn([8, 2], labels=["a", "b"])
     with pytest.raises(ConfigError, match=r"blend has no audio of its own"):
         evaluate(model, corpus, "test", label="a:0.5,b:0.5")
-    with pytest.raises(ConfigError, match=r"'c': not one of this model's labels \['a', 'b'\]"):
+    with pytest.raises(ConfigError, match=r"'c' is not one of this model's labels: \['a', 'b'\]"):
         evaluate(model, corpus, "test", label="c")
-    with pytest.raises(ConfigError, match=r"label\(s\) \['\(none\)'\] this model was not trained on"):
-        evaluate(model, corpus, "test")  # an unlabelled corpus
     ref = resolve_model("samplernn-tiny")  # a preset: 16 kHz
     with pytest.raises(ConfigError, match=f"is at {SR} Hz, the model .* at 16000 Hz"):
         evaluate(ref, corpus, "test")
@@ -110,6 +108,37 @@ def test_a_label_holding_a_colon_or_comma_is_that_label(tmp_path):
         assert list(one["per_label"]) == [name] and one["samples"] == both["per_label"][name]["samples"]
     with pytest.raises(ConfigError, match=r"blend has no audio of its own"):
         evaluate(model, tmp_path / "corpus", "test", label="odd lab:é,x:0.5, lead:0.5")
+
+
+def test_a_conditioned_model_on_a_corpus_without_labels_is_told_what_to_do(corpus):
+    """It was told the corpus "holds audio of label(s) ['(none)']" and to choose a label with --label, which
+    then found "no audio of that label"."""
+    model = tiny_samplernn([8, 2], labels=["alpha", "beta"])
+    with pytest.raises(ConfigError) as caught:
+        evaluate(model, corpus, "test")
+    message = str(caught.value)
+    assert message.startswith(f"corpus {corpus} has no labels, while this model is conditioned on labels "
+                              "['alpha', 'beta']: evaluate it on a corpus prepared with labels (wavegen prep "
+                              "--labels folders), or score the test split as one label's audio with --label NAME")
+    assert "(none)" not in message
+    whole = evaluate(model, corpus, "test", label="alpha")  # as it says: every segment, conditioned on alpha
+    assert list(whole["per_label"]) == ["alpha"] and whole["samples"] == int(Corpus(corpus).segments("test")[:, 1].sum())
+    beta = evaluate(model, corpus, "test", label="beta")
+    assert beta["samples"] == whole["samples"] and beta["nll_bits_per_sample"] != whole["nll_bits_per_sample"]
+
+
+def test_eval_reads_a_label_as_render_does(corpus, tmp_path):
+    """--label " alpha" was "not one of this model's labels" in eval, while render took it as alpha."""
+    from wavegen.render.settings import parse_label
+
+    labels = ["alpha", "beta"]
+    model = tiny_samplernn([8, 2], labels=labels)
+    assert parse_label(" alpha", labels).tolist() == [1.0, 0.0]  # render: the space before a name skipped
+    plain = evaluate(model, corpus, "test", label="alpha")
+    for text in (" alpha", "alpha:1", " alpha , beta:0"):
+        assert evaluate(model, corpus, "test", label=text) == plain
+    with pytest.raises(ConfigError, match=r"blend has no audio of its own"):
+        evaluate(model, corpus, "test", label=" alpha:0.5, beta:0.5")
 
 
 @pytest.fixture(scope="module")

@@ -178,3 +178,31 @@ def test_strict_json_writes_what_json_cannot_hold_as_null():
                         "f": np.float32(0.5), "g": np.array([1, 2]), "h": (np.nan, "x")})
     assert json.loads(text, parse_constant=not_json) == {"a": None, "b": [None, 1.5], "c": {"d": None, "e": None},
                                                          "f": 0.5, "g": [1, 2], "h": [None, "x"]}
+
+
+def test_write_array_writes_what_numpy_writes_and_a_failed_write_says_why(tmp_path):
+    import errno
+    import io
+    import resource
+    import signal
+
+    import numpy as np
+
+    from wavegen.fileio import write_array
+
+    for a in (np.zeros(0, np.int16), np.arange(12, dtype=np.int64).reshape(4, 3), np.arange(-5, 5, dtype=np.int16)):
+        saved = io.BytesIO()
+        np.save(saved, a)
+        assert write_array(tmp_path / "a.npy", a, npy=True).read_bytes() == saved.getvalue()
+        assert write_array(tmp_path / "a.pcm", a).read_bytes() == a.tobytes()
+
+    def limit():  # files may not grow past 50,000 bytes: a write past it fails (EFBIG), as on a full disk (ENOSPC)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000))
+
+    code = ("import sys, numpy as np\nfrom wavegen.fileio import write_array\n"
+            "try:\n    write_array(sys.argv[1], np.zeros(64000, np.int16))\n"
+            "except OSError as err:\n    print(err.errno, err.filename)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "big.pcm")], preexec_fn=limit,
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == [str(errno.EFBIG), str(tmp_path / "big.pcm")], out.stderr

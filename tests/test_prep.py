@@ -1,5 +1,6 @@
 """wavegen.prep: recordings into a corpus folder (files found, decoded, trimmed, split, written)."""
 
+import errno
 import json
 import os
 
@@ -447,3 +448,46 @@ def test_settings_are_one_dataclass_that_is_the_manifest_params(tmp_path, make_t
     (tmp_path / "c" / "manifest.json").write_text(json.dumps(manifest))
     c = Corpus(tmp_path / "c")
     assert c.seconds("val") > 0 and len(c.split("train")) == c.manifest["splits"]["train"]["samples"]
+
+
+def _prep_limited(rec, out, file_size_limit):
+    """`wavegen prep rec out` in a process whose files may not grow past ``file_size_limit`` bytes
+    (RLIMIT_FSIZE, SIGXFSZ ignored: a write past it fails with EFBIG, as a full disk fails with ENOSPC)."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+
+    return subprocess.run([sys.executable, "-m", "wavegen", "prep", str(rec), str(out)], preexec_fn=limit,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_a_write_that_fails_says_why_in_one_line(tmp_path, make_tone):
+    """It said "cannot write the corpus in small/corpus: 128000 requested and 12288 written" (numpy's
+    tofile), not why: here EFBIG ("File too large"); on a full disk, "No space left on device"."""
+    tones(tmp_path / "rec", make_tone, 3, seconds=4.0)  # 128,000 bytes of int16 each, after trimming a little less
+    out = _prep_limited(tmp_path / "rec", tmp_path / "c", 50_000)
+    assert out.returncode == 2, out.stderr
+    err = out.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"wavegen prep: error: cannot write the corpus in {tmp_path / 'c'}: "
+                                               f"{os.strerror(errno.EFBIG)}"), err
+    assert "requested and" not in err[0] and ".pcm)" in err[0]
+    assert not list((tmp_path / "c").glob(".prep-*"))
+
+
+def test_a_disk_without_room_for_a_split_is_named_before_it_is_mapped(tmp_path, make_tone, monkeypatch):
+    """The split arrays are filled through a memory map, where a full disk is a SIGBUS: room is checked first."""
+    import shutil
+    from collections import namedtuple
+
+    tones(tmp_path / "rec", make_tone, 3)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(CorpusError) as caught:
+        prep([tmp_path / "rec"], tmp_path / "c")
+    assert str(caught.value).startswith(f"cannot write the corpus in {tmp_path / 'c'}: No space left on device (")
+    assert "free)" in str(caught.value) and "train.npy" in str(caught.value)

@@ -17,6 +17,7 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 FAKE_WAVEGEN = r"""#!/usr/bin/env bash
 # records its arguments (one call a line, \x1f between them); fails where FAKE_WAVEGEN_FAIL names the command
 printf '%s\x1f' "$@" >> "$FAKE_WAVEGEN_LOG"; echo >> "$FAKE_WAVEGEN_LOG"
+if [ -n "${FAKE_WAVEGEN_PWD:-}" ]; then pwd >> "$FAKE_WAVEGEN_PWD"; fi  # where it was called from
 if [ "${FAKE_WAVEGEN_FAIL:-}" = "$1" ]; then echo "error: $1 failed" >&2; exit 2; fi
 if [ "$1" = eval ]; then
   echo '{"nll_bits_per_sample": 3.5, "samples": 100, "split": "test",'
@@ -166,6 +167,45 @@ def test_conditioned_stage_4_failing_leaves_no_results_and_no_marker(repo, tmp_p
     assert sorted(p.name for p in work.iterdir()) == [".stage4.done", "eval_test.json"]
 
 
+def test_conditioned_renders_and_eval_are_redone_for_a_model_trained_on(repo, tmp_path):
+    """After "rerun with a larger --steps trains on", stages 3 and 4 said "done before" while their renders
+    and eval_test.json came from the older model: their markers now record the weights they were done for."""
+    import hashlib
+
+    work = tmp_path / "work"
+    _corpus(work, ["bass", "bells"])
+    weights = work / "run" / "best" / "model.safetensors"
+    weights.parent.mkdir(parents=True)
+
+    def stages_3_4(*args):
+        before = len(_calls(repo))
+        out = _conditioned(repo, work, "--stage", "3", "--stop-stage", "4", "--seconds", "2", *args)
+        assert out.returncode == 0, out.stderr
+        return [c for c in _calls(repo)[before:]], out.stdout.splitlines()
+
+    weights.write_bytes(b"trained 5 steps")
+    calls, _ = stages_3_4()
+    assert [c[0] for c in calls] == ["render", "render", "render", "eval"] and not any("--restart" in c for c in calls)
+    sha = hashlib.sha256(b"trained 5 steps").hexdigest()
+    assert (work / ".stage3.done").read_text() == f"model {sha} seconds=2\n"
+    assert (work / ".stage4.done").read_text() == f"model {sha} eval-seconds=120\n"
+    calls, lines = stages_3_4()
+    assert calls == [] and lines == [f"stage 3: done before (remove {work}/.stage3.done to redo it)",
+                                     f"stage 4: done before (remove {work}/.stage4.done to redo it)"]
+
+    weights.write_bytes(b"trained 10 steps")  # trained on: the renders and the eval are the older model's
+    calls, lines = stages_3_4()
+    assert [c[0] for c in calls] == ["render", "render", "render", "eval"]
+    assert all(c[-1] == "--restart" for c in calls[:3]) and "--restart" not in calls[3]
+    assert lines[0] == (f"stage 3: render 2 s of each label into {work}/renders (done before for an older model "
+                        "or other settings: again)")
+    assert stages_3_4()[0] == []
+    assert [c[0] for c in stages_3_4("--seconds", "3")[0]] == ["render"] * 3  # another setting: stage 3 again
+
+    (work / ".stage4.done").write_text("")  # a marker from before markers recorded what they were done for
+    assert [c[0] for c in stages_3_4("--seconds", "3")[0]] == ["eval"]
+
+
 def _conditioned_train(repo, work, steps):
     before = len(_calls(repo))
     out = _conditioned(repo, work, "--stage", "2", "--stop-stage", "2", "--steps", str(steps))
@@ -190,6 +230,34 @@ def test_conditioned_training_trains_on_when_asked_for_more_steps(repo, tmp_path
     (work / ".stage2.done").write_text("")  # a marker written before markers recorded steps: resumed
     assert _conditioned_train(repo, work, 10)[0] == ["10"]
     assert _conditioned_train(repo, work, 10)[0] == []
+
+
+# --- recipes/stream/run.sh -------------------------------------------------------------------------
+
+def test_the_stream_recipe_prints_its_header_for_help(repo):
+    for flag in ("--help", "-h"):
+        out = _recipe(repo, "stream", flag)
+        assert out.returncode == 0 and out.stderr == "", out.stderr
+        assert out.stdout.startswith("# A model as an endless live stream") and "--archive ARCHIVE_DIR" in out.stdout
+        assert "set -euo" not in out.stdout
+    out = _recipe(repo, "stream", "--bogus")
+    assert out.returncode == 2 and out.stderr == "run.sh: unknown option --bogus (see --help)\n"
+    assert _calls(repo) == []
+
+
+def test_the_stream_recipe_takes_relative_paths_from_the_callers_folder(repo, tmp_path):
+    """It used to cd into the checkout, where --model run_lab was "no such preset" and --dir wrote."""
+    caller = tmp_path / "caller"
+    caller.mkdir()
+    where = tmp_path / "pwd.log"
+    out = subprocess.run(["bash", str(repo / "recipes" / "stream" / "run.sh"), "--dir", "sdir", "--model", "run_lab",
+                          "--archive", "arch", "--stage", "4", "--", "--label", "alpha"], cwd=caller,
+                         capture_output=True, text=True, env=_env(repo, FAKE_WAVEGEN_PWD=str(where)), timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert _calls(repo) == [["serve", "run_lab", "--host", "127.0.0.1", "--port", "8000", "--seed", "0",
+                             "--archive", "arch", "--label", "alpha"]]
+    assert where.read_text().splitlines() == [str(caller)]
+    assert (caller / "sdir" / ".done").is_dir() and not (repo / "sdir").exists()
 
 
 # --- recipes/demo/run.sh ------------------------------------------------------------------------

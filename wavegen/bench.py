@@ -37,6 +37,8 @@ from wavegen.generate import make_engine, uniforms
 
 logger = logging.getLogger(__name__)
 
+WARMUP_SAMPLES = 128  # per stream, untimed, before a row's timed runs
+
 
 # ----- the machine ---------------------------------------------------------------------------------
 
@@ -165,17 +167,55 @@ def build_engine(spec: dict, streams: int, backend: str, device: str = "cpu"):
     return make_engine(spec, streams, base, device, precision=precision, **options)
 
 
-def check_backends(spec: dict, backends, streams: int, device: str = "cpu") -> None:
-    """Every backend name checked before anything is timed: its options (:func:`check_backend_options`),
-    then an engine of ``streams`` streams built and dropped, which finds an unknown backend, a precision
-    or option value it does not take, or a backend that cannot run here. The error (a WavegenError)
-    names the backend as given."""
+def _state_per_stream(spec: dict, backend: str, device: str) -> int | None:
+    """Bytes of one stream's state in ``backend``'s engine (an engine of one stream, built and dropped);
+    None when that engine cannot be built (the build at the asked stream count then says why) or does
+    not show its state."""
     from wavegen.errors import WavegenError
+
+    try:
+        return build_engine(spec, 1, backend, device).state_nbytes()
+    except (WavegenError, NotImplementedError):
+        return None
+
+
+def check_state_fits(spec: dict, backend: str, batch: int, device: str = "cpu") -> None:
+    """OutOfMemoryError naming --batch when ``batch`` streams of ``backend``'s engine state do not fit."""
+    from wavegen.memory import check_fits
+
+    per_stream = _state_per_stream(spec, backend, device) if batch > 1 else None
+    if per_stream:
+        check_fits(per_stream * batch, f"--batch {batch} of the {backend} engine's state ({per_stream:,} bytes "
+                   "per stream)", "lower --batch", device)
+
+
+def check_draws_fit(counts, batch: int) -> None:
+    """OutOfMemoryError naming the flag when ``batch`` streams x a count of ``counts`` (``(flag, samples
+    per stream)`` pairs) of random draws and codes, made whole for each run (the warm-up's at least), do not fit."""
+    from wavegen.engine import GENERATE_BYTES_PER_SAMPLE
+    from wavegen.memory import check_fits
+
+    for flag, samples in counts:
+        check_fits(batch * max(samples, WARMUP_SAMPLES) * GENERATE_BYTES_PER_SAMPLE,
+                   f"{flag} {samples} x --batch {batch} of random draws and codes", f"lower {flag} or --batch")
+
+
+def check_backends(spec: dict, backends, batches, device: str = "cpu") -> None:
+    """Every backend name checked before anything is timed: its options (:func:`check_backend_options`),
+    its engine state for the largest of ``batches`` against the memory here (:func:`check_state_fits`),
+    then an engine of the smallest built and dropped, which finds an unknown backend, a precision or
+    option value it does not take, or a backend that cannot run here. The error (a WavegenError) names
+    the backend as given."""
+    from wavegen.errors import WavegenError
+    from wavegen.memory import OutOfMemoryError
 
     check_backend_options(backends, spec["family"])
     for name in backends:
         try:
-            engine = build_engine(spec, streams, name, device)
+            check_state_fits(spec, name, max(batches), device)
+            engine = build_engine(spec, min(batches), name, device)
+        except OutOfMemoryError:
+            raise
         except WavegenError as err:
             raise type(err)(f"--backends {name}: {err}") from None
         del engine
@@ -228,13 +268,17 @@ def bench_generation(model: str, backends=("torch", "numba"), batches=(1, 8, 64)
         raise ConfigError("give at least one backend and one batch size")
     check_counts([("--samples", samples, 1), *(("--batch", b, 1) for b in batches), ("--repeats", repeats, 1),
                   *([] if torch_samples is None else [("--torch-samples", torch_samples, 1)])])
+    draws = [("--samples", samples)] if any(b != "torch" for b in backends) else []
+    if "torch" in backends:
+        draws.append(("--torch-samples", torch_samples or min(samples, 1024)))
+    check_draws_fit(draws, max(batches))
     set_threads(threads)
     spec, facts = load_bench_model(model, seed)
-    check_backends(spec, backends, min(batches), device)
+    check_backends(spec, backends, batches, device)
     rate = facts["sample_rate"]
     samples = _whole_frames(spec, samples)
     torch_samples = _whole_frames(spec, torch_samples if torch_samples else min(samples, 1024))
-    warmup = _whole_frames(spec, 128)
+    warmup = _whole_frames(spec, WARMUP_SAMPLES)
     rows = []
     for backend in backends:
         for batch in batches:
@@ -278,7 +322,8 @@ def profile_generation(model: str, backends=("numba",), batches=(1,), samples: i
         raise ConfigError(f"--profile times the numba engines' parts; {bad} cannot be profiled")
     set_threads(threads)
     spec, facts = load_bench_model(model, seed)
-    check_backends(spec, backends, min(int(b) for b in batches))
+    check_draws_fit([("--samples", samples)], max(int(b) for b in batches))
+    check_backends(spec, backends, [int(b) for b in batches])
     if progress is not None:
         progress("measuring the machine (bandwidth, multiply-add rate)")
     machine = machine_info("cpu")

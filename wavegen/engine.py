@@ -39,6 +39,10 @@ class BackendUnavailableError(WavegenError, RuntimeError):
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
+# Bytes one stream-sample of a generate call holds at its peak: the float32 uniform, the uint64
+# working arrays that make it (two or three alive at once) and the int64 code returned.
+GENERATE_BYTES_PER_SAMPLE = 40
+
 
 def _mix64(z: np.ndarray) -> np.ndarray:
     """splitmix64 finaliser: a bijective avalanche on uint64 (wrapping arithmetic)."""
@@ -245,6 +249,11 @@ class Engine:
         """name → (live torch tensor or numpy array, its stream axis) for every piece of state
         (derived ones included) except ``t``; writing into them in place changes the engine."""
         raise NotImplementedError
+
+    def state_nbytes(self) -> int:
+        """Bytes of the engine's live state (every entry of ``_live_state``, numpy or on the device).
+        An engine of one stream tells about what each further stream adds (bench's --batch check)."""
+        return sum(int(getattr(x, "nbytes", 0)) for x, _ in self._live_state().values())
 
     # ----- snapshots on the device -----
 

@@ -43,8 +43,9 @@ def evaluate(model, corpus, split: str = "test", label: str | None = None, max_s
     """NLL in bits per sample of ``model`` on a corpus split (see the module docstring for what is scored).
 
     model: a model (wavegen.models.Model), or a ModelRef (loaded here on ``device``; its sample
-    rate must be the corpus's). corpus: a Corpus or its folder. label: one label name: only that
-    label's segments (a blend has no audio of its own and is refused). max_seconds: a cap
+    rate must be the corpus's). corpus: a Corpus or its folder. label: one label, read as render
+    reads it: only that label's segments (a blend has no audio of its own and is refused); on a
+    corpus without labels, a conditioned model's every segment, conditioned on that label. max_seconds: a cap
     (positive, finite) on the audio scored. accelerator: share the work over its processes
     (training's validation; also gives the device and autocast).
 
@@ -110,18 +111,12 @@ def _parts(model, corpus, split: str, label: str | None, max_seconds: float | No
     corpus_labels = corpus.segment_labels(split) if len(segments) else np.zeros(0, dtype=np.int64)
     names = list(model.config.labels)
     if label is not None:
+        label = _label_name(label, names, corpus)
         segments, corpus_labels = _only_label(label, segments, corpus_labels, corpus, names)
     if len(segments) == 0:
         raise ConfigError(f"the {split} split of {corpus.dir} has no audio"
                           + (f" for label {label!r}" if label is not None else ""))
-    if names:  # conditioned: every segment scored under its own label, matched by name
-        unknown = sorted({corpus.labels[i] if i >= 0 else "(none)" for i in corpus_labels.tolist()} - set(names))
-        if unknown:
-            raise ConfigError(f"the {split} split of {corpus.dir} holds audio of label(s) {unknown} this model was "
-                              f"not trained on (its labels: {names}); choose one of its labels with --label")
-        slots = np.array([names.index(corpus.labels[i]) for i in corpus_labels.tolist()], dtype=np.int64)
-    else:
-        slots = np.zeros(len(segments), dtype=np.int64)
+    slots = _slots(split, corpus, corpus_labels, names, label)
     lengths = segments[:, 1]
     if max_seconds is not None:
         lengths = np.minimum(lengths, _share(lengths, int(max_seconds * corpus.sample_rate)))
@@ -133,19 +128,59 @@ def _parts(model, corpus, split: str, label: str | None, max_seconds: float | No
     return np.stack([segments[keep, 0], lengths[keep], slots[keep]], 1), names
 
 
-def _only_label(label: str, segments, corpus_labels, corpus, model_names: list[str]):
-    """The segments of one label (by name); a blend, or a name the model or corpus lacks, is refused.
-    A label's own name is that label even where it holds ':' or ',' (as render reads it)."""
-    if label not in (model_names or corpus.labels) and (":" in label or "," in label):
-        raise ConfigError(f"--label {label!r}: eval takes one label; a blend has no audio of its own to score "
+def _label_name(text: str, model_names: list[str], corpus) -> str:
+    """--label read as render and serve read it (:func:`wavegen.render.settings.parse_label`: a label's
+    own name is that label, ':' and ',' included; a space before a name is skipped where no label starts
+    with it) → the one label it names, of the model's labels (else the corpus's). A blend is refused:
+    it has no audio of its own."""
+    from wavegen.render.settings import parse_label
+
+    known = model_names or corpus.labels
+    if not known:
+        return text  # no labels anywhere: _only_label says the corpus has no audio of it
+    try:
+        weights = parse_label(text, known)
+    except ConfigError:
+        if model_names:
+            raise
+        raise ConfigError(f"--label {text!r}: corpus {corpus.dir} has no audio of that label "
+                          f"(its labels: {known})") from None
+    chosen = np.flatnonzero(weights)
+    if len(chosen) > 1:
+        raise ConfigError(f"--label {text!r}: eval takes one label; a blend has no audio of its own to score "
                           "(without --label every label's audio is scored under its own label, per label)")
-    if model_names and label not in model_names:
-        raise ConfigError(f"--label {label!r}: not one of this model's labels {model_names}")
+    return known[int(chosen[0])]
+
+
+def _only_label(label: str, segments, corpus_labels, corpus, model_names: list[str]):
+    """The segments of one label (a name of :func:`_label_name`); on a corpus without labels scored by a
+    conditioned model, every segment (each conditioned on that label)."""
+    if model_names and not corpus.labels:
+        return segments, corpus_labels
     if label not in corpus.labels:
         raise ConfigError(f"--label {label!r}: corpus {corpus.dir} has no audio of that label "
                           f"(its labels: {corpus.labels or 'none'})")
     keep = corpus_labels == corpus.labels.index(label)
     return segments[keep], corpus_labels[keep]
+
+
+def _slots(split: str, corpus, corpus_labels, names: list[str], label: str | None) -> np.ndarray:
+    """The model's label slot of every segment: 0 for an unconditioned model; for a conditioned one,
+    the segment's own label's, matched by name, or on a corpus without labels --label's."""
+    if not names:
+        return np.zeros(len(corpus_labels), dtype=np.int64)
+    if not corpus.labels:
+        if label is None:
+            raise ConfigError(f"corpus {corpus.dir} has no labels, while this model is conditioned on labels "
+                              f"{names}: evaluate it on a corpus prepared with labels (wavegen prep --labels "
+                              f"folders), or score the {split} split as one label's audio with --label NAME "
+                              "(every segment conditioned on it)")
+        return np.full(len(corpus_labels), names.index(label), dtype=np.int64)
+    unknown = sorted({corpus.labels[i] if i >= 0 else "(none)" for i in corpus_labels.tolist()} - set(names))
+    if unknown:
+        raise ConfigError(f"the {split} split of {corpus.dir} holds audio of label(s) {unknown} this model was "
+                          f"not trained on (its labels: {names}); choose one of its labels with --label")
+    return np.array([names.index(corpus.labels[i]) for i in corpus_labels.tolist()], dtype=np.int64)
 
 
 def _window(model) -> tuple[int, int]:

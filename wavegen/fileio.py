@@ -7,6 +7,10 @@
   never renamed over.
 - :func:`replace_dir`: move a finished folder into place; the old one goes only after the swap.
 - :func:`sha256_file`: the digest of a file, read in blocks.
+- :func:`write_array` / :func:`check_room`: a numpy array written by Python's own file write
+  (a failed write says why: "No space left on device", not numpy's "N requested and M
+  written"), and room on the disk checked before a file is filled through a memory map (where a
+  full disk is a SIGBUS, not an error).
 - :func:`check_writable`: a folder that cannot be written, found before the work starts.
 - :class:`FolderLock`: one writer per folder (a render's ``--out``, a training ``--run``); a
   second process is refused at once with the holder's pid and command. The lock is an
@@ -15,6 +19,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -142,6 +147,36 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def write_array(path: str | Path, array, npy: bool = False) -> Path:
+    """``array`` → ``path``: its bytes as ``ndarray.tofile`` writes them, or (``npy``) a .npy file as
+    ``np.save`` writes it; not atomic. Written by Python's file write, so a failed write raises an
+    OSError carrying the OS's reason (ENOSPC: "No space left on device", EFBIG) and the path, where
+    numpy's tofile and np.save say only "N requested and M written"."""
+    import numpy as np
+
+    array = np.ascontiguousarray(array)
+    try:
+        with open(path, "wb") as f:
+            if npy:
+                np.lib.format.write_array_header_1_0(f, np.lib.format.header_data_from_array_1_0(array))
+            f.write(memoryview(array.reshape(-1)).cast("B"))
+    except OSError as err:
+        if err.filename is None and err.errno:  # a failed flush at close names no file
+            raise OSError(err.errno, os.strerror(err.errno), str(path)) from err
+        raise
+    return Path(path)
+
+
+def check_room(path: str | Path, nbytes: int) -> None:
+    """OSError ENOSPC naming ``path`` unless its folder's file system has ``nbytes`` free: before a file
+    is filled through a memory map, where running out of room is a SIGBUS that kills the process."""
+    folder = Path(path).parent
+    free = shutil.disk_usage(folder).free
+    if free < nbytes:
+        raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({nbytes:,} bytes needed, {free:,} free)",
+                      str(path))
 
 
 def ensure_folder(folder: str | Path, what: str = "folder") -> Path:

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from wavegen import prep_inputs
-from wavegen.audio import AudioError, decode_audio, float_to_int16, resample, to_mono
+from wavegen.audio import AudioError, decode_audio, float_to_int16, resample, scale_to_full_scale, to_mono
 from wavegen.config import ConfigError
 from wavegen.corpus import FORMAT_VERSION, MANIFEST, CorpusError, content_id
-from wavegen.fileio import FolderLock, ensure_folder, fsync_dir, write_json
+from wavegen.fileio import FolderLock, check_room, ensure_folder, fsync_dir, write_array, write_json
 from wavegen.progress import progress_bar
 from wavegen.split import (FRAME_LENGTH, HOP_LENGTH, SILENCE_FLOOR, SPLITS, assign_splits, frame_levels,
                            split_on_silence)
@@ -429,11 +429,9 @@ def _decode_one(path: Path, settings: PrepSettings, digest: str):
     if not pcm.any():  # sound by its frames' level, yet under half a step in every sample
         return (f"silent at 16-bit resolution: peaks at {_dbfs(peak)}, under half a 16-bit step "
                 f"({_dbfs(SILENCE_FLOOR)}): every stored sample would be zero")
-    gain_db = 0.0
-    if peak > 1.0:  # float audio above full scale: scale it down rather than clip it
-        kept *= np.float32(1.0 / peak)
+    kept, gain_db = scale_to_full_scale(kept)  # float audio above full scale: scaled down rather than clipped
+    if gain_db < 0:
         pcm = float_to_int16(kept)
-        gain_db = round(-20.0 * np.log10(peak), 3)
         logger.warning("%s peaks %.1f dB above full scale: scaled down by %.1f dB instead of clipping",
                        path, -gain_db, -gain_db)
     if damage is not None:
@@ -483,7 +481,7 @@ def _decode_files(found, file_labels, tmp: Path, settings: PrepSettings, progres
             skipped.append({"path": str(path), "reason": result})
         else:
             kept, lengths, entry = result
-            kept.tofile(tmp / f"{len(files)}.pcm")
+            write_array(tmp / f"{len(files)}.pcm", kept)
             entry["label"] = label
             seen[entry["sha256"]] = str(path)
             seg_lengths.append(lengths)
@@ -502,8 +500,9 @@ def _write_arrays(tmp: Path, pieces: dict, sample_rate: int) -> dict:
         rows = np.zeros((len(pieces[name]), 3), dtype=np.int64)
         total = sum(length for _, _, length in pieces[name])
         if total == 0:
-            np.save(tmp / f"{name}.npy", np.zeros(0, dtype=np.int16))
+            write_array(tmp / f"{name}.npy", np.zeros(0, dtype=np.int16), npy=True)
         else:
+            check_room(tmp / f"{name}.npy", total * 2 + 4096)  # filled through a memory map: room first
             out = np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+", dtype=np.int16,
                                             shape=(total,))
             start, src_index, src = 0, None, None
@@ -516,7 +515,7 @@ def _write_arrays(tmp: Path, pieces: dict, sample_rate: int) -> dict:
             del src
             out.flush()
             del out
-        np.save(tmp / f"{name}_segments.npy", rows)
+        write_array(tmp / f"{name}_segments.npy", rows, npy=True)
         summary[name] = {
             "samples": int(total),
             "seconds": round(total / sample_rate, 6),

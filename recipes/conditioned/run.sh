@@ -19,6 +19,9 @@
 #   3  wavegen render: each label of the corpus, and an even blend of the first two (fails,
 #      naming the corpus, when there is no corpus or it has no labels)
 #   4  wavegen eval: NLL per label on the test split
+# Stages 3 and 4 are done for a model and their settings: their markers record the sha256 of the
+# run's best weights and --seconds (--eval-seconds), and they run again when either changed (the
+# model trained on, say); stage 3 then renders over the older model's renders (--restart).
 set -euo pipefail
 
 input=""
@@ -80,7 +83,26 @@ should_run() {
   fi
   echo "stage $1: $2"
 }
-finished() { echo "${2:-}" > "$work/.stage$1.done"; }  # finished N [STEPS]
+finished() { echo "${2:-}" > "$work/.stage$1.done"; }  # finished N [STEPS or RECORD]
+
+# should_run_for N "title" RECORD: N is inside --stage..--stop-stage and was not done for RECORD
+# (stages.sh's stage_record: the model's weights and the settings); stale=1 when its marker holds
+# another record (done for an older model or other settings: its outputs are redone)
+should_run_for() {
+  in_stage_range "$1" || return 1
+  local marker=$work/.stage$1.done
+  stale=0
+  if marker_is "$marker" "$3"; then
+    echo "stage $1: done before (remove $marker to redo it)"
+    return 1
+  fi
+  if [ -f "$marker" ]; then
+    stale=1
+    echo "stage $1: $2 (done before for an older model or other settings: again)"
+  else
+    echo "stage $1: $2"
+  fi
+}
 
 # the corpus's labels, one a line (names may hold spaces); without a corpus, or with no labels,
 # one line naming it on stderr and exit 1
@@ -148,21 +170,27 @@ if should_run 2 "train a conditioned $model for $steps steps in $run" "$steps"; 
   finished 2 "$steps"
 fi
 
-if should_run 3 "render $seconds s of each label into $work/renders"; then
+record=$(stage_record "$run" "seconds=$seconds")
+if should_run_for 3 "render $seconds s of each label into $work/renders" "$record"; then
   label_lines=$(corpus_labels) || exit 1
   mapfile -t labels <<< "$label_lines"
   echo "labels: ${labels[*]}"
+  restart=()
+  if [ "$stale" = 1 ]; then restart=(--restart); fi  # the renders of the older model are replaced
   for label in "${labels[@]}"; do
-    $wavegen render "$run" --seconds "$seconds" --label "$label" --out "$work/renders/$label"
+    $wavegen render "$run" --seconds "$seconds" --label "$label" --out "$work/renders/$label" \
+      ${restart[@]+"${restart[@]}"}
   done
   if [ "${#labels[@]}" -ge 2 ]; then
     blend="${labels[0]}:0.5,${labels[1]}:0.5"
-    $wavegen render "$run" --seconds "$seconds" --label "$blend" --out "$work/renders/blend"
+    $wavegen render "$run" --seconds "$seconds" --label "$blend" --out "$work/renders/blend" \
+      ${restart[@]+"${restart[@]}"}
   fi
-  finished 3
+  finished 3 "$record"
 fi
 
-if should_run 4 "NLL per label on the test split → $work/eval_test.json"; then
+record=$(stage_record "$run" "eval-seconds=$eval_seconds")
+if should_run_for 4 "NLL per label on the test split → $work/eval_test.json" "$record"; then
   # written beside, and moved into place once it reads: a failed eval leaves no eval_test.json
   $wavegen eval "$run" --data "$corpus" --split test --max-seconds "$eval_seconds" --json > "$work/eval_test.json.part" \
     || { rc=$?; rm -f "$work/eval_test.json.part"; exit "$rc"; }
@@ -174,5 +202,5 @@ for label, v in r.get("per_label", {}).items():
     print(f"  {label}: {v['nll_bits_per_sample']:.4f} bits/sample over {v['samples']} samples")
 PY
   mv "$work/eval_test.json.part" "$work/eval_test.json"
-  finished 4
+  finished 4 "$record"
 fi

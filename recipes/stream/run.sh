@@ -7,13 +7,16 @@
 #        [--port 8000] [--host 127.0.0.1] [--seed 0] [--archive ARCHIVE_DIR]
 #        [--stage N] [--stop-stage M] [-- any other `wavegen serve` option]
 #
+# Paths (--model, --dir, --archive) are taken from the folder you run it in, as wavegen takes
+# them; DIR defaults to stream/ there.
+#
 # Stages (a finished stage leaves DIR/.done/N and is skipped when rerun):
 #   0  set-up (pinned torch, wavegen and its dependencies)
 #   1-3  the demo's album, prep and training, in DIR (skipped with --model)
 #   4  serve: open the printed URL in a browser, or play URL/stream in VLC, mpv or ffplay.
 #      Ctrl-C stops it; with --archive, rerunning continues the same broadcast.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+recipes=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)  # this checkout's recipes/; no cd: paths stay the caller's
 
 stage=0; stop_stage=100; dir=stream; steps=1000; model=""; port=8000; host=127.0.0.1; seed=0; archive=""
 extra=()
@@ -29,17 +32,19 @@ while [ $# -gt 0 ]; do
     --stage) stage=$2; shift 2 ;;
     --stop-stage) stop_stage=$2; shift 2 ;;
     --) shift; extra=("$@"); break ;;
-    *) echo "unknown argument $1" >&2; exit 2 ;;
+    -h|--help) sed -n '2,/^set -euo pipefail/{/^#/p;}' "$0"; exit 0 ;;  # the header above
+    *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-source recipes/stages.sh
+case "$dir" in /*) ;; *) dir=$PWD/$dir ;; esac  # the demo recipe (stages 1-3) runs in the checkout
+source "$recipes/stages.sh"
 
-setup() { bash recipes/setup.sh; }
+setup() { bash "$recipes/setup.sh"; }
 run_stage 0 "set-up (pinned torch, wavegen and its dependencies)" setup
 if [ -z "$model" ]; then
   model="$dir/run"
   if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 1 ]; then  # the demo's stages keep their own markers in DIR
-    bash recipes/demo/run.sh --dir "$dir" --stage "$(( stage > 1 ? stage : 1 ))" \
+    bash "$recipes/demo/run.sh" --dir "$dir" --stage "$(( stage > 1 ? stage : 1 ))" \
       --stop-stage "$(( stop_stage < 3 ? stop_stage : 3 ))" --steps "$steps"
   fi
 fi

@@ -31,7 +31,9 @@ def add_parser(sub) -> None:
                    help="cap the audio scored (the first part of every segment, the same length from each); "
                         "with --renders: the most audio analysed per set (default 120; under 10 s, one "
                         "excerpt that long)")
-    p.add_argument("--label", default=None, help="only this label's audio (one label name)")
+    p.add_argument("--label", default=None,
+                   help="only this label's audio (one label, written as render takes it); on a corpus without "
+                        "labels, every segment scored conditioned on this label")
     add_device(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--renders", default=None, metavar="DIR",

@@ -85,6 +85,30 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def _redraws(event_counts: dict) -> int:
+    """Windows the guard drew again: every rejection but the last of a window it gave up on."""
+    gave_up = event_counts.get("gave up", 0)
+    return sum(n for kind, n in event_counts.items() if kind != "gave up") - gave_up
+
+
+def _why_behind(station: Station) -> str:
+    """Why the broadcast falls behind, in words. ``station.realtime_factor`` is the start-up check's
+    (generation alone) until a window is out, then the last windows' with the guard's redraws: above 1x,
+    it is the redraws, bunched in a window, that outlast the audio rendered ahead."""
+    source, rate, start = station.ref.source, station.realtime_factor or 0.0, station.measured_realtime or 0.0
+    if not station.settings.guard:
+        return f"{source} generates {rate:.2f}x real time here (the start-up check, {start:.2f}x)"
+    redraws = _redraws(station.event_counts)
+    if station.position > 0 and rate < 1:
+        return (f"{source} generates {rate:.2f}x real time here with the guard's redraws ({redraws} so far; the "
+                f"start-up check, {start:.2f}x, times generation alone)")
+    measured = "at start-up (generation alone)" if station.position == 0 else \
+        "over its last windows, redraws included"
+    return (f"{source} generates {rate:.2f}x real time {measured}, but with the guard's redraws ({redraws} so far) "
+            f"a window drawn again and again takes longer than the {station.settings.buffer_seconds:g} s rendered "
+            "ahead (--buffer-seconds)")
+
+
 class _Pace:
     """Says when the broadcast starts falling behind real time, and when it keeps up again: once
     each, not every window. (The start-up check times generation alone; the guard's redraws can
@@ -102,12 +126,9 @@ class _Pace:
             self.late_at = now
         if delay > self.delay and not self.behind:
             self.behind = True
-            redraws = " with the guard's redraws" if station.settings.guard else ""
-            logger.warning("the broadcast is falling behind real time: %s generates %.2fx real time here%s (the "
-                           "start-up check, %.2fx, times generation alone); it plays on with a growing delay "
+            logger.warning("the broadcast is falling behind real time: %s; it plays on with a growing delay "
                            "(delay_seconds in /status). A better-trained model, fewer --guard-attempts or "
-                           "--no-guard, a smaller model or a faster backend keeps up", station.ref.source,
-                           station.realtime_factor or 0.0, redraws, station.measured_realtime or 0.0)
+                           "--no-guard, a smaller model or a faster backend keeps up", _why_behind(station))
         elif self.behind and now - self.late_at >= KEPT_UP_SECONDS:
             self.behind = False
             logger.info("the broadcast keeps up with real time again (%.1f s behind in all)", delay)
