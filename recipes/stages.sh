@@ -43,13 +43,31 @@ run_stage() {  # run_stage N "title" command...: a stage that is one step (its m
   run_step "$n" "$n" "$@"
 }
 
+run_model_stage() {  # run_model_stage N RUN "title" command...: run_stage for a stage done FOR RUN's model: its
+  # marker holds stage_record RUN, and a marker of an older model (or an empty one) runs it again, with again=1
+  # set for the command (a render passes --restart then: its folder holds the older model's render)
+  local n=$1 run=$2 title=$3 record; shift 3
+  in_stage_range "$n" || return 0
+  record=$(stage_record "$run")
+  again=0
+  if marker_is "$dir/.done/$n" "$record"; then echo "== stage $n: $title (done before, skipped)"; return; fi
+  if [ -f "$dir/.done/$n" ]; then
+    again=1
+    echo "== stage $n: $title (done before for an older model: again)"
+  else
+    echo "== stage $n: $title"
+  fi
+  "$@"
+  echo "$record" > "$dir/.done/$n"
+}
+
 stage_record() {  # stage_record RUN SETTING...: "model SHA256 SETTING..." (SHA256 "none" while RUN has no best/)
   local weights="$1/best/model.safetensors" sha=none; shift
   if [ -f "$weights" ]; then
     if command -v sha256sum >/dev/null; then sha=$(sha256sum "$weights"); else sha=$(shasum -a 256 "$weights"); fi
     sha=${sha%% *}
   fi
-  echo "model $sha $*"
+  echo "model $sha${*:+ $*}"
 }
 
 marker_is() {  # marker_is MARKER RECORD: MARKER exists and holds RECORD (one line)

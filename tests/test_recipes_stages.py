@@ -295,3 +295,27 @@ def test_the_demo_trains_on_when_asked_for_more_steps(repo, tmp_path):
     out, calls = _demo_train(repo, demo, "--steps", "20", FAKE_WAVEGEN_FAIL="train")
     assert out.returncode == 2 and max_steps(calls) == ["20"]
     assert (demo / ".done" / "3").read_text() == "10\n"  # the failed training did not move the marker
+
+
+def test_the_demo_renders_and_judges_again_for_a_model_trained_on(repo, tmp_path):
+    """After a rerun with more --steps trained on, stages 4-6 said "done before" of the older model's
+    renders and scores."""
+    demo = tmp_path / "demo"
+    weights = demo / "run" / "best" / "model.safetensors"
+    weights.parent.mkdir(parents=True)
+
+    def later_stages():
+        before = len(_calls(repo))
+        out = _recipe(repo, "demo", "--dir", str(demo), "--stage", "4")
+        assert out.returncode == 0, out.stderr
+        return out.stdout, [(c[0], "--restart" in c) for c in _calls(repo)[before:]]
+
+    weights.write_bytes(b"the model after 1000 steps")
+    assert later_stages()[1] == [("render", False), ("eval", False), ("eval", False)]
+    stdout, calls = later_stages()
+    assert calls == [] and stdout.count("(done before, skipped)") == 3
+    weights.write_bytes(b"the model after 2000 steps")  # trained on
+    stdout, calls = later_stages()
+    assert calls == [("render", True), ("eval", False), ("eval", False)]
+    assert stdout.count("(done before for an older model: again)") == 3
+    assert later_stages()[1] == []

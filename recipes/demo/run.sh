@@ -10,8 +10,9 @@
 # thread (two threads were no faster per step for this model), rendered at temperature 0.7.
 #
 # Each finished stage leaves a marker in DEMO_DIR/.done/, so rerunning skips it (training's
-# records its --steps: rerun with more and it trains on from where it stopped); delete
-# DEMO_DIR (default: demo/) to start over. Listen to DEMO_DIR/renders/stream_000.wav ... stream_002.wav.
+# records its --steps: rerun with more and it trains on from where it stopped, then renders,
+# evaluates and judges the newer model again); delete DEMO_DIR (default: demo/) to start over.
+# Listen to DEMO_DIR/renders/stream_000.wav ... stream_002.wav.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -36,11 +37,15 @@ run_stage 2 "prep: mono, 16 kHz, trim silence, split by song" \
 run_training 3 "$steps" "train samplernn-tiny, 64 mu-law levels, for $steps steps (a few minutes on a CPU)" \
   wavegen train --data "$dir/corpus" --model samplernn-tiny --run "$dir/run" --max-steps "$steps" --threads 1 \
     --set model.q_levels=64 --set train.lr=5e-3
-run_stage 4 "render 3 streams of 10 seconds" \
-  wavegen render "$dir/run" --seconds 10 --streams 3 --out "$dir/renders" --seed 1 --temperature 0.7
-run_stage 5 "evaluate on the test song (bits per sample; lower is better)" \
+render() {  # again=1 (run_model_stage): the folder holds the render of the model before it trained on
+  local restart=(); if [ "$again" = 1 ]; then restart=(--restart); fi
+  wavegen render "$dir/run" --seconds 10 --streams 3 --out "$dir/renders" --seed 1 --temperature 0.7 \
+    ${restart[@]+"${restart[@]}"}
+}
+run_model_stage 4 "$dir/run" "render 3 streams of 10 seconds" render
+run_model_stage 5 "$dir/run" "evaluate on the test song (bits per sample; lower is better)" \
   wavegen eval "$dir/run" --data "$dir/corpus" --split test
-run_stage 6 "judge the render against the album (periodic fraction; Frechet distance, 0 = the test song)" \
+run_model_stage 6 "$dir/run" "judge the render against the album (periodic fraction; Frechet distance, 0 = the test song)" \
   wavegen eval "$dir/run" --renders "$dir/renders" --data "$dir/corpus" --plot "$dir/compare.png"
 
 if [ "$stop_stage" -ge 6 ]; then  # the whole demo ran (the stream recipe runs only stages 1-3)
