@@ -47,6 +47,16 @@ def one_hot_bias(probabilities: dict[int, float]) -> np.ndarray:
 MOSTLY_SILENT = {SILENCE: 0.9, LOUD: 0.1}  # 8-sample windows are all silent 43% of the time
 
 
+QUICK_FLAGS = ["--seconds", "0.125", "--backend", "torch", "--no-guard", "--no-spectrogram"]
+
+
+def render_cli(model, out, *extra) -> int:
+    """``wavegen -q render MODEL --out OUT`` of a short unguarded torch render (QUICK_FLAGS) + ``extra``."""
+    from wavegen.cli import main
+
+    return main(["-q", "render", str(model), "--out", str(out), *QUICK_FLAGS, *map(str, extra)])
+
+
 def settings(seconds, **kw) -> RenderSettings:
     kw.setdefault("backend", "torch")
     kw.setdefault("spectrogram", False)

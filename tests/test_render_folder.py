@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from render_helpers import ENV, SR, cli, direct_pcm, make_model, read_pcm, settings
+from render_helpers import ENV, SR, cli, direct_pcm, make_model, read_pcm, render_cli, settings
 from wavegen.cli import main
 from wavegen.config import ConfigError
 from wavegen.errors import WavegenError
@@ -25,16 +25,9 @@ from wavegen.render.folder import check_params
 
 resource = pytest.importorskip("resource")
 
-FLAGS = ["--seconds", "0.125", "--backend", "torch", "--no-guard", "--no-spectrogram"]
-
-
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
     return make_model(tmp_path_factory.mktemp("model") / "tiny")
-
-
-def render_cli(model, out, *extra) -> int:
-    return main(["-q", "render", str(model), "--out", str(out), *FLAGS, *map(str, extra)])
 
 
 # ----- the report names files relative to OUT -----------------------------------------------------

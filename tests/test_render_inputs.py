@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from render_helpers import Q, SR, direct_pcm, make_model, read_pcm, settings
+from render_helpers import QUICK_FLAGS, Q, SR, direct_pcm, make_model, read_pcm, render_cli, settings
 from wavegen import memory
 from wavegen.audio import load_mono, quantize
 from wavegen.checkpoint import load_model
@@ -21,16 +21,9 @@ from wavegen.cli import main
 from wavegen.fileio import sha256_file
 from wavegen.render import RenderFolder, RenderStateError, render
 
-FLAGS = ["--seconds", "0.125", "--backend", "torch", "--no-guard", "--no-spectrogram"]
-
-
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
     return make_model(tmp_path_factory.mktemp("model") / "tiny")
-
-
-def render_cli(model, out, *extra) -> int:
-    return main(["-q", "render", str(model), "--out", str(out), *FLAGS, *map(str, extra)])
 
 
 def one_error_line(capsys) -> str:
@@ -167,7 +160,7 @@ def test_a_resume_whose_model_changed_says_so_and_names_the_checkpoint_it_began_
            "(trained further or replaced" in err
     assert "resume it with --checkpoint step_5 (the weights it began with), pass --restart" in err
     assert "Rerun the original command" not in err
-    assert main(["-q", "render", str(run), "--checkpoint", "step_5", "--out", str(out), *FLAGS]) == 0
+    assert main(["-q", "render", str(run), "--checkpoint", "step_5", "--out", str(out), *QUICK_FLAGS]) == 0
     shutil.rmtree(run / "checkpoints")
     capsys.readouterr()
     assert render_cli(run, out) == 2
