@@ -216,6 +216,16 @@ def test_console_script_and_module_entry_points(trained):
         assert out.returncode == 0 and "samplernn-3tier" in out.stdout
 
 
+def test_a_reader_that_stops_reading_is_no_traceback():
+    """``wavegen info --presets --json | head -c 300``: a BrokenPipeError traceback. (The pipe's reading
+    end closes before the command writes: every write fails, as after head's exit.)"""
+    proc = subprocess.Popen([sys.executable, "-m", "wavegen", "info", "--presets", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(120) == 141 and err == "", err
+
+
 # ----- WaveNet through the trainer, render, eval, info ---------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -111,6 +111,14 @@ def test_a_changed_setting_is_named_as_typed_not_as_recorded(model, tmp_path, ca
         with pytest.raises(RenderStateError) as err:
             check_params({"guard": before}, {"guard": now}, out)
         assert str(err.value) == f"{out} holds a render {message}{RERUN}"
+    # the album profile's path as typed from another folder (or by the longform recipe, which makes the
+    # model's path absolute) is the same profile: its thresholds bind, its spelling does not
+    profiled = {**guard, "dc_offset": 0.05, "album_profile": "run/best/album.json"}
+    check_params({"guard": profiled}, {"guard": {**profiled, "album_profile": "/home/me/run/best/album.json"}}, out)
+    with pytest.raises(RenderStateError, match="with guard dc_offset=0.05, but this command asks for guard "
+                                               "dc_offset=0.1. Rerun"):
+        check_params({"guard": profiled}, {"guard": {**profiled, "album_profile": "/m/album.json", "dc_offset": 0.1}},
+                     out)
 
 
 # ----- refused before OUT is created --------------------------------------------------------------

@@ -126,3 +126,15 @@ def test_model_and_dir_are_the_callers_paths(fake, tmp_path):
     assert [call[:2] for call in calls(fake)] == [["render", str(caller / "models" / "tiny")]] * 2
     assert out == [str(caller / "out"), str(caller / "renders" / "longform-tiny")]
     assert not (fake / "out").exists() and not (fake / "renders").exists()
+
+
+def test_a_render_refused_at_start_leaves_no_folder_behind(tmp_path):
+    """`run.sh nosuchmodel --dir lfy` left lfy/.done/ behind (made for the timing before render had
+    checked anything); a folder that was there stays."""
+    repo = make_repo(tmp_path, REAL_WAVEGEN)
+    out = longform(repo, tmp_path / "nosuchmodel", "--seconds", 1, "--dir", "lfy", "--stop-stage", 1)
+    assert out.returncode == 2 and "nosuchmodel" in out.stderr, out.stderr
+    assert not (repo.parent / "lfy").exists()
+    (repo.parent / "mine").mkdir()
+    assert longform(repo, tmp_path / "nosuchmodel", "--seconds", 1, "--dir", "mine", "--stop-stage", 1).returncode == 2
+    assert (repo.parent / "mine").is_dir() and not (repo.parent / "mine" / ".done").exists()

@@ -205,8 +205,9 @@ def test_a_non_finite_loss_stops_training_at_the_first_bad_step_and_saves_nothin
     assert all(np.isfinite(r["loss_bits"]) for r in read_metrics(tmp_path / "a") if "loss_bits" in r)
     assert max(s for s, _ in losses(tmp_path / "a")) == bad - 1  # no row for the bad step
     deferred = config_for(tiny_corpus, *blowup, "train.log_interval=4", "train.checkpoint_interval=100")
-    with pytest.raises(NonFiniteError, match=rf"^{first} not finite"):
+    with pytest.raises(NonFiniteError, match=rf"^{first} not finite") as stopped:
         train(deferred, tmp_path / "b", progress=False)
+    assert "(no checkpoint had been saved; a rerun starts again from step 0)" in str(stopped.value)
     assert not (tmp_path / "b" / "checkpoints").exists() and not (tmp_path / "b" / "best").exists()
 
 

@@ -212,8 +212,9 @@ class NonFiniteWatch:
         loss_bad = any(r[1] for r in rows if r[0] == step)
         grad_bad = any(r[2] for r in rows if r[0] == step)
         what = " and ".join(w for w, bad in (("the loss", loss_bad), ("the gradient", grad_bad)) if bad)
-        kept = f"the last good checkpoint, {last_checkpoint}, is kept" if last_checkpoint else "no checkpoint was saved"
+        kept = (f"the last good checkpoint, {last_checkpoint}, is kept; a rerun resumes from it" if last_checkpoint
+                else "no checkpoint had been saved; a rerun starts again from step 0")
         hint = "lower train.lr" + ("" if self.grad_clip > 0 else " or clip the gradient (train.grad_clip, e.g. 1.0)")
         raise NonFiniteError(
             f"step {step}: {what} {'was' if ' and ' not in what else 'were'} not finite (NaN or inf); training "
-            f"stopped and nothing from step {step} on was saved ({kept}; a rerun resumes from it): {hint}")
+            f"stopped and nothing from step {step} on was saved ({kept}): {hint}")

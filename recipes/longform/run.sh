@@ -85,11 +85,18 @@ render() {
   # GNU time reports the peak resident memory of the whole render; without it, the report's
   # own figure (the render process, measured by Python's resource module) is used.
   # (without a folder for its file, as where --dir names a file, render says what is wrong)
+  local existed=0; if [ -e "$out" ]; then existed=1; fi
   if /usr/bin/time -v true >/dev/null 2>&1 && mkdir -p "$out/.done" 2>/dev/null; then
     local timing="$out/.done/time.txt" status=0
     /usr/bin/time -v -o "$timing.new" "${cmd[@]}" || status=$?
+    if [ "$status" != 0 ]; then  # refused before it wrote anything (a bad option, no such model): no folder left
+      rm -f "$timing.new"
+      rmdir "$out/.done" 2>/dev/null || true
+      if [ "$existed" = 0 ]; then rmdir "$out" 2>/dev/null || true; fi
+      return "$status"
+    fi
     # a rerun of a complete render renders nothing: keep the timing of the session that rendered
-    if [ "$status" = 0 ] && { [ ! -f "$timing" ] || [ "$out/render_report.json" -nt "$timing" ]; }; then
+    if [ ! -f "$timing" ] || [ "$out/render_report.json" -nt "$timing" ]; then
       mv "$timing.new" "$timing"
     else
       rm -f "$timing.new"
@@ -122,7 +129,7 @@ if time_file.is_file():
 print(f"rendered      {r['streams']} stream(s) x {r['seconds']:.0f} s at {r['sample_rate']} Hz ({r['backend']} backend "
       f"{r.get('precision', 'fp32')}, "
       f"{r['processes']} process(es), {r['sessions']} session(s))")
-print(f"wall time     {r['wall_seconds']:.1f} s")
+print(f"generation    {r['wall_seconds']:.1f} s of wall time, every session's (FLAC encoding and spectrograms not counted)")
 print(f"x real time   {r['realtime_factor']:.2f} per stream, {r['realtime_factor_all_streams']:.2f} all streams")
 print(f"peak memory   {rss:.0f} MB (last session that rendered)")
 print(f"guard events  {r['guard']['counts'] or 'none'}")

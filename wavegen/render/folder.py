@@ -45,7 +45,7 @@ def check_params(saved: dict, current: dict, where: Path) -> None:
         if key in NON_BINDING or (key in UNKNOWN_BEFORE and key not in saved):
             continue
         before = saved.get(key, ADDED_LATER.get(key))
-        if before == current[key]:
+        if binding(key, before) == binding(key, current[key]):
             continue
         if key == "threads" and isinstance(before, int) and isinstance(current[key], int):
             raise RenderStateError(_threads_differ(where, before, current[key]))
@@ -53,6 +53,15 @@ def check_params(saved: dict, current: dict, where: Path) -> None:
             raise RenderStateError(_model_differs(where, saved, current))
         raise RenderStateError(f"{where} holds a render {_differ(key, before, current[key])}. Rerun the original "
                                "command to resume it, pass --restart to discard it, or choose another --out")
+
+
+def binding(key: str, value):
+    """What of a recorded parameter a resume must match: the guard's album profile is named by its path
+    as typed (run/best/album.json, or /home/.../album.json from another folder), so only whether the
+    guard has one binds there; the thresholds it gave bind by their values."""
+    if key == "guard" and isinstance(value, dict) and value.get("album_profile"):
+        return {**value, "album_profile": True}
+    return value
 
 
 def _differ(key: str, before, now) -> str:
@@ -66,7 +75,8 @@ def _differ(key: str, before, now) -> str:
             return (f"guarded by the album profile {profile}, but this command asks for --no-album-guard"
                     if before.get("album_profile") else
                     f"made with --no-album-guard, but this command guards by the album profile {profile}")
-        changed = [k for k in {**before, **now} if before.get(k) != now.get(k)]  # only these are shown
+        changed = [k for k in {**before, **now} if before.get(k) != now.get(k)  # only these are shown
+                   and not (key == "guard" and k == "album_profile")]  # its path does not bind (binding())
         pairs = {k: _shown_pair(before.get(k, _UNSET), now.get(k, _UNSET)) for k in changed}
         was = ", ".join(f"{k}={a}" for k, (a, _) in pairs.items())
         asked = ", ".join(f"{k}={b}" for k, (_, b) in pairs.items())

@@ -191,7 +191,9 @@ class RenderJob:
             "guard": {"enabled": s.guard, "counts": counts, "events": events},
         }
         folder.write_report(report, self.total, self.sr)
-        logger.info("rendered %d stream(s) x %.1f s in %.1f s (%.2fx real time per stream, %s backend%s); "
+        # wall_seconds: the generation's (and its writing), every session's; the FLAC encoding and the
+        # spectrograms after it are not counted
+        logger.info("rendered %d stream(s) x %.1f s, generated in %.1f s (%.2fx real time per stream, %s backend%s); "
                     "guard events: %s → %s", s.streams, seconds, wall, report["realtime_factor"] or 0,
                     report["backend"], f", {sessions} sessions" if sessions > 1 else "",
                     counts or "none", folder.out_dir)

@@ -28,6 +28,7 @@ import numpy as np
 from wavegen.errors import WavegenError
 from wavegen.fileio import FolderLock, check_writable, ensure_folder, write_json
 from wavegen.render import PCMWriter, load_snapshot, save_snapshot
+from wavegen.render.folder import binding
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class Archive:
 
     def _check_params(self, saved: dict, where: Path) -> None:
         for key, value in self.params.items():
-            if key not in NON_BINDING and saved.get(key) != value:
+            if key not in NON_BINDING and binding(key, saved.get(key)) != binding(key, value):
                 raise ServeError(f"{self.folder} archives a broadcast with {key}={saved.get(key)!r}, but this "
                                  f"command asks for {key}={value!r} ({where}); rerun the original command to "
                                  "continue it, or choose another --archive")
