@@ -245,5 +245,10 @@ def test_cli_judges_renders_against_the_album(run, corpus, tmp_path, capsys):
     assert tones["sets"]["renders"]["summary"]["periodic_fraction"] > 0.8
     code, out, err = eval_cli(capsys, "--renders", tmp_path / "tones")
     assert code == 2 and "give --data CORPUS" in err and not out
+    # options that do nothing here are refused, not ignored
+    code, out, err = eval_cli(capsys, "--renders", tmp_path / "tones", "--data", corpus, "--device", "cuda:7")
+    assert code == 2 and "--device cuda:7 does not apply to --renders" in err and not out
+    code, out, err = eval_cli(capsys, "--renders", tmp_path / "tones", "--data", corpus, "--checkpoint", "step_5")
+    assert code == 2 and "--checkpoint step_5 goes with a run folder" in err and not out
     code, out, err = eval_cli(capsys, run, "--data", corpus, "--plot", tmp_path / "q.png")
     assert code == 2 and "--plot goes with --renders" in err

@@ -91,6 +91,10 @@ def _renders(args) -> int:
 
     if args.label is not None:
         raise ConfigError("--label does not apply to --renders (the whole split is the album)")
+    if args.device != "cpu":
+        raise ConfigError(f"--device {args.device} does not apply to --renders (librosa analyses the audio on the CPU)")
+    if args.checkpoint is not None and args.model is None:
+        raise ConfigError(f"--checkpoint {args.checkpoint} goes with a run folder (give it before --renders)")
     source, data = None, args.data
     if args.model is not None:
         from wavegen.resolve import resolve_model
