@@ -97,3 +97,85 @@ def test_cli_refuses_an_unknown_option_in_one_line(capsys):
     assert cli.main(["bench", "--model", "wavenet-tiny", "--backends", "numba:path=large", "--batch", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "takes no option 'path'" in err
+
+
+# ----- which options each measurement uses: one given to a measurement that ignores it is refused -------
+
+class Measured(Exception):
+    """Raised by a patched measurement: the options were accepted and the measurement began."""
+
+
+@pytest.fixture
+def measured(monkeypatch, tmp_path):
+    """Every measurement of wavegen bench patched to raise Measured; the tests run in tmp_path."""
+    import wavegen.bench
+    import wavegen.bench_train
+
+    def measure(*args, **kwargs):
+        raise Measured
+
+    for module, name in ((wavegen.bench, "bench_generation"), (wavegen.bench, "profile_generation"),
+                         (wavegen.bench_train, "bench_training")):
+        monkeypatch.setattr(module, name, measure)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def refused(capsys, *argv: str) -> str:
+    """``wavegen bench ARGV``: exit 2 and one line (returned), nothing measured."""
+    assert cli.main(["bench", "--model", "samplernn-tiny", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("wavegen bench: error: "), err
+    return err
+
+
+def test_the_reported_commands_are_refused_up_front_naming_every_ignored_option(measured, capsys):
+    err = refused(capsys, "--train", "--batch", "2", "--seq-len", "64", "--steps", "1", "--warmup-steps", "0",
+                  "--plot", "bt/x.png", "--backends", "cuda", "--repeats", "9")
+    assert err == ("wavegen bench: error: --backends works with generation timing and --profile (not --train); "
+                   "--repeats, --plot work with generation timing only (not --train or --profile): bench --train "
+                   "does not use them; leave them out")
+    err = refused(capsys, "--profile", "--batch", "1", "--samples", "64", "--plot", "prof/p.png")
+    assert err.endswith("--plot works with generation timing only (not --train or --profile): bench --profile "
+                        "does not use it; leave it out")
+    err = refused(capsys, "--backends", "numba", "--batch", "1", "--samples", "64", "--compile", "--precision", "bf16",
+                  "--grad-accum", "4", "--seq-len", "7")
+    assert err.endswith("--seq-len, --precision, --compile, --grad-accum work with --train: generation timing "
+                        "(bench without --train or --profile) does not use them; leave them out")
+    assert "--set works with --train" in refused(capsys, "--set", "train.ema_decay=0.99")
+    assert refused(capsys, "--train", "--profile").endswith("--profile and --train are two different measurements: "
+                                                            "give one of them")
+    assert sorted(p.name for p in measured.iterdir()) == []  # no bt/, no prof/
+
+
+# a value other than the default for each option that only some measurements use
+GIVEN = {"--backends": ["numba"], "--samples": ["64"], "--torch-samples": ["32"], "--repeats": ["1"],
+         "--device": ["cuda"], "--plot": ["p.png"], "--seq-len": ["64"], "--steps": ["1"], "--warmup-steps": ["0"],
+         "--precision": ["no"], "--compile": [], "--grad-accum": ["2"], "--workers": ["1"],
+         "--set": ["train.ema_decay=0.99"]}
+MODES = {"generation timing": [], "--profile": ["--profile"], "--train": ["--train"]}
+
+
+def test_every_mode_option_is_refused_where_unused_and_taken_where_used(measured, capsys):
+    from wavegen.cli.bench import MODE_OPTIONS
+
+    assert sorted(flag for flag, _ in MODE_OPTIONS.values()) == sorted(GIVEN)
+    for flag, modes in MODE_OPTIONS.values():
+        for mode, mode_args in MODES.items():
+            argv = [*mode_args, flag, *GIVEN[flag]]
+            if mode not in modes:
+                assert refused(capsys, *argv).startswith(f"wavegen bench: error: {flag} work"), argv
+            elif flag != "--device":  # no GPU needed to tell it apart: --device cuda is refused here when absent
+                with pytest.raises(Measured):
+                    cli.main(["bench", "--model", "samplernn-tiny", *argv])
+    capsys.readouterr()
+
+
+def test_help_says_which_measurement_each_option_goes_with(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for phrase in ("generation timing: plot samples/s", "generation timing: timed runs per row",
+                   "generation timing and --profile: comma list of backends", "training speed (--train; these "
+                   "options go with it only)", "an option that the measurement asked for does not use is refused"):
+        assert phrase in text, phrase

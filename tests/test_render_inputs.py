@@ -152,7 +152,9 @@ def test_a_resume_whose_model_changed_says_so_and_names_the_checkpoint_it_began_
     (kept / "trainer_state.json").write_text(json.dumps({"step": 5}))
     out = tmp_path / "out"
     assert render_cli(run, out) == 0
-    shutil.copy(make_model(tmp_path / "other", seed=3) / "model.safetensors", run / "best")  # trained further
+    other = make_model(tmp_path / "other", seed=3)
+    for name in ("model.safetensors", "weights.json"):  # trained further: best/ written again, its record too
+        shutil.copy(other / name, run / "best")
     capsys.readouterr()
     assert render_cli(run, out) == 2
     err = one_error_line(capsys)

@@ -162,3 +162,19 @@ def test_a_truncated_weights_file_is_named(tmp_path, run_dir):
 
 def test_strip_wrappers():
     assert strip_wrappers({"module._orig_mod.a.b": 1, "c": 2}) == {"a.b": 1, "c": 2}
+
+
+def test_trained_weights_are_hashed_once_and_checked(tmp_path, run_dir, monkeypatch):
+    """train's best/ records its weights (weights.json), checked on load; a checkpoint's digest is the one
+    its listing checked. Either way the ModelRef keeps it: render and serve need not hash the file again."""
+    from wavegen import checkpoint, fileio
+
+    best = resolve_model(run_dir)
+    assert (run_dir / "best" / "weights.json").is_file()
+    assert best.load() is not None and best.sha256 == fileio.sha256_file(best.weights)
+    step = resolve_model(run_dir, checkpoint="last")
+    assert step.sha256 == fileio.sha256_file(step.weights)
+    for module in (fileio, checkpoint):
+        monkeypatch.setattr(module, "sha256_file", lambda path: pytest.fail(f"{path} hashed again"))
+    assert best.weights_sha256() == best.sha256 and step.weights_sha256() == step.sha256
+    assert step.load() is not None and best.load() is not None

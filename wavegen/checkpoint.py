@@ -1,8 +1,10 @@
 """Model folders (safetensors + config.json) and training checkpoints, written atomically.
 
-A model folder holds ``model.safetensors`` and ``config.json`` (the full resolved run
-config), so it needs nothing else to be rendered or evaluated. No pickle is ever loaded
-from a model folder. Training checkpoints are ``RUN/checkpoints/step_N/``: accelerate's
+A model folder holds ``model.safetensors``, ``config.json`` (the full resolved run
+config) and ``weights.json`` (the weights file's size and sha256, checked when the model is
+loaded: a folder written before it was recorded is trusted), so it needs nothing else to be
+rendered or evaluated. No pickle is ever loaded from a model folder. Training checkpoints are
+``RUN/checkpoints/step_N/``: accelerate's
 ``save_state`` plus ``training_state.safetensors`` (the state a model carries from one
 window of a stream to the next), ``averaged_model.safetensors`` when the run keeps an average of
 its weights (``train.ema_decay``: the weights ``--checkpoint`` renders use) and
@@ -16,6 +18,7 @@ warning: nothing is deleted) and counts only intact checkpoints when it prunes.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -29,7 +32,7 @@ import torch
 from wavegen.config import load_json
 from wavegen.errors import WavegenError
 from wavegen.fileio import atomic_write, fsync_dir, replace_dir, sha256_file, write_json
-from wavegen.resolve import AVERAGED_MODEL
+from wavegen.resolve import AVERAGED_MODEL, WEIGHTS_RECORD
 from wavegen.trainstate import agree
 
 logger = logging.getLogger(__name__)
@@ -57,14 +60,18 @@ def _safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict | None =
 
 def save_model(model: torch.nn.Module, config: dict, folder: Path, extra: dict[str, bytes | str] | None = None) -> Path:
     """Write ``folder/model.safetensors`` + ``folder/config.json`` (+ ``extra`` files by name, e.g. the
-    album profile): a temporary folder, synced, swapped in with fileio.replace_dir (the old folder
-    goes only after the swap)."""
+    album profile) + ``folder/weights.json`` (the weights' size and sha256, which
+    :func:`verified_weights_sha256` checks when the model is loaded): a temporary folder, synced,
+    swapped in with fileio.replace_dir (the old folder goes only after the swap)."""
     folder = Path(folder)
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    atomic_write(tmp / MODEL_FILE, _safetensors_bytes(model.state_dict(), {"model_type": config["model_type"]}))
+    weights = _safetensors_bytes(model.state_dict(), {"model_type": config["model_type"]})
+    atomic_write(tmp / MODEL_FILE, weights)
+    write_json(tmp / WEIGHTS_RECORD, {"files": {MODEL_FILE: {"bytes": len(weights),
+                                                             "sha256": hashlib.sha256(weights).hexdigest()}}})
     write_json(tmp / CONFIG_FILE, config)
     for name, data in (extra or {}).items():
         atomic_write(tmp / name, data)
@@ -286,16 +293,53 @@ def checkpoint_damage(folder: Path, only: tuple[str, ...] | None = None) -> str 
     for name, want in (listed or {}).items():
         if only is not None and name not in only:
             continue
-        path = folder / name
-        if not path.is_file():
-            return f"{path}: missing"
-        size = path.stat().st_size
-        if not isinstance(want, dict) or size != want.get("bytes"):
-            return f"{path}: {size} bytes, {want.get('bytes') if isinstance(want, dict) else '?'} were written " \
-                   "(truncated or changed)"
-        if sha256_file(path) != want.get("sha256"):
-            return f"{path}: its content differs from what was written (sha256)"
+        why, _ = file_damage(folder / name, want)
+        if why is not None:
+            return why
     return None
+
+
+def file_damage(path: Path, want) -> tuple[str | None, str | None]:
+    """``path`` against what was written (``want``: ``{"bytes": N, "sha256": HEX}``) → (what is wrong,
+    naming the file, or None; the file's sha256 when it was hashed). The size is compared first, so a
+    truncated file is not read."""
+    if not path.is_file():
+        return f"{path}: missing", None
+    size = path.stat().st_size
+    if not isinstance(want, dict) or size != want.get("bytes"):
+        return (f"{path}: {size} bytes, {want.get('bytes') if isinstance(want, dict) else '?'} were written "
+                "(truncated or changed)"), None
+    digest = sha256_file(path)
+    if digest != want.get("sha256"):
+        return f"{path}: its content differs from what was written (sha256)", digest
+    return None, digest
+
+
+def verified_weights_sha256(weights: Path) -> str | None:
+    """The sha256 of a model folder's weights file, checked against what :func:`save_model` recorded in
+    the folder's weights.json (hashed once). None when the folder has no record (written by an older
+    wavegen: trusted, not hashed). CheckpointError naming the file when it differs, or when the record
+    is unreadable."""
+    weights = Path(weights)
+    record = weights.parent / WEIGHTS_RECORD
+    if not record.is_file():
+        return None
+    try:
+        want = load_json(record)["files"][weights.name]
+    except WavegenError as err:  # ConfigError naming the record: unreadable, not JSON
+        raise CheckpointError(f"{err}; {_DAMAGED_FOLDER_ADVICE}") from None
+    except (KeyError, TypeError):
+        raise CheckpointError(f"{record}: not a record of {weights.name}'s size and sha256; "
+                              f"{_DAMAGED_FOLDER_ADVICE}") from None
+    why, digest = file_damage(weights, want)
+    if why is not None:
+        raise CheckpointError(f"{why}: the model folder is damaged; {_DAMAGED_FOLDER_ADVICE}")
+    return digest
+
+
+_DAMAGED_FOLDER_ADVICE = ("use the run's checkpoint instead (--checkpoint last or step_N; a run's best/, once "
+                          "removed, comes back from the checkpoint that scored it when the run's wavegen train "
+                          "command is rerun), copy the folder again from where it came from, or retrain")
 
 
 def newest_intact(run_dir: Path) -> tuple[tuple[int, Path] | None, list[tuple[Path, str]]]:

@@ -9,6 +9,7 @@ One resolver for train, render, eval, info and bench::
     ref = resolve_model("my-config.json")                    # a config file: random weights
     model = ref.load("cpu")                                  # eval mode, weights loaded
     ref.config, ref.sample_rate, ref.weights, ref.source
+    ref.weights_sha256()                                     # checked against the folder's record, hashed once
 
 The sample rate always comes from the model's config (a trained model: its corpus's rate; a
 preset: the rate it is published at, ``data.sample_rate`` in the preset).
@@ -24,6 +25,7 @@ from wavegen.config import ConfigError, load_json
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+WEIGHTS_RECORD = "weights.json"  # a model folder's record of its weights' size and sha256 (checkpoint.save_model)
 AVERAGED_MODEL = "averaged_model.safetensors"  # a checkpoint's average of the weights (train.ema_decay)
 KINDS = ("preset", "config", "model", "run", "checkpoint")
 _STEP = re.compile(r"^step_(\d+)$")
@@ -41,6 +43,7 @@ class ModelRef:
     config: dict  # the full resolved config; data.sample_rate always present
     weights: Path | None = None
     folder: Path | None = None  # the model folder, run folder or checkpoint folder
+    sha256: str | None = None  # the weights' sha256 once hashed and checked (weights_sha256)
 
     @property
     def sample_rate(self) -> int:
@@ -64,11 +67,34 @@ class ModelRef:
 
     def load(self, device="cpu"):
         """The model in eval mode on ``device``: trained weights where there are any. The weights
-        file's header is checked against the config before anything is built."""
+        file's header is checked against the config before anything is built, and a model folder's
+        weights against the sha256 they were written with (:meth:`check_weights`) before they are read."""
         model = self.build(device)
         if self.weights is not None:
+            self.check_weights()
             _load_into(model, self.weights)
         return model.to(device).eval()
+
+    def check_weights(self) -> None:
+        """A model folder's weights against the size and sha256 it recorded when it was written
+        (CheckpointError naming the file; hashed once per ModelRef; a folder of an older wavegen,
+        without the record, is trusted). A checkpoint's weights were checked when it was resolved."""
+        if self.kind in ("model", "run") and self.sha256 is None:
+            from wavegen.checkpoint import verified_weights_sha256
+
+            self.sha256 = verified_weights_sha256(self.weights)
+
+    def weights_sha256(self) -> str | None:
+        """The weights file's sha256 (None without weights), checked as :meth:`check_weights` does
+        and hashed once per ModelRef: what a command records as its model_sha256 after load()."""
+        if self.weights is None:
+            return None
+        self.check_weights()
+        if self.sha256 is None:
+            from wavegen.fileio import sha256_file
+
+            self.sha256 = sha256_file(self.weights)
+        return self.sha256
 
 
 def strip_wrappers(state: dict) -> dict:
@@ -136,21 +162,25 @@ def _checkpoint_ref(run_dir: Path, checkpoint: str) -> ModelRef:
     weights = averaged if averaged.is_file() else folder / MODEL_FILE
     if not weights.is_file():
         raise ConfigError(f"{folder}: no {MODEL_FILE} (an incomplete checkpoint)")
-    _check_listed(weights, found)
+    sha256 = _check_listed(weights, found)
     which = ", averaged weights" if weights == averaged else ""
     return ModelRef("checkpoint", f"{folder} (step {step}{which})", read_config(run_dir / CONFIG_FILE), weights,
-                    folder)
+                    folder, sha256)
 
 
-def _check_listed(weights: Path, found: list[tuple[int, Path]]) -> None:
+def _check_listed(weights: Path, found: list[tuple[int, Path]]) -> str | None:
     """CheckpointError naming ``weights`` unless it has the size and sha256 its checkpoint's
-    trainer_state.json lists (training refuses the same file; only this file is hashed, not the optimizer)."""
+    trainer_state.json lists (training refuses the same file; only this file is hashed, not the optimizer).
+    Returns that (now checked) sha256; None for a checkpoint written before files were listed."""
     from wavegen.checkpoint import CheckpointError, checkpoint_damage
 
     why = checkpoint_damage(weights.parent, only=(weights.name,))
     if why is not None:
         kept = ", ".join(f"step_{s}" for s, _ in found)
         raise CheckpointError(f"{why}: the checkpoint is damaged; give another --checkpoint (kept: {kept})")
+    listed = load_json(weights.parent / "trainer_state.json").get("files") or {}
+    want = listed.get(weights.name)
+    return want.get("sha256") if isinstance(want, dict) else None
 
 
 def read_config(path: Path, rate_from_preset: bool = False) -> dict:

@@ -9,45 +9,80 @@ from wavegen.cli.options import add_device, add_threads, check_device, check_out
 logger = logging.getLogger("wavegen")
 
 
+GENERATION, PROFILE, TRAIN = "generation timing", "--profile", "--train"  # bench's three measurements
+# the options that only some measurements use (dest → flag, those measurements); the rest apply to all
+MODE_OPTIONS = {
+    "backends": ("--backends", (GENERATION, PROFILE)),
+    "samples": ("--samples", (GENERATION, PROFILE)),
+    "torch_samples": ("--torch-samples", (GENERATION,)),
+    "repeats": ("--repeats", (GENERATION,)),
+    "device": ("--device", (GENERATION, TRAIN)),
+    "plot": ("--plot", (GENERATION,)),
+    "seq_len": ("--seq-len", (TRAIN,)),
+    "steps": ("--steps", (TRAIN,)),
+    "warmup_steps": ("--warmup-steps", (TRAIN,)),
+    "precision": ("--precision", (TRAIN,)),
+    "compile": ("--compile", (TRAIN,)),
+    "grad_accum": ("--grad-accum", (TRAIN,)),
+    "workers": ("--workers", (TRAIN,)),
+    "overrides": ("--set", (TRAIN,)),
+}
+_WHERE = {(GENERATION,): "generation timing only (not --train or --profile)",
+          (GENERATION, PROFILE): "generation timing and --profile (not --train)",
+          (GENERATION, TRAIN): "generation timing and --train (not --profile)",
+          (TRAIN,): "--train"}
+_MEASURING = {GENERATION: "generation timing (bench without --train or --profile)", PROFILE: "bench --profile",
+              TRAIN: "bench --train"}
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="measure generation speed: backends x batch sizes",
                        description="Generation speed of a preset (random weights) or a trained model folder, "
-                                   "for each backend and batch size; warm-up (compilation) excluded.")
+                                   "for each backend and batch size; warm-up (compilation) excluded. --profile "
+                                   "times the parts of the numba engines' step instead, --train training speed; "
+                                   "an option that the measurement asked for does not use is refused.")
     p.add_argument("--model", required=True, help="preset name (random weights) or a model/run folder")
     p.add_argument("--backends", default="torch,numba",
-                   help="comma list of backends, each optionally with a precision and engine options "
-                        "(BACKEND[-PRECISION][:OPTION=VALUE]...): torch, numba, numba-fp16, numba-bf16, cuda, "
-                        "cuda-bf16, numba:threads=1; cuda:path=small or cuda-bf16:path=large forces the cuda "
-                        "backend's small- or large-batch path, otherwise chosen by stream count "
-                        "(default torch,numba)")
+                   help="generation timing and --profile: comma list of backends, each optionally with a "
+                        "precision and engine options (BACKEND[-PRECISION][:OPTION=VALUE]...): torch, numba, "
+                        "numba-fp16, numba-bf16, cuda, cuda-bf16, numba:threads=1; cuda:path=small or "
+                        "cuda-bf16:path=large forces the cuda backend's small- or large-batch path, otherwise "
+                        "chosen by stream count (default torch,numba; with --profile: numba)")
     p.add_argument("--batch", default=None,
-                   help="comma list of stream counts (default 1,8,64); with --train, global training "
-                        "batch sizes (default: the preset's)")
-    p.add_argument("--samples", type=int, default=16000, help="timed samples per stream (default 16000)")
+                   help="comma list of stream counts (default 1,8,64; with --profile 1); with --train, global "
+                        "training batch sizes (default: the preset's)")
+    p.add_argument("--samples", type=int, default=16000,
+                   help="generation timing and --profile: timed samples per stream (default 16000)")
     p.add_argument("--torch-samples", type=int, default=None,
-                   help="timed samples per stream for the (slow) torch engine (default: min(samples, 1024))")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per row, the fastest is kept (default 3)")
+                   help="generation timing: timed samples per stream for the (slow) torch engine "
+                        "(default: min(samples, 1024))")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="generation timing: timed runs per row, the fastest is kept (default 3)")
     add_threads(p)
     add_device(p)
     p.add_argument("--seed", type=int, default=0, help="seed of a preset's random weights")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
-    p.add_argument("--plot", default=None, metavar="FILE.png", help="plot samples/s against batch (matplotlib)")
+    p.add_argument("--plot", default=None, metavar="FILE.png",
+                   help="generation timing: plot samples/s against batch (matplotlib)")
     p.add_argument("--profile", action="store_true",
                    help="instead: time each part of the numba engines' step against the machine's limits")
-    t = p.add_argument_group("training speed (--train)")
+    t = p.add_argument_group("training speed (--train; these options go with it only)")
     t.add_argument("--train", action="store_true",
                    help="measure training instead: audio samples trained per second and peak memory")
     t.add_argument("--seq-len", type=int, default=None, help="samples per training window (default: the preset's)")
     t.add_argument("--steps", type=int, default=5, help="timed training steps per batch size (default 5)")
     t.add_argument("--warmup-steps", type=int, default=2, help="untimed steps first (default 2)")
     t.add_argument("--precision", default="auto", choices=["auto", "no", "bf16", "fp16"],
-                   help="mixed precision (default auto: bf16 on CUDA, none on the CPU)")
+                   help="mixed precision of training (default auto: bf16 on CUDA, none on the CPU); a "
+                        "generation backend's precision goes in its --backends name: numba-bf16")
     t.add_argument("--compile", action="store_true", help="torch.compile the model (train.compile)")
     t.add_argument("--grad-accum", type=int, default=1, help="micro-batches per step (default 1)")
     t.add_argument("--workers", type=int, default=0, help="batch prefetch threads (train.num_workers; default 0)")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="change a setting of the preset as training does: model.rnn_type=lstm, "
                         "train.ema_decay=0.99 (repeatable)")
+    # what run() compares against to tell which options were given (--device's help names its default)
+    p.set_defaults(bench_defaults={dest: p.get_default(dest) for dest in MODE_OPTIONS})
 
 
 def _comma_list(text: str, what: str, cast=str) -> list:
@@ -63,13 +98,45 @@ def _comma_list(text: str, what: str, cast=str) -> list:
     return values
 
 
-def _check_outputs(args) -> None:
-    """--json and --plot checked up front (--plot: only where a plot is drawn)."""
+def _mode(args) -> str:
+    """The measurement asked for: GENERATION, PROFILE or TRAIN (ConfigError for both of the others)."""
+    from wavegen.config import ConfigError
+
+    if args.train and args.profile:
+        raise ConfigError("--profile and --train are two different measurements: give one of them")
+    return TRAIN if args.train else PROFILE if args.profile else GENERATION
+
+
+def _unused_options(args, mode: str) -> dict[tuple[str, ...], list[str]]:
+    """The options given (not at their defaults) that ``mode`` does not use, by the modes they go with."""
+    unused = {}
+    for dest, (flag, modes) in MODE_OPTIONS.items():
+        if mode not in modes and getattr(args, dest) != args.bench_defaults[dest]:
+            unused.setdefault(modes, []).append(flag)
+    return unused
+
+
+def _check_options(args, mode: str) -> None:
+    """Every option given that ``mode`` does not use, refused in one line (nothing is silently ignored)."""
+    from wavegen.config import ConfigError
+
+    unused = _unused_options(args, mode)
+    if not unused:
+        return
+    parts = [f"{', '.join(flags)} {'works' if len(flags) == 1 else 'work'} with {_WHERE[modes]}"
+             for modes, flags in unused.items()]
+    them = "it" if sum(map(len, unused.values())) == 1 else "them"
+    raise ConfigError(f"{'; '.join(parts)}: {_MEASURING[mode]} does not use {them}; leave {them} out")
+
+
+def _check_outputs(args, mode: str) -> None:
+    """Up front: --json, then every option ``mode`` does not use (:func:`_check_options`), then --plot."""
     from wavegen.plotting import check_picture_path
 
     if args.json:
         check_output_file(args.json, "--json", "bench.json")
-    if args.plot and not (args.train or args.profile):
+    _check_options(args, mode)
+    if args.plot:
         check_picture_path(args.plot, "--plot")
         check_output_file(args.plot, "--plot", "bench.png")
 
@@ -120,14 +187,11 @@ def _bench_profile(args, backends, batches) -> int:
 def run(args) -> int:
     from wavegen.bench import bench_generation, format_table
 
+    mode = _mode(args)
+    _check_outputs(args, mode)
     check_device(args.device)
-    _check_outputs(args)
-    if args.train:
+    if mode == TRAIN:
         return _cmd_bench_train(args)
-    if args.overrides:
-        from wavegen.config import ConfigError
-
-        raise ConfigError("--set works with --train; generation is measured with the model's own settings")
     backends = _comma_list(args.backends, "--backends")
     batches = _comma_list(args.batch or ("1" if args.profile else "1,8,64"), "--batch", int)
     if args.profile:

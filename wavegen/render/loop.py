@@ -17,7 +17,6 @@ import torch
 
 from wavegen.audio import dequantize, float_to_int16
 from wavegen.config import ConfigError
-from wavegen.fileio import sha256_file
 from wavegen.generate import make_engine, temperatures, uniforms
 from wavegen.memory import check_fits
 from wavegen.plotting import spectrogram_png
@@ -224,7 +223,7 @@ def render_params(ref: ModelRef, s: RenderSettings, temps: np.ndarray, prime, ba
     ``threads``: :func:`engine_threads`."""
     guard = {"seconds": s.guard_seconds, "attempts": s.guard_attempts, **criteria.as_dict()}
     return json.loads(json.dumps({
-        "model": str(ref.weights.parent.resolve()), "model_sha256": sha256_file(ref.weights),
+        "model": str(ref.weights.parent.resolve()), "model_sha256": ref.weights_sha256(),
         "sample_rate": sample_rate, "seconds": s.seconds, "streams": s.streams, "seed": s.seed,
         "temperature": [float(t) for t in temps], "label": s.label,
         "prime_sha256": None if prime is None else hashlib.sha256(prime.tobytes()).hexdigest(),

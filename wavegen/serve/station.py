@@ -111,10 +111,8 @@ def _load_model(ref):
 
 
 def _model_digest(ref) -> str:
-    from wavegen.fileio import sha256_file
-
     if ref.trained:
-        return sha256_file(ref.weights)
+        return ref.weights_sha256()  # hashed once, with the check of the folder's record
     text = json.dumps({"config": ref.config, "init_seed": INIT_SEED}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
