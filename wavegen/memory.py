@@ -148,20 +148,10 @@ def parameter_bytes(model) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
-def activation_bytes(model, streams: int, length: int) -> int:
-    """Bytes autograd keeps for the backward pass of one training forward of ``streams`` x ``length``
-    predicted samples, measured on meta tensors at small sizes and extrapolated (linear in both)."""
-    return _extrapolated(_saved_at_small_sizes(model), streams, length, _total)
-
-
-def largest_activation_bytes(model, streams: int, length: int) -> int:
-    """Bytes of the largest tensor autograd keeps for the backward pass (as :func:`activation_bytes`)."""
-    return _extrapolated(_saved_at_small_sizes(model), streams, length, _largest)
-
-
 def activation_peak_bytes(model, streams: int, length: int) -> int:
     """Peak bytes of a training step's activations: what autograd saves times ACTIVATION_PEAK_FACTOR, or,
-    when one saved tensor dominates, everything saved plus LARGEST_TENSOR_COPIES of that tensor."""
+    when one saved tensor dominates, everything saved plus LARGEST_TENSOR_COPIES of that tensor. What
+    autograd saves is measured on meta tensors at small sizes and extrapolated (linear in both)."""
     measured = _saved_at_small_sizes(model)
     saved = _extrapolated(measured, streams, length, _total)
     largest = _extrapolated(measured, streams, length, _largest)
@@ -191,10 +181,6 @@ def _extrapolated(measured: tuple[int, list[dict[int, int]]], streams: int, leng
     per_stream = max(0.0, m21 - m11 - per_sample * unit)  # context and per-stream constants
     fixed = max(0.0, m11 - per_stream - per_sample * unit)  # e.g. weight-normed weights, once per batch
     return int(fixed + streams * (per_stream + per_sample * length))
-
-
-def _saved_bytes(model, streams: int, length: int) -> int:
-    return _total(_measure_saved(model, streams, length))
 
 
 def _measure_saved(model, streams: int, length: int) -> dict[int, int]:
