@@ -157,15 +157,20 @@ def _checkpoint_ref(run_dir: Path, checkpoint: str) -> ModelRef:
             kept = ", ".join(f"step_{s}" for s, _ in found)
             raise ConfigError(f"--checkpoint {checkpoint}: no such checkpoint in {run_dir}; kept: {kept} (or last)")
         step, folder = int(match.group(1)), steps[int(match.group(1))]
-    # a run that keeps an average of its weights (train.ema_decay) is judged by the average
-    averaged = folder / AVERAGED_MODEL
-    weights = averaged if averaged.is_file() else folder / MODEL_FILE
+    weights = checkpoint_weights(folder)
     if not weights.is_file():
         raise ConfigError(f"{folder}: no {MODEL_FILE} (an incomplete checkpoint)")
     sha256 = _check_listed(weights, found)
-    which = ", averaged weights" if weights == averaged else ""
+    which = ", averaged weights" if weights.name == AVERAGED_MODEL else ""
     return ModelRef("checkpoint", f"{folder} (step {step}{which})", read_config(run_dir / CONFIG_FILE), weights,
                     folder, sha256)
+
+
+def checkpoint_weights(folder: Path) -> Path:
+    """The weights a checkpoint is rendered and judged by: the average of the weights where the run keeps
+    one (train.ema_decay), else its model.safetensors (which may be missing: an incomplete checkpoint)."""
+    averaged = Path(folder) / AVERAGED_MODEL
+    return averaged if averaged.is_file() else Path(folder) / MODEL_FILE
 
 
 def _check_listed(weights: Path, found: list[tuple[int, Path]]) -> str | None:

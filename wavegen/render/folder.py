@@ -148,13 +148,13 @@ def _model_differs(where: Path, saved: dict, current: dict) -> str:
 def _checkpoint_with(model_dir: str, sha: str) -> int | None:
     """The step of a kept checkpoint of the run ``model_dir`` belongs to (its best/ or a checkpoint)
     whose weights have ``sha``; None where there is none."""
-    from wavegen.resolve import AVERAGED_MODEL, MODEL_FILE, run_checkpoints
+    from wavegen.resolve import checkpoint_weights, run_checkpoints
 
     folder = Path(model_dir)
     run = folder.parent.parent if folder.parent.name == "checkpoints" else folder.parent
     try:
         for step, kept in reversed(run_checkpoints(run)):
-            weights = kept / AVERAGED_MODEL if (kept / AVERAGED_MODEL).is_file() else kept / MODEL_FILE
+            weights = checkpoint_weights(kept)
             if weights.is_file() and sha256_file(weights) == sha:
                 return step
     except OSError:
