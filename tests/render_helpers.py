@@ -139,3 +139,55 @@ def wait_for_snapshot(proc, snapshot: Path, min_written: int = 1, timeout=120.0)
         time.sleep(0.05)
     proc.kill()
     raise AssertionError("no snapshot appeared")
+
+
+# `wavegen render` as a real process that pauses at a chosen point (and writes SENTINEL when it gets
+# there), so that a real signal can be sent exactly then: "guard" (the guard about to judge the last
+# window), "write" (the last window written, before the final snapshot) or "encode" (a FLAC file's
+# first bytes written to its temporary file).
+PAUSE_RUNNER = r"""
+import pathlib, sys, time
+from wavegen.render import guard, writers
+hook, sentinel, total, pause = sys.argv[1], pathlib.Path(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+paused = []
+
+def pause_here():
+    if not paused:
+        paused.append(1)
+        sentinel.write_text(hook)
+        time.sleep(pause)
+
+def wrap(cls, name, when):
+    real = getattr(cls, name)
+    def hooked(self, *args, **kwargs):
+        if when(self, *args, before=True):
+            pause_here()
+        out = real(self, *args, **kwargs)
+        if when(self, *args, before=False):
+            pause_here()
+        return out
+    setattr(cls, name, hooked)
+
+if hook == "guard":
+    wrap(guard.Guard, "check", lambda self, engine, pos, codes, *rest, before: before and pos + codes.shape[1] >= total)
+elif hook == "write":
+    wrap(writers.StreamWriters, "write", lambda self, pcm, before: not before and self.writers[0].frames >= total)
+elif hook == "encode":
+    wrap(writers._KeptErrorFile, "write", lambda self, data, before: not before)
+from wavegen.cli import main
+sys.exit(main(["-q", "render", *sys.argv[5:]]))
+"""
+
+
+def paused_cli(hook: str, sentinel: Path, total: int, pause: float, *args) -> list[str]:
+    """The command of `wavegen -q render ARGS` pausing ``pause`` seconds at ``hook`` (PAUSE_RUNNER) of a
+    render of ``total`` samples per stream."""
+    return [sys.executable, "-c", PAUSE_RUNNER, hook, str(sentinel), str(total), str(pause), *map(str, args)]
+
+
+def wait_for_file(proc, path: Path, timeout=120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not Path(path).exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.02)

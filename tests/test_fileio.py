@@ -12,7 +12,8 @@ import textwrap
 import pytest
 
 from wavegen.errors import FolderBusyError, WavegenError
-from wavegen.fileio import FolderLock, atomic_write, ensure_folder, replace_dir, sha256_file, write_json
+from wavegen.fileio import (FolderLock, atomic_write, ensure_folder, read_json_object, replace_dir, sha256_file,
+                            stale_temporaries, write_json)
 
 
 def test_atomic_write_replaces_content_and_leaves_no_temporary(tmp_path):
@@ -206,3 +207,47 @@ def test_write_array_writes_what_numpy_writes_and_a_failed_write_says_why(tmp_pa
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "big.pcm")], preexec_fn=limit,
                          capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == [str(errno.EFBIG), str(tmp_path / "big.pcm")], out.stderr
+
+
+def test_a_write_killed_before_its_rename_leaves_a_temporary_that_is_found_by_name(tmp_path):
+    """kill -9 in the middle of atomic_write: the target is untouched, the partial temporary is found
+    (for the folder's next writer to remove), and nothing else is taken for one."""
+    target = tmp_path / "stream_000.flac"
+    target.write_bytes(b"old")
+    code = textwrap.dedent(f"""
+        import os, signal
+        from wavegen.fileio import atomic_write
+        def write(f):
+            f.write(b"partial")
+            f.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        atomic_write({str(target)!r}, write)
+    """)
+    done = subprocess.run([sys.executable, "-c", code])
+    assert done.returncode == -9
+    assert target.read_bytes() == b"old"
+    for name in (".stream_000.flac.tmpx", ".other.tmp12", "stream_000.flac.tmp5", ".stream_000.flac.tmp"):
+        (tmp_path / name).write_bytes(b"")
+    left = stale_temporaries(tmp_path, ["stream_000.flac", "stream_001.flac"])
+    assert [p.name for p in left] == [f".stream_000.flac.tmp{done_pid(left[0])}"]
+    assert left[0].read_bytes() == b"partial"
+    assert sorted(p.name for p in stale_temporaries(tmp_path)) == sorted([left[0].name, ".other.tmp12"])
+    assert stale_temporaries(tmp_path / "missing") == []
+
+
+def done_pid(path) -> int:
+    return int(path.name.rpartition(".tmp")[2])
+
+
+def test_read_json_object_says_which_way_it_failed(tmp_path):
+    path = tmp_path / "r.json"
+    with pytest.raises(FileNotFoundError):
+        read_json_object(path)
+    for content, why in ((b"{\"a\": ", "not JSON"), (b"\xff\xfe\xfa", "not JSON"),
+                         (b"[1, 2]", "a JSON array, not an object"), (b"null", "a JSON null, not an object"),
+                         (b"4", "a JSON number, not an object")):
+        path.write_bytes(content)
+        with pytest.raises(ValueError, match=f"^{why}"):
+            read_json_object(path)
+    path.write_text('{"files": {"a": 1}}')
+    assert read_json_object(path) == {"files": {"a": 1}}

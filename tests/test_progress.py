@@ -7,7 +7,7 @@ import logging
 import os
 import pty
 
-from wavegen.progress import PlainProgress, progress_bar
+from wavegen.progress import PlainProgress, move_to, progress_bar, restart_clock
 
 
 def test_plain_lines_when_not_a_terminal(caplog):
@@ -43,3 +43,38 @@ def test_a_terminal_gets_tqdm():
         bar.update(3)
         bar.close()
     os.close(master)
+
+
+def test_after_a_slow_first_update_the_rate_counts_from_the_restart_on_both_kinds(caplog):
+    """A first update that took long (a warm-up) would set the rate and ETA for many updates after it
+    (tqdm's moving average): restart_clock counts them from then, on a terminal and in a log alike."""
+    import time
+
+    master, slave = pty.openpty()
+    with os.fdopen(slave, "w") as tty:
+        bar = progress_bar(total=100.0, desc="rendered", unit="s", stream=tty)
+        bar.start_t -= 50  # the first 0.1 s took 50 s ...
+        bar.update(0.1)
+        assert "<" in str(bar) and "?" not in str(bar).split("<")[1]  # ... and the ETA says hours
+        restart_clock(bar)
+        assert str(bar).split("<")[1].startswith("?")  # nothing measured yet
+        time.sleep(0.2)
+        bar.update(20.0)  # 20 s of audio in 0.2 s: 99.9 s to go at that rate is about a second
+        remaining = str(bar).split("<")[1].split("]")[0].split(",")[0]
+        assert remaining in ("00:00", "00:01", "00:02"), str(bar)
+        move_to(bar, 10.0)  # a rewind: back to what is kept, the rate counts it too
+        assert bar.n == 10.0 and str(bar).startswith("rendered:  10%|"), str(bar)
+        bar.close()
+    os.close(master)
+    caplog.set_level(logging.INFO, logger="wavegen")
+    plain = PlainProgress(total=100.0, desc="rendered", unit="s", interval_seconds=3600)
+    plain._t0 -= 50
+    plain.update(0.1)
+    restart_clock(plain)
+    assert "ETA" not in plain.line()
+    plain.update(20.0)
+    move_to(plain, 10.0)
+    line = plain.line(now=plain._t0 + 1.0)
+    assert line.startswith("rendered: 10/100 s (10%), 9.9 s/s, 0:01 elapsed, ETA 0:09"), line
+    move_to(plain, 0.0)  # below where the clock restarted: no progress, not a negative rate
+    assert plain.line(now=plain._t0 + 1.0).startswith("rendered: 0/100 s (0%), 0 s/s, 0:01 elapsed"), plain.line()

@@ -294,3 +294,36 @@ def test_a_render_recorded_before_thread_counts_were_resumed_with_a_warning(mode
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert warnings == [f"{out}: started before renders recorded their thread count; resuming on 1 thread(s) (if it "
                         "was started on another count, its streams may differ from an uninterrupted render)"]
+
+
+def test_a_ctrl_c_while_flac_is_encoded_is_raised_between_blocks_and_leaves_nothing(tmp_path, unraisable, capfd):
+    """A Ctrl-C arriving while libsndfile calls back into Python to write: raised there, cffi printed
+    and dropped it and the encoder failed ("a full disk"); it is raised between blocks instead, and the
+    partial FLAC goes with it."""
+    import signal
+
+    pcm = tmp_path / "s.pcm"
+    pcm.write_bytes((np.arange(SR * 40) * 997 % 65536 - 32768).astype("<i2").tobytes())  # several blocks
+    real, calls = render_writers._KeptErrorFile.write, []
+
+    def write(self, data):
+        calls.append(len(data))
+        if len(calls) == 1:
+            signal.raise_signal(signal.SIGINT)  # Python's own handler: KeyboardInterrupt
+        return real(self, data)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(render_writers._KeptErrorFile, "write", write)
+        with pytest.raises(KeyboardInterrupt):
+            encode_flac(pcm, tmp_path / "s.flac", SR)
+    assert unraisable == [] and "Exception ignored" not in capfd.readouterr().err
+    assert leftovers(tmp_path) == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back
+    encode_flac(pcm, tmp_path / "s.flac", SR)  # and a signal-free encode is whole
+    assert sf_frames(tmp_path / "s.flac") == SR * 40
+
+
+def sf_frames(path) -> int:
+    import soundfile as sf
+
+    return sf.info(str(path)).frames

@@ -205,3 +205,59 @@ def test_running_out_of_open_files_names_the_limit_not_the_disk(tmp_path):
                               "per stream and reached this process's open-file limit (")
     assert "0.1 s of each stream written so far are intact" in message and "ulimit -n" in message
     assert "free space" not in message
+
+
+# ----- what the folder reads back ----------------------------------------------------------------------
+
+def test_the_checkpoint_a_changed_model_began_with_is_found_by_its_recorded_sha256(model, tmp_path, capsys,
+                                                                                   monkeypatch):
+    """A render begun from a run's checkpoint, whose weights then changed: the refusal names the kept
+    checkpoint with those weights, read from its trainer_state.json's sha256 (a checkpoint of an older
+    wavegen, without the record, is hashed)."""
+    from wavegen.fileio import sha256_file
+    from wavegen.render import folder as render_folder
+
+    run = tmp_path / "run"
+    shutil.copytree(model, run / "best")
+    shutil.copy(model / "config.json", run / "config.json")
+    weights = model / "model.safetensors"
+    listed = {"bytes": weights.stat().st_size, "sha256": sha256_file(weights)}
+    for step, files in ((5, {"model.safetensors": listed}), (7, None)):  # step_7: written before files were listed
+        kept = run / "checkpoints" / f"step_{step}"
+        kept.mkdir(parents=True)
+        shutil.copy(make_model(tmp_path / f"m{step}", seed=step) / "model.safetensors" if step == 7 else weights, kept)
+        (kept / "trainer_state.json").write_text(json.dumps({"step": step, **({"files": files} if files else {})}))
+    out = tmp_path / "out"
+    assert main(["-q", "render", str(run), "--checkpoint", "step_5", "--out", str(out), "--seconds", "0.125",
+                 "--backend", "torch", "--no-guard", "--no-spectrogram"]) == 0
+    (run / "checkpoints" / "step_5" / "model.safetensors").write_bytes(
+        (run / "checkpoints" / "step_7" / "model.safetensors").read_bytes())  # step_5 replaced: same size
+    (out / "render_report.json").unlink()  # an unfinished render of the first weights
+    (out / ".state").mkdir()
+    (out / ".state" / "params.json").write_text(json.dumps(
+        {"model": str((run / "checkpoints" / "step_5").resolve()), "model_sha256": listed["sha256"]}))
+    hashed = []
+    monkeypatch.setattr(render_folder, "sha256_file", lambda path: hashed.append(Path(path)) or sha256_file(path))
+    with pytest.raises(RenderStateError, match=r"resume it with --checkpoint step_5 \(the weights it began with\)"):
+        render(run, out, settings(0.125), checkpoint="step_7")
+    assert hashed == [run / "checkpoints" / "step_7" / "model.safetensors"]  # step_5's was read from its record
+
+
+def test_restart_reads_what_the_recorded_render_wrote_and_skips_a_record_it_cannot_read(model, tmp_path):
+    """--restart removes the files of the render recorded in .state/params.json (3 FLAC streams here), with
+    the one JSON reader the rerun check uses; a record that is not a JSON object is passed over, not fatal."""
+    out = tmp_path / "out"
+    assert render_cli(model, out, "--streams", 3, "--format", "flac") == 0
+    (out / "notes.txt").write_text("mine")
+    folder = RenderFolder(out, 1, "wav")
+    assert folder._written_names() == {"render_report.json", "stream_000.wav", "stream_000.png", "stream_001.flac",
+                                       "stream_001.png", "stream_002.flac", "stream_002.png", "stream_000.flac"}
+    (out / "render_report.json").write_text("[1, 2]")
+    assert folder._written_names() == {"render_report.json", "stream_000.wav", "stream_000.png"}
+    with pytest.raises(RenderStateError, match=r"render_report\.json: unreadable render report \(a JSON array, not "
+                                               r"an object\); rerun with --restart"):
+        folder.completed_report({})
+    assert render_cli(model, out, "--streams", 2, "--restart") == 0  # the FLACs are no longer known as its own
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "notes.txt", "render_report.json", "stream_000.flac",
+                                                     "stream_000.wav", "stream_001.flac", "stream_001.wav",
+                                                     "stream_002.flac"]

@@ -359,3 +359,17 @@ def test_engine_without_stream_axes_fails_loudly(model):
     with pytest.raises(NotImplementedError, match="hidden0"):
         engine.stream_state(0)
     assert Engine._stream_axes == {}
+
+
+def test_a_last_window_of_one_sample_is_not_called_silence(tmp_path):
+    """A render one sample longer than whole windows: its last window, one loud sample, was judged
+    silent (its RMS about its own mean is 0), redrawn to no end and reported as given up."""
+    loud = int(quantize(np.array([-0.5]), Q, "mu-law")[0])
+    assert guard_verdict(dequantize(np.array([loud]), Q, "mu-law"), SR, GuardCriteria()) is None
+    assert guard_verdict(np.zeros(2), SR, GuardCriteria()) == "silence"  # two samples do have a level
+    folder = make_model(tmp_path / "loud", output_bias=one_hot_bias({loud: 0.5, loud + 9: 0.5}))
+    width = 8
+    report = render(folder, tmp_path / "out", settings((2 * width + 1) / SR, guard=True, guard_seconds=width / SR),
+                    progress=False)
+    assert report["guard"]["events"] == []
+    assert len(read_pcm(tmp_path / "out" / "stream_000.wav")) == 2 * width + 1

@@ -101,6 +101,7 @@ def test_prime_mistakes_name_the_right_value(model, tmp_path, make_tone, capsys)
     os.mkfifo(tmp_path / "fifo")
     make_tone(tmp_path / "ok.wav", 2.0, SR)
     make_tone(tmp_path / "tiny.wav", 0.001, SR)  # 4 samples: less than the model's frame of 16
+    (tmp_path / "garbage.wav").write_bytes(b"RIFF\0\0\0\0WAVEjunk")  # a header, no audio
     out = tmp_path / "out"
     cases = [
         (["--prime", tmp_path / "folder"], f"--prime {tmp_path / 'folder'}: is a folder, not an audio file"),
@@ -110,6 +111,7 @@ def test_prime_mistakes_name_the_right_value(model, tmp_path, make_tone, capsys)
         (["--prime", tmp_path / "ok.wav", "--prime-seconds", "0.0005"],
          "--prime-seconds 0.0005: less than the model's frame of 16 samples at 4000 Hz; give at least 0.004 s"),
         (["--prime", tmp_path / "tiny.wav"], f"--prime {tmp_path / 'tiny.wav'}: shorter than 16 samples"),
+        (["--prime", tmp_path / "garbage.wav"], f"--prime {tmp_path / 'garbage.wav'}: cannot decode audio"),
     ]
     for extra, message in cases:
         assert render_cli(model, out, *extra) == 2, extra

@@ -5,6 +5,10 @@
   holds either the old content or the new, never a mix. Only a regular file (or a link to one)
   is replaced: a folder, device, FIFO or socket at the path is refused (:func:`not_a_file`),
   never renamed over.
+- :func:`stale_temporaries`: what an :func:`atomic_write` killed before its rename (``kill -9``,
+  a power cut) left beside its target, for the folder's next writer to remove.
+- :func:`read_json_object`: a JSON object file read back (the error says which of the two
+  ways it failed: the read, or the content), for callers that each word the refusal their way.
 - :func:`replace_dir`: move a finished folder into place; the old one goes only after the swap.
 - :func:`sha256_file`: the digest of a file, read in blocks.
 - :func:`write_array` / :func:`check_room`: a numpy array written by Python's own file write
@@ -81,7 +85,7 @@ def atomic_write(path: str | Path, data: bytes | str | Callable) -> Path:
     if kind is not None:
         raise NotAFileError(f"{path}: is a {kind}, not a regular file; nothing was written (writing would "
                             f"replace the {kind}): give another file name")
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = path.with_name(f"{_temporary_prefix(path)}{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
             if callable(data):
@@ -96,6 +100,42 @@ def atomic_write(path: str | Path, data: bytes | str | Callable) -> Path:
         raise
     fsync_dir(path.parent)
     return path
+
+
+def _temporary_prefix(path: Path) -> str:
+    return f".{path.name}.tmp"
+
+
+def stale_temporaries(folder: str | Path, names=None) -> list[Path]:
+    """The temporary files :func:`atomic_write` left in ``folder`` when its process died before the rename
+    (``.NAME.tmpPID``: a partial file nothing reads), of the files ``names`` (every file when None). Only
+    the folder's one writer (the holder of its :class:`FolderLock`) should remove them: another process's
+    write may be under way otherwise."""
+    try:
+        children = list(Path(folder).iterdir())
+    except OSError:  # no folder yet: nothing left in it
+        return []
+    wanted = None if names is None else {_temporary_prefix(Path(name)) for name in names}
+    found = []
+    for child in children:
+        head, sep, pid = child.name.rpartition(".tmp")
+        if sep and head.startswith(".") and pid.isdigit() and (wanted is None or head + sep in wanted):
+            found.append(child)
+    return sorted(found)
+
+
+def read_json_object(path: str | Path) -> dict:
+    """A file holding a JSON object → that dict. OSError (as the system gave it) when the file cannot be
+    read; ValueError saying why when it holds no JSON object (not JSON, not text, or a JSON list ...)."""
+    text = Path(path).read_bytes()
+    try:
+        data = json.loads(text)
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"not JSON ({err})") from None
+    if not isinstance(data, dict):
+        kind = {list: "array", str: "string", bool: "true or false", type(None): "null"}.get(type(data), "number")
+        raise ValueError(f"a JSON {kind}, not an object")
+    return data
 
 
 def strict_json(value, indent: int | None = None) -> str:

@@ -7,7 +7,11 @@ returns; there :func:`progress_bar` logs one line every ``interval_seconds`` ins
         bar.update(1); bar.set_postfix(loss_bits="4.21")
 
 Both kinds take the tqdm calls wavegen uses: ``update``, ``set_postfix``, ``set_postfix_str``,
-``close``, and ``n`` / ``total``.
+``refresh``, ``close``, and ``n`` / ``total``; and two of this module's, for work that is not a
+steady count: :func:`move_to` (back to what is kept after a rewind) and :func:`restart_clock` (the
+rate and ETA counted from now, after a warm-up whose time would make them absurd). Their rate is
+the average since the start (or the restart), not tqdm's moving average, which a slow first
+update keeps absurd for many updates.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ def progress_bar(total: float | None = None, desc: str = "", unit: str = "it", i
     if getattr(stream, "isatty", lambda: False)():
         from tqdm import tqdm
 
+        tqdm_kwargs.setdefault("smoothing", 0)  # the average since the start: see the module's doc
         return tqdm(total=total, desc=desc or None, unit=unit, initial=initial, file=stream,
                     dynamic_ncols=True, **tqdm_kwargs)
     return PlainProgress(total, desc, unit, initial, interval_seconds)
@@ -57,6 +62,13 @@ class PlainProgress:
     def set_postfix_str(self, s: str = "", refresh=True) -> None:
         self.postfix = str(s)
 
+    def refresh(self) -> None:
+        """tqdm redraws its bar; a plain line waits for the next update."""
+
+    def restart_clock(self) -> None:
+        self._t0 = time.monotonic()
+        self._start_n = self.n
+
     def line(self, now: float | None = None) -> str:
         elapsed = (time.monotonic() if now is None else now) - self._t0
         done = self.n - self._start_n
@@ -80,6 +92,29 @@ class PlainProgress:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def move_to(bar, n: float) -> None:
+    """Set ``bar`` (either kind) at ``n`` (back, after work was undone), shown at once on a terminal."""
+    bar.n = n
+    if isinstance(bar, PlainProgress):
+        bar._start_n = min(bar._start_n, n)  # its rate is (n - start) / elapsed: never below zero
+    else:
+        bar.last_print_n = min(bar.last_print_n, n)  # tqdm prints only after this much more progress
+        bar.initial = min(bar.initial, n)  # its rate is (n - initial) / elapsed
+    bar.refresh()
+
+
+def restart_clock(bar) -> None:
+    """Count ``bar``'s (either kind) rate and ETA from now and from where it is: after a warm-up (a
+    first call that compiles, fills caches) whose time is no measure of the rest. tqdm's elapsed
+    time restarts with them."""
+    if isinstance(bar, PlainProgress):
+        bar.restart_clock()
+        return
+    bar.start_t = bar.last_print_t = bar._time()
+    bar.initial = bar.last_print_n = bar.n
+    bar.refresh()
 
 
 def _num(x: float) -> str:

@@ -24,9 +24,12 @@ the audio, the numba engine's thread count included: its sums round by it) and, 
 written atomically every ``snapshot_seconds`` of audio, after the audio files were flushed
 and fsynced up to that point (the snapshot before it stays as ``rank{r}.prev.npz``, the
 fallback when the newest is damaged). Rerunning the same command after a crash, Ctrl-C or
-``kill -9`` cuts each file back to the snapshot and continues. The first Ctrl-C or SIGTERM
-rewinds to the start of the current window, saves a snapshot and exits (130); a second stops
-at once, and the last snapshot stays valid.
+``kill -9`` cuts each file back to the snapshot and continues (and removes what a write cut
+short left: a FLAC or PNG half encoded). The first Ctrl-C or SIGTERM rewinds to the start of
+the current window, saves a snapshot and exits (130); one that comes once the last window is
+made lets the render finish (FLAC encoding, spectrograms, report), says so, and exits 0. A
+second stops at once (130), and the last snapshot stays valid: a rerun resumes, or only
+finishes the files.
 
 Guard (on by default). Every ``guard_seconds`` window of each stream is checked before it is
 written (:func:`guard_verdict`): clipping, silence or runaway noise rewinds that stream to the

@@ -15,13 +15,12 @@ parameter that differs is refused with both values named, until ``--restart``.
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import shutil
 from pathlib import Path
 
 from wavegen.errors import WavegenError
-from wavegen.fileio import FolderLock, ensure_folder, sha256_file, write_json
+from wavegen.fileio import FolderLock, ensure_folder, read_json_object, sha256_file, stale_temporaries, write_json
 from wavegen.render.settings import FORMATS, RenderStateError, RenderWriteError, estimate_bytes, stream_paths
 from wavegen.render.writers import open_file_limit
 
@@ -147,7 +146,8 @@ def _model_differs(where: Path, saved: dict, current: dict) -> str:
 
 def _checkpoint_with(model_dir: str, sha: str) -> int | None:
     """The step of a kept checkpoint of the run ``model_dir`` belongs to (its best/ or a checkpoint)
-    whose weights have ``sha``; None where there is none."""
+    whose weights have ``sha``; None where there is none. A checkpoint's sha256 is the one its
+    trainer_state.json lists (a model folder's: its weights.json); a file neither lists is hashed."""
     from wavegen.resolve import checkpoint_weights, run_checkpoints
 
     folder = Path(model_dir)
@@ -155,22 +155,37 @@ def _checkpoint_with(model_dir: str, sha: str) -> int | None:
     try:
         for step, kept in reversed(run_checkpoints(run)):
             weights = checkpoint_weights(kept)
-            if weights.is_file() and sha256_file(weights) == sha:
+            if weights.is_file() and _recorded_sha256(weights) == sha:
                 return step
     except OSError:
         pass
     return None
 
 
+def _recorded_sha256(weights: Path) -> str:
+    """``weights``' sha256 as its folder records it (a checkpoint's trainer_state.json, a model folder's
+    weights.json, when the record holds one for a file of this size); else hashed."""
+    from wavegen.resolve import WEIGHTS_RECORD
+
+    size = weights.stat().st_size
+    for record in ("trainer_state.json", WEIGHTS_RECORD):
+        try:
+            want = read_json_object(weights.parent / record).get("files", {}).get(weights.name)
+        except (OSError, ValueError, AttributeError):  # no record, or not one of files
+            continue
+        if isinstance(want, dict) and want.get("bytes") == size and isinstance(want.get("sha256"), str):
+            return want["sha256"]
+    return sha256_file(weights)
+
+
 def _read_json(path: Path, what: str) -> dict:
+    """A JSON object the render wrote; RenderStateError naming ``path`` (``what`` it is) when unreadable."""
     try:
-        data = json.loads(path.read_text())
+        return read_json_object(path)
     except (OSError, ValueError) as err:
-        raise RenderStateError(f"{path}: unreadable {what} ({err}); rerun with --restart to start the "
+        reason = getattr(err, "strerror", None) or str(err)
+        raise RenderStateError(f"{path}: unreadable {what} ({reason}); rerun with --restart to start the "
                                "render over") from None
-    if not isinstance(data, dict):
-        raise RenderStateError(f"{path}: not a {what}; rerun with --restart to start the render over")
-    return data
 
 
 class RenderFolder:
@@ -293,10 +308,10 @@ class RenderFolder:
         layouts = {(self.streams, self.format)}
         for path in (self.params_path, self.report_path):
             try:
-                record = json.loads(path.read_text())
-            except (OSError, ValueError):
+                record = read_json_object(path)
+            except (OSError, ValueError):  # none, or unreadable: its layout is not known
                 continue
-            params = record.get("params", record) if isinstance(record, dict) else {}
+            params = record.get("params", record)
             streams, fmt = (params.get("streams"), params.get("format")) if isinstance(params, dict) else (0, 0)
             if isinstance(streams, int) and not isinstance(streams, bool) and fmt in FORMATS:
                 layouts.add((streams, fmt))
@@ -306,11 +321,22 @@ class RenderFolder:
                 names.update((path.name, path.with_suffix(".png").name))
         return names
 
+    def remove_stale_temporaries(self) -> None:
+        """Lock held: the partial files a render killed mid-write left (a FLAC or PNG being encoded, a
+        snapshot being saved: atomic_write's temporaries, never read): they would stay for good."""
+        stale = stale_temporaries(self.out_dir, self._written_names()) + stale_temporaries(self.state_dir)
+        for path in stale:
+            path.unlink(missing_ok=True)
+        if stale:
+            logger.info("%s: removed %s, left partial by a render that was killed while writing it",
+                        self.out_dir, ", ".join(p.name for p in stale))
+
     def prepare(self, params: dict, restart: bool) -> dict | None:
         """First process, lock held: check (or wipe) what the folder holds, record ``params``.
 
         Returns the report when this render is already complete, else None.
         """
+        self.remove_stale_temporaries()
         if restart:
             self.wipe()
         done = self.completed_report(params)

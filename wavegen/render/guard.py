@@ -116,7 +116,9 @@ def guard_verdict(audio: np.ndarray, sample_rate: int, criteria) -> str | None:
     - clipping: more than ``clip_fraction`` of the samples at ``|x| >= clip_level`` (a model
       stuck at the rails).
     - silence: every 50 ms frame has an RMS, mean removed, below ``silence_db`` dBFS (a model
-      stuck on one code, whatever DC value that code has).
+      stuck on one code, whatever DC value that code has). A window of one sample (a render's
+      last, where its length is one more than whole windows) is never silence: its RMS about its
+      own mean is 0 whatever it holds.
     - dc (``dc_offset`` set): the window's mean is further from 0 than ``dc_offset``.
     - noise: spectral flatness (:func:`spectral_flatness`) above ``noise_flatness`` while the
       RMS is above ``noise_db`` dBFS. White noise scores 0.98-1 over a 2 s window at 16 kHz
@@ -135,7 +137,7 @@ def guard_verdict(audio: np.ndarray, sample_rate: int, criteria) -> str | None:
         return None
     if np.mean(np.abs(x) >= c.clip_level) > c.clip_fraction:
         return "clipping"
-    if album.frame_levels(x, sample_rate).max() < c.silence_db:
+    if n > 1 and album.frame_levels(x, sample_rate).max() < c.silence_db:  # one sample has no level about its mean
         return "silence"
     if c.dc_offset is not None and abs(float(x.mean())) > c.dc_offset:
         return "dc"

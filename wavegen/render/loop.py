@@ -20,7 +20,7 @@ from wavegen.config import ConfigError
 from wavegen.generate import make_engine, temperatures, uniforms
 from wavegen.memory import check_fits
 from wavegen.plotting import spectrogram_png
-from wavegen.progress import progress_bar
+from wavegen.progress import move_to, progress_bar, restart_clock
 from wavegen.render.folder import REPORT_FILE, RenderFolder, check_params
 from wavegen.render.guard import Guard, GuardCriteria, GuardLog, criteria_for
 from wavegen.render.processes import Processes
@@ -39,6 +39,9 @@ MIN_CHUNK = 64  # samples
 # float_to_int16's float64 and the int16 written
 WINDOW_BYTES_PER_SAMPLE = 8 + 8 + 4 + 8 + 2
 PRIME_BYTES_PER_SAMPLE = 8  # the prime's codes, copied per stream (int64) by the engine
+# what the first Ctrl-C / SIGTERM does, as it is acknowledged: while windows are made, and once the last is
+STOP_IN_WINDOW = "rewinding to the start of the window and saving a snapshot"
+STOP_AFTER_LAST_WINDOW = "the last window is made: finishing the render (its files and report) instead of stopping"
 
 
 def render(model: str | Path, out_dir: str | Path, settings: RenderSettings, progress: bool = True,
@@ -141,14 +144,22 @@ class RenderJob:
         procs.agree(lambda: self._prepare(restart), src=0)
         done = procs.agree(self._finished_or_checked)
         if done is not None:
-            logger.info("%s: this render is already complete (%d stream(s) x %.1f s); nothing to do",
+            logger.info("%s: this render is already complete (%d stream(s) x %g s); nothing to do",
                         folder.out_dir, done["streams"], done["seconds"])
             return done
-        shard = ShardRender(self, progress and procs.rank == 0)
-        meta = procs.agree(shard.run if len(self.ids) else (lambda: None))
-        if procs.rank != 0:
-            return {"paths": [str(folder.paths[i]) for i in self.ids], "rank": procs.rank, "meta": meta}
-        return self.finish()
+        # one stop request for the whole render: a window being made is rewound (KeyboardInterrupt);
+        # one that comes after the last window is made lets the render finish, and says so
+        with StopSignals(STOP_IN_WINDOW) as stop:
+            shard = ShardRender(self, progress and procs.rank == 0, stop)
+            meta = procs.agree(shard.run if len(self.ids) else (lambda: None))
+            if procs.rank != 0:
+                result = {"paths": [str(folder.paths[i]) for i in self.ids], "rank": procs.rank, "meta": meta}
+            else:
+                result = self.finish()
+        if stop.requested:
+            logger.warning("%s came after the last window was made: the render finished and is complete; "
+                           "nothing to resume", stop.name)
+        return result
 
     def _prepare(self, restart: bool) -> None:
         """First process, lock held: --restart, the rerun check, this render's parameters recorded."""
@@ -192,7 +203,7 @@ class RenderJob:
         folder.write_report(report, self.total, self.sr)
         # wall_seconds: the generation's (and its writing), every session's; the FLAC encoding and the
         # spectrograms after it are not counted
-        logger.info("rendered %d stream(s) x %.1f s, generated in %.1f s (%.2fx real time per stream, %s backend%s); "
+        logger.info("rendered %d stream(s) x %g s, generated in %.1f s (%.2fx real time per stream, %s backend%s); "
                     "guard events: %s → %s", s.streams, seconds, wall, report["realtime_factor"] or 0,
                     report["backend"], f", {sessions} sessions" if sessions > 1 else "",
                     counts or "none", folder.out_dir)
@@ -240,8 +251,11 @@ class Generator:
     """Codes for one process's streams, in chunks short enough to answer a stop request promptly.
 
     A chunk is ``block_seconds`` of audio, or less where the engine is slow: at most
-    CHUNK_WALL_SECONDS of work (the codes do not depend on it). Counts what it generates for
-    the progress bar unless asked not to (redraws).
+    CHUNK_WALL_SECONDS of work (the codes do not depend on it). The progress bar moves by what it
+    generates, except redraws (``count=False``); its "x real time" is the audio the bar counts per
+    second of wall time, the time of redraws included (what the report's realtime_factor measures
+    over the whole render), and the seconds redrawn are shown beside it. Rate and ETA count from
+    the end of the first chunk (the engine's warm-up: compiling, caches).
     """
 
     def __init__(self, job: RenderJob, stop: StopSignals, bar=None):
@@ -250,7 +264,8 @@ class Generator:
         self.block = max(1, int(round(job.settings.block_seconds * job.sr)))
         self.chunk_cap = MIN_CHUNK  # grows to CHUNK_WALL_SECONDS of work after the first chunk
         self.stop, self.bar = stop, bar
-        self.t0, self.samples = time.perf_counter(), 0
+        self.t0 = self.n0 = None  # the clock and the bar's count once warm (after the first chunk)
+        self.redrawn = 0  # samples per stream generated again by the guard, this session
 
     def draw(self, start: int, n: int, attempts: np.ndarray) -> np.ndarray:
         """Uniforms [B, n] for positions start.., each stream at its own attempt."""
@@ -271,22 +286,48 @@ class Generator:
             rate = m / max(time.perf_counter() - tick, 1e-6)
             self.chunk_cap = max(MIN_CHUNK, int(rate * CHUNK_WALL_SECONDS))
             i += m
-            if count and self.bar is not None:
-                self.samples += m
-                self.bar.update(m / self.sr)
-                speed = self.samples / self.sr / max(time.perf_counter() - self.t0, 1e-9)
-                self.bar.set_postfix_str(f"{speed:.2f}x real time")
+            self._progress(m, count)
             if self.stop.requested:
                 raise _Interrupted
         return codes
+
+    def _progress(self, m: int, count: bool) -> None:
+        """``m`` samples per stream generated: the bar moves (``count``) or they count as redrawn."""
+        if not count:
+            self.redrawn += m
+        if self.bar is None:
+            return
+        if self.t0 is None:  # the first chunk: moved without a rate (its time is the warm-up's), then the clock
+            self.bar.n += m / self.sr if count else 0
+            restart_clock(self.bar)
+            self.t0, self.n0 = time.perf_counter(), self.bar.n
+            return
+        if count:
+            self.bar.update(m / self.sr)
+        self.show_speed()
+
+    def show_speed(self) -> None:
+        """The bar's "x real time" (and the seconds redrawn) as of now."""
+        if self.bar is None or self.t0 is None:
+            return
+        speed = (self.bar.n - self.n0) / max(time.perf_counter() - self.t0, 1e-9)
+        redrawn = f", {self.redrawn / self.sr:.1f} s redrawn" if self.redrawn else ""
+        self.bar.set_postfix_str(f"{speed:.2f}x real time{redrawn}")
+
+    def rewound(self, pos: int) -> None:
+        """The bar back at ``pos`` samples: what a stop keeps (a window being made is undone)."""
+        if self.bar is not None:
+            move_to(self.bar, pos / self.sr)
+            self.n0 = None if self.n0 is None else min(self.n0, self.bar.n)
+            self.show_speed()
 
 
 class ShardRender:
     """One process's streams, start (or resume) to end: windows, guard, writes, snapshots; then
     FLAC encoding and spectrograms. ``run()`` → {"events", "spectrograms"}."""
 
-    def __init__(self, job: RenderJob, show_progress: bool):
-        self.job, self.show_progress = job, show_progress
+    def __init__(self, job: RenderJob, show_progress: bool, stop: StopSignals):
+        self.job, self.show_progress, self.stop = job, show_progress, stop
         self.s, self.engine, self.sr, self.total = job.settings, job.engine, job.sr, job.total
         self.snapshot_path = job.folder.snapshot_path(job.procs.rank)
         self.log = GuardLog(self.sr, report_name=REPORT_FILE)
@@ -331,7 +372,7 @@ class ShardRender:
     def _bar(self, written: int):
         if not self.show_progress:
             return contextlib.nullcontext()
-        return progress_bar(total=round(self.total / self.sr, 2), initial=round(written / self.sr, 2), unit="s",
+        return progress_bar(total=self.total / self.sr, initial=written / self.sr, unit="s",
                             desc="rendered",
                             bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}{postfix}]")
 
@@ -343,24 +384,29 @@ class ShardRender:
         if s.format == "flac" and written < self.total:
             logger.info("FLAC: audio is kept as PCM under %s until the render completes, then encoded",
                         job.folder.state_dir)
-        logger.info("rendering %d stream(s) x %.1f s at %d Hz with the %s engine (%s)%s", len(job.ids), s.seconds,
+        logger.info("rendering %d stream(s) x %g s at %d Hz with the %s engine (%s)%s", len(job.ids), s.seconds,
                     self.sr, self.engine.backend, s.precision, f" (process {job.procs.rank} of {job.procs.world})"
                     if job.procs.world > 1 else "")
         writers = StreamWriters(job.folder.work_paths(job.ids), self.sr, s.format == "wav", resumed,
                                 lambda path, err: self._io_error(path, err))
         ok = False
         try:
-            with StopSignals("rewinding to the start of the window and saving a snapshot") as stop, \
-                    torch.inference_mode(), self._bar(written) as bar:
+            with torch.inference_mode(), self._bar(written) as bar:
                 self.t0 = time.perf_counter()
-                self._windows(writers, written, Generator(job, stop, bar), stop)
+                self._windows(writers, written, Generator(job, self.stop, bar), self.stop)
                 self._save(writers, self.total)  # complete
                 writers.close()
                 ok = True
         finally:
             if not ok:
                 writers.abandon()
-        return self._after(job)
+        try:
+            return self._after(job)
+        except KeyboardInterrupt:  # a second Ctrl-C: the audio is all made and saved, the files not finished
+            logger.warning("stopped while the render's files were being finished: every window is made and saved "
+                           "under %s; rerun the same command to finish them (nothing is generated again)",
+                           job.folder.state_dir)
+            raise
 
     def _windows(self, writers: StreamWriters, pos: int, gen: Generator, stop: StopSignals) -> None:
         """Render positions pos..total window by window; a stop request rewinds to the window start."""
@@ -370,23 +416,33 @@ class ShardRender:
         guard = Guard(job.criteria, s.guard_attempts, self.sr, job.ids, job.to_audio, self.log) \
             if s.guard else None
         no_redraw = np.zeros(len(job.ids), dtype=np.int64)
+        if pos >= self.total:  # resumed from the complete snapshot: only its files are left to finish
+            stop.message = STOP_AFTER_LAST_WINDOW
         while pos < self.total:
             n = min(window - pos % window, self.total - pos)
             start, mark = engine.snapshot(), self.log.mark()
             try:
+                if stop.requested:  # came while the last window was written
+                    raise _Interrupted
                 codes = gen.generate(pos, n, no_redraw)
                 if guard is not None:
                     guard.check(engine, pos, codes, start,
                                 lambda attempts: gen.generate(pos, n, attempts, count=False))
+                if stop.requested:  # came while the guard judged the window
+                    raise _Interrupted
+                if pos + n == self.total:  # from here on a stop request lets the render finish
+                    stop.message = STOP_AFTER_LAST_WINDOW
             except _Interrupted:  # back to the window's start: audio, state and events
                 self.log.rewind(mark)
                 engine.restore(start)
+                gen.rewound(pos)
                 self._save(writers, pos)
                 logger.warning("%s: stopped at %.1f s; snapshot saved. Rerun the same command to resume",
                                stop.name, pos / self.sr)
                 raise KeyboardInterrupt from None
             writers.write(float_to_int16(job.to_audio(codes)))
             pos += n
+            gen.show_speed()  # the time of the guard's verdict and the writing counted
             if pos - self.snapshot_written >= snapshot_every and pos < self.total:
                 self._save(writers, pos)
 

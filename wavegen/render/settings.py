@@ -212,10 +212,13 @@ def prime_codes(path: str, sample_rate: int, seconds: float, q_levels: int, quan
     ConfigError when the name is empty, the file is missing, not a regular file, too short (or
     ``seconds`` too short) or holds NaN/infinite samples; AudioError when it cannot be decoded.
     """
-    from wavegen.audio import load_mono, quantize, scale_to_full_scale
+    from wavegen.audio import AudioError, load_mono, quantize, scale_to_full_scale
 
     check_prime_path(path)
-    audio = load_mono(path, sample_rate)
+    try:
+        audio = load_mono(path, sample_rate)
+    except AudioError as err:  # named as the option, as every other mistake of the prime is
+        raise AudioError(f"--prime {err.path}", err.reason) from None
     if not np.all(np.isfinite(audio)):
         raise ConfigError(f"--prime {path}: holds NaN or infinite samples; give an audio file of finite samples")
     if len(audio) < multiple:

@@ -1,0 +1,123 @@
+"""A render stopped near its end, by a real signal to a real `wavegen render` process: what it says,
+its exit status, what it leaves, and what a rerun makes of it.
+
+- a Ctrl-C while the last window is judged by the guard: that window is rewound, exit 130, a rerun
+  finishes with the bytes of a render never stopped;
+- a Ctrl-C once the last window is written: the render finishes, says it is complete (no claim of
+  a stop), exit 0;
+- a FLAC render stopped while its files are encoded: a first signal lets it finish; a second one,
+  or kill -9, leaves no FLAC file that is not whole (a partial one is removed by the rerun), and
+  the rerun finishes the files without generating again.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from render_helpers import ENV, SR, direct_pcm, file_bytes, make_model, paused_cli, wait_for_file, write_streams
+from wavegen.cli import main
+
+pytestmark = pytest.mark.slow
+
+SECONDS, STREAMS = 0.5, 2
+TOTAL = round(SECONDS * SR)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return make_model(tmp_path_factory.mktemp("model") / "tiny")
+
+
+def flags(out: Path, fmt: str = "wav", guard: bool = False) -> list[str]:
+    """An unguarded torch render (or one whose guard never fires: a window is the render) of SECONDS."""
+    guard_flags = ["--guard-seconds", SECONDS, "--guard-attempts", 0, "--no-album-guard"] if guard else ["--no-guard"]
+    return ["--seconds", SECONDS, "--streams", STREAMS, "--out", out, "--format", fmt, "--backend", "torch",
+            "--no-spectrogram", "--block-seconds", 0.05, *guard_flags]
+
+
+def stopped(model, tmp_path, hook, fmt, signals, pause=3.0, guard=False) -> tuple[subprocess.CompletedProcess, Path]:
+    """Run the render pausing at ``hook``, send ``signals`` (real ones) there; → (its outcome, --out)."""
+    out, sentinel = tmp_path / "out", tmp_path / "paused"
+    proc = subprocess.Popen(paused_cli(hook, sentinel, TOTAL, pause, model, *flags(out, fmt, guard)), env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_file(proc, sentinel)
+    for sig in signals:
+        proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr), out
+
+
+def reference(model, tmp_path, fmt) -> list[bytes]:
+    return file_bytes(write_streams(tmp_path / "ref", direct_pcm(model, STREAMS, TOTAL), fmt), STREAMS, fmt)
+
+
+def rerun(model, out, fmt="wav", guard=False) -> dict:
+    assert main(["-q", "render", str(model), *map(str, flags(out, fmt, guard))]) == 0
+    return json.loads((out / "render_report.json").read_text())
+
+
+def test_a_ctrl_c_while_the_last_window_is_judged_rewinds_it_and_exits_130(model, tmp_path):
+    done, out = stopped(model, tmp_path, "guard", "wav", [signal.SIGINT], pause=1.0, guard=True)
+    assert done.returncode == 130, done.stderr
+    assert "SIGINT: rewinding to the start of the window and saving a snapshot" in done.stderr
+    assert "SIGINT: stopped at 0.0 s; snapshot saved. Rerun the same command to resume" in done.stderr
+    assert "complete" not in done.stderr
+    assert not (out / "render_report.json").exists()
+    assert rerun(model, out, guard=True)["sessions"] == 2
+    assert file_bytes(out, STREAMS) == reference(model, tmp_path, "wav")
+
+
+def test_a_ctrl_c_once_the_last_window_is_written_finishes_and_says_so(model, tmp_path):
+    done, out = stopped(model, tmp_path, "write", "wav", [signal.SIGINT])
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[0] == ("SIGINT: the last window is made: finishing the render (its files and report) instead of "
+                        "stopping (Ctrl-C again to stop at once)"), done.stderr
+    assert lines[-1] == ("SIGINT came after the last window was made: the render finished and is complete; "
+                         "nothing to resume"), done.stderr
+    assert "rewinding" not in done.stderr and "interrupted" not in done.stderr
+    assert done.stdout.split() == [str(p) for p in sorted(out.glob("stream_*.wav"))]
+    report = json.loads((out / "render_report.json").read_text())
+    assert report["status"] == "complete" and report["sessions"] == 1
+    assert file_bytes(out, STREAMS) == reference(model, tmp_path, "wav")
+
+
+def test_a_flac_render_signalled_while_encoding_finishes_whole_files(model, tmp_path):
+    done, out = stopped(model, tmp_path, "encode", "flac", [signal.SIGTERM], pause=1.0)
+    assert done.returncode == 0, done.stderr
+    assert "SIGTERM: the last window is made: finishing the render" in done.stderr
+    assert "SIGTERM came after the last window was made: the render finished and is complete" in done.stderr
+    assert file_bytes(out, STREAMS, "flac") == reference(model, tmp_path, "flac")
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "render_report.json", "stream_000.flac",
+                                                     "stream_001.flac"]
+
+
+@pytest.mark.parametrize("how", ["two signals", "kill -9"])
+def test_a_flac_render_stopped_while_encoding_leaves_no_partial_file_and_a_rerun_finishes(model, tmp_path, how):
+    signals = [signal.SIGINT, signal.SIGTERM] if how == "two signals" else [signal.SIGKILL]
+    done, out = stopped(model, tmp_path, "encode", "flac", signals, pause=5.0)
+    partial = sorted(p.name for p in out.iterdir() if ".tmp" in p.name)
+    if how == "kill -9":
+        assert done.returncode == -signal.SIGKILL
+        assert partial == [f".stream_000.flac.tmp{done_pid(out)}"]  # what atomic_write could not remove
+    else:
+        assert done.returncode == 130, done.stderr
+        assert "stopped while the render's files were being finished: every window is made and saved" in done.stderr
+        assert "rerun the same command to finish them (nothing is generated again)" in done.stderr
+        assert partial == []
+        assert "Traceback" not in done.stderr and "cffi" not in done.stderr  # not raised inside the encoder
+    assert not (out / "render_report.json").exists() and not list(out.glob("*.flac"))
+    report = rerun(model, out, "flac")
+    assert report["sessions"] == 2  # the snapshot was complete: encoded, not generated again
+    assert file_bytes(out, STREAMS, "flac") == reference(model, tmp_path, "flac")
+    assert not [p for p in out.iterdir() if ".tmp" in p.name]
+
+
+def done_pid(out: Path) -> int:
+    """The pid of the render that held ``out`` (its lock file names it)."""
+    return json.loads((out / ".lock").read_text())["pid"]
