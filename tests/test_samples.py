@@ -74,10 +74,14 @@ def test_samples_at_each_validation_are_what_a_render_of_the_checkpoint_draws(ru
         assert np.array_equal(pcm(out / f"stream_{k:03d}.wav"), pcm(step4 / f"stream_{k:03d}.wav"))
 
 
-def test_samples_reach_tensorboard(run):
+def tensorboard_events(run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(run / "tb"), size_guidance={"audio": 0, "images": 0, "scalars": 0}).Reload()
+    return EventAccumulator(str(run / "tb"), size_guidance={"audio": 0, "images": 0, "scalars": 0}).Reload()
+
+
+def test_samples_reach_tensorboard(run):
+    events = tensorboard_events(run)
     tags = events.Tags()
     assert {"samples/stream_0", "samples/stream_1"} <= set(tags["audio"]) & set(tags["images"])
     assert [e.step for e in events.Audio("samples/stream_1")] == [2, 4]
@@ -115,6 +119,14 @@ def test_a_resumed_run_does_not_render_a_step_again(run, corpus, tmp_path, caplo
     assert "samples of step 4 already in" in caplog.text
     assert (folder / SAMPLES_DIR / "step_4" / "samples.json").stat().st_mtime_ns == written
     assert sample_steps(folder) == [2, 4, 6]
+    # TensorBoard hides the events after the checkpoint resumed from (step 2): step 4's samples are
+    # shown again from the folder, as they were (the same audio, not rendered again)
+    events = tensorboard_events(folder)
+    assert [e.step for e in events.Audio("samples/stream_0")] == [2, 4, 6]
+    assert [e.step for e in events.Images("samples/stream_1")] == [2, 4, 6]
+    assert [e.step for e in events.Scalars("samples/periodic_fraction")] == [2, 4, 6]
+    before = {e.step: e.encoded_audio_string for e in tensorboard_events(run).Audio("samples/stream_0")}
+    assert events.Audio("samples/stream_0")[1].encoded_audio_string == before[4]
 
 
 def test_a_failure_to_sample_warns_and_training_goes_on(corpus, tmp_path, caplog):

@@ -72,6 +72,17 @@ class TrainConfig:
             raise ConfigError(f"train.mixed_precision={self.mixed_precision!r}: use auto, no, bf16 or fp16")
 
 
+def train_settings(base: dict) -> dict:
+    """A model config's train section over TrainConfig's defaults (a config file written by hand may give
+    some settings or none; each is then a setting ``--set train.KEY=VALUE`` finds); ConfigError when it
+    is not a section. Unknown names stay, for :func:`from_dict` to refuse by name."""
+    given = base.get("train", {})
+    if not isinstance(given, dict):
+        raise ConfigError(f"train={given!r} in the model's config: expected a section of train settings such as "
+                          '{"lr": 0.001} (or no train section: the defaults)')
+    return {**to_dict(TrainConfig()), **given}
+
+
 # The most the optimizer's numbers may be: Adam computes in float32 (at most 3.4e38) and divides lr by
 # 1 - beta1 = 0.1 at its first step; 1e30 is still far beyond any value that trains.
 OPTIMIZER_MAX = 1e30

@@ -5,9 +5,39 @@ starts, and how it ends."""
 from __future__ import annotations
 
 import gc
+import logging
 import os
 
 import torch
+
+logger = logging.getLogger(__name__)
+
+# Where a launcher puts this process's rank and its rank on its machine: torchrun / accelerate's
+# multi-GPU launcher, then the MPI launchers accelerate's --cpu path runs under (accelerate reads the same)
+_RANK_VARS = ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "MV2_COMM_WORLD_RANK")
+_LOCAL_RANK_VARS = ("LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "MV2_COMM_WORLD_LOCAL_RANK")
+
+
+def launch_rank() -> tuple[int, int]:
+    """This process's ``(rank, local rank)`` as its launcher set them, before any process group
+    exists: ``(0, 0)`` for a process started alone."""
+    def first(names):
+        for name in names:
+            if os.environ.get(name, "").strip().isdigit():
+                return int(os.environ[name])
+        return 0
+
+    return first(_RANK_VARS), first(_LOCAL_RANK_VARS)
+
+
+def leave_to_another_process(err: BaseException) -> bool:
+    """Whether this process of a launch leaves user error ``err`` to another one to print, so that a
+    refusal reads once, not once per process: every process but the first when each of them raised
+    the same (``err.every_process``, set where the processes agreed on it: trainstate.checked), else
+    every process but the first of its machine (an error found before the processes could talk: the
+    same arguments and files give the same error on one machine; another machine may differ)."""
+    rank, local_rank = launch_rank()
+    return rank != 0 and (getattr(err, "every_process", False) or local_rank != 0)
 
 
 def before_process_group() -> None:
@@ -53,4 +83,18 @@ def make_accelerator(mixed_precision: str, cpu: bool = False):
     several = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if several:
         before_process_group()
-    return Accelerator(mixed_precision=mixed_precision, cpu=not cuda and (cpu or several))
+    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=not cuda and (cpu or several))
+    if accelerator.num_processes == 1 and asked_for_several_cpu_processes():
+        logger.warning("accelerate launch --cpu started this one process, whatever --num_processes says (its --cpu "
+                       "launcher starts a single process outside mpirun): it runs alone, at one process's speed. "
+                       "For N processes on the CPU (gloo), launch with --multi_gpu --num_processes N on a machine "
+                       "without GPUs, --config_file recipes/accelerate/one_node.yaml --num_processes N, or "
+                       "torchrun --nproc_per_node N")
+    return accelerator
+
+
+def asked_for_several_cpu_processes() -> bool:
+    """Whether ``accelerate launch --cpu --num_processes N`` (N > 1) started this process: its single-process
+    launcher sets ACCELERATE_USE_CPU, and MASTER_ADDR only when asked for several, but no WORLD_SIZE."""
+    return (os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("true", "1", "yes")
+            and "MASTER_ADDR" in os.environ and "WORLD_SIZE" not in os.environ)

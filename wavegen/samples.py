@@ -17,7 +17,8 @@ samples differ by their weights only, and the same a render draws, so an uncondi
 samples at a kept checkpoint are ``wavegen render RUN --checkpoint step_N --seed SEED --streams K
 --seconds S --no-guard`` (same backend), to be continued at any length. The folder is written
 under a temporary name and renamed: a kill leaves no half folder. A step whose folder exists is
-not rendered again (a resumed run). A failure to sample warns and training goes on.
+not rendered again (a resumed run): it is shown in TensorBoard again from its files. A failure to
+sample warns and training goes on.
 """
 
 from __future__ import annotations
@@ -78,11 +79,11 @@ class TrainingSamples:
         if not self.main:
             return None
         final = self.dir / f"step_{step}"
-        if final.exists():
-            logger.info("samples of step %d already in %s", step, final)
-            return final
         tmp = self.dir / f".tmp_step_{step}"
         try:
+            if final.exists():
+                self._show_again(step, final)
+                return final
             return self._write(step, model, tmp, final)
         except Exception as err:  # noqa: BLE001 - samples are for people: a failure must not stop the training
             logger.warning("samples of step %d failed (%s: %s); training goes on", step, type(err).__name__, err)
@@ -117,8 +118,20 @@ class TrainingSamples:
         fsync_dir(tmp)
         tmp.rename(final)
         fsync_dir(self.dir)
-        self._report(step, final, record, audio, time.perf_counter() - tick)
+        self._report(step, final, record, time.perf_counter() - tick)
+        self._log(step, final, record, float_to_int16(audio) / 32768.0)  # as the WAV files hold it
         return final
+
+    def _show_again(self, step: int, folder: Path) -> None:
+        """Step ``step``'s samples, written before this run resumed from an earlier checkpoint: not rendered
+        again (the same weights draw the same audio), but logged again from ``folder`` (TensorBoard hides
+        every event after the step a run resumes from)."""
+        logger.info("samples of step %d already in %s", step, folder)
+        if self.log is None:
+            return
+        record = json.loads((folder / SAMPLES_FILE).read_text())
+        audio = np.stack([_read_pcm(folder / stream["file"]) for stream in record["streams"]])
+        self._log(step, folder, record, audio)
 
     def render(self, model) -> tuple[np.ndarray, list[str] | None, str]:
         """The current weights → (audio [B, n] float32 in [-1, 1], the label of each stream or None,
@@ -136,20 +149,39 @@ class TrainingSamples:
         audio = dequantize(codes, engine.q_levels, engine.spec["quantization"])
         return audio, labels or None, engine.backend
 
-    def _report(self, step: int, folder: Path, record: dict, audio: np.ndarray, seconds: float) -> None:
-        streams = record["streams"]
-        periodic = float(np.mean([s["periodic_fraction"] for s in streams]))
-        flat = [s["flatness"] for s in streams if s["flatness"] is not None]
-        flatness = float(np.median(flat)) if flat else None
+    def _report(self, step: int, folder: Path, record: dict, seconds: float) -> None:
+        periodic, flatness = _summary(record)
         album = (self.album or {}).get("features", {})
         vs = lambda name: f" (album {album[name]['p50']:.3g})" if album.get(name) else ""  # noqa: E731
         logger.info("step %d: %d sample(s) x %.1f s in %.1f s (%s) → %s; periodic %.2f%s, flatness %s%s", step,
-                    len(streams), record["seconds"], seconds, record["backend"], folder, periodic,
+                    len(record["streams"]), record["seconds"], seconds, record["backend"], folder, periodic,
                     vs("periodic_fraction"), "-" if flatness is None else f"{flatness:.3g}", vs("flatness"))
-        if self.log is not None:
-            self.log.samples(step, audio, self.sample_rate, [folder / s["spectrogram"] if s["spectrogram"] else None
-                                                             for s in streams],
-                             {"periodic_fraction": periodic, "flatness": flatness})
+
+    def _log(self, step: int, folder: Path, record: dict, audio: np.ndarray) -> None:
+        """The samples in TensorBoard: audio [B, n] float, the spectrograms, the summary scalars."""
+        if self.log is None:
+            return
+        periodic, flatness = _summary(record)
+        self.log.samples(step, audio, self.sample_rate, [folder / s["spectrogram"] if s["spectrogram"] else None
+                                                         for s in record["streams"]],
+                         {"periodic_fraction": periodic, "flatness": flatness})
+
+
+def _summary(record: dict) -> tuple[float, float | None]:
+    """A samples.json record → (mean periodic fraction, median flatness or None) over its streams."""
+    streams = record["streams"]
+    flat = [s["flatness"] for s in streams if s["flatness"] is not None]
+    return float(np.mean([s["periodic_fraction"] for s in streams])), float(np.median(flat)) if flat else None
+
+
+def _read_pcm(path: Path) -> np.ndarray:
+    """A sample's 16-bit mono WAV (written by the render's PCM writer) → float32 [n] in [-1, 1)."""
+    import wave
+
+    with wave.open(str(path), "rb") as f:
+        if f.getsampwidth() != 2 or f.getnchannels() != 1:
+            raise ValueError(f"{path}: not 16-bit mono PCM")
+        return np.frombuffer(f.readframes(f.getnframes()), dtype="<i2").astype(np.float32) / 32768.0
 
 
 def _spectrogram(wav: Path) -> str | None:

@@ -34,7 +34,7 @@ import torch
 
 from wavegen.checkpoint import (load_checkpoint, newest_intact, prune_checkpoints, restore_best, save_checkpoint,
                                 save_failed, save_model, tidy_run_folder)
-from wavegen.config import ConfigError, TrainConfig, from_dict
+from wavegen.config import ConfigError, TrainConfig, from_dict, train_settings
 from wavegen.corpus import Corpus
 from wavegen.data import BatchBuildingStopped, BatchStream, make_batches
 from wavegen.distributed import end_accelerator, make_accelerator
@@ -46,7 +46,7 @@ from wavegen.runlog import read_metrics  # noqa: F401  (the public reader, as wa
 from wavegen.samples import TrainingSamples
 from wavegen.signals import StopSignals
 from wavegen.trainstate import (Carry, NonFiniteError, NonFiniteWatch, WeightAverage, agree, broadcast, check_resume,
-                                checked)
+                                checked, every_process)
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ def resolve_run_config(base: dict, corpus_dir: str | Path, overrides: list[str] 
 
     corpus = Corpus(corpus_dir)
     config = json.loads(json.dumps(base))
+    config["train"] = train_settings(base)
     config["data"] = {"corpus": str(Path(corpus_dir).resolve()), "sample_rate": corpus.sample_rate}
     if _labels_from_corpus(base, config["model"], corpus):
         config["model"]["labels"] = list(corpus.labels)
@@ -449,8 +450,9 @@ def _validate(run: _Run) -> None:
     result = evaluate(run.judged, run.corpus, "val", max_seconds=run.cfg.val_seconds, accelerator=run.accelerator)
     bits = result["nll_bits_per_sample"]
     if not math.isfinite(bits):
-        raise NonFiniteError(f"step {run.step}: the validation NLL is {bits} with finite weights; training stopped "
-                             f"and nothing of this step was saved (last checkpoint: {run.checkpoint or 'none'})")
+        raise every_process(NonFiniteError(  # the processes' sums make one score: all of them stop here
+            f"step {run.step}: the validation NLL is {bits} with finite weights; training stopped and nothing of this "
+            f"step was saved (last checkpoint: {run.checkpoint or 'none'})"))
     improved = run.best_val is None or bits < run.best_val
     if improved:
         run.best_val = bits

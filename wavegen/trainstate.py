@@ -8,7 +8,8 @@
 - :class:`NonFiniteWatch`: the first step whose loss or gradient was not finite, recorded on the
   device (no host sync per step) and read where the loop syncs anyway, before anything is saved.
 - :func:`check_resume`: may this config resume that run (RESUMABLE_CHANGES)?
-- :func:`agree`, :func:`checked`, :func:`broadcast`: what every process of a launch must decide alike.
+- :func:`agree`, :func:`checked`, :func:`broadcast`: what every process of a launch must decide alike
+  (:func:`every_process` marks an error all of them raise: the first process alone prints it).
 """
 
 from __future__ import annotations
@@ -80,15 +81,28 @@ def agree(accelerator, flag: bool) -> bool:
 
 def checked(accelerator, check):
     """``check()`` on every process; when it raises a WavegenError on any of them, every process
-    raises (so none waits at the next collective for one that has left)."""
+    raises (so none waits at the next collective for one that has left): its own error, or the
+    first refusing process's message. Marked ``every_process``: the first process alone prints it."""
     error, value = None, None
     try:
         value = check()
     except WavegenError as err:
         error = err
-    if agree(accelerator, error is not None):
-        raise error or WavegenError("another process of this launch refused the run (see its error)")
-    return value
+    if not agree(accelerator, error is not None):
+        return value
+    if accelerator.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        refusals = [m for m in gather_object([None if error is None else str(error)]) if m is not None]
+        error = error or WavegenError(refusals[0])
+    raise every_process(error)
+
+
+def every_process(error: WavegenError) -> WavegenError:
+    """``error``, marked as raised by every process of the launch alike (so one of them prints it:
+    wavegen.distributed.leave_to_another_process)."""
+    error.every_process = True
+    return error
 
 
 def broadcast(accelerator, value):
@@ -215,6 +229,6 @@ class NonFiniteWatch:
         kept = (f"the last good checkpoint, {last_checkpoint}, is kept; a rerun resumes from it" if last_checkpoint
                 else "no checkpoint had been saved; a rerun starts again from step 0")
         hint = "lower train.lr" + ("" if self.grad_clip > 0 else " or clip the gradient (train.grad_clip, e.g. 1.0)")
-        raise NonFiniteError(
+        raise every_process(NonFiniteError(
             f"step {step}: {what} {'was' if ' and ' not in what else 'were'} not finite (NaN or inf); training "
-            f"stopped and nothing from step {step} on was saved ({kept}): {hint}")
+            f"stopped and nothing from step {step} on was saved ({kept}): {hint}"))

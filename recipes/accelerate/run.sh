@@ -10,7 +10,7 @@
 # Stages: 0 set-up, 1 prep, 2 train, 3 evaluate, 4 render. Each finished stage leaves a marker
 # in DIR/.done/, so rerunning skips it; a stopped training (Ctrl-C, SIGTERM, a lost node) is
 # resumed by rerunning the same command (stage 2 is marked done only when it reaches --steps,
-# and a larger --steps trains on from the last checkpoint).
+# and a larger --steps trains on from the last checkpoint; stages 3-4 then run again, for the newer model).
 #
 # Several machines: DIR must be on a filesystem every machine sees at the same path. Run
 # stages 0-1 once, then stage 2 on every machine at the same time, each with its own
@@ -50,7 +50,7 @@ main_machine=true
 [ -n "$machine_rank" ] && [ "$machine_rank" != 0 ] && main_machine=false
 
 run_stage() {  # run_stage N "title" command...: stages.sh's, but stage 2's marker names --steps and
-  # only the main machine leaves markers
+  # only the main machine leaves markers (stages 3-4, run on the main machine alone, use run_model_stage)
   local n=$1 title=$2; shift 2
   local marker=$dir/.done/$n
   [ "$n" = 2 ] && marker=$dir/.done/2.steps$steps  # a larger --steps trains on
@@ -67,17 +67,35 @@ prep() {
 }
 
 train() {
-  local launch=(accelerate launch --config_file "$config_file")
+  # --quiet: a failed single process (one_gpu) ends without accelerate's CalledProcessError traceback; the
+  # multi-process launcher (torch.distributed's) prints its ChildFailedError report whatever it is told
+  local launch=(accelerate launch --quiet --config_file "$config_file") status=0
   if [ -z "$num_processes" ] && [ "$config" = one_node ]; then  # one process per GPU found here
     num_processes=$(python3 -c 'import torch; print(torch.cuda.device_count())')
-    [ "$num_processes" -gt 0 ] || num_processes=""
+    if [ "$num_processes" = 0 ]; then
+      echo "--config one_node starts one process per GPU, and there is none here: give --num-processes N for N" \
+           "CPU processes (over gloo)" >&2
+      exit 2
+    fi
   fi
   [ -n "$num_processes" ] && launch+=(--num_processes "$num_processes")
   [ -n "$machine_rank" ] && launch+=(--machine_rank "$machine_rank")
   [ -n "$main_ip" ] && launch+=(--main_process_ip "$main_ip")
   # ${overrides[@]+...}: an empty array under set -u on older bash
   "${launch[@]}" -m wavegen train --data "$dir/corpus" --model "$model" --run "$dir/run" \
-    --max-steps "$steps" ${overrides[@]+"${overrides[@]}"}
+    --max-steps "$steps" ${overrides[@]+"${overrides[@]}"} || status=$?
+  if [ "$status" != 0 ]; then
+    echo "stage 2 ended with exit $status: the reason is wavegen's message above (an error line is a refusal to" \
+         "fix; a stopped training resumes when this command is rerun); a traceback of accelerate or" \
+         "torch.distributed after it only reports that exit" >&2
+    exit "$status"
+  fi
+}
+
+render() {  # again=1 (run_model_stage): the folder holds the render of the model before it trained on
+  local restart=(); if [ "$again" = 1 ]; then restart=(--restart); fi
+  wavegen render "$dir/run" --seconds 30 --streams 4 --out "$dir/renders" --seed 1 --device "$device" \
+    ${restart[@]+"${restart[@]}"}
 }
 
 if $main_machine; then
@@ -87,11 +105,12 @@ fi
 run_stage 2 "train $model to step $steps with $config_file" train
 if $main_machine; then
   device=$(python3 -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')
-  # every test segment scored whole (a recurrent model's state carried through it): on the GPU where there is one
-  run_stage 3 "evaluate on the test split (bits per sample)" \
+  # stages 3-4 are done FOR the model (stages.sh's run_model_stage): trained on (a larger --steps), it is
+  # evaluated and rendered again. Every test segment scored whole (a recurrent model's state carried through it);
+  # on the GPU where there is one
+  run_model_stage 3 "$dir/run" "evaluate on the test split (bits per sample)" \
     wavegen eval "$dir/run" --data "$dir/corpus" --split test --device "$device"
-  run_stage 4 "render 4 streams x 30 s" \
-    wavegen render "$dir/run" --seconds 30 --streams 4 --out "$dir/renders" --seed 1 --device "$device"
+  run_model_stage 4 "$dir/run" "render 4 streams x 30 s" render
   echo
   echo "Model: $dir/run/best/; renders: $dir/renders/; curves: tensorboard --logdir $dir/run/tb"
 fi
