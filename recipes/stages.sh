@@ -11,6 +11,8 @@
 # still holds it. When the model trains on (its best weights change) or a setting changes, the
 # record differs and the stage runs again instead of reporting "done before" for outputs of the
 # older model. A marker written before markers held records (empty) differs from every record.
+# `run_model_stage N RUN ...` records the model alone; `run_for_record N "$(stage_record RUN SETTING...)" ...`
+# the model and settings (the conditioned recipe's render length, say).
 
 check_stage_number() {  # check_stage_number OPTION VALUE: exit 2 unless VALUE is a whole number
   case "$2" in
@@ -46,14 +48,22 @@ run_stage() {  # run_stage N "title" command...: a stage that is one step (its m
 run_model_stage() {  # run_model_stage N RUN "title" command...: run_stage for a stage done FOR RUN's model: its
   # marker holds stage_record RUN, and a marker of an older model (or an empty one) runs it again, with again=1
   # set for the command (a render passes --restart then: its folder holds the older model's render)
-  local n=$1 run=$2 title=$3 record; shift 3
+  local n=$1 run=$2 title=$3; shift 3
   in_stage_range "$n" || return 0
-  record=$(stage_record "$run")
+  run_for_record "$n" "$(stage_record "$run")" "$title" "$@"
+}
+
+run_for_record() {  # run_for_record N RECORD "title" command...: run_stage for a stage done FOR RECORD (stage_record
+  # RUN SETTING...: a model and the settings its outputs depend on); its marker holds RECORD, and a marker holding
+  # another record (an older model, other settings, or none) runs it again, with again=1 set for the command
+  local n=$1 record=$2 title=$3 older="an older model"; shift 3
+  in_stage_range "$n" || return 0
+  case "$record" in "model "*" "*) older="an older model or other settings" ;; esac  # the record names settings
   again=0
   if marker_is "$dir/.done/$n" "$record"; then echo "== stage $n: $title (done before, skipped)"; return; fi
   if [ -f "$dir/.done/$n" ]; then
     again=1
-    echo "== stage $n: $title (done before for an older model: again)"
+    echo "== stage $n: $title (done before for $older: again)"
   else
     echo "== stage $n: $title"
   fi

@@ -1,6 +1,7 @@
 """wavegen.analysis: renders judged against an album (features checked on signals of known values)."""
 
 import math
+import re
 import warnings
 
 import numpy as np
@@ -207,3 +208,44 @@ def test_the_training_split_is_not_compared_with_itself(tone_album):
     with pytest.raises(analysis.AnalysisError, match=r"^--split train: the train split is the album reference .* "
                                                      r"compare with test or val$"):
         analysis.compare_renders(folders["tones"], corpus, split="train")
+
+
+def test_undefined_numbers_are_a_dash_with_a_note_in_the_table_and_null_in_json():
+    """The eval table printed "nan": tempo_bpm where no excerpt is 4 s long, album likeness where the
+    nearer noise is no farther from the test split than the training split. Now "-" and a line saying
+    why; the JSON (strict_json) holds null; the result itself keeps NaN (docs/QUALITY.md)."""
+    import json
+
+    from wavegen.fileio import strict_json
+
+    pitched = tone(1.5, RATE, freq=330.0, amplitude=0.3)[:, 0]
+    hiss = analysis.noise("white", 1.5, RATE, rms=0.2, seed=3)
+    result = analysis.compare_clips([pitched], [hiss], [pitched], RATE, max_seconds=10.0)
+    assert math.isnan(result["sets"]["renders"]["summary"]["tempo_bpm"])
+    assert math.isnan(result["verdict"]["album_likeness"])
+    text = analysis.format_comparison(result)
+    assert "nan" not in text.lower()
+    tempo_row = next(line for line in text.splitlines() if line.startswith("tempo_bpm"))
+    assert tempo_row.split() == ["tempo_bpm"] + ["-"] * len(analysis.SETS)
+    assert ("- tempo_bpm of renders, test, train, white_noise, pink_noise: no excerpt of 4 s or more to estimate "
+            "a tempo on") in text
+    assert "album likeness undefined: the nearer noise" in text and "album likeness nan" not in text
+    # a defined number is still printed as a number beside an undefined one
+    flat_row = next(line for line in text.splitlines() if line.startswith("flatness_median"))
+    assert float(flat_row.split()[2]) > 0.3  # the test split is white noise
+    parsed = json.loads(strict_json(result), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+    assert parsed["sets"]["test"]["summary"]["tempo_bpm"] is None and parsed["verdict"]["album_likeness"] is None
+    # a defined album likeness has no note
+    fine = analysis.compare_clips([pitched], [pitched], [pitched], RATE, max_seconds=10.0)
+    fine_text = analysis.format_comparison(fine)
+    assert "album likeness undefined" not in fine_text and re.search(r"^album likeness -?\d+\.\d\d ", fine_text, re.M)
+
+
+def test_a_split_of_clips_too_short_to_analyse_is_named():
+    """A test split whose every clip is under 0.25 s was numpy's "need at least one array to concatenate"."""
+    pitched = tone(1.0, RATE, freq=330.0, amplitude=0.3)[:, 0]
+    with pytest.raises(analysis.AnalysisError, match=r"^nothing to compare: the test split holds no clip of at "
+                                                     r"least 0\.25 s$"):
+        analysis.compare_clips([pitched], [pitched[: RATE // 10]], [pitched], RATE, max_seconds=10.0)
+    without_train = analysis.compare_clips([pitched], [pitched], [pitched[: RATE // 10]], RATE, max_seconds=10.0)
+    assert "train" not in without_train["sets"] and "album_likeness" not in without_train["verdict"]

@@ -269,3 +269,32 @@ def test_a_batch_whose_engine_state_does_not_fit_names_batch_not_the_backend(cap
     assert timings == []
     assert cli.main(["bench", "--model", "wavenet-tiny", "--backends", "numba", "--batch", "1",  # not marked broken
                      "--samples", "50", "--repeats", "1"]) == 0
+
+
+def test_the_backend_check_builds_no_engine_the_rows_do_not_need(monkeypatch):
+    """check_backends built a 1-stream engine for the state-per-stream figure and then the smallest batch's
+    (1 again, with the default 1,8,64): the 1-stream engine now serves both; the check still refuses what
+    it refused (a batch whose state does not fit, an unknown precision) before anything is timed."""
+    from wavegen import memory
+
+    spec, _ = load_bench_model("samplernn-tiny")
+    built = []
+    real = bench_module.build_engine
+    monkeypatch.setattr(bench_module, "build_engine",
+                        lambda spec, streams, backend, device="cpu": built.append((backend, streams))
+                        or real(spec, streams, backend, device))
+    bench_module.check_backends(spec, ["torch", "numba"], [1, 8, 64])
+    assert built == [("torch", 1), ("numba", 1)]
+    built.clear()
+    bench_module.check_backends(spec, ["numba"], [8, 64])  # the smallest batch is still built: its own check
+    assert built == [("numba", 1), ("numba", 8)]
+    built.clear()
+    bench_module.check_backends(spec, ["numba"], [1])
+    assert built == [("numba", 1)]
+    per_stream = real(spec, 1, "numba").state_nbytes()
+    monkeypatch.setattr(memory, "available_memory", lambda device="cpu": (64 * per_stream - 1, "available RAM"))
+    with pytest.raises(memory.OutOfMemoryError, match=rf"^--batch 64 of the numba engine's state \({per_stream:,} "
+                                                       "bytes per stream\\)"):
+        bench_module.check_backends(spec, ["numba"], [1, 8, 64])
+    with pytest.raises(WavegenError, match=r"^--backends numba-int9: "):
+        bench_module.check_backends(spec, ["numba-int9"], [1, 8])

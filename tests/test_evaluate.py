@@ -238,6 +238,9 @@ def test_cli_judges_renders_against_the_album(run, corpus, tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     code, table, _ = eval_cli(capsys, "--renders", tmp_path / "noise", "--data", corpus)
     assert code == 0 and "periodic_fraction" in table and "frechet (MFCC+chroma+contrast)" in table
+    # 3 s renders: no tempo, shown as "-" with the reason under the table (the table said "nan")
+    assert "nan" not in table.lower() and "\n- tempo_bpm of renders" in table
+    assert "no excerpt of 4 s or more to estimate a tempo on" in table
     noise_likeness = float(table.split("album likeness ")[1].split()[0])
     noise_frechet = float(table.split("frechet: renders ")[1].split(",")[0])
     assert tones["verdict"]["album_likeness"] > 0.5 > noise_likeness

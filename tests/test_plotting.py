@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from wavegen.config import ConfigError
-from wavegen.plotting import check_picture_path, picture_formats, save_figure, spectrogram_png, spectrogram_summary
+from wavegen.plotting import check_picture_format, picture_formats, save_figure, spectrogram_png, spectrogram_summary
 
 
 def test_spectrogram_summary_finds_the_tone_and_png_is_valid(tmp_path):
@@ -67,17 +67,37 @@ def test_a_picture_is_written_atomically_a_full_disk_leaves_the_old_one_or_none(
 
 def test_a_picture_name_is_checked_against_what_matplotlib_writes(tmp_path):
     (tmp_path / "folder").mkdir()
-    for name in ("p.png", "p.PDF", "p.svg", "no_extension", "new/p.png"):
-        check_picture_path(tmp_path / name, "--plot")
+    for name in ("p.png", "p.PDF", "p.svg", "no_extension", "new/p.png", "folder"):  # the name only
+        check_picture_format(tmp_path / name, "--plot")
     with pytest.raises(ConfigError, match=r"^--plot .*p\.txt: matplotlib cannot write \.txt pictures; end the name "
                                           r"with one of .*\.pdf.*\.png.*\.svg"):
-        check_picture_path(tmp_path / "p.txt", "--plot")
-    with pytest.raises(ConfigError, match=r"^--plot .*folder: is a folder; give a file name for the picture"):
-        check_picture_path(tmp_path / "folder", "--plot")
-    os.mkfifo(tmp_path / "pipe")  # a FIFO (or a device): the picture would replace it
-    with pytest.raises(ConfigError, match=r"^--plot .*pipe: is a FIFO, not a regular file; give a file name"):
-        check_picture_path(tmp_path / "pipe", "--plot")
+        check_picture_format(tmp_path / "p.txt", "--plot")
+    assert not (tmp_path / "new").exists()
     assert {"png", "pdf", "svg"} <= set(picture_formats())
+
+
+def test_a_picture_path_is_checked_once_with_the_pictures_messages(tmp_path, monkeypatch):
+    """--plot was checked twice, by plotting.check_picture_path and cli.options.check_output_file, each
+    stat-ing the path: one check now (check_picture_file: the format, then the path's checks)."""
+    from wavegen import fileio
+    from wavegen.cli.options import check_picture_file
+
+    looked = []
+    real = fileio.not_a_file
+    monkeypatch.setattr(fileio, "not_a_file", lambda path: looked.append(str(path)) or real(path))
+    check_picture_file(tmp_path / "new" / "p.png", "--plot", "compare.png")
+    assert looked == [str(tmp_path / "new" / "p.png")] and (tmp_path / "new").is_dir()
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(ConfigError, match=r"^--plot .*folder: is a folder; give a file name for the picture "
+                                          r"\(e\.g\. .*folder/compare\.png\)$"):
+        check_picture_file(tmp_path / "folder", "--plot", "compare.png")
+    os.mkfifo(tmp_path / "pipe")  # a FIFO (or a device): the picture would replace it
+    with pytest.raises(ConfigError, match=r"^--plot .*pipe: is a FIFO, not a regular file; give a file name for "
+                                          r"the picture$"):
+        check_picture_file(tmp_path / "pipe", "--plot", "compare.png")
+    with pytest.raises(ConfigError, match=r"matplotlib cannot write \.txt pictures"):  # before any folder is made
+        check_picture_file(tmp_path / "other" / "p.txt", "--plot", "compare.png")
+    assert not (tmp_path / "other").exists()
 
 
 def test_a_picture_never_replaces_a_fifo(tmp_path):

@@ -115,7 +115,7 @@ def test_conditioned_stage_3_without_a_corpus_fails_and_is_not_marked_done(repo,
     out = _conditioned(repo, work, "--stage", "3", "--stop-stage", "4")
     assert out.returncode != 0
     assert out.stderr.splitlines() == [f"stage 3: no corpus in {work}/corpus (no manifest.json): run stage 1 first"]
-    assert not (work / ".stage3.done").exists()
+    assert not (work / ".done" / "3").exists()
     assert "stage 4" not in out.stdout and not (work / "eval_test.json").exists()
     assert _calls(repo) == []
 
@@ -129,7 +129,7 @@ def test_conditioned_stage_3_with_a_corpus_without_labels_fails_and_is_not_marke
     assert out.returncode != 0
     assert len(out.stderr.splitlines()) == 1
     assert f"the corpus {work}/corpus has no labels" in out.stderr
-    assert not (work / ".stage3.done").exists() and _calls(repo) == []
+    assert not (work / ".done" / "3").exists() and _calls(repo) == []
 
 
 def test_conditioned_stage_3_renders_each_label_and_a_blend(repo, tmp_path):
@@ -143,7 +143,7 @@ def test_conditioned_stage_3_renders_each_label_and_a_blend(repo, tmp_path):
         ("render", "big bells, live: 1999", f"{work}/renders/big bells, live: 1999"),
         ("render", "bass:0.5,big bells, live: 1999:0.5", f"{work}/renders/blend"),
     ]
-    assert (work / ".stage3.done").exists()
+    assert (work / ".done" / "3").exists()
 
 
 def test_conditioned_stage_3_fails_with_its_render(repo, tmp_path):
@@ -151,20 +151,22 @@ def test_conditioned_stage_3_fails_with_its_render(repo, tmp_path):
     _corpus(work, ["bass", "bells"])
     out = _conditioned(repo, work, "--stage", "3", "--stop-stage", "4", FAKE_WAVEGEN_FAIL="render")
     assert out.returncode == 2
-    assert not (work / ".stage3.done").exists() and "stage 4" not in out.stdout
+    assert not (work / ".done" / "3").exists() and "stage 4" not in out.stdout
 
 
 def test_conditioned_stage_4_failing_leaves_no_results_and_no_marker(repo, tmp_path):
     work = tmp_path / "work"
     out = _conditioned(repo, work, "--stage", "4", "--stop-stage", "4", FAKE_WAVEGEN_FAIL="eval")
     assert out.returncode == 2
-    assert sorted(p.name for p in work.iterdir()) == []  # no eval_test.json (empty or partial), no marker
+    assert sorted(p.name for p in work.iterdir()) == [".done"] and not any((work / ".done").iterdir())  # no
+    # eval_test.json (empty or partial), no marker
 
     out = _conditioned(repo, work, "--stage", "4", "--stop-stage", "4")
     assert out.returncode == 0, out.stderr
     assert "test: 3.5000 bits/sample over 100 samples" in out.stdout
     assert json.loads((work / "eval_test.json").read_text())["samples"] == 100
-    assert sorted(p.name for p in work.iterdir()) == [".stage4.done", "eval_test.json"]
+    assert sorted(p.name for p in work.iterdir()) == [".done", "eval_test.json"]
+    assert [p.name for p in (work / ".done").iterdir()] == ["4"]
 
 
 def test_conditioned_renders_and_eval_are_redone_for_a_model_trained_on(repo, tmp_path):
@@ -187,22 +189,23 @@ def test_conditioned_renders_and_eval_are_redone_for_a_model_trained_on(repo, tm
     calls, _ = stages_3_4()
     assert [c[0] for c in calls] == ["render", "render", "render", "eval"] and not any("--restart" in c for c in calls)
     sha = hashlib.sha256(b"trained 5 steps").hexdigest()
-    assert (work / ".stage3.done").read_text() == f"model {sha} seconds=2\n"
-    assert (work / ".stage4.done").read_text() == f"model {sha} eval-seconds=120\n"
+    assert (work / ".done" / "3").read_text() == f"model {sha} seconds=2\n"
+    assert (work / ".done" / "4").read_text() == f"model {sha} eval-seconds=120\n"
     calls, lines = stages_3_4()
-    assert calls == [] and lines == [f"stage 3: done before (remove {work}/.stage3.done to redo it)",
-                                     f"stage 4: done before (remove {work}/.stage4.done to redo it)"]
+    assert calls == [] and lines == [f"== stage 3: render 2 s of each label into {work}/renders (done before, skipped)",
+                                     f"== stage 4: NLL per label on the test split → {work}/eval_test.json (done "
+                                     "before, skipped)"]
 
     weights.write_bytes(b"trained 10 steps")  # trained on: the renders and the eval are the older model's
     calls, lines = stages_3_4()
     assert [c[0] for c in calls] == ["render", "render", "render", "eval"]
     assert all(c[-1] == "--restart" for c in calls[:3]) and "--restart" not in calls[3]
-    assert lines[0] == (f"stage 3: render 2 s of each label into {work}/renders (done before for an older model "
-                        "or other settings: again)")
+    assert lines[0] == (f"== stage 3: render 2 s of each label into {work}/renders (done before for an older "
+                        "model or other settings: again)")
     assert stages_3_4()[0] == []
     assert [c[0] for c in stages_3_4("--seconds", "3")[0]] == ["render"] * 3  # another setting: stage 3 again
 
-    (work / ".stage4.done").write_text("")  # a marker from before markers recorded what they were done for
+    (work / ".done" / "4").write_text("")  # a marker from before markers recorded what they were done for
     assert [c[0] for c in stages_3_4("--seconds", "3")[0]] == ["eval"]
 
 
@@ -217,19 +220,70 @@ def _conditioned_train(repo, work, steps):
 def test_conditioned_training_trains_on_when_asked_for_more_steps(repo, tmp_path):
     work = tmp_path / "work"
     assert _conditioned_train(repo, work, 5)[0] == ["5"]
-    assert (work / ".stage2.done").read_text() == "5\n"
+    assert (work / ".done" / "2").read_text() == "5\n"
     trained, lines = _conditioned_train(repo, work, 5)
-    assert trained == [] and lines == [f"stage 2: done before (remove {work}/.stage2.done to redo it)"]
+    assert trained == [] and lines == [f"== stage 2: train a conditioned wavenet-tiny for 5 steps in {work}/run "
+                                       "(done before, skipped)"]
     assert _conditioned_train(repo, work, 3)[0] == []
     trained, lines = _conditioned_train(repo, work, 10)
     assert trained == ["10"]
-    assert lines == [f"stage 2: train a conditioned wavenet-tiny for 10 steps in {work}/run "
+    assert lines == [f"== stage 2: train a conditioned wavenet-tiny for 10 steps in {work}/run "
                      f"(trained to step 5 before: training on)"]
-    assert (work / ".stage2.done").read_text() == "10\n"
+    assert (work / ".done" / "2").read_text() == "10\n"
 
-    (work / ".stage2.done").write_text("")  # a marker written before markers recorded steps: resumed
+    (work / ".done" / "2").write_text("")  # a marker written before markers recorded steps: resumed
     assert _conditioned_train(repo, work, 10)[0] == ["10"]
     assert _conditioned_train(repo, work, 10)[0] == []
+
+
+def test_conditioned_markers_of_the_recipes_own_older_layout_are_kept(repo, tmp_path):
+    """The recipe kept WORK/.stageN.done beside stages.sh's WORK/.done/N (its own should_run and
+    should_run_for); it now uses stages.sh's run_stage, run_training and run_for_record, and an older
+    folder's markers move to the new place: nothing finished is redone."""
+    import hashlib
+
+    work = tmp_path / "work"
+    _corpus(work, ["bass", "bells"])
+    weights = work / "run" / "best" / "model.safetensors"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"trained 5 steps")
+    sha = hashlib.sha256(b"trained 5 steps").hexdigest()
+    (work / ".stage1.done").write_text("\n")
+    (work / ".stage2.done").write_text("5\n")
+    (work / ".stage3.done").write_text(f"model {sha} seconds=2\n")
+    (work / ".stage4.done").write_text(f"model {sha} eval-seconds=120\n")
+    out = _conditioned(repo, work, "--stage", "1", "--steps", "5", "--seconds", "2")
+    assert out.returncode == 0, out.stderr
+    assert _calls(repo) == [] and out.stdout.count("(done before, skipped)") == 4, out.stdout
+    assert sorted(p.name for p in (work / ".done").iterdir()) == ["1", "2", "3", "4"]
+    assert not list(work.glob(".stage*.done"))
+    out = _conditioned(repo, work, "--stage", "3", "--stop-stage", "3", "--seconds", "3")  # other settings: again
+    assert [c[0] for c in _calls(repo)] == ["render"] * 3 and all(c[-1] == "--restart" for c in _calls(repo))
+
+
+# --- recipes/bench/run.sh --------------------------------------------------------------------------
+
+def test_the_bench_recipe_quick_writes_where_out_says_and_never_into_docs(repo, tmp_path):
+    """The suite had no size option and wrote only docs/bench and docs/BENCHMARKS.md: a check that it runs cost
+    ~10 minutes and the docs' numbers. --quick (a sixteenth of the samples, batches 1 and 8, one run) needs
+    --out DIR (relative: from where the recipe is started), and every file goes there."""
+    out = _recipe(repo, "bench", "--quick")
+    assert out.returncode == 2 and out.stderr.strip() == "--quick: its numbers are not the docs'; give --out DIR for them"
+    assert _calls(repo) == [] and not (repo / "docs").exists()
+
+    out = _recipe(repo, "bench", "--quick", "--out", "quick", "--stop-stage", "2")
+    assert out.returncode == 0, out.stderr
+    speed, profile = _calls(repo)[0], _calls(repo)[3]
+    where = repo.parent / "quick" / "bench"
+    assert speed[:3] == ["bench", "--model", "wavenet-medium"]
+    assert {speed[i]: speed[i + 1] for i in range(3, len(speed) - 1, 2)} == {
+        "--backends": "torch,numba,numba-fp16", "--batch": "1,8", "--samples": "1000", "--torch-samples": "64",
+        "--repeats": "1", "--json": f"{where}/wavenet-medium.json"}
+    assert profile[:3] == ["bench", "--profile", "--model"] and profile[profile.index("--samples") + 1] == "1000"
+    assert len(_calls(repo)) == 6 and sorted(p.name for p in (where / ".done").iterdir()) == [
+        "profile-samplernn-deepsound", "profile-wavenet-medium", "profile-wavenet-vincent",
+        "speed-samplernn-deepsound", "speed-wavenet-medium", "speed-wavenet-vincent"]
+    assert not (repo / "docs").exists()
 
 
 # --- recipes/stream/run.sh -------------------------------------------------------------------------

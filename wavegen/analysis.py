@@ -42,6 +42,7 @@ BAND_TOP = 0.9  # spectral features use frequencies up to this fraction of Nyqui
 SETS = ("renders", "test", "train", "white_noise", "pink_noise")
 MIN_RENDER_SECONDS = 0.25  # the shortest clip cut into an excerpt (see excerpts_of), and the least max_seconds
 EXCERPT_SECONDS = 10.0  # every set is cut into excerpts this long (or max_seconds long, where that is less)
+TEMPO_SECONDS = 4.0  # the shortest excerpt a tempo is estimated on
 
 # Frame features compared as distributions (Wasserstein distance / test split's spread, plots).
 FRAME_FEATURES = {
@@ -61,7 +62,7 @@ SUMMARY_FEATURES = {
     "flatness_median": ("", "median spectral flatness (0 tone .. 1 white noise)"),
     "contrast_db_median": ("dB", "median spectral contrast"),
     "onset_rate_per_s": ("1/s", "note or event onsets per second"),
-    "tempo_bpm": ("BPM", "median tempo estimate over excerpts"),
+    "tempo_bpm": ("BPM", "median tempo estimate over the excerpts of 4 s or more"),
     "chroma_entropy_bits_median": ("bits", "median pitch-class entropy"),
     "chroma_profile_similarity": ("r", "correlation of the mean chroma profile with the test split's "
                                        "(1: same key profile, 0: unrelated)"),
@@ -189,7 +190,7 @@ def set_features(excerpts: list[np.ndarray], sample_rate: int, pyin: bool = Fals
         "vectors": np.concatenate([p["vectors"] for p in parts]),
         "chroma": np.concatenate([p["chroma"] for p in parts]),
         "onsets": sum(p["onsets"] for p in parts), "seconds": sum(p["seconds"] for p in parts),
-        "tempi": [p["tempo_bpm"] for p in parts if p["seconds"] >= 4.0],
+        "tempi": [p["tempo_bpm"] for p in parts if p["seconds"] >= TEMPO_SECONDS],
         "voiced": sum(p.get("voiced", 0) for p in parts), "sounding": sum(p.get("sounding", 0) for p in parts),
         "excerpts": len(parts), "pyin": pyin,
     }
@@ -348,8 +349,14 @@ def compare_clips(renders: list[np.ndarray], test: list[np.ndarray], train: list
                             "of audio per set")
     excerpts = {name: excerpts_of(clips, sample_rate, max_seconds)
                 for name, clips in (("renders", renders), ("test", test), ("train", train)) if clips}
+    excerpts = {name: pieces for name, pieces in excerpts.items() if pieces}  # every clip under MIN_RENDER_SECONDS
     if "renders" not in excerpts or "test" not in excerpts:
-        raise AnalysisError("nothing to compare: the renders or the test split hold no audio")
+        empty = [what for name, what in (("renders", "the renders hold"), ("test", "the test split holds"))
+                 if name not in excerpts]
+        raise AnalysisError(f"nothing to compare: {'; '.join(empty)} no clip of at least {MIN_RENDER_SECONDS} s")
+    if train and "train" not in excerpts:
+        logger.warning("the album reference (train) holds no clip of at least %s s: compared without it",
+                       MIN_RENDER_SECONDS)
     test_all = np.concatenate(excerpts["test"])
     level = float(np.sqrt(np.mean(test_all.astype(np.float64) ** 2)))
     seconds = min(max_seconds, len(test_all) / sample_rate)
@@ -457,30 +464,59 @@ def _histograms(features: dict, bins: int = 40) -> dict:
 
 # ----- reporting ------------------------------------------------------------------------------------
 
+# why a number can be undefined (NaN in the result, null in JSON, "-" in the table)
+UNDEFINED = {
+    "tempo_bpm": f"no excerpt of {TEMPO_SECONDS:g} s or more to estimate a tempo on (its audio, or "
+                 "--max-seconds, is shorter)",
+}
+
+
+def _defined(value) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def _cells(values, spec: str) -> str:
+    """Table cells 13 wide: each value in ``spec``, or "-" where it is missing or undefined."""
+    return "".join(f"{v:13{spec}}" if _defined(v) else f"{'-':>13s}" for v in values)
+
+
 def format_comparison(result: dict) -> str:
-    """The summary table and distances as text (one column per set)."""
+    """The summary table and distances as text (one column per set). An undefined number (NaN:
+    nothing to measure it on) shows as "-" with a note under the table saying why."""
     sets = [s for s in SETS if s in result["sets"]]
-    head = f"{'':28s}" + "".join(f"{s:>13s}" for s in sets)
-    lines = [head]
+    lines = [f"{'':28s}" + "".join(f"{s:>13s}" for s in sets)]
+    notes = []
     for key in SUMMARY_FEATURES:
         if key not in result["sets"][sets[0]]["summary"]:
             continue
-        lines.append(f"{key:28s}" + "".join(f"{result['sets'][s]['summary'][key]:13.3f}" for s in sets))
-    lines.append("")
-    lines.append("distance to the test split (0: identical; train = the album, noises = noise)")
-    lines.append(f"{'frechet (MFCC+chroma+contrast)':28s}"
-                 + "".join(f"{result['distances'][s]['frechet']:13.2f}" if s in result["distances"] else f"{'-':>13s}"
-                           for s in sets))
+        values = [result["sets"][s]["summary"][key] for s in sets]
+        lines.append(f"{key:28s}" + _cells(values, ".3f"))
+        missing = [s for s, v in zip(sets, values) if not _defined(v)]
+        if missing:
+            notes.append(f"- {key} of {', '.join(missing)}: {UNDEFINED.get(key, 'not defined on this audio')}")
+    distance = {s: result["distances"].get(s) for s in sets}
+    lines += ["", "distance to the test split (0: identical; train = the album, noises = noise; "
+                  "the test column is the test split itself)",
+              f"{'frechet (MFCC+chroma+contrast)':28s}" + _cells([d and d["frechet"] for d in distance.values()], ".2f")]
     for key in FRAME_FEATURES:
-        lines.append(f"{key + ' (W1/std)':28s}"
-                     + "".join(f"{result['distances'][s]['features'][key]:13.3f}" if s in result["distances"]
-                               else f"{'-':>13s}" for s in sets))
-    v = result["verdict"]
-    lines.append("")
-    if "album_likeness" in v:
+        lines.append(f"{key + ' (W1/std)':28s}" + _cells([d and d["features"][key] for d in distance.values()], ".3f"))
+    if notes:
+        lines += ["", "-: undefined", *notes]
+    lines += ["", *_verdict_lines(result["verdict"])]
+    return "\n".join(lines)
+
+
+def _verdict_lines(v: dict) -> list[str]:
+    """The verdict under the table: album likeness (or why there is none) and the Frechet distances."""
+    lines = []
+    if _defined(v.get("album_likeness")):
         lines.append(f"album likeness {v['album_likeness']:.2f} (1: as near as the training split, 0: as far as noise)")
+    elif "album_likeness" in v:
+        lines.append(f"album likeness undefined: the nearer noise ({v['frechet_noise']:.2f}) is no farther from "
+                     f"the test split than the training split ({v['frechet_album']:.2f}), so there is no scale from "
+                     "album to noise to place the renders on; compare the Frechet distances instead")
     lines.append(f"frechet: renders {v['frechet_renders']:.2f}, nearer noise {v['frechet_noise']:.2f}"
                  + (f", album (train) {v['frechet_album']:.2f}" if "frechet_album" in v else "")
                  + f"; periodic frames: renders {v['periodic_fraction_renders']:.2f}, "
                    f"album {v['periodic_fraction_album']:.2f}")
-    return "\n".join(lines)
+    return lines

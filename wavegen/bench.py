@@ -167,26 +167,22 @@ def build_engine(spec: dict, streams: int, backend: str, device: str = "cpu"):
     return make_engine(spec, streams, base, device, precision=precision, **options)
 
 
-def _state_per_stream(spec: dict, backend: str, device: str) -> int | None:
-    """Bytes of one stream's state in ``backend``'s engine (an engine of one stream, built and dropped);
-    None when that engine cannot be built (the build at the asked stream count then says why) or does
-    not show its state."""
-    from wavegen.errors import WavegenError
-
-    try:
-        return build_engine(spec, 1, backend, device).state_nbytes()
-    except (WavegenError, NotImplementedError):
-        return None
-
-
-def check_state_fits(spec: dict, backend: str, batch: int, device: str = "cpu") -> None:
-    """OutOfMemoryError naming --batch when ``batch`` streams of ``backend``'s engine state do not fit."""
+def check_state_fits(per_stream: int | None, backend: str, batch: int, device: str = "cpu") -> None:
+    """OutOfMemoryError naming --batch when ``batch`` streams of ``backend``'s engine state, ``per_stream``
+    bytes each (an engine of one stream's ``state_nbytes``; None: not shown, nothing checked), do not fit."""
     from wavegen.memory import check_fits
 
-    per_stream = _state_per_stream(spec, backend, device) if batch > 1 else None
-    if per_stream:
+    if per_stream and batch > 1:
         check_fits(per_stream * batch, f"--batch {batch} of the {backend} engine's state ({per_stream:,} bytes "
                    "per stream)", "lower --batch", device)
+
+
+def _state_nbytes(engine) -> int | None:
+    """Bytes of an engine's state; None where it does not show them."""
+    try:
+        return engine.state_nbytes()
+    except NotImplementedError:
+        return None
 
 
 def check_draws_fit(counts, batch: int) -> None:
@@ -202,18 +198,22 @@ def check_draws_fit(counts, batch: int) -> None:
 
 def check_backends(spec: dict, backends, batches, device: str = "cpu") -> None:
     """Every backend name checked before anything is timed: its options (:func:`check_backend_options`),
-    its engine state for the largest of ``batches`` against the memory here (:func:`check_state_fits`),
-    then an engine of the smallest built and dropped, which finds an unknown backend, a precision or
-    option value it does not take, or a backend that cannot run here. The error (a WavegenError) names
-    the backend as given."""
+    then an engine of one stream built, which finds an unknown backend, a precision or option value it
+    does not take, or a backend that cannot run here, and whose state (what each stream adds) is checked,
+    times the largest of ``batches``, against the memory here (:func:`check_state_fits`); then, where the
+    smallest batch is over one, an engine of it built and dropped. The error (a WavegenError) names the
+    backend as given."""
     from wavegen.errors import WavegenError
     from wavegen.memory import OutOfMemoryError
 
     check_backend_options(backends, spec["family"])
     for name in backends:
         try:
-            check_state_fits(spec, name, max(batches), device)
-            engine = build_engine(spec, min(batches), name, device)
+            engine = build_engine(spec, 1, name, device)
+            check_state_fits(_state_nbytes(engine), name, max(batches), device)
+            if min(batches) > 1:
+                del engine
+                engine = build_engine(spec, min(batches), name, device)
         except OutOfMemoryError:
             raise
         except WavegenError as err:

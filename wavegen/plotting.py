@@ -4,7 +4,7 @@ render, bench, eval and training samples.
 matplotlib is imported only when a picture is drawn (and only its object API, no pyplot, so
 no global backend state): a machine without it renders audio and says why there is no PNG.
 Every picture is written atomically (:func:`save_figure`): a full disk leaves the old file or
-none, never a truncated one. :func:`check_picture_path` checks a picture's file name before the
+none, never a truncated one. :func:`check_picture_format` checks a picture's file name before the
 work that draws it.
 """
 
@@ -86,19 +86,14 @@ def _picture_format(path: Path) -> str:
     return path.suffix[1:].lower() or "png"
 
 
-def check_picture_path(path: str | Path, flag: str) -> None:
-    """ConfigError naming ``flag`` and ``path`` where a picture cannot be written there: a folder (or a
-    device, FIFO or socket, which the picture would replace), or an extension matplotlib does not write
-    (checked before the work that draws it; without matplotlib, the drawing says why there is no picture)."""
+def check_picture_format(path: str | Path, flag: str) -> None:
+    """ConfigError naming ``flag`` and ``path`` where its extension names a format matplotlib does not
+    write (none: png). The name only: where the file may go (a folder, a FIFO, a folder that cannot be
+    made) is the CLI's wavegen.cli.options.check_picture_file. Without matplotlib nothing is refused:
+    the drawing says why there is no picture."""
     from wavegen.config import ConfigError
-    from wavegen.fileio import not_a_file
 
     path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"{flag} {path}: is a folder; give a file name for the picture (e.g. {path / 'plot.png'})")
-    kind = not_a_file(path)
-    if kind is not None:
-        raise ConfigError(f"{flag} {path}: is a {kind}, not a regular file; give a file name for the picture")
     formats = picture_formats()
     if formats is not None and _picture_format(path) not in formats:
         raise ConfigError(f"{flag} {path}: matplotlib cannot write .{_picture_format(path)} pictures; end the name "

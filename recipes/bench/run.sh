@@ -2,7 +2,7 @@
 # Generation-speed suite → docs/BENCHMARKS.md: the models issue 4 names, torch / numba / numba
 # with fp16 weights, batches 1, 8, 64; a profile of where the time goes; a plot.
 #
-#   bash recipes/bench/run.sh [--stage N] [--stop-stage M] [--threads K] [--fresh]
+#   bash recipes/bench/run.sh [--stage N] [--stop-stage M] [--threads K] [--fresh] [--out DIR] [--quick]
 #
 #   stage 1  speed of each model       → docs/bench/<model>.json      (wavegen bench)
 #   stage 2  profile at batch 1 and 8  → docs/bench/profile-<model>.json (wavegen bench --profile)
@@ -10,21 +10,31 @@
 #
 # Finished steps leave markers in docs/bench/.done/ and are skipped when rerun; --fresh
 # removes them. --threads K sets numba's and torch's threads (default: theirs, all cores).
+# --out DIR writes DIR/bench/ and DIR/BENCHMARKS.md instead of docs/ (a relative DIR is taken
+# from where the recipe is started). --quick checks that the suite runs, in a minute or two:
+# a sixteenth of the samples, batches 1 and 8, one timed run each; its numbers are not the
+# docs', so it needs --out.
 # Run it on a quiet machine: anything else on the cores changes every number.
 set -euo pipefail
+started=$PWD
 cd "$(dirname "$0")/../.."
 
-stage=1; stop_stage=3; threads=""; fresh=0
+stage=1; stop_stage=3; threads=""; fresh=0; docs=docs; quick=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --stage) stage=$2; shift 2 ;;
     --stop-stage) stop_stage=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
     --fresh) fresh=1; shift ;;
+    --out) case "$2" in /*) docs=$2 ;; *) docs=$started/$2 ;; esac; shift 2 ;;
+    --quick) quick=1; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
-out=docs/bench dir=docs/bench
+if [ "$quick" = 1 ] && [ "$docs" = docs ]; then
+  echo "--quick: its numbers are not the docs'; give --out DIR for them" >&2; exit 2
+fi
+out=$docs/bench dir=$docs/bench
 source recipes/stages.sh  # checks --stage and --stop-stage before --fresh removes anything
 if [ "$fresh" = 1 ]; then rm -rf "$out/.done"; mkdir -p "$out/.done"; fi
 thread_opt=()
@@ -36,17 +46,20 @@ suite=(
   "wavenet-vincent 8000 512"
   "samplernn-deepsound 2048 256"
 )
+batches=1,8,64 repeats=3 share=1
+if [ "$quick" = 1 ]; then batches=1,8 repeats=1 share=16; fi
 for entry in "${suite[@]}"; do
   read -r model samples torch_samples <<< "$entry"
-  run_step 1 "speed-$model" "speed of $model" wavegen bench --model "$model" --backends torch,numba,numba-fp16 --batch 1,8,64 \
-    --samples "$samples" --torch-samples "$torch_samples" --repeats 3 "${thread_opt[@]}" --json "$out/$model.json"
+  run_step 1 "speed-$model" "speed of $model" wavegen bench --model "$model" --backends torch,numba,numba-fp16 \
+    --batch "$batches" --samples $((samples / share)) --torch-samples $((torch_samples / share)) --repeats "$repeats" \
+    ${thread_opt[@]+"${thread_opt[@]}"} --json "$out/$model.json"
 done
 for entry in "${suite[@]}"; do
   read -r model samples _ <<< "$entry"
-  run_step 2 "profile-$model" "profile of $model" wavegen bench --profile --model "$model" --backends numba,numba-fp16 --batch 1,8 \
-    --samples "$samples" --json "$out/profile-$model.json"
+  run_step 2 "profile-$model" "profile of $model" wavegen bench --profile --model "$model" --backends numba,numba-fp16 \
+    --batch 1,8 --samples $((samples / share)) --json "$out/profile-$model.json"
 done
-if [ 3 -ge "$stage" ] && [ 3 -le "$stop_stage" ]; then  # always rewritten: cheap, and follows the JSON
+if in_stage_range 3; then  # always rewritten: cheap, and follows the JSON
   echo "== report"
-  python recipes/bench/report.py "$out" docs/BENCHMARKS.md
+  python recipes/bench/report.py "$out" "$docs/BENCHMARKS.md"
 fi

@@ -10,8 +10,8 @@
 #     DIR/artist_a/*.flac   DIR/artist_b/album/*.wav   ...
 # Without --input, stage 0 writes a tiny two-label demo corpus ("bass" and "bells") itself.
 #
-# Stages (each leaves WORK/.stageN.done; a finished stage is skipped, delete the marker to redo it;
-# a stage that fails leaves no marker). --stage and --stop-stage take stage numbers (else exit 2).
+# Stages (recipes/stages.sh: each leaves WORK/.done/N; a finished stage is skipped, delete the marker
+# to redo it; a stage that fails leaves no marker). --stage and --stop-stage take stage numbers (else exit 2).
 #   0  demo recordings (only without --input)
 #   1  wavegen prep --labels folders: splits by source file, every label kept in train
 #   2  wavegen train: the labels travel in the model's config (rerun resumes an unfinished run;
@@ -20,8 +20,9 @@
 #      naming the corpus, when there is no corpus or it has no labels)
 #   4  wavegen eval: NLL per label on the test split
 # Stages 3 and 4 are done for a model and their settings: their markers record the sha256 of the
-# run's best weights and --seconds (--eval-seconds), and they run again when either changed (the
-# model trained on, say); stage 3 then renders over the older model's renders (--restart).
+# run's best weights and --seconds (--eval-seconds) (stages.sh's run_for_record), and they run again
+# when either changed (the model trained on, say); stage 3 then renders over the older model's
+# renders (--restart).
 set -euo pipefail
 
 input=""
@@ -53,56 +54,15 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-# the stage range is checked before anything runs or is written (exit 2 naming the value);
-# dir="": this recipe keeps its own markers, WORK/.stageN.done, not stages.sh's
-dir=""
+# the stage range is checked before anything runs or is written (exit 2 naming the value)
+dir=$work
 source "$(dirname "${BASH_SOURCE[0]}")/../stages.sh"
-
-mkdir -p "$work"
+for marker in "$work"/.stage[0-9]*.done; do  # an older version of this recipe kept its markers there
+  n=${marker##*/.stage}; n=${n%.done}
+  if [ -f "$marker" ] && [ ! -e "$dir/.done/$n" ]; then mv "$marker" "$dir/.done/$n"; fi
+done
 corpus=$work/corpus
 run=$work/run
-
-# should_run N "title" [STEPS]: N is inside --stage..--stop-stage and has not finished before
-# (with STEPS, a training stage: finished when its marker records at least STEPS)
-should_run() {
-  in_stage_range "$1" || return 1
-  local marker=$work/.stage$1.done recorded
-  if [ -n "${3:-}" ] && [ -f "$marker" ]; then
-    recorded=$(trained_steps "$marker")
-    if [ -z "$recorded" ]; then  # a marker from before markers recorded steps: resume (ends at once if done)
-      echo "stage $1: $2 (its marker records no step count: resuming the run)"
-      return 0
-    elif ! [ "$recorded" -ge "$3" ] 2>/dev/null; then
-      echo "stage $1: $2 (trained to step $recorded before: training on)"
-      return 0
-    fi
-  fi
-  if [ -f "$marker" ]; then
-    echo "stage $1: done before (remove $marker to redo it)"
-    return 1
-  fi
-  echo "stage $1: $2"
-}
-finished() { echo "${2:-}" > "$work/.stage$1.done"; }  # finished N [STEPS or RECORD]
-
-# should_run_for N "title" RECORD: N is inside --stage..--stop-stage and was not done for RECORD
-# (stages.sh's stage_record: the model's weights and the settings); stale=1 when its marker holds
-# another record (done for an older model or other settings: its outputs are redone)
-should_run_for() {
-  in_stage_range "$1" || return 1
-  local marker=$work/.stage$1.done
-  stale=0
-  if marker_is "$marker" "$3"; then
-    echo "stage $1: done before (remove $marker to redo it)"
-    return 1
-  fi
-  if [ -f "$marker" ]; then
-    stale=1
-    echo "stage $1: $2 (done before for an older model or other settings: again)"
-  else
-    echo "stage $1: $2"
-  fi
-}
 
 # the corpus's labels, one a line (names may hold spaces); without a corpus, or with no labels,
 # one line naming it on stderr and exit 1
@@ -126,10 +86,8 @@ print("\n".join(labels))
 PY
 }
 
-if [ -z "$input" ]; then
-  input=$work/demo
-  if should_run 0 "demo recordings in $input"; then
-    python - "$input" "$sample_rate" <<'PY'
+demo_recordings() {
+  python - "$input" "$sample_rate" <<'PY'
 import sys
 from pathlib import Path
 
@@ -156,27 +114,14 @@ for i in range(4):
         sf.write(str(out / label / f"{label}{i}.wav"), notes(freqs, 20, decay), sr)
 print(f"wrote 2 labels x 4 files x 20 s to {out}")
 PY
-    finished 0
-  fi
-fi
+}
 
-if should_run 1 "prepare the labelled corpus $corpus from $input"; then
-  $wavegen prep "$input" "$corpus" --labels folders --sample-rate "$sample_rate"
-  finished 1
-fi
-
-if should_run 2 "train a conditioned $model for $steps steps in $run" "$steps"; then
-  $wavegen train --data "$corpus" --model "$model" --run "$run" --max-steps "$steps" "${sets[@]}"
-  finished 2 "$steps"
-fi
-
-record=$(stage_record "$run" "seconds=$seconds")
-if should_run_for 3 "render $seconds s of each label into $work/renders" "$record"; then
+render_labels() {  # each label of the corpus, and an even blend of the first two; again=1: over the older renders
+  local label_lines labels label blend restart=()
   label_lines=$(corpus_labels) || exit 1
   mapfile -t labels <<< "$label_lines"
   echo "labels: ${labels[*]}"
-  restart=()
-  if [ "$stale" = 1 ]; then restart=(--restart); fi  # the renders of the older model are replaced
+  if [ "$again" = 1 ]; then restart=(--restart); fi  # the renders of the older model are replaced
   for label in "${labels[@]}"; do
     $wavegen render "$run" --seconds "$seconds" --label "$label" --out "$work/renders/$label" \
       ${restart[@]+"${restart[@]}"}
@@ -186,12 +131,9 @@ if should_run_for 3 "render $seconds s of each label into $work/renders" "$recor
     $wavegen render "$run" --seconds "$seconds" --label "$blend" --out "$work/renders/blend" \
       ${restart[@]+"${restart[@]}"}
   fi
-  finished 3 "$record"
-fi
+}
 
-record=$(stage_record "$run" "eval-seconds=$eval_seconds")
-if should_run_for 4 "NLL per label on the test split → $work/eval_test.json" "$record"; then
-  # written beside, and moved into place once it reads: a failed eval leaves no eval_test.json
+evaluate() {  # written beside, and moved into place once it reads: a failed eval leaves no eval_test.json
   $wavegen eval "$run" --data "$corpus" --split test --max-seconds "$eval_seconds" --json > "$work/eval_test.json.part" \
     || { rc=$?; rm -f "$work/eval_test.json.part"; exit "$rc"; }
   python - "$work/eval_test.json.part" <<'PY' || { rc=$?; rm -f "$work/eval_test.json.part"; exit "$rc"; }
@@ -202,5 +144,17 @@ for label, v in r.get("per_label", {}).items():
     print(f"  {label}: {v['nll_bits_per_sample']:.4f} bits/sample over {v['samples']} samples")
 PY
   mv "$work/eval_test.json.part" "$work/eval_test.json"
-  finished 4 "$record"
+}
+
+if [ -z "$input" ]; then
+  input=$work/demo
+  run_stage 0 "demo recordings in $input" demo_recordings
 fi
+run_stage 1 "prepare the labelled corpus $corpus from $input" \
+  $wavegen prep "$input" "$corpus" --labels folders --sample-rate "$sample_rate"
+run_training 2 "$steps" "train a conditioned $model for $steps steps in $run" \
+  $wavegen train --data "$corpus" --model "$model" --run "$run" --max-steps "$steps" ${sets[@]+"${sets[@]}"}
+run_for_record 3 "$(stage_record "$run" "seconds=$seconds")" "render $seconds s of each label into $work/renders" \
+  render_labels
+run_for_record 4 "$(stage_record "$run" "eval-seconds=$eval_seconds")" \
+  "NLL per label on the test split → $work/eval_test.json" evaluate

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from wavegen.cli.options import add_device, add_threads, check_device, check_output_file
+from wavegen.cli.options import add_device, add_threads, check_device, check_output_file, check_picture_file
 
 logger = logging.getLogger("wavegen")
 
@@ -131,14 +131,11 @@ def _check_options(args, mode: str) -> None:
 
 def _check_outputs(args, mode: str) -> None:
     """Up front: --json, then every option ``mode`` does not use (:func:`_check_options`), then --plot."""
-    from wavegen.plotting import check_picture_path
-
     if args.json:
         check_output_file(args.json, "--json", "bench.json")
     _check_options(args, mode)
     if args.plot:
-        check_picture_path(args.plot, "--plot")
-        check_output_file(args.plot, "--plot", "bench.png")
+        check_picture_file(args.plot, "--plot", "bench.png")
 
 
 def _write_output(flag: str, path, write) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import sys
 
-from wavegen.cli.options import add_device, add_threads, apply_threads, check_device, check_output_file
+from wavegen.cli.options import add_device, add_threads, apply_threads, check_device, check_picture_file
 from wavegen.fileio import strict_json
 
 
@@ -108,10 +108,7 @@ def _renders(args) -> int:
     if not (math.isfinite(max_seconds) and max_seconds > 0):
         raise ConfigError(f"--max-seconds {args.max_seconds}: give a positive number of seconds")
     if args.plot:  # checked and its folder made now: a plot that cannot be written must not cost the analysis
-        from wavegen.plotting import check_picture_path
-
-        check_picture_path(args.plot, "--plot")
-        check_output_file(args.plot, "--plot", "compare.png")
+        check_picture_file(args.plot, "--plot", "compare.png")
     result = compare_renders(args.renders, data, split=args.split, max_seconds=max_seconds, pyin=args.pyin,
                              examples=bool(args.plot))
     result["model"] = source

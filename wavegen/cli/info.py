@@ -26,6 +26,8 @@ def run(args) -> int:
         print(json.dumps(info, indent=2))
     else:
         for key, value in info.items():
+            if key == "parameters":
+                value = f"{value:,} ({value / 1e6:.2f}M)"
             if isinstance(value, dict):
                 print(f"{key}:")
                 for k, v in value.items():

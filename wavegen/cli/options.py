@@ -42,11 +42,12 @@ def check_device(device: str) -> str:
     return device
 
 
-def check_output_file(path, flag: str, example: str) -> None:
+def check_output_file(path, flag: str, example: str, what: str = "") -> None:
     """ConfigError naming ``flag`` and ``path`` where the file a command writes at its end (--json,
     --plot) cannot be written, found before the work whose result it holds: a folder (``example`` is
     the file name suggested in it), a device, FIFO or socket (wavegen.fileio.not_a_file), a file where
-    a folder of its path goes, a folder that cannot be made or written. Makes the file's folder."""
+    a folder of its path goes, a folder that cannot be made or written. Makes the file's folder.
+    ``what``: what the file is, in the messages that ask for a file name (" for the picture")."""
     import os
     from pathlib import Path
 
@@ -55,10 +56,10 @@ def check_output_file(path, flag: str, example: str) -> None:
 
     path = Path(path).expanduser()
     if path.is_dir():
-        raise ConfigError(f"{flag} {path}: is a folder; give a file name (e.g. {path / example})")
+        raise ConfigError(f"{flag} {path}: is a folder; give a file name{what} (e.g. {path / example})")
     kind = not_a_file(path)
     if kind is not None:
-        raise ConfigError(f"{flag} {path}: is a {kind}, not a regular file; give a file name")
+        raise ConfigError(f"{flag} {path}: is a {kind}, not a regular file; give a file name{what}")
     folder = path.parent
     blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
     if blocking is not None:
@@ -69,3 +70,12 @@ def check_output_file(path, flag: str, example: str) -> None:
         raise ConfigError(f"{flag} {path}: cannot make its folder {folder} ({err.strerror or err})") from None
     if not os.access(folder, os.W_OK):
         raise ConfigError(f"{flag} {path}: its folder {folder} is not writable")
+
+
+def check_picture_file(path, flag: str, example: str) -> None:
+    """:func:`check_output_file` for a picture (--plot): first its extension, one matplotlib writes
+    (wavegen.plotting.check_picture_format; before the folder is made), then the path."""
+    from wavegen.plotting import check_picture_format
+
+    check_picture_format(path, flag)
+    check_output_file(path, flag, example, " for the picture")
