@@ -82,6 +82,23 @@ def test_config_file_and_errors(tmp_path, run_dir):
         resolve_model(tmp_path)
 
 
+def test_a_checkpoint_folder_a_corpus_or_a_missing_path_say_what_to_give(run_dir):
+    step = sorted((run_dir / "checkpoints").glob("step_*"))[-1]
+    with pytest.raises(ConfigError) as err:
+        resolve_model(step)
+    assert str(err.value) == (f"{step}: a checkpoint of the run {run_dir}; give the run and the checkpoint: "
+                              f"{run_dir} --checkpoint {step.name}")
+    assert resolve_model(run_dir, checkpoint=step.name).kind == "checkpoint"  # what it says works
+    corpus = run_dir.parent / "corpus"
+    with pytest.raises(ConfigError, match=f"{corpus}: a prepared corpus, not a model; train one on it first"):
+        resolve_model(corpus)
+    with pytest.raises(ConfigError) as err:
+        resolve_model(run_dir.parent / "no" / "such")
+    assert "no such preset, model folder or run folder" in str(err.value) and "presets" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"samplernn-huge: no such preset.*presets: \["):
+        resolve_model("samplernn-huge")
+
+
 def test_run_without_best_points_at_its_checkpoints(tmp_path, run_dir):
     """best/ removed: the message says validations ran (metrics.jsonl) and which checkpoint scored best,
     not "no validation has run"; a run that has not validated yet says that."""

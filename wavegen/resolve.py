@@ -240,11 +240,26 @@ def resolve_model(target: str | Path, checkpoint: str | None = None) -> ModelRef
         if _is_model_folder(folder):
             return ModelRef(kind, str(folder), read_config(folder / CONFIG_FILE), folder / MODEL_FILE, folder)
     if not path.exists():
-        raise ConfigError(f"{text}: no such preset, model folder or run folder (presets: {sorted(PRESETS)})")
+        presets = "" if "/" in text else f" (presets: {sorted(PRESETS)})"  # a path is not a mistyped preset
+        raise ConfigError(f"{text}: no such preset, model folder or run folder{presets}")
     if (path / CONFIG_FILE).is_file() and run_checkpoints(path):
         raise ConfigError(_no_best(path))
-    raise ConfigError(f"{path}: no {MODEL_FILE} + {CONFIG_FILE} here or in {path / 'best'}; "
-                      "train a model first (wavegen train), or give a run or model folder")
+    raise ConfigError(_not_a_model(path))
+
+
+def _not_a_model(path: Path) -> str:
+    """Why an existing path names no model, and what to give instead: a checkpoint of a run (give the
+    run and --checkpoint), a prepared corpus (train on it first), or another folder."""
+    from wavegen.corpus import MANIFEST
+
+    run = path.parent.parent
+    if path.parent.name == "checkpoints" and (run / CONFIG_FILE).is_file():
+        return f"{path}: a checkpoint of the run {run}; give the run and the checkpoint: {run} --checkpoint {path.name}"
+    if (path / MANIFEST).is_file():
+        return (f"{path}: a prepared corpus, not a model; train one on it first (wavegen train --data {path} "
+                "--model PRESET --run RUN), then give RUN")
+    return (f"{path}: no {MODEL_FILE} + {CONFIG_FILE} here or in {path / 'best'}; "
+            "train a model first (wavegen train), or give a run or model folder")
 
 
 def _no_best(run_dir: Path) -> str:
