@@ -245,9 +245,15 @@ def test_read_json_object_says_which_way_it_failed(tmp_path):
         read_json_object(path)
     for content, why in ((b"{\"a\": ", "not JSON"), (b"\xff\xfe\xfa", "not JSON"),
                          (b"[1, 2]", "a JSON array, not an object"), (b"null", "a JSON null, not an object"),
-                         (b"4", "a JSON number, not an object")):
+                         (b"4", "a JSON number, not an object"), (b"[" * 100_000 + b"]" * 100_000, "not JSON")):
         path.write_bytes(content)
         with pytest.raises(ValueError, match=f"^{why}"):
             read_json_object(path)
     path.write_text('{"files": {"a": 1}}')
     assert read_json_object(path) == {"files": {"a": 1}}
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)  # not opened: reading it would wait for a writer that never comes
+    with pytest.raises(ValueError, match="^a FIFO, not a regular file"):
+        read_json_object(fifo)
+    with pytest.raises(IsADirectoryError):
+        read_json_object(tmp_path)

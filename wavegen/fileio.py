@@ -126,12 +126,18 @@ def stale_temporaries(folder: str | Path, names=None) -> list[Path]:
 
 def read_json_object(path: str | Path) -> dict:
     """A file holding a JSON object → that dict. OSError (as the system gave it) when the file cannot be
-    read; ValueError saying why when it holds no JSON object (not JSON, not text, or a JSON list ...)."""
+    read; ValueError saying why when it holds no JSON object (not JSON, not text, or a JSON list ...) or
+    is no regular file (a FIFO is not opened: reading it would wait for a writer)."""
+    kind = not_a_file(path)
+    if kind not in (None, "folder"):  # a folder: reading it says so (IsADirectoryError)
+        raise ValueError(f"a {kind}, not a regular file")
     text = Path(path).read_bytes()
     try:
         data = json.loads(text)
     except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise ValueError(f"not JSON ({err})") from None
+    except RecursionError:
+        raise ValueError("not JSON a reader takes (nested too deep)") from None
     if not isinstance(data, dict):
         kind = {list: "array", str: "string", bool: "true or false", type(None): "null"}.get(type(data), "number")
         raise ValueError(f"a JSON {kind}, not an object")
