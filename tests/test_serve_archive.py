@@ -7,6 +7,7 @@ are checked on :class:`~wavegen.serve.archive.Archive` itself.
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -193,3 +194,87 @@ def test_an_archive_changed_since_its_snapshot_is_refused_untouched(tmp_path, ch
         part.write_bytes(part.read_bytes()[:44 + 2 * SR])  # 1 s of the 2 s the snapshot counts
         _refused(tmp_path, r"broadcast_00001\.wav holds fewer than the 32000 samples.*the archive was changed "
                            r"since; choose another --archive")
+
+
+def _open_within(folder: Path, seconds: float = 10.0):
+    """Archive(folder).open() in a thread → what it raised (None: it opened); fails the test where it does
+    not return (a FIFO opened for reading waits for a writer forever)."""
+    import threading
+
+    from wavegen.serve.archive import Archive
+
+    box = []
+
+    def attempt():
+        try:
+            Archive(folder, SR, PARAMS, part_seconds=3.0).open()
+            box.append(None)
+        except Exception as err:  # noqa: BLE001 - handed to the test
+            box.append(err)
+
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert box, f"Archive.open() of {folder} did not return in {seconds} s"
+    return box[0]
+
+
+def _put(path: Path, what: str) -> None:
+    import os
+
+    path.unlink()
+    if what == "a folder":
+        path.mkdir()
+    elif what == "a FIFO":
+        os.mkfifo(path)
+    elif what == "a link to nothing":
+        path.symlink_to(path.with_name("nowhere"))
+    elif what == "a link to itself":
+        path.symlink_to(path)
+    else:
+        path.write_bytes({"latin-1": b'{"label": "caf\xe9"}', "a list": b"[1, 2]", "null": b"null", "empty": b"",
+                          "nested too deep": b"[" * 100_000 + b"]" * 100_000}[what])
+
+
+PARAMS_REFUSALS = {  # what is at .state/params.json → what serve says of it
+    "latin-1": r"params\.json is damaged \(not JSON \('utf-8' codec can't decode byte 0xe9",
+    "a list": r"params\.json is damaged \(a JSON (list|array), not an object\)",
+    "null": r"params\.json is damaged \(a JSON \w+, not an object\)",
+    "empty": r"params\.json is damaged \(not JSON \(Expecting value",
+    "nested too deep": r"params\.json is damaged \(nested too deep\)",  # json's parser: a RecursionError
+    "a folder": r"params\.json is damaged \(a folder, not a file\)",
+    "a FIFO": r"params\.json is damaged \(a FIFO, not a file\)",  # not opened: that waits for a writer
+    "a link to nothing": r"cannot read .*params\.json: No such file or directory; make it readable",
+    "a link to itself": r"cannot read .*params\.json: Too many levels of symbolic links",
+}
+
+
+@pytest.mark.parametrize("bad", list(PARAMS_REFUSALS))
+def test_a_params_file_serve_cannot_read_is_refused_in_one_line_untouched(tmp_path, bad):
+    """Whatever is at .state/params.json, serve says in one line (a ServeError naming it) why it cannot
+    continue the archive, and leaves the archive as it was."""
+    from wavegen.serve import ServeError
+
+    _archive(tmp_path, 5.0, 1.0)
+    params = tmp_path / ".state" / "params.json"
+    _put(params, bad)
+    before = _contents(tmp_path)
+    err = _open_within(tmp_path)
+    assert isinstance(err, ServeError), repr(err)
+    assert re.search(PARAMS_REFUSALS[bad], str(err)) and str(params) in str(err) and "\n" not in str(err), str(err)
+    assert "choose another --archive" in str(err)
+    assert _contents(tmp_path) == before
+
+
+@pytest.mark.parametrize("bad", ["a folder", "a FIFO"])
+def test_a_snapshot_that_is_not_a_file_is_refused_not_taken_for_none(tmp_path, bad):
+    """No snapshot means the archive starts again at 0 (over its parts); something else at its name is
+    refused, and the 6 s of parts stay."""
+    from wavegen.serve import ServeError
+
+    _archive(tmp_path, 5.0, 1.0)
+    _put(tmp_path / ".state" / "snapshot.npz", bad)
+    before = _contents(tmp_path)
+    err = _open_within(tmp_path)
+    assert isinstance(err, ServeError) and f"snapshot.npz is damaged ({bad}, not a file)" in str(err), repr(err)
+    assert _contents(tmp_path) == before and len(_archived(tmp_path)) == 6 * SR

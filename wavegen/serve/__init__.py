@@ -22,7 +22,7 @@ import socket
 import time
 
 from wavegen.serve.archive import ServeError
-from wavegen.serve.station import ServeSettings, Station
+from wavegen.serve.station import MIN_REALTIME, ServeSettings, Station, load_text, speed
 from wavegen.signals import StopSignals
 
 __all__ = ["ServeError", "ServeSettings", "Station", "serve"]
@@ -31,6 +31,10 @@ logger = logging.getLogger(__name__)
 
 STOP_POLL_SECONDS = 0.2  # how often the server looks for a stop request
 KEPT_UP_SECONDS = 30.0  # this long without falling further behind: the station keeps up again
+# a connection with no request under way (none yet, one half sent, or idle between two) is closed after
+# this long: aiohttp's default holds one for an hour, and each holds a file descriptor (the page asks
+# for /status every second, on the same connection)
+IDLE_SECONDS = 15.0
 
 
 def _url(host: str, port: int) -> str:
@@ -85,28 +89,30 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def _redraws(event_counts: dict) -> int:
-    """Windows the guard drew again: every rejection but the last of a window it gave up on."""
-    gave_up = event_counts.get("gave up", 0)
-    return sum(n for kind, n in event_counts.items() if kind != "gave up") - gave_up
-
-
-def _why_behind(station: Station) -> str:
-    """Why the broadcast falls behind, in words. ``station.realtime_factor`` is the start-up check's
-    (generation alone) until a window is out, then the last windows' with the guard's redraws: above 1x,
-    it is the redraws, bunched in a window, that outlast the audio rendered ahead."""
-    source, rate, start = station.ref.source, station.realtime_factor or 0.0, station.measured_realtime or 0.0
-    if not station.settings.guard:
-        return f"{source} generates {rate:.2f}x real time here (the start-up check, {start:.2f}x)"
-    redraws = _redraws(station.event_counts)
-    if station.position > 0 and rate < 1:
-        return (f"{source} generates {rate:.2f}x real time here with the guard's redraws ({redraws} so far; the "
-                f"start-up check, {start:.2f}x, times generation alone)")
-    measured = "at start-up (generation alone)" if station.position == 0 else \
-        "over its last windows, redraws included"
-    return (f"{source} generates {rate:.2f}x real time {measured}, but with the guard's redraws ({redraws} so far) "
-            f"a window drawn again and again takes longer than the {station.settings.buffer_seconds:g} s rendered "
-            "ahead (--buffer-seconds)")
+def _why_behind(station: Station) -> tuple[str, str]:
+    """(why the broadcast falls behind, what keeps up), in words, from what the station measured: its
+    start-up check (generation alone: at best, and with a CPU to itself) and its last windows (the
+    guard's redraws included)."""
+    source, start, rate = station.ref.source, station.measured_realtime or 0.0, station.realtime_factor or 0.0
+    alone = station.measured_alone or start
+    windows, redraws = station.recent
+    last = f"over its last {windows} window{'s' * (windows != 1)}"
+    faster = "a smaller model or a faster backend keeps up"
+    if alone < MIN_REALTIME:  # played with --allow-slow
+        return (f"{source} generates {speed(start)} real time here (the start-up check, generation alone; a live "
+                f"stream needs {MIN_REALTIME}x)", faster)
+    if redraws and rate < 1:
+        return (f"{source} generates {speed(rate)} real time {last} with the guard's redraws ({redraws} in them; the "
+                f"start-up check, {speed(start)}, times generation alone)",
+                f"a better-trained model, fewer --guard-attempts or --no-guard, or {faster}")
+    if redraws:
+        return (f"{source} generates {speed(rate)} real time {last}, redraws included, but the guard's {redraws} "
+                f"redraws come bunched: a window drawn again and again takes longer than the "
+                f"{station.settings.buffer_seconds:g} s rendered ahead",
+                "a larger --buffer-seconds, a better-trained model or fewer --guard-attempts")
+    return (f"{source} generates {speed(rate)} real time {last} with no redraws ({speed(start)} at start-up, "
+            f"{speed(alone)} with a CPU to itself): other work on this machine takes the CPU it needs "
+            f"({load_text()})", f"a machine less busy, a larger --buffer-seconds, or {faster}")
 
 
 class _Pace:
@@ -126,9 +132,9 @@ class _Pace:
             self.late_at = now
         if delay > self.delay and not self.behind:
             self.behind = True
+            why, remedy = _why_behind(station)
             logger.warning("the broadcast is falling behind real time: %s; it plays on with a growing delay "
-                           "(delay_seconds in /status). A better-trained model, fewer --guard-attempts or "
-                           "--no-guard, a smaller model or a faster backend keeps up", _why_behind(station))
+                           "(delay_seconds in /status): %s", why, remedy)
         elif self.behind and now - self.late_at >= KEPT_UP_SECONDS:
             self.behind = False
             logger.info("the broadcast keeps up with real time again (%.1f s behind in all)", delay)
@@ -166,7 +172,7 @@ async def _run(station: Station, stop: StopSignals, on_ready) -> dict:
     broadcast = Broadcast(station.encoder.header, station.position / station.sample_rate, s.burst_seconds,
                           s.lag_seconds, s.stall_seconds)
     runner = web.AppRunner(make_app(station, broadcast), handle_signals=False, access_log=None,
-                           shutdown_timeout=2.0, logger=http_logger())
+                           shutdown_timeout=2.0, logger=http_logger(), keepalive_timeout=IDLE_SECONDS)
     await runner.setup()
     try:
         site = web.TCPSite(runner, s.host, s.port)

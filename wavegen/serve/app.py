@@ -178,14 +178,16 @@ def make_app(station: Station, broadcast: Broadcast) -> web.Application:
                             content_type="text/plain", charset="utf-8", headers={"Cache-Control": "no-store"})
 
     def full() -> web.Response:
+        n = settings.max_listeners
         return web.Response(status=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-                            text=f"This stream has {settings.max_listeners} listeners, its limit; please try "
-                                 f"again in a little while.\n")
+                            text=f"This stream has {n} listener{'s' * (n != 1)}, its limit; please try again in a "
+                                 "little while.\n")
 
     async def stream(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-cache, no-store",
                                                "X-Content-Type-Options": "nosniff"})
-        if request.method == "HEAD":  # a look, not a listener: what a GET would get now, counted nowhere
+        if request.method == "HEAD":  # a look, not a listener: what a GET would get now (RFC 9110, 9.3.2: the
+            # same status and headers, no body; at the cap, the 503), counted nowhere
             if broadcast.listeners >= settings.max_listeners:
                 return full()
             await response.prepare(request)

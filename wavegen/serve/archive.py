@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
 
 from wavegen.errors import WavegenError
-from wavegen.fileio import FolderLock, check_writable, ensure_folder, write_json
+from wavegen.fileio import FolderLock, check_writable, ensure_folder, not_a_file, read_json_object, write_json
 from wavegen.render import PCMWriter, load_snapshot, save_snapshot
 from wavegen.render.folder import binding
 
@@ -101,7 +102,7 @@ class Archive:
 
     def _open(self) -> tuple[dict[str, np.ndarray] | None, int, dict]:
         params_path = self.state_dir / PARAMS_FILE
-        if params_path.is_file():
+        if self._state_file(params_path):
             self._check_params(self._read_params(params_path), params_path)
         else:
             if part_path(self.folder, 0).exists():
@@ -112,7 +113,7 @@ class Archive:
             write_json(params_path, self.params)
         state, meta = None, {}
         snap = self.state_dir / SNAPSHOT_FILE
-        if snap.is_file():
+        if self._state_file(snap):
             state, self.position, meta = self._read_snapshot(snap)
             self._check_params(meta.get("params", {}), snap)
         self.snapshot_position = self.position
@@ -132,17 +133,27 @@ class Archive:
         return ServeError(f"{path} is damaged ({why}): {self.folder} cannot be continued; choose another --archive "
                           f"(the WAV parts in {self.folder} stay as they are)")
 
+    def _state_file(self, path: Path) -> bool:
+        """Whether a state file is at ``path`` (True too for a link to nothing: its read says so). Something
+        else there (a folder, a FIFO: never opened, it would block) is refused, not taken for no file: an
+        archive without a snapshot restarts from 0, over its parts."""
+        if not os.path.lexists(path):
+            return False
+        kind = not_a_file(path)
+        if kind is not None:
+            raise self._damaged(path, f"a {kind}, not a file")
+        return True
+
     def _read_params(self, path: Path) -> dict:
+        """.state/params.json → the dict serve wrote there; ServeError naming it when it cannot be read or
+        holds no JSON object (not JSON, not UTF-8 text, a list, nested too deep to parse)."""
         try:
-            saved = json.loads(path.read_text())
+            return read_json_object(path)
         except OSError as err:
             raise ServeError(f"cannot read {path}: {err.strerror or err}; make it readable, or choose another "
                              "--archive") from None
-        except ValueError as err:  # not JSON (UnicodeDecodeError is one too)
-            raise self._damaged(path, err) from None
-        if not isinstance(saved, dict):
-            raise self._damaged(path, f"a JSON {type(saved).__name__}, not an object")
-        return saved
+        except (ValueError, RecursionError) as err:  # RecursionError: json's parser on deeply nested brackets
+            raise self._damaged(path, str(err) if isinstance(err, ValueError) else "nested too deep") from None
 
     def _read_snapshot(self, path: Path) -> tuple[dict[str, np.ndarray], int, dict]:
         try:
