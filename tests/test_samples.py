@@ -129,6 +129,41 @@ def test_a_resumed_run_does_not_render_a_step_again(run, corpus, tmp_path, caplo
     assert events.Audio("samples/stream_0")[1].encoded_audio_string == before[4]
 
 
+def test_a_fresh_start_clears_the_samples_of_an_earlier_start(run, corpus, tmp_path, caplog):
+    """An earlier start with another config, abandoned before any checkpoint: its samples were kept, and a new
+    start showed them (in TensorBoard too) as its own ("samples of step 2 already in")."""
+    folder = tmp_path / "run"
+    shutil.copytree(run, folder)
+    shutil.rmtree(folder / "checkpoints")  # no checkpoint: the next start begins at step 0
+    earlier = {step: pcm(folder / SAMPLES_DIR / f"step_{step}" / "stream_000.wav") for step in (2, 4)}
+    (folder / SAMPLES_DIR / "step_4" / "notes.txt").write_text("the user's")  # not wavegen's: kept, moved aside
+    (folder / SAMPLES_DIR / "favourites").mkdir()  # the user's, not a step folder: untouched
+    with caplog.at_level(logging.INFO):
+        result = train(config_for(corpus, "train.max_steps=2", "model.dim=24"), folder, progress=False)
+    assert result["status"] == "finished"
+    assert "already in" not in caplog.text and "cleared the samples of 2 step(s)" in caplog.text
+    assert sample_steps(folder) == [2]
+    assert read_samples(folder, 2)["run"] != read_samples(run, 2)["run"]
+    assert not np.array_equal(pcm(folder / SAMPLES_DIR / "step_2" / "stream_000.wav"), earlier[2])
+    aside = folder / SAMPLES_DIR / "step_4.earlier"
+    assert (aside / "notes.txt").read_text() == "the user's"
+    assert np.array_equal(pcm(aside / "stream_000.wav"), earlier[4])
+    assert (folder / SAMPLES_DIR / "favourites").is_dir()
+    assert [e.step for e in tensorboard_events(folder).Audio("samples/stream_0")] == [2]
+
+
+def test_a_step_folder_of_other_sample_settings_is_drawn_again(run, corpus, tmp_path, caplog):
+    folder = tmp_path / "run"
+    shutil.copytree(run, folder)
+    shutil.rmtree(folder / "checkpoints" / "step_4")
+    with caplog.at_level(logging.INFO):  # resumed from step 2 with longer samples: step 4's are drawn again
+        train(config_for(corpus, "train.max_steps=4", "train.sample_seconds=0.25"), folder, progress=False)
+    assert "samples of step 4 already in" not in caplog.text and "drawing them again" in caplog.text
+    assert read_samples(folder, 4)["seconds"] == 0.25
+    assert len(pcm(folder / SAMPLES_DIR / "step_4" / "stream_000.wav")) == SR // 4
+    assert read_samples(folder, 2)["seconds"] == 0.5  # before the checkpoint resumed from: as it was
+
+
 def test_a_failure_to_sample_warns_and_training_goes_on(corpus, tmp_path, caplog):
     folder = tmp_path / "run"
     folder.mkdir()

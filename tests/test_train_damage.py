@@ -18,6 +18,7 @@ from conftest import TINY_SAMPLERNN
 from conftest import tiny_run_config as config_for
 from safetensors.torch import load_file
 
+import wavegen.bestmodel
 import wavegen.checkpoint
 import wavegen.train
 from wavegen.cli import main
@@ -226,7 +227,7 @@ def test_a_removed_best_comes_back_from_the_checkpoint_that_scored_it(tiny_corpu
 
     assert not restore_best(run, config, bits, 4)
     shutil.move(gone, run / "checkpoints" / f"step_{step}")
-    monkeypatch.setattr(wavegen.train, "restore_best", lambda *args: False)  # as when not kept (step 4 is)
+    monkeypatch.setattr(wavegen.bestmodel, "restore_best", lambda *args: False)  # as when not kept (step 4 is)
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="wavegen"):
         train(config, run, progress=False)

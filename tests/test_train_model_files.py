@@ -87,3 +87,51 @@ def test_a_bad_config_file_is_one_line_and_writes_nothing(tiny_corpus, tmp_path,
 def test_a_file_that_is_not_a_config_is_named(tiny_corpus, tmp_path, capsys):
     assert wavegen_train(tiny_corpus, write(tmp_path / "notes.txt", "dim=32"), tmp_path / "run") == 2
     assert f"{tmp_path / 'notes.txt'}: not a model: give a preset name" in capsys.readouterr().err
+
+
+def test_a_config_file_naming_a_preset_takes_the_presets_settings_under_its_own(tiny_corpus, tmp_path, capsys):
+    # only dim given: frame_sizes, emb_size, rnn and the train settings are samplernn-tiny's, not the dataclass
+    # defaults (frame_sizes [16, 4] and batch_size 32 before)
+    path = write(tmp_path / "m.json", {"preset": "samplernn-tiny", "model": {"dim": 48, "frame_sizes": [8, 2]},
+                                       "train": {"lr": 0.004}})
+    from wavegen.models import resolve_preset
+    from wavegen.resolve import resolve_model
+
+    preset = resolve_preset("samplernn-tiny")
+    ref = resolve_model(path)
+    assert ref.config["model"] == {**preset["model"], "dim": 48, "frame_sizes": [8, 2]}
+    assert ref.config["train"] == {**preset["train"], "lr": 0.004}
+    assert ref.config["model_type"] == "samplernn" and ref.sample_rate == preset["data"]["sample_rate"]
+    assert ref.config["overrides"] == ["model.dim=48", "model.frame_sizes=[8,2]", "train.lr=0.004"]
+    # wavegen info shows the merged model, and says what the file changed
+    assert main(["info", path]) == 0
+    out = capsys.readouterr().out
+    assert "frame_sizes: [8, 2]" in out and "x 48" in out and "preset samplernn-tiny with model.dim=48" in out
+    # training: the run's config.json is the preset's with the file's settings, then --set
+    run = tmp_path / "run"
+    assert wavegen_train(tiny_corpus, path, run) == 0
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["train"]["lr"] == 0.004 and saved["train"]["val_interval"] == preset["train"]["val_interval"]
+    assert saved["model"]["emb_size"] == 8 and saved["model"]["frame_sizes"] == [8, 2]  # --set model.emb_size=8
+    assert saved["overrides"][:3] == ["model.dim=48", "model.frame_sizes=[8,2]", "train.lr=0.004"]
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"preset": "samplernn-tiny", "model": {"dim": 32}, "train": {"speed": 3}}, "unknown train setting(s) ['speed']"),
+    ({"preset": "samplernn-tiny", "model": {"dim": 32}, "train": {"lr": -1}}, "train.lr=-1.0: give 0 < lr"),
+    ({"preset": "samplernn-tiny", "model": {"dim": "big"}}, "model.dim='big': expected a whole number"),
+    ({"preset": "samplernn-tiny", "model": {"width": 3}}, "unknown model setting(s) ['width']"),
+    ({"preset": "samplernn-tiny", "train": "fast"}, "train='fast' in the model's config"),
+    ({"preset": "samplernn-tiy", "model": {"dim": 32}}, "preset 'samplernn-tiy' is not a preset"),
+    ({"model_type": "wavenet", "preset": "samplernn-tiny", "model": {}}, "preset 'samplernn-tiny' is a samplernn"),
+], ids=["unknown train setting", "bad train value", "bad model value", "unknown model setting", "train not a section",
+        "unknown preset", "another family"])
+@pytest.mark.parametrize("command", ["train", "info"])
+def test_a_bad_setting_in_a_config_file_names_the_file(tiny_corpus, tmp_path, capsys, content, message, command):
+    path = write(tmp_path / "m.json", content)
+    run = tmp_path / "run"
+    code = wavegen_train(tiny_corpus, path, run) if command == "train" else main(["info", path])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"wavegen {command}: error: {path}: ") and "\n" not in err and message in err, err
+    assert not run.exists()

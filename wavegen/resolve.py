@@ -17,6 +17,7 @@ preset: the rate it is published at, ``data.sample_rate`` in the preset).
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,32 +189,83 @@ def _check_listed(weights: Path, found: list[tuple[int, Path]]) -> str | None:
     return want.get("sha256") if isinstance(want, dict) else None
 
 
-def read_config(path: Path, rate_from_preset: bool = False) -> dict:
+def read_config(path: Path, hand_written: bool = False) -> dict:
     """The model config in ``path``, once it has a wavegen config's shape: ConfigError naming the
     file when a section is missing or the sample rate is not a rate (a damaged or hand-edited
-    config is one line, not a traceback later). With ``rate_from_preset`` (a config written by
-    hand), a config without ``data.sample_rate`` takes its preset's."""
+    config is one line, not a traceback later). A folder's config.json (complete: written by
+    wavegen) is read as it is. A config written by hand (``hand_written``, given to ``--model``)
+    that names a preset is that preset's config with the file's settings over it
+    (:func:`_over_preset`), and its settings are checked here, each error naming the file."""
     config = load_json(path)
+    if hand_written:
+        config = _over_preset(path, config)
     if not (isinstance(config, dict) and isinstance(config.get("model_type"), str)
             and isinstance(config.get("model"), dict)):
         raise ConfigError(f"{path}: not a wavegen model config (no model_type and model)")
-    data = config.get("data")
-    if rate_from_preset and not (isinstance(data, dict) and "sample_rate" in data):
-        from wavegen.models import PRESETS, resolve_preset
-
-        if config.get("preset") not in PRESETS:
-            raise ConfigError(f"{path}: no data.sample_rate and no known preset to take it from; "
-                              'add "data": {"sample_rate": HZ}')
-        data = {**(data if isinstance(data, dict) else {}),
-                "sample_rate": resolve_preset(config["preset"])["data"]["sample_rate"]}
-        config["data"] = data
+    data = config.get("data", {} if hand_written else None)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: not a wavegen model config (data is {data!r}, not a section holding "
                           "data.sample_rate)")
+    if "sample_rate" not in data and hand_written:
+        raise ConfigError(f"{path}: no data.sample_rate and no known preset to take it from; "
+                          'add "data": {"sample_rate": HZ}')
     rate = data.get("sample_rate")
     if isinstance(rate, bool) or not isinstance(rate, int) or rate <= 0:
         raise ConfigError(f"{path}: data.sample_rate {rate!r} is not a sample rate (a positive whole number of Hz)")
+    if hand_written:
+        _check_settings(path, config)
     return config
+
+
+def _over_preset(path: Path, config):
+    """A hand-written config that names a preset → the preset's resolved config, each section
+    (model, train, data) with the file's settings over the preset's; ``overrides`` the file's
+    settings that differ from the preset's (as ``--set`` would write them), unless the file lists
+    its own (a run's config.json). A config naming no preset is returned as it is (its missing
+    settings take the dataclass defaults). ConfigError naming the file for an unknown preset or a
+    model_type that is not the preset's."""
+    from wavegen.models import PRESETS, resolve_preset
+
+    if not isinstance(config, dict) or config.get("preset") is None:
+        return config
+    name = config["preset"]
+    if not isinstance(name, str) or name not in PRESETS:
+        raise ConfigError(f"{path}: preset {name!r} is not a preset (presets: {sorted(PRESETS)}); name one, or "
+                          'leave "preset" out and give every model setting')
+    base = resolve_preset(name)
+    if config.get("model_type", base["model_type"]) != base["model_type"]:
+        raise ConfigError(f"{path}: model_type {config['model_type']!r}, but preset {name!r} is a "
+                          f"{base['model_type']} model; leave model_type out, or name a {config['model_type']} preset")
+    merged = {**config, "model_type": base["model_type"]}
+    for section in ("model", "train", "data"):
+        given = config.get(section, {})
+        merged[section] = {**base[section], **given} if isinstance(given, dict) else given
+    if "overrides" not in config:
+        merged["overrides"] = [f"{section}.{key}={_as_set(value)}" for section in ("model", "train")
+                               if isinstance(config.get(section), dict)
+                               for key, value in config[section].items() if base[section].get(key, _ABSENT) != value]
+    return merged
+
+
+_ABSENT = object()
+
+
+def _as_set(value) -> str:
+    """A setting's value as ``--set key=VALUE`` writes it (config.parse_value reads it back)."""
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+def _check_settings(path: Path, config: dict) -> None:
+    """The model and train settings of a config file, each alone (the pair is checked when a run is
+    resolved, after any ``--set``): ConfigError naming the file and the setting."""
+    from wavegen.config import TrainConfig, from_dict, train_settings
+    from wavegen.models import model_config
+
+    try:
+        model_config(config)
+        from_dict(TrainConfig, train_settings(config), "train").validate()
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
 
 
 def resolve_model(target: str | Path, checkpoint: str | None = None) -> ModelRef:
@@ -234,7 +286,8 @@ def resolve_model(target: str | Path, checkpoint: str | None = None) -> ModelRef
     if path.is_file():
         if path.suffix != ".json":
             raise ConfigError(f"{path}: not a model: give a preset name, a model or run folder, or a config .json")
-        return ModelRef("config", f"{path} (random weights)", read_config(path, rate_from_preset=True),
+        config = read_config(path, hand_written=True)
+        return ModelRef("config", f"{path} ({_preset_and_overrides(config)}random weights)", config,
                         folder=path.parent)
     for kind, folder in (("model", path), ("run", path / "best"), ("run", path / "best.old")):
         if _is_model_folder(folder):
@@ -245,6 +298,14 @@ def resolve_model(target: str | Path, checkpoint: str | None = None) -> ModelRef
     if (path / CONFIG_FILE).is_file() and run_checkpoints(path):
         raise ConfigError(_no_best(path))
     raise ConfigError(_not_a_model(path))
+
+
+def _preset_and_overrides(config: dict) -> str:
+    """"preset NAME with model.dim=512; " for a config built on a preset ("" for one that names none)."""
+    if not config.get("preset"):
+        return ""
+    overrides = config.get("overrides") or []
+    return f"preset {config['preset']}" + (f" with {' '.join(overrides)}" if overrides else "") + "; "
 
 
 def _not_a_model(path: Path) -> str:

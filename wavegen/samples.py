@@ -17,12 +17,17 @@ samples differ by their weights only, and the same a render draws, so an uncondi
 samples at a kept checkpoint are ``wavegen render RUN --checkpoint step_N --seed SEED --streams K
 --seconds S --no-guard`` (same backend), to be continued at any length. The folder is written
 under a temporary name and renamed: a kill leaves no half folder. A step whose folder exists is
-not rendered again (a resumed run): it is shown in TensorBoard again from its files. A failure to
+not rendered again (a resumed run): it is shown in TensorBoard again from its files, when its
+samples.json says it is this run's (``run``: :func:`run_key` of the config) drawn with today's
+sample settings; otherwise it is drawn again. A run started anew (no checkpoint to resume from)
+clears the samples an earlier start left: wavegen's own step folders are removed, a folder holding
+anything else is moved aside to ``step_N.earlier`` (nothing of the user's is deleted). A failure to
 sample warns and training goes on.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -51,13 +56,26 @@ class TrainingSamples:
     with collectives); ``write(step, model)`` renders on the main process only."""
 
     def __init__(self, run_dir: Path, train_cfg, device, sample_rate: int, main: bool, log=None,
-                 album: dict | None = None):
+                 album: dict | None = None, run: str | None = None, fresh: bool = False):
+        """``run``: :func:`run_key` of the run's config (recorded in samples.json; a step folder of
+        another is drawn again); ``fresh``: the run starts anew (no checkpoint), so every step folder
+        here is an earlier start's and goes (:meth:`_discard`)."""
         self.dir = Path(run_dir) / SAMPLES_DIR
         self.cfg, self.device, self.sample_rate, self.main = train_cfg, device, int(sample_rate), main
-        self.log, self.album = log, album
+        self.log, self.album, self.run = log, album, run
         if main and self.dir.is_dir():
             for stale in self.dir.glob(".tmp_step_*"):  # a kill mid-sample
                 shutil.rmtree(stale, ignore_errors=True)
+            earlier = _step_folders(self.dir) if fresh else []
+            for step in earlier:
+                try:
+                    self._discard(self.dir / f"step_{step}")
+                except OSError as err:  # samples are for people: a failure must not stop the training
+                    logger.warning("%s: samples of an earlier start, not cleared (%s); they are drawn again when "
+                                   "this run reaches step %d", self.dir / f"step_{step}", err, step)
+            if earlier:
+                logger.info("cleared the samples of %d step(s) of an earlier start of this run from %s", len(earlier),
+                            self.dir)
 
     def interval(self) -> int | None:
         """Steps between samples: ``train.sample_interval``, or for 0 the first multiple of
@@ -82,8 +100,11 @@ class TrainingSamples:
         tmp = self.dir / f".tmp_step_{step}"
         try:
             if final.exists():
-                self._show_again(step, final)
-                return final
+                if self._ours(final):
+                    self._show_again(step, final)
+                    return final
+                logger.info("%s: samples of another start or other sample settings; drawing them again", final)
+                self._discard(final)
             return self._write(step, model, tmp, final)
         except Exception as err:  # noqa: BLE001 - samples are for people: a failure must not stop the training
             logger.warning("samples of step %d failed (%s: %s); training goes on", step, type(err).__name__, err)
@@ -112,8 +133,9 @@ class TrainingSamples:
             streams.append({"file": path.name, "label": labels[k] if labels else None,
                             "spectrogram": _spectrogram(path),
                             **{key: features[key] for key in ("rms_db", "flatness", "periodic_fraction", "change")}})
-        record = {"step": step, "seed": self.cfg.seed, "backend": backend, "sample_rate": self.sample_rate,
-                  "seconds": self.cfg.sample_seconds, "render_seconds": render_seconds, "streams": streams}
+        record = {"step": step, "run": self.run, "seed": self.cfg.seed, "backend": backend,
+                  "sample_rate": self.sample_rate, "seconds": self.cfg.sample_seconds,
+                  "render_seconds": render_seconds, "streams": streams}
         write_json(tmp / SAMPLES_FILE, record)
         fsync_dir(tmp)
         tmp.rename(final)
@@ -121,6 +143,34 @@ class TrainingSamples:
         self._report(step, final, record, time.perf_counter() - tick)
         self._log(step, final, record, float_to_int16(audio) / 32768.0)  # as the WAV files hold it
         return final
+
+    def _ours(self, folder: Path) -> bool:
+        """Whether step ``folder``'s samples are this run's, drawn as they would be now: its samples.json
+        records this run's key (a folder of an older wavegen, without one, is taken as it is), seed,
+        rate, seconds and number of streams."""
+        try:
+            record = json.loads((folder / SAMPLES_FILE).read_text())
+            streams = len(record["streams"])
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            return False
+        want = self.cfg.sample_streams if record["streams"][0].get("label") is None else streams
+        return ((record.get("run") is None or self.run is None or record["run"] == self.run)
+                and record.get("seed") == self.cfg.seed and record.get("sample_rate") == self.sample_rate
+                and record.get("seconds") == self.cfg.sample_seconds and streams == want)
+
+    def _discard(self, folder: Path) -> None:
+        """Step ``folder`` out of the way of this run's samples: removed when it holds wavegen's files only
+        (samples.json and the files it lists), else moved aside to ``step_N.earlier`` (``.earlier2``, ...)."""
+        if _own_files_only(folder):
+            shutil.rmtree(folder)
+            return
+        target, n = folder.with_name(folder.name + ".earlier"), 1
+        while target.exists():
+            n += 1
+            target = folder.with_name(f"{folder.name}.earlier{n}")
+        folder.rename(target)
+        logger.warning("%s holds files wavegen did not write: moved aside to %s (delete it once you no longer need "
+                       "it)", folder, target)
 
     def _show_again(self, step: int, folder: Path) -> None:
         """Step ``step``'s samples, written before this run resumed from an earlier checkpoint: not rendered
@@ -196,15 +246,43 @@ def _spectrogram(wav: Path) -> str | None:
     return png.name if png is not None else None
 
 
-def sample_steps(run_dir: str | Path) -> list[int]:
-    """The steps whose samples a run folder holds, in order."""
-    folder = Path(run_dir) / SAMPLES_DIR
+def run_key(config: dict) -> str:
+    """What makes a run's samples its own, apart from the weights: a hash of its model, its corpus
+    (content id) and the train settings it may not change on a resume (trainstate.RESUMABLE_CHANGES)."""
+    from wavegen.trainstate import RESUMABLE_CHANGES
+
+    data = config.get("data", {})
+    fixed = {"model_type": config.get("model_type"), "model": config.get("model"),
+             "corpus": data.get("corpus_id", data.get("corpus")),
+             "train": {k: v for k, v in config.get("train", {}).items() if k not in RESUMABLE_CHANGES}}
+    return hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _step_folders(folder: Path) -> list[int]:
+    """The steps of the ``step_N`` folders in ``folder`` (samples folder), in order."""
     steps = []
     for child in folder.glob("step_*") if folder.is_dir() else []:
         suffix = child.name[len("step_"):]
-        if suffix.isdigit() and (child / SAMPLES_FILE).is_file():
+        if suffix.isdigit() and child.is_dir():
             steps.append(int(suffix))
     return sorted(steps)
+
+
+def _own_files_only(folder: Path) -> bool:
+    """Whether ``folder`` holds nothing but samples.json and the files it lists (wavegen's own)."""
+    try:
+        record = json.loads((folder / SAMPLES_FILE).read_text())
+        listed = {SAMPLES_FILE} | {name for s in record["streams"] for name in (s["file"], s.get("spectrogram"))
+                                   if name}
+        return all(child.is_file() and child.name in listed for child in folder.iterdir())
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def sample_steps(run_dir: str | Path) -> list[int]:
+    """The steps whose samples a run folder holds, in order."""
+    folder = Path(run_dir) / SAMPLES_DIR
+    return [step for step in _step_folders(folder) if (folder / f"step_{step}" / SAMPLES_FILE).is_file()]
 
 
 def read_samples(run_dir: str | Path, step: int) -> dict:

@@ -4,6 +4,9 @@ The trainer knows a model through the contract in :mod:`wavegen.models.contract`
 ``loss, state = model(batch, state)``. The state a stream carries from one window to the next
 (SampleRNN's hidden state) is the trainer's: it keeps one per micro-batch (:class:`Carry`),
 saves it in checkpoints and regathers it over the global batch when the process count changes.
+Validation and the run's best/ model are :mod:`wavegen.bestmodel`'s. What the main process alone
+writes (config.json, the logs, best/, pruning) goes through trainstate.on_main: when it fails, every
+process stops with the same one-line error, none left waiting at its next collective.
 
 Layout of a run folder::
 
@@ -32,21 +35,22 @@ from pathlib import Path
 
 import torch
 
-from wavegen.checkpoint import (load_checkpoint, newest_intact, prune_checkpoints, restore_best, save_checkpoint,
-                                save_failed, save_model, tidy_run_folder)
+from wavegen.bestmodel import best_on_record, restore_missing_best, where_the_model_is
+from wavegen.bestmodel import validate as _validate  # (tests patch wavegen.train._validate)
+from wavegen.checkpoint import load_checkpoint, newest_intact, prune_checkpoints, save_checkpoint, tidy_run_folder
 from wavegen.config import ConfigError, TrainConfig, from_dict, train_settings
 from wavegen.corpus import Corpus
 from wavegen.data import BatchBuildingStopped, BatchStream, make_batches
 from wavegen.distributed import end_accelerator, make_accelerator
 from wavegen.fileio import check_writable, write_json
 from wavegen.models import build_model, model_config
-from wavegen.render.album import ALBUM_FILE, ensure_run_profile
-from wavegen.runlog import RunLog, best_validation, check_log_paths
+from wavegen.render.album import ensure_run_profile
+from wavegen.runlog import RunLog, check_log_paths
 from wavegen.runlog import read_metrics  # noqa: F401  (the public reader, as wavegen.train.read_metrics)
-from wavegen.samples import TrainingSamples
+from wavegen.samples import TrainingSamples, run_key
 from wavegen.signals import StopSignals
-from wavegen.trainstate import (Carry, NonFiniteError, NonFiniteWatch, WeightAverage, agree, broadcast, check_resume,
-                                checked, every_process)
+from wavegen.trainstate import (Carry, NonFiniteWatch, WeightAverage, agree, broadcast, check_resume, checked,
+                                on_main)
 
 logger = logging.getLogger(__name__)
 
@@ -236,9 +240,11 @@ def train(config: dict, run_dir: str | Path, progress: bool = True) -> dict:
     try:
         with _run_lock(accelerator, run_dir):
             run = _start(config, train_cfg, accelerator, run_dir)
-            run.log = RunLog(run_dir, run.step, train_cfg.max_steps, run.main, progress)
-            run.samples = TrainingSamples(run_dir, train_cfg, accelerator.device, run.corpus.sample_rate, run.main,
-                                          run.log, run.album)
+            run.log = _made_on_main(run, "the logs", lambda main: RunLog(run_dir, run.step, train_cfg.max_steps, main,
+                                                                         progress))
+            run.samples = _made_on_main(run, "the samples", lambda main: TrainingSamples(
+                run_dir, train_cfg, accelerator.device, run.corpus.sample_rate, main, run.log, run.album,
+                run_key(config), fresh=run.resumed_from is None))
             stream = BatchStream(run.batches, run.step, train_cfg.grad_accum, accelerator.device,
                                  workers=train_cfg.num_workers, pin=accelerator.device.type == "cuda")
             try:
@@ -248,13 +254,20 @@ def train(config: dict, run_dir: str | Path, progress: bool = True) -> dict:
                 run.log.close()
             accelerator.wait_for_everyone()
         if run.main:
-            logger.info("%s at step %d; %s", status, run.step, _where_the_model_is(run))
+            logger.info("%s at step %d; %s", status, run.step, where_the_model_is(run))
     finally:
         if run is not None:  # DDP's reducer must not hold the process group's last reference
             run.model = run.optimizer = None
         end_accelerator(accelerator)
     return {"step": run.step, "status": status, "best_val_bits": run.best_val, "run_dir": str(run_dir),
             "checkpoint": str(run.checkpoint) if run.checkpoint else None}
+
+
+def _made_on_main(run: _Run, what: str, make):
+    """``make(main)``: the main process's (which writes in the run folder: a failure stops every process,
+    trainstate.on_main), or another process's (which writes nothing)."""
+    return (on_main(run.accelerator, lambda: make(True), f"{what} of {run.run_dir}", run.checkpoint)
+            or make(False))
 
 
 @contextmanager
@@ -278,17 +291,19 @@ def _start(config: dict, train_cfg: TrainConfig, accelerator, run_dir: Path) -> 
     corpus = checked(accelerator, lambda: _corpus_of(config))
     found, damaged = checked(accelerator, lambda: newest_intact(run_dir) if main else (None, []))
     checked(accelerator, lambda: _check_before_building(config, train_cfg, accelerator, run_dir, found))
-    found = broadcast(accelerator, tidy_run_folder(run_dir, found, damaged) if main else None)
+    found = broadcast(accelerator, on_main(accelerator, lambda: tidy_run_folder(run_dir, found, damaged),
+                                           f"the checkpoints of {run_dir}", found and found[1]))
     model, optimizer, inner = build_training(config, train_cfg, accelerator)
     batches = checked(accelerator, lambda: make_batches(
         inner, corpus.split("train"), corpus.segments("train"), corpus.segment_labels("train"), train_cfg,
         accelerator.process_index, accelerator.num_processes))
-    if main:
-        write_json(run_dir / "config.json", config)
+    last = found and found[1]
+    on_main(accelerator, lambda: write_json(run_dir / "config.json", config), f"{run_dir / 'config.json'}", last)
     run = _Run(config, train_cfg, accelerator, run_dir, corpus, model, optimizer, inner, batches,
                Carry(train_cfg.grad_accum), NonFiniteWatch(accelerator, train_cfg),
                running=torch.zeros((), device=accelerator.device),
-               album=ensure_run_profile(run_dir, config, corpus) if main else None,
+               album=on_main(accelerator, lambda: ensure_run_profile(run_dir, config, corpus),
+                             f"{run_dir / 'album.json'}", last),
                average=WeightAverage(inner, train_cfg.ema_decay) if train_cfg.ema_decay > 0 else None)
     if found is not None:
         _resume(run, found[1])
@@ -338,7 +353,7 @@ def _resume(run: _Run, folder: Path) -> None:
     state, tensors = load_checkpoint(run.accelerator, folder)
     run.carry.scatter(run.accelerator, tensors)
     run.step = run.start_step = state["step"]
-    run.best_val, run.checkpoint = _best_on_record(run.run_dir, run.step, state.get("best_val_bits")), folder
+    run.best_val, run.checkpoint = best_on_record(run.run_dir, run.step, state.get("best_val_bits")), folder
     run.resumed_from = folder
     run.intact.add(folder)
     # the loss summed since the last log row before the checkpoint (an older checkpoint has none)
@@ -350,8 +365,7 @@ def _resume(run: _Run, folder: Path) -> None:
         saved_by = state.get("processes", run.world)
         logger.info("resuming %s from step %d%s", run.run_dir, run.step,
                     f" (checkpoint written by {saved_by} process(es), now {run.world})" if saved_by != run.world else "")
-        if run.best_val is not None and not _has_best(run):  # best/ removed: back from the step that scored it
-            restore_best(run.run_dir, run.config, run.best_val, run.step, _best_extra(run))
+    restore_missing_best(run)  # best/ removed: back from the step that scored it
 
 
 def _run_steps(run: _Run, stream: BatchStream) -> str:
@@ -432,59 +446,12 @@ def _log_train(run: _Run, now: float) -> None:
     steps, start = run.window  # timed since the last log row or the resume
     loss_bits = float(_running_mean(run)) / run.running_steps / LN2
     rate = run.cfg.batch_size * run.cfg.seq_len * steps / max(now - start, 1e-9)
-    run.log.train_row(run.step, loss_bits, run.optimizer.param_groups[0]["lr"], rate)
+    lr = run.optimizer.param_groups[0]["lr"]
+    on_main(run.accelerator, lambda: run.log.train_row(run.step, loss_bits, lr, rate),
+            f"the metrics of {run.run_dir}", run.checkpoint)
     run.running.zero_()
     run.running_steps = 0
     run.window[:] = [0, time.perf_counter()]
-
-
-def _validate(run: _Run) -> None:
-    """Validation NLL (wavegen.evaluate, shared out over the processes); best/ when it improved."""
-    from wavegen.evaluate import evaluate
-
-    run.last_val_step = run.step
-    if len(run.corpus.segments("val")) == 0:
-        if run.main:
-            _save_best(run)
-        return
-    result = evaluate(run.judged, run.corpus, "val", max_seconds=run.cfg.val_seconds, accelerator=run.accelerator)
-    bits = result["nll_bits_per_sample"]
-    if not math.isfinite(bits):
-        raise every_process(NonFiniteError(  # the processes' sums make one score: all of them stop here
-            f"step {run.step}: the validation NLL is {bits} with finite weights; training stopped and nothing of this "
-            f"step was saved (last checkpoint: {run.checkpoint or 'none'})"))
-    improved = run.best_val is None or bits < run.best_val
-    if improved:
-        run.best_val = bits
-        if run.main:
-            _save_best(run)
-    run.log.val_row(run.step, bits, result["samples"], improved)
-
-
-def _best_extra(run: _Run) -> dict | None:
-    return {ALBUM_FILE: json.dumps(run.album, indent=2) + "\n"} if run.album else None
-
-
-def _best_on_record(run_dir: Path, step: int, saved: float | None) -> float | None:
-    """The best validation a resumed run must beat: its checkpoint's, or metrics.jsonl's best up to the
-    checkpoint's step where that is lower. (A checkpoint of an older wavegen was written before its
-    step's validation: it records the best before that one, and a run resumed from it replaced
-    best/ with a worse model.)"""
-    scored = best_validation(run_dir, step)
-    if scored is not None and (saved is None or scored[1] < saved):
-        return scored[1]
-    return saved
-
-
-def _has_best(run: _Run) -> bool:
-    return any((run.run_dir / name / "model.safetensors").is_file() for name in ("best", "best.old"))
-
-
-def _save_best(run: _Run) -> None:
-    try:
-        save_model(run.judged, run.config, run.run_dir / "best", _best_extra(run))
-    except OSError as err:
-        raise save_failed(f"the best model in {run.run_dir / 'best'}", err, run.checkpoint) from None
 
 
 def _save_once(run: _Run) -> None:
@@ -504,24 +471,8 @@ def _save(run: _Run) -> None:
         state["ema_updates"] = run.average.updates
         averaged = run.average.weights() if run.main else None
     run.checkpoint = save_checkpoint(run.accelerator, run.run_dir, run.step, state, tensors, averaged, run.checkpoint)
-    if run.main:  # only intact checkpoints count; the one just written and the one resumed from stay
+    def prune():  # only intact checkpoints count; the one just written and the one resumed from stay
         run.intact.add(run.checkpoint)
         prune_checkpoints(run.run_dir, run.cfg.keep_checkpoints, run.intact, (run.checkpoint, run.resumed_from))
 
-
-def _where_the_model_is(run: _Run) -> str:
-    best = run.run_dir / "best"
-    parts = []
-    if (best / "model.safetensors").is_file():
-        val = f"validation {run.best_val:.4f} bits/sample" if run.best_val is not None else "no validation audio"
-        parts.append(f"best model ({val}) in {best}")
-    elif run.best_val is None:
-        parts.append("no best/ model yet (no validation has run)")
-    else:
-        parts.append(f"{best} is missing, though validations ran (the best scored {run.best_val:.4f} bits/sample; "
-                     "the checkpoint that scored it is not kept, or not intact, so best/ cannot be restored from it): "
-                     "render or evaluate a checkpoint with --checkpoint step_N; best/ comes back at the next "
-                     "validation that beats it")
-    if run.checkpoint is not None:
-        parts.append(f"latest checkpoint {run.checkpoint} (render or evaluate it with --checkpoint last)")
-    return "; ".join(parts)
+    on_main(run.accelerator, prune, f"the checkpoints of {run.run_dir}", run.checkpoint)

@@ -9,7 +9,8 @@
   device (no host sync per step) and read where the loop syncs anyway, before anything is saved.
 - :func:`check_resume`: may this config resume that run (RESUMABLE_CHANGES)?
 - :func:`agree`, :func:`checked`, :func:`broadcast`: what every process of a launch must decide alike
-  (:func:`every_process` marks an error all of them raise: the first process alone prints it).
+  (:func:`every_process` marks an error all of them raise: the first process alone prints it);
+  :func:`on_main`: a step the main process alone takes, whose failure stops every process.
 """
 
 from __future__ import annotations
@@ -80,22 +81,53 @@ def agree(accelerator, flag: bool) -> bool:
 
 
 def checked(accelerator, check):
-    """``check()`` on every process; when it raises a WavegenError on any of them, every process
-    raises (so none waits at the next collective for one that has left): its own error, or the
-    first refusing process's message. Marked ``every_process``: the first process alone prints it."""
+    """``check()`` on every process; when it raises on any of them, every process raises (so none
+    waits at the next collective for one that has left). A WavegenError: its own, or on a process
+    whose check passed, the first failing process's message, marked ``every_process`` (the first
+    process alone prints it). Any other error (a bug) keeps its traceback where it was raised; the
+    other processes stop with one line naming it."""
     error, value = None, None
     try:
         value = check()
-    except WavegenError as err:
+    except Exception as err:  # noqa: BLE001 - every process must learn of a failure, whatever it is
         error = err
     if not agree(accelerator, error is not None):
         return value
+    said = []
     if accelerator.num_processes > 1:
         from accelerate.utils import gather_object
 
-        refusals = [m for m in gather_object([None if error is None else str(error)]) if m is not None]
-        error = error or WavegenError(refusals[0])
-    raise every_process(error)
+        said = [m for m in gather_object([None if error is None else _said(error, accelerator.process_index)])
+                if m is not None]
+    if error is not None and not isinstance(error, WavegenError):
+        raise error
+    raise every_process(error or WavegenError(said[0]))
+
+
+def _said(error: Exception, rank: int) -> str:
+    """What the other processes say of ``error``: a user's error as it is, a bug by process and type."""
+    if isinstance(error, WavegenError):
+        return str(error)
+    return f"process {rank} failed ({type(error).__name__}: {error}; its traceback is above)"
+
+
+def on_main(accelerator, work, what: str, last: Path | None = None):
+    """``work()`` on the main process alone (what only it writes: config.json, metrics, best/ ...),
+    then every process learns whether it failed (:func:`checked`; a collective under several), so a
+    failure stops them all at once instead of leaving the others waiting at their next collective.
+    An OSError is SaveError naming ``what`` and ``last``, the intact checkpoint a rerun resumes from
+    (checkpoint.save_failed). Returns ``work()``'s value on the main process, None on the others."""
+    def main_work():
+        if not accelerator.is_main_process:
+            return None
+        try:
+            return work()
+        except OSError as err:
+            from wavegen.checkpoint import save_failed
+
+            raise save_failed(what, err, last) from None
+
+    return checked(accelerator, main_work)
 
 
 def every_process(error: WavegenError) -> WavegenError:

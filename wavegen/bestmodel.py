@@ -1,0 +1,104 @@
+"""Validation during training, and the run's ``best/`` model: scored, kept, restored, reported.
+
+At each validation step :func:`validate` scores the judged model (the average of the weights
+where the run keeps one) on the corpus's validation split, shared out over the processes
+(:func:`wavegen.evaluate.evaluate`), and writes ``RUN/best/`` (with the album profile) when the
+score improved; a run without validation audio keeps its latest model there. A resumed run beats
+the best on record (:func:`best_on_record`) and writes best/ again from the checkpoint that scored
+it when best/ went missing (:func:`restore_missing_best`). Only the main process writes; every
+process learns at once when that failed (trainstate.on_main). The functions take the training's
+``_Run`` (wavegen.train).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from wavegen.checkpoint import restore_best, save_failed, save_model
+from wavegen.render.album import ALBUM_FILE
+from wavegen.runlog import best_validation
+from wavegen.trainstate import NonFiniteError, every_process, on_main
+
+
+def validate(run) -> None:
+    """Validation NLL (wavegen.evaluate, shared out over the processes); best/ when it improved."""
+    from wavegen.evaluate import evaluate
+
+    run.last_val_step = run.step
+    if len(run.corpus.segments("val")) == 0:
+        on_main(run.accelerator, lambda: save_best(run), f"the best model in {run.run_dir / 'best'}", run.checkpoint)
+        return
+    result = evaluate(run.judged, run.corpus, "val", max_seconds=run.cfg.val_seconds, accelerator=run.accelerator)
+    bits = result["nll_bits_per_sample"]
+    if not math.isfinite(bits):
+        raise every_process(NonFiniteError(  # the processes' sums make one score: all of them stop here
+            f"step {run.step}: the validation NLL is {bits} with finite weights; training stopped and nothing of this "
+            f"step was saved (last checkpoint: {run.checkpoint or 'none'})"))
+    improved = run.best_val is None or bits < run.best_val
+    if improved:
+        run.best_val = bits
+
+    def keep():
+        if improved:
+            save_best(run)
+        run.log.val_row(run.step, bits, result["samples"], improved)
+
+    on_main(run.accelerator, keep, f"the best model and the metrics of {run.run_dir}", run.checkpoint)
+
+
+def best_extra(run) -> dict | None:
+    """The files best/ carries beside the model: the album profile, where the run has one."""
+    return {ALBUM_FILE: json.dumps(run.album, indent=2) + "\n"} if run.album else None
+
+
+def best_on_record(run_dir: Path, step: int, saved: float | None) -> float | None:
+    """The best validation a resumed run must beat: its checkpoint's, or metrics.jsonl's best up to the
+    checkpoint's step where that is lower. (A checkpoint of an older wavegen was written before its
+    step's validation: it records the best before that one, and a run resumed from it replaced
+    best/ with a worse model.)"""
+    scored = best_validation(run_dir, step)
+    if scored is not None and (saved is None or scored[1] < saved):
+        return scored[1]
+    return saved
+
+
+def has_best(run) -> bool:
+    return any((run.run_dir / name / "model.safetensors").is_file() for name in ("best", "best.old"))
+
+
+def restore_missing_best(run) -> None:
+    """A resumed run whose best/ was removed: back from the checkpoint that scored it (main process;
+    every process stops when that write fails)."""
+    def restore():
+        if run.best_val is not None and not has_best(run):
+            restore_best(run.run_dir, run.config, run.best_val, run.step, best_extra(run))
+
+    on_main(run.accelerator, restore, f"the best model in {run.run_dir / 'best'}", run.checkpoint)
+
+
+def save_best(run) -> None:
+    try:
+        save_model(run.judged, run.config, run.run_dir / "best", best_extra(run))
+    except OSError as err:
+        raise save_failed(f"the best model in {run.run_dir / 'best'}", err, run.checkpoint) from None
+
+
+def where_the_model_is(run) -> str:
+    """For the last line of a training: where its best model and its latest checkpoint are."""
+    best = run.run_dir / "best"
+    parts = []
+    if (best / "model.safetensors").is_file():
+        val = f"validation {run.best_val:.4f} bits/sample" if run.best_val is not None else "no validation audio"
+        parts.append(f"best model ({val}) in {best}")
+    elif run.best_val is None:
+        parts.append("no best/ model yet (no validation has run)")
+    else:
+        parts.append(f"{best} is missing, though validations ran (the best scored {run.best_val:.4f} bits/sample; "
+                     "the checkpoint that scored it is not kept, or not intact, so best/ cannot be restored from it): "
+                     "render or evaluate a checkpoint with --checkpoint step_N; best/ comes back at the next "
+                     "validation that beats it")
+    if run.checkpoint is not None:
+        parts.append(f"latest checkpoint {run.checkpoint} (render or evaluate it with --checkpoint last)")
+    return "; ".join(parts)
