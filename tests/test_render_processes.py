@@ -207,6 +207,30 @@ def test_torchrun_into_a_busy_folder_stops_every_process_at_once(model, tmp_path
         run = subprocess.run(torchrun(model, busy), env=ENV, capture_output=True, text=True, timeout=300)
         took = time.monotonic() - tick
     refusal = f"wavegen render: error: {busy}: another render is writing here (process {os.getpid()} on "
-    assert run.returncode != 0 and run.stderr.count(refusal) == 2, run.stderr[-3000:]
+    # said once, by the first process (the second, handed it, waits for the launcher to end it)
+    assert run.returncode != 0 and run.stderr.count(refusal) == 1, run.stderr[-3000:]
+    assert run.stderr.count("wavegen render: error:") == 1
     assert took < 120
     assert sorted(p.name for p in busy.iterdir()) == [".lock"]  # nothing written
+
+
+@pytest.mark.slow
+def test_a_damaged_snapshot_of_one_process_stops_every_process_before_it_renders(model, tmp_path):
+    """The second process's snapshots are damaged: it refuses as it starts, and the first, whose own
+    snapshot is sound, is stopped with it before rendering on (not once it has rendered its streams to
+    the end), the refusal said once."""
+    out = tmp_path / "r"
+    args = torchrun(model, out, "--snapshot-seconds", 0.25)
+    args[args.index("--seconds") + 1] = "120"  # far longer than the test: stopped below
+    first = subprocess.Popen(args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_snapshot(first, out / ".state" / "rank1.prev.npz")
+    first.send_signal(signal.SIGINT)  # torchrun hands it to both processes: each saves a snapshot and exits
+    first.communicate(timeout=120)
+    for name in ("rank1.npz", "rank1.prev.npz"):
+        truncate(out / ".state" / name)
+    written = load_snapshot(out / ".state" / "rank0.npz")[1]
+    run = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    assert run.stderr.count("wavegen render: error:") == 1, run.stderr[-3000:]
+    assert f"wavegen render: error: {out / '.state' / 'rank1.npz'} is damaged" in run.stderr
+    assert load_snapshot(out / ".state" / "rank0.npz")[1] == written  # the first process rendered nothing more

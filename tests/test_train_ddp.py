@@ -176,7 +176,7 @@ def test_a_busy_run_folder_stops_every_process_of_a_launch(runs, tmp_path):
                               env={**os.environ, "OMP_NUM_THREADS": "1"})
         elapsed = time.perf_counter() - start
     assert done.returncode != 0 and elapsed < 200
-    # the refusal is said once (by the first process; the other exits 2 in silence), not once per process
+    # the refusal is said once (by the first process; the other waits, silent, for torchrun to end it), not once per process
     assert done.stderr.count(f"another training run is writing here (process {os.getpid()}") == 1, done.stderr
     assert done.stderr.count("wavegen train: error:") == 1, done.stderr
     assert sorted(p.name for p in run.iterdir()) == [".lock"]
@@ -212,3 +212,30 @@ def test_learning_rate_warmup_then_cosine_as_applied(tiny_corpus, tmp_path):
     applied = [r["lr"] for r in read_metrics(tmp_path / "run") if "lr" in r]
     expected = [0.001, 0.002, 0.003, 0.003, 0.00225, 0.00075]  # 3e-3 x (1/3, 2/3, 1, 1, 3/4, 1/4)
     np.testing.assert_allclose(applied, expected, rtol=1e-12)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("blocker", ["config.json", "best.old"], ids=["before the loop", "at a validation"])
+def test_a_write_only_the_main_process_makes_stops_every_process_with_one_line(runs, tmp_path, blocker):
+    """What the main process alone writes (config.json before the loop; best/ at the first validation, through
+    replace_dir's best.old) fails there: the other process stopped with a traceback of gloo's ("Connection
+    closed by peer") when the main one left; now every process learns of it at once and the error is one line."""
+    run = tmp_path / "run"
+    run.mkdir()
+    if blocker == "config.json":  # a folder where the main process writes the run's config
+        (run / "config.json").mkdir()
+    else:  # a file where replace_dir removes a folder: rmtree raises on the main process only
+        (run / "best.old").write_text("mine")
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+            "-m", "wavegen", "-q", "train", "--data", str(runs["corpus"]), "--model", "samplernn-tiny",
+            "--run-dir", str(run), "--max-steps", str(STEPS)]
+    args += [a for s in SETTINGS for a in ("--set", s)]
+    start = time.perf_counter()
+    done = subprocess.run(args, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode != 0 and time.perf_counter() - start < 200
+    assert done.stderr.count("wavegen train: error:") == 1, done.stderr
+    assert f"{run / blocker}" in done.stderr and "Connection closed" not in done.stderr, done.stderr
+    assert "[rank0]" not in done.stderr and "[rank1]" not in done.stderr, done.stderr  # no process's traceback
+    assert not (run / "checkpoints" / "step_2").exists()
+    if blocker == "best.old":
+        assert (run / "best.old").read_text() == "mine"

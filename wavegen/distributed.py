@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import time
 
 import torch
 
@@ -38,6 +39,22 @@ def leave_to_another_process(err: BaseException) -> bool:
     same arguments and files give the same error on one machine; another machine may differ)."""
     rank, local_rank = launch_rank()
     return rank != 0 and (getattr(err, "every_process", False) or local_rank != 0)
+
+
+LAUNCHER_WAIT_SECONDS = 10.0  # wait_for_the_launcher's, by default
+
+
+def wait_for_the_launcher(seconds: float | None = None) -> None:
+    """What a process that left a user error to another process of its launch does before it says it
+    after all: wait up to ``seconds`` for the launcher to end it. A launcher (torchrun, accelerate
+    launch, mpirun) ends every process once one has exited with an error (torchrun within 0.1 s):
+    this one exiting first could end the printing process before it printed, and the error would
+    read nowhere. Once the printing process has exited with it, the launcher ends this one here;
+    still alive after ``seconds`` (that process did not fail), the caller prints the error itself."""
+    try:
+        time.sleep(LAUNCHER_WAIT_SECONDS if seconds is None else seconds)
+    except KeyboardInterrupt:  # Ctrl-C reached every process: no launcher to wait for
+        pass
 
 
 def before_process_group() -> None:

@@ -71,10 +71,9 @@ def evaluate(model, corpus, split: str = "test", label: str | None = None, max_s
     totals = _Totals(len(names), model.config.q_levels, dev)
     bar = None
     if progress and rank == 0:
-        from wavegen.progress import progress_bar
+        from wavegen.progress import move_to, progress_bar
 
-        bar = progress_bar(total=round(float(mine[:, 1].sum()) / corpus.sample_rate, 1), desc=f"eval {split}",
-                           unit="s")
+        bar = progress_bar(total=float(mine[:, 1].sum()) / corpus.sample_rate, desc=f"eval {split}", unit="s")
     was_training = model.training
     model.eval()
     try:
@@ -84,6 +83,8 @@ def evaluate(model, corpus, split: str = "test", label: str | None = None, max_s
                 for first in range(0, len(group), STREAMS):
                     _score_batch(model, corpus.split(split), group[first: first + STREAMS], totals, accelerator,
                                  bar, corpus.sample_rate, bool(model.config.labels))
+        if bar is not None:  # every sample scored: the bar ends at its total (its float sum of seconds may not)
+            move_to(bar, bar.total)
     finally:
         model.train(was_training)
         if bar is not None:
@@ -261,7 +262,7 @@ def _score_batch(model, audio, rows: np.ndarray, totals: _Totals, accelerator, b
             nll, state = model.sequence_nll(codes_t, labels, state)
         totals.add(nll.double() * mask, codes_t[:, context:][mask], slots, mask.sum(1))
         if bar is not None:
-            bar.update(round(float(valid.sum()) / sample_rate, 3))
+            bar.update(float(valid.sum()) / sample_rate)
 
 
 _TABLES: dict[tuple[int, str], np.ndarray] = {}
@@ -300,7 +301,9 @@ class _Totals:
         p = self.histogram[self.histogram > 0] / self.histogram.sum()
         out = {"split": split, "nll_bits_per_sample": float(self.sums.sum()) / total / LN2,
                "samples": int(total), "seconds": total / sample_rate, "segments": segments,
-               "unigram_entropy_bits": float(-(p * torch.log2(p)).sum()), "scored": scored, "per_label": {}}
+               # max: one code alone sums to -0.0 ("-0.000 bits")
+               "unigram_entropy_bits": max(0.0, float(-(p * torch.log2(p)).sum())), "scored": scored,
+               "per_label": {}}
         for k, name in enumerate(names):
             if self.counts[k] > 0:
                 out["per_label"][name] = {"nll_bits_per_sample": float(self.sums[k] / self.counts[k]) / LN2,

@@ -7,8 +7,9 @@ with a web player.
 
 One module per command (``wavegen/cli/render.py`` ...), each with ``add_parser(sub)`` and
 ``run(args) -> exit code``; this module holds the parser and the error handling: an error the
-user can fix (wavegen.errors.WavegenError) prints as one line with exit code 2; Ctrl-C exits
-130; anything else is a bug and keeps its traceback.
+user can fix (wavegen.errors.WavegenError) prints as one line with exit code 2 (under a launch,
+torchrun or accelerate launch, by one process: the launcher ends the others); Ctrl-C exits 130;
+anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     except WavegenError as err:  # the user's to fix: one line, no traceback (-v shows it)
         if args.verbose:
             raise
+        if left_to_another_process(err):
+            from wavegen.distributed import wait_for_the_launcher
+
+            wait_for_the_launcher()  # ends here once the process that prints it has exited with it
         print(f"wavegen {args.command}: error: {one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -61,6 +66,18 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's last flush at exit does not fail again
         return 141  # what a shell reports for a process killed by SIGPIPE
+
+
+def left_to_another_process(err: BaseException) -> bool:
+    """Whether this process is one of a launch (torchrun, accelerate launch) that leaves user error
+    ``err`` to another process to print, so that it reads once, not once per process (the rule:
+    wavegen.distributed.leave_to_another_process). A command that has not imported torch has no
+    processes to share with (prep): it prints its own, without the seconds torch takes to import."""
+    if "torch" not in sys.modules:
+        return False
+    from wavegen.distributed import leave_to_another_process
+
+    return leave_to_another_process(err)
 
 
 def one_line(err: BaseException) -> str:

@@ -1,13 +1,18 @@
 """wavegen eval: NLL of a model on a corpus split (wavegen.evaluate), or rendered audio judged
-against the album (``--renders``: wavegen.analysis)."""
+against the album (``--renders``: wavegen.analysis). It runs in one process: under a launch
+(torchrun, accelerate launch) the first process does the work, and the others exit at once."""
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import sys
 
 from wavegen.cli.options import add_device, add_threads, apply_threads, check_device, check_picture_file
 from wavegen.fileio import strict_json
+
+logger = logging.getLogger("wavegen.eval")
 
 
 def add_parser(sub) -> None:
@@ -48,6 +53,8 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from wavegen.config import ConfigError
 
+    if not _first_process():
+        return 0
     apply_threads(args)
     if args.renders is not None:
         return _renders(args)
@@ -62,6 +69,9 @@ def run(args) -> int:
 
     check_device(args.device)
     ref = resolve_model(args.model, args.checkpoint)
+    if not ref.trained:  # its source says "random weights", but the printed result does not name it
+        logger.warning("%s: scoring untrained weights (a preset or config file): a baseline, not a model's score",
+                       ref.source)
     result = evaluate(ref, args.data, args.split, args.label, args.max_seconds, device=args.device,
                       progress=not args.quiet)
     result["model"] = ref.source
@@ -75,12 +85,26 @@ def run(args) -> int:
     if args.json:
         print(strict_json(result))
         return 0
+    seconds = f"{result['seconds']:.1f}" if result["seconds"] >= 1 else f"{result['seconds']:.3g}"  # not "0.0"
     print(f"{args.split}: {result['nll_bits_per_sample']:.4f} bits/sample over {result['samples']:,} samples "
-          f"({result['seconds']:.1f} s; unigram entropy {result['unigram_entropy_bits']:.3f} bits)")
+          f"({seconds} s; unigram entropy {result['unigram_entropy_bits']:.3f} bits)")
     print(f"  scored: {result['scored']}")
     for name, v in result["per_label"].items():
         print(f"  {name}: {v['nll_bits_per_sample']:.4f} bits/sample over {v['samples']:,} samples")
     return 0
+
+
+def _first_process() -> bool:
+    """Whether this process does the eval: alone, or the first of a launch (which says that the others
+    have nothing to do: the work is not shared, and every process would print the same result)."""
+    from wavegen.distributed import launch_rank
+
+    rank, _ = launch_rank()
+    world = os.environ.get("WORLD_SIZE", "")
+    if rank == 0 and world.isdigit() and int(world) > 1:
+        logger.info("wavegen eval runs in one process: the first of this launch's %s does the work; the others "
+                    "exit", world)
+    return rank == 0
 
 
 def _renders(args) -> int:

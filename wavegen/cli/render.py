@@ -17,7 +17,8 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--temperature", default="1.0",
                    help="sampling temperature; a comma list cycles over streams (default 1.0)")
-    p.add_argument("--prime", default=None, help="audio file to continue (any rate or channel count)")
+    p.add_argument("--prime", default=None, help="audio file to continue (any rate or channel count); resuming, the render has it "
+                        "recorded and needs the file no more")
     p.add_argument("--prime-seconds", type=float, default=2.0, help="how much of the prime's end to use")
     p.add_argument("--label", default=None, help='a label, or a blend "a:0.7,b:0.3" (conditioned models)')
     p.add_argument("--backend", default="auto", help="auto, torch, numba or cuda")

@@ -20,19 +20,7 @@ def add_parser(sub) -> None:
     add_threads(p, "torch in each process")
 
 
-def run(args) -> int:
-    from wavegen.distributed import leave_to_another_process
-    from wavegen.errors import WavegenError
-
-    try:
-        return _train(args)
-    except WavegenError as err:  # under a launch, one process says it (exit 2 in every one)
-        if leave_to_another_process(err) and not args.verbose:
-            return 2
-        raise
-
-
-def _train(args) -> int:
+def run(args) -> int:  # a refusal under a launch is printed by one process: wavegen.cli.main
     from wavegen.resolve import resolve_model
     from wavegen.train import resolve_run_config, train
 

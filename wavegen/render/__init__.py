@@ -29,7 +29,8 @@ short left: a FLAC or PNG half encoded). The first Ctrl-C or SIGTERM rewinds to 
 the current window, saves a snapshot and exits (130); one that comes once the last window is
 made lets the render finish (FLAC encoding, spectrograms, report), says so, and exits 0. A
 second stops at once (130), and the last snapshot stays valid: a rerun resumes, or only
-finishes the files.
+finishes the files. A render begun with ``--prime`` resumes without its file (the snapshot carries
+what the prime did, params.json its sha256; a file there that differs is refused); starting needs it.
 
 Guard (on by default). Every ``guard_seconds`` window of each stream is checked before it is
 written (:func:`guard_verdict`): clipping, silence or runaway noise rewinds that stream to the

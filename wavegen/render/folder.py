@@ -285,6 +285,18 @@ class RenderFolder:
             return None
         return _read_json(self.params_path, "render parameters file")
 
+    def recorded(self, key: str) -> tuple[object, bool]:
+        """(``key`` of the parameters the render here recorded: its report's when it is complete, else those
+        under .state; None where there is none), whether it is complete. An unreadable report or
+        parameters file gives (None, False): the rerun check names it."""
+        try:
+            report = _read_json(self.report_path, "render report") if self.report_path.is_file() else {}
+            if report.get("status") == "complete":
+                return report.get("params", {}).get(key), True
+            return (self.saved_params() or {}).get(key), False
+        except (RenderStateError, AttributeError):  # AttributeError: "params" is not an object
+            return None, False
+
     def wipe(self) -> None:
         """--restart: remove what a render writes here (state, audio, PNGs, report) by their exact names,
         for this render's stream count and format and those recorded by the render before; nothing else."""

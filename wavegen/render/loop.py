@@ -24,7 +24,8 @@ from wavegen.progress import move_to, progress_bar, restart_clock
 from wavegen.render.folder import REPORT_FILE, RenderFolder, check_params
 from wavegen.render.guard import Guard, GuardCriteria, GuardLog, criteria_for
 from wavegen.render.processes import Processes
-from wavegen.render.settings import RenderSettings, RenderStateError, parse_label, prime_codes, shard_streams
+from wavegen.render.settings import (RenderSettings, RenderStateError, check_prime_path, parse_label, prime_codes,
+                                     shard_streams)
 from wavegen.render.writers import (StreamWriters, encode_flac, load_snapshot, reserve_open_files, save_snapshot,
                                     snapshot_exists)
 from wavegen.resolve import ModelRef, resolve_model
@@ -66,7 +67,7 @@ def render(model: str | Path, out_dir: str | Path, settings: RenderSettings, pro
                                                settings.streams))
         folder = RenderFolder(out_dir, settings.streams, settings.format)
         # the model, engine and inputs before the folder: their errors leave no new --out behind
-        job = procs.agree(lambda: RenderJob(ref, folder, settings, procs, total))
+        job = procs.agree(lambda: RenderJob(ref, folder, settings, procs, total, restart))
         procs.agree(folder.lock, src=0)  # the first process holds the folder; a refusal reaches every process
         try:
             return job.run(restart, progress)
@@ -95,29 +96,56 @@ def resolve_render_model(model: str | Path, checkpoint: str | None = None) -> Mo
 class RenderJob:
     """One process's part of a render: its model, engine, streams and the render's parameters."""
 
-    def __init__(self, ref: ModelRef, folder: RenderFolder, settings: RenderSettings, procs: Processes, total: int):
+    def __init__(self, ref: ModelRef, folder: RenderFolder, settings: RenderSettings, procs: Processes, total: int,
+                 restart: bool = False):
         self.settings, self.folder, self.procs, self.total = settings, folder, procs, total
         self.sr = ref.sample_rate
         device = settings.device
         if procs.world > 1 and torch.device(device).type == "cuda" and torch.device(device).index is None:
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', procs.rank))}"
-        model = ref.load(device)
         self.ids = np.array(shard_streams(settings.streams, procs.rank, procs.world), dtype=np.int64)
+        recorded_prime = self._prime_gone(restart)  # before the model loads: a --prime that is gone is refused at once
+        model = ref.load(device)
         # an engine of one stream when this process has none: it still resolves the backend
         self.engine = make_engine(model, max(len(self.ids), 1), settings.backend, device, settings.precision)
         self.q_levels, self.quantization = self.engine.q_levels, self.engine.spec["quantization"]
         self.label_weights = parse_label(settings.label, list(self.engine.labels))
-        self.prime = None
-        if settings.prime is not None:
+        self.prime, prime_sha256 = None, recorded_prime
+        if settings.prime is not None and recorded_prime is None:
             self.prime = prime_codes(settings.prime, self.sr, settings.prime_seconds, self.q_levels,
                                      self.quantization, int(getattr(model, "context_samples", 1)))
+            prime_sha256 = hashlib.sha256(self.prime.tobytes()).hexdigest()
         del model
         self._check_memory()
         self.criteria = criteria_for(settings, ref)  # the model's album profile, or the fixed thresholds
         self.temps_all = temperatures(settings.temperature, settings.streams)
-        self.params = render_params(ref, settings, self.temps_all, self.prime, self.engine.backend, procs.world,
+        self.params = render_params(ref, settings, self.temps_all, prime_sha256, self.engine.backend, procs.world,
                                     self.sr, self.criteria, engine_threads(self.engine.backend, settings.streams,
                                                                            procs.world))
+
+    def _prime_gone(self, restart: bool) -> str | None:
+        """Where --prime names a file that is gone: the prime's sha256 the render in the folder recorded,
+        when this process resumes it (a snapshot of its streams carries the state the prime left in the
+        engine; said in the log) or it is complete. None where there is no --prime or its file is there
+        (read it; the rerun check refuses one that differs). ConfigError where the render starts from
+        the prime (a new render, --restart, no snapshot yet): the file is needed.
+        """
+        s = self.settings
+        if s.prime is None or os.path.exists(s.prime):
+            return None
+        recorded, complete = (None, False) if restart else self.folder.recorded("prime_sha256")
+        resumes = complete or not len(self.ids) or snapshot_exists(self.folder.snapshot_path(self.procs.rank))
+        if isinstance(recorded, str) and resumes:
+            if self.procs.rank == 0 and not complete:
+                logger.info("--prime %s is gone: resuming %s with the prime it began with (sha256 %s..., recorded; "
+                            "its snapshot carries it)", s.prime, self.folder.out_dir, recorded[:12])
+            return recorded
+        if isinstance(recorded, str):
+            raise ConfigError(f"--prime {s.prime}: no such file; the render in {self.folder.out_dir} began with "
+                              "it but has no snapshot to resume from yet, so it starts from the prime again: give "
+                              "the file")
+        check_prime_path(s.prime)  # what is wrong with the name: no such file, an empty name
+        raise ConfigError(f"--prime {s.prime}: no such file")
 
     def _check_memory(self) -> None:
         """OutOfMemoryError before anything is written where a window (or the prime) of this process's
@@ -151,7 +179,10 @@ class RenderJob:
         # one that comes after the last window is made lets the render finish, and says so
         with StopSignals(STOP_IN_WINDOW) as stop:
             shard = ShardRender(self, progress and procs.rank == 0, stop)
-            meta = procs.agree(shard.run if len(self.ids) else (lambda: None))
+            # every process's snapshot read (or engine reset) before any renders: a refusal of one (a damaged
+            # snapshot) reaches the others at once, not once they have rendered their streams to the end
+            resumed = procs.agree(shard.start if len(self.ids) else (lambda: None))
+            meta = procs.agree((lambda: shard.run(resumed)) if len(self.ids) else (lambda: None))
             if procs.rank != 0:
                 result = {"paths": [str(folder.paths[i]) for i in self.ids], "rank": procs.rank, "meta": meta}
             else:
@@ -227,17 +258,17 @@ def engine_threads(backend: str, streams: int, world: int) -> int | None:
     return max(1, min(numba.get_num_threads(), -(-streams // world)))
 
 
-def render_params(ref: ModelRef, s: RenderSettings, temps: np.ndarray, prime, backend: str, world: int,
-                  sample_rate: int, criteria: GuardCriteria, threads: int | None = None) -> dict:
+def render_params(ref: ModelRef, s: RenderSettings, temps: np.ndarray, prime_sha256: str | None, backend: str,
+                  world: int, sample_rate: int, criteria: GuardCriteria, threads: int | None = None) -> dict:
     """Everything that decides a render's audio (plus NON_BINDING records), as JSON would give it
-    back; ``criteria``: the guard's (:func:`~wavegen.render.guard.criteria_for` of ``s`` and ``ref``);
-    ``threads``: :func:`engine_threads`."""
+    back; ``prime_sha256``: of the prime's codes (None without a prime); ``criteria``: the guard's
+    (:func:`~wavegen.render.guard.criteria_for` of ``s`` and ``ref``); ``threads``: :func:`engine_threads`."""
     guard = {"seconds": s.guard_seconds, "attempts": s.guard_attempts, **criteria.as_dict()}
     return json.loads(json.dumps({
         "model": str(ref.weights.parent.resolve()), "model_sha256": ref.weights_sha256(),
         "sample_rate": sample_rate, "seconds": s.seconds, "streams": s.streams, "seed": s.seed,
         "temperature": [float(t) for t in temps], "label": s.label,
-        "prime_sha256": None if prime is None else hashlib.sha256(prime.tobytes()).hexdigest(),
+        "prime_sha256": prime_sha256,
         "format": s.format, "backend": backend, "threads": threads, "precision": s.precision, "device": s.device,
         "world_size": world, "guard": guard if s.guard else False, "block_seconds": s.block_seconds,
     }))
@@ -324,7 +355,8 @@ class Generator:
 
 class ShardRender:
     """One process's streams, start (or resume) to end: windows, guard, writes, snapshots; then
-    FLAC encoding and spectrograms. ``run()`` → {"events", "spectrograms"}."""
+    FLAC encoding and spectrograms. ``start()`` (the engine reset, or the last snapshot restored) →
+    samples written; ``run(start())`` → {"events", "spectrograms"}."""
 
     def __init__(self, job: RenderJob, show_progress: bool, stop: StopSignals):
         self.job, self.show_progress, self.stop = job, show_progress, stop
@@ -338,7 +370,7 @@ class ShardRender:
         written = self.snapshot_written if written is None else written
         return self.job.folder.io_error(path, err, written, self.sr)
 
-    def _start(self) -> int | None:
+    def start(self) -> int | None:
         """Reset the engine, or restore the last snapshot; → samples written (None when starting fresh)."""
         job, engine = self.job, self.engine
         if not snapshot_exists(self.snapshot_path):
@@ -376,9 +408,9 @@ class ShardRender:
                             desc="rendered",
                             bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}{postfix}]")
 
-    def run(self) -> dict:
+    def run(self, resumed: int | None) -> dict:
+        """``resumed``: what :meth:`start` returned."""
         s, job = self.s, self.job
-        resumed = self._start()
         written = resumed or 0
         self.snapshot_written = written
         if s.format == "flac" and written < self.total:

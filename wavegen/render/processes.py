@@ -1,6 +1,7 @@
 """The processes of one render: rank and world size under torchrun / accelerate launch, and how
 they agree on an outcome so that an error in one process reaches every other at once (no
-process is left waiting at a barrier for one that has already given up)."""
+process is left waiting at a barrier for one that has already given up), marked as raised by
+every process: the first process alone prints it (wavegen.distributed.leave_to_another_process)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from wavegen.config import ConfigError
 from wavegen.distributed import before_process_group
 from wavegen.errors import FolderBusyError, WavegenError
 from wavegen.render.settings import RenderStateError, RenderWriteError
+from wavegen.trainstate import every_process
 
 # errors a process may hand to the others, by name (anything else arrives as a plain WavegenError)
 _SHARED_ERRORS = {cls.__name__: cls for cls in (ConfigError, FolderBusyError, RenderStateError, RenderWriteError)}
@@ -67,7 +69,8 @@ class Processes:
 
         Returns ``step()``'s value (shared from ``src`` when given). An error in one process is
         raised in that process as it was, and in the others as the same kind of user error (a
-        KeyboardInterrupt as a KeyboardInterrupt), so every process exits with it promptly.
+        KeyboardInterrupt as a KeyboardInterrupt), so every process exits with it promptly. A user
+        error raised so is marked ``every_process``: the first process of the launch prints it.
         """
         value, failure, error = None, None, None
         if src is None or self.rank == src:
@@ -85,10 +88,11 @@ class Processes:
         else:
             failures = dict(enumerate(self.gather(failure)))
         if error is not None:
-            raise error
+            raise every_process(error) if isinstance(error, WavegenError) else error
         for rank, found in failures.items():
             if found is not None:
-                raise _remote_error(rank, *found)
+                remote = _remote_error(rank, *found)
+                raise every_process(remote) if isinstance(remote, WavegenError) else remote
         return value
 
 

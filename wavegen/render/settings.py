@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,7 +79,8 @@ class RenderSettings:
             raise ConfigError(f"--format {self.format!r}: use one of {list(FORMATS)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision {self.precision!r}: use one of {list(PRECISIONS)}")
-        if self.prime is not None:
+        # a prime file that is gone is judged by render with its folder: a resume does not need it, a start does
+        if self.prime is not None and os.path.exists(self.prime):
             check_prime_path(self.prime)
         if self.guard_attempts < 0:
             raise ConfigError(f"--guard-attempts {self.guard_attempts}: must be >= 0")

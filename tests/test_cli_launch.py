@@ -1,0 +1,83 @@
+"""The CLI under a launch (torchrun): a user error reads once, said by the first process, while the
+others wait for the launcher to end them (one exiting first would have the launcher end the first
+before it printed); a process that no launcher ends says it after all. eval runs in one process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import prepared_corpus, save_tiny_model
+
+from render_helpers import ENV
+from wavegen import distributed
+from wavegen.cli import main
+
+SR = 8000
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("model") / "tiny", sample_rate=SR, dim=16, emb_size=8)
+
+
+def launched(*args, processes=2) -> list[str]:
+    """``torchrun --nproc_per_node N -m wavegen ARGS``."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
+            "-m", "wavegen", *map(str, args)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["prime", "out"])
+def test_a_render_refused_under_torchrun_is_said_once(model, tmp_path, case):
+    (tmp_path / "a_file").write_text("mine")
+    extra, message = {
+        "prime": (["--out", tmp_path / "r", "--prime", tmp_path / "none.wav"], f"--prime {tmp_path / 'none.wav'}: "
+                  "no such file"),
+        "out": (["--out", tmp_path / "a_file"], f"--out {tmp_path / 'a_file'} is a file, not a folder"),
+    }[case]
+    tick = time.monotonic()
+    run = subprocess.run(launched("render", model, "--seconds", 0.1, "--backend", "torch", *extra), env=ENV,
+                         capture_output=True, text=True, timeout=240)
+    took = time.monotonic() - tick
+    assert run.returncode != 0
+    assert run.stderr.count("wavegen render: error:") == 1, run.stderr[-3000:]
+    assert f"wavegen render: error: {message}" in run.stderr
+    # the second process waited for the launcher (which ended it once the first exited), not its wait out
+    assert "exitcode  : -15" in run.stderr and took < 120
+    assert (tmp_path / "a_file").read_text() == "mine" and not (tmp_path / "r").exists()
+
+
+def test_a_process_no_launcher_ends_says_its_error_after_the_wait(model, tmp_path, monkeypatch, capsys):
+    """RANK 1 without a launcher around it: no first process prints, so this one does, after waiting."""
+    monkeypatch.setattr(distributed, "LAUNCHER_WAIT_SECONDS", 1.5)
+    argv = ["render", str(model), "--out", str(tmp_path / "r"), "--seconds", "0.1", "--prime", str(tmp_path / "no.wav")]
+    message = f"wavegen render: error: --prime {tmp_path / 'no.wav'}: no such file\n"
+    took = {}
+    for rank in ("0", "1"):
+        monkeypatch.setenv("RANK", rank)
+        monkeypatch.setenv("LOCAL_RANK", rank)
+        tick = time.monotonic()
+        assert main(argv) == 2
+        took[rank] = time.monotonic() - tick
+        assert capsys.readouterr().err == message  # said, once, by the first process and by the one left alone
+    assert took["0"] < 1.5 <= took["1"], took
+
+
+@pytest.mark.slow
+def test_eval_under_torchrun_scores_in_one_process(model, tmp_path):
+    corpus = prepared_corpus(tmp_path, files=4, seconds=2.0, sample_rate=SR, val_fraction=0.25, test_fraction=0.25)
+    alone = subprocess.run([sys.executable, "-m", "wavegen", "eval", str(model), "--data", str(corpus), "--json"],
+                           env=ENV, capture_output=True, text=True, timeout=240)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    run = subprocess.run(launched("eval", model, "--data", corpus, "--json"), env=ENV, capture_output=True,
+                         text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout == alone.stdout  # one result, not one per process
+    assert "wavegen eval runs in one process: the first of this launch's 2 does the work" in run.stderr
+    refused = subprocess.run(launched("eval", model, "--data", tmp_path / "none"), env=ENV, capture_output=True,
+                             text=True, timeout=240)
+    assert refused.returncode != 0 and refused.stderr.count("wavegen eval: error:") == 1, refused.stderr[-3000:]
+    assert f"wavegen eval: error: {tmp_path / 'none'}" in refused.stderr

@@ -1,0 +1,58 @@
+"""`wavegen eval` (NLL) at its edges: a cap of one sample, the progress it shows, untrained weights."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pytest
+from conftest import prepared_corpus, save_tiny_model, tiny_config
+
+from wavegen.cli import main
+
+SR = 8000
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("model") / "tiny", sample_rate=SR, dim=16, emb_size=8)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return prepared_corpus(tmp_path_factory.mktemp("eval"), files=4, seconds=2.0, sample_rate=SR,
+                           val_fraction=0.25, test_fraction=0.25)
+
+
+def test_a_cap_of_one_sample_prints_its_length_and_an_entropy_of_zero(model, corpus, capsys):
+    assert main(["-q", "eval", str(model), "--data", str(corpus), "--max-seconds", "0.0002", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["samples"] == 1 and result["seconds"] == 1 / SR
+    assert result["unigram_entropy_bits"] == 0.0 and math.copysign(1.0, result["unigram_entropy_bits"]) == 1.0
+    assert main(["-q", "eval", str(model), "--data", str(corpus), "--max-seconds", "0.0002"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.endswith(" bits/sample over 1 samples (0.000125 s; unigram entropy 0.000 bits)"), first
+
+
+def test_the_progress_ends_at_the_seconds_scored(model, corpus, capsys, caplog):
+    with caplog.at_level("INFO"):
+        assert main(["eval", str(model), "--data", str(corpus), "--max-seconds", "0.55", "--json"]) == 0
+    seconds = json.loads(capsys.readouterr().out)["seconds"]
+    assert seconds == pytest.approx(0.55, abs=1 / SR)
+    ends = re.findall(r"eval test: (\S+)/(\S+) s \((\d+)%\)", caplog.text)
+    assert ends and ends[-1][0] == ends[-1][1] and ends[-1][2] == "100", caplog.text  # not 0.55/0.6 s (92%)
+    assert float(ends[-1][1]) == pytest.approx(seconds, abs=0.005)
+
+
+def test_untrained_weights_are_said_to_be_a_baseline(corpus, tmp_path, capsys, caplog):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(tiny_config(sample_rate=SR, dim=16, emb_size=8)))
+    with caplog.at_level("WARNING"):
+        assert main(["eval", str(config), "--data", str(corpus), "--max-seconds", "0.01"]) == 0
+    assert "scoring untrained weights (a preset or config file): a baseline, not a model's score" in caplog.text
+    capsys.readouterr()
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert main(["eval", str(tmp_path.parent / "nothing"), "--data", str(corpus)]) == 2
+    assert "untrained" not in caplog.text
