@@ -13,6 +13,19 @@
 # older model. A marker written before markers held records (empty) differs from every record.
 # `run_model_stage N RUN ...` records the model alone; `run_for_record N "$(stage_record RUN SETTING...)" ...`
 # the model and settings (the conditioned recipe's render length, say).
+#
+# Options: a recipe sources this file once more BEFORE its option loop, as `stages_options=1 source
+# .../stages.sh`, for need_value alone (nothing is checked or made then); each option that takes a
+# value calls `need_value "$@"` first, so a missing value is "OPTION needs a value", exit code 2.
+
+need_value() {  # need_value "$@" at an option that takes a value: exit 2 unless a value follows it
+  # (nothing, an empty word or another option in its place is "OPTION needs a value")
+  if [ $# -lt 2 ] || [ -z "$2" ] || [ "${2#--}" != "$2" ]; then
+    echo "$0: $1 needs a value" >&2
+    exit 2
+  fi
+}
+if [ "${stages_options-}" = 1 ]; then unset stages_options; return 0; fi  # before the option loop: need_value alone
 
 check_stage_number() {  # check_stage_number OPTION VALUE: exit 2 unless VALUE is a whole number
   case "$2" in
@@ -34,10 +47,14 @@ if [ -n "${dir-}" ]; then mkdir -p "$dir/.done"; fi
 run_step() {  # run_step N MARKER "title" command...: one of the steps of stage N, marked by its own name
   local n=$1 marker=$2 title=$3; shift 3
   in_stage_range "$n" || return 0
-  if [ -f "$dir/.done/$marker" ]; then echo "== stage $n: $title (done before, skipped)"; return; fi
+  if [ -f "$dir/.done/$marker" ]; then say_skipped "$n" "$title" "$marker"; return; fi
   echo "== stage $n: $title"
   "$@"
   touch "$dir/.done/$marker"
+}
+
+say_skipped() {  # say_skipped N "title" MARKER: the line for a step done before, naming the marker that redoes it
+  echo "== stage $1: $2 (done before, skipped; to redo it, delete $dir/.done/$3)"
 }
 
 run_stage() {  # run_stage N "title" command...: a stage that is one step (its marker: N)
@@ -60,7 +77,7 @@ run_for_record() {  # run_for_record N RECORD "title" command...: run_stage for 
   in_stage_range "$n" || return 0
   case "$record" in "model "*" "*) older="an older model or other settings" ;; esac  # the record names settings
   again=0
-  if marker_is "$dir/.done/$n" "$record"; then echo "== stage $n: $title (done before, skipped)"; return; fi
+  if marker_is "$dir/.done/$n" "$record"; then say_skipped "$n" "$title" "$n"; return; fi
   if [ -f "$dir/.done/$n" ]; then
     again=1
     echo "== stage $n: $title (done before for $older: again)"
@@ -102,8 +119,8 @@ run_training() {  # run_training N STEPS "title" command...: a training stage (i
   local n=$1 steps=$2 title=$3 recorded; shift 3
   in_stage_range "$n" || return 0
   recorded=$(trained_steps "$dir/.done/$n")
-  if [ -n "$recorded" ] && [ "$recorded" -ge "$steps" ] 2>/dev/null; then
-    echo "== stage $n: $title (done before, skipped)"; return
+  if [ -n "$recorded" ] && [ "$recorded" -ge "$steps" ] 2>/dev/null; then  # its marker redoes nothing: the run resumes
+    echo "== stage $n: $title (trained to step $recorded before, skipped; a larger --steps trains on)"; return
   fi
   if [ -n "$recorded" ]; then
     echo "== stage $n: $title (trained to step $recorded before: training on)"

@@ -192,9 +192,11 @@ def test_conditioned_renders_and_eval_are_redone_for_a_model_trained_on(repo, tm
     assert (work / ".done" / "3").read_text() == f"model {sha} seconds=2\n"
     assert (work / ".done" / "4").read_text() == f"model {sha} eval-seconds=120\n"
     calls, lines = stages_3_4()
-    assert calls == [] and lines == [f"== stage 3: render 2 s of each label into {work}/renders (done before, skipped)",
-                                     f"== stage 4: NLL per label on the test split → {work}/eval_test.json (done "
-                                     "before, skipped)"]
+    assert calls == [] and lines == [
+        f"== stage 3: render 2 s of each label into {work}/renders (done before, skipped; to redo it, delete "
+        f"{work}/.done/3)",
+        f"== stage 4: NLL per label on the test split → {work}/eval_test.json (done before, skipped; to redo it, "
+        f"delete {work}/.done/4)"]
 
     weights.write_bytes(b"trained 10 steps")  # trained on: the renders and the eval are the older model's
     calls, lines = stages_3_4()
@@ -223,7 +225,7 @@ def test_conditioned_training_trains_on_when_asked_for_more_steps(repo, tmp_path
     assert (work / ".done" / "2").read_text() == "5\n"
     trained, lines = _conditioned_train(repo, work, 5)
     assert trained == [] and lines == [f"== stage 2: train a conditioned wavenet-tiny for 5 steps in {work}/run "
-                                       "(done before, skipped)"]
+                                       "(trained to step 5 before, skipped; a larger --steps trains on)"]
     assert _conditioned_train(repo, work, 3)[0] == []
     trained, lines = _conditioned_train(repo, work, 10)
     assert trained == ["10"]
@@ -254,7 +256,7 @@ def test_conditioned_markers_of_the_recipes_own_older_layout_are_kept(repo, tmp_
     (work / ".stage4.done").write_text(f"model {sha} eval-seconds=120\n")
     out = _conditioned(repo, work, "--stage", "1", "--steps", "5", "--seconds", "2")
     assert out.returncode == 0, out.stderr
-    assert _calls(repo) == [] and out.stdout.count("(done before, skipped)") == 4, out.stdout
+    assert _calls(repo) == [] and out.stdout.count("before, skipped;") == 4, out.stdout
     assert sorted(p.name for p in (work / ".done").iterdir()) == ["1", "2", "3", "4"]
     assert not list(work.glob(".stage*.done"))
     out = _conditioned(repo, work, "--stage", "3", "--stop-stage", "3", "--seconds", "3")  # other settings: again
@@ -333,7 +335,7 @@ def test_the_demo_trains_as_before_by_default(repo, tmp_path):
     out, calls = _demo_train(repo, demo)
     assert calls == [] and out.stdout.splitlines() == [
         "== stage 3: train samplernn-tiny, 64 mu-law levels, for 1000 steps (a few minutes on a CPU) "
-        "(done before, skipped)"]
+        "(trained to step 1000 before, skipped; a larger --steps trains on)"]
 
 
 def max_steps(calls):
@@ -367,7 +369,7 @@ def test_the_demo_renders_and_judges_again_for_a_model_trained_on(repo, tmp_path
     weights.write_bytes(b"the model after 1000 steps")
     assert later_stages()[1] == [("render", False), ("eval", False), ("eval", False)]
     stdout, calls = later_stages()
-    assert calls == [] and stdout.count("(done before, skipped)") == 3
+    assert calls == [] and stdout.count("(done before, skipped; to redo it, delete ") == 3
     weights.write_bytes(b"the model after 2000 steps")  # trained on
     stdout, calls = later_stages()
     assert calls == [("render", True), ("eval", False), ("eval", False)]

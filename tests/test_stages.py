@@ -29,7 +29,7 @@ def test_steps_run_once_each_with_their_own_marker(tmp_path):
     (tmp_path / ".done" / "speed-b").unlink()  # redo one step of stage 2, not the whole stage
     again = _run(tmp_path, 1, 3, BODY)
     assert [line for line in again if line.startswith("ran-")] == ["ran-2b"]
-    assert "== stage 2: speed of a (done before, skipped)" in again
+    assert f"== stage 2: speed of a (done before, skipped; to redo it, delete {tmp_path}/.done/speed-a)" in again
 
 
 def test_stages_outside_the_range_neither_run_nor_leave_markers(tmp_path):
@@ -82,12 +82,16 @@ def test_a_training_stage_trains_on_when_asked_for_more_steps_than_its_marker_re
     marker = tmp_path / "work" / ".done" / "3"
     assert _train(tmp_path, 5) == (0, ["== stage 3: train for 5 steps", "trained-to-5"])
     assert marker.read_text() == "5\n"
-    assert _train(tmp_path, 5) == (0, ["== stage 3: train for 5 steps (done before, skipped)"])
-    assert _train(tmp_path, 3) == (0, ["== stage 3: train for 3 steps (done before, skipped)"])
+    # deleting its marker would not redo a training (the run resumes and ends at once): it says how to train on
+    assert _train(tmp_path, 5) == (0, ["== stage 3: train for 5 steps (trained to step 5 before, skipped; a larger "
+                                       "--steps trains on)"])
+    assert _train(tmp_path, 3) == (0, ["== stage 3: train for 3 steps (trained to step 5 before, skipped; a larger "
+                                       "--steps trains on)"])
     assert _train(tmp_path, 10) == (0, ["== stage 3: train for 10 steps (trained to step 5 before: training on)",
                                         "trained-to-10"])
     assert marker.read_text() == "10\n"
-    assert _train(tmp_path, 10)[1] == ["== stage 3: train for 10 steps (done before, skipped)"]
+    assert _train(tmp_path, 10)[1] == ["== stage 3: train for 10 steps (trained to step 10 before, skipped; a larger "
+                                       "--steps trains on)"]
 
 
 def test_a_training_marker_without_a_step_count_resumes_the_run(tmp_path):

@@ -4,7 +4,7 @@
 measured the same way (the corpus's training split: what "like the album" scores; white and pink
 noise at the album's level: what noise scores) and reports every set's features and its
 distance to the test split. :func:`wavegen.plotting.plot_comparison` draws the distributions side
-by side.
+by side; :func:`wavegen.analysis_report.format_comparison` lays the numbers out as text.
 
 Features are computed per frame (``n_fft`` ~64 ms, hop a quarter of it; spectral shape up to
 90% of Nyquist) with librosa, imported here only (machines that only train or render need not
@@ -462,61 +462,11 @@ def _histograms(features: dict, bins: int = 40) -> dict:
     return out
 
 
-# ----- reporting ------------------------------------------------------------------------------------
+def __getattr__(name: str):
+    """format_comparison, the text report, lives in wavegen.analysis_report (it imports this module);
+    ``from wavegen.analysis import format_comparison`` still finds it, imported when first asked for."""
+    if name == "format_comparison":
+        from wavegen.analysis_report import format_comparison
 
-# why a number can be undefined (NaN in the result, null in JSON, "-" in the table)
-UNDEFINED = {
-    "tempo_bpm": f"no excerpt of {TEMPO_SECONDS:g} s or more to estimate a tempo on (its audio, or "
-                 "--max-seconds, is shorter)",
-}
-
-
-def _defined(value) -> bool:
-    return value is not None and math.isfinite(value)
-
-
-def _cells(values, spec: str) -> str:
-    """Table cells 13 wide: each value in ``spec``, or "-" where it is missing or undefined."""
-    return "".join(f"{v:13{spec}}" if _defined(v) else f"{'-':>13s}" for v in values)
-
-
-def format_comparison(result: dict) -> str:
-    """The summary table and distances as text (one column per set). An undefined number (NaN:
-    nothing to measure it on) shows as "-" with a note under the table saying why."""
-    sets = [s for s in SETS if s in result["sets"]]
-    lines = [f"{'':28s}" + "".join(f"{s:>13s}" for s in sets)]
-    notes = []
-    for key in SUMMARY_FEATURES:
-        if key not in result["sets"][sets[0]]["summary"]:
-            continue
-        values = [result["sets"][s]["summary"][key] for s in sets]
-        lines.append(f"{key:28s}" + _cells(values, ".3f"))
-        missing = [s for s, v in zip(sets, values) if not _defined(v)]
-        if missing:
-            notes.append(f"- {key} of {', '.join(missing)}: {UNDEFINED.get(key, 'not defined on this audio')}")
-    distance = {s: result["distances"].get(s) for s in sets}
-    lines += ["", "distance to the test split (0: identical; train = the album, noises = noise; "
-                  "the test column is the test split itself)",
-              f"{'frechet (MFCC+chroma+contrast)':28s}" + _cells([d and d["frechet"] for d in distance.values()], ".2f")]
-    for key in FRAME_FEATURES:
-        lines.append(f"{key + ' (W1/std)':28s}" + _cells([d and d["features"][key] for d in distance.values()], ".3f"))
-    if notes:
-        lines += ["", "-: undefined", *notes]
-    lines += ["", *_verdict_lines(result["verdict"])]
-    return "\n".join(lines)
-
-
-def _verdict_lines(v: dict) -> list[str]:
-    """The verdict under the table: album likeness (or why there is none) and the Frechet distances."""
-    lines = []
-    if _defined(v.get("album_likeness")):
-        lines.append(f"album likeness {v['album_likeness']:.2f} (1: as near as the training split, 0: as far as noise)")
-    elif "album_likeness" in v:
-        lines.append(f"album likeness undefined: the nearer noise ({v['frechet_noise']:.2f}) is no farther from "
-                     f"the test split than the training split ({v['frechet_album']:.2f}), so there is no scale from "
-                     "album to noise to place the renders on; compare the Frechet distances instead")
-    lines.append(f"frechet: renders {v['frechet_renders']:.2f}, nearer noise {v['frechet_noise']:.2f}"
-                 + (f", album (train) {v['frechet_album']:.2f}" if "frechet_album" in v else "")
-                 + f"; periodic frames: renders {v['periodic_fraction_renders']:.2f}, "
-                   f"album {v['periodic_fraction_album']:.2f}")
-    return lines
+        return format_comparison
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -127,3 +127,35 @@ def content_id(manifest: dict) -> str:
     payload = {"format_version": m.get("format_version"), "sample_rate": m.get("sample_rate"), "params": params,
                "split_mode": m.get("split_mode"), "labels": m.get("labels"), "files": files, "splits": m.get("splits")}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def damaged_array(corpus_dir: Path, manifest: dict) -> str | None:
+    """The name of the first array that is not the whole file the manifest describes (a truncated,
+    replaced or missing one; its header's shape and dtype, and the file's length, are checked),
+    MANIFEST when the manifest does not describe them; None when every array is whole."""
+    try:
+        for name in SPLITS:
+            split = manifest["splits"][name]
+            for array, shape, dtype in ((f"{name}.npy", (split["samples"],), np.int16),
+                                        (f"{name}_segments.npy", (split["segments"], 3), np.int64)):
+                if not npy_is(corpus_dir / array, shape, dtype):
+                    return array
+    except (KeyError, TypeError):
+        return MANIFEST
+    return None
+
+
+def npy_is(path: Path, shape: tuple, dtype) -> bool:
+    """Whether the .npy file at path holds an array of this shape and dtype, and nothing less."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            found_shape, _, found_dtype = read_header(f)
+            data_at = f.tell()
+        size = path.stat().st_size
+    except (OSError, ValueError):
+        return False
+    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    return found_shape == tuple(shape) and found_dtype == np.dtype(dtype) and size == data_at + nbytes

@@ -5,7 +5,8 @@ resampled, silence trimmed), assigns them to train/val/test and writes the array
 manifest that :class:`wavegen.corpus.Corpus` reads (the folder's layout is described there).
 All is written into a temporary folder inside the corpus folder, under its lock, and moved
 into place at the end, the manifest last. Finding the input files and fingerprinting them live
-in wavegen.prep_inputs; silence detection and the train/val/test assignment in wavegen.split.
+in wavegen.prep_inputs; silence detection (and why a skipped file has no sound) and the
+train/val/test assignment in wavegen.split; whether a corpus's arrays are whole in wavegen.corpus.
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ import numpy as np
 from wavegen import prep_inputs
 from wavegen.audio import AudioError, decode_audio, float_to_int16, resample, scale_to_full_scale, to_mono
 from wavegen.config import ConfigError
-from wavegen.corpus import FORMAT_VERSION, MANIFEST, CorpusError, content_id
+from wavegen.corpus import FORMAT_VERSION, MANIFEST, CorpusError, content_id, damaged_array
 from wavegen.fileio import FolderLock, check_room, ensure_folder, fsync_dir, write_array, write_json
 from wavegen.progress import progress_bar
-from wavegen.split import (FRAME_LENGTH, HOP_LENGTH, SILENCE_FLOOR, SPLITS, assign_splits, frame_levels,
-                           split_on_silence)
+from wavegen.split import (FRAME_LENGTH, HOP_LENGTH, SILENCE_FLOOR, SPLITS, assign_splits, dbfs, split_on_silence,
+                           why_no_sound)
 
 logger = logging.getLogger(__name__)
 
@@ -136,12 +137,17 @@ def _read_manifest(corpus_dir: Path) -> dict | None:
     return manifest if isinstance(manifest, dict) else None
 
 
-def _whole_corpus(corpus_dir: Path) -> dict | None:
-    """The manifest in corpus_dir when it is of this format and its arrays are whole; else None."""
+def _whole_corpus(corpus_dir: Path, say: bool = False) -> dict | None:
+    """The manifest in corpus_dir when it is of this format and its arrays are whole; else None.
+    say: warn, naming it, when an array is not whole (the corpus is then prepared again)."""
     manifest = _read_manifest(corpus_dir)
     if manifest is None or manifest.get("format_version") != FORMAT_VERSION:
         return None
-    if not _arrays_match(corpus_dir, manifest):
+    damaged = damaged_array(corpus_dir, manifest)
+    if damaged is not None:
+        if say and damaged != MANIFEST:
+            logger.warning("%s is not the array %s describes (cut short, replaced or missing): preparing the "
+                           "corpus again", corpus_dir / damaged, corpus_dir / MANIFEST)
         return None
     return manifest
 
@@ -155,7 +161,7 @@ def _up_to_date(corpus_dir: Path, settings: PrepSettings, found, skipped: list[d
     content fingerprint, the inputs are rehashed: the same bytes (a copy, chmod or touch of the
     same files) keep the corpus, and its manifest records the new fingerprint.
     """
-    manifest = _whole_corpus(corpus_dir)
+    manifest = _whole_corpus(corpus_dir, say=True)
     if manifest is None:
         return None, None
     if manifest.get("fingerprint") == fingerprint:
@@ -183,36 +189,6 @@ def _up_to_date(corpus_dir: Path, settings: PrepSettings, found, skipped: list[d
         logger.warning("cannot record in %s that its inputs are unchanged (%s): the next prep will read "
                        "them again", corpus_dir / MANIFEST, err.strerror or err)
     return manifest, digests
-
-
-def _arrays_match(corpus_dir: Path, manifest: dict) -> bool:
-    """Whether every array is the whole file the manifest describes (a truncated, replaced or
-    missing one is not): its header's shape and dtype, and the file's length, are checked."""
-    try:
-        for name in SPLITS:
-            split = manifest["splits"][name]
-            if not (_npy_is(corpus_dir / f"{name}.npy", (split["samples"],), np.int16)
-                    and _npy_is(corpus_dir / f"{name}_segments.npy", (split["segments"], 3), np.int64)):
-                return False
-    except (KeyError, TypeError):
-        return False
-    return True
-
-
-def _npy_is(path: Path, shape: tuple, dtype) -> bool:
-    """Whether the .npy file at path holds an array of this shape and dtype, and nothing less."""
-    try:
-        with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            found_shape, _, found_dtype = read_header(f)
-            data_at = f.tell()
-        size = path.stat().st_size
-    except (OSError, ValueError):
-        return False
-    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-    return found_shape == tuple(shape) and found_dtype == np.dtype(dtype) and size == data_at + nbytes
 
 
 def _refuse_foreign_files(corpus_dir: Path) -> None:
@@ -269,6 +245,7 @@ def prepare(inputs: list[str | Path] | str | Path, corpus_dir: str | Path, *, pr
         return existing
     ensure_folder(corpus_dir, "corpus")
     try:
+        _refuse_foreign_files(corpus_dir)  # before the lock too: a folder refused is left as it was (no .lock)
         with FolderLock(corpus_dir, "prep"):
             _refuse_foreign_files(corpus_dir)
             _remove_stale_temporaries(corpus_dir)
@@ -342,14 +319,24 @@ def _say_what_is_replaced(corpus_dir: Path, manifest: dict) -> None:
             return
         was, now = old.get("params", {}), manifest["params"]
         what = [f"{k} {was.get(k)!r} → {now.get(k)!r}" for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k)]
-        sources = [{f.get("sha256") for f in m.get("files", [])} for m in (old, manifest)]
-        added, removed = len(sources[1] - sources[0]), len(sources[0] - sources[1])
-        what += [f"{n} source(s) {how}" for n, how in ((added, "new or changed"), (removed, "gone or changed")) if n]
+        what += _sources_changed(old, manifest)
     except (AttributeError, TypeError):  # not a manifest this wavegen reads
         return
     logger.warning("replacing the corpus in %s (corpus id %s → %s: %s); a training run that began on it will "
                    "not resume on the new one", corpus_dir, was_id, now_id,
                    "; ".join(what) or "the same sources and settings, split or cut otherwise")
+
+
+def _sources_changed(old: dict, new: dict) -> list[str]:
+    """How the sources of two manifests differ: changed (the same path, other bytes; named), new, and
+    gone (or skipped now). One file edited counted as one new and one gone before."""
+    was, now = ({f.get("path"): f.get("sha256") for f in m.get("files", [])} for m in (old, new))
+    changed = sorted(p for p in was.keys() & now.keys() if was[p] != now[p])
+    rest = [{sha for path, sha in m.items() if path not in changed} for m in (was, now)]
+    names = ", ".join(os.path.basename(str(p)) for p in changed[:3]) + (", ..." if len(changed) > 3 else "")
+    counts = ((len(changed), f"changed ({names})"), (len(rest[1] - rest[0]), "new"),
+              (len(rest[0] - rest[1]), "gone or skipped now"))
+    return [f"{n} source(s) {how}" for n, how in counts if n]
 
 
 def _publish(tmp: Path, corpus_dir: Path, manifest: dict) -> None:
@@ -373,8 +360,12 @@ def _publish(tmp: Path, corpus_dir: Path, manifest: dict) -> None:
 def _log_summary(corpus_dir: Path, manifest: dict) -> None:
     files, splits = manifest["files"], manifest["splits"]
     hours = ", ".join(f"{s} {splits[s]['seconds'] / 3600:.2f} h ({splits[s]['seconds']:.0f} s)" for s in SPLITS)
-    logger.info("prepared %s: %d file(s) used, %d skipped; %s (split by %s)",
-                corpus_dir, len(files), len(manifest["skipped"]), hours, manifest["split_mode"])
+    split_by = f"split by {manifest['split_mode']}"
+    if manifest["split_mode"] == "mixed":  # some labels had too few files to hold one out
+        cut = sorted({f["label"] for f in files if f["split"] == "time"})
+        split_by = f"split by file; by time for the label(s) with too few files: {', '.join(cut)}"
+    logger.info("prepared %s: %d file(s) used, %d skipped; %s (%s)",
+                corpus_dir, len(files), len(manifest["skipped"]), hours, split_by)
     scaled, partial = sum(f["gain_db"] < 0 for f in files), sum(f["partial"] for f in files)
     notes = ([f"{scaled} file(s) scaled down to full scale (gain_db)"] if scaled else []) + \
             ([f"{partial} damaged file(s) kept in part (partial)"] if partial else [])
@@ -382,24 +373,11 @@ def _log_summary(corpus_dir: Path, manifest: dict) -> None:
         logger.warning("%s: see %s", "; ".join(notes), corpus_dir / MANIFEST)
 
 
-def _dbfs(level: float) -> str:
-    return f"{20.0 * np.log10(level):.1f} dBFS" if level > 0 else "-inf dBFS"
-
-
-def _silent_reason(mono: np.ndarray, level: float) -> str:
-    """Why a file with nonzero samples but no frame at SILENCE_FLOOR (its loudest: level) is silent."""
-    dc = float(mono.mean(dtype=np.float64))
-    floor = f"half a 16-bit step ({_dbfs(SILENCE_FLOOR)})"
-    if abs(dc) >= SILENCE_FLOOR:
-        over = f" (its loudest frame {_dbfs(level)} RMS about the offset, under {floor})" if level > 0 else ""
-        return f"silent: a constant DC offset of {dc:+.4g} and no sound over it{over}"
-    return (f"silent at 16-bit resolution: peaks at {_dbfs(float(np.abs(mono).max()))} (its loudest frame "
-            f"{_dbfs(level)} RMS), under {floor}")
-
-
 def _decode_one(path: Path, settings: PrepSettings, digest: str):
     """Decode and trim one file (digest: its sha256): (kept int16 [T], segment lengths, entry) or a skip reason."""
     try:
+        if path.stat().st_size == 0:
+            return "empty: a file of 0 bytes"
         x, sr_in, damage = decode_audio(path)
     except AudioError as e:
         return e.reason
@@ -409,26 +387,23 @@ def _decode_one(path: Path, settings: PrepSettings, digest: str):
     if frames == 0:
         return "empty: no audio frames"
     rate = settings.sample_rate
-    mono = resample(to_mono(x), sr_in, rate)
+    source = to_mono(x)  # at the file's own rate: kept to say why a file has no sound (why_no_sound)
     del x
+    mono = resample(source, sr_in, rate)
     if not np.all(np.isfinite(mono)):
         return "contains NaN or infinite samples"
     intervals = split_on_silence(mono, rate, top_db=settings.top_db,
                                  min_silence_seconds=settings.min_silence_seconds,
                                  min_segment_seconds=settings.min_segment_seconds)
     if len(intervals) == 0:
-        if not np.any(mono):
-            return "silent: every sample is zero"
-        level = float(frame_levels(mono).max())
-        if level < SILENCE_FLOOR:
-            return _silent_reason(mono, level)
-        return f"no stretch of sound of at least {settings.min_segment_seconds} s"
+        return why_no_sound(source, mono, settings.min_segment_seconds)
+    del source
     kept = np.concatenate([mono[s:e] for s, e in intervals])
     peak = float(np.abs(kept).max())
     pcm = float_to_int16(kept)
     if not pcm.any():  # sound by its frames' level, yet under half a step in every sample
-        return (f"silent at 16-bit resolution: peaks at {_dbfs(peak)}, under half a 16-bit step "
-                f"({_dbfs(SILENCE_FLOOR)}): every stored sample would be zero")
+        return (f"silent at 16-bit resolution: peaks at {dbfs(peak)}, under half a 16-bit step "
+                f"({dbfs(SILENCE_FLOOR)}): every stored sample would be zero")
     kept, gain_db = scale_to_full_scale(kept)  # float audio above full scale: scaled down rather than clipped
     if gain_db < 0:
         pcm = float_to_int16(kept)

@@ -93,8 +93,10 @@ def _walk_audio(root: Path, skipped: list[dict]):
         searched[(st.st_dev, st.st_ino)] = dirpath
         dirnames.sort()
         for name in filenames:
-            if os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS:
-                path = Path(dirpath) / name
+            path = Path(dirpath) / name
+            if os.path.islink(path) and not os.path.exists(path):  # os.walk lists a link to nothing as a file
+                _dangling(path, skipped)
+            elif os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS:
                 kind = not_regular(path)
                 if kind is None:
                     yield path
@@ -102,6 +104,15 @@ def _walk_audio(root: Path, skipped: list[dict]):
                     reason = f"not a regular file: {kind}"
                     logger.warning("skipping %s: %s", path, reason)
                     skipped.append({"path": str(path), "reason": reason})
+
+
+def _dangling(path: Path, skipped: list[dict]) -> None:
+    """Warn of a link to nothing (a moved album's link, say: silently passed over, its label was just
+    missing); one named like audio goes to skipped as well, as a file that cannot be read would."""
+    reason = f"a link to nothing ({os.readlink(path)})"
+    logger.warning("skipping %s: %s", path, reason)
+    if os.path.splitext(path.name)[1].lower() in AUDIO_EXTENSIONS:
+        skipped.append({"path": str(path), "reason": reason})
 
 
 def folder_labels(found: list[tuple[Path, Path | None]]) -> list[str]:

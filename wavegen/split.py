@@ -4,7 +4,8 @@ Silence is measured on frames of FRAME_LENGTH samples every HOP_LENGTH samples (
 corpus rate): a frame's level is its RMS about the file's DC offset (an offset is not sound), and a
 frame is silent when its level is more than top_db below the loudest frame of the file, or
 below SILENCE_FLOOR (half a 16-bit step: nothing the corpus's int16 samples can hold). Sound
-keeps a margin of up to FRAME_LENGTH - HOP_LENGTH samples on each side.
+keeps a margin of up to FRAME_LENGTH - HOP_LENGTH samples on each side. A file left with no
+sound is skipped for the reason :func:`why_no_sound` gives.
 """
 
 from __future__ import annotations
@@ -194,3 +195,35 @@ def assign_splits(files: list[dict], seg_lengths: list[list[int]], val_fraction:
                 offset += length
     split_mode = modes.pop() if len(modes) == 1 else "mixed"
     return pieces, split_mode
+
+
+# ----------------------------------------------------------------------------- why a file has no sound
+
+
+def dbfs(level: float) -> str:
+    """A level (0 .. 1 of full scale) as text in dBFS: "-96.3 dBFS"; "-inf dBFS" for 0."""
+    return f"{20.0 * np.log10(level):.1f} dBFS" if level > 0 else "-inf dBFS"
+
+
+def _silent_reason(mono: np.ndarray, level: float) -> str:
+    """Why a file with nonzero samples but no frame at SILENCE_FLOOR (its loudest: level) is silent."""
+    dc = float(mono.mean(dtype=np.float64))
+    floor = f"half a 16-bit step ({dbfs(SILENCE_FLOOR)})"
+    if abs(dc) >= SILENCE_FLOOR:
+        over = f" (its loudest frame {dbfs(level)} RMS about the offset, under {floor})" if level > 0 else ""
+        return f"silent: a constant DC offset of {dc:+.4g} and no sound over it{over}"
+    return (f"silent at 16-bit resolution: peaks at {dbfs(float(np.abs(mono).max()))} (its loudest frame "
+            f"{dbfs(level)} RMS), under {floor}")
+
+
+def why_no_sound(source: np.ndarray, mono: np.ndarray, min_segment_seconds: float) -> str:
+    """Why a file kept no segment. source: its mono audio at its own rate; mono: resampled to the
+    corpus's. Silence is judged on source first: resampling rings at the first and last samples of
+    a constant, so in mono a DC offset alone rose above the floor there ("no stretch of sound")."""
+    for x in (source, mono):
+        if not np.any(x):
+            return "silent: every sample is zero"
+        level = float(frame_levels(x).max())
+        if level < SILENCE_FLOOR:
+            return _silent_reason(x, level)
+    return f"no stretch of sound of at least {min_segment_seconds} s"

@@ -21,21 +21,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
+stages_options=1 source recipes/stages.sh  # need_value for the options (sourced again after them)
 stage=0; stop_stage=100; model=samplernn-3tier; config=one_gpu; dir=""; recordings=""; steps=100000
 num_processes=""; machine_rank=""; main_ip=""; overrides=()
 while [ $# -gt 0 ]; do
   case "$1" in
-    --stage) stage=$2; shift 2 ;;
-    --stop-stage) stop_stage=$2; shift 2 ;;
-    --model) model=$2; shift 2 ;;
-    --config) config=$2; shift 2 ;;
-    --dir) dir=$2; shift 2 ;;
-    --recordings) recordings=$2; shift 2 ;;
-    --steps) steps=$2; shift 2 ;;
-    --num-processes) num_processes=$2; shift 2 ;;
-    --machine-rank) machine_rank=$2; shift 2 ;;
-    --main-ip) main_ip=$2; shift 2 ;;
-    --set) overrides+=(--set "$2"); shift 2 ;;
+    --stage) need_value "$@"; stage=$2; shift 2 ;;
+    --stop-stage) need_value "$@"; stop_stage=$2; shift 2 ;;
+    --model) need_value "$@"; model=$2; shift 2 ;;
+    --config) need_value "$@"; config=$2; shift 2 ;;
+    --dir) need_value "$@"; dir=$2; shift 2 ;;
+    --recordings) need_value "$@"; recordings=$2; shift 2 ;;
+    --steps) need_value "$@"; steps=$2; shift 2 ;;
+    --num-processes) need_value "$@"; num_processes=$2; shift 2 ;;
+    --machine-rank) need_value "$@"; machine_rank=$2; shift 2 ;;
+    --main-ip) need_value "$@"; main_ip=$2; shift 2 ;;
+    --set) need_value "$@"; overrides+=(--set "$2"); shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -55,7 +56,7 @@ run_stage() {  # run_stage N "title" command...: stages.sh's, but stage 2's mark
   local marker=$dir/.done/$n
   [ "$n" = 2 ] && marker=$dir/.done/2.steps$steps  # a larger --steps trains on
   in_stage_range "$n" || return 0
-  if [ -f "$marker" ]; then echo "== stage $n: $title (done before, skipped)"; return; fi
+  if [ -f "$marker" ]; then say_skipped "$n" "$title" "${marker##*/}"; return; fi
   echo "== stage $n: $title"
   "$@"
   if $main_machine; then touch "$marker"; fi

@@ -19,14 +19,15 @@ set -euo pipefail
 started=$PWD
 cd "$(dirname "$0")/../.."
 
+stages_options=1 source recipes/stages.sh  # need_value for the options (sourced again after them)
 stage=1; stop_stage=3; threads=""; fresh=0; docs=docs; quick=0
 while [ $# -gt 0 ]; do
   case "$1" in
-    --stage) stage=$2; shift 2 ;;
-    --stop-stage) stop_stage=$2; shift 2 ;;
-    --threads) threads=$2; shift 2 ;;
+    --stage) need_value "$@"; stage=$2; shift 2 ;;
+    --stop-stage) need_value "$@"; stop_stage=$2; shift 2 ;;
+    --threads) need_value "$@"; threads=$2; shift 2 ;;
     --fresh) fresh=1; shift ;;
-    --out) case "$2" in /*) docs=$2 ;; *) docs=$started/$2 ;; esac; shift 2 ;;
+    --out) need_value "$@"; case "$2" in /*) docs=$2 ;; *) docs=$started/$2 ;; esac; shift 2 ;;
     --quick) quick=1; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac

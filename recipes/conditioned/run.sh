@@ -37,18 +37,19 @@ stop_stage=100
 sets=()
 wavegen=${WAVEGEN:-python -m wavegen}
 
+stages_options=1 source "$(dirname "${BASH_SOURCE[0]}")/../stages.sh"  # need_value for the options (sourced again after them)
 while [ $# -gt 0 ]; do
   case "$1" in
-    --input) input=$2; shift 2 ;;
-    --work) work=$2; shift 2 ;;
-    --model) model=$2; shift 2 ;;
-    --steps) steps=$2; shift 2 ;;
-    --seconds) seconds=$2; shift 2 ;;
-    --eval-seconds) eval_seconds=$2; shift 2 ;;
-    --sample-rate) sample_rate=$2; shift 2 ;;
-    --set) sets+=(--set "$2"); shift 2 ;;
-    --stage) stage=$2; shift 2 ;;
-    --stop-stage) stop_stage=$2; shift 2 ;;
+    --input) need_value "$@"; input=$2; shift 2 ;;
+    --work) need_value "$@"; work=$2; shift 2 ;;
+    --model) need_value "$@"; model=$2; shift 2 ;;
+    --steps) need_value "$@"; steps=$2; shift 2 ;;
+    --seconds) need_value "$@"; seconds=$2; shift 2 ;;
+    --eval-seconds) need_value "$@"; eval_seconds=$2; shift 2 ;;
+    --sample-rate) need_value "$@"; sample_rate=$2; shift 2 ;;
+    --set) need_value "$@"; sets+=(--set "$2"); shift 2 ;;
+    --stage) need_value "$@"; stage=$2; shift 2 ;;
+    --stop-stage) need_value "$@"; stop_stage=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo pipefail/{/^#/p;}' "$0"; exit 0 ;;  # the header above
     *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac

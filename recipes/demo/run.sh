@@ -16,13 +16,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
+stages_options=1 source recipes/stages.sh  # need_value for the options (sourced again after them)
 stage=0; stop_stage=100; dir=demo; steps=1000
 while [ $# -gt 0 ]; do
   case "$1" in
-    --stage) stage=$2; shift 2 ;;
-    --stop-stage) stop_stage=$2; shift 2 ;;
-    --dir) dir=$2; shift 2 ;;
-    --steps) steps=$2; shift 2 ;;
+    --stage) need_value "$@"; stage=$2; shift 2 ;;
+    --stop-stage) need_value "$@"; stop_stage=$2; shift 2 ;;
+    --dir) need_value "$@"; dir=$2; shift 2 ;;
+    --steps) need_value "$@"; steps=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done

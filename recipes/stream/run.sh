@@ -18,19 +18,20 @@
 set -euo pipefail
 recipes=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)  # this checkout's recipes/; no cd: paths stay the caller's
 
+stages_options=1 source "$recipes/stages.sh"  # need_value for the options (sourced again after them)
 stage=0; stop_stage=100; dir=stream; steps=1000; model=""; port=8000; host=127.0.0.1; seed=0; archive=""
 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
-    --model) model=$2; shift 2 ;;
-    --dir) dir=$2; shift 2 ;;
-    --steps) steps=$2; shift 2 ;;
-    --port) port=$2; shift 2 ;;
-    --host) host=$2; shift 2 ;;
-    --seed) seed=$2; shift 2 ;;
-    --archive) archive=$2; shift 2 ;;
-    --stage) stage=$2; shift 2 ;;
-    --stop-stage) stop_stage=$2; shift 2 ;;
+    --model) need_value "$@"; model=$2; shift 2 ;;
+    --dir) need_value "$@"; dir=$2; shift 2 ;;
+    --steps) need_value "$@"; steps=$2; shift 2 ;;
+    --port) need_value "$@"; port=$2; shift 2 ;;
+    --host) need_value "$@"; host=$2; shift 2 ;;
+    --seed) need_value "$@"; seed=$2; shift 2 ;;
+    --archive) need_value "$@"; archive=$2; shift 2 ;;
+    --stage) need_value "$@"; stage=$2; shift 2 ;;
+    --stop-stage) need_value "$@"; stop_stage=$2; shift 2 ;;
     --) shift; extra=("$@"); break ;;
     -h|--help) sed -n '2,/^set -euo pipefail/{/^#/p;}' "$0"; exit 0 ;;  # the header above
     *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;

@@ -1,0 +1,112 @@
+"""wavegen.prep: what a user is told, found preparing real music (the README's "Your own recordings"):
+why a file was skipped, why a rerun does the work again, how the splits were made; and that a
+folder prep refuses is left exactly as it was."""
+
+import os
+
+import numpy as np
+import pytest
+
+from wavegen.corpus import CorpusError
+from wavegen.prep import prepare
+
+SR = 16000
+
+
+def prep(inputs, out, **kw):
+    kw.setdefault("progress", False)
+    return prepare(inputs, out, **kw)
+
+
+def tones(folder, make_tone, n, seconds=1.0):
+    return [make_tone(folder / f"t{i:02d}.wav", seconds + 0.1 * i, SR, 200 + 37 * i) for i in range(n)]
+
+
+def _reasons(manifest):
+    return {os.path.basename(s["path"]): s["reason"] for s in manifest["skipped"]}
+
+
+@pytest.mark.parametrize("rate", [44100, 22050, 16000])
+def test_a_dc_offset_alone_is_named_at_any_sample_rate(tmp_path, make_audio, make_tone, rate):
+    """Resampled, a constant rang at its edges above the silence floor: the reason read "no stretch of
+    sound of at least 0.5 s" for a 3 s file, at any rate but the corpus's."""
+    rec = tmp_path / "rec"
+    tones(rec, make_tone, 3)
+    make_audio(rec / "dc.wav", np.full(3 * rate, 0.3), rate, subtype="FLOAT")
+    make_audio(rec / "dc_hiss.wav", 0.3 + 1e-6 * np.random.default_rng(0).standard_normal(3 * rate), rate,
+               subtype="FLOAT")
+    reasons = _reasons(prep([rec], tmp_path / "c"))
+    for name in ("dc.wav", "dc_hiss.wav"):
+        assert reasons[name].startswith("silent: a constant DC offset of +0.3 and no sound over it"), reasons
+
+
+def test_a_zero_byte_file_is_called_empty(tmp_path, make_tone, caplog):
+    rec = tmp_path / "rec"
+    tones(rec, make_tone, 3)
+    (rec / "copy_failed.flac").write_bytes(b"")  # was "cannot decode audio (Format not recognised)"
+    with caplog.at_level("WARNING"):
+        m = prep([rec], tmp_path / "c")
+    assert _reasons(m) == {"copy_failed.flac": "empty: a file of 0 bytes"}
+    assert "copy_failed.flac: empty: a file of 0 bytes" in caplog.text
+
+
+def test_a_refused_folder_is_left_as_it_was(tmp_path, make_tone):
+    tones(tmp_path / "rec", make_tone, 3)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "manifest.json").write_text('{"name": "my app"}')
+    with pytest.raises(CorpusError, match="not a wavegen corpus but holds manifest.json"):
+        prep([tmp_path / "rec"], mine)
+    assert sorted(p.name for p in mine.iterdir()) == ["manifest.json"]  # no .lock left in it
+
+
+def test_a_rerun_that_rebuilds_a_damaged_array_says_which_one(tmp_path, make_tone, caplog):
+    tones(tmp_path / "rec", make_tone, 3)
+    m1 = prep([tmp_path / "rec"], tmp_path / "c")
+    val = tmp_path / "c" / "val.npy"
+    with open(val, "r+b") as f:
+        f.truncate(val.stat().st_size - 10)
+    with caplog.at_level("INFO"):
+        assert prep([tmp_path / "rec"], tmp_path / "c") == m1
+    assert f"{val} is not the array {tmp_path / 'c' / 'manifest.json'} describes (cut short, replaced or " \
+           "missing): preparing the corpus again" in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        prep([tmp_path / "rec"], tmp_path / "c")  # whole again: up to date, nothing said about arrays
+    assert "corpus up to date" in caplog.text and "is not the array" not in caplog.text
+
+
+def test_a_split_by_file_and_by_time_names_the_labels_cut_in_time(tmp_path, make_tone, caplog):
+    rec = tmp_path / "rec"
+    tones(rec / "album", make_tone, 4)
+    tones(rec / "single", make_tone, 1, seconds=3.0)
+    with caplog.at_level("INFO"):
+        m = prep([rec], tmp_path / "c", labels="folders")
+    assert m["split_mode"] == "mixed"
+    assert "(split by file; by time for the label(s) with too few files: single)" in caplog.text
+    assert "split by mixed" not in caplog.text
+
+
+def test_a_link_to_nothing_is_named_not_passed_over(tmp_path, make_tone, caplog):
+    """A label folder's link whose target moved was passed over in silence (its label just missing)."""
+    rec = tmp_path / "rec"
+    tones(rec / "album", make_tone, 3)
+    (rec / "moved_album").symlink_to(tmp_path / "elsewhere" / "album")
+    (rec / "album" / "gone.wav").symlink_to(tmp_path / "nothing.wav")
+    with caplog.at_level("WARNING"):
+        m = prep([rec], tmp_path / "c", labels="folders")
+    assert f"skipping {rec / 'moved_album'}: a link to nothing ({tmp_path / 'elsewhere' / 'album'})" in caplog.text
+    assert _reasons(m) == {"gone.wav": f"a link to nothing ({tmp_path / 'nothing.wav'})"}
+    assert m["labels"] == ["album"]
+
+
+def test_replacing_a_corpus_names_the_source_that_changed(tmp_path, make_tone, caplog):
+    """One file edited in place was "1 source(s) new or changed; 1 source(s) gone or changed"."""
+    rec = tmp_path / "rec"
+    tones(rec, make_tone, 4)
+    prep([rec], tmp_path / "c")
+    make_tone(rec / "t01.wav", 1.1, SR, 999)  # edited: the same name, other sound
+    make_tone(rec / "t99.wav", 1.3, SR, 777)  # added
+    with caplog.at_level("WARNING"):
+        prep([rec], tmp_path / "c")
+    assert "1 source(s) changed (t01.wav); 1 source(s) new); a training run" in caplog.text, caplog.text
