@@ -241,7 +241,7 @@ PARAMS_REFUSALS = {  # what is at .state/params.json → what serve says of it
     "a list": r"params\.json is damaged \(a JSON (list|array), not an object\)",
     "null": r"params\.json is damaged \(a JSON \w+, not an object\)",
     "empty": r"params\.json is damaged \(not JSON \(Expecting value",
-    "nested too deep": r"params\.json is damaged \(nested too deep\)",  # json's parser: a RecursionError
+    "nested too deep": r"params\.json is damaged \(not JSON \(nested too deep to read\)\)",  # json's parser: a RecursionError
     "a folder": r"params\.json is damaged \(a folder, not a file\)",
     "a FIFO": r"params\.json is damaged \(a FIFO, not a file\)",  # not opened: that waits for a writer
     "a link to nothing": r"cannot read .*params\.json: No such file or directory; make it readable",

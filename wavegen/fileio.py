@@ -137,7 +137,7 @@ def read_json_object(path: str | Path) -> dict:
     except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise ValueError(f"not JSON ({err})") from None
     except RecursionError:
-        raise ValueError("not JSON a reader takes (nested too deep)") from None
+        raise ValueError("not JSON (nested too deep to read)") from None
     if not isinstance(data, dict):
         kind = {list: "array", str: "string", bool: "true or false", type(None): "null"}.get(type(data), "number")
         raise ValueError(f"a JSON {kind}, not an object")

@@ -152,8 +152,8 @@ class Archive:
         except OSError as err:
             raise ServeError(f"cannot read {path}: {err.strerror or err}; make it readable, or choose another "
                              "--archive") from None
-        except (ValueError, RecursionError) as err:  # RecursionError: json's parser on deeply nested brackets
-            raise self._damaged(path, str(err) if isinstance(err, ValueError) else "nested too deep") from None
+        except ValueError as err:
+            raise self._damaged(path, str(err)) from None
 
     def _read_snapshot(self, path: Path) -> tuple[dict[str, np.ndarray], int, dict]:
         try:
