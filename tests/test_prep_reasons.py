@@ -7,19 +7,9 @@ import os
 import numpy as np
 import pytest
 
+from test_prep_inputs import SR, prep, tones
+
 from wavegen.corpus import CorpusError
-from wavegen.prep import prepare
-
-SR = 16000
-
-
-def prep(inputs, out, **kw):
-    kw.setdefault("progress", False)
-    return prepare(inputs, out, **kw)
-
-
-def tones(folder, make_tone, n, seconds=1.0):
-    return [make_tone(folder / f"t{i:02d}.wav", seconds + 0.1 * i, SR, 200 + 37 * i) for i in range(n)]
 
 
 def _reasons(manifest):
