@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import tiny_samplernn, tiny_wavenet
 
-from wavegen.audio import int16_to_float, quantize
+from wavegen.audio import int16_to_float, quantize, silence_code
 from wavegen.config import ConfigError, TrainConfig
 from wavegen.data import (BatchBuildingStopped, CorpusTooShort, RandomCrops, TBPTTBatches, local_streams,
                           make_batches)
@@ -41,6 +41,24 @@ def test_tbptt_windows_are_consecutive_and_reset_at_chunk_starts():
                                                b0["codes"][0].numpy()) for s in range(0, 50_000 - 80)])[0])
     assert start + 3 * 64 + 16 <= 20_000 or start >= 20_000  # a chunk never crosses a segment
     assert b0["labels"][0] == (0 if start < 20_000 else 1)
+
+
+def test_silence_start_puts_silence_before_a_fraction_of_chunks_first_windows_only():
+    silence = silence_code(256, "mu-law")
+    plain, half, every = tbptt(), tbptt(silence_start=0.5), tbptt(silence_start=1.0)
+    silent_rows = 0
+    for step in range(12):  # 4 chunks of 3 windows
+        p, h, e = plain.batch(step)["codes"], half.batch(step)["codes"], every.batch(step)["codes"]
+        assert torch.equal(p[:, 16:], h[:, 16:]) and torch.equal(p[:, 16:], e[:, 16:])  # the same audio
+        if step % 3:  # later windows: the previous window's samples, as without it
+            assert torch.equal(p, h) and torch.equal(p, e)
+            continue
+        assert (e[:, :16] == silence).all() and (p[:, :16] != silence).any()
+        changed = [not torch.equal(h[i], p[i]) for i in range(4)]
+        assert all((h[i, :16] == silence).all() for i in range(4) if changed[i])
+        silent_rows += sum(changed)
+    assert 0 < silent_rows < 16  # some chunks of 16, not all (seed 5: drawn apart from the chunks' own)
+    assert torch.equal(tbptt(silence_start=0.5).batch(6)["codes"], half.batch(6)["codes"])  # deterministic
 
 
 def test_batches_are_a_pure_function_of_seed_and_step():

@@ -375,3 +375,16 @@ def test_the_demo_renders_and_judges_again_for_a_model_trained_on(repo, tmp_path
     assert calls == [("render", True), ("eval", False), ("eval", False)]
     assert stdout.count("(done before for an older model: again)") == 3
     assert later_stages()[1] == []
+
+
+@pytest.mark.parametrize("model, family_sets", [("wavenet-tiny", []),
+                                                ("samplernn-tiny", ["--set", "train.silence_start=1"]),
+                                                ("dadabots", ["--set", "train.silence_start=1"])])
+def test_conditioned_training_starts_a_samplernn_s_chunks_after_silence(repo, tmp_path, model, family_sets):
+    """A SampleRNN renders its label from silence reliably only when trained so (README: conditioning);
+    the user's own --set comes after, so it can say otherwise."""
+    out = _conditioned(repo, tmp_path / "work", "--stage", "2", "--stop-stage", "2", "--steps", "5", "--model", model,
+                       "--set", "train.lr=1e-3")
+    assert out.returncode == 0, out.stderr
+    [train] = [c for c in _calls(repo) if c[0] == "train"]
+    assert train[train.index("--max-steps") + 2:] == family_sets + ["--set", "train.lr=1e-3"]

@@ -37,6 +37,9 @@ class TrainConfig:
     batch_size: int = 32  # global: split across processes and accumulation steps
     seq_len: int = 1024  # SampleRNN: TBPTT window; WaveNet: target samples per crop
     tbptt_windows: int = 8  # SampleRNN: consecutive windows per chunk, hidden state carried
+    # SampleRNN: the fraction of chunks whose first window sees silence before it (as a render
+    # begins: silence codes and the initial state), not the audio that precedes it (0: none)
+    silence_start: float = 0.0
     lr: float = 1e-3
     weight_decay: float = 0.0
     grad_clip: float = 1.0
@@ -98,6 +101,7 @@ NUMBER_RANGES: dict[str, dict] = {
     "ema_decay": {"low": 0, "high": 1, "high_open": True, "what": "decay",
                   "hint": " (0 turns the average off; 0.99 averages over about the last 100 steps)"},
     "warmup_steps": {"low": 0},
+    "silence_start": {"low": 0, "high": 1, "what": "fraction"},
     "val_seconds": {"low": 0, "low_open": True},
     "num_workers": {"low": 0, "high": 64, "what": "threads"},  # batch prefetch threads (data.BatchStream)
     "sample_interval": {},  # negative: off

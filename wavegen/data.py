@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from wavegen.audio import int16_to_float, quantize
+from wavegen.audio import int16_to_float, quantize, silence_code
 from wavegen.config import ConfigError, TrainConfig
 
 
@@ -51,6 +51,9 @@ def code_table(q_levels: int, quantization: str) -> np.ndarray:
     """
     every = np.arange(-32768, 32768, dtype=np.int32).astype(np.int16)
     return quantize(int16_to_float(every), q_levels, quantization)
+
+
+SILENCE_START_STREAM = 1  # keys TBPTTBatches' silent-start draws apart from the chunks' own
 
 
 class _WindowSource:
@@ -142,8 +145,18 @@ class TBPTTBatches(_WindowSource):
         starts, labels = self._chunks(chunk, micro)
         offset = window * self.train.seq_len
         codes = self._codes([s + offset for s in starts], self.context + self.train.seq_len)
+        if window == 0 and self.train.silence_start > 0:
+            silent = [self._silent_start(chunk, b) for b in self.streams_of(micro)]
+            codes[torch.tensor(silent), :self.context] = silence_code(self.q_levels, self.quantization)
         return {"codes": codes, "reset": torch.full((len(starts),), window == 0),
                 "labels": torch.tensor(labels, dtype=torch.long)}
+
+
+    def _silent_start(self, chunk: int, stream: int) -> bool:
+        """Whether ``stream``'s chunk ``chunk`` begins after silence (train.silence_start of them), drawn
+        apart from the chunk's start and label, so a fraction of 0 leaves every batch as it was."""
+        rng = np.random.default_rng([self.train.seed, chunk, stream, SILENCE_START_STREAM])
+        return bool(rng.random() < self.train.silence_start)
 
 
 class RandomCrops(_WindowSource):

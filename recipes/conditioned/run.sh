@@ -153,8 +153,11 @@ if [ -z "$input" ]; then
 fi
 run_stage 1 "prepare the labelled corpus $corpus from $input" \
   $wavegen prep "$input" "$corpus" --labels folders --sample-rate "$sample_rate"
+family_sets=()  # a SampleRNN sees silence before its chunks, as its renders begin (README: conditioning)
+case "$model" in samplernn*|dadabots*) family_sets=(--set train.silence_start=1) ;; esac
 run_training 2 "$steps" "train a conditioned $model for $steps steps in $run" \
-  $wavegen train --data "$corpus" --model "$model" --run "$run" --max-steps "$steps" ${sets[@]+"${sets[@]}"}
+  $wavegen train --data "$corpus" --model "$model" --run "$run" --max-steps "$steps" ${family_sets[@]+"${family_sets[@]}"} \
+  ${sets[@]+"${sets[@]}"}
 run_for_record 3 "$(stage_record "$run" "seconds=$seconds")" "render $seconds s of each label into $work/renders" \
   render_labels
 run_for_record 4 "$(stage_record "$run" "eval-seconds=$eval_seconds")" \
