@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 from conftest import melody, prepared_corpus, tone, write_audio_file
 from wavegen import analysis, plotting
+from wavegen.analysis_report import format_comparison
 
 pytest.importorskip("librosa")
 
@@ -126,7 +127,7 @@ def test_tone_renders_score_near_the_album_and_noise_near_noise(tone_album, tmp_
     assert tones["sets"]["renders"]["summary"]["chroma_profile_similarity"] > 0.5
     assert abs(noisy["sets"]["renders"]["summary"]["chroma_profile_similarity"]) < 0.5
 
-    text = analysis.format_comparison(tones)
+    text = format_comparison(tones)
     assert "album likeness" in text and "periodic_fraction" in text
     png = plotting.plot_comparison(tones, tmp_path / "cmp.png")
     assert png is not None and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -223,7 +224,7 @@ def test_undefined_numbers_are_a_dash_with_a_note_in_the_table_and_null_in_json(
     result = analysis.compare_clips([pitched], [hiss], [pitched], RATE, max_seconds=10.0)
     assert math.isnan(result["sets"]["renders"]["summary"]["tempo_bpm"])
     assert math.isnan(result["verdict"]["album_likeness"])
-    text = analysis.format_comparison(result)
+    text = format_comparison(result)
     assert "nan" not in text.lower()
     tempo_row = next(line for line in text.splitlines() if line.startswith("tempo_bpm"))
     assert tempo_row.split() == ["tempo_bpm"] + ["-"] * len(analysis.SETS)
@@ -237,7 +238,7 @@ def test_undefined_numbers_are_a_dash_with_a_note_in_the_table_and_null_in_json(
     assert parsed["sets"]["test"]["summary"]["tempo_bpm"] is None and parsed["verdict"]["album_likeness"] is None
     # a defined album likeness has no note
     fine = analysis.compare_clips([pitched], [pitched], [pitched], RATE, max_seconds=10.0)
-    fine_text = analysis.format_comparison(fine)
+    fine_text = format_comparison(fine)
     assert "album likeness undefined" not in fine_text and re.search(r"^album likeness -?\d+\.\d\d ", fine_text, re.M)
 
 

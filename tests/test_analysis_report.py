@@ -2,7 +2,6 @@
 
 import math
 
-import wavegen.analysis
 from wavegen.analysis import FRAME_FEATURES, SETS, SUMMARY_FEATURES
 from wavegen.analysis_report import format_comparison
 
@@ -36,9 +35,3 @@ def test_an_undefined_likeness_says_why_instead_of_a_number():
     assert "album likeness undefined: the nearer noise (4.00) is no farther from the test split than the " \
            "training split (5.00)" in text
     assert "album likeness nan" not in text
-
-
-def test_format_comparison_is_still_found_in_wavegen_analysis():
-    from wavegen.analysis import format_comparison as old_name
-
-    assert old_name is format_comparison and wavegen.analysis.format_comparison is format_comparison

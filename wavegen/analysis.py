@@ -460,13 +460,3 @@ def _histograms(features: dict, bins: int = 40) -> dict:
                      "density": {s: np.histogram(np.clip(v, lo, hi), edges, density=True)[0].tolist()
                                  for s, v in values.items()}}
     return out
-
-
-def __getattr__(name: str):
-    """format_comparison, the text report, lives in wavegen.analysis_report (it imports this module);
-    ``from wavegen.analysis import format_comparison`` still finds it, imported when first asked for."""
-    if name == "format_comparison":
-        from wavegen.analysis_report import format_comparison
-
-        return format_comparison
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -109,7 +109,8 @@ def _first_process() -> bool:
 
 def _renders(args) -> int:
     """--renders DIR: wavegen.analysis.compare_renders, a table (or --json), --plot."""
-    from wavegen.analysis import compare_renders, format_comparison
+    from wavegen.analysis import compare_renders
+    from wavegen.analysis_report import format_comparison
     from wavegen.config import ConfigError
     from wavegen.plotting import plot_comparison
 
