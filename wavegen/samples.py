@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wavegen.fileio import fsync_dir, write_json
+from wavegen.fileio import fsync_dir, read_json_object, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -100,8 +100,9 @@ class TrainingSamples:
         tmp = self.dir / f".tmp_step_{step}"
         try:
             if final.exists():
-                if self._ours(final):
-                    self._show_again(step, final)
+                record = self._ours(final)
+                if record is not None:
+                    self._show_again(step, final, record)
                     return final
                 logger.info("%s: samples of another start or other sample settings; drawing them again", final)
                 self._discard(final)
@@ -144,19 +145,20 @@ class TrainingSamples:
         self._log(step, final, record, float_to_int16(audio) / 32768.0)  # as the WAV files hold it
         return final
 
-    def _ours(self, folder: Path) -> bool:
-        """Whether step ``folder``'s samples are this run's, drawn as they would be now: its samples.json
+    def _ours(self, folder: Path) -> dict | None:
+        """Step ``folder``'s samples.json when its samples are this run's, drawn as they would be now: it
         records this run's key (a folder of an older wavegen, without one, is taken as it is), seed,
-        rate, seconds and number of streams."""
+        rate, seconds and number of streams; else None."""
+        record = _record(folder)
         try:
-            record = json.loads((folder / SAMPLES_FILE).read_text())
             streams = len(record["streams"])
-        except (OSError, ValueError, KeyError, TypeError, IndexError):
-            return False
-        want = self.cfg.sample_streams if record["streams"][0].get("label") is None else streams
-        return ((record.get("run") is None or self.run is None or record["run"] == self.run)
+            want = self.cfg.sample_streams if record["streams"][0].get("label") is None else streams
+        except (KeyError, TypeError, IndexError, AttributeError):  # no record, or not one of samples
+            return None
+        ours = ((record.get("run") is None or self.run is None or record["run"] == self.run)
                 and record.get("seed") == self.cfg.seed and record.get("sample_rate") == self.sample_rate
                 and record.get("seconds") == self.cfg.sample_seconds and streams == want)
+        return record if ours else None
 
     def _discard(self, folder: Path) -> None:
         """Step ``folder`` out of the way of this run's samples: removed when it holds wavegen's files only
@@ -172,14 +174,13 @@ class TrainingSamples:
         logger.warning("%s holds files wavegen did not write: moved aside to %s (delete it once you no longer need "
                        "it)", folder, target)
 
-    def _show_again(self, step: int, folder: Path) -> None:
+    def _show_again(self, step: int, folder: Path, record: dict) -> None:
         """Step ``step``'s samples, written before this run resumed from an earlier checkpoint: not rendered
         again (the same weights draw the same audio), but logged again from ``folder`` (TensorBoard hides
-        every event after the step a run resumes from)."""
+        every event after the step a run resumes from). ``record``: its samples.json."""
         logger.info("samples of step %d already in %s", step, folder)
         if self.log is None:
             return
-        record = json.loads((folder / SAMPLES_FILE).read_text())
         audio = np.stack([_read_pcm(folder / stream["file"]) for stream in record["streams"]])
         self._log(step, folder, record, audio)
 
@@ -268,14 +269,21 @@ def _step_folders(folder: Path) -> list[int]:
     return sorted(steps)
 
 
+def _record(folder: Path) -> dict | None:
+    """Step ``folder``'s samples.json; None where it cannot be read or holds no JSON object."""
+    try:
+        return read_json_object(folder / SAMPLES_FILE)
+    except (OSError, ValueError):
+        return None
+
+
 def _own_files_only(folder: Path) -> bool:
     """Whether ``folder`` holds nothing but samples.json and the files it lists (wavegen's own)."""
     try:
-        record = json.loads((folder / SAMPLES_FILE).read_text())
-        listed = {SAMPLES_FILE} | {name for s in record["streams"] for name in (s["file"], s.get("spectrogram"))
-                                   if name}
+        streams = _record(folder)["streams"]
+        listed = {SAMPLES_FILE} | {name for s in streams for name in (s["file"], s.get("spectrogram")) if name}
         return all(child.is_file() and child.name in listed for child in folder.iterdir())
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, KeyError, TypeError, AttributeError):
         return False
 
 
