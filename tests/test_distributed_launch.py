@@ -14,8 +14,7 @@ import textwrap
 import pytest
 
 from wavegen.distributed import asked_for_several_cpu_processes, leave_to_another_process
-from wavegen.errors import WavegenError
-from wavegen.trainstate import every_process
+from wavegen.errors import WavegenError, every_process
 
 SMALL = ["model.dim=32", "model.emb_size=8", "train.batch_size=2", "train.seq_len=64", "train.tbptt_windows=2",
          "train.val_seconds=0.2", "train.sample_interval=-1"]

@@ -17,9 +17,10 @@ import math
 from pathlib import Path
 
 from wavegen.checkpoint import restore_best, save_failed, save_model
+from wavegen.errors import every_process
 from wavegen.render.album import ALBUM_FILE
 from wavegen.runlog import best_validation
-from wavegen.trainstate import NonFiniteError, every_process, on_main
+from wavegen.trainstate import NonFiniteError, on_main
 
 
 def validate(run) -> None:

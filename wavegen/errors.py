@@ -13,5 +13,13 @@ class WavegenError(Exception):
     """An error the user can act on; the message names the file or value and what to do."""
 
 
+def every_process(error: WavegenError) -> WavegenError:
+    """``error``, marked as raised by every process of the launch alike (so one of them prints it:
+    wavegen.distributed.leave_to_another_process; trainstate.checked and render's
+    Processes.agree mark what their processes agreed on)."""
+    error.every_process = True
+    return error
+
+
 class FolderBusyError(WavegenError):
     """Another process holds a folder's lock (a second render into one --out, two trainings of one --run)."""

@@ -9,7 +9,7 @@
   device (no host sync per step) and read where the loop syncs anyway, before anything is saved.
 - :func:`check_resume`: may this config resume that run (RESUMABLE_CHANGES)?
 - :func:`agree`, :func:`checked`, :func:`broadcast`: what every process of a launch must decide alike
-  (:func:`every_process` marks an error all of them raise: the first process alone prints it);
+  (wavegen.errors.every_process marks an error all of them raise: the first process alone prints it);
   :func:`on_main`: a step the main process alone takes, whose failure stops every process.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from wavegen.config import ConfigError, TrainConfig, to_dict
-from wavegen.errors import WavegenError
+from wavegen.errors import WavegenError, every_process
 
 
 # Settings that may change when a run is resumed; anything else must match config.json.
@@ -128,13 +128,6 @@ def on_main(accelerator, work, what: str, last: Path | None = None):
             raise save_failed(what, err, last) from None
 
     return checked(accelerator, main_work)
-
-
-def every_process(error: WavegenError) -> WavegenError:
-    """``error``, marked as raised by every process of the launch alike (so one of them prints it:
-    wavegen.distributed.leave_to_another_process)."""
-    error.every_process = True
-    return error
 
 
 def broadcast(accelerator, value):

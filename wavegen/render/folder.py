@@ -165,10 +165,11 @@ def _checkpoint_with(model_dir: str, sha: str) -> int | None:
 def _recorded_sha256(weights: Path) -> str:
     """``weights``' sha256 as its folder records it (a checkpoint's trainer_state.json, a model folder's
     weights.json, when the record holds one for a file of this size); else hashed."""
+    from wavegen.checkpoint import TRAINER_STATE
     from wavegen.resolve import WEIGHTS_RECORD
 
     size = weights.stat().st_size
-    for record in ("trainer_state.json", WEIGHTS_RECORD):
+    for record in (TRAINER_STATE, WEIGHTS_RECORD):
         try:
             want = read_json_object(weights.parent / record).get("files", {}).get(weights.name)
         except (OSError, ValueError, AttributeError):  # no record, or not one of files

@@ -10,9 +10,8 @@ import os
 
 from wavegen.config import ConfigError
 from wavegen.distributed import before_process_group
-from wavegen.errors import FolderBusyError, WavegenError
+from wavegen.errors import FolderBusyError, WavegenError, every_process
 from wavegen.render.settings import RenderStateError, RenderWriteError
-from wavegen.trainstate import every_process
 
 # errors a process may hand to the others, by name (anything else arrives as a plain WavegenError)
 _SHARED_ERRORS = {cls.__name__: cls for cls in (ConfigError, FolderBusyError, RenderStateError, RenderWriteError)}
