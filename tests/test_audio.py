@@ -264,3 +264,32 @@ def test_a_file_cut_short_decodes_in_part_and_says_so(tmp_path, fmt, subtype, ca
     headers_only.write_bytes(whole.read_bytes()[:40])
     with pytest.raises(AudioError, match="headers.*cannot decode"):
         decode_audio(headers_only)
+
+
+def test_an_mp3_with_junk_in_the_middle_keeps_what_decodes_before_it(tmp_path):
+    """An MP3 is read in one call; when mpg123 gave up at a damaged stretch, the whole file was lost
+    ("cut short: decoding stops at 0.00 s"), though the audio before the damage had decoded."""
+    sr = 48000
+    x = 0.3 * np.sin(np.arange(3 * sr) * 0.05)
+    whole = tmp_path / "whole.mp3"
+    sf.write(str(whole), x, sr, format="MP3")
+    data = whole.read_bytes()
+    damaged = tmp_path / "damaged.mp3"
+    damaged.write_bytes(data[: len(data) // 3] + np.random.default_rng(0).bytes(5000) + data[len(data) // 3:])
+    part = decode_audio(damaged)
+    assert part.damage.startswith("cut short: decoding stops at") and "the decoder said: " in part.damage
+    assert 0.5 * sr < len(part.samples) < 1.1 * sr  # the first third, about
+    np.testing.assert_array_equal(part.samples, decode_audio(whole).samples[: len(part.samples)])
+
+
+def test_a_file_named_au_without_an_au_header_is_not_decoded_as_noise(tmp_path):
+    """libsndfile opens any .au lacking the ".snd" magic as headerless 8 kHz u-law: a text file or a saved
+    error page named .au went into the corpus as seconds of noise."""
+    real = tmp_path / "real.au"
+    x = (0.25 * np.sin(np.arange(8000) / 8000 * 2 * np.pi * 220)).astype(np.float32)
+    sf.write(str(real), x, 8000, subtype="PCM_16")
+    assert decode_audio(real).samples.shape == (8000, 1)
+    fake = tmp_path / "fake.au"
+    fake.write_bytes(b"<html><body>404 Not Found</body></html>\n" * 200)
+    with pytest.raises(AudioError, match=r"fake\.au: cannot decode audio \(no audio header"):
+        decode_audio(fake)

@@ -114,3 +114,31 @@ def test_parse_value_keeps_json_numbers_and_text():
     assert parse_value("3") == 3 and parse_value("3e-4") == 3e-4 and parse_value("8,2") == [8, 2]
     assert math.isnan(parse_value("NaN")) and parse_value("1e400") == math.inf  # refused where coerced
     assert parse_value("1" * 5000) == "1" * 5000  # more digits than Python converts: text, refused as a number
+
+
+def test_load_json_reads_through_fileio_and_every_failure_is_a_config_error_naming_the_file(tmp_path):
+    """load_json parsed beside fileio.read_json_object, the other reader: JSON nested deeper than the
+    parser goes was a RecursionError traceback, and a FIFO named config.json was opened (waiting
+    forever for a writer). One reader now; load_json keeps its words ("not valid JSON (...)")."""
+    import os
+
+    from wavegen.config import ConfigError, load_json
+
+    path = tmp_path / "config.json"
+    for content, message in ((b"[" * 100_000 + b"]" * 100_000, "not valid JSON (nested too deep to read)"),
+                             (b'{"model_type": ', "not valid JSON (Expecting value"),
+                             (b'{"name": "\xe9t\xe9"}', "not valid JSON ('utf-8' codec can't decode")):
+        path.write_bytes(content)
+        with pytest.raises(ConfigError) as info:
+            load_json(path)
+        assert str(info.value).startswith(f"{path}: {message}"), str(info.value)
+    path.write_bytes(b"[1, 2]")
+    assert load_json(path) == [1, 2]  # any JSON value: the caller judges its shape
+    path.unlink()
+    with pytest.raises(ConfigError, match=f"^{path}: no such file$"):
+        load_json(path)
+    os.mkfifo(path)
+    with pytest.raises(ConfigError, match=f"^{path}: a FIFO, not a regular file$"):
+        load_json(path)
+    with pytest.raises(ConfigError, match=rf"^{tmp_path}: cannot read \(Is a directory\)$"):
+        load_json(tmp_path)

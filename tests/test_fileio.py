@@ -257,3 +257,34 @@ def test_read_json_object_says_which_way_it_failed(tmp_path):
         read_json_object(fifo)
     with pytest.raises(IsADirectoryError):
         read_json_object(tmp_path)
+
+
+def _chattr(path, flag):
+    """`chattr +i` / `-i` on path; False where it cannot be set (no chattr, not root, a file system without it)."""
+    try:
+        return subprocess.run(["chattr", flag, str(path)], capture_output=True).returncode == 0
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("immutable", ["file", "folder"])
+def test_a_write_refused_names_the_file_and_the_folder_not_the_temporary(tmp_path, immutable):
+    """A config.json made immutable (chattr +i) said "Operation not permitted: '.config.json.tmp4711' ->
+    'config.json'", and an immutable folder named only the temporary file, a name the user never saw."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    path = folder / "config.json"
+    write_json(path, {"old": 1})
+    target = path if immutable == "file" else folder
+    if not _chattr(target, "+i"):
+        pytest.skip("chattr +i is not available here")
+    try:
+        with pytest.raises(OSError) as info:
+            write_json(path, {"new": 2})
+    finally:
+        _chattr(target, "-i")
+    err = info.value
+    assert err.filename == str(path) and ".tmp" not in str(err), str(err)
+    if immutable == "folder":
+        assert f"cannot create a file in {folder}" in err.strerror
+    assert json.loads(path.read_text()) == {"old": 1} and os.listdir(folder) == ["config.json"]

@@ -112,6 +112,26 @@ def test_duplicate_recording_is_skipped(tmp_path, make_tone):
     assert [s["reason"] for s in m["skipped"]] == [f"duplicate of {tmp_path / 'rec' / 'a.wav'}"]
 
 
+def test_a_duplicate_is_known_by_its_bytes_before_it_is_decoded(tmp_path, make_tone, monkeypatch):
+    """A "best of" folder of copies was decoded whole, file by file, before each was found a duplicate:
+    an album's worth of decoding for nothing. The sha256 prep reads first says it."""
+    make_tone(tmp_path / "rec" / "album" / "a.wav", 1.0, SR)
+    make_tone(tmp_path / "rec" / "album" / "b.wav", 1.0, SR, 300)
+    (tmp_path / "rec" / "best of").mkdir()
+    (tmp_path / "rec" / "best of" / "a.wav").write_bytes((tmp_path / "rec" / "album" / "a.wav").read_bytes())
+    decoded = []
+
+    def counted(path):
+        decoded.append(os.path.basename(os.path.dirname(path)) + "/" + os.path.basename(path))
+        return real(path)
+
+    real = prep_mod.decode_audio
+    monkeypatch.setattr(prep_mod, "decode_audio", counted)
+    m = prep([tmp_path / "rec"], tmp_path / "c", val_fraction=0, test_fraction=0)
+    assert [s["reason"] for s in m["skipped"]] == [f"duplicate of {tmp_path / 'rec' / 'album' / 'a.wav'}"]
+    assert decoded == ["album/a.wav", "album/b.wav"]
+
+
 # ----------------------------------------------------------------------------- splits
 
 
@@ -491,3 +511,24 @@ def test_a_disk_without_room_for_a_split_is_named_before_it_is_mapped(tmp_path, 
         prep([tmp_path / "rec"], tmp_path / "c")
     assert str(caught.value).startswith(f"cannot write the corpus in {tmp_path / 'c'}: No space left on device (")
     assert "free)" in str(caught.value) and "train.npy" in str(caught.value)
+
+
+def test_a_corpus_folder_that_takes_no_new_file_is_named_not_prep_s_temporary_folder(tmp_path, make_tone):
+    """A corpus folder made immutable (chattr +i) said "cannot write the corpus in c: Operation not permitted
+    (c/.prep-87mztfz6)", naming a folder that never existed."""
+    import subprocess
+
+    tones(tmp_path / "rec", make_tone, 3)
+    prep([tmp_path / "rec"], tmp_path / "c")
+    try:
+        if subprocess.run(["chattr", "+i", str(tmp_path / "c")], capture_output=True).returncode != 0:
+            pytest.skip("chattr +i is not available here")
+    except OSError:
+        pytest.skip("no chattr here")
+    try:
+        with pytest.raises(CorpusError) as info:
+            prep([tmp_path / "rec"], tmp_path / "c", top_db=30.0)
+    finally:
+        subprocess.run(["chattr", "-i", str(tmp_path / "c")], capture_output=True)
+    assert str(info.value) == f"cannot write the corpus in {tmp_path / 'c'}: {os.strerror(errno.EPERM)}"
+    assert Corpus(tmp_path / "c").manifest["params"]["top_db"] == 40.0  # the corpus there is kept

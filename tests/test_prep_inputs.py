@@ -220,3 +220,20 @@ def test_an_input_changed_behind_its_size_and_mtime_is_prepared_again(tmp_path, 
     assert m2["files"][1:] == m1["files"][1:]
     after = Corpus(tmp_path / "c").split("train")
     assert len(after) == len(before) and not np.array_equal(after, before)
+
+
+def test_audio_in_a_format_prep_cannot_decode_is_named_not_passed_over_in_silence(tmp_path, make_tone, caplog):
+    """An iTunes folder (.m4a) beside a few WAVs made a corpus of the WAVs alone, and nothing said that
+    the album's other tracks were left out."""
+    rec = tmp_path / "rec"
+    tones(rec, make_tone, 3)
+    (rec / "itunes").mkdir()
+    for name in ("one.m4a", "two.M4A", "three.wma"):
+        (rec / "itunes" / name).write_bytes(b"\0" * 100)
+    (rec / "notes.txt").write_text("not audio")
+    with caplog.at_level("WARNING", logger="wavegen.prep"):
+        m = prep([rec], tmp_path / "c")
+    assert len(m["files"]) == 3 and m["skipped"] == []
+    (line,) = [r.getMessage() for r in caplog.records if "cannot decode" in r.getMessage()]
+    assert line.startswith("passing over 3 audio file(s) in formats prep cannot decode (2 .m4a, 1 .wma; e.g. ")
+    assert "notes.txt" not in caplog.text

@@ -100,3 +100,17 @@ def test_replacing_a_corpus_names_the_source_that_changed(tmp_path, make_tone, c
     with caplog.at_level("WARNING"):
         prep([rec], tmp_path / "c")
     assert "1 source(s) changed (t01.wav); 1 source(s) new); a training run" in caplog.text, caplog.text
+
+
+def test_a_stereo_file_whose_channels_cancel_is_named_out_of_phase(tmp_path, make_audio, make_tone):
+    """A loud stereo file, one channel the other's inverse (a wiring slip), mixes to nothing: it was
+    skipped as "silent at 16-bit resolution", which the musician, hearing it loud, could not believe."""
+    rec = tmp_path / "rec"
+    tones(rec, make_tone, 3)
+    x = 0.5 * np.sin(2 * np.pi * 440 * np.arange(3 * 44100) / 44100)
+    make_audio(rec / "phase.wav", np.stack([x, -x], axis=1), 44100)
+    make_audio(rec / "quiet.wav", np.stack([1e-6 * x, 1e-6 * x], axis=1), 44100, subtype="FLOAT")
+    reasons = _reasons(prep([rec], tmp_path / "c"))
+    assert reasons["phase.wav"].startswith("its channels cancel in the mono mix (out of phase: they peak at -6.0 "
+                                           "dBFS"), reasons
+    assert "silent" in reasons["phase.wav"] and "cancel" not in reasons["quiet.wav"]  # quiet, not cancelled

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -45,6 +46,7 @@ WHOLE_READ_SUBTYPES = ("MPEG_LAYER_I", "MPEG_LAYER_II", "MPEG_LAYER_III")
 # "data : 384000 (should be 230368)". 0 and 0xFFFFFFFF are placeholders of streaming writers.
 _SHORT_CHUNK = re.compile(r"^\s*(\w+)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 _SIZE_PLACEHOLDERS = (0, 0xFFFFFFFF)
+_SOURCE_PLACE = re.compile(r"^\[[^\]]*\]\s*")  # mpg123's "[src/libmpg123/parse.c:wetwork():1349] " before a note
 
 
 class DecodedAudio(NamedTuple):
@@ -69,37 +71,115 @@ def decode_audio(path: str | Path) -> DecodedAudio:
     path = Path(path)
     if not path.is_file():
         raise AudioError(path, "no such file")
-    try:
-        f = sf.SoundFile(os.fsencode(path))  # bytes: a name that is not UTF-8 opens too
-    except Exception as e:  # libsndfile reports every failure as a RuntimeError subclass
-        raise AudioError(path, f"cannot decode audio ({_libsndfile_reason(e)})") from e
-    with f:
-        declared, sample_rate = f.frames, int(f.samplerate)
-        out = np.empty((declared, f.channels), dtype=np.float32)
-        n, damage, block, error = 0, None, DECODE_BLOCK_FRAMES, None
-        if f.subtype in WHOLE_READ_SUBTYPES:
-            block = max(declared, 1)
-        while n < declared:
-            try:
-                got = len(f.read(out=out[n : n + block]))
-            except Exception as e:
-                error = error or _libsndfile_reason(e)  # the first error says why; later ones echo it
-                if SALVAGE_BLOCK_FRAMES < block and f.subtype not in WHOLE_READ_SUBTYPES and _seek(f, n):
-                    # go on in small steps to the damage
-                    block = SALVAGE_BLOCK_FRAMES
-                    continue
-                damage = f"decoding stops at {n / sample_rate:.2f} s ({error})"
-                break
-            if got == 0:
-                break
-            n += got
-        if damage is None and n < declared:
-            damage = f"only {n / sample_rate:.2f} s of the {declared / sample_rate:.2f} s its header declares decode"
-        damage = damage or _damage_in_log(f.extra_info)
+    with _DecoderNotes() as notes:  # mpg123 writes its "Note: ..." lines to stderr itself
+        try:
+            f = sf.SoundFile(os.fsencode(path))  # bytes: a name that is not UTF-8 opens too
+        except Exception as e:  # libsndfile reports every failure as a RuntimeError subclass
+            notes.close()
+            raise AudioError(path, f"cannot decode audio ({_open_failure(e, path, notes)})") from e
+        with f:
+            if f.format == "RAW":  # libsndfile reads a .au without its ".snd" magic as headerless 8 kHz u-law
+                raise AudioError(path, "cannot decode audio (no audio header: not audio, or damaged; headerless "
+                                       "raw samples are not read)")
+            out = np.empty((f.frames, f.channels), dtype=np.float32)
+            n, damage = _read_into(out, f)
+            sample_rate = int(f.samplerate)
+    if notes.text:
+        logger.debug("%s: the decoder said: %s", path, notes.text)
+        if damage is not None:  # libsndfile's own reason ("Unspecified internal error") says little
+            damage += notes.said()
     if n == 0 and damage is not None:
         raise AudioError(path, f"cannot decode audio (cut short: {damage})")
-    samples = out if n == declared else out[:n].copy()
+    samples = out if n == len(out) else out[:n].copy()
     return DecodedAudio(samples, sample_rate, None if damage is None else f"cut short: {damage}")
+
+
+def _read_into(out: np.ndarray, f) -> tuple[int, str | None]:
+    """Decode the open soundfile f into out [frames, channels]: (frames decoded, damage or None)."""
+    declared, sample_rate = f.frames, int(f.samplerate)
+    n, damage, block, error = 0, None, DECODE_BLOCK_FRAMES, None
+    whole = f.subtype in WHOLE_READ_SUBTYPES
+    if whole:
+        block = max(declared, 1)
+        out.fill(np.nan)  # a failed whole read leaves what decoded before the damage: found by the NaNs after it
+    while n < declared:
+        try:
+            got = len(f.read(out=out[n : n + block]))
+        except Exception as e:
+            error = error or _libsndfile_reason(e)  # the first error says why; later ones echo it
+            if whole:
+                n = int(np.argmax(np.isnan(out[:, 0]))) if np.isnan(out[-1, 0]) else declared
+            elif SALVAGE_BLOCK_FRAMES < block and _seek(f, n):
+                block = SALVAGE_BLOCK_FRAMES  # go on in small steps to the damage
+                continue
+            damage = f"decoding stops at {n / sample_rate:.2f} s ({error})"
+            break
+        if got == 0:
+            break
+        n += got
+    if damage is None and n < declared:
+        damage = f"only {n / sample_rate:.2f} s of the {declared / sample_rate:.2f} s its header declares decode"
+    return n, damage or _damage_in_log(f.extra_info)
+
+
+class _DecoderNotes:
+    """What the decoder libraries print to the process's stderr (mpg123's "Note: Illegal Audio-MPEG-Header
+    ...", "Warning: ..."), kept off the console while a file decodes: `text` once closed, for a message.
+
+    File descriptor 2 is pointed at a temporary file for the while (C libraries write there, not to
+    sys.stderr); where there is no descriptor 2, nothing is captured."""
+
+    LIMIT = 300  # characters of the notes a message quotes
+
+    def __init__(self):
+        self.text, self._saved, self._file = "", None, None
+
+    def __enter__(self) -> "_DecoderNotes":
+        import tempfile
+
+        try:
+            self._file = tempfile.TemporaryFile()
+            self._saved = os.dup(2)
+        except OSError:  # no stderr at all (nothing to keep off it), or no room for the notes: as it was
+            return self
+        sys.stderr.flush()
+        os.dup2(self._file.fileno(), 2)  # close() puts back self._saved, whenever it is called from here on
+        return self
+
+    def close(self) -> None:
+        """Give stderr back and read what was written meanwhile (again: nothing more)."""
+        if self._saved is None:
+            if self._file is not None:
+                self._file.close()
+            return
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        self._saved = None
+        with self._file:
+            self._file.seek(0)
+            lines = self._file.read(64 * 1024).decode(errors="replace").splitlines()
+        lines = (_SOURCE_PLACE.sub("", line.removeprefix("Note: ")).strip().rstrip(".") for line in lines)
+        self.text = "; ".join(line for line in lines if line)
+
+    def said(self) -> str:
+        """"; the decoder said: ..." (cut to LIMIT characters), or "" when it said nothing."""
+        if not self.text:
+            return ""
+        text = self.text if len(self.text) <= self.LIMIT else self.text[: self.LIMIT] + " ..."
+        return f"; the decoder said: {text}"
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _open_failure(error: Exception, path: Path, notes: _DecoderNotes) -> str:
+    """Why a file that exists would not open, in words that are true of it."""
+    reason = _libsndfile_reason(error)
+    # libsndfile 1.2 says this of a regular file named .mp3 in which mpg123 finds no MPEG audio
+    if reason.startswith("File does not exist or is not a regular file"):
+        kind = "MP3" if path.suffix.lower() == ".mp3" else "audio"
+        reason = f"not decodable as {kind}: not audio, or damaged"
+    return reason + notes.said()
 
 
 def _seek(f, frame: int) -> bool:

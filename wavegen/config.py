@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from wavegen.errors import WavegenError
+from wavegen.fileio import NOT_JSON, read_json
 
 
 LARGEST_INT = 2**63 - 1  # the largest whole-number setting (what torch and numpy hold; no setting means more)
@@ -249,14 +250,17 @@ def override_target(config: dict, item: str) -> tuple[str, str]:
     return found[0], key
 
 
-def load_json(path: Path) -> dict:
-    """A JSON file's content; ConfigError naming the file when it is missing, unreadable or not JSON."""
+def load_json(path: Path) -> Any:
+    """A JSON file's content (fileio.read_json: any JSON value, the caller judges its shape); ConfigError
+    naming the file when it is missing, unreadable, not a regular file or not JSON."""
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        return read_json(path)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{path}: not valid JSON ({err})") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read ({getattr(err, 'strerror', None) or err})") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read ({err.strerror or err})") from None
+    except ValueError as err:  # "not JSON (why)", or what it is when it is no regular file (a FIFO)
+        why = str(err)
+        raise ConfigError(f"{path}: {'not valid JSON' + why[len(NOT_JSON):] if why.startswith(NOT_JSON) else why}") \
+            from None

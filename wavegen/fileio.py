@@ -7,8 +7,9 @@
   never renamed over.
 - :func:`stale_temporaries`: what an :func:`atomic_write` killed before its rename (``kill -9``,
   a power cut) left beside its target, for the folder's next writer to remove.
-- :func:`read_json_object`: a JSON object file read back (the error says which of the two
-  ways it failed: the read, or the content), for callers that each word the refusal their way.
+- :func:`read_json` / :func:`read_json_object`: a JSON file read back (the error says which of the two
+  ways it failed: the read, or the content), for callers that each word the refusal their way
+  (``config.load_json`` as a ConfigError).
 - :func:`replace_dir`: move a finished folder into place; the old one goes only after the swap.
 - :func:`sha256_file`: the digest of a file, read in blocks.
 - :func:`write_array` / :func:`check_room`: a numpy array written by Python's own file write
@@ -87,7 +88,11 @@ def atomic_write(path: str | Path, data: bytes | str | Callable) -> Path:
                             f"replace the {kind}): give another file name")
     tmp = path.with_name(f"{_temporary_prefix(path)}{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
+        try:
+            f = open(tmp, "wb")
+        except OSError as err:  # the folder takes no new file (read-only, immutable, full of inodes)
+            raise _about(err, path, f" (cannot create a file in {path.parent})") from None
+        with f:
             if callable(data):
                 data(f)
             else:
@@ -95,11 +100,22 @@ def atomic_write(path: str | Path, data: bytes | str | Callable) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if err.filename not in (str(tmp), os.fsencode(tmp), None):  # about another file: as it is
+            raise
+        raise _about(err, path, "") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
     return path
+
+
+def _about(err: OSError, path: Path, more: str) -> OSError:
+    """``err`` (which named atomic_write's temporary file, or nothing) as the same error about ``path``, the
+    file the user knows: ``PermissionError: [Errno 1] Operation not permitted: 'run/config.json'``."""
+    return OSError(err.errno, f"{err.strerror or err}{more}", str(path)) if err.errno else err
 
 
 def _temporary_prefix(path: Path) -> str:
@@ -124,20 +140,31 @@ def stale_temporaries(folder: str | Path, names=None) -> list[Path]:
     return sorted(found)
 
 
-def read_json_object(path: str | Path) -> dict:
-    """A file holding a JSON object → that dict. OSError (as the system gave it) when the file cannot be
-    read; ValueError saying why when it holds no JSON object (not JSON, not text, or a JSON list ...) or
-    is no regular file (a FIFO is not opened: reading it would wait for a writer)."""
+NOT_JSON = "not JSON"  # how read_json's ValueError begins when the bytes are not JSON: "not JSON (why)"
+
+
+def read_json(path: str | Path):
+    """A JSON file's value (any JSON: object, list, number ...), the one way wavegen reads JSON from a file.
+    OSError (as the system gave it) when the file cannot be read; ValueError saying why when it is no
+    regular file (a FIFO is not opened: reading it would wait for a writer) or its bytes are not JSON
+    ("not JSON (why)": not UTF-8 text, broken, nested too deep for the parser)."""
     kind = not_a_file(path)
     if kind not in (None, "folder"):  # a folder: reading it says so (IsADirectoryError)
         raise ValueError(f"a {kind}, not a regular file")
     text = Path(path).read_bytes()
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise ValueError(f"not JSON ({err})") from None
+        raise ValueError(f"{NOT_JSON} ({err})") from None
     except RecursionError:
-        raise ValueError("not JSON (nested too deep to read)") from None
+        raise ValueError(f"{NOT_JSON} (nested too deep to read)") from None
+
+
+def read_json_object(path: str | Path) -> dict:
+    """A file holding a JSON object → that dict. OSError (as the system gave it) when the file cannot be
+    read; ValueError saying why when it holds no JSON object (not JSON, not text, or a JSON list ...) or
+    is no regular file (see :func:`read_json`)."""
+    data = read_json(path)
     if not isinstance(data, dict):
         kind = {list: "array", str: "string", bool: "true or false", type(None): "null"}.get(type(data), "number")
         raise ValueError(f"a JSON {kind}, not an object")

@@ -28,8 +28,8 @@ from wavegen.config import ConfigError
 from wavegen.corpus import FORMAT_VERSION, MANIFEST, CorpusError, content_id, damaged_array
 from wavegen.fileio import FolderLock, check_room, ensure_folder, fsync_dir, write_array, write_json
 from wavegen.progress import progress_bar
-from wavegen.split import (FRAME_LENGTH, HOP_LENGTH, SILENCE_FLOOR, SPLITS, assign_splits, dbfs, split_on_silence,
-                           why_no_sound)
+from wavegen.split import (FRAME_LENGTH, HOP_LENGTH, SILENCE_FLOOR, SPLITS, assign_splits, channels_cancel, dbfs,
+                           split_on_silence, why_no_sound)
 
 logger = logging.getLogger(__name__)
 
@@ -259,7 +259,9 @@ def prepare(inputs: list[str | Path] | str | Path, corpus_dir: str | Path, *, pr
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
     except OSError as err:  # a full disk, a read-only folder: until _publish, the old corpus is untouched
-        where = f" ({err.filename})" if err.filename else ""
+        # the temporary folder prep could not make is no name to give: the corpus folder, named, says it
+        made = err.filename and not os.path.basename(os.fsdecode(err.filename)).startswith(_TMP_PREFIX)
+        where = f" ({err.filename})" if made else ""
         raise CorpusError(f"cannot write the corpus in {corpus_dir}: {err.strerror or err}{where}") from err
     _log_summary(corpus_dir, manifest)
     return manifest
@@ -388,6 +390,7 @@ def _decode_one(path: Path, settings: PrepSettings, digest: str):
         return "empty: no audio frames"
     rate = settings.sample_rate
     source = to_mono(x)  # at the file's own rate: kept to say why a file has no sound (why_no_sound)
+    loudest_channel = float(np.abs(x).max()) if channels > 1 else None
     del x
     mono = resample(source, sr_in, rate)
     if not np.all(np.isfinite(mono)):
@@ -396,14 +399,15 @@ def _decode_one(path: Path, settings: PrepSettings, digest: str):
                                  min_silence_seconds=settings.min_silence_seconds,
                                  min_segment_seconds=settings.min_segment_seconds)
     if len(intervals) == 0:
-        return why_no_sound(source, mono, settings.min_segment_seconds)
+        return channels_cancel(loudest_channel, source) + why_no_sound(source, mono, settings.min_segment_seconds)
     del source
     kept = np.concatenate([mono[s:e] for s, e in intervals])
     peak = float(np.abs(kept).max())
     pcm = float_to_int16(kept)
     if not pcm.any():  # sound by its frames' level, yet under half a step in every sample
-        return (f"silent at 16-bit resolution: peaks at {dbfs(peak)}, under half a 16-bit step "
-                f"({dbfs(SILENCE_FLOOR)}): every stored sample would be zero")
+        return channels_cancel(loudest_channel, kept) + (
+            f"silent at 16-bit resolution: peaks at {dbfs(peak)}, under half a 16-bit step "
+            f"({dbfs(SILENCE_FLOOR)}): every stored sample would be zero")
     kept, gain_db = scale_to_full_scale(kept)  # float audio above full scale: scaled down rather than clipped
     if gain_db < 0:
         pcm = float_to_int16(kept)
@@ -447,10 +451,10 @@ def _decode_files(found, file_labels, tmp: Path, settings: PrepSettings, progres
         if digest is None:
             digest, result = prep_inputs.digest(path)
             digests[str(path)] = digest
+        if result is None and digest in seen:  # the same bytes as a file kept: not decoded again
+            result = f"duplicate of {seen[digest]}"
         if result is None:
             result = _decode_one(path, settings, digest)
-        if not isinstance(result, str) and result[2]["sha256"] in seen:
-            result = f"duplicate of {seen[result[2]['sha256']]}"
         if isinstance(result, str):
             logger.warning("skipping %s: %s", path, result)
             skipped.append({"path": str(path), "reason": result})

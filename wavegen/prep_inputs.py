@@ -26,6 +26,11 @@ logger = logging.getLogger("wavegen.prep")  # one logger for all that prep says
 AUDIO_EXTENSIONS = frozenset(
     {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf"}
 )
+# audio that libsndfile cannot decode (AAC and ALAC in MP4, WMA, APE, WavPack, ...): passed over, with a warning
+# (an iTunes library is mostly .m4a: a corpus of its few other files, silently, would surprise)
+OTHER_AUDIO_EXTENSIONS = frozenset(
+    {".m4a", ".m4b", ".aac", ".alac", ".mp4", ".wma", ".ape", ".wv", ".mpc", ".mka", ".webm", ".ac3", ".amr", ".dsf"}
+)
 
 
 def not_regular(path: Path) -> str | None:
@@ -66,17 +71,29 @@ def discover(inputs: tuple[str, ...]) -> tuple[list[tuple[Path, Path | None]], l
                 raise CorpusError(f"input {p} is {kind}, not a file: give audio files or folders")
             found.setdefault(p, None)  # named explicitly: let the decoder judge its format
             continue
-        n_before = len(found)
-        for path in _walk_audio(p, skipped):
+        n_before, others = len(found), []
+        for path in _walk_audio(p, skipped, others):
             found.setdefault(path, p)
+        if others:
+            _warn_other_audio(others)
         if len(found) == n_before:
             logger.warning("no audio files found in %s", p)
     return sorted(found.items(), key=lambda item: str(item[0])), skipped
 
 
-def _walk_audio(root: Path, skipped: list[dict]):
+def _warn_other_audio(others: list[Path]) -> None:
+    counts: dict[str, int] = {}
+    for path in others:
+        counts[path.suffix.lower()] = counts.get(path.suffix.lower(), 0) + 1
+    logger.warning("passing over %d audio file(s) in formats prep cannot decode (%s; e.g. %s): convert them to "
+                   "FLAC or WAV to use them", len(others), ", ".join(f"{n} {ext}" for ext, n in sorted(counts.items())),
+                   others[0])
+
+
+def _walk_audio(root: Path, skipped: list[dict], others: list[Path]):
     """Yield the audio files under root (links followed); unreadable folders, and FIFOs, sockets
-    and devices named like audio, go to skipped (with a warning)."""
+    and devices named like audio, go to skipped (with a warning); audio in a format prep cannot
+    decode (.m4a ...) to others."""
     def unreadable(err: OSError) -> None:
         reason = f"cannot read folder ({err.strerror or err})"
         logger.warning("skipping %s: %s", err.filename, reason)
@@ -96,6 +113,8 @@ def _walk_audio(root: Path, skipped: list[dict]):
             path = Path(dirpath) / name
             if os.path.islink(path) and not os.path.exists(path):  # os.walk lists a link to nothing as a file
                 _dangling(path, skipped)
+            elif os.path.splitext(name)[1].lower() in OTHER_AUDIO_EXTENSIONS:
+                others.append(path)
             elif os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS:
                 kind = not_regular(path)
                 if kind is None:

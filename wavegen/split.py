@@ -216,6 +216,20 @@ def _silent_reason(mono: np.ndarray, level: float) -> str:
             f"{dbfs(level)} RMS), under {floor}")
 
 
+CANCEL_DB = 40.0  # a mono mix this far under its loudest channel: the channels cancel, it was no quiet file
+
+
+def channels_cancel(loudest_channel: float | None, mix: np.ndarray) -> str:
+    """Where a file's channels have sound that its mono mix lacks (one the other's inverse: a wiring or
+    stereo-widening slip), the start of its skip reason saying so; else ""."""
+    mix_peak = float(np.abs(mix).max()) if len(mix) else 0.0
+    if loudest_channel is None or loudest_channel <= SILENCE_FLOOR or \
+            mix_peak > loudest_channel * 10 ** (-CANCEL_DB / 20):
+        return ""
+    return (f"its channels cancel in the mono mix (out of phase: they peak at {dbfs(loudest_channel)}, the mix "
+            f"at {dbfs(mix_peak)}: mix it to mono yourself, one channel alone, say); the mix: ")
+
+
 def why_no_sound(source: np.ndarray, mono: np.ndarray, min_segment_seconds: float) -> str:
     """Why a file kept no segment. source: its mono audio at its own rate; mono: resampled to the
     corpus's. Silence is judged on source first: resampling rings at the first and last samples of

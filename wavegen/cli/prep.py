@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
-logger = logging.getLogger("wavegen")
-
 
 def add_parser(sub) -> None:
     p = sub.add_parser("prep", help="decode, resample, trim and split recordings into a corpus",
@@ -28,11 +24,9 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from wavegen.prep import prepare
 
-    manifest = prepare(args.inputs, args.corpus, progress=not args.quiet, sample_rate=args.sample_rate,
-                       top_db=args.top_db, min_silence_seconds=args.min_silence_seconds,
-                       val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
-                       labels=args.labels)
-    splits = manifest["splits"]
-    logger.info("corpus %s: %s; %d file(s) skipped", args.corpus,
-                ", ".join(f"{k} {v['seconds'] / 60:.1f} min" for k, v in splits.items()), len(manifest["skipped"]))
+    # prepare says what it made (or that the corpus is up to date): one summary
+    prepare(args.inputs, args.corpus, progress=not args.quiet, sample_rate=args.sample_rate,
+            top_db=args.top_db, min_silence_seconds=args.min_silence_seconds,
+            val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
+            labels=args.labels)
     return 0
