@@ -204,7 +204,7 @@ def model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(model):
     s = Server(model, "--no-guard", "--burst-seconds", "2", "--lag-seconds", "10", "--max-listeners", "30",
-               "--stall-seconds", "3")
+               "--stall-seconds", "3", "--max-listeners-per-client", "0")  # its 21 listeners share an address
     yield s
     assert s.stop() == 0, "".join(s.stderr)
 
@@ -519,6 +519,8 @@ def _one_error_line(capsys) -> str:
     ("--stall-seconds", "inf", "must be a finite number of seconds above zero"),
     ("--lag-seconds", "inf", "must be a finite number of seconds above zero"),
     ("--burst-seconds", "inf", "must be a finite number of seconds, 0 or more"),
+    ("--max-listeners-per-client", "-1", "must be 0 (no limit) or more"),
+    ("--archive-keep-parts", "-2", "must be 0 (keep all) or more"),
 ])
 def test_settings_that_cannot_work_are_refused_in_one_line_before_the_model_loads(tmp_path, capsys, flag, value,
                                                                                   message):
@@ -578,8 +580,10 @@ def test_a_model_too_slow_for_real_time_is_refused(model):
     from wavegen.serve import ServeSettings, Station
 
     station = Station(str(model), ServeSettings(backend="torch"))  # ~0.2x real time at 16 kHz
-    with pytest.raises(WavegenError, match=r"x real time here \(torch backend, the best of 5 timings\); a live "
-                                           r"stream needs at least 1.2x.*--allow-slow"):
+    # on a busy machine the message adds what it would do with a CPU to itself
+    with pytest.raises(WavegenError, match=r"x real time here \(torch backend, the best of 5 timings(, [0-9.e-]+x "
+                                           r"with a CPU to itself)?\); a live stream needs at least 1.2x.*"
+                                           r"--allow-slow"):
         station.open()
 
 

@@ -7,6 +7,7 @@ are checked on :class:`~wavegen.serve.archive.Archive` itself.
 
 from __future__ import annotations
 
+import logging
 import re
 import signal
 import subprocess
@@ -278,3 +279,109 @@ def test_a_snapshot_that_is_not_a_file_is_refused_not_taken_for_none(tmp_path, b
     err = _open_within(tmp_path)
     assert isinstance(err, ServeError) and f"snapshot.npz is damaged ({bad}, not a file)" in str(err), repr(err)
     assert _contents(tmp_path) == before and len(_archived(tmp_path)) == 6 * SR
+
+
+def test_every_part_is_a_readable_wav_when_the_server_is_killed(tmp_path):
+    """A part begun when the one before filled is a valid WAV at once: killed before the next snapshot
+    (SIGKILL: Python's buffers never reach the disk), the archive holds no unreadable 0-byte part."""
+    archive = tmp_path / "archive"
+    code = ("import os, signal, numpy as np\n"
+            "from wavegen.serve.archive import Archive\n"
+            f"a = Archive({str(archive)!r}, {SR}, {PARAMS!r}, part_seconds=1.0)\n"
+            "a.open()\n"
+            f"a.write(np.arange({2 * SR}, dtype=np.int16))\n"  # two parts full: the third begun, empty
+            "os.kill(os.getpid(), signal.SIGKILL)\n")
+    proc = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    parts = sorted(archive.glob("broadcast_*.wav"))
+    assert [p.name for p in parts] == [f"broadcast_0000{k}.wav" for k in range(3)]
+    assert [sf.info(str(p)).frames for p in parts] == [SR, SR, 0]
+    assert np.array_equal(_archived(archive), np.arange(2 * SR, dtype=np.int16))
+
+
+@pytest.mark.parametrize("record", ["snapshot", "first part"])  # "first part": a snapshot from before the record
+def test_a_restart_with_another_part_length_loses_no_audio(tmp_path, record, caplog):
+    """The parts go on with the length they were begun with: a restart with another
+    --archive-part-seconds cut them where they do not end and wrote over archived audio."""
+    from wavegen.render import load_snapshot, save_snapshot
+    from wavegen.serve.archive import Archive
+
+    first = Archive(tmp_path, SR, PARAMS, part_seconds=2.0)
+    first.open()
+    first.write(np.arange(5 * SR, dtype=np.int16))
+    first.snapshot({"t": np.zeros(1)}, {})
+    first.close()
+    if record == "first part":
+        snap = tmp_path / ".state" / "snapshot.npz"
+        state, position, meta = load_snapshot(snap)
+        del meta["part_frames"]
+        save_snapshot(snap, state, position, meta)
+    second = Archive(tmp_path, SR, PARAMS, part_seconds=4.0)
+    with caplog.at_level(logging.WARNING, logger="wavegen.serve.archive"):
+        assert second.open()[1] == 5 * SR
+    assert "its parts are 2 s each" in caplog.text
+    second.write(np.full(SR, -1, dtype=np.int16))
+    second.close()
+    expected = np.concatenate([np.arange(5 * SR), np.full(SR, -1)]).astype(np.int16)
+    assert np.array_equal(_archived(tmp_path), expected)
+    assert [sf.info(str(p)).frames for p in sorted(tmp_path.glob("broadcast_*.wav"))] == [2 * SR] * 3 + [0]
+
+
+def test_keep_parts_bounds_the_archive_and_a_restart_goes_on(tmp_path):
+    """--archive-keep-parts N: at each snapshot the parts older than the newest N go; a restart (with
+    any N, 0 too) continues without taking the removed ones for parts lost, and removes what a stop
+    between the snapshot and the removal left."""
+    from wavegen.render import load_snapshot
+    from wavegen.serve.archive import Archive
+
+    pcm = np.arange(8 * SR, dtype=np.int16)
+    names = lambda: [p.name for p in sorted(tmp_path.glob("broadcast_*.wav"))]  # noqa: E731
+    a = Archive(tmp_path, SR, PARAMS, part_seconds=1.0, keep_parts=2)
+    a.open()
+    for k in range(5):  # a second at a time, a snapshot after each
+        a.write(pcm[k * SR:(k + 1) * SR])
+        a.snapshot({"t": np.zeros(1)}, {})
+        assert len(names()) <= 2
+    a.close()
+    assert names() == ["broadcast_00004.wav", "broadcast_00005.wav"]  # the last full one and the one begun
+    assert np.array_equal(sf.read(str(tmp_path / "broadcast_00004.wav"), dtype="int16")[0], pcm[4 * SR:5 * SR])
+    assert load_snapshot(tmp_path / ".state" / "snapshot.npz")[2]["first_part"] == 4
+    stale = tmp_path / "broadcast_00003.wav"  # as if stopped after the snapshot, before the removal
+    stale.write_bytes(b"RIFF")
+    b = Archive(tmp_path, SR, PARAMS, part_seconds=1.0)  # keep all from here on
+    assert b.open()[1] == 5 * SR
+    assert not stale.exists()
+    b.write(pcm[5 * SR:8 * SR])
+    b.snapshot({"t": np.zeros(1)}, {})
+    b.close()
+    assert names() == [f"broadcast_0000{k}.wav" for k in range(4, 9)]
+    assert np.array_equal(_archived(tmp_path), pcm[4 * SR:])
+
+
+@pytest.mark.parametrize("label, same", [("rain:1", True), ("bells:0,rain:2", True), ("bells", False),
+                                         ("rain:0.5,bells:0.5", False)])
+def test_an_archive_binds_the_label_blend_not_its_spelling(tmp_path, label, same):
+    """A restart with the same blend written another way ("rain" is "rain:1") continues the archive;
+    another blend is refused, untouched."""
+    from wavegen.serve import ServeError
+    from wavegen.serve.archive import Archive
+    from wavegen.serve.station import _blend
+
+    def archive(text: str) -> Archive:
+        return Archive(tmp_path, SR, {**PARAMS, "label": text}, part_seconds=3.0,
+                       label_blend=lambda t: _blend(t, ["rain", "bells"]))
+
+    first = archive("rain")
+    first.open()
+    first.write(np.arange(SR, dtype=np.int16))
+    first.snapshot({"t": np.zeros(1)}, {})
+    first.close()
+    before = _contents(tmp_path)
+    again = archive(label)
+    if same:
+        assert again.open()[1] == SR
+        again.close()
+    else:
+        with pytest.raises(ServeError, match=f"label='rain', but this command asks for label='{label}'"):
+            again.open()
+        assert _contents(tmp_path) == before

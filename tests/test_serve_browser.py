@@ -102,3 +102,29 @@ def test_the_page_says_so_when_the_stream_stops(playwright, tmp_path):
     assert page.text_content("#play") == "▶ Listen"
     assert "live" not in page.get_attribute("#onair", "class")
     browser.close()
+
+
+@pytest.mark.slow
+def test_the_page_says_so_when_this_address_has_as_many_listeners_as_it_may(playwright, tmp_path):
+    """--max-listeners-per-client 1 with this address's one place taken (a raw listener): Listen is
+    refused (429) and the page says why, not that the stream stopped or is full."""
+    import socket
+
+    server = Server(make_model(tmp_path / "tiny"), "--no-guard", "--max-listeners-per-client", "1")
+    try:
+        server.wait_for(lambda s: s["position_seconds"] >= 2.0)
+        holder = socket.create_connection(("127.0.0.1", server.port))
+        holder.sendall(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert b"200 OK" in holder.recv(4096)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page()
+        page.goto(server.url + "/")
+        page.click("#play")
+        page.wait_for_function("!document.getElementById('notice').hidden", timeout=30000)
+        assert page.text_content("#notice") == ("This address already has 1 listener, as many as one address may "
+                                                "have. Stop one of them, or try again in a little while.")
+        assert page.text_content("#play") == "▶ Listen"
+        browser.close()
+        holder.close()
+    finally:
+        assert server.stop() == 0, "".join(server.stderr)

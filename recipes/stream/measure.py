@@ -174,7 +174,8 @@ def main() -> int:
     extra = [a for a in extra if a != "--"]
     cores = sorted(os.sched_getaffinity(0) - {args.server_core}) or [args.server_core]
     cmd = ["taskset", "-c", str(args.server_core), sys.executable, "-m", "wavegen", "serve", args.model,
-           "--port", "0", "--max-listeners", str(args.listeners + 10), *extra]
+           "--port", "0", "--max-listeners", str(args.listeners + 10),
+           "--max-listeners-per-client", "0", *extra]  # every listener here has the same address
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     server = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
     try:

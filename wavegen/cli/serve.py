@@ -23,13 +23,22 @@ def add_parser(sub) -> None:
     p.add_argument("--archive", default=None, metavar="DIR",
                    help="also write the broadcast to DIR (WAV parts, resumable): a restart with the same "
                         "arguments continues it")
-    p.add_argument("--archive-part-seconds", type=float, default=3600.0, help="length of each archive WAV part")
+    p.add_argument("--archive-part-seconds", type=float, default=3600.0,
+                   help="length of each archive WAV part (a new archive's: one continued keeps its own)")
+    p.add_argument("--archive-keep-parts", type=int, default=0, metavar="N",
+                   help="keep only the newest N archive parts, removing older ones as the broadcast goes on, so "
+                        "the archive's disk stays bounded (default 0: keep all; at 16 kHz an hour's part is "
+                        "115 MB, 2.8 GB a day)")
     p.add_argument("--snapshot-seconds", type=float, default=30.0, help="archived audio between snapshots")
     p.add_argument("--buffer-seconds", type=float, default=4.0, help="audio rendered ahead of the live edge")
     p.add_argument("--burst-seconds", type=float, default=6.0,
                    help="audio a new listener receives at once, so playback starts at once (browsers wait "
                         "for ~32 KB)")
     p.add_argument("--max-listeners", type=int, default=100, help="listeners at once; more are refused (503)")
+    p.add_argument("--max-listeners-per-client", type=int, default=None, metavar="N",
+                   help="listeners at once from one address (an IPv6 /64); more are refused (429), so one client "
+                        "cannot take every place (0: no limit; default 4 where --host reaches beyond this machine, "
+                        "no limit on loopback, where listeners come through a reverse proxy with its one address)")
     p.add_argument("--stall-seconds", type=float, default=10.0,
                    help="a listener that takes no data for this long (and at least --lag-seconds) is dropped")
     p.add_argument("--lag-seconds", type=float, default=30.0,
@@ -49,9 +58,11 @@ def run(args) -> int:
 
     settings = ServeSettings(host=args.host, port=args.port, seed=args.seed, temperature=args.temperature,
                              label=args.label, backend=args.backend, device=args.device, archive=args.archive,
-                             archive_part_seconds=args.archive_part_seconds, snapshot_seconds=args.snapshot_seconds,
+                             archive_part_seconds=args.archive_part_seconds,
+                             archive_keep_parts=args.archive_keep_parts, snapshot_seconds=args.snapshot_seconds,
                              buffer_seconds=args.buffer_seconds, burst_seconds=args.burst_seconds,
-                             max_listeners=args.max_listeners, stall_seconds=args.stall_seconds,
+                             max_listeners=args.max_listeners,
+                             max_listeners_per_client=args.max_listeners_per_client, stall_seconds=args.stall_seconds,
                              lag_seconds=args.lag_seconds, allow_slow=args.allow_slow, guard=args.guard,
                              guard_seconds=args.guard_seconds, guard_attempts=args.guard_attempts)
 

@@ -2,11 +2,13 @@
 
 Safe by default: no route reads or writes a path a client names (the page's three files are
 read from the package once, at start, and served by fixed routes); listeners past the cap are
-refused with 503 and a Retry-After.
+refused with 503 and a Retry-After, and past the per-client limit (``max_listeners_per_client``
+from one address: one client cannot take every place) with 429.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import struct
@@ -31,6 +33,7 @@ SEND_BUFFER_BYTES = 64 * 1024  # per listener socket: a stalled client holds lit
 RETRY_AFTER_SECONDS = 30
 SLOW_DELAY_SECONDS = 0.5  # a broadcast this far behind real time is reported slow
 BAD_REQUEST_CHARS = 120  # of what aiohttp says of a malformed request, logged
+CLIENT_IPV6_PREFIX = 64  # one IPv6 client: its /64 (a host is handed a whole /64 and picks addresses in it)
 
 
 def status(station: Station, broadcast: Broadcast) -> dict:
@@ -41,7 +44,8 @@ def status(station: Station, broadcast: Broadcast) -> dict:
     archive = None
     if station.archive is not None:
         archive = {"seconds": station.archive.position / sr,
-                   "snapshot_seconds": station.archive.snapshot_position / sr}
+                   "snapshot_seconds": station.archive.snapshot_position / sr,
+                   "first_part": station.archive.first_part, "keep_parts": station.archive.keep_parts}
     return {
         "model": station.name, "kind": station.ref.kind, "preset": station.ref.config.get("preset"),
         "model_type": station.ref.config.get("model_type"), "trained": station.ref.trained,
@@ -54,7 +58,9 @@ def status(station: Station, broadcast: Broadcast) -> dict:
         "delay_seconds": round(broadcast.delay_seconds, 3),
         "listeners": broadcast.listeners, "max_listeners": s.max_listeners,
         "listeners_peak": broadcast.listeners_peak, "listeners_total": broadcast.listeners_total,
-        "refused_total": broadcast.refused_total, "dropped_total": broadcast.dropped_total,
+        "max_listeners_per_client": s.max_listeners_per_client,
+        "refused_total": broadcast.refused_total, "refused_per_client_total": broadcast.refused_per_client_total,
+        "dropped_total": broadcast.dropped_total,
         "skips_total": broadcast.skips_total, "bytes_sent_total": broadcast.bytes_sent_total,
         "encoded_bytes_total": station.encoded_bytes, "generator_cpu_seconds": round(station.cpu_seconds, 4),
         "guard": {"enabled": s.guard, "counts": dict(station.event_counts),
@@ -72,7 +78,11 @@ _METRICS = (  # name, type, help, status key
     ("listeners", "gauge", "Listeners connected now.", "listeners"),
     ("max_listeners", "gauge", "The cap on listeners.", "max_listeners"),
     ("listeners_total", "counter", "Listeners admitted since start.", "listeners_total"),
-    ("refused_total", "counter", "Listeners refused at the cap.", "refused_total"),
+    ("max_listeners_per_client", "gauge", "The cap on listeners from one address (0: none).",
+     "max_listeners_per_client"),
+    ("refused_total", "counter", "Listeners refused at the cap or the per-client limit.", "refused_total"),
+    ("refused_per_client_total", "counter", "Listeners refused at the per-client limit.",
+     "refused_per_client_total"),
     ("dropped_total", "counter", "Listeners dropped for taking no data.", "dropped_total"),
     ("skips_total", "counter", "Times a listener fell behind and skipped to the live edge.", "skips_total"),
     ("sent_bytes_total", "counter", "Stream bytes sent to all listeners.", "bytes_sent_total"),
@@ -161,10 +171,51 @@ def _queued(transport):
     return queued
 
 
+def refusal_response(why: str, settings, client: str | None) -> web.Response:
+    """The answer to a listener refused (``why``: "full" or "client", as Broadcast.refusal says)."""
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    if why == "full":
+        n = settings.max_listeners
+        return web.Response(status=503, headers=headers,
+                            text=f"This stream has {n} listener{'s' * (n != 1)}, its limit; please try again in a "
+                                 "little while.\n")
+    n = settings.max_listeners_per_client
+    return web.Response(status=429, headers=headers,
+                        text=f"This stream takes at most {n} listener{'s' * (n != 1)} from one address "
+                             f"(--max-listeners-per-client {n}), and {client} has {'that many' if n != 1 else 'one'}; "
+                             "stop one of them, or try again in a little while.\n")
+
+
+def client_key(remote: str | None) -> str | None:
+    """The client a connection's peer address (``request.remote``) counts for: the IPv4 address, an
+    IPv6 address's /64 (an IPv4-mapped one as IPv4), or None where there is no address (a Unix socket)."""
+    if not remote:
+        return None
+    try:
+        address = ipaddress.ip_address(remote.split("%", 1)[0])  # no zone index (fe80::1%eth0)
+    except ValueError:
+        return remote
+    if address.version == 6 and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/{CLIENT_IPV6_PREFIX}", strict=False))
+    return str(address)
+
+
 def make_app(station: Station, broadcast: Broadcast) -> web.Application:
     settings = station.settings
     folder = resources.files("wavegen.serve") / "static"
     page = {route: ((folder / name).read_bytes(), ctype) for route, (name, ctype) in PAGE_FILES.items()}
+    warned = []  # the first refusal at the per-client limit is logged (a reverse proxy's address, perhaps)
+
+    def refused(why: str, client: str | None, count: bool) -> web.Response:
+        if why == "client" and count and not warned:
+            warned.append(client)
+            n = settings.max_listeners_per_client
+            logger.warning("refused a listener from %s, which has %d already: the limit per client "
+                           "(--max-listeners-per-client %d). Behind a reverse proxy every listener comes from the "
+                           "proxy's address: raise the limit, or 0 turns it off", client, n, n)
+        return refusal_response(why, settings, client)
 
     async def page_file(request: web.Request) -> web.Response:
         body, ctype = page[request.path]
@@ -177,23 +228,20 @@ def make_app(station: Station, broadcast: Broadcast) -> web.Application:
         return web.Response(text=metrics_text(status(station, broadcast)),
                             content_type="text/plain", charset="utf-8", headers={"Cache-Control": "no-store"})
 
-    def full() -> web.Response:
-        n = settings.max_listeners
-        return web.Response(status=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-                            text=f"This stream has {n} listener{'s' * (n != 1)}, its limit; please try again in a "
-                                 "little while.\n")
-
     async def stream(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-cache, no-store",
                                                "X-Content-Type-Options": "nosniff"})
+        client, limits = client_key(request.remote), (settings.max_listeners, settings.max_listeners_per_client)
         if request.method == "HEAD":  # a look, not a listener: what a GET would get now (RFC 9110, 9.3.2: the
             # same status and headers, no body; at the cap, the 503), counted nowhere
-            if broadcast.listeners >= settings.max_listeners:
-                return full()
+            why = broadcast.refusal(limits[0], client, limits[1])
+            if why is not None:
+                return refused(why, client, count=False)
             await response.prepare(request)
             return response
-        if not broadcast.admit(settings.max_listeners):
-            return full()
+        why = broadcast.admit(limits[0], client, limits[1])
+        if why is not None:
+            return refused(why, client, count=True)
         try:
             sock = request.transport.get_extra_info("socket") if request.transport else None
             if sock is not None:
@@ -205,7 +253,7 @@ def make_app(station: Station, broadcast: Broadcast) -> web.Application:
         except ConnectionError:
             pass  # the listener went away
         finally:
-            broadcast.leave()
+            broadcast.leave(client)
         return response
 
     app = web.Application()

@@ -14,7 +14,9 @@ and continues from there: the parts come out byte-identical to a server that nev
 (the uniforms are keyed by position, so the same samples are drawn again).
 
 Parts, not one file: a WAV holds at most 4 GiB (37 hours at 16 kHz), and a station may play
-for weeks.
+for weeks. ``keep_parts`` (--archive-keep-parts) bounds the disk it takes: at each snapshot, the
+parts older than the newest ``keep_parts`` are removed (the snapshot records the oldest part
+kept, ``first_part``, so a restart does not take the removed ones for parts lost).
 """
 
 from __future__ import annotations
@@ -62,12 +64,16 @@ class Archive:
     ``write(pcm)`` for every block and ``snapshot(state, position, meta)`` now and then.
     """
 
-    def __init__(self, folder: str | Path, sample_rate: int, params: dict, part_seconds: float):
+    def __init__(self, folder: str | Path, sample_rate: int, params: dict, part_seconds: float, keep_parts: int = 0,
+                 label_blend=None):
         self.folder = Path(folder)
         self.state_dir = self.folder / STATE_DIR
         self.sample_rate = int(sample_rate)
         self.params = json.loads(json.dumps(params))
         self.part_frames = max(1, int(round(part_seconds * self.sample_rate)))
+        self.keep_parts = int(keep_parts)  # the newest parts kept (0: all)
+        self.label_blend = label_blend  # a --label → what the engine gets (ValueError: not this model's), or None
+        self.first_part = 0  # the oldest part kept
         self.lock = FolderLock(self.folder, "wavegen serve archive")
         self.position = 0  # samples written
         self.snapshot_position = 0
@@ -77,10 +83,19 @@ class Archive:
 
     def _check_params(self, saved: dict, where: Path) -> None:
         for key, value in self.params.items():
-            if key not in NON_BINDING and binding(key, saved.get(key)) != binding(key, value):
+            if key not in NON_BINDING and self._bound(key, saved.get(key)) != self._bound(key, value):
                 raise ServeError(f"{self.folder} archives a broadcast with {key}={saved.get(key)!r}, but this "
                                  f"command asks for {key}={value!r} ({where}); rerun the original command to "
                                  "continue it, or choose another --archive")
+
+    def _bound(self, key: str, value):
+        """What of a parameter must match: a label is its blend ("a" is "a:1", "a:0.7,b:0.3" is "b:3,a:7")."""
+        if key == "label" and self.label_blend is not None and value is not None:
+            try:
+                return self.label_blend(value)
+            except ValueError:  # not one this model reads: compared as written
+                pass
+        return binding(key, value)
 
     def open(self) -> tuple[dict[str, np.ndarray] | None, int, dict]:
         try:
@@ -116,9 +131,15 @@ class Archive:
         if self._state_file(snap):
             state, self.position, meta = self._read_snapshot(snap)
             self._check_params(meta.get("params", {}), snap)
+            self._keep_part_length(meta)
+            first = meta.get("first_part", 0)
+            if not isinstance(first, int) or not 0 <= first <= self.position // self.part_frames:
+                raise self._damaged(snap, f"first_part={first!r} is not a part it counts")
+            self.first_part = first
         self.snapshot_position = self.position
         index, frames = divmod(self.position, self.part_frames)
         self._check_parts(index, frames)  # before anything is cut or removed
+        self._remove_parts_before(self.first_part)  # removed by rotation, but not yet when it stopped
         for later in sorted(self.folder.glob("broadcast_[0-9][0-9][0-9][0-9][0-9].wav")):
             if int(later.stem.split("_")[1]) > index:  # written after the snapshot: written again
                 later.unlink()
@@ -126,6 +147,22 @@ class Archive:
         if self.position:
             logger.info("archive %s: continuing at %.1f s", self.folder, self.position / self.sample_rate)
         return state, self.position, meta
+
+    def _keep_part_length(self, meta: dict) -> None:
+        """Go on with the length the archive's parts were begun with (its snapshot's record; before there
+        was one, a full first part's): with another length, a restart would cut the parts where they do
+        not end and write over archived audio. --archive-part-seconds shapes a new archive only."""
+        recorded = meta.get("part_frames")
+        if not isinstance(recorded, int) or recorded < 1:  # a snapshot that does not say
+            first = part_path(self.folder, 0)
+            if not (first.is_file() and part_path(self.folder, 1).exists()):
+                return
+            recorded = (first.stat().st_size - PCMWriter.HEADER_BYTES) // 2
+        if recorded >= 1 and recorded != self.part_frames:
+            logger.warning("archive %s: its parts are %g s each; it goes on with those (--archive-part-seconds "
+                           "%g shapes a new archive only)", self.folder, recorded / self.sample_rate,
+                           self.part_frames / self.sample_rate)
+            self.part_frames = recorded
 
     def _damaged(self, path: Path, why) -> ServeError:
         if isinstance(why, BaseException):
@@ -166,7 +203,7 @@ class Archive:
 
     def _check_parts(self, index: int, frames: int) -> None:
         """Every part the snapshot counts is there, the current one with its ``frames`` samples."""
-        for k in range(index + 1 if frames else index):
+        for k in range(self.first_part, index + 1 if frames else index):
             path = part_path(self.folder, k)
             if not path.is_file():
                 raise ServeError(f"{path} is missing but the archive's snapshot counts it: the archive was changed "
@@ -183,7 +220,10 @@ class Archive:
     def _writer(self, index: int, frames: int) -> PCMWriter:
         path = part_path(self.folder, index)
         try:
-            return PCMWriter(path, self.sample_rate, wav=True, resume_frames=frames if frames else None)
+            writer = PCMWriter(path, self.sample_rate, wav=True, resume_frames=frames if frames else None)
+            if not frames:  # a new part is a valid (empty) WAV at once, not 0 bytes until the next snapshot
+                writer.flush()
+            return writer
         except WavegenError:  # PCMWriter: the part is shorter than the snapshot says (or no WAV)
             raise self._short_part(path, frames) from None
         except OSError as err:
@@ -223,11 +263,31 @@ class Archive:
         """Flush the current part, then record ``engine_state`` at the current position."""
         try:
             self.writer.flush()
-            meta = {**meta, "version": SNAPSHOT_VERSION, "params": self.params}
+            first = self.first_part
+            if self.keep_parts:
+                first = max(first, self.position // self.part_frames - self.keep_parts + 1)
+            meta = {**meta, "version": SNAPSHOT_VERSION, "params": self.params, "part_frames": self.part_frames,
+                    "first_part": first}
             save_snapshot(self.state_dir / SNAPSHOT_FILE, engine_state, self.position, meta)
         except OSError as err:
             raise self._write_error(Path(err.filename or self.state_dir), err) from err
-        self.snapshot_position = self.position
+        self.snapshot_position, self.first_part = self.position, first
+        self._remove_parts_before(first)  # after the snapshot that no longer counts them
+
+    def _remove_parts_before(self, first: int) -> None:
+        """Remove the parts before part ``first`` (the archive keeps the newest --archive-keep-parts). One
+        that cannot be removed is said and left: the broadcast and the archive go on."""
+        for path in sorted(self.folder.glob("broadcast_[0-9][0-9][0-9][0-9][0-9].wav")):
+            if int(path.stem.split("_")[1]) < first:
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    continue
+                except OSError as err:
+                    logger.warning("archive: cannot remove %s, older than the parts kept: %s", path,
+                                   err.strerror or err)
+                    continue
+                logger.info("archive: removed %s, older than the parts kept", path.name)
 
     def close(self) -> None:
         try:

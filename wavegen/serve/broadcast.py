@@ -73,7 +73,9 @@ class Broadcast:
         self.listeners = 0
         self.listeners_peak = 0
         self.listeners_total = 0
-        self.refused_total = 0
+        self.refused_total = 0  # at the cap or the per-client limit
+        self.refused_per_client_total = 0
+        self._by_client: dict[str, int] = {}  # listeners now, by client (see app.client_key)
         self.dropped_total = 0
         self.skips_total = 0
         self.bytes_sent_total = 0
@@ -159,18 +161,36 @@ class Broadcast:
             return self._join_pages()
         return self.ring[seq + 1 - first:]
 
-    def admit(self, max_listeners: int) -> bool:
-        """Count a new listener in, or refuse one past the cap."""
+    def refusal(self, max_listeners: int, client: str | None = None, max_per_client: int = 0) -> str | None:
+        """Why a new listener from ``client`` would be refused now: "full" (``max_listeners`` in all),
+        "client" (``max_per_client`` from that client already; 0: no such limit), or None (room)."""
         if self.listeners >= max_listeners:
+            return "full"
+        if max_per_client and client is not None and self._by_client.get(client, 0) >= max_per_client:
+            return "client"
+        return None
+
+    def admit(self, max_listeners: int, client: str | None = None, max_per_client: int = 0) -> str | None:
+        """Count a new listener from ``client`` in (→ None), or refuse it (→ why, as :meth:`refusal`
+        says). An admitted one calls :meth:`leave` with the same ``client``."""
+        why = self.refusal(max_listeners, client, max_per_client)
+        if why is not None:
             self.refused_total += 1
-            return False
+            self.refused_per_client_total += why == "client"
+            return why
         self.listeners += 1
         self.listeners_total += 1
         self.listeners_peak = max(self.listeners_peak, self.listeners)
-        return True
+        if client is not None:
+            self._by_client[client] = self._by_client.get(client, 0) + 1
+        return None
 
-    def leave(self) -> None:
+    def leave(self, client: str | None = None) -> None:
         self.listeners -= 1
+        if client is not None:
+            left = self._by_client.pop(client, 1) - 1  # no entry kept for a client with none left
+            if left > 0:
+                self._by_client[client] = left
 
     async def feed(self, write, queued=None) -> bool:
         """Send the broadcast through ``write(bytes)`` (a coroutine) until closed or the client goes.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import ipaddress
 import json
 import logging
 import math
@@ -53,6 +54,19 @@ KEPT_EVENTS = 200  # guard events kept for /status and the snapshot (counts are 
 INIT_SEED = 0  # random weights (a preset or config file) are drawn with this torch seed
 
 
+PUBLIC_PER_CLIENT = 4  # listeners from one address, by default, on a server others reach directly
+
+
+def _loopback(host: str) -> bool:
+    """Whether --host binds this machine's loopback only (127.0.0.1, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve beyond this machine
+        return False
+
+
 @dataclass
 class ServeSettings:
     host: str = "127.0.0.1"
@@ -64,18 +78,27 @@ class ServeSettings:
     device: str = "cpu"
     archive: str | None = None  # folder for the archive (long-form render of the broadcast)
     archive_part_seconds: float = 3600.0
+    archive_keep_parts: int = 0  # the newest archive parts kept, older ones removed (0: all)
     snapshot_seconds: float = 30.0  # archived audio between snapshots
     buffer_seconds: float = 4.0  # audio rendered ahead of the live edge (more while a window is finished)
     # audio a new listener receives at once: browsers wait for ~32 KB before they play (Icecast bursts
     # 64 KB for the same reason), ~4 s at 64 kb/s
     burst_seconds: float = 6.0
     max_listeners: int = 100
+    # listeners from one address (an IPv6 /64) at once, so one client cannot take every place; 0: no limit.
+    # None: PUBLIC_PER_CLIENT where the server listens beyond this machine, no limit where it binds only
+    # loopback (there every listener comes through a reverse proxy or is this machine's own user)
+    max_listeners_per_client: int | None = None
     stall_seconds: float = 10.0  # a listener whose socket takes no data for this long is dropped
     lag_seconds: float = 30.0  # a listener this far behind the live edge skips ahead to it
     allow_slow: bool = False  # play a model slower than real time, with a growing delay
     guard: bool = True
     guard_seconds: float = 2.0
     guard_attempts: int = 4
+
+    def __post_init__(self):
+        if self.max_listeners_per_client is None:
+            self.max_listeners_per_client = 0 if _loopback(self.host) else PUBLIC_PER_CLIENT
 
     def validate(self) -> None:
         """ServeError (or render's ConfigError) naming the first setting that cannot work; needs no model."""
@@ -87,6 +110,11 @@ class ServeSettings:
             raise ServeError(f"--lag-seconds {self.lag_seconds} must exceed --burst-seconds {self.burst_seconds}")
         if self.max_listeners < 1:
             raise ServeError(f"--max-listeners {self.max_listeners}: need at least one")
+        if self.archive_keep_parts < 0:
+            raise ServeError(f"--archive-keep-parts {self.archive_keep_parts}: must be 0 (keep all) or more")
+        if self.max_listeners_per_client < 0:
+            raise ServeError(f"--max-listeners-per-client {self.max_listeners_per_client}: must be 0 (no limit) or "
+                             "more")
         if not 0 <= self.port <= 65535:
             raise ServeError(f"--port {self.port}: not a TCP port (0 picks a free one)")
         # what serve shares with render (seed, temperature, guard, snapshots) is checked as render checks it
@@ -128,6 +156,13 @@ def _load_model(ref):
         return ref.load("cpu")
 
 
+def _blend(label: str, labels: list[str]) -> tuple[float, ...] | None:
+    """A --label as the engine gets it (the same float32 weights: the same audio); ValueError where this
+    model does not read it."""
+    weights = parse_label(label, labels)
+    return None if weights is None else tuple(weights.tolist())
+
+
 def _model_digest(ref) -> str:
     if ref.trained:
         return ref.weights_sha256()  # hashed once, with the check of the folder's record
@@ -164,7 +199,9 @@ class Station:
         }
         self.archive = None
         if settings.archive:
-            self.archive = Archive(settings.archive, self.sample_rate, self.params, settings.archive_part_seconds)
+            labels = list(self.engine.labels)
+            self.archive = Archive(settings.archive, self.sample_rate, self.params, settings.archive_part_seconds,
+                                   settings.archive_keep_parts, lambda text: _blend(text, labels))
         self.window = max(1, int(round((settings.guard_seconds if settings.guard else 1.0) * self.sample_rate)))
         self.position = 0  # samples rendered (and archived, and encoded)
         self.events: list[dict] = []

@@ -98,16 +98,21 @@ function stop() {
 
 button.addEventListener("click", () => (playing ? stop() : start()));
 // The stream ends when the server stops (the audio plays out what it holds, then "ended") or fails
-// ("error": also a refusal when the stream is full). No "stalled": a slow model's stream pauses while
-// it catches up, and plays on.
+// ("error": also a refusal when the stream is full, or this address has as many listeners as one may).
+// No "stalled": a slow model's stream pauses while it catches up, and plays on.
 async function streamEnded() {
   if (!playing) return;
   stop();
   let text = "The stream stopped. Press Listen to join again.";
   try {
+    const look = await fetch("/stream", { method: "HEAD", cache: "no-store" }); // what a listener would get now
     const s = await (await fetch("/status", { cache: "no-store" })).json();
-    if (s.listeners >= s.max_listeners) {
+    if (look.status === 503 || s.listeners >= s.max_listeners) {
       text = `The stream is full (${s.max_listeners} listeners). Try again in a little while.`;
+    } else if (look.status === 429) {
+      const n = s.max_listeners_per_client;
+      text = `This address already has ${n} listener${n === 1 ? "" : "s"}, as many as one address may have. ` +
+        "Stop one of them, or try again in a little while.";
     }
   } catch (err) {
     // the server is gone: the headline says so at the next poll
