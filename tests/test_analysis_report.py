@@ -25,9 +25,22 @@ def test_the_table_has_a_column_per_set_and_says_why_a_number_is_undefined():
     assert "- tempo_bpm of renders: no excerpt of 4 s or more to estimate a tempo on" in "\n".join(lines)
     frechet = next(line for line in lines if line.startswith("frechet (MFCC"))
     assert frechet.split()[-5:] == ["2.00", "-", "2.00", "2.00", "2.00"]  # the test split is the reference
-    assert lines[-2:] == ["album likeness 0.50 (1: as near as the training split, 0: as far as noise)",
-                          "frechet: renders 3.00, nearer noise 4.00, album (train) 5.00; periodic frames: "
-                          "renders 0.25, album 0.75"]
+    # every number named by the set it is of: the periodic fraction beside the renders' is the reference
+    # split's (the test split's), the Frechet distance called the album's is the training split's
+    assert lines[-2:] == ["album likeness 0.50 (1: as near the test split as the training split, 0: as far as "
+                          "noise)",
+                          "frechet to the test split: renders 3.00, nearer noise 4.00, training split 5.00; "
+                          "periodic frames: renders 0.25, test split 0.75"]
+    assert "distance to the test split (0: identical; train = the training split, the album;" in "\n".join(lines)
+
+
+def test_a_comparison_against_the_validation_split_names_that_split():
+    result = {**_result(), "split": "val"}
+    text = format_comparison(result)
+    assert "distance to the val split (" in text and "the test column is the val split itself" in text
+    assert text.splitlines()[-1] == ("frechet to the val split: renders 3.00, nearer noise 4.00, training split "
+                                     "5.00; periodic frames: renders 0.25, val split 0.75")
+    assert "test split" not in text
 
 
 def test_an_undefined_likeness_says_why_instead_of_a_number():

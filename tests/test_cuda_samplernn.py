@@ -154,12 +154,12 @@ def test_prime_and_a_label_blend_per_stream_condition_as_the_reference(path):
                                                 ("large", "fp16", TOL_FP16_LARGE),
                                                 pytest.param("large", "bf16", TOL_BF16_LARGE, marks=pytest.mark.gpu)])
 def test_reduced_precision_is_the_reference_on_rounded_weights(path, precision, tol):
-    spec = model(3, "lstm", "linear", True).inference_spec()
+    spec = model(3, "lstm", "linear", True, LABELS).inference_spec()  # labelled: the label projection rounded too
     probe = codes(3, 11, seed=6)
-    got = cuda_engine(spec, 3, path, precision).teacher_force(probe)
-    err = max_diff(got, reference(round_spec(spec, precision), 3).teacher_force(probe))
+    got = cuda_engine(spec, 3, path, precision, label_weights=BLEND).teacher_force(probe)
+    err = max_diff(got, reference(round_spec(spec, precision), 3, label_weights=BLEND).teacher_force(probe))
     assert err < tol, f"{path} {precision} logits differ from the reference on rounded weights by {err}"
-    assert np.abs(got - reference(spec, 3).teacher_force(probe)).max() > 1e-6  # the weights were rounded
+    assert np.abs(got - reference(spec, 3, label_weights=BLEND).teacher_force(probe)).max() > 1e-6  # rounded
 
 
 def test_the_path_is_chosen_by_stream_count_and_what_fits():

@@ -96,6 +96,24 @@ def test_large_path_fp16_tensor_core_inputs():
     assert not np.array_equal(got, fast.teacher_force(given))  # the fp16 path really rounds
 
 
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_small_path_reduced_precision_is_the_reference_on_rounded_weights(precision):
+    """The small path rounds the weights to the precision and computes in float32: the reference on the
+    rounded weights within TOL, with labels (their folded biases rounded too), and sampling the same codes."""
+    spec = spec_of(4, 8, labels=LABELS)
+    ref = make_engine(round_spec(spec, precision), 3, "torch")
+    fast = CudaWaveNetEngine(spec, 3, device=cudasim.DEVICE, precision=precision, path="small")
+    full = CudaWaveNetEngine(spec, 3, device=cudasim.DEVICE, path="small")
+    for engine in (ref, fast, full):
+        engine.reset(label_weights=BLEND)
+    given = codes(12)
+    got = fast.teacher_force(given)
+    np.testing.assert_allclose(got, ref.teacher_force(given), atol=TOL, rtol=0)
+    assert np.abs(got - full.teacher_force(given)).max() > 10 * TOL  # the weights really were rounded
+    u = uniforms(3, range(3), 12, 10)
+    assert np.array_equal(fast.generate(u, TEMPS), ref.generate(u, TEMPS))
+
+
 @pytest.mark.gpu
 def test_large_path_bf16_tensor_core_inputs_on_the_gpu():
     # Triton's interpreter gets bf16 wrong (see wavegen.kernels.cuda.wavenet_large): GPU only

@@ -242,7 +242,7 @@ def test_cli_judges_renders_against_the_album(run, corpus, tmp_path, capsys):
     assert "nan" not in table.lower() and "\n- tempo_bpm of renders" in table
     assert "no excerpt of 4 s or more to estimate a tempo on" in table
     noise_likeness = float(table.split("album likeness ")[1].split()[0])
-    noise_frechet = float(table.split("frechet: renders ")[1].split(",")[0])
+    noise_frechet = float(table.split("frechet to the test split: renders ")[1].split(",")[0])
     assert tones["verdict"]["album_likeness"] > 0.5 > noise_likeness
     assert tones["verdict"]["frechet_renders"] < noise_frechet / 3
     assert tones["sets"]["renders"]["summary"]["periodic_fraction"] > 0.8

@@ -54,3 +54,18 @@ def test_a_wide_wavenet_end_layer_is_estimated_near_its_real_peak():
     estimate = training_estimate(config, 2, 512)["total"]
     real = measured_peak("wavenet-tiny", 2, sets)
     assert 0.8 * real <= estimate <= 1.5 * real, (estimate / 2**20, real / 2**20)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+@pytest.mark.parametrize("preset, batch", [("samplernn-tiny", 2), ("samplernn-tiny", 64), ("wavenet-tiny", 2),
+                                           ("wavenet-tiny", 16)])
+def test_the_tiny_presets_are_estimated_at_or_above_their_real_peak(preset, batch):
+    """The estimate said 0.37-0.71 of the real growth for these: it missed the first step's fixed
+    allocations (about 15-30 MiB) and the logit-sized tensors the loss's backward holds beside what autograd
+    saved (the larger share of a tiny model's activations). It may say more, not much more (the fixed part
+    is rounded up: at 2 streams its share is the largest)."""
+    config = resolve_preset(preset)
+    estimate = training_estimate(config, batch, config["train"]["seq_len"])["total"]
+    real = measured_peak(preset, batch, [])
+    assert real <= estimate <= 2 * real, (estimate / 2**20, real / 2**20)

@@ -1,8 +1,11 @@
 """The text report of :func:`wavegen.analysis.compare_renders`: ``wavegen eval --renders`` prints it.
 
 :func:`format_comparison` lays a result out as a table (one column per set: every summary feature,
-then every set's distance to the test split), a note for each undefined number saying why, and
-the verdict under it (album likeness and the Frechet distances).
+then every set's distance to the reference split), a note for each undefined number saying why, and
+the verdict under it (album likeness and the Frechet distances). The reference is the split the
+comparison was made against (``result["split"]``: test, or val with ``--split val``), shown in the
+column named "test"; "train" is the training split, the album the likeness is scaled by. Every
+number says which of them it is of.
 """
 
 from __future__ import annotations
@@ -42,28 +45,37 @@ def format_comparison(result: dict) -> str:
         if missing:
             notes.append(f"- {key} of {', '.join(missing)}: {UNDEFINED.get(key, 'not defined on this audio')}")
     distance = {s: result["distances"].get(s) for s in sets}
-    lines += ["", "distance to the test split (0: identical; train = the album, noises = noise; "
-                  "the test column is the test split itself)",
+    ref = _reference(result)
+    lines += ["", f"distance to the {ref} (0: identical; train = the training split, the album; noises = noise; "
+                  f"the test column is the {ref} itself)",
               f"{'frechet (MFCC+chroma+contrast)':28s}" + _cells([d and d["frechet"] for d in distance.values()], ".2f")]
     for key in FRAME_FEATURES:
         lines.append(f"{key + ' (W1/std)':28s}" + _cells([d and d["features"][key] for d in distance.values()], ".3f"))
     if notes:
         lines += ["", "-: undefined", *notes]
-    lines += ["", *_verdict_lines(result["verdict"])]
+    lines += ["", *_verdict_lines(result["verdict"], ref)]
     return "\n".join(lines)
 
 
-def _verdict_lines(v: dict) -> list[str]:
-    """The verdict under the table: album likeness (or why there is none) and the Frechet distances."""
+def _reference(result: dict) -> str:
+    """The split the renders are compared against, as the report names it: "test split", "val split"."""
+    return f"{result.get('split') or 'test'} split"
+
+
+def _verdict_lines(v: dict, ref: str = "test split") -> list[str]:
+    """The verdict under the table: album likeness (or why there is none) and the Frechet distances
+    to ``ref`` (the reference split), each number named by the set it is of (``periodic_fraction_album``
+    is the reference split's, not the training split's)."""
     lines = []
     if _defined(v.get("album_likeness")):
-        lines.append(f"album likeness {v['album_likeness']:.2f} (1: as near as the training split, 0: as far as noise)")
+        lines.append(f"album likeness {v['album_likeness']:.2f} (1: as near the {ref} as the training split, "
+                     "0: as far as noise)")
     elif "album_likeness" in v:
         lines.append(f"album likeness undefined: the nearer noise ({v['frechet_noise']:.2f}) is no farther from "
-                     f"the test split than the training split ({v['frechet_album']:.2f}), so there is no scale from "
+                     f"the {ref} than the training split ({v['frechet_album']:.2f}), so there is no scale from "
                      "album to noise to place the renders on; compare the Frechet distances instead")
-    lines.append(f"frechet: renders {v['frechet_renders']:.2f}, nearer noise {v['frechet_noise']:.2f}"
-                 + (f", album (train) {v['frechet_album']:.2f}" if "frechet_album" in v else "")
+    lines.append(f"frechet to the {ref}: renders {v['frechet_renders']:.2f}, nearer noise {v['frechet_noise']:.2f}"
+                 + (f", training split {v['frechet_album']:.2f}" if "frechet_album" in v else "")
                  + f"; periodic frames: renders {v['periodic_fraction_renders']:.2f}, "
-                   f"album {v['periodic_fraction_album']:.2f}")
+                   f"{ref} {v['periodic_fraction_album']:.2f}")
     return lines

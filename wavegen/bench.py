@@ -197,28 +197,70 @@ def check_draws_fit(counts, batch: int) -> None:
 
 
 def check_backends(spec: dict, backends, batches, device: str = "cpu") -> None:
-    """Every backend name checked before anything is timed: its options (:func:`check_backend_options`),
-    then an engine of one stream built, which finds an unknown backend, a precision or option value it
-    does not take, or a backend that cannot run here, and whose state (what each stream adds) is checked,
-    times the largest of ``batches``, against the memory here (:func:`check_state_fits`); then, where the
-    smallest batch is over one, an engine of it built and dropped. The error (a WavegenError) names the
-    backend as given."""
+    """Every (backend, batch) row checked before anything is timed: each name's options
+    (:func:`check_backend_options`), then an engine of one stream built (:func:`_probe`), which finds
+    an unknown backend, a precision or option value it does not take, or a backend that cannot run
+    here, and whose state (what each stream adds) is checked, times the largest of ``batches``,
+    against the memory here (:func:`check_state_fits`); then every batch against the engine's own
+    limits (:func:`check_batch`); then, where the smallest batch is over one, an engine of it built
+    and dropped. The error (a WavegenError) names the backend as given, and the batch where it is one's."""
     from wavegen.errors import WavegenError
     from wavegen.memory import OutOfMemoryError
 
     check_backend_options(backends, spec["family"])
     for name in backends:
-        try:
-            engine = build_engine(spec, 1, name, device)
-            check_state_fits(_state_nbytes(engine), name, max(batches), device)
-            if min(batches) > 1:
-                del engine
+        engine, streams = _probe(spec, name, batches, device)
+        nbytes = _state_nbytes(engine)
+        check_state_fits(None if nbytes is None else -(-nbytes // streams), name, max(batches), device)
+        for batch in dict.fromkeys(batches):
+            check_batch(engine, name, batch)
+        if min(batches) > streams:
+            del engine
+            try:
                 engine = build_engine(spec, min(batches), name, device)
-        except OutOfMemoryError:
-            raise
-        except WavegenError as err:
-            raise type(err)(f"--backends {name}: {err}") from None
+            except OutOfMemoryError:
+                raise
+            except WavegenError as err:
+                raise type(err)(f"--backends {name} --batch {min(batches)}: {err}") from None
         del engine
+
+
+def _probe(spec: dict, name: str, batches, device: str):
+    """(engine, its streams): ``name``'s engine of one stream; where that cannot be built and every
+    batch is over one, of the smallest batch (an option of the cuda engine's large-batch path, such
+    as ``cuda:block_streams=32``, is refused at one stream, which takes the small path). A WavegenError
+    naming the backend (and the batch, for the second) where neither builds."""
+    from wavegen.errors import WavegenError
+    from wavegen.memory import OutOfMemoryError
+
+    try:
+        return build_engine(spec, 1, name, device), 1
+    except OutOfMemoryError:
+        raise
+    except WavegenError as err:
+        if min(batches) == 1:
+            raise type(err)(f"--backends {name}: {err}") from None
+    try:
+        return build_engine(spec, min(batches), name, device), min(batches)
+    except OutOfMemoryError:
+        raise
+    except WavegenError as err:
+        raise type(err)(f"--backends {name} --batch {min(batches)}: {err}") from None
+
+
+def check_batch(engine, name: str, batch: int) -> None:
+    """A WavegenError naming ``--backends name --batch batch`` where ``engine`` (the probe of
+    :func:`_probe`) says it could not run ``batch`` streams with its options (the cuda engines' paths run
+    at most so many streams: ``engine.check_streams``; engines without limits have no such method)."""
+    from wavegen.errors import WavegenError
+
+    check = getattr(engine, "check_streams", None)
+    if check is None:
+        return
+    try:
+        check(batch)
+    except WavegenError as err:
+        raise type(err)(f"--backends {name} --batch {batch}: {err}") from None
 
 
 def check_counts(counts) -> None:
@@ -258,9 +300,10 @@ def bench_generation(model: str, backends=("torch", "numba"), batches=(1, 8, 64)
     (per stream, at the model's rate), ``audio_seconds_per_second`` (all streams) and
     ``speedup_vs_torch`` (aggregate rate over the torch row of the same batch; None without one).
     Backends: make_engine's, each optionally with a precision and options (``numba-fp16``,
-    ``cuda-bf16:path=large``: :func:`parse_backend`); every name is checked (:func:`check_backends`:
-    an unknown backend, a precision, option or option value it does not take, a backend that cannot
-    run here) before anything is timed.
+    ``cuda-bf16:path=large``: :func:`parse_backend`); every (backend, batch) row is checked
+    (:func:`check_backends`: an unknown backend, a precision, option or option value it does not take,
+    a backend that cannot run here, a batch over the engine's limits, such as the cuda small-batch
+    path's 64 streams) before anything is timed.
     ``progress(message)`` is called before each measurement.
     """
     backends, batches = list(backends), [int(b) for b in batches]

@@ -33,6 +33,15 @@ def synthetic_audio(samples: int, sample_rate: int, seed: int = 0) -> np.ndarray
     return np.round(np.clip(x, -1, 1) * 32767).astype(np.int16)
 
 
+def synthetic_segments(length: int, labels) -> tuple[np.ndarray, np.ndarray | None]:
+    """(segments [N, 3], segment labels [N] or None) over ``length`` samples of synthetic audio: one
+    segment of it all, or for a model conditioned on ``labels`` the same audio once per label (each
+    labelled: an unlabelled window would index no label's embedding)."""
+    n = len(labels or ())
+    segments = np.array([[0, length, 0]] * max(1, n), dtype=np.int64)
+    return segments, (np.arange(n, dtype=np.int64) if n else None)
+
+
 def _reset_peak_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -195,8 +204,8 @@ def _bench_batch(config: dict, train_cfg, accelerator, rate: int, warmup: int, s
     facts = {"parameters": sum(p.numel() for p in inner.parameters()), "model_type": config["model_type"]}
     need = inner.context_samples + train_cfg.tbptt_windows * train_cfg.seq_len
     audio = synthetic_audio(4 * need + rate, rate, seed=seed)
-    segments = np.array([[0, len(audio), 0]], dtype=np.int64)
-    batches = make_batches(inner, audio, segments, None, train_cfg, accelerator.process_index,
+    segments, labels = synthetic_segments(len(audio), inner.config.labels)
+    batches = make_batches(inner, audio, segments, labels, train_cfg, accelerator.process_index,
                            accelerator.num_processes)  # this process's part of the global batch
     stream = BatchStream(batches, 0, train_cfg.grad_accum, dev, workers=num_workers, pin=dev.type == "cuda")
     carry = Carry(train_cfg.grad_accum)

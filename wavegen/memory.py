@@ -45,6 +45,22 @@ ACTIVATION_PEAK_FACTOR = 2.5
 # presets S x 2.5 is the larger (their saved tensors are many and small): their estimates do not change.
 LARGEST_TENSOR_COPIES = 4
 
+# Beside that, the backward pass of the loss holds tensors of the logits' size ([streams x samples x
+# q_levels] float32) that autograd did not save: the cross-entropy's gradient, the gradient through the
+# output layer, the softmax it is computed from. Where the logits are a large share of what is saved (the
+# tiny presets: samplernn-tiny at batch 16-128 x 256, wavenet-tiny at 16-48 x 512) the peak was 3.1-3.6x
+# what autograd saved, not 2.5: the residual over 2.5x the saved tensors was 3.2-4.9 logit tensors. Measured
+# with tests/test_memory_peak.py's measurement; the wide presets (samplernn-3tier, wavenet-medium: 2.2-2.6x
+# the saved tensors) gain 1-5% from these copies.
+LOGIT_COPIES = 4
+
+# What a training step's first run allocates whatever its size: the autograd engine, Adam's step, the
+# libtorch code its operators page in, the allocator's arenas. Peak RSS growth over 3 steps of the smallest
+# steps (samplernn-tiny and wavenet-tiny, 1 stream x 64 samples: 16-19 MiB, of which weights, gradients
+# and Adam under 5 MiB; wavenet-tiny at 2 x 512: 48.6-52 MiB in four runs, about 30 over its activations'
+# share, which grow by ~10 MiB a stream). Rounded up, so that the run-to-run spread stays under it.
+STEP_OVERHEAD_BYTES = 40 * 2**20
+
 # What to change when the model itself is too big, per family.
 SIZE_SETTINGS = {"samplernn": "model.dim or model.n_rnn", "wavenet": "model.layers or the model.*_channels"}
 
@@ -206,20 +222,22 @@ def _measure_saved(model, streams: int, length: int) -> dict[int, int]:
 def training_estimate(config: dict, streams: int, seq_len: int, mixed_precision: bool = False,
                       average: bool = False) -> dict:
     """Bytes one training process needs: ``{"weights", "gradients", "optimizer", "average", "activations",
-    "total"}``.
+    "overhead", "total"}``.
 
     streams: streams per micro-batch on this process; seq_len: predicted samples per window.
     Adam keeps two moments per weight; ``average``: a copy of the weights (train.ema_decay);
-    activations: what autograd saves, and what the backward pass adds to it (:func:`activation_peak_bytes`).
-    Under mixed precision most activations are half size.
+    activations: what autograd saves, and what the backward pass adds to it (:func:`activation_peak_bytes`)
+    and LOGIT_COPIES float32 tensors of the logits' size (the loss's backward; float32 under mixed
+    precision too, where the rest is half size); overhead: STEP_OVERHEAD_BYTES.
     """
     model = meta_model(config)
     weights = parameter_bytes(model)
     activations = activation_peak_bytes(model, streams, seq_len)
     if mixed_precision:
         activations //= 2
+    activations += LOGIT_COPIES * 4 * streams * seq_len * model.config.q_levels
     out = {"weights": weights, "gradients": weights, "optimizer": 2 * weights, "average": weights if average else 0,
-           "activations": activations}
+           "activations": activations, "overhead": STEP_OVERHEAD_BYTES}
     out["total"] = sum(out.values())
     return out
 
@@ -244,7 +262,7 @@ def check_training_memory(config: dict, train, device, mixed_precision: bool, pr
         what += f" / {processes_here} processes" if processes_here > 1 else ""
     if estimate["total"] > available:
         e = estimate
-        if e["activations"] >= e["total"] - e["activations"]:  # activations against everything the weights bring
+        if e["activations"] >= e["total"] - e["activations"] - e["overhead"]:  # against what the weights bring
             change = ("lower train.batch_size (or raise train.grad_accum, which splits each batch) or "
                       "train.seq_len")
         else:
@@ -253,7 +271,8 @@ def check_training_memory(config: dict, train, device, mixed_precision: bool, pr
         raise OutOfMemoryError(
             f"training needs about {gib(e['total'])} (weights {gib(e['weights'])}, gradients "
             f"{gib(e['gradients'])}, Adam {gib(e['optimizer'])}, {average}activations {gib(e['activations'])} for "
-            f"{streams} stream(s) x {train.seq_len} samples per micro-batch), more than the {gib(available)} "
+            f"{streams} stream(s) x {train.seq_len} samples per micro-batch, a step's fixed "
+            f"{gib(e['overhead'])}), more than the {gib(available)} "
             f"{what}: {change}")
     return estimate
 

@@ -38,6 +38,7 @@ class CudaEngine(Engine):
         super().__init__(spec, streams, device, precision)
         from wavegen.generate import cuda_batch_path
 
+        self.path_given = path
         self.path = path or cuda_batch_path(self.family, self.streams)
         if self.path not in PATHS:
             raise EngineError(f"path {path!r}: use one of {PATHS}")

@@ -81,9 +81,10 @@ class CudaSampleRNNEngine(CudaEngine):
         self.cond_off_dev = torch.from_numpy(self.cond_off).to(dev)
         self.p_off_dev = torch.from_numpy(self.p_off).to(dev)
         self.label_proj = torch.zeros((B, G * dim) if self.labels else (1, 1), **f32)
+        self.given = {"blocks": blocks, "threads": threads, "smem_bytes": smem_bytes, "block_streams": block_streams,
+                      "graph": graph}
+        self._refuse_other_paths_options(self.path)
         if self.path == "small":
-            if block_streams is not None or graph is not None:
-                raise EngineError("block_streams and graph are options of path='large'")
             from wavegen.kernels.cuda.samplernn_small import PersistentSampleRNN, SmallPathDoesNotFit
 
             try:
@@ -93,13 +94,35 @@ class CudaSampleRNNEngine(CudaEngine):
                     raise
                 logger.info("%s: taking the large-batch path", err)
                 self.path = "large"
-        elif blocks is not None or threads is not None or smem_bytes is not None:
-            raise EngineError("blocks, threads and smem_bytes are options of path='small'")
         if self.path == "large":
             from wavegen.kernels.cuda.samplernn_large import FusedSampleRNN
 
             self.impl = FusedSampleRNN(self, block_streams=block_streams, graph=graph)
         self.reset(label_weights=self.default_label_weights())
+
+    def _refuse_other_paths_options(self, path: str) -> None:
+        """EngineError where an option of the other path was given to an engine taking ``path``."""
+        other = ("block_streams", "graph") if path == "small" else ("blocks", "threads", "smem_bytes")
+        if any(self.given[name] is not None for name in other):
+            raise EngineError(f"{', '.join(other[:-1])} and {other[-1]} are options of path="
+                              f"'{'large' if path == 'small' else 'small'}'")
+
+    def check_streams(self, streams: int) -> None:
+        """EngineError where this engine's model, precision and options could not run ``streams``
+        streams (the path that count takes, that path's limits and options), found without building
+        anything: what ``wavegen bench`` asks of every batch before it times any."""
+        from wavegen.generate import cuda_batch_path
+        from wavegen.kernels.cuda.samplernn_small import SmallPathDoesNotFit, small_path_fit
+
+        path = self.path_given or cuda_batch_path(self.family, streams)
+        self._refuse_other_paths_options(path)
+        if path == "small":
+            try:
+                small_path_fit(self.packed, streams, self.device, self.given["blocks"], self.given["threads"],
+                               self.given["smem_bytes"])
+            except SmallPathDoesNotFit:
+                if self.path_given is not None:
+                    raise
 
     # ----- state -----
 

@@ -155,6 +155,46 @@ def _span_count(total: int, blocks: int) -> int:
     return -(-total // blocks)
 
 
+def small_path_fit(p: dict, B: int, dev, blocks=None, threads=None, smem_bytes=None) -> dict:
+    """The persistent kernel's launch shape for ``B`` streams of the packed model ``p`` on ``dev``,
+    checked without allocating anything: ``blocks``, ``threads``, ``dpb`` (dims per block),
+    ``budget`` (shared bytes a block may use), ``end`` (floats of shared memory the activations
+    take) and ``offsets`` (s_gi, s_gh, s_x, s_ws). SmallPathDoesNotFit where the streams do not
+    fit (more than MAX_STREAMS, or their activations over the shared memory), EngineError for an
+    option value the kernel does not take."""
+    dim, G = p["dim"], p["gates"]
+    if B > MAX_STREAMS:
+        raise SmallPathDoesNotFit(f"the persistent SampleRNN kernel runs at most {MAX_STREAMS} streams "
+                                  f"({B} asked): use path='large'")
+    dev = torch.device(dev)
+    on_gpu = dev.type == "cuda" and not simulated()
+    props = torch.cuda.get_device_properties(dev) if on_gpu else None
+    n_blocks = int(blocks or (min(props.multi_processor_count, dim) if on_gpu else 2))
+    n_threads = int(threads or (256 if on_gpu else 32))
+    if n_threads % 32 or not 32 <= n_threads <= 1024:
+        raise EngineError(f"threads={threads}: a multiple of 32 from 32 to 1024")
+    if not 1 <= n_blocks <= max(dim, 1):
+        raise EngineError(f"blocks={blocks}: from 1 to the model's dim ({dim})")
+    if on_gpu and n_blocks > props.multi_processor_count:
+        raise EngineError(f"the persistent kernel needs its {n_blocks} blocks resident at once, more than the "
+                          f"{props.multi_processor_count} multiprocessors of {props.name}")
+    limit = getattr(props, "shared_memory_per_block_optin", 227 * 1024) if on_gpu else 1 << 40
+    budget = int(smem_bytes if smem_bytes is not None else limit - SHARED_RESERVE_BYTES)
+    F0 = int(p["tier_int"][0, 0])
+    dpb = _span_count(dim, n_blocks)
+    s_gi = B * F0
+    s_gh = s_gi + B * G * dpb
+    s_x = s_gh + B * G * dpb
+    s_ws = s_x + B * (dim + 1)  # the streams' MLP activations, rows padded: lanes of different streams, other banks
+    end = s_ws + SAMPLE_SCRATCH * (n_threads // 32)
+    if 4 * end > min(budget, limit):
+        raise SmallPathDoesNotFit(f"the persistent kernel needs {4 * end} bytes of shared memory per block "
+                                  f"for {B} streams' activations, more than {min(budget, limit)}: use fewer "
+                                  "streams or path='large'")
+    return {"blocks": n_blocks, "threads": n_threads, "dpb": dpb, "budget": budget, "end": end,
+            "offsets": (s_gi, s_gh, s_x, s_ws)}
+
+
 class PersistentSampleRNN:
     """Runs :func:`samplernn_persistent` for a :class:`~wavegen.kernels.cuda.samplernn.CudaSampleRNNEngine`.
 
@@ -170,33 +210,10 @@ class PersistentSampleRNN:
         p, B, dev = engine.packed, engine.streams, engine.device
         self.engine = engine
         dim, G, L, K, q = p["dim"], p["gates"], p["n_layers"], len(p["tier_int"]), int(p["tier_int"][0, 2])
-        if B > MAX_STREAMS:
-            raise SmallPathDoesNotFit(f"the persistent SampleRNN kernel runs at most {MAX_STREAMS} streams "
-                                      f"({B} asked): use path='large'")
-        on_gpu = dev.type == "cuda" and not simulated()
-        props = torch.cuda.get_device_properties(dev) if on_gpu else None
-        self.blocks = int(blocks or (min(props.multi_processor_count, dim) if on_gpu else 2))
-        self.threads = int(threads or (256 if on_gpu else 32))
-        if self.threads % 32 or not 32 <= self.threads <= 1024:
-            raise EngineError(f"threads={threads}: a multiple of 32 from 32 to 1024")
-        if not 1 <= self.blocks <= max(dim, 1):
-            raise EngineError(f"blocks={blocks}: from 1 to the model's dim ({dim})")
-        if on_gpu and self.blocks > props.multi_processor_count:
-            raise EngineError(f"the persistent kernel needs its {self.blocks} blocks resident at once, more than the "
-                              f"{props.multi_processor_count} multiprocessors of {props.name}")
-        limit = getattr(props, "shared_memory_per_block_optin", 227 * 1024) if on_gpu else 1 << 40
-        budget = int(smem_bytes if smem_bytes is not None else limit - SHARED_RESERVE_BYTES)
-        F0 = int(p["tier_int"][0, 0])
-        dpb = _span_count(dim, self.blocks)
-        s_gi = B * F0
-        s_gh = s_gi + B * G * dpb
-        s_x = s_gh + B * G * dpb
-        s_ws = s_x + B * (dim + 1)  # the streams' MLP activations, rows padded: lanes of different streams, other banks
-        end = s_ws + SAMPLE_SCRATCH * (self.threads // 32)
-        if 4 * end > min(budget, limit):
-            raise SmallPathDoesNotFit(f"the persistent kernel needs {4 * end} bytes of shared memory per block "
-                                      f"for {B} streams' activations, more than {min(budget, limit)}: use fewer "
-                                      "streams or path='large'")
+        fit = small_path_fit(p, B, dev, blocks, threads, smem_bytes)
+        self.blocks, self.threads, budget, end = fit["blocks"], fit["threads"], fit["budget"], fit["end"]
+        F0, dpb = int(p["tier_int"][0, 0]), fit["dpb"]
+        s_gi, s_gh, s_x, s_ws = fit["offsets"]
         self.wcache = np.full(2 * K * L + 2 * K + 2, -1, np.int64)
         self.cached, self.matrices = [], []
         for name, index, rows, cols in self._matrices(p, K, L, G, dim, q, dpb, self.blocks):

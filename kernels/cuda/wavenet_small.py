@@ -304,6 +304,7 @@ def wavenet_persistent(M, V, layer_off, head, dil, ring_off, R, S, A, Q, H1, H2,
 
 SPIN_LIMIT = 1 << 24  # polls of one flag (about 10 s on a GPU) before the kernel gives up: a bug, not a wait
 HEAD_BUDGET_BYTES = 48 * 1024  # shared memory an out1/out2 block aims at: more blocks, shorter matvecs
+MAX_STREAMS = 64  # streams the persistent kernel runs at most
 
 
 def head_rows(rows: int, cols: int, B: int, budget_bytes: int) -> tuple[int, int]:
@@ -320,6 +321,48 @@ def _device_view(x: torch.Tensor):
     return x.numpy() if x.device.type == "cpu" else cuda.as_cuda_array(x)
 
 
+def small_path_fit(p: dict, B: int, dev, threads=None, head_blocks=None, layers_per_block=None) -> dict:
+    """The persistent kernel's launch shape for ``B`` streams of the packed model ``p`` on ``dev``,
+    checked without allocating anything: ``threads``, ``H1``/``H2`` (out1/out2 blocks), ``per_block``
+    (layers a block runs), ``grid`` and ``shared_bytes``. EngineError where the streams do not fit
+    (more than MAX_STREAMS, more blocks or shared memory than the device has) or an option value is
+    not taken."""
+    R, S, A, Q = p["R"], p["S"], p["A"], p["q"]
+    L = len(p["dil"])
+    dev = torch.device(dev)
+    if B > MAX_STREAMS:
+        raise EngineError(f"the persistent WaveNet kernel runs at most {MAX_STREAMS} streams ({B} asked): "
+                          "use path='large'")
+    n_threads = int(threads or (32 if 2 * R * B <= 64 else 128 if 2 * R * B <= 256 else 256))
+    if n_threads % 32 or not 32 <= n_threads <= 1024:
+        raise EngineError(f"threads={threads}: a multiple of 32 from 32 to 1024")
+    if head_blocks is None:
+        H1, rows1 = head_rows(A, S, B, HEAD_BUDGET_BYTES)
+        H2, rows2 = head_rows(Q, A, B, HEAD_BUDGET_BYTES)
+    else:
+        H1, H2 = (int(h) for h in head_blocks)
+        if not (1 <= H1 <= A and 1 <= H2 <= Q):
+            raise EngineError(f"head_blocks={head_blocks}: between 1 and ({A}, {Q})")
+        rows1, rows2 = -(-A // H1), -(-Q // H2)
+    per_block = int(layers_per_block or 1)
+    if not 1 <= per_block <= L:
+        raise EngineError(f"layers_per_block={layers_per_block}: from 1 to the model's {L} layers")
+    grid = -(-L // per_block) + H1 + H2
+    shared_bytes = 4 * max(layer_smem_floats(R, S, B, n_threads // 32, per_block),
+                           head_smem_floats(rows1, S, B), head_smem_floats(rows2, A, B))
+    if dev.type == "cuda":
+        props = torch.cuda.get_device_properties(dev)
+        if grid > props.multi_processor_count:
+            raise EngineError(f"the persistent kernel needs {grid} blocks resident at once, more than the "
+                              f"{props.multi_processor_count} multiprocessors of {props.name}: use path='large'")
+        limit = getattr(props, "shared_memory_per_block_optin", 227 * 1024)
+        if shared_bytes > limit:
+            raise EngineError(f"the persistent kernel needs {shared_bytes} bytes of shared memory per block, "
+                              f"more than {limit} on {props.name}: use path='large'")
+    return {"threads": n_threads, "H1": H1, "H2": H2, "per_block": per_block, "grid": grid,
+            "shared_bytes": shared_bytes}
+
+
 class PersistentWaveNet:
     """Runs :func:`wavenet_persistent` for a :class:`CudaWaveNetEngine` (its weights, state, buffers).
     ``layers_per_block`` (default 1): layers a layer block runs one after another, handing the
@@ -331,34 +374,9 @@ class PersistentWaveNet:
         self.engine = engine
         R, S, A, Q = p["R"], p["S"], p["A"], p["q"]
         L = len(p["dil"])
-        if B > 64:
-            raise EngineError(f"the persistent kernel runs at most 64 streams ({B} asked): use path='large'")
-        self.threads = int(threads or (32 if 2 * R * B <= 64 else 128 if 2 * R * B <= 256 else 256))
-        if self.threads % 32 or not 32 <= self.threads <= 1024:
-            raise EngineError(f"threads={threads}: a multiple of 32 from 32 to 1024")
-        if head_blocks is None:
-            self.H1, rows1 = head_rows(A, S, B, HEAD_BUDGET_BYTES)
-            self.H2, rows2 = head_rows(Q, A, B, HEAD_BUDGET_BYTES)
-        else:
-            self.H1, self.H2 = (int(h) for h in head_blocks)
-            if not (1 <= self.H1 <= A and 1 <= self.H2 <= Q):
-                raise EngineError(f"head_blocks={head_blocks}: between 1 and ({A}, {Q})")
-            rows1, rows2 = -(-A // self.H1), -(-Q // self.H2)
-        self.per_block = int(layers_per_block or 1)
-        if not 1 <= self.per_block <= L:
-            raise EngineError(f"layers_per_block={layers_per_block}: from 1 to the model's {L} layers")
-        self.grid = -(-L // self.per_block) + self.H1 + self.H2
-        self.shared_bytes = 4 * max(layer_smem_floats(R, S, B, self.threads // 32, self.per_block),
-                                    head_smem_floats(rows1, S, B), head_smem_floats(rows2, A, B))
-        if dev.type == "cuda":
-            props = torch.cuda.get_device_properties(dev)
-            if self.grid > props.multi_processor_count:
-                raise EngineError(f"the persistent kernel needs {self.grid} blocks resident at once, more than the "
-                                  f"{props.multi_processor_count} multiprocessors of {props.name}: use path='large'")
-            limit = getattr(props, "shared_memory_per_block_optin", 227 * 1024)
-            if self.shared_bytes > limit:
-                raise EngineError(f"the persistent kernel needs {self.shared_bytes} bytes of shared memory per block, "
-                                  f"more than {limit} on {props.name}: use path='large'")
+        fit = small_path_fit(p, B, dev, threads, head_blocks, layers_per_block)
+        self.threads, self.H1, self.H2, self.per_block = fit["threads"], fit["H1"], fit["H2"], fit["per_block"]
+        self.grid, self.shared_bytes = fit["grid"], fit["shared_bytes"]
         f32 = dict(dtype=torch.float32, device=dev)
         i64 = dict(dtype=torch.int64, device=dev)
         self.weights = [torch.from_numpy(p["M"]).to(dev), torch.from_numpy(p["V"]).to(dev),
