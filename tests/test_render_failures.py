@@ -23,7 +23,7 @@ from wavegen.cli import main
 from wavegen.fileio import atomic_write
 from wavegen.render import (RenderFolder, RenderStateError, RenderWriteError, encode_flac, load_snapshot, render,
                             save_snapshot)
-from wavegen.render import loop as render_loop
+from wavegen.render import shard as render_shard
 from wavegen.render import writers as render_writers
 
 NO_SPACE = OSError(errno.ENOSPC, "No space left on device")
@@ -37,7 +37,7 @@ def model(tmp_path_factory) -> Path:
 def stopped_render(model, out, s, windows: int) -> None:
     """A render of ``s`` stopped as by Ctrl-C in its window ``windows + 1``: OUT holds an unfinished
     render (its last snapshot at the start of that window) that a rerun resumes."""
-    real = render_loop.Generator.generate
+    real = render_shard.Generator.generate
     calls = []
 
     def generate(self, *args, **kwargs):
@@ -47,7 +47,7 @@ def stopped_render(model, out, s, windows: int) -> None:
         return real(self, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(render_loop.Generator, "generate", generate)
+        patch.setattr(render_shard.Generator, "generate", generate)
         with pytest.raises(KeyboardInterrupt):
             render(model, out, s, progress=False)
     assert not (out / "render_report.json").exists()

@@ -176,3 +176,32 @@ def test_a_resume_whose_model_changed_says_so_and_names_the_checkpoint_it_began_
         {"model": str((run / "best").resolve()), "model_sha256": sha256_file(model / "model.safetensors")}))
     with pytest.raises(RenderStateError, match="changed since"):
         render(run, out, settings(0.125), progress=False)
+
+
+def test_a_render_begun_from_best_resumes_from_the_checkpoint_it_was_chosen_from(model, tmp_path, capsys):
+    """best/ (checkpoint.save_model) and a training checkpoint (accelerate's save_state) hold the same
+    weights in files of other bytes (other header metadata): a render begun from best/, refused once the
+    model changed, is pointed at that checkpoint, and --checkpoint step_N resumes it."""
+    from accelerate.utils import save as accelerate_save
+
+    run = tmp_path / "run"
+    shutil.copytree(model, run / "best")
+    shutil.copy(model / "config.json", run / "config.json")
+    kept = run / "checkpoints" / "step_5"
+    kept.mkdir(parents=True)
+    weights, _ = load_model(model)
+    accelerate_save(weights.state_dict(), kept / "model.safetensors", safe_serialization=True)  # as training does
+    assert sha256_file(kept / "model.safetensors") != sha256_file(model / "model.safetensors")
+    (kept / "trainer_state.json").write_text(json.dumps({"step": 5}))
+    out = tmp_path / "out"
+    assert render_cli(run, out, "--seconds", 0.25) == 0
+    other = make_model(tmp_path / "other", seed=3)
+    for name in ("model.safetensors", "weights.json"):  # trained further: best/ written again
+        shutil.copy(other / name, run / "best")
+    capsys.readouterr()
+    assert render_cli(run, out, "--seconds", 0.25) == 2
+    assert "resume it with --checkpoint step_5 (the weights it began with)" in one_error_line(capsys)
+    assert main(["-q", "render", str(run), "--checkpoint", "step_5", "--out", str(out), *QUICK_FLAGS,
+                 "--seconds", "0.25"]) == 0, capsys.readouterr().err
+    assert not capsys.readouterr().err  # the same weights: complete, nothing to do
+    assert np.array_equal(read_pcm(out / "stream_000.wav"), direct_pcm(model, 1, SR // 4)[0])

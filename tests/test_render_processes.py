@@ -234,3 +234,96 @@ def test_a_damaged_snapshot_of_one_process_stops_every_process_before_it_renders
     assert run.stderr.count("wavegen render: error:") == 1, run.stderr[-3000:]
     assert f"wavegen render: error: {out / '.state' / 'rank1.npz'} is damaged" in run.stderr
     assert load_snapshot(out / ".state" / "rank0.npz")[1] == written  # the first process rendered nothing more
+
+
+# the CLI with writes past a size limit refused by the kernel (EFBIG, as a full disk refuses them) in one process
+_CLI_SMALL_DISK_ON_ONE_RANK = """import os, resource, sys
+if os.environ["RANK"] == os.environ["SMALL_DISK_RANK"]:
+    limit = int(os.environ["SMALL_DISK_BYTES"])
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+from wavegen.cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_process_whose_disk_fails_mid_render_stops_the_others_at_their_next_window(model, tmp_path):
+    """Under torchrun the second process's writes are refused past 16 kB (its one stream, ~2 s): the
+    first stops at its next window with a snapshot of what it wrote (not at the end of its 8 s), one
+    line names the failing process and its cause, and a rerun resumes to the bytes of a render never
+    stopped."""
+    seconds, out = 8.0, tmp_path / "r"
+    script = tmp_path / "small_disk_cli.py"
+    script.write_text(_CLI_SMALL_DISK_ON_ONE_RANK)
+    args = torchrun(model, out, "--snapshot-seconds", 0.5, "--block-seconds", 0.25, entry=(script,))
+    args[args.index("--seconds") + 1] = str(seconds)
+    env = {**ENV, "SMALL_DISK_RANK": "1", "SMALL_DISK_BYTES": "16000"}
+    run = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    errors = [line for line in run.stderr.splitlines() if line.startswith("wavegen render: error:")]
+    assert len(errors) == 1, run.stderr[-3000:]
+    assert errors[0].startswith("wavegen render: error: process 1 of 2 failed, and the others stopped with it "
+                                f"(what they had written is saved): cannot write {out / 'stream_001.wav'}: File "
+                                "too large; 1.5 s of each stream written so far are intact"), errors[0]
+    first = load_snapshot(out / ".state" / "rank0.npz")[1]
+    assert 1.5 * SR <= first <= 4 * SR, first  # stopped soon after the second process, not at the end
+    assert not (out / "render_report.json").exists()
+    resumed = subprocess.run(torchrun(model, out, "--snapshot-seconds", 0.5, "--seconds", seconds), env=ENV,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected = write_streams(tmp_path / "ref", direct_pcm(model, 3, int(seconds * SR)), "wav")
+    assert file_bytes(out, 3) == file_bytes(expected, 3)
+
+
+# the CLI, then its exit code into EXIT_DIR/RANK
+_CLI_RECORDING_EXIT = """import os, sys
+from wavegen.cli import main
+code = main(sys.argv[1:])
+open(os.path.join(os.environ["EXIT_DIR"], os.environ["RANK"]), "w").write(str(code))
+raise SystemExit(code)
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_under_torchrun_is_said_once_and_every_process_saves_and_exits_130(model, tmp_path):
+    """A Ctrl-C reaches the launcher and every process (the terminal's process group): each process saves
+    a snapshot and exits 130; "interrupted", and what the stop does, read once (the first process)."""
+    out, script = tmp_path / "r", tmp_path / "cli_recording_exit.py"
+    script.write_text(_CLI_RECORDING_EXIT)
+    args = torchrun(model, out, "--snapshot-seconds", 0.25, entry=(script,))
+    args[args.index("--seconds") + 1] = "120"  # far longer than the test: stopped below
+    launch = subprocess.Popen(args, env={**ENV, "EXIT_DIR": str(tmp_path)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True)
+    wait_for_snapshot(launch, out / ".state" / "rank1.prev.npz")
+    wait_for_snapshot(launch, out / ".state" / "rank0.prev.npz")
+    os.killpg(launch.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to every process of the group
+    _, stderr = launch.communicate(timeout=120)
+    assert stderr.count("wavegen render: interrupted") == 1, stderr[-3000:]
+    assert stderr.count("rewinding to the start of the window and saving a snapshot") == 1, stderr[-3000:]
+    # (torchrun hands the Ctrl-C on to its processes too: where that second SIGINT reaches the first process
+    # apart from the terminal's, it stops at once, on its last snapshot, without the line)
+    assert stderr.count("snapshot saved. Rerun the same command to resume") <= 1, stderr[-3000:]
+    assert [(tmp_path / str(rank)).read_text() for rank in range(2)] == ["130", "130"]
+    written = [load_snapshot(out / ".state" / f"rank{rank}.npz")[1] for rank in range(2)]
+    assert all(0 < w < 120 * SR for w in written), written
+
+
+@pytest.mark.slow
+def test_a_stop_of_one_process_alone_stops_the_others_at_their_next_window(model, tmp_path):
+    """SIGINT sent to the second process only (kill -INT PID): it saves and exits 130; the first hears of
+    it at its next window, saves and exits 130 too (not once its 120 s are rendered), and says so once."""
+    out, script = tmp_path / "r", tmp_path / "cli_recording_exit.py"
+    script.write_text('import os\nopen(os.path.join(os.environ["EXIT_DIR"], "pid" + os.environ["RANK"]), "w")'
+                      '.write(str(os.getpid()))\n' + _CLI_RECORDING_EXIT)
+    args = torchrun(model, out, "--snapshot-seconds", 0.25, entry=(script,))
+    args[args.index("--seconds") + 1] = "120"
+    launch = subprocess.Popen(args, env={**ENV, "EXIT_DIR": str(tmp_path)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    wait_for_snapshot(launch, out / ".state" / "rank1.prev.npz")
+    os.kill(int((tmp_path / "pid1").read_text()), signal.SIGINT)
+    _, stderr = launch.communicate(timeout=120)
+    assert [(tmp_path / str(rank)).read_text() for rank in range(2)] == ["130", "130"], stderr[-3000:]
+    assert stderr.count("wavegen render: interrupted") == 1, stderr[-3000:]
+    assert stderr.count("process 1 was stopped (SIGINT/SIGTERM): stopped at ") == 1, stderr[-3000:]
+    written = [load_snapshot(out / ".state" / f"rank{rank}.npz")[1] for rank in range(2)]
+    assert all(0 < w < 60 * SR for w in written), written

@@ -12,7 +12,7 @@ import pytest
 
 from render_helpers import MOSTLY_SILENT, SR, make_model, one_hot_bias, settings
 from wavegen.render import load_snapshot, render
-from wavegen.render import loop as render_loop
+from wavegen.render import shard as render_shard
 
 WIDTH = 8  # guard window, samples: a mostly silent i.i.d. model fails many of them
 
@@ -33,7 +33,7 @@ def progress_lines(caplog) -> list[str]:
 
 def test_a_stopped_render_shows_what_it_kept_and_the_seconds_the_guard_redrew(silent, tmp_path, caplog, monkeypatch):
     caplog.set_level(logging.INFO, logger="wavegen")
-    real, calls = render_loop.Generator.generate, []
+    real, calls = render_shard.Generator.generate, []
 
     def generate(self, start, n, attempts, count=True):
         calls.append(count)
@@ -41,7 +41,7 @@ def test_a_stopped_render_shows_what_it_kept_and_the_seconds_the_guard_redrew(si
             self.stop.request()
         return real(self, start, n, attempts, count)
 
-    monkeypatch.setattr(render_loop.Generator, "generate", generate)
+    monkeypatch.setattr(render_shard.Generator, "generate", generate)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         render(silent, out, guarded(0.5), progress=True)

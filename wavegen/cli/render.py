@@ -47,6 +47,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from wavegen.config import ConfigError
+    from wavegen.distributed import launch_rank
     from wavegen.render import RenderSettings, render
 
     apply_threads(args)
@@ -62,8 +63,13 @@ def run(args) -> int:
                               guard=args.guard, guard_seconds=args.guard_seconds,
                               guard_attempts=args.guard_attempts, guard_album=args.guard_album,
                               spectrogram=args.spectrogram)
-    report = render(args.model, args.out, settings, progress=not args.quiet, restart=args.restart,
-                    checkpoint=args.checkpoint)
+    try:
+        report = render(args.model, args.out, settings, progress=not args.quiet, restart=args.restart,
+                        checkpoint=args.checkpoint)
+    except KeyboardInterrupt:
+        if launch_rank()[0] != 0:  # under torchrun/accelerate, the first process says "interrupted"
+            return 130
+        raise
     if report.get("rank", 0) == 0:  # under torchrun/accelerate, one process lists the files
         for path in report["paths"]:
             print(path)

@@ -15,9 +15,13 @@ The package, one job per module:
 - :mod:`~wavegen.render.writers`: the PCM writer, snapshots, FLAC encoded at the end.
 - :mod:`~wavegen.render.guard`: the criteria of a failed window, the verdict, the rewind and
   redraw of failing streams.
-- :mod:`~wavegen.render.processes`: rank and world size under torchrun / accelerate, and one
+- :mod:`~wavegen.render.processes`: rank and world size under torchrun / accelerate, word of a
+  process that stopped mid-render (read by the others at each window), and one
   outcome for every process (an error in one reaches all).
-- :mod:`~wavegen.render.loop`: :func:`render`, which ties them together.
+- :mod:`~wavegen.render.shard`: one process's streams, window by window: generated in chunks
+  that answer a stop promptly, guarded, written, snapshotted; then its files finished.
+- :mod:`~wavegen.render.loop`: :func:`render`, which prepares each process's job and ties
+  them together.
 
 Resuming. Under ``out_dir/.state/`` the render keeps ``params.json`` (everything that decides
 the audio, the numba engine's thread count included: its sums round by it) and, per process, ``rank{r}.npz``: engine state, samples written, guard events,

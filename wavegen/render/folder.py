@@ -15,6 +15,8 @@ parameter that differs is refused with both values named, until ``--restart``.
 from __future__ import annotations
 
 import errno
+import functools
+import hashlib
 import logging
 import shutil
 from pathlib import Path
@@ -48,6 +50,8 @@ def check_params(saved: dict, current: dict, where: Path) -> None:
             continue
         if key == "threads" and isinstance(before, int) and isinstance(current[key], int):
             raise RenderStateError(_threads_differ(where, before, current[key]))
+        if key == "model_sha256" and _same_weights_as_model_folder(saved, current):
+            continue
         if key == "model_sha256" and before is not None:
             raise RenderStateError(_model_differs(where, saved, current))
         raise RenderStateError(f"{where} holds a render {_differ(key, before, current[key])}. Rerun the original "
@@ -147,19 +151,79 @@ def _model_differs(where: Path, saved: dict, current: dict) -> str:
 def _checkpoint_with(model_dir: str, sha: str) -> int | None:
     """The step of a kept checkpoint of the run ``model_dir`` belongs to (its best/ or a checkpoint)
     whose weights have ``sha``; None where there is none. A checkpoint's sha256 is the one its
-    trainer_state.json lists (a model folder's: its weights.json); a file neither lists is hashed."""
+    trainer_state.json lists (a model folder's: its weights.json); a file neither lists is hashed.
+    A render begun from a model folder (best/) recorded the sha256 of its weights as a model folder
+    holds them, written by another writer than the checkpoint's (other header metadata, other bytes):
+    where no file matches, each checkpoint's weights are hashed as a model folder would hold them."""
     from wavegen.resolve import checkpoint_weights, run_checkpoints
 
     folder = Path(model_dir)
-    run = folder.parent.parent if folder.parent.name == "checkpoints" else folder.parent
+    in_checkpoints = _in_checkpoints(model_dir)
+    run = folder.parent.parent if in_checkpoints else folder.parent
     try:
-        for step, kept in reversed(run_checkpoints(run)):
-            weights = checkpoint_weights(kept)
-            if weights.is_file() and _recorded_sha256(weights) == sha:
+        kept = [(step, checkpoint_weights(path)) for step, path in reversed(run_checkpoints(run))]
+        kept = [(step, weights) for step, weights in kept if weights.is_file()]
+        for step, weights in kept:
+            if _recorded_sha256(weights) == sha:
                 return step
-    except OSError:
+        for step, weights in ([] if in_checkpoints else kept):
+            if _sha256_as_model_folder(weights, folder) == sha:
+                return step
+    except (OSError, WavegenError):  # unreadable: no hint, the refusal stands
         pass
     return None
+
+
+def _same_weights_as_model_folder(saved: dict, current: dict) -> bool:
+    """Whether a render begun from a model folder (a run's best/) is resumed from a checkpoint holding the
+    same weights: best/ and a checkpoint are written by different writers (other header metadata, other
+    bytes, other sha256) from the same tensors, so the checkpoint's are hashed as the folder holds them."""
+    began, now, sha = saved.get("model"), current.get("model"), saved.get("model_sha256")
+    if not (isinstance(began, str) and isinstance(now, str) and isinstance(sha, str)) or _in_checkpoints(began):
+        return False
+    from wavegen.resolve import checkpoint_weights
+
+    try:
+        return _sha256_as_model_folder(checkpoint_weights(Path(now)), Path(began)) == sha
+    except (OSError, WavegenError):
+        return False
+
+
+def _in_checkpoints(model_dir: str) -> bool:
+    return Path(model_dir).parent.name == "checkpoints"
+
+
+def _sha256_as_model_folder(weights: Path, model_dir: Path) -> str | None:
+    """The sha256 ``weights`` (a checkpoint's) would have in the model folder ``model_dir`` (best/): its
+    tensors serialised with the header metadata of the folder's own weights file (the one writer of
+    model folders, checkpoint.save_model, puts its metadata there). None where either file is missing
+    or that header unreadable."""
+    from wavegen.checkpoint import MODEL_FILE
+
+    if not weights.is_file():
+        return None
+    folder_weights = model_dir / MODEL_FILE
+    try:
+        stat, folder_stat = weights.stat(), folder_weights.stat()
+    except OSError:
+        return None
+    return _sha256_with_metadata_of(str(weights), stat.st_mtime_ns, stat.st_size, str(folder_weights),
+                                    folder_stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)  # the rerun check runs several times a render (every process, each snapshot)
+def _sha256_with_metadata_of(weights: str, _mtime_ns: int, _size: int, other: str, _other_mtime_ns: int) -> str | None:
+    """sha256 of ``weights``' tensors serialised with ``other``'s header metadata (None: ``other`` unreadable)."""
+    from safetensors import safe_open
+
+    from wavegen.checkpoint import _safetensors_bytes, load_weights
+
+    try:
+        with safe_open(other, "pt") as f:
+            metadata = f.metadata()
+    except Exception:  # noqa: BLE001 (safetensors raises its own errors): damaged, no match
+        return None
+    return hashlib.sha256(_safetensors_bytes(load_weights(weights), metadata)).hexdigest()
 
 
 def _recorded_sha256(weights: Path) -> str:

@@ -1,48 +1,38 @@
-"""The render itself: resolve the model, lock the folder, render each process's streams window by
-window (generate, guard, write, snapshot), and write the report."""
+"""The render itself: resolve the model, lock the folder, prepare each process's job (model, engine,
+parameters), have it render its streams (:mod:`wavegen.render.shard`), and write the report."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
 import resource
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from wavegen.audio import dequantize, float_to_int16
+from wavegen.audio import dequantize
 from wavegen.config import ConfigError
-from wavegen.generate import make_engine, temperatures, uniforms
+from wavegen.generate import make_engine, temperatures
 from wavegen.memory import check_fits
-from wavegen.plotting import spectrogram_png
-from wavegen.progress import move_to, progress_bar, restart_clock
-from wavegen.render.folder import REPORT_FILE, RenderFolder, check_params
-from wavegen.render.guard import Guard, GuardCriteria, GuardLog, criteria_for
+from wavegen.render.folder import RenderFolder, check_params
+from wavegen.render.guard import GuardCriteria, criteria_for
 from wavegen.render.processes import Processes
-from wavegen.render.settings import (RenderSettings, RenderStateError, check_prime_path, parse_label, prime_codes,
-                                     shard_streams)
-from wavegen.render.writers import (StreamWriters, encode_flac, load_snapshot, reserve_open_files, save_snapshot,
-                                    snapshot_exists)
+from wavegen.render.settings import RenderSettings, check_prime_path, parse_label, prime_codes, shard_streams
+from wavegen.render.shard import STOP_IN_WINDOW, ShardRender, window_samples
+from wavegen.render.writers import load_snapshot, reserve_open_files, snapshot_exists
 from wavegen.resolve import ModelRef, resolve_model
 from wavegen.signals import StopSignals
+from wavegen.signals import logger as signals_logger
 
 logger = logging.getLogger("wavegen.render")
 
-SNAPSHOT_VERSION = 1
-CHUNK_WALL_SECONDS = 0.5  # most engine work between two looks at SIGINT/SIGTERM
-MIN_CHUNK = 64  # samples
 # bytes held per sample of a window: codes (int64), its audio (float64 dequantized, float32),
 # float_to_int16's float64 and the int16 written
 WINDOW_BYTES_PER_SAMPLE = 8 + 8 + 4 + 8 + 2
 PRIME_BYTES_PER_SAMPLE = 8  # the prime's codes, copied per stream (int64) by the engine
-# what the first Ctrl-C / SIGTERM does, as it is acknowledged: while windows are made, and once the last is
-STOP_IN_WINDOW = "rewinding to the start of the window and saving a snapshot"
-STOP_AFTER_LAST_WINDOW = "the last window is made: finishing the render (its files and report) instead of stopping"
 
 
 def render(model: str | Path, out_dir: str | Path, settings: RenderSettings, progress: bool = True,
@@ -177,12 +167,13 @@ class RenderJob:
             return done
         # one stop request for the whole render: a window being made is rewound (KeyboardInterrupt);
         # one that comes after the last window is made lets the render finish, and says so
-        with StopSignals(STOP_IN_WINDOW) as stop:
+        with StopSignals(STOP_IN_WINDOW) as stop, procs.first_says(signals_logger.name):
             shard = ShardRender(self, progress and procs.rank == 0, stop)
             # every process's snapshot read (or engine reset) before any renders: a refusal of one (a damaged
             # snapshot) reaches the others at once, not once they have rendered their streams to the end
             resumed = procs.agree(shard.start if len(self.ids) else (lambda: None))
-            meta = procs.agree((lambda: shard.run(resumed)) if len(self.ids) else (lambda: None))
+            meta = procs.agree((lambda: procs.telling_failure(shard.run, resumed)) if len(self.ids) else
+                               (lambda: None))
             if procs.rank != 0:
                 result = {"paths": [str(folder.paths[i]) for i in self.ids], "rank": procs.rank, "meta": meta}
             else:
@@ -241,11 +232,6 @@ class RenderJob:
         return folder.located(json.loads(json.dumps(report)))
 
 
-def window_samples(s: RenderSettings, sample_rate: int) -> int:
-    """Samples per stream generated (and held) at once: a guard window, or a block without the guard."""
-    return max(1, int(round((s.guard_seconds if s.guard else s.block_seconds) * sample_rate)))
-
-
 def engine_threads(backend: str, streams: int, world: int) -> int | None:
     """The thread count as it decides a render's audio, or None where it does not: the numba engine
     runs a process's streams in groups, one per thread and at most one per stream, and a stream's
@@ -272,229 +258,3 @@ def render_params(ref: ModelRef, s: RenderSettings, temps: np.ndarray, prime_sha
         "format": s.format, "backend": backend, "threads": threads, "precision": s.precision, "device": s.device,
         "world_size": world, "guard": guard if s.guard else False, "block_seconds": s.block_seconds,
     }))
-
-
-class _Interrupted(Exception):
-    """A stop was requested (first SIGINT/SIGTERM) in the middle of a window."""
-
-
-class Generator:
-    """Codes for one process's streams, in chunks short enough to answer a stop request promptly.
-
-    A chunk is ``block_seconds`` of audio, or less where the engine is slow: at most
-    CHUNK_WALL_SECONDS of work (the codes do not depend on it). The progress bar moves by what it
-    generates, except redraws (``count=False``); its "x real time" is the audio the bar counts per
-    second of wall time, the time of redraws included (what the report's realtime_factor measures
-    over the whole render), and the seconds redrawn are shown beside it. Rate and ETA count from
-    the end of the first chunk (the engine's warm-up: compiling, caches).
-    """
-
-    def __init__(self, job: RenderJob, stop: StopSignals, bar=None):
-        self.engine, self.seed, self.ids, self.sr = job.engine, job.settings.seed, job.ids, job.sr
-        self.temps = job.temps_all[job.ids]
-        self.block = max(1, int(round(job.settings.block_seconds * job.sr)))
-        self.chunk_cap = MIN_CHUNK  # grows to CHUNK_WALL_SECONDS of work after the first chunk
-        self.stop, self.bar = stop, bar
-        self.t0 = self.n0 = None  # the clock and the bar's count once warm (after the first chunk)
-        self.redrawn = 0  # samples per stream generated again by the guard, this session
-
-    def draw(self, start: int, n: int, attempts: np.ndarray) -> np.ndarray:
-        """Uniforms [B, n] for positions start.., each stream at its own attempt."""
-        u = np.empty((len(self.ids), n), dtype=np.float32)
-        for a in np.unique(attempts):
-            rows = attempts == a
-            u[rows] = uniforms(self.seed, self.ids[rows], start, n, int(a))
-        return u
-
-    def generate(self, start: int, n: int, attempts: np.ndarray, count: bool = True) -> np.ndarray:
-        """codes [B, n] int64 for positions start..start+n; raises _Interrupted on a stop request."""
-        codes = np.empty((len(self.ids), n), dtype=np.int64)
-        i = 0
-        while i < n:
-            m = min(self.block, self.chunk_cap, n - i)
-            tick = time.perf_counter()
-            codes[:, i:i + m] = self.engine.generate(self.draw(start + i, m, attempts), self.temps)
-            rate = m / max(time.perf_counter() - tick, 1e-6)
-            self.chunk_cap = max(MIN_CHUNK, int(rate * CHUNK_WALL_SECONDS))
-            i += m
-            self._progress(m, count)
-            if self.stop.requested:
-                raise _Interrupted
-        return codes
-
-    def _progress(self, m: int, count: bool) -> None:
-        """``m`` samples per stream generated: the bar moves (``count``) or they count as redrawn."""
-        if not count:
-            self.redrawn += m
-        if self.bar is None:
-            return
-        if self.t0 is None:  # the first chunk: moved without a rate (its time is the warm-up's), then the clock
-            self.bar.n += m / self.sr if count else 0
-            restart_clock(self.bar)
-            self.t0, self.n0 = time.perf_counter(), self.bar.n
-            return
-        if count:
-            self.bar.update(m / self.sr)
-        self.show_speed()
-
-    def show_speed(self) -> None:
-        """The bar's "x real time" (and the seconds redrawn) as of now."""
-        if self.bar is None or self.t0 is None:
-            return
-        speed = (self.bar.n - self.n0) / max(time.perf_counter() - self.t0, 1e-9)
-        redrawn = f", {self.redrawn / self.sr:.1f} s redrawn" if self.redrawn else ""
-        self.bar.set_postfix_str(f"{speed:.2f}x real time{redrawn}")
-
-    def rewound(self, pos: int) -> None:
-        """The bar back at ``pos`` samples: what a stop keeps (a window being made is undone)."""
-        if self.bar is not None:
-            move_to(self.bar, pos / self.sr)
-            self.n0 = None if self.n0 is None else min(self.n0, self.bar.n)
-            self.show_speed()
-
-
-class ShardRender:
-    """One process's streams, start (or resume) to end: windows, guard, writes, snapshots; then
-    FLAC encoding and spectrograms. ``start()`` (the engine reset, or the last snapshot restored) →
-    samples written; ``run(start())`` → {"events", "spectrograms"}."""
-
-    def __init__(self, job: RenderJob, show_progress: bool, stop: StopSignals):
-        self.job, self.show_progress, self.stop = job, show_progress, stop
-        self.s, self.engine, self.sr, self.total = job.settings, job.engine, job.sr, job.total
-        self.snapshot_path = job.folder.snapshot_path(job.procs.rank)
-        self.log = GuardLog(self.sr, report_name=REPORT_FILE)
-        self.wall_before, self.sessions, self.snapshot_written = 0.0, 1, 0
-        self.t0 = time.perf_counter()
-
-    def _io_error(self, path: Path, err: BaseException, written: int | None = None):
-        written = self.snapshot_written if written is None else written
-        return self.job.folder.io_error(path, err, written, self.sr)
-
-    def start(self) -> int | None:
-        """Reset the engine, or restore the last snapshot; → samples written (None when starting fresh)."""
-        job, engine = self.job, self.engine
-        if not snapshot_exists(self.snapshot_path):
-            prime = None if job.prime is None else np.broadcast_to(job.prime, (len(job.ids), len(job.prime)))
-            engine.reset(prime_codes=prime, label_weights=job.label_weights)
-            return None
-        state, written, meta = load_snapshot(self.snapshot_path, fallback=True)
-        check_params(meta["params"], job.params, job.folder.out_dir)
-        if meta["streams"] != job.ids.tolist():
-            raise RenderStateError(f"{self.snapshot_path} renders streams {meta['streams']}, this process "
-                                   f"{job.ids.tolist()}")
-        self.log = GuardLog(self.sr, meta["events"], report_name=REPORT_FILE)
-        self.wall_before, self.sessions = meta["wall_seconds"], meta["sessions"] + 1
-        engine.reset(label_weights=job.label_weights)
-        engine.load_state_dict(state)
-        logger.info("resuming %s at %.1f s of %.1f s", job.folder.out_dir, written / self.sr, self.total / self.sr)
-        return written
-
-    def _save(self, writers: StreamWriters, written: int) -> None:
-        """Flush the audio up to ``written``, then snapshot the engine's state (the order makes it safe)."""
-        writers.flush()
-        meta = {"version": SNAPSHOT_VERSION, "params": self.job.params, "streams": self.job.ids.tolist(),
-                "events": self.log.events, "wall_seconds": self.wall_before + time.perf_counter() - self.t0,
-                "sessions": self.sessions, "complete": written >= self.total}
-        try:
-            save_snapshot(self.snapshot_path, self.engine.state_dict(), written, meta, keep_previous=True)
-        except OSError as err:
-            raise self._io_error(self.snapshot_path, err) from err
-        self.snapshot_written = written
-
-    def _bar(self, written: int):
-        if not self.show_progress:
-            return contextlib.nullcontext()
-        return progress_bar(total=self.total / self.sr, initial=written / self.sr, unit="s",
-                            desc="rendered",
-                            bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}{postfix}]")
-
-    def run(self, resumed: int | None) -> dict:
-        """``resumed``: what :meth:`start` returned."""
-        s, job = self.s, self.job
-        written = resumed or 0
-        self.snapshot_written = written
-        if s.format == "flac" and written < self.total:
-            logger.info("FLAC: audio is kept as PCM under %s until the render completes, then encoded",
-                        job.folder.state_dir)
-        logger.info("rendering %d stream(s) x %g s at %d Hz with the %s engine (%s)%s", len(job.ids), s.seconds,
-                    self.sr, self.engine.backend, s.precision, f" (process {job.procs.rank} of {job.procs.world})"
-                    if job.procs.world > 1 else "")
-        writers = StreamWriters(job.folder.work_paths(job.ids), self.sr, s.format == "wav", resumed,
-                                lambda path, err: self._io_error(path, err))
-        ok = False
-        try:
-            with torch.inference_mode(), self._bar(written) as bar:
-                self.t0 = time.perf_counter()
-                self._windows(writers, written, Generator(job, self.stop, bar), self.stop)
-                self._save(writers, self.total)  # complete
-                writers.close()
-                ok = True
-        finally:
-            if not ok:
-                writers.abandon()
-        try:
-            return self._after(job)
-        except KeyboardInterrupt:  # a second Ctrl-C: the audio is all made and saved, the files not finished
-            logger.warning("stopped while the render's files were being finished: every window is made and saved "
-                           "under %s; rerun the same command to finish them (nothing is generated again)",
-                           job.folder.state_dir)
-            raise
-
-    def _windows(self, writers: StreamWriters, pos: int, gen: Generator, stop: StopSignals) -> None:
-        """Render positions pos..total window by window; a stop request rewinds to the window start."""
-        s, engine, job = self.s, self.engine, self.job
-        window = window_samples(s, self.sr)
-        snapshot_every = max(1, int(round(s.snapshot_seconds * self.sr)))
-        guard = Guard(job.criteria, s.guard_attempts, self.sr, job.ids, job.to_audio, self.log) \
-            if s.guard else None
-        no_redraw = np.zeros(len(job.ids), dtype=np.int64)
-        if pos >= self.total:  # resumed from the complete snapshot: only its files are left to finish
-            stop.message = STOP_AFTER_LAST_WINDOW
-        while pos < self.total:
-            n = min(window - pos % window, self.total - pos)
-            start, mark = engine.snapshot(), self.log.mark()
-            try:
-                if stop.requested:  # came while the last window was written
-                    raise _Interrupted
-                codes = gen.generate(pos, n, no_redraw)
-                if guard is not None:
-                    guard.check(engine, pos, codes, start,
-                                lambda attempts: gen.generate(pos, n, attempts, count=False))
-                if stop.requested:  # came while the guard judged the window
-                    raise _Interrupted
-                if pos + n == self.total:  # from here on a stop request lets the render finish
-                    stop.message = STOP_AFTER_LAST_WINDOW
-            except _Interrupted:  # back to the window's start: audio, state and events
-                self.log.rewind(mark)
-                engine.restore(start)
-                gen.rewound(pos)
-                self._save(writers, pos)
-                logger.warning("%s: stopped at %.1f s; snapshot saved. Rerun the same command to resume",
-                               stop.name, pos / self.sr)
-                raise KeyboardInterrupt from None
-            writers.write(float_to_int16(job.to_audio(codes)))
-            pos += n
-            gen.show_speed()  # the time of the guard's verdict and the writing counted
-            if pos - self.snapshot_written >= snapshot_every and pos < self.total:
-                self._save(writers, pos)
-
-    def _after(self, job: RenderJob) -> dict:
-        """The finished shard: FLAC encoded from the PCM under .state, a spectrogram per stream."""
-        if self.s.format == "flac":
-            for i, pcm_path in zip(job.ids, job.folder.work_paths(job.ids)):
-                try:
-                    encode_flac(pcm_path, job.folder.paths[i], self.sr)
-                except (OSError, RuntimeError) as err:  # RuntimeError: the encoder's own, where no OSError says why
-                    raise self._io_error(job.folder.paths[i], err, self.total) from err
-        spectrograms = []
-        if self.s.spectrogram:
-            for i in job.ids:
-                target = job.folder.paths[i].with_suffix(".png")
-                try:  # written atomically: a full disk leaves no partial PNG
-                    png = spectrogram_png(job.folder.paths[i], target)
-                except OSError as err:
-                    raise self._io_error(target, err, self.total) from err
-                if png is not None:
-                    spectrograms.append(str(png))
-        return {"events": self.log.events, "spectrograms": spectrograms}
-

@@ -1,12 +1,19 @@
 """The processes of one render: rank and world size under torchrun / accelerate launch, and how
 they agree on an outcome so that an error in one process reaches every other at once (no
 process is left waiting at a barrier for one that has already given up), marked as raised by
-every process: the first process alone prints it (wavegen.distributed.leave_to_another_process)."""
+every process: the first process alone prints it (wavegen.distributed.leave_to_another_process).
+Mid-render, a process that stops (a write refused, a Ctrl-C of its own) leaves word in the group's
+store, which the others read at each window: they save a snapshot and stop with it, instead of
+rendering on until the final agreement."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import json
+import logging
 import os
+import uuid
 
 from wavegen.config import ConfigError
 from wavegen.distributed import before_process_group
@@ -35,6 +42,8 @@ class Processes:
             dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))
             self.owned = True
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        # where a process that fails mid-render leaves word for the others (this render's own key)
+        self._failure_key = f"wavegen/render/failed/{self.share(uuid.uuid4().hex)}"
 
     def close(self) -> None:
         if self.owned:
@@ -42,6 +51,62 @@ class Processes:
 
             dist.destroy_process_group()
             self.owned = False
+
+    def tell_failure(self, err: BaseException) -> None:
+        """This process stops mid-render with ``err``: word of it for the others, who look at each window
+        (:meth:`failure_elsewhere`). Through the group's key-value store (a message to the launcher's
+        store, no collective): it reaches them whatever this process's disk refuses. The first word stays."""
+        if self.world == 1 or getattr(err, "from_rank", None) is not None:
+            return
+        record = json.dumps([self.rank, type(err).__name__, str(err), isinstance(err, WavegenError)])
+        try:
+            _store().compare_set(self._failure_key, "", record)
+        except Exception:  # noqa: BLE001 (the store's own errors): the others hear of it at the agreement
+            pass
+
+    def telling_failure(self, step, *args):
+        """``step(*args)``; an error it raises is told to the other processes at once (:meth:`tell_failure`)."""
+        try:
+            return step(*args)
+        except BaseException as err:
+            self.tell_failure(err)
+            raise
+
+    def failure_elsewhere(self) -> BaseException | None:
+        """The error another process stopped with (:meth:`tell_failure`), to raise here, naming that
+        process; None while none has. A KeyboardInterrupt for a stop request (a Ctrl-C that reached
+        that process alone)."""
+        if self.world == 1:
+            return None
+        try:
+            store = _store()
+            if not store.check([self._failure_key]):
+                return None
+            rank, kind, message, user_error = json.loads(store.get(self._failure_key))
+        except Exception:  # noqa: BLE001 (the store's own errors): no word here; the agreement still hears it
+            return None
+        if rank == self.rank:
+            return None
+        if user_error:
+            message = (f"process {rank} of {self.world} failed, and the others stopped with it (what they had "
+                       f"written is saved): {message}")
+        error = _remote_error(rank, kind, message, user_error)
+        error.from_rank = rank
+        return error
+
+    @contextlib.contextmanager
+    def first_says(self, logger_name: str):
+        """While inside: the warnings of logger ``logger_name`` said by the first process only (a Ctrl-C
+        reaches every process of a launch, and each would say the same); errors still by every process."""
+        if self.rank == 0:
+            yield
+            return
+        log, errors_only = logging.getLogger(logger_name), (lambda record: record.levelno >= logging.ERROR)
+        log.addFilter(errors_only)
+        try:
+            yield
+        finally:
+            log.removeFilter(errors_only)
 
     def share(self, value, src: int = 0):
         """``value`` of process ``src`` → every process (JSON-able or picklable small objects)."""
@@ -93,6 +158,13 @@ class Processes:
                 remote = _remote_error(rank, *found)
                 raise every_process(remote) if isinstance(remote, WavegenError) else remote
         return value
+
+
+def _store():
+    """The process group's key-value store (the launcher's, under torchrun)."""
+    from torch.distributed.distributed_c10d import _get_default_store
+
+    return _get_default_store()
 
 
 def _remote_error(rank: int, kind: str, message: str, user_error: bool) -> BaseException:

@@ -1,0 +1,286 @@
+"""One process's part of a render, window by window: the codes generated in chunks that answer a stop
+request promptly (:class:`Generator`), then guarded, written and snapshotted (:class:`ShardRender`),
+and the files finished (FLAC, spectrograms). :mod:`wavegen.render.loop` prepares the job and ties
+the processes together."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from wavegen.audio import float_to_int16
+from wavegen.generate import uniforms
+from wavegen.plotting import spectrogram_png
+from wavegen.progress import move_to, progress_bar, restart_clock
+from wavegen.render.folder import REPORT_FILE, check_params
+from wavegen.render.guard import Guard, GuardLog
+from wavegen.render.settings import RenderSettings, RenderStateError
+from wavegen.render.writers import StreamWriters, encode_flac, load_snapshot, save_snapshot, snapshot_exists
+from wavegen.signals import StopSignals
+
+if TYPE_CHECKING:
+    from wavegen.render.loop import RenderJob
+
+logger = logging.getLogger("wavegen.render")
+
+SNAPSHOT_VERSION = 1
+CHUNK_WALL_SECONDS = 0.5  # most engine work between two looks at SIGINT/SIGTERM
+MIN_CHUNK = 64  # samples
+# what the first Ctrl-C / SIGTERM does, as it is acknowledged: while windows are made, and once the last is
+STOP_IN_WINDOW = "rewinding to the start of the window and saving a snapshot"
+STOP_AFTER_LAST_WINDOW = "the last window is made: finishing the render (its files and report) instead of stopping"
+
+
+def window_samples(s: RenderSettings, sample_rate: int) -> int:
+    """Samples per stream generated (and held) at once: a guard window, or a block without the guard."""
+    return max(1, int(round((s.guard_seconds if s.guard else s.block_seconds) * sample_rate)))
+
+
+
+class _Interrupted(Exception):
+    """A stop was requested (first SIGINT/SIGTERM) in the middle of a window."""
+
+
+class Generator:
+    """Codes for one process's streams, in chunks short enough to answer a stop request promptly.
+
+    A chunk is ``block_seconds`` of audio, or less where the engine is slow: at most
+    CHUNK_WALL_SECONDS of work (the codes do not depend on it). The progress bar moves by what it
+    generates, except redraws (``count=False``); its "x real time" is the audio the bar counts per
+    second of wall time, the time of redraws included (what the report's realtime_factor measures
+    over the whole render), and the seconds redrawn are shown beside it. Rate and ETA count from
+    the end of the first chunk (the engine's warm-up: compiling, caches).
+    """
+
+    def __init__(self, job: RenderJob, stop: StopSignals, bar=None):
+        self.engine, self.seed, self.ids, self.sr = job.engine, job.settings.seed, job.ids, job.sr
+        self.temps = job.temps_all[job.ids]
+        self.block = max(1, int(round(job.settings.block_seconds * job.sr)))
+        self.chunk_cap = MIN_CHUNK  # grows to CHUNK_WALL_SECONDS of work after the first chunk
+        self.stop, self.bar = stop, bar
+        self.t0 = self.n0 = None  # the clock and the bar's count once warm (after the first chunk)
+        self.redrawn = 0  # samples per stream generated again by the guard, this session
+
+    def draw(self, start: int, n: int, attempts: np.ndarray) -> np.ndarray:
+        """Uniforms [B, n] for positions start.., each stream at its own attempt."""
+        u = np.empty((len(self.ids), n), dtype=np.float32)
+        for a in np.unique(attempts):
+            rows = attempts == a
+            u[rows] = uniforms(self.seed, self.ids[rows], start, n, int(a))
+        return u
+
+    def generate(self, start: int, n: int, attempts: np.ndarray, count: bool = True) -> np.ndarray:
+        """codes [B, n] int64 for positions start..start+n; raises _Interrupted on a stop request."""
+        codes = np.empty((len(self.ids), n), dtype=np.int64)
+        i = 0
+        while i < n:
+            m = min(self.block, self.chunk_cap, n - i)
+            tick = time.perf_counter()
+            codes[:, i:i + m] = self.engine.generate(self.draw(start + i, m, attempts), self.temps)
+            rate = m / max(time.perf_counter() - tick, 1e-6)
+            self.chunk_cap = max(MIN_CHUNK, int(rate * CHUNK_WALL_SECONDS))
+            i += m
+            self._progress(m, count)
+            if self.stop.requested:
+                raise _Interrupted
+        return codes
+
+    def _progress(self, m: int, count: bool) -> None:
+        """``m`` samples per stream generated: the bar moves (``count``) or they count as redrawn."""
+        if not count:
+            self.redrawn += m
+        if self.bar is None:
+            return
+        if self.t0 is None:  # the first chunk: moved without a rate (its time is the warm-up's), then the clock
+            self.bar.n += m / self.sr if count else 0
+            restart_clock(self.bar)
+            self.t0, self.n0 = time.perf_counter(), self.bar.n
+            return
+        if count:
+            self.bar.update(m / self.sr)
+        self.show_speed()
+
+    def show_speed(self) -> None:
+        """The bar's "x real time" (and the seconds redrawn) as of now."""
+        if self.bar is None or self.t0 is None:
+            return
+        speed = (self.bar.n - self.n0) / max(time.perf_counter() - self.t0, 1e-9)
+        redrawn = f", {self.redrawn / self.sr:.1f} s redrawn" if self.redrawn else ""
+        self.bar.set_postfix_str(f"{speed:.2f}x real time{redrawn}")
+
+    def rewound(self, pos: int) -> None:
+        """The bar back at ``pos`` samples: what a stop keeps (a window being made is undone)."""
+        if self.bar is not None:
+            move_to(self.bar, pos / self.sr)
+            self.n0 = None if self.n0 is None else min(self.n0, self.bar.n)
+            self.show_speed()
+
+
+class ShardRender:
+    """One process's streams, start (or resume) to end: windows, guard, writes, snapshots; then
+    FLAC encoding and spectrograms. ``start()`` (the engine reset, or the last snapshot restored) →
+    samples written; ``run(start())`` → {"events", "spectrograms"}."""
+
+    def __init__(self, job: RenderJob, show_progress: bool, stop: StopSignals):
+        self.job, self.show_progress, self.stop = job, show_progress, stop
+        self.s, self.engine, self.sr, self.total = job.settings, job.engine, job.sr, job.total
+        self.snapshot_path = job.folder.snapshot_path(job.procs.rank)
+        self.log = GuardLog(self.sr, report_name=REPORT_FILE)
+        self.wall_before, self.sessions, self.snapshot_written = 0.0, 1, 0
+        self.t0 = time.perf_counter()
+
+    def _io_error(self, path: Path, err: BaseException, written: int | None = None):
+        written = self.snapshot_written if written is None else written
+        return self.job.folder.io_error(path, err, written, self.sr)
+
+    def start(self) -> int | None:
+        """Reset the engine, or restore the last snapshot; → samples written (None when starting fresh)."""
+        job, engine = self.job, self.engine
+        if not snapshot_exists(self.snapshot_path):
+            prime = None if job.prime is None else np.broadcast_to(job.prime, (len(job.ids), len(job.prime)))
+            engine.reset(prime_codes=prime, label_weights=job.label_weights)
+            return None
+        state, written, meta = load_snapshot(self.snapshot_path, fallback=True)
+        check_params(meta["params"], job.params, job.folder.out_dir)
+        if meta["streams"] != job.ids.tolist():
+            raise RenderStateError(f"{self.snapshot_path} renders streams {meta['streams']}, this process "
+                                   f"{job.ids.tolist()}")
+        self.log = GuardLog(self.sr, meta["events"], report_name=REPORT_FILE)
+        self.wall_before, self.sessions = meta["wall_seconds"], meta["sessions"] + 1
+        engine.reset(label_weights=job.label_weights)
+        engine.load_state_dict(state)
+        logger.info("resuming %s at %.1f s of %.1f s", job.folder.out_dir, written / self.sr, self.total / self.sr)
+        return written
+
+    def _save(self, writers: StreamWriters, written: int) -> None:
+        """Flush the audio up to ``written``, then snapshot the engine's state (the order makes it safe)."""
+        writers.flush()
+        meta = {"version": SNAPSHOT_VERSION, "params": self.job.params, "streams": self.job.ids.tolist(),
+                "events": self.log.events, "wall_seconds": self.wall_before + time.perf_counter() - self.t0,
+                "sessions": self.sessions, "complete": written >= self.total}
+        try:
+            save_snapshot(self.snapshot_path, self.engine.state_dict(), written, meta, keep_previous=True)
+        except OSError as err:
+            raise self._io_error(self.snapshot_path, err) from err
+        self.snapshot_written = written
+
+    def _bar(self, written: int):
+        if not self.show_progress:
+            return contextlib.nullcontext()
+        return progress_bar(total=self.total / self.sr, initial=written / self.sr, unit="s",
+                            desc="rendered",
+                            bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}{postfix}]")
+
+    def run(self, resumed: int | None) -> dict:
+        """``resumed``: what :meth:`start` returned."""
+        s, job = self.s, self.job
+        written = resumed or 0
+        self.snapshot_written = written
+        if s.format == "flac" and written < self.total:
+            logger.info("FLAC: audio is kept as PCM under %s until the render completes, then encoded",
+                        job.folder.state_dir)
+        logger.info("rendering %d stream(s) x %g s at %d Hz with the %s engine (%s)%s", len(job.ids), s.seconds,
+                    self.sr, self.engine.backend, s.precision, f" (process {job.procs.rank} of {job.procs.world})"
+                    if job.procs.world > 1 else "")
+        writers = StreamWriters(job.folder.work_paths(job.ids), self.sr, s.format == "wav", resumed,
+                                lambda path, err: self._io_error(path, err))
+        ok = False
+        try:
+            with torch.inference_mode(), self._bar(written) as bar:
+                self.t0 = time.perf_counter()
+                self._windows(writers, written, Generator(job, self.stop, bar), self.stop)
+                self._save(writers, self.total)  # complete
+                writers.close()
+                ok = True
+        finally:
+            if not ok:
+                writers.abandon()
+        try:
+            return self._after(job)
+        except KeyboardInterrupt:  # a second Ctrl-C: the audio is all made and saved, the files not finished
+            logger.warning("stopped while the render's files were being finished: every window is made and saved "
+                           "under %s; rerun the same command to finish them (nothing is generated again)",
+                           job.folder.state_dir)
+            raise
+
+    def _windows(self, writers: StreamWriters, pos: int, gen: Generator, stop: StopSignals) -> None:
+        """Render positions pos..total window by window; a stop request rewinds to the window start."""
+        s, engine, job = self.s, self.engine, self.job
+        window = window_samples(s, self.sr)
+        snapshot_every = max(1, int(round(s.snapshot_seconds * self.sr)))
+        guard = Guard(job.criteria, s.guard_attempts, self.sr, job.ids, job.to_audio, self.log) \
+            if s.guard else None
+        no_redraw = np.zeros(len(job.ids), dtype=np.int64)
+        if pos >= self.total:  # resumed from the complete snapshot: only its files are left to finish
+            stop.message = STOP_AFTER_LAST_WINDOW
+        while pos < self.total:
+            self._stop_if_another_failed(writers, pos)
+            n = min(window - pos % window, self.total - pos)
+            start, mark = engine.snapshot(), self.log.mark()
+            try:
+                if stop.requested:  # came while the last window was written
+                    raise _Interrupted
+                codes = gen.generate(pos, n, no_redraw)
+                if guard is not None:
+                    guard.check(engine, pos, codes, start,
+                                lambda attempts: gen.generate(pos, n, attempts, count=False))
+                if stop.requested:  # came while the guard judged the window
+                    raise _Interrupted
+                if pos + n == self.total:  # from here on a stop request lets the render finish
+                    stop.message = STOP_AFTER_LAST_WINDOW
+            except _Interrupted:  # back to the window's start: audio, state and events
+                self.log.rewind(mark)
+                engine.restore(start)
+                gen.rewound(pos)
+                self._save(writers, pos)
+                logger.log(logging.WARNING if job.procs.rank == 0 else logging.DEBUG,  # said once, not per process
+                           "%s: stopped at %.1f s; snapshot saved. Rerun the same command to resume",
+                           stop.name, pos / self.sr)
+                raise KeyboardInterrupt from None
+            writers.write(float_to_int16(job.to_audio(codes)))
+            pos += n
+            gen.show_speed()  # the time of the guard's verdict and the writing counted
+            if pos - self.snapshot_written >= snapshot_every and pos < self.total:
+                self._save(writers, pos)
+
+    def _stop_if_another_failed(self, writers: StreamWriters, pos: int) -> None:
+        """Under several processes, at each window: where another process stopped (a write it could not
+        make, a Ctrl-C that reached it alone), save a snapshot of what this one wrote and stop with its
+        error, instead of rendering on until the final agreement."""
+        if self.stop.requested:  # a stop of this process's own comes first (the same Ctrl-C reached them all)
+            return
+        failure = self.job.procs.failure_elsewhere()
+        if failure is None:
+            return
+        self._save(writers, pos)
+        if isinstance(failure, KeyboardInterrupt) and self.job.procs.rank == 0:
+            logger.warning("process %d was stopped (SIGINT/SIGTERM): stopped at %.1f s; snapshot saved. Rerun the "
+                           "same command to resume", failure.from_rank, pos / self.sr)
+        raise failure
+
+    def _after(self, job: RenderJob) -> dict:
+        """The finished shard: FLAC encoded from the PCM under .state, a spectrogram per stream."""
+        if self.s.format == "flac":
+            for i, pcm_path in zip(job.ids, job.folder.work_paths(job.ids)):
+                try:
+                    encode_flac(pcm_path, job.folder.paths[i], self.sr)
+                except (OSError, RuntimeError) as err:  # RuntimeError: the encoder's own, where no OSError says why
+                    raise self._io_error(job.folder.paths[i], err, self.total) from err
+        spectrograms = []
+        if self.s.spectrogram:
+            for i in job.ids:
+                target = job.folder.paths[i].with_suffix(".png")
+                try:  # written atomically: a full disk leaves no partial PNG
+                    png = spectrogram_png(job.folder.paths[i], target)
+                except OSError as err:
+                    raise self._io_error(target, err, self.total) from err
+                if png is not None:
+                    spectrograms.append(str(png))
+        return {"events": self.log.events, "spectrograms": spectrograms}
+
