@@ -116,6 +116,29 @@ def test_label_blend_conditions_every_stream(tmp_path):
         render(folder, tmp_path / "l2", settings(0.25, label="c"), progress=False)
 
 
+def test_a_label_blend_written_another_way_resumes_and_another_blend_is_refused(tmp_path):
+    """The blend the engine gets binds a resume, not its spelling: "a:1,b:3" is "b:3,a:1" and "a:0.25,b:0.75"."""
+    folder = make_model(tmp_path / "cond", labels=("a", "b"))
+    out = tmp_path / "l"
+    render(folder, out, settings(0.25, label="a:1,b:3"), progress=False)
+    first = file_bytes(out, 1)
+    for same in ("b:3,a:1", "a:0.25,b:0.75", "b:3, a", "b:2,a"):
+        if same == "b:2,a":  # a third of a, not a quarter: another blend
+            with pytest.raises(RenderStateError, match=r"holds a render with label='a:1,b:3', but this command "
+                                                       r"asks for label='b:2,a'"):
+                render(folder, out, settings(0.25, label=same), progress=False)
+        else:
+            render(folder, out, settings(0.25, label=same), progress=False)
+        assert file_bytes(out, 1) == first, same
+    report = json.loads((out / "render_report.json").read_text())
+    assert report["params"]["label_weights"] == [0.25, 0.75] and report["params"]["label"] == "a:1,b:3"
+    del report["params"]["label_weights"]  # a render recorded before the blend was: its spelling binds, as it did
+    (out / "render_report.json").write_text(json.dumps(report))
+    with pytest.raises(RenderStateError, match="label='a:1,b:3'"):
+        render(folder, out, settings(0.25, label="b:3,a:1"), progress=False)
+    render(folder, out, settings(0.25, label="a:1,b:3"), progress=False)
+
+
 def test_a_label_with_spaces_is_rendered_by_its_exact_name(tmp_path, capsys):
     """prep takes any folder name: a label " lead" (as `lab/ lead`) is --label " lead", alone or blended."""
     folder = make_model(tmp_path / "cond", labels=(" lead", "bass"))

@@ -36,7 +36,7 @@ NON_BINDING = ("model", "block_seconds")
 # Parameters added after renders were first recorded: their value in a record that lacks them.
 ADDED_LATER = {"precision": "fp32"}
 # Parameters added later whose value a record that lacks them does not tell: accepted as they are now.
-UNKNOWN_BEFORE = ("threads",)
+UNKNOWN_BEFORE = ("threads", "label_weights")
 
 
 def check_params(saved: dict, current: dict, where: Path) -> None:
@@ -44,6 +44,8 @@ def check_params(saved: dict, current: dict, where: Path) -> None:
     UNKNOWN_BEFORE ones a record lacks)."""
     for key in current:
         if key in NON_BINDING or (key in UNKNOWN_BEFORE and key not in saved):
+            continue
+        if key == "label" and "label_weights" in saved:  # the blend binds, not how it is written ("a" = "a:1")
             continue
         before = saved.get(key, ADDED_LATER.get(key))
         if binding(key, before) == binding(key, current[key]):
@@ -54,6 +56,8 @@ def check_params(saved: dict, current: dict, where: Path) -> None:
             continue
         if key == "model_sha256" and before is not None:
             raise RenderStateError(_model_differs(where, saved, current))
+        if key == "label_weights":  # said as the labels were given
+            key, before = "label", saved.get("label")
         raise RenderStateError(f"{where} holds a render {_differ(key, before, current[key])}. Rerun the original "
                                "command to resume it, pass --restart to discard it, or choose another --out")
 

@@ -111,7 +111,7 @@ class RenderJob:
         self.temps_all = temperatures(settings.temperature, settings.streams)
         self.params = render_params(ref, settings, self.temps_all, prime_sha256, self.engine.backend, procs.world,
                                     self.sr, self.criteria, engine_threads(self.engine.backend, settings.streams,
-                                                                           procs.world))
+                                                                           procs.world), self.label_weights)
 
     def _prime_gone(self, restart: bool) -> str | None:
         """Where --prime names a file that is gone: the prime's sha256 the render in the folder recorded,
@@ -245,15 +245,18 @@ def engine_threads(backend: str, streams: int, world: int) -> int | None:
 
 
 def render_params(ref: ModelRef, s: RenderSettings, temps: np.ndarray, prime_sha256: str | None, backend: str,
-                  world: int, sample_rate: int, criteria: GuardCriteria, threads: int | None = None) -> dict:
+                  world: int, sample_rate: int, criteria: GuardCriteria, threads: int | None = None,
+                  label_weights=None) -> dict:
     """Everything that decides a render's audio (plus NON_BINDING records), as JSON would give it
     back; ``prime_sha256``: of the prime's codes (None without a prime); ``criteria``: the guard's
-    (:func:`~wavegen.render.guard.criteria_for` of ``s`` and ``ref``); ``threads``: :func:`engine_threads`."""
+    (:func:`~wavegen.render.guard.criteria_for` of ``s`` and ``ref``); ``threads``: :func:`engine_threads`;
+    ``label_weights``: the blend the engine gets (:func:`parse_label`), which binds rather than its spelling."""
     guard = {"seconds": s.guard_seconds, "attempts": s.guard_attempts, **criteria.as_dict()}
     return json.loads(json.dumps({
         "model": str(ref.weights.parent.resolve()), "model_sha256": ref.weights_sha256(),
         "sample_rate": sample_rate, "seconds": s.seconds, "streams": s.streams, "seed": s.seed,
         "temperature": [float(t) for t in temps], "label": s.label,
+        "label_weights": None if label_weights is None else [float(w) for w in label_weights],
         "prime_sha256": prime_sha256,
         "format": s.format, "backend": backend, "threads": threads, "precision": s.precision, "device": s.device,
         "world_size": world, "guard": guard if s.guard else False, "block_seconds": s.block_seconds,
