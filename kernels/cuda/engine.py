@@ -43,6 +43,30 @@ class CudaEngine(Engine):
         if self.path not in PATHS:
             raise EngineError(f"path {path!r}: use one of {PATHS}")
 
+    # the options of each path (subclasses); one given to an engine on the other path is refused
+    PATH_OPTIONS: dict[str, tuple[str, ...]] = {"small": (), "large": ()}
+
+    def _refuse_other_paths_options(self, path: str) -> None:
+        """EngineError where an option of the other path is in ``self.given`` (the options as passed)."""
+        other_path = "large" if path == "small" else "small"
+        other = self.PATH_OPTIONS[other_path]
+        if any(self.given.get(name) is not None for name in other):
+            raise EngineError(f"{', '.join(other[:-1])} and {other[-1]} are options of path='{other_path}'")
+
+    def check_streams(self, streams: int) -> None:
+        """EngineError where this engine's model, precision and options could not run ``streams``
+        streams (the path that count takes, that path's limits and options), found without building
+        anything: what ``wavegen bench`` asks of every batch before it times any."""
+        from wavegen.generate import cuda_batch_path
+
+        path = self.path_given or cuda_batch_path(self.family, streams)
+        self._refuse_other_paths_options(path)
+        if path == "small":
+            self._check_small_fit(streams)
+
+    def _check_small_fit(self, streams: int) -> None:
+        """EngineError where the small-batch path cannot take ``streams`` streams (subclasses)."""
+
     def generate(self, uniforms, temperature=1.0) -> np.ndarray:
         u = self._check_uniforms(uniforms)
         n = u.shape[1]

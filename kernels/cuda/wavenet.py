@@ -71,25 +71,13 @@ class CudaWaveNetEngine(CudaEngine):
             self.impl = FusedWaveNet(self, rounded, block_streams=block_streams, graph=graph)
         self.reset(label_weights=self.default_label_weights())
 
-    def _refuse_other_paths_options(self, path: str) -> None:
-        """EngineError where an option of the other path was given to an engine taking ``path``."""
-        other = ("block_streams", "graph") if path == "small" else ("threads", "head_blocks", "layers_per_block")
-        if any(self.given[name] is not None for name in other):
-            raise EngineError(f"{', '.join(other[:-1])} and {other[-1]} are options of path="
-                              f"'{'large' if path == 'small' else 'small'}'")
+    PATH_OPTIONS = {"small": ("threads", "head_blocks", "layers_per_block"), "large": ("block_streams", "graph")}
 
-    def check_streams(self, streams: int) -> None:
-        """EngineError where this engine's model, precision and options could not run ``streams``
-        streams (the path that count takes, that path's limits and options), found without building
-        anything: what ``wavegen bench`` asks of every batch before it times any."""
-        from wavegen.generate import cuda_batch_path
+    def _check_small_fit(self, streams: int) -> None:
         from wavegen.kernels.cuda.wavenet_small import small_path_fit
 
-        path = self.path_given or cuda_batch_path(self.family, streams)
-        self._refuse_other_paths_options(path)
-        if path == "small":
-            small_path_fit(self.packed, streams, self.device, self.given["threads"], self.given["head_blocks"],
-                           self.given["layers_per_block"])
+        small_path_fit(self.packed, streams, self.device, self.given["threads"], self.given["head_blocks"],
+                       self.given["layers_per_block"])
 
     # ----- state -----
 
