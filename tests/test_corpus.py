@@ -36,3 +36,17 @@ def test_corpus_reader_errors(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"format_version": 99}))
     with pytest.raises(CorpusError, match="format_version 99"):
         Corpus(tmp_path)
+
+
+def test_hold_keeps_a_reader_on_its_audio_and_refuses_a_corpus_already_prepared_again(tmp_path, make_tone):
+    make_tone(tmp_path / "rec" / "a.wav", 1.5, 16000, 440)
+    prepare([tmp_path / "rec"], tmp_path / "c", val_fraction=0, test_fraction=0, progress=False)
+    held, late = Corpus(tmp_path / "c"), Corpus(tmp_path / "c")
+    held.hold("train", "val")
+    before = np.array(held.split("train"))
+    make_tone(tmp_path / "rec" / "b.wav", 2.0, 16000, 220)  # prepared again with more audio
+    prepare([tmp_path / "rec"], tmp_path / "c", val_fraction=0, test_fraction=0, progress=False)
+    assert np.array_equal(held.split("train"), before)  # the files it mapped, not the new ones
+    with pytest.raises(CorpusError, match=r"train.npy: \d+ samples in 2 segment\(s\), its manifest says "
+                                          r"\d+ in 1 \(the corpus was being prepared again\?\)"):
+        late.hold("train")  # opened before, mapped after: the manifest it read no longer describes the files

@@ -14,7 +14,7 @@ from conftest import tiny_samplernn, tiny_wavenet
 from wavegen.audio import int16_to_float, quantize, silence_code
 from wavegen.config import ConfigError, TrainConfig
 from wavegen.data import (BatchBuildingStopped, CorpusTooShort, RandomCrops, TBPTTBatches, local_streams,
-                          make_batches)
+                          make_batches, unused_settings)
 from wavegen.signals import StopSignals
 
 AUDIO = (np.sin(np.arange(50_000) * 0.01) * 20_000).astype(np.int16)
@@ -87,6 +87,17 @@ def test_random_crops():
     b = src.batch(0)
     assert b["codes"].shape == (3, 150) and b["reset"].all() and (b["labels"] == -1).all()
     assert not torch.equal(src.batch(0)["codes"], src.batch(1)["codes"])
+
+
+def test_silence_start_is_named_as_unused_for_random_crops_which_it_leaves_as_they_were():
+    """train.silence_start shapes SampleRNN's chunk starts only: a WaveNet run given it trained on the very
+    same crops without a word (the trainer now warns with what unused_settings names)."""
+    crops = [RandomCrops(AUDIO, SEGMENTS, None, TrainConfig(batch_size=3, seq_len=100, seed=1, silence_start=f),
+                         256, "linear", 50).batch(0)["codes"] for f in (0.0, 0.5)]
+    assert torch.equal(crops[0], crops[1])
+    assert unused_settings("wavenet", TrainConfig(silence_start=0.5)) == ["train.silence_start=0.5"]
+    assert unused_settings("wavenet", TrainConfig()) == []
+    assert unused_settings("samplernn", TrainConfig(silence_start=0.5)) == []
 
 
 def test_too_short_corpus_names_the_sizes():

@@ -142,6 +142,99 @@ def test_resume_refuses_a_corpus_prepared_again_with_other_audio(tiny_corpus, tm
     assert json.loads((tmp_path / "run" / "config.json").read_text())["data"]["corpus_id"] != began_on
 
 
+def test_a_run_resumes_on_its_corpus_moved_to_another_folder_and_names_its_own_corpus_when_refused(
+        tiny_corpus, tmp_path):
+    """The run records what its corpus holds (content_id, wherever it lies), yet refused its own corpus
+    moved or copied to another folder ("data.corpus: A → B"), so a corpus moved to another disk ended
+    the run. And a refusal of another corpus named the --data folder as the one the run began on."""
+    from conftest import prepared_corpus
+
+    from wavegen.prep import prepare
+
+    train(config_for(tiny_corpus, "train.max_steps=2"), tmp_path / "run", progress=False)
+    moved = tmp_path / "disk2" / "corpus"
+    shutil.copytree(tiny_corpus, moved)
+    shutil.rmtree(tiny_corpus)
+    assert train(config_for(moved, "train.max_steps=3"), tmp_path / "run", progress=False)["step"] == 3
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["data"]["corpus"] == str(moved.resolve())
+    assert [s for s, _ in losses(tmp_path / "run")] == [1, 2, 3]
+    other = prepared_corpus(tmp_path / "other", files=3, val_fraction=0.25, test_fraction=0.25)
+    refusal = (f"began on the corpus in {re.escape(str(moved.resolve()))} .*; --data {re.escape(str(other.resolve()))} "
+               "holds other audio")
+    with pytest.raises(ConfigError, match=refusal):
+        train(config_for(other, "train.max_steps=4"), tmp_path / "run", progress=False)
+    prepare([tmp_path / "rec"], moved, sample_rate=16000, val_fraction=0.25, test_fraction=0.25, top_db=20.0,
+            progress=False)
+    with pytest.raises(ConfigError, match="it has been prepared again since"):
+        train(config_for(moved, "train.max_steps=4"), tmp_path / "run", progress=False)
+
+
+def test_a_corpus_prepared_again_while_the_run_trains_leaves_its_validation_on_the_audio_it_began_with(
+        tiny_corpus, tmp_path, monkeypatch):
+    """prep replaces a corpus's files; a running training had mapped train.npy and read the segments at
+    its start, but mapped val.npy only at its first validation: after a prep meanwhile (a musician adding
+    recordings for the next run) validation scored the new val.npy through the old segments, silently
+    choosing best/ on other audio."""
+    import wavegen.train as training
+    from wavegen.prep import prepare
+
+    config = config_for(tiny_corpus, "train.max_steps=2", "train.val_interval=2")
+    train(config, tmp_path / "straight", progress=False)
+    validate = training._validate
+
+    def prepare_again_then_validate(run):  # a real prep, as another process would run it, just before validation
+        prepare([tmp_path / "rec"], tiny_corpus, sample_rate=16000, val_fraction=0.25, test_fraction=0.25, seed=5,
+                progress=False)  # another song for validation, of the same length
+        validate(run)
+
+    monkeypatch.setattr(training, "_validate", prepare_again_then_validate)
+    train(config, tmp_path / "during", progress=False)
+    val_bits = lambda run: [r["val_bits"] for r in read_metrics(run) if "val_bits" in r]  # noqa: E731
+    assert len(val_bits(tmp_path / "straight")) == 1
+    assert val_bits(tmp_path / "during") == val_bits(tmp_path / "straight")
+    assert json.loads((tiny_corpus / "manifest.json").read_text())["params"]["seed"] == 5  # it was replaced
+
+
+def test_extending_a_run_with_a_decaying_schedule_says_that_its_learning_rate_jumps(tiny_corpus, tmp_path, caplog):
+    """max_steps may change on a resume (how a run is extended), but cosine and linear span to max_steps:
+    a run that had decayed to 0 went back to half its learning rate without a word."""
+    cosine = ["train.lr_schedule=cosine", "train.lr=1e-3"]
+    train(config_for(tiny_corpus, "train.max_steps=4", *cosine), tmp_path / "run", progress=False)
+    with caplog.at_level(logging.WARNING, logger="wavegen"):
+        train(config_for(tiny_corpus, "train.max_steps=8", *cosine), tmp_path / "run", progress=False)
+    assert ("train.max_steps 4 → 8 with train.lr_schedule=cosine: the schedule is stretched to end at step 8, so the "
+            "learning rate jumps from 0 to 0.0005 at step 5") in caplog.text
+    assert [r["lr"] for r in read_metrics(tmp_path / "run") if r["step"] == 5] == [pytest.approx(5e-4)]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="wavegen"):  # the same max_steps, or a constant rate: nothing to say
+        train(config_for(tiny_corpus, "train.max_steps=8", *cosine), tmp_path / "run", progress=False)
+        train(config_for(tiny_corpus, "train.max_steps=2"), tmp_path / "const", progress=False)
+        train(config_for(tiny_corpus, "train.max_steps=3"), tmp_path / "const", progress=False)
+    assert "stretched" not in caplog.text
+
+
+def test_a_resume_with_other_validation_audio_chooses_best_anew(tiny_corpus, tmp_path, caplog):
+    """train.val_seconds may change on a resume, but the best on record scored other audio: its bits were
+    the bar for the new validation's, so best/ stayed at an old model while scores of more audio came in."""
+    common = ["train.val_interval=2", "train.lr=3e-3"]
+    train(config_for(tiny_corpus, "train.max_steps=4", "train.val_seconds=0.25", *common), tmp_path / "run",
+          progress=False)
+    metrics = tmp_path / "run" / "metrics.jsonl"  # a best on record no score of other audio beats
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    rows = [{**r, "val_bits": 0.01} if r.get("best") else r for r in rows]
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with caplog.at_level(logging.WARNING, logger="wavegen"):
+        train(config_for(tiny_corpus, "train.max_steps=8", "train.val_seconds=3", *common), tmp_path / "run",
+              progress=False)
+    val = [r for r in read_metrics(tmp_path / "run") if "val_bits" in r]
+    assert [r["step"] for r in val] == [2, 4, 6, 8]
+    assert val[2]["val_samples"] != val[1]["val_samples"] and val[2]["best"]  # the first of the new audio: best
+    assert re.search(r"validation scores \d+ samples now, the best on record \([\d.]+ bits/sample\) \d+: "
+                     r"train.val_seconds changed, so best/ is chosen anew", caplog.text)
+    assert caplog.text.count("chosen anew") == 1
+    assert [r["step"] for r in val if r["best"]][-1] >= 6
+
+
 def test_set_reaches_every_value_including_the_seed(tiny_corpus, tmp_path):
     config = config_for(tiny_corpus, "seed=3", "model.frame_sizes=8,2", "lr_schedule=cosine")
     assert config["train"]["seed"] == 3 and config["model"]["frame_sizes"] == [8, 2]

@@ -13,14 +13,17 @@ process learns at once when that failed (trainstate.on_main). The functions take
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
 from wavegen.checkpoint import restore_best, save_failed, save_model
 from wavegen.errors import every_process
 from wavegen.render.album import ALBUM_FILE
-from wavegen.runlog import best_validation
-from wavegen.trainstate import NonFiniteError, on_main
+from wavegen.runlog import best_row, best_validation
+from wavegen.trainstate import NonFiniteError, broadcast, on_main
+
+logger = logging.getLogger(__name__)
 
 
 def validate(run) -> None:
@@ -37,9 +40,11 @@ def validate(run) -> None:
         raise every_process(NonFiniteError(  # the processes' sums make one score: all of them stop here
             f"step {run.step}: the validation NLL is {bits} with finite weights; training stopped and nothing of this "
             f"step was saved (last checkpoint: {run.checkpoint or 'none'})"))
+    if run.best_val is not None and _scored_other_audio(run, result["samples"]):
+        run.best_val = None  # its score is of other audio: no bar for this one
     improved = run.best_val is None or bits < run.best_val
     if improved:
-        run.best_val = bits
+        run.best_val, run.best_samples = bits, result["samples"]
 
     def keep():
         if improved:
@@ -47,6 +52,22 @@ def validate(run) -> None:
         run.log.val_row(run.step, bits, result["samples"], improved)
 
     on_main(run.accelerator, keep, f"the best model and the metrics of {run.run_dir}", run.checkpoint)
+
+
+def _scored_other_audio(run, samples: int) -> bool:
+    """Whether the best on record scored another amount of validation audio than ``samples`` (a run
+    resumed with another train.val_seconds): its bits are no bar for this validation's (a longer excerpt
+    of harder audio scores higher, and best/ would never move again). Said once, by the main process."""
+    if run.best_samples is None:  # resumed: the record's row says what it scored (older rows: nothing)
+        row = best_row(run.run_dir, run.step) if run.main else None
+        run.best_samples = broadcast(run.accelerator, (row or {}).get("val_samples") or samples)
+    if run.best_samples == samples:
+        return False
+    if run.main:
+        logger.warning("validation scores %d samples now, the best on record (%.4f bits/sample) %d: train.val_seconds "
+                       "changed, so best/ is chosen anew from this validation on", samples, run.best_val,
+                       run.best_samples)
+    return True
 
 
 def best_extra(run) -> dict | None:

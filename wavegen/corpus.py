@@ -111,6 +111,17 @@ class Corpus:
         )
         return file_labels[self.segments(name)[:, 2]]
 
+    def hold(self, *names: str) -> None:
+        """Map the splits ``names`` now, checked against the manifest read at open: a corpus prepared again
+        later (prep replaces its files) leaves this reader on the audio it began with (a training's validation
+        would read a new val.npy through the old segments). CorpusError where a file already differs."""
+        for name in names:
+            audio, segments, want = self.split(name), self.segments(name), self._manifest["splits"][name]
+            if len(audio) != want["samples"] or len(segments) != want["segments"]:
+                raise CorpusError(f"{self.dir / (name + '.npy')}: {len(audio)} samples in {len(segments)} "
+                                  f"segment(s), its manifest says {want['samples']} in {want['segments']} (the "
+                                  "corpus was being prepared again?): rerun once `wavegen prep` is done")
+
     def seconds(self, name: str) -> float:
         """Duration of the split in seconds."""
         self._check(name)

@@ -178,6 +178,14 @@ class RandomCrops(_WindowSource):
 BATCHING = {"samplernn": TBPTTBatches, "wavenet": RandomCrops}
 
 
+def unused_settings(family: str, train: TrainConfig) -> list[str]:
+    """The settings ``train`` gives that the family's batching never reads (``train.silence_start=0.5``):
+    a WaveNet's random crops of recorded audio have no chunk starts to put after silence."""
+    if BATCHING.get(family) is RandomCrops and train.silence_start > 0:
+        return [f"train.silence_start={train.silence_start:g}"]
+    return []
+
+
 def make_batches(model, audio, segments, segment_labels, train: TrainConfig, rank: int = 0, world: int = 1):
     """The training batch source for ``model`` (by its family) over a corpus split.
 

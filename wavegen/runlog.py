@@ -66,9 +66,16 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
 def best_validation(run_dir: str | Path, upto: int | None = None) -> tuple[int, float] | None:
     """``(step, val_bits)`` of the last validation metrics.jsonl marks best (at step ``upto`` or
     before); None when no validation has run."""
+    row = best_row(run_dir, upto)
+    return None if row is None else (row["step"], float(row["val_bits"]))
+
+
+def best_row(run_dir: str | Path, upto: int | None = None) -> dict | None:
+    """The metrics.jsonl row of the last validation marked best (at step ``upto`` or before): its
+    ``step``, ``val_bits`` and ``val_samples`` (the audio it scored); None when none has run."""
     rows = [r for r in read_metrics(run_dir) if r.get("best") and isinstance(r.get("val_bits"), (int, float))
             and (upto is None or r["step"] <= upto)]
-    return (rows[-1]["step"], float(rows[-1]["val_bits"])) if rows else None
+    return rows[-1] if rows else None
 
 
 def truncate_metrics(path: Path, step: int) -> None:

@@ -30,7 +30,7 @@ import math
 import os
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -40,7 +40,7 @@ from wavegen.bestmodel import validate as _validate  # (tests patch wavegen.trai
 from wavegen.checkpoint import load_checkpoint, newest_intact, prune_checkpoints, save_checkpoint, tidy_run_folder
 from wavegen.config import ConfigError, TrainConfig, from_dict, train_settings
 from wavegen.corpus import Corpus
-from wavegen.data import BatchBuildingStopped, BatchStream, make_batches
+from wavegen.data import BatchBuildingStopped, BatchStream, make_batches, unused_settings
 from wavegen.distributed import end_accelerator, make_accelerator
 from wavegen.fileio import check_writable, write_json
 from wavegen.models import build_model, model_config
@@ -191,6 +191,7 @@ class _Run:
     step: int = 0
     start_step: int = 0
     best_val: float | None = None
+    best_samples: int | None = None  # validation audio the best scored (None: not known yet)
     checkpoint: Path | None = None  # the newest checkpoint saved or resumed from
     resumed_from: Path | None = None  # never pruned in this session
     intact: set = field(default_factory=set)  # checkpoints known intact in this session (main process)
@@ -317,6 +318,8 @@ def _start(config: dict, train_cfg: TrainConfig, accelerator, run_dir: Path) -> 
                     n_params / 1e6, run.world, accelerator.device, train_cfg.batch_size, train_cfg.seq_len)
         if len(corpus.segments("val")) == 0:
             logger.warning("the corpus has no validation audio: best/ will hold the latest model")
+        for setting in unused_settings(inner.family, train_cfg):
+            logger.warning("%s does nothing for a %s model (its batches never read it)", setting, inner.family)
     return run
 
 
@@ -334,6 +337,7 @@ def _corpus_of(config: dict) -> Corpus:
     if corpus.sample_rate != config["data"]["sample_rate"]:
         raise ConfigError(f"corpus {corpus.dir} is at {corpus.sample_rate} Hz, the config says data.sample_rate="
                           f"{config['data']['sample_rate']}: leave data.sample_rate to the corpus")
+    corpus.hold("train", "val")  # prepared again while the run trains, the run stays on these
     return corpus
 
 
@@ -361,11 +365,27 @@ def _resume(run: _Run, folder: Path) -> None:
     run.running_steps = state.get("log_loss_steps", 0)
     if run.average is not None:
         run.average.restore(folder, state)
+    _warn_if_the_schedule_moved(run, state.get("max_steps"))
     if run.main:
         saved_by = state.get("processes", run.world)
         logger.info("resuming %s from step %d%s", run.run_dir, run.step,
                     f" (checkpoint written by {saved_by} process(es), now {run.world})" if saved_by != run.world else "")
     restore_missing_best(run)  # best/ removed: back from the step that scored it
+
+
+def _warn_if_the_schedule_moved(run: _Run, was: int | None) -> None:
+    """A decaying schedule spans to max_steps: a run resumed under another (``was``: the checkpoint's; None
+    in an older one) is stretched to the new end, its learning rate jumping at once. Said, with the numbers."""
+    cfg = run.cfg
+    if (not run.main or was in (None, cfg.max_steps) or cfg.lr_schedule == "constant"
+            or run.step >= cfg.max_steps):
+        return
+    before, now = (cfg.lr * lr_factor(min(run.step, was), replace(cfg, max_steps=was)),
+                   cfg.lr * lr_factor(run.step, cfg))
+    if not math.isclose(before, now, rel_tol=1e-3):
+        logger.warning("train.max_steps %d → %d with train.lr_schedule=%s: the schedule is stretched to end at step "
+                       "%d, so the learning rate %s from %.3g to %.3g at step %d", was, cfg.max_steps,
+                       cfg.lr_schedule, cfg.max_steps, "jumps" if now > before else "drops", before, now, run.step + 1)
 
 
 def _run_steps(run: _Run, stream: BatchStream) -> str:
@@ -463,7 +483,7 @@ def _save_once(run: _Run) -> None:
 def _save(run: _Run) -> None:
     tensors = run.carry.gather(run.accelerator)
     state = {"step": run.step, "best_val_bits": run.best_val, "processes": run.world,
-             "grad_accum": run.cfg.grad_accum,
+             "grad_accum": run.cfg.grad_accum, "max_steps": run.cfg.max_steps,
              # the log window so far: a resume logs the same first loss_bits row as a run not stopped here
              "log_loss_sum": float(_running_mean(run)), "log_loss_steps": run.running_steps}
     averaged = None

@@ -37,7 +37,7 @@ def check_resume(run_dir: Path, config: dict) -> None:
     from wavegen.resolve import read_config
 
     saved = read_config(run_dir / "config.json")
-    _check_same_corpus(run_dir, saved, config)
+    moved = _check_same_corpus(run_dir, saved, config)
     diffs = []
     for section in ("model_type", "model", "train", "data"):
         a, b = saved.get(section), config.get(section)
@@ -45,7 +45,9 @@ def check_resume(run_dir: Path, config: dict) -> None:
             a = {**to_dict(TrainConfig()), **a}
         if isinstance(a, dict) and isinstance(b, dict):
             for key in sorted(set(a) | set(b)):
-                if section == "data" and key == "corpus_id":  # _check_same_corpus's (a run older than it has none)
+                # corpus_id is _check_same_corpus's (a run older than it has none); the same audio in
+                # another folder (a corpus moved or copied) resumes, and config.json records the new folder
+                if section == "data" and (key == "corpus_id" or key == "corpus" and moved):
                     continue
                 if a.get(key) != b.get(key) and not (section == "train" and key in RESUMABLE_CHANGES):
                     diffs.append(f"{section}.{key}: {a.get(key)!r} → {b.get(key)!r}")
@@ -56,16 +58,22 @@ def check_resume(run_dir: Path, config: dict) -> None:
                           "rerun with the same settings to resume, or give a new --run folder")
 
 
-def _check_same_corpus(run_dir: Path, saved: dict, config: dict) -> None:
+def _check_same_corpus(run_dir: Path, saved: dict, config: dict) -> bool:
     """A run resumes only on the corpus it began on: prepared again from other recordings or with
-    other settings, the same folder would feed the rest of the run (and its exact resume) other audio."""
-    was, now = saved.get("data", {}).get("corpus_id"), config["data"].get("corpus_id")
+    other settings, the same folder would feed the rest of the run (and its exact resume) other audio.
+    True when both ids are recorded and equal (the same audio, wherever the folder now lies)."""
+    data = saved.get("data") if isinstance(saved.get("data"), dict) else {}
+    was, now = data.get("corpus_id"), config["data"].get("corpus_id")
     if was is not None and now is not None and was != now:
+        began, given = data.get("corpus", "?"), config["data"]["corpus"]
+        other = ("it has been prepared again since, from other recordings or with other settings" if began == given
+                 else f"--data {given} holds other audio")
         raise ConfigError(
-            f"{run_dir} began on the corpus in {config['data']['corpus']} as it was prepared then (corpus id {was}); "
-            f"it has been prepared again since, from other recordings or with other settings (now {now}), so "
-            "the run cannot resume on it: prepare the run's recordings again with its settings, or give a new --run "
-            "folder (--model with this run takes its settings, not its weights)")
+            f"{run_dir} began on the corpus in {began} as it was prepared then (corpus id {was}); {other} "
+            f"(corpus id {now}), so the run cannot resume on it: give --data the run's corpus, prepare the run's "
+            "recordings again with its settings, or give a new --run folder (--model with this run takes its "
+            "settings, not its weights)")
+    return was is not None and was == now
 
 
 class NonFiniteError(WavegenError):
