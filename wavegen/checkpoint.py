@@ -52,7 +52,7 @@ class SaveError(WavegenError):
     the message names the folder, the reason and the checkpoint that is still intact."""
 
 
-def _safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> bytes:
+def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> bytes:
     from safetensors.torch import save
 
     return save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
@@ -68,7 +68,7 @@ def save_model(model: torch.nn.Module, config: dict, folder: Path, extra: dict[s
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    weights = _safetensors_bytes(model.state_dict(), {"model_type": config["model_type"]})
+    weights = safetensors_bytes(model.state_dict(), {"model_type": config["model_type"]})
     atomic_write(tmp / MODEL_FILE, weights)
     write_json(tmp / WEIGHTS_RECORD, {"files": {MODEL_FILE: {"bytes": len(weights),
                                                              "sha256": hashlib.sha256(weights).hexdigest()}}})
@@ -221,9 +221,9 @@ def save_checkpoint(accelerator, run_dir: Path, step: int, trainer_state: dict,
 
     def finish():
         if training_tensors:
-            atomic_write(tmp / TRAINING_STATE, _safetensors_bytes(training_tensors))
+            atomic_write(tmp / TRAINING_STATE, safetensors_bytes(training_tensors))
         if averaged is not None:
-            atomic_write(tmp / AVERAGED_MODEL, _safetensors_bytes(averaged))
+            atomic_write(tmp / AVERAGED_MODEL, safetensors_bytes(averaged))
         files = {p.relative_to(tmp).as_posix(): _synced_digest(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         write_json(tmp / TRAINER_STATE, {**trainer_state, "files": files})
         replace_dir(tmp, final)

@@ -220,14 +220,14 @@ def _sha256_with_metadata_of(weights: str, _mtime_ns: int, _size: int, other: st
     """sha256 of ``weights``' tensors serialised with ``other``'s header metadata (None: ``other`` unreadable)."""
     from safetensors import safe_open
 
-    from wavegen.checkpoint import _safetensors_bytes, load_weights
+    from wavegen.checkpoint import load_weights, safetensors_bytes
 
     try:
         with safe_open(other, "pt") as f:
             metadata = f.metadata()
     except Exception:  # noqa: BLE001 (safetensors raises its own errors): damaged, no match
         return None
-    return hashlib.sha256(_safetensors_bytes(load_weights(weights), metadata)).hexdigest()
+    return hashlib.sha256(safetensors_bytes(load_weights(weights), metadata)).hexdigest()
 
 
 def _recorded_sha256(weights: Path) -> str:
