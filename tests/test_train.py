@@ -99,6 +99,14 @@ def test_resume_refuses_a_different_config(tiny_corpus, tmp_path, caplog):
         assert train(config_for(tiny_corpus, "train.max_steps=4"), tmp_path / "run", progress=False)["step"] == 4
     assert f"{metrics}: dropping line 4 that is not a complete row" in caplog.text
     assert [s for s, _ in losses(tmp_path / "run")] == [1, 2, 3, 4]
+    from conftest import TINY_WAVENET
+    from wavegen.models import resolve_preset
+    from wavegen.train import resolve_run_config
+
+    wavenet = resolve_run_config(resolve_preset("wavenet-tiny"), tiny_corpus, TINY_WAVENET)
+    with pytest.raises(ConfigError) as caught:  # another family: said by its type, not by its every setting
+        train(wavenet, tmp_path / "run", progress=False)
+    assert "model_type: 'samplernn' → 'wavenet'" in str(caught.value) and "model." not in str(caught.value)
 
 
 def test_resume_refuses_a_corpus_prepared_again_with_other_audio(tiny_corpus, tmp_path, caplog):

@@ -41,6 +41,8 @@ def check_resume(run_dir: Path, config: dict) -> None:
     diffs = []
     for section in ("model_type", "model", "train", "data"):
         a, b = saved.get(section), config.get(section)
+        if section == "model" and saved.get("model_type") != config.get("model_type"):
+            continue  # another family: its every setting differs, and model_type says it
         if section == "train" and isinstance(a, dict):  # a setting added since the run began has its default
             a = {**to_dict(TrainConfig()), **a}
         if isinstance(a, dict) and isinstance(b, dict):
