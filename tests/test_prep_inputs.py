@@ -202,6 +202,27 @@ def test_an_empty_label_folder_is_named_in_a_warning(tmp_path, make_tone, caplog
     assert ".git" not in caplog.text and "label folder " + str(rec / "piano") not in caplog.text
 
 
+def test_a_label_folder_named_in_bytes_that_are_not_utf8_is_warned_of_and_its_label_still_renders(
+        tmp_path, make_tone, caplog):
+    """A folder named in Latin-1 (b"Bj\\xf6rk"): its label is those bytes, which a UTF-8 terminal cannot
+    type as "Björk"; prep says so, and the label as the bytes give it is what --label takes."""
+    from wavegen.render import parse_label
+
+    rec = tmp_path / "rec"
+    tones(rec / "piano", make_tone, 3)
+    tones(rec / "later", make_tone, 3, seconds=1.05)  # (soundfile writes only to names that are text)
+    os.rename(os.fsencode(rec / "later"), os.fsencode(rec) + b"/Bj\xf6rk")
+    with caplog.at_level("WARNING"):
+        m = prep([rec], tmp_path / "c", labels="folders")
+    label = os.fsdecode(b"Bj\xf6rk")
+    assert m["labels"] == [label, "piano"] and Corpus(tmp_path / "c").labels == m["labels"]
+    assert f"the label folder {label!r} has a name that is not UTF-8" in caplog.text
+    assert "'piano'" not in caplog.text
+    assert parse_label(os.fsdecode(b"Bj\xf6rk"), m["labels"]).tolist() == [1.0, 0.0]
+    with pytest.raises(ConfigError, match="not one of this model's labels"):
+        parse_label("Björk", m["labels"])
+
+
 # ----------------------------------------------------------------------------- changed inputs
 
 

@@ -148,6 +148,11 @@ def folder_labels(found: list[tuple[Path, Path | None]]) -> list[str]:
             f"--labels folders takes each file's label from its subfolder of an input folder, but "
             f"{len(unlabelled)} file(s) are in no subfolder ({shown}): move them into one (INPUT/LABEL/file.wav)"
         )
+    for label in sorted(set(labels)):
+        if label != label.encode("utf-8", "replace").decode("utf-8"):  # bytes that are not UTF-8, kept as they were
+            logger.warning("the label folder %r has a name that is not UTF-8: its label is those bytes, which "
+                           "--label takes only as they are (tab completion of the folder name gives them); rename "
+                           "the folder to UTF-8 to type its label", label)
     return labels
 
 
