@@ -22,6 +22,7 @@ and numba only; the sample rate of a model comes from :func:`wavegen.resolve.res
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
@@ -204,9 +205,6 @@ def check_backends(spec: dict, backends, batches, device: str = "cpu") -> None:
     against the memory here (:func:`check_state_fits`); then every batch against the engine's own
     limits (:func:`check_batch`); then, where the smallest batch is over one, an engine of it built
     and dropped. The error (a WavegenError) names the backend as given, and the batch where it is one's."""
-    from wavegen.errors import WavegenError
-    from wavegen.memory import OutOfMemoryError
-
     check_backend_options(backends, spec["family"])
     for name in backends:
         engine, streams = _probe(spec, name, batches, device)
@@ -216,13 +214,25 @@ def check_backends(spec: dict, backends, batches, device: str = "cpu") -> None:
             check_batch(engine, name, batch)
         if min(batches) > streams:
             del engine
-            try:
+            with _naming(name, min(batches)):
                 engine = build_engine(spec, min(batches), name, device)
-            except OutOfMemoryError:
-                raise
-            except WavegenError as err:
-                raise type(err)(f"--backends {name} --batch {min(batches)}: {err}") from None
         del engine
+
+
+@contextlib.contextmanager
+def _naming(name: str, batch: int | None = None):
+    """A WavegenError raised inside, raised again naming its row: ``--backends NAME [--batch N]: ...``
+    (an OutOfMemoryError, which names its setting, as it is)."""
+    from wavegen.errors import WavegenError
+    from wavegen.memory import OutOfMemoryError
+
+    try:
+        yield
+    except OutOfMemoryError:
+        raise
+    except WavegenError as err:
+        where = f"--backends {name}" + ("" if batch is None else f" --batch {batch}")
+        raise type(err)(f"{where}: {err}") from None
 
 
 def _probe(spec: dict, name: str, batches, device: str):
@@ -234,33 +244,25 @@ def _probe(spec: dict, name: str, batches, device: str):
     from wavegen.memory import OutOfMemoryError
 
     try:
-        return build_engine(spec, 1, name, device), 1
+        with _naming(name):
+            return build_engine(spec, 1, name, device), 1
     except OutOfMemoryError:
         raise
-    except WavegenError as err:
+    except WavegenError:
         if min(batches) == 1:
-            raise type(err)(f"--backends {name}: {err}") from None
-    try:
+            raise
+    with _naming(name, min(batches)):
         return build_engine(spec, min(batches), name, device), min(batches)
-    except OutOfMemoryError:
-        raise
-    except WavegenError as err:
-        raise type(err)(f"--backends {name} --batch {min(batches)}: {err}") from None
 
 
 def check_batch(engine, name: str, batch: int) -> None:
     """A WavegenError naming ``--backends name --batch batch`` where ``engine`` (the probe of
     :func:`_probe`) says it could not run ``batch`` streams with its options (the cuda engines' paths run
     at most so many streams: ``engine.check_streams``; engines without limits have no such method)."""
-    from wavegen.errors import WavegenError
-
     check = getattr(engine, "check_streams", None)
-    if check is None:
-        return
-    try:
-        check(batch)
-    except WavegenError as err:
-        raise type(err)(f"--backends {name} --batch {batch}: {err}") from None
+    if check is not None:
+        with _naming(name, batch):
+            check(batch)
 
 
 def check_counts(counts) -> None:
