@@ -188,17 +188,17 @@ def test_a_device_or_config_that_cannot_work_is_one_line_before_any_work(trained
 def test_a_bug_keeps_its_traceback_and_a_user_error_does_not(trained, tmp_path):
     """Real processes: a plain RuntimeError deep inside prep (as a torch or numpy failure would be)
     is a bug and shows its traceback; a user error is one line, exit code 2."""
-    bug = ("import sys, wavegen.prep\n"
+    bug = ("import sys, wavegen.prep_decode\n"
            "def split_on_silence(*args, **kwargs):\n"
            "    raise RuntimeError('a bug deep inside prep')\n"
-           "wavegen.prep.split_on_silence = split_on_silence\n"
+           "wavegen.prep_decode.split_on_silence = split_on_silence\n"
            "from wavegen.cli import main\n"
            "sys.exit(main(sys.argv[1:]))\n")
     rec = str(trained / "recordings")
     out = subprocess.run([sys.executable, "-c", bug, "prep", rec, str(tmp_path / "c")],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 1
-    assert "Traceback (most recent call last)" in out.stderr and "in _decode_one" in out.stderr
+    assert "Traceback (most recent call last)" in out.stderr and "in decode_one" in out.stderr
     assert out.stderr.strip().endswith("RuntimeError: a bug deep inside prep") and "error:" not in out.stderr
     (tmp_path / "taken").write_text("a file")
     out = subprocess.run([sys.executable, "-m", "wavegen", "prep", rec, str(tmp_path / "taken")],

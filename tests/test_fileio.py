@@ -160,7 +160,7 @@ def test_a_lock_in_a_folder_that_cannot_be_written_is_one_line(tmp_path, monkeyp
     folder = tmp_path / "run"
     folder.mkdir()
     _refuse_writes_in(monkeypatch, folder)
-    with pytest.raises(WavegenError, match=rf"{folder / '.lock'}: cannot open the training run's lock file "
+    with pytest.raises(WavegenError, match=rf"{folder / '.lock'}: cannot open the lock file of this training run "
                                            r"\(Permission denied\): make .* writable"):
         FolderLock(folder, "training run").acquire()
 

@@ -9,6 +9,7 @@ import pytest
 import soundfile as sf
 
 import wavegen.prep as prep_mod
+import wavegen.prep_decode as prep_decode
 import wavegen.prep_inputs as prep_inputs
 from wavegen.audio import float_to_int16, load_mono
 from wavegen.config import ConfigError
@@ -125,11 +126,29 @@ def test_a_duplicate_is_known_by_its_bytes_before_it_is_decoded(tmp_path, make_t
         decoded.append(os.path.basename(os.path.dirname(path)) + "/" + os.path.basename(path))
         return real(path)
 
-    real = prep_mod.decode_audio
-    monkeypatch.setattr(prep_mod, "decode_audio", counted)
+    real = prep_decode.decode_audio
+    monkeypatch.setattr(prep_decode, "decode_audio", counted)
     m = prep([tmp_path / "rec"], tmp_path / "c", val_fraction=0, test_fraction=0)
     assert [s["reason"] for s in m["skipped"]] == [f"duplicate of {tmp_path / 'rec' / 'album' / 'a.wav'}"]
     assert decoded == ["album/a.wav", "album/b.wav"]
+
+
+def test_a_duplicate_under_another_label_names_the_label_it_trains_under(tmp_path, make_tone, caplog):
+    """A link in one album folder to a file in another: one copy is kept, the first found; with labels
+    from folders it trains under that folder's label, which the skip reason now says (it said only
+    "duplicate of ...", and the recording silently changed albums)."""
+    make_tone(tmp_path / "rec" / "b" / "song.wav", 1.0, SR)
+    make_tone(tmp_path / "rec" / "b" / "other.wav", 1.0, SR, 300)
+    (tmp_path / "rec" / "a").mkdir()
+    (tmp_path / "rec" / "a" / "link.wav").symlink_to(tmp_path / "rec" / "b" / "song.wav")
+    with caplog.at_level("WARNING"):
+        m = prep([tmp_path / "rec"], tmp_path / "c", labels="folders", val_fraction=0, test_fraction=0)
+    kept = str(tmp_path / "rec" / "a" / "link.wav")
+    reason = f"duplicate of {kept}, kept under label 'a' (not 'b')"
+    assert m["skipped"] == [{"path": str(tmp_path / "rec" / "b" / "song.wav"), "reason": reason}]
+    assert reason in caplog.text
+    assert sorted((f["label"], os.path.basename(f["path"])) for f in m["files"]) == [("a", "link.wav"),
+                                                                                       ("b", "other.wav")]
 
 
 # ----------------------------------------------------------------------------- splits
@@ -262,7 +281,7 @@ def test_rerun_does_no_work(tmp_path, make_tone, monkeypatch, caplog):
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded audio on an up-to-date corpus")
 
-    monkeypatch.setattr(prep_mod, "decode_audio", no_decoding)
+    monkeypatch.setattr(prep_decode, "decode_audio", no_decoding)
     with caplog.at_level("INFO", logger="wavegen.prep"):
         m2 = prep([tmp_path / "rec"], tmp_path / "c")
     assert m2 == m1 and "corpus up to date" in caplog.text
@@ -286,7 +305,7 @@ def test_touched_or_copied_inputs_are_rehashed_not_decoded(tmp_path, make_tone, 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded audio on an up-to-date corpus")
 
-    monkeypatch.setattr(prep_mod, "decode_audio", no_decoding)
+    monkeypatch.setattr(prep_decode, "decode_audio", no_decoding)
     os.utime(tmp_path / "rec" / "t00.wav", ns=(1, 1))  # touch: a new mtime (and ctime)
     os.chmod(tmp_path / "rec" / "t01.wav", 0o600)  # chmod: a new ctime
     (tmp_path / "rec" / "t02.wav").write_bytes((tmp_path / "rec" / "t02.wav").read_bytes())  # the same bytes
@@ -311,7 +330,7 @@ def test_failed_prep_keeps_previous_corpus(tmp_path, make_tone, monkeypatch):
     def write_fails(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(prep_mod, "_write_arrays", write_fails)
+    monkeypatch.setattr(prep_decode, "write_arrays", write_fails)
     with pytest.raises(CorpusError, match="disk full"):
         prep([tmp_path / "rec"], tmp_path / "c", seed=1)
     c = Corpus(tmp_path / "c")

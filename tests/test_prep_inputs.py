@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-import wavegen.prep as prep_mod
+import wavegen.prep_decode as prep_decode
 import wavegen.prep_inputs as prep_inputs
 from wavegen.cli import main
 from wavegen.config import ConfigError
@@ -34,7 +34,7 @@ def refuse_reading(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("read an input before refusing the settings")
 
-    monkeypatch.setattr(prep_mod, "decode_audio", fail)
+    monkeypatch.setattr(prep_decode, "decode_audio", fail)
     monkeypatch.setattr(prep_inputs, "sha256_file", fail)
 
 

@@ -300,7 +300,7 @@ class FolderLock:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as err:  # a folder made read-only: one line, not a traceback
-            raise WavegenError(f"{self.path}: cannot open the {self.what}'s lock file ({err.strerror or err}): make "
+            raise WavegenError(f"{self.path}: cannot open the lock file of this {self.what} ({err.strerror or err}): make "
                                f"{self.folder} writable, or choose another folder") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

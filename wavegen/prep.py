@@ -5,7 +5,7 @@ resampled, silence trimmed), assigns them to train/val/test and writes the array
 manifest that :class:`wavegen.corpus.Corpus` reads (the folder's layout is described there).
 All is written into a temporary folder inside the corpus folder, under its lock, and moved
 into place at the end, the manifest last. Finding the input files and fingerprinting them live
-in wavegen.prep_inputs; silence detection (and why a skipped file has no sound) and the
+in wavegen.prep_inputs; decoding them and writing the arrays in wavegen.prep_decode; silence detection (and why a skipped file has no sound) and the
 train/val/test assignment in wavegen.split; whether a corpus's arrays are whole in wavegen.corpus.
 """
 
@@ -20,16 +20,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from wavegen import prep_inputs
-from wavegen.audio import AudioError, decode_audio, float_to_int16, resample, scale_to_full_scale, to_mono
+from wavegen import prep_decode, prep_inputs
 from wavegen.config import ConfigError
 from wavegen.corpus import FORMAT_VERSION, MANIFEST, CorpusError, content_id, damaged_array
-from wavegen.fileio import FolderLock, check_room, ensure_folder, fsync_dir, write_array, write_json
-from wavegen.progress import progress_bar
-from wavegen.split import (FRAME_LENGTH, HOP_LENGTH, SILENCE_FLOOR, SPLITS, assign_splits, channels_cancel, dbfs,
-                           split_on_silence, why_no_sound)
+from wavegen.fileio import FolderLock, ensure_folder, fsync_dir, write_json
+from wavegen.split import FRAME_LENGTH, HOP_LENGTH, SPLITS, assign_splits
 
 logger = logging.getLogger(__name__)
 
@@ -284,7 +279,7 @@ def _prepare_in(tmp, corpus_dir, settings, found, file_labels, skipped_folders, 
     """Decode, split and write every array into tmp; returns the manifest (no fingerprint yet).
 
     digests: the inputs' sha256 by path where they were read already (None: read them here)."""
-    files, seg_lengths, skipped, digests = _decode_files(found, file_labels, tmp, settings, progress, digests)
+    files, seg_lengths, skipped, digests = prep_decode.decode_files(found, file_labels, tmp, settings, progress, digests)
     content_fingerprint = prep_inputs.content_fingerprint(_recipe(settings, skipped_folders), found, digests)
     skipped = skipped_folders + skipped
     for label in sorted({lb for lb in file_labels if lb is not None} - {f["label"] for f in files}):
@@ -295,7 +290,7 @@ def _prepare_in(tmp, corpus_dir, settings, found, file_labels, skipped_folders, 
         raise CorpusError(f"no usable audio, every input was skipped: {listed}{more}")
     pieces, split_mode = assign_splits(files, seg_lengths, settings.val_fraction, settings.test_fraction,
                                        settings.seed)
-    splits = _write_arrays(tmp, pieces, settings.sample_rate)
+    splits = prep_decode.write_arrays(tmp, pieces, settings.sample_rate)
     return {
         "format_version": FORMAT_VERSION,
         "sample_rate": settings.sample_rate,
@@ -373,131 +368,3 @@ def _log_summary(corpus_dir: Path, manifest: dict) -> None:
             ([f"{partial} damaged file(s) kept in part (partial)"] if partial else [])
     if notes:
         logger.warning("%s: see %s", "; ".join(notes), corpus_dir / MANIFEST)
-
-
-def _decode_one(path: Path, settings: PrepSettings, digest: str):
-    """Decode and trim one file (digest: its sha256): (kept int16 [T], segment lengths, entry) or a skip reason."""
-    try:
-        if path.stat().st_size == 0:
-            return "empty: a file of 0 bytes"
-        x, sr_in, damage = decode_audio(path)
-    except AudioError as e:
-        return e.reason
-    except OSError as e:
-        return f"cannot read file ({e.strerror or e})"
-    frames, channels = x.shape
-    if frames == 0:
-        return "empty: no audio frames"
-    rate = settings.sample_rate
-    source = to_mono(x)  # at the file's own rate: kept to say why a file has no sound (why_no_sound)
-    loudest_channel = float(np.abs(x).max()) if channels > 1 else None
-    del x
-    mono = resample(source, sr_in, rate)
-    if not np.all(np.isfinite(mono)):
-        return "contains NaN or infinite samples"
-    intervals = split_on_silence(mono, rate, top_db=settings.top_db,
-                                 min_silence_seconds=settings.min_silence_seconds,
-                                 min_segment_seconds=settings.min_segment_seconds)
-    if len(intervals) == 0:
-        return channels_cancel(loudest_channel, source) + why_no_sound(source, mono, settings.min_segment_seconds)
-    del source
-    kept = np.concatenate([mono[s:e] for s, e in intervals])
-    peak = float(np.abs(kept).max())
-    pcm = float_to_int16(kept)
-    if not pcm.any():  # sound by its frames' level, yet under half a step in every sample
-        return channels_cancel(loudest_channel, kept) + (
-            f"silent at 16-bit resolution: peaks at {dbfs(peak)}, under half a 16-bit step "
-            f"({dbfs(SILENCE_FLOOR)}): every stored sample would be zero")
-    kept, gain_db = scale_to_full_scale(kept)  # float audio above full scale: scaled down rather than clipped
-    if gain_db < 0:
-        pcm = float_to_int16(kept)
-        logger.warning("%s peaks %.1f dB above full scale: scaled down by %.1f dB instead of clipping",
-                       path, -gain_db, -gain_db)
-    if damage is not None:
-        logger.warning("%s is damaged (%s): keeping the %.2f s that decode", path, damage, frames / sr_in)
-    entry = {
-        "path": str(path),
-        "duration_seconds": round(frames / sr_in, 6),
-        "kept_seconds": round(len(kept) / rate, 6),
-        "split": None,
-        "sha256": digest,
-        "label": None,
-        "sample_rate_in": sr_in,
-        "channels_in": channels,
-        "gain_db": gain_db,
-        "partial": damage is not None,
-    }
-    if damage is not None:
-        entry["partial_reason"] = damage
-    return pcm, [int(e - s) for s, e in intervals], entry
-
-
-def _decode_files(found, file_labels, tmp: Path, settings: PrepSettings, progress: bool, digests=None):
-    """Decode, trim and store each file's kept audio as tmp/<file_index>.pcm (int16).
-
-    digests: the files' sha256 by path where read already. Returns (files: manifest entries,
-    seg_lengths: per file the kept segment lengths, skipped: [{"path", "reason"}], the sha256
-    of every file by path: None where it cannot be read).
-    """
-    files, seg_lengths, skipped = [], [], []
-    digests = dict(digests or {})
-    seen: dict[str, str] = {}  # sha256 -> path: the same recording twice would leak
-    bar = progress_bar(total=len(found), desc="prep", unit="file") if progress else None
-    for (path, _root), label in zip(found, file_labels):
-        if bar is not None:
-            bar.set_postfix_str(path.name, refresh=False)
-        digest = digests.get(str(path))
-        result = None
-        if digest is None:
-            digest, result = prep_inputs.digest(path)
-            digests[str(path)] = digest
-        if result is None and digest in seen:  # the same bytes as a file kept: not decoded again
-            result = f"duplicate of {seen[digest]}"
-        if result is None:
-            result = _decode_one(path, settings, digest)
-        if isinstance(result, str):
-            logger.warning("skipping %s: %s", path, result)
-            skipped.append({"path": str(path), "reason": result})
-        else:
-            kept, lengths, entry = result
-            write_array(tmp / f"{len(files)}.pcm", kept)
-            entry["label"] = label
-            seen[entry["sha256"]] = str(path)
-            seg_lengths.append(lengths)
-            files.append(entry)
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    return files, seg_lengths, skipped, digests
-
-
-def _write_arrays(tmp: Path, pieces: dict, sample_rate: int) -> dict:
-    """Write {split}.npy and {split}_segments.npy into tmp; returns manifest["splits"]."""
-    summary = {}
-    for name in SPLITS:
-        rows = np.zeros((len(pieces[name]), 3), dtype=np.int64)
-        total = sum(length for _, _, length in pieces[name])
-        if total == 0:
-            write_array(tmp / f"{name}.npy", np.zeros(0, dtype=np.int16), npy=True)
-        else:
-            check_room(tmp / f"{name}.npy", total * 2 + 4096)  # filled through a memory map: room first
-            out = np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+", dtype=np.int16,
-                                            shape=(total,))
-            start, src_index, src = 0, None, None
-            for r, (i, offset, length) in enumerate(pieces[name]):
-                if i != src_index:  # pieces come grouped by file
-                    src_index, src = i, np.memmap(tmp / f"{i}.pcm", dtype=np.int16, mode="r")
-                out[start : start + length] = src[offset : offset + length]
-                rows[r] = (start, length, i)
-                start += length
-            del src
-            out.flush()
-            del out
-        write_array(tmp / f"{name}_segments.npy", rows, npy=True)
-        summary[name] = {
-            "samples": int(total),
-            "seconds": round(total / sample_rate, 6),
-            "segments": len(rows),
-        }
-    return summary
