@@ -15,8 +15,9 @@
 # the model and settings (the conditioned recipe's render length, say).
 #
 # Options: a recipe sources this file once more BEFORE its option loop, as `stages_options=1 source
-# .../stages.sh`, for need_value alone (nothing is checked or made then); each option that takes a
-# value calls `need_value "$@"` first, so a missing value is "OPTION needs a value", exit code 2.
+# .../stages.sh`, for need_value, from_caller and recipe_help alone (nothing is checked or made then);
+# each option that takes a value calls `need_value "$@"` first, so a missing value is "OPTION needs a
+# value", exit code 2; a path option goes through from_caller; -h/--help calls recipe_help.
 
 need_value() {  # need_value "$@" at an option that takes a value: exit 2 unless a value follows it
   # (nothing, an empty word or another option in its place is "OPTION needs a value")
@@ -25,7 +26,15 @@ need_value() {  # need_value "$@" at an option that takes a value: exit 2 unless
     exit 2
   fi
 }
-if [ "${stages_options-}" = 1 ]; then unset stages_options; return 0; fi  # before the option loop: need_value alone
+from_caller() {  # from_caller PATH: PATH as the caller meant it: a relative one is taken from the folder the
+  # recipe was run in ($started, which the recipe sets before it changes to the repository's root)
+  case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$started/$1" ;; esac
+}
+recipe_help() {  # recipe_help: print the recipe's header comment (its usage, defaults and stages), exit 0
+  sed -n '2,/^set -euo pipefail/{/^#/p;}' "$0"
+  exit 0
+}
+if [ "${stages_options-}" = 1 ]; then unset stages_options; return 0; fi  # before the option loop: these alone
 
 check_stage_number() {  # check_stage_number OPTION VALUE: exit 2 unless VALUE is a whole number
   case "$2" in

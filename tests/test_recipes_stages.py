@@ -316,6 +316,35 @@ def test_the_stream_recipe_takes_relative_paths_from_the_callers_folder(repo, tm
     assert (caller / "sdir" / ".done").is_dir() and not (repo / "sdir").exists()
 
 
+@pytest.mark.parametrize("name", [name for name, _ in RECIPE_ARGS])
+def test_every_recipe_prints_its_header_for_help_and_runs_nothing(repo, name):
+    """demo, bench, longform and accelerate said "unknown argument --help" (only stream and conditioned knew it)."""
+    first = (RECIPES / name / "run.sh").read_text().splitlines()[1]
+    for flag in ("--help", "-h"):
+        out = _recipe(repo, name, flag)
+        assert out.returncode == 0 and out.stderr == "", out.stderr
+        assert out.stdout.splitlines()[0] == first and "set -euo" not in out.stdout
+    assert _calls(repo) == [] and not (repo / ".done").exists()
+
+
+@pytest.mark.parametrize("name", ["demo", "accelerate"])
+def test_a_relative_dir_is_taken_from_the_callers_folder(repo, tmp_path, name):
+    """demo and accelerate cd into the checkout first, where a relative --dir (and --recordings) used to
+    land; the other recipes took them from the caller's folder, as a user expects of every command."""
+    caller = tmp_path / "caller"
+    (caller / "music").mkdir(parents=True)
+    args = ["--dir", "mine", "--stage", "1", "--stop-stage", "1"]
+    if name == "accelerate":
+        args += ["--recordings", "music"]
+    out = subprocess.run(["bash", str(repo / "recipes" / name / "run.sh"), *args], cwd=caller,
+                         capture_output=True, text=True, env=_env(repo), timeout=120)
+    assert (caller / "mine" / ".done").is_dir() and not (repo / "mine").exists(), (out.stdout, out.stderr)
+    if name == "accelerate":  # stage 1 is its prep: of the caller's music, into the caller's folder
+        assert out.returncode == 0, out.stderr
+        assert _calls(repo) == [["prep", str(caller / "music"), str(caller / "mine" / "corpus"), "--sample-rate",
+                                 "16000", "--val-fraction", "0.1", "--test-fraction", "0.1"]]
+
+
 # --- recipes/demo/run.sh ------------------------------------------------------------------------
 
 def _demo_train(repo, demo, *args, **extra_env):

@@ -7,6 +7,10 @@
 #        [--machine-rank R --main-ip IP] [--dir exp/my-band] [--steps 100000]
 #        [--stage N] [--stop-stage M] [--set KEY=VALUE ...]
 #
+# Defaults: --model samplernn-3tier, --config one_gpu, --dir exp/MODEL (in the repository's root),
+# --steps 100000. Relative paths given (--recordings, --dir, FILE.yaml) are taken from the folder you
+# run the recipe in.
+#
 # Stages: 0 set-up, 1 prep, 2 train, 3 evaluate, 4 render. Each finished stage leaves a marker
 # in DIR/.done/, so rerunning skips it; a stopped training (Ctrl-C, SIGTERM, a lost node) is
 # resumed by rerunning the same command (stage 2 is marked done only when it reaches --steps,
@@ -19,6 +23,7 @@
 #        --machine-rank $SLURM_NODEID --main-ip $(scontrol show hostnames $SLURM_JOB_NODELIST | head -n1) ...
 # and stages 3-4 once, on one machine. Edit multi_node.yaml for num_machines / num_processes.
 set -euo pipefail
+started=$PWD
 cd "$(dirname "$0")/../.."
 
 stages_options=1 source recipes/stages.sh  # need_value for the options (sourced again after them)
@@ -30,19 +35,20 @@ while [ $# -gt 0 ]; do
     --stop-stage) need_value "$@"; stop_stage=$2; shift 2 ;;
     --model) need_value "$@"; model=$2; shift 2 ;;
     --config) need_value "$@"; config=$2; shift 2 ;;
-    --dir) need_value "$@"; dir=$2; shift 2 ;;
-    --recordings) need_value "$@"; recordings=$2; shift 2 ;;
+    --dir) need_value "$@"; dir=$(from_caller "$2"); shift 2 ;;
+    --recordings) need_value "$@"; recordings=$(from_caller "$2"); shift 2 ;;
     --steps) need_value "$@"; steps=$2; shift 2 ;;
     --num-processes) need_value "$@"; num_processes=$2; shift 2 ;;
     --machine-rank) need_value "$@"; machine_rank=$2; shift 2 ;;
     --main-ip) need_value "$@"; main_ip=$2; shift 2 ;;
     --set) need_value "$@"; overrides+=(--set "$2"); shift 2 ;;
-    *) echo "unknown argument $1" >&2; exit 2 ;;
+    -h|--help) recipe_help ;;  # the header above
+    *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 dir=${dir:-exp/$model}
 case "$config" in
-  *.yaml|*.yml) config_file=$config ;;
+  *.yaml|*.yml) config_file=$(from_caller "$config") ;;
   *) config_file=recipes/accelerate/$config.yaml ;;
 esac
 [ -f "$config_file" ] || { echo "no accelerate config $config_file" >&2; exit 2; }
@@ -72,7 +78,7 @@ train() {
   # multi-process launcher (torch.distributed's) prints its ChildFailedError report whatever it is told
   local launch=(accelerate launch --quiet --config_file "$config_file") status=0
   if [ -z "$num_processes" ] && [ "$config" = one_node ]; then  # one process per GPU found here
-    num_processes=$(python3 -c 'import torch; print(torch.cuda.device_count())')
+    num_processes=$("${PYTHON:-python3}" -c 'import torch; print(torch.cuda.device_count())')
     if [ "$num_processes" = 0 ]; then
       echo "--config one_node starts one process per GPU, and there is none here: give --num-processes N for N" \
            "CPU processes (over gloo)" >&2
@@ -105,7 +111,7 @@ if $main_machine; then
 fi
 run_stage 2 "train $model to step $steps with $config_file" train
 if $main_machine; then
-  device=$(python3 -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')
+  device=$("${PYTHON:-python3}" -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')
   # stages 3-4 are done FOR the model (stages.sh's run_model_stage): trained on (a larger --steps), it is
   # evaluated and rendered again. Every test segment scored whole (a recurrent model's state carried through it);
   # on the GPU where there is one
@@ -113,5 +119,7 @@ if $main_machine; then
     wavegen eval "$dir/run" --data "$dir/corpus" --split test --device "$device"
   run_model_stage 4 "$dir/run" "render 4 streams x 30 s" render
   echo
-  echo "Model: $dir/run/best/; renders: $dir/renders/; curves: tensorboard --logdir $dir/run/tb"
+  made="Model: $dir/run/best/"
+  [ -f "$dir/.done/4" ] && made="$made; renders: $dir/renders/"  # stage 4 ran (now or before)
+  echo "$made; curves: tensorboard --logdir $dir/run/tb"
 fi

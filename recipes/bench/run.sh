@@ -27,9 +27,10 @@ while [ $# -gt 0 ]; do
     --stop-stage) need_value "$@"; stop_stage=$2; shift 2 ;;
     --threads) need_value "$@"; threads=$2; shift 2 ;;
     --fresh) fresh=1; shift ;;
-    --out) need_value "$@"; case "$2" in /*) docs=$2 ;; *) docs=$started/$2 ;; esac; shift 2 ;;
+    --out) need_value "$@"; docs=$(from_caller "$2"); shift 2 ;;
     --quick) quick=1; shift ;;
-    *) echo "unknown argument $1" >&2; exit 2 ;;
+    -h|--help) recipe_help ;;  # the header above
+    *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 if [ "$quick" = 1 ] && [ "$docs" = docs ]; then
@@ -62,5 +63,5 @@ for entry in "${suite[@]}"; do
 done
 if in_stage_range 3; then  # always rewritten: cheap, and follows the JSON
   echo "== report"
-  python recipes/bench/report.py "$out" "$docs/BENCHMARKS.md"
+  "${PYTHON:-python3}" recipes/bench/report.py "$out" "$docs/BENCHMARKS.md"
 fi

@@ -9,6 +9,9 @@
 # --input holds one subfolder per label (an artist, an album), audio files anywhere below it:
 #     DIR/artist_a/*.flac   DIR/artist_b/album/*.wav   ...
 # Without --input, stage 0 writes a tiny two-label demo corpus ("bass" and "bells") itself.
+# Defaults: --work exp/conditioned (paths are taken from the folder you run it in), --model wavenet-tiny,
+# --steps 300, --seconds 5 (per label), --eval-seconds 120, --sample-rate 16000. WAVEGEN=CMD runs
+# another wavegen (default: python3 -m wavegen; PYTHON=/path/to/python for another interpreter).
 #
 # Stages (recipes/stages.sh: each leaves WORK/.done/N; a finished stage is skipped, delete the marker
 # to redo it; a stage that fails leaves no marker). --stage and --stop-stage take stage numbers (else exit 2).
@@ -35,7 +38,7 @@ sample_rate=16000
 stage=0
 stop_stage=100
 sets=()
-wavegen=${WAVEGEN:-python -m wavegen}
+wavegen=${WAVEGEN:-${PYTHON:-python3} -m wavegen}
 
 stages_options=1 source "$(dirname "${BASH_SOURCE[0]}")/../stages.sh"  # need_value for the options (sourced again after them)
 while [ $# -gt 0 ]; do
@@ -50,7 +53,7 @@ while [ $# -gt 0 ]; do
     --set) need_value "$@"; sets+=(--set "$2"); shift 2 ;;
     --stage) need_value "$@"; stage=$2; shift 2 ;;
     --stop-stage) need_value "$@"; stop_stage=$2; shift 2 ;;
-    -h|--help) sed -n '2,/^set -euo pipefail/{/^#/p;}' "$0"; exit 0 ;;  # the header above
+    -h|--help) recipe_help ;;  # the header above
     *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -68,7 +71,7 @@ run=$work/run
 # the corpus's labels, one a line (names may hold spaces); without a corpus, or with no labels,
 # one line naming it on stderr and exit 1
 corpus_labels() {
-  python - "$corpus" <<'PY'
+  "${PYTHON:-python3}" - "$corpus" <<'PY'
 import json, sys
 from pathlib import Path
 
@@ -88,7 +91,7 @@ PY
 }
 
 demo_recordings() {
-  python - "$input" "$sample_rate" <<'PY'
+  "${PYTHON:-python3}" - "$input" "$sample_rate" <<'PY'
 import sys
 from pathlib import Path
 
@@ -137,7 +140,7 @@ render_labels() {  # each label of the corpus, and an even blend of the first tw
 evaluate() {  # written beside, and moved into place once it reads: a failed eval leaves no eval_test.json
   $wavegen eval "$run" --data "$corpus" --split test --max-seconds "$eval_seconds" --json > "$work/eval_test.json.part" \
     || { rc=$?; rm -f "$work/eval_test.json.part"; exit "$rc"; }
-  python - "$work/eval_test.json.part" <<'PY' || { rc=$?; rm -f "$work/eval_test.json.part"; exit "$rc"; }
+  "${PYTHON:-python3}" - "$work/eval_test.json.part" <<'PY' || { rc=$?; rm -f "$work/eval_test.json.part"; exit "$rc"; }
 import json, sys
 r = json.load(open(sys.argv[1]))
 print(f"test: {r['nll_bits_per_sample']:.4f} bits/sample over {r['samples']} samples")

@@ -11,9 +11,11 @@
 #
 # Each finished stage leaves a marker in DEMO_DIR/.done/, so rerunning skips it (training's
 # records its --steps: rerun with more and it trains on from where it stopped, then renders,
-# evaluates and judges the newer model again); delete DEMO_DIR (default: demo/) to start over.
+# evaluates and judges the newer model again); delete DEMO_DIR to start over. DEMO_DIR: demo/ in the
+# repository's root by default; a relative one given is taken from the folder you run the recipe in.
 # Listen to DEMO_DIR/renders/stream_000.wav ... stream_002.wav.
 set -euo pipefail
+started=$PWD
 cd "$(dirname "$0")/../.."
 
 stages_options=1 source recipes/stages.sh  # need_value for the options (sourced again after them)
@@ -22,9 +24,10 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --stage) need_value "$@"; stage=$2; shift 2 ;;
     --stop-stage) need_value "$@"; stop_stage=$2; shift 2 ;;
-    --dir) need_value "$@"; dir=$2; shift 2 ;;
+    --dir) need_value "$@"; dir=$(from_caller "$2"); shift 2 ;;
     --steps) need_value "$@"; steps=$2; shift 2 ;;
-    *) echo "unknown argument $1" >&2; exit 2 ;;
+    -h|--help) recipe_help ;;  # the header above
+    *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 source recipes/stages.sh
@@ -32,7 +35,7 @@ source recipes/stages.sh
 setup() { bash recipes/setup.sh; }
 run_stage 0 "set-up (pinned torch, wavegen and its dependencies)" setup
 run_stage 1 "synthesise a small album (8 songs x 20 s, stereo 22.05 kHz)" \
-  python recipes/demo/make_recordings.py "$dir/recordings" --songs 8 --seconds 20
+  "${PYTHON:-python3}" recipes/demo/make_recordings.py "$dir/recordings" --songs 8 --seconds 20
 run_stage 2 "prep: mono, 16 kHz, trim silence, split by song" \
   wavegen prep "$dir/recordings" "$dir/corpus" --val-fraction 0.125 --test-fraction 0.125
 run_training 3 "$steps" "train samplernn-tiny, 64 mu-law levels, for $steps steps (a few minutes on a CPU)" \

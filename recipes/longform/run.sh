@@ -29,9 +29,11 @@ set -euo pipefail
 usage="usage: $0 MODEL [--hours H | --seconds S] [--streams N] [--dir OUT] [--backend B] [--device D] \
 [--precision P] [--format F] [--seed S] [--stage N] [--stop-stage M] [-- wavegen render options]"
 die() { echo "$0: $*" >&2; exit 2; }
+started=$PWD
+stages_options=1 source "$(dirname "$0")/../stages.sh"  # from_caller and recipe_help (the stages are checked below)
 
 positive_number() {  # positive_number VALUE [SCALE]: VALUE x SCALE printed, or exit 1 unless VALUE > 0 and finite
-  python3 - "$@" <<'EOF'
+  "${PYTHON:-python3}" - "$@" <<'EOF'
 import math, sys
 try:
     value = float(sys.argv[1]) * float(sys.argv[2] if len(sys.argv) > 2 else 1)
@@ -64,15 +66,15 @@ while [ $# -gt 0 ]; do
         --stop-stage) stop_stage=$2 ;;
       esac
       shift 2 ;;
+    -h|--help) recipe_help ;;  # the header above
     -*) die "unknown argument $1; $usage" ;;
     *) [ -z "$model" ] || die "one MODEL only, got '$model' and '$1'; $usage"; model=$1; shift ;;
   esac
 done
 [ -n "$model" ] || die "no MODEL given; $usage"
 # relative to where the recipe was started, before it moves to the repository's root
-case "$model" in /*) ;; *) model="$PWD/$model" ;; esac
-out=${out:-renders/longform-$(basename "$model")}
-case "$out" in /*) ;; *) out="$PWD/$out" ;; esac
+model=$(from_caller "$model")
+out=$(from_caller "${out:-renders/longform-$(basename "$model")}")
 cd "$(dirname "$0")/../.."
 unset dir
 source recipes/stages.sh  # the stage range checked; no dir set: this recipe keeps no stage markers
@@ -110,7 +112,7 @@ render() {
 report() {
   [ -f "$out/render_report.json" ] || \
     die "stage 2: no finished render in $out (no render_report.json): run stage 1 first (it resumes an unfinished one)"
-  python3 - "$out" "$0" <<'EOF'
+  "${PYTHON:-python3}" - "$out" "$0" <<'EOF'
 import json, re, sys
 from pathlib import Path
 out = Path(sys.argv[1])

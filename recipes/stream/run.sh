@@ -33,7 +33,7 @@ while [ $# -gt 0 ]; do
     --stage) need_value "$@"; stage=$2; shift 2 ;;
     --stop-stage) need_value "$@"; stop_stage=$2; shift 2 ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,/^set -euo pipefail/{/^#/p;}' "$0"; exit 0 ;;  # the header above
+    -h|--help) recipe_help ;;  # the header above
     *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
