@@ -6,13 +6,16 @@ import json
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("info", help="describe a model (or list presets and backends)")
+    p = sub.add_parser("info", help="describe a model (or list presets and backends)",
+                       description="Describe a model: its type, parameters, geometry, sample rate, quantization, "
+                                   "receptive field, labels, and which backends can render it here. With no "
+                                   "model (or --presets): the presets.")
     p.add_argument("model", nargs="?", default=None,
                    help="preset name, config .json, model folder or run folder (its best/)")
     p.add_argument("--checkpoint", default=None, metavar="step_N|last",
                    help="a run's kept checkpoint instead of its best/ model")
     p.add_argument("--presets", action="store_true", help="list the model presets")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print it as JSON")
 
 
 def run(args) -> int:

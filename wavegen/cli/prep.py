@@ -14,9 +14,12 @@ def add_parser(sub) -> None:
                    help="frames this many dB under the file's peak count as silence (default 40)")
     p.add_argument("--min-silence-seconds", type=float, default=1.0,
                    help="silent stretches longer than this are cut out (default 1.0)")
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--test-fraction", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=0, help="seed of the train/val/test split")
+    p.add_argument("--val-fraction", type=float, default=0.1,
+                   help="share of the recordings held out for validation (default 0.1; by file, or by time "
+                        "for a single file)")
+    p.add_argument("--test-fraction", type=float, default=0.1,
+                   help="share held out for the test split (default 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the train/val/test split (default 0)")
     p.add_argument("--labels", choices=["folders"], default=None,
                    help="folders: each top-level subfolder of an input is a label (artist, album)")
 

@@ -15,34 +15,36 @@ def add_parser(sub) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every network)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
-    p.add_argument("--seed", type=int, default=0, help="the same seed plays the same stream")
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0, help="the same seed plays the same stream (default 0)")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="sampling temperature: lower is more predictable, higher noisier (default 1.0)")
     p.add_argument("--label", default=None, help='a label, or a blend "a:0.7,b:0.3" (conditioned models)')
-    p.add_argument("--backend", default="auto", help="auto, torch, numba or cuda")
+    p.add_argument("--backend", default="auto", help="auto, torch, numba or cuda (default auto: the fastest installed)")
     add_device(p)
     p.add_argument("--archive", default=None, metavar="DIR",
                    help="also write the broadcast to DIR (WAV parts, resumable): a restart with the same "
                         "arguments continues it")
     p.add_argument("--archive-part-seconds", type=float, default=3600.0,
-                   help="length of each archive WAV part (a new archive's: one continued keeps its own)")
+                   help="length of each archive WAV part (default 3600; a new archive's: one continued keeps its own)")
     p.add_argument("--archive-keep-parts", type=int, default=0, metavar="N",
                    help="keep only the newest N archive parts, removing older ones as the broadcast goes on, so "
                         "the archive's disk stays bounded (default 0: keep all; at 16 kHz an hour's part is "
                         "115 MB, 2.8 GB a day)")
-    p.add_argument("--snapshot-seconds", type=float, default=30.0, help="archived audio between snapshots")
-    p.add_argument("--buffer-seconds", type=float, default=4.0, help="audio rendered ahead of the live edge")
+    p.add_argument("--snapshot-seconds", type=float, default=30.0, help="archived audio between snapshots (default 30)")
+    p.add_argument("--buffer-seconds", type=float, default=4.0, help="audio rendered ahead of the live edge (default 4)")
     p.add_argument("--burst-seconds", type=float, default=6.0,
-                   help="audio a new listener receives at once, so playback starts at once (browsers wait "
-                        "for ~32 KB)")
-    p.add_argument("--max-listeners", type=int, default=100, help="listeners at once; more are refused (503)")
+                   help="audio a new listener receives at once, so playback starts at once (default 6; "
+                        "browsers wait for ~32 KB)")
+    p.add_argument("--max-listeners", type=int, default=100, help="listeners at once; more are refused (503) (default 100)")
     p.add_argument("--max-listeners-per-client", type=int, default=None, metavar="N",
                    help="listeners at once from one address (an IPv6 /64); more are refused (429), so one client "
                         "cannot take every place (0: no limit; default 4 where --host reaches beyond this machine, "
                         "no limit on loopback, where listeners come through a reverse proxy with its one address)")
     p.add_argument("--stall-seconds", type=float, default=10.0,
-                   help="a listener that takes no data for this long (and at least --lag-seconds) is dropped")
+                   help="a listener that takes no data for this long (and at least --lag-seconds) is dropped "
+                        "(default 10)")
     p.add_argument("--lag-seconds", type=float, default=30.0,
-                   help="a listener this far behind the live edge skips ahead to it")
+                   help="a listener this far behind the live edge skips ahead to it (default 30)")
     p.add_argument("--allow-slow", action="store_true",
                    help="play a model slower than real time (with a growing delay) instead of refusing it")
     p.add_argument("--no-guard", dest="guard", action="store_false",
