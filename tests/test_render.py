@@ -22,7 +22,8 @@ from wavegen.cli import main
 from wavegen.config import ConfigError
 from wavegen.errors import WavegenError
 from wavegen.render import (FLAC_MAX_SAMPLES, PCMWriter, RenderFolder, RenderStateError,
-                            RenderWriteError, check_length, estimate_bytes, parse_label, render, shard_streams)
+                            RenderWriteError, check_length, encode_flac, estimate_bytes, parse_label, render,
+                            shard_streams)
 
 
 @pytest.fixture(scope="module")
@@ -241,6 +242,31 @@ def test_impossible_lengths_are_refused_before_anything_is_written(model, tmp_pa
     assert main(["render", str(model), "--seconds", "inf", "--out", str(out)]) == 2  # one line, no traceback
     assert capsys.readouterr().err.splitlines()[-1] == \
         "wavegen render: error: --seconds inf: must be a finite number of seconds above zero"
+
+
+def test_a_rate_the_format_cannot_hold_is_refused_before_anything_is_rendered(tmp_path, capsys):
+    """A FLAC file is encoded once every sample is made: a model whose rate libsndfile's FLAC encoder
+    refuses (above 655350 Hz: ultrasonic recordings at 768 kHz) failed only then, after the whole
+    render, saying to free space and rerun, which failed again."""
+    from conftest import save_tiny_model
+
+    fast = save_tiny_model(tmp_path / "768k", sample_rate=768_000, dim=16, emb_size=8)
+    out = tmp_path / "out"
+    assert main(["-q", "render", str(fast), "--seconds", "0.001", "--format", "flac", "--out", str(out),
+                 "--backend", "torch", "--no-guard", "--no-spectrogram"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "wavegen render: error: --format flac: this model's sample rate is 768000 Hz, and a FLAC file holds at "
+        "most 655350 Hz; use --format wav")
+    assert not out.exists()
+    report = render(fast, out, settings(0.001), progress=False)  # WAV holds it
+    assert sf.info(report["paths"][0]).samplerate == 768_000 and sf.info(report["paths"][0]).frames == 768
+    assert check_length(1.0, 655_350, "flac") == 655_350  # the highest FLAC rate, written whole
+    encoded = tmp_path / "most.flac"
+    (tmp_path / "most.pcm").write_bytes(np.arange(100, dtype="<i2").tobytes())
+    encode_flac(tmp_path / "most.pcm", encoded, 655_350)
+    assert sf.info(str(encoded)).samplerate == 655_350
+    with pytest.raises(ConfigError, match=r"a WAV file holds at most 2147483647 Hz; use a model of a lower rate"):
+        check_length(1e-9, 2**31, "wav")
 
 
 def test_the_size_estimate_is_what_a_render_writes_and_a_short_disk_is_warned(model, tmp_path, caplog):

@@ -215,7 +215,7 @@ def test_the_checkpoint_a_changed_model_began_with_is_found_by_its_recorded_sha2
     checkpoint with those weights, read from its trainer_state.json's sha256 (a checkpoint of an older
     wavegen, without the record, is hashed)."""
     from wavegen.fileio import sha256_file
-    from wavegen.render import folder as render_folder
+    from wavegen.render import model_change
 
     run = tmp_path / "run"
     shutil.copytree(model, run / "best")
@@ -237,10 +237,36 @@ def test_the_checkpoint_a_changed_model_began_with_is_found_by_its_recorded_sha2
     (out / ".state" / "params.json").write_text(json.dumps(
         {"model": str((run / "checkpoints" / "step_5").resolve()), "model_sha256": listed["sha256"]}))
     hashed = []
-    monkeypatch.setattr(render_folder, "sha256_file", lambda path: hashed.append(Path(path)) or sha256_file(path))
+    monkeypatch.setattr(model_change, "sha256_file", lambda path: hashed.append(Path(path)) or sha256_file(path))
     with pytest.raises(RenderStateError, match=r"resume it with --checkpoint step_5 \(the weights it began with\)"):
         render(run, out, settings(0.125), checkpoint="step_7")
     assert hashed == [run / "checkpoints" / "step_7" / "model.safetensors"]  # step_5's was read from its record
+
+
+def test_an_empty_out_is_refused_not_taken_as_the_current_directory(model, tmp_path, monkeypatch, capsys):
+    """--out "$OUT" with OUT unset rendered into the current directory (Path("") is ".")."""
+    monkeypatch.chdir(tmp_path)
+    for empty in ("", " "):
+        assert main(["-q", "render", str(model), "--out", empty, "--seconds", "0.125", "--backend", "torch"]) == 2
+        assert capsys.readouterr().err.splitlines()[-1] == \
+            "wavegen render: error: --out: give a folder for the render (the name is empty)"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_resume_with_another_prime_or_none_says_so_in_words_not_as_a_sha256_or_none(tmp_path):
+    """The prime binds as the sha256 of its codes; a refusal showed "prime_sha256=None" to a user who had
+    left --prime out, or added it."""
+    a, b = "a" * 64, "b" * 64
+    for before, now, words in (
+            (None, a, "made without --prime, but this command gives --prime (its codes' sha256 aaaaaaaaaaaa...)"),
+            (a, None, "begun with --prime (its codes' sha256 aaaaaaaaaaaa...), but this command gives no --prime"),
+            (a, b, "begun with another prime (--prime, or --prime-seconds: its codes' sha256 was aaaaaaaaaaaa..., "
+                   "this command's is bbbbbbbbbbbb...)")):
+        with pytest.raises(RenderStateError) as caught:
+            check_params({"prime_sha256": before}, {"prime_sha256": now}, tmp_path)
+        assert str(caught.value) == (f"{tmp_path} holds a render {words}. Rerun the original command to resume it, "
+                                     "pass --restart to discard it, or choose another --out")
+    check_params({"prime_sha256": a}, {"prime_sha256": a}, tmp_path)
 
 
 def test_restart_reads_what_the_recorded_render_wrote_and_skips_a_record_it_cannot_read(model, tmp_path):

@@ -46,7 +46,8 @@ def test_a_resume_needs_no_prime_file_and_refuses_a_different_one(model, tmp_pat
     make_tone(prime, 1.0, SR, freq=500.0)  # another recording under the same name: refused by the rerun check
     args = ["--seconds", 2, "--snapshot-seconds", 0.25, "--prime", prime, *PRIME]
     assert render_cli(model, out, *args) == 2
-    assert f"wavegen render: error: {out} holds a render with prime_sha256=" in capsys.readouterr().err
+    assert f"wavegen render: error: {out} holds a render begun with another prime (--prime, or --prime-seconds: " \
+           "its codes' sha256 was " in capsys.readouterr().err
     prime.unlink()  # gone: the resume goes on with the prime recorded, byte for byte what one run made
     with caplog.at_level("INFO", logger="wavegen.render"):
         assert render_cli(model, out, *args) == 0

@@ -121,3 +121,43 @@ def test_a_flac_render_stopped_while_encoding_leaves_no_partial_file_and_a_rerun
 def done_pid(out: Path) -> int:
     """The pid of the render that held ``out`` (its lock file names it)."""
     return json.loads((out / ".lock").read_text())["pid"]
+
+
+# `wavegen render` whose engine build (make_engine, numba's compiler on a CPU) takes PAUSE seconds: it writes
+# SENTINEL when the build begins and BUILT when it returned whole
+BUILD_RUNNER = r"""
+import pathlib, sys, time
+from wavegen.render import loop
+sentinel, built, pause = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), float(sys.argv[3])
+real = loop.make_engine
+
+def slow_build(*args, **kwargs):
+    sentinel.write_text("building")
+    time.sleep(pause)
+    engine = real(*args, **kwargs)
+    built.write_text("built")
+    return engine
+
+loop.make_engine = slow_build
+from wavegen.cli import main
+sys.exit(main(["-q", "render", *sys.argv[4:]]))
+"""
+
+
+def test_a_ctrl_c_while_the_engine_is_built_waits_for_it_then_stops_before_anything_is_written(model, tmp_path):
+    """A Ctrl-C raised inside numba's compiler (or an import it made) was not always passed on: the render
+    went on with numpy half imported and died later with a traceback (exit 1). The first Ctrl-C now waits
+    for the model and engine, then stops cleanly."""
+    import sys
+
+    out, sentinel, built = tmp_path / "out", tmp_path / "building", tmp_path / "built"
+    proc = subprocess.Popen([sys.executable, "-c", BUILD_RUNNER, *map(str, (sentinel, built, 1.0, model, *flags(out)))],
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_file(proc, sentinel)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert built.is_file()  # the build was not cut short
+    assert stderr.splitlines() == ["SIGINT: stopping once the model and engine are ready, before anything is "
+                                   "written (Ctrl-C again to stop at once)", "wavegen render: interrupted"]
+    assert not out.exists() and not stdout

@@ -115,6 +115,45 @@ def test_run_without_best_points_at_its_checkpoints(tmp_path, run_dir):
         resolve_model(copy)
 
 
+def test_a_run_that_has_saved_no_model_yet_is_named_as_one(tmp_path, run_dir, capsys):
+    """A run folder just started (config.json, metrics.jsonl, no checkpoint, no best/) was told to "train a
+    model first"; its config file gives its settings (info)."""
+    from wavegen.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(run_dir / "config.json", run)
+    (run / "metrics.jsonl").write_text("")
+    for command in (["info", str(run)], ["render", str(run), "--seconds", "1", "--out", str(tmp_path / "out")]):
+        assert main(command) == 2
+        assert capsys.readouterr().err.splitlines()[-1] == (
+            f"wavegen {command[0]}: error: {run}: a training run with no model yet (no best/ and no finished "
+            "checkpoint: training has not saved one); wait for its first checkpoint (then --checkpoint last), or "
+            f"give {run / 'config.json'} for its settings (random weights)")
+    assert main(["info", str(run / "config.json")]) == 0
+    assert not (tmp_path / "out").exists()
+    shutil.rmtree(run)  # a folder of a config.json alone is not a run
+    run.mkdir()
+    shutil.copy(run_dir / "config.json", run)
+    with pytest.raises(ConfigError, match="train a model first"):
+        resolve_model(run)
+
+
+def test_checkpoint_best_says_that_best_is_what_the_run_names(tmp_path):
+    """--checkpoint best: the run's best/ is not a checkpoint, it is the model the run folder names."""
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step_3").mkdir(parents=True)
+    (run / "checkpoints" / "step_3" / "trainer_state.json").write_text("{}")
+    (run / "config.json").write_text("{}")
+    for name in ("best", "best/"):
+        with pytest.raises(ConfigError) as caught:
+            resolve_model(run, checkpoint=name)
+        assert str(caught.value) == (f"--checkpoint {name}: no such checkpoint in {run}; kept: step_3 (or last); the "
+                                     "run's best/ is what the run folder names without --checkpoint")
+    with pytest.raises(ConfigError, match=r"kept: step_3 \(or last\)$"):
+        resolve_model(run, checkpoint="step_4")
+
+
 def flip_byte(path, offset=-10):
     data = bytearray(path.read_bytes())
     data[offset] ^= 0xFF

@@ -58,6 +58,13 @@ def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict | None = 
     return save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
 
 
+def model_folder_metadata(config: dict) -> dict[str, str]:
+    """The header metadata :func:`save_model` gives a model folder's weights file (its bytes, and so its
+    sha256, depend on it): what render's rerun check hashes a checkpoint's tensors with, to find the
+    checkpoint a best/ that is gone was written from."""
+    return {"model_type": str(config["model_type"])}
+
+
 def save_model(model: torch.nn.Module, config: dict, folder: Path, extra: dict[str, bytes | str] | None = None) -> Path:
     """Write ``folder/model.safetensors`` + ``folder/config.json`` (+ ``extra`` files by name, e.g. the
     album profile) + ``folder/weights.json`` (the weights' size and sha256, which
@@ -68,7 +75,7 @@ def save_model(model: torch.nn.Module, config: dict, folder: Path, extra: dict[s
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    weights = safetensors_bytes(model.state_dict(), {"model_type": config["model_type"]})
+    weights = safetensors_bytes(model.state_dict(), model_folder_metadata(config))
     atomic_write(tmp / MODEL_FILE, weights)
     write_json(tmp / WEIGHTS_RECORD, {"files": {MODEL_FILE: {"bytes": len(weights),
                                                              "sha256": hashlib.sha256(weights).hexdigest()}}})

@@ -156,7 +156,10 @@ def _checkpoint_ref(run_dir: Path, checkpoint: str) -> ModelRef:
         steps = {s: f for s, f in found}
         if match is None or int(match.group(1)) not in steps:
             kept = ", ".join(f"step_{s}" for s, _ in found)
-            raise ConfigError(f"--checkpoint {checkpoint}: no such checkpoint in {run_dir}; kept: {kept} (or last)")
+            best = ("; the run's best/ is what the run folder names without --checkpoint"
+                    if checkpoint.strip("/") == "best" else "")
+            raise ConfigError(f"--checkpoint {checkpoint}: no such checkpoint in {run_dir}; kept: {kept} (or last)"
+                              f"{best}")
         step, folder = int(match.group(1)), steps[int(match.group(1))]
     weights = checkpoint_weights(folder)
     if not weights.is_file():
@@ -308,12 +311,19 @@ def _preset_and_overrides(config: dict) -> str:
     return f"preset {config['preset']}" + (f" with {' '.join(overrides)}" if overrides else "") + "; "
 
 
+_RUN_FILES = ("checkpoints", "metrics.jsonl", ".lock")  # a run folder's, beside its config.json (train.py)
+
+
 def _not_a_model(path: Path) -> str:
     """Why an existing path names no model, and what to give instead: a checkpoint of a run (give the
     run and --checkpoint), a prepared corpus (train on it first), or another folder."""
     from wavegen.corpus import MANIFEST
 
     run = path.parent.parent
+    if (path / CONFIG_FILE).is_file() and any((path / name).exists() for name in _RUN_FILES):
+        return (f"{path}: a training run with no model yet (no best/ and no finished checkpoint: training has not "
+                f"saved one); wait for its first checkpoint (then --checkpoint last), or give {path / CONFIG_FILE} "
+                "for its settings (random weights)")
     if path.parent.name == "checkpoints" and (run / CONFIG_FILE).is_file():
         return f"{path}: a checkpoint of the run {run}; give the run and the checkpoint: {run} --checkpoint {path.name}"
     if (path / MANIFEST).is_file():

@@ -15,14 +15,13 @@ parameter that differs is refused with both values named, until ``--restart``.
 from __future__ import annotations
 
 import errno
-import functools
-import hashlib
 import logging
 import shutil
 from pathlib import Path
 
 from wavegen.errors import WavegenError
-from wavegen.fileio import FolderLock, ensure_folder, read_json_object, sha256_file, stale_temporaries, write_json
+from wavegen.fileio import FolderLock, ensure_folder, read_json_object, stale_temporaries, write_json
+from wavegen.render.model_change import model_differs, same_weights_as_model_folder
 from wavegen.render.settings import FORMATS, RenderStateError, RenderWriteError, estimate_bytes, stream_paths
 from wavegen.render.writers import open_file_limit
 
@@ -52,10 +51,10 @@ def check_params(saved: dict, current: dict, where: Path) -> None:
             continue
         if key == "threads" and isinstance(before, int) and isinstance(current[key], int):
             raise RenderStateError(_threads_differ(where, before, current[key]))
-        if key == "model_sha256" and _same_weights_as_model_folder(saved, current):
+        if key == "model_sha256" and same_weights_as_model_folder(saved, current):
             continue
         if key == "model_sha256" and before is not None:
-            raise RenderStateError(_model_differs(where, saved, current))
+            raise RenderStateError(model_differs(where, saved, current))
         if key == "label_weights":  # said as the labels were given
             key, before = "label", saved.get("label")
         raise RenderStateError(f"{where} holds a render {_differ(key, before, current[key])}. Rerun the original "
@@ -76,6 +75,8 @@ def _differ(key: str, before, now) -> str:
     if key == "guard" and (before is False or now is False):
         return ("made with --no-guard, but this command runs the guard" if before is False
                 else "made with the guard on, but this command asks for --no-guard")
+    if key == "prime_sha256" and (before is None or now is None or isinstance(before, str) and isinstance(now, str)):
+        return _prime_differs(before, now)
     if isinstance(before, dict) and isinstance(now, dict):
         if key == "guard" and bool(before.get("album_profile")) != bool(now.get("album_profile")):
             profile = before.get("album_profile") or now.get("album_profile")
@@ -90,6 +91,16 @@ def _differ(key: str, before, now) -> str:
         return f"with {key} {was}, but this command asks for {key} {asked}"
     before, now = _shown_pair(before, now)
     return f"with {key}={before}, but this command asks for {key}={now}"
+
+
+def _prime_differs(before: str | None, now: str | None) -> str:
+    """How the prime differs: recorded as the sha256 of its codes (the file's last --prime-seconds)."""
+    if before is None:
+        return f"made without --prime, but this command gives --prime (its codes' sha256 {now[:12]}...)"
+    if now is None:
+        return f"begun with --prime (its codes' sha256 {before[:12]}...), but this command gives no --prime"
+    return (f"begun with another prime (--prime, or --prime-seconds: its codes' sha256 was {before[:12]}..., this "
+            f"command's is {now[:12]}...)")
 
 
 class _Unset:
@@ -133,118 +144,6 @@ def _threads_differ(where: Path, before: int, now: int) -> str:
             f"threads={now} (--threads N, or all cores when not given); the engine's sums round by the thread "
             f"count, so the audio would differ. Pass --threads {before} to resume it{hint}, --restart to discard "
             "it, or choose another --out")
-
-
-def _model_differs(where: Path, saved: dict, current: dict) -> str:
-    """The refusal of a resume whose weights are not the ones the render began with: the model in the
-    same place changed (the run trained further, best/ was replaced), or this command names another."""
-    began, now = saved.get("model"), current.get("model")
-    sha = saved["model_sha256"]
-    if began is None or Path(began) == Path(now):
-        what = (f"{where} holds a render begun from the model in {now}, which changed since (trained further or "
-                f"replaced: model_sha256 was {sha[:12]}..., is now {current['model_sha256'][:12]}...)")
-    else:
-        what = (f"{where} holds a render begun from the model in {began} (model_sha256={sha[:12]}...), but this "
-                f"command renders {now} (model_sha256={current['model_sha256'][:12]}...)")
-    step = _checkpoint_with(began, sha) if began else None
-    resume = f"resume it with --checkpoint step_{step} (the weights it began with), " if step is not None else ""
-    return (f"{what}; {resume}pass --restart to render it anew from the model as it is now, or choose "
-            "another --out")
-
-
-def _checkpoint_with(model_dir: str, sha: str) -> int | None:
-    """The step of a kept checkpoint of the run ``model_dir`` belongs to (its best/ or a checkpoint)
-    whose weights have ``sha``; None where there is none. A checkpoint's sha256 is the one its
-    trainer_state.json lists (a model folder's: its weights.json); a file neither lists is hashed.
-    A render begun from a model folder (best/) recorded the sha256 of its weights as a model folder
-    holds them, written by another writer than the checkpoint's (other header metadata, other bytes):
-    where no file matches, each checkpoint's weights are hashed as a model folder would hold them."""
-    from wavegen.resolve import checkpoint_weights, run_checkpoints
-
-    folder = Path(model_dir)
-    in_checkpoints = _in_checkpoints(model_dir)
-    run = folder.parent.parent if in_checkpoints else folder.parent
-    try:
-        kept = [(step, checkpoint_weights(path)) for step, path in reversed(run_checkpoints(run))]
-        kept = [(step, weights) for step, weights in kept if weights.is_file()]
-        for step, weights in kept:
-            if _recorded_sha256(weights) == sha:
-                return step
-        for step, weights in ([] if in_checkpoints else kept):
-            if _sha256_as_model_folder(weights, folder) == sha:
-                return step
-    except (OSError, WavegenError):  # unreadable: no hint, the refusal stands
-        pass
-    return None
-
-
-def _same_weights_as_model_folder(saved: dict, current: dict) -> bool:
-    """Whether a render begun from a model folder (a run's best/) is resumed from a checkpoint holding the
-    same weights: best/ and a checkpoint are written by different writers (other header metadata, other
-    bytes, other sha256) from the same tensors, so the checkpoint's are hashed as the folder holds them."""
-    began, now, sha = saved.get("model"), current.get("model"), saved.get("model_sha256")
-    if not (isinstance(began, str) and isinstance(now, str) and isinstance(sha, str)) or _in_checkpoints(began):
-        return False
-    from wavegen.resolve import checkpoint_weights
-
-    try:
-        return _sha256_as_model_folder(checkpoint_weights(Path(now)), Path(began)) == sha
-    except (OSError, WavegenError):
-        return False
-
-
-def _in_checkpoints(model_dir: str) -> bool:
-    return Path(model_dir).parent.name == "checkpoints"
-
-
-def _sha256_as_model_folder(weights: Path, model_dir: Path) -> str | None:
-    """The sha256 ``weights`` (a checkpoint's) would have in the model folder ``model_dir`` (best/): its
-    tensors serialised with the header metadata of the folder's own weights file (the one writer of
-    model folders, checkpoint.save_model, puts its metadata there). None where either file is missing
-    or that header unreadable."""
-    from wavegen.checkpoint import MODEL_FILE
-
-    if not weights.is_file():
-        return None
-    folder_weights = model_dir / MODEL_FILE
-    try:
-        stat, folder_stat = weights.stat(), folder_weights.stat()
-    except OSError:
-        return None
-    return _sha256_with_metadata_of(str(weights), stat.st_mtime_ns, stat.st_size, str(folder_weights),
-                                    folder_stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=8)  # the rerun check runs several times a render (every process, each snapshot)
-def _sha256_with_metadata_of(weights: str, _mtime_ns: int, _size: int, other: str, _other_mtime_ns: int) -> str | None:
-    """sha256 of ``weights``' tensors serialised with ``other``'s header metadata (None: ``other`` unreadable)."""
-    from safetensors import safe_open
-
-    from wavegen.checkpoint import load_weights, safetensors_bytes
-
-    try:
-        with safe_open(other, "pt") as f:
-            metadata = f.metadata()
-    except Exception:  # noqa: BLE001 (safetensors raises its own errors): damaged, no match
-        return None
-    return hashlib.sha256(safetensors_bytes(load_weights(weights), metadata)).hexdigest()
-
-
-def _recorded_sha256(weights: Path) -> str:
-    """``weights``' sha256 as its folder records it (a checkpoint's trainer_state.json, a model folder's
-    weights.json, when the record holds one for a file of this size); else hashed."""
-    from wavegen.checkpoint import TRAINER_STATE
-    from wavegen.resolve import WEIGHTS_RECORD
-
-    size = weights.stat().st_size
-    for record in (TRAINER_STATE, WEIGHTS_RECORD):
-        try:
-            want = read_json_object(weights.parent / record).get("files", {}).get(weights.name)
-        except (OSError, ValueError, AttributeError):  # no record, or not one of files
-            continue
-        if isinstance(want, dict) and want.get("bytes") == size and isinstance(want.get("sha256"), str):
-            return want["sha256"]
-    return sha256_file(weights)
 
 
 def _read_json(path: Path, what: str) -> dict:

@@ -19,8 +19,10 @@ from wavegen.generate import make_engine, temperatures
 from wavegen.memory import check_fits
 from wavegen.render.folder import RenderFolder, check_params
 from wavegen.render.guard import GuardCriteria, criteria_for
+from wavegen.render.model_change import model_gone
 from wavegen.render.processes import Processes
-from wavegen.render.settings import RenderSettings, check_prime_path, parse_label, prime_codes, shard_streams
+from wavegen.render.settings import (RenderSettings, RenderStateError, check_prime_path, parse_label, prime_codes,
+                                     shard_streams)
 from wavegen.render.shard import STOP_IN_WINDOW, ShardRender, window_samples
 from wavegen.render.writers import load_snapshot, reserve_open_files, snapshot_exists
 from wavegen.resolve import ModelRef, resolve_model
@@ -33,6 +35,7 @@ logger = logging.getLogger("wavegen.render")
 # float_to_int16's float64 and the int16 written
 WINDOW_BYTES_PER_SAMPLE = 8 + 8 + 4 + 8 + 2
 PRIME_BYTES_PER_SAMPLE = 8  # the prime's codes, copied per stream (int64) by the engine
+STOP_WHILE_PREPARING = "stopping once the model and engine are ready, before anything is written"
 
 
 def render(model: str | Path, out_dir: str | Path, settings: RenderSettings, progress: bool = True,
@@ -48,7 +51,14 @@ def render(model: str | Path, out_dir: str | Path, settings: RenderSettings, pro
     ``out_dir`` holds a different or damaged render; ConfigError for settings that cannot work.
     """
     settings.validate()
-    ref = resolve_render_model(model, checkpoint)
+    if not str(out_dir).strip():  # an unset variable in a script: not the current directory
+        raise ConfigError("--out: give a folder for the render (the name is empty)")
+    try:
+        ref = resolve_render_model(model, checkpoint)
+    except ConfigError:
+        if checkpoint is None and not restart:  # best/ gone since the render in out_dir began from it?
+            _refuse_if_model_gone(model, out_dir)
+        raise
     total = settings.total_samples(ref.sample_rate)
     procs = Processes()
     try:
@@ -56,8 +66,12 @@ def render(model: str | Path, out_dir: str | Path, settings: RenderSettings, pro
         procs.agree(lambda: reserve_open_files(len(range(procs.rank, settings.streams, procs.world)),
                                                settings.streams))
         folder = RenderFolder(out_dir, settings.streams, settings.format)
-        # the model, engine and inputs before the folder: their errors leave no new --out behind
-        job = procs.agree(lambda: RenderJob(ref, folder, settings, procs, total, restart))
+        # the model, engine and inputs before the folder: their errors leave no new --out behind. A Ctrl-C
+        # meanwhile waits for them: an interrupt raised inside numba's compiler or an import it makes is
+        # not always passed on, and left numpy half imported (a traceback later, not a clean stop)
+        with StopSignals(STOP_WHILE_PREPARING) as stop, procs.first_says(signals_logger.name):
+            job = procs.agree(lambda: RenderJob(ref, folder, settings, procs, total, restart))
+        procs.agree(lambda: _stop_if(stop))  # before anything is written
         procs.agree(folder.lock, src=0)  # the first process holds the folder; a refusal reaches every process
         try:
             return job.run(restart, progress)
@@ -65,6 +79,11 @@ def render(model: str | Path, out_dir: str | Path, settings: RenderSettings, pro
             folder.unlock()
     finally:
         procs.close()
+
+
+def _stop_if(stop: StopSignals) -> None:
+    if stop.requested:
+        raise KeyboardInterrupt
 
 
 def resolve_render_model(model: str | Path, checkpoint: str | None = None) -> ModelRef:
@@ -81,6 +100,16 @@ def resolve_render_model(model: str | Path, checkpoint: str | None = None) -> Mo
         raise ConfigError(f"{ref.source}: no trained weights to render from; give a model folder, a run folder, "
                           "or a run folder with --checkpoint")
     return ref
+
+
+def _refuse_if_model_gone(model: str | Path, out_dir: str | Path) -> None:
+    """RenderStateError where ``model`` holds no model now and the render in ``out_dir`` began from it
+    (:func:`~wavegen.render.model_change.model_gone`: it names the checkpoint of the same weights)."""
+    folder = RenderFolder(out_dir, 1, "wav")
+    began, complete = folder.recorded("model")
+    message = model_gone(folder.out_dir, model, began, folder.recorded("model_sha256")[0], complete)
+    if message is not None:
+        raise RenderStateError(message)
 
 
 class RenderJob:

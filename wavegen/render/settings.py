@@ -24,6 +24,8 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 WAV_HEADER_BYTES = 44
 WAV_MAX_BYTES = 0xFFFFFFFF  # RIFF sizes are 32-bit
 FLAC_MAX_SAMPLES = 1 << 36  # STREAMINFO's total-samples field is 36 bits
+FLAC_MAX_RATE = 655350  # the highest rate libsndfile's FLAC encoder takes (the format's 20-bit field: more)
+WAV_MAX_RATE = WAV_MAX_BYTES // 2  # the header's byte rate (2 x the rate, 16-bit mono) is 32-bit
 SEED_MAX = 2**64 - 1  # wavegen.engine.uniforms keys on the seed as a numpy uint64
 
 logger = logging.getLogger("wavegen.render")
@@ -113,9 +115,10 @@ def check_length(seconds: float, sample_rate: int, fmt: str) -> int:
     """``seconds`` per stream → samples per stream; ConfigError when that cannot be written.
 
     Limits: at least one sample; a WAV file holds at most 4 GiB (2^31 - 23 16-bit samples);
-    a FLAC file at most 2^36 samples.
+    a FLAC file at most 2^36 samples, at most 655350 Hz (:func:`check_rate`).
     """
     check_seconds("--seconds", seconds)
+    check_rate(sample_rate, fmt)
     total = round(float(seconds) * sample_rate)  # a Python int: no overflow however large
     if total < 1:
         raise ConfigError(f"--seconds {seconds}: less than one sample at {sample_rate} Hz")
@@ -128,6 +131,15 @@ def check_length(seconds: float, sample_rate: int, fmt: str) -> int:
         raise ConfigError(f"--seconds {seconds}: more than a FLAC file can hold (2^36 samples: at most "
                           f"{_duration(most)} per stream at {sample_rate} Hz)")
     return total
+
+
+def check_rate(sample_rate: int, fmt: str) -> None:
+    """ConfigError where a ``fmt`` file cannot be written at the model's ``sample_rate``: found before the
+    render, not when its files are finished (a FLAC file is encoded once every sample is made)."""
+    most, other = {"flac": (FLAC_MAX_RATE, "--format wav"), "wav": (WAV_MAX_RATE, "a model of a lower rate")}[fmt]
+    if sample_rate > most:
+        raise ConfigError(f"--format {fmt}: this model's sample rate is {sample_rate} Hz, and a {fmt.upper()} file "
+                          f"holds at most {most} Hz; use {other}")
 
 
 def estimate_bytes(streams: int, total: int, fmt: str) -> int:

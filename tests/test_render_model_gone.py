@@ -1,0 +1,104 @@
+"""A render begun from a run's best/, which is gone when the render is resumed (deleted, or being replaced
+by a training): the rerun names the kept checkpoint holding the weights the render began with, resuming
+from it gives the audio of a render never stopped, and so does a resume from best/ once it is back."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from render_helpers import ENV, SR, cli, direct_pcm, make_model, read_pcm, settings, wait_for_snapshot
+from wavegen.checkpoint import load_model
+from wavegen.cli import main
+from wavegen.fileio import sha256_file
+from wavegen.render import render
+
+pytestmark = pytest.mark.slow
+
+SECONDS = 1.5
+FLAGS = ["--seconds", SECONDS, "--backend", "torch", "--no-guard", "--no-spectrogram", "--block-seconds", 0.05,
+         "--snapshot-seconds", 0.05]
+
+
+def make_run(model: Path, run: Path) -> Path:
+    """A run whose best/ is ``model`` and whose checkpoint step_5 holds the same weights, written as
+    training writes them (accelerate's writer: other bytes than best/'s)."""
+    from accelerate.utils import save as accelerate_save
+
+    shutil.copytree(model, run / "best")
+    shutil.copy(model / "config.json", run / "config.json")
+    kept = run / "checkpoints" / "step_5"
+    kept.mkdir(parents=True)
+    accelerate_save(load_model(model)[0].state_dict(), kept / "model.safetensors", safe_serialization=True)
+    (kept / "trainer_state.json").write_text(json.dumps({"step": 5}))
+    return run
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def interrupted(out: Path, *args, after: int = 0) -> int:
+    """`wavegen render ARGS --out OUT` as a real process, Ctrl-C'd once its snapshot holds more than
+    ``after`` samples; → the samples its snapshot held then."""
+    proc = subprocess.Popen(cli(*args, "--out", out, *FLAGS), env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    written = wait_for_snapshot(proc, out / ".state" / "rank0.npz", after + 1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    return written
+
+
+def test_a_render_whose_best_is_gone_names_the_checkpoint_and_resumes_from_it(tmp_path, capsys):
+    model = make_model(tmp_path / "model")
+    run, out = make_run(model, tmp_path / "run"), tmp_path / "out"
+    written = interrupted(out, run)
+    shutil.rmtree(run / "best")  # deleted, or a training replacing it
+    assert main(["-q", "render", str(run), "--out", str(out), *map(str, FLAGS)]) == 2
+    assert one_error_line(capsys) == (
+        f"wavegen render: error: {out} holds a render begun from the model in {(run / 'best').resolve()} "
+        f"(model_sha256={sha256_file(model / 'model.safetensors')[:12]}...), which is gone (deleted, or being "
+        "replaced by a training); the "
+        f"checkpoint {(run / 'checkpoints' / 'step_5').resolve()} holds the same weights: rerun with --checkpoint "
+        "step_5 to resume it, or choose another --out")
+    interrupted(out, run, "--checkpoint", "step_5", after=written)  # resumed from it, stopped again
+    shutil.copytree(model, run / "best")  # training restored best/ from step_5: the same weights again
+    assert main(["-q", "render", str(run), "--out", str(out), *map(str, FLAGS)]) == 0, capsys.readouterr().err
+    assert json.loads((out / "render_report.json").read_text())["sessions"] == 3
+    assert np.array_equal(read_pcm(out / "stream_000.wav"), direct_pcm(model, 1, round(SECONDS * SR))[0])
+
+
+def test_a_finished_render_whose_best_is_gone_and_whose_weights_no_checkpoint_holds(tmp_path, capsys):
+    model = make_model(tmp_path / "model")
+    run, out = make_run(model, tmp_path / "run"), tmp_path / "out"
+    render(run, out, settings(0.125), progress=False)
+    shutil.rmtree(run / "best")
+    assert main(["-q", "render", str(run / "best"), "--out", str(out), *map(str, FLAGS[2:]), "--seconds",
+                 "0.125"]) == 2
+    assert "holds a finished render begun from the model in" in one_error_line(capsys)
+    assert main(["-q", "render", str(run), "--checkpoint", "step_5", "--out", str(out), *map(str, FLAGS[2:]),
+                 "--seconds", "0.125"]) == 0  # the same weights: complete, nothing to do
+    assert not capsys.readouterr().err
+    shutil.rmtree(run / "checkpoints" / "step_5")
+    assert main(["-q", "render", str(run), "--out", str(out), *map(str, FLAGS[2:]), "--seconds", "0.125"]) == 2
+    assert one_error_line(capsys).endswith(
+        f"which is gone (deleted, or being replaced by a training), and no kept checkpoint of {run.resolve()} holds "
+        "its weights, so it cannot be resumed: pass --restart with a model that is there (e.g. --checkpoint last), "
+        "or choose another --out")
+    # another model named, or --restart: the model's own error, not the render's
+    assert main(["-q", "render", str(tmp_path / "elsewhere"), "--out", str(out), *map(str, FLAGS[2:]),
+                 "--seconds", "0.125"]) == 2
+    assert "no such model or run folder" in one_error_line(capsys)
+    assert main(["-q", "render", str(run), "--restart", "--out", str(out), *map(str, FLAGS[2:]),
+                 "--seconds", "0.125"]) == 2
+    assert "a training run with no model yet" in one_error_line(capsys)  # no best/, no checkpoint
+
