@@ -1,7 +1,8 @@
 """Training samples (wavegen.samples): written every sample_interval steps (by default at
 validation steps, at most every 500) from the current weights, the same audio a render of that
-checkpoint draws, in TensorBoard; atomic under kill -9, not redone on resume, a failure warns and
-training goes on; one stream per label for a conditioned model."""
+checkpoint draws, in TensorBoard; atomic under kill -9; a stopped session's past the checkpoint a
+run resumes from drawn again; a failure warns and training goes on; one stream per label for a
+conditioned model."""
 
 import json
 import logging
@@ -108,25 +109,59 @@ def test_a_best_profile_older_than_a_feature_gives_way_to_the_runs(run, tmp_path
     assert find_profile(resolve_model(copy))[0] == copy / "best" / ALBUM_FILE
 
 
-def test_a_resumed_run_does_not_render_a_step_again(run, corpus, tmp_path, caplog):
+def train_command(corpus, folder, max_steps, *settings):
+    """``wavegen train`` of config_for's run, as a process of its own."""
+    cmd = [sys.executable, "-m", "wavegen", "train", "--data", str(corpus), "--model", "samplernn-tiny",
+           "--run", str(folder), "--max-steps", str(max_steps), "--threads", "1"]
+    return cmd + [a for s in TINY_SAMPLERNN + SAMPLING + list(settings) for a in ("--set", s)]
+
+
+def render_checkpoint(run, step, out):
+    """Step ``step``'s checkpoint rendered as its samples were drawn → {stream: int16 PCM}."""
+    render(run, out, RenderSettings(seconds=0.5, streams=2, seed=0, guard=False, spectrogram=False), progress=False,
+           checkpoint=f"step_{step}")
+    return {k: pcm(out / f"stream_{k:03d}.wav") for k in range(2)}
+
+
+@pytest.mark.slow
+def test_a_resume_draws_again_the_samples_a_killed_session_left(run, corpus, tmp_path):
+    """Killed after step 4's samples, before its checkpoint; resumed from step 2 with another
+    train.mixed_precision: step 4's weights are not the killed session's. Its samples were kept and shown
+    again (in TensorBoard too) as this run's ("samples of step 4 already in"); they are drawn again."""
     folder = tmp_path / "run"
     shutil.copytree(run, folder)
-    written = (folder / SAMPLES_DIR / "step_4" / "samples.json").stat().st_mtime_ns
+    killed = pcm(folder / SAMPLES_DIR / "step_4" / "stream_000.wav")
     shutil.rmtree(folder / "checkpoints" / "step_4")  # killed after step 4's samples, before its checkpoint
-    with caplog.at_level(logging.INFO):
-        result = train(config_for(corpus, "train.max_steps=6"), folder, progress=False)
-    assert result["status"] == "finished" and "resuming" in caplog.text and "from step 2" in caplog.text
-    assert "samples of step 4 already in" in caplog.text
-    assert (folder / SAMPLES_DIR / "step_4" / "samples.json").stat().st_mtime_ns == written
+    # a process of its own: accelerate's precision is fixed once per process
+    resumed = subprocess.run(train_command(corpus, folder, 6, "train.mixed_precision=bf16"), capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "from step 2" in resumed.stderr and "already in" not in resumed.stderr
+    assert "cleared the samples of 1 step(s) past step 2" in resumed.stderr
     assert sample_steps(folder) == [2, 4, 6]
-    # TensorBoard hides the events after the checkpoint resumed from (step 2): step 4's samples are
-    # shown again from the folder, as they were (the same audio, not rendered again)
-    events = tensorboard_events(folder)
+    now = render_checkpoint(folder, 4, tmp_path / "render4")  # the weights of this run's step 4
+    for k in range(2):
+        assert np.array_equal(pcm(folder / SAMPLES_DIR / "step_4" / f"stream_{k:03d}.wav"), now[k])
+    assert not np.array_equal(now[0], killed)  # bf16 steps: other weights, other audio
+    # before the checkpoint resumed from: kept as it was
+    assert np.array_equal(pcm(folder / SAMPLES_DIR / "step_2" / "stream_000.wav"),
+                          pcm(run / SAMPLES_DIR / "step_2" / "stream_000.wav"))
+    events = tensorboard_events(folder)  # each step once; step 4 as drawn now
     assert [e.step for e in events.Audio("samples/stream_0")] == [2, 4, 6]
-    assert [e.step for e in events.Images("samples/stream_1")] == [2, 4, 6]
-    assert [e.step for e in events.Scalars("samples/periodic_fraction")] == [2, 4, 6]
     before = {e.step: e.encoded_audio_string for e in tensorboard_events(run).Audio("samples/stream_0")}
-    assert events.Audio("samples/stream_0")[1].encoded_audio_string == before[4]
+    assert events.Audio("samples/stream_0")[1].encoded_audio_string != before[4]
+
+
+def test_a_stopped_sessions_samples_go_even_before_the_run_gets_there(run, corpus, tmp_path, caplog):
+    """Resumed from step 2 and stopped at step 3 (its checkpoint saved): step 4's samples of the killed
+    session are not left beside a run that never reached step 4 with these weights."""
+    folder = tmp_path / "run"
+    shutil.copytree(run, folder)
+    shutil.rmtree(folder / "checkpoints" / "step_4")
+    (folder / SAMPLES_DIR / "step_4" / "notes.txt").write_text("the user's")
+    result = train(config_for(corpus, "train.max_steps=3"), folder, progress=False)
+    assert result["step"] == 3 and sample_steps(folder) == [2, 3]
+    assert (folder / SAMPLES_DIR / "step_4.earlier" / "notes.txt").read_text() == "the user's"
 
 
 def test_a_fresh_start_clears_the_samples_of_an_earlier_start(run, corpus, tmp_path, caplog):
@@ -158,7 +193,7 @@ def test_a_step_folder_of_other_sample_settings_is_drawn_again(run, corpus, tmp_
     shutil.rmtree(folder / "checkpoints" / "step_4")
     with caplog.at_level(logging.INFO):  # resumed from step 2 with longer samples: step 4's are drawn again
         train(config_for(corpus, "train.max_steps=4", "train.sample_seconds=0.25"), folder, progress=False)
-    assert "samples of step 4 already in" not in caplog.text and "drawing them again" in caplog.text
+    assert "already in" not in caplog.text and "cleared the samples of 1 step(s) past step 2" in caplog.text
     assert read_samples(folder, 4)["seconds"] == 0.25
     assert len(pcm(folder / SAMPLES_DIR / "step_4" / "stream_000.wav")) == SR // 4
     assert read_samples(folder, 2)["seconds"] == 0.5  # before the checkpoint resumed from: as it was

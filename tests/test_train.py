@@ -221,6 +221,20 @@ def test_extending_a_run_with_a_decaying_schedule_says_that_its_learning_rate_ju
     assert "stretched" not in caplog.text
 
 
+def test_a_max_steps_below_the_step_reached_says_that_nothing_trains(tiny_corpus, tmp_path, capsys):
+    """``--max-steps 2`` on a run at step 4: "finished at step 4" alone, as if the 2 steps had been trained."""
+    args = ["train", "--data", str(tiny_corpus), "--model", "samplernn-tiny", "--run", str(tmp_path / "run"),
+            "--threads", "1"] + [a for s in TINY_SAMPLERNN for a in ("--set", s)]
+    assert main(["-q", *args, "--max-steps", "4"]) == 0
+    capsys.readouterr()
+    before = read_metrics(tmp_path / "run")
+    assert main([*args, "--max-steps", "2"]) == 0
+    err = capsys.readouterr().err
+    assert ("the run is at step 4, past train.max_steps=2: nothing to train (a larger --max-steps goes on from "
+            "step 4; an earlier step's checkpoint renders with --checkpoint step_N)") in err
+    assert read_metrics(tmp_path / "run") == before  # nothing trained, nothing logged
+
+
 def test_a_resume_with_other_validation_audio_chooses_best_anew(tiny_corpus, tmp_path, caplog):
     """train.val_seconds may change on a resume, but the best on record scored other audio: its bits were
     the bar for the new validation's, so best/ stayed at an old model while scores of more audio came in."""

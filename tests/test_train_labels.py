@@ -1,17 +1,22 @@
 """model.labels when a run takes its settings from another run or model folder: the labels are the
-new corpus's (data, not a setting), unless --set names them; a mismatch says how to set them."""
+new corpus's (data, not a setting), unless --set names them; a mismatch says how to set them. A label
+no training window holds is named before training."""
 
 import json
+import logging
+from dataclasses import replace
 
 import pytest
 from conftest import TINY_SAMPLERNN, melody, write_audio_file
 
 from wavegen.cli import main
-from wavegen.config import ConfigError
-from wavegen.models import resolve_preset
+from wavegen.config import ConfigError, TrainConfig, from_dict
+from wavegen.corpus import Corpus
+from wavegen.data import batch_warnings, make_batches
+from wavegen.models import build_model, resolve_preset
 from wavegen.prep import prepare
 from wavegen.resolve import resolve_model
-from wavegen.train import resolve_run_config
+from wavegen.train import resolve_run_config, train
 
 SR = 16000
 
@@ -54,3 +59,56 @@ def test_labels_set_by_hand_that_differ_from_the_corpus_say_how_to_set_them(labe
     assert cli_train("samplernn-tiny", labelled_corpus, trained) == 0
     with pytest.raises(ConfigError, match=r"""--set 'model.labels=\[\]'"""):  # --set wins over the corpus
         resolve_run_config(resolve_model(trained).config, tiny_corpus, ["model.labels=alpha,beta"])
+
+
+def test_a_label_whose_training_audio_is_shorter_than_a_window_is_named(tmp_path, caplog):
+    """A label of short clips: not one of its training stretches holds a TBPTT chunk, so no batch ever drew
+    it; the run trained on the other label alone without a word, its samples and validation still drawing it."""
+    rec = tmp_path / "rec"
+    for i in range(5):
+        write_audio_file(rec / "long" / f"long{i}.wav", melody(2.0, 8000, seed=i), 8000)
+        write_audio_file(rec / "short" / f"short{i}.wav", melody(0.6, 8000, seed=10 + i), 8000)
+    prepare([rec], tmp_path / "corpus", sample_rate=8000, labels="folders", progress=False)
+    config = resolve_run_config(resolve_preset("samplernn-tiny"), tmp_path / "corpus",
+                                TINY_SAMPLERNN + ["train.seq_len=256", "train.tbptt_windows=20", "train.max_steps=1"])
+    with caplog.at_level(logging.WARNING):
+        assert train(config, tmp_path / "run", progress=False)["status"] == "finished"
+    said = [r.getMessage() for r in caplog.records if "never trains" in r.getMessage()]
+    assert said == ["label 'short' never trains: its longest stretch of training audio is 4800 samples, shorter "
+                    "than the 5136 of one TBPTT chunk (context 16 + 20 x 256); lower train.seq_len or "
+                    "train.tbptt_windows, or add longer recordings of it"]
+
+
+def test_labels_every_window_can_hold_are_not_named(tmp_path):
+    rec = tmp_path / "rec"
+    for i in range(3):
+        for label in ("a", "b"):
+            write_audio_file(rec / label / f"{label}{i}.wav", melody(1.0, 8000, seed=i), 8000)
+    prepare([rec], tmp_path / "corpus", sample_rate=8000, labels="folders", progress=False)
+    corpus = Corpus(tmp_path / "corpus")
+    config = resolve_run_config(resolve_preset("samplernn-tiny"), tmp_path / "corpus", TINY_SAMPLERNN)
+    model, cfg = build_model(config), from_dict(TrainConfig, config["train"], "train")
+    batches = make_batches(model, corpus.split("train"), corpus.segments("train"), corpus.segment_labels("train"),
+                           cfg)
+    assert batch_warnings(batches, model, cfg) == []
+    shortened = replace(cfg, seq_len=4096)  # now neither label's 1 s clips hold a chunk: the corpus is too short
+    with pytest.raises(ConfigError, match="no training audio stretch is long enough"):
+        make_batches(model, corpus.split("train"), corpus.segments("train"), corpus.segment_labels("train"),
+                     shortened)
+
+
+def test_a_label_folder_renamed_since_the_run_began_is_named_when_it_cannot_resume(labelled_corpus, tmp_path,
+                                                                                   capsys):
+    """The same recordings with a label folder renamed and prepared again: the refusal said "holds other audio"
+    alone, with nothing to show that the labels were what changed."""
+    assert cli_train("samplernn-tiny", labelled_corpus, tmp_path / "run") == 0
+    rec = tmp_path / "renamed"
+    for i, label in enumerate(["alpha", "alpha", "gamma", "gamma", "alpha", "gamma"]):  # beta → gamma
+        write_audio_file(rec / label / f"{label}{i}.wav", melody(4.0, SR, seed=i), SR)
+    prepare([rec], tmp_path / "renamed_corpus", sample_rate=SR, val_fraction=0.2, test_fraction=0.2,
+            labels="folders", progress=False)
+    capsys.readouterr()
+    assert cli_train("samplernn-tiny", tmp_path / "renamed_corpus", tmp_path / "run") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds other audio" in err
+    assert "; its labels are ['alpha', 'gamma'], the run's ['alpha', 'beta'], so the run cannot resume" in err

@@ -79,6 +79,9 @@ class _WindowSource:
         self.weights = self.spans / self.spans.sum()
         labels = np.full(len(segments), -1) if segment_labels is None else np.asarray(segment_labels)
         self.labels = labels[ok]
+        # per label index with training audio: its longest segment (a label with none eligible never trains)
+        self.longest = {int(k): int(lengths[labels == k].max()) for k in np.unique(labels) if k >= 0}
+        self.what = what
         self._lut = code_table(q_levels, quantization)
         self.should_stop = lambda: False  # the trainer points this at its stop flag
 
@@ -184,6 +187,28 @@ def unused_settings(family: str, train: TrainConfig) -> list[str]:
     if BATCHING.get(family) is RandomCrops and train.silence_start > 0:
         return [f"train.silence_start={train.silence_start:g}"]
     return []
+
+
+def batch_warnings(batches, model, train: TrainConfig) -> list[str]:
+    """What the trainer warns of before training on ``batches`` (make_batches's) for ``model``: settings
+    the batching never reads (:func:`unused_settings`), and each of the model's labels that no training
+    window holds (its training audio absent, or in stretches shorter than one window): the model never
+    learns it, yet validation scores it and the samples draw it."""
+    said = [f"{setting} does nothing for a {model.family} model (its batches never read it)"
+            for setting in unused_settings(model.family, train)]
+    drawn = set(np.unique(batches.labels).tolist())
+    for k, name in enumerate(getattr(model.config, "labels", None) or []):
+        if k in drawn:
+            continue
+        if k in batches.longest:
+            why = (f"its longest stretch of training audio is {batches.longest[k]} samples, shorter than the "
+                   f"{batches.need} of one {batches.what}; lower train.seq_len"
+                   + (" or train.tbptt_windows" if "TBPTT" in batches.what else "")
+                   + ", or add longer recordings of it")
+        else:
+            why = "it has no training audio (only validation or test audio); add recordings of it"
+        said.append(f"label {name!r} never trains: {why}")
+    return said
 
 
 def make_batches(model, audio, segments, segment_labels, train: TrainConfig, rank: int = 0, world: int = 1):

@@ -16,12 +16,13 @@ numbers are ``uniforms(train.seed, stream, position)``: the same at every step, 
 samples differ by their weights only, and the same a render draws, so an unconditioned model's
 samples at a kept checkpoint are ``wavegen render RUN --checkpoint step_N --seed SEED --streams K
 --seconds S --no-guard`` (same backend), to be continued at any length. The folder is written
-under a temporary name and renamed: a kill leaves no half folder. A step whose folder exists is
-not rendered again (a resumed run): it is shown in TensorBoard again from its files, when its
-samples.json says it is this run's (``run``: :func:`run_key` of the config) drawn with today's
-sample settings; otherwise it is drawn again. A run started anew (no checkpoint to resume from)
-clears the samples an earlier start left: wavegen's own step folders are removed, a folder holding
-anything else is moved aside to ``step_N.earlier`` (nothing of the user's is deleted). A failure to
+under a temporary name and renamed: a kill leaves no half folder. The samples of a step past the
+checkpoint a run starts from (0 when it starts anew) belong to a session that no longer exists (killed
+before its next checkpoint, or an earlier start): the weights that drew them are gone, and the resumed
+run's differ wherever its arithmetic does (``train.mixed_precision``, ``grad_accum``, the process or
+thread count), so they go when the run starts and are drawn again when it gets there: wavegen's own
+step folders are removed, a folder holding anything else is moved aside to ``step_N.earlier``
+(nothing of the user's is deleted). samples.json records the run's key (:func:`run_key`). A failure to
 sample warns and training goes on.
 """
 
@@ -56,25 +57,27 @@ class TrainingSamples:
     with collectives); ``write(step, model)`` renders on the main process only."""
 
     def __init__(self, run_dir: Path, train_cfg, device, sample_rate: int, main: bool, log=None,
-                 album: dict | None = None, run: str | None = None, fresh: bool = False):
-        """``run``: :func:`run_key` of the run's config (recorded in samples.json; a step folder of
-        another is drawn again); ``fresh``: the run starts anew (no checkpoint), so every step folder
-        here is an earlier start's and goes (:meth:`_discard`)."""
+                 album: dict | None = None, run: str | None = None, start_step: int = 0):
+        """``run``: :func:`run_key` of the run's config (recorded in samples.json); ``start_step``: the step
+        of the checkpoint the run resumes from (0: it starts anew), past which every step folder here is
+        a stopped session's and goes (:meth:`_discard`)."""
         self.dir = Path(run_dir) / SAMPLES_DIR
         self.cfg, self.device, self.sample_rate, self.main = train_cfg, device, int(sample_rate), main
         self.log, self.album, self.run = log, album, run
         if main and self.dir.is_dir():
             for stale in self.dir.glob(".tmp_step_*"):  # a kill mid-sample
                 shutil.rmtree(stale, ignore_errors=True)
-            earlier = _step_folders(self.dir) if fresh else []
-            for step in earlier:
+            stopped = [step for step in _step_folders(self.dir) if step > start_step]
+            for step in stopped:
                 try:
                     self._discard(self.dir / f"step_{step}")
                 except OSError as err:  # samples are for people: a failure must not stop the training
-                    logger.warning("%s: samples of an earlier start, not cleared (%s); they are drawn again when "
+                    logger.warning("%s: samples of a stopped session, not cleared (%s); they are drawn again when "
                                    "this run reaches step %d", self.dir / f"step_{step}", err, step)
-            if earlier:
-                logger.info("cleared the samples of %d step(s) of an earlier start of this run from %s", len(earlier),
+            if stopped:
+                logger.info("cleared the samples of %d step(s) past step %d (%s, whose weights are gone) from %s; "
+                            "they are drawn again as the run gets there", len(stopped), start_step,
+                            "an earlier start" if start_step == 0 else "a session stopped before its checkpoint",
                             self.dir)
 
     def interval(self) -> int | None:
@@ -99,12 +102,8 @@ class TrainingSamples:
         final = self.dir / f"step_{step}"
         tmp = self.dir / f".tmp_step_{step}"
         try:
-            if final.exists():
-                record = self._ours(final)
-                if record is not None:
-                    self._show_again(step, final, record)
-                    return final
-                logger.info("%s: samples of another start or other sample settings; drawing them again", final)
+            if final.exists():  # a stopped session's, not cleared at the start: never shown as this one's
+                logger.info("%s: samples of a stopped session; drawing them again", final)
                 self._discard(final)
             return self._write(step, model, tmp, final)
         except Exception as err:  # noqa: BLE001 - samples are for people: a failure must not stop the training
@@ -145,21 +144,6 @@ class TrainingSamples:
         self._log(step, final, record, float_to_int16(audio) / 32768.0)  # as the WAV files hold it
         return final
 
-    def _ours(self, folder: Path) -> dict | None:
-        """Step ``folder``'s samples.json when its samples are this run's, drawn as they would be now: it
-        records this run's key (a folder of an older wavegen, without one, is taken as it is), seed,
-        rate, seconds and number of streams; else None."""
-        record = _record(folder)
-        try:
-            streams = len(record["streams"])
-            want = self.cfg.sample_streams if record["streams"][0].get("label") is None else streams
-        except (KeyError, TypeError, IndexError, AttributeError):  # no record, or not one of samples
-            return None
-        ours = ((record.get("run") is None or self.run is None or record["run"] == self.run)
-                and record.get("seed") == self.cfg.seed and record.get("sample_rate") == self.sample_rate
-                and record.get("seconds") == self.cfg.sample_seconds and streams == want)
-        return record if ours else None
-
     def _discard(self, folder: Path) -> None:
         """Step ``folder`` out of the way of this run's samples: removed when it holds wavegen's files only
         (samples.json and the files it lists), else moved aside to ``step_N.earlier`` (``.earlier2``, ...)."""
@@ -173,16 +157,6 @@ class TrainingSamples:
         folder.rename(target)
         logger.warning("%s holds files wavegen did not write: moved aside to %s (delete it once you no longer need "
                        "it)", folder, target)
-
-    def _show_again(self, step: int, folder: Path, record: dict) -> None:
-        """Step ``step``'s samples, written before this run resumed from an earlier checkpoint: not rendered
-        again (the same weights draw the same audio), but logged again from ``folder`` (TensorBoard hides
-        every event after the step a run resumes from). ``record``: its samples.json."""
-        logger.info("samples of step %d already in %s", step, folder)
-        if self.log is None:
-            return
-        audio = np.stack([_read_pcm(folder / stream["file"]) for stream in record["streams"]])
-        self._log(step, folder, record, audio)
 
     def render(self, model) -> tuple[np.ndarray, list[str] | None, str]:
         """The current weights → (audio [B, n] float32 in [-1, 1], the label of each stream or None,
@@ -223,16 +197,6 @@ def _summary(record: dict) -> tuple[float, float | None]:
     streams = record["streams"]
     flat = [s["flatness"] for s in streams if s["flatness"] is not None]
     return float(np.mean([s["periodic_fraction"] for s in streams])), float(np.median(flat)) if flat else None
-
-
-def _read_pcm(path: Path) -> np.ndarray:
-    """A sample's 16-bit mono WAV (written by the render's PCM writer) → float32 [n] in [-1, 1)."""
-    import wave
-
-    with wave.open(str(path), "rb") as f:
-        if f.getsampwidth() != 2 or f.getnchannels() != 1:
-            raise ValueError(f"{path}: not 16-bit mono PCM")
-        return np.frombuffer(f.readframes(f.getnframes()), dtype="<i2").astype(np.float32) / 32768.0
 
 
 def _spectrogram(wav: Path) -> str | None:

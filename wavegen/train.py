@@ -30,7 +30,7 @@ import math
 import os
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -40,7 +40,7 @@ from wavegen.bestmodel import validate as _validate  # (tests patch wavegen.trai
 from wavegen.checkpoint import load_checkpoint, newest_intact, prune_checkpoints, save_checkpoint, tidy_run_folder
 from wavegen.config import ConfigError, TrainConfig, from_dict, train_settings
 from wavegen.corpus import Corpus
-from wavegen.data import BatchBuildingStopped, BatchStream, make_batches, unused_settings
+from wavegen.data import BatchBuildingStopped, BatchStream, batch_warnings, make_batches
 from wavegen.distributed import end_accelerator, make_accelerator
 from wavegen.fileio import check_writable, write_json
 from wavegen.models import build_model, model_config
@@ -50,24 +50,11 @@ from wavegen.runlog import read_metrics  # noqa: F401  (the public reader, as wa
 from wavegen.samples import TrainingSamples, run_key
 from wavegen.signals import StopSignals
 from wavegen.trainstate import (Carry, NonFiniteWatch, WeightAverage, agree, broadcast, check_resume, checked,
-                                on_main)
+                                lr_factor, on_main, resume_warnings)
 
 logger = logging.getLogger(__name__)
 
 LN2 = math.log(2.0)
-
-
-def lr_factor(step: int, train: TrainConfig) -> float:
-    """Learning-rate multiplier at ``step``: linear warm-up, then the schedule."""
-    if train.warmup_steps and step < train.warmup_steps:
-        return (step + 1) / train.warmup_steps
-    if train.lr_schedule == "constant":
-        return 1.0
-    span = max(1, train.max_steps - train.warmup_steps)
-    progress = min(1.0, (step - train.warmup_steps) / span)
-    if train.lr_schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-    return 1.0 - progress
 
 
 def resolve_run_config(base: dict, corpus_dir: str | Path, overrides: list[str] | None = None) -> dict:
@@ -245,7 +232,7 @@ def train(config: dict, run_dir: str | Path, progress: bool = True) -> dict:
                                                                          progress))
             run.samples = _made_on_main(run, "the samples", lambda main: TrainingSamples(
                 run_dir, train_cfg, accelerator.device, run.corpus.sample_rate, main, run.log, run.album,
-                run_key(config), fresh=run.resumed_from is None))
+                run_key(config), start_step=run.step))
             stream = BatchStream(run.batches, run.step, train_cfg.grad_accum, accelerator.device,
                                  workers=train_cfg.num_workers, pin=accelerator.device.type == "cuda")
             try:
@@ -318,8 +305,8 @@ def _start(config: dict, train_cfg: TrainConfig, accelerator, run_dir: Path) -> 
                     n_params / 1e6, run.world, accelerator.device, train_cfg.batch_size, train_cfg.seq_len)
         if len(corpus.segments("val")) == 0:
             logger.warning("the corpus has no validation audio: best/ will hold the latest model")
-        for setting in unused_settings(inner.family, train_cfg):
-            logger.warning("%s does nothing for a %s model (its batches never read it)", setting, inner.family)
+        for warning in batch_warnings(batches, inner, train_cfg):
+            logger.warning("%s", warning)
     return run
 
 
@@ -365,27 +352,13 @@ def _resume(run: _Run, folder: Path) -> None:
     run.running_steps = state.get("log_loss_steps", 0)
     if run.average is not None:
         run.average.restore(folder, state)
-    _warn_if_the_schedule_moved(run, state.get("max_steps"))
     if run.main:
+        for warning in resume_warnings(run.cfg, run.step, state.get("max_steps")):
+            logger.warning("%s", warning)
         saved_by = state.get("processes", run.world)
-        logger.info("resuming %s from step %d%s", run.run_dir, run.step,
-                    f" (checkpoint written by {saved_by} process(es), now {run.world})" if saved_by != run.world else "")
+        moved = f" (checkpoint written by {saved_by} process(es), now {run.world})" if saved_by != run.world else ""
+        logger.info("resuming %s from step %d%s", run.run_dir, run.step, moved)
     restore_missing_best(run)  # best/ removed: back from the step that scored it
-
-
-def _warn_if_the_schedule_moved(run: _Run, was: int | None) -> None:
-    """A decaying schedule spans to max_steps: a run resumed under another (``was``: the checkpoint's; None
-    in an older one) is stretched to the new end, its learning rate jumping at once. Said, with the numbers."""
-    cfg = run.cfg
-    if (not run.main or was in (None, cfg.max_steps) or cfg.lr_schedule == "constant"
-            or run.step >= cfg.max_steps):
-        return
-    before, now = (cfg.lr * lr_factor(min(run.step, was), replace(cfg, max_steps=was)),
-                   cfg.lr * lr_factor(run.step, cfg))
-    if not math.isclose(before, now, rel_tol=1e-3):
-        logger.warning("train.max_steps %d → %d with train.lr_schedule=%s: the schedule is stretched to end at step "
-                       "%d, so the learning rate %s from %.3g to %.3g at step %d", was, cfg.max_steps,
-                       cfg.lr_schedule, cfg.max_steps, "jumps" if now > before else "drops", before, now, run.step + 1)
 
 
 def _run_steps(run: _Run, stream: BatchStream) -> str:

@@ -7,7 +7,8 @@
   the model that validation, best/, training samples and checkpoint renders use.
 - :class:`NonFiniteWatch`: the first step whose loss or gradient was not finite, recorded on the
   device (no host sync per step) and read where the loop syncs anyway, before anything is saved.
-- :func:`check_resume`: may this config resume that run (RESUMABLE_CHANGES)?
+- :func:`check_resume`: may this config resume that run (RESUMABLE_CHANGES)? :func:`resume_warnings`:
+  what a resume is warned of; :func:`lr_factor`: the learning-rate schedule.
 - :func:`agree`, :func:`checked`, :func:`broadcast`: what every process of a launch must decide alike
   (wavegen.errors.every_process marks an error all of them raise: the first process alone prints it);
   :func:`on_main`: a step the main process alone takes, whose failure stops every process.
@@ -15,6 +16,8 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -70,12 +73,47 @@ def _check_same_corpus(run_dir: Path, saved: dict, config: dict) -> bool:
         began, given = data.get("corpus", "?"), config["data"]["corpus"]
         other = ("it has been prepared again since, from other recordings or with other settings" if began == given
                  else f"--data {given} holds other audio")
+        labels = [(section.get("labels") or []) if isinstance(section, dict) else []
+                  for section in (saved.get("model"), config.get("model"))]
+        # a label folder renamed, added or removed: said, the audio may be the same
+        relabelled = f"; its labels are {labels[1]}, the run's {labels[0]}" if labels[0] != labels[1] else ""
         raise ConfigError(
             f"{run_dir} began on the corpus in {began} as it was prepared then (corpus id {was}); {other} "
-            f"(corpus id {now}), so the run cannot resume on it: give --data the run's corpus, prepare the run's "
-            "recordings again with its settings, or give a new --run folder (--model with this run takes its "
-            "settings, not its weights)")
+            f"(corpus id {now}){relabelled}, so the run cannot resume on it: give --data the run's corpus, prepare "
+            "the run's recordings again with its settings, or give a new --run folder (--model with this run takes "
+            "its settings, not its weights)")
     return was is not None and was == now
+
+
+def lr_factor(step: int, train: TrainConfig) -> float:
+    """Learning-rate multiplier at ``step``: linear warm-up, then the schedule."""
+    if train.warmup_steps and step < train.warmup_steps:
+        return (step + 1) / train.warmup_steps
+    if train.lr_schedule == "constant":
+        return 1.0
+    span = max(1, train.max_steps - train.warmup_steps)
+    progress = min(1.0, (step - train.warmup_steps) / span)
+    if train.lr_schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return 1.0 - progress
+
+
+def resume_warnings(cfg: TrainConfig, step: int, was: int | None) -> list[str]:
+    """What a run resumed at ``step`` under ``cfg`` is warned of (``was``: the checkpoint's max_steps; None in
+    an older one): a max_steps it is already past (nothing trains: said, not a bare "finished"); a decaying
+    schedule stretched to a new end (its learning rate jumping at once), with the numbers."""
+    if step > cfg.max_steps:
+        return [f"the run is at step {step}, past train.max_steps={cfg.max_steps}: nothing to train (a larger "
+                f"--max-steps goes on from step {step}; an earlier step's checkpoint renders with --checkpoint "
+                "step_N)"]
+    if was in (None, cfg.max_steps) or cfg.lr_schedule == "constant" or step == cfg.max_steps:
+        return []
+    before, now = (cfg.lr * lr_factor(min(step, was), replace(cfg, max_steps=was)), cfg.lr * lr_factor(step, cfg))
+    if math.isclose(before, now, rel_tol=1e-3):
+        return []
+    return [f"train.max_steps {was} → {cfg.max_steps} with train.lr_schedule={cfg.lr_schedule}: the schedule is "
+            f"stretched to end at step {cfg.max_steps}, so the learning rate {'jumps' if now > before else 'drops'} "
+            f"from {before:.3g} to {now:.3g} at step {step + 1}"]
 
 
 class NonFiniteError(WavegenError):
