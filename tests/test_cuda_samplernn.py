@@ -206,3 +206,17 @@ def test_a_removed_barrier_is_detected(function, marker):
     with cudasim.patched(samplernn_small, function, marker):
         got = cuda_engine(spec, 2, "small").teacher_force(probe)
     assert not np.abs(got - want).max() < TOL, f"removing {marker} went unnoticed"  # NaN counts as different
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", ["small", "large"])
+def test_codes_at_u_zero_and_extreme_temperatures_are_the_references(path):
+    """u = 0 (drawn once in 2**24) at a low temperature: the reference takes the first code of
+    probability > 0; the large path's fixed-point CDF skipped every code of p < 2^-FIX_BITS too."""
+    spec = model(3, "gru", "linear", True).inference_spec()
+    u = uniforms(2**32 - 1, range(3), 0, 12)
+    u[:, ::2] = 0.0
+    temps = [0.05, 5.0, 1e-4]
+    want = reference(spec, 3).generate(u, temps)
+    assert np.array_equal(cuda_engine(spec, 3, path).generate(u, temps), want)
+    assert np.any(want[[0, 2], ::2] > 0)  # at u = 0 the first possible code is not always code 0

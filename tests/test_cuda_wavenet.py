@@ -271,3 +271,18 @@ def test_layers_per_block_is_checked():
         CudaWaveNetEngine(spec_of(4, 8), 1, device=cudasim.DEVICE, path="small", layers_per_block=5)
     with pytest.raises(EngineError, match="options of path='small'"):
         CudaWaveNetEngine(spec_of(4, 8), 1, device=cudasim.DEVICE, path="large", layers_per_block=2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", ["small", "large"])
+def test_codes_at_u_zero_and_extreme_temperatures_are_the_references(path):
+    """u = 0 (drawn once in 2**24) at a low temperature: the reference takes the first code of
+    probability > 0; the large path's fixed-point CDF skipped every code of p < 2^-FIX_BITS too."""
+    spec = spec_of(4, 8, "mu-law")
+    u = uniforms(2**32 - 1, range(3), 0, 12)
+    u[:, ::2] = 0.0
+    temps = [0.02, 0.03, 0.01]  # codes of p in (1e-45, 2^-FIX_BITS) lie ahead of the likely ones
+    ref, fast = pair(spec, path)
+    want = ref.generate(u, temps)
+    assert np.array_equal(fast.generate(u, temps), want)
+    assert np.any(want[[0, 2], ::2] > 0)  # at u = 0 the first possible code is not always code 0

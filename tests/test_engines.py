@@ -237,6 +237,21 @@ def test_sampled_codes_are_the_references(backend, device, precision, family):
 
 
 @pytest.mark.parametrize("family", ["samplernn", "wavenet"])
+@pytest.mark.parametrize("backend,device,precision", backend_cases(reference=False))
+def test_sampled_codes_are_the_references_at_extreme_temperatures_and_u_zero(backend, device, precision, family):
+    """Temperatures near 0 (argmax but for ties), large (near uniform), and uniforms of exactly 0
+    (drawn once in 2**24): the reference takes the first code of non-zero probability there."""
+    model = tiny(family, labelled=True, seed=2)
+    u = uniforms(7, range(3), 0, 120)
+    u[:, ::3] = 0.0
+    temps = [1e-4, 5.0, 1e-4]
+    want = engine(model, 3, "torch", "cpu", "fp32", BLEND).generate(u, temps)
+    got = engine(model, 3, backend, device, precision, BLEND).generate(u, temps)
+    assert np.array_equal(got, want)
+    assert np.mean(want[[0, 2], ::3] > 0) > 0.5  # at u = 0 the first possible code is rarely code 0
+
+
+@pytest.mark.parametrize("family", ["samplernn", "wavenet"])
 @pytest.mark.parametrize("backend,device,precision", backend_cases(("fp16", "bf16"), reference=False))
 def test_reduced_precision_is_the_engine_on_rounded_weights(backend, device, precision, family):
     """fp16/bf16 weight storage: the reference on the weights that precision holds, not the fp32 model."""
@@ -267,6 +282,26 @@ def test_rounding_is_to_nearest_and_refuses_what_a_precision_cannot_hold():
     with pytest.raises(EngineError, match="fp16"):
         round_spec(spec, "fp16")
     round_spec(spec, "bf16")
+
+
+def _as_float64(x):
+    if torch.is_tensor(x):
+        return x.double()
+    if isinstance(x, dict):
+        return {k: _as_float64(v) for k, v in x.items()}
+    return [_as_float64(v) for v in x] if isinstance(x, list) else x
+
+
+@pytest.mark.parametrize("family", ["samplernn", "wavenet"])
+@pytest.mark.parametrize("backend,device,precision", backend_cases())
+def test_a_spec_of_float64_tensors_runs_as_its_float32_values(backend, device, precision, family):
+    """make_engine takes a model or its spec; a spec a user built in float64 is read as float32
+    (the torch SampleRNN engine multiplied float32 inputs by float64 weights: a dtype error)."""
+    spec = tiny(family, labelled=True).inference_spec()
+    u = uniforms(4, range(3), 0, 60)
+    want = engine(spec, 3, backend, device, precision, BLEND).generate(u, TEMPS)
+    got = engine(_as_float64(spec), 3, backend, device, precision, BLEND).generate(u, TEMPS)
+    assert np.array_equal(got, want)
 
 
 # ----- state: round trip, layout, prime, one stream ---------------------------------------------------

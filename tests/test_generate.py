@@ -79,6 +79,15 @@ def test_make_engine_refuses_what_it_cannot_build_with_a_clear_error():
         with pytest.raises(error, match=message) as caught:
             make_engine(m, 1, **kwargs)
         assert isinstance(caught.value, WavegenError), kwargs
+    spec = m.inference_spec()
+    spec["family"] = "transformer"
+    for backend in ("numba", "auto"):  # a family no backend has: named, not a KeyError
+        with pytest.raises(BackendUnavailableError, match="no numba engine for transformer"):
+            make_engine(spec, 1, backend)
+    del spec["family"]
+    for thing in (spec, m.state_dict()):  # neither a model nor a spec
+        with pytest.raises(EngineError, match="neither a model .* nor an inference spec"):
+            make_engine(thing, 1)
     engine = make_engine(m, 2, precision="bf16", threads=1)  # auto: the backend that has both
     assert (engine.backend, engine.precision, engine.threads) == ("numba", "bf16", 1)
 

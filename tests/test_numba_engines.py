@@ -32,7 +32,7 @@ def test_fexp_is_accurate_to_a_few_ulp():
     assert fexp(np.float32(-200.0)) < 1e-37  # clamped, not NaN
 
 
-@pytest.mark.parametrize("streams", [1, 3, 4, 8, 11])
+@pytest.mark.parametrize("streams", [1, 2, 3, 4, 5, 7, 8, 11])
 def test_affine_matches_numpy_for_every_stream_block(streams):
     rng = np.random.default_rng(streams)
     n_out, n_in = 13, 37
@@ -97,6 +97,35 @@ def test_sample_code_matches_the_torch_sampler():
     assert np.array_equal(got, ref)
     assert sample_code(np.zeros(Q, np.float32), np.float32(0.0), np.float32(1.0), scratch) == 0
     assert sample_code(np.zeros(Q, np.float32), np.float32(0.9999999), np.float32(1.0), scratch) == Q - 1
+
+
+@pytest.mark.parametrize("temperature", [1e-4, 0.05, 1.0, 5.0])
+def test_sample_code_matches_the_torch_sampler_at_u_zero(temperature):
+    """u = 0 is a uniform the generator draws (once in 2**24). The reference then takes the first
+    code of non-zero probability; a sampler whose exp never reaches 0 (clamped at exp(-87)) took
+    code 0 instead: at a low temperature a code of probability ~0, a click in the audio."""
+    logits = (np.random.default_rng(0).standard_normal((300, Q)) * 3).astype(np.float32)
+    u, temps = np.zeros(300, np.float32), np.full(300, temperature, np.float32)
+    ref = sample_codes(torch.from_numpy(logits), torch.from_numpy(u), torch.from_numpy(temps)).numpy()
+    scratch = np.zeros(Q, np.float32)
+    got = np.array([sample_code(logits[i], u[i], temps[i], scratch) for i in range(300)])
+    assert np.array_equal(got, ref)
+    if temperature < 1e-3:
+        assert np.mean(ref > 0) > 0.5  # the case that matters: code 0 is rarely the first possible one
+
+
+def test_the_samplers_exp_underflows_as_torchs():
+    """Subnormal below exp(-87), exactly 0 below about -103.97, as torch's exp (the sampler's CDF
+    entries that count at u = 0 are the ones that are exactly 0)."""
+    from wavegen.kernels.numba_common import _exp_shifted
+
+    x = np.linspace(-120, -60, 600_001, dtype=np.float32)
+    want = torch.exp(torch.from_numpy(x)).numpy()
+    got = x.copy()
+    _exp_shifted(got, np.float32(0.0))  # compiled as the sampler's loop is (fastmath, vectorised)
+    assert np.array_equal(got == 0, want == 0)
+    normal = want > 1.2e-38
+    assert np.max(np.abs(got[normal] - want[normal]) / want[normal]) < 3e-7
 
 
 # ----- engine plumbing -----------------------------------------------------------------------------

@@ -242,6 +242,9 @@ def make_engine(model_or_spec, streams: int, backend: str = "auto", device="cpu"
     marked unavailable (logged) and the next one is tried.
     """
     spec = model_or_spec.inference_spec() if hasattr(model_or_spec, "inference_spec") else model_or_spec
+    if not isinstance(spec, dict) or "family" not in spec:
+        raise EngineError(f"a {type(model_or_spec).__name__} is neither a model (no inference_spec()) nor an "
+                          "inference spec (a dict naming its 'family')")
     family = spec["family"]
     _check_request(backend, precision)
     try:

@@ -88,7 +88,7 @@ class TorchSampleRNNEngine(TorchStepEngine):
 
     def __init__(self, spec: dict, streams: int, device="cpu", precision: str = "fp32"):
         super().__init__(spec, streams, device, precision)
-        to = lambda x: x.to(self.device)  # noqa: E731
+        to = lambda x: x.to(self.device, torch.float32)  # noqa: E731  (a spec of float64 tensors too)
         self.frame_sizes = list(spec["frame_sizes"])
         self.lstm = spec["rnn_type"] == "lstm"
         self.skip = bool(spec["skip"])

@@ -226,7 +226,11 @@ def srnn_out_sample(X2, WO, BO, ring, t_mod, codes_in, uniforms, temps, codes_ou
         # order (the GPU's parallel scan and the interpreter's sequential one agree bit for bit),
         # each prefix then rounded to float32 (the scheme of wavenet_large_steps)
         zq = tl.where(mq[None, :], acc / temp[:, None], float("-inf"))
-        fixed = (tl.exp(zq - tl.max(zq, axis=1)[:, None]) * (2.0 ** FIX_BITS)).to(tl.int64)
+        p = tl.exp(zq - tl.max(zq, axis=1)[:, None])
+        # a p > 0 counts at least one unit: at u = 0 (drawn once in 2**24) the reference takes the
+        # first code of probability > 0, not the first of p >= 2^-FIX_BITS (at a low temperature
+        # many codes lie between); the units added change a sum by at most Q * 2^-FIX_BITS
+        fixed = tl.maximum((p * (2.0 ** FIX_BITS)).to(tl.int64), (p > 0).to(tl.int64))
         cdf = tl.cumsum(fixed, axis=1).to(tl.float32) * (2.0 ** -FIX_BITS)
         total = tl.sum(fixed, axis=1).to(tl.float32) * (2.0 ** -FIX_BITS)
         below = (cdf <= (u * total)[:, None]) & mq[None, :]

@@ -116,6 +116,43 @@ def wavenet_large_layers(W, V, dil, ring_off, prev, rings, label_bias, x_buf, Z,
         tl.debug_barrier()  # x_buf written before the next layer reads it
 
 
+@triton.jit
+def _draw(logits_buf, u, temp, rb, mb, Q: tl.constexpr, QP: tl.constexpr, CH: tl.constexpr, BLOCK_B: tl.constexpr,
+          FIX_BITS: tl.constexpr):
+    """Codes [BLOCK_B] int64 drawn from the logits in ``logits_buf [B, QP]`` of streams ``rb`` (``mb``
+    those that exist) at ``u`` and ``temp`` [BLOCK_B]: the head's inverse CDF (see there)."""
+    rc = tl.arange(0, CH)
+    FIX: tl.constexpr = 2.0 ** FIX_BITS  # probabilities in [0, 1] as integers: Q of them fit int64
+    UNFIX: tl.constexpr = 2.0 ** -FIX_BITS
+    m = tl.full([BLOCK_B], float("-inf"), tl.float32)
+    for n0 in range(0, QP, CH):
+        z = tl.load(logits_buf + rb[:, None] * QP + n0 + rc[None, :], mask=mb[:, None], other=0.0)
+        z = tl.where((n0 + rc < Q)[None, :], z / temp[:, None], float("-inf"))
+        m = tl.maximum(m, tl.max(z, axis=1))
+    total = tl.zeros([BLOCK_B], tl.int64)
+    for n0 in range(0, QP, CH):
+        z = tl.load(logits_buf + rb[:, None] * QP + n0 + rc[None, :], mask=mb[:, None], other=0.0)
+        z = tl.where((n0 + rc < Q)[None, :], z / temp[:, None], float("-inf"))
+        p = tl.exp(z - m[:, None])
+        total += tl.sum(tl.maximum((p * FIX).to(tl.int64), (p > 0).to(tl.int64)), axis=1)
+    threshold = u * (total.to(tl.float32) * UNFIX)
+    below = tl.zeros([BLOCK_B], tl.int32)
+    carry = tl.zeros([BLOCK_B], tl.int64)
+    for n0 in range(0, QP, CH):
+        valid = (n0 + rc < Q)[None, :]
+        z = tl.load(logits_buf + rb[:, None] * QP + n0 + rc[None, :], mask=mb[:, None], other=0.0)
+        z = tl.where(valid, z / temp[:, None], float("-inf"))
+        p = tl.exp(z - m[:, None])
+        # a p > 0 counts at least one unit: at u = 0 (drawn once in 2**24) the reference takes the
+        # first code of probability > 0, not the first of p >= 2^-FIX_BITS (at a low temperature
+        # many codes lie between); the units added change a sum by at most Q * 2^-FIX_BITS
+        fixed = tl.maximum((p * FIX).to(tl.int64), (p > 0).to(tl.int64))
+        cdf = (tl.cumsum(fixed, axis=1) + carry[:, None]).to(tl.float32) * UNFIX
+        below += tl.sum(((cdf <= threshold[:, None]) & valid).to(tl.int32), axis=1)
+        carry += tl.sum(fixed, axis=1)
+    return tl.minimum(below, Q - 1).to(tl.int64)
+
+
 @triton.jit(do_not_specialize=["i"])
 def wavenet_large_head(W, V, prev, Z, codes_in, uniforms, temps, codes_out, logits_out, y1_buf, logits_buf,
                        i, cols, B, L, mode, Q: tl.constexpr, RP: tl.constexpr, SP: tl.constexpr,
@@ -135,8 +172,6 @@ def wavenet_large_head(W, V, prev, Z, codes_in, uniforms, temps, codes_out, logi
     rs = tl.arange(0, SP)
     rc = tl.arange(0, CH)
     dt = W.dtype.element_ty
-    FIX: tl.constexpr = 2.0 ** FIX_BITS  # probabilities in [0, 1] as integers: Q of them fit int64
-    UNFIX: tl.constexpr = 2.0 ** -FIX_BITS
     w_skip = W + L * 5 * RP * RP
     w1 = w_skip + L * RP * SP
     w2 = w1 + SP * AP
@@ -173,28 +208,7 @@ def wavenet_large_head(W, V, prev, Z, codes_in, uniforms, temps, codes_out, logi
         tl.debug_barrier()  # the logits written by every thread
         u = tl.load(uniforms + rb * cols + i, mask=mb, other=0.0)
         temp = tl.load(temps + rb, mask=mb, other=1.0)
-        m = tl.full([BLOCK_B], float("-inf"), tl.float32)
-        for n0 in range(0, QP, CH):
-            z = tl.load(logits_buf + rb[:, None] * QP + n0 + rc[None, :], mask=mb[:, None], other=0.0)
-            z = tl.where((n0 + rc < Q)[None, :], z / temp[:, None], float("-inf"))
-            m = tl.maximum(m, tl.max(z, axis=1))
-        total = tl.zeros([BLOCK_B], tl.int64)
-        for n0 in range(0, QP, CH):
-            z = tl.load(logits_buf + rb[:, None] * QP + n0 + rc[None, :], mask=mb[:, None], other=0.0)
-            z = tl.where((n0 + rc < Q)[None, :], z / temp[:, None], float("-inf"))
-            total += tl.sum((tl.exp(z - m[:, None]) * FIX).to(tl.int64), axis=1)
-        threshold = u * (total.to(tl.float32) * UNFIX)
-        below = tl.zeros([BLOCK_B], tl.int32)
-        carry = tl.zeros([BLOCK_B], tl.int64)
-        for n0 in range(0, QP, CH):
-            valid = (n0 + rc < Q)[None, :]
-            z = tl.load(logits_buf + rb[:, None] * QP + n0 + rc[None, :], mask=mb[:, None], other=0.0)
-            z = tl.where(valid, z / temp[:, None], float("-inf"))
-            fixed = (tl.exp(z - m[:, None]) * FIX).to(tl.int64)
-            cdf = (tl.cumsum(fixed, axis=1) + carry[:, None]).to(tl.float32) * UNFIX
-            below += tl.sum(((cdf <= threshold[:, None]) & valid).to(tl.int32), axis=1)
-            carry += tl.sum(fixed, axis=1)
-        code = tl.minimum(below, Q - 1).to(tl.int64)
+        code = _draw(logits_buf, u, temp, rb, mb, Q, QP, CH, BLOCK_B, FIX_BITS)
         tl.store(codes_out + rb * cols + i, code, mask=mb)
     tl.store(prev + rb, code, mask=mb)
 
