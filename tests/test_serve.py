@@ -61,11 +61,12 @@ def reference_pcm(model_dir: Path, n: int, seed: int = 0) -> np.ndarray:
 
 
 class Server:
-    """``wavegen serve MODEL --port 0 ...`` in a subprocess; ``url`` once it listens."""
+    """``wavegen serve MODEL --port 0 ...`` in a subprocess; ``url`` once it listens. ``entry``: what
+    runs the CLI (``-m wavegen``, or ``-c CODE`` that calls ``wavegen.cli.main(sys.argv[1:])``)."""
 
-    def __init__(self, model: Path, *args: str, cwd: Path | None = None):
+    def __init__(self, model: Path, *args: str, cwd: Path | None = None, entry: tuple[str, ...] = ("-m", "wavegen")):
         # --allow-slow: a machine busy with other work must not make a test server refuse to start
-        self.args = [sys.executable, "-m", "wavegen", "serve", str(model), "--port", "0", "--allow-slow", *args]
+        self.args = [sys.executable, *entry, "serve", str(model), "--port", "0", "--allow-slow", *args]
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
                                      cwd=cwd)
         self.stderr: list[str] = []

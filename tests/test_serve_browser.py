@@ -46,9 +46,9 @@ def test_the_page_plays_the_stream_and_draws_a_live_spectrogram(playwright, tmp_
     model = make_model(tmp_path / "tiny")
     server = Server(model, "--guard-seconds", "1", "--guard-attempts", "1")  # a noisy model: guard events
     try:
-        server.wait_for(lambda s: s["position_seconds"] >= 5.0)  # a burst the browser can start on
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         page = browser.new_page(viewport={"width": 1040, "height": 860})
+        server.wait_for(lambda s: s["position_seconds"] >= 5.0)  # a burst the browser can start on
         errors, failed = [], []
         page.on("pageerror", lambda err: errors.append(str(err)))
         page.on("response", lambda r: failed.append((r.status, r.url)) if r.status >= 400 else None)
@@ -85,12 +85,13 @@ def test_the_page_plays_the_stream_and_draws_a_live_spectrogram(playwright, tmp_
 @pytest.mark.slow
 def test_the_page_says_so_when_the_stream_stops(playwright, tmp_path):
     """The server stops while the page plays: the audio plays out what it holds and ends; the page
-    goes back to Listen, its on-air light off, and says the stream stopped."""
-    server = Server(make_model(tmp_path / "tiny"), "--no-guard")
+    goes back to Listen, its on-air light off, and says the stream stopped. (A burst of 2 s, not the
+    6 s default: less to wait for, before and after the stop.)"""
+    server = Server(make_model(tmp_path / "tiny"), "--no-guard", "--burst-seconds", "2")
     try:
-        server.wait_for(lambda s: s["position_seconds"] >= 5.0)
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         page = browser.new_page()
+        server.wait_for(lambda s: s["position_seconds"] >= 2.0)
         page.goto(server.url + "/")
         page.click("#play")
         page.wait_for_function("document.getElementById('audio').currentTime > 0.5", timeout=30000)
@@ -112,12 +113,12 @@ def test_the_page_says_so_when_this_address_has_as_many_listeners_as_it_may(play
 
     server = Server(make_model(tmp_path / "tiny"), "--no-guard", "--max-listeners-per-client", "1")
     try:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page()
         server.wait_for(lambda s: s["position_seconds"] >= 2.0)
         holder = socket.create_connection(("127.0.0.1", server.port))
         holder.sendall(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
         assert b"200 OK" in holder.recv(4096)
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        page = browser.new_page()
         page.goto(server.url + "/")
         page.click("#play")
         page.wait_for_function("!document.getElementById('notice').hidden", timeout=30000)

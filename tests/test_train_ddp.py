@@ -53,10 +53,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wavegen_train(corpus, run, processes: int, *extra: str, launcher: str = "torchrun", threads=None) -> None:
-    """Run ``wavegen train`` as real processes: ``python -m wavegen``, or 2 of them started by
+def start_train(corpus, run, processes: int, *extra: str, launcher: str = "torchrun",
+                threads=None) -> subprocess.Popen:
+    """Start ``wavegen train`` as real processes: ``python -m wavegen``, or 2 of them started by
     torchrun or by ``accelerate launch`` with the recipe's one-node config (on a machine without
-    GPUs its processes talk over gloo).
+    GPUs its processes talk over gloo). :func:`finish` waits for it.
 
     ``--run-dir``: torchrun refuses ``--run`` (a prefix of its own ``--run-path``). ``threads``: a
     folder where each process records the threads it leaves behind (process_helpers).
@@ -72,8 +73,21 @@ def wavegen_train(corpus, run, processes: int, *extra: str, launcher: str = "tor
         launch += ["-m", "accelerate.commands.launch", "--config_file", str(RECIPES / "one_node.yaml"),
                    "--num_processes", str(processes), "--main_process_port", str(free_port())]
     env = {**os.environ, "OMP_NUM_THREADS": "1", **env}
-    done = subprocess.run(launch + args, capture_output=True, text=True, timeout=240, env=env)
-    assert done.returncode == 0, done.stderr[-4000:]
+    return subprocess.Popen(launch + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def finish(*launches: subprocess.Popen) -> None:
+    """Wait for launches (started side by side: each is mostly seconds of importing torch, and its
+    results do not depend on how the CPUs were shared); each must succeed."""
+    try:
+        for launch in launches:
+            _, err = launch.communicate(timeout=240)
+            assert launch.returncode == 0, err[-4000:]
+    finally:
+        for launch in launches:
+            if launch.poll() is None:
+                launch.kill()
+                launch.communicate()
 
 
 def losses(run) -> dict[int, float]:
@@ -120,9 +134,9 @@ def runs(tmp_path_factory):
     """One process (grad_accum 1) and two processes (grad_accum 2: 2 streams per micro-batch)."""
     root = tmp_path_factory.mktemp("ddp")
     corpus = prepared_corpus(root, val_fraction=0.25, test_fraction=0.25)
-    wavegen_train(corpus, root / "one", 1)
     (root / "threads").mkdir()
-    wavegen_train(corpus, root / "two", 2, "train.grad_accum=2", threads=root / "threads")
+    finish(start_train(corpus, root / "one", 1),  # side by side: each is seconds of importing torch
+           start_train(corpus, root / "two", 2, "train.grad_accum=2", threads=root / "threads"))
     return {"corpus": corpus, "one": root / "one", "two": root / "two", "root": root}
 
 
@@ -151,13 +165,14 @@ def test_resume_across_a_change_of_process_count(runs):
     root = runs["root"]
     # 1 → 2: a one-process checkpoint (grad_accum 1) continued by two processes (grad_accum 2),
     # started by accelerate launch with recipes/accelerate/one_node.yaml
+    # 2 → 1: the two-process checkpoint continued by one process; random_states_1.pkl unused
+    # (the two resumes run side by side)
     up = resumed_copy(runs["one"], root / "up", 2)
-    wavegen_train(runs["corpus"], up, 2, "train.grad_accum=2", launcher="accelerate")
+    down = resumed_copy(runs["two"], root / "down", 2)
+    finish(start_train(runs["corpus"], up, 2, "train.grad_accum=2", launcher="accelerate"),
+           start_train(runs["corpus"], down, 1))
     assert json.loads((up / "checkpoints" / "step_4" / "trainer_state.json").read_text())["processes"] == 2
     assert_same_training(runs["one"], up)
-    # 2 → 1: the two-process checkpoint continued by one process; random_states_1.pkl unused
-    down = resumed_copy(runs["two"], root / "down", 2)
-    wavegen_train(runs["corpus"], down, 1)
     assert_same_training(runs["two"], down)
 
 
