@@ -68,8 +68,9 @@ def test_every_backend_name_is_checked_before_anything_is_timed(recorder, monkey
     for names, message in ((["recorder", "foo"], "--backends foo: unknown backend 'foo'; use auto or one of"),
                            (["recorder", "recorder-fp16"], "--backends recorder-fp16: precision fp16 is not "
                                                            "supported by recorder"),
-                           (["recorder", "numba-int8"], "--backends numba-int8: precision int8 is not supported by "
-                                                        "numba"),
+                           (["recorder", "torch-bf16"], "--backends torch-bf16: precision bf16 is not supported by "
+                                                        "torch"),
+                           (["recorder", "numba-int8"], "--backends numba-int8: unknown backend 'numba-int8'"),
                            (["recorder", "numba:threads=0"], "--backends numba:threads=0: threads=0: give a whole "
                                                              "number, at least 1")):
         with pytest.raises(WavegenError) as caught:

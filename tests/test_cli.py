@@ -17,6 +17,7 @@ from wavegen.checkpoint import load_model, save_model
 from wavegen.cli import main
 from wavegen.config import load_json
 from wavegen.corpus import Corpus
+from wavegen.errors import WavegenError
 from wavegen.models import build_model, preset_names, resolve_preset
 from wavegen.models.wavenet import WaveNet
 from wavegen.train import read_metrics, resolve_run_config, train
@@ -306,3 +307,18 @@ def test_info_presets_json_is_json(capsys):
     assert tiny["model_type"] == "wavenet" and tiny["layers"] == 12 and 0 < tiny["parameters"] < 10**6
     assert tiny["sample_rate"] == resolve_preset("wavenet-tiny")["data"]["sample_rate"]
     assert presets["samplernn-tiny"]["frame_sizes"] == [16, 4]
+
+
+def test_v_and_q_work_after_the_command_as_before_it(tmp_path, capsys):
+    """`wavegen info x -v` was "unrecognized arguments: -v": the options went before the command only."""
+    missing = str(tmp_path / "nothere")
+    for argv in (["-v", "info", missing], ["info", missing, "-v"], ["info", "--verbose", missing]):
+        with pytest.raises(WavegenError, match="no such preset, model folder or run folder"):
+            main(argv)  # -v: the error is raised (its traceback shown), not printed as one line
+    for argv in (["info", missing], ["-q", "info", missing], ["info", missing, "-q"]):
+        assert main(argv) == 2
+        assert capsys.readouterr().err.startswith("wavegen info: error: ")
+    out = subprocess.run([sys.executable, "-m", "wavegen", "info", missing, "-v"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 1 and "Traceback (most recent call last)" in out.stderr
+    assert "unrecognized arguments" not in out.stderr

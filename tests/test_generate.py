@@ -67,14 +67,14 @@ def registry(monkeypatch):
 def test_make_engine_refuses_what_it_cannot_build_with_a_clear_error():
     m = tiny_samplernn()
     cases = [(dict(backend="opencl"), EngineError, "unknown backend 'opencl'"),
-             (dict(precision="fp8"), EngineError, "precision 'fp8': use one of fp32, fp16, bf16, int8"),
+             (dict(precision="fp8"), EngineError, "precision 'fp8': use one of fp32, fp16, bf16"),
              (dict(backend="torch", precision="fp16"), EngineError, "precision fp16 is not supported by torch"),
-             (dict(backend="numba", precision="int8"), EngineError, r"not supported by numba \(it has fp32, fp16, bf16\)"),
+             (dict(backend="numba", precision="int8"), EngineError, "precision 'int8': use one of fp32, fp16, bf16"),
              (dict(backend="numba", thraeds=2), EngineError, r"numba takes no option 'thraeds' \(its options: threads\)"),
              (dict(backend="torch", threads=2), EngineError, "torch takes no option 'threads'"),
              (dict(backend="numba", device="cuda"), BackendUnavailableError, "runs on cpu, not cuda"),
              (dict(device="tpu"), EngineError, "device 'tpu'"),
-             (dict(precision="int8"), BackendUnavailableError, "no backend can run samplernn on cpu at precision int8")]
+             (dict(backend="torch", precision="bf16"), EngineError, r"precision bf16 is not supported by torch \(it has fp32\)")]
     for kwargs, error, message in cases:
         with pytest.raises(error, match=message) as caught:
             make_engine(m, 1, **kwargs)

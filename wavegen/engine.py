@@ -24,7 +24,7 @@ from wavegen.audio import silence_code
 from wavegen.errors import WavegenError
 
 # Every precision name wavegen knows; each backend supports a subset (Engine.precisions).
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 class EngineError(WavegenError, ValueError):

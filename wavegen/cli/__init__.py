@@ -27,14 +27,30 @@ COMMANDS = {"prep": prep, "train": train, "render": render, "eval": evaluate, "i
             "serve": serve}
 
 
+DESCRIPTION = """Raw-audio neural synthesis: prepare an artist's recordings into a corpus (prep), train a
+SampleRNN or WaveNet on it (train; rerun to resume), render audio of any length (render; rerun to
+resume), score a model or judge renders against the album (eval), describe a model (info), measure
+generation or training speed (bench), or play a model as an endless live stream (serve).
+`wavegen COMMAND --help` for each."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wavegen", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("-q", "--quiet", action="store_true", help="warnings only, no progress bars")
+    parser = argparse.ArgumentParser(prog="wavegen", description=DESCRIPTION)
+    _add_log_options(parser)
+    parser.set_defaults(verbose=False, quiet=False)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, module in COMMANDS.items():
         module.add_parser(sub)
+        _add_log_options(sub.choices[name])  # `wavegen render ... -v` as well
     return parser
+
+
+def _add_log_options(parser: argparse.ArgumentParser) -> None:
+    """-v and -q, before the command or after it (SUPPRESS: where one is not given, it leaves the value)."""
+    parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="debug logging, and the traceback of an error")
+    parser.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="warnings only, no progress bars")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
     p.add_argument("--label", default=None, help='a label, or a blend "a:0.7,b:0.3" (conditioned models)')
     p.add_argument("--backend", default="auto", help="auto, torch, numba or cuda")
     add_device(p)
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"],
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
                    help="engine precision (changes the audio; not every backend has every one; default fp32)")
     p.add_argument("--format", default="wav", choices=["wav", "flac"])
     p.add_argument("--block-seconds", type=float, default=1.0,

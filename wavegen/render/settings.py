@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from wavegen.config import ConfigError
+from wavegen.engine import PRECISIONS
 from wavegen.errors import WavegenError
 
 FORMATS = ("wav", "flac")
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 WAV_HEADER_BYTES = 44
 WAV_MAX_BYTES = 0xFFFFFFFF  # RIFF sizes are 32-bit
 FLAC_MAX_SAMPLES = 1 << 36  # STREAMINFO's total-samples field is 36 bits
