@@ -36,7 +36,7 @@ _MEASURING = {GENERATION: "generation timing (bench without --train or --profile
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("bench", help="measure generation speed: backends x batch sizes",
+    p = sub.add_parser("bench", help="measure speed: generation (backends x batch sizes), --profile, --train",
                        description="Generation speed of a preset (random weights) or a trained model folder, "
                                    "for each backend and batch size; warm-up (compilation) excluded. --profile "
                                    "times the parts of the numba engines' step instead, --train training speed; "

@@ -12,22 +12,22 @@ def add_parser(sub) -> None:
     p.add_argument("--checkpoint", default=None,
                    help="render a run's kept checkpoint instead of its best/: step_N or last")
     p.add_argument("--seconds", type=float, required=True, help="seconds per stream")
-    p.add_argument("--streams", type=int, default=1, help="independent streams rendered together")
+    p.add_argument("--streams", type=int, default=1, help="independent streams rendered together (default 1)")
     p.add_argument("--out", required=True, help="output folder (stream_000.wav, ...)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the same seed renders the same audio (default 0)")
     p.add_argument("--temperature", default="1.0",
                    help="sampling temperature; a comma list cycles over streams (default 1.0)")
     p.add_argument("--prime", default=None, help="audio file to continue (any rate or channel count); resuming, the render has it "
                         "recorded and needs the file no more")
-    p.add_argument("--prime-seconds", type=float, default=2.0, help="how much of the prime's end to use")
+    p.add_argument("--prime-seconds", type=float, default=2.0, help="how much of the prime's end to use (default 2)")
     p.add_argument("--label", default=None, help='a label, or a blend "a:0.7,b:0.3" (conditioned models)')
-    p.add_argument("--backend", default="auto", help="auto, torch, numba or cuda")
+    p.add_argument("--backend", default="auto", help="auto, torch, numba or cuda (default auto: the fastest installed)")
     add_device(p)
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
                    help="engine precision (changes the audio; not every backend has every one; default fp32)")
-    p.add_argument("--format", default="wav", choices=["wav", "flac"])
+    p.add_argument("--format", default="wav", choices=["wav", "flac"], help="file format (default wav)")
     p.add_argument("--block-seconds", type=float, default=1.0,
-                   help="audio generated between progress updates (the output does not depend on it)")
+                   help="audio generated between progress updates (default 1; the output does not depend on it)")
     p.add_argument("--snapshot-seconds", type=float, default=30.0,
                    help="audio between resumable snapshots under OUT/.state (default 30)")
     p.add_argument("--restart", action="store_true",

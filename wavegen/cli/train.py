@@ -17,7 +17,9 @@ def add_parser(sub) -> None:
                         "(its settings only: training starts from new weights)")
     # --run-dir: torchrun's parser refuses "--run" (a prefix of its own --run-path) even after -m
     p.add_argument("--run", "--run-dir", dest="run", required=True, help="run folder: checkpoints, logs, best/")
-    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="train to this step (a larger one trains a finished run on; default train.max_steps: "
+                        "100000 unless set)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any setting: model.dim=512, train.lr=3e-4, seed=3 (repeatable)")
     add_threads(p, "torch in each process")
