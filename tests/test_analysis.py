@@ -2,6 +2,7 @@
 
 import math
 import re
+import shutil
 import warnings
 
 import numpy as np
@@ -152,6 +153,10 @@ def test_clear_errors_name_the_folder(tone_album, tmp_path):
     corpus, _ = tone_album
     with pytest.raises(analysis.AnalysisError, match="no such folder"):
         analysis.compare_renders(tmp_path / "missing", corpus)
+    one = write_audio_file(tmp_path / "one" / "stream_000.wav", melody(1.0, RATE, seed=1), RATE)
+    with pytest.raises(analysis.AnalysisError, match=f"stream_000.wav: is a file; give the folder of renders "
+                                                     f"that holds it \\({re.escape(str(one.parent))}\\)$"):
+        analysis.compare_renders(one, corpus)
     (tmp_path / "empty").mkdir()
     with pytest.raises(analysis.AnalysisError, match="empty: no audio files"):
         analysis.compare_renders(tmp_path / "empty", corpus)
@@ -160,6 +165,10 @@ def test_clear_errors_name_the_folder(tone_album, tmp_path):
     (bad / "stream_000.wav").write_bytes(b"not a wav file at all")
     with pytest.raises(analysis.AnalysisError, match="stream_000.wav"):
         analysis.compare_renders(bad, corpus)
+    (bad / "stream_000.wav").unlink()  # macOS's AppleDouble file beside a copied render: hidden, no audio
+    (bad / "._stream_001.wav").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")
+    write_audio_file(bad / "stream_001.wav", melody(1.0, RATE, seed=1), RATE)
+    assert analysis.render_clips(bad, RATE)[1] == ["stream_001.wav"]
     short = tmp_path / "short"  # a file too short to cut an excerpt from is named, not "no audio"
     write_audio_file(short / "stream_000.wav", melody(0.04, RATE, seed=1), RATE)
     with pytest.raises(analysis.AnalysisError, match=r"shorter than the 0.25 s .*stream_000.wav \(0.040 s\)"):
@@ -250,3 +259,43 @@ def test_a_split_of_clips_too_short_to_analyse_is_named():
         analysis.compare_clips([pitched], [pitched[: RATE // 10]], [pitched], RATE, max_seconds=10.0)
     without_train = analysis.compare_clips([pitched], [pitched], [pitched[: RATE // 10]], RATE, max_seconds=10.0)
     assert "train" not in without_train["sets"] and "album_likeness" not in without_train["verdict"]
+
+
+def test_a_silent_set_has_no_spectral_shape_or_pitch_instead_of_white_noise_flatness():
+    """Silent frames have flatness 1 and chroma entropy 0 (white noise, one pitch class): a silent render
+    must not read so. Its spectral and pitch medians are undefined; a half-silent one's are its sound's."""
+    silent = analysis.summarize(analysis.set_features([np.zeros(RATE, np.float32)], RATE))
+    for key in ("centroid_hz_median", "bandwidth_hz_median", "flatness_median", "contrast_db_median",
+                "chroma_entropy_bits_median", "chroma_profile_similarity"):
+        assert math.isnan(silent[key]), key
+    assert silent["silent_fraction"] == 1.0 and silent["periodic_fraction"] == 0.0
+    tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(RATE) / RATE).astype(np.float32)
+    half = analysis.summarize(analysis.set_features([np.concatenate([np.zeros(RATE, np.float32), tone])], RATE))
+    whole = analysis.summarize(analysis.set_features([tone], RATE))
+    assert half["flatness_median"] == pytest.approx(whole["flatness_median"], rel=0.5) and half["flatness_median"] < 0.1
+    assert half["centroid_hz_median"] == pytest.approx(whole["centroid_hz_median"], rel=0.1)
+    assert half["chroma_entropy_bits_median"] == pytest.approx(whole["chroma_entropy_bits_median"], abs=0.3)
+
+
+def test_an_unfinished_render_is_judged_with_a_warning_naming_it(tmp_path, caplog):
+    """A render stopped (or still running) leaves OUT/.state/ and no complete render_report.json: its files
+    hold only the audio rendered so far, which was judged as if it were the render, without a word."""
+    out = tmp_path / "out"
+    write_audio_file(out / "stream_000.wav", melody(1.0, RATE, seed=5), RATE)
+    (out / ".state").mkdir()
+    (out / ".state" / "params.json").write_text('{"seconds": 60.0}')
+    with caplog.at_level("WARNING"):
+        _, names = analysis.render_clips(out, RATE)
+    assert names == ["stream_000.wav"]
+    assert f"{out}: its render has not finished (.state/ there, no complete render_report.json)" in caplog.text
+    flac = tmp_path / "flac"  # an unfinished FLAC render has no audio file yet (PCM under .state/)
+    (flac / ".state").mkdir(parents=True)
+    with pytest.raises(analysis.AnalysisError, match=r"flac: no audio files \(.*\); it is a render that has "
+                                                     r"not finished \(a FLAC render writes its files at the end\)"):
+        analysis.render_clips(flac, RATE)
+    caplog.clear()
+    (out / "render_report.json").write_text('{"status": "complete"}')  # finished: nothing to say
+    shutil.rmtree(out / ".state")
+    with caplog.at_level("WARNING"):
+        analysis.render_clips(out, RATE)
+    assert caplog.text == ""

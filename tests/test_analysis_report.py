@@ -48,3 +48,16 @@ def test_an_undefined_likeness_says_why_instead_of_a_number():
     assert "album likeness undefined: the nearer noise (4.00) is no farther from the test split than the " \
            "training split (5.00)" in text
     assert "album likeness nan" not in text
+
+
+def test_numbers_undefined_for_one_reason_share_one_note():
+    """A silent render has no spectrum or pitch: six numbers undefined for one reason are one note, not six."""
+    result = _result()
+    silent = ("centroid_hz_median", "bandwidth_hz_median", "flatness_median", "contrast_db_median",
+              "chroma_entropy_bits_median", "chroma_profile_similarity")
+    for key in silent:
+        result["sets"]["renders"]["summary"][key] = math.nan
+    text = format_comparison(result)
+    assert f"- {', '.join(silent)} of renders: every frame is silent (under -60 dBFS): no spectrum or pitch " \
+           "to measure" in text.splitlines()
+    assert "- tempo_bpm of renders: no excerpt of 4 s or more" in text

@@ -255,3 +255,25 @@ def test_cli_judges_renders_against_the_album(run, corpus, tmp_path, capsys):
     assert code == 2 and "--checkpoint step_5 goes with a run folder" in err and not out
     code, out, err = eval_cli(capsys, run, "--data", corpus, "--plot", tmp_path / "q.png")
     assert code == 2 and "--plot goes with --renders" in err
+
+
+def test_a_corpus_of_other_labels_is_told_which_labels_both_have(tmp_path):
+    """It was told to "choose one of its labels with --label" where none of them had audio there, so
+    --label then said the corpus had no audio of it."""
+    from conftest import write_audio_file
+    from wavegen.prep import prepare
+
+    for i in range(3):
+        for k, name in enumerate(["a", "b"]):
+            write_audio_file(tmp_path / "rec" / name / f"f{i}.wav", tone(1.0, SR, freq=300 + 500 * k + 50 * i), SR)
+    prepare([tmp_path / "rec"], tmp_path / "corpus", sample_rate=SR, val_fraction=0.2, test_fraction=0.2,
+            labels="folders", progress=False)
+    with pytest.raises(ConfigError) as caught:
+        evaluate(tiny_samplernn([8, 2], labels=["x", "y"]), tmp_path / "corpus", "train")
+    assert str(caught.value).endswith("(its labels: ['x', 'y']); none of its labels has audio there: evaluate "
+                                      "on a corpus prepared with the model's labels")
+    shared = tiny_samplernn([8, 2], labels=["a", "z"])
+    with pytest.raises(ConfigError, match=r"holds audio of label\(s\) \['b'\] .*; choose one of the labels both "
+                                          r"have with --label \(a\)$"):
+        evaluate(shared, tmp_path / "corpus", "train")
+    assert list(evaluate(shared, tmp_path / "corpus", "train", label="a")["per_label"]) == ["a"]  # as it says

@@ -197,21 +197,30 @@ def set_features(excerpts: list[np.ndarray], sample_rate: int, pyin: bool = Fals
 
 
 def summarize(features: dict, reference_chroma: np.ndarray | None = None) -> dict:
-    """One set's ``SUMMARY_FEATURES`` from :func:`set_features` (chroma profile vs ``reference_chroma`` [12])."""
+    """One set's ``SUMMARY_FEATURES`` from :func:`set_features` (chroma profile vs ``reference_chroma`` [12]).
+
+    Spectral shape and pitch are judged on the sounding frames (over ``SILENT_DB``) only: a silent
+    frame's flatness is 1 and its chroma entropy 0, which would read as white noise and as one pitch
+    class. Where every frame is silent they are NaN (undefined: nothing to measure them on)."""
     f = features["frames"]
     sounding = f["rms_db"] > SILENT_DB
-    profile = features["chroma"].mean(axis=0)
+
+    def median(name: str) -> float:
+        return float(np.median(f[name][sounding])) if sounding.any() else float("nan")
+
+    profile = features["chroma"][sounding].mean(axis=0) if sounding.any() else None
     out = {
         "rms_db_median": float(np.median(f["rms_db"])),
         "loudness_range_db": float(np.percentile(f["rms_db"], 95) - np.percentile(f["rms_db"], 5)),
-        "centroid_hz_median": float(np.median(f["centroid_hz"])),
-        "bandwidth_hz_median": float(np.median(f["bandwidth_hz"])),
-        "flatness_median": float(10 ** np.median(f["log10_flatness"])),
-        "contrast_db_median": float(np.median(f["contrast_db"])),
+        "centroid_hz_median": median("centroid_hz"),
+        "bandwidth_hz_median": median("bandwidth_hz"),
+        "flatness_median": float(10 ** median("log10_flatness")),
+        "contrast_db_median": median("contrast_db"),
         "onset_rate_per_s": features["onsets"] / max(features["seconds"], 1e-9),
         "tempo_bpm": float(np.median(features["tempi"])) if features["tempi"] else float("nan"),
-        "chroma_entropy_bits_median": float(np.median(f["chroma_entropy_bits"])),
-        "chroma_profile_similarity": _correlation(profile, profile if reference_chroma is None else reference_chroma),
+        "chroma_entropy_bits_median": median("chroma_entropy_bits"),
+        "chroma_profile_similarity": float("nan") if profile is None else _correlation(
+            profile, profile if reference_chroma is None else reference_chroma),
         "periodic_fraction": float((f["periodicity"][sounding] > PERIODIC_THRESHOLD).mean()) if sounding.any() else 0.0,
         "silent_fraction": float(1.0 - sounding.mean()),
     }
@@ -290,18 +299,26 @@ def split_clips(corpus, split: str) -> list[np.ndarray]:
 
 
 def render_clips(renders_dir: str | Path, sample_rate: int) -> tuple[list[np.ndarray], list[str]]:
-    """Every audio file directly in ``renders_dir`` (mono, resampled to ``sample_rate``) and its name.
+    """Every audio file directly in ``renders_dir`` but hidden ones (mono, resampled to ``sample_rate``)
+    and its name.
 
     A file shorter than ``MIN_RENDER_SECONDS`` or holding NaN or infinite samples is skipped with a
     warning naming it; AnalysisError when no file is left."""
     from wavegen.audio import AudioError, load_mono
 
     folder = Path(renders_dir)
+    if folder.is_file():
+        raise AnalysisError(f"{folder}: is a file; give the folder of renders that holds it ({folder.parent})")
     if not folder.is_dir():
         raise AnalysisError(f"{folder}: no such folder of renders")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+    # hidden files passed over: macOS's "._NAME.wav" beside every file copied from a Mac holds no audio
+    files = sorted(p for p in folder.iterdir()
+                   if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith("."))
+    unfinished = _unfinished_render(folder)
     if not files:
-        raise AnalysisError(f"{folder}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
+        raise AnalysisError(f"{folder}: no audio files ({', '.join(AUDIO_SUFFIXES)})" + (
+            "; it is a render that has not finished (a FLAC render writes its files at the end): rerun the render "
+            "command to finish it" if unfinished else ""))
     clips, names, short, broken = [], [], [], []
     for path in files:
         try:
@@ -322,7 +339,24 @@ def render_clips(renders_dir: str | Path, sample_rate: int) -> tuple[list[np.nda
         raise AnalysisError(f"{folder}: no audio file can be analysed ({skipped})")
     if skipped:
         logger.warning("%s: skipping audio files (%s)", folder, skipped)
+    if unfinished:  # judged as it is, but not taken for the whole render
+        logger.warning("%s: its render has not finished (.state/ there, no complete render_report.json): its "
+                       "files hold only the audio rendered so far; rerun the render command to finish it",
+                       folder)
     return clips, names
+
+
+def _unfinished_render(folder: Path) -> bool:
+    """Whether ``folder`` is a render that has not finished (stopped, or still running): it keeps
+    ``.state/`` (wavegen.render.folder.STATE_DIR) until its render_report.json says "complete"."""
+    from wavegen.fileio import read_json_object
+
+    if not (folder / ".state").is_dir():
+        return False
+    try:
+        return read_json_object(folder / "render_report.json").get("status") != "complete"
+    except (OSError, ValueError):
+        return True
 
 
 def noise(kind: str, seconds: float, sample_rate: int, rms: float, seed: int = 0) -> np.ndarray:
@@ -373,7 +407,8 @@ def compare_clips(renders: list[np.ndarray], test: list[np.ndarray], train: list
     # own spread alone would blow up dimensions in which a homogeneous album hardly varies.
     pooled = np.concatenate([features[s]["vectors"] for s in features if s != "renders"])
     mean, std = pooled.mean(axis=0), pooled.std(axis=0) + 1e-6
-    reference_chroma = test_features["chroma"].mean(axis=0)
+    test_sounding = test_features["frames"]["rms_db"] > SILENT_DB
+    reference_chroma = test_features["chroma"][test_sounding if test_sounding.any() else slice(None)].mean(axis=0)
     result = {"sample_rate": sample_rate, "sets": {}, "distances": {}, "histograms": _histograms(features),
               "meaning": {"summary": {k: {"unit": u, "meaning": m} for k, (u, m) in SUMMARY_FEATURES.items()},
                           "frame_features": {k: {"unit": u, "meaning": m} for k, (u, m) in FRAME_FEATURES.items()}}}

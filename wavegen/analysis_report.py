@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import math
 
-from wavegen.analysis import FRAME_FEATURES, SETS, SUMMARY_FEATURES, TEMPO_SECONDS
+from wavegen.analysis import FRAME_FEATURES, SETS, SILENT_DB, SUMMARY_FEATURES, TEMPO_SECONDS
 
 # why a number can be undefined (NaN in the result, null in JSON, "-" in the table)
 UNDEFINED = {
+    **{key: f"every frame is silent (under {SILENT_DB:g} dBFS): no spectrum or pitch to measure"
+       for key in ("centroid_hz_median", "bandwidth_hz_median", "flatness_median", "contrast_db_median",
+                   "chroma_entropy_bits_median", "chroma_profile_similarity")},
     "tempo_bpm": f"no excerpt of {TEMPO_SECONDS:g} s or more to estimate a tempo on (its audio, or "
                  "--max-seconds, is shorter)",
 }
@@ -35,7 +38,7 @@ def format_comparison(result: dict) -> str:
     nothing to measure it on) shows as "-" with a note under the table saying why."""
     sets = [s for s in SETS if s in result["sets"]]
     lines = [f"{'':28s}" + "".join(f"{s:>13s}" for s in sets)]
-    notes = []
+    notes: dict[tuple[str, str], list[str]] = {}  # (sets, why) → the keys undefined there for that reason
     for key in SUMMARY_FEATURES:
         if key not in result["sets"][sets[0]]["summary"]:
             continue
@@ -43,7 +46,7 @@ def format_comparison(result: dict) -> str:
         lines.append(f"{key:28s}" + _cells(values, ".3f"))
         missing = [s for s, v in zip(sets, values) if not _defined(v)]
         if missing:
-            notes.append(f"- {key} of {', '.join(missing)}: {UNDEFINED.get(key, 'not defined on this audio')}")
+            notes.setdefault((", ".join(missing), UNDEFINED.get(key, "not defined on this audio")), []).append(key)
     distance = {s: result["distances"].get(s) for s in sets}
     ref = _reference(result)
     lines += ["", f"distance to the {ref} (0: identical; train = the training split, the album; noises = noise; "
@@ -52,7 +55,8 @@ def format_comparison(result: dict) -> str:
     for key in FRAME_FEATURES:
         lines.append(f"{key + ' (W1/std)':28s}" + _cells([d and d["features"][key] for d in distance.values()], ".3f"))
     if notes:
-        lines += ["", "-: undefined", *notes]
+        lines += ["", "-: undefined"]
+        lines += [f"- {', '.join(keys)} of {where}: {why}" for (where, why), keys in notes.items()]
     lines += ["", *_verdict_lines(result["verdict"], ref)]
     return "\n".join(lines)
 

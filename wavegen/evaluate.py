@@ -179,8 +179,11 @@ def _slots(split: str, corpus, corpus_labels, names: list[str], label: str | Non
         return np.full(len(corpus_labels), names.index(label), dtype=np.int64)
     unknown = sorted({corpus.labels[i] if i >= 0 else "(none)" for i in corpus_labels.tolist()} - set(names))
     if unknown:
+        shared = sorted(set(names) & {corpus.labels[i] for i in corpus_labels.tolist() if i >= 0})
+        advice = (f"choose one of the labels both have with --label ({', '.join(shared)})" if shared else
+                  "none of its labels has audio there: evaluate on a corpus prepared with the model's labels")
         raise ConfigError(f"the {split} split of {corpus.dir} holds audio of label(s) {unknown} this model was "
-                          f"not trained on (its labels: {names}); choose one of its labels with --label")
+                          f"not trained on (its labels: {names}); {advice}")
     return np.array([names.index(corpus.labels[i]) for i in corpus_labels.tolist()], dtype=np.int64)
 
 

@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import sys
+from pathlib import Path
 
 from wavegen.cli.options import add_device, add_threads, apply_threads, check_device, check_picture_file
 from wavegen.fileio import strict_json
@@ -109,7 +110,7 @@ def _first_process() -> bool:
 
 def _renders(args) -> int:
     """--renders DIR: wavegen.analysis.compare_renders, a table (or --json), --plot."""
-    from wavegen.analysis import compare_renders
+    from wavegen.analysis import MIN_RENDER_SECONDS, compare_renders
     from wavegen.analysis_report import format_comparison
     from wavegen.config import ConfigError
     from wavegen.plotting import plot_comparison
@@ -126,29 +127,60 @@ def _renders(args) -> int:
 
         ref = resolve_model(args.model, args.checkpoint)
         source = ref.source
-        data = data or ref.config.get("data", {}).get("corpus")
+        if data is None:
+            data = ref.config.get("data", {}).get("corpus")
+            if data is not None and not (Path(data) / "manifest.json").is_file():
+                raise ConfigError(f"{ref.source}: the corpus it was trained on, {data} (its config's data.corpus), "
+                                  "is no prepared corpus now (no manifest.json): give --data CORPUS")
     if data is None:
         raise ConfigError("--renders: give --data CORPUS (or a run folder whose config names its corpus)")
     max_seconds = 120.0 if args.max_seconds is None else args.max_seconds
     if not (math.isfinite(max_seconds) and max_seconds > 0):
         raise ConfigError(f"--max-seconds {args.max_seconds}: give a positive number of seconds")
+    if max_seconds < MIN_RENDER_SECONDS:  # said before the renders are read and resampled
+        raise ConfigError(f"--max-seconds {max_seconds:g}: the analysis needs at least {MIN_RENDER_SECONDS} s of "
+                          "audio per set")
     if args.plot:  # checked and its folder made now: a plot that cannot be written must not cost the analysis
         check_picture_file(args.plot, "--plot", "compare.png")
+        _check_folder_takes_a_file(args.plot)
     result = compare_renders(args.renders, data, split=args.split, max_seconds=max_seconds, pyin=args.pyin,
                              examples=bool(args.plot))
     result["model"] = source
     examples = result.pop("examples", None)  # audio for the plot's spectrograms, not for the JSON
+    unwritten = None
     if args.plot:
-        drawn = plot_comparison(result, args.plot, examples)
+        try:
+            drawn = plot_comparison(result, args.plot, examples)
+        except OSError as err:  # the folder took no file after all (a read-only or special file system)
+            drawn, unwritten = None, err
         result["plot"] = str(drawn) if drawn is not None else None
     if args.json:
         print(strict_json(result))
-        return 0
-    print(f"renders {args.renders} ({len(result['render_files'])} file(s)) against the {args.split} split of {data}"
-          + (f"; model {source}" if source else ""))
-    print(format_comparison(result))
-    if result.get("plot"):
-        print(f"plot: {result['plot']}")
-    elif args.plot:
-        print("no plot: matplotlib is not installed", file=sys.stderr)
+    else:
+        print(f"renders {args.renders} ({len(result['render_files'])} file(s)) against the {args.split} split of "
+              f"{data}" + (f"; model {source}" if source else ""))
+        print(format_comparison(result))
+        if result.get("plot"):
+            print(f"plot: {result['plot']}")
+        elif args.plot and unwritten is None:
+            print("no plot: matplotlib is not installed", file=sys.stderr)
+    if unwritten is not None:  # after the result: the analysis it took is printed, not lost
+        raise ConfigError(f"--plot {args.plot}: cannot be written ({unwritten.strerror or unwritten}); the "
+                          "comparison is printed above; give --plot a file in a writable folder")
     return 0
+
+
+def _check_folder_takes_a_file(path) -> None:
+    """ConfigError where --plot's folder refuses a new file though it looks writable (a read-only or
+    special file system; root passes os.access everywhere): found by creating one, before the analysis."""
+    import tempfile
+
+    from wavegen.config import ConfigError
+
+    folder = Path(path).expanduser().parent
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise ConfigError(f"--plot {path}: its folder {folder} takes no new file ({err.strerror or err}); "
+                          "give --plot a file in a writable folder") from None
