@@ -113,6 +113,35 @@ def test_behind_when_played_slow_says_generation_alone_is_too_slow(tmp_path, cap
     assert remedy == "a smaller model or a faster backend keeps up"
 
 
+def test_one_window_slower_than_the_kept_up_time_is_not_taken_for_keeping_up(silent, monkeypatch, caplog):
+    """Behind, then no further delay for KEPT_UP_SECONDS because one window is still rendering: that is
+    not keeping up (it said so, then "falling behind" again at the next window, every window, on a model
+    whose window takes longer than that). Keeping up is that time played with as much audio rendered."""
+    import logging
+
+    import wavegen.serve
+    from wavegen.serve import _Pace
+    from wavegen.serve.broadcast import Broadcast
+
+    monkeypatch.setattr(wavegen.serve, "KEPT_UP_SECONDS", 0.2)
+    station = _station(silent, guard=False)  # windows of 1 s
+    broadcast = Broadcast(station.encoder.header, 0.0, 1.0, 5.0, 10.0)
+    pace = _Pace(station, broadcast)
+    with caplog.at_level(logging.INFO, logger="wavegen.serve"):
+        broadcast.delay_seconds += 1.0  # as the pacer adds a late page's wait
+        pace.check()
+        time.sleep(0.3)  # no further delay, but no audio rendered either: the window still renders
+        pace.check()
+        assert "keeps up with real time again" not in caplog.text and pace.behind
+        broadcast.delay_seconds += 1.0  # the window came, late: no second warning
+        pace.check()
+        _play(station, 1)  # then 1 s of audio rendered, with no delay for longer than KEPT_UP_SECONDS
+        time.sleep(0.3)
+        pace.check()
+    assert caplog.text.count("falling behind real time") == 1
+    assert caplog.text.count("keeps up with real time again (2.0 s behind in all)") == 1 and not pace.behind
+
+
 # `python -m wavegen serve MODEL ...` (argv) once a line arrives on stdin, with its imports done and numba's
 # functions for MODEL's engine loaded before: seconds of CPU, tripled on a third of a CPU, where only the
 # start-up check needs the CPU busy (it times generation after a warm-up of its own)

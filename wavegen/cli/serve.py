@@ -45,6 +45,10 @@ def add_parser(sub) -> None:
                         "(default 10)")
     p.add_argument("--lag-seconds", type=float, default=30.0,
                    help="a listener this far behind the live edge skips ahead to it (default 30)")
+    p.add_argument("--idle-seconds", type=float, default=15.0,
+                   help="a connection with no request under way (none yet, one half sent, or idle between two) is "
+                        "closed after this long, so idle ones cannot hold the server's file descriptors (default 15; "
+                        "more behind a proxy that keeps its connections open, less on a busy public server)")
     p.add_argument("--allow-slow", action="store_true",
                    help="play a model slower than real time (with a growing delay) instead of refusing it")
     p.add_argument("--no-guard", dest="guard", action="store_false",
@@ -65,8 +69,8 @@ def run(args) -> int:
                              buffer_seconds=args.buffer_seconds, burst_seconds=args.burst_seconds,
                              max_listeners=args.max_listeners,
                              max_listeners_per_client=args.max_listeners_per_client, stall_seconds=args.stall_seconds,
-                             lag_seconds=args.lag_seconds, allow_slow=args.allow_slow, guard=args.guard,
-                             guard_seconds=args.guard_seconds, guard_attempts=args.guard_attempts)
+                             lag_seconds=args.lag_seconds, idle_seconds=args.idle_seconds, allow_slow=args.allow_slow,
+                             guard=args.guard, guard_seconds=args.guard_seconds, guard_attempts=args.guard_attempts)
 
     def ready(url: str) -> None:  # on stdout, so a script can read where to listen
         print(f"listening: {url}", flush=True)

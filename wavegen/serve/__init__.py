@@ -31,10 +31,6 @@ logger = logging.getLogger(__name__)
 
 STOP_POLL_SECONDS = 0.2  # how often the server looks for a stop request
 KEPT_UP_SECONDS = 30.0  # this long without falling further behind: the station keeps up again
-# a connection with no request under way (none yet, one half sent, or idle between two) is closed after
-# this long: aiohttp's default holds one for an hour, and each holds a file descriptor (the page asks
-# for /status every second, on the same connection)
-IDLE_SECONDS = 15.0
 
 
 def _url(host: str, port: int) -> str:
@@ -125,17 +121,21 @@ class _Pace:
         self.delay = broadcast.delay_seconds
         self.behind = False
         self.late_at = 0.0  # when it last fell further behind (monotonic)
+        self.late_position = 0  # the samples the station had rendered then
 
     def check(self) -> None:
         delay, station, now = self.broadcast.delay_seconds, self.station, time.monotonic()
         if delay > self.delay:
-            self.late_at = now
+            self.late_at, self.late_position = now, station.position
         if delay > self.delay and not self.behind:
             self.behind = True
             why, remedy = _why_behind(station)
             logger.warning("the broadcast is falling behind real time: %s; it plays on with a growing delay "
                            "(delay_seconds in /status): %s", why, remedy)
-        elif self.behind and now - self.late_at >= KEPT_UP_SECONDS:
+        # kept up: KEPT_UP_SECONDS played on time, and as much audio rendered meanwhile (not one window that
+        # takes that long to render, after which it falls behind again and would say so again)
+        elif self.behind and now - self.late_at >= KEPT_UP_SECONDS and \
+                (station.position - self.late_position) / station.sample_rate >= KEPT_UP_SECONDS:
             self.behind = False
             logger.info("the broadcast keeps up with real time again (%.1f s behind in all)", delay)
         self.delay = delay
@@ -145,17 +145,23 @@ def serve(target: str, settings: ServeSettings, checkpoint: str | None = None, o
     """Play ``target`` (a preset, config, model, run folder or checkpoint) until stopped.
 
     ``on_ready(url)`` is called once the server listens and the station plays. Returns the
-    last /status. Raises ServeError (or ConfigError) for a setting that cannot work, a port in use
-    (both before the model loads), a model too slow for real time (without ``allow_slow``), an
+    last /status ({} where SIGINT or SIGTERM came before it listened: it stops without listening).
+    Raises ServeError (or ConfigError) for a setting that cannot work, a port in use (both before
+    the model loads), a model too slow for real time (without ``allow_slow``), an
     archive of another broadcast or a failing disk.
     """
     settings.validate()
     _check_address(settings.host, settings.port)  # not after the model loaded and was timed
-    station = Station(target, settings, checkpoint)
     with StopSignals("stopping the stream" + (" and saving the archive's snapshot" if settings.archive else "")) \
             as stop:
-        station.open()
+        # a stop asked for during the model's load or the start-up check: it never listens, so never says it does
+        station = Station(target, settings, checkpoint)
+        if not stop.requested:
+            station.open()
         try:
+            if stop.requested:
+                logger.info("stopped before the stream started")
+                return {}
             return asyncio.run(_run(station, stop, on_ready))
         finally:
             station.stop()
@@ -172,7 +178,7 @@ async def _run(station: Station, stop: StopSignals, on_ready) -> dict:
     broadcast = Broadcast(station.encoder.header, station.position / station.sample_rate, s.burst_seconds,
                           s.lag_seconds, s.stall_seconds)
     runner = web.AppRunner(make_app(station, broadcast), handle_signals=False, access_log=None,
-                           shutdown_timeout=2.0, logger=http_logger(), keepalive_timeout=IDLE_SECONDS)
+                           shutdown_timeout=2.0, logger=http_logger(), keepalive_timeout=s.idle_seconds)
     await runner.setup()
     try:
         site = web.TCPSite(runner, s.host, s.port)

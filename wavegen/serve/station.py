@@ -91,6 +91,10 @@ class ServeSettings:
     max_listeners_per_client: int | None = None
     stall_seconds: float = 10.0  # a listener whose socket takes no data for this long is dropped
     lag_seconds: float = 30.0  # a listener this far behind the live edge skips ahead to it
+    # a connection with no request under way (none yet, one half sent, or idle between two) is closed after
+    # this long: aiohttp's default holds one for an hour, and each holds a file descriptor (the page asks
+    # for /status every second, on the same connection)
+    idle_seconds: float = 15.0
     allow_slow: bool = False  # play a model slower than real time, with a growing delay
     guard: bool = True
     guard_seconds: float = 2.0
@@ -102,7 +106,7 @@ class ServeSettings:
 
     def validate(self) -> None:
         """ServeError (or render's ConfigError) naming the first setting that cannot work; needs no model."""
-        for name in ("archive_part_seconds", "buffer_seconds", "stall_seconds", "lag_seconds"):
+        for name in ("archive_part_seconds", "buffer_seconds", "stall_seconds", "lag_seconds", "idle_seconds"):
             check_seconds(f"--{name.replace('_', '-')}", getattr(self, name))
         if not (math.isfinite(self.burst_seconds) and self.burst_seconds >= 0):
             raise ServeError(f"--burst-seconds {self.burst_seconds}: must be a finite number of seconds, 0 or more")
