@@ -141,7 +141,8 @@ def test_model_errors_leave_no_new_out_and_an_existing_one_untouched(model, tmp_
     shutil.copytree(model, broken)
     weights = broken / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:len(weights.read_bytes()) // 2])
-    for source, s, message in ((broken, settings(0.125), "damaged or not a safetensors file"),
+    damaged = r"were written \(truncated or changed\): the model folder is damaged"
+    for source, s, message in ((broken, settings(0.125), damaged),
                                (model, settings(0.125, precision="fp16"), "precision fp16 is not supported"),
                                (model, settings(0.125, label="a"), "not trained with labels")):
         with pytest.raises(WavegenError, match=message):

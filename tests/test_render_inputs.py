@@ -18,6 +18,7 @@ from wavegen import memory
 from wavegen.audio import load_mono, quantize
 from wavegen.checkpoint import load_model
 from wavegen.cli import main
+from wavegen.config import ConfigError
 from wavegen.fileio import sha256_file
 from wavegen.render import RenderFolder, RenderStateError, render
 
@@ -205,3 +206,27 @@ def test_a_render_begun_from_best_resumes_from_the_checkpoint_it_was_chosen_from
                  "--seconds", "0.25"]) == 0, capsys.readouterr().err
     assert not capsys.readouterr().err  # the same weights: complete, nothing to do
     assert np.array_equal(read_pcm(out / "stream_000.wav"), direct_pcm(model, 1, SR // 4)[0])
+
+
+@pytest.mark.parametrize("typed, says", [
+    ("0", "--temperature 0: every temperature must be a positive number (0 is not)"),
+    ("1,-0.5", "--temperature 1,-0.5: every temperature must be a positive number (-0.5 is not)"),
+    ("1,,2", "--temperature 1,,2: an empty item (two commas, or one at an end)"),
+    ("1,", "--temperature 1,: an empty item"),
+    ("1,warm", "--temperature 1,warm: 'warm' is not a number"),
+])
+def test_a_temperature_mistake_names_the_value_as_typed(model, tmp_path, capsys, typed, says):
+    """--temperature as the user typed it (not "[0.0]"), and an empty item is refused, not skipped."""
+    out = tmp_path / "out"
+    assert main(["-q", "render", str(model), "--out", str(out), f"--temperature={typed}", "--seconds", "0.05"]) == 2
+    assert one_error_line(capsys).startswith(f"wavegen render: error: {says}")
+    assert not out.exists()
+
+
+def test_temperatures_are_read_as_typed():
+    from wavegen.render.settings import parse_temperatures
+
+    assert parse_temperatures("0.8, 1,1.25") == [0.8, 1.0, 1.25]
+    assert parse_temperatures("2") == [2.0]
+    with pytest.raises(ConfigError, match=r"^--temperature 0.5,0: every temperature must be a positive number"):
+        settings(0.1, temperature=[0.5, 0.0]).validate()

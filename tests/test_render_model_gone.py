@@ -102,3 +102,59 @@ def test_a_finished_render_whose_best_is_gone_and_whose_weights_no_checkpoint_ho
                  "--seconds", "0.125"]) == 2
     assert "a training run with no model yet" in one_error_line(capsys)  # no best/, no checkpoint
 
+
+
+def test_a_render_whose_checkpoint_was_pruned_names_the_model_holding_its_weights(tmp_path, capsys):
+    """A render begun from --checkpoint step_N, rerun once a training that went on pruned step_N: told that
+    the checkpoint is gone and which kept checkpoint, or the run's best/, holds the same weights (resuming
+    from it gives the same render), or that none does."""
+    model = make_model(tmp_path / "model")
+    run, out = make_run(model, tmp_path / "run"), tmp_path / "out"
+    flags = [*map(str, FLAGS[2:]), "--seconds", "0.125"]
+    render(run, out, settings(0.125), progress=False, checkpoint="step_5")
+    checkpoints = run / "checkpoints"
+    shutil.copytree(checkpoints / "step_5", checkpoints / "step_9")  # the same weights, kept on
+    shutil.rmtree(checkpoints / "step_5")
+    gone = (f"wavegen render: error: --checkpoint step_5: {out} holds a finished render begun from the checkpoint "
+            f"{(checkpoints / 'step_5').resolve()} (model_sha256=")
+    assert main(["-q", "render", str(run), "--checkpoint", "step_5", "--out", str(out), *flags]) == 2
+    line = one_error_line(capsys)
+    assert line.startswith(gone) and line.endswith(
+        f"which is gone (pruned by a training that went on, or deleted); the kept checkpoint "
+        f"{(checkpoints / 'step_9').resolve()} holds the same weights: rerun with --checkpoint step_9 to check it, "
+        "or choose another --out"), line
+    shutil.rmtree(checkpoints / "step_9")
+    (checkpoints / "step_7").mkdir()  # another checkpoint (other weights), as a training that went on keeps
+    make_model(checkpoints / "step_7", seed=1)
+    (checkpoints / "step_7" / "trainer_state.json").write_text(json.dumps({"step": 7}))
+    assert main(["-q", "render", str(run), "--checkpoint", "step_5", "--out", str(out), *flags]) == 2
+    assert one_error_line(capsys).endswith(
+        "the run's best/ holds the same weights: rerun without --checkpoint to check it, or choose another --out")
+    assert main(["-q", "render", str(run), "--out", str(out), *flags]) == 0  # best/: the same render, complete
+    assert not capsys.readouterr().err
+    shutil.rmtree(run / "best")
+    make_model(run / "best", seed=2)  # a best/ of other weights
+    assert main(["-q", "render", str(run), "--checkpoint", "step_5", "--out", str(out), *flags]) == 2
+    assert one_error_line(capsys).endswith(
+        "and neither a kept checkpoint nor the run's best/ holds its weights, so it cannot be checked: pass "
+        "--restart with a model that is there (e.g. --checkpoint last), or choose another --out")
+
+
+def test_a_render_from_the_last_checkpoint_resumed_once_it_was_pruned_names_best(tmp_path):
+    """--checkpoint last names a newer checkpoint once the one the render began from was pruned: the refusal
+    says the run's best/ holds the weights it began with (best/'s tensors hashed as a checkpoint holds them)."""
+    from wavegen.render.model_change import model_differs
+
+    model = make_model(tmp_path / "model")
+    run = make_run(model, tmp_path / "run")
+    began = (run / "checkpoints" / "step_5").resolve()
+    saved = {"model": str(began), "model_sha256": sha256_file(began / "model.safetensors")}
+    newer = make_model(run / "checkpoints" / "step_9", seed=1)
+    current = {"model": str(newer.resolve()), "model_sha256": sha256_file(newer / "model.safetensors")}
+    assert "resume it with --checkpoint step_5 (the weights it began with)" in model_differs(tmp_path, saved, current)
+    shutil.rmtree(began)
+    assert "; resume it without --checkpoint (the run's best/ holds the weights it began with), pass --restart" in \
+        model_differs(tmp_path, saved, current)
+    shutil.rmtree(run / "best")
+    make_model(run / "best", seed=2)
+    assert "; pass --restart" in model_differs(tmp_path, saved, current)

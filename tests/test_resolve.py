@@ -143,7 +143,8 @@ def test_checkpoint_best_says_that_best_is_what_the_run_names(tmp_path):
     """--checkpoint best: the run's best/ is not a checkpoint, it is the model the run folder names."""
     run = tmp_path / "run"
     (run / "checkpoints" / "step_3").mkdir(parents=True)
-    (run / "checkpoints" / "step_3" / "trainer_state.json").write_text("{}")
+    (run / "checkpoints" / "step_3" / "trainer_state.json").write_text('{"step": 3}')
+    (run / "checkpoints" / "step_3" / "model.safetensors").write_bytes(b"")  # listed as usable: no files record
     (run / "config.json").write_text("{}")
     for name in ("best", "best/"):
         with pytest.raises(ConfigError) as caught:
@@ -171,7 +172,7 @@ def test_an_altered_checkpoint_is_refused_naming_the_file(tmp_path, run_dir, cap
     weights = copy / "checkpoints" / "step_6" / "model.safetensors"
     flip_byte(weights)
     with pytest.raises(CheckpointError, match=rf"^{weights}: its content differs .*sha256.*give another "
-                                              r"--checkpoint \(kept: step_4, step_6\)"):
+                                              r"--checkpoint \(kept: step_4; damaged, not usable: step_6\)"):
         resolve_model(copy, checkpoint="step_6")
     with pytest.raises(CheckpointError, match="step_6/model.safetensors"):
         resolve_model(copy, checkpoint="last")
@@ -212,8 +213,12 @@ def test_a_truncated_weights_file_is_named(tmp_path, run_dir):
     data = (copy / "model.safetensors").read_bytes()
     (copy / "model.safetensors").write_bytes(data[: len(data) // 2])
     ref = resolve_model(copy)
-    with pytest.raises(CheckpointError, match=rf"{copy / 'model.safetensors'}: damaged"):
+    with pytest.raises(CheckpointError, match=rf"{copy / 'model.safetensors'}: {len(data) // 2} bytes, {len(data)} "
+                                              r"were written \(truncated or changed\)"):
         ref.load()
+    (copy / "weights.json").unlink()  # a folder of an older wavegen: the header does not fit the file
+    with pytest.raises(CheckpointError, match=rf"{copy / 'model.safetensors'}: damaged"):
+        resolve_model(copy).load()
 
 
 def test_strip_wrappers():
@@ -234,3 +239,46 @@ def test_trained_weights_are_hashed_once_and_checked(tmp_path, run_dir, monkeypa
         monkeypatch.setattr(module, "sha256_file", lambda path: pytest.fail(f"{path} hashed again"))
     assert best.weights_sha256() == best.sha256 and step.weights_sha256() == step.sha256
     assert step.load() is not None and best.load() is not None
+
+
+def test_a_damaged_checkpoint_is_not_offered_as_kept(tmp_path, run_dir):
+    """The checkpoints an error lists for --checkpoint are those that can be rendered: one whose weights
+    are truncated is listed as damaged, and "last" is offered only where the newest is intact."""
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    step4 = copy / "checkpoints" / "step_4" / "model.safetensors"
+    step4.write_bytes(step4.read_bytes()[:1000])
+    with pytest.raises(ConfigError) as caught:
+        resolve_model(copy, checkpoint="step_9")
+    assert str(caught.value).endswith("kept: step_6 (or last); damaged, not usable: step_4"), caught.value
+    with pytest.raises(CheckpointError, match=r"give another --checkpoint \(kept: step_6; damaged, not usable: "
+                                              r"step_4\)$"):
+        resolve_model(copy, checkpoint="step_4")
+    flip_byte(copy / "checkpoints" / "step_6" / "model.safetensors")
+    with pytest.raises(ConfigError) as caught:
+        resolve_model(copy, checkpoint="step_9")
+    assert str(caught.value).endswith("kept: none intact; damaged, not usable: step_4, step_6"), caught.value
+
+
+def test_a_damaged_best_names_the_checkpoint_to_render_instead(tmp_path, run_dir):
+    """A truncated best/model.safetensors is named as damaged (not as a header that does not fit), with the
+    kept checkpoint holding the same weights; where none holds them, the intact kept checkpoints."""
+    from wavegen.checkpoint import save_model
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    ref = resolve_model(copy, checkpoint="step_6")
+    save_model(ref.load(), ref.config, copy / "best")  # best/ written from step 6, as training writes it
+    best = copy / "best" / "model.safetensors"
+    best.write_bytes(best.read_bytes()[:1000])
+    written = json.loads((copy / "best" / "weights.json").read_text())["files"]["model.safetensors"]["bytes"]
+    with pytest.raises(CheckpointError) as caught:
+        resolve_model(copy).load()
+    assert str(caught.value) == (
+        f"{best}: 1000 bytes, {written} were written (truncated or changed): the model folder is damaged; the kept checkpoint step_6 holds the same "
+        f"weights: give {copy} --checkpoint step_6 instead (the same model), or copy the folder again from where it "
+        "came from")
+    shutil.rmtree(copy / "checkpoints" / "step_6")
+    with pytest.raises(CheckpointError, match=rf"damaged; no kept checkpoint holds its weights; give {copy} "
+                                              r"--checkpoint last \(step_4\) instead, or copy"):
+        resolve_model(copy).load()

@@ -92,12 +92,34 @@ def has_best(run) -> bool:
 
 def restore_missing_best(run) -> None:
     """A resumed run whose best/ was removed: back from the checkpoint that scored it (main process;
-    every process stops when that write fails)."""
+    every process stops when that write fails). A best/ written past the checkpoint (by a session killed
+    before its next checkpoint) is kept, and its score is the one to beat (:func:`keep_best_past_checkpoint`)."""
+    keep_best_past_checkpoint(run)
+
     def restore():
         if run.best_val is not None and not has_best(run):
             restore_best(run.run_dir, run.config, run.best_val, run.step, best_extra(run))
 
     on_main(run.accelerator, restore, f"the best model in {run.run_dir / 'best'}", run.checkpoint)
+
+
+def keep_best_past_checkpoint(run) -> None:
+    """Every process, on resuming from step ``run.step``: where metrics.jsonl (not yet cut back to the
+    checkpoint) marks a validation after that step as best and best/ is there, best/ holds that validation's
+    model (written before its row), from a session stopped before its next checkpoint. It stays best/, and
+    its score becomes the best on record, so what the run reports of best/ is true and a later model
+    replaces it only by beating it."""
+    row = best_row(run.run_dir)
+    if row is None or row["step"] <= run.step or not has_best(run):
+        return
+    bits = float(row["val_bits"])
+    if run.best_val is not None and bits >= run.best_val:
+        return
+    if run.main:
+        logger.warning("%s holds the model of step %d (validation %.4f bits/sample), written by a session stopped "
+                       "before its next checkpoint; resuming from step %d, it stays the best model until a "
+                       "validation beats it", run.run_dir / "best", row["step"], bits, run.step)
+    run.best_val, run.best_samples = bits, row.get("val_samples")
 
 
 def save_best(run) -> None:

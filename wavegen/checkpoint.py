@@ -322,11 +322,11 @@ def file_damage(path: Path, want) -> tuple[str | None, str | None]:
     return None, digest
 
 
-def verified_weights_sha256(weights: Path) -> str | None:
+def verified_weights_sha256(weights: Path, advice=None) -> str | None:
     """The sha256 of a model folder's weights file, checked against what :func:`save_model` recorded in
     the folder's weights.json (hashed once). None when the folder has no record (written by an older
     wavegen: trusted, not hashed). CheckpointError naming the file when it differs, or when the record
-    is unreadable."""
+    is unreadable; ``advice()`` (when given, and not None) says what to do instead of the generic advice."""
     weights = Path(weights)
     record = weights.parent / WEIGHTS_RECORD
     if not record.is_file():
@@ -340,7 +340,7 @@ def verified_weights_sha256(weights: Path) -> str | None:
                               f"{_DAMAGED_FOLDER_ADVICE}") from None
     why, digest = file_damage(weights, want)
     if why is not None:
-        raise CheckpointError(f"{why}: the model folder is damaged; {_DAMAGED_FOLDER_ADVICE}")
+        raise CheckpointError(f"{why}: the model folder is damaged; {(advice and advice()) or _DAMAGED_FOLDER_ADVICE}")
     return digest
 
 

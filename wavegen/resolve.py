@@ -70,9 +70,10 @@ class ModelRef:
         """The model in eval mode on ``device``: trained weights where there are any. The weights
         file's header is checked against the config before anything is built, and a model folder's
         weights against the sha256 they were written with (:meth:`check_weights`) before they are read."""
+        if self.weights is not None:
+            self.check_weights()  # first: a damaged file is named as damaged, with what to render instead
         model = self.build(device)
         if self.weights is not None:
-            self.check_weights()
             _load_into(model, self.weights)
         return model.to(device).eval()
 
@@ -83,7 +84,7 @@ class ModelRef:
         if self.kind in ("model", "run") and self.sha256 is None:
             from wavegen.checkpoint import verified_weights_sha256
 
-            self.sha256 = verified_weights_sha256(self.weights)
+            self.sha256 = verified_weights_sha256(self.weights, lambda: _instead_of_best(self.folder))
 
     def weights_sha256(self) -> str | None:
         """The weights file's sha256 (None without weights), checked as :meth:`check_weights` does
@@ -155,10 +156,9 @@ def _checkpoint_ref(run_dir: Path, checkpoint: str) -> ModelRef:
         match = _STEP.match(checkpoint) or re.match(r"^(\d+)$", checkpoint)
         steps = {s: f for s, f in found}
         if match is None or int(match.group(1)) not in steps:
-            kept = ", ".join(f"step_{s}" for s, _ in found)
             best = ("; the run's best/ is what the run folder names without --checkpoint"
                     if checkpoint.strip("/") == "best" else "")
-            raise ConfigError(f"--checkpoint {checkpoint}: no such checkpoint in {run_dir}; kept: {kept} (or last)"
+            raise ConfigError(f"--checkpoint {checkpoint}: no such checkpoint in {run_dir}; {kept_checkpoints(found)}"
                               f"{best}")
         step, folder = int(match.group(1)), steps[int(match.group(1))]
     weights = checkpoint_weights(folder)
@@ -168,6 +168,55 @@ def _checkpoint_ref(run_dir: Path, checkpoint: str) -> ModelRef:
     which = ", averaged weights" if weights.name == AVERAGED_MODEL else ""
     return ModelRef("checkpoint", f"{folder} (step {step}{which})", read_config(run_dir / CONFIG_FILE), weights,
                     folder, sha256)
+
+
+def usable_checkpoint(folder: Path) -> bool:
+    """Whether ``--checkpoint`` can render the checkpoint ``folder``: its weights (:func:`checkpoint_weights`)
+    are there with the size and sha256 its trainer_state.json lists (hashed: for errors and hints only)."""
+    from wavegen.checkpoint import checkpoint_damage
+
+    weights = checkpoint_weights(folder)
+    return weights.is_file() and checkpoint_damage(folder, only=(weights.name,)) is None
+
+
+def kept_checkpoints(found: list[tuple[int, Path]], or_last: bool = True) -> str:
+    """For an error: the kept checkpoints (``found``: :func:`run_checkpoints`) a user may give to --checkpoint,
+    "kept: step_4, step_6 (or last)", then those whose weights are damaged or missing, which are not usable."""
+    usable, damaged = [], []
+    for step, folder in found:
+        (usable if usable_checkpoint(folder) else damaged).append(step)
+    text = "kept: " + (", ".join(f"step_{s}" for s in usable) if usable else "none intact")
+    if or_last and usable and usable[-1] == found[-1][0]:
+        text += " (or last)"
+    if damaged:
+        text += f"; damaged, not usable: {', '.join(f'step_{s}' for s in damaged)}"
+    return text
+
+
+def _instead_of_best(folder: Path) -> str | None:
+    """What to render instead of a run's damaged best/ (``folder``): the kept checkpoint that holds the
+    same weights, else the intact kept ones; None where ``folder`` is not a run's best/ or no kept
+    checkpoint is intact."""
+    from wavegen.render.model_change import BEST_FOLDERS, checkpoint_with
+
+    folder = Path(folder)
+    found = run_checkpoints(folder.parent) if folder.name in BEST_FOLDERS else []
+    usable = [step for step, path in found if usable_checkpoint(path)]
+    if not usable:
+        return None
+    try:
+        sha = load_json(folder / WEIGHTS_RECORD)["files"][MODEL_FILE]["sha256"]
+    except (ConfigError, KeyError, TypeError):  # no record (an older wavegen) or a damaged one
+        sha = None
+    same = checkpoint_with(str(folder), sha) if isinstance(sha, str) else None
+    if same is not None:
+        return (f"the kept checkpoint step_{same[0]} holds the same weights: give {folder.parent} --checkpoint "
+                f"step_{same[0]} instead (the same model), or copy the folder again from where it came from")
+    last = f"--checkpoint last (step_{usable[-1]})" if usable[-1] == found[-1][0] else f"--checkpoint step_{usable[-1]}"
+    others = ", ".join(f"step_{step}" for step in usable[:-1])
+    return (f"no kept checkpoint holds its weights; give {folder.parent} {last}"
+            f"{f' or another kept one ({others})' if others else ''} instead, or copy the folder again from "
+            "where it came from")
 
 
 def checkpoint_weights(folder: Path) -> Path:
@@ -185,8 +234,8 @@ def _check_listed(weights: Path, found: list[tuple[int, Path]]) -> str | None:
 
     why = checkpoint_damage(weights.parent, only=(weights.name,))
     if why is not None:
-        kept = ", ".join(f"step_{s}" for s, _ in found)
-        raise CheckpointError(f"{why}: the checkpoint is damaged; give another --checkpoint (kept: {kept})")
+        raise CheckpointError(f"{why}: the checkpoint is damaged; give another --checkpoint "
+                              f"({kept_checkpoints(found, or_last=False)})")
     listed = load_json(weights.parent / "trainer_state.json").get("files") or {}
     want = listed.get(weights.name)
     return want.get("sha256") if isinstance(want, dict) else None

@@ -46,17 +46,14 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from wavegen.config import ConfigError
     from wavegen.distributed import launch_rank
     from wavegen.render import RenderSettings, render
+    from wavegen.render.settings import parse_temperatures
 
     apply_threads(args)
     check_device(args.device)
-    try:
-        temps = [float(t) for t in str(args.temperature).split(",") if t.strip()]
-    except ValueError:
-        raise ConfigError(f"--temperature {args.temperature}: not a number or a comma list of numbers") from None
-    settings = RenderSettings(seconds=args.seconds, streams=args.streams, seed=args.seed, temperature=temps,
+    settings = RenderSettings(seconds=args.seconds, streams=args.streams, seed=args.seed,
+                              temperature=parse_temperatures(args.temperature),
                               prime=args.prime, prime_seconds=args.prime_seconds, label=args.label,
                               backend=args.backend, device=args.device, precision=args.precision, format=args.format,
                               block_seconds=args.block_seconds, snapshot_seconds=args.snapshot_seconds,

@@ -56,8 +56,8 @@ def render(model: str | Path, out_dir: str | Path, settings: RenderSettings, pro
     try:
         ref = resolve_render_model(model, checkpoint)
     except ConfigError:
-        if checkpoint is None and not restart:  # best/ gone since the render in out_dir began from it?
-            _refuse_if_model_gone(model, out_dir)
+        if not restart:  # best/ or the checkpoint gone since the render in out_dir began from it?
+            _refuse_if_model_gone(model, out_dir, checkpoint)
         raise
     total = settings.total_samples(ref.sample_rate)
     procs = Processes()
@@ -102,12 +102,12 @@ def resolve_render_model(model: str | Path, checkpoint: str | None = None) -> Mo
     return ref
 
 
-def _refuse_if_model_gone(model: str | Path, out_dir: str | Path) -> None:
-    """RenderStateError where ``model`` holds no model now and the render in ``out_dir`` began from it
-    (:func:`~wavegen.render.model_change.model_gone`: it names the checkpoint of the same weights)."""
+def _refuse_if_model_gone(model: str | Path, out_dir: str | Path, checkpoint: str | None = None) -> None:
+    """RenderStateError where ``model`` (its ``checkpoint``) holds no model now and the render in ``out_dir``
+    began from it (:func:`~wavegen.render.model_change.model_gone`: it names the model of the same weights)."""
     folder = RenderFolder(out_dir, 1, "wav")
     began, complete = folder.recorded("model")
-    message = model_gone(folder.out_dir, model, began, folder.recorded("model_sha256")[0], complete)
+    message = model_gone(folder.out_dir, model, began, folder.recorded("model_sha256")[0], complete, checkpoint)
     if message is not None:
         raise RenderStateError(message)
 

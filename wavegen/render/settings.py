@@ -88,11 +88,31 @@ class RenderSettings:
             raise ConfigError(f"--guard-attempts {self.guard_attempts}: must be >= 0")
         temps = list(np.atleast_1d(np.asarray(self.temperature, dtype=np.float64)))
         if not temps or not all(math.isfinite(t) and t > 0 for t in temps):
-            raise ConfigError(f"--temperature {self.temperature}: every temperature must be a positive number")
+            typed = ",".join(f"{t:g}" for t in temps)  # as a user types it, not a Python list
+            raise ConfigError(f"--temperature {typed}: every temperature must be a positive number")
 
     def total_samples(self, sample_rate: int) -> int:
         """Samples per stream at ``sample_rate``; ConfigError where the length is impossible for the format."""
         return check_length(self.seconds, sample_rate, self.format)
+
+
+def parse_temperatures(text: str) -> list[float]:
+    """``--temperature`` as typed ("0.9" or a comma list "0.8,1,1.2") → the temperatures; ConfigError naming
+    the value as typed when an item is empty, not a number, or not a positive number."""
+    temps = []
+    for item in str(text).split(","):
+        if not item.strip():
+            raise ConfigError(f"--temperature {text}: an empty item (two commas, or one at an end); give a number or "
+                              "a comma list of numbers such as 0.8,1.0")
+        try:
+            temps.append(float(item))
+        except ValueError:
+            raise ConfigError(f"--temperature {text}: {item.strip()!r} is not a number; give a number or a comma "
+                              "list of numbers such as 0.8,1.0") from None
+        if not (math.isfinite(temps[-1]) and temps[-1] > 0):
+            raise ConfigError(f"--temperature {text}: every temperature must be a positive number "
+                              f"({item.strip()} is not)")
+    return temps
 
 
 def check_seconds(flag: str, value) -> None:
