@@ -18,6 +18,7 @@ from wavegen.checkpoint import load_model
 from wavegen.cli import main
 from wavegen.fileio import sha256_file
 from wavegen.render import render
+from wavegen.render.writers import load_snapshot
 
 pytestmark = pytest.mark.slow
 
@@ -48,10 +49,14 @@ def one_error_line(capsys) -> str:
 
 def interrupted(out: Path, *args, after: int = 0) -> int:
     """`wavegen render ARGS --out OUT` as a real process, Ctrl-C'd once its snapshot holds more than
-    ``after`` samples; → the samples its snapshot held then."""
+    ``after`` samples, and more than the snapshot OUT held before it started (the last session's, which
+    its stop may have carried past ``after``: taken for this one's, the signal came while it imported);
+    → the samples its snapshot held then."""
+    snapshot = out / ".state" / "rank0.npz"
+    before = load_snapshot(snapshot)[1] if snapshot.is_file() else 0
     proc = subprocess.Popen(cli(*args, "--out", out, *FLAGS), env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    written = wait_for_snapshot(proc, out / ".state" / "rank0.npz", after + 1)
+    written = wait_for_snapshot(proc, snapshot, max(after, before) + 1)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err

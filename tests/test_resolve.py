@@ -275,9 +275,9 @@ def test_a_damaged_best_names_the_checkpoint_to_render_instead(tmp_path, run_dir
     with pytest.raises(CheckpointError) as caught:
         resolve_model(copy).load()
     assert str(caught.value) == (
-        f"{best}: 1000 bytes, {written} were written (truncated or changed): the model folder is damaged; the kept checkpoint step_6 holds the same "
-        f"weights: give {copy} --checkpoint step_6 instead (the same model), or copy the folder again from where it "
-        "came from")
+        f"{best}: 1000 bytes, {written} were written (truncated or changed): the model folder is damaged; the kept "
+        f"checkpoint step_6 holds the same weights: give {copy} --checkpoint step_6 instead (the same model), or "
+        "copy the folder again from where it came from")
     shutil.rmtree(copy / "checkpoints" / "step_6")
     with pytest.raises(CheckpointError, match=rf"damaged; no kept checkpoint holds its weights; give {copy} "
                                               r"--checkpoint last \(step_4\) instead, or copy"):
