@@ -53,6 +53,9 @@ REFUSED = [  # (--set, the start of the one-line error)
     ("train.sample_seconds=Infinity", "train.sample_seconds=inf: must be a finite number"),
     ("train.sample_streams=1000000000", "train.sample_streams=1000000000: give 1 <= streams <= 64"),
     ("train.num_workers=-1", "train.num_workers=-1: give 0 <= threads <= 64"),
+    ("train.label_balance=2", "train.label_balance=2.0: give 0 <= balance <= 1 (0 draws each label as often as its "
+                              "audio; 1 every label equally often)"),
+    ("train.label_balance=equal", "train.label_balance='equal': expected a number"),
     ("train.num_workers=1000000", "train.num_workers=1000000: give 0 <= threads <= 64"),
     ("data.corpus=NaN", "data.corpus=nan: the corpus is the one --data names"),
     ("model.n_rnn=1e12", "model.n_rnn=1000000000000: at most 4096 recurrent layers per tier"),  # not built

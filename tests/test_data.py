@@ -13,8 +13,8 @@ from conftest import tiny_samplernn, tiny_wavenet
 
 from wavegen.audio import int16_to_float, quantize, silence_code
 from wavegen.config import ConfigError, TrainConfig
-from wavegen.data import (BatchBuildingStopped, CorpusTooShort, RandomCrops, TBPTTBatches, local_streams,
-                          make_batches, unused_settings)
+from wavegen.data import (BatchBuildingStopped, CorpusTooShort, RandomCrops, TBPTTBatches, batch_warnings,
+                          draw_weights, local_streams, make_batches, unused_settings)
 from wavegen.signals import StopSignals
 
 AUDIO = (np.sin(np.arange(50_000) * 0.01) * 20_000).astype(np.int16)
@@ -131,3 +131,47 @@ def test_a_signal_stops_a_long_batch_build():
         elapsed = time.perf_counter() - start
     timer.join()
     assert stop.name == "SIGTERM" and elapsed < 10
+
+
+def drawn_labels(balance, family=RandomCrops, steps=100):
+    """Labels of every stream over ``steps`` batches of 32, on label 0's 100,000 samples and label 1's 10,000."""
+    audio = (np.sin(np.arange(110_000) * 0.01) * 20_000).astype(np.int16)
+    segments = np.array([[0, 50_000, 0], [50_000, 50_000, 1], [100_000, 10_000, 2]])
+    cfg = TrainConfig(batch_size=32, seq_len=64, tbptt_windows=1, seed=3, label_balance=balance)
+    src = family(audio, segments, np.array([0, 0, 1]), cfg, 256, "linear", 16)
+    return np.concatenate([src.batch(step)["labels"].numpy() for step in range(steps)])
+
+
+@pytest.mark.parametrize("family", [RandomCrops, TBPTTBatches])
+def test_label_balance_draws_every_label_equally_often(family):
+    """A labelled corpus of 10:1: its small label trained 10 times less, with no way to change it. With
+    train.label_balance=1 each label is drawn about as often (3200 draws: within 5 points of half);
+    at 0 (the default) as its audio, 10:1; between, as its audio ** (1 - balance): 0.5 → sqrt(10):1."""
+    plain, balanced, half = (np.bincount(drawn_labels(b, family), minlength=2) for b in (0.0, 1.0, 0.5))
+    assert 8 < plain[0] / plain[1] < 12.5
+    assert abs(balanced[1] / balanced.sum() - 0.5) < 0.05
+    assert 2.5 < half[0] / half[1] < 4
+    assert np.array_equal(drawn_labels(1.0, family, 20), drawn_labels(1.0, family, 20))  # deterministic
+
+
+def test_label_balance_leaves_the_draws_within_a_label_by_its_audio_and_the_default_as_it_was():
+    spans, labels = np.array([40.0, 60.0, 5.0, 15.0]), np.array([0, 0, 1, 1])
+    assert np.array_equal(draw_weights(spans, labels, 0.0), spans / spans.sum())  # bit for bit, as before
+    equal = draw_weights(spans, labels, 1.0)
+    assert np.allclose(equal, [0.2, 0.3, 0.125, 0.375]) and equal.sum() == pytest.approx(1.0)
+    unlabelled = draw_weights(spans, np.full(4, -1), 1.0)
+    assert np.allclose(unlabelled, spans / spans.sum())
+
+
+def test_label_balance_on_windows_of_one_label_or_none_is_named_as_doing_nothing():
+    model = tiny_samplernn([8, 2])
+    cfg = TrainConfig(batch_size=2, seq_len=64, tbptt_windows=3, label_balance=1.0)
+
+    def said(labels):
+        return batch_warnings(make_batches(model, AUDIO, SEGMENTS, labels, cfg), model, cfg)
+
+    assert said(None) == ["train.label_balance=1 does nothing here: the training windows hold no labels (prep with "
+                          "--labels folders for some)"]
+    assert said(np.array([1, 1])) == ["train.label_balance=1 does nothing here: the training windows hold one label "
+                                      "alone"]
+    assert said(LABELS) == []

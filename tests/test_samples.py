@@ -201,12 +201,22 @@ def test_a_step_folder_of_other_sample_settings_is_drawn_again(run, corpus, tmp_
 
 def test_a_failure_to_sample_warns_and_training_goes_on(corpus, tmp_path, caplog):
     folder = tmp_path / "run"
-    folder.mkdir()
-    (folder / SAMPLES_DIR).write_text("a file in the way")
+    (folder / SAMPLES_DIR).mkdir(parents=True)
+    (folder / SAMPLES_DIR / ".tmp_step_2").write_text("a file in the way")
     with caplog.at_level(logging.WARNING):
         result = train(config_for(corpus, "train.max_steps=2"), folder, progress=False)
     assert result["status"] == "finished" and (folder / "best" / "model.safetensors").is_file()
     assert "samples of step 2 failed" in caplog.text and "training goes on" in caplog.text
+    # RUN/samples itself a file: said once at the start, not after rendering every set to fail writing it
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / SAMPLES_DIR).write_text("a file in the way")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        result = train(config_for(corpus, "train.max_steps=4"), blocked, progress=False)
+    assert result["status"] == "finished" and "failed" not in caplog.text
+    assert caplog.text.count(f"{blocked / SAMPLES_DIR}: not a folder (the run's training samples go there): no "
+                             "samples are drawn") == 1
     off = tmp_path / "off"
     train(config_for(corpus, "train.max_steps=2", "train.sample_interval=-1"), off, progress=False)
     assert not (off / SAMPLES_DIR).exists()

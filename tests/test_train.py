@@ -409,3 +409,18 @@ def test_sigterm_checkpoints_and_the_same_command_resumes(tiny_corpus, tmp_path)
     subprocess.run(cmd[:cmd.index("--max-steps") + 1] + [str(stopped_at + 2)] + cmd[cmd.index("--max-steps") + 2:],
                    check=True, capture_output=True, timeout=120)
     assert [s for s, _ in losses(run)][-3:] == [stopped_at, stopped_at + 1, stopped_at + 2]
+
+
+def test_training_twice_in_one_process_with_another_mixed_precision(tiny_corpus, tmp_path):
+    """A notebook: train() with train.mixed_precision=no, then bf16, in one Python process stopped with
+    accelerate's "AcceleratorState has already been initialized and cannot be changed". Each training now
+    has its own precision: bf16's losses differ from fp32's, and fp32 again repeats the first exactly."""
+    def losses_of(name, precision):
+        config = config_for(tiny_corpus, "train.max_steps=2", "train.val_interval=1000",
+                            f"train.mixed_precision={precision}")
+        assert train(config, tmp_path / name, progress=False)["status"] == "finished"
+        return [bits for _, bits in losses(tmp_path / name)]
+
+    first = losses_of("fp32", "no")
+    half = losses_of("bf16", "bf16")
+    assert losses_of("fp32_again", "no") == first and len(half) == 2 and half != first

@@ -274,7 +274,7 @@ def test_leftovers_of_a_killed_process_are_removed_at_the_next_start(tiny_corpus
 @pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 autocast works on a CUDA GPU")
 def test_fp16_on_a_cpu_is_named_as_having_no_effect(tiny_corpus, tmp_path):
     """accelerate keeps fp16 autocast at float32 on a CPU: the run trained in fp32 without a word. (A process
-    of its own: accelerate allows one precision per process.)"""
+    of its own: the CLI, its warning on stderr.)"""
     cmd = [sys.executable, "-m", "wavegen", "train", "--data", str(tiny_corpus), "--model", "samplernn-tiny", "--run",
            str(tmp_path / "run"), "--max-steps", "1", "--threads", "1"]
     cmd += [a for s in TINY_SAMPLERNN + ["train.mixed_precision=fp16"] for a in ("--set", s)]
@@ -369,3 +369,28 @@ def test_a_log_path_of_the_wrong_kind_is_one_line_naming_it_before_the_model_is_
     assert f"error: {path}: not {kind}: move it away" in one_line_error(capsys)
     shutil.rmtree(path) if path.is_dir() else path.unlink()
     assert cli_train(tiny_corpus, run, 4) == 0
+
+
+def test_a_resumed_run_validating_again_the_step_best_holds_marks_it_best(tiny_corpus, tmp_path, caplog):
+    """A session stopped after step 4's validation (the best) and before its checkpoint: the resumed run
+    trained steps 3 and 4 again, bit for bit, scored exactly the same and wrote "best": false (a tie is no
+    improvement), so metrics.jsonl named step 2 the best while best/ held step 4's model, and a best/
+    removed then never came back. (A tie at another step is still no improvement: the test above.)"""
+    run = tmp_path / "run"
+    config = config_for(tiny_corpus, "train.max_steps=4", "train.val_interval=2", "train.checkpoint_interval=2")
+    train(config, run, progress=False)
+    scored = [r for r in read_metrics(run) if "val_bits" in r]
+    assert [(r["step"], r["best"]) for r in scored] == [(2, True), (4, True)]
+    shutil.copytree(run / "best", tmp_path / "best")
+    shutil.rmtree(run / "checkpoints" / "step_4")  # stopped before step 4's checkpoint
+    with caplog.at_level(logging.INFO, logger="wavegen"):
+        assert train(config, run, progress=False)["best_val_bits"] == scored[1]["val_bits"]
+    assert [r for r in read_metrics(run) if "val_bits" in r] == scored
+    assert f"step 4: validation {scored[1]['val_bits']:.4f} bits/sample (best)" in caplog.text
+    assert same_weights(run / "best" / "model.safetensors", tmp_path / "best" / "model.safetensors")
+    shutil.rmtree(run / "best")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="wavegen"):
+        train(config, run, progress=False)
+    assert f"{run / 'best'} was missing: restored from checkpoints/step_4" in caplog.text
+    assert same_weights(run / "best" / "model.safetensors", tmp_path / "best" / "model.safetensors")

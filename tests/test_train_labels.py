@@ -6,8 +6,11 @@ import json
 import logging
 from dataclasses import replace
 
+import numpy as np
 import pytest
+import torch
 from conftest import TINY_SAMPLERNN, melody, write_audio_file
+from safetensors.torch import load_file
 
 from wavegen.cli import main
 from wavegen.config import ConfigError, TrainConfig, from_dict
@@ -16,7 +19,7 @@ from wavegen.data import batch_warnings, make_batches
 from wavegen.models import build_model, resolve_preset
 from wavegen.prep import prepare
 from wavegen.resolve import resolve_model
-from wavegen.train import resolve_run_config, train
+from wavegen.train import read_metrics, resolve_run_config, train
 
 SR = 16000
 
@@ -112,3 +115,45 @@ def test_a_label_folder_renamed_since_the_run_began_is_named_when_it_cannot_resu
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "holds other audio" in err
     assert "; its labels are ['alpha', 'gamma'], the run's ['alpha', 'beta'], so the run cannot resume" in err
+
+
+def test_balance_labels_draws_a_small_label_as_often_as_a_big_one_and_resumes_exactly(tmp_path, capsys):
+    """A corpus of 10:1 (label 'big' ten times the audio of 'small'): training drew 'small' ten times less,
+    with no way to change it. --balance-labels (train.label_balance=1) draws them equally often; the run
+    records it, and a resumed run trains exactly as an uninterrupted one."""
+    rec = tmp_path / "rec"
+    for i in range(10):
+        write_audio_file(rec / "big" / f"big{i}.wav", melody(2.0, 8000, seed=i), 8000)
+    write_audio_file(rec / "small" / "small0.wav", melody(2.0, 8000, seed=20), 8000)
+    prepare([rec], tmp_path / "corpus", sample_rate=8000, labels="folders", val_fraction=0.0, test_fraction=0.0,
+            progress=False)
+    corpus = Corpus(tmp_path / "corpus")
+    config = resolve_run_config(resolve_preset("samplernn-tiny"), corpus.dir, TINY_SAMPLERNN)
+    model = build_model(config)
+
+    def drawn(balance):
+        cfg = from_dict(TrainConfig, {**config["train"], "label_balance": balance, "batch_size": 32}, "train")
+        batches = make_batches(model, corpus.split("train"), corpus.segments("train"), corpus.segment_labels("train"),
+                               cfg)
+        return np.bincount(np.concatenate([batches.batch(s)["labels"].numpy() for s in range(0, 200, 2)]))
+
+    plain, balanced = drawn(0.0), drawn(1.0)
+    assert 7 < plain[0] / plain[1] < 14 and abs(balanced[1] / balanced.sum() - 0.5) < 0.05
+    plain_args = ["-q", "train", "--data", str(corpus.dir), "--model", "samplernn-tiny", "--threads", "1"]
+    plain_args += [a for s in TINY_SAMPLERNN + ["train.val_interval=1000", "train.checkpoint_interval=2"]
+                   for a in ("--set", s)]
+    args = plain_args + ["--balance-labels"]
+    assert main(args + ["--run", str(tmp_path / "straight"), "--max-steps", "4"]) == 0
+    assert json.loads((tmp_path / "straight" / "config.json").read_text())["train"]["label_balance"] == 1.0
+    for steps in ("2", "4"):
+        assert main(args + ["--run", str(tmp_path / "resumed"), "--max-steps", steps]) == 0
+    rows = [read_metrics(tmp_path / run) for run in ("straight", "resumed")]
+    assert [(r["step"], r["loss_bits"]) for r in rows[0] if "loss_bits" in r] == \
+           [(r["step"], r["loss_bits"]) for r in rows[1] if "loss_bits" in r]
+    weights = [load_file(str(tmp_path / run / "checkpoints" / "step_4" / "model.safetensors"))
+               for run in ("straight", "resumed")]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    # the setting shapes every batch: a resume may not change it
+    capsys.readouterr()
+    assert main(plain_args + ["--run", str(tmp_path / "resumed"), "--max-steps", "6"]) == 2
+    assert "train.label_balance: 1.0 → 0.0" in capsys.readouterr().err

@@ -42,9 +42,12 @@ def validate(run) -> None:
             f"step was saved (last checkpoint: {run.checkpoint or 'none'})"))
     if run.best_val is not None and _scored_other_audio(run, result["samples"]):
         run.best_val = None  # its score is of other audio: no bar for this one
-    improved = run.best_val is None or bits < run.best_val
+    # a tie is no improvement, but for the step whose model best/ holds, validated again by a resumed run (its
+    # session stopped before the step's checkpoint): the same weights scored the same, and that is the best
+    again = bits == run.best_val and run.step == run.best_step
+    improved = run.best_val is None or bits < run.best_val or again
     if improved:
-        run.best_val, run.best_samples = bits, result["samples"]
+        run.best_val, run.best_samples, run.best_step = bits, result["samples"], run.step
 
     def keep():
         if improved:
@@ -119,7 +122,7 @@ def keep_best_past_checkpoint(run) -> None:
         logger.warning("%s holds the model of step %d (validation %.4f bits/sample), written by a session stopped "
                        "before its next checkpoint; resuming from step %d, it stays the best model until a "
                        "validation beats it", run.run_dir / "best", row["step"], bits, run.step)
-    run.best_val, run.best_samples = bits, row.get("val_samples")
+    run.best_val, run.best_samples, run.best_step = bits, row.get("val_samples"), row["step"]
 
 
 def save_best(run) -> None:

@@ -41,6 +41,10 @@ class TrainConfig:
     # SampleRNN: the fraction of chunks whose first window sees silence before it (as a render
     # begins: silence codes and the initial state), not the audio that precedes it (0: none)
     silence_start: float = 0.0
+    # how evenly the corpus's labels are drawn: 0 as much as each has training audio (a label with 10x
+    # the audio trains 10x as often), 1 every label equally often; between, a label's share of the
+    # draws goes as its audio ** (1 - label_balance)
+    label_balance: float = 0.0
     lr: float = 1e-3
     weight_decay: float = 0.0
     grad_clip: float = 1.0
@@ -103,6 +107,8 @@ NUMBER_RANGES: dict[str, dict] = {
                   "hint": " (0 turns the average off; 0.99 averages over about the last 100 steps)"},
     "warmup_steps": {"low": 0},
     "silence_start": {"low": 0, "high": 1, "what": "fraction"},
+    "label_balance": {"low": 0, "high": 1, "what": "balance",
+                      "hint": " (0 draws each label as often as its audio; 1 every label equally often)"},
     "val_seconds": {"low": 0, "low_open": True},
     "num_workers": {"low": 0, "high": 64, "what": "threads"},  # batch prefetch threads (data.BatchStream)
     "sample_interval": {},  # negative: off

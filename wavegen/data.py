@@ -56,6 +56,21 @@ def code_table(q_levels: int, quantization: str) -> np.ndarray:
 SILENCE_START_STREAM = 1  # keys TBPTTBatches' silent-start draws apart from the chunks' own
 
 
+def draw_weights(spans: np.ndarray, labels: np.ndarray, balance: float = 0.0) -> np.ndarray:
+    """The probability of drawing each segment: float64 [N] from ``spans`` [N] (the windows each one
+    holds) and ``labels`` [N] (-1: none). By the windows (every window of the split as likely), or with
+    ``balance`` (train.label_balance) > 0 a label's share of the draws goes as its windows ** (1 - balance)
+    (1: every label equally often), shared out among its segments by their windows. Pure in its inputs, so
+    the batches stay a function of (seed, step, stream) and a resume draws what the run would have."""
+    if balance == 0:  # the arithmetic of every run before the setting: their batches stay bit for bit
+        return spans / spans.sum()
+    _, which = np.unique(labels, return_inverse=True)
+    totals = np.bincount(which, weights=spans).astype(np.float64)
+    shares = totals ** (1.0 - balance)
+    weights = (shares / shares.sum())[which] * spans / totals[which]
+    return weights / weights.sum()
+
+
 class _WindowSource:
     """Common machinery: eligible segments, deterministic draws, quantized windows."""
 
@@ -76,9 +91,9 @@ class _WindowSource:
                 + (" or train.tbptt_windows" if "TBPTT" in what else "") + ", or add recordings")
         self.starts = segments[ok, 0]
         self.spans = lengths[ok] - need + 1  # valid start offsets per segment
-        self.weights = self.spans / self.spans.sum()
         labels = np.full(len(segments), -1) if segment_labels is None else np.asarray(segment_labels)
         self.labels = labels[ok]
+        self.weights = draw_weights(self.spans, self.labels, train.label_balance)
         # per label index with training audio: its longest segment (a label with none eligible never trains)
         self.longest = {int(k): int(lengths[labels == k].max()) for k in np.unique(labels) if k >= 0}
         self.what = what
@@ -197,6 +212,9 @@ def batch_warnings(batches, model, train: TrainConfig) -> list[str]:
     said = [f"{setting} does nothing for a {model.family} model (its batches never read it)"
             for setting in unused_settings(model.family, train)]
     drawn = set(np.unique(batches.labels).tolist())
+    if train.label_balance > 0 and len(drawn) < 2:
+        said.append(f"train.label_balance={train.label_balance:g} does nothing here: the training windows hold "
+                    + ("no labels (prep with --labels folders for some)" if drawn <= {-1} else "one label alone"))
     for k, name in enumerate(getattr(model.config, "labels", None) or []):
         if k in drawn:
             continue

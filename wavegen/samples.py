@@ -23,7 +23,7 @@ run's differ wherever its arithmetic does (``train.mixed_precision``, ``grad_acc
 thread count), so they go when the run starts and are drawn again when it gets there: wavegen's own
 step folders are removed, a folder holding anything else is moved aside to ``step_N.earlier``
 (nothing of the user's is deleted). samples.json records the run's key (:func:`run_key`). A failure to
-sample warns and training goes on.
+sample warns and training goes on (a file where RUN/samples goes: said once at the start, and no set is drawn).
 """
 
 from __future__ import annotations
@@ -64,6 +64,12 @@ class TrainingSamples:
         self.dir = Path(run_dir) / SAMPLES_DIR
         self.cfg, self.device, self.sample_rate, self.main = train_cfg, device, int(sample_rate), main
         self.log, self.album, self.run = log, album, run
+        # RUN/samples taken by a file: said once here, not after rendering each set (due() stays as it is on
+        # every process, since it gates collectives)
+        self.blocked = main and self.interval() is not None and self.dir.exists() and not self.dir.is_dir()
+        if self.blocked:
+            logger.warning("%s: not a folder (the run's training samples go there): no samples are drawn; move it "
+                           "away (or turn samples off with train.sample_interval=-1)", self.dir)
         if main and self.dir.is_dir():
             for stale in self.dir.glob(".tmp_step_*"):  # a kill mid-sample
                 shutil.rmtree(stale, ignore_errors=True)
@@ -97,7 +103,7 @@ class TrainingSamples:
     def write(self, step: int, model) -> Path | None:
         """Render and write step ``step``'s samples from ``model`` (the plain nn.Module). → the folder,
         or None (not the main process, or a failure: warned, never raised)."""
-        if not self.main:
+        if not self.main or self.blocked:
             return None
         final = self.dir / f"step_{step}"
         tmp = self.dir / f".tmp_step_{step}"

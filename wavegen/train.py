@@ -24,7 +24,6 @@ Layout of a run folder::
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -38,13 +37,14 @@ import torch
 from wavegen.bestmodel import best_on_record, restore_missing_best, where_the_model_is
 from wavegen.bestmodel import validate as _validate  # (tests patch wavegen.train._validate)
 from wavegen.checkpoint import load_checkpoint, newest_intact, prune_checkpoints, save_checkpoint, tidy_run_folder
-from wavegen.config import ConfigError, TrainConfig, from_dict, train_settings
+from wavegen.config import ConfigError, TrainConfig, from_dict
 from wavegen.corpus import Corpus
 from wavegen.data import BatchBuildingStopped, BatchStream, batch_warnings, make_batches
 from wavegen.distributed import end_accelerator, make_accelerator
 from wavegen.fileio import check_writable, write_json
 from wavegen.models import build_model, model_config
 from wavegen.render.album import ensure_run_profile
+from wavegen.runconfig import resolve_run_config  # noqa: F401  (as wavegen.train.resolve_run_config)
 from wavegen.runlog import RunLog, check_log_paths
 from wavegen.runlog import read_metrics  # noqa: F401  (the public reader, as wavegen.train.read_metrics)
 from wavegen.samples import TrainingSamples, run_key
@@ -55,48 +55,6 @@ from wavegen.trainstate import (Carry, NonFiniteWatch, WeightAverage, agree, bro
 logger = logging.getLogger(__name__)
 
 LN2 = math.log(2.0)
-
-
-def resolve_run_config(base: dict, corpus_dir: str | Path, overrides: list[str] | None = None) -> dict:
-    """A model's config (a preset's, a config file's, a model folder's) + corpus + ``--set`` overrides →
-    the validated run config dict. The data section comes from the corpus; ``preset`` is kept and
-    ``overrides`` records every override on top of it (the base's own first); ``data.corpus_id`` what the
-    corpus holds (:attr:`wavegen.corpus.Corpus.content_id`: a run resumes on no other). ``model.labels`` are
-    the corpus's unless a preset or config file names some, or ``overrides`` set them
-    (:func:`_labels_from_corpus`)."""
-    from wavegen.config import apply_overrides
-
-    corpus = Corpus(corpus_dir)
-    config = json.loads(json.dumps(base))
-    config["train"] = train_settings(base)
-    config["data"] = {"corpus": str(Path(corpus_dir).resolve()), "sample_rate": corpus.sample_rate}
-    if _labels_from_corpus(base, config["model"], corpus):
-        config["model"]["labels"] = list(corpus.labels)
-    config = apply_overrides(config, overrides or [])
-    if config["data"]["corpus"] != str(Path(corpus_dir).resolve()):
-        raise ConfigError(f"data.corpus={config['data']['corpus']!r}: the corpus is the one --data names; "
-                          "leave data.corpus to it")
-    config["data"]["corpus_id"] = corpus.content_id  # after the overrides: what the corpus holds is not a setting
-    config["overrides"] = list(base.get("overrides", [])) + list(overrides or [])
-    train = from_dict(TrainConfig, config["train"], "train")
-    train.validate()
-    cfg = model_config(config)
-    cfg.validate(train)
-    if cfg.labels and list(cfg.labels) != list(corpus.labels):
-        raise ConfigError(f"model.labels {cfg.labels} differ from the labels of corpus {corpus_dir}, "
-                          f"{list(corpus.labels)}: a model trains on its corpus's labels; set them with "
-                          f"--set 'model.labels={json.dumps(list(corpus.labels), separators=(',', ':'))}'")
-    config["model"] = json.loads(json.dumps(cfg.__dict__))
-    config["train"] = json.loads(json.dumps(train.__dict__))
-    return config
-
-
-def _labels_from_corpus(base: dict, model: dict, corpus: Corpus) -> bool:
-    """Whether the run's model.labels are the corpus's (before the ``--set`` overrides, which win): always
-    when the base was trained on a corpus (a model or run folder: its labels were that corpus's data, not
-    a setting); otherwise when the base names none and the corpus has some."""
-    trained = isinstance(base.get("data"), dict) and "corpus" in base["data"]
-    return trained or (bool(corpus.labels) and not model.get("labels"))
 
 
 def build_training(config: dict, train_cfg: TrainConfig, accelerator):
@@ -179,6 +137,7 @@ class _Run:
     start_step: int = 0
     best_val: float | None = None
     best_samples: int | None = None  # validation audio the best scored (None: not known yet)
+    best_step: int | None = None  # the step whose validation scored best_val (None: not known)
     checkpoint: Path | None = None  # the newest checkpoint saved or resumed from
     resumed_from: Path | None = None  # never pruned in this session
     intact: set = field(default_factory=set)  # checkpoints known intact in this session (main process)
@@ -205,15 +164,30 @@ class _Run:
         return self.average.model if self.average is not None else self.inner
 
 
-def train(config: dict, run_dir: str | Path, progress: bool = True) -> dict:
+# What the first SIGINT or SIGTERM says it will do (wavegen.signals), while the run starts up, then while it trains
+STOP_STARTING = "stopping once the run has started up, before its first step"
+STOP_TRAINING = "finishing the step and saving a checkpoint"
+
+
+def train(config: dict, run_dir: str | Path, progress: bool = True, stop: StopSignals | None = None) -> dict:
     """Train (or resume) the run in ``run_dir`` with the resolved ``config``.
 
     Returns ``{"step", "status": "finished"|"interrupted", "best_val_bits", "run_dir", "checkpoint"}``.
     Raises FolderBusyError when another training holds ``run_dir``, NonFiniteError at the first
     non-finite loss or gradient (nothing after the last good checkpoint is saved), ConfigError /
     CorpusError / OutOfMemoryError before anything is written when the run cannot work.
+
+    A first SIGINT or SIGTERM (wavegen.signals) at any point stops cleanly: while the run starts up,
+    the start-up finishes (nothing is left half-written) and no step trains ("interrupted" at the
+    step it started from); later, the step finishes and a checkpoint is saved. ``stop``: the
+    StopSignals a caller installed before this call (the CLI's, before its imports), else train's own.
     """
-    run_dir = Path(run_dir)
+    with nullcontext(stop) if stop is not None else StopSignals() as stop:
+        stop.message = STOP_STARTING
+        return _train(config, Path(run_dir), progress, stop)
+
+
+def _train(config: dict, run_dir: Path, progress: bool, stop: StopSignals) -> dict:
     train_cfg = from_dict(TrainConfig, config["train"], "train")
     train_cfg.validate()
     model_config(config).validate(train_cfg)
@@ -228,18 +202,13 @@ def train(config: dict, run_dir: str | Path, progress: bool = True) -> dict:
     try:
         with _run_lock(accelerator, run_dir):
             run = _start(config, train_cfg, accelerator, run_dir)
-            run.log = _made_on_main(run, "the logs", lambda main: RunLog(run_dir, run.step, train_cfg.max_steps, main,
-                                                                         progress))
-            run.samples = _made_on_main(run, "the samples", lambda main: TrainingSamples(
-                run_dir, train_cfg, accelerator.device, run.corpus.sample_rate, main, run.log, run.album,
-                run_key(config), start_step=run.step))
-            stream = BatchStream(run.batches, run.step, train_cfg.grad_accum, accelerator.device,
-                                 workers=train_cfg.num_workers, pin=accelerator.device.type == "cuda")
-            try:
-                status = _run_steps(run, stream)
-            finally:
-                stream.close()
-                run.log.close()
+            if agree(accelerator, stop.requested):  # a signal while it started up: no step trains
+                status = "interrupted"
+                if run.main:
+                    logger.warning("%s: stopped before training step %d", stop.name or "a signal to another process",
+                                   run.step + 1)
+            else:
+                status = _train_steps(run, progress, stop)
             accelerator.wait_for_everyone()
         if run.main:
             logger.info("%s at step %d; %s", status, run.step, where_the_model_is(run))
@@ -249,6 +218,22 @@ def train(config: dict, run_dir: str | Path, progress: bool = True) -> dict:
         end_accelerator(accelerator)
     return {"step": run.step, "status": status, "best_val_bits": run.best_val, "run_dir": str(run_dir),
             "checkpoint": str(run.checkpoint) if run.checkpoint else None}
+
+
+def _train_steps(run: _Run, progress: bool, stop: StopSignals) -> str:
+    """The logs, the samples and the batch stream of a run that has started up, then its steps (_run_steps)."""
+    cfg, accelerator = run.cfg, run.accelerator
+    run.log = _made_on_main(run, "the logs", lambda main: RunLog(run.run_dir, run.step, cfg.max_steps, main, progress))
+    run.samples = _made_on_main(run, "the samples", lambda main: TrainingSamples(
+        run.run_dir, cfg, accelerator.device, run.corpus.sample_rate, main, run.log, run.album, run_key(run.config),
+        start_step=run.step))
+    stream = BatchStream(run.batches, run.step, cfg.grad_accum, accelerator.device, workers=cfg.num_workers,
+                         pin=accelerator.device.type == "cuda")
+    try:
+        return _run_steps(run, stream, stop)
+    finally:
+        stream.close()
+        run.log.close()
 
 
 def _made_on_main(run: _Run, what: str, make):
@@ -361,7 +346,7 @@ def _resume(run: _Run, folder: Path) -> None:
     restore_missing_best(run)  # best/ removed: back from the step that scored it
 
 
-def _run_steps(run: _Run, stream: BatchStream) -> str:
+def _run_steps(run: _Run, stream: BatchStream, stop: StopSignals) -> str:
     """Steps until max_steps ("finished") or a stop signal ("interrupted"), then the final saves.
 
     Hot loop: nothing reads a device value back to the host except at log, validation and
@@ -369,33 +354,33 @@ def _run_steps(run: _Run, stream: BatchStream) -> str:
     """
     cfg = run.cfg
     run.model.train()
-    with StopSignals("finishing the step and saving a checkpoint") as stop:
-        if run.world == 1:  # a single process may abandon a step's batch building (nothing to agree on)
-            run.batches.should_stop = lambda: stop.requested
-        while run.step < cfg.max_steps:
-            try:
-                loss = train_step(run.accelerator, run.model, run.optimizer, stream, cfg, run.step, run.carry,
-                                  run.watch)
-            except BatchBuildingStopped:
-                logger.warning("stopped while building the batches of step %d", run.step + 1)
-                run.watch.check(run.checkpoint)
-                if run.step > run.start_step:
-                    _save_once(run)  # a stop during validation or samples: this step's checkpoint may be saved
-                return "interrupted"
-            if run.average is not None:
-                run.average.update(run.inner)
-            run.running += loss
-            run.running_steps += 1
-            run.step += 1
-            run.window[0] += 1
-            run.log.step_done()
-            if _after_step(run, stop):
-                return "interrupted"
-        if run.step > run.start_step:
+    stop.message = STOP_TRAINING
+    if run.world == 1:  # a single process may abandon a step's batch building (nothing to agree on)
+        run.batches.should_stop = lambda: stop.requested
+    while run.step < cfg.max_steps:
+        try:
+            loss = train_step(run.accelerator, run.model, run.optimizer, stream, cfg, run.step, run.carry,
+                              run.watch)
+        except BatchBuildingStopped:
+            logger.warning("stopped while building the batches of step %d", run.step + 1)
             run.watch.check(run.checkpoint)
-            if run.last_val_step != run.step:
-                _validate(run)
-            _save_once(run)
+            if run.step > run.start_step:
+                _save_once(run)  # a stop during validation or samples: this step's checkpoint may be saved
+            return "interrupted"
+        if run.average is not None:
+            run.average.update(run.inner)
+        run.running += loss
+        run.running_steps += 1
+        run.step += 1
+        run.window[0] += 1
+        run.log.step_done()
+        if _after_step(run, stop):
+            return "interrupted"
+    if run.step > run.start_step:
+        run.watch.check(run.checkpoint)
+        if run.last_val_step != run.step:
+            _validate(run)
+        _save_once(run)
     return "finished"
 
 

@@ -22,22 +22,33 @@ def add_parser(sub) -> None:
                         "100000 unless set)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any setting: model.dim=512, train.lr=3e-4, seed=3 (repeatable)")
+    p.add_argument("--balance-labels", action="store_true",
+                   help="draw every label of a labelled corpus equally often, however much audio each has "
+                        "(--set train.label_balance=1; default 0: as often as its audio; between, partly)")
     add_threads(p, "torch in each process")
 
 
 def run(args) -> int:  # a refusal under a launch is printed by one process: wavegen.cli.main
-    from wavegen.resolve import resolve_model
-    from wavegen.train import resolve_run_config, train
+    from wavegen.signals import StopSignals
 
-    too_many = threads_warning(args.threads)
-    if too_many:
-        logging.getLogger("wavegen.train").warning("%s", too_many)
-    apply_threads(args)
-    overrides = list(args.overrides)
-    if args.max_steps is not None:
-        overrides.append(f"train.max_steps={args.max_steps}")
-    config = resolve_run_config(resolve_model(args.model).config, args.data, overrides)
-    result = train(config, args.run, progress=not args.quiet)
+    # installed before torch imports (seconds): a SIGTERM then is a clean stop (130), not a death by the signal
+    with StopSignals() as stop:
+        from wavegen.resolve import resolve_model
+        from wavegen.train import resolve_run_config, train
+
+        log = logging.getLogger("wavegen.train")
+        too_many = threads_warning(args.threads)
+        if too_many:
+            log.warning("%s", too_many)
+        apply_threads(args)
+        overrides = (["train.label_balance=1"] if args.balance_labels else []) + list(args.overrides)
+        if args.max_steps is not None:
+            overrides.append(f"train.max_steps={args.max_steps}")
+        config = resolve_run_config(resolve_model(args.model).config, args.data, overrides)
+        if stop.requested:  # nothing written yet, nothing to save
+            log.warning("%s: stopped before the run started", stop.name)
+            return 130
+        result = train(config, args.run, progress=not args.quiet, stop=stop)
     return 130 if result["status"] == "interrupted" else 0
 
 

@@ -1,0 +1,53 @@
+"""A training run's config: a model's settings + the corpus + ``--set`` overrides, resolved and validated
+once (:func:`resolve_run_config`); what ``wavegen train`` hands to :func:`wavegen.train.train`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from wavegen.config import ConfigError, TrainConfig, from_dict, train_settings
+from wavegen.corpus import Corpus
+from wavegen.models import model_config
+
+
+def resolve_run_config(base: dict, corpus_dir: str | Path, overrides: list[str] | None = None) -> dict:
+    """A model's config (a preset's, a config file's, a model folder's) + corpus + ``--set`` overrides →
+    the validated run config dict. The data section comes from the corpus; ``preset`` is kept and
+    ``overrides`` records every override on top of it (the base's own first); ``data.corpus_id`` what the
+    corpus holds (:attr:`wavegen.corpus.Corpus.content_id`: a run resumes on no other). ``model.labels`` are
+    the corpus's unless a preset or config file names some, or ``overrides`` set them
+    (:func:`_labels_from_corpus`)."""
+    from wavegen.config import apply_overrides
+
+    corpus = Corpus(corpus_dir)
+    config = json.loads(json.dumps(base))
+    config["train"] = train_settings(base)
+    config["data"] = {"corpus": str(Path(corpus_dir).resolve()), "sample_rate": corpus.sample_rate}
+    if _labels_from_corpus(base, config["model"], corpus):
+        config["model"]["labels"] = list(corpus.labels)
+    config = apply_overrides(config, overrides or [])
+    if config["data"]["corpus"] != str(Path(corpus_dir).resolve()):
+        raise ConfigError(f"data.corpus={config['data']['corpus']!r}: the corpus is the one --data names; "
+                          "leave data.corpus to it")
+    config["data"]["corpus_id"] = corpus.content_id  # after the overrides: what the corpus holds is not a setting
+    config["overrides"] = list(base.get("overrides", [])) + list(overrides or [])
+    train = from_dict(TrainConfig, config["train"], "train")
+    train.validate()
+    cfg = model_config(config)
+    cfg.validate(train)
+    if cfg.labels and list(cfg.labels) != list(corpus.labels):
+        raise ConfigError(f"model.labels {cfg.labels} differ from the labels of corpus {corpus_dir}, "
+                          f"{list(corpus.labels)}: a model trains on its corpus's labels; set them with "
+                          f"--set 'model.labels={json.dumps(list(corpus.labels), separators=(',', ':'))}'")
+    config["model"] = json.loads(json.dumps(cfg.__dict__))
+    config["train"] = json.loads(json.dumps(train.__dict__))
+    return config
+
+
+def _labels_from_corpus(base: dict, model: dict, corpus: Corpus) -> bool:
+    """Whether the run's model.labels are the corpus's (before the ``--set`` overrides, which win): always
+    when the base was trained on a corpus (a model or run folder: its labels were that corpus's data, not
+    a setting); otherwise when the base names none and the corpus has some."""
+    trained = isinstance(base.get("data"), dict) and "corpus" in base["data"]
+    return trained or (bool(corpus.labels) and not model.get("labels"))
