@@ -11,6 +11,7 @@ import pytest
 import soundfile as sf
 from conftest import melody, prepared_corpus, tone, write_audio_file
 from wavegen import analysis, plotting
+from wavegen.analysis_audio import read_renders
 from wavegen.analysis_report import format_comparison
 
 pytest.importorskip("librosa")
@@ -168,10 +169,10 @@ def test_clear_errors_name_the_folder(tone_album, tmp_path):
     (bad / "stream_000.wav").unlink()  # macOS's AppleDouble file beside a copied render: hidden, no audio
     (bad / "._stream_001.wav").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")
     write_audio_file(bad / "stream_001.wav", melody(1.0, RATE, seed=1), RATE)
-    assert analysis.render_clips(bad, RATE)[1] == ["stream_001.wav"]
+    assert read_renders(bad, RATE).names == ["stream_001.wav"]
     short = tmp_path / "short"  # a file too short to cut an excerpt from is named, not "no audio"
     write_audio_file(short / "stream_000.wav", melody(0.04, RATE, seed=1), RATE)
-    with pytest.raises(analysis.AnalysisError, match=r"shorter than the 0.25 s .*stream_000.wav \(0.040 s\)"):
+    with pytest.raises(analysis.AnalysisError, match=r"stream_000.wav: shorter than the 0.25 s .* \(0.040 s\)"):
         analysis.compare_renders(short, corpus)
 
 
@@ -184,13 +185,15 @@ def test_renders_holding_nan_or_inf_are_skipped_and_named(tmp_path, caplog):
     write_audio_file(tmp_path / "mixed" / "inf.wav", np.where(np.arange(len(bad)) == 5, np.inf, 0.1), RATE,
                      subtype="FLOAT")
     write_audio_file(tmp_path / "mixed" / "ok.wav", melody(3.0, RATE, seed=4), RATE)
-    clips, names = analysis.render_clips(tmp_path / "mixed", RATE)
+    clips, names, skipped = read_renders(tmp_path / "mixed", RATE)
     assert names == ["ok.wav"] and len(clips) == 1 and np.isfinite(clips[0]).all()
-    assert "skipping audio files (NaN or infinite samples: inf.wav, nan.wav)" in caplog.text
+    assert skipped == [{"file": f, "reason": "NaN or infinite samples"} for f in ("inf.wav", "nan.wav")]
+    assert "skipping 2 of 3 audio file(s) (inf.wav: NaN or infinite samples; nan.wav: NaN or infinite samples)" \
+        in caplog.text
     write_audio_file(tmp_path / "nan" / "nan.wav", bad, RATE, subtype="FLOAT")
-    with pytest.raises(analysis.AnalysisError, match=r"nan: no audio file can be analysed \(NaN or infinite "
-                                                     r"samples: nan.wav\)"):
-        analysis.render_clips(tmp_path / "nan", RATE)
+    with pytest.raises(analysis.AnalysisError, match=r"nan: no audio file can be analysed \(nan.wav: NaN or "
+                                                     r"infinite samples\)"):
+        read_renders(tmp_path / "nan", RATE)
 
 
 def test_max_seconds_below_one_excerpt_shortens_the_excerpt():
@@ -285,17 +288,17 @@ def test_an_unfinished_render_is_judged_with_a_warning_naming_it(tmp_path, caplo
     (out / ".state").mkdir()
     (out / ".state" / "params.json").write_text('{"seconds": 60.0}')
     with caplog.at_level("WARNING"):
-        _, names = analysis.render_clips(out, RATE)
+        names = read_renders(out, RATE).names
     assert names == ["stream_000.wav"]
     assert f"{out}: its render has not finished (.state/ there, no complete render_report.json)" in caplog.text
     flac = tmp_path / "flac"  # an unfinished FLAC render has no audio file yet (PCM under .state/)
     (flac / ".state").mkdir(parents=True)
     with pytest.raises(analysis.AnalysisError, match=r"flac: no audio files \(.*\); it is a render that has "
                                                      r"not finished \(a FLAC render writes its files at the end\)"):
-        analysis.render_clips(flac, RATE)
+        read_renders(flac, RATE)
     caplog.clear()
     (out / "render_report.json").write_text('{"status": "complete"}')  # finished: nothing to say
     shutil.rmtree(out / ".state")
     with caplog.at_level("WARNING"):
-        analysis.render_clips(out, RATE)
+        read_renders(out, RATE)
     assert caplog.text == ""

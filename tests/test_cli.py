@@ -322,3 +322,43 @@ def test_v_and_q_work_after_the_command_as_before_it(tmp_path, capsys):
                          timeout=120)
     assert out.returncode == 1 and "Traceback (most recent call last)" in out.stderr
     assert "unrecognized arguments" not in out.stderr
+
+
+# ----- cli.options.check_output_file: an output that cannot be written, refused before the work --------
+
+@pytest.mark.parametrize("target", ["/sys/kernel/wavegen-out.json", "/proc/wavegen-out.json"])
+def test_an_output_folder_that_takes_no_file_is_refused_even_for_root(target):
+    """os.access says root may write anywhere, /sys and /proc included, where no file can be made:
+    the check tries to make one, and refuses the path up front, naming it."""
+    from pathlib import Path
+
+    from wavegen.cli.options import check_output_file
+    from wavegen.config import ConfigError
+
+    if not Path(target).parent.is_dir():
+        pytest.skip(f"no {Path(target).parent} here")
+    with pytest.raises(ConfigError, match=f"--json {target}: its folder {Path(target).parent} takes no new file"):
+        check_output_file(target, "--json", "out.json")
+    assert not Path(target).exists()
+
+
+def test_an_output_under_a_regular_file_is_refused_and_an_existing_output_is_untouched(tmp_path):
+    """A path whose parent is a regular file is refused naming the file; an output file that is there
+    already keeps its bytes and time stamp through the check, and no probe file is left beside it."""
+    import os
+
+    from wavegen.cli.options import check_output_file
+    from wavegen.config import ConfigError
+
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("not a folder")
+    with pytest.raises(ConfigError, match=f"--json {blocker / 'out.json'}: {blocker} is a file, not a folder"):
+        check_output_file(blocker / "out.json", "--json", "out.json")
+    existing = tmp_path / "results" / "out.json"
+    existing.parent.mkdir()
+    existing.write_text('{"kept": true}')
+    os.utime(existing, (1_000_000_000, 1_000_000_000))
+    check_output_file(existing, "--json", "out.json")
+    assert existing.read_text() == '{"kept": true}'
+    assert existing.stat().st_mtime == 1_000_000_000
+    assert sorted(p.name for p in existing.parent.iterdir()) == ["out.json"]

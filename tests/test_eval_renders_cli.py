@@ -55,3 +55,42 @@ def test_a_model_whose_corpus_is_gone_asks_for_data(album, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"the corpus it was trained on, {tmp_path / 'moved'} (its config's data.corpus), is no prepared " \
            "corpus now (no manifest.json): give --data CORPUS" in err
+
+
+def test_undecodable_renders_are_skipped_and_counted_in_the_report_and_json(album, tmp_path, capsys):
+    """40 renders and one broken file: the others are judged; the table's header and a line per file say
+    what was skipped and why, and the JSON lists them; a folder of nothing readable is one line, exit 2."""
+    corpus, renders = album
+    folder = tmp_path / "renders"
+    folder.mkdir()
+    (folder / "take1.wav").write_bytes((renders / "take1.wav").read_bytes())
+    (folder / "take2.wav").write_text("not audio but text\n")
+    assert main(["-q", "eval", "--renders", str(folder), "--data", str(corpus), "--max-seconds", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith(f"renders {folder} (1 file(s); 1 skipped, see below) against the test")
+    assert "\nskipped take2.wav: cannot decode audio (" in out
+    assert main(["-q", "eval", "--renders", str(folder), "--data", str(corpus), "--max-seconds", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["render_files"] == ["take1.wav"]
+    assert [s["file"] for s in result["skipped_files"]] == ["take2.wav"]
+    (folder / "take1.wav").unlink()
+    assert main(["-q", "eval", "--renders", str(folder), "--data", str(corpus), "--max-seconds", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{folder}: no audio file can be analysed (take2.wav: cannot decode audio" in err and "\n" not in err
+
+
+def test_a_folder_of_render_folders_names_them_and_json_with_a_file_name_says_json_prints(album, tmp_path,
+                                                                                           capsys):
+    """--renders given the folder above two render folders: "no audio files" now names the subfolders
+    that hold some. --json out.json took out.json for the model ("no such preset"): now it says --json
+    prints (bench's takes a file)."""
+    corpus, renders = album
+    for take in ("take_a", "take_b"):
+        (tmp_path / "all" / take).mkdir(parents=True)
+        (tmp_path / "all" / take / "stream_000.wav").write_bytes((renders / "take1.wav").read_bytes())
+    assert main(["-q", "eval", "--renders", str(tmp_path / "all"), "--data", str(corpus)]) == 2
+    err = capsys.readouterr().err
+    assert "no audio files (.wav" in err and "its subfolder(s) take_a, take_b hold audio files: give one of them" in err
+    out = tmp_path / "out.json"
+    assert main(["-q", "eval", "--renders", str(renders), "--data", str(corpus), "--json", str(out)]) == 2
+    assert f"{out}: no such model; --json prints the result and takes no file name" in capsys.readouterr().err

@@ -226,7 +226,7 @@ def test_cli_judges_renders_against_the_album(run, corpus, tmp_path, capsys):
     code, out, err = eval_cli(capsys, run, "--renders", tmp_path / "nan", "--json")
     assert code == 2 and not out
     assert err.strip().splitlines()[-1] == (f"wavegen eval: error: {tmp_path / 'nan'}: no audio file can be analysed "
-                                            "(NaN or infinite samples: stream_000.wav)")
+                                            "(stream_000.wav: NaN or infinite samples)")
     png = tmp_path / "plots" / "new" / "p.png"  # a folder that is not there yet is made
     code, out, _ = eval_cli(capsys, run, "--renders", tmp_path / "tones", "--json", "--plot", png)
     assert code == 0

@@ -17,3 +17,19 @@ def test_info_text_states_the_presets_facts(capsys):
     import json
 
     assert json.loads(capsys.readouterr().out)["parameters"] == n
+
+
+def test_json_followed_by_a_file_name_says_that_json_prints(tmp_path, capsys):
+    """bench's --json takes a file; info's prints. "info --json out.json" made out.json the model, and
+    said only "no such preset": now it says what --json does. A config .json that is there is a model."""
+    out = tmp_path / "out.json"
+    assert cli.main(["info", "--json", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{out}: no such model; --json prints the result and takes no file name: to keep it in a file, " \
+           f"write --json > {out}" in err
+    assert not out.exists()
+    import json
+
+    out.write_text(json.dumps(resolve_preset("wavenet-tiny")))
+    assert cli.main(["info", "--json", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["model_type"] == "wavenet"

@@ -270,93 +270,35 @@ def distances(features: dict, test: dict, mean: np.ndarray, std: np.ndarray) -> 
 
 # ----- the sets ----------------------------------------------------------------------------------------
 
-def excerpts_of(clips: list[np.ndarray], sample_rate: int, max_seconds: float,
-                excerpt_seconds: float = EXCERPT_SECONDS) -> list[np.ndarray]:
-    """Cut clips (each [T] float32) into excerpts of ``excerpt_seconds``, or of ``max_seconds`` where
-    that is less (a last piece of at least 2 s, or of a whole excerpt if shorter, is kept), and keep
-    evenly spaced ones up to ``max_seconds`` in total."""
-    excerpt_seconds = min(excerpt_seconds, max_seconds)
+def plan_excerpts(lengths, sample_rate: int, max_seconds: float | None,
+                  excerpt_seconds: float = EXCERPT_SECONDS) -> list[tuple[int, int, int]]:
+    """Where the excerpts of clips of ``lengths`` samples lie: (clip index, start, length) each.
+
+    Clips are cut into excerpts of ``excerpt_seconds``, or of ``max_seconds`` where that is less (a
+    last piece of at least 2 s, or of a whole excerpt if shorter, is kept), and evenly spaced ones
+    are kept up to ``max_seconds`` in total (None: every one). Planned from the lengths alone, so
+    that only the audio kept is ever read (wavegen.analysis_audio)."""
+    if max_seconds is not None:
+        excerpt_seconds = min(excerpt_seconds, max_seconds)
     size = int(excerpt_seconds * sample_rate)
     least = min(int(2.0 * sample_rate), size)
     pieces = []
-    for clip in clips:
-        for start in range(0, len(clip), size):
-            piece = clip[start: start + size]
-            if len(piece) >= least or (start == 0 and len(piece) >= int(MIN_RENDER_SECONDS * sample_rate)):
-                pieces.append(piece)
-    keep = max(1, int(max_seconds // excerpt_seconds))
+    for index, length in enumerate(lengths):
+        for start in range(0, int(length), size):
+            n = min(size, int(length) - start)
+            if n >= least or (start == 0 and n >= int(MIN_RENDER_SECONDS * sample_rate)):
+                pieces.append((index, start, n))
+    keep = len(pieces) if max_seconds is None else max(1, int(max_seconds // excerpt_seconds))
     if len(pieces) > keep:
         pieces = [pieces[i] for i in np.linspace(0, len(pieces) - 1, keep).round().astype(int)]
     return pieces
 
 
-def split_clips(corpus, split: str) -> list[np.ndarray]:
-    """A corpus split's segments as float32 clips [T]."""
-    from wavegen.audio import int16_to_float
-
-    audio = corpus.split(split)
-    return [int16_to_float(np.asarray(audio[s: s + n])) for s, n, _ in corpus.segments(split)]
-
-
-def render_clips(renders_dir: str | Path, sample_rate: int) -> tuple[list[np.ndarray], list[str]]:
-    """Every audio file directly in ``renders_dir`` but hidden ones (mono, resampled to ``sample_rate``)
-    and its name.
-
-    A file shorter than ``MIN_RENDER_SECONDS`` or holding NaN or infinite samples is skipped with a
-    warning naming it; AnalysisError when no file is left."""
-    from wavegen.audio import AudioError, load_mono
-
-    folder = Path(renders_dir)
-    if folder.is_file():
-        raise AnalysisError(f"{folder}: is a file; give the folder of renders that holds it ({folder.parent})")
-    if not folder.is_dir():
-        raise AnalysisError(f"{folder}: no such folder of renders")
-    # hidden files passed over: macOS's "._NAME.wav" beside every file copied from a Mac holds no audio
-    files = sorted(p for p in folder.iterdir()
-                   if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith("."))
-    unfinished = _unfinished_render(folder)
-    if not files:
-        raise AnalysisError(f"{folder}: no audio files ({', '.join(AUDIO_SUFFIXES)})" + (
-            "; it is a render that has not finished (a FLAC render writes its files at the end): rerun the render "
-            "command to finish it" if unfinished else ""))
-    clips, names, short, broken = [], [], [], []
-    for path in files:
-        try:
-            clip = load_mono(path, sample_rate)
-        except AudioError as err:
-            raise AnalysisError(str(err)) from None
-        if not np.isfinite(clip).all():  # a float file can hold them; no feature is defined there
-            broken.append(path.name)
-        elif len(clip) < int(MIN_RENDER_SECONDS * sample_rate):
-            short.append(f"{path.name} ({len(clip) / sample_rate:.3f} s)")
-        else:
-            clips.append(clip)
-            names.append(path.name)
-    skipped = "; ".join(f"{why}: {', '.join(which)}" for why, which in (
-        (f"shorter than the {MIN_RENDER_SECONDS} s the analysis needs", short),
-        ("NaN or infinite samples", broken)) if which)
-    if not clips:
-        raise AnalysisError(f"{folder}: no audio file can be analysed ({skipped})")
-    if skipped:
-        logger.warning("%s: skipping audio files (%s)", folder, skipped)
-    if unfinished:  # judged as it is, but not taken for the whole render
-        logger.warning("%s: its render has not finished (.state/ there, no complete render_report.json): its "
-                       "files hold only the audio rendered so far; rerun the render command to finish it",
-                       folder)
-    return clips, names
-
-
-def _unfinished_render(folder: Path) -> bool:
-    """Whether ``folder`` is a render that has not finished (stopped, or still running): it keeps
-    ``.state/`` (wavegen.render.folder.STATE_DIR) until its render_report.json says "complete"."""
-    from wavegen.fileio import read_json_object
-
-    if not (folder / ".state").is_dir():
-        return False
-    try:
-        return read_json_object(folder / "render_report.json").get("status") != "complete"
-    except (OSError, ValueError):
-        return True
+def excerpts_of(clips: list[np.ndarray], sample_rate: int, max_seconds: float,
+                excerpt_seconds: float = EXCERPT_SECONDS) -> list[np.ndarray]:
+    """The excerpts (each [T] float32) :func:`plan_excerpts` plans for ``clips`` (each [T] float32)."""
+    return [clips[i][start: start + n]
+            for i, start, n in plan_excerpts([len(c) for c in clips], sample_rate, max_seconds, excerpt_seconds)]
 
 
 def noise(kind: str, seconds: float, sample_rate: int, rms: float, seed: int = 0) -> np.ndarray:
@@ -436,10 +378,13 @@ def compare_renders(renders_dir: str | Path, corpus_dir: str | Path, *, split: s
     ``distances[name] = {"frechet", "features": {frame feature: W1 / test std}}`` for every set
     but the test split (0 would be identical; ``train`` is what the album scores, the noises what
     noise scores); ``verdict`` (see :func:`_verdict`), ``histograms`` (for the plot) and
-    ``meaning`` (unit and meaning of every number). With ``examples``, also ``examples`` =
+    ``meaning`` (unit and meaning of every number); ``render_files`` (judged) and ``skipped_files``
+    (``{"file", "reason"}``: not decodable, too short, NaN; wavegen.analysis_audio.read_renders, which
+    reads only the excerpts kept). With ``examples``, also ``examples`` =
     ``{"renders": y, "test": y}``: the first excerpt of each (float32 arrays, for
     :func:`wavegen.plotting.plot_comparison`'s spectrograms; not JSON, the caller takes them out before writing it).
     """
+    from wavegen.analysis_audio import read_renders, split_excerpts
     from wavegen.corpus import Corpus
 
     if split == reference_split:
@@ -448,14 +393,15 @@ def compare_renders(renders_dir: str | Path, corpus_dir: str | Path, *, split: s
                             f"beside, and a split compared with itself says nothing; compare with {others}")
     corpus = Corpus(corpus_dir)
     rate = corpus.sample_rate
-    renders, names = render_clips(renders_dir, rate)
-    test = split_clips(corpus, split)
+    renders = read_renders(renders_dir, rate, max_seconds)
+    test = split_excerpts(corpus, split, max_seconds)
     if not test:
         raise AnalysisError(f"the {split} split of {corpus_dir} has no audio to compare with")
-    train = split_clips(corpus, reference_split) if reference_split else []
-    result = compare_clips(renders, test, train, rate, max_seconds=max_seconds, pyin=pyin, seed=seed,
+    train = split_excerpts(corpus, reference_split, max_seconds) if reference_split else []
+    result = compare_clips(renders.excerpts, test, train, rate, max_seconds=max_seconds, pyin=pyin, seed=seed,
                            examples=examples)
-    result.update({"renders_dir": str(renders_dir), "render_files": names, "corpus": str(corpus_dir),
+    result.update({"renders_dir": str(renders_dir), "render_files": renders.names,
+                   "skipped_files": renders.skipped, "corpus": str(corpus_dir),
                    "split": split, "reference_split": reference_split})
     return result
 

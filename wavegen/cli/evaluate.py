@@ -10,7 +10,8 @@ import os
 import sys
 from pathlib import Path
 
-from wavegen.cli.options import add_device, add_threads, apply_threads, check_device, check_picture_file
+from wavegen.cli.options import (add_device, add_threads, apply_threads, check_device, check_picture_file,
+                                 refuse_json_file_name)
 from wavegen.fileio import strict_json
 
 logger = logging.getLogger("wavegen.eval")
@@ -56,6 +57,7 @@ def run(args) -> int:
 
     if not _first_process():
         return 0
+    refuse_json_file_name(args)
     apply_threads(args)
     if args.renders is not None:
         return _renders(args)
@@ -142,7 +144,6 @@ def _renders(args) -> int:
                           "audio per set")
     if args.plot:  # checked and its folder made now: a plot that cannot be written must not cost the analysis
         check_picture_file(args.plot, "--plot", "compare.png")
-        _check_folder_takes_a_file(args.plot)
     result = compare_renders(args.renders, data, split=args.split, max_seconds=max_seconds, pyin=args.pyin,
                              examples=bool(args.plot))
     result["model"] = source
@@ -157,9 +158,13 @@ def _renders(args) -> int:
     if args.json:
         print(strict_json(result))
     else:
-        print(f"renders {args.renders} ({len(result['render_files'])} file(s)) against the {args.split} split of "
+        skipped = result["skipped_files"]
+        print(f"renders {args.renders} ({len(result['render_files'])} file(s)"
+              + (f"; {len(skipped)} skipped, see below" if skipped else "") + f") against the {args.split} split of "
               f"{data}" + (f"; model {source}" if source else ""))
         print(format_comparison(result))
+        for item in skipped:
+            print(f"skipped {item['file']}: {item['reason']}")
         if result.get("plot"):
             print(f"plot: {result['plot']}")
         elif args.plot and unwritten is None:
@@ -169,18 +174,3 @@ def _renders(args) -> int:
                           "comparison is printed above; give --plot a file in a writable folder")
     return 0
 
-
-def _check_folder_takes_a_file(path) -> None:
-    """ConfigError where --plot's folder refuses a new file though it looks writable (a read-only or
-    special file system; root passes os.access everywhere): found by creating one, before the analysis."""
-    import tempfile
-
-    from wavegen.config import ConfigError
-
-    folder = Path(path).expanduser().parent
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as err:
-        raise ConfigError(f"--plot {path}: its folder {folder} takes no new file ({err.strerror or err}); "
-                          "give --plot a file in a writable folder") from None

@@ -19,8 +19,10 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from wavegen.cli.options import refuse_json_file_name
     from wavegen.info import describe, presets, presets_table
 
+    refuse_json_file_name(args)
     if args.presets or args.model is None:
         print(json.dumps(presets(), indent=2) if args.json else presets_table())
         return 0

@@ -46,9 +46,10 @@ def check_output_file(path, flag: str, example: str, what: str = "") -> None:
     """ConfigError naming ``flag`` and ``path`` where the file a command writes at its end (--json,
     --plot) cannot be written, found before the work whose result it holds: a folder (``example`` is
     the file name suggested in it), a device, FIFO or socket (wavegen.fileio.not_a_file), a file where
-    a folder of its path goes, a folder that cannot be made or written. Makes the file's folder.
+    a folder of its path goes, a folder that cannot be made or takes no new file (tried: a probe file
+    is made there and removed; root passes os.access everywhere). Makes the file's folder.
     ``what``: what the file is, in the messages that ask for a file name (" for the picture")."""
-    import os
+    import tempfile
     from pathlib import Path
 
     from wavegen.config import ConfigError
@@ -68,8 +69,14 @@ def check_output_file(path, flag: str, example: str, what: str = "") -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ConfigError(f"{flag} {path}: cannot make its folder {folder} ({err.strerror or err})") from None
-    if not os.access(folder, os.W_OK):
-        raise ConfigError(f"{flag} {path}: its folder {folder} is not writable")
+    # a file made there and removed: os.access says yes to root everywhere (a read-only mount, /proc,
+    # /sys). Named like the temporary file the output is written through; an existing output is untouched.
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".wavegen-probe-"):
+            pass
+    except OSError as err:
+        raise ConfigError(f"{flag} {path}: its folder {folder} takes no new file ({err.strerror or err}); "
+                          f"give {flag} a file in a writable folder") from None
 
 
 def check_picture_file(path, flag: str, example: str) -> None:
@@ -79,3 +86,17 @@ def check_picture_file(path, flag: str, example: str) -> None:
 
     check_picture_format(path, flag)
     check_output_file(path, flag, example, " for the picture")
+
+
+def refuse_json_file_name(args) -> None:
+    """ConfigError where ``--json out.json`` was given to a command whose --json is a switch that prints
+    (eval, info; bench's takes a file): argparse took out.json for the model, which was then "no such
+    preset". Said only where that .json is not there (a config .json is a model these commands take)."""
+    from pathlib import Path
+
+    from wavegen.config import ConfigError
+
+    model = getattr(args, "model", None)
+    if args.json and model is not None and str(model).lower().endswith(".json") and not Path(model).exists():
+        raise ConfigError(f"{model}: no such model; --json prints the result and takes no file name: to keep "
+                          f"it in a file, write --json > {model}")

@@ -1,0 +1,101 @@
+"""wavegen.analysis_audio: only the excerpts the analysis judges are read; a render that cannot be
+judged is skipped, named with why, and the others are judged."""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import melody, prepared_corpus, write_audio_file
+
+from wavegen.analysis import AnalysisError, excerpts_of
+from wavegen.analysis_audio import read_renders, split_excerpts
+from wavegen.audio import int16_to_float, load_mono
+from wavegen.corpus import Corpus
+
+RATE = 8000
+
+
+def peak_bytes(work):
+    """(work()'s result, the most memory numpy and Python held at once while it ran, in bytes)."""
+    tracemalloc.start()
+    try:
+        result = work()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_an_undecodable_render_is_skipped_with_why_and_the_others_are_judged(tmp_path):
+    """One file of text named .wav and one WAV cut inside its header no longer stop the analysis of the
+    rest: each is skipped, named with libsndfile's reason; only a folder of nothing readable is refused."""
+    folder = tmp_path / "renders"
+    write_audio_file(folder / "good.wav", melody(3.0, RATE, seed=1), RATE)
+    (folder / "notes.wav").write_text("this is not audio\n")
+    (folder / "cut.wav").write_bytes((folder / "good.wav").read_bytes()[:30])
+    renders = read_renders(folder, RATE, 10.0)
+    assert renders.names == ["good.wav"] and len(renders.excerpts) == 1
+    assert [s["file"] for s in renders.skipped] == ["cut.wav", "notes.wav"]
+    assert all(s["reason"].startswith("cannot decode audio (") for s in renders.skipped), renders.skipped
+    (folder / "good.wav").unlink()
+    with pytest.raises(AnalysisError, match=r"renders: no audio file can be analysed \(cut.wav: cannot decode "
+                                            r"audio .*; notes.wav: cannot decode audio"):
+        read_renders(folder, RATE, 10.0)
+
+
+def test_a_long_render_is_read_only_where_its_excerpts_lie(tmp_path):
+    """10 minutes judged on 20 s: the two excerpts read (the same samples as cutting the whole file),
+    not the whole file (19 MB as float32; it was decoded whole before)."""
+    x = (0.1 * np.random.default_rng(0).standard_normal(600 * RATE)).astype(np.float32)
+    sf.write(tmp_path / "long.wav", x, RATE, subtype="FLOAT")
+    renders, peak = peak_bytes(lambda: read_renders(tmp_path, RATE, 20.0))
+    expected = excerpts_of([x], RATE, 20.0)
+    assert [len(e) for e in renders.excerpts] == [10 * RATE, 10 * RATE]
+    for got, want in zip(renders.excerpts, expected):
+        np.testing.assert_array_equal(got, want)
+    assert peak < 0.25 * x.nbytes, f"{peak / 1e6:.1f} MB held to read 20 s of a {x.nbytes / 1e6:.1f} MB render"
+
+
+def test_a_render_of_another_rate_and_channels_is_read_by_excerpt_like_it_is_whole(tmp_path):
+    """A stereo 22.05 kHz render judged at 8 kHz: each excerpt is read with a margin and resampled alone,
+    matching the whole file mixed and resampled (read from a sample on its output grid), for a fraction of
+    its memory."""
+    rate = 22050
+    x = np.stack([melody(120.0, rate, seed=2), melody(120.0, rate, seed=3)], 1)
+    sf.write(tmp_path / "stereo.wav", x, rate, subtype="FLOAT")
+    renders, peak = peak_bytes(lambda: read_renders(tmp_path, RATE, 20.0))
+    expected = excerpts_of([load_mono(tmp_path / "stereo.wav", RATE)], RATE, 20.0)
+    assert [len(e) for e in renders.excerpts] == [len(e) for e in expected] == [10 * RATE, 10 * RATE]
+    for got, want in zip(renders.excerpts, expected):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    assert peak < 0.5 * x.astype(np.float32).nbytes
+
+
+def test_a_render_cut_short_past_its_header_is_judged_on_what_decodes(tmp_path, caplog):
+    """A FLAC whose header promises 40 s and holds ~20: the excerpt past its end cannot be read, so it is
+    decoded whole (warning naming it) and the excerpts planned again over what there is."""
+    x = (0.2 * np.random.default_rng(1).standard_normal(40 * RATE)).astype(np.float32)
+    sf.write(tmp_path / "whole.flac", x, RATE)
+    data = (tmp_path / "whole.flac").read_bytes()
+    (tmp_path / "whole.flac").unlink()
+    (tmp_path / "cut.flac").write_bytes(data[: len(data) // 2])
+    with caplog.at_level("WARNING"):
+        renders = read_renders(tmp_path, RATE, 40.0)
+    assert "cut.flac: cut short" in caplog.text
+    assert renders.names == ["cut.flac"] and renders.skipped == []
+    seconds = sum(map(len, renders.excerpts)) / RATE
+    assert 15.0 < seconds < 25.0
+    np.testing.assert_allclose(renders.excerpts[0], x[: 10 * RATE], atol=1e-4)
+
+
+def test_a_corpus_split_gives_the_excerpts_of_its_segments(tmp_path):
+    corpus = Corpus(prepared_corpus(tmp_path, files=4, seconds=6.0, sample_rate=RATE, val_fraction=0.25,
+                                    test_fraction=0.25))
+    audio = corpus.split("train")
+    whole = [int16_to_float(np.asarray(audio[s: s + n])) for s, n, _ in corpus.segments("train")]
+    for cap in (3.0, 7.0, None):
+        got = split_excerpts(corpus, "train", cap)
+        want = excerpts_of(whole, RATE, cap) if cap is not None else excerpts_of(whole, RATE, 1e9)
+        assert len(got) == len(want) > 0
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)

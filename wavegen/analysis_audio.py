@@ -1,0 +1,214 @@
+"""The audio :func:`wavegen.analysis.compare_renders` judges, read and no more.
+
+Where the excerpts lie is planned from lengths alone (:func:`wavegen.analysis.plan_excerpts`): a
+render's length from its file's header, a corpus segment's from the corpus. Only the planned
+excerpts are then read (a seek and a read each) and converted to float: a 3-hour render judged on
+120 s costs 120 s of memory, not 3 hours. Files that cannot be read that way (MP3, whose decoder
+returns zeros after a seek; a file that turns out damaged) are decoded whole, as prep decodes them.
+
+A render file that cannot be judged (undecodable, shorter than MIN_RENDER_SECONDS, NaN or infinite
+samples in what is read) is skipped with a warning naming it and why; the folder is refused only
+when no file is left.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from wavegen.analysis import AUDIO_SUFFIXES, MIN_RENDER_SECONDS, AnalysisError, plan_excerpts
+
+logger = logging.getLogger(__name__)
+
+RESAMPLE_MARGIN_SECONDS = 0.01  # read either side of an excerpt to be resampled: the filter's reach
+
+
+class Renders(NamedTuple):
+    """What :func:`read_renders` returns: the planned excerpts (each [T] float32 at the corpus's rate),
+    the names of the files judged, and the files skipped as ``{"file", "reason"}``."""
+
+    excerpts: list[np.ndarray]
+    names: list[str]
+    skipped: list[dict]
+
+
+class _Unreadable(Exception):
+    """A render file that cannot be judged; the message says why."""
+
+
+class _Source:
+    """One render file: its length in samples at ``sample_rate`` (from its header), its excerpts read
+    on demand; decoded whole (``whole``) where a partial read cannot be trusted."""
+
+    def __init__(self, path: Path, sample_rate: int):
+        import soundfile as sf
+
+        from wavegen.audio import WHOLE_READ_SUBTYPES, _damage_in_log
+
+        self.path, self.sample_rate, self.whole = path, sample_rate, None
+        try:
+            info = sf.info(os.fsencode(path))
+        except Exception:  # libsndfile's failures are RuntimeErrors: decode_audio words the reason
+            info = None
+        # decoded whole, as prep decodes: what fails to open (read_audio says why), MP3, a header that
+        # says the file is cut short (read_audio warns, naming the file)
+        if (info is None or info.format == "RAW" or info.subtype in WHOLE_READ_SUBTYPES or info.frames <= 0
+                or _damage_in_log(info.extra_info) is not None):
+            self.decode_whole()
+        else:
+            self.rate, self.frames = int(info.samplerate), int(info.frames)
+            self.length = int(self.frames * sample_rate // self.rate)
+
+    def decode_whole(self) -> None:
+        """Decode the file whole (wavegen.audio.read_audio: a damaged file gives what decodes, with a
+        warning); _Unreadable where nothing does."""
+        from wavegen.audio import AudioError, read_audio, resample, to_mono
+
+        try:
+            x, rate = read_audio(self.path)
+        except AudioError as err:
+            raise _Unreadable(err.reason) from None
+        self.whole = resample(to_mono(x), rate, self.sample_rate)
+        self.length = len(self.whole)
+
+    def read(self, start: int, n: int) -> np.ndarray:
+        """Samples [start, start + n) at the corpus's rate, mono float32 ([<= n]). Where the file
+        gives less than its header promised, it is decoded whole and ``_Replan`` raised."""
+        if self.whole is not None:
+            return self.whole[start: start + n]
+        import soundfile as sf
+
+        from wavegen.audio import resample, to_mono
+
+        # read from an input sample that falls on an output sample (every rate/gcd input samples), some
+        # way before the excerpt: the resampled excerpt then lies on the whole file's output grid
+        step = math.gcd(self.rate, self.sample_rate)
+        period_in, period_out = self.rate // step, self.sample_rate // step
+        margin = 0 if self.rate == self.sample_rate else int(RESAMPLE_MARGIN_SECONDS * self.sample_rate) + 1
+        out_first = max(0, start - margin) // period_out * period_out
+        first = out_first // period_out * period_in
+        last = min(self.frames, -(-(start + n + margin) * self.rate // self.sample_rate))
+        try:
+            with sf.SoundFile(os.fsencode(self.path)) as f:
+                f.seek(first)
+                x = f.read(last - first, dtype="float32", always_2d=True)
+        except Exception:
+            x = None
+        if x is None or len(x) < last - first:  # damaged past its header: decode what there is
+            self.decode_whole()
+            raise _Replan
+        y = resample(to_mono(x), self.rate, self.sample_rate)
+        return y[start - out_first: start - out_first + n]
+
+
+class _Replan(Exception):
+    """A file's length turned out other than its header said: plan the excerpts again."""
+
+
+def read_renders(renders_dir: str | Path, sample_rate: int, max_seconds: float | None = None) -> Renders:
+    """The excerpts the analysis takes of every audio file directly in ``renders_dir`` but hidden ones
+    (mono, at ``sample_rate``; planned by plan_excerpts over ``max_seconds``, None: all), reading only
+    those. Files that cannot be judged are skipped with a warning (``skipped``); AnalysisError when
+    the folder holds no audio file, or none that can be judged."""
+    folder = _folder(renders_dir)
+    files = sorted(p for p in folder.iterdir()  # hidden: macOS's "._NAME.wav" beside a copied file holds no audio
+                   if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith("."))
+    unfinished = _unfinished_render(folder)
+    if not files:
+        raise AnalysisError(f"{folder}: no audio files ({', '.join(AUDIO_SUFFIXES)})" + (
+            "; it is a render that has not finished (a FLAC render writes its files at the end): rerun the render "
+            "command to finish it" if unfinished else _in_subfolders(folder)))
+    sources, skipped = [], []
+    for path in files:
+        try:
+            sources.append(_Source(path, sample_rate))
+        except _Unreadable as err:
+            skipped.append({"file": path.name, "reason": str(err)})
+    excerpts, sources = _read_planned(sources, sample_rate, max_seconds, skipped)
+    reasons = "; ".join(f"{s['file']}: {s['reason']}" for s in skipped)
+    if not sources:
+        raise AnalysisError(f"{folder}: no audio file can be analysed ({reasons})")
+    if skipped:
+        logger.warning("%s: skipping %d of %d audio file(s) (%s)", folder, len(skipped), len(files), reasons)
+    if unfinished:  # judged as it is, but not taken for the whole render
+        logger.warning("%s: its render has not finished (.state/ there, no complete render_report.json): its "
+                       "files hold only the audio rendered so far; rerun the render command to finish it",
+                       folder)
+    return Renders(excerpts, [s.path.name for s in sources], skipped)
+
+
+def _read_planned(sources: list[_Source], sample_rate: int, max_seconds: float | None,
+                  skipped: list[dict]) -> tuple[list[np.ndarray], list[_Source]]:
+    """(the planned excerpts, the sources judged): a source too short, or with NaN or inf in what is
+    read, is moved to ``skipped`` and the excerpts planned again without it."""
+    least = int(MIN_RENDER_SECONDS * sample_rate)
+    while True:
+        for s in [s for s in sources if s.length < least]:
+            skipped.append({"file": s.path.name, "reason": f"shorter than the {MIN_RENDER_SECONDS} s the analysis "
+                                                           f"needs ({s.length / sample_rate:.3f} s)"})
+        sources = [s for s in sources if s.length >= least]
+        excerpts, index = [], None
+        try:
+            for index, start, n in plan_excerpts([s.length for s in sources], sample_rate, max_seconds):
+                piece = sources[index].read(start, n)
+                if not np.isfinite(piece).all():  # a float file can hold them; no feature is defined there
+                    raise _Unreadable("NaN or infinite samples")
+                excerpts.append(piece)
+        except _Replan:
+            continue
+        except _Unreadable as err:
+            skipped.append({"file": sources.pop(index).path.name, "reason": str(err)})
+            continue
+        return excerpts, sources
+
+
+def _folder(renders_dir) -> Path:
+    folder = Path(renders_dir)
+    if folder.is_file():
+        raise AnalysisError(f"{folder}: is a file; give the folder of renders that holds it ({folder.parent})")
+    if not folder.is_dir():
+        raise AnalysisError(f"{folder}: no such folder of renders")
+    return folder
+
+
+def _in_subfolders(folder: Path) -> str:
+    """"; its subfolders A, B hold audio files: ..." where a folder of render folders was given, else ""."""
+    holders = [d.name for d in sorted(folder.iterdir()) if d.is_dir() and not d.name.startswith(".")
+               and any(p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith(".") for p in d.iterdir())]
+    if not holders:
+        return ""
+    shown = ", ".join(holders[:5]) + (f" and {len(holders) - 5} more" if len(holders) > 5 else "")
+    return (f"; its subfolder(s) {shown} hold audio files: give one of them (the files directly in the folder "
+            "given are judged, one render folder at a time)")
+
+
+def _unfinished_render(folder: Path) -> bool:
+    """Whether ``folder`` is a render that has not finished (stopped, or still running): it keeps
+    ``.state/`` (wavegen.render.folder.STATE_DIR) until its render_report.json says "complete"."""
+    from wavegen.fileio import read_json_object
+
+    if not (folder / ".state").is_dir():
+        return False
+    try:
+        return read_json_object(folder / "render_report.json").get("status") != "complete"
+    except (OSError, ValueError):
+        return True
+
+
+def split_excerpts(corpus, split: str, max_seconds: float | None) -> list[np.ndarray]:
+    """The excerpts plan_excerpts plans for a corpus split's segments, as float32 [T] (only those
+    converted from the corpus's int16); where none is long enough to cut one, its segments."""
+    from wavegen.audio import int16_to_float
+
+    audio = corpus.split(split)
+    segments = [(int(s), int(n)) for s, n, _ in corpus.segments(split)]
+    # no excerpt: every segment is too short, and compare_clips says so (they are short: read them)
+    plan = plan_excerpts([n for _, n in segments], corpus.sample_rate, max_seconds) or [
+        (i, 0, n) for i, (_, n) in enumerate(segments)]
+    return [int16_to_float(np.asarray(audio[segments[i][0] + start: segments[i][0] + start + n]))
+            for i, start, n in plan]
