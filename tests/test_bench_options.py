@@ -150,8 +150,8 @@ def test_the_reported_commands_are_refused_up_front_naming_every_ignored_option(
 
 
 # a value other than the default for each option that only some measurements use
-GIVEN = {"--backends": ["numba"], "--samples": ["64"], "--torch-samples": ["32"], "--repeats": ["1"],
-         "--device": ["cuda"], "--plot": ["p.png"], "--seq-len": ["64"], "--steps": ["1"], "--warmup-steps": ["0"],
+GIVEN = {"--backends": ["numba"], "--checkpoint": ["last"], "--samples": ["64"], "--torch-samples": ["32"],
+         "--repeats": ["1"], "--device": ["cuda"], "--plot": ["p.png"], "--seq-len": ["64"], "--steps": ["1"], "--warmup-steps": ["0"],
          "--precision": ["no"], "--compile": [], "--grad-accum": ["2"], "--workers": ["1"],
          "--set": ["train.ema_decay=0.99"]}
 MODES = {"generation timing": [], "--profile": ["--profile"], "--train": ["--train"]}

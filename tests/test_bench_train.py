@@ -2,12 +2,14 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 
 import numpy as np
 import pytest
+from conftest import prepared_corpus
 from process_helpers import cli_recording_threads, gloo_threads_left
 from test_train_ddp import RECIPES, free_port
 
@@ -44,7 +46,7 @@ def test_bench_training_times_only_the_timed_steps():
         assert r["cpu_seconds"] < 1.5 * r["seconds"] + 0.05  # one thread: CPU time cannot much exceed wall time
         assert 2**20 < r["peak_memory_bytes"] < 2**40 and "RSS" in r["memory"]
         assert 6.0 < r["loss_bits"] < 8.5  # 256 levels, a few steps from random weights: ~8 bits
-    with pytest.raises(WavegenError, match="preset"):
+    with pytest.raises(WavegenError, match="^no-such-model: no such preset, model folder or run folder"):
         bench_training("no-such-model")
 
 
@@ -77,6 +79,56 @@ def test_a_model_conditioned_on_labels_is_timed_on_labelled_windows(model):
     assert rows[0]["samples_per_second"] > 0 and 0 < rows[0]["loss_bits"] < 16
 
 
+def test_bench_train_takes_a_config_file_and_a_run_folder_as_train_does(tmp_path, capsys):
+    """--model takes what wavegen train --model takes, from random weights (bench --train took only a
+    preset name): the config's own sizes and batch, a run's settings (not its trained weights), and a
+    value that is none of these is named. Generation timing takes the same run's checkpoint (--checkpoint)."""
+    config = tmp_path / "mine.json"
+    config.write_text(json.dumps({"preset": "samplernn-tiny", "model": {"dim": 32, "emb_size": 8},
+                                  "train": {"batch_size": 3, "seq_len": 64, "tbptt_windows": 2}}))
+    corpus = prepared_corpus(tmp_path, files=3, seconds=2.0, val_fraction=0.34)
+    run = tmp_path / "run"
+    assert cli.main(["-q", "train", "--data", str(corpus), "--model", str(config), "--run", str(run),
+                     "--max-steps", "2", "--threads", "1", "--set", "train.sample_interval=-1",
+                     "--set", "model.rnn_type=lstm", "--set", "train.val_seconds=1"]) == 0
+    assert (run / "best" / "model.safetensors").is_file()
+    timed = {}
+    for name in (str(config), str(run)):
+        assert cli.main(["-q", "bench", "--train", "--model", name, "--steps", "1", "--warmup-steps", "0",
+                         "--threads", "1", "--json", str(tmp_path / "out.json")]) == 0
+        timed[name] = json.loads((tmp_path / "out.json").read_text())
+        out = capsys.readouterr().out
+        assert out.startswith(f"training {name} ({timed[name]['model']['source']}; ")
+    mine, trained = timed[str(config)], timed[str(run)]
+    assert mine["model"]["name"] == str(config)
+    assert mine["model"]["source"] == f"config {config}, random weights (seed 0)"
+    assert [(r["batch"], r["seq_len"]) for r in mine["rows"]] == [(3, 64)]  # the file's, not the preset's 16 x 256
+    assert mine["model"]["parameters"] == sum(p.numel() for p in resolve_model(str(config)).build().parameters())
+    assert mine["command"].startswith(f"wavegen bench --train --model {config} --batch 3 --seq-len 64")
+    assert trained["model"]["name"] == str(run) and trained["model"]["sample_rate"] == 16000
+    assert trained["model"]["source"] == (f"run {run}: the settings of {run / 'best'}, random weights (seed 0), "
+                                          "not its trained ones")
+    assert [(r["batch"], r["seq_len"]) for r in trained["rows"]] == [(3, 64)]
+    assert trained["model"]["parameters"] > mine["model"]["parameters"]  # the run's --set model.rnn_type=lstm
+    assert 7.0 < trained["rows"][0]["loss_bits"] < 8.5  # random weights: ~8 bits of 256 levels, not a trained loss
+    missing = tmp_path / "nothing.json"
+    with pytest.raises(ConfigError, match=f"^{missing}: no such preset, model folder or run folder"):
+        bench_training(str(missing))
+    with pytest.raises(ConfigError, match=f"^{corpus}: a prepared corpus, not a model"):
+        bench_training(str(corpus))
+    shutil.rmtree(run / "best")  # a run with checkpoints only: resolve_model's advice, --checkpoint, is not bench's
+    with pytest.raises(ConfigError, match=f"^{run}: this run has no best/ model yet to take the settings of; "
+                                          f"give its {run / 'config.json'} for them"):
+        bench_training(str(run))
+    # generation timing takes the run's kept checkpoint, as resolve_model's advice says (bench had no --checkpoint)
+    assert cli.main(["-q", "bench", "--model", str(run), "--checkpoint", "last", "--backends", "torch", "--batch", "1",
+                     "--samples", "16", "--torch-samples", "16", "--repeats", "1", "--threads", "1",
+                     "--json", str(tmp_path / "gen.json")]) == 0
+    generated = json.loads((tmp_path / "gen.json").read_text())
+    assert generated["model"]["source"].startswith(str(run / "checkpoints" / "step_2"))
+    assert generated["command"].startswith(f"wavegen bench --model {run} --checkpoint last --backends torch")
+
+
 def test_bench_train_cli_writes_json(tmp_path):
     out = tmp_path / "train.json"
     done = subprocess.run([sys.executable, "-m", "wavegen", "-q", "bench", "--train", "--model", "wavenet-tiny",
@@ -97,7 +149,9 @@ def test_bench_train_cli_writes_json(tmp_path):
 def test_a_bad_count_is_named_with_its_flag_and_value(capsys):
     for kwargs, flags, message in ((dict(steps=0), ["--steps", "0"], "--steps 0: must be at least 1"),
                                    (dict(warmup=-1), ["--warmup-steps", "-1"], "--warmup-steps -1: must be at least 0"),
-                                   (dict(batches=[2, 0]), ["--batch", "2,0"], "--batch 0: must be at least 1")):
+                                   (dict(batches=[2, 0]), ["--batch", "2,0"], "--batch 0: must be at least 1"),
+                                   (dict(seq_len=0), ["--seq-len", "0"], "--seq-len 0: must be at least 1"),
+                                   (dict(grad_accum=0), ["--grad-accum", "0"], "--grad-accum 0: must be at least 1")):
         with pytest.raises(ConfigError) as caught:
             bench_training("samplernn-tiny", **kwargs)
         assert str(caught.value) == message

@@ -48,3 +48,26 @@ def test_prep_prints_one_summary(tmp_path, make_tone):
     again = _prep(rec, tmp_path / "corpus", cwd=tmp_path)  # up to date: one line says so, no summary
     assert [line for line in again.stderr.splitlines() if "corpus" in line] == \
         [f"corpus up to date: {tmp_path / 'corpus'}"], again.stderr
+
+
+def test_sigterm_stops_prep_as_ctrl_c_does_keeping_the_old_corpus_and_no_temporary_folder(tmp_path, make_tone):
+    """SIGTERM (kill, timeout, a scheduler) killed prep mid-way, leaving its temporary folder of decoded audio
+    in the corpus folder; it now means what Ctrl-C means (wavegen.signals): exit 130, the old corpus as it was."""
+    import os
+    import signal
+
+    rec = tmp_path / "rec"
+    make_tone(rec / "a.wav", 2.0, 16000, 330)
+    assert _prep(rec, tmp_path / "c", cwd=tmp_path, quiet=True).returncode == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "c").iterdir() if p.is_file() and p.name != ".lock"}
+    for i in range(400):  # clicks, each skipped with a line: prep is mid-way once the first line shows
+        make_tone(rec / "clicks" / f"c{i:03d}.wav", 0.02, 16000, 200 + i)
+    proc = subprocess.Popen([sys.executable, "-m", "wavegen", "prep", str(rec), str(tmp_path / "c")],
+                            cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    first = proc.stderr.readline()
+    assert first.startswith("skipping "), first
+    os.kill(proc.pid, signal.SIGTERM)
+    rest = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130 and rest.strip().splitlines()[-1] == "wavegen prep: interrupted", rest[-2000:]
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == sorted([*before, ".lock"])  # no .prep-* left
+    assert all((tmp_path / "c" / name).read_bytes() == data for name, data in before.items())

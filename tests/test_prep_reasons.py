@@ -3,6 +3,7 @@ why a file was skipped, why a rerun does the work again, how the splits were mad
 folder prep refuses is left exactly as it was."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,3 +115,53 @@ def test_a_stereo_file_whose_channels_cancel_is_named_out_of_phase(tmp_path, mak
     assert reasons["phase.wav"].startswith("its channels cancel in the mono mix (out of phase: they peak at -6.0 "
                                            "dBFS"), reasons
     assert "silent" in reasons["phase.wav"] and "cancel" not in reasons["quiet.wav"]  # quiet, not cancelled
+
+
+def _declaring_hours(path, seconds=1.0, channels=8):
+    """A real FLAC of ``seconds`` whose header (STREAMINFO's total samples, 36 bits) declares the most
+    frames it can: ~1,200 h x ``channels``, terabytes decoded; what a damaged header can say."""
+    import soundfile as sf
+
+    x = 0.3 * np.sin(2 * np.pi * 220 * np.arange(int(seconds * SR)) / SR)
+    sf.write(path, np.repeat(x[:, None], channels, axis=1).astype(np.float32), SR)
+    data = bytearray(path.read_bytes())
+    assert data[:4] == b"fLaC" and data[4] & 0x7F == 0  # the first block is STREAMINFO
+    fields = int.from_bytes(data[18:26], "big")  # rate 20 bits, channels 3, bits 5, total samples 36
+    data[18:26] = (fields | (1 << 36) - 1).to_bytes(8, "big")
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_file_declaring_more_audio_than_memory_holds_is_skipped_and_the_rest_prepared(tmp_path, make_tone):
+    """A decode buffer larger than memory ended the whole prep in a numpy MemoryError traceback."""
+    if Path("/proc/sys/vm/overcommit_memory").read_text().strip() == "1":
+        pytest.skip("this kernel grants any allocation (vm.overcommit_memory=1): nothing refuses the buffer")
+    rec = tmp_path / "rec"
+    tones(rec, make_tone, 3)
+    _declaring_hours(rec / "concert.flac")
+    m = prep([rec], tmp_path / "c")
+    reason = _reasons(m)["concert.flac"]
+    assert reason.startswith("too long to decode in memory: its header declares 1,193.0 h of 8 channel(s), "), reason
+    assert "split it into shorter files" in reason
+    assert sorted(os.path.basename(f["path"]) for f in m["files"]) == ["t00.wav", "t01.wav", "t02.wav"]
+
+
+def test_thousands_of_skipped_files_are_named_up_to_a_limit_then_summed_up(tmp_path, make_tone, caplog):
+    """A folder of thousands of tiny files wrote a line for each, burying every other line in them."""
+    from wavegen.prep_decode import SKIP_LINES
+
+    rec = tmp_path / "rec"
+    tones(rec, make_tone, 3)
+    many = SKIP_LINES + 7
+    for i in range(many):
+        make_tone(rec / "clicks" / f"c{i:03d}.wav", 0.05, SR, 300 + i)
+    (rec / "empty.wav").write_bytes(b"")
+    with caplog.at_level("WARNING", logger="wavegen.prep"):
+        m = prep([rec], tmp_path / "c")
+    assert len(m["skipped"]) == many + 1  # the manifest still lists every one
+    lines = [r.getMessage() for r in caplog.records if r.name == "wavegen.prep"]
+    assert sum(line.startswith("skipping ") for line in lines) == SKIP_LINES
+    summary = [line for line in lines if line.startswith("skipped ")]
+    assert summary == ["skipped 8 more file(s) without a line each (7: no stretch of sound of at least 0.5 s; "
+                       "1: empty: a file of 0 bytes); "
+                       "--verbose names them, and manifest.json's \"skipped\" lists every skipped file and why"]

@@ -81,7 +81,7 @@ def decode_audio(path: str | Path) -> DecodedAudio:
             if f.format == "RAW":  # libsndfile reads a .au without its ".snd" magic as headerless 8 kHz u-law
                 raise AudioError(path, "cannot decode audio (no audio header: not audio, or damaged; headerless "
                                        "raw samples are not read)")
-            out = np.empty((f.frames, f.channels), dtype=np.float32)
+            out = _decode_buffer(path, f)
             n, damage = _read_into(out, f)
             sample_rate = int(f.samplerate)
     if notes.text:
@@ -92,6 +92,20 @@ def decode_audio(path: str | Path) -> DecodedAudio:
         raise AudioError(path, f"cannot decode audio (cut short: {damage})")
     samples = out if n == len(out) else out[:n].copy()
     return DecodedAudio(samples, sample_rate, None if damage is None else f"cut short: {damage}")
+
+
+def _decode_buffer(path: Path, f) -> np.ndarray:
+    """Room for the frames the open soundfile f declares: float32 [frames, channels]. AudioError when
+    memory cannot hold them (a recording of many hours, or a damaged header declaring them): the file
+    is named and passed over, not a traceback that ends the whole prep."""
+    try:
+        return np.empty((f.frames, f.channels), dtype=np.float32)
+    except MemoryError:
+        need = f.frames * f.channels * 4
+        hours = f.frames / f.samplerate / 3600
+        raise AudioError(path, f"too long to decode in memory: its header declares {hours:,.1f} h of {f.channels} "
+                               f"channel(s), {need / 2**30:,.1f} GiB decoded; split it into shorter files (one much "
+                               "shorter than that has a damaged header)") from None
 
 
 def _read_into(out: np.ndarray, f) -> tuple[int, str | None]:

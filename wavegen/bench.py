@@ -89,15 +89,16 @@ def machine_info(device: str = "cpu") -> dict:
 
 # ----- the model -----------------------------------------------------------------------------------
 
-def load_bench_model(model: str, seed: int = 0) -> tuple[dict, dict]:
-    """A preset or config (random weights from ``seed``) or a model/run folder → (inference spec, facts).
+def load_bench_model(model: str, seed: int = 0, checkpoint: str | None = None) -> tuple[dict, dict]:
+    """A preset or config (random weights from ``seed``) or a model/run folder (a run's ``checkpoint``,
+    "last" or "step_N", instead of its best/) → (inference spec, facts).
 
     facts: ``source``, ``model_type``, ``sample_rate`` (the model's, from resolve_model),
     ``parameters``, ``preset``.
     """
     from wavegen.resolve import resolve_model
 
-    ref = resolve_model(model)
+    ref = resolve_model(model, checkpoint)
     if ref.trained:
         net, source = ref.load("cpu"), str(ref.folder if ref.kind == "model" else ref.source)
     else:
@@ -294,7 +295,7 @@ def time_generation(engine, samples: int, warmup: int, repeats: int, seed: int =
 
 def bench_generation(model: str, backends=("torch", "numba"), batches=(1, 8, 64), samples: int = 16000,
                      torch_samples: int | None = None, repeats: int = 3, threads: int | None = None,
-                     device: str = "cpu", seed: int = 0, progress=None) -> dict:
+                     device: str = "cpu", seed: int = 0, progress=None, checkpoint: str | None = None) -> dict:
     """Generation speed of ``model`` for every backend × batch: ``{"machine", "model", "rows"}``.
 
     rows: ``backend``, ``batch``, ``samples`` (timed per stream), ``seconds``, ``cpu_seconds``,
@@ -318,7 +319,7 @@ def bench_generation(model: str, backends=("torch", "numba"), batches=(1, 8, 64)
         draws.append(("--torch-samples", torch_samples or min(samples, 1024)))
     check_draws_fit(draws, max(batches))
     set_threads(threads)
-    spec, facts = load_bench_model(model, seed)
+    spec, facts = load_bench_model(model, seed, checkpoint)
     check_backends(spec, backends, batches, device)
     rate = facts["sample_rate"]
     samples = _whole_frames(spec, samples)
@@ -353,7 +354,8 @@ def bench_generation(model: str, backends=("torch", "numba"), batches=(1, 8, 64)
 # ----- profile ---------------------------------------------------------------------------------------
 
 def profile_generation(model: str, backends=("numba",), batches=(1,), samples: int = 4096,
-                       threads: int | None = 1, seed: int = 0, progress=None, dram_mbytes: int = 512) -> dict:
+                       threads: int | None = 1, seed: int = 0, progress=None, dram_mbytes: int = 512,
+                       checkpoint: str | None = None) -> dict:
     """Where the numba engines' time goes: ``{"mode": "profile", "machine" (+ "rates"), "model",
     "profiles": [{"backend", "batch", ...kernels.numba_profile.profile_engine}]}``.
 
@@ -366,7 +368,7 @@ def profile_generation(model: str, backends=("numba",), batches=(1,), samples: i
     if bad:
         raise ConfigError(f"--profile times the numba engines' parts; {bad} cannot be profiled")
     set_threads(threads)
-    spec, facts = load_bench_model(model, seed)
+    spec, facts = load_bench_model(model, seed, checkpoint)
     check_draws_fit([("--samples", samples)], max(int(b) for b in batches))
     check_backends(spec, backends, [int(b) for b in batches])
     if progress is not None:

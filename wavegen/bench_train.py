@@ -118,16 +118,42 @@ def _allowed(base: dict, overrides, seq_len: int | None) -> list[str]:
     return overrides
 
 
-def bench_training(model: str, batches=(32,), seq_len: int | None = None, steps: int = 5, warmup: int = 2,
+def training_model(model: str, seed: int = 0) -> tuple[dict, str, int]:
+    """What ``--model`` names, as ``wavegen train --model`` reads it (:func:`wavegen.resolve.resolve_model`:
+    a preset, a config .json, a model or run folder) → (its config with every train setting present,
+    the source line, its sample rate). Training starts from random weights (``seed``), so a folder gives
+    its settings only; ConfigError naming ``model`` when it is none of these."""
+    from wavegen.config import train_settings
+    from wavegen.resolve import CONFIG_FILE, resolve_model, run_checkpoints
+
+    try:
+        ref = resolve_model(model)
+    except ConfigError:
+        run = Path(model).expanduser()
+        if not ((run / CONFIG_FILE).is_file() and run_checkpoints(run) and not (run / "best").exists()):
+            raise
+        # resolve_model's advice for this run (--checkpoint last) is not bench's: it has no --checkpoint
+        raise ConfigError(f"{model}: this run has no best/ model yet to take the settings of; give its "
+                          f"{run / CONFIG_FILE} for them (random weights)") from None
+    config = {**ref.config, "train": train_settings(ref.config)}
+    source = f"{ref.kind} {model}, random weights (seed {seed})"
+    if ref.trained:
+        source = f"{ref.kind} {model}: the settings of {ref.folder}, random weights (seed {seed}), not its trained ones"
+    return config, source, ref.sample_rate
+
+
+def bench_training(model: str, batches=None, seq_len: int | None = None, steps: int = 5, warmup: int = 2,
                    threads: int | None = None, device: str = "cpu", mixed_precision: str = "auto",
                    compile: bool = False, grad_accum: int = 1, num_workers: int = 0, seed: int = 0,
                    overrides=(), progress=None) -> dict:
-    """Training speed of a preset: ``{"mode": "training", "machine", "model", "rows"}``.
+    """Training speed of a model's config: ``{"mode": "training", "machine", "model", "rows"}``.
 
-    For each batch size (the global batch, ``train.batch_size``) the preset's training setup is
-    built (``seq_len`` overrides its ``train.seq_len``), ``warmup`` steps run untimed (torch.compile
+    ``model`` is what ``wavegen train --model`` takes (:func:`training_model`: a preset, a config .json,
+    a model or run folder), always with random weights. For each batch size (the global batch,
+    ``train.batch_size``; None: the config's) its training setup is built (``seq_len`` overrides its
+    ``train.seq_len``), ``warmup`` steps run untimed (torch.compile
     and allocator warm-up), then ``steps`` steps are timed, ending on a device sync.
-    ``overrides`` (``--set key=value`` strings, as training takes them) change the preset's other
+    ``overrides`` (``--set key=value`` strings, as training takes them) change the config's other
     settings: ``model.rnn_type=lstm`` times another cell; ``train.ema_decay=0.99`` updates an
     average of the weights after every step as training does (:class:`wavegen.trainstate.WeightAverage`),
     so its cost shows beside a row without it. The settings this function's own arguments set
@@ -149,19 +175,16 @@ def bench_training(model: str, batches=(32,), seq_len: int | None = None, steps:
     from wavegen.config import apply_overrides
     from wavegen.data import local_streams
     from wavegen.distributed import end_accelerator, make_accelerator
-    from wavegen.models import PRESETS, resolve_preset
-    from wavegen.resolve import resolve_model
+    from wavegen.memory import check_model_memory
 
-    if model not in PRESETS:
-        raise ConfigError(f"bench --train takes a preset name; {model!r} is not one of {sorted(PRESETS)}")
-    batches = [int(b) for b in batches]
+    config, source, rate = training_model(model, seed)
+    batches = [config["train"]["batch_size"]] if batches is None else [int(b) for b in batches]
     if not batches:
         raise ConfigError("--batch: give at least one batch size")
-    check_counts([*(("--batch", b, 1) for b in batches), ("--steps", steps, 1), ("--warmup-steps", warmup, 0)])
+    check_counts([*(("--batch", b, 1) for b in batches), ("--steps", steps, 1), ("--warmup-steps", warmup, 0),
+                  *([("--seq-len", seq_len, 1)] if seq_len is not None else []), ("--grad-accum", grad_accum, 1)])
     set_threads(threads)
-    preset = resolve_preset(model)
-    base = apply_overrides(preset, _allowed(preset, overrides, seq_len))
-    rate = resolve_model(model).sample_rate
+    base = apply_overrides(config, _allowed(config, overrides, seq_len))
     accelerator = make_accelerator(mixed_precision, cpu=torch.device(device).type == "cpu")
     try:
         world, main = accelerator.num_processes, accelerator.is_main_process
@@ -172,6 +195,7 @@ def bench_training(model: str, batches=(32,), seq_len: int | None = None, steps:
                   for batch in batches]
         for _, train_cfg in setups:  # every batch size splits over the processes, before any is timed
             local_streams(train_cfg, accelerator.process_index, world)
+        check_model_memory(setups[0][0], None, accelerator.device)  # absurd sizes: refused before any is built
         rows, facts = [], {}
         for config, train_cfg in setups:
             if progress is not None and main:
@@ -183,7 +207,7 @@ def bench_training(model: str, batches=(32,), seq_len: int | None = None, steps:
             logger.debug("train batch %d: %.0f samples/s", train_cfg.batch_size, row["samples_per_second"])
             accelerator.free_memory()  # the model and optimizer of this batch size went with _bench_batch's frame
         machine = machine_info(str(accelerator.device))
-        model_info = {"name": model, "source": f"preset {model}, random weights (seed {seed})", **facts,
+        model_info = {"name": model, "source": source, **facts,
                       "sample_rate": rate, "mixed_precision": accelerator.mixed_precision, "compile": compile,
                       "grad_accum": grad_accum, "num_workers": num_workers, "warmup_steps": warmup,
                       "overrides": list(overrides), "ema_decay": train_cfg.ema_decay, "processes": world}
@@ -250,7 +274,7 @@ def format_training_table(result: dict) -> str:
     """The rows of :func:`bench_training` as a fixed-width text table."""
     m, model = result["machine"], result["model"]
     where = m.get("gpu") or f"{m['cpu']}, {m['logical_cpus']} logical CPUs, torch threads {m['torch_threads']}"
-    lines = [f"training {model['name']} ({model['parameters'] / 1e6:.1f}M parameters; precision "
+    lines = [f"training {model['name']} ({model['source']}; {model['parameters'] / 1e6:.1f}M parameters; precision "
              f"{model['mixed_precision']}; compile {model['compile']}; grad_accum {model['grad_accum']}; "
              f"prefetch threads {model['num_workers']}"
              + (f"; {model['processes']} processes" if model.get("processes", 1) > 1 else "")

@@ -7,6 +7,7 @@ whether the corpus is up to date, and moving the result into place.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,10 +23,20 @@ if TYPE_CHECKING:
     from wavegen.prep import PrepSettings
 
 logger = logging.getLogger("wavegen.prep")
+SKIP_LINES = 20  # skipped files named one line each; the rest summed up in one line (all in the manifest)
 
 
 def decode_one(path: Path, settings: PrepSettings, digest: str):
-    """Decode and trim one file (digest: its sha256): (kept int16 [T], segment lengths, entry) or a skip reason."""
+    """Decode and trim one file (digest: its sha256): (kept int16 [T], segment lengths, entry) or a skip reason
+    (a file too long for this machine's memory among them: passed over, the others prepared)."""
+    try:
+        return _decode_one(path, settings, digest)
+    except MemoryError:
+        return ("too long to prepare in memory (decoded, mixed to mono and resampled whole, it does not fit in "
+                "this machine's memory); split it into shorter files")
+
+
+def _decode_one(path: Path, settings: PrepSettings, digest: str):
     try:
         if path.stat().st_size == 0:
             return "empty: a file of 0 bytes"
@@ -39,7 +50,7 @@ def decode_one(path: Path, settings: PrepSettings, digest: str):
         return "empty: no audio frames"
     rate = settings.sample_rate
     source = to_mono(x)  # at the file's own rate: kept to say why a file has no sound (why_no_sound)
-    loudest_channel = float(np.abs(x).max()) if channels > 1 else None
+    loudest_channel = float(max(x.max(), -x.min())) if channels > 1 else None  # no copy of x: a long file is large
     del x
     mono = resample(source, sr_in, rate)
     if not np.all(np.isfinite(mono)):
@@ -105,7 +116,8 @@ def decode_files(found, file_labels, tmp: Path, settings: PrepSettings, progress
         if result is None:
             result = decode_one(path, settings, digest)
         if isinstance(result, str):
-            logger.warning("skipping %s: %s", path, result)
+            # a line each for the first few; thousands of tiny files would bury every other line in theirs
+            logger.log(logging.WARNING if len(skipped) < SKIP_LINES else logging.DEBUG, "skipping %s: %s", path, result)
             skipped.append({"path": str(path), "reason": result})
         else:
             kept, lengths, entry = result
@@ -118,7 +130,18 @@ def decode_files(found, file_labels, tmp: Path, settings: PrepSettings, progress
             bar.update(1)
     if bar is not None:
         bar.close()
+    if len(skipped) > SKIP_LINES:
+        logger.warning("skipped %d more file(s) without a line each (%s); --verbose names them, and manifest.json's "
+                       '"skipped" lists every skipped file and why', len(skipped) - SKIP_LINES,
+                       _most_common_reasons(skipped[SKIP_LINES:]))
     return files, seg_lengths, skipped, digests
+
+
+def _most_common_reasons(skipped: list[dict], shown: int = 3) -> str:
+    """"1990 no stretch of sound of at least 0.5 s; 5 duplicate of ..." for the most common reasons."""
+    counts = Counter(item["reason"] for item in skipped)
+    text = "; ".join(f"{count}: {reason}" for reason, count in counts.most_common(shown))
+    return text + (f"; {len(counts) - shown} other reason(s)" if len(counts) > shown else "")
 
 
 def _duplicate(kept: tuple, label) -> str:

@@ -13,6 +13,7 @@ GENERATION, PROFILE, TRAIN = "generation timing", "--profile", "--train"  # benc
 # the options that only some measurements use (dest → flag, those measurements); the rest apply to all
 MODE_OPTIONS = {
     "backends": ("--backends", (GENERATION, PROFILE)),
+    "checkpoint": ("--checkpoint", (GENERATION, PROFILE)),
     "samples": ("--samples", (GENERATION, PROFILE)),
     "torch_samples": ("--torch-samples", (GENERATION,)),
     "repeats": ("--repeats", (GENERATION,)),
@@ -37,11 +38,18 @@ _MEASURING = {GENERATION: "generation timing (bench without --train or --profile
 
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="measure speed: generation (backends x batch sizes), --profile, --train",
-                       description="Generation speed of a preset (random weights) or a trained model folder, "
-                                   "for each backend and batch size; warm-up (compilation) excluded. --profile "
-                                   "times the parts of the numba engines' step instead, --train training speed; "
+                       description="Generation speed of a preset or config .json (random weights) or a trained "
+                                   "model folder, for each backend and batch size; warm-up (compilation) excluded. "
+                                   "--profile times the parts of the numba engines' step instead, --train training "
+                                   "speed (of any model wavegen train --model takes, from random weights); "
                                    "an option that the measurement asked for does not use is refused.")
-    p.add_argument("--model", required=True, help="preset name (random weights) or a model/run folder")
+    p.add_argument("--model", required=True,
+                   help="preset name or config .json (random weights), or a model/run folder (generation: its "
+                        "trained weights; --train: its settings, random weights); --train takes what wavegen "
+                        "train --model takes")
+    p.add_argument("--checkpoint", default=None, metavar="last|step_N",
+                   help="generation timing and --profile: a run's kept checkpoint instead of its best/ "
+                        "(--train takes a run's settings, not its weights)")
     p.add_argument("--backends", default="torch,numba",
                    help="generation timing and --profile: comma list of backends, each optionally with a "
                         "precision and engine options (BACKEND[-PRECISION][:OPTION=VALUE]...): torch, numba, "
@@ -50,7 +58,7 @@ def add_parser(sub) -> None:
                         "chosen by stream count (default torch,numba; with --profile: numba)")
     p.add_argument("--batch", default=None,
                    help="comma list of stream counts (default 1,8,64; with --profile 1); with --train, global "
-                        "training batch sizes (default: the preset's)")
+                        "training batch sizes (default: the model's train.batch_size)")
     p.add_argument("--samples", type=int, default=16000,
                    help="generation timing and --profile: timed samples per stream (default 16000)")
     p.add_argument("--torch-samples", type=int, default=None,
@@ -60,7 +68,7 @@ def add_parser(sub) -> None:
                    help="generation timing: timed runs per row, the fastest is kept (default 3)")
     add_threads(p)
     add_device(p)
-    p.add_argument("--seed", type=int, default=0, help="seed of a preset's random weights")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights (a preset's or config's; with --train, any model's)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
     p.add_argument("--plot", default=None, metavar="FILE.png",
                    help="generation timing: plot samples/s against batch (matplotlib)")
@@ -69,7 +77,8 @@ def add_parser(sub) -> None:
     t = p.add_argument_group("training speed (--train; these options go with it only)")
     t.add_argument("--train", action="store_true",
                    help="measure training instead: audio samples trained per second and peak memory")
-    t.add_argument("--seq-len", type=int, default=None, help="samples per training window (default: the preset's)")
+    t.add_argument("--seq-len", type=int, default=None,
+                   help="samples per training window (default: the model's train.seq_len)")
     t.add_argument("--steps", type=int, default=5, help="timed training steps per batch size (default 5)")
     t.add_argument("--warmup-steps", type=int, default=2, help="untimed steps first (default 2)")
     t.add_argument("--precision", default="auto", choices=["auto", "no", "bf16", "fp16"],
@@ -79,7 +88,7 @@ def add_parser(sub) -> None:
     t.add_argument("--grad-accum", type=int, default=1, help="micro-batches per step (default 1)")
     t.add_argument("--workers", type=int, default=0, help="batch prefetch threads (train.num_workers; default 0)")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="change a setting of the preset as training does: model.rnn_type=lstm, "
+                   help="change a setting of the model's config as training does: model.rnn_type=lstm, "
                         "train.ema_decay=0.99 (repeatable)")
     # what run() compares against to tell which options were given (--device's help names its default)
     p.set_defaults(bench_defaults={dest: p.get_default(dest) for dest in MODE_OPTIONS})
@@ -172,8 +181,9 @@ def _bench_profile(args, backends, batches) -> int:
         backends = ["numba"]
     result = profile_generation(args.model, backends, batches, samples=args.samples,
                                 threads=args.threads if args.threads is not None else 1, seed=args.seed,
-                                progress=None if args.quiet else logger.info)
-    result["command"] = (f"wavegen bench --profile --model {args.model} --backends {','.join(backends)} "
+                                progress=None if args.quiet else logger.info, checkpoint=args.checkpoint)
+    result["command"] = (f"wavegen bench --profile --model {args.model}{_checkpoint(args)} "
+                         f"--backends {','.join(backends)} "
                          f"--batch {','.join(map(str, batches))} --samples {args.samples}")
     print(format_profile(result))
     if args.json:
@@ -195,9 +205,9 @@ def run(args) -> int:
         return _bench_profile(args, backends, batches)
     result = bench_generation(args.model, backends, batches, samples=args.samples, torch_samples=args.torch_samples,
                               repeats=args.repeats, threads=args.threads, device=args.device, seed=args.seed,
-                              progress=None if args.quiet else logger.info)
-    options = [f"--model {args.model}", f"--backends {','.join(backends)}", f"--batch {','.join(map(str, batches))}",
-               f"--samples {args.samples}", f"--repeats {args.repeats}"]
+                              progress=None if args.quiet else logger.info, checkpoint=args.checkpoint)
+    options = [f"--model {args.model}{_checkpoint(args)}", f"--backends {','.join(backends)}",
+               f"--batch {','.join(map(str, batches))}", f"--samples {args.samples}", f"--repeats {args.repeats}"]
     options += [f"--{name.replace('_', '-')} {getattr(args, name)}" for name in ("torch_samples", "threads", "seed")
                 if getattr(args, name) not in (None, 0)]
     options += [f"--device {args.device}"] if args.device != "cpu" else []
@@ -210,6 +220,10 @@ def run(args) -> int:
     return 0
 
 
+def _checkpoint(args) -> str:
+    return f" --checkpoint {args.checkpoint}" if args.checkpoint else ""
+
+
 def _write_plot(result, path) -> None:
     from wavegen.plotting import speed_png
 
@@ -218,17 +232,15 @@ def _write_plot(result, path) -> None:
 
 def _cmd_bench_train(args) -> int:
     from wavegen.bench_train import bench_training, format_training_table
-    from wavegen.models import resolve_preset
 
-    batches = _comma_list(args.batch, "--batch", int) if args.batch else \
-        [resolve_preset(args.model)["train"]["batch_size"]]
+    batches = _comma_list(args.batch, "--batch", int) if args.batch else None  # None: the model's
     result = bench_training(args.model, batches, seq_len=args.seq_len, steps=args.steps, warmup=args.warmup_steps,
                             threads=args.threads, device=args.device, mixed_precision=args.precision,
                             compile=args.compile, grad_accum=args.grad_accum, num_workers=args.workers,
                             seed=args.seed, overrides=args.overrides, progress=None if args.quiet else logger.info)
     if result is None:  # another process of a launch: the main one prints and writes for the whole job
         return 0
-    options = [f"--model {args.model}", f"--batch {','.join(map(str, batches))}",
+    options = [f"--model {args.model}", f"--batch {','.join(str(row['batch']) for row in result['rows'])}",
                f"--seq-len {result['rows'][0]['seq_len']}", f"--steps {args.steps}",
                f"--warmup-steps {args.warmup_steps}", f"--precision {args.precision}"]
     options += [f"--threads {args.threads}"] if args.threads else []

@@ -25,11 +25,25 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    import signal
+    import threading
+
     from wavegen.prep import prepare
 
-    # prepare says what it made (or that the corpus is up to date): one summary
-    prepare(args.inputs, args.corpus, progress=not args.quiet, sample_rate=args.sample_rate,
-            top_db=args.top_db, min_silence_seconds=args.min_silence_seconds,
-            val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
-            labels=args.labels)
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt  # prep's temporary folder removed and the old corpus kept, as for a Ctrl-C
+
+    # SIGTERM (kill, a scheduler, timeout) means what Ctrl-C means (wavegen.signals): it killed prep, leaving
+    # its temporary folder (gigabytes for a large corpus) in the corpus folder until the next prep there
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, interrupt) if main else None
+    try:
+        # prepare says what it made (or that the corpus is up to date): one summary
+        prepare(args.inputs, args.corpus, progress=not args.quiet, sample_rate=args.sample_rate,
+                top_db=args.top_db, min_silence_seconds=args.min_silence_seconds,
+                val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
+                labels=args.labels)
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
     return 0
