@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from conftest import save_tiny_model, tiny_config
-from wavegen.checkpoint import CheckpointError, load_model, save_model, weights_shapes
+from wavegen.checkpoint import CheckpointError, load_model, save_model
+from wavegen.weights_file import weights_shapes
 from wavegen.config import ConfigError
 from wavegen.memory import OutOfMemoryError, available_memory
 from wavegen.models import build_model
@@ -90,3 +91,42 @@ def test_a_cut_weights_header_is_named(tmp_path):
     (folder / "weights.json").unlink()  # a folder of an older wavegen: the header tells
     with pytest.raises(CheckpointError, match=r"model.safetensors: damaged .*truncated"):
         load_model(folder)
+
+
+def test_the_tensors_digest_is_the_same_for_best_and_the_checkpoint_it_came_from(tmp_path):
+    """best/ (save_model) and a checkpoint (accelerate's writer, maybe with DDP's "module." prefix) hold the
+    same tensors in files of other bytes: tensors_sha256 is the same for all (their files' sha256 are not),
+    the one weights.json records included; one value changed, or another dtype, gives another."""
+    from accelerate.utils import save as accelerate_save
+    from safetensors.torch import save_file
+
+    from wavegen.checkpoint import recorded_tensors_sha256
+    from wavegen.weights_file import tensors_sha256
+    from wavegen.fileio import sha256_file
+
+    best = save_tiny_model(tmp_path / "run" / "best", **TINY)
+    state = load_model(best)[0].state_dict()
+    kept = tmp_path / "run" / "checkpoints" / "step_5"
+    kept.mkdir(parents=True)
+    accelerate_save(state, kept / "model.safetensors", safe_serialization=True)
+    save_file({f"module.{k}": v.contiguous() for k, v in state.items()}, kept / "wrapped.safetensors",
+              metadata={"format": "pt"})
+    files = [best / "model.safetensors", kept / "model.safetensors", kept / "wrapped.safetensors"]
+    assert len({sha256_file(f) for f in files}) == 3
+    digest = tensors_sha256(files[0])
+    assert [tensors_sha256(f) for f in files] == [digest] * 3
+    assert tensors_sha256(files[0].read_bytes()) == digest
+    assert json.loads((best / "weights.json").read_text())["files"]["model.safetensors"]["tensors_sha256"] == digest
+    assert recorded_tensors_sha256(files[0]) == digest
+    name = sorted(state)[0]
+    changed = {k: v.clone() for k, v in state.items()}
+    changed[name].view(-1)[0] += 1
+    save_file(changed, tmp_path / "changed.safetensors", metadata={"format": "pt"})
+    doubled = {k: v.double() if k == name else v.contiguous() for k, v in state.items()}
+    save_file(doubled, tmp_path / "float64.safetensors", metadata={"format": "pt"})
+    assert tensors_sha256(tmp_path / "changed.safetensors") != digest
+    assert tensors_sha256(tmp_path / "float64.safetensors") != digest
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(files[0].read_bytes()[:-10])
+    with pytest.raises(CheckpointError, match=rf"^{cut}: damaged or not a safetensors file \(.*truncated"):
+        tensors_sha256(cut)

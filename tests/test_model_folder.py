@@ -10,6 +10,7 @@ import pytest
 from conftest import prepared_corpus, save_tiny_model
 
 from wavegen.checkpoint import CheckpointError, save_model
+from wavegen.weights_file import tensors_sha256
 from wavegen.cli import main
 from wavegen.fileio import sha256_file
 from wavegen.resolve import WEIGHTS_RECORD, resolve_model
@@ -42,7 +43,8 @@ def test_the_record_is_written_with_the_folder(tmp_path):
     folder = save_tiny_model(tmp_path / "m", **TINY)
     weights = folder / "model.safetensors"
     assert json.loads((folder / WEIGHTS_RECORD).read_text()) == {
-        "files": {"model.safetensors": {"bytes": weights.stat().st_size, "sha256": sha256_file(weights)}}}
+        "files": {"model.safetensors": {"bytes": weights.stat().st_size, "sha256": sha256_file(weights),
+                                        "tensors_sha256": tensors_sha256(weights)}}}
     ref = resolve_model(folder)
     assert ref.load() is not None and ref.sha256 == sha256_file(weights)
     assert ref.weights_sha256() == sha256_file(weights)  # the digest load() checked, for render's and serve's params

@@ -147,15 +147,18 @@ def test_a_render_whose_checkpoint_was_pruned_names_the_model_holding_its_weight
 
 def test_a_render_from_the_last_checkpoint_resumed_once_it_was_pruned_names_best(tmp_path):
     """--checkpoint last names a newer checkpoint once the one the render began from was pruned: the refusal
-    says the run's best/ holds the weights it began with (best/'s tensors hashed as a checkpoint holds them)."""
+    says the run's best/ holds the weights it began with (the same tensors, in a file of other bytes)."""
+    from wavegen.weights_file import tensors_sha256
     from wavegen.render.model_change import model_differs
 
     model = make_model(tmp_path / "model")
     run = make_run(model, tmp_path / "run")
     began = (run / "checkpoints" / "step_5").resolve()
-    saved = {"model": str(began), "model_sha256": sha256_file(began / "model.safetensors")}
+    saved = {"model": str(began), "model_sha256": sha256_file(began / "model.safetensors"),
+             "model_tensors_sha256": tensors_sha256(began / "model.safetensors")}
     newer = make_model(run / "checkpoints" / "step_9", seed=1)
-    current = {"model": str(newer.resolve()), "model_sha256": sha256_file(newer / "model.safetensors")}
+    current = {"model": str(newer.resolve()), "model_sha256": sha256_file(newer / "model.safetensors"),
+               "model_tensors_sha256": tensors_sha256(newer / "model.safetensors")}
     assert "resume it with --checkpoint step_5 (the weights it began with)" in model_differs(tmp_path, saved, current)
     shutil.rmtree(began)
     assert "; resume it without --checkpoint (the run's best/ holds the weights it began with), pass --restart" in \
@@ -163,3 +166,55 @@ def test_a_render_from_the_last_checkpoint_resumed_once_it_was_pruned_names_best
     shutil.rmtree(run / "best")
     make_model(run / "best", seed=2)
     assert "; pass --restart" in model_differs(tmp_path, saved, current)
+
+
+def as_an_older_render_wrote_it(out: Path) -> None:
+    """The render in ``out`` as one begun before renders recorded their model's tensors: its params.json
+    and snapshots hold model_sha256 (the weights file's) alone."""
+    from wavegen.render.writers import save_snapshot
+
+    params = out / ".state" / "params.json"
+    recorded = json.loads(params.read_text())
+    assert recorded.pop("model_tensors_sha256") is not None
+    params.write_text(json.dumps(recorded))
+    for snapshot in (out / ".state").glob("rank*"):
+        engine, written, meta = load_snapshot(snapshot)
+        meta["params"].pop("model_tensors_sha256")
+        save_snapshot(snapshot, engine, written, meta)
+
+
+def test_a_render_begun_before_tensors_were_recorded_resumes_and_refuses_a_changed_model(tmp_path, capsys):
+    """A render folder of an older wavegen (params.json with only model_sha256) is judged by the weights
+    file's sha256: a changed model, or another one, is refused; the same model resumes it, and records its
+    tensors, so that once best/ is gone the checkpoint holding them is named (before, the rerun said that
+    no kept checkpoint held them) and resumes it; the audio is that of a render never stopped."""
+    from wavegen.weights_file import tensors_sha256
+    from wavegen.render.model_change import model_gone
+
+    model = make_model(tmp_path / "model")
+    run, out = make_run(model, tmp_path / "run"), tmp_path / "out"
+    written = interrupted(out, run)
+    as_an_older_render_wrote_it(out)
+    flags = [*map(str, FLAGS)]
+    other = make_model(tmp_path / "other", seed=3)
+    assert main(["-q", "render", str(other), "--out", str(out), *flags]) == 2
+    assert f"but this command renders {other.resolve()} (model_sha256=" in one_error_line(capsys)
+    for name in ("model.safetensors", "weights.json"):  # trained further: best/ written again
+        shutil.copy(other / name, run / "best")
+    assert main(["-q", "render", str(run), "--out", str(out), *flags]) == 2
+    assert f"begun from the model in {(run / 'best').resolve()}, which changed since" in one_error_line(capsys)
+    for name in ("model.safetensors", "weights.json"):  # the weights it began with, back
+        shutil.copy(model / name, run / "best")
+    interrupted(out, run, after=written)  # resumed, stopped again
+    params = json.loads((out / ".state" / "params.json").read_text())
+    assert params["model_tensors_sha256"] == tensors_sha256(model / "model.safetensors")
+    shutil.rmtree(run / "best")
+    assert main(["-q", "render", str(run), "--out", str(out), *flags]) == 2
+    assert "the checkpoint" in one_error_line(capsys)
+    assert main(["-q", "render", str(run), "--checkpoint", "step_5", "--out", str(out), *flags]) == 0, \
+        capsys.readouterr().err
+    assert json.loads((out / "render_report.json").read_text())["sessions"] == 3
+    assert np.array_equal(read_pcm(out / "stream_000.wav"), direct_pcm(model, 1, round(SECONDS * SR))[0])
+    never_resumed = {"model": str((run / "best").resolve()), "model_sha256": params["model_sha256"]}
+    assert "holds its weights file byte for byte (the render, begun by an older wavegen" in \
+        model_gone(out, run, never_resumed, False)

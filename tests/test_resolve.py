@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -281,4 +282,34 @@ def test_a_damaged_best_names_the_checkpoint_to_render_instead(tmp_path, run_dir
     shutil.rmtree(copy / "checkpoints" / "step_6")
     with pytest.raises(CheckpointError, match=rf"damaged; no kept checkpoint holds its weights; give {copy} "
                                               r"--checkpoint last \(step_4\) instead, or copy"):
+        resolve_model(copy).load()
+
+
+def test_resolve_and_checkpoint_do_not_reach_up_into_render():
+    """Which kept checkpoint holds given weights (checkpoint_with) lives in resolve, below render: render
+    calls down into it, and resolving a model (a damaged best/'s hint included) never imports render."""
+    import wavegen.checkpoint
+    import wavegen.resolve
+
+    for module in (wavegen.resolve, wavegen.checkpoint):
+        assert "wavegen.render" not in Path(module.__file__).read_text(), module.__name__
+
+
+def test_a_damaged_best_of_an_older_wavegen_says_its_tensors_are_not_known(tmp_path, run_dir):
+    """A best/ whose weights.json lists no tensors_sha256 (an older wavegen): a damaged one cannot be matched
+    with the checkpoint it came from (other bytes), and the error says so rather than that none holds them."""
+    from wavegen.checkpoint import save_model
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    ref = resolve_model(copy, checkpoint="step_6")
+    save_model(ref.load(), ref.config, copy / "best")
+    record = copy / "best" / "weights.json"
+    listed = json.loads(record.read_text())
+    del listed["files"]["model.safetensors"]["tensors_sha256"]
+    record.write_text(json.dumps(listed))
+    best = copy / "best" / "model.safetensors"
+    best.write_bytes(best.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=r"damaged; no kept checkpoint holds its weights \(this folder, written "
+                                              r"by an older wavegen, does not record its tensors"):
         resolve_model(copy).load()

@@ -19,21 +19,20 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import logging
 import os
 import re
 import shutil
-import struct
 from pathlib import Path
 
 import torch
 
 from wavegen.config import load_json
-from wavegen.errors import WavegenError
-from wavegen.fileio import atomic_write, fsync_dir, replace_dir, sha256_file, write_json
+from wavegen.errors import CheckpointError, WavegenError
+from wavegen.fileio import atomic_write, fsync_dir, read_json_object, replace_dir, sha256_file, write_json
 from wavegen.resolve import AVERAGED_MODEL, WEIGHTS_RECORD
 from wavegen.trainstate import agree
+from wavegen.weights_file import tensors_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +40,7 @@ MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 TRAINER_STATE = "trainer_state.json"
 TRAINING_STATE = "training_state.safetensors"
-
-
-class CheckpointError(WavegenError):
-    """A model or checkpoint file is damaged or unreadable; the message names the file."""
+TENSORS_DIGEST = "tensors_sha256"  # a weights file's tensors_sha256(), beside its size and sha256 in a record
 
 
 class SaveError(WavegenError):
@@ -60,8 +56,7 @@ def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict | None = 
 
 def model_folder_metadata(config: dict) -> dict[str, str]:
     """The header metadata :func:`save_model` gives a model folder's weights file (its bytes, and so its
-    sha256, depend on it): what render's rerun check hashes a checkpoint's tensors with, to find the
-    checkpoint a best/ that is gone was written from."""
+    sha256, depend on it; its :func:`tensors_sha256` does not)."""
     return {"model_type": str(config["model_type"])}
 
 
@@ -78,7 +73,8 @@ def save_model(model: torch.nn.Module, config: dict, folder: Path, extra: dict[s
     weights = safetensors_bytes(model.state_dict(), model_folder_metadata(config))
     atomic_write(tmp / MODEL_FILE, weights)
     write_json(tmp / WEIGHTS_RECORD, {"files": {MODEL_FILE: {"bytes": len(weights),
-                                                             "sha256": hashlib.sha256(weights).hexdigest()}}})
+                                                             "sha256": hashlib.sha256(weights).hexdigest(),
+                                                             TENSORS_DIGEST: tensors_sha256(weights)}}})
     write_json(tmp / CONFIG_FILE, config)
     for name, data in (extra or {}).items():
         atomic_write(tmp / name, data)
@@ -98,25 +94,29 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: damaged or not a safetensors file ({err})") from None
 
 
-def weights_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
-    """The tensor names and shapes a safetensors file holds, from its header alone (nothing is
-    loaded). CheckpointError naming the file when the header is damaged or the data is cut short."""
-    path = Path(path)
+def listed_digest(weights: Path, key: str = "sha256") -> str | None:
+    """``weights``' ``key`` (its "sha256", or TENSORS_DIGEST) as its folder's record lists it: a checkpoint's
+    trainer_state.json, a model folder's weights.json, where it lists a file of this size; else None.
+    OSError when ``weights`` is missing."""
+    size = Path(weights).stat().st_size
+    for record in (TRAINER_STATE, WEIGHTS_RECORD):
+        try:
+            want = read_json_object(Path(weights).parent / record).get("files", {}).get(Path(weights).name)
+        except (OSError, ValueError, AttributeError):  # no record, or not one of files
+            continue
+        if isinstance(want, dict) and want.get("bytes") == size and isinstance(want.get(key), str):
+            return want[key]
+    return None
+
+
+def recorded_tensors_sha256(weights: Path) -> str:
+    """``weights``' :func:`tensors_sha256` as its folder's record lists it (:func:`listed_digest`), else
+    hashed. CheckpointError naming the file when it is damaged or missing."""
     try:
-        with open(path, "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            size = path.stat().st_size
-            if n > size - 8:
-                raise ValueError(f"header of {n} bytes in a file of {size}")
-            header = json.loads(f.read(n))
-        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
-        if ends and 8 + n + max(ends) > size:
-            raise ValueError(f"{8 + n + max(ends)} bytes described, {size} present (truncated)")
-        return {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+        listed = listed_digest(weights, TENSORS_DIGEST)
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such file") from None
-    except (OSError, ValueError, KeyError, TypeError, struct.error) as err:
-        raise CheckpointError(f"{path}: damaged or not a safetensors file ({err})") from None
+        raise CheckpointError(f"{weights}: no such file") from None
+    return listed or tensors_sha256(weights)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu"):
@@ -232,6 +232,11 @@ def save_checkpoint(accelerator, run_dir: Path, step: int, trainer_state: dict,
         if averaged is not None:
             atomic_write(tmp / AVERAGED_MODEL, safetensors_bytes(averaged))
         files = {p.relative_to(tmp).as_posix(): _synced_digest(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        for name in (MODEL_FILE, AVERAGED_MODEL):  # what render compares a checkpoint's and best/'s weights by
+            try:
+                files[name][TENSORS_DIGEST] = tensors_sha256(tmp / name)
+            except (KeyError, CheckpointError):  # not written (or not safetensors): render hashes what is there
+                continue
         write_json(tmp / TRAINER_STATE, {**trainer_state, "files": files})
         replace_dir(tmp, final)
 

@@ -23,3 +23,7 @@ def every_process(error: WavegenError) -> WavegenError:
 
 class FolderBusyError(WavegenError):
     """Another process holds a folder's lock (a second render into one --out, two trainings of one --run)."""
+
+
+class CheckpointError(WavegenError):
+    """A model or checkpoint file is damaged or unreadable; the message names the file."""

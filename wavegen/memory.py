@@ -295,7 +295,7 @@ def check_model_memory(config: dict, weights: Path | None = None, device="cpu") 
 
 
 def _check_weights_match(model, weights: Path, need: int) -> None:
-    from wavegen.checkpoint import weights_shapes
+    from wavegen.weights_file import weights_shapes
     from wavegen.resolve import strip_wrappers
 
     stored = strip_wrappers(weights_shapes(weights))

@@ -10,6 +10,7 @@ One resolver for train, render, eval, info and bench::
     model = ref.load("cpu")                                  # eval mode, weights loaded
     ref.config, ref.sample_rate, ref.weights, ref.source
     ref.weights_sha256()                                     # checked against the folder's record, hashed once
+    ref.weights_tensors_sha256()                             # its tensors alone: the same for best/ and its checkpoint
 
 The sample rate always comes from the model's config (a trained model: its corpus's rate; a
 preset: the rate it is published at, ``data.sample_rate`` in the preset).
@@ -30,6 +31,7 @@ WEIGHTS_RECORD = "weights.json"  # a model folder's record of its weights' size 
 AVERAGED_MODEL = "averaged_model.safetensors"  # a checkpoint's average of the weights (train.ema_decay)
 KINDS = ("preset", "config", "model", "run", "checkpoint")
 _STEP = re.compile(r"^step_(\d+)$")
+BEST_FOLDERS = ("best", "best.old")  # what a run folder names as its model (resolve_model)
 _STEP_OR_OLD = re.compile(r"^step_(\d+)(\.old)?$")
 # accelerate saves a checkpoint's model without unwrapping it: DDP and torch.compile add these
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -45,6 +47,7 @@ class ModelRef:
     weights: Path | None = None
     folder: Path | None = None  # the model folder, run folder or checkpoint folder
     sha256: str | None = None  # the weights' sha256 once hashed and checked (weights_sha256)
+    tensors_sha256: str | None = None  # their tensors' digest once read (weights_tensors_sha256)
 
     @property
     def sample_rate(self) -> int:
@@ -97,6 +100,20 @@ class ModelRef:
 
             self.sha256 = sha256_file(self.weights)
         return self.sha256
+
+    def weights_tensors_sha256(self) -> str | None:
+        """The digest of the weights' tensors alone (:func:`wavegen.checkpoint.tensors_sha256`; None without
+        weights): equal for a run's best/ and the checkpoint it was written from, whose files differ. Read
+        from the folder's record (checked with the file, :meth:`check_weights`) where it lists it, else
+        hashed; once per ModelRef. What render records as model_tensors_sha256 and compares on resume."""
+        if self.weights is None:
+            return None
+        self.check_weights()
+        if self.tensors_sha256 is None:
+            from wavegen.checkpoint import recorded_tensors_sha256
+
+            self.tensors_sha256 = recorded_tensors_sha256(self.weights)
+        return self.tensors_sha256
 
 
 def strip_wrappers(state: dict) -> dict:
@@ -197,26 +214,71 @@ def _instead_of_best(folder: Path) -> str | None:
     """What to render instead of a run's damaged best/ (``folder``): the kept checkpoint that holds the
     same weights, else the intact kept ones; None where ``folder`` is not a run's best/ or no kept
     checkpoint is intact."""
-    from wavegen.render.model_change import BEST_FOLDERS, checkpoint_with
-
     folder = Path(folder)
     found = run_checkpoints(folder.parent) if folder.name in BEST_FOLDERS else []
     usable = [step for step, path in found if usable_checkpoint(path)]
     if not usable:
         return None
     try:
-        sha = load_json(folder / WEIGHTS_RECORD)["files"][MODEL_FILE]["sha256"]
-    except (ConfigError, KeyError, TypeError):  # no record (an older wavegen) or a damaged one
-        sha = None
-    same = checkpoint_with(str(folder), sha) if isinstance(sha, str) else None
+        listed = load_json(folder / WEIGHTS_RECORD)["files"][MODEL_FILE]
+        tensors, sha = listed.get("tensors_sha256"), listed["sha256"]
+    except (ConfigError, KeyError, TypeError, AttributeError):  # no record (an older wavegen) or a damaged one
+        tensors = sha = None
+    # a record of an older wavegen lists no tensors: only a checkpoint of the very same file is found
+    tensors = tensors if isinstance(tensors, str) else None
+    same = checkpoint_with(folder, tensors, sha if isinstance(sha, str) else None)
     if same is not None:
         return (f"the kept checkpoint step_{same[0]} holds the same weights: give {folder.parent} --checkpoint "
                 f"step_{same[0]} instead (the same model), or copy the folder again from where it came from")
     last = f"--checkpoint last (step_{usable[-1]})" if usable[-1] == found[-1][0] else f"--checkpoint step_{usable[-1]}"
     others = ", ".join(f"step_{step}" for step in usable[:-1])
-    return (f"no kept checkpoint holds its weights; give {folder.parent} {last}"
+    unknown = "" if isinstance(tensors, str) else \
+        " (this folder, written by an older wavegen, does not record its tensors: one may hold them unnoticed)"
+    return (f"no kept checkpoint holds its weights{unknown}; give {folder.parent} {last}"
             f"{f' or another kept one ({others})' if others else ''} instead, or copy the folder again from "
             "where it came from")
+
+
+def checkpoint_with(model_dir: str | Path, tensors: str | None = None, sha256: str | None = None
+                    ) -> tuple[int, Path] | None:
+    """(step, folder) of the newest kept checkpoint of the run ``model_dir`` belongs to (its best/ or a
+    checkpoint) whose weights hold the tensors of digest ``tensors`` (:func:`wavegen.checkpoint.tensors_sha256`);
+    without it (a render recorded before tensors were, a model folder of an older wavegen), whose weights
+    file has the ``sha256`` (a best/ and a checkpoint never do: other writers, other header metadata). Each
+    read from the checkpoint's record where it lists it, else hashed. None where no kept checkpoint holds them."""
+    from wavegen.checkpoint import CheckpointError, listed_digest, recorded_tensors_sha256
+    from wavegen.fileio import sha256_file
+
+    if tensors is None and sha256 is None:
+        return None
+    folder = Path(model_dir)
+    run = folder.parent.parent if folder.parent.name == "checkpoints" else folder.parent
+    try:
+        kept = [(step, path, checkpoint_weights(path)) for step, path in reversed(run_checkpoints(run))]
+    except OSError:  # unreadable: no hint
+        return None
+    for step, path, weights in kept:
+        try:
+            if tensors is not None and recorded_tensors_sha256(weights) == tensors or \
+                    tensors is None and (listed_digest(weights) or sha256_file(weights)) == sha256:
+                return step, path
+        except (OSError, CheckpointError):  # missing, unreadable or damaged: the next may hold them
+            continue
+    return None
+
+
+def best_with(run: Path, tensors: str | None) -> str | None:
+    """The name of the run's model folder (best/, or best.old/ while best/ is replaced) whose weights hold
+    the tensors of digest ``tensors``; None where none does (or ``tensors`` is None)."""
+    from wavegen.checkpoint import CheckpointError, recorded_tensors_sha256
+
+    for name in BEST_FOLDERS if tensors is not None else ():
+        try:
+            if recorded_tensors_sha256(Path(run) / name / MODEL_FILE) == tensors:
+                return name
+        except (OSError, CheckpointError):  # none, or damaged: it holds no weights to render
+            continue
+    return None
 
 
 def checkpoint_weights(folder: Path) -> Path:
@@ -341,7 +403,7 @@ def resolve_model(target: str | Path, checkpoint: str | None = None) -> ModelRef
         config = read_config(path, hand_written=True)
         return ModelRef("config", f"{path} ({_preset_and_overrides(config)}random weights)", config,
                         folder=path.parent)
-    for kind, folder in (("model", path), ("run", path / "best"), ("run", path / "best.old")):
+    for kind, folder in (("model", path), *(("run", path / name) for name in BEST_FOLDERS)):
         if _is_model_folder(folder):
             return ModelRef(kind, str(folder), read_config(folder / CONFIG_FILE), folder / MODEL_FILE, folder)
     if not path.exists():

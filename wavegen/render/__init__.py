@@ -12,7 +12,8 @@ The package, one job per module:
   hold), the inputs (label blend, prime), stream sharding; the render's error classes.
 - :mod:`~wavegen.render.folder`: the output folder: its lock (one render at a time), the
   recorded parameters and the rerun check, ``--restart``, the report file.
-- :mod:`~wavegen.render.model_change`: a resume whose model changed or is gone (a run's best/
+- :mod:`~wavegen.render.model_change`: whether a resume renders the model the render began with (the
+  same tensors, in best/ or a checkpoint); a resume whose model changed or is gone (a run's best/
   replaced or deleted): the refusal, naming the kept checkpoint of the weights the render began with.
 - :mod:`~wavegen.render.writers`: the PCM writer, snapshots, FLAC encoded at the end.
 - :mod:`~wavegen.render.guard`: the criteria of a failed window, the verdict, the rewind and

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from wavegen.errors import WavegenError
 from wavegen.fileio import FolderLock, ensure_folder, read_json_object, stale_temporaries, write_json
-from wavegen.render.model_change import model_differs, same_weights_as_model_folder
+from wavegen.render.model_change import TENSORS_KEY, model_differs, same_model
 from wavegen.render.settings import FORMATS, RenderStateError, RenderWriteError, estimate_bytes, stream_paths
 from wavegen.render.writers import open_file_limit
 
@@ -42,17 +42,17 @@ def check_params(saved: dict, current: dict, where: Path) -> None:
     """RenderStateError naming the first parameter that differs (NON_BINDING ones may, and
     UNKNOWN_BEFORE ones a record lacks)."""
     for key in current:
-        if key in NON_BINDING or (key in UNKNOWN_BEFORE and key not in saved):
-            continue
+        if key in NON_BINDING or (key in UNKNOWN_BEFORE and key not in saved) or key == TENSORS_KEY:
+            continue  # TENSORS_KEY: judged with model_sha256, below
         if key == "label" and "label_weights" in saved:  # the blend binds, not how it is written ("a" = "a:1")
             continue
         before = saved.get(key, ADDED_LATER.get(key))
+        if key == "model_sha256" and same_model(saved, current):  # the same tensors, maybe in another file
+            continue
         if binding(key, before) == binding(key, current[key]):
             continue
         if key == "threads" and isinstance(before, int) and isinstance(current[key], int):
             raise RenderStateError(_threads_differ(where, before, current[key]))
-        if key == "model_sha256" and same_weights_as_model_folder(saved, current):
-            continue
         if key == "model_sha256" and before is not None:
             raise RenderStateError(model_differs(where, saved, current))
         if key == "label_weights":  # said as the labels were given
@@ -325,6 +325,7 @@ class RenderFolder:
         saved = self.saved_params()
         if saved is not None:
             check_params(saved, params, self.out_dir)
+            self._record_tensors(saved, params)
             if "threads" not in saved and params.get("threads") is not None:
                 logger.warning("%s: started before renders recorded their thread count; resuming on %d thread(s) "
                                "(if it was started on another count, its streams may differ from an "
@@ -340,6 +341,18 @@ class RenderFolder:
         except OSError as err:
             raise self.io_error(Path(err.filename or self.state_dir), err) from err
         return None
+
+    def _record_tensors(self, saved: dict, params: dict) -> None:
+        """A render begun before renders recorded their model's tensors (``saved`` without TENSORS_KEY), resumed
+        from the very weights file it began with: its params.json gains their digest, so that once best/ is
+        gone or replaced, the checkpoint holding the same tensors is named, and resumes it."""
+        if saved.get(TENSORS_KEY) is not None or params.get(TENSORS_KEY) is None or \
+                saved.get("model_sha256") != params.get("model_sha256"):
+            return
+        try:
+            write_json(self.params_path, {**saved, TENSORS_KEY: params[TENSORS_KEY]}, indent=1)
+        except OSError as err:
+            raise self.io_error(Path(err.filename or self.params_path), err) from err
 
     def warn_if_short_of_space(self, total: int) -> None:
         """Warn when the rest of a render of ``total`` samples per stream may not fit on the disk."""

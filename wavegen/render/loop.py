@@ -19,7 +19,7 @@ from wavegen.generate import make_engine, temperatures
 from wavegen.memory import check_fits
 from wavegen.render.folder import RenderFolder, check_params
 from wavegen.render.guard import GuardCriteria, criteria_for
-from wavegen.render.model_change import model_gone
+from wavegen.render.model_change import TENSORS_KEY, model_gone
 from wavegen.render.processes import Processes
 from wavegen.render.settings import (RenderSettings, RenderStateError, check_prime_path, parse_label, prime_codes,
                                      shard_streams)
@@ -106,8 +106,9 @@ def _refuse_if_model_gone(model: str | Path, out_dir: str | Path, checkpoint: st
     """RenderStateError where ``model`` (its ``checkpoint``) holds no model now and the render in ``out_dir``
     began from it (:func:`~wavegen.render.model_change.model_gone`: it names the model of the same weights)."""
     folder = RenderFolder(out_dir, 1, "wav")
-    began, complete = folder.recorded("model")
-    message = model_gone(folder.out_dir, model, began, folder.recorded("model_sha256")[0], complete, checkpoint)
+    complete = folder.recorded("model")[1]
+    saved = {key: folder.recorded(key)[0] for key in ("model", "model_sha256", TENSORS_KEY)}
+    message = model_gone(folder.out_dir, model, saved, complete, checkpoint)
     if message is not None:
         raise RenderStateError(message)
 
@@ -283,6 +284,7 @@ def render_params(ref: ModelRef, s: RenderSettings, temps: np.ndarray, prime_sha
     guard = {"seconds": s.guard_seconds, "attempts": s.guard_attempts, **criteria.as_dict()}
     return json.loads(json.dumps({
         "model": str(ref.weights.parent.resolve()), "model_sha256": ref.weights_sha256(),
+        TENSORS_KEY: ref.weights_tensors_sha256(),
         "sample_rate": sample_rate, "seconds": s.seconds, "streams": s.streams, "seed": s.seed,
         "temperature": [float(t) for t in temps], "label": s.label,
         "label_weights": None if label_weights is None else [float(w) for w in label_weights],

@@ -1,0 +1,95 @@
+"""What a safetensors file holds, read from its header and bytes alone (nothing loaded into torch).
+
+- :func:`weights_shapes`: the tensor names and shapes (wavegen.memory's estimate of a model folder).
+- :func:`tensors_sha256`: a digest of the tensors alone, the same for a run's best/ and the checkpoint
+  it was written from though their files differ (wavegen.checkpoint records it; render compares it).
+
+CheckpointError names the file where the header or the data it describes is damaged or cut short.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+import struct
+from pathlib import Path
+
+from wavegen.errors import CheckpointError
+
+
+def _header(f, size: int) -> tuple[int, dict]:
+    """(header length, header) of the safetensors file open as ``f`` (``size`` bytes); ValueError when the
+    header or the data it describes does not fit in the file (cut short)."""
+    (n,) = struct.unpack("<Q", f.read(8))
+    if n > size - 8:
+        raise ValueError(f"header of {n} bytes in a file of {size}")
+    header = json.loads(f.read(n))
+    ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    if ends and 8 + n + max(ends) > size:
+        raise ValueError(f"{8 + n + max(ends)} bytes described, {size} present (truncated)")
+    return n, header
+
+
+def weights_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """The tensor names and shapes a safetensors file holds, from its header alone (nothing is
+    loaded). CheckpointError naming the file when the header is damaged or the data is cut short."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            _, header = _header(f, path.stat().st_size)
+        return {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file") from None
+    except (OSError, ValueError, KeyError, TypeError, struct.error) as err:
+        raise CheckpointError(f"{path}: damaged or not a safetensors file ({err})") from None
+
+
+_CHUNK = 1 << 22  # bytes read at a time while hashing a tensor: a big model is never held twice
+
+
+def _digest_tensors(f, size: int) -> str:
+    """:func:`tensors_sha256` of the safetensors file open as ``f`` (``size`` bytes)."""
+    from wavegen.resolve import strip_wrappers
+
+    n, header = _header(f, size)
+    tensors = strip_wrappers({k: v for k, v in header.items() if k != "__metadata__"})
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        info = tensors[name]
+        start, end = (int(x) for x in info["data_offsets"])
+        digest.update(json.dumps([name, info["dtype"], list(info["shape"]), end - start]).encode() + b"\n")
+        f.seek(8 + n + start)
+        while start < end:
+            chunk = f.read(min(_CHUNK, end - start))
+            if not chunk:
+                raise ValueError("truncated")
+            digest.update(chunk)
+            start += len(chunk)
+    return digest.hexdigest()
+
+
+def tensors_sha256(weights: str | Path | bytes) -> str:
+    """sha256 of the tensors a safetensors file (a path, or its bytes) holds, whichever writer wrote it:
+    each tensor in name order (without the DDP / torch.compile prefixes a checkpoint may carry), its
+    name, dtype, shape and raw bytes; the header's metadata, which differs between save_model (best/) and
+    accelerate (checkpoints), is left out. So a run's best/ and the checkpoint it was written from have
+    the same digest though their files' sha256 differ. Read in chunks, nothing loaded into torch.
+    CheckpointError naming the file when it is damaged."""
+    if isinstance(weights, bytes):
+        return _digest_tensors(io.BytesIO(weights), len(weights))
+    path = Path(weights)
+    try:
+        stat = path.stat()
+        return _cached_digest(str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file") from None
+    except (OSError, ValueError, KeyError, TypeError, struct.error) as err:
+        raise CheckpointError(f"{path}: damaged or not a safetensors file ({err})") from None
+
+
+@functools.lru_cache(maxsize=16)  # a render's checks ask again for the same files (each process, each snapshot)
+def _cached_digest(path: str, _inode: int, _mtime_ns: int, size: int) -> str:
+    with open(path, "rb") as f:
+        return _digest_tensors(f, size)
