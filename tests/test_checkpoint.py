@@ -33,6 +33,19 @@ def test_round_trip_and_run_folder_resolution(tmp_path):
         assert torch.equal(a, b), name
 
 
+def test_a_model_in_a_folder_named_in_another_encoding_loads(tmp_path):
+    """A run folder whose name is not UTF-8 (Latin-1 'r\xe9un', as an older system names it): safetensors'
+    load_file refuses the path ("not valid UTF-8", reported as a damaged file); the weights are read."""
+    import os
+
+    folder = tmp_path / os.fsdecode(b"r\xe9un") / "best"
+    torch.manual_seed(0)
+    model = build_model(config())
+    save_model(model, config(), folder)
+    loaded, _ = load_model(folder.parent)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+
+
 def test_replacing_a_model_folder_leaves_no_temporaries(tmp_path):
     for seed in (0, 1):
         save_tiny_model(tmp_path / "best", seed=seed, **TINY)

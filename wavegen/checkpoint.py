@@ -82,16 +82,28 @@ def save_model(model: torch.nn.Module, config: dict, folder: Path, extra: dict[s
 
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """A safetensors file → its tensors (CPU); CheckpointError naming the file when it is damaged."""
-    from safetensors.torch import load_file
+    """A safetensors file → its tensors (CPU); CheckpointError naming the file when it is damaged. A path
+    that is not UTF-8 (a folder named in another encoding), which safetensors' load_file refuses, is read
+    as bytes."""
+    from safetensors.torch import load, load_file
 
     path = Path(path)
     try:
+        if not _utf8(path):
+            return load(path.read_bytes())
         return load_file(str(path))
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
     except Exception as err:  # safetensors raises its own SafetensorError (and OSError, ValueError)
         raise CheckpointError(f"{path}: damaged or not a safetensors file ({err})") from None
+
+
+def _utf8(path: Path) -> bool:
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:  # surrogate escapes: the name's bytes are not UTF-8
+        return False
+    return True
 
 
 def listed_digest(weights: Path, key: str = "sha256") -> str | None:
