@@ -117,7 +117,7 @@ def test_bench_train_takes_a_config_file_and_a_run_folder_as_train_does(tmp_path
     with pytest.raises(ConfigError, match=f"^{corpus}: a prepared corpus, not a model"):
         bench_training(str(corpus))
     shutil.rmtree(run / "best")  # a run with checkpoints only: resolve_model's advice, --checkpoint, is not bench's
-    with pytest.raises(ConfigError, match=f"^{run}: this run has no best/ model yet to take the settings of; "
+    with pytest.raises(ConfigError, match=f"^{run}: this run has no best/ model to take the settings of; "
                                           f"give its {run / 'config.json'} for them"):
         bench_training(str(run))
     # generation timing takes the run's kept checkpoint, as resolve_model's advice says (bench had no --checkpoint)

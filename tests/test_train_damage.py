@@ -394,3 +394,21 @@ def test_a_resumed_run_validating_again_the_step_best_holds_marks_it_best(tiny_c
         train(config, run, progress=False)
     assert f"{run / 'best'} was missing: restored from checkpoints/step_4" in caplog.text
     assert same_weights(run / "best" / "model.safetensors", tmp_path / "best" / "model.safetensors")
+
+
+def test_a_run_without_best_as_model_names_its_config_json_which_then_trains(tiny_corpus, tmp_path, capsys):
+    """train --model RUN where RUN has checkpoints but no best/ (none yet, or removed): the refusal said
+    "use --checkpoint last", an option train has not; it names RUN/config.json, which gives its settings."""
+    first = tmp_path / "first"
+    assert cli_train(tiny_corpus, first, 2, "train.checkpoint_interval=2") == 0
+    shutil.rmtree(first / "best")  # as before the first validation, or removed
+    capsys.readouterr()
+    args = ["-q", "train", "--data", str(tiny_corpus), "--run", str(tmp_path / "second"), "--max-steps", "1",
+            "--threads", "1", "--model"]
+    assert main(args + [str(first)]) == 2
+    err = one_line_error(capsys)
+    assert f"{first}: this run has no best/ model to take the settings of; give its {first / 'config.json'}" in err
+    assert "--checkpoint" not in err
+    assert main(args + [str(first / "config.json")]) == 0
+    assert json.loads((tmp_path / "second" / "config.json").read_text())["model"] == \
+        json.loads((first / "config.json").read_text())["model"]

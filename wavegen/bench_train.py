@@ -124,17 +124,9 @@ def training_model(model: str, seed: int = 0) -> tuple[dict, str, int]:
     the source line, its sample rate). Training starts from random weights (``seed``), so a folder gives
     its settings only; ConfigError naming ``model`` when it is none of these."""
     from wavegen.config import train_settings
-    from wavegen.resolve import CONFIG_FILE, resolve_model, run_checkpoints
+    from wavegen.resolve import resolve_settings
 
-    try:
-        ref = resolve_model(model)
-    except ConfigError:
-        run = Path(model).expanduser()
-        if not ((run / CONFIG_FILE).is_file() and run_checkpoints(run) and not (run / "best").exists()):
-            raise
-        # resolve_model's advice for this run (--checkpoint last) is not bench's: it has no --checkpoint
-        raise ConfigError(f"{model}: this run has no best/ model yet to take the settings of; give its "
-                          f"{run / CONFIG_FILE} for them (random weights)") from None
+    ref = resolve_settings(model)
     config = {**ref.config, "train": train_settings(ref.config)}
     source = f"{ref.kind} {model}, random weights (seed {seed})"
     if ref.trained:

@@ -414,6 +414,20 @@ def resolve_model(target: str | Path, checkpoint: str | None = None) -> ModelRef
     raise ConfigError(_not_a_model(path))
 
 
+def resolve_settings(target: str | Path) -> ModelRef:
+    """:func:`resolve_model` for the commands that take a model's settings alone (train --model, bench
+    --train: random weights), which have no --checkpoint: a run with checkpoints but no best/ yet is
+    answered with its config.json to give, not resolve_model's "--checkpoint last"."""
+    try:
+        return resolve_model(target)
+    except ConfigError:
+        run = Path(str(target)).expanduser()
+        if not ((run / CONFIG_FILE).is_file() and run_checkpoints(run) and not (run / "best").exists()):
+            raise
+        raise ConfigError(f"{target}: this run has no best/ model to take the settings of; give its "
+                          f"{run / CONFIG_FILE} for them (random weights)") from None
+
+
 def _preset_and_overrides(config: dict) -> str:
     """"preset NAME with model.dim=512; " for a config built on a preset ("" for one that names none)."""
     if not config.get("preset"):

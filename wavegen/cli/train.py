@@ -33,7 +33,7 @@ def run(args) -> int:  # a refusal under a launch is printed by one process: wav
 
     # installed before torch imports (seconds): a SIGTERM then is a clean stop (130), not a death by the signal
     with StopSignals() as stop:
-        from wavegen.resolve import resolve_model
+        from wavegen.resolve import resolve_settings
         from wavegen.train import resolve_run_config, train
 
         log = logging.getLogger("wavegen.train")
@@ -44,7 +44,7 @@ def run(args) -> int:  # a refusal under a launch is printed by one process: wav
         overrides = (["train.label_balance=1"] if args.balance_labels else []) + list(args.overrides)
         if args.max_steps is not None:
             overrides.append(f"train.max_steps={args.max_steps}")
-        config = resolve_run_config(resolve_model(args.model).config, args.data, overrides)
+        config = resolve_run_config(resolve_settings(args.model).config, args.data, overrides)
         if stop.requested:  # nothing written yet, nothing to save
             log.warning("%s: stopped before the run started", stop.name)
             return 130
