@@ -55,12 +55,23 @@ def add_parser(sub) -> None:
                    help="do not redraw windows that fall silent, clip or turn to noise")
     p.add_argument("--guard-seconds", type=float, default=2.0, help="guard window (default 2)")
     p.add_argument("--guard-attempts", type=int, default=4, help="redraws of a failing window (default 4)")
+    control = p.add_mutually_exclusive_group()
+    control.add_argument("--control-token", default=None, metavar="TOKEN",
+                         help="let an operator switch the label while it plays: POST /label with the label text and "
+                              "'Authorization: Bearer TOKEN' (conditioned models; default: off, nobody can)")
+    control.add_argument("--control-token-file", default=None, metavar="FILE",
+                         help="--control-token read from FILE's first line (not shown in the process list)")
 
 
 def run(args) -> int:
     from wavegen.serve import ServeSettings, serve
 
     check_device(args.device)
+    token = args.control_token
+    if args.control_token_file is not None:
+        from wavegen.serve.control import read_token_file
+
+        token = read_token_file(args.control_token_file)
 
     settings = ServeSettings(host=args.host, port=args.port, seed=args.seed, temperature=args.temperature,
                              label=args.label, backend=args.backend, device=args.device, archive=args.archive,
@@ -70,7 +81,8 @@ def run(args) -> int:
                              max_listeners=args.max_listeners,
                              max_listeners_per_client=args.max_listeners_per_client, stall_seconds=args.stall_seconds,
                              lag_seconds=args.lag_seconds, idle_seconds=args.idle_seconds, allow_slow=args.allow_slow,
-                             guard=args.guard, guard_seconds=args.guard_seconds, guard_attempts=args.guard_attempts)
+                             guard=args.guard, guard_seconds=args.guard_seconds, guard_attempts=args.guard_attempts,
+                             control_token=token)
 
     def ready(url: str) -> None:  # on stdout, so a script can read where to listen
         print(f"listening: {url}", flush=True)

@@ -8,7 +8,8 @@ One :class:`~wavegen.serve.station.Station` renders the broadcast ahead of real 
 archived, encoded once to Ogg Opus); one :class:`~wavegen.serve.broadcast.Broadcast` puts it
 on air at real time and fans it out; an aiohttp server (:mod:`wavegen.serve.app`) serves the
 player page at ``/``, the audio at ``/stream``, ``/status`` (JSON) and ``/metrics``
-(Prometheus). SIGINT or SIGTERM stops it (the archive takes its snapshot first); a second
+(Prometheus); with an operator token, ``POST /label`` switches a conditioned model's label
+live (:mod:`wavegen.serve.control`). SIGINT or SIGTERM stops it (the archive takes its snapshot first); a second
 one stops at once.
 """
 
@@ -189,6 +190,9 @@ async def _run(station: Station, stop: StopSignals, on_ready) -> dict:
         port = runner.addresses[0][1] if runner.addresses else s.port
         if not _is_loopback(s.host):
             logger.warning("listening on %s: anyone who can reach this machine can listen", s.host)
+            if s.control_token is not None:
+                logger.warning("POST /label's token travels in clear over plain HTTP: put an HTTPS proxy in front "
+                               "of the server before you switch labels across a network")
 
         pacer = asyncio.create_task(broadcast.pace())
         station.start(_publisher(loop, station.encoder, broadcast), broadcast.live_seconds)

@@ -3,7 +3,9 @@
 Safe by default: no route reads or writes a path a client names (the page's three files are
 read from the package once, at start, and served by fixed routes); listeners past the cap are
 refused with 503 and a Retry-After, and past the per-client limit (``max_listeners_per_client``
-from one address: one client cannot take every place) with 429.
+from one address: one client cannot take every place) with 429. ``POST /label`` (live label
+switching, :mod:`wavegen.serve.control`) answers only requests with the operator's token, and
+only where one was given at start.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from aiohttp import web
 
 from wavegen.fileio import strict_json
 from wavegen.serve.broadcast import Broadcast
+from wavegen.serve.control import label_handler
 from wavegen.serve.encoder import CONTENT_TYPE
 from wavegen.serve.station import Station
 
@@ -49,7 +52,10 @@ def status(station: Station, broadcast: Broadcast) -> dict:
     return {
         "model": station.name, "kind": station.ref.kind, "preset": station.ref.config.get("preset"),
         "model_type": station.ref.config.get("model_type"), "trained": station.ref.trained,
-        "label": s.label, "labels": list(station.engine.labels), "seed": s.seed,
+        "label": station.label_state.text, "labels": list(station.engine.labels),
+        "label_since_seconds": round(station.label_state.since / sr, 3),
+        "label_switches": station.label_state.switches, "label_control": s.control_token is not None,
+        "seed": s.seed,
         "temperature": float(station.temperature[0]), "sample_rate": sr, "backend": station.engine.backend,
         "codec": "Ogg Opus", "position_seconds": round(live, 3), "rendered_seconds": round(rendered, 3),
         "buffered_seconds": round(max(rendered - live, 0.0), 3),
@@ -89,6 +95,8 @@ _METRICS = (  # name, type, help, status key
     ("encoded_bytes_total", "counter", "Stream bytes encoded (once for all listeners).", "encoded_bytes_total"),
     ("generator_cpu_seconds_total", "counter", "CPU time of the station thread (engine, guard, archive, "
                                                "encoder).", "generator_cpu_seconds"),
+    ("label_switches_total", "counter", "Label switches (POST /label) since the archive began, or since start.",
+     "label_switches"),
     ("uptime_seconds", "gauge", "Seconds since the server started.", "uptime_seconds"),
 )
 
@@ -262,4 +270,5 @@ def make_app(station: Station, broadcast: Broadcast) -> web.Application:
     app.router.add_get("/status", status_json)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/stream", stream)
+    app.router.add_post("/label", label_handler(station, broadcast))
     return app

@@ -84,9 +84,11 @@ class Archive:
     def _check_params(self, saved: dict, where: Path) -> None:
         for key, value in self.params.items():
             if key not in NON_BINDING and self._bound(key, saved.get(key)) != self._bound(key, value):
+                live = " (a label switched to while it played, POST /label, goes on by itself)" if key == "label" \
+                    else ""
                 raise ServeError(f"{self.folder} archives a broadcast with {key}={saved.get(key)!r}, but this "
                                  f"command asks for {key}={value!r} ({where}); rerun the original command to "
-                                 "continue it, or choose another --archive")
+                                 f"continue it{live}, or choose another --archive")
 
     def _bound(self, key: str, value):
         """What of a parameter must match: a label is its blend ("a" is "a:1", "a:0.7,b:0.3" is "b:3,a:7")."""

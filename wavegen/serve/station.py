@@ -8,8 +8,9 @@ hands the pages to the broadcast. It stays at most ``buffer_seconds`` ahead of t
 edge, so memory and latency stay bounded however long it plays.
 
 Uniforms come from :func:`wavegen.generate.uniforms` keyed by (seed, stream 0, position,
-attempt), so the broadcast is the same every time for the same arguments, and a restart from
-an archive's snapshot continues it byte for byte.
+attempt), so the broadcast is the same every time for the same arguments (and label switches,
+:mod:`wavegen.serve.control`, taken between two windows), and a restart from an archive's
+snapshot continues it byte for byte.
 
 The engine is called in chunks of at most ``CHUNK_WALL_SECONDS`` of work: the numba engines
 hold the GIL while they run, and the web server's thread must not wait long for it.
@@ -38,6 +39,7 @@ from wavegen.render.guard import criteria_for
 from wavegen.render.settings import check_seconds
 from wavegen.resolve import resolve_model
 from wavegen.serve.archive import SNAPSHOT_FILE, Archive, ServeError, check_archive_folder
+from wavegen.serve.control import LabelState, check_token
 from wavegen.serve.encoder import OggOpusEncoder, Page
 
 logger = logging.getLogger(__name__)
@@ -99,6 +101,7 @@ class ServeSettings:
     guard: bool = True
     guard_seconds: float = 2.0
     guard_attempts: int = 4
+    control_token: str | None = None  # POST /label with this token switches the label live (None: off)
 
     def __post_init__(self):
         if self.max_listeners_per_client is None:
@@ -121,6 +124,7 @@ class ServeSettings:
                              "more")
         if not 0 <= self.port <= 65535:
             raise ServeError(f"--port {self.port}: not a TCP port (0 picks a free one)")
+        check_token(self.control_token)
         # what serve shares with render (seed, temperature, guard, snapshots) is checked as render checks it
         self.render_settings().validate()
 
@@ -190,6 +194,11 @@ class Station:
             self.label_weights = parse_label(settings.label, list(self.engine.labels))
         except ValueError as err:
             raise ServeError(str(err)) from None
+        if settings.control_token is not None and not self.engine.labels:
+            raise ServeError(f"--control-token: {self.ref.source} is not conditioned on labels, so there is no label "
+                             "to switch; start it without --control-token")
+        self._wake = threading.Event()  # set by a stop or a label switch asked for
+        self.label_state = LabelState(self.engine.labels, settings.label, self.label_weights, self._wake.set)
         self.temperature = temperatures(settings.temperature, 1)
         self.guard_settings = settings.render_settings()
         # the model's album profile (album.json beside it) where it has one, as a render does
@@ -257,6 +266,7 @@ class Station:
             self.event_counts = meta.get("event_counts", {})
             if state is not None:
                 self._restore(state)
+                self.label_state.restore(meta, state, str(self.archive.state_dir / SNAPSHOT_FILE))
         title = f"wavegen: {self.name}, seed {self.settings.seed}"
         self.encoder = OggOpusEncoder(self.sample_rate, self.position / self.sample_rate, title)
 
@@ -341,6 +351,7 @@ class Station:
     def stop(self) -> None:
         """Stop at the next chunk and wait for the final snapshot (or close an archive never played into)."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join()
         elif self.archive is not None:
@@ -375,17 +386,28 @@ class Station:
             if self.archive is not None:
                 self.archive.abandon()
         finally:
+            self.label_state.fail_pending("the stream stopped before the label switch")
             publish(None)  # tells the broadcast the station has stopped
 
     def _wait_for_room(self, live_seconds) -> bool:
         """Wait while the rendered audio is buffer_seconds ahead of the live edge; False once stopped.
-        Not before a first page is out: the live edge starts with it (the encoder holds ~1 s)."""
+        Not before a first page is out: the live edge starts with it (the encoder holds ~1 s). A label
+        switch asked for meanwhile is taken at once: it starts at the next window."""
         while True:
+            self._take_label()
             ahead = self.position / self.sample_rate - live_seconds()
             if ahead < self.settings.buffer_seconds or not self._published:
                 return True
-            if self._stop.wait(min(ahead - self.settings.buffer_seconds + 0.01, 0.5)):
+            if self._stop.is_set():
                 return False
+            self._wake.wait(min(ahead - self.settings.buffer_seconds + 0.01, 0.5))
+            self._wake.clear()
+
+    def _take_label(self) -> None:
+        """Switch to the label asked for (POST /label) from this position on; with an archive, a snapshot
+        here records it, so a restart continues with it."""
+        snapshot = None if self.archive is None else lambda: self.archive.snapshot(self._engine_state(), self._meta())
+        self.label_state.apply_pending(self.engine, self.position, self.sample_rate, snapshot)
 
     def _engine_state(self) -> dict[str, np.ndarray]:
         # copied: an engine's state_dict may hand out views of buffers it updates in place
@@ -457,4 +479,4 @@ class Station:
             logger.info("guard: at %.1f s: %s; redraw %d", pos / self.sample_rate, kind, attempt + 1)
 
     def _meta(self) -> dict:
-        return {"events": self.events, "event_counts": self.event_counts}
+        return {"events": self.events, "event_counts": self.event_counts, **self.label_state.meta()}

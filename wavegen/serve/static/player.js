@@ -80,7 +80,9 @@ function start() {
   }
   context.resume();
   audio.src = "/stream?from=" + Date.now(); // a new connection joins at the live edge
-  audio.play().catch((err) => notice("The browser would not play the stream: " + err.message));
+  // a stream that failed to load (refused: full, or this address has its listeners) fired "error" first, and
+  // streamEnded says why; this says only what else keeps the browser from playing (its autoplay policy)
+  audio.play().catch((err) => { if (playing) notice("The browser would not play the stream: " + err.message); });
   playing = true;
   button.textContent = "■ Stop";
   $("onair").classList.add("live");
@@ -162,11 +164,50 @@ function show(s) {
 
 async function poll() {
   try {
-    show(await (await fetch("/status", { cache: "no-store" })).json());
+    const s = await (await fetch("/status", { cache: "no-store" })).json();
+    show(s);
+    showControl(s);
   } catch (err) {
     $("headline").textContent = "the server is not answering";
   }
 }
+
+// the label control: only on a page opened as /#token=TOKEN on a server started with --control-token. The
+// token stays in this tab (a fragment never reaches the server; it is taken off the address at once).
+let token = null;
+function readToken() {
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  if (fragment.has("token")) {
+    sessionStorage.setItem("wavegen-token", fragment.get("token"));
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  token = sessionStorage.getItem("wavegen-token");
+}
+readToken();
+window.addEventListener("hashchange", readToken);
+
+function showControl(s) {
+  const form = $("control");
+  if (!token || !s.label_control || !form.hidden) return;
+  $("c-label").replaceChildren(...s.labels.map((l) => new Option(l, l)));
+  form.hidden = false;
+}
+
+$("control").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const typed = $("c-blend").value; // as typed: a label may begin with a space (" lead")
+  const text = typed.trim() ? typed : $("c-label").value;
+  $("c-result").textContent = "switching…";
+  try {
+    const r = await fetch("/label", { method: "POST", body: text, cache: "no-store",
+      headers: { "Authorization": "Bearer " + token, "Content-Type": "text/plain" } });
+    const a = await r.json();
+    $("c-result").textContent = !r.ok ? a.error : a.pending ? `${a.label}: asked for, not taken yet`
+      : `${a.label} from ${clock(a.starts_at_seconds)}, on air in ${a.on_air_in_seconds.toFixed(1)} s`;
+  } catch (err) {
+    $("c-result").textContent = "the server is not answering";
+  }
+});
 
 $("stream-url").textContent = location.origin + "/stream";
 clearCanvas();

@@ -1,0 +1,227 @@
+"""wavegen serve: switching a conditioned model's label while it plays (POST /label, --control-token).
+
+Real servers (the CLI in subprocesses, test_serve's helpers), a real tiny SampleRNN conditioned on two
+labels, real HTTP. The archive (exact PCM) shows what was played: up to the switch, the samples of a
+stream never switched; from it on, those of the same engine given the new blend at that sample.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import save_tiny_model
+from test_serve import ENV, SR, START_TIMEOUT, Server, make_model
+
+TOKEN = "operator-token-1"
+LABELS = ["rain", "bells"]
+
+
+@pytest.fixture(scope="module")
+def conditioned(tmp_path_factory) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("serve_label") / "cond", sample_rate=SR, dim=32, emb_size=8,
+                           labels=LABELS)
+
+
+def post(server: Server, body, token: str | None = TOKEN, content_type: str = "text/plain") -> tuple[int, dict]:
+    data = (json.dumps(body) if content_type == "application/json" else body).encode()
+    headers = {"Content-Type": content_type, **({"Authorization": f"Bearer {token}"} if token else {})}
+    request = urllib.request.Request(server.url + "/label", data=data, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def archived(folder: Path) -> np.ndarray:
+    parts = sorted(folder.glob("broadcast_*.wav"))
+    return np.concatenate([sf.read(str(p), dtype="int16")[0] for p in parts])
+
+
+def played(model: Path, n: int, switches: list[tuple[int, str]], seed: int = 0) -> np.ndarray:
+    """What the station plays without the guard: the engine run directly, starting with the first
+    switch's label at 0 and given each next one's blend at its sample (its state otherwise kept)."""
+    from wavegen.audio import dequantize, float_to_int16
+    from wavegen.checkpoint import load_model
+    from wavegen.generate import make_engine, uniforms
+    from wavegen.render import parse_label
+    from wavegen.serve.control import apply_label
+
+    model, _ = load_model(model)
+    engine = make_engine(model, 1, "auto")
+    engine.reset(label_weights=parse_label(switches[0][1], LABELS))
+    codes, ends = [], [s for s, _ in switches[1:]] + [n]
+    for (start, label), end in zip(switches, ends):
+        if start:
+            apply_label(engine, parse_label(label, LABELS))
+        codes.append(engine.generate(uniforms(seed, [0], start, end - start), 1.0)[0])
+    return float_to_int16(dequantize(np.concatenate(codes), engine.q_levels, engine.spec["quantization"]))
+
+
+@pytest.mark.slow
+def test_a_label_switch_starts_at_the_sample_it_names_and_a_restart_keeps_it(conditioned, tmp_path):
+    archive = tmp_path / "archive"
+    args = ("--label", "rain", "--no-guard", "--guard-seconds", "0.5", "--buffer-seconds", "1", "--snapshot-seconds",
+            "100", "--archive", str(archive), "--control-token", TOKEN)
+    server = Server(conditioned, *args)
+    try:
+        status = server.wait_for(lambda s: s["archive"]["seconds"] >= 1.0)
+        assert status["label"] == "rain" and status["label_control"] and status["labels"] == LABELS
+        # refused, and nothing switched: no token, a wrong one, a label this model does not have, a bad blend
+        assert post(server, "bells", token=None)[0] == 401
+        assert post(server, "bells", token="not-the-token")[0] == 403
+        code, answer = post(server, "drums")
+        assert code == 400 and "'drums' is not one of this model's labels: ['rain', 'bells']" in answer["error"], answer
+        code, answer = post(server, "rain:0.5,bells:x")
+        assert code == 400 and "'x' is not a number; this model's labels: rain, bells" in answer["error"], answer
+        assert server.status()["label_switches"] == 0
+
+        code, answer = post(server, {"label": "bells"}, content_type="application/json")
+        assert code == 200, answer
+        at = answer["starts_at_sample"]
+        assert answer["label"] == "bells" and answer["previous"] == "rain" and answer["changed"]
+        assert at % int(0.5 * SR) == 0 and answer["starts_at_seconds"] == at / SR  # at a window's start
+        assert 0 <= answer["on_air_in_seconds"] <= 1 + 0.5 + 0.5  # the buffer, a window, some slack
+        status = server.wait_for(lambda s: s["archive"]["seconds"] >= at / SR + 1.0)
+        assert status["label"] == "bells" and status["label_since_seconds"] == at / SR
+        assert status["archive"]["snapshot_seconds"] >= at / SR  # a snapshot at the switch records it
+        code, answer = post(server, "bells:1\n")  # the same blend (and a line end, as echo | curl sends)
+        assert code == 200 and answer["label"] == "bells" and not answer["changed"], answer
+        assert server.status()["label_switches"] == 1
+    finally:
+        assert server.stop() == 0, "".join(server.stderr)
+    first = archived(archive)
+    unswitched = played(conditioned, len(first), [(0, "rain")])
+    assert np.array_equal(first[:at], unswitched[:at]), "before the switch: as if never switched"
+    assert not np.array_equal(first[at:], unswitched[at:]), "after it: another label"
+    assert np.array_equal(first, played(conditioned, len(first), [(0, "rain"), (at, "bells")]))
+
+    again = Server(conditioned, *args)  # the same command: it goes on with the label in force, not --label
+    try:
+        status = again.status()
+        assert status["label"] == "bells" and status["label_since_seconds"] == at / SR
+        again.wait_for(lambda s: s["archive"]["seconds"] >= len(first) / SR + 1.0)
+    finally:
+        assert again.stop() == 0, "".join(again.stderr)
+    whole = archived(archive)
+    assert len(whole) > len(first)
+    assert np.array_equal(whole, played(conditioned, len(whole), [(0, "rain"), (at, "bells")]))
+
+
+@pytest.mark.slow
+def test_label_control_is_off_without_a_token_and_refused_for_an_unconditioned_model(conditioned, tmp_path):
+    server = Server(conditioned, "--label", "rain", "--no-guard")
+    try:
+        code, answer = post(server, "bells")
+        assert code == 403 and "--control-token" in answer["error"], answer
+        status = server.status()
+        assert status["label"] == "rain" and not status["label_control"]
+    finally:
+        server.stop()
+    plain = make_model(tmp_path / "plain")
+    server = Server(plain, "--no-guard")
+    try:
+        code, answer = post(server, "bells")
+        assert code == 409 and "not conditioned on labels" in answer["error"], answer
+    finally:
+        server.stop()
+    result = subprocess.run([sys.executable, "-m", "wavegen", "serve", str(plain), "--port", "0", "--allow-slow",
+                             "--control-token", TOKEN], capture_output=True, text=True, env=ENV,
+                            timeout=START_TIMEOUT)
+    assert result.returncode == 2 and "listening:" not in result.stdout
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        "--control-token: " f"{plain} is not conditioned on labels, so there is no label to switch; start it without "
+        "--control-token"), result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--control-token", "short"], "--control-token: a token needs at least 8 characters"),
+    (["--control-token", "has a space"], "--control-token: a token needs at least 8 characters"),
+    (["--control-token-file", "{tmp}/no-such-file"], "--control-token-file {tmp}/no-such-file: cannot read it: "
+                                                      "No such file or directory"),
+    (["--control-token-file", "{tmp}/empty"], "--control-token-file {tmp}/empty: a token needs at least 8"),
+])
+def test_a_token_that_cannot_work_is_refused_in_one_line(tmp_path, capsys, args, message):
+    from wavegen.cli import main
+
+    (tmp_path / "empty").write_text("\n")
+    args = [a.format(tmp=tmp_path) for a in args]
+    assert main(["serve", str(tmp_path / "no-model"), "--port", "0", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message.format(tmp=tmp_path) in err[0], err
+
+
+def test_a_token_file_is_read_and_both_ways_at_once_are_refused(tmp_path, capsys):
+    from wavegen.serve.control import read_token_file
+
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    assert read_token_file(str(tmp_path / "token")) == TOKEN
+    result = subprocess.run([sys.executable, "-m", "wavegen", "serve", "x", "--control-token", TOKEN,
+                             "--control-token-file", str(tmp_path / "token")], capture_output=True, text=True, env=ENV)
+    assert result.returncode == 2 and "not allowed with argument" in result.stderr
+
+
+def test_a_snapshot_whose_label_is_not_its_engine_blend_is_refused():
+    from wavegen.serve import ServeError
+    from wavegen.serve.control import LabelState
+
+    state = LabelState(LABELS, "rain", np.array([1, 0], np.float32))
+    meta = {"label": "bells", "label_since": 16000, "label_switches": 1}
+    state.restore(meta, {"label_weights": np.array([[0, 1]], np.float32)}, "snap.npz")
+    assert (state.text, state.since, state.switches) == ("bells", 16000, 1)
+    with pytest.raises(ServeError, match=r"snap.npz is damaged \(its label 'rain' is not the blend"):
+        state.restore({"label": "rain"}, {"label_weights": np.array([[0, 1]], np.float32)}, "snap.npz")
+    with pytest.raises(ServeError, match=r"snap.npz is damaged \(its label: label 'drums' is not one"):
+        state.restore({"label": "drums"}, {"label_weights": np.array([[0, 1]], np.float32)}, "snap.npz")
+
+
+@pytest.mark.parametrize("where", ["file-parent", "/proc/self", "/proc/wavegen-archive"])
+def test_an_archive_path_root_cannot_write_is_refused_before_listening(conditioned, tmp_path, where):
+    """As root, permissions stop nothing: a folder under a regular file, one of /proc (there and takes
+    no files, or cannot be made) is refused at start, in one line naming it, and the server never listens."""
+    if where.startswith("/proc") and not Path("/proc/self").is_dir():
+        pytest.skip("no /proc here")
+    if where == "file-parent":
+        (tmp_path / "file").write_text("a file where the archive's parent goes")
+        where = str(tmp_path / "file" / "archive")
+    result = subprocess.run([sys.executable, "-m", "wavegen", "serve", str(conditioned), "--label", "rain", "--port",
+                             "0", "--allow-slow", "--archive", where], capture_output=True, text=True, env=ENV,
+                            timeout=START_TIMEOUT)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and "listening:" not in result.stdout and "playing" not in result.stderr
+    assert len(lines) == 1 and lines[0].startswith("wavegen serve: error: ") and where in lines[0], lines
+
+
+def test_a_switch_asked_for_after_the_station_stopped_is_answered(conditioned):
+    """A request the station never takes (it stopped) fails its waiter instead of leaving it waiting."""
+    from wavegen.serve import ServeError
+    from wavegen.serve.control import LabelState
+
+    state = LabelState(LABELS, "rain", np.array([1, 0], np.float32))
+    future = state.request("bells")
+    state.fail_pending("the stream stopped before the label switch")
+    with pytest.raises(ServeError, match="stopped before the label switch"):
+        future.result(0)
+    assert state.take() is None
+
+
+def test_a_label_is_taken_as_written_spaces_included():
+    """A label is its folder's name as it is (" lead" is not "lead"); a blend names weights; the text in
+    force is what was asked for, and the same blend written another way changes nothing."""
+    from wavegen.serve.control import LabelState
+
+    state = LabelState(["lead", " lead"], "lead", np.array([1, 0], np.float32))
+    assert np.array_equal(state.parse(" lead"), [0, 1]) and np.array_equal(state.parse("lead:1, lead:3"), [0.25, 0.75])
+    with pytest.raises(ValueError, match="no label given; this model's labels: lead,  lead"):
+        state.parse("  ")
+    with pytest.raises(ValueError, match="at most 1000"):
+        state.parse("lead," * 300)
