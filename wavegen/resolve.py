@@ -102,7 +102,7 @@ class ModelRef:
         return self.sha256
 
     def weights_tensors_sha256(self) -> str | None:
-        """The digest of the weights' tensors alone (:func:`wavegen.checkpoint.tensors_sha256`; None without
+        """The digest of the weights' tensors alone (:func:`wavegen.weights_file.tensors_sha256`; None without
         weights): equal for a run's best/ and the checkpoint it was written from, whose files differ. Read
         from the folder's record (checked with the file, :meth:`check_weights`) where it lists it, else
         hashed; once per ModelRef. What render records as model_tensors_sha256 and compares on resume."""
@@ -242,7 +242,7 @@ def _instead_of_best(folder: Path) -> str | None:
 def checkpoint_with(model_dir: str | Path, tensors: str | None = None, sha256: str | None = None
                     ) -> tuple[int, Path] | None:
     """(step, folder) of the newest kept checkpoint of the run ``model_dir`` belongs to (its best/ or a
-    checkpoint) whose weights hold the tensors of digest ``tensors`` (:func:`wavegen.checkpoint.tensors_sha256`);
+    checkpoint) whose weights hold the tensors of digest ``tensors`` (:func:`wavegen.weights_file.tensors_sha256`);
     without it (a render recorded before tensors were, a model folder of an older wavegen), whose weights
     file has the ``sha256`` (a best/ and a checkpoint never do: other writers, other header metadata). Each
     read from the checkpoint's record where it lists it, else hashed. None where no kept checkpoint holds them."""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from wavegen.resolve import BEST_FOLDERS, MODEL_FILE, best_with, checkpoint_with
 
-TENSORS_KEY = "model_tensors_sha256"  # params.json: the model's tensors_sha256 (wavegen.checkpoint)
+TENSORS_KEY = "model_tensors_sha256"  # params.json: the model's tensors_sha256 (wavegen.weights_file)
 
 
 def same_model(saved: dict, current: dict) -> bool:
