@@ -82,24 +82,27 @@ def end_accelerator(accelerator) -> None:
     accelerator.free_memory()  # the accelerator's own references to the prepared objects
     gc.collect()
     accelerator.end_training()
-    if getattr(accelerator, _MADE_STATE, False):
-        _forget_accelerate_state()
+    made = getattr(accelerator, _MADE_STATE, None)
+    if made is not None:
+        _forget_accelerate_state(*made)
 
 
-# make_accelerator marks an Accelerator whose making initialized accelerate's shared state (no other
-# Accelerator or PartialState lived in this process): end_accelerator then clears that state again
+# make_accelerator marks an Accelerator whose making initialized accelerate's AcceleratorState (no other
+# Accelerator lived in this process), with whether it made the PartialState under it too (accelerate.utils.save,
+# and other helpers, make one alone): end_accelerator then clears what it made
 _MADE_STATE = "_wavegen_made_state"
 
 
-def _forget_accelerate_state() -> None:
-    """Clear accelerate's process-wide state (AcceleratorState, PartialState, GradientState), so the next
+def _forget_accelerate_state(partial: bool) -> None:
+    """Clear accelerate's process-wide state (AcceleratorState, GradientState; ``partial``: PartialState
+    too, which holds the device and process group, not the precision), so the next
     Accelerator of this process starts afresh: accelerate keeps one mixed precision (and device) per
     process and refuses another ("AcceleratorState has already been initialized"), which stopped a second
     train() in one Python process (a notebook) with another train.mixed_precision. Only once the training
     that made it has ended (its process group destroyed): a new Accelerator then makes its own."""
     from accelerate.state import AcceleratorState, GradientState
 
-    AcceleratorState._reset_state(reset_partial_state=True)
+    AcceleratorState._reset_state(reset_partial_state=partial)
     GradientState._reset_state()
 
 
@@ -119,11 +122,12 @@ def make_accelerator(mixed_precision: str, cpu: bool = False):
     several = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if several:
         before_process_group()
-    from accelerate.state import PartialState
+    from accelerate.state import AcceleratorState, PartialState
 
-    fresh = not PartialState._shared_state  # no Accelerator (or PartialState) of another's lives in this process
+    # no Accelerator of another's lives in this process; a PartialState may (accelerate.utils.save makes one)
+    made = (not PartialState._shared_state,) if not AcceleratorState._shared_state else None
     accelerator = Accelerator(mixed_precision=mixed_precision, cpu=not cuda and (cpu or several))
-    setattr(accelerator, _MADE_STATE, fresh)
+    setattr(accelerator, _MADE_STATE, made)
     if accelerator.num_processes == 1 and asked_for_several_cpu_processes():
         logger.warning("accelerate launch --cpu started this one process, whatever --num_processes says (its --cpu "
                        "launcher starts a single process outside mpirun): it runs alone, at one process's speed. "
