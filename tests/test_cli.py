@@ -2,6 +2,7 @@
 and WaveNet; errors as one line (exit 2) for the user, a traceback for a bug."""
 
 import hashlib
+import os
 import json
 import shutil
 import subprocess
@@ -362,3 +363,17 @@ def test_an_output_under_a_regular_file_is_refused_and_an_existing_output_is_unt
     assert existing.read_text() == '{"kept": true}'
     assert existing.stat().st_mtime == 1_000_000_000
     assert sorted(p.name for p in existing.parent.iterdir()) == ["out.json"]
+
+
+def test_a_result_naming_a_folder_in_bytes_that_are_not_utf8_prints_where_stdout_is_strict(tmp_path):
+    """info of a model in a Latin-1 folder with PYTHONIOENCODING=utf-8 (strict, as most UTF-8 locales but
+    C.UTF-8): the result line crashed with UnicodeEncodeError; the name prints as its bytes, as ls does."""
+    from conftest import save_tiny_model
+
+    folder = tmp_path / os.fsdecode(b"r\xe9un")
+    save_tiny_model(folder / "best")
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+    proc = subprocess.run([sys.executable, "-m", "wavegen", "info", str(folder)], capture_output=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    assert b"r\xe9un" in proc.stdout

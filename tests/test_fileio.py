@@ -12,8 +12,8 @@ import textwrap
 import pytest
 
 from wavegen.errors import FolderBusyError, WavegenError
-from wavegen.fileio import (FolderLock, atomic_write, ensure_folder, read_json_object, replace_dir, sha256_file,
-                            stale_temporaries, write_json)
+from wavegen.fileio import (FolderLock, atomic_write, ensure_folder, is_utf8, read_json_object, replace_dir,
+                            sha256_file, stale_temporaries, utf8_path, write_json)
 
 
 def test_atomic_write_replaces_content_and_leaves_no_temporary(tmp_path):
@@ -288,3 +288,39 @@ def test_a_write_refused_names_the_file_and_the_folder_not_the_temporary(tmp_pat
     if immutable == "folder":
         assert f"cannot create a file in {folder}" in err.strerror
     assert json.loads(path.read_text()) == {"old": 1} and os.listdir(folder) == ["config.json"]
+
+
+def test_utf8_path_names_a_folder_not_named_in_utf8_in_utf8_alone(tmp_path):
+    """r\\xe9un/inner/x.bin (the folder's bytes Latin-1): the name given is UTF-8 and reaches the same file, for
+    writing (a file not there yet) and reading; it is the path itself where the path is UTF-8."""
+    latin1 = tmp_path / os.fsdecode(b"r\xe9un")
+    (latin1 / "inner").mkdir(parents=True)
+    assert not is_utf8(latin1) and is_utf8(tmp_path)
+    with utf8_path(latin1 / "inner" / "x.bin") as name:
+        name.encode("utf-8")  # a library's strict encoding takes it
+        assert name.endswith("/inner/x.bin")
+        with open(name, "wb") as f:
+            f.write(b"abc")
+    assert (latin1 / "inner" / "x.bin").read_bytes() == b"abc"
+    with utf8_path(latin1) as name:  # the folder itself
+        assert sorted(os.listdir(name)) == ["inner"]
+    with utf8_path(tmp_path / "plain") as name:
+        assert name == str(tmp_path / "plain")
+
+
+def test_utf8_path_closes_what_it_opened(tmp_path):
+    latin1 = tmp_path / os.fsdecode(b"r\xe9un")
+    latin1.mkdir()
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        with utf8_path(latin1 / "a") as name:
+            assert os.path.isdir(os.path.dirname(name))
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_path_not_in_utf8_written_into_json_reads_back_as_the_same_path(tmp_path):
+    """json escapes the name's surrogates (\\udce9): ASCII on disk, the same str read back."""
+    path = str(tmp_path / os.fsdecode(b"r\xe9un") / "corpus")
+    write_json(tmp_path / "a.json", {"corpus": path})
+    assert read_json_object(tmp_path / "a.json") == {"corpus": path}
+    (tmp_path / "a.json").read_bytes().decode("ascii")

@@ -120,3 +120,21 @@ def test_every_format_matplotlib_names_is_written_as_its_extension_says(tmp_path
     assert b"<svg" in (tmp_path / "a.svg").read_bytes()[:400]
     assert (tmp_path / "a.PDF").read_bytes()[:5] == b"%PDF-"
     assert (tmp_path / "bare").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # no extension: png
+
+
+def test_pictures_of_files_and_models_named_in_bytes_that_are_not_utf8(tmp_path):
+    """A folder named in Latin-1 (b"r\\xe9un": surrogate escapes in Python): soundfile refused the path (it
+    encodes a str strictly as UTF-8) and matplotlib refused the name in a title; both pictures are drawn."""
+    from wavegen.plotting import speed_png
+
+    folder = tmp_path / os.fsdecode(b"r\xe9un")
+    folder.mkdir()
+    wav = folder / "tone.wav"
+    wav.write_bytes(_tone_file(tmp_path).read_bytes())
+    db, seconds, _ = spectrogram_summary(wav, n_fft=256, columns=10)
+    assert seconds == 2.0 and db.shape == (10, 129)
+    assert spectrogram_png(wav, folder / "tone.png").read_bytes()[:4] == b"\x89PNG"
+    rows = [{"backend": "numba", "batch": b, "samples_per_second": 1000.0 * b} for b in (1, 2)]
+    result = {"model": {"name": str(folder), "sample_rate": 8000}, "rows": rows,
+              "machine": {"device": "cpu", "cpu": "test", "torch_threads": 1}}
+    assert speed_png(result, folder / "speed.png").read_bytes()[:4] == b"\x89PNG"

@@ -29,7 +29,8 @@ import torch
 
 from wavegen.config import load_json
 from wavegen.errors import CheckpointError, WavegenError
-from wavegen.fileio import atomic_write, fsync_dir, read_json_object, replace_dir, sha256_file, write_json
+from wavegen.fileio import (atomic_write, fsync_dir, is_utf8, read_json_object, replace_dir, sha256_file, utf8_path,
+                            write_json)
 from wavegen.resolve import AVERAGED_MODEL, WEIGHTS_RECORD
 from wavegen.trainstate import agree
 from wavegen.weights_file import tensors_sha256
@@ -89,21 +90,13 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
     path = Path(path)
     try:
-        if not _utf8(path):
+        if not is_utf8(path):
             return load(path.read_bytes())
         return load_file(str(path))
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
     except Exception as err:  # safetensors raises its own SafetensorError (and OSError, ValueError)
         raise CheckpointError(f"{path}: damaged or not a safetensors file ({err})") from None
-
-
-def _utf8(path: Path) -> bool:
-    try:
-        str(path).encode("utf-8")
-    except UnicodeEncodeError:  # surrogate escapes: the name's bytes are not UTF-8
-        return False
-    return True
 
 
 def listed_digest(weights: Path, key: str = "sha256") -> str | None:
@@ -448,7 +441,8 @@ def load_checkpoint(accelerator, folder: Path) -> tuple[dict, dict[str, torch.Te
         logger.info("%s has no RNG state for process %d (written by fewer processes): "
                     "that process keeps its seeded RNG", folder, accelerator.process_index)
     try:
-        accelerator.load_state(str(folder))
+        with utf8_path(folder) as name:  # it reads the model with safetensors' load_file: a UTF-8 path only
+            accelerator.load_state(name)
     except Exception as err:  # a damaged file the listing could not catch (an old checkpoint)
         raise CheckpointError(f"{folder}: cannot be restored ({type(err).__name__}: {err}); remove it to "
                               "resume from the checkpoint before it") from None

@@ -17,6 +17,8 @@
   written"), and room on the disk checked before a file is filled through a memory map (where a
   full disk is a SIGBUS, not an error).
 - :func:`check_writable`: a folder that cannot be written, found before the work starts.
+- :func:`utf8_path`: a path whose folders are named in bytes that are not UTF-8, as a name the libraries that
+  take only UTF-8 paths open (safetensors, soundfile, TensorBoard).
 - :class:`FolderLock`: one writer per folder (a render's ``--out``, a training ``--run``); a
   second process is refused at once with the holder's pid and command. The lock is an
   ``flock`` on ``FOLDER/.lock``, so it dies with its process (``kill -9`` included).
@@ -35,6 +37,7 @@ import socket
 import stat
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -279,6 +282,44 @@ def check_writable(folder: str | Path, what: str = "folder") -> None:
     except OSError as err:
         raise WavegenError(f"{folder}: cannot write in this folder ({err.strerror or err}): make it writable, or "
                            f"give another {what}") from None
+
+
+def is_utf8(path: str | Path) -> bool:
+    """Whether ``path`` is UTF-8: False for a name whose bytes are not (Python holds them as surrogate escapes,
+    ``b"r\\xe9un"`` as ``"r\\udce9un"``), which libraries that encode paths strictly (safetensors, soundfile,
+    TensorBoard) refuse."""
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+@contextmanager
+def utf8_path(path: str | Path):
+    """``path`` as a str that encodes as UTF-8 and names the same file or folder, for the ``with`` block: the path
+    itself when it is UTF-8; else, where a folder in it is not, ``/proc/self/fd/N/REST``, N a descriptor of the
+    deepest such folder (open for the block; REST the UTF-8 names under it, which need not exist yet). The path
+    as it is where that cannot be done (no /proc; a file, not a folder, named in other bytes: the library's own
+    error then names it)."""
+    path = os.fspath(path)
+    if is_utf8(path) or not os.path.isdir("/proc/self/fd"):
+        yield path
+        return
+    parts = path.split(os.sep)
+    last = max(k for k, part in enumerate(parts) if not is_utf8(part))
+    folder, rest = os.sep.join(parts[:last + 1]) or os.sep, parts[last + 1:]
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:  # no such folder, or a file: the library says so, naming the path
+        fd = None
+    if fd is None:
+        yield path
+        return
+    try:
+        yield "/".join([f"/proc/self/fd/{fd}", *rest])
+    finally:
+        os.close(fd)
 
 
 class FolderLock:

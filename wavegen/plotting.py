@@ -12,11 +12,18 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 
 logger = logging.getLogger(__name__)
+
+
+def shown(name: str) -> str:
+    """A path or name as a picture can draw it: one named in bytes that are not UTF-8 (surrogate escapes,
+    which matplotlib refuses) with those bytes replaced."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def spectrogram_summary(audio_path: str | Path, n_fft: int = 1024,
@@ -28,7 +35,7 @@ def spectrogram_summary(audio_path: str | Path, n_fft: int = 1024,
     """
     import soundfile as sf
 
-    info = sf.info(str(audio_path))
+    info = sf.info(os.fsencode(audio_path))  # bytes: soundfile encodes a str path strictly as UTF-8
     total, sr = int(info.frames), int(info.samplerate)
     n_fft = max(16, min(n_fft, 1 << int(math.log2(max(total, 1)))))
     n_frames = max(1, total // n_fft)
@@ -37,7 +44,7 @@ def spectrogram_summary(audio_path: str | Path, n_fft: int = 1024,
     counts = np.zeros(cols)
     window = np.hanning(n_fft)
     index = 0
-    for block in sf.blocks(str(audio_path), blocksize=n_fft * 64, dtype="float32", fill_value=0.0):
+    for block in sf.blocks(os.fsencode(audio_path), blocksize=n_fft * 64, dtype="float32", fill_value=0.0):
         if index >= n_frames:
             break
         k = min(64, n_frames - index)  # blocks are padded to full length with zeros
@@ -66,7 +73,7 @@ def spectrogram_png(audio_path: str | Path, png_path: str | Path) -> Path | None
     image = _db_image(ax, db, seconds / scale, sr / 2)
     ax.set_xlabel(f"time ({unit})")
     ax.set_ylabel("frequency (Hz)")
-    ax.set_title(f"{Path(audio_path).name}: {seconds:.1f} s at {sr} Hz")
+    ax.set_title(f"{shown(Path(audio_path).name)}: {seconds:.1f} s at {sr} Hz")
     fig.colorbar(image, ax=ax, label="dB")
     fig.tight_layout()
     return save_figure(fig, png_path)
@@ -149,7 +156,7 @@ def speed_png(results: list[dict] | dict, png_path: str | Path) -> Path | None:
         ax.set_xticks(batches, [str(b) for b in batches])
         ax.set_xlabel("streams (batch)")
         ax.set_ylabel("samples / s, all streams")
-        ax.set_title(result["model"]["name"], fontsize=10)
+        ax.set_title(shown(result["model"]["name"]), fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     m = results[0]["machine"]

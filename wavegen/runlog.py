@@ -8,12 +8,13 @@ hide its events of those steps (SummaryWriter's purge_step), so each step shows 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
 
 from wavegen.errors import WavegenError
-from wavegen.fileio import atomic_write, check_writable
+from wavegen.fileio import atomic_write, check_writable, utf8_path
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +113,15 @@ class RunLog:
         self._file = open(run_dir / METRICS, "a")
         # purge_step: TensorBoard hides the events of this step and later ones written before (a resumed run
         # logs the steps after its checkpoint again, as metrics.jsonl keeps only the rows up to it)
-        self._writer = SummaryWriter(str(run_dir / TENSORBOARD), purge_step=step + 1)
+        # TensorBoard encodes its path as UTF-8: a run folder named in other bytes is reached through a descriptor,
+        # held open while the writer lives
+        self._board = contextlib.ExitStack()
+        try:
+            self._writer = SummaryWriter(self._board.enter_context(utf8_path(run_dir / TENSORBOARD)),
+                                         purge_step=step + 1)
+        except BaseException:
+            self._board.close()
+            raise
         if progress:
             self.bar = progress_bar(total=max_steps, initial=step, desc="train", unit="step")
 
@@ -164,6 +173,7 @@ class RunLog:
             self.bar.close()
         if self._writer is not None:
             self._writer.close()
+            self._board.close()
         if self._file is not None:
             self._file.close()
         self._file = self._writer = self.bar = None

@@ -55,6 +55,7 @@ def _add_log_options(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _print_any_name()
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s" if args.verbose else "%(message)s")
     for noisy in ("accelerate", "torch.distributed", "numba"):  # their INFO lines are not for users
@@ -99,3 +100,12 @@ def left_to_another_process(err: BaseException) -> bool:
 def one_line(err: BaseException) -> str:
     """An error's message on one line (a message that lists things keeps them, space-separated)."""
     return " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+
+
+def _print_any_name() -> None:
+    """A path named in bytes that are not UTF-8 (a Latin-1 folder: surrogate escapes in Python) prints as
+    those bytes, as ls does, where the stream's encoding is strict (a UTF-8 locale other than C.UTF-8,
+    PYTHONIOENCODING=utf-8): the result line crashed with UnicodeEncodeError after the work was done."""
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="surrogateescape")
