@@ -10,7 +10,9 @@ import soundfile as sf
 from wavegen.audio import (
     QUANTIZATIONS,
     AudioError,
+    damage_in_log,
     decode_audio,
+    decode_mono,
     dequantize,
     float_to_int16,
     int16_to_float,
@@ -293,3 +295,80 @@ def test_a_file_named_au_without_an_au_header_is_not_decoded_as_noise(tmp_path):
     fake.write_bytes(b"<html><body>404 Not Found</body></html>\n" * 200)
     with pytest.raises(AudioError, match=r"fake\.au: cannot decode audio \(no audio header"):
         decode_audio(fake)
+
+
+def _stereo_music(seconds, rate, channels=2, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    x = np.stack([0.3 * np.sin(2 * np.pi * (220 + 110 * c) * t) + 0.05 * rng.standard_normal(len(t))
+                  for c in range(channels)], axis=1)
+    return x.astype(np.float32)
+
+
+@pytest.mark.parametrize("fmt,subtype,rate,channels", [("WAV", "PCM_16", 48000, 2), ("FLAC", "PCM_24", 44100, 3),
+                                                       ("OGG", "VORBIS", 22050, 2), ("WAV", "FLOAT", 16000, 1),
+                                                       ("MP3", "MPEG_LAYER_III", 44100, 2)])
+@pytest.mark.parametrize("cut", [False, True])
+def test_decode_mono_gives_the_samples_of_the_whole_file_mixed_and_resampled(tmp_path, fmt, subtype, rate,
+                                                                               channels, cut):
+    """decode_mono reads in blocks (mixed and resampled as they come): the samples, damage and loudest
+    channel are exactly those of the whole file decoded, mixed to mono and resampled at once (prep's corpus
+    bytes unchanged), a file cut short included."""
+    path = tmp_path / f"x.{fmt.lower()}"
+    x = _stereo_music(3.3, rate, channels)  # many decoding blocks
+    x[:, 0] *= 1.5  # the first channel the loudest
+    sf.write(str(path), x, rate, format=fmt, subtype=subtype)
+    if cut:
+        path.write_bytes(path.read_bytes()[: int(path.stat().st_size * 0.7)])
+    whole = decode_audio(path)
+    assert (whole.damage is not None) == cut
+    for out_rate in (16000, 8000, None):
+        got = decode_mono(path, out_rate)
+        want = resample(to_mono(whole.samples), whole.sample_rate, out_rate or whole.sample_rate)
+        assert got.samples.dtype == np.float32 and len(got.samples) > 0.5 * len(want)
+        np.testing.assert_array_equal(got.samples, want)
+        assert (got.sample_rate_in, got.frames, got.channels, got.damage) == \
+               (whole.sample_rate, len(whole.samples), channels, whole.damage)
+        loudest = float(np.abs(whole.samples).max()) if channels > 1 else None
+        assert got.loudest_channel == loudest
+
+
+def test_decode_mono_holds_the_mono_result_not_the_files_channels(tmp_path):
+    """A file was decoded whole, [frames, channels] float32 at its own rate, then mixed and resampled: a
+    2-hour 48 kHz stereo recording needed GBs (over 3x its 16 kHz mono). numpy's arrays are traced by
+    tracemalloc: the peak is measured, not guessed."""
+    import tracemalloc
+
+    path, rate, seconds, channels = tmp_path / "long.wav", 48000, 20, 6
+    with sf.SoundFile(str(path), "w", rate, channels, subtype="PCM_16") as f:
+        for _ in range(seconds):
+            f.write(_stereo_music(1.0, rate, channels))
+    whole_bytes = seconds * rate * channels * 4
+    mono_bytes = seconds * 16000 * 4
+    tracemalloc.start()
+    try:
+        y = decode_mono(path, 16000).samples
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(y) == seconds * 16000
+    assert peak < 2 * mono_bytes < whole_bytes / 4, (peak, mono_bytes, whole_bytes)  # whole: over 18x the mono
+
+
+def test_float_to_int16_in_blocks_equals_the_formula(monkeypatch):
+    import wavegen.audio
+
+    monkeypatch.setattr(wavegen.audio, "_INT16_BLOCK", 1000)
+    x = np.random.default_rng(3).uniform(-1.2, 1.2, (2501, 2)).astype(np.float32)
+    want = np.clip(np.round(x.astype(np.float64) * 32767.0), -32768, 32767).astype(np.int16)
+    got = float_to_int16(x)
+    assert got.shape == x.shape and got.dtype == np.int16
+    np.testing.assert_array_equal(got, want)
+
+
+def test_damage_in_log_names_a_chunk_cut_short(tmp_path):
+    path = tmp_path / "cut.wav"
+    sf.write(str(path), np.zeros(16000, np.float32), 16000, subtype="PCM_16")
+    assert damage_in_log(sf.info(str(path)).extra_info) is None
+    path.write_bytes(path.read_bytes()[:20000])
+    assert damage_in_log(sf.info(str(path)).extra_info) == "its RIFF chunk declares 32036 bytes, the file holds 19992"

@@ -180,3 +180,34 @@ def test_help_says_which_measurement_each_option_goes_with(capsys):
                    "generation timing and --profile: comma list of backends", "training speed (--train; these "
                    "options go with it only)", "an option that the measurement asked for does not use is refused"):
         assert phrase in text, phrase
+
+
+@pytest.mark.parametrize("batch", ["1,,2", "1,8,", ",1"])
+def test_an_empty_item_in_a_comma_list_is_refused_not_dropped(measured, capsys, batch):
+    """``--batch 1,,2`` timed batches 1 and 2 as if the slip were not there."""
+    err = refused(capsys, "--batch", batch)
+    assert f"--batch {batch}: an empty item (two commas, or one at an end)" in err
+    assert "an empty item" in refused(capsys, "--backends", "torch,,numba")
+    with pytest.raises(Measured):  # one size, and spaces about the commas, are taken as before
+        cli.main(["bench", "--model", "samplernn-tiny", "--batch", "1, 8"])
+
+
+def test_a_row_that_will_take_long_is_announced_with_an_estimate_before_it_runs(monkeypatch, caplog):
+    """``--samples 100000000`` ran for 40 minutes with nothing said: the estimate comes from a short run
+    timed before the row's runs; here the bound is lowered so that a real row of a second crosses it."""
+    import wavegen.bench
+
+    monkeypatch.setattr(wavegen.bench, "LONG_ROW_SECONDS", 0.0)
+    with caplog.at_level("WARNING", logger="wavegen.bench"):
+        result = bench_generation("samplernn-tiny", backends=["torch"], batches=[1], samples=512, repeats=2,
+                                  threads=1)
+    (line,) = [r.getMessage() for r in caplog.records if "take about" in r.getMessage()]
+    assert line.startswith("torch batch 1: 2 run(s) of 512 samples per stream take about ")
+    estimate = float(line.split("take about ")[1].split(" s ")[0])
+    measured = sum(result["rows"][0]["all_seconds"])
+    assert measured / 5 - 0.1 <= estimate <= measured * 5 + 1, (estimate, measured)
+    monkeypatch.setattr(wavegen.bench, "LONG_ROW_SECONDS", 3600.0)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="wavegen.bench"):
+        bench_generation("samplernn-tiny", backends=["torch"], batches=[1], samples=256, repeats=1, threads=1)
+    assert "take about" not in caplog.text  # a row of seconds is not announced

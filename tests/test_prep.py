@@ -122,12 +122,12 @@ def test_a_duplicate_is_known_by_its_bytes_before_it_is_decoded(tmp_path, make_t
     (tmp_path / "rec" / "best of" / "a.wav").write_bytes((tmp_path / "rec" / "album" / "a.wav").read_bytes())
     decoded = []
 
-    def counted(path):
+    def counted(path, *args):
         decoded.append(os.path.basename(os.path.dirname(path)) + "/" + os.path.basename(path))
-        return real(path)
+        return real(path, *args)
 
-    real = prep_decode.decode_audio
-    monkeypatch.setattr(prep_decode, "decode_audio", counted)
+    real = prep_decode.decode_mono
+    monkeypatch.setattr(prep_decode, "decode_mono", counted)
     m = prep([tmp_path / "rec"], tmp_path / "c", val_fraction=0, test_fraction=0)
     assert [s["reason"] for s in m["skipped"]] == [f"duplicate of {tmp_path / 'rec' / 'album' / 'a.wav'}"]
     assert decoded == ["album/a.wav", "album/b.wav"]
@@ -281,7 +281,7 @@ def test_rerun_does_no_work(tmp_path, make_tone, monkeypatch, caplog):
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded audio on an up-to-date corpus")
 
-    monkeypatch.setattr(prep_decode, "decode_audio", no_decoding)
+    monkeypatch.setattr(prep_decode, "decode_mono", no_decoding)
     with caplog.at_level("INFO", logger="wavegen.prep"):
         m2 = prep([tmp_path / "rec"], tmp_path / "c")
     assert m2 == m1 and "corpus up to date" in caplog.text
@@ -305,7 +305,7 @@ def test_touched_or_copied_inputs_are_rehashed_not_decoded(tmp_path, make_tone, 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded audio on an up-to-date corpus")
 
-    monkeypatch.setattr(prep_decode, "decode_audio", no_decoding)
+    monkeypatch.setattr(prep_decode, "decode_mono", no_decoding)
     os.utime(tmp_path / "rec" / "t00.wav", ns=(1, 1))  # touch: a new mtime (and ctime)
     os.chmod(tmp_path / "rec" / "t01.wav", 0o600)  # chmod: a new ctime
     (tmp_path / "rec" / "t02.wav").write_bytes((tmp_path / "rec" / "t02.wav").read_bytes())  # the same bytes

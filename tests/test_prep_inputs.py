@@ -34,7 +34,7 @@ def refuse_reading(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("read an input before refusing the settings")
 
-    monkeypatch.setattr(prep_decode, "decode_audio", fail)
+    monkeypatch.setattr(prep_decode, "decode_mono", fail)
     monkeypatch.setattr(prep_inputs, "sha256_file", fail)
 
 

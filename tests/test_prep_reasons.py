@@ -165,3 +165,62 @@ def test_thousands_of_skipped_files_are_named_up_to_a_limit_then_summed_up(tmp_p
     assert summary == ["skipped 8 more file(s) without a line each (7: no stretch of sound of at least 0.5 s; "
                        "1: empty: a file of 0 bytes); "
                        "--verbose names them, and manifest.json's \"skipped\" lists every skipped file and why"]
+
+
+def test_a_file_skipped_for_lack_of_memory_is_tried_again_by_the_next_prep(tmp_path, make_tone, caplog):
+    """A skip for lack of memory was remembered: the rerun (on a machine with more memory, say) said
+    "corpus up to date" and never tried the file again. A corpus made before "retry" was recorded too."""
+    import json
+
+    if Path("/proc/sys/vm/overcommit_memory").read_text().strip() == "1":
+        pytest.skip("this kernel grants any allocation (vm.overcommit_memory=1): nothing refuses the buffer")
+    rec = tmp_path / "rec"
+    tones(rec, make_tone, 3)
+    _declaring_hours(rec / "concert.flac")
+    corpus = tmp_path / "c"
+    (skip,) = prep([rec], corpus)["skipped"]
+    assert skip["retry"] is True and skip["reason"].startswith("too long to decode in memory")
+    older = json.loads((corpus / "manifest.json").read_text())
+    del older["skipped"][0]["retry"]
+    (corpus / "manifest.json").write_text(json.dumps(older))
+    for _ in range(2):
+        caplog.clear()
+        with caplog.at_level("INFO"):
+            m = prep([rec], corpus)
+        assert f"{corpus} skipped 1 file(s) for lack of memory ({rec / 'concert.flac'}): trying again" in caplog.text
+        assert "corpus up to date" not in caplog.text and "skipping " in caplog.text
+        assert m["skipped"][0]["retry"] is True
+    os.remove(rec / "concert.flac")  # the other skips are remembered: the rerun is quick again
+    prep([rec], corpus)
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        prep([rec], corpus)
+    assert "corpus up to date" in caplog.text
+
+
+def test_a_long_stereo_file_is_prepared_in_the_memory_of_its_mono_result(tmp_path):
+    """prep decoded each file whole, [frames, channels] float32 at its own rate, then mixed and resampled
+    it, and quantized the kept audio through float64 copies of it all: a 2-hour 48 kHz stereo recording
+    needed GBs. numpy's arrays are traced by tracemalloc: the peak is measured, not guessed."""
+    import tracemalloc
+
+    import soundfile as sf
+
+    from wavegen.prep import PrepSettings
+    from wavegen.prep_decode import decode_one
+
+    path, rate, seconds = tmp_path / "long.wav", 48000, 30
+    t = np.arange(rate) / rate
+    with sf.SoundFile(str(path), "w", rate, 2, subtype="PCM_16") as f:
+        for second in range(seconds):
+            tone = 0.3 * np.sin(2 * np.pi * 220 * t) * (second % 5 < 3)  # a 2 s rest every 5 s
+            f.write(np.stack([tone, 0.5 * tone], axis=1))
+    mono_bytes = seconds * SR * 4
+    tracemalloc.start()
+    try:
+        pcm, lengths, entry = decode_one(path, PrepSettings(inputs=(str(path),), sample_rate=SR), "0" * 64)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert entry["channels_in"] == 2 and len(lengths) == 6 and pcm.dtype == np.int16
+    assert peak < 3 * mono_bytes, (peak, mono_bytes)  # decoded whole it was 20x the mono: 2 x 4 bytes x 3 x rate

@@ -48,7 +48,7 @@ class _Source:
     def __init__(self, path: Path, sample_rate: int):
         import soundfile as sf
 
-        from wavegen.audio import WHOLE_READ_SUBTYPES, _damage_in_log
+        from wavegen.audio import WHOLE_READ_SUBTYPES, damage_in_log
 
         self.path, self.sample_rate, self.whole = path, sample_rate, None
         try:
@@ -58,7 +58,7 @@ class _Source:
         # decoded whole, as prep decodes: what fails to open (read_audio says why), MP3, a header that
         # says the file is cut short (read_audio warns, naming the file)
         if (info is None or info.format == "RAW" or info.subtype in WHOLE_READ_SUBTYPES or info.frames <= 0
-                or _damage_in_log(info.extra_info) is not None):
+                or damage_in_log(info.extra_info) is not None):
             self.decode_whole()
         else:
             self.rate, self.frames = int(info.samplerate), int(info.frames)

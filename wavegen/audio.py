@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -32,6 +33,10 @@ class AudioError(WavegenError):
         super().__init__(f"{path}: {reason}")
         self.path = str(path)
         self.reason = reason
+
+
+class AudioMemoryError(AudioError):
+    """A file too long to decode in this machine's memory: not damaged, and a machine with more takes it."""
 
 
 # ----------------------------------------------------------------------------- I/O
@@ -58,6 +63,19 @@ class DecodedAudio(NamedTuple):
     damage: str | None
 
 
+class DecodedMono(NamedTuple):
+    """What decode_mono returns: samples [T] float32, the file's channels mixed to mono and resampled;
+    sample_rate_in, frames and channels: the file's own rate in Hz, and the frames and channels decoded;
+    loudest_channel: the largest |sample| of any channel (None for one channel); damage as DecodedAudio's."""
+
+    samples: np.ndarray
+    sample_rate_in: int
+    frames: int
+    channels: int
+    loudest_channel: float | None
+    damage: str | None
+
+
 def decode_audio(path: str | Path) -> DecodedAudio:
     """Decode an audio file with soundfile (WAV, FLAC, OGG/Vorbis, Opus, MP3, AIFF, ...).
 
@@ -66,6 +84,41 @@ def decode_audio(path: str | Path) -> DecodedAudio:
     wrong. Raises AudioError naming the path and the reason when the file is missing, of an
     unknown format, or has nothing that decodes.
     """
+    with _open_decoder(path) as (f, notes):
+        out = _decode_buffer(path, f)
+        n, damage = _read_into(out, f)
+        sample_rate = int(f.samplerate)
+    damage = _damage_with_notes(path, n, damage, notes)
+    samples = out if n == len(out) else out[:n].copy()
+    return DecodedAudio(samples, sample_rate, damage)
+
+
+def decode_mono(path: str | Path, sample_rate: int | None = None) -> DecodedMono:
+    """Decode an audio file mixed to mono and resampled to sample_rate Hz (None: its own rate): the same
+    samples as resample(to_mono(decode_audio(path).samples), ...), the same damage and AudioErrors.
+
+    Read block by block where the format allows (all but MP3, see WHOLE_READ_SUBTYPES): each block is
+    mixed and resampled as it comes, so memory holds the mono result, not the file's channels at its rate.
+    """
+    with _open_decoder(path) as (f, notes):
+        rate_in, channels = int(f.samplerate), int(f.channels)
+        mono = _MonoStream(Path(path), f, sample_rate or rate_in)
+        if f.subtype in WHOLE_READ_SUBTYPES:
+            whole = _decode_buffer(Path(path), f)
+            n, damage = _read_into(whole, f)
+            mono.add(whole[:n])
+            del whole
+        else:
+            n, damage = _read_into(np.empty((DECODE_BLOCK_FRAMES, channels), np.float32), f, sink=mono.add)
+        samples = mono.finish()
+    damage = _damage_with_notes(path, n, damage, notes)
+    return DecodedMono(samples, rate_in, n, channels, mono.loudest if channels > 1 else None, damage)
+
+
+@contextmanager
+def _open_decoder(path: str | Path):
+    """(the open soundfile of path, the _DecoderNotes kept meanwhile: their text once the block ends).
+    AudioError when the file is missing, will not open, or has no audio header."""
     import soundfile as sf
 
     path = Path(path)
@@ -81,44 +134,93 @@ def decode_audio(path: str | Path) -> DecodedAudio:
             if f.format == "RAW":  # libsndfile reads a .au without its ".snd" magic as headerless 8 kHz u-law
                 raise AudioError(path, "cannot decode audio (no audio header: not audio, or damaged; headerless "
                                        "raw samples are not read)")
-            out = _decode_buffer(path, f)
-            n, damage = _read_into(out, f)
-            sample_rate = int(f.samplerate)
+            yield f, notes
+
+
+def _damage_with_notes(path, n: int, damage: str | None, notes: _DecoderNotes) -> str | None:
+    """decode's `damage` ("cut short: ...", with what the decoder said), None for a whole file;
+    AudioError when nothing decodes (n == 0 frames) of a damaged file."""
     if notes.text:
         logger.debug("%s: the decoder said: %s", path, notes.text)
         if damage is not None:  # libsndfile's own reason ("Unspecified internal error") says little
             damage += notes.said()
     if n == 0 and damage is not None:
         raise AudioError(path, f"cannot decode audio (cut short: {damage})")
-    samples = out if n == len(out) else out[:n].copy()
-    return DecodedAudio(samples, sample_rate, None if damage is None else f"cut short: {damage}")
+    return None if damage is None else f"cut short: {damage}"
+
+
+class _MonoStream:
+    """Blocks [frames, channels] float32 of the open soundfile f in (add), mixed to mono and resampled to
+    rate as they come (soxr's stream: the same samples as one resample of the whole); finish(): [T] float32.
+    `loudest`: the largest |sample| of any channel so far."""
+
+    def __init__(self, path: Path, f, rate: int):
+        rate_in = int(f.samplerate)
+        self.loudest, self._n, self._stream = 0.0, 0, None
+        if rate != rate_in:
+            import soxr
+
+            self._stream = soxr.ResampleStream(rate_in, rate, 1, dtype="float32", quality="HQ")
+        self._out = _room(path, f, (int(f.frames * rate // rate_in) + 1,), f"mono at {rate} Hz")
+
+    def add(self, block: np.ndarray) -> None:
+        if len(block) == 0:
+            return
+        if block.shape[1] > 1:
+            self.loudest = max(self.loudest, float(block.max()), -float(block.min()))
+        mono = to_mono(block)
+        self._put(mono if self._stream is None else self._stream.resample_chunk(mono, last=False))
+
+    def finish(self) -> np.ndarray:
+        if self._stream is not None:
+            self._put(self._stream.resample_chunk(np.zeros(0, np.float32), last=True))
+        return self._out[: self._n]
+
+    def _put(self, y: np.ndarray) -> None:
+        end = self._n + len(y)
+        if end > len(self._out):  # more than the header declared (a streamed file's placeholder size)
+            grown = np.empty(max(end, 2 * len(self._out)), np.float32)
+            grown[: self._n] = self._out[: self._n]
+            self._out = grown
+        self._out[self._n : end] = y
+        self._n = end
 
 
 def _decode_buffer(path: Path, f) -> np.ndarray:
-    """Room for the frames the open soundfile f declares: float32 [frames, channels]. AudioError when
-    memory cannot hold them (a recording of many hours, or a damaged header declaring them): the file
-    is named and passed over, not a traceback that ends the whole prep."""
+    """Room for the frames the open soundfile f declares: float32 [frames, channels]; see _room."""
+    return _room(path, f, (f.frames, f.channels), "decoded")
+
+
+def _room(path: Path, f, shape: tuple[int, ...], what: str) -> np.ndarray:
+    """float32 of shape for the open soundfile f's audio (what: which form, for the message). AudioMemoryError
+    when memory cannot hold it (a recording of many hours, or a damaged header declaring them): the file is
+    named and passed over, not a traceback that ends the whole prep."""
     try:
-        return np.empty((f.frames, f.channels), dtype=np.float32)
+        return np.empty(shape, dtype=np.float32)
     except MemoryError:
-        need = f.frames * f.channels * 4
+        need = int(np.prod(shape)) * 4
         hours = f.frames / f.samplerate / 3600
-        raise AudioError(path, f"too long to decode in memory: its header declares {hours:,.1f} h of {f.channels} "
-                               f"channel(s), {need / 2**30:,.1f} GiB decoded; split it into shorter files (one much "
-                               "shorter than that has a damaged header)") from None
+        raise AudioMemoryError(path, f"too long to decode in memory: its header declares {hours:,.1f} h of "
+                                     f"{f.channels} channel(s), {need / 2**30:,.1f} GiB {what}; split it into "
+                                     "shorter files (one much shorter than that has a damaged header)") from None
 
 
-def _read_into(out: np.ndarray, f) -> tuple[int, str | None]:
-    """Decode the open soundfile f into out [frames, channels]: (frames decoded, damage or None)."""
+def _read_into(out: np.ndarray, f, sink=None) -> tuple[int, str | None]:
+    """Decode the open soundfile f into out [frames, channels]: (frames decoded, damage or None).
+
+    sink: out is a block's room instead, reused, and each block read is handed to sink(block [k, channels])."""
     declared, sample_rate = f.frames, int(f.samplerate)
     n, damage, block, error = 0, None, DECODE_BLOCK_FRAMES, None
     whole = f.subtype in WHOLE_READ_SUBTYPES
+    if whole and sink is not None:
+        raise ValueError(f"{f.subtype} is read whole, not in blocks")
     if whole:
         block = max(declared, 1)
         out.fill(np.nan)  # a failed whole read leaves what decoded before the damage: found by the NaNs after it
     while n < declared:
         try:
-            got = len(f.read(out=out[n : n + block]))
+            at = n if sink is None else 0
+            got = len(f.read(out=out[at : at + block]))
         except Exception as e:
             error = error or _libsndfile_reason(e)  # the first error says why; later ones echo it
             if whole:
@@ -130,10 +232,12 @@ def _read_into(out: np.ndarray, f) -> tuple[int, str | None]:
             break
         if got == 0:
             break
+        if sink is not None:
+            sink(out[:got])
         n += got
     if damage is None and n < declared:
         damage = f"only {n / sample_rate:.2f} s of the {declared / sample_rate:.2f} s its header declares decode"
-    return n, damage or _damage_in_log(f.extra_info)
+    return n, damage or damage_in_log(f.extra_info)
 
 
 class _DecoderNotes:
@@ -209,8 +313,9 @@ def _libsndfile_reason(error: Exception) -> str:
     return (getattr(error, "error_string", None) or str(error)).removeprefix("Error : ").rstrip(".")
 
 
-def _damage_in_log(log: str) -> str | None:
-    """What libsndfile's log says is missing from a file that otherwise decoded, or None."""
+def damage_in_log(log: str) -> str | None:
+    """What libsndfile's log (soundfile's extra_info) says is missing from a file that otherwise decodes
+    (a chunk declaring more bytes than the file holds, an Ogg stream with no end mark), or None."""
     for chunk, declared, present in _SHORT_CHUNK.findall(log):
         declared, present = int(declared), int(present)
         if present < declared and declared not in _SIZE_PLACEHOLDERS:
@@ -262,9 +367,13 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
 
 
 def load_mono(path: str | Path, sample_rate: int) -> np.ndarray:
-    """Read an audio file, mix to mono and resample to sample_rate Hz: [T] float32."""
-    x, sr_in = read_audio(path)
-    return resample(to_mono(x), sr_in, sample_rate)
+    """Read an audio file, mix to mono and resample to sample_rate Hz: [T] float32 (decode_mono; a file cut
+    short gives the part that decodes, with a warning naming the file)."""
+    decoded = decode_mono(path, sample_rate)
+    if decoded.damage is not None:
+        logger.warning("%s: %s; using the %.2f s that decode", path, decoded.damage,
+                       decoded.frames / decoded.sample_rate_in)
+    return decoded.samples
 
 
 # ----------------------------------------------------------------------------- quantization
@@ -324,6 +433,17 @@ def int16_to_float(a: np.ndarray) -> np.ndarray:
 
 
 def float_to_int16(x: np.ndarray) -> np.ndarray:
-    """float (any shape, nominally [-1, 1]) -> int16 PCM: round(x * 32767), clipped."""
-    y = np.round(np.asarray(x, dtype=np.float64) * 32767.0)
-    return np.clip(y, -32768, 32767).astype(np.int16)
+    """float (any shape, nominally [-1, 1]) -> int16 PCM: round(x * 32767), clipped.
+
+    Computed in float64 a block at a time: an hour of audio needs no float64 copies of its whole."""
+    x = np.asarray(x)
+    out = np.empty(x.shape, dtype=np.int16)
+    flat_x, flat_out = x.reshape(-1), out.reshape(-1)
+    for i in range(0, flat_x.size, _INT16_BLOCK):
+        y = flat_x[i : i + _INT16_BLOCK].astype(np.float64)
+        y *= 32767.0
+        flat_out[i : i + _INT16_BLOCK] = np.clip(np.round(y, out=y), -32768, 32767, out=y)
+    return out
+
+
+_INT16_BLOCK = 1 << 18  # samples: float64 temporaries of 2 MiB

@@ -39,6 +39,9 @@ from wavegen.generate import make_engine, uniforms
 logger = logging.getLogger(__name__)
 
 WARMUP_SAMPLES = 128  # per stream, untimed, before a row's timed runs
+# a row whose timed runs are estimated to take longer is announced with its estimate (from a short run
+# timed first): --samples 1e8 ran for 40 minutes with nothing said
+LONG_ROW_SECONDS = 120.0
 
 
 # ----- the machine ---------------------------------------------------------------------------------
@@ -274,14 +277,22 @@ def check_counts(counts) -> None:
             raise ConfigError(f"{flag} {value}: must be at least {least}")
 
 
-def time_generation(engine, samples: int, warmup: int, repeats: int, seed: int = 0) -> dict:
+def time_generation(engine, samples: int, warmup: int, repeats: int, seed: int = 0, estimate=None) -> dict:
     """Warm the engine up (untimed), then time ``repeats`` runs of ``samples`` per stream.
 
+    estimate: called as ``estimate(seconds)`` before the timed runs with how long they will take, about
+    (from a short run, of up to 8 x ``warmup`` samples, timed after the warm-up); None: no such run.
     Returns the best run's wall and CPU seconds and every run's wall seconds.
     """
     streams = np.arange(engine.streams)
     engine.generate(uniforms(seed, streams, 0, warmup))
     position, walls, cpus = warmup, [], []
+    if estimate is not None:  # whole warm-ups (whole frames), up to 8: a 16th of a run at most, where it can
+        probe = warmup * min(max(samples // (16 * warmup), 1), 8)
+        wall0 = time.perf_counter()
+        engine.generate(uniforms(seed, streams, position, probe))
+        position += probe
+        estimate((time.perf_counter() - wall0) * samples / probe * repeats)
     for _ in range(repeats):
         u = uniforms(seed, streams, position, samples)
         wall0, cpu0 = time.perf_counter(), time.process_time()
@@ -291,6 +302,21 @@ def time_generation(engine, samples: int, warmup: int, repeats: int, seed: int =
         position += samples
     best = int(np.argmin(walls))
     return {"seconds": walls[best], "cpu_seconds": cpus[best], "all_seconds": walls}
+
+
+def _say_long_row(backend: str, batch: int, samples: int, repeats: int, seconds: float) -> None:
+    if seconds > LONG_ROW_SECONDS:
+        logger.warning("%s batch %d: %d run(s) of %d samples per stream take about %s (measured on a short run); "
+                       "a lower --samples or --repeats takes less", backend, batch, repeats, samples, _duration(seconds))
+
+
+def _duration(seconds: float) -> str:
+    """"0.4 s", "45 s", "12 min", "3.1 h"."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 def bench_generation(model: str, backends=("torch", "numba"), batches=(1, 8, 64), samples: int = 16000,
@@ -333,7 +359,8 @@ def bench_generation(model: str, backends=("torch", "numba"), batches=(1, 8, 64)
                 progress(f"{backend} batch {batch}: {n} samples per stream")
             engine = build_engine(spec, batch, backend, device)
             with torch.inference_mode():
-                timing = time_generation(engine, n, warmup, repeats, seed)
+                timing = time_generation(engine, n, warmup, repeats, seed,
+                                         estimate=lambda seconds: _say_long_row(backend, batch, n, repeats, seconds))
             aggregate = batch * n / timing["seconds"]
             rows.append({"backend": backend, "batch": batch, "samples": n, **timing,
                          "samples_per_second": aggregate, "samples_per_second_per_stream": aggregate / batch,

@@ -38,6 +38,7 @@ MIN_SAMPLE_RATE = 1000
 _ARRAYS = tuple(f"{s}.npy" for s in SPLITS) + tuple(f"{s}_segments.npy" for s in SPLITS)
 _TMP_PREFIX = ".prep-"
 _TMP_MARKER = ".wavegen-prep-temporary"  # inside every temporary folder prep makes, and only there
+_MEMORY_REASONS = ("too long to decode in memory", "too long to prepare in memory")  # before "retry" was recorded
 _CORPUS_MARKER = ".wavegen-corpus"  # in a corpus folder from before prep first moves arrays into it
 
 
@@ -157,7 +158,7 @@ def _up_to_date(corpus_dir: Path, settings: PrepSettings, found, skipped: list[d
     same files) keep the corpus, and its manifest records the new fingerprint.
     """
     manifest = _whole_corpus(corpus_dir, say=True)
-    if manifest is None:
+    if manifest is None or _skipped_for_memory(corpus_dir, manifest):
         return None, None
     if manifest.get("fingerprint") == fingerprint:
         return manifest, None
@@ -184,6 +185,23 @@ def _up_to_date(corpus_dir: Path, settings: PrepSettings, found, skipped: list[d
         logger.warning("cannot record in %s that its inputs are unchanged (%s): the next prep will read "
                        "them again", corpus_dir / MANIFEST, err.strerror or err)
     return manifest, digests
+
+
+def _skipped_for_memory(corpus_dir: Path, manifest: dict) -> bool:
+    """Whether the corpus skipped a file for lack of memory ("retry" in manifest["skipped"]): not the
+    file's fault, so the corpus is not up to date: saying so would keep the file out on a machine that
+    has the memory. Says so when it is."""
+    skipped = manifest.get("skipped")
+    retry = [s.get("path") for s in skipped if isinstance(s, dict) and _retried(s)] if isinstance(skipped, list) else []
+    if retry:
+        logger.info("%s skipped %d file(s) for lack of memory (%s%s): trying again", corpus_dir, len(retry),
+                    retry[0], ", ..." if len(retry) > 1 else "")
+    return bool(retry)
+
+
+def _retried(skip: dict) -> bool:
+    # a manifest written before "retry" names these skips by their reason's words alone
+    return skip.get("retry") is True or str(skip.get("reason", "")).startswith(_MEMORY_REASONS)
 
 
 def _refuse_foreign_files(corpus_dir: Path) -> None:
@@ -214,8 +232,8 @@ def prepare(inputs: list[str | Path] | str | Path, corpus_dir: str | Path, *, pr
     (never opened), are skipped and listed in manifest["skipped"]; a file above full scale is
     scaled down, a damaged one keeps the part that decodes (both said in the log and the
     manifest). Does nothing when corpus_dir already holds a corpus of the same inputs and
-    settings (its arrays whole): known from the files' size, mtime and ctime, or, when those
-    changed, from their bytes (rehashed, not decoded: see prep_inputs.fingerprint). Never deletes or
+    settings (its arrays whole, no file skipped for lack of memory: that one is tried again): known
+    from the files' size, mtime and ctime, or, when those changed, from their bytes (rehashed, not decoded: see prep_inputs.fingerprint). Never deletes or
     replaces anything of the user's (a folder holding a file by a corpus file's name that prep
     did not write is refused). Raises ConfigError for a setting (before any file is read),
     CorpusError for a missing input or one that is not a file or folder, an output that is not

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from wavegen import prep_inputs
-from wavegen.audio import AudioError, decode_audio, float_to_int16, resample, scale_to_full_scale, to_mono
+from wavegen.audio import AudioError, AudioMemoryError, decode_mono, float_to_int16, scale_to_full_scale
 from wavegen.fileio import check_room, write_array
 from wavegen.progress import progress_bar
 from wavegen.split import SILENCE_FLOOR, SPLITS, channels_cancel, dbfs, split_on_silence, why_no_sound
@@ -26,43 +26,47 @@ logger = logging.getLogger("wavegen.prep")
 SKIP_LINES = 20  # skipped files named one line each; the rest summed up in one line (all in the manifest)
 
 
+class MemorySkip(str):
+    """The reason a file was skipped for lack of memory: not the file's fault, so not remembered as final
+    (its manifest entry says "retry": a rerun of prep, on a machine with more memory say, tries it again)."""
+
+
 def decode_one(path: Path, settings: PrepSettings, digest: str):
     """Decode and trim one file (digest: its sha256): (kept int16 [T], segment lengths, entry) or a skip reason
-    (a file too long for this machine's memory among them: passed over, the others prepared)."""
+    (a MemorySkip for a file too long for this machine's memory: passed over, the others prepared)."""
     try:
         return _decode_one(path, settings, digest)
+    except AudioMemoryError as e:
+        return MemorySkip(e.reason)
     except MemoryError:
-        return ("too long to prepare in memory (decoded, mixed to mono and resampled whole, it does not fit in "
-                "this machine's memory); split it into shorter files")
+        return MemorySkip("too long to prepare in memory (its audio, mixed to mono and resampled, does not fit in "
+                          "this machine's memory beside what prep holds); split it into shorter files")
 
 
 def _decode_one(path: Path, settings: PrepSettings, digest: str):
     try:
         if path.stat().st_size == 0:
             return "empty: a file of 0 bytes"
-        x, sr_in, damage = decode_audio(path)
+        rate = settings.sample_rate
+        mono, sr_in, frames, channels, loudest_channel, damage = decode_mono(path, rate)
+    except AudioMemoryError:
+        raise
     except AudioError as e:
         return e.reason
     except OSError as e:
         return f"cannot read file ({e.strerror or e})"
-    frames, channels = x.shape
     if frames == 0:
         return "empty: no audio frames"
-    rate = settings.sample_rate
-    source = to_mono(x)  # at the file's own rate: kept to say why a file has no sound (why_no_sound)
-    loudest_channel = float(max(x.max(), -x.min())) if channels > 1 else None  # no copy of x: a long file is large
-    del x
-    mono = resample(source, sr_in, rate)
     if not np.all(np.isfinite(mono)):
         return "contains NaN or infinite samples"
     intervals = split_on_silence(mono, rate, top_db=settings.top_db,
                                  min_silence_seconds=settings.min_silence_seconds,
                                  min_segment_seconds=settings.min_segment_seconds)
     if len(intervals) == 0:
-        return channels_cancel(loudest_channel, source) + why_no_sound(source, mono, settings.min_segment_seconds)
-    del source
+        return _no_sound(path, loudest_channel, mono, settings.min_segment_seconds)
     kept = np.concatenate([mono[s:e] for s, e in intervals])
-    peak = float(np.abs(kept).max())
+    del mono  # a long file: the kept part and its 16-bit copy are what memory holds from here
+    peak = float(max(kept.max(), -kept.min()))
     pcm = float_to_int16(kept)
     if not pcm.any():  # sound by its frames' level, yet under half a step in every sample
         return channels_cancel(loudest_channel, kept) + (
@@ -92,11 +96,23 @@ def _decode_one(path: Path, settings: PrepSettings, digest: str):
     return pcm, [int(e - s) for s, e in intervals], entry
 
 
+def _no_sound(path: Path, loudest_channel: float | None, mono: np.ndarray, min_segment_seconds: float) -> str:
+    """Why a file kept no segment: judged on its mono mix at its own rate too (why_no_sound), decoded again
+    for it (a file with sound never needs it: not kept in memory beside the resampled mono)."""
+    try:
+        source = decode_mono(path).samples
+    except (AudioError, OSError) as e:  # replaced meanwhile: say what can be said of the resampled mix
+        logger.debug("%s: cannot decode it again (%s)", path, e)
+        source = mono
+    return channels_cancel(loudest_channel, source) + why_no_sound(source, mono, min_segment_seconds)
+
+
 def decode_files(found, file_labels, tmp: Path, settings: PrepSettings, progress: bool, digests=None):
     """Decode, trim and store each file's kept audio as tmp/<file_index>.pcm (int16).
 
     digests: the files' sha256 by path where read already. Returns (files: manifest entries,
-    seg_lengths: per file the kept segment lengths, skipped: [{"path", "reason"}], the sha256
+    seg_lengths: per file the kept segment lengths, skipped: [{"path", "reason"}, with "retry": True where
+    memory was lacking (MemorySkip)], the sha256
     of every file by path: None where it cannot be read).
     """
     files, seg_lengths, skipped = [], [], []
@@ -118,7 +134,9 @@ def decode_files(found, file_labels, tmp: Path, settings: PrepSettings, progress
         if isinstance(result, str):
             # a line each for the first few; thousands of tiny files would bury every other line in theirs
             logger.log(logging.WARNING if len(skipped) < SKIP_LINES else logging.DEBUG, "skipping %s: %s", path, result)
-            skipped.append({"path": str(path), "reason": result})
+            skipped.append({"path": str(path), "reason": str(result)})
+            if isinstance(result, MemorySkip):
+                skipped[-1]["retry"] = True
         else:
             kept, lengths, entry = result
             write_array(tmp / f"{len(files)}.pcm", kept)

@@ -60,7 +60,8 @@ def add_parser(sub) -> None:
                    help="comma list of stream counts (default 1,8,64; with --profile 1); with --train, global "
                         "training batch sizes (default: the model's train.batch_size)")
     p.add_argument("--samples", type=int, default=16000,
-                   help="generation timing and --profile: timed samples per stream (default 16000)")
+                   help="generation timing and --profile: timed samples per stream (default 16000); a row whose "
+                        "runs will take over 2 minutes says so first, with an estimate")
     p.add_argument("--torch-samples", type=int, default=None,
                    help="generation timing: timed samples per stream for the (slow) torch engine "
                         "(default: min(samples, 1024))")
@@ -97,7 +98,10 @@ def add_parser(sub) -> None:
 def _comma_list(text: str, what: str, cast=str) -> list:
     from wavegen.config import ConfigError
 
-    items = [x.strip() for x in str(text).split(",") if x.strip()]
+    items = [x.strip() for x in str(text).split(",")]
+    if len(items) > 1 and not all(items):  # "1,,2" or "1,8,": a slip, not two sizes (as --temperature says)
+        raise ConfigError(f"{what} {text}: an empty item (two commas, or one at an end)")
+    items = [x for x in items if x]
     try:
         values = [cast(x) for x in items]
     except ValueError:
