@@ -42,6 +42,23 @@ def post(server: Server, body, token: str | None = TOKEN, content_type: str = "t
         return err.code, json.loads(err.read())
 
 
+def post_raw_token(server: Server, authorization: bytes) -> int:
+    """The status of POST /label "bells" with an Authorization header of these bytes as sent."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    where = urlsplit(server.url)
+    conn = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
+    try:
+        conn.putrequest("POST", "/label")
+        for name, value in (("Authorization", authorization), ("Content-Type", b"text/plain"), ("Content-Length", b"5")):
+            conn.putheader(name, value)
+        conn.endheaders(b"bells")
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
 def archived(folder: Path) -> np.ndarray:
     parts = sorted(folder.glob("broadcast_*.wav"))
     return np.concatenate([sf.read(str(p), dtype="int16")[0] for p in parts])
@@ -79,6 +96,7 @@ def test_a_label_switch_starts_at_the_sample_it_names_and_a_restart_keeps_it(con
         # refused, and nothing switched: no token, a wrong one, a label this model does not have, a bad blend
         assert post(server, "bells", token=None)[0] == 401
         assert post(server, "bells", token="not-the-token")[0] == 403
+        assert post_raw_token(server, b"Bearer \xff\xfeabcdefgh") == 403  # not UTF-8: a wrong token (was a 500)
         code, answer = post(server, "drums")
         assert code == 400 and "'drums' is not one of this model's labels: ['rain', 'bells']" in answer["error"], answer
         code, answer = post(server, "rain:0.5,bells:x")
@@ -202,7 +220,8 @@ def test_an_archive_path_root_cannot_write_is_refused_before_listening(condition
 
 
 def test_a_switch_asked_for_after_the_station_stopped_is_answered(conditioned):
-    """A request the station never takes (it stopped) fails its waiter instead of leaving it waiting."""
+    """A request the station never takes (it stopped) fails its waiter instead of leaving it waiting; one asked
+    for after it stopped is refused at once."""
     from wavegen.serve import ServeError
     from wavegen.serve.control import LabelState
 
@@ -211,6 +230,9 @@ def test_a_switch_asked_for_after_the_station_stopped_is_answered(conditioned):
     state.fail_pending("the stream stopped before the label switch")
     with pytest.raises(ServeError, match="stopped before the label switch"):
         future.result(0)
+    assert state.take() is None
+    with pytest.raises(ServeError, match="stopped before the label switch"):  # asked for while the server closes:
+        state.request("bells")  # refused at once (it waited 10 s, then answered 202 "pending")
     assert state.take() is None
 
 

@@ -73,6 +73,7 @@ class LabelState:
         self._lock = threading.Lock()
         self._pending: tuple[str, np.ndarray] | None = None
         self._futures: list[concurrent.futures.Future] = []
+        self._closed: str | None = None  # why no switch can be taken any more (the station stopped)
 
     def parse(self, text: str) -> np.ndarray:
         """The blend ``text`` asks for; ValueError naming it and this model's labels."""
@@ -94,6 +95,8 @@ class LabelState:
         weights = self.parse(text)
         future: concurrent.futures.Future = concurrent.futures.Future()
         with self._lock:
+            if self._closed is not None:  # nothing would take it: asked while the server closes
+                raise ServeError(self._closed)
             self._pending = (text, weights)
             self._futures.append(future)
         self._wake()
@@ -108,8 +111,9 @@ class LabelState:
         return text, weights, futures
 
     def fail_pending(self, why: str) -> None:
+        """The station has stopped: the switches asked for, and any asked for from now on, fail with ``why``."""
         with self._lock:
-            futures, self._pending, self._futures = self._futures, None, []
+            futures, self._pending, self._futures, self._closed = self._futures, None, [], why
         for future in futures:
             if not future.done():
                 future.set_exception(ServeError(why))
@@ -197,7 +201,8 @@ def _authorized(request, token: str | None, refused: list[int]):
     if scheme.lower() != "bearer" or not given.strip():
         return _error(401, "send the operator token: Authorization: Bearer TOKEN",
                       **{"WWW-Authenticate": 'Bearer realm="wavegen"'})
-    if not hmac.compare_digest(given.strip().encode(), token.encode()):
+    # bytes that are not UTF-8 (aiohttp keeps them as surrogate escapes) compared as sent: a wrong token, not a 500
+    if not hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), token.encode()):
         first = not refused[0]
         refused[0] += 1
         logger.log(logging.WARNING if first else logging.DEBUG, "POST /label from %s with a wrong token: refused%s",
@@ -242,6 +247,8 @@ def label_handler(station, broadcast):
             future = labels.request(text)
         except ValueError as err:
             return _error(400, str(err))
+        except ServeError as err:  # the station has stopped
+            return _error(503, str(err))
         try:
             result = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), LABEL_WAIT_SECONDS)
         except asyncio.TimeoutError:
