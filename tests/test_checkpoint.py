@@ -143,3 +143,6 @@ def test_the_tensors_digest_is_the_same_for_best_and_the_checkpoint_it_came_from
     cut.write_bytes(files[0].read_bytes()[:-10])
     with pytest.raises(CheckpointError, match=rf"^{cut}: damaged or not a safetensors file \(.*truncated"):
         tensors_sha256(cut)
+    for damaged in (b"\0" * 4, b"\xff" * 8 + b"x", files[0].read_bytes()[:-10]):  # bytes: named as bytes
+        with pytest.raises(CheckpointError, match=rf"^weights of {len(damaged)} bytes: damaged or not safetensors"):
+            tensors_sha256(damaged)

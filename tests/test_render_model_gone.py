@@ -168,15 +168,30 @@ def test_a_render_from_the_last_checkpoint_resumed_once_it_was_pruned_names_best
     assert "; pass --restart" in model_differs(tmp_path, saved, current)
 
 
-def as_an_older_render_wrote_it(out: Path) -> None:
+def test_an_older_render_whose_checkpoint_was_pruned_does_not_say_best_lacks_its_weights(tmp_path):
+    """A render an older wavegen began from --checkpoint step_5 (only the file's sha256 recorded), the checkpoint
+    since pruned: whether best/ (a file of other bytes) holds its weights cannot be told; it said best/ did not."""
+    from wavegen.render.model_change import model_gone
+
+    run = make_run(make_model(tmp_path / "model"), tmp_path / "run")
+    began = (run / "checkpoints" / "step_5").resolve()
+    saved = {"model": str(began), "model_sha256": sha256_file(began / "model.safetensors")}
+    shutil.rmtree(began)
+    message = model_gone(tmp_path, run, saved, False, "step_5")
+    assert "recorded no more of its model than that file's sha256" in message and "bring the checkpoint back" in message
+    assert "neither a kept checkpoint nor the run's best/ holds its weights" not in message
+
+
+def as_an_older_render_wrote_it(out: Path, params_too: bool = True) -> None:
     """The render in ``out`` as one begun before renders recorded their model's tensors: its params.json
-    and snapshots hold model_sha256 (the weights file's) alone."""
+    (unless not ``params_too``) and snapshots hold model_sha256 (the weights file's) alone."""
     from wavegen.render.writers import save_snapshot
 
     params = out / ".state" / "params.json"
     recorded = json.loads(params.read_text())
-    assert recorded.pop("model_tensors_sha256") is not None
-    params.write_text(json.dumps(recorded))
+    if params_too:
+        assert recorded.pop("model_tensors_sha256") is not None
+        params.write_text(json.dumps(recorded))
     for snapshot in (out / ".state").glob("rank*"):
         engine, written, meta = load_snapshot(snapshot)
         meta["params"].pop("model_tensors_sha256")
@@ -208,6 +223,7 @@ def test_a_render_begun_before_tensors_were_recorded_resumes_and_refuses_a_chang
     interrupted(out, run, after=written)  # resumed, stopped again
     params = json.loads((out / ".state" / "params.json").read_text())
     assert params["model_tensors_sha256"] == tensors_sha256(model / "model.safetensors")
+    as_an_older_render_wrote_it(out, params_too=False)  # as if that session died before its first snapshot
     shutil.rmtree(run / "best")
     assert main(["-q", "render", str(run), "--out", str(out), *flags]) == 2
     assert "the checkpoint" in one_error_line(capsys)

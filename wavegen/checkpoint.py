@@ -29,7 +29,7 @@ import torch
 
 from wavegen.config import load_json
 from wavegen.errors import CheckpointError, WavegenError
-from wavegen.fileio import (atomic_write, fsync_dir, is_utf8, read_json_object, replace_dir, sha256_file, utf8_path,
+from wavegen.fileio import (atomic_write, fsync_dir, read_json_object, replace_dir, sha256_file, utf8_path,
                             write_json)
 from wavegen.resolve import AVERAGED_MODEL, WEIGHTS_RECORD
 from wavegen.trainstate import agree
@@ -84,15 +84,14 @@ def save_model(model: torch.nn.Module, config: dict, folder: Path, extra: dict[s
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """A safetensors file → its tensors (CPU); CheckpointError naming the file when it is damaged. A path
-    that is not UTF-8 (a folder named in another encoding), which safetensors' load_file refuses, is read
-    as bytes."""
-    from safetensors.torch import load, load_file
+    that is not UTF-8 (a folder named in another encoding), which safetensors' load_file refuses, is opened
+    through fileio.utf8_path."""
+    from safetensors.torch import load_file
 
     path = Path(path)
     try:
-        if not is_utf8(path):
-            return load(path.read_bytes())
-        return load_file(str(path))
+        with utf8_path(path) as name:
+            return load_file(name)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
     except Exception as err:  # safetensors raises its own SafetensorError (and OSError, ValueError)

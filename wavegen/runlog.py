@@ -121,6 +121,7 @@ class RunLog:
                                          purge_step=step + 1)
         except BaseException:
             self._board.close()
+            self._file.close()
             raise
         if progress:
             self.bar = progress_bar(total=max_steps, initial=step, desc="train", unit="step")

@@ -224,15 +224,17 @@ def _train_steps(run: _Run, progress: bool, stop: StopSignals) -> str:
     """The logs, the samples and the batch stream of a run that has started up, then its steps (_run_steps)."""
     cfg, accelerator = run.cfg, run.accelerator
     run.log = _made_on_main(run, "the logs", lambda main: RunLog(run.run_dir, run.step, cfg.max_steps, main, progress))
-    run.samples = _made_on_main(run, "the samples", lambda main: TrainingSamples(
-        run.run_dir, cfg, accelerator.device, run.corpus.sample_rate, main, run.log, run.album, run_key(run.config),
-        start_step=run.step))
-    stream = BatchStream(run.batches, run.step, cfg.grad_accum, accelerator.device, workers=cfg.num_workers,
-                         pin=accelerator.device.type == "cuda")
-    try:
+    stream = None
+    try:  # the logs are closed whatever fails after them (a second train() in one process reopens them)
+        run.samples = _made_on_main(run, "the samples", lambda main: TrainingSamples(
+            run.run_dir, cfg, accelerator.device, run.corpus.sample_rate, main, run.log, run.album,
+            run_key(run.config), start_step=run.step))
+        stream = BatchStream(run.batches, run.step, cfg.grad_accum, accelerator.device, workers=cfg.num_workers,
+                             pin=accelerator.device.type == "cuda")
         return _run_steps(run, stream, stop)
     finally:
-        stream.close()
+        if stream is not None:
+            stream.close()
         run.log.close()
 
 

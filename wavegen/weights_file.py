@@ -78,7 +78,10 @@ def tensors_sha256(weights: str | Path | bytes) -> str:
     the same digest though their files' sha256 differ. Read in chunks, nothing loaded into torch.
     CheckpointError naming the file when it is damaged."""
     if isinstance(weights, bytes):
-        return _digest_tensors(io.BytesIO(weights), len(weights))
+        try:
+            return _digest_tensors(io.BytesIO(weights), len(weights))
+        except (ValueError, KeyError, TypeError, struct.error) as err:
+            raise CheckpointError(f"weights of {len(weights)} bytes: damaged or not safetensors ({err})") from None
     path = Path(weights)
     try:
         stat = path.stat()

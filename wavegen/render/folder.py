@@ -354,6 +354,17 @@ class RenderFolder:
         except OSError as err:
             raise self.io_error(Path(err.filename or self.params_path), err) from err
 
+    def with_recorded_tensors(self, snapshot_params: dict) -> dict:
+        """A snapshot's parameters, with the tensors digest params.json gained (_record_tensors) where the snapshot
+        was written before it (by an older wavegen, the session stopped before its next snapshot) of the same
+        weights file: judged as params.json is, the checkpoint named for that render resumes it."""
+        if snapshot_params.get(TENSORS_KEY) is not None:
+            return snapshot_params
+        saved = self.saved_params() or {}
+        if saved.get(TENSORS_KEY) is None or saved.get("model_sha256") != snapshot_params.get("model_sha256"):
+            return snapshot_params
+        return {**snapshot_params, TENSORS_KEY: saved[TENSORS_KEY]}
+
     def warn_if_short_of_space(self, total: int) -> None:
         """Warn when the rest of a render of ``total`` samples per stream may not fit on the disk."""
         needed = estimate_bytes(self.streams, total, self.format)

@@ -108,6 +108,11 @@ def _checkpoint_gone(where: Path, run: Path, began: Path, saved: dict, complete:
     if name is not None:
         return (f"{what}; the run's {name}/ holds the same weights: rerun without --checkpoint to {action}, "
                 "or choose another --out")
+    if saved[TENSORS_KEY] is None:  # recorded by an older wavegen: best/'s file of other bytes cannot be told
+        return (f"{what}, and no kept checkpoint holds its weights file byte for byte (the render, begun by an older "
+                "wavegen, recorded no more of its model than that file's sha256, and the run's best/ holds weights "
+                f"in a file of other bytes), so it cannot be {'checked' if complete else 'resumed'}: pass --restart, "
+                "or bring the checkpoint back")
     return (f"{what}, and neither a kept checkpoint nor the run's best/ holds its weights, so it cannot be "
             f"{'checked' if complete else 'resumed'}: pass --restart with a model that is there (e.g. --checkpoint "
             "last), or choose another --out")

@@ -147,7 +147,7 @@ class ShardRender:
             engine.reset(prime_codes=prime, label_weights=job.label_weights)
             return None
         state, written, meta = load_snapshot(self.snapshot_path, fallback=True)
-        check_params(meta["params"], job.params, job.folder.out_dir)
+        check_params(job.folder.with_recorded_tensors(meta["params"]), job.params, job.folder.out_dir)
         if meta["streams"] != job.ids.tolist():
             raise RenderStateError(f"{self.snapshot_path} renders streams {meta['streams']}, this process "
                                    f"{job.ids.tolist()}")
