@@ -107,17 +107,21 @@ def restore_missing_best(run) -> None:
 
 
 def keep_best_past_checkpoint(run) -> None:
-    """Every process, on resuming from step ``run.step``: where metrics.jsonl (not yet cut back to the
+    """Every process (the main one reads, the others take its answer), on resuming from step ``run.step``: where metrics.jsonl (not yet cut back to the
     checkpoint) marks a validation after that step as best and best/ is there, best/ holds that validation's
     model (written before its row), from a session stopped before its next checkpoint. It stays best/, and
     its score becomes the best on record, so what the run reports of best/ is true and a later model
     replaces it only by beating it."""
-    row = best_row(run.run_dir)
-    if row is None or row["step"] <= run.step or not has_best(run):
+    row = best_row(run.run_dir) if run.main else None
+    if row is not None and (row["step"] <= run.step or not has_best(run) or
+                            run.best_val is not None and float(row["val_bits"]) >= run.best_val):
+        row = None
+    # decided by the main process alone: another reading the files while the main one writes them could see
+    # otherwise, and the processes would then call different collectives (a hang, seen under DDP in CI)
+    row = broadcast(run.accelerator, row)
+    if row is None:
         return
     bits = float(row["val_bits"])
-    if run.best_val is not None and bits >= run.best_val:
-        return
     if run.main:
         logger.warning("%s holds the model of step %d (validation %.4f bits/sample), written by a session stopped "
                        "before its next checkpoint; resuming from step %d, it stays the best model until a "
