@@ -55,8 +55,8 @@ class _Source:
             info = sf.info(os.fsencode(path))
         except Exception:  # libsndfile's failures are RuntimeErrors: decode_audio words the reason
             info = None
-        # decoded whole, as prep decodes: what fails to open (read_audio says why), MP3, a header that
-        # says the file is cut short (read_audio warns, naming the file)
+        # decoded whole, as prep decodes: what fails to open (load_mono says why), MP3, a header that
+        # says the file is cut short (load_mono warns, naming the file)
         if (info is None or info.format == "RAW" or info.subtype in WHOLE_READ_SUBTYPES or info.frames <= 0
                 or damage_in_log(info.extra_info) is not None):
             self.decode_whole()
@@ -65,15 +65,14 @@ class _Source:
             self.length = int(self.frames * sample_rate // self.rate)
 
     def decode_whole(self) -> None:
-        """Decode the file whole (wavegen.audio.read_audio: a damaged file gives what decodes, with a
-        warning); _Unreadable where nothing does."""
-        from wavegen.audio import AudioError, read_audio, resample, to_mono
+        """Decode the file whole, mono at the corpus's rate (wavegen.audio.load_mono, as prep decodes: in blocks;
+        a damaged file gives what decodes, with a warning); _Unreadable where nothing does."""
+        from wavegen.audio import AudioError, load_mono
 
         try:
-            x, rate = read_audio(self.path)
+            self.whole = load_mono(self.path, self.sample_rate)
         except AudioError as err:
             raise _Unreadable(err.reason) from None
-        self.whole = resample(to_mono(x), rate, self.sample_rate)
         self.length = len(self.whole)
 
     def read(self, start: int, n: int) -> np.ndarray:
