@@ -200,8 +200,9 @@ def _room(path: Path, f, shape: tuple[int, ...], what: str) -> np.ndarray:
     except MemoryError:
         need = int(np.prod(shape)) * 4
         hours = f.frames / f.samplerate / 3600
+        size = f"{need / 2**30:,.1f} GiB" if need >= 2**30 else f"{need / 2**20:,.1f} MiB"  # not "0.0 GiB"
         raise AudioMemoryError(path, f"too long to decode in memory: its header declares {hours:,.1f} h of "
-                                     f"{f.channels} channel(s), {need / 2**30:,.1f} GiB {what}; split it into "
+                                     f"{f.channels} channel(s), {size} {what}; split it into "
                                      "shorter files (one much shorter than that has a damaged header)") from None
 
 

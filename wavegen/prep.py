@@ -23,6 +23,7 @@ from pathlib import Path
 from wavegen import prep_decode, prep_inputs
 from wavegen.config import ConfigError
 from wavegen.corpus import FORMAT_VERSION, MANIFEST, CorpusError, content_id, damaged_array
+from wavegen.errors import FolderBusyError, WavegenError
 from wavegen.fileio import FolderLock, ensure_folder, fsync_dir, write_json
 from wavegen.split import FRAME_LENGTH, HOP_LENGTH, SPLITS, assign_splits
 
@@ -38,7 +39,6 @@ MIN_SAMPLE_RATE = 1000
 _ARRAYS = tuple(f"{s}.npy" for s in SPLITS) + tuple(f"{s}_segments.npy" for s in SPLITS)
 _TMP_PREFIX = ".prep-"
 _TMP_MARKER = ".wavegen-prep-temporary"  # inside every temporary folder prep makes, and only there
-_MEMORY_REASONS = ("too long to decode in memory", "too long to prepare in memory")  # before "retry" was recorded
 _CORPUS_MARKER = ".wavegen-corpus"  # in a corpus folder from before prep first moves arrays into it
 
 
@@ -151,14 +151,15 @@ def _whole_corpus(corpus_dir: Path, say: bool = False) -> dict | None:
 def _up_to_date(corpus_dir: Path, settings: PrepSettings, found, skipped: list[dict], fingerprint: str,
                 progress: bool) -> tuple[dict | None, dict[str, str | None] | None]:
     """(the corpus's manifest if it was made from these inputs and settings, else None; the inputs'
-    sha256 by path if they were read to find out, else None: the decoding reuses them).
+    sha256 by path if they were read to find out, else None: the decoding reuses them). A corpus that
+    skipped files for lack of memory is returned too: prepare decodes those files again, and no other.
 
     An equal fingerprint says so with no file read. Otherwise, when the corpus records a
     content fingerprint, the inputs are rehashed: the same bytes (a copy, chmod or touch of the
     same files) keep the corpus, and its manifest records the new fingerprint.
     """
     manifest = _whole_corpus(corpus_dir, say=True)
-    if manifest is None or _skipped_for_memory(corpus_dir, manifest):
+    if manifest is None:
         return None, None
     if manifest.get("fingerprint") == fingerprint:
         return manifest, None
@@ -179,11 +180,13 @@ def _up_to_date(corpus_dir: Path, settings: PrepSettings, found, skipped: list[d
         with FolderLock(corpus_dir, "prep"):
             if _whole_corpus(corpus_dir) != manifest:  # replaced meanwhile: do the work
                 return None, digests
+            write_json(corpus_dir / MANIFEST, dict(manifest, fingerprint=fingerprint))
             manifest = dict(manifest, fingerprint=fingerprint)
-            write_json(corpus_dir / MANIFEST, manifest)
-    except OSError as err:  # a read-only corpus: still up to date, rehashed again next time
+    except FolderBusyError:  # another prep is replacing it: refused, as any prep there is
+        raise
+    except (OSError, WavegenError) as err:  # a read-only corpus (no lock file either): still up to date, rehashed
         logger.warning("cannot record in %s that its inputs are unchanged (%s): the next prep will read "
-                       "them again", corpus_dir / MANIFEST, err.strerror or err)
+                       "them again", corpus_dir / MANIFEST, getattr(err, "strerror", None) or err)
     return manifest, digests
 
 
@@ -192,16 +195,24 @@ def _skipped_for_memory(corpus_dir: Path, manifest: dict) -> bool:
     file's fault, so the corpus is not up to date: saying so would keep the file out on a machine that
     has the memory. Says so when it is."""
     skipped = manifest.get("skipped")
-    retry = [s.get("path") for s in skipped if isinstance(s, dict) and _retried(s)] if isinstance(skipped, list) else []
+    retry = ([s.get("path") for s in skipped if isinstance(s, dict) and prep_decode.is_retry(s)]
+             if isinstance(skipped, list) else [])
     if retry:
         logger.info("%s skipped %d file(s) for lack of memory (%s%s): trying again", corpus_dir, len(retry),
                     retry[0], ", ..." if len(retry) > 1 else "")
     return bool(retry)
 
 
-def _retried(skip: dict) -> bool:
-    # a manifest written before "retry" names these skips by their reason's words alone
-    return skip.get("retry") is True or str(skip.get("reason", "")).startswith(_MEMORY_REASONS)
+def _earlier(corpus_dir: Path, existing: dict | None) -> prep_decode.Earlier | None:
+    """The corpus in corpus_dir as a prep_decode.Earlier when it is still existing (a corpus of these inputs
+    that skipped files for lack of memory, read before the lock), else None: every file is decoded."""
+    if existing is None or _whole_corpus(corpus_dir) != existing:
+        return None
+    try:
+        return prep_decode.Earlier(corpus_dir, existing)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:  # not arrays this prep reads back
+        logger.info("%s: decoding every file again (cannot read its arrays back: %s)", corpus_dir, err)
+        return None
 
 
 def _refuse_foreign_files(corpus_dir: Path) -> None:
@@ -253,7 +264,7 @@ def prepare(inputs: list[str | Path] | str | Path, corpus_dir: str | Path, *, pr
         prep_inputs.warn_empty_label_folders(settings.inputs, found)
     fingerprint = prep_inputs.fingerprint(_recipe(settings, skipped_folders), found)
     existing, digests = _up_to_date(corpus_dir, settings, found, skipped_folders, fingerprint, progress)
-    if existing is not None:
+    if existing is not None and not _skipped_for_memory(corpus_dir, existing):
         logger.info("corpus up to date: %s", corpus_dir)
         return existing
     ensure_folder(corpus_dir, "corpus")
@@ -262,10 +273,15 @@ def prepare(inputs: list[str | Path] | str | Path, corpus_dir: str | Path, *, pr
         with FolderLock(corpus_dir, "prep"):
             _refuse_foreign_files(corpus_dir)
             _remove_stale_temporaries(corpus_dir)
+            earlier = _earlier(corpus_dir, existing)
             tmp = _make_temporary(corpus_dir)
             try:
                 manifest = _prepare_in(tmp, corpus_dir, settings, found, file_labels, skipped_folders, progress,
-                                       digests)
+                                       digests, earlier)
+                if manifest is None:
+                    logger.info("%s: still too long for this machine's memory: the corpus stays as it was (the next "
+                                "prep tries again)", ", ".join(earlier.retries()))
+                    return existing
                 manifest["fingerprint"] = fingerprint
                 _say_what_is_replaced(corpus_dir, manifest)
                 _publish(tmp, corpus_dir, manifest)
@@ -293,13 +309,21 @@ def _remove_stale_temporaries(corpus_dir: Path) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def _prepare_in(tmp, corpus_dir, settings, found, file_labels, skipped_folders, progress, digests=None) -> dict:
+def _prepare_in(tmp, corpus_dir, settings, found, file_labels, skipped_folders, progress, digests=None,
+                earlier=None) -> dict | None:
     """Decode, split and write every array into tmp; returns the manifest (no fingerprint yet).
 
-    digests: the inputs' sha256 by path where they were read already (None: read them here)."""
-    files, seg_lengths, skipped, digests = prep_decode.decode_files(found, file_labels, tmp, settings, progress, digests)
-    content_fingerprint = prep_inputs.content_fingerprint(_recipe(settings, skipped_folders), found, digests)
+    digests: the inputs' sha256 by path where they were read already (None: read them here). earlier: a
+    corpus of these inputs that skipped files for lack of memory (prep_decode.Earlier): only those are
+    decoded; None is returned, and nothing written, when each is skipped so again (that corpus stands)."""
+    files, seg_lengths, skipped, digests, from_earlier = prep_decode.decode_files(
+        found, file_labels, tmp, settings, progress, digests, earlier)
     skipped = skipped_folders + skipped
+    if earlier is not None:
+        if earlier.unchanged(files, skipped):
+            return None
+        earlier.write_audio(tmp, from_earlier)
+    content_fingerprint = prep_inputs.content_fingerprint(_recipe(settings, skipped_folders), found, digests)
     for label in sorted({lb for lb in file_labels if lb is not None} - {f["label"] for f in files}):
         logger.warning("every file of label folder %r was skipped: there will be no label %r", label, label)
     if not files:

@@ -1,7 +1,9 @@
 """Decoding prep's inputs into a temporary folder: each file decoded, mixed to mono, resampled
 and trimmed of silence (:func:`decode_files`), then the train/val/test arrays written from the
-kept pieces (:func:`write_arrays`). wavegen.prep orchestrates: finding the inputs, the lock,
-whether the corpus is up to date, and moving the result into place.
+kept pieces (:func:`write_arrays`). A corpus of the same inputs that skipped files for lack of
+memory is an :class:`Earlier`: the rerun decodes only those files and takes the rest from it.
+wavegen.prep orchestrates: finding the inputs, the lock, whether the corpus is up to date, and
+moving the result into place.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -23,12 +25,110 @@ if TYPE_CHECKING:
     from wavegen.prep import PrepSettings
 
 logger = logging.getLogger("wavegen.prep")
-SKIP_LINES = 20  # skipped files named one line each; the rest summed up in one line (all in the manifest)
+SKIP_LINES = prep_inputs.SKIP_LINES  # skipped files named one line each; the rest summed up in one line
+
+
+# a skip's reason for lack of memory, in a manifest written before "retry" was recorded
+_MEMORY_REASONS = ("too long to decode in memory", "too long to prepare in memory")
+# a file's manifest entry as _decode_one makes it (with "partial_reason" where "partial")
+_ENTRY_KEYS = frozenset({"path", "duration_seconds", "kept_seconds", "split", "sha256", "label", "sample_rate_in",
+                         "channels_in", "gain_db", "partial"})
 
 
 class MemorySkip(str):
     """The reason a file was skipped for lack of memory: not the file's fault, so not remembered as final
     (its manifest entry says "retry": a rerun of prep, on a machine with more memory say, tries it again)."""
+
+
+def is_retry(skip: dict) -> bool:
+    """Whether a manifest's "skipped" entry is a file skipped for lack of memory (tried again by the next prep)."""
+    return skip.get("retry") is True or str(skip.get("reason", "")).startswith(_MEMORY_REASONS)
+
+
+class Decoded(NamedTuple):
+    """What decode_files made: files (manifest entries), seg_lengths (per file its kept segments' lengths),
+    skipped ([{"path", "reason"}], "retry": True where memory was lacking), digests (every input's sha256 by
+    path, None where it cannot be read), and from_earlier ({file index: its index in the Earlier corpus}: kept
+    audio taken from that corpus, written into the temporary folder by Earlier.write_audio, not yet there)."""
+
+    files: list
+    seg_lengths: list
+    skipped: list
+    digests: dict
+    from_earlier: dict
+
+
+class _EarlierAudio(NamedTuple):
+    index: int  # the file's index in the earlier corpus
+
+
+class Earlier:
+    """A corpus prepared from the same inputs with the same settings (its fingerprint or content fingerprint
+    is theirs) that skipped files for lack of memory: what it made of every other file is taken again, not
+    decoded again (kept audio read back from its arrays, a skip's reason), so a rerun decodes only those
+    files, and makes the corpus a prep that never skipped makes, byte for byte.
+
+    A file cut in time (its "split": "time") is decoded again: where a segment was cut at a split's
+    boundary, the arrays no longer say. Raises OSError or ValueError when the arrays cannot be read."""
+
+    def __init__(self, corpus_dir: Path, manifest: dict):
+        self.dir, self.manifest = Path(corpus_dir), manifest
+        self._kept = {f["path"]: i for i, f in enumerate(manifest["files"])}
+        self._skips = {s["path"]: s for s in manifest["skipped"]}
+        self._rate = int(manifest["sample_rate"])
+        self._rows: dict[int, list] = {}  # file index -> [(split, int64 [n, 2] rows (start, length))]
+        for name in SPLITS:
+            seg = np.load(self.dir / f"{name}_segments.npy")
+            if len(seg):  # a file's rows lie together (write_arrays takes its pieces in turn)
+                for part in np.split(seg, np.flatnonzero(np.diff(seg[:, 2])) + 1):
+                    self._rows.setdefault(int(part[0, 2]), []).append((name, part[:, :2]))
+
+    def retries(self) -> list[str]:
+        """The paths skipped for lack of memory."""
+        return [s["path"] for s in self.manifest["skipped"] if is_retry(s)]
+
+    def digests(self) -> dict[str, str]:
+        """The sha256 of every file kept, by path."""
+        return {f["path"]: f["sha256"] for f in self.manifest["files"]}
+
+    def outcome(self, path: str):
+        """What the corpus made of path: (_EarlierAudio, segment lengths, its entry less "split") for a file kept,
+        the reason for one skipped (not for lack of memory nor as a duplicate: decode_files judges those again),
+        or None: decode it."""
+        skip = self._skips.get(path)
+        if skip is not None:
+            reason = skip.get("reason")
+            return None if is_retry(skip) or not isinstance(reason, str) or reason.startswith("duplicate of ") \
+                else reason
+        i = self._kept.get(path)
+        entry = {} if i is None else self.manifest["files"][i]
+        parts = self._rows.get(i, [])
+        if set(entry) != _ENTRY_KEYS | ({"partial_reason"} if entry.get("partial") else set()) or \
+                len(parts) != 1 or parts[0][0] != entry["split"]:
+            return None  # not kept, cut in time, or an entry of another make
+        lengths = [int(n) for n in parts[0][1][:, 1]]
+        if abs(sum(lengths) / self._rate - entry["kept_seconds"]) > 1e-6:
+            return None
+        return _EarlierAudio(i), lengths, dict(entry, split=None)
+
+    def unchanged(self, files: list[dict], skipped: list[dict]) -> bool:
+        """Whether files and skipped (every skip, the search's too) are the corpus's: the same files kept, the
+        same skipped, each file it skipped for lack of memory skipped so again (and recorded so: a manifest
+        from before "retry" is written again). Its arrays are then the ones this prep would write."""
+        def kinds(skips):
+            return [(s["path"], s.get("retry") is True) for s in skips]
+
+        return [f["path"] for f in files] == list(self._kept) and kinds(skipped) == kinds(self.manifest["skipped"])
+
+    def write_audio(self, tmp: Path, indices: dict[int, int]) -> None:
+        """tmp/<i>.pcm (int16) for each file index i of indices: the kept audio of the corpus's file indices[i]."""
+        arrays: dict[str, np.ndarray] = {}
+        for here, there in indices.items():
+            ((name, rows),) = self._rows[there]
+            if name not in arrays:
+                arrays[name] = np.load(self.dir / f"{name}.npy", mmap_mode="r")
+            audio = arrays[name]
+            write_array(tmp / f"{here}.pcm", np.concatenate([audio[s : s + n] for s, n in rows]))
 
 
 def decode_one(path: Path, settings: PrepSettings, digest: str):
@@ -107,16 +207,16 @@ def _no_sound(path: Path, loudest_channel: float | None, mono: np.ndarray, min_s
     return channels_cancel(loudest_channel, source) + why_no_sound(source, mono, min_segment_seconds)
 
 
-def decode_files(found, file_labels, tmp: Path, settings: PrepSettings, progress: bool, digests=None):
-    """Decode, trim and store each file's kept audio as tmp/<file_index>.pcm (int16).
+def decode_files(found, file_labels, tmp: Path, settings: PrepSettings, progress: bool, digests=None,
+                 earlier: Earlier | None = None) -> Decoded:
+    """Decode, trim and store each file's kept audio as tmp/<file_index>.pcm (int16); see Decoded.
 
-    digests: the files' sha256 by path where read already. Returns (files: manifest entries,
-    seg_lengths: per file the kept segment lengths, skipped: [{"path", "reason"}, with "retry": True where
-    memory was lacking (MemorySkip)], the sha256
-    of every file by path: None where it cannot be read).
+    digests: the files' sha256 by path where read already. earlier: a corpus of these inputs and settings
+    that skipped files for lack of memory: every other file is taken from it (Earlier.outcome), its audio
+    left to Earlier.write_audio (Decoded.from_earlier).
     """
-    files, seg_lengths, skipped = [], [], []
-    digests = dict(digests or {})
+    files, seg_lengths, skipped, from_earlier = [], [], [], {}
+    digests = dict(earlier.digests() if earlier is not None else {}, **(digests or {}))
     seen: dict[str, tuple] = {}  # sha256 -> (path, label) kept: the same recording twice would leak
     bar = progress_bar(total=len(found), desc="prep", unit="file") if progress else None
     for (path, _root), label in zip(found, file_labels):
@@ -129,6 +229,8 @@ def decode_files(found, file_labels, tmp: Path, settings: PrepSettings, progress
             digests[str(path)] = digest
         if result is None and digest in seen:  # the same bytes as a file kept: not decoded again
             result = _duplicate(seen[digest], label)
+        if result is None and earlier is not None:
+            result = earlier.outcome(str(path))
         if result is None:
             result = decode_one(path, settings, digest)
         if isinstance(result, str):
@@ -139,7 +241,10 @@ def decode_files(found, file_labels, tmp: Path, settings: PrepSettings, progress
                 skipped[-1]["retry"] = True
         else:
             kept, lengths, entry = result
-            write_array(tmp / f"{len(files)}.pcm", kept)
+            if isinstance(kept, _EarlierAudio):
+                from_earlier[len(files)] = kept.index
+            else:
+                write_array(tmp / f"{len(files)}.pcm", kept)
             entry["label"] = label
             seen[entry["sha256"]] = (str(path), label)
             seg_lengths.append(lengths)
@@ -152,12 +257,14 @@ def decode_files(found, file_labels, tmp: Path, settings: PrepSettings, progress
         logger.warning("skipped %d more file(s) without a line each (%s); --verbose names them, and manifest.json's "
                        '"skipped" lists every skipped file and why', len(skipped) - SKIP_LINES,
                        _most_common_reasons(skipped[SKIP_LINES:]))
-    return files, seg_lengths, skipped, digests
+    return Decoded(files, seg_lengths, skipped, digests, from_earlier)
 
 
 def _most_common_reasons(skipped: list[dict], shown: int = 3) -> str:
-    """"1990 no stretch of sound of at least 0.5 s; 5 duplicate of ..." for the most common reasons."""
-    counts = Counter(item["reason"] for item in skipped)
+    """"1990: no stretch of sound of at least 0.5 s; 5: duplicate of a file kept" for the most common reasons
+    (duplicates counted as one reason: each names its own original)."""
+    counts = Counter("duplicate of a file kept" if item["reason"].startswith("duplicate of ") else item["reason"]
+                     for item in skipped)
     text = "; ".join(f"{count}: {reason}" for reason, count in counts.most_common(shown))
     return text + (f"; {len(counts) - shown} other reason(s)" if len(counts) > shown else "")
 

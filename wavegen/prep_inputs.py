@@ -10,11 +10,13 @@ wavegen.prep builds from its settings.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
 import stat
+from collections import Counter
 from pathlib import Path
 
 from wavegen.corpus import CorpusError
@@ -22,6 +24,7 @@ from wavegen.fileio import sha256_file
 from wavegen.progress import progress_bar
 
 logger = logging.getLogger("wavegen.prep")  # one logger for all that prep says
+SKIP_LINES = 20  # skipped files named one line each; the rest summed up in one line (all in the manifest)
 
 AUDIO_EXTENSIONS = frozenset(
     {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf"}
@@ -61,10 +64,11 @@ def discover(inputs: tuple[str, ...]) -> tuple[list[tuple[Path, Path | None]], l
     """
     found: dict[Path, Path | None] = {}
     skipped: list[dict] = []
+    passed: list[str] = []  # the reason for each thing the search passed over (listed in skipped or not)
     for raw in inputs:
         p = Path(raw)
         if not p.exists():
-            raise CorpusError(f"input not found: {p}")
+            raise CorpusError(f"input {p} is a link in a loop" if _loops(p) else f"input not found: {p}")
         if not p.is_dir():
             kind = not_regular(p)
             if kind is not None:
@@ -72,13 +76,34 @@ def discover(inputs: tuple[str, ...]) -> tuple[list[tuple[Path, Path | None]], l
             found.setdefault(p, None)  # named explicitly: let the decoder judge its format
             continue
         n_before, others = len(found), []
-        for path in _walk_audio(p, skipped, others):
+        for path in _walk_audio(p, skipped, others, passed):
             found.setdefault(path, p)
         if others:
             _warn_other_audio(others)
         if len(found) == n_before:
             logger.warning("no audio files found in %s", p)
+    if len(passed) > SKIP_LINES:  # a moved library's thousand links to nothing: not a line each
+        kinds = Counter(reason.split(" (")[0] for reason in passed[SKIP_LINES:])
+        logger.warning("passed over %d more link(s), file(s) or folder(s) without a line each (%s); --verbose names "
+                       "them", len(passed) - SKIP_LINES, "; ".join(f"{n}: {kind}" for kind, n in kinds.most_common()))
     return sorted(found.items(), key=lambda item: str(item[0])), skipped
+
+
+def _pass_over(path, reason: str, passed: list[str], skipped: list[dict] | None) -> None:
+    """Say the search passes over path (a line each for the first SKIP_LINES) and why; listed in skipped unless None."""
+    logger.log(logging.WARNING if len(passed) < SKIP_LINES else logging.DEBUG, "skipping %s: %s", path, reason)
+    passed.append(reason)
+    if skipped is not None:
+        skipped.append({"path": str(path), "reason": reason})
+
+
+def _loops(path: Path) -> bool:
+    """Whether path is a link that leads round in a loop (to itself, or through other links back to it)."""
+    try:
+        os.stat(path)
+    except OSError as err:
+        return err.errno == errno.ELOOP
+    return False
 
 
 def _warn_other_audio(others: list[Path]) -> None:
@@ -90,14 +115,12 @@ def _warn_other_audio(others: list[Path]) -> None:
                    others[0])
 
 
-def _walk_audio(root: Path, skipped: list[dict], others: list[Path]):
+def _walk_audio(root: Path, skipped: list[dict], others: list[Path], passed: list[str]):
     """Yield the audio files under root (links followed); unreadable folders, and FIFOs, sockets
-    and devices named like audio, go to skipped (with a warning); audio in a format prep cannot
-    decode (.m4a ...) to others."""
+    and devices named like audio, go to skipped (with a warning, see _pass_over); audio in a format
+    prep cannot decode (.m4a ...) to others."""
     def unreadable(err: OSError) -> None:
-        reason = f"cannot read folder ({err.strerror or err})"
-        logger.warning("skipping %s: %s", err.filename, reason)
-        skipped.append({"path": str(err.filename), "reason": reason})
+        _pass_over(err.filename, f"cannot read folder ({err.strerror or err})", passed, skipped)
 
     searched: dict[tuple[int, int], str] = {}  # (device, inode) of each folder searched -> its path
     for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=True):
@@ -112,7 +135,7 @@ def _walk_audio(root: Path, skipped: list[dict], others: list[Path]):
         for name in filenames:
             path = Path(dirpath) / name
             if os.path.islink(path) and not os.path.exists(path):  # os.walk lists a link to nothing as a file
-                _dangling(path, skipped)
+                _dangling(path, skipped, passed)
             elif os.path.splitext(name)[1].lower() in OTHER_AUDIO_EXTENSIONS:
                 others.append(path)
             elif os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS:
@@ -120,18 +143,15 @@ def _walk_audio(root: Path, skipped: list[dict], others: list[Path]):
                 if kind is None:
                     yield path
                 else:
-                    reason = f"not a regular file: {kind}"
-                    logger.warning("skipping %s: %s", path, reason)
-                    skipped.append({"path": str(path), "reason": reason})
+                    _pass_over(path, f"not a regular file: {kind}", passed, skipped)
 
 
-def _dangling(path: Path, skipped: list[dict]) -> None:
-    """Warn of a link to nothing (a moved album's link, say: silently passed over, its label was just
-    missing); one named like audio goes to skipped as well, as a file that cannot be read would."""
-    reason = f"a link to nothing ({os.readlink(path)})"
-    logger.warning("skipping %s: %s", path, reason)
-    if os.path.splitext(path.name)[1].lower() in AUDIO_EXTENSIONS:
-        skipped.append({"path": str(path), "reason": reason})
+def _dangling(path: Path, skipped: list[dict], passed: list[str]) -> None:
+    """Warn of a link to nothing, or in a loop (a moved album's link, say: silently passed over, its label
+    was just missing); one named like audio goes to skipped as well, as a file that cannot be read would."""
+    what = "a link in a loop" if _loops(path) else "a link to nothing"
+    audio = os.path.splitext(path.name)[1].lower() in AUDIO_EXTENSIONS
+    _pass_over(path, f"{what} ({os.readlink(path)})", passed, skipped if audio else None)
 
 
 def folder_labels(found: list[tuple[Path, Path | None]]) -> list[str]:

@@ -1,0 +1,117 @@
+"""wavegen.prep when memory is short: a file skipped for lack of memory is tried again by the next prep,
+which decodes that file alone (the others are taken from the corpus), keeps the corpus as it was when
+the file is still too long, and makes the corpus a prep that never skipped makes, byte for byte, once
+the file fits."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import wavegen.prep_decode as prep_decode
+from test_prep_inputs import SR, prep, tones
+from test_prep_reasons import _declaring_hours
+
+CORPUS_FILES = ("manifest.json", "train.npy", "val.npy", "test.npy", "train_segments.npy", "val_segments.npy",
+                "test_segments.npy")
+
+# `wavegen prep` with the address space capped at what the process has mapped once its modules are
+# loaded, plus argv[1] MiB (RLIMIT_AS: whatever vm.overcommit_memory says, a larger buffer is refused)
+_CAPPED_PREP = """import resource, sys
+import numpy, soundfile, soxr, wavegen.cli, wavegen.prep
+mapped = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmSize:"))
+resource.setrlimit(resource.RLIMIT_AS, (mapped + (int(sys.argv[1]) << 20), resource.RLIM_INFINITY))
+sys.exit(wavegen.cli.main(["prep", *sys.argv[2:]]))
+"""
+
+
+def _capped_prep(extra_mib, rec, corpus, *options):
+    out = subprocess.run([sys.executable, "-c", _CAPPED_PREP, str(extra_mib), str(rec), str(corpus), *options],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads((Path(corpus) / "manifest.json").read_text())
+
+
+def _decodes(monkeypatch) -> list[str]:
+    """The names of the files prep decodes from here on (decode_one, watched: it still decodes them)."""
+    decoded, real = [], prep_decode.decode_one
+
+    def watched(path, settings, digest):
+        decoded.append(path.name)
+        return real(path, settings, digest)
+
+    monkeypatch.setattr(prep_decode, "decode_one", watched)
+    return decoded
+
+
+def _long_tone(path, seconds=600, rate=1000):
+    """A tone at 1 kHz, 1.2 MB: 38 MB as float32 mono at the corpus's 16 kHz (sound with rests of 10 s)."""
+    t = np.arange(seconds * rate) / rate
+    x = 0.3 * np.sin(2 * np.pi * 110 * t) * (np.sin(2 * np.pi * t / 40) > -0.5)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, x.astype(np.float32), rate, subtype="PCM_16")
+
+
+def _stamps(corpus):
+    return {name: (os.stat(corpus / name).st_ino, os.stat(corpus / name).st_mtime_ns) for name in CORPUS_FILES}
+
+
+def test_a_rerun_still_short_of_memory_decodes_that_file_alone_and_keeps_the_corpus(tmp_path, make_tone, caplog,
+                                                                                     monkeypatch):
+    """Every rerun on a machine still short of memory decoded every file again and rewrote the corpus."""
+    if Path("/proc/sys/vm/overcommit_memory").read_text().strip() == "1":
+        pytest.skip("this kernel grants any allocation (vm.overcommit_memory=1): nothing refuses the buffer")
+    rec, corpus = tmp_path / "rec", tmp_path / "c"
+    tones(rec, make_tone, 5)
+    make_tone(rec / "t02_copy.wav", 1.2, SR, 274)  # a duplicate, judged again
+    (rec / "empty.wav").write_bytes(b"")  # a skip, its reason taken again
+    _declaring_hours(rec / "concert.flac")
+    first = prep([rec], corpus)
+    before = _stamps(corpus)
+    decoded = _decodes(monkeypatch)
+    for _ in range(2):
+        caplog.clear()
+        with caplog.at_level("INFO", logger="wavegen.prep"):
+            assert prep([rec], corpus) == first
+        assert f"{rec / 'concert.flac'}: still too long for this machine's memory: the corpus stays as it was" \
+            in caplog.text
+    assert decoded == ["concert.flac", "concert.flac"]
+    assert _stamps(corpus) == before  # not written again
+    assert not list(corpus.glob(".prep-*"))
+
+
+@pytest.mark.parametrize("touched", [False, True])
+def test_a_file_that_fits_at_last_makes_the_corpus_a_prep_that_never_skipped_makes(tmp_path, make_tone, monkeypatch,
+                                                                                  touched):
+    """A file skipped for lack of memory, tried again with memory to spare: only it (and a file cut in time,
+    whose segments the arrays no longer tell) is decoded; the corpus is byte for byte a fresh prep's.
+    touched: the inputs' times changed meanwhile (their bytes read again, not decoded)."""
+    rec = tmp_path / "rec"
+    for i in range(3):  # label a: split by file; its long file and a copy of it between the others
+        make_tone(rec / "a" / f"a{i}.wav", 1.0 + 0.3 * i, SR, 200 + 40 * i)
+    _long_tone(rec / "a" / "a1_long.wav")
+    (rec / "a" / "a2_again.wav").write_bytes((rec / "a" / "a1_long.wav").read_bytes())
+    sf.write(rec / "a" / "a3_silent.wav", np.zeros(SR, np.float32), SR)
+    make_tone(rec / "b" / "b0.wav", 3.0, SR, 330)  # label b: one file, cut in time
+    first = _capped_prep(24, rec, tmp_path / "c", "--labels", "folders", "--quiet")
+    assert {os.path.basename(s["path"]): s.get("retry") for s in first["skipped"]} == \
+        {"a1_long.wav": True, "a2_again.wav": True, "a3_silent.wav": None}
+    assert first["skipped"][0]["reason"].startswith("too long to decode in memory: its header declares 0.2 h of 1 "
+                                                    "channel(s), 36.6 MiB mono at 16000 Hz")  # was "0.0 GiB"
+    if touched:
+        for path in rec.rglob("*.wav"):
+            os.utime(path)
+    decoded = _decodes(monkeypatch)
+    again = prep([rec], tmp_path / "c", labels="folders")
+    assert sorted(decoded) == ["a1_long.wav", "b0.wav"]
+    assert sorted(os.path.basename(f["path"]) for f in again["files"]) == ["a0.wav", "a1.wav", "a1_long.wav",
+                                                                            "a2.wav", "b0.wav"]
+    fresh = prep([rec], tmp_path / "fresh", labels="folders")
+    assert again == fresh
+    for name in CORPUS_FILES:
+        assert (tmp_path / "c" / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes(), name
