@@ -188,6 +188,28 @@ def test_a_token_file_is_read_and_both_ways_at_once_are_refused(tmp_path, capsys
     assert result.returncode == 2 and "not allowed with argument" in result.stderr
 
 
+@pytest.mark.parametrize("content, expected", [
+    (b"\xef\xbb\xbf" + TOKEN.encode() + b"\r\n", TOKEN),  # an editor's byte order mark and line end
+    (b"  " + TOKEN.encode() + b"  \nnot the token\n", TOKEN),
+    (b"\n" + TOKEN.encode() + b"\n", "its first line is empty; the token is read from the first line"),
+    (b"\0" * 10_000_000, "its first line is longer than 4096 bytes: not a token file"),  # read in part, not whole
+    (b"\xe9t\xe9-token\n" + b"x" * 100,
+     "its first line is not UTF-8 text (invalid continuation byte at byte 0): not a token file"),
+])
+def test_a_token_file_is_read_from_its_first_line_only(tmp_path, content, expected):
+    from wavegen.serve import ServeError
+    from wavegen.serve.control import read_token_file
+
+    path = tmp_path / "token"
+    path.write_bytes(content)
+    if expected == TOKEN:
+        assert read_token_file(str(path)) == TOKEN
+        return
+    with pytest.raises(ServeError) as err:
+        read_token_file(str(path))
+    assert str(err.value) == f"--control-token-file {path}: {expected}"
+
+
 def test_a_snapshot_whose_label_is_not_its_engine_blend_is_refused():
     from wavegen.serve import ServeError
     from wavegen.serve.control import LabelState

@@ -29,9 +29,12 @@ from pathlib import Path
 import numpy as np
 
 from wavegen.errors import WavegenError
-from wavegen.fileio import FolderLock, check_writable, ensure_folder, not_a_file, read_json_object, write_json
+from wavegen.fileio import (FolderLock, check_writable, ensure_folder, not_a_file, read_json_object,
+                            stale_temporaries, write_json)
 from wavegen.render import PCMWriter, load_snapshot, save_snapshot
 from wavegen.render.folder import binding
+from wavegen.render.model_change import TENSORS_KEY, same_model
+from wavegen.resolve import checkpoint_with
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +42,41 @@ STATE_DIR = ".state"
 PARAMS_FILE = "params.json"
 SNAPSHOT_FILE = "snapshot.npz"
 SNAPSHOT_VERSION = 1
-NON_BINDING = ("model",)  # a moved model folder is the same model when its weights' hash matches
+# a moved model folder is the same model when its weights match; TENSORS_KEY is judged with model_sha256
+NON_BINDING = ("model", TENSORS_KEY)
 
 
 class ServeError(WavegenError, RuntimeError):
     """A refusal or failure of ``wavegen serve`` the user can act on (the message says how)."""
+
+
+def _short(digest) -> str:
+    return f"{digest[:12]}..." if isinstance(digest, str) else repr(digest)
+
+
+def _with_tensors(snapshot_params: dict, recorded: dict | None) -> dict:
+    """A snapshot's parameters, with the tensors digest params.json holds where the snapshot (written by an older
+    wavegen, or before params.json gained it: Archive._record_tensors) lacks it and records the same weights
+    file: judged as params.json is."""
+    if not isinstance(snapshot_params, dict) or snapshot_params.get(TENSORS_KEY) is not None or \
+            not recorded or recorded.get(TENSORS_KEY) is None or \
+            recorded.get("model_sha256") != snapshot_params.get("model_sha256"):
+        return snapshot_params
+    return {**snapshot_params, TENSORS_KEY: recorded[TENSORS_KEY]}
+
+
+def weights_finder(ref):
+    """→ find(tensors, sha256): "RUN --checkpoint step_N", the newest kept checkpoint of the run ``ref`` belongs to
+    that holds those weights (:func:`~wavegen.resolve.checkpoint_with`), or None; None without a model folder."""
+    if ref.folder is None:
+        return None
+
+    def find(tensors, sha256) -> str | None:
+        found = checkpoint_with(ref.folder, tensors if isinstance(tensors, str) else None,
+                                sha256 if isinstance(sha256, str) else None)
+        return None if found is None else f"{found[1].parent.parent} --checkpoint step_{found[0]}"
+
+    return find
 
 
 def part_path(folder: Path, index: int) -> Path:
@@ -65,7 +98,7 @@ class Archive:
     """
 
     def __init__(self, folder: str | Path, sample_rate: int, params: dict, part_seconds: float, keep_parts: int = 0,
-                 label_blend=None):
+                 label_blend=None, find_weights=None, unsnapshot_seconds: float | None = None):
         self.folder = Path(folder)
         self.state_dir = self.folder / STATE_DIR
         self.sample_rate = int(sample_rate)
@@ -73,6 +106,12 @@ class Archive:
         self.part_frames = max(1, int(round(part_seconds * self.sample_rate)))
         self.keep_parts = int(keep_parts)  # the newest parts kept (0: all)
         self.label_blend = label_blend  # a --label → what the engine gets (ValueError: not this model's), or None
+        # (tensors digest or None, model_sha256) → a model that holds those weights, for people ("runs/x --checkpoint
+        # step_5"), or None: named where another model is refused
+        self.find_weights = find_weights
+        # the most audio a server stopped before its first snapshot leaves in the parts (None: not checked); more
+        # without a snapshot means the snapshot was lost, and starting over would write over the archive
+        self.unsnapshot_seconds = unsnapshot_seconds
         self.first_part = 0  # the oldest part kept
         self.lock = FolderLock(self.folder, "wavegen serve archive")
         self.position = 0  # samples written
@@ -83,12 +122,40 @@ class Archive:
 
     def _check_params(self, saved: dict, where: Path) -> None:
         for key, value in self.params.items():
-            if key not in NON_BINDING and self._bound(key, saved.get(key)) != self._bound(key, value):
+            if key == "model_sha256" and not same_model(saved, self.params):
+                raise self._model_differs(saved, where)
+            if key not in NON_BINDING and key != "model_sha256" and \
+                    self._bound(key, saved.get(key)) != self._bound(key, value):
                 live = " (a label switched to while it played, POST /label, goes on by itself)" if key == "label" \
                     else ""
                 raise ServeError(f"{self.folder} archives a broadcast with {key}={saved.get(key)!r}, but this "
                                  f"command asks for {key}={value!r} ({where}); rerun the original command to "
                                  f"continue it{live}, or choose another --archive")
+
+    def _model_differs(self, saved: dict, where: Path) -> ServeError:
+        """The refusal of a model of other weights than the archive's (render's rule, :func:`same_model`: the
+        same tensors, in whatever file; a record without their digest, by its weights file's sha256)."""
+        began, now = saved.get("model"), self.params.get("model")
+        key = TENSORS_KEY if saved.get(TENSORS_KEY) is not None else "model_sha256"
+        word = "tensors" if key == TENSORS_KEY else "model_sha256"
+        was, is_ = f"{word} {_short(saved.get(key))}", f"{word} {_short(self.params.get(key))}"
+        older = TENSORS_KEY not in saved and self.params.get(TENSORS_KEY) is not None  # recorded before the digest
+        if began is None or began == now:
+            what = (f"a broadcast of the model in {now}, which changed since (trained further or replaced: {was}, "
+                    f"now {is_})")
+        else:
+            other = "another weights file" if older else "other weights"
+            what = f"a broadcast of the model in {began} ({was}), but this command plays {now}, {other} ({is_})"
+        note = ("; an older wavegen began it and recorded only its weights file's sha256, so only that very file "
+                "continues it (a checkpoint holding the same tensors is a file of other bytes)") if older else ""
+        found = self.find_weights(saved.get(TENSORS_KEY), saved.get("model_sha256")) if self.find_weights else None
+        if found:
+            began_with = f"play {found} (the weights it began with) to continue it"
+        elif began and began != now:
+            began_with = f"play {began} to continue it"
+        else:
+            began_with = "play the weights it began with to continue it"
+        return ServeError(f"{self.folder} archives {what} ({where}){note}; {began_with}, or choose another --archive")
 
     def _bound(self, key: str, value):
         """What of a parameter must match: a label is its blend ("a" is "a:1", "a:0.7,b:0.3" is "b:3,a:7")."""
@@ -118,9 +185,12 @@ class Archive:
                           "choose a folder that can be written, or make this one writable")
 
     def _open(self) -> tuple[dict[str, np.ndarray] | None, int, dict]:
+        self._remove_stale_temporaries()
         params_path = self.state_dir / PARAMS_FILE
+        recorded = None
         if self._state_file(params_path):
-            self._check_params(self._read_params(params_path), params_path)
+            recorded = self._read_params(params_path)
+            self._check_params(recorded, params_path)
         else:
             if part_path(self.folder, 0).exists():
                 raise ServeError(f"{part_path(self.folder, 0)} exists but {self.folder} has no {STATE_DIR}/"
@@ -132,15 +202,19 @@ class Archive:
         snap = self.state_dir / SNAPSHOT_FILE
         if self._state_file(snap):
             state, self.position, meta = self._read_snapshot(snap)
-            self._check_params(meta.get("params", {}), snap)
+            self._check_params(_with_tensors(meta.get("params", {}), recorded), snap)
             self._keep_part_length(meta)
             first = meta.get("first_part", 0)
             if not isinstance(first, int) or not 0 <= first <= self.position // self.part_frames:
                 raise self._damaged(snap, f"first_part={first!r} is not a part it counts")
             self.first_part = first
+        else:
+            self._check_nothing_to_lose()
         self.snapshot_position = self.position
         index, frames = divmod(self.position, self.part_frames)
         self._check_parts(index, frames)  # before anything is cut or removed
+        if recorded is not None:
+            self._record_tensors(recorded, params_path)
         self._remove_parts_before(self.first_part)  # removed by rotation, but not yet when it stopped
         for later in sorted(self.folder.glob("broadcast_[0-9][0-9][0-9][0-9][0-9].wav")):
             if int(later.stem.split("_")[1]) > index:  # written after the snapshot: written again
@@ -149,6 +223,38 @@ class Archive:
         if self.position:
             logger.info("archive %s: continuing at %.1f s", self.folder, self.position / self.sample_rate)
         return state, self.position, meta
+
+    def _check_nothing_to_lose(self) -> None:
+        """No snapshot: the archive starts again at 0, over its parts. Right after a server stopped before its
+        first snapshot (the parts hold at most ``unsnapshot_seconds``); with more audio in them, the snapshot
+        was removed (or lost), and starting again would remove hours of archive: refused, untouched."""
+        parts = sorted(self.folder.glob("broadcast_[0-9][0-9][0-9][0-9][0-9].wav"))
+        frames = sum(max(p.stat().st_size - PCMWriter.HEADER_BYTES, 0) // 2 for p in parts if p.is_file())
+        if self.unsnapshot_seconds is None or frames <= self.unsnapshot_seconds * self.sample_rate:
+            return
+        raise ServeError(f"{self.folder} holds {frames / self.sample_rate:.1f} s of the broadcast in {len(parts)} "
+                         f"part(s) but no {STATE_DIR}/{SNAPSHOT_FILE} (removed since?): going on from the start "
+                         "would write over them. Bring the snapshot back to continue it, or move the parts "
+                         "elsewhere (or choose another --archive) to begin anew")
+
+    def _remove_stale_temporaries(self) -> None:
+        """Lock held: the partial state files a server killed while writing them left (atomic_write's
+        temporaries, never read): a station restarted after each kill would gather them for good."""
+        stale = stale_temporaries(self.state_dir)
+        for path in stale:
+            path.unlink(missing_ok=True)
+        if stale:
+            logger.info("archive %s: removed %s, left partial by a server killed while writing it", self.folder,
+                        ", ".join(p.name for p in stale))
+
+    def _record_tensors(self, recorded: dict, path: Path) -> None:
+        """An archive begun before serve recorded its model's tensors, continued from the very weights file it
+        began with: params.json gains their digest, so that from now on the same tensors in another file (the
+        run's checkpoint of its best/) continue it too."""
+        if TENSORS_KEY in recorded or self.params.get(TENSORS_KEY) is None or \
+                recorded.get("model_sha256") != self.params.get("model_sha256"):
+            return
+        write_json(path, {**recorded, TENSORS_KEY: self.params[TENSORS_KEY]})
 
     def _keep_part_length(self, meta: dict) -> None:
         """Go on with the length the archive's parts were begun with (its snapshot's record; before there
@@ -204,13 +310,24 @@ class Archive:
         return state, position, meta
 
     def _check_parts(self, index: int, frames: int) -> None:
-        """Every part the snapshot counts is there, the current one with its ``frames`` samples."""
-        for k in range(self.first_part, index + 1 if frames else index):
-            path = part_path(self.folder, k)
-            if not path.is_file():
-                raise ServeError(f"{path} is missing but the archive's snapshot counts it: the archive was changed "
-                                 "since; choose another --archive")
+        """The part the snapshot ends in (``index``) is there with its ``frames`` samples: the broadcast goes on
+        in it. Earlier parts that are gone (moved away to free the disk, or removed) are said, and the archive
+        goes on without them: they are not needed to continue, and --archive-keep-parts removes them too (the
+        oldest part there becomes ``first_part``)."""
+        gone = [k for k in range(self.first_part, index) if not part_path(self.folder, k).is_file()]
+        if gone:
+            names = [part_path(self.folder, k).name for k in gone]
+            listed = ", ".join(names) if len(names) <= 4 else f"{names[0]} ... {names[-1]}"
+            what = f"{names[0]}, archived before, is" if len(gone) == 1 else \
+                f"{len(gone)} parts archived before ({listed}) are"
+            logger.warning("archive %s: %s gone (moved away or removed); the archive goes on without %s",
+                           self.folder, what, "it" if len(gone) == 1 else "them")
+            while self.first_part in gone:  # the oldest ones: the archive now begins after them
+                self.first_part += 1
         path = part_path(self.folder, index)
+        if frames and not path.is_file():
+            raise ServeError(f"{path} is missing but the archive's snapshot counts it: the archive was changed "
+                             "since; choose another --archive")
         if frames and path.stat().st_size < PCMWriter.HEADER_BYTES + 2 * frames:
             raise self._short_part(path, frames)
 
@@ -252,6 +369,7 @@ class Archive:
             done += take
             self.position += take
             if self.position % self.part_frames == 0:  # the part is full: on to the next
+                self._check_part_in_place()
                 self._close_writer()
                 self.writer = self._writer(self.position // self.part_frames, 0)
 
@@ -265,6 +383,7 @@ class Archive:
         """Flush the current part, then record ``engine_state`` at the current position."""
         try:
             self.writer.flush()
+            self._check_part_in_place()
             first = self.first_part
             if self.keep_parts:
                 first = max(first, self.position // self.part_frames - self.keep_parts + 1)
@@ -275,6 +394,24 @@ class Archive:
             raise self._write_error(Path(err.filename or self.state_dir), err) from err
         self.snapshot_position, self.first_part = self.position, first
         self._remove_parts_before(first)  # after the snapshot that no longer counts them
+
+    def _check_part_in_place(self) -> None:
+        """ServeError where the part being written is no longer the file at its name (removed, or replaced by a
+        folder or another file): what went into it since went to no file anyone can open. Said at the snapshot,
+        which would count it, not carried on in silence."""
+        path = self.writer.path
+        try:
+            in_place = os.path.samestat(os.fstat(self.writer.file.fileno()), os.stat(path))
+        except (FileNotFoundError, NotADirectoryError):
+            in_place = False
+        except OSError as err:  # the folder cannot be looked in any more: said as a write that failed
+            raise self._write_error(path, err) from err
+        if not in_place:
+            start = self.position // self.part_frames * self.part_frames
+            raise ServeError(f"{path} was removed or replaced while the archive wrote it: the broadcast from "
+                             f"{start / self.sample_rate:.1f} s on is not in any file; the archive cannot go on "
+                             f"without it (its snapshot at {self.snapshot_position / self.sample_rate:.1f} s counts "
+                             "it): choose another --archive")
 
     def _remove_parts_before(self, first: int) -> None:
         """Remove the parts before part ``first`` (the archive keeps the newest --archive-keep-parts). One

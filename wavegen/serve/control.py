@@ -22,7 +22,6 @@ import hmac
 import json
 import logging
 import threading
-from pathlib import Path
 
 import numpy as np
 
@@ -33,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 TOKEN_MIN_CHARS = 8
 LABEL_MAX_CHARS = 1000
+TOKEN_FILE_MAX_BYTES = 4096  # of a --control-token-file read: its first line is all there is to read
 LABEL_WAIT_SECONDS = 10.0  # the answer waits this long for the station to take the switch (202 after)
 
 
@@ -46,15 +46,26 @@ def check_token(token: str | None, where: str = "--control-token") -> None:
 
 
 def read_token_file(path: str) -> str:
-    """The token in ``path`` (its first line, without the line end); ServeError naming the file."""
+    """The token in ``path``: its first line, without the line end, spaces around it or a UTF-8 byte order mark
+    (an editor's); ServeError naming the file. Only the first TOKEN_FILE_MAX_BYTES are read: a file named by
+    mistake (a model, /dev/zero) is refused, not read whole. A pipe (``<(pass show token)``) is read too."""
+    where = f"--control-token-file {path}"
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        why = err.strerror if isinstance(err, OSError) and err.strerror else err
-        raise ServeError(f"--control-token-file {path}: cannot read it: {why}") from None
-    lines = text.splitlines()
-    token = lines[0].strip() if lines else ""
-    check_token(token, f"--control-token-file {path}")
+        with open(path, "rb") as f:
+            head = f.read(TOKEN_FILE_MAX_BYTES)
+    except OSError as err:
+        raise ServeError(f"{where}: cannot read it: {err.strerror or err}") from None
+    lines = head.splitlines()
+    if len(lines) < 2 and len(head) == TOKEN_FILE_MAX_BYTES:
+        raise ServeError(f"{where}: its first line is longer than {TOKEN_FILE_MAX_BYTES} bytes: not a token file")
+    try:
+        token = (lines[0] if lines else b"").decode("utf-8").removeprefix("\ufeff").strip()
+    except UnicodeDecodeError as err:
+        raise ServeError(f"{where}: its first line is not UTF-8 text ({err.reason} at byte {err.start}): not a "
+                         "token file") from None
+    if not token and any(line.strip() for line in lines):
+        raise ServeError(f"{where}: its first line is empty; the token is read from the first line")
+    check_token(token, where)
     return token
 
 

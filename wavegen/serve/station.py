@@ -36,9 +36,10 @@ from wavegen.audio import dequantize, float_to_int16
 from wavegen.generate import make_engine, temperatures, uniforms
 from wavegen.render import RenderSettings, guard_verdict, parse_label
 from wavegen.render.guard import criteria_for
+from wavegen.render.model_change import TENSORS_KEY
 from wavegen.render.settings import check_seconds
 from wavegen.resolve import resolve_model
-from wavegen.serve.archive import SNAPSHOT_FILE, Archive, ServeError, check_archive_folder
+from wavegen.serve.archive import SNAPSHOT_FILE, Archive, ServeError, check_archive_folder, weights_finder
 from wavegen.serve.control import LabelState, check_token
 from wavegen.serve.encoder import OggOpusEncoder, Page
 
@@ -204,18 +205,22 @@ class Station:
         # the model's album profile (album.json beside it) where it has one, as a render does
         self.guard_criteria = criteria_for(self.guard_settings, self.ref)
         self.params = {
-            "model": self.ref.source, "model_sha256": _model_digest(self.ref), "sample_rate": self.sample_rate,
+            "model": self.ref.source, "model_sha256": _model_digest(self.ref),
+            # the tensors alone: the same for best/ and the checkpoint it came from (None: random weights)
+            TENSORS_KEY: self.ref.weights_tensors_sha256(), "sample_rate": self.sample_rate,
             "seed": settings.seed, "temperature": float(self.temperature[0]), "label": settings.label,
             "backend": self.engine.backend, "device": settings.device,
             "guard": {"seconds": settings.guard_seconds, "attempts": settings.guard_attempts,
                       **self.guard_criteria.as_dict()} if settings.guard else False,
         }
         self.archive = None
+        window_seconds = settings.guard_seconds if settings.guard else 1.0
         if settings.archive:
             labels = list(self.engine.labels)
             self.archive = Archive(settings.archive, self.sample_rate, self.params, settings.archive_part_seconds,
-                                   settings.archive_keep_parts, lambda text: _blend(text, labels))
-        self.window = max(1, int(round((settings.guard_seconds if settings.guard else 1.0) * self.sample_rate)))
+                                   settings.archive_keep_parts, lambda text: _blend(text, labels),
+                                   weights_finder(self.ref), settings.snapshot_seconds + window_seconds)
+        self.window = max(1, int(round(window_seconds * self.sample_rate)))
         self.position = 0  # samples rendered (and archived, and encoded)
         self.events: list[dict] = []
         self.event_counts: dict[str, int] = {}

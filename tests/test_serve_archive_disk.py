@@ -1,0 +1,160 @@
+"""wavegen serve --archive when its disk fills or fails: the server stops with the archive intact up to its
+last snapshot, and what the user does to free the disk (moving the oldest parts elsewhere) does not cost
+them the archive: the same command continues it."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from test_serve import SR
+from test_serve_archive import PARAMS, _archived
+
+
+def _names(folder: Path) -> list[str]:
+    return [p.name for p in sorted(folder.glob("broadcast_*.wav"))]
+
+
+def test_parts_moved_away_to_free_the_disk_do_not_stop_the_archive_continuing(tmp_path, caplog):
+    """Full, the server said "free space and rerun the same command"; the user moved the oldest parts to
+    another disk (and one from the middle): the restart goes on from the snapshot, says which parts are
+    gone, and counts the archive from the oldest part left."""
+    from wavegen.render import load_snapshot
+    from wavegen.serve.archive import Archive
+
+    archive, elsewhere = tmp_path / "archive", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    pcm = np.arange(8 * SR, dtype=np.int16)
+    a = Archive(archive, SR, PARAMS, part_seconds=1.0)
+    a.open()
+    a.write(pcm[:5 * SR + SR // 2])
+    a.snapshot({"t": np.zeros(1)}, {})
+    a.close()
+    for k in (0, 1, 3):
+        shutil.move(archive / f"broadcast_0000{k}.wav", elsewhere)
+    b = Archive(archive, SR, PARAMS, part_seconds=1.0)
+    with caplog.at_level(logging.WARNING, logger="wavegen.serve.archive"):
+        assert b.open()[1] == 5 * SR + SR // 2
+    gone = [r.getMessage() for r in caplog.records]
+    assert len(gone) == 1 and "broadcast_00000.wav" in gone[0] and "broadcast_00003.wav" in gone[0], gone
+    assert ("3 parts archived before (broadcast_00000.wav, broadcast_00001.wav, broadcast_00003.wav) "
+            "are gone (moved away or removed)") in gone[0]
+    assert b.first_part == 2  # the oldest part left; 3 is a gap, said again by a restart
+    b.write(pcm[5 * SR + SR // 2:])
+    b.snapshot({"t": np.zeros(1)}, {})
+    b.close()
+    assert load_snapshot(archive / ".state" / "snapshot.npz")[2]["first_part"] == 2
+    assert _names(archive) == ["broadcast_00002.wav", "broadcast_00004.wav", "broadcast_00005.wav",
+                               "broadcast_00006.wav", "broadcast_00007.wav", "broadcast_00008.wav"]
+    assert np.array_equal(_archived(archive), np.concatenate([pcm[2 * SR:3 * SR], pcm[4 * SR:]]))
+    assert np.array_equal(sf.read(str(elsewhere / "broadcast_00003.wav"), dtype="int16")[0], pcm[3 * SR:4 * SR])
+
+
+@pytest.mark.parametrize("replaced_by", ["a folder", "nothing", "another file"])
+def test_a_part_replaced_while_it_is_written_is_said_not_carried_on_in_silence(tmp_path, replaced_by):
+    """The part being written is replaced (by a folder, another file) or removed: what the archive writes
+    goes to a file no one can open. The next snapshot says so (a ServeError naming the part), and does not
+    count it: the last snapshot stays the one before."""
+    from wavegen.render import load_snapshot
+    from wavegen.serve import ServeError
+    from wavegen.serve.archive import Archive
+
+    a = Archive(tmp_path, SR, PARAMS, part_seconds=3.0)
+    a.open()
+    a.write(np.arange(SR, dtype=np.int16))
+    a.snapshot({"t": np.zeros(1)}, {})
+    part = tmp_path / "broadcast_00000.wav"
+    part.unlink()
+    if replaced_by == "a folder":
+        part.mkdir()
+    elif replaced_by == "another file":
+        part.write_bytes(b"RIFF")
+    a.write(np.arange(SR, dtype=np.int16))
+    with pytest.raises(ServeError, match=r"broadcast_00000\.wav was removed or replaced while the archive wrote "
+                                         r"it: the broadcast from 0\.0 s on is not in any file"):
+        a.snapshot({"t": np.zeros(1)}, {})
+    a.abandon()
+    assert load_snapshot(tmp_path / ".state" / "snapshot.npz")[1] == SR
+
+
+def test_a_part_replaced_is_said_when_it_fills_too(tmp_path):
+    from wavegen.serve import ServeError
+    from wavegen.serve.archive import Archive
+
+    a = Archive(tmp_path, SR, PARAMS, part_seconds=1.0)
+    a.open()
+    a.write(np.arange(SR // 2, dtype=np.int16))
+    (tmp_path / "broadcast_00000.wav").unlink()
+    with pytest.raises(ServeError, match=r"broadcast_00000\.wav was removed or replaced"):
+        a.write(np.arange(SR, dtype=np.int16))  # fills it: on to the next part
+    a.abandon()
+
+
+def test_a_snapshot_cut_short_by_a_kill_leaves_no_file_behind_for_good(tmp_path):
+    """A server killed (SIGKILL: a supervisor's stop that timed out) while it wrote a snapshot leaves the
+    partial temporary file; the restart, which holds the archive's lock, removes it and goes on from the
+    snapshot before."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from test_serve import ENV
+
+    archive = tmp_path / "archive"
+    code = ("import sys, numpy as np\n"
+            "from wavegen.serve.archive import Archive\n"
+            f"a = Archive({str(archive)!r}, {SR}, {PARAMS!r}, part_seconds=3.0)\n"
+            f"a.open(); a.write(np.zeros({SR}, np.int16)); a.snapshot({{'t': np.zeros(1)}}, {{}})\n"
+            "print('snapshot', flush=True)\n"
+            "a.snapshot({'t': np.random.default_rng(0).random(40_000_000)}, {})\n")  # 320 MB: cut short
+    proc = subprocess.Popen([sys.executable, "-c", code], env=ENV, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "snapshot\n"
+    state = archive / ".state"
+    deadline = time.monotonic() + 60
+    while not list(state.glob(".snapshot.npz.tmp*")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(30) == -signal.SIGKILL
+    assert list(state.glob(".snapshot.npz.tmp*")), "killed before it began the snapshot"
+
+    from wavegen.serve.archive import Archive
+
+    again = Archive(archive, SR, PARAMS, part_seconds=3.0)
+    assert again.open()[1] == SR
+    again.close()
+    assert sorted(p.name for p in state.iterdir()) == ["params.json", "snapshot.npz"]
+
+
+def test_parts_without_their_snapshot_are_not_written_over(tmp_path):
+    """The snapshot removed (or lost): starting again at 0 removed every part past the first and wrote the
+    first over. Parts holding more than a server stopped before its first snapshot leaves are refused,
+    untouched; as little as that starts again, as it always did."""
+    from wavegen.serve import ServeError
+    from wavegen.serve.archive import Archive
+
+    a = Archive(tmp_path, SR, PARAMS, part_seconds=1.0)
+    a.open()
+    a.write(np.arange(3 * SR + SR // 2, dtype=np.int16))
+    a.snapshot({"t": np.zeros(1)}, {})
+    a.close()
+    (tmp_path / ".state" / "snapshot.npz").unlink()
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("broadcast_*.wav")}
+    with pytest.raises(ServeError, match=r"holds 3\.5 s of the broadcast in 4 part\(s\) but no \.state/snapshot\.npz"):
+        Archive(tmp_path, SR, PARAMS, part_seconds=1.0, unsnapshot_seconds=3.0).open()
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("broadcast_*.wav")} == before
+
+    killed = tmp_path / "killed"  # stopped before its first snapshot (at 3 s): begins again
+    a = Archive(killed, SR, PARAMS, part_seconds=1.0)
+    a.open()
+    a.write(np.arange(2 * SR, dtype=np.int16))
+    a.close()
+    again = Archive(killed, SR, PARAMS, part_seconds=1.0, unsnapshot_seconds=3.0)
+    assert again.open()[1] == 0
+    again.close()
+    assert _names(killed) == ["broadcast_00000.wav"]

@@ -1,0 +1,138 @@
+"""wavegen serve --archive and its model: "the same model" is the same tensors, as for render.
+
+A run's best/ and the checkpoint it was written from hold the same tensors in files of other bytes
+(other writers, other header metadata); an archive begun from one continues from the other, or from
+a model folder moved or copied. Other weights are refused, saying what differs. An archive written
+before serve recorded the tensors' digest is judged by what it recorded: its weights file's sha256.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from test_render_model_gone import make_run
+from test_serve import SR, Server, make_model, reference_pcm
+from test_serve_archive import _archived, _contents
+from wavegen.render.model_change import TENSORS_KEY
+
+PARAMS = {"model": "runs/a/best", "model_sha256": "1" * 64, TENSORS_KEY: "2" * 64, "sample_rate": SR, "seed": 0}
+
+
+def _archive(folder: Path, params: dict) -> None:
+    """An archive of 1 s with its snapshot, as a stopped server leaves it, recorded with ``params``."""
+    from wavegen.serve.archive import Archive
+
+    a = Archive(folder, SR, params, part_seconds=3.0)
+    a.open()
+    a.write(np.arange(SR, dtype=np.int16))
+    a.snapshot({"t": np.zeros(1)}, {})
+    a.close()
+
+
+def _open(folder: Path, params: dict) -> int:
+    from wavegen.serve.archive import Archive
+
+    a = Archive(folder, SR, params, part_seconds=3.0)
+    position = a.open()[1]
+    a.close()
+    return position
+
+
+def _refused(folder: Path, params: dict, find_weights=None) -> str:
+    from wavegen.serve import ServeError
+    from wavegen.serve.archive import Archive
+
+    before = _contents(folder)
+    with pytest.raises(ServeError) as err:
+        Archive(folder, SR, params, part_seconds=3.0, find_weights=find_weights).open()
+    assert _contents(folder) == before, "a refused archive is left as it was"
+    message = str(err.value)
+    assert "\n" not in message and "--restart" not in message and "choose another --archive" in message
+    return message
+
+
+@pytest.mark.slow
+def test_an_archive_begun_from_best_continues_from_its_checkpoint(tmp_path):
+    """Played from the run (its best/), stopped, played again from --checkpoint step_5 (the same tensors in
+    a file of other bytes): it continues the archive, byte for byte, and again from best/ after that."""
+    model = make_model(tmp_path / "model")
+    run, archive = make_run(model, tmp_path / "run"), tmp_path / "archive"
+    args = ("--no-guard", "--archive", str(archive), "--snapshot-seconds", "1", "--buffer-seconds", "8")
+    written = 0.0
+    for extra in ((), ("--checkpoint", "step_5"), ()):
+        server = Server(run, *extra, *args)
+        assert server.status()["archive"]["snapshot_seconds"] >= written  # went on from the last snapshot
+        s = server.wait_for(lambda s: s["archive"]["snapshot_seconds"] >= written + 1.0)
+        assert server.stop() == 0, "".join(server.stderr)
+        written = s["archive"]["snapshot_seconds"]
+    pcm = _archived(archive)
+    assert len(pcm) >= 3 * SR
+    assert np.array_equal(pcm, reference_pcm(model, len(pcm)))
+    params = json.loads((archive / ".state" / "params.json").read_text())
+    assert params["model"] == str(run / "best") and params[TENSORS_KEY] is not None
+
+
+def test_the_same_tensors_in_another_file_continue_the_archive(tmp_path):
+    _archive(tmp_path, PARAMS)
+    assert _open(tmp_path, {**PARAMS, "model": "runs/a/checkpoints/step_5 (step 5)", "model_sha256": "3" * 64}) == SR
+
+
+def test_other_tensors_are_refused_saying_what_differs(tmp_path):
+    _archive(tmp_path, PARAMS)
+    message = _refused(tmp_path, {**PARAMS, "model": "runs/b/best", "model_sha256": "3" * 64,
+                                  TENSORS_KEY: "4" * 64})
+    assert "runs/a/best" in message and "runs/b/best" in message  # the model it began with, and this one
+    assert "2" * 12 in message and "4" * 12 in message  # their tensors' digests
+    assert "other weights" in message
+    # the same folder, its weights changed since (trained further, replaced)
+    message = _refused(tmp_path, {**PARAMS, "model_sha256": "3" * 64, TENSORS_KEY: "4" * 64})
+    assert "runs/a/best" in message and "changed since" in message
+
+
+def test_a_refusal_names_the_kept_checkpoint_that_holds_the_weights_it_began_with(tmp_path):
+    """best/ replaced by a training that went on (other weights in the same folder): the refusal names the
+    run's kept checkpoint with the weights the archive began with, which continues it."""
+    from conftest import save_tiny_model
+    from wavegen.resolve import resolve_model
+    from wavegen.serve.archive import weights_finder
+
+    def params(ref) -> dict:
+        return {**PARAMS, "model": ref.source, "model_sha256": ref.weights_sha256(),
+                TENSORS_KEY: ref.weights_tensors_sha256()}
+
+    run = make_run(make_model(tmp_path / "model"), tmp_path / "run")
+    began = resolve_model(str(run))
+    _archive(tmp_path / "archive", params(began))
+    shutil.rmtree(run / "best")
+    save_tiny_model(run / "best", sample_rate=SR, seed=1, dim=32, emb_size=8)  # trained further: other weights
+    now = resolve_model(str(run))
+    message = _refused(tmp_path / "archive", params(now), weights_finder(now))
+    assert f"{run / 'best'}, which changed since" in message
+    assert f"play {run} --checkpoint step_5 (the weights it began with) to continue it" in message
+    assert _open(tmp_path / "archive", params(resolve_model(str(run), "step_5"))) == SR
+
+
+def test_an_archive_without_the_tensors_digest_is_judged_by_its_weights_file(tmp_path):
+    """Recorded by an older wavegen: the very same file continues it (and the digest is recorded from then
+    on, so the checkpoint of the same tensors continues it next); another file is refused, saying why."""
+    older = {k: v for k, v in PARAMS.items() if k != TENSORS_KEY}
+    _archive(tmp_path / "older", older)
+    message = _refused(tmp_path / "older", {**PARAMS, "model": "runs/a/checkpoints/step_5 (step 5)",
+                                            "model_sha256": "3" * 64})
+    assert "1" * 12 in message and "3" * 12 in message and "older wavegen" in message
+    assert _open(tmp_path / "older", PARAMS) == SR  # the same file: continued, and its digest recorded
+    assert json.loads((tmp_path / "older" / ".state" / "params.json").read_text())[TENSORS_KEY] == "2" * 64
+    assert _open(tmp_path / "older", {**PARAMS, "model_sha256": "3" * 64}) == SR  # now the same tensors do
+
+
+def test_a_preset_archive_is_judged_as_before(tmp_path):
+    """Random weights (a preset): no tensors digest (None); its model_sha256 (config and seed) binds."""
+    preset = {**PARAMS, "model": "preset samplernn-tiny (random weights)", TENSORS_KEY: None}
+    _archive(tmp_path, preset)
+    assert _open(tmp_path, preset) == SR
+    _refused(tmp_path, {**preset, "model_sha256": "3" * 64})
