@@ -213,6 +213,50 @@ def test_a_stream_file_removed_from_an_unfinished_render_is_named_with_restart(m
     assert file_bytes(out, 2, fmt) == file_bytes(ref, 2, fmt)
 
 
+@pytest.mark.parametrize("fmt, edit", [("wav", "float"), ("wav", "gain"), ("flac", "gain")])
+def test_a_stream_file_rewritten_between_sessions_is_refused_and_left_as_it_is(model, tmp_path, fmt, edit):
+    """A WAV opened in an editor and saved again (as float, or at another gain) was resumed: the length check
+    passed, the file was cut to the snapshot's bytes and continued, and the render came out "complete" with
+    its first seconds noise (float bytes read as 16-bit) or not what it rendered. Now the header and the
+    samples' CRC-32 (recorded with each snapshot) are checked, and the file is left as the user made it."""
+    import soundfile as sf
+
+    out = tmp_path / "edit"
+    s = settings(1.0, streams=2, format=fmt, block_seconds=0.25, snapshot_seconds=0.25)
+    stopped_render(model, out, s, windows=2)
+    path = out / "stream_001.wav" if fmt == "wav" else out / ".state" / "stream_001.pcm"
+    if fmt == "wav":
+        pcm = read_pcm(path)
+        sf.write(str(path), pcm / 32768.0 if edit == "float" else pcm // 2, SR,
+                 subtype="FLOAT" if edit == "float" else "PCM_16")
+    else:
+        pcm = np.frombuffer(path.read_bytes(), dtype="<i2")
+        path.write_bytes((pcm // 2).astype("<i2").tobytes())
+    edited = path.read_bytes()
+    with pytest.raises(RenderStateError) as caught:
+        render(model, out, s, progress=False)
+    why = "its header differs" if edit == "float" else "their CRC-32 differs from its snapshot's"
+    assert str(caught.value).startswith(str(path)) and why in str(caught.value)
+    assert "rerun with --restart" in str(caught.value)
+    assert path.read_bytes() == edited
+    render(model, out, s, progress=False, restart=True)
+    ref = write_streams(tmp_path / "ref", direct_pcm(model, 2, SR), fmt)
+    assert file_bytes(out, 2, fmt) == file_bytes(ref, 2, fmt)
+
+
+def test_a_snapshot_without_crc32s_an_older_wavegen_wrote_still_resumes_byte_for_byte(model, tmp_path):
+    out = tmp_path / "old"
+    s = settings(1.0, streams=2, block_seconds=0.25, snapshot_seconds=0.25)
+    stopped_render(model, out, s, windows=2)
+    snapshot = RenderFolder(out, 2, "wav").snapshot_path(0)
+    state, written, meta = load_snapshot(snapshot)
+    assert len(meta.pop("crc32")) == 2 and written == 2000
+    save_snapshot(snapshot, state, written, meta)
+    render(model, out, s, progress=False)
+    ref = write_streams(tmp_path / "ref", direct_pcm(model, 2, SR), "wav")
+    assert file_bytes(out, 2) == file_bytes(ref, 2)
+
+
 # ----- the numba engine's thread count decides how a render rounds ---------------------------------
 
 @pytest.fixture

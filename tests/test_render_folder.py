@@ -290,3 +290,25 @@ def test_restart_reads_what_the_recorded_render_wrote_and_skips_a_record_it_cann
     assert sorted(p.name for p in out.iterdir()) == [".lock", "notes.txt", "render_report.json", "stream_000.flac",
                                                      "stream_000.wav", "stream_001.flac", "stream_001.wav",
                                                      "stream_002.flac"]
+
+
+@pytest.mark.parametrize("fmt", ["wav", "flac"])
+def test_a_rerun_of_a_finished_render_whose_file_was_cut_short_says_so(model, tmp_path, caplog, fmt):
+    """A finished render whose file was cut short since (a copy stopped halfway, an editor) was said to be
+    complete, silently: the report's 0.5 s against a file of a fraction of it."""
+    out = tmp_path / "cut"
+    s = settings(0.5, streams=2, format=fmt)
+    render(model, out, s, progress=False)
+    caplog.clear()
+    render(model, out, s, progress=False)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    path = out / f"stream_001.{fmt}"
+    wrote = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.truncate(wrote // 2)
+    report = render(model, out, s, progress=False)
+    assert report["status"] == "complete"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [f"{path}: {wrote // 2} bytes, not the {wrote} this render wrote: it was changed since it "
+                        "finished; pass --restart to render it again"]
+    assert path.stat().st_size == wrote // 2  # left as it is

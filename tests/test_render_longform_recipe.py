@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,31 @@ def test_a_render_refused_at_start_leaves_no_folder_behind(tmp_path):
     (repo.parent / "mine").mkdir()
     assert longform(repo, tmp_path / "nosuchmodel", "--seconds", 1, "--dir", "mine", "--stop-stage", 1).returncode == 2
     assert (repo.parent / "mine").is_dir() and not (repo.parent / "mine" / ".done").exists()
+
+
+@pytest.mark.slow
+def test_a_second_recipe_refused_while_one_renders_leaves_the_first_ones_timing(tmp_path):
+    """A second `run.sh` into the same --dir, refused (the folder is busy), removed the timing file the
+    first one's /usr/bin/time writes (`.done/time.txt.new`, one name for both): the first then ended with
+    `mv: cannot stat ...`, exit 1 and no report, after a complete render."""
+    if subprocess.run(["bash", "-c", "/usr/bin/time -v true"], capture_output=True).returncode != 0:
+        pytest.skip("no GNU time here: the recipe keeps no timing file")
+    repo = make_repo(tmp_path, REAL_WAVEGEN)
+    model = make_model(tmp_path / "tiny")
+    args = [model, "--seconds", 15, "--backend", "torch", "--dir", "busy"]
+    env = {**os.environ, "PATH": f"{repo.parent / 'bin'}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen(["bash", str(repo / "recipes" / "longform" / "run.sh"), *map(str, args)],
+                             cwd=repo.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        params = repo.parent / "busy" / ".state" / "params.json"
+        while not params.exists() and first.poll() is None:
+            time.sleep(0.1)
+        second = longform(repo, *args)
+        out, err = first.communicate(timeout=300)
+    finally:
+        first.kill()
+    assert second.returncode == 2 and "another render is writing here" in second.stderr, second.stderr
+    assert first.returncode == 0, err
+    assert "x real time" in out and "peak memory" in out
+    assert (repo.parent / "busy" / ".done" / "time.txt").is_file()
+    assert sorted(p.name for p in (repo.parent / "busy" / ".done").iterdir()) == ["time.txt"]

@@ -89,19 +89,21 @@ render() {
   # (without a folder for its file, as where --dir names a file, render says what is wrong)
   local existed=0; if [ -e "$out" ]; then existed=1; fi
   if /usr/bin/time -v true >/dev/null 2>&1 && mkdir -p "$out/.done" 2>/dev/null; then
-    local timing="$out/.done/time.txt" status=0
-    /usr/bin/time -v -o "$timing.new" "${cmd[@]}" || status=$?
+    # this recipe's own temporary name: a second recipe into OUT, refused while this one renders, removes
+    # only its own (it removed this one's, and this recipe then failed after a complete render)
+    local timing="$out/.done/time.txt" new="$out/.done/time.txt.new.$$" status=0
+    /usr/bin/time -v -o "$new" "${cmd[@]}" || status=$?
     if [ "$status" != 0 ]; then  # refused before it wrote anything (a bad option, no such model): no folder left
-      rm -f "$timing.new"
+      rm -f "$new"
       rmdir "$out/.done" 2>/dev/null || true
       if [ "$existed" = 0 ]; then rmdir "$out" 2>/dev/null || true; fi
       return "$status"
     fi
     # a rerun of a complete render renders nothing: keep the timing of the session that rendered
     if [ ! -f "$timing" ] || [ "$out/render_report.json" -nt "$timing" ]; then
-      mv "$timing.new" "$timing"
+      mv "$new" "$timing"
     else
-      rm -f "$timing.new"
+      rm -f "$new"
     fi
     return "$status"
   else

@@ -240,6 +240,19 @@ class RenderFolder:
                                    "pass --restart to render it again")
         return report
 
+    def warn_if_changed(self, report: dict) -> None:
+        """A warning naming each file of a finished ``report`` whose size is not the one the render wrote
+        (cut short by a copy, edited): the rerun does not say "complete" of it silently. A report of an
+        older wavegen records no sizes."""
+        sizes = report.get("file_bytes")
+        if not isinstance(sizes, list) or len(sizes) != len(report["paths"]):
+            return
+        for path, size in zip(report["paths"], sizes):
+            now = Path(path).stat().st_size
+            if now != size:
+                logger.warning("%s: %d bytes, not the %d this render wrote: it was changed since it finished; "
+                               "pass --restart to render it again", path, now, size)
+
     def located(self, report: dict) -> dict:
         """``report`` with its files as paths in this ``out_dir`` (as given now), from the names the
         report file holds; an older report's full or relative paths are taken by their file name."""
@@ -382,6 +395,7 @@ class RenderFolder:
     def write_report(self, report: dict, total: int, sample_rate: int) -> None:
         """``report`` → render_report.json (its "paths" and "spectrograms": file names in OUT, so the
         folder can be moved, or rerun from another directory); then .state goes."""
+        report["file_bytes"] = [p.stat().st_size for p in self.paths]  # a rerun tells a file changed since
         try:
             write_json(self.report_path, report, indent=1)
         except OSError as err:

@@ -204,9 +204,9 @@ class Guard:
         self.to_audio, self.log = to_audio, log
 
     def verdicts(self, codes: np.ndarray, rows) -> dict[int, str | None]:
-        """codes [len(rows), n] of the batch rows ``rows`` → row → verdict."""
-        audio = self.to_audio(codes)
-        return {b: guard_verdict(a, self.sample_rate, self.criteria) for b, a in zip(rows, audio)}
+        """codes [B, n] → the verdict of each of its rows ``rows`` (row → verdict)."""
+        # a row at a time: the judging's float64 temporaries are one stream's, not the batch's
+        return {b: guard_verdict(self.to_audio(codes[b]), self.sample_rate, self.criteria) for b in rows}
 
     def check(self, engine, pos: int, codes: np.ndarray, start, generate: Callable) -> None:
         """Judge the window ``codes [B, n]`` just generated from snapshot ``start`` at ``pos``.
@@ -234,6 +234,8 @@ class Guard:
             attempts[retry] += 1
             redrawn = generate(attempts)
             engine.restore(end, streams=[b for b in rows if b not in retry])  # ... the others forward again
-            codes[retry] = redrawn[retry]
-            verdicts = self.verdicts(codes[retry], retry)
+            for b in retry:  # row by row: redrawn[retry] would be a third window of codes
+                codes[b] = redrawn[b]
+            del redrawn  # judged from codes: no second window of codes held while judging
+            verdicts = self.verdicts(codes, retry)
             bad = [b for b in retry if verdicts[b]]

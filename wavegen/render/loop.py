@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wavegen.audio import dequantize
+from wavegen.audio import dequantize, float_to_int16
 from wavegen.config import ConfigError
 from wavegen.generate import make_engine, temperatures
 from wavegen.memory import check_fits
@@ -23,7 +23,8 @@ from wavegen.render.model_change import TENSORS_KEY, model_gone
 from wavegen.render.processes import Processes
 from wavegen.render.settings import (RenderSettings, RenderStateError, check_prime_path, parse_label, prime_codes,
                                      shard_streams)
-from wavegen.render.shard import STOP_IN_WINDOW, ShardRender, window_samples
+from wavegen.render.shard import (CHUNK_BYTES_PER_VALUE, MAX_CHUNK_VALUES, STOP_IN_WINDOW, ShardRender,
+                                  window_samples)
 from wavegen.render.writers import load_snapshot, reserve_open_files, snapshot_exists
 from wavegen.resolve import ModelRef, resolve_model
 from wavegen.signals import StopSignals
@@ -31,9 +32,15 @@ from wavegen.signals import logger as signals_logger
 
 logger = logging.getLogger("wavegen.render")
 
-# bytes held per sample of a window: codes (int64), its audio (float64 dequantized, float32),
-# float_to_int16's float64 and the int16 written
-WINDOW_BYTES_PER_SAMPLE = 8 + 8 + 4 + 8 + 2
+# Bytes a window holds per sample of each stream (measured with tracemalloc: tests/test_render_memory.py):
+# its codes (int64) and their PCM (int16, looked up from RenderJob.pcm_table). The guard holds a second
+# window of codes while it redraws (int64), and judges one stream at a time: per sample of that one
+# stream, its audio (float32, from audio_table) and guard_verdict's temporaries (a float64 copy, |x|,
+# frame and FFT arrays: 28-35 bytes measured). Writing adds one stream's bytes (int16, tobytes).
+WINDOW_BYTES_PER_SAMPLE = 8 + 2
+GUARD_BYTES_PER_SAMPLE = 8 + 8
+JUDGE_BYTES_PER_SAMPLE = 4 + 36  # of the one stream judged
+WRITE_BYTES_PER_SAMPLE = 2  # of the one stream written
 PRIME_BYTES_PER_SAMPLE = 8  # the prime's codes, copied per stream (int64) by the engine
 STOP_WHILE_PREPARING = "stopping once the model and engine are ready, before anything is written"
 
@@ -129,6 +136,10 @@ class RenderJob:
         # an engine of one stream when this process has none: it still resolves the backend
         self.engine = make_engine(model, max(len(self.ids), 1), settings.backend, device, settings.precision)
         self.q_levels, self.quantization = self.engine.q_levels, self.engine.spec["quantization"]
+        # every code's sample, computed once: a window is looked up, with none of dequantize's float64
+        # temporaries (a mu-law window's took 32 bytes a sample)
+        self.audio_table = dequantize(np.arange(self.q_levels), self.q_levels, self.quantization)
+        self.pcm_table = float_to_int16(self.audio_table)
         self.label_weights = parse_label(settings.label, list(self.engine.labels))
         self.prime, prime_sha256 = None, recorded_prime
         if settings.prime is not None and recorded_prime is None:
@@ -174,7 +185,7 @@ class RenderJob:
         window = min(window_samples(s, self.sr), self.total)  # a render shorter than a window makes less
         what = (f"the guard window of {streams} stream(s) (--guard-seconds {s.guard_seconds:g})" if s.guard else
                 f"a block of {streams} stream(s) (--block-seconds {s.block_seconds:g})")
-        check_fits(WINDOW_BYTES_PER_SAMPLE * streams * window, what,
+        check_fits(window_bytes(streams, window, min(s.block_seconds * self.sr, window), s.guard), what,
                    "lower --guard-seconds or --streams" if s.guard else "lower --block-seconds or --streams")
         if self.prime is not None:
             check_fits(PRIME_BYTES_PER_SAMPLE * streams * len(self.prime),
@@ -182,8 +193,12 @@ class RenderJob:
                        f"{s.prime})", "lower --prime-seconds or --streams")
 
     def to_audio(self, codes: np.ndarray) -> np.ndarray:
-        """codes [..., n] → float audio [..., n] in [-1, 1]."""
-        return dequantize(codes, self.q_levels, self.quantization)
+        """codes [..., n] int64 → float32 audio [..., n] in [-1, 1] (dequantize's values)."""
+        return self.audio_table[codes]
+
+    def to_pcm(self, codes: np.ndarray) -> np.ndarray:
+        """codes [..., n] int64 → int16 PCM [..., n], as float_to_int16(to_audio(codes)) gives it."""
+        return self.pcm_table[codes]
 
     def run(self, restart: bool, progress: bool) -> dict:
         """Every process: prepare the folder (first process), render this process's streams, then
@@ -194,6 +209,8 @@ class RenderJob:
         if done is not None:
             logger.info("%s: this render is already complete (%d stream(s) x %g s); nothing to do",
                         folder.out_dir, done["streams"], done["seconds"])
+            if procs.rank == 0:
+                folder.warn_if_changed(done)
             return done
         # one stop request for the whole render: a window being made is rewound (KeyboardInterrupt);
         # one that comes after the last window is made lets the render finish, and says so
@@ -260,6 +277,19 @@ class RenderJob:
                     report["backend"], f", {sessions} sessions" if sessions > 1 else "",
                     counts or "none", folder.out_dir)
         return folder.located(json.loads(json.dumps(report)))
+
+
+def window_bytes(streams: int, window: int, block: float, guard: bool) -> int:
+    """Peak bytes of numpy arrays a render's window of ``streams`` x ``window`` samples holds, beside the
+    engine's state: the window (WINDOW_BYTES_PER_SAMPLE, or the guard's terms) and one chunk of ``block``
+    samples per stream being drawn (:data:`~wavegen.render.shard.CHUNK_BYTES_PER_VALUE`, at most
+    MAX_CHUNK_VALUES of them)."""
+    if guard:
+        per_sample = max(GUARD_BYTES_PER_SAMPLE * streams, WINDOW_BYTES_PER_SAMPLE * streams + JUDGE_BYTES_PER_SAMPLE)
+    else:
+        per_sample = WINDOW_BYTES_PER_SAMPLE * streams + WRITE_BYTES_PER_SAMPLE
+    chunk_values = min(int(streams * max(1.0, block)), MAX_CHUNK_VALUES)
+    return int(per_sample * window + CHUNK_BYTES_PER_VALUE * chunk_values)
 
 
 def engine_threads(backend: str, streams: int, world: int) -> int | None:

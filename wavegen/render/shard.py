@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from wavegen.audio import float_to_int16
 from wavegen.generate import uniforms
 from wavegen.plotting import spectrogram_png
 from wavegen.progress import move_to, progress_bar, restart_clock
@@ -32,6 +31,11 @@ logger = logging.getLogger("wavegen.render")
 SNAPSHOT_VERSION = 1
 CHUNK_WALL_SECONDS = 0.5  # most engine work between two looks at SIGINT/SIGTERM
 MIN_CHUNK = 64  # samples
+# values (streams x samples) of one chunk at most, whatever --block-seconds or --streams: its uniforms
+# (float32) with engine.uniforms' uint64 temporaries take 24-32 bytes a value (measured: 24 + 8 / streams),
+# then the uniforms and the engine's codes (int64) 12; so at most 128 MiB
+MAX_CHUNK_VALUES = 1 << 22
+CHUNK_BYTES_PER_VALUE = 32
 # what the first Ctrl-C / SIGTERM does, as it is acknowledged: while windows are made, and once the last is
 STOP_IN_WINDOW = "rewinding to the start of the window and saving a snapshot"
 STOP_AFTER_LAST_WINDOW = "the last window is made: finishing the render (its files and report) instead of stopping"
@@ -80,7 +84,7 @@ class Generator:
         codes = np.empty((len(self.ids), n), dtype=np.int64)
         i = 0
         while i < n:
-            m = min(self.block, self.chunk_cap, n - i)
+            m = min(self.block, self.chunk_cap, n - i, max(1, MAX_CHUNK_VALUES // max(len(self.ids), 1)))
             tick = time.perf_counter()
             codes[:, i:i + m] = self.engine.generate(self.draw(start + i, m, attempts), self.temps)
             rate = m / max(time.perf_counter() - tick, 1e-6)
@@ -133,6 +137,7 @@ class ShardRender:
         self.snapshot_path = job.folder.snapshot_path(job.procs.rank)
         self.log = GuardLog(self.sr, report_name=REPORT_FILE)
         self.wall_before, self.sessions, self.snapshot_written = 0.0, 1, 0
+        self.resume_crc32s = None  # each file's CRC-32 at the snapshot resumed from (None: none recorded)
         self.t0 = time.perf_counter()
 
     def _io_error(self, path: Path, err: BaseException, written: int | None = None):
@@ -153,6 +158,7 @@ class ShardRender:
                                    f"{job.ids.tolist()}")
         self.log = GuardLog(self.sr, meta["events"], report_name=REPORT_FILE)
         self.wall_before, self.sessions = meta["wall_seconds"], meta["sessions"] + 1
+        self.resume_crc32s = meta.get("crc32")  # a snapshot of an older wavegen has none
         engine.reset(label_weights=job.label_weights)
         engine.load_state_dict(state)
         logger.info("resuming %s at %.1f s of %.1f s", job.folder.out_dir, written / self.sr, self.total / self.sr)
@@ -163,7 +169,7 @@ class ShardRender:
         writers.flush()
         meta = {"version": SNAPSHOT_VERSION, "params": self.job.params, "streams": self.job.ids.tolist(),
                 "events": self.log.events, "wall_seconds": self.wall_before + time.perf_counter() - self.t0,
-                "sessions": self.sessions, "complete": written >= self.total}
+                "sessions": self.sessions, "complete": written >= self.total, "crc32": writers.crc32s}
         try:
             save_snapshot(self.snapshot_path, self.engine.state_dict(), written, meta, keep_previous=True)
         except OSError as err:
@@ -189,7 +195,7 @@ class ShardRender:
                     self.sr, self.engine.backend, s.precision, f" (process {job.procs.rank} of {job.procs.world})"
                     if job.procs.world > 1 else "")
         writers = StreamWriters(job.folder.work_paths(job.ids), self.sr, s.format == "wav", resumed,
-                                lambda path, err: self._io_error(path, err))
+                                lambda path, err: self._io_error(path, err), self.resume_crc32s)
         ok = False
         try:
             with torch.inference_mode(), self._bar(written) as bar:
@@ -243,7 +249,7 @@ class ShardRender:
                            "%s: stopped at %.1f s; snapshot saved. Rerun the same command to resume",
                            stop.name, pos / self.sr)
                 raise KeyboardInterrupt from None
-            writers.write(float_to_int16(job.to_audio(codes)))
+            writers.write(job.to_pcm(codes))
             pos += n
             gen.show_speed()  # the time of the guard's verdict and the writing counted
             if pos - self.snapshot_written >= snapshot_every and pos < self.total:

@@ -25,6 +25,7 @@ import signal
 import struct
 import threading
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -83,14 +84,19 @@ class PCMWriter:
 
     ``resume_frames=N`` reopens an existing file and cuts it back to its first N samples. The
     WAV header's sizes are rewritten at every :meth:`flush` (which also fsyncs), so after a
-    crash the file is a valid WAV holding at least every flushed sample.
+    crash the file is a valid WAV holding at least every flushed sample. ``crc32``: the CRC-32 of
+    the samples' bytes so far (a resume reads them); ``resume_crc32``, the one recorded with the
+    snapshot: a file whose first N samples differ (rewritten by an editor, another format) is
+    refused, not continued into audio that is half something else.
     """
 
     HEADER_BYTES = WAV_HEADER_BYTES
 
-    def __init__(self, path: Path, sample_rate: int, wav: bool = True, resume_frames: int | None = None):
+    def __init__(self, path: Path, sample_rate: int, wav: bool = True, resume_frames: int | None = None,
+                 resume_crc32: int | None = None):
         self.path, self.sample_rate, self.wav = Path(path), int(sample_rate), wav
         header = self.HEADER_BYTES if wav else 0
+        self.crc32 = 0
         if resume_frames is None:
             self.file = open(self.path, "wb")
             self.frames = 0
@@ -103,15 +109,42 @@ class PCMWriter:
                 raise RenderStateError(f"{self.path} is missing: it was removed since the render's last snapshot "
                                        f"(which holds {resume_frames} samples of it); rerun with --restart to "
                                        "start over") from None
-            size = os.fstat(self.file.fileno()).st_size
-            if size < header + 2 * resume_frames or (wav and self.file.read(4) != b"RIFF"):
+            try:
+                self._check_resumable(resume_frames, resume_crc32)
+            except BaseException:
                 self.file.close()
-                raise RenderStateError(f"{self.path} holds {(size - header) // 2} samples, fewer than the "
-                                       f"{resume_frames} its snapshot claims: it was changed since; "
-                                       "rerun with --restart to start over")
+                raise
             self.file.truncate(header + 2 * resume_frames)
             self.file.seek(0, os.SEEK_END)
             self.frames = resume_frames
+
+    def _check_resumable(self, frames: int, crc32: int | None) -> None:
+        """RenderStateError unless the open file begins with ``frames`` samples as this writer wrote them:
+        its header (16-bit mono PCM at this rate, its data right after), its length, their CRC-32 (where
+        ``crc32`` is given); sets :attr:`crc32` from the file's samples."""
+        header = self.HEADER_BYTES if self.wav else 0
+        size = os.fstat(self.file.fileno()).st_size
+        changed = "it was changed since; rerun with --restart to start over"
+        if self.wav:
+            head = self.file.read(header)
+            # the header of an empty file of ours, but for the sizes (the data's is at least the snapshot's)
+            ours = struct.pack("<4sI4s4sIHHIIHH4s", b"RIFF", 0, b"WAVE", b"fmt ", 16, 1, 1, self.sample_rate,
+                               2 * self.sample_rate, 2, 16, b"data")
+            if len(head) < header or head[:4] + head[8:40] != ours[:4] + ours[8:]:
+                raise RenderStateError(f"{self.path} is not the 16-bit mono {self.sample_rate} Hz WAV this render "
+                                       f"writes (its header differs): {changed}")
+        if size < header + 2 * frames:
+            raise RenderStateError(f"{self.path} holds {(size - header) // 2} samples, fewer than the "
+                                   f"{frames} its snapshot claims: {changed}")
+        self.file.seek(header)
+        left, crc = 2 * frames, 0
+        while left:
+            block = self.file.read(min(left, 1 << 20))
+            crc, left = zlib.crc32(block, crc), left - len(block)
+        if crc32 is not None and crc != crc32:
+            raise RenderStateError(f"{self.path}: its first {frames} samples are not the ones this render wrote "
+                                   f"(their CRC-32 differs from its snapshot's): {changed}")
+        self.crc32 = crc
 
     def _header(self) -> bytes:
         data = 2 * self.frames
@@ -120,7 +153,9 @@ class PCMWriter:
 
     def write(self, pcm: np.ndarray) -> None:
         """pcm [n] int16."""
-        self.file.write(np.ascontiguousarray(pcm, dtype="<i2").tobytes())
+        data = np.ascontiguousarray(pcm, dtype="<i2").tobytes()
+        self.file.write(data)
+        self.crc32 = zlib.crc32(data, self.crc32)
         self.frames += len(pcm)
 
     def flush(self) -> None:
@@ -150,12 +185,15 @@ class StreamWriters:
     into the error to raise (it knows what is intact). Opening a later file failing closes the
     earlier ones."""
 
-    def __init__(self, paths: list[Path], sample_rate: int, wav: bool, resume_frames: int | None, io_error):
+    def __init__(self, paths: list[Path], sample_rate: int, wav: bool, resume_frames: int | None, io_error,
+                 resume_crc32s: list[int] | None = None):
         self.io_error = io_error
         self.writers: list[PCMWriter] = []
+        crcs = resume_crc32s if resume_crc32s is not None and len(resume_crc32s) == len(paths) else [None] * len(paths)
         try:
-            for path in paths:
-                self.writers.append(PCMWriter(path, sample_rate, wav=wav, resume_frames=resume_frames))
+            for path, crc in zip(paths, crcs):
+                self.writers.append(PCMWriter(path, sample_rate, wav=wav, resume_frames=resume_frames,
+                                              resume_crc32=crc))
         except OSError as err:
             self.abandon()
             raise io_error(Path(err.filename or path), err) from err
@@ -169,6 +207,11 @@ class StreamWriters:
                 action(w) if rows is None else action(w, rows[k])
             except OSError as err:
                 raise self.io_error(w.path, err) from err
+
+    @property
+    def crc32s(self) -> list[int]:
+        """Each file's CRC-32 of its samples so far (PCMWriter.crc32)."""
+        return [w.crc32 for w in self.writers]
 
     def write(self, pcm: np.ndarray) -> None:
         """pcm [B, n] int16, one row per writer."""
