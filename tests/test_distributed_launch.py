@@ -1,16 +1,20 @@
 """Training under a launcher (accelerate launch, torchrun): a refusal reads once, not once per
 process; a refusal only one process meets reaches every process with its message; and
-``accelerate launch --cpu --num_processes N``, which starts one process, says so.
+``accelerate launch --cpu --num_processes N``, which starts one process, says so. A launch that
+overruns its test is ended whole (:func:`run_launch`, :func:`kill_launch`: the other launch tests use them).
 
 The processes are real (accelerate's and torch's launchers start them; they talk over gloo)."""
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 
+import psutil
 import pytest
 
 from wavegen.distributed import asked_for_several_cpu_processes, leave_to_another_process
@@ -26,10 +30,40 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch(launcher: list[str], *args: str, cwd=None) -> subprocess.CompletedProcess:
+def kill_launch(launch: subprocess.Popen) -> None:
+    """End a launch that overran: the launcher and every process under it, then read its pipes to the end.
+    torchrun (and accelerate launch through it) starts its processes in sessions of their own, so they
+    outlive a launcher killed alone, still holding its stdout and stderr: a communicate() after that kill
+    waited for them, for gloo's 30 minutes where they hung at a collective (a test "hung" in CI)."""
+    try:
+        launcher = psutil.Process(launch.pid)
+        launcher.suspend()  # it starts no more while its tree is listed
+        tree = launcher.children(recursive=True)
+    except psutil.NoSuchProcess:  # it ended meanwhile: its processes, if any, are its own to end
+        tree = []
+    launch.kill()
+    for process in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    launch.communicate(timeout=60)
+
+
+def run_launch(args: list, timeout: float = 240, **popen) -> subprocess.CompletedProcess:
+    """subprocess.run(args, capture_output=True, text=True, timeout=timeout, **popen) for a launcher (torchrun,
+    accelerate launch, a recipe): past ``timeout``, the launch is ended whole (:func:`kill_launch`), then
+    TimeoutExpired."""
+    launch = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    try:
+        out, err = launch.communicate(timeout=timeout)
+    except BaseException:
+        kill_launch(launch)
+        raise
+    return subprocess.CompletedProcess(args, launch.returncode, out, err)
+
+
+def launch(launcher: list[str], *args: str, cwd=None, timeout: float = 240) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", *launcher, *args], capture_output=True, text=True, timeout=240,
-                          env=env, cwd=cwd)
+    return run_launch([sys.executable, "-m", *launcher, *args], timeout=timeout, env=env, cwd=cwd)
 
 
 def accelerate_two(*flags: str) -> list[str]:
@@ -143,3 +177,43 @@ def test_several_cpu_processes_asked_of_accelerate_launch_is_recognised(monkeypa
     monkeypatch.delenv("WORLD_SIZE")
     monkeypatch.setenv("ACCELERATE_USE_CPU", "False")
     assert not asked_for_several_cpu_processes()  # a GPU launch
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie, ended but not yet reaped by its parent, does not)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_a_launch_that_overruns_is_ended_with_its_processes(tmp_path):
+    """Both processes of a torchrun launch hang (here: sleep); ended, the launcher and both are gone within
+    seconds. (Killed alone, the launcher left them running, and the test waited on their pipes.)"""
+    script = tmp_path / "hang.py"
+    script.write_text("import os, time\n"
+                      f"path = os.path.join({str(tmp_path)!r}, 'pid' + os.environ['RANK'])\n"
+                      "open(path + '.tmp', 'w').write(str(os.getpid()))\n"
+                      "os.replace(path + '.tmp', path)\n"
+                      "time.sleep(600)\n")
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
+    started = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    pids = []
+    try:
+        deadline = time.monotonic() + 120
+        while not all((tmp_path / f"pid{rank}").is_file() for rank in (0, 1)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        pids = [int((tmp_path / f"pid{rank}").read_text()) for rank in (0, 1)]  # both hang now
+        start = time.perf_counter()
+        kill_launch(started)
+        took, left = time.perf_counter() - start, [pid for pid in pids if alive(pid)]
+    finally:
+        for pid in pids:  # whatever happened, no process of this test outlives it
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(pid).kill()
+        if started.poll() is None:
+            started.kill()
+            started.wait()
+    assert took < 30 and started.returncode is not None
+    assert left == []

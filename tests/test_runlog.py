@@ -1,9 +1,15 @@
-"""The run's logs for people: each step once in TensorBoard after a resume."""
+"""The run's logs for people: each step once in TensorBoard after a resume; closed when the training
+fails to start its steps."""
+
+import os
+from pathlib import Path
 
 import pytest
 from conftest import tiny_run_config as config_for
 
 import wavegen.train
+from wavegen.errors import WavegenError
+from wavegen.runlog import RunLog
 from wavegen.train import read_metrics, train
 
 
@@ -40,3 +46,45 @@ def test_a_resumed_run_shows_each_step_once_in_tensorboard(tiny_corpus, tmp_path
     assert [r["step"] for r in read_metrics(run) if "loss_bits" in r] == list(range(1, 9))
     assert tensorboard_steps(run, "train/loss_bits") == list(range(1, 9))
     assert tensorboard_steps(run, "val/nll_bits") == [5, 8]
+
+
+def open_files_under(folder) -> list[str]:
+    """The files under ``folder`` this process holds open (its /proc/self/fd links)."""
+    fds = Path("/proc/self/fd")
+    held = []
+    for fd in fds.iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:  # the descriptor closed while listed (iterdir's own)
+            continue
+        if target.startswith(f"{folder}/"):
+            held.append(target)
+    return sorted(held)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads the open files in /proc/self/fd")
+def test_the_logs_of_a_training_whose_samples_fail_to_start_are_closed(tiny_corpus, tmp_path):
+    """The logs are opened before the samples and the batch stream; when the samples failed to start
+    (here RUN/samples cannot even be looked at: a link to a name too long for the filesystem), the error
+    reached the caller with metrics.jsonl and TensorBoard's event file left open (and TensorBoard's writer
+    thread running), in this process for good (a notebook, or a second train())."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "samples").symlink_to("x" * 300)
+    config = config_for(tiny_corpus, "train.max_steps=2", "train.sample_interval=1")
+    with pytest.raises(WavegenError) as raised:
+        train(config, run, progress=False)
+    assert f"{run / 'samples'}" in str(raised.value) and "File name too long" in str(raised.value)
+    assert (run / "metrics.jsonl").is_file() and list((run / "tb").glob("events.*"))  # the logs were opened
+    assert open_files_under(run) == []  # and closed, while the error (and the run it holds) is still alive
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads the open files in /proc/self/fd")
+def test_the_metrics_file_is_closed_when_tensorboard_cannot_start(tmp_path):
+    # RUN/tb taken by a file (train checks it first, runlog.check_log_paths; here it appears after): RunLog opened
+    # metrics.jsonl, then TensorBoard's writer failed, and the file stayed open
+    (tmp_path / "tb").write_text("not a folder")
+    with pytest.raises(OSError) as raised:
+        RunLog(tmp_path, 0, 10, True, False)
+    assert f"{tmp_path / 'tb'}" in str(raised.value) and (tmp_path / "metrics.jsonl").is_file()
+    assert open_files_under(tmp_path) == []  # while the error (and the half-made RunLog it holds) is alive

@@ -27,6 +27,7 @@ import torch
 from conftest import prepared_corpus
 from process_helpers import cli_recording_threads, gloo_threads_left
 from safetensors.torch import load_file
+from test_distributed_launch import kill_launch, run_launch
 
 from wavegen.fileio import FolderLock
 from wavegen.models import resolve_preset
@@ -78,7 +79,8 @@ def start_train(corpus, run, processes: int, *extra: str, launcher: str = "torch
 
 def finish(*launches: subprocess.Popen) -> None:
     """Wait for launches (started side by side: each is mostly seconds of importing torch, and its
-    results do not depend on how the CPUs were shared); each must succeed."""
+    results do not depend on how the CPUs were shared); each must succeed. One that overran (or is left
+    by a failure) is ended whole: the launcher and its processes (kill_launch)."""
     try:
         for launch in launches:
             _, err = launch.communicate(timeout=240)
@@ -86,8 +88,7 @@ def finish(*launches: subprocess.Popen) -> None:
     finally:
         for launch in launches:
             if launch.poll() is None:
-                launch.kill()
-                launch.communicate()
+                kill_launch(launch)
 
 
 def losses(run) -> dict[int, float]:
@@ -187,8 +188,7 @@ def test_a_busy_run_folder_stops_every_process_of_a_launch(runs, tmp_path):
     args += [a for s in SETTINGS for a in ("--set", s)]
     with FolderLock(run, "training run"):
         start = time.perf_counter()
-        done = subprocess.run(args, capture_output=True, text=True, timeout=240,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        done = run_launch(args, env={**os.environ, "OMP_NUM_THREADS": "1"})
         elapsed = time.perf_counter() - start
     assert done.returncode != 0 and elapsed < 200
     # the refusal is said once (by the first process; the other waits, silent, for torchrun to end it), not once per process
@@ -246,7 +246,7 @@ def test_a_write_only_the_main_process_makes_stops_every_process_with_one_line(r
             "--run-dir", str(run), "--max-steps", str(STEPS)]
     args += [a for s in SETTINGS for a in ("--set", s)]
     start = time.perf_counter()
-    done = subprocess.run(args, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = run_launch(args, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode != 0 and time.perf_counter() - start < 200
     assert done.stderr.count("wavegen train: error:") == 1, done.stderr
     assert f"{run / blocker}" in done.stderr and "Connection closed" not in done.stderr, done.stderr
@@ -254,3 +254,51 @@ def test_a_write_only_the_main_process_makes_stops_every_process_with_one_line(r
     assert not (run / "checkpoints" / "step_2").exists()
     if blocker == "best.old":
         assert (run / "best.old").read_text() == "mine"
+
+
+# The CLI in each process of a launch, with validation wrapped: after step 2's, the first process sends SIGINT to
+# the launcher (as a terminal's Ctrl-C does: torchrun starts its processes in sessions of their own, and hands the
+# signal on to each); every process then waits until the signal has reached it, so the stop falls at step 3 on all.
+# Each process's exit code goes into EXIT_DIR/RANK.
+_CTRL_C_AT_STEP_2 = """import os, signal, sys, time
+import wavegen.train
+real = wavegen.train._validate
+def validate(run):
+    real(run)
+    if run.step == 2 and os.environ.get("CTRL_C") == "1":
+        if run.main:
+            os.kill(os.getppid(), signal.SIGINT)
+        deadline = time.monotonic() + 120
+        while not signal.getsignal(signal.SIGINT).__self__.requested and time.monotonic() < deadline:
+            time.sleep(0.01)
+wavegen.train._validate = validate
+from wavegen.cli import main
+code = main(sys.argv[1:])
+open(os.path.join(os.environ["EXIT_DIR"], os.environ["RANK"]), "w").write(str(code))
+raise SystemExit(code)
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_under_torchrun_saves_once_said_and_resumes_exactly(runs, tmp_path):
+    """Ctrl-C (SIGINT to the launcher, which hands it on to every process): each process finishes the step, the
+    checkpoint is saved, each exits 130, what the stop does is said once (it was said by every process); the same
+    command then trains on to exactly the run that was never stopped (weights bit for bit, every loss)."""
+    script = tmp_path / "ctrl_c.py"
+    script.write_text(_CTRL_C_AT_STEP_2)
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), "-q",
+            "train", "--data", str(runs["corpus"]), "--model", "samplernn-tiny", "--run-dir", str(run),
+            "--max-steps", str(STEPS)]
+    args += [a for s in SETTINGS + ["train.grad_accum=2"] for a in ("--set", s)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "EXIT_DIR": str(tmp_path)}
+    stopped = run_launch(args, env={**env, "CTRL_C": "1"})
+    assert [(tmp_path / str(rank)).read_text() for rank in (0, 1)] == ["130", "130"], stopped.stderr[-3000:]
+    assert stopped.stderr.count("SIGINT: finishing the step and saving a checkpoint") == 1, stopped.stderr[-3000:]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_2", "step_3"]
+    resumed = run_launch(args, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert losses(run) == losses(runs["two"])
+    for name in (MODEL_FILE, AVERAGED_MODEL):
+        wa, wb = weights(run, name=name), weights(runs["two"], name=name)
+        assert sorted(wa) == sorted(wb) and all(torch.equal(wa[k], wb[k]) for k in wa), name

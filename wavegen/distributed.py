@@ -4,6 +4,7 @@ starts, and how it ends."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
@@ -39,6 +40,22 @@ def leave_to_another_process(err: BaseException) -> bool:
     same arguments and files give the same error on one machine; another machine may differ)."""
     rank, local_rank = launch_rank()
     return rank != 0 and (getattr(err, "every_process", False) or local_rank != 0)
+
+
+@contextlib.contextmanager
+def first_process_says(logger_name: str):
+    """While inside: the warnings (and info) of logger ``logger_name`` said by the first process of a launch
+    alone (launch_rank: known before any process group exists); its errors by every process. A Ctrl-C reaches
+    every process of a launch (torchrun hands it on to each), and each would say the same."""
+    if launch_rank()[0] == 0:
+        yield
+        return
+    log, errors_only = logging.getLogger(logger_name), (lambda record: record.levelno >= logging.ERROR)
+    log.addFilter(errors_only)
+    try:
+        yield
+    finally:
+        log.removeFilter(errors_only)
 
 
 LAUNCHER_WAIT_SECONDS = 10.0  # wait_for_the_launcher's, by default

@@ -40,7 +40,7 @@ from wavegen.checkpoint import load_checkpoint, newest_intact, prune_checkpoints
 from wavegen.config import ConfigError, TrainConfig, from_dict
 from wavegen.corpus import Corpus
 from wavegen.data import BatchBuildingStopped, BatchStream, batch_warnings, make_batches
-from wavegen.distributed import end_accelerator, make_accelerator
+from wavegen.distributed import end_accelerator, first_process_says, make_accelerator
 from wavegen.fileio import check_writable, write_json
 from wavegen.models import build_model, model_config
 from wavegen.render.album import ensure_run_profile
@@ -49,6 +49,7 @@ from wavegen.runlog import RunLog, check_log_paths
 from wavegen.runlog import read_metrics  # noqa: F401  (the public reader, as wavegen.train.read_metrics)
 from wavegen.samples import TrainingSamples, run_key
 from wavegen.signals import StopSignals
+from wavegen.signals import logger as signals_logger
 from wavegen.trainstate import (Carry, NonFiniteWatch, WeightAverage, agree, broadcast, check_resume, checked,
                                 lr_factor, on_main, resume_warnings)
 
@@ -182,7 +183,8 @@ def train(config: dict, run_dir: str | Path, progress: bool = True, stop: StopSi
     step it started from); later, the step finishes and a checkpoint is saved. ``stop``: the
     StopSignals a caller installed before this call (the CLI's, before its imports), else train's own.
     """
-    with nullcontext(stop) if stop is not None else StopSignals() as stop:
+    # what a stop signal will do is said once, by the first process of a launch (each of them hears it)
+    with nullcontext(stop) if stop is not None else StopSignals() as stop, first_process_says(signals_logger.name):
         stop.message = STOP_STARTING
         return _train(config, Path(run_dir), progress, stop)
 

@@ -52,6 +52,24 @@ case "$config" in
   *) config_file=recipes/accelerate/$config.yaml ;;
 esac
 [ -f "$config_file" ] || { echo "no accelerate config $config_file" >&2; exit 2; }
+whole_number() {  # whole_number OPTION VALUE LEAST: exit 2 unless VALUE is a whole number, at least LEAST
+  case "$2" in ''|*[!0-9]*) ;; *) [ "$((10#$2))" -ge "$3" ] && return 0 ;; esac
+  echo "$0: $1 takes a whole number (at least $3), not '$2'" >&2
+  exit 2
+}
+[ -z "$num_processes" ] || { whole_number --num-processes "$num_processes" 1; num_processes=$((10#$num_processes)); }
+[ -z "$machine_rank" ] || { whole_number --machine-rank "$machine_rank" 0; machine_rank=$((10#$machine_rank)); }
+# what the named one-machine configs would not do as asked (accelerate runs them anyway: one process; machine 0)
+if [ "$config" = one_gpu ] && [ "${num_processes:-1}" -gt 1 ]; then
+  echo "$0: --config one_gpu runs one process; for $num_processes on this machine give --config one_node" \
+       "--num-processes $num_processes" >&2
+  exit 2
+fi
+if [[ "$config" = one_gpu || "$config" = one_node ]] && [ "${machine_rank:-0}" != 0 ]; then
+  echo "$0: --machine-rank $machine_rank is for a training over several machines (--config multi_node or a" \
+       "FILE.yaml of yours); --config $config runs on this machine alone" >&2
+  exit 2
+fi
 source recipes/stages.sh  # checks --stage and --stop-stage (exit 2 on anything but a stage number), makes DIR/.done
 main_machine=true
 [ -n "$machine_rank" ] && [ "$machine_rank" != 0 ] && main_machine=false
@@ -119,7 +137,11 @@ if $main_machine; then
     wavegen eval "$dir/run" --data "$dir/corpus" --split test --device "$device"
   run_model_stage 4 "$dir/run" "render 4 streams x 30 s" render
   echo
-  made="Model: $dir/run/best/"
-  [ -f "$dir/.done/4" ] && made="$made; renders: $dir/renders/"  # stage 4 ran (now or before)
-  echo "$made; curves: tensorboard --logdir $dir/run/tb"
+  if [ -f "$dir/run/best/model.safetensors" ]; then
+    made="Model: $dir/run/best/"
+    [ -f "$dir/.done/4" ] && made="$made; renders: $dir/renders/"  # stage 4 ran (now or before)
+    echo "$made; curves: tensorboard --logdir $dir/run/tb"
+  else  # the stages run so far made none (say, --stop-stage 1)
+    echo "No model yet in $dir/run/best/: stage 2 trains it"
+  fi
 fi
