@@ -11,8 +11,8 @@ from safetensors.torch import load_file
 from conftest import save_tiny_model
 from wavegen import bench as bench_module
 from wavegen import cli, generate
-from wavegen.bench import (bench_generation, build_engine, format_profile, format_table, load_bench_model,
-                           profile_generation)
+from wavegen.bench import bench_generation, build_engine, format_table, load_bench_model
+from wavegen.bench_profile import format_profile, profile_generation
 from wavegen.engine import Engine, uniforms
 from wavegen.errors import WavegenError
 from wavegen.resolve import resolve_model
@@ -215,8 +215,10 @@ def test_profile_parts_count_the_model_and_time_the_engine():
         independent = _cpu_us_per_step(prof["backend"], prof["batch"])
         assert 1 / 3 < prof["full_us"] / independent < 3, (prof["full_us"], independent)
     assert "dilated convs (12 x 48x48)" in format_profile(result)
-    with pytest.raises(WavegenError, match="cannot be profiled"):
-        profile_generation("wavenet-tiny", ["torch"], [1])
+    with pytest.raises(WavegenError) as caught:
+        profile_generation("wavenet-tiny", ["torch", "numba", "numba-int8"], [1])
+    assert str(caught.value) == ("--backends torch,numba-int8: --profile times the parts of the numba engines (numba, "
+                                 "numba-fp16, numba-bf16); torch, numba-int8 cannot be profiled")
 
 
 def test_profile_of_samplernn_counts_every_tier():
@@ -298,3 +300,108 @@ def test_the_backend_check_builds_no_engine_the_rows_do_not_need(monkeypatch):
         bench_module.check_backends(spec, ["numba"], [1, 8, 64])
     with pytest.raises(WavegenError, match=r"^--backends numba-int9: "):
         bench_module.check_backends(spec, ["numba-int9"], [1, 8])
+
+
+def test_a_bare_json_prints_the_results_instead_of_the_table(capsys):
+    """--json alone (nargs="?") prints one JSON object on stdout, as eval's and info's do; --json FILE keeps
+    writing the file beside the table (above). A bare --json before --model takes no word from it."""
+    assert cli.main(["-q", "bench", "--json", "--model", "wavenet-tiny", "--backends", "numba", "--batch", "1",
+                     "--samples", "50", "--repeats", "1", "--threads", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)  # the whole of stdout: no table beside it
+    assert result["mode"] == "generation" and [(r["backend"], r["batch"]) for r in result["rows"]] == [("numba", 1)]
+
+
+def test_profile_counts_are_named_before_the_machine_is_measured(capsys):
+    """--profile --samples 0 was a ZeroDivisionError traceback; --batch 0 said "streams=0: need at least one"
+    after the machine's measurement (seconds)."""
+    told = []
+    for kwargs, message in (({"samples": 0}, "--samples 0: must be at least 1"),
+                            ({"batches": [1, -1]}, "--batch -1: must be at least 1")):
+        with pytest.raises(WavegenError) as caught:
+            profile_generation("wavenet-tiny", ["numba"], **{"batches": [1], **kwargs}, progress=told.append)
+        assert str(caught.value) == message
+    assert told == []
+    assert cli.main(["bench", "--profile", "--model", "wavenet-tiny", "--samples", "0"]) == 2
+    assert capsys.readouterr().err == "wavegen bench: error: --samples 0: must be at least 1\n"
+
+
+def test_a_profile_that_will_take_long_is_announced_with_an_estimate_before_it_runs(monkeypatch, caplog):
+    """--profile --samples of hours said nothing while the step's runs went on: the estimate comes from a
+    short run, as generation timing's rows; the bound is lowered here so that a real row crosses it."""
+    monkeypatch.setattr(bench_module, "LONG_ROW_SECONDS", 0.0)
+    with caplog.at_level("WARNING", logger="wavegen.bench"):
+        result = profile_generation("samplernn-tiny", ["numba"], [1], samples=4096, dram_mbytes=32)
+    (line,) = [r.getMessage() for r in caplog.records if "about" in r.getMessage()]
+    assert line.startswith("numba batch 1: the whole step is timed on 6 runs of 4096 samples per stream: about ")
+    estimate = float(line.split("about ")[1].split(" s ")[0])
+    step_seconds = result["profiles"][0]["full_us"] * 1e-6 * 4096 * 6  # CPU time: the same work as the estimate's
+    assert step_seconds / 5 - 0.1 <= estimate <= step_seconds * 5 + 1, (estimate, step_seconds)
+    monkeypatch.setattr(bench_module, "LONG_ROW_SECONDS", 3600.0)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="wavegen.bench"):
+        profile_generation("samplernn-tiny", ["numba"], [1], samples=256, dram_mbytes=32)
+    assert "about" not in caplog.text
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_long_timed_run_within_seconds_and_writes_no_json(tmp_path):
+    """A timed run was one generate call (numba returns to Python only at its end): a Ctrl-C 12 s into a
+    26 s run waited for the rest of it. Now a run goes in calls of about a second."""
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "bench.json"
+    proc = subprocess.Popen([sys.executable, "-m", "wavegen", "bench", "--model", "samplernn-tiny", "--backends",
+                             "numba", "--batch", "1", "--samples", "3000000", "--repeats", "1", "--threads", "1",
+                             "--json", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert "samples per stream" in proc.stderr.readline()  # the row begins: engine, warm-up, then the run
+    time.sleep(6)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and err.strip().endswith("wavegen bench: interrupted")
+    assert time.monotonic() - sent < 8, time.monotonic() - sent
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_threads_beyond_the_cores_are_said_with_what_runs(caplog):
+    """--threads 64 on 2 cores: numba ran 2 threads silently (its most), torch 64 on 2 cores."""
+    import os
+
+    import numba
+
+    from wavegen.bench import set_threads
+
+    before = torch.get_num_threads(), numba.get_num_threads()
+    try:
+        with caplog.at_level("WARNING", logger="wavegen.bench"):
+            set_threads(os.cpu_count())
+            assert caplog.text == ""
+            set_threads(os.cpu_count() + 3)
+        most = min(os.cpu_count() + 3, numba.config.NUMBA_NUM_THREADS)
+        assert caplog.messages == [f"--threads {os.cpu_count() + 3}: this machine has {os.cpu_count()} logical CPUs; "
+                                   f"torch's {os.cpu_count() + 3} threads share them, numba runs {most}"]
+        assert numba.get_num_threads() == most
+    finally:
+        torch.set_num_threads(before[0])
+        numba.set_num_threads(before[1])
+
+
+def test_torch_samples_without_a_torch_row_is_refused_not_ignored(capsys, timings):
+    assert cli.main(["bench", "--model", "wavenet-tiny", "--backends", "numba", "--batch", "1",
+                     "--torch-samples", "5"]) == 2
+    assert capsys.readouterr().err == ("wavegen bench: error: --torch-samples 5: it sets the torch rows' samples, "
+                                       "and --backends numba has none; leave it out (or add torch to --backends)\n")
+    assert timings == []
+
+
+def test_an_auto_row_names_the_engine_it_measured():
+    """--backends auto made a row named "auto": what was measured was not said."""
+    from wavegen.generate import choose_backend
+
+    result = bench_generation("wavenet-tiny", ["auto", "torch"], [2], samples=64, repeats=1, threads=1)
+    chosen = choose_backend("wavenet", 2)
+    assert [r["backend"] for r in result["rows"]] == [f"auto ({chosen})", "torch"]
+    assert f"auto ({chosen})" in format_table(result)

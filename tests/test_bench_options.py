@@ -110,12 +110,13 @@ class Measured(Exception):
 def measured(monkeypatch, tmp_path):
     """Every measurement of wavegen bench patched to raise Measured; the tests run in tmp_path."""
     import wavegen.bench
+    import wavegen.bench_profile
     import wavegen.bench_train
 
     def measure(*args, **kwargs):
         raise Measured
 
-    for module, name in ((wavegen.bench, "bench_generation"), (wavegen.bench, "profile_generation"),
+    for module, name in ((wavegen.bench, "bench_generation"), (wavegen.bench_profile, "profile_generation"),
                          (wavegen.bench_train, "bench_training")):
         monkeypatch.setattr(module, name, measure)
     monkeypatch.chdir(tmp_path)

@@ -151,7 +151,8 @@ def test_a_bad_count_is_named_with_its_flag_and_value(capsys):
                                    (dict(warmup=-1), ["--warmup-steps", "-1"], "--warmup-steps -1: must be at least 0"),
                                    (dict(batches=[2, 0]), ["--batch", "2,0"], "--batch 0: must be at least 1"),
                                    (dict(seq_len=0), ["--seq-len", "0"], "--seq-len 0: must be at least 1"),
-                                   (dict(grad_accum=0), ["--grad-accum", "0"], "--grad-accum 0: must be at least 1")):
+                                   (dict(grad_accum=0), ["--grad-accum", "0"], "--grad-accum 0: must be at least 1"),
+                                   (dict(num_workers=-1), ["--workers", "-1"], "--workers -1: must be at least 0")):
         with pytest.raises(ConfigError) as caught:
             bench_training("samplernn-tiny", **kwargs)
         assert str(caught.value) == message

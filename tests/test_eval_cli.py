@@ -56,3 +56,23 @@ def test_untrained_weights_are_said_to_be_a_baseline(corpus, tmp_path, capsys, c
     with caplog.at_level("WARNING"):
         assert main(["eval", str(tmp_path.parent / "nothing"), "--data", str(corpus)]) == 2
     assert "untrained" not in caplog.text
+
+
+def test_json_takes_a_file_or_prints_and_a_model_after_a_bare_json_is_the_model(model, corpus, tmp_path, capsys):
+    """--json [FILE], as in info and bench: --json FILE writes the JSON and prints the text; a model folder
+    after a bare --json is the model (argparse gave it to --json as its FILE); a word that names no model
+    there stays the FILE, and the missing model is said with where the word went."""
+    base = ["-q", "eval", "--data", str(corpus), "--max-seconds", "0.1"]
+    assert main([*base, str(model), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert main([*base, "--json", str(model)]) == 0
+    assert json.loads(capsys.readouterr().out) == printed
+    out = tmp_path / "scores" / "eval.json"
+    assert main([*base, str(model), "--json", str(out)]) == 0
+    assert capsys.readouterr().out.startswith("test: ") and json.loads(out.read_text()) == printed
+    assert main([*base, "--json", str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err.endswith(f"(--json took {tmp_path / 'nope'} as the file to write: give the model "
+                                            "before --json)\n")
+    assert main([*base, str(model), "--json", str(tmp_path)]) == 2  # a folder: refused before the scoring
+    assert f"--json {tmp_path}: is a folder; give a file name (e.g. {tmp_path / 'eval.json'})" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores"]

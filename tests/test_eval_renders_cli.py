@@ -79,11 +79,11 @@ def test_undecodable_renders_are_skipped_and_counted_in_the_report_and_json(albu
     assert f"{folder}: no audio file can be analysed (take2.wav: cannot decode audio" in err and "\n" not in err
 
 
-def test_a_folder_of_render_folders_names_them_and_json_with_a_file_name_says_json_prints(album, tmp_path,
-                                                                                           capsys):
+def test_a_folder_of_render_folders_names_them_and_json_with_a_file_name_writes_it(album, tmp_path, capsys):
     """--renders given the folder above two render folders: "no audio files" now names the subfolders
-    that hold some. --json out.json took out.json for the model ("no such preset"): now it says --json
-    prints (bench's takes a file)."""
+    that hold some. --json out.json took out.json for the model ("no such preset"), then was refused: now
+    --json FILE writes the JSON there (as bench's does) and the table prints; a run folder after a bare
+    --json is the model, not the file."""
     corpus, renders = album
     for take in ("take_a", "take_b"):
         (tmp_path / "all" / take).mkdir(parents=True)
@@ -91,6 +91,10 @@ def test_a_folder_of_render_folders_names_them_and_json_with_a_file_name_says_js
     assert main(["-q", "eval", "--renders", str(tmp_path / "all"), "--data", str(corpus)]) == 2
     err = capsys.readouterr().err
     assert "no audio files (.wav" in err and "its subfolder(s) take_a, take_b hold audio files: give one of them" in err
-    out = tmp_path / "out.json"
-    assert main(["-q", "eval", "--renders", str(renders), "--data", str(corpus), "--json", str(out)]) == 2
-    assert f"{out}: no such model; --json prints the result and takes no file name" in capsys.readouterr().err
+    out = tmp_path / "out" / "compare.json"
+    assert main(["-q", "eval", "--renders", str(renders), "--data", str(corpus), "--max-seconds", "2",
+                 "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"renders {renders} (") and "{" not in printed  # the table, not the JSON
+    result = json.loads(out.read_text())
+    assert result["model"] is None and result["render_files"] and result["split"] == "test"

@@ -1,7 +1,15 @@
 """wavegen info's text: every line a person reads is the model's fact, in a form read at a glance."""
 
+import argparse
+import json
+
+import pytest
+from conftest import save_tiny_model
+
 from wavegen import cli
-from wavegen.models import build_model, resolve_preset
+from wavegen.cli.options import emit_json
+from wavegen.errors import WavegenError
+from wavegen.models import build_model, preset_names, resolve_preset
 
 
 def test_info_text_states_the_presets_facts(capsys):
@@ -14,22 +22,73 @@ def test_info_text_states_the_presets_facts(capsys):
     assert lines["sample_rate"] == str(config["data"]["sample_rate"])
     assert lines["torch"] == "available"
     assert cli.main(["info", "wavenet-tiny", "--json"]) == 0  # the JSON keeps the number
-    import json
-
     assert json.loads(capsys.readouterr().out)["parameters"] == n
 
 
-def test_json_followed_by_a_file_name_says_that_json_prints(tmp_path, capsys):
-    """bench's --json takes a file; info's prints. "info --json out.json" made out.json the model, and
-    said only "no such preset": now it says what --json does. A config .json that is there is a model."""
-    out = tmp_path / "out.json"
-    assert cli.main(["info", "--json", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert f"{out}: no such model; --json prints the result and takes no file name: to keep it in a file, " \
-           f"write --json > {out}" in err
-    assert not out.exists()
-    import json
+def info_json(capsys, *argv):
+    assert cli.main(["info", *argv]) == 0
+    return json.loads(capsys.readouterr().out)
 
-    out.write_text(json.dumps(resolve_preset("wavenet-tiny")))
-    assert cli.main(["info", "--json", str(out)]) == 0
-    assert json.loads(capsys.readouterr().out)["model_type"] == "wavenet"
+
+def test_a_bare_json_before_or_after_the_model_prints_the_same(tmp_path, capsys):
+    """--json [FILE] (argparse nargs="?") took the word after a bare --json as its FILE: `info --json RUN`
+    would have written the presets into RUN. A word that names a model that is there is the model."""
+    model = save_tiny_model(tmp_path / "tiny")
+    after = info_json(capsys, str(model), "--json")
+    assert after["model"] == str(model) and after["model_type"] == "samplernn"
+    assert info_json(capsys, "--json", str(model)) == after
+    assert info_json(capsys, "--json", "-", str(model)) == after  # --json -: stdout, said outright
+    assert info_json(capsys, "--json", "wavenet-tiny")["model_type"] == "wavenet"
+    config = tmp_path / "cfg.json"  # a config file there is a model, never a file to overwrite
+    config.write_text(json.dumps(resolve_preset("wavenet-tiny")))
+    before = config.read_bytes()
+    assert info_json(capsys, "--json", str(config))["model_type"] == "wavenet"
+    assert config.read_bytes() == before
+
+
+def test_json_with_a_file_writes_it_and_prints_the_text(tmp_path, capsys):
+    out = tmp_path / "new" / "info.json"
+    assert cli.main(["info", "wavenet-tiny", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "model: preset wavenet-tiny (random weights)" in printed.splitlines()
+    assert json.loads(out.read_text())["model_type"] == "wavenet"
+    presets = tmp_path / "presets.json"  # no model: the presets, as `info --json` prints them
+    assert cli.main(["info", "--json", str(presets)]) == 0
+    assert capsys.readouterr().out.startswith("presets:\n")
+    assert set(json.loads(presets.read_text())) == set(preset_names())
+
+
+def test_a_missing_model_after_a_bare_json_is_named_not_written_as_the_presets(tmp_path, capsys):
+    typo = tmp_path / "runs" / "mine"
+    assert cli.main(["info", "--json", str(typo)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"wavegen info: error: {typo}: no such preset, model folder or run folder (to write the presets "
+                   f"to {typo}: wavegen info --presets --json {typo})\n")
+    assert not (tmp_path / "runs").exists()
+    assert cli.main(["info", "--presets", "--json", str(typo)]) == 0  # asked for: written
+    assert "wavenet-tiny" in json.loads(typo.read_text())
+
+
+def test_a_json_file_that_cannot_be_written_is_one_line_naming_it_and_leaves_no_part(tmp_path, capsys):
+    assert cli.main(["info", "wavenet-tiny", "--json", str(tmp_path)]) == 2  # a folder: refused before the work
+    assert capsys.readouterr().err == (f"wavegen info: error: --json {tmp_path}: is a folder; give a file name "
+                                       f"(e.g. {tmp_path / 'info.json'})\n")
+    gone = tmp_path / "gone" / "out.json"  # its folder went away after the check: the write fails
+    with pytest.raises(WavegenError) as caught:
+        emit_json(argparse.Namespace(json=str(gone)), {"a": float("nan")}, kept="the text above has it")
+    assert str(caught.value).startswith(f"--json {gone}: cannot write it (") and "the text above has it" in str(caught.value)
+    assert not gone.parent.exists()
+    kept = tmp_path / "kept.json"  # a write that works replaces the file whole; NaN is null (standard JSON)
+    kept.write_text("old")
+    emit_json(argparse.Namespace(json=str(kept)), {"a": float("nan")})
+    assert json.loads(kept.read_text()) == {"a": None} and sorted(p.name for p in tmp_path.iterdir()) == ["kept.json"]
+
+
+def test_a_model_with_presets_or_a_checkpoint_without_a_model_is_refused_not_ignored(capsys):
+    """Both listed the presets and ignored the rest."""
+    for argv, message in ((["wavenet-tiny", "--presets"], "--presets lists the presets, wavenet-tiny is a model to "
+                                                           "describe: give one of them"),
+                          (["--checkpoint", "last"], "--checkpoint last goes with a run folder: wavegen info RUN "
+                                                     "--checkpoint last")):
+        assert cli.main(["info", *argv]) == 2
+        assert capsys.readouterr() == ("", f"wavegen info: error: {message}\n")

@@ -14,7 +14,7 @@ cuda backend's two paths (otherwise chosen by stream count) ``cuda:path=small``,
 ``cuda-bf16:path=large`` (:func:`parse_backend`); every row's engine comes from
 :func:`wavegen.generate.make_engine`, and a row keeps the name it was given.
 
-Profile (:func:`profile_generation`, ``--profile``): where the numba engines' time goes.
+Profile (``--profile``, where the numba engines' time goes) is :mod:`wavegen.bench_profile`.
 Training speed (``wavegen bench --train``) is :mod:`wavegen.bench_train`; the plot of samples/s
 against batch is :func:`wavegen.plotting.speed_png`. Generation and profile need torch, numpy
 and numba only; the sample rate of a model comes from :func:`wavegen.resolve.resolve_model`.
@@ -42,6 +42,7 @@ WARMUP_SAMPLES = 128  # per stream, untimed, before a row's timed runs
 # a row whose timed runs are estimated to take longer is announced with its estimate (from a short run
 # timed first): --samples 1e8 ran for 40 minutes with nothing said
 LONG_ROW_SECONDS = 120.0
+INTERRUPT_SECONDS = 1.0  # a timed run goes in generate calls of about this long: Ctrl-C is taken between two
 
 
 # ----- the machine ---------------------------------------------------------------------------------
@@ -63,12 +64,18 @@ def set_threads(threads: int | None) -> None:
     if threads < 1:
         raise ConfigError(f"--threads {threads}: need at least one")
     torch.set_num_threads(threads)
+    numba_most = None
     try:
         import numba
 
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        numba_most = numba.config.NUMBA_NUM_THREADS
+        numba.set_num_threads(min(threads, numba_most))
     except ImportError:
         pass
+    cpus = os.cpu_count()
+    if cpus is not None and threads > cpus:  # said: the rates measured are not those of `threads` cores
+        logger.warning("--threads %d: this machine has %d logical CPUs; torch's %d threads share them%s", threads,
+                       cpus, threads, "" if numba_most is None else f", numba runs {min(threads, numba_most)}")
 
 
 def machine_info(device: str = "cpu") -> dict:
@@ -114,7 +121,7 @@ def load_bench_model(model: str, seed: int = 0, checkpoint: str | None = None) -
     return net.inference_spec(), facts
 
 
-def _whole_frames(spec: dict, n: int) -> int:
+def whole_frames(spec: dict, n: int) -> int:
     """SampleRNN: round n up to whole top frames, so every tier runs its share of the time."""
     if spec["family"] != "samplernn":
         return n
@@ -281,22 +288,23 @@ def time_generation(engine, samples: int, warmup: int, repeats: int, seed: int =
     """Warm the engine up (untimed), then time ``repeats`` runs of ``samples`` per stream.
 
     estimate: called as ``estimate(seconds)`` before the timed runs with how long they will take, about
-    (from a short run, of up to 8 x ``warmup`` samples, timed after the warm-up); None: no such run.
+    (from a short run, of up to 8 x ``warmup`` samples, timed after the warm-up); None: no such run. With
+    it, each run goes in calls of about INTERRUPT_SECONDS, so a Ctrl-C stops the bench within one.
     Returns the best run's wall and CPU seconds and every run's wall seconds.
     """
     streams = np.arange(engine.streams)
     engine.generate(uniforms(seed, streams, 0, warmup))
-    position, walls, cpus = warmup, [], []
-    if estimate is not None:  # whole warm-ups (whole frames), up to 8: a 16th of a run at most, where it can
-        probe = warmup * min(max(samples // (16 * warmup), 1), 8)
-        wall0 = time.perf_counter()
-        engine.generate(uniforms(seed, streams, position, probe))
-        position += probe
-        estimate((time.perf_counter() - wall0) * samples / probe * repeats)
+    position, walls, cpus, block = warmup, [], [], samples
+    if estimate is not None:
+        seconds, position = time_short_run(engine, samples, warmup, seed, position)
+        estimate(seconds * repeats)
+        block = _interruptible_block(samples, warmup, seconds)
     for _ in range(repeats):
-        u = uniforms(seed, streams, position, samples)
+        blocks = [uniforms(seed, streams, position + start, min(block, samples - start))
+                  for start in range(0, samples, block)]
         wall0, cpu0 = time.perf_counter(), time.process_time()
-        engine.generate(u)
+        for u in blocks:
+            engine.generate(u)
         walls.append(time.perf_counter() - wall0)
         cpus.append(time.process_time() - cpu0)
         position += samples
@@ -304,13 +312,30 @@ def time_generation(engine, samples: int, warmup: int, repeats: int, seed: int =
     return {"seconds": walls[best], "cpu_seconds": cpus[best], "all_seconds": walls}
 
 
+def time_short_run(engine, samples: int, warmup: int, seed: int, position: int) -> tuple[float, int]:
+    """About how long a run of ``samples`` per stream takes, from a short run at ``position`` (whole warm-ups,
+    up to 8: a 16th of a run at most, where it can), and the position after it."""
+    probe = warmup * min(max(samples // (16 * warmup), 1), 8)
+    wall0 = time.perf_counter()
+    engine.generate(uniforms(seed, np.arange(engine.streams), position, probe))
+    return (time.perf_counter() - wall0) * samples / probe, position + probe
+
+
+def _interruptible_block(samples: int, warmup: int, run_seconds: float) -> int:
+    """Samples per generate call in a timed run of ``samples`` per stream that takes about ``run_seconds``:
+    calls of about INTERRUPT_SECONDS, in whole warm-ups (whole frames). A numba or CUDA call returns to
+    Python only at its end, and Ctrl-C is taken there: one call of a long run kept it waiting for minutes."""
+    calls = max(1, int(run_seconds / INTERRUPT_SECONDS))
+    return min(samples, max(warmup, -(-samples // calls // warmup) * warmup))
+
+
 def _say_long_row(backend: str, batch: int, samples: int, repeats: int, seconds: float) -> None:
     if seconds > LONG_ROW_SECONDS:
         logger.warning("%s batch %d: %d run(s) of %d samples per stream take about %s (measured on a short run); "
-                       "a lower --samples or --repeats takes less", backend, batch, repeats, samples, _duration(seconds))
+                       "a lower --samples or --repeats takes less", backend, batch, repeats, samples, duration(seconds))
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     """"0.4 s", "45 s", "12 min", "3.1 h"."""
     if seconds < 10:
         return f"{seconds:.1f} s"
@@ -340,6 +365,9 @@ def bench_generation(model: str, backends=("torch", "numba"), batches=(1, 8, 64)
         raise ConfigError("give at least one backend and one batch size")
     check_counts([("--samples", samples, 1), *(("--batch", b, 1) for b in batches), ("--repeats", repeats, 1),
                   *([] if torch_samples is None else [("--torch-samples", torch_samples, 1)])])
+    if torch_samples is not None and "torch" not in backends:  # it was ignored without a word
+        raise ConfigError(f"--torch-samples {torch_samples}: it sets the torch rows' samples, and --backends "
+                          f"{','.join(backends)} has none; leave it out (or add torch to --backends)")
     draws = [("--samples", samples)] if any(b != "torch" for b in backends) else []
     if "torch" in backends:
         draws.append(("--torch-samples", torch_samples or min(samples, 1024)))
@@ -348,9 +376,9 @@ def bench_generation(model: str, backends=("torch", "numba"), batches=(1, 8, 64)
     spec, facts = load_bench_model(model, seed, checkpoint)
     check_backends(spec, backends, batches, device)
     rate = facts["sample_rate"]
-    samples = _whole_frames(spec, samples)
-    torch_samples = _whole_frames(spec, torch_samples if torch_samples else min(samples, 1024))
-    warmup = _whole_frames(spec, WARMUP_SAMPLES)
+    samples = whole_frames(spec, samples)
+    torch_samples = whole_frames(spec, torch_samples if torch_samples else min(samples, 1024))
+    warmup = whole_frames(spec, WARMUP_SAMPLES)
     rows = []
     for backend in backends:
         for batch in batches:
@@ -361,8 +389,9 @@ def bench_generation(model: str, backends=("torch", "numba"), batches=(1, 8, 64)
             with torch.inference_mode():
                 timing = time_generation(engine, n, warmup, repeats, seed,
                                          estimate=lambda seconds: _say_long_row(backend, batch, n, repeats, seconds))
-            aggregate = batch * n / timing["seconds"]
-            rows.append({"backend": backend, "batch": batch, "samples": n, **timing,
+            aggregate = batch * n / timing["seconds"]  # "auto" alone did not say what was measured: auto (numba)
+            name = f"{backend} ({engine.backend})" if parse_backend(backend)[0] == "auto" else backend
+            rows.append({"backend": name, "batch": batch, "samples": n, **timing,
                          "samples_per_second": aggregate, "samples_per_second_per_stream": aggregate / batch,
                          "realtime_factor": aggregate / batch / rate,
                          "audio_seconds_per_second": aggregate / rate, "speedup_vs_torch": None})
@@ -376,62 +405,6 @@ def bench_generation(model: str, backends=("torch", "numba"), batches=(1, 8, 64)
     model_info = {"name": model, **facts, "samples_per_stream": samples, "torch_samples_per_stream": torch_samples,
                   "warmup_samples": warmup, "repeats": repeats}
     return {"mode": "generation", "machine": machine, "model": model_info, "rows": rows}
-
-
-# ----- profile ---------------------------------------------------------------------------------------
-
-def profile_generation(model: str, backends=("numba",), batches=(1,), samples: int = 4096,
-                       threads: int | None = 1, seed: int = 0, progress=None, dram_mbytes: int = 512,
-                       checkpoint: str | None = None) -> dict:
-    """Where the numba engines' time goes: ``{"mode": "profile", "machine" (+ "rates"), "model",
-    "profiles": [{"backend", "batch", ...kernels.numba_profile.profile_engine}]}``.
-
-    Only numba backends (``numba``, ``numba-fp16``, ``numba-bf16``) have parts to time; one
-    thread by default, so a part's time is one core's.
-    """
-    from wavegen.kernels.numba_profile import machine_rates, profile_engine
-
-    bad = [b for b in backends if parse_backend(b)[0] != "numba"]
-    if bad:
-        raise ConfigError(f"--profile times the numba engines' parts; {bad} cannot be profiled")
-    set_threads(threads)
-    spec, facts = load_bench_model(model, seed, checkpoint)
-    check_draws_fit([("--samples", samples)], max(int(b) for b in batches))
-    check_backends(spec, backends, [int(b) for b in batches])
-    if progress is not None:
-        progress("measuring the machine (bandwidth, multiply-add rate)")
-    machine = machine_info("cpu")
-    machine["rates"] = machine_rates(dram_mbytes)
-    profiles = []
-    for backend in backends:
-        for batch in batches:
-            if progress is not None:
-                progress(f"profiling {backend} batch {batch}")
-            engine = build_engine(spec, int(batch), backend)
-            profiles.append({"backend": backend, "batch": int(batch), **profile_engine(engine, _whole_frames(spec, samples))})
-    return {"mode": "profile", "machine": machine, "model": {"name": model, **facts}, "profiles": profiles}
-
-
-def format_profile(result: dict) -> str:
-    """The per-part table of :func:`profile_generation`."""
-    rates = result["machine"]["rates"]
-    lines = [f"{result['model']['name']}: one core of {result['machine']['cpu']}: read "
-             f"{rates['read_gb_per_s_dram']:.0f} GB/s from DRAM, {rates['read_gb_per_s_l3']:.0f} from L3, "
-             f"{rates['read_gb_per_s_l2']:.0f} from L2; affine kernel {rates['affine_gflops_cached_batch8']:.0f} "
-             "GFLOP/s on cached weights (batch 8). CPU time per sample step, all streams."]
-    for prof in result["profiles"]:
-        lines += ["", f"{prof['backend']} batch {prof['batch']} ({prof['precision']} weights): "
-                      f"{prof['full_us']:.1f} us per step = {prof['samples_per_second']:,.0f} samples/s; "
-                      f"{prof['macs_per_step'] / 1e6:.2f} M multiply-adds and "
-                      f"{prof['weight_bytes_per_step'] / 1e6:.2f} MB of weights per step",
-                  f"  {'part':48s} {'us/step':>8s} {'share':>6s} {'GFLOP/s':>8s} {'GB/s':>6s}"]
-        for part in prof["parts"]:
-            gf = f"{part['gflops']:.0f}" if part["gflops"] is not None else "-"
-            gb = f"{part['gb_per_s']:.0f}" if part["gb_per_s"] is not None else "-"
-            lines.append(f"  {part['name']:48s} {part['us']:8.2f} {part['share']:6.1%} {gf:>8s} {gb:>6s}")
-        lines.append(f"  {'everything else (gates, gathers, cache misses)':48s} {prof['other_us']:8.2f} "
-                     f"{prof['other_us'] / prof['full_us']:6.1%}")
-    return "\n".join(lines)
 
 
 # ----- reporting -----------------------------------------------------------------------------------

@@ -174,7 +174,8 @@ def bench_training(model: str, batches=None, seq_len: int | None = None, steps: 
     if not batches:
         raise ConfigError("--batch: give at least one batch size")
     check_counts([*(("--batch", b, 1) for b in batches), ("--steps", steps, 1), ("--warmup-steps", warmup, 0),
-                  *([("--seq-len", seq_len, 1)] if seq_len is not None else []), ("--grad-accum", grad_accum, 1)])
+                  *([("--seq-len", seq_len, 1)] if seq_len is not None else []), ("--grad-accum", grad_accum, 1),
+                  ("--workers", num_workers, 0)])  # not "train.num_workers=-1", a key the user never wrote
     set_threads(threads)
     base = apply_overrides(config, _allowed(config, overrides, seq_len))
     accelerator = make_accelerator(mixed_precision, cpu=torch.device(device).type == "cpu")

@@ -48,10 +48,11 @@ def presets() -> dict:
     return out
 
 
-def presets_table() -> str:
-    """One line per preset (:func:`presets`): name, family, parameters, sample rate and the family's own facts."""
+def presets_table(facts_by_name: dict | None = None) -> str:
+    """One line per preset (``facts_by_name``, :func:`presets` when None): name, family, parameters, sample
+    rate and the family's own facts."""
     rows = []
-    for name, facts in presets().items():
+    for name, facts in (presets() if facts_by_name is None else facts_by_name).items():
         facts = dict(facts)
         model_type, n, rate = facts.pop("model_type"), facts.pop("parameters"), facts.pop("sample_rate")
         rows.append(f"{name:22s} {model_type:10s} {n / 1e6:8.2f}M  {rate:6d} Hz  " +

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from wavegen.cli.options import add_device, add_threads, check_device, check_output_file, check_picture_file
+from wavegen.cli.options import (JSON_STDOUT, add_device, add_json, add_threads, check_device, check_json_file,
+                                 check_picture_file, emit_json)
 
 logger = logging.getLogger("wavegen")
 
@@ -70,7 +71,7 @@ def add_parser(sub) -> None:
     add_threads(p)
     add_device(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights (a preset's or config's; with --train, any model's)")
-    p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
+    add_json(p, "the results", model_word=False)
     p.add_argument("--plot", default=None, metavar="FILE.png",
                    help="generation timing: plot samples/s against batch (matplotlib)")
     p.add_argument("--profile", action="store_true",
@@ -144,8 +145,7 @@ def _check_options(args, mode: str) -> None:
 
 def _check_outputs(args, mode: str) -> None:
     """Up front: --json, then every option ``mode`` does not use (:func:`_check_options`), then --plot."""
-    if args.json:
-        check_output_file(args.json, "--json", "bench.json")
+    check_json_file(args, "bench.json")
     _check_options(args, mode)
     if args.plot:
         check_picture_file(args.plot, "--plot", "bench.png")
@@ -165,21 +165,16 @@ def _write_output(flag: str, path, write) -> None:
         logger.info("wrote %s", path)
 
 
-def _write_json(path, result) -> None:
-    from pathlib import Path
-
-    from wavegen.fileio import write_json
-
-    def write() -> bool:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        write_json(path, result)
-        return True
-
-    _write_output("--json", path, write)
+def _report(args, result, table: str) -> None:
+    """The table on stdout, or with a bare --json the JSON instead; --json FILE writes it as well."""
+    if args.json != JSON_STDOUT:
+        print(table)
+    if args.json:
+        emit_json(args, result, kept="the table above has the results" if args.json != JSON_STDOUT else "")
 
 
 def _bench_profile(args, backends, batches) -> int:
-    from wavegen.bench import format_profile, profile_generation
+    from wavegen.bench_profile import format_profile, profile_generation
 
     if args.backends == "torch,numba":  # the default list: profile what can be profiled
         backends = ["numba"]
@@ -189,9 +184,7 @@ def _bench_profile(args, backends, batches) -> int:
     result["command"] = (f"wavegen bench --profile --model {args.model}{_checkpoint(args)} "
                          f"--backends {','.join(backends)} "
                          f"--batch {','.join(map(str, batches))} --samples {args.samples}")
-    print(format_profile(result))
-    if args.json:
-        _write_json(args.json, result)
+    _report(args, result, format_profile(result))
     return 0
 
 
@@ -216,9 +209,7 @@ def run(args) -> int:
                 if getattr(args, name) not in (None, 0)]
     options += [f"--device {args.device}"] if args.device != "cpu" else []
     result["command"] = "wavegen bench " + " ".join(options)
-    print(format_table(result))
-    if args.json:
-        _write_json(args.json, result)
+    _report(args, result, format_table(result))
     if args.plot:
         _write_plot(result, args.plot)
     return 0
@@ -254,7 +245,5 @@ def _cmd_bench_train(args) -> int:
     options += [f"--set {item}" for item in args.overrides]
     options += [f"--device {args.device}"] if args.device != "cpu" else []
     result["command"] = "wavegen bench --train " + " ".join(options)
-    print(format_training_table(result))
-    if args.json:
-        _write_json(args.json, result)
+    _report(args, result, format_training_table(result))
     return 0

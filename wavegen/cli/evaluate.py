@@ -10,9 +10,8 @@ import os
 import sys
 from pathlib import Path
 
-from wavegen.cli.options import (add_device, add_threads, apply_threads, check_device, check_picture_file,
-                                 refuse_json_file_name)
-from wavegen.fileio import strict_json
+from wavegen.cli.options import (JSON_STDOUT, add_device, add_json, add_threads, apply_threads, check_device,
+                                 check_json_file, check_picture_file, emit_json, json_file, settle_json_word)
 
 logger = logging.getLogger("wavegen.eval")
 
@@ -42,7 +41,7 @@ def add_parser(sub) -> None:
                    help="only this label's audio (one label, written as render takes it); on a corpus without "
                         "labels, every segment scored conditioned on this label")
     add_device(p)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_json(p, "the result (one line)")
     p.add_argument("--renders", default=None, metavar="DIR",
                    help="judge the audio files in DIR against the corpus instead of scoring a model's NLL")
     p.add_argument("--plot", default=None, metavar="FILE.png",
@@ -57,7 +56,7 @@ def run(args) -> int:
 
     if not _first_process():
         return 0
-    refuse_json_file_name(args)
+    settle_json_word(args)  # `wavegen eval --json RUN --data C`: RUN is the model, not --json's file
     apply_threads(args)
     if args.renders is not None:
         return _renders(args)
@@ -65,12 +64,16 @@ def run(args) -> int:
         if given:
             raise ConfigError(f"{flag} goes with --renders DIR (judging rendered audio)")
     if args.model is None or args.data is None:
+        took = json_file(args) if args.model is None else None
         raise ConfigError("give a model (or run folder) and --data CORPUS to score its NLL, "
-                          "or --renders DIR to judge rendered audio")
+                          "or --renders DIR to judge rendered audio"
+                          + (f" (--json took {took} as the file to write: give the model before --json)"
+                             if took else ""))
     from wavegen.evaluate import evaluate
     from wavegen.resolve import resolve_model
 
     check_device(args.device)
+    check_json_file(args, "eval.json")
     ref = resolve_model(args.model, args.checkpoint)
     if not ref.trained:  # its source says "random weights", but the printed result does not name it
         logger.warning("%s: scoring untrained weights (a preset or config file): a baseline, not a model's score",
@@ -85,16 +88,22 @@ def run(args) -> int:
         raise WavegenError(f"{ref.source}: its NLL on the {args.split} split of {args.data} is not finite ({bits}): "
                            "the model's weights or outputs hold NaN or inf; evaluate another checkpoint "
                            "(--checkpoint step_N) or model")
-    if args.json:
-        print(strict_json(result))
+    if args.json == JSON_STDOUT:
+        emit_json(args, result, indent=None)
         return 0
+    _print_nll(args.split, result)
+    if args.json:
+        emit_json(args, result, indent=None, kept="the result is printed above")
+    return 0
+
+
+def _print_nll(split: str, result: dict) -> None:
     seconds = f"{result['seconds']:.1f}" if result["seconds"] >= 1 else f"{result['seconds']:.3g}"  # not "0.0"
-    print(f"{args.split}: {result['nll_bits_per_sample']:.4f} bits/sample over {result['samples']:,} samples "
+    print(f"{split}: {result['nll_bits_per_sample']:.4f} bits/sample over {result['samples']:,} samples "
           f"({seconds} s; unigram entropy {result['unigram_entropy_bits']:.3f} bits)")
     print(f"  scored: {result['scored']}")
     for name, v in result["per_label"].items():
         print(f"  {name}: {v['nll_bits_per_sample']:.4f} bits/sample over {v['samples']:,} samples")
-    return 0
 
 
 def _first_process() -> bool:
@@ -144,6 +153,7 @@ def _renders(args) -> int:
                           "audio per set")
     if args.plot:  # checked and its folder made now: a plot that cannot be written must not cost the analysis
         check_picture_file(args.plot, "--plot", "compare.png")
+    check_json_file(args, "compare.json")
     result = compare_renders(args.renders, data, split=args.split, max_seconds=max_seconds, pyin=args.pyin,
                              examples=bool(args.plot))
     result["model"] = source
@@ -155,8 +165,8 @@ def _renders(args) -> int:
         except OSError as err:  # the folder took no file after all (a read-only or special file system)
             drawn, unwritten = None, err
         result["plot"] = str(drawn) if drawn is not None else None
-    if args.json:
-        print(strict_json(result))
+    if args.json == JSON_STDOUT:
+        emit_json(args, result, indent=None)
     else:
         skipped = result["skipped_files"]
         print(f"renders {args.renders} ({len(result['render_files'])} file(s)"
@@ -169,6 +179,8 @@ def _renders(args) -> int:
             print(f"plot: {result['plot']}")
         elif args.plot and unwritten is None:
             print("no plot: matplotlib is not installed", file=sys.stderr)
+        if args.json:
+            emit_json(args, result, indent=None, kept="the comparison is printed above")
     if unwritten is not None:  # after the result: the analysis it took is printed, not lost
         raise ConfigError(f"--plot {args.plot}: cannot be written ({unwritten.strerror or unwritten}); the "
                           "comparison is printed above; give --plot a file in a writable folder")

@@ -88,15 +88,82 @@ def check_picture_file(path, flag: str, example: str) -> None:
     check_output_file(path, flag, example, " for the picture")
 
 
-def refuse_json_file_name(args) -> None:
-    """ConfigError where ``--json out.json`` was given to a command whose --json is a switch that prints
-    (eval, info; bench's takes a file): argparse took out.json for the model, which was then "no such
-    preset". Said only where that .json is not there (a config .json is a model these commands take)."""
+JSON_STDOUT = "-"  # --json alone (or --json -): the JSON on stdout
+
+
+def add_json(parser, what: str, model_word: bool = True) -> None:
+    """``--json [FILE]``, the same in every command: alone (or ``-``) ``what`` prints as one JSON object on
+    stdout instead of the text; with FILE the text prints and the JSON is written to FILE (atomically).
+    ``model_word``: the command takes its model as a positional argument, which a bare --json in front of
+    it takes for its FILE (:func:`settle_json_word` gives it back); the help says so."""
+    after = (" A word after a bare --json is its FILE, unless the model is missing and the word names one that "
+             "is there (a preset, a folder, a model config .json): then it is the model") if model_word else ""
+    parser.add_argument("--json", nargs="?", const=JSON_STDOUT, default=None, metavar="FILE",
+                        help=f"{what} as JSON: --json alone prints it on stdout instead of the text; --json FILE "
+                             f"writes it to FILE (the text still prints).{after}")
+
+
+def json_file(args) -> str | None:
+    """The file ``--json`` writes; None where --json was not given or prints on stdout."""
+    return None if args.json in (None, JSON_STDOUT) else args.json
+
+
+def settle_json_word(args, positional: str = "model") -> None:
+    """argparse gives a bare ``--json`` the word after it (``wavegen info --json RUN``: RUN became the FILE and
+    the model went missing). Where the command's ``positional`` is missing and that word names a model that
+    is there (:func:`_names_a_model`: a preset, a folder, a model config .json), it is the model and --json
+    prints; otherwise it stays the FILE (``eval --renders DIR --json out.json``). A model config is never
+    taken as a file to overwrite."""
+    word = json_file(args)
+    if word is not None and getattr(args, positional, None) is None and _names_a_model(word):
+        setattr(args, positional, word)
+        args.json = JSON_STDOUT
+
+
+def _names_a_model(word: str) -> bool:
     from pathlib import Path
 
-    from wavegen.config import ConfigError
+    from wavegen.fileio import read_json
+    from wavegen.models import PRESETS
 
-    model = getattr(args, "model", None)
-    if args.json and model is not None and str(model).lower().endswith(".json") and not Path(model).exists():
-        raise ConfigError(f"{model}: no such model; --json prints the result and takes no file name: to keep "
-                          f"it in a file, write --json > {model}")
+    path = Path(word).expanduser()
+    if path.is_dir() or (word in PRESETS and not path.exists()):
+        return True
+    if not (path.is_file() and path.suffix.lower() == ".json"):
+        return False
+    try:  # a config (or a JSON that says it is one: resolve_model then names what is wrong with it)
+        value = read_json(path)
+    except (OSError, ValueError):
+        return False
+    return isinstance(value, dict) and "model_type" in value
+
+
+def check_json_file(args, example: str) -> None:
+    """:func:`check_output_file` for ``--json FILE`` (nothing where --json prints), before the work."""
+    path = json_file(args)
+    if path is not None:
+        check_output_file(path, "--json", example)
+
+
+def emit_json(args, result, indent: int | None = 2, kept: str = "") -> None:
+    """``result`` as standard JSON (wavegen.fileio.strict_json: NaN as null) for ``--json``: printed on
+    stdout, or written to its FILE atomically (a failed write leaves no part of it, and any earlier file
+    whole), said in one line naming the file; ``kept``: where the result still is ("the table above has
+    the results")."""
+    import logging
+    from pathlib import Path
+
+    from wavegen.errors import WavegenError
+    from wavegen.fileio import atomic_write, strict_json
+
+    text = strict_json(result, indent=indent)
+    path = json_file(args)
+    if path is None:
+        print(text)
+        return
+    try:
+        atomic_write(Path(path).expanduser(), text + "\n")
+    except OSError as err:
+        raise WavegenError(f"--json {path}: cannot write it ({err.strerror or err})" + (f"; {kept}" if kept else "")) \
+            from None
+    logging.getLogger("wavegen").info("wrote %s", path)
