@@ -7,7 +7,9 @@ import json
 import os
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -21,20 +23,37 @@ CORPUS_FILES = ("manifest.json", "train.npy", "val.npy", "test.npy", "train_segm
                 "test_segments.npy")
 
 # `wavegen prep` with the address space capped at what the process has mapped once its modules are
-# loaded, plus argv[1] MiB (RLIMIT_AS: whatever vm.overcommit_memory says, a larger buffer is refused)
+# loaded, plus argv[1] MiB (RLIMIT_AS: whatever vm.overcommit_memory says, a larger buffer is refused);
+# the name of each file it decodes (decode_one, watched: it still decodes them) appended to argv[2]
 _CAPPED_PREP = """import resource, sys
-import numpy, soundfile, soxr, wavegen.cli, wavegen.prep
+import numpy, soundfile, soxr, wavegen.cli, wavegen.prep, wavegen.prep_decode as prep_decode
+extra_mib, decodes, *args = sys.argv[1:]
+decode_one = prep_decode.decode_one
+def watched(path, settings, digest):
+    with open(decodes, "a") as f:
+        f.write(path.name + "\\n")
+    return decode_one(path, settings, digest)
+prep_decode.decode_one = watched
 mapped = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmSize:"))
-resource.setrlimit(resource.RLIMIT_AS, (mapped + (int(sys.argv[1]) << 20), resource.RLIM_INFINITY))
-sys.exit(wavegen.cli.main(["prep", *sys.argv[2:]]))
+resource.setrlimit(resource.RLIMIT_AS, (mapped + (int(extra_mib) << 20), resource.RLIM_INFINITY))
+sys.exit(wavegen.cli.main(["prep", *args]))
 """
 
 
-def _capped_prep(extra_mib, rec, corpus, *options):
-    out = subprocess.run([sys.executable, "-c", _CAPPED_PREP, str(extra_mib), str(rec), str(corpus), *options],
-                         capture_output=True, text=True, timeout=120)
+class Capped(NamedTuple):
+    manifest: dict  # the corpus's manifest.json after the prep
+    decoded: list  # the names of the files the prep decoded, in turn
+    log: str  # what it said (stderr)
+
+
+def _capped_prep(extra_mib, rec, corpus, *options) -> Capped:
+    decodes = Path(corpus).parent / "decoded.txt"
+    decodes.unlink(missing_ok=True)
+    out = subprocess.run([sys.executable, "-c", _CAPPED_PREP, str(extra_mib), str(decodes), str(rec), str(corpus),
+                          *options], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    return json.loads((Path(corpus) / "manifest.json").read_text())
+    decoded = decodes.read_text().split() if decodes.exists() else []
+    return Capped(json.loads((Path(corpus) / "manifest.json").read_text()), decoded, out.stderr)
 
 
 def _decodes(monkeypatch) -> list[str]:
@@ -61,27 +80,26 @@ def _stamps(corpus):
     return {name: (os.stat(corpus / name).st_ino, os.stat(corpus / name).st_mtime_ns) for name in CORPUS_FILES}
 
 
-def test_a_rerun_still_short_of_memory_decodes_that_file_alone_and_keeps_the_corpus(tmp_path, make_tone, caplog,
-                                                                                     monkeypatch):
-    """Every rerun on a machine still short of memory decoded every file again and rewrote the corpus."""
-    if Path("/proc/sys/vm/overcommit_memory").read_text().strip() == "1":
-        pytest.skip("this kernel grants any allocation (vm.overcommit_memory=1): nothing refuses the buffer")
+def test_a_rerun_still_short_of_memory_decodes_that_file_alone_and_keeps_the_corpus(tmp_path, make_tone):
+    """Every rerun on a machine still short of memory decoded every file again and rewrote the corpus.
+    Memory capped by RLIMIT_AS (a kernel that grants any allocation, vm.overcommit_memory=1, refuses too)."""
     rec, corpus = tmp_path / "rec", tmp_path / "c"
     tones(rec, make_tone, 5)
     make_tone(rec / "t02_copy.wav", 1.2, SR, 274)  # a duplicate, judged again
     (rec / "empty.wav").write_bytes(b"")  # a skip, its reason taken again
     _declaring_hours(rec / "concert.flac")
-    first = prep([rec], corpus)
+    first = _capped_prep(64, rec, corpus)
+    assert [(os.path.basename(s["path"]), s.get("retry")) for s in first.manifest["skipped"]] == \
+        [("concert.flac", True), ("empty.wav", None), ("t02_copy.wav", None)]
+    assert sorted(first.decoded) == ["concert.flac", "empty.wav", *(f"t{i:02d}.wav" for i in range(5))]
     before = _stamps(corpus)
-    decoded = _decodes(monkeypatch)
     for _ in range(2):
-        caplog.clear()
-        with caplog.at_level("INFO", logger="wavegen.prep"):
-            assert prep([rec], corpus) == first
+        again = _capped_prep(64, rec, corpus)
+        assert again.decoded == ["concert.flac"]
         assert f"{rec / 'concert.flac'}: still too long for this machine's memory: the corpus stays as it was" \
-            in caplog.text
-    assert decoded == ["concert.flac", "concert.flac"]
-    assert _stamps(corpus) == before  # not written again
+            in again.log
+        assert again.manifest == first.manifest
+        assert _stamps(corpus) == before  # not written again
     assert not list(corpus.glob(".prep-*"))
 
 
@@ -98,7 +116,7 @@ def test_a_file_that_fits_at_last_makes_the_corpus_a_prep_that_never_skipped_mak
     (rec / "a" / "a2_again.wav").write_bytes((rec / "a" / "a1_long.wav").read_bytes())
     sf.write(rec / "a" / "a3_silent.wav", np.zeros(SR, np.float32), SR)
     make_tone(rec / "b" / "b0.wav", 3.0, SR, 330)  # label b: one file, cut in time
-    first = _capped_prep(24, rec, tmp_path / "c", "--labels", "folders", "--quiet")
+    first = _capped_prep(24, rec, tmp_path / "c", "--labels", "folders", "--quiet").manifest
     assert {os.path.basename(s["path"]): s.get("retry") for s in first["skipped"]} == \
         {"a1_long.wav": True, "a2_again.wav": True, "a3_silent.wav": None}
     assert first["skipped"][0]["reason"].startswith("too long to decode in memory: its header declares 0.2 h of 1 "
@@ -115,3 +133,29 @@ def test_a_file_that_fits_at_last_makes_the_corpus_a_prep_that_never_skipped_mak
     assert again == fresh
     for name in CORPUS_FILES:
         assert (tmp_path / "c" / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes(), name
+
+
+def test_audio_taken_from_the_corpus_is_written_a_segment_at_a_time(tmp_path, make_tone):
+    """Earlier.write_audio built a file's whole kept audio in memory (np.concatenate), on the path of a rerun
+    on a machine short of it. Its .pcm is still the file's segments, one after another, as write_array writes
+    them; numpy's buffers are traced by tracemalloc."""
+    rec, corpus = tmp_path / "rec", tmp_path / "c"
+    tones(rec, make_tone, 3)
+    _long_tone(rec / "long.wav", seconds=120)  # its segments kept whole in one split: 2.6 MB at 16 kHz
+    manifest = prep([rec], corpus)
+    index = next(i for i, f in enumerate(manifest["files"]) if f["path"].endswith("long.wav"))
+    split = manifest["files"][index]["split"]
+    rows = np.load(corpus / f"{split}_segments.npy")
+    audio = np.load(corpus / f"{split}.npy")
+    expected = np.concatenate([audio[s : s + n] for s, n, i in rows if i == index]).tobytes()
+    assert sum(rows[:, 2] == index) > 1 and len(expected) > 2_000_000
+    earlier, tmp = prep_decode.Earlier(corpus, manifest), tmp_path / "tmp"
+    tmp.mkdir()
+    tracemalloc.start()
+    try:
+        earlier.write_audio(tmp, {3: index})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (tmp / "3.pcm").read_bytes() == expected
+    assert peak < 200_000, f"{peak:,} bytes held while writing {len(expected):,}"

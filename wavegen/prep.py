@@ -194,9 +194,7 @@ def _skipped_for_memory(corpus_dir: Path, manifest: dict) -> bool:
     """Whether the corpus skipped a file for lack of memory ("retry" in manifest["skipped"]): not the
     file's fault, so the corpus is not up to date: saying so would keep the file out on a machine that
     has the memory. Says so when it is."""
-    skipped = manifest.get("skipped")
-    retry = ([s.get("path") for s in skipped if isinstance(s, dict) and prep_decode.is_retry(s)]
-             if isinstance(skipped, list) else [])
+    retry = prep_decode.retries(manifest)
     if retry:
         logger.info("%s skipped %d file(s) for lack of memory (%s%s): trying again", corpus_dir, len(retry),
                     retry[0], ", ..." if len(retry) > 1 else "")
@@ -280,7 +278,7 @@ def prepare(inputs: list[str | Path] | str | Path, corpus_dir: str | Path, *, pr
                                        digests, earlier)
                 if manifest is None:
                     logger.info("%s: still too long for this machine's memory: the corpus stays as it was (the next "
-                                "prep tries again)", ", ".join(earlier.retries()))
+                                "prep tries again)", ", ".join(map(str, prep_decode.retries(existing))))
                     return existing
                 manifest["fingerprint"] = fingerprint
                 _say_what_is_replaced(corpus_dir, manifest)

@@ -9,6 +9,7 @@ moving the result into place.
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -43,6 +44,13 @@ class MemorySkip(str):
 def is_retry(skip: dict) -> bool:
     """Whether a manifest's "skipped" entry is a file skipped for lack of memory (tried again by the next prep)."""
     return skip.get("retry") is True or str(skip.get("reason", "")).startswith(_MEMORY_REASONS)
+
+
+def retries(manifest: dict) -> list:
+    """The paths of a manifest's files skipped for lack of memory (is_retry), in its order; [] for a
+    manifest whose "skipped" is not a list of entries."""
+    skipped = manifest.get("skipped")
+    return [s.get("path") for s in skipped if isinstance(s, dict) and is_retry(s)] if isinstance(skipped, list) else []
 
 
 class Decoded(NamedTuple):
@@ -83,10 +91,6 @@ class Earlier:
                 for part in np.split(seg, np.flatnonzero(np.diff(seg[:, 2])) + 1):
                     self._rows.setdefault(int(part[0, 2]), []).append((name, part[:, :2]))
 
-    def retries(self) -> list[str]:
-        """The paths skipped for lack of memory."""
-        return [s["path"] for s in self.manifest["skipped"] if is_retry(s)]
-
     def digests(self) -> dict[str, str]:
         """The sha256 of every file kept, by path."""
         return {f["path"]: f["sha256"] for f in self.manifest["files"]}
@@ -121,14 +125,30 @@ class Earlier:
         return [f["path"] for f in files] == list(self._kept) and kinds(skipped) == kinds(self.manifest["skipped"])
 
     def write_audio(self, tmp: Path, indices: dict[int, int]) -> None:
-        """tmp/<i>.pcm (int16) for each file index i of indices: the kept audio of the corpus's file indices[i]."""
+        """tmp/<i>.pcm (int16) for each file index i of indices: the kept audio of the corpus's file indices[i],
+        as write_array writes it (raw samples, no header). Written a segment at a time from the memory-mapped
+        arrays: a file's whole kept audio is never held in memory (a rerun after a memory skip is on a machine
+        short of it)."""
         arrays: dict[str, np.ndarray] = {}
         for here, there in indices.items():
             ((name, rows),) = self._rows[there]
             if name not in arrays:
                 arrays[name] = np.load(self.dir / f"{name}.npy", mmap_mode="r")
-            audio = arrays[name]
-            write_array(tmp / f"{here}.pcm", np.concatenate([audio[s : s + n] for s, n in rows]))
+            _write_segments(tmp / f"{here}.pcm", arrays[name], rows)
+
+
+def _write_segments(path: Path, audio: np.ndarray, rows: np.ndarray) -> None:
+    """path: audio[start : start + length] for each (start, length) of rows [n, 2], one after another, in
+    write_array's format (the samples' bytes as tofile writes them), a segment at a time: each one's view
+    of the memory-mapped audio written as it is, never copied. An OSError names path, as write_array's does."""
+    try:
+        with open(path, "wb") as f:
+            for start, length in rows:
+                f.write(memoryview(np.ascontiguousarray(audio[start : start + length])).cast("B"))
+    except OSError as err:
+        if err.filename is None and err.errno:  # a failed flush at close names no file
+            raise OSError(err.errno, os.strerror(err.errno), str(path)) from err
+        raise
 
 
 def decode_one(path: Path, settings: PrepSettings, digest: str):
