@@ -1,4 +1,5 @@
-"""Launched processes that report, as they exit, which threads they leave behind.
+"""Launched processes: ended whole when they overrun (:func:`run_launch`, :func:`kill_launch`), and
+reporting, as they exit, which threads they leave behind.
 
 A process whose gloo process group outlives it ends gloo's worker threads during interpreter
 exit, racing it (now and then a SIGABRT, "terminate called without an active exception"):
@@ -8,7 +9,11 @@ every multi-process command must have ended its group, and its threads, before i
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 from pathlib import Path
+
+import psutil
 
 # the CLI, then the names of the threads still alive in this process, into THREADS_DIR/RANK
 _CLI_THEN_THREADS = """import os, sys
@@ -36,3 +41,34 @@ def gloo_threads_left(folder: Path, processes: int) -> dict[int, list[str]]:
         assert names, f"process {rank} reported no threads at all"
         left[rank] = [name for name in names if "gloo" in name]
     return left
+
+
+def kill_launch(launch: subprocess.Popen) -> None:
+    """End a launch that overran: the launcher and every process under it, then read its pipes to the end.
+    torchrun (and accelerate launch through it) starts its processes in sessions of their own, so they
+    outlive a launcher killed alone, still holding its stdout and stderr: a communicate() after that kill
+    waited for them, for gloo's 30 minutes where they hung at a collective (a test "hung" in CI)."""
+    try:
+        launcher = psutil.Process(launch.pid)
+        launcher.suspend()  # it starts no more while its tree is listed
+        tree = launcher.children(recursive=True)
+    except psutil.NoSuchProcess:  # it ended meanwhile: its processes, if any, are its own to end
+        tree = []
+    launch.kill()
+    for process in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    launch.communicate(timeout=60)
+
+
+def run_launch(args: list, timeout: float = 240, **popen) -> subprocess.CompletedProcess:
+    """subprocess.run(args, capture_output=True, text=True, timeout=timeout, **popen) for a launcher (torchrun,
+    accelerate launch, a recipe): past ``timeout``, the launch is ended whole (:func:`kill_launch`), then
+    TimeoutExpired."""
+    launch = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    try:
+        out, err = launch.communicate(timeout=timeout)
+    except BaseException:
+        kill_launch(launch)
+        raise
+    return subprocess.CompletedProcess(args, launch.returncode, out, err)

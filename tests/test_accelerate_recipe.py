@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_distributed_launch import run_launch
+from process_helpers import run_launch
 
 RUN_SH = Path(__file__).resolve().parent.parent / "recipes" / "accelerate" / "run.sh"
 

@@ -1,7 +1,7 @@
 """Training under a launcher (accelerate launch, torchrun): a refusal reads once, not once per
 process; a refusal only one process meets reaches every process with its message; and
 ``accelerate launch --cpu --num_processes N``, which starts one process, says so. A launch that
-overruns its test is ended whole (:func:`run_launch`, :func:`kill_launch`: the other launch tests use them).
+overruns its test is ended whole (process_helpers.run_launch, kill_launch).
 
 The processes are real (accelerate's and torch's launchers start them; they talk over gloo)."""
 
@@ -16,6 +16,7 @@ import time
 
 import psutil
 import pytest
+from process_helpers import kill_launch, run_launch
 
 from wavegen.distributed import asked_for_several_cpu_processes, leave_to_another_process
 from wavegen.errors import WavegenError, every_process
@@ -28,37 +29,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def kill_launch(launch: subprocess.Popen) -> None:
-    """End a launch that overran: the launcher and every process under it, then read its pipes to the end.
-    torchrun (and accelerate launch through it) starts its processes in sessions of their own, so they
-    outlive a launcher killed alone, still holding its stdout and stderr: a communicate() after that kill
-    waited for them, for gloo's 30 minutes where they hung at a collective (a test "hung" in CI)."""
-    try:
-        launcher = psutil.Process(launch.pid)
-        launcher.suspend()  # it starts no more while its tree is listed
-        tree = launcher.children(recursive=True)
-    except psutil.NoSuchProcess:  # it ended meanwhile: its processes, if any, are its own to end
-        tree = []
-    launch.kill()
-    for process in tree:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            process.kill()
-    launch.communicate(timeout=60)
-
-
-def run_launch(args: list, timeout: float = 240, **popen) -> subprocess.CompletedProcess:
-    """subprocess.run(args, capture_output=True, text=True, timeout=timeout, **popen) for a launcher (torchrun,
-    accelerate launch, a recipe): past ``timeout``, the launch is ended whole (:func:`kill_launch`), then
-    TimeoutExpired."""
-    launch = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
-    try:
-        out, err = launch.communicate(timeout=timeout)
-    except BaseException:
-        kill_launch(launch)
-        raise
-    return subprocess.CompletedProcess(args, launch.returncode, out, err)
 
 
 def launch(launcher: list[str], *args: str, cwd=None, timeout: float = 240) -> subprocess.CompletedProcess:

@@ -44,6 +44,13 @@ def test_a_bare_json_before_or_after_the_model_prints_the_same(tmp_path, capsys)
     before = config.read_bytes()
     assert info_json(capsys, "--json", str(config))["model_type"] == "wavenet"
     assert config.read_bytes() == before
+    edited = tmp_path / "mine.json"  # a preset with changes (no model_type): a model too
+    edited.write_text(json.dumps({"preset": "samplernn-tiny", "model": {}}))
+    assert info_json(capsys, "--json", str(edited))["model_type"] == "samplernn"
+    broken = tmp_path / "broken.json"  # a config being written by hand: named as the model, left as it is
+    broken.write_text('{"preset": "samplernn-tiny",}')
+    assert cli.main(["info", "--json", str(broken)]) == 2
+    assert str(broken) in capsys.readouterr().err and broken.read_text() == '{"preset": "samplernn-tiny",}'
 
 
 def test_json_with_a_file_writes_it_and_prints_the_text(tmp_path, capsys):

@@ -371,3 +371,19 @@ def sf_frames(path) -> int:
     import soundfile as sf
 
     return sf.info(str(path)).frames
+
+
+@pytest.mark.parametrize("size", [0, 4, 43])
+def test_a_stream_file_cut_inside_its_header_is_said_to_be_cut_short(tmp_path, size):
+    """A WAV cut to fewer bytes than its header was called "not the WAV this render writes (its header differs)":
+    it was cut short, not rewritten."""
+    path = tmp_path / "stream_000.wav"
+    writer = render_writers.PCMWriter(path, SR)
+    writer.write(np.arange(100, dtype=np.int16))
+    writer.close()
+    os.truncate(path, size)
+    with pytest.raises(RenderStateError) as caught:
+        render_writers.PCMWriter(path, SR, resume_frames=100)
+    assert str(caught.value) == (f"{path} is cut short ({size} bytes, less than a WAV header; its snapshot counts 100 "
+                                 "samples): it was changed since; rerun with --restart to start over")
+    assert path.stat().st_size == size  # left as it was

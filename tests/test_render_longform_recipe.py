@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from process_helpers import kill_launch
 from render_helpers import make_model
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -161,7 +162,8 @@ def test_a_second_recipe_refused_while_one_renders_leaves_the_first_ones_timing(
         second = longform(repo, *args)
         out, err = first.communicate(timeout=300)
     finally:
-        first.kill()
+        if first.poll() is None:  # the recipe and the render under it, on a failure
+            kill_launch(first)
     assert second.returncode == 2 and "another render is writing here" in second.stderr, second.stderr
     assert first.returncode == 0, err
     assert "x real time" in out and "peak memory" in out

@@ -27,7 +27,7 @@ import torch
 from conftest import prepared_corpus
 from process_helpers import cli_recording_threads, gloo_threads_left
 from safetensors.torch import load_file
-from test_distributed_launch import kill_launch, run_launch
+from process_helpers import kill_launch, run_launch
 
 from wavegen.fileio import FolderLock
 from wavegen.models import resolve_preset

@@ -72,9 +72,9 @@ def set_threads(threads: int | None) -> None:
         numba.set_num_threads(min(threads, numba_most))
     except ImportError:
         pass
-    cpus = os.cpu_count()
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()  # taskset, cgroups
     if cpus is not None and threads > cpus:  # said: the rates measured are not those of `threads` cores
-        logger.warning("--threads %d: this machine has %d logical CPUs; torch's %d threads share them%s", threads,
+        logger.warning("--threads %d: this process may use %d logical CPUs; torch's %d threads share them%s", threads,
                        cpus, threads, "" if numba_most is None else f", numba runs {min(threads, numba_most)}")
 
 

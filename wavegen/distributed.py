@@ -43,11 +43,11 @@ def leave_to_another_process(err: BaseException) -> bool:
 
 
 @contextlib.contextmanager
-def first_process_says(logger_name: str):
+def first_process_says(logger_name: str, rank: int | None = None):
     """While inside: the warnings (and info) of logger ``logger_name`` said by the first process of a launch
-    alone (launch_rank: known before any process group exists); its errors by every process. A Ctrl-C reaches
-    every process of a launch (torchrun hands it on to each), and each would say the same."""
-    if launch_rank()[0] == 0:
+    alone (``rank``, or launch_rank's: known before any process group exists); its errors by every process. A
+    Ctrl-C reaches every process of a launch (torchrun hands it on to each), and each would say the same."""
+    if (launch_rank()[0] if rank is None else rank) == 0:
         yield
         return
     log, errors_only = logging.getLogger(logger_name), (lambda record: record.levelno >= logging.ERROR)

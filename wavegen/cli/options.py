@@ -131,11 +131,13 @@ def _names_a_model(word: str) -> bool:
         return True
     if not (path.is_file() and path.suffix.lower() == ".json"):
         return False
-    try:  # a config (or a JSON that says it is one: resolve_model then names what is wrong with it)
+    try:  # a config: every model setting (model_type) or a preset's with changes (preset)
         value = read_json(path)
-    except (OSError, ValueError):
+    except OSError:
         return False
-    return isinstance(value, dict) and "model_type" in value
+    except ValueError:  # not JSON: a config being written by hand, never replaced (resolve_model says what is wrong)
+        return True
+    return isinstance(value, dict) and ("model_type" in value or "preset" in value)
 
 
 def check_json_file(args, example: str) -> None:

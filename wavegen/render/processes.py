@@ -8,15 +8,13 @@ rendering on until the final agreement."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
-import logging
 import os
 import uuid
 
 from wavegen.config import ConfigError
-from wavegen.distributed import before_process_group
+from wavegen.distributed import before_process_group, first_process_says
 from wavegen.errors import FolderBusyError, WavegenError, every_process
 from wavegen.render.settings import RenderStateError, RenderWriteError
 
@@ -94,19 +92,10 @@ class Processes:
         error.from_rank = rank
         return error
 
-    @contextlib.contextmanager
     def first_says(self, logger_name: str):
         """While inside: the warnings of logger ``logger_name`` said by the first process only (a Ctrl-C
         reaches every process of a launch, and each would say the same); errors still by every process."""
-        if self.rank == 0:
-            yield
-            return
-        log, errors_only = logging.getLogger(logger_name), (lambda record: record.levelno >= logging.ERROR)
-        log.addFilter(errors_only)
-        try:
-            yield
-        finally:
-            log.removeFilter(errors_only)
+        return first_process_says(logger_name, self.rank)
 
     def share(self, value, src: int = 0):
         """``value`` of process ``src`` → every process (JSON-able or picklable small objects)."""

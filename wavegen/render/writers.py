@@ -130,7 +130,10 @@ class PCMWriter:
             # the header of an empty file of ours, but for the sizes (the data's is at least the snapshot's)
             ours = struct.pack("<4sI4s4sIHHIIHH4s", b"RIFF", 0, b"WAVE", b"fmt ", 16, 1, 1, self.sample_rate,
                                2 * self.sample_rate, 2, 16, b"data")
-            if len(head) < header or head[:4] + head[8:40] != ours[:4] + ours[8:]:
+            if len(head) < header:
+                raise RenderStateError(f"{self.path} is cut short ({size} bytes, less than a WAV header; its snapshot "
+                                       f"counts {frames} samples): {changed}")
+            if head[:4] + head[8:40] != ours[:4] + ours[8:]:
                 raise RenderStateError(f"{self.path} is not the 16-bit mono {self.sample_rate} Hz WAV this render "
                                        f"writes (its header differs): {changed}")
         if size < header + 2 * frames:
