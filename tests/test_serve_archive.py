@@ -296,7 +296,8 @@ def test_every_part_is_a_readable_wav_when_the_server_is_killed(tmp_path):
     assert np.array_equal(_archived(archive), np.arange(2 * SR, dtype=np.int16))
 
 
-@pytest.mark.parametrize("record", ["snapshot", "first part"])  # "first part": a snapshot from before the record
+# "first part": a snapshot from before the record; "part 0 moved": that too, its first part moved away since
+@pytest.mark.parametrize("record", ["snapshot", "first part", "part 0 moved"])
 def test_a_restart_with_another_part_length_loses_no_audio(tmp_path, record, caplog):
     """The parts go on with the length they were begun with: a restart with another
     --archive-part-seconds cut them where they do not end and wrote over archived audio."""
@@ -308,20 +309,24 @@ def test_a_restart_with_another_part_length_loses_no_audio(tmp_path, record, cap
     first.write(np.arange(5 * SR, dtype=np.int16))
     first.snapshot({"t": np.zeros(1)}, {})
     first.close()
-    if record == "first part":
+    if record != "snapshot":
         snap = tmp_path / ".state" / "snapshot.npz"
         state, position, meta = load_snapshot(snap)
         del meta["part_frames"]
         save_snapshot(snap, state, position, meta)
+    if record == "part 0 moved":
+        (tmp_path / "broadcast_00000.wav").rename(tmp_path.parent / f"{tmp_path.name}_part0.wav")
     second = Archive(tmp_path, SR, PARAMS, part_seconds=4.0)
     with caplog.at_level(logging.WARNING, logger="wavegen.serve.archive"):
         assert second.open()[1] == 5 * SR
     assert "its parts are 2 s each" in caplog.text
     second.write(np.full(SR, -1, dtype=np.int16))
     second.close()
-    expected = np.concatenate([np.arange(5 * SR), np.full(SR, -1)]).astype(np.int16)
+    kept = 2 * SR if record == "part 0 moved" else 0
+    expected = np.concatenate([np.arange(kept, 5 * SR), np.full(SR, -1)]).astype(np.int16)
     assert np.array_equal(_archived(tmp_path), expected)
-    assert [sf.info(str(p)).frames for p in sorted(tmp_path.glob("broadcast_*.wav"))] == [2 * SR] * 3 + [0]
+    assert [sf.info(str(p)).frames for p in sorted(tmp_path.glob("broadcast_*.wav"))] == \
+        [2 * SR] * (3 - kept // (2 * SR)) + [0]
 
 
 def test_keep_parts_bounds_the_archive_and_a_restart_goes_on(tmp_path):

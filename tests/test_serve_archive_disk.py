@@ -22,8 +22,8 @@ def _names(folder: Path) -> list[str]:
 
 def test_parts_moved_away_to_free_the_disk_do_not_stop_the_archive_continuing(tmp_path, caplog):
     """Full, the server said "free space and rerun the same command"; the user moved the oldest parts to
-    another disk (and one from the middle): the restart goes on from the snapshot, says which parts are
-    gone, and counts the archive from the oldest part left."""
+    another disk (and one from the middle): the restart goes on from the snapshot and says which parts are
+    gone; they do not move the oldest part the archive counts (first_part): only --archive-keep-parts does."""
     from wavegen.render import load_snapshot
     from wavegen.serve.archive import Archive
 
@@ -44,15 +44,77 @@ def test_parts_moved_away_to_free_the_disk_do_not_stop_the_archive_continuing(tm
     assert len(gone) == 1 and "broadcast_00000.wav" in gone[0] and "broadcast_00003.wav" in gone[0], gone
     assert ("3 parts archived before (broadcast_00000.wav, broadcast_00001.wav, broadcast_00003.wav) "
             "are gone (moved away or removed)") in gone[0]
-    assert b.first_part == 2  # the oldest part left; 3 is a gap, said again by a restart
+    assert b.first_part == 0  # gone parts are gaps, said again by a restart, kept if brought back
     b.write(pcm[5 * SR + SR // 2:])
     b.snapshot({"t": np.zeros(1)}, {})
     b.close()
-    assert load_snapshot(archive / ".state" / "snapshot.npz")[2]["first_part"] == 2
+    assert load_snapshot(archive / ".state" / "snapshot.npz")[2]["first_part"] == 0
     assert _names(archive) == ["broadcast_00002.wav", "broadcast_00004.wav", "broadcast_00005.wav",
                                "broadcast_00006.wav", "broadcast_00007.wav", "broadcast_00008.wav"]
     assert np.array_equal(_archived(archive), np.concatenate([pcm[2 * SR:3 * SR], pcm[4 * SR:]]))
     assert np.array_equal(sf.read(str(elsewhere / "broadcast_00003.wav"), dtype="int16")[0], pcm[3 * SR:4 * SR])
+
+
+@pytest.mark.parametrize("back", ["at a restart", "while it plays"])
+def test_parts_brought_back_are_kept(tmp_path, back):
+    """The oldest parts moved away off a full disk, the archive continued without them, then brought back
+    (a bigger disk): they are kept, by a restart and by the next snapshot of a server that plays, with
+    --archive-keep-parts 0 (keep all)."""
+    from wavegen.serve.archive import Archive
+
+    archive, elsewhere = tmp_path / "archive", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    pcm = np.arange(6 * SR, dtype=np.int16)
+    a = Archive(archive, SR, PARAMS, part_seconds=1.0)
+    a.open()
+    a.write(pcm[:5 * SR + SR // 2])
+    a.snapshot({"t": np.zeros(1)}, {})
+    a.close()
+    for k in (0, 1):
+        shutil.move(archive / f"broadcast_0000{k}.wav", elsewhere)
+    b = Archive(archive, SR, PARAMS, part_seconds=1.0)
+    b.open()
+    if back == "at a restart":
+        b.write(pcm[5 * SR + SR // 2:5 * SR + SR * 3 // 4])
+        b.snapshot({"t": np.zeros(1)}, {})
+        b.close()
+    for k in (0, 1):
+        shutil.move(elsewhere / f"broadcast_0000{k}.wav", archive)
+    if back == "at a restart":
+        b = Archive(archive, SR, PARAMS, part_seconds=1.0)
+        assert b.open()[1] == 5 * SR + SR * 3 // 4
+    b.write(pcm[b.position:])
+    b.snapshot({"t": np.zeros(1)}, {})
+    b.close()
+    assert _names(archive) == [f"broadcast_0000{k}.wav" for k in range(7)]
+    assert np.array_equal(_archived(archive), pcm)
+
+
+def test_rotation_alone_decides_which_parts_go(tmp_path):
+    """--archive-keep-parts 4 with a part moved away and brought back: the rotation removes it when it is
+    older than the newest 4, as it would have been, not before."""
+    from wavegen.serve.archive import Archive
+
+    archive, elsewhere = tmp_path / "archive", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    a = Archive(archive, SR, PARAMS, part_seconds=1.0, keep_parts=4)
+    a.open()
+    a.write(np.arange(2 * SR + SR // 2, dtype=np.int16))
+    a.snapshot({"t": np.zeros(1)}, {})
+    a.close()
+    shutil.move(archive / "broadcast_00001.wav", elsewhere)
+    b = Archive(archive, SR, PARAMS, part_seconds=1.0, keep_parts=4)
+    b.open()
+    b.write(np.zeros(SR, dtype=np.int16))
+    b.snapshot({"t": np.zeros(1)}, {})  # at 3.5 s: parts 0..3, the newest 4 kept
+    shutil.move(elsewhere / "broadcast_00001.wav", archive)
+    b.write(np.zeros(SR, dtype=np.int16))
+    b.snapshot({"t": np.zeros(1)}, {})  # at 4.5 s: part 0 goes
+    assert _names(archive) == [f"broadcast_0000{k}.wav" for k in range(1, 5)]
+    b.write(np.zeros(SR, dtype=np.int16))
+    b.snapshot({"t": np.zeros(1)}, {})  # at 5.5 s: part 1 goes
+    b.close()
+    assert _names(archive) == [f"broadcast_0000{k}.wav" for k in range(2, 6)]
 
 
 @pytest.mark.parametrize("replaced_by", ["a folder", "nothing", "another file"])
@@ -158,3 +220,61 @@ def test_parts_without_their_snapshot_are_not_written_over(tmp_path):
     assert again.open()[1] == 0
     again.close()
     assert _names(killed) == ["broadcast_00000.wav"]
+
+
+def test_parts_without_a_snapshot_refused_leave_the_folder_as_it_was(tmp_path):
+    """Part 0 moved away and .state lost: the refusal (parts, no snapshot) writes nothing, not even
+    .state/params.json, so the .state brought back continues the archive with the original command."""
+    from test_serve_archive import _contents
+    from wavegen.serve import ServeError
+    from wavegen.serve.archive import Archive
+
+    archive, elsewhere = tmp_path / "archive", tmp_path / "elsewhere"
+    a = Archive(archive, SR, PARAMS, part_seconds=1.0)
+    a.open()
+    a.write(np.arange(4 * SR + SR // 2, dtype=np.int16))
+    a.snapshot({"t": np.zeros(1)}, {})
+    a.close()
+    elsewhere.mkdir()
+    shutil.move(archive / "broadcast_00000.wav", elsewhere)
+    shutil.move(archive / ".state", elsewhere)
+    before = _contents(archive)
+    with pytest.raises(ServeError, match=r"holds 3\.5 s of the broadcast in 4 part\(s\) but no \.state/snapshot"):
+        Archive(archive, SR, {**PARAMS, "seed": 7}, part_seconds=1.0, unsnapshot_seconds=2.0).open()
+    assert _contents(archive) == before and not (archive / ".state").exists()
+    shutil.move(elsewhere / ".state", archive)
+    b = Archive(archive, SR, PARAMS, part_seconds=1.0, unsnapshot_seconds=2.0)
+    assert b.open()[1] == 4 * SR + SR // 2
+    b.close()
+
+
+def test_parts_without_a_snapshot_are_judged_by_the_bound_of_the_server_that_wrote_them(tmp_path):
+    """Stopped before its first snapshot under a long --snapshot-seconds (its bound recorded in params.json),
+    restarted with a shorter one: it begins anew (as it would have under the first). More audio than the
+    recorded bound: refused, saying the snapshot was lost; an archive that did not record its bound is
+    judged by this command's, the refusal saying a longer --snapshot-seconds may have written them."""
+    import json
+
+    from wavegen.serve import ServeError
+    from wavegen.serve.archive import Archive
+
+    a = Archive(tmp_path, SR, PARAMS, part_seconds=10.0, unsnapshot_seconds=6.0)
+    a.open()
+    a.write(np.arange(5 * SR, dtype=np.int16))
+    a.close()  # killed: no snapshot
+    b = Archive(tmp_path, SR, PARAMS, part_seconds=10.0, unsnapshot_seconds=2.0)
+    assert b.open()[1] == 0  # begun anew, under its own bound now
+    b.write(np.arange(3 * SR, dtype=np.int16))
+    b.close()
+    with pytest.raises(ServeError, match=r"holds 3\.0 s .* no \.state/snapshot\.npz \(the server that began it, "
+                                         r"stopped before its first snapshot, would have left at most 2\.0 s: the "
+                                         r"snapshot was removed or lost since\)"):
+        Archive(tmp_path, SR, PARAMS, part_seconds=10.0, unsnapshot_seconds=6.0).open()
+    params = tmp_path / ".state" / "params.json"
+    params.write_text(json.dumps({k: v for k, v in json.loads(params.read_text()).items()
+                                  if k != "unsnapshot_seconds"}))  # as an older wavegen recorded it
+    with pytest.raises(ServeError, match=r"with a --snapshot-seconds longer than this command's \(at most 2\.0 s"):
+        Archive(tmp_path, SR, PARAMS, part_seconds=10.0, unsnapshot_seconds=2.0).open()
+    c = Archive(tmp_path, SR, PARAMS, part_seconds=10.0, unsnapshot_seconds=6.0)
+    assert c.open()[1] == 0
+    c.close()

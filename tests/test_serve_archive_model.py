@@ -75,6 +75,8 @@ def test_an_archive_begun_from_best_continues_from_its_checkpoint(tmp_path):
     assert np.array_equal(pcm, reference_pcm(model, len(pcm)))
     params = json.loads((archive / ".state" / "params.json").read_text())
     assert params["model"] == str(run / "best") and params[TENSORS_KEY] is not None
+    # where its weights are looked for, and the most audio a kill before its first snapshot leaves (1 s + 1 s window)
+    assert params["model_folder"] == str((run / "best").resolve()) and params["unsnapshot_seconds"] == 2.0
 
 
 def test_the_same_tensors_in_another_file_continue_the_archive(tmp_path):
@@ -115,6 +117,36 @@ def test_a_refusal_names_the_kept_checkpoint_that_holds_the_weights_it_began_wit
     assert f"{run / 'best'}, which changed since" in message
     assert f"play {run} --checkpoint step_5 (the weights it began with) to continue it" in message
     assert _open(tmp_path / "archive", params(resolve_model(str(run), "step_5"))) == SR
+
+
+def test_a_refusal_looks_in_the_run_the_archive_began_with_not_the_one_played_now(tmp_path, monkeypatch):
+    """Begun from run a (named relative to where it was started), whose best/ was trained further since;
+    now another run's model is played from elsewhere: the refusal names run a's kept checkpoint that holds
+    the weights the archive began with (searched where the archive recorded its model folder), not a
+    checkpoint of the run played now."""
+    from conftest import save_tiny_model
+    from wavegen.resolve import resolve_model
+    from wavegen.serve.archive import MODEL_FOLDER_KEY, model_folder, weights_finder
+
+    def params(ref) -> dict:
+        return {**PARAMS, "model": ref.source, "model_sha256": ref.weights_sha256(),
+                TENSORS_KEY: ref.weights_tensors_sha256(), MODEL_FOLDER_KEY: model_folder(ref)}
+
+    run_a = make_run(make_model(tmp_path / "model_a"), tmp_path / "run_a")
+    run_b = make_run(make_model(tmp_path / "model_b", output_bias=np.linspace(-1, 1, 256, dtype=np.float32)),
+                     tmp_path / "run_b")
+    monkeypatch.chdir(tmp_path)
+    began = resolve_model("run_a")
+    assert began.source == "run_a/best"
+    _archive(tmp_path / "archive", params(began))
+    shutil.rmtree(run_a / "best")
+    save_tiny_model(run_a / "best", sample_rate=SR, seed=1, dim=32, emb_size=8)  # trained further: other weights
+    monkeypatch.chdir(tmp_path / "model_a")  # run_a/ is not there from here
+    now = resolve_model(str(run_b))
+    message = _refused(tmp_path / "archive", params(now), weights_finder(now))
+    assert "run_a/best (tensors" in message and f"this command plays {run_b / 'best'}, other weights" in message
+    assert f"play {run_a} --checkpoint step_5 (the weights it began with) to continue it" in message
+    assert _open(tmp_path / "archive", params(resolve_model(str(run_a), "step_5"))) == SR
 
 
 def test_an_archive_without_the_tensors_digest_is_judged_by_its_weights_file(tmp_path):

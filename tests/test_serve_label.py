@@ -210,6 +210,22 @@ def test_a_token_file_is_read_from_its_first_line_only(tmp_path, content, expect
     assert str(err.value) == f"--control-token-file {path}: {expected}"
 
 
+@pytest.mark.parametrize("line_end", [b"\n", b"\r\n", b""])
+def test_a_token_line_of_the_most_bytes_is_read_and_one_more_is_refused(tmp_path, line_end):
+    """The bound is on the first line, whatever follows it: TOKEN_FILE_MAX_BYTES of token with its line
+    end is read (the line end is not the token's), one byte more is refused."""
+    from wavegen.serve import ServeError
+    from wavegen.serve.control import TOKEN_FILE_MAX_BYTES, read_token_file
+
+    path = tmp_path / "token"
+    for size in (TOKEN_FILE_MAX_BYTES - 1, TOKEN_FILE_MAX_BYTES):
+        path.write_bytes(b"t" * size + line_end + b"next line\n" * bool(line_end))
+        assert read_token_file(str(path)) == "t" * size
+    path.write_bytes(b"t" * (TOKEN_FILE_MAX_BYTES + 1) + line_end)
+    with pytest.raises(ServeError, match=f"longer than {TOKEN_FILE_MAX_BYTES} bytes"):
+        read_token_file(str(path))
+
+
 def test_a_snapshot_whose_label_is_not_its_engine_blend_is_refused():
     from wavegen.serve import ServeError
     from wavegen.serve.control import LabelState

@@ -29,7 +29,7 @@ def same_model(saved: dict, current: dict) -> bool:
     return saved.get(key) is not None and saved.get(key) == current.get(key)
 
 
-def _held_by(began: str, saved: dict) -> tuple[int, Path] | None:
+def held_by(began: str, saved: dict) -> tuple[int, Path] | None:
     """The kept checkpoint of the run ``began`` (a model folder) belongs to that holds the weights of ``saved``."""
     return checkpoint_with(began, saved.get(TENSORS_KEY), saved.get("model_sha256"))
 
@@ -45,7 +45,7 @@ def model_differs(where: Path, saved: dict, current: dict) -> str:
     else:
         what = (f"{where} holds a render begun from the model in {began} (model_sha256={sha[:12]}...), but this "
                 f"command renders {now} (model_sha256={current['model_sha256'][:12]}...)")
-    found = _held_by(began, saved) if began else None
+    found = held_by(began, saved) if began else None
     resume = f"resume it with --checkpoint step_{found[0]} (the weights it began with), " if found else ""
     if found is None and began and _in_checkpoints(began) and not Path(began).exists():  # pruned since
         best = best_with(Path(began).parent.parent, saved.get(TENSORS_KEY))
@@ -74,7 +74,7 @@ def model_gone(where: Path, named, saved: dict, complete: bool, checkpoint: str 
         return None
     what = (f"{where} holds a {'finished render' if complete else 'render'} begun from the model in {began} "
             f"(model_sha256={sha[:12]}...), which is gone (deleted, or being replaced by a training)")
-    found = _held_by(began, saved)
+    found = held_by(began, saved)
     run = began_dir.parent.parent if _in_checkpoints(began) else began_dir.parent
     if found is not None:
         step, folder = found
@@ -100,7 +100,7 @@ def _checkpoint_gone(where: Path, run: Path, began: Path, saved: dict, complete:
             f"the checkpoint {began} (model_sha256={sha[:12]}...), which is gone (pruned by a training that went on, "
             "or deleted)")
     action = "check it" if complete else "resume it"
-    found = _held_by(str(began), saved)
+    found = held_by(str(began), saved)
     if found is not None:
         return (f"{what}; the kept checkpoint {found[1]} holds the same weights: rerun with --checkpoint "
                 f"step_{found[0]} to {action}, or choose another --out")

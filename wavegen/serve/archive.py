@@ -16,7 +16,9 @@ and continues from there: the parts come out byte-identical to a server that nev
 Parts, not one file: a WAV holds at most 4 GiB (37 hours at 16 kHz), and a station may play
 for weeks. ``keep_parts`` (--archive-keep-parts) bounds the disk it takes: at each snapshot, the
 parts older than the newest ``keep_parts`` are removed (the snapshot records the oldest part
-kept, ``first_part``, so a restart does not take the removed ones for parts lost).
+kept, ``first_part``, so a restart does not take the removed ones for parts lost). Only that rotation
+moves ``first_part``: a part moved away (off a full disk) is said at a restart, and kept when it is
+brought back.
 """
 
 from __future__ import annotations
@@ -33,8 +35,7 @@ from wavegen.fileio import (FolderLock, check_writable, ensure_folder, not_a_fil
                             stale_temporaries, write_json)
 from wavegen.render import PCMWriter, load_snapshot, save_snapshot
 from wavegen.render.folder import binding
-from wavegen.render.model_change import TENSORS_KEY, same_model
-from wavegen.resolve import checkpoint_with
+from wavegen.render.model_change import TENSORS_KEY, held_by, same_model
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +43,12 @@ STATE_DIR = ".state"
 PARAMS_FILE = "params.json"
 SNAPSHOT_FILE = "snapshot.npz"
 SNAPSHOT_VERSION = 1
+MODEL_FOLDER_KEY = "model_folder"  # params: the model folder it began with, resolved (its run is searched)
+# params.json: the most audio the server that began the archive at 0 leaves without a snapshot (its bound)
+UNSNAPSHOT_KEY = "unsnapshot_seconds"
 # a moved model folder is the same model when its weights match; TENSORS_KEY is judged with model_sha256
-NON_BINDING = ("model", TENSORS_KEY)
+NON_BINDING = ("model", TENSORS_KEY, MODEL_FOLDER_KEY, UNSNAPSHOT_KEY)
+PART_GLOB = "broadcast_[0-9][0-9][0-9][0-9][0-9].wav"
 
 
 class ServeError(WavegenError, RuntimeError):
@@ -65,22 +70,39 @@ def _with_tensors(snapshot_params: dict, recorded: dict | None) -> dict:
     return {**snapshot_params, TENSORS_KEY: recorded[TENSORS_KEY]}
 
 
-def weights_finder(ref):
-    """→ find(tensors, sha256): "RUN --checkpoint step_N", the newest kept checkpoint of the run ``ref`` belongs to
-    that holds those weights (:func:`~wavegen.resolve.checkpoint_with`), or None; None without a model folder."""
-    if ref.folder is None:
-        return None
+def model_folder(ref) -> str | None:
+    """The params' MODEL_FOLDER_KEY for ``ref``: its weights' folder, resolved (as render records its model);
+    None for random weights."""
+    return None if ref.weights is None else str(Path(ref.weights).parent.resolve())
 
-    def find(tensors, sha256) -> str | None:
-        found = checkpoint_with(ref.folder, tensors if isinstance(tensors, str) else None,
-                                sha256 if isinstance(sha256, str) else None)
-        return None if found is None else f"{found[1].parent.parent} --checkpoint step_{found[0]}"
+
+def weights_finder(ref):
+    """→ find(saved): "RUN --checkpoint step_N", the newest kept checkpoint that holds the weights the archive
+    recorded in ``saved`` began with (its tensors digest, or its weights file's sha256), or None. Searched in
+    the run the archive began with (``saved``'s MODEL_FOLDER_KEY; an archive that did not record it, in the
+    folder its ``model`` names where that is one), then in the run of ``ref``, the model played now: a
+    checkpoint holding those very weights continues the archive, whichever run it is in."""
+    def find(saved: dict) -> str | None:
+        saved = {key: value if isinstance(value, str) else None for key, value in saved.items()
+                 if key in ("model", "model_sha256", TENSORS_KEY, MODEL_FOLDER_KEY)}
+        named = (saved.get("model") or "").split(" (step ")[0]  # a checkpoint's source: "FOLDER (step N...)"
+        began = saved.get(MODEL_FOLDER_KEY) or (named if named and Path(named).is_dir() else None)
+        for folder in dict.fromkeys(str(f) for f in (began, ref.folder) if f is not None):
+            found = held_by(folder, saved)
+            if found is not None:
+                return f"{found[1].parent.parent} --checkpoint step_{found[0]}"
+        return None
 
     return find
 
 
 def part_path(folder: Path, index: int) -> Path:
     return Path(folder) / f"broadcast_{index:05d}.wav"
+
+
+def parts_in(folder: Path) -> list[tuple[int, Path]]:
+    """The archive's parts in ``folder`` (whatever is at their names), as (index, path), oldest first."""
+    return sorted((int(path.stem.split("_")[1]), path) for path in Path(folder).glob(PART_GLOB))
 
 
 def check_archive_folder(folder: str | Path) -> None:
@@ -148,7 +170,7 @@ class Archive:
             what = f"a broadcast of the model in {began} ({was}), but this command plays {now}, {other} ({is_})"
         note = ("; an older wavegen began it and recorded only its weights file's sha256, so only that very file "
                 "continues it (a checkpoint holding the same tensors is a file of other bytes)") if older else ""
-        found = self.find_weights(saved.get(TENSORS_KEY), saved.get("model_sha256")) if self.find_weights else None
+        found = self.find_weights(saved) if self.find_weights else None
         if found:
             began_with = f"play {found} (the weights it began with) to continue it"
         elif began and began != now:
@@ -185,19 +207,17 @@ class Archive:
                           "choose a folder that can be written, or make this one writable")
 
     def _open(self) -> tuple[dict[str, np.ndarray] | None, int, dict]:
+        """Check all (a refusal leaves the folder as it was), then cut back, remove and record."""
         self._remove_stale_temporaries()
         params_path = self.state_dir / PARAMS_FILE
         recorded = None
         if self._state_file(params_path):
             recorded = self._read_params(params_path)
             self._check_params(recorded, params_path)
-        else:
-            if part_path(self.folder, 0).exists():
-                raise ServeError(f"{part_path(self.folder, 0)} exists but {self.folder} has no {STATE_DIR}/"
-                                 f"{PARAMS_FILE}: it is not an archive wavegen serve can continue; choose another "
-                                 "--archive")
-            self.state_dir.mkdir(parents=True, exist_ok=True)
-            write_json(params_path, self.params)
+        elif part_path(self.folder, 0).exists():
+            raise ServeError(f"{part_path(self.folder, 0)} exists but {self.folder} has no {STATE_DIR}/"
+                             f"{PARAMS_FILE}: it is not an archive wavegen serve can continue; choose another "
+                             "--archive")
         state, meta = None, {}
         snap = self.state_dir / SNAPSHOT_FILE
         if self._state_file(snap):
@@ -209,33 +229,49 @@ class Archive:
                 raise self._damaged(snap, f"first_part={first!r} is not a part it counts")
             self.first_part = first
         else:
-            self._check_nothing_to_lose()
+            self._check_nothing_to_lose(recorded)
         self.snapshot_position = self.position
         index, frames = divmod(self.position, self.part_frames)
         self._check_parts(index, frames)  # before anything is cut or removed
-        if recorded is not None:
+        if state is None or recorded is None:  # begun (again) at 0, or params.json lost: this command's, with its bound
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            write_json(params_path, {**self.params, UNSNAPSHOT_KEY: self.unsnapshot_seconds})
+        else:
             self._record_tensors(recorded, params_path)
         self._remove_parts_before(self.first_part)  # removed by rotation, but not yet when it stopped
-        for later in sorted(self.folder.glob("broadcast_[0-9][0-9][0-9][0-9][0-9].wav")):
-            if int(later.stem.split("_")[1]) > index:  # written after the snapshot: written again
+        for later_index, later in parts_in(self.folder):
+            if later_index > index:  # written after the snapshot: written again
                 later.unlink()
         self.writer = self._writer(index, frames)
         if self.position:
             logger.info("archive %s: continuing at %.1f s", self.folder, self.position / self.sample_rate)
         return state, self.position, meta
 
-    def _check_nothing_to_lose(self) -> None:
+    def _check_nothing_to_lose(self, recorded: dict | None) -> None:
         """No snapshot: the archive starts again at 0, over its parts. Right after a server stopped before its
-        first snapshot (the parts hold at most ``unsnapshot_seconds``); with more audio in them, the snapshot
-        was removed (or lost), and starting again would remove hours of archive: refused, untouched."""
-        parts = sorted(self.folder.glob("broadcast_[0-9][0-9][0-9][0-9][0-9].wav"))
-        frames = sum(max(p.stat().st_size - PCMWriter.HEADER_BYTES, 0) // 2 for p in parts if p.is_file())
-        if self.unsnapshot_seconds is None or frames <= self.unsnapshot_seconds * self.sample_rate:
+        first snapshot, the parts hold at most the bound of the server that began it (``recorded``'s
+        UNSNAPSHOT_KEY; where params.json does not say, this command's ``unsnapshot_seconds``); with more
+        audio in them, the snapshot was removed (or lost), and starting again would remove hours of archive:
+        refused, untouched. Not checked where ``unsnapshot_seconds`` is None."""
+        if self.unsnapshot_seconds is None:
             return
+        parts = [path for _, path in parts_in(self.folder)]
+        frames = sum(max(p.stat().st_size - PCMWriter.HEADER_BYTES, 0) // 2 for p in parts if p.is_file())
+        bound = (recorded or {}).get(UNSNAPSHOT_KEY)
+        said = isinstance(bound, (int, float)) and not isinstance(bound, bool) and bound > 0
+        if frames <= (bound if said else self.unsnapshot_seconds) * self.sample_rate:
+            return
+        if said:
+            why = (f"the server that began it, stopped before its first snapshot, would have left at most "
+                   f"{bound:.1f} s: the snapshot was removed or lost since")
+        else:
+            why = (f"removed since? Or the server that wrote them was stopped before its first snapshot with a "
+                   f"--snapshot-seconds longer than this command's (at most {self.unsnapshot_seconds:.1f} s of audio "
+                   "without a snapshot): rerun with that --snapshot-seconds to begin anew")
         raise ServeError(f"{self.folder} holds {frames / self.sample_rate:.1f} s of the broadcast in {len(parts)} "
-                         f"part(s) but no {STATE_DIR}/{SNAPSHOT_FILE} (removed since?): going on from the start "
-                         "would write over them. Bring the snapshot back to continue it, or move the parts "
-                         "elsewhere (or choose another --archive) to begin anew")
+                         f"part(s) but no {STATE_DIR}/{SNAPSHOT_FILE} ({why}): going on from the start would write "
+                         "over them. Bring the snapshot back to continue it, or move the parts elsewhere (or "
+                         "choose another --archive) to begin anew")
 
     def _remove_stale_temporaries(self) -> None:
         """Lock held: the partial state files a server killed while writing them left (atomic_write's
@@ -258,14 +294,15 @@ class Archive:
 
     def _keep_part_length(self, meta: dict) -> None:
         """Go on with the length the archive's parts were begun with (its snapshot's record; before there
-        was one, a full first part's): with another length, a restart would cut the parts where they do
-        not end and write over archived audio. --archive-part-seconds shapes a new archive only."""
+        was one, the oldest part's there, full where a later part is there too: part 0 may have been moved
+        away): with another length, a restart would cut the parts where they do not end and write over
+        archived audio. --archive-part-seconds shapes a new archive only."""
         recorded = meta.get("part_frames")
         if not isinstance(recorded, int) or recorded < 1:  # a snapshot that does not say
-            first = part_path(self.folder, 0)
-            if not (first.is_file() and part_path(self.folder, 1).exists()):
+            parts = parts_in(self.folder)
+            if len(parts) < 2 or not parts[0][1].is_file():
                 return
-            recorded = (first.stat().st_size - PCMWriter.HEADER_BYTES) // 2
+            recorded = (parts[0][1].stat().st_size - PCMWriter.HEADER_BYTES) // 2
         if recorded >= 1 and recorded != self.part_frames:
             logger.warning("archive %s: its parts are %g s each; it goes on with those (--archive-part-seconds "
                            "%g shapes a new archive only)", self.folder, recorded / self.sample_rate,
@@ -312,18 +349,16 @@ class Archive:
     def _check_parts(self, index: int, frames: int) -> None:
         """The part the snapshot ends in (``index``) is there with its ``frames`` samples: the broadcast goes on
         in it. Earlier parts that are gone (moved away to free the disk, or removed) are said, and the archive
-        goes on without them: they are not needed to continue, and --archive-keep-parts removes them too (the
-        oldest part there becomes ``first_part``)."""
+        goes on without them: they are not needed to continue. They do not move ``first_part`` (only the
+        rotation of --archive-keep-parts does): one brought back is kept, as if it had never left."""
         gone = [k for k in range(self.first_part, index) if not part_path(self.folder, k).is_file()]
         if gone:
             names = [part_path(self.folder, k).name for k in gone]
             listed = ", ".join(names) if len(names) <= 4 else f"{names[0]} ... {names[-1]}"
             what = f"{names[0]}, archived before, is" if len(gone) == 1 else \
                 f"{len(gone)} parts archived before ({listed}) are"
-            logger.warning("archive %s: %s gone (moved away or removed); the archive goes on without %s",
-                           self.folder, what, "it" if len(gone) == 1 else "them")
-            while self.first_part in gone:  # the oldest ones: the archive now begins after them
-                self.first_part += 1
+            logger.warning("archive %s: %s gone (moved away or removed); the archive goes on without %s (brought "
+                           "back, kept)", self.folder, what, "it" if len(gone) == 1 else "them")
         path = part_path(self.folder, index)
         if frames and not path.is_file():
             raise ServeError(f"{path} is missing but the archive's snapshot counts it: the archive was changed "
@@ -416,8 +451,8 @@ class Archive:
     def _remove_parts_before(self, first: int) -> None:
         """Remove the parts before part ``first`` (the archive keeps the newest --archive-keep-parts). One
         that cannot be removed is said and left: the broadcast and the archive go on."""
-        for path in sorted(self.folder.glob("broadcast_[0-9][0-9][0-9][0-9][0-9].wav")):
-            if int(path.stem.split("_")[1]) < first:
+        for index, path in parts_in(self.folder):
+            if index < first:
                 try:
                     path.unlink()
                 except FileNotFoundError:

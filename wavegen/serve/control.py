@@ -47,16 +47,16 @@ def check_token(token: str | None, where: str = "--control-token") -> None:
 
 def read_token_file(path: str) -> str:
     """The token in ``path``: its first line, without the line end, spaces around it or a UTF-8 byte order mark
-    (an editor's); ServeError naming the file. Only the first TOKEN_FILE_MAX_BYTES are read: a file named by
+    (an editor's); ServeError naming the file. A first line of at most TOKEN_FILE_MAX_BYTES is read: a file named by
     mistake (a model, /dev/zero) is refused, not read whole. A pipe (``<(pass show token)``) is read too."""
     where = f"--control-token-file {path}"
     try:
         with open(path, "rb") as f:
-            head = f.read(TOKEN_FILE_MAX_BYTES)
+            head = f.read(TOKEN_FILE_MAX_BYTES + 1)  # a line of the most bytes is followed by its line end, or by none
     except OSError as err:
         raise ServeError(f"{where}: cannot read it: {err.strerror or err}") from None
     lines = head.splitlines()
-    if len(lines) < 2 and len(head) == TOKEN_FILE_MAX_BYTES:
+    if lines and len(lines[0]) > TOKEN_FILE_MAX_BYTES:
         raise ServeError(f"{where}: its first line is longer than {TOKEN_FILE_MAX_BYTES} bytes: not a token file")
     try:
         token = (lines[0] if lines else b"").decode("utf-8").removeprefix("\ufeff").strip()

@@ -39,7 +39,8 @@ from wavegen.render.guard import criteria_for
 from wavegen.render.model_change import TENSORS_KEY
 from wavegen.render.settings import check_seconds
 from wavegen.resolve import resolve_model
-from wavegen.serve.archive import SNAPSHOT_FILE, Archive, ServeError, check_archive_folder, weights_finder
+from wavegen.serve.archive import (MODEL_FOLDER_KEY, SNAPSHOT_FILE, Archive, ServeError, check_archive_folder,
+                                   model_folder, weights_finder)
 from wavegen.serve.control import LabelState, check_token
 from wavegen.serve.encoder import OggOpusEncoder, Page
 
@@ -207,7 +208,8 @@ class Station:
         self.params = {
             "model": self.ref.source, "model_sha256": _model_digest(self.ref),
             # the tensors alone: the same for best/ and the checkpoint it came from (None: random weights)
-            TENSORS_KEY: self.ref.weights_tensors_sha256(), "sample_rate": self.sample_rate,
+            TENSORS_KEY: self.ref.weights_tensors_sha256(), MODEL_FOLDER_KEY: model_folder(self.ref),
+            "sample_rate": self.sample_rate,
             "seed": settings.seed, "temperature": float(self.temperature[0]), "label": settings.label,
             "backend": self.engine.backend, "device": settings.device,
             "guard": {"seconds": settings.guard_seconds, "attempts": settings.guard_attempts,
