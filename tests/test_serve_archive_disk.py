@@ -20,6 +20,22 @@ def _names(folder: Path) -> list[str]:
     return [p.name for p in sorted(folder.glob("broadcast_*.wav"))]
 
 
+def _five_and_a_half_seconds_archived(tmp_path, seconds: int):
+    """An archive of 1 s parts holding 5.5 s of a ``seconds`` long broadcast, snapshot taken; a folder
+    "elsewhere" to move parts to; the broadcast's samples."""
+    from wavegen.serve.archive import Archive
+
+    archive, elsewhere = tmp_path / "archive", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    pcm = np.arange(seconds * SR, dtype=np.int16)
+    a = Archive(archive, SR, PARAMS, part_seconds=1.0)
+    a.open()
+    a.write(pcm[:5 * SR + SR // 2])
+    a.snapshot({"t": np.zeros(1)}, {})
+    a.close()
+    return archive, elsewhere, pcm
+
+
 def test_parts_moved_away_to_free_the_disk_do_not_stop_the_archive_continuing(tmp_path, caplog):
     """Full, the server said "free space and rerun the same command"; the user moved the oldest parts to
     another disk (and one from the middle): the restart goes on from the snapshot and says which parts are
@@ -27,14 +43,7 @@ def test_parts_moved_away_to_free_the_disk_do_not_stop_the_archive_continuing(tm
     from wavegen.render import load_snapshot
     from wavegen.serve.archive import Archive
 
-    archive, elsewhere = tmp_path / "archive", tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    pcm = np.arange(8 * SR, dtype=np.int16)
-    a = Archive(archive, SR, PARAMS, part_seconds=1.0)
-    a.open()
-    a.write(pcm[:5 * SR + SR // 2])
-    a.snapshot({"t": np.zeros(1)}, {})
-    a.close()
+    archive, elsewhere, pcm = _five_and_a_half_seconds_archived(tmp_path, 8)
     for k in (0, 1, 3):
         shutil.move(archive / f"broadcast_0000{k}.wav", elsewhere)
     b = Archive(archive, SR, PARAMS, part_seconds=1.0)
@@ -62,14 +71,7 @@ def test_parts_brought_back_are_kept(tmp_path, back):
     --archive-keep-parts 0 (keep all)."""
     from wavegen.serve.archive import Archive
 
-    archive, elsewhere = tmp_path / "archive", tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    pcm = np.arange(6 * SR, dtype=np.int16)
-    a = Archive(archive, SR, PARAMS, part_seconds=1.0)
-    a.open()
-    a.write(pcm[:5 * SR + SR // 2])
-    a.snapshot({"t": np.zeros(1)}, {})
-    a.close()
+    archive, elsewhere, pcm = _five_and_a_half_seconds_archived(tmp_path, 6)
     for k in (0, 1):
         shutil.move(archive / f"broadcast_0000{k}.wav", elsewhere)
     b = Archive(archive, SR, PARAMS, part_seconds=1.0)
