@@ -207,7 +207,7 @@ def server(model):
     s = Server(model, "--no-guard", "--burst-seconds", "2", "--lag-seconds", "10", "--max-listeners", "30",
                "--stall-seconds", "3", "--max-listeners-per-client", "0")  # its 21 listeners share an address
     yield s
-    assert s.stop() == 0, "".join(s.stderr)
+    assert s.stop() == 130, "".join(s.stderr)  # stopped on request
 
 
 # ----- the stream ---------------------------------------------------------------------------------
@@ -347,7 +347,7 @@ def test_a_slow_listener_skips_ahead_and_only_a_stalled_one_is_dropped(model):
         assert stalled.closed_by_server()
         slow.done.set()
     finally:
-        assert s.stop() == 0, "".join(s.stderr)
+        assert s.stop() == 130, "".join(s.stderr)  # stopped on request
     log = "".join(s.stderr)
     assert "skipped ahead to it" in log and log.count("took no data for") == 1
 
@@ -380,6 +380,17 @@ def test_errors_of_our_own_handlers_keep_their_traceback(caplog):
     assert ours.levelno == logging.ERROR and ours.exc_info[0] is RuntimeError
 
 
+@pytest.mark.slow
+def test_a_stop_on_request_exits_130_as_train_and_render_do(model):
+    """SIGINT (Ctrl-C) or SIGTERM stopped a playing server with exit 0, which a supervisor could not tell from
+    an end nobody asked for; train and render exit 130 when a signal stops them, and so does serve now."""
+    s = Server(model, "--no-guard")
+    assert s.stop(signal.SIGINT) == 130, "".join(s.stderr)
+    time.sleep(0.2)  # the rest of its stderr
+    log = "".join(s.stderr)
+    assert "SIGINT: stopping the stream" in log and "Traceback" not in log
+
+
 # ----- the cap and the guard: a model stuck in silence ----------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -388,7 +399,7 @@ def silent_server(tmp_path_factory):
     s = Server(folder, "--max-listeners", "2", "--guard-seconds", "0.5", "--guard-attempts", "1",
                "--burst-seconds", "1", "--lag-seconds", "5")
     yield s
-    assert s.stop() == 0, "".join(s.stderr)
+    assert s.stop() == 130, "".join(s.stderr)  # stopped on request
 
 
 def _response_head(data: bytes) -> tuple[int, dict[str, str]]:
@@ -498,7 +509,7 @@ def test_a_station_that_falls_behind_real_time_says_so_once(tmp_path):
         # a later window, late too: the delay grows again, with no second warning
         state = s.wait_for(lambda state: state["delay_seconds"] > late["delay_seconds"] + 0.1, timeout=START_TIMEOUT)
     finally:
-        assert s.stop() == 0, "".join(s.stderr)
+        assert s.stop() == 130, "".join(s.stderr)  # stopped on request
     warnings = behind()
     assert len(warnings) == 1, "".join(s.stderr[-20:])
     # slower than real time with the redraws, or (a fast machine) faster but bunched: the redraws are why

@@ -79,7 +79,7 @@ def test_the_page_plays_the_stream_and_draws_a_live_spectrogram(playwright, tmp_
         server.wait_for(lambda s: s["listeners"] == 0, timeout=15)
         browser.close()
     finally:
-        assert server.stop() == 0, "".join(server.stderr)
+        assert server.stop() == 130, "".join(server.stderr)
 
 
 @pytest.mark.slow
@@ -97,7 +97,7 @@ def test_the_page_says_so_when_the_stream_stops(playwright, tmp_path):
         page.wait_for_function("document.getElementById('audio').currentTime > 0.5", timeout=30000)
         assert page.text_content("#play") == "■ Stop" and not page.is_visible("#notice")
     finally:
-        assert server.stop(signal.SIGINT) == 0, "".join(server.stderr)
+        assert server.stop(signal.SIGINT) == 130, "".join(server.stderr)
     page.wait_for_function("!document.getElementById('notice').hidden", timeout=30000)
     assert page.text_content("#notice") == "The stream stopped. Press Listen to join again."
     assert page.text_content("#play") == "▶ Listen"
@@ -132,7 +132,7 @@ def test_the_page_says_so_when_this_address_has_as_many_listeners_as_it_may(play
         browser.close()
         holder.close()
     finally:
-        assert server.stop() == 0, "".join(server.stderr)
+        assert server.stop() == 130, "".join(server.stderr)
 
 
 @pytest.mark.slow
@@ -167,4 +167,4 @@ def test_the_page_shows_the_label_and_its_control_only_with_the_token(playwright
                                timeout=30000)
         browser.close()
     finally:
-        assert server.stop() == 0, "".join(server.stderr)
+        assert server.stop() == 130, "".join(server.stderr)

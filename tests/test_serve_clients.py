@@ -18,7 +18,7 @@ def server(tmp_path_factory):
     s = Server(make_model(tmp_path_factory.mktemp("clients") / "tiny"), "--no-guard", "--max-listeners", "4",
                "--max-listeners-per-client", "2", "--burst-seconds", "1", "--lag-seconds", "5")
     yield s
-    assert s.stop() == 0, "".join(s.stderr)
+    assert s.stop() == 130, "".join(s.stderr)
 
 
 def _connect(port: int, source: str, method: bytes = b"GET") -> tuple[socket.socket, int, dict, bytes]:

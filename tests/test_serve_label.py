@@ -116,7 +116,7 @@ def test_a_label_switch_starts_at_the_sample_it_names_and_a_restart_keeps_it(con
         assert code == 200 and answer["label"] == "bells" and not answer["changed"], answer
         assert server.status()["label_switches"] == 1
     finally:
-        assert server.stop() == 0, "".join(server.stderr)
+        assert server.stop() == 130, "".join(server.stderr)
     first = archived(archive)
     unswitched = played(conditioned, len(first), [(0, "rain")])
     assert np.array_equal(first[:at], unswitched[:at]), "before the switch: as if never switched"
@@ -129,7 +129,7 @@ def test_a_label_switch_starts_at_the_sample_it_names_and_a_restart_keeps_it(con
         assert status["label"] == "bells" and status["label_since_seconds"] == at / SR
         again.wait_for(lambda s: s["archive"]["seconds"] >= len(first) / SR + 1.0)
     finally:
-        assert again.stop() == 0, "".join(again.stderr)
+        assert again.stop() == 130, "".join(again.stderr)
     whole = archived(archive)
     assert len(whole) > len(first)
     assert np.array_equal(whole, played(conditioned, len(whole), [(0, "rain"), (at, "bells")]))

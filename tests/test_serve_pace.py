@@ -214,4 +214,4 @@ def test_a_busy_machine_does_not_make_serve_refuse_a_model_that_keeps_up(tmp_pat
     assert ready.startswith("listening: "), err
     assert "did not keep up with real time throughout the start-up check" in err and "this machine is busy" in err
     assert "with a CPU to itself" in err, err  # too slow at its best here: the share of the CPU it had says why
-    assert server.returncode == 0, err
+    assert server.returncode == 130, err  # stopped on request (SIGTERM), as train and render

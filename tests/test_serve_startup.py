@@ -1,5 +1,6 @@
-"""wavegen serve's start-up: a stop asked for before the server listens. A real server (the CLI)
-stopped by a real SIGTERM.
+"""wavegen serve's start-up: a stop asked for before the server listens (exit 130, as train and render),
+and an archive of another broadcast refused before the model is timed. Real servers (the CLI), real
+signals, each sent at a known point of the start-up.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ import subprocess
 import sys
 import threading
 
-from test_serve import ENV, START_TIMEOUT, make_model
+import pytest
+from test_serve import ENV, START_TIMEOUT, Server, make_model
 
 
 def test_sigterm_during_start_up_stops_without_ever_listening(tmp_path):
@@ -42,6 +44,69 @@ def test_sigterm_during_start_up_stops_without_ever_listening(tmp_path):
     reader.join(10)  # the rest of its stderr
     stdout = proc.stdout.read()
     log = "".join(stderr)
-    assert proc.returncode == 0, log
+    assert proc.returncode == 130, log  # stopped on request, as train and render say it
+    assert "Traceback" not in log
     assert "listening:" not in stdout and "playing" not in log, (stdout, log)
     assert "stopped before the stream started" in log
+
+
+# The CLI, waiting (a line on stdin) where it starts to import wavegen.serve (torch, seconds): the test signals it there
+CHILD = """import sys
+class Pause:
+    def find_spec(self, name, path=None, target=None):
+        if name == "wavegen.serve":
+            sys.meta_path.remove(self)
+            print("importing", name, flush=True)
+            sys.stdin.readline()
+        return None
+sys.meta_path.insert(0, Pause())
+from wavegen.cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_while_serve_imports_stops_cleanly_in_one_line(tmp_path, signum):
+    """A SIGTERM in the first second or two (torch importing, before serve's handlers were installed) killed
+    the server by the signal (exit -15, 143 in a shell) with nothing said; a SIGINT there was a traceback of
+    whatever imported. Now: exit 130, what it does said in one line, no model loaded, nothing written."""
+    script, archive = tmp_path / "child.py", tmp_path / "archive"
+    script.write_text(CHILD)
+    child = subprocess.Popen([sys.executable, str(script), "serve", str(tmp_path / "no-model"), "--port", "0",
+                              "--archive", str(archive)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        assert child.stdout.readline().strip() == "importing wavegen.serve"
+        child.send_signal(signum)
+        out, err = child.communicate("go\n", timeout=120)
+    finally:
+        child.kill()
+    name = signal.Signals(signum).name
+    assert child.returncode == 130, err
+    assert "Traceback" not in err and "listening:" not in out
+    assert f"{name}: stopped before the stream started" in err
+    assert "no-model" not in err  # stopped before the model (which does not exist) was looked for
+    assert not archive.exists()
+
+
+@pytest.mark.slow
+def test_an_archive_of_another_broadcast_is_refused_before_the_model_is_timed(tmp_path):
+    """Another server's archive, or one of another seed or model, was refused only after the start-up
+    timing (seconds of generation); now at once after the model loads, with the archive untouched."""
+    model, archive = make_model(tmp_path / "tiny"), tmp_path / "archive"
+    first = Server(model, "--no-guard", "--archive", str(archive))
+    try:
+        busy = subprocess.run([sys.executable, "-m", "wavegen", "serve", str(model), "--port", "0", "--allow-slow",
+                               "--no-guard", "--archive", str(archive)], capture_output=True, text=True, env=ENV,
+                              timeout=120)
+    finally:
+        assert first.stop() == 130, "".join(first.stderr)
+    assert busy.returncode == 2 and "another wavegen serve archive is writing here" in busy.stderr, busy.stderr
+    assert "real time on the" not in busy.stderr  # the timing's line
+    before = {p.name: p.read_bytes() for p in archive.rglob("*") if p.is_file() and p.name != ".lock"}
+    other = subprocess.run([sys.executable, "-m", "wavegen", "serve", str(model), "--port", "0", "--allow-slow",
+                            "--no-guard", "--archive", str(archive), "--seed", "1"], capture_output=True, text=True,
+                           env=ENV, timeout=120)
+    assert other.returncode == 2 and "seed=0" in other.stderr and "seed=1" in other.stderr, other.stderr
+    assert "real time on the" not in other.stderr and "Traceback" not in other.stderr
+    assert {p.name: p.read_bytes() for p in archive.rglob("*") if p.is_file() and p.name != ".lock"} == before

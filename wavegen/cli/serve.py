@@ -9,7 +9,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("serve", help="play a model as an endless live stream with a web player",
                        description="Play a model forever: a web player at /, the audio (Ogg Opus over HTTP) at "
                                    "/stream for browsers, VLC, mpv and ffplay, /status (JSON) and /metrics "
-                                   "(Prometheus). Ctrl-C stops it.")
+                                   "(Prometheus). Ctrl-C or SIGTERM stops it (exit 130).")
     p.add_argument("model", help="run folder, model folder, preset or config .json")
     p.add_argument("--checkpoint", default=None, help='a run checkpoint instead of best/: "last" or "step_N"')
     p.add_argument("--host", default="127.0.0.1",
@@ -64,28 +64,39 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from wavegen.serve import ServeSettings, serve
+    from wavegen.signals import StopSignals
 
-    check_device(args.device)
-    token = args.control_token
-    if args.control_token_file is not None:
-        from wavegen.serve.control import read_token_file
+    # installed before torch imports (seconds): a SIGTERM then is a clean stop (130), not a death by the signal
+    with StopSignals("stopping before the server listens") as stop:
+        from wavegen.serve import serve
 
-        token = read_token_file(args.control_token_file)
+        check_device(args.device)
+        token = args.control_token
+        if args.control_token_file is not None:
+            from wavegen.serve.control import read_token_file
 
-    settings = ServeSettings(host=args.host, port=args.port, seed=args.seed, temperature=args.temperature,
-                             label=args.label, backend=args.backend, device=args.device, archive=args.archive,
-                             archive_part_seconds=args.archive_part_seconds,
-                             archive_keep_parts=args.archive_keep_parts, snapshot_seconds=args.snapshot_seconds,
-                             buffer_seconds=args.buffer_seconds, burst_seconds=args.burst_seconds,
-                             max_listeners=args.max_listeners,
-                             max_listeners_per_client=args.max_listeners_per_client, stall_seconds=args.stall_seconds,
-                             lag_seconds=args.lag_seconds, idle_seconds=args.idle_seconds, allow_slow=args.allow_slow,
-                             guard=args.guard, guard_seconds=args.guard_seconds, guard_attempts=args.guard_attempts,
-                             control_token=token)
+            token = read_token_file(args.control_token_file)
+        settings = _settings(args, token)
 
-    def ready(url: str) -> None:  # on stdout, so a script can read where to listen
-        print(f"listening: {url}", flush=True)
+        def ready(url: str) -> None:  # on stdout, so a script can read where to listen
+            print(f"listening: {url}", flush=True)
 
-    serve(args.model, settings, checkpoint=args.checkpoint, on_ready=ready)
-    return 0
+        serve(args.model, settings, checkpoint=args.checkpoint, on_ready=ready, stop=stop)
+    # it plays until stopped: a stop on request exits 130, as train's and render's do, so a supervisor tells it
+    # from an end it did not ask for
+    return 130 if stop.requested else 0
+
+
+def _settings(args, token: str | None):
+    from wavegen.serve import ServeSettings
+
+    return ServeSettings(host=args.host, port=args.port, seed=args.seed, temperature=args.temperature,
+                          label=args.label, backend=args.backend, device=args.device, archive=args.archive,
+                          archive_part_seconds=args.archive_part_seconds,
+                          archive_keep_parts=args.archive_keep_parts, snapshot_seconds=args.snapshot_seconds,
+                          buffer_seconds=args.buffer_seconds, burst_seconds=args.burst_seconds,
+                          max_listeners=args.max_listeners,
+                          max_listeners_per_client=args.max_listeners_per_client, stall_seconds=args.stall_seconds,
+                          lag_seconds=args.lag_seconds, idle_seconds=args.idle_seconds, allow_slow=args.allow_slow,
+                          guard=args.guard, guard_seconds=args.guard_seconds, guard_attempts=args.guard_attempts,
+                          control_token=token)

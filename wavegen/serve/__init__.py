@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 import time
+from contextlib import nullcontext
 
 from wavegen.serve.archive import ServeError
 from wavegen.serve.station import MIN_REALTIME, ServeSettings, Station, load_text, speed
@@ -142,30 +143,46 @@ class _Pace:
         self.delay = delay
 
 
-def serve(target: str, settings: ServeSettings, checkpoint: str | None = None, on_ready=None) -> dict:
+# What the first SIGINT or SIGTERM says it will do (wavegen.signals), while the server starts up, then while it plays
+STOP_STARTING = "stopping once the model is loaded and timed, before the server listens"
+STOP_PLAYING = "stopping the stream"
+
+
+def serve(target: str, settings: ServeSettings, checkpoint: str | None = None, on_ready=None,
+          stop: StopSignals | None = None) -> dict:
     """Play ``target`` (a preset, config, model, run folder or checkpoint) until stopped.
 
     ``on_ready(url)`` is called once the server listens and the station plays. Returns the
-    last /status ({} where SIGINT or SIGTERM came before it listened: it stops without listening).
+    last /status ({} where SIGINT or SIGTERM came before it listened: it stops without listening);
+    ``stop.requested`` then says a signal stopped it (the CLI's exit 130). ``stop``: the StopSignals
+    a caller installed before this call (the CLI's, before its imports), else serve's own.
     Raises ServeError (or ConfigError) for a setting that cannot work, a port in use (both before
-    the model loads), a model too slow for real time (without ``allow_slow``), an
-    archive of another broadcast or a failing disk.
+    the model loads), an archive of another broadcast (before the model is timed), a model too slow
+    for real time (without ``allow_slow``), or a failing disk.
     """
     settings.validate()
     _check_address(settings.host, settings.port)  # not after the model loaded and was timed
-    with StopSignals("stopping the stream" + (" and saving the archive's snapshot" if settings.archive else "")) \
-            as stop:
-        # a stop asked for during the model's load or the start-up check: it never listens, so never says it does
+    with nullcontext(stop) if stop is not None else StopSignals() as stop:
+        stop.message = STOP_STARTING
+        # a stop asked for during the imports (the CLI's), the model's load or the start-up check: it never
+        # listens, so never says it does
+        if stop.requested:
+            return _stopped_before_start(stop)
         station = Station(target, settings, checkpoint)
         if not stop.requested:
             station.open()
         try:
             if stop.requested:
-                logger.info("stopped before the stream started")
-                return {}
+                return _stopped_before_start(stop)
+            stop.message = STOP_PLAYING + (" and saving the archive's snapshot" if settings.archive else "")
             return asyncio.run(_run(station, stop, on_ready))
         finally:
             station.stop()
+
+
+def _stopped_before_start(stop: StopSignals) -> dict:
+    logger.warning("%s: stopped before the stream started", stop.name)
+    return {}
 
 
 async def _run(station: Station, stop: StopSignals, on_ready) -> dict:

@@ -188,11 +188,31 @@ class Archive:
                 pass
         return binding(key, value)
 
-    def open(self) -> tuple[dict[str, np.ndarray] | None, int, dict]:
+    def check(self) -> None:
+        """Take the lock and check params.json against this command's (ServeError / FolderBusyError, the lock
+        let go), writing nothing: a second server or another broadcast is refused before the model is timed.
+        ``open()`` then goes on under the lock."""
+        self._acquire()
+        try:
+            params_path = self.state_dir / PARAMS_FILE
+            if self._state_file(params_path):
+                self._check_params(self._read_params(params_path), params_path)
+        except BaseException as err:
+            self.lock.release()
+            if isinstance(err, OSError):
+                raise self._folder_error(err) from None
+            raise
+
+    def _acquire(self) -> None:
+        if self.lock.held:  # check() took it
+            return
         try:
             self.lock.acquire()
         except OSError as err:  # fileio says why a folder cannot be made; a name it cannot even look up is this
             raise self._folder_error(err) from None
+
+    def open(self) -> tuple[dict[str, np.ndarray] | None, int, dict]:
+        self._acquire()
         try:
             return self._open()
         except BaseException as err:

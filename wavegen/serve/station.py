@@ -265,8 +265,17 @@ class Station:
         return max(tries)
 
     def open(self) -> None:
-        """Measure the engine (refuse a model too slow for real time), restore the archive's snapshot."""
-        self._check_speed()
+        """Measure the engine (refuse a model too slow for real time), restore the archive's snapshot. The
+        archive's lock and params are checked first: another broadcast's archive is refused untimed."""
+        if self.archive is not None:
+            self.archive.check()
+            try:
+                self._check_speed()
+            except BaseException:
+                self.archive.lock.release()
+                raise
+        else:
+            self._check_speed()
         if self.archive is not None:
             state, self.position, meta = self.archive.open()
             self.events = meta.get("events", [])
