@@ -290,8 +290,9 @@ def test_resolve_and_checkpoint_do_not_reach_up_into_render():
     calls down into it, and resolving a model (a damaged best/'s hint included) never imports render."""
     import wavegen.checkpoint
     import wavegen.resolve
+    import wavegen.resolve_why
 
-    for module in (wavegen.resolve, wavegen.checkpoint):
+    for module in (wavegen.resolve, wavegen.resolve_why, wavegen.checkpoint):
         assert "wavegen.render" not in Path(module.__file__).read_text(), module.__name__
 
 
@@ -313,3 +314,67 @@ def test_a_damaged_best_of_an_older_wavegen_says_its_tensors_are_not_known(tmp_p
     with pytest.raises(CheckpointError, match=r"damaged; no kept checkpoint holds its weights \(this folder, written "
                                               r"by an older wavegen, does not record its tensors"):
         resolve_model(copy).load()
+
+
+def test_a_render_folder_names_the_model_that_made_it(tmp_path, run_dir, capsys):
+    """A render folder given as the model (info, bench --model, eval) said "no model.safetensors + config.json
+    here"; it is named as a render folder, with the model its parameters record: complete (render_report.json)
+    or under way (.state/params.json), of best/ or of a checkpoint (given as the run and --checkpoint)."""
+    from wavegen.cli import main
+
+    out = tmp_path / "out"
+    render = ["render", str(run_dir), "--seconds", "0.25", "--no-guard", "--no-spectrogram", "--threads", "1"]
+    assert main([*render, "--out", str(out)]) == 0
+    made = f"{out}: a render folder (made by {(run_dir / 'best').resolve()}), not a model; give the model that made it: "
+    for command in (["info", str(out)], ["bench", "--model", str(out)],
+                    ["eval", str(out), "--data", str(run_dir.parent / "corpus")]):
+        assert main(command) == 2
+        assert capsys.readouterr().err.splitlines()[-1] == (f"wavegen {command[0]}: error: {made}"
+                                                             f"{(run_dir / 'best').resolve()}")
+    assert main(["info", str((run_dir / "best").resolve())]) == 0  # what it says works
+    step = sorted((run_dir / "checkpoints").glob("step_*"))[-1]
+    under_way = tmp_path / "under_way"
+    assert main([*render, "--out", str(under_way), "--checkpoint", step.name]) == 0
+    report = json.loads((under_way / "render_report.json").read_text())
+    (under_way / ".state").mkdir()
+    (under_way / ".state" / "params.json").write_text(json.dumps(report["params"]))  # as while it runs
+    (under_way / "render_report.json").unlink()
+    with pytest.raises(ConfigError) as err:
+        resolve_model(under_way)
+    assert str(err.value) == (f"{under_way}: a render folder (made by {step.resolve()}), not a model; give the model "
+                              f"that made it: {run_dir.resolve()} --checkpoint {step.name}")
+    shutil.rmtree(under_way / ".state")  # its audio alone: no record of the model
+    with pytest.raises(ConfigError, match=f"{under_way}: a render folder .*, not a model; give the model or run folder"
+                                          " that rendered it$"):
+        resolve_model(under_way)
+
+
+def test_the_render_folder_names_resolve_restates_are_renders():
+    import wavegen.resolve_why as resolve
+    from wavegen.render.folder import PARAMS_FILE, REPORT_FILE, STATE_DIR
+    from wavegen.render.settings import FORMATS, stream_paths
+
+    assert resolve.RENDER_REPORT == REPORT_FILE and resolve.RENDER_PARAMS == Path(STATE_DIR) / PARAMS_FILE
+    assert resolve.RENDER_STREAMS == tuple(stream_paths(Path(), 1, fmt)[0].name for fmt in FORMATS)
+
+
+@pytest.mark.parametrize("where", ["model", "run", "checkpoint"])
+def test_a_bad_setting_in_a_folders_config_names_the_file(tmp_path, run_dir, capsys, where):
+    """best/config.json (or a run's config.json, read for --checkpoint) with "dim": -3 said
+    "model.dim=-3: must be at least 1" without saying which file; now the file, on one line."""
+    from wavegen.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    config = {"model": run / "best" / "config.json", "run": run / "best" / "config.json",
+              "checkpoint": run / "config.json"}[where]
+    saved = json.loads(config.read_text())
+    saved["model"]["dim"] = -3
+    config.write_text(json.dumps(saved))
+    target = [str(run / "best")] if where == "model" else [str(run)]
+    target += ["--checkpoint", "last"] if where == "checkpoint" else []
+    for command in (["info", *target], ["render", *target, "--seconds", "0.25", "--out", str(tmp_path / "out")]):
+        assert main(command) == 2
+        assert capsys.readouterr().err.strip() == \
+            f"wavegen {command[0]}: error: {config}: model.dim=-3: must be at least 1"
+    assert not (tmp_path / "out").exists()

@@ -307,9 +307,11 @@ def read_config(path: Path, hand_written: bool = False) -> dict:
     """The model config in ``path``, once it has a wavegen config's shape: ConfigError naming the
     file when a section is missing or the sample rate is not a rate (a damaged or hand-edited
     config is one line, not a traceback later). A folder's config.json (complete: written by
-    wavegen) is read as it is. A config written by hand (``hand_written``, given to ``--model``)
-    that names a preset is that preset's config with the file's settings over it
-    (:func:`_over_preset`), and its settings are checked here, each error naming the file."""
+    wavegen) is read as it is, its model settings checked ("best/config.json: model.dim=-3: must be
+    at least 1", not the setting alone when the model is built). A config written by hand
+    (``hand_written``, given to ``--model``) that names a preset is that preset's config with the
+    file's settings over it (:func:`_over_preset`), and its model and train settings are checked
+    here, each error naming the file."""
     config = load_json(path)
     if hand_written:
         config = _over_preset(path, config)
@@ -326,8 +328,7 @@ def read_config(path: Path, hand_written: bool = False) -> dict:
     rate = data.get("sample_rate")
     if isinstance(rate, bool) or not isinstance(rate, int) or rate <= 0:
         raise ConfigError(f"{path}: data.sample_rate {rate!r} is not a sample rate (a positive whole number of Hz)")
-    if hand_written:
-        _check_settings(path, config)
+    _check_settings(path, config, train=hand_written)  # a folder's train settings are for training alone
     return config
 
 
@@ -369,15 +370,16 @@ def _as_set(value) -> str:
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
-def _check_settings(path: Path, config: dict) -> None:
-    """The model and train settings of a config file, each alone (the pair is checked when a run is
-    resolved, after any ``--set``): ConfigError naming the file and the setting."""
+def _check_settings(path: Path, config: dict, train: bool = True) -> None:
+    """The model settings of a config file and (``train``) its train settings, each alone (the pair is
+    checked when a run is resolved, after any ``--set``): ConfigError naming the file and the setting."""
     from wavegen.config import TrainConfig, from_dict, train_settings
     from wavegen.models import model_config
 
     try:
         model_config(config)
-        from_dict(TrainConfig, train_settings(config), "train").validate()
+        if train:
+            from_dict(TrainConfig, train_settings(config), "train").validate()
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
 
@@ -409,9 +411,11 @@ def resolve_model(target: str | Path, checkpoint: str | None = None) -> ModelRef
     if not path.exists():
         presets = "" if "/" in text else f" (presets: {sorted(PRESETS)})"  # a path is not a mistyped preset
         raise ConfigError(f"{text}: no such preset, model folder or run folder{presets}")
+    from wavegen.resolve_why import no_best, not_a_model
+
     if (path / CONFIG_FILE).is_file() and run_checkpoints(path):
-        raise ConfigError(_no_best(path))
-    raise ConfigError(_not_a_model(path))
+        raise ConfigError(no_best(path))
+    raise ConfigError(not_a_model(path))
 
 
 def resolve_settings(target: str | Path) -> ModelRef:
@@ -434,40 +438,3 @@ def _preset_and_overrides(config: dict) -> str:
         return ""
     overrides = config.get("overrides") or []
     return f"preset {config['preset']}" + (f" with {' '.join(overrides)}" if overrides else "") + "; "
-
-
-_RUN_FILES = ("checkpoints", "metrics.jsonl", ".lock")  # a run folder's, beside its config.json (train.py)
-
-
-def _not_a_model(path: Path) -> str:
-    """Why an existing path names no model, and what to give instead: a checkpoint of a run (give the
-    run and --checkpoint), a prepared corpus (train on it first), or another folder."""
-    from wavegen.corpus import MANIFEST
-
-    run = path.parent.parent
-    if (path / CONFIG_FILE).is_file() and any((path / name).exists() for name in _RUN_FILES):
-        return (f"{path}: a training run with no model yet (no best/ and no finished checkpoint: training has not "
-                f"saved one); wait for its first checkpoint (then --checkpoint last), or give {path / CONFIG_FILE} "
-                "for its settings (random weights)")
-    if path.parent.name == "checkpoints" and (run / CONFIG_FILE).is_file():
-        return f"{path}: a checkpoint of the run {run}; give the run and the checkpoint: {run} --checkpoint {path.name}"
-    if (path / MANIFEST).is_file():
-        return (f"{path}: a prepared corpus, not a model; train one on it first (wavegen train --data {path} "
-                "--model PRESET --run RUN), then give RUN")
-    return (f"{path}: no {MODEL_FILE} + {CONFIG_FILE} here or in {path / 'best'}; "
-            "train a model first (wavegen train), or give a run or model folder")
-
-
-def _no_best(run_dir: Path) -> str:
-    """Why a run folder with checkpoints has no best/, and what to do: no validation has run yet, or
-    best/ went missing though validations ran (metrics.jsonl records them)."""
-    from wavegen.runlog import best_validation
-
-    scored = best_validation(run_dir)
-    if scored is None:
-        return (f"{run_dir}: this run has no best/ model yet (no validation has run); use --checkpoint last, or "
-                "train on until a validation step")
-    step, bits = scored
-    return (f"{run_dir}: this run's best/ model is missing, though validations ran (the best, {bits:.4f} bits/sample, "
-            f"at step {step}); use --checkpoint last or step_N, or rerun its wavegen train command: it restores best/ "
-            f"from checkpoints/step_{step} while that is kept")

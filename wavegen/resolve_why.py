@@ -1,0 +1,75 @@
+"""Why a path that exists names no model, and what to give instead (:func:`wavegen.resolve.resolve_model`'s
+errors): a run with no model yet or no best/ (:func:`no_best`), a checkpoint folder, a prepared corpus, a render
+folder (the model that made it, from its records), or another folder (:func:`not_a_model`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from wavegen.resolve import CONFIG_FILE, MODEL_FILE
+
+RUN_FILES = ("checkpoints", "metrics.jsonl", ".lock")  # a run folder's, beside its config.json (train.py)
+# A render folder's names (render/folder.py's REPORT_FILE, STATE_DIR, PARAMS_FILE; settings.stream_paths and
+# FORMATS), restated: resolve lies below render and never imports it (test_resolve checks both).
+RENDER_REPORT, RENDER_PARAMS = "render_report.json", Path(".state") / "params.json"
+RENDER_STREAMS = ("stream_000.wav", "stream_000.flac")
+
+
+def not_a_model(path: Path) -> str:
+    """Why an existing path names no model, and what to give instead: a checkpoint of a run (give the
+    run and --checkpoint), a prepared corpus (train on it first), a render folder (give the model that
+    made it), or another folder."""
+    from wavegen.corpus import MANIFEST
+
+    run = path.parent.parent
+    if (path / CONFIG_FILE).is_file() and any((path / name).exists() for name in RUN_FILES):
+        return (f"{path}: a training run with no model yet (no best/ and no finished checkpoint: training has not "
+                f"saved one); wait for its first checkpoint (then --checkpoint last), or give {path / CONFIG_FILE} "
+                "for its settings (random weights)")
+    if path.parent.name == "checkpoints" and (run / CONFIG_FILE).is_file():
+        return f"{path}: a checkpoint of the run {run}; give the run and the checkpoint: {run} --checkpoint {path.name}"
+    if (path / MANIFEST).is_file():
+        return (f"{path}: a prepared corpus, not a model; train one on it first (wavegen train --data {path} "
+                "--model PRESET --run RUN), then give RUN")
+    if any((path / name).is_file() for name in (RENDER_REPORT, RENDER_PARAMS, *RENDER_STREAMS)):
+        return _render_folder(path)
+    return (f"{path}: no {MODEL_FILE} + {CONFIG_FILE} here or in {path / 'best'}; "
+            "train a model first (wavegen train), or give a run or model folder")
+
+
+def _render_folder(path: Path) -> str:
+    """For a render folder given as a model: what it is, and the model that rendered it (its report's
+    parameters when complete, else those under .state: "model", the folder of the weights) to give instead."""
+    from wavegen.fileio import read_json_object
+
+    made_by = None
+    for record, key in ((RENDER_REPORT, "params"), (RENDER_PARAMS, None)):
+        try:
+            params = read_json_object(path / record)
+            model = (params.get(key) if key else params)["model"]
+        except (OSError, ValueError, AttributeError, KeyError, TypeError):  # none, unreadable or no model named
+            continue
+        if isinstance(model, str) and model:
+            made_by = model
+            break
+    if made_by is None:
+        return (f"{path}: a render folder (audio wavegen render wrote), not a model; give the model or run folder "
+                "that rendered it")
+    model = Path(made_by)
+    give = f"{model.parent.parent} --checkpoint {model.name}" if model.parent.name == "checkpoints" else str(model)
+    return f"{path}: a render folder (made by {model}), not a model; give the model that made it: {give}"
+
+
+def no_best(run_dir: Path) -> str:
+    """Why a run folder with checkpoints has no best/, and what to do: no validation has run yet, or
+    best/ went missing though validations ran (metrics.jsonl records them)."""
+    from wavegen.runlog import best_validation
+
+    scored = best_validation(run_dir)
+    if scored is None:
+        return (f"{run_dir}: this run has no best/ model yet (no validation has run); use --checkpoint last, or "
+                "train on until a validation step")
+    step, bits = scored
+    return (f"{run_dir}: this run's best/ model is missing, though validations ran (the best, {bits:.4f} bits/sample, "
+            f"at step {step}); use --checkpoint last or step_N, or rerun its wavegen train command: it restores best/ "
+            f"from checkpoints/step_{step} while that is kept")
