@@ -44,6 +44,7 @@ logger = logging.getLogger("wavegen.render")
 OPEN_FILES_MARGIN = 64  # files a render holds open besides its writers (libraries, lock, snapshots, PNGs)
 NO_RLIMIT_OPEN_FILES = 8192  # where there is no RLIMIT_NOFILE: the C runtime's limit (Windows' UCRT)
 HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # answered between blocks of FLAC encoding (_signals_held)
+SAY_CHECK_BYTES = 1 << 30  # a resume reading this much of its files (their CRC-32) says so first
 
 
 def open_file_limit() -> int | None:
@@ -193,6 +194,9 @@ class StreamWriters:
         self.io_error = io_error
         self.writers: list[PCMWriter] = []
         crcs = resume_crc32s if resume_crc32s is not None and len(resume_crc32s) == len(paths) else [None] * len(paths)
+        if resume_frames is not None and 2 * resume_frames * len(paths) >= SAY_CHECK_BYTES:  # read whole: minutes
+            logger.info("checking the %d file(s) against the snapshot (%.1f GB read) before resuming", len(paths),
+                        2 * resume_frames * len(paths) / 1e9)
         try:
             for path, crc in zip(paths, crcs):
                 self.writers.append(PCMWriter(path, sample_rate, wav=wav, resume_frames=resume_frames,
