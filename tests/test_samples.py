@@ -1,8 +1,8 @@
 """Training samples (wavegen.samples): written every sample_interval steps (by default at
 validation steps, at most every 500) from the current weights, the same audio a render of that
 checkpoint draws, in TensorBoard; atomic under kill -9; a stopped session's past the checkpoint a
-run resumes from drawn again; a failure warns and training goes on; one stream per label for a
-conditioned model."""
+run resumes from drawn again; a failure warns and training goes on (a samples folder that cannot be
+written: said once at the start); one stream per label for a conditioned model."""
 
 import json
 import logging
@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ from wavegen.render import RenderSettings, render
 from wavegen.render.album import ALBUM_FILE, find_profile
 from wavegen.resolve import resolve_model
 from wavegen.samples import SAMPLES_DIR, TrainingSamples, read_samples, sample_steps
-from wavegen.train import train
+from wavegen.train import read_metrics, train
 
 SR = 8000
 SAMPLING = ["train.sample_interval=2", "train.sample_seconds=0.5", "train.val_interval=2",
@@ -220,6 +221,66 @@ def test_a_failure_to_sample_warns_and_training_goes_on(corpus, tmp_path, caplog
     off = tmp_path / "off"
     train(config_for(corpus, "train.max_steps=2", "train.sample_interval=-1"), off, progress=False)
     assert not (off / SAMPLES_DIR).exists()
+
+
+@pytest.mark.parametrize("target, reason", [("x" * 300, "File name too long"),
+                                            ("../a_file/samples", "Not a directory")],
+                         ids=["name_too_long", "into_a_file"])
+def test_a_training_whose_samples_cannot_be_written_goes_on_to_its_last_step(corpus, tmp_path, caplog, target,
+                                                                            reason):
+    """RUN/samples a link to a name too long for the file system, or into a file: the samples failed to start
+    and stopped the training before its first step with a save error (no checkpoint, no metrics)."""
+    (tmp_path / "a_file").write_text("not a folder")
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / SAMPLES_DIR).symlink_to(target)
+    with caplog.at_level(logging.WARNING):
+        result = train(config_for(corpus, "train.max_steps=4"), folder, progress=False)
+    assert result["status"] == "finished" and result["step"] == 4
+    assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == ["step_2", "step_4"]
+    assert (folder / "best" / "model.safetensors").is_file()
+    assert [row["step"] for row in read_metrics(folder) if "val_bits" in row] == [2, 4]
+    assert sample_steps(folder) == [] and "failed" not in caplog.text  # not rendered to fail at every step
+    warned = [r.getMessage() for r in caplog.records if "training samples cannot be written" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith(f"{folder / SAMPLES_DIR} (a link to {target})")
+    assert f"({reason}): no samples are drawn, training goes on" in warned[0]
+
+
+def can_write_in(folder) -> bool:
+    probe = Path(folder) / f".probe-{os.getpid()}"
+    try:
+        probe.touch()
+    except OSError:
+        return False
+    probe.unlink()
+    return True
+
+
+def test_a_samples_folder_that_cannot_be_written_is_said_once_at_the_start(tmp_path, caplog):
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    if can_write_in(read_only):  # root writes there: a folder of sysfs instead (no new files, even for root)
+        read_only = Path("/sys/kernel")
+        if not read_only.is_dir() or can_write_in(read_only):
+            pytest.skip("no folder here that this user cannot write in")
+    (tmp_path / SAMPLES_DIR).symlink_to(read_only)
+    with caplog.at_level(logging.WARNING):
+        samples = TrainingSamples(tmp_path, TrainConfig(sample_seconds=0.05), "cpu", SR, main=True)
+    assert samples.blocked and samples.write(2, tiny_samplernn([8, 2])) is None
+    assert caplog.text.count(f"{tmp_path / SAMPLES_DIR}: cannot write in this folder (") == 1
+    assert "no samples are drawn, training goes on" in caplog.text and "failed" not in caplog.text
+
+
+def test_a_link_to_a_samples_folder_not_made_yet_gets_the_samples(corpus, tmp_path):
+    """RUN/samples a link to a folder on another disk, not made yet: each set failed to write ("File exists",
+    mkdir of the link), after it was rendered."""
+    elsewhere = tmp_path / "big_disk" / "run_samples"
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / SAMPLES_DIR).symlink_to(elsewhere)
+    train(config_for(corpus, "train.max_steps=2"), folder, progress=False)
+    assert sample_steps(folder) == [2] and (elsewhere / "step_2" / "stream_000.wav").is_file()
 
 
 def test_when_samples_are_due():

@@ -22,8 +22,10 @@ before its next checkpoint, or an earlier start): the weights that drew them are
 run's differ wherever its arithmetic does (``train.mixed_precision``, ``grad_accum``, the process or
 thread count), so they go when the run starts and are drawn again when it gets there: wavegen's own
 step folders are removed, a folder holding anything else is moved aside to ``step_N.earlier``
-(nothing of the user's is deleted). samples.json records the run's key (:func:`run_key`). A failure to
-sample warns and training goes on (a file where RUN/samples goes: said once at the start, and no set is drawn).
+(nothing of the user's is deleted). samples.json records the run's key (:func:`run_key`). Samples never
+stop the training: a failure to draw or write a set warns and training goes on; where RUN/samples cannot hold
+them at all (a file in the way, a link to nowhere or to a name too long, a folder that cannot be made or
+written), that is said once at the start, with the reason, and no set is drawn.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -38,7 +41,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wavegen.fileio import fsync_dir, read_json_object, write_json
+from wavegen.errors import WavegenError
+from wavegen.fileio import check_writable, fsync_dir, read_json_object, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -64,13 +68,10 @@ class TrainingSamples:
         self.dir = Path(run_dir) / SAMPLES_DIR
         self.cfg, self.device, self.sample_rate, self.main = train_cfg, device, int(sample_rate), main
         self.log, self.album, self.run = log, album, run
-        # RUN/samples taken by a file: said once here, not after rendering each set (due() stays as it is on
-        # every process, since it gates collectives)
-        self.blocked = main and self.interval() is not None and self.dir.exists() and not self.dir.is_dir()
-        if self.blocked:
-            logger.warning("%s: not a folder (the run's training samples go there): no samples are drawn; move it "
-                           "away (or turn samples off with train.sample_interval=-1)", self.dir)
-        if main and self.dir.is_dir():
+        # RUN/samples unusable: said once here, not after rendering each set to fail writing it (due() stays as
+        # it is on every process, since it gates collectives)
+        self.blocked = main and self.interval() is not None and not self._ready()
+        if main and not self.blocked and _is_dir(self.dir):
             for stale in self.dir.glob(".tmp_step_*"):  # a kill mid-sample
                 shutil.rmtree(stale, ignore_errors=True)
             stopped = [step for step in _step_folders(self.dir) if step > start_step]
@@ -85,6 +86,31 @@ class TrainingSamples:
                             "they are drawn again as the run gets there", len(stopped), start_step,
                             "an earlier start" if start_step == 0 else "a session stopped before its checkpoint",
                             self.dir)
+
+    def _ready(self) -> bool:
+        """Make RUN/samples and write in it; False (warned, once) where it cannot hold samples: a file in the
+        way, a link to nowhere or to a name too long, a folder that cannot be made or written. Samples are for
+        people: this never stops the training."""
+        try:
+            if self.dir.exists() and not self.dir.is_dir():
+                logger.warning("%s: not a folder (the run's training samples go there): no samples are drawn, "
+                               "training goes on; move it away (or turn samples off with train.sample_interval=-1)",
+                               self.dir)
+                return False
+            # through a link: the folder it names (a link to a folder not made yet is made, not refused)
+            Path(os.path.realpath(self.dir)).mkdir(parents=True, exist_ok=True)
+            check_writable(self.dir, "--run folder")
+        except WavegenError as err:  # check_writable's: names the folder and the reason
+            logger.warning("%s; the run's training samples go there: no samples are drawn, training goes on (or turn "
+                           "samples off with train.sample_interval=-1)", err)
+            return False
+        except OSError as err:
+            link = f" (a link to {os.readlink(self.dir)})" if _is_link(self.dir) else ""
+            logger.warning("%s%s: the run's training samples cannot be written there (%s): no samples are drawn, "
+                           "training goes on (turn samples off with train.sample_interval=-1)", self.dir, link,
+                           err.strerror or err)
+            return False
+        return True
 
     def interval(self) -> int | None:
         """Steps between samples: ``train.sample_interval``, or for 0 the first multiple of
@@ -229,10 +255,25 @@ def run_key(config: dict) -> str:
     return hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _is_link(path: Path) -> bool:
+    try:
+        return path.is_symlink()
+    except OSError:
+        return False
+
+
+def _is_dir(path: Path) -> bool:
+    """``path.is_dir()``, False where it cannot even be looked at (a name too long, no permission)."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
 def _step_folders(folder: Path) -> list[int]:
     """The steps of the ``step_N`` folders in ``folder`` (samples folder), in order."""
     steps = []
-    for child in folder.glob("step_*") if folder.is_dir() else []:
+    for child in folder.glob("step_*") if _is_dir(folder) else []:
         suffix = child.name[len("step_"):]
         if suffix.isdigit() and child.is_dir():
             steps.append(int(suffix))
