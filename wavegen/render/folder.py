@@ -21,7 +21,7 @@ from pathlib import Path
 
 from wavegen.errors import WavegenError
 from wavegen.fileio import FolderLock, ensure_folder, read_json_object, stale_temporaries, write_json
-from wavegen.render.model_change import TENSORS_KEY, model_differs, same_model
+from wavegen.render.model_change import TENSORS_KEY, model_differs, same_model, with_recorded_tensors
 from wavegen.render.settings import FORMATS, RenderStateError, RenderWriteError, estimate_bytes, stream_paths
 from wavegen.render.writers import open_file_limit
 
@@ -369,14 +369,8 @@ class RenderFolder:
 
     def with_recorded_tensors(self, snapshot_params: dict) -> dict:
         """A snapshot's parameters, with the tensors digest params.json gained (_record_tensors) where the snapshot
-        was written before it (by an older wavegen, the session stopped before its next snapshot) of the same
-        weights file: judged as params.json is, the checkpoint named for that render resumes it."""
-        if snapshot_params.get(TENSORS_KEY) is not None:
-            return snapshot_params
-        saved = self.saved_params() or {}
-        if saved.get(TENSORS_KEY) is None or saved.get("model_sha256") != snapshot_params.get("model_sha256"):
-            return snapshot_params
-        return {**snapshot_params, TENSORS_KEY: saved[TENSORS_KEY]}
+        was written before it of the same weights file (model_change.with_recorded_tensors)."""
+        return with_recorded_tensors(snapshot_params, self.saved_params())
 
     def warn_if_short_of_space(self, total: int) -> None:
         """Warn when the rest of a render of ``total`` samples per stream may not fit on the disk."""

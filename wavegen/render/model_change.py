@@ -20,6 +20,17 @@ from wavegen.resolve import BEST_FOLDERS, MODEL_FILE, best_with, checkpoint_with
 TENSORS_KEY = "model_tensors_sha256"  # params.json: the model's tensors_sha256 (wavegen.weights_file)
 
 
+def with_recorded_tensors(snapshot_params: dict, recorded: dict | None) -> dict:
+    """A snapshot's parameters, with the tensors digest ``recorded`` (its folder's params.json) holds where the
+    snapshot lacks it (written by an older wavegen, or before params.json gained the digest) and records the same
+    weights file: judged as params.json is, so the checkpoint holding those weights continues it."""
+    if not isinstance(snapshot_params, dict) or snapshot_params.get(TENSORS_KEY) is not None or \
+            not recorded or recorded.get(TENSORS_KEY) is None or \
+            recorded.get("model_sha256") != snapshot_params.get("model_sha256"):
+        return snapshot_params
+    return {**snapshot_params, TENSORS_KEY: recorded[TENSORS_KEY]}
+
+
 def same_model(saved: dict, current: dict) -> bool:
     """Whether the parameters ``current`` render the model the render recorded in ``saved`` began with:
     the same tensors. A render begun before tensors were recorded (no TENSORS_KEY) is judged by its

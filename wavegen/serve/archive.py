@@ -35,7 +35,7 @@ from wavegen.fileio import (FolderLock, check_writable, ensure_folder, not_a_fil
                             stale_temporaries, write_json)
 from wavegen.render import PCMWriter, load_snapshot, save_snapshot
 from wavegen.render.folder import binding
-from wavegen.render.model_change import TENSORS_KEY, held_by, same_model
+from wavegen.render.model_change import TENSORS_KEY, held_by, same_model, with_recorded_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -57,17 +57,6 @@ class ServeError(WavegenError, RuntimeError):
 
 def _short(digest) -> str:
     return f"{digest[:12]}..." if isinstance(digest, str) else repr(digest)
-
-
-def _with_tensors(snapshot_params: dict, recorded: dict | None) -> dict:
-    """A snapshot's parameters, with the tensors digest params.json holds where the snapshot (written by an older
-    wavegen, or before params.json gained it: Archive._record_tensors) lacks it and records the same weights
-    file: judged as params.json is."""
-    if not isinstance(snapshot_params, dict) or snapshot_params.get(TENSORS_KEY) is not None or \
-            not recorded or recorded.get(TENSORS_KEY) is None or \
-            recorded.get("model_sha256") != snapshot_params.get("model_sha256"):
-        return snapshot_params
-    return {**snapshot_params, TENSORS_KEY: recorded[TENSORS_KEY]}
 
 
 def model_folder(ref) -> str | None:
@@ -242,7 +231,7 @@ class Archive:
         snap = self.state_dir / SNAPSHOT_FILE
         if self._state_file(snap):
             state, self.position, meta = self._read_snapshot(snap)
-            self._check_params(_with_tensors(meta.get("params", {}), recorded), snap)
+            self._check_params(with_recorded_tensors(meta.get("params", {}), recorded), snap)
             self._keep_part_length(meta)
             first = meta.get("first_part", 0)
             if not isinstance(first, int) or not 0 <= first <= self.position // self.part_frames:
