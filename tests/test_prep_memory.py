@@ -17,7 +17,6 @@ import soundfile as sf
 
 import wavegen.prep_decode as prep_decode
 from test_prep_inputs import SR, prep, tones
-from test_prep_reasons import _declaring_hours
 
 CORPUS_FILES = ("manifest.json", "train.npy", "val.npy", "test.npy", "train_segments.npy", "val_segments.npy",
                 "test_segments.npy")
@@ -29,10 +28,10 @@ _CAPPED_PREP = """import resource, sys
 import numpy, soundfile, soxr, wavegen.cli, wavegen.prep, wavegen.prep_decode as prep_decode
 extra_mib, decodes, *args = sys.argv[1:]
 decode_one = prep_decode.decode_one
-def watched(path, settings, digest):
+def watched(path, *args, **kwargs):
     with open(decodes, "a") as f:
         f.write(path.name + "\\n")
-    return decode_one(path, settings, digest)
+    return decode_one(path, *args, **kwargs)
 prep_decode.decode_one = watched
 mapped = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmSize:"))
 resource.setrlimit(resource.RLIMIT_AS, (mapped + (int(extra_mib) << 20), resource.RLIM_INFINITY))
@@ -56,13 +55,26 @@ def _capped_prep(extra_mib, rec, corpus, *options) -> Capped:
     return Capped(json.loads((Path(corpus) / "manifest.json").read_text()), decoded, out.stderr)
 
 
+def _declaring_hours(path, seconds=1.0, channels=8):
+    """A real FLAC of ``seconds`` whose header (STREAMINFO's total samples, 36 bits) declares the most
+    frames it can: ~1,200 h x ``channels``, terabytes decoded; what a damaged header can say."""
+    x = 0.3 * np.sin(2 * np.pi * 220 * np.arange(int(seconds * SR)) / SR)
+    sf.write(path, np.repeat(x[:, None], channels, axis=1).astype(np.float32), SR)
+    data = bytearray(path.read_bytes())
+    assert data[:4] == b"fLaC" and data[4] & 0x7F == 0  # the first block is STREAMINFO
+    fields = int.from_bytes(data[18:26], "big")  # rate 20 bits, channels 3, bits 5, total samples 36
+    data[18:26] = (fields | (1 << 36) - 1).to_bytes(8, "big")
+    path.write_bytes(bytes(data))
+    return path
+
+
 def _decodes(monkeypatch) -> list[str]:
     """The names of the files prep decodes from here on (decode_one, watched: it still decodes them)."""
     decoded, real = [], prep_decode.decode_one
 
-    def watched(path, settings, digest):
+    def watched(path, *args, **kwargs):
         decoded.append(path.name)
-        return real(path, settings, digest)
+        return real(path, *args, **kwargs)
 
     monkeypatch.setattr(prep_decode, "decode_one", watched)
     return decoded

@@ -3,12 +3,12 @@ why a file was skipped, why a rerun does the work again, how the splits were mad
 folder prep refuses is left exactly as it was."""
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from test_prep_inputs import SR, prep, tones
+from test_prep_memory import _capped_prep, _declaring_hours
 
 from wavegen.corpus import CorpusError
 
@@ -39,6 +39,56 @@ def test_a_zero_byte_file_is_called_empty(tmp_path, make_tone, caplog):
         m = prep([rec], tmp_path / "c")
     assert _reasons(m) == {"copy_failed.flac": "empty: a file of 0 bytes"}
     assert "copy_failed.flac: empty: a file of 0 bytes" in caplog.text
+
+
+def _unfinished_wav(path, make_tone, seconds=2.0, tail=b""):
+    """A real stereo WAV (soundfile) whose RIFF and data chunk sizes are then set to 0, as a recorder killed
+    before it finished the header leaves them; tail: bytes after it (part of a frame)."""
+    import struct
+
+    make_tone(path, seconds, SR, 330, channels=2, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    at = data.index(b"data")
+    assert data[:4] == b"RIFF" and struct.unpack("<I", data[at + 4 : at + 8])[0] == seconds * SR * 4
+    data[4:8] = data[at + 4 : at + 8] = bytes(4)
+    path.write_bytes(bytes(data) + tail)
+    return path
+
+
+def test_a_wav_whose_header_was_never_finished_keeps_its_audio(tmp_path, make_tone, caplog):
+    """A recording whose recorder was killed before it wrote the sizes (libsndfile reads 0 frames of it) was
+    skipped as "empty: no audio frames": the whole recording lost. A header cut short keeps what is there."""
+    import soundfile as sf
+
+    from wavegen.prep import PrepSettings
+    from wavegen.prep_decode import decode_one
+
+    rec = tmp_path / "rec"
+    tones(rec, make_tone, 3)
+    _unfinished_wav(rec / "take1.wav", make_tone, tail=b"\x01\x02\x03")  # the last frame half written
+    _unfinished_wav(rec / "take2.wav", make_tone, seconds=0.0)  # killed before any audio
+    make_tone(rec / "cut.wav", 2.0, SR, 440, subtype="PCM_16")
+    (rec / "cut.wav").write_bytes((rec / "cut.wav").read_bytes()[: 44 + SR * 2])  # 1 s of the 2 its header says
+    assert sf.info(str(rec / "take1.wav")).frames == 0
+    with caplog.at_level("WARNING"):
+        m = prep([rec], tmp_path / "c")
+    kept = {os.path.basename(f["path"]): f for f in m["files"]}
+    take = kept["take1.wav"]
+    assert (take["duration_seconds"], take["channels_in"], take["partial"]) == (2.0, 2, True)
+    assert take["partial_reason"].startswith("unfinished WAV header: its data chunk size is 0"), take
+    assert f"{rec / 'take1.wav'} is damaged (unfinished WAV header" in caplog.text
+    assert (kept["cut.wav"]["duration_seconds"], kept["cut.wav"]["partial"]) == (1.0, True)
+    assert _reasons(m) == {"take2.wav": "empty: unfinished WAV header: its data chunk size is 0, as a recorder "
+                                        "stopped before it closed the file leaves it and no whole frame of audio "
+                                        "follows it"}
+    # the audio is the recording's, sample for sample
+    whole = tmp_path / "whole.wav"
+    make_tone(whole, 2.0, SR, 330, channels=2, subtype="PCM_16")
+    settings = PrepSettings(inputs=(str(rec),), sample_rate=SR)
+    recovered, lengths, _ = decode_one(rec / "take1.wav", settings, "0" * 64, scratch=tmp_path)
+    expected, expected_lengths, _ = decode_one(whole, settings, "0" * 64)
+    assert lengths == expected_lengths and np.array_equal(recovered, expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "rec", "whole.wav"]  # its finished copy removed
 
 
 def test_a_refused_folder_is_left_as_it_was(tmp_path, make_tone):
@@ -117,29 +167,13 @@ def test_a_stereo_file_whose_channels_cancel_is_named_out_of_phase(tmp_path, mak
     assert "silent" in reasons["phase.wav"] and "cancel" not in reasons["quiet.wav"]  # quiet, not cancelled
 
 
-def _declaring_hours(path, seconds=1.0, channels=8):
-    """A real FLAC of ``seconds`` whose header (STREAMINFO's total samples, 36 bits) declares the most
-    frames it can: ~1,200 h x ``channels``, terabytes decoded; what a damaged header can say."""
-    import soundfile as sf
-
-    x = 0.3 * np.sin(2 * np.pi * 220 * np.arange(int(seconds * SR)) / SR)
-    sf.write(path, np.repeat(x[:, None], channels, axis=1).astype(np.float32), SR)
-    data = bytearray(path.read_bytes())
-    assert data[:4] == b"fLaC" and data[4] & 0x7F == 0  # the first block is STREAMINFO
-    fields = int.from_bytes(data[18:26], "big")  # rate 20 bits, channels 3, bits 5, total samples 36
-    data[18:26] = (fields | (1 << 36) - 1).to_bytes(8, "big")
-    path.write_bytes(bytes(data))
-    return path
-
-
 def test_a_file_declaring_more_audio_than_memory_holds_is_skipped_and_the_rest_prepared(tmp_path, make_tone):
-    """A decode buffer larger than memory ended the whole prep in a numpy MemoryError traceback."""
-    if Path("/proc/sys/vm/overcommit_memory").read_text().strip() == "1":
-        pytest.skip("this kernel grants any allocation (vm.overcommit_memory=1): nothing refuses the buffer")
+    """A decode buffer larger than memory ended the whole prep in a numpy MemoryError traceback. Memory capped
+    by RLIMIT_AS (_capped_prep): a kernel that grants any allocation (vm.overcommit_memory=1) refuses it too."""
     rec = tmp_path / "rec"
     tones(rec, make_tone, 3)
     _declaring_hours(rec / "concert.flac")
-    m = prep([rec], tmp_path / "c")
+    m = _capped_prep(64, rec, tmp_path / "c").manifest
     reason = _reasons(m)["concert.flac"]
     assert reason.startswith("too long to decode in memory: its header declares 1,193.0 h of 8 channel(s), "), reason
     assert "split it into shorter files" in reason
@@ -167,35 +201,30 @@ def test_thousands_of_skipped_files_are_named_up_to_a_limit_then_summed_up(tmp_p
                        "--verbose names them, and manifest.json's \"skipped\" lists every skipped file and why"]
 
 
-def test_a_file_skipped_for_lack_of_memory_is_tried_again_by_the_next_prep(tmp_path, make_tone, caplog):
+def test_a_file_skipped_for_lack_of_memory_is_tried_again_by_the_next_prep(tmp_path, make_tone):
     """A skip for lack of memory was remembered: the rerun (on a machine with more memory, say) said
-    "corpus up to date" and never tried the file again. A corpus made before "retry" was recorded too."""
+    "corpus up to date" and never tried the file again. A corpus made before "retry" was recorded too.
+    Memory capped by RLIMIT_AS (_capped_prep), whatever vm.overcommit_memory says."""
     import json
 
-    if Path("/proc/sys/vm/overcommit_memory").read_text().strip() == "1":
-        pytest.skip("this kernel grants any allocation (vm.overcommit_memory=1): nothing refuses the buffer")
     rec = tmp_path / "rec"
     tones(rec, make_tone, 3)
     _declaring_hours(rec / "concert.flac")
     corpus = tmp_path / "c"
-    (skip,) = prep([rec], corpus)["skipped"]
+    (skip,) = _capped_prep(64, rec, corpus).manifest["skipped"]
     assert skip["retry"] is True and skip["reason"].startswith("too long to decode in memory")
     older = json.loads((corpus / "manifest.json").read_text())
     del older["skipped"][0]["retry"]
     (corpus / "manifest.json").write_text(json.dumps(older))
     for _ in range(2):
-        caplog.clear()
-        with caplog.at_level("INFO"):
-            m = prep([rec], corpus)
-        assert f"{corpus} skipped 1 file(s) for lack of memory ({rec / 'concert.flac'}): trying again" in caplog.text
-        assert "corpus up to date" not in caplog.text and "skipping " in caplog.text
-        assert m["skipped"][0]["retry"] is True
+        again = _capped_prep(64, rec, corpus)
+        assert f"{corpus} skipped 1 file(s) for lack of memory ({rec / 'concert.flac'}): trying again" in again.log
+        assert "corpus up to date" not in again.log and again.decoded == ["concert.flac"]
+        assert again.manifest["skipped"][0]["retry"] is True
     os.remove(rec / "concert.flac")  # the other skips are remembered: the rerun is quick again
-    prep([rec], corpus)
-    caplog.clear()
-    with caplog.at_level("INFO"):
-        prep([rec], corpus)
-    assert "corpus up to date" in caplog.text
+    _capped_prep(64, rec, corpus)
+    again = _capped_prep(64, rec, corpus)
+    assert "corpus up to date" in again.log and again.decoded == []
 
 
 def test_a_long_stereo_file_is_prepared_in_the_memory_of_its_mono_result(tmp_path):

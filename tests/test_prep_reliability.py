@@ -3,13 +3,15 @@ links to nothing, link loops, many duplicates; what prep says of each, and that 
 
 import contextlib
 import os
+import shutil
 import subprocess
 
 import pytest
 
 from test_prep_inputs import prep, tones
+from test_prep_memory import _capped_prep, _declaring_hours
 
-from wavegen.corpus import CorpusError
+from wavegen.corpus import Corpus, CorpusError
 from wavegen.prep_inputs import SKIP_LINES
 
 
@@ -49,6 +51,72 @@ def test_a_read_only_corpus_of_touched_inputs_is_up_to_date(tmp_path, make_tone,
     assert again == first
     assert f"cannot record in {corpus / 'manifest.json'} that its inputs are unchanged" in caplog.text
     assert "corpus up to date" in caplog.text
+
+
+@pytest.mark.parametrize("touched", [False, True])
+def test_a_read_only_corpus_that_skipped_a_file_for_lack_of_memory_is_kept_as_it_is(tmp_path, make_tone, touched):
+    """A corpus that skipped a file for lack of memory, made read-only: the rerun tries the file again, and
+    failed on the lock file ("cannot open the lock file of this prep"), exit 2, though the corpus there is the
+    one it would keep. touched: the inputs' times changed too (their bytes read again)."""
+    rec, corpus = tmp_path / "rec", tmp_path / "c"
+    tones(rec, make_tone, 3)
+    _declaring_hours(rec / "concert.flac")
+    first = _capped_prep(64, rec, corpus)
+    assert [s.get("retry") for s in first.manifest["skipped"]] == [True]
+    if touched:
+        for path in rec.iterdir():
+            os.utime(path)
+    before = {p.name: p.read_bytes() for p in corpus.iterdir()}
+    with read_only(corpus), read_only(corpus / ".lock"):
+        again = _capped_prep(64, rec, corpus)  # exit 0: asserted there
+    assert again.manifest == first.manifest and again.decoded == []
+    assert {p.name: p.read_bytes() for p in corpus.iterdir()} == before
+    said = [line for line in again.log.splitlines() if "cannot try again" in line]
+    assert len(said) == 1 and str(corpus) in said[0] and "concert.flac" in said[0], again.log
+    assert "lock file" not in again.log.replace(said[0], "") and "error" not in again.log
+
+
+@contextlib.contextmanager
+def small_disk(folder, kib):
+    """A file system of ``kib`` KiB mounted at folder (tmpfs) for the while: a full disk, for real (ENOSPC).
+    Skips where mounting is not allowed (not root, or a container without the capability)."""
+    folder.mkdir()
+    try:
+        made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(folder)],
+                              capture_output=True)
+    except OSError:
+        pytest.skip("no mount here")
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def test_a_disk_that_fills_mid_prep_says_how_much_room_it_takes_and_keeps_the_corpus(tmp_path, make_tone, caplog):
+    """A disk that filled while prep decoded said "No space left on device (c/.prep-ixwgsfrd/2.pcm)", naming a
+    file in a folder already removed and not how much room the corpus takes. Now: said before decoding, and one
+    line when it stops; the corpus there byte for byte as it was, nothing of prep's left."""
+    rec = tmp_path / "rec"
+    tones(rec, make_tone, 3, seconds=1.5)
+    with small_disk(tmp_path / "disk", 400) as disk:
+        corpus = disk / "c"
+        first = prep([rec], corpus)
+        before = {p.name: p.read_bytes() for p in corpus.iterdir() if p.name != ".lock"}
+        free = shutil.disk_usage(disk).free
+        for i in range(5):  # 1.2 MB more to prepare than the disk holds
+            make_tone(rec / f"more{i}.wav", 2.5, 16000, 500 + 30 * i)
+        with caplog.at_level("WARNING", logger="wavegen.prep"), pytest.raises(CorpusError) as caught:
+            prep([rec], corpus)
+        assert str(caught.value).startswith(f"cannot write the corpus in {corpus}: No space left on device: preparing "
+                                            "it takes up to 1.2 MB free there (its audio as 16-bit samples twice over")
+        assert str(caught.value).endswith(f", {free / 1e6:.1f} MB are free now; the corpus there, if any, is kept "
+                                          "as it was")
+        assert f"{corpus}: preparing it takes up to 1.2 MB free there" in caplog.text  # said before decoding
+        assert {p.name: p.read_bytes() for p in corpus.iterdir() if p.name != ".lock"} == before
+        assert shutil.disk_usage(disk).free == free  # nothing half-written left
+        assert Corpus(corpus).manifest == first
 
 
 def test_many_duplicates_are_summed_up_as_one_reason(tmp_path, make_tone, caplog):

@@ -117,14 +117,14 @@ def decode_mono(path: str | Path, sample_rate: int | None = None) -> DecodedMono
 
 @contextmanager
 def _open_decoder(path: str | Path):
-    """(the open soundfile of path, the _DecoderNotes kept meanwhile: their text once the block ends).
+    """(the open soundfile of path, the DecoderNotes kept meanwhile: their text once the block ends).
     AudioError when the file is missing, will not open, or has no audio header."""
     import soundfile as sf
 
     path = Path(path)
     if not path.is_file():
         raise AudioError(path, "no such file")
-    with _DecoderNotes() as notes:  # mpg123 writes its "Note: ..." lines to stderr itself
+    with DecoderNotes() as notes:  # mpg123 writes its "Note: ..." lines to stderr itself
         try:
             f = sf.SoundFile(os.fsencode(path))  # bytes: a name that is not UTF-8 opens too
         except Exception as e:  # libsndfile reports every failure as a RuntimeError subclass
@@ -137,7 +137,7 @@ def _open_decoder(path: str | Path):
             yield f, notes
 
 
-def _damage_with_notes(path, n: int, damage: str | None, notes: _DecoderNotes) -> str | None:
+def _damage_with_notes(path, n: int, damage: str | None, notes: DecoderNotes) -> str | None:
     """decode's `damage` ("cut short: ...", with what the decoder said), None for a whole file;
     AudioError when nothing decodes (n == 0 frames) of a damaged file."""
     if notes.text:
@@ -241,7 +241,7 @@ def _read_into(out: np.ndarray, f, sink=None) -> tuple[int, str | None]:
     return n, damage or damage_in_log(f.extra_info)
 
 
-class _DecoderNotes:
+class DecoderNotes:
     """What the decoder libraries print to the process's stderr (mpg123's "Note: Illegal Audio-MPEG-Header
     ...", "Warning: ..."), kept off the console while a file decodes: `text` once closed, for a message.
 
@@ -253,7 +253,7 @@ class _DecoderNotes:
     def __init__(self):
         self.text, self._saved, self._file = "", None, None
 
-    def __enter__(self) -> "_DecoderNotes":
+    def __enter__(self) -> "DecoderNotes":
         import tempfile
 
         try:
@@ -291,7 +291,7 @@ class _DecoderNotes:
         self.close()
 
 
-def _open_failure(error: Exception, path: Path, notes: _DecoderNotes) -> str:
+def _open_failure(error: Exception, path: Path, notes: DecoderNotes) -> str:
     """Why a file that exists would not open, in words that are true of it."""
     reason = _libsndfile_reason(error)
     # libsndfile 1.2 says this of a regular file named .mp3 in which mpg123 finds no MPEG audio

@@ -12,6 +12,7 @@ train/val/test assignment in wavegen.split; whether a corpus's arrays are whole 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -186,8 +187,17 @@ def _up_to_date(corpus_dir: Path, settings: PrepSettings, found, skipped: list[d
         raise
     except (OSError, WavegenError) as err:  # a read-only corpus (no lock file either): still up to date, rehashed
         logger.warning("cannot record in %s that its inputs are unchanged (%s): the next prep will read "
-                       "them again", corpus_dir / MANIFEST, getattr(err, "strerror", None) or err)
+                       "them again", corpus_dir / MANIFEST, _why_not_written(err))
     return manifest, digests
+
+
+def _why_not_written(err: Exception) -> str:
+    """The OS's reason a write in the corpus folder failed ("Read-only file system"), from the OSError itself
+    or from the one FolderLock's error stands for; else the error's own words."""
+    for cause in (err, err.__context__):
+        if getattr(cause, "strerror", None):
+            return cause.strerror
+    return str(err)
 
 
 def _skipped_for_memory(corpus_dir: Path, manifest: dict) -> bool:
@@ -266,11 +276,16 @@ def prepare(inputs: list[str | Path] | str | Path, corpus_dir: str | Path, *, pr
         logger.info("corpus up to date: %s", corpus_dir)
         return existing
     ensure_folder(corpus_dir, "corpus")
+    need = None  # the room the work may take: known once the folder is locked
     try:
         _refuse_foreign_files(corpus_dir)  # before the lock too: a folder refused is left as it was (no .lock)
-        with FolderLock(corpus_dir, "prep"):
+        lock = _lock(corpus_dir, existing)
+        if lock is None:  # read-only: the corpus there, of these inputs, stands
+            return existing
+        with lock:
             _refuse_foreign_files(corpus_dir)
             _remove_stale_temporaries(corpus_dir)
+            need = _check_room(corpus_dir, found, settings.sample_rate)
             earlier = _earlier(corpus_dir, existing)
             tmp = _make_temporary(corpus_dir)
             try:
@@ -286,12 +301,77 @@ def prepare(inputs: list[str | Path] | str | Path, corpus_dir: str | Path, *, pr
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
     except OSError as err:  # a full disk, a read-only folder: until _publish, the old corpus is untouched
+        if err.errno in (errno.ENOSPC, errno.EDQUOT) and need is not None:
+            raise CorpusError(f"cannot write the corpus in {corpus_dir}: {os.strerror(err.errno)}: "
+                              f"{_room_words(need)}, {_amount(_free_bytes(corpus_dir))} are free now; the corpus "
+                              "there, if any, is kept as it was") from err
         # the temporary folder prep could not make is no name to give: the corpus folder, named, says it
         made = err.filename and not os.path.basename(os.fsdecode(err.filename)).startswith(_TMP_PREFIX)
         where = f" ({err.filename})" if made else ""
         raise CorpusError(f"cannot write the corpus in {corpus_dir}: {err.strerror or err}{where}") from err
     _log_summary(corpus_dir, manifest)
     return manifest
+
+
+class _Held:
+    """A FolderLock already acquired, released when the with block ends."""
+
+    def __init__(self, lock: FolderLock):
+        self.lock = lock
+
+    def __enter__(self) -> FolderLock:
+        return self.lock
+
+    def __exit__(self, *exc) -> None:
+        self.lock.release()
+
+
+def _lock(corpus_dir: Path, existing: dict | None) -> _Held | None:
+    """corpus_dir's lock, taken; None when its lock file cannot be opened (a read-only folder or disk) and
+    existing is a corpus of these inputs that skipped files for lack of memory: those cannot be tried again
+    there, and that corpus is kept as it is (said). Raises FolderBusyError for another prep at work there, and
+    the lock's WavegenError when there is no such corpus."""
+    lock = FolderLock(corpus_dir, "prep")
+    try:
+        lock.acquire()
+    except FolderBusyError:
+        raise
+    except WavegenError as err:
+        if existing is None:
+            raise
+        retry = prep_decode.retries(existing)
+        logger.warning("%s is read-only (%s): cannot try again the file(s) it skipped for lack of memory (%s%s); "
+                       "the corpus there is kept as it is (make the folder writable to try them again)",
+                       corpus_dir, _why_not_written(err), retry[0] if retry else "", ", ..." if len(retry) > 1 else "")
+        return None
+    return _Held(lock)
+
+
+def _check_room(corpus_dir: Path, found, sample_rate: int) -> int:
+    """The bytes preparing found into corpus_dir may take (prep_decode.room_needed); a warning, before any
+    file is decoded, when the disk there has less free (an upper bound: trimmed silence needs none)."""
+    need = prep_decode.room_needed(found, sample_rate)
+    free = _free_bytes(corpus_dir)
+    if free < need:
+        logger.warning("%s: %s, %s are free: prep may stop when the disk is full (the corpus there, if any, is "
+                       "kept as it was)", corpus_dir, _room_words(need), _amount(free))
+    return need
+
+
+def _room_words(need: int) -> str:
+    return (f"preparing it takes up to {_amount(need)} free there (its audio as 16-bit samples twice over: "
+            "the decoded files, then the arrays made of them)")
+
+
+def _amount(nbytes: int) -> str:
+    return f"{nbytes / 1e6:,.1f} MB" if nbytes >= 100_000 else f"{nbytes:,} bytes"
+
+
+def _free_bytes(folder: Path) -> int:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return 0
 
 
 def _make_temporary(corpus_dir: Path) -> Path:
@@ -377,10 +457,12 @@ def _sources_changed(old: dict, new: dict) -> list[str]:
 
 
 def _publish(tmp: Path, corpus_dir: Path, manifest: dict) -> None:
-    """Move the finished arrays into corpus_dir, durably, then the manifest that describes them."""
+    """Move the finished arrays into corpus_dir, durably, then the manifest that describes them. Every file is
+    written in tmp first: what is left is renames, so a full disk stops prep with the old corpus as it was."""
     for name in _ARRAYS:
         with open(tmp / name, "rb") as f:
             os.fsync(f.fileno())
+    write_json(tmp / MANIFEST, manifest)
     # Mark the folder as a corpus, then remove the old manifest: until the new one lands, the
     # folder is visibly unprepared rather than a manifest describing arrays being replaced.
     marker = corpus_dir / _CORPUS_MARKER
@@ -391,7 +473,8 @@ def _publish(tmp: Path, corpus_dir: Path, manifest: dict) -> None:
     for name in _ARRAYS:
         os.replace(tmp / name, corpus_dir / name)
     fsync_dir(corpus_dir)
-    write_json(corpus_dir / MANIFEST, manifest)
+    os.replace(tmp / MANIFEST, corpus_dir / MANIFEST)
+    fsync_dir(corpus_dir)
 
 
 def _log_summary(corpus_dir: Path, manifest: dict) -> None:

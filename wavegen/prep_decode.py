@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
+import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -151,11 +153,71 @@ def _write_segments(path: Path, audio: np.ndarray, rows: np.ndarray) -> None:
         raise
 
 
-def decode_one(path: Path, settings: PrepSettings, digest: str):
+# a WAV whose data chunk declares 0 bytes: libsndfile reads no frame of it, whatever follows
+UNFINISHED_WAV = ("unfinished WAV header: its data chunk size is 0, as a recorder stopped before it closed the file "
+                  "leaves it")
+_COPY_BLOCK_BYTES = 1 << 20
+
+
+class _UnfinishedWav(NamedTuple):
+    """A RIFF WAV whose header was never finished (_unfinished_wav): path, the offset of its first audio byte,
+    and the bytes of whole frames from there to the end of the file."""
+
+    path: Path
+    data_start: int
+    audio_bytes: int
+
+    def finished_copy(self, copy: Path) -> Path:
+        """Write copy: path's header with the sizes its audio has, then that audio (whole frames); returns copy.
+        EOFError when path is cut shorter meanwhile; an OSError of the write is the corpus folder's (a full disk)."""
+        pad = self.audio_bytes & 1  # a chunk of an odd size is followed by a pad byte
+        with open(self.path, "rb") as src, open(copy, "wb") as dst:
+            header = bytearray(src.read(self.data_start))
+            header[4:8] = struct.pack("<I", self.data_start - 8 + self.audio_bytes + pad)
+            header[self.data_start - 4 : self.data_start] = struct.pack("<I", self.audio_bytes)
+            dst.write(header)
+            left = self.audio_bytes
+            while left > 0:
+                block = src.read(min(left, _COPY_BLOCK_BYTES))
+                if not block:  # cut shorter meanwhile
+                    raise EOFError(f"{self.path} became shorter while it was read")
+                dst.write(block)
+                left -= len(block)
+            dst.write(b"\0" * pad)
+        return copy
+
+
+def _unfinished_wav(path: Path, max_chunks: int = 64) -> _UnfinishedWav | None:
+    """path as an _UnfinishedWav when it is a RIFF WAV whose data chunk declares 0 bytes (a recorder killed
+    before it wrote the sizes: its samples lie after the header), else None. Reads the header's chunks only."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        size, block_align = os.fstat(f.fileno()).st_size, 0
+        for _ in range(max_chunks):
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return None
+            name, length = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if name == b"data":
+                if length != 0 or block_align == 0:
+                    return None
+                start = f.tell()
+                return _UnfinishedWav(path, start, (size - start) - (size - start) % block_align)
+            if name == b"fmt " and length >= 14:
+                block_align = struct.unpack("<H", f.read(14)[12:14])[0]  # bytes per frame, every channel
+                length -= 14
+            f.seek(length + (length & 1), os.SEEK_CUR)
+    return None
+
+
+def decode_one(path: Path, settings: PrepSettings, digest: str, scratch: Path | None = None):
     """Decode and trim one file (digest: its sha256): (kept int16 [T], segment lengths, entry) or a skip reason
-    (a MemorySkip for a file too long for this machine's memory: passed over, the others prepared)."""
+    (a MemorySkip for a file too long for this machine's memory: passed over, the others prepared).
+    scratch: a folder for a finished copy of a WAV whose header was never finished (None: the system's)."""
     try:
-        return _decode_one(path, settings, digest)
+        return _decode_one(path, settings, digest, scratch)
     except AudioMemoryError as e:
         return MemorySkip(e.reason)
     except MemoryError:
@@ -163,18 +225,40 @@ def decode_one(path: Path, settings: PrepSettings, digest: str):
                           "this machine's memory beside what prep holds); split it into shorter files")
 
 
-def _decode_one(path: Path, settings: PrepSettings, digest: str):
+def _decode_one(path: Path, settings: PrepSettings, digest: str, scratch: Path | None):
     try:
         if path.stat().st_size == 0:
             return "empty: a file of 0 bytes"
+        unfinished = _unfinished_wav(path)
+    except OSError as e:
+        return f"cannot read file ({e.strerror or e})"
+    if unfinished is None:
+        return _decode_source(path, path, settings, digest)
+    if unfinished.audio_bytes == 0:
+        return f"empty: {UNFINISHED_WAV} and no whole frame of audio follows it"
+    with tempfile.TemporaryDirectory(prefix=".unfinished-", dir=scratch) as folder:
+        try:
+            copy = unfinished.finished_copy(Path(folder) / "finished.wav")
+        except EOFError:
+            return "cannot read file (it became shorter while it was read)"
+        return _decode_source(path, copy, settings, digest, UNFINISHED_WAV + "; the audio after it read to its "
+                                                                              "last whole frame")
+
+
+def _decode_source(path: Path, source: Path, settings: PrepSettings, digest: str, damaged: str | None = None):
+    """_decode_one for path, its audio decoded from source (path itself, or its finished copy; damaged: what
+    was wrong with path that the copy mends, kept as the entry's partial_reason)."""
+    try:
         rate = settings.sample_rate
-        mono, sr_in, frames, channels, loudest_channel, damage = decode_mono(path, rate)
+        mono, sr_in, frames, channels, loudest_channel, damage = decode_mono(source, rate)
     except AudioMemoryError:
         raise
     except AudioError as e:
         return e.reason
     except OSError as e:
         return f"cannot read file ({e.strerror or e})"
+    if damaged is not None:
+        damage = damaged if damage is None else f"{damaged}; {damage}"
     if frames == 0:
         return "empty: no audio frames"
     if not np.all(np.isfinite(mono)):
@@ -183,7 +267,7 @@ def _decode_one(path: Path, settings: PrepSettings, digest: str):
                                  min_silence_seconds=settings.min_silence_seconds,
                                  min_segment_seconds=settings.min_segment_seconds)
     if len(intervals) == 0:
-        return _no_sound(path, loudest_channel, mono, settings.min_segment_seconds)
+        return _no_sound(source, loudest_channel, mono, settings.min_segment_seconds)
     kept = np.concatenate([mono[s:e] for s, e in intervals])
     del mono  # a long file: the kept part and its 16-bit copy are what memory holds from here
     peak = float(max(kept.max(), -kept.min()))
@@ -252,7 +336,7 @@ def decode_files(found, file_labels, tmp: Path, settings: PrepSettings, progress
         if result is None and earlier is not None:
             result = earlier.outcome(str(path))
         if result is None:
-            result = decode_one(path, settings, digest)
+            result = decode_one(path, settings, digest, scratch=tmp)
         if isinstance(result, str):
             # a line each for the first few; thousands of tiny files would bury every other line in theirs
             logger.log(logging.WARNING if len(skipped) < SKIP_LINES else logging.DEBUG, "skipping %s: %s", path, result)
@@ -296,6 +380,31 @@ def _duplicate(kept: tuple, label) -> str:
     if kept_label == label:
         return f"duplicate of {path}"
     return f"duplicate of {path}, kept under label {kept_label!r} (not {label!r})"
+
+
+def room_needed(found, sample_rate: int) -> int:
+    """Bytes a prep of found ([(path, root)]) may need free in the corpus folder: each file's audio as its
+    header declares it, at sample_rate in int16, twice over (the decoded pieces, then the split arrays made of
+    them, while the corpus there stays until the new one is whole), and an unfinished WAV's size once more
+    (its finished copy). An upper bound: silence trimmed and files skipped need less. A file whose header
+    does not open counts 0. Reads the headers only."""
+    import soundfile as sf
+
+    from wavegen.audio import DecoderNotes
+
+    total = 64 * 1024  # the manifest, the segment arrays, the .npy headers
+    with DecoderNotes():  # mpg123's notes on a damaged MP3 kept off the console: its decoding says them
+        for path, _root in found:
+            try:
+                info = sf.info(os.fsencode(path))
+                frames = info.frames
+                if frames == 0 and info.format == "WAV":  # unfinished, perhaps: a byte a sample at least
+                    size = path.stat().st_size
+                    total, frames = total + size, size // info.channels
+                total += 4 * (frames * sample_rate // info.samplerate + 1)
+            except Exception:  # libsndfile's failures are RuntimeErrors; the file is skipped with why when decoded
+                continue
+    return total
 
 
 def write_arrays(tmp: Path, pieces: dict, sample_rate: int) -> dict:
