@@ -312,3 +312,39 @@ def test_a_rerun_of_a_finished_render_whose_file_was_cut_short_says_so(model, tm
     assert warnings == [f"{path}: {wrote // 2} bytes, not the {wrote} this render wrote: it was changed since it "
                         "finished; pass --restart to render it again"]
     assert path.stat().st_size == wrote // 2  # left as it is
+
+
+# ----- a killed writer's temporaries ----------------------------------------------------------------
+
+def test_a_killed_writers_temporaries_are_removed_and_said_once_by_render_and_the_archive(tmp_path, caplog):
+    """atomic_write's leftovers (.NAME.tmpPID) of a render or a live stream's archive killed mid-write are
+    removed at the next start, the files around them kept, in one line each (one function for both)."""
+    import logging
+
+    from wavegen.serve.archive import Archive
+
+    out = tmp_path / "out"
+    (out / ".state").mkdir(parents=True)
+    stale = [out / ".stream_000.wav.tmp41", out / ".state" / ".rank0.npz.tmp41", out / ".state" / ".params.json.tmp7"]
+    kept = [out / ".notes.tmp41", out / "stream_000.wav", out / ".state" / "rank0.npz"]  # not a render's temporary
+    for path in stale + kept:
+        path.write_bytes(b"x")
+    folder = RenderFolder(out, 1, "wav")
+    with caplog.at_level(logging.INFO):
+        folder.remove_stale_temporaries()
+    assert [p for p in stale + kept if p.exists()] == kept
+    assert [r.getMessage() for r in caplog.records if r.name == "wavegen.render"] == \
+        [f"{out}: removed .stream_000.wav.tmp41, .params.json.tmp7, .rank0.npz.tmp41, left partial by a render that "
+         "was killed while writing it"]
+    caplog.clear()
+    archive = tmp_path / "archive"
+    (archive / ".state").mkdir(parents=True)
+    (archive / ".state" / ".snapshot.npz.tmp99").write_bytes(b"x")
+    a = Archive(archive, SR, {"seed": 0}, part_seconds=1.0)
+    with caplog.at_level(logging.INFO):
+        a.open()
+    a.close()
+    assert not (archive / ".state" / ".snapshot.npz.tmp99").exists()
+    assert [r.getMessage() for r in caplog.records if "left partial" in r.getMessage()] == \
+        [f"archive {archive}: removed .snapshot.npz.tmp99, left partial by a server killed while writing it"]
+    assert [r.name for r in caplog.records if "left partial" in r.getMessage()] == ["wavegen.serve.archive"]

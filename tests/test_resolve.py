@@ -358,6 +358,50 @@ def test_the_render_folder_names_resolve_restates_are_renders():
     assert resolve.RENDER_STREAMS == tuple(stream_paths(Path(), 1, fmt)[0].name for fmt in FORMATS)
 
 
+
+@pytest.mark.parametrize("played", ["run", "checkpoint", "preset", "parts alone"])
+def test_a_live_streams_archive_is_named_as_one_with_the_model_that_played_it(tmp_path, run_dir, played):
+    """A live stream's archive (wavegen serve --archive) given as the model was called "a render folder" (its
+    .state/params.json names a "model" as a render's does); it is named for what it is, with the model that
+    played it (its weights' folder as serve records it; a preset's name), as the archive's station records it."""
+    from wavegen.serve import ServeSettings, Station
+
+    archive = tmp_path / "archive"
+    target, checkpoint = {"run": (run_dir, None), "checkpoint": (run_dir, "step_6"),
+                          "preset": ("samplernn-tiny", None), "parts alone": (run_dir, None)}[played]
+    station = Station(str(target), ServeSettings(archive=str(archive), guard=False), checkpoint)
+    station.archive.open()  # params.json and an empty part 0, as a server writes them as it begins
+    station.archive.close()
+    if played == "parts alone":  # its parts moved away from the rest
+        (tmp_path / "parts").mkdir()
+        shutil.move(archive / "broadcast_00000.wav", tmp_path / "parts")
+        archive = tmp_path / "parts"
+    give = {"run": str((run_dir / "best").resolve()), "checkpoint": f"{run_dir.resolve()} --checkpoint step_6",
+            "preset": "samplernn-tiny", "parts alone": None}[played]
+    with pytest.raises(ConfigError) as err:
+        resolve_model(archive)
+    what = f"{archive}: a live stream's archive (what wavegen serve broadcast), not a model; give the model "
+    assert str(err.value) == what + (f"that played it: {give}" if give else "or run folder that played it")
+
+
+def test_an_archive_that_records_no_model_folder_names_the_model_as_it_played_it(tmp_path):
+    """An archive of an older wavegen (no model_folder in its params): the "model" it names, a checkpoint's
+    source ("RUN/checkpoints/step_N (step N)") given as the run and --checkpoint."""
+    archive = tmp_path / "archive"
+    (archive / ".state").mkdir(parents=True)
+    (archive / "broadcast_00000.wav").write_bytes(b"")
+    (archive / ".state" / "params.json").write_text(json.dumps({"model": "/runs/a/checkpoints/step_6 (step 6)"}))
+    with pytest.raises(ConfigError, match=r"archive: a live stream's archive \(what wavegen serve broadcast\), not a "
+                                          r"model; give the model that played it: /runs/a --checkpoint step_6$"):
+        resolve_model(archive)
+
+def test_the_archive_names_resolve_restates_are_serves():
+    import wavegen.resolve_why as resolve
+    from wavegen.serve.archive import MODEL_FOLDER_KEY, PART_GLOB, STATE_DIR, UNSNAPSHOT_KEY, PARAMS_FILE
+
+    assert resolve.ARCHIVE_PARTS == PART_GLOB and resolve.ARCHIVE_KEYS == (MODEL_FOLDER_KEY, UNSNAPSHOT_KEY)
+    assert resolve.ARCHIVE_FOLDER_KEY == MODEL_FOLDER_KEY and resolve.RENDER_PARAMS == Path(STATE_DIR) / PARAMS_FILE
+
 @pytest.mark.parametrize("where", ["model", "run", "checkpoint"])
 def test_a_bad_setting_in_a_folders_config_names_the_file(tmp_path, run_dir, capsys, where):
     """best/config.json (or a run's config.json, read for --checkpoint) with "dim": -3 said

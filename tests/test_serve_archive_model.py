@@ -79,6 +79,42 @@ def test_an_archive_begun_from_best_continues_from_its_checkpoint(tmp_path):
     assert params["model_folder"] == str((run / "best").resolve()) and params["unsnapshot_seconds"] == 2.0
 
 
+
+@pytest.mark.slow
+def test_an_archive_begun_from_a_checkpoint_pruned_since_continues_with_best_holding_its_weights(tmp_path):
+    """Played from --checkpoint step_5, which a training that went on pruned; the run's best/ holds the same
+    tensors. The same command refused ("no such checkpoint"), though the same weights are there: it goes on
+    with best/ (saying so), byte for byte; the run given alone (best/) continues it too. Once best/ holds other
+    weights, the command is refused as before, the archive untouched."""
+    from conftest import save_tiny_model
+    from wavegen.config import ConfigError
+    from wavegen.serve import ServeSettings, Station
+
+    model = make_model(tmp_path / "model")
+    run, archive = make_run(model, tmp_path / "run"), tmp_path / "archive"
+    args = ("--no-guard", "--archive", str(archive), "--snapshot-seconds", "1", "--buffer-seconds", "8")
+    written = 0.0
+    for extra in (("--checkpoint", "step_5"), "pruned", ("--checkpoint", "step_5"), ()):
+        if extra == "pruned":
+            shutil.rmtree(run / "checkpoints" / "step_5")
+            continue
+        server = Server(run, *extra, *args)
+        assert server.status()["archive"]["snapshot_seconds"] >= written  # went on from the last snapshot
+        s = server.wait_for(lambda s: s["archive"]["snapshot_seconds"] >= written + 1.0)
+        assert server.stop() == 130, "".join(server.stderr)
+        written = s["archive"]["snapshot_seconds"]
+        if extra and not (run / "checkpoints" / "step_5").exists():
+            assert "the run's best/ holds the weights" in "".join(server.stderr), "".join(server.stderr)
+    pcm = _archived(archive)
+    assert len(pcm) >= 3 * SR
+    assert np.array_equal(pcm, reference_pcm(model, len(pcm)))
+    shutil.rmtree(run / "best")
+    save_tiny_model(run / "best", sample_rate=SR, seed=1, dim=32, emb_size=8)  # trained on: other weights
+    before = _contents(archive)
+    with pytest.raises(ConfigError, match="^--checkpoint step_5: .* holds no finished checkpoint$"):
+        Station(str(run), ServeSettings(archive=str(archive), guard=False), "step_5")
+    assert _contents(archive) == before
+
 def test_the_same_tensors_in_another_file_continue_the_archive(tmp_path):
     _archive(tmp_path, PARAMS)
     assert _open(tmp_path, {**PARAMS, "model": "runs/a/checkpoints/step_5 (step 5)", "model_sha256": "3" * 64}) == SR
@@ -101,7 +137,7 @@ def test_a_refusal_names_the_kept_checkpoint_that_holds_the_weights_it_began_wit
     run's kept checkpoint with the weights the archive began with, which continues it."""
     from conftest import save_tiny_model
     from wavegen.resolve import resolve_model
-    from wavegen.serve.archive import weights_finder
+    from wavegen.serve.archive_model import weights_finder
 
     def params(ref) -> dict:
         return {**PARAMS, "model": ref.source, "model_sha256": ref.weights_sha256(),
@@ -126,7 +162,8 @@ def test_a_refusal_looks_in_the_run_the_archive_began_with_not_the_one_played_no
     checkpoint of the run played now."""
     from conftest import save_tiny_model
     from wavegen.resolve import resolve_model
-    from wavegen.serve.archive import MODEL_FOLDER_KEY, model_folder, weights_finder
+    from wavegen.serve.archive import MODEL_FOLDER_KEY
+    from wavegen.serve.archive_model import model_folder, weights_finder
 
     def params(ref) -> dict:
         return {**PARAMS, "model": ref.source, "model_sha256": ref.weights_sha256(),

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 from test_serve import ENV, START_TIMEOUT, Server, make_model
@@ -110,3 +111,97 @@ def test_an_archive_of_another_broadcast_is_refused_before_the_model_is_timed(tm
     assert other.returncode == 2 and "seed=0" in other.stderr and "seed=1" in other.stderr, other.stderr
     assert "real time on the" not in other.stderr and "Traceback" not in other.stderr
     assert {p.name: p.read_bytes() for p in archive.rglob("*") if p.is_file() and p.name != ".lock"} == before
+
+
+# The CLI, paused (a line on stdin) as its start-up check begins to time the model: the test signals it there
+PAUSED_AT_TIMING = """import sys
+from wavegen.serve.station import Station
+measure = Station.measure
+def paused(self):
+    print("timing", flush=True)
+    sys.stdin.readline()
+    return measure(self)
+Station.measure = paused
+from wavegen.cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def _stopped_while_timing(tmp_path, model: Path, archive: Path, *args: str) -> str:
+    """``wavegen serve MODEL --archive ARCHIVE ARGS``, SIGTERM'd while it times the model; → its stderr (exit
+    130)."""
+    script = tmp_path / "paused.py"
+    script.write_text(PAUSED_AT_TIMING)
+    child = subprocess.Popen([sys.executable, str(script), "serve", str(model), "--port", "0", "--allow-slow",
+                              "--no-guard", "--archive", str(archive), *args], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        assert child.stdout.readline().strip() == "timing"
+        child.send_signal(signal.SIGTERM)
+        out, err = child.communicate("go\n", timeout=120)
+    finally:
+        child.kill()
+    assert child.returncode == 130, err
+    assert "Traceback" not in err and "listening:" not in out
+    assert err.count("SIGTERM: stopped before the stream started") == 1, err
+    return err
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != ".lock"}
+
+
+@pytest.mark.slow
+def test_a_stop_during_the_timing_leaves_the_archive_as_it_was(tmp_path):
+    """A stop while the model was timed went on to open the archive: a new one got its params.json and an
+    empty part 0, bound to that seed and model though nothing was broadcast (another --seed was refused
+    there after); an existing one was cut back and tidied. Now neither is opened: nothing written."""
+    model, archive = make_model(tmp_path / "tiny"), tmp_path / "archive"
+    _stopped_while_timing(tmp_path, model, archive)
+    assert _files(archive) == {}  # no params.json, no part: the folder (and its lock file) alone
+    # not bound to the command stopped: another seed begins it
+    server = Server(model, "--no-guard", "--archive", str(archive), "--snapshot-seconds", "1", "--seed", "1")
+    try:
+        server.wait_for(lambda s: s["archive"]["snapshot_seconds"] >= 1.0)
+    finally:
+        assert server.stop() == 130, "".join(server.stderr)
+    (archive / ".state" / ".snapshot.npz.tmp999").write_bytes(b"partial")  # a killed server's: open() removes it
+    before = _files(archive)
+    assert "broadcast_00000.wav" in before and ".state/params.json" in before
+    _stopped_while_timing(tmp_path, model, archive, "--seed", "1")
+    assert _files(archive) == before
+
+
+@pytest.mark.slow
+def test_a_failure_after_the_archive_opened_lets_it_go_in_process(tmp_path):
+    """serve() opened the station (and its archive: lock, part writer) outside the try that stops it: a
+    snapshot found damaged once the archive was open (its label) left the archive locked for the rest of the
+    process, so a caller that fixed it or tried again in-process was told another server writes there."""
+    import json
+
+    import numpy as np
+
+    from conftest import save_tiny_model
+    from wavegen.fileio import FolderLock
+    from wavegen.serve import ServeError, ServeSettings, serve
+    from wavegen.signals import StopSignals
+
+    model = save_tiny_model(tmp_path / "cond", sample_rate=16000, dim=32, emb_size=8, labels=["rain", "bells"])
+    archive = tmp_path / "archive"
+
+    def play(stop=None) -> dict:
+        settings = ServeSettings(port=0, archive=str(archive), label="rain", allow_slow=True, guard=False)
+        return serve(str(model), settings, on_ready=None if stop is None else lambda url: stop.request(), stop=stop)
+
+    play(StopSignals())  # stopped as soon as it plays: the archive's snapshot records label "rain"
+    snapshot = archive / ".state" / "snapshot.npz"
+    with np.load(snapshot) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(arrays["meta"].tobytes())
+    assert meta["label"] == "rain"
+    arrays["meta"] = np.frombuffer(json.dumps({**meta, "label": "thunder"}).encode(), dtype=np.uint8)
+    np.savez(snapshot, **arrays)
+    for _ in range(2):  # the second finds the archive free again, and the same damage
+        with pytest.raises(ServeError, match=f"{snapshot} is damaged \\(its label: label 'thunder' is not one"):
+            play()
+    FolderLock(archive).acquire().release()  # not held by this process any more

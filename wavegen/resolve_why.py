@@ -1,6 +1,7 @@
 """Why a path that exists names no model, and what to give instead (:func:`wavegen.resolve.resolve_model`'s
 errors): a run with no model yet or no best/ (:func:`no_best`), a checkpoint folder, a prepared corpus, a render
-folder (the model that made it, from its records), or another folder (:func:`not_a_model`)."""
+folder or a live stream's archive (the model that made it, from its records), or another folder
+(:func:`not_a_model`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,10 @@ RUN_FILES = ("checkpoints", "metrics.jsonl", ".lock")  # a run folder's, beside 
 # FORMATS), restated: resolve lies below render and never imports it (test_resolve checks both).
 RENDER_REPORT, RENDER_PARAMS = "render_report.json", Path(".state") / "params.json"
 RENDER_STREAMS = ("stream_000.wav", "stream_000.flac")
+# A live stream's archive (serve/archive.py's PART_GLOB, MODEL_FOLDER_KEY, UNSNAPSHOT_KEY): its parts, and what
+# its .state/params.json holds beside render's keys (the same "model")
+ARCHIVE_PARTS, ARCHIVE_FOLDER_KEY = "broadcast_[0-9][0-9][0-9][0-9][0-9].wav", "model_folder"
+ARCHIVE_KEYS = (ARCHIVE_FOLDER_KEY, "unsnapshot_seconds")
 
 
 def not_a_model(path: Path) -> str:
@@ -31,10 +36,47 @@ def not_a_model(path: Path) -> str:
     if (path / MANIFEST).is_file():
         return (f"{path}: a prepared corpus, not a model; train one on it first (wavegen train --data {path} "
                 "--model PRESET --run RUN), then give RUN")
+    if _is_archive(path):
+        return _archive_folder(path)
     if any((path / name).is_file() for name in (RENDER_REPORT, RENDER_PARAMS, *RENDER_STREAMS)):
         return _render_folder(path)
     return (f"{path}: no {MODEL_FILE} + {CONFIG_FILE} here or in {path / 'best'}; "
             "train a model first (wavegen train), or give a run or model folder")
+
+
+def _recorded(path: Path) -> dict:
+    """.state/params.json's object, or {} where there is none to read."""
+    from wavegen.fileio import read_json_object
+
+    try:
+        params = read_json_object(path / RENDER_PARAMS)
+    except (OSError, ValueError):
+        return {}
+    return params if isinstance(params, dict) else {}
+
+
+def _is_archive(path: Path) -> bool:
+    """Whether ``path`` holds a live stream's archive (wavegen serve --archive): a part, or its params."""
+    return any(path.glob(ARCHIVE_PARTS)) or any(key in _recorded(path) for key in ARCHIVE_KEYS)
+
+
+def _give(model: Path) -> str:
+    """A model folder as the command line takes it: a checkpoint as its run and --checkpoint."""
+    return f"{model.parent.parent} --checkpoint {model.name}" if model.parent.name == "checkpoints" else str(model)
+
+
+def _archive_folder(path: Path) -> str:
+    """For a live stream's archive given as a model: what it is, and the model that played it (its params: the
+    folder of the weights, resolved; for random weights, or an archive of an older wavegen, the "model" named)."""
+    params, what = _recorded(path), f"{path}: a live stream's archive (what wavegen serve broadcast), not a model"
+    folder, model = params.get(ARCHIVE_FOLDER_KEY), params.get("model")
+    if isinstance(folder, str) and folder:
+        return f"{what}; give the model that played it: {_give(Path(folder))}"
+    if isinstance(model, str) and model:  # "preset NAME (random weights)", "CONFIG (...)", "CHECKPOINT (step N)"
+        named = model.split(" (")[0]
+        give = named.removeprefix("preset ") if model.startswith("preset ") else _give(Path(named))
+        return f"{what}; give the model that played it: {give}"
+    return f"{what}; give the model or run folder that played it"
 
 
 def _render_folder(path: Path) -> str:
@@ -56,8 +98,7 @@ def _render_folder(path: Path) -> str:
         return (f"{path}: a render folder (audio wavegen render wrote), not a model; give the model or run folder "
                 "that rendered it")
     model = Path(made_by)
-    give = f"{model.parent.parent} --checkpoint {model.name}" if model.parent.name == "checkpoints" else str(model)
-    return f"{path}: a render folder (made by {model}), not a model; give the model that made it: {give}"
+    return f"{path}: a render folder (made by {model}), not a model; give the model that made it: {_give(model)}"
 
 
 def no_best(run_dir: Path) -> str:

@@ -156,6 +156,15 @@ def _read_json(path: Path, what: str) -> dict:
                                "render over") from None
 
 
+def remove_temporaries(stale: list[Path], where, why: str, log: logging.Logger = logger) -> None:
+    """Lock held: remove ``stale``, atomic_write's leftovers of a killed writer (never read: found by
+    :func:`~wavegen.fileio.stale_temporaries`), said once: "WHERE: removed NAMES, WHY" (render and serve's archive)."""
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        log.info("%s: removed %s, %s", where, ", ".join(p.name for p in stale), why)
+
+
 class RenderFolder:
     """``out_dir`` of a render of ``streams`` streams in ``fmt``: paths, lock, parameters, report."""
 
@@ -317,12 +326,8 @@ class RenderFolder:
     def remove_stale_temporaries(self) -> None:
         """Lock held: the partial files a render killed mid-write left (a FLAC or PNG being encoded, a
         snapshot being saved: atomic_write's temporaries, never read): they would stay for good."""
-        stale = stale_temporaries(self.out_dir, self._written_names()) + stale_temporaries(self.state_dir)
-        for path in stale:
-            path.unlink(missing_ok=True)
-        if stale:
-            logger.info("%s: removed %s, left partial by a render that was killed while writing it",
-                        self.out_dir, ", ".join(p.name for p in stale))
+        remove_temporaries(stale_temporaries(self.out_dir, self._written_names()) + stale_temporaries(self.state_dir),
+                           self.out_dir, "left partial by a render that was killed while writing it")
 
     def prepare(self, params: dict, restart: bool) -> dict | None:
         """First process, lock held: check (or wipe) what the folder holds, record ``params``.

@@ -169,10 +169,9 @@ def serve(target: str, settings: ServeSettings, checkpoint: str | None = None, o
         if stop.requested:
             return _stopped_before_start(stop)
         station = Station(target, settings, checkpoint)
-        if not stop.requested:
-            station.open()
-        try:
-            if stop.requested:
+        try:  # a failure in open() lets the archive go: a caller in this process may open it again
+            # a stop during the timing (seconds): the archive is not opened, so a new one is not bound to this command
+            if stop.requested or not station.open(lambda: stop.requested):
                 return _stopped_before_start(stop)
             stop.message = STOP_PLAYING + (" and saving the archive's snapshot" if settings.archive else "")
             return asyncio.run(_run(station, stop, on_ready))

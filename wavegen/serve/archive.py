@@ -34,8 +34,8 @@ from wavegen.errors import WavegenError
 from wavegen.fileio import (FolderLock, check_writable, ensure_folder, not_a_file, read_json_object,
                             stale_temporaries, write_json)
 from wavegen.render import PCMWriter, load_snapshot, save_snapshot
-from wavegen.render.folder import binding
-from wavegen.render.model_change import TENSORS_KEY, held_by, same_model, with_recorded_tensors
+from wavegen.render.folder import binding, remove_temporaries
+from wavegen.render.model_change import TENSORS_KEY, same_model, with_recorded_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -57,32 +57,6 @@ class ServeError(WavegenError, RuntimeError):
 
 def _short(digest) -> str:
     return f"{digest[:12]}..." if isinstance(digest, str) else repr(digest)
-
-
-def model_folder(ref) -> str | None:
-    """The params' MODEL_FOLDER_KEY for ``ref``: its weights' folder, resolved (as render records its model);
-    None for random weights."""
-    return None if ref.weights is None else str(Path(ref.weights).parent.resolve())
-
-
-def weights_finder(ref):
-    """→ find(saved): "RUN --checkpoint step_N", the newest kept checkpoint that holds the weights the archive
-    recorded in ``saved`` began with (its tensors digest, or its weights file's sha256), or None. Searched in
-    the run the archive began with (``saved``'s MODEL_FOLDER_KEY; an archive that did not record it, in the
-    folder its ``model`` names where that is one), then in the run of ``ref``, the model played now: a
-    checkpoint holding those very weights continues the archive, whichever run it is in."""
-    def find(saved: dict) -> str | None:
-        saved = {key: value if isinstance(value, str) else None for key, value in saved.items()
-                 if key in ("model", "model_sha256", TENSORS_KEY, MODEL_FOLDER_KEY)}
-        named = (saved.get("model") or "").split(" (step ")[0]  # a checkpoint's source: "FOLDER (step N...)"
-        began = saved.get(MODEL_FOLDER_KEY) or (named if named and Path(named).is_dir() else None)
-        for folder in dict.fromkeys(str(f) for f in (began, ref.folder) if f is not None):
-            found = held_by(folder, saved)
-            if found is not None:
-                return f"{found[1].parent.parent} --checkpoint step_{found[0]}"
-        return None
-
-    return find
 
 
 def part_path(folder: Path, index: int) -> Path:
@@ -285,12 +259,8 @@ class Archive:
     def _remove_stale_temporaries(self) -> None:
         """Lock held: the partial state files a server killed while writing them left (atomic_write's
         temporaries, never read): a station restarted after each kill would gather them for good."""
-        stale = stale_temporaries(self.state_dir)
-        for path in stale:
-            path.unlink(missing_ok=True)
-        if stale:
-            logger.info("archive %s: removed %s, left partial by a server killed while writing it", self.folder,
-                        ", ".join(p.name for p in stale))
+        remove_temporaries(stale_temporaries(self.state_dir), f"archive {self.folder}",
+                           "left partial by a server killed while writing it", logger)
 
     def _record_tensors(self, recorded: dict, path: Path) -> None:
         """An archive begun before serve recorded its model's tensors, continued from the very weights file it

@@ -38,9 +38,8 @@ from wavegen.render import RenderSettings, guard_verdict, parse_label
 from wavegen.render.guard import criteria_for
 from wavegen.render.model_change import TENSORS_KEY
 from wavegen.render.settings import check_seconds
-from wavegen.resolve import resolve_model
-from wavegen.serve.archive import (MODEL_FOLDER_KEY, SNAPSHOT_FILE, Archive, ServeError, check_archive_folder,
-                                   model_folder, weights_finder)
+from wavegen.serve.archive import MODEL_FOLDER_KEY, SNAPSHOT_FILE, Archive, ServeError, check_archive_folder
+from wavegen.serve.archive_model import model_folder, played_model, weights_finder
 from wavegen.serve.control import LabelState, check_token
 from wavegen.serve.encoder import OggOpusEncoder, Page
 
@@ -186,7 +185,7 @@ class Station:
     def __init__(self, target: str, settings: ServeSettings, checkpoint: str | None = None):
         settings.validate()
         self.settings = settings
-        self.ref = resolve_model(target, checkpoint)
+        self.ref = played_model(target, checkpoint, settings.archive)
         if settings.archive:  # a folder that cannot be made or written: found before the model loads
             check_archive_folder(settings.archive)
         self.sample_rate = self.ref.sample_rate
@@ -264,27 +263,32 @@ class Station:
         self.measured_tries, self.measured_alone = tries, max(alone)
         return max(tries)
 
-    def open(self) -> None:
+    def open(self, stopped=None) -> bool:
         """Measure the engine (refuse a model too slow for real time), restore the archive's snapshot. The
-        archive's lock and params are checked first: another broadcast's archive is refused untimed."""
+        archive's lock and params are checked first: another broadcast's archive is refused untimed. False where
+        ``stopped()`` says a stop came during the timing: the archive is let go unopened, nothing written."""
         if self.archive is not None:
             self.archive.check()
-            try:
-                self._check_speed()
-            except BaseException:
-                self.archive.lock.release()
-                raise
-        else:
+        try:
             self._check_speed()
-        if self.archive is not None:
-            state, self.position, meta = self.archive.open()
-            self.events = meta.get("events", [])
-            self.event_counts = meta.get("event_counts", {})
-            if state is not None:
-                self._restore(state)
-                self.label_state.restore(meta, state, str(self.archive.state_dir / SNAPSHOT_FILE))
-        title = f"wavegen: {self.name}, seed {self.settings.seed}"
-        self.encoder = OggOpusEncoder(self.sample_rate, self.position / self.sample_rate, title)
+            if stopped is not None and stopped():
+                raise _Stopped  # before the archive opens: nothing of it written
+            if self.archive is not None:
+                state, self.position, meta = self.archive.open()
+                self.events = meta.get("events", [])
+                self.event_counts = meta.get("event_counts", {})
+                if state is not None:
+                    self._restore(state)
+                    self.label_state.restore(meta, state, str(self.archive.state_dir / SNAPSHOT_FILE))
+            title = f"wavegen: {self.name}, seed {self.settings.seed}"
+            self.encoder = OggOpusEncoder(self.sample_rate, self.position / self.sample_rate, title)
+        except BaseException as err:
+            if self.archive is not None:  # let go: a caller in this process may open it again
+                self.archive.abandon()
+            if isinstance(err, _Stopped):
+                return False
+            raise
+        return True
 
     def _check_speed(self) -> None:
         """Measure the engine. Too slow for MIN_REALTIME even with a CPU to itself: ServeError (a warning
@@ -315,7 +319,6 @@ class Station:
         try:
             self.engine.load_state_dict(state)
         except (KeyError, ValueError, TypeError, RuntimeError) as err:  # params matched: the file was changed
-            self.archive.abandon()
             snap = self.archive.state_dir / SNAPSHOT_FILE
             raise ServeError(f"{snap} does not fit this model's engine ({type(err).__name__}: {err}): "
                              f"{self.archive.folder} cannot be continued; choose another --archive") from None
