@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import time
 from pathlib import Path
 
 import psutil
@@ -72,3 +73,27 @@ def run_launch(args: list, timeout: float = 240, **popen) -> subprocess.Complete
         kill_launch(launch)
         raise
     return subprocess.CompletedProcess(args, launch.returncode, out, err)
+
+
+def launched_process(launch: subprocess.Popen, rank: int, timeout: float = 120) -> psutil.Process:
+    """The process of ``launch`` (a launcher: torchrun, accelerate launch) whose RANK is ``rank``, once it runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for process in psutil.Process(launch.pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if process.environ().get("RANK") == str(rank) and "LOCAL_RANK" in process.environ():
+                    return process
+        assert launch.poll() is None, f"the launch ended (exit {launch.returncode}) before process {rank} was found"
+        time.sleep(0.2)
+    raise TimeoutError(f"no process of rank {rank} under launcher {launch.pid} within {timeout} s")
+
+
+def wait_for_path(launch: subprocess.Popen, path: Path, timeout: float = 180) -> None:
+    """Wait until ``path`` exists while ``launch`` runs (AssertionError, with its stderr, when it ends first)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if launch.poll() is not None:
+            raise AssertionError(f"the launch ended (exit {launch.returncode}) before {path} appeared: "
+                                 f"{launch.stderr.read()[-3000:] if launch.stderr else ''}")
+        assert time.monotonic() < deadline, f"{path} did not appear within {timeout} s"
+        time.sleep(0.2)

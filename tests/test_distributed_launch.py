@@ -18,7 +18,7 @@ import psutil
 import pytest
 from process_helpers import kill_launch, run_launch
 
-from wavegen.distributed import asked_for_several_cpu_processes, leave_to_another_process
+from wavegen.distributed import ProcessLostError, asked_for_several_cpu_processes, leave_to_another_process
 from wavegen.errors import WavegenError, every_process
 
 SMALL = ["model.dim=32", "model.emb_size=8", "train.batch_size=2", "train.seq_len=64", "train.tbptt_windows=2",
@@ -99,6 +99,26 @@ def test_a_refusal_of_one_process_reaches_every_process_with_its_message(tmp_pat
 
 
 @pytest.mark.slow
+def test_the_group_timeout_reaches_the_process_group(tmp_path):
+    """make_accelerator's timeout is the gloo group's, 600 s included: accelerate passes on only a timeout that
+    differs from its own default (600 s), so that one was dropped and gloo waited its 30 minutes."""
+    script = tmp_path / "timeout.py"
+    script.write_text(textwrap.dedent(f"""
+        import torch, torch.distributed as dist
+        from wavegen.distributed import end_accelerator, make_accelerator
+
+        accelerator = make_accelerator("no", cpu=True, timeout_seconds=600)
+        timeout = dist.group.WORLD._get_backend(torch.device("cpu")).options._timeout
+        with open({str(tmp_path)!r} + f"/rank{{accelerator.process_index}}", "w") as f:
+            f.write(str(timeout.total_seconds()))
+        end_accelerator(accelerator)
+        """))
+    done = launch(["torch.distributed.run", "--standalone", "--nproc_per_node", "2"], str(script))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [round(float((tmp_path / f"rank{r}").read_text())) for r in (0, 1)] == [600, 600]
+
+
+@pytest.mark.slow
 def test_accelerate_launch_cpu_with_several_processes_says_it_started_one(tiny_corpus, tmp_path):
     # accelerate's --cpu launcher starts one process whatever --num_processes says: the run trains
     # alone (correctly: the batch is global), and says how to get N processes
@@ -132,6 +152,8 @@ def test_which_process_prints_an_error(monkeypatch):
     monkeypatch.setenv("PMI_RANK", "3")
     monkeypatch.setenv("MPI_LOCALRANKID", "1")
     assert leave_to_another_process(alone)
+    # another process ended: this one says so itself (the one that would print it may be the one gone)
+    assert not leave_to_another_process(ProcessLostError("another process of this training ended unexpectedly"))
 
 
 def test_several_cpu_processes_asked_of_accelerate_launch_is_recognised(monkeypatch):

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from process_helpers import cli_recording_threads, gloo_threads_left
+from process_helpers import cli_recording_threads, gloo_threads_left, kill_launch, launched_process
 from render_helpers import (ENV, MOSTLY_SILENT, SR, cli, direct_pcm, expected_guarded, file_bytes,  # noqa: F401
                             make_model, one_hot_bias, read_pcm, settings, wait_for_snapshot,
                             write_streams)
@@ -327,3 +327,34 @@ def test_a_stop_of_one_process_alone_stops_the_others_at_their_next_window(model
     assert stderr.count("process 1 was stopped (SIGINT/SIGTERM): stopped at ") == 1, stderr[-3000:]
     written = [load_snapshot(out / ".state" / f"rank{rank}.npz")[1] for rank in range(2)]
     assert all(0 < w < 60 * SR for w in written), written
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("killed", [0, 1], ids=["the first process killed", "the second process killed"])
+def test_a_process_killed_mid_render_stops_the_other_with_one_line_and_a_resumable_snapshot(model, tmp_path, killed):
+    """kill -9 of one process of a torchrun render: the other said gloo's traceback ("Connection closed by peer");
+    now one line says another process ended and that a rerun resumes, and it does, to the bytes of a render never
+    stopped."""
+    seconds, out = 4.0, tmp_path / "r"
+    args = torchrun(model, out, "--snapshot-seconds", 0.5, "--block-seconds", 0.25)
+    args[args.index("--seconds") + 1] = str(seconds)
+    launch = subprocess.Popen(args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for rank in (0, 1):
+            wait_for_snapshot(launch, out / ".state" / f"rank{rank}.prev.npz")
+        launched_process(launch, killed).kill()
+        _, stderr = launch.communicate(timeout=120)
+    finally:
+        if launch.poll() is None:
+            kill_launch(launch)
+    assert not (out / "render_report.json").exists()  # stopped mid-render
+    errors = [line for line in stderr.splitlines() if line.startswith("wavegen render: error:")]
+    assert len(errors) == 1, stderr[-3000:]
+    assert errors[0].startswith("wavegen render: error: another process of this render (2 processes) ended "
+                                "unexpectedly"), errors[0]
+    assert errors[0].endswith("rerun the same command to resume"), errors[0]
+    assert "[rank0]" not in stderr and "[rank1]" not in stderr, stderr[-3000:]  # no process's traceback
+    resumed = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected = write_streams(tmp_path / "ref", direct_pcm(model, 3, int(seconds * SR)), "wav")
+    assert file_bytes(out, 3) == file_bytes(expected, 3)

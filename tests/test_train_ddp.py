@@ -12,8 +12,10 @@ below a real fault: scattering the carried hidden state to the wrong streams on 
 the loss by 1e-4 bits and weights by 5e-3 (measured by breaking it on purpose).
 """
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -22,12 +24,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import torch
 from conftest import prepared_corpus
-from process_helpers import cli_recording_threads, gloo_threads_left
+from process_helpers import (cli_recording_threads, gloo_threads_left, kill_launch, launched_process, run_launch,
+                             wait_for_path)
 from safetensors.torch import load_file
-from process_helpers import kill_launch, run_launch
 
 from wavegen.fileio import FolderLock
 from wavegen.models import resolve_preset
@@ -302,3 +305,96 @@ def test_ctrl_c_under_torchrun_saves_once_said_and_resumes_exactly(runs, tmp_pat
     for name in (MODEL_FILE, AVERAGED_MODEL):
         wa, wb = weights(run, name=name), weights(runs["two"], name=name)
         assert sorted(wa) == sorted(wb) and all(torch.equal(wa[k], wb[k]) for k in wa), name
+
+
+# a training far longer than the tests: stopped by them (a checkpoint every 2 steps, nothing rendered or validated)
+ENDLESS = ["model.dim=32", "model.emb_size=8", "train.batch_size=4", "train.seq_len=64", "train.tbptt_windows=4",
+           "train.checkpoint_interval=2", "train.val_interval=100000", "train.sample_interval=-1",
+           "train.log_interval=1"]
+
+
+def torchrun_train(corpus, run, *settings: str, max_steps: int = 100_000) -> list[str]:
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+            "-m", "wavegen", "-q", "train", "--data", str(corpus), "--model", "samplernn-tiny",
+            "--run-dir", str(run), "--max-steps", str(max_steps)]
+    return args + [a for s in ENDLESS + list(settings) for a in ("--set", s)]
+
+
+def stopped_launch(args, stop_process, **popen) -> str:
+    """Start ``args`` (a torchrun training), call ``stop_process(launch)`` once it has saved step 4, then wait
+    for it to end → its stderr. A launch left running is ended whole."""
+    launch = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"}, **popen)
+    try:
+        run = Path(args[args.index("--run-dir") + 1])
+        wait_for_path(launch, run / "checkpoints" / "step_4")
+        stop_process(launch)
+        _, err = launch.communicate(timeout=180)
+    finally:
+        if launch.poll() is None:
+            kill_launch(launch)
+    return err
+
+
+def resumes_from_named_checkpoint(corpus, run, line: str) -> None:
+    """The checkpoint ``line`` names is the run's newest, and one process resumes from it for a step."""
+    named = re.search(r"the last checkpoint, (\S+), is kept: rerun the same command to resume from it", line)
+    assert named, line
+    newest = max((p for p in (run / "checkpoints").iterdir() if p.name.startswith("step_")),
+                 key=lambda p: int(p.name[5:]))
+    assert Path(named.group(1)) == newest, (named.group(1), newest)
+    step = int(newest.name[5:]) + 1
+    resumed = run_launch([sys.executable, "-m", "wavegen", "train", "--data", str(corpus), "--model", "samplernn-tiny",
+                          "--run-dir", str(run), "--max-steps", str(step), "--threads", "1",
+                          *[a for s in ENDLESS for a in ("--set", s)]], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming {run} from step {step - 1}" in resumed.stderr, resumed.stderr[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("killed", [0, 1], ids=["the first process killed", "the second process killed"])
+def test_a_process_killed_mid_training_stops_the_other_with_one_line(runs, tmp_path, killed):
+    """kill -9 of one process of a torchrun training: the other said gloo's traceback ("Connection closed by
+    peer"); now one line says another process ended, which checkpoint is kept and how to resume, and a rerun
+    resumes from that checkpoint."""
+    run = tmp_path / "run"
+    err = stopped_launch(torchrun_train(runs["corpus"], run), lambda launch: launched_process(launch, killed).kill())
+    errors = [line for line in err.splitlines() if line.startswith("wavegen train: error:")]
+    assert len(errors) == 1, err[-4000:]
+    assert "another process of this training (2 processes) ended unexpectedly" in errors[0], errors[0]
+    assert "[rank0]" not in err and "[rank1]" not in err, err[-4000:]  # no process's traceback
+    resumes_from_named_checkpoint(runs["corpus"], run, errors[0])
+
+
+TIMEOUT_SECONDS = 20  # well past the processes' start-up skew on a loaded machine, far below gloo's 30 minutes
+
+
+@pytest.mark.slow
+def test_a_frozen_process_stops_the_other_after_the_group_timeout_with_one_line(runs, tmp_path):
+    """SIGSTOP of the second process (frozen, not dead): the first waited at its next collective for gloo's 30
+    minutes; now it stops after train.group_timeout_seconds with one line naming the setting and the checkpoint
+    kept. The frozen process, let go once the first has ended, stops with one line too; nothing is left running."""
+    run, waited = tmp_path / "run", []
+
+    def freeze_the_second(launch):
+        first, second = launched_process(launch, 0), launched_process(launch, 1)
+        second.suspend()
+        frozen = time.monotonic()
+        try:
+            first.wait(timeout=TIMEOUT_SECONDS + 120)
+            waited.append(time.monotonic() - frozen)
+        finally:  # let go, it ends at once: the launcher asked it to stop as the first process ended
+            with contextlib.suppress(psutil.NoSuchProcess):
+                second.resume()
+
+    err = stopped_launch(torchrun_train(runs["corpus"], run, f"train.group_timeout_seconds={TIMEOUT_SECONDS}"),
+                         freeze_the_second)
+    assert TIMEOUT_SECONDS - 1 <= waited[0] < TIMEOUT_SECONDS + 60, waited
+    # the first process's line, then (let go) the frozen one's: the first has ended, or its own wait timed out
+    errors = [line for line in err.splitlines() if line.startswith("wavegen train: error:")]
+    assert 1 <= len(errors) <= 2, err[-4000:]
+    assert errors[0].startswith("wavegen train: error: another process of this training (2 processes) did not "
+                                f"answer within train.group_timeout_seconds={TIMEOUT_SECONDS} "), errors[0]
+    assert errors[0].endswith("if a process is merely that slow, raise train.group_timeout_seconds"), errors[0]
+    assert "[rank0]" not in err and "[rank1]" not in err, err[-4000:]  # no process's traceback
+    resumes_from_named_checkpoint(runs["corpus"], run, errors[0])

@@ -69,6 +69,10 @@ class TrainConfig:
     sample_interval: int = 0
     sample_seconds: float = 4.0
     sample_streams: int = 2
+    # how long a process of a multi-process training waits for the others at a collective before it stops, saying
+    # so (the process group's timeout, gloo's or NCCL's): longer than the main process ever works alone (training
+    # samples, best/, a checkpoint's files); a process frozen (stopped, swapped out) is found after it
+    group_timeout_seconds: float = 600.0
 
     def validate(self) -> None:
         """ConfigError naming the first setting that cannot work; every number against NUMBER_RANGES."""
@@ -110,6 +114,7 @@ NUMBER_RANGES: dict[str, dict] = {
     "label_balance": {"low": 0, "high": 1, "what": "balance",
                       "hint": " (0 draws each label as often as its audio; 1 every label equally often)"},
     "val_seconds": {"low": 0, "low_open": True},
+    "group_timeout_seconds": {"low": 1, "high": 30 * 86400, "what": "seconds"},  # a timedelta gloo takes in ms
     "num_workers": {"low": 0, "high": 64, "what": "threads"},  # batch prefetch threads (data.BatchStream)
     "sample_interval": {},  # negative: off
     "sample_seconds": {"low": 0, "high": 600, "low_open": True, "what": "seconds", "hint": _SAMPLES_OFF},

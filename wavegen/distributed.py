@@ -5,14 +5,59 @@ starts, and how it ends."""
 from __future__ import annotations
 
 import contextlib
+import datetime
 import gc
 import logging
 import os
+import re
 import time
 
 import torch
 
+from wavegen.config import TrainConfig
+from wavegen.errors import WavegenError
+
 logger = logging.getLogger(__name__)
+
+# How long a process of a multi-process training waits for the others at a collective (its process group's
+# timeout): train.group_timeout_seconds's default, accelerate's for NCCL, used for gloo too (torch's is 30 minutes)
+GROUP_TIMEOUT_SECONDS = TrainConfig.group_timeout_seconds
+
+
+class ProcessLostError(WavegenError):
+    """Another process of a launch ended, or stopped answering, while this one waited for it at a collective:
+    this one stops too, saying what is kept (:func:`process_lost`). Each process that meets it says it (the
+    process that says a launch's errors may be the one lost)."""
+
+
+# Where gloo's TCP transport raises (a peer gone: "Connection closed by peer", "Read error ... Connection reset
+# by peer"; a peer silent past the group's timeout: "Timed out waiting ...ms"): a plain RuntimeError that names it
+_GLOO_TRANSPORT = "gloo/transport/"
+
+
+def lost_contact(err: BaseException) -> bool:
+    """Whether ``err`` is a collective failing because another process ended or stopped answering (gloo's
+    transport, torch's DistError of NCCL and the store), not a bug of this process's own."""
+    import torch.distributed as dist
+
+    return isinstance(err, dist.DistError) or (isinstance(err, RuntimeError) and _GLOO_TRANSPORT in str(err))
+
+
+def process_lost(err: BaseException, work: str, kept: str, setting: str | None = None) -> ProcessLostError:
+    """The one line for :func:`lost_contact` error ``err`` of ``work`` ("this training"): another process ended,
+    or did not answer within the group's timeout (``setting``: the setting that sets it, with its value:
+    "train.group_timeout_seconds=600"); then ``kept``, what is saved and how to go on."""
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    said = re.sub(r"^\[[^\]]*\]\s*", "", first)  # gloo's source file and line, of no use to a user
+    if "timed out" not in said.lower() and "timeout" not in said.lower():  # (gloo's connect: "Connect timeout")
+        return ProcessLostError(f"another process of {work} ended unexpectedly (killed, or out of memory? the "
+                                f"launcher's report names it; {said}); this process stopped too: {kept}")
+    limit = f" within {setting}" if setting else ""
+    raise_it = f"; if a process is merely that slow, raise {setting.split('=')[0]}" if setting else ""
+    return ProcessLostError(f"another process of {work} did not answer{limit} ({said}): it is frozen (stopped, "
+                            f"swapped out, stuck on a disk) or worked alone for longer; this process stopped: "
+                            f"{kept}{raise_it}")
+
 
 # Where a launcher puts this process's rank and its rank on its machine: torchrun / accelerate's
 # multi-GPU launcher, then the MPI launchers accelerate's --cpu path runs under (accelerate reads the same)
@@ -38,6 +83,8 @@ def leave_to_another_process(err: BaseException) -> bool:
     the same (``err.every_process``, set where the processes agreed on it: trainstate.checked), else
     every process but the first of its machine (an error found before the processes could talk: the
     same arguments and files give the same error on one machine; another machine may differ)."""
+    if isinstance(err, ProcessLostError):  # the process that would say it may be the one that is gone
+        return False
     rank, local_rank = launch_rank()
     return rank != 0 and (getattr(err, "every_process", False) or local_rank != 0)
 
@@ -123,15 +170,17 @@ def _forget_accelerate_state(partial: bool) -> None:
     GradientState._reset_state()
 
 
-def make_accelerator(mixed_precision: str, cpu: bool = False):
+def make_accelerator(mixed_precision: str, cpu: bool = False, timeout_seconds: float = GROUP_TIMEOUT_SECONDS):
     """The run's Accelerator; picks up ``accelerate launch`` / ``torchrun`` from the environment.
 
     ``mixed_precision``: auto (bf16 on CUDA, else none) | no | bf16 | fp16. ``cpu``: stay on the
     CPU even where there is a GPU. Several processes without CUDA run on CPU with gloo:
     accelerate takes that path only when told ``cpu=True`` (otherwise each process would train
-    alone, unaware of the others).
+    alone, unaware of the others). ``timeout_seconds``: how long a process waits for the others at
+    a collective before it fails (the process group's timeout, gloo's or NCCL's).
     """
     from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
 
     cuda = torch.cuda.is_available() and not cpu
     if mixed_precision == "auto":
@@ -143,7 +192,13 @@ def make_accelerator(mixed_precision: str, cpu: bool = False):
 
     # no Accelerator of another's lives in this process; a PartialState may (accelerate.utils.save makes one)
     made = (not PartialState._shared_state,) if not AcceleratorState._shared_state else None
-    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=not cuda and (cpu or several))
+    # accelerate passes on only what differs from its handler's default (600 s): a timeout of exactly that would
+    # be dropped, and gloo would take torch's 30 minutes; a microsecond more is passed on
+    timeout = datetime.timedelta(seconds=timeout_seconds)
+    if timeout == InitProcessGroupKwargs().timeout:
+        timeout += datetime.timedelta(microseconds=1)
+    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=not cuda and (cpu or several),
+                              kwargs_handlers=[InitProcessGroupKwargs(timeout=timeout)])
     setattr(accelerator, _MADE_STATE, made)
     if accelerator.num_processes == 1 and asked_for_several_cpu_processes():
         logger.warning("accelerate launch --cpu started this one process, whatever --num_processes says (its --cpu "

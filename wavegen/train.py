@@ -6,7 +6,9 @@ The trainer knows a model through the contract in :mod:`wavegen.models.contract`
 saves it in checkpoints and regathers it over the global batch when the process count changes.
 Validation and the run's best/ model are :mod:`wavegen.bestmodel`'s. What the main process alone
 writes (config.json, the logs, best/, pruning) goes through trainstate.on_main: when it fails, every
-process stops with the same one-line error, none left waiting at its next collective.
+process stops with the same one-line error, none left waiting at its next collective. A collective that
+fails because another process ended, or did not answer within train.group_timeout_seconds, stops this one
+with one line naming the last checkpoint (distributed.process_lost), not gloo's traceback.
 
 Layout of a run folder::
 
@@ -40,7 +42,7 @@ from wavegen.checkpoint import load_checkpoint, newest_intact, prune_checkpoints
 from wavegen.config import ConfigError, TrainConfig, from_dict
 from wavegen.corpus import Corpus
 from wavegen.data import BatchBuildingStopped, BatchStream, batch_warnings, make_batches
-from wavegen.distributed import end_accelerator, first_process_says, make_accelerator
+from wavegen.distributed import end_accelerator, first_process_says, lost_contact, make_accelerator
 from wavegen.fileio import check_writable, write_json
 from wavegen.models import build_model, model_config
 from wavegen.render.album import ensure_run_profile
@@ -51,7 +53,7 @@ from wavegen.samples import TrainingSamples, run_key
 from wavegen.signals import StopSignals
 from wavegen.signals import logger as signals_logger
 from wavegen.trainstate import (Carry, NonFiniteWatch, WeightAverage, agree, broadcast, check_resume, checked,
-                                lr_factor, on_main, resume_warnings)
+                                lr_factor, on_main, resume_warnings, training_lost)
 
 logger = logging.getLogger(__name__)
 
@@ -193,7 +195,12 @@ def _train(config: dict, run_dir: Path, progress: bool, stop: StopSignals) -> di
     train_cfg = from_dict(TrainConfig, config["train"], "train")
     train_cfg.validate()
     model_config(config).validate(train_cfg)
-    accelerator = make_accelerator(train_cfg.mixed_precision)
+    try:  # several processes meet here first (gloo connects them within train.group_timeout_seconds)
+        accelerator = make_accelerator(train_cfg.mixed_precision, timeout_seconds=train_cfg.group_timeout_seconds)
+    except Exception as err:
+        if not lost_contact(err):
+            raise
+        raise training_lost(err, train_cfg, int(os.environ.get("WORLD_SIZE", "1"))) from err
     if accelerator.device.type == "cpu" and accelerator.mixed_precision == "fp16" and accelerator.is_main_process:
         logger.warning("train.mixed_precision=fp16: fp16 autocast has no effect on a CPU, so this run trains in fp32; "
                        "bf16 is the CPU's half precision (--set train.mixed_precision=bf16)")
@@ -214,6 +221,11 @@ def _train(config: dict, run_dir: Path, progress: bool, stop: StopSignals) -> di
             accelerator.wait_for_everyone()
         if run.main:
             logger.info("%s at step %d; %s", status, run.step, where_the_model_is(run))
+    except Exception as err:
+        if not lost_contact(err):  # a lost process is said in one line; anything else raised as it is
+            raise
+        where = (run.run_dir, run.step, run.checkpoint) if run is not None else ()
+        raise training_lost(err, train_cfg, accelerator.num_processes, *where) from err
     finally:
         if run is not None:  # DDP's reducer must not hold the process group's last reference
             run.model = run.optimizer = None

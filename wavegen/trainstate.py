@@ -11,7 +11,9 @@
   what a resume is warned of; :func:`lr_factor`: the learning-rate schedule.
 - :func:`agree`, :func:`checked`, :func:`broadcast`: what every process of a launch must decide alike
   (wavegen.errors.every_process marks an error all of them raise: the first process alone prints it);
-  :func:`on_main`: a step the main process alone takes, whose failure stops every process.
+  :func:`on_main`: a step the main process alone takes, whose failure stops every process;
+  :func:`training_lost`: another process ended or stopped answering (``train.group_timeout_seconds``): one line
+  naming the checkpoint kept.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 import torch
 
 from wavegen.config import ConfigError, TrainConfig, to_dict
+from wavegen.distributed import process_lost
 from wavegen.errors import WavegenError, every_process
 
 
@@ -31,7 +34,8 @@ from wavegen.errors import WavegenError, every_process
 # one GPU with grad_accum=8 to 8 GPUs with grad_accum=1 continues the same run.
 RESUMABLE_CHANGES = {"max_steps", "log_interval", "val_interval", "checkpoint_interval",
                      "keep_checkpoints", "num_workers", "val_seconds", "grad_accum", "compile",
-                     "mixed_precision", "sample_interval", "sample_seconds", "sample_streams"}
+                     "mixed_precision", "sample_interval", "sample_seconds", "sample_streams",
+                     "group_timeout_seconds"}
 
 
 def check_resume(run_dir: Path, config: dict) -> None:
@@ -176,6 +180,28 @@ def on_main(accelerator, work, what: str, last: Path | None = None):
             raise save_failed(what, err, last) from None
 
     return checked(accelerator, main_work)
+
+
+def training_lost(err: Exception, cfg: TrainConfig, world: int, run_dir: Path | None = None, step: int | None = None,
+                  last: Path | None = None) -> WavegenError:
+    """The one line for ``err``, a collective that failed as another process of the training ended or did not
+    answer (distributed.lost_contact): what is kept and how to go on. ``run_dir``, ``step``, ``last``: the run's
+    folder, step and last checkpoint saved (None: it had not started). The newest checkpoint in the folder is
+    named: one the main process finished as the other ended is there, and a rerun takes it."""
+    from wavegen.checkpoint import checkpoints
+
+    if run_dir is None:
+        kept = "the training had not begun its steps; rerun the same command"
+    else:
+        try:
+            last = (checkpoints(run_dir) or [(None, last)])[-1][1]
+        except OSError:
+            pass
+        kept = (f"the training had reached step {step} with no checkpoint saved yet; rerun the same command"
+                if last is None else f"the training had reached step {step}; the last checkpoint, {last}, is kept: "
+                "rerun the same command to resume from it")
+    return process_lost(err, f"this training ({world} processes)", kept,
+                        f"train.group_timeout_seconds={cfg.group_timeout_seconds:g}")
 
 
 def broadcast(accelerator, value):

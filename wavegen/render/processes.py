@@ -4,17 +4,19 @@ process is left waiting at a barrier for one that has already given up), marked 
 every process: the first process alone prints it (wavegen.distributed.leave_to_another_process).
 Mid-render, a process that stops (a write refused, a Ctrl-C of its own) leaves word in the group's
 store, which the others read at each window: they save a snapshot and stop with it, instead of
-rendering on until the final agreement."""
+rendering on until the final agreement. A process that dies (a collective fails: another process is gone)
+leaves the others one line each, their snapshots kept (distributed.process_lost), not gloo's traceback."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
 import uuid
 
 from wavegen.config import ConfigError
-from wavegen.distributed import before_process_group, first_process_says
+from wavegen.distributed import ProcessLostError, before_process_group, first_process_says, lost_contact, process_lost
 from wavegen.errors import FolderBusyError, WavegenError, every_process
 from wavegen.render.settings import RenderStateError, RenderWriteError
 
@@ -104,7 +106,8 @@ class Processes:
         import torch.distributed as dist
 
         box = [value if self.rank == src else None]
-        dist.broadcast_object_list(box, src=src)
+        with self._talking():
+            dist.broadcast_object_list(box, src=src)
         return box[0]
 
     def gather(self, value) -> list:
@@ -114,8 +117,21 @@ class Processes:
         import torch.distributed as dist
 
         out = [None] * self.world
-        dist.all_gather_object(out, value)
+        with self._talking():
+            dist.all_gather_object(out, value)
         return out
+
+    @contextlib.contextmanager
+    def _talking(self):
+        """A collective: where another process has ended (or stopped answering), ProcessLostError saying
+        what this one keeps, not gloo's traceback."""
+        try:
+            yield
+        except RuntimeError as err:
+            if not lost_contact(err):
+                raise
+            raise process_lost(err, f"this render ({self.world} processes)", "what it had rendered is kept (its "
+                               "snapshot, saved at each window): rerun the same command to resume") from err
 
     def agree(self, step, src: int | None = None):
         """Run ``step()`` (on process ``src`` only, or on all when None) and raise its error everywhere.
@@ -135,11 +151,16 @@ class Processes:
             if error is not None:
                 raise error
             return value
-        if src is not None:
-            value, failure = self.share((value, failure), src)
-            failures = {src: failure}
-        else:
-            failures = dict(enumerate(self.gather(failure)))
+        try:
+            if src is not None:
+                value, failure = self.share((value, failure), src)
+                failures = {src: failure}
+            else:
+                failures = dict(enumerate(self.gather(failure)))
+        except ProcessLostError:
+            if error is not None and not isinstance(error, KeyboardInterrupt):
+                raise error from None  # this process's own failure says more (a stop it was asked for: less)
+            raise
         if error is not None:
             raise every_process(error) if isinstance(error, WavegenError) else error
         for rank, found in failures.items():
