@@ -53,6 +53,9 @@ def _sample_reps(logits, reps, scratch):
     return total
 
 
+_WARMUP = 64  # samples per stream generated untimed before the whole step is timed
+
+
 def _best_cpu_seconds(fn, repeats: int = 5) -> float:
     """The least CPU time of ``repeats`` calls of ``fn`` after a warm-up call: a shared machine
     only ever adds time, so the least of several is the nearest to the undisturbed figure."""
@@ -113,13 +116,32 @@ def _parts(engine) -> list[tuple[str, float, int, int, int, int, int]]:
             (f"output 2 ({q}x{A})", 1.0, p["head"][WN_OUT2], p["head"][WN_OUT2B], q, A, 1)]
 
 
+def _step_cpu_seconds(engine, samples: int) -> float:
+    """The least CPU time of the whole step's runs of ``samples`` per stream (:func:`_best_cpu_seconds`), each
+    run in generate calls of about wavegen.bench.INTERRUPT_SECONDS as a bench row's are: a numba call returns
+    to Python only at its end, where a Ctrl-C is taken, and one call a run kept it waiting for minutes."""
+    from wavegen import bench  # its slicing of a timed run (imported here: bench sits above the engines)
+
+    ids = np.arange(engine.streams)
+    seconds, position = bench.time_short_run(engine, samples, _WARMUP, 0, _WARMUP)
+    block = bench.interruptible_block(samples, _WARMUP, seconds)
+    calls = [uniforms(0, ids, position + start, min(block, samples - start)) for start in range(0, samples, block)]
+
+    def run():
+        for u in calls:
+            engine.generate(u)
+
+    return _best_cpu_seconds(run)
+
+
 def profile_engine(engine, samples: int = 4096) -> dict:
     """Per-part and full-engine CPU time per sample step (all ``engine.streams`` streams).
 
     Returns ``{"streams", "precision", "full_us", "parts": [{"name", "us", "share", "macs",
     "weight_bytes", "gflops", "gb_per_s"}], "other_us"}``; macs and weight_bytes are per
     sample step, for all streams (weights are read once per step whatever the batch).
-    Convolutions that repeat per layer are timed on the first layer's weights.
+    Convolutions that repeat per layer are timed on the first layer's weights. Every call returns
+    to Python within about a second (a Ctrl-C stops it there); the engine's state is restored.
     """
     p = engine.packed
     B = engine.streams
@@ -142,11 +164,11 @@ def profile_engine(engine, samples: int = 4096) -> dict:
     rows.append({"name": "sampling (softmax + inverse CDF)", "us": seconds / 20000 * B * 1e6, "macs": 0,
                  "weight_bytes": 0, "gflops": None, "gb_per_s": None})
     snap = engine.snapshot()
-    ids = np.arange(B)
-    engine.generate(uniforms(0, ids, 0, 64))
-    u = uniforms(0, ids, 64, samples)
-    full = _best_cpu_seconds(lambda: engine.generate(u)) / samples * 1e6
-    engine.restore(snap)
+    try:
+        engine.generate(uniforms(0, np.arange(B), 0, _WARMUP))
+        full = _step_cpu_seconds(engine, samples) / samples * 1e6
+    finally:  # a Ctrl-C too leaves the engine as it came
+        engine.restore(snap)
     for r in rows:
         r["share"] = r["us"] / full
     other = full - sum(r["us"] for r in rows)

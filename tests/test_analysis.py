@@ -74,6 +74,10 @@ def test_frechet_distance_of_shifted_gaussians():
     # mean shift 2 → 4; variances 1 vs 4 in one dimension → (1 - 2)^2 = 1
     assert analysis.frechet_distance(a, b, zeros, ones) == pytest.approx(5.0, abs=0.15)
     assert analysis.frechet_distance(a, a, zeros, ones) == pytest.approx(0.0, abs=1e-6)
+    # rounding took a set's distance to itself under 0, printed "-0.00"; a distance is never negative
+    for seed in range(8):
+        c = np.random.default_rng(seed).standard_normal((400, 39)) * np.linspace(0.5, 3.0, 39)
+        assert analysis.frechet_distance(c, c, np.zeros(39), np.ones(39)) >= 0.0
     assert analysis.wasserstein_1d(a[:, 0], a[:, 0] + 3.0) == pytest.approx(3.0, abs=1e-9)
 
 
@@ -302,3 +306,33 @@ def test_an_unfinished_render_is_judged_with_a_warning_naming_it(tmp_path, caplo
     with caplog.at_level("WARNING"):
         read_renders(out, RATE)
     assert caplog.text == ""
+
+
+def test_a_live_streams_archive_is_judged_with_a_warning_that_fits_it(tmp_path, caplog):
+    """An archive (wavegen serve --archive) keeps .state/ for good: it was said to be "a render that has not
+    finished", with "rerun the render command", a command that never made it."""
+    archive = tmp_path / "archive"
+    for part in range(2):
+        write_audio_file(archive / f"broadcast_{part:05d}.wav", melody(1.0, RATE, seed=part), RATE)
+    (archive / ".state").mkdir()
+    (archive / ".state" / "params.json").write_text('{"model_folder": "/models/m", "unsnapshot_seconds": 2.0}')
+    with caplog.at_level("WARNING"):
+        names = read_renders(archive, RATE).names
+    assert names == ["broadcast_00000.wav", "broadcast_00001.wav"]
+    assert f"{archive}: a live stream's archive (wavegen serve --archive): its parts hold the broadcast so far" \
+           in caplog.text
+    assert "render" not in caplog.text
+
+
+def test_a_corpus_at_a_low_rate_is_analysed_or_refused_by_name_not_a_librosa_traceback():
+    """Spectral contrast's octave bands from 100 Hz reach past Nyquist at 6400 Hz and under (prep takes
+    1000 Hz and up): librosa's ParameterError came out as a traceback. From 3000 Hz they start lower, under
+    it the analysis is refused naming the rate; above 6400 Hz the bands, and every figure, are as before."""
+    low = 4000
+    clips = [melody(2.0, low, seed=s) for s in range(3)]
+    result = analysis.compare_clips(clips[:1], clips[1:2], clips[2:], low, max_seconds=2.0)
+    assert all(math.isfinite(result["sets"][s]["summary"]["contrast_db_median"]) for s in analysis.SETS)
+    assert analysis.contrast_fmin(8000) == analysis.contrast_fmin(16000) == 100.0
+    with pytest.raises(analysis.AnalysisError, match=r"the audio compared is at 2000 Hz: comparing renders needs "
+                                                     r"audio at 3000 Hz or more"):
+        analysis.compare_clips(clips[:1], clips[1:2], clips[2:], 2000, max_seconds=2.0)

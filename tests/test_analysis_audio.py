@@ -99,3 +99,21 @@ def test_a_corpus_split_gives_the_excerpts_of_its_segments(tmp_path):
         assert len(got) == len(want) > 0
         for a, b in zip(got, want):
             np.testing.assert_array_equal(a, b)
+
+
+def test_a_float_render_far_beyond_full_scale_is_skipped_with_why_not_a_librosa_traceback(tmp_path):
+    """A float WAV may hold finite samples of 1e20: their spectra overflow float32, and librosa's
+    "Input must be finite" came out of wavegen eval --renders as a traceback. Such a file is skipped
+    like one holding NaN; a float render that merely clips (4x full scale) is still judged."""
+    pytest.importorskip("librosa")
+    from wavegen.analysis import compare_renders
+
+    corpus = prepared_corpus(tmp_path, files=4, seconds=2.0, sample_rate=RATE, val_fraction=0.25, test_fraction=0.25)
+    renders = tmp_path / "renders"
+    write_audio_file(renders / "huge.wav", melody(1.0, RATE, seed=1) * 1e20, RATE, subtype="FLOAT")
+    write_audio_file(renders / "loud.wav", melody(1.0, RATE, seed=2) * 10, RATE, subtype="FLOAT")
+    result = compare_renders(renders, corpus, max_seconds=10.0)
+    assert result["render_files"] == ["loud.wav"]
+    [skipped] = result["skipped_files"]
+    assert skipped["file"] == "huge.wav" and skipped["reason"].startswith("samples up to 4")
+    assert skipped["reason"].endswith("times full scale (audio is -1..1; over 1000 is not audio to judge)")

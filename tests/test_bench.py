@@ -170,6 +170,19 @@ def test_json_and_plot_files_are_checked_before_anything_is_timed(tmp_path, caps
     assert cli.main([*base, "--plot", str(tmp_path / "speed.svg"), "--json", str(tmp_path / "new" / "b.json")]) == 0
     assert len(timings) == 1 and b"<svg" in (tmp_path / "speed.svg").read_bytes()[:400]
     assert json.loads((tmp_path / "new" / "b.json").read_text())["rows"][0]["batch"] == 1
+    assert cli.main([*base, "--json", str(tmp_path / "new" / "b.json")]) == 0  # an earlier result: replaced
+    capsys.readouterr()
+    # --json FILE onto a file that is no bench result (a model's config.json, a WAV): refused, left whole
+    (tmp_path / "config.json").write_text('{"model_type": "wavenet", "sample_rate": 8000}')
+    (tmp_path / "take.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt ")
+    for name, holds in (("config.json", "JSON that is not"), ("take.wav", "something other than JSON, not")):
+        before = (tmp_path / name).read_bytes()
+        assert cli.main([*base, "--json", str(tmp_path / name)]) == 2
+        assert capsys.readouterr().err == (f"wavegen bench: error: --json {tmp_path / name}: holds {holds} a wavegen "
+                                           f"bench result; not overwritten: give --json a new file name (or remove "
+                                           f"{tmp_path / name} first)\n")
+        assert (tmp_path / name).read_bytes() == before
+    assert len(timings) == 2
 
 
 def test_a_json_file_that_would_replace_a_fifo_is_refused_before_anything_is_timed(tmp_path, capsys, timings):

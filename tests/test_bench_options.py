@@ -212,3 +212,32 @@ def test_a_row_that_will_take_long_is_announced_with_an_estimate_before_it_runs(
     with caplog.at_level("WARNING", logger="wavegen.bench"):
         bench_generation("samplernn-tiny", backends=["torch"], batches=[1], samples=256, repeats=1, threads=1)
     assert "take about" not in caplog.text  # a row of seconds is not announced
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_long_profile_within_a_second_or_two():
+    """``bench --profile`` timed the whole step in one generate call a run (numba returns to Python only at its
+    end): a Ctrl-C 6 s into a run of 6 million samples waited for it, about half a minute. Now the run goes
+    in calls of about a second, and the Ctrl-C stops it as it stops ``wavegen bench``: one line, exit 130."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cmd = [sys.executable, "-m", "wavegen", "bench", "--profile", "--model", "samplernn-tiny", "--samples",
+           "6000000", "--threads", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    said = []
+    for line in proc.stderr:  # said after the short run, before the parts (a second or two) and the whole step
+        said.append(line)
+        if "the whole step is timed" in line:
+            break
+    assert proc.poll() is None, said
+    time.sleep(6)  # into the whole step's runs
+    stopped = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    waited = time.monotonic() - stopped
+    assert proc.returncode == 130 and out == "", (out, err)
+    assert err.strip().splitlines() == ["wavegen bench: interrupted"], err
+    assert waited < 8, waited  # calls of about a second, on a shared machine

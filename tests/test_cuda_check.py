@@ -1,14 +1,17 @@
 """The compile check (python -m wavegen.kernels.cuda --check) without a GPU: every shipped kernel,
 numba-cuda and Triton, both families, builds for sm_90 and sm_80 with no spill and no float64
 instruction; a numba kernel with a bare float literal and a Triton kernel too big for its
-registers are refused. Runs in subprocesses: the check needs the real numba.cuda and Triton
+registers are refused; ``--json [FILE]`` as wavegen's commands take it, a cut-short check keeping its
+rows. Runs in subprocesses: the check needs the real numba.cuda and Triton
 compilers, the other cuda tests their simulators. Cost on a 2-core machine: about 80 s of CPU
 for the numba kernels (NVVM) and 50 s for the 42 Triton builds, in two processes side by side."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -47,6 +50,66 @@ def test_every_kernel_builds_clean_for_sm90_and_sm80(tmp_path):
         assert row["arch"] in ("sm_90", "sm_90a", "sm_80"), row
         assert row["spill_stores"] == row["spill_loads"] == row["float64_instructions"] == 0, row
         assert 0 < row["registers"] <= 255, row
+
+
+ONE_KERNEL = ["-m", "wavegen.kernels.cuda", "--check", "--arch", "90", "--kind", "triton", "--only"]
+CHEAP = "srnn_out_sample[fp32]"  # a Triton kernel that builds in about a second
+
+
+@pytest.mark.slow
+def test_a_bare_json_prints_the_rows_on_stdout_and_a_file_takes_them_as_they_finish(tmp_path):
+    """``--json [FILE]`` as in wavegen eval/info/bench (wavegen.cli.options): alone, the rows as JSON on stdout
+    (the text on stderr); with FILE, the text on stdout and the rows in FILE. It took only ``--json FILE``."""
+    bare = run_python(*ONE_KERNEL, CHEAP, "--json", timeout=300)
+    assert bare.returncode == 0, bare.stderr
+    rows = json.loads(bare.stdout)
+    assert [(row["kernel"], row["arch"], row["ok"]) for row in rows] == [(CHEAP, "sm_90a", True)]
+    assert f"{CHEAP:<28} sm_90a" in bare.stderr and "1 of 1 kernel builds clean" in bare.stderr
+    out = tmp_path / "deep" / "check.json"  # its folder made, as every --json FILE's
+    written = run_python(*ONE_KERNEL, CHEAP, "--json", str(out), timeout=300)
+    assert written.returncode == 0, written.stderr
+    assert json.loads(out.read_text())[0]["registers"] == rows[0]["registers"]
+    assert written.stdout.splitlines()[0].startswith(f"{CHEAP:<28} sm_90a") and "1 of 1 kernel builds clean" in \
+        written.stdout
+
+
+def test_a_json_file_that_cannot_be_written_is_refused_before_any_build(tmp_path):
+    """A folder, or a file under a file, as --json FILE: one line naming it, exit 2, no kernel built
+    (it was an IsADirectoryError traceback after the first kernel's build)."""
+    (tmp_path / "a_file").write_text("not a folder")
+    (tmp_path / "config.json").write_text('{"model_type": "wavenet"}')  # a model's config: never written over
+    for path, why in ((tmp_path, "is a folder; give a file name (e.g. "),
+                      (tmp_path / "a_file" / "check.json", "is a file, not a folder"),
+                      (tmp_path / "config.json", "holds JSON that is not a kernel check's rows; not overwritten")):
+        run = run_python(*ONE_KERNEL, CHEAP, "--json", str(path), timeout=120)
+        assert run.returncode == 2 and run.stdout == "", (run.stdout, run.stderr)
+        assert run.stderr.startswith(f"python -m wavegen.kernels.cuda: error: --json {path}: ") and why in \
+            run.stderr and len(run.stderr.splitlines()) == 1, run.stderr
+    assert (tmp_path / "a_file").read_text() == "not a folder"
+    assert (tmp_path / "config.json").read_text() == '{"model_type": "wavenet"}'
+
+
+def test_a_check_cut_short_leaves_the_rows_it_found(tmp_path):
+    """Ctrl-C after the first build: --json FILE holds its row (written after every row), a bare --json prints the
+    rows so far; one line says so, exit 130 (it was a traceback)."""
+    kernels = [CHEAP, "srnn_mlp_input[fp32]", "srnn_linear[relu-fp32]", "srnn_linear[nobias-fp32]"]
+    for target in (str(tmp_path / "check.json"), None):
+        cmd = [sys.executable, *ONE_KERNEL, ",".join(kernels), "--json", *([target] if target else [])]
+        run = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+        text = run.stdout if target else run.stderr  # the rows as they finish
+        first = text.readline().split()
+        assert first and first[0] in kernels, first  # built in the order they were registered
+        if target:  # the file is written right after the row prints
+            deadline = time.monotonic() + 30
+            while not (tmp_path / "check.json").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        run.send_signal(signal.SIGINT)
+        out, err = run.communicate(timeout=120)
+        assert run.returncode == 130, (out, err)
+        rows = json.loads((tmp_path / "check.json").read_text() if target else out)
+        assert rows[0]["kernel"] == first[0] and len(rows) < 4, rows
+        assert err.strip().splitlines()[-1].startswith("python -m wavegen.kernels.cuda: interrupted after "), err
+        assert "Traceback" not in err, err
 
 
 BAD_KERNEL = """

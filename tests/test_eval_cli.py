@@ -76,3 +76,24 @@ def test_json_takes_a_file_or_prints_and_a_model_after_a_bare_json_is_the_model(
     assert main([*base, str(model), "--json", str(tmp_path)]) == 2  # a folder: refused before the scoring
     assert f"--json {tmp_path}: is a folder; give a file name (e.g. {tmp_path / 'eval.json'})" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scores"]
+
+
+def test_json_onto_a_file_that_is_not_an_eval_result_is_refused_before_the_scoring(model, corpus, tmp_path, capsys):
+    """--json FILE replaced whatever was there, after the work: a render's WAV, or a corpus's manifest.json
+    (`--json corpus/manifest.json`: the corpus then read as no corpus), became the result."""
+    manifest = tmp_path / "manifest.json"
+    manifest.write_bytes((corpus / "manifest.json").read_bytes())
+    wav = tmp_path / "stream_000.wav"
+    wav.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt ")
+    base = ["-q", "eval", str(model), "--data", str(corpus), "--max-seconds", "0.01"]
+    for target, holds in ((wav, "something other than JSON, not"), (manifest, "JSON that is not")):
+        before = target.read_bytes()
+        assert main([*base, "--json", str(target)]) == 2
+        assert capsys.readouterr().err == (f"wavegen eval: error: --json {target}: holds {holds} a wavegen eval "
+                                           f"result; not overwritten: give --json a new file name (or remove "
+                                           f"{target} first)\n")
+        assert target.read_bytes() == before
+    earlier = tmp_path / "eval.json"  # an earlier result: replaced
+    earlier.write_text('{"split": "test", "nll_bits_per_sample": 9.0}')
+    assert main([*base, "--json", str(earlier)]) == 0
+    assert json.loads(earlier.read_text())["samples"] == 80

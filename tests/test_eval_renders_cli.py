@@ -98,3 +98,41 @@ def test_a_folder_of_render_folders_names_them_and_json_with_a_file_name_writes_
     assert printed.startswith(f"renders {renders} (") and "{" not in printed  # the table, not the JSON
     result = json.loads(out.read_text())
     assert result["model"] is None and result["render_files"] and result["split"] == "test"
+
+
+def test_a_ctrl_c_inside_numba_is_an_interrupt_not_a_system_error():
+    """Ctrl-C during pyin (librosa's numba _viterbi loading its cache) came out of `eval --renders --pyin` as
+    "SystemError: CPUDispatcher(...) returned a result with an exception set", a traceback and exit 1: the
+    KeyboardInterrupt it holds is raised as such (the CLI's "interrupted", 130); another SystemError stays."""
+    from wavegen.cli.evaluate import _interrupt_as_such
+
+    def numba_like(cause):
+        try:
+            raise cause
+        except BaseException as err:
+            raise SystemError("CPUDispatcher(<function _viterbi>) returned a result with an exception set") from err
+
+    with pytest.raises(KeyboardInterrupt), _interrupt_as_such():
+        numba_like(KeyboardInterrupt())
+    with pytest.raises(SystemError), _interrupt_as_such():
+        numba_like(ValueError("a bug"))
+
+
+def test_a_models_corpus_prepared_again_since_is_said_when_taken_as_the_album(album, tmp_path, capsys, caplog):
+    """`eval RUN --renders DIR` takes the corpus its config names: prepared again since from other recordings,
+    it is not the album the model learnt, and the renders were judged against it without a word."""
+    from wavegen.corpus import Corpus
+
+    corpus, renders = album
+    model = save_tiny_model(tmp_path / "model", sample_rate=SR, dim=16, emb_size=8)
+    config = json.loads((model / "config.json").read_text())
+    for corpus_id, said in ((Corpus(corpus).content_id, False), ("0123456789abcdef", True)):
+        config["data"].update(corpus=str(corpus), corpus_id=corpus_id)
+        (model / "config.json").write_text(json.dumps(config))
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            assert main(["eval", str(model), "--renders", str(renders), "--max-seconds", "1"]) == 0
+        capsys.readouterr()
+        warning = (f"{corpus}: the corpus {model} was trained on has been prepared again since (corpus id "
+                   f"0123456789abcdef then, {Corpus(corpus).content_id} now)")
+        assert (warning in caplog.text) == said, caplog.text

@@ -99,3 +99,23 @@ def test_a_model_with_presets_or_a_checkpoint_without_a_model_is_refused_not_ign
                                                      "--checkpoint last")):
         assert cli.main(["info", *argv]) == 2
         assert capsys.readouterr() == ("", f"wavegen info: error: {message}\n")
+
+
+def test_json_onto_a_file_that_is_not_an_info_result_is_refused_and_left_whole(tmp_path, capsys):
+    """--json FILE replaced whatever was there: a WAV, or a model's config.json, became the description."""
+    model = save_tiny_model(tmp_path / "model", sample_rate=8000, dim=16, emb_size=8)
+    config = (model / "config.json").read_bytes()
+    wav = tmp_path / "take.wav"
+    wav.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt ")
+    for target, holds in ((wav, "something other than JSON, not"), (model / "config.json", "JSON that is not")):
+        before = target.read_bytes()
+        assert cli.main(["info", str(model), "--json", str(target)]) == 2
+        assert capsys.readouterr().err == (f"wavegen info: error: --json {target}: holds {holds} a wavegen info "
+                                           f"result; not overwritten: give --json a new file name (or remove "
+                                           f"{target} first)\n")
+        assert target.read_bytes() == before
+    assert (model / "config.json").read_bytes() == config
+    earlier = tmp_path / "info.json"  # an earlier result of info, the model's or the presets': replaced
+    for argv in (["--presets"], [str(model)], ["--presets"]):
+        assert cli.main(["info", *argv, "--json", str(earlier)]) == 0
+    assert "wavenet-tiny" in json.loads(earlier.read_text())

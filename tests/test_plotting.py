@@ -138,3 +138,23 @@ def test_pictures_of_files_and_models_named_in_bytes_that_are_not_utf8(tmp_path)
     result = {"model": {"name": str(folder), "sample_rate": 8000}, "rows": rows,
               "machine": {"device": "cpu", "cpu": "test", "torch_threads": 1}}
     assert speed_png(result, folder / "speed.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_silence_is_drawn_dark_not_as_loud_as_can_be(tmp_path):
+    """Each spectrogram spans 80 dB under its own peak: a silent render (every bin at the -120 dB floor) was
+    drawn in the colour of that peak, the brightest, as if it were full-scale noise (eval's --plot, a
+    render's PNG). It is drawn in the darkest; a sounding file keeps its own 80 dB range."""
+    from matplotlib.figure import Figure
+
+    from wavegen.plotting import _db_image
+
+    silent = tmp_path / "silent.wav"
+    sf.write(str(silent), np.zeros(8000, np.float32), 8000, subtype="PCM_16")
+    for path, darkest in ((silent, True), (_tone_file(tmp_path), False)):
+        db, seconds, sr = spectrogram_summary(path)
+        image = _db_image(Figure().add_subplot(), db, seconds, sr / 2)
+        colours = image.to_rgba(image.get_array())
+        if darkest:
+            assert np.allclose(colours, image.cmap(0.0))
+        else:
+            assert image.get_clim() == (float(db.max()) - 80, float(db.max()))

@@ -1,10 +1,18 @@
 """The recipes' option parsing, run with bash for real: an option that takes a value, given without
 one (last on the line, followed by another option, or empty), is "OPTION needs a value", exit code 2,
-before any stage runs or anything is written (it was bash's "$2: unbound variable", exit 1)."""
+before any stage runs or anything is written (it was bash's "$2: unbound variable", exit 1). The
+Python recipes' ``--json [FILE]`` is wavegen's (wavegen.cli.options): alone it prints the JSON, a
+FILE that cannot be written is refused before the work."""
+
+import importlib.util
+import json
+import subprocess
+import sys
 
 import pytest
+from conftest import save_tiny_model
 
-from test_recipes_stages import _calls, _recipe, repo  # noqa: F401  (repo: the fixture)
+from test_recipes_stages import RECIPES, _calls, _recipe, repo  # noqa: F401  (repo: the fixture)
 
 # every option that takes a value, per recipe (longform needs its MODEL besides)
 VALUE_OPTIONS = {
@@ -50,3 +58,72 @@ def test_every_value_option_of_the_recipes_is_covered():
         found |= {o for line in re.findall(r"^\s+(--[a-z|-]+)\)\n\s+if \[ \$# -lt 2 \]", loop, re.M)
                   for o in line.split("|")}
         assert found == set(options), name
+
+
+FOLD_SPEED = [sys.executable, str(RECIPES / "quality" / "fold_speed.py"), "--config", "tiny", "--batch", "1",
+              "--seq-len", "64", "--rounds", "1", "--steps", "1", "--threads", "1"]
+MEASURE = [sys.executable, str(RECIPES / "stream" / "measure.py")]
+
+
+def _run(cmd, timeout=300):
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def test_fold_speed_takes_json_as_wavegen_does(tmp_path):
+    """A bare --json prints the figures (it was "expected one argument"); --json FILE prints them and writes the
+    file (its folder made); a folder as FILE is one line before the timing (it was IsADirectoryError after it)."""
+    bare = _run([*FOLD_SPEED, "--json"])
+    assert bare.returncode == 0, bare.stderr
+    figures = json.loads(bare.stdout)
+    assert figures["config"] == "tiny" and figures["rounds"] == 1 and figures["conv"]["cpu_s_per_step"] > 0
+    out = tmp_path / "deep" / "fold.json"
+    written = _run([*FOLD_SPEED, "--json", str(out)])
+    assert written.returncode == 0, written.stderr
+    assert json.loads(written.stdout) == json.loads(out.read_text())
+    refused = _run([*FOLD_SPEED, "--json", str(tmp_path)])
+    assert refused.returncode == 2 and refused.stdout == "", refused
+    assert refused.stderr == (f"fold_speed.py: error: --json {tmp_path}: is a folder; give a file name (e.g. "
+                              f"{tmp_path / 'fold_speed.json'})\n")
+
+
+def _measure_module():
+    spec = importlib.util.spec_from_file_location("measure_recipe", RECIPES / "stream" / "measure.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_measure_reads_json_as_wavegen_does(tmp_path, capsys):
+    """``--json`` before the model takes the model for its FILE (settle_json_word gives it back: a model config
+    is never overwritten); a FILE that cannot be written, or no model at all, stops before the server starts."""
+    measure = _measure_module()
+    model = save_tiny_model(tmp_path / "model")
+    config = tmp_path / "my_config.json"
+    config.write_text(json.dumps({"preset": "samplernn-tiny"}))
+    for argv, expected in (([str(model), "--json"], (str(model), "-")),
+                           (["--json", str(model)], (str(model), "-")),
+                           (["--json", str(config)], (str(config), "-")),
+                           ([str(model), "--json", "live.json"], (str(model), "live.json")),
+                           ([str(model)], (str(model), None))):
+        args, extra = measure.parse_args([*argv, "--listeners", "3", "--", "--backend", "numba"])
+        assert (args.model, args.json, args.listeners, extra) == (*expected, 3, ["--backend", "numba"]), argv
+    assert json.loads(config.read_text()) == {"preset": "samplernn-tiny"}
+    for argv, message in (([str(model), "--json", str(tmp_path)], f"--json {tmp_path}: is a folder; give a file "
+                                                                   f"name (e.g. {tmp_path / 'live.json'})"),
+                          (["--json", "out.json"], "give the MODEL to serve (--json took out.json as the file to "
+                                                   "write: give the model before --json)")):
+        with pytest.raises(SystemExit) as stopped:
+            measure.parse_args(argv)
+        assert stopped.value.code == 2 and capsys.readouterr().err.endswith(f"error: {message}\n"), argv
+
+
+@pytest.mark.slow
+def test_measure_with_a_bare_json_prints_the_report_alone_on_stdout(tmp_path):
+    """A real server and two listeners for 4 s a phase (about 25 s): the report on stdout, the lines on stderr."""
+    model = save_tiny_model(tmp_path / "model")
+    run = _run([*MEASURE, "--json", str(model), "--listeners", "2", "--seconds", "4"], timeout=180)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert [phase["listeners"] for phase in report["phases"]] == [1, 2] and report["model"] == str(model)
+    assert all(phase["all_continuous"] and phase["refused"] == 0 for phase in report["phases"]), report
+    assert "   2 listener(s) x 4 s: server CPU" in run.stderr and "listeners / 1 listener:" in run.stderr

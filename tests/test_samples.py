@@ -268,8 +268,16 @@ def test_a_samples_folder_that_cannot_be_written_is_said_once_at_the_start(tmp_p
     with caplog.at_level(logging.WARNING):
         samples = TrainingSamples(tmp_path, TrainConfig(sample_seconds=0.05), "cpu", SR, main=True)
     assert samples.blocked and samples.write(2, tiny_samplernn([8, 2])) is None
-    assert caplog.text.count(f"{tmp_path / SAMPLES_DIR}: cannot write in this folder (") == 1
-    assert "no samples are drawn, training goes on" in caplog.text and "failed" not in caplog.text
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "failed" not in caplog.text, warned
+    # advice for the samples folder: training goes on in this --run folder (it was check_writable's
+    # "make it writable, or give another --run folder", which is advice for a run that cannot start)
+    assert warned[0].startswith(f"{tmp_path / SAMPLES_DIR} (a link to {read_only}): the run's training samples "
+                                "cannot be written there ("), warned
+    assert warned[0].endswith(f"): no samples are drawn, training goes on; make {tmp_path / SAMPLES_DIR} a folder "
+                              "this user can write in (or a link to one), or turn samples off with "
+                              "train.sample_interval=-1"), warned
+    assert "--run" not in warned[0]
 
 
 def test_a_link_to_a_samples_folder_not_made_yet_gets_the_samples(corpus, tmp_path):

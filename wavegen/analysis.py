@@ -43,6 +43,8 @@ SETS = ("renders", "test", "train", "white_noise", "pink_noise")
 MIN_RENDER_SECONDS = 0.25  # the shortest clip cut into an excerpt (see excerpts_of), and the least max_seconds
 EXCERPT_SECONDS = 10.0  # every set is cut into excerpts this long (or max_seconds long, where that is less)
 TEMPO_SECONDS = 4.0  # the shortest excerpt a tempo is estimated on
+CONTRAST_FMIN_HZ, CONTRAST_BANDS = 100.0, 6  # spectral contrast's octave bands: the lowest edge, how many
+MIN_SAMPLE_RATE = 3000  # below it, contrast's lowest octave bands (under ~20 Hz) hold no frequency bin
 
 # Frame features compared as distributions (Wasserstein distance / test split's spread, plots).
 FRAME_FEATURES = {
@@ -89,6 +91,21 @@ def frame_size(sample_rate: int) -> tuple[int, int]:
     """(n_fft, hop): the power of two nearest 64 ms at ``sample_rate``, hop a quarter of it."""
     n_fft = 1 << int(round(math.log2(0.064 * sample_rate)))
     return n_fft, n_fft // 4
+
+
+def contrast_fmin(sample_rate: int) -> float:
+    """The lowest edge (Hz) of spectral contrast's octave bands: CONTRAST_FMIN_HZ where its bands fit under
+    Nyquist (above 6400 Hz), else the edge that puts them under 90% of it (librosa refuses a band past Nyquist)."""
+    if CONTRAST_FMIN_HZ * 2 ** (CONTRAST_BANDS - 1) < sample_rate / 2:
+        return CONTRAST_FMIN_HZ
+    return BAND_TOP * sample_rate / 2 / 2 ** CONTRAST_BANDS
+
+
+def check_sample_rate(sample_rate: int, what: str) -> None:
+    """AnalysisError where audio at ``sample_rate`` (``what``'s) is too coarse to analyse (MIN_SAMPLE_RATE)."""
+    if sample_rate < MIN_SAMPLE_RATE:
+        raise AnalysisError(f"{what} is at {sample_rate} Hz: comparing renders needs audio at {MIN_SAMPLE_RATE} Hz "
+                            "or more (the spectral features' lowest bands hold no frequency below it)")
 
 
 # ----- per-excerpt features -------------------------------------------------------------------------
@@ -148,8 +165,8 @@ def excerpt_features(y: np.ndarray, sample_rate: int, pyin: bool = False) -> dic
     centroid = librosa.feature.spectral_centroid(S=band, sr=sample_rate, freq=freq[freq <= top])[0]
     bandwidth = librosa.feature.spectral_bandwidth(S=band, sr=sample_rate, freq=freq[freq <= top])[0]
     flatness = librosa.feature.spectral_flatness(S=band, amin=1e-10)[0]
-    contrast = librosa.feature.spectral_contrast(S=band, sr=sample_rate, freq=freq[freq <= top], fmin=100.0,
-                                                 n_bands=6)
+    contrast = librosa.feature.spectral_contrast(S=band, sr=sample_rate, freq=freq[freq <= top],
+                                                 fmin=contrast_fmin(sample_rate), n_bands=CONTRAST_BANDS)
     chroma = librosa.feature.chroma_stft(S=power, sr=sample_rate, tuning=0.0)
     mel = librosa.feature.melspectrogram(S=power, sr=sample_rate, n_mels=64, fmax=top)
     mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None), n_mfcc=20)
@@ -250,7 +267,8 @@ def frechet_distance(a: np.ndarray, b: np.ndarray, mean: np.ndarray, std: np.nda
     half = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
     inner = np.linalg.eigvalsh(half @ cov_b @ half)
     root_trace = np.sqrt(np.clip(inner, 0.0, None)).sum()
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * root_trace)
+    # a distance: rounding takes identical sets a hair under 0 ("-0.00" in the table), never more
+    return max(0.0, float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * root_trace))
 
 
 def wasserstein_1d(a: np.ndarray, b: np.ndarray) -> float:
@@ -320,6 +338,7 @@ def noise(kind: str, seconds: float, sample_rate: int, rms: float, seed: int = 0
 def compare_clips(renders: list[np.ndarray], test: list[np.ndarray], train: list[np.ndarray], sample_rate: int, *,
                   max_seconds: float = 120.0, pyin: bool = False, seed: int = 0, examples: bool = False) -> dict:
     """Compare render clips with test clips; train clips and noise as references (see :func:`compare_renders`)."""
+    check_sample_rate(sample_rate, "the audio compared")
     if not max_seconds >= MIN_RENDER_SECONDS:
         raise AnalysisError(f"--max-seconds {max_seconds:g}: the analysis needs at least {MIN_RENDER_SECONDS} s "
                             "of audio per set")
@@ -393,6 +412,7 @@ def compare_renders(renders_dir: str | Path, corpus_dir: str | Path, *, split: s
                             f"beside, and a split compared with itself says nothing; compare with {others}")
     corpus = Corpus(corpus_dir)
     rate = corpus.sample_rate
+    check_sample_rate(rate, f"corpus {corpus_dir}")  # before the renders are read and resampled to it
     renders = read_renders(renders_dir, rate, max_seconds)
     test = split_excerpts(corpus, split, max_seconds)
     if not test:

@@ -7,8 +7,8 @@ excerpts are then read (a seek and a read each) and converted to float: a 3-hour
 returns zeros after a seek; a file that turns out damaged) are decoded whole, as prep decodes them.
 
 A render file that cannot be judged (undecodable, shorter than MIN_RENDER_SECONDS, NaN or infinite
-samples in what is read) is skipped with a warning naming it and why; the folder is refused only
-when no file is left.
+samples, or samples over MAX_PEAK times full scale, in what is read) is skipped with a warning naming
+it and why; the folder is refused only when no file is left.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from wavegen.analysis import AUDIO_SUFFIXES, MIN_RENDER_SECONDS, AnalysisError, 
 logger = logging.getLogger(__name__)
 
 RESAMPLE_MARGIN_SECONDS = 0.01  # read either side of an excerpt to be resampled: the filter's reach
+MAX_PEAK = 1000.0  # a float render's samples beyond this many times full scale (+60 dB) are not judged
 
 
 class Renders(NamedTuple):
@@ -134,7 +135,10 @@ def read_renders(renders_dir: str | Path, sample_rate: int, max_seconds: float |
         raise AnalysisError(f"{folder}: no audio file can be analysed ({reasons})")
     if skipped:
         logger.warning("%s: skipping %d of %d audio file(s) (%s)", folder, len(skipped), len(files), reasons)
-    if unfinished:  # judged as it is, but not taken for the whole render
+    if unfinished and _is_archive(folder):  # an archive has .state/ for good: it never finishes
+        logger.warning("%s: a live stream's archive (wavegen serve --archive): its parts hold the broadcast so "
+                       "far, the newest perhaps still being written", folder)
+    elif unfinished:  # judged as it is, but not taken for the whole render
         logger.warning("%s: its render has not finished (.state/ there, no complete render_report.json): its "
                        "files hold only the audio rendered so far; rerun the render command to finish it",
                        folder)
@@ -157,6 +161,10 @@ def _read_planned(sources: list[_Source], sample_rate: int, max_seconds: float |
                 piece = sources[index].read(start, n)
                 if not np.isfinite(piece).all():  # a float file can hold them; no feature is defined there
                     raise _Unreadable("NaN or infinite samples")
+                peak = float(np.abs(piece).max(initial=0.0))
+                if peak > MAX_PEAK:  # a float file's: its spectra overflow float32 (librosa refused them)
+                    raise _Unreadable(f"samples up to {peak:.3g} times full scale (audio is -1..1; over "
+                                      f"{MAX_PEAK:g} is not audio to judge)")
                 excerpts.append(piece)
         except _Replan:
             continue
@@ -184,6 +192,13 @@ def _in_subfolders(folder: Path) -> str:
     shown = ", ".join(holders[:5]) + (f" and {len(holders) - 5} more" if len(holders) > 5 else "")
     return (f"; its subfolder(s) {shown} hold audio files: give one of them (the files directly in the folder "
             "given are judged, one render folder at a time)")
+
+
+def _is_archive(folder: Path) -> bool:
+    """Whether ``folder`` is a live stream's archive: its parts (wavegen.resolve_why.ARCHIVE_PARTS) are there."""
+    from wavegen.resolve_why import ARCHIVE_PARTS
+
+    return any(folder.glob(ARCHIVE_PARTS))
 
 
 def _unfinished_render(folder: Path) -> bool:

@@ -298,7 +298,7 @@ def time_generation(engine, samples: int, warmup: int, repeats: int, seed: int =
     if estimate is not None:
         seconds, position = time_short_run(engine, samples, warmup, seed, position)
         estimate(seconds * repeats)
-        block = _interruptible_block(samples, warmup, seconds)
+        block = interruptible_block(samples, warmup, seconds)
     for _ in range(repeats):
         blocks = [uniforms(seed, streams, position + start, min(block, samples - start))
                   for start in range(0, samples, block)]
@@ -321,7 +321,7 @@ def time_short_run(engine, samples: int, warmup: int, seed: int, position: int) 
     return (time.perf_counter() - wall0) * samples / probe, position + probe
 
 
-def _interruptible_block(samples: int, warmup: int, run_seconds: float) -> int:
+def interruptible_block(samples: int, warmup: int, run_seconds: float) -> int:
     """Samples per generate call in a timed run of ``samples`` per stream that takes about ``run_seconds``:
     calls of about INTERRUPT_SECONDS, in whole warm-ups (whole frames). A numba or CUDA call returns to
     Python only at its end, and Ctrl-C is taken there: one call of a long run kept it waiting for minutes."""

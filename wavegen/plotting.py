@@ -119,11 +119,16 @@ def save_figure(fig, path: str | Path, **savefig_kwargs) -> Path:
     return path
 
 
+FLOOR_DB = -120.0  # the spectrograms' power floor (1e-12): silence
+RANGE_DB = 80.0
+
+
 def _db_image(ax, db: np.ndarray, width: float, top_hz: float):
-    """db [columns, bins] on ``ax`` as every spectrogram here is drawn: 80 dB under its peak, 0 ..
-    ``width`` across (time), 0 .. ``top_hz`` up. Returns the image (for a colorbar)."""
-    peak = float(db.max())
-    return ax.imshow(db.T, origin="lower", aspect="auto", cmap="magma", vmin=peak - 80, vmax=peak,
+    """db [columns, bins] on ``ax`` as every spectrogram here is drawn: 80 dB under its peak (silence, at
+    FLOOR_DB, drawn dark: its own peak would draw it as loud as can be), 0 .. ``width`` across (time),
+    0 .. ``top_hz`` up. Returns the image (for a colorbar)."""
+    peak = max(float(db.max()), FLOOR_DB + RANGE_DB)
+    return ax.imshow(db.T, origin="lower", aspect="auto", cmap="magma", vmin=peak - RANGE_DB, vmax=peak,
                      extent=(0, width, 0, top_hz))
 
 

@@ -35,14 +35,14 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from wavegen.errors import WavegenError
-from wavegen.fileio import check_writable, fsync_dir, read_json_object, write_json
+from wavegen.fileio import fsync_dir, read_json_object, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -99,16 +99,15 @@ class TrainingSamples:
                 return False
             # through a link: the folder it names (a link to a folder not made yet is made, not refused)
             Path(os.path.realpath(self.dir)).mkdir(parents=True, exist_ok=True)
-            check_writable(self.dir, "--run folder")
-        except WavegenError as err:  # check_writable's: names the folder and the reason
-            logger.warning("%s; the run's training samples go there: no samples are drawn, training goes on (or turn "
-                           "samples off with train.sample_interval=-1)", err)
-            return False
+            # a file made there and removed (as wavegen.cli.options.check_output_file's): fileio.check_writable's
+            # error advises another --run folder, wrong here, where the run goes on in this one
+            with tempfile.NamedTemporaryFile(dir=self.dir, prefix=".wavegen-probe-"):
+                pass
         except OSError as err:
             link = f" (a link to {os.readlink(self.dir)})" if _is_link(self.dir) else ""
             logger.warning("%s%s: the run's training samples cannot be written there (%s): no samples are drawn, "
-                           "training goes on (turn samples off with train.sample_interval=-1)", self.dir, link,
-                           err.strerror or err)
+                           "training goes on; make %s a folder this user can write in (or a link to one), or turn "
+                           "samples off with train.sample_interval=-1", self.dir, link, err.strerror or err, self.dir)
             return False
         return True
 

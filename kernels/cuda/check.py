@@ -1,6 +1,6 @@
 """The compile check: every shipped kernel built for sm_90 and sm_80 on a machine with no GPU.
 
-``python -m wavegen.kernels.cuda --check [--arch 90,80] [--only NAME,...] [--kind numba|triton] [--json FILE]``
+``python -m wavegen.kernels.cuda --check [--arch 90,80] [--only NAME,...] [--kind numba|triton] [--json [FILE]]``
 
 Imports every module of :data:`wavegen.kernels.cuda.KERNEL_MODULES` (each registers its
 kernels, see :mod:`wavegen.kernels.cuda`), then per kernel and architecture:
@@ -15,15 +15,16 @@ kernels, see :mod:`wavegen.kernels.cuda`), then per kernel and architecture:
 and prints registers, spill stores/loads (bytes), static shared memory (numba kernels take
 their dynamic shared memory at launch: not counted here; Triton's is its total), stack frame
 and the number of float64 instructions in the PTX. Exit status 1 on any spill or float64
-instruction (or a failed build), 0 otherwise. Needs the numba-cuda simulator OFF
-(NUMBA_ENABLE_CUDASIM unset) and TRITON_INTERPRET unset.
+instruction (or a failed build), 0 otherwise; 130 on Ctrl-C. ``--json`` as in ``wavegen bench``
+(:func:`wavegen.cli.options.add_json`): alone, the rows as JSON on stdout at the end (the text on
+stderr); ``--json FILE`` checked before the first build and written after every row. Needs the
+numba-cuda simulator OFF (NUMBA_ENABLE_CUDASIM unset) and TRITON_INTERPRET unset.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import re
 import shutil
@@ -34,6 +35,8 @@ import time
 from pathlib import Path
 
 from wavegen.kernels.cuda import KERNEL_MODULES, KERNELS
+
+PROG = "python -m wavegen.kernels.cuda"
 
 # instructions on float64 operands (declarations of .f64 registers are not instructions)
 _F64 = re.compile(r"^\s*(?!\.reg\b|\.param\b|\.local\b|\.shared\b|\.global\b|//)[a-z][\w.]*\.f64\b", re.M)
@@ -156,25 +159,59 @@ def run_check(archs=(90, 80), only=None, kind=None):
                 yield {"kernel": name, "arch": f"sm_{cc}", "error": f"{type(err).__name__}: {err}"[:600], "ok": False}
 
 
+def _is_rows(value) -> bool:
+    """Whether a JSON value is what ``--check --json`` writes: its rows (a kernel and an arch each)."""
+    return isinstance(value, list) and all(isinstance(r, dict) and {"kernel", "arch"} <= r.keys() for r in value)
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m wavegen.kernels.cuda", description=__doc__.split("\n\n")[0])
+    from wavegen.cli.options import add_json, check_json_file  # the options every wavegen command shares
+    from wavegen.errors import WavegenError
+
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
+                                     epilog="--json FILE is written after every row: a check cut short leaves what "
+                                            "it found. With --json alone the rows print on stderr as they finish, "
+                                            "the JSON on stdout at the end.")
     parser.add_argument("--check", action="store_true", help="compile every shipped kernel (the only action)")
     parser.add_argument("--arch", default="90,80", help="compute capabilities, comma-separated (default 90,80)")
     parser.add_argument("--only", default=None, help="kernel names, comma-separated (default: all)")
     parser.add_argument("--kind", choices=["numba", "triton"], default=None, help="only kernels of this kind")
-    parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    add_json(parser, "the rows", model_word=False)
     args = parser.parse_args(argv)
     if not args.check:
         parser.error("nothing to do: give --check")
+    try:
+        check_json_file(args, "check.json", "kernel check's rows", _is_rows)  # before the first build, not after it
+        return _check(args)
+    except WavegenError as err:  # a --json FILE that cannot be written
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _check(args) -> int:
+    """The rows as they finish, printed (on stderr where a bare --json prints them on stdout as JSON at the
+    end) and written to --json FILE after each one. Ctrl-C: the rows so far kept, one line, 130."""
+    from wavegen.cli.options import JSON_STDOUT, emit_json, json_file
+
+    text = sys.stderr if args.json == JSON_STDOUT else sys.stdout
     rows = []
     only = args.only.split(",") if args.only else None
-    for row in run_check([int(a) for a in args.arch.split(",")], only, args.kind):
-        rows.append(row)
-        print(format_row(row), flush=True)
-        if args.json:  # after every row: a check cut short still leaves what it found
-            Path(args.json).write_text(json.dumps(rows, indent=1))
+    try:
+        for row in run_check([int(a) for a in args.arch.split(",")], only, args.kind):
+            rows.append(row)
+            print(format_row(row), file=text, flush=True)
+            if json_file(args):  # after every row: a check cut short still leaves what it found
+                emit_json(args, rows, indent=1, kept="the rows above have the results")
+    except KeyboardInterrupt:
+        if args.json == JSON_STDOUT:
+            emit_json(args, rows, indent=1)
+        print(f"{PROG}: interrupted after {len(rows)} kernel build(s)" +
+              (f" (in {args.json})" if json_file(args) and rows else ""), file=sys.stderr)
+        return 130
+    if args.json == JSON_STDOUT:
+        emit_json(args, rows, indent=1)
     bad = [row for row in rows if not row["ok"]]
-    print(f"{len(rows) - len(bad)} of {len(rows)} kernel builds clean" + (": FAILED" if bad else ""))
+    print(f"{len(rows) - len(bad)} of {len(rows)} kernel builds clean" + (": FAILED" if bad else ""), file=text)
     return 1 if bad else 0
 
 

@@ -1,7 +1,7 @@
 """Training step time of SampleRNN with the MLP's first layer as a convolution or folded into tables.
 
     python recipes/quality/fold_speed.py [--config issue13|tiny] [--batch 32] [--seq-len 1024]
-                                         [--rounds 3] [--steps 2] [--threads 1] [--json FILE]
+                                         [--rounds 3] [--steps 2] [--threads 1] [--json [FILE]]
 
 One process, one model, the same batches: each round times ``steps`` optimizer steps (forward,
 backward, Adam) with the convolution path, then ``steps`` with the folded path (the order
@@ -12,17 +12,22 @@ fairer figure). The path is chosen by ``wavegen.models.samplernn.FOLD_MIN_SAMPLE
 
 Configs: ``issue13`` is the side-by-side comparison's model (frames 64/16, GRU 256, emb 256,
 linear 8-bit, learned h0, weight norm; docs/QUALITY.md), ``tiny`` the samplernn-tiny preset.
+
+The figures print as JSON; ``--json FILE`` also writes them there (checked before the model is
+built), as wavegen's commands take ``--json [FILE]`` (wavegen.cli.options; ``--json`` alone: stdout).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 
 import torch
 
+from wavegen.cli.options import add_json, check_json_file, emit_json, json_file
+from wavegen.errors import WavegenError
+from wavegen.fileio import strict_json
 from wavegen.models import samplernn
 from wavegen.models.samplernn import SampleRNN, SampleRNNConfig
 
@@ -55,8 +60,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=2, help="timed steps per path per round")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--json", default=None, help="also write the figures to this file")
+    add_json(ap, "the figures", model_word=False)
     args = ap.parse_args()
+    try:
+        check_json_file(args, "fold_speed.json", "fold_speed result",  # before the minutes of timing, not after them
+                        lambda v: isinstance(v, dict) and {"config", "conv_over_folded_cpu"} <= v.keys())
+    except WavegenError as err:
+        ap.exit(2, f"{ap.prog}: error: {err}\n")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = SampleRNN(SampleRNNConfig(**CONFIGS[args.config])).train()
@@ -81,11 +91,12 @@ def main() -> None:
                         "all": rows}
     result["conv_over_folded_cpu"] = result["conv"]["cpu_s_per_step"] / result["folded"]["cpu_s_per_step"]
     result["conv_over_folded_wall"] = result["conv"]["s_per_step"] / result["folded"]["s_per_step"]
-    text = json.dumps(result, indent=1)
-    if args.json:
-        with open(args.json, "w") as fh:
-            fh.write(text + "\n")
-    print(text)
+    if json_file(args) is not None:  # the figures print whatever --json says
+        print(strict_json(result, indent=1))
+    try:
+        emit_json(args, result, indent=1, kept="the figures are printed above")
+    except WavegenError as err:
+        ap.exit(2, f"{ap.prog}: error: {err}\n")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 many listeners against one.
 
     python3 recipes/stream/measure.py MODEL [--listeners 100] [--seconds 60] [--server-core 0]
-        [--json out.json] [-- any other `wavegen serve` option]
+        [--json [FILE]] [-- any other `wavegen serve` option]
 
 The server runs pinned to one core (taskset); the listeners run here, in one process on the
 other cores, each a real HTTP client reading /stream and splitting it into Ogg pages as they
@@ -21,6 +21,10 @@ The server's CPU is its process's user + system time (all threads, from /proc) o
 phase, from 3 s after the listeners connected to the end, split into the station thread (the
 busiest: engine, guard, archive, encoder; its work does not depend on the listeners) and the
 rest (the event loop serving the listeners).
+
+The figures print a line per phase; ``--json FILE`` also writes the whole report there (checked
+before the server starts), ``--json`` alone prints the report as JSON on stdout and the lines on
+stderr (``--json`` as wavegen's commands take it: wavegen.cli.options).
 """
 
 from __future__ import annotations
@@ -162,16 +166,42 @@ async def phase(base: str, pid: int, listeners: int, seconds: float) -> dict:
     }
 
 
-def main() -> int:
+def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
+    """The options, and the `wavegen serve` options after them. ``--json [FILE]`` as wavegen's commands take it
+    (wavegen.cli.options): ``--json MODEL`` with no model serves MODEL and prints the JSON; FILE checked here,
+    before the server starts."""
+    from wavegen.cli.options import add_json, check_json_file, json_file, settle_json_word
+    from wavegen.errors import WavegenError
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("model")
+    parser.add_argument("model", nargs="?", default=None, help="what `wavegen serve` serves: a model or run folder")
     parser.add_argument("--listeners", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--server-core", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=1, help="one-then-many phases, repeated")
-    parser.add_argument("--json", default=None)
-    args, extra = parser.parse_known_args()
-    extra = [a for a in extra if a != "--"]
+    add_json(parser, "the report")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    cut = argv.index("--") if "--" in argv else len(argv)  # after it: serve's (never the model argparse missed)
+    args, extra = parser.parse_known_args(argv[:cut])
+    settle_json_word(args)  # `measure.py --json RUN`: RUN is the model, not --json's file
+    if args.model is None:
+        took = json_file(args)
+        parser.error("give the MODEL to serve" +
+                     (f" (--json took {took} as the file to write: give the model before --json)" if took else ""))
+    try:
+        check_json_file(args, "live.json", "measure.py report",
+                        lambda v: isinstance(v, dict) and {"command", "server_core"} <= v.keys())
+    except WavegenError as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    return args, extra + argv[cut + 1:]
+
+
+def main() -> int:
+    from wavegen.cli.options import JSON_STDOUT, emit_json
+    from wavegen.errors import WavegenError
+
+    args, extra = parse_args()
+    text = sys.stderr if args.json == JSON_STDOUT else sys.stdout  # a bare --json: the JSON alone on stdout
     cores = sorted(os.sched_getaffinity(0) - {args.server_core}) or [args.server_core]
     cmd = ["taskset", "-c", str(args.server_core), sys.executable, "-m", "wavegen", "serve", args.model,
            "--port", "0", "--max-listeners", str(args.listeners + 10),
@@ -205,7 +235,7 @@ def main() -> int:
               f"continuous: {r['all_continuous']}; listeners with gaps: {r['listeners_with_gaps']} "
               f"(longest {1000 * r['longest_gap_seconds']:.0f} ms); "
               f"max lateness {1000 * r['max_lateness_seconds']:.0f} ms; "
-              f"refused {r['refused']}, skips {r['skips']}, dropped {r['dropped']}; decoded {r['decoded']}")
+              f"refused {r['refused']}, skips {r['skips']}, dropped {r['dropped']}; decoded {r['decoded']}", file=text)
         for key in ("server_cpu_seconds", "station_thread_cpu_seconds", "wall_seconds"):
             total[r["listeners"]][key] = total[r["listeners"]].get(key, 0.0) + r[key]
     one, many = total[1], total[args.listeners]
@@ -214,10 +244,14 @@ def main() -> int:
     rest = [(t["server_cpu_seconds"] - t["station_thread_cpu_seconds"]) / t["wall_seconds"] for t in (one, many)]
     report["rest_cpu_percent"] = [100 * r for r in rest]
     print(f"server CPU, {args.listeners} listeners / 1 listener: {report['cpu_ratio']:.3f} "
-          f"(all rounds; outside the station thread: {100 * rest[0]:.2f}% -> {100 * rest[1]:.2f}% of a core)")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
+          f"(all rounds; outside the station thread: {100 * rest[0]:.2f}% -> {100 * rest[1]:.2f}% of a core)",
+          file=text)
+    if args.json is not None:
+        try:
+            emit_json(args, report, indent=1, kept="the lines above have the figures")
+        except WavegenError as err:
+            print(f"{os.path.basename(sys.argv[0])}: error: {err}", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -145,10 +145,15 @@ def _check_options(args, mode: str) -> None:
 
 def _check_outputs(args, mode: str) -> None:
     """Up front: --json, then every option ``mode`` does not use (:func:`_check_options`), then --plot."""
-    check_json_file(args, "bench.json")
+    check_json_file(args, "bench.json", "wavegen bench result", _is_bench_result)
     _check_options(args, mode)
     if args.plot:
         check_picture_file(args.plot, "--plot", "bench.png")
+
+
+def _is_bench_result(value) -> bool:
+    """Whether a JSON value is what ``wavegen bench --json`` writes (a generation, training or profile run)."""
+    return isinstance(value, dict) and value.get("mode") in ("generation", "training", "profile") and "machine" in value
 
 
 def _write_output(flag: str, path, write) -> None:

@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from wavegen.cli.options import (JSON_STDOUT, add_device, add_json, add_threads, apply_threads, check_device,
@@ -73,7 +74,7 @@ def run(args) -> int:
     from wavegen.resolve import resolve_model
 
     check_device(args.device)
-    check_json_file(args, "eval.json")
+    check_json_file(args, "eval.json", "wavegen eval result", _is_eval_result)
     ref = resolve_model(args.model, args.checkpoint)
     if not ref.trained:  # its source says "random weights", but the printed result does not name it
         logger.warning("%s: scoring untrained weights (a preset or config file): a baseline, not a model's score",
@@ -97,6 +98,24 @@ def run(args) -> int:
     return 0
 
 
+def _warn_if_prepared_again(ref, data: str) -> None:
+    """The corpus a model's config names (``data``) was taken as the album: a warning where it holds other
+    recordings or settings now than the model was trained on (its config's data.corpus_id)."""
+    from wavegen.corpus import Corpus
+
+    trained_on = ref.config.get("data", {}).get("corpus_id")
+    now = Corpus(data).content_id
+    if trained_on and trained_on != now:
+        logger.warning("%s: the corpus %s was trained on has been prepared again since (corpus id %s then, %s now): "
+                       "the renders are judged against what it holds now; give --data for another album",
+                       data, ref.source, trained_on, now)
+
+
+def _is_eval_result(value) -> bool:
+    """Whether a JSON value is what ``wavegen eval --json`` writes: an NLL or a comparison of renders."""
+    return isinstance(value, dict) and ("nll_bits_per_sample" in value or {"verdict", "sets"} <= value.keys())
+
+
 def _print_nll(split: str, result: dict) -> None:
     seconds = f"{result['seconds']:.1f}" if result["seconds"] >= 1 else f"{result['seconds']:.3g}"  # not "0.0"
     print(f"{split}: {result['nll_bits_per_sample']:.4f} bits/sample over {result['samples']:,} samples "
@@ -104,6 +123,22 @@ def _print_nll(split: str, result: dict) -> None:
     print(f"  scored: {result['scored']}")
     for name, v in result["per_label"].items():
         print(f"  {name}: {v['nll_bits_per_sample']:.4f} bits/sample over {v['samples']:,} samples")
+
+
+@contextmanager
+def _interrupt_as_such():
+    """A Ctrl-C that lands inside numba's dispatcher (librosa's pyin, a function's first call) comes out as a
+    SystemError "returned a result with an exception set" caused by it: raised as the KeyboardInterrupt it
+    is (the CLI's "interrupted", exit 130), not a traceback."""
+    try:
+        yield
+    except SystemError as err:
+        cause = err
+        while cause is not None and not isinstance(cause, KeyboardInterrupt):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        raise KeyboardInterrupt from None
 
 
 def _first_process() -> bool:
@@ -143,6 +178,8 @@ def _renders(args) -> int:
             if data is not None and not (Path(data) / "manifest.json").is_file():
                 raise ConfigError(f"{ref.source}: the corpus it was trained on, {data} (its config's data.corpus), "
                                   "is no prepared corpus now (no manifest.json): give --data CORPUS")
+            if data is not None:
+                _warn_if_prepared_again(ref, data)
     if data is None:
         raise ConfigError("--renders: give --data CORPUS (or a run folder whose config names its corpus)")
     max_seconds = 120.0 if args.max_seconds is None else args.max_seconds
@@ -153,9 +190,10 @@ def _renders(args) -> int:
                           "audio per set")
     if args.plot:  # checked and its folder made now: a plot that cannot be written must not cost the analysis
         check_picture_file(args.plot, "--plot", "compare.png")
-    check_json_file(args, "compare.json")
-    result = compare_renders(args.renders, data, split=args.split, max_seconds=max_seconds, pyin=args.pyin,
-                             examples=bool(args.plot))
+    check_json_file(args, "compare.json", "wavegen eval result", _is_eval_result)
+    with _interrupt_as_such():
+        result = compare_renders(args.renders, data, split=args.split, max_seconds=max_seconds, pyin=args.pyin,
+                                 examples=bool(args.plot))
     result["model"] = source
     examples = result.pop("examples", None)  # audio for the plot's spectrograms, not for the JSON
     unwritten = None

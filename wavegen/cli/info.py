@@ -25,7 +25,7 @@ def run(args) -> int:
     if not args.presets:  # with --presets the word after --json is its file: no model is asked for
         settle_json_word(args)  # `wavegen info --json RUN`: RUN is the model, not --json's file
     _refuse_what_would_be_ignored(args)
-    check_json_file(args, "info.json")
+    check_json_file(args, "info.json", "wavegen info result", _is_info_result)
     listing = args.presets or args.model is None
     result = presets() if listing else describe(args.model, args.checkpoint)
     if args.json is None or json_file(args) is not None:  # the text, unless a bare --json prints instead
@@ -51,6 +51,16 @@ def _refuse_what_would_be_ignored(args) -> None:
     if word is not None and args.model is None and not args.presets and not word.lower().endswith(".json"):
         raise ConfigError(f"{word}: no such preset, model folder or run folder (to write the presets to {word}: "
                           f"wavegen info --presets --json {word})")
+
+
+def _is_info_result(value) -> bool:
+    """Whether a JSON value is what ``wavegen info --json`` writes: a model's description (its backends beside
+    its model_type: a config.json has no backends) or the presets (every entry a preset's facts)."""
+    if not isinstance(value, dict) or not value:
+        return False
+    if {"model_type", "backends"} <= value.keys():
+        return True
+    return all(isinstance(v, dict) and {"model_type", "parameters", "sample_rate"} <= v.keys() for v in value.values())
 
 
 def _text(info: dict) -> str:

@@ -140,11 +140,40 @@ def _names_a_model(word: str) -> bool:
     return isinstance(value, dict) and ("model_type" in value or "preset" in value)
 
 
-def check_json_file(args, example: str) -> None:
-    """:func:`check_output_file` for ``--json FILE`` (nothing where --json prints), before the work."""
+def check_json_file(args, example: str, what: str, is_ours) -> None:
+    """:func:`check_output_file` for ``--json FILE`` (nothing where --json prints), before the work; and a FILE
+    already there is written over only where it is empty or holds an earlier ``what`` (``is_ours(its JSON)``):
+    never a WAV, a corpus's manifest.json, a model's config.json or anything else not JSON or not ``what``."""
     path = json_file(args)
-    if path is not None:
-        check_output_file(path, "--json", example)
+    if path is None:
+        return
+    check_output_file(path, "--json", example)
+    _check_earlier_result(path, what, is_ours)
+
+
+RESULT_FILE_BYTES = 16 << 20  # a result is kilobytes (a comparison's histograms included): more is another file's
+
+
+def _check_earlier_result(path: str, what: str, is_ours) -> None:
+    from pathlib import Path
+
+    from wavegen.config import ConfigError
+    from wavegen.fileio import read_json
+
+    target = Path(path).expanduser()
+    if not target.is_file() or target.stat().st_size == 0:
+        return
+    keep = f"not overwritten: give --json a new file name (or remove {path} first)"
+    if target.stat().st_size > RESULT_FILE_BYTES:
+        raise ConfigError(f"--json {path}: holds {target.stat().st_size:,} bytes, not a {what}; {keep}")
+    try:
+        value = read_json(target)
+    except OSError as err:
+        raise ConfigError(f"--json {path}: cannot read what it holds ({err.strerror or err}); {keep}") from None
+    except ValueError:
+        raise ConfigError(f"--json {path}: holds something other than JSON, not a {what}; {keep}") from None
+    if not is_ours(value):
+        raise ConfigError(f"--json {path}: holds JSON that is not a {what}; {keep}")
 
 
 def emit_json(args, result, indent: int | None = 2, kept: str = "") -> None:
