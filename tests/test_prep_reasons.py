@@ -91,6 +91,41 @@ def test_a_wav_whose_header_was_never_finished_keeps_its_audio(tmp_path, make_to
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "rec", "whole.wav"]  # its finished copy removed
 
 
+def test_an_unfinished_wav_past_the_riff_size_limit_is_read_from_an_rf64_copy(tmp_path, make_tone, monkeypatch):
+    """Past 4 GiB a RIFF size cannot be written (struct.error: the whole prep stopped with a traceback): the
+    finished copy is RF64. The limit lowered to a few bytes here: the same header, decoded by libsndfile."""
+    from wavegen import prep_decode
+    from wavegen.prep import PrepSettings
+
+    take = _unfinished_wav(tmp_path / "take.wav", make_tone)
+    whole = tmp_path / "whole.wav"
+    make_tone(whole, 2.0, SR, 330, channels=2, subtype="PCM_16")
+    settings = PrepSettings(inputs=(str(tmp_path),), sample_rate=SR)
+    expected = prep_decode.decode_one(whole, settings, "0" * 64)
+    monkeypatch.setattr(prep_decode, "WAV_SIZE_LIMIT", 1000)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    recovered = prep_decode.decode_one(take, settings, "0" * 64, scratch=scratch)
+    assert recovered[1] == expected[1] and np.array_equal(recovered[0], expected[0])
+    assert recovered[2]["partial_reason"].startswith("unfinished WAV header"), recovered[2]
+
+
+def test_a_finished_wav_with_an_empty_data_chunk_and_a_chunk_after_it_is_empty(tmp_path, make_tone):
+    """A WAV closed properly (its RIFF size the file's) whose data chunk is empty, a metadata chunk after it:
+    that chunk's bytes were read as 6 s of "audio" (noise in the corpus); it is empty, as it says."""
+    import struct
+
+    rec = tmp_path / "rec"
+    tones(rec, make_tone, 3)
+    make_tone(rec / "meta.wav", 0.0, SR, 330, subtype="PCM_16")
+    head = (rec / "meta.wav").read_bytes()
+    meta = np.random.default_rng(0).integers(0, 256, 200_000, dtype=np.uint8).tobytes()
+    body = head[8:] + b"id3 " + struct.pack("<I", len(meta)) + meta
+    (rec / "meta.wav").write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    m = prep([rec], tmp_path / "c")
+    assert _reasons(m) == {"meta.wav": "empty: no audio frames"}
+
+
 def test_a_refused_folder_is_left_as_it_was(tmp_path, make_tone):
     tones(tmp_path / "rec", make_tone, 3)
     mine = tmp_path / "mine"

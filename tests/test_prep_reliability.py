@@ -71,7 +71,7 @@ def test_a_read_only_corpus_that_skipped_a_file_for_lack_of_memory_is_kept_as_it
         again = _capped_prep(64, rec, corpus)  # exit 0: asserted there
     assert again.manifest == first.manifest and again.decoded == []
     assert {p.name: p.read_bytes() for p in corpus.iterdir()} == before
-    said = [line for line in again.log.splitlines() if "cannot try again" in line]
+    said = [line for line in again.log.splitlines() if "cannot take its lock" in line]
     assert len(said) == 1 and str(corpus) in said[0] and "concert.flac" in said[0], again.log
     assert "lock file" not in again.log.replace(said[0], "") and "error" not in again.log
 

@@ -22,6 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from wavegen.analysis import AUDIO_SUFFIXES, MIN_RENDER_SECONDS, AnalysisError, plan_excerpts
+from wavegen.resolve_why import is_archive
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ def read_renders(renders_dir: str | Path, sample_rate: int, max_seconds: float |
         raise AnalysisError(f"{folder}: no audio file can be analysed ({reasons})")
     if skipped:
         logger.warning("%s: skipping %d of %d audio file(s) (%s)", folder, len(skipped), len(files), reasons)
-    if unfinished and _is_archive(folder):  # an archive has .state/ for good: it never finishes
+    if unfinished and is_archive(folder):  # an archive has .state/ for good: it never finishes
         logger.warning("%s: a live stream's archive (wavegen serve --archive): its parts hold the broadcast so "
                        "far, the newest perhaps still being written", folder)
     elif unfinished:  # judged as it is, but not taken for the whole render
@@ -192,13 +193,6 @@ def _in_subfolders(folder: Path) -> str:
     shown = ", ".join(holders[:5]) + (f" and {len(holders) - 5} more" if len(holders) > 5 else "")
     return (f"; its subfolder(s) {shown} hold audio files: give one of them (the files directly in the folder "
             "given are judged, one render folder at a time)")
-
-
-def _is_archive(folder: Path) -> bool:
-    """Whether ``folder`` is a live stream's archive: its parts (wavegen.resolve_why.ARCHIVE_PARTS) are there."""
-    from wavegen.resolve_why import ARCHIVE_PARTS
-
-    return any(folder.glob(ARCHIVE_PARTS))
 
 
 def _unfinished_render(folder: Path) -> bool:

@@ -340,8 +340,8 @@ def _lock(corpus_dir: Path, existing: dict | None) -> _Held | None:
         if existing is None:
             raise
         retry = prep_decode.retries(existing)
-        logger.warning("%s is read-only (%s): cannot try again the file(s) it skipped for lack of memory (%s%s); "
-                       "the corpus there is kept as it is (make the folder writable to try them again)",
+        logger.warning("%s: cannot take its lock (%s): the file(s) it skipped for lack of memory (%s%s) cannot be "
+                       "tried again; the corpus there is kept as it is (make the folder writable to try them again)",
                        corpus_dir, _why_not_written(err), retry[0] if retry else "", ", ..." if len(retry) > 1 else "")
         return None
     return _Held(lock)

@@ -161,20 +161,25 @@ _COPY_BLOCK_BYTES = 1 << 20
 
 class _UnfinishedWav(NamedTuple):
     """A RIFF WAV whose header was never finished (_unfinished_wav): path, the offset of its first audio byte,
-    and the bytes of whole frames from there to the end of the file."""
+    the bytes of whole frames from there to the end of the file, and the bytes of one frame."""
 
     path: Path
     data_start: int
     audio_bytes: int
+    block_align: int
 
     def finished_copy(self, copy: Path) -> Path:
-        """Write copy: path's header with the sizes its audio has, then that audio (whole frames); returns copy.
-        EOFError when path is cut shorter meanwhile; an OSError of the write is the corpus folder's (a full disk)."""
+        """Write copy: path's header with the sizes its audio has (an RF64 header past a RIFF size's 4 GiB),
+        then that audio (whole frames); returns copy. EOFError when path is cut shorter meanwhile; an OSError of
+        the write is the corpus folder's (a full disk)."""
         pad = self.audio_bytes & 1  # a chunk of an odd size is followed by a pad byte
         with open(self.path, "rb") as src, open(copy, "wb") as dst:
             header = bytearray(src.read(self.data_start))
-            header[4:8] = struct.pack("<I", self.data_start - 8 + self.audio_bytes + pad)
-            header[self.data_start - 4 : self.data_start] = struct.pack("<I", self.audio_bytes)
+            if self.data_start - 8 + self.audio_bytes + pad <= WAV_SIZE_LIMIT:
+                header[4:8] = struct.pack("<I", self.data_start - 8 + self.audio_bytes + pad)
+                header[self.data_start - 4 : self.data_start] = struct.pack("<I", self.audio_bytes)
+            else:
+                header = self._rf64_header(header, pad)
             dst.write(header)
             left = self.audio_bytes
             while left > 0:
@@ -186,15 +191,30 @@ class _UnfinishedWav(NamedTuple):
             dst.write(b"\0" * pad)
         return copy
 
+    def _rf64_header(self, header: bytearray, pad: int) -> bytes:
+        """header as RF64 (EBU Tech 3306): its sizes 0xFFFFFFFF, the 64-bit ones in a ds64 chunk first."""
+        chunks = bytes(header[12 : self.data_start - 8])  # fmt and the rest, as they were
+        head_bytes = 12 + 36 + len(chunks) + 8
+        ds64 = struct.pack("<4sIQQQI", b"ds64", 28, head_bytes - 8 + self.audio_bytes + pad, self.audio_bytes,
+                           self.audio_bytes // self.block_align, 0)
+        return (b"RF64" + struct.pack("<I", 0xFFFFFFFF) + b"WAVE" + ds64 + chunks + b"data"
+                + struct.pack("<I", 0xFFFFFFFF))
+
+
+WAV_SIZE_LIMIT = 0xFFFFFFFF  # the largest RIFF chunk size; a finished copy past it is written as RF64
+
 
 def _unfinished_wav(path: Path, max_chunks: int = 64) -> _UnfinishedWav | None:
-    """path as an _UnfinishedWav when it is a RIFF WAV whose data chunk declares 0 bytes (a recorder killed
-    before it wrote the sizes: its samples lie after the header), else None. Reads the header's chunks only."""
+    """path as an _UnfinishedWav when it is a RIFF WAV whose data chunk declares 0 bytes and whose RIFF size
+    is not the file's (a recorder killed before it wrote the sizes: its samples lie after the header), else
+    None (a finished WAV whose data chunk is empty: what follows it is other chunks). Reads the header only."""
     with open(path, "rb") as f:
         head = f.read(12)
         if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
             return None
         size, block_align = os.fstat(f.fileno()).st_size, 0
+        if struct.unpack("<I", head[4:8])[0] == size - 8:  # finished: the RIFF size written last
+            return None
         for _ in range(max_chunks):
             chunk = f.read(8)
             if len(chunk) < 8:
@@ -204,7 +224,7 @@ def _unfinished_wav(path: Path, max_chunks: int = 64) -> _UnfinishedWav | None:
                 if length != 0 or block_align == 0:
                     return None
                 start = f.tell()
-                return _UnfinishedWav(path, start, (size - start) - (size - start) % block_align)
+                return _UnfinishedWav(path, start, (size - start) - (size - start) % block_align, block_align)
             if name == b"fmt " and length >= 14:
                 block_align = struct.unpack("<H", f.read(14)[12:14])[0]  # bytes per frame, every channel
                 length -= 14

@@ -36,7 +36,7 @@ def not_a_model(path: Path) -> str:
     if (path / MANIFEST).is_file():
         return (f"{path}: a prepared corpus, not a model; train one on it first (wavegen train --data {path} "
                 "--model PRESET --run RUN), then give RUN")
-    if _is_archive(path):
+    if is_archive(path):
         return _archive_folder(path)
     if any((path / name).is_file() for name in (RENDER_REPORT, RENDER_PARAMS, *RENDER_STREAMS)):
         return _render_folder(path)
@@ -55,7 +55,7 @@ def _recorded(path: Path) -> dict:
     return params if isinstance(params, dict) else {}
 
 
-def _is_archive(path: Path) -> bool:
+def is_archive(path: Path) -> bool:
     """Whether ``path`` holds a live stream's archive (wavegen serve --archive): a part, or its params."""
     return any(path.glob(ARCHIVE_PARTS)) or any(key in _recorded(path) for key in ARCHIVE_KEYS)
 
