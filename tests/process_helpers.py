@@ -88,12 +88,13 @@ def launched_process(launch: subprocess.Popen, rank: int, timeout: float = 120) 
     raise TimeoutError(f"no process of rank {rank} under launcher {launch.pid} within {timeout} s")
 
 
-def wait_for_path(launch: subprocess.Popen, path: Path, timeout: float = 180) -> None:
-    """Wait until ``path`` exists while ``launch`` runs (AssertionError, with its stderr, when it ends first)."""
+def wait_until(launch: subprocess.Popen, done, what: str, timeout: float = 180) -> None:
+    """Wait until ``done()`` while ``launch`` runs (AssertionError naming ``what``, with its stderr, when it ends
+    first or ``timeout`` passes)."""
     deadline = time.monotonic() + timeout
-    while not path.exists():
+    while not done():
         if launch.poll() is not None:
-            raise AssertionError(f"the launch ended (exit {launch.returncode}) before {path} appeared: "
+            raise AssertionError(f"the launch ended (exit {launch.returncode}) before {what}: "
                                  f"{launch.stderr.read()[-3000:] if launch.stderr else ''}")
-        assert time.monotonic() < deadline, f"{path} did not appear within {timeout} s"
+        assert time.monotonic() < deadline, f"not {what} within {timeout} s"
         time.sleep(0.2)

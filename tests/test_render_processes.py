@@ -358,3 +358,39 @@ def test_a_process_killed_mid_render_stops_the_other_with_one_line_and_a_resumab
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     expected = write_streams(tmp_path / "ref", direct_pcm(model, 3, int(seconds * SR)), "wav")
     assert file_bytes(out, 3) == file_bytes(expected, 3)
+
+
+AGREE_AFTER_A_LOSS = """
+import os, sys
+from wavegen.distributed import leave_to_another_process
+from wavegen.render.processes import Processes
+from wavegen.render.settings import RenderWriteError
+
+processes = Processes()
+if processes.rank == 0:
+    os._exit(9)  # killed before the agreement
+
+
+def step():
+    raise RenderWriteError("cannot write out/stream_001.wav: No space left on device")
+
+
+try:
+    processes.agree(step)
+except Exception as err:
+    print(f"RAISED {type(err).__name__} left={leave_to_another_process(err)} {err}", file=sys.stderr, flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_process_whose_own_error_meets_a_lost_process_says_both_itself(tmp_path):
+    """A process failing on its own (a full disk) as another died: agree() raised its own error, left to the
+    first process to print (dead): neither line was printed before the launcher ended it. Now it says both."""
+    script = tmp_path / "agree.py"
+    script.write_text(AGREE_AFTER_A_LOSS)
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(script)], env=ENV, capture_output=True, text=True, timeout=180)
+    said = [line for line in run.stderr.splitlines() if line.startswith("RAISED")]
+    assert len(said) == 1, run.stderr[-3000:]
+    assert said[0].startswith("RAISED ProcessLostError left=False cannot write out/stream_001.wav: No space left on "
+                              "device; and another process of this render (2 processes) ended unexpectedly"), said

@@ -29,7 +29,7 @@ import pytest
 import torch
 from conftest import prepared_corpus
 from process_helpers import (cli_recording_threads, gloo_threads_left, kill_launch, launched_process, run_launch,
-                             wait_for_path)
+                             wait_until)
 from safetensors.torch import load_file
 
 from wavegen.fileio import FolderLock
@@ -320,14 +320,22 @@ def torchrun_train(corpus, run, *settings: str, max_steps: int = 100_000) -> lis
     return args + [a for s in ENDLESS + list(settings) for a in ("--set", s)]
 
 
+def saved_steps(run: Path) -> list[int]:
+    """The steps of the checkpoints in ``run`` (finished or being written) at this moment."""
+    with contextlib.suppress(FileNotFoundError):
+        return [int(p.name[5:]) for p in (run / "checkpoints").iterdir() if p.name.startswith("step_")]
+    return []
+
+
 def stopped_launch(args, stop_process, **popen) -> str:
-    """Start ``args`` (a torchrun training), call ``stop_process(launch)`` once it has saved step 4, then wait
+    """Start ``args`` (a torchrun training), call ``stop_process(launch)`` once it has saved step 4 or later, then wait
     for it to end → its stderr. A launch left running is ended whole."""
     launch = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env={**os.environ, "OMP_NUM_THREADS": "1"}, **popen)
     try:
         run = Path(args[args.index("--run-dir") + 1])
-        wait_for_path(launch, run / "checkpoints" / "step_4")
+        # step_4 itself may be pruned (two checkpoints kept) between two looks: any from step 4 on
+        wait_until(launch, lambda: saved_steps(run) and max(saved_steps(run)) >= 4, "a checkpoint of step 4 or later")
         stop_process(launch)
         _, err = launch.communicate(timeout=180)
     finally:
@@ -398,3 +406,18 @@ def test_a_frozen_process_stops_the_other_after_the_group_timeout_with_one_line(
     assert errors[0].endswith("if a process is merely that slow, raise train.group_timeout_seconds"), errors[0]
     assert "[rank0]" not in err and "[rank1]" not in err, err[-4000:]  # no process's traceback
     resumes_from_named_checkpoint(runs["corpus"], run, errors[0])
+
+
+@pytest.mark.slow
+def test_a_wait_for_the_main_process_drawing_samples_loses_no_checkpoint(runs, tmp_path):
+    """The main process draws training samples alone while the others wait at their next collective; drawn
+    before the step's checkpoint, a wait that ran past train.group_timeout_seconds lost that checkpoint (and
+    the steps since the last). Saved first, the step's checkpoint is kept whatever the wait."""
+    run = tmp_path / "run"
+    done = run_launch(torchrun_train(runs["corpus"], run, "train.group_timeout_seconds=3", "train.sample_interval=6",
+                                     "train.sample_seconds=120", "train.sample_streams=1", max_steps=8),
+                      env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode != 0, done.stderr[-3000:]  # 120 s of samples at step 6: far past a 3 s wait
+    assert "raise train.group_timeout_seconds" in done.stderr, done.stderr[-3000:]
+    assert 6 in saved_steps(run) and (run / "checkpoints" / "step_6" / "trainer_state.json").is_file(), \
+        (saved_steps(run), done.stderr[-3000:])

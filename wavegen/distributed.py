@@ -50,8 +50,9 @@ def process_lost(err: BaseException, work: str, kept: str, setting: str | None =
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     said = re.sub(r"^\[[^\]]*\]\s*", "", first)  # gloo's source file and line, of no use to a user
     if "timed out" not in said.lower() and "timeout" not in said.lower():  # (gloo's connect: "Connect timeout")
+        waited = f", or it stopped after waiting {setting}" if setting else ""
         return ProcessLostError(f"another process of {work} ended unexpectedly (killed, or out of memory? the "
-                                f"launcher's report names it; {said}); this process stopped too: {kept}")
+                                f"launcher's report names it{waited}; {said}); this process stopped too: {kept}")
     limit = f" within {setting}" if setting else ""
     raise_it = f"; if a process is merely that slow, raise {setting.split('=')[0]}" if setting else ""
     return ProcessLostError(f"another process of {work} did not answer{limit} ({said}): it is frozen (stopped, "

@@ -423,9 +423,15 @@ def _after_step(run: _Run, stop: StopSignals) -> bool:
         _log_train(run, paused)
     if val_now:
         _validate(run)
+    # Alone, the samples come first: a kill while they are drawn resumes before the step, and draws them again.
+    # Under several processes the checkpoint does: the main process draws them alone, the others waiting at most
+    # train.group_timeout_seconds, and a wait that runs out loses no step
+    save_first = run.world > 1
+    if (at_checkpoint or stopping) and save_first:
+        _save(run)
     if sample_now:
         run.samples.write(step, run.judged)
-    if at_checkpoint or stopping:
+    if (at_checkpoint or stopping) and not save_first:
         _save(run)
     run.window[1] += time.perf_counter() - paused  # validation and checkpoints do not count in samples/s
     return stopping

@@ -157,9 +157,11 @@ class Processes:
                 failures = {src: failure}
             else:
                 failures = dict(enumerate(self.gather(failure)))
-        except ProcessLostError:
+        except ProcessLostError as lost:
+            if isinstance(error, WavegenError):  # its own failure first, said by this process (not left to another)
+                raise ProcessLostError(f"{error}; and {lost}") from error
             if error is not None and not isinstance(error, KeyboardInterrupt):
-                raise error from None  # this process's own failure says more (a stop it was asked for: less)
+                raise error from None  # a bug keeps its traceback (a stop it was asked for says less than the loss)
             raise
         if error is not None:
             raise every_process(error) if isinstance(error, WavegenError) else error
