@@ -76,13 +76,24 @@ def main(argv: list[str] | None = None) -> int:
             wait_for_the_launcher()  # ends here once the process that prints it has exited with it
         print(f"wavegen {args.command}: error: {one_line(err)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemError) as err:
+        if not interrupted_inside(err):
+            raise
         print(f"wavegen {args.command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader of stdout went away (| head): nothing more to say, to anyone
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's last flush at exit does not fail again
         return 141  # what a shell reports for a process killed by SIGPIPE
+
+
+def interrupted_inside(err: BaseException) -> bool:
+    """Whether ``err`` is a Ctrl-C: a KeyboardInterrupt, or one that landed inside numba's dispatcher (a numba
+    function's call or first compile: bench's engines, librosa's pyin), which comes out as a SystemError
+    "returned a result with an exception set" caused by it; any other SystemError is a bug."""
+    while err is not None and not isinstance(err, KeyboardInterrupt):
+        err = err.__cause__ or err.__context__
+    return err is not None
 
 
 def left_to_another_process(err: BaseException) -> bool:

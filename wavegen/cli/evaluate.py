@@ -8,7 +8,6 @@ import logging
 import math
 import os
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 from wavegen.cli.options import (JSON_STDOUT, add_device, add_json, add_threads, apply_threads, check_device,
@@ -125,22 +124,6 @@ def _print_nll(split: str, result: dict) -> None:
         print(f"  {name}: {v['nll_bits_per_sample']:.4f} bits/sample over {v['samples']:,} samples")
 
 
-@contextmanager
-def _interrupt_as_such():
-    """A Ctrl-C that lands inside numba's dispatcher (librosa's pyin, a function's first call) comes out as a
-    SystemError "returned a result with an exception set" caused by it: raised as the KeyboardInterrupt it
-    is (the CLI's "interrupted", exit 130), not a traceback."""
-    try:
-        yield
-    except SystemError as err:
-        cause = err
-        while cause is not None and not isinstance(cause, KeyboardInterrupt):
-            cause = cause.__cause__ or cause.__context__
-        if cause is None:
-            raise
-        raise KeyboardInterrupt from None
-
-
 def _first_process() -> bool:
     """Whether this process does the eval: alone, or the first of a launch (which says that the others
     have nothing to do: the work is not shared, and every process would print the same result)."""
@@ -191,9 +174,8 @@ def _renders(args) -> int:
     if args.plot:  # checked and its folder made now: a plot that cannot be written must not cost the analysis
         check_picture_file(args.plot, "--plot", "compare.png")
     check_json_file(args, "compare.json", "wavegen eval result", _is_eval_result)
-    with _interrupt_as_such():
-        result = compare_renders(args.renders, data, split=args.split, max_seconds=max_seconds, pyin=args.pyin,
-                                 examples=bool(args.plot))
+    result = compare_renders(args.renders, data, split=args.split, max_seconds=max_seconds, pyin=args.pyin,
+                             examples=bool(args.plot))
     result["model"] = source
     examples = result.pop("examples", None)  # audio for the plot's spectrograms, not for the JSON
     unwritten = None
