@@ -371,7 +371,7 @@ class FolderLock:
         return self._fd is not None
 
     def __enter__(self) -> "FolderLock":
-        return self.acquire()
+        return self if self.held else self.acquire()  # a lock taken already (acquire) is held by the block
 
     def __exit__(self, *exc) -> None:
         self.release()

@@ -313,20 +313,7 @@ def prepare(inputs: list[str | Path] | str | Path, corpus_dir: str | Path, *, pr
     return manifest
 
 
-class _Held:
-    """A FolderLock already acquired, released when the with block ends."""
-
-    def __init__(self, lock: FolderLock):
-        self.lock = lock
-
-    def __enter__(self) -> FolderLock:
-        return self.lock
-
-    def __exit__(self, *exc) -> None:
-        self.lock.release()
-
-
-def _lock(corpus_dir: Path, existing: dict | None) -> _Held | None:
+def _lock(corpus_dir: Path, existing: dict | None) -> FolderLock | None:
     """corpus_dir's lock, taken; None when its lock file cannot be opened (a read-only folder or disk) and
     existing is a corpus of these inputs that skipped files for lack of memory: those cannot be tried again
     there, and that corpus is kept as it is (said). Raises FolderBusyError for another prep at work there, and
@@ -344,7 +331,7 @@ def _lock(corpus_dir: Path, existing: dict | None) -> _Held | None:
                        "tried again; the corpus there is kept as it is (make the folder writable to try them again)",
                        corpus_dir, _why_not_written(err), retry[0] if retry else "", ", ..." if len(retry) > 1 else "")
         return None
-    return _Held(lock)
+    return lock
 
 
 def _check_room(corpus_dir: Path, found, sample_rate: int) -> int:
