@@ -14,6 +14,7 @@ from wavegen.audio import (
     decode_audio,
     decode_mono,
     dequantize,
+    frames_held,
     float_to_int16,
     int16_to_float,
     load_mono,
@@ -372,3 +373,53 @@ def test_damage_in_log_names_a_chunk_cut_short(tmp_path):
     assert damage_in_log(sf.info(str(path)).extra_info) is None
     path.write_bytes(path.read_bytes()[:20000])
     assert damage_in_log(sf.info(str(path)).extra_info) == "its RIFF chunk declares 32036 bytes, the file holds 19992"
+
+
+def lying_flac(path, make_tone, seconds=2.0, sample_rate=16000):
+    """A real FLAC whose STREAMINFO declares 2**36 - 1 frames (its largest), as a damaged header may: libsndfile
+    takes that number as the file's length."""
+    make_tone(path, seconds, sample_rate, 300, format="FLAC", subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    total = int.from_bytes(data[8 + 13 : 8 + 18], "big") | (2**36 - 1)  # its 36 low bits: the total frames
+    data[8 + 13 : 8 + 18] = total.to_bytes(5, "big")
+    path.write_bytes(bytes(data))
+    assert sf.info(str(path)).frames == 2**36 - 1
+    return path
+
+
+def test_the_frames_a_file_holds_are_bounded_by_its_size():
+    assert frames_held(10**9, 44 + 32000, "WAV", "PCM_16", 2) == (44 + 32000) // 4 + 1  # 4 bytes a frame
+    assert frames_held(100, 44 + 32000, "WAV", "PCM_16", 2) == 100  # a header that says less is believed
+    assert frames_held(2**36 - 1, 15_000, "FLAC", "PCM_16", 1) == int(15_000 * 65535 / 9) + 1  # compressed
+    assert frames_held(10**12, 5000, "MPEG", "MPEG_LAYER_III", 2) == int(5000 * 1152 / 4) + 1
+    assert frames_held(10**12, 5000, "CAF", "ALAC_16", 2) == 10**12  # no bound known: the header's
+
+
+def test_a_flac_whose_header_declares_more_frames_than_it_holds_keeps_what_decodes(tmp_path, make_tone):
+    """Its header's 2**36 frames asked 256 GiB of room up front: the file was skipped as "too long to decode in
+    memory" (and tried again by every prep). The room made is what its size can hold; the audio decodes."""
+    path = lying_flac(tmp_path / "lie.flac", make_tone)
+    decoded = decode_mono(path, 16000)
+    assert decoded.damage is not None and decoded.damage.startswith("cut short")
+    assert 16000 <= decoded.frames <= 32000 and len(decoded.samples) == decoded.frames
+    make_tone(tmp_path / "whole.flac", 2.0, 16000, 300, format="FLAC", subtype="PCM_16")
+    whole = decode_mono(tmp_path / "whole.flac", 16000)
+    np.testing.assert_array_equal(decoded.samples, whole.samples[: decoded.frames])
+
+
+def test_a_flac_with_a_bad_frame_keeps_the_audio_up_to_that_frame(tmp_path, make_audio):
+    """libsndfile cannot seek a FLAC back once a read met a bad frame: the block read before it (1.02 s at
+    16 kHz) was all that was kept. It is opened afresh there, and read on in small blocks up to the damage."""
+    from conftest import melody
+
+    x = melody(4.0, 16000, seed=3)
+    path = make_audio(tmp_path / "bad.flac", x, 16000, format="FLAC", subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2  # about 2 s in
+    data[middle : middle + 200] = np.random.default_rng(1).integers(0, 256, 200, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    for decoded in (decode_mono(path), decode_audio(path)):
+        assert decoded.damage.startswith("cut short: decoding stops at"), decoded.damage
+        kept = decoded.samples.reshape(len(decoded.samples), -1)[:, 0]
+        assert 1.5 * 16000 < len(kept) < 2.5 * 16000
+        np.testing.assert_allclose(kept, x[: len(kept)], atol=1 / 32768)

@@ -258,3 +258,17 @@ def test_audio_in_a_format_prep_cannot_decode_is_named_not_passed_over_in_silenc
     (line,) = [r.getMessage() for r in caplog.records if "cannot decode" in r.getMessage()]
     assert line.startswith("passing over 3 audio file(s) in formats prep cannot decode (2 .m4a, 1 .wma; e.g. ")
     assert "notes.txt" not in caplog.text
+
+
+def test_a_folder_given_twice_or_inside_another_input_is_not_called_empty(tmp_path, make_tone, caplog):
+    """`wavegen prep rec rec/live`: the second input's files were found already through the first, and prep
+    warned "no audio files found in rec/live", which holds them. Each file is taken once, said of no folder."""
+    tones(tmp_path / "rec", make_tone, 2)
+    tones(tmp_path / "rec" / "live", make_tone, 2, seconds=1.5)
+    (tmp_path / "empty").mkdir()
+    with caplog.at_level("WARNING"):
+        m = prep([tmp_path / "rec", tmp_path / "rec" / "live", tmp_path / "rec", tmp_path / "empty"],
+                 tmp_path / "c", val_fraction=0, test_fraction=0)
+    assert len(m["files"]) == 4 and m["skipped"] == []
+    assert [r.getMessage() for r in caplog.records if "no audio files" in r.getMessage()] == [
+        f"no audio files found in {tmp_path / 'empty'}"]

@@ -3,6 +3,7 @@ why a file was skipped, why a rerun does the work again, how the splits were mad
 folder prep refuses is left exactly as it was."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,9 +75,13 @@ def test_a_wav_whose_header_was_never_finished_keeps_its_audio(tmp_path, make_to
         m = prep([rec], tmp_path / "c")
     kept = {os.path.basename(f["path"]): f for f in m["files"]}
     take = kept["take1.wav"]
-    assert (take["duration_seconds"], take["channels_in"], take["partial"]) == (2.0, 2, True)
-    assert take["partial_reason"].startswith("unfinished WAV header: its data chunk size is 0"), take
-    assert f"{rec / 'take1.wav'} is damaged (unfinished WAV header" in caplog.text
+    # recovered, not damaged: its audio is all there (it was counted and said as "damaged, kept in part")
+    assert (take["duration_seconds"], take["channels_in"], take["partial"]) == (2.0, 2, False)
+    assert "partial_reason" not in take and take["recovered"].startswith("unfinished WAV header: its data chunk "
+                                                                         "size is 0"), take
+    assert f"{rec / 'take1.wav'} recovered (unfinished WAV header" in caplog.text
+    assert "take1.wav is damaged" not in caplog.text
+    assert "1 unfinished WAV file(s) recovered (recovered); 1 damaged file(s) kept in part (partial)" in caplog.text
     assert (kept["cut.wav"]["duration_seconds"], kept["cut.wav"]["partial"]) == (1.0, True)
     assert _reasons(m) == {"take2.wav": "empty: unfinished WAV header: its data chunk size is 0, as a recorder "
                                         "stopped before it closed the file leaves it and no whole frame of audio "
@@ -85,15 +90,15 @@ def test_a_wav_whose_header_was_never_finished_keeps_its_audio(tmp_path, make_to
     whole = tmp_path / "whole.wav"
     make_tone(whole, 2.0, SR, 330, channels=2, subtype="PCM_16")
     settings = PrepSettings(inputs=(str(rec),), sample_rate=SR)
-    recovered, lengths, _ = decode_one(rec / "take1.wav", settings, "0" * 64, scratch=tmp_path)
+    recovered, lengths, _ = decode_one(rec / "take1.wav", settings, "0" * 64)
     expected, expected_lengths, _ = decode_one(whole, settings, "0" * 64)
     assert lengths == expected_lengths and np.array_equal(recovered, expected)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "rec", "whole.wav"]  # its finished copy removed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "rec", "whole.wav"]  # no copy of it made
 
 
-def test_an_unfinished_wav_past_the_riff_size_limit_is_read_from_an_rf64_copy(tmp_path, make_tone, monkeypatch):
+def test_an_unfinished_wav_past_the_riff_size_limit_is_read_with_an_rf64_header(tmp_path, make_tone, monkeypatch):
     """Past 4 GiB a RIFF size cannot be written (struct.error: the whole prep stopped with a traceback): the
-    finished copy is RF64. The limit lowered to a few bytes here: the same header, decoded by libsndfile."""
+    header it is read with is RF64. The limit lowered to a few bytes here: the same header, decoded by libsndfile."""
     from wavegen import prep_decode
     from wavegen.prep import PrepSettings
 
@@ -103,11 +108,9 @@ def test_an_unfinished_wav_past_the_riff_size_limit_is_read_from_an_rf64_copy(tm
     settings = PrepSettings(inputs=(str(tmp_path),), sample_rate=SR)
     expected = prep_decode.decode_one(whole, settings, "0" * 64)
     monkeypatch.setattr(prep_decode, "WAV_SIZE_LIMIT", 1000)
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    recovered = prep_decode.decode_one(take, settings, "0" * 64, scratch=scratch)
+    recovered = prep_decode.decode_one(take, settings, "0" * 64)
     assert recovered[1] == expected[1] and np.array_equal(recovered[0], expected[0])
-    assert recovered[2]["partial_reason"].startswith("unfinished WAV header"), recovered[2]
+    assert recovered[2]["recovered"].startswith("unfinished WAV header") and not recovered[2]["partial"], recovered[2]
 
 
 def test_a_finished_wav_with_an_empty_data_chunk_and_a_chunk_after_it_is_empty(tmp_path, make_tone):
@@ -288,3 +291,67 @@ def test_a_long_stereo_file_is_prepared_in_the_memory_of_its_mono_result(tmp_pat
         tracemalloc.stop()
     assert entry["channels_in"] == 2 and len(lengths) == 6 and pcm.dtype == np.int16
     assert peak < 3 * mono_bytes, (peak, mono_bytes)  # decoded whole it was 20x the mono: 2 x 4 bytes x 3 x rate
+
+
+def test_an_unfinished_wav_is_read_where_it_lies_with_no_copy_written(tmp_path, make_tone):
+    """Its audio was copied whole (a finished copy, into the corpus folder) before it was decoded: an hour's
+    recording took its size again on the disk, and a disk without that room lost it. Here no file may grow past
+    4 KiB (RLIMIT_FSIZE): a 128 KB copy fails with EFBIG; read where it lies, the recording decodes."""
+    import subprocess
+    import sys
+
+    take = _unfinished_wav(tmp_path / "take.wav", make_tone)
+    code = ("import resource, signal, sys\n"
+            "from pathlib import Path\n"
+            "from wavegen.prep import PrepSettings\n"
+            "from wavegen.prep_decode import decode_one\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
+            "pcm, lengths, entry = decode_one(Path(sys.argv[1]), PrepSettings(inputs=(sys.argv[1],)), '0' * 64)\n"
+            "print(len(pcm), entry['duration_seconds'], entry['partial'])\n")
+    out = subprocess.run([sys.executable, "-c", code, str(take)], capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(2 * SR), "2.0", "False"]
+
+
+def test_a_recovered_file_is_taken_from_the_corpus_by_a_rerun_after_a_memory_skip(tmp_path, make_tone):
+    """A rerun that tries again a file skipped for lack of memory takes every other file from the corpus
+    (prep_decode.Earlier): an entry marked "recovered" is one of them, not decoded again."""
+    from wavegen.prep_decode import Earlier
+
+    rec = tmp_path / "rec"
+    tones(rec, make_tone, 3)
+    take = _unfinished_wav(rec / "take.wav", make_tone)
+    m = prep([rec], tmp_path / "c")
+    outcome = Earlier(tmp_path / "c", m).outcome(str(take))
+    assert outcome is not None and outcome[2]["recovered"].startswith("unfinished WAV header"), outcome
+    assert sum(outcome[1]) == round(next(f for f in m["files"] if f["path"] == str(take))["kept_seconds"] * SR)
+
+
+def test_a_header_rate_so_high_that_no_sample_is_left_is_named_not_called_silent(tmp_path, make_tone):
+    """A WAV of 1 s of tone whose header says 2,147,483,647 Hz (damaged) lasts 7 microseconds at that rate, not
+    one sample at the corpus's: it was skipped as "silent: every sample is zero", which it is not."""
+    import struct
+
+    rec = tmp_path / "rec"
+    tones(rec, make_tone, 3)
+    make_tone(rec / "rate.wav", 1.0, SR, 440, subtype="PCM_16")
+    data = bytearray((rec / "rate.wav").read_bytes())
+    assert data[12:16] == b"fmt " and struct.unpack("<I", data[24:28])[0] == SR
+    data[24:32] = struct.pack("<II", 2**31 - 1, 2**31 - 1)  # the rate, and the bytes a second (sound as it was)
+    (rec / "rate.wav").write_bytes(bytes(data))
+    reason = _reasons(prep([rec], tmp_path / "c"))["rate.wav"]
+    assert reason == (f"its 16,000 frame(s) at 2,147,483,647 Hz, the rate its header says, last 7.45e-06 s: not one "
+                      f"sample at {SR} Hz (a damaged header?)"), reason
+
+
+def test_a_wav_cut_inside_its_fmt_chunk_is_skipped_with_why_not_a_traceback(tmp_path, make_tone):
+    """A download that stopped after 20 bytes ("RIFF", "WAVE", a fmt chunk's name and size, none of its fields):
+    the look for an unfinished header unpacked the missing fields and the whole prep stopped in struct.error."""
+    rec = tmp_path / "rec"
+    tones(rec, make_tone, 3)
+    make_tone(rec / "head.wav", 1.0, SR, 440, subtype="PCM_16")
+    (rec / "head.wav").write_bytes((rec / "head.wav").read_bytes()[:20])
+    reason = _reasons(prep([rec], tmp_path / "c"))["head.wav"]
+    assert reason.startswith("cannot decode audio (") and "fmt" in reason, reason

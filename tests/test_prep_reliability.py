@@ -164,3 +164,30 @@ def test_a_link_in_a_loop_is_called_so(tmp_path, make_tone):
     assert reasons == {"a.wav": "a link in a loop (b.wav)", "b.wav": "a link in a loop (a.wav)"}
     with pytest.raises(CorpusError, match=f"^input {rec / 'a.wav'} is a link in a loop$"):
         prep([rec / "a.wav"], tmp_path / "c2")
+
+
+def test_a_file_removed_after_the_search_is_skipped_with_why_and_prepared_once_it_is_back(tmp_path, make_tone,
+                                                                                        monkeypatch):
+    """A file found by the search and gone before it is read (a sync client replacing it, say): skipped with the
+    system's reason, the others prepared; back in place, the next prep takes it (the corpus is not up to date)."""
+    import wavegen.prep_inputs as prep_inputs
+
+    rec = tmp_path / "rec"
+    tones(rec, make_tone, 3)
+    gone = rec / "t01.wav"
+    kept = gone.read_bytes()
+    search = prep_inputs.discover
+
+    def search_then_remove(*args, **kwargs):
+        found = search(*args, **kwargs)
+        gone.unlink()
+        return found
+
+    monkeypatch.setattr(prep_inputs, "discover", search_then_remove)
+    m = prep([rec], tmp_path / "c")
+    assert m["skipped"] == [{"path": str(gone), "reason": "cannot read file (No such file or directory)"}]
+    assert sorted(os.path.basename(f["path"]) for f in m["files"]) == ["t00.wav", "t02.wav"]
+    monkeypatch.setattr(prep_inputs, "discover", search)
+    gone.write_bytes(kept)
+    m = prep([rec], tmp_path / "c")
+    assert m["skipped"] == [] and len(m["files"]) == 3

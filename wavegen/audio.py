@@ -10,7 +10,7 @@ import logging
 import os
 import re
 import sys
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -84,23 +84,25 @@ def decode_audio(path: str | Path) -> DecodedAudio:
     wrong. Raises AudioError naming the path and the reason when the file is missing, of an
     unknown format, or has nothing that decodes.
     """
-    with _open_decoder(path) as (f, notes):
+    with _open_decoder(path) as (f, notes, reopen):
         out = _decode_buffer(path, f)
-        n, damage = _read_into(out, f)
+        n, damage = _read_into(out, f, reopen=reopen)
         sample_rate = int(f.samplerate)
     damage = _damage_with_notes(path, n, damage, notes)
     samples = out if n == len(out) else out[:n].copy()
     return DecodedAudio(samples, sample_rate, damage)
 
 
-def decode_mono(path: str | Path, sample_rate: int | None = None) -> DecodedMono:
+def decode_mono(path: str | Path, sample_rate: int | None = None, source=None) -> DecodedMono:
     """Decode an audio file mixed to mono and resampled to sample_rate Hz (None: its own rate): the same
     samples as resample(to_mono(decode_audio(path).samples), ...), the same damage and AudioErrors.
 
     Read block by block where the format allows (all but MP3, see WHOLE_READ_SUBTYPES): each block is
     mixed and resampled as it comes, so memory holds the mono result, not the file's channels at its rate.
+    source: a binary file object (read or readinto, seek, tell) to decode from its start instead of the file at
+    path, which still names it in messages (prep reads an unfinished WAV through one that mends its header).
     """
-    with _open_decoder(path) as (f, notes):
+    with _open_decoder(path, source) as (f, notes, reopen):
         rate_in, channels = int(f.samplerate), int(f.channels)
         mono = _MonoStream(Path(path), f, sample_rate or rate_in)
         if f.subtype in WHOLE_READ_SUBTYPES:
@@ -109,32 +111,50 @@ def decode_mono(path: str | Path, sample_rate: int | None = None) -> DecodedMono
             mono.add(whole[:n])
             del whole
         else:
-            n, damage = _read_into(np.empty((DECODE_BLOCK_FRAMES, channels), np.float32), f, sink=mono.add)
+            n, damage = _read_into(np.empty((DECODE_BLOCK_FRAMES, channels), np.float32), f, sink=mono.add,
+                                   reopen=reopen)
         samples = mono.finish()
     damage = _damage_with_notes(path, n, damage, notes)
     return DecodedMono(samples, rate_in, n, channels, mono.loudest if channels > 1 else None, damage)
 
 
 @contextmanager
-def _open_decoder(path: str | Path):
-    """(the open soundfile of path, the DecoderNotes kept meanwhile: their text once the block ends).
-    AudioError when the file is missing, will not open, or has no audio header."""
+def _open_decoder(path: str | Path, source=None):
+    """(the open soundfile of path, or of the file object source (path naming it), the DecoderNotes kept
+    meanwhile: their text once the block ends, reopen(frame): a fresh soundfile of the same file at that frame, or
+    None where it cannot be had; libsndfile cannot seek one whose decoding failed). AudioError when the file is
+    missing, will not open, or has no audio header."""
     import soundfile as sf
 
     path = Path(path)
-    if not path.is_file():
+    if source is None and not path.is_file():
         raise AudioError(path, "no such file")
+
+    def opened():
+        if source is not None:
+            source.seek(0)
+        return sf.SoundFile(os.fsencode(path) if source is None else source)  # bytes: a name not UTF-8 opens too
+
     with DecoderNotes() as notes:  # mpg123 writes its "Note: ..." lines to stderr itself
         try:
-            f = sf.SoundFile(os.fsencode(path))  # bytes: a name that is not UTF-8 opens too
+            f = opened()
         except Exception as e:  # libsndfile reports every failure as a RuntimeError subclass
             notes.close()
             raise AudioError(path, f"cannot decode audio ({_open_failure(e, path, notes)})") from e
-        with f:
+        with f, ExitStack() as reopened:
             if f.format == "RAW":  # libsndfile reads a .au without its ".snd" magic as headerless 8 kHz u-law
                 raise AudioError(path, "cannot decode audio (no audio header: not audio, or damaged; headerless "
                                        "raw samples are not read)")
-            yield f, notes
+
+            def reopen(frame: int):
+                try:
+                    again = reopened.enter_context(opened())
+                    again.seek(frame)
+                    return again
+                except Exception:
+                    return None
+
+            yield f, notes, reopen
 
 
 def _damage_with_notes(path, n: int, damage: str | None, notes: DecoderNotes) -> str | None:
@@ -161,7 +181,7 @@ class _MonoStream:
             import soxr
 
             self._stream = soxr.ResampleStream(rate_in, rate, 1, dtype="float32", quality="HQ")
-        self._out = _room(path, f, (int(f.frames * rate // rate_in) + 1,), f"mono at {rate} Hz")
+        self._out = _room(path, f, (int(_frames_held(path, f) * rate // rate_in) + 1,), f"mono at {rate} Hz")
 
     def add(self, block: np.ndarray) -> None:
         if len(block) == 0:
@@ -187,8 +207,44 @@ class _MonoStream:
 
 
 def _decode_buffer(path: Path, f) -> np.ndarray:
-    """Room for the frames the open soundfile f declares: float32 [frames, channels]; see _room."""
-    return _room(path, f, (f.frames, f.channels), "decoded")
+    """Room for the frames the open soundfile f declares (no more than its file can hold: _frames_held):
+    float32 [frames, channels]; see _room."""
+    return _room(path, f, (_frames_held(path, f), f.channels), "decoded")
+
+
+# The most frames one byte of a file can hold (a header declaring more lies: damaged, or a streaming writer's
+# placeholder). Uncompressed, by subtype: samples of one channel a byte. Compressed, every channel together: an Ogg
+# packet (Vorbis, Opus) holds at most 5760 frames (Opus's 120 ms at 48 kHz) in 2 bytes or more (with its lacing
+# value), an MPEG frame at most 1152 after a 4-byte header; a FLAC frame (its subtype names its samples, PCM_16)
+# at most 65535 in 8 bytes and one a channel or more (header, CRCs, a constant subframe each).
+_SAMPLES_PER_BYTE = {"PCM_S8": 1, "PCM_U8": 1, "ULAW": 1, "ALAW": 1, "PCM_16": 1 / 2, "PCM_24": 1 / 3,
+                     "PCM_32": 1 / 4, "FLOAT": 1 / 4, "DOUBLE": 1 / 8, "IMA_ADPCM": 2, "MS_ADPCM": 2, "G721_32": 2}
+_FRAMES_PER_BYTE = {"VORBIS": 5760 / 2, "OPUS": 5760 / 2, "MPEG_LAYER_I": 1152 / 4, "MPEG_LAYER_II": 1152 / 4,
+                    "MPEG_LAYER_III": 1152 / 4}
+
+
+def frames_held(declared: int, size_bytes: int, file_format: str, subtype: str, channels: int) -> int:
+    """The frames a file of size_bytes whose header declares `declared` (of `channels` channels, in soundfile's
+    `file_format` and `subtype`) can hold at most: declared, or fewer where its size cannot hold them (a header that
+    lies); declared for a subtype whose bound is not known here."""
+    if file_format == "FLAC":
+        most = size_bytes * 65535 / (8 + channels)
+    elif subtype in _FRAMES_PER_BYTE:
+        most = size_bytes * _FRAMES_PER_BYTE[subtype]
+    elif subtype in _SAMPLES_PER_BYTE:
+        most = size_bytes * _SAMPLES_PER_BYTE[subtype] / max(channels, 1)
+    else:
+        return declared
+    return min(declared, int(most) + 1)
+
+
+def _frames_held(path: Path, f) -> int:
+    """frames_held of the open soundfile f of path (its header's frames where its size cannot be read)."""
+    try:
+        size = Path(path).stat().st_size
+    except OSError:
+        return int(f.frames)
+    return frames_held(int(f.frames), size, f.format, f.subtype, int(f.channels))
 
 
 def _room(path: Path, f, shape: tuple[int, ...], what: str) -> np.ndarray:
@@ -206,10 +262,12 @@ def _room(path: Path, f, shape: tuple[int, ...], what: str) -> np.ndarray:
                                      "shorter files (one much shorter than that has a damaged header)") from None
 
 
-def _read_into(out: np.ndarray, f, sink=None) -> tuple[int, str | None]:
+def _read_into(out: np.ndarray, f, sink=None, reopen=None) -> tuple[int, str | None]:
     """Decode the open soundfile f into out [frames, channels]: (frames decoded, damage or None).
 
-    sink: out is a block's room instead, reused, and each block read is handed to sink(block [k, channels])."""
+    sink: out is a block's room instead, reused, and each block read is handed to sink(block [k, channels]).
+    reopen(frame): f afresh at frame (_open_decoder's), for a decoding error after which f cannot seek back:
+    the frames between the last whole block and the damage are read from it."""
     declared, sample_rate = f.frames, int(f.samplerate)
     n, damage, block, error = 0, None, DECODE_BLOCK_FRAMES, None
     whole = f.subtype in WHOLE_READ_SUBTYPES
@@ -225,10 +283,12 @@ def _read_into(out: np.ndarray, f, sink=None) -> tuple[int, str | None]:
         except Exception as e:
             error = error or _libsndfile_reason(e)  # the first error says why; later ones echo it
             if whole:
-                n = int(np.argmax(np.isnan(out[:, 0]))) if np.isnan(out[-1, 0]) else declared
-            elif SALVAGE_BLOCK_FRAMES < block and _seek(f, n):
-                block = SALVAGE_BLOCK_FRAMES  # go on in small steps to the damage
-                continue
+                n = int(np.argmax(np.isnan(out[:, 0]))) if np.isnan(out[-1, 0]) else len(out)
+            elif SALVAGE_BLOCK_FRAMES < block:
+                again = f if _seek(f, n) else (reopen(n) if reopen is not None else None)
+                if again is not None:
+                    f, block = again, SALVAGE_BLOCK_FRAMES  # go on in small steps to the damage
+                    continue
             damage = f"decoding stops at {n / sample_rate:.2f} s ({error})"
             break
         if got == 0:

@@ -5,19 +5,19 @@ resampled, silence trimmed), assigns them to train/val/test and writes the array
 manifest that :class:`wavegen.corpus.Corpus` reads (the folder's layout is described there).
 All is written into a temporary folder inside the corpus folder, under its lock, and moved
 into place at the end, the manifest last. Finding the input files and fingerprinting them live
-in wavegen.prep_inputs; decoding them and writing the arrays in wavegen.prep_decode; silence detection (and why a skipped file has no sound) and the
-train/val/test assignment in wavegen.split; whether a corpus's arrays are whole in wavegen.corpus.
+in wavegen.prep_inputs; decoding them and writing the arrays in wavegen.prep_decode; moving the
+finished corpus into place (and finishing a move a stopped prep left) in wavegen.prep_publish;
+silence detection (and why a skipped file has no sound) and the train/val/test assignment in
+wavegen.split; whether a corpus's arrays are whole in wavegen.corpus.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import errno
-import json
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,9 @@ from wavegen import prep_decode, prep_inputs
 from wavegen.config import ConfigError
 from wavegen.corpus import FORMAT_VERSION, MANIFEST, CorpusError, content_id, damaged_array
 from wavegen.errors import FolderBusyError, WavegenError
-from wavegen.fileio import FolderLock, ensure_folder, fsync_dir, write_json
+from wavegen.fileio import FolderLock, ensure_folder, write_json
+from wavegen.prep_publish import (ARRAYS, CORPUS_MARKER, TMP_PREFIX, finish_interrupted_publish, make_temporary,
+                                  publish, read_manifest, remove_stale_temporaries, why_not_written)
 from wavegen.split import FRAME_LENGTH, HOP_LENGTH, SPLITS, assign_splits
 
 logger = logging.getLogger(__name__)
@@ -37,10 +39,6 @@ PREP_VERSION = 3
 # fundamental range), and prep's silence frames (FRAME_LENGTH = 1024 samples) last over a second,
 # longer than the rests they are meant to find; such a rate is a slip (--sample-rate 16 for 16k).
 MIN_SAMPLE_RATE = 1000
-_ARRAYS = tuple(f"{s}.npy" for s in SPLITS) + tuple(f"{s}_segments.npy" for s in SPLITS)
-_TMP_PREFIX = ".prep-"
-_TMP_MARKER = ".wavegen-prep-temporary"  # inside every temporary folder prep makes, and only there
-_CORPUS_MARKER = ".wavegen-corpus"  # in a corpus folder from before prep first moves arrays into it
 
 
 @dataclass(frozen=True)
@@ -125,19 +123,10 @@ def _recipe(settings: PrepSettings, skipped: list[dict]) -> dict:
     }
 
 
-def _read_manifest(corpus_dir: Path) -> dict | None:
-    """The manifest in corpus_dir; None when there is none or it is not a JSON object."""
-    try:
-        manifest = json.loads((corpus_dir / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
-    return manifest if isinstance(manifest, dict) else None
-
-
 def _whole_corpus(corpus_dir: Path, say: bool = False) -> dict | None:
     """The manifest in corpus_dir when it is of this format and its arrays are whole; else None.
     say: warn, naming it, when an array is not whole (the corpus is then prepared again)."""
-    manifest = _read_manifest(corpus_dir)
+    manifest = read_manifest(corpus_dir)
     if manifest is None or manifest.get("format_version") != FORMAT_VERSION:
         return None
     damaged = damaged_array(corpus_dir, manifest)
@@ -187,17 +176,8 @@ def _up_to_date(corpus_dir: Path, settings: PrepSettings, found, skipped: list[d
         raise
     except (OSError, WavegenError) as err:  # a read-only corpus (no lock file either): still up to date, rehashed
         logger.warning("cannot record in %s that its inputs are unchanged (%s): the next prep will read "
-                       "them again", corpus_dir / MANIFEST, _why_not_written(err))
+                       "them again", corpus_dir / MANIFEST, why_not_written(err))
     return manifest, digests
-
-
-def _why_not_written(err: Exception) -> str:
-    """The OS's reason a write in the corpus folder failed ("Read-only file system"), from the OSError itself
-    or from the one FolderLock's error stands for; else the error's own words."""
-    for cause in (err, err.__context__):
-        if getattr(cause, "strerror", None):
-            return cause.strerror
-    return str(err)
 
 
 def _skipped_for_memory(corpus_dir: Path, manifest: dict) -> bool:
@@ -226,10 +206,10 @@ def _earlier(corpus_dir: Path, existing: dict | None) -> prep_decode.Earlier | N
 def _refuse_foreign_files(corpus_dir: Path) -> None:
     """Raise CorpusError when corpus_dir holds a file by a corpus file's name that prep did not
     write (no corpus marker, no wavegen manifest): prep would replace it."""
-    present = [name for name in (MANIFEST, *_ARRAYS) if (corpus_dir / name).exists()]
-    if not present or (corpus_dir / _CORPUS_MARKER).is_file():
+    present = [name for name in (MANIFEST, *ARRAYS) if (corpus_dir / name).exists()]
+    if not present or (corpus_dir / CORPUS_MARKER).is_file():
         return
-    manifest = _read_manifest(corpus_dir)
+    manifest = read_manifest(corpus_dir)
     if manifest is not None and "fingerprint" in manifest and "format_version" in manifest:
         return  # a corpus from before the marker
     raise CorpusError(f"{corpus_dir} is not a wavegen corpus but holds {', '.join(present)}, which prep "
@@ -262,6 +242,7 @@ def prepare(inputs: list[str | Path] | str | Path, corpus_dir: str | Path, *, pr
         inputs = [inputs]
     settings = PrepSettings(inputs=tuple(inputs), **settings)
     corpus_dir = Path(corpus_dir)
+    finish_interrupted_publish(corpus_dir)  # before anything is judged: the corpus there is whole again
     found, skipped_folders = prep_inputs.discover(settings.inputs)
     if not found:
         more = f" ({len(skipped_folders)} skipped: see the warnings above)" if skipped_folders else ""
@@ -284,10 +265,10 @@ def prepare(inputs: list[str | Path] | str | Path, corpus_dir: str | Path, *, pr
             return existing
         with lock:
             _refuse_foreign_files(corpus_dir)
-            _remove_stale_temporaries(corpus_dir)
+            remove_stale_temporaries(corpus_dir)
             need = _check_room(corpus_dir, found, settings.sample_rate)
             earlier = _earlier(corpus_dir, existing)
-            tmp = _make_temporary(corpus_dir)
+            tmp = make_temporary(corpus_dir)
             try:
                 manifest = _prepare_in(tmp, corpus_dir, settings, found, file_labels, skipped_folders, progress,
                                        digests, earlier)
@@ -297,16 +278,20 @@ def prepare(inputs: list[str | Path] | str | Path, corpus_dir: str | Path, *, pr
                     return existing
                 manifest["fingerprint"] = fingerprint
                 _say_what_is_replaced(corpus_dir, manifest)
-                _publish(tmp, corpus_dir, manifest)
+                publish(tmp, corpus_dir, manifest)
             finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-    except OSError as err:  # a full disk, a read-only folder: until _publish, the old corpus is untouched
+                if (tmp / MANIFEST).is_file() and not (corpus_dir / MANIFEST).exists():  # stopped inside publish
+                    logger.warning("%s: stopped while the corpus was moved into place: the next prep there finishes "
+                                   "the move (%s holds the rest)", corpus_dir, tmp.name)
+                else:
+                    shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as err:  # a full disk, a read-only folder: until publish, the old corpus is untouched
         if err.errno in (errno.ENOSPC, errno.EDQUOT) and need is not None:
             raise CorpusError(f"cannot write the corpus in {corpus_dir}: {os.strerror(err.errno)}: "
                               f"{_room_words(need)}, {_amount(_free_bytes(corpus_dir))} are free now; the corpus "
                               "there, if any, is kept as it was") from err
         # the temporary folder prep could not make is no name to give: the corpus folder, named, says it
-        made = err.filename and not os.path.basename(os.fsdecode(err.filename)).startswith(_TMP_PREFIX)
+        made = err.filename and not os.path.basename(os.fsdecode(err.filename)).startswith(TMP_PREFIX)
         where = f" ({err.filename})" if made else ""
         raise CorpusError(f"cannot write the corpus in {corpus_dir}: {err.strerror or err}{where}") from err
     _log_summary(corpus_dir, manifest)
@@ -329,7 +314,7 @@ def _lock(corpus_dir: Path, existing: dict | None) -> FolderLock | None:
         retry = prep_decode.retries(existing)
         logger.warning("%s: cannot take its lock (%s): the file(s) it skipped for lack of memory (%s%s) cannot be "
                        "tried again; the corpus there is kept as it is (make the folder writable to try them again)",
-                       corpus_dir, _why_not_written(err), retry[0] if retry else "", ", ..." if len(retry) > 1 else "")
+                       corpus_dir, why_not_written(err), retry[0] if retry else "", ", ..." if len(retry) > 1 else "")
         return None
     return lock
 
@@ -359,19 +344,6 @@ def _free_bytes(folder: Path) -> int:
         return shutil.disk_usage(folder).free
     except OSError:
         return 0
-
-
-def _make_temporary(corpus_dir: Path) -> Path:
-    tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=corpus_dir))
-    (tmp / _TMP_MARKER).write_text(f"{os.getpid()}\n")
-    return tmp
-
-
-def _remove_stale_temporaries(corpus_dir: Path) -> None:
-    """Remove what an interrupted prep left: only folders carrying prep's marker (we hold the lock)."""
-    for stale in corpus_dir.glob(_TMP_PREFIX + "*"):
-        if stale.is_dir() and not stale.is_symlink() and (stale / _TMP_MARKER).is_file():
-            shutil.rmtree(stale, ignore_errors=True)
 
 
 def _prepare_in(tmp, corpus_dir, settings, found, file_labels, skipped_folders, progress, digests=None,
@@ -414,7 +386,7 @@ def _prepare_in(tmp, corpus_dir, settings, found, file_labels, skipped_folders, 
 def _say_what_is_replaced(corpus_dir: Path, manifest: dict) -> None:
     """A warning when the corpus about to be replaced holds other audio (its content id differs): the
     settings that changed and the sources added or removed, and that runs begun on it stop resuming."""
-    old = _read_manifest(corpus_dir)
+    old = read_manifest(corpus_dir)
     if old is None:  # no corpus there
         return
     try:
@@ -443,27 +415,6 @@ def _sources_changed(old: dict, new: dict) -> list[str]:
     return [f"{n} source(s) {how}" for n, how in counts if n]
 
 
-def _publish(tmp: Path, corpus_dir: Path, manifest: dict) -> None:
-    """Move the finished arrays into corpus_dir, durably, then the manifest that describes them. Every file is
-    written in tmp first: what is left is renames, so a full disk stops prep with the old corpus as it was."""
-    for name in _ARRAYS:
-        with open(tmp / name, "rb") as f:
-            os.fsync(f.fileno())
-    write_json(tmp / MANIFEST, manifest)
-    # Mark the folder as a corpus, then remove the old manifest: until the new one lands, the
-    # folder is visibly unprepared rather than a manifest describing arrays being replaced.
-    marker = corpus_dir / _CORPUS_MARKER
-    if not marker.is_file():
-        marker.write_text("made by wavegen prep: the arrays and manifest.json here are prep's to replace\n")
-        fsync_dir(corpus_dir)
-    (corpus_dir / MANIFEST).unlink(missing_ok=True)
-    for name in _ARRAYS:
-        os.replace(tmp / name, corpus_dir / name)
-    fsync_dir(corpus_dir)
-    os.replace(tmp / MANIFEST, corpus_dir / MANIFEST)
-    fsync_dir(corpus_dir)
-
-
 def _log_summary(corpus_dir: Path, manifest: dict) -> None:
     files, splits = manifest["files"], manifest["splits"]
     hours = ", ".join(f"{s} {splits[s]['seconds'] / 3600:.2f} h ({splits[s]['seconds']:.0f} s)" for s in SPLITS)
@@ -474,7 +425,9 @@ def _log_summary(corpus_dir: Path, manifest: dict) -> None:
     logger.info("prepared %s: %d file(s) used, %d skipped; %s (%s)",
                 corpus_dir, len(files), len(manifest["skipped"]), hours, split_by)
     scaled, partial = sum(f["gain_db"] < 0 for f in files), sum(f["partial"] for f in files)
+    recovered = sum("recovered" in f for f in files)
     notes = ([f"{scaled} file(s) scaled down to full scale (gain_db)"] if scaled else []) + \
+            ([f"{recovered} unfinished WAV file(s) recovered (recovered)"] if recovered else []) + \
             ([f"{partial} damaged file(s) kept in part (partial)"] if partial else [])
     if notes:
         logger.warning("%s: see %s", "; ".join(notes), corpus_dir / MANIFEST)

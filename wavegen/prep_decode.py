@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import struct
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -33,7 +32,7 @@ SKIP_LINES = prep_inputs.SKIP_LINES  # skipped files named one line each; the re
 
 # a skip's reason for lack of memory, in a manifest written before "retry" was recorded
 _MEMORY_REASONS = ("too long to decode in memory", "too long to prepare in memory")
-# a file's manifest entry as _decode_one makes it (with "partial_reason" where "partial")
+# a file's manifest entry as _decode_one makes it (+ "partial_reason" where "partial", "recovered" where mended)
 _ENTRY_KEYS = frozenset({"path", "duration_seconds", "kept_seconds", "split", "sha256", "label", "sample_rate_in",
                          "channels_in", "gain_db", "partial"})
 
@@ -109,7 +108,7 @@ class Earlier:
         i = self._kept.get(path)
         entry = {} if i is None else self.manifest["files"][i]
         parts = self._rows.get(i, [])
-        if set(entry) != _ENTRY_KEYS | ({"partial_reason"} if entry.get("partial") else set()) or \
+        if set(entry) - {"recovered"} != _ENTRY_KEYS | ({"partial_reason"} if entry.get("partial") else set()) or \
                 len(parts) != 1 or parts[0][0] != entry["split"]:
             return None  # not kept, cut in time, or an entry of another make
         lengths = [int(n) for n in parts[0][1][:, 1]]
@@ -156,7 +155,6 @@ def _write_segments(path: Path, audio: np.ndarray, rows: np.ndarray) -> None:
 # a WAV whose data chunk declares 0 bytes: libsndfile reads no frame of it, whatever follows
 UNFINISHED_WAV = ("unfinished WAV header: its data chunk size is 0, as a recorder stopped before it closed the file "
                   "leaves it")
-_COPY_BLOCK_BYTES = 1 << 20
 
 
 class _UnfinishedWav(NamedTuple):
@@ -168,28 +166,19 @@ class _UnfinishedWav(NamedTuple):
     audio_bytes: int
     block_align: int
 
-    def finished_copy(self, copy: Path) -> Path:
-        """Write copy: path's header with the sizes its audio has (an RF64 header past a RIFF size's 4 GiB),
-        then that audio (whole frames); returns copy. EOFError when path is cut shorter meanwhile; an OSError of
-        the write is the corpus folder's (a full disk)."""
+    def finished_header(self, f) -> bytes:
+        """path's header, read from its open file f, with the sizes its audio has (an RF64 header past a RIFF
+        size's 4 GiB). EOFError when path is cut shorter meanwhile."""
         pad = self.audio_bytes & 1  # a chunk of an odd size is followed by a pad byte
-        with open(self.path, "rb") as src, open(copy, "wb") as dst:
-            header = bytearray(src.read(self.data_start))
-            if self.data_start - 8 + self.audio_bytes + pad <= WAV_SIZE_LIMIT:
-                header[4:8] = struct.pack("<I", self.data_start - 8 + self.audio_bytes + pad)
-                header[self.data_start - 4 : self.data_start] = struct.pack("<I", self.audio_bytes)
-            else:
-                header = self._rf64_header(header, pad)
-            dst.write(header)
-            left = self.audio_bytes
-            while left > 0:
-                block = src.read(min(left, _COPY_BLOCK_BYTES))
-                if not block:  # cut shorter meanwhile
-                    raise EOFError(f"{self.path} became shorter while it was read")
-                dst.write(block)
-                left -= len(block)
-            dst.write(b"\0" * pad)
-        return copy
+        f.seek(0)
+        header = bytearray(f.read(self.data_start))
+        if len(header) < self.data_start:
+            raise EOFError("it became shorter while it was read")
+        if self.data_start - 8 + self.audio_bytes + pad <= WAV_SIZE_LIMIT:
+            header[4:8] = struct.pack("<I", self.data_start - 8 + self.audio_bytes + pad)
+            header[self.data_start - 4 : self.data_start] = struct.pack("<I", self.audio_bytes)
+            return bytes(header)
+        return self._rf64_header(header, pad)
 
     def _rf64_header(self, header: bytearray, pad: int) -> bytes:
         """header as RF64 (EBU Tech 3306): its sizes 0xFFFFFFFF, the 64-bit ones in a ds64 chunk first."""
@@ -201,7 +190,50 @@ class _UnfinishedWav(NamedTuple):
                 + struct.pack("<I", 0xFFFFFFFF))
 
 
-WAV_SIZE_LIMIT = 0xFFFFFFFF  # the largest RIFF chunk size; a finished copy past it is written as RF64
+class _FinishedView:
+    """An unfinished WAV read as a finished copy of it would be, with no copy made: its header with the sizes its
+    audio has, then its audio (whole frames) read from its open file f where it lies, then the pad byte of an odd
+    size. A binary file object (readinto, seek, tell) for soundfile's virtual I/O, whose callbacks cannot raise: a
+    read error of f is kept in `error` and reads as the end of the file, as does a file cut shorter meanwhile."""
+
+    def __init__(self, wav: _UnfinishedWav, f):
+        self._header, self._f, self._data_start = wav.finished_header(f), f, wav.data_start
+        self._audio_end = len(self._header) + wav.audio_bytes
+        self._size = self._audio_end + (wav.audio_bytes & 1)
+        self._pos, self.error = 0, None
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        self._pos = max(0, offset + (0, self._pos, self._size)[whence])
+        return self._pos
+
+    def readinto(self, buffer) -> int:
+        out, n = memoryview(buffer).cast("B"), 0
+        while n < len(out) and self._pos < self._size:
+            if self._pos < len(self._header):
+                part = self._header[self._pos : self._pos + len(out) - n]
+            elif self._pos < self._audio_end:
+                part = self._audio(min(len(out) - n, self._audio_end - self._pos))
+                if not part:
+                    break
+            else:
+                part = b"\0"
+            out[n : n + len(part)] = part
+            n, self._pos = n + len(part), self._pos + len(part)
+        return n
+
+    def _audio(self, count: int) -> bytes:
+        try:
+            self._f.seek(self._data_start + self._pos - len(self._header))
+            return self._f.read(count)
+        except OSError as err:
+            self.error = err
+            return b""
+
+
+WAV_SIZE_LIMIT = 0xFFFFFFFF  # the largest RIFF chunk size; an unfinished WAV past it is read as RF64
 
 
 def _unfinished_wav(path: Path, max_chunks: int = 64) -> _UnfinishedWav | None:
@@ -226,18 +258,19 @@ def _unfinished_wav(path: Path, max_chunks: int = 64) -> _UnfinishedWav | None:
                 start = f.tell()
                 return _UnfinishedWav(path, start, (size - start) - (size - start) % block_align, block_align)
             if name == b"fmt " and length >= 14:
-                block_align = struct.unpack("<H", f.read(14)[12:14])[0]  # bytes per frame, every channel
-                length -= 14
+                fmt = f.read(14)
+                if len(fmt) < 14:  # a header cut short: libsndfile says what it makes of it
+                    return None
+                block_align, length = struct.unpack("<H", fmt[12:14])[0], length - 14  # bytes per frame, all channels
             f.seek(length + (length & 1), os.SEEK_CUR)
     return None
 
 
-def decode_one(path: Path, settings: PrepSettings, digest: str, scratch: Path | None = None):
+def decode_one(path: Path, settings: PrepSettings, digest: str):
     """Decode and trim one file (digest: its sha256): (kept int16 [T], segment lengths, entry) or a skip reason
-    (a MemorySkip for a file too long for this machine's memory: passed over, the others prepared).
-    scratch: a folder for a finished copy of a WAV whose header was never finished (None: the system's)."""
+    (a MemorySkip for a file too long for this machine's memory: passed over, the others prepared)."""
     try:
-        return _decode_one(path, settings, digest, scratch)
+        return _decode_one(path, settings, digest)
     except AudioMemoryError as e:
         return MemorySkip(e.reason)
     except MemoryError:
@@ -245,7 +278,7 @@ def decode_one(path: Path, settings: PrepSettings, digest: str, scratch: Path | 
                           "this machine's memory beside what prep holds); split it into shorter files")
 
 
-def _decode_one(path: Path, settings: PrepSettings, digest: str, scratch: Path | None):
+def _decode_one(path: Path, settings: PrepSettings, digest: str):
     try:
         if path.stat().st_size == 0:
             return "empty: a file of 0 bytes"
@@ -253,41 +286,45 @@ def _decode_one(path: Path, settings: PrepSettings, digest: str, scratch: Path |
     except OSError as e:
         return f"cannot read file ({e.strerror or e})"
     if unfinished is None:
-        return _decode_source(path, path, settings, digest)
+        return _decode_source(path, settings, digest)
     if unfinished.audio_bytes == 0:
         return f"empty: {UNFINISHED_WAV} and no whole frame of audio follows it"
-    with tempfile.TemporaryDirectory(prefix=".unfinished-", dir=scratch) as folder:
-        try:
-            copy = unfinished.finished_copy(Path(folder) / "finished.wav")
-        except EOFError:
-            return "cannot read file (it became shorter while it was read)"
-        return _decode_source(path, copy, settings, digest, UNFINISHED_WAV + "; the audio after it read to its "
-                                                                              "last whole frame")
+    try:
+        with open(path, "rb") as f:
+            view = _FinishedView(unfinished, f)
+            result = _decode_source(path, settings, digest, view, UNFINISHED_WAV + "; the audio after it read to "
+                                                                                   "its last whole frame")
+    except (EOFError, OSError) as e:
+        return f"cannot read file ({getattr(e, 'strerror', None) or e})"
+    return result if view.error is None else f"cannot read file ({view.error.strerror or view.error})"
 
 
-def _decode_source(path: Path, source: Path, settings: PrepSettings, digest: str, damaged: str | None = None):
-    """_decode_one for path, its audio decoded from source (path itself, or its finished copy; damaged: what
-    was wrong with path that the copy mends, kept as the entry's partial_reason)."""
+def _decode_source(path: Path, settings: PrepSettings, digest: str, view: _FinishedView | None = None,
+                   recovered: str | None = None):
+    """_decode_one for path, its audio decoded from path itself or from view (an unfinished WAV read as finished;
+    recovered: what was wrong with path's header that view mends, kept as the entry's "recovered": not damage,
+    its audio is all there)."""
     try:
         rate = settings.sample_rate
-        mono, sr_in, frames, channels, loudest_channel, damage = decode_mono(source, rate)
+        mono, sr_in, frames, channels, loudest_channel, damage = decode_mono(path, rate, view)
     except AudioMemoryError:
         raise
     except AudioError as e:
         return e.reason
     except OSError as e:
         return f"cannot read file ({e.strerror or e})"
-    if damaged is not None:
-        damage = damaged if damage is None else f"{damaged}; {damage}"
     if frames == 0:
         return "empty: no audio frames"
+    if len(mono) == 0:  # its header's rate so high that its frames last under one sample at the corpus's
+        return (f"its {frames:,} frame(s) at {sr_in:,} Hz, the rate its header says, last {frames / sr_in:.3g} s: "
+                f"not one sample at {rate} Hz (a damaged header?)")
     if not np.all(np.isfinite(mono)):
         return "contains NaN or infinite samples"
     intervals = split_on_silence(mono, rate, top_db=settings.top_db,
                                  min_silence_seconds=settings.min_silence_seconds,
                                  min_segment_seconds=settings.min_segment_seconds)
     if len(intervals) == 0:
-        return _no_sound(source, loudest_channel, mono, settings.min_segment_seconds)
+        return _no_sound(path, view, loudest_channel, mono, settings.min_segment_seconds)
     kept = np.concatenate([mono[s:e] for s, e in intervals])
     del mono  # a long file: the kept part and its 16-bit copy are what memory holds from here
     peak = float(max(kept.max(), -kept.min()))
@@ -301,6 +338,8 @@ def _decode_source(path: Path, source: Path, settings: PrepSettings, digest: str
         pcm = float_to_int16(kept)
         logger.warning("%s peaks %.1f dB above full scale: scaled down by %.1f dB instead of clipping",
                        path, -gain_db, -gain_db)
+    if recovered is not None:
+        logger.warning("%s recovered (%s): keeping its %.2f s", path, recovered, frames / sr_in)
     if damage is not None:
         logger.warning("%s is damaged (%s): keeping the %.2f s that decode", path, damage, frames / sr_in)
     entry = {
@@ -317,14 +356,18 @@ def _decode_source(path: Path, source: Path, settings: PrepSettings, digest: str
     }
     if damage is not None:
         entry["partial_reason"] = damage
+    if recovered is not None:
+        entry["recovered"] = recovered
     return pcm, [int(e - s) for s, e in intervals], entry
 
 
-def _no_sound(path: Path, loudest_channel: float | None, mono: np.ndarray, min_segment_seconds: float) -> str:
+def _no_sound(path: Path, view: _FinishedView | None, loudest_channel: float | None, mono: np.ndarray,
+              min_segment_seconds: float) -> str:
     """Why a file kept no segment: judged on its mono mix at its own rate too (why_no_sound), decoded again
-    for it (a file with sound never needs it: not kept in memory beside the resampled mono)."""
+    for it (from view where it is an unfinished WAV; a file with sound never needs it: not kept in memory beside
+    the resampled mono)."""
     try:
-        source = decode_mono(path).samples
+        source = decode_mono(path, None, view).samples
     except (AudioError, OSError) as e:  # replaced meanwhile: say what can be said of the resampled mix
         logger.debug("%s: cannot decode it again (%s)", path, e)
         source = mono
@@ -356,7 +399,7 @@ def decode_files(found, file_labels, tmp: Path, settings: PrepSettings, progress
         if result is None and earlier is not None:
             result = earlier.outcome(str(path))
         if result is None:
-            result = decode_one(path, settings, digest, scratch=tmp)
+            result = decode_one(path, settings, digest)
         if isinstance(result, str):
             # a line each for the first few; thousands of tiny files would bury every other line in theirs
             logger.log(logging.WARNING if len(skipped) < SKIP_LINES else logging.DEBUG, "skipping %s: %s", path, result)
@@ -404,23 +447,22 @@ def _duplicate(kept: tuple, label) -> str:
 
 def room_needed(found, sample_rate: int) -> int:
     """Bytes a prep of found ([(path, root)]) may need free in the corpus folder: each file's audio as its
-    header declares it, at sample_rate in int16, twice over (the decoded pieces, then the split arrays made of
-    them, while the corpus there stays until the new one is whole), and an unfinished WAV's size once more
-    (its finished copy). An upper bound: silence trimmed and files skipped need less. A file whose header
-    does not open counts 0. Reads the headers only."""
+    header declares it (no more than the file's size can hold: audio.frames_held), at sample_rate in int16, twice
+    over (the decoded pieces, then the split arrays made of them, while the corpus there stays until the new one
+    is whole). An upper bound: silence trimmed and files skipped need less. A file whose header does not open counts 0. Reads the headers only."""
     import soundfile as sf
 
-    from wavegen.audio import DecoderNotes
+    from wavegen.audio import DecoderNotes, frames_held
 
     total = 64 * 1024  # the manifest, the segment arrays, the .npy headers
     with DecoderNotes():  # mpg123's notes on a damaged MP3 kept off the console: its decoding says them
         for path, _root in found:
             try:
                 info = sf.info(os.fsencode(path))
-                frames = info.frames
+                size = path.stat().st_size
+                frames = frames_held(info.frames, size, info.format, info.subtype, info.channels)
                 if frames == 0 and info.format == "WAV":  # unfinished, perhaps: a byte a sample at least
-                    size = path.stat().st_size
-                    total, frames = total + size, size // info.channels
+                    frames = size // info.channels
                 total += 4 * (frames * sample_rate // info.samplerate + 1)
             except Exception:  # libsndfile's failures are RuntimeErrors; the file is skipped with why when decoded
                 continue

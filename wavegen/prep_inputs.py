@@ -75,12 +75,12 @@ def discover(inputs: tuple[str, ...]) -> tuple[list[tuple[Path, Path | None]], l
                 raise CorpusError(f"input {p} is {kind}, not a file: give audio files or folders")
             found.setdefault(p, None)  # named explicitly: let the decoder judge its format
             continue
-        n_before, others = len(found), []
-        for path in _walk_audio(p, skipped, others, passed):
-            found.setdefault(path, p)
+        n_here, others = 0, []
+        for n_here, path in enumerate(_walk_audio(p, skipped, others, passed), 1):
+            found.setdefault(path, p)  # an input given twice, or inside another: its files found once
         if others:
             _warn_other_audio(others)
-        if len(found) == n_before:
+        if n_here == 0:
             logger.warning("no audio files found in %s", p)
     if len(passed) > SKIP_LINES:  # a moved library's thousand links to nothing: not a line each
         kinds = Counter(reason.split(" (")[0] for reason in passed[SKIP_LINES:])

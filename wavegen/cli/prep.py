@@ -31,7 +31,9 @@ def run(args) -> int:
     from wavegen.prep import prepare
 
     def interrupt(signum, frame):
-        raise KeyboardInterrupt  # prep's temporary folder removed and the old corpus kept, as for a Ctrl-C
+        # prep's temporary folder removed and the old corpus kept, as for a Ctrl-C (or, stopped while the new one
+        # was moved into place, the rest of the move left for the next prep to finish)
+        raise KeyboardInterrupt
 
     # SIGTERM (kill, a scheduler, timeout) means what Ctrl-C means (wavegen.signals): it killed prep, leaving
     # its temporary folder (gigabytes for a large corpus) in the corpus folder until the next prep there
