@@ -1,5 +1,6 @@
 """wavegen.analysis: renders judged against an album (features checked on signals of known values)."""
 
+import json
 import math
 import re
 import shutil
@@ -13,6 +14,7 @@ from conftest import melody, prepared_corpus, tone, write_audio_file
 from wavegen import analysis, plotting
 from wavegen.analysis_audio import read_renders
 from wavegen.analysis_report import format_comparison
+from wavegen.fileio import strict_json
 
 pytest.importorskip("librosa")
 
@@ -273,9 +275,9 @@ def test_a_silent_set_has_no_spectral_shape_or_pitch_instead_of_white_noise_flat
     must not read so. Its spectral and pitch medians are undefined; a half-silent one's are its sound's."""
     silent = analysis.summarize(analysis.set_features([np.zeros(RATE, np.float32)], RATE))
     for key in ("centroid_hz_median", "bandwidth_hz_median", "flatness_median", "contrast_db_median",
-                "chroma_entropy_bits_median", "chroma_profile_similarity"):
-        assert math.isnan(silent[key]), key
-    assert silent["silent_fraction"] == 1.0 and silent["periodic_fraction"] == 0.0
+                "chroma_entropy_bits_median", "chroma_profile_similarity", "periodic_fraction"):
+        assert math.isnan(silent[key]), key  # a periodic fraction of 0 would read as noise
+    assert silent["silent_fraction"] == 1.0
     tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(RATE) / RATE).astype(np.float32)
     half = analysis.summarize(analysis.set_features([np.concatenate([np.zeros(RATE, np.float32), tone])], RATE))
     whole = analysis.summarize(analysis.set_features([tone], RATE))
@@ -336,3 +338,40 @@ def test_a_corpus_at_a_low_rate_is_analysed_or_refused_by_name_not_a_librosa_tra
     with pytest.raises(analysis.AnalysisError, match=r"the audio compared is at 2000 Hz: comparing renders needs "
                                                      r"audio at 3000 Hz or more"):
         analysis.compare_clips(clips[:1], clips[1:2], clips[2:], 2000, max_seconds=2.0)
+
+
+def test_silent_renders_have_no_periodic_fraction_and_no_likeness():
+    """An all-silent render reported "periodic frames: renders 0.00", which reads as noise, and a likeness as if
+    silence had a place between album and noise: its periodic fraction is undefined (null, "n/a" in the
+    verdict), and the likeness too, the verdict saying that the renders are silent."""
+    rate = 8000
+    album = [melody(2.0, rate, seed=s) for s in range(2)]
+    for renders, silent in (([np.zeros(rate, np.float32)], True), ([melody(1.0, rate, seed=5)], False)):
+        result = analysis.compare_clips(renders, album[:1], album[1:], rate, max_seconds=1.0)
+        summary, verdict = result["sets"]["renders"]["summary"], result["verdict"]
+        assert math.isnan(summary["periodic_fraction"]) == silent
+        assert verdict.get("renders_silent", False) == silent and math.isnan(verdict["album_likeness"]) == silent
+        text = format_comparison(result)
+        assert ("periodic frames: renders n/a (no sounding frame)" in text) == silent, text
+        assert ("album likeness undefined: the renders are silent (every frame under -60 dBFS)" in text) == silent
+        assert (", chroma_profile_similarity, periodic_fraction of renders: every frame is silent" in text) == silent
+    assert json.loads(strict_json(result))["verdict"]["periodic_fraction_renders"] > 0.5  # the melody's
+    silence = analysis.compare_clips([np.zeros(rate, np.float32)], album[:1], album[1:], rate, max_seconds=1.0)
+    silent_json = json.loads(strict_json(silence))
+    assert silent_json["verdict"]["periodic_fraction_renders"] is None
+    assert silent_json["verdict"]["album_likeness"] is None
+
+
+def test_renders_much_shorter_than_the_references_are_warned_of(caplog):
+    """The same music judged on 0.3 s read at twice the Frechet distance it has on 8 s, beside references of
+    3 s: a short render's likeness reads low without a word. A warning says so and gives the --max-seconds
+    that evens the lengths; renders as long as the references get none."""
+    rate = 8000
+    album = [melody(2.0, rate, seed=s) for s in range(2)]
+    for seconds, warned in ((0.5, True), (2.0, False)):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            analysis.compare_clips([melody(seconds, rate, seed=9)], album[:1], album[1:], rate, max_seconds=10.0)
+        said = "the renders hold 0.5 s of audio, the reference sets 2 s: a Frechet distance from fewer frames " \
+               "reads farther than it is, and the album likeness lower; give --max-seconds 0.5 to judge every set"
+        assert (said in caplog.text) == warned, caplog.text

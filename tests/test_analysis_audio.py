@@ -1,6 +1,8 @@
 """wavegen.analysis_audio: only the excerpts the analysis judges are read; a render that cannot be
 judged is skipped, named with why, and the others are judged."""
 
+import re
+import shutil
 import tracemalloc
 
 import numpy as np
@@ -117,3 +119,61 @@ def test_a_float_render_far_beyond_full_scale_is_skipped_with_why_not_a_librosa_
     [skipped] = result["skipped_files"]
     assert skipped["file"] == "huge.wav" and skipped["reason"].startswith("samples up to 4")
     assert skipped["reason"].endswith("times full scale (audio is -1..1; over 1000 is not audio to judge)")
+
+
+def test_an_archives_newest_part_still_being_written_is_said_as_such(tmp_path):
+    """A live stream's newest part holds a fraction of a second after it begins: it was skipped as "shorter than
+    0.25 s", as if the render were cut short. It is named for what it is; a short file elsewhere keeps its word."""
+    archive = tmp_path / "archive"
+    write_audio_file(archive / "broadcast_00000.wav", melody(1.0, RATE, seed=1), RATE)
+    write_audio_file(archive / "broadcast_00001.wav", melody(0.1, RATE, seed=2), RATE)
+    write_audio_file(archive / "broadcast_00002.wav", np.zeros(0, np.float32), RATE)  # its header alone so far
+    (archive / ".state").mkdir()
+    (archive / ".state" / "params.json").write_text('{"model_folder": "/models/m"}')
+    renders = read_renders(archive, RATE, 10.0)
+    assert renders.names == ["broadcast_00000.wav"]
+    reasons = {s["file"]: s["reason"] for s in renders.skipped}
+    assert reasons["broadcast_00002.wav"] == ("the archive's newest part, still being written (0.000 s so far; "
+                                              "the analysis needs 0.25 s)")
+    assert reasons["broadcast_00001.wav"] == "shorter than the 0.25 s the analysis needs (0.100 s)"
+    (archive / "broadcast_00002.wav").unlink()
+    shutil.rmtree(archive / ".state")  # parts copied out of the archive: finished files, one of them short
+    assert read_renders(archive, RATE, 10.0).skipped == [
+        {"file": "broadcast_00001.wav", "reason": "shorter than the 0.25 s the analysis needs (0.100 s)"}]
+
+
+def test_an_empty_test_split_names_the_corpus_and_the_fix(tmp_path):
+    """A corpus prepared with --test-fraction 0 got "no audio to compare with" alone: the error says why and
+    what to give (--split val, where it holds audio, or the corpus prepared again)."""
+    from wavegen.analysis import compare_renders
+
+    corpus = prepared_corpus(tmp_path, files=3, seconds=2.0, sample_rate=RATE, val_fraction=0.34, test_fraction=0.0)
+    write_audio_file(tmp_path / "renders" / "a.wav", melody(1.0, RATE), RATE)
+    with pytest.raises(AnalysisError) as err:
+        compare_renders(tmp_path / "renders", corpus, max_seconds=1.0)
+    assert str(err.value) == (f"the test split of {corpus} has no audio to compare with (it was prepared with "
+                              f"--test-fraction 0); give --split val (its {Corpus(corpus).seconds('val'):.1f} s), "
+                              f"or prepare it again with --test-fraction above 0 (wavegen prep RECORDINGS {corpus} "
+                              "--test-fraction 0.1)")
+
+
+def test_every_format_prep_reads_is_judged_and_undecodable_audio_is_named(tmp_path):
+    """A render converted to .w64 or .caf (sox, Logic) was "no audio files", though prep reads those formats;
+    an .m4a beside the renders was passed over in silence. Every format prep reads is judged, and audio that
+    libsndfile cannot decode is skipped with why (the only file: the error names it)."""
+    from wavegen.analysis import AUDIO_SUFFIXES
+    from wavegen.prep_inputs import AUDIO_EXTENSIONS
+
+    assert set(AUDIO_SUFFIXES) == AUDIO_EXTENSIONS
+    folder = tmp_path / "renders"
+    write_audio_file(folder / "a.w64", melody(1.0, RATE, seed=1), RATE, format="W64")
+    write_audio_file(folder / "b.caf", melody(1.0, RATE, seed=2), RATE, format="CAF")
+    (folder / "c.m4a").write_bytes(b"\x00\x00\x00\x20ftypM4A ")
+    (folder / "notes.txt").write_text("not audio, not named\n")
+    renders = read_renders(folder, RATE, 10.0)
+    why = ".m4a audio, which libsndfile cannot decode: convert it to .flac or .wav to judge it"
+    assert renders.names == ["a.w64", "b.caf"] and renders.skipped == [{"file": "c.m4a", "reason": why}]
+    (folder / "a.w64").unlink()
+    (folder / "b.caf").unlink()
+    with pytest.raises(AnalysisError, match=f"no audio files .*; c.m4a: {re.escape(why)}$"):
+        read_renders(folder, RATE, 10.0)

@@ -12,7 +12,8 @@ import pytest
 import soundfile as sf
 
 from wavegen.config import ConfigError
-from wavegen.plotting import check_picture_format, picture_formats, save_figure, spectrogram_png, spectrogram_summary
+from wavegen.plotting import (can_mark, check_picture_format, holds_mark, mark_metadata, picture_formats, save_figure,
+                               spectrogram_png, spectrogram_summary)
 
 
 def test_spectrogram_summary_finds_the_tone_and_png_is_valid(tmp_path):
@@ -158,3 +159,22 @@ def test_silence_is_drawn_dark_not_as_loud_as_can_be(tmp_path):
             assert np.allclose(colours, image.cmap(0.0))
         else:
             assert image.get_clim() == (float(db.max()) - 80, float(db.max()))
+
+
+def test_a_picture_carries_a_mark_known_again_in_every_format_that_has_metadata(tmp_path):
+    """eval --plot replaces only its own pictures: the mark is written where the format holds metadata (a PNG's
+    tEXt chunk, an SVG's description, compressed in .svgz, a PDF's subject, PostScript's creator) and found
+    again; a picture drawn without it, or any other file, is not taken for one."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    for fmt in ("png", "svg", "svgz", "pdf", "eps"):
+        fig = Figure(figsize=(2, 2))
+        fig.add_subplot().plot([0, 1])
+        marked, plain = tmp_path / f"marked.{fmt}", tmp_path / f"plain.{fmt}"
+        save_figure(fig, marked, **mark_metadata(marked, "wavegen test mark"))
+        save_figure(fig, plain)
+        assert can_mark(marked) and holds_mark(marked, "wavegen test mark"), fmt
+        assert not holds_mark(plain, "wavegen test mark") and not holds_mark(marked, "another mark"), fmt
+    assert mark_metadata(tmp_path / "a.jpg", "m") == {} and not can_mark(tmp_path / "a.jpg")
+    assert not holds_mark(tmp_path / "missing.png", "m")

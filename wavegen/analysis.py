@@ -34,7 +34,8 @@ from wavegen.errors import WavegenError
 
 logger = logging.getLogger(__name__)
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif")
+# the audio files judged: those prep reads (a render converted to .w64 or .caf was "no audio files")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".w64", ".caf")
 SILENT_DB = -60.0  # frames under this RMS (dBFS) count as silent: no periodicity judged there
 PERIODIC_THRESHOLD = 0.6
 PERIOD_LAGS_MS = (1.0, 16.0)
@@ -238,7 +239,9 @@ def summarize(features: dict, reference_chroma: np.ndarray | None = None) -> dic
         "chroma_entropy_bits_median": median("chroma_entropy_bits"),
         "chroma_profile_similarity": float("nan") if profile is None else _correlation(
             profile, profile if reference_chroma is None else reference_chroma),
-        "periodic_fraction": float((f["periodicity"][sounding] > PERIODIC_THRESHOLD).mean()) if sounding.any() else 0.0,
+        # no sounding frame: undefined, not 0 (0 reads as noise: the renders' periodic 0.00 beside the album's)
+        "periodic_fraction": float((f["periodicity"][sounding] > PERIODIC_THRESHOLD).mean()) if sounding.any()
+        else float("nan"),
         "silent_fraction": float(1.0 - sounding.mean()),
     }
     if features["pyin"]:
@@ -355,6 +358,7 @@ def compare_clips(renders: list[np.ndarray], test: list[np.ndarray], train: list
     test_all = np.concatenate(excerpts["test"])
     level = float(np.sqrt(np.mean(test_all.astype(np.float64) ** 2)))
     seconds = min(max_seconds, len(test_all) / sample_rate)
+    _warn_if_renders_short(sum(map(len, excerpts["renders"])) / sample_rate, seconds)
     for kind in ("white", "pink"):
         excerpts[f"{kind}_noise"] = excerpts_of([noise(kind, seconds, sample_rate, level, seed)], sample_rate,
                                                 max_seconds)
@@ -382,6 +386,20 @@ def compare_clips(renders: list[np.ndarray], test: list[np.ndarray], train: list
     if examples:
         result["examples"] = {name: excerpts[name][0] for name in ("renders", "test")}
     return result
+
+
+SHORT_RENDERS = 0.5  # renders holding under this share of the reference's audio are warned of
+
+
+def _warn_if_renders_short(renders_seconds: float, reference_seconds: float) -> None:
+    """A warning where the renders hold far less audio than the sets they are measured beside: a Frechet
+    distance fitted to fewer frames reads farther (the same music judged on 0.3 s scored 80 where on 8 s it
+    scored 39, beside references of 3 s), so the likeness reads low; --max-seconds evens the lengths."""
+    if renders_seconds < SHORT_RENDERS * reference_seconds:
+        logger.warning("the renders hold %.3g s of audio, the reference sets %.3g s: a Frechet distance from fewer "
+                       "frames reads farther than it is, and the album likeness lower; give --max-seconds %.3g to "
+                       "judge every set on as much audio as the renders hold", renders_seconds, reference_seconds,
+                       math.floor(renders_seconds * 1000) / 1000)
 
 
 def compare_renders(renders_dir: str | Path, corpus_dir: str | Path, *, split: str = "test",
@@ -416,7 +434,7 @@ def compare_renders(renders_dir: str | Path, corpus_dir: str | Path, *, split: s
     renders = read_renders(renders_dir, rate, max_seconds)
     test = split_excerpts(corpus, split, max_seconds)
     if not test:
-        raise AnalysisError(f"the {split} split of {corpus_dir} has no audio to compare with")
+        raise AnalysisError(_empty_split(corpus, corpus_dir, split, reference_split))
     train = split_excerpts(corpus, reference_split, max_seconds) if reference_split else []
     result = compare_clips(renders.excerpts, test, train, rate, max_seconds=max_seconds, pyin=pyin, seed=seed,
                            examples=examples)
@@ -426,24 +444,44 @@ def compare_renders(renders_dir: str | Path, corpus_dir: str | Path, *, split: s
     return result
 
 
+def _empty_split(corpus, corpus_dir, split: str, reference_split: str) -> str:
+    """Why the ``split`` of a corpus holds no audio, and what to give instead: another split that holds
+    some (--split), or the corpus prepared again with a share for it (a corpus prepared with
+    --test-fraction 0 holds no test split)."""
+    fraction = corpus.manifest.get("params", {}).get(f"{split}_fraction")
+    why = (f"it was prepared with --{split}-fraction 0" if fraction == 0
+           else "prep gave every recording to the other splits")
+    others = [s for s in ("test", "val") if s not in (split, reference_split) and corpus.seconds(s) > 0]
+    instead = (f"give --split {others[0]} (its {corpus.seconds(others[0]):.1f} s), or prepare it again"
+               if others else "prepare it again")
+    return (f"the {split} split of {corpus_dir} has no audio to compare with ({why}); {instead} with "
+            f"--{split}-fraction above 0 (wavegen prep RECORDINGS {corpus_dir} --{split}-fraction 0.1)")
+
+
 def _verdict(result: dict) -> dict:
     """Where the renders sit between the album and noise, on the Frechet distance.
 
     ``album_likeness`` = log(FD_noise / FD_renders) / log(FD_noise / FD_album): 1 where the
     renders are as near the test split as the training split is, 0 as far as the nearer noise,
     below 0 farther than noise (FD_album: the training split's; FD_noise: the nearer noise's).
+    Renders silent throughout (no frame over SILENT_DB): ``renders_silent`` True, the likeness NaN.
     """
     fd = {name: d["frechet"] for name, d in result["distances"].items()}
     noise_fd = min(fd["white_noise"], fd["pink_noise"])
     out = {"frechet_renders": fd["renders"], "frechet_noise": noise_fd,
            "periodic_fraction_renders": result["sets"]["renders"]["summary"]["periodic_fraction"],
            "periodic_fraction_album": result["sets"]["test"]["summary"]["periodic_fraction"]}
+    # every frame of the renders silent: nothing sounds to place between album and noise (its Frechet
+    # distance is silence's, far from both); the likeness is undefined, and the report says why
+    silent = result["sets"]["renders"]["summary"]["silent_fraction"] >= 1.0
+    if silent:
+        out["renders_silent"] = True
     if "train" in fd:
         album = max(fd["train"], 1e-9)
         out["frechet_album"] = fd["train"]
         span = math.log(max(noise_fd, 1e-9) / album)
         near = math.log(max(noise_fd, 1e-9) / max(fd["renders"], 1e-9))
-        out["album_likeness"] = near / span if span > 0 else float("nan")
+        out["album_likeness"] = near / span if span > 0 and not silent else float("nan")
     return out
 
 

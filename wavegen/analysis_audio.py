@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from wavegen.analysis import AUDIO_SUFFIXES, MIN_RENDER_SECONDS, AnalysisError, plan_excerpts
-from wavegen.resolve_why import is_archive
+from wavegen.resolve_why import ARCHIVE_PARTS, is_archive
 
 logger = logging.getLogger(__name__)
 
@@ -117,26 +117,29 @@ def read_renders(renders_dir: str | Path, sample_rate: int, max_seconds: float |
     those. Files that cannot be judged are skipped with a warning (``skipped``); AnalysisError when
     the folder holds no audio file, or none that can be judged."""
     folder = _folder(renders_dir)
-    files = sorted(p for p in folder.iterdir()  # hidden: macOS's "._NAME.wav" beside a copied file holds no audio
-                   if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith("."))
+    files, skipped = _audio_files(folder)
     unfinished = _unfinished_render(folder)
     if not files:
         raise AnalysisError(f"{folder}: no audio files ({', '.join(AUDIO_SUFFIXES)})" + (
             "; it is a render that has not finished (a FLAC render writes its files at the end): rerun the render "
-            "command to finish it" if unfinished else _in_subfolders(folder)))
-    sources, skipped = [], []
+            "command to finish it" if unfinished else "".join(f"; {s['file']}: {s['reason']}" for s in skipped)
+            or _in_subfolders(folder)))
+    archive = unfinished and is_archive(folder)  # an archive has .state/ for good: it never finishes
+    # the part a live stream writes now: short for its first seconds, and not a render cut short
+    writing = max((p for p in files if p.match(ARCHIVE_PARTS)), default=None) if archive else None
+    sources, total = [], len(files) + len(skipped)
     for path in files:
         try:
             sources.append(_Source(path, sample_rate))
         except _Unreadable as err:
             skipped.append({"file": path.name, "reason": str(err)})
-    excerpts, sources = _read_planned(sources, sample_rate, max_seconds, skipped)
+    excerpts, sources = _read_planned(sources, sample_rate, max_seconds, skipped, writing)
     reasons = "; ".join(f"{s['file']}: {s['reason']}" for s in skipped)
     if not sources:
         raise AnalysisError(f"{folder}: no audio file can be analysed ({reasons})")
     if skipped:
-        logger.warning("%s: skipping %d of %d audio file(s) (%s)", folder, len(skipped), len(files), reasons)
-    if unfinished and is_archive(folder):  # an archive has .state/ for good: it never finishes
+        logger.warning("%s: skipping %d of %d audio file(s) (%s)", folder, len(skipped), total, reasons)
+    if archive:
         logger.warning("%s: a live stream's archive (wavegen serve --archive): its parts hold the broadcast so "
                        "far, the newest perhaps still being written", folder)
     elif unfinished:  # judged as it is, but not taken for the whole render
@@ -146,15 +149,32 @@ def read_renders(renders_dir: str | Path, sample_rate: int, max_seconds: float |
     return Renders(excerpts, [s.path.name for s in sources], skipped)
 
 
+def _audio_files(folder: Path) -> tuple[list[Path], list[dict]]:
+    """(the audio files directly in ``folder`` that are judged, sorted; the audio files of a format libsndfile
+    cannot decode (.m4a, ...), as skipped ``{"file", "reason"}``: prep passes them over with a warning, and
+    eval passed them over in silence). Hidden files are passed over: macOS's "._NAME.wav" holds no audio."""
+    from wavegen.prep_inputs import OTHER_AUDIO_EXTENSIONS
+
+    shown = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    undecodable = [{"file": p.name, "reason": f"{p.suffix} audio, which libsndfile cannot decode: convert it to "
+                                              ".flac or .wav to judge it"}
+                   for p in shown if p.suffix.lower() in OTHER_AUDIO_EXTENSIONS]
+    return [p for p in shown if p.suffix.lower() in AUDIO_SUFFIXES], undecodable
+
+
 def _read_planned(sources: list[_Source], sample_rate: int, max_seconds: float | None,
-                  skipped: list[dict]) -> tuple[list[np.ndarray], list[_Source]]:
+                  skipped: list[dict], writing: Path | None = None) -> tuple[list[np.ndarray], list[_Source]]:
     """(the planned excerpts, the sources judged): a source too short, or with NaN or inf in what is
-    read, is moved to ``skipped`` and the excerpts planned again without it."""
+    read, is moved to ``skipped`` and the excerpts planned again without it. ``writing``: an archive's
+    newest part, which a live stream is still writing (said as such where it is too short yet)."""
     least = int(MIN_RENDER_SECONDS * sample_rate)
     while True:
         for s in [s for s in sources if s.length < least]:
-            skipped.append({"file": s.path.name, "reason": f"shorter than the {MIN_RENDER_SECONDS} s the analysis "
-                                                           f"needs ({s.length / sample_rate:.3f} s)"})
+            so_far = f"{s.length / sample_rate:.3f} s"
+            skipped.append({"file": s.path.name, "reason": (
+                f"the archive's newest part, still being written ({so_far} so far; the analysis needs "
+                f"{MIN_RENDER_SECONDS} s)" if s.path == writing else
+                f"shorter than the {MIN_RENDER_SECONDS} s the analysis needs ({so_far})")})
         sources = [s for s in sources if s.length >= least]
         excerpts, index = [], None
         try:

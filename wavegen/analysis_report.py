@@ -18,7 +18,7 @@ from wavegen.analysis import FRAME_FEATURES, SETS, SILENT_DB, SUMMARY_FEATURES, 
 UNDEFINED = {
     **{key: f"every frame is silent (under {SILENT_DB:g} dBFS): no spectrum or pitch to measure"
        for key in ("centroid_hz_median", "bandwidth_hz_median", "flatness_median", "contrast_db_median",
-                   "chroma_entropy_bits_median", "chroma_profile_similarity")},
+                   "chroma_entropy_bits_median", "chroma_profile_similarity", "periodic_fraction")},
     "tempo_bpm": f"no excerpt of {TEMPO_SECONDS:g} s or more to estimate a tempo on (its audio, or "
                  "--max-seconds, is shorter)",
 }
@@ -71,15 +71,25 @@ def _verdict_lines(v: dict, ref: str = "test split") -> list[str]:
     to ``ref`` (the reference split), each number named by the set it is of (``periodic_fraction_album``
     is the reference split's, not the training split's)."""
     lines = []
-    if _defined(v.get("album_likeness")):
+    if v.get("renders_silent"):
+        lines.append(f"album likeness undefined: the renders are silent (every frame under {SILENT_DB:g} dBFS): "
+                     "no sound to place between the album and noise")
+    elif _defined(v.get("album_likeness")):
         lines.append(f"album likeness {v['album_likeness']:.2f} (1: as near the {ref} as the training split, "
                      "0: as far as noise)")
     elif "album_likeness" in v:
         lines.append(f"album likeness undefined: the nearer noise ({v['frechet_noise']:.2f}) is no farther from "
                      f"the {ref} than the training split ({v['frechet_album']:.2f}), so there is no scale from "
                      "album to noise to place the renders on; compare the Frechet distances instead")
-    lines.append(f"frechet to the {ref}: renders {v['frechet_renders']:.2f}, nearer noise {v['frechet_noise']:.2f}"
+    lines.append(f"frechet to the {ref}: renders {v['frechet_renders']:.2f}"
+                 + (" (silence's)" if v.get("renders_silent") else "")
+                 + f", nearer noise {v['frechet_noise']:.2f}"
                  + (f", training split {v['frechet_album']:.2f}" if "frechet_album" in v else "")
-                 + f"; periodic frames: renders {v['periodic_fraction_renders']:.2f}, "
-                   f"{ref} {v['periodic_fraction_album']:.2f}")
+                 + f"; periodic frames: renders {_fraction(v['periodic_fraction_renders'])}, "
+                   f"{ref} {_fraction(v['periodic_fraction_album'])}")
     return lines
+
+
+def _fraction(value) -> str:
+    """A periodic fraction in the verdict: "n/a (no sounding frame)" where it is undefined."""
+    return f"{value:.2f}" if _defined(value) else "n/a (no sounding frame)"

@@ -119,6 +119,43 @@ def save_figure(fig, path: str | Path, **savefig_kwargs) -> Path:
     return path
 
 
+# The metadata key a picture's format carries a mark of who drew it in (savefig's metadata): a PNG's tEXt
+# chunk, SVG's description, PDF's subject, PostScript's creator. The other formats matplotlib writes
+# (jpg, tiff, webp, gif, ...) carry none.
+MARK_KEYS = {"png": "Description", "svg": "Description", "svgz": "Description", "pdf": "Subject",
+             "eps": "Creator", "ps": "Creator"}
+MARKED_PICTURE_BYTES = 64 << 20  # a picture drawn here is a few MB at most: a larger file is another's
+COMPARISON_MARK = "wavegen eval --plot: rendered audio compared with its album"
+
+
+def mark_metadata(path: str | Path, mark: str) -> dict:
+    """savefig's keyword arguments that write ``mark`` into the picture at ``path`` ({} where its format
+    carries no metadata), so that :func:`holds_mark` knows it again."""
+    key = MARK_KEYS.get(_picture_format(Path(path)))
+    return {"metadata": {key: mark}} if key else {}
+
+
+def can_mark(path: str | Path) -> bool:
+    """Whether a picture at ``path`` (its format, from the extension) can carry a mark."""
+    return _picture_format(Path(path)) in MARK_KEYS
+
+
+def holds_mark(path: str | Path, mark: str) -> bool:
+    """Whether the file at ``path`` is a picture drawn with ``mark`` (:func:`mark_metadata`): the mark's
+    bytes in it (a gzip-compressed SVG unpacked first). False for any other file, or one not readable."""
+    import gzip
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MARKED_PICTURE_BYTES + 1)
+        if data[:2] == b"\x1f\x8b":  # svgz: unpacked up to the same bound
+            with gzip.open(path, "rb") as f:
+                data = f.read(MARKED_PICTURE_BYTES + 1)
+    except (OSError, EOFError):  # gzip.BadGzipFile is an OSError
+        return False
+    return len(data) <= MARKED_PICTURE_BYTES and mark.encode("latin-1") in data
+
+
 FLOOR_DB = -120.0  # the spectrograms' power floor (1e-12): silence
 RANGE_DB = 80.0
 
@@ -222,7 +259,7 @@ def plot_comparison(result: dict, path: str | Path, examples: dict | None = None
                            "a render" if name == "renders" else "the album (test split)")
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return save_figure(fig, path)
+    return save_figure(fig, path, **mark_metadata(path, COMPARISON_MARK))  # known again as ours (eval --plot)
 
 
 SPECTROGRAM_TOP_HZ = 5000.0  # the panels show 0 .. this (or Nyquist): where the notes and their partials lie

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     _print_any_name()
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s" if args.verbose else "%(message)s")
-    for noisy in ("accelerate", "torch.distributed", "numba"):  # their INFO lines are not for users
+    for noisy in ("accelerate", "torch", "torch.distributed", "numba"):  # their INFO lines are not for users
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     from wavegen.errors import WavegenError
 

@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from wavegen.cli.options import (JSON_STDOUT, add_device, add_json, add_threads, apply_threads, check_device,
@@ -52,11 +53,18 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from wavegen.config import ConfigError
-
     if not _first_process():
         return 0
     settle_json_word(args)  # `wavegen eval --json RUN --data C`: RUN is the model, not --json's file
+    # the folders made for --plot and --json FILE (before the work) go again if it stops before writing there
+    with _folders_made_for(args.plot, json_file(args)):
+        return _eval(args)
+
+
+def _eval(args) -> int:
+    """The command, once settled: the NLL of a model, or --renders."""
+    from wavegen.config import ConfigError
+
     apply_threads(args)
     if args.renders is not None:
         return _renders(args)
@@ -108,6 +116,44 @@ def _warn_if_prepared_again(ref, data: str) -> None:
         logger.warning("%s: the corpus %s was trained on has been prepared again since (corpus id %s then, %s now): "
                        "the renders are judged against what it holds now; give --data for another album",
                        data, ref.source, trained_on, now)
+
+
+@contextmanager
+def _folders_made_for(*files):
+    """The folders missing now on the way to ``files`` (None: no file) are removed again, where still empty,
+    when the block stops by an error or a Ctrl-C: check_output_file makes a --plot's or --json FILE's folder
+    before the work, and an eval stopped before writing there left it behind. A folder that was there (the
+    user's) is never touched, nor one that holds anything."""
+    missing = []
+    for file in files:
+        if file is not None:
+            folder = Path(file).expanduser().absolute().parent
+            missing += [f for f in (folder, *folder.parents) if not f.exists() and f not in missing]
+    try:
+        yield
+    except BaseException:
+        for folder in sorted(missing, key=lambda f: len(f.parts), reverse=True):  # the deepest first
+            try:
+                folder.rmdir()
+            except OSError:  # not made after all, or it holds something now
+                pass
+        raise
+
+
+def _check_earlier_plot(path: str) -> None:
+    """A file at --plot's path is replaced only where it is empty or a plot of an earlier eval (its mark:
+    wavegen.plotting.holds_mark): a picture or any file of the user's is refused before the analysis."""
+    from wavegen.config import ConfigError
+    from wavegen.plotting import COMPARISON_MARK, can_mark, holds_mark
+
+    target = Path(path).expanduser()
+    if not target.is_file() or target.stat().st_size == 0 or holds_mark(target, COMPARISON_MARK):
+        return
+    why = ("holds a picture or file that wavegen eval did not draw" if can_mark(target) else
+           f"a file is there, and a {target.suffix} picture carries no mark of what drew it (a .png, .svg, .pdf "
+           "or .eps does), so it may be yours")
+    raise ConfigError(f"--plot {path}: {why}; not overwritten: give --plot a new file name (or remove {path} "
+                      "first)")
 
 
 def _is_eval_result(value) -> bool:
@@ -173,6 +219,7 @@ def _renders(args) -> int:
                           "audio per set")
     if args.plot:  # checked and its folder made now: a plot that cannot be written must not cost the analysis
         check_picture_file(args.plot, "--plot", "compare.png")
+        _check_earlier_plot(args.plot)
     check_json_file(args, "compare.json", "wavegen eval result", _is_eval_result)
     result = compare_renders(args.renders, data, split=args.split, max_seconds=max_seconds, pyin=args.pyin,
                              examples=bool(args.plot))
