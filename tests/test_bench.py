@@ -171,7 +171,22 @@ def test_json_and_plot_files_are_checked_before_anything_is_timed(tmp_path, caps
     assert len(timings) == 1 and b"<svg" in (tmp_path / "speed.svg").read_bytes()[:400]
     assert json.loads((tmp_path / "new" / "b.json").read_text())["rows"][0]["batch"] == 1
     assert cli.main([*base, "--json", str(tmp_path / "new" / "b.json")]) == 0  # an earlier result: replaced
+    assert cli.main([*base, "--plot", str(tmp_path / "speed.svg")]) == 0  # an earlier plot (its mark): replaced
     capsys.readouterr()
+    # --plot onto a picture bench did not draw (a user's photo, another command's plot): refused, left whole
+    from wavegen.plotting import COMPARISON_MARK, mark_metadata, save_figure
+    from matplotlib.figure import Figure
+
+    save_figure(Figure(), tmp_path / "compare.png", **mark_metadata(tmp_path / "compare.png", COMPARISON_MARK))
+    (tmp_path / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n a user's photo")
+    for name in ("compare.png", "photo.png"):
+        before = (tmp_path / name).read_bytes()
+        assert cli.main([*base, "--plot", str(tmp_path / name)]) == 2
+        assert capsys.readouterr().err.strip() == (
+            f"wavegen bench: error: --plot {tmp_path / name}: holds a picture or file that wavegen bench --plot did "
+            f"not draw; not overwritten: give --plot a new file name (or remove {tmp_path / name} first)")
+        assert (tmp_path / name).read_bytes() == before
+    assert len(timings) == 3
     # --json FILE onto a file that is no bench result (a model's config.json, a WAV): refused, left whole
     (tmp_path / "config.json").write_text('{"model_type": "wavenet", "sample_rate": 8000}')
     (tmp_path / "take.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt ")
@@ -182,7 +197,7 @@ def test_json_and_plot_files_are_checked_before_anything_is_timed(tmp_path, caps
                                            f"bench result; not overwritten: give --json a new file name (or remove "
                                            f"{tmp_path / name} first)\n")
         assert (tmp_path / name).read_bytes() == before
-    assert len(timings) == 2
+    assert len(timings) == 3
 
 
 def test_a_json_file_that_would_replace_a_fifo_is_refused_before_anything_is_timed(tmp_path, capsys, timings):

@@ -45,7 +45,7 @@ def test_a_plot_replaces_an_earlier_plot_but_never_a_users_picture(album, tmp_pa
     with caplog.at_level("INFO"):
         assert main(["eval", "--renders", str(album[1]), "--data", str(album[0]), "--plot", str(theirs)]) == 2
     assert capsys.readouterr().err.strip() == (
-        f"wavegen eval: error: --plot {theirs}: holds a picture or file that wavegen eval did not draw; not "
+        f"wavegen eval: error: --plot {theirs}: holds a picture or file that wavegen eval --plot did not draw; not "
         f"overwritten: give --plot a new file name (or remove {theirs} first)")
     assert theirs.read_bytes() == before and "analysing" not in caplog.text
     ours = tmp_path / "compare.png"

@@ -86,18 +86,18 @@ def test_a_picture_path_is_checked_once_with_the_pictures_messages(tmp_path, mon
     looked = []
     real = fileio.not_a_file
     monkeypatch.setattr(fileio, "not_a_file", lambda path: looked.append(str(path)) or real(path))
-    check_picture_file(tmp_path / "new" / "p.png", "--plot", "compare.png")
+    check_picture_file(tmp_path / "new" / "p.png", "--plot", "compare.png", "m")
     assert looked == [str(tmp_path / "new" / "p.png")] and (tmp_path / "new").is_dir()
     (tmp_path / "folder").mkdir()
     with pytest.raises(ConfigError, match=r"^--plot .*folder: is a folder; give a file name for the picture "
                                           r"\(e\.g\. .*folder/compare\.png\)$"):
-        check_picture_file(tmp_path / "folder", "--plot", "compare.png")
+        check_picture_file(tmp_path / "folder", "--plot", "compare.png", "m")
     os.mkfifo(tmp_path / "pipe")  # a FIFO (or a device): the picture would replace it
     with pytest.raises(ConfigError, match=r"^--plot .*pipe: is a FIFO, not a regular file; give a file name for "
                                           r"the picture$"):
-        check_picture_file(tmp_path / "pipe", "--plot", "compare.png")
+        check_picture_file(tmp_path / "pipe", "--plot", "compare.png", "m")
     with pytest.raises(ConfigError, match=r"matplotlib cannot write \.txt pictures"):  # before any folder is made
-        check_picture_file(tmp_path / "other" / "p.txt", "--plot", "compare.png")
+        check_picture_file(tmp_path / "other" / "p.txt", "--plot", "compare.png", "m")
     assert not (tmp_path / "other").exists()
 
 

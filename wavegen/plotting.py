@@ -126,6 +126,7 @@ MARK_KEYS = {"png": "Description", "svg": "Description", "svgz": "Description", 
              "eps": "Creator", "ps": "Creator"}
 MARKED_PICTURE_BYTES = 64 << 20  # a picture drawn here is a few MB at most: a larger file is another's
 COMPARISON_MARK = "wavegen eval --plot: rendered audio compared with its album"
+SPEED_MARK = "wavegen bench --plot: generation speed against streams"  # each mark names what drew it, to the colon
 
 
 def mark_metadata(path: str | Path, mark: str) -> dict:
@@ -155,6 +156,22 @@ def holds_mark(path: str | Path, mark: str) -> bool:
         return False
     return len(data) <= MARKED_PICTURE_BYTES and mark.encode("latin-1") in data
 
+
+
+def check_replaceable(path: str | Path, flag: str, mark: str) -> None:
+    """ConfigError where a file at ``path`` (``flag``'s) is not one to replace: a file is replaced only where it
+    is empty or holds ``mark`` (a picture drawn earlier by the same command); a picture or any file of the
+    user's is refused, named, before any work."""
+    from wavegen.config import ConfigError
+
+    target = Path(path).expanduser()
+    if not target.is_file() or target.stat().st_size == 0 or holds_mark(target, mark):
+        return
+    why = (f"holds a picture or file that {mark.split(':')[0]} did not draw" if can_mark(target) else
+           f"a file is there, and a {target.suffix} picture carries no mark of what drew it (a .png, .svg, .pdf "
+           "or .eps does), so it may be yours")
+    raise ConfigError(f"{flag} {path}: {why}; not overwritten: give {flag} a new file name (or remove {path} "
+                      "first)")
 
 FLOOR_DB = -120.0  # the spectrograms' power floor (1e-12): silence
 RANGE_DB = 80.0
@@ -208,7 +225,7 @@ def speed_png(results: list[dict] | dict, png_path: str | Path) -> Path | None:
     fig.tight_layout()
     png_path = Path(png_path)
     png_path.parent.mkdir(parents=True, exist_ok=True)
-    return save_figure(fig, png_path, dpi=110)
+    return save_figure(fig, png_path, dpi=110, **mark_metadata(png_path, SPEED_MARK))  # known again (bench --plot)
 
 
 def plot_comparison(result: dict, path: str | Path, examples: dict | None = None) -> Path | None:

@@ -140,22 +140,6 @@ def _folders_made_for(*files):
         raise
 
 
-def _check_earlier_plot(path: str) -> None:
-    """A file at --plot's path is replaced only where it is empty or a plot of an earlier eval (its mark:
-    wavegen.plotting.holds_mark): a picture or any file of the user's is refused before the analysis."""
-    from wavegen.config import ConfigError
-    from wavegen.plotting import COMPARISON_MARK, can_mark, holds_mark
-
-    target = Path(path).expanduser()
-    if not target.is_file() or target.stat().st_size == 0 or holds_mark(target, COMPARISON_MARK):
-        return
-    why = ("holds a picture or file that wavegen eval did not draw" if can_mark(target) else
-           f"a file is there, and a {target.suffix} picture carries no mark of what drew it (a .png, .svg, .pdf "
-           "or .eps does), so it may be yours")
-    raise ConfigError(f"--plot {path}: {why}; not overwritten: give --plot a new file name (or remove {path} "
-                      "first)")
-
-
 def _is_eval_result(value) -> bool:
     """Whether a JSON value is what ``wavegen eval --json`` writes: an NLL or a comparison of renders."""
     return isinstance(value, dict) and ("nll_bits_per_sample" in value or {"verdict", "sets"} <= value.keys())
@@ -218,8 +202,9 @@ def _renders(args) -> int:
         raise ConfigError(f"--max-seconds {max_seconds:g}: the analysis needs at least {MIN_RENDER_SECONDS} s of "
                           "audio per set")
     if args.plot:  # checked and its folder made now: a plot that cannot be written must not cost the analysis
-        check_picture_file(args.plot, "--plot", "compare.png")
-        _check_earlier_plot(args.plot)
+        from wavegen.plotting import COMPARISON_MARK
+
+        check_picture_file(args.plot, "--plot", "compare.png", COMPARISON_MARK)  # never a picture of the user's
     check_json_file(args, "compare.json", "wavegen eval result", _is_eval_result)
     result = compare_renders(args.renders, data, split=args.split, max_seconds=max_seconds, pyin=args.pyin,
                              examples=bool(args.plot))

@@ -79,12 +79,14 @@ def check_output_file(path, flag: str, example: str, what: str = "") -> None:
                           f"give {flag} a file in a writable folder") from None
 
 
-def check_picture_file(path, flag: str, example: str) -> None:
+def check_picture_file(path, flag: str, example: str, mark: str) -> None:
     """:func:`check_output_file` for a picture (--plot): first its extension, one matplotlib writes
-    (wavegen.plotting.check_picture_format; before the folder is made), then the path."""
-    from wavegen.plotting import check_picture_format
+    (wavegen.plotting.check_picture_format), and that a file there is one to replace (empty, or drawn
+    earlier with ``mark``: wavegen.plotting.check_replaceable), both before the folder is made; then the path."""
+    from wavegen.plotting import check_picture_format, check_replaceable
 
     check_picture_format(path, flag)
+    check_replaceable(path, flag, mark)
     check_output_file(path, flag, example, " for the picture")
 
 
