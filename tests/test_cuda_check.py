@@ -176,3 +176,52 @@ def test_a_compiler_that_cannot_load_its_registries_makes_the_backend_unavailabl
     assert run_python("-c", probe, "as-installed").stdout.strip() == "None"
     why = run_python("-c", probe, "old-numba-cuda-on-new-numpy").stdout.strip()
     assert "fails to load its compiler" in why and "row_stack" in why and "numpy < 2.5" in why, why
+
+
+@pytest.mark.parametrize("variables", [{"NUMBA_ENABLE_CUDASIM": "1"}, {"TRITON_INTERPRET": "1"},
+                                       {"NUMBA_ENABLE_CUDASIM": "1", "TRITON_INTERPRET": "true"}])
+def test_a_simulator_switched_on_is_refused_in_one_line(tmp_path, variables):
+    """With the tests' simulator variables set (numba-cuda's simulator, Triton's interpreter), the check has no
+    compiler to build with: one line naming each variable and what to do, exit 2, no --json FILE written (it was
+    a RuntimeError traceback after the first build began, exit 1)."""
+    out = tmp_path / "check.json"
+    run = subprocess.run([sys.executable, *ONE_KERNEL, CHEAP, "--json", str(out)], capture_output=True, text=True,
+                         env={**ENV, **variables}, timeout=120)
+    assert run.returncode == 2 and run.stdout == "", (run.stdout, run.stderr)
+    line, = run.stderr.splitlines()
+    named = " and ".join(f"{name}={value}" for name, value in variables.items())
+    assert line.startswith(f"python -m wavegen.kernels.cuda: error: {named}: the compile check builds the real "
+                           "kernels"), line
+    assert f"unset {' and '.join(variables)} (e.g. env -u {' -u '.join(variables)} " in line, line
+    assert not out.exists()
+
+
+def test_a_simulator_variable_set_to_off_is_no_refusal():
+    """NUMBA_ENABLE_CUDASIM=0 and TRITON_INTERPRET=0 are the simulators off, as numba and Triton read them: the
+    check goes on to its arguments (here an unknown kernel, so that nothing is built)."""
+    run = subprocess.run([sys.executable, "-m", "wavegen.kernels.cuda", "--check", "--only", "nosuch"],
+                         capture_output=True, text=True, env={**ENV, "NUMBA_ENABLE_CUDASIM": "0",
+                                                              "TRITON_INTERPRET": "0"}, timeout=300)
+    assert run.returncode == 2 and "--only nosuch: no such kernel" in run.stderr, run.stderr
+
+
+@pytest.mark.slow  # five processes that each import every kernel module: about 20 s on a busy 2-core machine
+def test_unknown_names_and_architectures_are_refused_in_one_line_before_any_build():
+    """An --only name no kernel has (the known ones listed, by base name), one left out by --kind, an --arch that
+    is not a compute capability: one line each, exit 2 (a name was a SystemExit of exit 1 listing every variant,
+    one of the other kind was called 'no such kernel', an --arch a ValueError traceback)."""
+    prefix = "python -m wavegen.kernels.cuda: error: "
+    cases = {("--only", "nosuch,wavenet_persistent"): (
+                 "--only nosuch: no such kernel; the kernels are samplernn_persistent, srnn_layer, srnn_linear, "),
+             ("--kind", "triton", "--only", "samplernn_persistent"): (
+                 "--only samplernn_persistent: a numba kernel, and --kind triton leaves it out"),
+             ("--arch", "9x"): "--arch 9x: '9x' is not a compute capability; give numbers such as 90,80",
+             ("--arch", "90,"): "--arch 90,: an empty item is not a compute capability",
+             ("--only", ","): "--only ',': give kernel names, comma-separated"}
+    for args, said in cases.items():
+        run = run_python("-m", "wavegen.kernels.cuda", "--check", *args, timeout=300)
+        assert run.returncode == 2 and run.stdout == "", (args, run.stdout, run.stderr)
+        line, = run.stderr.splitlines()
+        assert line.startswith(prefix + said), (args, line)
+        if args[0] == "--only" and args[1].startswith("nosuch"):
+            assert line.endswith("wavenet_large_layers, wavenet_persistent (a name alone builds all its [variants])")

@@ -1,6 +1,7 @@
-"""A render begun from a run's best/, which is gone when the render is resumed (deleted, or being replaced
-by a training): the rerun names the kept checkpoint holding the weights the render began with, resuming
-from it gives the audio of a render never stopped, and so does a resume from best/ once it is back."""
+"""A render begun from a run's best/ (or a checkpoint), which is gone when the render is resumed (deleted, or
+being replaced by a training; pruned): the rerun goes on with the kept checkpoint (or best/) holding the very
+weights the render began with, saying so in one line, and gives the audio of a render never stopped, as does
+a resume from best/ once it is back; where no model holds those weights, the rerun is refused, saying so."""
 
 from __future__ import annotations
 
@@ -47,11 +48,11 @@ def one_error_line(capsys) -> str:
     return err[0]
 
 
-def interrupted(out: Path, *args, after: int = 0) -> int:
+def interrupted(out: Path, *args, after: int = 0, said: list | None = None) -> int:
     """`wavegen render ARGS --out OUT` as a real process, Ctrl-C'd once its snapshot holds more than
     ``after`` samples, and more than the snapshot OUT held before it started (the last session's, which
     its stop may have carried past ``after``: taken for this one's, the signal came while it imported);
-    → the samples its snapshot held then."""
+    → the samples its snapshot held then (``said``: gets its stderr's lines)."""
     snapshot = out / ".state" / "rank0.npz"
     before = load_snapshot(snapshot)[1] if snapshot.is_file() else 0
     proc = subprocess.Popen(cli(*args, "--out", out, *FLAGS), env=ENV, stdout=subprocess.PIPE,
@@ -60,22 +61,24 @@ def interrupted(out: Path, *args, after: int = 0) -> int:
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
+    if said is not None:
+        said.extend(err.splitlines())
     return written
 
 
-def test_a_render_whose_best_is_gone_names_the_checkpoint_and_resumes_from_it(tmp_path, capsys):
+def test_a_render_whose_best_is_gone_resumes_with_the_checkpoint_holding_its_weights(tmp_path):
+    """The same command goes on with the kept checkpoint of the same tensors, said in one line (as serve
+    continues an archive); it was refused, naming the checkpoint to give."""
     model = make_model(tmp_path / "model")
     run, out = make_run(model, tmp_path / "run"), tmp_path / "out"
     written = interrupted(out, run)
     shutil.rmtree(run / "best")  # deleted, or a training replacing it
-    assert main(["-q", "render", str(run), "--out", str(out), *map(str, FLAGS)]) == 2
-    assert one_error_line(capsys) == (
-        f"wavegen render: error: {out} holds a render begun from the model in {(run / 'best').resolve()} "
-        f"(model_sha256={sha256_file(model / 'model.safetensors')[:12]}...), which is gone (deleted, or being "
-        "replaced by a training); the "
-        f"checkpoint {(run / 'checkpoints' / 'step_5').resolve()} holds the same weights: rerun with --checkpoint "
-        "step_5 to resume it, or choose another --out")
-    interrupted(out, run, "--checkpoint", "step_5", after=written)  # resumed from it, stopped again
+    said = []
+    interrupted(out, run, after=written, said=said)  # resumed with step_5, stopped again
+    assert [line for line in said if "is gone" in line] == [
+        f"{run}: {(run / 'best').resolve()}, the model the render in {out.resolve()} began with, is gone (deleted, or "
+        f"being replaced by a training); the kept checkpoint {(run / 'checkpoints' / 'step_5').resolve()} holds the "
+        "weights it began with, the same tensors: resuming the render with it"], said
     shutil.copytree(model, run / "best")  # training restored best/ from step_5: the same weights again
     assert main(["-q", "render", str(run), "--out", str(out), *map(str, FLAGS)]) == 0, capsys.readouterr().err
     assert json.loads((out / "render_report.json").read_text())["sessions"] == 3
@@ -88,8 +91,8 @@ def test_a_finished_render_whose_best_is_gone_and_whose_weights_no_checkpoint_ho
     render(run, out, settings(0.125), progress=False)
     shutil.rmtree(run / "best")
     assert main(["-q", "render", str(run / "best"), "--out", str(out), *map(str, FLAGS[2:]), "--seconds",
-                 "0.125"]) == 2
-    assert "holds a finished render begun from the model in" in one_error_line(capsys)
+                 "0.125"]) == 0  # checked with step_5, the same weights: complete
+    assert one_error_line(capsys).endswith("the same tensors: checking the finished render with it")
     assert main(["-q", "render", str(run), "--checkpoint", "step_5", "--out", str(out), *map(str, FLAGS[2:]),
                  "--seconds", "0.125"]) == 0  # the same weights: complete, nothing to do
     assert not capsys.readouterr().err
@@ -120,21 +123,19 @@ def test_a_render_whose_checkpoint_was_pruned_names_the_model_holding_its_weight
     checkpoints = run / "checkpoints"
     shutil.copytree(checkpoints / "step_5", checkpoints / "step_9")  # the same weights, kept on
     shutil.rmtree(checkpoints / "step_5")
-    gone = (f"wavegen render: error: --checkpoint step_5: {out} holds a finished render begun from the checkpoint "
-            f"{(checkpoints / 'step_5').resolve()} (model_sha256=")
-    assert main(["-q", "render", str(run), "--checkpoint", "step_5", "--out", str(out), *flags]) == 2
-    line = one_error_line(capsys)
-    assert line.startswith(gone) and line.endswith(
-        f"which is gone (pruned by a training that went on, or deleted); the kept checkpoint "
-        f"{(checkpoints / 'step_9').resolve()} holds the same weights: rerun with --checkpoint step_9 to check it, "
-        "or choose another --out"), line
+    assert main(["-q", "render", str(run), "--checkpoint", "step_5", "--out", str(out), *flags]) == 0
+    assert one_error_line(capsys).endswith(
+        f"--checkpoint step_5: {(checkpoints / 'step_5').resolve()}, the model the render in {out.resolve()} began "
+        "with, is gone (pruned by a training that went on, or deleted); the kept checkpoint "
+        f"{(checkpoints / 'step_9').resolve()} holds the weights it began with, the same tensors: checking the "
+        "finished render with it")
     shutil.rmtree(checkpoints / "step_9")
     (checkpoints / "step_7").mkdir()  # another checkpoint (other weights), as a training that went on keeps
     make_model(checkpoints / "step_7", seed=1)
     (checkpoints / "step_7" / "trainer_state.json").write_text(json.dumps({"step": 7}))
-    assert main(["-q", "render", str(run), "--checkpoint", "step_5", "--out", str(out), *flags]) == 2
-    assert one_error_line(capsys).endswith(
-        "the run's best/ holds the same weights: rerun without --checkpoint to check it, or choose another --out")
+    assert main(["-q", "render", str(run), "--checkpoint", "step_5", "--out", str(out), *flags]) == 0
+    assert "; the run's best/ holds the weights it began with, the same tensors: checking the finished render " \
+        "with it" in one_error_line(capsys)
     assert main(["-q", "render", str(run), "--out", str(out), *flags]) == 0  # best/: the same render, complete
     assert not capsys.readouterr().err
     shutil.rmtree(run / "best")
@@ -225,12 +226,61 @@ def test_a_render_begun_before_tensors_were_recorded_resumes_and_refuses_a_chang
     assert params["model_tensors_sha256"] == tensors_sha256(model / "model.safetensors")
     as_an_older_render_wrote_it(out, params_too=False)  # as if that session died before its first snapshot
     shutil.rmtree(run / "best")
-    assert main(["-q", "render", str(run), "--out", str(out), *flags]) == 2
-    assert "the checkpoint" in one_error_line(capsys)
-    assert main(["-q", "render", str(run), "--checkpoint", "step_5", "--out", str(out), *flags]) == 0, \
-        capsys.readouterr().err
+    assert main(["-q", "render", str(run), "--out", str(out), *flags]) == 0, capsys.readouterr().err
+    assert "the kept checkpoint" in capsys.readouterr().err  # resumed with step_5, its tensors recorded
     assert json.loads((out / "render_report.json").read_text())["sessions"] == 3
     assert np.array_equal(read_pcm(out / "stream_000.wav"), direct_pcm(model, 1, round(SECONDS * SR))[0])
     never_resumed = {"model": str((run / "best").resolve()), "model_sha256": params["model_sha256"]}
     assert "holds its weights file byte for byte (the render, begun by an older wavegen" in \
         model_gone(out, run, never_resumed, False)
+
+
+def _recorded(model_dir: Path) -> dict:
+    """What a render (or an archive) records of the model in ``model_dir``: its folder, resolved, and digests."""
+    from wavegen.resolve import checkpoint_weights
+    from wavegen.weights_file import tensors_sha256
+
+    in_run = model_dir.parent.name == "checkpoints"
+    weights = checkpoint_weights(model_dir) if in_run else model_dir / "model.safetensors"
+    return {"began": str(model_dir.resolve()), "tensors": tensors_sha256(weights), "sha256": sha256_file(weights)}
+
+
+def test_the_model_holding_the_weights_a_render_began_with_is_found_where_the_one_named_is_gone(tmp_path):
+    """model_change.stand_in, the one way render and serve find the model to go on with: for a best/ gone, the
+    newest kept checkpoint with the same tensors; for a checkpoint pruned, that, else the run's best/; nothing
+    where no model holds them, where the model named is still there, or is not the one the render began with."""
+    from wavegen.render.model_change import stand_in
+
+    model = make_model(tmp_path / "model")
+    run = make_run(model, tmp_path / "run")
+    checkpoints = run / "checkpoints"
+    best, step_5 = _recorded(run / "best"), _recorded(checkpoints / "step_5")
+    assert best["tensors"] == step_5["tensors"] and best["sha256"] != step_5["sha256"]  # other writers, other bytes
+    for named in (run, run / "best"):
+        assert stand_in(named, None, **best) is None  # best/ is there: the named model's own check decides
+    assert stand_in(run, "step_5", **step_5) is None
+    shutil.rmtree(run / "best")
+    for named in (run, run / "best"):
+        found = stand_in(named, None, **best)
+        assert found.ref.folder == (checkpoints / "step_5").resolve() and found.began == (run / "best").resolve()
+        assert found.said("runs/a", "the render in out", "resuming the render") == (
+            f"runs/a: {(run / 'best').resolve()}, the model the render in out began with, is gone (deleted, or being "
+            f"replaced by a training); the kept checkpoint {(checkpoints / 'step_5').resolve()} holds the weights it "
+            "began with, the same tensors: resuming the render with it")
+    assert stand_in(tmp_path / "elsewhere", None, **best) is None  # another model named: not this render's
+    assert stand_in(run, None, **{**best, "tensors": "0" * 64}) is None  # no kept checkpoint holds those
+    shutil.copytree(model, run / "best")
+    shutil.copytree(checkpoints / "step_5", checkpoints / "step_9")  # the same weights, kept on
+    shutil.rmtree(checkpoints / "step_5")
+    found = stand_in(run, "step_5", **step_5)
+    assert found.ref.folder == (checkpoints / "step_9").resolve() and "(pruned by a training that went on" in \
+        found.said("--checkpoint step_5", "the archive a", "continuing the archive")
+    assert stand_in(run, "step_9", **step_5) is None and stand_in(run, "last", **step_5) is None  # named: there
+    shutil.rmtree(checkpoints / "step_9")
+    found = stand_in(run, "step_5", **step_5)
+    assert found.ref.folder == (run / "best").resolve() and found.holder == "the run's best/"
+    older = {**step_5, "tensors": None}  # recorded by an older wavegen: the weights file byte for byte, or nothing
+    assert stand_in(run, "step_5", **older) is None  # best/'s file has other bytes
+    shutil.rmtree(run / "best")
+    make_model(run / "best", seed=2)  # trained on: other weights
+    assert stand_in(run, "step_5", **step_5) is None

@@ -115,6 +115,33 @@ def test_an_archive_begun_from_a_checkpoint_pruned_since_continues_with_best_hol
         Station(str(run), ServeSettings(archive=str(archive), guard=False), "step_5")
     assert _contents(archive) == before
 
+@pytest.mark.slow
+def test_an_archive_begun_from_best_deleted_since_continues_with_the_checkpoint_holding_its_weights(tmp_path):
+    """Played from the run (its best/), which is deleted since (or being replaced by a training); the kept
+    checkpoint step_5 holds the same tensors: the same command goes on with it, saying so in one line, byte for
+    byte, as a render resumes (model_change.stand_in, one helper for both). It was refused: no model in the run."""
+    model = make_model(tmp_path / "model")
+    run, archive = make_run(model, tmp_path / "run"), tmp_path / "archive"
+    args = ("--no-guard", "--archive", str(archive), "--snapshot-seconds", "1", "--buffer-seconds", "8")
+    written = 0.0
+    for session in range(2):
+        if session:
+            shutil.rmtree(run / "best")
+        server = Server(run, *args)
+        assert server.status()["archive"]["snapshot_seconds"] >= written  # went on from the last snapshot
+        s = server.wait_for(lambda s: s["archive"]["snapshot_seconds"] >= written + 1.0)
+        assert server.stop() == 130, "".join(server.stderr)
+        written = s["archive"]["snapshot_seconds"]
+    said = [line for line in "".join(server.stderr).splitlines() if "is gone" in line]
+    assert len(said) == 1 and said[0].endswith(
+        f"{run}: {(run / 'best').resolve()}, the model the archive {archive} began with, is gone (deleted, or being "
+        f"replaced by a training); the kept checkpoint {(run / 'checkpoints' / 'step_5').resolve()} holds the weights "
+        "it began with, the same tensors: continuing the archive with it"), said
+    pcm = _archived(archive)
+    assert len(pcm) >= 2 * SR
+    assert np.array_equal(pcm, reference_pcm(model, len(pcm)))
+
+
 def test_the_same_tensors_in_another_file_continue_the_archive(tmp_path):
     _archive(tmp_path, PARAMS)
     assert _open(tmp_path, {**PARAMS, "model": "runs/a/checkpoints/step_5 (step 5)", "model_sha256": "3" * 64}) == SR

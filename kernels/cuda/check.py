@@ -17,8 +17,10 @@ their dynamic shared memory at launch: not counted here; Triton's is its total),
 and the number of float64 instructions in the PTX. Exit status 1 on any spill or float64
 instruction (or a failed build), 0 otherwise; 130 on Ctrl-C. ``--json`` as in ``wavegen bench``
 (:func:`wavegen.cli.options.add_json`): alone, the rows as JSON on stdout at the end (the text on
-stderr); ``--json FILE`` checked before the first build and written after every row. Needs the
-numba-cuda simulator OFF (NUMBA_ENABLE_CUDASIM unset) and TRITON_INTERPRET unset.
+stderr); ``--json FILE`` checked before the first build and written after every row. Needs no GPU,
+but the real compilers: with numba-cuda's simulator (NUMBA_ENABLE_CUDASIM) or Triton's interpreter
+(TRITON_INTERPRET) on, as the tests run the engines, it is refused in one line (exit 2), as are an
+unknown ``--only`` name (the known ones listed) and an ``--arch`` that is not a compute capability.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from wavegen.errors import WavegenError
 from wavegen.kernels.cuda import KERNEL_MODULES, KERNELS
 
 PROG = "python -m wavegen.kernels.cuda"
@@ -139,18 +142,93 @@ def format_row(row: dict) -> str:
             f"{'ok' if row['ok'] else 'REFUSED'}  ({row['seconds']} s)")
 
 
+class CheckError(WavegenError):
+    """A check that cannot run as asked: a simulator on, a kernel name or architecture unknown."""
+
+
+def simulators_on() -> list[str]:
+    """The simulators switched on in this environment, as ``NAME=value``, asked of numba and Triton themselves
+    (they read their variables their own ways: numba's as an integer, Triton's as a yes/no word)."""
+    on = []
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") is not None:
+        from numba import config
+
+        if config.ENABLE_CUDASIM:
+            on.append(f"NUMBA_ENABLE_CUDASIM={os.environ['NUMBA_ENABLE_CUDASIM']}")
+    if os.environ.get("TRITON_INTERPRET") is not None:
+        try:
+            import triton
+
+            interpret = triton.knobs.runtime.interpret
+        except (ImportError, AttributeError):  # no Triton (its kernels fail as builds), or one without knobs
+            interpret = os.environ["TRITON_INTERPRET"].strip().lower() in ("1", "true", "on", "yes")
+        if interpret:
+            on.append(f"TRITON_INTERPRET={os.environ['TRITON_INTERPRET']}")
+    return on
+
+
+def refuse_simulators() -> None:
+    """CheckError where numba-cuda's simulator or Triton's interpreter is on: the check builds the kernels with
+    the real compilers (no GPU needed), which those replace with Python; what it measures (registers, spills,
+    float64 instructions in the PTX) does not exist there, so it cannot run under them."""
+    on = simulators_on()
+    if on:
+        names = " and ".join(item.split("=")[0] for item in on)
+        raise CheckError(f"{' and '.join(on)}: the compile check builds the real kernels with numba-cuda's and "
+                         "Triton's compilers (it needs no GPU) and measures their registers and spills, which a "
+                         f"simulator has none of; unset {names} (e.g. env -u {' -u '.join(names.split(' and '))} "
+                         f"{PROG} --check)")
+
+
+def parse_archs(text: str) -> list[int]:
+    """``--arch`` "90,80" → [90, 80]; CheckError naming a value that is not a compute capability."""
+    archs = []
+    for item in text.split(","):
+        item = item.strip().removeprefix("sm_")
+        if not (item.isdigit() and 50 <= int(item) <= 129):
+            what = repr(item) if item else "an empty item"
+            raise CheckError(f"--arch {text}: {what} is not a compute capability; give numbers such as 90,80 (sm_90 "
+                             "and sm_80)")
+        archs.append(int(item))
+    return archs
+
+
+def load_kernels() -> dict:
+    """Import every kernel module (each registers its kernels) → the registry; CheckError where one cannot be."""
+    for module in KERNEL_MODULES:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise CheckError(f"{module} cannot be imported ({type(err).__name__}: {err}); the check needs the "
+                             "cuda extra: pip install 'wavegen[cuda]'") from None
+    return KERNELS
+
+
+def kernel_names(only=None, kind=None) -> list[str]:
+    """The registered kernels to build: those named in ``only`` (a name, or its base name before "[" for all
+    its variants), of ``kind`` "numba" or "triton"; CheckError naming one that is no kernel, or not of ``kind``."""
+    def named(name):
+        return only is None or name in only or name.split("[")[0] in only
+
+    names = [n for n in KERNELS if named(n) and (kind is None or KERNELS[n].kind == kind)]
+    for asked in only or ():
+        matches = [n for n in KERNELS if asked in (n, n.split("[")[0])]
+        if not matches:
+            bases = sorted({n.split("[")[0] for n in KERNELS})
+            raise CheckError(f"--only {asked}: no such kernel; the kernels are {', '.join(bases)} (a name alone "
+                             "builds all its [variants])")
+        if not any(n in names for n in matches):
+            raise CheckError(f"--only {asked}: a {KERNELS[matches[0]].kind} kernel, and --kind {kind} leaves it out")
+    return names
+
+
 def run_check(archs=(90, 80), only=None, kind=None):
     """Build every registered kernel (or those named in ``only``, or of ``kind`` "numba" or
-    "triton") for each compute capability: yields one report row per build as it finishes."""
-    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" or os.environ.get("TRITON_INTERPRET") == "1":
-        raise RuntimeError("the compile check needs real compilers: unset NUMBA_ENABLE_CUDASIM and TRITON_INTERPRET")
-    for module in KERNEL_MODULES:
-        importlib.import_module(module)
-    names = [n for n in KERNELS if (only is None or n in only or n.split("[")[0] in only)
-             and (kind is None or KERNELS[n].kind == kind)]
-    unknown = set(only or ()) - set(names) - {n.split("[")[0] for n in names}
-    if unknown:
-        raise SystemExit(f"--only {sorted(unknown)}: no such kernel; kernels: {sorted(KERNELS)}")
+    "triton") for each compute capability: yields one report row per build as it finishes.
+    CheckError (before any build) where a simulator is on or a name is unknown."""
+    refuse_simulators()
+    load_kernels()
+    names = kernel_names(only, kind)
     for name in names:
         for cc in archs:
             try:
@@ -166,7 +244,6 @@ def _is_rows(value) -> bool:
 
 def main(argv=None) -> int:
     from wavegen.cli.options import add_json, check_json_file  # the options every wavegen command shares
-    from wavegen.errors import WavegenError
 
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                      epilog="--json FILE is written after every row: a check cut short leaves what "
@@ -181,23 +258,29 @@ def main(argv=None) -> int:
     if not args.check:
         parser.error("nothing to do: give --check")
     try:
+        archs = parse_archs(args.arch)
+        only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only is not None else None
+        if only == []:
+            raise CheckError(f"--only {args.only!r}: give kernel names, comma-separated")
+        refuse_simulators()  # before the kernel modules are imported: the simulator would replace their compilers
+        load_kernels()
+        kernel_names(only, args.kind)  # an unknown name: said before the first build
         check_json_file(args, "check.json", "kernel check's rows", _is_rows)  # before the first build, not after it
-        return _check(args)
-    except WavegenError as err:  # a --json FILE that cannot be written
+        return _check(args, archs, only)
+    except WavegenError as err:  # a simulator on, a name unknown, a --json FILE that cannot be written
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
 
 
-def _check(args) -> int:
+def _check(args, archs: list[int], only: list[str] | None) -> int:
     """The rows as they finish, printed (on stderr where a bare --json prints them on stdout as JSON at the
     end) and written to --json FILE after each one. Ctrl-C: the rows so far kept, one line, 130."""
     from wavegen.cli.options import JSON_STDOUT, emit_json, json_file
 
     text = sys.stderr if args.json == JSON_STDOUT else sys.stdout
     rows = []
-    only = args.only.split(",") if args.only else None
     try:
-        for row in run_check([int(a) for a in args.arch.split(",")], only, args.kind):
+        for row in run_check(archs, only, args.kind):
             rows.append(row)
             print(format_row(row), file=text, flush=True)
             if json_file(args):  # after every row: a check cut short still leaves what it found

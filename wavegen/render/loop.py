@@ -19,7 +19,7 @@ from wavegen.generate import make_engine, temperatures
 from wavegen.memory import check_fits
 from wavegen.render.folder import RenderFolder, check_params
 from wavegen.render.guard import GuardCriteria, criteria_for
-from wavegen.render.model_change import TENSORS_KEY, model_gone
+from wavegen.render.model_change import TENSORS_KEY, model_gone, stand_in
 from wavegen.render.processes import Processes
 from wavegen.render.settings import (RenderSettings, RenderStateError, check_prime_path, parse_label, prime_codes,
                                      shard_streams)
@@ -63,9 +63,10 @@ def render(model: str | Path, out_dir: str | Path, settings: RenderSettings, pro
     try:
         ref = resolve_render_model(model, checkpoint)
     except ConfigError:
-        if not restart:  # best/ or the checkpoint gone since the render in out_dir began from it?
-            _refuse_if_model_gone(model, out_dir, checkpoint)
-        raise
+        # best/ or the checkpoint gone since the render in out_dir began from it: the kept model with its weights
+        ref = None if restart else _model_it_began_with(model, out_dir, checkpoint)
+        if ref is None:
+            raise
     total = settings.total_samples(ref.sample_rate)
     procs = Processes()
     try:
@@ -109,15 +110,25 @@ def resolve_render_model(model: str | Path, checkpoint: str | None = None) -> Mo
     return ref
 
 
-def _refuse_if_model_gone(model: str | Path, out_dir: str | Path, checkpoint: str | None = None) -> None:
-    """RenderStateError where ``model`` (its ``checkpoint``) holds no model now and the render in ``out_dir``
-    began from it (:func:`~wavegen.render.model_change.model_gone`: it names the model of the same weights)."""
+def _model_it_began_with(model: str | Path, out_dir: str | Path, checkpoint: str | None = None) -> ModelRef | None:
+    """Where ``model`` (its ``checkpoint``) holds no model now and the render in ``out_dir`` began from it: the kept
+    checkpoint (or, for a checkpoint, the run's best/) holding the weights it began with, said in one line
+    (:func:`~wavegen.render.model_change.stand_in`, as serve continues an archive); none: RenderStateError saying
+    so (:func:`~wavegen.render.model_change.model_gone`). None where the render there began from another model,
+    or none."""
     folder = RenderFolder(out_dir, 1, "wav")
     complete = folder.recorded("model")[1]
     saved = {key: folder.recorded(key)[0] for key in ("model", "model_sha256", TENSORS_KEY)}
+    found = stand_in(model, checkpoint, saved["model"], saved[TENSORS_KEY], saved["model_sha256"])
+    if found is not None:
+        named = f"--checkpoint {checkpoint}" if checkpoint is not None else str(model)
+        logger.warning("%s", found.said(named, f"the render in {folder.out_dir}",
+                                        "checking the finished render" if complete else "resuming the render"))
+        return found.ref
     message = model_gone(folder.out_dir, model, saved, complete, checkpoint)
     if message is not None:
         raise RenderStateError(message)
+    return None
 
 
 class RenderJob:

@@ -6,16 +6,21 @@ alone (``model``, ``model_sha256``, ``model_tensors_sha256`` in ``.state/params.
 hold the same tensors in files of other bytes (other header metadata): "the same model" is the same
 tensors (:func:`same_model`), whichever folder holds them. A resume whose tensors differ is refused
 (:func:`model_differs`), naming the kept checkpoint of the run that holds the ones the render began
-with, if any; a render begun from a run's ``best/`` that is gone since (deleted, or being replaced), or
-from a checkpoint pruned since, is refused by :func:`model_gone` the same way (for a checkpoint: or
-naming best/ where it holds them).
+with, if any.
+
+Where the model a render or a live stream's archive began from is gone (a run's ``best/`` deleted or being
+replaced, a checkpoint pruned) but a kept checkpoint (or, for a checkpoint, the run's best/) holds the very
+tensors it began with, :func:`stand_in` names that model, the one way to find it for render and serve alike:
+going on with it is going on with exactly the weights they began with, said in one line
+(:meth:`StandIn.said`). Where none holds them, :func:`model_gone` says why the render cannot go on.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from wavegen.resolve import BEST_FOLDERS, MODEL_FILE, best_with, checkpoint_with
+from wavegen.resolve import BEST_FOLDERS, MODEL_FILE, ModelRef, best_with, checkpoint_with, resolve_model
 
 TENSORS_KEY = "model_tensors_sha256"  # params.json: the model's tensors_sha256 (wavegen.weights_file)
 
@@ -69,10 +74,9 @@ def model_gone(where: Path, named, saved: dict, complete: bool, checkpoint: str 
     """The refusal of a rerun naming ``named`` (a run or model folder, as given; with ``checkpoint``, that
     checkpoint of the run), which no longer holds a model, where the render in ``where`` began from it
     (``saved``: the render's recorded ``model``, ``model_sha256`` and TENSORS_KEY): best/ deleted, or gone
-    while a training replaces it; a checkpoint pruned by a training that went on. It names the kept
-    checkpoint (or, for a checkpoint, the run's best/) with the same weights (rerun with it: the same
-    audio), or says that none holds them. None where the render there began from another model, or
-    recorded none."""
+    while a training replaces it; a checkpoint pruned by a training that went on, where no model holds the
+    weights it began with (:func:`stand_in` is asked first: where one does, the render goes on with it).
+    None where the render there began from another model, or recorded none."""
     began, sha = saved.get("model"), saved.get("model_sha256")
     if not (isinstance(began, str) and isinstance(sha, str)):
         return None
@@ -85,12 +89,7 @@ def model_gone(where: Path, named, saved: dict, complete: bool, checkpoint: str 
         return None
     what = (f"{where} holds a {'finished render' if complete else 'render'} begun from the model in {began} "
             f"(model_sha256={sha[:12]}...), which is gone (deleted, or being replaced by a training)")
-    found = held_by(began, saved)
     run = began_dir.parent.parent if _in_checkpoints(began) else began_dir.parent
-    if found is not None:
-        step, folder = found
-        return (f"{what}; the checkpoint {folder} holds the same weights: rerun with --checkpoint step_{step} to "
-                f"{'check it' if complete else 'resume it'}, or choose another --out")
     if saved[TENSORS_KEY] is None:  # recorded by an older wavegen: a checkpoint's other file cannot be told
         return (f"{what}, and no kept checkpoint of {run} holds its weights file byte for byte (the render, begun by "
                 "an older wavegen, recorded no more of its model than that file's sha256, and a training's "
@@ -102,23 +101,14 @@ def model_gone(where: Path, named, saved: dict, complete: bool, checkpoint: str 
 
 def _checkpoint_gone(where: Path, run: Path, began: Path, saved: dict, complete: bool, checkpoint: str) -> str | None:
     """:func:`model_gone` for ``--checkpoint step_N`` of the run ``run``, where the render in ``where`` began
-    from that checkpoint (``began``), now gone (pruned): the kept checkpoint or the run's best/ with the same
-    weights, or that none holds them. None where the render began from another checkpoint."""
+    from that checkpoint (``began``), now gone (pruned): that neither a kept checkpoint nor the run's best/ holds
+    its weights. None where the render began from another checkpoint."""
     step, sha = checkpoint.removeprefix("step_"), saved["model_sha256"]
     if began.parent != run / "checkpoints" or began.name != f"step_{step}" or began.exists():
         return None
     what = (f"--checkpoint {checkpoint}: {where} holds a {'finished render' if complete else 'render'} begun from "
             f"the checkpoint {began} (model_sha256={sha[:12]}...), which is gone (pruned by a training that went on, "
             "or deleted)")
-    action = "check it" if complete else "resume it"
-    found = held_by(str(began), saved)
-    if found is not None:
-        return (f"{what}; the kept checkpoint {found[1]} holds the same weights: rerun with --checkpoint "
-                f"step_{found[0]} to {action}, or choose another --out")
-    name = best_with(run, saved[TENSORS_KEY])
-    if name is not None:
-        return (f"{what}; the run's {name}/ holds the same weights: rerun without --checkpoint to {action}, "
-                "or choose another --out")
     if saved[TENSORS_KEY] is None:  # recorded by an older wavegen: best/'s file of other bytes cannot be told
         return (f"{what}, and no kept checkpoint holds its weights file byte for byte (the render, begun by an older "
                 "wavegen, recorded no more of its model than that file's sha256, and the run's best/ holds weights "
@@ -127,6 +117,55 @@ def _checkpoint_gone(where: Path, run: Path, began: Path, saved: dict, complete:
     return (f"{what}, and neither a kept checkpoint nor the run's best/ holds its weights, so it cannot be "
             f"{'checked' if complete else 'resumed'}: pass --restart with a model that is there (e.g. --checkpoint "
             "last), or choose another --out")
+
+
+@dataclass(frozen=True)
+class StandIn:
+    """The model holding the weights a render (or an archive) began with, the model it began from being gone."""
+
+    ref: ModelRef  # the kept checkpoint or best/ holding them, resolved
+    began: Path  # the model folder the render began from, gone
+    holder: str  # it in words: "the kept checkpoint /run/checkpoints/step_9", "the run's best/"
+    gone_why: str  # why such a folder goes
+
+    def said(self, named: str, whose: str, doing: str) -> str:
+        """The one line saying so: ``named`` as the command named it ("--checkpoint step_5", "runs/a"),
+        ``whose`` the render or archive ("the render in out/"), ``doing`` what goes on ("resuming it")."""
+        return (f"{named}: {self.began}, the model {whose} began with, is gone ({self.gone_why}); {self.holder} holds "
+                f"the weights it began with, the same tensors: {doing} with it")
+
+
+def stand_in(named, checkpoint: str | None, began, tensors: str | None, sha256: str | None) -> StandIn | None:
+    """Where ``named`` (a run or model folder, as given; with ``checkpoint`` "step_N", that checkpoint of the run)
+    holds no model now, and the render or archive that recorded ``began`` (the resolved model folder it began
+    from), ``tensors`` (its TENSORS_KEY, or None: recorded by an older wavegen) and ``sha256`` (its weights
+    file's) began from it: the model that holds those weights now. For a run's best/ gone (deleted, or being
+    replaced by a training): the newest kept checkpoint holding them; for a checkpoint gone (pruned by a training
+    that went on): that, else the run's best/ (or best.old/). None where nothing holds them (by tensors digest, or
+    by the weights file byte for byte where no digest was recorded), or where ``named`` names a model still there,
+    or not the one ``began`` records: the caller's refusal stands."""
+    if not isinstance(began, str) or not (isinstance(tensors, str) or isinstance(sha256, str)):
+        return None
+    tensors = tensors if isinstance(tensors, str) else None
+    began_dir, named_dir = Path(began), Path(named).expanduser().resolve()
+    if checkpoint is not None:
+        if began_dir != named_dir / "checkpoints" / checkpoint or began_dir.exists():
+            return None
+        run, gone_why = named_dir, "pruned by a training that went on, or deleted"
+    else:
+        if (began_dir / MODEL_FILE).is_file() or not (
+                began_dir == named_dir or (began_dir.parent == named_dir and began_dir.name in BEST_FOLDERS)):
+            return None
+        run = began_dir.parent.parent if _in_checkpoints(began) else began_dir.parent
+        gone_why = "deleted, or being replaced by a training"
+    found = checkpoint_with(began_dir, tensors, sha256)
+    if found is not None:
+        return StandIn(resolve_model(run, f"step_{found[0]}"), began_dir, f"the kept checkpoint {found[1]}", gone_why)
+    name = best_with(run, tensors) if checkpoint is not None else None
+    if name is None:
+        return None
+    return StandIn(resolve_model(run if name == BEST_FOLDERS[0] else run / name), began_dir, f"the run's {name}/",
+                   gone_why)
 
 
 def _in_checkpoints(model_dir: str) -> bool:

@@ -24,7 +24,8 @@ import time
 from contextlib import nullcontext
 
 from wavegen.serve.archive import ServeError
-from wavegen.serve.station import MIN_REALTIME, ServeSettings, Station, load_text, speed
+from wavegen.serve.settings import ServeSettings, loopback
+from wavegen.serve.station import MIN_REALTIME, Station, load_text, speed
 from wavegen.signals import StopSignals
 
 __all__ = ["ServeError", "ServeSettings", "Station", "serve"]
@@ -78,13 +79,6 @@ def _publisher(loop: asyncio.AbstractEventLoop, encoder, broadcast):
                 raise
 
     return publish
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def _why_behind(station: Station) -> tuple[str, str]:
@@ -204,7 +198,7 @@ async def _run(station: Station, stop: StopSignals, on_ready) -> dict:
         except OSError as err:  # taken since _check_address
             raise _cannot_listen(s.host, s.port, err) from None
         port = runner.addresses[0][1] if runner.addresses else s.port
-        if not _is_loopback(s.host):
+        if not loopback(s.host):
             logger.warning("listening on %s: anyone who can reach this machine can listen", s.host)
             if s.control_token is not None:
                 logger.warning("POST /label's token travels in clear over plain HTTP: put an HTTPS proxy in front "

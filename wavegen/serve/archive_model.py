@@ -2,8 +2,10 @@
 with are now.
 
 "The same model" is the same tensors (:mod:`wavegen.render.model_change`): the run's best/ and the checkpoint
-it was written from continue an archive alike. So where the checkpoint an archive began from is gone (pruned by
-a training that went on), the same command goes on with the kept checkpoint or the best/ that holds its weights.
+it was written from continue an archive alike. So where the model an archive began from is gone (a checkpoint
+pruned by a training that went on, best/ deleted or being replaced), the same command goes on with the kept
+checkpoint (or, for a checkpoint, the best/) that holds its weights, as a render resumes (one helper for both:
+:func:`wavegen.render.model_change.stand_in`).
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from pathlib import Path
 
 from wavegen.config import ConfigError
 from wavegen.fileio import read_json_object
-from wavegen.render.model_change import TENSORS_KEY, held_by
-from wavegen.resolve import BEST_FOLDERS, ModelRef, best_with, resolve_model
+from wavegen.render.model_change import TENSORS_KEY, StandIn, held_by, stand_in
+from wavegen.resolve import ModelRef, resolve_model
 from wavegen.serve.archive import MODEL_FOLDER_KEY, PARAMS_FILE, STATE_DIR
 
 logger = logging.getLogger(__name__)
@@ -47,40 +49,29 @@ def weights_finder(ref):
 
 
 def played_model(target: str, checkpoint: str | None, archive: str | None) -> ModelRef:
-    """:func:`~wavegen.resolve.resolve_model` of ``target`` (``--checkpoint checkpoint``); where that checkpoint is
-    gone and the archive in ``archive`` began from it, the model that holds the tensors it began with now: the
-    newest kept checkpoint of the run holding them, else the run's best/ (said in a warning; the archive's check
-    of its weights follows as ever). Anything else: resolve's ConfigError."""
+    """:func:`~wavegen.resolve.resolve_model` of ``target`` (``--checkpoint checkpoint``); where that model is gone
+    (a checkpoint pruned, best/ deleted or being replaced) and the archive in ``archive`` began from it, the model
+    that holds the tensors it began with now (:func:`wavegen.render.model_change.stand_in`, as render resumes: a
+    kept checkpoint of the run, or for a checkpoint the run's best/), said in one warning; the archive's check of
+    its weights follows as ever. Anything else: resolve's ConfigError."""
     try:
         return resolve_model(target, checkpoint)
     except ConfigError:
-        stand_in = _stand_in(target, checkpoint, archive)
-        if stand_in is None:
+        found = _stand_in(target, checkpoint, archive)
+        if found is None:
             raise
-    ref, began, what = stand_in
-    logger.warning("--checkpoint %s: %s, the archive's model, is gone (pruned by a training that went on, or "
-                   "deleted); %s holds the weights %s began with: playing it to continue the archive", checkpoint,
-                   began, what, archive)
-    return ref
+    named = f"--checkpoint {checkpoint}" if checkpoint is not None else str(target)
+    logger.warning("%s", found.said(named, f"the archive {archive}", "continuing the archive"))
+    return found.ref
 
 
-def _stand_in(target: str, checkpoint: str | None, archive: str | None) -> tuple[ModelRef, Path, str] | None:
-    """(the model that holds the weights, the checkpoint gone, it in words) or None (see played_model)."""
-    if checkpoint is None or archive is None:
+def _stand_in(target: str, checkpoint: str | None, archive: str | None) -> StandIn | None:
+    """What holds the weights the archive in ``archive`` began with, where ``target`` (``checkpoint``) was that
+    model and is gone (see played_model); None otherwise."""
+    if archive is None:
         return None
     try:
         saved = read_json_object(Path(archive) / STATE_DIR / PARAMS_FILE)
     except (OSError, ValueError):  # no archive yet, or one that cannot be read: its check says why
         return None
-    began, tensors = saved.get(MODEL_FOLDER_KEY), saved.get(TENSORS_KEY)
-    run = Path(target).expanduser().resolve()
-    if not (isinstance(began, str) and isinstance(tensors, str)) or Path(began) != run / "checkpoints" / checkpoint \
-            or Path(began).exists():
-        return None
-    found = held_by(began, {TENSORS_KEY: tensors})
-    if found is not None:
-        return resolve_model(run, f"step_{found[0]}"), Path(began), f"the kept checkpoint {found[1]}"
-    name = best_with(run, tensors)
-    if name is None:
-        return None
-    return resolve_model(run if name == BEST_FOLDERS[0] else run / name), Path(began), f"the run's {name}/"
+    return stand_in(target, checkpoint, saved.get(MODEL_FOLDER_KEY), saved.get(TENSORS_KEY), saved.get("model_sha256"))

@@ -20,28 +20,25 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import ipaddress
 import json
 import logging
-import math
 import os
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from wavegen.audio import dequantize, float_to_int16
 from wavegen.generate import make_engine, temperatures, uniforms
-from wavegen.render import RenderSettings, guard_verdict, parse_label
+from wavegen.render import guard_verdict, parse_label
 from wavegen.render.guard import criteria_for
 from wavegen.render.model_change import TENSORS_KEY
-from wavegen.render.settings import check_seconds
 from wavegen.serve.archive import MODEL_FOLDER_KEY, SNAPSHOT_FILE, Archive, ServeError, check_archive_folder
 from wavegen.serve.archive_model import model_folder, played_model, weights_finder
-from wavegen.serve.control import LabelState, check_token
+from wavegen.serve.control import LabelState
 from wavegen.serve.encoder import OggOpusEncoder, Page
+from wavegen.serve.settings import ServeSettings
 
 logger = logging.getLogger(__name__)
 
@@ -55,85 +52,6 @@ MIN_CHUNK = 32  # samples
 RECENT_WINDOWS = 10  # windows the realtime factor is measured over
 KEPT_EVENTS = 200  # guard events kept for /status and the snapshot (counts are kept for all)
 INIT_SEED = 0  # random weights (a preset or config file) are drawn with this torch seed
-
-
-PUBLIC_PER_CLIENT = 4  # listeners from one address, by default, on a server others reach directly
-
-
-def _loopback(host: str) -> bool:
-    """Whether --host binds this machine's loopback only (127.0.0.1, ::1, localhost)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name: it may resolve beyond this machine
-        return False
-
-
-@dataclass
-class ServeSettings:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    seed: int = 0
-    temperature: float = 1.0
-    label: str | None = None  # "name" or a blend "a:0.7,b:0.3"
-    backend: str = "auto"
-    device: str = "cpu"
-    archive: str | None = None  # folder for the archive (long-form render of the broadcast)
-    archive_part_seconds: float = 3600.0
-    archive_keep_parts: int = 0  # the newest archive parts kept, older ones removed (0: all)
-    snapshot_seconds: float = 30.0  # archived audio between snapshots
-    buffer_seconds: float = 4.0  # audio rendered ahead of the live edge (more while a window is finished)
-    # audio a new listener receives at once: browsers wait for ~32 KB before they play (Icecast bursts
-    # 64 KB for the same reason), ~4 s at 64 kb/s
-    burst_seconds: float = 6.0
-    max_listeners: int = 100
-    # listeners from one address (an IPv6 /64) at once, so one client cannot take every place; 0: no limit.
-    # None: PUBLIC_PER_CLIENT where the server listens beyond this machine, no limit where it binds only
-    # loopback (there every listener comes through a reverse proxy or is this machine's own user)
-    max_listeners_per_client: int | None = None
-    stall_seconds: float = 10.0  # a listener whose socket takes no data for this long is dropped
-    lag_seconds: float = 30.0  # a listener this far behind the live edge skips ahead to it
-    # a connection with no request under way (none yet, one half sent, or idle between two) is closed after
-    # this long: aiohttp's default holds one for an hour, and each holds a file descriptor (the page asks
-    # for /status every second, on the same connection)
-    idle_seconds: float = 15.0
-    allow_slow: bool = False  # play a model slower than real time, with a growing delay
-    guard: bool = True
-    guard_seconds: float = 2.0
-    guard_attempts: int = 4
-    control_token: str | None = None  # POST /label with this token switches the label live (None: off)
-
-    def __post_init__(self):
-        if self.max_listeners_per_client is None:
-            self.max_listeners_per_client = 0 if _loopback(self.host) else PUBLIC_PER_CLIENT
-
-    def validate(self) -> None:
-        """ServeError (or render's ConfigError) naming the first setting that cannot work; needs no model."""
-        for name in ("archive_part_seconds", "buffer_seconds", "stall_seconds", "lag_seconds", "idle_seconds"):
-            check_seconds(f"--{name.replace('_', '-')}", getattr(self, name))
-        if not (math.isfinite(self.burst_seconds) and self.burst_seconds >= 0):
-            raise ServeError(f"--burst-seconds {self.burst_seconds}: must be a finite number of seconds, 0 or more")
-        if self.lag_seconds <= self.burst_seconds:
-            raise ServeError(f"--lag-seconds {self.lag_seconds} must exceed --burst-seconds {self.burst_seconds}")
-        if self.max_listeners < 1:
-            raise ServeError(f"--max-listeners {self.max_listeners}: need at least one")
-        if self.archive_keep_parts < 0:
-            raise ServeError(f"--archive-keep-parts {self.archive_keep_parts}: must be 0 (keep all) or more")
-        if self.max_listeners_per_client < 0:
-            raise ServeError(f"--max-listeners-per-client {self.max_listeners_per_client}: must be 0 (no limit) or "
-                             "more")
-        if not 0 <= self.port <= 65535:
-            raise ServeError(f"--port {self.port}: not a TCP port (0 picks a free one)")
-        check_token(self.control_token)
-        # what serve shares with render (seed, temperature, guard, snapshots) is checked as render checks it
-        self.render_settings().validate()
-
-    def render_settings(self) -> RenderSettings:
-        """The settings a render with this stream's seed, temperature, snapshots and guard would have."""
-        return RenderSettings(seconds=1.0, seed=self.seed, temperature=self.temperature, label=self.label,
-                              backend=self.backend, device=self.device, snapshot_seconds=self.snapshot_seconds,
-                              guard=self.guard, guard_seconds=self.guard_seconds, guard_attempts=self.guard_attempts)
 
 
 class _Stopped(Exception):
