@@ -17,7 +17,9 @@
 # Options: a recipe sources this file once more BEFORE its option loop, as `stages_options=1 source
 # .../stages.sh`, for need_value, from_caller and recipe_help alone (nothing is checked or made then);
 # each option that takes a value calls `need_value "$@"` first, so a missing value is "OPTION needs a
-# value", exit code 2; a path option goes through from_caller; -h/--help calls recipe_help.
+# value", exit code 2; a path option goes through from_caller; -h/--help calls recipe_help. After the loop,
+# need_count OPTION VALUE (a whole number, 1 or more) and need_positive OPTION VALUE UNIT (a positive number)
+# refuse a value no stage could use, exit code 2, before the first stage runs (not after hours of them).
 
 need_value() {  # need_value "$@" at an option that takes a value: exit 2 unless a value follows it
   # (nothing, an empty word or another option in its place is "OPTION needs a value")
@@ -33,6 +35,29 @@ from_caller() {  # from_caller PATH: PATH as the caller meant it: a relative one
 recipe_help() {  # recipe_help: print the recipe's header comment (its usage, defaults and stages), exit 0
   sed -n '2,/^set -euo pipefail/{/^#/p;}' "$0"
   exit 0
+}
+positive_number() {  # positive_number VALUE [SCALE]: VALUE x SCALE printed, or exit 1 unless VALUE > 0 and finite
+  "${PYTHON:-python3}" - "$@" <<'EOF'
+import math, sys
+try:
+    value = float(sys.argv[1]) * float(sys.argv[2] if len(sys.argv) > 2 else 1)
+except ValueError:
+    sys.exit(1)
+if not (math.isfinite(value) and value > 0):
+    sys.exit(1)
+print(repr(value) if len(sys.argv) > 2 else sys.argv[1])
+EOF
+}
+need_positive() {  # need_positive OPTION VALUE UNIT: exit 2 unless VALUE is a positive number (of UNIT)
+  positive_number "$2" >/dev/null || { echo "$0: $1 takes a positive number of $3, not '$2'" >&2; exit 2; }
+}
+need_count() {  # need_count OPTION VALUE: exit 2 unless VALUE is a whole number, 1 or more
+  case "$2" in
+    ''|*[!0-9]*) ;;
+    *) if [ "$((10#$2))" -ge 1 ]; then return 0; fi ;;
+  esac
+  echo "$0: $1 takes a whole number, 1 or more, not '$2'" >&2
+  exit 2
 }
 if [ "${stages_options-}" = 1 ]; then unset stages_options; return 0; fi  # before the option loop: these alone
 
@@ -82,19 +107,26 @@ run_model_stage() {  # run_model_stage N RUN "title" command...: run_stage for a
 run_for_record() {  # run_for_record N RECORD "title" command...: run_stage for a stage done FOR RECORD (stage_record
   # RUN SETTING...: a model and the settings its outputs depend on); its marker holds RECORD, and a marker holding
   # another record (an older model, other settings, or none) runs it again, with again=1 set for the command
-  local n=$1 record=$2 title=$3 older="an older model"; shift 3
+  local n=$1; shift
+  run_step_for_record "$n" "$n" "$@"
+}
+
+run_step_for_record() {  # run_step_for_record N MARKER RECORD "title" command...: run_for_record for one of the
+  # steps of stage N, marked by its own name; RECORD is stage_record's, or any line naming the settings the
+  # step's outputs depend on (a bench's sizes: a --quick suite's marker then does not skip the full one)
+  local n=$1 marker=$2 record=$3 title=$4 older="other settings"; shift 4
   in_stage_range "$n" || return 0
-  case "$record" in "model "*" "*) older="an older model or other settings" ;; esac  # the record names settings
+  case "$record" in "model "*" "*) older="an older model or other settings" ;; "model "*) older="an older model" ;; esac
   again=0
-  if marker_is "$dir/.done/$n" "$record"; then say_skipped "$n" "$title" "$n"; return; fi
-  if [ -f "$dir/.done/$n" ]; then
+  if marker_is "$dir/.done/$marker" "$record"; then say_skipped "$n" "$title" "$marker"; return; fi
+  if [ -f "$dir/.done/$marker" ]; then
     again=1
     echo "== stage $n: $title (done before for $older: again)"
   else
     echo "== stage $n: $title"
   fi
   "$@"
-  echo "$record" > "$dir/.done/$n"
+  echo "$record" > "$dir/.done/$marker"
 }
 
 stage_record() {  # stage_record RUN SETTING...: "model SHA256 SETTING..." (SHA256 "none" while RUN has no best/)
@@ -116,8 +148,15 @@ marker_is() {  # marker_is MARKER RECORD: MARKER exists and holds RECORD (one li
 trained_steps() {  # trained_steps MARKER: the step count a training stage's marker records (empty: none)
   local recorded=""
   if [ -f "$1" ]; then read -r recorded < "$1" || true; fi
+  recorded=${recorded%% *}  # the count, before the record of what trained (run_training_for)
   case "$recorded" in ''|*[!0-9]*) recorded="" ;; esac
   echo "$recorded"
+}
+
+trained_record() {  # trained_record MARKER: what a training stage's marker records beside its count (empty: none)
+  local held=""
+  if [ -f "$1" ]; then read -r held < "$1" || true; fi
+  case "$held" in *" "*) echo "${held#* }" ;; *) echo "" ;; esac
 }
 
 run_training() {  # run_training N STEPS "title" command...: a training stage (its marker: N, holding STEPS)
@@ -125,17 +164,30 @@ run_training() {  # run_training N STEPS "title" command...: a training stage (i
   # (wavegen train resumes the run up to the larger --max-steps). A marker without a count
   # (written before markers recorded one) counts as none: the run is resumed, and ends at once
   # where it already reached STEPS.
-  local n=$1 steps=$2 title=$3 recorded; shift 3
+  local n=$1 steps=$2; shift 2
+  run_training_for "$n" "$steps" "" "$@"
+}
+
+run_training_for() {  # run_training_for N STEPS RECORD "title" command...: run_training for a training whose
+  # model and settings RECORD names (one line: the preset, the --set overrides); its marker holds "STEPS RECORD".
+  # Skipped only for the same RECORD (or none: a marker written before markers held one is trusted): other
+  # settings (another --model) run the command again, and wavegen train says whether the run takes them (one
+  # begun with other settings is refused, naming what differs); it was "trained before, skipped", and the
+  # stages after it went on with the run's older model as if it were this one.
+  local n=$1 steps=$2 record=$3 title=$4 recorded held; shift 4
   in_stage_range "$n" || return 0
   recorded=$(trained_steps "$dir/.done/$n")
-  if [ -n "$recorded" ] && [ "$recorded" -ge "$steps" ] 2>/dev/null; then  # its marker redoes nothing: the run resumes
+  held=$(trained_record "$dir/.done/$n")
+  if [ -n "$recorded" ] && [ -n "$held" ] && [ "$held" != "$record" ]; then
+    echo "== stage $n: $title (trained to step $recorded before with other settings: wavegen train resumes the" \
+         "run, or names what differs)"
+  elif [ -n "$recorded" ] && [ "$recorded" -ge "$steps" ] 2>/dev/null; then  # its marker redoes nothing: the run resumes
     echo "== stage $n: $title (trained to step $recorded before, skipped; a larger --steps trains on)"; return
-  fi
-  if [ -n "$recorded" ]; then
+  elif [ -n "$recorded" ]; then
     echo "== stage $n: $title (trained to step $recorded before: training on)"
   else
     echo "== stage $n: $title"
   fi
   "$@"
-  echo "$steps" > "$dir/.done/$n"
+  echo "$steps${record:+ $record}" > "$dir/.done/$n"
 }

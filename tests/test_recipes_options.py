@@ -127,3 +127,47 @@ def test_measure_with_a_bare_json_prints_the_report_alone_on_stdout(tmp_path):
     assert [phase["listeners"] for phase in report["phases"]] == [1, 2] and report["model"] == str(model)
     assert all(phase["all_continuous"] and phase["refused"] == 0 for phase in report["phases"]), report
     assert "   2 listener(s) x 4 s: server CPU" in run.stderr and "listeners / 1 listener:" in run.stderr
+
+
+# (option, bad value, what the line says it takes): each used to pass the loop and fail only at the stage that
+# reads it (--seconds at stage 3, after the training; --sample-rate as a Python traceback at stage 0)
+CONDITIONED_NUMBERS = [
+    ("--steps", "abc", "a whole number, 1 or more"), ("--steps", "0", "a whole number, 1 or more"),
+    ("--steps", "2.5", "a whole number, 1 or more"), ("--seconds", "abc", "a positive number of seconds"),
+    ("--seconds", "0", "a positive number of seconds"), ("--seconds", "-1", "a positive number of seconds"),
+    ("--seconds", "inf", "a positive number of seconds"), ("--eval-seconds", "nan", "a positive number of seconds"),
+    ("--sample-rate", "abc", "a whole number, 1 or more"), ("--sample-rate", "16k", "a whole number, 1 or more"),
+]
+
+
+@pytest.mark.parametrize("option, value, takes", CONDITIONED_NUMBERS,
+                         ids=[f"{o}={v}" for o, v, _ in CONDITIONED_NUMBERS])
+def test_the_conditioned_recipe_refuses_a_number_no_stage_takes_before_any_stage(repo, option, value, takes):  # noqa: F811
+    work = repo.parent / "work"
+    out = _recipe(repo, "conditioned", "--work", str(work), option, value)
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].endswith(f"run.sh: {option} takes {takes}, not '{value}'"), lines
+    assert out.stdout == "" and _calls(repo) == [] and not work.exists()  # no stage ran, nothing written
+
+
+def test_the_conditioned_recipe_takes_the_numbers_it_can_use(repo):  # noqa: F811
+    work = repo.parent / "work"
+    out = _recipe(repo, "conditioned", "--work", str(work), "--input", str(work / "in"), "--steps", "020",
+                  "--seconds", "0.5", "--eval-seconds", "1e1", "--sample-rate", "8000", "--stage", "1",
+                  "--stop-stage", "2")
+    assert out.returncode == 0, out.stderr
+    prep, train = _calls(repo)
+    assert prep[0] == "prep" and prep[prep.index("--sample-rate") + 1] == "8000"
+    assert train[0] == "train" and train[train.index("--max-steps") + 1] == "020"
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "2.5", ""])
+def test_the_demo_refuses_a_step_count_no_training_takes_before_any_stage(repo, value):  # noqa: F811
+    """--steps abc went through the set-up, the album and the prep before wavegen train refused it."""
+    demo = repo.parent / "demo"
+    out = _recipe(repo, "demo", "--dir", str(demo), "--stage", "1", "--steps", value)
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    want = "--steps needs a value" if value == "" else f"run.sh: --steps takes a whole number, 1 or more, not '{value}'"
+    assert out.stderr.strip().endswith(want), out.stderr
+    assert out.stdout == "" and _calls(repo) == [] and not demo.exists()

@@ -222,7 +222,7 @@ def _conditioned_train(repo, work, steps):
 def test_conditioned_training_trains_on_when_asked_for_more_steps(repo, tmp_path):
     work = tmp_path / "work"
     assert _conditioned_train(repo, work, 5)[0] == ["5"]
-    assert (work / ".done" / "2").read_text() == "5\n"
+    assert (work / ".done" / "2").read_text() == "5 model=wavenet-tiny\n"
     trained, lines = _conditioned_train(repo, work, 5)
     assert trained == [] and lines == [f"== stage 2: train a conditioned wavenet-tiny for 5 steps in {work}/run "
                                        "(trained to step 5 before, skipped; a larger --steps trains on)"]
@@ -231,11 +231,33 @@ def test_conditioned_training_trains_on_when_asked_for_more_steps(repo, tmp_path
     assert trained == ["10"]
     assert lines == [f"== stage 2: train a conditioned wavenet-tiny for 10 steps in {work}/run "
                      f"(trained to step 5 before: training on)"]
-    assert (work / ".done" / "2").read_text() == "10\n"
+    assert (work / ".done" / "2").read_text() == "10 model=wavenet-tiny\n"
 
     (work / ".done" / "2").write_text("")  # a marker written before markers recorded steps: resumed
     assert _conditioned_train(repo, work, 10)[0] == ["10"]
     assert _conditioned_train(repo, work, 10)[0] == []
+
+
+def test_conditioned_training_with_another_model_or_settings_is_not_skipped(repo, tmp_path):
+    """The marker recorded the steps alone: a rerun with another --model (or --set) said "trained to step 5 before,
+    skipped" and rendered and evaluated the run's older model as if it were the one asked for. It runs wavegen
+    train again, whose refusal (a run begun with other settings) stops the recipe, the marker kept as it was."""
+    work = tmp_path / "work"
+    assert _conditioned_train(repo, work, 5)[0] == ["5"]
+    out = _conditioned(repo, work, "--stage", "2", "--stop-stage", "2", "--steps", "5", "--model", "samplernn-tiny",
+                       FAKE_WAVEGEN_FAIL="train")
+    assert out.returncode == 2 and "error: train failed" in out.stderr  # wavegen train's refusal, stopping the recipe
+    assert "(trained to step 5 before with other settings: wavegen train resumes the run, or names what differs)" \
+        in out.stdout and "skipped" not in out.stdout
+    assert _calls(repo)[-1][_calls(repo)[-1].index("--model") + 1] == "samplernn-tiny"
+    assert (work / ".done" / "2").read_text() == "5 model=wavenet-tiny\n"
+    before = len(_calls(repo))
+    out = _conditioned(repo, work, "--stage", "2", "--stop-stage", "2", "--steps", "5", "--set", "model.layers=3")
+    assert out.returncode == 0 and len(_calls(repo)) == before + 1  # another --set: trained again
+    assert (work / ".done" / "2").read_text() == "5 model=wavenet-tiny --set model.layers=3\n"
+    assert _conditioned(repo, work, "--stage", "2", "--stop-stage", "2", "--steps", "5", "--set",
+                        "model.layers=3").returncode == 0
+    assert len(_calls(repo)) == before + 1  # the same settings: skipped
 
 
 def test_conditioned_markers_of_the_recipes_own_older_layout_are_kept(repo, tmp_path):
@@ -286,6 +308,31 @@ def test_the_bench_recipe_quick_writes_where_out_says_and_never_into_docs(repo, 
         "profile-samplernn-deepsound", "profile-wavenet-medium", "profile-wavenet-vincent",
         "speed-samplernn-deepsound", "speed-wavenet-medium", "speed-wavenet-vincent"]
     assert not (repo / "docs").exists()
+
+
+def test_the_bench_recipe_measures_again_with_other_sizes_not_after_the_same(repo):
+    """A step's marker was a bare file: the full suite into a folder a --quick one had filled skipped every step
+    and reported the quick numbers as its own (so did one with another --threads). The marker records the
+    sizes: other sizes measure again, the same ones are skipped."""
+    def speed_calls(*args):
+        log = repo.parent / "wavegen.log"
+        log.unlink(missing_ok=True)
+        out = _recipe(repo, "bench", "--out", "here", "--stop-stage", "2", *args)
+        assert out.returncode == 0, out.stderr
+        return out, [c for c in _calls(repo) if "--profile" not in c]
+
+    _, quick = speed_calls("--quick")
+    assert len(quick) == 3 and all(c[c.index("--batch") + 1] == "1,8" for c in quick)
+    out, full = speed_calls()
+    assert len(full) == 3 and all(c[c.index("--batch") + 1] == "1,8,64" and c[c.index("--repeats") + 1] == "3"
+                                  for c in full)
+    assert len(_calls(repo)) == 6  # the profiles too: their sizes changed
+    assert "speed of wavenet-medium (done before for other settings: again)" in out.stdout
+    out, again = speed_calls()
+    assert again == [] and _calls(repo) == [] and "done before, skipped" in out.stdout
+    _, threads = speed_calls("--threads", "1")
+    assert len(threads) == 3 and all(c[c.index("--threads") + 1] == "1" for c in threads)
+    assert len(_calls(repo)) == 3  # the profiles run on one thread whatever --threads says: not again
 
 
 # --- recipes/stream/run.sh -------------------------------------------------------------------------

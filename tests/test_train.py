@@ -287,6 +287,26 @@ def test_a_corpus_shorter_than_one_window_is_refused_before_training(tiny_corpus
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def test_a_refused_first_start_leaves_no_run_folder_behind(tiny_corpus, tmp_path):
+    """A first start refused (a corpus too short, a batch too big for memory) left RUN/ holding .lock alone,
+    parents made for it too: the folders it made are gone; a folder that was there before stays."""
+    from wavegen.data import CorpusTooShort
+
+    run = tmp_path / "runs" / "new"
+    with pytest.raises(CorpusTooShort, match="lower train.seq_len"):
+        train(config_for(tiny_corpus, "train.seq_len=16000", "train.tbptt_windows=8"), run, progress=False)
+    assert not (tmp_path / "runs").exists()
+    with pytest.raises(OutOfMemoryError):
+        train(config_for(tiny_corpus, "train.batch_size=100000000"), run, progress=False)
+    assert not (tmp_path / "runs").exists()
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(OutOfMemoryError):
+        train(config_for(tiny_corpus, "train.batch_size=100000000"), tmp_path / "mine", progress=False)
+    assert (tmp_path / "mine").is_dir()  # the user's own folder is kept
+    assert train(config_for(tiny_corpus, "train.max_steps=1"), run, progress=False)["step"] == 1
+    assert (run / "config.json").is_file()
+
+
 def test_lr_schedule_with_warmup():
     from wavegen.config import TrainConfig
 

@@ -51,3 +51,28 @@ def _labels_from_corpus(base: dict, model: dict, corpus: Corpus) -> bool:
     a setting); otherwise when the base names none and the corpus has some."""
     trained = isinstance(base.get("data"), dict) and "corpus" in base["data"]
     return trained or (bool(corpus.labels) and not model.get("labels"))
+
+
+def check_run_folder(run_dir: str | Path, config: dict) -> None:
+    """Refuse a ``--run`` folder that would mix a training run with other files (ConfigError naming it): the
+    corpus folder of ``config`` (or one inside it), a prepared corpus, or a folder of audio files that holds no
+    run (recordings, a render): training writes its samples there as WAV files, which a ``wavegen prep`` of the
+    folder would take for recordings. A new folder, a run, or one holding other files is fine."""
+    from wavegen.corpus import MANIFEST
+    from wavegen.prep_inputs import AUDIO_EXTENSIONS
+
+    run, corpus = Path(run_dir).resolve(), Path(config["data"]["corpus"]).resolve()
+    own = "give the run a folder of its own (runs/NAME)"
+    if run == corpus or corpus in run.parents:
+        where = "is the corpus folder" if run == corpus else "is inside the corpus folder"
+        raise ConfigError(f"--run {run_dir} {where} {corpus} (--data): {own}")
+    if not run.is_dir() or (run / "config.json").is_file():
+        return
+    if (run / MANIFEST).is_file():
+        raise ConfigError(f"--run {run_dir} is a prepared corpus (it holds {MANIFEST}): {own}")
+    audio = sorted(entry.name for entry in run.iterdir() if entry.suffix.lower() in AUDIO_EXTENSIONS)
+    if audio:
+        named = ", ".join(audio[:3]) + (f" and {len(audio) - 3} more" if len(audio) > 3 else "")
+        raise ConfigError(f"--run {run_dir} holds audio files ({named}) and no training run: its training "
+                          f"samples (WAV) would mix with them, and a wavegen prep of the folder would take them for "
+                          f"recordings; {own}")

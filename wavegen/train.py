@@ -46,7 +46,7 @@ from wavegen.distributed import end_accelerator, first_process_says, lost_contac
 from wavegen.fileio import check_writable, write_json
 from wavegen.models import build_model, model_config
 from wavegen.render.album import ensure_run_profile
-from wavegen.runconfig import resolve_run_config  # noqa: F401  (as wavegen.train.resolve_run_config)
+from wavegen.runconfig import check_run_folder, resolve_run_config  # noqa: F401  (as wavegen.train.resolve_run_config)
 from wavegen.runlog import RunLog, check_log_paths
 from wavegen.runlog import read_metrics  # noqa: F401  (the public reader, as wavegen.train.read_metrics)
 from wavegen.samples import TrainingSamples, run_key
@@ -195,6 +195,7 @@ def _train(config: dict, run_dir: Path, progress: bool, stop: StopSignals) -> di
     train_cfg = from_dict(TrainConfig, config["train"], "train")
     train_cfg.validate()
     model_config(config).validate(train_cfg)
+    check_run_folder(run_dir, config)  # not the corpus, nor a folder of recordings
     try:  # several processes meet here first (gloo connects them within train.group_timeout_seconds)
         accelerator = make_accelerator(train_cfg.mixed_precision, timeout_seconds=train_cfg.group_timeout_seconds)
     except Exception as err:
@@ -265,12 +266,29 @@ def _run_lock(accelerator, run_dir: Path):
     from wavegen.fileio import FolderLock
 
     main = accelerator.is_main_process
+    made = [folder for folder in (run_dir, *run_dir.parents) if not folder.exists()] if main else []  # lock makes them
     lock = checked(accelerator, lambda: FolderLock(run_dir, "training run").acquire() if main else None)
     try:
         yield lock
     finally:
         if lock is not None:
+            _remove_unused(made, lock)
             lock.release()
+
+
+def _remove_unused(made: list[Path], lock) -> None:
+    """A run refused before it wrote anything (a corpus too short, a batch too big) leaves no folder: those the
+    lock made go again while they hold its file alone (still locked: no other training takes them meanwhile)."""
+    if not made:
+        return
+    try:
+        if any(entry.name != lock.path.name for entry in made[0].iterdir()):
+            return
+        lock.path.unlink()
+        for folder in made:  # run_dir first, then the parents it took to make it
+            folder.rmdir()
+    except OSError:  # a file written there meanwhile, a folder made read-only: it stays, as before
+        pass
 
 
 def _start(config: dict, train_cfg: TrainConfig, accelerator, run_dir: Path) -> _Run:

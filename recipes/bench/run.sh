@@ -8,8 +8,9 @@
 #   stage 2  profile at batch 1 and 8  → docs/bench/profile-<model>.json (wavegen bench --profile)
 #   stage 3  report                    → docs/BENCHMARKS.md (its generated part), docs/bench/generation.png
 #
-# Finished steps leave markers in docs/bench/.done/ and are skipped when rerun; --fresh
-# removes them. --threads K sets numba's and torch's threads (default: theirs, all cores).
+# Finished steps leave markers in docs/bench/.done/ and are skipped when rerun with the same sizes
+# (a marker records them: after --quick, the full suite measures again); --fresh removes them.
+# --threads K sets numba's and torch's threads (default: theirs, all cores).
 # --out DIR writes DIR/bench/ and DIR/BENCHMARKS.md instead of docs/ (a relative DIR is taken
 # from where the recipe is started). --quick checks that the suite runs, in a minute or two:
 # a sixteenth of the samples, batches 1 and 8, one timed run each; its numbers are not the
@@ -50,16 +51,20 @@ suite=(
 )
 batches=1,8,64 repeats=3 share=1
 if [ "$quick" = 1 ]; then batches=1,8 repeats=1 share=16; fi
+# a step's marker records the sizes its numbers were measured with: a suite run with others (--quick, --threads)
+# measures again instead of reporting the other suite's numbers as its own
 for entry in "${suite[@]}"; do
   read -r model samples torch_samples <<< "$entry"
-  run_step 1 "speed-$model" "speed of $model" wavegen bench --model "$model" --backends torch,numba,numba-fp16 \
-    --batch "$batches" --samples $((samples / share)) --torch-samples $((torch_samples / share)) --repeats "$repeats" \
-    ${thread_opt[@]+"${thread_opt[@]}"} --json "$out/$model.json"
+  sizes=(--batch "$batches" --samples $((samples / share)) --torch-samples $((torch_samples / share))
+         --repeats "$repeats" ${thread_opt[@]+"${thread_opt[@]}"})
+  run_step_for_record 1 "speed-$model" "sizes ${sizes[*]}" "speed of $model" wavegen bench --model "$model" \
+    --backends torch,numba,numba-fp16 "${sizes[@]}" --json "$out/$model.json"
 done
 for entry in "${suite[@]}"; do
   read -r model samples _ <<< "$entry"
-  run_step 2 "profile-$model" "profile of $model" wavegen bench --profile --model "$model" --backends numba,numba-fp16 \
-    --batch 1,8 --samples $((samples / share)) --json "$out/profile-$model.json"
+  sizes=(--batch 1,8 --samples $((samples / share)))
+  run_step_for_record 2 "profile-$model" "sizes ${sizes[*]}" "profile of $model" wavegen bench --profile \
+    --model "$model" --backends numba,numba-fp16 "${sizes[@]}" --json "$out/profile-$model.json"
 done
 if in_stage_range 3; then  # always rewritten: cheap, and follows the JSON
   echo "== report"

@@ -10,7 +10,8 @@
 #     DIR/artist_a/*.flac   DIR/artist_b/album/*.wav   ...
 # Without --input, stage 0 writes a tiny two-label demo corpus ("bass" and "bells") itself.
 # Defaults: --work exp/conditioned (paths are taken from the folder you run it in), --model wavenet-tiny,
-# --steps 300, --seconds 5 (per label), --eval-seconds 120, --sample-rate 16000. WAVEGEN=CMD runs
+# --steps 300, --seconds 5 (per label), --eval-seconds 120, --sample-rate 16000 (a value that is not a
+# number, or not above 0, is one line, exit code 2, before any stage runs). WAVEGEN=CMD runs
 # another wavegen (default: python3 -m wavegen; PYTHON=/path/to/python for another interpreter).
 #
 # Stages (recipes/stages.sh: each leaves WORK/.done/N; a finished stage is skipped, delete the marker
@@ -18,7 +19,8 @@
 #   0  demo recordings (only without --input)
 #   1  wavegen prep --labels folders: splits by source file, every label kept in train
 #   2  wavegen train: the labels travel in the model's config (rerun resumes an unfinished run;
-#      the marker records --steps, and a rerun with a larger --steps trains on)
+#      the marker records --steps, --model and --set: a rerun with a larger --steps trains on, one with
+#      another --model or --set runs wavegen train, which refuses a run begun with other settings)
 #   3  wavegen render: each label of the corpus, and an even blend of the first two (fails,
 #      naming the corpus, when there is no corpus or it has no labels)
 #   4  wavegen eval: NLL per label on the test split
@@ -58,7 +60,12 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-# the stage range is checked before anything runs or is written (exit 2 naming the value)
+# the numbers and the stage range are checked before anything runs or is written (exit 2 naming the value):
+# a --seconds no render takes failed only at stage 3, after the training
+need_count --steps "$steps"
+need_positive --seconds "$seconds" seconds
+need_positive --eval-seconds "$eval_seconds" seconds
+need_count --sample-rate "$sample_rate"
 dir=$work
 source "$(dirname "${BASH_SOURCE[0]}")/../stages.sh"
 for marker in "$work"/.stage[0-9]*.done; do  # an older version of this recipe kept its markers there
@@ -158,7 +165,9 @@ run_stage 1 "prepare the labelled corpus $corpus from $input" \
   $wavegen prep "$input" "$corpus" --labels folders --sample-rate "$sample_rate"
 family_sets=()  # a SampleRNN sees silence before its chunks, as its renders begin (README: conditioning)
 case "$model" in samplernn*|dadabots*) family_sets=(--set train.silence_start=1) ;; esac
-run_training 2 "$steps" "train a conditioned $model for $steps steps in $run" \
+# the marker records the model and the settings: another --model or --set trains (wavegen train refuses a run
+# begun with others, naming what differs), not "trained before, skipped" with the older model
+run_training_for 2 "$steps" "model=$model${sets[*]+ ${sets[*]}}" "train a conditioned $model for $steps steps in $run" \
   $wavegen train --data "$corpus" --model "$model" --run "$run" --max-steps "$steps" ${family_sets[@]+"${family_sets[@]}"} \
   ${sets[@]+"${sets[@]}"}
 run_for_record 3 "$(stage_record "$run" "seconds=$seconds")" "render $seconds s of each label into $work/renders" \

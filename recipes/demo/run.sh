@@ -30,6 +30,7 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
+need_count --steps "$steps"  # before any stage: not a traceback from wavegen train after the set-up and prep
 source recipes/stages.sh
 
 setup() { bash recipes/setup.sh; }

@@ -30,20 +30,7 @@ usage="usage: $0 MODEL [--hours H | --seconds S] [--streams N] [--dir OUT] [--ba
 [--precision P] [--format F] [--seed S] [--stage N] [--stop-stage M] [-- wavegen render options]"
 die() { echo "$0: $*" >&2; exit 2; }
 started=$PWD
-stages_options=1 source "$(dirname "$0")/../stages.sh"  # from_caller and recipe_help (the stages are checked below)
-
-positive_number() {  # positive_number VALUE [SCALE]: VALUE x SCALE printed, or exit 1 unless VALUE > 0 and finite
-  "${PYTHON:-python3}" - "$@" <<'EOF'
-import math, sys
-try:
-    value = float(sys.argv[1]) * float(sys.argv[2] if len(sys.argv) > 2 else 1)
-except ValueError:
-    sys.exit(1)
-if not (math.isfinite(value) and value > 0):
-    sys.exit(1)
-print(repr(value) if len(sys.argv) > 2 else sys.argv[1])
-EOF
-}
+stages_options=1 source "$(dirname "$0")/../stages.sh"  # from_caller, recipe_help, positive_number (stages checked below)
 
 model=""; seconds=3600; streams=1; out=""; backend=auto; device=cpu; precision=fp32; format=wav; seed=0
 stage=1; stop_stage=100; extra=()
