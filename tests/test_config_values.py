@@ -36,8 +36,18 @@ REFUSED = [  # (--set, the start of the one-line error)
     ("train.warmup_steps=NaN", "train.warmup_steps=nan: must be a finite number"),
     ("train.warmup_steps=-1", "train.warmup_steps=-1: must be at least 0"),
     ("train.batch_size=Infinity", "train.batch_size=inf: must be a finite number"),
-    ("train.batch_size=1e300", "train.batch_size=1e+300: out of range; give a whole number from"),
-    ("train.warmup_steps=-1e19", "train.warmup_steps=-1e+19: out of range"),
+    # beyond 64 bits: the setting's own range, not the range of any whole number
+    ("train.batch_size=1e300", "train.batch_size=1e+300: too large; give a whole number from 1 to 9223372036854775807"),
+    ("train.batch_size=1e20", "train.batch_size=1e+20: too large; give a whole number from 1 to 9223372036854775807"),
+    ("train.warmup_steps=-1e19", "train.warmup_steps=-1e+19: too small; give a whole number from 0 to "
+                                 "9223372036854775807"),
+    ("train.seed=1e20", "train.seed=1e+20: too large; give a whole number from 0 to 4294967295"),
+    ("train.sample_streams=1e30", "train.sample_streams=1e+30: too large; give a whole number from 1 to 64 (turn "
+                                  "samples off with train.sample_interval=-1)"),
+    ("model.dim=1e20", "model.dim=1e+20: too large (a whole-number setting is at most 9223372036854775807)"),
+    ("model.dim=-1e20", "model.dim=-1e+20: too small (a whole-number setting is at least -9223372036854775807)"),
+    ("train.sample_interval=-2", "train.sample_interval=-2: must be at least -1 (-1 turns samples off; 0 samples at "
+                                 "validation steps)"),
     ("train.batch_size=1" + "0" * 5000, "train.batch_size='10000000000... (5003 characters): expected a whole"),
     ("train.max_steps=-Infinity", "train.max_steps=-inf: must be a finite number"),
     ("model.dim=1e400", "model.dim=inf: must be a finite number"),
@@ -94,6 +104,8 @@ def test_every_number_of_the_train_config_has_a_range():
     numbers = {f.name for f in dataclasses.fields(TrainConfig) if hints[f.name] in (int, float)}
     assert numbers == set(NUMBER_RANGES)
     TrainConfig().validate()  # the defaults are in range
+    for interval in (-1, 0, 7):  # off, at validation steps, every 7 steps: what the docs name
+        TrainConfig(sample_interval=interval).validate()
 
 
 def test_check_number_bounds_and_messages():

@@ -41,10 +41,9 @@ USER_FILES = ("stream_000_my_favourite_take.wav", "stream_2024-live.wav", "strea
 
 def test_restart_removes_only_the_exact_files_a_render_wrote(model, tmp_path, capsys):
     out = tmp_path / "rw"
-    out.mkdir()
-    for name in USER_FILES:
-        (out / name).write_bytes(b"mine")
     assert render_cli(model, out, "--streams", 3, "--format", "flac") == 0  # more streams, another format
+    for name in USER_FILES:  # the user's, beside the render (a folder of audio without one is refused: test_render_out)
+        (out / name).write_bytes(b"mine")
     assert render_cli(model, out, "--seed", 5, "--restart") == 0
     capsys.readouterr()
     assert sorted(p.name for p in out.iterdir()) == sorted(

@@ -62,12 +62,13 @@ def test_a_folder_another_wavegen_command_wrote_is_refused_untouched(model, tmp_
             f"wavegen serve: error: --archive {folder}: {held}; an archive there would mix its files (.state/, "
             ".lock, broadcast parts) into it: choose another folder, e.g. an empty one")
         assert _contents(folder) | {".lock": (folder / ".lock").exists()} == before, folder
-    from wavegen.serve.archive import other_use
+    from wavegen.resolve_why import other_use  # render's --out is checked by the same (test_render_out_folder)
 
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("other files")
     (tmp_path / "notes" / "config.json").write_text("{}")  # another program's settings: not a run's
-    assert other_use(tmp_path / "notes") is None and other_use(tmp_path / "not-yet") is None
+    assert other_use(tmp_path / "notes", "archive") is None and other_use(tmp_path / "not-yet", "archive") is None
+    assert other_use(rendered, "render") is None  # a render's own folder: its resume
 
 
 @pytest.mark.slow

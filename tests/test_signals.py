@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
 
@@ -85,3 +86,31 @@ def test_a_second_signal_during_the_first_message_still_lets_the_message_out():
         log.removeHandler(handler)
     assert stop.name == "SIGTERM"
     assert logged == ["SIGTERM: saving (the signal again to stop at once)"]
+
+
+def test_under_a_launch_a_sigterm_line_waits_and_a_lost_process_drops_it(monkeypatch, caplog):
+    """torchrun ends the survivors of a process that died with SIGTERM: their 'SIGTERM: finishing ...' line came
+    before the line of the loss. Under a launch it waits LAUNCH_TERM_SECONDS, unsaid once a loss is said; a
+    SIGTERM with no loss is said after the wait, a Ctrl-C at once."""
+    from wavegen import signals
+    from wavegen.distributed import ProcessLostError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(signals, "LAUNCH_TERM_SECONDS", 0.5)
+    monkeypatch.setattr(signals, "_terms_held", False)
+    caplog.set_level(logging.WARNING, logger="wavegen.signals")
+    with StopSignals("saving") as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert not stop.requested and stop.name == "SIGTERM" and caplog.text == ""  # not yet: the loss may come
+        ProcessLostError("another process of this training (2 processes) ended unexpectedly")
+        assert stop.requested
+        time.sleep(1.0)
+    assert caplog.text == "" and signals.held_a_launchers_term()
+    with StopSignals("saving") as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1.0)
+        assert stop.requested and "SIGTERM: saving (the signal again to stop at once)" in caplog.text
+    caplog.clear()
+    with StopSignals("saving") as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert "SIGINT: saving (Ctrl-C again to stop at once)" in caplog.text

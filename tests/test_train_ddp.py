@@ -369,7 +369,9 @@ def test_a_process_killed_mid_training_stops_the_other_with_one_line(runs, tmp_p
     err = stopped_launch(torchrun_train(runs["corpus"], run), lambda launch: launched_process(launch, killed).kill())
     errors = [line for line in err.splitlines() if line.startswith("wavegen train: error:")]
     assert len(errors) == 1, err[-4000:]
-    assert "another process of this training (2 processes) ended unexpectedly" in errors[0], errors[0]
+    # named: the survivor sees it ended on this machine
+    assert f"process {killed} of this training (2 processes) ended unexpectedly" in errors[0], errors[0]
+    assert not errors[0].startswith("wavegen train: error: another"), errors[0]
     assert "[rank0]" not in err and "[rank1]" not in err, err[-4000:]  # no process's traceback
     resumes_from_named_checkpoint(runs["corpus"], run, errors[0])
 
@@ -401,8 +403,9 @@ def test_a_frozen_process_stops_the_other_after_the_group_timeout_with_one_line(
     # the first process's line, then (let go) the frozen one's: the first has ended, or its own wait timed out
     errors = [line for line in err.splitlines() if line.startswith("wavegen train: error:")]
     assert 1 <= len(errors) <= 2, err[-4000:]
-    assert errors[0].startswith("wavegen train: error: another process of this training (2 processes) did not "
+    assert errors[0].startswith("wavegen train: error: process 1 of this training (2 processes) did not "
                                 f"answer within train.group_timeout_seconds={TIMEOUT_SECONDS} "), errors[0]
+    assert "): it is stopped (SIGSTOP or Ctrl-Z); this process stopped: " in errors[0], errors[0]
     assert errors[0].endswith("if a process is merely that slow, raise train.group_timeout_seconds"), errors[0]
     assert "[rank0]" not in err and "[rank1]" not in err, err[-4000:]  # no process's traceback
     resumes_from_named_checkpoint(runs["corpus"], run, errors[0])

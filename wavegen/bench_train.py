@@ -11,7 +11,9 @@ DDP all-reduces the gradients, and the main process reports for the whole job.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -20,6 +22,7 @@ import torch
 
 from wavegen.bench import check_counts, machine_info, set_threads
 from wavegen.config import ConfigError
+from wavegen.distributed import GROUP_TIMEOUT_SECONDS
 
 logger = logging.getLogger(__name__)
 
@@ -165,9 +168,6 @@ def bench_training(model: str, batches=None, seq_len: int | None = None, steps: 
     ``train.ema_decay`` ``ema_updates`` (the average's updates, warm-up steps included).
     """
     from wavegen.config import apply_overrides
-    from wavegen.data import local_streams
-    from wavegen.distributed import end_accelerator, make_accelerator
-    from wavegen.memory import check_model_memory
 
     config, source, rate = training_model(model, seed)
     batches = [config["train"]["batch_size"]] if batches is None else [int(b) for b in batches]
@@ -178,7 +178,63 @@ def bench_training(model: str, batches=None, seq_len: int | None = None, steps: 
                   ("--workers", num_workers, 0)])  # not "train.num_workers=-1", a key the user never wrote
     set_threads(threads)
     base = apply_overrides(config, _allowed(config, overrides, seq_len))
-    accelerator = make_accelerator(mixed_precision, cpu=torch.device(device).type == "cpu")
+    timeout = float(base["train"].get("group_timeout_seconds", GROUP_TIMEOUT_SECONDS))
+    with _said_when_lost(timeout), _held_stops() as stop:
+        return _bench_batches(model, base, source, rate, batches, seq_len, steps, warmup, device, mixed_precision,
+                              compile, grad_accum, num_workers, seed, overrides, progress, timeout, stop)
+
+
+@contextlib.contextmanager
+def _said_when_lost(timeout_seconds: float):
+    """Inside: a collective that fails as another process of the launch ended or did not answer within
+    ``timeout_seconds`` (train.group_timeout_seconds) is one line (distributed.ProcessLostError), as train says it."""
+    from wavegen.distributed import lost_contact
+
+    try:
+        yield
+    except Exception as err:
+        if not lost_contact(err):
+            raise
+        raise _lost(err, timeout_seconds) from err
+
+
+def _lost(err: Exception, timeout_seconds: float):
+    """The one line of a lost process (distributed.process_lost), said while the process group still exists (it
+    names the lost process, and one survivor says it)."""
+    from wavegen.distributed import process_lost
+
+    world = os.environ.get("WORLD_SIZE", "?")
+    return process_lost(err, f"this bench --train ({world} processes)", "nothing was measured to keep: rerun the "
+                        "same command", f"train.group_timeout_seconds={timeout_seconds:g}")
+
+
+@contextlib.contextmanager
+def _held_stops():
+    """Under a launch, a first Ctrl-C or SIGTERM stops every process together (KeyboardInterrupt) at the next step
+    training would agree on one (train.log_interval), or at the end of the batch size being timed (a launcher's
+    SIGTERM to the survivors of a lost process says the loss instead: wavegen.signals); alone, no handler: a Ctrl-C
+    stops at once. → the StopSignals, or None."""
+    from wavegen.distributed import first_process_says
+    from wavegen.signals import StopSignals, launched
+    from wavegen.signals import logger as signals_logger
+
+    if not launched():
+        yield None
+        return
+    with StopSignals("stopping every process at the next logged step") as stop, \
+            first_process_says(signals_logger.name):
+        yield stop
+
+
+def _bench_batches(model, base, source, rate, batches, seq_len, steps, warmup, device, mixed_precision, compile,
+                   grad_accum, num_workers, seed, overrides, progress, timeout, stop) -> dict | None:
+    """bench_training's work once its arguments are checked (the accelerator made and ended here)."""
+    from wavegen.data import local_streams
+    from wavegen.distributed import end_accelerator, lost_contact, make_accelerator
+    from wavegen.memory import check_model_memory
+    from wavegen.trainstate import agree
+
+    accelerator = make_accelerator(mixed_precision, cpu=torch.device(device).type == "cpu", timeout_seconds=timeout)
     try:
         world, main = accelerator.num_processes, accelerator.is_main_process
         setups = [_training_config(base, {"batch_size": batch, "grad_accum": grad_accum, "compile": compile,
@@ -195,26 +251,33 @@ def bench_training(model: str, batches=None, seq_len: int | None = None, steps: 
                 progress(f"train {model} batch {train_cfg.batch_size} x {train_cfg.seq_len} samples"
                          + (f" over {world} processes" if world > 1 else "")
                          + f": {warmup} warm-up + {steps} timed steps")
-            row, facts = _bench_batch(config, train_cfg, accelerator, rate, warmup, steps, num_workers, seed)
+            row, facts = _bench_batch(config, train_cfg, accelerator, rate, warmup, steps, num_workers, seed, stop)
             rows.append(row)
             logger.debug("train batch %d: %.0f samples/s", train_cfg.batch_size, row["samples_per_second"])
             accelerator.free_memory()  # the model and optimizer of this batch size went with _bench_batch's frame
+            if stop is not None and agree(accelerator, stop.requested):  # every process stops at the same point
+                raise KeyboardInterrupt
         machine = machine_info(str(accelerator.device))
         model_info = {"name": model, "source": source, **facts,
                       "sample_rate": rate, "mixed_precision": accelerator.mixed_precision, "compile": compile,
                       "grad_accum": grad_accum, "num_workers": num_workers, "warmup_steps": warmup,
                       "overrides": list(overrides), "ema_decay": train_cfg.ema_decay, "processes": world}
+    except Exception as err:
+        if not lost_contact(err):
+            raise
+        raise _lost(err, timeout) from err
     finally:
         end_accelerator(accelerator)
     return {"mode": "training", "machine": machine, "model": model_info, "rows": rows} if main else None
 
 
 def _bench_batch(config: dict, train_cfg, accelerator, rate: int, warmup: int, steps: int, num_workers: int,
-                 seed: int) -> tuple[dict, dict]:
-    """One row of :func:`bench_training` (one batch size), and the model's facts (parameters, family)."""
+                 seed: int, stop=None) -> tuple[dict, dict]:
+    """One row of :func:`bench_training` (one batch size), and the model's facts (parameters, family). ``stop``
+    (under a launch): agreed on every train.log_interval steps, as training does; KeyboardInterrupt once asked."""
     from wavegen.data import BatchStream, make_batches
     from wavegen.train import LN2, build_training, train_step
-    from wavegen.trainstate import Carry, WeightAverage
+    from wavegen.trainstate import Carry, WeightAverage, agree
 
     dev = accelerator.device
     net, optimizer, inner = build_training(config, train_cfg, accelerator)
@@ -232,6 +295,8 @@ def _bench_batch(config: dict, train_cfg, accelerator, rate: int, warmup: int, s
         loss = train_step(accelerator, net, optimizer, stream, train_cfg, step, carry)
         if average is not None:
             average.update(inner)
+        if stop is not None and (step + 1) % train_cfg.log_interval == 0 and agree(accelerator, stop.requested):
+            raise KeyboardInterrupt  # every process at the same step
         return loss
 
     net.train()

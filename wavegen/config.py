@@ -64,7 +64,7 @@ class TrainConfig:
     compile: bool = False
     num_workers: int = 0
     # training samples (wavegen.samples): every sample_interval steps (0: at validation steps, at
-    # most every 500 steps; negative: off), sample_streams streams (a conditioned model: one per label, up to 8) of
+    # most every 500 steps; -1: off), sample_streams streams (a conditioned model: one per label, up to 8) of
     # sample_seconds each, rendered from the current weights into RUN/samples/step_N/
     sample_interval: int = 0
     sample_seconds: float = 4.0
@@ -116,7 +116,7 @@ NUMBER_RANGES: dict[str, dict] = {
     "val_seconds": {"low": 0, "low_open": True},
     "group_timeout_seconds": {"low": 1, "high": 30 * 86400, "what": "seconds"},  # a timedelta gloo takes in ms
     "num_workers": {"low": 0, "high": 64, "what": "threads"},  # batch prefetch threads (data.BatchStream)
-    "sample_interval": {},  # negative: off
+    "sample_interval": {"low": -1, "hint": " (-1 turns samples off; 0 samples at validation steps)"},
     "sample_seconds": {"low": 0, "high": 600, "low_open": True, "what": "seconds", "hint": _SAMPLES_OFF},
     "sample_streams": {"low": 1, "high": 64, "what": "streams", "hint": _SAMPLES_OFF},
 }
@@ -199,9 +199,20 @@ def _number(value: Any, hint: type, name: str) -> int | float:
     if int(value) != value:
         raise ConfigError(f"{name}={value!r}: expected a whole number")
     if abs(value) > LARGEST_INT:
-        raise ConfigError(f"{name}={_shown(value)}: out of range; give a whole number from -{LARGEST_INT} "
-                          f"to {LARGEST_INT}")
+        raise ConfigError(_beyond_64_bits(name, value))
     return int(value)
+
+
+def _beyond_64_bits(name: str, value: int | float) -> str:
+    """The error for a whole number no setting holds (beyond LARGEST_INT either way), naming ``name`` and its
+    range where NUMBER_RANGES gives one: "train.batch_size=1e+20: too large; give a whole number from 1 to ..."."""
+    bounds = NUMBER_RANGES.get(name.removeprefix("train."), {}) if name.startswith("train.") else {}
+    size = "large" if value > 0 else "small"
+    if bounds.get("low") is None:
+        return (f"{name}={_shown(value)}: too {size} (a whole-number setting is "
+                f"{f'at most {LARGEST_INT}' if value > 0 else f'at least -{LARGEST_INT}'})")
+    return (f"{name}={_shown(value)}: too {size}; give a whole number from {bounds['low']} to "
+            f"{bounds.get('high', LARGEST_INT)}{bounds.get('hint', '')}")
 
 
 def _shown(value: Any) -> str:

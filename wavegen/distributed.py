@@ -7,15 +7,18 @@ from __future__ import annotations
 import contextlib
 import datetime
 import gc
+import json
 import logging
 import os
 import re
+import signal
 import time
 
 import torch
 
 from wavegen.config import TrainConfig
 from wavegen.errors import WavegenError
+from wavegen.signals import drop_pending_stop_lines, held_a_launchers_term
 
 logger = logging.getLogger(__name__)
 
@@ -26,8 +29,110 @@ GROUP_TIMEOUT_SECONDS = TrainConfig.group_timeout_seconds
 
 class ProcessLostError(WavegenError):
     """Another process of a launch ended, or stopped answering, while this one waited for it at a collective:
-    this one stops too, saying what is kept (:func:`process_lost`). Each process that meets it says it (the
-    process that says a launch's errors may be the one lost)."""
+    this one stops too, saying what is kept (:func:`process_lost`). The first survivor to meet it says it
+    (:func:`first_to_say_the_loss`; the process that says a launch's errors may be the one lost); made, it
+    drops the line of a launcher's SIGTERM held meanwhile (wavegen.signals: that SIGTERM ended the survivors)."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        drop_pending_stop_lines()
+        self.said_elsewhere = False  # another survivor says this loss (first_to_say_the_loss)
+
+
+def _agent_store():
+    """The launch's store where torchrun's agent holds it (it outlives any process of the launch), else None (a
+    store one of the processes holds may be the lost one's: no waiting on it)."""
+    import torch.distributed as dist
+
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() != "true" or not dist.is_initialized():
+        return None
+    from torch.distributed.distributed_c10d import _get_default_store
+
+    return _get_default_store()
+
+
+def pid_space() -> str:
+    """Where this process's pid means something: this kernel's boot and this pid namespace (two containers of one
+    host name see each other's pids as absent: their name alone would take a live process for ended)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as boot:
+            return f"{boot.read().strip()} {os.readlink('/proc/self/ns/pid')}"
+    except OSError:
+        return f"unseen {os.getpid()} {time.time()}"  # no other process takes it for its own
+
+
+def process_state(space: str, pid: int) -> str | None:
+    """The state of process ``pid`` of pid space ``space`` (:func:`pid_space`) where this process sees it: "ended",
+    "stopped" (SIGSTOP, Ctrl-Z) or "running"; None where it runs elsewhere (or cannot be seen)."""
+    if space != pid_space():
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            text = stat.read()
+    except FileNotFoundError:
+        return "ended"
+    except OSError:
+        return None
+    state = text[text.rindex(")") + 2:][:1]
+    return "ended" if state in "ZXx" else "stopped" if state in "Tt" else "running"
+
+
+def _who_key(rank: int) -> str:
+    return f"wavegen/who/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/{rank}"
+
+
+def record_this_process() -> None:
+    """This process of a launch, in its agent's store (its pid space and pid), so that the others can name it
+    when it is lost (:func:`lost_process`)."""
+    import torch.distributed as dist
+
+    with contextlib.suppress(Exception):  # (the store's own errors): the others say "another process"
+        store = _agent_store()
+        if store is not None:
+            store.set(_who_key(dist.get_rank()), json.dumps([pid_space(), os.getpid()]))
+
+
+def lost_process(wait_seconds: float = 0.0) -> tuple[int, str] | None:
+    """The first process of this launch (:func:`record_this_process`) that this one sees ended or stopped:
+    ``(rank, "ended" | "stopped")``, looked for up to ``wait_seconds`` (a process whose connections have closed may
+    still be ending); None where none is seen so (it ran on another machine, or none recorded)."""
+    import torch.distributed as dist
+
+    try:
+        store = _agent_store()
+        if store is None:
+            return None
+        recorded = {rank: json.loads(store.get(_who_key(rank))) for rank in range(dist.get_world_size())
+                    if rank != dist.get_rank() and store.check([_who_key(rank)])}
+    except Exception:  # noqa: BLE001 (the store's own errors): not named
+        return None
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        for rank, (space, pid) in recorded.items():
+            state = process_state(space, pid)
+            if state in ("ended", "stopped"):
+                return rank, state
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.05)
+
+
+def first_to_say_the_loss(err: ProcessLostError) -> ProcessLostError:
+    """``err``, marked ``said_elsewhere`` where another survivor of the launch has claimed the saying of a lost
+    process first (in the launcher's store, under torchrun's agent), so that a launch of 3 or more processes says
+    its loss once. Anywhere the claim cannot be made (no group, no launcher's store, the store gone) it says it."""
+    import torch.distributed as dist
+
+    try:
+        store = _agent_store()
+        if store is None:
+            return err
+        rank = str(dist.get_rank())
+        key = f"wavegen/lost/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+        err.said_elsewhere = store.compare_set(key, "", rank).decode() != rank
+    except Exception:  # noqa: BLE001 (the store's own errors): this process says it
+        pass
+    return err
 
 
 # Where gloo's TCP transport raises (a peer gone: "Connection closed by peer", "Read error ... Connection reset
@@ -43,21 +148,42 @@ def lost_contact(err: BaseException) -> bool:
     return isinstance(err, dist.DistError) or (isinstance(err, RuntimeError) and _GLOO_TRANSPORT in str(err))
 
 
+# The attribute of a lost_contact error that holds the user error this process had failed with when the collective
+# that was to share it met the loss (trainstate.checked): process_lost says it first
+OWN_ERROR = "wavegen_own_error"
+
+
+def lost_with_own_error(lost: BaseException, own: BaseException) -> BaseException:
+    """``lost`` (a :func:`lost_contact` error met while sharing ``own``, this process's own user error), marked
+    so that :func:`process_lost` says ``own`` with the loss (the process that would have said it may be gone)."""
+    setattr(lost, OWN_ERROR, own)
+    return lost
+
+
 def process_lost(err: BaseException, work: str, kept: str, setting: str | None = None) -> ProcessLostError:
     """The one line for :func:`lost_contact` error ``err`` of ``work`` ("this training"): another process ended,
     or did not answer within the group's timeout (``setting``: the setting that sets it, with its value:
-    "train.group_timeout_seconds=600"); then ``kept``, what is saved and how to go on."""
+    "train.group_timeout_seconds=600"); then ``kept``, what is saved and how to go on. This process's own
+    error, where the collective was sharing one (:func:`lost_with_own_error`), comes first."""
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     said = re.sub(r"^\[[^\]]*\]\s*", "", first)  # gloo's source file and line, of no use to a user
-    if "timed out" not in said.lower() and "timeout" not in said.lower():  # (gloo's connect: "Connect timeout")
-        waited = f", or it stopped after waiting {setting}" if setting else ""
-        return ProcessLostError(f"another process of {work} ended unexpectedly (killed, or out of memory? the "
-                                f"launcher's report names it{waited}; {said}); this process stopped too: {kept}")
-    limit = f" within {setting}" if setting else ""
-    raise_it = f"; if a process is merely that slow, raise {setting.split('=')[0]}" if setting else ""
-    return ProcessLostError(f"another process of {work} did not answer{limit} ({said}): it is frozen (stopped, "
-                            f"swapped out, stuck on a disk) or worked alone for longer; this process stopped: "
-                            f"{kept}{raise_it}")
+    own = getattr(err, OWN_ERROR, None)
+    ended = "timed out" not in said.lower() and "timeout" not in said.lower()  # (gloo's connect: "Connect timeout")
+    lost = lost_process(1.0 if ended else 0.0)  # named where this process sees it (one machine)
+    who = f"process {lost[0]} of {work}" if lost else f"another process of {work}"
+    if ended:
+        waited = f", or it stopped after waiting {setting}" if setting and not lost else ""
+        line = (f"{who} ended unexpectedly (killed, or out of memory? the launcher's report "
+                f"{'says why' if lost else 'names it'}{waited}; {said}); this process stopped too: {kept}")
+    else:
+        limit = f" within {setting}" if setting else ""
+        raise_it = f"; if a process is merely that slow, raise {setting.split('=')[0]}" if setting else ""
+        why = ("it is stopped (SIGSTOP or Ctrl-Z)" if lost and lost[1] == "stopped" else
+               "it is frozen (stopped, swapped out, stuck on a disk) or worked alone for longer")
+        line = f"{who} did not answer{limit} ({said}): {why}; this process stopped: {kept}{raise_it}"
+    if own is not None:  # its own error is its own to say
+        return ProcessLostError(f"{own}; and {line}")
+    return first_to_say_the_loss(ProcessLostError(line))
 
 
 # Where a launcher puts this process's rank and its rank on its machine: torchrun / accelerate's
@@ -84,8 +210,10 @@ def leave_to_another_process(err: BaseException) -> bool:
     the same (``err.every_process``, set where the processes agreed on it: trainstate.checked), else
     every process but the first of its machine (an error found before the processes could talk: the
     same arguments and files give the same error on one machine; another machine may differ)."""
+    global _left_a_loss
     if isinstance(err, ProcessLostError):  # the process that would say it may be the one that is gone
-        return False
+        _left_a_loss = err.said_elsewhere
+        return err.said_elsewhere
     rank, local_rank = launch_rank()
     return rank != 0 and (getattr(err, "every_process", False) or local_rank != 0)
 
@@ -107,6 +235,7 @@ def first_process_says(logger_name: str, rank: int | None = None):
 
 
 LAUNCHER_WAIT_SECONDS = 10.0  # wait_for_the_launcher's, by default
+_left_a_loss = False  # leave_to_another_process left a lost process to another survivor to say
 
 
 def wait_for_the_launcher(seconds: float | None = None) -> None:
@@ -115,7 +244,12 @@ def wait_for_the_launcher(seconds: float | None = None) -> None:
     launch, mpirun) ends every process once one has exited with an error (torchrun within 0.1 s):
     this one exiting first could end the printing process before it printed, and the error would
     read nowhere. Once the printing process has exited with it, the launcher ends this one here;
-    still alive after ``seconds`` (that process did not fail), the caller prints the error itself."""
+    still alive after ``seconds`` (that process did not fail), the caller prints the error itself.
+    A survivor of a lost process that left the loss to another, its launcher's SIGTERM held while it
+    met the loss (wavegen.signals), ends now by that SIGTERM: it was asked to end already."""
+    if _left_a_loss and held_a_launchers_term():
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
     try:
         time.sleep(LAUNCHER_WAIT_SECONDS if seconds is None else seconds)
     except KeyboardInterrupt:  # Ctrl-C reached every process: no launcher to wait for
@@ -201,6 +335,8 @@ def make_accelerator(mixed_precision: str, cpu: bool = False, timeout_seconds: f
     accelerator = Accelerator(mixed_precision=mixed_precision, cpu=not cuda and (cpu or several),
                               kwargs_handlers=[InitProcessGroupKwargs(timeout=timeout)])
     setattr(accelerator, _MADE_STATE, made)
+    if accelerator.num_processes > 1:
+        record_this_process()
     if accelerator.num_processes == 1 and asked_for_several_cpu_processes():
         logger.warning("accelerate launch --cpu started this one process, whatever --num_processes says (its --cpu "
                        "launcher starts a single process outside mpirun): it runs alone, at one process's speed. "

@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from wavegen.config import ConfigError, load_json
+from wavegen.errors import WavegenError
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+TRAINER_STATE = "trainer_state.json"  # a checkpoint's record: its step and every file's size and sha256
 WEIGHTS_RECORD = "weights.json"  # a model folder's record of its weights' size and sha256 (checkpoint.save_model)
 AVERAGED_MODEL = "averaged_model.safetensors"  # a checkpoint's average of the weights (train.ema_decay)
 KINDS = ("preset", "config", "model", "run", "checkpoint")
@@ -35,6 +38,10 @@ BEST_FOLDERS = ("best", "best.old")  # what a run folder names as its model (res
 _STEP_OR_OLD = re.compile(r"^step_(\d+)(\.old)?$")
 # accelerate saves a checkpoint's model without unwrapping it: DDP and torch.compile add these
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+# a checkpoint removed while it is read (a training pruning them, train.keep_checkpoints): how often --checkpoint last
+# looks again, and how long a checkpoint folder that lost a file is watched for its removal (shutil.rmtree's) to end
+PRUNED_RETRIES = 10
+REMOVAL_WAIT_SECONDS = 0.5
 
 
 @dataclass
@@ -48,6 +55,7 @@ class ModelRef:
     folder: Path | None = None  # the model folder, run folder or checkpoint folder
     sha256: str | None = None  # the weights' sha256 once hashed and checked (weights_sha256)
     tensors_sha256: str | None = None  # their tensors' digest once read (weights_tensors_sha256)
+    checkpoint: str | None = None  # the --checkpoint resolved ("last", "step_N"): load() looks again for "last"
 
     @property
     def sample_rate(self) -> int:
@@ -73,12 +81,39 @@ class ModelRef:
         """The model in eval mode on ``device``: trained weights where there are any. The weights
         file's header is checked against the config before anything is built, and a model folder's
         weights against the sha256 they were written with (:meth:`check_weights`) before they are read."""
-        if self.weights is not None:
-            self.check_weights()  # first: a damaged file is named as damaged, with what to render instead
-        model = self.build(device)
-        if self.weights is not None:
-            _load_into(model, self.weights)
+        if self.weights is None:
+            return self.build(device).to(device).eval()
+        self.check_weights()  # first: a damaged file is named as damaged, with what to render instead
+        from wavegen.models import build_model
+
+        state = self._read_weights(device)  # before the model is built: a checkpoint being pruned has less time to go
+        model = build_model(self.config)
+        _load_into(model, state, self.weights)
         return model.to(device).eval()
+
+    def _read_weights(self, device) -> dict:
+        """The weights' tensors, once the model is known to fit in memory on ``device`` (the file's header read:
+        :func:`wavegen.memory.check_model_memory`); CheckpointError naming a damaged file. A checkpoint removed since
+        it was resolved (a training pruning its checkpoints) is not called damaged: for ``--checkpoint last`` this
+        ref is resolved again, naming the newest kept checkpoint (a few times at most); for step_N, ConfigError
+        saying it was removed."""
+        from wavegen.checkpoint import load_weights
+        from wavegen.memory import check_model_memory
+
+        for _ in range(PRUNED_RETRIES):
+            try:
+                check_model_memory(self.config, self.weights, device)
+                return load_weights(self.weights)
+            except WavegenError:
+                if self.kind != "checkpoint" or self.weights.is_file() or not _removed(self.folder):
+                    raise
+            run = self.folder.parent.parent
+            if self.checkpoint != "last":
+                raise ConfigError(_removed_while_read(self.checkpoint or self.folder.name, self.folder, run)) from None
+            fresh = _checkpoint_ref(run, "last")
+            for field in fields(self):
+                setattr(self, field.name, getattr(fresh, field.name))
+        raise ConfigError(_pruned_too_fast(run))
 
     def check_weights(self) -> None:
         """A model folder's weights against the size and sha256 it recorded when it was written
@@ -130,10 +165,10 @@ def strip_wrappers(state: dict) -> dict:
     return out
 
 
-def _load_into(model, weights: Path) -> None:
-    from wavegen.checkpoint import load_weights
-
-    state = strip_wrappers(load_weights(weights))
+def _load_into(model, state: dict, weights: Path) -> None:
+    """``state`` (the tensors of the file ``weights``) into ``model``; ConfigError naming the file where they do
+    not fit."""
+    state = strip_wrappers(state)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
@@ -153,7 +188,7 @@ def run_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     if folder.is_dir():
         for child in folder.iterdir():
             match = _STEP_OR_OLD.match(child.name)
-            if match and (child / "trainer_state.json").is_file():
+            if match and (child / TRAINER_STATE).is_file():
                 step = int(match.group(1))
                 if match.group(2) is None or step not in found:  # step_N before step_N.old
                     found[step] = child
@@ -161,30 +196,79 @@ def run_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
 
 
 def _checkpoint_ref(run_dir: Path, checkpoint: str) -> ModelRef:
+    """``--checkpoint checkpoint`` of ``run_dir``, its weights checked against what its trainer_state.json lists.
+    A checkpoint removed while it is read (a training pruning them) is not called damaged: "last" looks again (a
+    few times at most), step_N is ConfigError saying it was removed."""
     if not (run_dir / CONFIG_FILE).is_file() or not (run_dir / "checkpoints").is_dir():
         raise ConfigError(f"--checkpoint {checkpoint}: {run_dir} is not a run folder (no {CONFIG_FILE} and "
                           "checkpoints/); give the run folder that wavegen train wrote")
-    found = run_checkpoints(run_dir)
-    if not found:
-        raise ConfigError(f"--checkpoint {checkpoint}: {run_dir / 'checkpoints'} holds no finished checkpoint")
-    if checkpoint == "last":
-        step, folder = found[-1]
-    else:
-        match = _STEP.match(checkpoint) or re.match(r"^(\d+)$", checkpoint)
-        steps = {s: f for s, f in found}
-        if match is None or int(match.group(1)) not in steps:
-            best = ("; the run's best/ is what the run folder names without --checkpoint"
-                    if checkpoint.strip("/") == "best" else "")
-            raise ConfigError(f"--checkpoint {checkpoint}: no such checkpoint in {run_dir}; {kept_checkpoints(found)}"
-                              f"{best}")
-        step, folder = int(match.group(1)), steps[int(match.group(1))]
+    for attempt in range(PRUNED_RETRIES):
+        found = run_checkpoints(run_dir)
+        if not found and attempt < PRUNED_RETRIES - 1:
+            continue  # a listing made while one was renamed in and the one before removed may see neither
+        if not found:
+            raise ConfigError(f"--checkpoint {checkpoint}: {run_dir / 'checkpoints'} holds no finished checkpoint")
+        step, folder = found[-1] if checkpoint == "last" else _named_checkpoint(run_dir, checkpoint, found)
+        try:
+            return _read_checkpoint(run_dir, step, folder, checkpoint)
+        except (WavegenError, OSError):  # OSError: a file found, then gone before it was read
+            now = run_checkpoints(run_dir)
+            newer = checkpoint == "last" and bool(now) and now[-1][0] > step  # "last" names that one now
+            if not (newer or _removed(folder)):
+                raise
+            if checkpoint != "last":
+                raise ConfigError(_removed_while_read(checkpoint, folder, run_dir)) from None
+    raise ConfigError(_pruned_too_fast(run_dir))
+
+
+def _named_checkpoint(run_dir: Path, checkpoint: str, found: list[tuple[int, Path]]) -> tuple[int, Path]:
+    """The kept checkpoint ``checkpoint`` ("step_N" or "N") names; ConfigError listing the kept ones otherwise."""
+    match = _STEP.match(checkpoint) or re.match(r"^(\d+)$", checkpoint)
+    steps = dict(found)
+    if match is None or int(match.group(1)) not in steps:
+        best = ("; the run's best/ is what the run folder names without --checkpoint"
+                if checkpoint.strip("/") == "best" else "")
+        raise ConfigError(f"--checkpoint {checkpoint}: no such checkpoint in {run_dir}; {kept_checkpoints(found)}"
+                          f"{best}")
+    return int(match.group(1)), steps[int(match.group(1))]
+
+
+def _read_checkpoint(run_dir: Path, step: int, folder: Path, checkpoint: str) -> ModelRef:
     weights = checkpoint_weights(folder)
     if not weights.is_file():
-        raise ConfigError(f"{folder}: no {MODEL_FILE} (an incomplete checkpoint)")
-    sha256 = _check_listed(weights, found)
+        raise ConfigError(f"{folder}: no {weights.name} (an incomplete checkpoint)")
+    listed = _check_listed(weights, run_dir)
     which = ", averaged weights" if weights.name == AVERAGED_MODEL else ""
+    # both digests kept from the record now: a render records them after the load, when it may have been pruned
+    tensors = listed.get("tensors_sha256")
     return ModelRef("checkpoint", f"{folder} (step {step}{which})", read_config(run_dir / CONFIG_FILE), weights,
-                    folder, sha256)
+                    folder, listed.get("sha256"), tensors if isinstance(tensors, str) else None, checkpoint)
+
+
+def _removed(folder: Path) -> bool:
+    """Whether the checkpoint ``folder``, found missing a file, was removed rather than damaged: it is gone, or goes
+    within REMOVAL_WAIT_SECONDS (shutil.rmtree, as checkpoint.prune_checkpoints removes one, deletes its files one
+    by one, then the folder). A folder whose files are all there (one is truncated or changed) is not waited on."""
+    if folder.is_dir() and all(path.is_file() for path in (folder / TRAINER_STATE, checkpoint_weights(folder))):
+        return False
+    deadline = time.monotonic() + REMOVAL_WAIT_SECONDS
+    while folder.is_dir():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _removed_while_read(checkpoint: str, folder: Path, run_dir: Path) -> str:
+    return (f"--checkpoint {checkpoint}: {folder} was removed while it was read (not damaged: a training writing "
+            f"this run removes its older checkpoints, keeping the newest train.keep_checkpoints); "
+            f"{kept_checkpoints(run_checkpoints(run_dir))}")
+
+
+def _pruned_too_fast(run_dir: Path) -> str:
+    return (f"--checkpoint last: the checkpoints of {run_dir} were each removed while they were read, "
+            f"{PRUNED_RETRIES} times (a training writing this run prunes them as fast as it saves them: "
+            "train.keep_checkpoints); give the run folder (its best/), or try again once the training has stopped")
 
 
 def usable_checkpoint(folder: Path) -> bool:
@@ -200,6 +284,7 @@ def kept_checkpoints(found: list[tuple[int, Path]], or_last: bool = True) -> str
     """For an error: the kept checkpoints (``found``: :func:`run_checkpoints`) a user may give to --checkpoint,
     "kept: step_4, step_6 (or last)", then those whose weights are damaged or missing, which are not usable."""
     usable, damaged = [], []
+    found = [(step, folder) for step, folder in found if folder.is_dir()]  # one removed since (pruned) is not kept
     for step, folder in found:
         (usable if usable_checkpoint(folder) else damaged).append(step)
     text = "kept: " + (", ".join(f"step_{s}" for s in usable) if usable else "none intact")
@@ -283,24 +368,33 @@ def best_with(run: Path, tensors: str | None) -> str | None:
 
 def checkpoint_weights(folder: Path) -> Path:
     """The weights a checkpoint is rendered and judged by: the average of the weights where the run keeps
-    one (train.ema_decay), else its model.safetensors (which may be missing: an incomplete checkpoint)."""
+    one (train.ema_decay: the file is there, or its trainer_state.json lists it: missing, it is damaged or being
+    removed, never stood in for by the other weights), else its model.safetensors (which may be missing: an
+    incomplete checkpoint)."""
     averaged = Path(folder) / AVERAGED_MODEL
-    return averaged if averaged.is_file() else Path(folder) / MODEL_FILE
+    if averaged.is_file():
+        return averaged
+    try:
+        listed = AVERAGED_MODEL in load_json(Path(folder) / TRAINER_STATE).get("files", {})
+    except (WavegenError, AttributeError, TypeError):  # no record (yet, or any more), or not one of files
+        listed = False
+    return averaged if listed else Path(folder) / MODEL_FILE
 
 
-def _check_listed(weights: Path, found: list[tuple[int, Path]]) -> str | None:
+def _check_listed(weights: Path, run_dir: Path) -> dict:
     """CheckpointError naming ``weights`` unless it has the size and sha256 its checkpoint's
     trainer_state.json lists (training refuses the same file; only this file is hashed, not the optimizer).
-    Returns that (now checked) sha256; None for a checkpoint written before files were listed."""
+    Returns that (now checked) record of it (its sha256, tensors_sha256); {} for a checkpoint written before
+    files were listed."""
     from wavegen.checkpoint import CheckpointError, checkpoint_damage
 
     why = checkpoint_damage(weights.parent, only=(weights.name,))
     if why is not None:
         raise CheckpointError(f"{why}: the checkpoint is damaged; give another --checkpoint "
-                              f"({kept_checkpoints(found, or_last=False)})")
-    listed = load_json(weights.parent / "trainer_state.json").get("files") or {}
+                              f"({kept_checkpoints(run_checkpoints(run_dir), or_last=False)})")
+    listed = load_json(weights.parent / TRAINER_STATE).get("files") or {}
     want = listed.get(weights.name)
-    return want.get("sha256") if isinstance(want, dict) else None
+    return want if isinstance(want, dict) else {}
 
 
 def read_config(path: Path, hand_written: bool = False) -> dict:

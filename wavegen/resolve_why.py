@@ -1,7 +1,7 @@
 """Why a path that exists names no model, and what to give instead (:func:`wavegen.resolve.resolve_model`'s
 errors): a run with no model yet or no best/ (:func:`no_best`), a checkpoint folder, a prepared corpus, a render
 folder or a live stream's archive (the model that made it, from its records), or another folder
-(:func:`not_a_model`)."""
+(:func:`not_a_model`); and what other wavegen folder a render's --out or serve's --archive names (:func:`other_use`)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 from wavegen.resolve import CONFIG_FILE, MODEL_FILE
 
 RUN_FILES = ("checkpoints", "metrics.jsonl", ".lock")  # a run folder's, beside its config.json (train.py)
+RUN_OWN_FILES = ("best", "checkpoints", "metrics.jsonl")  # those no render or archive has (they hold a .lock too)
 # A render folder's names (render/folder.py's REPORT_FILE, STATE_DIR, PARAMS_FILE; settings.stream_paths and
 # FORMATS), restated: resolve lies below render and never imports it (test_resolve checks both).
 RENDER_REPORT, RENDER_PARAMS = "render_report.json", Path(".state") / "params.json"
@@ -60,22 +61,65 @@ def is_archive(path: Path) -> bool:
     return any(path.glob(ARCHIVE_PARTS)) or any(key in _recorded(path) for key in ARCHIVE_KEYS)
 
 
+def is_render(path: Path) -> bool:
+    """Whether ``path`` holds a render (wavegen render --out): its report or first stream, or its snapshots and raw
+    PCM while it runs (its .state/params.json alone is not told from an archive's where it is damaged)."""
+    state = path / RENDER_PARAMS.parent
+    return any((path / name).is_file() for name in (RENDER_REPORT, *RENDER_STREAMS)) or \
+        any(state.glob("rank*.npz")) or any(state.glob("stream_*.pcm"))
+
+
+def other_use(folder: Path, own: str) -> str | None:
+    """What wavegen folder other than ``own``'s ("render": a render's --out; "archive": serve's --archive) ``folder``
+    is, in words ("it holds a model (model.safetensors)"), or None: no folder, one of ``own``'s, or one of other
+    files (a render or an archive writes beside them by its own names). Render and serve refuse such a folder
+    before the model loads: their files would mix into it (a run's .lock taken, a render's .state/params.json
+    taken for an archive's, or the other way round)."""
+    from wavegen.corpus import MANIFEST
+
+    try:
+        if not folder.is_dir():
+            return None
+        if (folder / MODEL_FILE).is_file():  # a model folder, best/, a checkpoint
+            return f"it holds a model ({MODEL_FILE})"
+        if (folder / CONFIG_FILE).is_file() and any((folder / name).exists() for name in RUN_OWN_FILES):
+            return "it holds a training run (what wavegen train --run wrote)"
+        if (folder / MANIFEST).is_file():
+            return "it holds a prepared corpus (what wavegen prep wrote)"
+        if own != "archive" and is_archive(folder):
+            model = _archive_model(folder)
+            return (f"it holds a live stream's archive (what wavegen serve --archive wrote: wavegen serve "
+                    f"{model or 'MODEL'} --archive {folder} continues it)")
+        if own != "render" and is_render(folder):
+            return "it holds a render (what wavegen render --out wrote)"
+    except OSError:  # cannot be looked in: the command's own checks say why
+        return None
+    return None
+
+
 def _give(model: Path) -> str:
     """A model folder as the command line takes it: a checkpoint as its run and --checkpoint."""
     return f"{model.parent.parent} --checkpoint {model.name}" if model.parent.name == "checkpoints" else str(model)
 
 
-def _archive_folder(path: Path) -> str:
-    """For a live stream's archive given as a model: what it is, and the model that played it (its params: the
-    folder of the weights, resolved; for random weights, or an archive of an older wavegen, the "model" named)."""
-    params, what = _recorded(path), f"{path}: a live stream's archive (what wavegen serve broadcast), not a model"
+def _archive_model(path: Path) -> str | None:
+    """The model that played the archive in ``path``, as the command line takes it (its params: the folder of the
+    weights, resolved; for random weights, or an archive of an older wavegen, the "model" named), or None."""
+    params = _recorded(path)
     folder, model = params.get(ARCHIVE_FOLDER_KEY), params.get("model")
     if isinstance(folder, str) and folder:
-        return f"{what}; give the model that played it: {_give(Path(folder))}"
+        return _give(Path(folder))
     if isinstance(model, str) and model:  # "preset NAME (random weights)", "CONFIG (...)", "CHECKPOINT (step N)"
         named = model.split(" (")[0]
-        give = named.removeprefix("preset ") if model.startswith("preset ") else _give(Path(named))
-        return f"{what}; give the model that played it: {give}"
+        return named.removeprefix("preset ") if model.startswith("preset ") else _give(Path(named))
+    return None
+
+
+def _archive_folder(path: Path) -> str:
+    """For a live stream's archive given as a model: what it is, and the model that played it."""
+    what, model = f"{path}: a live stream's archive (what wavegen serve broadcast), not a model", _archive_model(path)
+    if model is not None:
+        return f"{what}; give the model that played it: {model}"
     return f"{what}; give the model or run folder that played it"
 
 

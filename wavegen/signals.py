@@ -5,17 +5,43 @@ its step and writes a checkpoint; a render finishes (or rewinds) its block and w
 snapshot. A second signal stops at once (KeyboardInterrupt), leaving what the last checkpoint
 or snapshot holds. Handlers can only be installed from the main thread; elsewhere the
 context manager does nothing and the process keeps its handlers.
+
+Under a launch (torchrun, accelerate launch: WORLD_SIZE > 1) a SIGTERM is most often the launcher ending
+the survivors of a process that ended (a user's Ctrl-C reaches the processes as SIGINT): it takes effect,
+its line said, LAUNCH_TERM_SECONDS later, time for the process to meet the lost one (its next collective,
+a render's next window) and say that instead (:func:`drop_pending_stop_lines`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 
 logger = logging.getLogger(__name__)
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+LAUNCH_TERM_SECONDS = 5.0  # how long a launched process's SIGTERM line waits for word of a lost process
+_pending: set = set()  # the StopSignals whose SIGTERM line waits
+_terms_held = False  # a SIGTERM of a launcher was held by a StopSignals of this process
+
+
+def launched() -> bool:
+    """Whether this process is one of several of a launch (its launcher set WORLD_SIZE > 1)."""
+    return os.environ.get("WORLD_SIZE", "1").strip() not in ("", "0", "1")
+
+
+def drop_pending_stop_lines() -> None:
+    """A lost process is said by this one: a launcher's SIGTERM held meanwhile says nothing of its own."""
+    for stop in list(_pending):
+        stop._cancel_line()
+
+
+def held_a_launchers_term() -> bool:
+    """Whether a StopSignals of this process held a SIGTERM under a launch (its launcher asked it to end)."""
+    return _terms_held
 
 
 class StopSignals:
@@ -31,10 +57,12 @@ class StopSignals:
         self._previous: dict = {}
         self._announcing = False  # the first signal's message is being logged
         self._again = False  # a second signal came meanwhile
+        self._line: threading.Timer | None = None  # a launched process's SIGTERM line, waiting
 
     @property
     def requested(self) -> bool:
-        return self.signum is not None
+        """A stop was asked for (a launched process's SIGTERM: once its line is said, or dropped for a loss)."""
+        return self.signum is not None and self not in _pending
 
     @property
     def name(self) -> str | None:
@@ -54,14 +82,31 @@ class StopSignals:
             self._again = True
             return
         self.signum = signum
+        if signum == signal.SIGTERM and launched():  # the launcher ending the survivors of a lost process?
+            global _terms_held
+            _terms_held = True
+            self._line = threading.Timer(LAUNCH_TERM_SECONDS, self._say)
+            self._line.daemon = True
+            _pending.add(self)
+            self._line.start()
+            return
         self._announcing = True
         try:
-            logger.warning("%s: %s (%s again to stop at once)", signal.Signals(signum).name, self.message,
-                           "Ctrl-C" if signum == signal.SIGINT else "the signal")
+            self._say()
         finally:
             self._announcing = False
         if self._again:
             raise KeyboardInterrupt
+
+    def _say(self) -> None:
+        _pending.discard(self)
+        logger.warning("%s: %s (%s again to stop at once)", signal.Signals(self.signum).name, self.message,
+                       "Ctrl-C" if self.signum == signal.SIGINT else "the signal")
+
+    def _cancel_line(self) -> None:
+        _pending.discard(self)
+        if self._line is not None:
+            self._line.cancel()
 
     def __enter__(self) -> "StopSignals":
         if threading.current_thread() is threading.main_thread():
@@ -70,6 +115,7 @@ class StopSignals:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._cancel_line()  # the work is over: what it did is said by what follows
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from wavegen.config import ConfigError, TrainConfig, to_dict
-from wavegen.distributed import process_lost
+from wavegen.distributed import lost_contact, lost_with_own_error, process_lost
 from wavegen.errors import WavegenError, every_process
 
 
@@ -137,20 +137,30 @@ def checked(accelerator, check):
     waits at the next collective for one that has left). A WavegenError: its own, or on a process
     whose check passed, the first failing process's message, marked ``every_process`` (the first
     process alone prints it). Any other error (a bug) keeps its traceback where it was raised; the
-    other processes stop with one line naming it."""
+    other processes stop with one line naming it. Where the agreement meets a lost process, a process whose
+    own check failed with a user error raises the loss marked with it (distributed.lost_with_own_error: the one
+    line, :func:`training_lost`, says both)."""
     error, value = None, None
     try:
         value = check()
     except Exception as err:  # noqa: BLE001 - every process must learn of a failure, whatever it is
         error = err
-    if not agree(accelerator, error is not None):
-        return value
-    said = []
-    if accelerator.num_processes > 1:
-        from accelerate.utils import gather_object
+    try:
+        if not agree(accelerator, error is not None):
+            return value
+        said = []
+        if accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
 
-        said = [m for m in gather_object([None if error is None else _said(error, accelerator.process_index)])
-                if m is not None]
+            said = [m for m in gather_object([None if error is None else _said(error, accelerator.process_index)])
+                    if m is not None]
+    except Exception as lost:
+        if error is None or not lost_contact(lost):
+            raise
+        if not isinstance(error, WavegenError):
+            raise error from None  # a bug keeps its traceback
+        # its own failure is said by this process with the loss (the process that would say it may be the one gone)
+        raise lost_with_own_error(lost, error)
     if error is not None and not isinstance(error, WavegenError):
         raise error
     raise every_process(error or WavegenError(said[0]))

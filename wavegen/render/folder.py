@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
+import re
 import shutil
 from pathlib import Path
 
 from wavegen.errors import WavegenError
-from wavegen.fileio import FolderLock, ensure_folder, read_json_object, stale_temporaries, write_json
+from wavegen.fileio import FolderLock, ensure_folder, not_a_file, read_json_object, stale_temporaries, write_json
 from wavegen.render.model_change import TENSORS_KEY, model_differs, same_model, with_recorded_tensors
 from wavegen.render.settings import FORMATS, RenderStateError, RenderWriteError, estimate_bytes, stream_paths
 from wavegen.render.writers import open_file_limit
@@ -165,11 +167,58 @@ def remove_temporaries(stale: list[Path], where, why: str, log: logging.Logger =
         log.info("%s: removed %s, %s", where, ", ".join(p.name for p in stale), why)
 
 
+def check_out(out_dir: Path) -> None:
+    """RenderStateError (RenderWriteError for a file or a link to nothing) in one line naming ``out_dir`` where a
+    render cannot go there: a file, a link to nothing, another wavegen command's folder (a model, a run, a corpus, a
+    live stream's archive: :func:`wavegen.resolve_why.other_use`, serve's --archive check too), or a folder of audio
+    files that holds no render (recordings: eval --renders judges every audio file there, and a prep of the folder
+    would take the streams for recordings). Looked at only: nothing is made or written."""
+    from wavegen.resolve_why import other_use
+
+    if out_dir.is_symlink() and not out_dir.exists():
+        raise RenderWriteError(f"--out {out_dir} is a link to {os.readlink(out_dir)}, which does not exist: make "
+                               "that folder, or give another --out")
+    if out_dir.exists() and not out_dir.is_dir():
+        kind = not_a_file(out_dir) or "file"  # a device, a FIFO: not a file either
+        raise RenderWriteError(f"--out {out_dir} is a {kind}, not a folder: give a folder for the render's "
+                               "stream_000.wav ... (a new name is created)")
+    held = other_use(out_dir, "render")
+    mix = ("a render there would mix its files (stream_000.wav ..., render_report.json, .state/, .lock) into it: "
+           "choose another --out, e.g. a new folder")
+    if held is not None:
+        raise RenderStateError(f"--out {out_dir}: {held}; {mix}")
+    audio = _others_audio(out_dir)
+    if audio:
+        named = ", ".join(audio[:3]) + (f" and {len(audio) - 3} more" if len(audio) > 3 else "")
+        raise RenderStateError(f"--out {out_dir} holds audio files ({named}) and no render: eval --renders would "
+                               f"judge them as the render's, and a wavegen prep of the folder would take the render's "
+                               "streams for recordings: choose another --out, e.g. a new folder")
+
+
+def _others_audio(out_dir: Path) -> list[str]:
+    """The names of the audio files in ``out_dir`` a render does not write (stream_NNN.wav|flac), sorted, where it
+    holds no render (no report, no .state/params.json); [] where it is no folder or cannot be listed."""
+    from wavegen.prep_inputs import AUDIO_EXTENSIONS
+
+    try:
+        if not out_dir.is_dir() or (out_dir / REPORT_FILE).is_file() or (out_dir / STATE_DIR / PARAMS_FILE).is_file():
+            return []
+        return sorted(entry.name for entry in out_dir.iterdir() if entry.suffix.lower() in AUDIO_EXTENSIONS
+                      and not entry.name.startswith(".") and not _STREAM_NAME.fullmatch(entry.name))
+    except OSError:  # cannot be listed: the lock's ensure_folder says why
+        return []
+
+
+_STREAM_NAME = re.compile(r"stream_(?:\d{3}|[1-9]\d{3,})\.(?:%s)" % "|".join(FORMATS))  # stream_paths' names
+
+
 class RenderFolder:
-    """``out_dir`` of a render of ``streams`` streams in ``fmt``: paths, lock, parameters, report."""
+    """``out_dir`` of a render of ``streams`` streams in ``fmt``: paths, lock, parameters, report. Made, it has
+    checked ``out_dir`` (:func:`check_out`), before the render loads its model."""
 
     def __init__(self, out_dir: str | Path, streams: int, fmt: str):
         self.out_dir = Path(out_dir)
+        check_out(self.out_dir)
         self.state_dir = self.out_dir / STATE_DIR
         self.params_path = self.state_dir / PARAMS_FILE
         self.report_path = self.out_dir / REPORT_FILE

@@ -5,7 +5,13 @@ every process: the first process alone prints it (wavegen.distributed.leave_to_a
 Mid-render, a process that stops (a write refused, a Ctrl-C of its own) leaves word in the group's
 store, which the others read at each window: they save a snapshot and stop with it, instead of
 rendering on until the final agreement. A process that dies (a collective fails: another process is gone)
-leaves the others one line each, their snapshots kept (distributed.process_lost), not gloo's traceback."""
+leaves the others one line each, their snapshots kept (distributed.process_lost), not gloo's traceback.
+
+A process may render alone for hours before the others meet it (a shard of more streams, a slower machine), so
+how long a process works is no sign that it is lost: each says it is alive in the store every HEARTBEAT_SECONDS
+(a thread of its own, whatever its windows take), and the others, waiting for it in the store before each
+collective, take it for lost after SILENCE_SECONDS without a beat (frozen: SIGSTOP, swapped out, stuck on a disk),
+or at once where it ran on their machine and has ended, naming it."""
 
 from __future__ import annotations
 
@@ -13,39 +19,58 @@ import contextlib
 import datetime
 import json
 import os
+import threading
+import time
 import uuid
 
 from wavegen.config import ConfigError
-from wavegen.distributed import ProcessLostError, before_process_group, first_process_says, lost_contact, process_lost
+from wavegen.distributed import (GROUP_TIMEOUT_SECONDS, ProcessLostError, before_process_group, first_process_says,
+                                 first_to_say_the_loss, lost_contact, pid_space, process_lost, process_state)
 from wavegen.errors import FolderBusyError, WavegenError, every_process
 from wavegen.render.settings import RenderStateError, RenderWriteError
 
 # errors a process may hand to the others, by name (anything else arrives as a plain WavegenError)
 _SHARED_ERRORS = {cls.__name__: cls for cls in (ConfigError, FolderBusyError, RenderStateError, RenderWriteError)}
 
+HEARTBEAT_SECONDS = 1.0  # how often each process of a render says, in the store, that it is alive
+# a process not heard from for this long, while another waits for it, is taken for lost (WAVEGEN_SILENCE_SECONDS)
+SILENCE_SECONDS = 60.0
+_POLL_SECONDS = 0.05  # how often a process waiting for the others looks at the store
+_KEPT = "what it had rendered is kept (its snapshot, saved at each window): rerun the same command to resume"
+
 
 class Processes:
     """This process's rank and the world size (1 unless launched with WORLD_SIZE > 1).
 
-    Under several processes a gloo group carries only small objects (outcomes), so a shard
-    that finishes early may wait for hours: the group's timeout is a week.
+    Under several processes a gloo group carries only small objects (outcomes). A shard that finishes
+    early may wait for hours: it waits in the store (:meth:`_all_here`), watching the others' heartbeats,
+    and meets them in gloo only once all have come, so the group's timeout (GROUP_TIMEOUT_SECONDS) bounds
+    the connection and the exchange alone.
     """
 
     def __init__(self):
         self.rank, self.world, self.owned = 0, 1, False
+        self._key, self._heartbeat = None, None
         if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
             return
         import torch.distributed as dist
 
         before_process_group()
         if not dist.is_initialized():
-            dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))
+            dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=GROUP_TIMEOUT_SECONDS))
             self.owned = True
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
-        # where a process that fails mid-render leaves word for the others (this render's own key)
-        self._failure_key = f"wavegen/render/failed/{self.share(uuid.uuid4().hex)}"
+        key = self.share(uuid.uuid4().hex)  # this render's own keys in the store
+        # where a process that fails mid-render leaves word for the others
+        self._failure_key = f"wavegen/render/failed/{key}"
+        self._key, self._meetings, self._who = f"wavegen/render/{key}", 0, {}
+        _store().set(f"{self._key}/who/{self.rank}", json.dumps([pid_space(), os.getpid()]))
+        self._heartbeat = _Heartbeat(f"{self._key}/alive/{self.rank}")
 
     def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+            self._heartbeat = None
         if self.owned:
             import torch.distributed as dist
 
@@ -81,18 +106,28 @@ class Processes:
         try:
             store = _store()
             if not store.check([self._failure_key]):
-                return None
+                return self._ended_elsewhere()
             rank, kind, message, user_error = json.loads(store.get(self._failure_key))
         except Exception:  # noqa: BLE001 (the store's own errors): no word here; the agreement still hears it
-            return None
+            return self._ended_elsewhere()
         if rank == self.rank:
-            return None
+            return self._ended_elsewhere()
         if user_error:
             message = (f"process {rank} of {self.world} failed, and the others stopped with it (what they had "
                        f"written is saved): {message}")
         error = _remote_error(rank, kind, message, user_error)
         error.from_rank = rank
         return error
+
+    def _ended_elsewhere(self) -> ProcessLostError | None:
+        """ProcessLostError naming another process of this machine that has ended (killed), to raise at this
+        window (its launcher's SIGTERM to this one waits for it: wavegen.signals); None while none has."""
+        for rank in range(self.world):
+            if rank != self.rank and self._state_of(rank) == "ended":
+                error = self._lost(rank, "ended")
+                error.from_rank = rank
+                return error
+        return None
 
     def first_says(self, logger_name: str):
         """While inside: the warnings of logger ``logger_name`` said by the first process only (a Ctrl-C
@@ -123,15 +158,61 @@ class Processes:
 
     @contextlib.contextmanager
     def _talking(self):
-        """A collective: where another process has ended (or stopped answering), ProcessLostError saying
-        what this one keeps, not gloo's traceback."""
+        """A collective, once every process has come to it (:meth:`_all_here`): where another process has ended
+        (or stopped answering), ProcessLostError saying what this one keeps, not gloo's traceback."""
         try:
+            if self._key is not None:
+                self._all_here()
             yield
         except RuntimeError as err:
             if not lost_contact(err):
                 raise
-            raise process_lost(err, f"this render ({self.world} processes)", "what it had rendered is kept (its "
-                               "snapshot, saved at each window): rerun the same command to resume") from err
+            raise process_lost(err, f"this render ({self.world} processes)", _KEPT) from err
+
+    def _all_here(self) -> None:
+        """Wait in the store until every process has come to this collective (each comes to the same ones, in
+        the same order). A process that has not come and is not heard from for SILENCE_SECONDS, or that ran on
+        this machine and has ended: ProcessLostError naming it."""
+        self._meetings += 1
+        store = _store()
+        here = [f"{self._key}/at/{self._meetings}/{rank}" for rank in range(self.world)]
+        store.set(here[self.rank], "1")
+        heard: dict[int, tuple[int, float]] = {}  # rank → (its beats, when they last changed)
+        while not store.check(here):
+            now = time.monotonic()
+            for rank in range(self.world):
+                if rank == self.rank or store.check([here[rank]]):
+                    continue
+                beats = store.add(f"{self._key}/alive/{rank}", 0)
+                if heard.get(rank, (None,))[0] != beats:
+                    heard[rank] = (beats, now)
+                state = self._state_of(rank)
+                if state == "ended" or now - heard[rank][1] > silence_seconds():
+                    raise self._lost(rank, state)
+            time.sleep(_POLL_SECONDS)
+
+    def _state_of(self, rank: int) -> str | None:
+        """Process ``rank``'s state where it runs on this machine, among the processes this one sees: "ended",
+        "stopped" (SIGSTOP, Ctrl-Z) or "running"; None where it runs elsewhere (or cannot be seen)."""
+        if rank not in self._who:
+            who = f"{self._key}/who/{rank}"
+            if not _store().check([who]):  # (it records it just after the group's first exchange)
+                return None
+            self._who[rank] = json.loads(_store().get(who))
+        return process_state(*self._who[rank])
+
+    def _lost(self, rank: int, state: str | None) -> ProcessLostError:
+        """The one line for process ``rank``, lost while this one waited for it."""
+        work = f"process {rank} of this render ({self.world} processes)"
+        if state == "ended":
+            return first_to_say_the_loss(ProcessLostError(
+                f"{work} ended unexpectedly (killed, or out of memory? the launcher's report says why); this process "
+                f"stopped too: {_KEPT}"))
+        why = "it is stopped (SIGSTOP or Ctrl-Z)" if state == "stopped" else \
+            "frozen: stopped, swapped out or stuck on a disk, or ended on another machine"
+        return first_to_say_the_loss(ProcessLostError(
+            f"{work} has not answered for {silence_seconds():g} s ({why}) while this one waited for it; this process "
+            f"stopped: {_KEPT}"))
 
     def agree(self, step, src: int | None = None):
         """Run ``step()`` (on process ``src`` only, or on all when None) and raise its error everywhere.
@@ -158,6 +239,8 @@ class Processes:
             else:
                 failures = dict(enumerate(self.gather(failure)))
         except ProcessLostError as lost:
+            if isinstance(error, ProcessLostError):  # it met the loss first (at a window): said once
+                raise error from None
             if isinstance(error, WavegenError):  # its own failure first, said by this process (not left to another)
                 raise ProcessLostError(f"{error}; and {lost}") from error
             if error is not None and not isinstance(error, KeyboardInterrupt):
@@ -172,11 +255,43 @@ class Processes:
         return value
 
 
+def silence_seconds() -> float:
+    """How long a render's process may go unheard (SILENCE_SECONDS, or the environment's WAVEGEN_SILENCE_SECONDS:
+    a machine that swaps for minutes may need more) before another that waits for it takes it for lost."""
+    value = os.environ.get("WAVEGEN_SILENCE_SECONDS", "").strip()
+    try:
+        return max(3 * HEARTBEAT_SECONDS, float(value)) if value else SILENCE_SECONDS
+    except ValueError:
+        raise ConfigError(f"WAVEGEN_SILENCE_SECONDS={value!r}: give a number of seconds") from None
+
+
 def _store():
     """The process group's key-value store (the launcher's, under torchrun)."""
     from torch.distributed.distributed_c10d import _get_default_store
 
     return _get_default_store()
+
+
+class _Heartbeat:
+    """A thread adding one to ``key`` in the store every HEARTBEAT_SECONDS until :meth:`stop`: this process is
+    alive, whatever its windows take (a frozen process's threads stop with it)."""
+
+    def __init__(self, key: str):
+        self._key, self._store, self._done = key, _store(), threading.Event()
+        self._store.add(key, 1)
+        self._thread = threading.Thread(target=self._beat, name="wavegen-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._done.wait(HEARTBEAT_SECONDS):
+            try:
+                self._store.add(self._key, 1)
+            except Exception:  # noqa: BLE001 (the store's own errors: the launcher gone): the waits say it
+                return
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
 
 
 def _remote_error(rank: int, kind: str, message: str, user_error: bool) -> BaseException:

@@ -70,42 +70,16 @@ def parts_in(folder: Path) -> list[tuple[int, Path]]:
 
 def check_archive_folder(folder: str | Path) -> None:
     """WavegenError in one line unless ``folder`` (serve's --archive) can be made and written in, and holds no
-    other wavegen folder's files (:func:`other_use`): serve calls it before the model loads, so a folder that
-    cannot work does not cost the load and the timing."""
-    held = other_use(Path(folder))
+    other wavegen folder's files (:func:`wavegen.resolve_why.other_use`, which render's --out is checked by too):
+    serve calls it before the model loads, so a folder that cannot work does not cost the load and the timing."""
+    from wavegen.resolve_why import other_use
+
+    held = other_use(Path(folder), "archive")
     if held is not None:
         raise ServeError(f"--archive {folder}: {held}; an archive there would mix its files (.state/, .lock, "
                          "broadcast parts) into it: choose another folder, e.g. an empty one")
     ensure_folder(folder, "--archive folder")
     check_writable(folder, "--archive folder")
-
-
-def other_use(folder: Path) -> str | None:
-    """What other wavegen folder ``folder`` is, in words (a render's output, a model, a run, a corpus), or None
-    (no such folder, an archive, or one of other files: an archive writes beside them by its own names). A render
-    and a run keep their own .state/params.json or .lock, which an archive would take for its own, or hold."""
-    from wavegen.corpus import MANIFEST
-    from wavegen.resolve import CONFIG_FILE, MODEL_FILE
-    from wavegen.resolve_why import RENDER_REPORT, RENDER_STREAMS, RUN_FILES
-
-    run_items = ("best", *(name for name in RUN_FILES if name != ".lock"))  # an archive has a .lock too
-    try:
-        if not folder.is_dir():
-            return None
-        # a render's report or first stream, or its snapshots and raw PCM while it runs (its .state/params.json
-        # is not told from an archive's where it is damaged: the archive's own check says so)
-        if any((folder / name).is_file() for name in (RENDER_REPORT, *RENDER_STREAMS)) or \
-                any((folder / STATE_DIR).glob("rank*.npz")) or any((folder / STATE_DIR).glob("stream_*.pcm")):
-            return "it holds a render (what wavegen render --out wrote)"
-        if (folder / MODEL_FILE).is_file():
-            return f"it holds a model ({MODEL_FILE})"
-        if (folder / CONFIG_FILE).is_file() and any((folder / name).exists() for name in run_items):
-            return "it holds a training run (what wavegen train --run wrote)"
-        if (folder / MANIFEST).is_file():
-            return "it holds a prepared corpus (what wavegen prep wrote)"
-    except OSError:  # cannot be looked in: ensure_folder and check_writable say why
-        return None
-    return None
 
 
 class Archive:

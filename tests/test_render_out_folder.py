@@ -1,0 +1,117 @@
+"""Where `wavegen render --out` may write, as a user meets it: a folder another wavegen command wrote (a model
+folder, best/, a checkpoint, a run, a corpus, a live stream's archive) is refused in one line naming what it holds,
+before the model loads, and left as it was (--restart too: it would have removed an archive's snapshot); so are a
+folder of recordings, a file and a link to nothing. A new folder, one of other files, or a link to a folder is a
+render's as before. serve's --archive is checked by the same function (test_serve_archive_use)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import prepared_corpus
+from render_helpers import SR, direct_pcm, make_model, read_pcm, render_cli
+from test_render_model_gone import make_run
+
+MIX = ("a render there would mix its files (stream_000.wav ..., render_report.json, .state/, .lock) into it: "
+       "choose another --out, e.g. a new folder")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return make_model(tmp_path_factory.mktemp("render_out") / "tiny")
+
+
+def _error_line(capsys) -> str:
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def _everything(folder: Path) -> dict[str, bytes | None]:
+    """Every file under ``folder`` (its .lock too: a refused render must not take it) → its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
+def _archive(model: Path, folder: Path) -> Path:
+    """A live stream's archive as a server leaves it once begun: params.json, a part, the lock file."""
+    from wavegen.serve import ServeSettings, Station
+
+    station = Station(str(model), ServeSettings(archive=str(folder), guard=False))
+    station.archive.open()
+    station.archive.close()
+    return folder
+
+
+def test_a_folder_another_wavegen_command_wrote_is_refused_untouched_before_the_model_loads(model, tmp_path, capsys,
+                                                                                          monkeypatch):
+    """A render into a model folder, a run (whose .lock is training's), a corpus wrote its stream, report and .lock
+    among their files; into a live stream's archive it said "holds a render with seconds=None", and --restart
+    there removed the archive's .state/ (its snapshot)."""
+    from wavegen.resolve import ModelRef
+
+    run = make_run(model, tmp_path / "run")
+    archive = _archive(model, tmp_path / "archive")
+    held = {model: "it holds a model (model.safetensors)",
+            run / "best": "it holds a model (model.safetensors)",
+            run / "checkpoints" / "step_5": "it holds a model (model.safetensors)",
+            run: "it holds a training run (what wavegen train --run wrote)",
+            prepared_corpus(tmp_path / "prep", files=2, seconds=1.0): "it holds a prepared corpus (what wavegen prep "
+                                                                       "wrote)",
+            archive: f"it holds a live stream's archive (what wavegen serve --archive wrote: wavegen serve "
+                     f"{model.resolve()} --archive {archive} continues it)"}
+
+    def loaded(self, *args, **kwargs):
+        raise AssertionError("the model loaded before --out was checked")
+
+    monkeypatch.setattr(ModelRef, "load", loaded)
+    for folder, what in held.items():
+        before = _everything(folder)
+        for extra in ((), ("--restart",)):
+            assert render_cli(model, folder, *extra) == 2
+            assert _error_line(capsys) == f"wavegen render: error: --out {folder}: {what}; {MIX}"
+            assert _everything(folder) == before, (folder, extra)
+
+
+def test_recordings_a_file_and_a_link_to_nothing_are_refused_other_files_are_kept(model, tmp_path, capsys):
+    """A folder of recordings took the render's stream beside them (eval --renders then judged both, a prep took the
+    stream for a recording); a link to nothing was called "a file, not a folder", a FIFO "a file". A folder of other
+    files, and a link to a folder, take the render as before, their files kept."""
+    recordings = tmp_path / "recordings"
+    recordings.mkdir()
+    for name in ("song0.wav", "song1.flac"):
+        sf.write(str(recordings / name), np.zeros(SR, dtype=np.float32), SR)
+    before = _everything(recordings)
+    assert render_cli(model, recordings) == 2
+    assert _error_line(capsys) == (
+        f"wavegen render: error: --out {recordings} holds audio files (song0.wav, song1.flac) and no render: eval "
+        "--renders would judge them as the render's, and a wavegen prep of the folder would take the render's streams "
+        "for recordings: choose another --out, e.g. a new folder")
+    assert _everything(recordings) == before
+    os.symlink(tmp_path / "nowhere", tmp_path / "broken")
+    assert render_cli(model, tmp_path / "broken") == 2
+    assert _error_line(capsys) == (f"wavegen render: error: --out {tmp_path / 'broken'} is a link to "
+                                   f"{tmp_path / 'nowhere'}, which does not exist: make that folder, or give another "
+                                   "--out")
+    assert not (tmp_path / "nowhere").exists()
+    (tmp_path / "a-file").write_text("mine")
+    os.mkfifo(tmp_path / "a-fifo")
+    for path, kind in ((tmp_path / "a-file", "file"), (tmp_path / "a-fifo", "FIFO")):  # a FIFO was "a file"
+        assert render_cli(model, path) == 2
+        assert _error_line(capsys) == (f"wavegen render: error: --out {path} is a {kind}, not a folder: give a folder "
+                                       "for the render's stream_000.wav ... (a new name is created)")
+    assert (tmp_path / "a-file").read_text() == "mine"
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("other files")
+    (notes / "config.json").write_text("{}")  # another program's settings: not a run's
+    os.symlink(notes, tmp_path / "link")
+    assert render_cli(model, tmp_path / "link") == 0
+    assert render_cli(model, notes) == 0  # the same folder by its own name: complete
+    assert (notes / "todo.txt").read_text() == "other files" and (notes / "config.json").read_text() == "{}"
+    assert np.array_equal(read_pcm(notes / "stream_000.wav"), direct_pcm(model, 1, round(0.125 * SR))[0])
