@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import prepared_corpus, tone, write_audio_file
+from conftest import tone, write_audio_file
+from test_eval_renders_cli import album  # noqa: F401  (the fixture: a corpus and one render)
 
 from wavegen.cli import main
 
@@ -15,15 +16,6 @@ pytest.importorskip("librosa")
 pytest.importorskip("matplotlib")
 
 SR = 8000
-
-
-@pytest.fixture(scope="module")
-def album(tmp_path_factory):
-    """(corpus, renders folder of one 1 s tone)."""
-    root = tmp_path_factory.mktemp("album")
-    corpus = prepared_corpus(root, files=4, seconds=2.0, sample_rate=SR, val_fraction=0.25, test_fraction=0.25)
-    write_audio_file(root / "renders" / "take1.wav", tone(1.0, SR), SR)
-    return corpus, root / "renders"
 
 
 def _eval(album, *extra: str) -> int:
