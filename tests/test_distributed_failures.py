@@ -148,10 +148,15 @@ def kill_once_steps_run(args, rank: int, started, **popen) -> str:
     return read + stderr
 
 
-def once_saved(path):
-    """A ``started`` of kill_once_steps_run: once ``path`` exists (a checkpoint's folder)."""
+def once_saved(run, step: int):
+    """A ``started`` of kill_once_steps_run: once the run holds a checkpoint of ``step`` or later (any: step_N
+    itself may be pruned between two looks, the training keeping only its newest)."""
+    def saved() -> bool:
+        names = (p.name.removeprefix("step_") for p in (run / "checkpoints").glob("step_*"))
+        return any(name.isdigit() and int(name) >= step for name in names)
+
     def started(launch) -> str:
-        wait_until(launch, path.exists, f"{path} saved")
+        wait_until(launch, saved, f"a checkpoint of step {step} or later saved in {run}")
         return ""
 
     return started
@@ -183,7 +188,7 @@ def test_a_process_killed_in_a_training_of_three_is_said_once_without_the_launch
     args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "3", "-m", "wavegen",
             "-q", "train", "--data", str(tiny_corpus), "--model", "samplernn-tiny", "--run-dir", str(run),
             "--max-steps", "100000", *[a for s in settings for a in ("--set", s)]]
-    stderr = kill_once_steps_run(args, killed, once_saved(run / "checkpoints" / "step_4"), env=ENV)
+    stderr = kill_once_steps_run(args, killed, once_saved(run, 4), env=ENV)
     errors = error_lines(stderr, "train")
     assert len(errors) == 1, stderr[-4000:]
     assert f"process {killed} of this training (3 processes) ended unexpectedly" in errors[0], errors[0]
