@@ -75,6 +75,17 @@ def run_launch(args: list, timeout: float = 240, **popen) -> subprocess.Complete
     return subprocess.CompletedProcess(args, launch.returncode, out, err)
 
 
+def raised_under_torchrun(script: Path, text: str, env: dict) -> tuple[list[str], str]:
+    """``text`` written to ``script`` and run by torchrun as 2 processes → (its stderr lines that begin "RAISED":
+    what each process printed of the error it ended with, its stderr)."""
+    import sys
+
+    script.write_text(text)
+    run = run_launch([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                      str(script)], timeout=180, env=env)
+    return [line for line in run.stderr.splitlines() if line.startswith("RAISED")], run.stderr
+
+
 def launched_process(launch: subprocess.Popen, rank: int, timeout: float = 120) -> psutil.Process:
     """The process of ``launch`` (a launcher: torchrun, accelerate launch) whose RANK is ``rank``, once it runs."""
     deadline = time.monotonic() + timeout

@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from process_helpers import kill_launch, launched_process, wait_until
+from process_helpers import kill_launch, launched_process, raised_under_torchrun, wait_until
 from render_helpers import ENV, SR, direct_pcm, file_bytes, make_model, wait_for_snapshot, write_streams
 
 
@@ -120,17 +120,13 @@ with StopSignals() as stop:  # as train holds them: the launcher's SIGTERM to th
 def test_a_failing_check_that_meets_a_lost_process_says_its_own_error_with_the_loss(tmp_path):
     """trainstate.checked: a process's own check failed (a full disk) while the agreement that shares it met a
     lost process: the one line said the loss alone (the disk only in __context__). Now it says both, itself."""
-    script = tmp_path / "checked.py"
-    script.write_text(CHECK_FAILS_AS_ANOTHER_IS_LOST)
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          str(script)], env=ENV, capture_output=True, text=True, timeout=180)
-    said = [line for line in run.stderr.splitlines() if line.startswith("RAISED")]
-    assert len(said) == 1, run.stderr[-3000:]
+    said, stderr = raised_under_torchrun(tmp_path / "checked.py", CHECK_FAILS_AS_ANOTHER_IS_LOST, ENV)
+    assert len(said) == 1, stderr[-3000:]
     assert said[0].startswith("RAISED ProcessLostError left=False cannot write run/best/model.safetensors: No space "
                               "left on device; and process 0 of this training (2 processes) ended "
                               "unexpectedly"), said
     assert said[0].endswith("the training had not begun its steps; rerun the same command"), said
-    assert not [line for line in run.stderr.splitlines() if line.startswith("SIGTERM:")], run.stderr[-3000:]
+    assert not [line for line in stderr.splitlines() if line.startswith("SIGTERM:")], stderr[-3000:]
 
 
 def kill_once_steps_run(args, rank: int, started, **popen) -> str:

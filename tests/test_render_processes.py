@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from process_helpers import cli_recording_threads, gloo_threads_left, kill_launch, launched_process
+from process_helpers import (cli_recording_threads, gloo_threads_left, kill_launch, launched_process,
+                             raised_under_torchrun)
 from render_helpers import (ENV, MOSTLY_SILENT, SR, cli, direct_pcm, expected_guarded, file_bytes,  # noqa: F401
                             make_model, one_hot_bias, read_pcm, settings, wait_for_snapshot,
                             write_streams)
@@ -389,11 +390,7 @@ except Exception as err:
 def test_a_process_whose_own_error_meets_a_lost_process_says_both_itself(tmp_path):
     """A process failing on its own (a full disk) as another died: agree() raised its own error, left to the
     first process to print (dead): neither line was printed before the launcher ended it. Now it says both."""
-    script = tmp_path / "agree.py"
-    script.write_text(AGREE_AFTER_A_LOSS)
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          str(script)], env=ENV, capture_output=True, text=True, timeout=180)
-    said = [line for line in run.stderr.splitlines() if line.startswith("RAISED")]
-    assert len(said) == 1, run.stderr[-3000:]
+    said, stderr = raised_under_torchrun(tmp_path / "agree.py", AGREE_AFTER_A_LOSS, ENV)
+    assert len(said) == 1, stderr[-3000:]
     assert said[0].startswith("RAISED ProcessLostError left=False cannot write out/stream_001.wav: No space left on "
                               "device; and process 0 of this render (2 processes) ended unexpectedly"), said

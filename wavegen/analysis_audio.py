@@ -22,6 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from wavegen.analysis import AUDIO_SUFFIXES, MIN_RENDER_SECONDS, AnalysisError, plan_excerpts
+from wavegen.errors import some_of
 from wavegen.resolve_why import ARCHIVE_PARTS, is_archive
 
 logger = logging.getLogger(__name__)
@@ -210,7 +211,7 @@ def _in_subfolders(folder: Path) -> str:
                and any(p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith(".") for p in d.iterdir())]
     if not holders:
         return ""
-    shown = ", ".join(holders[:5]) + (f" and {len(holders) - 5} more" if len(holders) > 5 else "")
+    shown = some_of(holders, 5)
     return (f"; its subfolder(s) {shown} hold audio files: give one of them (the files directly in the folder "
             "given are judged, one render folder at a time)")
 

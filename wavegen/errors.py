@@ -13,6 +13,11 @@ class WavegenError(Exception):
     """An error the user can act on; the message names the file or value and what to do."""
 
 
+def some_of(names: list[str], shown: int = 3) -> str:
+    """The first ``shown`` of ``names`` for a message, and how many more: "a.wav, b.wav, c.wav and 4 more"."""
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
 def every_process(error: WavegenError) -> WavegenError:
     """``error``, marked as raised by every process of the launch alike (so one of them prints it:
     wavegen.distributed.leave_to_another_process; trainstate.checked and render's

@@ -20,6 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 from wavegen.corpus import CorpusError
+from wavegen.errors import some_of
 from wavegen.fileio import sha256_file
 from wavegen.progress import progress_bar
 
@@ -34,6 +35,11 @@ AUDIO_EXTENSIONS = frozenset(
 OTHER_AUDIO_EXTENSIONS = frozenset(
     {".m4a", ".m4b", ".aac", ".alac", ".mp4", ".wma", ".ape", ".wv", ".mpc", ".mka", ".webm", ".ac3", ".amr", ".dsf"}
 )
+
+
+def audio_names(folder: Path) -> list[str]:
+    """The names of the audio files (by extension, as prep finds them) directly in ``folder``, sorted."""
+    return sorted(entry.name for entry in folder.iterdir() if entry.suffix.lower() in AUDIO_EXTENSIONS)
 
 
 def not_regular(path: Path) -> str | None:
@@ -163,7 +169,7 @@ def folder_labels(found: list[tuple[Path, Path | None]]) -> list[str]:
             unlabelled.append(str(path))
         labels.append(parts[0] if len(parts) >= 2 else "")
     if unlabelled:
-        shown = ", ".join(unlabelled[:3]) + (f" and {len(unlabelled) - 3} more" if len(unlabelled) > 3 else "")
+        shown = some_of(unlabelled)
         raise CorpusError(
             f"--labels folders takes each file's label from its subfolder of an input folder, but "
             f"{len(unlabelled)} file(s) are in no subfolder ({shown}): move them into one (INPUT/LABEL/file.wav)"

@@ -59,7 +59,8 @@ def check_run_folder(run_dir: str | Path, config: dict) -> None:
     run (recordings, a render): training writes its samples there as WAV files, which a ``wavegen prep`` of the
     folder would take for recordings. A new folder, a run, or one holding other files is fine."""
     from wavegen.corpus import MANIFEST
-    from wavegen.prep_inputs import AUDIO_EXTENSIONS
+    from wavegen.errors import some_of
+    from wavegen.prep_inputs import audio_names
 
     run, corpus = Path(run_dir).resolve(), Path(config["data"]["corpus"]).resolve()
     own = "give the run a folder of its own (runs/NAME)"
@@ -70,9 +71,8 @@ def check_run_folder(run_dir: str | Path, config: dict) -> None:
         return
     if (run / MANIFEST).is_file():
         raise ConfigError(f"--run {run_dir} is a prepared corpus (it holds {MANIFEST}): {own}")
-    audio = sorted(entry.name for entry in run.iterdir() if entry.suffix.lower() in AUDIO_EXTENSIONS)
+    audio = audio_names(run)
     if audio:
-        named = ", ".join(audio[:3]) + (f" and {len(audio) - 3} more" if len(audio) > 3 else "")
-        raise ConfigError(f"--run {run_dir} holds audio files ({named}) and no training run: its training "
+        raise ConfigError(f"--run {run_dir} holds audio files ({some_of(audio)}) and no training run: its training "
                           f"samples (WAV) would mix with them, and a wavegen prep of the folder would take them for "
                           f"recordings; {own}")

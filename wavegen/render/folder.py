@@ -21,7 +21,7 @@ import re
 import shutil
 from pathlib import Path
 
-from wavegen.errors import WavegenError
+from wavegen.errors import WavegenError, some_of
 from wavegen.fileio import FolderLock, ensure_folder, not_a_file, read_json_object, stale_temporaries, write_json
 from wavegen.render.model_change import TENSORS_KEY, model_differs, same_model, with_recorded_tensors
 from wavegen.render.settings import FORMATS, RenderStateError, RenderWriteError, estimate_bytes, stream_paths
@@ -189,8 +189,7 @@ def check_out(out_dir: Path) -> None:
         raise RenderStateError(f"--out {out_dir}: {held}; {mix}")
     audio = _others_audio(out_dir)
     if audio:
-        named = ", ".join(audio[:3]) + (f" and {len(audio) - 3} more" if len(audio) > 3 else "")
-        raise RenderStateError(f"--out {out_dir} holds audio files ({named}) and no render: eval --renders would "
+        raise RenderStateError(f"--out {out_dir} holds audio files ({some_of(audio)}) and no render: eval --renders would "
                                f"judge them as the render's, and a wavegen prep of the folder would take the render's "
                                "streams for recordings: choose another --out, e.g. a new folder")
 
@@ -198,13 +197,12 @@ def check_out(out_dir: Path) -> None:
 def _others_audio(out_dir: Path) -> list[str]:
     """The names of the audio files in ``out_dir`` a render does not write (stream_NNN.wav|flac), sorted, where it
     holds no render (no report, no .state/params.json); [] where it is no folder or cannot be listed."""
-    from wavegen.prep_inputs import AUDIO_EXTENSIONS
+    from wavegen.prep_inputs import audio_names
 
     try:
         if not out_dir.is_dir() or (out_dir / REPORT_FILE).is_file() or (out_dir / STATE_DIR / PARAMS_FILE).is_file():
             return []
-        return sorted(entry.name for entry in out_dir.iterdir() if entry.suffix.lower() in AUDIO_EXTENSIONS
-                      and not entry.name.startswith(".") and not _STREAM_NAME.fullmatch(entry.name))
+        return [name for name in audio_names(out_dir) if not name.startswith(".") and not _STREAM_NAME.fullmatch(name)]
     except OSError:  # cannot be listed: the lock's ensure_folder says why
         return []
 
