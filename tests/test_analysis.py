@@ -11,7 +11,7 @@ import pytest
 
 import soundfile as sf
 from conftest import melody, prepared_corpus, tone, write_audio_file
-from wavegen import analysis, plotting
+from wavegen import analysis, analysis_features, plotting
 from wavegen.analysis_audio import read_renders
 from wavegen.analysis_report import format_comparison
 from wavegen.fileio import strict_json
@@ -25,7 +25,7 @@ RATE = 16000
 def test_features_of_known_signals():
     """Values a wrong feature would miss: level, centroid, pitch class, periodicity, flatness, onsets."""
     a440 = tone(4.0, RATE, freq=440.0, amplitude=0.5)[:, 0]
-    f = analysis.excerpt_features(a440, RATE)
+    f = analysis_features.excerpt_features(a440, RATE)
     inner = slice(4, -4)  # frames away from the zero-padded ends
     assert np.median(f["rms_db"][inner]) == pytest.approx(20 * math.log10(0.5 / math.sqrt(2)), abs=0.1)
     assert np.median(f["centroid_hz"][inner]) == pytest.approx(440.0, rel=0.03)
@@ -36,19 +36,19 @@ def test_features_of_known_signals():
     assert 10 ** np.median(f["log10_flatness"][inner]) < 1e-3
 
     white = analysis.noise("white", 4.0, RATE, rms=0.1)
-    g = analysis.excerpt_features(white, RATE)
+    g = analysis_features.excerpt_features(white, RATE)
     assert np.median(g["rms_db"]) == pytest.approx(-20.0, abs=0.5)
     # flat spectrum: the middle of the analysed band (0 .. 90% of Nyquist)
-    assert np.median(g["centroid_hz"]) == pytest.approx(analysis.BAND_TOP * RATE / 4, rel=0.03)
+    assert np.median(g["centroid_hz"]) == pytest.approx(analysis_features.BAND_TOP * RATE / 4, rel=0.03)
     assert 0.4 < 10 ** np.median(g["log10_flatness"]) < 0.7
-    assert (g["periodicity"] > analysis.PERIODIC_THRESHOLD).mean() < 0.01
+    assert (g["periodicity"] > analysis_features.PERIODIC_THRESHOLD).mean() < 0.01
     assert np.median(g["chroma_entropy_bits"]) > 3.4
 
     # a click every 0.5 s: 2 onsets per second, 120 BPM
     clicks = np.zeros(8 * RATE, dtype=np.float32)
     for start in range(RATE // 4, len(clicks), RATE // 2):
         clicks[start: start + 200] = 0.8 * np.exp(-np.arange(200) / 30.0) * np.sign(np.sin(np.arange(200)))
-    h = analysis.excerpt_features(clicks, RATE)
+    h = analysis_features.excerpt_features(clicks, RATE)
     assert h["onsets"] / h["seconds"] == pytest.approx(2.0, abs=0.25)
     assert h["tempo_bpm"] == pytest.approx(120.0, rel=0.05)
 
@@ -56,16 +56,16 @@ def test_features_of_known_signals():
 def test_periodicity_follows_the_lag_range():
     """A 200 Hz tone (5 ms period) is periodic, noise is not, silence scores 0; a 3 kHz tone is
     periodic at the 1 ms lag (3 periods) and no peak exceeds 1 (normalized over the overlap)."""
-    n_fft, hop = analysis.frame_size(RATE)
+    n_fft, hop = analysis_features.frame_size(RATE)
     assert (n_fft, hop) == (1024, 256)
     t = np.arange(RATE) / RATE
-    periodic = analysis.periodicity(np.sin(2 * np.pi * 200 * t), RATE, n_fft, hop)
+    periodic = analysis_features.periodicity(np.sin(2 * np.pi * 200 * t), RATE, n_fft, hop)
     assert periodic[2:-2].min() > 0.99
     rng = np.random.default_rng(0)
-    assert analysis.periodicity(rng.standard_normal(RATE), RATE, n_fft, hop).max() < 0.3
-    high = analysis.periodicity(np.sin(2 * np.pi * 3000 * t), RATE, n_fft, hop)
+    assert analysis_features.periodicity(rng.standard_normal(RATE), RATE, n_fft, hop).max() < 0.3
+    high = analysis_features.periodicity(np.sin(2 * np.pi * 3000 * t), RATE, n_fft, hop)
     assert high[2:-2].min() > 0.99 and high.max() <= 1.0 + 1e-9
-    assert analysis.periodicity(np.zeros(RATE), RATE, n_fft, hop).max() == 0.0
+    assert analysis_features.periodicity(np.zeros(RATE), RATE, n_fft, hop).max() == 0.0
 
 
 def test_frechet_distance_of_shifted_gaussians():
@@ -273,14 +273,15 @@ def test_a_split_of_clips_too_short_to_analyse_is_named():
 def test_a_silent_set_has_no_spectral_shape_or_pitch_instead_of_white_noise_flatness():
     """Silent frames have flatness 1 and chroma entropy 0 (white noise, one pitch class): a silent render
     must not read so. Its spectral and pitch medians are undefined; a half-silent one's are its sound's."""
-    silent = analysis.summarize(analysis.set_features([np.zeros(RATE, np.float32)], RATE))
+    silent = analysis_features.summarize(analysis_features.set_features([np.zeros(RATE, np.float32)], RATE))
     for key in ("centroid_hz_median", "bandwidth_hz_median", "flatness_median", "contrast_db_median",
                 "chroma_entropy_bits_median", "chroma_profile_similarity", "periodic_fraction"):
         assert math.isnan(silent[key]), key  # a periodic fraction of 0 would read as noise
     assert silent["silent_fraction"] == 1.0
     tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(RATE) / RATE).astype(np.float32)
-    half = analysis.summarize(analysis.set_features([np.concatenate([np.zeros(RATE, np.float32), tone])], RATE))
-    whole = analysis.summarize(analysis.set_features([tone], RATE))
+    half = analysis_features.summarize(
+        analysis_features.set_features([np.concatenate([np.zeros(RATE, np.float32), tone])], RATE))
+    whole = analysis_features.summarize(analysis_features.set_features([tone], RATE))
     assert half["flatness_median"] == pytest.approx(whole["flatness_median"], rel=0.5) and half["flatness_median"] < 0.1
     assert half["centroid_hz_median"] == pytest.approx(whole["centroid_hz_median"], rel=0.1)
     assert half["chroma_entropy_bits_median"] == pytest.approx(whole["chroma_entropy_bits_median"], abs=0.3)
@@ -334,7 +335,7 @@ def test_a_corpus_at_a_low_rate_is_analysed_or_refused_by_name_not_a_librosa_tra
     clips = [melody(2.0, low, seed=s) for s in range(3)]
     result = analysis.compare_clips(clips[:1], clips[1:2], clips[2:], low, max_seconds=2.0)
     assert all(math.isfinite(result["sets"][s]["summary"]["contrast_db_median"]) for s in analysis.SETS)
-    assert analysis.contrast_fmin(8000) == analysis.contrast_fmin(16000) == 100.0
+    assert analysis_features.contrast_fmin(8000) == analysis_features.contrast_fmin(16000) == 100.0
     with pytest.raises(analysis.AnalysisError, match=r"the audio compared is at 2000 Hz: comparing renders needs "
                                                      r"audio at 3000 Hz or more"):
         analysis.compare_clips(clips[:1], clips[1:2], clips[2:], 2000, max_seconds=2.0)

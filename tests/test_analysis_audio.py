@@ -12,7 +12,8 @@ from conftest import melody, prepared_corpus, write_audio_file
 
 from wavegen.analysis import AnalysisError, excerpts_of
 from wavegen.analysis_audio import read_renders, split_excerpts
-from wavegen.audio import int16_to_float, load_mono
+from wavegen.audio import int16_to_float
+from wavegen.audio_decode import load_mono
 from wavegen.corpus import Corpus
 
 RATE = 8000

@@ -70,6 +70,15 @@ def test_bench_training_takes_settings_as_training_does():
         bench_training("samplernn-tiny", overrides=["nonsense=1"])
 
 
+def test_overrides_given_as_an_iterator_are_reported():
+    """Overrides given as a generator were applied but reported as none (result["model"]["overrides"] empty, the
+    table's first line without them): the generator was spent checking them."""
+    lstm = bench_training("samplernn-tiny", batches=(2,), seq_len=64, steps=1, warmup=0, threads=1,
+                          overrides=(item for item in ["model.rnn_type=lstm"]))
+    assert lstm["model"]["overrides"] == ["model.rnn_type=lstm"]
+    assert format_training_table(lstm).splitlines()[0].endswith("; model.rnn_type=lstm)")
+
+
 @pytest.mark.parametrize("model", ["wavenet-tiny", "samplernn-tiny"])
 def test_a_model_conditioned_on_labels_is_timed_on_labelled_windows(model):
     """--set model.labels=[...] used to end in a traceback (an IndexError from the label embedding: the

@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from wavegen.audio import float_to_int16, load_mono
+from wavegen.audio import float_to_int16
+from wavegen.audio_decode import load_mono
 from wavegen.corpus import Corpus, CorpusError
 from wavegen.prep import prepare
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from wavegen.analysis import PERIODIC_THRESHOLD, SILENT_DB, frame_size, periodicity
+from wavegen.analysis_features import PERIODIC_THRESHOLD, SILENT_DB, frame_size, periodicity
 
 SCRIPT = Path(__file__).resolve().parents[1] / "recipes" / "demo" / "make_recordings.py"
 

@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 import wavegen.prep_decode as prep_decode
-from wavegen.audio import load_mono
+from wavegen.audio_decode import load_mono
 from wavegen.config import ConfigError
 from wavegen.corpus import Corpus, CorpusError
 from wavegen.prep import PrepSettings

@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 
-from wavegen.audio import AudioError, decode_audio
+from wavegen.audio_decode import AudioError, decode_audio
 
 
 def _prep(*args, cwd, quiet=False):

@@ -79,7 +79,7 @@ def test_a_corpus_folder_that_takes_no_new_file_is_named_not_prep_s_temporary_fo
 def test_the_room_a_file_whose_header_lies_takes_is_what_its_size_can_hold(tmp_path, make_tone, caplog):
     """A FLAC of 2 s whose header declares 2**36 frames (1193 h) counted 275 GB of room: prep warned of a disk too
     small on any machine. It counts what the file can hold; the prep keeps the audio that decodes."""
-    from test_audio import lying_flac
+    from test_audio_decode import lying_flac
 
     rec = tmp_path / "rec"
     tones(rec, make_tone, 3)

@@ -99,7 +99,7 @@ def test_a_wav_whose_header_was_never_finished_keeps_its_audio(tmp_path, make_to
 def test_an_unfinished_wav_past_the_riff_size_limit_is_read_with_an_rf64_header(tmp_path, make_tone, monkeypatch):
     """Past 4 GiB a RIFF size cannot be written (struct.error: the whole prep stopped with a traceback): the
     header it is read with is RF64. The limit lowered to a few bytes here: the same header, decoded by libsndfile."""
-    from wavegen import prep_decode
+    from wavegen import prep_decode, prep_wav
     from wavegen.prep import PrepSettings
 
     take = _unfinished_wav(tmp_path / "take.wav", make_tone)
@@ -107,7 +107,7 @@ def test_an_unfinished_wav_past_the_riff_size_limit_is_read_with_an_rf64_header(
     make_tone(whole, 2.0, SR, 330, channels=2, subtype="PCM_16")
     settings = PrepSettings(inputs=(str(tmp_path),), sample_rate=SR)
     expected = prep_decode.decode_one(whole, settings, "0" * 64)
-    monkeypatch.setattr(prep_decode, "WAV_SIZE_LIMIT", 1000)
+    monkeypatch.setattr(prep_wav, "WAV_SIZE_LIMIT", 1000)
     recovered = prep_decode.decode_one(take, settings, "0" * 64)
     assert recovered[1] == expected[1] and np.array_equal(recovered[0], expected[0])
     assert recovered[2]["recovered"].startswith("unfinished WAV header") and not recovered[2]["partial"], recovered[2]

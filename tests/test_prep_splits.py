@@ -7,7 +7,8 @@ import pytest
 
 from test_prep_inputs import SR, prep, tones
 
-from wavegen.audio import float_to_int16, load_mono
+from wavegen.audio import float_to_int16
+from wavegen.audio_decode import load_mono
 from wavegen.corpus import Corpus, CorpusError
 from wavegen.split import SPLITS
 

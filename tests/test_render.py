@@ -98,7 +98,7 @@ def test_prime_continues_a_recording(model, tmp_path, make_tone):
     render(model, tmp_path / "p", settings(0.25, prime=str(tmp_path / "prime.wav"), prime_seconds=0.5),
            progress=False)
     model_obj = load_model(model)[0]
-    from wavegen.audio import load_mono
+    from wavegen.audio_decode import load_mono
     codes = quantize(load_mono(tmp_path / "prime.wav", SR)[-2000:], Q, "mu-law")
     assert len(codes) % model_obj.context_samples == 0
     expected = direct_pcm(model, 1, n, prime=codes[None])

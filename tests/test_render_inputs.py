@@ -15,7 +15,8 @@ import pytest
 
 from render_helpers import QUICK_FLAGS, Q, SR, direct_pcm, make_model, read_pcm, render_cli, settings
 from wavegen import memory
-from wavegen.audio import load_mono, quantize
+from wavegen.audio import quantize
+from wavegen.audio_decode import load_mono
 from wavegen.checkpoint import load_model
 from wavegen.cli import main
 from wavegen.config import ConfigError

@@ -8,7 +8,7 @@ returns zeros after a seek; a file that turns out damaged) are decoded whole, as
 
 A render file that cannot be judged (undecodable, shorter than MIN_RENDER_SECONDS, NaN or infinite
 samples, or samples over MAX_PEAK times full scale, in what is read) is skipped with a warning naming
-it and why; the folder is refused only when no file is left.
+it and why; the folder is refused only when no file is left. One file named is judged alone.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class _Source:
     def __init__(self, path: Path, sample_rate: int):
         import soundfile as sf
 
-        from wavegen.audio import WHOLE_READ_SUBTYPES, damage_in_log
+        from wavegen.audio_decode import WHOLE_READ_SUBTYPES, damage_in_log
 
         self.path, self.sample_rate, self.whole = path, sample_rate, None
         try:
@@ -68,9 +68,9 @@ class _Source:
             self.length = int(self.frames * sample_rate // self.rate)
 
     def decode_whole(self) -> None:
-        """Decode the file whole, mono at the corpus's rate (wavegen.audio.load_mono, as prep decodes: in blocks;
+        """Decode the file whole, mono at the corpus's rate (wavegen.audio_decode.load_mono, as prep decodes: in blocks;
         a damaged file gives what decodes, with a warning); _Unreadable where nothing does."""
-        from wavegen.audio import AudioError, load_mono
+        from wavegen.audio_decode import AudioError, load_mono
 
         try:
             self.whole = load_mono(self.path, self.sample_rate)
@@ -113,21 +113,22 @@ class _Replan(Exception):
 
 
 def read_renders(renders_dir: str | Path, sample_rate: int, max_seconds: float | None = None) -> Renders:
-    """The excerpts the analysis takes of every audio file directly in ``renders_dir`` but hidden ones
-    (mono, at ``sample_rate``; planned by plan_excerpts over ``max_seconds``, None: all), reading only
-    those. Files that cannot be judged are skipped with a warning (``skipped``); AnalysisError when
-    the folder holds no audio file, or none that can be judged."""
-    folder = _folder(renders_dir)
-    files, skipped = _audio_files(folder)
+    """The excerpts the analysis takes of every audio file directly in ``renders_dir`` but hidden ones, or
+    of the one audio file ``renders_dir`` names (mono, at ``sample_rate``; planned by plan_excerpts over
+    ``max_seconds``, None: all), reading only those. Files that cannot be judged are skipped with a warning
+    (``skipped``); AnalysisError when the folder holds no audio file, or none that can be judged."""
+    given, folder = Path(renders_dir), _folder(renders_dir)  # one file named: its folder says what it is part of
+    files, skipped = _audio_files(folder) if given == folder else _one_file(given)
     unfinished = _unfinished_render(folder)
     if not files:
-        raise AnalysisError(f"{folder}: no audio files ({', '.join(AUDIO_SUFFIXES)})" + (
+        raise AnalysisError(f"{given}: no audio files ({', '.join(AUDIO_SUFFIXES)})" + (
             "; it is a render that has not finished (a FLAC render writes its files at the end): rerun the render "
             "command to finish it" if unfinished else "".join(f"; {s['file']}: {s['reason']}" for s in skipped)
             or _in_subfolders(folder)))
     archive = unfinished and is_archive(folder)  # an archive has .state/ for good: it never finishes
     # the part a live stream writes now: short for its first seconds, and not a render cut short
-    writing = max((p for p in files if p.match(ARCHIVE_PARTS)), default=None) if archive else None
+    parts = [p for p in _audio_files(folder)[0] if p.match(ARCHIVE_PARTS)] if archive else []
+    writing = max(parts, default=None)
     sources, total = [], len(files) + len(skipped)
     for path in files:
         try:
@@ -137,7 +138,7 @@ def read_renders(renders_dir: str | Path, sample_rate: int, max_seconds: float |
     excerpts, sources = _read_planned(sources, sample_rate, max_seconds, skipped, writing)
     reasons = "; ".join(f"{s['file']}: {s['reason']}" for s in skipped)
     if not sources:
-        raise AnalysisError(f"{folder}: no audio file can be analysed ({reasons})")
+        raise AnalysisError(f"{given}: no audio file can be analysed ({reasons})")
     if skipped:
         logger.warning("%s: skipping %d of %d audio file(s) (%s)", folder, len(skipped), total, reasons)
     if archive:
@@ -154,13 +155,17 @@ def _audio_files(folder: Path) -> tuple[list[Path], list[dict]]:
     """(the audio files directly in ``folder`` that are judged, sorted; the audio files of a format libsndfile
     cannot decode (.m4a, ...), as skipped ``{"file", "reason"}``: prep passes them over with a warning, and
     eval passed them over in silence). Hidden files are passed over: macOS's "._NAME.wav" holds no audio."""
+    return _by_format(sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")))
+
+
+def _by_format(paths: list[Path]) -> tuple[list[Path], list[dict]]:
+    """(the audio files of ``paths`` libsndfile decodes; those of a format it cannot, as skipped)."""
     from wavegen.prep_inputs import OTHER_AUDIO_EXTENSIONS
 
-    shown = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     undecodable = [{"file": p.name, "reason": f"{p.suffix} audio, which libsndfile cannot decode: convert it to "
                                               ".flac or .wav to judge it"}
-                   for p in shown if p.suffix.lower() in OTHER_AUDIO_EXTENSIONS]
-    return [p for p in shown if p.suffix.lower() in AUDIO_SUFFIXES], undecodable
+                   for p in paths if p.suffix.lower() in OTHER_AUDIO_EXTENSIONS]
+    return [p for p in paths if p.suffix.lower() in AUDIO_SUFFIXES], undecodable
 
 
 def _read_planned(sources: list[_Source], sample_rate: int, max_seconds: float | None,
@@ -197,12 +202,24 @@ def _read_planned(sources: list[_Source], sample_rate: int, max_seconds: float |
 
 
 def _folder(renders_dir) -> Path:
+    """The folder of renders ``renders_dir`` names: itself, or the folder of the one file it names."""
     folder = Path(renders_dir)
     if folder.is_file():
-        raise AnalysisError(f"{folder}: is a file; give the folder of renders that holds it ({folder.parent})")
+        return folder.parent
     if not folder.is_dir():
-        raise AnalysisError(f"{folder}: no such folder of renders")
+        raise AnalysisError(f"{folder}: no such folder of renders or audio file")
     return folder
+
+
+def _one_file(path: Path) -> tuple[list[Path], list[dict]]:
+    """:func:`_audio_files` for one file named (hidden or not); AnalysisError for a file that is no audio by its
+    name."""
+    from wavegen.prep_inputs import OTHER_AUDIO_EXTENSIONS
+
+    if path.suffix.lower() not in (*AUDIO_SUFFIXES, *OTHER_AUDIO_EXTENSIONS):
+        raise AnalysisError(f"{path}: not an audio file ({', '.join(AUDIO_SUFFIXES)}): give a render's audio file "
+                            "or the folder of renders")
+    return _by_format([path])
 
 
 def _in_subfolders(folder: Path) -> str:

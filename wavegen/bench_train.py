@@ -15,7 +15,9 @@ import contextlib
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -121,6 +123,41 @@ def _allowed(base: dict, overrides, seq_len: int | None) -> list[str]:
     return overrides
 
 
+@dataclass(frozen=True)
+class _Measurement:
+    """What bench --train was asked to measure, its arguments checked: ``model`` as given, the global batch sizes
+    timed, ``seq_len`` (None: the config's), ``warmup`` untimed then ``steps`` timed steps on ``device``, the
+    training settings it sets itself (:data:`BENCH_SETS`), and the ``overrides`` (--set strings) taken."""
+
+    model: str
+    batches: list
+    seq_len: int | None
+    steps: int
+    warmup: int
+    device: str
+    mixed_precision: str
+    compile: bool
+    grad_accum: int
+    num_workers: int
+    seed: int
+    overrides: list
+
+    def row_settings(self, batch: int) -> dict:
+        """The train settings this measurement sets for the row of global batch size ``batch``."""
+        return {"batch_size": batch, "grad_accum": self.grad_accum, "compile": self.compile,
+                "num_workers": self.num_workers, "seed": self.seed, "warmup_steps": 0, "lr_schedule": "constant",
+                **({} if self.seq_len is None else {"seq_len": self.seq_len})}
+
+
+class _Subject(NamedTuple):
+    """The model timed: its config with the overrides applied, where it came from (training_model's source
+    line), its sample rate in Hz."""
+
+    config: dict
+    source: str
+    sample_rate: int
+
+
 def training_model(model: str, seed: int = 0) -> tuple[dict, str, int]:
     """What ``--model`` names, as ``wavegen train --model`` reads it (:func:`wavegen.resolve.resolve_model`:
     a preset, a config .json, a model or run folder) → (its config with every train setting present,
@@ -177,11 +214,13 @@ def bench_training(model: str, batches=None, seq_len: int | None = None, steps: 
                   *([("--seq-len", seq_len, 1)] if seq_len is not None else []), ("--grad-accum", grad_accum, 1),
                   ("--workers", num_workers, 0)])  # not "train.num_workers=-1", a key the user never wrote
     set_threads(threads)
-    base = apply_overrides(config, _allowed(config, overrides, seq_len))
+    overrides = _allowed(config, overrides, seq_len)
+    measure = _Measurement(model, batches, seq_len, steps, warmup, device, mixed_precision, compile, grad_accum,
+                           num_workers, seed, overrides)
+    base = apply_overrides(config, overrides)
     timeout = float(base["train"].get("group_timeout_seconds", GROUP_TIMEOUT_SECONDS))
     with _said_when_lost(timeout), _held_stops() as stop:
-        return _bench_batches(model, base, source, rate, batches, seq_len, steps, warmup, device, mixed_precision,
-                              compile, grad_accum, num_workers, seed, overrides, progress, timeout, stop)
+        return _bench_batches(measure, _Subject(base, source, rate), progress, timeout, stop)
 
 
 @contextlib.contextmanager
@@ -226,42 +265,41 @@ def _held_stops():
         yield stop
 
 
-def _bench_batches(model, base, source, rate, batches, seq_len, steps, warmup, device, mixed_precision, compile,
-                   grad_accum, num_workers, seed, overrides, progress, timeout, stop) -> dict | None:
-    """bench_training's work once its arguments are checked (the accelerator made and ended here)."""
+def _bench_batches(measure: _Measurement, subject: _Subject, progress, timeout: float, stop) -> dict | None:
+    """bench_training's work once its arguments are checked (the accelerator made and ended here): a row for
+    each batch size of measure, of subject; progress(line) before each (None: quiet); timeout: the seconds
+    a collective waits for another process; stop: _held_stops's."""
     from wavegen.data import local_streams
     from wavegen.distributed import end_accelerator, lost_contact, make_accelerator
     from wavegen.memory import check_model_memory
     from wavegen.trainstate import agree
 
-    accelerator = make_accelerator(mixed_precision, cpu=torch.device(device).type == "cpu", timeout_seconds=timeout)
+    accelerator = make_accelerator(measure.mixed_precision, cpu=torch.device(measure.device).type == "cpu",
+                                   timeout_seconds=timeout)
     try:
         world, main = accelerator.num_processes, accelerator.is_main_process
-        setups = [_training_config(base, {"batch_size": batch, "grad_accum": grad_accum, "compile": compile,
-                                          "num_workers": num_workers, "seed": seed, "warmup_steps": 0,
-                                          "lr_schedule": "constant",
-                                          **({} if seq_len is None else {"seq_len": seq_len})})
-                  for batch in batches]
+        setups = [_training_config(subject.config, measure.row_settings(batch)) for batch in measure.batches]
         for _, train_cfg in setups:  # every batch size splits over the processes, before any is timed
             local_streams(train_cfg, accelerator.process_index, world)
         check_model_memory(setups[0][0], None, accelerator.device)  # absurd sizes: refused before any is built
         rows, facts = [], {}
         for config, train_cfg in setups:
             if progress is not None and main:
-                progress(f"train {model} batch {train_cfg.batch_size} x {train_cfg.seq_len} samples"
+                progress(f"train {measure.model} batch {train_cfg.batch_size} x {train_cfg.seq_len} samples"
                          + (f" over {world} processes" if world > 1 else "")
-                         + f": {warmup} warm-up + {steps} timed steps")
-            row, facts = _bench_batch(config, train_cfg, accelerator, rate, warmup, steps, num_workers, seed, stop)
+                         + f": {measure.warmup} warm-up + {measure.steps} timed steps")
+            row, facts = _bench_batch(config, train_cfg, accelerator, subject.sample_rate, measure, stop)
             rows.append(row)
             logger.debug("train batch %d: %.0f samples/s", train_cfg.batch_size, row["samples_per_second"])
             accelerator.free_memory()  # the model and optimizer of this batch size went with _bench_batch's frame
             if stop is not None and agree(accelerator, stop.requested):  # every process stops at the same point
                 raise KeyboardInterrupt
         machine = machine_info(str(accelerator.device))
-        model_info = {"name": model, "source": source, **facts,
-                      "sample_rate": rate, "mixed_precision": accelerator.mixed_precision, "compile": compile,
-                      "grad_accum": grad_accum, "num_workers": num_workers, "warmup_steps": warmup,
-                      "overrides": list(overrides), "ema_decay": train_cfg.ema_decay, "processes": world}
+        model_info = {"name": measure.model, "source": subject.source, **facts,
+                      "sample_rate": subject.sample_rate, "mixed_precision": accelerator.mixed_precision,
+                      "compile": measure.compile, "grad_accum": measure.grad_accum,
+                      "num_workers": measure.num_workers, "warmup_steps": measure.warmup,
+                      "overrides": list(measure.overrides), "ema_decay": train_cfg.ema_decay, "processes": world}
     except Exception as err:
         if not lost_contact(err):
             raise
@@ -271,10 +309,11 @@ def _bench_batches(model, base, source, rate, batches, seq_len, steps, warmup, d
     return {"mode": "training", "machine": machine, "model": model_info, "rows": rows} if main else None
 
 
-def _bench_batch(config: dict, train_cfg, accelerator, rate: int, warmup: int, steps: int, num_workers: int,
-                 seed: int, stop=None) -> tuple[dict, dict]:
-    """One row of :func:`bench_training` (one batch size), and the model's facts (parameters, family). ``stop``
-    (under a launch): agreed on every train.log_interval steps, as training does; KeyboardInterrupt once asked."""
+def _bench_batch(config: dict, train_cfg, accelerator, rate: int, measure: _Measurement,
+                 stop=None) -> tuple[dict, dict]:
+    """One row of :func:`bench_training` (one batch size: ``config`` and ``train_cfg``, audio at ``rate`` Hz), and
+    the model's facts (parameters, family). ``stop`` (under a launch): agreed on every train.log_interval steps, as
+    training does; KeyboardInterrupt once asked."""
     from wavegen.data import BatchStream, make_batches
     from wavegen.train import LN2, build_training, train_step
     from wavegen.trainstate import Carry, WeightAverage, agree
@@ -283,11 +322,11 @@ def _bench_batch(config: dict, train_cfg, accelerator, rate: int, warmup: int, s
     net, optimizer, inner = build_training(config, train_cfg, accelerator)
     facts = {"parameters": sum(p.numel() for p in inner.parameters()), "model_type": config["model_type"]}
     need = inner.context_samples + train_cfg.tbptt_windows * train_cfg.seq_len
-    audio = synthetic_audio(4 * need + rate, rate, seed=seed)
+    audio = synthetic_audio(4 * need + rate, rate, seed=measure.seed)
     segments, labels = synthetic_segments(len(audio), inner.config.labels)
     batches = make_batches(inner, audio, segments, labels, train_cfg, accelerator.process_index,
                            accelerator.num_processes)  # this process's part of the global batch
-    stream = BatchStream(batches, 0, train_cfg.grad_accum, dev, workers=num_workers, pin=dev.type == "cuda")
+    stream = BatchStream(batches, 0, train_cfg.grad_accum, dev, workers=measure.num_workers, pin=dev.type == "cuda")
     carry = Carry(train_cfg.grad_accum)
     average = WeightAverage(inner, train_cfg.ema_decay) if train_cfg.ema_decay > 0 else None
 
@@ -301,14 +340,14 @@ def _bench_batch(config: dict, train_cfg, accelerator, rate: int, warmup: int, s
 
     net.train()
     try:
-        loss, seconds, cpu_seconds = _timed(one_step, warmup, steps, dev)
+        loss, seconds, cpu_seconds = _timed(one_step, measure.warmup, measure.steps, dev)
     finally:
         stream.close()
     peak, what = _peak_memory(dev)
     loss, seconds, cpu_seconds, peak = _whole_job(accelerator, loss, seconds, cpu_seconds, peak)
     if accelerator.num_processes > 1:
         what += f", the largest of {accelerator.num_processes} processes"
-    batch = train_cfg.batch_size
+    batch, steps = train_cfg.batch_size, measure.steps
     row = {"batch": batch, "seq_len": train_cfg.seq_len, "steps": steps, "seconds": seconds,
            "cpu_seconds": cpu_seconds, "seconds_per_step": seconds / steps,
            "samples_per_second": batch * train_cfg.seq_len * steps / seconds,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -18,8 +17,10 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from wavegen import prep_inputs
-from wavegen.audio import AudioError, AudioMemoryError, decode_mono, float_to_int16, scale_to_full_scale
+from wavegen.audio import float_to_int16, scale_to_full_scale
+from wavegen.audio_decode import AudioError, AudioMemoryError, decode_mono
 from wavegen.fileio import check_room, write_array
+from wavegen.prep_wav import UNFINISHED_WAV, FinishedView, unfinished_wav
 from wavegen.progress import progress_bar
 from wavegen.split import SILENCE_FLOOR, SPLITS, channels_cancel, dbfs, split_on_silence, why_no_sound
 
@@ -152,120 +153,6 @@ def _write_segments(path: Path, audio: np.ndarray, rows: np.ndarray) -> None:
         raise
 
 
-# a WAV whose data chunk declares 0 bytes: libsndfile reads no frame of it, whatever follows
-UNFINISHED_WAV = ("unfinished WAV header: its data chunk size is 0, as a recorder stopped before it closed the file "
-                  "leaves it")
-
-
-class _UnfinishedWav(NamedTuple):
-    """A RIFF WAV whose header was never finished (_unfinished_wav): path, the offset of its first audio byte,
-    the bytes of whole frames from there to the end of the file, and the bytes of one frame."""
-
-    path: Path
-    data_start: int
-    audio_bytes: int
-    block_align: int
-
-    def finished_header(self, f) -> bytes:
-        """path's header, read from its open file f, with the sizes its audio has (an RF64 header past a RIFF
-        size's 4 GiB). EOFError when path is cut shorter meanwhile."""
-        pad = self.audio_bytes & 1  # a chunk of an odd size is followed by a pad byte
-        f.seek(0)
-        header = bytearray(f.read(self.data_start))
-        if len(header) < self.data_start:
-            raise EOFError("it became shorter while it was read")
-        if self.data_start - 8 + self.audio_bytes + pad <= WAV_SIZE_LIMIT:
-            header[4:8] = struct.pack("<I", self.data_start - 8 + self.audio_bytes + pad)
-            header[self.data_start - 4 : self.data_start] = struct.pack("<I", self.audio_bytes)
-            return bytes(header)
-        return self._rf64_header(header, pad)
-
-    def _rf64_header(self, header: bytearray, pad: int) -> bytes:
-        """header as RF64 (EBU Tech 3306): its sizes 0xFFFFFFFF, the 64-bit ones in a ds64 chunk first."""
-        chunks = bytes(header[12 : self.data_start - 8])  # fmt and the rest, as they were
-        head_bytes = 12 + 36 + len(chunks) + 8
-        ds64 = struct.pack("<4sIQQQI", b"ds64", 28, head_bytes - 8 + self.audio_bytes + pad, self.audio_bytes,
-                           self.audio_bytes // self.block_align, 0)
-        return (b"RF64" + struct.pack("<I", 0xFFFFFFFF) + b"WAVE" + ds64 + chunks + b"data"
-                + struct.pack("<I", 0xFFFFFFFF))
-
-
-class _FinishedView:
-    """An unfinished WAV read as a finished copy of it would be, with no copy made: its header with the sizes its
-    audio has, then its audio (whole frames) read from its open file f where it lies, then the pad byte of an odd
-    size. A binary file object (readinto, seek, tell) for soundfile's virtual I/O, whose callbacks cannot raise: a
-    read error of f is kept in `error` and reads as the end of the file, as does a file cut shorter meanwhile."""
-
-    def __init__(self, wav: _UnfinishedWav, f):
-        self._header, self._f, self._data_start = wav.finished_header(f), f, wav.data_start
-        self._audio_end = len(self._header) + wav.audio_bytes
-        self._size = self._audio_end + (wav.audio_bytes & 1)
-        self._pos, self.error = 0, None
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        self._pos = max(0, offset + (0, self._pos, self._size)[whence])
-        return self._pos
-
-    def readinto(self, buffer) -> int:
-        out, n = memoryview(buffer).cast("B"), 0
-        while n < len(out) and self._pos < self._size:
-            if self._pos < len(self._header):
-                part = self._header[self._pos : self._pos + len(out) - n]
-            elif self._pos < self._audio_end:
-                part = self._audio(min(len(out) - n, self._audio_end - self._pos))
-                if not part:
-                    break
-            else:
-                part = b"\0"
-            out[n : n + len(part)] = part
-            n, self._pos = n + len(part), self._pos + len(part)
-        return n
-
-    def _audio(self, count: int) -> bytes:
-        try:
-            self._f.seek(self._data_start + self._pos - len(self._header))
-            return self._f.read(count)
-        except OSError as err:
-            self.error = err
-            return b""
-
-
-WAV_SIZE_LIMIT = 0xFFFFFFFF  # the largest RIFF chunk size; an unfinished WAV past it is read as RF64
-
-
-def _unfinished_wav(path: Path, max_chunks: int = 64) -> _UnfinishedWav | None:
-    """path as an _UnfinishedWav when it is a RIFF WAV whose data chunk declares 0 bytes and whose RIFF size
-    is not the file's (a recorder killed before it wrote the sizes: its samples lie after the header), else
-    None (a finished WAV whose data chunk is empty: what follows it is other chunks). Reads the header only."""
-    with open(path, "rb") as f:
-        head = f.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-            return None
-        size, block_align = os.fstat(f.fileno()).st_size, 0
-        if struct.unpack("<I", head[4:8])[0] == size - 8:  # finished: the RIFF size written last
-            return None
-        for _ in range(max_chunks):
-            chunk = f.read(8)
-            if len(chunk) < 8:
-                return None
-            name, length = chunk[:4], struct.unpack("<I", chunk[4:])[0]
-            if name == b"data":
-                if length != 0 or block_align == 0:
-                    return None
-                start = f.tell()
-                return _UnfinishedWav(path, start, (size - start) - (size - start) % block_align, block_align)
-            if name == b"fmt " and length >= 14:
-                fmt = f.read(14)
-                if len(fmt) < 14:  # a header cut short: libsndfile says what it makes of it
-                    return None
-                block_align, length = struct.unpack("<H", fmt[12:14])[0], length - 14  # bytes per frame, all channels
-            f.seek(length + (length & 1), os.SEEK_CUR)
-    return None
-
-
 def decode_one(path: Path, settings: PrepSettings, digest: str):
     """Decode and trim one file (digest: its sha256): (kept int16 [T], segment lengths, entry) or a skip reason
     (a MemorySkip for a file too long for this machine's memory: passed over, the others prepared)."""
@@ -282,7 +169,7 @@ def _decode_one(path: Path, settings: PrepSettings, digest: str):
     try:
         if path.stat().st_size == 0:
             return "empty: a file of 0 bytes"
-        unfinished = _unfinished_wav(path)
+        unfinished = unfinished_wav(path)
     except OSError as e:
         return f"cannot read file ({e.strerror or e})"
     if unfinished is None:
@@ -291,7 +178,7 @@ def _decode_one(path: Path, settings: PrepSettings, digest: str):
         return f"empty: {UNFINISHED_WAV} and no whole frame of audio follows it"
     try:
         with open(path, "rb") as f:
-            view = _FinishedView(unfinished, f)
+            view = FinishedView(unfinished, f)
             result = _decode_source(path, settings, digest, view, UNFINISHED_WAV + "; the audio after it read to "
                                                                                    "its last whole frame")
     except (EOFError, OSError) as e:
@@ -299,7 +186,7 @@ def _decode_one(path: Path, settings: PrepSettings, digest: str):
     return result if view.error is None else f"cannot read file ({view.error.strerror or view.error})"
 
 
-def _decode_source(path: Path, settings: PrepSettings, digest: str, view: _FinishedView | None = None,
+def _decode_source(path: Path, settings: PrepSettings, digest: str, view: FinishedView | None = None,
                    recovered: str | None = None):
     """_decode_one for path, its audio decoded from path itself or from view (an unfinished WAV read as finished;
     recovered: what was wrong with path's header that view mends, kept as the entry's "recovered": not damage,
@@ -361,7 +248,7 @@ def _decode_source(path: Path, settings: PrepSettings, digest: str, view: _Finis
     return pcm, [int(e - s) for s, e in intervals], entry
 
 
-def _no_sound(path: Path, view: _FinishedView | None, loudest_channel: float | None, mono: np.ndarray,
+def _no_sound(path: Path, view: FinishedView | None, loudest_channel: float | None, mono: np.ndarray,
               min_segment_seconds: float) -> str:
     """Why a file kept no segment: judged on its mono mix at its own rate too (why_no_sound), decoded again
     for it (from view where it is an unfinished WAV; a file with sound never needs it: not kept in memory beside
@@ -447,12 +334,13 @@ def _duplicate(kept: tuple, label) -> str:
 
 def room_needed(found, sample_rate: int) -> int:
     """Bytes a prep of found ([(path, root)]) may need free in the corpus folder: each file's audio as its
-    header declares it (no more than the file's size can hold: audio.frames_held), at sample_rate in int16, twice
-    over (the decoded pieces, then the split arrays made of them, while the corpus there stays until the new one
-    is whole). An upper bound: silence trimmed and files skipped need less. A file whose header does not open counts 0. Reads the headers only."""
+    header declares it (no more than the file's size can hold: audio_decode.frames_held), at sample_rate in int16,
+    twice over (the decoded pieces, then the split arrays made of them, while the corpus there stays until the new
+    one is whole). An upper bound: silence trimmed and files skipped need less. A file whose header does not open
+    counts 0. Reads the headers only."""
     import soundfile as sf
 
-    from wavegen.audio import DecoderNotes, frames_held
+    from wavegen.audio_decode import DecoderNotes, frames_held
 
     total = 64 * 1024  # the manifest, the segment arrays, the .npy headers
     with DecoderNotes():  # mpg123's notes on a damaged MP3 kept off the console: its decoding says them

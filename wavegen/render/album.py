@@ -105,8 +105,8 @@ def spectral_change(x: np.ndarray, sample_rate: int) -> float | None:
 
 def periodic_fraction(x: np.ndarray, sample_rate: int) -> float:
     """Fraction of sounding 64 ms frames whose normalized autocorrelation peaks above 0.6 at a lag of
-    1-16 ms (wavegen.analysis.periodicity, numpy only): ~1 for pitched notes, ~0 for noise."""
-    from wavegen.analysis import frame_size, periodicity
+    1-16 ms (wavegen.analysis_features.periodicity, numpy only): ~1 for pitched notes, ~0 for noise."""
+    from wavegen.analysis_features import frame_size, periodicity
 
     n_fft, hop = frame_size(sample_rate)
     peaks = periodicity(np.asarray(x, dtype=np.float64), sample_rate, n_fft, hop)

@@ -246,7 +246,8 @@ def prime_codes(path: str, sample_rate: int, seconds: float, q_levels: int, quan
     ConfigError when the name is empty, the file is missing, not a regular file, too short (or
     ``seconds`` too short) or holds NaN/infinite samples; AudioError when it cannot be decoded.
     """
-    from wavegen.audio import AudioError, load_mono, quantize, scale_to_full_scale
+    from wavegen.audio import quantize, scale_to_full_scale
+    from wavegen.audio_decode import AudioError, load_mono
 
     check_prime_path(path)
     try:
