@@ -1,9 +1,9 @@
 """wavegen.resolve: a checkpoint removed while it is read (a training pruning its checkpoints,
 train.keep_checkpoints) is not called damaged: --checkpoint last looks again, step_N says it was removed.
 
-checkpoint.prune_checkpoints removes a checkpoint with shutil.rmtree: its files one by one, then the
-folder. These tests put a reader in front of the real prune (or of the states an rmtree passes
-through: a folder that lost its weights, then no folder), before or after the reader resolved it."""
+checkpoint.prune_checkpoints renames a checkpoint out of the step_N names, then deletes it there: a reader
+sees the whole folder or none. These tests put a reader in front of the real prune, before or after the reader
+resolved it, or between its listing of the checkpoints and its reading of one."""
 
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ import pytest
 import torch
 from conftest import TINY_SAMPLERNN
 
-from wavegen.checkpoint import prune_checkpoints
+import wavegen.resolve
+from wavegen.checkpoint import prune_checkpoints, remove_checkpoint
 from wavegen.config import ConfigError
 from wavegen.models import resolve_preset
-from wavegen.resolve import REMOVAL_WAIT_SECONDS, resolve_model
+from wavegen.resolve import resolve_model
 from wavegen.train import resolve_run_config, train
 
 
@@ -94,50 +95,49 @@ def test_a_checkpoint_pruned_after_it_loaded_still_gives_its_digests(run):
     assert (ref.weights_sha256(), ref.weights_tensors_sha256()) == (listed["sha256"], listed["tensors_sha256"])
 
 
-def remove_soon(folder, delay=0.05):
-    """Where shutil.rmtree is half-way through ``folder`` (its weights gone, trainer_state.json still there):
-    it ends ``delay`` seconds later, as the prune finishes its removal."""
-    (folder / "model.safetensors").unlink()
-    thread = threading.Timer(delay, shutil.rmtree, (folder,))
-    thread.start()
-    return thread
+def pruned_once_listed(monkeypatch, folder):
+    """The prune removes ``folder`` once the reader has listed the checkpoints, before it reads the one it chose
+    (resolve's own _read_checkpoint, run after the real remove_checkpoint)."""
+    read = wavegen.resolve._read_checkpoint
+
+    def read_after_the_prune(*args):
+        if folder.exists():
+            remove_checkpoint(folder)
+        return read(*args)
+
+    monkeypatch.setattr(wavegen.resolve, "_read_checkpoint", read_after_the_prune)
 
 
-def test_last_met_half_removed_looks_again(run):
-    """The newest checkpoint listed is being removed as it is read: "last" is the newest kept one after it,
+def test_last_pruned_as_it_is_read_looks_again(run, monkeypatch):
+    """The newest checkpoint listed is pruned before it is read: "last" is the newest kept one after it,
     not "no model.safetensors (an incomplete checkpoint)"."""
-    thread = remove_soon(run / "checkpoints" / "step_6")
-    try:
-        ref = resolve_model(run, checkpoint="last")
-    finally:
-        thread.join()
+    pruned_once_listed(monkeypatch, run / "checkpoints" / "step_6")
+    ref = resolve_model(run, checkpoint="last")
     assert ref.folder.name == "step_4" and ref.load() is not None
 
 
-def test_step_n_met_half_removed_says_it_was_removed(run):
-    thread = remove_soon(run / "checkpoints" / "step_4")
-    try:
-        with pytest.raises(ConfigError) as caught:
-            resolve_model(run, checkpoint="step_4")
-    finally:
-        thread.join()
+def test_step_n_pruned_as_it_is_read_says_it_was_removed(run, monkeypatch):
+    pruned_once_listed(monkeypatch, run / "checkpoints" / "step_4")
+    with pytest.raises(ConfigError) as caught:
+        resolve_model(run, checkpoint="step_4")
     assert "step_4 was removed while it was read (not damaged" in str(caught.value)
     assert str(caught.value).endswith("kept: step_6 (or last)")
 
 
 def test_a_checkpoint_missing_its_weights_that_stays_is_incomplete(run):
-    """A folder that lost its weights and is not being removed is what it was: an incomplete checkpoint."""
+    """A folder that lost its weights is what it was: an incomplete checkpoint, said at once (a pruned checkpoint
+    leaves the step_N names whole before its files go: nothing is waited on)."""
     (run / "checkpoints" / "step_6" / "model.safetensors").unlink()
     began = time.monotonic()
     for asked in ("last", "step_6"):
         with pytest.raises(ConfigError, match=r"step_6: no model.safetensors \(an incomplete checkpoint\)$"):
             resolve_model(run, checkpoint=asked)
-    assert time.monotonic() - began < 2 * REMOVAL_WAIT_SECONDS + 2  # watched once each, briefly
+    assert time.monotonic() - began < 1
 
 
-def test_averaged_weights_being_removed_are_not_stood_in_for_by_the_raw_ones(run):
-    """A checkpoint of a run with train.ema_decay is rendered by its averaged weights; rmtree may remove those
-    before model.safetensors: the checkpoint is then missing them, not a checkpoint of the raw weights."""
+def test_missing_averaged_weights_are_not_stood_in_for_by_the_raw_ones(run):
+    """A checkpoint of a run with train.ema_decay is rendered by its averaged weights; one that lost those (but
+    not model.safetensors) is missing them, not a checkpoint of the raw weights."""
     folder = run / "checkpoints" / "step_6"
     averaged = folder / "averaged_model.safetensors"
     shutil.copy(folder / "model.safetensors", averaged)

@@ -12,7 +12,8 @@ its weights (``train.ema_decay``: the weights ``--checkpoint`` renders use) and
 checkpoint with its size and sha256; the folder is written under a temporary name, synced,
 then renamed. A checkpoint whose files do not match that list is damaged: training resumes
 from the newest intact one, moves the damaged newer ones aside (``step_N.damaged``, named in a
-warning: nothing is deleted) and counts only intact checkpoints when it prunes.
+warning: nothing is deleted) and counts only intact checkpoints when it prunes. A pruned checkpoint
+is renamed out of the ``step_N`` names before it is deleted, so a reader sees it whole or not at all.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 from pathlib import Path
 
 import torch
@@ -137,6 +139,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
 # ----- training checkpoints ---------------------------------------------------------------------
 
 DAMAGED = ".damaged"  # a damaged checkpoint training moved aside: checkpoints/step_N.damaged
+PRUNED = ".pruned"  # a pruned checkpoint while it is deleted: checkpoints/.tmp_step_N.pruned (remove_checkpoint)
 
 
 def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
@@ -255,8 +258,8 @@ def save_checkpoint(accelerator, run_dir: Path, step: int, trainer_state: dict,
 
 def prune_checkpoints(run_dir: Path, keep: int, intact: set[Path], protect: tuple = ()) -> None:
     """Keep the newest ``keep`` intact checkpoints, and every folder in ``protect`` (the one just
-    written, the one the run resumed from); remove the older ones (main process). ``intact``: the
-    folders known intact in this session (grown with those checked here, each hashed once). A
+    written, the one the run resumed from); remove the older ones (main process; :func:`remove_checkpoint`).
+    ``intact``: the folders known intact in this session (grown with those checked here, each hashed once). A
     damaged checkpoint is never counted: it is moved aside (:func:`set_aside`), not deleted."""
     kept = 0
     for _, folder in reversed(checkpoints(run_dir)):
@@ -264,7 +267,7 @@ def prune_checkpoints(run_dir: Path, keep: int, intact: set[Path], protect: tupl
             kept += 1
             continue
         if kept >= keep:
-            shutil.rmtree(folder, ignore_errors=True)
+            remove_checkpoint(folder)
             continue
         if folder not in intact:
             why = checkpoint_damage(folder)
@@ -273,6 +276,23 @@ def prune_checkpoints(run_dir: Path, keep: int, intact: set[Path], protect: tupl
                 continue
             intact.add(folder)
         kept += 1
+
+
+def remove_checkpoint(folder: Path) -> None:
+    """Delete the checkpoint ``folder`` so that no reader (``--checkpoint last|step_N`` of a run being trained)
+    ever sees it half-removed: it is renamed out of the ``step_N`` names first (one atomic rename: a listing
+    of the run's checkpoints holds the whole folder or none of it), to ``.tmp_step_N.pruned``, then deleted
+    there. What a deletion cut short leaves there is swept by :func:`tidy_run_folder` (``.tmp_step_*``);
+    save_checkpoint writes into ``.tmp_step_N``, never into this name."""
+    gone = folder.with_name(f".tmp_{folder.name}{PRUNED}")
+    try:
+        if gone.exists():  # an earlier prune of this step, cut short
+            shutil.rmtree(gone)
+        folder.rename(gone)
+    except OSError as err:
+        logger.warning("checkpoint %s cannot be removed (%s): remove it yourself", folder, err.strerror or err)
+        return
+    shutil.rmtree(gone, ignore_errors=True)
 
 
 def set_aside(folder: Path, why: str) -> Path | None:
@@ -318,14 +338,22 @@ def checkpoint_damage(folder: Path, only: tuple[str, ...] | None = None) -> str 
 def file_damage(path: Path, want) -> tuple[str | None, str | None]:
     """``path`` against what was written (``want``: ``{"bytes": N, "sha256": HEX}``) → (what is wrong,
     naming the file, or None; the file's sha256 when it was hashed). The size is compared first, so a
-    truncated file is not read."""
-    if not path.is_file():
+    truncated file is not read. A file removed while it is checked (its checkpoint pruned) is missing, not an
+    OSError: it is looked at once (one stat), and a file gone before it is hashed is missing too."""
+    try:
+        info = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
         return f"{path}: missing", None
-    size = path.stat().st_size
+    if not stat.S_ISREG(info.st_mode):
+        return f"{path}: missing", None
+    size = info.st_size
     if not isinstance(want, dict) or size != want.get("bytes"):
         return (f"{path}: {size} bytes, {want.get('bytes') if isinstance(want, dict) else '?'} were written "
                 "(truncated or changed)"), None
-    digest = sha256_file(path)
+    try:
+        digest = sha256_file(path)
+    except FileNotFoundError:
+        return f"{path}: missing", None
     if digest != want.get("sha256"):
         return f"{path}: its content differs from what was written (sha256)", digest
     return None, digest
@@ -388,7 +416,8 @@ def tidy_run_folder(run_dir: Path, found: tuple[int, Path] | None,
     """Before a run resumes (main process, holding the run's lock, every check passed): the damaged
     checkpoints newer than ``found`` (``newest_intact``) moved aside; folders left by a process that
     died while writing them removed (``best.tmpPID``, ``checkpoints/.tmp_step_N``: never the only
-    copy of anything, see fileio.replace_dir); ``found`` back under its own name when it was read
+    copy of anything, see fileio.replace_dir), and pruned checkpoints it died while deleting
+    (``.tmp_step_N.pruned``, :func:`remove_checkpoint`); ``found`` back under its own name when it was read
     from ``step_N.old`` (a save cut short between replace_dir's renames). Returns ``found`` as it is now."""
     for folder, why in damaged:
         set_aside(folder, why)
@@ -396,7 +425,8 @@ def tidy_run_folder(run_dir: Path, found: tuple[int, Path] | None,
     for folder in [*run_dir.glob("best.tmp*"), *(run_dir / "checkpoints").glob(".tmp_step_*")]:
         if folder.is_dir():
             shutil.rmtree(folder, ignore_errors=True)
-            logger.info("removed %s, left unfinished by a process that stopped while writing it", folder)
+            logger.info("removed %s, left unfinished by a process that stopped while %s it", folder,
+                        "removing" if folder.name.endswith(PRUNED) else "writing")
     if found is not None and found[1].name.endswith(".old"):
         step, old = found
         found = step, old.with_name(old.name.removesuffix(".old"))

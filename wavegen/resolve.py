@@ -18,14 +18,13 @@ preset: the rate it is published at, ``data.sample_rate`` in the preset).
 
 from __future__ import annotations
 
-import json
 import re
-import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 from wavegen.config import ConfigError, load_json
 from wavegen.errors import WavegenError
+from wavegen.resolve_config import preset_and_overrides, read_config
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -39,9 +38,8 @@ _STEP_OR_OLD = re.compile(r"^step_(\d+)(\.old)?$")
 # accelerate saves a checkpoint's model without unwrapping it: DDP and torch.compile add these
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 # a checkpoint removed while it is read (a training pruning them, train.keep_checkpoints): how often --checkpoint last
-# looks again, and how long a checkpoint folder that lost a file is watched for its removal (shutil.rmtree's) to end
+# looks again
 PRUNED_RETRIES = 10
-REMOVAL_WAIT_SECONDS = 0.5
 
 
 @dataclass
@@ -246,17 +244,10 @@ def _read_checkpoint(run_dir: Path, step: int, folder: Path, checkpoint: str) ->
 
 
 def _removed(folder: Path) -> bool:
-    """Whether the checkpoint ``folder``, found missing a file, was removed rather than damaged: it is gone, or goes
-    within REMOVAL_WAIT_SECONDS (shutil.rmtree, as checkpoint.prune_checkpoints removes one, deletes its files one
-    by one, then the folder). A folder whose files are all there (one is truncated or changed) is not waited on."""
-    if folder.is_dir() and all(path.is_file() for path in (folder / TRAINER_STATE, checkpoint_weights(folder))):
-        return False
-    deadline = time.monotonic() + REMOVAL_WAIT_SECONDS
-    while folder.is_dir():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
+    """Whether the checkpoint ``folder``, found missing a file, was removed rather than damaged: it is gone.
+    (checkpoint.prune_checkpoints renames a checkpoint out of the step_N names before it deletes it: a folder
+    still there that lacks a file is damaged or incomplete, never half-removed.)"""
+    return not folder.is_dir()
 
 
 def _removed_while_read(checkpoint: str, folder: Path, run_dir: Path) -> str:
@@ -397,87 +388,6 @@ def _check_listed(weights: Path, run_dir: Path) -> dict:
     return want if isinstance(want, dict) else {}
 
 
-def read_config(path: Path, hand_written: bool = False) -> dict:
-    """The model config in ``path``, once it has a wavegen config's shape: ConfigError naming the
-    file when a section is missing or the sample rate is not a rate (a damaged or hand-edited
-    config is one line, not a traceback later). A folder's config.json (complete: written by
-    wavegen) is read as it is, its model settings checked ("best/config.json: model.dim=-3: must be
-    at least 1", not the setting alone when the model is built). A config written by hand
-    (``hand_written``, given to ``--model``) that names a preset is that preset's config with the
-    file's settings over it (:func:`_over_preset`), and its model and train settings are checked
-    here, each error naming the file."""
-    config = load_json(path)
-    if hand_written:
-        config = _over_preset(path, config)
-    if not (isinstance(config, dict) and isinstance(config.get("model_type"), str)
-            and isinstance(config.get("model"), dict)):
-        raise ConfigError(f"{path}: not a wavegen model config (no model_type and model)")
-    data = config.get("data", {} if hand_written else None)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: not a wavegen model config (data is {data!r}, not a section holding "
-                          "data.sample_rate)")
-    if "sample_rate" not in data and hand_written:
-        raise ConfigError(f"{path}: no data.sample_rate and no known preset to take it from; "
-                          'add "data": {"sample_rate": HZ}')
-    rate = data.get("sample_rate")
-    if isinstance(rate, bool) or not isinstance(rate, int) or rate <= 0:
-        raise ConfigError(f"{path}: data.sample_rate {rate!r} is not a sample rate (a positive whole number of Hz)")
-    _check_settings(path, config, train=hand_written)  # a folder's train settings are for training alone
-    return config
-
-
-def _over_preset(path: Path, config):
-    """A hand-written config that names a preset → the preset's resolved config, each section
-    (model, train, data) with the file's settings over the preset's; ``overrides`` the file's
-    settings that differ from the preset's (as ``--set`` would write them), unless the file lists
-    its own (a run's config.json). A config naming no preset is returned as it is (its missing
-    settings take the dataclass defaults). ConfigError naming the file for an unknown preset or a
-    model_type that is not the preset's."""
-    from wavegen.models import PRESETS, resolve_preset
-
-    if not isinstance(config, dict) or config.get("preset") is None:
-        return config
-    name = config["preset"]
-    if not isinstance(name, str) or name not in PRESETS:
-        raise ConfigError(f"{path}: preset {name!r} is not a preset (presets: {sorted(PRESETS)}); name one, or "
-                          'leave "preset" out and give every model setting')
-    base = resolve_preset(name)
-    if config.get("model_type", base["model_type"]) != base["model_type"]:
-        raise ConfigError(f"{path}: model_type {config['model_type']!r}, but preset {name!r} is a "
-                          f"{base['model_type']} model; leave model_type out, or name a {config['model_type']} preset")
-    merged = {**config, "model_type": base["model_type"]}
-    for section in ("model", "train", "data"):
-        given = config.get(section, {})
-        merged[section] = {**base[section], **given} if isinstance(given, dict) else given
-    if "overrides" not in config:
-        merged["overrides"] = [f"{section}.{key}={_as_set(value)}" for section in ("model", "train")
-                               if isinstance(config.get(section), dict)
-                               for key, value in config[section].items() if base[section].get(key, _ABSENT) != value]
-    return merged
-
-
-_ABSENT = object()
-
-
-def _as_set(value) -> str:
-    """A setting's value as ``--set key=VALUE`` writes it (config.parse_value reads it back)."""
-    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-
-
-def _check_settings(path: Path, config: dict, train: bool = True) -> None:
-    """The model settings of a config file and (``train``) its train settings, each alone (the pair is
-    checked when a run is resolved, after any ``--set``): ConfigError naming the file and the setting."""
-    from wavegen.config import TrainConfig, from_dict, train_settings
-    from wavegen.models import model_config
-
-    try:
-        model_config(config)
-        if train:
-            from_dict(TrainConfig, train_settings(config), "train").validate()
-    except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
-
-
 def resolve_model(target: str | Path, checkpoint: str | None = None) -> ModelRef:
     """A preset name, config file, model folder or run folder (+ ``checkpoint`` "last" | "step_N") → ModelRef.
 
@@ -497,7 +407,7 @@ def resolve_model(target: str | Path, checkpoint: str | None = None) -> ModelRef
         if path.suffix != ".json":
             raise ConfigError(f"{path}: not a model: give a preset name, a model or run folder, or a config .json")
         config = read_config(path, hand_written=True)
-        return ModelRef("config", f"{path} ({_preset_and_overrides(config)}random weights)", config,
+        return ModelRef("config", f"{path} ({preset_and_overrides(config)}random weights)", config,
                         folder=path.parent)
     for kind, folder in (("model", path), *(("run", path / name) for name in BEST_FOLDERS)):
         if _is_model_folder(folder):
@@ -524,11 +434,3 @@ def resolve_settings(target: str | Path) -> ModelRef:
             raise
         raise ConfigError(f"{target}: this run has no best/ model to take the settings of; give its "
                           f"{run / CONFIG_FILE} for them (random weights)") from None
-
-
-def _preset_and_overrides(config: dict) -> str:
-    """"preset NAME with model.dim=512; " for a config built on a preset ("" for one that names none)."""
-    if not config.get("preset"):
-        return ""
-    overrides = config.get("overrides") or []
-    return f"preset {config['preset']}" + (f" with {' '.join(overrides)}" if overrides else "") + "; "

@@ -1,0 +1,99 @@
+"""A model config file read as wavegen reads one: a folder's config.json (complete: written by wavegen), or a
+config written by hand for ``--model`` (a preset's settings with the file's over them), each checked once with
+errors naming the file and the setting. :mod:`wavegen.resolve` reads every config through :func:`read_config`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from wavegen.config import ConfigError, load_json
+
+
+def read_config(path: Path, hand_written: bool = False) -> dict:
+    """The model config in ``path``, once it has a wavegen config's shape: ConfigError naming the
+    file when a section is missing or the sample rate is not a rate (a damaged or hand-edited
+    config is one line, not a traceback later). A folder's config.json (complete: written by
+    wavegen) is read as it is, its model settings checked ("best/config.json: model.dim=-3: must be
+    at least 1", not the setting alone when the model is built). A config written by hand
+    (``hand_written``, given to ``--model``) that names a preset is that preset's config with the
+    file's settings over it (:func:`_over_preset`), and its model and train settings are checked
+    here, each error naming the file."""
+    config = load_json(path)
+    if hand_written:
+        config = _over_preset(path, config)
+    if not (isinstance(config, dict) and isinstance(config.get("model_type"), str)
+            and isinstance(config.get("model"), dict)):
+        raise ConfigError(f"{path}: not a wavegen model config (no model_type and model)")
+    data = config.get("data", {} if hand_written else None)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: not a wavegen model config (data is {data!r}, not a section holding "
+                          "data.sample_rate)")
+    if "sample_rate" not in data and hand_written:
+        raise ConfigError(f"{path}: no data.sample_rate and no known preset to take it from; "
+                          'add "data": {"sample_rate": HZ}')
+    rate = data.get("sample_rate")
+    if isinstance(rate, bool) or not isinstance(rate, int) or rate <= 0:
+        raise ConfigError(f"{path}: data.sample_rate {rate!r} is not a sample rate (a positive whole number of Hz)")
+    _check_settings(path, config, train=hand_written)  # a folder's train settings are for training alone
+    return config
+
+
+def _over_preset(path: Path, config):
+    """A hand-written config that names a preset → the preset's resolved config, each section
+    (model, train, data) with the file's settings over the preset's; ``overrides`` the file's
+    settings that differ from the preset's (as ``--set`` would write them), unless the file lists
+    its own (a run's config.json). A config naming no preset is returned as it is (its missing
+    settings take the dataclass defaults). ConfigError naming the file for an unknown preset or a
+    model_type that is not the preset's."""
+    from wavegen.models import PRESETS, resolve_preset
+
+    if not isinstance(config, dict) or config.get("preset") is None:
+        return config
+    name = config["preset"]
+    if not isinstance(name, str) or name not in PRESETS:
+        raise ConfigError(f"{path}: preset {name!r} is not a preset (presets: {sorted(PRESETS)}); name one, or "
+                          'leave "preset" out and give every model setting')
+    base = resolve_preset(name)
+    if config.get("model_type", base["model_type"]) != base["model_type"]:
+        raise ConfigError(f"{path}: model_type {config['model_type']!r}, but preset {name!r} is a "
+                          f"{base['model_type']} model; leave model_type out, or name a {config['model_type']} preset")
+    merged = {**config, "model_type": base["model_type"]}
+    for section in ("model", "train", "data"):
+        given = config.get(section, {})
+        merged[section] = {**base[section], **given} if isinstance(given, dict) else given
+    if "overrides" not in config:
+        merged["overrides"] = [f"{section}.{key}={_as_set(value)}" for section in ("model", "train")
+                               if isinstance(config.get(section), dict)
+                               for key, value in config[section].items() if base[section].get(key, _ABSENT) != value]
+    return merged
+
+
+_ABSENT = object()
+
+
+def _as_set(value) -> str:
+    """A setting's value as ``--set key=VALUE`` writes it (config.parse_value reads it back)."""
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+def _check_settings(path: Path, config: dict, train: bool = True) -> None:
+    """The model settings of a config file and (``train``) its train settings, each alone (the pair is
+    checked when a run is resolved, after any ``--set``): ConfigError naming the file and the setting."""
+    from wavegen.config import TrainConfig, from_dict, train_settings
+    from wavegen.models import model_config
+
+    try:
+        model_config(config)
+        if train:
+            from_dict(TrainConfig, train_settings(config), "train").validate()
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def preset_and_overrides(config: dict) -> str:
+    """"preset NAME with model.dim=512; " for a config built on a preset ("" for one that names none)."""
+    if not config.get("preset"):
+        return ""
+    overrides = config.get("overrides") or []
+    return f"preset {config['preset']}" + (f" with {' '.join(overrides)}" if overrides else "") + "; "
