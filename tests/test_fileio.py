@@ -83,6 +83,33 @@ def test_ensure_folder_names_a_file_in_the_way(tmp_path):
         ensure_folder(tmp_path / "file" / "sub", "render output")
 
 
+def test_ensure_folder_names_a_link_to_nothing_and_its_target_not_a_file(tmp_path, monkeypatch):
+    """A link to nothing where the folder (or one above it) goes was "a file, not a folder"; a loop of links too.
+    Nothing is made at the link's target."""
+    os.symlink(tmp_path / "gone", tmp_path / "link")
+    with pytest.raises(WavegenError) as err:
+        ensure_folder(tmp_path / "link", "training run")
+    assert str(err.value) == (f"{tmp_path / 'link'} is a link to {tmp_path / 'gone'}, which does not exist: make that "
+                              "folder, or give another training run")
+    with pytest.raises(WavegenError) as err:
+        ensure_folder(tmp_path / "link" / "a" / "b", "corpus")
+    assert str(err.value) == (f"{tmp_path / 'link'} is a link to {tmp_path / 'gone'}, which does not exist: cannot "
+                              f"create the corpus {tmp_path / 'link' / 'a' / 'b'}; make that folder, or give another "
+                              "corpus")
+    os.symlink("loop", tmp_path / "loop")
+    with pytest.raises(WavegenError) as err:
+        ensure_folder(tmp_path / "loop", "--archive folder")
+    assert str(err.value) == (f"{tmp_path / 'loop'} is a link to {tmp_path / 'loop'}, which leads back to itself (a "
+                              "loop of links): point it at a folder, or give another --archive folder")
+    monkeypatch.chdir(tmp_path)  # a relative link, given relative: its target as it reads from here
+    os.symlink("elsewhere", tmp_path / "rel")
+    with pytest.raises(WavegenError, match=r"^rel is a link to elsewhere, which does not exist: make that folder"):
+        ensure_folder("rel", "corpus")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "loop", "rel"]
+    os.mkdir(tmp_path / "gone")  # made: the link is a folder's
+    assert ensure_folder(tmp_path / "link" / "a", "corpus").is_dir()
+
+
 def test_ensure_folder_names_a_folder_the_system_will_not_create():
     """/proc takes no new folders (ENOENT, not a permission error): a raw traceback in wavegen serve --archive."""
     with pytest.raises(WavegenError, match=r"cannot create the serve archive /proc/wavegen-test/a: "):

@@ -115,3 +115,70 @@ def test_recordings_a_file_and_a_link_to_nothing_are_refused_other_files_are_kep
     assert render_cli(model, notes) == 0  # the same folder by its own name: complete
     assert (notes / "todo.txt").read_text() == "other files" and (notes / "config.json").read_text() == "{}"
     assert np.array_equal(read_pcm(notes / "stream_000.wav"), direct_pcm(model, 1, round(0.125 * SR))[0])
+
+
+def test_a_folder_inside_a_run_a_model_or_a_corpus_is_refused_before_the_model_loads(model, tmp_path, capsys,
+                                                                                      monkeypatch):
+    """--out RUN/checkpoints (or a new folder in it, in best/, anywhere in the run), a folder inside a model folder
+    or a prepared corpus, or a render's .state/ was taken: the render's files went among the checkpoints a training
+    prunes, into best/ that a training replaces, into prep's or the model's folder. Refused in one line naming the
+    folder it lies in, before the model loads, nothing made; a link into a run is seen through. A folder beside the
+    run, or inside a render's folder (not its .state/), is a render's as before."""
+    from wavegen.resolve import ModelRef
+
+    run = make_run(model, tmp_path / "run")
+    corpus = prepared_corpus(tmp_path / "prep", files=2, seconds=1.0)
+    assert render_cli(model, tmp_path / "rendered") == 0
+    os.symlink(run / "checkpoints", tmp_path / "link")
+    inside = {run / "checkpoints": f"the training run {run} (what wavegen train --run wrote)",
+              run / "checkpoints" / "new": f"the training run {run} (what wavegen train --run wrote)",
+              run / "best" / "sub": f"the training run {run} (what wavegen train --run wrote)",
+              run / "renders" / "take1": f"the training run {run} (what wavegen train --run wrote)",
+              tmp_path / "link" / "x": f"the training run {run} (what wavegen train --run wrote)",
+              model / "out": f"the model folder {model} (model.safetensors)",
+              corpus / "out" / "a": f"the prepared corpus {corpus} (what wavegen prep wrote)",
+              tmp_path / "rendered" / ".state": f"{tmp_path / 'rendered' / '.state'}, a render's snapshots (removed or "
+                                                "replaced as it goes)"}
+
+    def loaded(self, *args, **kwargs):
+        raise AssertionError("the model loaded before --out was checked")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ModelRef, "load", loaded)
+        for folder, what in inside.items():
+            before = {path: _everything(path) for path in (run, model, corpus)}
+            assert render_cli(model, folder) == 2, folder
+            assert _error_line(capsys) == f"wavegen render: error: --out {folder}: it lies inside {what}; {MIX}"
+            assert {path: _everything(path) for path in (run, model, corpus)} == before, folder
+            assert not folder.exists() or folder == run / "checkpoints", folder
+    assert not (tmp_path / "rendered" / ".state").exists()  # the finished render's, never made
+    for folder in (tmp_path / "beside-the-run", tmp_path / "rendered" / "sub"):
+        assert render_cli(model, folder) == 0
+        assert np.array_equal(read_pcm(folder / "stream_000.wav"), direct_pcm(model, 1, round(0.125 * SR))[0])
+
+
+def test_a_folder_inside_a_project_that_only_looks_like_a_run_or_a_corpus_is_a_render(model, tmp_path):
+    """A folder above --out is taken for a run, a model folder or a corpus by what its JSON holds, not by its names
+    alone: a user's project with its own config.json beside checkpoints/ and best/, or a dataset's manifest.json,
+    is none of wavegen's (refusing every render below it would be wrong)."""
+    project = tmp_path / "project"
+    for name in ("checkpoints", "best", "data"):
+        (project / name).mkdir(parents=True)
+    (project / "config.json").write_text('{"lr": 0.001, "epochs": 10}')
+    (project / "metrics.jsonl").write_text('{"loss": 1.0}\n')
+    (project / "data" / "manifest.json").write_text('{"name": "my dataset", "files": []}')
+    (project / "data" / "model.safetensors").write_bytes(b"not wavegen's")
+    for folder in (project / "renders", project / "data" / "renders"):
+        assert render_cli(model, folder) == 0, folder
+        assert np.array_equal(read_pcm(folder / "stream_000.wav"), direct_pcm(model, 1, round(0.125 * SR))[0])
+
+
+def test_the_stream_names_resolve_why_restates_are_the_ones_a_render_writes():
+    """resolve_why.recordings (render's --out and serve's --archive) tells a render's streams from recordings by
+    their names, restated there (resolve lies below render)."""
+    from wavegen.render.settings import FORMATS, stream_paths
+    from wavegen.resolve_why import RENDER_STREAM_NAME
+
+    names = [path.name for fmt in FORMATS for path in stream_paths(Path(), 1001, fmt)]
+    assert names[-1] == "stream_1000.flac" and all(RENDER_STREAM_NAME.fullmatch(name) for name in names)
+    assert not any(RENDER_STREAM_NAME.fullmatch(name) for name in ("stream_00.wav", "stream_0001.wav", "song.wav"))

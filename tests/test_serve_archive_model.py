@@ -232,3 +232,46 @@ def test_a_preset_archive_is_judged_as_before(tmp_path):
     _archive(tmp_path, preset)
     assert _open(tmp_path, preset) == SR
     _refused(tmp_path, {**preset, "model_sha256": "3" * 64})
+
+
+def test_a_refusal_names_best_where_the_checkpoint_it_began_with_was_pruned(tmp_path):
+    """Begun from --checkpoint step_5, pruned since by a training that went on; step_9 (other weights) played now:
+    the refusal said "play RUN/checkpoints/step_5 (step 5) to continue it", a checkpoint gone (and not a path). The
+    run's best/ holds the weights it began with: named, as render's refusal names it (model_change.kept_with, one
+    helper for both); where nothing holds them, the refusal says the model is gone."""
+    from accelerate.utils import save as accelerate_save
+
+    from conftest import save_tiny_model
+    from wavegen.checkpoint import load_model
+    from wavegen.render.model_change import model_differs
+    from wavegen.resolve import resolve_model
+    from wavegen.serve.archive import MODEL_FOLDER_KEY
+    from wavegen.serve.archive_model import model_folder, weights_finder
+
+    def params(ref) -> dict:
+        return {**PARAMS, "model": ref.source, "model_sha256": ref.weights_sha256(),
+                TENSORS_KEY: ref.weights_tensors_sha256(), MODEL_FOLDER_KEY: model_folder(ref)}
+
+    run = make_run(make_model(tmp_path / "model"), tmp_path / "run")
+    began = resolve_model(str(run), "step_5")
+    _archive(tmp_path / "archive", params(began))
+    step_9 = run / "checkpoints" / "step_9"  # the training went on: other weights, and step_5 pruned
+    step_9.mkdir()
+    other = save_tiny_model(tmp_path / "other", sample_rate=SR, seed=1)
+    accelerate_save(load_model(other)[0].state_dict(), step_9 / "model.safetensors", safe_serialization=True)
+    (step_9 / "trainer_state.json").write_text(json.dumps({"step": 9}))
+    shutil.rmtree(run / "checkpoints" / "step_5")
+    now = resolve_model(str(run), "step_9")
+    message = _refused(tmp_path / "archive", params(now), weights_finder(now))
+    assert message.endswith(f"; play {run} (the run's best/ holds the weights it began with) to continue it, or "
+                            "choose another --archive"), message
+    rendered = model_differs(tmp_path / "out", {"model": began.weights.parent.as_posix(), **params(began)},
+                             {"model": str(now.weights.parent), **params(now)})
+    assert "resume it without --checkpoint (the run's best/ holds the weights it began with)" in rendered
+    assert _open(tmp_path / "archive", params(resolve_model(str(run)))) == SR  # best/ continues it
+
+    shutil.rmtree(run / "best")
+    message = _refused(tmp_path / "archive", params(now), weights_finder(now))
+    assert message.endswith(f"; the model it began with, {began.weights.parent.resolve()}, is gone and no kept "
+                            "checkpoint or best/ holds its weights: play them from elsewhere to continue it, or "
+                            "choose another --archive"), message

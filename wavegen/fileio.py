@@ -256,18 +256,52 @@ def check_room(path: str | Path, nbytes: int) -> None:
 
 
 def ensure_folder(folder: str | Path, what: str = "folder") -> Path:
-    """Create ``folder`` (and its parents); a clear error when it, or a parent, is a file."""
+    """Create ``folder`` (and its parents); a clear error when it, or a parent, is a file or a link to nothing."""
     folder = Path(folder)
     try:
         if folder.exists() and not folder.is_dir():
             raise WavegenError(f"{folder} is a file, not a folder: give a folder for the {what}")
         folder.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
+        _say_link_to_nothing(folder, what)
         parent = next((p for p in folder.parents if p.exists() and not p.is_dir()), folder)
         raise WavegenError(f"{parent} is a file, not a folder: cannot create the {what} {folder}") from None
     except OSError as err:  # no permission, a read-only or full disk, a parent like /proc that takes no folders
+        _say_link_to_nothing(folder, what)
         raise WavegenError(f"cannot create the {what} {folder}: {err.strerror or err}") from None
     return folder
+
+
+def link_to_nothing(path: str | Path) -> tuple[str, str] | None:
+    """Where ``path`` is a symbolic link that leads to nothing: ("PATH is a link to TARGET, which does not exist",
+    what to do: "make that folder"), or for a loop of links ("... which leads back to itself", "point it at a
+    folder"); TARGET as the link reads from where it lies. None otherwise (no link, or one to something)."""
+    path = Path(path)
+    try:
+        if not path.is_symlink() or path.exists():
+            return None
+        target = os.readlink(path)
+    except OSError:  # cannot be looked at: the caller's own error says why
+        return None
+    if not os.path.isabs(target) and str(path.parent) != ".":  # as it reads from here
+        target = os.path.join(path.parent, target)
+    try:
+        os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return f"{path} is a link to {target}, which leads back to itself (a loop of links)", "point it at a folder"
+        return f"{path} is a link to {target}, which does not exist", "make that folder"
+    return None
+
+
+def _say_link_to_nothing(folder: Path, what: str) -> None:
+    """WavegenError where ``folder``, or a folder above it, is a link to nothing (:func:`ensure_folder` failed):
+    that link and its target named, not "a file"."""
+    for path in (folder, *folder.parents):
+        found = link_to_nothing(path)
+        if found is not None:
+            made = f": cannot create the {what} {folder};" if path != folder else ":"
+            raise WavegenError(f"{found[0]}{made} {found[1]}, or give another {what}") from None
 
 
 def check_writable(folder: str | Path, what: str = "folder") -> None:

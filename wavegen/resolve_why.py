@@ -5,6 +5,9 @@ folder or a live stream's archive (the model that made it, from its records), or
 
 from __future__ import annotations
 
+import os
+import re
+from fnmatch import fnmatch
 from pathlib import Path
 
 from wavegen.resolve import CONFIG_FILE, MODEL_FILE
@@ -15,6 +18,7 @@ RUN_OWN_FILES = ("best", "checkpoints", "metrics.jsonl")  # those no render or a
 # FORMATS), restated: resolve lies below render and never imports it (test_resolve checks both).
 RENDER_REPORT, RENDER_PARAMS = "render_report.json", Path(".state") / "params.json"
 RENDER_STREAMS = ("stream_000.wav", "stream_000.flac")
+RENDER_STREAM_NAME = re.compile(r"stream_(?:\d{3}|[1-9]\d{3,})\.(?:wav|flac)")  # stream_paths' names, any stream
 # A live stream's archive (serve/archive.py's PART_GLOB, MODEL_FOLDER_KEY, UNSNAPSHOT_KEY): its parts, and what
 # its .state/params.json holds beside render's keys (the same "model")
 ARCHIVE_PARTS, ARCHIVE_FOLDER_KEY = "broadcast_[0-9][0-9][0-9][0-9][0-9].wav", "model_folder"
@@ -71,18 +75,20 @@ def is_render(path: Path) -> bool:
 
 def other_use(folder: Path, own: str) -> str | None:
     """What wavegen folder other than ``own``'s ("render": a render's --out; "archive": serve's --archive) ``folder``
-    is, in words ("it holds a model (model.safetensors)"), or None: no folder, one of ``own``'s, or one of other
-    files (a render or an archive writes beside them by its own names). Render and serve refuse such a folder
-    before the model loads: their files would mix into it (a run's .lock taken, a render's .state/params.json
-    taken for an archive's, or the other way round)."""
+    is, or lies inside, in words ("it holds a model (model.safetensors)", "it lies inside the training run R
+    (...)"), or None: no such folder, one of ``own``'s, or one of other files (a render or an archive writes beside
+    them by its own names). Render and serve refuse such a folder before the model loads: their files would mix into
+    it (a run's .lock taken, a render's .state/params.json taken for an archive's, or the other way round), or into
+    a folder that a model, run or corpus is, or into what its writer replaces, prunes or removes (a run's best/ and
+    checkpoints, a render's or archive's .state/)."""
     from wavegen.corpus import MANIFEST
 
     try:
         if not folder.is_dir():
-            return None
+            return _inside(folder)
         if (folder / MODEL_FILE).is_file():  # a model folder, best/, a checkpoint
             return f"it holds a model ({MODEL_FILE})"
-        if (folder / CONFIG_FILE).is_file() and any((folder / name).exists() for name in RUN_OWN_FILES):
+        if _is_run(folder):
             return "it holds a training run (what wavegen train --run wrote)"
         if (folder / MANIFEST).is_file():
             return "it holds a prepared corpus (what wavegen prep wrote)"
@@ -92,9 +98,70 @@ def other_use(folder: Path, own: str) -> str | None:
                     f"{model or 'MODEL'} --archive {folder} continues it)")
         if own != "render" and is_render(folder):
             return "it holds a render (what wavegen render --out wrote)"
+        return _inside(folder)
     except OSError:  # cannot be looked in: the command's own checks say why
         return None
-    return None
+
+
+def _is_run(folder: Path) -> bool:
+    return (folder / CONFIG_FILE).is_file() and any((folder / name).exists() for name in RUN_OWN_FILES)
+
+
+def _inside(folder: Path) -> str | None:
+    """Where ``folder`` (there or not yet, links followed) lies inside a model folder, a training run or a prepared
+    corpus (the outermost, at any depth), or is or lies inside a render's or archive's .state/: that, in words."""
+    from wavegen.corpus import MANIFEST
+
+    real = Path(os.path.realpath(folder))
+    found = None
+    for child, parent in zip((real, *real.parents), real.parents):
+        # a folder above is taken for wavegen's by what its JSON holds, not by its names alone: a project folder
+        # of the user's with a config.json and checkpoints/, or a manifest.json, is none of wavegen's
+        if _is_run(parent) and _holds_keys(parent / CONFIG_FILE, RUN_CONFIG_KEYS):
+            found = f"it lies inside the training run {parent} (what wavegen train --run wrote)"
+        elif (parent / MODEL_FILE).is_file() and _holds_keys(parent / CONFIG_FILE, RUN_CONFIG_KEYS[:1]):
+            found = f"it lies inside the model folder {parent} ({MODEL_FILE})"
+        elif (parent / MANIFEST).is_file() and _holds_keys(parent / MANIFEST, MANIFEST_KEYS):
+            found = f"it lies inside the prepared corpus {parent} (what wavegen prep wrote)"
+        elif found is None and child.name == RENDER_PARAMS.parent.name and (is_render(parent) or is_archive(parent)):
+            what = "a render's" if is_render(parent) else "a live stream's archive's"
+            found = f"it lies inside {child}, {what} snapshots (removed or replaced as it goes)"
+    return found
+
+
+RUN_CONFIG_KEYS = ("model", "train")  # what wavegen train writes into a run's (a model folder's: "model") config.json
+MANIFEST_KEYS = ("sample_rate", "splits", "files")  # what wavegen prep writes into a corpus's manifest.json
+
+
+def _holds_keys(path: Path, keys: tuple[str, ...]) -> bool:
+    """Whether ``path`` holds a JSON object with every one of ``keys`` (False where it cannot be read)."""
+    from wavegen.fileio import read_json_object
+
+    try:
+        data = read_json_object(path)
+    except (OSError, ValueError):
+        return False
+    return all(key in data for key in keys)
+
+
+def recordings(folder: Path, own: str) -> list[str]:
+    """The names of the audio files directly in ``folder`` (a render's --out, ``own`` "render"; serve's --archive,
+    "archive") that ``own`` does not write (stream_NNN.wav|flac; broadcast_NNNNN.wav), sorted, where ``folder``
+    holds none of ``own``'s work yet: a folder of recordings, which eval --renders, or a prep of it, would take
+    with what the command writes there. [] where it is no folder, holds ``own``'s work, or cannot be listed."""
+    from wavegen.prep_inputs import audio_names
+
+    try:
+        if not folder.is_dir():
+            return []
+        if own == "render" and ((folder / RENDER_REPORT).is_file() or (folder / RENDER_PARAMS).is_file()):
+            return []
+        if own == "archive" and is_archive(folder):
+            return []
+        ours = RENDER_STREAM_NAME.fullmatch if own == "render" else (lambda name: fnmatch(name, ARCHIVE_PARTS))
+        return [name for name in audio_names(folder) if not name.startswith(".") and not ours(name)]
+    except OSError:  # cannot be listed: the folder's own checks say why
+        return []
 
 
 def _give(model: Path) -> str:

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
-import re
 import shutil
 from pathlib import Path
 
 from wavegen.errors import WavegenError, some_of
-from wavegen.fileio import FolderLock, ensure_folder, not_a_file, read_json_object, stale_temporaries, write_json
+from wavegen.fileio import (FolderLock, ensure_folder, link_to_nothing, not_a_file, read_json_object, stale_temporaries,
+                            write_json)
 from wavegen.render.model_change import TENSORS_KEY, model_differs, same_model, with_recorded_tensors
 from wavegen.render.settings import FORMATS, RenderStateError, RenderWriteError, estimate_bytes, stream_paths
 from wavegen.render.writers import open_file_limit
@@ -170,14 +169,15 @@ def remove_temporaries(stale: list[Path], where, why: str, log: logging.Logger =
 def check_out(out_dir: Path) -> None:
     """RenderStateError (RenderWriteError for a file or a link to nothing) in one line naming ``out_dir`` where a
     render cannot go there: a file, a link to nothing, another wavegen command's folder (a model, a run, a corpus, a
-    live stream's archive: :func:`wavegen.resolve_why.other_use`, serve's --archive check too), or a folder of audio
-    files that holds no render (recordings: eval --renders judges every audio file there, and a prep of the folder
-    would take the streams for recordings). Looked at only: nothing is made or written."""
-    from wavegen.resolve_why import other_use
+    live stream's archive) or one inside a model, run or corpus, or a .state/ (:func:`wavegen.resolve_why.other_use`,
+    serve's --archive check too), or a folder of audio files that holds no render (recordings: eval --renders judges
+    every audio file there, and a prep of the folder would take the streams for recordings:
+    :func:`wavegen.resolve_why.recordings`, serve's too). Looked at only: nothing is made or written."""
+    from wavegen.resolve_why import other_use, recordings
 
-    if out_dir.is_symlink() and not out_dir.exists():
-        raise RenderWriteError(f"--out {out_dir} is a link to {os.readlink(out_dir)}, which does not exist: make "
-                               "that folder, or give another --out")
+    dangling = link_to_nothing(out_dir)
+    if dangling is not None:
+        raise RenderWriteError(f"--out {dangling[0]}: {dangling[1]}, or give another --out")
     if out_dir.exists() and not out_dir.is_dir():
         kind = not_a_file(out_dir) or "file"  # a device, a FIFO: not a file either
         raise RenderWriteError(f"--out {out_dir} is a {kind}, not a folder: give a folder for the render's "
@@ -187,27 +187,11 @@ def check_out(out_dir: Path) -> None:
            "choose another --out, e.g. a new folder")
     if held is not None:
         raise RenderStateError(f"--out {out_dir}: {held}; {mix}")
-    audio = _others_audio(out_dir)
+    audio = recordings(out_dir, "render")
     if audio:
         raise RenderStateError(f"--out {out_dir} holds audio files ({some_of(audio)}) and no render: eval --renders would "
                                f"judge them as the render's, and a wavegen prep of the folder would take the render's "
                                "streams for recordings: choose another --out, e.g. a new folder")
-
-
-def _others_audio(out_dir: Path) -> list[str]:
-    """The names of the audio files in ``out_dir`` a render does not write (stream_NNN.wav|flac), sorted, where it
-    holds no render (no report, no .state/params.json); [] where it is no folder or cannot be listed."""
-    from wavegen.prep_inputs import audio_names
-
-    try:
-        if not out_dir.is_dir() or (out_dir / REPORT_FILE).is_file() or (out_dir / STATE_DIR / PARAMS_FILE).is_file():
-            return []
-        return [name for name in audio_names(out_dir) if not name.startswith(".") and not _STREAM_NAME.fullmatch(name)]
-    except OSError:  # cannot be listed: the lock's ensure_folder says why
-        return []
-
-
-_STREAM_NAME = re.compile(r"stream_(?:\d{3}|[1-9]\d{3,})\.(?:%s)" % "|".join(FORMATS))  # stream_paths' names
 
 
 class RenderFolder:

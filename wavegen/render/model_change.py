@@ -45,9 +45,20 @@ def same_model(saved: dict, current: dict) -> bool:
     return saved.get(key) is not None and saved.get(key) == current.get(key)
 
 
-def held_by(began: str, saved: dict) -> tuple[int, Path] | None:
-    """The kept checkpoint of the run ``began`` (a model folder) belongs to that holds the weights of ``saved``."""
-    return checkpoint_with(began, saved.get(TENSORS_KEY), saved.get("model_sha256"))
+def kept_with(began: str | Path, saved: dict) -> tuple[Path, str | None, str] | None:
+    """Where the weights a render or archive began with from the model folder ``began`` are kept now (``saved``
+    records their TENSORS_KEY and model_sha256), for a refusal of other weights to name: (run, "step_N", "the kept
+    checkpoint FOLDER") for the newest kept checkpoint of its run holding them; else, where ``began`` is a checkpoint
+    gone since (pruned), (run, None, "the run's best/") where the run's best/ (or best.old/) does. None: neither."""
+    found = checkpoint_with(began, saved.get(TENSORS_KEY), saved.get("model_sha256"))
+    if found is not None:
+        return found[1].parent.parent, f"step_{found[0]}", f"the kept checkpoint {found[1]}"
+    if _in_checkpoints(str(began)) and not Path(began).exists():  # pruned since
+        run = Path(began).parent.parent
+        best = best_with(run, saved.get(TENSORS_KEY))
+        if best is not None:
+            return run, None, f"the run's {best}/"
+    return None
 
 
 def model_differs(where: Path, saved: dict, current: dict) -> str:
@@ -61,11 +72,11 @@ def model_differs(where: Path, saved: dict, current: dict) -> str:
     else:
         what = (f"{where} holds a render begun from the model in {began} (model_sha256={sha[:12]}...), but this "
                 f"command renders {now} (model_sha256={current['model_sha256'][:12]}...)")
-    found = held_by(began, saved) if began else None
-    resume = f"resume it with --checkpoint step_{found[0]} (the weights it began with), " if found else ""
-    if found is None and began and _in_checkpoints(began) and not Path(began).exists():  # pruned since
-        best = best_with(Path(began).parent.parent, saved.get(TENSORS_KEY))
-        resume = f"resume it without --checkpoint (the run's {best}/ holds the weights it began with), " if best else ""
+    found = kept_with(began, saved) if began else None
+    resume = ""
+    if found is not None:
+        resume = (f"resume it with --checkpoint {found[1]} (the weights it began with), " if found[1] else
+                  f"resume it without --checkpoint ({found[2]} holds the weights it began with), ")
     return (f"{what}; {resume}pass --restart to render it anew from the model as it is now, or choose "
             "another --out")
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wavegen.errors import WavegenError
+from wavegen.errors import WavegenError, some_of
 from wavegen.fileio import (FolderLock, check_writable, ensure_folder, not_a_file, read_json_object,
                             stale_temporaries, write_json)
 from wavegen.render import PCMWriter, load_snapshot, save_snapshot
@@ -69,15 +69,21 @@ def parts_in(folder: Path) -> list[tuple[int, Path]]:
 
 
 def check_archive_folder(folder: str | Path) -> None:
-    """WavegenError in one line unless ``folder`` (serve's --archive) can be made and written in, and holds no
-    other wavegen folder's files (:func:`wavegen.resolve_why.other_use`, which render's --out is checked by too):
+    """WavegenError in one line unless ``folder`` (serve's --archive) can be made and written in, holds no other
+    wavegen folder's files nor lies inside a model, run or corpus (:func:`wavegen.resolve_why.other_use`), and is no
+    folder of recordings (:func:`wavegen.resolve_why.recordings`; render's --out is checked by both too):
     serve calls it before the model loads, so a folder that cannot work does not cost the load and the timing."""
-    from wavegen.resolve_why import other_use
+    from wavegen.resolve_why import other_use, recordings
 
     held = other_use(Path(folder), "archive")
     if held is not None:
         raise ServeError(f"--archive {folder}: {held}; an archive there would mix its files (.state/, .lock, "
                          "broadcast parts) into it: choose another folder, e.g. an empty one")
+    audio = recordings(Path(folder), "archive")
+    if audio:  # the user's recordings: the parts among them, a prep of the folder taking the broadcast for one
+        raise ServeError(f"--archive {folder} holds audio files ({some_of(audio)}) and no archive: its broadcast parts "
+                         "and .state/ would go among them, and a wavegen prep of the folder would take the broadcast "
+                         "for recordings: choose another folder, e.g. an empty one")
     ensure_folder(folder, "--archive folder")
     check_writable(folder, "--archive folder")
 
@@ -141,8 +147,12 @@ class Archive:
         note = ("; an older wavegen began it and recorded only its weights file's sha256, so only that very file "
                 "continues it (a checkpoint holding the same tensors is a file of other bytes)") if older else ""
         found = self.find_weights(saved) if self.find_weights else None
+        folder = saved.get(MODEL_FOLDER_KEY)
         if found:
-            began_with = f"play {found} (the weights it began with) to continue it"
+            began_with = f"play {found} to continue it"
+        elif isinstance(folder, str) and folder and not Path(folder).exists():  # pruned or deleted, none holds it
+            began_with = (f"the model it began with, {folder}, is gone and no kept checkpoint or best/ holds its "
+                          "weights: play them from elsewhere to continue it")
         elif began and began != now:
             began_with = f"play {began} to continue it"
         else:

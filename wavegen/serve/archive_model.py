@@ -15,7 +15,7 @@ from pathlib import Path
 
 from wavegen.config import ConfigError
 from wavegen.fileio import read_json_object
-from wavegen.render.model_change import TENSORS_KEY, StandIn, held_by, stand_in
+from wavegen.render.model_change import TENSORS_KEY, StandIn, kept_with, stand_in
 from wavegen.resolve import ModelRef, resolve_model
 from wavegen.serve.archive import MODEL_FOLDER_KEY, PARAMS_FILE, STATE_DIR
 
@@ -29,20 +29,25 @@ def model_folder(ref) -> str | None:
 
 
 def weights_finder(ref):
-    """→ find(saved): "RUN --checkpoint step_N", the newest kept checkpoint that holds the weights the archive
-    recorded in ``saved`` began with (its tensors digest, or its weights file's sha256), or None. Searched in
-    the run the archive began with (``saved``'s MODEL_FOLDER_KEY; an archive that did not record it, in the
-    folder its ``model`` names where that is one), then in the run of ``ref``, the model played now: a
-    checkpoint holding those very weights continues the archive, whichever run it is in."""
+    """→ find(saved): how to play the weights the archive recorded in ``saved`` began with (its tensors digest, or
+    its weights file's sha256), where the model played now holds others: "RUN --checkpoint step_N (the weights it
+    began with)" for the newest kept checkpoint that holds them, or, where it began from a checkpoint pruned since,
+    "RUN (the run's best/ holds the weights it began with)"; None where nothing kept does. Searched in the run the
+    archive began with (``saved``'s MODEL_FOLDER_KEY; an archive that did not record it, in the folder its
+    ``model`` names where that is one), then in the run of ``ref``, the model played now: a checkpoint holding
+    those very weights continues the archive, whichever run it is in. Render's refusal finds them alike
+    (:func:`wavegen.render.model_change.kept_with`)."""
     def find(saved: dict) -> str | None:
         saved = {key: value if isinstance(value, str) else None for key, value in saved.items()
                  if key in ("model", "model_sha256", TENSORS_KEY, MODEL_FOLDER_KEY)}
         named = (saved.get("model") or "").split(" (step ")[0]  # a checkpoint's source: "FOLDER (step N...)"
         began = saved.get(MODEL_FOLDER_KEY) or (named if named and Path(named).is_dir() else None)
         for folder in dict.fromkeys(str(f) for f in (began, ref.folder) if f is not None):
-            found = held_by(folder, saved)
+            found = kept_with(folder, saved)
             if found is not None:
-                return f"{found[1].parent.parent} --checkpoint step_{found[0]}"
+                run, checkpoint, holder = found
+                return (f"{run} --checkpoint {checkpoint} (the weights it began with)" if checkpoint else
+                        f"{run} ({holder} holds the weights it began with)")
         return None
 
     return find
