@@ -235,3 +235,38 @@ def test_ctrl_c_of_bench_train_under_a_launch_stops_every_process_together(tmp_p
         stderr[-3000:]
     assert "wavegen bench: interrupted" in lines, stderr[-3000:]
     assert not error_lines(stderr, "bench") and "[rank" not in stderr, stderr[-3000:]
+
+
+# A process of a launch holding its launcher's SIGTERM (WORLD_SIZE 2: wavegen.signals) waits for the launcher after a
+# user error it left to another process: argv[1] says which error
+_WAITS_FOR_THE_LAUNCHER = """import os, signal, sys, time
+os.environ["WORLD_SIZE"] = "2"
+from wavegen.distributed import ProcessLostError, leave_to_another_process, wait_for_the_launcher
+from wavegen.errors import WavegenError
+from wavegen.signals import StopSignals
+
+with StopSignals("saving"):
+    os.kill(os.getpid(), signal.SIGTERM)  # held: a launcher ending the survivors of a lost process
+    time.sleep(0.2)
+lost = ProcessLostError("process 0 of this render (2 processes) ended unexpectedly")
+lost.said_elsewhere = True  # another survivor claimed its saying
+left = leave_to_another_process(lost)
+if sys.argv[1] == "another error":  # what this process left before (the loss) decides nothing of this one
+    wait_for_the_launcher(WavegenError("--out: no such folder"), seconds=0.2)
+    print("waited", left, flush=True)
+else:
+    wait_for_the_launcher(lost, seconds=30)
+    print("not ended", flush=True)
+"""
+
+
+def test_a_survivor_that_left_the_loss_to_another_ends_by_its_launchers_sigterm_and_no_other_error_does():
+    """wait_for_the_launcher ends a survivor that left its loss to another survivor by the SIGTERM it held (it was
+    asked to end), judged by the error it is given (once module state set by leave_to_another_process: a later
+    error of that process, left too, was taken for the loss)."""
+    ended = subprocess.run([sys.executable, "-c", _WAITS_FOR_THE_LAUNCHER, "the loss"], env=ENV, capture_output=True,
+                           text=True, timeout=120)
+    assert ended.returncode == -15 and "not ended" not in ended.stdout, ended.stderr[-3000:]
+    waited = subprocess.run([sys.executable, "-c", _WAITS_FOR_THE_LAUNCHER, "another error"], env=ENV,
+                            capture_output=True, text=True, timeout=120)
+    assert waited.returncode == 0 and waited.stdout == "waited True\n", waited.stderr[-3000:]

@@ -102,8 +102,9 @@ def test_under_a_launch_a_sigterm_line_waits_and_a_lost_process_drops_it(monkeyp
     with StopSignals("saving") as stop:
         os.kill(os.getpid(), signal.SIGTERM)
         assert not stop.requested and stop.name == "SIGTERM" and caplog.text == ""  # not yet: the loss may come
+        assert stop.held  # the work looks for a lost process meanwhile (a render: at each chunk)
         ProcessLostError("another process of this training (2 processes) ended unexpectedly")
-        assert stop.requested
+        assert stop.requested and not stop.held
         time.sleep(1.0)
     assert caplog.text == "" and signals.held_a_launchers_term()
     with StopSignals("saving") as stop:
@@ -114,3 +115,22 @@ def test_under_a_launch_a_sigterm_line_waits_and_a_lost_process_drops_it(monkeyp
     with StopSignals("saving") as stop:
         os.kill(os.getpid(), signal.SIGINT)
         assert "SIGINT: saving (Ctrl-C again to stop at once)" in caplog.text
+
+
+def test_which_process_of_a_launch_says_a_ctrl_c_is_known_without_torch(monkeypatch):
+    """A Ctrl-C reaches every process of a launch: the first says "interrupted" for all, decided from the
+    launcher's variables alone (the CLI asks while torch may be half imported by the interrupt)."""
+    import subprocess
+    import sys
+
+    from wavegen.signals import says_the_interrupt
+
+    for name in ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "MV2_COMM_WORLD_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert says_the_interrupt()  # alone
+    monkeypatch.setenv("RANK", "1")
+    assert not says_the_interrupt()
+    monkeypatch.setenv("RANK", "0")
+    assert says_the_interrupt()
+    code = "import sys, wavegen.signals as s; s.launch_rank(); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout == "False\n"

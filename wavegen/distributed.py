@@ -16,11 +16,15 @@ import time
 
 import torch
 
+from wavegen import signals
 from wavegen.config import TrainConfig
 from wavegen.errors import WavegenError
-from wavegen.signals import drop_pending_stop_lines, held_a_launchers_term
+from wavegen.signals import drop_pending_stop_lines, held_a_launchers_term, launch_rank
 
 logger = logging.getLogger(__name__)
+
+# at home in wavegen.signals (no torch: the CLI asks before torch imports); train and bench --train take it from here
+first_process_says = signals.first_process_says
 
 # How long a process of a multi-process training waits for the others at a collective (its process group's
 # timeout): train.group_timeout_seconds's default, accelerate's for NCCL, used for gloo too (torch's is 30 minutes)
@@ -81,15 +85,30 @@ def _who_key(rank: int) -> str:
     return f"wavegen/who/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/{rank}"
 
 
+def record_process(store, key: str) -> None:
+    """This process under ``key`` of ``store`` (a launch's): its pid space and pid, so that another process of
+    the launch can tell whether it has ended or stopped (:func:`recorded_process`, :func:`process_state`)."""
+    store.set(key, json.dumps([pid_space(), os.getpid()]))
+
+
+def recorded_process(store, key: str) -> tuple[str, int] | None:
+    """The process :func:`record_process` recorded under ``key`` of ``store``: ``(pid space, pid)``, to give to
+    :func:`process_state`; None where none is recorded (yet)."""
+    if not store.check([key]):
+        return None
+    space, pid = json.loads(store.get(key))
+    return space, int(pid)
+
+
 def record_this_process() -> None:
-    """This process of a launch, in its agent's store (its pid space and pid), so that the others can name it
+    """This process of a launch, in its agent's store (:func:`record_process`), so that the others can name it
     when it is lost (:func:`lost_process`)."""
     import torch.distributed as dist
 
     with contextlib.suppress(Exception):  # (the store's own errors): the others say "another process"
         store = _agent_store()
         if store is not None:
-            store.set(_who_key(dist.get_rank()), json.dumps([pid_space(), os.getpid()]))
+            record_process(store, _who_key(dist.get_rank()))
 
 
 def lost_process(wait_seconds: float = 0.0) -> tuple[int, str] | None:
@@ -102,14 +121,14 @@ def lost_process(wait_seconds: float = 0.0) -> tuple[int, str] | None:
         store = _agent_store()
         if store is None:
             return None
-        recorded = {rank: json.loads(store.get(_who_key(rank))) for rank in range(dist.get_world_size())
-                    if rank != dist.get_rank() and store.check([_who_key(rank)])}
+        recorded = {rank: recorded_process(store, _who_key(rank)) for rank in range(dist.get_world_size())
+                    if rank != dist.get_rank()}
     except Exception:  # noqa: BLE001 (the store's own errors): not named
         return None
     deadline = time.monotonic() + wait_seconds
     while True:
-        for rank, (space, pid) in recorded.items():
-            state = process_state(space, pid)
+        for rank, who in recorded.items():
+            state = None if who is None else process_state(*who)
             if state in ("ended", "stopped"):
                 return rank, state
         if time.monotonic() >= deadline:
@@ -186,68 +205,32 @@ def process_lost(err: BaseException, work: str, kept: str, setting: str | None =
     return first_to_say_the_loss(ProcessLostError(line))
 
 
-# Where a launcher puts this process's rank and its rank on its machine: torchrun / accelerate's
-# multi-GPU launcher, then the MPI launchers accelerate's --cpu path runs under (accelerate reads the same)
-_RANK_VARS = ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "MV2_COMM_WORLD_RANK")
-_LOCAL_RANK_VARS = ("LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "MV2_COMM_WORLD_LOCAL_RANK")
-
-
-def launch_rank() -> tuple[int, int]:
-    """This process's ``(rank, local rank)`` as its launcher set them, before any process group
-    exists: ``(0, 0)`` for a process started alone."""
-    def first(names):
-        for name in names:
-            if os.environ.get(name, "").strip().isdigit():
-                return int(os.environ[name])
-        return 0
-
-    return first(_RANK_VARS), first(_LOCAL_RANK_VARS)
-
-
 def leave_to_another_process(err: BaseException) -> bool:
     """Whether this process of a launch leaves user error ``err`` to another one to print, so that a
     refusal reads once, not once per process: every process but the first when each of them raised
     the same (``err.every_process``, set where the processes agreed on it: trainstate.checked), else
     every process but the first of its machine (an error found before the processes could talk: the
     same arguments and files give the same error on one machine; another machine may differ)."""
-    global _left_a_loss
     if isinstance(err, ProcessLostError):  # the process that would say it may be the one that is gone
-        _left_a_loss = err.said_elsewhere
         return err.said_elsewhere
     rank, local_rank = launch_rank()
     return rank != 0 and (getattr(err, "every_process", False) or local_rank != 0)
 
 
-@contextlib.contextmanager
-def first_process_says(logger_name: str, rank: int | None = None):
-    """While inside: the warnings (and info) of logger ``logger_name`` said by the first process of a launch
-    alone (``rank``, or launch_rank's: known before any process group exists); its errors by every process. A
-    Ctrl-C reaches every process of a launch (torchrun hands it on to each), and each would say the same."""
-    if (launch_rank()[0] if rank is None else rank) == 0:
-        yield
-        return
-    log, errors_only = logging.getLogger(logger_name), (lambda record: record.levelno >= logging.ERROR)
-    log.addFilter(errors_only)
-    try:
-        yield
-    finally:
-        log.removeFilter(errors_only)
-
-
 LAUNCHER_WAIT_SECONDS = 10.0  # wait_for_the_launcher's, by default
-_left_a_loss = False  # leave_to_another_process left a lost process to another survivor to say
 
 
-def wait_for_the_launcher(seconds: float | None = None) -> None:
-    """What a process that left a user error to another process of its launch does before it says it
-    after all: wait up to ``seconds`` for the launcher to end it. A launcher (torchrun, accelerate
+def wait_for_the_launcher(err: BaseException, seconds: float | None = None) -> None:
+    """What a process that left user error ``err`` to another process of its launch
+    (:func:`leave_to_another_process`) does before it says it after all: wait up to ``seconds`` for the
+    launcher to end it. A launcher (torchrun, accelerate
     launch, mpirun) ends every process once one has exited with an error (torchrun within 0.1 s):
     this one exiting first could end the printing process before it printed, and the error would
     read nowhere. Once the printing process has exited with it, the launcher ends this one here;
     still alive after ``seconds`` (that process did not fail), the caller prints the error itself.
     A survivor of a lost process that left the loss to another, its launcher's SIGTERM held while it
     met the loss (wavegen.signals), ends now by that SIGTERM: it was asked to end already."""
-    if _left_a_loss and held_a_launchers_term():
+    if isinstance(err, ProcessLostError) and err.said_elsewhere and held_a_launchers_term():
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
     try:

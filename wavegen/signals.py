@@ -9,11 +9,14 @@ context manager does nothing and the process keeps its handlers.
 Under a launch (torchrun, accelerate launch: WORLD_SIZE > 1) a SIGTERM is most often the launcher ending
 the survivors of a process that ended (a user's Ctrl-C reaches the processes as SIGINT): it takes effect,
 its line said, LAUNCH_TERM_SECONDS later, time for the process to meet the lost one (its next collective,
-a render's next window) and say that instead (:func:`drop_pending_stop_lines`).
+a render's next chunk: StopSignals.held) and say that instead (:func:`drop_pending_stop_lines`). A Ctrl-C
+reaches every process of a launch: the first alone says what it does (:func:`first_process_says`) and that
+it interrupted the command (:func:`says_the_interrupt`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -33,6 +36,32 @@ def launched() -> bool:
     return os.environ.get("WORLD_SIZE", "1").strip() not in ("", "0", "1")
 
 
+# Where a launcher puts this process's rank and its rank on its machine: torchrun / accelerate's
+# multi-GPU launcher, then the MPI launchers accelerate's --cpu path runs under (accelerate reads the same)
+_RANK_VARS = ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "MV2_COMM_WORLD_RANK")
+_LOCAL_RANK_VARS = ("LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "MV2_COMM_WORLD_LOCAL_RANK")
+
+
+def launch_rank() -> tuple[int, int]:
+    """This process's ``(rank, local rank)`` as its launcher set them, before any process group
+    exists (and without torch: the CLI asks while torch may be half imported): ``(0, 0)`` for a
+    process started alone."""
+    def first(names):
+        for name in names:
+            if os.environ.get(name, "").strip().isdigit():
+                return int(os.environ[name])
+        return 0
+
+    return first(_RANK_VARS), first(_LOCAL_RANK_VARS)
+
+
+def says_the_interrupt() -> bool:
+    """Whether this process says that a Ctrl-C interrupted its command: a Ctrl-C reaches every process of
+    a launch (the terminal's process group, and the launcher hands it on), so the first of the launch
+    says it for all (the others exit 130 without a word); a process started alone always does."""
+    return launch_rank()[0] == 0
+
+
 def drop_pending_stop_lines() -> None:
     """A lost process is said by this one: a launcher's SIGTERM held meanwhile says nothing of its own."""
     for stop in list(_pending):
@@ -42,6 +71,22 @@ def drop_pending_stop_lines() -> None:
 def held_a_launchers_term() -> bool:
     """Whether a StopSignals of this process held a SIGTERM under a launch (its launcher asked it to end)."""
     return _terms_held
+
+
+@contextlib.contextmanager
+def first_process_says(logger_name: str, rank: int | None = None):
+    """While inside: the warnings (and info) of logger ``logger_name`` said by the first process of a launch
+    alone (``rank``, or launch_rank's: known before any process group exists); its errors by every process. A
+    Ctrl-C reaches every process of a launch (torchrun hands it on to each), and each would say the same."""
+    if (launch_rank()[0] if rank is None else rank) == 0:
+        yield
+        return
+    log, errors_only = logging.getLogger(logger_name), (lambda record: record.levelno >= logging.ERROR)
+    log.addFilter(errors_only)
+    try:
+        yield
+    finally:
+        log.removeFilter(errors_only)
 
 
 class StopSignals:
@@ -63,6 +108,12 @@ class StopSignals:
     def requested(self) -> bool:
         """A stop was asked for (a launched process's SIGTERM: once its line is said, or dropped for a loss)."""
         return self.signum is not None and self not in _pending
+
+    @property
+    def held(self) -> bool:
+        """A launched process's SIGTERM waits, LAUNCH_TERM_SECONDS, for word of a lost process: the work looks
+        for one at its next safe point (:func:`drop_pending_stop_lines`) rather than stop on the signal."""
+        return self in _pending
 
     @property
     def name(self) -> str | None:

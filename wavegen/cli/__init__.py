@@ -8,7 +8,7 @@ with a web player.
 One module per command (``wavegen/cli/render.py`` ...), each with ``add_parser(sub)`` and
 ``run(args) -> exit code``; this module holds the parser and the error handling: an error the
 user can fix (wavegen.errors.WavegenError) prints as one line with exit code 2 (under a launch,
-torchrun or accelerate launch, by one process: the launcher ends the others); Ctrl-C exits 130;
+torchrun or accelerate launch, by one process: the launcher ends the others); Ctrl-C exits 130 (said once);
 anything else is a bug and keeps its traceback.
 """
 
@@ -73,13 +73,16 @@ def main(argv: list[str] | None = None) -> int:
         if left_to_another_process(err):
             from wavegen.distributed import wait_for_the_launcher
 
-            wait_for_the_launcher()  # ends here once the process that prints it has exited with it
+            wait_for_the_launcher(err)  # ends here once the process that prints it has exited with it
         print(f"wavegen {args.command}: error: {one_line(err)}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, SystemError) as err:
         if not interrupted_inside(err):
             raise
-        print(f"wavegen {args.command}: interrupted", file=sys.stderr)
+        from wavegen.signals import says_the_interrupt
+
+        if says_the_interrupt():  # under a launch, the first process says it for all
+            print(f"wavegen {args.command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader of stdout went away (| head): nothing more to say, to anyone
         devnull = os.open(os.devnull, os.O_WRONLY)

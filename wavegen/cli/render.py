@@ -46,7 +46,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from wavegen.distributed import launch_rank
     from wavegen.render import RenderSettings, render
     from wavegen.render.settings import parse_temperatures
 
@@ -60,13 +59,8 @@ def run(args) -> int:
                               guard=args.guard, guard_seconds=args.guard_seconds,
                               guard_attempts=args.guard_attempts, guard_album=args.guard_album,
                               spectrogram=args.spectrogram)
-    try:
-        report = render(args.model, args.out, settings, progress=not args.quiet, restart=args.restart,
-                        checkpoint=args.checkpoint)
-    except KeyboardInterrupt:
-        if launch_rank()[0] != 0:  # under torchrun/accelerate, the first process says "interrupted"
-            return 130
-        raise
+    report = render(args.model, args.out, settings, progress=not args.quiet, restart=args.restart,
+                    checkpoint=args.checkpoint)
     if report.get("rank", 0) == 0:  # under torchrun/accelerate, one process lists the files
         for path in report["paths"]:
             print(path)

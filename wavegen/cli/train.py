@@ -29,10 +29,12 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:  # a refusal under a launch is printed by one process: wavegen.cli.main
-    from wavegen.signals import StopSignals
+    from wavegen.signals import StopSignals, first_process_says, says_the_interrupt
+    from wavegen.signals import logger as signals_logger
 
-    # installed before torch imports (seconds): a SIGTERM then is a clean stop (130), not a death by the signal
-    with StopSignals() as stop:
+    # installed before torch imports (seconds): a SIGTERM then is a clean stop (130), not a death by the signal;
+    # under a launch its line said by the first process (a Ctrl-C reaches every process)
+    with StopSignals() as stop, first_process_says(signals_logger.name):
         from wavegen.resolve import resolve_settings
         from wavegen.train import resolve_run_config, train
 
@@ -46,7 +48,8 @@ def run(args) -> int:  # a refusal under a launch is printed by one process: wav
             overrides.append(f"train.max_steps={args.max_steps}")
         config = resolve_run_config(resolve_settings(args.model).config, args.data, overrides)
         if stop.requested:  # nothing written yet, nothing to save
-            log.warning("%s: stopped before the run started", stop.name)
+            if says_the_interrupt():
+                log.warning("%s: stopped before the run started", stop.name)
             return 130
         result = train(config, args.run, progress=not args.quiet, stop=stop)
     return 130 if result["status"] == "interrupted" else 0

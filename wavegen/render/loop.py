@@ -3,6 +3,7 @@ parameters), have it render its streams (:mod:`wavegen.render.shard`), and write
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -26,8 +27,8 @@ from wavegen.render.settings import (RenderSettings, RenderStateError, check_pri
 from wavegen.render.shard import (CHUNK_BYTES_PER_VALUE, MAX_CHUNK_VALUES, STOP_IN_WINDOW, ShardRender,
                                   window_samples)
 from wavegen.render.writers import load_snapshot, reserve_open_files, snapshot_exists
-from wavegen.resolve import ModelRef, resolve_model
-from wavegen.signals import StopSignals
+from wavegen.resolve import PRUNED_RETRIES, ModelRef, resolve_model
+from wavegen.signals import StopSignals, first_process_says
 from wavegen.signals import logger as signals_logger
 
 logger = logging.getLogger("wavegen.render")
@@ -60,33 +61,79 @@ def render(model: str | Path, out_dir: str | Path, settings: RenderSettings, pro
     settings.validate()
     if not str(out_dir).strip():  # an unset variable in a script: not the current directory
         raise ConfigError("--out: give a folder for the render (the name is empty)")
+    procs = None
     try:
-        ref = resolve_render_model(model, checkpoint)
+        # the processes meet, agree on the model, and prepare (model, engine, inputs) before the folder: their
+        # errors leave no new --out behind. A Ctrl-C meanwhile waits for them, then stops every process: one
+        # inside a collective would leave the others waiting for this process, and one raised inside numba's
+        # compiler or an import it makes is not always passed on, and left numpy half imported
+        with StopSignals(STOP_WHILE_PREPARING) as stop, first_process_says(signals_logger.name):
+            procs = Processes()
+            job = _prepared_job(procs, model, out_dir, settings, restart, checkpoint)
+        procs.agree(lambda: _stop_if(stop))  # before anything is written
+        procs.agree(job.folder.lock, src=0)  # the first process holds the folder; a refusal reaches every process
+        try:
+            return job.run(restart, progress)
+        finally:
+            job.folder.unlock()
+    finally:
+        if procs is not None:
+            procs.close()
+
+
+def _prepared_job(procs: Processes, model: str | Path, out_dir: str | Path, settings: RenderSettings,
+                  restart: bool, checkpoint: str | None) -> RenderJob:
+    """Every process's RenderJob, of the one model the first process resolved (:func:`_model_of_every_process`).
+    Where that is a run's ``--checkpoint last`` that a training pruned while the processes read it, the first
+    process resolves it again (PRUNED_RETRIES times at most), as one process's load looks again."""
+    ref = _model_of_every_process(procs, model, out_dir, checkpoint, restart)
+    # before any path is listed or file created: a --streams beyond the open-file limit fails at once
+    procs.agree(lambda: reserve_open_files(len(range(procs.rank, settings.streams, procs.world)),
+                                           settings.streams))
+    folder = RenderFolder(out_dir, settings.streams, settings.format)
+    tries = 1
+    while True:
+        last_try = checkpoint != "last" or tries == PRUNED_RETRIES
+        job = procs.agree(lambda: _job_unless_pruned(ref, folder, settings, procs, restart, last_try))
+        if not any(procs.gather(job is None)):
+            return job
+        tries += 1
+        ref = _model_of_every_process(procs, model, out_dir, checkpoint, restart)
+
+
+def _model_of_every_process(procs: Processes, model: str | Path, out_dir: str | Path, checkpoint: str | None,
+                            restart: bool) -> ModelRef:
+    """The model every process renders: resolved by the first process and handed to the others, so that a run's
+    ``--checkpoint last`` names one checkpoint for all of them (a training may save a newer one while they
+    start). Under several processes, a checkpoint is theirs by its step: a process whose load finds it removed
+    meanwhile (pruned) does not look again for "last" alone (:func:`_job_unless_pruned`)."""
+    ref = procs.agree(lambda: _resolved_model(model, out_dir, checkpoint, restart), src=0)
+    if procs.world > 1 and ref.kind == "checkpoint":
+        ref = dataclasses.replace(ref, checkpoint=ref.folder.name)
+    return ref
+
+
+def _resolved_model(model: str | Path, out_dir: str | Path, checkpoint: str | None, restart: bool) -> ModelRef:
+    try:
+        return resolve_render_model(model, checkpoint)
     except ConfigError:
         # best/ or the checkpoint gone since the render in out_dir began from it: the kept model with its weights
         ref = None if restart else _model_it_began_with(model, out_dir, checkpoint)
         if ref is None:
             raise
-    total = settings.total_samples(ref.sample_rate)
-    procs = Processes()
+        return ref
+
+
+def _job_unless_pruned(ref: ModelRef, folder: RenderFolder, settings: RenderSettings, procs: Processes, restart: bool,
+                       last_try: bool) -> RenderJob | None:
+    """RenderJob; None where its checkpoint (``--checkpoint last``, resolved by the first process) was removed
+    while this process read it, unless ``last_try``: the processes resolve it again."""
     try:
-        # before any path is listed or file created: a --streams beyond the open-file limit fails at once
-        procs.agree(lambda: reserve_open_files(len(range(procs.rank, settings.streams, procs.world)),
-                                               settings.streams))
-        folder = RenderFolder(out_dir, settings.streams, settings.format)
-        # the model, engine and inputs before the folder: their errors leave no new --out behind. A Ctrl-C
-        # meanwhile waits for them: an interrupt raised inside numba's compiler or an import it makes is
-        # not always passed on, and left numpy half imported (a traceback later, not a clean stop)
-        with StopSignals(STOP_WHILE_PREPARING) as stop, procs.first_says(signals_logger.name):
-            job = procs.agree(lambda: RenderJob(ref, folder, settings, procs, total, restart))
-        procs.agree(lambda: _stop_if(stop))  # before anything is written
-        procs.agree(folder.lock, src=0)  # the first process holds the folder; a refusal reaches every process
-        try:
-            return job.run(restart, progress)
-        finally:
-            folder.unlock()
-    finally:
-        procs.close()
+        return RenderJob(ref, folder, settings, procs, settings.total_samples(ref.sample_rate), restart)
+    except ConfigError:
+        if last_try or ref.kind != "checkpoint" or ref.folder.is_dir():
+            raise
+        return None
 
 
 def _stop_if(stop: StopSignals) -> None:

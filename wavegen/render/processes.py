@@ -24,10 +24,11 @@ import time
 import uuid
 
 from wavegen.config import ConfigError
-from wavegen.distributed import (GROUP_TIMEOUT_SECONDS, ProcessLostError, before_process_group, first_process_says,
-                                 first_to_say_the_loss, lost_contact, pid_space, process_lost, process_state)
+from wavegen.distributed import (GROUP_TIMEOUT_SECONDS, ProcessLostError, before_process_group, first_to_say_the_loss,
+                                 lost_contact, process_lost, process_state, record_process, recorded_process)
 from wavegen.errors import FolderBusyError, WavegenError, every_process
 from wavegen.render.settings import RenderStateError, RenderWriteError
+from wavegen.signals import first_process_says
 
 # errors a process may hand to the others, by name (anything else arrives as a plain WavegenError)
 _SHARED_ERRORS = {cls.__name__: cls for cls in (ConfigError, FolderBusyError, RenderStateError, RenderWriteError)}
@@ -64,7 +65,7 @@ class Processes:
         # where a process that fails mid-render leaves word for the others
         self._failure_key = f"wavegen/render/failed/{key}"
         self._key, self._meetings, self._who = f"wavegen/render/{key}", 0, {}
-        _store().set(f"{self._key}/who/{self.rank}", json.dumps([pid_space(), os.getpid()]))
+        record_process(_store(), f"{self._key}/who/{self.rank}")
         self._heartbeat = _Heartbeat(f"{self._key}/alive/{self.rank}")
 
     def close(self) -> None:
@@ -195,10 +196,10 @@ class Processes:
         """Process ``rank``'s state where it runs on this machine, among the processes this one sees: "ended",
         "stopped" (SIGSTOP, Ctrl-Z) or "running"; None where it runs elsewhere (or cannot be seen)."""
         if rank not in self._who:
-            who = f"{self._key}/who/{rank}"
-            if not _store().check([who]):  # (it records it just after the group's first exchange)
+            who = recorded_process(_store(), f"{self._key}/who/{rank}")
+            if who is None:  # (it records it just after the group's first exchange)
                 return None
-            self._who[rank] = json.loads(_store().get(who))
+            self._who[rank] = who
         return process_state(*self._who[rank])
 
     def _lost(self, rank: int, state: str | None) -> ProcessLostError:

@@ -48,7 +48,12 @@ def window_samples(s: RenderSettings, sample_rate: int) -> int:
 
 
 class _Interrupted(Exception):
-    """A stop was requested (first SIGINT/SIGTERM) in the middle of a window."""
+    """A stop was requested (first SIGINT/SIGTERM) in the middle of a window; or ``failure``, another process's
+    (:meth:`~wavegen.render.processes.Processes.failure_elsewhere`: one lost), met there."""
+
+    def __init__(self, failure: BaseException | None = None):
+        super().__init__()
+        self.failure = failure
 
 
 class Generator:
@@ -64,6 +69,7 @@ class Generator:
 
     def __init__(self, job: RenderJob, stop: StopSignals, bar=None):
         self.engine, self.seed, self.ids, self.sr = job.engine, job.settings.seed, job.ids, job.sr
+        self.procs = job.procs
         self.temps = job.temps_all[job.ids]
         self.block = max(1, int(round(job.settings.block_seconds * job.sr)))
         self.chunk_cap = MIN_CHUNK  # grows to CHUNK_WALL_SECONDS of work after the first chunk
@@ -93,6 +99,10 @@ class Generator:
             self._progress(m, count)
             if self.stop.requested:
                 raise _Interrupted
+            if self.stop.held:  # a launcher's SIGTERM: most often another process was lost, said instead if so
+                failure = self.procs.failure_elsewhere()
+                if failure is not None:
+                    raise _Interrupted(failure)
         return codes
 
     def _progress(self, m: int, count: bool) -> None:
@@ -240,10 +250,12 @@ class ShardRender:
                     raise _Interrupted
                 if pos + n == self.total:  # from here on a stop request lets the render finish
                     stop.message = STOP_AFTER_LAST_WINDOW
-            except _Interrupted:  # back to the window's start: audio, state and events
+            except _Interrupted as interrupted:  # back to the window's start: audio, state and events
                 self.log.rewind(mark)
                 engine.restore(start)
                 gen.rewound(pos)
+                if interrupted.failure is not None:
+                    self._stop_for(interrupted.failure, writers, pos)
                 self._save(writers, pos)
                 logger.log(logging.WARNING if job.procs.rank == 0 else logging.DEBUG,  # said once, not per process
                            "%s: stopped at %.1f s; snapshot saved. Rerun the same command to resume",
@@ -262,8 +274,12 @@ class ShardRender:
         if self.stop.requested:  # a stop of this process's own comes first (the same Ctrl-C reached them all)
             return
         failure = self.job.procs.failure_elsewhere()
-        if failure is None:
-            return
+        if failure is not None:
+            self._stop_for(failure, writers, pos)
+
+    def _stop_for(self, failure: BaseException, writers: StreamWriters, pos: int) -> None:
+        """Stop with another process's ``failure`` (:meth:`~wavegen.render.processes.Processes.failure_elsewhere`),
+        a snapshot of what this one wrote up to ``pos`` saved first."""
         self._save(writers, pos)
         if isinstance(failure, KeyboardInterrupt) and self.job.procs.rank == 0:
             logger.warning("process %d was stopped (SIGINT/SIGTERM): stopped at %.1f s; snapshot saved. Rerun the "
