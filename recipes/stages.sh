@@ -170,15 +170,19 @@ run_training() {  # run_training N STEPS "title" command...: a training stage (i
 
 run_training_for() {  # run_training_for N STEPS RECORD "title" command...: run_training for a training whose
   # model and settings RECORD names (one line: the preset, the --set overrides); its marker holds "STEPS RECORD".
-  # Skipped only for the same RECORD (or none: a marker written before markers held one is trusted): other
-  # settings (another --model) run the command again, and wavegen train says whether the run takes them (one
-  # begun with other settings is refused, naming what differs); it was "trained before, skipped", and the
-  # stages after it went on with the run's older model as if it were this one.
+  # Skipped only for the same RECORD: other settings (another --model) run the command again, and wavegen train
+  # says whether the run takes them (one begun with other settings is refused, naming what differs); it was
+  # "trained before, skipped", and the stages after it went on with the run's older model as if it were this
+  # one. A marker of a count alone (an older recipe's, which recorded no settings) says nothing of what trained:
+  # it runs again too (a run trained that far with these settings resumes and ends at once).
   local n=$1 steps=$2 record=$3 title=$4 recorded held; shift 4
   in_stage_range "$n" || return 0
   recorded=$(trained_steps "$dir/.done/$n")
   held=$(trained_record "$dir/.done/$n")
-  if [ -n "$recorded" ] && [ -n "$held" ] && [ "$held" != "$record" ]; then
+  if [ -n "$recorded" ] && [ -n "$record" ] && [ -z "$held" ]; then
+    echo "== stage $n: $title (trained to step $recorded before, but its marker, an older recipe's, does not say" \
+         "with which settings: wavegen train resumes the run, or names what differs)"
+  elif [ -n "$recorded" ] && [ -n "$held" ] && [ "$held" != "$record" ]; then
     echo "== stage $n: $title (trained to step $recorded before with other settings: wavegen train resumes the" \
          "run, or names what differs)"
   elif [ -n "$recorded" ] && [ "$recorded" -ge "$steps" ] 2>/dev/null; then  # its marker redoes nothing: the run resumes

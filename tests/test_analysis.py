@@ -161,9 +161,11 @@ def test_clear_errors_name_the_folder(tone_album, tmp_path):
     with pytest.raises(analysis.AnalysisError, match="no such folder"):
         analysis.compare_renders(tmp_path / "missing", corpus)
     one = write_audio_file(tmp_path / "one" / "stream_000.wav", melody(1.0, RATE, seed=1), RATE)
-    with pytest.raises(analysis.AnalysisError, match=f"stream_000.wav: is a file; give the folder of renders "
-                                                     f"that holds it \\({re.escape(str(one.parent))}\\)$"):
-        analysis.compare_renders(one, corpus)
+    assert analysis.compare_renders(one, corpus, max_seconds=1)["render_files"] == ["stream_000.wav"]  # judged alone
+    notes = tmp_path / "one" / "notes.txt"
+    notes.write_text("not audio")
+    with pytest.raises(analysis.AnalysisError, match=f"{re.escape(str(notes))}: not an audio file"):
+        analysis.compare_renders(notes, corpus)
     (tmp_path / "empty").mkdir()
     with pytest.raises(analysis.AnalysisError, match="empty: no audio files"):
         analysis.compare_renders(tmp_path / "empty", corpus)

@@ -20,8 +20,19 @@ printf '%s\x1f' "$@" >> "$FAKE_WAVEGEN_LOG"; echo >> "$FAKE_WAVEGEN_LOG"
 if [ -n "${FAKE_WAVEGEN_PWD:-}" ]; then pwd >> "$FAKE_WAVEGEN_PWD"; fi  # where it was called from
 if [ "${FAKE_WAVEGEN_FAIL:-}" = "$1" ]; then echo "error: $1 failed" >&2; exit 2; fi
 if [ "$1" = eval ]; then
-  echo '{"nll_bits_per_sample": 3.5, "samples": 100, "split": "test",'
-  echo ' "per_label": {"bass": {"nll_bits_per_sample": 3.25, "samples": 50}}}'
+  if [ -n "${FAKE_WAVEGEN_EVAL_STARTED:-}" ]; then  # a long eval: says it began, then waits to be interrupted
+    touch "$FAKE_WAVEGEN_EVAL_STARTED"; exec python3 -c "import time; time.sleep(60)"
+  fi
+  result='{"nll_bits_per_sample": 3.5, "samples": 100, "split": "test",
+ "per_label": {"bass": {"nll_bits_per_sample": 3.25, "samples": 50}}}'
+  file=""; previous=""
+  for arg in "$@"; do if [ "$previous" = --json ]; then file=$arg; fi; previous=$arg; done
+  if [ -n "$file" ] && [ "${file#--}" = "$file" ]; then  # --json FILE: the result printed, the file written whole
+    echo "test: 3.5000 bits/sample over 100 samples"
+    printf '%s\n' "$result" > "$file.tmp" && mv "$file.tmp" "$file"
+  else
+    printf '%s\n' "$result"
+  fi
 fi
 """
 
@@ -260,10 +271,70 @@ def test_conditioned_training_with_another_model_or_settings_is_not_skipped(repo
     assert len(_calls(repo)) == before + 1  # the same settings: skipped
 
 
+def test_conditioned_training_with_a_marker_of_a_count_alone_trains_again(repo, tmp_path):
+    """An older recipe's training marker held the count alone, and was trusted: a rerun with another --model said
+    "trained to step 5 before, skipped" and the stages after it took the run's model for the one asked for. Such
+    a marker says nothing of what trained: wavegen train runs (resuming the run, or naming what differs), said
+    once, and the marker then records the settings (the next rerun is skipped)."""
+    work = tmp_path / "work"
+    (work / ".done").mkdir(parents=True)
+    (work / ".done" / "2").write_text("5\n")
+    out = _conditioned(repo, work, "--stage", "2", "--stop-stage", "2", "--steps", "5", "--model", "samplernn-tiny",
+                       FAKE_WAVEGEN_FAIL="train")  # wavegen train refuses a run begun with other settings
+    assert out.returncode == 2 and [c[0] for c in _calls(repo)] == ["train"]
+    assert out.stdout.splitlines() == [
+        f"== stage 2: train a conditioned samplernn-tiny for 5 steps in {work}/run (trained to step 5 before, but "
+        "its marker, an older recipe's, does not say with which settings: wavegen train resumes the run, or names "
+        "what differs)"]
+    assert (work / ".done" / "2").read_text() == "5\n"  # kept as it was: the training did not take
+    trained, lines = _conditioned_train(repo, work, 5)  # the settings it trained with: resumed, ends at once
+    assert trained == ["5"] and "does not say with which settings" in lines[0]
+    assert (work / ".done" / "2").read_text() == "5 model=wavenet-tiny\n"
+    trained, lines = _conditioned_train(repo, work, 5)
+    assert trained == [] and lines[0].endswith("(trained to step 5 before, skipped; a larger --steps trains on)")
+
+
+def test_conditioned_stage_4_interrupted_leaves_no_partial_result_and_an_older_part_goes(repo, tmp_path):
+    """Stage 4 wrote wavegen eval's output to eval_test.json.part, renamed once whole: a Ctrl-C during the eval
+    (bash and wavegen both get it, from the terminal) stopped the recipe before its clean-up, the .part left
+    behind, and a rerun that did not run stage 4 left it too. wavegen eval writes eval_test.json itself
+    (atomically), and a .part of an older recipe is removed by any run."""
+    import signal
+    import time
+
+    work = tmp_path / "work"
+    started = tmp_path / "eval-started"
+    proc = subprocess.Popen(["bash", str(repo / "recipes" / "conditioned" / "run.sh"), "--work", str(work),
+                             "--input", str(repo.parent / "input"), "--stage", "4", "--stop-stage", "4"],
+                            cwd=repo.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_env(repo, FAKE_WAVEGEN_EVAL_STARTED=str(started)), start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not started.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert started.exists(), proc.communicate()
+    time.sleep(0.3)  # the stand-in's python is past its start-up: its KeyboardInterrupt ends it by SIGINT
+    os.killpg(proc.pid, signal.SIGINT)  # a Ctrl-C: to the terminal's whole process group
+    proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert sorted(p.name for p in work.iterdir()) == [".done"] and not any((work / ".done").iterdir())
+
+    (work / "eval_test.json.part").write_text('{"nll_bits')  # an older recipe's, cut by a Ctrl-C
+    (work / ".done" / "4").write_text("\n")
+    out = _conditioned(repo, work, "--stage", "3", "--stop-stage", "3", "--seconds", "1",
+                       FAKE_WAVEGEN_FAIL="render")  # a rerun whose stage fails: the .part goes all the same
+    assert not (work / "eval_test.json.part").exists()
+    (work / "eval_test.json.part").write_text('{"nll_bits')
+    out = _conditioned(repo, work, "--stage", "4", "--stop-stage", "4")
+    assert out.returncode == 0, out.stderr
+    assert sorted(p.name for p in work.iterdir()) == [".done", "eval_test.json"]
+    assert json.loads((work / "eval_test.json").read_text())["samples"] == 100
+
+
 def test_conditioned_markers_of_the_recipes_own_older_layout_are_kept(repo, tmp_path):
     """The recipe kept WORK/.stageN.done beside stages.sh's WORK/.done/N (its own should_run and
     should_run_for); it now uses stages.sh's run_stage, run_training and run_for_record, and an older
-    folder's markers move to the new place: nothing finished is redone."""
+    folder's markers move to the new place: nothing finished is redone, but for its training, whose marker
+    (a count alone) does not say what trained: wavegen train runs (and resumes the run, ending at once)."""
     import hashlib
 
     work = tmp_path / "work"
@@ -278,8 +349,9 @@ def test_conditioned_markers_of_the_recipes_own_older_layout_are_kept(repo, tmp_
     (work / ".stage4.done").write_text(f"model {sha} eval-seconds=120\n")
     out = _conditioned(repo, work, "--stage", "1", "--steps", "5", "--seconds", "2")
     assert out.returncode == 0, out.stderr
-    assert _calls(repo) == [] and out.stdout.count("before, skipped;") == 4, out.stdout
+    assert [c[0] for c in _calls(repo)] == ["train"] and out.stdout.count("before, skipped;") == 3, out.stdout
     assert sorted(p.name for p in (work / ".done").iterdir()) == ["1", "2", "3", "4"]
+    (repo.parent / "wavegen.log").unlink()
     assert not list(work.glob(".stage*.done"))
     out = _conditioned(repo, work, "--stage", "3", "--stop-stage", "3", "--seconds", "3")  # other settings: again
     assert [c[0] for c in _calls(repo)] == ["render"] * 3 and all(c[-1] == "--restart" for c in _calls(repo))

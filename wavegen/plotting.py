@@ -6,16 +6,22 @@ no global backend state): a machine without it renders audio and says why there 
 Every picture is written atomically (:func:`save_figure`): a full disk leaves the old file or
 none, never a truncated one. :func:`check_picture_format` checks a picture's file name before the
 work that draws it.
+A Ctrl-C while matplotlib imports is an interrupt, never "matplotlib is not
+installed" (:func:`_matplotlib`).
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
+
+from wavegen.signals import signals_held
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +30,31 @@ def shown(name: str) -> str:
     """A path or name as a picture can draw it: one named in bytes that are not UTF-8 (surrogate escapes,
     which matplotlib refuses) with those bytes replaced."""
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _matplotlib(module: str):
+    """The matplotlib module named ``module`` (``matplotlib.figure``), imported; None where matplotlib is not
+    installed (or cannot import here).
+
+    A Ctrl-C or SIGTERM while it imports is answered when the import ends: pybind11, which builds
+    matplotlib's ft2font, reports a KeyboardInterrupt raised inside a module's initialisation as an
+    ImportError ("initialization failed"). Taken for a missing matplotlib, the command went on, its next
+    import meeting the half-imported package (an AttributeError or ValueError traceback); and the half-made
+    module's types abort the interpreter as it exits (a fatal error, SIGABRT), even after the interrupt was
+    said. Where signals cannot be held (not the main thread), such an ImportError is a KeyboardInterrupt.
+    """
+    if module in sys.modules:  # imported before: no signal is held back (a render's StopSignals keep theirs)
+        return sys.modules[module]
+    try:
+        with signals_held():
+            return importlib.import_module(module)
+    except ImportError as err:
+        cause = err
+        while cause is not None and not isinstance(cause, KeyboardInterrupt):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:
+            raise KeyboardInterrupt from err
+        return None
 
 
 def spectrogram_summary(audio_path: str | Path, n_fft: int = 1024,
@@ -61,14 +92,13 @@ def spectrogram_png(audio_path: str | Path, png_path: str | Path) -> Path | None
 
     Returns the PNG path, or None (with a warning) where matplotlib is not installed.
     """
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
+    figure = _matplotlib("matplotlib.figure")
+    if figure is None:
         logger.warning("matplotlib is not installed: no spectrogram (pip install matplotlib)")
         return None
     db, seconds, sr = spectrogram_summary(audio_path)
     scale, unit = (60.0, "min") if seconds > 600 else (1.0, "s")
-    fig = Figure(figsize=(10, 4), dpi=100)
+    fig = figure.Figure(figsize=(10, 4), dpi=100)
     ax = fig.add_subplot()
     image = _db_image(ax, db, seconds / scale, sr / 2)
     ax.set_xlabel(f"time ({unit})")
@@ -81,11 +111,10 @@ def spectrogram_png(audio_path: str | Path, png_path: str | Path) -> Path | None
 
 def picture_formats() -> list[str] | None:
     """The file extensions (no dot) matplotlib writes pictures as; None where matplotlib is not installed."""
-    try:
-        from matplotlib.backend_bases import FigureCanvasBase
-    except ImportError:
+    backend_bases = _matplotlib("matplotlib.backend_bases")
+    if backend_bases is None:
         return None
-    return sorted(FigureCanvasBase.get_supported_filetypes())
+    return sorted(backend_bases.FigureCanvasBase.get_supported_filetypes())
 
 
 def _picture_format(path: Path) -> str:
@@ -193,13 +222,12 @@ def speed_png(results: list[dict] | dict, png_path: str | Path) -> Path | None:
     The dashed line is real time for every stream at the model's rate (rate x batch). The PNG's
     folder is made if missing. Returns the PNG path, or None (with a warning) without matplotlib.
     """
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
+    figure = _matplotlib("matplotlib.figure")
+    if figure is None:
         logger.warning("matplotlib is not installed: no speed plot (pip install matplotlib)")
         return None
     results = [results] if isinstance(results, dict) else list(results)
-    fig = Figure(figsize=(5.2 * len(results), 4.2))
+    fig = figure.Figure(figsize=(5.2 * len(results), 4.2))
     axes = fig.subplots(1, len(results), squeeze=False)
     markers = {"torch": "s", "numba": "o", "numba-fp16": "D", "cuda": "^"}
     for ax, result in zip(axes[0], results):
@@ -237,9 +265,8 @@ def plot_comparison(result: dict, path: str | Path, examples: dict | None = None
 
     Returns the path, or None (with a warning) where matplotlib is not installed.
     """
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
+    figure = _matplotlib("matplotlib.figure")
+    if figure is None:
         logger.warning("matplotlib is not installed: no plot (pip install matplotlib)")
         return None
     from wavegen.analysis import FRAME_FEATURES, SETS
@@ -248,7 +275,7 @@ def plot_comparison(result: dict, path: str | Path, examples: dict | None = None
     cols = 4
     rows = math.ceil((len(names) + 1) / cols)
     total_rows = rows + (1 if examples else 0)
-    fig = Figure(figsize=(4 * cols, 3 * total_rows), dpi=100)
+    fig = figure.Figure(figsize=(4 * cols, 3 * total_rows), dpi=100)
     grid = fig.add_gridspec(total_rows, cols)
     styles = {"renders": ("tab:red", "-", 2.0), "test": ("black", "-", 2.0), "train": ("tab:blue", "--", 1.5),
               "white_noise": ("tab:gray", ":", 1.5), "pink_noise": ("tab:pink", ":", 1.5)}

@@ -89,6 +89,32 @@ def first_process_says(logger_name: str, rank: int | None = None):
         log.removeFilter(errors_only)
 
 
+@contextlib.contextmanager
+def signals_held():
+    """SIGINT and SIGTERM held back inside the block and handed to the handlers they had (Python's
+    KeyboardInterrupt, StopSignals', the default) when it ends, in the main thread (elsewhere handlers cannot
+    be set: nothing is held). For code that turns a KeyboardInterrupt raised inside it into something else:
+    libsndfile's write callbacks (cffi prints and drops it: render.writers' FLAC encoding), a module built
+    with pybind11 whose initialisation reports it as an ImportError (matplotlib's ft2font: plotting).
+    Masking the signals would not do: another thread, numba's or torch's, takes them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: held.append(signum)) for sig in SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        for signum in held:  # as they would have been answered: StopSignals', Python's or the default
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, None)
+            elif handler in (signal.SIG_DFL, None):
+                signal.raise_signal(signum)
+
+
 class StopSignals:
     """``with StopSignals("finishing the step and saving a checkpoint") as stop: ... stop.requested``.
 

@@ -20,10 +20,11 @@
 #   1  wavegen prep --labels folders: splits by source file, every label kept in train
 #   2  wavegen train: the labels travel in the model's config (rerun resumes an unfinished run;
 #      the marker records --steps, --model and --set: a rerun with a larger --steps trains on, one with
-#      another --model or --set runs wavegen train, which refuses a run begun with other settings)
+#      another --model or --set runs wavegen train, which refuses a run begun with other settings; so does a
+#      marker of an older version of this recipe, which recorded the count alone)
 #   3  wavegen render: each label of the corpus, and an even blend of the first two (fails,
 #      naming the corpus, when there is no corpus or it has no labels)
-#   4  wavegen eval: NLL per label on the test split
+#   4  wavegen eval: NLL per label on the test split → WORK/eval_test.json (written whole or not at all)
 # Stages 3 and 4 are done for a model and their settings: their markers record the sha256 of the
 # run's best weights and --seconds (--eval-seconds) (stages.sh's run_for_record), and they run again
 # when either changed (the model trained on, say); stage 3 then renders over the older model's
@@ -72,6 +73,7 @@ for marker in "$work"/.stage[0-9]*.done; do  # an older version of this recipe k
   n=${marker##*/.stage}; n=${n%.done}
   if [ -f "$marker" ] && [ ! -e "$dir/.done/$n" ]; then mv "$marker" "$dir/.done/$n"; fi
 done
+rm -f "$work/eval_test.json.part"  # an older version's stage 4 wrote there first, and a Ctrl-C could leave it
 corpus=$work/corpus
 run=$work/run
 
@@ -144,17 +146,9 @@ render_labels() {  # each label of the corpus, and an even blend of the first tw
   fi
 }
 
-evaluate() {  # written beside, and moved into place once it reads: a failed eval leaves no eval_test.json
-  $wavegen eval "$run" --data "$corpus" --split test --max-seconds "$eval_seconds" --json > "$work/eval_test.json.part" \
-    || { rc=$?; rm -f "$work/eval_test.json.part"; exit "$rc"; }
-  "${PYTHON:-python3}" - "$work/eval_test.json.part" <<'PY' || { rc=$?; rm -f "$work/eval_test.json.part"; exit "$rc"; }
-import json, sys
-r = json.load(open(sys.argv[1]))
-print(f"test: {r['nll_bits_per_sample']:.4f} bits/sample over {r['samples']} samples")
-for label, v in r.get("per_label", {}).items():
-    print(f"  {label}: {v['nll_bits_per_sample']:.4f} bits/sample over {v['samples']} samples")
-PY
-  mv "$work/eval_test.json.part" "$work/eval_test.json"
+evaluate() {  # wavegen eval writes eval_test.json atomically (a temporary file renamed into place once whole):
+  # a failed or interrupted eval leaves no eval_test.json, or the earlier one whole; it prints the result too
+  $wavegen eval "$run" --data "$corpus" --split test --max-seconds "$eval_seconds" --json "$work/eval_test.json"
 }
 
 if [ -z "$input" ]; then

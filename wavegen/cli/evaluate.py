@@ -24,7 +24,7 @@ def add_parser(sub) -> None:
                                    "carried through it). With --renders DIR: the audio files in DIR compared with "
                                    "the corpus's split (librosa features and a Frechet distance), beside the "
                                    "training split (what the album scores) and white and pink noise (what noise "
-                                   "scores); docs/QUALITY.md says what each number means.")
+                                   "scores); a single audio file is judged alone; docs/QUALITY.md says what each number means.")
     p.add_argument("model", nargs="?", default=None,
                    help="model folder or run folder (its best/); with --renders optional (its corpus is the "
                         "default --data)")
@@ -43,8 +43,9 @@ def add_parser(sub) -> None:
                         "labels, every segment scored conditioned on this label")
     add_device(p)
     add_json(p, "the result (one line)")
-    p.add_argument("--renders", default=None, metavar="DIR",
-                   help="judge the audio files in DIR against the corpus instead of scoring a model's NLL")
+    p.add_argument("--renders", default=None, metavar="DIR|FILE",
+                   help="judge the audio files in DIR (or one audio FILE alone) against the corpus instead of "
+                        "scoring a model's NLL")
     p.add_argument("--plot", default=None, metavar="FILE.png",
                    help="with --renders: draw the feature distributions of every set side by side, and a "
                         "render's spectrogram beside the album's")
@@ -221,9 +222,12 @@ def _renders(args) -> int:
         emit_json(args, result, indent=None)
     else:
         skipped = result["skipped_files"]
-        print(f"renders {args.renders} ({len(result['render_files'])} file(s)"
-              + (f"; {len(skipped)} skipped, see below" if skipped else "") + f") against the {args.split} split of "
-              f"{data}" + (f"; model {source}" if source else ""))
+        if Path(args.renders).is_file():  # one file named: it is judged alone, not the folder that holds it
+            judged = f"render file {args.renders} (it alone)"
+        else:
+            judged = (f"renders {args.renders} ({len(result['render_files'])} file(s)"
+                      + (f"; {len(skipped)} skipped, see below" if skipped else "") + ")")
+        print(f"{judged} against the {args.split} split of {data}" + (f"; model {source}" if source else ""))
         print(format_comparison(result))
         for item in skipped:
             print(f"skipped {item['file']}: {item['reason']}")

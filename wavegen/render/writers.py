@@ -17,13 +17,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import signal
 import struct
-import threading
 import zipfile
 import zlib
 from pathlib import Path
@@ -33,6 +30,7 @@ import numpy as np
 from wavegen.config import ConfigError
 from wavegen.fileio import atomic_write
 from wavegen.render.settings import WAV_HEADER_BYTES, RenderStateError
+from wavegen.signals import signals_held
 
 try:
     import resource
@@ -43,7 +41,6 @@ logger = logging.getLogger("wavegen.render")
 
 OPEN_FILES_MARGIN = 64  # files a render holds open besides its writers (libraries, lock, snapshots, PNGs)
 NO_RLIMIT_OPEN_FILES = 8192  # where there is no RLIMIT_NOFILE: the C runtime's limit (Windows' UCRT)
-HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # answered between blocks of FLAC encoding (_signals_held)
 SAY_CHECK_BYTES = 1 << 30  # a resume reading this much of its files (their CRC-32) says so first
 
 
@@ -266,7 +263,7 @@ def encode_flac(pcm_path: Path, flac_path: Path, sample_rate: int) -> None:
 
     Raises OSError (a failed write of the FLAC file, as the file system reported it, or of reading
     the PCM), or RuntimeError saying what the encoder reported where there was none. A Ctrl-C or
-    SIGTERM is answered between blocks (see :func:`_signals_held`): its KeyboardInterrupt leaves no
+    SIGTERM is answered between blocks (:func:`wavegen.signals.signals_held`): its KeyboardInterrupt leaves no
     partial file.
     """
     import soundfile as sf
@@ -275,15 +272,15 @@ def encode_flac(pcm_path: Path, flac_path: Path, sample_rate: int) -> None:
         block, out = 1 << 16, _KeptErrorFile(f)
         try:
             with open(pcm_path, "rb") as src:
-                with _signals_held():
+                with signals_held():
                     dst = sf.SoundFile(out, "w", samplerate=sample_rate, channels=1, subtype="PCM_16",
                                        format="FLAC")
                 try:
                     for chunk in iter(lambda: src.read(2 * block), b""):
-                        with _signals_held():
+                        with signals_held():
                             dst.write(np.frombuffer(chunk, dtype="<i2"))
                 finally:
-                    with _signals_held():
+                    with signals_held():
                         dst.close()
         except (RuntimeError, AssertionError) as err:  # soundfile: a short write asserts, or libsndfile's error
             if out.error is not None:
@@ -293,33 +290,6 @@ def encode_flac(pcm_path: Path, flac_path: Path, sample_rate: int) -> None:
             raise out.error
 
     atomic_write(flac_path, write)
-
-
-@contextlib.contextmanager
-def _signals_held():
-    """SIGINT and SIGTERM held back while libsndfile runs, and handed to their handlers when the block
-    ends: libsndfile calls back into Python to write, and a KeyboardInterrupt raised there (a second
-    Ctrl-C: StopSignals) is printed and dropped by cffi, and the encoder then fails with a misleading
-    error (a full disk, said the render). Held, it is raised here, between blocks. (Masking the signals
-    would not do: another thread, numba's or torch's, takes them, and the handler still runs in the
-    main thread, inside the callback.) Outside the main thread, where handlers cannot be set, nothing
-    is held."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: held.append(signum)) for sig in HELD_SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-        for signum in held:  # as they would have been answered: StopSignals', Python's or the default
-            handler = previous[signum]
-            if callable(handler):
-                handler(signum, None)
-            elif handler in (signal.SIG_DFL, None):
-                signal.raise_signal(signum)
 
 
 # ----- snapshots ----------------------------------------------------------------------------------
