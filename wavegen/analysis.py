@@ -23,8 +23,6 @@ import numpy as np
 
 from wavegen.analysis_features import (FRAME_FEATURES, SILENT_DB, SUMMARY_FEATURES, AnalysisError, check_sample_rate,
                                        set_features, summarize)
-# re-exported: analysis_report.py and plotting.py import them from here
-from wavegen.analysis_features import TEMPO_SECONDS, frame_signal, frame_size  # noqa: F401
 
 logger = logging.getLogger(__name__)
 

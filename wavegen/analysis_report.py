@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 
-from wavegen.analysis import FRAME_FEATURES, SETS, SILENT_DB, SUMMARY_FEATURES, TEMPO_SECONDS
+from wavegen.analysis import SETS
+from wavegen.analysis_features import FRAME_FEATURES, SILENT_DB, SUMMARY_FEATURES, TEMPO_SECONDS
 
 # why a number can be undefined (NaN in the result, null in JSON, "-" in the table)
 UNDEFINED = {

@@ -269,7 +269,8 @@ def plot_comparison(result: dict, path: str | Path, examples: dict | None = None
     if figure is None:
         logger.warning("matplotlib is not installed: no plot (pip install matplotlib)")
         return None
-    from wavegen.analysis import FRAME_FEATURES, SETS
+    from wavegen.analysis import SETS
+    from wavegen.analysis_features import FRAME_FEATURES
 
     names = list(result["histograms"])
     cols = 4
@@ -311,7 +312,7 @@ SPECTROGRAM_TOP_HZ = 5000.0  # the panels show 0 .. this (or Nyquist): where the
 
 def _spectrogram_panel(ax, y: np.ndarray, sample_rate: int, title: str) -> None:
     """An 80 dB spectrogram of one excerpt (the comparison's frame size) on ``ax``."""
-    from wavegen.analysis import frame_signal, frame_size
+    from wavegen.analysis_features import frame_signal, frame_size
 
     n_fft, hop = frame_size(sample_rate)
     frames = frame_signal(np.asarray(y, np.float32), n_fft, hop) * np.hanning(n_fft)
