@@ -351,3 +351,29 @@ def test_a_path_not_in_utf8_written_into_json_reads_back_as_the_same_path(tmp_pa
     write_json(tmp_path / "a.json", {"corpus": path})
     assert read_json_object(tmp_path / "a.json") == {"corpus": path}
     (tmp_path / "a.json").read_bytes().decode("ascii")
+
+
+def test_replace_dir_removes_the_old_folder_out_of_its_readers_sight(tmp_path, monkeypatch):
+    """replace_dir deleted ``final.old`` (which readers fall back to while ``final`` is missing: best.old, step_N.old)
+    in place: a reader could find it half deleted, its weights gone. Now it is renamed out of the names readers look
+    up before it is deleted (fileio.remove_dir), both the one an earlier replacement left and the one it makes."""
+    import shutil
+    from pathlib import Path
+
+    from wavegen import fileio
+
+    final, tmp, old = tmp_path / "best", tmp_path / "best.tmp1", tmp_path / "best.old"
+    for folder, text in ((final, "now"), (tmp, "next"), (old, "left by a replacement cut short")):
+        folder.mkdir()
+        (folder / "model.safetensors").write_text(text)
+    real, deleted = shutil.rmtree, []
+
+    def watching(path, *args, **kwargs):
+        deleted.append((Path(path).name, old.exists()))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(fileio.shutil, "rmtree", watching)
+    fileio.replace_dir(tmp, final)
+    assert deleted == [(".tmp_best.old.removed", False)] * 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]
+    assert (final / "model.safetensors").read_text() == "next"

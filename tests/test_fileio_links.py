@@ -60,3 +60,21 @@ def test_every_command_names_a_link_to_nothing_where_its_output_folder_goes(made
         else:
             assert line == f"wavegen {command}: error: {said}: make that folder, or give another {what}", (name, line)
         assert not target.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["link"], name
+
+
+def test_a_chain_of_links_is_named_to_its_end_and_a_link_under_a_file_says_so(tmp_path):
+    """A link to a link to nothing was said as "a link to L2, which does not exist: make that folder" (L2 exists, as
+    a link: mkdir there fails); a link to FILE/sub as if that folder could be made."""
+    from wavegen.fileio import link_to_nothing
+
+    (tmp_path / "file").write_text("x")
+    os.symlink(tmp_path / "nowhere", tmp_path / "l2")
+    os.symlink(tmp_path / "l2", tmp_path / "l1")
+    os.symlink(tmp_path / "file" / "sub", tmp_path / "l3")
+    assert link_to_nothing(tmp_path / "l1") == (
+        f"{tmp_path / 'l1'} is a link to {tmp_path / 'l2'}, a link that leads to {tmp_path / 'nowhere'}, which does "
+        "not exist", "make that folder")
+    assert link_to_nothing(tmp_path / "l2") == (f"{tmp_path / 'l2'} is a link to {tmp_path / 'nowhere'}, which does "
+                                                "not exist", "make that folder")
+    assert link_to_nothing(tmp_path / "l3") == (f"{tmp_path / 'l3'} is a link to {tmp_path / 'file' / 'sub'}, which "
+                                                "lies under a file, not a folder", "point it at a folder")

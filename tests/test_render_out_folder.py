@@ -119,22 +119,25 @@ def test_recordings_a_file_and_a_link_to_nothing_are_refused_other_files_are_kep
 
 def test_a_folder_inside_a_run_a_model_or_a_corpus_is_refused_before_the_model_loads(model, tmp_path, capsys,
                                                                                       monkeypatch):
-    """--out RUN/checkpoints (or a new folder in it, in best/, anywhere in the run), a folder inside a model folder
-    or a prepared corpus, or a render's .state/ was taken: the render's files went among the checkpoints a training
+    """--out RUN/checkpoints (or a new folder in it, in best/ or samples/: what a training rewrites), a folder inside
+    a model folder or a prepared corpus, or a render's .state/ was taken: the render's files went among the checkpoints a training
     prunes, into best/ that a training replaces, into prep's or the model's folder. Refused in one line naming the
     folder it lies in, before the model loads, nothing made; a link into a run is seen through. A folder beside the
-    run, or inside a render's folder (not its .state/), is a render's as before."""
+    run, a folder of the user's in the run (RUN/renders), or inside a render's folder (not its .state/), is a
+    render's as before."""
     from wavegen.resolve import ModelRef
 
     run = make_run(model, tmp_path / "run")
     corpus = prepared_corpus(tmp_path / "prep", files=2, seconds=1.0)
     assert render_cli(model, tmp_path / "rendered") == 0
     os.symlink(run / "checkpoints", tmp_path / "link")
-    inside = {run / "checkpoints": f"the training run {run} (what wavegen train --run wrote)",
-              run / "checkpoints" / "new": f"the training run {run} (what wavegen train --run wrote)",
-              run / "best" / "sub": f"the training run {run} (what wavegen train --run wrote)",
-              run / "renders" / "take1": f"the training run {run} (what wavegen train --run wrote)",
-              tmp_path / "link" / "x": f"the training run {run} (what wavegen train --run wrote)",
+    in_run = {name: f"{run / name}, of the training run {run} (what wavegen train writes)"
+              for name in ("checkpoints", "best", "samples")}
+    inside = {run / "checkpoints": in_run["checkpoints"],
+              run / "checkpoints" / "new": in_run["checkpoints"],
+              run / "best" / "sub": in_run["best"],
+              run / "samples" / "x": in_run["samples"],
+              tmp_path / "link" / "x": in_run["checkpoints"],
               model / "out": f"the model folder {model} (model.safetensors)",
               corpus / "out" / "a": f"the prepared corpus {corpus} (what wavegen prep wrote)",
               tmp_path / "rendered" / ".state": f"{tmp_path / 'rendered' / '.state'}, a render's snapshots (removed or "
@@ -148,11 +151,13 @@ def test_a_folder_inside_a_run_a_model_or_a_corpus_is_refused_before_the_model_l
         for folder, what in inside.items():
             before = {path: _everything(path) for path in (run, model, corpus)}
             assert render_cli(model, folder) == 2, folder
-            assert _error_line(capsys) == f"wavegen render: error: --out {folder}: it lies inside {what}; {MIX}"
+            assert _error_line(capsys) == f"wavegen render: error: --out {folder}: it lies inside {what}; " \
+                                          f"{MIX.replace('e.g. a new folder', 'outside it')}"
             assert {path: _everything(path) for path in (run, model, corpus)} == before, folder
             assert not folder.exists() or folder == run / "checkpoints", folder
     assert not (tmp_path / "rendered" / ".state").exists()  # the finished render's, never made
-    for folder in (tmp_path / "beside-the-run", tmp_path / "rendered" / "sub"):
+    # a folder of the user's in the run, beside its own (the run's own folders are the ones a training rewrites)
+    for folder in (tmp_path / "beside-the-run", tmp_path / "rendered" / "sub", run / "renders" / "take1"):
         assert render_cli(model, folder) == 0
         assert np.array_equal(read_pcm(folder / "stream_000.wav"), direct_pcm(model, 1, round(0.125 * SR))[0])
 
@@ -164,13 +169,28 @@ def test_a_folder_inside_a_project_that_only_looks_like_a_run_or_a_corpus_is_a_r
     project = tmp_path / "project"
     for name in ("checkpoints", "best", "data"):
         (project / name).mkdir(parents=True)
-    (project / "config.json").write_text('{"lr": 0.001, "epochs": 10}')
+    # another trainer's settings ("model" and "train" sections, no model_type), a hub model's (model_type alone)
+    (project / "config.json").write_text('{"train": {"lr": 0.001}, "data": {}, "model": {"hidden": 192}}')
     (project / "metrics.jsonl").write_text('{"loss": 1.0}\n')
     (project / "data" / "manifest.json").write_text('{"name": "my dataset", "files": []}')
     (project / "data" / "model.safetensors").write_bytes(b"not wavegen's")
-    for folder in (project / "renders", project / "data" / "renders"):
+    (project / "data" / "config.json").write_text('{"model_type": "bert", "hidden_size": 8}')
+    for folder in (project / "checkpoints" / "renders", project / "data" / "renders"):
         assert render_cli(model, folder) == 0, folder
         assert np.array_equal(read_pcm(folder / "stream_000.wav"), direct_pcm(model, 1, round(0.125 * SR))[0])
+
+
+def test_the_state_folder_of_a_render_that_has_only_begun_is_refused(model, tmp_path, capsys):
+    """A render folder holding its .state/params.json alone (begun, stopped before its first window) was not told
+    from other files: --out R/.state was taken, its files among the snapshots a resume replaces."""
+    begun = tmp_path / "begun"
+    (begun / ".state").mkdir(parents=True)
+    (begun / ".state" / "params.json").write_text('{"model": "m", "streams": 1}')
+    assert render_cli(model, begun / ".state") == 2
+    assert _error_line(capsys) == (f"wavegen render: error: --out {begun / '.state'}: it lies inside "
+                                   f"{begun / '.state'}, a render's snapshots (removed or replaced as it goes); "
+                                   f"{MIX.replace('e.g. a new folder', 'outside it')}")
+    assert sorted(p.name for p in (begun / ".state").iterdir()) == ["params.json"]
 
 
 def test_the_stream_names_resolve_why_restates_are_the_ones_a_render_writes():

@@ -75,3 +75,32 @@ def test_checkpoint_last_under_torchrun_renders_the_step_the_first_process_resol
         assert np.array_equal(read_pcm(out / f"stream_{stream:03d}.wav"), expected[stream]), stream
     report = json.loads((out / "render_report.json").read_text())
     assert report["params"]["model"] == str((run / "checkpoints" / f"step_{3 if pruned else 2}").resolve())
+
+
+def test_a_users_error_is_said_at_once_though_the_checkpoint_it_read_is_pruned(tmp_path, monkeypatch, capsys):
+    """A render's preparation read its checkpoint again whenever it met any error with the checkpoint folder gone
+    (a training pruning it just after it was read): a bad --label cost ten model loads before it was said. Only a
+    checkpoint removed while it was read is looked for again; a user's error is said after the one load."""
+    import wavegen.checkpoint as checkpoint
+    from wavegen.cli import main
+
+    model = make_model(tmp_path / "model", seed=1)
+    run = tmp_path / "run"
+    shutil.copytree(model, run / "best")
+    shutil.copy(model / "config.json", run / "config.json")
+    kept_checkpoint(run, 1, model)
+    real, loads = checkpoint.load_weights, []
+
+    def read_then_pruned(path, *args, **kwargs):  # a training saving a newer checkpoint and pruning the one read
+        weights = real(path, *args, **kwargs)
+        loads.append(path.parent.name)
+        kept_checkpoint(run, len(loads) + 1, model)
+        shutil.rmtree(path.parent)
+        return weights
+
+    monkeypatch.setattr(checkpoint, "load_weights", read_then_pruned)
+    code = main(["render", str(run), "--checkpoint", "last", "--label", "nosuchlabel", "--out", str(tmp_path / "r"),
+                 "--seconds", "0.125", "--backend", "torch", "--no-guard", "--no-spectrogram", "-q"])
+    assert code == 2 and loads == ["step_1"], loads
+    assert "--label 'nosuchlabel'" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

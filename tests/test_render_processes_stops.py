@@ -17,7 +17,7 @@ from process_helpers import kill_launch, launched_process
 from render_helpers import ENV, make_model, wait_for_file
 
 # The CLI, with ``PAUSED`` (a function of wavegen, as module:name) taking PAUSE_SECONDS in process PAUSE_RANK (every
-# process where unset) after writing the file PAUSE_MARK: the moment a test stops the launch
+# process where unset) after writing the file PAUSE_MARK + its rank: the moment a test stops the launch
 _CLI_PAUSED = """import importlib, os, pathlib, sys, time
 module, name = os.environ["PAUSED"].split(":")
 module = importlib.import_module(module)
@@ -25,7 +25,7 @@ real = getattr(module, name)
 
 def paused(*args, **kwargs):
     if os.environ.get("PAUSE_RANK", os.environ["RANK"]) == os.environ["RANK"]:
-        pathlib.Path(os.environ["PAUSE_MARK"]).write_text(os.environ["RANK"])
+        pathlib.Path(os.environ["PAUSE_MARK"] + os.environ["RANK"]).write_text("paused")
         time.sleep(float(os.environ["PAUSE_SECONDS"]))
     return real(*args, **kwargs)
 
@@ -57,7 +57,8 @@ def ctrl_c_while_paused(tmp_path, paused: str, command: list, rank: int | None =
     launch = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               start_new_session=True)
     try:
-        wait_for_file(launch, mark)
+        for paused_rank in (0, 1) if rank is None else (rank,):  # each paused process there, not only the first
+            wait_for_file(launch, tmp_path / f"paused{paused_rank}")
         time.sleep(0.5)  # well inside the pause (and the other process at the collective that waits for it)
         for _ in range(signals):
             os.killpg(launch.pid, signal.SIGINT)

@@ -125,12 +125,22 @@ def test_which_process_of_a_launch_says_a_ctrl_c_is_known_without_torch(monkeypa
 
     from wavegen.signals import says_the_interrupt
 
-    for name in ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "MV2_COMM_WORLD_RANK"):
+    for name in ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "MV2_COMM_WORLD_RANK", "WORLD_SIZE",
+                 "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE"):
         monkeypatch.delenv(name, raising=False)
     assert says_the_interrupt()  # alone
     monkeypatch.setenv("RANK", "1")
-    assert not says_the_interrupt()
+    assert says_the_interrupt()  # a stray RANK of a process started alone (no launcher's size above 1): it says it
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert says_the_interrupt()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert not says_the_interrupt()  # the second of two
     monkeypatch.setenv("RANK", "0")
     assert says_the_interrupt()
+    monkeypatch.delenv("WORLD_SIZE")
+    monkeypatch.delenv("RANK")
+    monkeypatch.setenv("OMPI_COMM_WORLD_RANK", "2")
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "3")  # an MPI launcher's (accelerate launch --cpu under mpirun)
+    assert not says_the_interrupt()
     code = "import sys, wavegen.signals as s; s.launch_rank(); print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout == "False\n"

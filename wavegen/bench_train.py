@@ -253,7 +253,7 @@ def _held_stops():
     training would agree on one (train.log_interval), or at the end of the batch size being timed (a launcher's
     SIGTERM to the survivors of a lost process says the loss instead: wavegen.signals); alone, no handler: a Ctrl-C
     stops at once. → the StopSignals, or None."""
-    from wavegen.distributed import first_process_says
+    from wavegen.signals import first_process_says
     from wavegen.signals import StopSignals, launched
     from wavegen.signals import logger as signals_logger
 

@@ -31,8 +31,8 @@ import torch
 
 from wavegen.config import load_json
 from wavegen.errors import CheckpointError, WavegenError
-from wavegen.fileio import (atomic_write, fsync_dir, read_json_object, replace_dir, sha256_file, utf8_path,
-                            write_json)
+from wavegen.fileio import (REMOVED, atomic_write, fsync_dir, read_json_object, remove_dir, replace_dir, sha256_file,
+                            utf8_path, write_json)
 from wavegen.resolve import AVERAGED_MODEL, WEIGHTS_RECORD
 from wavegen.trainstate import agree
 from wavegen.weights_file import tensors_sha256
@@ -284,15 +284,11 @@ def remove_checkpoint(folder: Path) -> None:
     of the run's checkpoints holds the whole folder or none of it), to ``.tmp_step_N.pruned``, then deleted
     there. What a deletion cut short leaves there is swept by :func:`tidy_run_folder` (``.tmp_step_*``);
     save_checkpoint writes into ``.tmp_step_N``, never into this name."""
-    gone = folder.with_name(f".tmp_{folder.name}{PRUNED}")
     try:
-        if gone.exists():  # an earlier prune of this step, cut short
-            shutil.rmtree(gone)
-        folder.rename(gone)
+        remove_dir(folder, folder.with_name(f".tmp_{folder.name}{PRUNED}"))
     except OSError as err:
-        logger.warning("checkpoint %s cannot be removed (%s): remove it yourself", folder, err.strerror or err)
-        return
-    shutil.rmtree(gone, ignore_errors=True)
+        logger.warning("checkpoint %s was not removed: %s: %s; remove it yourself", folder, err.filename or folder,
+                       err.strerror or err)
 
 
 def set_aside(folder: Path, why: str) -> Path | None:
@@ -416,17 +412,23 @@ def tidy_run_folder(run_dir: Path, found: tuple[int, Path] | None,
     """Before a run resumes (main process, holding the run's lock, every check passed): the damaged
     checkpoints newer than ``found`` (``newest_intact``) moved aside; folders left by a process that
     died while writing them removed (``best.tmpPID``, ``checkpoints/.tmp_step_N``: never the only
-    copy of anything, see fileio.replace_dir), and pruned checkpoints it died while deleting
-    (``.tmp_step_N.pruned``, :func:`remove_checkpoint`); ``found`` back under its own name when it was read
+    copy of anything, see fileio.replace_dir), and folders it died while deleting (pruned checkpoints,
+    ``.tmp_step_N.pruned``: :func:`remove_checkpoint`; an old best/ or step_N, ``.tmp_best.old.removed``:
+    fileio.remove_dir); ``found`` back under its own name when it was read
     from ``step_N.old`` (a save cut short between replace_dir's renames). Returns ``found`` as it is now."""
     for folder, why in damaged:
         set_aside(folder, why)
     run_dir = Path(run_dir)
-    for folder in [*run_dir.glob("best.tmp*"), *(run_dir / "checkpoints").glob(".tmp_step_*")]:
+    leftovers = [*run_dir.glob("best.tmp*"), *run_dir.glob(".tmp_best*"), *(run_dir / "checkpoints").glob(".tmp_step_*")]
+    for folder in leftovers:
         if folder.is_dir():
             shutil.rmtree(folder, ignore_errors=True)
-            logger.info("removed %s, left unfinished by a process that stopped while %s it", folder,
-                        "removing" if folder.name.endswith(PRUNED) else "writing")
+            doing = "removing" if folder.name.endswith((PRUNED, REMOVED)) else "writing"
+            if folder.exists():
+                logger.warning("%s, left unfinished by a process that stopped while %s it, cannot be removed: "
+                               "remove it yourself", folder, doing)
+            else:
+                logger.info("removed %s, left unfinished by a process that stopped while %s it", folder, doing)
     if found is not None and found[1].name.endswith(".old"):
         step, old = found
         found = step, old.with_name(old.name.removesuffix(".old"))

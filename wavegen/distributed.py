@@ -16,15 +16,12 @@ import time
 
 import torch
 
-from wavegen import signals
 from wavegen.config import TrainConfig
 from wavegen.errors import WavegenError
 from wavegen.signals import drop_pending_stop_lines, held_a_launchers_term, launch_rank
 
 logger = logging.getLogger(__name__)
 
-# at home in wavegen.signals (no torch: the CLI asks before torch imports); train and bench --train take it from here
-first_process_says = signals.first_process_says
 
 # How long a process of a multi-process training waits for the others at a collective (its process group's
 # timeout): train.group_timeout_seconds's default, accelerate's for NCCL, used for gloo too (torch's is 30 minutes)

@@ -201,19 +201,35 @@ def write_json(path: str | Path, data, indent: int | None = 2) -> Path:
 def replace_dir(tmp: str | Path, final: str | Path) -> Path:
     """Move the finished folder ``tmp`` to ``final``; an old ``final`` is removed only after the swap.
 
-    Between the two renames the old folder is at ``final.old`` (readers fall back to it).
+    Between the two renames the old folder is at ``final.old`` (readers fall back to it); it is removed
+    out of their sight (:func:`remove_dir`), never seen half deleted.
     """
     tmp, final = Path(tmp), Path(final)
     old = final.with_name(final.name + ".old")
     if old.exists():
-        shutil.rmtree(old)
+        remove_dir(old)
     if final.exists():
         final.rename(old)
     tmp.rename(final)
     fsync_dir(final.parent)
     if old.exists():
-        shutil.rmtree(old)
+        remove_dir(old)
     return final
+
+
+REMOVED = ".removed"  # a folder while remove_dir deletes it: .tmp_NAME.removed beside where it was
+
+
+def remove_dir(folder: Path, aside: Path | None = None) -> None:
+    """Delete the folder ``folder`` out of its readers' sight: renamed first (one atomic rename) to ``aside``
+    (``.tmp_NAME.removed`` beside it unless given), then deleted there, so a reader that looks it up by its
+    name finds it whole or not at all. What an earlier removal cut short left at ``aside`` goes first.
+    OSError (naming the file: ``err.filename``) where it cannot be renamed or deleted."""
+    aside = folder.with_name(f".tmp_{folder.name}{REMOVED}") if aside is None else aside
+    if aside.exists():
+        shutil.rmtree(aside)
+    folder.rename(aside)
+    shutil.rmtree(aside)
 
 
 def sha256_file(path: str | Path) -> str:
@@ -275,7 +291,8 @@ def ensure_folder(folder: str | Path, what: str = "folder") -> Path:
 def link_to_nothing(path: str | Path) -> tuple[str, str] | None:
     """Where ``path`` is a symbolic link that leads to nothing: ("PATH is a link to TARGET, which does not exist",
     what to do: "make that folder"), or for a loop of links ("... which leads back to itself", "point it at a
-    folder"); TARGET as the link reads from where it lies. None otherwise (no link, or one to something)."""
+    folder"), or under a file; a chain of links named to its end. TARGET as the link reads from where it lies.
+    None otherwise (no link, or one to something)."""
     path = Path(path)
     try:
         if not path.is_symlink() or path.exists():
@@ -290,6 +307,11 @@ def link_to_nothing(path: str | Path) -> tuple[str, str] | None:
     except OSError as err:
         if err.errno == errno.ELOOP:
             return f"{path} is a link to {target}, which leads back to itself (a loop of links)", "point it at a folder"
+        if err.errno == errno.ENOTDIR:  # no folder can be made there
+            return f"{path} is a link to {target}, which lies under a file, not a folder", "point it at a folder"
+        if os.path.islink(target):  # a chain of links: the folder to make is at its end
+            return (f"{path} is a link to {target}, a link that leads to {os.path.realpath(path)}, which does not "
+                    "exist"), "make that folder"
         return f"{path} is a link to {target}, which does not exist", "make that folder"
     return None
 

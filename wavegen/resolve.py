@@ -42,6 +42,11 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 PRUNED_RETRIES = 10
 
 
+class CheckpointRemovedError(ConfigError):
+    """The checkpoint named (``--checkpoint step_N``, or the one ``last`` named) was removed while it was read: a
+    training pruned it. Not damaged; where the command looks again is the caller's to say."""
+
+
 @dataclass
 class ModelRef:
     """A resolved model. ``kind`` is one of KINDS; ``weights`` is None for a preset or config file."""
@@ -107,11 +112,11 @@ class ModelRef:
                     raise
             run = self.folder.parent.parent
             if self.checkpoint != "last":
-                raise ConfigError(_removed_while_read(self.checkpoint or self.folder.name, self.folder, run)) from None
+                raise CheckpointRemovedError(_removed_while_read(self.checkpoint or self.folder.name, self.folder, run)) from None
             fresh = _checkpoint_ref(run, "last")
             for field in fields(self):
                 setattr(self, field.name, getattr(fresh, field.name))
-        raise ConfigError(_pruned_too_fast(run))
+        raise ConfigError(pruned_too_fast(run))
 
     def check_weights(self) -> None:
         """A model folder's weights against the size and sha256 it recorded when it was written
@@ -215,8 +220,8 @@ def _checkpoint_ref(run_dir: Path, checkpoint: str) -> ModelRef:
             if not (newer or _removed(folder)):
                 raise
             if checkpoint != "last":
-                raise ConfigError(_removed_while_read(checkpoint, folder, run_dir)) from None
-    raise ConfigError(_pruned_too_fast(run_dir))
+                raise CheckpointRemovedError(_removed_while_read(checkpoint, folder, run_dir)) from None
+    raise ConfigError(pruned_too_fast(run_dir))
 
 
 def _named_checkpoint(run_dir: Path, checkpoint: str, found: list[tuple[int, Path]]) -> tuple[int, Path]:
@@ -256,7 +261,8 @@ def _removed_while_read(checkpoint: str, folder: Path, run_dir: Path) -> str:
             f"{kept_checkpoints(run_checkpoints(run_dir))}")
 
 
-def _pruned_too_fast(run_dir: Path) -> str:
+def pruned_too_fast(run_dir: Path) -> str:
+    """Why ``--checkpoint last`` of ``run_dir`` gave up: each checkpoint it named was pruned while it was read."""
     return (f"--checkpoint last: the checkpoints of {run_dir} were each removed while they were read, "
             f"{PRUNED_RETRIES} times (a training writing this run prunes them as fast as it saves them: "
             "train.keep_checkpoints); give the run folder (its best/), or try again once the training has stopped")

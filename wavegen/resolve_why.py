@@ -108,40 +108,71 @@ def _is_run(folder: Path) -> bool:
 
 
 def _inside(folder: Path) -> str | None:
-    """Where ``folder`` (there or not yet, links followed) lies inside a model folder, a training run or a prepared
-    corpus (the outermost, at any depth), or is or lies inside a render's or archive's .state/: that, in words."""
-    from wavegen.corpus import MANIFEST
-
+    """Where ``folder`` (there or not yet, links followed) lies inside what another wavegen command replaces or
+    prunes, in words: a model folder (saved again as a whole), a prepared corpus (prep publishes it again), a
+    training run's own folders (best/, checkpoints/, samples/, tb/, its hidden ones; a folder of the user's
+    beside them, ``RUN/renders``, is not the run's), a render's or an archive's .state/. The outermost such
+    folder is named. A folder above is taken for wavegen's by what its files hold, not by their names alone: a
+    project of the user's with a config.json beside checkpoints/, or a dataset's manifest.json, is none of
+    wavegen's."""
     real = Path(os.path.realpath(folder))
     found = None
     for child, parent in zip((real, *real.parents), real.parents):
-        # a folder above is taken for wavegen's by what its JSON holds, not by its names alone: a project folder
-        # of the user's with a config.json and checkpoints/, or a manifest.json, is none of wavegen's
-        if _is_run(parent) and _holds_keys(parent / CONFIG_FILE, RUN_CONFIG_KEYS):
-            found = f"it lies inside the training run {parent} (what wavegen train --run wrote)"
-        elif (parent / MODEL_FILE).is_file() and _holds_keys(parent / CONFIG_FILE, RUN_CONFIG_KEYS[:1]):
-            found = f"it lies inside the model folder {parent} ({MODEL_FILE})"
-        elif (parent / MANIFEST).is_file() and _holds_keys(parent / MANIFEST, MANIFEST_KEYS):
-            found = f"it lies inside the prepared corpus {parent} (what wavegen prep wrote)"
-        elif found is None and child.name == RENDER_PARAMS.parent.name and (is_render(parent) or is_archive(parent)):
-            what = "a render's" if is_render(parent) else "a live stream's archive's"
-            found = f"it lies inside {child}, {what} snapshots (removed or replaced as it goes)"
+        what = _replaced_inside(parent, child)
+        if what is not None:
+            found = what
+        elif found is None and child.name == RENDER_PARAMS.parent.name and (
+                (parent / RENDER_PARAMS).is_file() or is_render(parent) or is_archive(parent)):  # begun, or done
+            what = "a live stream's archive's" if is_archive(parent) else "a render's"
+            found = f"{INSIDE} {child}, {what} snapshots (removed or replaced as it goes)"
     return found
 
 
-RUN_CONFIG_KEYS = ("model", "train")  # what wavegen train writes into a run's (a model folder's: "model") config.json
+INSIDE = "it lies inside"  # how other_use begins where the folder lies inside another command's
+RUN_OWN_FOLDERS = ("checkpoints", "samples", "tb")  # with best*, .lock, ...: what a training writes in its run
+
+
+def _replaced_inside(parent: Path, child: Path) -> str | None:
+    """What of ``parent`` (a wavegen folder, by its files' content) would take ``child`` (in it) with it, in words."""
+    from wavegen.corpus import MANIFEST
+    from wavegen.prep_publish import CORPUS_MARKER
+
+    config = _wavegen_config(parent / CONFIG_FILE)
+    if (parent / MODEL_FILE).is_file() and config:
+        return f"{INSIDE} the model folder {parent} ({MODEL_FILE})"
+    if config and _is_run(parent):
+        name = child.name
+        if name in RUN_OWN_FOLDERS or name.startswith(("best", ".")):
+            return f"{INSIDE} {child}, of the training run {parent} (what wavegen train writes)"
+        return None
+    if (parent / CORPUS_MARKER).exists() or _holds_keys(parent / MANIFEST, MANIFEST_KEYS):
+        return f"{INSIDE} the prepared corpus {parent} (what wavegen prep wrote)"
+    return None
+
+
 MANIFEST_KEYS = ("sample_rate", "splits", "files")  # what wavegen prep writes into a corpus's manifest.json
+
+
+def _wavegen_config(path: Path) -> bool:
+    """Whether ``path`` holds a wavegen model's config: a model_type and its model settings, as
+    resolve_config.read_config asks (not a config.json of another program's: "model" and "train" alone)."""
+    data = _json_object(path)
+    return data is not None and isinstance(data.get("model_type"), str) and isinstance(data.get("model"), dict)
 
 
 def _holds_keys(path: Path, keys: tuple[str, ...]) -> bool:
     """Whether ``path`` holds a JSON object with every one of ``keys`` (False where it cannot be read)."""
+    data = _json_object(path)
+    return data is not None and all(key in data for key in keys)
+
+
+def _json_object(path: Path) -> dict | None:
     from wavegen.fileio import read_json_object
 
     try:
-        data = read_json_object(path)
+        return read_json_object(path) if path.is_file() else None
     except (OSError, ValueError):
-        return False
-    return all(key in data for key in keys)
+        return None
 
 
 def recordings(folder: Path, own: str) -> list[str]:

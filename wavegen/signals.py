@@ -40,6 +40,7 @@ def launched() -> bool:
 # multi-GPU launcher, then the MPI launchers accelerate's --cpu path runs under (accelerate reads the same)
 _RANK_VARS = ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "MV2_COMM_WORLD_RANK")
 _LOCAL_RANK_VARS = ("LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "MV2_COMM_WORLD_LOCAL_RANK")
+_SIZE_VARS = ("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")
 
 
 def launch_rank() -> tuple[int, int]:
@@ -59,7 +60,14 @@ def says_the_interrupt() -> bool:
     """Whether this process says that a Ctrl-C interrupted its command: a Ctrl-C reaches every process of
     a launch (the terminal's process group, and the launcher hands it on), so the first of the launch
     says it for all (the others exit 130 without a word); a process started alone always does."""
-    return launch_rank()[0] == 0
+    return first_of_a_launch()
+
+
+def first_of_a_launch() -> bool:
+    """Whether this process speaks for its launch: the first of several (launch_rank), or one started alone
+    (however a stray RANK in its environment reads: no launcher set a size above 1)."""
+    several = any(os.environ.get(name, "").strip().isdigit() and int(os.environ[name]) > 1 for name in _SIZE_VARS)
+    return not several or launch_rank()[0] == 0
 
 
 def drop_pending_stop_lines() -> None:
@@ -78,7 +86,7 @@ def first_process_says(logger_name: str, rank: int | None = None):
     """While inside: the warnings (and info) of logger ``logger_name`` said by the first process of a launch
     alone (``rank``, or launch_rank's: known before any process group exists); its errors by every process. A
     Ctrl-C reaches every process of a launch (torchrun hands it on to each), and each would say the same."""
-    if (launch_rank()[0] if rank is None else rank) == 0:
+    if (first_of_a_launch() if rank is None else rank == 0):
         yield
         return
     log, errors_only = logging.getLogger(logger_name), (lambda record: record.levelno >= logging.ERROR)

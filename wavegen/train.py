@@ -42,7 +42,7 @@ from wavegen.checkpoint import load_checkpoint, newest_intact, prune_checkpoints
 from wavegen.config import ConfigError, TrainConfig, from_dict
 from wavegen.corpus import Corpus
 from wavegen.data import BatchBuildingStopped, BatchStream, batch_warnings, make_batches
-from wavegen.distributed import end_accelerator, first_process_says, lost_contact, make_accelerator
+from wavegen.distributed import end_accelerator, lost_contact, make_accelerator
 from wavegen.fileio import check_writable, write_json
 from wavegen.models import build_model, model_config
 from wavegen.render.album import ensure_run_profile
@@ -50,7 +50,7 @@ from wavegen.runconfig import check_run_folder, resolve_run_config  # noqa: F401
 from wavegen.runlog import RunLog, check_log_paths
 from wavegen.runlog import read_metrics  # noqa: F401  (the public reader, as wavegen.train.read_metrics)
 from wavegen.samples import TrainingSamples, run_key
-from wavegen.signals import StopSignals
+from wavegen.signals import StopSignals, first_process_says
 from wavegen.signals import logger as signals_logger
 from wavegen.trainstate import (Carry, NonFiniteWatch, WeightAverage, agree, broadcast, check_resume, checked,
                                 lr_factor, on_main, resume_warnings, training_lost)

@@ -158,7 +158,7 @@ def _print_nll(split: str, result: dict) -> None:
 def _first_process() -> bool:
     """Whether this process does the eval: alone, or the first of a launch (which says that the others
     have nothing to do: the work is not shared, and every process would print the same result)."""
-    from wavegen.distributed import launch_rank
+    from wavegen.signals import launch_rank
 
     rank, _ = launch_rank()
     world = os.environ.get("WORLD_SIZE", "")

@@ -173,7 +173,7 @@ def check_out(out_dir: Path) -> None:
     serve's --archive check too), or a folder of audio files that holds no render (recordings: eval --renders judges
     every audio file there, and a prep of the folder would take the streams for recordings:
     :func:`wavegen.resolve_why.recordings`, serve's too). Looked at only: nothing is made or written."""
-    from wavegen.resolve_why import other_use, recordings
+    from wavegen.resolve_why import INSIDE, other_use, recordings
 
     dangling = link_to_nothing(out_dir)
     if dangling is not None:
@@ -183,10 +183,10 @@ def check_out(out_dir: Path) -> None:
         raise RenderWriteError(f"--out {out_dir} is a {kind}, not a folder: give a folder for the render's "
                                "stream_000.wav ... (a new name is created)")
     held = other_use(out_dir, "render")
-    mix = ("a render there would mix its files (stream_000.wav ..., render_report.json, .state/, .lock) into it: "
-           "choose another --out, e.g. a new folder")
     if held is not None:
-        raise RenderStateError(f"--out {out_dir}: {held}; {mix}")
+        where = "outside it" if held.startswith(INSIDE) else "e.g. a new folder"
+        raise RenderStateError(f"--out {out_dir}: {held}; a render there would mix its files (stream_000.wav ..., "
+                               f"render_report.json, .state/, .lock) into it: choose another --out, {where}")
     audio = recordings(out_dir, "render")
     if audio:
         raise RenderStateError(f"--out {out_dir} holds audio files ({some_of(audio)}) and no render: eval --renders would "

@@ -27,7 +27,7 @@ from wavegen.render.settings import (RenderSettings, RenderStateError, check_pri
 from wavegen.render.shard import (CHUNK_BYTES_PER_VALUE, MAX_CHUNK_VALUES, STOP_IN_WINDOW, ShardRender,
                                   window_samples)
 from wavegen.render.writers import load_snapshot, reserve_open_files, snapshot_exists
-from wavegen.resolve import PRUNED_RETRIES, ModelRef, resolve_model
+from wavegen.resolve import PRUNED_RETRIES, CheckpointRemovedError, ModelRef, pruned_too_fast, resolve_model
 from wavegen.signals import StopSignals, first_process_says
 from wavegen.signals import logger as signals_logger
 
@@ -91,14 +91,14 @@ def _prepared_job(procs: Processes, model: str | Path, out_dir: str | Path, sett
     procs.agree(lambda: reserve_open_files(len(range(procs.rank, settings.streams, procs.world)),
                                            settings.streams))
     folder = RenderFolder(out_dir, settings.streams, settings.format)
-    tries = 1
-    while True:
-        last_try = checkpoint != "last" or tries == PRUNED_RETRIES
-        job = procs.agree(lambda: _job_unless_pruned(ref, folder, settings, procs, restart, last_try))
+    # one process looks again for "last" in its own load (ModelRef.load); several, pinned to one step, together
+    again = checkpoint == "last" and procs.world > 1
+    for _ in range(PRUNED_RETRIES):
+        job = procs.agree(lambda: _job_unless_pruned(ref, folder, settings, procs, restart, again))
         if not any(procs.gather(job is None)):
             return job
-        tries += 1
         ref = _model_of_every_process(procs, model, out_dir, checkpoint, restart)
+    raise ConfigError(pruned_too_fast(ref.folder.parent.parent))
 
 
 def _model_of_every_process(procs: Processes, model: str | Path, out_dir: str | Path, checkpoint: str | None,
@@ -125,13 +125,14 @@ def _resolved_model(model: str | Path, out_dir: str | Path, checkpoint: str | No
 
 
 def _job_unless_pruned(ref: ModelRef, folder: RenderFolder, settings: RenderSettings, procs: Processes, restart: bool,
-                       last_try: bool) -> RenderJob | None:
-    """RenderJob; None where its checkpoint (``--checkpoint last``, resolved by the first process) was removed
-    while this process read it, unless ``last_try``: the processes resolve it again."""
+                       again: bool) -> RenderJob | None:
+    """RenderJob; None where its checkpoint (``--checkpoint last`` of several processes, resolved by the first
+    and pinned to its step) was removed while this process read it and ``again``: the processes resolve it
+    again. Any other error (a bad --label, a missing --prime) is said at once."""
     try:
         return RenderJob(ref, folder, settings, procs, settings.total_samples(ref.sample_rate), restart)
-    except ConfigError:
-        if last_try or ref.kind != "checkpoint" or ref.folder.is_dir():
+    except CheckpointRemovedError:
+        if not again:
             raise
         return None
 
@@ -272,7 +273,7 @@ class RenderJob:
             return done
         # one stop request for the whole render: a window being made is rewound (KeyboardInterrupt);
         # one that comes after the last window is made lets the render finish, and says so
-        with StopSignals(STOP_IN_WINDOW) as stop, procs.first_says(signals_logger.name):
+        with StopSignals(STOP_IN_WINDOW) as stop, first_process_says(signals_logger.name, procs.rank):
             shard = ShardRender(self, progress and procs.rank == 0, stop)
             # every process's snapshot read (or engine reset) before any renders: a refusal of one (a damaged
             # snapshot) reaches the others at once, not once they have rendered their streams to the end

@@ -28,7 +28,6 @@ from wavegen.distributed import (GROUP_TIMEOUT_SECONDS, ProcessLostError, before
                                  lost_contact, process_lost, process_state, record_process, recorded_process)
 from wavegen.errors import FolderBusyError, WavegenError, every_process
 from wavegen.render.settings import RenderStateError, RenderWriteError
-from wavegen.signals import first_process_says
 
 # errors a process may hand to the others, by name (anything else arrives as a plain WavegenError)
 _SHARED_ERRORS = {cls.__name__: cls for cls in (ConfigError, FolderBusyError, RenderStateError, RenderWriteError)}
@@ -130,10 +129,6 @@ class Processes:
                 return error
         return None
 
-    def first_says(self, logger_name: str):
-        """While inside: the warnings of logger ``logger_name`` said by the first process only (a Ctrl-C
-        reaches every process of a launch, and each would say the same); errors still by every process."""
-        return first_process_says(logger_name, self.rank)
 
     def share(self, value, src: int = 0):
         """``value`` of process ``src`` → every process (JSON-able or picklable small objects)."""
