@@ -23,6 +23,21 @@ def to_mono(x: np.ndarray) -> np.ndarray:
     return x.mean(axis=1, dtype=np.float32)
 
 
+def load_soxr():
+    """The soxr module, imported with SIGINT and SIGTERM held until it is (signals.signals_held): its nanobind
+    extension swallows a KeyboardInterrupt raised while it initialises, and the Ctrl-C was lost (eval ran on to
+    the end and exited 0). ImportError where it is not installed."""
+    import importlib
+    import sys
+
+    from wavegen.signals import signals_held
+
+    if "soxr" in sys.modules:
+        return sys.modules["soxr"]
+    with signals_held():
+        return importlib.import_module("soxr")
+
+
 def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     """Resample mono x [T] float32 from sr_in to sr_out Hz with soxr (quality "HQ").
 
@@ -36,9 +51,7 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
         raise ValueError(f"resample expects mono [T], got shape {x.shape}")
     if sr_in == sr_out:
         return x
-    import soxr
-
-    return soxr.resample(x, sr_in, sr_out, quality="HQ").astype(np.float32, copy=False)
+    return load_soxr().resample(x, sr_in, sr_out, quality="HQ").astype(np.float32, copy=False)
 
 
 # ----------------------------------------------------------------------------- quantization

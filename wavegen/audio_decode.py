@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from wavegen.audio import to_mono
+from wavegen.audio import load_soxr, to_mono
 from wavegen.errors import WavegenError
 
 logger = logging.getLogger("wavegen.audio")  # its warnings keep the name they had before this module was split out
@@ -177,9 +177,7 @@ class _MonoStream:
         rate_in = int(f.samplerate)
         self.loudest, self._n, self._stream = 0.0, 0, None
         if rate != rate_in:
-            import soxr
-
-            self._stream = soxr.ResampleStream(rate_in, rate, 1, dtype="float32", quality="HQ")
+            self._stream = load_soxr().ResampleStream(rate_in, rate, 1, dtype="float32", quality="HQ")
         self._out = _room(path, f, (int(_frames_held(path, f) * rate // rate_in) + 1,), f"mono at {rate} Hz")
 
     def add(self, block: np.ndarray) -> None:

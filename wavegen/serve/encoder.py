@@ -129,9 +129,9 @@ class OggOpusEncoder:
         self.rate = self.sample_rate if self.sample_rate in OPUS_RATES else GRANULE_RATE
         self._resampler = None
         if self.rate != self.sample_rate:
-            import soxr
+            from wavegen.audio import load_soxr
 
-            self._resampler = soxr.ResampleStream(self.sample_rate, self.rate, 1, dtype="float32")
+            self._resampler = load_soxr().ResampleStream(self.sample_rate, self.rate, 1, dtype="float32")
         self.start_seconds = float(start_seconds)
         self.header = b""
         self._pre_skip = 0  # samples (48 kHz) the decoder drops at the start
