@@ -64,3 +64,17 @@ def test_a_new_folder_a_run_and_a_folder_of_other_files_train(tiny_corpus, tmp_p
     shutil.copy(tmp_path / "rec" / "song0.wav", mine / "old_renders" / "take1.wav")
     assert _train(tiny_corpus, mine) == 0 and (mine / "config.json").is_file()
     assert _train(tiny_corpus, mine, "--max-steps", "2") == 0  # a run: its own samples do not refuse it
+
+
+def test_a_folder_inside_another_runs_own_folders_or_a_model_folder_is_refused(tiny_corpus, tmp_path, capsys):
+    """--run OTHER/best/new was trained into: the other run's next best model replaces best/ whole, and this run
+    with it; the same inside its checkpoints/ or a model folder. Refused in one line, nothing written; a folder of
+    the user's beside the other run's own (OTHER/experiments/b) is a run's as before."""
+    other = tmp_path / "other"
+    assert _train(tiny_corpus, other) == 0
+    before = _files(other)
+    for run in (other / "best" / "new", other / "checkpoints" / "new"):
+        _refused(capsys, tiny_corpus, run, f"it lies inside {other / run.parent.name}, of the training run {other}")
+    _refused(capsys, tiny_corpus, other / "best" / "new" / "deeper", f"it lies inside {other / 'best'}")
+    assert _files(other) == before
+    assert _train(tiny_corpus, other / "experiments" / "b") == 0

@@ -85,7 +85,7 @@ def other_use(folder: Path, own: str) -> str | None:
 
     try:
         if not folder.is_dir():
-            return _inside(folder)
+            return inside(folder)
         if (folder / MODEL_FILE).is_file():  # a model folder, best/, a checkpoint
             return f"it holds a model ({MODEL_FILE})"
         if _is_run(folder):
@@ -98,7 +98,7 @@ def other_use(folder: Path, own: str) -> str | None:
                     f"{model or 'MODEL'} --archive {folder} continues it)")
         if own != "render" and is_render(folder):
             return "it holds a render (what wavegen render --out wrote)"
-        return _inside(folder)
+        return inside(folder)
     except OSError:  # cannot be looked in: the command's own checks say why
         return None
 
@@ -107,7 +107,7 @@ def _is_run(folder: Path) -> bool:
     return (folder / CONFIG_FILE).is_file() and any((folder / name).exists() for name in RUN_OWN_FILES)
 
 
-def _inside(folder: Path) -> str | None:
+def inside(folder: Path) -> str | None:
     """Where ``folder`` (there or not yet, links followed) lies inside what another wavegen command replaces or
     prunes, in words: a model folder (saved again as a whole), a prepared corpus (prep publishes it again), a
     training run's own folders (best/, checkpoints/, samples/, tb/, its hidden ones; a folder of the user's

@@ -55,18 +55,25 @@ def _labels_from_corpus(base: dict, model: dict, corpus: Corpus) -> bool:
 
 def check_run_folder(run_dir: str | Path, config: dict) -> None:
     """Refuse a ``--run`` folder that would mix a training run with other files (ConfigError naming it): the
-    corpus folder of ``config`` (or one inside it), a prepared corpus, or a folder of audio files that holds no
+    corpus folder of ``config`` (or one inside it), a folder inside what another command replaces or prunes (another
+    run's best/ or checkpoints/, a model folder, a corpus: resolve_why.inside), a prepared corpus, or a folder of
+    audio files that holds no
     run (recordings, a render): training writes its samples there as WAV files, which a ``wavegen prep`` of the
     folder would take for recordings. A new folder, a run, or one holding other files is fine."""
     from wavegen.corpus import MANIFEST
     from wavegen.errors import some_of
     from wavegen.prep_inputs import audio_names
 
+    from wavegen.resolve_why import inside
+
     run, corpus = Path(run_dir).resolve(), Path(config["data"]["corpus"]).resolve()
     own = "give the run a folder of its own (runs/NAME)"
     if run == corpus or corpus in run.parents:
         where = "is the corpus folder" if run == corpus else "is inside the corpus folder"
         raise ConfigError(f"--run {run_dir} {where} {corpus} (--data): {own}")
+    held = inside(run)  # another run's best/ (replaced as it trains) or checkpoints, a model folder, a corpus
+    if held is not None:
+        raise ConfigError(f"--run {run_dir}: {held}; {own}")
     if not run.is_dir() or (run / "config.json").is_file():
         return
     if (run / MANIFEST).is_file():
