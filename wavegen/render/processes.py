@@ -129,7 +129,6 @@ class Processes:
                 return error
         return None
 
-
     def share(self, value, src: int = 0):
         """``value`` of process ``src`` → every process (JSON-able or picklable small objects)."""
         if self.world == 1:
