@@ -120,8 +120,8 @@ def test_recordings_a_file_and_a_link_to_nothing_are_refused_other_files_are_kep
 def test_a_folder_inside_a_run_a_model_or_a_corpus_is_refused_before_the_model_loads(model, tmp_path, capsys,
                                                                                       monkeypatch):
     """--out RUN/checkpoints (or a new folder in it, in best/ or samples/: what a training rewrites), a folder inside
-    a model folder or a prepared corpus, or a render's .state/ was taken: the render's files went among the checkpoints a training
-    prunes, into best/ that a training replaces, into prep's or the model's folder. Refused in one line naming the
+    a model folder or a prepared corpus, or a render's .state/ was taken: the render's files went among the
+    checkpoints a training prunes, into best/ that a training replaces, into prep's or the model's folder. Refused in one line naming the
     folder it lies in, before the model loads, nothing made; a link into a run is seen through. A folder beside the
     run, a folder of the user's in the run (RUN/renders), or inside a render's folder (not its .state/), is a
     render's as before."""

@@ -419,7 +419,8 @@ def tidy_run_folder(run_dir: Path, found: tuple[int, Path] | None,
     for folder, why in damaged:
         set_aside(folder, why)
     run_dir = Path(run_dir)
-    leftovers = [*run_dir.glob("best.tmp*"), *run_dir.glob(".tmp_best*"), *(run_dir / "checkpoints").glob(".tmp_step_*")]
+    leftovers = [*run_dir.glob("best.tmp*"), *run_dir.glob(".tmp_best*"),
+                 *(run_dir / "checkpoints").glob(".tmp_step_*")]
     for folder in leftovers:
         if folder.is_dir():
             shutil.rmtree(folder, ignore_errors=True)

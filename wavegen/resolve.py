@@ -112,7 +112,8 @@ class ModelRef:
                     raise
             run = self.folder.parent.parent
             if self.checkpoint != "last":
-                raise CheckpointRemovedError(_removed_while_read(self.checkpoint or self.folder.name, self.folder, run)) from None
+                raise CheckpointRemovedError(
+                    _removed_while_read(self.checkpoint or self.folder.name, self.folder, run)) from None
             fresh = _checkpoint_ref(run, "last")
             for field in fields(self):
                 setattr(self, field.name, getattr(fresh, field.name))

@@ -24,7 +24,8 @@ def add_parser(sub) -> None:
                                    "carried through it). With --renders DIR: the audio files in DIR compared with "
                                    "the corpus's split (librosa features and a Frechet distance), beside the "
                                    "training split (what the album scores) and white and pink noise (what noise "
-                                   "scores); a single audio file is judged alone; docs/QUALITY.md says what each number means.")
+                                   "scores); a single audio file is judged alone; docs/QUALITY.md says what each "
+                                   "number means.")
     p.add_argument("model", nargs="?", default=None,
                    help="model folder or run folder (its best/); with --renders optional (its corpus is the "
                         "default --data)")
