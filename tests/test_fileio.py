@@ -377,3 +377,15 @@ def test_replace_dir_removes_the_old_folder_out_of_its_readers_sight(tmp_path, m
     assert deleted == [(".tmp_best.old.removed", False)] * 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]
     assert (final / "model.safetensors").read_text() == "next"
+
+
+def test_remove_dir_moves_no_file_of_the_users_where_a_folder_was_expected(tmp_path):
+    """A file where replace_dir's ``.old`` folder goes (the user's): refused with its own error naming it, left where
+    it is (it was renamed to the hidden .tmp_NAME.removed, then not removed: the error named that name)."""
+    from wavegen.fileio import remove_dir
+
+    (tmp_path / "best.old").write_text("mine")
+    with pytest.raises(NotADirectoryError) as err:
+        remove_dir(tmp_path / "best.old")
+    assert str(err.value.filename) == str(tmp_path / "best.old")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.old"] and (tmp_path / "best.old").read_text() == "mine"

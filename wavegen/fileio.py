@@ -225,6 +225,9 @@ def remove_dir(folder: Path, aside: Path | None = None) -> None:
     (``.tmp_NAME.removed`` beside it unless given), then deleted there, so a reader that looks it up by its
     name finds it whole or not at all. What an earlier removal cut short left at ``aside`` goes first.
     OSError (naming the file: ``err.filename``) where it cannot be renamed or deleted."""
+    if folder.is_symlink() or not folder.is_dir():  # no folder: its own error (naming it), nothing moved
+        shutil.rmtree(folder)
+        return
     aside = folder.with_name(f".tmp_{folder.name}{REMOVED}") if aside is None else aside
     if aside.exists():
         shutil.rmtree(aside)
