@@ -27,15 +27,9 @@ def load_soxr():
     """The soxr module, imported with SIGINT and SIGTERM held until it is (signals.signals_held): its nanobind
     extension swallows a KeyboardInterrupt raised while it initialises, and the Ctrl-C was lost (eval ran on to
     the end and exited 0). ImportError where it is not installed."""
-    import importlib
-    import sys
+    from wavegen.signals import import_held
 
-    from wavegen.signals import signals_held
-
-    if "soxr" in sys.modules:
-        return sys.modules["soxr"]
-    with signals_held():
-        return importlib.import_module("soxr")
+    return import_held("soxr")
 
 
 def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:

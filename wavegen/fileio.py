@@ -322,11 +322,21 @@ def link_to_nothing(path: str | Path) -> tuple[str, str] | None:
 def _say_link_to_nothing(folder: Path, what: str) -> None:
     """WavegenError where ``folder``, or a folder above it, is a link to nothing (:func:`ensure_folder` failed):
     that link and its target named, not "a file"."""
+    found = link_to_nothing_on_the_way(folder)
+    if found is not None:
+        path, (said, todo) = found
+        made = f": cannot create the {what} {folder};" if path != folder else ":"
+        raise WavegenError(f"{said}{made} {todo}, or give another {what}") from None
+
+
+def link_to_nothing_on_the_way(folder: Path) -> tuple[Path, tuple[str, str]] | None:
+    """The first of ``folder`` and the folders above it that is a link to nothing, with :func:`link_to_nothing`'s
+    words; None where none is."""
     for path in (folder, *folder.parents):
         found = link_to_nothing(path)
         if found is not None:
-            made = f": cannot create the {what} {folder};" if path != folder else ":"
-            raise WavegenError(f"{found[0]}{made} {found[1]}, or give another {what}") from None
+            return path, found
+    return None
 
 
 def check_writable(folder: str | Path, what: str = "folder") -> None:

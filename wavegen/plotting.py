@@ -12,16 +12,14 @@ installed" (:func:`_matplotlib`).
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from wavegen.signals import signals_held
+from wavegen.signals import import_held
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +41,8 @@ def _matplotlib(module: str):
     module's types abort the interpreter as it exits (a fatal error, SIGABRT), even after the interrupt was
     said. Where signals cannot be held (not the main thread), such an ImportError is a KeyboardInterrupt.
     """
-    if module in sys.modules:  # imported before: no signal is held back (a render's StopSignals keep theirs)
-        return sys.modules[module]
     try:
-        with signals_held():
-            return importlib.import_module(module)
+        return import_held(module)
     except ImportError as err:
         cause = err
         while cause is not None and not isinstance(cause, KeyboardInterrupt):

@@ -17,9 +17,11 @@ it interrupted the command (:func:`says_the_interrupt`).
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import signal
+import sys
 import threading
 
 logger = logging.getLogger(__name__)
@@ -121,6 +123,17 @@ def signals_held():
                 handler(signum, None)
             elif handler in (signal.SIG_DFL, None):
                 signal.raise_signal(signum)
+
+
+def import_held(name: str):
+    """Module ``name``, imported with SIGINT and SIGTERM held until it is (:func:`signals_held`), for extension
+    modules that turn a KeyboardInterrupt raised while they initialise into something else (pybind11: an
+    ImportError; nanobind: nothing at all); one imported before is returned as it is, no handler touched (a
+    render's StopSignals keep theirs). ImportError where it is not installed."""
+    if name in sys.modules:
+        return sys.modules[name]
+    with signals_held():
+        return importlib.import_module(name)
 
 
 class StopSignals:

@@ -53,7 +53,7 @@ def check_output_file(path, flag: str, example: str, what: str = "") -> None:
     from pathlib import Path
 
     from wavegen.config import ConfigError
-    from wavegen.fileio import link_to_nothing, not_a_file
+    from wavegen.fileio import link_to_nothing_on_the_way, not_a_file
 
     path = Path(path).expanduser()
     if path.is_dir():
@@ -62,9 +62,10 @@ def check_output_file(path, flag: str, example: str, what: str = "") -> None:
     if kind is not None:
         raise ConfigError(f"{flag} {path}: is a {kind}, not a regular file; give a file name{what}")
     folder = path.parent
-    dangling = next(filter(None, map(link_to_nothing, (folder, *folder.parents))), None)
+    dangling = link_to_nothing_on_the_way(folder)
     if dangling is not None:  # it, or a folder above it, a link to nothing: was "cannot make its folder (File exists)"
-        raise ConfigError(f"{flag} {path}: {dangling[0]}: {dangling[1]}, or give {flag} a file in another folder")
+        said, todo = dangling[1]
+        raise ConfigError(f"{flag} {path}: {said}: {todo}, or give {flag} a file in another folder")
     blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
     if blocking is not None:
         raise ConfigError(f"{flag} {path}: {blocking} is a file, not a folder: cannot make its folder {folder}")

@@ -93,11 +93,12 @@ def _prepared_job(procs: Processes, model: str | Path, out_dir: str | Path, sett
     folder = RenderFolder(out_dir, settings.streams, settings.format)
     # one process looks again for "last" in its own load (ModelRef.load); several, pinned to one step, together
     again = checkpoint == "last" and procs.world > 1
-    for _ in range(PRUNED_RETRIES):
+    for tries in range(PRUNED_RETRIES):
+        if tries:  # pruned while the processes read it: the first resolves it again, for all
+            ref = _model_of_every_process(procs, model, out_dir, checkpoint, restart)
         job = procs.agree(lambda: _job_unless_pruned(ref, folder, settings, procs, restart, again))
         if not any(procs.gather(job is None)):
             return job
-        ref = _model_of_every_process(procs, model, out_dir, checkpoint, restart)
     raise ConfigError(pruned_too_fast(ref.folder.parent.parent))
 
 
