@@ -47,8 +47,9 @@ SALVAGE_BLOCK_FRAMES = 1024  # after a decoding error: re-read in small blocks t
 # blocks 96%), so an MP3 is read in one call, which decodes it whole
 WHOLE_READ_SUBTYPES = ("MPEG_LAYER_I", "MPEG_LAYER_II", "MPEG_LAYER_III")
 # libsndfile's log line for a chunk whose declared size runs past the end of the file:
-# "data : 384000 (should be 230368)". 0 and 0xFFFFFFFF are placeholders of streaming writers.
-_SHORT_CHUNK = re.compile(r"^\s*(\w+)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+# "data : 384000 (should be 230368)"; AU's and RF64's (its ds64 chunk's) say "Data Size" and "Riff size"
+# (a size field's name, "size" dropped in what is said). 0 and 0xFFFFFFFF are placeholders of streaming writers.
+_SHORT_CHUNK = re.compile(r"^\s*(\w+)(?: [Ss]ize)?\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 _SIZE_PLACEHOLDERS = (0, 0xFFFFFFFF)
 _SOURCE_PLACE = re.compile(r"^\[[^\]]*\]\s*")  # mpg123's "[src/libmpg123/parse.c:wetwork():1349] " before a note
 
@@ -65,7 +66,9 @@ class DecodedAudio(NamedTuple):
 class DecodedMono(NamedTuple):
     """What decode_mono returns: samples [T] float32, the file's channels mixed to mono and resampled;
     sample_rate_in, frames and channels: the file's own rate in Hz, and the frames and channels decoded;
-    loudest_channel: the largest |sample| of any channel (None for one channel); damage as DecodedAudio's."""
+    loudest_channel: the largest |sample| of any channel (None for one channel); damage as DecodedAudio's;
+    nonfinite_frames: the frames with a NaN or infinite sample in any channel (a damaged float file; samples then
+    holds NaNs about them), first_nonfinite: the first such frame (None where there is none)."""
 
     samples: np.ndarray
     sample_rate_in: int
@@ -73,6 +76,8 @@ class DecodedMono(NamedTuple):
     channels: int
     loudest_channel: float | None
     damage: str | None
+    nonfinite_frames: int = 0
+    first_nonfinite: int | None = None
 
 
 def decode_audio(path: str | Path) -> DecodedAudio:
@@ -114,7 +119,8 @@ def decode_mono(path: str | Path, sample_rate: int | None = None, source=None) -
                                    reopen=reopen)
         samples = mono.finish()
     damage = _damage_with_notes(path, n, damage, notes)
-    return DecodedMono(samples, rate_in, n, channels, mono.loudest if channels > 1 else None, damage)
+    return DecodedMono(samples, rate_in, n, channels, mono.loudest if channels > 1 else None, damage,
+                       mono.nonfinite_frames, mono.first_nonfinite)
 
 
 @contextmanager
@@ -171,11 +177,13 @@ def _damage_with_notes(path, n: int, damage: str | None, notes: DecoderNotes) ->
 class _MonoStream:
     """Blocks [frames, channels] float32 of the open soundfile f in (add), mixed to mono and resampled to
     rate as they come (soxr's stream: the same samples as one resample of the whole); finish(): [T] float32.
-    `loudest`: the largest |sample| of any channel so far."""
+    `loudest`: the largest |sample| of any channel so far; `nonfinite_frames`, `first_nonfinite`: the frames so far
+    with a NaN or infinite sample, and the first of them (None: none)."""
 
     def __init__(self, path: Path, f, rate: int):
         rate_in = int(f.samplerate)
         self.loudest, self._n, self._stream = 0.0, 0, None
+        self._frames_in, self.nonfinite_frames, self.first_nonfinite = 0, 0, None
         if rate != rate_in:
             self._stream = load_soxr().ResampleStream(rate_in, rate, 1, dtype="float32", quality="HQ")
         self._out = _room(path, f, (int(_frames_held(path, f) * rate // rate_in) + 1,), f"mono at {rate} Hz")
@@ -183,10 +191,20 @@ class _MonoStream:
     def add(self, block: np.ndarray) -> None:
         if len(block) == 0:
             return
+        self._count_nonfinite(block)
         if block.shape[1] > 1:
             self.loudest = max(self.loudest, float(block.max()), -float(block.min()))
         mono = to_mono(block)
         self._put(mono if self._stream is None else self._stream.resample_chunk(mono, last=False))
+
+    def _count_nonfinite(self, block: np.ndarray) -> None:
+        if not np.isfinite(block.sum(dtype=np.float64)):  # the rare file with one: a pass over the block to find them
+            bad = np.flatnonzero(~np.isfinite(block).all(axis=1))
+            if len(bad):
+                if self.first_nonfinite is None:
+                    self.first_nonfinite = self._frames_in + int(bad[0])
+                self.nonfinite_frames += len(bad)
+        self._frames_in += len(block)
 
     def finish(self) -> np.ndarray:
         if self._stream is not None:

@@ -8,6 +8,7 @@ moving the result into place.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections import Counter
@@ -126,6 +127,14 @@ class Earlier:
 
         return [f["path"] for f in files] == list(self._kept) and kinds(skipped) == kinds(self.manifest["skipped"])
 
+    def audio_sha256(self, index: int) -> str:
+        """The sha256 of the kept audio of the corpus's file index, as write_audio writes it (a segment at a time)."""
+        ((name, rows),) = self._rows[index]
+        audio, digest = np.load(self.dir / f"{name}.npy", mmap_mode="r"), hashlib.sha256()
+        for start, length in rows:
+            digest.update(memoryview(np.ascontiguousarray(audio[start : start + length])).cast("B"))
+        return digest.hexdigest()
+
     def write_audio(self, tmp: Path, indices: dict[int, int]) -> None:
         """tmp/<i>.pcm (int16) for each file index i of indices: the kept audio of the corpus's file indices[i],
         as write_array writes it (raw samples, no header). Written a segment at a time from the memory-mapped
@@ -193,7 +202,8 @@ def _decode_source(path: Path, settings: PrepSettings, digest: str, view: Finish
     its audio is all there)."""
     try:
         rate = settings.sample_rate
-        mono, sr_in, frames, channels, loudest_channel, damage = decode_mono(path, rate, view)
+        mono, sr_in, frames, channels, loudest_channel, damage, nonfinite, first_nonfinite = decode_mono(path, rate,
+                                                                                                         view)
     except AudioMemoryError:
         raise
     except AudioError as e:
@@ -205,13 +215,13 @@ def _decode_source(path: Path, settings: PrepSettings, digest: str, view: Finish
     if len(mono) == 0:  # its header's rate so high that its frames last under one sample at the corpus's
         return (f"its {frames:,} frame(s) at {sr_in:,} Hz, the rate its header says, last {frames / sr_in:.3g} s: "
                 f"not one sample at {rate} Hz (a damaged header?)")
-    if not np.all(np.isfinite(mono)):
-        return "contains NaN or infinite samples"
+    if nonfinite or not np.all(np.isfinite(mono)):
+        return _nonfinite(nonfinite, first_nonfinite, frames, sr_in)
     intervals = split_on_silence(mono, rate, top_db=settings.top_db,
                                  min_silence_seconds=settings.min_silence_seconds,
                                  min_segment_seconds=settings.min_segment_seconds)
     if len(intervals) == 0:
-        return _no_sound(path, view, loudest_channel, mono, settings.min_segment_seconds)
+        return _no_sound(path, view, loudest_channel, mono, settings.min_segment_seconds, rate)
     kept = np.concatenate([mono[s:e] for s, e in intervals])
     del mono  # a long file: the kept part and its 16-bit copy are what memory holds from here
     peak = float(max(kept.max(), -kept.min()))
@@ -248,8 +258,20 @@ def _decode_source(path: Path, settings: PrepSettings, digest: str, view: Finish
     return pcm, [int(e - s) for s, e in intervals], entry
 
 
+def _nonfinite(n: int, first: int | None, frames: int, rate_in: int) -> str:
+    """Why a file with NaN or infinite samples in n of its frames (the first: frame first, at rate_in Hz) is
+    skipped: how many, where the first is, and what to do (they have no level, nor a 16-bit value; around them
+    resampling makes NaNs too)."""
+    if not n:  # finite in the file, not once resampled (values near float32's largest)
+        return ("its samples are too large for float32 arithmetic (beyond 1e38) once resampled: damaged float "
+                "audio; re-export the file to use it")
+    return (f"contains NaN or infinite samples in {n:,} of its {frames:,} frames, the first at "
+            f"{first / rate_in:.3f} s (damaged float audio, or values beyond float32's range): "
+            "re-export the file, or replace those samples, to use it")
+
+
 def _no_sound(path: Path, view: FinishedView | None, loudest_channel: float | None, mono: np.ndarray,
-              min_segment_seconds: float) -> str:
+              min_segment_seconds: float, rate: int) -> str:
     """Why a file kept no segment: judged on its mono mix at its own rate too (why_no_sound), decoded again
     for it (from view where it is an unfinished WAV; a file with sound never needs it: not kept in memory beside
     the resampled mono)."""
@@ -258,7 +280,7 @@ def _no_sound(path: Path, view: FinishedView | None, loudest_channel: float | No
     except (AudioError, OSError) as e:  # replaced meanwhile: say what can be said of the resampled mix
         logger.debug("%s: cannot decode it again (%s)", path, e)
         source = mono
-    return channels_cancel(loudest_channel, source) + why_no_sound(source, mono, min_segment_seconds)
+    return channels_cancel(loudest_channel, source) + why_no_sound(source, mono, min_segment_seconds, rate)
 
 
 def decode_files(found, file_labels, tmp: Path, settings: PrepSettings, progress: bool, digests=None,
@@ -272,6 +294,7 @@ def decode_files(found, file_labels, tmp: Path, settings: PrepSettings, progress
     files, seg_lengths, skipped, from_earlier = [], [], [], {}
     digests = dict(earlier.digests() if earlier is not None else {}, **(digests or {}))
     seen: dict[str, tuple] = {}  # sha256 -> (path, label) kept: the same recording twice would leak
+    heard: dict[str, tuple] = {}  # the kept audio's sha256 -> (path, label): the same, retagged or in another container
     bar = progress_bar(total=len(found), desc="prep", unit="file") if progress else None
     for (path, _root), label in zip(found, file_labels):
         if bar is not None:
@@ -287,6 +310,10 @@ def decode_files(found, file_labels, tmp: Path, settings: PrepSettings, progress
             result = earlier.outcome(str(path))
         if result is None:
             result = decode_one(path, settings, digest)
+        if not isinstance(result, str):
+            audio = _audio_sha256(result[0], earlier)
+            if audio in heard:
+                result = _duplicate(heard[audio], label, " (the same audio: other tags or another container)")
         if isinstance(result, str):
             # a line each for the first few; thousands of tiny files would bury every other line in theirs
             logger.log(logging.WARNING if len(skipped) < SKIP_LINES else logging.DEBUG, "skipping %s: %s", path, result)
@@ -300,7 +327,7 @@ def decode_files(found, file_labels, tmp: Path, settings: PrepSettings, progress
             else:
                 write_array(tmp / f"{len(files)}.pcm", kept)
             entry["label"] = label
-            seen[entry["sha256"]] = (str(path), label)
+            seen[entry["sha256"]] = heard[audio] = (str(path), label)
             seg_lengths.append(lengths)
             files.append(entry)
         if bar is not None:
@@ -323,13 +350,23 @@ def _most_common_reasons(skipped: list[dict], shown: int = 3) -> str:
     return text + (f"; {len(counts) - shown} other reason(s)" if len(counts) > shown else "")
 
 
-def _duplicate(kept: tuple, label) -> str:
-    """Why a file with the bytes of one kept already is skipped; the labels too where they differ (a
-    link in one album folder to a file in another: the recording trains under the first one's label)."""
+def _duplicate(kept: tuple, label, how: str = "") -> str:
+    """Why a file with the bytes (or, how says, the audio) of one kept already is skipped; the labels too where
+    they differ (a link in one album folder to a file in another: the recording trains under the first one's label)."""
     path, kept_label = kept
     if kept_label == label:
-        return f"duplicate of {path}"
-    return f"duplicate of {path}, kept under label {kept_label!r} (not {label!r})"
+        return f"duplicate of {path}{how}"
+    return f"duplicate of {path}{how}, kept under label {kept_label!r} (not {label!r})"
+
+
+def _audio_sha256(kept, earlier: Earlier | None) -> str:
+    """The sha256 of a file's kept audio (int16, as its .pcm holds it): decode_one's array, or an Earlier
+    corpus's (_EarlierAudio), read from its arrays. Two files that differ only in their tags (a track in its
+    album and in a compilation, retagged) or container (WAV and FLAC) decode to the same: one would train
+    and the other be tested on."""
+    if isinstance(kept, _EarlierAudio):
+        return earlier.audio_sha256(kept.index)
+    return hashlib.sha256(memoryview(np.ascontiguousarray(kept)).cast("B")).hexdigest()
 
 
 def room_needed(found, sample_rate: int) -> int:

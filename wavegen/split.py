@@ -230,14 +230,30 @@ def channels_cancel(loudest_channel: float | None, mix: np.ndarray) -> str:
             f"at {dbfs(mix_peak)}: mix it to mono yourself, one channel alone, say); the mix: ")
 
 
-def why_no_sound(source: np.ndarray, mono: np.ndarray, min_segment_seconds: float) -> str:
+def why_no_sound(source: np.ndarray, mono: np.ndarray, min_segment_seconds: float, rate: int | None = None) -> str:
     """Why a file kept no segment. source: its mono audio at its own rate; mono: resampled to the
-    corpus's. Silence is judged on source first: resampling rings at the first and last samples of
-    a constant, so in mono a DC offset alone rose above the floor there ("no stretch of sound")."""
-    for x in (source, mono):
-        if not np.any(x):
-            return "silent: every sample is zero"
-        level = float(frame_levels(x).max())
-        if level < SILENCE_FLOOR:
-            return _silent_reason(x, level)
+    corpus's, rate Hz (None: not said). Silence is judged on source first: resampling rings at the first
+    and last samples of a constant, so in mono a DC offset alone rose above the floor there ("no stretch
+    of sound"). A source whose sound resampling removed (its power CANCEL_DB down or more) has it above
+    half the corpus's rate: said so, not that the file is silent."""
+    if not np.any(source):
+        return "silent: every sample is zero"
+    level = float(frame_levels(source).max())
+    if level < SILENCE_FLOOR:
+        return _silent_reason(source, level)
+    if rate is not None and _rms(mono) < _rms(source) * 10 ** (-CANCEL_DB / 20):
+        return (f"its sound lies above {rate / 2:g} Hz, half the corpus's rate, which {rate} Hz samples cannot hold "
+                f"(resampled, its level falls from {dbfs(_rms(source))} to {dbfs(_rms(mono))} RMS): prepare at a "
+                "higher --sample-rate to keep it")
+    if not np.any(mono):
+        return "silent: every sample is zero"
+    level = float(frame_levels(mono).max())
+    if level < SILENCE_FLOOR:
+        return _silent_reason(mono, level)
     return f"no stretch of sound of at least {min_segment_seconds} s"
+
+
+def _rms(x: np.ndarray) -> float:
+    """The RMS of x [T], summed in float64 a block at a time (no float64 copy of a long file)."""
+    energy = sum(float(np.dot(b, b)) for b in (x[i : i + 65536].astype(np.float64) for i in range(0, len(x), 65536)))
+    return float(np.sqrt(energy / len(x))) if len(x) else 0.0
