@@ -97,3 +97,30 @@ def test_json_onto_a_file_that_is_not_an_eval_result_is_refused_before_the_scori
     earlier.write_text('{"split": "test", "nll_bits_per_sample": 9.0}')
     assert main([*base, "--json", str(earlier)]) == 0
     assert json.loads(earlier.read_text())["samples"] == 80
+
+
+def test_the_corpus_the_model_trained_on_prepared_again_since_is_said_before_its_split_is_scored(
+        corpus, tmp_path, capsys, caplog):
+    """prep draws the splits again from what a corpus holds (a recording added moves others between them): the
+    model's own corpus, prepared again since, may have recordings it trained on in the split scored, an NLL
+    better than on new audio, and it was printed without a word. Another corpus (or the same one unchanged) is
+    scored without the warning."""
+    from wavegen.corpus import Corpus
+
+    other = prepared_corpus(tmp_path / "other", files=4, seconds=2.0, sample_rate=SR, val_fraction=0.25,
+                            test_fraction=0.25, seed=1)
+    model = save_tiny_model(tmp_path / "model", sample_rate=SR, dim=16, emb_size=8)
+    config = json.loads((model / "config.json").read_text())
+    now = Corpus(corpus).content_id
+    for corpus_id, data, said in ((now, corpus, False), ("0123456789abcdef", corpus, True),
+                                  ("0123456789abcdef", other, False)):
+        config["data"].update(corpus=str(corpus), corpus_id=corpus_id)
+        (model / "config.json").write_text(json.dumps(config))
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            assert main(["-q", "eval", str(model), "--data", str(data), "--max-seconds", "0.5"]) == 0
+        capsys.readouterr()
+        warning = (f"{corpus}: the corpus {model} was trained on has been prepared again since (corpus id "
+                   f"0123456789abcdef then, {now} now): its test split was drawn again from what it holds now and "
+                   "may hold recordings the model trained on")
+        assert (warning in caplog.text) == said, (data, caplog.text)

@@ -88,6 +88,7 @@ def _eval(args) -> int:
     if not ref.trained:  # its source says "random weights", but the printed result does not name it
         logger.warning("%s: scoring untrained weights (a preset or config file): a baseline, not a model's score",
                        ref.source)
+    _warn_if_prepared_again(ref, args.data, args.split)
     result = evaluate(ref, args.data, args.split, args.label, args.max_seconds, device=args.device,
                       progress=not args.quiet)
     result["model"] = ref.source
@@ -107,17 +108,35 @@ def _eval(args) -> int:
     return 0
 
 
-def _warn_if_prepared_again(ref, data: str) -> None:
-    """The corpus a model's config names (``data``) was taken as the album: a warning where it holds other
-    recordings or settings now than the model was trained on (its config's data.corpus_id)."""
+def _warn_if_prepared_again(ref, data: str, split: str | None = None) -> None:
+    """A warning where ``data`` is the corpus a model's config names and it holds other recordings or settings
+    now than the model was trained on (its config's data.corpus_id). split None: it was taken as the album for
+    --renders; else its split scores the NLL, and prep draws the splits again from what the corpus holds (a
+    recording added moves others between them): the split may hold recordings the model trained on."""
     from wavegen.corpus import Corpus
 
-    trained_on = ref.config.get("data", {}).get("corpus_id")
+    trained = ref.config.get("data", {})
+    trained_on, folder = trained.get("corpus_id"), trained.get("corpus")
+    if not trained_on or folder is None or not _same_folder(folder, data):
+        return
     now = Corpus(data).content_id
-    if trained_on and trained_on != now:
-        logger.warning("%s: the corpus %s was trained on has been prepared again since (corpus id %s then, %s now): "
-                       "the renders are judged against what it holds now; give --data for another album",
-                       data, ref.source, trained_on, now)
+    if trained_on == now:
+        return
+    changed = (f"{data}: the corpus {ref.source} was trained on has been prepared again since (corpus id "
+               f"{trained_on} then, {now} now)")
+    if split is None:
+        logger.warning("%s: the renders are judged against what it holds now; give --data for another album", changed)
+    else:
+        logger.warning("%s: its %s split was drawn again from what it holds now and may hold recordings the model "
+                       "trained on, which would score better than new audio", changed, split)
+
+
+def _same_folder(a: str, b: str) -> bool:
+    """Whether folders a and b are one (either missing: False)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 @contextmanager
