@@ -195,10 +195,15 @@ def parse_label(text: str | None, labels: list[str]) -> np.ndarray | None:
             raise ConfigError(f"--label {part!r}: weight {value!r} is not a number") from None
         if not w >= 0 or not math.isfinite(w):
             raise ConfigError(f"--label {part!r}: weights must be finite and not negative")
-        weights[labels.index(name)] += w
-    if weights.sum() <= 0:
+        with np.errstate(over="ignore"):  # past float32's range: refused below, not warned of
+            weights[labels.index(name)] += w
+    with np.errstate(over="ignore"):
+        total = weights.sum()
+    if total <= 0:
         raise ConfigError(f"--label {text!r}: weights sum to zero")
-    return weights / weights.sum()
+    if not np.isfinite(total):  # inf / inf: a blend of NaN, which plays silence
+        raise ConfigError(f"--label {text!r}: weights too large; give them as shares, e.g. a:0.7,b:0.3")
+    return weights / total
 
 
 def _label_parts(text: str, labels: list[str]) -> list[tuple[str, str]]:
