@@ -117,6 +117,31 @@ def test_under_a_launch_a_sigterm_line_waits_and_a_lost_process_drops_it(monkeyp
         assert "SIGINT: saving (Ctrl-C again to stop at once)" in caplog.text
 
 
+def test_a_held_sigterm_whose_time_is_up_raises_a_loss_found_meanwhile_in_the_main_thread(monkeypatch, caplog):
+    """A launched render far from its next look for a lost process (a guard's verdict, the FLAC encoding at the end)
+    when its held SIGTERM's time was up said "SIGTERM: ... finishing the render ... instead of stopping", then met
+    the loss (or torchrun killed it 30 s after its SIGTERM, unsaid). Now look_for_loss is asked then, and the loss it
+    finds is raised in the main thread at once, no SIGTERM line said, no stop requested; none found: the line."""
+    from wavegen import signals
+
+    class Lost(Exception):
+        pass
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(signals, "LAUNCH_TERM_SECONDS", 0.3)
+    caplog.set_level(logging.WARNING, logger="wavegen.signals")
+    with pytest.raises(Lost), StopSignals("saving", look_for_loss=lambda: Lost("process 1 ended")) as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # work that never looks (Python code: the handler runs in it)
+            time.sleep(0.01)
+    assert time.monotonic() < deadline and not stop.requested and caplog.text == ""
+    with StopSignals("saving", look_for_loss=lambda: None) as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1.0)
+        assert stop.requested and "SIGTERM: saving (the signal again to stop at once)" in caplog.text
+
+
 def test_which_process_of_a_launch_says_a_ctrl_c_is_known_without_torch(monkeypatch):
     """A Ctrl-C reaches every process of a launch: the first says "interrupted" for all, decided from the
     launcher's variables alone (the CLI asks while torch may be half imported by the interrupt)."""

@@ -82,30 +82,25 @@ def _who_key(rank: int) -> str:
     return f"wavegen/who/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/{rank}"
 
 
-def record_process(store, key: str) -> None:
-    """This process under ``key`` of ``store`` (a launch's): its pid space and pid, so that another process of
-    the launch can tell whether it has ended or stopped (:func:`recorded_process`, :func:`process_state`)."""
-    store.set(key, json.dumps([pid_space(), os.getpid()]))
-
-
-def recorded_process(store, key: str) -> tuple[str, int] | None:
-    """The process :func:`record_process` recorded under ``key`` of ``store``: ``(pid space, pid)``, to give to
-    :func:`process_state`; None where none is recorded (yet)."""
-    if not store.check([key]):
-        return None
-    space, pid = json.loads(store.get(key))
-    return space, int(pid)
-
-
-def record_this_process() -> None:
-    """This process of a launch, in its agent's store (:func:`record_process`), so that the others can name it
-    when it is lost (:func:`lost_process`)."""
+def record_this_process(store=None) -> None:
+    """This process of a launch in ``store`` (by default its agent's, where torchrun's agent holds it; a render
+    gives its group's): its pid space and pid under its rank, so that the others can tell whether it has ended or
+    stopped (:func:`recorded_process`, :func:`process_state`) and name it when it is lost (:func:`lost_process`)."""
     import torch.distributed as dist
 
     with contextlib.suppress(Exception):  # (the store's own errors): the others say "another process"
-        store = _agent_store()
+        store = _agent_store() if store is None else store
         if store is not None:
-            record_process(store, _who_key(dist.get_rank()))
+            store.set(_who_key(dist.get_rank()), json.dumps([pid_space(), os.getpid()]))
+
+
+def recorded_process(store, rank: int) -> tuple[str, int] | None:
+    """The process of rank ``rank`` that :func:`record_this_process` recorded in ``store``: ``(pid space, pid)``,
+    to give to :func:`process_state`; None where none is recorded (yet)."""
+    if not store.check([_who_key(rank)]):
+        return None
+    space, pid = json.loads(store.get(_who_key(rank)))
+    return space, int(pid)
 
 
 def lost_process(wait_seconds: float = 0.0) -> tuple[int, str] | None:
@@ -118,7 +113,7 @@ def lost_process(wait_seconds: float = 0.0) -> tuple[int, str] | None:
         store = _agent_store()
         if store is None:
             return None
-        recorded = {rank: recorded_process(store, _who_key(rank)) for rank in range(dist.get_world_size())
+        recorded = {rank: recorded_process(store, rank) for rank in range(dist.get_world_size())
                     if rank != dist.get_rank()}
     except Exception:  # noqa: BLE001 (the store's own errors): not named
         return None

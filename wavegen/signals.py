@@ -9,13 +9,16 @@ context manager does nothing and the process keeps its handlers.
 Under a launch (torchrun, accelerate launch: WORLD_SIZE > 1) a SIGTERM is most often the launcher ending
 the survivors of a process that ended (a user's Ctrl-C reaches the processes as SIGINT): it takes effect,
 its line said, LAUNCH_TERM_SECONDS later, time for the process to meet the lost one (its next collective,
-a render's next chunk: StopSignals.held) and say that instead (:func:`drop_pending_stop_lines`). A Ctrl-C
+a render's next chunk: StopSignals.held) and say that instead (:func:`drop_pending_stop_lines`); a work that
+may be far from its next look (a render's guard, its FLAC encoding) gives a ``look_for_loss``, asked then, whose
+loss is raised at once. A Ctrl-C
 reaches every process of a launch: the first alone says what it does (:func:`first_process_says`) and that
 it interrupted the command (:func:`says_the_interrupt`).
 """
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import importlib
 import logging
@@ -31,6 +34,7 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 LAUNCH_TERM_SECONDS = 5.0  # how long a launched process's SIGTERM line waits for word of a lost process
 _pending: set = set()  # the StopSignals whose SIGTERM line waits
 _terms_held = False  # a SIGTERM of a launcher was held by a StopSignals of this process
+_lock = threading.Lock()  # a held SIGTERM's time up (its timer's thread) against a loss met by the work meanwhile
 
 
 def launched() -> bool:
@@ -59,23 +63,21 @@ def launch_rank() -> tuple[int, int]:
 
 
 def says_the_interrupt() -> bool:
-    """Whether this process says that a Ctrl-C interrupted its command: a Ctrl-C reaches every process of
-    a launch (the terminal's process group, and the launcher hands it on), so the first of the launch
-    says it for all (the others exit 130 without a word); a process started alone always does."""
-    return first_of_a_launch()
-
-
-def first_of_a_launch() -> bool:
-    """Whether this process speaks for its launch: the first of several (launch_rank), or one started alone
-    (however a stray RANK in its environment reads: no launcher set a size above 1)."""
+    """Whether this process speaks for its launch: says that a Ctrl-C interrupted its command, and what a Ctrl-C
+    will do (:func:`first_process_says`). A Ctrl-C reaches every process of a launch (the terminal's process group,
+    and the launcher hands it on), so the first of the launch (launch_rank) says it for all (the others exit 130
+    without a word); a process started alone always does (however a stray RANK in its environment reads: no
+    launcher set a size above 1)."""
     several = any(os.environ.get(name, "").strip().isdigit() and int(os.environ[name]) > 1 for name in _SIZE_VARS)
     return not several or launch_rank()[0] == 0
 
 
 def drop_pending_stop_lines() -> None:
     """A lost process is said by this one: a launcher's SIGTERM held meanwhile says nothing of its own."""
-    for stop in list(_pending):
-        stop._cancel_line()
+    with _lock:
+        for stop in list(_pending):
+            if not stop._looking or threading.current_thread() is not stop._line:  # (not the look that made it)
+                stop._cancel_line()
 
 
 def held_a_launchers_term() -> bool:
@@ -88,7 +90,7 @@ def first_process_says(logger_name: str, rank: int | None = None):
     """While inside: the warnings (and info) of logger ``logger_name`` said by the first process of a launch
     alone (``rank``, or launch_rank's: known before any process group exists); its errors by every process. A
     Ctrl-C reaches every process of a launch (torchrun hands it on to each), and each would say the same."""
-    if (first_of_a_launch() if rank is None else rank == 0):
+    if (says_the_interrupt() if rank is None else rank == 0):
         yield
         return
     log, errors_only = logging.getLogger(logger_name), (lambda record: record.levelno >= logging.ERROR)
@@ -141,10 +143,16 @@ class StopSignals:
 
     ``message`` is logged on the first signal (what will happen before the process exits).
     ``signum`` is the first signal's number (None until one arrives); ``name`` its name.
+    ``look_for_loss``: under a launch, → the error of another process of the launch seen lost (ended), or None;
+    asked when a held SIGTERM's LAUNCH_TERM_SECONDS are up: that error is then raised in the main thread, whatever
+    it is doing, instead of the SIGTERM's line (a work that looks for a lost process at safe points alone may be
+    far from the next one: a guard's verdict, the FLAC encoding at the end; torchrun kills 30 s after its SIGTERM).
     """
 
-    def __init__(self, message: str = "stopping at the next safe point"):
-        self.message = message
+    def __init__(self, message: str = "stopping at the next safe point", look_for_loss=None):
+        self.message, self.look_for_loss = message, look_for_loss
+        self._looking = False  # look_for_loss is being asked (the held SIGTERM's timer)
+        self._loss: BaseException | None = None  # what it found: raised in the main thread (its handler)
         self.signum: int | None = None
         self._previous: dict = {}
         self._announcing = False  # the first signal's message is being logged
@@ -154,7 +162,7 @@ class StopSignals:
     @property
     def requested(self) -> bool:
         """A stop was asked for (a launched process's SIGTERM: once its line is said, or dropped for a loss)."""
-        return self.signum is not None and self not in _pending
+        return self.signum is not None and self not in _pending and self._loss is None
 
     @property
     def held(self) -> bool:
@@ -172,6 +180,9 @@ class StopSignals:
             self.signum = signum
 
     def _handle(self, signum, frame) -> None:
+        if self._loss is not None:  # a lost process found as a held SIGTERM's time was up (_time_up)
+            loss, self._loss, self.signum = self._loss, None, None  # said as the loss, not as a stop
+            raise loss
         if self.signum is not None:
             if not self._announcing:
                 raise KeyboardInterrupt
@@ -183,7 +194,7 @@ class StopSignals:
         if signum == signal.SIGTERM and launched():  # the launcher ending the survivors of a lost process?
             global _terms_held
             _terms_held = True
-            self._line = threading.Timer(LAUNCH_TERM_SECONDS, self._say)
+            self._line = threading.Timer(LAUNCH_TERM_SECONDS, self._time_up)
             self._line.daemon = True
             _pending.add(self)
             self._line.start()
@@ -195,6 +206,32 @@ class StopSignals:
             self._announcing = False
         if self._again:
             raise KeyboardInterrupt
+
+    def _time_up(self) -> None:
+        """A held SIGTERM's LAUNCH_TERM_SECONDS are up (its timer's thread): a lost process that look_for_loss
+        finds is raised in the main thread (its SIGTERM handler, :meth:`_handle`, at once or after a block that
+        holds signals: :func:`signals_held`); else the line is said and the stop takes effect. Nothing where the
+        work met the loss meanwhile (:func:`drop_pending_stop_lines`)."""
+        with _lock:
+            if self not in _pending:
+                return
+            self._looking = self.look_for_loss is not None
+        loss = None
+        if self._looking:
+            try:
+                loss = self.look_for_loss()
+            except Exception:  # noqa: BLE001 (a store gone): the line is said
+                loss = None
+        with _lock:
+            self._looking = False
+            if self not in _pending:  # the work met the loss while this looked: it says it
+                return
+            if loss is None:
+                self._say()
+                return
+            _pending.discard(self)
+            self._loss = loss
+        _thread.interrupt_main(signal.SIGTERM)
 
     def _say(self) -> None:
         _pending.discard(self)

@@ -273,8 +273,11 @@ class RenderJob:
                 folder.warn_if_changed(done)
             return done
         # one stop request for the whole render: a window being made is rewound (KeyboardInterrupt);
-        # one that comes after the last window is made lets the render finish, and says so
-        with StopSignals(STOP_IN_WINDOW) as stop, first_process_says(signals_logger.name, procs.rank):
+        # one that comes after the last window is made lets the render finish, and says so. A launcher's SIGTERM
+        # (another process lost) is met at the next chunk or window, or, where the work is far from one (a guard's
+        # verdict, the FLAC encoding), raised as the loss once its line's time is up
+        with StopSignals(STOP_IN_WINDOW, procs.lost_elsewhere if procs.world > 1 else None) as stop, \
+                first_process_says(signals_logger.name, procs.rank):
             shard = ShardRender(self, progress and procs.rank == 0, stop)
             # every process's snapshot read (or engine reset) before any renders: a refusal of one (a damaged
             # snapshot) reaches the others at once, not once they have rendered their streams to the end

@@ -25,7 +25,7 @@ import uuid
 
 from wavegen.config import ConfigError
 from wavegen.distributed import (GROUP_TIMEOUT_SECONDS, ProcessLostError, before_process_group, first_to_say_the_loss,
-                                 lost_contact, process_lost, process_state, record_process, recorded_process)
+                                 lost_contact, process_lost, process_state, record_this_process, recorded_process)
 from wavegen.errors import FolderBusyError, WavegenError, every_process
 from wavegen.render.settings import RenderStateError, RenderWriteError
 
@@ -64,7 +64,7 @@ class Processes:
         # where a process that fails mid-render leaves word for the others
         self._failure_key = f"wavegen/render/failed/{key}"
         self._key, self._meetings, self._who = f"wavegen/render/{key}", 0, {}
-        record_process(_store(), f"{self._key}/who/{self.rank}")
+        record_this_process(_store())  # as training does: a gloo error met outside _all_here names the lost one too
         self._heartbeat = _Heartbeat(f"{self._key}/alive/{self.rank}")
 
     def close(self) -> None:
@@ -100,18 +100,23 @@ class Processes:
     def failure_elsewhere(self) -> BaseException | None:
         """The error another process stopped with (:meth:`tell_failure`), to raise here, naming that
         process; None while none has. A KeyboardInterrupt for a stop request (a Ctrl-C that reached
-        that process alone)."""
+        that process alone), unless another process is seen ended: that stop may be the recorder's answer to
+        the loss (its launcher's SIGTERM), and the loss is the news (:meth:`lost_elsewhere`)."""
         if self.world == 1:
             return None
         try:
             store = _store()
             if not store.check([self._failure_key]):
-                return self._ended_elsewhere()
+                return self.lost_elsewhere()
             rank, kind, message, user_error = json.loads(store.get(self._failure_key))
         except Exception:  # noqa: BLE001 (the store's own errors): no word here; the agreement still hears it
-            return self._ended_elsewhere()
+            return self.lost_elsewhere()
         if rank == self.rank:
-            return self._ended_elsewhere()
+            return self.lost_elsewhere()
+        if kind == "KeyboardInterrupt":
+            lost = self.lost_elsewhere(but=rank)
+            if lost is not None:
+                return lost
         if user_error:
             message = (f"process {rank} of {self.world} failed, and the others stopped with it (what they had "
                        f"written is saved): {message}")
@@ -119,11 +124,11 @@ class Processes:
         error.from_rank = rank
         return error
 
-    def _ended_elsewhere(self) -> ProcessLostError | None:
-        """ProcessLostError naming another process of this machine that has ended (killed), to raise at this
-        window (its launcher's SIGTERM to this one waits for it: wavegen.signals); None while none has."""
+    def lost_elsewhere(self, but: int | None = None) -> ProcessLostError | None:
+        """ProcessLostError naming another process of this machine (not ``but``) that has ended (killed), to raise
+        here (its launcher's SIGTERM to this one is held meanwhile: wavegen.signals); None while none has."""
         for rank in range(self.world):
-            if rank != self.rank and self._state_of(rank) == "ended":
+            if rank not in (self.rank, but) and self._state_of(rank) == "ended":
                 error = self._lost(rank, "ended")
                 error.from_rank = rank
                 return error
@@ -190,7 +195,7 @@ class Processes:
         """Process ``rank``'s state where it runs on this machine, among the processes this one sees: "ended",
         "stopped" (SIGSTOP, Ctrl-Z) or "running"; None where it runs elsewhere (or cannot be seen)."""
         if rank not in self._who:
-            who = recorded_process(_store(), f"{self._key}/who/{rank}")
+            who = recorded_process(_store(), rank)
             if who is None:  # (it records it just after the group's first exchange)
                 return None
             self._who[rank] = who
