@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import threading
 from pathlib import Path
 
 from wavegen.errors import WavegenError
@@ -94,6 +95,25 @@ def truncate_metrics(path: Path, step: int) -> None:
         atomic_write(path, "".join(json.dumps(row) + "\n" for row in kept))
 
 
+@contextlib.contextmanager
+def _writer_thread_errors_kept():
+    """TensorBoard's writer thread, failing to write (a full disk), keeps the error for the writer's next call,
+    which raises it (on_main's one line, or RunLog.close's), then lets it go on to threading.excepthook too,
+    whose traceback would come before that line: that one is not printed."""
+    before = threading.excepthook
+
+    def hook(args):
+        if not (isinstance(args.exc_value, OSError) and type(args.thread).__name__ == "_AsyncWriterThread"):
+            before(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        if threading.excepthook is hook:
+            threading.excepthook = before
+
+
 class RunLog:
     """metrics.jsonl rows, TensorBoard scalars and the progress bar of one run (main process only).
 
@@ -116,7 +136,9 @@ class RunLog:
         # TensorBoard encodes its path as UTF-8: a run folder named in other bytes is reached through a descriptor,
         # held open while the writer lives
         self._board = contextlib.ExitStack()
+        self._board_path = run_dir / TENSORBOARD
         try:
+            self._board.enter_context(_writer_thread_errors_kept())
             self._writer = SummaryWriter(self._board.enter_context(utf8_path(run_dir / TENSORBOARD)),
                                          purge_step=step + 1)
         except BaseException:
@@ -169,12 +191,24 @@ class RunLog:
         if self.bar is not None:
             self.bar.update(1)
 
-    def close(self) -> None:
+    def close(self, warn: bool = True) -> None:
+        """Close the bar, TensorBoard and metrics.jsonl, each whatever the others do. A write that fails here
+        (a full disk: TensorBoard's queued events, a row left in the buffer) is not raised: the run's outcome
+        stands (an error already stopping it keeps its one line); with ``warn``, one line names the file."""
         if self.bar is not None:
             self.bar.close()
         if self._writer is not None:
-            self._writer.close()
-            self._board.close()
+            with self._board:  # the folder's descriptor let go, whatever the writer's close raises
+                self._closed(self._writer, self._board_path, warn)
         if self._file is not None:
-            self._file.close()
+            self._closed(self._file, Path(self._file.name), warn)
         self._file = self._writer = self.bar = None
+
+    @staticmethod
+    def _closed(log, path: Path, warn: bool) -> None:
+        try:
+            log.close()
+        except OSError as err:
+            (logger.warning if warn else logger.debug)(
+                "%s: the last of the training's logs could not be written (%s); its checkpoints are not affected",
+                path, err.strerror or err)

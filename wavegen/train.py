@@ -183,10 +183,14 @@ def train(config: dict, run_dir: str | Path, progress: bool = True, stop: StopSi
     A first SIGINT or SIGTERM (wavegen.signals) at any point stops cleanly: while the run starts up,
     the start-up finishes (nothing is left half-written) and no step trains ("interrupted" at the
     step it started from); later, the step finishes and a checkpoint is saved. ``stop``: the
-    StopSignals a caller installed before this call (the CLI's, before its imports), else train's own.
+    StopSignals a caller installed before this call (the CLI's, before its imports, under
+    signals.first_process_says), else train's own (under it too).
     """
+    if stop is not None:  # the caller's StopSignals: its lines are said as the caller arranged (the CLI: once)
+        stop.message = STOP_STARTING
+        return _train(config, Path(run_dir), progress, stop)
     # what a stop signal will do is said once, by the first process of a launch (each of them hears it)
-    with nullcontext(stop) if stop is not None else StopSignals() as stop, first_process_says(signals_logger.name):
+    with StopSignals() as stop, first_process_says(signals_logger.name):
         stop.message = STOP_STARTING
         return _train(config, Path(run_dir), progress, stop)
 
@@ -239,18 +243,19 @@ def _train_steps(run: _Run, progress: bool, stop: StopSignals) -> str:
     """The logs, the samples and the batch stream of a run that has started up, then its steps (_run_steps)."""
     cfg, accelerator = run.cfg, run.accelerator
     run.log = _made_on_main(run, "the logs", lambda main: RunLog(run.run_dir, run.step, cfg.max_steps, main, progress))
-    stream = None
+    stream, status = None, None
     try:  # the logs are closed whatever fails after them (a second train() in one process reopens them)
         run.samples = _made_on_main(run, "the samples", lambda main: TrainingSamples(
             run.run_dir, cfg, accelerator.device, run.corpus.sample_rate, main, run.log, run.album,
             run_key(run.config), start_step=run.step))
         stream = BatchStream(run.batches, run.step, cfg.grad_accum, accelerator.device, workers=cfg.num_workers,
                              pin=accelerator.device.type == "cuda")
-        return _run_steps(run, stream, stop)
+        status = _run_steps(run, stream, stop)
+        return status
     finally:
         if stream is not None:
             stream.close()
-        run.log.close()
+        run.log.close(warn=status is not None)  # a failure's own line is not followed by the logs' (a full disk)
 
 
 def _made_on_main(run: _Run, what: str, make):

@@ -31,11 +31,13 @@ from wavegen.errors import WavegenError, every_process
 
 # Settings that may change when a run is resumed; anything else must match config.json.
 # grad_accum may change because batches are drawn per global stream (data.py): moving from
-# one GPU with grad_accum=8 to 8 GPUs with grad_accum=1 continues the same run.
+# one GPU with grad_accum=8 to 8 GPUs with grad_accum=1 continues the same run. lr and grad_clip may
+# change because they are the remedy a non-finite step names (NonFiniteWatch.check): the run goes on
+# from its last good checkpoint with a lower learning rate or with clipping on.
 RESUMABLE_CHANGES = {"max_steps", "log_interval", "val_interval", "checkpoint_interval",
                      "keep_checkpoints", "num_workers", "val_seconds", "grad_accum", "compile",
                      "mixed_precision", "sample_interval", "sample_seconds", "sample_streams",
-                     "group_timeout_seconds"}
+                     "group_timeout_seconds", "lr", "grad_clip"}
 
 
 def check_resume(run_dir: Path, config: dict) -> None:
