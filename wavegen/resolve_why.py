@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -73,34 +74,53 @@ def is_render(path: Path) -> bool:
         any(state.glob("rank*.npz")) or any(state.glob("stream_*.pcm"))
 
 
-def other_use(folder: Path, own: str) -> str | None:
-    """What wavegen folder other than ``own``'s ("render": a render's --out; "archive": serve's --archive) ``folder``
-    is, or lies inside, in words ("it holds a model (model.safetensors)", "it lies inside the training run R
-    (...)"), or None: no such folder, one of ``own``'s, or one of other files (a render or an archive writes beside
-    them by its own names). Render and serve refuse such a folder before the model loads: their files would mix into
-    it (a run's .lock taken, a render's .state/params.json taken for an archive's, or the other way round), or into
-    a folder that a model, run or corpus is, or into what its writer replaces, prunes or removes (a run's best/ and
-    checkpoints, a render's or archive's .state/)."""
-    from wavegen.corpus import MANIFEST
+@dataclass(frozen=True)
+class OtherUse:
+    """What :func:`other_use` found: ``words`` say it ("it holds a model (model.safetensors)", "it lies inside the
+    training run R (...)"); ``lies_inside``: the folder lies inside another command's folder (a folder outside it
+    will do), rather than holding another command's files itself (a new folder will)."""
 
+    words: str
+    lies_inside: bool
+
+
+def other_use(folder: Path, own: str) -> OtherUse | None:
+    """What wavegen folder other than ``own``'s ("render": a render's --out; "archive": serve's --archive) ``folder``
+    is, or lies inside (:class:`OtherUse`), or None: no such folder, one of ``own``'s, or one of other files (a
+    render or an archive writes beside them by its own names). Render and serve refuse such a folder before the
+    model loads: their files would mix into it (a run's .lock taken, a render's .state/params.json taken for an
+    archive's, or the other way round), or into a folder that a model, run or corpus is, or into what its writer
+    replaces, prunes or removes (a run's best/ and checkpoints, a render's or archive's .state/)."""
     try:
-        if not folder.is_dir():
-            return inside(folder)
-        if (folder / MODEL_FILE).is_file():  # a model folder, best/, a checkpoint
-            return f"it holds a model ({MODEL_FILE})"
-        if _is_run(folder):
-            return "it holds a training run (what wavegen train --run wrote)"
-        if (folder / MANIFEST).is_file():
-            return "it holds a prepared corpus (what wavegen prep wrote)"
-        if own != "archive" and is_archive(folder):
-            model = _archive_model(folder)
-            return (f"it holds a live stream's archive (what wavegen serve --archive wrote: wavegen serve "
-                    f"{model or 'MODEL'} --archive {folder} continues it)")
-        if own != "render" and is_render(folder):
-            return "it holds a render (what wavegen render --out wrote)"
-        return inside(folder)
+        held = _holds_other(folder, own) if folder.is_dir() else None
     except OSError:  # cannot be looked in: the command's own checks say why
         return None
+    if held is not None:
+        return OtherUse(held, lies_inside=False)
+    try:
+        words = inside(folder)
+    except OSError:
+        return None
+    return OtherUse(words, lies_inside=True) if words is not None else None
+
+
+def _holds_other(folder: Path, own: str) -> str | None:
+    """What other wavegen command's files the folder ``folder`` holds itself, in words, or None."""
+    from wavegen.corpus import MANIFEST
+
+    if (folder / MODEL_FILE).is_file():  # a model folder, best/, a checkpoint
+        return f"it holds a model ({MODEL_FILE})"
+    if _is_run(folder):
+        return "it holds a training run (what wavegen train --run wrote)"
+    if (folder / MANIFEST).is_file():
+        return "it holds a prepared corpus (what wavegen prep wrote)"
+    if own != "archive" and is_archive(folder):
+        model = _archive_model(folder)
+        return (f"it holds a live stream's archive (what wavegen serve --archive wrote: wavegen serve "
+                f"{model or 'MODEL'} --archive {folder} continues it)")
+    if own != "render" and is_render(folder):
+        return "it holds a render (what wavegen render --out wrote)"
+    return None
 
 
 def _is_run(folder: Path) -> bool:
@@ -128,7 +148,7 @@ def inside(folder: Path) -> str | None:
     return found
 
 
-INSIDE = "it lies inside"  # how other_use begins where the folder lies inside another command's
+INSIDE = "it lies inside"  # how inside's words begin
 RUN_OWN_FOLDERS = ("checkpoints", "samples", "tb")  # with best*, .lock, ...: what a training writes in its run
 
 

@@ -173,7 +173,7 @@ def check_out(out_dir: Path) -> None:
     serve's --archive check too), or a folder of audio files that holds no render (recordings: eval --renders judges
     every audio file there, and a prep of the folder would take the streams for recordings:
     :func:`wavegen.resolve_why.recordings`, serve's too). Looked at only: nothing is made or written."""
-    from wavegen.resolve_why import INSIDE, other_use, recordings
+    from wavegen.resolve_why import other_use, recordings
 
     dangling = link_to_nothing(out_dir)
     if dangling is not None:
@@ -184,9 +184,9 @@ def check_out(out_dir: Path) -> None:
                                "stream_000.wav ... (a new name is created)")
     held = other_use(out_dir, "render")
     if held is not None:
-        where = "outside it" if held.startswith(INSIDE) else "e.g. a new folder"
-        raise RenderStateError(f"--out {out_dir}: {held}; a render there would mix its files (stream_000.wav ..., "
-                               f"render_report.json, .state/, .lock) into it: choose another --out, {where}")
+        where = "outside it" if held.lies_inside else "e.g. a new folder"
+        raise RenderStateError(f"--out {out_dir}: {held.words}; a render there would mix its files (stream_000.wav "
+                               f"..., render_report.json, .state/, .lock) into it: choose another --out, {where}")
     audio = recordings(out_dir, "render")
     if audio:
         raise RenderStateError(f"--out {out_dir} holds audio files ({some_of(audio)}) and no render: eval --renders would "
@@ -254,6 +254,14 @@ class RenderFolder:
                 f"cannot write {path}: {reason}: the render keeps a file open per stream and reached this "
                 f"process's open-file limit ({'unlimited' if limit is None else limit}); {intact}; raise it with "
                 "ulimit -n (or render fewer streams per folder) and rerun the same command to resume")
+        if code == errno.ENOENT and written is not None and not self.out_dir.is_dir():
+            # moved or renamed while the render ran (its files went with it): "rerun the same command" would
+            # begin a new render at the old name
+            intact = "nothing was written yet" if not written else \
+                f"{written / sample_rate:.1f} s of each stream written so far are intact in it, wherever it went"
+            return RenderWriteError(
+                f"cannot write {path}: the render's folder {self.out_dir} is gone (moved, renamed or removed while "
+                f"the render ran); {intact}; rerun the command with --out naming its new place to resume")
         if code == errno.ENFILE:
             return RenderWriteError(f"cannot write {path}: {reason}: the system's table of open files is full; "
                                     f"{intact}; close other programs' files and rerun the same command to resume")
@@ -370,6 +378,7 @@ class RenderFolder:
             self.wipe()
         done = self.completed_report(params)
         if done is not None:
+            self._remove_finished_state()
             return done
         saved = self.saved_params()
         if saved is not None:
@@ -390,6 +399,15 @@ class RenderFolder:
         except OSError as err:
             raise self.io_error(Path(err.filename or self.state_dir), err) from err
         return None
+
+    def _remove_finished_state(self) -> None:
+        """A finished render's .state/ that is still there (its render was killed while write_report removed it,
+        after the report was written): its snapshots and raw PCM (as large as the FLAC streams' audio) serve
+        nothing now, and no later run would remove them."""
+        if self.state_dir.is_dir() and not self.state_dir.is_symlink():
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+            logger.info("%s: removed %s, left by the finished render (it was stopped while removing it)",
+                        self.out_dir, STATE_DIR)
 
     def _record_tensors(self, saved: dict, params: dict) -> None:
         """A render begun before renders recorded their model's tensors (``saved`` without TENSORS_KEY), resumed

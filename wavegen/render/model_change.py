@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from wavegen.resolve import BEST_FOLDERS, MODEL_FILE, ModelRef, best_with, checkpoint_with, resolve_model
 
@@ -50,14 +51,29 @@ def kept_with(began: str | Path, saved: dict) -> tuple[Path, str | None, str] | 
     records their TENSORS_KEY and model_sha256), for a refusal of other weights to name: (run, "step_N", "the kept
     checkpoint FOLDER") for the newest kept checkpoint of its run holding them; else, where ``began`` is a checkpoint
     gone since (pruned), (run, None, "the run's best/") where the run's best/ (or best.old/) does. None: neither."""
-    found = checkpoint_with(began, saved.get(TENSORS_KEY), saved.get("model_sha256"))
+    held = _holder(Path(began), saved.get(TENSORS_KEY), saved.get("model_sha256"))
+    return None if held is None else (held.run, held.checkpoint, held.words)
+
+
+class _Held(NamedTuple):
+    run: Path
+    checkpoint: str | None  # "step_N" where a kept checkpoint holds the weights
+    best: str | None  # else the run's best folder's name (best, best.old) that does
+    words: str  # "the kept checkpoint FOLDER", "the run's best/"
+
+
+def _holder(began: Path, tensors: str | None, sha256: str | None, best_too: bool = True) -> _Held | None:
+    """The one search for the weights (``tensors``, else the weights file's ``sha256``) of the model folder
+    ``began``: the newest kept checkpoint of its run holding them; else (``best_too``), where ``began`` is a
+    checkpoint gone since (pruned), the run's best/ (or best.old/) holding them. None: neither."""
+    found = checkpoint_with(began, tensors, sha256)
     if found is not None:
-        return found[1].parent.parent, f"step_{found[0]}", f"the kept checkpoint {found[1]}"
-    if _in_checkpoints(str(began)) and not Path(began).exists():  # pruned since
-        run = Path(began).parent.parent
-        best = best_with(run, saved.get(TENSORS_KEY))
+        return _Held(found[1].parent.parent, f"step_{found[0]}", None, f"the kept checkpoint {found[1]}")
+    if best_too and _in_checkpoints(str(began)) and not began.exists():  # pruned since
+        run = began.parent.parent
+        best = best_with(run, tensors)
         if best is not None:
-            return run, None, f"the run's {best}/"
+            return _Held(run, None, best, f"the run's {best}/")
     return None
 
 
@@ -162,21 +178,18 @@ def stand_in(named, checkpoint: str | None, began, tensors: str | None, sha256: 
     if checkpoint is not None:
         if began_dir != named_dir / "checkpoints" / checkpoint or began_dir.exists():
             return None
-        run, gone_why = named_dir, "pruned by a training that went on, or deleted"
+        gone_why = "pruned by a training that went on, or deleted"
     else:
         if (began_dir / MODEL_FILE).is_file() or not (
                 began_dir == named_dir or (began_dir.parent == named_dir and began_dir.name in BEST_FOLDERS)):
             return None
-        run = began_dir.parent.parent if _in_checkpoints(began) else began_dir.parent
         gone_why = "deleted, or being replaced by a training"
-    found = checkpoint_with(began_dir, tensors, sha256)
-    if found is not None:
-        return StandIn(resolve_model(run, f"step_{found[0]}"), began_dir, f"the kept checkpoint {found[1]}", gone_why)
-    name = best_with(run, tensors) if checkpoint is not None else None
-    if name is None:
+    held = _holder(began_dir, tensors, sha256, best_too=checkpoint is not None)
+    if held is None:
         return None
-    return StandIn(resolve_model(run if name == BEST_FOLDERS[0] else run / name), began_dir, f"the run's {name}/",
-                   gone_why)
+    ref = resolve_model(held.run, held.checkpoint) if held.checkpoint is not None else \
+        resolve_model(held.run if held.best == BEST_FOLDERS[0] else held.run / held.best)
+    return StandIn(ref, began_dir, held.words, gone_why)
 
 
 def _in_checkpoints(model_dir: str) -> bool:

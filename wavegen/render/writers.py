@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from wavegen.config import ConfigError
-from wavegen.fileio import atomic_write
+from wavegen.fileio import atomic_write, fsync_dir
 from wavegen.render.settings import WAV_HEADER_BYTES, RenderStateError
 from wavegen.signals import signals_held
 
@@ -332,7 +332,8 @@ def load_snapshot(path: Path, fallback: bool = False) -> tuple[dict[str, np.ndar
     """``path`` → (engine state, samples written per stream, meta); RenderStateError naming a damaged file.
 
     ``fallback=True``: where ``path`` is missing or damaged, the previous snapshot
-    (:func:`previous_snapshot`) is read instead, with a warning naming the damaged file.
+    (:func:`previous_snapshot`) is read instead, with a warning naming the damaged file, and put in its place
+    (renamed over it): the next ``save_snapshot(keep_previous=True)`` keeps it, not the damaged file, as the fallback.
     """
     path = Path(path)
     prev = previous_snapshot(path)
@@ -351,6 +352,13 @@ def load_snapshot(path: Path, fallback: bool = False) -> tuple[dict[str, np.ndar
                                    "--restart to start the render over") from None
         logger.warning("%s %s; resuming from the snapshot before it, %s (%.0f samples per stream)",
                        path, what, prev.name, state[1])
+        # the good one back in the newest's place: the next save_snapshot(keep_previous=True) would otherwise
+        # keep the damaged file as the fallback, and a crash or full disk in that save leave no snapshot to resume
+        try:
+            os.replace(prev, path)
+            fsync_dir(path.parent)
+        except OSError:  # a folder that takes no rename: the render's own writes there say why
+            pass
         return state
 
 

@@ -73,12 +73,12 @@ def check_archive_folder(folder: str | Path) -> None:
     wavegen folder's files nor lies inside a model, run or corpus (:func:`wavegen.resolve_why.other_use`), and is no
     folder of recordings (:func:`wavegen.resolve_why.recordings`; render's --out is checked by both too):
     serve calls it before the model loads, so a folder that cannot work does not cost the load and the timing."""
-    from wavegen.resolve_why import INSIDE, other_use, recordings
+    from wavegen.resolve_why import other_use, recordings
 
     held = other_use(Path(folder), "archive")
     if held is not None:
-        where = "outside it" if held.startswith(INSIDE) else "e.g. an empty one"
-        raise ServeError(f"--archive {folder}: {held}; an archive there would mix its files (.state/, .lock, "
+        where = "outside it" if held.lies_inside else "e.g. an empty one"
+        raise ServeError(f"--archive {folder}: {held.words}; an archive there would mix its files (.state/, .lock, "
                          f"broadcast parts) into it: choose another folder, {where}")
     audio = recordings(Path(folder), "archive")
     if audio:  # the user's recordings: the parts among them, a prep of the folder taking the broadcast for one
