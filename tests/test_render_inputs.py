@@ -215,6 +215,10 @@ def test_a_render_begun_from_best_resumes_from_the_checkpoint_it_was_chosen_from
     ("1,,2", "--temperature 1,,2: an empty item (two commas, or one at an end)"),
     ("1,", "--temperature 1,: an empty item"),
     ("1,warm", "--temperature 1,warm: 'warm' is not a number"),
+    # beyond float32's range, the engines': inf there, every draw uniform noise; below it 0, the engine's error
+    ("1,1e300", "--temperature 1,1e300: every temperature must lie within float32's range, the engines' (1e300 is "
+                "not)"),
+    ("1e-50", "--temperature 1e-50: every temperature must lie within float32's range"),
 ])
 def test_a_temperature_mistake_names_the_value_as_typed(model, tmp_path, capsys, typed, says):
     """--temperature as the user typed it (not "[0.0]"), and an empty item is refused, not skipped."""

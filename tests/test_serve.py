@@ -528,6 +528,7 @@ def _one_error_line(capsys) -> str:
     ("--seed", "-5", "must be a whole number from 0 to 18446744073709551615"),
     ("--temperature", "inf", "every temperature must be a positive number"),
     ("--temperature", "nan", "every temperature must be a positive number"),
+    ("--temperature", "1e+39", "every temperature must lie within float32's range, the engines' (1e+39 is not)"),
     ("--guard-seconds", "inf", "must be a finite number of seconds above zero"),
     ("--archive-part-seconds", "inf", "must be a finite number of seconds above zero"),
     ("--snapshot-seconds", "nan", "must be a finite number of seconds above zero"),

@@ -87,9 +87,11 @@ class RenderSettings:
         if self.guard_attempts < 0:
             raise ConfigError(f"--guard-attempts {self.guard_attempts}: must be >= 0")
         temps = list(np.atleast_1d(np.asarray(self.temperature, dtype=np.float64)))
-        if not temps or not all(math.isfinite(t) and t > 0 for t in temps):
+        problems = [_temperature_problem(t, f"{t:g}") for t in temps]
+        if not temps or any(problems):
             typed = ",".join(f"{t:g}" for t in temps)  # as a user types it, not a Python list
-            raise ConfigError(f"--temperature {typed}: every temperature must be a positive number")
+            raise ConfigError(f"--temperature {typed}: "
+                              + next((p for p in problems if p), "every temperature must be a positive number"))
 
     def total_samples(self, sample_rate: int) -> int:
         """Samples per stream at ``sample_rate``; ConfigError where the length is impossible for the format."""
@@ -109,10 +111,24 @@ def parse_temperatures(text: str) -> list[float]:
         except ValueError:
             raise ConfigError(f"--temperature {text}: {item.strip()!r} is not a number; give a number or a comma "
                               "list of numbers such as 0.8,1.0") from None
-        if not (math.isfinite(temps[-1]) and temps[-1] > 0):
-            raise ConfigError(f"--temperature {text}: every temperature must be a positive number "
-                              f"({item.strip()} is not)")
+        problem = _temperature_problem(temps[-1], item.strip())
+        if problem:
+            raise ConfigError(f"--temperature {text}: {problem}")
     return temps
+
+
+def _temperature_problem(t: float, typed: str) -> str | None:
+    """Why temperature t (typed so) cannot be rendered with (None: it can). The engines divide the logits by
+    it in float32: a value beyond float32's range became inf there (every draw uniform noise, and a
+    RuntimeWarning), one below its smallest 0 (the engine's error, not the option's)."""
+    if not (math.isfinite(t) and t > 0):
+        return f"every temperature must be a positive number ({typed} is not)"
+    with np.errstate(over="ignore", under="ignore"):
+        single = np.float32(t)
+    if not (np.isfinite(single) and single > 0):
+        return (f"every temperature must lie within float32's range, the engines' ({typed} is not): give a "
+                "number such as 0.8 or 1.2")
+    return None
 
 
 def check_seconds(flag: str, value) -> None:
