@@ -221,6 +221,30 @@ def test_extending_a_run_with_a_decaying_schedule_says_that_its_learning_rate_ju
     assert "stretched" not in caplog.text
 
 
+def test_a_lower_learning_rate_on_a_resume_is_said_with_the_rate_it_replaces(tiny_corpus, tmp_path, caplog):
+    """train.lr may change on a resume (what a non-finite step's error advises): said, with the old value, and a
+    stretched schedule's jump is from the checkpoint's rate (it was computed with the new one for both ends)."""
+    cosine = ["train.lr_schedule=cosine"]
+    train(config_for(tiny_corpus, "train.max_steps=4", "train.lr=1e-3", *cosine), tmp_path / "run", progress=False)
+    with caplog.at_level(logging.WARNING, logger="wavegen"):
+        train(config_for(tiny_corpus, "train.max_steps=8", "train.lr=1e-4", *cosine), tmp_path / "run",
+              progress=False)
+    assert "train.lr 0.001 → 0.0001: the run goes on from step 4 with the new value(s)" in caplog.text
+    assert ("the schedule is stretched to end at step 8, so the learning rate jumps from 0 to 5e-05 at step 5"
+            in caplog.text)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="wavegen"):  # stretched again, from 1e-4's schedule
+        train(config_for(tiny_corpus, "train.max_steps=12", "train.lr=1e-4", *cosine), tmp_path / "run",
+              progress=False)
+    assert "the run goes on from step" not in caplog.text and "stretched to end at step 12" in caplog.text
+    assert [r["lr"] for r in read_metrics(tmp_path / "run") if r["step"] == 5 and "lr" in r] == [pytest.approx(5e-5)]
+    from wavegen.config import TrainConfig
+    from wavegen.trainstate import resume_warnings
+
+    said = resume_warnings(TrainConfig(lr=1e-4, max_steps=8, lr_schedule="cosine"), 2, {"max_steps": 4, "lr": 1e-3})
+    assert said[-1].endswith("the learning rate drops from 0.0005 to 8.54e-05 at step 3"), said
+
+
 def test_a_max_steps_below_the_step_reached_says_that_nothing_trains(tiny_corpus, tmp_path, capsys):
     """``--max-steps 2`` on a run at step 4: "finished at step 4" alone, as if the 2 steps had been trained."""
     args = ["train", "--data", str(tiny_corpus), "--model", "samplernn-tiny", "--run", str(tmp_path / "run"),

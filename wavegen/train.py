@@ -377,7 +377,7 @@ def _resume(run: _Run, folder: Path) -> None:
     if run.average is not None:
         run.average.restore(folder, state)
     if run.main:
-        for warning in resume_warnings(run.cfg, run.step, state.get("max_steps")):
+        for warning in resume_warnings(run.cfg, run.step, state):
             logger.warning("%s", warning)
         saved_by = state.get("processes", run.world)
         moved = f" (checkpoint written by {saved_by} process(es), now {run.world})" if saved_by != run.world else ""
@@ -487,6 +487,7 @@ def _save(run: _Run) -> None:
     tensors = run.carry.gather(run.accelerator)
     state = {"step": run.step, "best_val_bits": run.best_val, "processes": run.world,
              "grad_accum": run.cfg.grad_accum, "max_steps": run.cfg.max_steps,
+             "lr": run.cfg.lr, "grad_clip": run.cfg.grad_clip,  # a resume may change them: said, with the old
              # the log window so far: a resume logs the same first loss_bits row as a run not stopped here
              "log_loss_sum": float(_running_mean(run)), "log_loss_steps": run.running_steps}
     averaged = None

@@ -104,22 +104,30 @@ def lr_factor(step: int, train: TrainConfig) -> float:
     return 1.0 - progress
 
 
-def resume_warnings(cfg: TrainConfig, step: int, was: int | None) -> list[str]:
-    """What a run resumed at ``step`` under ``cfg`` is warned of (``was``: the checkpoint's max_steps; None in
-    an older one): a max_steps it is already past (nothing trains: said, not a bare "finished"); a decaying
-    schedule stretched to a new end (its learning rate jumping at once), with the numbers."""
+def resume_warnings(cfg: TrainConfig, step: int, saved: dict) -> list[str]:
+    """What a run resumed at ``step`` under ``cfg`` from a checkpoint whose state is ``saved`` is warned of: a
+    max_steps it is already past (nothing trains: said, not a bare "finished"); a learning rate or clipping other
+    than the checkpoint's (the remedy a non-finite step names: the run no longer goes on as it would have); a
+    decaying schedule stretched to a new end (its learning rate jumping at once), with the numbers. The
+    checkpoint's max_steps, lr and grad_clip: absent in an older one (max_steps: no stretch said; lr, grad_clip:
+    taken as unchanged)."""
     if step > cfg.max_steps:
         return [f"the run is at step {step}, past train.max_steps={cfg.max_steps}: nothing to train (a larger "
                 f"--max-steps goes on from step {step}; an earlier step's checkpoint renders with --checkpoint "
                 "step_N)"]
+    was, was_lr = saved.get("max_steps"), saved.get("lr", cfg.lr)
+    changes = [f"train.{key} {saved[key]:g} → {getattr(cfg, key):g}" for key in ("lr", "grad_clip")
+               if key in saved and saved[key] != getattr(cfg, key)]
+    said = [f"{' and '.join(changes)}: the run goes on from step {step} with the new value(s), recorded in its "
+            "config.json"] if changes else []
     if was in (None, cfg.max_steps) or cfg.lr_schedule == "constant" or step == cfg.max_steps:
-        return []
-    before, now = (cfg.lr * lr_factor(min(step, was), replace(cfg, max_steps=was)), cfg.lr * lr_factor(step, cfg))
+        return said
+    before, now = (was_lr * lr_factor(min(step, was), replace(cfg, max_steps=was)), cfg.lr * lr_factor(step, cfg))
     if math.isclose(before, now, rel_tol=1e-3):
-        return []
-    return [f"train.max_steps {was} → {cfg.max_steps} with train.lr_schedule={cfg.lr_schedule}: the schedule is "
-            f"stretched to end at step {cfg.max_steps}, so the learning rate {'jumps' if now > before else 'drops'} "
-            f"from {before:.3g} to {now:.3g} at step {step + 1}"]
+        return said
+    return said + [f"train.max_steps {was} → {cfg.max_steps} with train.lr_schedule={cfg.lr_schedule}: the schedule "
+                   f"is stretched to end at step {cfg.max_steps}, so the learning rate "
+                   f"{'jumps' if now > before else 'drops'} from {before:.3g} to {now:.3g} at step {step + 1}"]
 
 
 class NonFiniteError(WavegenError):
