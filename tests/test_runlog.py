@@ -88,3 +88,27 @@ def test_the_metrics_file_is_closed_when_tensorboard_cannot_start(tmp_path):
         RunLog(tmp_path, 0, 10, True, False)
     assert f"{tmp_path / 'tb'}" in str(raised.value) and (tmp_path / "metrics.jsonl").is_file()
     assert open_files_under(tmp_path) == []  # while the error (and the half-made RunLog it holds) is alive
+
+
+def test_logs_closed_in_any_order_leave_other_threads_errors_said(tmp_path, monkeypatch):
+    """A RunLog hides its own TensorBoard writer thread's OSError (its one line comes from the writer's next call):
+    two RunLogs closed in the order they opened left the first one's hook installed for good, and it hid the
+    OSError of any thread of that class, another SummaryWriter's included."""
+    import threading
+
+    said = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: said.append(args.exc_value))  # the process's hook
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    first, second = (RunLog(tmp_path / name, 0, 2, True, False) for name in ("a", "b"))
+    first.close()
+    second.close()
+
+    class _AsyncWriterThread(threading.Thread):  # another writer's thread, of the class name TensorBoard gives it
+        def run(self):
+            raise OSError(28, "No space left on device")
+
+    thread = _AsyncWriterThread()
+    thread.start()
+    thread.join()
+    assert [str(e) for e in said] == ["[Errno 28] No space left on device"]

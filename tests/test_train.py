@@ -239,10 +239,19 @@ def test_a_lower_learning_rate_on_a_resume_is_said_with_the_rate_it_replaces(tin
     assert "the run goes on from step" not in caplog.text and "stretched to end at step 12" in caplog.text
     assert [r["lr"] for r in read_metrics(tmp_path / "run") if r["step"] == 5 and "lr" in r] == [pytest.approx(5e-5)]
     from wavegen.config import TrainConfig
-    from wavegen.trainstate import resume_warnings
+    from wavegen.trainstate import earlier_train, resume_warnings
 
     said = resume_warnings(TrainConfig(lr=1e-4, max_steps=8, lr_schedule="cosine"), 2, {"max_steps": 4, "lr": 1e-3})
     assert said[-1].endswith("the learning rate drops from 0.0005 to 8.54e-05 at step 3"), said
+    # a checkpoint older than the record of lr and grad_clip in its state: the run's config.json as it was says them
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.json").write_text(json.dumps({"train": {"lr": 3e-3, "grad_clip": 1.0, "seed": 0}}))
+    assert earlier_train(tmp_path / "old") == {"lr": 3e-3, "grad_clip": 1.0}
+    said = resume_warnings(TrainConfig(lr=1e-4, max_steps=8), 2, {**earlier_train(tmp_path / "old"), "max_steps": 8})
+    assert said == ["train.lr 0.003 → 0.0001: the run goes on from step 2 with the new value(s), recorded in its "
+                    "config.json"], said
+    (tmp_path / "old" / "config.json").write_text("{")  # unreadable: nothing to compare with, nothing said
+    assert earlier_train(tmp_path / "old") == {}
 
 
 def test_a_max_steps_below_the_step_reached_says_that_nothing_trains(tiny_corpus, tmp_path, capsys):

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import threading
+import weakref
 from pathlib import Path
 
 from wavegen.errors import WavegenError
@@ -95,23 +96,32 @@ def truncate_metrics(path: Path, step: int) -> None:
         atomic_write(path, "".join(json.dumps(row) + "\n" for row in kept))
 
 
-@contextlib.contextmanager
-def _writer_thread_errors_kept():
+_WRITER_THREADS: weakref.WeakSet = weakref.WeakSet()  # the TensorBoard writer threads of RunLogs
+_hook_before = None  # threading.excepthook when _writer_thread_hook was installed
+
+
+def _writer_thread_hook(args) -> None:
     """TensorBoard's writer thread, failing to write (a full disk), keeps the error for the writer's next call,
     which raises it (on_main's one line, or RunLog.close's), then lets it go on to threading.excepthook too,
-    whose traceback would come before that line: that one is not printed."""
-    before = threading.excepthook
+    whose traceback would come before that line: not printed for a RunLog's own writer threads; any other
+    thread's error (another SummaryWriter's too) goes on to the hook there was."""
+    if not (isinstance(args.exc_value, OSError) and args.thread in _WRITER_THREADS):
+        (_hook_before or threading.__excepthook__)(args)
 
-    def hook(args):
-        if not (isinstance(args.exc_value, OSError) and type(args.thread).__name__ == "_AsyncWriterThread"):
-            before(args)
 
-    threading.excepthook = hook
+@contextlib.contextmanager
+def _writer_threads_kept():
+    """The threads a SummaryWriter made in the block (its writer thread) added to _WRITER_THREADS, and the hook
+    installed once per process (never taken out: where no such thread fails it passes every error on)."""
+    global _hook_before
+    if threading.excepthook is not _writer_thread_hook:
+        _hook_before, threading.excepthook = threading.excepthook, _writer_thread_hook
+    before = set(threading.enumerate())
     try:
         yield
     finally:
-        if threading.excepthook is hook:
-            threading.excepthook = before
+        _WRITER_THREADS.update(t for t in threading.enumerate()
+                               if t not in before and type(t).__name__ == "_AsyncWriterThread")
 
 
 class RunLog:
@@ -138,9 +148,9 @@ class RunLog:
         self._board = contextlib.ExitStack()
         self._board_path = run_dir / TENSORBOARD
         try:
-            self._board.enter_context(_writer_thread_errors_kept())
-            self._writer = SummaryWriter(self._board.enter_context(utf8_path(run_dir / TENSORBOARD)),
-                                         purge_step=step + 1)
+            folder = self._board.enter_context(utf8_path(run_dir / TENSORBOARD))
+            with _writer_threads_kept():
+                self._writer = SummaryWriter(folder, purge_step=step + 1)
         except BaseException:
             self._board.close()
             self._file.close()

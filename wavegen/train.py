@@ -53,7 +53,7 @@ from wavegen.samples import TrainingSamples, run_key
 from wavegen.signals import StopSignals, first_process_says
 from wavegen.signals import logger as signals_logger
 from wavegen.trainstate import (Carry, NonFiniteWatch, WeightAverage, agree, broadcast, check_resume, checked,
-                                lr_factor, on_main, resume_warnings, training_lost)
+                                earlier_train, lr_factor, on_main, resume_warnings, training_lost)
 
 logger = logging.getLogger(__name__)
 
@@ -310,6 +310,7 @@ def _start(config: dict, train_cfg: TrainConfig, accelerator, run_dir: Path) -> 
         inner, corpus.split("train"), corpus.segments("train"), corpus.segment_labels("train"), train_cfg,
         accelerator.process_index, accelerator.num_processes))
     last = found and found[1]
+    earlier = earlier_train(run_dir) if found is not None and main else {}  # before config.json is replaced
     on_main(accelerator, lambda: write_json(run_dir / "config.json", config), f"{run_dir / 'config.json'}", last)
     run = _Run(config, train_cfg, accelerator, run_dir, corpus, model, optimizer, inner, batches,
                Carry(train_cfg.grad_accum), NonFiniteWatch(accelerator, train_cfg),
@@ -318,7 +319,7 @@ def _start(config: dict, train_cfg: TrainConfig, accelerator, run_dir: Path) -> 
                              f"{run_dir / 'album.json'}", last),
                average=WeightAverage(inner, train_cfg.ema_decay) if train_cfg.ema_decay > 0 else None)
     if found is not None:
-        _resume(run, found[1])
+        _resume(run, found[1], earlier)
     run.watch.reset(run.step)
     if main:
         n_params = sum(p.numel() for p in inner.parameters())
@@ -363,8 +364,9 @@ def _check_before_building(config: dict, train_cfg: TrainConfig, accelerator, ru
                           int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes)))
 
 
-def _resume(run: _Run, folder: Path) -> None:
-    """Model, optimizer, RNG and the carried state from checkpoint ``folder``, under any process count."""
+def _resume(run: _Run, folder: Path, earlier: dict) -> None:
+    """Model, optimizer, RNG and the carried state from checkpoint ``folder``, under any process count;
+    earlier: the run's lr and grad_clip before this command (what a checkpoint that lacks them had)."""
     state, tensors = load_checkpoint(run.accelerator, folder)
     run.carry.scatter(run.accelerator, tensors)
     run.step = run.start_step = state["step"]
@@ -377,7 +379,7 @@ def _resume(run: _Run, folder: Path) -> None:
     if run.average is not None:
         run.average.restore(folder, state)
     if run.main:
-        for warning in resume_warnings(run.cfg, run.step, state):
+        for warning in resume_warnings(run.cfg, run.step, {**earlier, **state}):
             logger.warning("%s", warning)
         saved_by = state.get("processes", run.world)
         moved = f" (checkpoint written by {saved_by} process(es), now {run.world})" if saved_by != run.world else ""

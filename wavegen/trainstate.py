@@ -8,7 +8,7 @@
 - :class:`NonFiniteWatch`: the first step whose loss or gradient was not finite, recorded on the
   device (no host sync per step) and read where the loop syncs anyway, before anything is saved.
 - :func:`check_resume`: may this config resume that run (RESUMABLE_CHANGES)? :func:`resume_warnings`:
-  what a resume is warned of; :func:`lr_factor`: the learning-rate schedule.
+  what a resume is warned of (:func:`earlier_train`: the run's lr and grad_clip before it); :func:`lr_factor`: the learning-rate schedule.
 - :func:`agree`, :func:`checked`, :func:`broadcast`: what every process of a launch must decide alike
   (wavegen.errors.every_process marks an error all of them raise: the first process alone prints it);
   :func:`on_main`: a step the main process alone takes, whose failure stops every process;
@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -102,6 +103,16 @@ def lr_factor(step: int, train: TrainConfig) -> float:
     if train.lr_schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * progress))
     return 1.0 - progress
+
+
+def earlier_train(run_dir: Path) -> dict:
+    """The lr and grad_clip of the run's config.json as it was (a checkpoint older than their record in its
+    state has none: a resume with others is still said)."""
+    try:
+        train = json.loads((run_dir / "config.json").read_text()).get("train", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {key: train[key] for key in ("lr", "grad_clip") if isinstance(train, dict) and key in train}
 
 
 def resume_warnings(cfg: TrainConfig, step: int, saved: dict) -> list[str]:
