@@ -212,6 +212,8 @@ def compare_renders(renders_dir: str | Path, corpus_dir: str | Path, *, split: s
     test = split_excerpts(corpus, split, max_seconds)
     if not test:
         raise AnalysisError(_empty_split(corpus, corpus_dir, split, reference_split))
+    if max(len(clip) for clip in test) < MIN_RENDER_SECONDS * rate:
+        raise AnalysisError(_short_split(corpus, corpus_dir, split, reference_split))
     train = split_excerpts(corpus, reference_split, max_seconds) if reference_split else []
     result = compare_clips(renders.excerpts, test, train, rate, max_seconds=max_seconds, pyin=pyin, seed=seed,
                            examples=examples)
@@ -233,6 +235,21 @@ def _empty_split(corpus, corpus_dir, split: str, reference_split: str) -> str:
                if others else "prepare it again")
     return (f"the {split} split of {corpus_dir} has no audio to compare with ({why}); {instead} with "
             f"--{split}-fraction above 0 (wavegen prep RECORDINGS {corpus_dir} --{split}-fraction 0.1)")
+
+
+def _short_split(corpus, corpus_dir, split: str, reference_split: str) -> str:
+    """Why the ``split`` of a corpus gives no clip to analyse (every segment shorter than MIN_RENDER_SECONDS),
+    and what to give instead: another split with a long enough segment (--split), or the corpus prepared again."""
+    rate = corpus.sample_rate
+
+    def longest(s: str) -> float:
+        return max((int(n) for _, n, _ in corpus.segments(s)), default=0) / rate
+
+    others = [s for s in ("test", "val") if s not in (split, reference_split) and longest(s) >= MIN_RENDER_SECONDS]
+    instead = f"give --split {others[0]}, or prepare it again" if others else "prepare it again"
+    return (f"the {split} split of {corpus_dir} holds no clip of at least {MIN_RENDER_SECONDS} s to compare with "
+            f"(its longest segment: {longest(split):.3f} s); {instead} from longer recordings or with a larger "
+            f"--{split}-fraction (wavegen prep RECORDINGS {corpus_dir} --{split}-fraction 0.2)")
 
 
 def _verdict(result: dict) -> dict:

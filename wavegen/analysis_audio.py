@@ -4,7 +4,8 @@ Where the excerpts lie is planned from lengths alone (:func:`wavegen.analysis.pl
 render's length from its file's header, a corpus segment's from the corpus. Only the planned
 excerpts are then read (a seek and a read each) and converted to float: a 3-hour render judged on
 120 s costs 120 s of memory, not 3 hours. Files that cannot be read that way (MP3, whose decoder
-returns zeros after a seek; a file that turns out damaged) are decoded whole, as prep decodes them.
+returns zeros after a seek; a file that turns out damaged) are decoded whole, as prep decodes them; a WAV
+whose header was never finished (its data size 0) too, through wavegen.prep_wav's view of it, with a warning.
 
 A render file that cannot be judged (undecodable, shorter than MIN_RENDER_SECONDS, NaN or infinite
 samples, or samples over MAX_PEAK times full scale, in what is read) is skipped with a warning naming
@@ -73,10 +74,34 @@ class _Source:
         from wavegen.audio_decode import AudioError, load_mono
 
         try:
-            self.whole = load_mono(self.path, self.sample_rate)
+            unfinished = self._decode_unfinished()
+            if not unfinished:
+                self.whole = load_mono(self.path, self.sample_rate)
         except AudioError as err:
             raise _Unreadable(err.reason) from None
         self.length = len(self.whole)
+
+    def _decode_unfinished(self) -> bool:
+        """A WAV whose header was never finished (its data size 0: libsndfile reads no frame of it) decoded as
+        prep decodes it, through wavegen.prep_wav's view of it finished, with a warning; False for another file."""
+        from wavegen.audio_decode import decode_mono
+        from wavegen.prep_wav import UNFINISHED_WAV, FinishedView, unfinished_wav
+
+        try:
+            wav = unfinished_wav(self.path)
+            if wav is None:
+                return False
+            if wav.audio_bytes == 0:
+                raise _Unreadable(f"{UNFINISHED_WAV} and no whole frame of audio follows it")
+            with open(self.path, "rb") as f:
+                view = FinishedView(wav, f)
+                self.whole = decode_mono(self.path, self.sample_rate, source=view).samples
+        except (EOFError, OSError) as err:
+            raise _Unreadable(f"cannot read file ({getattr(err, 'strerror', None) or err})") from None
+        if view.error is not None:
+            raise _Unreadable(f"cannot read file ({view.error.strerror or view.error})")
+        logger.warning("%s: %s; the audio after it read to its last whole frame", self.path, UNFINISHED_WAV)
+        return True
 
     def read(self, start: int, n: int) -> np.ndarray:
         """Samples [start, start + n) at the corpus's rate, mono float32 ([<= n]). Where the file
