@@ -1,13 +1,15 @@
 """wavegen prep on files that are valid but unusual: what a user is told about a float file with NaN or
 infinite samples, and about a file whose sound lies above half the corpus's rate."""
 
+import logging
 import os
 
 import numpy as np
-
+import soundfile as sf
 from test_prep_inputs import SR, prep, tones
 
 from wavegen.audio_decode import decode_mono
+from wavegen.prep import prepare
 
 
 def _reasons(manifest):
@@ -107,3 +109,39 @@ def test_the_same_audio_retagged_or_in_another_container_is_a_duplicate(tmp_path
     for name in ("best_of/song.wav", "best_of/song.flac"):
         assert reasons[name] == f"duplicate of {rec / 'album' / 'song.wav'} (the same audio: other tags or another " \
                                 "container)", reasons
+
+
+def test_a_float_aiff_whose_sample_size_libsndfile_mends_is_not_said_cut_short(tmp_path):
+    """libsndfile mends an fl32 AIFF-C whose COMM chunk says 64-bit samples and logs "Sample Size : 64 (should
+    be 32)": a size field's line, like AU's "Data Size", but not a chunk running past the file's end."""
+    import struct
+
+    from wavegen.audio_decode import decode_audio
+
+    x = (0.4 * np.sin(2 * np.pi * 300 * np.arange(16000) / 16000)).astype(np.float32)
+    path = tmp_path / "f.aiff"
+    sf.write(str(path), x, 16000, format="AIFF", subtype="FLOAT")
+    data = bytearray(path.read_bytes())
+    at = data.index(b"COMM")
+    data[at + 14: at + 16] = struct.pack(">h", 64)
+    path.write_bytes(bytes(data))
+    decoded = decode_audio(path)
+    assert np.array_equal(decoded.samples[:, 0], x)
+    assert decoded.damage is None, decoded.damage
+
+
+def test_files_skipped_for_reasons_that_differ_only_in_their_figures_are_summed_up_as_one(tmp_path, caplog):
+    """Past the first skip lines, reasons are summed up by their words: each file's own level in "its sound lies
+    above 8000 Hz ..." made every reason another, and the summary listed three files and "N other reason(s)"."""
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    t = np.arange(3 * 44100) / 44100
+    for i in range(26):
+        sf.write(str(rec / f"high{i:02d}.wav"), (0.1 + 0.01 * i) * np.sin(2 * np.pi * (12000 + 50 * i) * t), 44100)
+    sf.write(str(rec / "ok.wav"), 0.4 * np.sin(2 * np.pi * 300 * np.arange(3 * 16000) / 16000), 16000)
+    with caplog.at_level(logging.WARNING):
+        prepare([rec], tmp_path / "c", progress=False, sample_rate=16000)
+    summary = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipped ")]
+    assert len(summary) == 1 and "other reason(s)" not in summary[0], summary
+    assert "6: its sound lies above 8000 Hz, half the corpus's rate" in summary[0], summary
+    assert "its level falls from -… dBFS to -… dBFS RMS" in summary[0], summary

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -343,11 +344,33 @@ def decode_files(found, file_labels, tmp: Path, settings: PrepSettings, progress
 
 def _most_common_reasons(skipped: list[dict], shown: int = 3) -> str:
     """"1990: no stretch of sound of at least 0.5 s; 5: duplicate of a file kept" for the most common reasons
-    (duplicates counted as one reason: each names its own original)."""
-    counts = Counter("duplicate of a file kept" if item["reason"].startswith("duplicate of ") else item["reason"]
-                     for item in skipped)
-    text = "; ".join(f"{count}: {reason}" for reason, count in counts.most_common(shown))
+    (duplicates counted as one reason: each names its own original; reasons that differ only in their figures,
+    a file's own levels or frame counts, as one, each figure written "…" where they differ)."""
+    keys = [_reason_key(item["reason"]) for item in skipped]
+    worded: dict[str, set] = {}
+    for key, item in zip(keys, skipped):
+        worded.setdefault(key, set()).add(item["reason"])
+    said = {key: key if key == _DUPLICATES else _common_words(reasons) for key, reasons in worded.items()}
+    counts = Counter(keys)
+    text = "; ".join(f"{count}: {said[key]}" for key, count in counts.most_common(shown))
     return text + (f"; {len(counts) - shown} other reason(s)" if len(counts) > shown else "")
+
+
+_DUPLICATES = "duplicate of a file kept"
+_FIGURE = re.compile(r"(\d[\d,]*(?:\.\d+)?)")
+
+
+def _common_words(reasons: set) -> str:
+    """Reasons that differ only in their figures, as one: each figure kept where every reason has it, else "…"."""
+    pieces = [_FIGURE.split(reason) for reason in sorted(reasons)]  # words, figure, words, ... alike in each
+    first = pieces[0]
+    return "".join(piece if i % 2 == 0 or all(other[i] == piece for other in pieces) else "…"
+                   for i, piece in enumerate(first))
+
+
+def _reason_key(reason: str) -> str:
+    """What a skip reason is counted under in the summary: duplicates as one, the rest with their figures masked."""
+    return _DUPLICATES if reason.startswith("duplicate of ") else _FIGURE.sub("…", reason)
 
 
 def _duplicate(kept: tuple, label, how: str = "") -> str:
