@@ -290,6 +290,8 @@ def test_user_errors_on_the_render_path_are_wavegen_errors(model, tmp_path):
     for text, labels, message in (("c", ["a", "b"], "'c' is not one of this model's labels: ['a', 'b']"),
                                   ("a:x", ["a"], "weight 'x' is not a number"), ("a:-1", ["a"], "not negative"),
                                   ("a:0", ["a"], "weights sum to zero"), ("a", [], "not trained with labels"),
+                                  # positive, but 0 in float32 (the blend's type): not "sum to zero"
+                                  ("a:1e-46,b:0", ["a", "b"], "'a:1e-46,b:0': weights too small; give them as shares"),
                                   (None, ["a"], "choose one with --label")):
         with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
             parse_label(text, labels)

@@ -215,8 +215,10 @@ def parse_label(text: str | None, labels: list[str]) -> np.ndarray | None:
             weights[labels.index(name)] += w
     with np.errstate(over="ignore"):
         total = weights.sum()
-    if total <= 0:
-        raise ConfigError(f"--label {text!r}: weights sum to zero")
+    if total <= 0:  # every weight 0, or each below float32's smallest
+        small = any(float(value) > 0 for _, value in _label_parts(text, labels) if value)
+        raise ConfigError(f"--label {text!r}: " + ("weights too small; give them as shares, e.g. a:0.7,b:0.3"
+                                                   if small else "weights sum to zero"))
     if not np.isfinite(total):  # inf / inf: a blend of NaN, which plays silence
         raise ConfigError(f"--label {text!r}: weights too large; give them as shares, e.g. a:0.7,b:0.3")
     return weights / total
