@@ -422,3 +422,18 @@ def test_a_bad_setting_in_a_folders_config_names_the_file(tmp_path, run_dir, cap
         assert capsys.readouterr().err.strip() == \
             f"wavegen {command[0]}: error: {config}: model.dim=-3: must be at least 1"
     assert not (tmp_path / "out").exists()
+
+
+def test_a_model_folder_that_lost_its_weights_says_so(tmp_path):
+    """A model folder copied without its model.safetensors (config.json and weights.json there) was told "no
+    model.safetensors + config.json here ...; train a model first": it names the missing file and what to do."""
+    from conftest import save_tiny_model
+
+    model = save_tiny_model(tmp_path / "m", sample_rate=8000, dim=16, emb_size=8)
+    (model / "model.safetensors").unlink()
+    with pytest.raises(ConfigError) as error:
+        resolve_model(model)
+    assert str(error.value) == (
+        f"{model}: a model folder without its weights (weights.json records a model.safetensors, which is not "
+        "here); copy the folder again from where it was made, or give the run it came from (its best/, or "
+        "--checkpoint step_N)")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 
-from wavegen.resolve import CONFIG_FILE, MODEL_FILE
+from wavegen.resolve import CONFIG_FILE, MODEL_FILE, WEIGHTS_RECORD
 
 RUN_FILES = ("checkpoints", "metrics.jsonl", ".lock")  # a run folder's, beside its config.json (train.py)
 RUN_OWN_FILES = ("best", "checkpoints", "metrics.jsonl")  # those no render or archive has (they hold a .lock too)
@@ -46,6 +46,10 @@ def not_a_model(path: Path) -> str:
         return _archive_folder(path)
     if any((path / name).is_file() for name in (RENDER_REPORT, RENDER_PARAMS, *RENDER_STREAMS)):
         return _render_folder(path)
+    if (path / WEIGHTS_RECORD).is_file() and not (path / MODEL_FILE).exists():  # a copy that lost its weights
+        return (f"{path}: a model folder without its weights ({WEIGHTS_RECORD} records a {MODEL_FILE}, which is not "
+                "here); copy the folder again from where it was made, or give the run it came from (its best/, or "
+                "--checkpoint step_N)")
     return (f"{path}: no {MODEL_FILE} + {CONFIG_FILE} here or in {path / 'best'}; "
             "train a model first (wavegen train), or give a run or model folder")
 
