@@ -51,15 +51,22 @@ def truncate(path, keep: float = 0.5) -> None:
 
 
 def check_damaged_state_is_named_or_survived(model, out, ref, args_settings, events, caplog):
-    """Copies of a killed render's folder with damaged state: params.json → an error naming it;
+    """Copies of a killed render's folder with damaged state: params.json → resumed with its snapshot's
+    parameters, byte for byte, said; params.json and both snapshots → an error naming params.json;
     both snapshots → an error naming them; the newest snapshot only → resume from the one before it,
     byte for byte."""
-    copies = {name: out.parent / name for name in ("params", "both", "newest")}
+    copies = {name: out.parent / name for name in ("params", "all", "both", "newest")}
     for copy in copies.values():
         shutil.copytree(out, copy)
     truncate(copies["params"] / ".state" / "params.json")
-    with pytest.raises(RenderStateError, match=r"params\.json: unreadable render parameters file .*--restart"):
+    with caplog.at_level("WARNING", logger="wavegen.render"):
         render(model, copies["params"], args_settings, progress=False)
+    assert "params.json is unreadable" in caplog.text and "resuming with the parameters" in caplog.text
+    assert file_bytes(copies["params"], 2) == file_bytes(ref, 2)
+    for name in ("params.json", "rank0.npz", "rank0.prev.npz"):
+        truncate(copies["all"] / ".state" / name)
+    with pytest.raises(RenderStateError, match=r"params\.json: unreadable render parameters file .*--restart"):
+        render(model, copies["all"], args_settings, progress=False)
     for name in ("rank0.npz", "rank0.prev.npz"):
         truncate(copies["both"] / ".state" / name)
     with pytest.raises(RenderStateError, match=r"rank0\.npz is damaged \(BadZipFile.*so is the snapshot before it, "

@@ -9,7 +9,10 @@ snapshot per process; ``OUT/.lock`` is held by the render's first process from s
 naming the holder.
 
 A rerun with the same parameters resumes (or, when complete, does nothing); any binding
-parameter that differs is refused with both values named, until ``--restart``.
+parameter that differs is refused with both values named (``--backend auto`` as typed and as
+resolved here), until ``--restart``. A params.json damaged or gone is written again from the first
+process's snapshot, which records the same parameters (said); snapshots gone while the WAVs hold
+flushed audio are refused by :meth:`wavegen.render.shard.ShardRender.start`, not rendered over.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from wavegen.fileio import (FolderLock, ensure_folder, link_to_nothing, not_a_fi
                             write_json)
 from wavegen.render.model_change import TENSORS_KEY, model_differs, same_model, with_recorded_tensors
 from wavegen.render.settings import FORMATS, RenderStateError, RenderWriteError, estimate_bytes, stream_paths
-from wavegen.render.writers import open_file_limit
+from wavegen.render.writers import open_file_limit, recorded_meta
 
 logger = logging.getLogger("wavegen.render")
 
@@ -39,9 +42,10 @@ ADDED_LATER = {"precision": "fp32"}
 UNKNOWN_BEFORE = ("threads", "label_weights")
 
 
-def check_params(saved: dict, current: dict, where: Path) -> None:
+def check_params(saved: dict, current: dict, where: Path, backend_asked: str | None = None) -> None:
     """RenderStateError naming the first parameter that differs (NON_BINDING ones may, and
-    UNKNOWN_BEFORE ones a record lacks)."""
+    UNKNOWN_BEFORE ones a record lacks). ``backend_asked``: --backend as typed ("auto"), where it may differ from
+    the backend it resolved to (``current["backend"]``): the refusal says both."""
     for key in current:
         if key in NON_BINDING or (key in UNKNOWN_BEFORE and key not in saved) or key == TENSORS_KEY:
             continue  # TENSORS_KEY: judged with model_sha256, below
@@ -56,6 +60,8 @@ def check_params(saved: dict, current: dict, where: Path) -> None:
             raise RenderStateError(_threads_differ(where, before, current[key]))
         if key == "model_sha256" and before is not None:
             raise RenderStateError(model_differs(where, saved, current))
+        if key == "backend" and backend_asked is not None and backend_asked != current[key]:
+            raise RenderStateError(_backend_differs(where, before, backend_asked, current[key]))
         if key == "label_weights":  # said as the labels were given
             key, before = "label", saved.get("label")
         raise RenderStateError(f"{where} holds a render {_differ(key, before, current[key])}. Rerun the original "
@@ -130,6 +136,14 @@ def _shown(value) -> str:
     return repr(value)
 
 
+def _backend_differs(where: Path, before, asked: str, now: str) -> str:
+    """The refusal of a resume whose --backend (``asked``, as typed: "auto") resolves here to another backend
+    (``now``) than the one the render was made with (``before``): another machine, numba or a GPU gone or added."""
+    return (f"{where} holds a render made with backend={before!r}, but this command's --backend {asked} runs "
+            f"backend={now!r} here; the audio may differ by backend. Pass "
+            f"--backend {before} to resume it (where it runs), --restart to discard it, or choose another --out")
+
+
 def _threads_differ(where: Path, before: int, now: int) -> str:
     """The refusal of a resume on another thread count (the numba engine's sums round by it)."""
     hint = ""
@@ -198,8 +212,10 @@ class RenderFolder:
     """``out_dir`` of a render of ``streams`` streams in ``fmt``: paths, lock, parameters, report. Made, it has
     checked ``out_dir`` (:func:`check_out`), before the render loads its model."""
 
-    def __init__(self, out_dir: str | Path, streams: int, fmt: str):
+    def __init__(self, out_dir: str | Path, streams: int, fmt: str, backend: str | None = None):
+        """``backend``: --backend as typed ("auto"), named beside the backend it resolved to where a resume's differs."""
         self.out_dir = Path(out_dir)
+        self.backend_asked = backend
         check_out(self.out_dir)
         self.state_dir = self.out_dir / STATE_DIR
         self.params_path = self.state_dir / PARAMS_FILE
@@ -280,7 +296,7 @@ class RenderFolder:
         report = _read_json(self.report_path, "render report")
         if report.get("status") != "complete":
             return None
-        check_params(report.get("params", {}), params, self.out_dir)
+        check_params(report.get("params", {}), params, self.out_dir, self.backend_asked)
         report = self.located(report)
         missing = [p for p in report["paths"] if not Path(p).is_file()]
         if missing:
@@ -322,7 +338,7 @@ class RenderFolder:
             report = _read_json(self.report_path, "render report") if self.report_path.is_file() else {}
             if report.get("status") == "complete":
                 return report.get("params", {}).get(key), True
-            return (self.saved_params() or {}).get(key), False
+            return (self._recorded_params()[0] or {}).get(key), False
         except (RenderStateError, AttributeError):  # AttributeError: "params" is not an object
             return None, False
 
@@ -380,9 +396,11 @@ class RenderFolder:
         if done is not None:
             self._remove_finished_state()
             return done
-        saved = self.saved_params()
+        saved, lost = self._recorded_params()
         if saved is not None:
-            check_params(saved, params, self.out_dir)
+            check_params(saved, params, self.out_dir, self.backend_asked)
+            if lost is not None:
+                self._write_params_again(saved, lost)
             self._record_tensors(saved, params)
             if "threads" not in saved and params.get("threads") is not None:
                 logger.warning("%s: started before renders recorded their thread count; resuming on %d thread(s) "
@@ -399,6 +417,36 @@ class RenderFolder:
         except OSError as err:
             raise self.io_error(Path(err.filename or self.state_dir), err) from err
         return None
+
+    def _write_params_again(self, params: dict, lost: tuple[str, str]) -> None:
+        """params.json damaged, unreadable or gone (``lost``: what is wrong with it, the snapshot read instead,
+        :meth:`_recorded_params`), ``params`` its snapshot's, checked: said, and written again from them."""
+        logger.warning("%s %s; resuming with the parameters the render's snapshot %s recorded (params.json "
+                       "written again from them)", self.params_path, *lost)
+        try:
+            write_json(self.params_path, params, indent=1)
+        except OSError as err:
+            raise self.io_error(Path(err.filename or self.params_path), err) from err
+
+    def _recorded_params(self) -> tuple[dict | None, tuple[str, str] | None]:
+        """Looked at only: (the parameters params.json holds, None), or, where it is damaged, unreadable or gone
+        while a snapshot of the first process is readable, (the snapshot's, (what is wrong with params.json, the
+        snapshot's name)). RenderStateError naming params.json where it is unreadable and no snapshot is;
+        (None, None): no render was started here."""
+        if not self.params_path.is_file():
+            if not self.state_dir.is_dir():
+                return None, None
+            what = "is gone"
+        else:
+            try:
+                return read_json_object(self.params_path), None
+            except (OSError, ValueError) as err:
+                what = f"is unreadable ({getattr(err, 'strerror', None) or err})"
+        meta, name = recorded_meta(self.snapshot_path(0))
+        params = meta.get("params") if isinstance(meta, dict) else None
+        if not isinstance(params, dict):  # no snapshot either: params.json's refusal, or a folder with no render
+            return self.saved_params(), None
+        return params, (what, name)
 
     def _remove_finished_state(self) -> None:
         """A finished render's .state/ that is still there (its render was killed while write_report removed it,

@@ -90,7 +90,7 @@ def _prepared_job(procs: Processes, model: str | Path, out_dir: str | Path, sett
     # before any path is listed or file created: a --streams beyond the open-file limit fails at once
     procs.agree(lambda: reserve_open_files(len(range(procs.rank, settings.streams, procs.world)),
                                            settings.streams))
-    folder = RenderFolder(out_dir, settings.streams, settings.format)
+    folder = RenderFolder(out_dir, settings.streams, settings.format, settings.backend)
     # one process looks again for "last" in its own load (ModelRef.load); several, pinned to one step, together
     again = checkpoint == "last" and procs.world > 1
     for tries in range(PRUNED_RETRIES):

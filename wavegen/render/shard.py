@@ -20,7 +20,8 @@ from wavegen.progress import move_to, progress_bar, restart_clock
 from wavegen.render.folder import REPORT_FILE, check_params
 from wavegen.render.guard import Guard, GuardLog
 from wavegen.render.settings import RenderSettings, RenderStateError
-from wavegen.render.writers import StreamWriters, encode_flac, load_snapshot, save_snapshot, snapshot_exists
+from wavegen.render.writers import (StreamWriters, encode_flac, flushed_samples, load_snapshot, previous_snapshot,
+                                    save_snapshot, snapshot_exists)
 from wavegen.signals import StopSignals
 
 if TYPE_CHECKING:
@@ -158,11 +159,13 @@ class ShardRender:
         """Reset the engine, or restore the last snapshot; → samples written (None when starting fresh)."""
         job, engine = self.job, self.engine
         if not snapshot_exists(self.snapshot_path):
+            self._refuse_unvouched_audio()
             prime = None if job.prime is None else np.broadcast_to(job.prime, (len(job.ids), len(job.prime)))
             engine.reset(prime_codes=prime, label_weights=job.label_weights)
             return None
         state, written, meta = load_snapshot(self.snapshot_path, fallback=True)
-        check_params(job.folder.with_recorded_tensors(meta["params"]), job.params, job.folder.out_dir)
+        check_params(job.folder.with_recorded_tensors(meta["params"]), job.params, job.folder.out_dir,
+                     job.settings.backend)
         if meta["streams"] != job.ids.tolist():
             raise RenderStateError(f"{self.snapshot_path} renders streams {meta['streams']}, this process "
                                    f"{job.ids.tolist()}")
@@ -173,6 +176,22 @@ class ShardRender:
         engine.load_state_dict(state)
         logger.info("resuming %s at %.1f s of %.1f s", job.folder.out_dir, written / self.sr, self.total / self.sr)
         return written
+
+    def _refuse_unvouched_audio(self) -> None:
+        """No snapshot of this process's streams, yet a WAV of them holds audio a flush wrote (flushes come just
+        before a snapshot: a render stopped before its first one leaves the header of an empty file): its
+        snapshots were removed since, and starting would overwrite that audio. Refused in one line naming them.
+        (A FLAC render's raw PCM under .state has no header to tell: it starts, as a render stopped early does.)"""
+        if self.s.format != "wav":
+            return
+        for path in self.job.folder.work_paths(self.job.ids):
+            held = flushed_samples(path)
+            if held:
+                raise RenderStateError(
+                    f"{path} holds {held / self.sr:.1f} s of this render's audio, but its snapshots "
+                    f"{self.snapshot_path.name} and {previous_snapshot(self.snapshot_path).name} under "
+                    f"{self.snapshot_path.parent} are gone, so it cannot be resumed: put them back to resume it, "
+                    "or pass --restart to render it again from the start (overwriting the streams)")
 
     def _save(self, writers: StreamWriters, written: int) -> None:
         """Flush the audio up to ``written``, then snapshot the engine's state (the order makes it safe)."""

@@ -362,6 +362,33 @@ def load_snapshot(path: Path, fallback: bool = False) -> tuple[dict[str, np.ndar
         return state
 
 
+def recorded_meta(path: Path) -> tuple[dict | None, str | None]:
+    """The meta (params, ...) the snapshot ``path`` recorded, else the one it replaced (:func:`previous_snapshot`),
+    and the name of the file read; (None, None) where neither is readable. Read only: nothing renamed."""
+    for candidate in (Path(path), previous_snapshot(path)):
+        if candidate.is_file():
+            try:
+                with np.load(candidate, allow_pickle=False) as z:
+                    return json.loads(z["meta"].tobytes().decode()), candidate.name
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+                continue
+    return None, None
+
+
+def flushed_samples(path: Path) -> int:
+    """Samples per stream the WAV ``path`` a render writes declares in its header: what its last flush (made
+    just before a snapshot) wrote; 0 where it is missing, shorter than a header, or never flushed (a render
+    stopped before its first snapshot: the header of an empty file, whatever its buffered audio after it)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(WAV_HEADER_BYTES)
+    except OSError:
+        return 0
+    if len(head) < WAV_HEADER_BYTES or head[:4] != b"RIFF" or head[36:40] != b"data":
+        return 0
+    return struct.unpack("<I", head[40:44])[0] // 2
+
+
 def snapshot_exists(path: Path) -> bool:
     """A snapshot at ``path``, or the one it replaced (see :func:`load_snapshot`'s fallback)."""
     return Path(path).is_file() or previous_snapshot(path).is_file()
