@@ -454,8 +454,12 @@ class RenderFolder:
         nothing now, and no later run would remove them."""
         if self.state_dir.is_dir() and not self.state_dir.is_symlink():
             shutil.rmtree(self.state_dir, ignore_errors=True)
-            logger.info("%s: removed %s, left by the finished render (it was stopped while removing it)",
-                        self.out_dir, STATE_DIR)
+            if self.state_dir.exists():
+                logger.warning("%s: cannot remove %s, left by the finished render (it was stopped while removing "
+                               "it); the render is complete: remove it yourself", self.out_dir, self.state_dir)
+            else:
+                logger.info("%s: removed %s, left by the finished render (it was stopped while removing it)",
+                            self.out_dir, STATE_DIR)
 
     def _record_tensors(self, saved: dict, params: dict) -> None:
         """A render begun before renders recorded their model's tensors (``saved`` without TENSORS_KEY), resumed

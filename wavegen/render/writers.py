@@ -353,7 +353,11 @@ def load_snapshot(path: Path, fallback: bool = False) -> tuple[dict[str, np.ndar
         logger.warning("%s %s; resuming from the snapshot before it, %s (%.0f samples per stream)",
                        path, what, prev.name, state[1])
         # the good one back in the newest's place: the next save_snapshot(keep_previous=True) would otherwise
-        # keep the damaged file as the fallback, and a crash or full disk in that save leave no snapshot to resume
+        # keep the damaged file as the fallback, and a crash or full disk in that save leave no snapshot to resume.
+        # Only where the newest is missing or its content damaged: one that could not be read for the moment (an
+        # I/O error, no descriptor left) may be whole, and is not replaced
+        if path.exists() and isinstance(err.__cause__, OSError):
+            return state
         try:
             os.replace(prev, path)
             fsync_dir(path.parent)
