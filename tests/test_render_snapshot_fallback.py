@@ -44,19 +44,6 @@ def test_a_save_that_dies_after_keeping_the_fallback_still_resumes_after_a_damag
     assert load_snapshot(path, fallback=True)[1] == 100
 
 
-def test_a_newest_snapshot_that_cannot_be_read_for_the_moment_is_not_replaced(tmp_path):
-    """An OSError reading the newest (an I/O error, no descriptor left; here: a folder in its place) says nothing
-    of its content: the render resumes from the one before it, and neither file is renamed over the other."""
-    path = tmp_path / "rank0.npz"
-    _save(path, 100)
-    _save(path, 200)
-    os.replace(path, tmp_path / "kept.npz")
-    (tmp_path / "elsewhere").mkdir()
-    path.symlink_to(tmp_path / "elsewhere")  # read: IsADirectoryError, an OSError (root reads any file)
-    assert load_snapshot(path, fallback=True)[1] == 100
-    assert path.is_symlink() and load_snapshot(previous_snapshot(path))[1] == 100
-
-
 def test_both_snapshots_damaged_is_still_refused_naming_them(tmp_path):
     path = tmp_path / "rank0.npz"
     _save(path, 100)

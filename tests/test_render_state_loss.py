@@ -112,6 +112,30 @@ def test_a_render_killed_before_its_first_snapshot_with_audio_in_its_stream_stil
     assert (read_pcm(wav) == direct_pcm(model, 1, int(seconds * SR))[0]).all()
 
 
+def test_a_first_snapshot_that_fails_leaves_a_render_its_error_says_to_rerun(stopped, tmp_path, monkeypatch, capsys):
+    """The first snapshot's save failing (a full disk: simulated at save_snapshot, after the audio was flushed): its
+    error says to rerun the same command, and that rerun was refused as "its snapshots are gone", since the WAV's
+    header already counted the audio. A header counts audio only once a snapshot holds it."""
+    import errno
+
+    import wavegen.render.shard as shard
+    from wavegen.render import RenderWriteError
+
+    model, out = stopped[0], tmp_path / "out"
+    saved = shard.save_snapshot
+
+    def full(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(shard, "save_snapshot", full)
+    with pytest.raises(RenderWriteError, match="rerun the same command to resume"):
+        render(model, out, settings(SECONDS, snapshot_seconds=0.125, block_seconds=0.0625), progress=False)
+    assert not (out / ".state" / "rank0.npz").exists() and (out / "stream_000.wav").is_file()
+    monkeypatch.setattr(shard, "save_snapshot", saved)
+    assert main(["-q", "render", str(model), "--out", str(out), *map(str, FLAGS)]) == 0, capsys.readouterr().err
+    assert (read_pcm(out / "stream_000.wav") == direct_pcm(model, 1, int(SECONDS * SR))[0]).all()
+
+
 @pytest.mark.parametrize("damage", ["damaged", "unreadable", "gone"])
 def test_a_damaged_or_missing_params_json_is_rebuilt_from_the_snapshot_and_the_render_resumes(stopped, tmp_path,
                                                                                                caplog, damage):

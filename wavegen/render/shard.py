@@ -178,8 +178,8 @@ class ShardRender:
         return written
 
     def _refuse_unvouched_audio(self) -> None:
-        """No snapshot of this process's streams, yet a WAV of them holds audio a flush wrote (flushes come just
-        before a snapshot: a render stopped before its first one leaves the header of an empty file): its
+        """No snapshot of this process's streams, yet a WAV of them counts audio in its header (counted only once a
+        snapshot holds it, _save: a render stopped before its first one leaves the header of an empty file): its
         snapshots were removed since, and starting would overwrite that audio. Refused in one line naming them.
         (A FLAC render's raw PCM under .state has no header to tell: it starts, as a render stopped early does.)"""
         if self.s.format != "wav":
@@ -194,8 +194,11 @@ class ShardRender:
                     "or pass --restart to render it again from the start (overwriting the streams)")
 
     def _save(self, writers: StreamWriters, written: int) -> None:
-        """Flush the audio up to ``written``, then snapshot the engine's state (the order makes it safe)."""
-        writers.flush()
+        """Flush the audio up to ``written``, then snapshot the engine's state (the order makes it safe), then count
+        it in the WAV headers: a header's count is always one a snapshot vouches for, so a header counting audio
+        where no snapshot is left means they were removed (_refuse_unvouched_audio), never a first snapshot that
+        failed or was cut off by a kill (a rerun as its error advises resumes or starts)."""
+        writers.flush(header=False)
         meta = {"version": SNAPSHOT_VERSION, "params": self.job.params, "streams": self.job.ids.tolist(),
                 "events": self.log.events, "wall_seconds": self.wall_before + time.perf_counter() - self.t0,
                 "sessions": self.sessions, "complete": written >= self.total, "crc32": writers.crc32s}
@@ -204,6 +207,7 @@ class ShardRender:
         except OSError as err:
             raise self._io_error(self.snapshot_path, err) from err
         self.snapshot_written = written
+        writers.flush()
 
     def _bar(self, written: int):
         if not self.show_progress:

@@ -159,8 +159,9 @@ class PCMWriter:
         self.crc32 = zlib.crc32(data, self.crc32)
         self.frames += len(pcm)
 
-    def flush(self) -> None:
-        if self.wav:
+    def flush(self, header: bool = True) -> None:
+        """The samples written so far on disk; with ``header``, a WAV's header counting them too."""
+        if self.wav and header:
             self.file.seek(0)
             self.file.write(self._header())
             self.file.seek(0, os.SEEK_END)
@@ -221,8 +222,8 @@ class StreamWriters:
         """pcm [B, n] int16, one row per writer."""
         self._each(PCMWriter.write, pcm)
 
-    def flush(self) -> None:
-        self._each(PCMWriter.flush)
+    def flush(self, header: bool = True) -> None:
+        self._each(lambda w: w.flush(header))
 
     def close(self) -> None:
         self._each(PCMWriter.close)
@@ -353,11 +354,8 @@ def load_snapshot(path: Path, fallback: bool = False) -> tuple[dict[str, np.ndar
         logger.warning("%s %s; resuming from the snapshot before it, %s (%.0f samples per stream)",
                        path, what, prev.name, state[1])
         # the good one back in the newest's place: the next save_snapshot(keep_previous=True) would otherwise
-        # keep the damaged file as the fallback, and a crash or full disk in that save leave no snapshot to resume.
-        # Only where the newest is missing or its content damaged: one that could not be read for the moment (an
-        # I/O error, no descriptor left) may be whole, and is not replaced
-        if path.exists() and isinstance(err.__cause__, OSError):
-            return state
+        # keep the damaged (or unreadable: a bad sector) file as the fallback, and a crash or full disk in that
+        # save leave no snapshot to resume; at worst one snapshot's interval is rendered again, to the same audio
         try:
             os.replace(prev, path)
             fsync_dir(path.parent)
