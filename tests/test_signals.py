@@ -169,3 +169,51 @@ def test_which_process_of_a_launch_says_a_ctrl_c_is_known_without_torch(monkeypa
     assert not says_the_interrupt()
     code = "import sys, wavegen.signals as s; s.launch_rank(); print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout == "False\n"
+
+
+def test_a_launchers_sigterm_before_any_stopsignals_is_held_for_the_next_one(monkeypatch):
+    """A launched process's SIGTERM while it imported torch (no StopSignals yet: a render's start) ended it at once,
+    without a word about the process lost meanwhile. Inside launch_term_held it waits for the next StopSignals,
+    which holds it as its own (then looks for the loss); one that no StopSignals took is delivered at the end."""
+    from wavegen import signals
+    from wavegen.signals import launch_term_held
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(signals, "LAUNCH_TERM_SECONDS", 60.0)
+    monkeypatch.setattr(signals, "_terms_held", False)
+    took = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: took.append(signum))
+    try:
+        with launch_term_held():
+            os.kill(os.getpid(), signal.SIGTERM)  # (torch importing)
+            assert not took
+            with StopSignals("saving") as stop:
+                assert stop.held and stop.name == "SIGTERM" and not stop.requested
+            assert signals.held_a_launchers_term() and not took  # taken by that StopSignals: not delivered again
+            os.kill(os.getpid(), signal.SIGTERM)  # between two StopSignals
+        assert took == [signal.SIGTERM]  # none took it: delivered as the block ended
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    with launch_term_held():  # not launched: nothing held
+        assert signal.getsignal(signal.SIGTERM) is previous
+
+
+def test_a_held_sigterm_whose_loss_may_not_be_raised_stays_held_unsaid(monkeypatch, caplog):
+    """A launched render's start (model load, numba's compile: an exception must not cut it) held its SIGTERM, then
+    said "SIGTERM: stopping once the model and engine are ready", and then the loss it met at its next meeting: two
+    lines. With raise_loss False, a loss look_for_loss finds leaves the line unsaid and the signal held, raising
+    nothing; the work's own meeting with the loss ends it."""
+    from wavegen import signals
+    from wavegen.distributed import ProcessLostError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(signals, "LAUNCH_TERM_SECONDS", 0.2)
+    caplog.set_level(logging.WARNING, logger="wavegen.signals")
+    with StopSignals("saving", look_for_loss=lambda: RuntimeError("process 1 ended"), raise_loss=False) as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1.0)  # Python code all along: a loss raised would land here
+        assert stop.held and not stop.requested and caplog.text == ""
+        ProcessLostError("process 1 of this render (2 processes) ended unexpectedly")  # met by the work
+        assert not stop.held
+    assert caplog.text == ""

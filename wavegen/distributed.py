@@ -40,13 +40,16 @@ class ProcessLostError(WavegenError):
         self.said_elsewhere = False  # another survivor says this loss (first_to_say_the_loss)
 
 
-def _agent_store():
-    """The launch's store where torchrun's agent holds it (it outlives any process of the launch), else None (a
-    store one of the processes holds may be the lost one's: no waiting on it)."""
+def _agent_store(store=None):
+    """The launch's store where torchrun's agent holds it (it outlives any process of the launch): the group's, or
+    ``store`` (the group's to be, before it exists); else None (a store one of the processes holds may be the lost
+    one's: no waiting on it)."""
     import torch.distributed as dist
 
-    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() != "true" or not dist.is_initialized():
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() != "true":
         return None
+    if store is not None or not dist.is_initialized():
+        return store
     from torch.distributed.distributed_c10d import _get_default_store
 
     return _get_default_store()
@@ -82,16 +85,17 @@ def _who_key(rank: int) -> str:
     return f"wavegen/who/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/{rank}"
 
 
-def record_this_process(store=None) -> None:
+def record_this_process(store=None, rank: int | None = None) -> None:
     """This process of a launch in ``store`` (by default its agent's, where torchrun's agent holds it; a render
-    gives its group's): its pid space and pid under its rank, so that the others can tell whether it has ended or
-    stopped (:func:`recorded_process`, :func:`process_state`) and name it when it is lost (:func:`lost_process`)."""
+    gives its group's, before the group exists: with its ``rank``): its pid space and pid under its rank, so that
+    the others can tell whether it has ended or stopped (:func:`recorded_process`, :func:`process_state`) and name
+    it when it is lost (:func:`lost_process`)."""
     import torch.distributed as dist
 
     with contextlib.suppress(Exception):  # (the store's own errors): the others say "another process"
         store = _agent_store() if store is None else store
         if store is not None:
-            store.set(_who_key(dist.get_rank()), json.dumps([pid_space(), os.getpid()]))
+            store.set(_who_key(dist.get_rank() if rank is None else rank), json.dumps([pid_space(), os.getpid()]))
 
 
 def recorded_process(store, rank: int) -> tuple[str, int] | None:
@@ -128,17 +132,18 @@ def lost_process(wait_seconds: float = 0.0) -> tuple[int, str] | None:
         time.sleep(0.05)
 
 
-def first_to_say_the_loss(err: ProcessLostError) -> ProcessLostError:
+def first_to_say_the_loss(err: ProcessLostError, store=None, rank: int | None = None) -> ProcessLostError:
     """``err``, marked ``said_elsewhere`` where another survivor of the launch has claimed the saying of a lost
     process first (in the launcher's store, under torchrun's agent), so that a launch of 3 or more processes says
-    its loss once. Anywhere the claim cannot be made (no group, no launcher's store, the store gone) it says it."""
+    its loss once; before the group exists, in ``store``, the group's to be, as process ``rank``. Anywhere the
+    claim cannot be made (no group, no launcher's store, the store gone) it says it."""
     import torch.distributed as dist
 
     try:
-        store = _agent_store()
+        store = _agent_store(store)
         if store is None:
             return err
-        rank = str(dist.get_rank())
+        rank = str(dist.get_rank() if rank is None else rank)
         key = f"wavegen/lost/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
         err.said_elsewhere = store.compare_set(key, "", rank).decode() != rank
     except Exception:  # noqa: BLE001 (the store's own errors): this process says it

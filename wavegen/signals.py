@@ -34,6 +34,7 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 LAUNCH_TERM_SECONDS = 5.0  # how long a launched process's SIGTERM line waits for word of a lost process
 _pending: set = set()  # the StopSignals whose SIGTERM line waits
 _terms_held = False  # a SIGTERM of a launcher was held by a StopSignals of this process
+_early_term = False  # a SIGTERM that launch_term_held took, for the next StopSignals to take as its own
 _lock = threading.Lock()  # a held SIGTERM's time up (its timer's thread) against a loss met by the work meanwhile
 
 
@@ -102,6 +103,40 @@ def first_process_says(logger_name: str, rank: int | None = None):
 
 
 @contextlib.contextmanager
+def launch_term_held():
+    """Under a launch, in the main thread: a SIGTERM that comes inside the block outside any StopSignals (a
+    command's imports, torch's seconds, before its StopSignals exist) is held for the next StopSignals entered
+    in it, which holds it as its own from then (the launcher ending the survivors of a process killed while
+    they started: they meet the loss at their first meeting and say it, not end without a word). One that no
+    StopSignals took is delivered as the block ends. Elsewhere the block runs as it is."""
+    global _early_term
+    if not launched() or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def took(signum, frame):
+        global _early_term
+        _early_term = True
+
+    previous = signal.signal(signal.SIGTERM, took)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        if _early_term:
+            _early_term = False
+            _deliver(signal.SIGTERM, previous)
+
+
+def _deliver(signum: int, handler) -> None:
+    """Signal ``signum``, held back, answered as ``handler`` would have: StopSignals', Python's or the default."""
+    if callable(handler):
+        handler(signum, None)
+    elif handler in (signal.SIG_DFL, None):
+        signal.raise_signal(signum)
+
+
+@contextlib.contextmanager
 def signals_held():
     """SIGINT and SIGTERM held back inside the block and handed to the handlers they had (Python's
     KeyboardInterrupt, StopSignals', the default) when it ends, in the main thread (elsewhere handlers cannot
@@ -120,11 +155,7 @@ def signals_held():
         for sig, handler in previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
         for signum in held:  # as they would have been answered: StopSignals', Python's or the default
-            handler = previous[signum]
-            if callable(handler):
-                handler(signum, None)
-            elif handler in (signal.SIG_DFL, None):
-                signal.raise_signal(signum)
+            _deliver(signum, previous[signum])
 
 
 def import_held(name: str):
@@ -147,10 +178,12 @@ class StopSignals:
     asked when a held SIGTERM's LAUNCH_TERM_SECONDS are up: that error is then raised in the main thread, whatever
     it is doing, instead of the SIGTERM's line (a work that looks for a lost process at safe points alone may be
     far from the next one: a guard's verdict, the FLAC encoding at the end; torchrun kills 30 s after its SIGTERM).
+    ``raise_loss`` False: a loss found then is not raised (work that an exception must not cut: numba's compiler,
+    imports), but the SIGTERM's line is left unsaid and the signal held: the work meets the loss at its next look.
     """
 
-    def __init__(self, message: str = "stopping at the next safe point", look_for_loss=None):
-        self.message, self.look_for_loss = message, look_for_loss
+    def __init__(self, message: str = "stopping at the next safe point", look_for_loss=None, raise_loss: bool = True):
+        self.message, self.look_for_loss, self.raise_loss = message, look_for_loss, raise_loss
         self._looking = False  # look_for_loss is being asked (the held SIGTERM's timer)
         self._loss: BaseException | None = None  # what it found: raised in the main thread (its handler)
         self.signum: int | None = None
@@ -229,6 +262,8 @@ class StopSignals:
             if loss is None:
                 self._say()
                 return
+            if not self.raise_loss:  # held, unsaid: the work says the loss where it meets it
+                return
             _pending.discard(self)
             self._loss = loss
         _thread.interrupt_main(signal.SIGTERM)
@@ -244,9 +279,13 @@ class StopSignals:
             self._line.cancel()
 
     def __enter__(self) -> "StopSignals":
+        global _early_term
         if threading.current_thread() is threading.main_thread():
             for sig in SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
+            if _early_term:  # a launcher's SIGTERM before this existed (launch_term_held): held from now on
+                _early_term = False
+                self._handle(signal.SIGTERM, None)
         return self
 
     def __exit__(self, *exc) -> None:

@@ -46,6 +46,13 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from wavegen.signals import launch_term_held
+
+    with launch_term_held():  # a launcher's SIGTERM while torch imports: render's StopSignals take it
+        return _run(args)
+
+
+def _run(args) -> int:
     from wavegen.render import RenderSettings, render
     from wavegen.render.settings import parse_temperatures
 

@@ -66,8 +66,11 @@ def render(model: str | Path, out_dir: str | Path, settings: RenderSettings, pro
         # the processes meet, agree on the model, and prepare (model, engine, inputs) before the folder: their
         # errors leave no new --out behind. A Ctrl-C meanwhile waits for them, then stops every process: one
         # inside a collective would leave the others waiting for this process, and one raised inside numba's
-        # compiler or an import it makes is not always passed on, and left numpy half imported
-        with StopSignals(STOP_WHILE_PREPARING) as stop, first_process_says(signals_logger.name):
+        # compiler or an import it makes is not always passed on, and left numpy half imported. A launcher's SIGTERM
+        # whose process is seen lost meanwhile is not said as a stop: the next meeting says the loss
+        lost = (lambda: procs.lost_elsewhere() if procs is not None else None)
+        with StopSignals(STOP_WHILE_PREPARING, lost, raise_loss=False) as stop, \
+                first_process_says(signals_logger.name):
             procs = Processes()
             job = _prepared_job(procs, model, out_dir, settings, restart, checkpoint)
         procs.agree(lambda: _stop_if(stop))  # before anything is written

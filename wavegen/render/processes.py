@@ -28,6 +28,7 @@ from wavegen.distributed import (GROUP_TIMEOUT_SECONDS, ProcessLostError, before
                                  lost_contact, process_lost, process_state, record_this_process, recorded_process)
 from wavegen.errors import FolderBusyError, WavegenError, every_process
 from wavegen.render.settings import RenderStateError, RenderWriteError
+from wavegen.signals import held_a_launchers_term
 
 # errors a process may hand to the others, by name (anything else arrives as a plain WavegenError)
 _SHARED_ERRORS = {cls.__name__: cls for cls in (ConfigError, FolderBusyError, RenderStateError, RenderWriteError)}
@@ -37,6 +38,7 @@ HEARTBEAT_SECONDS = 1.0  # how often each process of a render says, in the store
 SILENCE_SECONDS = 60.0
 _POLL_SECONDS = 0.05  # how often a process waiting for the others looks at the store
 _KEPT = "what it had rendered is kept (its snapshot, saved at each window): rerun the same command to resume"
+_UNTOUCHED = "nothing was written yet (not every process had come): rerun the same command"  # (a lost start)
 
 
 class Processes:
@@ -50,22 +52,46 @@ class Processes:
 
     def __init__(self):
         self.rank, self.world, self.owned = 0, 1, False
-        self._key, self._heartbeat = None, None
+        self._key, self._heartbeat, self._who = None, None, {}
         if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
             return
         import torch.distributed as dist
 
         before_process_group()
         if not dist.is_initialized():
-            dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=GROUP_TIMEOUT_SECONDS))
+            timeout = datetime.timedelta(seconds=GROUP_TIMEOUT_SECONDS)
+            store, self.rank, self.world = next(dist.rendezvous("env://", timeout=timeout))  # init_process_group's
+            store.set_timeout(timeout)
+            self._all_came(dist.PrefixStore("default_pg", store))  # (the group's store, as it will be)
+            dist.init_process_group("gloo", store=store, rank=self.rank, world_size=self.world, timeout=timeout)
             self.owned = True
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         key = self.share(uuid.uuid4().hex)  # this render's own keys in the store
         # where a process that fails mid-render leaves word for the others
         self._failure_key = f"wavegen/render/failed/{key}"
-        self._key, self._meetings, self._who = f"wavegen/render/{key}", 0, {}
+        self._key, self._meetings = f"wavegen/render/{key}", 0
         record_this_process(_store())  # as training does: a gloo error met outside _all_here names the lost one too
         self._heartbeat = _Heartbeat(f"{self._key}/alive/{self.rank}")
+
+    def _all_came(self, store) -> None:
+        """Before the group: this process recorded in ``store`` (record_this_process), then a wait there until
+        every process of the render has, as gloo's connect would wait for them (in C++, deaf to signals, for the
+        group's timeout: the launcher killed a survivor 30 s after its SIGTERM, its line a stop's). A process
+        recorded and ended since, or the one process never recorded once a launcher's SIGTERM is held here (the
+        launcher ends the others when one ends: that one was killed while it started, torch's imports; the others,
+        their SIGTERM held as this one's, come once imported): ProcessLostError naming it. Past
+        GROUP_TIMEOUT_SECONDS, the group's connect says what is missing."""
+        record_this_process(store, self.rank)
+        deadline = time.monotonic() + GROUP_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            states = {rank: self._state_of(rank, store) for rank in range(self.world) if rank != self.rank}
+            missing = [rank for rank in states if rank not in self._who]
+            ended = [rank for rank, state in states.items() if state == "ended"]
+            if ended or (len(missing) == 1 and held_a_launchers_term()):
+                raise self._lost((ended or missing)[0], "ended", _UNTOUCHED, store)
+            if not missing:
+                return
+            time.sleep(_POLL_SECONDS)
 
     def close(self) -> None:
         if self._heartbeat is not None:
@@ -191,28 +217,30 @@ class Processes:
                     raise self._lost(rank, state)
             time.sleep(_POLL_SECONDS)
 
-    def _state_of(self, rank: int) -> str | None:
+    def _state_of(self, rank: int, store=None) -> str | None:
         """Process ``rank``'s state where it runs on this machine, among the processes this one sees: "ended",
-        "stopped" (SIGSTOP, Ctrl-Z) or "running"; None where it runs elsewhere (or cannot be seen)."""
+        "stopped" (SIGSTOP, Ctrl-Z) or "running"; None where it runs elsewhere (or cannot be seen, or is not
+        recorded in ``store``, the group's by default, yet)."""
         if rank not in self._who:
-            who = recorded_process(_store(), rank)
+            who = recorded_process(_store() if store is None else store, rank)
             if who is None:  # (it records it just after the group's first exchange)
                 return None
             self._who[rank] = who
         return process_state(*self._who[rank])
 
-    def _lost(self, rank: int, state: str | None) -> ProcessLostError:
-        """The one line for process ``rank``, lost while this one waited for it."""
+    def _lost(self, rank: int, state: str | None, kept: str = _KEPT, store=None) -> ProcessLostError:
+        """The one line for process ``rank``, lost while this one waited for it; ``kept``: what is kept; ``store``:
+        the group's to be, before it exists."""
         work = f"process {rank} of this render ({self.world} processes)"
         if state == "ended":
             return first_to_say_the_loss(ProcessLostError(
                 f"{work} ended unexpectedly (killed, or out of memory? the launcher's report says why); this process "
-                f"stopped too: {_KEPT}"))
+                f"stopped too: {kept}"), store, self.rank)
         why = "it is stopped (SIGSTOP or Ctrl-Z)" if state == "stopped" else \
             "frozen: stopped, swapped out or stuck on a disk, or ended on another machine"
         return first_to_say_the_loss(ProcessLostError(
             f"{work} has not answered for {silence_seconds():g} s ({why}) while this one waited for it; this process "
-            f"stopped: {_KEPT}"))
+            f"stopped: {kept}"))
 
     def agree(self, step, src: int | None = None):
         """Run ``step()`` (on process ``src`` only, or on all when None) and raise its error everywhere.
