@@ -144,3 +144,44 @@ def test_a_stop_recorded_beside_a_killed_process_is_said_as_the_loss(tmp_path):
     said = [line for line in run.stderr.splitlines() if line.startswith("RAISED")]
     assert said and said[0].startswith("RAISED ProcessLostError process 2 of this render (3 processes) ended "
                                        "unexpectedly"), run.stderr[-3000:]
+
+
+RECORDED_THEN_ENDED = """
+import os, sys, time
+from wavegen.render.loop import news_elsewhere
+from wavegen.render.processes import Processes, _store
+from wavegen.render.settings import RenderWriteError
+from wavegen.signals import StopSignals
+
+processes = Processes()
+processes.gather(None)
+if processes.rank == 1:  # its own error recorded for the others, then it ends: torchrun's SIGTERM to process 0
+    _store().get("ready")
+    processes.tell_failure(RenderWriteError("r/stream_001.wav: no space left on the disk"))
+    os._exit(1)
+try:
+    with StopSignals("finishing", lambda: news_elsewhere(processes)):
+        _store().set("ready", "1")
+        end = time.monotonic() + 60
+        while time.monotonic() < end:  # far from any look (a FLAC encoding), behind an except Exception (a store's)
+            try:
+                time.sleep(0.01)
+            except Exception:
+                pass
+except BaseException as err:
+    print(f"RAISED {type(err).__name__} {err}", file=sys.stderr, flush=True)
+os._exit(0)
+"""
+
+
+@pytest.mark.slow
+def test_a_process_that_recorded_its_error_then_ended_is_said_with_its_error_as_the_held_sigterms_time_is_up(
+        tmp_path):
+    """Process 1 recorded its own error (a full disk) and ended while process 0 was far from a chunk or window: the
+    held SIGTERM's time up asked lost_elsewhere alone and said "process 1 ... ended unexpectedly (killed, or out of
+    memory?)", where each chunk and window says process 1's error (failure_elsewhere). Now the same judgement, the
+    error passing the except Exception it meets."""
+    said, stderr = raised_under_torchrun(tmp_path / "recorded.py", RECORDED_THEN_ENDED, ENV)
+    assert len(said) == 1, stderr[-3000:]
+    assert said[0].startswith("RAISED RenderWriteError process 1 of 2 failed, and the others stopped with it"), said
+    assert "no space left on the disk" in said[0], said

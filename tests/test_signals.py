@@ -217,3 +217,27 @@ def test_a_held_sigterm_whose_loss_may_not_be_raised_stays_held_unsaid(monkeypat
         ProcessLostError("process 1 of this render (2 processes) ended unexpectedly")  # met by the work
         assert not stop.held
     assert caplog.text == ""
+
+
+def test_a_loss_raised_as_a_held_sigterms_time_is_up_is_not_swallowed_by_except_exception(monkeypatch, caplog):
+    """The loss look_for_loss found was raised as itself (an ordinary Exception) at whatever line the main thread
+    ran: an ``except Exception`` there (a store call's) swallowed it, the held SIGTERM forgotten, and the launcher
+    killed the process 30 s later without a word. Now it passes any ``except Exception`` and leaves the block as
+    the loss itself."""
+    from wavegen import signals
+    from wavegen.distributed import ProcessLostError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(signals, "LAUNCH_TERM_SECONDS", 0.2)
+    caplog.set_level(logging.WARNING, logger="wavegen.signals")
+    swallowed = []
+    with pytest.raises(ProcessLostError, match="process 1 ended"), \
+            StopSignals("saving", look_for_loss=lambda: ProcessLostError("process 1 ended")):
+        os.kill(os.getpid(), signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:  # (a store call that treats its own errors as "no word")
+                time.sleep(0.01)
+            except Exception as err:  # noqa: BLE001
+                swallowed.append(err)
+    assert not swallowed and time.monotonic() < deadline and caplog.text == ""

@@ -48,7 +48,8 @@ SALVAGE_BLOCK_FRAMES = 1024  # after a decoding error: re-read in small blocks t
 WHOLE_READ_SUBTYPES = ("MPEG_LAYER_I", "MPEG_LAYER_II", "MPEG_LAYER_III")
 # libsndfile's log line for a chunk whose declared size runs past the end of the file:
 # "data : 384000 (should be 230368)"; AU's and RF64's (its ds64 chunk's) say "Data Size" and "Riff size"
-# (a size field's name, "size" dropped in what is said; AIFF's mended "Sample Size" is no chunk's). 0 and 0xFFFFFFFF are placeholders of streaming writers.
+# (a size field's name, "size" dropped in what is said; AIFF's mended "Sample Size" is no chunk's).
+# 0 and 0xFFFFFFFF are placeholders of streaming writers.
 _SHORT_CHUNK = re.compile(r"^\s*(\w+)(?:(?<=Data) Size|(?<=Riff) size)?\s*:\s*(\d+)\s*\(should be (\d+)\)",
                           re.MULTILINE)
 _SIZE_PLACEHOLDERS = (0, 0xFFFFFFFF)

@@ -109,10 +109,11 @@ def launch_term_held():
     in it, which holds it as its own from then (the launcher ending the survivors of a process killed while
     they started: they meet the loss at their first meeting and say it, not end without a word). One that no
     StopSignals took is delivered as the block ends. Elsewhere the block runs as it is."""
-    global _early_term
+    global _early_term, _terms_held
     if not launched() or threading.current_thread() is not threading.main_thread():
         yield
         return
+    _terms_held = False  # a new command (tests run several in one process): no SIGTERM of its launcher yet
 
     def took(signum, frame):
         global _early_term
@@ -169,6 +170,22 @@ def import_held(name: str):
         return importlib.import_module(name)
 
 
+class LossCarried(BaseException):
+    """A loss that a held SIGTERM's ``look_for_loss`` found, raised in the main thread wherever it runs: a
+    BaseException, so that no ``except Exception`` on the way (a store call's) swallows it and, with it, the held
+    SIGTERM (the launcher then killed the process 30 s later without a word). StopSignals' exit raises ``loss``
+    in its place; code inside the block that handles errors itself takes the loss through :func:`carried`."""
+
+    def __init__(self, loss: BaseException):
+        super().__init__(str(loss))
+        self.loss = loss
+
+
+def carried(err: BaseException) -> BaseException:
+    """``err``, or the loss it carries where it is a :class:`LossCarried`."""
+    return err.loss if isinstance(err, LossCarried) else err
+
+
 class StopSignals:
     """``with StopSignals("finishing the step and saving a checkpoint") as stop: ... stop.requested``.
 
@@ -176,8 +193,9 @@ class StopSignals:
     ``signum`` is the first signal's number (None until one arrives); ``name`` its name.
     ``look_for_loss``: under a launch, → the error of another process of the launch seen lost (ended), or None;
     asked when a held SIGTERM's LAUNCH_TERM_SECONDS are up: that error is then raised in the main thread, whatever
-    it is doing, instead of the SIGTERM's line (a work that looks for a lost process at safe points alone may be
-    far from the next one: a guard's verdict, the FLAC encoding at the end; torchrun kills 30 s after its SIGTERM).
+    it is doing (carried past any ``except Exception`` by :class:`LossCarried`, raised as itself at the block's
+    end), instead of the SIGTERM's line (a work that looks for a lost process at safe points alone may be far from
+    the next one: a guard's verdict, the FLAC encoding at the end; torchrun kills 30 s after its SIGTERM).
     ``raise_loss`` False: a loss found then is not raised (work that an exception must not cut: numba's compiler,
     imports), but the SIGTERM's line is left unsaid and the signal held: the work meets the loss at its next look.
     """
@@ -215,7 +233,7 @@ class StopSignals:
     def _handle(self, signum, frame) -> None:
         if self._loss is not None:  # a lost process found as a held SIGTERM's time was up (_time_up)
             loss, self._loss, self.signum = self._loss, None, None  # said as the loss, not as a stop
-            raise loss
+            raise LossCarried(loss)  # (turned back into the loss as the block ends)
         if self.signum is not None:
             if not self._announcing:
                 raise KeyboardInterrupt
@@ -288,8 +306,10 @@ class StopSignals:
                 self._handle(signal.SIGTERM, None)
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
         self._cancel_line()  # the work is over: what it did is said by what follows
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}
+        if isinstance(exc, LossCarried):
+            raise exc.loss from None

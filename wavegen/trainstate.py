@@ -8,7 +8,8 @@
 - :class:`NonFiniteWatch`: the first step whose loss or gradient was not finite, recorded on the
   device (no host sync per step) and read where the loop syncs anyway, before anything is saved.
 - :func:`check_resume`: may this config resume that run (RESUMABLE_CHANGES)? :func:`resume_warnings`:
-  what a resume is warned of (:func:`earlier_train`: the run's lr and grad_clip before it); :func:`lr_factor`: the learning-rate schedule.
+  what a resume is warned of (:func:`earlier_train`: the run's lr and grad_clip before it); :func:`lr_factor`:
+  the learning-rate schedule.
 - :func:`agree`, :func:`checked`, :func:`broadcast`: what every process of a launch must decide alike
   (wavegen.errors.every_process marks an error all of them raise: the first process alone prints it);
   :func:`on_main`: a step the main process alone takes, whose failure stops every process;

@@ -213,7 +213,8 @@ class RenderFolder:
     checked ``out_dir`` (:func:`check_out`), before the render loads its model."""
 
     def __init__(self, out_dir: str | Path, streams: int, fmt: str, backend: str | None = None):
-        """``backend``: --backend as typed ("auto"), named beside the backend it resolved to where a resume's differs."""
+        """``backend``: --backend as typed ("auto"), named beside the backend it resolved to where a resume's
+        differs."""
         self.out_dir = Path(out_dir)
         self.backend_asked = backend
         check_out(self.out_dir)

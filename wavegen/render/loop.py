@@ -68,8 +68,7 @@ def render(model: str | Path, out_dir: str | Path, settings: RenderSettings, pro
         # inside a collective would leave the others waiting for this process, and one raised inside numba's
         # compiler or an import it makes is not always passed on, and left numpy half imported. A launcher's SIGTERM
         # whose process is seen lost meanwhile is not said as a stop: the next meeting says the loss
-        lost = (lambda: procs.lost_elsewhere() if procs is not None else None)
-        with StopSignals(STOP_WHILE_PREPARING, lost, raise_loss=False) as stop, \
+        with StopSignals(STOP_WHILE_PREPARING, lambda: news_elsewhere(procs), raise_loss=False) as stop, \
                 first_process_says(signals_logger.name):
             procs = Processes()
             job = _prepared_job(procs, model, out_dir, settings, restart, checkpoint)
@@ -139,6 +138,14 @@ def _job_unless_pruned(ref: ModelRef, folder: RenderFolder, settings: RenderSett
         if not again:
             raise
         return None
+
+
+def news_elsewhere(procs: Processes | None) -> BaseException | None:
+    """What a held SIGTERM's time up raises in a render (StopSignals' ``look_for_loss``): the news each chunk and
+    window look for (Processes.failure_elsewhere: another process's recorded error or stop, else one seen ended),
+    so that a process that recorded its own error before it ended is not said "ended unexpectedly"; None while
+    there is none, or before the processes have met (``procs`` None)."""
+    return None if procs is None else procs.failure_elsewhere()
 
 
 def _stop_if(stop: StopSignals) -> None:
@@ -279,7 +286,7 @@ class RenderJob:
         # one that comes after the last window is made lets the render finish, and says so. A launcher's SIGTERM
         # (another process lost) is met at the next chunk or window, or, where the work is far from one (a guard's
         # verdict, the FLAC encoding), raised as the loss once its line's time is up
-        with StopSignals(STOP_IN_WINDOW, procs.lost_elsewhere if procs.world > 1 else None) as stop, \
+        with StopSignals(STOP_IN_WINDOW, lambda: news_elsewhere(procs)) as stop, \
                 first_process_says(signals_logger.name, procs.rank):
             shard = ShardRender(self, progress and procs.rank == 0, stop)
             # every process's snapshot read (or engine reset) before any renders: a refusal of one (a damaged

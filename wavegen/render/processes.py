@@ -28,7 +28,7 @@ from wavegen.distributed import (GROUP_TIMEOUT_SECONDS, ProcessLostError, before
                                  lost_contact, process_lost, process_state, record_this_process, recorded_process)
 from wavegen.errors import FolderBusyError, WavegenError, every_process
 from wavegen.render.settings import RenderStateError, RenderWriteError
-from wavegen.signals import held_a_launchers_term
+from wavegen.signals import carried, held_a_launchers_term
 
 # errors a process may hand to the others, by name (anything else arrives as a plain WavegenError)
 _SHARED_ERRORS = {cls.__name__: cls for cls in (ConfigError, FolderBusyError, RenderStateError, RenderWriteError)}
@@ -62,7 +62,9 @@ class Processes:
             timeout = datetime.timedelta(seconds=GROUP_TIMEOUT_SECONDS)
             store, self.rank, self.world = next(dist.rendezvous("env://", timeout=timeout))  # init_process_group's
             store.set_timeout(timeout)
-            self._all_came(dist.PrefixStore("default_pg", store))  # (the group's store, as it will be)
+            # the group's store as init_process_group makes it without one (given one, it takes it as it is)
+            store = dist.PrefixStore("default_pg", store)
+            self._all_came(store)
             dist.init_process_group("gloo", store=store, rank=self.rank, world_size=self.world, timeout=timeout)
             self.owned = True
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
@@ -84,13 +86,31 @@ class Processes:
         record_this_process(store, self.rank)
         deadline = time.monotonic() + GROUP_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
-            states = {rank: self._state_of(rank, store) for rank in range(self.world) if rank != self.rank}
+            try:
+                states = {rank: self._state_of(rank, store) for rank in range(self.world) if rank != self.rank}
+            except RuntimeError as err:  # the store gone with the process that held it (no launcher's agent)
+                if not lost_contact(err):
+                    raise
+                raise self._lost_with_the_store(err) from err
             missing = [rank for rank in states if rank not in self._who]
             ended = [rank for rank, state in states.items() if state == "ended"]
             if ended or (len(missing) == 1 and held_a_launchers_term()):
                 raise self._lost((ended or missing)[0], "ended", _UNTOUCHED, store)
             if not missing:
                 return
+            time.sleep(_POLL_SECONDS)
+
+    def _lost_with_the_store(self, err: RuntimeError) -> ProcessLostError:
+        """The one line for a store that went away before the group existed (:func:`lost_contact` ``err``): the
+        process that held it, seen ended among those recorded (looked for up to a second: it may still be
+        ending), else "another process"."""
+        deadline = time.monotonic() + 1.0
+        while True:
+            for rank, who in self._who.items():
+                if process_state(*who) == "ended":
+                    return self._lost(rank, "ended", _UNTOUCHED)
+            if time.monotonic() >= deadline:
+                return process_lost(err, f"this render ({self.world} processes)", _UNTOUCHED)
             time.sleep(_POLL_SECONDS)
 
     def close(self) -> None:
@@ -120,7 +140,7 @@ class Processes:
         try:
             return step(*args)
         except BaseException as err:
-            self.tell_failure(err)
+            self.tell_failure(carried(err))  # (a loss StopSignals raised: the loss, not its carrier)
             raise
 
     def failure_elsewhere(self) -> BaseException | None:
@@ -255,6 +275,7 @@ class Processes:
             try:
                 value = step()
             except BaseException as err:
+                err = carried(err)  # a loss StopSignals raised (a held SIGTERM's look_for_loss): that loss
                 failure, error = (type(err).__name__, str(err), isinstance(err, WavegenError)), err
         if self.world == 1:
             if error is not None:
