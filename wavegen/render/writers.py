@@ -77,6 +77,12 @@ def reserve_open_files(files: int, streams: int) -> None:
                           "raise it with ulimit -n or render fewer streams per folder")
 
 
+def _wav_header(sample_rate: int, data_bytes: int) -> bytes:
+    """The 44-byte header of the 16-bit mono PCM WAV a render writes, its data ``data_bytes`` long."""
+    return struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + data_bytes, b"WAVE", b"fmt ", 16, 1, 1, sample_rate,
+                       2 * sample_rate, 2, 16, b"data", data_bytes)
+
+
 class PCMWriter:
     """16-bit mono PCM appended block by block to a WAV file (or a headerless ``.pcm``), resumable.
 
@@ -126,12 +132,11 @@ class PCMWriter:
         if self.wav:
             head = self.file.read(header)
             # the header of an empty file of ours, but for the sizes (the data's is at least the snapshot's)
-            ours = struct.pack("<4sI4s4sIHHIIHH4s", b"RIFF", 0, b"WAVE", b"fmt ", 16, 1, 1, self.sample_rate,
-                               2 * self.sample_rate, 2, 16, b"data")
+            ours = _wav_header(self.sample_rate, 0)
             if len(head) < header:
                 raise RenderStateError(f"{self.path} is cut short ({size} bytes, less than a WAV header; its snapshot "
                                        f"counts {frames} samples): {changed}")
-            if head[:4] + head[8:40] != ours[:4] + ours[8:]:
+            if head[:4] + head[8:40] != ours[:4] + ours[8:40]:
                 raise RenderStateError(f"{self.path} is not the 16-bit mono {self.sample_rate} Hz WAV this render "
                                        f"writes (its header differs): {changed}")
         if size < header + 2 * frames:
@@ -148,9 +153,7 @@ class PCMWriter:
         self.crc32 = crc
 
     def _header(self) -> bytes:
-        data = 2 * self.frames
-        return struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + data, b"WAVE", b"fmt ", 16, 1, 1,
-                           self.sample_rate, 2 * self.sample_rate, 2, 16, b"data", data)
+        return _wav_header(self.sample_rate, 2 * self.frames)
 
     def write(self, pcm: np.ndarray) -> None:
         """pcm [n] int16."""
@@ -319,12 +322,21 @@ def save_snapshot(path: Path, engine_state: dict[str, np.ndarray], written: int,
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
+# what reading a snapshot raises where it is missing, unreadable or damaged
+_UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
+
+
+def _meta(z) -> dict:
+    """The meta (params, streams, events, ...) of an open snapshot ``z``."""
+    return json.loads(z["meta"].tobytes().decode())
+
+
 def _read_snapshot(path: Path) -> tuple[dict[str, np.ndarray], int, dict]:
     try:
         with np.load(path, allow_pickle=False) as z:
             engine = {k[len("engine."):]: z[k] for k in z.files if k.startswith("engine.")}
-            return engine, int(z["written"]), json.loads(z["meta"].tobytes().decode())
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            return engine, int(z["written"]), _meta(z)
+    except _UNREADABLE as err:
         raise RenderStateError(f"{path}: unreadable render snapshot ({type(err).__name__}: {err}); "
                                "rerun with --restart to start the render over") from err
 
@@ -371,16 +383,17 @@ def recorded_meta(path: Path) -> tuple[dict | None, str | None]:
         if candidate.is_file():
             try:
                 with np.load(candidate, allow_pickle=False) as z:
-                    return json.loads(z["meta"].tobytes().decode()), candidate.name
-            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+                    return _meta(z), candidate.name
+            except _UNREADABLE:
                 continue
     return None, None
 
 
 def flushed_samples(path: Path) -> int:
-    """Samples per stream the WAV ``path`` a render writes declares in its header: what its last flush (made
-    just before a snapshot) wrote; 0 where it is missing, shorter than a header, or never flushed (a render
-    stopped before its first snapshot: the header of an empty file, whatever its buffered audio after it)."""
+    """Samples per stream the WAV ``path`` a render writes declares in its header: what its last snapshot holds
+    (the header is counted just after each, shard's _save); 0 where it is missing, shorter than a header, or
+    never counted (a render stopped before its first snapshot: the header of an empty file, whatever its
+    buffered audio after it)."""
     try:
         with open(path, "rb") as f:
             head = f.read(WAV_HEADER_BYTES)
