@@ -99,6 +99,21 @@ def launched_process(launch: subprocess.Popen, rank: int, timeout: float = 120) 
     raise TimeoutError(f"no process of rank {rank} under launcher {launch.pid} within {timeout} s")
 
 
+def ended_after_killing(launch: subprocess.Popen, rank: int, wait, timeout: float = 120) -> tuple[str, float]:
+    """Process ``rank`` of the launch killed once ``wait()`` returns: (the launch's stderr once it has ended, the
+    seconds from the kill to its end). The launch is ended whole (kill_launch) where anything fails or overruns."""
+    try:
+        victim = launched_process(launch, rank)
+        wait()
+        victim.kill()
+        killed = time.monotonic()
+        _, stderr = launch.communicate(timeout=timeout)
+        return stderr, time.monotonic() - killed
+    finally:
+        if launch.poll() is None:
+            kill_launch(launch)
+
+
 def wait_until(launch: subprocess.Popen, done, what: str, timeout: float = 180) -> None:
     """Wait until ``done()`` while ``launch`` runs (AssertionError naming ``what``, with its stderr, when it ends
     first or ``timeout`` passes)."""

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from process_helpers import kill_launch, launched_process, raised_under_torchrun, run_launch
+from process_helpers import ended_after_killing, raised_under_torchrun, run_launch
 from render_helpers import ENV, SR, direct_pcm, file_bytes, make_model, wait_for_file, write_streams
 
 # The CLI, with ``PAUSED`` (module:name of wavegen) taking PAUSE_SECONDS in process 0 after writing PAUSE_MARK: work
@@ -59,16 +59,8 @@ def test_a_process_killed_while_another_encodes_its_flac_is_said_at_once_and_the
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     launch = subprocess.Popen([*launcher, str(script), *command], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for_file(launch, tmp_path / "paused")
-        time.sleep(0.5)
-        launched_process(launch, 1).kill()
-        killed = time.monotonic()
-        _, stderr = launch.communicate(timeout=120)
-        took = time.monotonic() - killed
-    finally:
-        if launch.poll() is None:
-            kill_launch(launch)
+    stderr, took = ended_after_killing(launch, 1,
+                                       lambda: (wait_for_file(launch, tmp_path / "paused"), time.sleep(0.5)))
     errors = error_lines(stderr)
     assert len(errors) == 1, stderr[-3000:]
     assert errors[0].startswith("wavegen render: error: process 1 of this render (2 processes) ended unexpectedly"), \

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from process_helpers import kill_launch, launched_process, wait_until
+from process_helpers import ended_after_killing, wait_until
 from render_helpers import ENV, make_model
 
 # The CLI, process 0 writing STARTED once wavegen's CLI is imported and torch not yet (the render's import of it)
@@ -38,17 +38,8 @@ def test_a_process_killed_while_the_render_starts_is_named_by_the_survivor(tmp_p
                "--no-guard", "--no-spectrogram"]
     launch = subprocess.Popen([*launcher, str(script), *command], env={**ENV, "STARTED": str(started)},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        victim = launched_process(launch, 1)
-        wait_until(launch, started.exists, "process 0 started")
-        time.sleep(1.0)
-        victim.kill()
-        killed = time.monotonic()
-        _, stderr = launch.communicate(timeout=120)
-        took = time.monotonic() - killed
-    finally:
-        if launch.poll() is None:
-            kill_launch(launch)
+    stderr, took = ended_after_killing(
+        launch, 1, lambda: (wait_until(launch, started.exists, "process 0 started"), time.sleep(1.0)))
     errors = [line for line in stderr.splitlines() if line.startswith("wavegen render: error:")]
     assert len(errors) == 1, stderr[-3000:]
     assert errors[0].startswith("wavegen render: error: process 1 of this render (2 processes) ended unexpectedly "
