@@ -85,21 +85,21 @@ class _Source:
         """A WAV whose header was never finished (its data size 0: libsndfile reads no frame of it) decoded as
         prep decodes it, through wavegen.prep_wav's view of it finished, with a warning; False for another file."""
         from wavegen.audio_decode import decode_mono
-        from wavegen.prep_wav import UNFINISHED_WAV, FinishedView, unfinished_wav
+        from wavegen.prep_wav import UNFINISHED_WAV, read_finished, unfinished_wav
 
         try:
             wav = unfinished_wav(self.path)
-            if wav is None:
-                return False
-            if wav.audio_bytes == 0:
-                raise _Unreadable(f"{UNFINISHED_WAV} and no whole frame of audio follows it")
-            with open(self.path, "rb") as f:
-                view = FinishedView(wav, f)
-                self.whole = decode_mono(self.path, self.sample_rate, source=view).samples
         except (EOFError, OSError) as err:
             raise _Unreadable(f"cannot read file ({getattr(err, 'strerror', None) or err})") from None
-        if view.error is not None:
-            raise _Unreadable(f"cannot read file ({view.error.strerror or view.error})")
+        if wav is None:
+            return False
+        if wav.audio_bytes == 0:
+            raise _Unreadable(f"{UNFINISHED_WAV} and no whole frame of audio follows it")
+        samples, why = read_finished(self.path, wav,
+                                     lambda view: decode_mono(self.path, self.sample_rate, source=view).samples)
+        if why is not None:
+            raise _Unreadable(why)
+        self.whole = samples
         logger.warning("%s: %s; the audio after it read to its last whole frame", self.path, UNFINISHED_WAV)
         return True
 

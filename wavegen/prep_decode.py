@@ -22,7 +22,7 @@ from wavegen import prep_inputs
 from wavegen.audio import float_to_int16, scale_to_full_scale
 from wavegen.audio_decode import AudioError, AudioMemoryError, decode_mono
 from wavegen.fileio import check_room, write_array
-from wavegen.prep_wav import UNFINISHED_WAV, FinishedView, unfinished_wav
+from wavegen.prep_wav import UNFINISHED_WAV, FinishedView, read_finished, unfinished_wav
 from wavegen.progress import progress_bar
 from wavegen.split import SILENCE_FLOOR, SPLITS, channels_cancel, dbfs, split_on_silence, why_no_sound
 
@@ -131,9 +131,9 @@ class Earlier:
     def audio_sha256(self, index: int) -> str:
         """The sha256 of the kept audio of the corpus's file index, as write_audio writes it (a segment at a time)."""
         ((name, rows),) = self._rows[index]
-        audio, digest = np.load(self.dir / f"{name}.npy", mmap_mode="r"), hashlib.sha256()
-        for start, length in rows:
-            digest.update(memoryview(np.ascontiguousarray(audio[start : start + length])).cast("B"))
+        digest = hashlib.sha256()
+        for segment in _segments(np.load(self.dir / f"{name}.npy", mmap_mode="r"), rows):
+            digest.update(segment)
         return digest.hexdigest()
 
     def write_audio(self, tmp: Path, indices: dict[int, int]) -> None:
@@ -149,14 +149,21 @@ class Earlier:
             _write_segments(tmp / f"{here}.pcm", arrays[name], rows)
 
 
+def _segments(audio: np.ndarray, rows: np.ndarray):
+    """The bytes of audio[start : start + length] for each (start, length) of rows [n, 2], one after another: each
+    one's view of the (memory-mapped) audio, never copied."""
+    for start, length in rows:
+        yield memoryview(np.ascontiguousarray(audio[start : start + length])).cast("B")
+
+
 def _write_segments(path: Path, audio: np.ndarray, rows: np.ndarray) -> None:
     """path: audio[start : start + length] for each (start, length) of rows [n, 2], one after another, in
     write_array's format (the samples' bytes as tofile writes them), a segment at a time: each one's view
     of the memory-mapped audio written as it is, never copied. An OSError names path, as write_array's does."""
     try:
         with open(path, "wb") as f:
-            for start, length in rows:
-                f.write(memoryview(np.ascontiguousarray(audio[start : start + length])).cast("B"))
+            for segment in _segments(audio, rows):
+                f.write(segment)
     except OSError as err:
         if err.filename is None and err.errno:  # a failed flush at close names no file
             raise OSError(err.errno, os.strerror(err.errno), str(path)) from err
@@ -186,14 +193,9 @@ def _decode_one(path: Path, settings: PrepSettings, digest: str):
         return _decode_source(path, settings, digest)
     if unfinished.audio_bytes == 0:
         return f"empty: {UNFINISHED_WAV} and no whole frame of audio follows it"
-    try:
-        with open(path, "rb") as f:
-            view = FinishedView(unfinished, f)
-            result = _decode_source(path, settings, digest, view, UNFINISHED_WAV + "; the audio after it read to "
-                                                                                   "its last whole frame")
-    except (EOFError, OSError) as e:
-        return f"cannot read file ({getattr(e, 'strerror', None) or e})"
-    return result if view.error is None else f"cannot read file ({view.error.strerror or view.error})"
+    result, why = read_finished(path, unfinished, lambda view: _decode_source(
+        path, settings, digest, view, UNFINISHED_WAV + "; the audio after it read to its last whole frame"))
+    return result if why is None else why
 
 
 def _decode_source(path: Path, settings: PrepSettings, digest: str, view: FinishedView | None = None,

@@ -93,6 +93,21 @@ class FinishedView:
             return b""
 
 
+def read_finished(path: Path, wav: UnfinishedWav, read):
+    """``read(view)`` of the WAV ``path`` whose header was never finished (``wav``: :func:`unfinished_wav`'s)
+    through its :class:`FinishedView`: (read's result, None), or (None, why it cannot be read: "cannot read
+    file (...)") where opening or reading it fails."""
+    try:
+        with open(path, "rb") as f:
+            view = FinishedView(wav, f)
+            result = read(view)
+    except (EOFError, OSError) as e:
+        return None, f"cannot read file ({getattr(e, 'strerror', None) or e})"
+    if view.error is not None:
+        return None, f"cannot read file ({view.error.strerror or view.error})"
+    return result, None
+
+
 def unfinished_wav(path: Path, max_chunks: int = 64) -> UnfinishedWav | None:
     """path as an UnfinishedWav when it is a RIFF WAV whose data chunk declares 0 bytes and whose RIFF size
     is not the file's (a recorder killed before it wrote the sizes: its samples lie after the header), else
