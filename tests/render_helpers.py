@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 
@@ -21,7 +22,8 @@ from conftest import save_tiny_model
 from wavegen.audio import dequantize, float_to_int16, quantize, silence_code
 from wavegen.checkpoint import load_model
 from wavegen.generate import make_engine, sample_codes, uniforms
-from wavegen.render import PCMWriter, RenderSettings, RenderStateError, encode_flac, load_snapshot
+from wavegen.render import PCMWriter, RenderSettings, RenderStateError, encode_flac, load_snapshot, render
+from wavegen.render import shard as render_shard
 
 SR = 4000
 Q = 256
@@ -103,6 +105,25 @@ def expected_guarded(bias, streams, windows, width, attempts_max, seed=0):
             out[s, w * width:(w + 1) * width] = float_to_int16(dequantize(codes, Q, "mu-law"))
     events.sort(key=lambda e: (e["seconds"], e["stream"], e["attempt"]))  # stable: "gave up" after its verdict
     return out, events
+
+
+def stopped_render(model, out, s, windows: int) -> None:
+    """A render of ``s`` stopped as by Ctrl-C in its window ``windows + 1``: OUT holds an unfinished
+    render (its last snapshot at the start of that window) that a rerun resumes."""
+    real = render_shard.Generator.generate
+    calls = []
+
+    def generate(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) > windows:
+            self.stop.request()
+        return real(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(render_shard.Generator, "generate", generate)
+        with pytest.raises(KeyboardInterrupt):
+            render(model, out, s, progress=False)
+    assert not (out / "render_report.json").exists()
 
 
 def write_streams(folder: Path, pcm: np.ndarray, fmt: str) -> Path:

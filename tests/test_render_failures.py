@@ -18,12 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from render_helpers import SR, direct_pcm, file_bytes, make_model, read_pcm, settings, write_streams
+from render_helpers import SR, direct_pcm, file_bytes, make_model, read_pcm, settings, stopped_render, write_streams
 from wavegen.cli import main
 from wavegen.fileio import atomic_write
 from wavegen.render import (RenderFolder, RenderStateError, RenderWriteError, encode_flac, load_snapshot, render,
                             save_snapshot)
-from wavegen.render import shard as render_shard
 from wavegen.render import writers as render_writers
 
 NO_SPACE = OSError(errno.ENOSPC, "No space left on device")
@@ -32,25 +31,6 @@ NO_SPACE = OSError(errno.ENOSPC, "No space left on device")
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
     return make_model(tmp_path_factory.mktemp("model") / "tiny")
-
-
-def stopped_render(model, out, s, windows: int) -> None:
-    """A render of ``s`` stopped as by Ctrl-C in its window ``windows + 1``: OUT holds an unfinished
-    render (its last snapshot at the start of that window) that a rerun resumes."""
-    real = render_shard.Generator.generate
-    calls = []
-
-    def generate(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) > windows:
-            self.stop.request()
-        return real(self, *args, **kwargs)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(render_shard.Generator, "generate", generate)
-        with pytest.raises(KeyboardInterrupt):
-            render(model, out, s, progress=False)
-    assert not (out / "render_report.json").exists()
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -235,7 +215,8 @@ def test_a_stream_file_rewritten_between_sessions_is_refused_and_left_as_it_is(m
     edited = path.read_bytes()
     with pytest.raises(RenderStateError) as caught:
         render(model, out, s, progress=False)
-    why = "its header differs" if edit == "float" else "their CRC-32 differs from its snapshot's"
+    why = ("is a mono 4000 Hz 32-bit float WAV, not the mono 4000 Hz 16-bit WAV this render writes" if edit == "float"
+           else "their CRC-32 differs from its snapshot's")
     assert str(caught.value).startswith(str(path)) and why in str(caught.value)
     assert "rerun with --restart" in str(caught.value)
     assert path.read_bytes() == edited

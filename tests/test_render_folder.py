@@ -21,7 +21,7 @@ from wavegen.config import ConfigError
 from wavegen.errors import WavegenError
 from wavegen.render import RenderFolder, RenderStateError, render
 from wavegen.render import writers as render_writers
-from wavegen.render.folder import check_params
+from wavegen.render.params_check import check_params
 
 resource = pytest.importorskip("resource")
 
@@ -272,9 +272,10 @@ def test_a_resume_with_another_prime_or_none_says_so_in_words_not_as_a_sha256_or
     check_params({"prime_sha256": a}, {"prime_sha256": a}, tmp_path)
 
 
-def test_restart_reads_what_the_recorded_render_wrote_and_skips_a_record_it_cannot_read(model, tmp_path):
+def test_restart_reads_what_the_recorded_render_wrote_and_skips_a_record_it_cannot_read(model, tmp_path, capsys):
     """--restart removes the files of the render recorded in .state/params.json (3 FLAC streams here), with
-    the one JSON reader the rerun check uses; a record that is not a JSON object is passed over, not fatal."""
+    the one JSON reader the rerun check uses; a record that is not a JSON object is passed over, not fatal, and
+    the streams it no longer knows as a render's are named as left (they were left without a word)."""
     out = tmp_path / "out"
     assert render_cli(model, out, "--streams", 3, "--format", "flac") == 0
     (out / "notes.txt").write_text("mine")
@@ -286,7 +287,10 @@ def test_restart_reads_what_the_recorded_render_wrote_and_skips_a_record_it_cann
     with pytest.raises(RenderStateError, match=r"render_report\.json: unreadable render report \(a JSON array, not "
                                                r"an object\); rerun with --restart"):
         folder.completed_report({})
+    capsys.readouterr()
     assert render_cli(model, out, "--streams", 2, "--restart") == 0  # the FLACs are no longer known as its own
+    assert (f"--restart: left stream_000.flac, stream_001.flac, stream_002.flac in {out}: no readable record there "
+            "(.state/params.json, its snapshots, render_report.json) names them" in capsys.readouterr().err)
     assert sorted(p.name for p in out.iterdir()) == [".lock", "notes.txt", "render_report.json", "stream_000.flac",
                                                      "stream_000.wav", "stream_001.flac", "stream_001.wav",
                                                      "stream_002.flac"]

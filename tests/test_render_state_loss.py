@@ -1,7 +1,8 @@
 """A render folder that lost part of its .state/ (wavegen.render.folder, wavegen.render.shard): snapshots gone while
-its streams hold audio are refused, not rendered over; a damaged or missing params.json is rebuilt from the
-snapshots, which carry the same parameters; a --backend auto that resolves to another backend on a resume is
-said as typed and as resolved."""
+its streams hold audio are refused, not rendered over (a FLAC render's raw PCM too; a WAV that is not the render's
+is said to be another's); a damaged or missing params.json is rebuilt from the snapshots, which carry the same
+parameters, and --restart learns from them what the old render wrote; a --backend auto that resolves to another
+backend on a resume is said as typed and as resolved."""
 
 from __future__ import annotations
 
@@ -11,13 +12,16 @@ import struct
 import subprocess
 import time
 
+import numpy as np
 import pytest
+import soundfile as sf
 
-from render_helpers import ENV, SR, cli, direct_pcm, make_model, read_pcm, settings, wait_for_snapshot
+from render_helpers import (ENV, SR, cli, direct_pcm, make_model, read_pcm, settings, stopped_render,
+                            wait_for_snapshot)
 from wavegen.cli import main
 from wavegen.render import render
 from wavegen.render.settings import WAV_HEADER_BYTES
-from wavegen.render.writers import load_snapshot
+from wavegen.render.writers import encode_flac, load_snapshot
 
 SECONDS = 1.0
 FLAGS = ["--seconds", SECONDS, "--backend", "torch", "--no-guard", "--no-spectrogram", "--snapshot-seconds", 0.125,
@@ -195,3 +199,92 @@ def test_backend_auto_resolving_to_another_backend_on_resume_is_said_as_typed_an
     assert (f"holds a render made with backend='torch', but this command's --backend auto runs "
             f"backend='{resolved}' here" in line)
     assert "Pass --backend torch to resume it" in line
+
+
+@pytest.mark.parametrize("channels, rate, subtype, what", [
+    (2, 44100, "PCM_16", "a stereo 44100 Hz 16-bit WAV"), (1, 8000, "PCM_16", "a mono 8000 Hz 16-bit WAV"),
+    (1, SR, "FLOAT", f"a mono {SR} Hz 32-bit float WAV")])
+def test_another_wav_beside_a_render_without_snapshots_is_said_not_to_be_its_stream(stopped, tmp_path, capsys,
+                                                                                    channels, rate, subtype, what):
+    """A stream_000.wav of another rate, channel count or format beside a render's .state/ (its snapshots gone) was
+    refused as "N s of this render's audio", counted from its header's data size."""
+    model = stopped[0]
+    out = copy_of(stopped, tmp_path)
+    for name in ("rank0.npz", "rank0.prev.npz"):
+        (out / ".state" / name).unlink()
+    wav = out / "stream_000.wav"
+    sf.write(wav, np.zeros((SR, channels), dtype=np.int16), rate, subtype=subtype)
+    before = wav.read_bytes()
+    assert render_cli(model, out) == 2
+    line = one_error_line(capsys)
+    assert line.startswith(f"wavegen render: error: {wav} is {what}, not a stream of this render (a mono {SR} Hz "
+                           "16-bit WAV)")
+    assert "this render's audio" not in line and "--restart" in line
+    assert wav.read_bytes() == before
+
+
+def test_restart_with_params_json_damaged_removes_the_files_its_snapshot_recorded(stopped, tmp_path, caplog):
+    """--restart of another layout (FLAC here, the render there a WAV) with params.json damaged: the old render's
+    stream_000.wav was left, its layout read from params.json alone; the snapshot records the same parameters."""
+    model = stopped[0]
+    out = copy_of(stopped, tmp_path)
+    (out / ".state" / "params.json").write_text("{")
+    (out / "notes.txt").write_text("mine")
+    with caplog.at_level("INFO", logger="wavegen.render"):
+        render(model, out, settings(0.125, format="flac"), progress=False, restart=True)
+    said = [m for m in caplog.messages if m.startswith("--restart")]
+    assert said == [f"--restart: removed .state, stream_000.wav from {out} (the render there was of 1 wav stream(s), "
+                    "as its snapshot rank0.npz recorded: params.json is unreadable)"]
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "notes.txt", "render_report.json", "stream_000.flac"]
+
+
+# ----- FLAC: the raw PCM under .state/ has no header to count what a snapshot holds ------------------------
+
+FLAC = dict(format="flac", block_seconds=0.25, snapshot_seconds=0.25)
+
+
+@pytest.fixture(scope="module")
+def stopped_flac(stopped, tmp_path_factory):
+    """(model, a FLAC render stopped with 0.5 s in its snapshot and raw PCM, the PCM's bytes)."""
+    out = tmp_path_factory.mktemp("flac") / "out"
+    stopped_render(stopped[0], out, settings(SECONDS, **FLAC), windows=2)
+    assert load_snapshot(out / ".state" / "rank0.npz")[1] == SR // 2
+    return stopped[0], out, (out / ".state" / "stream_000.pcm").read_bytes()
+
+
+def test_a_flac_render_whose_snapshots_are_gone_is_refused_naming_its_raw_pcm(stopped_flac, tmp_path, capsys):
+    """Its snapshots gone, the rerun began again and wrote over the half second the raw PCM held."""
+    model, _, pcm = stopped_flac
+    out = copy_of(stopped_flac, tmp_path)
+    for name in ("rank0.npz", "rank0.prev.npz"):
+        (out / ".state" / name).unlink()
+    assert render_cli(model, out, "--format", "flac", "--block-seconds", 0.25) == 2
+    line = one_error_line(capsys)
+    assert f"{out / '.state' / 'stream_000.pcm'} holds 0.5 s of this render's audio (raw PCM" in line
+    assert "rank0.npz and rank0.prev.npz" in line and "gone" in line and "--restart" in line
+    assert (out / ".state" / "stream_000.pcm").read_bytes() == pcm
+
+
+def test_a_finished_flac_stream_without_snapshots_is_refused(stopped_flac, tmp_path, capsys):
+    """A .flac is encoded only once its stream's last snapshot is saved: one there without a snapshot (nor the mark
+    of one: a render of an older wavegen) means they were removed; the rerun rendered over it."""
+    model = stopped_flac[0]
+    out = copy_of(stopped_flac, tmp_path)
+    for name in ("rank0.npz", "rank0.prev.npz", "rank0.snapshotted"):
+        (out / ".state" / name).unlink(missing_ok=True)  # the mark: none of an older wavegen's render
+    encode_flac(out / ".state" / "stream_000.pcm", out / "stream_000.flac", SR)
+    before = (out / "stream_000.flac").read_bytes()
+    assert render_cli(model, out, "--format", "flac", "--block-seconds", 0.25) == 2
+    assert f"{out / 'stream_000.flac'} is this render's finished stream, but its snapshots" in one_error_line(capsys)
+    assert (out / "stream_000.flac").read_bytes() == before
+
+
+def test_a_flac_render_stopped_before_its_first_snapshot_still_just_starts(stopped_flac, tmp_path):
+    """Raw PCM (buffered writes) and no snapshot, nor the mark of one: a render killed before its first: it starts."""
+    model = stopped_flac[0]
+    out = copy_of(stopped_flac, tmp_path)
+    for name in ("rank0.npz", "rank0.prev.npz", "rank0.snapshotted"):
+        (out / ".state" / name).unlink(missing_ok=True)  # the mark: none of an older wavegen's render
+    report = render(model, out, settings(SECONDS, **FLAC), progress=False)
+    assert report["status"] == "complete"
+    assert (read_pcm(out / "stream_000.flac") == direct_pcm(model, 1, int(SECONDS * SR))[0]).all()

@@ -11,7 +11,9 @@ The package, one job per module:
 - :mod:`~wavegen.render.settings`: RenderSettings and its checks (lengths each format can
   hold), the inputs (label blend, prime), stream sharding; the render's error classes.
 - :mod:`~wavegen.render.folder`: the output folder: its lock (one render at a time), the
-  recorded parameters and the rerun check, ``--restart``, the report file.
+  recorded parameters, ``--restart``, the report file.
+- :mod:`~wavegen.render.params_check`: the rerun check: recorded parameters against this command's,
+  the first that differs named as typed.
 - :mod:`~wavegen.render.model_change`: whether a resume renders the model the render began with (the
   same tensors, in best/ or a checkpoint); a resume whose model changed or is gone (a run's best/
   replaced or deleted): the refusal, naming the kept checkpoint of the weights the render began with.
@@ -30,7 +32,8 @@ Resuming. Under ``out_dir/.state/`` the render keeps ``params.json`` (everything
 the audio, the numba engine's thread count included: its sums round by it) and, per process, ``rank{r}.npz``: engine state, samples written, guard events,
 written atomically every ``snapshot_seconds`` of audio, after the audio files were flushed
 and fsynced up to that point (the snapshot before it stays as ``rank{r}.prev.npz``, the
-fallback when the newest is damaged). Rerunning the same command after a crash, Ctrl-C or
+fallback when the newest is damaged; a FLAC render's process also leaves ``rank{r}.snapshotted`` once it
+saved one, as its raw PCM has no header to count what a snapshot holds). Rerunning the same command after a crash, Ctrl-C or
 ``kill -9`` cuts each file back to the snapshot and continues (and removes what a write cut
 short left: a FLAC or PNG half encoded). The first Ctrl-C or SIGTERM rewinds to the start of
 the current window, saves a snapshot and exits (130); one that comes once the last window is
@@ -50,10 +53,10 @@ process 0 holds the folder's lock and writes the report.
 """
 
 from wavegen.plotting import spectrogram_png, spectrogram_summary
-from wavegen.render.folder import (NON_BINDING, PARAMS_FILE, REPORT_FILE, STATE_DIR, RenderFolder,
-                                   check_params)
+from wavegen.render.folder import PARAMS_FILE, REPORT_FILE, STATE_DIR, RenderFolder
 from wavegen.render.guard import LOGGED_EVENTS, Guard, GuardCriteria, GuardLog, guard_verdict, spectral_flatness
 from wavegen.render.loop import render, render_params, resolve_render_model
+from wavegen.render.params_check import NON_BINDING, check_params
 from wavegen.render.settings import (FLAC_MAX_SAMPLES, FORMATS, PRECISIONS, RenderSettings, RenderStateError,
                                      RenderWriteError, check_length, estimate_bytes, parse_label, prime_codes,
                                      shard_streams, stream_paths)

@@ -10,22 +10,26 @@ naming the holder.
 
 A rerun with the same parameters resumes (or, when complete, does nothing); any binding
 parameter that differs is refused with both values named (``--backend auto`` as typed and as
-resolved here), until ``--restart``. A params.json damaged or gone is written again from the first
-process's snapshot, which records the same parameters (said); snapshots gone while the WAVs hold
-flushed audio are refused by :meth:`wavegen.render.shard.ShardRender.start`, not rendered over.
+resolved here: :mod:`wavegen.render.params_check`), until ``--restart``. A params.json damaged or gone is
+written again from a snapshot, which records the same parameters (said), and ``--restart`` learns from one what
+the render there wrote; snapshots gone while the WAVs (or a FLAC render's raw PCM, marked ``rank{r}.snapshotted``
+once snapshotted) hold audio one vouched for are refused by :meth:`wavegen.render.shard.ShardRender.start`, not
+rendered over.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import re
 import shutil
 from pathlib import Path
 
 from wavegen.errors import WavegenError, some_of
 from wavegen.fileio import (FolderLock, ensure_folder, link_to_nothing, not_a_file, read_json_object, stale_temporaries,
                             write_json)
-from wavegen.render.model_change import TENSORS_KEY, model_differs, same_model, with_recorded_tensors
+from wavegen.render.model_change import TENSORS_KEY, with_recorded_tensors
+from wavegen.render.params_check import check_params
 from wavegen.render.settings import FORMATS, RenderStateError, RenderWriteError, estimate_bytes, stream_paths
 from wavegen.render.writers import open_file_limit, recorded_meta
 
@@ -34,131 +38,7 @@ logger = logging.getLogger("wavegen.render")
 STATE_DIR = ".state"
 REPORT_FILE = "render_report.json"
 PARAMS_FILE = "params.json"
-# Parameters recorded but free to change on resume: the audio does not depend on them.
-NON_BINDING = ("model", "block_seconds")
-# Parameters added after renders were first recorded: their value in a record that lacks them.
-ADDED_LATER = {"precision": "fp32"}
-# Parameters added later whose value a record that lacks them does not tell: accepted as they are now.
-UNKNOWN_BEFORE = ("threads", "label_weights")
-
-
-def check_params(saved: dict, current: dict, where: Path, backend_asked: str | None = None) -> None:
-    """RenderStateError naming the first parameter that differs (NON_BINDING ones may, and
-    UNKNOWN_BEFORE ones a record lacks). ``backend_asked``: --backend as typed ("auto"), where it may differ from
-    the backend it resolved to (``current["backend"]``): the refusal says both."""
-    for key in current:
-        if key in NON_BINDING or (key in UNKNOWN_BEFORE and key not in saved) or key == TENSORS_KEY:
-            continue  # TENSORS_KEY: judged with model_sha256, below
-        if key == "label" and "label_weights" in saved:  # the blend binds, not how it is written ("a" = "a:1")
-            continue
-        before = saved.get(key, ADDED_LATER.get(key))
-        if key == "model_sha256" and same_model(saved, current):  # the same tensors, maybe in another file
-            continue
-        if binding(key, before) == binding(key, current[key]):
-            continue
-        if key == "threads" and isinstance(before, int) and isinstance(current[key], int):
-            raise RenderStateError(_threads_differ(where, before, current[key]))
-        if key == "model_sha256" and before is not None:
-            raise RenderStateError(model_differs(where, saved, current))
-        if key == "backend" and backend_asked is not None and backend_asked != current[key]:
-            raise RenderStateError(_backend_differs(where, before, backend_asked, current[key]))
-        if key == "label_weights":  # said as the labels were given
-            key, before = "label", saved.get("label")
-        raise RenderStateError(f"{where} holds a render {_differ(key, before, current[key])}. Rerun the original "
-                               "command to resume it, pass --restart to discard it, or choose another --out")
-
-
-def binding(key: str, value):
-    """What of a recorded parameter a resume must match: the guard's album profile is named by its path
-    as typed (run/best/album.json, or /home/.../album.json from another folder), so only whether the
-    guard has one binds there; the thresholds it gave bind by their values."""
-    if key == "guard" and isinstance(value, dict) and value.get("album_profile"):
-        return {**value, "album_profile": True}
-    return value
-
-
-def _differ(key: str, before, now) -> str:
-    """How parameter ``key`` differs, as a person reads it: "with seconds=2, but this command asks for seconds=4"."""
-    if key == "guard" and (before is False or now is False):
-        return ("made with --no-guard, but this command runs the guard" if before is False
-                else "made with the guard on, but this command asks for --no-guard")
-    if key == "prime_sha256" and (before is None or now is None or isinstance(before, str) and isinstance(now, str)):
-        return _prime_differs(before, now)
-    if isinstance(before, dict) and isinstance(now, dict):
-        if key == "guard" and bool(before.get("album_profile")) != bool(now.get("album_profile")):
-            profile = before.get("album_profile") or now.get("album_profile")
-            return (f"guarded by the album profile {profile}, but this command asks for --no-album-guard"
-                    if before.get("album_profile") else
-                    f"made with --no-album-guard, but this command guards by the album profile {profile}")
-        changed = [k for k in {**before, **now} if before.get(k) != now.get(k)  # only these are shown
-                   and not (key == "guard" and k == "album_profile")]  # its path does not bind (binding())
-        pairs = {k: _shown_pair(before.get(k, _UNSET), now.get(k, _UNSET)) for k in changed}
-        was = ", ".join(f"{k}={a}" for k, (a, _) in pairs.items())
-        asked = ", ".join(f"{k}={b}" for k, (_, b) in pairs.items())
-        return f"with {key} {was}, but this command asks for {key} {asked}"
-    before, now = _shown_pair(before, now)
-    return f"with {key}={before}, but this command asks for {key}={now}"
-
-
-def _prime_differs(before: str | None, now: str | None) -> str:
-    """How the prime differs: recorded as the sha256 of its codes (the file's last --prime-seconds)."""
-    if before is None:
-        return f"made without --prime, but this command gives --prime (its codes' sha256 {now[:12]}...)"
-    if now is None:
-        return f"begun with --prime (its codes' sha256 {before[:12]}...), but this command gives no --prime"
-    return (f"begun with another prime (--prime, or --prime-seconds: its codes' sha256 was {before[:12]}..., this "
-            f"command's is {now[:12]}...)")
-
-
-class _Unset:
-    def __repr__(self) -> str:
-        return "unset"
-
-
-_UNSET = _Unset()  # a key one record has and the other lacks
-
-
-def _shown_pair(before, now) -> tuple[str, str]:
-    """Two values that differ, shown as typed; in full where rounding would show them alike."""
-    shown = _shown(before), _shown(now)
-    return shown if shown[0] != shown[1] else (repr(before), repr(now))
-
-
-def _shown(value) -> str:
-    """A recorded value as it was typed: floats to 6 significant digits (a float32 0.9 reads 0.9), a
-    per-stream list by its shortest repeating cycle as a comma list ("0.8,0.9" cycled over the streams)."""
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, list) and value:
-        cycle = next(n for n in range(1, len(value) + 1)
-                     if all(v == value[i % n] for i, v in enumerate(value)))
-        return ",".join(_shown(v) for v in value[:cycle])
-    return repr(value)
-
-
-def _backend_differs(where: Path, before, asked: str, now: str) -> str:
-    """The refusal of a resume whose --backend (``asked``, as typed: "auto") resolves here to another backend
-    (``now``) than the one the render was made with (``before``): another machine, numba or a GPU gone or added."""
-    return (f"{where} holds a render made with backend={before!r}, but this command's --backend {asked} runs "
-            f"backend={now!r} here; the audio may differ by backend. Pass "
-            f"--backend {before} to resume it (where it runs), --restart to discard it, or choose another --out")
-
-
-def _threads_differ(where: Path, before: int, now: int) -> str:
-    """The refusal of a resume on another thread count (the numba engine's sums round by it)."""
-    hint = ""
-    try:
-        import numba
-
-        most = numba.config.NUMBA_NUM_THREADS
-    except ImportError:
-        most = None
-    if most is not None and before > most:
-        hint = f" (numba runs at most {most} threads here: also set NUMBA_NUM_THREADS={before})"
-    return (f"{where} holds a render made by the numba engine with threads={before}, but this command runs "
-            f"threads={now} (--threads N, or all cores when not given); the engine's sums round by the thread "
-            f"count, so the audio would differ. Pass --threads {before} to resume it{hint}, --restart to discard "
-            "it, or choose another --out")
+STREAM_NAME = re.compile(r"stream_\d{3,}\.(wav|flac|png)")  # stream_paths' names, and their spectrograms
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -251,6 +131,11 @@ class RenderFolder:
 
     def snapshot_path(self, rank: int) -> Path:
         return self.state_dir / f"rank{rank}.npz"
+
+    def snapshotted_path(self, rank: int) -> Path:
+        """The mark a FLAC render's process ``rank`` leaves once it saved a snapshot: its raw PCM holds audio a
+        snapshot vouched for (a WAV's header counts it instead), so that PCM without a snapshot is refused."""
+        return self.state_dir / f"rank{rank}.snapshotted"
 
     def work_paths(self, ids) -> list[Path]:
         """What stream ids ``ids`` are written to while rendering: the WAVs, or raw PCM under .state for FLAC."""
@@ -347,37 +232,58 @@ class RenderFolder:
         """--restart: remove what a render writes here (state, audio, PNGs, report) by their exact names,
         for this render's stream count and format and those recorded by the render before; nothing else."""
         removed = []
-        names = self._written_names()
+        layouts, learned = self._recorded_layouts()
         if self.state_dir.exists():
             shutil.rmtree(self.state_dir)
             removed.append(STATE_DIR)
-        for name in sorted(names):
+        for name in sorted(self._names_of(layouts)):
             path = self.out_dir / name
             if path.is_file() or path.is_symlink():
                 path.unlink()
                 removed.append(name)
         if removed:
-            logger.info("--restart: removed %s from %s", ", ".join(sorted(removed)), self.out_dir)
+            logger.info("--restart: removed %s from %s%s", ", ".join(sorted(removed)), self.out_dir, learned)
+        left = sorted(p.name for p in self.out_dir.glob("stream_*") if STREAM_NAME.fullmatch(p.name))
+        if left:  # a render's names that no readable record (params.json, report, snapshot) says it wrote
+            logger.warning("--restart: left %s in %s: no readable record there (%s/%s, its snapshots, %s) names "
+                           "them as a render's; remove them yourself if a render wrote them: eval --renders judges "
+                           "every audio file in the folder", some_of(left), self.out_dir, STATE_DIR, PARAMS_FILE,
+                           REPORT_FILE)
 
     def _written_names(self) -> set[str]:
         """The names of the files in OUT a render writes: the streams (and their PNGs) of this render and
-        of the one recorded in .state/params.json or render_report.json (maybe more streams, another
-        format), and the report."""
-        layouts = {(self.streams, self.format)}
-        for path in (self.params_path, self.report_path):
-            try:
-                record = read_json_object(path)
-            except (OSError, ValueError):  # none, or unreadable: its layout is not known
-                continue
-            params = record.get("params", record)
-            streams, fmt = (params.get("streams"), params.get("format")) if isinstance(params, dict) else (0, 0)
-            if isinstance(streams, int) and not isinstance(streams, bool) and fmt in FORMATS:
-                layouts.add((streams, fmt))
+        of the one recorded (:meth:`_recorded_layouts`), and the report."""
+        return self._names_of(self._recorded_layouts()[0])
+
+    def _names_of(self, layouts: set[tuple[int, str]]) -> set[str]:
         names = {REPORT_FILE}
         for streams, fmt in layouts:
             for path in stream_paths(self.out_dir, streams, fmt):
                 names.update((path.name, path.with_suffix(".png").name))
         return names
+
+    def _recorded_layouts(self) -> tuple[set[tuple[int, str]], str]:
+        """({(streams, format)} of this render and of the one recorded in .state/params.json or
+        render_report.json (maybe more streams, another format); where params.json is unreadable or gone, the
+        layout its snapshots recorded (the same parameters)), and where so, how that was learned, as said."""
+        layouts, learned, records = {(self.streams, self.format)}, "", []
+        for path in (self.params_path, self.report_path):
+            try:
+                record = read_json_object(path)
+            except (OSError, ValueError) as err:  # none, or unreadable: its layout is not known
+                params, name = self._snapshot_params() if path == self.params_path else (None, None)
+                if params is not None:
+                    records.append(params)
+                    what = "is gone" if isinstance(err, FileNotFoundError) else "is unreadable"
+                    learned = (f" (the render there was of {params.get('streams')} {params.get('format')} "
+                               f"stream(s), as its snapshot {name} recorded: {PARAMS_FILE} {what})")
+                continue
+            records.append(record.get("params", record))
+        for params in records:
+            streams, fmt = (params.get("streams"), params.get("format")) if isinstance(params, dict) else (0, 0)
+            if isinstance(streams, int) and not isinstance(streams, bool) and fmt in FORMATS:
+                layouts.add((streams, fmt))
+        return layouts, learned
 
     def remove_stale_temporaries(self) -> None:
         """Lock held: the partial files a render killed mid-write left (a FLAC or PNG being encoded, a
@@ -431,8 +337,8 @@ class RenderFolder:
 
     def _recorded_params(self) -> tuple[dict | None, tuple[str, str] | None]:
         """Looked at only: (the parameters params.json holds, None), or, where it is damaged, unreadable or gone
-        while a snapshot of the first process is readable, (the snapshot's, (what is wrong with params.json, the
-        snapshot's name)). RenderStateError naming params.json where it is unreadable and no snapshot is;
+        while a snapshot is readable (:meth:`_snapshot_params`), (the snapshot's, (what is wrong with params.json,
+        the snapshot's name)). RenderStateError naming params.json where it is unreadable and no snapshot is;
         (None, None): no render was started here."""
         if not self.params_path.is_file():
             if not self.state_dir.is_dir():
@@ -443,11 +349,24 @@ class RenderFolder:
                 return read_json_object(self.params_path), None
             except (OSError, ValueError) as err:
                 what = f"is unreadable ({getattr(err, 'strerror', None) or err})"
-        meta, name = recorded_meta(self.snapshot_path(0))
-        params = meta.get("params") if isinstance(meta, dict) else None
-        if not isinstance(params, dict):  # no snapshot either: params.json's refusal, or a folder with no render
+        params, name = self._snapshot_params()
+        if params is None:  # no snapshot either: params.json's refusal, or a folder with no render
             return self.saved_params(), None
         return params, (what, name)
+
+    def _snapshot_params(self) -> tuple[dict | None, str | None]:
+        """(The parameters a snapshot under .state recorded, its name): the first process's, else another's (every
+        process records the same), each newest else the one it replaced; (None, None) where none is readable."""
+        if not self.state_dir.is_dir():
+            return None, None
+        ranks = {0} | {int(p.name[4:].split(".")[0]) for p in self.state_dir.glob("rank*.npz")
+                       if p.name[4:].split(".")[0].isdigit()}
+        for rank in sorted(ranks):
+            meta, name = recorded_meta(self.snapshot_path(rank))
+            params = meta.get("params") if isinstance(meta, dict) else None
+            if isinstance(params, dict):
+                return params, name
+        return None, None
 
     def _remove_finished_state(self) -> None:
         """A finished render's .state/ that is still there (its render was killed while write_report removed it,

@@ -14,15 +14,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from wavegen.fileio import atomic_write
 from wavegen.generate import uniforms
 from wavegen.plotting import spectrogram_png
 from wavegen.progress import move_to, progress_bar, restart_clock
-from wavegen.render.folder import REPORT_FILE, check_params
+from wavegen.render.folder import REPORT_FILE
 from wavegen.render.guard import Guard, GuardLog
+from wavegen.render.params_check import check_params
 from wavegen.render.settings import RenderSettings, RenderStateError
 from wavegen.render.writers import (StreamWriters, encode_flac, flushed_samples, load_snapshot, previous_snapshot,
                                     save_snapshot, snapshot_exists)
-from wavegen.signals import StopSignals
+from wavegen.signals import LossCarried, StopSignals
 
 if TYPE_CHECKING:
     from wavegen.render.loop import RenderJob
@@ -178,20 +180,39 @@ class ShardRender:
         return written
 
     def _refuse_unvouched_audio(self) -> None:
-        """No snapshot of this process's streams, yet a WAV of them counts audio in its header (counted only once a
-        snapshot holds it, _save: a render stopped before its first one leaves the header of an empty file): its
-        snapshots were removed since, and starting would overwrite that audio. Refused in one line naming them.
-        (A FLAC render's raw PCM under .state has no header to tell: it starts, as a render stopped early does.)"""
-        if self.s.format != "wav":
+        """No snapshot of this process's streams, yet a file of them holds audio one vouched for: its snapshots were
+        removed since, and starting would overwrite that audio. Refused in one line naming them. A WAV counts audio
+        in its header only once a snapshot holds it (_save: a render stopped before its first one leaves the header
+        of an empty file); a FLAC render's raw PCM has no header, so its first snapshot leaves a mark beside it
+        (:meth:`~wavegen.render.folder.RenderFolder.snapshotted_path`), and a finished .flac needs one too. A WAV
+        that is not the render's (another rate, channels, format) is refused as such."""
+        folder, gone = self.job.folder, (f"{self.snapshot_path.name} and {previous_snapshot(self.snapshot_path).name} "
+                                         f"under {self.snapshot_path.parent}")
+        if self.s.format == "wav":
+            for path in folder.work_paths(self.job.ids):
+                held, other = flushed_samples(path, self.sr)
+                if other is not None:
+                    raise RenderStateError(
+                        f"{path} is {other}, not a stream of this render (a mono {self.sr} Hz 16-bit WAV), and the "
+                        f"render here has no snapshot ({gone}) to resume it from: move it out of {folder.out_dir} to "
+                        "keep it, or pass --restart to render over it")
+                if held:
+                    self._refuse(path, f"holds {held / self.sr:.1f} s of this render's audio", gone)
             return
-        for path in self.job.folder.work_paths(self.job.ids):
-            held = flushed_samples(path)
-            if held:
-                raise RenderStateError(
-                    f"{path} holds {held / self.sr:.1f} s of this render's audio, but its snapshots "
-                    f"{self.snapshot_path.name} and {previous_snapshot(self.snapshot_path).name} under "
-                    f"{self.snapshot_path.parent} are gone, so it cannot be resumed: put them back to resume it, "
-                    "or pass --restart to render it again from the start (overwriting the streams)")
+        finished = [folder.paths[i] for i in self.job.ids if folder.paths[i].is_file()]
+        if finished:  # encoded only once its streams' last snapshot was saved
+            self._refuse(finished[0], "is this render's finished stream", gone)
+        if folder.snapshotted_path(self.job.procs.rank).exists():
+            for path in folder.work_paths(self.job.ids):
+                size = path.stat().st_size if path.is_file() else 0
+                if size:
+                    self._refuse(path, f"holds {size / 2 / self.sr:.1f} s of this render's audio (raw PCM, "
+                                       "encoded to FLAC at the end)", gone)
+
+    def _refuse(self, path: Path, holds: str, gone: str) -> None:
+        raise RenderStateError(
+            f"{path} {holds}, but its snapshots {gone} are gone, so it cannot be resumed: put them back to resume "
+            "it, or pass --restart to render it again from the start (overwriting the streams)")
 
     def _save(self, writers: StreamWriters, written: int) -> None:
         """Flush the audio up to ``written``, then snapshot the engine's state (the order makes it safe), then count
@@ -208,6 +229,13 @@ class ShardRender:
             raise self._io_error(self.snapshot_path, err) from err
         self.snapshot_written = written
         writers.flush()
+        if self.s.format != "wav":  # the raw PCM has no header to count what a snapshot holds: a mark does
+            marked = self.job.folder.snapshotted_path(self.job.procs.rank)
+            if not marked.exists():
+                try:
+                    atomic_write(marked, b"")
+                except OSError as err:
+                    raise self._io_error(marked, err) from err
 
     def _bar(self, written: int):
         if not self.show_progress:
@@ -273,12 +301,15 @@ class ShardRender:
                     raise _Interrupted
                 if pos + n == self.total:  # from here on a stop request lets the render finish
                     stop.message = STOP_AFTER_LAST_WINDOW
-            except _Interrupted as interrupted:  # back to the window's start: audio, state and events
+            # back to the window's start: audio, state and events; a held SIGTERM's time up met news (LossCarried)
+            # far from a chunk: ended as a chunk meeting it ends
+            except (_Interrupted, LossCarried) as interrupted:
                 self.log.rewind(mark)
                 engine.restore(start)
                 gen.rewound(pos)
-                if interrupted.failure is not None:
-                    self._stop_for(interrupted.failure, writers, pos)
+                failure = interrupted.loss if isinstance(interrupted, LossCarried) else interrupted.failure
+                if failure is not None:
+                    self._stop_for(failure, writers, pos)
                 self._save(writers, pos)
                 logger.log(logging.WARNING if job.procs.rank == 0 else logging.DEBUG,  # said once, not per process
                            "%s: stopped at %.1f s; snapshot saved. Rerun the same command to resume",

@@ -83,6 +83,25 @@ def _wav_header(sample_rate: int, data_bytes: int) -> bytes:
                        2 * sample_rate, 2, 16, b"data", data_bytes)
 
 
+def _not_ours(head: bytes, sample_rate: int) -> str | None:
+    """None where ``head`` (a file's first WAV_HEADER_BYTES) is the header a render at ``sample_rate`` writes, but
+    for its sizes; else what the file is, as a person reads it: "a stereo 44100 Hz 16-bit WAV", "not a WAV"."""
+    ours = _wav_header(sample_rate, 0)
+    if head[:4] + head[8:40] == ours[:4] + ours[8:40]:
+        return None
+    if len(head) < WAV_HEADER_BYTES or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
+        return "not a WAV"
+    if head[12:16] != b"fmt ":
+        return "a WAV laid out otherwise (no format chunk first)"
+    tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", head[20:36])
+    layout = {1: "mono", 2: "stereo"}.get(channels, f"{channels}-channel")
+    kind = {1: f"{bits}-bit", 3: f"{bits}-bit float"}.get(tag, f"{bits}-bit (format tag {tag:#06x})")
+    what = f"a {layout} {rate} Hz {kind} WAV"
+    if (tag, channels, rate, bits) == (1, 1, sample_rate, 16):  # as ours but for its layout (extra chunks)
+        what += " laid out otherwise (its audio is not right after a 16-byte format chunk)"
+    return what
+
+
 class PCMWriter:
     """16-bit mono PCM appended block by block to a WAV file (or a headerless ``.pcm``), resumable.
 
@@ -131,14 +150,13 @@ class PCMWriter:
         changed = "it was changed since; rerun with --restart to start over"
         if self.wav:
             head = self.file.read(header)
-            # the header of an empty file of ours, but for the sizes (the data's is at least the snapshot's)
-            ours = _wav_header(self.sample_rate, 0)
             if len(head) < header:
                 raise RenderStateError(f"{self.path} is cut short ({size} bytes, less than a WAV header; its snapshot "
                                        f"counts {frames} samples): {changed}")
-            if head[:4] + head[8:40] != ours[:4] + ours[8:40]:
-                raise RenderStateError(f"{self.path} is not the 16-bit mono {self.sample_rate} Hz WAV this render "
-                                       f"writes (its header differs): {changed}")
+            other = _not_ours(head, self.sample_rate)  # the sizes aside (the data's is at least the snapshot's)
+            if other is not None:
+                raise RenderStateError(f"{self.path} is {other}, not the mono {self.sample_rate} Hz 16-bit WAV this "
+                                       f"render writes: {changed}")
         if size < header + 2 * frames:
             raise RenderStateError(f"{self.path} holds {(size - header) // 2} samples, fewer than the "
                                    f"{frames} its snapshot claims: {changed}")
@@ -389,19 +407,23 @@ def recorded_meta(path: Path) -> tuple[dict | None, str | None]:
     return None, None
 
 
-def flushed_samples(path: Path) -> int:
-    """Samples per stream the WAV ``path`` a render writes declares in its header: what its last snapshot holds
-    (the header is counted just after each, shard's _save); 0 where it is missing, shorter than a header, or
-    never counted (a render stopped before its first snapshot: the header of an empty file, whatever its
-    buffered audio after it)."""
+def flushed_samples(path: Path, sample_rate: int) -> tuple[int, str | None]:
+    """(samples per stream the WAV ``path`` declares in its header, None) for a WAV a render at ``sample_rate``
+    writes: what its last snapshot holds (the header is counted just after each, shard's _save); 0 where it is
+    missing, shorter than a header, or never counted (a render stopped before its first snapshot: the header of
+    an empty file, whatever its buffered audio after it). (0, what it is) for a file that is not such a WAV,
+    whose header is another's (:func:`_not_ours`: another rate, channels or format)."""
     try:
         with open(path, "rb") as f:
             head = f.read(WAV_HEADER_BYTES)
     except OSError:
-        return 0
-    if len(head) < WAV_HEADER_BYTES or head[:4] != b"RIFF" or head[36:40] != b"data":
-        return 0
-    return struct.unpack("<I", head[40:44])[0] // 2
+        return 0, None
+    if len(head) < WAV_HEADER_BYTES:
+        return 0, None
+    other = _not_ours(head, sample_rate)
+    if other is not None:
+        return 0, other
+    return struct.unpack("<I", head[40:44])[0] // 2, None
 
 
 def snapshot_exists(path: Path) -> bool:
