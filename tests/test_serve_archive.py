@@ -167,6 +167,8 @@ def test_damaged_state_files_are_refused_with_advice_for_serve(tmp_path):
     (tmp_path / "params").mkdir()
     _archive(tmp_path / "params", 5.0, 1.0)
     (tmp_path / "params" / ".state" / "params.json").write_text("[1, 2]")  # JSON, but not what serve wrote
+    # its snapshot, which records the same parameters, damaged too (with it, params.json is written again)
+    (tmp_path / "params" / ".state" / "snapshot.npz").write_bytes(b"PK")
     _refused(tmp_path / "params", r"params\.json is damaged .*choose another --archive")
 
     (tmp_path / "snap").mkdir()
@@ -250,10 +252,12 @@ PARAMS_REFUSALS = {  # what is at .state/params.json → what serve says of it
 @pytest.mark.parametrize("bad", list(PARAMS_REFUSALS))
 def test_a_params_file_serve_cannot_read_is_refused_in_one_line_untouched(tmp_path, bad):
     """Whatever is at .state/params.json, serve says in one line (a ServeError naming it) why it cannot
-    continue the archive, and leaves the archive as it was."""
+    continue the archive, and leaves the archive as it was. (Its snapshot damaged too: with a readable one,
+    a damaged params.json is written again from it, test_serve_archive_state.)"""
     from wavegen.serve import ServeError
 
     _archive(tmp_path, 5.0, 1.0)
+    (tmp_path / ".state" / "snapshot.npz").write_bytes(b"PK")
     params = tmp_path / ".state" / "params.json"
     _put(params, bad)
     before = _contents(tmp_path)

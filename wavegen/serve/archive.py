@@ -11,7 +11,9 @@ after every flush) and the state by its snapshots (:func:`~wavegen.render.save_s
 A snapshot is taken every ``snapshot_seconds`` of audio, after the parts were flushed up to
 that point. A restarted server with the same arguments cuts the parts back to the snapshot
 and continues from there: the parts come out byte-identical to a server that never stopped
-(the uniforms are keyed by position, so the same samples are drawn again).
+(the uniforms are keyed by position, so the same samples are drawn again). A params.json damaged or gone is
+written again from the snapshot (it records the same parameters), said; a snapshot gone while the parts hold
+audio one counted is refused, the parts untouched.
 
 Parts, not one file: a WAV holds at most 4 GiB (37 hours at 16 kHz), and a station may play
 for weeks. ``keep_parts`` (--archive-keep-parts) bounds the disk it takes: at each snapshot, the
@@ -30,12 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
-from wavegen.errors import WavegenError, some_of
-from wavegen.fileio import (FolderLock, check_writable, ensure_folder, not_a_file, read_json_object,
-                            stale_temporaries, write_json)
+from wavegen.errors import WavegenError
+from wavegen.fileio import FolderLock, not_a_file, read_json_object, stale_temporaries, write_json
 from wavegen.render import PCMWriter, load_snapshot, save_snapshot
-from wavegen.render.folder import binding, remove_temporaries
+from wavegen.render.folder import remove_temporaries
 from wavegen.render.model_change import TENSORS_KEY, same_model, with_recorded_tensors
+from wavegen.render.params_check import binding
+from wavegen.render.writers import flushed_samples, recorded_meta
 
 logger = logging.getLogger(__name__)
 
@@ -66,27 +69,6 @@ def part_path(folder: Path, index: int) -> Path:
 def parts_in(folder: Path) -> list[tuple[int, Path]]:
     """The archive's parts in ``folder`` (whatever is at their names), as (index, path), oldest first."""
     return sorted((int(path.stem.split("_")[1]), path) for path in Path(folder).glob(PART_GLOB))
-
-
-def check_archive_folder(folder: str | Path) -> None:
-    """WavegenError in one line unless ``folder`` (serve's --archive) can be made and written in, holds no other
-    wavegen folder's files nor lies inside a model, run or corpus (:func:`wavegen.resolve_why.other_use`), and is no
-    folder of recordings (:func:`wavegen.resolve_why.recordings`; render's --out is checked by both too):
-    serve calls it before the model loads, so a folder that cannot work does not cost the load and the timing."""
-    from wavegen.resolve_why import other_use, recordings
-
-    held = other_use(Path(folder), "archive")
-    if held is not None:
-        where = "outside it" if held.lies_inside else "e.g. an empty one"
-        raise ServeError(f"--archive {folder}: {held.words}; an archive there would mix its files (.state/, .lock, "
-                         f"broadcast parts) into it: choose another folder, {where}")
-    audio = recordings(Path(folder), "archive")
-    if audio:  # the user's recordings: the parts among them, a prep of the folder taking the broadcast for one
-        raise ServeError(f"--archive {folder} holds audio files ({some_of(audio)}) and no archive: its broadcast parts "
-                         "and .state/ would go among them, and a wavegen prep of the folder would take the broadcast "
-                         "for recordings: choose another folder, e.g. an empty one")
-    ensure_folder(folder, "--archive folder")
-    check_writable(folder, "--archive folder")
 
 
 class Archive:
@@ -175,9 +157,9 @@ class Archive:
         ``open()`` then goes on under the lock."""
         self._acquire()
         try:
-            params_path = self.state_dir / PARAMS_FILE
-            if self._state_file(params_path):
-                self._check_params(self._read_params(params_path), params_path)
+            recorded, _ = self._recorded_params()
+            if recorded is not None:
+                self._check_params(recorded, self.state_dir / PARAMS_FILE)
         except BaseException as err:
             self.lock.release()
             if isinstance(err, OSError):
@@ -211,9 +193,8 @@ class Archive:
         """Check all (a refusal leaves the folder as it was), then cut back, remove and record."""
         self._remove_stale_temporaries()
         params_path = self.state_dir / PARAMS_FILE
-        recorded = None
-        if self._state_file(params_path):
-            recorded = self._read_params(params_path)
+        recorded, lost = self._recorded_params()
+        if recorded is not None:
             self._check_params(recorded, params_path)
         elif part_path(self.folder, 0).exists():
             raise ServeError(f"{part_path(self.folder, 0)} exists but {self.folder} has no {STATE_DIR}/"
@@ -238,6 +219,8 @@ class Archive:
             self.state_dir.mkdir(parents=True, exist_ok=True)
             write_json(params_path, {**self.params, UNSNAPSHOT_KEY: self.unsnapshot_seconds})
         else:
+            if lost is not None:
+                recorded = self._write_params_again(recorded, lost)
             self._record_tensors(recorded, params_path)
         self._remove_parts_before(self.first_part)  # removed by rotation, but not yet when it stopped
         for later_index, later in parts_in(self.folder):
@@ -248,21 +231,60 @@ class Archive:
             logger.info("archive %s: continuing at %.1f s", self.folder, self.position / self.sample_rate)
         return state, self.position, meta
 
+    def _recorded_params(self) -> tuple[dict | None, str | None]:
+        """Looked at only: (what .state/params.json holds, None); where it is damaged or gone while the snapshot
+        is readable, (the parameters the snapshot recorded, what is wrong with params.json): the snapshot records
+        the same ones, so the archive goes on (:meth:`_write_params_again`). (None, None): no params.json and no
+        snapshot to stand for it. ServeError naming params.json where it is damaged and no snapshot is readable,
+        or something else than a file, or a file that cannot be read (its permissions: said, not written over)."""
+        path = self.state_dir / PARAMS_FILE
+        if self._state_file(path):
+            try:
+                return read_json_object(path), None
+            except OSError as err:
+                raise ServeError(f"cannot read {path}: {err.strerror or err}; make it readable, or choose another "
+                                 "--archive") from None
+            except ValueError as err:
+                refusal, what = self._damaged(path, str(err)), f"is damaged ({err})"
+        else:
+            refusal, what = None, "is gone"
+        meta, _ = recorded_meta(self.state_dir / SNAPSHOT_FILE)
+        params = meta.get("params") if isinstance(meta, dict) else None
+        if isinstance(params, dict) and params:
+            return params, what
+        if refusal is not None:
+            raise refusal
+        return None, None
+
+    def _write_params_again(self, params: dict, lost: str) -> dict:
+        """params.json damaged or gone (``lost`` says which), ``params`` the snapshot's, checked: said in one
+        warning and written again from them (with this command's bound for audio without a snapshot) → them."""
+        path = self.state_dir / PARAMS_FILE
+        logger.warning("archive %s: %s %s; going on with the parameters %s/%s recorded (%s written again from "
+                       "them)", self.folder, path, lost, STATE_DIR, SNAPSHOT_FILE, PARAMS_FILE)
+        params = {**params, UNSNAPSHOT_KEY: self.unsnapshot_seconds}
+        write_json(path, params)
+        return params
+
     def _check_nothing_to_lose(self, recorded: dict | None) -> None:
         """No snapshot: the archive starts again at 0, over its parts. Right after a server stopped before its
         first snapshot, the parts hold at most the bound of the server that began it (``recorded``'s
-        UNSNAPSHOT_KEY; where params.json does not say, this command's ``unsnapshot_seconds``); with more
-        audio in them, the snapshot was removed (or lost), and starting again would remove hours of archive:
-        refused, untouched. Not checked where ``unsnapshot_seconds`` is None."""
-        if self.unsnapshot_seconds is None:
-            return
+        UNSNAPSHOT_KEY; where params.json does not say, this command's ``unsnapshot_seconds``; not checked where
+        that is None), and its newest part's header counts none of them (a part's header counts its audio at a
+        snapshot, or once full); with more audio, or a header counting part of a part, the snapshot was removed
+        (or lost), and starting again would write over the archive: refused, untouched."""
         parts = [path for _, path in parts_in(self.folder)]
         frames = sum(max(p.stat().st_size - PCMWriter.HEADER_BYTES, 0) // 2 for p in parts if p.is_file())
+        counted = self._counted_at_a_snapshot(parts)
         bound = (recorded or {}).get(UNSNAPSHOT_KEY)
         said = isinstance(bound, (int, float)) and not isinstance(bound, bool) and bound > 0
-        if frames <= (bound if said else self.unsnapshot_seconds) * self.sample_rate:
+        if counted is not None:
+            why = (f"its newest part, {counted[0].name}, counts {counted[1] / self.sample_rate:.1f} s in its header, "
+                   "as a snapshot leaves it: the snapshot was removed or lost since")
+        elif self.unsnapshot_seconds is None or \
+                frames <= (bound if said else self.unsnapshot_seconds) * self.sample_rate:
             return
-        if said:
+        elif said:
             why = (f"the server that began it, stopped before its first snapshot, would have left at most "
                    f"{bound:.1f} s: the snapshot was removed or lost since")
         else:
@@ -273,6 +295,19 @@ class Archive:
                          f"part(s) but no {STATE_DIR}/{SNAPSHOT_FILE} ({why}): going on from the start would write "
                          "over them. Bring the snapshot back to continue it, or move the parts elsewhere (or "
                          "choose another --archive) to begin anew")
+
+    def _counted_at_a_snapshot(self, parts: list[Path]) -> tuple[Path, int] | None:
+        """(the newest part, the samples its header counts) where that is some but not all of a part: only a
+        snapshot's flush counts a part begun but not full (a new part counts 0, a full one all of it); else None.
+        A part is as long as the oldest one counts where there are two or more (the length the archive began
+        with), else this command's."""
+        if not parts or not parts[-1].is_file():
+            return None
+        counted, _ = flushed_samples(parts[-1], self.sample_rate)
+        full = flushed_samples(parts[0], self.sample_rate)[0] if len(parts) >= 2 else 0
+        if 0 < counted < (full or self.part_frames):
+            return parts[-1], counted
+        return None
 
     def _remove_stale_temporaries(self) -> None:
         """Lock held: the partial state files a server killed while writing them left (atomic_write's
@@ -309,8 +344,9 @@ class Archive:
     def _damaged(self, path: Path, why) -> ServeError:
         if isinstance(why, BaseException):
             why = f"{type(why).__name__}: {why}"
-        return ServeError(f"{path} is damaged ({why}): {self.folder} cannot be continued; choose another --archive "
-                          f"(the WAV parts in {self.folder} stay as they are)")
+        return ServeError(f"{path} is damaged ({why}): {self.folder} cannot be continued without it; put a good "
+                          f"copy back to continue it, or choose another --archive (the WAV parts in {self.folder} "
+                          "stay as they are)")
 
     def _state_file(self, path: Path) -> bool:
         """Whether a state file is at ``path`` (True too for a link to nothing: its read says so). Something
@@ -323,22 +359,14 @@ class Archive:
             raise self._damaged(path, f"a {kind}, not a file")
         return True
 
-    def _read_params(self, path: Path) -> dict:
-        """.state/params.json → the dict serve wrote there; ServeError naming it when it cannot be read or
-        holds no JSON object (not JSON, not UTF-8 text, a list, nested too deep to parse)."""
-        try:
-            return read_json_object(path)
-        except OSError as err:
-            raise ServeError(f"cannot read {path}: {err.strerror or err}; make it readable, or choose another "
-                             "--archive") from None
-        except ValueError as err:
-            raise self._damaged(path, str(err)) from None
-
     def _read_snapshot(self, path: Path) -> tuple[dict[str, np.ndarray], int, dict]:
         try:
             state, position, meta = load_snapshot(path)
         except WavegenError as err:  # render's message tells a render what to do: restated for serve
-            raise self._damaged(path, err.__cause__ or err) from None
+            why = err.__cause__ or err
+            if isinstance(why, ValueError) and "pickle" in str(why):  # numpy's guess for a file that is no .npz
+                why = "not a snapshot wavegen serve wrote"
+            raise self._damaged(path, why) from None
         if not isinstance(meta, dict) or position < 0:
             raise self._damaged(path, "its record of the archive is not one wavegen serve wrote")
         return state, position, meta
@@ -360,6 +388,11 @@ class Archive:
         if frames and not path.is_file():
             raise ServeError(f"{path} is missing but the archive's snapshot counts it: the archive was changed "
                              "since; choose another --archive")
+        other = flushed_samples(path, self.sample_rate)[1] if frames else None
+        if other is not None:  # a file put at its name since (another's recording, a FLAC renamed)
+            raise ServeError(f"{path} is {other}, where the archive wrote a mono {self.sample_rate} Hz 16-bit WAV "
+                             "part: the archive was changed since; put its part back to continue it, or "
+                             "choose another --archive")
         if frames and path.stat().st_size < PCMWriter.HEADER_BYTES + 2 * frames:
             raise self._short_part(path, frames)
 

@@ -34,7 +34,8 @@ from wavegen.generate import make_engine, temperatures, uniforms
 from wavegen.render import guard_verdict, parse_label
 from wavegen.render.guard import criteria_for
 from wavegen.render.model_change import TENSORS_KEY
-from wavegen.serve.archive import MODEL_FOLDER_KEY, SNAPSHOT_FILE, Archive, ServeError, check_archive_folder
+from wavegen.serve.archive import MODEL_FOLDER_KEY, SNAPSHOT_FILE, Archive, ServeError
+from wavegen.serve.archive_folder import check_archive_folder
 from wavegen.serve.archive_model import model_folder, played_model, weights_finder
 from wavegen.serve.control import LabelState
 from wavegen.serve.encoder import OggOpusEncoder, Page
