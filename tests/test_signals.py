@@ -16,6 +16,15 @@ import pytest
 from wavegen.signals import StopSignals
 
 
+@pytest.fixture(autouse=True)
+def met_the_others(monkeypatch):
+    """These tests' launched processes have met the others (a held SIGTERM's line waits no longer for a process
+    group: test_a_held_sigterms_line_waits_while_the_process_has_not_met_the_others)."""
+    from wavegen import signals
+
+    monkeypatch.setattr(signals, "_before_the_group", lambda: False)
+
+
 @pytest.mark.parametrize("first", [signal.SIGINT, signal.SIGTERM])
 def test_first_signal_sets_the_flag_second_interrupts(first):
     previous = signal.getsignal(first)
@@ -241,3 +250,31 @@ def test_a_loss_raised_as_a_held_sigterms_time_is_up_is_not_swallowed_by_except_
             except Exception as err:  # noqa: BLE001
                 swallowed.append(err)
     assert not swallowed and time.monotonic() < deadline and caplog.text == ""
+
+
+def test_a_held_sigterms_line_waits_while_the_process_has_not_met_the_others(monkeypatch, caplog):
+    """A launched training whose torch import outlasted LAUNCH_TERM_SECONDS after torchrun's SIGTERM (processes 1 and
+    2 of 3 killed as they started) said "SIGTERM: stopping ...", then stopped before its run started, exit 130, the
+    loss unsaid. Now the line waits while no process group exists (the process meets the others first and says the
+    loss there), at most LAUNCH_START_SECONDS; once the group exists, it is said."""
+    from wavegen import signals
+
+    met = []
+    monkeypatch.setattr(signals, "_before_the_group", lambda: not met)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(signals, "LAUNCH_TERM_SECONDS", 0.2)
+    caplog.set_level(logging.WARNING, logger="wavegen.signals")
+    with StopSignals("saving") as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1.0)
+        assert stop.held and not stop.requested and caplog.text == ""
+        met.append(True)
+        time.sleep(1.0)
+        assert stop.requested and "SIGTERM: saving" in caplog.text
+    caplog.clear()
+    met.clear()
+    monkeypatch.setattr(signals, "LAUNCH_START_SECONDS", 0.5)
+    with StopSignals("saving") as stop:  # no group ever made (a launched command that makes none): said after all
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1.5)
+        assert stop.requested and "SIGTERM: saving" in caplog.text

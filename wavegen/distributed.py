@@ -151,6 +151,109 @@ def first_to_say_the_loss(err: ProcessLostError, store=None, rank: int | None = 
     return err
 
 
+_POLL_SECONDS = 0.05  # how often a process waiting for the others before the group looks at the store
+
+
+def meet_before_the_group(store, rank: int, world: int, work: str, kept: str, who: dict | None = None,
+                          seconds: float = GROUP_TIMEOUT_SECONDS, setting: str | None = None) -> None:
+    """Before the process group exists: this process recorded in ``store`` (:func:`record_this_process`, the
+    group's store to be), then a wait there until every process of the launch has, as gloo's connect would wait for
+    them (in C++, deaf to signals: the launcher killed a survivor 30 s after its SIGTERM, without a word).
+    ProcessLostError, one line (``work``: "this training (2 processes)"; ``kept``: what is kept, how to go on), at
+    once for processes that cannot come any more: one recorded and ended since; one of this machine's that no
+    longer runs (:func:`_ranks_running_here`), seen running before or once the launcher's SIGTERM is held (the
+    launcher ends the others when one ends: killed while it started, torch's imports); where that cannot be seen
+    (another machine), the one missing once that SIGTERM is held (the others, their SIGTERM held as this one's, come
+    once imported). Past ``seconds`` (the group's timeout; ``setting``: the setting that sets it), for those that
+    did not come: the start bounded once, not the meeting's wait and gloo's connect after it. ``who``: rank →
+    recorded process, filled in. The store's own errors are raised."""
+    who, seen = {} if who is None else who, set()
+    record_this_process(store, rank)
+    deadline = time.monotonic() + seconds
+    while True:
+        for other in range(world):
+            if other != rank and other not in who:
+                found = recorded_process(store, other)
+                if found is not None:
+                    who[other] = found
+        missing = [other for other in range(world) if other != rank and other not in who]
+        ended = [other for other, process in who.items() if process_state(*process) == "ended"]
+        running = _ranks_running_here(world) if missing else None
+        if running is not None:
+            seen |= running  # (a process not under the agent itself, a wrapper's child, is never seen: not judged)
+            ended += [other for other in missing if other not in running and (other in seen or held_a_launchers_term())]
+        elif len(missing) == 1 and held_a_launchers_term():
+            ended += missing
+        if ended:
+            raise first_to_say_the_loss(ProcessLostError(
+                f"{_processes(sorted(set(ended)))} of {work} ended unexpectedly (killed, or out of memory? the "
+                f"launcher's report says why); this process stopped too: {kept}"), store, rank)
+        if not missing:
+            return
+        if time.monotonic() >= deadline:
+            raise_it = f"; if a process is merely that slow to start, raise {setting}" if setting else ""
+            raise first_to_say_the_loss(ProcessLostError(
+                f"{_processes(missing)} of {work} did not come within {seconds:g} s (stopped, swapped out, slow to "
+                f"start, or ended on another machine?); this process stopped: {kept}{raise_it}"), store, rank)
+        time.sleep(_POLL_SECONDS)
+
+
+def _processes(ranks: list[int]) -> str:
+    """"process 1", "processes 1 and 2", "processes 1, 2 and 3"."""
+    if len(ranks) == 1:
+        return f"process {ranks[0]}"
+    return f"processes {', '.join(map(str, ranks[:-1]))} and {ranks[-1]}"
+
+
+def _ranks_running_here(world: int) -> set[int] | None:
+    """The ranks of this launch whose processes run now, where every process of the launch runs on this machine
+    under one torchrun agent (its children, all started before any of them imports torch); None where that cannot
+    be told (several machines, another launcher, /proc unreadable). A process killed, or ended, is not running
+    (a zombie not yet reaped by the agent neither)."""
+    if os.environ.get("LOCAL_WORLD_SIZE", "").strip() != str(world) or "TORCHELASTIC_RUN_ID" not in os.environ:
+        return None
+    mine = (os.environ["TORCHELASTIC_RUN_ID"], os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    parent, running = os.getppid(), set()
+    try:
+        pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return None
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                text = stat.read()
+            fields = text[text.rindex(")") + 2:].split()
+            if int(fields[1]) != parent or fields[0] in "ZXx":
+                continue
+            with open(f"/proc/{pid}/environ", "rb") as environ:
+                env = dict(item.split(b"=", 1) for item in environ.read().split(b"\0") if b"=" in item)
+        except (OSError, ValueError, IndexError):
+            continue  # ended meanwhile, or not ours to read
+        theirs = (env.get(b"TORCHELASTIC_RUN_ID", b"").decode(errors="replace"),
+                  env.get(b"TORCHELASTIC_RESTART_COUNT", b"0").decode(errors="replace"))
+        if theirs == mine and env.get(b"RANK", b"").isdigit():
+            running.add(int(env[b"RANK"]))
+    return running if len(running) <= world else None
+
+
+def meet_the_launch(work: str, kept: str, seconds: float = GROUP_TIMEOUT_SECONDS, setting: str | None = None) -> None:
+    """:func:`meet_before_the_group` for a process group that another makes from the environment afterwards
+    (accelerate's, through ``init_process_group("env://")``), where torchrun's agent holds the store (a store a
+    process of the launch holds is made by that group's making: nothing to meet in before). ``work``: "this
+    training", its process count added."""
+    import torch.distributed as dist
+
+    if (dist.is_initialized() or os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() != "true"
+            or "MASTER_ADDR" not in os.environ):
+        return
+    timeout = datetime.timedelta(seconds=seconds)
+    store, rank, world = next(dist.rendezvous("env://", timeout=timeout))  # a client of the agent's store
+    store.set_timeout(timeout)
+    # the keys under init_process_group's prefix, where record_this_process and lost_process look once it exists
+    meet_before_the_group(dist.PrefixStore("default_pg", store), rank, world, f"{work} ({world} processes)", kept,
+                          seconds=seconds, setting=setting)
+
+
 # Where gloo's TCP transport raises (a peer gone: "Connection closed by peer", "Read error ... Connection reset
 # by peer"; a peer silent past the group's timeout: "Timed out waiting ...ms"): a plain RuntimeError that names it
 _GLOO_TRANSPORT = "gloo/transport/"
@@ -285,14 +388,23 @@ def _forget_accelerate_state(partial: bool) -> None:
     GradientState._reset_state()
 
 
-def make_accelerator(mixed_precision: str, cpu: bool = False, timeout_seconds: float = GROUP_TIMEOUT_SECONDS):
+# what a training's process lost before its group existed keeps (trainstate.training_lost's words for it)
+NOT_BEGUN = "the training had not begun its steps; rerun the same command"
+
+
+def make_accelerator(mixed_precision: str, cpu: bool = False, timeout_seconds: float = GROUP_TIMEOUT_SECONDS,
+                     work: str = "this training", kept: str = NOT_BEGUN,
+                     setting: str | None = "train.group_timeout_seconds"):
     """The run's Accelerator; picks up ``accelerate launch`` / ``torchrun`` from the environment.
 
     ``mixed_precision``: auto (bf16 on CUDA, else none) | no | bf16 | fp16. ``cpu``: stay on the
     CPU even where there is a GPU. Several processes without CUDA run on CPU with gloo:
     accelerate takes that path only when told ``cpu=True`` (otherwise each process would train
     alone, unaware of the others). ``timeout_seconds``: how long a process waits for the others at
-    a collective before it fails (the process group's timeout, gloo's or NCCL's).
+    a collective before it fails (the process group's timeout, gloo's or NCCL's). Several processes meet in
+    torchrun's store first (:func:`meet_the_launch`): one killed while they started is named in one line,
+    ProcessLostError (``work``, "this training", and what is ``kept``), within seconds; one that does not come
+    within ``timeout_seconds`` (``setting`` sets it) too.
     """
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs
@@ -303,6 +415,7 @@ def make_accelerator(mixed_precision: str, cpu: bool = False, timeout_seconds: f
     several = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if several:
         before_process_group()
+        meet_the_launch(work, kept, timeout_seconds, setting)
     from accelerate.state import AcceleratorState, PartialState
 
     # no Accelerator of another's lives in this process; a PartialState may (accelerate.utils.save makes one)

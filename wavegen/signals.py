@@ -11,7 +11,10 @@ the survivors of a process that ended (a user's Ctrl-C reaches the processes as 
 its line said, LAUNCH_TERM_SECONDS later, time for the process to meet the lost one (its next collective,
 a render's next chunk: StopSignals.held) and say that instead (:func:`drop_pending_stop_lines`); a work that
 may be far from its next look (a render's guard, its FLAC encoding) gives a ``look_for_loss``, asked then, whose
-loss is raised at once. A Ctrl-C
+loss is raised at once. While the process has not met the others yet (no process group: torch importing, the
+meeting before the group that names a process lost at start, distributed.meet_before_the_group) the line waits on,
+LAUNCH_START_SECONDS at most; and from the CLI's import on, a SIGTERM before any StopSignals is held for the next
+(:func:`hold_launch_term_early`, :func:`launch_term_held`). A Ctrl-C
 reaches every process of a launch: the first alone says what it does (:func:`first_process_says`) and that
 it interrupted the command (:func:`says_the_interrupt`).
 """
@@ -26,12 +29,17 @@ import os
 import signal
 import sys
 import threading
+import time
 
 logger = logging.getLogger(__name__)
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 LAUNCH_TERM_SECONDS = 5.0  # how long a launched process's SIGTERM line waits for word of a lost process
+# how long it waits, at most, while this process has not met the others yet (no process group: torch importing, the
+# meeting before the group, distributed.meet_before_the_group, names the lost one): under torchrun's 30 s
+LAUNCH_START_SECONDS = 20.0
+_RELOOK_SECONDS = 0.25  # how often a held SIGTERM's line looks again whether the group exists
 _pending: set = set()  # the StopSignals whose SIGTERM line waits
 _terms_held = False  # a SIGTERM of a launcher was held by a StopSignals of this process
 _early_term = False  # a SIGTERM that launch_term_held took, for the next StopSignals to take as its own
@@ -102,6 +110,33 @@ def first_process_says(logger_name: str, rank: int | None = None):
         log.removeFilter(errors_only)
 
 
+def hold_launch_term_early() -> None:
+    """From the CLI's import on (wavegen.cli: tens of ms before a command sets handlers of its own), under a launch,
+    in the main thread, where SIGTERM has its default: a launcher's SIGTERM held for the next StopSignals (as
+    :func:`launch_term_held` holds it), until :func:`release_early_term`."""
+    if (launched() and threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL):
+        signal.signal(signal.SIGTERM, _took_early)
+
+
+def _took_early(signum, frame) -> None:
+    global _early_term
+    _early_term = True
+
+
+def release_early_term() -> None:
+    """The CLI's early hold (:func:`hold_launch_term_early`) over: SIGTERM's default back, and a SIGTERM held that
+    no StopSignals took delivered now (the process ends by it, as it would have). Nothing where it was not held."""
+    global _early_term
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not _took_early):
+        return
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if _early_term:
+        _early_term = False
+        signal.raise_signal(signal.SIGTERM)
+
+
 @contextlib.contextmanager
 def launch_term_held():
     """Under a launch, in the main thread: a SIGTERM that comes inside the block outside any StopSignals (a
@@ -114,12 +149,7 @@ def launch_term_held():
         yield
         return
     _terms_held = False  # a new command (tests run several in one process): no SIGTERM of its launcher yet
-
-    def took(signum, frame):
-        global _early_term
-        _early_term = True
-
-    previous = signal.signal(signal.SIGTERM, took)
+    previous = signal.signal(signal.SIGTERM, _took_early)
     try:
         yield
     finally:
@@ -127,6 +157,16 @@ def launch_term_held():
         if _early_term:
             _early_term = False
             _deliver(signal.SIGTERM, previous)
+
+
+def _before_the_group() -> bool:
+    """Whether this launched process has not met the others yet: no process group of torch's (torch not imported,
+    or its group not made)."""
+    dist = sys.modules.get("torch.distributed")
+    try:
+        return dist is None or not dist.is_initialized()
+    except Exception:  # noqa: BLE001 (torch half imported): not met yet
+        return True
 
 
 def _deliver(signum: int, handler) -> None:
@@ -209,6 +249,7 @@ class StopSignals:
         self._announcing = False  # the first signal's message is being logged
         self._again = False  # a second signal came meanwhile
         self._line: threading.Timer | None = None  # a launched process's SIGTERM line, waiting
+        self._held_since = 0.0  # when that SIGTERM came
 
     @property
     def requested(self) -> bool:
@@ -245,10 +286,9 @@ class StopSignals:
         if signum == signal.SIGTERM and launched():  # the launcher ending the survivors of a lost process?
             global _terms_held
             _terms_held = True
-            self._line = threading.Timer(LAUNCH_TERM_SECONDS, self._time_up)
-            self._line.daemon = True
+            self._held_since = time.monotonic()
             _pending.add(self)
-            self._line.start()
+            self._arm(LAUNCH_TERM_SECONDS)
             return
         self._announcing = True
         try:
@@ -265,6 +305,9 @@ class StopSignals:
         work met the loss meanwhile (:func:`drop_pending_stop_lines`)."""
         with _lock:
             if self not in _pending:
+                return
+            if _before_the_group() and time.monotonic() - self._held_since < LAUNCH_START_SECONDS:
+                self._arm(_RELOOK_SECONDS)  # it meets the others first, and says a lost one there
                 return
             self._looking = self.look_for_loss is not None
         loss = None
@@ -285,6 +328,12 @@ class StopSignals:
             _pending.discard(self)
             self._loss = loss
         _thread.interrupt_main(signal.SIGTERM)
+
+    def _arm(self, seconds: float) -> None:
+        """The held SIGTERM's line (:meth:`_time_up`) ``seconds`` from now."""
+        self._line = threading.Timer(seconds, self._time_up)
+        self._line.daemon = True
+        self._line.start()
 
     def _say(self) -> None:
         _pending.discard(self)

@@ -19,12 +19,18 @@ import logging
 import os
 import sys
 
-from wavegen.cli import bench, evaluate, info, prep, render, serve, train
+from wavegen.signals import hold_launch_term_early, release_early_term
+
+hold_launch_term_early()  # a launcher's SIGTERM from here on held for train's and render's handlers (stdlib only)
+
+from wavegen.cli import bench, evaluate, info, prep, render, serve, train  # noqa: E402
 
 logger = logging.getLogger("wavegen")
 
 COMMANDS = {"prep": prep, "train": train, "render": render, "eval": evaluate, "info": info, "bench": bench,
             "serve": serve}
+# the commands whose handlers take a launcher's SIGTERM held from the CLI's import (StopSignals, launch_term_held)
+_TAKE_AN_EARLY_TERM = ("train", "render")
 
 
 DESCRIPTION = """Raw-audio neural synthesis: prepare an artist's recordings into a corpus (prep), train a
@@ -54,7 +60,16 @@ def _add_log_options(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command not in _TAKE_AN_EARLY_TERM:
+            release_early_term()
+        return _main(args)
+    finally:
+        release_early_term()
+
+
+def _main(args) -> int:
     _print_any_name()
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s" if args.verbose else "%(message)s")
@@ -66,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         from tqdm.contrib.logging import logging_redirect_tqdm
 
         with logging_redirect_tqdm():  # log lines print above progress bars, not through them
-            return COMMANDS[args.command].run(args)
+            try:
+                return COMMANDS[args.command].run(args)
+            finally:  # SIGTERM's default again before an error is said (the launcher ends a process left waiting)
+                release_early_term()
     except WavegenError as err:  # the user's to fix: one line, no traceback (-v shows it)
         if args.verbose:
             raise

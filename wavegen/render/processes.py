@@ -25,10 +25,11 @@ import uuid
 
 from wavegen.config import ConfigError
 from wavegen.distributed import (GROUP_TIMEOUT_SECONDS, ProcessLostError, before_process_group, first_to_say_the_loss,
-                                 lost_contact, process_lost, process_state, record_this_process, recorded_process)
+                                 lost_contact, meet_before_the_group, process_lost, process_state, record_this_process,
+                                 recorded_process)
 from wavegen.errors import FolderBusyError, WavegenError, every_process
 from wavegen.render.settings import RenderStateError, RenderWriteError
-from wavegen.signals import carried, held_a_launchers_term
+from wavegen.signals import carried
 
 # errors a process may hand to the others, by name (anything else arrives as a plain WavegenError)
 _SHARED_ERRORS = {cls.__name__: cls for cls in (ConfigError, FolderBusyError, RenderStateError, RenderWriteError)}
@@ -76,29 +77,16 @@ class Processes:
         self._heartbeat = _Heartbeat(f"{self._key}/alive/{self.rank}")
 
     def _all_came(self, store) -> None:
-        """Before the group: this process recorded in ``store`` (record_this_process), then a wait there until
-        every process of the render has, as gloo's connect would wait for them (in C++, deaf to signals, for the
-        group's timeout: the launcher killed a survivor 30 s after its SIGTERM, its line a stop's). A process
-        recorded and ended since, or the one process never recorded once a launcher's SIGTERM is held here (the
-        launcher ends the others when one ends: that one was killed while it started, torch's imports; the others,
-        their SIGTERM held as this one's, come once imported): ProcessLostError naming it. Past
-        GROUP_TIMEOUT_SECONDS, the group's connect says what is missing."""
-        record_this_process(store, self.rank)
-        deadline = time.monotonic() + GROUP_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            try:
-                states = {rank: self._state_of(rank, store) for rank in range(self.world) if rank != self.rank}
-            except RuntimeError as err:  # the store gone with the process that held it (no launcher's agent)
-                if not lost_contact(err):
-                    raise
-                raise self._lost_with_the_store(err) from err
-            missing = [rank for rank in states if rank not in self._who]
-            ended = [rank for rank, state in states.items() if state == "ended"]
-            if ended or (len(missing) == 1 and held_a_launchers_term()):
-                raise self._lost((ended or missing)[0], "ended", _UNTOUCHED, store)
-            if not missing:
-                return
-            time.sleep(_POLL_SECONDS)
+        """Before the group: the processes meet in ``store`` (distributed.meet_before_the_group: one killed while
+        the render started, torch's imports, is named at once, nothing written); a store gone with the process
+        that held it (no launcher's agent): one line too."""
+        try:
+            meet_before_the_group(store, self.rank, self.world, f"this render ({self.world} processes)", _UNTOUCHED,
+                                  self._who)
+        except RuntimeError as err:  # the store gone with the process that held it (no launcher's agent)
+            if not lost_contact(err):
+                raise
+            raise self._lost_with_the_store(err) from err
 
     def _lost_with_the_store(self, err: RuntimeError) -> ProcessLostError:
         """The one line for a store that went away before the group existed (:func:`lost_contact` ``err``): the
@@ -292,6 +280,8 @@ class Processes:
                 raise error from None
             if isinstance(error, WavegenError):  # its own failure first, said by this process (not left to another)
                 raise ProcessLostError(f"{error}; and {lost}") from error
+            if isinstance(error, KeyboardInterrupt) and getattr(error, "from_rank", None) is not None:
+                raise error from None  # another process's stop, met (and said) here: it ended after it, as asked
             if error is not None and not isinstance(error, KeyboardInterrupt):
                 raise error from None  # a bug keeps its traceback (a stop it was asked for says less than the loss)
             raise

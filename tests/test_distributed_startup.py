@@ -1,0 +1,133 @@
+"""A process of a torchrun training killed (kill -9) while the training starts: the survivors still importing torch,
+or waiting for the others before gloo's group exists. They say, in one line, which process ended, that the training
+had not begun (nothing lost), and to rerun, within seconds: not torchrun's 30 s after its SIGTERM in silence."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import TINY_SAMPLERNN, prepared_corpus
+from process_helpers import ended_after_killing, kill_launch, launched_process, wait_until
+
+# The CLI, process 0 writing STARTED once wavegen's CLI is imported and torch not yet (the command's import of it)
+_CLI_MARKED = """import os, pathlib, sys
+from wavegen.cli import main
+assert "torch" not in sys.modules
+if os.environ["RANK"] == "0":
+    pathlib.Path(os.environ["STARTED"]).write_text("started")
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+# The CLI imported, then process 0 writing IMPORTED and taking 3 s before its command sets its own handlers: the
+# stretch between the CLI's import and the command's (tens of ms), made long enough to meet a signal in it
+_CLI_SLOW_TO_RUN = """import os, pathlib, sys, time
+from wavegen.cli import main
+if os.environ["RANK"] == "0":
+    pathlib.Path(os.environ["STARTED"]).write_text("imported")
+    time.sleep(3.0)
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def _start(tmp_path, processes: int, *settings: str, cli: str = _CLI_MARKED) -> tuple[subprocess.Popen, object]:
+    corpus = prepared_corpus(tmp_path, files=2, seconds=2.0, val_fraction=0.5, test_fraction=0.0)
+    script, started = tmp_path / "cli_marked.py", tmp_path / "started"
+    script.write_text(cli)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+    command = ["-q", "train", "--data", str(corpus), "--model", "samplernn-tiny", "--run-dir", str(tmp_path / "run"),
+               "--max-steps", "1", *[a for s in TINY_SAMPLERNN + list(settings) for a in ("--set", s)]]
+    launch = subprocess.Popen([*launcher, str(script), *command],
+                              env={**os.environ, "OMP_NUM_THREADS": "1", "STARTED": str(started)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return launch, started
+
+
+def _errors(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("wavegen train: error:")]
+
+
+@pytest.mark.slow
+def test_a_process_killed_while_the_training_starts_is_named_by_the_survivor(tmp_path):
+    """Process 1 killed a second into process 0's start (torch importing; then the group's connect): process 0 said
+    "SIGTERM: finishing the start-up ..." and waited in gloo's connect, deaf to signals, until torchrun killed it
+    30 s later. Now the processes meet in the store before the group: one line naming process 1, within seconds."""
+    launch, started = _start(tmp_path, 2)
+    stderr, took = ended_after_killing(
+        launch, 1, lambda: (wait_until(launch, started.exists, "process 0 started"), time.sleep(1.0)))
+    errors = _errors(stderr)
+    assert len(errors) == 1, stderr[-3000:]
+    assert errors[0].startswith("wavegen train: error: process 1 of this training (2 processes) ended unexpectedly "
+                                "(killed, or out of memory? the launcher's report says why)"), errors[0]
+    assert errors[0].endswith("the training had not begun its steps; rerun the same command"), \
+        errors[0]
+    assert not [line for line in stderr.splitlines() if line.startswith("SIGTERM")], stderr[-3000:]
+    assert took < 20, f"{took:.1f} s: {stderr[-3000:]}"  # not torchrun's 30 s after its SIGTERM
+
+
+@pytest.mark.slow
+def test_two_processes_killed_while_a_training_of_three_starts_are_both_named(tmp_path):
+    """Processes 1 and 2 of 3 killed while process 0 starts: process 0 waited for the one missing process it could
+    judge lost, found two, and waited in silence until torchrun killed it 30 s after its SIGTERM. Now it sees, on
+    its machine, which processes of the launch no longer run: one line naming both, within seconds."""
+    launch, started = _start(tmp_path, 3)
+    try:
+        victims = [launched_process(launch, rank) for rank in (1, 2)]
+        wait_until(launch, started.exists, "process 0 started")
+        time.sleep(1.0)
+        for victim in victims:
+            victim.kill()
+        killed = time.monotonic()
+        _, stderr = launch.communicate(timeout=120)
+        took = time.monotonic() - killed
+    finally:
+        if launch.poll() is None:
+            kill_launch(launch)
+    errors = _errors(stderr)
+    assert len(errors) == 1, stderr[-3000:]
+    assert errors[0].startswith("wavegen train: error: processes 1 and 2 of this training (3 processes) ended "
+                                "unexpectedly (killed, or out of memory? the launcher's report says why)"), errors[0]
+    assert errors[0].endswith("the training had not begun its steps; rerun the same command"), errors[0]
+    assert took < 20, f"{took:.1f} s: {stderr[-3000:]}"  # not torchrun's 30 s after its SIGTERM
+
+
+@pytest.mark.slow
+def test_a_process_frozen_while_the_training_starts_is_said_once_the_group_timeout_has_passed(tmp_path):
+    """Process 1 frozen (SIGSTOP) while it imports torch, before it could come: process 0 waits for it
+    train.group_timeout_seconds in all (the meeting before the group, not that and gloo's connect after it), then
+    says which process did not come, what is kept, and the setting to raise."""
+    launch, _ = _start(tmp_path, 2, "train.group_timeout_seconds=6")
+    try:
+        first, frozen = launched_process(launch, 0), launched_process(launch, 1)
+        frozen.suspend()
+        stopped = time.monotonic()
+        first.wait(timeout=90)
+        took = time.monotonic() - stopped
+        frozen.resume()  # let go: torchrun's SIGTERM ends it
+        _, stderr = launch.communicate(timeout=60)
+    finally:
+        if launch.poll() is None:
+            kill_launch(launch)
+    errors = _errors(stderr)
+    assert errors and errors[0].startswith("wavegen train: error: process 1 of this training (2 processes) did not "
+                                           "come within 6 s"), stderr[-3000:]
+    assert errors[0].endswith("the training had not begun its steps; rerun the same command; if a process is merely "
+                              "that slow to start, raise train.group_timeout_seconds"), errors[0]
+    assert 5 < took < 6 + 15, f"{took:.1f} s"  # the timeout once, not twice
+
+
+@pytest.mark.slow
+def test_a_launchers_sigterm_before_the_command_sets_its_handlers_is_held(tmp_path):
+    """torchrun's SIGTERM (process 1 killed) reaching process 0 after the CLI's import, before train's StopSignals:
+    process 0 ended by it at once, without a word. Now held from the CLI's import on: it names process 1."""
+    launch, started = _start(tmp_path, 2, cli=_CLI_SLOW_TO_RUN)
+    stderr, took = ended_after_killing(launch, 1, lambda: wait_until(launch, started.exists, "process 0 imported"))
+    errors = _errors(stderr)
+    assert len(errors) == 1, stderr[-3000:]
+    assert errors[0].startswith("wavegen train: error: process 1 of this training (2 processes) ended unexpectedly "
+                                "(killed, or out of memory? the launcher's report says why)"), errors[0]
+    assert took < 20, f"{took:.1f} s: {stderr[-3000:]}"

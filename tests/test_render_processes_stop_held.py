@@ -1,0 +1,65 @@
+"""A Ctrl-C that reached one process of a torchrun render (recorded in the store), that process then ended (a second
+Ctrl-C), while another was far from its next chunk: the survivor's held SIGTERM's time up meets the recorded stop.
+It ends as a chunk that meets it does: a snapshot saved where it was, "process 1 was stopped", interrupted."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from process_helpers import kill_launch, launched_process, wait_until
+from render_helpers import ENV, make_model
+
+# The CLI, process 0 pausing PAUSE_SECONDS (sleeps of 10 ms: Python code that never looks for news) inside its fourth
+# draw of uniforms (inside a window, away from a chunk's look), after writing PAUSE_MARK
+_CLI_PAUSED = """import os, pathlib, sys, time
+from wavegen.render import shard
+real, calls = shard.uniforms, []
+
+def paused(*args, **kwargs):
+    calls.append(1)
+    if os.environ["RANK"] == "0" and len(calls) == 4:
+        pathlib.Path(os.environ["PAUSE_MARK"]).write_text("paused")
+        end = time.monotonic() + float(os.environ["PAUSE_SECONDS"])
+        while time.monotonic() < end:
+            time.sleep(0.01)
+    return real(*args, **kwargs)
+
+shard.uniforms = paused
+from wavegen.cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_recorded_stop_met_as_the_held_sigterms_time_is_up_saves_and_says_it_as_a_chunk_does(tmp_path):
+    """Process 0 paused inside a window; process 1 Ctrl-C'd (its stop recorded), then Ctrl-C'd again (it ends):
+    torchrun's SIGTERM to process 0, held, found the recorded stop as its time was up and raised a bare
+    KeyboardInterrupt: no snapshot of process 0 saved, no "process 1 was stopped". Now as a chunk meeting it."""
+    model = make_model(tmp_path / "tiny")
+    script, out, mark = tmp_path / "cli_paused.py", tmp_path / "r", tmp_path / "paused"
+    script.write_text(_CLI_PAUSED)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+               "render", str(model), "--seconds", "60", "--streams", "2", "--out", str(out), "--backend", "torch",
+               "--no-guard", "--no-spectrogram", "--block-seconds", "0.05"]
+    launch = subprocess.Popen(command, env={**ENV, "PAUSE_MARK": str(mark), "PAUSE_SECONDS": "25"},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        second = launched_process(launch, 1)
+        wait_until(launch, mark.exists, "process 0 paused")
+        second.send_signal(signal.SIGINT)
+        time.sleep(3.0)  # its stop recorded at its next chunk; it waits for process 0 at the agreement
+        second.send_signal(signal.SIGINT)
+        _, stderr = launch.communicate(timeout=60)
+    finally:
+        if launch.poll() is None:
+            kill_launch(launch)
+    said = [line for line in stderr.splitlines() if line.startswith("process 1 was stopped")]
+    assert len(said) == 1, stderr[-3000:]
+    assert "snapshot saved. Rerun the same command to resume" in said[0], said
+    assert (out / ".state" / "rank0.npz").is_file(), stderr[-3000:]  # where process 0 was, saved
+    assert "wavegen render: interrupted" in stderr, stderr[-3000:]
