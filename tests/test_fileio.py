@@ -389,3 +389,20 @@ def test_remove_dir_moves_no_file_of_the_users_where_a_folder_was_expected(tmp_p
         remove_dir(tmp_path / "best.old")
     assert str(err.value.filename) == str(tmp_path / "best.old")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.old"] and (tmp_path / "best.old").read_text() == "mine"
+
+
+def test_replace_dir_never_deletes_an_old_folder_that_is_the_only_copy(tmp_path):
+    """A kill between replace_dir's renames leaves ``best.old`` alone (best/ missing): the only copy, which readers
+    resolve. The next replace_dir puts it back before its swap, so a swap that then fails (here: the new folder is
+    gone) still leaves it; one that succeeds replaces it as any old folder."""
+    final, old, tmp = tmp_path / "best", tmp_path / "best.old", tmp_path / "best.tmp"
+    old.mkdir()
+    (old / "v").write_text("1")
+    with pytest.raises(FileNotFoundError):
+        replace_dir(tmp, final)
+    kept = [folder for folder in (final, old) if (folder / "v").is_file()]
+    assert [(folder / "v").read_text() for folder in kept] == ["1"]
+    tmp.mkdir()
+    (tmp / "v").write_text("2")
+    replace_dir(tmp, final)
+    assert (final / "v").read_text() == "2" and sorted(p.name for p in tmp_path.iterdir()) == ["best"]

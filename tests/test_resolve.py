@@ -437,3 +437,17 @@ def test_a_model_folder_that_lost_its_weights_says_so(tmp_path):
         f"{model}: a model folder without its weights (weights.json records a model.safetensors, which is not "
         "here); copy the folder again from where it was made, or give the run it came from (its best/, or "
         "--checkpoint step_N)")
+
+
+@pytest.mark.parametrize("suffix, why", [(".diverged", "non-finite step"), (".damaged", "damaged")])
+def test_a_checkpoint_training_moved_aside_is_named_where_it_went(tmp_path, suffix, why):
+    """--checkpoint step_N of a checkpoint training moved aside (its weights gave the run's first non-finite step,
+    or it was damaged): the error names where it went and why, not only "no such checkpoint"."""
+    run = tmp_path / "run"
+    (run / "checkpoints" / f"step_1{suffix}").mkdir(parents=True)
+    (run / "checkpoints" / "step_2").mkdir()
+    (run / "checkpoints" / "step_2" / "trainer_state.json").write_text('{"step": 2}')
+    (run / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match=rf"--checkpoint step_1: no such checkpoint in {run} \(training moved it "
+                                          rf"aside to {run}/checkpoints/step_1{suffix}: .*{why}"):
+        resolve_model(run, checkpoint="step_1")

@@ -412,3 +412,23 @@ def test_a_run_without_best_as_model_names_its_config_json_which_then_trains(tin
     assert main(args + [str(first / "config.json")]) == 0
     assert json.loads((tmp_path / "second" / "config.json").read_text())["model"] == \
         json.loads((first / "config.json").read_text())["model"]
+
+
+def test_a_best_save_cut_short_between_its_renames_is_put_back_by_the_next_train(tiny_corpus, tmp_path, caplog):
+    """Killed between fileio.replace_dir's renames, a run holds best.old/ and no best/. The next train (here: a
+    finished run, nothing to train) puts it back as best/, said, and its last line names best/, not "best is
+    missing ... cannot be restored"."""
+    run = tmp_path / "run"
+    assert cli_train(tiny_corpus, run, 2, "train.val_interval=2", "train.checkpoint_interval=2") == 0
+    (run / "best").rename(run / "best.old")
+    before = (run / "best.old" / "model.safetensors").read_bytes()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="wavegen"):
+        assert main(["-q", "train", "--data", str(tiny_corpus), "--model", "samplernn-tiny", "--run", str(run),
+                     "--max-steps", "2", "--threads", "1"] +
+                    [a for s in TINY_SAMPLERNN + ["train.val_interval=2", "train.checkpoint_interval=2"]
+                     for a in ("--set", s)]) == 0
+    err = caplog.text
+    assert "missing" in err and f"restored it from {run / 'best.old'}" in err, err
+    assert "best model (validation" in err and "cannot be restored" not in err, err
+    assert (run / "best" / "model.safetensors").read_bytes() == before and not (run / "best.old").exists()

@@ -132,6 +132,7 @@ def keep_best_past_checkpoint(run) -> None:
 def save_best(run) -> None:
     try:
         save_model(run.judged, run.config, run.run_dir / "best", best_extra(run))
+        run.best_saved_step = run.step
     except OSError as err:
         raise save_failed(f"the best model in {run.run_dir / 'best'}", err, run.checkpoint) from None
 

@@ -139,6 +139,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
 # ----- training checkpoints ---------------------------------------------------------------------
 
 DAMAGED = ".damaged"  # a damaged checkpoint training moved aside: checkpoints/step_N.damaged
+DIVERGED = ".diverged"  # a checkpoint whose weights gave a non-finite step (trainstate.kept_after_divergence)
 PRUNED = ".pruned"  # a pruned checkpoint while it is deleted: checkpoints/.tmp_step_N.pruned (remove_checkpoint)
 
 
@@ -291,11 +292,12 @@ def remove_checkpoint(folder: Path) -> None:
                        err.strerror or err)
 
 
-def set_aside(folder: Path, why: str) -> Path | None:
-    """Move the damaged checkpoint ``folder`` out of the run's checkpoints, to ``step_N.damaged``
-    (``.damaged2``, ... when taken), with a warning: nothing of it is deleted, and it no longer
-    shadows the checkpoints written after it. Returns where it went; None (warned) when it cannot move."""
-    base = folder.with_name(folder.name.removesuffix(".old") + DAMAGED)
+def set_aside(folder: Path, why: str, suffix: str = DAMAGED, quiet: bool = False) -> Path | None:
+    """Move the checkpoint ``folder`` out of the run's checkpoints, to ``step_N`` + ``suffix`` (DAMAGED:
+    ``step_N.damaged``, ``.damaged2``, ... when taken; DIVERGED), with a warning unless ``quiet`` (the caller
+    says it): nothing of it is deleted, and it is no longer resumed from nor shadows the checkpoints written
+    after it. Returns where it went; None (warned) when it cannot move."""
+    base = folder.with_name(folder.name.removesuffix(".old") + suffix)
     target, n = base, 1
     while target.exists():
         n += 1
@@ -303,11 +305,12 @@ def set_aside(folder: Path, why: str) -> Path | None:
     try:
         folder.rename(target)
     except OSError as err:
-        logger.warning("checkpoint %s is damaged (%s) and cannot be moved aside (%s): remove it yourself",
-                       folder, why, err.strerror or err)
+        logger.warning("checkpoint %s cannot be moved aside (%s: %s): remove it yourself", folder, why,
+                       err.strerror or err)
         return None
-    logger.warning("checkpoint %s is damaged (%s): moved aside to %s (training no longer uses it; delete it "
-                   "once you no longer need it)", folder, why, target)
+    if not quiet:
+        logger.warning("checkpoint %s is damaged (%s): moved aside to %s (training no longer uses it; delete it "
+                       "once you no longer need it)", folder, why, target)
     return target
 
 
@@ -414,8 +417,9 @@ def tidy_run_folder(run_dir: Path, found: tuple[int, Path] | None,
     died while writing them removed (``best.tmpPID``, ``checkpoints/.tmp_step_N``: never the only
     copy of anything, see fileio.replace_dir), and folders it died while deleting (pruned checkpoints,
     ``.tmp_step_N.pruned``: :func:`remove_checkpoint`; an old best/ or step_N, ``.tmp_best.old.removed``:
-    fileio.remove_dir); ``found`` back under its own name when it was read
-    from ``step_N.old`` (a save cut short between replace_dir's renames). Returns ``found`` as it is now."""
+    fileio.remove_dir); ``best.old`` back to ``best`` where best/ is missing, and ``found`` back under its own name
+    when it was read from ``step_N.old`` (saves cut short between replace_dir's renames). Returns ``found`` as it
+    is now."""
     for folder, why in damaged:
         set_aside(folder, why)
     run_dir = Path(run_dir)
@@ -430,6 +434,11 @@ def tidy_run_folder(run_dir: Path, found: tuple[int, Path] | None,
                                "remove it yourself", folder, doing)
             else:
                 logger.info("removed %s, left unfinished by a process that stopped while %s it", folder, doing)
+    best, old_best = run_dir / "best", run_dir / "best.old"
+    if not best.exists() and (old_best / MODEL_FILE).is_file():  # a best/ save cut short between its renames
+        old_best.rename(best)
+        fsync_dir(run_dir)
+        logger.warning("%s was missing (a save cut short): restored it from %s", best, old_best)
     if found is not None and found[1].name.endswith(".old"):
         step, old = found
         found = step, old.with_name(old.name.removesuffix(".old"))

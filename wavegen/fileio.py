@@ -202,11 +202,15 @@ def replace_dir(tmp: str | Path, final: str | Path) -> Path:
     """Move the finished folder ``tmp`` to ``final``; an old ``final`` is removed only after the swap.
 
     Between the two renames the old folder is at ``final.old`` (readers fall back to it); it is removed
-    out of their sight (:func:`remove_dir`), never seen half deleted.
+    out of their sight (:func:`remove_dir`), never seen half deleted. A ``final.old`` with no ``final`` (a
+    process killed between the renames) is the only copy: it goes back to ``final`` first, so it is replaced
+    like any old folder, never deleted before the new one is in place.
     """
     tmp, final = Path(tmp), Path(final)
     old = final.with_name(final.name + ".old")
-    if old.exists():
+    if old.is_dir() and not old.is_symlink() and not final.exists():
+        old.rename(final)
+    elif old.exists():
         remove_dir(old)
     if final.exists():
         final.rename(old)
