@@ -315,7 +315,7 @@ def _read_into(out: np.ndarray, f, sink=None, reopen=None) -> tuple[int, str | N
         n += got
     if damage is None and n < declared:
         damage = f"only {n / sample_rate:.2f} s of the {declared / sample_rate:.2f} s its header declares decode"
-    return n, damage or damage_in_log(f.extra_info)
+    return n, damage or damage_in_log(f.extra_info) or (ogg_end_damage(f.name) if f.format == "OGG" else None)
 
 
 class DecoderNotes:
@@ -401,6 +401,45 @@ def damage_in_log(log: str) -> str | None:
     if "lacks an end-of-stream" in log:  # Ogg (Vorbis, Opus): the last page of a whole file is marked
         return "the last Ogg page has no end-of-stream mark"
     return None
+
+
+OGG_PAGE_HEADER = 27  # "OggS", version, flags, granule, serial, sequence, CRC, segment count; the lacing values follow
+_OGG_LAST_PAGE = 4  # the header flag of a stream's last page (end of stream)
+
+
+def ogg_end_damage(name) -> str | None:
+    """What is missing at the end of the Ogg file ``name`` (a path, str or bytes; anything else, a file object, is
+    not looked at): its last page cut short ("its last Ogg page declares 4283 bytes, the file holds 4273"), or a last
+    whole page with no end-of-stream mark; None for a whole file, or one that cannot be read again.
+
+    Its pages' headers walked from the start (one small read a page). libsndfile decodes such a file to the end of
+    its last whole page and, for one cut inside its last page, says only "Junk after the last page": a download cut
+    a few bytes short was kept as whole, where a WAV or FLAC cut short is marked so."""
+    if not isinstance(name, (str, bytes, os.PathLike)):
+        return None
+    try:
+        with open(name, "rb") as f:
+            size, at, ended = os.fstat(f.fileno()).st_size, 0, None
+            while at + OGG_PAGE_HEADER <= size:
+                f.seek(at)
+                header = f.read(OGG_PAGE_HEADER)
+                if header[:4] != b"OggS":
+                    break  # not a page (a tag appended): judged by the last page before it
+                lacing = f.read(header[26])
+                length = OGG_PAGE_HEADER + len(lacing) + sum(lacing)
+                if len(lacing) < header[26]:
+                    break
+                if at + length > size:
+                    return f"its last Ogg page declares {length} bytes, the file holds {size - at}"
+                ended, at = bool(header[5] & _OGG_LAST_PAGE), at + length
+            if at < size and ended is not None:
+                f.seek(at)
+                tail = f.read(OGG_PAGE_HEADER + 255)
+                if tail[:4] == b"OggS" or (len(tail) < 4 and b"OggS".startswith(tail)):
+                    return f"its last Ogg page is cut short in its header: {size - at} byte(s) of it"
+    except OSError:
+        return None
+    return "the last Ogg page has no end-of-stream mark" if ended is False else None
 
 
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:

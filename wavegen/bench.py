@@ -42,6 +42,8 @@ WARMUP_SAMPLES = 128  # per stream, untimed, before a row's timed runs
 # a row whose timed runs are estimated to take longer is announced with its estimate (from a short run
 # timed first): --samples 1e8 ran for 40 minutes with nothing said
 LONG_ROW_SECONDS = 120.0
+FIRST_CALL_SECONDS = 10.0  # a first warm-up call still running after this long is said (with the least it foretells)
+WARMUP_CALL_SECONDS = 0.5  # a warm-up call this long is timed for an early estimate (a shorter one is overheads)
 INTERRUPT_SECONDS = 1.0  # a timed run goes in generate calls of about this long: Ctrl-C is taken between two
 
 
@@ -284,20 +286,31 @@ def check_counts(counts) -> None:
             raise ConfigError(f"{flag} {value}: must be at least {least}")
 
 
-def time_generation(engine, samples: int, warmup: int, repeats: int, seed: int = 0, estimate=None) -> dict:
+def time_generation(engine, samples: int, warmup: int, repeats: int, seed: int = 0, estimate=None,
+                    step: int | None = None, slow=None) -> dict:
     """Warm the engine up (untimed), then time ``repeats`` runs of ``samples`` per stream.
 
-    estimate: called as ``estimate(seconds)`` before the timed runs with how long they will take, about
-    (from a short run, of up to 8 x ``warmup`` samples, timed after the warm-up); None: no such run. With
-    it, each run goes in calls of about INTERRUPT_SECONDS, so a Ctrl-C stops the bench within one.
+    estimate: called as ``estimate(seconds)`` with how long the timed runs will take, about: from a short run,
+    of up to 8 x ``warmup`` samples, timed after the warm-up; or sooner, during the warm-up, where a call of it
+    takes a while (WARMUP_CALL_SECONDS) and foretells a long row (over LONG_ROW_SECONDS): ``--batch 100000`` of
+    the torch engine warmed up for minutes before its estimate. None: no such run. With it, the warm-up goes in
+    calls of ``step`` samples (whole frames; None: one call), then 2, 4, ... x ``step``, and each run in calls of
+    about INTERRUPT_SECONDS, so a Ctrl-C stops the bench within one. slow: called as ``slow(seconds, n)`` (from
+    another thread) where the warm-up's first call, of n samples per stream, is still running after
+    FIRST_CALL_SECONDS: a call so long that the warm-up itself is long.
     Returns the best run's wall and CPU seconds and every run's wall seconds.
     """
     streams = np.arange(engine.streams)
-    engine.generate(uniforms(seed, streams, 0, warmup))
+    said = False
+    if estimate is None or not step:
+        engine.generate(uniforms(seed, streams, 0, warmup))
+    else:
+        said = warm_up(engine, warmup, step, seed, lambda seconds: estimate(seconds * samples * repeats), slow)
     position, walls, cpus, block = warmup, [], [], samples
     if estimate is not None:
         seconds, position = time_short_run(engine, samples, warmup, seed, position)
-        estimate(seconds * repeats)
+        if not said:
+            estimate(seconds * repeats)
         block = interruptible_block(samples, warmup, seconds)
     for _ in range(repeats):
         blocks = [uniforms(seed, streams, position + start, min(block, samples - start))
@@ -310,6 +323,35 @@ def time_generation(engine, samples: int, warmup: int, repeats: int, seed: int =
         position += samples
     best = int(np.argmin(walls))
     return {"seconds": walls[best], "cpu_seconds": cpus[best], "all_seconds": walls}
+
+
+def warm_up(engine, warmup: int, step: int, seed: int, estimate, slow=None) -> bool:
+    """The warm-up of time_generation (and of a --profile row's estimate) in calls of step, step, 2 x step, 4 x step, ... samples per stream (warmup
+    in all); after a call other than the first (which may compile) that took WARMUP_CALL_SECONDS or more,
+    ``estimate(seconds per sample)`` where the timed runs look long (it is said at once, not minutes later):
+    whether it said so. slow(seconds, n): see time_generation."""
+    import threading
+
+    streams, position, size, calls = np.arange(engine.streams), 0, step, 0
+    while position < warmup:
+        n = min(size, warmup - position)
+        wall0 = time.perf_counter()
+        watch = None
+        if calls == 0 and slow is not None:
+            watch = threading.Timer(FIRST_CALL_SECONDS, slow, (FIRST_CALL_SECONDS, n))
+            watch.daemon = True
+            watch.start()
+        try:
+            engine.generate(uniforms(seed, streams, position, n))
+        finally:
+            if watch is not None:
+                watch.cancel()
+        seconds, position, calls = time.perf_counter() - wall0, position + n, calls + 1
+        if calls > 1:
+            size *= 2
+            if seconds >= WARMUP_CALL_SECONDS and estimate(seconds / n):
+                return True
+    return False
 
 
 def time_short_run(engine, samples: int, warmup: int, seed: int, position: int) -> tuple[float, int]:
@@ -329,10 +371,25 @@ def interruptible_block(samples: int, warmup: int, run_seconds: float) -> int:
     return min(samples, max(warmup, -(-samples // calls // warmup) * warmup))
 
 
-def _say_long_row(backend: str, batch: int, samples: int, repeats: int, seconds: float) -> None:
+def _say_long_row(backend: str, batch: int, samples: int, repeats: int, seconds: float) -> bool:
+    """The warning of a row whose timed runs take about ``seconds``, over LONG_ROW_SECONDS: whether it was said."""
     if seconds > LONG_ROW_SECONDS:
         logger.warning("%s batch %d: %d run(s) of %d samples per stream take about %s (measured on a short run); "
-                       "a lower --samples or --repeats takes less", backend, batch, repeats, samples, duration(seconds))
+                       "a lower --samples, --repeats or --batch takes less", backend, batch, repeats, samples,
+                       duration(seconds))
+        return True
+    return False
+
+
+def say_slow_start(backend: str, batch: int, samples: int, repeats: int, seconds: float, n: int) -> None:
+    """A row whose first warm-up call, of n samples per stream, has run ``seconds``: said, with the least its timed
+    runs take at that pace (compilation, where the engine compiles, is in that call: said too)."""
+    least = seconds / n * samples * repeats
+    if least > LONG_ROW_SECONDS:
+        logger.warning("%s batch %d: its first %d sample(s) per stream are still being made after %s (the engine's "
+                       "warm-up, compilation included where it compiles): at that pace its %d run(s) of %d samples "
+                       "per stream take %s or more; a lower --batch, --samples or --repeats takes less (Ctrl-C stops "
+                       "it)", backend, batch, n, duration(seconds), repeats, samples, duration(least))
 
 
 def duration(seconds: float) -> str:
@@ -387,8 +444,10 @@ def bench_generation(model: str, backends=("torch", "numba"), batches=(1, 8, 64)
                 progress(f"{backend} batch {batch}: {n} samples per stream")
             engine = build_engine(spec, batch, backend, device)
             with torch.inference_mode():
-                timing = time_generation(engine, n, warmup, repeats, seed,
-                                         estimate=lambda seconds: _say_long_row(backend, batch, n, repeats, seconds))
+                timing = time_generation(engine, n, warmup, repeats, seed, step=whole_frames(spec, 1),
+                                         estimate=lambda seconds: _say_long_row(backend, batch, n, repeats, seconds),
+                                         slow=lambda seconds, k: say_slow_start(backend, batch, n, repeats,
+                                                                                 seconds, k))
             aggregate = batch * n / timing["seconds"]  # "auto" alone did not say what was measured: auto (numba)
             name = f"{backend} ({engine.backend})" if parse_backend(backend)[0] == "auto" else backend
             rows.append({"backend": name, "batch": batch, "samples": n, **timing,

@@ -9,11 +9,8 @@ estimate from a short run.
 
 from __future__ import annotations
 
-import numpy as np
-
 from wavegen import bench
 from wavegen.config import ConfigError
-from wavegen.generate import uniforms
 
 PROFILE_STEP_RUNS = 6  # kernels.numba_profile.profile_engine runs the whole step on --samples 1 + 5 times
 
@@ -50,23 +47,32 @@ def profile_generation(model: str, backends=("numba",), batches=(1,), samples: i
                 progress(f"profiling {backend} batch {batch}")
             engine = bench.build_engine(spec, batch, backend)
             n, warmup = bench.whole_frames(spec, samples), bench.whole_frames(spec, bench.WARMUP_SAMPLES)
-            _say_long_profile(engine, backend, batch, n, warmup)
+            _say_long_profile(engine, backend, batch, n, warmup, bench.whole_frames(spec, 1))
             profiles.append({"backend": backend, "batch": batch, **profile_engine(engine, n)})
     return {"mode": "profile", "machine": machine, "model": {"name": model, **facts}, "profiles": profiles}
 
 
-def _say_long_profile(engine, backend: str, batch: int, samples: int, warmup: int) -> None:
+def _say_long_profile(engine, backend: str, batch: int, samples: int, warmup: int, step: int) -> None:
     """A profile row whose step timing (PROFILE_STEP_RUNS runs of ``samples`` per stream) will take over
     bench.LONG_ROW_SECONDS, said before it starts with an estimate from a short run (the engine's state restored
-    after it): ``--profile --samples 576000000`` ran for hours with nothing said."""
-    snap = engine.snapshot()
-    engine.generate(uniforms(0, np.arange(engine.streams), 0, warmup))  # compiled and warm, as the profile's
-    seconds = bench.time_short_run(engine, samples, warmup, 0, warmup)[0] * PROFILE_STEP_RUNS
-    engine.restore(snap)
-    if seconds > bench.LONG_ROW_SECONDS:
+    after it): ``--profile --samples 576000000`` ran for hours with nothing said. The warm-up before it goes as
+    generation timing's (bench.warm_up, in calls of ``step`` samples and up): one that is long itself is said
+    during it (``--batch 100000``)."""
+    def say(seconds: float) -> bool:
+        if seconds <= bench.LONG_ROW_SECONDS:
+            return False
         bench.logger.warning("%s batch %d: the whole step is timed on %d runs of %d samples per stream: about %s "
-                             "(measured on a short run); a lower --samples takes less", backend, batch,
+                             "(measured on a short run); a lower --samples or --batch takes less", backend, batch,
                              PROFILE_STEP_RUNS, samples, bench.duration(seconds))
+        return True
+
+    snap = engine.snapshot()
+    said = bench.warm_up(engine, warmup, step, 0, lambda per_sample: say(per_sample * samples * PROFILE_STEP_RUNS),
+                         lambda seconds, n: bench.say_slow_start(backend, batch, samples, PROFILE_STEP_RUNS, seconds,
+                                                                 n))  # compiled and warm, as the profile's
+    if not said:
+        say(bench.time_short_run(engine, samples, warmup, 0, warmup)[0] * PROFILE_STEP_RUNS)
+    engine.restore(snap)
 
 
 def format_profile(result: dict) -> str:

@@ -22,7 +22,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from wavegen.bench import check_counts, machine_info, set_threads
+from wavegen import bench
+from wavegen.bench import check_counts, duration, machine_info, set_threads
 from wavegen.config import ConfigError
 from wavegen.distributed import GROUP_TIMEOUT_SECONDS
 
@@ -86,23 +87,39 @@ def _training_config(base: dict, train: dict) -> tuple[dict, object]:
     return config, train_cfg
 
 
-def _timed(one_step, warmup: int, steps: int, dev: torch.device) -> tuple[float, float, float]:
+def _timed(one_step, warmup: int, steps: int, dev: torch.device, long=None) -> tuple[float, float, float]:
     """``warmup`` untimed steps, then ``steps`` timed ones ending on a device sync → (the last
-    loss, wall seconds, this process's CPU seconds of the timed steps); peak memory reset between."""
+    loss, wall seconds, this process's CPU seconds of the timed steps); peak memory reset between.
+    long(seconds): called where all the steps look to take over bench.LONG_ROW_SECONDS, from the second step's time
+    (the first may compile), said then: ``--steps 1000000`` trained for hours with nothing said."""
     loss = None
     for step in range(warmup):
-        loss = one_step(step)
+        loss = _second_step_timed(one_step, step, warmup + steps, long)
     if loss is not None:
         float(loss)  # wait for the device
     _reset_peak_memory(dev)
     start, cpu_start = time.perf_counter(), time.process_time()
     for step in range(warmup, warmup + steps):
-        loss = one_step(step)
+        loss = _second_step_timed(one_step, step, warmup + steps, long) if step < 2 else one_step(step)
     loss = float(loss)  # waits for the device
     return loss, time.perf_counter() - start, time.process_time() - cpu_start
 
 
 # the training settings bench_training sets itself → what sets them (a bench --train option) or why
+def _second_step_timed(one_step, step: int, total: int, long):
+    """one_step(step); the second step of all (step 1; synchronised, so its time is the device's too) timed, and
+    long(seconds all ``total`` steps take at that pace) called where that is over bench.LONG_ROW_SECONDS."""
+    if step != 1 or long is None:
+        return one_step(step)
+    start = time.perf_counter()
+    loss = one_step(step)
+    float(loss)
+    seconds = (time.perf_counter() - start) * total
+    if seconds > bench.LONG_ROW_SECONDS:
+        long(seconds)
+    return loss
+
+
 BENCH_SETS = {"batch_size": "use --batch", "seq_len": "use --seq-len", "grad_accum": "use --grad-accum",
               "compile": "use --compile", "num_workers": "use --workers", "seed": "use --seed",
               "mixed_precision": "use --precision", "max_steps": "use --steps",
@@ -340,7 +357,9 @@ def _bench_batch(config: dict, train_cfg, accelerator, rate: int, measure: _Meas
 
     net.train()
     try:
-        loss, seconds, cpu_seconds = _timed(one_step, measure.warmup, measure.steps, dev)
+        loss, seconds, cpu_seconds = _timed(one_step, measure.warmup, measure.steps, dev, long=None if not
+                                            accelerator.is_main_process else lambda seconds: _say_long_batch(
+                                                train_cfg, measure, seconds))
     finally:
         stream.close()
     peak, what = _peak_memory(dev)
@@ -354,6 +373,12 @@ def _bench_batch(config: dict, train_cfg, accelerator, rate: int, measure: _Meas
            "peak_memory_bytes": peak, "memory": what, "loss_bits": loss / LN2,
            **({"ema_updates": average.updates} if average is not None else {})}
     return row, facts
+
+
+def _say_long_batch(train_cfg, measure: _Measurement, seconds: float) -> None:
+    logger.warning("train batch %d: %d warm-up + %d timed steps take about %s (from one step); a lower --steps, "
+                   "--warmup-steps or --batch takes less", train_cfg.batch_size, measure.warmup, measure.steps,
+                   duration(seconds))
 
 
 def _whole_job(accelerator, loss: float, seconds: float, cpu_seconds: float, peak: int):

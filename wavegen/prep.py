@@ -247,7 +247,7 @@ def prepare(inputs: list[str | Path] | str | Path, corpus_dir: str | Path, *, pr
     if not found:
         more = f" ({len(skipped_folders)} skipped: see the warnings above)" if skipped_folders else ""
         raise CorpusError(f"no audio files ({' '.join(sorted(prep_inputs.AUDIO_EXTENSIONS))}) found in: "
-                          + ", ".join(settings.inputs) + more)
+                          + ", ".join(map(prep_inputs.printable_name, settings.inputs)) + more)
     file_labels = prep_inputs.folder_labels(found) if settings.labels == "folders" else [None] * len(found)
     if settings.labels == "folders":
         prep_inputs.warn_empty_label_folders(settings.inputs, found)
@@ -364,7 +364,7 @@ def _prepare_in(tmp, corpus_dir, settings, found, file_labels, skipped_folders, 
     for label in sorted({lb for lb in file_labels if lb is not None} - {f["label"] for f in files}):
         logger.warning("every file of label folder %r was skipped: there will be no label %r", label, label)
     if not files:
-        listed = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:5])
+        listed = "; ".join(prep_inputs.printable_name(f"{s['path']}: {s['reason']}") for s in skipped[:5])
         more = f"; and {len(skipped) - 5} more (see the warnings above)" if len(skipped) > 5 else ""
         raise CorpusError(f"no usable audio, every input was skipped: {listed}{more}")
     pieces, split_mode = assign_splits(files, seg_lengths, settings.val_fraction, settings.test_fraction,

@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from wavegen import prep_inputs
-from wavegen.audio import float_to_int16, scale_to_full_scale
+from wavegen.audio import float_to_int16, resample, scale_to_full_scale
 from wavegen.audio_decode import AudioError, AudioMemoryError, decode_mono
 from wavegen.fileio import check_room, write_array
 from wavegen.prep_wav import UNFINISHED_WAV, FinishedView, read_finished, unfinished_wav
 from wavegen.progress import progress_bar
-from wavegen.split import SILENCE_FLOOR, SPLITS, channels_cancel, dbfs, split_on_silence, why_no_sound
+from wavegen.split import (SILENCE_FLOOR, SPIKE_DB, SPLITS, channels_cancel, dbfs, find_spikes,
+                           split_on_silence, why_no_sound)
 
 if TYPE_CHECKING:
     from wavegen.prep import PrepSettings
@@ -111,7 +112,7 @@ class Earlier:
         i = self._kept.get(path)
         entry = {} if i is None else self.manifest["files"][i]
         parts = self._rows.get(i, [])
-        if set(entry) - {"recovered"} != _ENTRY_KEYS | ({"partial_reason"} if entry.get("partial") else set()) or \
+        if set(entry) - {"recovered", "clipped"} != _ENTRY_KEYS | ({"partial_reason"} if entry.get("partial") else set()) or \
                 len(parts) != 1 or parts[0][0] != entry["split"]:
             return None  # not kept, cut in time, or an entry of another make
         lengths = [int(n) for n in parts[0][1][:, 1]]
@@ -218,13 +219,12 @@ def _decode_source(path: Path, settings: PrepSettings, digest: str, view: Finish
     if len(mono) == 0:  # its header's rate so high that its frames last under one sample at the corpus's
         return (f"its {frames:,} frame(s) at {sr_in:,} Hz, the rate its header says, last {frames / sr_in:.3g} s: "
                 f"not one sample at {rate} Hz (a damaged header?)")
-    if nonfinite or not np.all(np.isfinite(mono)):
+    if nonfinite:
         return _nonfinite(nonfinite, first_nonfinite, frames, sr_in)
-    intervals = split_on_silence(mono, rate, top_db=settings.top_db,
-                                 min_silence_seconds=settings.min_silence_seconds,
-                                 min_segment_seconds=settings.min_segment_seconds)
-    if len(intervals) == 0:
-        return _no_sound(path, view, loudest_channel, mono, settings.min_segment_seconds, rate)
+    found = _sound_found(path, view, mono, sr_in, frames, loudest_channel, settings)
+    if isinstance(found, str):
+        return found
+    (mono, intervals, clipped), found = found, None  # mono's last reference, deleted below
     kept = np.concatenate([mono[s:e] for s, e in intervals])
     del mono  # a long file: the kept part and its 16-bit copy are what memory holds from here
     peak = float(max(kept.max(), -kept.min()))
@@ -258,7 +258,29 @@ def _decode_source(path: Path, settings: PrepSettings, digest: str, view: Finish
         entry["partial_reason"] = damage
     if recovered is not None:
         entry["recovered"] = recovered
+    if clipped is not None:
+        entry["clipped"] = clipped
     return pcm, [int(e - s) for s, e in intervals], entry
+
+
+def _sound_found(path: Path, view: FinishedView | None, mono: np.ndarray, rate_in: int, frames: int,
+                 loudest_channel: float | None, settings: PrepSettings):
+    """(mono, its stretches of sound, what was clipped or None) of a file's resampled mono mix, or why it is skipped.
+    A mix with no sound, samples too large to resample, or above full scale (scaled down to it after) is looked at
+    again at its own rate for spikes (_without_spikes), which hide or dim its sound."""
+    intervals, clipped = _sound(mono, settings), None
+    if intervals is not None and len(intervals) and max(float(mono.max()), -float(mono.min())) <= 1.0:  # no copy
+        return mono, intervals, None
+    source = _own_rate(path, view, mono)
+    mono, clipped = _without_spikes(path, source, mono, rate_in, settings)
+    if clipped is not None:
+        intervals = _sound(mono, settings)
+    if intervals is None:
+        return _nonfinite(0, None, frames, rate_in)
+    if len(intervals) == 0:
+        return channels_cancel(loudest_channel, source) + why_no_sound(source, mono, settings.min_segment_seconds,
+                                                                     settings.sample_rate)
+    return mono, intervals, clipped
 
 
 def _nonfinite(n: int, first: int | None, frames: int, rate_in: int) -> str:
@@ -273,17 +295,41 @@ def _nonfinite(n: int, first: int | None, frames: int, rate_in: int) -> str:
             "re-export the file, or replace those samples, to use it")
 
 
-def _no_sound(path: Path, view: FinishedView | None, loudest_channel: float | None, mono: np.ndarray,
-              min_segment_seconds: float, rate: int) -> str:
-    """Why a file kept no segment: judged on its mono mix at its own rate too (why_no_sound), decoded again
-    for it (from view where it is an unfinished WAV; a file with sound never needs it: not kept in memory beside
-    the resampled mono)."""
+def _sound(mono: np.ndarray, settings: PrepSettings):
+    """The stretches of sound of mono (split_on_silence), or None where it holds NaN or infinite samples (float
+    samples near float32's largest, finite in the file, overflow in resampling)."""
+    if not np.all(np.isfinite(mono)):
+        return None
+    return split_on_silence(mono, settings.sample_rate, top_db=settings.top_db,
+                            min_silence_seconds=settings.min_silence_seconds,
+                            min_segment_seconds=settings.min_segment_seconds)
+
+
+def _own_rate(path: Path, view: FinishedView | None, mono: np.ndarray) -> np.ndarray:
+    """A file that kept no sound (or peaks above full scale), its mono mix at its own rate (the reason is judged
+    there too: why_no_sound; spikes are found there), decoded again for it (from view where it is an unfinished
+    WAV; an ordinary file never needs it: not kept in memory beside the resampled mono)."""
     try:
-        source = decode_mono(path, None, view).samples
+        return decode_mono(path, None, view).samples
     except (AudioError, OSError) as e:  # replaced meanwhile: say what can be said of the resampled mix
         logger.debug("%s: cannot decode it again (%s)", path, e)
-        source = mono
-    return channels_cancel(loudest_channel, source) + why_no_sound(source, mono, min_segment_seconds, rate)
+        return mono
+
+
+def _without_spikes(path: Path, source: np.ndarray, mono: np.ndarray, rate_in: int, settings: PrepSettings):
+    """(mono, what was clipped) for a file that kept no sound or peaks above full scale, source its mono mix at
+    rate_in Hz: where a few samples far above full scale and the rest (split.find_spikes: a damaged float sample,
+    1e30) made the rest silence, or would scale it far down, those samples clipped to the rest's peak, said, and
+    the mix resampled again; else (mono, None)."""
+    spikes = find_spikes(source) if len(source) else None
+    if spikes is None:
+        return mono, None
+    clipped = (f"{spikes.count} sample(s) above full scale and at least {SPIKE_DB:g} dB above all the rest "
+               f"(the first at {spikes.first / rate_in:.3f} s: {spikes.value:.3g}) clipped to the rest's peak "
+               f"({dbfs(spikes.rest_peak)})")
+    logger.warning("%s: %s: damaged samples, under which its sound would have counted as silence or been scaled "
+                   "down; replace them in the file to keep it unclipped", path, clipped)
+    return resample(np.clip(source, -spikes.rest_peak, spikes.rest_peak), rate_in, settings.sample_rate), clipped
 
 
 def decode_files(found, file_labels, tmp: Path, settings: PrepSettings, progress: bool, digests=None,
@@ -301,7 +347,7 @@ def decode_files(found, file_labels, tmp: Path, settings: PrepSettings, progress
     bar = progress_bar(total=len(found), desc="prep", unit="file") if progress else None
     for (path, _root), label in zip(found, file_labels):
         if bar is not None:
-            bar.set_postfix_str(path.name, refresh=False)
+            bar.set_postfix_str(prep_inputs.printable_name(path.name), refresh=False)
         digest = digests.get(str(path))
         result = None
         if digest is None:

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import stat
+import unicodedata
 from collections import Counter
 from pathlib import Path
 
@@ -25,6 +26,32 @@ from wavegen.fileio import sha256_file
 from wavegen.progress import progress_bar
 
 logger = logging.getLogger("wavegen.prep")  # one logger for all that prep says
+
+
+def printable_name(text) -> str:
+    """text (a path, a name, a reason naming one) as one line can show it: its control characters and line or
+    paragraph separators written as Python's repr writes them ("a\\nb.wav" for a name holding a newline), the
+    rest as it is. A name with a newline split prep's skip line in two, the second looking like another line."""
+    text = str(text)
+    if all(ch.isprintable() or ch == " " or unicodedata.category(ch) == "Cs" for ch in text):
+        return text  # every ordinary name, a name in bytes that are not UTF-8 (its surrogate escapes) too
+    return "".join(ch if ch.isprintable() or ch == " " or unicodedata.category(ch) == "Cs" else repr(ch)[1:-1]
+                   for ch in text)
+
+
+class _OneLine(logging.Filter):
+    """Every prep message written by one_line: one line, whatever the files it names are called (no message of
+    prep's means a line break)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        shown = printable_name(message)
+        if shown != message:
+            record.msg, record.args = shown, ()
+        return True
+
+
+logger.addFilter(_OneLine())
 SKIP_LINES = 20  # skipped files named one line each; the rest summed up in one line (all in the manifest)
 
 AUDIO_EXTENSIONS = frozenset(
@@ -74,11 +101,12 @@ def discover(inputs: tuple[str, ...]) -> tuple[list[tuple[Path, Path | None]], l
     for raw in inputs:
         p = Path(raw)
         if not p.exists():
-            raise CorpusError(f"input {p} is a link in a loop" if _loops(p) else f"input not found: {p}")
+            shown = printable_name(p)
+            raise CorpusError(f"input {shown} is a link in a loop" if _loops(p) else f"input not found: {shown}")
         if not p.is_dir():
             kind = not_regular(p)
             if kind is not None:
-                raise CorpusError(f"input {p} is {kind}, not a file: give audio files or folders")
+                raise CorpusError(f"input {printable_name(p)} is {kind}, not a file: give audio files or folders")
             found.setdefault(p, None)  # named explicitly: let the decoder judge its format
             continue
         n_here, others = 0, []

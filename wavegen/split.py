@@ -10,6 +10,8 @@ sound is skipped for the reason :func:`why_no_sound` gives.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 SPLITS = ("train", "val", "test")
@@ -257,3 +259,37 @@ def _rms(x: np.ndarray) -> float:
     """The RMS of x [T], summed in float64 a block at a time (no float64 copy of a long file)."""
     energy = sum(float(np.dot(b, b)) for b in (x[i : i + 65536].astype(np.float64) for i in range(0, len(x), 65536)))
     return float(np.sqrt(energy / len(x))) if len(x) else 0.0
+
+
+class Spikes(NamedTuple):
+    """A few samples far louder than all the rest of a file (damaged float audio: one 1e30 among music):
+    count, first (the index of the first), value (its sample) and rest_peak (the loudest of the others)."""
+
+    count: int
+    first: int
+    value: float
+    rest_peak: float
+
+
+SPIKE_DB = 40.0  # a sample this far above every other (and above full scale) is damage, not sound
+
+
+def find_spikes(x: np.ndarray) -> Spikes | None:
+    """The samples of mono x [T] above full scale and SPIKE_DB or more above every other sample (at most one in a
+    thousand of them, 16 in a short file), under which the rest counts as silence, or is scaled far down; None
+    where there are none (or the rest is all zero: nothing they hide). Sound is never that far above itself: a
+    real peak over full scale (hot float audio) has its music a few dB under it, and is scaled down, not taken for
+    a spike."""
+    size = len(x)
+    if size < 2:
+        return None
+    level = np.abs(x)
+    m = min(size, max(16, size // 1000))
+    top = np.sort(np.partition(level, size - m)[size - m:].astype(np.float64))[::-1]  # the m loudest, loudest first
+    ratio = 10.0 ** (SPIKE_DB / 20.0)
+    gaps = [j for j in range(1, m) if top[j - 1] > 1.0 and top[j - 1] >= ratio * top[j] > 0]
+    if not gaps:
+        return None
+    rest_peak = float(top[gaps[-1]])  # the widest set that leaves sound under it
+    loud = np.flatnonzero(level > rest_peak)
+    return Spikes(len(loud), int(loud[0]), float(x[loud[0]]), rest_peak)

@@ -1,0 +1,137 @@
+"""wavegen bench: a row whose warm-up alone is long says so at once. ``--batch 100000`` of the torch engine showed
+nothing for minutes: its 128 warm-up samples per stream (one call) ran before the short run whose estimate
+announces a long row. The engine here makes samples at a set pace (a sleep), as a huge batch does."""
+
+import logging
+import time
+
+import numpy as np
+import pytest
+
+import wavegen.bench
+from wavegen import generate
+from wavegen.bench import bench_generation
+from wavegen.engine import Engine
+
+
+class Slow(Engine):
+    """A WaveNet engine that takes ``pace`` seconds a sample per stream (``first`` seconds more on its first
+    call), noting where it is."""
+
+    backend = "slow"
+    pace, first, made, ended_first = 0.0, 0.0, 0, None
+
+    def reset(self, prime_codes=None, label_weights=None):
+        pass
+
+    def generate(self, uniforms, temperature=1.0):
+        time.sleep(self.pace * uniforms.shape[1] + (self.first if Slow.made == 0 else 0.0))
+        Slow.made += uniforms.shape[1]
+        if Slow.ended_first is None:
+            Slow.ended_first = time.monotonic()
+        return np.zeros(uniforms.shape, np.int64)
+
+
+class Said(Exception):
+    pass
+
+
+class Lines(logging.Handler):
+    """Bench's warnings, each with when it came and how many samples the engine had made; the row's estimate ends
+    the bench there (the rest of the row would take minutes)."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append((record.getMessage(), Slow.made, time.monotonic()))
+        if "take about" in record.getMessage() or "the whole step is timed" in record.getMessage():
+            raise Said
+
+
+@pytest.fixture
+def slow(monkeypatch):
+    for backend in generate.backend_names():
+        generate.backend_engines(backend)
+    monkeypatch.setattr(generate, "_ENGINES", {**generate._ENGINES, "slow": {"wavenet": Slow}})
+    for name, value in (("pace", 0.0), ("first", 0.0), ("made", 0), ("ended_first", None)):
+        monkeypatch.setattr(Slow, name, value)
+    lines = Lines()
+    logging.getLogger("wavegen.bench").addHandler(lines)
+    yield lines
+    logging.getLogger("wavegen.bench").removeHandler(lines)
+
+
+def test_a_long_row_is_announced_during_its_warm_up(slow):
+    """20 ms a sample: 16000 samples x 3 runs take 16 min; said after a few warm-up calls (64 of its 128 samples),
+    not after the whole warm-up and a short run."""
+    Slow.pace = 0.02
+    with pytest.raises(Said):
+        bench_generation("wavenet-tiny", ["slow"], [1], samples=16000, repeats=3)
+    ((line, made, _),) = slow.lines
+    assert line.startswith("slow batch 1: 3 run(s) of 16000 samples per stream take about "), line
+    assert made < wavegen.bench.WARMUP_SAMPLES, made
+    assert 10 <= float(line.split("take about ")[1].split(" min")[0]) <= 25, line  # 16 min at that pace
+
+
+def test_a_first_call_that_runs_long_is_said_while_it_runs(slow, monkeypatch):
+    """A first warm-up call still running after FIRST_CALL_SECONDS is said then, with the least the row takes."""
+    monkeypatch.setattr(wavegen.bench, "FIRST_CALL_SECONDS", 0.3, raising=False)
+    Slow.pace, Slow.first = 0.02, 1.5
+    with pytest.raises(Said):
+        bench_generation("wavenet-tiny", ["slow"], [1], samples=16000, repeats=3)
+    (first, _, when), (estimate, _, _) = slow.lines
+    assert first.startswith("slow batch 1: its first 1 sample(s) per stream are still being made after 0.3 s "
+                            "(the engine's warm-up, compilation included where it compiles): at that pace its 3 "
+                            "run(s) of 16000 samples per stream take 4.0 h or more"), first
+    assert when < Slow.ended_first - 0.5  # said while the call ran
+    assert "take about" in estimate
+
+
+def test_a_quick_row_says_nothing(slow):
+    Slow.pace = 0.0001
+    result = bench_generation("wavenet-tiny", ["slow"], [1], samples=256, repeats=1)
+    assert slow.lines == [] and result["rows"][0]["samples"] == 256
+
+
+@pytest.mark.slow
+def test_a_long_training_bench_is_announced_after_its_second_step(monkeypatch, caplog):
+    """``bench --train --steps 1000000`` trained for hours with nothing said: the second step's time foretells all
+    of them (the bound is lowered here so that a real tiny run crosses it), said before the timed steps end."""
+    from wavegen.bench_train import bench_training
+
+    monkeypatch.setattr(wavegen.bench, "LONG_ROW_SECONDS", 0.0)
+    with caplog.at_level(logging.WARNING, logger="wavegen.bench_train"):
+        result = bench_training("samplernn-tiny", [2], seq_len=64, steps=3, warmup=1, threads=1)
+    (line,) = [r.getMessage() for r in caplog.records if "take about" in r.getMessage()]
+    assert line.startswith("train batch 2: 1 warm-up + 3 timed steps take about "), line
+    assert "a lower --steps, --warmup-steps or --batch takes less" in line
+    assert result["rows"][0]["steps"] == 3
+    monkeypatch.setattr(wavegen.bench, "LONG_ROW_SECONDS", 3600.0)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="wavegen.bench_train"):
+        bench_training("samplernn-tiny", [2], seq_len=64, steps=2, warmup=1, threads=1)
+    assert "take about" not in caplog.text
+
+
+def test_a_long_profile_row_is_announced_during_its_warm_up(monkeypatch):
+    """``--profile`` warmed its row up in one call too before its estimate: the same warm-up as a generation row's
+    now (the real numba engine; the bounds lowered so that its second warm-up call foretells a long row)."""
+    from wavegen import bench_profile
+
+    lines = Lines()
+    logging.getLogger("wavegen.bench").addHandler(lines)
+    monkeypatch.setattr(wavegen.bench, "WARMUP_CALL_SECONDS", 0.0, raising=False)
+    monkeypatch.setattr(wavegen.bench, "LONG_ROW_SECONDS", 0.0)
+    calls = []
+    real = wavegen.bench.time_short_run
+    monkeypatch.setattr(wavegen.bench, "time_short_run", lambda *a: calls.append(a) or real(*a))
+    try:
+        with pytest.raises(Said):
+            bench_profile.profile_generation("samplernn-tiny", ["numba"], [1], samples=4096, dram_mbytes=8)
+    finally:
+        logging.getLogger("wavegen.bench").removeHandler(lines)
+    ((line, _, _),) = lines.lines
+    assert line.startswith("numba batch 1: the whole step is timed on 6 runs of 4096 samples per stream: about "), line
+    assert calls == []  # said in the warm-up, before its short run

@@ -1,0 +1,119 @@
+"""wavegen prep on damage a user meets: a float file whose one huge sample (1e30) made all its music count as
+silence, an Ogg file (Opus, Vorbis) cut short inside its last page, a file whose name holds a newline."""
+
+import io
+import logging
+import os
+
+import numpy as np
+import soundfile as sf
+from conftest import melody
+from test_prep_inputs import SR, prep, tones
+
+from wavegen.audio_decode import decode_mono
+
+
+def _music_with_a_spike(make_audio, path, rate, value, at_seconds=1.0, channels=1):
+    x = np.stack([melody(4.0, rate, seed=3)] * channels, axis=1)
+    x[int(at_seconds * rate), 0] = value
+    make_audio(path, x, rate, subtype="FLOAT")
+    return x
+
+
+def test_one_huge_sample_is_clipped_and_said_and_the_music_is_kept(tmp_path, make_audio, make_tone, caplog):
+    """A float WAV of music with one sample of 1e30 was skipped as "no stretch of sound": the loudness judged
+    against that sample made the rest silence. Now the sample is clipped to the rest's peak, said with its time
+    and value, recorded in the manifest, and the music kept."""
+    rec = tmp_path / "rec"
+    tones(rec, make_tone, 3)
+    x = _music_with_a_spike(make_audio, rec / "spike.wav", 44100, 1e30, channels=2)
+    _music_with_a_spike(make_audio, rec / "huge.wav", 48000, 3e38, at_seconds=2.5)  # resampled: overflows
+    _music_with_a_spike(make_audio, rec / "dimmed.wav", 48000, -50.0, at_seconds=0.5)  # the rest scaled down 34 dB
+    with caplog.at_level(logging.WARNING, logger="wavegen.prep"):
+        manifest = prep([rec], tmp_path / "c")
+    assert manifest["skipped"] == []
+    files = {os.path.basename(f["path"]): f for f in manifest["files"]}
+    spike = files["spike.wav"]
+    assert spike["clipped"].startswith("1 sample(s) above full scale and at least 40 dB above all the rest (the "
+                                       "first at 1.000 s: 5e+29) clipped to the rest's peak"), spike["clipped"]
+    assert spike["kept_seconds"] > 3.5 and spike["gain_db"] == 0.0
+    assert files["huge.wav"]["clipped"].startswith("1 sample(s) above full scale and at least 40 dB above all the "
+                                                   "rest (the first at 2.500 s: 3e+38)")
+    assert files["dimmed.wav"]["clipped"].startswith("1 sample(s) above full scale and at least 40 dB above all "
+                                                     "the rest (the first at 0.500 s: -50)")
+    assert files["dimmed.wav"]["gain_db"] == 0.0 and "instead of clipping" not in caplog.text
+    said = [r.getMessage() for r in caplog.records if "clipped" in r.getMessage()]
+    assert len(said) == 3 and all("replace them in the file" in line for line in said), said
+    assert "t00.wav" in files and "clipped" not in files["t00.wav"]
+    # the music kept: the corpus holds the melody's level, not a click and silence
+    left = np.concatenate([np.load(tmp_path / "c" / f"{name}.npy") for name in ("train", "val", "test")])
+    assert np.abs(left).max() > 0.3 * 32767 * np.abs(x[:, 1]).max()
+
+
+def test_loud_float_audio_and_a_click_in_music_are_no_spikes():
+    """Float audio hot above full scale throughout (scaled down, as before), or a click 20 dB over the music,
+    is sound: only samples far above everything else are taken for damage."""
+    from wavegen.split import find_spikes
+
+    music = melody(2.0, SR, seed=1)
+    assert find_spikes(4.0 * music) is None
+    clicked = music.copy()
+    clicked[100] = 10.0 * np.abs(music).max()
+    assert find_spikes(clicked) is None
+    clicked[200] = -1e9
+    spikes = find_spikes(clicked)
+    assert (spikes.count, spikes.first, spikes.value) == (1, 200, -1e9)
+    assert spikes.rest_peak == np.float32(10.0 * np.abs(music).max())
+
+
+def _ogg(subtype, rate, seconds=15.0):
+    buffer = io.BytesIO()
+    t = np.arange(int(seconds * rate)) / rate
+    sf.write(buffer, (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), rate, format="OGG", subtype=subtype)
+    return buffer.getvalue()
+
+
+def test_an_ogg_file_cut_inside_its_last_page_is_said_to_be_cut_short(tmp_path, make_tone):
+    """An Opus or Vorbis file cut a few bytes short (inside its last page) was kept as whole: libsndfile decodes it
+    to the end of the last whole page and says only "Junk after the last page". Its pages are walked now:
+    "partial", with the page's declared and present sizes, as a WAV or FLAC cut short is."""
+    rec = tmp_path / "rec"
+    tones(rec, make_tone, 3)
+    for name, subtype, rate in (("cut.opus", "OPUS", 48000), ("cut.ogg", "VORBIS", SR)):
+        whole = _ogg(subtype, rate)
+        (rec / name.replace("cut", "whole")).write_bytes(whole)
+        (rec / name).write_bytes(whole[:-10])
+        last_page = len(whole) - whole.rindex(b"OggS")
+        assert decode_mono(rec / name).damage == (f"cut short: its last Ogg page declares {last_page} bytes, "
+                                                  f"the file holds {last_page - 10}")
+    (rec / "header.opus").write_bytes(whole[: whole.rindex(b"OggS") + 5])  # cut in the last page's header
+    assert decode_mono(rec / "header.opus").damage.startswith("cut short: ")
+    files = {os.path.basename(f["path"]): f for f in prep([rec], tmp_path / "c")["files"]}
+    assert files["cut.opus"]["partial"] and files["cut.ogg"]["partial"]
+    assert not files["whole.opus"]["partial"] and not files["whole.ogg"]["partial"]
+    assert files["cut.opus"]["kept_seconds"] < files["whole.opus"]["kept_seconds"]
+
+
+def test_a_file_named_with_a_newline_is_named_on_one_line(tmp_path, make_tone, caplog):
+    """A file whose name holds a newline split prep's skip line in two, its second half looking like a line of
+    its own. Every prep line writes a name's control characters as repr does."""
+    rec = tmp_path / "rec"
+    tones(rec, make_tone, 3)
+    sf.write(rec / "bad\nname\x1b[31m.wav", np.zeros(SR, np.float32), SR)
+    with caplog.at_level(logging.WARNING, logger="wavegen.prep"):
+        manifest = prep([rec], tmp_path / "c")
+    assert manifest["skipped"][0]["path"] == str(rec / "bad\nname\x1b[31m.wav")  # the manifest keeps the real name
+    (line,) = [r.getMessage() for r in caplog.records if "skipping" in r.getMessage()]
+    assert line == f"skipping {rec}/bad\\nname\\x1b[31m.wav: silent: every sample is zero"
+
+
+def test_an_input_named_with_a_newline_is_named_on_one_line_in_prep_errors(tmp_path):
+    import pytest
+
+    from wavegen.corpus import CorpusError
+
+    with pytest.raises(CorpusError, match=r"^input not found: .*/no\\nsuch$"):
+        prep([tmp_path / "no\nsuch"], tmp_path / "c")
+    (tmp_path / "empty\tfolder").mkdir()
+    with pytest.raises(CorpusError, match=r"found in: .*/empty\\tfolder$"):
+        prep([tmp_path / "empty\tfolder"], tmp_path / "c")
