@@ -232,22 +232,22 @@ def _named_checkpoint(run_dir: Path, checkpoint: str, found: list[tuple[int, Pat
     if match is None or int(match.group(1)) not in steps:
         best = ("; the run's best/ is what the run folder names without --checkpoint"
                 if checkpoint.strip("/") == "best" else "")
-        raise ConfigError(f"--checkpoint {checkpoint}: no such checkpoint in {run_dir}{_set_aside(run_dir, match)}; "
+        raise ConfigError(f"--checkpoint {checkpoint}: no such checkpoint in {run_dir}{set_aside(run_dir, match and int(match.group(1)))}; "
                           f"{kept_checkpoints(found)}{best}")
     return int(match.group(1)), steps[int(match.group(1))]
 
 
 # what training moved a checkpoint aside as (checkpoint.DAMAGED, checkpoint.DIVERGED), and why
-_SET_ASIDE = {".diverged": "its weights gave the run's first non-finite step, or hold NaN or inf",
-              ".damaged": "a file of it is damaged"}
+SET_ASIDE = {".diverged": "its weights gave the run's first non-finite step, or hold NaN or inf",
+             ".damaged": "a file of it is damaged"}
 
 
-def _set_aside(run_dir: Path, match) -> str:
+def set_aside(run_dir: Path, step: int | None) -> str:
     """For the error of a missing step_N: where training moved that checkpoint aside, and why ("" where it did not)."""
-    if match is None:
+    if step is None:
         return ""
-    for suffix, why in _SET_ASIDE.items():
-        aside = sorted((Path(run_dir) / "checkpoints").glob(f"step_{int(match.group(1))}{suffix}*"))
+    for suffix, why in SET_ASIDE.items():
+        aside = sorted((Path(run_dir) / "checkpoints").glob(f"step_{step}{suffix}*"))
         if aside:
             return f" (training moved it aside to {aside[-1]}: {why}; it is kept for you, not rendered)"
     return ""

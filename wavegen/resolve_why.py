@@ -33,7 +33,15 @@ def not_a_model(path: Path) -> str:
     from wavegen.corpus import MANIFEST
 
     run = path.parent.parent
-    if (path / CONFIG_FILE).is_file() and any((path / name).exists() for name in RUN_FILES):
+    is_run = (path / CONFIG_FILE).is_file() and any((path / name).exists() for name in RUN_FILES)
+    aside = moved_aside(path) if is_run else ""
+    if aside:  # a run whose only models training moved aside (a non-finite step)
+        best = next(iter(_best_aside(path)), None)
+        anyway = f", give {best} to render it anyway" if best is not None else ""
+        return (f"{path}: a training run with no model left to give: {aside}; rerun its wavegen train command with "
+                f"a lower train.lr (no finished checkpoint is left: it starts again from step 0){anyway}, or give "
+                f"{path / CONFIG_FILE} for its settings (random weights)")
+    if is_run:
         return (f"{path}: a training run with no model yet (no best/ and no finished checkpoint: training has not "
                 f"saved one); wait for its first checkpoint (then --checkpoint last), or give {path / CONFIG_FILE} "
                 "for its settings (random weights)")
@@ -269,14 +277,55 @@ def _render_folder(path: Path) -> str:
 
 def no_best(run_dir: Path) -> str:
     """Why a run folder with checkpoints has no best/, and what to do: no validation has run yet, or
-    best/ went missing though validations ran (metrics.jsonl records them)."""
+    best/ went missing though validations ran (metrics.jsonl records them); what training moved aside
+    (:func:`moved_aside`) named, and the checkpoint a rerun restores best/ from named only while it is kept."""
+    from wavegen.resolve import kept_checkpoints, run_checkpoints, set_aside
     from wavegen.runlog import best_validation
 
     scored = best_validation(run_dir)
+    aside = moved_aside(run_dir)
+    note = f" ({aside})" if aside else ""
     if scored is None:
+        if aside:
+            return (f"{run_dir}: this run has no best/ model now{note}; use --checkpoint last, or rerun its wavegen "
+                    "train command: it writes best/ anew at its next validation step")
         return (f"{run_dir}: this run has no best/ model yet (no validation has run); use --checkpoint last, or "
                 "train on until a validation step")
     step, bits = scored
-    return (f"{run_dir}: this run's best/ model is missing, though validations ran (the best, {bits:.4f} bits/sample, "
-            f"at step {step}); use --checkpoint last or step_N, or rerun its wavegen train command: it restores best/ "
-            f"from checkpoints/step_{step} while that is kept")
+    head = (f"{run_dir}: this run's best/ model is missing, though validations ran (the best, {bits:.4f} "
+            f"bits/sample, at step {step}){note}")
+    found = run_checkpoints(run_dir)
+    kept = dict(found)
+    if step in kept:
+        return (f"{head}; use --checkpoint last or step_N, or rerun its wavegen train command: it restores best/ "
+                f"from checkpoints/step_{step} while that is kept")
+    gone = f"checkpoints/step_{step}, which scored it, is not kept{set_aside(run_dir, step)}"
+    earlier = best_validation(run_dir, found[-1][0]) if found else None
+    rerun = (f"restores best/ from checkpoints/step_{earlier[0]}, the best validation up to the checkpoint it resumes "
+             f"from ({earlier[1]:.4f} bits/sample)" if earlier is not None and earlier[0] in kept else
+             "writes best/ again at its next validation")
+    return f"{head}; {gone}: use --checkpoint last or step_N ({kept_checkpoints(found)}), or rerun its wavegen " \
+           f"train command: it {rerun}"
+
+
+def _best_aside(run_dir: Path) -> list[Path]:
+    """The best/ folders training moved aside (``best.diverged``, ``best.diverged2``, ...)."""
+    return sorted(path for path in Path(run_dir).glob("best.diverged*") if (path / MODEL_FILE).is_file())
+
+
+def moved_aside(run_dir: Path) -> str:
+    """What training moved aside in the run ``run_dir`` (its best/ as ``best.diverged``, checkpoints as
+    ``step_N.diverged`` or ``.damaged``: divergence.kept_after_divergence, checkpoint.set_aside), for an error:
+    what they are and that they are kept for the user; "" where there is none."""
+    from wavegen.resolve import SET_ASIDE
+
+    parts = [f"{best} (best/ as it was: it held the weights that gave the run's first non-finite step)"
+             for best in _best_aside(run_dir)]
+    for suffix, why in SET_ASIDE.items():
+        steps = [path for path in Path(run_dir, "checkpoints").glob(f"step_*{suffix}*") if path.is_dir()]
+        steps.sort(key=lambda path: int(re.match(r"step_(\d+)", path.name).group(1)))
+        if steps:
+            parts.append(f"checkpoints/{', '.join(path.name for path in steps)} ({why})")
+    if not parts:
+        return ""
+    return f"training moved aside {'; '.join(parts)}: kept for you, never resumed from nor rendered as the run's model"

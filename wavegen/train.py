@@ -43,7 +43,7 @@ from wavegen.config import ConfigError, TrainConfig, from_dict
 from wavegen.corpus import Corpus
 from wavegen.data import BatchBuildingStopped, BatchStream, batch_warnings, make_batches
 from wavegen.distributed import end_accelerator, lost_contact, make_accelerator
-from wavegen.errors import every_process
+from wavegen.divergence import check_finite, check_resumed
 from wavegen.fileio import check_writable, write_json
 from wavegen.models import build_model, model_config
 from wavegen.render.album import ensure_run_profile
@@ -53,9 +53,8 @@ from wavegen.runlog import read_metrics  # noqa: F401  (the public reader, as wa
 from wavegen.samples import TrainingSamples, run_key
 from wavegen.signals import StopSignals, first_process_says
 from wavegen.signals import logger as signals_logger
-from wavegen.trainstate import (Carry, NonFiniteError, NonFiniteWatch, WeightAverage, agree, broadcast, check_resume,
-                                checked, earlier_train, kept_after_divergence, lr_factor, moved_aside, not_finite,
-                                on_main, resume_warnings, state_tensors, training_lost)
+from wavegen.trainstate import (Carry, NonFiniteWatch, WeightAverage, agree, broadcast, check_resume, checked,
+                                earlier_train, lr_factor, on_main, resume_warnings, training_lost)
 
 logger = logging.getLogger(__name__)
 
@@ -381,7 +380,7 @@ def _resume(run: _Run, folder: Path, earlier: dict) -> None:
     run.running_steps = state.get("log_loss_steps", 0)
     if run.average is not None:
         run.average.restore(folder, state)
-    _check_resumed(run, folder)
+    check_resumed(run, folder)
     if run.main:
         for warning in resume_warnings(run.cfg, run.step, {**earlier, **state}):
             logger.warning("%s", warning)
@@ -408,7 +407,7 @@ def _run_steps(run: _Run, stream: BatchStream, stop: StopSignals) -> str:
                               run.watch)
         except BatchBuildingStopped:
             logger.warning("stopped while building the batches of step %d", run.step + 1)
-            _check_finite(run, state=run.step > run.start_step)
+            check_finite(run, state=run.step > run.start_step)
             if run.step > run.start_step:
                 _save_once(run)  # a stop during validation or samples: this step's checkpoint may be saved
             return "interrupted"
@@ -422,7 +421,7 @@ def _run_steps(run: _Run, stream: BatchStream, stop: StopSignals) -> str:
         if _after_step(run, stop):
             return "interrupted"
     if run.step > run.start_step:
-        _check_finite(run, state=True)
+        check_finite(run, state=True)
         if run.last_val_step != run.step:
             _validate(run)
         _save_once(run)
@@ -448,7 +447,7 @@ def _after_step(run: _Run, stop: StopSignals) -> bool:
         return False
     paused = time.perf_counter()
     # before anything is written: the first non-finite step stops the run, and non-finite weights are never saved
-    _check_finite(run, state=val_now or at_checkpoint or stopping)
+    check_finite(run, state=val_now or at_checkpoint or stopping)
     if log_now:
         _log_train(run, paused)
     if val_now:
@@ -465,33 +464,6 @@ def _after_step(run: _Run, stop: StopSignals) -> bool:
         _save(run)
     run.window[1] += time.perf_counter() - paused  # validation and checkpoints do not count in samples/s
     return stopping
-
-
-def _check_finite(run: _Run, state: bool) -> None:
-    """NonFiniteError at the run's first non-finite step (the checkpoint whose weights made it moved aside:
-    trainstate.kept_after_divergence), or, with ``state``, where the weights, their average or Adam's state are
-    not finite after this step's update (before validation or a checkpoint would keep them)."""
-    def kept(bad_step: int) -> str:
-        return broadcast(run.accelerator, on_main(run.accelerator, lambda: kept_after_divergence(
-            run.checkpoint, bad_step, run.run_dir, run.best_saved_step), f"the checkpoints of {run.run_dir}",
-            run.checkpoint))
-
-    run.watch.check(run.checkpoint, kept)
-    if state:
-        run.watch.check_state(run.step, state_tensors(run.inner, run.optimizer, run.average), run.checkpoint)
-
-
-def _check_resumed(run: _Run, folder: Path) -> None:
-    """NonFiniteError where the checkpoint resumed from holds a NaN or inf (written by a training that diverged,
-    before its weights were checked): moved aside, so the rerun the line names resumes from the one before it."""
-    bad = not_finite(state_tensors(run.inner, run.optimizer, run.average))
-    if not agree(run.accelerator, bool(bad)):
-        return
-    what = " and ".join(bad) or "another process's state"
-    why = f"holds NaN or inf in {what}, so a run cannot go on from it"
-    said = broadcast(run.accelerator, on_main(run.accelerator, lambda: moved_aside(folder, why, run.run_dir),
-                                              f"the checkpoints of {run.run_dir}", folder))
-    raise every_process(NonFiniteError(f"{said}: rerun the same command"))
 
 
 def _running_mean(run: _Run) -> torch.Tensor:

@@ -6,7 +6,8 @@
 - :class:`WeightAverage`: the exponential moving average of the weights (``train.ema_decay``),
   the model that validation, best/, training samples and checkpoint renders use.
 - :class:`NonFiniteWatch`: the first step whose loss or gradient was not finite, recorded on the
-  device (no host sync per step) and read where the loop syncs anyway, before anything is saved.
+  device (no host sync per step) and read where the loop syncs anyway, before anything is saved (what is
+  kept of the weights that gave it, and the finite checks of what a checkpoint keeps: wavegen.divergence).
 - :func:`check_resume`: may this config resume that run (RESUMABLE_CHANGES)? :func:`resume_warnings`:
   what a resume is warned of (:func:`earlier_train`: the run's lr and grad_clip before it); :func:`lr_factor`:
   the learning-rate schedule.
@@ -363,12 +364,14 @@ class NonFiniteWatch:
     def check(self, last_checkpoint: Path | None, kept=None) -> None:
         """Raise NonFiniteError naming the first bad step (a host sync; collective under several processes).
         ``kept(step)``, called on every process once the first bad step is known: what a rerun resumes from
-        (:func:`kept_after_divergence`); else ``last_checkpoint``."""
+        (wavegen.divergence.kept_after_divergence); else ``last_checkpoint``."""
         bad = self.first_bad()
         if bad is None:
             return
         step, what = bad
-        said = kept(step) if kept is not None else _resumes_from(last_checkpoint)
+        from wavegen.divergence import resumes_from
+
+        said = kept(step) if kept is not None else resumes_from(last_checkpoint)
         raise every_process(NonFiniteError(f"step {step}: {what} not finite (NaN or inf); training stopped and "
                                            f"nothing from step {step} on was saved ({said}): {self.hint}"))
 
@@ -380,7 +383,9 @@ class NonFiniteWatch:
         """Raise NonFiniteError when a tensor of ``named`` (what holds it → its tensors: the weights, their
         average, the optimizer's state) holds a NaN or inf after step ``step``'s update, whose loss and gradient
         were finite (an update too large: the learning rate): called before anything saves them. One host
-        sync, and a collective under several processes."""
+        sync (divergence.not_finite), and a collective under several processes."""
+        from wavegen.divergence import not_finite, resumes_from
+
         bad = not_finite(named)
         if not agree(self.accelerator, bool(bad)):
             return
@@ -388,87 +393,4 @@ class NonFiniteWatch:
         raise every_process(NonFiniteError(
             f"step {step}: {what} {'were' if len(bad) != 1 or what.endswith('s') else 'was'} not finite (NaN or inf) "
             f"after its update, though its loss and gradient were finite; training stopped and nothing of step "
-            f"{step} was saved ({_resumes_from(last_checkpoint)}): {self.hint}"))
-
-
-def _resumes_from(checkpoint: Path | None) -> str:
-    return (f"the last good checkpoint, {checkpoint}, is kept; a rerun resumes from it" if checkpoint
-            else "no checkpoint had been saved; a rerun starts again from step 0")
-
-
-def all_finite(tensors) -> bool:
-    """Whether every floating-point tensor of ``tensors`` is finite (one host sync)."""
-    flags = [torch.isfinite(t).all() for t in tensors if torch.is_tensor(t) and t.is_floating_point()]
-    return bool(torch.stack([f.to(flags[0].device) for f in flags]).all()) if flags else True
-
-
-def not_finite(named: dict) -> list[str]:
-    """The names of ``named`` (what holds them → their tensors) whose tensors hold a NaN or inf."""
-    return [name for name, tensors in named.items() if not all_finite(tensors)]
-
-
-def state_tensors(model, optimizer, average: WeightAverage | None) -> dict[str, list[torch.Tensor]]:
-    """What a checkpoint keeps of a training, by name: the weights, Adam's state (through accelerate's wrapper),
-    the average of the weights."""
-    inner = getattr(optimizer, "optimizer", optimizer)
-    named = {"the weights": list(model.state_dict().values()),
-             "the optimizer's state": [v for state in inner.state.values() for v in state.values()
-                                       if torch.is_tensor(v)]}
-    if average is not None:
-        named["the average of the weights"] = list(average.model.state_dict().values())
-    return named
-
-
-def kept_after_divergence(checkpoint: Path | None, bad_step: int, run_dir: Path, best_step: int | None = None) -> str:
-    """Main process, at non-finite step ``bad_step``: the weights of step ``bad_step - 1`` made it, so when
-    ``checkpoint`` (the newest saved or resumed from) is that step's, a rerun from it would meet the same
-    step again whatever its learning rate: it is moved aside (:func:`moved_aside`). So is best/ where it holds
-    those weights (``best_step``: the step whose model this session wrote there; or the same tensors as that
-    checkpoint's), to ``best.diverged``: render or eval would take it. Returns what is kept and what a rerun
-    resumes from, for the error's line."""
-    doomed = checkpoint is not None and checkpoint.name == f"step_{bad_step - 1}"
-    best = _best_aside(run_dir, checkpoint if doomed else None, best_step == bad_step - 1)
-    if not doomed:
-        return best + _resumes_from(checkpoint)
-    return best + moved_aside(checkpoint, f"holds the weights that gave step {bad_step}, so a rerun from it would "
-                                          "meet it again", run_dir)
-
-
-def moved_aside(checkpoint: Path, why: str, run_dir: Path) -> str:
-    """Main process: ``checkpoint`` (which ``why``: it must not be resumed from) moved aside to ``step_N.diverged``
-    (kept for the user, never resumed from); returns what the error's line says of it and of what a rerun
-    resumes from."""
-    from wavegen.checkpoint import DIVERGED, checkpoints, set_aside
-
-    moved = set_aside(checkpoint, why, DIVERGED, quiet=True)
-    if moved is None:  # it could not be moved (warned): the rerun would resume from it
-        return f"{checkpoint} {why}, and could not be moved aside: remove it, then rerun"
-    older = [folder for _, folder in checkpoints(run_dir)]
-    rerun = (f"a rerun resumes from {older[-1]}, the checkpoint before it" if older
-             else "no earlier checkpoint is kept, so a rerun starts again from step 0")
-    return f"{checkpoint} {why}: moved aside to {moved.name}; {rerun}"
-
-
-def _best_aside(run_dir: Path, doomed: Path | None, written_then: bool) -> str:
-    """best/ moved to ``best.diverged`` where it holds the weights that gave the non-finite step (``written_then``,
-    or the tensors of the ``doomed`` checkpoint): what the error's line says of it ("" when it stays)."""
-    from wavegen.checkpoint import CheckpointError, recorded_tensors_sha256
-    from wavegen.resolve import MODEL_FILE, checkpoint_weights
-
-    best = Path(run_dir) / "best"
-    if not (best / MODEL_FILE).is_file():
-        return ""
-    if not written_then and doomed is not None:
-        try:
-            written_then = recorded_tensors_sha256(best / MODEL_FILE) == recorded_tensors_sha256(
-                checkpoint_weights(doomed))
-        except (OSError, CheckpointError):
-            return ""
-    if not written_then:
-        return ""
-    target, n = best.with_name("best.diverged"), 1
-    while target.exists():  # an earlier divergence's is kept too
-        n += 1
-        target = best.with_name(f"best.diverged{n}")
-    best.rename(target)
-    return f"{best} held the weights that gave it: moved aside to {target.name}; "
+            f"{step} was saved ({resumes_from(last_checkpoint)}): {self.hint}"))

@@ -233,14 +233,14 @@ class RenderFolder:
         for this render's stream count and format and those recorded by the render before; nothing else."""
         removed = []
         layouts, learned = self._recorded_layouts()
-        if self.state_dir.exists():
-            shutil.rmtree(self.state_dir)
-            removed.append(STATE_DIR)
-        for name in sorted(self._names_of(layouts)):
+        for name in sorted(self._names_of(layouts)):  # .state/ last: a --restart killed in between still has its record
             path = self.out_dir / name
             if path.is_file() or path.is_symlink():
                 path.unlink()
                 removed.append(name)
+        if self.state_dir.exists():
+            shutil.rmtree(self.state_dir)
+            removed.append(STATE_DIR)
         if removed:
             logger.info("--restart: removed %s from %s%s", ", ".join(sorted(removed)), self.out_dir, learned)
         left = sorted(p.name for p in self.out_dir.glob("stream_*") if STREAM_NAME.fullmatch(p.name))

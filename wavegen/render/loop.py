@@ -18,9 +18,10 @@ from wavegen.audio import dequantize, float_to_int16
 from wavegen.config import ConfigError
 from wavegen.generate import make_engine, temperatures
 from wavegen.memory import check_fits
-from wavegen.render.folder import RenderFolder, check_params
+from wavegen.render.folder import RenderFolder
 from wavegen.render.guard import GuardCriteria, criteria_for
 from wavegen.render.model_change import TENSORS_KEY, model_gone, stand_in
+from wavegen.render.params_check import check_params
 from wavegen.render.processes import Processes
 from wavegen.render.settings import (RenderSettings, RenderStateError, check_prime_path, parse_label, prime_codes,
                                      shard_streams)
