@@ -34,12 +34,12 @@ def test_one_huge_sample_is_clipped_and_said_and_the_music_is_kept(tmp_path, mak
     assert manifest["skipped"] == []
     files = {os.path.basename(f["path"]): f for f in manifest["files"]}
     spike = files["spike.wav"]
-    assert spike["clipped"].startswith("1 sample(s) above full scale and at least 40 dB above all the rest (the "
+    assert spike["clipped"].startswith("1 sample(s) above 24.1 dBFS and at least 40 dB above all the rest (the "
                                        "first at 1.000 s: 5e+29) clipped to the rest's peak"), spike["clipped"]
     assert spike["kept_seconds"] > 3.5 and spike["gain_db"] == 0.0
-    assert files["huge.wav"]["clipped"].startswith("1 sample(s) above full scale and at least 40 dB above all the "
+    assert files["huge.wav"]["clipped"].startswith("1 sample(s) above 24.1 dBFS and at least 40 dB above all the "
                                                    "rest (the first at 2.500 s: 3e+38)")
-    assert files["dimmed.wav"]["clipped"].startswith("1 sample(s) above full scale and at least 40 dB above all "
+    assert files["dimmed.wav"]["clipped"].startswith("1 sample(s) above 24.1 dBFS and at least 40 dB above all "
                                                      "the rest (the first at 0.500 s: -50)")
     assert files["dimmed.wav"]["gain_db"] == 0.0 and "instead of clipping" not in caplog.text
     said = [r.getMessage() for r in caplog.records if "clipped" in r.getMessage()]
@@ -64,6 +64,40 @@ def test_loud_float_audio_and_a_click_in_music_are_no_spikes():
     spikes = find_spikes(clicked)
     assert (spikes.count, spikes.first, spikes.value) == (1, 200, -1e9)
     assert spikes.rest_peak == np.float32(10.0 * np.abs(music).max())
+
+
+def test_digital_clicks_a_little_over_full_scale_are_sound_scaled_down_not_clipped(tmp_path, make_tone):
+    """Single-sample clicks at 1.5 over quiet noise (-70 dBFS) are 40 dB above the rest, yet plausible audio: they
+    were clipped into the noise, the corpus keeping only noise. Only samples above +24 dBFS (16.0) are damage:
+    the file is scaled down as any hot float file is, its clicks kept."""
+    rate = 22050
+    rng = np.random.default_rng(5)
+    x = (10 ** (-70 / 20) * rng.uniform(-1, 1, 30 * rate)).astype(np.float32)
+    x[np.arange(60) * rate // 2 + 1000] = 1.5
+    rec = tmp_path / "rec"
+    tones(rec, make_tone, 3)
+    sf.write(rec / "clicks.wav", x, rate, subtype="FLOAT")
+    files = {os.path.basename(f["path"]): f for f in prep([rec], tmp_path / "c", sample_rate=rate)["files"]}
+    assert "clipped" not in files["clicks.wav"] and files["clicks.wav"]["gain_db"] < -3.0, files["clicks.wav"]
+    left = np.concatenate([np.load(tmp_path / "c" / f"{name}.npy") for name in ("train", "val", "test")])
+    assert np.abs(left).max() > 0.9 * 32767  # the clicks, at full scale (was: the noise alone, -56 dBFS)
+
+
+def test_a_hot_file_is_decoded_once(tmp_path, make_audio, monkeypatch):
+    """A float file a little above full scale (a hot master, an MP3's decode overshooting) was decoded a second
+    time at its own rate to look for spikes (a 10-minute MP3 took twice as long); only a mix above +6 dBFS is."""
+    from wavegen import prep_decode
+
+    calls = []
+    real = prep_decode.decode_mono
+    monkeypatch.setattr(prep_decode, "decode_mono", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    music = melody(4.0, 44100, seed=2)
+    make_audio(rec / "hot.wav", (1.3 / np.abs(music).max()) * music[:, None], 44100, subtype="FLOAT")
+    files = prep([rec], tmp_path / "c", sample_rate=SR)["files"]
+    assert files[0]["gain_db"] < -1.0 and "clipped" not in files[0]
+    assert [p.name for p in calls] == ["hot.wav"]
 
 
 def _ogg(subtype, rate, seconds=15.0):

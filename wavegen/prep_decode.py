@@ -24,7 +24,7 @@ from wavegen.audio_decode import AudioError, AudioMemoryError, decode_mono
 from wavegen.fileio import check_room, write_array
 from wavegen.prep_wav import UNFINISHED_WAV, FinishedView, read_finished, unfinished_wav
 from wavegen.progress import progress_bar
-from wavegen.split import (SILENCE_FLOOR, SPIKE_DB, SPLITS, channels_cancel, dbfs, find_spikes,
+from wavegen.split import (SILENCE_FLOOR, SPIKE_DB, SPIKE_FLOOR, SPLITS, channels_cancel, dbfs, find_spikes,
                            split_on_silence, why_no_sound)
 
 if TYPE_CHECKING:
@@ -263,13 +263,18 @@ def _decode_source(path: Path, settings: PrepSettings, digest: str, view: Finish
     return pcm, [int(e - s) for s, e in intervals], entry
 
 
+SPOT_CHECK_PEAK = 2.0  # a resampled mix above +6 dBFS is looked at for spikes at its own rate (decoded again)
+
+
 def _sound_found(path: Path, view: FinishedView | None, mono: np.ndarray, rate_in: int, frames: int,
                  loudest_channel: float | None, settings: PrepSettings):
     """(mono, its stretches of sound, what was clipped or None) of a file's resampled mono mix, or why it is skipped.
-    A mix with no sound, samples too large to resample, or above full scale (scaled down to it after) is looked at
-    again at its own rate for spikes (_without_spikes), which hide or dim its sound."""
+    A mix with no sound, samples too large to resample, or peaks above SPOT_CHECK_PEAK (+6 dBFS: a spike over
+    SPIKE_FLOOR at the file's own rate is spread, lower, by resampling) is looked at again at its own rate for
+    spikes (_without_spikes), which hide or dim its sound; a mix merely hot (an MP3's or Vorbis decode a little
+    above full scale) is not decoded again: it is scaled down after."""
     intervals, clipped = _sound(mono, settings), None
-    if intervals is not None and len(intervals) and max(float(mono.max()), -float(mono.min())) <= 1.0:  # no copy
+    if intervals is not None and len(intervals) and max(float(mono.max()), -float(mono.min())) <= SPOT_CHECK_PEAK:
         return mono, intervals, None
     source = _own_rate(path, view, mono)
     mono, clipped = _without_spikes(path, source, mono, rate_in, settings)
@@ -317,14 +322,14 @@ def _own_rate(path: Path, view: FinishedView | None, mono: np.ndarray) -> np.nda
 
 
 def _without_spikes(path: Path, source: np.ndarray, mono: np.ndarray, rate_in: int, settings: PrepSettings):
-    """(mono, what was clipped) for a file that kept no sound or peaks above full scale, source its mono mix at
+    """(mono, what was clipped) for a file that kept no sound or peaks above SPOT_CHECK_PEAK, source its mono mix at
     rate_in Hz: where a few samples far above full scale and the rest (split.find_spikes: a damaged float sample,
     1e30) made the rest silence, or would scale it far down, those samples clipped to the rest's peak, said, and
     the mix resampled again; else (mono, None)."""
     spikes = find_spikes(source) if len(source) else None
     if spikes is None:
         return mono, None
-    clipped = (f"{spikes.count} sample(s) above full scale and at least {SPIKE_DB:g} dB above all the rest "
+    clipped = (f"{spikes.count} sample(s) above {dbfs(SPIKE_FLOOR)} and at least {SPIKE_DB:g} dB above all the rest "
                f"(the first at {spikes.first / rate_in:.3f} s: {spikes.value:.3g}) clipped to the rest's peak "
                f"({dbfs(spikes.rest_peak)})")
     logger.warning("%s: %s: damaged samples, under which its sound would have counted as silence or been scaled "

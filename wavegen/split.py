@@ -271,15 +271,16 @@ class Spikes(NamedTuple):
     rest_peak: float
 
 
-SPIKE_DB = 40.0  # a sample this far above every other (and above full scale) is damage, not sound
+SPIKE_DB = 40.0  # a sample this far above every other (and above SPIKE_FLOOR) is damage, not sound
+SPIKE_FLOOR = 16.0  # +24 dBFS: above it a sample is no plausible audio (a click at 1.5 is sound, scaled down)
 
 
 def find_spikes(x: np.ndarray) -> Spikes | None:
-    """The samples of mono x [T] above full scale and SPIKE_DB or more above every other sample (at most one in a
-    thousand of them, 16 in a short file), under which the rest counts as silence, or is scaled far down; None
-    where there are none (or the rest is all zero: nothing they hide). Sound is never that far above itself: a
-    real peak over full scale (hot float audio) has its music a few dB under it, and is scaled down, not taken for
-    a spike."""
+    """The samples of mono x [T] above SPIKE_FLOOR (+24 dBFS) and SPIKE_DB or more above every other sample (at
+    most one in a thousand of them, 16 in a short file), under which the rest counts as silence, or is scaled far
+    down; None where there are none (or the rest is all zero: nothing they hide). Sound is never that far above
+    itself, nor that loud: a real peak over full scale (hot float audio, a digital click at 1.5 over quiet noise)
+    is scaled down with the rest, not taken for a spike."""
     size = len(x)
     if size < 2:
         return None
@@ -287,7 +288,7 @@ def find_spikes(x: np.ndarray) -> Spikes | None:
     m = min(size, max(16, size // 1000))
     top = np.sort(np.partition(level, size - m)[size - m:].astype(np.float64))[::-1]  # the m loudest, loudest first
     ratio = 10.0 ** (SPIKE_DB / 20.0)
-    gaps = [j for j in range(1, m) if top[j - 1] > 1.0 and top[j - 1] >= ratio * top[j] > 0]
+    gaps = [j for j in range(1, m) if top[j - 1] > SPIKE_FLOOR and top[j - 1] >= ratio * top[j] > 0]
     if not gaps:
         return None
     rest_peak = float(top[gaps[-1]])  # the widest set that leaves sound under it
