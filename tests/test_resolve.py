@@ -451,3 +451,51 @@ def test_a_checkpoint_training_moved_aside_is_named_where_it_went(tmp_path, suff
     with pytest.raises(ConfigError, match=rf"--checkpoint step_1: no such checkpoint in {run} \(training moved it "
                                           rf"aside to {run}/checkpoints/step_1{suffix}: .*{why}"):
         resolve_model(run, checkpoint="step_1")
+
+
+def _diverged_run(tmp_path, older: bool) -> Path:
+    """A run folder as a divergence leaves it: best/ moved to best.diverged and checkpoints/step_4 to
+    step_4.diverged (validations at steps 2 and 4, step 4's best), with step_2 kept where ``older``."""
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step_4.diverged").mkdir(parents=True)
+    (run / "best.diverged").mkdir()
+    (run / "best.diverged" / "model.safetensors").write_bytes(b"w")
+    (run / "config.json").write_text("{}")
+    (run / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in (
+        {"step": 2, "val_bits": 8.6, "best": True}, {"step": 4, "val_bits": 8.5, "best": True})))
+    if older:
+        (run / "checkpoints" / "step_2").mkdir()
+        (run / "checkpoints" / "step_2" / "trainer_state.json").write_text('{"step": 2}')
+        (run / "checkpoints" / "step_2" / "model.safetensors").write_bytes(b"w")
+    return run
+
+
+def test_a_missing_best_whose_checkpoint_training_moved_aside_names_what_is_kept(tmp_path):
+    """best/ and checkpoints/step_4 (which scored it) moved aside by a divergence, step_2 kept: the error named
+    checkpoints/step_4 as what a rerun restores best/ from. It names both moved folders (kept for the user) and
+    step_2, from which the rerun restores best/."""
+    run = _diverged_run(tmp_path, older=True)
+    with pytest.raises(ConfigError) as err:
+        resolve_model(run)
+    said = str(err.value)
+    assert "restores best/ from checkpoints/step_4" not in said, said
+    assert f"training moved aside {run / 'best.diverged'} (best/ as it was" in said, said
+    assert "checkpoints/step_4.diverged (its weights gave the run's first non-finite step" in said, said
+    assert "kept for you" in said and "checkpoints/step_4, which scored it, is one of those: use --checkpoint last or " \
+        "step_N (kept: step_2 (or last))" in said, said
+    assert said.endswith("it restores best/ from checkpoints/step_2, the best validation up to the checkpoint it "
+                         "resumes from (8.6000 bits/sample)"), said
+
+
+def test_a_run_whose_only_models_training_moved_aside_is_not_called_one_with_no_model_yet(tmp_path):
+    """No finished checkpoint left, best.diverged and step_4.diverged there: not "a training run with no model
+    yet (... training has not saved one)", but what was moved aside, and what to do."""
+    run = _diverged_run(tmp_path, older=False)
+    with pytest.raises(ConfigError) as err:
+        resolve_model(run)
+    said = str(err.value)
+    assert "no model yet" not in said, said
+    assert said.startswith(f"{run}: a training run with no model left to give: training moved aside "
+                           f"{run / 'best.diverged'} (best/ as it was"), said
+    assert "checkpoints/step_4.diverged (" in said and "kept for you" in said, said
+    assert f"it starts again from step 0), give {run / 'best.diverged'} to render it anyway" in said, said

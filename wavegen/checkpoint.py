@@ -139,7 +139,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
 # ----- training checkpoints ---------------------------------------------------------------------
 
 DAMAGED = ".damaged"  # a damaged checkpoint training moved aside: checkpoints/step_N.damaged
-DIVERGED = ".diverged"  # a checkpoint whose weights gave a non-finite step (trainstate.kept_after_divergence)
+DIVERGED = ".diverged"  # a checkpoint whose weights gave a non-finite step (divergence.kept_after_divergence)
 PRUNED = ".pruned"  # a pruned checkpoint while it is deleted: checkpoints/.tmp_step_N.pruned (remove_checkpoint)
 
 

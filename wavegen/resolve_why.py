@@ -299,7 +299,7 @@ def no_best(run_dir: Path) -> str:
     if step in kept:
         return (f"{head}; use --checkpoint last or step_N, or rerun its wavegen train command: it restores best/ "
                 f"from checkpoints/step_{step} while that is kept")
-    gone = f"checkpoints/step_{step}, which scored it, is not kept{set_aside(run_dir, step)}"
+    gone = f"checkpoints/step_{step}, which scored it, is {'one of those' if set_aside(run_dir, step) else 'not kept'}"
     earlier = best_validation(run_dir, found[-1][0]) if found else None
     rerun = (f"restores best/ from checkpoints/step_{earlier[0]}, the best validation up to the checkpoint it resumes "
              f"from ({earlier[1]:.4f} bits/sample)" if earlier is not None and earlier[0] in kept else

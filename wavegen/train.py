@@ -30,7 +30,7 @@ import logging
 import math
 import os
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,7 +54,8 @@ from wavegen.samples import TrainingSamples, run_key
 from wavegen.signals import StopSignals, first_process_says
 from wavegen.signals import logger as signals_logger
 from wavegen.trainstate import (Carry, NonFiniteWatch, WeightAverage, agree, broadcast, check_resume, checked,
-                                earlier_train, lr_factor, on_main, resume_warnings, training_lost)
+                                earlier_train, on_main, resume_warnings, train_step, training_lost)
+from wavegen.trainstate import lr_factor  # noqa: F401  (as wavegen.train.lr_factor)
 
 logger = logging.getLogger(__name__)
 
@@ -85,41 +86,6 @@ def build_training(config: dict, train_cfg: TrainConfig, accelerator):
     if hasattr(inner, "_orig_mod"):
         inner = inner._orig_mod
     return model, optimizer, inner
-
-
-def train_step(accelerator, model, optimizer, stream: BatchStream, train_cfg: TrainConfig, step: int,
-               carry: Carry, watch: NonFiniteWatch | None = None) -> torch.Tensor:
-    """One optimizer step at ``step`` over ``train_cfg.grad_accum`` micro-batches from ``stream``.
-
-    Every micro-batch is built first, so a stop while building (BatchBuildingStopped) leaves the
-    model, the optimizer and ``carry`` as they were. Then: the learning rate, gradients accumulated
-    (DDP all-reduces only on the last micro-batch), each micro-batch's state carried in ``carry``,
-    clipping, Adam. ``watch`` notes a non-finite loss or gradient on the device. Returns the mean
-    loss (nats per sample) as a 0-d tensor on the device: reading it waits for the device, so the
-    caller does that only when it logs.
-    """
-    batches = [stream.next() for _ in range(train_cfg.grad_accum)]
-    for group in optimizer.param_groups:
-        group["lr"] = train_cfg.lr * lr_factor(step, train_cfg)
-    total = None
-    for micro, batch in enumerate(batches):
-        last = micro == train_cfg.grad_accum - 1
-        with nullcontext() if last else accelerator.no_sync(model):
-            with accelerator.autocast():
-                loss, carry.slots[micro] = model(batch, carry.slots[micro])
-            accelerator.backward(loss / train_cfg.grad_accum)
-        part = loss.detach() / train_cfg.grad_accum
-        total = part if total is None else total + part
-    norm = None
-    if train_cfg.grad_clip > 0:
-        norm = accelerator.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
-    elif watch is not None and watch.gradients:
-        norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
-    if watch is not None:
-        watch.note(total, norm)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return total
 
 
 @dataclass

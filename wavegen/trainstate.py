@@ -8,6 +8,8 @@
 - :class:`NonFiniteWatch`: the first step whose loss or gradient was not finite, recorded on the
   device (no host sync per step) and read where the loop syncs anyway, before anything is saved (what is
   kept of the weights that gave it, and the finite checks of what a checkpoint keeps: wavegen.divergence).
+- :func:`train_step`: one optimizer step over ``train.grad_accum`` micro-batches (the loop's, wavegen.train, and
+  bench --train's).
 - :func:`check_resume`: may this config resume that run (RESUMABLE_CHANGES)? :func:`resume_warnings`:
   what a resume is warned of (:func:`earlier_train`: the run's lr and grad_clip before it); :func:`lr_factor`:
   the learning-rate schedule.
@@ -22,14 +24,19 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from wavegen.config import ConfigError, TrainConfig, to_dict
 from wavegen.distributed import lost_contact, lost_with_own_error, process_lost
 from wavegen.errors import WavegenError, every_process
+
+if TYPE_CHECKING:
+    from wavegen.data import BatchStream
 
 
 # Settings that may change when a run is resumed; anything else must match config.json.
@@ -394,3 +401,38 @@ class NonFiniteWatch:
             f"step {step}: {what} {'were' if len(bad) != 1 or what.endswith('s') else 'was'} not finite (NaN or inf) "
             f"after its update, though its loss and gradient were finite; training stopped and nothing of step "
             f"{step} was saved ({resumes_from(last_checkpoint)}): {self.hint}"))
+
+
+def train_step(accelerator, model, optimizer, stream: BatchStream, train_cfg: TrainConfig, step: int,
+               carry: Carry, watch: NonFiniteWatch | None = None) -> torch.Tensor:
+    """One optimizer step at ``step`` over ``train_cfg.grad_accum`` micro-batches from ``stream``.
+
+    Every micro-batch is built first, so a stop while building (BatchBuildingStopped) leaves the
+    model, the optimizer and ``carry`` as they were. Then: the learning rate, gradients accumulated
+    (DDP all-reduces only on the last micro-batch), each micro-batch's state carried in ``carry``,
+    clipping, Adam. ``watch`` notes a non-finite loss or gradient on the device. Returns the mean
+    loss (nats per sample) as a 0-d tensor on the device: reading it waits for the device, so the
+    caller does that only when it logs.
+    """
+    batches = [stream.next() for _ in range(train_cfg.grad_accum)]
+    for group in optimizer.param_groups:
+        group["lr"] = train_cfg.lr * lr_factor(step, train_cfg)
+    total = None
+    for micro, batch in enumerate(batches):
+        last = micro == train_cfg.grad_accum - 1
+        with nullcontext() if last else accelerator.no_sync(model):
+            with accelerator.autocast():
+                loss, carry.slots[micro] = model(batch, carry.slots[micro])
+            accelerator.backward(loss / train_cfg.grad_accum)
+        part = loss.detach() / train_cfg.grad_accum
+        total = part if total is None else total + part
+    norm = None
+    if train_cfg.grad_clip > 0:
+        norm = accelerator.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+    elif watch is not None and watch.gradients:
+        norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+    if watch is not None:
+        watch.note(total, norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total

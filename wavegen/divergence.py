@@ -1,0 +1,158 @@
+"""A training that diverges: which tensors are not finite, and what is kept of the weights that gave its first
+non-finite step.
+
+- :func:`not_finite` (one host sync), :func:`state_tensors`: what a checkpoint would keep, checked before a save
+  and on resume.
+- :func:`kept_after_divergence`: at the first non-finite step, the checkpoint whose weights gave it moved aside
+  to ``checkpoints/step_N.diverged`` (:func:`moved_aside`), and best/ to ``best.diverged`` where it holds those
+  weights and no finite validation score vouches for them (a corpus without validation audio: best/ is the
+  latest model). Both are kept for the user, never resumed from nor rendered by a run folder.
+- :func:`check_finite`, :func:`check_resumed`: the training loop's checks (wavegen.train's ``_Run``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from wavegen.errors import every_process
+from wavegen.trainstate import NonFiniteError, WeightAverage, agree, broadcast, on_main
+
+
+def all_finite(tensors) -> bool:
+    """Whether every floating-point tensor of ``tensors`` is finite (one host sync)."""
+    return not not_finite({"": tensors})
+
+
+def not_finite(named: dict) -> list[str]:
+    """The names of ``named`` (what holds them → their tensors) whose tensors hold a NaN or inf (one host sync
+    for them all)."""
+    flags, names = [], []
+    for name, tensors in named.items():
+        checks = [torch.isfinite(t).all() for t in tensors if torch.is_tensor(t) and t.is_floating_point()]
+        if checks:
+            flags.append(torch.stack([c.to(checks[0].device) for c in checks]).all())
+            names.append(name)
+    if not flags:
+        return []
+    finite = torch.stack([f.to(flags[0].device) for f in flags]).tolist()  # the one sync
+    return [name for name, ok in zip(names, finite) if not ok]
+
+
+def state_tensors(model, optimizer, average: WeightAverage | None) -> dict[str, list[torch.Tensor]]:
+    """What a checkpoint keeps of a training, by name: the weights, Adam's state (through accelerate's wrapper),
+    the average of the weights."""
+    inner = getattr(optimizer, "optimizer", optimizer)
+    named = {"the weights": list(model.state_dict().values()),
+             "the optimizer's state": [v for state in inner.state.values() for v in state.values()
+                                       if torch.is_tensor(v)]}
+    if average is not None:
+        named["the average of the weights"] = list(average.model.state_dict().values())
+    return named
+
+
+def resumes_from(checkpoint: Path | None) -> str:
+    """What the error's line says a rerun resumes from, ``checkpoint`` kept as it is."""
+    return (f"the last good checkpoint, {checkpoint}, is kept; a rerun resumes from it" if checkpoint
+            else "no checkpoint had been saved; a rerun starts again from step 0")
+
+
+def kept_after_divergence(checkpoint: Path | None, bad_step: int, run_dir: Path, best_step: int | None = None,
+                          best_val: float | None = None, intact=()) -> str:
+    """Main process, at non-finite step ``bad_step``: the weights of step ``bad_step - 1`` made it, so when
+    ``checkpoint`` (the newest saved or resumed from) is that step's, a rerun from it would meet the same
+    step again whatever its learning rate: it is moved aside (:func:`moved_aside`; ``intact``: checkpoints known
+    intact). So is best/ where it holds those weights (``best_step``: the step whose model this session wrote
+    there; or the same tensors as that checkpoint's) and ``best_val``, the validation score on record, does not
+    vouch for them (None: no validation audio, best/ is the latest model; or not finite): render or eval would
+    take it. A best/ that scored a finite validation stays: its weights are good, the step after them met a bad
+    batch or a too large step. Returns what is kept and what a rerun resumes from, for the error's line."""
+    doomed = checkpoint is not None and checkpoint.name == f"step_{bad_step - 1}"
+    vouched = best_val is not None and math.isfinite(best_val)
+    best = "" if vouched else _best_aside(run_dir, checkpoint if doomed else None, best_step == bad_step - 1)
+    if not doomed:
+        return best + resumes_from(checkpoint)
+    return best + moved_aside(checkpoint, f"holds the weights that gave step {bad_step}, so a rerun from it would "
+                                          "meet it again", run_dir, intact)
+
+
+def moved_aside(checkpoint: Path, why: str, run_dir: Path, intact=()) -> str:
+    """Main process: ``checkpoint`` (which ``why``: it must not be resumed from) moved aside to ``step_N.diverged``
+    (kept for the user, never resumed from); returns what the error's line says of it and of what a rerun
+    resumes from: the newest intact checkpoint left (``intact``: known so; the others checked as a resume
+    checks them, checkpoint.checkpoint_damage)."""
+    from wavegen.checkpoint import DIVERGED, checkpoint_damage, checkpoints, set_aside
+
+    moved = set_aside(checkpoint, why, DIVERGED, quiet=True)
+    if moved is None:  # it could not be moved (warned): the rerun would resume from it
+        return f"{checkpoint} {why}, and could not be moved aside: remove it, then rerun"
+    older = [folder for _, folder in reversed(checkpoints(run_dir))]
+    restart = next((folder for folder in older if folder in intact or checkpoint_damage(folder) is None), None)
+    if restart is not None:
+        rerun = f"a rerun resumes from {restart}, the newest intact checkpoint before it"
+    elif older:
+        rerun = (f"the checkpoints before it are damaged ({', '.join(folder.name for folder in older)}): a rerun "
+                 "names them; remove them to start again from step 0")
+    else:
+        rerun = "no earlier checkpoint is kept, so a rerun starts again from step 0"
+    return f"{checkpoint} {why}: moved aside to {moved.name}; {rerun}"
+
+
+def _best_aside(run_dir: Path, doomed: Path | None, written_then: bool) -> str:
+    """best/ moved to ``best.diverged`` where it holds the weights that gave the non-finite step (``written_then``,
+    or the tensors of the ``doomed`` checkpoint): what the error's line says of it ("" when it stays). A move
+    that fails is said in the line too (the divergence is not lost behind a SaveError)."""
+    from wavegen.checkpoint import CheckpointError, recorded_tensors_sha256
+    from wavegen.resolve import MODEL_FILE, checkpoint_weights
+
+    best = Path(run_dir) / "best"
+    if not (best / MODEL_FILE).is_file():
+        return ""
+    if not written_then and doomed is not None:
+        try:
+            written_then = recorded_tensors_sha256(best / MODEL_FILE) == recorded_tensors_sha256(
+                checkpoint_weights(doomed))
+        except (OSError, CheckpointError):
+            return ""
+    if not written_then:
+        return ""
+    target, n = best.with_name("best.diverged"), 1
+    while target.exists() or target.is_symlink():  # an earlier divergence's is kept too
+        n += 1
+        target = best.with_name(f"best.diverged{n}")
+    try:
+        best.rename(target)
+    except OSError as err:
+        return (f"{best} holds the weights that gave it and could not be moved aside to {target.name} "
+                f"({err.strerror or err}): move it away yourself, render and eval would take it; ")
+    return f"{best} held the weights that gave it: moved aside to {target.name}; "
+
+
+def check_finite(run, state: bool) -> None:
+    """NonFiniteError at the run's first non-finite step (``run``: wavegen.train's ``_Run``; what is kept:
+    :func:`kept_after_divergence`), or, with ``state``, where the weights, their average or Adam's state are
+    not finite after this step's update (before validation or a checkpoint would keep them)."""
+    def kept(bad_step: int) -> str:
+        return broadcast(run.accelerator, on_main(run.accelerator, lambda: kept_after_divergence(
+            run.checkpoint, bad_step, run.run_dir, run.best_saved_step, run.best_val, run.intact),
+            f"the checkpoints of {run.run_dir}", run.checkpoint))
+
+    run.watch.check(run.checkpoint, kept)
+    if state:
+        run.watch.check_state(run.step, state_tensors(run.inner, run.optimizer, run.average), run.checkpoint)
+
+
+def check_resumed(run, folder: Path) -> None:
+    """NonFiniteError where the checkpoint ``folder`` ``run`` resumed from holds a NaN or inf (written by a
+    training that diverged, before its weights were checked): moved aside, so the rerun the line names resumes
+    from the one before it."""
+    bad = not_finite(state_tensors(run.inner, run.optimizer, run.average))
+    if not agree(run.accelerator, bool(bad)):
+        return
+    what = " and ".join(bad) or "another process's state"
+    why = f"holds NaN or inf in {what}, so a run cannot go on from it"
+    said = broadcast(run.accelerator, on_main(run.accelerator, lambda: moved_aside(folder, why, run.run_dir),
+                                              f"the checkpoints of {run.run_dir}", folder))
+    raise every_process(NonFiniteError(f"{said}: rerun the same command"))
