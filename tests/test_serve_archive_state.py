@@ -1,19 +1,26 @@
 """wavegen serve --archive with its state damaged or gone while its audio remains: a params.json damaged or
 removed is written again from the snapshot (which records the same parameters) and the archive goes on; a
 snapshot removed while a part's header counts audio a snapshot counted is refused, untouched (it started over
-and wrote part 0 over); a part replaced by another file is named as what it is. Real servers (the CLI in
-subprocesses, test_serve's helpers), real files.
+and wrote part 0 over); a server killed in its first snapshot, or as its first part is closed, leaves no header
+counting audio no snapshot holds, and the same command begins anew; a part replaced by another file is named as
+what it is. Real servers (the CLI in subprocesses, test_serve's helpers; one killed with a real SIGKILL at the
+moment a hook picks), real files.
 """
 
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
-from test_serve import Server, make_model, reference_pcm
+from test_serve import ENV, Server, make_model, reference_pcm
 from test_serve_archive import _archived, _contents
 
 ARGS = ("--no-guard", "--archive-part-seconds", "3", "--snapshot-seconds", "1", "--buffer-seconds", "8")
@@ -30,11 +37,11 @@ def _served(model: Path, archive: Path, seconds: float) -> Server:
     return server
 
 
-def _refusal(model: Path, archive: Path) -> str:
+def _refusal(model: Path, archive: Path, *extra: str) -> str:
     """The one error line of a server that refuses to start on ``archive``; the archive left as it was."""
     before = _contents(archive)
     try:
-        server = Server(model, "--archive", str(archive), *ARGS)
+        server = Server(model, "--archive", str(archive), *ARGS, *extra)
     except AssertionError as err:  # it did not start: its stderr follows
         log = str(err)
     else:
@@ -60,6 +67,10 @@ def test_a_lost_params_file_is_written_again_from_the_snapshot_and_the_archive_g
     else:
         params.unlink()
     kept = _archived(archive)
+    # another command is refused, naming the file the archive's values were read from (not the lost params.json)
+    error = _refusal(model, archive, "--seed", "7")
+    snap = archive / ".state" / "snapshot.npz"
+    assert f"with seed=0, but this command asks for seed=7 ({snap})" in error and "params.json" not in error, error
 
     second = Server(model, "--archive", str(archive), *ARGS)
     began = second.status()["archive"]["snapshot_seconds"]
@@ -114,3 +125,71 @@ def test_a_snapshot_replaced_by_another_file_is_said_plainly_with_what_to_do(mod
     error = _refusal(model, archive)
     assert f"{snap} is damaged (not a snapshot wavegen serve wrote)" in error, error
     assert "pickle" not in error and "put a good copy back to continue it" in error
+
+
+KILLED = """
+import os, signal, sys
+{moment}
+from wavegen.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _killed(model: Path, archive: Path, moment: str, *args: str) -> None:
+    """A real server (the CLI in a subprocess) on ``archive``, killed by a real SIGKILL at the moment the code
+    ``moment`` picks (it only sends the signal: what reached the disk is what a kill -9 there leaves)."""
+    done = subprocess.run([sys.executable, "-c", KILLED.format(moment=textwrap.dedent(moment)), "serve", str(model),
+                           "--port", "0", "--allow-slow", "--archive", str(archive), *args],
+                          env=ENV, capture_output=True, text=True, timeout=180)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+
+
+@pytest.mark.slow
+def test_a_server_killed_in_its_first_snapshot_is_begun_anew_by_the_same_command(model, tmp_path):
+    """Killed as its first snapshot was to be written: the part's samples are on disk, but its header counted
+    them before the snapshot (was: then refused for good, "the snapshot was removed"). Now the header counts
+    them only after a snapshot, as render's, so the same command begins anew and plays on as if never stopped."""
+    from wavegen.render.writers import flushed_samples
+
+    archive = tmp_path / "archive"
+    _killed(model, archive, """
+        import wavegen.serve.archive as archive
+        archive.save_snapshot = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
+    """, *ARGS)
+    part = archive / "broadcast_00000.wav"
+    assert not (archive / ".state" / "snapshot.npz").exists() and part.stat().st_size >= 44 + 2 * 16000
+    assert flushed_samples(part, 16000) == (0, None)  # no snapshot holds them: the header counts none
+
+    server = Server(model, "--archive", str(archive), *ARGS)
+    assert server.status()["archive"]["snapshot_seconds"] == 0.0
+    server.wait_for(lambda s: s["archive"]["snapshot_seconds"] >= 2.0)
+    assert server.stop() == 130
+    pcm = _archived(archive)
+    assert len(pcm) >= 2 * 16000 and np.array_equal(pcm, reference_pcm(model, len(pcm)))
+
+
+@pytest.mark.slow
+def test_a_server_killed_as_its_first_part_closed_is_begun_anew_with_longer_parts(model, tmp_path):
+    """Killed after its full first part was closed (its header counts all of it, as a full part's does, snapshot
+    or not) and before the next part or any snapshot: the archive's part length is in params.json, so a
+    restart with a longer --archive-part-seconds does not take that header for a snapshot's (was: refused)."""
+    archive = tmp_path / "archive"
+    first = ("--no-guard", "--archive-part-seconds", "1", "--snapshot-seconds", "100", "--buffer-seconds", "8")
+    _killed(model, archive, """
+        from wavegen.serve.archive import Archive
+        made = Archive._writer
+        def writer(self, index, frames):
+            if index >= 1 and not frames:  # part 1 begun: part 0 was closed, full
+                os.kill(os.getpid(), signal.SIGKILL)
+            return made(self, index, frames)
+        Archive._writer = writer
+    """, *first)
+    assert [p.name for p in archive.glob("broadcast_*.wav")] == ["broadcast_00000.wav"]
+    assert not (archive / ".state" / "snapshot.npz").exists()
+
+    server = _served(model, archive, 4.0)  # ARGS: 3 s parts
+    assert server.stop() == 130
+    assert json.loads((archive / ".state" / "params.json").read_text())["part_frames"] == 3 * 16000
+    pcm = _archived(archive)
+    assert sf.info(str(archive / "broadcast_00000.wav")).frames == 3 * 16000  # begun anew, in its own parts
+    assert np.array_equal(pcm, reference_pcm(model, len(pcm)))

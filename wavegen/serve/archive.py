@@ -8,12 +8,13 @@ Layout::
 
 The parts are written by the render module's :class:`~wavegen.render.PCMWriter` (a valid WAV
 after every flush) and the state by its snapshots (:func:`~wavegen.render.save_snapshot`).
-A snapshot is taken every ``snapshot_seconds`` of audio, after the parts were flushed up to
-that point. A restarted server with the same arguments cuts the parts back to the snapshot
-and continues from there: the parts come out byte-identical to a server that never stopped
-(the uniforms are keyed by position, so the same samples are drawn again). A params.json damaged or gone is
-written again from the snapshot (it records the same parameters), said; a snapshot gone while the parts hold
-audio one counted is refused, the parts untouched.
+A snapshot is taken every ``snapshot_seconds`` of audio, after the parts' samples were flushed up
+to that point; the part's header counts them after it (render's order). A restarted server with
+the same arguments cuts the parts back to the snapshot and continues from there: the parts come
+out byte-identical to a server that never stopped (the uniforms are keyed by position, so the same
+samples are drawn again). A params.json damaged or gone is written again from the snapshot (it
+records the same parameters), said; a snapshot gone while the parts hold audio one counted is
+refused, the parts untouched.
 
 Parts, not one file: a WAV holds at most 4 GiB (37 hours at 16 kHz), and a station may play
 for weeks. ``keep_parts`` (--archive-keep-parts) bounds the disk it takes: at each snapshot, the
@@ -49,17 +50,14 @@ SNAPSHOT_VERSION = 1
 MODEL_FOLDER_KEY = "model_folder"  # params: the model folder it began with, resolved (its run is searched)
 # params.json: the most audio the server that began the archive at 0 leaves without a snapshot (its bound)
 UNSNAPSHOT_KEY = "unsnapshot_seconds"
+PART_FRAMES_KEY = "part_frames"  # params.json: the parts' length (samples) the archive was begun (at 0) with
 # a moved model folder is the same model when its weights match; TENSORS_KEY is judged with model_sha256
-NON_BINDING = ("model", TENSORS_KEY, MODEL_FOLDER_KEY, UNSNAPSHOT_KEY)
+NON_BINDING = ("model", TENSORS_KEY, MODEL_FOLDER_KEY, UNSNAPSHOT_KEY, PART_FRAMES_KEY)
 PART_GLOB = "broadcast_[0-9][0-9][0-9][0-9][0-9].wav"
 
 
 class ServeError(WavegenError, RuntimeError):
     """A refusal or failure of ``wavegen serve`` the user can act on (the message says how)."""
-
-
-def _short(digest) -> str:
-    return f"{digest[:12]}..." if isinstance(digest, str) else repr(digest)
 
 
 def part_path(folder: Path, index: int) -> Path:
@@ -104,7 +102,9 @@ class Archive:
     def _check_params(self, saved: dict, where: Path) -> None:
         for key, value in self.params.items():
             if key == "model_sha256" and not same_model(saved, self.params):
-                raise self._model_differs(saved, where)
+                from wavegen.serve.archive_model import model_refusal  # it imports this module
+
+                raise model_refusal(self.folder, saved, self.params, where, self.find_weights)
             if key not in NON_BINDING and key != "model_sha256" and \
                     self._bound(key, saved.get(key)) != self._bound(key, value):
                 live = " (a label switched to while it played, POST /label, goes on by itself)" if key == "label" \
@@ -112,35 +112,6 @@ class Archive:
                 raise ServeError(f"{self.folder} archives a broadcast with {key}={saved.get(key)!r}, but this "
                                  f"command asks for {key}={value!r} ({where}); rerun the original command to "
                                  f"continue it{live}, or choose another --archive")
-
-    def _model_differs(self, saved: dict, where: Path) -> ServeError:
-        """The refusal of a model of other weights than the archive's (render's rule, :func:`same_model`: the
-        same tensors, in whatever file; a record without their digest, by its weights file's sha256)."""
-        began, now = saved.get("model"), self.params.get("model")
-        key = TENSORS_KEY if saved.get(TENSORS_KEY) is not None else "model_sha256"
-        word = "tensors" if key == TENSORS_KEY else "model_sha256"
-        was, is_ = f"{word} {_short(saved.get(key))}", f"{word} {_short(self.params.get(key))}"
-        older = TENSORS_KEY not in saved and self.params.get(TENSORS_KEY) is not None  # recorded before the digest
-        if began is None or began == now:
-            what = (f"a broadcast of the model in {now}, which changed since (trained further or replaced: {was}, "
-                    f"now {is_})")
-        else:
-            other = "another weights file" if older else "other weights"
-            what = f"a broadcast of the model in {began} ({was}), but this command plays {now}, {other} ({is_})"
-        note = ("; an older wavegen began it and recorded only its weights file's sha256, so only that very file "
-                "continues it (a checkpoint holding the same tensors is a file of other bytes)") if older else ""
-        found = self.find_weights(saved) if self.find_weights else None
-        folder = saved.get(MODEL_FOLDER_KEY)
-        if found:
-            began_with = f"play {found} to continue it"
-        elif isinstance(folder, str) and folder and not Path(folder).exists():  # pruned or deleted, none holds it
-            began_with = (f"the model it began with, {folder}, is gone and no kept checkpoint or best/ holds its "
-                          "weights: play them from elsewhere to continue it")
-        elif began and began != now:
-            began_with = f"play {began} to continue it"
-        else:
-            began_with = "play the weights it began with to continue it"
-        return ServeError(f"{self.folder} archives {what} ({where}){note}; {began_with}, or choose another --archive")
 
     def _bound(self, key: str, value):
         """What of a parameter must match: a label is its blend ("a" is "a:1", "a:0.7,b:0.3" is "b:3,a:7")."""
@@ -157,9 +128,9 @@ class Archive:
         ``open()`` then goes on under the lock."""
         self._acquire()
         try:
-            recorded, _ = self._recorded_params()
+            recorded, _, where = self._recorded_params()
             if recorded is not None:
-                self._check_params(recorded, self.state_dir / PARAMS_FILE)
+                self._check_params(recorded, where)
         except BaseException as err:
             self.lock.release()
             if isinstance(err, OSError):
@@ -193,9 +164,9 @@ class Archive:
         """Check all (a refusal leaves the folder as it was), then cut back, remove and record."""
         self._remove_stale_temporaries()
         params_path = self.state_dir / PARAMS_FILE
-        recorded, lost = self._recorded_params()
+        recorded, lost, where = self._recorded_params()
         if recorded is not None:
-            self._check_params(recorded, params_path)
+            self._check_params(recorded, where)
         elif part_path(self.folder, 0).exists():
             raise ServeError(f"{part_path(self.folder, 0)} exists but {self.folder} has no {STATE_DIR}/"
                              f"{PARAMS_FILE}: it is not an archive wavegen serve can continue; choose another "
@@ -211,13 +182,15 @@ class Archive:
                 raise self._damaged(snap, f"first_part={first!r} is not a part it counts")
             self.first_part = first
         else:
-            self._check_nothing_to_lose(recorded)
+            from wavegen.serve.archive_folder import check_nothing_to_lose  # it imports this module
+
+            check_nothing_to_lose(self, recorded)
         self.snapshot_position = self.position
         index, frames = divmod(self.position, self.part_frames)
         self._check_parts(index, frames)  # before anything is cut or removed
         if state is None or recorded is None:  # begun (again) at 0, or params.json lost: this command's, with its bound
             self.state_dir.mkdir(parents=True, exist_ok=True)
-            write_json(params_path, {**self.params, UNSNAPSHOT_KEY: self.unsnapshot_seconds})
+            write_json(params_path, {**self.params, **self._bounds()})
         else:
             if lost is not None:
                 recorded = self._write_params_again(recorded, lost)
@@ -231,16 +204,17 @@ class Archive:
             logger.info("archive %s: continuing at %.1f s", self.folder, self.position / self.sample_rate)
         return state, self.position, meta
 
-    def _recorded_params(self) -> tuple[dict | None, str | None]:
-        """Looked at only: (what .state/params.json holds, None); where it is damaged or gone while the snapshot
-        is readable, (the parameters the snapshot recorded, what is wrong with params.json): the snapshot records
-        the same ones, so the archive goes on (:meth:`_write_params_again`). (None, None): no params.json and no
-        snapshot to stand for it. ServeError naming params.json where it is damaged and no snapshot is readable,
-        or something else than a file, or a file that cannot be read (its permissions: said, not written over)."""
+    def _recorded_params(self) -> tuple[dict | None, str | None, Path]:
+        """Looked at only: (what .state/params.json holds, None, its path); where it is damaged or gone while the
+        snapshot is readable, (the parameters the snapshot recorded, what is wrong with params.json, the snapshot's
+        path): the snapshot records the same ones, so the archive goes on (:meth:`_write_params_again`); a refusal
+        names the file its values came from. (None, None, params.json's path): no params.json and no snapshot to
+        stand for it. ServeError naming params.json where it is damaged and no snapshot is readable, or something
+        else than a file, or a file that cannot be read (its permissions: said, not written over)."""
         path = self.state_dir / PARAMS_FILE
         if self._state_file(path):
             try:
-                return read_json_object(path), None
+                return read_json_object(path), None, path
             except OSError as err:
                 raise ServeError(f"cannot read {path}: {err.strerror or err}; make it readable, or choose another "
                                  "--archive") from None
@@ -248,66 +222,29 @@ class Archive:
                 refusal, what = self._damaged(path, str(err)), f"is damaged ({err})"
         else:
             refusal, what = None, "is gone"
-        meta, _ = recorded_meta(self.state_dir / SNAPSHOT_FILE)
+        meta, name = recorded_meta(self.state_dir / SNAPSHOT_FILE)
         params = meta.get("params") if isinstance(meta, dict) else None
         if isinstance(params, dict) and params:
-            return params, what
+            return params, what, self.state_dir / name
         if refusal is not None:
             raise refusal
-        return None, None
+        return None, None, path
+
+    def _bounds(self) -> dict:
+        """What params.json records beside the parameters, for a restart that finds no snapshot: this command's
+        bound on audio without a snapshot, and the parts' length (a full part's header counts all of it)."""
+        return {UNSNAPSHOT_KEY: self.unsnapshot_seconds, PART_FRAMES_KEY: self.part_frames}
 
     def _write_params_again(self, params: dict, lost: str) -> dict:
         """params.json damaged or gone (``lost`` says which), ``params`` the snapshot's, checked: said in one
-        warning and written again from them (with this command's bound for audio without a snapshot) → them."""
+        warning and written again from them (with this command's bound for audio without a snapshot, and the
+        archive's part length) → them."""
         path = self.state_dir / PARAMS_FILE
         logger.warning("archive %s: %s %s; going on with the parameters %s/%s recorded (%s written again from "
                        "them)", self.folder, path, lost, STATE_DIR, SNAPSHOT_FILE, PARAMS_FILE)
-        params = {**params, UNSNAPSHOT_KEY: self.unsnapshot_seconds}
+        params = {**params, **self._bounds()}
         write_json(path, params)
         return params
-
-    def _check_nothing_to_lose(self, recorded: dict | None) -> None:
-        """No snapshot: the archive starts again at 0, over its parts. Right after a server stopped before its
-        first snapshot, the parts hold at most the bound of the server that began it (``recorded``'s
-        UNSNAPSHOT_KEY; where params.json does not say, this command's ``unsnapshot_seconds``; not checked where
-        that is None), and its newest part's header counts none of them (a part's header counts its audio at a
-        snapshot, or once full); with more audio, or a header counting part of a part, the snapshot was removed
-        (or lost), and starting again would write over the archive: refused, untouched."""
-        parts = [path for _, path in parts_in(self.folder)]
-        frames = sum(max(p.stat().st_size - PCMWriter.HEADER_BYTES, 0) // 2 for p in parts if p.is_file())
-        counted = self._counted_at_a_snapshot(parts)
-        bound = (recorded or {}).get(UNSNAPSHOT_KEY)
-        said = isinstance(bound, (int, float)) and not isinstance(bound, bool) and bound > 0
-        if counted is not None:
-            why = (f"its newest part, {counted[0].name}, counts {counted[1] / self.sample_rate:.1f} s in its header, "
-                   "as a snapshot leaves it: the snapshot was removed or lost since")
-        elif self.unsnapshot_seconds is None or \
-                frames <= (bound if said else self.unsnapshot_seconds) * self.sample_rate:
-            return
-        elif said:
-            why = (f"the server that began it, stopped before its first snapshot, would have left at most "
-                   f"{bound:.1f} s: the snapshot was removed or lost since")
-        else:
-            why = (f"removed since? Or the server that wrote them was stopped before its first snapshot with a "
-                   f"--snapshot-seconds longer than this command's (at most {self.unsnapshot_seconds:.1f} s of audio "
-                   "without a snapshot): rerun with that --snapshot-seconds to begin anew")
-        raise ServeError(f"{self.folder} holds {frames / self.sample_rate:.1f} s of the broadcast in {len(parts)} "
-                         f"part(s) but no {STATE_DIR}/{SNAPSHOT_FILE} ({why}): going on from the start would write "
-                         "over them. Bring the snapshot back to continue it, or move the parts elsewhere (or "
-                         "choose another --archive) to begin anew")
-
-    def _counted_at_a_snapshot(self, parts: list[Path]) -> tuple[Path, int] | None:
-        """(the newest part, the samples its header counts) where that is some but not all of a part: only a
-        snapshot's flush counts a part begun but not full (a new part counts 0, a full one all of it); else None.
-        A part is as long as the oldest one counts where there are two or more (the length the archive began
-        with), else this command's."""
-        if not parts or not parts[-1].is_file():
-            return None
-        counted, _ = flushed_samples(parts[-1], self.sample_rate)
-        full = flushed_samples(parts[0], self.sample_rate)[0] if len(parts) >= 2 else 0
-        if 0 < counted < (full or self.part_frames):
-            return parts[-1], counted
-        return None
 
     def _remove_stale_temporaries(self) -> None:
         """Lock held: the partial state files a server killed while writing them left (atomic_write's
@@ -445,9 +382,12 @@ class Archive:
             raise self._write_error(self.writer.path, err) from err
 
     def snapshot(self, engine_state: dict[str, np.ndarray], meta: dict) -> None:
-        """Flush the current part, then record ``engine_state`` at the current position."""
+        """Flush the current part's samples, record ``engine_state`` at the current position, then count them in
+        the part's header (render's order, shard's _save): a header counts part of a part only where a snapshot
+        holds it, so one counting audio with no snapshot left means the snapshot was removed, never a server
+        killed in its first snapshot (it leaves the header counting none, and a restart begins anew)."""
         try:
-            self.writer.flush()
+            self.writer.flush(header=False)
             self._check_part_in_place()
             first = self.first_part
             if self.keep_parts:
@@ -455,9 +395,10 @@ class Archive:
             meta = {**meta, "version": SNAPSHOT_VERSION, "params": self.params, "part_frames": self.part_frames,
                     "first_part": first}
             save_snapshot(self.state_dir / SNAPSHOT_FILE, engine_state, self.position, meta)
+            self.snapshot_position, self.first_part = self.position, first
+            self.writer.flush()
         except OSError as err:
             raise self._write_error(Path(err.filename or self.state_dir), err) from err
-        self.snapshot_position, self.first_part = self.position, first
         self._remove_parts_before(first)  # after the snapshot that no longer counts them
 
     def _check_part_in_place(self) -> None:

@@ -1,5 +1,5 @@
 """The model an archive (``--archive``) is played with: what serve records of it, where the weights it began
-with are now.
+with are now, the refusal of other weights (:func:`model_refusal`).
 
 "The same model" is the same tensors (:mod:`wavegen.render.model_change`): the run's best/ and the checkpoint
 it was written from continue an archive alike. So where the model an archive began from is gone (a checkpoint
@@ -17,7 +17,7 @@ from wavegen.config import ConfigError
 from wavegen.fileio import read_json_object
 from wavegen.render.model_change import TENSORS_KEY, StandIn, kept_with, stand_in
 from wavegen.resolve import ModelRef, resolve_model
-from wavegen.serve.archive import MODEL_FOLDER_KEY, PARAMS_FILE, STATE_DIR
+from wavegen.serve.archive import MODEL_FOLDER_KEY, PARAMS_FILE, STATE_DIR, ServeError
 
 logger = logging.getLogger(__name__)
 
@@ -80,3 +80,39 @@ def _stand_in(target: str, checkpoint: str | None, archive: str | None) -> Stand
     except (OSError, ValueError):  # no archive yet, or one that cannot be read: its check says why
         return None
     return stand_in(target, checkpoint, saved.get(MODEL_FOLDER_KEY), saved.get(TENSORS_KEY), saved.get("model_sha256"))
+
+
+def _short(digest) -> str:
+    return f"{digest[:12]}..." if isinstance(digest, str) else repr(digest)
+
+
+def model_refusal(folder: Path, saved: dict, params: dict, where: Path, find_weights) -> ServeError:
+    """The refusal of a model of other weights (``params``, this command's) than the archive in ``folder`` began
+    with (``saved``, as ``where`` records them): render's rule, :func:`~wavegen.render.model_change.same_model`
+    (the same tensors, in whatever file; a record without their digest, by its weights file's sha256).
+    ``find_weights``: :func:`weights_finder`'s find, or None."""
+    began, now = saved.get("model"), params.get("model")
+    key = TENSORS_KEY if saved.get(TENSORS_KEY) is not None else "model_sha256"
+    word = "tensors" if key == TENSORS_KEY else "model_sha256"
+    was, is_ = f"{word} {_short(saved.get(key))}", f"{word} {_short(params.get(key))}"
+    older = TENSORS_KEY not in saved and params.get(TENSORS_KEY) is not None  # recorded before the digest
+    if began is None or began == now:
+        what = (f"a broadcast of the model in {now}, which changed since (trained further or replaced: {was}, "
+                f"now {is_})")
+    else:
+        other = "another weights file" if older else "other weights"
+        what = f"a broadcast of the model in {began} ({was}), but this command plays {now}, {other} ({is_})"
+    note = ("; an older wavegen began it and recorded only its weights file's sha256, so only that very file "
+            "continues it (a checkpoint holding the same tensors is a file of other bytes)") if older else ""
+    found = find_weights(saved) if find_weights else None
+    began_in = saved.get(MODEL_FOLDER_KEY)
+    if found:
+        began_with = f"play {found} to continue it"
+    elif isinstance(began_in, str) and began_in and not Path(began_in).exists():  # pruned or deleted, none holds it
+        began_with = (f"the model it began with, {began_in}, is gone and no kept checkpoint or best/ holds its "
+                      "weights: play them from elsewhere to continue it")
+    elif began and began != now:
+        began_with = f"play {began} to continue it"
+    else:
+        began_with = "play the weights it began with to continue it"
+    return ServeError(f"{folder} archives {what} ({where}){note}; {began_with}, or choose another --archive")
