@@ -5,6 +5,8 @@ had not begun (nothing lost), and to rerun, within seconds: not torchrun's 30 s 
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -130,4 +132,85 @@ def test_a_launchers_sigterm_before_the_command_sets_its_handlers_is_held(tmp_pa
     assert len(errors) == 1, stderr[-3000:]
     assert errors[0].startswith("wavegen train: error: process 1 of this training (2 processes) ended unexpectedly "
                                 "(killed, or out of memory? the launcher's report says why)"), errors[0]
-    assert took < 20, f"{took:.1f} s: {stderr[-3000:]}"
+    assert took < 30, f"{took:.1f} s: {stderr[-3000:]}"  # held and said (not torchrun's kill 30 s after, silent)
+
+
+# A training's group made and ended (library calls, no CLI), then a launcher's SIGTERM held by a StopSignals
+_AFTER_THE_GROUP = """import logging, os, signal, sys, time
+logging.basicConfig(level=logging.WARNING, format="%(message)s")
+from wavegen.distributed import end_accelerator, make_accelerator
+from wavegen.signals import StopSignals
+end_accelerator(make_accelerator("no", cpu=True, timeout_seconds=60))
+with StopSignals("stopping") as stop:
+    sent = time.monotonic()
+    os.kill(os.getpid(), signal.SIGTERM)
+    while not stop.requested and time.monotonic() - sent < 40:
+        time.sleep(0.05)
+print(f"RAISED requested {stop.requested} after {time.monotonic() - sent:.1f}", file=sys.stderr, flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_sigterm_after_the_group_has_ended_waits_for_no_meeting(tmp_path):
+    """A training's processes, their group made and destroyed: a SIGTERM's line then waited LAUNCH_START_SECONDS
+    (20 s) as if they had still to meet the others (no group existed). Now the meeting is over: LAUNCH_TERM_SECONDS."""
+    from process_helpers import raised_under_torchrun
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    said, stderr = raised_under_torchrun(tmp_path / "after.py", _AFTER_THE_GROUP, env)
+    assert len(said) == 2 and all(line.startswith("RAISED requested True after ") for line in said), stderr[-3000:]
+    assert all(float(line.split()[-1]) < 12 for line in said), said  # 5 s, not 20 s
+
+
+# Two machines' launchers (torchrun agents of one rendezvous, here on one machine): process 1, on the other, slow to
+# start (it waits for GO); process 0 writes its agent's pid to STARTED once the CLI is imported
+_CLI_ON_TWO_MACHINES = """import os, pathlib, sys, time
+if os.environ["RANK"] == "1":
+    deadline = time.monotonic() + 90
+    while not pathlib.Path(os.environ["GO"]).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+from wavegen.cli import main
+if os.environ["RANK"] == "0":
+    pathlib.Path(os.environ["STARTED"]).write_text(str(os.getppid()))
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_process_of_another_machine_not_come_when_the_launcher_stops_this_one_is_not_said_ended(tmp_path):
+    """Two agents (--nnodes 2), process 1 slow to start on the other, process 0's agent SIGTERMed: process 0, which
+    cannot see process 1, said it "ended unexpectedly (killed, or out of memory?)" while it ran. Now it says that
+    process 1 had not come when the launcher stopped this one."""
+    corpus = prepared_corpus(tmp_path, files=2, seconds=2.0, val_fraction=0.5, test_fraction=0.0)
+    script, started, go = tmp_path / "two_machines.py", tmp_path / "started", tmp_path / "go"
+    script.write_text(_CLI_ON_TWO_MACHINES)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+                "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", f"two{port}"]
+    command = ["-q", "train", "--data", str(corpus), "--model", "samplernn-tiny", "--run-dir", str(tmp_path / "run"),
+               "--max-steps", "1", *[a for s in TINY_SAMPLERNN for a in ("--set", s)]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "STARTED": str(started), "GO": str(go)}
+    agents = [subprocess.Popen([*launcher, str(script), *command], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 120
+        while not (started.exists() and started.read_text()) and time.monotonic() < deadline:
+            assert all(agent.poll() is None for agent in agents), "an agent ended before process 0 started"
+            time.sleep(0.2)
+        stopped = next(agent for agent in agents if str(agent.pid) == started.read_text())
+        time.sleep(1.0)
+        stopped.send_signal(signal.SIGTERM)  # its machine's launcher stops; process 1 still on its way
+        _, stderr = stopped.communicate(timeout=60)
+    finally:
+        go.write_text("go")
+        for agent in agents:
+            if agent.poll() is None:
+                kill_launch(agent)
+    errors = _errors(stderr)
+    assert len(errors) == 1, stderr[-3000:]
+    assert errors[0] == ("wavegen train: error: process 1 of this training (2 processes) had not come when the "
+                         "launcher stopped this one (slow to start, or ended on another machine? the launcher's "
+                         "report says); this process stopped: the training had not begun its steps; rerun the same "
+                         "command"), errors[0]

@@ -14,6 +14,7 @@ import time
 import pytest
 
 from wavegen.signals import StopSignals
+from wavegen.signals import _before_the_group as _real_before_the_group
 
 
 @pytest.fixture(autouse=True)
@@ -278,3 +279,48 @@ def test_a_held_sigterms_line_waits_while_the_process_has_not_met_the_others(mon
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(1.5)
         assert stop.requested and "SIGTERM: saving" in caplog.text
+
+
+def test_a_held_sigterm_waits_for_no_meeting_where_none_is_ahead():
+    """A launched process that never meets the others before a group (`wavegen serve` under a launcher's
+    WORLD_SIZE=2; train or render once their group was destroyed): its SIGTERM's line waited LAUNCH_START_SECONDS
+    (20 s, exit 130 after 22 s) for a meeting that never came. Now it waits LAUNCH_TERM_SECONDS, as anywhere."""
+    script = textwrap.dedent("""
+        import logging, os, signal, time
+        logging.basicConfig(level=logging.WARNING, format="%(message)s")
+        from wavegen.signals import StopSignals
+        with StopSignals("stopping the server") as stop:
+            sent = time.monotonic()
+            os.kill(os.getpid(), signal.SIGTERM)
+            while not stop.requested and time.monotonic() - sent < 40:
+                time.sleep(0.05)
+        print(f"requested {stop.requested} after {time.monotonic() - sent:.1f}", flush=True)
+    """)
+    child = subprocess.run([sys.executable, "-c", script], env={**os.environ, "WORLD_SIZE": "2"},
+                           capture_output=True, text=True, timeout=60)
+    said = child.stdout.split()
+    assert said[:2] == ["requested", "True"], child.stdout + child.stderr
+    assert float(said[-1]) < 12, child.stdout  # LAUNCH_TERM_SECONDS (5 s), not LAUNCH_START_SECONDS (20 s)
+    assert "SIGTERM: stopping the server" in child.stderr
+
+
+def test_a_held_sigterms_line_waits_only_while_a_meeting_is_ahead(monkeypatch, caplog):
+    """expect_the_others (train and render under a launch, from their start; the meeting before the group): a held
+    SIGTERM's line waits for the meeting, no group existing; met_the_others (the meeting over): said."""
+    from wavegen import signals
+
+    monkeypatch.setattr(signals, "_before_the_group", _real_before_the_group)  # (the fixture's stand-in undone)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(signals, "LAUNCH_TERM_SECONDS", 0.2)
+    caplog.set_level(logging.WARNING, logger="wavegen.signals")
+    signals.expect_the_others()
+    try:
+        with StopSignals("saving") as stop:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1.0)
+            assert stop.held and not stop.requested and caplog.text == ""
+            signals.met_the_others()
+            time.sleep(1.0)
+            assert stop.requested and "SIGTERM: saving" in caplog.text
+    finally:
+        signals.met_the_others()

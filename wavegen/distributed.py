@@ -18,7 +18,8 @@ import torch
 
 from wavegen.config import TrainConfig
 from wavegen.errors import WavegenError
-from wavegen.signals import drop_pending_stop_lines, held_a_launchers_term, launch_rank
+from wavegen.signals import (drop_pending_stop_lines, expect_the_others, held_a_launchers_term, launch_rank,
+                             met_the_others)
 
 logger = logging.getLogger(__name__)
 
@@ -162,12 +163,23 @@ def meet_before_the_group(store, rank: int, world: int, work: str, kept: str, wh
     ProcessLostError, one line (``work``: "this training (2 processes)"; ``kept``: what is kept, how to go on), at
     once for processes that cannot come any more: one recorded and ended since; one of this machine's that no
     longer runs (:func:`_ranks_running_here`), seen running before or once the launcher's SIGTERM is held (the
-    launcher ends the others when one ends: killed while it started, torch's imports); where that cannot be seen
-    (another machine), the one missing once that SIGTERM is held (the others, their SIGTERM held as this one's, come
-    once imported). Past ``seconds`` (the group's timeout; ``setting``: the setting that sets it), for those that
-    did not come: the start bounded once, not the meeting's wait and gloo's connect after it. ``who``: rank →
-    recorded process, filled in. The store's own errors are raised."""
-    who, seen = {} if who is None else who, set()
+    launcher ends the others when one ends: killed while it started, torch's imports). Where the missing cannot be
+    seen (another machine, another launcher), once that SIGTERM is held: those that had not come when the launcher
+    stopped this one (slow, or ended: nothing tells which). Past ``seconds`` (the group's timeout; ``setting``: the
+    setting that sets it), for those that did not come: the start bounded once, not the meeting's wait and gloo's
+    connect after it. ``who``: rank → recorded process, filled in. The store's own errors are raised. Meanwhile a
+    launcher's SIGTERM held waits for the meeting's word (wavegen.signals.expect_the_others)."""
+    expect_the_others()
+    try:
+        _wait_for_the_others(store, rank, world, work, kept, {} if who is None else who, seconds, setting)
+    finally:
+        met_the_others()
+
+
+def _wait_for_the_others(store, rank: int, world: int, work: str, kept: str, who: dict, seconds: float,
+                         setting: str | None) -> None:
+    """:func:`meet_before_the_group`'s wait."""
+    seen: set = set()
     record_this_process(store, rank)
     deadline = time.monotonic() + seconds
     while True:
@@ -182,12 +194,14 @@ def meet_before_the_group(store, rank: int, world: int, work: str, kept: str, wh
         if running is not None:
             seen |= running  # (a process not under the agent itself, a wrapper's child, is never seen: not judged)
             ended += [other for other in missing if other not in running and (other in seen or held_a_launchers_term())]
-        elif len(missing) == 1 and held_a_launchers_term():
-            ended += missing
         if ended:
             raise first_to_say_the_loss(ProcessLostError(
                 f"{_processes(sorted(set(ended)))} of {work} ended unexpectedly (killed, or out of memory? the "
                 f"launcher's report says why); this process stopped too: {kept}"), store, rank)
+        if missing and running is None and held_a_launchers_term():  # not seen: slow to come, or ended, who knows
+            raise first_to_say_the_loss(ProcessLostError(
+                f"{_processes(missing)} of {work} had not come when the launcher stopped this one (slow to start, or "
+                f"ended on another machine? the launcher's report says); this process stopped: {kept}"), store, rank)
         if not missing:
             return
         if time.monotonic() >= deadline:
@@ -428,6 +442,7 @@ def make_accelerator(mixed_precision: str, cpu: bool = False, timeout_seconds: f
     accelerator = Accelerator(mixed_precision=mixed_precision, cpu=not cuda and (cpu or several),
                               kwargs_handlers=[InitProcessGroupKwargs(timeout=timeout)])
     setattr(accelerator, _MADE_STATE, made)
+    met_the_others()  # its group made (a launcher's without an agent's store: no meeting before it)
     if accelerator.num_processes > 1:
         record_this_process()
     if accelerator.num_processes == 1 and asked_for_several_cpu_processes():

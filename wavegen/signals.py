@@ -11,12 +11,13 @@ the survivors of a process that ended (a user's Ctrl-C reaches the processes as 
 its line said, LAUNCH_TERM_SECONDS later, time for the process to meet the lost one (its next collective,
 a render's next chunk: StopSignals.held) and say that instead (:func:`drop_pending_stop_lines`); a work that
 may be far from its next look (a render's guard, its FLAC encoding) gives a ``look_for_loss``, asked then, whose
-loss is raised at once. While the process has not met the others yet (no process group: torch importing, the
-meeting before the group that names a process lost at start, distributed.meet_before_the_group) the line waits on,
-LAUNCH_START_SECONDS at most; and from the CLI's import on, a SIGTERM before any StopSignals is held for the next
-(:func:`hold_launch_term_early`, :func:`launch_term_held`). A Ctrl-C
-reaches every process of a launch: the first alone says what it does (:func:`first_process_says`) and that
-it interrupted the command (:func:`says_the_interrupt`).
+loss is raised at once. While a meeting with the others is ahead of the process (train and render under a launch, from
+their start, :func:`expect_the_others`, until the meeting before their group, distributed.meet_before_the_group,
+that names a process lost at start, is over: :func:`met_the_others`) the line waits on, LAUNCH_START_SECONDS at most
+(any other command, or one past its meeting, says it as ever); and from the CLI's import on, a SIGTERM before any
+StopSignals is held for the next (:func:`hold_launch_term_early`, :func:`launch_term_held`). A Ctrl-C reaches
+every process of a launch: the first alone says what it does (:func:`first_process_says`) and that it interrupted
+the command (:func:`says_the_interrupt`).
 """
 
 from __future__ import annotations
@@ -36,13 +37,14 @@ logger = logging.getLogger(__name__)
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 LAUNCH_TERM_SECONDS = 5.0  # how long a launched process's SIGTERM line waits for word of a lost process
-# how long it waits, at most, while this process has not met the others yet (no process group: torch importing, the
-# meeting before the group, distributed.meet_before_the_group, names the lost one): under torchrun's 30 s
+# how long it waits, at most, while this process has a meeting with the others ahead (expect_the_others: torch
+# importing, the meeting before the group, distributed.meet_before_the_group, names the lost one): under torchrun's 30 s
 LAUNCH_START_SECONDS = 20.0
 _RELOOK_SECONDS = 0.25  # how often a held SIGTERM's line looks again whether the group exists
 _pending: set = set()  # the StopSignals whose SIGTERM line waits
 _terms_held = False  # a SIGTERM of a launcher was held by a StopSignals of this process
 _early_term = False  # a SIGTERM that launch_term_held took, for the next StopSignals to take as its own
+_meeting_ahead = False  # this process has yet to meet the others before its group (expect_the_others)
 _lock = threading.Lock()  # a held SIGTERM's time up (its timer's thread) against a loss met by the work meanwhile
 
 
@@ -159,9 +161,27 @@ def launch_term_held():
             _deliver(signal.SIGTERM, previous)
 
 
+def expect_the_others() -> None:
+    """Under a launch: this process's command (train, render) has yet to meet the others before its process group
+    (distributed.meet_before_the_group), where a process lost at start is named: a held SIGTERM's line waits for that
+    meeting (LAUNCH_START_SECONDS at most) until :func:`met_the_others`. Nothing where not launched."""
+    global _meeting_ahead
+    if launched():
+        _meeting_ahead = True
+
+
+def met_the_others() -> None:
+    """The meeting :func:`expect_the_others` announced is over (the group made, the meeting failed, the command
+    ended): a held SIGTERM's line is said LAUNCH_TERM_SECONDS after the signal, as anywhere."""
+    global _meeting_ahead
+    _meeting_ahead = False
+
+
 def _before_the_group() -> bool:
-    """Whether this launched process has not met the others yet: no process group of torch's (torch not imported,
-    or its group not made)."""
+    """Whether this launched process has a meeting with the others ahead (:func:`expect_the_others`) and has not met
+    them yet: no process group of torch's (torch not imported, or its group not made)."""
+    if not _meeting_ahead:
+        return False
     dist = sys.modules.get("torch.distributed")
     try:
         return dist is None or not dist.is_initialized()

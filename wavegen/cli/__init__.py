@@ -19,7 +19,7 @@ import logging
 import os
 import sys
 
-from wavegen.signals import hold_launch_term_early, release_early_term
+from wavegen.signals import expect_the_others, hold_launch_term_early, met_the_others, release_early_term
 
 hold_launch_term_early()  # a launcher's SIGTERM from here on held for train's and render's handlers (stdlib only)
 
@@ -62,10 +62,13 @@ def _add_log_options(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        if args.command not in _TAKE_AN_EARLY_TERM:
+        if args.command in _TAKE_AN_EARLY_TERM:
+            expect_the_others()  # (under a launch) they meet the others before their group: a held SIGTERM waits
+        else:
             release_early_term()
         return _main(args)
     finally:
+        met_the_others()
         release_early_term()
 
 
