@@ -3,10 +3,14 @@ nothing for minutes: its 128 warm-up samples per stream (one call) ran before th
 announces a long row. The engine here makes samples at a set pace (a sleep), as a huge batch does."""
 
 import logging
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
 import pytest
+import torch
 
 import wavegen.bench
 from wavegen import generate
@@ -75,18 +79,76 @@ def test_a_long_row_is_announced_during_its_warm_up(slow):
     assert 10 <= float(line.split("take about ")[1].split(" min")[0]) <= 25, line  # 16 min at that pace
 
 
+class SlowTorch(Slow):
+    """The same, as an engine that never compiles (the torch engine's, at a huge batch): its first call's time is
+    its pace."""
+
+    backend = "torch"
+
+
 def test_a_first_call_that_runs_long_is_said_while_it_runs(slow, monkeypatch):
-    """A first warm-up call still running after FIRST_CALL_SECONDS is said then, with the least the row takes."""
+    """A first warm-up call still running after FIRST_CALL_SECONDS is said then; of an engine that does not compile,
+    with the least the row takes."""
     monkeypatch.setattr(wavegen.bench, "FIRST_CALL_SECONDS", 0.3, raising=False)
+    monkeypatch.setitem(generate._ENGINES, "slow", {"wavenet": SlowTorch})
     Slow.pace, Slow.first = 0.02, 1.5
     with pytest.raises(Said):
         bench_generation("wavenet-tiny", ["slow"], [1], samples=16000, repeats=3)
     (first, _, when), (estimate, _, _) = slow.lines
     assert first.startswith("slow batch 1: its first 1 sample(s) per stream are still being made after 0.3 s "
-                            "(the engine's warm-up, compilation included where it compiles): at that pace its 3 "
+                            "(the engine's warm-up; it does not compile): at that pace its 3 "
                             "run(s) of 16000 samples per stream take 4.0 h or more"), first
     assert when < Slow.ended_first - 0.5  # said while the call ran
     assert "take about" in estimate
+
+
+def test_a_first_call_that_may_compile_foretells_nothing(slow, monkeypatch):
+    """An engine that may compile in its first call (one bench does not know): still running after
+    FIRST_CALL_SECONDS is said, with no pace (a minute of compiling is no pace); the pace comes from the next calls."""
+    monkeypatch.setattr(wavegen.bench, "FIRST_CALL_SECONDS", 0.3, raising=False)
+    Slow.pace, Slow.first = 0.02, 1.5
+    with pytest.raises(Said):
+        bench_generation("wavenet-tiny", ["slow"], [1], samples=16000, repeats=3)
+    (first, _, when), (estimate, _, _) = slow.lines
+    assert first == ("slow batch 1: its first call (1 sample(s) per stream) is still running after 0.3 s; it may be "
+                     "compiling the engine's kernels (a first use on this machine takes a minute or so), so the row's "
+                     "pace is not known yet (Ctrl-C stops it)"), first
+    assert when < Slow.ended_first - 0.5
+    assert 10 <= float(estimate.split("take about ")[1].split(" min")[0]) <= 25, estimate  # 16 min, not hours
+
+
+def test_a_long_row_said_in_the_warm_up_finishes_it(slow, monkeypatch):
+    """The warm-up that says a long row goes on to its end: the timed runs start where bench assumes (it ended there
+    after 2 of its 128 samples, its short run and timed runs then made from the wrong place)."""
+    monkeypatch.setattr(wavegen.bench, "WARMUP_CALL_SECONDS", 0.0, raising=False)
+    monkeypatch.setattr(wavegen.bench, "LONG_ROW_SECONDS", 0.0)
+    slow.lines, said = [], []
+    slow.emit = lambda record: said.append((record.getMessage(), Slow.made))
+    starts = []
+    real = wavegen.bench.time_short_run
+    monkeypatch.setattr(wavegen.bench, "time_short_run",
+                        lambda engine, *a: starts.append((Slow.made, a[-1])) or real(engine, *a))
+    Slow.pace = 0.0001
+    result = bench_generation("wavenet-tiny", ["slow"], [1], samples=256, repeats=1)
+    assert starts == [(wavegen.bench.WARMUP_SAMPLES, wavegen.bench.WARMUP_SAMPLES)], starts
+    assert [made for _, made in said] == [2], said  # said once, in the warm-up
+    assert Slow.made == 128 + 128 + 256 and result["rows"][0]["samples"] == 256  # short run (256 / 16 -> 1 x 128) + run
+
+
+@pytest.mark.slow
+def test_a_cold_numba_first_call_foretells_nothing(tmp_path):
+    """The real numba engine with an empty cache (numba compiles in its first call for a minute): ``take 5.6 h or
+    more`` was said of a row that then made 53,731 samples/s. Now: still running, compiling maybe, no pace."""
+    code = ("import logging, sys, wavegen.bench as b\n"
+            "logging.basicConfig(level=logging.WARNING, format='%(message)s')\n"
+            "b.FIRST_CALL_SECONDS = 1.0\n"
+            "b.bench_generation('wavenet-tiny', ['numba'], [1], samples=256, repeats=1, threads=1)\n")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "numba batch 1: its first call (1 sample(s) per stream) is still running after 1.0 s; it may be " \
+           "compiling" in done.stderr, done.stderr
+    assert "or more" not in done.stderr and "take about" not in done.stderr, done.stderr
 
 
 def test_a_quick_row_says_nothing(slow):
@@ -103,16 +165,41 @@ def test_a_long_training_bench_is_announced_after_its_second_step(monkeypatch, c
 
     monkeypatch.setattr(wavegen.bench, "LONG_ROW_SECONDS", 0.0)
     with caplog.at_level(logging.WARNING, logger="wavegen.bench_train"):
-        result = bench_training("samplernn-tiny", [2], seq_len=64, steps=3, warmup=1, threads=1)
+        result = bench_training("samplernn-tiny", [2], seq_len=64, steps=3, warmup=2, threads=1)
     (line,) = [r.getMessage() for r in caplog.records if "take about" in r.getMessage()]
-    assert line.startswith("train batch 2: 1 warm-up + 3 timed steps take about "), line
+    assert line.startswith("train batch 2: 2 warm-up + 3 timed steps take about "), line
     assert "a lower --steps, --warmup-steps or --batch takes less" in line
     assert result["rows"][0]["steps"] == 3
     monkeypatch.setattr(wavegen.bench, "LONG_ROW_SECONDS", 3600.0)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="wavegen.bench_train"):
-        bench_training("samplernn-tiny", [2], seq_len=64, steps=2, warmup=1, threads=1)
+        bench_training("samplernn-tiny", [2], seq_len=64, steps=2, warmup=2, threads=1)
     assert "take about" not in caplog.text
+
+
+class Loss:
+    """A step's loss that notes when it is read (a read waits for the device: a sync)."""
+
+    def __init__(self, step, reads):
+        self.step, self.reads = step, reads
+
+    def __float__(self):
+        self.reads.append(self.step)
+        return 0.5
+
+
+@pytest.mark.parametrize("warmup", [0, 1, 2])
+def test_no_sync_among_the_timed_training_steps(monkeypatch, warmup):
+    """``--warmup-steps 0|1``: step 1, timed, was synchronised (its loss read) for the long-run estimate, a device
+    wait inside the measured time. Only a warm-up step 1 is read now; the timed steps' loss once, at their end."""
+    from wavegen.bench_train import _timed
+
+    monkeypatch.setattr(wavegen.bench, "LONG_ROW_SECONDS", 0.0)
+    reads, foretold = [], []
+    _timed(lambda step: Loss(step, reads), warmup, 3, torch.device("cpu"), long=foretold.append)
+    last = warmup + 2
+    assert [r for r in reads if r >= warmup] == [last], reads
+    assert len(foretold) == (1 if warmup == 2 else 0), foretold
 
 
 def test_a_long_profile_row_is_announced_during_its_warm_up(monkeypatch):

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from wavegen.bench_first_call import first_call
 from wavegen.config import ConfigError
 from wavegen.engine import PRECISIONS
 from wavegen.generate import make_engine, uniforms
@@ -295,9 +296,10 @@ def time_generation(engine, samples: int, warmup: int, repeats: int, seed: int =
     takes a while (WARMUP_CALL_SECONDS) and foretells a long row (over LONG_ROW_SECONDS): ``--batch 100000`` of
     the torch engine warmed up for minutes before its estimate. None: no such run. With it, the warm-up goes in
     calls of ``step`` samples (whole frames; None: one call), then 2, 4, ... x ``step``, and each run in calls of
-    about INTERRUPT_SECONDS, so a Ctrl-C stops the bench within one. slow: called as ``slow(seconds, n)`` (from
+    about INTERRUPT_SECONDS, so a Ctrl-C stops the bench within one. slow: called as ``slow(seconds, n, pace)`` (from
     another thread) where the warm-up's first call, of n samples per stream, is still running after
-    FIRST_CALL_SECONDS: a call so long that the warm-up itself is long.
+    FIRST_CALL_SECONDS: a call so long that the warm-up itself is long; pace: its seconds a sample per stream, or
+    None where that call may be compiling (its time then no pace).
     Returns the best run's wall and CPU seconds and every run's wall seconds.
     """
     streams = np.arange(engine.streams)
@@ -326,32 +328,26 @@ def time_generation(engine, samples: int, warmup: int, repeats: int, seed: int =
 
 
 def warm_up(engine, warmup: int, step: int, seed: int, estimate, slow=None) -> bool:
-    """The warm-up of time_generation (and of a --profile row's estimate) in calls of step, step, 2 x step, 4 x step, ... samples per stream (warmup
-    in all); after a call other than the first (which may compile) that took WARMUP_CALL_SECONDS or more,
-    ``estimate(seconds per sample)`` where the timed runs look long (it is said at once, not minutes later):
-    whether it said so. slow(seconds, n): see time_generation."""
-    import threading
-
-    streams, position, size, calls = np.arange(engine.streams), 0, step, 0
+    """The warm-up of time_generation (and of a --profile row's estimate) in calls of step, step, 2 x step,
+    4 x step, ... samples per stream (warmup in all); after a call other than the first (which may compile) that
+    took WARMUP_CALL_SECONDS or more, ``estimate(seconds per sample)`` where the timed runs look long (it is said
+    at once, not minutes later), once: whether it said so. The warm-up goes on to its end either way (the timed
+    runs start where it ends). slow(seconds, n, pace): see time_generation."""
+    streams, position, size, calls, said = np.arange(engine.streams), 0, step, 0, False
     while position < warmup:
         n = min(size, warmup - position)
         wall0 = time.perf_counter()
-        watch = None
         if calls == 0 and slow is not None:
-            watch = threading.Timer(FIRST_CALL_SECONDS, slow, (FIRST_CALL_SECONDS, n))
-            watch.daemon = True
-            watch.start()
-        try:
+            first_call(engine, uniforms(seed, streams, position, n), FIRST_CALL_SECONDS, lambda compiling: slow(
+                FIRST_CALL_SECONDS, n, None if compiling else FIRST_CALL_SECONDS / n))
+        else:
             engine.generate(uniforms(seed, streams, position, n))
-        finally:
-            if watch is not None:
-                watch.cancel()
         seconds, position, calls = time.perf_counter() - wall0, position + n, calls + 1
         if calls > 1:
             size *= 2
-            if seconds >= WARMUP_CALL_SECONDS and estimate(seconds / n):
-                return True
-    return False
+            if not said and seconds >= WARMUP_CALL_SECONDS:
+                said = bool(estimate(seconds / n))
+    return said
 
 
 def time_short_run(engine, samples: int, warmup: int, seed: int, position: int) -> tuple[float, int]:
@@ -381,15 +377,23 @@ def _say_long_row(backend: str, batch: int, samples: int, repeats: int, seconds:
     return False
 
 
-def say_slow_start(backend: str, batch: int, samples: int, repeats: int, seconds: float, n: int) -> None:
-    """A row whose first warm-up call, of n samples per stream, has run ``seconds``: said, with the least its timed
-    runs take at that pace (compilation, where the engine compiles, is in that call: said too)."""
-    least = seconds / n * samples * repeats
+def say_slow_start(backend: str, batch: int, samples: int, repeats: int, seconds: float, n: int,
+                   pace: float | None) -> None:
+    """A row whose first warm-up call, of n samples per stream, has run ``seconds``: said. pace: seconds a sample
+    per stream where that call is known not to compile, and then the least its timed runs take at that pace, where
+    that is over LONG_ROW_SECONDS; None: a call that may be compiling (numba's first use on this machine takes a
+    minute): said to be running, with no pace (the growing warm-up's next calls give it)."""
+    if pace is None:
+        logger.warning("%s batch %d: its first call (%d sample(s) per stream) is still running after %s; it may be "
+                       "compiling the engine's kernels (a first use on this machine takes a minute or so), so the "
+                       "row's pace is not known yet (Ctrl-C stops it)", backend, batch, n, duration(seconds))
+        return
+    least = pace * samples * repeats
     if least > LONG_ROW_SECONDS:
         logger.warning("%s batch %d: its first %d sample(s) per stream are still being made after %s (the engine's "
-                       "warm-up, compilation included where it compiles): at that pace its %d run(s) of %d samples "
-                       "per stream take %s or more; a lower --batch, --samples or --repeats takes less (Ctrl-C stops "
-                       "it)", backend, batch, n, duration(seconds), repeats, samples, duration(least))
+                       "warm-up; it does not compile): at that pace its %d run(s) of %d samples per stream take %s "
+                       "or more; a lower --batch, --samples or --repeats takes less (Ctrl-C stops it)", backend, batch,
+                       n, duration(seconds), repeats, samples, duration(least))
 
 
 def duration(seconds: float) -> str:
@@ -446,8 +450,8 @@ def bench_generation(model: str, backends=("torch", "numba"), batches=(1, 8, 64)
             with torch.inference_mode():
                 timing = time_generation(engine, n, warmup, repeats, seed, step=whole_frames(spec, 1),
                                          estimate=lambda seconds: _say_long_row(backend, batch, n, repeats, seconds),
-                                         slow=lambda seconds, k: say_slow_start(backend, batch, n, repeats,
-                                                                                 seconds, k))
+                                         slow=lambda seconds, k, pace: say_slow_start(backend, batch, n, repeats,
+                                                                                       seconds, k, pace))
             aggregate = batch * n / timing["seconds"]  # "auto" alone did not say what was measured: auto (numba)
             name = f"{backend} ({engine.backend})" if parse_backend(backend)[0] == "auto" else backend
             rows.append({"backend": name, "batch": batch, "samples": n, **timing,

@@ -91,7 +91,9 @@ def _timed(one_step, warmup: int, steps: int, dev: torch.device, long=None) -> t
     """``warmup`` untimed steps, then ``steps`` timed ones ending on a device sync → (the last
     loss, wall seconds, this process's CPU seconds of the timed steps); peak memory reset between.
     long(seconds): called where all the steps look to take over bench.LONG_ROW_SECONDS, from the second step's time
-    (the first may compile), said then: ``--steps 1000000`` trained for hours with nothing said."""
+    (the first may compile), said then: ``--steps 1000000`` trained for hours with nothing said. Only a warm-up step
+    is timed so (its time waits for the device): with --warmup-steps 0 or 1 nothing is foretold, and no sync falls
+    among the timed steps."""
     loss = None
     for step in range(warmup):
         loss = _second_step_timed(one_step, step, warmup + steps, long)
@@ -100,15 +102,15 @@ def _timed(one_step, warmup: int, steps: int, dev: torch.device, long=None) -> t
     _reset_peak_memory(dev)
     start, cpu_start = time.perf_counter(), time.process_time()
     for step in range(warmup, warmup + steps):
-        loss = _second_step_timed(one_step, step, warmup + steps, long) if step < 2 else one_step(step)
+        loss = one_step(step)
     loss = float(loss)  # waits for the device
     return loss, time.perf_counter() - start, time.process_time() - cpu_start
 
 
-# the training settings bench_training sets itself → what sets them (a bench --train option) or why
 def _second_step_timed(one_step, step: int, total: int, long):
-    """one_step(step); the second step of all (step 1; synchronised, so its time is the device's too) timed, and
-    long(seconds all ``total`` steps take at that pace) called where that is over bench.LONG_ROW_SECONDS."""
+    """one_step(step); the second step of all (step 1, a warm-up step; synchronised, so its time is the device's
+    too) timed, and long(seconds all ``total`` steps take at that pace) called where that is over
+    bench.LONG_ROW_SECONDS."""
     if step != 1 or long is None:
         return one_step(step)
     start = time.perf_counter()
@@ -120,6 +122,7 @@ def _second_step_timed(one_step, step: int, total: int, long):
     return loss
 
 
+# the training settings bench_training sets itself → what sets them (a bench --train option) or why
 BENCH_SETS = {"batch_size": "use --batch", "seq_len": "use --seq-len", "grad_accum": "use --grad-accum",
               "compile": "use --compile", "num_workers": "use --workers", "seed": "use --seed",
               "mixed_precision": "use --precision", "max_steps": "use --steps",
