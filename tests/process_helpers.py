@@ -99,19 +99,45 @@ def launched_process(launch: subprocess.Popen, rank: int, timeout: float = 120) 
     raise TimeoutError(f"no process of rank {rank} under launcher {launch.pid} within {timeout} s")
 
 
-def ended_after_killing(launch: subprocess.Popen, rank: int, wait, timeout: float = 120) -> tuple[str, float]:
-    """Process ``rank`` of the launch killed once ``wait()`` returns: (the launch's stderr once it has ended, the
-    seconds from the kill to its end). The launch is ended whole (kill_launch) where anything fails or overruns."""
+def ended_after(launch: subprocess.Popen, act, timeout: float = 120) -> tuple[str, float]:
+    """``act()`` done to a running launch: (its stderr once it has ended, the seconds from act's return to its
+    end). The launch is ended whole (kill_launch) where anything fails or overruns."""
     try:
-        victim = launched_process(launch, rank)
-        wait()
-        victim.kill()
-        killed = time.monotonic()
+        act()
+        done = time.monotonic()
         _, stderr = launch.communicate(timeout=timeout)
-        return stderr, time.monotonic() - killed
+        return stderr, time.monotonic() - done
     finally:
         if launch.poll() is None:
             kill_launch(launch)
+
+
+def ended_after_killing(launch: subprocess.Popen, rank: int, wait, timeout: float = 120) -> tuple[str, float]:
+    """Process ``rank`` of the launch killed once ``wait()`` returns: (the launch's stderr once it has ended, the
+    seconds from the kill to its end): :func:`ended_after`."""
+    def kill():
+        victim = launched_process(launch, rank)
+        wait()
+        victim.kill()
+
+    return ended_after(launch, kill, timeout)
+
+
+def killed_at_start(launch: subprocess.Popen, started: Path, command: str, starts: str, ends: str,
+                    within: float) -> str:
+    """Process 1 of ``launch`` killed a second after process 0 marked ``started`` (its command begun): the one
+    ``wavegen COMMAND: error:`` line the launch then says, checked to begin with ``starts`` and end with ``ends``
+    (after "wavegen COMMAND: error: "), no "SIGTERM" line beside it, the launch ended ``within`` seconds of the kill
+    (not torchrun's 30 s after its SIGTERM)."""
+    stderr, took = ended_after_killing(
+        launch, 1, lambda: (wait_until(launch, started.exists, "process 0 started"), time.sleep(1.0)))
+    assert took < within, f"{took:.1f} s: {stderr[-3000:]}"
+    prefix = f"wavegen {command}: error: "
+    errors = [line for line in stderr.splitlines() if line.startswith(prefix)]
+    assert len(errors) == 1, stderr[-3000:]
+    assert errors[0].startswith(prefix + starts) and errors[0].endswith(ends), errors[0]
+    assert not [line for line in stderr.splitlines() if line.startswith("SIGTERM")], stderr[-3000:]
+    return errors[0]
 
 
 def wait_until(launch: subprocess.Popen, done, what: str, timeout: float = 180) -> None:

@@ -13,7 +13,7 @@ import time
 
 import pytest
 from conftest import TINY_SAMPLERNN, prepared_corpus
-from process_helpers import ended_after_killing, kill_launch, launched_process, wait_until
+from process_helpers import ended_after_killing, kill_launch, launched_process, killed_at_start, wait_until
 
 # The CLI, process 0 writing STARTED once wavegen's CLI is imported and torch not yet (the command's import of it)
 _CLI_MARKED = """import os, pathlib, sys
@@ -59,16 +59,9 @@ def test_a_process_killed_while_the_training_starts_is_named_by_the_survivor(tmp
     "SIGTERM: finishing the start-up ..." and waited in gloo's connect, deaf to signals, until torchrun killed it
     30 s later. Now the processes meet in the store before the group: one line naming process 1, within seconds."""
     launch, started = _start(tmp_path, 2)
-    stderr, took = ended_after_killing(
-        launch, 1, lambda: (wait_until(launch, started.exists, "process 0 started"), time.sleep(1.0)))
-    errors = _errors(stderr)
-    assert len(errors) == 1, stderr[-3000:]
-    assert errors[0].startswith("wavegen train: error: process 1 of this training (2 processes) ended unexpectedly "
-                                "(killed, or out of memory? the launcher's report says why)"), errors[0]
-    assert errors[0].endswith("the training had not begun its steps; rerun the same command"), \
-        errors[0]
-    assert not [line for line in stderr.splitlines() if line.startswith("SIGTERM")], stderr[-3000:]
-    assert took < 20, f"{took:.1f} s: {stderr[-3000:]}"  # not torchrun's 30 s after its SIGTERM
+    killed_at_start(launch, started, "train", "process 1 of this training (2 processes) ended unexpectedly (killed, or "
+                    "out of memory? the launcher's report says why)", "the training had not begun its steps; rerun "
+                    "the same command", within=20)
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from process_helpers import ended_after_killing, wait_until
+from process_helpers import killed_at_start
 from render_helpers import ENV, make_model
 
 # The CLI, process 0 writing STARTED once wavegen's CLI is imported and torch not yet (the render's import of it)
@@ -38,16 +38,9 @@ def test_a_process_killed_while_the_render_starts_is_named_by_the_survivor(tmp_p
                "--no-guard", "--no-spectrogram"]
     launch = subprocess.Popen([*launcher, str(script), *command], env={**ENV, "STARTED": str(started)},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    stderr, took = ended_after_killing(
-        launch, 1, lambda: (wait_until(launch, started.exists, "process 0 started"), time.sleep(1.0)))
-    errors = [line for line in stderr.splitlines() if line.startswith("wavegen render: error:")]
-    assert len(errors) == 1, stderr[-3000:]
-    assert errors[0].startswith("wavegen render: error: process 1 of this render (2 processes) ended unexpectedly "
-                                "(killed, or out of memory? the launcher's report says why)"), errors[0]
-    assert errors[0].endswith("nothing was written yet (not every process had come): rerun the same command"), \
-        errors[0]
-    assert not [line for line in stderr.splitlines() if line.startswith("SIGTERM")], stderr[-3000:]
-    assert took < 25, f"{took:.1f} s: {stderr[-3000:]}"  # not torchrun's 30 s after its SIGTERM
+    killed_at_start(launch, started, "render", "process 1 of this render (2 processes) ended unexpectedly (killed, "
+                    "or out of memory? the launcher's report says why)", "nothing was written yet (not every process "
+                    "had come): rerun the same command", within=25)
     assert not out.exists()  # nothing written: a rerun renders it whole
 
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from process_helpers import kill_launch, launched_process, wait_until
+from process_helpers import ended_after, launched_process, wait_until
 from render_helpers import ENV, make_model
 
 # The CLI, process 0 pausing PAUSE_SECONDS (sleeps of 10 ms: Python code that never looks for news) inside its fourth
@@ -48,16 +48,15 @@ def test_a_recorded_stop_met_as_the_held_sigterms_time_is_up_saves_and_says_it_a
                "--no-guard", "--no-spectrogram", "--block-seconds", "0.05"]
     launch = subprocess.Popen(command, env={**ENV, "PAUSE_MARK": str(mark), "PAUSE_SECONDS": "25"},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+
+    def stop_twice():
         second = launched_process(launch, 1)
         wait_until(launch, mark.exists, "process 0 paused")
         second.send_signal(signal.SIGINT)
         time.sleep(3.0)  # its stop recorded at its next chunk; it waits for process 0 at the agreement
         second.send_signal(signal.SIGINT)
-        _, stderr = launch.communicate(timeout=60)
-    finally:
-        if launch.poll() is None:
-            kill_launch(launch)
+
+    stderr, _ = ended_after(launch, stop_twice, timeout=60)
     said = [line for line in stderr.splitlines() if line.startswith("process 1 was stopped")]
     assert len(said) == 1, stderr[-3000:]
     assert "snapshot saved. Rerun the same command to resume" in said[0], said
