@@ -66,7 +66,7 @@ def interrupted(out: Path, *args, after: int = 0, said: list | None = None) -> i
     return written
 
 
-def test_a_render_whose_best_is_gone_resumes_with_the_checkpoint_holding_its_weights(tmp_path):
+def test_a_render_whose_best_is_gone_resumes_with_the_checkpoint_holding_its_weights(tmp_path, capsys):
     """The same command goes on with the kept checkpoint of the same tensors, said in one line (as serve
     continues an archive); it was refused, naming the checkpoint to give."""
     model = make_model(tmp_path / "model")
