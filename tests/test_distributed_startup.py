@@ -139,7 +139,7 @@ with StopSignals("stopping") as stop:
     os.kill(os.getpid(), signal.SIGTERM)
     while not stop.requested and time.monotonic() - sent < 40:
         time.sleep(0.05)
-print(f"RAISED requested {stop.requested} after {time.monotonic() - sent:.1f}", file=sys.stderr, flush=True)
+os.write(2, f"RAISED requested {stop.requested} after {time.monotonic() - sent:.1f}\\n".encode())  # one write
 """
 
 

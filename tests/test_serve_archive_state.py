@@ -106,8 +106,8 @@ def test_a_part_replaced_by_another_file_is_named_as_what_it_is(model, tmp_path)
     archive = tmp_path / "archive"
     first = _served(model, archive, 1.0)
     assert first.stop() == 130
-    part = max(archive.glob("broadcast_*.wav"))
-    part.write_bytes(b"x" * part.stat().st_size)  # as long, but no WAV
+    part = max(archive.glob("broadcast_*.wav"))  # the one the snapshot ends in (a new, empty one where it ends a part)
+    part.write_bytes(b"x" * max(part.stat().st_size, 100))  # as long, but no WAV
     error = _refusal(model, archive)
     assert f"{part} is not a WAV, where the archive wrote a mono 16000 Hz 16-bit WAV part" in error, error
     assert "choose another --archive" in error

@@ -325,8 +325,11 @@ class Archive:
         if frames and not path.is_file():
             raise ServeError(f"{path} is missing but the archive's snapshot counts it: the archive was changed "
                              "since; choose another --archive")
-        other = flushed_samples(path, self.sample_rate)[1] if frames else None
-        if other is not None:  # a file put at its name since (another's recording, a FLAC renamed)
+        # a part the snapshot counts, or a new one's name holding more than a header (a killed server's new part has
+        # a whole header at once): a file put there since (another's recording, a FLAC renamed) is not written over
+        held = frames or (path.is_file() and path.stat().st_size > PCMWriter.HEADER_BYTES)
+        other = flushed_samples(path, self.sample_rate)[1] if held else None
+        if other is not None:
             raise ServeError(f"{path} is {other}, where the archive wrote a mono {self.sample_rate} Hz 16-bit WAV "
                              "part: the archive was changed since; put its part back to continue it, or "
                              "choose another --archive")
