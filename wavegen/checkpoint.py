@@ -31,8 +31,8 @@ import torch
 
 from wavegen.config import load_json
 from wavegen.errors import CheckpointError, WavegenError
-from wavegen.fileio import (REMOVED, atomic_write, fsync_dir, read_json_object, remove_dir, replace_dir, sha256_file,
-                            utf8_path, write_json)
+from wavegen.fileio import (REMOVED, atomic_write, free_name, fsync_dir, read_json_object, remove_dir, replace_dir,
+                            sha256_file, utf8_path, write_json)
 from wavegen.resolve import AVERAGED_MODEL, WEIGHTS_RECORD
 from wavegen.trainstate import agree
 from wavegen.weights_file import tensors_sha256
@@ -297,11 +297,7 @@ def set_aside(folder: Path, why: str, suffix: str = DAMAGED, quiet: bool = False
     ``step_N.damaged``, ``.damaged2``, ... when taken; DIVERGED), with a warning unless ``quiet`` (the caller
     says it): nothing of it is deleted, and it is no longer resumed from nor shadows the checkpoints written
     after it. Returns where it went; None (warned) when it cannot move."""
-    base = folder.with_name(folder.name.removesuffix(".old") + suffix)
-    target, n = base, 1
-    while target.exists():
-        n += 1
-        target = base.with_name(f"{base.name}{n}")
+    target = free_name(folder.with_name(folder.name.removesuffix(".old") + suffix))
     try:
         folder.rename(target)
     except OSError as err:

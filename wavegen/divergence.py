@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from wavegen.errors import every_process
+from wavegen.fileio import free_name
 from wavegen.trainstate import NonFiniteError, WeightAverage, agree, broadcast, on_main
 
 
@@ -118,10 +119,7 @@ def _best_aside(run_dir: Path, doomed: Path | None, written_then: bool) -> str:
             return ""
     if not written_then:
         return ""
-    target, n = best.with_name("best.diverged"), 1
-    while target.exists() or target.is_symlink():  # an earlier divergence's is kept too
-        n += 1
-        target = best.with_name(f"best.diverged{n}")
+    target = free_name(best.with_name("best.diverged"))  # an earlier divergence's is kept too
     try:
         best.rename(target)
     except OSError as err:

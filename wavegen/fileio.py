@@ -221,6 +221,16 @@ def replace_dir(tmp: str | Path, final: str | Path) -> Path:
     return final
 
 
+def free_name(base: Path) -> Path:
+    """``base``, else ``base2``, ``base3``, ...: the first that names nothing, not even a link to nothing (a rename
+    onto a link would replace it): where a folder is moved aside beside earlier ones kept."""
+    target, n = base, 1
+    while target.exists() or target.is_symlink():
+        n += 1
+        target = base.with_name(f"{base.name}{n}")
+    return target
+
+
 REMOVED = ".removed"  # a folder while remove_dir deletes it: .tmp_NAME.removed beside where it was
 
 

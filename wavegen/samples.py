@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wavegen.fileio import fsync_dir, read_json_object, write_json
+from wavegen.fileio import free_name, fsync_dir, read_json_object, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -181,10 +181,7 @@ class TrainingSamples:
         if _own_files_only(folder):
             shutil.rmtree(folder)
             return
-        target, n = folder.with_name(folder.name + ".earlier"), 1
-        while target.exists():
-            n += 1
-            target = folder.with_name(f"{folder.name}.earlier{n}")
+        target = free_name(folder.with_name(folder.name + ".earlier"))
         folder.rename(target)
         logger.warning("%s holds files wavegen did not write: moved aside to %s (delete it once you no longer need "
                        "it)", folder, target)
