@@ -262,7 +262,8 @@ def _not_json(constant: str):
 
 
 def test_status_metrics_page_and_nothing_else(server):
-    server.wait_for(lambda s: s["buffered_seconds"] > 0)  # run alone, the station may not have started yet
+    # run alone, the station may not have started yet, nor played its first window (position 0 until then)
+    server.wait_for(lambda s: s["buffered_seconds"] > 0 and s["position_seconds"] > 0)
     s = json.loads(server.get("/status")[2], parse_constant=_not_json)
     for key in ("model", "preset", "label", "seed", "position_seconds", "realtime_factor", "buffered_seconds",
                 "listeners", "max_listeners", "guard"):
