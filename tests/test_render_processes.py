@@ -274,7 +274,10 @@ def test_a_process_whose_disk_fails_mid_render_stops_the_others_at_their_next_wi
                                 f"(what they had written is saved): cannot write {out / 'stream_001.wav'}: File "
                                 "too large; 1.5 s of each stream written so far are intact"), errors[0]
     first = load_snapshot(out / ".state" / "rank0.npz")[1]
-    assert 1.5 * SR <= first <= 4 * SR, first  # stopped soon after the second process, not at the end
+    # stopped soon after the second process, not at the end, with a snapshot of all it wrote (its two streams
+    # are rendered together, so it may be behind the second process's one: no lower bound past a window)
+    assert 0.25 * SR <= first <= 4 * SR, first
+    assert [sf.info(str(out / f"stream_{i:03d}.wav")).frames for i in (0, 2)] == [first, first]
     assert not (out / "render_report.json").exists()
     resumed = subprocess.run(torchrun(model, out, "--snapshot-seconds", 0.5, "--seconds", seconds), env=ENV,
                              capture_output=True, text=True, timeout=300)
