@@ -65,6 +65,22 @@ def test_a_process_killed_while_the_training_starts_is_named_by_the_survivor(tmp
 
 
 @pytest.mark.slow
+def test_a_process_killed_while_a_bench_train_starts_is_named_as_the_benchs(tmp_path):
+    """bench --train meets as training does; its start-up loss said "this training ... the training had not begun
+    its steps" (train's words): it names the bench and what it keeps, as its loss while timing does."""
+    script, started = tmp_path / "cli_marked.py", tmp_path / "started"
+    script.write_text(_CLI_MARKED)
+    launch = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), "-q",
+         "bench", "--train", "--model", "samplernn-tiny", "--batch", "2", "--seq-len", "64", "--steps", "1"],
+        env={**os.environ, "OMP_NUM_THREADS": "1", "STARTED": str(started)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed_at_start(launch, started, "bench", "process 1 of this bench --train (2 processes) ended unexpectedly "
+                    "(killed, or out of memory? the launcher's report says why)", "nothing was measured to keep: "
+                    "rerun the same command", within=20)
+
+
+@pytest.mark.slow
 def test_two_processes_killed_while_a_training_of_three_starts_are_both_named(tmp_path):
     """Processes 1 and 2 of 3 killed while process 0 starts: process 0 waited for the one missing process it could
     judge lost, found two, and waited in silence until torchrun killed it 30 s after its SIGTERM. Now it sees, on

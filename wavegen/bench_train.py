@@ -243,6 +243,10 @@ def bench_training(model: str, batches=None, seq_len: int | None = None, steps: 
         return _bench_batches(measure, _Subject(base, source, rate), progress, timeout, stop)
 
 
+# what a bench --train's process lost keeps, at start-up or while timing
+_NOTHING_KEPT = "nothing was measured to keep: rerun the same command"
+
+
 @contextlib.contextmanager
 def _said_when_lost(timeout_seconds: float):
     """Inside: a collective that fails as another process of the launch ended or did not answer within
@@ -263,8 +267,8 @@ def _lost(err: Exception, timeout_seconds: float):
     from wavegen.distributed import process_lost
 
     world = os.environ.get("WORLD_SIZE", "?")
-    return process_lost(err, f"this bench --train ({world} processes)", "nothing was measured to keep: rerun the "
-                        "same command", f"train.group_timeout_seconds={timeout_seconds:g}")
+    return process_lost(err, f"this bench --train ({world} processes)", _NOTHING_KEPT,
+                        f"train.group_timeout_seconds={timeout_seconds:g}")
 
 
 @contextlib.contextmanager
@@ -295,7 +299,7 @@ def _bench_batches(measure: _Measurement, subject: _Subject, progress, timeout: 
     from wavegen.trainstate import agree
 
     accelerator = make_accelerator(measure.mixed_precision, cpu=torch.device(measure.device).type == "cpu",
-                                   timeout_seconds=timeout)
+                                   timeout_seconds=timeout, work="this bench --train", kept=_NOTHING_KEPT)
     try:
         world, main = accelerator.num_processes, accelerator.is_main_process
         setups = [_training_config(subject.config, measure.row_settings(batch)) for batch in measure.batches]

@@ -33,6 +33,11 @@ COMMANDS = {"prep": prep, "train": train, "render": render, "eval": evaluate, "i
 _TAKE_AN_EARLY_TERM = ("train", "render")
 
 
+def _takes_an_early_term(args) -> bool:
+    """Whether command ``args`` meets the others of a launch before its group (train, render, bench --train)."""
+    return args.command in _TAKE_AN_EARLY_TERM or (args.command == "bench" and getattr(args, "train", False))
+
+
 DESCRIPTION = """Raw-audio neural synthesis: prepare an artist's recordings into a corpus (prep), train a
 SampleRNN or WaveNet on it (train; rerun to resume), render audio of any length (render; rerun to
 resume), score a model or judge renders against the album (eval), describe a model (info), measure
@@ -62,7 +67,7 @@ def _add_log_options(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        if args.command in _TAKE_AN_EARLY_TERM:
+        if _takes_an_early_term(args):
             expect_the_others()  # (under a launch) they meet the others before their group: a held SIGTERM waits
         else:
             release_early_term()

@@ -202,7 +202,10 @@ def run(args) -> int:
     _check_outputs(args, mode)
     check_device(args.device)
     if mode == TRAIN:
-        return _cmd_bench_train(args)
+        from wavegen.signals import launch_term_held
+
+        with launch_term_held():  # a launcher's SIGTERM while torch imports: bench_train's StopSignals take it
+            return _cmd_bench_train(args)
     backends = _comma_list(args.backends, "--backends")
     batches = _comma_list(args.batch or ("1" if args.profile else "1,8,64"), "--batch", int)
     if args.profile:
