@@ -119,7 +119,8 @@ def test_a_rerun_still_short_of_memory_decodes_that_file_alone_and_keeps_the_cor
 def test_a_file_that_fits_at_last_makes_the_corpus_a_prep_that_never_skipped_makes(tmp_path, make_tone, monkeypatch,
                                                                                   touched):
     """A file skipped for lack of memory, tried again with memory to spare: only it (and a file cut in time,
-    whose segments the arrays no longer tell) is decoded; the corpus is byte for byte a fresh prep's.
+    whose segments the arrays no longer tell) is decoded; every file's entry and kept audio are a fresh prep's,
+    the files of the earlier corpus keeping their splits (a run on it never trains on what it validated on).
     touched: the inputs' times changed meanwhile (their bytes read again, not decoded)."""
     rec = tmp_path / "rec"
     for i in range(3):  # label a: split by file; its long file and a copy of it between the others
@@ -141,10 +142,23 @@ def test_a_file_that_fits_at_last_makes_the_corpus_a_prep_that_never_skipped_mak
     assert sorted(decoded) == ["a1_long.wav", "b0.wav"]
     assert sorted(os.path.basename(f["path"]) for f in again["files"]) == ["a0.wav", "a1.wav", "a1_long.wav",
                                                                             "a2.wav", "b0.wav"]
+    was = {f["path"]: f["split"] for f in first["files"]}
+    assert {f["path"]: f["split"] for f in again["files"] if f["path"] in was} == was
     fresh = prep([rec], tmp_path / "fresh", labels="folders")
-    assert again == fresh
-    for name in CORPUS_FILES:
-        assert (tmp_path / "c" / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes(), name
+    for key in ("fingerprint", "content_fingerprint", "skipped", "params"):
+        assert again[key] == fresh[key], key
+    assert [dict(f, split=None) for f in again["files"]] == [dict(f, split=None) for f in fresh["files"]]
+    for i in range(len(fresh["files"])):
+        assert _kept_audio(tmp_path / "c", i) == _kept_audio(tmp_path / "fresh", i)
+
+
+def _kept_audio(corpus: Path, index: int) -> bytes:
+    """The kept audio of a corpus's file index, its pieces in every split one after another (train, val, test)."""
+    pieces = []
+    for name in ("train", "val", "test"):
+        audio = np.load(corpus / f"{name}.npy")
+        pieces += [audio[s : s + n].tobytes() for s, n, i in np.load(corpus / f"{name}_segments.npy") if i == index]
+    return b"".join(pieces)
 
 
 def test_audio_taken_from_the_corpus_is_written_a_segment_at_a_time(tmp_path, make_tone):

@@ -85,7 +85,8 @@ def test_digital_clicks_a_little_over_full_scale_are_sound_scaled_down_not_clipp
 
 def test_a_hot_file_is_decoded_once(tmp_path, make_audio, monkeypatch):
     """A float file a little above full scale (a hot master, an MP3's decode overshooting) was decoded a second
-    time at its own rate to look for spikes (a 10-minute MP3 took twice as long); only a mix above +6 dBFS is."""
+    time at its own rate to look for spikes (a 10-minute MP3 took twice as long); only a file whose own peak is
+    above +24 dBFS is."""
     from wavegen import prep_decode
 
     calls = []

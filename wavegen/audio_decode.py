@@ -70,7 +70,8 @@ class DecodedMono(NamedTuple):
     sample_rate_in, frames and channels: the file's own rate in Hz, and the frames and channels decoded;
     loudest_channel: the largest |sample| of any channel (None for one channel); damage as DecodedAudio's;
     nonfinite_frames: the frames with a NaN or infinite sample in any channel (a damaged float file; samples then
-    holds NaNs about them), first_nonfinite: the first such frame (None where there is none)."""
+    holds NaNs about them), first_nonfinite: the first such frame (None where there is none); peak_in: the largest
+    |sample| of any channel at the file's own rate, one channel too (prep judges spikes by it, not by the resampled mix)."""
 
     samples: np.ndarray
     sample_rate_in: int
@@ -80,6 +81,7 @@ class DecodedMono(NamedTuple):
     damage: str | None
     nonfinite_frames: int = 0
     first_nonfinite: int | None = None
+    peak_in: float = 0.0
 
 
 def decode_audio(path: str | Path) -> DecodedAudio:
@@ -122,7 +124,7 @@ def decode_mono(path: str | Path, sample_rate: int | None = None, source=None) -
         samples = mono.finish()
     damage = _damage_with_notes(path, n, damage, notes)
     return DecodedMono(samples, rate_in, n, channels, mono.loudest if channels > 1 else None, damage,
-                       mono.nonfinite_frames, mono.first_nonfinite)
+                       mono.nonfinite_frames, mono.first_nonfinite, mono.loudest)
 
 
 @contextmanager
@@ -194,8 +196,7 @@ class _MonoStream:
         if len(block) == 0:
             return
         self._count_nonfinite(block)
-        if block.shape[1] > 1:
-            self.loudest = max(self.loudest, float(block.max()), -float(block.min()))
+        self.loudest = max(self.loudest, float(block.max()), -float(block.min()))
         mono = to_mono(block)
         self._put(mono if self._stream is None else self._stream.resample_chunk(mono, last=False))
 

@@ -28,7 +28,7 @@ from wavegen.errors import FolderBusyError, WavegenError
 from wavegen.fileio import FolderLock, ensure_folder, write_json
 from wavegen.prep_publish import (ARRAYS, CORPUS_MARKER, TMP_PREFIX, finish_interrupted_publish, make_temporary,
                                   publish, read_manifest, remove_stale_temporaries, why_not_written)
-from wavegen.split import FRAME_LENGTH, HOP_LENGTH, SPLITS, assign_splits
+from wavegen.split import FRAME_LENGTH, HOP_LENGTH, SPLITS, assign_splits, earlier_splits
 
 logger = logging.getLogger(__name__)
 
@@ -226,7 +226,8 @@ def prepare(inputs: list[str | Path] | str | Path, corpus_dir: str | Path, *, pr
     inputs: audio files or folders (searched recursively, links followed); settings: the other
     fields of PrepSettings (sample_rate=16000, top_db=40.0, ..., labels=None). Files go whole to
     train/val/test by duration (stratified per label with labels="folders"); when there are too
-    few files, each file is cut in time instead. Unreadable, empty or silent files (all zeros, a
+    few files, each file is cut in time instead; a file of the corpus already in corpus_dir (split with the same
+    fractions and seed) keeps its split (split.assign_splits). Unreadable, empty or silent files (all zeros, a
     DC offset alone, or too quiet for 16 bits), and FIFOs, sockets or devices named like audio
     (never opened), are skipped and listed in manifest["skipped"]; a file above full scale is
     scaled down, a damaged one keeps the part that decodes (both said in the log and the
@@ -367,8 +368,13 @@ def _prepare_in(tmp, corpus_dir, settings, found, file_labels, skipped_folders, 
         listed = "; ".join(prep_inputs.printable_name(f"{s['path']}: {s['reason']}") for s in skipped[:5])
         more = f"; and {len(skipped) - 5} more (see the warnings above)" if len(skipped) > 5 else ""
         raise CorpusError(f"no usable audio, every input was skipped: {listed}{more}")
+    before = _splits_before(corpus_dir, settings)
     pieces, split_mode = assign_splits(files, seg_lengths, settings.val_fraction, settings.test_fraction,
-                                       settings.seed)
+                                       settings.seed, before)
+    if before:
+        kept = sum(("path", f["path"]) in before or ("sha256", f["sha256"]) in before for f in files)
+        logger.info("%s: %d earlier file(s) kept their split, %d new file(s) assigned", corpus_dir, kept,
+                    len(files) - kept)
     splits = prep_decode.write_arrays(tmp, pieces, settings.sample_rate)
     return {
         "format_version": FORMAT_VERSION,
@@ -381,6 +387,23 @@ def _prepare_in(tmp, corpus_dir, settings, found, file_labels, skipped_folders, 
         "splits": splits,
         "content_fingerprint": content_fingerprint,
     }
+
+
+def _splits_before(corpus_dir: Path, settings: PrepSettings) -> dict | None:
+    """The splits of the corpus in corpus_dir (split.earlier_splits) when it was split with these fractions and seed:
+    its files keep them, so a run resumed on the prepared corpus never trains on what it validated on. None where
+    there is none (or its manifest is not one this wavegen reads); None, said, where --seed or a fraction changed:
+    every file's split is drawn again."""
+    old = read_manifest(corpus_dir)
+    if not isinstance(old, dict) or not isinstance(old.get("params"), dict) or not isinstance(old.get("files"), list):
+        return None
+    keys = ("val_fraction", "test_fraction", "seed")
+    changed = [f"{k} {old['params'].get(k)!r} → {getattr(settings, k)!r}" for k in keys
+               if old["params"].get(k) != getattr(settings, k)]
+    if changed:
+        logger.info("%s: %s: every file's split is drawn again", corpus_dir, ", ".join(changed))
+        return None
+    return earlier_splits(old) or None
 
 
 def _say_what_is_replaced(corpus_dir: Path, manifest: dict) -> None:
@@ -420,8 +443,12 @@ def _log_summary(corpus_dir: Path, manifest: dict) -> None:
     hours = ", ".join(f"{s} {splits[s]['seconds'] / 3600:.2f} h ({splits[s]['seconds']:.0f} s)" for s in SPLITS)
     split_by = f"split by {manifest['split_mode']}"
     if manifest["split_mode"] == "mixed":  # some labels had too few files to hold one out
-        cut = sorted({f["label"] for f in files if f["split"] == "time"})
+        timed = [f for f in files if f["split"] == "time"]
+        cut = sorted({f["label"] for f in timed if f["label"] is not None})
         split_by = f"split by file; by time for the label(s) with too few files: {', '.join(cut)}"
+        if len(cut) < len({f["label"] for f in timed}) or any(f["label"] in cut for f in files if f["split"] != "time"):
+            split_by = (f"split by file; by time for {len(timed)} file(s) of labels with too few files, or cut in time "
+                        "before and kept so")  # a label that had too few files when prepared before
     logger.info("prepared %s: %d file(s) used, %d skipped; %s (%s)",
                 corpus_dir, len(files), len(manifest["skipped"]), hours, split_by)
     scaled, partial = sum(f["gain_db"] < 0 for f in files), sum(f["partial"] for f in files)

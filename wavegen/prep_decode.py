@@ -79,7 +79,7 @@ class Earlier:
     """A corpus prepared from the same inputs with the same settings (its fingerprint or content fingerprint
     is theirs) that skipped files for lack of memory: what it made of every other file is taken again, not
     decoded again (kept audio read back from its arrays, a skip's reason), so a rerun decodes only those
-    files, and makes the corpus a prep that never skipped makes, byte for byte.
+    files, and keeps what a prep that never skipped keeps, byte for byte (its files keeping their splits).
 
     A file cut in time (its "split": "time") is decoded again: where a segment was cut at a split's
     boundary, the arrays no longer say. Raises OSError or ValueError when the arrays cannot be read."""
@@ -206,22 +206,22 @@ def _decode_source(path: Path, settings: PrepSettings, digest: str, view: Finish
     its audio is all there)."""
     try:
         rate = settings.sample_rate
-        mono, sr_in, frames, channels, loudest_channel, damage, nonfinite, first_nonfinite = decode_mono(path, rate,
-                                                                                                         view)
+        decoded = decode_mono(path, rate, view)
     except AudioMemoryError:
         raise
     except AudioError as e:
         return e.reason
     except OSError as e:
         return f"cannot read file ({e.strerror or e})"
+    mono, sr_in, frames, channels, loudest_channel, damage = decoded[:6]
     if frames == 0:
         return "empty: no audio frames"
     if len(mono) == 0:  # its header's rate so high that its frames last under one sample at the corpus's
         return (f"its {frames:,} frame(s) at {sr_in:,} Hz, the rate its header says, last {frames / sr_in:.3g} s: "
                 f"not one sample at {rate} Hz (a damaged header?)")
-    if nonfinite:
-        return _nonfinite(nonfinite, first_nonfinite, frames, sr_in)
-    found = _sound_found(path, view, mono, sr_in, frames, loudest_channel, settings)
+    if decoded.nonfinite_frames:
+        return _nonfinite(decoded.nonfinite_frames, decoded.first_nonfinite, frames, sr_in)
+    found, decoded = _sound_found(path, view, decoded, settings), None
     if isinstance(found, str):
         return found
     (mono, intervals, clipped), found = found, None  # mono's last reference, deleted below
@@ -263,29 +263,45 @@ def _decode_source(path: Path, settings: PrepSettings, digest: str, view: Finish
     return pcm, [int(e - s) for s, e in intervals], entry
 
 
-SPOT_CHECK_PEAK = 2.0  # a resampled mix above +6 dBFS is looked at for spikes at its own rate (decoded again)
-
-
-def _sound_found(path: Path, view: FinishedView | None, mono: np.ndarray, rate_in: int, frames: int,
-                 loudest_channel: float | None, settings: PrepSettings):
-    """(mono, its stretches of sound, what was clipped or None) of a file's resampled mono mix, or why it is skipped.
-    A mix with no sound, samples too large to resample, or peaks above SPOT_CHECK_PEAK (+6 dBFS: a spike over
-    SPIKE_FLOOR at the file's own rate is spread, lower, by resampling) is looked at again at its own rate for
-    spikes (_without_spikes), which hide or dim its sound; a mix merely hot (an MP3's or Vorbis decode a little
-    above full scale) is not decoded again: it is scaled down after."""
+def _sound_found(path: Path, view: FinishedView | None, decoded, settings: PrepSettings):
+    """(mono, its stretches of sound, what was clipped or None) of a file's resampled mono mix (decoded: its
+    decode_mono), or why it is skipped. A mix with no sound, samples too large to resample, or a source whose
+    peak at its own rate (decoded.peak_in) is above SPIKE_FLOOR, is looked at again at its own rate for spikes
+    (split.find_spikes), which hide or dim its sound: judged on the source, not on the resampled mix, whose peak
+    resampling lowers (a spike of +26 dBFS at 192 kHz comes under +6 dBFS at 16 kHz), so a file gets the same
+    verdict at any corpus rate; a mix merely hot is not decoded again: it is scaled down after."""
+    mono, rate_in, frames = decoded.samples, decoded.sample_rate_in, decoded.frames
     intervals, clipped = _sound(mono, settings), None
-    if intervals is not None and len(intervals) and max(float(mono.max()), -float(mono.min())) <= SPOT_CHECK_PEAK:
+    if intervals is not None and len(intervals) and not decoded.peak_in > SPIKE_FLOOR:
         return mono, intervals, None
-    source = _own_rate(path, view, mono)
-    mono, clipped = _without_spikes(path, source, mono, rate_in, settings)
-    if clipped is not None:
+    source = mono if rate_in == settings.sample_rate else _own_rate(path, view, mono)
+    spikes = find_spikes(source) if len(source) else None
+    if spikes is not None:
+        source = np.clip(source, -spikes.rest_peak, spikes.rest_peak)
+        mono = source if rate_in == settings.sample_rate else resample(source, rate_in, settings.sample_rate)
         intervals = _sound(mono, settings)
+        clipped = (f"{spikes.count} sample(s) above {dbfs(SPIKE_FLOOR)} and at least {SPIKE_DB:g} dB above all the "
+                   f"rest (the first at {spikes.first / rate_in:.3f} s: {spikes.value:.3g}) clipped to the rest's "
+                   f"peak ({dbfs(spikes.rest_peak)})")
     if intervals is None:
         return _nonfinite(0, None, frames, rate_in)
     if len(intervals) == 0:
-        return channels_cancel(loudest_channel, source) + why_no_sound(source, mono, settings.min_segment_seconds,
-                                                                     settings.sample_rate)
+        why = channels_cancel(decoded.loudest_channel, source) + why_no_sound(
+            source, mono, settings.min_segment_seconds, settings.sample_rate)
+        return why if spikes is None else _spike_and_no_sound(spikes, rate_in, why)
+    if clipped is not None:
+        logger.warning("%s: %s: damaged samples, under which its sound would have counted as silence or been "
+                       "scaled down; replace them in the file to keep it unclipped", path, clipped)
     return mono, intervals, clipped
+
+
+def _spike_and_no_sound(spikes, rate_in: int, why: str) -> str:
+    """Why a file whose spikes (split.Spikes) hid no sound is skipped: the spike named, then why the rest is none."""
+    spike = (f"a spike of {spikes.value:.3g} at {spikes.first / rate_in:.3f} s ({spikes.count} sample(s) above "
+             f"{dbfs(SPIKE_FLOOR)}: damaged float audio)")
+    if why.startswith("silent"):
+        return f"it holds only silence and {spike}; without it, {why}"
+    return f"it holds {spike} and, without it, {why}"
 
 
 def _nonfinite(n: int, first: int | None, frames: int, rate_in: int) -> str:
@@ -319,22 +335,6 @@ def _own_rate(path: Path, view: FinishedView | None, mono: np.ndarray) -> np.nda
     except (AudioError, OSError) as e:  # replaced meanwhile: say what can be said of the resampled mix
         logger.debug("%s: cannot decode it again (%s)", path, e)
         return mono
-
-
-def _without_spikes(path: Path, source: np.ndarray, mono: np.ndarray, rate_in: int, settings: PrepSettings):
-    """(mono, what was clipped) for a file that kept no sound or peaks above SPOT_CHECK_PEAK, source its mono mix at
-    rate_in Hz: where a few samples far above full scale and the rest (split.find_spikes: a damaged float sample,
-    1e30) made the rest silence, or would scale it far down, those samples clipped to the rest's peak, said, and
-    the mix resampled again; else (mono, None)."""
-    spikes = find_spikes(source) if len(source) else None
-    if spikes is None:
-        return mono, None
-    clipped = (f"{spikes.count} sample(s) above {dbfs(SPIKE_FLOOR)} and at least {SPIKE_DB:g} dB above all the rest "
-               f"(the first at {spikes.first / rate_in:.3f} s: {spikes.value:.3g}) clipped to the rest's peak "
-               f"({dbfs(spikes.rest_peak)})")
-    logger.warning("%s: %s: damaged samples, under which its sound would have counted as silence or been scaled "
-                   "down; replace them in the file to keep it unclipped", path, clipped)
-    return resample(np.clip(source, -spikes.rest_peak, spikes.rest_peak), rate_in, settings.sample_rate), clipped
 
 
 def decode_files(found, file_labels, tmp: Path, settings: PrepSettings, progress: bool, digests=None,

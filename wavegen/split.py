@@ -122,23 +122,26 @@ def split_on_silence(
     return out[keep]
 
 
-def _assign_file_splits(
-    order: list[int], kept: list[int], val_fraction: float, test_fraction: float
-) -> dict[int, str]:
-    """Give whole files to test, then val, by kept duration; train keeps at least one."""
-    total = sum(kept[i] for i in order)
+def _assign_file_splits(order: list[int], kept: list[int], val_fraction: float, test_fraction: float,
+                        held: dict[str, int] | None = None) -> dict[int, str]:
+    """Give whole files of order to test, then val, by kept duration; train keeps at least one.
+    held: {split: kept duration} of the label's files that keep an earlier split (a file cut in time counts in
+    each split its cut): the fractions are of the whole label, and a split held needs no file of order."""
+    held = held or {}
+    total = sum(kept[i] for i in order) + sum(held.values())
     remaining = list(order)
     assigned = {}
     holdouts = [(name, f) for name, f in (("test", test_fraction), ("val", val_fraction)) if f > 0]
     for n, (name, fraction) in enumerate(holdouts):
-        target = fraction * total
-        max_files = len(remaining) - 1 - (len(holdouts) - 1 - n)  # leave one for later splits
+        target = fraction * total - held.get(name, 0)
+        later = [s for s, _ in holdouts[n + 1 :] if s not in held] + ([] if "train" in held else ["train"])
+        max_files = len(remaining) - len(later)  # leave one for each later split that has none
         chosen, acc = [], 0
         for i in remaining:  # in shuffled order: take a file if it brings us closer to target
             if len(chosen) < max_files and abs(acc + kept[i] - target) < abs(acc - target):
                 chosen.append(i)
                 acc += kept[i]
-        if not chosen and max_files > 0:  # every file overshoots: take the closest one
+        if not chosen and max_files > 0 and name not in held:  # every file overshoots: take the closest one
             chosen.append(min(remaining, key=lambda i: abs(kept[i] - target)))
         for i in chosen:
             assigned[i] = name
@@ -148,14 +151,53 @@ def _assign_file_splits(
     return assigned
 
 
+def _time_cuts(kept: int, val_fraction: float, test_fraction: float) -> list[int]:
+    """Where a file cut in time (kept samples long) changes split: [0, end of train, end of val, kept]."""
+    n_test = round(kept * test_fraction)
+    n_val = round(kept * val_fraction)
+    return [0, kept - n_val - n_test, kept - n_test, kept]
+
+
+def earlier_splits(manifest: dict) -> dict[tuple[str, str], str]:
+    """The split of each file of an earlier corpus's manifest, by ("path", its path) and ("sha256", its bytes'
+    hash): what assign_splits' earlier takes. Entries that are not a file's (another make) are passed over."""
+    out = {}
+    for f in manifest.get("files", []):
+        if isinstance(f, dict) and f.get("split") in (*SPLITS, "time"):
+            out[("path", f.get("path"))] = f["split"]
+            out.setdefault(("sha256", f.get("sha256")), f["split"])
+    return out
+
+
+def _held(members: list[int], files: list[dict], kept: list[int], val_fraction: float, test_fraction: float,
+          earlier: dict) -> dict[str, int]:
+    """The members that keep their earlier split (its "split" set): {split: their kept duration in it}."""
+    held: dict[str, int] = {}
+    for i in members:
+        split = earlier.get(("path", files[i]["path"])) or earlier.get(("sha256", files[i]["sha256"]))
+        if split is None:
+            continue
+        files[i]["split"] = split
+        cuts = _time_cuts(kept[i], val_fraction, test_fraction) if split == "time" else None
+        for n, name in enumerate(SPLITS):
+            share = kept[i] if split == name else 0 if cuts is None else cuts[n + 1] - cuts[n]
+            if share or split == name:
+                held[name] = held.get(name, 0) + share
+    return held
+
+
 def assign_splits(files: list[dict], seg_lengths: list[list[int]], val_fraction: float,
-                  test_fraction: float, seed: int) -> tuple[dict, str]:
+                  test_fraction: float, seed: int, earlier: dict | None = None) -> tuple[dict, str]:
     """Assign each file to train, val or test (sets files[i]["split"]; "time" for a file cut in time).
 
     files: manifest entries (their "label" groups them: each label is split on its own);
     seg_lengths: per file the lengths of its kept segments, end to end. Files go whole to
     test, then val, by kept duration (shuffled with seed); a label with too few files has
     each file cut in time instead (the last test_fraction to test, val_fraction before it).
+    earlier: earlier_splits of a corpus prepared before with the same fractions and seed: a file it held (the
+    same path, or else the same bytes: moved or renamed) keeps its split, even where its audio changed (the same
+    recording, remastered); only the others are assigned, toward the fractions of their whole label (a label
+    that is still cut in time has its new files cut in time too).
     Returns (pieces: {split: [(file_index, offset, length)]} into each file's kept audio,
     split_mode: "file", "time", or "mixed" when some labels had too few files).
     """
@@ -169,22 +211,24 @@ def assign_splits(files: list[dict], seg_lengths: list[list[int]], val_fraction:
     pieces = {s: [] for s in SPLITS}
     for label in sorted(groups):
         members = groups[label]
-        order = [members[j] for j in rng.permutation(len(members))]
-        if len(members) >= n_holdouts + 1:
+        held = _held(members, files, kept, val_fraction, test_fraction, earlier or {})
+        new = [i for i in members if files[i]["split"] is None]
+        order = [new[j] for j in rng.permutation(len(new))]
+        was = {"time" if files[i]["split"] == "time" else "file" for i in members if i not in new}
+        modes.update(was)
+        if new and (len(members) >= n_holdouts + 1 or "file" in was):
             modes.add("file")
-            for i, name in _assign_file_splits(order, kept, val_fraction, test_fraction).items():
+            for i, name in _assign_file_splits(order, kept, val_fraction, test_fraction, held).items():
                 files[i]["split"] = name
-        else:
+        elif new:
             modes.add("time")
-            for i in members:
+            for i in new:
                 files[i]["split"] = "time"
     for i, f in enumerate(files):
         offset = 0
         if f["split"] == "time":
             # last test_fraction of the kept audio to test, val_fraction before it to val
-            n_test = round(kept[i] * test_fraction)
-            n_val = round(kept[i] * val_fraction)
-            cuts = [0, kept[i] - n_val - n_test, kept[i] - n_test, kept[i]]
+            cuts = _time_cuts(kept[i], val_fraction, test_fraction)
             for length in seg_lengths[i]:
                 for name, lo, hi in zip(SPLITS, cuts[:-1], cuts[1:]):
                     a, b = max(offset, lo), min(offset + length, hi)
@@ -278,7 +322,8 @@ SPIKE_FLOOR = 16.0  # +24 dBFS: above it a sample is no plausible audio (a click
 def find_spikes(x: np.ndarray) -> Spikes | None:
     """The samples of mono x [T] above SPIKE_FLOOR (+24 dBFS) and SPIKE_DB or more above every other sample (at
     most one in a thousand of them, 16 in a short file), under which the rest counts as silence, or is scaled far
-    down; None where there are none (or the rest is all zero: nothing they hide). Sound is never that far above
+    down; None where there are none. Over a rest all zero they hide nothing (rest_peak 0), yet are what a skipped
+    file holds, named in its reason: "only silence and a spike of 1e+30 at 0.500 s". Sound is never that far above
     itself, nor that loud: a real peak over full scale (hot float audio, a digital click at 1.5 over quiet noise)
     is scaled down with the rest, not taken for a spike."""
     size = len(x)
@@ -288,7 +333,7 @@ def find_spikes(x: np.ndarray) -> Spikes | None:
     m = min(size, max(16, size // 1000))
     top = np.sort(np.partition(level, size - m)[size - m:].astype(np.float64))[::-1]  # the m loudest, loudest first
     ratio = 10.0 ** (SPIKE_DB / 20.0)
-    gaps = [j for j in range(1, m) if top[j - 1] > SPIKE_FLOOR and top[j - 1] >= ratio * top[j] > 0]
+    gaps = [j for j in range(1, m) if top[j - 1] > SPIKE_FLOOR and top[j - 1] >= ratio * top[j]]
     if not gaps:
         return None
     rest_peak = float(top[gaps[-1]])  # the widest set that leaves sound under it
