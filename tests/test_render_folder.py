@@ -352,3 +352,30 @@ def test_a_killed_writers_temporaries_are_removed_and_said_once_by_render_and_th
     assert [r.getMessage() for r in caplog.records if "left partial" in r.getMessage()] == \
         [f"archive {archive}: removed .snapshot.npz.tmp99, left partial by a server killed while writing it"]
     assert [r.name for r in caplog.records if "left partial" in r.getMessage()] == ["wavegen.serve.archive"]
+
+
+# ----- a folder at a stream's name ------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["wav", "flac"])
+def test_a_folder_at_a_streams_name_is_refused_before_anything_is_written_even_with_restart(model, tmp_path, capsys,
+                                                                                           fmt):
+    """It was refused as "not part of a resumable render; pass --restart", and --restart left it, said "no readable
+    record names it" and refused again, having removed the render's other files first."""
+    out = tmp_path / "out"
+    (out / f"stream_000.{fmt}").mkdir(parents=True)
+    (out / f"stream_000.{fmt}" / "mine.txt").write_text("keep")
+    for extra in ([], ["--restart"]):
+        capsys.readouterr()
+        assert render_cli(model, out, "--format", fmt, *extra) == 2
+        assert capsys.readouterr().err.strip().splitlines() == [
+            f"wavegen render: error: {out / f'stream_000.{fmt}'} is a folder, not a stream file: the render writes "
+            "its stream there; move or rename that folder, or choose another --out"]
+        assert sorted(p.name for p in out.iterdir()) == [f"stream_000.{fmt}"]  # nothing written
+    finished = tmp_path / "finished"
+    assert render_cli(model, finished, "--format", fmt) == 0
+    kept = (finished / f"stream_000.{fmt}").read_bytes()
+    (finished / f"stream_001.{fmt}").mkdir()
+    assert render_cli(model, finished, "--format", fmt, "--streams", 2, "--restart") == 2
+    assert f"{finished / f'stream_001.{fmt}'} is a folder, not a stream file" in capsys.readouterr().err
+    assert (finished / f"stream_000.{fmt}").read_bytes() == kept and (finished / "render_report.json").is_file()
+    assert (out / f"stream_000.{fmt}" / "mine.txt").read_text() == "keep"

@@ -288,3 +288,20 @@ def test_a_flac_render_stopped_before_its_first_snapshot_still_just_starts(stopp
     report = render(model, out, settings(SECONDS, **FLAC), progress=False)
     assert report["status"] == "complete"
     assert (read_pcm(out / "stream_000.flac") == direct_pcm(model, 1, int(SECONDS * SR))[0]).all()
+
+
+def test_a_flac_render_of_an_older_wavegen_without_the_mark_resumes_from_its_snapshot(stopped_flac, tmp_path,
+                                                                                     caplog):
+    """A render begun before the rank{r}.snapshotted mark existed, stopped before its .flac was written: its snapshot
+    is there, so the mark is never asked for: it resumes from the snapshot (the raw PCM's half second kept, not
+    rendered over) and finishes as an uninterrupted render."""
+    model, _, pcm = stopped_flac
+    out = copy_of(stopped_flac, tmp_path)
+    (out / ".state" / "rank0.snapshotted").unlink()
+    caplog.set_level("INFO", logger="wavegen.render")
+    report = render(model, out, settings(SECONDS, **FLAC), progress=False)
+    assert report["status"] == "complete"
+    assert any(r.getMessage().startswith(f"resuming {out} at 0.5 s") for r in caplog.records)
+    whole = direct_pcm(model, 1, int(SECONDS * SR))[0]
+    assert (read_pcm(out / "stream_000.flac") == whole).all()
+    assert np.frombuffer(pcm, dtype="<i2").tolist() == whole[:SR // 2].tolist()

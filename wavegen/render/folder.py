@@ -14,7 +14,9 @@ resolved here: :mod:`wavegen.render.params_check`), until ``--restart``. A param
 written again from a snapshot, which records the same parameters (said), and ``--restart`` learns from one what
 the render there wrote; snapshots gone while the WAVs (or a FLAC render's raw PCM, marked ``rank{r}.snapshotted``
 once snapshotted) hold audio one vouched for are refused by :meth:`wavegen.render.shard.ShardRender.start`, not
-rendered over.
+rendered over. A finished render's report damaged since is written again where the folder proves the render
+finished (:mod:`wavegen.render.folder_report`), else refused naming it; a folder at a stream's name is refused, naming
+it, before anything is written (--restart removes files only).
 """
 
 from __future__ import annotations
@@ -26,11 +28,13 @@ import shutil
 from pathlib import Path
 
 from wavegen.errors import WavegenError, some_of
-from wavegen.fileio import (FolderLock, ensure_folder, link_to_nothing, not_a_file, read_json_object, stale_temporaries,
-                            write_json)
+from wavegen.fileio import (FolderLock, atomic_write, ensure_folder, free_name, link_to_nothing, not_a_file,
+                            read_json_object, stale_temporaries, write_json)
+from wavegen.render.folder_report import rebuilt_report, recorded_params_in, short_stream
 from wavegen.render.model_change import TENSORS_KEY, with_recorded_tensors
 from wavegen.render.params_check import check_params
-from wavegen.render.settings import FORMATS, RenderStateError, RenderWriteError, estimate_bytes, stream_paths
+from wavegen.render.settings import (FORMATS, RenderStateError, RenderWriteError, check_length, estimate_bytes,
+                                     stream_paths)
 from wavegen.render.writers import open_file_limit, recorded_meta
 
 logger = logging.getLogger("wavegen.render")
@@ -103,6 +107,10 @@ class RenderFolder:
         self.report_path = self.out_dir / REPORT_FILE
         self.streams, self.format = streams, fmt
         self.paths = stream_paths(self.out_dir, streams, fmt)
+        folder = next((p for p in self.paths if p.is_dir()), None)
+        if folder is not None:  # --restart removes files only: it would be refused after --restart too
+            raise RenderStateError(f"{folder} is a folder, not a stream file: the render writes its stream there; "
+                                   "move or rename that folder, or choose another --out")
         self._lock: FolderLock | None = None
 
     # ----- the lock -----
@@ -243,7 +251,7 @@ class RenderFolder:
             removed.append(STATE_DIR)
         if removed:
             logger.info("--restart: removed %s from %s%s", ", ".join(sorted(removed)), self.out_dir, learned)
-        left = sorted(p.name for p in self.out_dir.glob("stream_*") if STREAM_NAME.fullmatch(p.name))
+        left = sorted(p.name for p in self.out_dir.glob("stream_*") if STREAM_NAME.fullmatch(p.name) and not p.is_dir())
         if left:  # a render's names that no readable record (params.json, report, snapshot) says it wrote
             logger.warning("--restart: left %s in %s: no readable record there (%s/%s, its snapshots, %s) names "
                            "them as a render's; remove them yourself if a render wrote them: eval --renders judges "
@@ -299,6 +307,7 @@ class RenderFolder:
         self.remove_stale_temporaries()
         if restart:
             self.wipe()
+        self._mend_damaged_report(params)
         done = self.completed_report(params)
         if done is not None:
             self._remove_finished_state()
@@ -324,6 +333,47 @@ class RenderFolder:
         except OSError as err:
             raise self.io_error(Path(err.filename or self.state_dir), err) from err
         return None
+
+    def _mend_damaged_report(self, params: dict) -> None:
+        """Lock held: a report that is unreadable, where the folder proves the render of these ``params`` finished
+        (:mod:`wavegen.render.folder_report`): written again (the damaged one kept beside it), said in one line
+        naming it. RenderStateError naming it where the folder does not prove that."""
+        try:
+            if self.report_path.is_file():
+                read_json_object(self.report_path)
+            return
+        except (OSError, ValueError) as err:
+            damaged = f"{self.report_path}: unreadable render report ({getattr(err, 'strerror', None) or err})"
+        recorded, source = recorded_params_in(self.report_path), "its readable part"
+        if recorded is None:
+            try:
+                recorded, source = self._recorded_params()[0], f"{STATE_DIR}/ (a kill left it)"
+            except RenderStateError:
+                recorded = None
+        if recorded is None:
+            raise RenderStateError(f"{damaged}, and nothing else in {self.out_dir} records the parameters its streams "
+                                   "were made with; put a good copy of it back, or rerun with --restart to render "
+                                   "it again")
+        check_params(recorded, params, self.out_dir, self.backend_asked)
+        total = check_length(params["seconds"], params["sample_rate"], params["format"])
+        for path in self.paths:
+            short = short_stream(path, self.format, total, params["sample_rate"])
+            if short is not None:
+                raise RenderStateError(f"{damaged}, and {path} {short}: the folder does not show a finished "
+                                       "render; rerun with --restart to render it again")
+        aside = free_name(self.report_path.with_name(REPORT_FILE + ".damaged"))
+        spectrograms = [p.with_suffix(".png").name for p in self.paths if p.with_suffix(".png").is_file()]
+        report = rebuilt_report(params, [p.name for p in self.paths], spectrograms, total,
+                                f"the render's own report was damaged (kept as {aside.name}); its wall time and "
+                                "guard events are not known")
+        report["file_bytes"] = [p.stat().st_size for p in self.paths]
+        try:
+            atomic_write(aside, self.report_path.read_bytes())
+            write_json(self.report_path, report, indent=1)
+        except OSError as err:
+            raise self.io_error(Path(err.filename or self.report_path), err) from err
+        logger.warning("%s; its %d stream(s) are complete and the parameters %s records are this render's: written "
+                       "again from them (the damaged one kept as %s)", damaged, len(self.paths), source, aside.name)
 
     def _write_params_again(self, params: dict, lost: tuple[str, str]) -> None:
         """params.json damaged, unreadable or gone (``lost``: what is wrong with it, the snapshot read instead,

@@ -1,0 +1,125 @@
+"""A finished render whose render_report.json was damaged since (wavegen.render.folder, folder_report): where the
+folder proves the render finished (the parameters the report's readable part, or a .state/ a kill left, records;
+every stream at its full length) a rerun of the same command writes the report again, says so in one line naming
+it, keeps the damaged one and renders nothing; where it does not, the rerun is refused naming the report, and
+nothing is changed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from render_helpers import make_model, render_cli
+from wavegen.fileio import write_json
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return make_model(tmp_path_factory.mktemp("model") / "tiny")
+
+
+@pytest.fixture(scope="module", params=["wav", "flac"])
+def finished(model, tmp_path_factory, request):
+    """(format, a finished 2-stream render's folder, its report's text)."""
+    out = tmp_path_factory.mktemp("finished") / "out"
+    assert render_cli(model, out, "--streams", 2, "--format", request.param) == 0
+    return request.param, out, (out / "render_report.json").read_text()
+
+
+def snapshot_of(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file but .lock (which names the last holder) → (bytes, mtime)."""
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file() and p.name != ".lock"}
+
+
+def copy_of(finished, tmp_path) -> Path:
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(finished[1], out)
+    return out
+
+
+def cut_after_params(text: str) -> str:
+    return text[:text.index('"paths"') + 3]  # a copy stopped halfway: the parameters whole, the rest cut
+
+
+def error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_a_cut_report_is_written_again_from_the_folder_and_nothing_is_rendered(model, finished, tmp_path, capsys):
+    """It was refused, "rerun with --restart", which renders every stream again (hours, for a long render)."""
+    fmt, _, text = finished
+    out = copy_of(finished, tmp_path)
+    report_path = out / "render_report.json"
+    damaged = cut_after_params(text)
+    report_path.write_text(damaged)
+    streams = {name: kept for name, kept in snapshot_of(out).items() if name.startswith("stream_")}
+    capsys.readouterr()
+    assert render_cli(model, out, "--streams", 2, "--format", fmt) == 0
+    line = error_line(capsys)
+    assert line.startswith(f"{report_path}: unreadable render report (")
+    assert "its 2 stream(s) are complete" in line and "kept as render_report.json.damaged" in line
+    assert {n: k for n, k in snapshot_of(out).items() if n.startswith("stream_")} == streams  # nothing rendered
+    assert (out / "render_report.json.damaged").read_text() == damaged
+    report, original = json.loads(report_path.read_text()), json.loads(text)
+    assert report["status"] == "complete" and report["params"] == original["params"]
+    assert report["paths"] == original["paths"] and report["seconds"] == original["seconds"]
+    assert report["file_bytes"] == original["file_bytes"] and "damaged" in report["rebuilt"]
+    assert render_cli(model, out, "--streams", 2, "--format", fmt) == 0  # complete now: said nothing more
+    assert capsys.readouterr().err == ""
+
+
+def test_a_report_left_with_state_is_written_again_from_its_params_json(model, finished, tmp_path, capsys):
+    """Garbage where the report was, and the .state/params.json a kill while .state/ was removed left."""
+    fmt, _, text = finished
+    out = copy_of(finished, tmp_path)
+    (out / ".state").mkdir()
+    write_json(out / ".state" / "params.json", json.loads(text)["params"], indent=1)
+    (out / "render_report.json").write_bytes(b"\x00\x17garbage")
+    assert render_cli(model, out, "--streams", 2, "--format", fmt) == 0
+    assert ".state/ (a kill left it)" in error_line(capsys)
+    assert json.loads((out / "render_report.json").read_text())["status"] == "complete"
+    assert not (out / ".state").exists()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "cut_in_params", "empty"])
+def test_a_damaged_report_that_records_no_parameters_is_refused_naming_it(model, finished, tmp_path, capsys, damage):
+    fmt, _, text = finished
+    out = copy_of(finished, tmp_path)
+    report_path = out / "render_report.json"
+    report_path.write_text({"garbage": "<html>not a report</html>", "cut_in_params": text[:120], "empty": ""}[damage])
+    before = snapshot_of(out)
+    assert render_cli(model, out, "--streams", 2, "--format", fmt) == 2
+    line = error_line(capsys)
+    assert line.startswith(f"wavegen render: error: {report_path}: unreadable render report")
+    assert "nothing else in" in line and "--restart" in line
+    assert snapshot_of(out) == before
+
+
+def test_a_damaged_report_and_a_stream_cut_short_is_refused_naming_both(model, finished, tmp_path, capsys):
+    fmt, _, text = finished
+    out = copy_of(finished, tmp_path)
+    (out / "render_report.json").write_text(cut_after_params(text))
+    cut = out / f"stream_001.{fmt}"
+    cut.write_bytes(cut.read_bytes()[:cut.stat().st_size * 3 // 4])
+    before = snapshot_of(out)
+    assert render_cli(model, out, "--streams", 2, "--format", fmt) == 2
+    line = error_line(capsys)
+    assert f"{out / 'render_report.json'}: unreadable render report" in line
+    assert f"and {cut} " in line and "does not show a finished render" in line and "--restart" in line
+    assert snapshot_of(out) == before
+
+
+def test_a_damaged_report_rerun_with_another_setting_is_refused_as_any_other(model, finished, tmp_path, capsys):
+    fmt, _, text = finished
+    out = copy_of(finished, tmp_path)
+    (out / "render_report.json").write_text(cut_after_params(text))
+    before = snapshot_of(out)
+    assert render_cli(model, out, "--streams", 2, "--format", fmt, "--seed", 7) == 2
+    assert "seed=0, but this command asks for seed=7" in error_line(capsys)
+    assert snapshot_of(out) == before
