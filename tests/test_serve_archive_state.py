@@ -95,7 +95,9 @@ def test_parts_a_snapshot_counted_are_not_written_over_when_it_is_removed(model,
     archive = tmp_path / "archive"
     first = _served(model, archive, 1.0)
     assert first.stop() == 130
-    (archive / ".state" / "snapshot.npz").unlink()
+    # both: with the one before it left, the archive goes on from that one (test_serve_archive_fallback)
+    for name in ("snapshot.npz", "snapshot.prev.npz"):
+        (archive / ".state" / name).unlink(missing_ok=True)
     error = _refusal(model, archive)
     assert "broadcast_00000.wav" in error and "no .state/snapshot.npz" in error, error
     assert "Bring the snapshot back to continue it" in error
@@ -122,6 +124,8 @@ def test_a_snapshot_replaced_by_another_file_is_said_plainly_with_what_to_do(mod
     assert first.stop() == 130
     snap = archive / ".state" / "snapshot.npz"
     snap.write_bytes(b"junk")
+    # the one before it gone too: with it, the archive goes on from that one (test_serve_archive_fallback)
+    (archive / ".state" / "snapshot.prev.npz").unlink(missing_ok=True)
     error = _refusal(model, archive)
     assert f"{snap} is damaged (not a snapshot wavegen serve wrote)" in error, error
     assert "pickle" not in error and "put a good copy back to continue it" in error

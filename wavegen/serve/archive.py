@@ -5,6 +5,7 @@ Layout::
     DIR/broadcast_00000.wav, broadcast_00001.wav, ...   16-bit PCM, ``part_seconds`` each
     DIR/.state/params.json                             what decides the audio (checked on restart)
     DIR/.state/snapshot.npz                            engine state + samples written, atomically
+    DIR/.state/snapshot.prev.npz                       the snapshot it replaced (render's fallback)
 
 The parts are written by the render module's :class:`~wavegen.render.PCMWriter` (a valid WAV
 after every flush) and the state by its snapshots (:func:`~wavegen.render.save_snapshot`).
@@ -12,16 +13,21 @@ A snapshot is taken every ``snapshot_seconds`` of audio, after the parts' sample
 to that point; the part's header counts them after it (render's order). A restarted server with
 the same arguments cuts the parts back to the snapshot and continues from there: the parts come
 out byte-identical to a server that never stopped (the uniforms are keyed by position, so the same
-samples are drawn again). A params.json damaged or gone is written again from the snapshot (it
-records the same parameters), said; a snapshot gone while the parts hold audio one counted is
-refused, the parts untouched.
+samples are drawn again). Each snapshot keeps the one it replaces (``snapshot.prev.npz``, as a
+render keeps ``rank{r}.prev.npz``): where the newest is damaged (cut short by a crash, a bad sector)
+or missing, a restart goes on from the one before it, said in one line naming the damaged file, and
+writes the audio after it again (the same samples). A params.json damaged or gone is written again
+from the snapshot (it records the same parameters), said; a snapshot gone while the parts hold audio
+one counted is refused, the parts untouched.
 
 Parts, not one file: a WAV holds at most 4 GiB (37 hours at 16 kHz), and a station may play
 for weeks. ``keep_parts`` (--archive-keep-parts) bounds the disk it takes: at each snapshot, the
 parts older than the newest ``keep_parts`` are removed (the snapshot records the oldest part
-kept, ``first_part``, so a restart does not take the removed ones for parts lost). Only that rotation
-moves ``first_part``: a part moved away (off a full disk) is said at a restart, and kept when it is
-brought back.
+kept, ``first_part``, so a restart does not take the removed ones for parts lost; the part the previous
+snapshot ends in is kept too, for its fallback). Only that rotation moves ``first_part``: a part moved
+away (off a full disk) is said at a restart, and kept when it is brought back. Parts are independent
+WAV files, not needed to continue: one cut short since (a crash, a disk problem) is said at a restart,
+kept as it is (:mod:`wavegen.serve.archive_folder`).
 """
 
 from __future__ import annotations
@@ -34,12 +40,12 @@ from pathlib import Path
 import numpy as np
 
 from wavegen.errors import WavegenError
-from wavegen.fileio import FolderLock, not_a_file, read_json_object, stale_temporaries, write_json
+from wavegen.fileio import FolderLock, fsync_dir, not_a_file, read_json_object, stale_temporaries, write_json
 from wavegen.render import PCMWriter, load_snapshot, save_snapshot
 from wavegen.render.folder import remove_temporaries
 from wavegen.render.model_change import TENSORS_KEY, same_model, with_recorded_tensors
 from wavegen.render.params_check import binding
-from wavegen.render.writers import flushed_samples, recorded_meta
+from wavegen.render.writers import flushed_samples, previous_snapshot, recorded_meta
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +73,15 @@ def part_path(folder: Path, index: int) -> Path:
 def parts_in(folder: Path) -> list[tuple[int, Path]]:
     """The archive's parts in ``folder`` (whatever is at their names), as (index, path), oldest first."""
     return sorted((int(path.stem.split("_")[1]), path) for path in Path(folder).glob(PART_GLOB))
+
+
+def snapshot_params(state_dir: Path) -> tuple[dict | None, str | None]:
+    """(The parameters the archive's snapshot under ``state_dir`` recorded, the name of the file read: the newest
+    snapshot, else the one it replaced, :func:`~wavegen.render.writers.recorded_meta`); (None, None) where
+    neither is readable or records them. Read only."""
+    meta, name = recorded_meta(Path(state_dir) / SNAPSHOT_FILE)
+    params = meta.get("params") if isinstance(meta, dict) else None
+    return (params, name) if isinstance(params, dict) and params else (None, None)
 
 
 class Archive:
@@ -171,15 +186,15 @@ class Archive:
             raise ServeError(f"{part_path(self.folder, 0)} exists but {self.folder} has no {STATE_DIR}/"
                              f"{PARAMS_FILE}: it is not an archive wavegen serve can continue; choose another "
                              "--archive")
-        state, meta = None, {}
-        snap = self.state_dir / SNAPSHOT_FILE
-        if self._state_file(snap):
-            state, self.position, meta = self._read_snapshot(snap)
-            self._check_params(with_recorded_tensors(meta.get("params", {}), recorded), snap)
+        state, meta, fell_back = None, {}, None
+        found = self._snapshot_to_resume()
+        if found is not None:
+            read, state, self.position, meta, fell_back = found
+            self._check_params(with_recorded_tensors(meta.get("params", {}), recorded), read)
             self._keep_part_length(meta)
             first = meta.get("first_part", 0)
             if not isinstance(first, int) or not 0 <= first <= self.position // self.part_frames:
-                raise self._damaged(snap, f"first_part={first!r} is not a part it counts")
+                raise self._damaged(read, f"first_part={first!r} is not a part it counts")
             self.first_part = first
         else:
             from wavegen.serve.archive_folder import check_nothing_to_lose  # it imports this module
@@ -188,6 +203,8 @@ class Archive:
         self.snapshot_position = self.position
         index, frames = divmod(self.position, self.part_frames)
         self._check_parts(index, frames)  # before anything is cut or removed
+        if fell_back is not None:
+            self._fall_back(fell_back)
         if state is None or recorded is None:  # begun (again) at 0, or params.json lost: this command's, with its bound
             self.state_dir.mkdir(parents=True, exist_ok=True)
             write_json(params_path, {**self.params, **self._bounds()})
@@ -222,9 +239,8 @@ class Archive:
                 refusal, what = self._damaged(path, str(err)), f"is damaged ({err})"
         else:
             refusal, what = None, "is gone"
-        meta, name = recorded_meta(self.state_dir / SNAPSHOT_FILE)
-        params = meta.get("params") if isinstance(meta, dict) else None
-        if isinstance(params, dict) and params:
+        params, name = snapshot_params(self.state_dir)
+        if params is not None:
             return params, what, self.state_dir / name
         if refusal is not None:
             raise refusal
@@ -264,26 +280,32 @@ class Archive:
     def _keep_part_length(self, meta: dict) -> None:
         """Go on with the length the archive's parts were begun with (its snapshot's record; before there
         was one, the oldest part's there, full where a later part is there too: part 0 may have been moved
-        away): with another length, a restart would cut the parts where they do not end and write over
-        archived audio. --archive-part-seconds shapes a new archive only."""
+        away; by its header, which a part cut short since keeps, :func:`closed_part_frames`): with another
+        length, a restart would cut the parts where they do not end and write over archived audio.
+        --archive-part-seconds shapes a new archive only."""
         recorded = meta.get("part_frames")
         if not isinstance(recorded, int) or recorded < 1:  # a snapshot that does not say
             parts = parts_in(self.folder)
             if len(parts) < 2 or not parts[0][1].is_file():
                 return
-            recorded = (parts[0][1].stat().st_size - PCMWriter.HEADER_BYTES) // 2
+            from wavegen.serve.archive_folder import closed_part_frames  # it imports this module
+
+            recorded = closed_part_frames(parts[0][1], self.sample_rate)
         if recorded >= 1 and recorded != self.part_frames:
             logger.warning("archive %s: its parts are %g s each; it goes on with those (--archive-part-seconds "
                            "%g shapes a new archive only)", self.folder, recorded / self.sample_rate,
                            self.part_frames / self.sample_rate)
             self.part_frames = recorded
 
-    def _damaged(self, path: Path, why) -> ServeError:
+    def _damaged(self, path: Path, why, said: str | None = None) -> ServeError:
+        """The refusal of a damaged state file ``path`` (``why``; ``said``: the words for it, where not
+        "PATH is damaged (WHY)")."""
         if isinstance(why, BaseException):
             why = f"{type(why).__name__}: {why}"
-        return ServeError(f"{path} is damaged ({why}): {self.folder} cannot be continued without it; put a good "
-                          f"copy back to continue it, or choose another --archive (the WAV parts in {self.folder} "
-                          "stay as they are)")
+        said = said or f"{path} is damaged ({why})"
+        return ServeError(f"{said}: {self.folder} cannot be continued without it; put a good copy back to "
+                          f"continue it, or choose another --archive (the WAV parts in {self.folder} stay as they "
+                          "are)")
 
     def _state_file(self, path: Path) -> bool:
         """Whether a state file is at ``path`` (True too for a link to nothing: its read says so). Something
@@ -296,31 +318,61 @@ class Archive:
             raise self._damaged(path, f"a {kind}, not a file")
         return True
 
-    def _read_snapshot(self, path: Path) -> tuple[dict[str, np.ndarray], int, dict]:
+    def _snapshot_to_resume(self) -> tuple[Path, dict[str, np.ndarray], int, dict, str | None] | None:
+        """Looked at only: (the snapshot file read, its engine state, position and meta, None); where the newest
+        is damaged or missing while the one it replaced (``snapshot.prev.npz``, render's
+        :func:`~wavegen.render.writers.previous_snapshot`) is readable, that one's, with what is wrong with the
+        newest (:meth:`_fall_back` puts it in place once all is checked); None where there is neither.
+        ServeError naming the newest where it is damaged and there is no readable one before it."""
+        snap = self.state_dir / SNAPSHOT_FILE
+        prev = previous_snapshot(snap)
+        newest = self._state_file(snap)
+        got = self._load(snap) if newest else None
+        if newest and not isinstance(got, str):
+            return (snap, *got, None)
+        if not self._state_file(prev):  # looked at only where the newest cannot be resumed from
+            if newest:
+                raise self._damaged(snap, got)
+            return None
+        what = f"is damaged ({got})" if newest else "is missing"
+        got_before = self._load(prev)
+        if isinstance(got_before, str):
+            raise self._damaged(snap, got_before, f"{snap} {what}, and the snapshot before it, {prev.name}, is "
+                                                  f"damaged ({got_before})")
+        return (prev, *got_before, what)
+
+    def _fall_back(self, what: str) -> None:
+        """The newest snapshot ``what`` (damaged or missing), all checked: said, and the one before it put in its
+        place, as a render does (:func:`~wavegen.render.writers.load_snapshot`'s fallback): the next snapshot keeps
+        it, not the damaged file, as its own fallback."""
+        snap = self.state_dir / SNAPSHOT_FILE
+        prev = previous_snapshot(snap)
+        logger.warning("archive %s: %s %s; going on from the snapshot before it, %s, at %.1f s (the broadcast "
+                       "after it is written again, the same samples)", self.folder, snap, what, prev.name,
+                       self.position / self.sample_rate)
+        os.replace(prev, snap)
+        fsync_dir(self.state_dir)
+
+    def _load(self, path: Path) -> tuple[dict[str, np.ndarray], int, dict] | str:
+        """The snapshot at ``path`` (engine state, position, meta), or what is wrong with it, as said."""
         try:
             state, position, meta = load_snapshot(path)
         except WavegenError as err:  # render's message tells a render what to do: restated for serve
             why = err.__cause__ or err
             if isinstance(why, ValueError) and "pickle" in str(why):  # numpy's guess for a file that is no .npz
-                why = "not a snapshot wavegen serve wrote"
-            raise self._damaged(path, why) from None
+                return "not a snapshot wavegen serve wrote"
+            return f"{type(why).__name__}: {why}"
         if not isinstance(meta, dict) or position < 0:
-            raise self._damaged(path, "its record of the archive is not one wavegen serve wrote")
+            return "its record of the archive is not one wavegen serve wrote"
         return state, position, meta
 
     def _check_parts(self, index: int, frames: int) -> None:
         """The part the snapshot ends in (``index``) is there with its ``frames`` samples: the broadcast goes on
-        in it. Earlier parts that are gone (moved away to free the disk, or removed) are said, and the archive
-        goes on without them: they are not needed to continue. They do not move ``first_part`` (only the
-        rotation of --archive-keep-parts does): one brought back is kept, as if it had never left."""
-        gone = [k for k in range(self.first_part, index) if not part_path(self.folder, k).is_file()]
-        if gone:
-            names = [part_path(self.folder, k).name for k in gone]
-            listed = ", ".join(names) if len(names) <= 4 else f"{names[0]} ... {names[-1]}"
-            what = f"{names[0]}, archived before, is" if len(gone) == 1 else \
-                f"{len(gone)} parts archived before ({listed}) are"
-            logger.warning("archive %s: %s gone (moved away or removed); the archive goes on without %s (brought "
-                           "back, kept)", self.folder, what, "it" if len(gone) == 1 else "them")
+        in it. Earlier parts gone or cut short are said (:func:`~wavegen.serve.archive_folder.say_earlier_parts`),
+        and the archive goes on."""
+        from wavegen.serve.archive_folder import say_earlier_parts  # it imports this module
+
+        say_earlier_parts(self, index)
         path = part_path(self.folder, index)
         if frames and not path.is_file():
             raise ServeError(f"{path} is missing but the archive's snapshot counts it: the archive was changed "
@@ -345,8 +397,9 @@ class Archive:
         path = part_path(self.folder, index)
         try:
             writer = PCMWriter(path, self.sample_rate, wav=True, resume_frames=frames if frames else None)
-            if not frames:  # a new part is a valid (empty) WAV at once, not 0 bytes until the next snapshot
-                writer.flush()
+            # a new part is a valid (empty) WAV at once, not 0 bytes until the next snapshot; a part cut back to an
+            # earlier snapshot (fallen back to) counts no more than that one holds
+            writer.flush()
             return writer
         except WavegenError:  # PCMWriter: the part is shorter than the snapshot says (or no WAV)
             raise self._short_part(path, frames) from None
@@ -393,11 +446,12 @@ class Archive:
             self.writer.flush(header=False)
             self._check_part_in_place()
             first = self.first_part
-            if self.keep_parts:
-                first = max(first, self.position // self.part_frames - self.keep_parts + 1)
+            if self.keep_parts:  # the part the snapshot before it ends in kept too: a restart may fall back to it
+                first = max(first, min(self.position // self.part_frames - self.keep_parts + 1,
+                                       self.snapshot_position // self.part_frames))
             meta = {**meta, "version": SNAPSHOT_VERSION, "params": self.params, "part_frames": self.part_frames,
                     "first_part": first}
-            save_snapshot(self.state_dir / SNAPSHOT_FILE, engine_state, self.position, meta)
+            save_snapshot(self.state_dir / SNAPSHOT_FILE, engine_state, self.position, meta, keep_previous=True)
             self.snapshot_position, self.first_part = self.position, first
             self.writer.flush()
         except OSError as err:

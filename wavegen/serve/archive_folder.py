@@ -1,9 +1,10 @@
 """Where an archive may go (``--archive DIR``): checked before the model loads, so a folder that cannot work
-does not cost the load and the timing; and whether one without a snapshot may begin again at 0 over its parts
-(:func:`check_nothing_to_lose`)."""
+does not cost the load and the timing; whether one without a snapshot may begin again at 0 over its parts
+(:func:`check_nothing_to_lose`); and what a restart says of its earlier parts (:func:`say_earlier_parts`)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from wavegen.errors import some_of
@@ -11,7 +12,9 @@ from wavegen.fileio import check_writable, ensure_folder
 from wavegen.render import PCMWriter
 from wavegen.render.writers import flushed_samples
 from wavegen.serve.archive import (PART_FRAMES_KEY, SNAPSHOT_FILE, STATE_DIR, UNSNAPSHOT_KEY, Archive, ServeError,
-                                   parts_in)
+                                   part_path, parts_in)
+
+logger = logging.getLogger("wavegen.serve.archive")  # the archive's words, whichever module says them
 
 
 def check_archive_folder(folder: str | Path) -> None:
@@ -33,6 +36,46 @@ def check_archive_folder(folder: str | Path) -> None:
                          "for recordings: choose another folder, e.g. an empty one")
     ensure_folder(folder, "--archive folder")
     check_writable(folder, "--archive folder")
+
+
+def closed_part_frames(path: Path, sample_rate: int) -> int:
+    """The samples of a part closed full (one before the newest): what its header counts (its close counted all of
+    it, and a part cut short since keeps that header), else what its size holds; 0 where neither says."""
+    counted, _ = flushed_samples(path, sample_rate)
+    if counted > 0:
+        return counted
+    try:
+        return max(Path(path).stat().st_size - PCMWriter.HEADER_BYTES, 0) // 2
+    except OSError:
+        return 0
+
+
+def say_earlier_parts(archive: Archive, index: int) -> None:
+    """At a restart: the parts before part ``index`` (where the snapshot ends) that are gone (moved away to free
+    the disk, or removed) or cut short since they were closed full (a crash, a disk problem), each said in one
+    warning, naming them and what they hold; the archive goes on, and keeps them as they are: a part is a WAV of
+    its own, not needed to continue. Gone ones do not move ``first_part`` (only the rotation of
+    --archive-keep-parts does): one brought back is kept, as if it had never left."""
+    gone, short = [], []
+    for k in range(archive.first_part, index):
+        path = part_path(archive.folder, k)
+        if not path.is_file():
+            gone.append(path.name)
+            continue
+        held = max(path.stat().st_size - PCMWriter.HEADER_BYTES, 0) // 2
+        if held < archive.part_frames:
+            short.append(f"{path.name} holds {held / archive.sample_rate:.1f} s")
+    if gone:
+        listed = ", ".join(gone) if len(gone) <= 4 else f"{gone[0]} ... {gone[-1]}"
+        what = f"{gone[0]}, archived before, is" if len(gone) == 1 else \
+            f"{len(gone)} parts archived before ({listed}) are"
+        logger.warning("archive %s: %s gone (moved away or removed); the archive goes on without %s (brought "
+                       "back, kept)", archive.folder, what, "it" if len(gone) == 1 else "them")
+    if short:
+        listed = ", ".join(short) if len(short) <= 4 else f"{', '.join(short[:4])} and {len(short) - 4} more"
+        logger.warning("archive %s: %s of the %.1f s of a part, cut short since it was written (a crash or a disk "
+                       "problem?); kept as %s, the archive goes on", archive.folder, listed,
+                       archive.part_frames / archive.sample_rate, "it is" if len(short) == 1 else "they are")
 
 
 def check_nothing_to_lose(archive: Archive, recorded: dict | None) -> None:
@@ -70,13 +113,35 @@ def _counted_at_a_snapshot(archive: Archive, parts: list[Path], recorded: dict |
     snapshot's flush counts a part begun but not full, once the snapshot is written (:meth:`Archive.snapshot`; a
     new part counts 0, a full one all of it, at its close, snapshot or not); else None. A part is as long as
     params.json (``recorded``) says the archive began with; where it does not say (an older wavegen's), as the
-    oldest part counts where there are two or more, else as this command's."""
+    oldest part counts where there are two or more; a lone part, as it counts where that is a count no snapshot
+    leaves (:func:`_closed_at_a_count_no_snapshot_leaves`: it was closed full); else as this command's."""
     if not parts or not parts[-1].is_file():
         return None
     counted, _ = flushed_samples(parts[-1], archive.sample_rate)
     full = (recorded or {}).get(PART_FRAMES_KEY)
     if not isinstance(full, int) or isinstance(full, bool) or full < 1:
-        full = flushed_samples(parts[0], archive.sample_rate)[0] if len(parts) >= 2 else 0
+        if len(parts) >= 2:
+            full = closed_part_frames(parts[0], archive.sample_rate)
+        else:
+            full = counted if _closed_at_a_count_no_snapshot_leaves(archive, parts[0], counted, recorded) else 0
     if 0 < counted < (full or archive.part_frames):
         return parts[-1], counted
     return None
+
+
+def _closed_at_a_count_no_snapshot_leaves(archive: Archive, part: Path, counted: int, recorded: dict | None) -> bool:
+    """Whether ``part``, whose header counts ``counted`` samples, holds just those (nothing written after the
+    count) and ``counted`` is no multiple of the station's window, as the archive's parameters (``recorded``)
+    record it: every snapshot falls at a window's end (the station's ``_next_window``: its guard's seconds, 1 s
+    without a guard), so only a part's close counted it: the part is full, its length the archive's part length.
+    False where the parameters do not say, or the count could be a snapshot's (then it is taken for one)."""
+    guard = (recorded or {}).get("guard")
+    seconds = 1.0 if guard is False else guard.get("seconds") if isinstance(guard, dict) else None
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not seconds > 0:
+        return False
+    window = max(1, int(round(seconds * archive.sample_rate)))
+    try:
+        closed = part.stat().st_size == PCMWriter.HEADER_BYTES + 2 * counted
+    except OSError:
+        return False
+    return closed and counted > 0 and counted % window != 0

@@ -17,7 +17,7 @@ from wavegen.config import ConfigError
 from wavegen.fileio import read_json_object
 from wavegen.render.model_change import TENSORS_KEY, StandIn, kept_with, stand_in
 from wavegen.resolve import ModelRef, resolve_model
-from wavegen.serve.archive import MODEL_FOLDER_KEY, PARAMS_FILE, STATE_DIR, ServeError
+from wavegen.serve.archive import MODEL_FOLDER_KEY, PARAMS_FILE, STATE_DIR, ServeError, snapshot_params
 
 logger = logging.getLogger(__name__)
 
@@ -72,13 +72,16 @@ def played_model(target: str, checkpoint: str | None, archive: str | None) -> Mo
 
 def _stand_in(target: str, checkpoint: str | None, archive: str | None) -> StandIn | None:
     """What holds the weights the archive in ``archive`` began with, where ``target`` (``checkpoint``) was that
-    model and is gone (see played_model); None otherwise."""
+    model and is gone (see played_model); None otherwise. Its record is params.json, else, where that is damaged
+    or gone, the parameters its snapshot recorded (the same ones; the archive's check writes params.json again)."""
     if archive is None:
         return None
     try:
         saved = read_json_object(Path(archive) / STATE_DIR / PARAMS_FILE)
-    except (OSError, ValueError):  # no archive yet, or one that cannot be read: its check says why
-        return None
+    except (OSError, ValueError):  # no archive yet, or one that cannot be read: its snapshot's record, if any
+        saved = snapshot_params(Path(archive) / STATE_DIR)[0]
+        if saved is None:  # the archive's check says why
+            return None
     return stand_in(target, checkpoint, saved.get(MODEL_FOLDER_KEY), saved.get(TENSORS_KEY), saved.get("model_sha256"))
 
 
