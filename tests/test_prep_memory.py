@@ -16,6 +16,7 @@ import pytest
 import soundfile as sf
 
 import wavegen.prep_decode as prep_decode
+from wavegen.split import SPLITS
 from test_prep_inputs import SR, prep, tones
 
 CORPUS_FILES = ("manifest.json", "train.npy", "val.npy", "test.npy", "train_segments.npy", "val_segments.npy",
@@ -145,8 +146,11 @@ def test_a_file_that_fits_at_last_makes_the_corpus_a_prep_that_never_skipped_mak
     was = {f["path"]: f["split"] for f in first["files"]}
     assert {f["path"]: f["split"] for f in again["files"] if f["path"] in was} == was
     fresh = prep([rec], tmp_path / "fresh", labels="folders")
-    for key in ("fingerprint", "content_fingerprint", "skipped", "params"):
+    for key in ("fingerprint", "content_fingerprint", "skipped", "params", "split_mode", "labels"):
         assert again[key] == fresh[key], key
+    assert (again["split_mode"], again["labels"]) == ("mixed", ["a", "b"])
+    (joined,) = [f for f in again["files"] if f["path"] not in was]  # the file that fits now: label a's, by file
+    assert joined["path"].endswith("a1_long.wav") and joined["split"] in SPLITS
     assert [dict(f, split=None) for f in again["files"]] == [dict(f, split=None) for f in fresh["files"]]
     for i in range(len(fresh["files"])):
         assert _kept_audio(tmp_path / "c", i) == _kept_audio(tmp_path / "fresh", i)

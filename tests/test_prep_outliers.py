@@ -66,6 +66,20 @@ def test_loud_float_audio_and_a_click_in_music_are_no_spikes():
     assert spikes.rest_peak == np.float32(10.0 * np.abs(music).max())
 
 
+def test_a_spike_in_one_channel_of_a_stereo_file_is_clipped_not_the_file_scaled(tmp_path, make_audio, make_tone):
+    """A +26 dBFS sample (20.0) in one channel of quiet stereo music is +20 dBFS in the mono mix, under the
+    +24 dBFS floor: the file was scaled down 20 dB as a hot one. A channel's sample above the floor lowers floor
+    and ratio by the number of channels mixed: clipped, said, the music's level kept."""
+    rec = tmp_path / "rec"
+    tones(rec, make_tone, 3)
+    x = np.stack([0.1 * melody(3.0, 44100, seed=1)] * 2, axis=1)
+    x[44100, 1] = 20.0
+    make_audio(rec / "stereo.wav", x, 44100, subtype="FLOAT")
+    files = {os.path.basename(f["path"]): f for f in prep([rec], tmp_path / "c")["files"]}
+    entry = files["stereo.wav"]
+    assert entry["gain_db"] == 0.0 and entry["clipped"].startswith("1 sample(s) above 24.1 dBFS"), entry
+
+
 def test_digital_clicks_a_little_over_full_scale_are_sound_scaled_down_not_clipped(tmp_path, make_tone):
     """Single-sample clicks at 1.5 over quiet noise (-70 dBFS) are 40 dB above the rest, yet plausible audio: they
     were clipped into the noise, the corpus keeping only noise. Only samples above +24 dBFS (16.0) are damage:

@@ -2,6 +2,7 @@
 and spikes judged on the source, at its own rate (a file of silence and one 1e30 named so; a spike that
 resampling brings under +6 dBFS still a spike)."""
 
+import json
 import logging
 import os
 import shutil
@@ -11,7 +12,7 @@ import soundfile as sf
 from conftest import melody
 from test_prep_inputs import SR, prep
 
-from wavegen.split import SPLITS, assign_splits
+from wavegen.split import SPLITS, assign_splits, earlier_splits
 
 
 def _melodies(folder, names, seconds=1.0):
@@ -27,8 +28,8 @@ def _splits(manifest) -> dict:
 def test_a_reprep_after_adding_files_keeps_every_earlier_files_split(tmp_path, caplog):
     """assign_splits shuffled the whole file list with the seed: adding one recording and preparing again moved
     earlier files between train, val and test (a run resumed on it trained on what it had validated on). Files of
-    the corpus there keep their split, found by path (its audio changed: the same recording) or else by bytes
-    (moved or renamed); only new files are assigned, toward the fractions; a changed --seed draws all again."""
+    the corpus there keep their split, found by bytes (moved or renamed) or else by path where its old bytes are
+    gone (the same recording, remastered); only new files are assigned, toward the fractions; a changed --seed draws all again."""
     rec = tmp_path / "rec"
     _melodies(rec, [f"t{i:02d}.wav" for i in range(10)])
     first = _splits(prep([rec], tmp_path / "c"))
@@ -59,13 +60,110 @@ def test_a_label_cut_in_time_keeps_its_cut_when_files_join_it():
     lengths = [[16000], [8000], [8000], [8000]]
     assign_splits(files[:1], lengths[:1], 0.2, 0.2, 0)
     assert files[0]["split"] == "time"
-    earlier = {("path", "/r/a.wav"): "time"}
+    earlier = earlier_splits({"files": [dict(files[0], split="time")]})
     for f in files:
         f["split"] = None
     pieces, mode = assign_splits(files, lengths, 0.2, 0.2, 0, earlier)
     assert files[0]["split"] == "time" and mode == "mixed"
     assert all(f["split"] in SPLITS for f in files[1:])
     assert [p for p in pieces["test"] if p[0] == 0] == [(0, 12800, 3200)]
+
+
+def test_renumbered_takes_and_a_copy_over_another_keep_their_audios_split(tmp_path, caplog):
+    """Earlier files were matched by path before bytes: renumbering takes (take_06 -> take_07, a new take_01) gave
+    each path's old split to other audio, val audio went to train, and the count called every file kept. Bytes
+    match first; a copy of a val file over a train file is val audio (the copy's source skipped as its duplicate)."""
+    rec = tmp_path / "rec"
+    _melodies(rec, [f"take_{i:02d}.wav" for i in range(1, 11)])
+    first = prep([rec], tmp_path / "c")
+    by_bytes = {f["sha256"]: f["split"] for f in first["files"]}
+    for i in range(10, 0, -1):
+        os.rename(rec / f"take_{i:02d}.wav", rec / f"take_{i + 1:02d}.wav")
+    sf.write(rec / "take_01.wav", melody(1.05, SR, seed=99), SR)
+    with caplog.at_level(logging.INFO, logger="wavegen.prep"):
+        again = prep([rec], tmp_path / "c")
+    assert {f["sha256"]: f["split"] for f in again["files"] if f["sha256"] in by_bytes} == by_bytes
+    assert f"{tmp_path / 'c'}: 10 earlier file(s) kept their split, 1 new file(s) assigned" in caplog.text
+    splits = _splits(again)
+    train = min(n for n, s in splits.items() if s == "train")
+    val = max(n for n, s in splits.items() if s == "val")
+    shutil.copyfile(rec / val, rec / train)
+    copied = _splits(prep([rec], tmp_path / "c"))
+    assert val not in copied and copied[train] == "val"
+
+
+def test_a_corpus_or_label_left_with_only_held_val_and_test_files_is_drawn_again(tmp_path, caplog):
+    """Only files held in val or test left (the others removed), none new: train was empty without a word, for
+    the corpus or for one label. That label is drawn again as a fresh prep draws it (cut in time here), said."""
+    rec = tmp_path / "rec"
+    _melodies(rec, [f"t{i:02d}.wav" for i in range(10)])
+    first = prep([rec], tmp_path / "c")
+    for f in first["files"]:
+        if f["split"] != "val":
+            os.remove(f["path"])
+    with caplog.at_level(logging.WARNING):
+        again = prep([rec], tmp_path / "c")
+    fresh = prep([rec], tmp_path / "fresh")
+    assert again["splits"]["train"]["samples"] > 0 and again["splits"] == fresh["splits"]
+    assert "the corpus: every file left was in val or test before and none is new: drawn again" in caplog.text
+    labelled = tmp_path / "labelled"
+    _melodies(labelled / "a", [f"a{i}.wav" for i in range(6)])
+    _melodies(labelled / "b", ["b0.wav", "b1.wav", "b2.wav"])
+    for f in prep([labelled], tmp_path / "l", labels="folders")["files"]:
+        if f["label"] == "b" and f["split"] == "train":
+            os.remove(f["path"])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        again = prep([labelled], tmp_path / "l", labels="folders")
+    assert [f["split"] for f in again["files"] if f["label"] == "b"] == ["time", "time"]
+    assert "label 'b': every file left was in val or test before" in caplog.text
+
+
+def test_a_change_of_labels_draws_every_split_again(tmp_path, caplog):
+    """labels None -> "folders" groups the files otherwise (a label of two files is cut in time when prepared
+    fresh): like a changed seed, every file's split is drawn again, said."""
+    rec = tmp_path / "rec"
+    _melodies(rec / "a", [f"a{i}.wav" for i in range(8)])
+    _melodies(rec / "b", ["b0.wav", "b1.wav"])
+    prep([rec], tmp_path / "c")
+    with caplog.at_level(logging.INFO, logger="wavegen.prep"):
+        again = prep([rec], tmp_path / "c", labels="folders")
+    assert "labels None → 'folders': every file's split is drawn again" in caplog.text
+    fresh = prep([rec], tmp_path / "fresh", labels="folders")
+    assert _splits(again) == _splits(fresh) and again["splits"] == fresh["splits"]
+
+
+def test_a_file_cut_in_time_whose_kept_length_changed_is_named(tmp_path, caplog):
+    """A file cut in time keeps "time", its cut at fractions of its kept length: another --top-db (a quiet tail
+    kept now) moves the cut, so earlier val and test audio lands in train. It is named, in one warning."""
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    x = 0.2 * np.random.default_rng(0).standard_normal(10 * SR).astype(np.float32)
+    x[8 * SR:] *= 10 ** (-50 / 20)  # kept at --top-db 60, dropped at 40
+    sf.write(rec / "only.wav", x, SR)
+    assert prep([rec], tmp_path / "c", top_db=40)["files"][0]["split"] == "time"
+    with caplog.at_level(logging.WARNING):
+        prep([rec], tmp_path / "c", top_db=60)
+    assert (f"{rec / 'only.wav'}: cut in time before, its kept audio is 10.000 s now, was 8.048 s (another "
+            "--top-db, or the file changed): its val and test parts moved") in caplog.text
+
+
+def test_a_damaged_earlier_manifest_entry_is_passed_over(tmp_path):
+    """An earlier manifest whose entry has a list for its path or a dict for its sha256 stopped prep with a
+    TypeError (unhashable): such entries are passed over; the others keep their split."""
+    rec = tmp_path / "rec"
+    _melodies(rec, [f"t{i}.wav" for i in range(6)])
+    for key, value in (("path", ["x"]), ("sha256", {"a": 1})):
+        (rec / "t9.wav").unlink(missing_ok=True)
+        first = _splits(prep([rec], tmp_path / key))
+        manifest_path = tmp_path / key / "manifest.json"
+        damaged = json.loads(manifest_path.read_text())
+        damaged["files"][0][key] = value
+        manifest_path.write_text(json.dumps(damaged))
+        _melodies(rec, ["t9.wav"], seconds=1.3)
+        again = _splits(prep([rec], tmp_path / key))
+        del first["t0.wav"]
+        assert {name: again[name] for name in first} == first and again["t0.wav"] in SPLITS
 
 
 def test_a_file_of_silence_and_one_huge_sample_is_skipped_naming_the_spike(tmp_path, make_tone):

@@ -28,7 +28,7 @@ from wavegen.errors import FolderBusyError, WavegenError
 from wavegen.fileio import FolderLock, ensure_folder, write_json
 from wavegen.prep_publish import (ARRAYS, CORPUS_MARKER, TMP_PREFIX, finish_interrupted_publish, make_temporary,
                                   publish, read_manifest, remove_stale_temporaries, why_not_written)
-from wavegen.split import FRAME_LENGTH, HOP_LENGTH, SPLITS, assign_splits, earlier_splits
+from wavegen.split import FRAME_LENGTH, HOP_LENGTH, SPLITS, assign_splits, earlier_entries, earlier_splits
 
 logger = logging.getLogger(__name__)
 
@@ -227,7 +227,7 @@ def prepare(inputs: list[str | Path] | str | Path, corpus_dir: str | Path, *, pr
     fields of PrepSettings (sample_rate=16000, top_db=40.0, ..., labels=None). Files go whole to
     train/val/test by duration (stratified per label with labels="folders"); when there are too
     few files, each file is cut in time instead; a file of the corpus already in corpus_dir (split with the same
-    fractions and seed) keeps its split (split.assign_splits). Unreadable, empty or silent files (all zeros, a
+    fractions, seed and labels) keeps its split (split.assign_splits). Unreadable, empty or silent files (all zeros, a
     DC offset alone, or too quiet for 16 bits), and FIFOs, sockets or devices named like audio
     (never opened), are skipped and listed in manifest["skipped"]; a file above full scale is
     scaled down, a damaged one keeps the part that decodes (both said in the log and the
@@ -372,9 +372,12 @@ def _prepare_in(tmp, corpus_dir, settings, found, file_labels, skipped_folders, 
     pieces, split_mode = assign_splits(files, seg_lengths, settings.val_fraction, settings.test_fraction,
                                        settings.seed, before)
     if before:
-        kept = sum(("path", f["path"]) in before or ("sha256", f["sha256"]) in before for f in files)
-        logger.info("%s: %d earlier file(s) kept their split, %d new file(s) assigned", corpus_dir, kept,
-                    len(files) - kept)
+        olds = earlier_entries(files, before)
+        kept = sum(old is not None and old["split"] == f["split"] for old, f in zip(olds, files))
+        new = olds.count(None)
+        again = f", {len(files) - kept - new} drawn again" if len(files) - kept - new else ""
+        logger.info("%s: %d earlier file(s) kept their split, %d new file(s) assigned%s", corpus_dir, kept, new,
+                    again)
     splits = prep_decode.write_arrays(tmp, pieces, settings.sample_rate)
     return {
         "format_version": FORMAT_VERSION,
@@ -390,20 +393,20 @@ def _prepare_in(tmp, corpus_dir, settings, found, file_labels, skipped_folders, 
 
 
 def _splits_before(corpus_dir: Path, settings: PrepSettings) -> dict | None:
-    """The splits of the corpus in corpus_dir (split.earlier_splits) when it was split with these fractions and seed:
-    its files keep them, so a run resumed on the prepared corpus never trains on what it validated on. None where
-    there is none (or its manifest is not one this wavegen reads); None, said, where --seed or a fraction changed:
-    every file's split is drawn again."""
+    """The splits of the corpus in corpus_dir (split.earlier_splits) when it was split with these fractions, seed
+    and labels: its files keep them, so a run resumed on the prepared corpus never trains on what it validated on.
+    None where there is none (or its manifest is not one this wavegen reads); None, said, where --seed, a fraction
+    or the labels (None or "folders": other groups to split) changed: every file's split is drawn again."""
     old = read_manifest(corpus_dir)
     if not isinstance(old, dict) or not isinstance(old.get("params"), dict) or not isinstance(old.get("files"), list):
         return None
-    keys = ("val_fraction", "test_fraction", "seed")
+    keys = ("val_fraction", "test_fraction", "seed", "labels")
     changed = [f"{k} {old['params'].get(k)!r} → {getattr(settings, k)!r}" for k in keys
                if old["params"].get(k) != getattr(settings, k)]
     if changed:
         logger.info("%s: %s: every file's split is drawn again", corpus_dir, ", ".join(changed))
         return None
-    return earlier_splits(old) or None
+    return earlier_splits(old)
 
 
 def _say_what_is_replaced(corpus_dir: Path, manifest: dict) -> None:

@@ -267,15 +267,16 @@ def _sound_found(path: Path, view: FinishedView | None, decoded, settings: PrepS
     """(mono, its stretches of sound, what was clipped or None) of a file's resampled mono mix (decoded: its
     decode_mono), or why it is skipped. A mix with no sound, samples too large to resample, or a source whose
     peak at its own rate (decoded.peak_in) is above SPIKE_FLOOR, is looked at again at its own rate for spikes
-    (split.find_spikes), which hide or dim its sound: judged on the source, not on the resampled mix, whose peak
-    resampling lowers (a spike of +26 dBFS at 192 kHz comes under +6 dBFS at 16 kHz), so a file gets the same
-    verdict at any corpus rate; a mix merely hot is not decoded again: it is scaled down after."""
+    (split.find_spikes; in a mix, at the level one channel's spike has there), which hide or dim its sound: judged
+    on the source, not on the resampled mix, whose peak resampling lowers (a spike of +26 dBFS at 192 kHz comes
+    under +6 dBFS at 16 kHz), so a file gets the same verdict at any corpus rate; a mix merely hot is not decoded
+    again: it is scaled down after."""
     mono, rate_in, frames = decoded.samples, decoded.sample_rate_in, decoded.frames
     intervals, clipped = _sound(mono, settings), None
     if intervals is not None and len(intervals) and not decoded.peak_in > SPIKE_FLOOR:
         return mono, intervals, None
     source = mono if rate_in == settings.sample_rate else _own_rate(path, view, mono)
-    spikes = find_spikes(source) if len(source) else None
+    spikes = find_spikes(source, decoded.channels if decoded.peak_in > SPIKE_FLOOR else 1) if len(source) else None
     if spikes is not None:
         source = np.clip(source, -spikes.rest_peak, spikes.rest_peak)
         mono = source if rate_in == settings.sample_rate else resample(source, rate_in, settings.sample_rate)

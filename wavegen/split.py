@@ -10,9 +10,12 @@ sound is skipped for the reason :func:`why_no_sound` gives.
 
 from __future__ import annotations
 
+import logging
 from typing import NamedTuple
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 FRAME_LENGTH = 1024  # 64 ms at 16 kHz: long enough for a stable RMS of low notes
@@ -158,32 +161,80 @@ def _time_cuts(kept: int, val_fraction: float, test_fraction: float) -> list[int
     return [0, kept - n_val - n_test, kept - n_test, kept]
 
 
-def earlier_splits(manifest: dict) -> dict[tuple[str, str], str]:
-    """The split of each file of an earlier corpus's manifest, by ("path", its path) and ("sha256", its bytes'
-    hash): what assign_splits' earlier takes. Entries that are not a file's (another make) are passed over."""
-    out = {}
+def earlier_splits(manifest: dict) -> dict[str, dict] | None:
+    """The files of an earlier corpus's manifest by their bytes' hash and by path: {"sha256": {hash: entry},
+    "path": {path: entry}}, what assign_splits' earlier takes (earlier_entries matches them); None where it holds
+    none. Entries that are not a file's (another make, damaged: a path or sha256 not a string) are passed over."""
+    by_sha, by_path = {}, {}
     for f in manifest.get("files", []):
-        if isinstance(f, dict) and f.get("split") in (*SPLITS, "time"):
-            out[("path", f.get("path"))] = f["split"]
-            out.setdefault(("sha256", f.get("sha256")), f["split"])
+        if isinstance(f, dict) and f.get("split") in (*SPLITS, "time") and isinstance(f.get("path"), str) \
+                and isinstance(f.get("sha256"), str):
+            by_path[f["path"]] = f
+            by_sha.setdefault(f["sha256"], f)
+    return {"sha256": by_sha, "path": by_path} if by_path else None
+
+
+def earlier_entries(files: list[dict], earlier: dict | None) -> list[dict | None]:
+    """Per file of files the earlier entry (earlier_splits) it continues: the one with its bytes (moved, renamed,
+    or copied over another file); else the one at its path whose bytes are no longer among files (the same
+    recording, remastered); None for a new file. Bytes first: renumbered takes keep their audio's split."""
+    if not earlier:
+        return [None] * len(files)
+    now = {f["sha256"] for f in files}
+    out = []
+    for f in files:
+        old = earlier["sha256"].get(f["sha256"])
+        if old is None:
+            old = earlier["path"].get(f["path"])
+            old = None if old is None or old["sha256"] in now else old
+        out.append(old)
     return out
 
 
 def _held(members: list[int], files: list[dict], kept: list[int], val_fraction: float, test_fraction: float,
-          earlier: dict) -> dict[str, int]:
-    """The members that keep their earlier split (its "split" set): {split: their kept duration in it}."""
+          olds: list[dict | None]) -> dict[str, int]:
+    """The members that keep their earlier split (olds: earlier_entries; its "split" set): {split: their kept
+    duration in it}. A file cut in time whose kept length changed is named: its cut moved with it."""
     held: dict[str, int] = {}
     for i in members:
-        split = earlier.get(("path", files[i]["path"])) or earlier.get(("sha256", files[i]["sha256"]))
-        if split is None:
+        if olds[i] is None:
             continue
-        files[i]["split"] = split
+        split = files[i]["split"] = olds[i]["split"]
         cuts = _time_cuts(kept[i], val_fraction, test_fraction) if split == "time" else None
+        was, now = olds[i].get("kept_seconds"), files[i].get("kept_seconds")
+        if split == "time" and isinstance(was, (int, float)) and isinstance(now, (int, float)) \
+                and abs(was - now) > 1e-3:
+            logger.warning("%s: cut in time before, its kept audio is %.3f s now, was %.3f s (another --top-db, or "
+                           "the file changed): its val and test parts moved, and a run begun on the earlier corpus "
+                           "may train on audio it validated on", files[i]["path"], now, was)
         for n, name in enumerate(SPLITS):
             share = kept[i] if split == name else 0 if cuts is None else cuts[n + 1] - cuts[n]
             if share or split == name:
                 held[name] = held.get(name, 0) + share
     return held
+
+
+def _assign_label(members: list[int], order: list[int], files: list[dict], kept: list[int], val_fraction: float,
+                  test_fraction: float, held: dict[str, int]) -> set[str]:
+    """Assign order (the label's members not held, shuffled); returns the label's split modes."""
+    n_holdouts = (val_fraction > 0) + (test_fraction > 0)
+    new = set(order)
+    was = {"time" if files[i]["split"] == "time" else "file" for i in members if i not in new}
+    if order and (len(members) >= n_holdouts + 1 or "file" in was):
+        for i, name in _assign_file_splits(order, kept, val_fraction, test_fraction, held).items():
+            files[i]["split"] = name
+        return was | {"file"}
+    for i in order:
+        files[i]["split"] = "time"
+    return was | ({"time"} if order else set())
+
+
+def _train_share(members: list[int], files: list[dict], kept: list[int], val_fraction: float,
+                 test_fraction: float) -> int:
+    """How much of the members' kept audio is in train."""
+    return sum(kept[i] if files[i]["split"] == "train" else
+               _time_cuts(kept[i], val_fraction, test_fraction)[1] if files[i]["split"] == "time" else 0
+               for i in members)
 
 
 def assign_splits(files: list[dict], seg_lengths: list[list[int]], val_fraction: float,
@@ -194,10 +245,11 @@ def assign_splits(files: list[dict], seg_lengths: list[list[int]], val_fraction:
     seg_lengths: per file the lengths of its kept segments, end to end. Files go whole to
     test, then val, by kept duration (shuffled with seed); a label with too few files has
     each file cut in time instead (the last test_fraction to test, val_fraction before it).
-    earlier: earlier_splits of a corpus prepared before with the same fractions and seed: a file it held (the
-    same path, or else the same bytes: moved or renamed) keeps its split, even where its audio changed (the same
-    recording, remastered); only the others are assigned, toward the fractions of their whole label (a label
-    that is still cut in time has its new files cut in time too).
+    earlier: earlier_splits of a corpus prepared before with the same fractions, seed and labels: a file it held
+    (earlier_entries: the same bytes, or else the same path whose old bytes are gone: remastered) keeps its split;
+    only the others are assigned, toward the fractions of their whole label (a label that is still cut in time
+    has its new files cut in time too). A label left with no train audio (only files held in val or test, none
+    new) is drawn again as a fresh prep draws it, said.
     Returns (pieces: {split: [(file_index, offset, length)]} into each file's kept audio,
     split_mode: "file", "time", or "mixed" when some labels had too few files).
     """
@@ -205,25 +257,24 @@ def assign_splits(files: list[dict], seg_lengths: list[list[int]], val_fraction:
     groups: dict[str, list[int]] = {}
     for i, f in enumerate(files):
         groups.setdefault(f["label"] or "", []).append(i)
-    n_holdouts = (val_fraction > 0) + (test_fraction > 0)
+    olds = earlier_entries(files, earlier)
     rng = np.random.default_rng(seed)
     modes = set()
     pieces = {s: [] for s in SPLITS}
     for label in sorted(groups):
         members = groups[label]
-        held = _held(members, files, kept, val_fraction, test_fraction, earlier or {})
-        new = [i for i in members if files[i]["split"] is None]
-        order = [new[j] for j in rng.permutation(len(new))]
-        was = {"time" if files[i]["split"] == "time" else "file" for i in members if i not in new}
-        modes.update(was)
-        if new and (len(members) >= n_holdouts + 1 or "file" in was):
-            modes.add("file")
-            for i, name in _assign_file_splits(order, kept, val_fraction, test_fraction, held).items():
-                files[i]["split"] = name
-        elif new:
-            modes.add("time")
-            for i in new:
-                files[i]["split"] = "time"
+        shuffled = [members[j] for j in rng.permutation(len(members))]  # a fresh prep's order
+        held = _held(members, files, kept, val_fraction, test_fraction, olds)
+        order = [i for i in shuffled if files[i]["split"] is None]
+        label_modes = _assign_label(members, order, files, kept, val_fraction, test_fraction, held)
+        if held and not _train_share(members, files, kept, val_fraction, test_fraction):
+            for i in members:
+                files[i]["split"] = None
+            label_modes = _assign_label(members, shuffled, files, kept, val_fraction, test_fraction, {})
+            logger.warning("%s: every file left was in val or test before and none is new: drawn again as a fresh "
+                           "prep draws it (train needs audio); a run begun on the earlier corpus validated on audio "
+                           "it may train on now", f"label {label!r}" if label else "the corpus")
+        modes |= label_modes
     for i, f in enumerate(files):
         offset = 0
         if f["split"] == "time":
@@ -319,21 +370,23 @@ SPIKE_DB = 40.0  # a sample this far above every other (and above SPIKE_FLOOR) i
 SPIKE_FLOOR = 16.0  # +24 dBFS: above it a sample is no plausible audio (a click at 1.5 is sound, scaled down)
 
 
-def find_spikes(x: np.ndarray) -> Spikes | None:
+def find_spikes(x: np.ndarray, channels: int = 1) -> Spikes | None:
     """The samples of mono x [T] above SPIKE_FLOOR (+24 dBFS) and SPIKE_DB or more above every other sample (at
     most one in a thousand of them, 16 in a short file), under which the rest counts as silence, or is scaled far
     down; None where there are none. Over a rest all zero they hide nothing (rest_peak 0), yet are what a skipped
     file holds, named in its reason: "only silence and a spike of 1e+30 at 0.500 s". Sound is never that far above
     itself, nor that loud: a real peak over full scale (hot float audio, a digital click at 1.5 over quiet noise)
-    is scaled down with the rest, not taken for a spike."""
+    is scaled down with the rest, not taken for a spike. channels: x is the mean of that many channels, one of
+    which holds a sample above SPIKE_FLOOR: a spike in one channel is 1/channels as high in the mix, floor and
+    ratio lowered so (a +26 dBFS spike in one of two channels was scaled as a hot file)."""
     size = len(x)
     if size < 2:
         return None
     level = np.abs(x)
     m = min(size, max(16, size // 1000))
     top = np.sort(np.partition(level, size - m)[size - m:].astype(np.float64))[::-1]  # the m loudest, loudest first
-    ratio = 10.0 ** (SPIKE_DB / 20.0)
-    gaps = [j for j in range(1, m) if top[j - 1] > SPIKE_FLOOR and top[j - 1] >= ratio * top[j]]
+    floor, ratio = SPIKE_FLOOR / channels, 10.0 ** (SPIKE_DB / 20.0) / channels
+    gaps = [j for j in range(1, m) if top[j - 1] > floor and top[j - 1] >= ratio * top[j]]
     if not gaps:
         return None
     rest_peak = float(top[gaps[-1]])  # the widest set that leaves sound under it
