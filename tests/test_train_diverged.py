@@ -168,3 +168,59 @@ def test_not_finite_names_what_holds_a_nan_or_inf():
     named = {"the weights": [good, torch.arange(3)], "the optimizer's state": [good, bad], "empty": []}
     assert not_finite(named) == ["the optimizer's state"]
     assert all_finite([good]) and not all_finite([bad, good]) and not_finite({}) == []
+
+
+def test_the_last_line_of_a_run_whose_best_was_moved_aside_names_best_diverged(tmp_path, monkeypatch, caplog):
+    """No validation audio: best/ (the latest model, step 2's) and checkpoints/step_2 moved aside by step 3's NaN.
+    The rerun, stopped before its first step, said "no best/ model yet (no validation has run)" (best/ had been
+    written, and best.diverged went unnamed). It names best.diverged, what it holds, and the checkpoint to use."""
+    import logging
+
+    from wavegen.signals import StopSignals
+
+    corpus = prepared_corpus(tmp_path, val_fraction=0, test_fraction=0.25)
+    run = tmp_path / "run"
+    common = ["train.val_interval=2", "train.checkpoint_interval=1", "train.keep_checkpoints=3", "train.max_steps=4"]
+    nan_loss_at(monkeypatch, 3)
+    with pytest.raises(NonFiniteError, match="best held the weights that gave it: moved aside to best.diverged"):
+        train(config_for(corpus, *common), run, progress=False)
+    monkeypatch.undo()
+    caplog.set_level(logging.INFO, logger="wavegen.train")
+    with StopSignals() as stop:
+        stop.request()
+        assert train(config_for(corpus, *common), run, progress=False, stop=stop)["status"] == "interrupted"
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("interrupted at step 1;"))
+    assert "no validation has run" not in line, line
+    assert f"training moved it aside to {run / 'best.diverged'} after a divergence" in line, line
+    assert "no finite validation score vouches for" in line, line
+    assert line.endswith(f"latest checkpoint {run / 'checkpoints' / 'step_1'} (render or evaluate it with "
+                         "--checkpoint last)"), line
+
+
+def test_the_newest_best_diverged_is_told_by_free_names_order(tmp_path):
+    """best.diverged, best.diverged2, ..., best.diverged10 (fileio.free_name): oldest first, not by the letters."""
+    from wavegen.resolve_why import best_aside
+
+    for name in ("best.diverged10", "best.diverged", "best.diverged2"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_bytes(b"w")
+    assert [path.name for path in best_aside(tmp_path)] == ["best.diverged", "best.diverged2", "best.diverged10"]
+
+
+def test_a_divergence_that_moves_the_only_checkpoint_aside_says_why_the_rerun_starts_at_step_0(tiny_corpus, tmp_path,
+                                                                                                monkeypatch):
+    """train.keep_checkpoints=1: step 3's NaN moves step_2, the only checkpoint, aside. The line said only "no
+    earlier checkpoint is kept, so a rerun starts again from step 0"; it says why (keep_checkpoints=1), that the
+    progress is lost and that going on from step_2.diverged is futile whatever the lr; the rerun does start at 0."""
+    run = tmp_path / "run"
+    common = ["train.val_interval=2", "train.checkpoint_interval=1", "train.keep_checkpoints=1", "train.max_steps=3"]
+    nan_loss_at(monkeypatch, 3)
+    with pytest.raises(NonFiniteError) as stopped:
+        train(config_for(tiny_corpus, *common), run, progress=False)
+    monkeypatch.undo()
+    said = str(stopped.value)
+    assert "moved aside to step_2.diverged; no earlier checkpoint is kept (train.keep_checkpoints=1 keeps only the " \
+        "newest), so a rerun starts again from step 0 and the steps trained so far are lost: going on from " \
+        "step_2.diverged would meet the same non-finite step at any learning rate" in said, said
+    assert not any(folder.name == "step_1" for folder in (run / "checkpoints").iterdir())
+    assert train(config_for(tiny_corpus, *common), run, progress=False)["step"] == 3

@@ -144,13 +144,29 @@ def where_the_model_is(run) -> str:
     if (best / "model.safetensors").is_file():
         val = f"validation {run.best_val:.4f} bits/sample" if run.best_val is not None else "no validation audio"
         parts.append(f"best model ({val}) in {best}")
-    elif run.best_val is None:
-        parts.append("no best/ model yet (no validation has run)")
     else:
-        parts.append(f"{best} is missing, though validations ran (the best scored {run.best_val:.4f} bits/sample; "
-                     "the checkpoint that scored it is not kept, or not intact, so best/ cannot be restored from it): "
-                     "render or evaluate a checkpoint with --checkpoint step_N; best/ comes back at the next "
-                     "validation that beats it")
+        parts.append(_no_best(run))
     if run.checkpoint is not None:
         parts.append(f"latest checkpoint {run.checkpoint} (render or evaluate it with --checkpoint last)")
     return "; ".join(parts)
+
+
+def _no_best(run) -> str:
+    """Why the run has no best/ now, for :func:`where_the_model_is`: training moved it aside after a divergence
+    (best.diverged: named, with what it holds and what to use instead), no validation has run, or it went missing
+    though validations ran."""
+    from wavegen.resolve_why import best_aside
+
+    best, aside = run.run_dir / "best", best_aside(run.run_dir)
+    if aside:
+        instead = ("render or evaluate the latest checkpoint instead (--checkpoint last)" if run.checkpoint
+                   else f"no checkpoint is kept yet: train on until one is saved (give {aside[-1]} to render the "
+                        "diverged weights anyway)")
+        return (f"no {best} now: training moved it aside to {aside[-1]} after a divergence (it holds the weights that "
+                "gave the run's first non-finite step, which no finite validation score vouches for; kept for you, "
+                f"never the run's model); {instead}; best/ comes back at the next validation")
+    if run.best_val is None:
+        return "no best/ model yet (no validation has run)"
+    return (f"{best} is missing, though validations ran (the best scored {run.best_val:.4f} bits/sample; the "
+            "checkpoint that scored it is not kept, or not intact, so best/ cannot be restored from it): render or "
+            "evaluate a checkpoint with --checkpoint step_N; best/ comes back at the next validation that beats it")

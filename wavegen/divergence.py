@@ -8,10 +8,14 @@ non-finite step.
   weights and no finite validation score vouches for them (a corpus without validation audio: best/ is the
   latest model). Both are kept for the user, never resumed from nor rendered by a run folder.
 - :func:`check_finite`, :func:`check_resumed`: the training loop's checks (wavegen.train's ``_Run``).
+- :class:`AboveUniform`, :func:`watch_loss`: a training whose loss stays far above what a uniform guess over the
+  q_levels scores (log2(q_levels) bits) long after warm-up: finite, but learning nothing (a learning rate far too
+  large, ``train.lr=1e6``): warned of once, in one line; the training goes on.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -20,6 +24,13 @@ import torch
 from wavegen.errors import every_process
 from wavegen.fileio import free_name
 from wavegen.trainstate import NonFiniteError, WeightAverage, agree, broadcast, on_main
+
+logger = logging.getLogger(__name__)
+
+# The loss a training is warned of: above the uniform guess's log2(q_levels) bits by half of it and by 2 bits at least
+# (12 bits for 256 levels; a tiny model starts near 8.6 and an honest run, whatever its lr, falls from there), in each
+# of LOSS_ROWS log rows in a row past warm-up
+UNIFORM_RATIO, UNIFORM_MARGIN_BITS, LOSS_ROWS = 1.5, 2.0, 3
 
 
 def all_finite(tensors) -> bool:
@@ -61,7 +72,7 @@ def resumes_from(checkpoint: Path | None) -> str:
 
 
 def kept_after_divergence(checkpoint: Path | None, bad_step: int, run_dir: Path, best_step: int | None = None,
-                          best_val: float | None = None, intact=()) -> str:
+                          best_val: float | None = None, intact=(), keep: int | None = None) -> str:
     """Main process, at non-finite step ``bad_step``: the weights of step ``bad_step - 1`` made it, so when
     ``checkpoint`` (the newest saved or resumed from) is that step's, a rerun from it would meet the same
     step again whatever its learning rate: it is moved aside (:func:`moved_aside`; ``intact``: checkpoints known
@@ -69,21 +80,23 @@ def kept_after_divergence(checkpoint: Path | None, bad_step: int, run_dir: Path,
     there; or the same tensors as that checkpoint's) and ``best_val``, the validation score on record, does not
     vouch for them (None: no validation audio, best/ is the latest model; or not finite): render or eval would
     take it. A best/ that scored a finite validation stays: its weights are good, the step after them met a bad
-    batch or a too large step. Returns what is kept and what a rerun resumes from, for the error's line."""
+    batch or a too large step. ``keep``: train.keep_checkpoints (said where no earlier checkpoint is left). Returns
+    what is kept and what a rerun resumes from, for the error's line."""
     doomed = checkpoint is not None and checkpoint.name == f"step_{bad_step - 1}"
     vouched = best_val is not None and math.isfinite(best_val)
     best = "" if vouched else _best_aside(run_dir, checkpoint if doomed else None, best_step == bad_step - 1)
     if not doomed:
         return best + resumes_from(checkpoint)
     return best + moved_aside(checkpoint, f"holds the weights that gave step {bad_step}, so a rerun from it would "
-                                          "meet it again", run_dir, intact)
+                                          "meet it again", run_dir, intact, keep)
 
 
-def moved_aside(checkpoint: Path, why: str, run_dir: Path, intact=()) -> str:
+def moved_aside(checkpoint: Path, why: str, run_dir: Path, intact=(), keep: int | None = None) -> str:
     """Main process: ``checkpoint`` (which ``why``: it must not be resumed from) moved aside to ``step_N.diverged``
     (kept for the user, never resumed from); returns what the error's line says of it and of what a rerun
     resumes from: the newest intact checkpoint left (``intact``: known so; the others checked as a resume
-    checks them, checkpoint.checkpoint_damage)."""
+    checks them, checkpoint.checkpoint_damage); none left: the rerun starts from step 0, said with why (``keep``:
+    train.keep_checkpoints, where known) and that going on from the one moved aside is futile."""
     from wavegen.checkpoint import DIVERGED, checkpoint_damage, checkpoints, set_aside
 
     moved = set_aside(checkpoint, why, DIVERGED, quiet=True)
@@ -97,8 +110,18 @@ def moved_aside(checkpoint: Path, why: str, run_dir: Path, intact=()) -> str:
         rerun = (f"the checkpoints before it are damaged ({', '.join(folder.name for folder in older)}): a rerun "
                  "names them; remove them to start again from step 0")
     else:
-        rerun = "no earlier checkpoint is kept, so a rerun starts again from step 0"
+        rerun = _from_step_0(moved, keep)
     return f"{checkpoint} {why}: moved aside to {moved.name}; {rerun}"
+
+
+def _from_step_0(moved: Path, keep: int | None) -> str:
+    """For the line of a checkpoint moved aside with no earlier one left: the rerun starts from step 0, why, and
+    that resuming from the moved one (renamed back) would not help, whatever the learning rate."""
+    why = ("train.keep_checkpoints=1 keeps only the newest" if keep == 1 else
+           "none was saved before it, or train.keep_checkpoints pruned them")
+    more = "; a larger train.keep_checkpoints leaves an earlier one to go back to" if keep == 1 else ""
+    return (f"no earlier checkpoint is kept ({why}), so a rerun starts again from step 0 and the steps trained so far "
+            f"are lost: going on from {moved.name} would meet the same non-finite step at any learning rate{more}")
 
 
 def _best_aside(run_dir: Path, doomed: Path | None, written_then: bool) -> str:
@@ -134,7 +157,8 @@ def check_finite(run, state: bool) -> None:
     not finite after this step's update (before validation or a checkpoint would keep them)."""
     def kept(bad_step: int) -> str:
         return broadcast(run.accelerator, on_main(run.accelerator, lambda: kept_after_divergence(
-            run.checkpoint, bad_step, run.run_dir, run.best_saved_step, run.best_val, run.intact),
+            run.checkpoint, bad_step, run.run_dir, run.best_saved_step, run.best_val, run.intact,
+            run.cfg.keep_checkpoints),
             f"the checkpoints of {run.run_dir}", run.checkpoint))
 
     run.watch.check(run.checkpoint, kept)
@@ -154,3 +178,40 @@ def check_resumed(run, folder: Path) -> None:
     said = broadcast(run.accelerator, on_main(run.accelerator, lambda: moved_aside(folder, why, run.run_dir),
                                               f"the checkpoints of {run.run_dir}", folder))
     raise every_process(NonFiniteError(f"{said}: rerun the same command"))
+
+
+class AboveUniform:
+    """Whether a training's logged loss (a log row's mean, bits per sample) has stayed far above a uniform guess
+    over ``q_levels`` (log2(q_levels) bits: what a model that learned nothing scores) for LOSS_ROWS rows in a row
+    past ``warmup_steps``; :meth:`note` returns the one line to warn with, once."""
+
+    def __init__(self, q_levels: int, lr: float, warmup_steps: int = 0):
+        self.uniform_bits = math.log2(q_levels)
+        self.limit_bits = max(self.uniform_bits * UNIFORM_RATIO, self.uniform_bits + UNIFORM_MARGIN_BITS)
+        self.q_levels, self.lr, self.warmup_steps = q_levels, lr, warmup_steps
+        self.rows, self.said = 0, False
+
+    def note(self, step: int, loss_bits: float) -> str | None:
+        """The row of step ``step``; the warning's line where this row makes the stretch (once), else None."""
+        if self.said or step <= self.warmup_steps:
+            return None
+        self.rows = self.rows + 1 if loss_bits > self.limit_bits else 0
+        if self.rows < LOSS_ROWS:
+            return None
+        self.said = True
+        return (f"step {step}: the training loss has stayed above {self.limit_bits:.1f} bits/sample for {self.rows} "
+                f"log rows (now {loss_bits:.4g}), far above the {self.uniform_bits:.2f} bits/sample of a uniform guess "
+                f"over the {self.q_levels} q_levels (ln({self.q_levels}) nats): the model is learning nothing; "
+                f"train.lr={self.lr:g} is likely too large: stop, and train again with a lower one (e.g. --set "
+                "train.lr=1e-3) in a new --run folder")
+
+
+def watch_loss(run, loss_bits: float) -> None:
+    """At a log row of ``run`` (wavegen.train's ``_Run``; its loss ``loss_bits``, the same on every process): the
+    main process warns once where the loss stays far above a uniform guess (:class:`AboveUniform`)."""
+    guard = getattr(run, "above_uniform", None)
+    if guard is None:
+        guard = run.above_uniform = AboveUniform(run.inner.config.q_levels, run.cfg.lr, run.cfg.warmup_steps)
+    said = guard.note(run.step, loss_bits)
+    if said is not None and run.main:
+        logger.warning("%s", said)

@@ -59,6 +59,7 @@ class ModelRef:
     sha256: str | None = None  # the weights' sha256 once hashed and checked (weights_sha256)
     tensors_sha256: str | None = None  # their tensors' digest once read (weights_tensors_sha256)
     checkpoint: str | None = None  # the --checkpoint resolved ("last", "step_N"): load() looks again for "last"
+    folder_id: tuple[int, int] | None = None  # the folder's (device, inode) when check_weights hashed its weights
 
     @property
     def sample_rate(self) -> int:
@@ -83,13 +84,14 @@ class ModelRef:
     def load(self, device="cpu"):
         """The model in eval mode on ``device``: trained weights where there are any. The weights
         file's header is checked against the config before anything is built, and a model folder's
-        weights against the sha256 they were written with (:meth:`check_weights`) before they are read."""
+        weights against the sha256 they were written with (:meth:`check_weights`) before they are read, from one
+        folder (a run's best/ replaced meanwhile: wavegen.resolve_replaced)."""
         if self.weights is None:
             return self.build(device).to(device).eval()
-        self.check_weights()  # first: a damaged file is named as damaged, with what to render instead
         from wavegen.models import build_model
+        from wavegen.resolve_replaced import read_whole
 
-        state = self._read_weights(device)  # before the model is built: a checkpoint being pruned has less time to go
+        state = read_whole(self, device)  # before the model is built: a checkpoint being pruned has less time to go
         model = build_model(self.config)
         _load_into(model, state, self.weights)
         return model.to(device).eval()
@@ -98,11 +100,13 @@ class ModelRef:
         """The weights' tensors, once the model is known to fit in memory on ``device`` (the file's header read:
         :func:`wavegen.memory.check_model_memory`); CheckpointError naming a damaged file. A checkpoint removed since
         it was resolved (a training pruning its checkpoints) is not called damaged: for ``--checkpoint last`` this
-        ref is resolved again, naming the newest kept checkpoint (a few times at most); for step_N, ConfigError
-        saying it was removed."""
+        ref is resolved again, naming the newest kept checkpoint (a few times at most); step_N is read from its other
+        name where it has one now (step_N.old while a save of that step replaces it), else ConfigError saying it was
+        removed."""
         from wavegen.checkpoint import load_weights
         from wavegen.memory import check_model_memory
 
+        renamed = False  # step_N looked for once under its other name (step_N.old while a save replaces it)
         for _ in range(PRUNED_RETRIES):
             try:
                 check_model_memory(self.config, self.weights, device)
@@ -112,9 +116,13 @@ class ModelRef:
                     raise
             run = self.folder.parent.parent
             if self.checkpoint != "last":
-                raise CheckpointRemovedError(
-                    _removed_while_read(self.checkpoint or self.folder.name, self.folder, run)) from None
-            fresh = _checkpoint_ref(run, "last")
+                fresh = None if renamed else _same_checkpoint(run, self.checkpoint or self.folder.name, self.folder)
+                if fresh is None:
+                    raise CheckpointRemovedError(
+                        _removed_while_read(self.checkpoint or self.folder.name, self.folder, run)) from None
+                renamed = True
+            else:
+                fresh = _checkpoint_ref(run, "last")
             for field in fields(self):
                 setattr(self, field.name, getattr(fresh, field.name))
         raise ConfigError(pruned_too_fast(run))
@@ -126,6 +134,9 @@ class ModelRef:
         if self.kind in ("model", "run") and self.sha256 is None:
             from wavegen.checkpoint import verified_weights_sha256
 
+            from wavegen.resolve_replaced import folder_id
+
+            self.folder_id = folder_id(self.folder)
             self.sha256 = verified_weights_sha256(self.weights, lambda: _instead_of_best(self.folder))
 
     def weights_sha256(self) -> str | None:
@@ -263,6 +274,17 @@ def _read_checkpoint(run_dir: Path, step: int, folder: Path, checkpoint: str) ->
     tensors = listed.get("tensors_sha256")
     return ModelRef("checkpoint", f"{folder} (step {step}{which})", read_config(run_dir / CONFIG_FILE), weights,
                     folder, listed.get("sha256"), tensors if isinstance(tensors, str) else None, checkpoint)
+
+
+def _same_checkpoint(run_dir: Path, checkpoint: str, gone: Path) -> ModelRef | None:
+    """``--checkpoint checkpoint`` (step_N) of ``run_dir`` resolved again, where its folder ``gone`` went away while
+    it was read and the same step is kept under its other name (step_N <-> step_N.old: fileio.replace_dir saving
+    that step again); None where it is not."""
+    try:
+        fresh = _checkpoint_ref(run_dir, checkpoint)
+    except ConfigError:
+        return None
+    return fresh if fresh.folder != gone else None
 
 
 def _removed(folder: Path) -> bool:
@@ -432,9 +454,9 @@ def resolve_model(target: str | Path, checkpoint: str | None = None) -> ModelRef
         config = read_config(path, hand_written=True)
         return ModelRef("config", f"{path} ({preset_and_overrides(config)}random weights)", config,
                         folder=path.parent)
-    for kind, folder in (("model", path), *(("run", path / name) for name in BEST_FOLDERS)):
-        if _is_model_folder(folder):
-            return ModelRef(kind, str(folder), read_config(folder / CONFIG_FILE), folder / MODEL_FILE, folder)
+    found = _model_folder_ref(path) or _model_folder_ref(path)  # twice: a best/ being replaced meanwhile
+    if found is not None:
+        return found
     if not path.exists():
         presets = "" if "/" in text else f" (presets: {sorted(PRESETS)})"  # a path is not a mistyped preset
         raise ConfigError(f"{text}: no such preset, model folder or run folder{presets}")
@@ -443,6 +465,20 @@ def resolve_model(target: str | Path, checkpoint: str | None = None) -> ModelRef
     if (path / CONFIG_FILE).is_file() and run_checkpoints(path):
         raise ConfigError(no_best(path))
     raise ConfigError(not_a_model(path))
+
+
+def _model_folder_ref(path: Path) -> ModelRef | None:
+    """``path`` as a model folder, or a run folder's best/ (best.old/ between fileio.replace_dir's renames); None
+    where neither is there. A run's best folder gone between its look and its config's read (replaced: best.old/
+    removed as the replace ends) is passed over, not an error."""
+    for kind, folder in (("model", path), *(("run", path / name) for name in BEST_FOLDERS)):
+        if _is_model_folder(folder):
+            try:
+                return ModelRef(kind, str(folder), read_config(folder / CONFIG_FILE), folder / MODEL_FILE, folder)
+            except ConfigError:
+                if kind == "model" or _is_model_folder(folder):
+                    raise
+    return None
 
 
 def resolve_settings(target: str | Path) -> ModelRef:

@@ -36,7 +36,7 @@ def not_a_model(path: Path) -> str:
     is_run = (path / CONFIG_FILE).is_file() and any((path / name).exists() for name in RUN_FILES)
     aside = moved_aside(path) if is_run else ""
     if aside:  # a run whose only models training moved aside (a non-finite step)
-        best = next(iter(_best_aside(path)), None)
+        best = (best_aside(path) or [None])[-1]  # the newest
         anyway = f", give {best} to render it anyway" if best is not None else ""
         return (f"{path}: a training run with no model left to give: {aside}; rerun its wavegen train command with "
                 f"a lower train.lr (no finished checkpoint is left: it starts again from step 0){anyway}, or give "
@@ -287,8 +287,9 @@ def no_best(run_dir: Path) -> str:
     note = f" ({aside})" if aside else ""
     if scored is None:
         if aside:
-            return (f"{run_dir}: this run has no best/ model now{note}; use --checkpoint last, or rerun its wavegen "
-                    "train command: it writes best/ anew at its next validation step")
+            return (f"{run_dir}: this run has no best/ model now{note}; use --checkpoint last or step_N "
+                    f"({kept_checkpoints(run_checkpoints(run_dir))}), or rerun its wavegen train command: it writes "
+                    "best/ anew at its next validation step")
         return (f"{run_dir}: this run has no best/ model yet (no validation has run); use --checkpoint last, or "
                 "train on until a validation step")
     step, bits = scored
@@ -308,9 +309,11 @@ def no_best(run_dir: Path) -> str:
            f"train command: it {rerun}"
 
 
-def _best_aside(run_dir: Path) -> list[Path]:
-    """The best/ folders training moved aside (``best.diverged``, ``best.diverged2``, ...)."""
-    return sorted(path for path in Path(run_dir).glob("best.diverged*") if (path / MODEL_FILE).is_file())
+def best_aside(run_dir: Path) -> list[Path]:
+    """The best/ folders training moved aside (``best.diverged``, ``best.diverged2``, ...; divergence._best_aside),
+    oldest first (fileio.free_name's order: best.diverged, best.diverged2, ..., best.diverged10)."""
+    found = [path for path in Path(run_dir).glob("best.diverged*") if (path / MODEL_FILE).is_file()]
+    return sorted(found, key=lambda path: (len(path.name), path.name))
 
 
 def moved_aside(run_dir: Path) -> str:
@@ -319,8 +322,9 @@ def moved_aside(run_dir: Path) -> str:
     what they are and that they are kept for the user; "" where there is none."""
     from wavegen.resolve import SET_ASIDE
 
-    parts = [f"{best} (best/ as it was: it held the weights that gave the run's first non-finite step)"
-             for best in _best_aside(run_dir)]
+    parts = [f"{best} (best/ as it was: it held the weights that gave the run's first non-finite step, which no finite "
+             "validation score vouches for)"
+             for best in best_aside(run_dir)]
     for suffix, why in SET_ASIDE.items():
         steps = [path for path in Path(run_dir, "checkpoints").glob(f"step_*{suffix}*") if path.is_dir()]
         steps.sort(key=lambda path: int(re.match(r"step_(\d+)", path.name).group(1)))

@@ -43,7 +43,7 @@ from wavegen.config import ConfigError, TrainConfig, from_dict
 from wavegen.corpus import Corpus
 from wavegen.data import BatchBuildingStopped, BatchStream, batch_warnings, make_batches
 from wavegen.distributed import end_accelerator, lost_contact, make_accelerator
-from wavegen.divergence import check_finite, check_resumed
+from wavegen.divergence import check_finite, check_resumed, watch_loss
 from wavegen.fileio import check_writable, write_json
 from wavegen.models import build_model, model_config
 from wavegen.render.album import ensure_run_profile
@@ -440,6 +440,7 @@ def _running_mean(run: _Run) -> torch.Tensor:
 def _log_train(run: _Run, now: float) -> None:
     steps, start = run.window  # timed since the last log row or the resume
     loss_bits = float(_running_mean(run)) / run.running_steps / LN2
+    watch_loss(run, loss_bits)  # far above a uniform guess for long: warned once (train.lr)
     rate = run.cfg.batch_size * run.cfg.seq_len * steps / max(now - start, 1e-9)
     lr = run.optimizer.param_groups[0]["lr"]
     on_main(run.accelerator, lambda: run.log.train_row(run.step, loss_bits, lr, rate),

@@ -1,0 +1,193 @@
+"""wavegen.resolve: a model read while a training replaces it (fileio.replace_dir: best -> best.old, the new folder
+-> best, best.old removed; a checkpoint saved again: step_N -> step_N.old). The replace is real, made at a chosen
+point of the read (inside the weights' read, or between resolution and load), so each window is met every run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import save_tiny_model
+from safetensors.torch import load_file
+
+import wavegen.checkpoint
+from wavegen.config import ConfigError
+from wavegen.fileio import replace_dir
+from wavegen.resolve import resolve_model
+
+
+def _run(tmp_path) -> Path:
+    """A run folder: config.json, checkpoints/, best/ (seed 0's random weights, written by checkpoint.save_model)."""
+    run = tmp_path / "run"
+    save_tiny_model(run / "best", seed=0)
+    shutil.copy(run / "best" / "config.json", run / "config.json")
+    (run / "checkpoints").mkdir()
+    return run
+
+
+def _replace_best(run: Path, seed: int) -> None:
+    """What a training's validation does when it improves: a new best/ written aside, then replace_dir."""
+    save_tiny_model(run / ".tmp_best", seed=seed)
+    replace_dir(run / ".tmp_best", run / "best")
+
+
+def _recorded(folder: Path) -> dict:
+    return json.loads((folder / "weights.json").read_text())["files"]["model.safetensors"]
+
+
+def _replace_inside_the_read(monkeypatch, run: Path, times: int) -> list:
+    """The weights' read (checkpoint.load_weights) replaces best/ first, ``times`` times: each read begun after
+    the weights were checked meets a best/ other than the one checked."""
+    real, done = wavegen.checkpoint.load_weights, []
+
+    def load_weights(path):
+        if len(done) < times:
+            done.append(path)
+            _replace_best(run, seed=len(done))
+        return real(path)
+
+    monkeypatch.setattr(wavegen.checkpoint, "load_weights", load_weights)
+    return done
+
+
+def test_best_replaced_while_its_weights_are_read_loads_the_new_best_whole(tmp_path, monkeypatch):
+    """best/ replaced after its weights were checked, before they were read: the ref said the old weights'
+    sha256 and held the new ones (a render would record one model and play another). It is read again, whole,
+    from the new best/: its weights, their sha256 and tensors digest all of one folder."""
+    run = _run(tmp_path)
+    ref = resolve_model(run)
+    done = _replace_inside_the_read(monkeypatch, run, times=1)
+    model = ref.load("cpu")
+    assert len(done) == 1 and ref.folder == run / "best"
+    new = load_file(str(run / "best" / "model.safetensors"))
+    assert all(torch.equal(new[name], tensor) for name, tensor in model.state_dict().items() if name in new)
+    assert ref.weights_sha256() == _recorded(run / "best")["sha256"]
+    assert ref.weights_tensors_sha256() == _recorded(run / "best")["tensors_sha256"]
+
+
+def test_best_between_the_two_renames_of_a_replace_is_read_from_best_old(tmp_path):
+    """Resolved, then best/ renamed to best.old/ (replace_dir's first rename) before the load: it failed with
+    "best/model.safetensors: no such file". It reads best.old/, the same model."""
+    run = _run(tmp_path)
+    ref = resolve_model(run)
+    digest = _recorded(run / "best")["sha256"]
+    (run / "best").rename(run / "best.old")
+    ref.load("cpu")
+    assert ref.folder == run / "best.old" and ref.weights_sha256() == digest
+
+
+def test_best_old_resolved_then_removed_as_the_replace_ends_reads_the_new_best(tmp_path):
+    """Resolved between the renames (best.old/), then the replace ends (the new best/ in, best.old/ removed)
+    before the load: it failed naming best.old/model.safetensors. It reads the new best/."""
+    run = _run(tmp_path)
+    (run / "best").rename(run / "best.old")
+    ref = resolve_model(run)
+    assert ref.folder == run / "best.old"
+    save_tiny_model(run / ".tmp_best", seed=3).rename(run / "best")  # replace_dir's second rename, then its removal
+    shutil.rmtree(run / "best.old")
+    ref.load("cpu")
+    assert ref.folder == run / "best" and ref.weights_sha256() == _recorded(run / "best")["sha256"]
+
+
+def test_best_replaced_on_every_read_or_removed_says_so_in_one_line(tmp_path, monkeypatch):
+    """Replaced again while it was read again: one line naming the folder and what to do (not a damaged-file
+    error). Removed for good (no replace) with nothing in its place: the run's own line, not a raw errno."""
+    run = _run(tmp_path)
+    ref = resolve_model(run)
+    _replace_inside_the_read(monkeypatch, run, times=2)
+    with pytest.raises(ConfigError, match=rf"^{run / 'best'}: replaced twice while it was read .*--checkpoint last\)$"):
+        ref.load("cpu")
+    monkeypatch.undo()
+    ref = resolve_model(run)
+    shutil.rmtree(run / "best")
+    with pytest.raises(ConfigError, match=rf"^{run}: no such preset, model folder or run folder|^{run}: "):
+        ref.load("cpu")
+
+
+def test_a_model_folder_not_replaced_that_loses_its_weights_is_not_read_again(tmp_path, monkeypatch):
+    """A folder that is not a run's best/ (nothing replaces it): a file gone while it is read is named as
+    gone, once (no second resolution)."""
+    folder = save_tiny_model(tmp_path / "model", seed=0)
+    ref = resolve_model(folder)
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(wavegen.checkpoint.CheckpointError, match=rf"{folder / 'model.safetensors'}: missing"):
+        ref.load("cpu")
+
+
+def test_a_checkpoint_renamed_by_a_save_of_its_step_is_read_under_its_new_name(tiny_corpus, tmp_path):
+    """--checkpoint step_2 resolved, then step_2 renamed to step_2.old (replace_dir saving step 2 again) before the
+    load: it said "step_2 was removed while it was read". It is read from step_2.old, the same checkpoint."""
+    from conftest import tiny_run_config
+
+    from wavegen.train import train
+
+    run = tmp_path / "run"
+    train(tiny_run_config(tiny_corpus, "train.max_steps=2", "train.checkpoint_interval=1", "train.val_interval=2"),
+          run, progress=False)
+    ref = resolve_model(run, checkpoint="step_2")
+    digest = ref.weights_sha256()
+    (run / "checkpoints" / "step_2").rename(run / "checkpoints" / "step_2.old")
+    ref.load("cpu")
+    assert ref.folder == run / "checkpoints" / "step_2.old" and ref.weights_sha256() == digest
+    shutil.rmtree(run / "checkpoints" / "step_2.old")  # gone under both names: removed, said as before
+    ref = resolve_model(run, checkpoint="step_1")
+    shutil.rmtree(run / "checkpoints" / "step_1")
+    with pytest.raises(ConfigError, match=r"--checkpoint step_1: .*step_1 was removed while it was read"):
+        ref.load("cpu")
+
+
+def test_best_read_again_and_again_while_a_thread_replaces_it_never_fails_with_a_missing_file(tmp_path):
+    """A thread replacing best/ in a loop (replace_dir, as training's validations do) while the run is resolved and
+    loaded again and again: each load gives the model of one folder, or (replaced twice within one read) the one
+    line saying so; never "no such file", a raw errno or a folder called damaged. (The windows one by one: the
+    tests above.)"""
+    import threading
+
+    run = _run(tmp_path)
+    template = save_tiny_model(tmp_path / "template", seed=5)
+    stop, replaced = threading.Event(), []
+
+    def replace_loop():
+        while not stop.is_set():
+            shutil.copytree(template, run / ".tmp_best")
+            replace_dir(run / ".tmp_best", run / "best")
+            replaced.append(1)
+
+    thread = threading.Thread(target=replace_loop)
+    thread.start()
+    outcomes = []
+    try:
+        for _ in range(40):
+            try:
+                resolve_model(run).load("cpu")
+                outcomes.append("loaded")
+            except ConfigError as err:
+                assert "replaced twice while it was read" in str(err), err
+                outcomes.append("twice")
+    finally:
+        stop.set()
+        thread.join()
+    assert len(replaced) > 10 and "loaded" in outcomes, (len(replaced), outcomes)
+
+
+def test_best_old_removed_between_its_look_and_its_configs_read_resolves_the_new_best(tmp_path, monkeypatch):
+    """Resolution between replace_dir's renames finds best.old/, which the replace removes before its config.json
+    is read: that was an error naming the missing config.json. It resolves the new best/."""
+    import wavegen.resolve
+
+    run = _run(tmp_path)
+    (run / "best").rename(run / "best.old")
+    real = wavegen.resolve.read_config
+
+    def read_config(path, *args, **kwargs):
+        if path.parent.name == "best.old":  # the replace ends: the new best/ in, best.old/ removed
+            save_tiny_model(run / ".tmp_best", seed=4).rename(run / "best")
+            shutil.rmtree(run / "best.old")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(wavegen.resolve, "read_config", read_config)
+    ref = resolve_model(run)
+    assert ref.folder == run / "best" and ref.kind == "run"
