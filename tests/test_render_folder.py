@@ -379,3 +379,35 @@ def test_a_folder_at_a_streams_name_is_refused_before_anything_is_written_even_w
     assert f"{finished / f'stream_001.{fmt}'} is a folder, not a stream file" in capsys.readouterr().err
     assert (finished / f"stream_000.{fmt}").read_bytes() == kept and (finished / "render_report.json").is_file()
     assert (out / f"stream_000.{fmt}" / "mine.txt").read_text() == "keep"
+
+
+@pytest.mark.parametrize("where", ["report_folder", "spectrogram_folder", "stream_fifo"])
+def test_what_is_no_file_at_the_reports_or_a_spectrograms_name_is_refused_before_anything_is_written(model, tmp_path,
+                                                                                                   capsys, where):
+    """A folder at render_report.json (or at a stream's PNG, spectrograms on) was not refused: --restart removed the
+    finished streams, rendered them all again, then failed writing there, every time; a FIFO at a stream's name was
+    taken for a stream that is gone ("pass --restart"), which removes files only."""
+    import os
+
+    finished = tmp_path / "finished"
+    flags = ["--seconds", "0.125", "--backend", "torch", "--no-guard", "--streams", 2]
+    assert main(["-q", "render", str(model), "--out", str(finished), *map(str, flags)]) == 0
+    name = {"report_folder": "render_report.json", "spectrogram_folder": "stream_001.png",
+            "stream_fifo": "stream_001.wav"}[where]
+    (finished / name).unlink()
+    if where == "stream_fifo":
+        os.mkfifo(finished / name)
+        what, kind = "stream file", "FIFO"
+    else:
+        (finished / name).mkdir()
+        (finished / name / "mine.txt").write_text("keep")
+        what, kind = ("report" if name.endswith(".json") else "spectrogram") + " file", "folder"
+    before = {p.name: p.stat().st_mtime_ns for p in finished.iterdir() if p.name != ".lock"}
+    for extra in ([], ["--restart"]):
+        capsys.readouterr()
+        assert main(["-q", "render", str(model), "--out", str(finished), *map(str, flags), *extra]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(
+            f"wavegen render: error: {finished / name} is a {kind}, not a {what}: the render writes "), lines
+        assert lines[0].endswith(f"move or rename that {kind}, or choose another --out")
+        assert {p.name: p.stat().st_mtime_ns for p in finished.iterdir() if p.name != ".lock"} == before

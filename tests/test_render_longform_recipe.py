@@ -169,3 +169,24 @@ def test_a_second_recipe_refused_while_one_renders_leaves_the_first_ones_timing(
     assert "x real time" in out and "peak memory" in out
     assert (repo.parent / "busy" / ".done" / "time.txt").is_file()
     assert sorted(p.name for p in (repo.parent / "busy" / ".done").iterdir()) == ["time.txt"]
+
+
+def test_a_report_written_again_from_the_folder_shows_what_is_not_known(fake, tmp_path):
+    """A report render wrote again where its own was damaged records no wall time, speed, sessions or peak memory
+    (None): stage 2 failed formatting None (TypeError); a time.txt newer than it is the rerun's that rebuilt it."""
+    from wavegen.fileio import write_json
+    from wavegen.render.folder_report import rebuilt_report
+
+    work = tmp_path / "work"
+    (work / ".done").mkdir(parents=True)
+    params = {"sample_rate": 4000, "seconds": 0.25, "streams": 1, "backend": "torch", "precision": "fp32",
+              "world_size": 1, "guard": False}
+    why = "the render's own report was damaged (kept as render_report.json.damaged); its wall time is not known"
+    write_json(work / "render_report.json", rebuilt_report(params, ["stream_000.wav"], [], 1000, why), indent=1)
+    (work / ".done" / "time.txt").write_text("\tMaximum resident set size (kbytes): 2048000\n")  # the rebuilding rerun's
+    done = longform(fake, "m", "--dir", work, "--stage", "2")
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    lines = {line[:14]: line[14:] for line in done.stdout.splitlines()}
+    for head in ("generation    ", "x real time   ", "peak memory   ", "guard events  "):
+        assert lines[head] == f"not known ({why})", (head, done.stdout)
+    assert lines["rendered      "].endswith(f"1 process(es), not known ({why}))")

@@ -123,3 +123,93 @@ def test_a_damaged_report_rerun_with_another_setting_is_refused_as_any_other(mod
     assert render_cli(model, out, "--streams", 2, "--format", fmt, "--seed", 7) == 2
     assert "seed=0, but this command asks for seed=7" in error_line(capsys)
     assert snapshot_of(out) == before
+
+
+# ----- what the rebuilt report records, and the records it is read by ------------------------------------------------
+
+def test_a_report_rebuilt_beside_a_state_a_kill_left_takes_what_its_snapshots_measured(tmp_path, caplog):
+    """A kill while the finished render removed .state/ left its final snapshots, which record its guard events, wall
+    time and sessions: the rebuilt report wrote None for them, then .state/ was removed, and they were lost."""
+    from render_helpers import MOSTLY_SILENT, SR, one_hot_bias, settings
+    from wavegen.render import folder as render_folder
+    from wavegen.render import render
+
+    model = make_model(tmp_path / "iid", output_bias=one_hot_bias(MOSTLY_SILENT))
+    out = tmp_path / "out"
+    s = settings(24 * 8 / SR, streams=2, guard=True, guard_seconds=8 / SR, guard_attempts=3)
+    with pytest.MonkeyPatch.context() as patch:  # the kill: write_report's removal of .state/ never happened
+        patch.setattr(render_folder.shutil, "rmtree", lambda *a, **k: None)
+        original = render(model, out, s, progress=False)
+    assert (out / ".state" / "rank0.npz").is_file() and original["guard"]["events"]  # the guard redrew some windows
+    text = (out / "render_report.json").read_text()
+    (out / "render_report.json").write_text(cut_after_params(text))
+    caplog.set_level("INFO", logger="wavegen.render")
+    rebuilt = json.loads(json.dumps(render(model, out, s, progress=False)))
+    for key in ("wall_seconds", "realtime_factor", "realtime_factor_all_streams", "sessions", "guard"):
+        assert rebuilt[key] == original[key], key
+    assert rebuilt["max_rss_mb"] is None and "from the snapshots its end left in .state/" in rebuilt["rebuilt"]
+    assert json.loads((out / "render_report.json").read_text())["guard"] == original["guard"]
+    assert not (out / ".state").exists()
+
+
+def test_a_report_rebuilt_without_snapshots_says_what_is_not_known(model, finished, tmp_path, capsys):
+    fmt, _, text = finished
+    out = copy_of(finished, tmp_path)
+    (out / "render_report.json").write_text(cut_after_params(text))
+    assert render_cli(model, out, "--streams", 2, "--format", fmt) == 0
+    report = json.loads((out / "render_report.json").read_text())
+    assert report["wall_seconds"] is None and report["sessions"] is None and report["guard"]["events"] is None
+    assert "its wall time, sessions, guard events and peak memory are not known" in report["rebuilt"]
+
+
+def test_a_primed_render_whose_prime_is_gone_has_its_damaged_report_written_again(model, tmp_path, capsys):
+    """The prime's digest the damaged report's readable part records was not asked: "--prime ...: no such file"."""
+    import numpy as np
+    import soundfile as sf
+
+    prime, out = tmp_path / "prime.wav", tmp_path / "out"
+    sf.write(prime, (np.random.default_rng(0).standard_normal(400) * 0.1).astype("float32"), 4000)
+    assert render_cli(model, out, "--streams", 2, "--prime", prime) == 0
+    text = (out / "render_report.json").read_text()
+    (out / "render_report.json").write_text(cut_after_params(text))
+    prime.unlink()
+    capsys.readouterr()
+    assert render_cli(model, out, "--streams", 2, "--prime", prime) == 0
+    assert "its 2 stream(s) are complete" in capsys.readouterr().err
+    assert json.loads((out / "render_report.json").read_text())["params"] == json.loads(text)["params"]
+
+
+def test_restart_over_a_damaged_report_removes_the_streams_it_records(model, tmp_path, capsys):
+    """--restart learns the old render's streams from the damaged report's readable part: it left stream_002.wav
+    ("no readable record names them")."""
+    out = tmp_path / "out"
+    assert render_cli(model, out, "--streams", 3) == 0
+    (out / "render_report.json").write_text(cut_after_params((out / "render_report.json").read_text()))
+    capsys.readouterr()
+    assert render_cli(model, out, "--streams", 2, "--restart") == 0
+    assert "no readable record" not in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "render_report.json", "stream_000.wav", "stream_001.wav"]
+
+
+def test_a_damaged_report_beside_an_unfinished_render_is_set_aside_and_the_render_resumes(tmp_path, caplog):
+    """It was refused "rerun with --restart", which loses what the snapshots hold."""
+    from render_helpers import SR, direct_pcm, read_pcm, settings, stopped_render
+    from wavegen.render import render
+
+    model = make_model(tmp_path / "tiny")
+    out = tmp_path / "out"
+    s = settings(1.0, streams=2, block_seconds=0.25)
+    stopped_render(model, out, s, 2)
+    params = json.loads((out / ".state" / "params.json").read_text())
+    damaged = '{\n "status": "complete",\n "params": ' + json.dumps(params, indent=1) + ',\n "pa'
+    (out / "render_report.json").write_text(damaged)
+    caplog.set_level("INFO", logger="wavegen.render")
+    report = render(model, out, s, progress=False)
+    said = [r.getMessage() for r in caplog.records]
+    assert any("the damaged report is set aside as render_report.json.damaged and the render resumes" in m
+               for m in said), said
+    assert any(m.startswith(f"resuming {out} at 0.5 s") for m in said), said
+    assert report["status"] == "complete" and report["sessions"] == 2
+    assert (out / "render_report.json.damaged").read_text() == damaged
+    whole = direct_pcm(model, 2, SR)
+    assert all((read_pcm(out / f"stream_{i:03d}.wav") == whole[i]).all() for i in range(2))

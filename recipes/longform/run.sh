@@ -112,18 +112,30 @@ except (OSError, ValueError, KeyError, TypeError) as err:
     print(f"{sys.argv[2]}: stage 2: {out / 'render_report.json'} is not a render report ({type(err).__name__}: "
           f"{err}): rerun stage 1", file=sys.stderr)
     sys.exit(2)
+# a report written again from the folder (its own was damaged) says what is not known, and why
+unknown = f"not known ({r['rebuilt']})" if r.get("rebuilt") else "not known"
 time_file = out / ".done" / "time.txt"
-if time_file.is_file():
+# a rebuilt report: time.txt is the rendering session's only where older than it (a rerun that rebuilt it replaced it)
+if time_file.is_file() and (not r.get("rebuilt") or
+                            time_file.stat().st_mtime < (out / "render_report.json").stat().st_mtime):
     m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", time_file.read_text())
     if m:
         rss = int(m.group(1)) / 1024
+sessions = unknown if r["sessions"] is None else f"{r['sessions']} session(s)"
 print(f"rendered      {r['streams']} stream(s) x {r['seconds']:.0f} s at {r['sample_rate']} Hz ({r['backend']} backend "
       f"{r.get('precision', 'fp32')}, "
-      f"{r['processes']} process(es), {r['sessions']} session(s))")
-print(f"generation    {r['wall_seconds']:.1f} s of wall time, every session's (FLAC encoding and spectrograms not counted)")
-print(f"x real time   {r['realtime_factor']:.2f} per stream, {r['realtime_factor_all_streams']:.2f} all streams")
-print(f"peak memory   {rss:.0f} MB (last session that rendered)")
-print(f"guard events  {r['guard']['counts'] or 'none'}")
+      f"{r['processes']} process(es), {sessions})")
+if r["wall_seconds"] is None:
+    print(f"generation    {unknown}")
+else:
+    print(f"generation    {r['wall_seconds']:.1f} s of wall time, every session's (FLAC encoding and spectrograms not counted)")
+if r["realtime_factor"] is None:
+    print(f"x real time   {unknown}")
+else:
+    print(f"x real time   {r['realtime_factor']:.2f} per stream, {r['realtime_factor_all_streams']:.2f} all streams")
+print(f"peak memory   {unknown}" if rss is None else f"peak memory   {rss:.0f} MB (last session that rendered)")
+counts = r["guard"]["counts"]
+print(f"guard events  {unknown if counts is None else counts or 'none'}")
 print(f"files         {', '.join(r['paths'])}")
 EOF
 }

@@ -15,8 +15,9 @@ written again from a snapshot, which records the same parameters (said), and ``-
 the render there wrote; snapshots gone while the WAVs (or a FLAC render's raw PCM, marked ``rank{r}.snapshotted``
 once snapshotted) hold audio one vouched for are refused by :meth:`wavegen.render.shard.ShardRender.start`, not
 rendered over. A finished render's report damaged since is written again where the folder proves the render
-finished (:mod:`wavegen.render.folder_report`), else refused naming it; a folder at a stream's name is refused, naming
-it, before anything is written (--restart removes files only).
+finished (:mod:`wavegen.render.folder_report`; beside snapshots of an unfinished render of these parameters it is set
+aside and the render resumes), else refused naming it; a folder (or a FIFO, a device) at a stream's, its spectrogram's
+or the report's name is refused, naming it, before anything is written (--restart removes files only).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pathlib import Path
 from wavegen.errors import WavegenError, some_of
 from wavegen.fileio import (FolderLock, atomic_write, ensure_folder, free_name, link_to_nothing, not_a_file,
                             read_json_object, stale_temporaries, write_json)
-from wavegen.render.folder_report import rebuilt_report, recorded_params_in, short_stream
+from wavegen.render.folder_report import measured_by, rebuilt_report, recorded_params_in, short_stream
 from wavegen.render.model_change import TENSORS_KEY, with_recorded_tensors
 from wavegen.render.params_check import check_params
 from wavegen.render.settings import (FORMATS, RenderStateError, RenderWriteError, check_length, estimate_bytes,
@@ -96,9 +97,10 @@ class RenderFolder:
     """``out_dir`` of a render of ``streams`` streams in ``fmt``: paths, lock, parameters, report. Made, it has
     checked ``out_dir`` (:func:`check_out`), before the render loads its model."""
 
-    def __init__(self, out_dir: str | Path, streams: int, fmt: str, backend: str | None = None):
+    def __init__(self, out_dir: str | Path, streams: int, fmt: str, backend: str | None = None,
+                 spectrogram: bool = False):
         """``backend``: --backend as typed ("auto"), named beside the backend it resolved to where a resume's
-        differs."""
+        differs; ``spectrogram``: whether the render writes a PNG beside each stream."""
         self.out_dir = Path(out_dir)
         self.backend_asked = backend
         check_out(self.out_dir)
@@ -107,11 +109,22 @@ class RenderFolder:
         self.report_path = self.out_dir / REPORT_FILE
         self.streams, self.format = streams, fmt
         self.paths = stream_paths(self.out_dir, streams, fmt)
-        folder = next((p for p in self.paths if p.is_dir()), None)
-        if folder is not None:  # --restart removes files only: it would be refused after --restart too
-            raise RenderStateError(f"{folder} is a folder, not a stream file: the render writes its stream there; "
-                                   "move or rename that folder, or choose another --out")
+        self._refuse_what_is_no_file(spectrogram)
         self._lock: FolderLock | None = None
+
+    def _refuse_what_is_no_file(self, spectrogram: bool) -> None:
+        """RenderStateError naming a folder, FIFO or device at a name the render writes (a stream, its spectrogram
+        where ``spectrogram``, the report): its write would fail once every stream is rendered, and --restart (which
+        removes files only, the finished streams among them) would not clear it."""
+        named = [(p, "stream file", "its stream") for p in self.paths]
+        named.append((self.report_path, "report file", "its report at the end"))
+        if spectrogram:
+            named += [(p.with_suffix(".png"), "spectrogram file", "a stream's spectrogram") for p in self.paths]
+        for path, what, thing in named:
+            kind = not_a_file(path)
+            if kind is not None:
+                raise RenderStateError(f"{path} is a {kind}, not a {what}: the render writes {thing} there; "
+                                       f"move or rename that {kind}, or choose another --out")
 
     # ----- the lock -----
 
@@ -229,12 +242,22 @@ class RenderFolder:
         under .state; None where there is none), whether it is complete. An unreadable report or
         parameters file gives (None, False): the rerun check names it."""
         try:
-            report = _read_json(self.report_path, "render report") if self.report_path.is_file() else {}
+            report = self._report_or_its_params() if self.report_path.is_file() else {}
             if report.get("status") == "complete":
                 return report.get("params", {}).get(key), True
             return (self._recorded_params()[0] or {}).get(key), False
         except (RenderStateError, AttributeError):  # AttributeError: "params" is not an object
             return None, False
+
+    def _report_or_its_params(self) -> dict:
+        """The report; where it is damaged, the finished render's parameters its readable part still holds
+        (:func:`~wavegen.render.folder_report.recorded_params_in`) as {"status": "complete", "params": ...}, else {}
+        (.state/ is asked then)."""
+        try:
+            return read_json_object(self.report_path)
+        except (OSError, ValueError):
+            params = recorded_params_in(self.report_path)
+            return {} if params is None else {"status": "complete", "params": params}
 
     def wipe(self) -> None:
         """--restart: remove what a render writes here (state, audio, PNGs, report) by their exact names,
@@ -279,7 +302,11 @@ class RenderFolder:
             try:
                 record = read_json_object(path)
             except (OSError, ValueError) as err:  # none, or unreadable: its layout is not known
-                params, name = self._snapshot_params() if path == self.params_path else (None, None)
+                if path == self.report_path:  # a damaged report's readable part may still record it
+                    params = recorded_params_in(path)
+                    records += [] if params is None else [params]
+                    continue
+                params, name = self._snapshot_params()
                 if params is not None:
                     records.append(params)
                     what = "is gone" if isinstance(err, FileNotFoundError) else "is unreadable"
@@ -336,8 +363,10 @@ class RenderFolder:
 
     def _mend_damaged_report(self, params: dict) -> None:
         """Lock held: a report that is unreadable, where the folder proves the render of these ``params`` finished
-        (:mod:`wavegen.render.folder_report`): written again (the damaged one kept beside it), said in one line
-        naming it. RenderStateError naming it where the folder does not prove that."""
+        (:mod:`wavegen.render.folder_report`): written again (the damaged one kept beside it; what the render measured
+        from the finished snapshots a kill left in .state/), said in one line naming it. Where a stream is short and
+        .state/ holds snapshots of these ``params`` (an unfinished render): the report set aside, said, and the
+        render resumes. RenderStateError naming it where the folder shows neither."""
         try:
             if self.report_path.is_file():
                 read_json_object(self.report_path)
@@ -359,13 +388,13 @@ class RenderFolder:
         for path in self.paths:
             short = short_stream(path, self.format, total, params["sample_rate"])
             if short is not None:
-                raise RenderStateError(f"{damaged}, and {path} {short}: the folder does not show a finished "
-                                       "render; rerun with --restart to render it again")
+                self._set_aside_to_resume(damaged, f"{path} {short}", params)
+                return
         aside = free_name(self.report_path.with_name(REPORT_FILE + ".damaged"))
         spectrograms = [p.with_suffix(".png").name for p in self.paths if p.with_suffix(".png").is_file()]
+        measures, unknown = self._measured_by_snapshots(params, total)
         report = rebuilt_report(params, [p.name for p in self.paths], spectrograms, total,
-                                f"the render's own report was damaged (kept as {aside.name}); its wall time and "
-                                "guard events are not known")
+                                f"the render's own report was damaged (kept as {aside.name}); {unknown}", measures)
         report["file_bytes"] = [p.stat().st_size for p in self.paths]
         try:
             atomic_write(aside, self.report_path.read_bytes())
@@ -374,6 +403,41 @@ class RenderFolder:
             raise self.io_error(Path(err.filename or self.report_path), err) from err
         logger.warning("%s; its %d stream(s) are complete and the parameters %s records are this render's: written "
                        "again from them (the damaged one kept as %s)", damaged, len(self.paths), source, aside.name)
+
+    def _set_aside_to_resume(self, damaged: str, short: str, params: dict) -> None:
+        """The damaged report beside a stream that is ``short``: where .state/ holds snapshots of these ``params`` (a
+        render not finished), the report is renamed aside, said, and the render resumes from them (--restart would
+        lose what they hold); else RenderStateError naming both."""
+        recorded, name = self._snapshot_params()
+        if recorded is None:
+            raise RenderStateError(f"{damaged}, and {short}: the folder does not show a finished render; rerun "
+                                   "with --restart to render it again")
+        check_params(self.with_recorded_tensors(recorded), params, self.out_dir, self.backend_asked)
+        aside = free_name(self.report_path.with_name(REPORT_FILE + ".damaged"))
+        try:
+            self.report_path.rename(aside)
+        except OSError as err:
+            raise self.io_error(Path(err.filename or self.report_path), err) from err
+        logger.warning("%s, and %s, but its snapshot %s/%s is this render's: it was not finished; the damaged report "
+                       "is set aside as %s and the render resumes from its snapshots", damaged, short, STATE_DIR,
+                       name, aside.name)
+
+    def _measured_by_snapshots(self, params: dict, total: int) -> tuple[dict | None, str]:
+        """A finished render's wall time, sessions and guard events (:func:`~wavegen.render.folder_report.measured`)
+        as the snapshots of its processes' end that a kill while .state/ was removed left record (each newest, else
+        the one it replaced, read only; those of these ``params``, finished), None where none is; and what of them
+        is not known, as said in the rebuilt report."""
+        metas = []
+        for rank in range(params.get("world_size") or 1):
+            meta = recorded_meta(self.snapshot_path(rank))[0]
+            if not isinstance(meta, dict) or meta.get("complete") is not True:
+                continue
+            try:
+                check_params(self.with_recorded_tensors(meta.get("params") or {}), params, self.out_dir)
+            except RenderStateError:
+                continue
+            metas.append(meta)
+        return measured_by(metas, self.streams, total / params["sample_rate"])
 
     def _write_params_again(self, params: dict, lost: tuple[str, str]) -> None:
         """params.json damaged, unreadable or gone (``lost``: what is wrong with it, the snapshot read instead,

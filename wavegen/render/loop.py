@@ -19,6 +19,7 @@ from wavegen.config import ConfigError
 from wavegen.generate import make_engine, temperatures
 from wavegen.memory import check_fits
 from wavegen.render.folder import RenderFolder
+from wavegen.render.folder_report import measured
 from wavegen.render.guard import GuardCriteria, criteria_for
 from wavegen.render.model_change import TENSORS_KEY, model_gone, stand_in
 from wavegen.render.params_check import check_params
@@ -93,7 +94,7 @@ def _prepared_job(procs: Processes, model: str | Path, out_dir: str | Path, sett
     # before any path is listed or file created: a --streams beyond the open-file limit fails at once
     procs.agree(lambda: reserve_open_files(len(range(procs.rank, settings.streams, procs.world)),
                                            settings.streams))
-    folder = RenderFolder(out_dir, settings.streams, settings.format, settings.backend)
+    folder = RenderFolder(out_dir, settings.streams, settings.format, settings.backend, settings.spectrogram)
     # one process looks again for "last" in its own load (ModelRef.load); several, pinned to one step, together
     again = checkpoint == "last" and procs.world > 1
     for tries in range(PRUNED_RETRIES):
@@ -319,29 +320,20 @@ class RenderJob:
     def finish(self) -> dict:
         """First process, every shard done: the report of the whole render → render_report.json."""
         s, folder = self.settings, self.folder
-        events, wall, sessions = [], 0.0, 1
-        for rank in range(self.procs.world):
-            path = folder.snapshot_path(rank)
-            if snapshot_exists(path):
-                meta = load_snapshot(path, fallback=True)[2]
-                events += meta["events"]
-                wall = max(wall, meta["wall_seconds"])
-                sessions = max(sessions, meta["sessions"])
+        paths = [folder.snapshot_path(rank) for rank in range(self.procs.world)]
+        seconds = self.total / self.sr
+        m = measured([load_snapshot(p, fallback=True)[2] for p in paths if snapshot_exists(p)], seconds, s.streams)
+        wall, sessions, counts = m["wall_seconds"], m["sessions"], m["counts"]
         spectrograms = [p.with_suffix(".png").name for p in folder.paths
                         if s.spectrogram and p.with_suffix(".png").is_file()]
-        events.sort(key=lambda e: (e["seconds"], e["stream"], e["attempt"]))
-        counts = {}
-        for e in events:
-            counts[e["kind"]] = counts.get(e["kind"], 0) + 1
-        seconds = self.total / self.sr
         report = {
             "status": "complete", "params": self.params, "paths": [p.name for p in folder.paths],
             "spectrograms": spectrograms, "seconds": seconds, "streams": s.streams, "sample_rate": self.sr,
-            "wall_seconds": wall, "realtime_factor": seconds / wall if wall else None,
-            "realtime_factor_all_streams": seconds * s.streams / wall if wall else None,
+            "wall_seconds": wall, "realtime_factor": m["realtime_factor"],
+            "realtime_factor_all_streams": m["realtime_factor_all_streams"],
             "backend": self.engine.backend, "precision": s.precision, "processes": self.procs.world,
             "sessions": sessions, "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "guard": {"enabled": s.guard, "counts": counts, "events": events},
+            "guard": {"enabled": s.guard, "counts": counts, "events": m["events"]},
         }
         folder.write_report(report, self.total, self.sr)
         # wall_seconds: the generation's (and its writing), every session's; the FLAC encoding and the
