@@ -29,13 +29,12 @@ import shutil
 from pathlib import Path
 
 from wavegen.errors import WavegenError, some_of
-from wavegen.fileio import (FolderLock, atomic_write, ensure_folder, free_name, link_to_nothing, not_a_file,
-                            read_json_object, stale_temporaries, write_json)
-from wavegen.render.folder_report import measured_by, rebuilt_report, recorded_params_in, short_stream
+from wavegen.fileio import (FolderLock, ensure_folder, link_to_nothing, not_a_file, read_json_object,
+                            stale_temporaries, write_json)
+from wavegen.render.folder_report import mend_damaged_report, recorded_params_in
 from wavegen.render.model_change import TENSORS_KEY, with_recorded_tensors
 from wavegen.render.params_check import check_params
-from wavegen.render.settings import (FORMATS, RenderStateError, RenderWriteError, check_length, estimate_bytes,
-                                     stream_paths)
+from wavegen.render.settings import FORMATS, RenderStateError, RenderWriteError, estimate_bytes, stream_paths
 from wavegen.render.writers import open_file_limit, recorded_meta
 
 logger = logging.getLogger("wavegen.render")
@@ -334,7 +333,7 @@ class RenderFolder:
         self.remove_stale_temporaries()
         if restart:
             self.wipe()
-        self._mend_damaged_report(params)
+        mend_damaged_report(self, params)
         done = self.completed_report(params)
         if done is not None:
             self._remove_finished_state()
@@ -360,84 +359,6 @@ class RenderFolder:
         except OSError as err:
             raise self.io_error(Path(err.filename or self.state_dir), err) from err
         return None
-
-    def _mend_damaged_report(self, params: dict) -> None:
-        """Lock held: a report that is unreadable, where the folder proves the render of these ``params`` finished
-        (:mod:`wavegen.render.folder_report`): written again (the damaged one kept beside it; what the render measured
-        from the finished snapshots a kill left in .state/), said in one line naming it. Where a stream is short and
-        .state/ holds snapshots of these ``params`` (an unfinished render): the report set aside, said, and the
-        render resumes. RenderStateError naming it where the folder shows neither."""
-        try:
-            if self.report_path.is_file():
-                read_json_object(self.report_path)
-            return
-        except (OSError, ValueError) as err:
-            damaged = f"{self.report_path}: unreadable render report ({getattr(err, 'strerror', None) or err})"
-        recorded, source = recorded_params_in(self.report_path), "its readable part"
-        if recorded is None:
-            try:
-                recorded, source = self._recorded_params()[0], f"{STATE_DIR}/ (a kill left it)"
-            except RenderStateError:
-                recorded = None
-        if recorded is None:
-            raise RenderStateError(f"{damaged}, and nothing else in {self.out_dir} records the parameters its streams "
-                                   "were made with; put a good copy of it back, or rerun with --restart to render "
-                                   "it again")
-        check_params(recorded, params, self.out_dir, self.backend_asked)
-        total = check_length(params["seconds"], params["sample_rate"], params["format"])
-        for path in self.paths:
-            short = short_stream(path, self.format, total, params["sample_rate"])
-            if short is not None:
-                self._set_aside_to_resume(damaged, f"{path} {short}", params)
-                return
-        aside = free_name(self.report_path.with_name(REPORT_FILE + ".damaged"))
-        spectrograms = [p.with_suffix(".png").name for p in self.paths if p.with_suffix(".png").is_file()]
-        measures, unknown = self._measured_by_snapshots(params, total)
-        report = rebuilt_report(params, [p.name for p in self.paths], spectrograms, total,
-                                f"the render's own report was damaged (kept as {aside.name}); {unknown}", measures)
-        report["file_bytes"] = [p.stat().st_size for p in self.paths]
-        try:
-            atomic_write(aside, self.report_path.read_bytes())
-            write_json(self.report_path, report, indent=1)
-        except OSError as err:
-            raise self.io_error(Path(err.filename or self.report_path), err) from err
-        logger.warning("%s; its %d stream(s) are complete and the parameters %s records are this render's: written "
-                       "again from them (the damaged one kept as %s)", damaged, len(self.paths), source, aside.name)
-
-    def _set_aside_to_resume(self, damaged: str, short: str, params: dict) -> None:
-        """The damaged report beside a stream that is ``short``: where .state/ holds snapshots of these ``params`` (a
-        render not finished), the report is renamed aside, said, and the render resumes from them (--restart would
-        lose what they hold); else RenderStateError naming both."""
-        recorded, name = self._snapshot_params()
-        if recorded is None:
-            raise RenderStateError(f"{damaged}, and {short}: the folder does not show a finished render; rerun "
-                                   "with --restart to render it again")
-        check_params(self.with_recorded_tensors(recorded), params, self.out_dir, self.backend_asked)
-        aside = free_name(self.report_path.with_name(REPORT_FILE + ".damaged"))
-        try:
-            self.report_path.rename(aside)
-        except OSError as err:
-            raise self.io_error(Path(err.filename or self.report_path), err) from err
-        logger.warning("%s, and %s, but its snapshot %s/%s is this render's: it was not finished; the damaged report "
-                       "is set aside as %s and the render resumes from its snapshots", damaged, short, STATE_DIR,
-                       name, aside.name)
-
-    def _measured_by_snapshots(self, params: dict, total: int) -> tuple[dict | None, str]:
-        """A finished render's wall time, sessions and guard events (:func:`~wavegen.render.folder_report.measured`)
-        as the snapshots of its processes' end that a kill while .state/ was removed left record (each newest, else
-        the one it replaced, read only; those of these ``params``, finished), None where none is; and what of them
-        is not known, as said in the rebuilt report."""
-        metas = []
-        for rank in range(params.get("world_size") or 1):
-            meta = recorded_meta(self.snapshot_path(rank))[0]
-            if not isinstance(meta, dict) or meta.get("complete") is not True:
-                continue
-            try:
-                check_params(self.with_recorded_tensors(meta.get("params") or {}), params, self.out_dir)
-            except RenderStateError:
-                continue
-            metas.append(meta)
-        return measured_by(metas, self.streams, total / params["sample_rate"])
 
     def _write_params_again(self, params: dict, lost: tuple[str, str]) -> None:
         """params.json damaged, unreadable or gone (``lost``: what is wrong with it, the snapshot read instead,

@@ -6,21 +6,27 @@ for a long render) is needed only where the folder does not prove that: the para
 (the damaged report's own ``"params"``, which it writes first, read where that part is whole; else
 ``.state/params.json`` or a snapshot, where a kill left them) and every stream file holding its full length (a WAV's
 header and size, a FLAC decoded to the end). :func:`recorded_params_in` and :func:`short_stream` judge;
-:func:`rebuilt_report` is what is written in its place: what the render measured (wall time, sessions, guard events)
-from the finished snapshots a kill while ``.state/`` was removed left (:func:`measured`, which the render's own report
-is made with too), else not known (None), as its peak memory always is.
+:func:`mend_damaged_report` (the render's first process, its lock held) writes :func:`rebuilt_report` in its
+place: what the render measured (wall time, sessions, guard events) from the finished snapshots a kill while
+``.state/`` was removed left (:func:`measured`, which the render's own report is made with too), else not known
+(None), as its peak memory always is.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
 import soundfile as sf
 
-from wavegen.render.settings import WAV_HEADER_BYTES
-from wavegen.render.writers import flushed_samples
+from wavegen.fileio import atomic_write, free_name, read_json_object, write_json
+from wavegen.render.params_check import check_params
+from wavegen.render.settings import WAV_HEADER_BYTES, RenderStateError, check_length
+from wavegen.render.writers import flushed_samples, recorded_meta
+
+logger = logging.getLogger("wavegen.render")
 
 # how render_report.json begins (write_json, indent=1, loop.finish's key order)
 _REPORT_HEAD = re.compile(r'\{\s*"status"\s*:\s*"complete"\s*,\s*"params"\s*:\s*')
@@ -115,3 +121,82 @@ def rebuilt_report(params: dict, names: list[str], spectrograms: list[str], tota
         "guard": {"enabled": bool(params.get("guard")), "counts": m["counts"], "events": m["events"]},
         "rebuilt": why,
     }
+
+
+def mend_damaged_report(folder, params: dict) -> None:
+    """The first process of a render into RenderFolder ``folder``, its lock held: a report that is unreadable, where
+    the folder proves the render of these ``params`` finished: written again (the damaged one kept beside it; what the render measured
+    from the finished snapshots a kill left in .state/), said in one line naming it. Where a stream is short and
+    .state/ holds snapshots of these ``params`` (an unfinished render): the report set aside, said, and the
+    render resumes. RenderStateError naming it where the folder shows neither."""
+    try:
+        if folder.report_path.is_file():
+            read_json_object(folder.report_path)
+        return
+    except (OSError, ValueError) as err:
+        damaged = f"{folder.report_path}: unreadable render report ({getattr(err, 'strerror', None) or err})"
+    recorded, source = recorded_params_in(folder.report_path), "its readable part"
+    if recorded is None:
+        try:
+            recorded, source = folder._recorded_params()[0], f"{folder.state_dir.name}/ (a kill left it)"
+        except RenderStateError:
+            recorded = None
+    if recorded is None:
+        raise RenderStateError(f"{damaged}, and nothing else in {folder.out_dir} records the parameters its streams "
+                               "were made with; put a good copy of it back, or rerun with --restart to render "
+                               "it again")
+    check_params(recorded, params, folder.out_dir, folder.backend_asked)
+    total = check_length(params["seconds"], params["sample_rate"], params["format"])
+    for path in folder.paths:
+        short = short_stream(path, folder.format, total, params["sample_rate"])
+        if short is not None:
+            _set_aside_to_resume(folder, damaged, f"{path} {short}", params)
+            return
+    aside = free_name(folder.report_path.with_name(folder.report_path.name + ".damaged"))
+    spectrograms = [p.with_suffix(".png").name for p in folder.paths if p.with_suffix(".png").is_file()]
+    measures, unknown = _measured_by_snapshots(folder, params, total)
+    report = rebuilt_report(params, [p.name for p in folder.paths], spectrograms, total,
+                            f"the render's own report was damaged (kept as {aside.name}); {unknown}", measures)
+    report["file_bytes"] = [p.stat().st_size for p in folder.paths]
+    try:
+        atomic_write(aside, folder.report_path.read_bytes())
+        write_json(folder.report_path, report, indent=1)
+    except OSError as err:
+        raise folder.io_error(Path(err.filename or folder.report_path), err) from err
+    logger.warning("%s; its %d stream(s) are complete and the parameters %s records are this render's: written "
+                   "again from them (the damaged one kept as %s)", damaged, len(folder.paths), source, aside.name)
+
+def _set_aside_to_resume(folder, damaged: str, short: str, params: dict) -> None:
+    """The damaged report beside a stream that is ``short``: where .state/ holds snapshots of these ``params`` (a
+    render not finished), the report is renamed aside, said, and the render resumes from them (--restart would
+    lose what they hold); else RenderStateError naming both."""
+    recorded, name = folder._snapshot_params()
+    if recorded is None:
+        raise RenderStateError(f"{damaged}, and {short}: the folder does not show a finished render; rerun "
+                               "with --restart to render it again")
+    check_params(folder.with_recorded_tensors(recorded), params, folder.out_dir, folder.backend_asked)
+    aside = free_name(folder.report_path.with_name(folder.report_path.name + ".damaged"))
+    try:
+        folder.report_path.rename(aside)
+    except OSError as err:
+        raise folder.io_error(Path(err.filename or folder.report_path), err) from err
+    logger.warning("%s, and %s, but its snapshot %s/%s is this render's: it was not finished; the damaged report "
+                   "is set aside as %s and the render resumes from its snapshots", damaged, short, folder.state_dir.name,
+                   name, aside.name)
+
+def _measured_by_snapshots(folder, params: dict, total: int) -> tuple[dict | None, str]:
+    """A finished render's wall time, sessions and guard events (:func:`~wavegen.render.folder_report.measured`)
+    as the snapshots of its processes' end that a kill while .state/ was removed left record (each newest, else
+    the one it replaced, read only; those of these ``params``, finished), None where none is; and what of them
+    is not known, as said in the rebuilt report."""
+    metas = []
+    for rank in range(params.get("world_size") or 1):
+        meta = recorded_meta(folder.snapshot_path(rank))[0]
+        if not isinstance(meta, dict) or meta.get("complete") is not True:
+            continue
+        try:
+            check_params(folder.with_recorded_tensors(meta.get("params") or {}), params, folder.out_dir)
+        except RenderStateError:
+            continue
+        metas.append(meta)
+    return measured_by(metas, folder.streams, total / params["sample_rate"])
