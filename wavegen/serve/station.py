@@ -343,8 +343,9 @@ class Station:
 
     def _take_label(self) -> None:
         """Switch to the label asked for (POST /label) from this position on; with an archive, a snapshot
-        here records it, so a restart continues with it."""
-        snapshot = None if self.archive is None else lambda: self.archive.snapshot(self._engine_state(), self._meta())
+        here records it, so a restart continues with it; its fallback (snapshot.prev.npz) too, not the old label's."""
+        snapshot = None if self.archive is None else \
+            lambda: self.archive.snapshot(self._engine_state(), self._meta(), fallback_too=True)
         self.label_state.apply_pending(self.engine, self.position, self.sample_rate, snapshot)
 
     def _engine_state(self) -> dict[str, np.ndarray]:

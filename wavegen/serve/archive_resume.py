@@ -1,0 +1,248 @@
+"""Opening an archive (``Archive.open``): what its params.json and snapshots hold, checked against this command,
+the snapshot to go on from (the one before it where the newest is damaged or missing), the parts it counts; then,
+all checked, the folder cut back to it (:func:`resume`). Functions of the :class:`~wavegen.serve.archive.Archive`,
+as :mod:`wavegen.serve.archive_folder`'s."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from wavegen.errors import WavegenError
+from wavegen.fileio import fsync_dir, not_a_file, read_json_object, stale_temporaries, write_json
+from wavegen.render import PCMWriter, load_snapshot
+from wavegen.render.folder import remove_temporaries
+from wavegen.render.model_change import TENSORS_KEY, with_recorded_tensors
+from wavegen.render.writers import flushed_samples, previous_snapshot
+from wavegen.serve.archive import (PARAMS_FILE, SNAPSHOT_FILE, STATE_DIR, Archive, ServeError, part_path, parts_in,
+                                   snapshot_params)
+
+logger = logging.getLogger("wavegen.serve.archive")  # the archive's words, whichever module says them
+
+
+def resume(archive: Archive) -> tuple[dict[str, np.ndarray] | None, int, dict]:
+    """Check all (a refusal leaves the folder as it was), then cut back, remove and record."""
+    remove_stale_temporaries(archive)
+    params_path = archive.state_dir / PARAMS_FILE
+    recorded, lost, where = recorded_params(archive)
+    if recorded is not None:
+        archive._check_params(recorded, where)
+    elif part_path(archive.folder, 0).exists():
+        raise ServeError(f"{part_path(archive.folder, 0)} exists but {archive.folder} has no {STATE_DIR}/"
+                         f"{PARAMS_FILE}: it is not an archive wavegen serve can continue; choose another "
+                         "--archive")
+    state, meta, fell_back = None, {}, None
+    found = snapshot_to_resume(archive)
+    if found is not None:
+        read, state, archive.position, meta, fell_back = found
+        archive._check_params(with_recorded_tensors(meta.get("params", {}), recorded), read)
+        keep_part_length(archive, meta)
+        first = meta.get("first_part", 0)
+        if not isinstance(first, int) or not 0 <= first <= archive.position // archive.part_frames:
+            raise archive._damaged(read, f"first_part={first!r} is not a part it counts")
+        archive.first_part = first
+    else:
+        from wavegen.serve.archive_folder import check_nothing_to_lose  # it imports this module
+
+        check_nothing_to_lose(archive, recorded)
+    archive.snapshot_position = archive.position
+    index, frames = divmod(archive.position, archive.part_frames)
+    if fell_back is not None:
+        rotated_past(archive, index)
+    check_parts(archive, index, frames)  # before anything is cut or removed
+    if fell_back is not None:
+        fall_back(archive, fell_back)
+    if state is None or recorded is None:  # begun (again) at 0, or params.json lost: this command's, with its bound
+        archive.state_dir.mkdir(parents=True, exist_ok=True)
+        write_json(params_path, {**archive.params, **archive._bounds()})
+    else:
+        if lost is not None:
+            recorded = write_params_again(archive, recorded, lost)
+        record_tensors(archive, recorded, params_path)
+    archive._remove_parts_before(archive.first_part)  # removed by rotation, but not yet when it stopped
+    for later_index, later in parts_in(archive.folder):
+        if later_index > index:  # written after the snapshot: written again
+            later.unlink()
+    archive.writer = archive._writer(index, frames)
+    if archive.position:
+        logger.info("archive %s: continuing at %.1f s", archive.folder, archive.position / archive.sample_rate)
+    return state, archive.position, meta
+
+
+def recorded_params(archive: Archive) -> tuple[dict | None, str | None, Path]:
+    """Looked at only: (what .state/params.json holds, None, its path); where it is damaged or gone while the
+    snapshot is readable, (the parameters the snapshot recorded, what is wrong with params.json, the snapshot's
+    path): the snapshot records the same ones, so the archive goes on (:func:`write_params_again`); a refusal
+    names the file its values came from. (None, None, params.json's path): no params.json and no snapshot to
+    stand for it. ServeError naming params.json where it is damaged and no snapshot is readable, or something
+    else than a file, or a file that cannot be read (its permissions: said, not written over)."""
+    path = archive.state_dir / PARAMS_FILE
+    if state_file(archive, path):
+        try:
+            return read_json_object(path), None, path
+        except OSError as err:
+            raise ServeError(f"cannot read {path}: {err.strerror or err}; make it readable, or choose another "
+                             "--archive") from None
+        except ValueError as err:
+            refusal, what = archive._damaged(path, str(err)), f"is damaged ({err})"
+    else:
+        refusal, what = None, "is gone"
+    params, name = snapshot_params(archive.state_dir)
+    if params is not None:
+        return params, what, archive.state_dir / name
+    if refusal is not None:
+        raise refusal
+    return None, None, path
+
+
+def write_params_again(archive: Archive, params: dict, lost: str) -> dict:
+    """params.json damaged or gone (``lost`` says which), ``params`` the snapshot's, checked: said in one
+    warning and written again from them (with this command's bound for audio without a snapshot, and the
+    archive's part length) → them."""
+    path = archive.state_dir / PARAMS_FILE
+    logger.warning("archive %s: %s %s; going on with the parameters %s/%s recorded (%s written again from "
+                   "them)", archive.folder, path, lost, STATE_DIR, SNAPSHOT_FILE, PARAMS_FILE)
+    params = {**params, **archive._bounds()}
+    write_json(path, params)
+    return params
+
+
+def remove_stale_temporaries(archive: Archive) -> None:
+    """Lock held: the partial state files a server killed while writing them left (atomic_write's
+    temporaries, never read): a station restarted after each kill would gather them for good."""
+    remove_temporaries(stale_temporaries(archive.state_dir), f"archive {archive.folder}",
+                       "left partial by a server killed while writing it", logger)
+
+
+def record_tensors(archive: Archive, recorded: dict, path: Path) -> None:
+    """An archive begun before serve recorded its model's tensors, continued from the very weights file it
+    began with: params.json gains their digest, so that from now on the same tensors in another file (the
+    run's checkpoint of its best/) continue it too."""
+    if TENSORS_KEY in recorded or archive.params.get(TENSORS_KEY) is None or \
+            recorded.get("model_sha256") != archive.params.get("model_sha256"):
+        return
+    write_json(path, {**recorded, TENSORS_KEY: archive.params[TENSORS_KEY]})
+
+
+def keep_part_length(archive: Archive, meta: dict) -> None:
+    """Go on with the length the archive's parts were begun with (its snapshot's record; before there
+    was one, the oldest part's there, full where a later part is there too: part 0 may have been moved
+    away; by its header, which a part cut short since keeps, :func:`closed_part_frames`): with another
+    length, a restart would cut the parts where they do not end and write over archived audio.
+    --archive-part-seconds shapes a new archive only."""
+    recorded = meta.get("part_frames")
+    if not isinstance(recorded, int) or recorded < 1:  # a snapshot that does not say
+        parts = parts_in(archive.folder)
+        if len(parts) < 2 or not parts[0][1].is_file():
+            return
+        from wavegen.serve.archive_folder import closed_part_frames  # it imports this module
+
+        recorded = closed_part_frames(parts[0][1], archive.sample_rate)
+    if recorded >= 1 and recorded != archive.part_frames:
+        logger.warning("archive %s: its parts are %g s each; it goes on with those (--archive-part-seconds "
+                       "%g shapes a new archive only)", archive.folder, recorded / archive.sample_rate,
+                       archive.part_frames / archive.sample_rate)
+        archive.part_frames = recorded
+
+
+def state_file(archive: Archive, path: Path) -> bool:
+    """Whether a state file is at ``path`` (True too for a link to nothing: its read says so). Something
+    else there (a folder, a FIFO: never opened, it would block) is refused, not taken for no file: an
+    archive without a snapshot restarts from 0, over its parts."""
+    if not os.path.lexists(path):
+        return False
+    kind = not_a_file(path)
+    if kind is not None:
+        raise archive._damaged(path, f"a {kind}, not a file")
+    return True
+
+
+def snapshot_to_resume(archive: Archive) -> tuple[Path, dict[str, np.ndarray], int, dict, str | None] | None:
+    """Looked at only: (the snapshot file read, its engine state, position and meta, None); where the newest
+    is damaged or missing while the one it replaced (``snapshot.prev.npz``, render's
+    :func:`~wavegen.render.writers.previous_snapshot`) is readable, that one's, with what is wrong with the
+    newest (:func:`fall_back` puts it in place once all is checked); None where there is neither.
+    ServeError naming the newest where it is damaged and there is no readable one before it."""
+    snap = archive.state_dir / SNAPSHOT_FILE
+    prev = previous_snapshot(snap)
+    newest = state_file(archive, snap)
+    got = load(snap) if newest else None
+    if newest and not isinstance(got, str):
+        return (snap, *got, None)
+    if not state_file(archive, prev):  # looked at only where the newest cannot be resumed from
+        if newest:
+            raise archive._damaged(snap, got)
+        return None
+    what = f"is damaged ({got})" if newest else "is missing"
+    got_before = load(prev)
+    if isinstance(got_before, str):
+        raise archive._damaged(snap, got_before, f"{snap} {what}, and the snapshot before it, {prev.name}, is "
+                                                 f"damaged ({got_before})")
+    return (prev, *got_before, what)
+
+
+def fall_back(archive: Archive, what: str) -> None:
+    """The newest snapshot ``what`` (damaged or missing), all checked: said, and the one before it put in its
+    place, as a render does (:func:`~wavegen.render.writers.load_snapshot`'s fallback): the next snapshot keeps
+    it, not the damaged file, as its own fallback."""
+    snap = archive.state_dir / SNAPSHOT_FILE
+    prev = previous_snapshot(snap)
+    logger.warning("archive %s: %s %s; going on from the snapshot before it, %s, at %.1f s (the broadcast "
+                   "after it is written again, the same samples)", archive.folder, snap, what, prev.name,
+                   archive.position / archive.sample_rate)
+    os.replace(prev, snap)
+    fsync_dir(archive.state_dir)
+
+
+def rotated_past(archive: Archive, index: int) -> None:
+    """Fallen back with --archive-keep-parts: the rotation after the damaged snapshot removed the oldest parts
+    its record let go (never the part the one before it ends in, ``index``): ``first_part`` moves up to the
+    oldest part there, said as the rotation's doing, not as parts gone."""
+    if not archive.keep_parts:
+        return
+    there = [k for k, _ in parts_in(archive.folder) if archive.first_part <= k <= index]
+    oldest = min(there, default=index)
+    if oldest > archive.first_part:
+        logger.info("archive %s: the parts before %s were removed by the --archive-keep-parts rotation at the "
+                    "damaged snapshot", archive.folder, part_path(archive.folder, oldest).name)
+        archive.first_part = oldest
+
+
+def load(path: Path) -> tuple[dict[str, np.ndarray], int, dict] | str:
+    """The snapshot at ``path`` (engine state, position, meta), or what is wrong with it, as said."""
+    try:
+        state, position, meta = load_snapshot(path)
+    except WavegenError as err:  # render's message tells a render what to do: restated for serve
+        why = err.__cause__ or err
+        if isinstance(why, ValueError) and "pickle" in str(why):  # numpy's guess for a file that is no .npz
+            return "not a snapshot wavegen serve wrote"
+        return f"{type(why).__name__}: {why}"
+    if not isinstance(meta, dict) or position < 0:
+        return "its record of the archive is not one wavegen serve wrote"
+    return state, position, meta
+
+
+def check_parts(archive: Archive, index: int, frames: int) -> None:
+    """The part the snapshot ends in (``index``) is there with its ``frames`` samples: the broadcast goes on
+    in it. Earlier parts gone or cut short are said (:func:`~wavegen.serve.archive_folder.say_earlier_parts`),
+    and the archive goes on."""
+    from wavegen.serve.archive_folder import say_earlier_parts  # it imports this module
+
+    say_earlier_parts(archive, index)
+    path = part_path(archive.folder, index)
+    if frames and not path.is_file():
+        raise ServeError(f"{path} is missing but the archive's snapshot counts it: the archive was changed "
+                         "since; choose another --archive")
+    # a part the snapshot counts, or a new one's name holding more than a header (a killed server's new part has
+    # a whole header at once): a file put there since (another's recording, a FLAC renamed) is not written over
+    held = frames or (path.is_file() and path.stat().st_size > PCMWriter.HEADER_BYTES)
+    other = flushed_samples(path, archive.sample_rate)[1] if held else None
+    if other is not None:
+        raise ServeError(f"{path} is {other}, where the archive wrote a mono {archive.sample_rate} Hz 16-bit WAV "
+                         "part: the archive was changed since; put its part back to continue it, or "
+                         "choose another --archive")
+    if frames and path.stat().st_size < PCMWriter.HEADER_BYTES + 2 * frames:
+        raise archive._short_part(path, frames)
