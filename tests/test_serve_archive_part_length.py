@@ -20,19 +20,13 @@ import soundfile as sf
 
 from test_serve import ENV, SR
 from test_serve_archive import _archived, _contents
+from test_serve_archive_state import KILLED_AT_THE_FIRST_CLOSE
 
 PARAMS = {"model": "a", "model_sha256": "0" * 64, "sample_rate": SR, "seed": 0, "guard": False}  # windows of 1 s
 BOUND = 31.0  # the default --snapshot-seconds 30 and a window of 1 s: the most audio left without a snapshot
 
-KILLED_AT_THE_CLOSE = """
-import os, signal, numpy as np
-from wavegen.serve.archive import Archive
-made = Archive._writer
-def writer(self, index, frames):
-    if index >= 1 and not frames:  # part 1 begun: part 0 was closed, full
-        os.kill(os.getpid(), signal.SIGKILL)
-    return made(self, index, frames)
-Archive._writer = writer
+KILLED_AT_THE_CLOSE = KILLED_AT_THE_FIRST_CLOSE + """  # then .format: the moment holds no braces
+import numpy as np
 a = Archive({folder!r}, {sr}, {params!r}, part_seconds={part_seconds}, unsnapshot_seconds={bound})
 a.open()
 a.write(np.arange({sr} * 4, dtype=np.int16))

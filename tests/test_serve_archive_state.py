@@ -139,6 +139,19 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+# the moment a full first part was closed (its header counting all of it) and part 1 begun: SIGKILL
+KILLED_AT_THE_FIRST_CLOSE = """
+import os, signal
+from wavegen.serve.archive import Archive
+made = Archive._writer
+def writer(self, index, frames):
+    if index >= 1 and not frames:  # part 1 begun: part 0 was closed, full
+        os.kill(os.getpid(), signal.SIGKILL)
+    return made(self, index, frames)
+Archive._writer = writer
+"""
+
+
 def _killed(model: Path, archive: Path, moment: str, *args: str) -> None:
     """A real server (the CLI in a subprocess) on ``archive``, killed by a real SIGKILL at the moment the code
     ``moment`` picks (it only sends the signal: what reached the disk is what a kill -9 there leaves)."""
@@ -179,15 +192,7 @@ def test_a_server_killed_as_its_first_part_closed_is_begun_anew_with_longer_part
     restart with a longer --archive-part-seconds does not take that header for a snapshot's (was: refused)."""
     archive = tmp_path / "archive"
     first = ("--no-guard", "--archive-part-seconds", "1", "--snapshot-seconds", "100", "--buffer-seconds", "8")
-    _killed(model, archive, """
-        from wavegen.serve.archive import Archive
-        made = Archive._writer
-        def writer(self, index, frames):
-            if index >= 1 and not frames:  # part 1 begun: part 0 was closed, full
-                os.kill(os.getpid(), signal.SIGKILL)
-            return made(self, index, frames)
-        Archive._writer = writer
-    """, *first)
+    _killed(model, archive, KILLED_AT_THE_FIRST_CLOSE, *first)
     assert [p.name for p in archive.glob("broadcast_*.wav")] == ["broadcast_00000.wav"]
     assert not (archive / ".state" / "snapshot.npz").exists()
 
