@@ -38,16 +38,22 @@ def _recorded(folder: Path) -> dict:
     return json.loads((folder / "weights.json").read_text())["files"]["model.safetensors"]
 
 
+def _holds(model, folder: Path) -> bool:
+    """Whether ``model``'s weights are those of ``folder``'s model.safetensors, tensor by tensor."""
+    saved, state = load_file(str(folder / "model.safetensors")), model.state_dict()
+    return set(saved) == set(state) and all(torch.equal(saved[name], state[name]) for name in saved)
+
+
 def _replace_inside_the_read(monkeypatch, run: Path, times: int) -> list:
     """The weights' read (checkpoint.load_weights) replaces best/ first, ``times`` times: each read begun after
     the weights were checked meets a best/ other than the one checked."""
     real, done = wavegen.checkpoint.load_weights, []
 
-    def load_weights(path):
+    def load_weights(path, *data):
         if len(done) < times:
             done.append(path)
             _replace_best(run, seed=len(done))
-        return real(path)
+        return real(path, *data)
 
     monkeypatch.setattr(wavegen.checkpoint, "load_weights", load_weights)
     return done
@@ -61,11 +67,40 @@ def test_best_replaced_while_its_weights_are_read_loads_the_new_best_whole(tmp_p
     ref = resolve_model(run)
     done = _replace_inside_the_read(monkeypatch, run, times=1)
     model = ref.load("cpu")
-    assert len(done) == 1 and ref.folder == run / "best"
-    new = load_file(str(run / "best" / "model.safetensors"))
-    assert all(torch.equal(new[name], tensor) for name, tensor in model.state_dict().items() if name in new)
+    assert len(done) == 1 and ref.folder == run / "best" and _holds(model, run / "best")
     assert ref.weights_sha256() == _recorded(run / "best")["sha256"]
     assert ref.weights_tensors_sha256() == _recorded(run / "best")["tensors_sha256"]
+
+
+def test_best_replaced_twice_within_one_read_loads_the_weights_its_sha256_names(tmp_path, monkeypatch):
+    """best/ replaced twice (two validations) while its weights are read once: ext4 gives the second new best/ the
+    inode number of the one read (freed by the first replace), so a check of the folder's (device, inode) saw "the
+    same folder": the ref said the sha256 of the weights checked and held those of the best/ there now. The weights
+    are read once, from a folder held open (its number not reused): read again from the new best/, all of one file."""
+    run = _run(tmp_path)
+    templates = {seed: save_tiny_model(tmp_path / f"template{seed}", seed=seed) for seed in (1, 2, 3)}
+
+    def replace(seed):
+        shutil.copytree(templates[seed], run / ".tmp_best")
+        replace_dir(run / ".tmp_best", run / "best")
+
+    for seed in (1, 2, 1, 2):  # a training's validations: best/'s number alternates between two on ext4
+        replace(seed)
+    ref = resolve_model(run)
+    real, done = wavegen.checkpoint.load_weights, []
+
+    def load_weights(path, *data):
+        if not done:
+            done.append(path)
+            replace(1)
+            replace(3)
+        return real(path, *data)
+
+    monkeypatch.setattr(wavegen.checkpoint, "load_weights", load_weights)
+    model = ref.load("cpu")
+    assert done and _holds(model, run / "best")
+    assert ref.weights_sha256() == _recorded(run / "best")["sha256"] == _recorded(templates[3])["sha256"]
+    assert ref.weights_tensors_sha256() == _recorded(templates[3])["tensors_sha256"]
 
 
 def test_best_between_the_two_renames_of_a_replace_is_read_from_best_old(tmp_path):
@@ -140,37 +175,46 @@ def test_a_checkpoint_renamed_by_a_save_of_its_step_is_read_under_its_new_name(t
 
 
 def test_best_read_again_and_again_while_a_thread_replaces_it_never_fails_with_a_missing_file(tmp_path):
-    """A thread replacing best/ in a loop (replace_dir, as training's validations do) while the run is resolved and
-    loaded again and again: each load gives the model of one folder, or (replaced twice within one read) the one
-    line saying so; never "no such file", a raw errno or a folder called damaged. (The windows one by one: the
+    """A thread replacing best/ in a loop (replace_dir, as training's validations do), with two models in turn (ext4
+    gives best/ two inode numbers in turn), while the run is resolved and loaded again and again: each load gives the
+    model whose sha256 the ref then says, or (replaced twice within one read) the one line saying so; never "no such
+    file", a raw errno or a folder called damaged. It goes on until the thread has replaced best/ 30 times and 5 loads
+    have passed (not a fixed count of loads: a loaded machine runs either side slower). (The windows one by one: the
     tests above.)"""
     import threading
+    import time
 
     run = _run(tmp_path)
-    template = save_tiny_model(tmp_path / "template", seed=5)
+    templates = [save_tiny_model(tmp_path / f"template{seed}", seed=seed) for seed in (5, 6)]
+    first = shutil.copytree(run / "best", tmp_path / "first")  # what best/ holds before the thread replaces it
+    weights = {_recorded(folder)["sha256"]: folder for folder in (first, *templates)}
     stop, replaced = threading.Event(), []
 
     def replace_loop():
         while not stop.is_set():
-            shutil.copytree(template, run / ".tmp_best")
+            shutil.copytree(templates[len(replaced) % 2], run / ".tmp_best")
             replace_dir(run / ".tmp_best", run / "best")
             replaced.append(1)
 
     thread = threading.Thread(target=replace_loop)
     thread.start()
-    outcomes = []
+    outcomes, deadline = [], time.monotonic() + 120
     try:
-        for _ in range(40):
+        while (len(replaced) < 30 or outcomes.count("loaded") < 5) and time.monotonic() < deadline:
             try:
-                resolve_model(run).load("cpu")
-                outcomes.append("loaded")
+                ref = resolve_model(run)
+                model = ref.load("cpu")
             except ConfigError as err:
                 assert "replaced twice while it was read" in str(err), err
                 outcomes.append("twice")
+                continue
+            assert _holds(model, weights[ref.weights_sha256()]), ref.weights_sha256()
+            assert ref.weights_tensors_sha256() == _recorded(weights[ref.weights_sha256()])["tensors_sha256"]
+            outcomes.append("loaded")
     finally:
         stop.set()
         thread.join()
-    assert len(replaced) > 10 and "loaded" in outcomes, (len(replaced), outcomes)
+    assert len(replaced) >= 30 and outcomes.count("loaded") >= 5, (len(replaced), outcomes)
 
 
 def test_best_old_removed_between_its_look_and_its_configs_read_resolves_the_new_best(tmp_path, monkeypatch):

@@ -54,3 +54,43 @@ def test_the_stretch_is_counted_past_warm_up_in_a_row_and_said_once():
     assert said is not None and said.startswith("step 9: ") and "now 30" in said and "train.lr=0.5" in said
     assert guard.note(10, 30.0) is None  # once
     assert AboveUniform(q_levels=4, lr=1).limit_bits == 4  # few levels: 2 bits above log2(4), more than 1.5x
+
+
+def test_a_resume_from_ruined_weights_blames_them_not_the_new_lr(tiny_corpus, tmp_path, caplog):
+    """Weights ruined by train.lr=1e6, resumed with train.lr=1e-3: the loss is ~1e23 from the first row on. The
+    warning blamed the new lr and suggested the value in use ("train.lr=0.001 is likely too large ... e.g. --set
+    train.lr=1e-3"). It names the weights resumed from step 4 as far from any useful model, says to start again in
+    a new --run folder, and suggests a tenth of the lr in use."""
+    caplog.set_level(logging.WARNING)
+    run = tmp_path / "run"
+    train(config_for(tiny_corpus, "train.lr=1e6", "train.max_steps=4", "train.val_interval=4",
+                     "train.checkpoint_interval=4"), run, progress=False)
+    caplog.clear()
+    result = train(config_for(tiny_corpus, "train.lr=1e-3", "train.max_steps=10", "train.val_interval=10",
+                              "train.checkpoint_interval=100"), run, progress=False)
+    assert result["status"] == "finished" and result["step"] == 10
+    said = _warnings(caplog)
+    assert len(said) == 1, said
+    assert said[0].startswith("step 7: the training loss has stayed above 12.0 bits/sample for 3 log rows"), said
+    assert ("the weights resumed from step 4 are already far from any useful model, whatever train.lr (now 0.001)"
+            in said[0]), said
+    assert "in a new --run folder with a lower learning rate than the one that ruined them" in said[0], said
+    assert said[0].endswith("(e.g. --set train.lr=0.0001, a tenth of this one)"), said
+    assert "is likely too large" not in said[0], said
+
+
+def test_a_resume_whose_loss_was_below_the_limit_at_first_blames_the_lr():
+    """A resumed session whose first rows were below the limit (the weights resumed from were fine) and whose loss
+    then rose: the lr in use is blamed, and a tenth of it suggested (not a fixed 1e-3)."""
+    from wavegen.divergence import AboveUniform
+
+    guard = AboveUniform(q_levels=256, lr=1e-3, warmup_steps=0, start_step=100)
+    assert [guard.note(step, bits) for step, bits in ((101, 8.0), (102, 30.0), (103, 30.0))] == [None] * 3
+    said = guard.note(104, 30.0)
+    assert said is not None and "train.lr=0.001 is likely too large" in said and "resumed from" not in said, said
+    assert "(e.g. --set train.lr=0.0001)" in said, said
+    ruined = AboveUniform(q_levels=256, lr=0.5, start_step=100)
+    assert [ruined.note(step, 1e20) for step in (101, 102)] == [None, None]
+    assert "the weights resumed from step 100 are already far" in ruined.note(103, 1e20)
+    fresh = AboveUniform(q_levels=256, lr=0.5)  # a new training: the lr is blamed, whatever the first row
+    assert "train.lr=0.5 is likely too large" in [fresh.note(step, 1e20) for step in (1, 2, 3)][-1]

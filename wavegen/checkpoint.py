@@ -84,14 +84,16 @@ def save_model(model: torch.nn.Module, config: dict, folder: Path, extra: dict[s
     return replace_dir(tmp, folder)
 
 
-def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+def load_weights(path: str | Path, data: bytes | None = None) -> dict[str, torch.Tensor]:
     """A safetensors file → its tensors (CPU); CheckpointError naming the file when it is damaged. A path
     that is not UTF-8 (a folder named in another encoding), which safetensors' load_file refuses, is opened
-    through fileio.utf8_path."""
-    from safetensors.torch import load_file
+    through fileio.utf8_path. ``data``: the file's bytes, read already: the tensors are made from those."""
+    from safetensors.torch import load, load_file
 
     path = Path(path)
     try:
+        if data is not None:
+            return load(data)
         with utf8_path(path) as name:
             return load_file(name)
     except FileNotFoundError:
@@ -330,23 +332,24 @@ def checkpoint_damage(folder: Path, only: tuple[str, ...] | None = None) -> str 
     return None
 
 
-def file_damage(path: Path, want) -> tuple[str | None, str | None]:
+def file_damage(path: Path, want, data: bytes | None = None) -> tuple[str | None, str | None]:
     """``path`` against what was written (``want``: ``{"bytes": N, "sha256": HEX}``) → (what is wrong,
     naming the file, or None; the file's sha256 when it was hashed). The size is compared first, so a
     truncated file is not read. A file removed while it is checked (its checkpoint pruned) is missing, not an
-    OSError: it is looked at once (one stat), and a file gone before it is hashed is missing too."""
+    OSError: it is looked at once (one stat), and a file gone before it is hashed is missing too. ``data``: the
+    file's bytes, read already: checked instead (nothing is read)."""
     try:
-        info = path.stat()
+        info = None if data is not None else path.stat()
     except (FileNotFoundError, NotADirectoryError):
         return f"{path}: missing", None
-    if not stat.S_ISREG(info.st_mode):
+    if info is not None and not stat.S_ISREG(info.st_mode):
         return f"{path}: missing", None
-    size = info.st_size
+    size = len(data) if data is not None else info.st_size
     if not isinstance(want, dict) or size != want.get("bytes"):
         return (f"{path}: {size} bytes, {want.get('bytes') if isinstance(want, dict) else '?'} were written "
                 "(truncated or changed)"), None
     try:
-        digest = sha256_file(path)
+        digest = hashlib.sha256(data).hexdigest() if data is not None else sha256_file(path)
     except FileNotFoundError:
         return f"{path}: missing", None
     if digest != want.get("sha256"):
@@ -354,11 +357,12 @@ def file_damage(path: Path, want) -> tuple[str | None, str | None]:
     return None, digest
 
 
-def verified_weights_sha256(weights: Path, advice=None) -> str | None:
+def verified_weights_sha256(weights: Path, advice=None, data: bytes | None = None) -> str | None:
     """The sha256 of a model folder's weights file, checked against what :func:`save_model` recorded in
     the folder's weights.json (hashed once). None when the folder has no record (written by an older
     wavegen: trusted, not hashed). CheckpointError naming the file when it differs, or when the record
-    is unreadable; ``advice()`` (when given, and not None) says what to do instead of the generic advice."""
+    is unreadable; ``advice()`` (when given, and not None) says what to do instead of the generic advice. ``data``:
+    the file's bytes, read already: those are checked (:func:`file_damage`)."""
     weights = Path(weights)
     record = weights.parent / WEIGHTS_RECORD
     if not record.is_file():
@@ -370,7 +374,7 @@ def verified_weights_sha256(weights: Path, advice=None) -> str | None:
     except (KeyError, TypeError):
         raise CheckpointError(f"{record}: not a record of {weights.name}'s size and sha256; "
                               f"{_DAMAGED_FOLDER_ADVICE}") from None
-    why, digest = file_damage(weights, want)
+    why, digest = file_damage(weights, want, data)
     if why is not None:
         raise CheckpointError(f"{why}: the model folder is damaged; {(advice and advice()) or _DAMAGED_FOLDER_ADVICE}")
     return digest

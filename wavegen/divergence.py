@@ -10,7 +10,8 @@ non-finite step.
 - :func:`check_finite`, :func:`check_resumed`: the training loop's checks (wavegen.train's ``_Run``).
 - :class:`AboveUniform`, :func:`watch_loss`: a training whose loss stays far above what a uniform guess over the
   q_levels scores (log2(q_levels) bits) long after warm-up: finite, but learning nothing (a learning rate far too
-  large, ``train.lr=1e6``): warned of once, in one line; the training goes on.
+  large, ``train.lr=1e6``; from a resumed session's first row on: the weights resumed from, ruined before it):
+  warned of once, in one line; the training goes on.
 """
 
 from __future__ import annotations
@@ -183,16 +184,19 @@ def check_resumed(run, folder: Path) -> None:
 class AboveUniform:
     """Whether a training's logged loss (a log row's mean, bits per sample) has stayed far above a uniform guess
     over ``q_levels`` (log2(q_levels) bits: what a model that learned nothing scores) for LOSS_ROWS rows in a row
-    past ``warmup_steps``; :meth:`note` returns the one line to warn with, once."""
+    past ``warmup_steps``; :meth:`note` returns the one line to warn with, once. ``start_step``: the step the session
+    resumed from (0: a new training): a loss above the limit from the session's first row on blames the weights
+    resumed from (ruined before it, whatever ``lr`` is now), not ``lr``."""
 
-    def __init__(self, q_levels: int, lr: float, warmup_steps: int = 0):
+    def __init__(self, q_levels: int, lr: float, warmup_steps: int = 0, start_step: int = 0):
         self.uniform_bits = math.log2(q_levels)
         self.limit_bits = max(self.uniform_bits * UNIFORM_RATIO, self.uniform_bits + UNIFORM_MARGIN_BITS)
-        self.q_levels, self.lr, self.warmup_steps = q_levels, lr, warmup_steps
-        self.rows, self.said = 0, False
+        self.q_levels, self.lr, self.warmup_steps, self.start_step = q_levels, lr, warmup_steps, start_step
+        self.rows, self.said, self.above_from_start = 0, False, True
 
     def note(self, step: int, loss_bits: float) -> str | None:
         """The row of step ``step``; the warning's line where this row makes the stretch (once), else None."""
+        self.above_from_start = self.above_from_start and loss_bits > self.limit_bits
         if self.said or step <= self.warmup_steps:
             return None
         self.rows = self.rows + 1 if loss_bits > self.limit_bits else 0
@@ -202,8 +206,19 @@ class AboveUniform:
         return (f"step {step}: the training loss has stayed above {self.limit_bits:.1f} bits/sample for {self.rows} "
                 f"log rows (now {loss_bits:.4g}), far above the {self.uniform_bits:.2f} bits/sample of a uniform guess "
                 f"over the {self.q_levels} q_levels (ln({self.q_levels}) nats): the model is learning nothing; "
-                f"train.lr={self.lr:g} is likely too large: stop, and train again with a lower one (e.g. --set "
-                "train.lr=1e-3) in a new --run folder")
+                f"{self._why()}")
+
+    def _why(self) -> str:
+        """The warning's cause and what to do: the weights resumed from, where the loss was above the limit from the
+        session's first row; else the learning rate. A lower one suggested: a tenth of the one in use."""
+        lower = f"--set train.lr={self.lr / 10:g}"
+        if self.start_step > 0 and self.above_from_start:
+            return (f"it has been since the first log row after the resume from step {self.start_step}: the weights "
+                    f"resumed from step {self.start_step} are already far from any useful model, whatever train.lr "
+                    f"(now {self.lr:g}): stop, and train again from step 0 in a new --run folder with a lower "
+                    f"learning rate than the one that ruined them (e.g. {lower}, a tenth of this one)")
+        return (f"train.lr={self.lr:g} is likely too large: stop, and train again with a lower one (e.g. {lower}) "
+                "in a new --run folder")
 
 
 def watch_loss(run, loss_bits: float) -> None:
@@ -211,7 +226,8 @@ def watch_loss(run, loss_bits: float) -> None:
     main process warns once where the loss stays far above a uniform guess (:class:`AboveUniform`)."""
     guard = getattr(run, "above_uniform", None)
     if guard is None:
-        guard = run.above_uniform = AboveUniform(run.inner.config.q_levels, run.cfg.lr, run.cfg.warmup_steps)
+        guard = run.above_uniform = AboveUniform(run.inner.config.q_levels, run.cfg.lr, run.cfg.warmup_steps,
+                                                 run.start_step)
     said = guard.note(run.step, loss_bits)
     if said is not None and run.main:
         logger.warning("%s", said)

@@ -59,7 +59,6 @@ class ModelRef:
     sha256: str | None = None  # the weights' sha256 once hashed and checked (weights_sha256)
     tensors_sha256: str | None = None  # their tensors' digest once read (weights_tensors_sha256)
     checkpoint: str | None = None  # the --checkpoint resolved ("last", "step_N"): load() looks again for "last"
-    folder_id: tuple[int, int] | None = None  # the folder's (device, inode) when check_weights hashed its weights
 
     @property
     def sample_rate(self) -> int:
@@ -84,14 +83,15 @@ class ModelRef:
     def load(self, device="cpu"):
         """The model in eval mode on ``device``: trained weights where there are any. The weights
         file's header is checked against the config before anything is built, and a model folder's
-        weights against the sha256 they were written with (:meth:`check_weights`) before they are read, from one
-        folder (a run's best/ replaced meanwhile: wavegen.resolve_replaced)."""
+        weights against the sha256 they were written with: read once, whole, into memory, and the bytes read checked
+        and loaded, from one folder (a run's best/ replaced meanwhile: wavegen.resolve_replaced.read_whole)."""
         if self.weights is None:
             return self.build(device).to(device).eval()
         from wavegen.models import build_model
         from wavegen.resolve_replaced import read_whole
 
-        state = read_whole(self, device)  # before the model is built: a checkpoint being pruned has less time to go
+        # before the model is built: a checkpoint being pruned has less time to go
+        state = read_whole(self, device) if self.kind in ("model", "run") else self._read_weights(device)
         model = build_model(self.config)
         _load_into(model, state, self.weights)
         return model.to(device).eval()
@@ -134,10 +134,7 @@ class ModelRef:
         if self.kind in ("model", "run") and self.sha256 is None:
             from wavegen.checkpoint import verified_weights_sha256
 
-            from wavegen.resolve_replaced import folder_id
-
-            self.folder_id = folder_id(self.folder)
-            self.sha256 = verified_weights_sha256(self.weights, lambda: _instead_of_best(self.folder))
+            self.sha256 = verified_weights_sha256(self.weights, lambda: instead_of_best(self.folder))
 
     def weights_sha256(self) -> str | None:
         """The weights file's sha256 (None without weights), checked as :meth:`check_weights` does
@@ -331,7 +328,7 @@ def kept_checkpoints(found: list[tuple[int, Path]], or_last: bool = True) -> str
     return text
 
 
-def _instead_of_best(folder: Path) -> str | None:
+def instead_of_best(folder: Path) -> str | None:
     """What to render instead of a run's damaged best/ (``folder``): the kept checkpoint that holds the
     same weights, else the intact kept ones; None where ``folder`` is not a run's best/ or no kept
     checkpoint is intact."""

@@ -1,49 +1,41 @@
-"""A run's best/ read while a training replaces it (:func:`wavegen.fileio.replace_dir`: best -> best.old, the new
-folder -> best, best.old removed): :func:`read_whole`, what :meth:`wavegen.resolve.ModelRef.load` reads a model's
-weights with, takes them from one folder, never from a folder gone nor from two folders' files."""
+"""A model folder's weights read for :meth:`wavegen.resolve.ModelRef.load` (:func:`read_whole`): once, whole, into
+memory; the bytes read are hashed and checked against the folder's weights.json, and the tensors are made from those
+same bytes, so the model loaded, the sha256 said of it and its tensors' digest are of one file. A run's best/ that a
+training replaces meanwhile (:func:`wavegen.fileio.replace_dir`: best -> best.old, the new folder -> best, best.old
+removed) is resolved again and read once more, never read from a folder gone nor from two folders' files."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import fields
 from pathlib import Path
 
 from wavegen.config import ConfigError
 from wavegen.errors import CheckpointError, WavegenError
-from wavegen.resolve import BEST_FOLDERS, CONFIG_FILE, ModelRef, resolve_model
-
-
-def folder_id(folder: Path | None) -> tuple[int, int] | None:
-    """``folder``'s (device, inode): replace_dir puts another folder at the name; None where none is there."""
-    try:
-        info = os.stat(folder)
-    except (OSError, TypeError):
-        return None
-    return info.st_dev, info.st_ino
+from wavegen.resolve import BEST_FOLDERS, CONFIG_FILE, ModelRef, instead_of_best, resolve_model
 
 
 def read_whole(ref: ModelRef, device) -> dict:
-    """``ref``'s weights' tensors, checked (``ref.check_weights``) and read from one folder. A run's best/ that a
-    training replaces meanwhile leaves ``ref`` naming a folder gone, or another's files: where the folder is not
-    the one it was when the read began, the run's model is resolved again (``ref`` made it) and read once more;
-    replaced again meanwhile, ConfigError in one line. A file missing from a folder not replaced: CheckpointError
-    naming it."""
+    """The tensors of ``ref``'s weights (a model folder's, or a run's best/), read as the module says; ``ref.sha256``
+    and ``ref.tensors_sha256`` set from the bytes read. A run's best/ replaced while it was read (a file of it gone,
+    or the name holding another folder by the end of the read) is resolved again (``ref`` made it) and read once more;
+    replaced again meanwhile, ConfigError in one line. Otherwise CheckpointError naming a damaged or missing file."""
     for attempt in range(2):
-        before = folder_id(ref.folder)
-        if ref.kind in ("model", "run") and ref.sha256 is not None and ref.folder_id != before:
-            ref.sha256 = ref.tensors_sha256 = None  # hashed before the load, in a folder since replaced
+        held, began = _hold(ref.folder)
         try:
-            ref.check_weights()
-            state = ref._read_weights(device)
-            _note_tensors_sha256(ref)
-            if not _best_replaced(ref, before):
+            state = _read_once(ref, device)
+            if not _best_replaced(ref, began):
                 return state
         except (WavegenError, OSError) as err:
-            if not _best_replaced(ref, before):
+            if not _best_replaced(ref, began):
                 if isinstance(err, FileNotFoundError):
                     raise CheckpointError(f"{err.filename or ref.folder}: removed while it was read; give the "
                                           "model again, or another") from None
                 raise
+        finally:
+            if held is not None:
+                os.close(held)
         if attempt == 0:
             _resolve_best_again(ref)
     run = ref.folder.parent
@@ -52,14 +44,61 @@ def read_whole(ref: ModelRef, device) -> dict:
                       "(--checkpoint last)")
 
 
-def _best_replaced(ref: ModelRef, before: tuple[int, int] | None) -> bool:
-    """Whether ``ref`` names a run's best/ (or best.old/) that is no longer the folder it was (``before``: its
-    (device, inode) when the read began; None: it was gone then)."""
+def _read_once(ref: ModelRef, device) -> dict:
+    """``ref``'s weights file read once into memory, checked against its folder's record (the damage named with what
+    to render instead), its header against the config and the memory free; its tensors, made from those bytes."""
+    from wavegen.checkpoint import TENSORS_DIGEST, listed_digest, load_weights, verified_weights_sha256
+    from wavegen.memory import check_model_memory
+    from wavegen.weights_file import tensors_sha256
+
+    def advice():
+        return instead_of_best(ref.folder)
+
+    check_model_memory(ref.config, None, device)  # a model too large refused before its bytes are read
+    try:
+        data = ref.weights.read_bytes()  # held beside the tensors made from them: twice the weights at the peak
+    except FileNotFoundError:
+        verified_weights_sha256(ref.weights, advice)  # a folder that records its weights: named as damaged
+        raise CheckpointError(f"{ref.weights}: no such file") from None
+    digest = verified_weights_sha256(ref.weights, advice, data) or hashlib.sha256(data).hexdigest()
+    check_model_memory(ref.config, ref.weights, device)
+    state = load_weights(ref.weights, data)
+    listed = listed_digest(ref.weights, TENSORS_DIGEST)  # of the same file: its size and sha256 listed beside it
+    ref.sha256, ref.tensors_sha256 = digest, listed if isinstance(listed, str) else tensors_sha256(data)
+    return state
+
+
+def _hold(folder: Path | None) -> tuple[int | None, tuple[int, int] | None]:
+    """``folder`` held open while it is read, and its (device, inode) (None, None where it is not there): the inode
+    number of a folder held open is not given to another (a number freed is: ext4 gives the best/ a replace makes the
+    number of the one it removed). Where a folder cannot be opened (not POSIX), its number alone."""
+    held = None
+    try:
+        try:
+            held = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except (FileNotFoundError, NotADirectoryError, TypeError):
+            return None, None
+        except OSError:  # not POSIX: the number alone
+            pass
+        info = os.fstat(held) if held is not None else os.stat(folder)
+    except OSError:
+        return held, None
+    return held, (info.st_dev, info.st_ino)
+
+
+def _best_replaced(ref: ModelRef, began: tuple[int, int] | None) -> bool:
+    """Whether ``ref`` names a run's best/ (or best.old/) that is not the folder held when the read began (``began``:
+    its (device, inode); None: none was there). replace_dir never puts a folder back at the name it left, so the
+    same folder there at the end was there throughout: every file read came from it."""
     if ref.kind not in ("run", "model") or ref.folder is None or ref.folder.name not in BEST_FOLDERS:
         return False
     if not (ref.folder.parent / CONFIG_FILE).is_file():  # a model folder named best, not a run's
         return False
-    return before is None or folder_id(ref.folder) != before
+    try:
+        now = os.stat(ref.folder)
+    except OSError:
+        return True
+    return began is None or (now.st_dev, now.st_ino) != began
 
 
 def _resolve_best_again(ref: ModelRef) -> None:
@@ -70,13 +109,3 @@ def _resolve_best_again(ref: ModelRef) -> None:
     for field in fields(ref):
         setattr(ref, field.name, getattr(fresh, field.name))
     ref.kind = kind
-
-
-def _note_tensors_sha256(ref: ModelRef) -> None:
-    """The tensors' digest as the folder's record lists it (cheap), kept while the folder is the one read:
-    ``ref.weights_tensors_sha256()`` asked later would read the record of the folder there then."""
-    if ref.kind in ("model", "run") and ref.tensors_sha256 is None:
-        from wavegen.checkpoint import TENSORS_DIGEST, listed_digest
-
-        digest = listed_digest(ref.weights, TENSORS_DIGEST)
-        ref.tensors_sha256 = digest if isinstance(digest, str) else None
