@@ -235,3 +235,32 @@ def test_best_old_removed_between_its_look_and_its_configs_read_resolves_the_new
     monkeypatch.setattr(wavegen.resolve, "read_config", read_config)
     ref = resolve_model(run)
     assert ref.folder == run / "best" and ref.kind == "run"
+
+
+def test_best_mid_replace_when_its_config_is_read_resolves_the_new_best(tmp_path, monkeypatch):
+    """best/ looked at, then moved to best.old/ by a replace before its config.json is read; the new best/ is in
+    place when resolution looks again: that was an error naming best/config.json ("no such file", seen in a CI run
+    of the thread test). It reads the new best/; a config that fails twice is still the folder's own error."""
+    import wavegen.resolve
+
+    run = _run(tmp_path)
+    real, calls = wavegen.resolve.read_config, []
+
+    def read_config(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 1 and path.parent.name == "best":  # the replace's first rename, the read, then its second
+            (run / "best").rename(run / "best.old")
+            try:
+                return real(path, *args, **kwargs)
+            finally:
+                save_tiny_model(run / ".tmp_best", seed=5).rename(run / "best")
+                shutil.rmtree(run / "best.old")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(wavegen.resolve, "read_config", read_config)
+    ref = resolve_model(run)
+    assert ref.folder == run / "best" and ref.kind == "run" and len(calls) == 2
+    assert _holds(ref.load("cpu"), run / "best")
+    (run / "best" / "config.json").write_text("{")  # damaged: not a replace
+    with pytest.raises(ConfigError, match="config.json"):
+        resolve_model(run)

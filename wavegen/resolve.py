@@ -467,13 +467,16 @@ def resolve_model(target: str | Path, checkpoint: str | None = None) -> ModelRef
 def _model_folder_ref(path: Path) -> ModelRef | None:
     """``path`` as a model folder, or a run folder's best/ (best.old/ between fileio.replace_dir's renames); None
     where neither is there. A run's best folder gone between its look and its config's read (replaced: best.old/
-    removed as the replace ends) is passed over, not an error."""
+    removed as the replace ends) is passed over, not an error; one there again (best/, the replace's new one) is
+    read once more: a config that fails twice is the folder's own."""
     for kind, folder in (("model", path), *(("run", path / name) for name in BEST_FOLDERS)):
-        if _is_model_folder(folder):
+        for attempt in range(1 if kind == "model" else 2):
+            if not _is_model_folder(folder):
+                break
             try:
                 return ModelRef(kind, str(folder), read_config(folder / CONFIG_FILE), folder / MODEL_FILE, folder)
             except ConfigError:
-                if kind == "model" or _is_model_folder(folder):
+                if kind == "model" or (attempt == 1 and _is_model_folder(folder)):
                     raise
     return None
 

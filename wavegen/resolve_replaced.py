@@ -36,8 +36,8 @@ def read_whole(ref: ModelRef, device) -> dict:
         finally:
             if held is not None:
                 os.close(held)
-        if attempt == 0:
-            _resolve_best_again(ref)
+        if attempt == 0 and not _resolved_again(ref):
+            break
     run = ref.folder.parent
     raise ConfigError(f"{ref.folder}: replaced twice while it was read (a training writing {run} replaces its "
                       f"best/ at each validation that improves); give {run} again, or a checkpoint of it "
@@ -99,6 +99,18 @@ def _best_replaced(ref: ModelRef, began: tuple[int, int] | None) -> bool:
     except OSError:
         return True
     return began is None or (now.st_dev, now.st_ino) != began
+
+
+def _resolved_again(ref: ModelRef) -> bool:
+    """:func:`_resolve_best_again`; False where that failed while the run's best/ (or best.old/) is there: replaced
+    again meanwhile. The run's own error where it has no best folder now."""
+    try:
+        _resolve_best_again(ref)
+    except (WavegenError, OSError):
+        if not any((ref.folder.parent / name).is_dir() for name in BEST_FOLDERS):
+            raise
+        return False
+    return True
 
 
 def _resolve_best_again(ref: ModelRef) -> None:
