@@ -48,13 +48,18 @@ def _read_once(ref: ModelRef, device) -> dict:
     """``ref``'s weights file read once into memory, checked against its folder's record (the damage named with what
     to render instead), its header against the config and the memory free; its tensors, made from those bytes."""
     from wavegen.checkpoint import TENSORS_DIGEST, listed_digest, load_weights, verified_weights_sha256
-    from wavegen.memory import check_model_memory
+    from wavegen.memory import OutOfMemoryError, check_model_memory
     from wavegen.weights_file import tensors_sha256
 
     def advice():
         return instead_of_best(ref.folder)
 
-    check_model_memory(ref.config, None, device)  # a model too large refused before its bytes are read
+    try:  # a model too large for memory refused before its bytes are read (its header matching its config)
+        check_model_memory(ref.config, ref.weights, device)
+    except OutOfMemoryError:
+        raise
+    except (WavegenError, OSError):
+        pass  # a header that does not match, or a damaged file: named after the read, the damage first
     try:
         data = ref.weights.read_bytes()  # held beside the tensors made from them: twice the weights at the peak
     except FileNotFoundError:
