@@ -67,5 +67,8 @@ def test_the_tiny_presets_are_estimated_at_or_above_their_real_peak(preset, batc
     is rounded up: at 2 streams its share is the largest)."""
     config = resolve_preset(preset)
     estimate = training_estimate(config, batch, config["train"]["seq_len"])["total"]
-    real = measured_peak(preset, batch, [])
+    # the largest of three runs: the peak varies from run to run (samplernn-tiny at 2 streams: 26.4-29.1 MiB in
+    # nine runs, against an estimate of 54.4: a single low run failed the upper bound now and then); the estimate
+    # must cover the largest, and say at most twice it
+    real = max(measured_peak(preset, batch, []) for _ in range(3))
     assert real <= estimate <= 2 * real, (estimate / 2**20, real / 2**20)
