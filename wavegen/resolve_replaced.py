@@ -54,8 +54,10 @@ def _read_once(ref: ModelRef, device) -> dict:
     def advice():
         return instead_of_best(ref.folder)
 
+    checked = False
     try:  # a model too large for memory refused before its bytes are read (its header matching its config)
         check_model_memory(ref.config, ref.weights, device)
+        checked = True
     except OutOfMemoryError:
         raise
     except (WavegenError, OSError):
@@ -66,7 +68,8 @@ def _read_once(ref: ModelRef, device) -> dict:
         verified_weights_sha256(ref.weights, advice)  # a folder that records its weights: named as damaged
         raise CheckpointError(f"{ref.weights}: no such file") from None
     digest = verified_weights_sha256(ref.weights, advice, data) or hashlib.sha256(data).hexdigest()
-    check_model_memory(ref.config, ref.weights, device)
+    if not checked:  # its error, now that the damage had its turn
+        check_model_memory(ref.config, ref.weights, device)
     state = load_weights(ref.weights, data)
     listed = listed_digest(ref.weights, TENSORS_DIGEST)  # of the same file: its size and sha256 listed beside it
     ref.sha256, ref.tensors_sha256 = digest, listed if isinstance(listed, str) else tensors_sha256(data)
