@@ -175,16 +175,22 @@ def _spinning(proc: subprocess.Popen, timeout: float = 30.0) -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux's CPU affinity")
 def test_a_busy_machine_does_not_make_serve_refuse_a_model_that_keeps_up(tmp_path):
-    """serve on one CPU beside two busy processes (it gets a third of that CPU at most), with a model
-    whose rate makes it ~2.5x real time with a CPU to itself: ~0.8x is all it can time, below the 1.2x
+    """serve on one CPU beside three busy processes (it gets a quarter of that CPU at most), with a model
+    whose rate makes it ~2.5x real time with a CPU to itself: ~0.6x is all it can time, below the 1.2x
     a stream needs. It starts (it was refused before), and says the machine is busy. (The busy
     processes start once the server process has imported and loaded numba's functions, before the CLI
-    runs: the start-up check runs all under their load, those seconds of set-up do not.)"""
+    runs: the start-up check runs all under their load, those seconds of set-up do not.) The rate is
+    calibrated by the best of two probes: one probe on a loaded CI machine read the engine ~1.5x slower
+    than it was, and beside two busy processes the server timed 1.25x at best (the other branch of the
+    warning); a quarter of a CPU leaves room for twice that error."""
     from wavegen.serve import ServeSettings, Station
 
     probe = Station(str(make_model(tmp_path / "probe")), ServeSettings(guard=False))
-    probe.measure()  # samples a second with a CPU to itself → a rate the engine makes ~2.5x real time
-    model = make_model(tmp_path / "calibrated", sample_rate=int(probe.measured_alone * SR / 2.5))
+    alone = []
+    for _ in range(2):  # samples a second with a CPU to itself → a rate the engine makes ~2.5x real time
+        probe.measure()
+        alone.append(probe.measured_alone)
+    model = make_model(tmp_path / "calibrated", sample_rate=int(max(alone) * SR / 2.5))
     cpu = min(os.sched_getaffinity(0))
 
     def on_one_cpu():
@@ -198,7 +204,7 @@ def test_a_busy_machine_does_not_make_serve_refuse_a_model_that_keeps_up(tmp_pat
         loaded = server.stdout.readline()
         if loaded == "loaded\n":
             busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=on_one_cpu)
-                    for _ in range(2)]
+                    for _ in range(3)]
             for p in busy:
                 _spinning(p)
             server.stdin.write("go\n")
