@@ -4,6 +4,7 @@ silence, an Ogg file (Opus, Vorbis) cut short inside its last page, a file whose
 import io
 import logging
 import os
+import re
 
 import numpy as np
 import soundfile as sf
@@ -34,7 +35,8 @@ def test_one_huge_sample_is_clipped_and_said_and_the_music_is_kept(tmp_path, mak
     assert manifest["skipped"] == []
     files = {os.path.basename(f["path"]): f for f in manifest["files"]}
     spike = files["spike.wav"]
-    assert spike["clipped"].startswith("1 sample(s) above 24.1 dBFS and at least 40 dB above all the rest (the "
+    assert spike["clipped"].startswith("1 sample(s) above 18.1 dBFS and at least 34 dB above all the rest in the "
+                                       "mono mix of its 2 channels, where a channel's 24.1 dBFS is 18.1 dBFS (the "
                                        "first at 1.000 s: 5e+29) clipped to the rest's peak"), spike["clipped"]
     assert spike["kept_seconds"] > 3.5 and spike["gain_db"] == 0.0
     assert files["huge.wav"]["clipped"].startswith("1 sample(s) above 24.1 dBFS and at least 40 dB above all the "
@@ -69,15 +71,29 @@ def test_loud_float_audio_and_a_click_in_music_are_no_spikes():
 def test_a_spike_in_one_channel_of_a_stereo_file_is_clipped_not_the_file_scaled(tmp_path, make_audio, make_tone):
     """A +26 dBFS sample (20.0) in one channel of quiet stereo music is +20 dBFS in the mono mix, under the
     +24 dBFS floor: the file was scaled down 20 dB as a hot one. A channel's sample above the floor lowers floor
-    and ratio by the number of channels mixed: clipped, said, the music's level kept."""
+    and ratio by the number of channels mixed: clipped, said, the music's level kept. What is said is the mix's,
+    threshold and value alike: it said "above 24.1 dBFS" of a sample of 10 (+20 dBFS). A stereo file of silence and
+    such a spike is skipped naming it so, not as channels that cancel in the mix (the spike was their peak)."""
     rec = tmp_path / "rec"
     tones(rec, make_tone, 3)
     x = np.stack([0.1 * melody(3.0, 44100, seed=1)] * 2, axis=1)
     x[44100, 1] = 20.0
     make_audio(rec / "stereo.wav", x, 44100, subtype="FLOAT")
-    files = {os.path.basename(f["path"]): f for f in prep([rec], tmp_path / "c")["files"]}
+    silence = np.zeros((3 * 44100, 2), np.float32)
+    silence[22050, 0] = 1e30
+    make_audio(rec / "silence.wav", silence, 44100, subtype="FLOAT")
+    manifest = prep([rec], tmp_path / "c")
+    files = {os.path.basename(f["path"]): f for f in manifest["files"]}
     entry = files["stereo.wav"]
-    assert entry["gain_db"] == 0.0 and entry["clipped"].startswith("1 sample(s) above 24.1 dBFS"), entry
+    said = ("1 sample(s) above 18.1 dBFS and at least 34 dB above all the rest in the mono mix of its 2 channels, "
+            "where a channel's 24.1 dBFS is 18.1 dBFS (the first at 1.000 s: 10) clipped to the rest's peak")
+    assert entry["gain_db"] == 0.0 and entry["clipped"].startswith(said), entry
+    floor_db, value = float(re.search(r"above (\S+) dBFS", entry["clipped"])[1]), 10.0
+    assert 20 * np.log10(value) > floor_db  # the value said is above the threshold said
+    (skip,) = manifest["skipped"]
+    assert skip["reason"] == ("it holds only silence and a spike of 5e+29 at 0.500 s (1 sample(s) above 18.1 dBFS in "
+                              "the mono mix of its 2 channels, where a channel's 24.1 dBFS is 18.1 dBFS: damaged float "
+                              "audio); without it, silent: every sample is zero"), skip
 
 
 def test_digital_clicks_a_little_over_full_scale_are_sound_scaled_down_not_clipped(tmp_path, make_tone):

@@ -1,6 +1,6 @@
 """wavegen prep run again into the same corpus after recordings were added: every earlier file keeps its split;
-and spikes judged on the source, at its own rate (a file of silence and one 1e30 named so; a spike that
-resampling brings under +6 dBFS still a spike)."""
+a file cut in time keeps its cut in the file's time; and spikes judged on the source, at its own rate (a file of
+silence and one 1e30 named so; a spike that resampling brings under +6 dBFS still a spike)."""
 
 import json
 import logging
@@ -133,19 +133,69 @@ def test_a_change_of_labels_draws_every_split_again(tmp_path, caplog):
     assert _splits(again) == _splits(fresh) and again["splits"] == fresh["splits"]
 
 
-def test_a_file_cut_in_time_whose_kept_length_changed_is_named(tmp_path, caplog):
-    """A file cut in time keeps "time", its cut at fractions of its kept length: another --top-db (a quiet tail
-    kept now) moves the cut, so earlier val and test audio lands in train. It is named, in one warning."""
+def _quiet_intro(path):
+    """10 s of noise whose first 2 s are 50 dB down: kept at --top-db 60, trimmed at 40. Returns its int16 samples."""
+    x = 0.2 * np.random.default_rng(0).standard_normal(10 * SR).astype(np.float32)
+    x[: 2 * SR] *= 10 ** (-50 / 20)
+    sf.write(path, x, SR, subtype="FLOAT")
+    return np.round(x.astype(np.float64) * 32767).astype(np.int16)
+
+
+def _file_times(corpus, source) -> dict:
+    """{split: [(start, end)]}: the seconds of source (its int16 samples, at SR) each piece of a split holds, found by
+    its samples (the corpus's own records not trusted)."""
+    out, raw = {}, source.tobytes()
+    for name in SPLITS:
+        audio, rows = np.load(corpus / f"{name}.npy"), np.load(corpus / f"{name}_segments.npy")
+        out[name] = []
+        for start, length, _ in rows:
+            at = raw.find(audio[start : start + 64].tobytes())
+            while at % 2:  # a match must start on a sample
+                at = raw.find(audio[start : start + 64].tobytes(), at + 1)
+            assert at >= 0 and np.array_equal(source[at // 2 : at // 2 + length], audio[start : start + length])
+            out[name].append((at // 2 / SR, (at // 2 + length) / SR))
+    return out
+
+
+def test_a_held_file_cut_in_time_keeps_its_cut_in_the_files_time_under_another_top_db(tmp_path, caplog):
+    """A file cut in time kept "time", its cut at fractions of its kept length: another --top-db (its quiet intro
+    dropped now) moved the cut 0.39 s later, so 0.39 s of its val audio went into train (it was only named). The
+    cut is recorded in the file's time ("time_cuts_seconds") and kept: each moment of it stays in its split."""
     rec = tmp_path / "rec"
     rec.mkdir()
-    x = 0.2 * np.random.default_rng(0).standard_normal(10 * SR).astype(np.float32)
-    x[8 * SR:] *= 10 ** (-50 / 20)  # kept at --top-db 60, dropped at 40
-    sf.write(rec / "only.wav", x, SR)
-    assert prep([rec], tmp_path / "c", top_db=40)["files"][0]["split"] == "time"
+    source = _quiet_intro(rec / "only.wav")
+    first = prep([rec], tmp_path / "c", top_db=60)["files"][0]
+    before = _file_times(tmp_path / "c", source)
+    assert first["split"] == "time" and before == {"train": [(0.0, 8.0)], "val": [(8.0, 9.0)], "test": [(9.0, 10.0)]}
     with caplog.at_level(logging.WARNING):
-        prep([rec], tmp_path / "c", top_db=60)
+        again = prep([rec], tmp_path / "c", top_db=40)
+    after = _file_times(tmp_path / "c", source)
+    assert again["files"][0]["kept_seconds"] < 8.1  # its intro dropped now
+    assert all(end <= 8.0 for _, end in after["train"]), after  # was: train to 8.39 s, into the old val audio
+    assert after["val"] == before["val"] and after["test"] == before["test"]
+    assert "its val and test parts moved" not in caplog.text
+    assert first["time_cuts_seconds"] == again["files"][0]["time_cuts_seconds"] == [8.0, 9.0]
+    back = prep([rec], tmp_path / "c", top_db=60)  # the intro kept again: in train, before the cut
+    assert _file_times(tmp_path / "c", source) == before and back["files"][0]["time_cuts_seconds"] == [8.0, 9.0]
+
+
+def test_a_file_cut_in_time_by_a_prep_that_recorded_no_cut_is_named_when_its_length_changed(tmp_path, caplog):
+    """An earlier corpus from before the cuts were recorded: the cut stays at fractions of the kept length, which
+    another --top-db changed, so earlier val and test audio lands in train. It is named, in one warning."""
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    _quiet_intro(rec / "only.wav")
+    assert prep([rec], tmp_path / "c", top_db=40)["files"][0]["split"] == "time"
+    manifest_path = tmp_path / "c" / "manifest.json"
+    older = json.loads(manifest_path.read_text())
+    del older["files"][0]["time_cuts_seconds"]
+    manifest_path.write_text(json.dumps(older))
+    with caplog.at_level(logging.WARNING):
+        again = prep([rec], tmp_path / "c", top_db=60)
     assert (f"{rec / 'only.wav'}: cut in time before, its kept audio is 10.000 s now, was 8.048 s (another "
-            "--top-db, or the file changed): its val and test parts moved") in caplog.text
+            "--top-db, or the file changed), and the earlier corpus records no time of its cuts (an older prep): "
+            "its val and test parts moved") in caplog.text
+    assert again["files"][0]["time_cuts_seconds"] == [8.0, 9.0]  # recorded from now on
 
 
 def test_a_damaged_earlier_manifest_entry_is_passed_over(tmp_path):

@@ -1,4 +1,5 @@
-"""wavegen.split: silence detection (the train/val/test assignment is tested through prep)."""
+"""wavegen.split: silence detection, and where a file cut in time is cut (the rest of the train/val/test
+assignment is tested through prep)."""
 
 import numpy as np
 
@@ -72,3 +73,24 @@ def test_sound_under_half_a_16_bit_step_is_silence():
     assert split_on_silence(quiet, SR).shape == (0, 2)
     assert split_on_silence(quiet, SR, top_db=200).shape == (0, 2)
     assert split_on_silence(100 * quiet, SR).shape == (1, 2)  # -80 dBFS: a few 16-bit steps, sound
+
+
+def test_a_held_file_cut_in_time_keeps_its_recorded_cut_when_its_segments_change():
+    """A file cut in time records its cuts in its own time (seconds), and a re-prep whose silence trimming kept
+    other stretches of it (another --top-db) cuts it there again: each moment of the file stays in its split (the
+    cut was at fractions of the new kept length, moving earlier val audio into train)."""
+    from wavegen.split import assign_splits, earlier_splits
+
+    rate = 1000
+    entry = {"path": "/r/a.wav", "sha256": "a", "label": None, "split": None}
+    files = [dict(entry)]
+    assign_splits(files, [[10000]], 0.2, 0.2, 0, seg_starts=[[0]], sample_rate=rate)
+    assert files[0]["split"] == "time" and files[0]["time_cuts_seconds"] == [6.0, 8.0]
+    earlier = earlier_splits({"files": files})
+    again = [dict(entry)]  # 3 s to 5 s trimmed now, and the last second: kept [0, 3) and [5, 9)
+    pieces, _ = assign_splits(again, [[3000, 4000]], 0.2, 0.2, 0, earlier, seg_starts=[[0, 5000]], sample_rate=rate)
+    assert pieces == {"train": [(0, 0, 3000), (0, 3000, 1000)], "val": [(0, 4000, 2000)], "test": [(0, 6000, 1000)]}
+    assert again[0]["time_cuts_seconds"] == [6.0, 8.0]
+    fresh = [dict(entry)]  # a cut that falls between two segments is recorded at the earlier one's end
+    assign_splits(fresh, [[3000, 2000]], 0.0, 0.4, 0, seg_starts=[[0, 7000]], sample_rate=rate)
+    assert fresh[0]["time_cuts_seconds"] == [3.0, 3.0]

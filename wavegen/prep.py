@@ -5,7 +5,8 @@ resampled, silence trimmed), assigns them to train/val/test and writes the array
 manifest that :class:`wavegen.corpus.Corpus` reads (the folder's layout is described there).
 All is written into a temporary folder inside the corpus folder, under its lock, and moved
 into place at the end, the manifest last. Finding the input files and fingerprinting them live
-in wavegen.prep_inputs; decoding them and writing the arrays in wavegen.prep_decode; moving the
+in wavegen.prep_inputs; decoding them and writing the arrays in wavegen.prep_decode (a rerun after a memory
+skip takes the other files from the corpus it left: wavegen.prep_earlier); moving the
 finished corpus into place (and finishing a move a stopped prep left) in wavegen.prep_publish;
 silence detection (and why a skipped file has no sound) and the train/val/test assignment in
 wavegen.split; whether a corpus's arrays are whole in wavegen.corpus.
@@ -21,7 +22,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from wavegen import prep_decode, prep_inputs
+from wavegen import prep_decode, prep_earlier, prep_inputs
 from wavegen.config import ConfigError
 from wavegen.corpus import FORMAT_VERSION, MANIFEST, CorpusError, content_id, damaged_array
 from wavegen.errors import FolderBusyError, WavegenError
@@ -184,20 +185,20 @@ def _skipped_for_memory(corpus_dir: Path, manifest: dict) -> bool:
     """Whether the corpus skipped a file for lack of memory ("retry" in manifest["skipped"]): not the
     file's fault, so the corpus is not up to date: saying so would keep the file out on a machine that
     has the memory. Says so when it is."""
-    retry = prep_decode.retries(manifest)
+    retry = prep_earlier.retries(manifest)
     if retry:
         logger.info("%s skipped %d file(s) for lack of memory (%s%s): trying again", corpus_dir, len(retry),
                     retry[0], ", ..." if len(retry) > 1 else "")
     return bool(retry)
 
 
-def _earlier(corpus_dir: Path, existing: dict | None) -> prep_decode.Earlier | None:
-    """The corpus in corpus_dir as a prep_decode.Earlier when it is still existing (a corpus of these inputs
+def _earlier(corpus_dir: Path, existing: dict | None) -> prep_earlier.Earlier | None:
+    """The corpus in corpus_dir as a prep_earlier.Earlier when it is still existing (a corpus of these inputs
     that skipped files for lack of memory, read before the lock), else None: every file is decoded."""
     if existing is None or _whole_corpus(corpus_dir) != existing:
         return None
     try:
-        return prep_decode.Earlier(corpus_dir, existing)
+        return prep_earlier.Earlier(corpus_dir, existing)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:  # not arrays this prep reads back
         logger.info("%s: decoding every file again (cannot read its arrays back: %s)", corpus_dir, err)
         return None
@@ -275,7 +276,7 @@ def prepare(inputs: list[str | Path] | str | Path, corpus_dir: str | Path, *, pr
                                        digests, earlier)
                 if manifest is None:
                     logger.info("%s: still too long for this machine's memory: the corpus stays as it was (the next "
-                                "prep tries again)", ", ".join(map(str, prep_decode.retries(existing))))
+                                "prep tries again)", ", ".join(map(str, prep_earlier.retries(existing))))
                     return existing
                 manifest["fingerprint"] = fingerprint
                 _say_what_is_replaced(corpus_dir, manifest)
@@ -312,7 +313,7 @@ def _lock(corpus_dir: Path, existing: dict | None) -> FolderLock | None:
     except WavegenError as err:
         if existing is None:
             raise
-        retry = prep_decode.retries(existing)
+        retry = prep_earlier.retries(existing)
         logger.warning("%s: cannot take its lock (%s): the file(s) it skipped for lack of memory (%s%s) cannot be "
                        "tried again; the corpus there is kept as it is (make the folder writable to try them again)",
                        corpus_dir, why_not_written(err), retry[0] if retry else "", ", ..." if len(retry) > 1 else "")
@@ -352,15 +353,15 @@ def _prepare_in(tmp, corpus_dir, settings, found, file_labels, skipped_folders, 
     """Decode, split and write every array into tmp; returns the manifest (no fingerprint yet).
 
     digests: the inputs' sha256 by path where they were read already (None: read them here). earlier: a
-    corpus of these inputs that skipped files for lack of memory (prep_decode.Earlier): only those are
+    corpus of these inputs that skipped files for lack of memory (prep_earlier.Earlier): only those are
     decoded; None is returned, and nothing written, when each is skipped so again (that corpus stands)."""
-    files, seg_lengths, skipped, digests, from_earlier = prep_decode.decode_files(
-        found, file_labels, tmp, settings, progress, digests, earlier)
-    skipped = skipped_folders + skipped
+    decoded = prep_decode.decode_files(found, file_labels, tmp, settings, progress, digests, earlier)
+    files, digests = decoded.files, decoded.digests
+    skipped = skipped_folders + decoded.skipped
     if earlier is not None:
         if earlier.unchanged(files, skipped):
             return None
-        earlier.write_audio(tmp, from_earlier)
+        earlier.write_audio(tmp, decoded.from_earlier)
     content_fingerprint = prep_inputs.content_fingerprint(_recipe(settings, skipped_folders), found, digests)
     for label in sorted({lb for lb in file_labels if lb is not None} - {f["label"] for f in files}):
         logger.warning("every file of label folder %r was skipped: there will be no label %r", label, label)
@@ -369,8 +370,8 @@ def _prepare_in(tmp, corpus_dir, settings, found, file_labels, skipped_folders, 
         more = f"; and {len(skipped) - 5} more (see the warnings above)" if len(skipped) > 5 else ""
         raise CorpusError(f"no usable audio, every input was skipped: {listed}{more}")
     before = _splits_before(corpus_dir, settings)
-    pieces, split_mode = assign_splits(files, seg_lengths, settings.val_fraction, settings.test_fraction,
-                                       settings.seed, before)
+    pieces, split_mode = assign_splits(files, decoded.seg_lengths, settings.val_fraction, settings.test_fraction,
+                                       settings.seed, before, decoded.seg_starts, settings.sample_rate)
     if before:
         olds = earlier_entries(files, before)
         kept = sum(old is not None and old["split"] == f["split"] for old, f in zip(olds, files))

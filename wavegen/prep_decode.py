@@ -1,7 +1,7 @@
 """Decoding prep's inputs into a temporary folder: each file decoded, mixed to mono, resampled
 and trimmed of silence (:func:`decode_files`), then the train/val/test arrays written from the
 kept pieces (:func:`write_arrays`). A corpus of the same inputs that skipped files for lack of
-memory is an :class:`Earlier`: the rerun decodes only those files and takes the rest from it.
+memory is an Earlier (wavegen.prep_earlier): the rerun decodes only those files and takes the rest from it.
 wavegen.prep orchestrates: finding the inputs, the lock, whether the corpus is up to date, and
 moving the result into place.
 """
@@ -22,10 +22,11 @@ from wavegen import prep_inputs
 from wavegen.audio import float_to_int16, resample, scale_to_full_scale
 from wavegen.audio_decode import AudioError, AudioMemoryError, decode_mono
 from wavegen.fileio import check_room, write_array
+from wavegen.prep_earlier import Earlier, EarlierAudio
 from wavegen.prep_wav import UNFINISHED_WAV, FinishedView, read_finished, unfinished_wav
 from wavegen.progress import progress_bar
-from wavegen.split import (SILENCE_FLOOR, SPIKE_DB, SPIKE_FLOOR, SPLITS, channels_cancel, dbfs, find_spikes,
-                           split_on_silence, why_no_sound)
+from wavegen.split import (SILENCE_FLOOR, SPIKE_FLOOR, SPLITS, channels_cancel, dbfs, find_spikes, split_on_silence,
+                           why_no_sound)
 
 if TYPE_CHECKING:
     from wavegen.prep import PrepSettings
@@ -34,146 +35,31 @@ logger = logging.getLogger("wavegen.prep")
 SKIP_LINES = prep_inputs.SKIP_LINES  # skipped files named one line each; the rest summed up in one line
 
 
-# a skip's reason for lack of memory, in a manifest written before "retry" was recorded
-_MEMORY_REASONS = ("too long to decode in memory", "too long to prepare in memory")
-# a file's manifest entry as _decode_one makes it (+ "partial_reason" where "partial", "recovered" where mended)
-_ENTRY_KEYS = frozenset({"path", "duration_seconds", "kept_seconds", "split", "sha256", "label", "sample_rate_in",
-                         "channels_in", "gain_db", "partial"})
-
-
 class MemorySkip(str):
     """The reason a file was skipped for lack of memory: not the file's fault, so not remembered as final
     (its manifest entry says "retry": a rerun of prep, on a machine with more memory say, tries it again)."""
 
 
-def is_retry(skip: dict) -> bool:
-    """Whether a manifest's "skipped" entry is a file skipped for lack of memory (tried again by the next prep)."""
-    return skip.get("retry") is True or str(skip.get("reason", "")).startswith(_MEMORY_REASONS)
-
-
-def retries(manifest: dict) -> list:
-    """The paths of a manifest's files skipped for lack of memory (is_retry), in its order; [] for a
-    manifest whose "skipped" is not a list of entries."""
-    skipped = manifest.get("skipped")
-    return [s.get("path") for s in skipped if isinstance(s, dict) and is_retry(s)] if isinstance(skipped, list) else []
-
-
 class Decoded(NamedTuple):
     """What decode_files made: files (manifest entries), seg_lengths (per file its kept segments' lengths),
     skipped ([{"path", "reason"}], "retry": True where memory was lacking), digests (every input's sha256 by
-    path, None where it cannot be read), and from_earlier ({file index: its index in the Earlier corpus}: kept
-    audio taken from that corpus, written into the temporary folder by Earlier.write_audio, not yet there)."""
+    path, None where it cannot be read), from_earlier ({file index: its index in the Earlier corpus}: kept
+    audio taken from that corpus, written into the temporary folder by Earlier.write_audio, not yet there), and
+    seg_starts (per file its kept segments' first samples in the file at the corpus rate, where its time is cut:
+    split.assign_splits; None for audio taken from an Earlier corpus, which does not record them)."""
 
     files: list
     seg_lengths: list
     skipped: list
     digests: dict
     from_earlier: dict
-
-
-class _EarlierAudio(NamedTuple):
-    index: int  # the file's index in the earlier corpus
-
-
-class Earlier:
-    """A corpus prepared from the same inputs with the same settings (its fingerprint or content fingerprint
-    is theirs) that skipped files for lack of memory: what it made of every other file is taken again, not
-    decoded again (kept audio read back from its arrays, a skip's reason), so a rerun decodes only those
-    files, and keeps what a prep that never skipped keeps, byte for byte (its files keeping their splits).
-
-    A file cut in time (its "split": "time") is decoded again: where a segment was cut at a split's
-    boundary, the arrays no longer say. Raises OSError or ValueError when the arrays cannot be read."""
-
-    def __init__(self, corpus_dir: Path, manifest: dict):
-        self.dir, self.manifest = Path(corpus_dir), manifest
-        self._kept = {f["path"]: i for i, f in enumerate(manifest["files"])}
-        self._skips = {s["path"]: s for s in manifest["skipped"]}
-        self._rate = int(manifest["sample_rate"])
-        self._rows: dict[int, list] = {}  # file index -> [(split, int64 [n, 2] rows (start, length))]
-        for name in SPLITS:
-            seg = np.load(self.dir / f"{name}_segments.npy")
-            if len(seg):  # a file's rows lie together (write_arrays takes its pieces in turn)
-                for part in np.split(seg, np.flatnonzero(np.diff(seg[:, 2])) + 1):
-                    self._rows.setdefault(int(part[0, 2]), []).append((name, part[:, :2]))
-
-    def digests(self) -> dict[str, str]:
-        """The sha256 of every file kept, by path."""
-        return {f["path"]: f["sha256"] for f in self.manifest["files"]}
-
-    def outcome(self, path: str):
-        """What the corpus made of path: (_EarlierAudio, segment lengths, its entry less "split") for a file kept,
-        the reason for one skipped (not for lack of memory nor as a duplicate: decode_files judges those again),
-        or None: decode it."""
-        skip = self._skips.get(path)
-        if skip is not None:
-            reason = skip.get("reason")
-            return None if is_retry(skip) or not isinstance(reason, str) or reason.startswith("duplicate of ") \
-                else reason
-        i = self._kept.get(path)
-        entry = {} if i is None else self.manifest["files"][i]
-        parts = self._rows.get(i, [])
-        if set(entry) - {"recovered", "clipped"} != _ENTRY_KEYS | ({"partial_reason"} if entry.get("partial") else set()) or \
-                len(parts) != 1 or parts[0][0] != entry["split"]:
-            return None  # not kept, cut in time, or an entry of another make
-        lengths = [int(n) for n in parts[0][1][:, 1]]
-        if abs(sum(lengths) / self._rate - entry["kept_seconds"]) > 1e-6:
-            return None
-        return _EarlierAudio(i), lengths, dict(entry, split=None)
-
-    def unchanged(self, files: list[dict], skipped: list[dict]) -> bool:
-        """Whether files and skipped (every skip, the search's too) are the corpus's: the same files kept, the
-        same skipped, each file it skipped for lack of memory skipped so again (and recorded so: a manifest
-        from before "retry" is written again). Its arrays are then the ones this prep would write."""
-        def kinds(skips):
-            return [(s["path"], s.get("retry") is True) for s in skips]
-
-        return [f["path"] for f in files] == list(self._kept) and kinds(skipped) == kinds(self.manifest["skipped"])
-
-    def audio_sha256(self, index: int) -> str:
-        """The sha256 of the kept audio of the corpus's file index, as write_audio writes it (a segment at a time)."""
-        ((name, rows),) = self._rows[index]
-        digest = hashlib.sha256()
-        for segment in _segments(np.load(self.dir / f"{name}.npy", mmap_mode="r"), rows):
-            digest.update(segment)
-        return digest.hexdigest()
-
-    def write_audio(self, tmp: Path, indices: dict[int, int]) -> None:
-        """tmp/<i>.pcm (int16) for each file index i of indices: the kept audio of the corpus's file indices[i],
-        as write_array writes it (raw samples, no header). Written a segment at a time from the memory-mapped
-        arrays: a file's whole kept audio is never held in memory (a rerun after a memory skip is on a machine
-        short of it)."""
-        arrays: dict[str, np.ndarray] = {}
-        for here, there in indices.items():
-            ((name, rows),) = self._rows[there]
-            if name not in arrays:
-                arrays[name] = np.load(self.dir / f"{name}.npy", mmap_mode="r")
-            _write_segments(tmp / f"{here}.pcm", arrays[name], rows)
-
-
-def _segments(audio: np.ndarray, rows: np.ndarray):
-    """The bytes of audio[start : start + length] for each (start, length) of rows [n, 2], one after another: each
-    one's view of the (memory-mapped) audio, never copied."""
-    for start, length in rows:
-        yield memoryview(np.ascontiguousarray(audio[start : start + length])).cast("B")
-
-
-def _write_segments(path: Path, audio: np.ndarray, rows: np.ndarray) -> None:
-    """path: audio[start : start + length] for each (start, length) of rows [n, 2], one after another, in
-    write_array's format (the samples' bytes as tofile writes them), a segment at a time: each one's view
-    of the memory-mapped audio written as it is, never copied. An OSError names path, as write_array's does."""
-    try:
-        with open(path, "wb") as f:
-            for segment in _segments(audio, rows):
-                f.write(segment)
-    except OSError as err:
-        if err.filename is None and err.errno:  # a failed flush at close names no file
-            raise OSError(err.errno, os.strerror(err.errno), str(path)) from err
-        raise
+    seg_starts: list
 
 
 def decode_one(path: Path, settings: PrepSettings, digest: str):
-    """Decode and trim one file (digest: its sha256): (kept int16 [T], segment lengths, entry) or a skip reason
-    (a MemorySkip for a file too long for this machine's memory: passed over, the others prepared)."""
+    """Decode and trim one file (digest: its sha256): (kept int16 [T], segments, entry) or a skip reason (a
+    MemorySkip for a file too long for this machine's memory: passed over, the others prepared). segments: per
+    kept segment (start, length) in samples at the corpus rate, its start in the file's (resampled) audio."""
     try:
         return _decode_one(path, settings, digest)
     except AudioMemoryError as e:
@@ -260,7 +146,7 @@ def _decode_source(path: Path, settings: PrepSettings, digest: str, view: Finish
         entry["recovered"] = recovered
     if clipped is not None:
         entry["clipped"] = clipped
-    return pcm, [int(e - s) for s, e in intervals], entry
+    return pcm, [(int(s), int(e - s)) for s, e in intervals], entry
 
 
 def _sound_found(path: Path, view: FinishedView | None, decoded, settings: PrepSettings):
@@ -281,13 +167,14 @@ def _sound_found(path: Path, view: FinishedView | None, decoded, settings: PrepS
         source = np.clip(source, -spikes.rest_peak, spikes.rest_peak)
         mono = source if rate_in == settings.sample_rate else resample(source, rate_in, settings.sample_rate)
         intervals = _sound(mono, settings)
-        clipped = (f"{spikes.count} sample(s) above {dbfs(SPIKE_FLOOR)} and at least {SPIKE_DB:g} dB above all the "
-                   f"rest (the first at {spikes.first / rate_in:.3f} s: {spikes.value:.3g}) clipped to the rest's "
-                   f"peak ({dbfs(spikes.rest_peak)})")
+        clipped = (f"{spikes.count} sample(s) above {dbfs(spikes.floor)} and at least {spikes.above_db:.0f} dB "
+                   f"above all the rest{_in_the_mix(spikes)} (the first at {spikes.first / rate_in:.3f} s: "
+                   f"{spikes.value:.3g}) clipped to the rest's peak ({dbfs(spikes.rest_peak)})")
     if intervals is None:
         return _nonfinite(0, None, frames, rate_in)
     if len(intervals) == 0:
-        why = channels_cancel(decoded.loudest_channel, source) + why_no_sound(
+        # a spike is the loudest channel's peak: not sound the mix lost, so no word of channels cancelling
+        why = channels_cancel(decoded.loudest_channel if spikes is None else None, source) + why_no_sound(
             source, mono, settings.min_segment_seconds, settings.sample_rate)
         return why if spikes is None else _spike_and_no_sound(spikes, rate_in, why)
     if clipped is not None:
@@ -299,10 +186,19 @@ def _sound_found(path: Path, view: FinishedView | None, decoded, settings: PrepS
 def _spike_and_no_sound(spikes, rate_in: int, why: str) -> str:
     """Why a file whose spikes (split.Spikes) hid no sound is skipped: the spike named, then why the rest is none."""
     spike = (f"a spike of {spikes.value:.3g} at {spikes.first / rate_in:.3f} s ({spikes.count} sample(s) above "
-             f"{dbfs(SPIKE_FLOOR)}: damaged float audio)")
+             f"{dbfs(spikes.floor)}{_in_the_mix(spikes)}: damaged float audio)")
     if why.startswith("silent"):
         return f"it holds only silence and {spike}; without it, {why}"
     return f"it holds {spike} and, without it, {why}"
+
+
+def _in_the_mix(spikes) -> str:
+    """Where spikes (split.Spikes) were found in a mix of channels, words saying that their level, value and the
+    thresholds said are the mix's (a channel's sample above SPIKE_FLOOR has 1/n of it there); "" for one channel."""
+    if spikes.channels == 1:
+        return ""
+    floor = dbfs(spikes.floor)
+    return f" in the mono mix of its {spikes.channels} channels, where a channel's {dbfs(SPIKE_FLOOR)} is {floor}"
 
 
 def _nonfinite(n: int, first: int | None, frames: int, rate_in: int) -> str:
@@ -346,7 +242,7 @@ def decode_files(found, file_labels, tmp: Path, settings: PrepSettings, progress
     that skipped files for lack of memory: every other file is taken from it (Earlier.outcome), its audio
     left to Earlier.write_audio (Decoded.from_earlier).
     """
-    files, seg_lengths, skipped, from_earlier = [], [], [], {}
+    files, seg_lengths, seg_starts, skipped, from_earlier = [], [], [], [], {}
     digests = dict(earlier.digests() if earlier is not None else {}, **(digests or {}))
     seen: dict[str, tuple] = {}  # sha256 -> (path, label) kept: the same recording twice would leak
     heard: dict[str, tuple] = {}  # the kept audio's sha256 -> (path, label): the same, retagged or in another container
@@ -376,14 +272,15 @@ def decode_files(found, file_labels, tmp: Path, settings: PrepSettings, progress
             if isinstance(result, MemorySkip):
                 skipped[-1]["retry"] = True
         else:
-            kept, lengths, entry = result
-            if isinstance(kept, _EarlierAudio):
+            kept, segments, entry = result
+            if isinstance(kept, EarlierAudio):
                 from_earlier[len(files)] = kept.index
             else:
                 write_array(tmp / f"{len(files)}.pcm", kept)
             entry["label"] = label
             seen[entry["sha256"]] = heard[audio] = (str(path), label)
-            seg_lengths.append(lengths)
+            seg_lengths.append([n for _, n in segments])
+            seg_starts.append(None if isinstance(kept, EarlierAudio) else [start for start, _ in segments])
             files.append(entry)
         if bar is not None:
             bar.update(1)
@@ -393,7 +290,7 @@ def decode_files(found, file_labels, tmp: Path, settings: PrepSettings, progress
         logger.warning("skipped %d more file(s) without a line each (%s); --verbose names them, and manifest.json's "
                        '"skipped" lists every skipped file and why', len(skipped) - SKIP_LINES,
                        _most_common_reasons(skipped[SKIP_LINES:]))
-    return Decoded(files, seg_lengths, skipped, digests, from_earlier)
+    return Decoded(files, seg_lengths, skipped, digests, from_earlier, seg_starts)
 
 
 def _most_common_reasons(skipped: list[dict], shown: int = 3) -> str:
@@ -438,10 +335,10 @@ def _duplicate(kept: tuple, label, how: str = "") -> str:
 
 def _audio_sha256(kept, earlier: Earlier | None) -> str:
     """The sha256 of a file's kept audio (int16, as its .pcm holds it): decode_one's array, or an Earlier
-    corpus's (_EarlierAudio), read from its arrays. Two files that differ only in their tags (a track in its
+    corpus's (EarlierAudio), read from its arrays. Two files that differ only in their tags (a track in its
     album and in a compilation, retagged) or container (WAV and FLAC) decode to the same: one would train
     and the other be tested on."""
-    if isinstance(kept, _EarlierAudio):
+    if isinstance(kept, EarlierAudio):
         return earlier.audio_sha256(kept.index)
     return hashlib.sha256(memoryview(np.ascontiguousarray(kept)).cast("B")).hexdigest()
 

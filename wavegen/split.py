@@ -161,6 +161,55 @@ def _time_cuts(kept: int, val_fraction: float, test_fraction: float) -> list[int
     return [0, kept - n_val - n_test, kept - n_test, kept]
 
 
+def _recorded_cuts(entry: dict | None) -> list[float] | None:
+    """An earlier entry's "time_cuts_seconds" ([end of train, end of val] in the file's own time), None where it
+    records none (a manifest from before they were recorded) or not two ordered times."""
+    cuts = (entry or {}).get("time_cuts_seconds")
+    if isinstance(cuts, list) and len(cuts) == 2 and all(isinstance(c, (int, float)) and not isinstance(c, bool)
+                                                         and np.isfinite(c) for c in cuts) and 0 <= cuts[0] <= cuts[1]:
+        return [float(c) for c in cuts]
+    return None
+
+
+class _TimeCuts:
+    """Where each file cut in time changes split, in its kept audio (of): the fractions' cuts, or, for a file held
+    in "time" whose earlier entry records its cuts in the file's time, those times' places in its kept audio now, so
+    another --top-db (or a remaster) moves no earlier val or test audio into train. record(i): the cuts in the
+    file's time, seconds from its start, for its entry's "time_cuts_seconds" (None where its segments' starts are
+    not known). starts: per file its kept segments' first samples in the file (at sample_rate), None where unknown."""
+
+    def __init__(self, seg_lengths: list, starts: list | None, sample_rate: int | None, val_fraction: float,
+                 test_fraction: float, olds: list):
+        self.lengths, self.rate, self.fractions = seg_lengths, sample_rate, (val_fraction, test_fraction)
+        self.starts = starts if starts is not None and sample_rate else [None] * len(seg_lengths)
+        self.olds = olds  # earlier_entries; a file drawn again is forgotten (its old cut no longer holds)
+
+    def held(self, i: int) -> list[float] | None:
+        old = self.olds[i]
+        return _recorded_cuts(old) if old is not None and old["split"] == "time" and self.starts[i] is not None \
+            else None
+
+    def of(self, i: int) -> list[int]:
+        kept, times = sum(self.lengths[i]), self.held(i)
+        if times is None:
+            return _time_cuts(kept, *self.fractions)
+        at = [round(t * self.rate) for t in times]
+        return [0, *(sum(min(max(a - s, 0), n) for s, n in zip(self.starts[i], self.lengths[i])) for a in at), kept]
+
+    def record(self, i: int) -> list[float] | None:
+        if self.starts[i] is None:
+            return None
+        return self.held(i) or [round(self._file_sample(i, c) / self.rate, 6) for c in self.of(i)[1:3]]
+
+    def _file_sample(self, i: int, position: int) -> int:
+        """The file's sample where its kept audio's position lies (between two segments: the earlier one's end)."""
+        for s, n in zip(self.starts[i], self.lengths[i]):
+            if position <= n:
+                return s + position
+            position -= n
+        return self.starts[i][-1] + self.lengths[i][-1]
+
+
 def earlier_splits(manifest: dict) -> dict[str, dict] | None:
     """The files of an earlier corpus's manifest by their bytes' hash and by path: {"sha256": {hash: entry},
     "path": {path: entry}}, what assign_splits' earlier takes (earlier_entries matches them); None where it holds
@@ -191,24 +240,26 @@ def earlier_entries(files: list[dict], earlier: dict | None) -> list[dict | None
     return out
 
 
-def _held(members: list[int], files: list[dict], kept: list[int], val_fraction: float, test_fraction: float,
-          olds: list[dict | None]) -> dict[str, int]:
-    """The members that keep their earlier split (olds: earlier_entries; its "split" set): {split: their kept
-    duration in it}. A file cut in time whose kept length changed is named: its cut moved with it."""
+def _held(members: list[int], files: list[dict], kept: list[int], cuts: _TimeCuts) -> dict[str, int]:
+    """The members that keep their earlier split (cuts.olds: earlier_entries; its "split" set): {split: their kept
+    duration in it}. A file cut in time keeps its recorded cut (_TimeCuts); one from a manifest that records none,
+    whose kept length changed, is named: its cut moved with it."""
     held: dict[str, int] = {}
     for i in members:
-        if olds[i] is None:
+        old = cuts.olds[i]
+        if old is None:
             continue
-        split = files[i]["split"] = olds[i]["split"]
-        cuts = _time_cuts(kept[i], val_fraction, test_fraction) if split == "time" else None
-        was, now = olds[i].get("kept_seconds"), files[i].get("kept_seconds")
-        if split == "time" and isinstance(was, (int, float)) and isinstance(now, (int, float)) \
-                and abs(was - now) > 1e-3:
+        split = files[i]["split"] = old["split"]
+        at = cuts.of(i) if split == "time" else None
+        was, now = old.get("kept_seconds"), files[i].get("kept_seconds")
+        if split == "time" and cuts.held(i) is None and isinstance(was, (int, float)) \
+                and isinstance(now, (int, float)) and abs(was - now) > 1e-3:
             logger.warning("%s: cut in time before, its kept audio is %.3f s now, was %.3f s (another --top-db, or "
-                           "the file changed): its val and test parts moved, and a run begun on the earlier corpus "
-                           "may train on audio it validated on", files[i]["path"], now, was)
+                           "the file changed), and the earlier corpus records no time of its cuts (an older prep): "
+                           "its val and test parts moved, and a run begun on the earlier corpus may train on audio "
+                           "it validated on", files[i]["path"], now, was)
         for n, name in enumerate(SPLITS):
-            share = kept[i] if split == name else 0 if cuts is None else cuts[n + 1] - cuts[n]
+            share = kept[i] if split == name else 0 if at is None else at[n + 1] - at[n]
             if share or split == name:
                 held[name] = held.get(name, 0) + share
     return held
@@ -229,27 +280,29 @@ def _assign_label(members: list[int], order: list[int], files: list[dict], kept:
     return was | ({"time"} if order else set())
 
 
-def _train_share(members: list[int], files: list[dict], kept: list[int], val_fraction: float,
-                 test_fraction: float) -> int:
+def _train_share(members: list[int], files: list[dict], kept: list[int], cuts: _TimeCuts) -> int:
     """How much of the members' kept audio is in train."""
-    return sum(kept[i] if files[i]["split"] == "train" else
-               _time_cuts(kept[i], val_fraction, test_fraction)[1] if files[i]["split"] == "time" else 0
+    return sum(kept[i] if files[i]["split"] == "train" else cuts.of(i)[1] if files[i]["split"] == "time" else 0
                for i in members)
 
 
 def assign_splits(files: list[dict], seg_lengths: list[list[int]], val_fraction: float,
-                  test_fraction: float, seed: int, earlier: dict | None = None) -> tuple[dict, str]:
+                  test_fraction: float, seed: int, earlier: dict | None = None, seg_starts: list | None = None,
+                  sample_rate: int | None = None) -> tuple[dict, str]:
     """Assign each file to train, val or test (sets files[i]["split"]; "time" for a file cut in time).
 
     files: manifest entries (their "label" groups them: each label is split on its own);
     seg_lengths: per file the lengths of its kept segments, end to end. Files go whole to
     test, then val, by kept duration (shuffled with seed); a label with too few files has
     each file cut in time instead (the last test_fraction to test, val_fraction before it).
+    seg_starts (with sample_rate, the rate of both): per file its kept segments' first samples in the file (None
+    where not known): a file cut in time records its cuts in the file's own time, its entry's "time_cuts_seconds".
     earlier: earlier_splits of a corpus prepared before with the same fractions, seed and labels: a file it held
-    (earlier_entries: the same bytes, or else the same path whose old bytes are gone: remastered) keeps its split;
-    only the others are assigned, toward the fractions of their whole label (a label that is still cut in time
-    has its new files cut in time too). A label left with no train audio (only files held in val or test, none
-    new) is drawn again as a fresh prep draws it, said.
+    (earlier_entries: the same bytes, or else the same path whose old bytes are gone: remastered) keeps its split,
+    one cut in time its recorded cuts (where its kept audio changed, another --top-db say, the audio of each moment
+    of the file goes where it went); only the others are assigned, toward the fractions of their whole label (a
+    label that is still cut in time has its new files cut in time too). A label left with no train audio (only
+    files held in val or test, none new) is drawn again as a fresh prep draws it, said.
     Returns (pieces: {split: [(file_index, offset, length)]} into each file's kept audio,
     split_mode: "file", "time", or "mixed" when some labels had too few files).
     """
@@ -257,19 +310,19 @@ def assign_splits(files: list[dict], seg_lengths: list[list[int]], val_fraction:
     groups: dict[str, list[int]] = {}
     for i, f in enumerate(files):
         groups.setdefault(f["label"] or "", []).append(i)
-    olds = earlier_entries(files, earlier)
+    cuts = _TimeCuts(seg_lengths, seg_starts, sample_rate, val_fraction, test_fraction, earlier_entries(files, earlier))
     rng = np.random.default_rng(seed)
     modes = set()
     pieces = {s: [] for s in SPLITS}
     for label in sorted(groups):
         members = groups[label]
         shuffled = [members[j] for j in rng.permutation(len(members))]  # a fresh prep's order
-        held = _held(members, files, kept, val_fraction, test_fraction, olds)
+        held = _held(members, files, kept, cuts)
         order = [i for i in shuffled if files[i]["split"] is None]
         label_modes = _assign_label(members, order, files, kept, val_fraction, test_fraction, held)
-        if held and not _train_share(members, files, kept, val_fraction, test_fraction):
+        if held and not _train_share(members, files, kept, cuts):
             for i in members:
-                files[i]["split"] = None
+                files[i]["split"] = cuts.olds[i] = None
             label_modes = _assign_label(members, shuffled, files, kept, val_fraction, test_fraction, {})
             logger.warning("%s: every file left was in val or test before and none is new: drawn again as a fresh "
                            "prep draws it (train needs audio); a run begun on the earlier corpus validated on audio "
@@ -278,10 +331,12 @@ def assign_splits(files: list[dict], seg_lengths: list[list[int]], val_fraction:
     for i, f in enumerate(files):
         offset = 0
         if f["split"] == "time":
-            # last test_fraction of the kept audio to test, val_fraction before it to val
-            cuts = _time_cuts(kept[i], val_fraction, test_fraction)
+            # last test_fraction of the kept audio to test, val_fraction before it to val (or the recorded cuts)
+            at, record = cuts.of(i), cuts.record(i)
+            if record is not None:
+                f["time_cuts_seconds"] = record
             for length in seg_lengths[i]:
-                for name, lo, hi in zip(SPLITS, cuts[:-1], cuts[1:]):
+                for name, lo, hi in zip(SPLITS, at[:-1], at[1:]):
                     a, b = max(offset, lo), min(offset + length, hi)
                     if b > a:
                         pieces[name].append((i, a, b - a))
@@ -356,18 +411,30 @@ def _rms(x: np.ndarray) -> float:
     return float(np.sqrt(energy / len(x))) if len(x) else 0.0
 
 
+SPIKE_DB = 40.0  # a sample this far above every other (and above SPIKE_FLOOR) is damage, not sound
+SPIKE_FLOOR = 16.0  # +24 dBFS: above it a sample is no plausible audio (a click at 1.5 is sound, scaled down)
+
+
 class Spikes(NamedTuple):
     """A few samples far louder than all the rest of a file (damaged float audio: one 1e30 among music):
-    count, first (the index of the first), value (its sample) and rest_peak (the loudest of the others)."""
+    count, first (the index of the first), value (its sample) and rest_peak (the loudest of the others), in the
+    audio find_spikes was given: a mix of `channels` channels, its floor and above_db those it was judged by there."""
 
     count: int
     first: int
     value: float
     rest_peak: float
+    channels: int = 1
 
+    @property
+    def floor(self) -> float:
+        """The level a spike is above: SPIKE_FLOOR, in a mix of n channels 1/n of it (one channel's spike there)."""
+        return SPIKE_FLOOR / self.channels
 
-SPIKE_DB = 40.0  # a sample this far above every other (and above SPIKE_FLOOR) is damage, not sound
-SPIKE_FLOOR = 16.0  # +24 dBFS: above it a sample is no plausible audio (a click at 1.5 is sound, scaled down)
+    @property
+    def above_db(self) -> float:
+        """How far a spike is above every other sample at least: SPIKE_DB, in a mix of n channels 20 log10(n) less."""
+        return SPIKE_DB - 20.0 * float(np.log10(self.channels))
 
 
 def find_spikes(x: np.ndarray, channels: int = 1) -> Spikes | None:
@@ -385,10 +452,10 @@ def find_spikes(x: np.ndarray, channels: int = 1) -> Spikes | None:
     level = np.abs(x)
     m = min(size, max(16, size // 1000))
     top = np.sort(np.partition(level, size - m)[size - m:].astype(np.float64))[::-1]  # the m loudest, loudest first
-    floor, ratio = SPIKE_FLOOR / channels, 10.0 ** (SPIKE_DB / 20.0) / channels
+    floor, ratio = SPIKE_FLOOR / channels, 10.0 ** (SPIKE_DB / 20.0) / channels  # Spikes.floor and .above_db
     gaps = [j for j in range(1, m) if top[j - 1] > floor and top[j - 1] >= ratio * top[j]]
     if not gaps:
         return None
     rest_peak = float(top[gaps[-1]])  # the widest set that leaves sound under it
     loud = np.flatnonzero(level > rest_peak)
-    return Spikes(len(loud), int(loud[0]), float(x[loud[0]]), rest_peak)
+    return Spikes(len(loud), int(loud[0]), float(x[loud[0]]), rest_peak, channels)
