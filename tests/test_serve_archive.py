@@ -278,7 +278,7 @@ def test_a_snapshot_that_is_not_a_file_is_refused_not_taken_for_none(tmp_path, b
     _put(tmp_path / ".state" / "snapshot.npz", bad)
     before = _contents(tmp_path)
     err = _open_within(tmp_path)
-    assert isinstance(err, ServeError) and f"snapshot.npz is damaged ({bad}, not a file)" in str(err), repr(err)
+    assert isinstance(err, ServeError) and f"snapshot.npz is {bad}, not a snapshot file" in str(err), repr(err)
     assert _contents(tmp_path) == before and len(_archived(tmp_path)) == 6 * SR
 
 

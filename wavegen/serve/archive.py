@@ -14,9 +14,10 @@ to that point; the part's header counts them after it (render's order). A restar
 the same arguments cuts the parts back to the snapshot and continues from there: the parts come
 out byte-identical to a server that never stopped (the uniforms are keyed by position, so the same
 samples are drawn again). Each snapshot keeps the one it replaces (``snapshot.prev.npz``, as a
-render keeps ``rank{r}.prev.npz``): where the newest is damaged (cut short by a crash, a bad sector)
-or missing, a restart goes on from the one before it, said in one line naming the damaged file, and
-writes the audio after it again (the same samples). A params.json damaged or gone is written again
+render keeps ``rank{r}.prev.npz``): where the newest is damaged (cut short by a crash, a bad sector; a
+state the engine does not take, or whose label is not the blend it holds), missing, or something else than a
+file (a folder, a FIFO: never opened; moved aside, named), a restart goes on from the one before it, said in
+one line naming the damaged file, and writes the audio after it again (the same samples). A params.json damaged or gone is written again
 from the snapshot (it records the same parameters), said; a snapshot gone while the parts hold audio
 one counted is refused, the parts untouched.
 
@@ -29,8 +30,9 @@ parts older than the newest ``keep_parts`` are removed, except those from the pa
 ends in on (its fallback's): at most ``keep_parts`` + ceil(snapshot gap / part length) parts are kept. The
 snapshot records the oldest part kept, ``first_part``, so a restart does not take the removed ones for
 parts lost. Only that rotation moves ``first_part`` (after a fallback, up to the oldest part there: the
-damaged snapshot's rotation removed those below it): a part moved away (off a full disk) is said at a
-restart, and kept when it is brought back. Parts are independent
+damaged snapshot's rotation removed those below it; the snapshot put in place records it, and each snapshot
+records its server's ``keep_parts``, so a restart without the option after a rotation knows it too): a part
+moved away (off a full disk) is said at a restart, and kept when it is brought back. Parts are independent
 WAV files, not needed to continue: one cut short since (a crash, a disk problem) is said at a restart,
 kept as it is (:mod:`wavegen.serve.archive_folder`). Opening it: :mod:`wavegen.serve.archive_resume`.
 """
@@ -60,6 +62,7 @@ SNAPSHOT_VERSION = 1
 MODEL_FOLDER_KEY = "model_folder"  # params: the model folder it began with, resolved (its run is searched)
 # params.json: the most audio the server that began the archive at 0 leaves without a snapshot (its bound)
 UNSNAPSHOT_KEY = "unsnapshot_seconds"
+KEEP_PARTS_KEY = "keep_parts"  # a snapshot's meta: the --archive-keep-parts of the server that wrote it (0: none)
 PART_FRAMES_KEY = "part_frames"  # params.json: the parts' length (samples) the archive was begun (at 0) with
 # a moved model folder is the same model when its weights match; TENSORS_KEY is judged with model_sha256
 NON_BINDING = ("model", TENSORS_KEY, MODEL_FOLDER_KEY, UNSNAPSHOT_KEY, PART_FRAMES_KEY)
@@ -96,7 +99,7 @@ class Archive:
     """
 
     def __init__(self, folder: str | Path, sample_rate: int, params: dict, part_seconds: float, keep_parts: int = 0,
-                 label_blend=None, find_weights=None, unsnapshot_seconds: float | None = None):
+                 label_blend=None, find_weights=None, unsnapshot_seconds: float | None = None, state_fits=None):
         self.folder = Path(folder)
         self.state_dir = self.folder / STATE_DIR
         self.sample_rate = int(sample_rate)
@@ -110,6 +113,9 @@ class Archive:
         # the most audio a server stopped before its first snapshot leaves in the parts (None: not checked); more
         # without a snapshot means the snapshot was lost, and starting over would write over the archive
         self.unsnapshot_seconds = unsnapshot_seconds
+        # (engine state, meta) of a snapshot → None where the engine takes it, else what does not fit (said): one
+        # that does not is fallen back from as a damaged one (archive_resume.engine_fit); None: not checked
+        self.state_fits = state_fits
         self.first_part = 0  # the oldest part kept
         self.lock = FolderLock(self.folder, "wavegen serve archive")
         self.position = 0  # samples written
@@ -265,7 +271,7 @@ class Archive:
                 first = max(first, min(self.position // self.part_frames - self.keep_parts + 1,
                                        before // self.part_frames))
             meta = {**meta, "version": SNAPSHOT_VERSION, "params": self.params, "part_frames": self.part_frames,
-                    "first_part": first}
+                    "first_part": first, KEEP_PARTS_KEY: self.keep_parts}
             for _ in range(2 if fallback_too else 1):  # the second moves the first to snapshot.prev.npz
                 save_snapshot(self.state_dir / SNAPSHOT_FILE, engine_state, self.position, meta, keep_previous=True)
             self.snapshot_position, self.first_part = self.position, first

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 
 from wavegen.errors import WavegenError
-from wavegen.fileio import fsync_dir, not_a_file, read_json_object, stale_temporaries, write_json
-from wavegen.render import PCMWriter, load_snapshot
+from wavegen.fileio import fsync_dir, free_name, not_a_file, read_json_object, stale_temporaries, write_json
+from wavegen.render import PCMWriter, load_snapshot, save_snapshot
 from wavegen.render.folder import remove_temporaries
 from wavegen.render.model_change import TENSORS_KEY, with_recorded_tensors
 from wavegen.render.writers import flushed_samples, previous_snapshot
-from wavegen.serve.archive import (PARAMS_FILE, SNAPSHOT_FILE, STATE_DIR, Archive, ServeError, part_path, parts_in,
-                                   snapshot_params)
+from wavegen.serve.archive import (KEEP_PARTS_KEY, PARAMS_FILE, SNAPSHOT_FILE, STATE_DIR, Archive, ServeError,
+                                   part_path, parts_in, snapshot_params)
 
 logger = logging.getLogger("wavegen.serve.archive")  # the archive's words, whichever module says them
 
@@ -51,10 +51,12 @@ def resume(archive: Archive) -> tuple[dict[str, np.ndarray] | None, int, dict]:
     archive.snapshot_position = archive.position
     index, frames = divmod(archive.position, archive.part_frames)
     if fell_back is not None:
-        rotated_past(archive, index)
+        rotated_past(archive, index, meta)
     check_parts(archive, index, frames)  # before anything is cut or removed
     if fell_back is not None:
-        fall_back(archive, fell_back)
+        fall_back(archive, fell_back, state, meta)
+    elif found is not None:
+        clear_previous(archive)
     if state is None or recorded is None:  # begun (again) at 0, or params.json lost: this command's, with its bound
         archive.state_dir.mkdir(parents=True, exist_ok=True)
         write_json(params_path, {**archive.params, **archive._bounds()})
@@ -162,46 +164,121 @@ def state_file(archive: Archive, path: Path) -> bool:
 
 def snapshot_to_resume(archive: Archive) -> tuple[Path, dict[str, np.ndarray], int, dict, str | None] | None:
     """Looked at only: (the snapshot file read, its engine state, position and meta, None); where the newest
-    is damaged or missing while the one it replaced (``snapshot.prev.npz``, render's
-    :func:`~wavegen.render.writers.previous_snapshot`) is readable, that one's, with what is wrong with the
-    newest (:func:`fall_back` puts it in place once all is checked); None where there is neither.
-    ServeError naming the newest where it is damaged and there is no readable one before it."""
+    cannot be gone on from (:func:`judged`: damaged, something else than a file at its name, a state that does
+    not fit the engine) or is missing while the one it replaced (``snapshot.prev.npz``, render's
+    :func:`~wavegen.render.writers.previous_snapshot`) can, that one's, with what is wrong with the newest
+    (:func:`fall_back` puts it in place once all is checked); None where there is neither.
+    ServeError naming the newest where it cannot be gone on from and the one before it cannot either."""
     snap = archive.state_dir / SNAPSHOT_FILE
     prev = previous_snapshot(snap)
-    newest = state_file(archive, snap)
-    got = load(snap) if newest else None
-    if newest and not isinstance(got, str):
+    got = judged(archive, snap)
+    if isinstance(got, tuple):
         return (snap, *got, None)
-    if not state_file(archive, prev):  # looked at only where the newest cannot be resumed from
-        if newest:
-            raise archive._damaged(snap, got)
+    what = got or "is missing"
+    got_before = judged(archive, prev)  # looked at only where the newest cannot be gone on from
+    if isinstance(got_before, tuple):
+        return (prev, *got_before, what)
+    if got is None and got_before is None:
         return None
-    what = f"is damaged ({got})" if newest else "is missing"
-    got_before = load(prev)
-    if isinstance(got_before, str):
-        raise archive._damaged(snap, got_before, f"{snap} {what}, and the snapshot before it, {prev.name}, is "
-                                                 f"damaged ({got_before})")
-    return (prev, *got_before, what)
+    before = f"there is no snapshot before it ({prev.name})" if got_before is None else \
+        f"the snapshot before it, {prev.name}, {got_before}"
+    raise archive._damaged(snap, None, f"{snap} {what}, and {before}")
 
 
-def fall_back(archive: Archive, what: str) -> None:
-    """The newest snapshot ``what`` (damaged or missing), all checked: said, and the one before it put in its
-    place, as a render does (:func:`~wavegen.render.writers.load_snapshot`'s fallback): the next snapshot keeps
-    it, not the damaged file, as its own fallback."""
+def judged(archive: Archive, path: Path) -> tuple[dict[str, np.ndarray], int, dict] | str | None:
+    """The snapshot at ``path`` (engine state, position, meta) where it can be gone on from; else what is wrong
+    with it, as said after its path: "is damaged (WHY)" (a state the engine does not take, or whose label is not
+    its blend: ``archive.state_fits``, too), "is a folder, not a snapshot file" (a FIFO: never opened, it would
+    block); None where nothing is there (a link to nothing is there: its read says so)."""
+    if not os.path.lexists(path):
+        return None
+    kind = not_a_file(path)
+    if kind is not None:
+        return f"is a {kind}, not a snapshot file"
+    got = load(path)
+    if isinstance(got, str):
+        return f"is damaged ({got})"
+    misfit = archive.state_fits(got[0], got[2]) if archive.state_fits is not None else None
+    return f"is damaged ({misfit})" if misfit else got
+
+
+def engine_fit(engine, label_state):
+    """→ ``Archive``'s ``state_fits(state, meta)``: None where a snapshot's engine ``state`` loads into ``engine``
+    (left holding it: the station loads the one gone on from after) and the label its ``meta`` records is the
+    blend that state holds (``label_state``, the station's :class:`~wavegen.serve.control.LabelState`, whose
+    ``restore`` refuses it otherwise); else what does not fit, said. Checked while the archive opens, so a
+    snapshot that does not fit is fallen back from as a damaged one."""
+    def state_fits(state: dict, meta: dict) -> str | None:
+        try:
+            engine.load_state_dict(state)
+        except (KeyError, ValueError, TypeError, RuntimeError) as err:
+            return f"its engine state does not fit this model's engine: {type(err).__name__}: {err}"
+        if "label" not in meta or not label_state.labels:
+            return None
+        try:
+            weights = label_state.parse(meta["label"])
+        except ValueError as err:
+            return f"its label: {err}"
+        saved = np.asarray(state.get("label_weights", np.zeros(0)), dtype=np.float32).reshape(-1)
+        if not np.array_equal(saved, weights):
+            return f"its label {meta['label']!r} is not the blend its engine state holds"
+        return None
+
+    return state_fits
+
+
+def fall_back(archive: Archive, what: str, state: dict[str, np.ndarray], meta: dict) -> None:
+    """The newest snapshot ``what`` (damaged, missing, or not a file), all checked: said, and the one before it
+    (``state``, ``meta``) put in its place, as a render does (:func:`~wavegen.render.writers.load_snapshot`'s
+    fallback): the next snapshot keeps it, not the damaged file, as its own fallback. Something else than a
+    file at its name (a folder, a FIFO) is moved aside first, named, not deleted. Where :func:`rotated_past`
+    moved ``first_part`` up, the snapshot put in place records it (written again from ``state``): a server
+    killed before its next snapshot does not leave the rotated parts to be said gone at the restart after."""
     snap = archive.state_dir / SNAPSHOT_FILE
     prev = previous_snapshot(snap)
-    logger.warning("archive %s: %s %s; going on from the snapshot before it, %s, at %.1f s (the broadcast "
-                   "after it is written again, the same samples)", archive.folder, snap, what, prev.name,
+    aside = set_aside(snap)
+    logger.warning("archive %s: %s %s%s; going on from the snapshot before it, %s, at %.1f s (the broadcast "
+                   "after it is written again, the same samples)", archive.folder, snap, what, aside, prev.name,
                    archive.position / archive.sample_rate)
-    os.replace(prev, snap)
+    if meta.get("first_part", 0) != archive.first_part:
+        save_snapshot(snap, state, archive.position, {**meta, "first_part": archive.first_part})
+        prev.unlink()
+    else:
+        os.replace(prev, snap)
     fsync_dir(archive.state_dir)
 
 
-def rotated_past(archive: Archive, index: int) -> None:
-    """Fallen back with --archive-keep-parts: the rotation after the damaged snapshot removed the oldest parts
-    its record let go (never the part the one before it ends in, ``index``): ``first_part`` moves up to the
-    oldest part there, said as the rotation's doing, not as parts gone."""
-    if not archive.keep_parts:
+def set_aside(path: Path) -> str:
+    """Something else than a file at a snapshot's name ``path`` (a folder, a FIFO) moved aside, not deleted (to
+    ``NAME.damaged``, else ``NAME.damaged2``, ...) → " (moved to NAME.damaged)"; "" where nothing was moved."""
+    if not_a_file(path) is None:
+        return ""
+    moved = free_name(path.with_name(path.name + ".damaged"))
+    os.replace(path, moved)
+    return f" (moved to {moved.name})"
+
+
+def clear_previous(archive: Archive) -> None:
+    """Gone on from the newest snapshot: something else than a file where it moves the one it replaces, its next
+    snapshot (``snapshot.prev.npz``: a folder would stop the server there, a FIFO be written over) moved aside,
+    said."""
+    prev = previous_snapshot(archive.state_dir / SNAPSHOT_FILE)
+    kind = not_a_file(prev)
+    if kind is not None:
+        aside = set_aside(prev)
+        logger.warning("archive %s: %s is a %s, not a snapshot file%s; the next snapshot keeps the one it "
+                       "replaces there", archive.folder, prev, kind, aside)
+
+
+def rotated_past(archive: Archive, index: int, meta: dict) -> None:
+    """Fallen back where parts rotate (--archive-keep-parts: this command's, or that of the server that wrote the
+    snapshot fallen back to, its ``meta``'s KEEP_PARTS_KEY: a restart without the option after a rotation): the
+    rotation after the damaged snapshot removed the oldest parts its record let go (never the part the one before
+    it ends in, ``index``): ``first_part`` moves up to the oldest part there, said as the rotation's doing, not
+    as parts gone."""
+    recorded = meta.get(KEEP_PARTS_KEY)
+    rotated = isinstance(recorded, int) and not isinstance(recorded, bool) and recorded > 0
+    if not (archive.keep_parts or rotated):
         return
     there = [k for k, _ in parts_in(archive.folder) if archive.first_part <= k <= index]
     oldest = min(there, default=index)

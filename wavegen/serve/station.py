@@ -37,6 +37,7 @@ from wavegen.render.model_change import TENSORS_KEY
 from wavegen.serve.archive import MODEL_FOLDER_KEY, SNAPSHOT_FILE, Archive, ServeError
 from wavegen.serve.archive_folder import check_archive_folder
 from wavegen.serve.archive_model import model_folder, played_model, weights_finder
+from wavegen.serve.archive_resume import engine_fit
 from wavegen.serve.control import LabelState
 from wavegen.serve.encoder import OggOpusEncoder, Page
 from wavegen.serve.settings import ServeSettings
@@ -139,7 +140,8 @@ class Station:
             labels = list(self.engine.labels)
             self.archive = Archive(settings.archive, self.sample_rate, self.params, settings.archive_part_seconds,
                                    settings.archive_keep_parts, lambda text: _blend(text, labels),
-                                   weights_finder(self.ref), settings.snapshot_seconds + window_seconds)
+                                   weights_finder(self.ref), settings.snapshot_seconds + window_seconds,
+                                   engine_fit(self.engine, self.label_state))
         self.window = max(1, int(round(window_seconds * self.sample_rate)))
         self.position = 0  # samples rendered (and archived, and encoded)
         self.events: list[dict] = []
