@@ -198,6 +198,35 @@ def test_a_file_cut_in_time_by_a_prep_that_recorded_no_cut_is_named_when_its_len
     assert again["files"][0]["time_cuts_seconds"] == [8.0, 9.0]  # recorded from now on
 
 
+def test_damaged_recorded_cuts_in_an_earlier_manifest_are_passed_over_or_held_without_a_crash(tmp_path, caplog):
+    """An earlier manifest's "time_cuts_seconds" damaged: an integer beyond a float's range stopped prep with a
+    TypeError (np.isfinite), a time whose samples overflow a float (1.7e308 s) with an OverflowError. A value that
+    is no time is passed over, named as damaged (not as a manifest from before cuts were recorded); one past the
+    file's end holds its kept audio in train, as a cut at 1e300 s did."""
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    _quiet_intro(rec / "only.wav")
+    for n, (value, readable) in enumerate((([10**400, 10**401], False), (["8", "9"], False),
+                                           ([1.7e308, 1.7e308], True))):
+        corpus = tmp_path / f"c{n}"
+        prep([rec], corpus, top_db=60)
+        manifest_path = corpus / "manifest.json"
+        damaged = json.loads(manifest_path.read_text())
+        damaged["files"][0]["time_cuts_seconds"] = value
+        manifest_path.write_text(json.dumps(damaged))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            again = prep([rec], corpus, top_db=40)
+        entry, splits = again["files"][0], again["splits"]
+        assert entry["split"] == "time" and sum(s["samples"] for s in splits.values()) == round(entry["kept_seconds"] * SR)
+        if readable:
+            assert entry["time_cuts_seconds"] == value and splits["val"]["samples"] == splits["test"]["samples"] == 0
+        else:
+            assert entry["time_cuts_seconds"] == [8.390375, 9.195187]  # the fractions of its kept audio now
+            assert 'its "time_cuts_seconds" is damaged: not two ordered times in seconds): its val and test parts ' \
+                   "moved" in caplog.text, value
+
+
 def test_a_damaged_earlier_manifest_entry_is_passed_over(tmp_path):
     """An earlier manifest whose entry has a list for its path or a dict for its sha256 stopped prep with a
     TypeError (unhashable): such entries are passed over; the others keep their split."""

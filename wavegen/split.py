@@ -161,14 +161,27 @@ def _time_cuts(kept: int, val_fraction: float, test_fraction: float) -> list[int
     return [0, kept - n_val - n_test, kept - n_test, kept]
 
 
+def _seconds(value) -> float | None:
+    """A manifest's number of seconds as a float; None for anything else (text, a bool, NaN, an integer too large
+    for a float, as a damaged manifest may hold)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        value = float(value)
+    except OverflowError:
+        return None
+    return value if np.isfinite(value) else None
+
+
 def _recorded_cuts(entry: dict | None) -> list[float] | None:
     """An earlier entry's "time_cuts_seconds" ([end of train, end of val] in the file's own time), None where it
-    records none (a manifest from before they were recorded) or not two ordered times."""
+    records none (a manifest from before they were recorded) or not two ordered times (damaged: text, NaN, an
+    integer beyond a float's range)."""
     cuts = (entry or {}).get("time_cuts_seconds")
-    if isinstance(cuts, list) and len(cuts) == 2 and all(isinstance(c, (int, float)) and not isinstance(c, bool)
-                                                         and np.isfinite(c) for c in cuts) and 0 <= cuts[0] <= cuts[1]:
-        return [float(c) for c in cuts]
-    return None
+    if not isinstance(cuts, list) or len(cuts) != 2:
+        return None
+    cuts = [_seconds(c) for c in cuts]
+    return cuts if None not in cuts and 0 <= cuts[0] <= cuts[1] else None
 
 
 class _TimeCuts:
@@ -193,7 +206,8 @@ class _TimeCuts:
         kept, times = sum(self.lengths[i]), self.held(i)
         if times is None:
             return _time_cuts(kept, *self.fractions)
-        at = [round(t * self.rate) for t in times]
+        end = self.starts[i][-1] + self.lengths[i][-1]  # a cut past the kept audio's end is at it (no overflow)
+        at = [round(min(t * self.rate, end)) for t in times]
         return [0, *(sum(min(max(a - s, 0), n) for s, n in zip(self.starts[i], self.lengths[i])) for a in at), kept]
 
     def record(self, i: int) -> list[float] | None:
@@ -255,9 +269,10 @@ def _held(members: list[int], files: list[dict], kept: list[int], cuts: _TimeCut
         if split == "time" and cuts.held(i) is None and isinstance(was, (int, float)) \
                 and isinstance(now, (int, float)) and abs(was - now) > 1e-3:
             logger.warning("%s: cut in time before, its kept audio is %.3f s now, was %.3f s (another --top-db, or "
-                           "the file changed), and the earlier corpus records no time of its cuts (an older prep): "
-                           "its val and test parts moved, and a run begun on the earlier corpus may train on audio "
-                           "it validated on", files[i]["path"], now, was)
+                           "the file changed), and the earlier corpus records no time of its cuts (%s): its val and "
+                           "test parts moved, and a run begun on the earlier corpus may train on audio it validated "
+                           "on", files[i]["path"], now, was, "an older prep" if "time_cuts_seconds" not in old else
+                           'its "time_cuts_seconds" is damaged: not two ordered times in seconds')
         for n, name in enumerate(SPLITS):
             share = kept[i] if split == name else 0 if at is None else at[n + 1] - at[n]
             if share or split == name:
