@@ -91,9 +91,50 @@ def test_a_spike_in_one_channel_of_a_stereo_file_is_clipped_not_the_file_scaled(
     floor_db, value = float(re.search(r"above (\S+) dBFS", entry["clipped"])[1]), 10.0
     assert 20 * np.log10(value) > floor_db  # the value said is above the threshold said
     (skip,) = manifest["skipped"]
-    assert skip["reason"] == ("it holds only silence and a spike of 5e+29 at 0.500 s (1 sample(s) above 18.1 dBFS in "
+    assert skip["reason"] == ("its mono mix holds only silence and a spike of 5e+29 at 0.500 s (1 sample(s) above 18.1 dBFS in "
                               "the mono mix of its 2 channels, where a channel's 24.1 dBFS is 18.1 dBFS: damaged float "
                               "audio); without it, silent: every sample is zero"), skip
+
+
+def test_a_spike_over_channels_that_cancel_is_said_with_the_channels_not_as_silence(tmp_path, make_audio):
+    """Four channels, a tone and its inverse in two, one sample of 40 in the third: skipped as "it holds only
+    silence and a spike ...; without it, silent: every sample is zero", false of a file with a tone in two channels.
+    The mix is what is silent; its channels without a spike cancel there, said (from the peaks the one decode saw)."""
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    tone = (0.3 * np.sin(2 * np.pi * 220 * np.arange(3 * SR) / SR)).astype(np.float32)
+    x = np.zeros((3 * SR, 4), np.float32)
+    x[:, 0], x[:, 1], x[SR, 2] = tone, -tone, 40.0
+    make_audio(rec / "cancel.wav", x, SR, subtype="FLOAT")
+    silence = np.zeros((3 * SR, 4), np.float32)
+    silence[SR, 2] = 40.0
+    make_audio(rec / "silence.wav", silence, SR, subtype="FLOAT")
+    sf.write(rec / "music.wav", melody(2.0, SR, seed=2), SR)
+    reasons = {os.path.basename(s["path"]): s["reason"] for s in prep([rec], tmp_path / "c")["skipped"]}
+    assert reasons["cancel.wav"].startswith("its mono mix holds a spike of 10 at 1.000 s (1 sample(s) above 12.0 "
+                                            "dBFS in the mono mix of its 4 channels"), reasons
+    assert reasons["cancel.wav"].endswith(
+        "and, without it, its channels cancel in the mono mix (out of phase: they peak at -10.5 dBFS, the mix at -inf "
+        "dBFS: mix it to mono yourself, one channel alone, say); the mix: silent: every sample is zero"), reasons
+    assert reasons["silence.wav"].startswith("its mono mix holds only silence and a spike of 10"), reasons
+    assert "cancel" not in reasons["silence.wav"]
+
+
+def test_in_a_mix_of_many_channels_sound_is_no_spike():
+    """With 100 channels or more the ratio a spike in one of them has over the mix, 40 dB less 20 log10(channels),
+    fell to 0 dB or less: in a 128-channel tone with 20.0 in one channel, 31 samples of the tone were clipped as
+    spikes. The ratio is never under SPIKE_MIN_DB: the tone is kept; a spike far over it is still one."""
+    from wavegen.split import Spikes, find_spikes
+
+    t = np.arange(2 * SR) / SR
+    tone = (0.5 * np.sin(2 * np.pi * 220 * t) + 0.1 * np.random.default_rng(1).standard_normal(len(t)))
+    x = np.repeat(tone.astype(np.float32)[:, None], 128, 1)
+    x[SR // 2, 0] = 20.0
+    assert find_spikes(x.mean(axis=1), 128) is None
+    x[SR // 2, 0] = 1e30
+    spikes = find_spikes(x.mean(axis=1), 128)
+    assert (spikes.count, spikes.first) == (1, SR // 2) and spikes.above_db == 20.0  # split.SPIKE_MIN_DB
+    assert Spikes(1, 0, 1.0, 0.0, 2).above_db == 40.0 - 20 * np.log10(2)  # two channels: as before
 
 
 def test_digital_clicks_a_little_over_full_scale_are_sound_scaled_down_not_clipped(tmp_path, make_tone):

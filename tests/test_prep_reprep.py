@@ -63,8 +63,8 @@ def test_a_label_cut_in_time_keeps_its_cut_when_files_join_it():
     earlier = earlier_splits({"files": [dict(files[0], split="time")]})
     for f in files:
         f["split"] = None
-    pieces, mode = assign_splits(files, lengths, 0.2, 0.2, 0, earlier)
-    assert files[0]["split"] == "time" and mode == "mixed"
+    pieces, mode, kept = assign_splits(files, lengths, 0.2, 0.2, 0, earlier)
+    assert files[0]["split"] == "time" and mode == "mixed" and kept == {0}
     assert all(f["split"] in SPLITS for f in files[1:])
     assert [p for p in pieces["test"] if p[0] == 0] == [(0, 12800, 3200)]
 
@@ -201,13 +201,15 @@ def test_a_file_cut_in_time_by_a_prep_that_recorded_no_cut_is_named_when_its_len
 def test_damaged_recorded_cuts_in_an_earlier_manifest_are_passed_over_or_held_without_a_crash(tmp_path, caplog):
     """An earlier manifest's "time_cuts_seconds" damaged: an integer beyond a float's range stopped prep with a
     TypeError (np.isfinite), a time whose samples overflow a float (1.7e308 s) with an OverflowError. A value that
-    is no time is passed over, named as damaged (not as a manifest from before cuts were recorded); one past the
-    file's end holds its kept audio in train, as a cut at 1e300 s did."""
+    is no time, or a time past the file's recorded duration_seconds (1.7e308 s, or [100, 200] in a 10 s file: prep
+    records none there, and holding it left val and test empty without a word) is passed over, named as damaged
+    (not as a manifest from before cuts were recorded); a time within the file is held (here at its very end: its
+    kept audio in train)."""
     rec = tmp_path / "rec"
     rec.mkdir()
     _quiet_intro(rec / "only.wav")
     for n, (value, readable) in enumerate((([10**400, 10**401], False), (["8", "9"], False),
-                                           ([1.7e308, 1.7e308], True))):
+                                           ([1.7e308, 1.7e308], False), ([100, 200], False), ([10, 10], True))):
         corpus = tmp_path / f"c{n}"
         prep([rec], corpus, top_db=60)
         manifest_path = corpus / "manifest.json"
@@ -223,8 +225,8 @@ def test_damaged_recorded_cuts_in_an_earlier_manifest_are_passed_over_or_held_wi
             assert entry["time_cuts_seconds"] == value and splits["val"]["samples"] == splits["test"]["samples"] == 0
         else:
             assert entry["time_cuts_seconds"] == [8.390375, 9.195187]  # the fractions of its kept audio now
-            assert 'its "time_cuts_seconds" is damaged: not two ordered times in seconds): its val and test parts ' \
-                   "moved" in caplog.text, value
+            assert f'{rec / "only.wav"}: cut in time before, and the earlier corpus\'s "time_cuts_seconds" for it is ' \
+                   "damaged" in caplog.text and "not two ordered times in seconds within the file" in caplog.text, value
 
 
 def test_a_damaged_earlier_manifest_entry_is_passed_over(tmp_path):
@@ -276,3 +278,58 @@ def test_a_spike_that_resampling_brings_under_6_dbfs_is_a_spike_at_any_corpus_ra
             assert entry["gain_db"] == 0.0 and entry["clipped"].startswith(
                 "1 sample(s) above 24.1 dBFS and at least 40 dB above all the rest (the first at 1.000 s: 20)"), \
                 (corpus_rate, name, entry)
+
+
+def test_a_held_file_whose_kept_audio_now_ends_before_its_cut_is_said_and_its_cut_stays_in_the_file(tmp_path, caplog):
+    """A held file cut in time whose kept audio now ends before (or just after) its recorded cut (another --top-db
+    trimmed a quiet tail: val 0.048 s, test 0; a remaster to 7 s: both empty) left val and test with next to nothing
+    without a word. No audio changes split still; it is said, with what val and test hold of it against what its
+    fractions would give, and how to draw again. A cut past the shorter file's end is recorded at its end (a time of
+    the file, said again on each prep), not [8, 9] in a 7 s file forever."""
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    x = 0.2 * np.random.default_rng(0).standard_normal(10 * SR).astype(np.float32)
+    x[8 * SR :] *= 10 ** (-50 / 20)  # a quiet tail: kept at --top-db 60, trimmed at 40
+    sf.write(rec / "only.wav", x, SR, subtype="FLOAT")
+    assert prep([rec], tmp_path / "c", top_db=60)["files"][0]["time_cuts_seconds"] == [8.0, 9.0]
+    with caplog.at_level(logging.WARNING):
+        again = prep([rec], tmp_path / "c", top_db=40)
+    assert again["splits"]["test"]["samples"] == 0 and again["files"][0]["time_cuts_seconds"] == [8.0, 9.0]
+    assert (f"{rec / 'only.wav'}: cut in time before at 8.000 s and 9.000 s of the file, and held there (no val or "
+            "test audio moves into train), but its kept audio now ends at 8.048 s of it (another --top-db, or the file "
+            "changed): val holds 0.048 s of it and test 0.000 s, where its fractions would give 0.805 s and 0.805 s; "
+            "to cut it again by its fractions, prepare with another --seed") in caplog.text
+    sf.write(rec / "only.wav", 0.9 * x[: 7 * SR], SR, subtype="FLOAT")  # remastered, 7 s
+    for top_db in (60, 50):  # said again on the next prep (another --top-db), from the cut recorded at its end
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            short = prep([rec], tmp_path / "c", top_db=top_db)
+        assert short["splits"]["val"]["samples"] == short["splits"]["test"]["samples"] == 0
+        assert short["files"][0]["time_cuts_seconds"] == [7.0, 7.0]
+        assert "val holds 0.000 s of it and test 0.000 s, where its fractions would give 0.700 s" in caplog.text
+    caplog.clear()
+    sf.write(rec / "only.wav", x, SR, subtype="FLOAT")  # the 10 s file back: its old val audio to test, not train
+    with caplog.at_level(logging.WARNING):
+        back = prep([rec], tmp_path / "c", top_db=60)
+    assert back["splits"]["train"]["samples"] == 7 * SR and back["splits"]["test"]["samples"] == 3 * SR
+    assert "at 7.000 s and 7.000 s of the file" in caplog.text and "val holds 0.000 s of it and test 3.000 s" \
+        in caplog.text  # val empty: still said
+
+
+def test_a_label_drawn_again_counts_no_file_as_kept(tmp_path, caplog):
+    """A label drawn again (every file left held in val or test): its files were counted as having "kept their
+    split" where they landed in the same split again. assign_splits says which files kept theirs."""
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    _quiet_intro(rec / "only.wav")
+    prep([rec], tmp_path / "c", top_db=60)
+    manifest_path = tmp_path / "c" / "manifest.json"
+    held = json.loads(manifest_path.read_text())
+    held["files"][0]["time_cuts_seconds"] = [0, 0]  # all of it in test: no train audio, drawn again
+    manifest_path.write_text(json.dumps(held))
+    with caplog.at_level(logging.INFO, logger="wavegen"):
+        again = prep([rec], tmp_path / "c", top_db=40)
+    assert again["files"][0]["split"] == "time" and again["splits"]["train"]["samples"] > 0
+    assert "the corpus: every file left was in val or test before and none is new: drawn again" in caplog.text
+    assert f"{tmp_path / 'c'}: 0 earlier file(s) kept their split, 0 new file(s) assigned, 1 drawn again" \
+        in caplog.text

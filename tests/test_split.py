@@ -88,7 +88,7 @@ def test_a_held_file_cut_in_time_keeps_its_recorded_cut_when_its_segments_change
     assert files[0]["split"] == "time" and files[0]["time_cuts_seconds"] == [6.0, 8.0]
     earlier = earlier_splits({"files": files})
     again = [dict(entry)]  # 3 s to 5 s trimmed now, and the last second: kept [0, 3) and [5, 9)
-    pieces, _ = assign_splits(again, [[3000, 4000]], 0.2, 0.2, 0, earlier, seg_starts=[[0, 5000]], sample_rate=rate)
+    pieces, _, _ = assign_splits(again, [[3000, 4000]], 0.2, 0.2, 0, earlier, seg_starts=[[0, 5000]], sample_rate=rate)
     assert pieces == {"train": [(0, 0, 3000), (0, 3000, 1000)], "val": [(0, 4000, 2000)], "test": [(0, 6000, 1000)]}
     assert again[0]["time_cuts_seconds"] == [6.0, 8.0]
     fresh = [dict(entry)]  # a cut that falls between two segments is recorded at the earlier one's end

@@ -71,7 +71,8 @@ class DecodedMono(NamedTuple):
     loudest_channel: the largest |sample| of any channel (None for one channel); damage as DecodedAudio's;
     nonfinite_frames: the frames with a NaN or infinite sample in any channel (a damaged float file; samples then
     holds NaNs about them), first_nonfinite: the first such frame (None where there is none); peak_in: the largest
-    |sample| of any channel at the file's own rate, one channel too (prep judges spikes by it, not by the resampled mix)."""
+    |sample| of any channel at the file's own rate, one channel too (prep judges spikes by it, not by the resampled
+    mix); channel_peaks: per channel its largest |sample| (None for one channel)."""
 
     samples: np.ndarray
     sample_rate_in: int
@@ -82,6 +83,7 @@ class DecodedMono(NamedTuple):
     nonfinite_frames: int = 0
     first_nonfinite: int | None = None
     peak_in: float = 0.0
+    channel_peaks: tuple[float, ...] | None = None
 
 
 def decode_audio(path: str | Path) -> DecodedAudio:
@@ -123,8 +125,9 @@ def decode_mono(path: str | Path, sample_rate: int | None = None, source=None) -
                                    reopen=reopen)
         samples = mono.finish()
     damage = _damage_with_notes(path, n, damage, notes)
-    return DecodedMono(samples, rate_in, n, channels, mono.loudest if channels > 1 else None, damage,
-                       mono.nonfinite_frames, mono.first_nonfinite, mono.loudest)
+    multi = channels > 1
+    return DecodedMono(samples, rate_in, n, channels, mono.loudest if multi else None, damage, mono.nonfinite_frames,
+                       mono.first_nonfinite, mono.loudest, tuple(map(float, mono.peaks)) if multi else None)
 
 
 @contextmanager
@@ -181,12 +184,14 @@ def _damage_with_notes(path, n: int, damage: str | None, notes: DecoderNotes) ->
 class _MonoStream:
     """Blocks [frames, channels] float32 of the open soundfile f in (add), mixed to mono and resampled to
     rate as they come (soxr's stream: the same samples as one resample of the whole); finish(): [T] float32.
-    `loudest`: the largest |sample| of any channel so far; `nonfinite_frames`, `first_nonfinite`: the frames so far
-    with a NaN or infinite sample, and the first of them (None: none)."""
+    `loudest`: the largest |sample| of any channel so far, `peaks` [channels] float64 each channel's;
+    `nonfinite_frames`, `first_nonfinite`: the frames so far with a NaN or infinite sample, and the first of them
+    (None: none)."""
 
     def __init__(self, path: Path, f, rate: int):
         rate_in = int(f.samplerate)
         self.loudest, self._n, self._stream = 0.0, 0, None
+        self.peaks = np.zeros(int(f.channels), np.float64)
         self._frames_in, self.nonfinite_frames, self.first_nonfinite = 0, 0, None
         if rate != rate_in:
             self._stream = load_soxr().ResampleStream(rate_in, rate, 1, dtype="float32", quality="HQ")
@@ -196,7 +201,8 @@ class _MonoStream:
         if len(block) == 0:
             return
         self._count_nonfinite(block)
-        self.loudest = max(self.loudest, float(block.max()), -float(block.min()))
+        self.peaks = np.fmax(self.peaks, np.fmax(block.max(axis=0), -block.min(axis=0)))  # fmax: a NaN passed over
+        self.loudest = float(self.peaks.max())
         mono = to_mono(block)
         self._put(mono if self._stream is None else self._stream.resample_chunk(mono, last=False))
 

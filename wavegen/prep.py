@@ -370,12 +370,11 @@ def _prepare_in(tmp, corpus_dir, settings, found, file_labels, skipped_folders, 
         more = f"; and {len(skipped) - 5} more (see the warnings above)" if len(skipped) > 5 else ""
         raise CorpusError(f"no usable audio, every input was skipped: {listed}{more}")
     before = _splits_before(corpus_dir, settings)
-    pieces, split_mode = assign_splits(files, decoded.seg_lengths, settings.val_fraction, settings.test_fraction,
-                                       settings.seed, before, decoded.seg_starts, settings.sample_rate)
+    pieces, split_mode, held = assign_splits(files, decoded.seg_lengths, settings.val_fraction,
+                                             settings.test_fraction, settings.seed, before, decoded.seg_starts,
+                                             settings.sample_rate)
     if before:
-        olds = earlier_entries(files, before)
-        kept = sum(old is not None and old["split"] == f["split"] for old, f in zip(olds, files))
-        new = olds.count(None)
+        kept, new = len(held), earlier_entries(files, before).count(None)
         again = f", {len(files) - kept - new} drawn again" if len(files) - kept - new else ""
         logger.info("%s: %d earlier file(s) kept their split, %d new file(s) assigned%s", corpus_dir, kept, new,
                     again)

@@ -173,9 +173,9 @@ def _sound_found(path: Path, view: FinishedView | None, decoded, settings: PrepS
     if intervals is None:
         return _nonfinite(0, None, frames, rate_in)
     if len(intervals) == 0:
-        # a spike is the loudest channel's peak: not sound the mix lost, so no word of channels cancelling
-        why = channels_cancel(decoded.loudest_channel if spikes is None else None, source) + why_no_sound(
-            source, mono, settings.min_segment_seconds, settings.sample_rate)
+        # a spike is the loudest channel's peak, not sound the mix lost: the channels without one are what may cancel
+        why = channels_cancel(decoded.loudest_channel if spikes is None else _loudest_unspiked(decoded), source) + \
+            why_no_sound(source, mono, settings.min_segment_seconds, settings.sample_rate)
         return why if spikes is None else _spike_and_no_sound(spikes, rate_in, why)
     if clipped is not None:
         logger.warning("%s: %s: damaged samples, under which its sound would have counted as silence or been "
@@ -183,13 +183,23 @@ def _sound_found(path: Path, view: FinishedView | None, decoded, settings: PrepS
     return mono, intervals, clipped
 
 
+def _loudest_unspiked(decoded) -> float | None:
+    """The largest |sample| of a file's channels that hold none above SPIKE_FLOOR (decoded: its decode_mono), None
+    for one channel: the sound its mix may have lost to channels cancelling (the spikes' channels are passed over)."""
+    if decoded.channel_peaks is None:
+        return None
+    return max((p for p in decoded.channel_peaks if p <= SPIKE_FLOOR), default=0.0)
+
+
 def _spike_and_no_sound(spikes, rate_in: int, why: str) -> str:
-    """Why a file whose spikes (split.Spikes) hid no sound is skipped: the spike named, then why the rest is none."""
+    """Why a file whose spikes (split.Spikes) hid no sound is skipped: the spike named, then why the rest is none
+    (in a mix of channels, the mix's rest: its channels may hold sound that cancels there, said where they do)."""
     spike = (f"a spike of {spikes.value:.3g} at {spikes.first / rate_in:.3f} s ({spikes.count} sample(s) above "
              f"{dbfs(spikes.floor)}{_in_the_mix(spikes)}: damaged float audio)")
+    holds = "it holds" if spikes.channels == 1 else "its mono mix holds"
     if why.startswith("silent"):
-        return f"it holds only silence and {spike}; without it, {why}"
-    return f"it holds {spike} and, without it, {why}"
+        return f"{holds} only silence and {spike}; without it, {why}"
+    return f"{holds} {spike} and, without it, {why}"
 
 
 def _in_the_mix(spikes) -> str:

@@ -173,15 +173,22 @@ def _seconds(value) -> float | None:
     return value if np.isfinite(value) else None
 
 
+CUT_SLACK_SECONDS = 0.01  # a recorded cut this little past the file's recorded end is at its end (rounding)
+
+
 def _recorded_cuts(entry: dict | None) -> list[float] | None:
     """An earlier entry's "time_cuts_seconds" ([end of train, end of val] in the file's own time), None where it
-    records none (a manifest from before they were recorded) or not two ordered times (damaged: text, NaN, an
-    integer beyond a float's range)."""
-    cuts = (entry or {}).get("time_cuts_seconds")
+    records none (a manifest from before they were recorded) or not two ordered times within the file (damaged:
+    text, NaN, an integer beyond a float's range, a time past the entry's duration_seconds: prep records none)."""
+    entry = entry or {}
+    cuts = entry.get("time_cuts_seconds")
     if not isinstance(cuts, list) or len(cuts) != 2:
         return None
     cuts = [_seconds(c) for c in cuts]
-    return cuts if None not in cuts and 0 <= cuts[0] <= cuts[1] else None
+    if None in cuts or not 0 <= cuts[0] <= cuts[1]:
+        return None
+    duration = _seconds(entry.get("duration_seconds"))
+    return None if duration is not None and cuts[1] > duration + CUT_SLACK_SECONDS else cuts
 
 
 class _TimeCuts:
@@ -210,10 +217,33 @@ class _TimeCuts:
         at = [round(min(t * self.rate, end)) for t in times]
         return [0, *(sum(min(max(a - s, 0), n) for s, n in zip(self.starts[i], self.lengths[i])) for a in at), kept]
 
-    def record(self, i: int) -> list[float] | None:
+    def record(self, i: int, duration: float | None = None) -> list[float] | None:
+        """The cuts for file i's entry; duration: the file's length in seconds now, where known: a held cut past it
+        (the file shortened) is recorded at its end, so it stays a time of the file and its val and test audio,
+        should the longer file come back, goes to test, never to train."""
         if self.starts[i] is None:
             return None
-        return self.held(i) or [round(self._file_sample(i, c) / self.rate, 6) for c in self.of(i)[1:3]]
+        times = self.held(i) or [round(self._file_sample(i, c) / self.rate, 6) for c in self.of(i)[1:3]]
+        return times if duration is None else [min(t, duration) for t in times]
+
+    def short_hold(self, i: int) -> str | None:
+        """Where file i holds its recorded cut (held) yet its kept audio now gives val or test under half of what its
+        fractions would (its kept audio ends before or just after the cut: another --top-db trimmed a quiet tail, a
+        remaster shortened it), words saying so and what to do; else None."""
+        times = self.held(i)
+        if times is None:
+            return None
+        at, fair = self.of(i), _time_cuts(sum(self.lengths[i]), *self.fractions)
+        now = [(at[n + 1] - at[n]) / self.rate for n in (1, 2)]
+        would = [(fair[n + 1] - fair[n]) / self.rate for n in (1, 2)]
+        if not any(w > 0 and h < w / 2 for h, w in zip(now, would)):
+            return None
+        end = (self.starts[i][-1] + self.lengths[i][-1]) / self.rate
+        return (f"cut in time before at {times[0]:.3f} s and {times[1]:.3f} s of the file, and held there (no val or "
+                f"test audio moves into train), but its kept audio now ends at {end:.3f} s of it (another --top-db, "
+                f"or the file changed): val holds {now[0]:.3f} s of it and test {now[1]:.3f} s, where its fractions "
+                f"would give {would[0]:.3f} s and {would[1]:.3f} s; to cut it again by its fractions, prepare with "
+                "another --seed (every file's split is drawn again) or into a new folder")
 
     def _file_sample(self, i: int, position: int) -> int:
         """The file's sample where its kept audio's position lies (between two segments: the earlier one's end)."""
@@ -265,19 +295,29 @@ def _held(members: list[int], files: list[dict], kept: list[int], cuts: _TimeCut
             continue
         split = files[i]["split"] = old["split"]
         at = cuts.of(i) if split == "time" else None
-        was, now = old.get("kept_seconds"), files[i].get("kept_seconds")
-        if split == "time" and cuts.held(i) is None and isinstance(was, (int, float)) \
-                and isinstance(now, (int, float)) and abs(was - now) > 1e-3:
-            logger.warning("%s: cut in time before, its kept audio is %.3f s now, was %.3f s (another --top-db, or "
-                           "the file changed), and the earlier corpus records no time of its cuts (%s): its val and "
-                           "test parts moved, and a run begun on the earlier corpus may train on audio it validated "
-                           "on", files[i]["path"], now, was, "an older prep" if "time_cuts_seconds" not in old else
-                           'its "time_cuts_seconds" is damaged: not two ordered times in seconds')
+        if split == "time" and cuts.held(i) is None:
+            _say_unheld_cut(files[i], old)
         for n, name in enumerate(SPLITS):
             share = kept[i] if split == name else 0 if at is None else at[n + 1] - at[n]
             if share or split == name:
                 held[name] = held.get(name, 0) + share
     return held
+
+
+def _say_unheld_cut(entry: dict, old: dict) -> None:
+    """Name a file cut in time before whose earlier entry (old) gives no cut to hold: a damaged "time_cuts_seconds"
+    always, one from a prep that recorded none where its kept length changed (its cut, at fractions of it, moved)."""
+    was, now = old.get("kept_seconds"), entry.get("kept_seconds")
+    if "time_cuts_seconds" in old:
+        logger.warning("%s: cut in time before, and the earlier corpus's \"time_cuts_seconds\" for it is damaged (%s: "
+                       "not two ordered times in seconds within the file): cut at its fractions of its kept audio "
+                       "now, so a run begun on the earlier corpus may train on audio it validated on",
+                       entry["path"], str(old["time_cuts_seconds"])[:80])
+    elif isinstance(was, (int, float)) and isinstance(now, (int, float)) and abs(was - now) > 1e-3:
+        logger.warning("%s: cut in time before, its kept audio is %.3f s now, was %.3f s (another --top-db, or the "
+                       "file changed), and the earlier corpus records no time of its cuts (an older prep): its val and "
+                       "test parts moved, and a run begun on the earlier corpus may train on audio it validated on",
+                       entry["path"], now, was)
 
 
 def _assign_label(members: list[int], order: list[int], files: list[dict], kept: list[int], val_fraction: float,
@@ -303,7 +343,7 @@ def _train_share(members: list[int], files: list[dict], kept: list[int], cuts: _
 
 def assign_splits(files: list[dict], seg_lengths: list[list[int]], val_fraction: float,
                   test_fraction: float, seed: int, earlier: dict | None = None, seg_starts: list | None = None,
-                  sample_rate: int | None = None) -> tuple[dict, str]:
+                  sample_rate: int | None = None) -> tuple[dict, str, set[int]]:
     """Assign each file to train, val or test (sets files[i]["split"]; "time" for a file cut in time).
 
     files: manifest entries (their "label" groups them: each label is split on its own);
@@ -317,9 +357,11 @@ def assign_splits(files: list[dict], seg_lengths: list[list[int]], val_fraction:
     one cut in time its recorded cuts (where its kept audio changed, another --top-db say, the audio of each moment
     of the file goes where it went); only the others are assigned, toward the fractions of their whole label (a
     label that is still cut in time has its new files cut in time too). A label left with no train audio (only
-    files held in val or test, none new) is drawn again as a fresh prep draws it, said.
+    files held in val or test, none new) is drawn again as a fresh prep draws it, said. A held cut that leaves the
+    file's val or test under half its fractions' share (its kept audio now ends near or before the cut) is said.
     Returns (pieces: {split: [(file_index, offset, length)]} into each file's kept audio,
-    split_mode: "file", "time", or "mixed" when some labels had too few files).
+    split_mode: "file", "time", or "mixed" when some labels had too few files,
+    kept: the indexes of the files that kept their earlier split (not those of a label drawn again)).
     """
     kept = [sum(lengths) for lengths in seg_lengths]
     groups: dict[str, list[int]] = {}
@@ -342,12 +384,16 @@ def assign_splits(files: list[dict], seg_lengths: list[list[int]], val_fraction:
             logger.warning("%s: every file left was in val or test before and none is new: drawn again as a fresh "
                            "prep draws it (train needs audio); a run begun on the earlier corpus validated on audio "
                            "it may train on now", f"label {label!r}" if label else "the corpus")
+        for i in members:
+            short = cuts.short_hold(i) if files[i]["split"] == "time" else None
+            if short is not None:
+                logger.warning("%s: %s", files[i]["path"], short)
         modes |= label_modes
     for i, f in enumerate(files):
         offset = 0
         if f["split"] == "time":
             # last test_fraction of the kept audio to test, val_fraction before it to val (or the recorded cuts)
-            at, record = cuts.of(i), cuts.record(i)
+            at, record = cuts.of(i), cuts.record(i, _seconds(f.get("duration_seconds")))
             if record is not None:
                 f["time_cuts_seconds"] = record
             for length in seg_lengths[i]:
@@ -361,7 +407,7 @@ def assign_splits(files: list[dict], seg_lengths: list[list[int]], val_fraction:
                 pieces[f["split"]].append((i, offset, length))
                 offset += length
     split_mode = modes.pop() if len(modes) == 1 else "mixed"
-    return pieces, split_mode
+    return pieces, split_mode, {i for i, old in enumerate(cuts.olds) if old is not None}
 
 
 # ----------------------------------------------------------------------------- why a file has no sound
@@ -428,6 +474,14 @@ def _rms(x: np.ndarray) -> float:
 
 SPIKE_DB = 40.0  # a sample this far above every other (and above SPIKE_FLOOR) is damage, not sound
 SPIKE_FLOOR = 16.0  # +24 dBFS: above it a sample is no plausible audio (a click at 1.5 is sound, scaled down)
+SPIKE_MIN_DB = 20.0  # in a mix of many channels the ratio falls no lower: sound's own peaks are not 20 dB apart
+
+
+def spike_db(channels: int) -> float:
+    """How far a spike in one of `channels` channels stands above every other sample of their mono mix at least:
+    SPIKE_DB less 20 log10(channels) (its share of the mix), never under SPIKE_MIN_DB (with 100 channels or more
+    that would be 0 dB or less, and the mix's own loudest sound would count as spikes)."""
+    return max(SPIKE_DB - 20.0 * float(np.log10(channels)), SPIKE_MIN_DB)
 
 
 class Spikes(NamedTuple):
@@ -448,8 +502,8 @@ class Spikes(NamedTuple):
 
     @property
     def above_db(self) -> float:
-        """How far a spike is above every other sample at least: SPIKE_DB, in a mix of n channels 20 log10(n) less."""
-        return SPIKE_DB - 20.0 * float(np.log10(self.channels))
+        """How far a spike is above every other sample at least: spike_db(channels)."""
+        return spike_db(self.channels)
 
 
 def find_spikes(x: np.ndarray, channels: int = 1) -> Spikes | None:
@@ -460,14 +514,15 @@ def find_spikes(x: np.ndarray, channels: int = 1) -> Spikes | None:
     itself, nor that loud: a real peak over full scale (hot float audio, a digital click at 1.5 over quiet noise)
     is scaled down with the rest, not taken for a spike. channels: x is the mean of that many channels, one of
     which holds a sample above SPIKE_FLOOR: a spike in one channel is 1/channels as high in the mix, floor and
-    ratio lowered so (a +26 dBFS spike in one of two channels was scaled as a hot file)."""
+    ratio lowered so (a +26 dBFS spike in one of two channels was scaled as a hot file), the ratio to no less than
+    SPIKE_MIN_DB (spike_db)."""
     size = len(x)
     if size < 2:
         return None
     level = np.abs(x)
     m = min(size, max(16, size // 1000))
     top = np.sort(np.partition(level, size - m)[size - m:].astype(np.float64))[::-1]  # the m loudest, loudest first
-    floor, ratio = SPIKE_FLOOR / channels, 10.0 ** (SPIKE_DB / 20.0) / channels  # Spikes.floor and .above_db
+    floor, ratio = SPIKE_FLOOR / channels, 10.0 ** (spike_db(channels) / 20.0)  # Spikes.floor and .above_db
     gaps = [j for j in range(1, m) if top[j - 1] > floor and top[j - 1] >= ratio * top[j]]
     if not gaps:
         return None
