@@ -55,7 +55,7 @@ def test_one_huge_sample_is_clipped_and_said_and_the_music_is_kept(tmp_path, mak
 def test_loud_float_audio_and_a_click_in_music_are_no_spikes():
     """Float audio hot above full scale throughout (scaled down, as before), or a click 20 dB over the music,
     is sound: only samples far above everything else are taken for damage."""
-    from wavegen.split import find_spikes
+    from wavegen.spikes import find_spikes
 
     music = melody(2.0, SR, seed=1)
     assert find_spikes(4.0 * music) is None
@@ -124,7 +124,7 @@ def test_in_a_mix_of_many_channels_sound_is_no_spike():
     """With 100 channels or more the ratio a spike in one of them has over the mix, 40 dB less 20 log10(channels),
     fell to 0 dB or less: in a 128-channel tone with 20.0 in one channel, 31 samples of the tone were clipped as
     spikes. The ratio is never under SPIKE_MIN_DB: the tone is kept; a spike far over it is still one."""
-    from wavegen.split import Spikes, find_spikes
+    from wavegen.spikes import Spikes, find_spikes
 
     t = np.arange(2 * SR) / SR
     tone = (0.5 * np.sin(2 * np.pi * 220 * t) + 0.1 * np.random.default_rng(1).standard_normal(len(t)))
@@ -133,7 +133,7 @@ def test_in_a_mix_of_many_channels_sound_is_no_spike():
     assert find_spikes(x.mean(axis=1), 128) is None
     x[SR // 2, 0] = 1e30
     spikes = find_spikes(x.mean(axis=1), 128)
-    assert (spikes.count, spikes.first) == (1, SR // 2) and spikes.above_db == 20.0  # split.SPIKE_MIN_DB
+    assert (spikes.count, spikes.first) == (1, SR // 2) and spikes.above_db == 20.0  # spikes.SPIKE_MIN_DB
     assert Spikes(1, 0, 1.0, 0.0, 2).above_db == 40.0 - 20 * np.log10(2)  # two channels: as before
 
 

@@ -25,8 +25,8 @@ from wavegen.fileio import check_room, write_array
 from wavegen.prep_earlier import Earlier, EarlierAudio
 from wavegen.prep_wav import UNFINISHED_WAV, FinishedView, read_finished, unfinished_wav
 from wavegen.progress import progress_bar
-from wavegen.split import (SILENCE_FLOOR, SPIKE_FLOOR, SPLITS, channels_cancel, dbfs, find_spikes, split_on_silence,
-                           why_no_sound)
+from wavegen.spikes import SPIKE_FLOOR, find_spikes
+from wavegen.split import SILENCE_FLOOR, SPLITS, channels_cancel, dbfs, split_on_silence, why_no_sound
 
 if TYPE_CHECKING:
     from wavegen.prep import PrepSettings
@@ -153,7 +153,7 @@ def _sound_found(path: Path, view: FinishedView | None, decoded, settings: PrepS
     """(mono, its stretches of sound, what was clipped or None) of a file's resampled mono mix (decoded: its
     decode_mono), or why it is skipped. A mix with no sound, samples too large to resample, or a source whose
     peak at its own rate (decoded.peak_in) is above SPIKE_FLOOR, is looked at again at its own rate for spikes
-    (split.find_spikes; in a mix, at the level one channel's spike has there), which hide or dim its sound: judged
+    (spikes.find_spikes; in a mix, at the level one channel's spike has there), which hide or dim its sound: judged
     on the source, not on the resampled mix, whose peak resampling lowers (a spike of +26 dBFS at 192 kHz comes
     under +6 dBFS at 16 kHz), so a file gets the same verdict at any corpus rate; a mix merely hot is not decoded
     again: it is scaled down after."""
@@ -192,7 +192,7 @@ def _loudest_unspiked(decoded) -> float | None:
 
 
 def _spike_and_no_sound(spikes, rate_in: int, why: str) -> str:
-    """Why a file whose spikes (split.Spikes) hid no sound is skipped: the spike named, then why the rest is none
+    """Why a file whose spikes (spikes.Spikes) hid no sound is skipped: the spike named, then why the rest is none
     (in a mix of channels, the mix's rest: its channels may hold sound that cancels there, said where they do)."""
     spike = (f"a spike of {spikes.value:.3g} at {spikes.first / rate_in:.3f} s ({spikes.count} sample(s) above "
              f"{dbfs(spikes.floor)}{_in_the_mix(spikes)}: damaged float audio)")
@@ -203,7 +203,7 @@ def _spike_and_no_sound(spikes, rate_in: int, why: str) -> str:
 
 
 def _in_the_mix(spikes) -> str:
-    """Where spikes (split.Spikes) were found in a mix of channels, words saying that their level, value and the
+    """Where spikes (spikes.Spikes) were found in a mix of channels, words saying that their level, value and the
     thresholds said are the mix's (a channel's sample above SPIKE_FLOOR has 1/n of it there); "" for one channel."""
     if spikes.channels == 1:
         return ""
