@@ -264,3 +264,56 @@ def test_best_mid_replace_when_its_config_is_read_resolves_the_new_best(tmp_path
     (run / "best" / "config.json").write_text("{")  # damaged: not a replace
     with pytest.raises(ConfigError, match="config.json"):
         resolve_model(run)
+
+
+def _album(freq_hz: float) -> str:
+    """An album profile (album.json's text) of a tone at ``freq_hz``: the guard's centroid bounds an octave either
+    side of it."""
+    import numpy as np
+
+    from wavegen.render import album
+
+    rate = 8000
+    tone = np.sin(2 * np.pi * freq_hz * np.arange(2 * rate) / rate)
+    return json.dumps(album.album_profile([0.5 * tone, 0.4 * tone, 0.3 * tone], rate))
+
+
+def test_the_album_profile_is_the_one_read_with_the_weights_not_a_replaced_best_s(tmp_path, monkeypatch):
+    """best/ (weights A, a 220 Hz album) loaded, then replaced by a training (weights B, a 2 kHz album) before the
+    render guard read album.json: the guard judged model A's audio by model B's album (centroid bounds 1-4 kHz). The
+    album is read with the weights, within the replaced-while-read check: A's bounds, 110-440 Hz; best/ replaced
+    inside the read: B's weights and B's album, read again together."""
+    from wavegen.render.guard import GuardCriteria, criteria_for
+
+    run = _run(tmp_path)
+    (run / "best" / "album.json").write_text(_album(220))
+
+    def replace(seed, freq_hz):
+        save_tiny_model(run / ".tmp_best", seed=seed)
+        (run / ".tmp_best" / "album.json").write_text(_album(freq_hz))
+        replace_dir(run / ".tmp_best", run / "best")
+
+    ref = resolve_model(run)
+    weights = _recorded(run / "best")["sha256"]
+    ref.load("cpu")
+    replace(1, 2000)
+    criteria = criteria_for(GuardCriteria(), ref)
+    assert ref.weights_sha256() == weights and criteria.album_profile == str(run / "best" / "album.json")
+    assert criteria.centroid_low == pytest.approx(110, rel=0.01), criteria
+    assert criteria.centroid_high == pytest.approx(440, rel=0.01), criteria
+    (run / "best" / "album.json").unlink()  # gone since the load: still the one read with the weights
+    assert criteria_for(GuardCriteria(), ref).centroid_high == pytest.approx(440, rel=0.01)
+
+    ref = resolve_model(run)
+    real, done = wavegen.checkpoint.load_weights, []
+
+    def load_weights(path, *data):
+        if not done:
+            done.append(path)
+            replace(2, 500)
+        return real(path, *data)
+
+    monkeypatch.setattr(wavegen.checkpoint, "load_weights", load_weights)
+    model = ref.load("cpu")
+    assert done and _holds(model, run / "best") and ref.weights_sha256() == _recorded(run / "best")["sha256"]
+    assert criteria_for(GuardCriteria(), ref).centroid_high == pytest.approx(1000, rel=0.01)

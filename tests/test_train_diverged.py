@@ -91,9 +91,10 @@ def test_a_checkpoint_holding_a_non_finite_optimizer_state_is_moved_aside_and_th
 
 def test_a_validated_best_stays_when_the_step_after_its_weights_is_not_finite(tiny_corpus, tmp_path, monkeypatch):
     """best/ written at step 4's validation (a finite score, better than step 2's), then step 5's loss is NaN
-    (a bad batch: nan_loss_at). The checkpoint of step 4 is moved aside (a rerun from it would meet step 5 again),
-    but best/ stays: its validated weights are good. It was moved to best.diverged, and the rerun restored best/
-    from step 2's older, worse checkpoint."""
+    (a bad batch: nan_loss_at). The error's line says step 4's checkpoint was moved aside to step_4.diverged (a
+    rerun from it would meet step 5 again) and says nothing of best/: no best.diverged is made, best/ still holds
+    step 4's validated tensors (those of step_4.diverged) and the run resolves to it. (best/ was moved to
+    best.diverged, and the rerun restored it from step 2's older, worse checkpoint.) A rerun then finishes at step 6."""
     run = tmp_path / "run"
     common = ["train.val_interval=2", "train.checkpoint_interval=2", "train.keep_checkpoints=3", "train.max_steps=6"]
     nan_loss_at(monkeypatch, 5)

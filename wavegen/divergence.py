@@ -8,10 +8,12 @@ non-finite step.
   weights and no finite validation score vouches for them (a corpus without validation audio: best/ is the
   latest model). Both are kept for the user, never resumed from nor rendered by a run folder.
 - :func:`check_finite`, :func:`check_resumed`: the training loop's checks (wavegen.train's ``_Run``).
-- :class:`AboveUniform`, :func:`watch_loss`: a training whose loss stays far above what a uniform guess over the
-  q_levels scores (log2(q_levels) bits) long after warm-up: finite, but learning nothing (a learning rate far too
-  large, ``train.lr=1e6``; from a resumed session's first row on: the weights resumed from, ruined before it):
-  warned of once, in one line; the training goes on.
+- :class:`AboveUniform`, :func:`note_loss`, :func:`watch_loss`: a training whose loss stays far above what a
+  uniform guess over the q_levels scores (log2(q_levels) bits) for LOSS_STEPS steps in a row past warm-up: finite,
+  but learning nothing (a learning rate far too large, ``train.lr=1e6``; from a resumed session's first step on:
+  the weights resumed from, ruined before it): every step's loss counted on the device, judged at the log rows (the
+  last step always logs, so a run shorter than its log interval is judged too), warned of once, in one line; the
+  training goes on.
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ from wavegen.trainstate import NonFiniteError, WeightAverage, agree, broadcast, 
 logger = logging.getLogger(__name__)
 
 # The loss a training is warned of: above the uniform guess's log2(q_levels) bits by half of it and by 2 bits at least
-# (12 bits for 256 levels; a tiny model starts near 8.6 and an honest run, whatever its lr, falls from there), in each
-# of LOSS_ROWS log rows in a row past warm-up
-UNIFORM_RATIO, UNIFORM_MARGIN_BITS, LOSS_ROWS = 1.5, 2.0, 3
+# (12 bits for 256 levels; a tiny model starts near 8.6 and an honest run falls from there), at each of LOSS_STEPS
+# steps in a row past warm-up. Steps, not log rows: a row's mean is lifted by one step's spike, and a run shorter than
+# three log intervals had no say. A lr too large but working spikes for a few steps and recovers (wavenet-tiny at
+# lr=1: 3 steps above 9 bits, then below the uniform guess; at lr=2: 5); one far too large stays (lr=1e6: every step)
+UNIFORM_RATIO, UNIFORM_MARGIN_BITS, LOSS_STEPS = 1.5, 2.0, 6
 
 
 def all_finite(tensors) -> bool:
@@ -182,38 +186,50 @@ def check_resumed(run, folder: Path) -> None:
 
 
 class AboveUniform:
-    """Whether a training's logged loss (a log row's mean, bits per sample) has stayed far above a uniform guess
-    over ``q_levels`` (log2(q_levels) bits: what a model that learned nothing scores) for LOSS_ROWS rows in a row
-    past ``warmup_steps``; :meth:`note` returns the one line to warn with, once. ``start_step``: the step the session
-    resumed from (0: a new training): a loss above the limit from the session's first row on blames the weights
-    resumed from (ruined before it, whatever ``lr`` is now), not ``lr``."""
+    """Whether a training's loss has stayed far above a uniform guess over ``q_levels`` (log2(q_levels) bits: what a
+    model that learned nothing scores) at each of LOSS_STEPS steps in a row past ``warmup_steps``. :meth:`step`
+    counts each step's loss on the device (no host sync); :meth:`note`, at a log row, returns the one line to warn
+    with, once. ``start_step``: the step the session resumed from (0: a new training): a loss above the limit from the
+    session's first step on blames the weights resumed from (ruined before it, whatever ``lr`` is now), not ``lr``."""
 
     def __init__(self, q_levels: int, lr: float, warmup_steps: int = 0, start_step: int = 0):
         self.uniform_bits = math.log2(q_levels)
         self.limit_bits = max(self.uniform_bits * UNIFORM_RATIO, self.uniform_bits + UNIFORM_MARGIN_BITS)
         self.q_levels, self.lr, self.warmup_steps, self.start_step = q_levels, lr, warmup_steps, start_step
-        self.rows, self.said, self.above_from_start = 0, False, True
+        self.said, self.stretch = False, None  # stretch: the steps in a row above the limit, up to the last, a tensor
+
+    def step(self, loss_nats) -> None:
+        """One step's loss (nats per sample, a 0-d tensor on any device or a float) counted: the stretch of steps
+        above the limit grows by one or begins again, on the loss's device."""
+        if self.said:
+            return
+        loss = torch.as_tensor(loss_nats).detach()
+        above = loss > self.limit_bits * math.log(2)
+        if self.stretch is None:
+            self.stretch = torch.zeros((), dtype=torch.int64, device=loss.device)
+        self.stretch = torch.where(above, self.stretch + 1, torch.zeros_like(self.stretch))
 
     def note(self, step: int, loss_bits: float) -> str | None:
-        """The row of step ``step``; the warning's line where this row makes the stretch (once), else None."""
-        self.above_from_start = self.above_from_start and loss_bits > self.limit_bits
-        if self.said or step <= self.warmup_steps:
+        """At the log row of step ``step`` (its mean loss ``loss_bits``), the steps counted so far: the warning's line
+        where they make the stretch (once), else None. Reads the count back (one host sync)."""
+        if self.said or self.stretch is None:
             return None
-        self.rows = self.rows + 1 if loss_bits > self.limit_bits else 0
-        if self.rows < LOSS_ROWS:
+        stretch = int(self.stretch)
+        if min(stretch, step - self.warmup_steps) < LOSS_STEPS:
             return None
         self.said = True
-        return (f"step {step}: the training loss has stayed above {self.limit_bits:.1f} bits/sample for {self.rows} "
-                f"log rows (now {loss_bits:.4g}), far above the {self.uniform_bits:.2f} bits/sample of a uniform guess "
-                f"over the {self.q_levels} q_levels (ln({self.q_levels}) nats): the model is learning nothing; "
-                f"{self._why()}")
+        return (f"step {step}: the training loss has stayed above {self.limit_bits:.1f} bits/sample for {stretch} "
+                f"steps in a row (this log row's mean: {loss_bits:.4g}), far above the {self.uniform_bits:.2f} "
+                f"bits/sample of a uniform guess over the {self.q_levels} q_levels (ln({self.q_levels}) nats): the "
+                f"model is learning nothing; {self._why(stretch >= step - self.start_step)}")
 
-    def _why(self) -> str:
+    def _why(self, from_start: bool) -> str:
         """The warning's cause and what to do: the weights resumed from, where the loss was above the limit from the
-        session's first row; else the learning rate. A lower one suggested: a tenth of the one in use."""
+        session's first step (``from_start``); else the learning rate. A lower one suggested: a tenth of the one in
+        use."""
         lower = f"--set train.lr={self.lr / 10:g}"
-        if self.start_step > 0 and self.above_from_start:
-            return (f"it has been since the first log row after the resume from step {self.start_step}: the weights "
+        if self.start_step > 0 and from_start:
+            return (f"it has been since the first step after the resume from step {self.start_step}: the weights "
                     f"resumed from step {self.start_step} are already far from any useful model, whatever train.lr "
                     f"(now {self.lr:g}): stop, and train again from step 0 in a new --run folder with a lower "
                     f"learning rate than the one that ruined them (e.g. {lower}, a tenth of this one)")
@@ -221,13 +237,27 @@ class AboveUniform:
                 "in a new --run folder")
 
 
-def watch_loss(run, loss_bits: float) -> None:
-    """At a log row of ``run`` (wavegen.train's ``_Run``; its loss ``loss_bits``, the same on every process): the
-    main process warns once where the loss stays far above a uniform guess (:class:`AboveUniform`)."""
+def _guard(run) -> AboveUniform:
+    """``run``'s loss guard, made at its first use."""
     guard = getattr(run, "above_uniform", None)
     if guard is None:
         guard = run.above_uniform = AboveUniform(run.inner.config.q_levels, run.cfg.lr, run.cfg.warmup_steps,
                                                  run.start_step)
-    said = guard.note(run.step, loss_bits)
-    if said is not None and run.main:
+    return guard
+
+
+def note_loss(run, loss_nats: torch.Tensor) -> None:
+    """After each step of ``run`` (wavegen.train's ``_Run``), its loss (nats, on the device): counted by the main
+    process's guard (:class:`AboveUniform`), no host sync; the other processes' losses are not judged."""
+    if run.main:
+        _guard(run).step(loss_nats)
+
+
+def watch_loss(run, loss_bits: float) -> None:
+    """At a log row of ``run`` (its mean loss ``loss_bits``): the main process warns once where the loss has stayed
+    far above a uniform guess (:class:`AboveUniform`) at every step of a long enough stretch."""
+    if not run.main:
+        return
+    said = _guard(run).note(run.step, loss_bits)
+    if said is not None:
         logger.warning("%s", said)

@@ -59,6 +59,9 @@ class ModelRef:
     sha256: str | None = None  # the weights' sha256 once hashed and checked (weights_sha256)
     tensors_sha256: str | None = None  # their tensors' digest once read (weights_tensors_sha256)
     checkpoint: str | None = None  # the --checkpoint resolved ("last", "step_N"): load() looks again for "last"
+    # a model folder's files beside its weights, read with them by load() (resolve_replaced: of the same folder, a best/
+    # replaced meanwhile read again), by name -> text (None: not there); None until then. album.json: the guard's profile
+    read_beside: dict | None = None
 
     @property
     def sample_rate(self) -> int:

@@ -2,7 +2,9 @@
 memory; the bytes read are hashed and checked against the folder's weights.json, and the tensors are made from those
 same bytes, so the model loaded, the sha256 said of it and its tensors' digest are of one file. A run's best/ that a
 training replaces meanwhile (:func:`wavegen.fileio.replace_dir`: best -> best.old, the new folder -> best, best.old
-removed) is resolved again and read once more, never read from a folder gone nor from two folders' files."""
+removed) is resolved again and read once more, never read from a folder gone nor from two folders' files: the files
+beside the weights that are read after the load (album.json, the render guard's profile) are read with them
+(``ModelRef.read_beside``)."""
 
 from __future__ import annotations
 
@@ -73,7 +75,24 @@ def _read_once(ref: ModelRef, device) -> dict:
     state = load_weights(ref.weights, data)
     listed = listed_digest(ref.weights, TENSORS_DIGEST)  # of the same file: its size and sha256 listed beside it
     ref.sha256, ref.tensors_sha256 = digest, listed if isinstance(listed, str) else tensors_sha256(data)
+    ref.read_beside = _read_beside(ref.folder)  # within the replaced-while-read check, as the weights are
     return state
+
+
+def _read_beside(folder: Path) -> dict:
+    """The files of model folder ``folder`` read with its weights (the album profile the render guard takes, album.json:
+    read after the load, a best/ replaced meanwhile paired a new profile with the weights read), by name -> text (None:
+    not there). One that cannot be read otherwise is left out, for its reader to name."""
+    from wavegen.render.album import ALBUM_FILE
+
+    read = {}
+    try:
+        read[ALBUM_FILE] = (folder / ALBUM_FILE).read_text()
+    except (FileNotFoundError, NotADirectoryError):
+        read[ALBUM_FILE] = None
+    except (OSError, ValueError):
+        pass
+    return read
 
 
 def _hold(folder: Path | None) -> tuple[int | None, tuple[int, int] | None]:

@@ -43,7 +43,7 @@ from wavegen.config import ConfigError, TrainConfig, from_dict
 from wavegen.corpus import Corpus
 from wavegen.data import BatchBuildingStopped, BatchStream, batch_warnings, make_batches
 from wavegen.distributed import end_accelerator, lost_contact, make_accelerator
-from wavegen.divergence import check_finite, check_resumed, watch_loss
+from wavegen.divergence import check_finite, check_resumed, note_loss, watch_loss
 from wavegen.fileio import check_writable, write_json
 from wavegen.models import build_model, model_config
 from wavegen.render.album import ensure_run_profile
@@ -380,6 +380,7 @@ def _run_steps(run: _Run, stream: BatchStream, stop: StopSignals) -> str:
         if run.average is not None:
             run.average.update(run.inner)
         run.running += loss
+        note_loss(run, loss)  # far above a uniform guess: counted on the device, judged at log rows (watch_loss)
         run.running_steps += 1
         run.step += 1
         run.window[0] += 1
@@ -440,7 +441,7 @@ def _running_mean(run: _Run) -> torch.Tensor:
 def _log_train(run: _Run, now: float) -> None:
     steps, start = run.window  # timed since the last log row or the resume
     loss_bits = float(_running_mean(run)) / run.running_steps / LN2
-    watch_loss(run, loss_bits)  # far above a uniform guess for long: warned once (train.lr)
+    watch_loss(run, loss_bits)  # far above a uniform guess for LOSS_STEPS steps: warned once (train.lr)
     rate = run.cfg.batch_size * run.cfg.seq_len * steps / max(now - start, 1e-9)
     lr = run.optimizer.param_groups[0]["lr"]
     on_main(run.accelerator, lambda: run.log.train_row(run.step, loss_bits, lr, rate),

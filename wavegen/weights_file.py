@@ -85,14 +85,18 @@ def tensors_sha256(weights: str | Path | bytes) -> str:
     path = Path(weights)
     try:
         stat = path.stat()
-        return _cached_digest(str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        return _cached_digest(str(path), (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns))
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
     except (OSError, ValueError, KeyError, TypeError, struct.error) as err:
         raise CheckpointError(f"{path}: damaged or not a safetensors file ({err})") from None
 
 
-@functools.lru_cache(maxsize=16)  # a render's checks ask again for the same files (each process, each snapshot)
-def _cached_digest(path: str, _inode: int, _mtime_ns: int, size: int) -> str:
+# A render's checks ask again for the same files (each process, each snapshot). The key is the file as stat sees it:
+# an inode number is given again to the next file (ext4), and a mtime can be set back (touch -r, rsync -t, a file
+# rewritten in place with its times restored); the ctime cannot: any write, rename or utime sets it to now
+@functools.lru_cache(maxsize=16)
+def _cached_digest(path: str, key: tuple[int, int, int, int, int]) -> str:
+    """The digest of ``path`` whose (device, inode, size, mtime_ns, ctime_ns) is ``key``."""
     with open(path, "rb") as f:
-        return _digest_tensors(f, size)
+        return _digest_tensors(f, key[2])

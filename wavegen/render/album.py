@@ -199,16 +199,17 @@ def ensure_run_profile(run_dir: Path, config: dict, corpus) -> dict | None:
     return profile
 
 
-def load_profile(path: Path) -> dict | None:
-    """The profile at ``path``; None when there is none. A damaged or foreign file is ignored with a
-    warning naming it (the guard falls back to its fixed thresholds; nothing else depends on it)."""
+def load_profile(path: Path, text: str | None = None) -> dict | None:
+    """The profile at ``path`` (``text``: its content, read already); None when there is none. A damaged or foreign
+    file is ignored with a warning naming it (the guard falls back to its fixed thresholds; nothing else depends on
+    it)."""
     import json
 
     path = Path(path)
-    if not path.is_file():
+    if text is None and not path.is_file():
         return None
     try:
-        profile = json.loads(path.read_text())
+        profile = json.loads(path.read_text() if text is None else text)
         if profile.get("version") != VERSION or "features" not in profile:
             raise ValueError(f"not an album profile of version {VERSION}")
         return profile
@@ -229,7 +230,7 @@ def find_profile(ref) -> tuple[Path | None, dict | None]:
     measures the run's again when it lacks one, but best/ keeps its copy until validation
     improves; where neither does, the first there is. (None, None) where there is none; the
     profile None where that file is damaged or foreign (load_profile warns). Each file is read
-    once."""
+    once; the folder's own, where the load read it with the weights (``ref.read_beside``), as it read it then."""
     if ref.folder is None or ref.weights is None:
         return None, None
     candidates = [ref.folder / ALBUM_FILE]
@@ -237,9 +238,11 @@ def find_profile(ref) -> tuple[Path | None, dict | None]:
         candidates.append(ref.folder.parent.parent / ALBUM_FILE)
     elif ref.kind == "run":
         candidates.append(ref.folder.parent / ALBUM_FILE)
+    read = getattr(ref, "read_beside", None) or {}
+    texts = {candidates[0]: read[ALBUM_FILE]} if ALBUM_FILE in read else {}  # a best/ replaced since: not its new one
     first = None, None
-    for path in (p for p in candidates if p.is_file()):
-        profile = load_profile(path)
+    for path in (p for p in candidates if (texts[p] is not None if p in texts else p.is_file())):
+        profile = load_profile(path, texts.get(path))
         if profile is not None and measures_everything(profile):
             return path, profile
         if first[0] is None:
