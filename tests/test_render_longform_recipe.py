@@ -9,6 +9,7 @@ arguments and renders nothing."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -190,3 +191,33 @@ def test_a_report_written_again_from_the_folder_shows_what_is_not_known(fake, tm
     for head in ("generation    ", "x real time   ", "peak memory   ", "guard events  "):
         assert lines[head] == f"not known ({why})", (head, done.stdout)
     assert lines["rendered      "].endswith(f"1 process(es), not known ({why}))")
+
+
+def test_a_rerun_that_writes_a_damaged_report_again_keeps_the_rendering_sessions_timing(tmp_path):
+    """Stage 1 rerun over a render whose report was damaged: render writes the report again from the files,
+    rendering nothing, and the recipe replaced .done/time.txt with that rerun's timing (the report newer than it):
+    stage 2's peak memory, the rendering session's, was lost."""
+    if subprocess.run(["bash", "-c", "/usr/bin/time -v true"], capture_output=True).returncode != 0:
+        pytest.skip("no GNU time here: the recipe keeps no timing file")
+    import re
+
+    repo = make_repo(tmp_path, REAL_WAVEGEN)
+    model = make_model(tmp_path / "tiny")
+    out = tmp_path / "out"
+    flags = [model, "--seconds", 0.25, "--dir", out, "--backend", "torch"]
+    render_flags = ["--", "--no-guard", "--no-spectrogram"]
+    assert longform(repo, *flags, "--stop-stage", 1, *render_flags).returncode == 0
+    timing = out / ".done" / "time.txt"
+    timed, timed_ns = timing.read_bytes(), timing.stat().st_mtime_ns
+    report = out / "render_report.json"
+    text = report.read_text()
+    report.write_text(text[:text.index('"paths"') + 3])  # cut after its parameters: written again from the files
+    for _ in range(2):  # the rebuilding rerun, then one over the rebuilt report: neither renders
+        again = longform(repo, *flags, *render_flags)
+        assert again.returncode == 0, again.stderr
+        assert "its 1 stream(s) are complete" in again.stderr or "already complete" in again.stderr
+        assert timing.read_bytes() == timed and timing.stat().st_mtime_ns == timed_ns
+        assert sorted(p.name for p in (out / ".done").iterdir()) == ["time.txt"]
+        kbytes = int(re.search(rb"Maximum resident set size \(kbytes\): (\d+)", timed).group(1))
+        assert f"peak memory   {kbytes / 1024:.0f} MB (last session that rendered)" in again.stdout, again.stdout
+    assert "rebuilt" in json.loads(report.read_text())

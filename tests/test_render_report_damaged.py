@@ -213,3 +213,34 @@ def test_a_damaged_report_beside_an_unfinished_render_is_set_aside_and_the_rende
     assert (out / "render_report.json.damaged").read_text() == damaged
     whole = direct_pcm(model, 2, SR)
     assert all((read_pcm(out / f"stream_{i:03d}.wav") == whole[i]).all() for i in range(2))
+
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_the_streams_measured_to_write_a_damaged_report_again_are_said_with_progress(model, finished, tmp_path,
+                                                                                       caplog, progress):
+    """A long FLAC render's streams are decoded to the end to write its report again: minutes of silence for
+    hours of audio. It is said first, and the decoding shows progress (a plain line where stderr is no terminal),
+    none where the render shows none."""
+    from render_helpers import settings
+    from wavegen.render import render
+
+    fmt, _, text = finished
+    out = copy_of(finished, tmp_path)
+    report_path = out / "render_report.json"
+    report_path.write_text(cut_after_params(text))
+    with caplog.at_level("INFO"):
+        render(model, out, settings(0.125, streams=2, format=fmt), progress=progress)
+    said = caplog.messages
+    how = "decoding 0.25 s of FLAC to the end" if fmt == "flac" else "reading their WAV headers"
+    measuring = f"{report_path} is damaged: measuring its 2 stream(s) from their files ({how}) to see whether the " \
+        "render is complete and write the report again"
+    assert measuring in said, said
+    rebuilt = next(i for i, line in enumerate(said) if "its 2 stream(s) are complete" in line)
+    assert said.index(measuring) < rebuilt
+    decoded = [line for line in said if line.startswith("decoded: ")]
+    if fmt == "flac" and progress:  # every stream's seconds, decoded
+        assert len(decoded) == 1 and decoded[0].startswith("decoded: 0.25/0.25 s (100%)"), said
+        assert said.index(measuring) < said.index(decoded[0]) < rebuilt
+    else:  # headers read, or no progress asked for: nothing to show
+        assert decoded == []

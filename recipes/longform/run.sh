@@ -78,20 +78,24 @@ render() {
   if /usr/bin/time -v true >/dev/null 2>&1 && mkdir -p "$out/.done" 2>/dev/null; then
     # this recipe's own temporary name: a second recipe into OUT, refused while this one renders, removes
     # only its own (it removed this one's, and this recipe then failed after a complete render)
-    local timing="$out/.done/time.txt" new="$out/.done/time.txt.new.$$" status=0
+    local timing="$out/.done/time.txt" new="$out/.done/time.txt.new.$$" began="$out/.done/began.$$" status=0
+    touch "$began"
     /usr/bin/time -v -o "$new" "${cmd[@]}" || status=$?
     if [ "$status" != 0 ]; then  # refused before it wrote anything (a bad option, no such model): no folder left
-      rm -f "$new"
+      rm -f "$new" "$began"
       rmdir "$out/.done" 2>/dev/null || true
       if [ "$existed" = 0 ]; then rmdir "$out" 2>/dev/null || true; fi
       return "$status"
     fi
-    # a rerun of a complete render renders nothing: keep the timing of the session that rendered
-    if [ ! -f "$timing" ] || [ "$out/render_report.json" -nt "$timing" ]; then
+    # the timing is of the last session that rendered: one that wrote the report now. A rerun of a complete render
+    # renders nothing, and one that wrote a damaged report again from the files ("rebuilt", a top-level key at
+    # indent 1) rendered nothing either: the timing already kept stays
+    if [ "$out/render_report.json" -nt "$began" ] && ! grep -q '^ "rebuilt": ' "$out/render_report.json"; then
       mv "$new" "$timing"
     else
       rm -f "$new"
     fi
+    rm -f "$began"
     return "$status"
   else
     "${cmd[@]}"
@@ -115,7 +119,8 @@ except (OSError, ValueError, KeyError, TypeError) as err:
 # a report written again from the folder (its own was damaged) says what is not known, and why
 unknown = f"not known ({r['rebuilt']})" if r.get("rebuilt") else "not known"
 time_file = out / ".done" / "time.txt"
-# a rebuilt report: time.txt is the rendering session's only where older than it (a rerun that rebuilt it replaced it)
+# a rebuilt report: time.txt is the rendering session's only where older than it (a rerun of an older recipe that
+# rebuilt it replaced it)
 if time_file.is_file() and (not r.get("rebuilt") or
                             time_file.stat().st_mtime < (out / "render_report.json").stat().st_mtime):
     m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", time_file.read_text())

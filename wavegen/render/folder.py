@@ -325,15 +325,16 @@ class RenderFolder:
         remove_temporaries(stale_temporaries(self.out_dir, self._written_names()) + stale_temporaries(self.state_dir),
                            self.out_dir, "left partial by a render that was killed while writing it")
 
-    def prepare(self, params: dict, restart: bool) -> dict | None:
-        """First process, lock held: check (or wipe) what the folder holds, record ``params``.
+    def prepare(self, params: dict, restart: bool, progress: bool = False) -> dict | None:
+        """First process, lock held: check (or wipe) what the folder holds, record ``params``; ``progress``: a
+        progress bar over a long check (a damaged report's FLAC streams decoded to the end).
 
         Returns the report when this render is already complete, else None.
         """
         self.remove_stale_temporaries()
         if restart:
             self.wipe()
-        mend_damaged_report(self, params)
+        mend_damaged_report(self, params, progress)
         done = self.completed_report(params)
         if done is not None:
             self._remove_finished_state()

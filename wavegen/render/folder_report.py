@@ -14,6 +14,7 @@ place: what the render measured (wall time, sessions, guard events) from the fin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -22,6 +23,7 @@ from pathlib import Path
 import soundfile as sf
 
 from wavegen.fileio import atomic_write, free_name, read_json_object, write_json
+from wavegen.progress import progress_bar
 from wavegen.render.params_check import check_params
 from wavegen.render.settings import WAV_HEADER_BYTES, RenderStateError, check_length
 from wavegen.render.writers import flushed_samples, recorded_meta
@@ -49,9 +51,10 @@ def recorded_params_in(path: Path) -> dict | None:
     return params if isinstance(params, dict) else None
 
 
-def short_stream(path: Path, fmt: str, total: int, sample_rate: int) -> str | None:
+def short_stream(path: Path, fmt: str, total: int, sample_rate: int, bar=None) -> str | None:
     """None where the stream file ``path`` (``fmt``) holds ``total`` samples of a mono ``sample_rate`` render, as a
-    finished render leaves it; else what it holds instead, as a person reads it."""
+    finished render leaves it; else what it holds instead, as a person reads it. ``bar``: a progress bar
+    (:func:`~wavegen.progress.progress_bar`, in seconds) a FLAC's decoding moves, or None."""
     if not path.is_file():
         return "is gone"
     if fmt == "wav":
@@ -69,6 +72,8 @@ def short_stream(path: Path, fmt: str, total: int, sample_rate: int) -> str | No
                 return f"is a {f.channels}-channel {f.samplerate} Hz file, not this render's"
             for block in f.blocks(blocksize=1 << 20, dtype="int16"):
                 frames += len(block)
+                if bar is not None:
+                    bar.update(len(block) / sample_rate)
     except (OSError, RuntimeError, sf.LibsndfileError) as err:
         return f"cannot be decoded ({err})"
     if frames != total:
@@ -123,12 +128,13 @@ def rebuilt_report(params: dict, names: list[str], spectrograms: list[str], tota
     }
 
 
-def mend_damaged_report(folder, params: dict) -> None:
+def mend_damaged_report(folder, params: dict, progress: bool = False) -> None:
     """The first process of a render into RenderFolder ``folder``, its lock held: a report that is unreadable, where
     the folder proves the render of these ``params`` finished: written again (the damaged one kept beside it; what the render measured
     from the finished snapshots a kill left in .state/), said in one line naming it. Where a stream is short and
     .state/ holds snapshots of these ``params`` (an unfinished render): the report set aside, said, and the
-    render resumes. RenderStateError naming it where the folder shows neither."""
+    render resumes. RenderStateError naming it where the folder shows neither. The streams' measuring is said
+    first (a FLAC is decoded to the end: minutes for hours of audio), with a progress bar where ``progress``."""
     try:
         if folder.report_path.is_file():
             read_json_object(folder.report_path)
@@ -147,11 +153,10 @@ def mend_damaged_report(folder, params: dict) -> None:
                                "it again")
     check_params(recorded, params, folder.out_dir, folder.backend_asked)
     total = check_length(params["seconds"], params["sample_rate"], params["format"])
-    for path in folder.paths:
-        short = short_stream(path, folder.format, total, params["sample_rate"])
-        if short is not None:
-            _set_aside_to_resume(folder, damaged, f"{path} {short}", params)
-            return
+    short = _first_short_stream(folder, total, params["sample_rate"], progress)
+    if short is not None:
+        _set_aside_to_resume(folder, damaged, short, params)
+        return
     aside = free_name(folder.report_path.with_name(folder.report_path.name + ".damaged"))
     spectrograms = [p.with_suffix(".png").name for p in folder.paths if p.with_suffix(".png").is_file()]
     measures, unknown = _measured_by_snapshots(folder, params, total)
@@ -165,6 +170,24 @@ def mend_damaged_report(folder, params: dict) -> None:
         raise folder.io_error(Path(err.filename or folder.report_path), err) from err
     logger.warning("%s; its %d stream(s) are complete and the parameters %s records are this render's: written "
                    "again from them (the damaged one kept as %s)", damaged, len(folder.paths), source, aside.name)
+
+def _first_short_stream(folder, total: int, sample_rate: int, progress: bool) -> str | None:
+    """The first of ``folder``'s streams that does not hold ``total`` samples, said as "PATH holds ..."; None where
+    every one does. Said first in one line; a FLAC's decoding (every stream's audio) shown by a progress bar."""
+    streams = len(folder.paths)
+    how = (f"decoding {streams * total / sample_rate:g} s of FLAC to the end" if folder.format == "flac" else
+           "reading their WAV headers")
+    logger.info("%s is damaged: measuring its %d stream(s) from their files (%s) to see whether the render is "
+                "complete and write the report again", folder.report_path, streams, how)
+    bar = progress_bar(total=streams * total / sample_rate, unit="s", desc="decoded") \
+        if progress and folder.format == "flac" else None
+    with bar if bar is not None else contextlib.nullcontext():
+        for path in folder.paths:
+            short = short_stream(path, folder.format, total, sample_rate, bar)
+            if short is not None:
+                return f"{path} {short}"
+    return None
+
 
 def _set_aside_to_resume(folder, damaged: str, short: str, params: dict) -> None:
     """The damaged report beside a stream that is ``short``: where .state/ holds snapshots of these ``params`` (a

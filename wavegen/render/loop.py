@@ -276,13 +276,14 @@ class RenderJob:
         """Every process: prepare the folder (first process), render this process's streams, then
         the report (first process). → the report, or this process's paths under several."""
         folder, procs = self.folder, self.procs
-        procs.agree(lambda: self._prepare(restart), src=0)
+        procs.agree(lambda: self._prepare(restart, progress), src=0)
         done = procs.agree(self._finished_or_checked)
         if done is not None:
+            if procs.rank != 0:  # said, and the files listed, once: by the first process
+                return self._own_paths(None)
             logger.info("%s: this render is already complete (%d stream(s) x %g s); nothing to do",
                         folder.out_dir, done["streams"], done["seconds"])
-            if procs.rank == 0:
-                folder.warn_if_changed(done)
+            folder.warn_if_changed(done)
             return done
         # one stop request for the whole render: a window being made is rewound (KeyboardInterrupt);
         # one that comes after the last window is made lets the render finish, and says so. A launcher's SIGTERM
@@ -297,7 +298,7 @@ class RenderJob:
             meta = procs.agree((lambda: procs.telling_failure(shard.run, resumed)) if len(self.ids) else
                                (lambda: None))
             if procs.rank != 0:
-                result = {"paths": [str(folder.paths[i]) for i in self.ids], "rank": procs.rank, "meta": meta}
+                result = self._own_paths(meta)
             else:
                 result = self.finish()
         if stop.requested:
@@ -305,9 +306,14 @@ class RenderJob:
                            "nothing to resume", stop.name)
         return result
 
-    def _prepare(self, restart: bool) -> None:
-        """First process, lock held: --restart, the rerun check, this render's parameters recorded."""
-        if self.folder.prepare(self.params, restart) is None:
+    def _own_paths(self, meta: dict | None) -> dict:
+        """What a process other than the first returns: its streams' paths, its rank, its shard's ``meta``."""
+        return {"paths": [str(self.folder.paths[i]) for i in self.ids], "rank": self.procs.rank, "meta": meta}
+
+    def _prepare(self, restart: bool, progress: bool) -> None:
+        """First process, lock held: --restart, the rerun check, this render's parameters recorded (``progress``:
+        a bar over a long check)."""
+        if self.folder.prepare(self.params, restart, progress) is None:
             self.folder.warn_if_short_of_space(self.total)
 
     def _finished_or_checked(self) -> dict | None:

@@ -180,12 +180,13 @@ class ShardRender:
         return written
 
     def _refuse_unvouched_audio(self) -> None:
-        """No snapshot of this process's streams, yet a file of them holds audio one vouched for: its snapshots were
-        removed since, and starting would overwrite that audio. Refused in one line naming them. A WAV counts audio
-        in its header only once a snapshot holds it (_save: a render stopped before its first one leaves the header
-        of an empty file); a FLAC render's raw PCM has no header, so its first snapshot leaves a mark beside it
-        (:meth:`~wavegen.render.folder.RenderFolder.snapshotted_path`), and a finished .flac needs one too. A WAV
-        that is not the render's (another rate, channels, format) is refused as such."""
+        """No snapshot of this process's streams, yet a file of them holds audio: its snapshots were removed since,
+        or another program wrote it, and starting would overwrite that audio. Refused in one line naming the file and
+        what to do. A WAV counts audio in its header only once a snapshot holds it (_save: a render stopped before its
+        first one leaves the header of an empty file), but nothing says a snapshot was ever saved; a FLAC render's raw
+        PCM has no header, so its first snapshot leaves a mark beside it
+        (:meth:`~wavegen.render.folder.RenderFolder.snapshotted_path`), which vouches for it as this render's, and a
+        finished .flac with it. A WAV that is not the render's (another rate, channels, format) is refused as such."""
         folder, gone = self.job.folder, (f"{self.snapshot_path.name} and {previous_snapshot(self.snapshot_path).name} "
                                          f"under {self.snapshot_path.parent}")
         if self.s.format == "wav":
@@ -197,22 +198,33 @@ class ShardRender:
                         f"render here has no snapshot ({gone}) to resume it from: move it out of {folder.out_dir} to "
                         "keep it, or pass --restart to render over it")
                 if held:
-                    self._refuse(path, f"holds {held / self.sr:.1f} s of this render's audio", gone)
+                    self._refuse(path, f"holds {held / self.sr:.1f} s of audio (a mono {self.sr} Hz 16-bit WAV, as "
+                                       "this render writes)", gone, vouched=False)
             return
+        marked = folder.snapshotted_path(self.job.procs.rank).exists()
         finished = [folder.paths[i] for i in self.job.ids if folder.paths[i].is_file()]
         if finished:  # encoded only once its streams' last snapshot was saved
-            self._refuse(finished[0], "is this render's finished stream", gone)
-        if folder.snapshotted_path(self.job.procs.rank).exists():
+            self._refuse(finished[0], "is this render's finished stream" if marked else
+                         "is a FLAC file where this render writes a stream", gone, vouched=marked)
+        if marked:
             for path in folder.work_paths(self.job.ids):
                 size = path.stat().st_size if path.is_file() else 0
                 if size:
                     self._refuse(path, f"holds {size / 2 / self.sr:.1f} s of this render's audio (raw PCM, "
-                                       "encoded to FLAC at the end)", gone)
+                                       "encoded to FLAC at the end)", gone, vouched=True)
 
-    def _refuse(self, path: Path, holds: str, gone: str) -> None:
+    def _refuse(self, path: Path, holds: str, gone: str, vouched: bool) -> None:
+        """RenderStateError: ``path`` ``holds`` audio no snapshot (``gone``) holds. ``vouched``: a mark says this
+        render saved one (its snapshots were removed); else it may be another program's file."""
+        if vouched:
+            raise RenderStateError(
+                f"{path} {holds}, but its snapshots {gone} are gone, so it cannot be resumed: put them back to resume "
+                "it, or pass --restart to render it again from the start (overwriting the streams)")
         raise RenderStateError(
-            f"{path} {holds}, but its snapshots {gone} are gone, so it cannot be resumed: put them back to resume "
-            "it, or pass --restart to render it again from the start (overwriting the streams)")
+            f"{path} {holds}, but there is no snapshot ({gone}) to resume it from: if this render wrote it, its "
+            "snapshots are gone (put them back to resume it); if another program did, move it out of "
+            f"{self.job.folder.out_dir} to keep it; or pass --restart to render the streams again from the start "
+            "(overwriting it)")
 
     def _save(self, writers: StreamWriters, written: int) -> None:
         """Flush the audio up to ``written``, then snapshot the engine's state (the order makes it safe), then count
