@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -257,3 +258,91 @@ def test_rotated_parts_are_not_said_gone_after_a_fallback(tmp_path, keep_parts, 
         snap.write_bytes(snap.read_bytes()[:100])  # back to the one at 2 s again
     assert [p.name for p in sorted(tmp_path.glob("broadcast_*.wav"))] == ["broadcast_00002.wav", "broadcast_00003.wav"]
     assert np.array_equal(sf.read(str(tmp_path / "broadcast_00002.wav"), dtype="int16")[0], PCM[2 * SR:3 * SR])
+
+
+def test_a_label_longer_than_a_switch_may_be_fits(conditioned, tmp_path, caplog):
+    """A --label longer than a POST /label may be (LABEL_MAX_CHARS: a bound on requests; --label has none) is
+    recorded by every snapshot: was judged "is damaged (its label: a label of 1018 characters: at most 1000)",
+    newest and the one before it alike, and the archive refused. Now it fits: the newest is gone on from."""
+    from wavegen.serve.archive import Archive
+    from wavegen.serve.archive_resume import engine_fit
+    from wavegen.serve.control import LABEL_MAX_CHARS
+
+    label = "rain:0.5" + "0" * LABEL_MAX_CHARS + ",bells:0.5"
+    engine, labels = _engine_and_labels(conditioned, label)
+    state = engine.state_dict()
+    a = Archive(tmp_path, SR, PARAMS, part_seconds=3.0)
+    a.open()
+    for seconds in (2, 5):
+        a.write(PCM[a.position:seconds * SR])
+        a.snapshot(state, {"label": label})
+    a.close()
+    b = Archive(tmp_path, SR, PARAMS, part_seconds=3.0, state_fits=engine_fit(engine, labels))
+    with caplog.at_level(logging.WARNING, logger="wavegen.serve.archive"):
+        _, position, meta = b.open()
+    b.close()
+    assert position == 5 * SR and "damaged" not in caplog.text, caplog.text
+    labels.restore(meta, state, str(_snap(tmp_path)))
+    assert labels.text == label and np.array_equal(labels.weights, [0.5, 0.5])
+
+
+def _without_read_override() -> list[str]:
+    """The command prefix that takes away root's right to read any file (a run as root reads a file of mode 000)."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: a file cannot be made unreadable")
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-all"]
+
+
+def test_an_unreadable_snapshot_is_refused_not_written_over(tmp_path):
+    """The newest snapshot unreadable by this user (its permissions: written by a server run as another): was "is
+    damaged (PermissionError ...)", the one before it renamed over it and the audio after that cut back. Now
+    refused naming it and what to do, as an unreadable params.json is; nothing changed."""
+    prefix = _without_read_override()
+    _two_snapshots(tmp_path)
+    snap = _snap(tmp_path)
+    before = _contents(tmp_path)
+    code = ("from wavegen.serve.archive import Archive\n"
+            f"Archive({str(tmp_path)!r}, {SR}, {PARAMS!r}, part_seconds=3.0).open()\n")
+    snap.chmod(0)
+    try:
+        proc = subprocess.run([*prefix, sys.executable, "-c", code], env=ENV, capture_output=True, text=True,
+                              timeout=60)
+    finally:
+        snap.chmod(0o644)
+    assert proc.returncode != 0, proc.stderr
+    assert f"cannot read {snap}: Permission denied; make it readable, or choose another --archive" in proc.stderr, \
+        proc.stderr
+    assert "snapshot before it" not in proc.stderr and _contents(tmp_path) == before
+
+
+@pytest.mark.parametrize("keep_parts", [0, 10])
+def test_a_part_moved_away_that_no_rotation_removed_is_kept_when_brought_back(tmp_path, keep_parts, caplog):
+    """--archive-keep-parts 10 over parts of 1 s: nothing rotated by 4.5 s. Part 0 moved away (a full disk), the
+    newest snapshot damaged: the fallback took part 0 for removed by the rotation (said so), recorded first_part 1,
+    and the restart after it was brought back removed it. Now it is said gone, and kept when brought back."""
+    from wavegen.serve.archive import Archive
+
+    a = Archive(tmp_path, SR, PARAMS, part_seconds=1.0, keep_parts=10)
+    a.open()
+    for seconds in (2.5, 4.5):
+        a.write(PCM[a.position:int(seconds * SR)])
+        a.snapshot({"t": np.zeros(1)}, {})
+    a.close()
+    part0 = tmp_path / "broadcast_00000.wav"
+    held = part0.read_bytes()
+    part0.rename(tmp_path.parent / f"{tmp_path.name}_part0.wav")
+    snap = _snap(tmp_path)
+    snap.write_bytes(snap.read_bytes()[:100])
+    b = Archive(tmp_path, SR, PARAMS, part_seconds=1.0, keep_parts=keep_parts)
+    with caplog.at_level(logging.INFO, logger="wavegen.serve.archive"):
+        assert b.open()[1] == int(2.5 * SR)
+    b.close()
+    assert "broadcast_00000.wav, archived before, is gone" in caplog.text and "rotation" not in caplog.text, \
+        caplog.text
+    (tmp_path.parent / f"{tmp_path.name}_part0.wav").rename(part0)
+    c = Archive(tmp_path, SR, PARAMS, part_seconds=1.0, keep_parts=keep_parts)
+    c.open()
+    c.close()
+    assert part0.read_bytes() == held

@@ -17,8 +17,9 @@ samples are drawn again). Each snapshot keeps the one it replaces (``snapshot.pr
 render keeps ``rank{r}.prev.npz``): where the newest is damaged (cut short by a crash, a bad sector; a
 state the engine does not take, or whose label is not the blend it holds), missing, or something else than a
 file (a folder, a FIFO: never opened; moved aside, named), a restart goes on from the one before it, said in
-one line naming the damaged file, and writes the audio after it again (the same samples). A params.json damaged or gone is written again
-from the snapshot (it records the same parameters), said; a snapshot gone while the parts hold audio
+one line naming the damaged file, and writes the audio after it again (the same samples). One this user may not
+read (its permissions) is not damaged: refused naming it, nothing written over. A params.json damaged or gone is
+written again from the snapshot (it records the same parameters), said; a snapshot gone while the parts hold audio
 one counted is refused, the parts untouched.
 
 A label switch (POST /label) writes its snapshot as both files: only snapshots from the switch on record
@@ -30,9 +31,10 @@ parts older than the newest ``keep_parts`` are removed, except those from the pa
 ends in on (its fallback's): at most ``keep_parts`` + ceil(snapshot gap / part length) parts are kept. The
 snapshot records the oldest part kept, ``first_part``, so a restart does not take the removed ones for
 parts lost. Only that rotation moves ``first_part`` (after a fallback, up to the oldest part there: the
-damaged snapshot's rotation removed those below it; the snapshot put in place records it, and each snapshot
-records its server's ``keep_parts``, so a restart without the option after a rotation knows it too): a part
-moved away (off a full disk) is said at a restart, and kept when it is brought back. Parts are independent
+damaged snapshot's rotation removed those below it, no further than the fewest ``keep_parts`` known could reach
+from the newest part there; the snapshot put in place records it, and each snapshot records its server's
+``keep_parts``, so a restart without the option after a rotation knows it too): a part moved away (off a full
+disk) that no rotation removed is said at a restart, and kept when it is brought back. Parts are independent
 WAV files, not needed to continue: one cut short since (a crash, a disk problem) is said at a restart,
 kept as it is (:mod:`wavegen.serve.archive_folder`). Opening it: :mod:`wavegen.serve.archive_resume`.
 """

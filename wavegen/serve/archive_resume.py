@@ -205,24 +205,15 @@ def judged(archive: Archive, path: Path) -> tuple[dict[str, np.ndarray], int, di
 def engine_fit(engine, label_state):
     """→ ``Archive``'s ``state_fits(state, meta)``: None where a snapshot's engine ``state`` loads into ``engine``
     (left holding it: the station loads the one gone on from after) and the label its ``meta`` records is the
-    blend that state holds (``label_state``, the station's :class:`~wavegen.serve.control.LabelState`, whose
-    ``restore`` refuses it otherwise); else what does not fit, said. Checked while the archive opens, so a
-    snapshot that does not fit is fallen back from as a damaged one."""
+    blend that state holds (``label_state``, the station's :class:`~wavegen.serve.control.LabelState`: its
+    ``misfit``, which its ``restore`` refuses by too); else what does not fit, said. Checked while the archive
+    opens, so a snapshot that does not fit is fallen back from as a damaged one."""
     def state_fits(state: dict, meta: dict) -> str | None:
         try:
             engine.load_state_dict(state)
         except (KeyError, ValueError, TypeError, RuntimeError) as err:
             return f"its engine state does not fit this model's engine: {type(err).__name__}: {err}"
-        if "label" not in meta or not label_state.labels:
-            return None
-        try:
-            weights = label_state.parse(meta["label"])
-        except ValueError as err:
-            return f"its label: {err}"
-        saved = np.asarray(state.get("label_weights", np.zeros(0)), dtype=np.float32).reshape(-1)
-        if not np.array_equal(saved, weights):
-            return f"its label {meta['label']!r} is not the blend its engine state holds"
-        return None
+        return label_state.misfit(meta, state)
 
     return state_fits
 
@@ -275,13 +266,17 @@ def rotated_past(archive: Archive, index: int, meta: dict) -> None:
     snapshot fallen back to, its ``meta``'s KEEP_PARTS_KEY: a restart without the option after a rotation): the
     rotation after the damaged snapshot removed the oldest parts its record let go (never the part the one before
     it ends in, ``index``): ``first_part`` moves up to the oldest part there, said as the rotation's doing, not
-    as parts gone."""
+    as parts gone. Only as far as a rotation keeping the fewest parts of those two could have removed them (the
+    damaged snapshot ended at most in the newest part there): a part moved away that no rotation removed stays
+    said gone, and is kept when it is brought back."""
     recorded = meta.get(KEEP_PARTS_KEY)
-    rotated = isinstance(recorded, int) and not isinstance(recorded, bool) and recorded > 0
-    if not (archive.keep_parts or rotated):
+    keeps = [k for k in (archive.keep_parts, recorded) if isinstance(k, int) and not isinstance(k, bool) and k > 0]
+    if not keeps:
         return
-    there = [k for k, _ in parts_in(archive.folder) if archive.first_part <= k <= index]
-    oldest = min(there, default=index)
+    indices = [k for k, _ in parts_in(archive.folder)]
+    reach = max(indices, default=index) - min(keeps) + 1  # a rotation removed no part from here on
+    there = [k for k in indices if archive.first_part <= k <= index]
+    oldest = min(min(there, default=index), reach)
     if oldest > archive.first_part:
         logger.info("archive %s: the parts before %s were removed by the --archive-keep-parts rotation at the "
                     "damaged snapshot", archive.folder, part_path(archive.folder, oldest).name)
@@ -289,11 +284,16 @@ def rotated_past(archive: Archive, index: int, meta: dict) -> None:
 
 
 def load(path: Path) -> tuple[dict[str, np.ndarray], int, dict] | str:
-    """The snapshot at ``path`` (engine state, position, meta), or what is wrong with it, as said."""
+    """The snapshot at ``path`` (engine state, position, meta), or what is wrong with it, as said. ServeError
+    where this user may not read it (its permissions): not damaged, and not to be fallen back from (that would
+    write over it and cut back the audio after the one before it), as params.json's."""
     try:
         state, position, meta = load_snapshot(path)
     except WavegenError as err:  # render's message tells a render what to do: restated for serve
         why = err.__cause__ or err
+        if isinstance(why, PermissionError):
+            raise ServeError(f"cannot read {path}: {why.strerror or why}; make it readable, or choose another "
+                             "--archive") from None
         if isinstance(why, ValueError) and "pickle" in str(why):  # numpy's guess for a file that is no .npz
             return "not a snapshot wavegen serve wrote"
         return f"{type(why).__name__}: {why}"

@@ -86,14 +86,15 @@ class LabelState:
         self._futures: list[concurrent.futures.Future] = []
         self._closed: str | None = None  # why no switch can be taken any more (the station stopped)
 
-    def parse(self, text: str) -> np.ndarray:
-        """The blend ``text`` asks for; ValueError naming it and this model's labels."""
+    def parse(self, text: str, max_chars: int | None = LABEL_MAX_CHARS) -> np.ndarray:
+        """The blend ``text`` asks for; ValueError naming it and this model's labels. ``max_chars``: the longest
+        text a switch asked for may be (None: any, as --label takes it)."""
         if not self.labels:
             raise ValueError("this model is not conditioned on labels: there is no label to switch")
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"no label given; this model's labels: {', '.join(self.labels)}")
-        if len(text) > LABEL_MAX_CHARS:
-            raise ValueError(f"a label of {len(text)} characters: at most {LABEL_MAX_CHARS}")
+        if max_chars is not None and len(text) > max_chars:
+            raise ValueError(f"a label of {len(text)} characters: at most {max_chars}")
         try:
             return parse_label(text, self.labels)
         except ValueError as err:
@@ -163,27 +164,39 @@ class LabelState:
         """What a snapshot records of the label in force."""
         return {"label": self.text, "label_since": self.since, "label_switches": self.switches}
 
+    def misfit(self, meta: dict, state: dict) -> str | None:
+        """What does not fit in a snapshot's label: None where its ``meta`` records no label (or the model has
+        none) or the blend its engine ``state`` holds is the one that label asks for; else why not, as said after
+        "is damaged (...)". A recorded label is the --label the server began with (no length bound: a switch's
+        ``LABEL_MAX_CHARS`` is for requests) or one switched to."""
+        if "label" not in meta or not self.labels:
+            return None
+        text = meta["label"]
+        try:
+            weights = self.parse(text, max_chars=None)
+        except ValueError as err:
+            return f"its label: {err}"
+        saved = np.asarray(state.get("label_weights", np.zeros(0)), dtype=np.float32).reshape(-1)
+        if not np.array_equal(saved, weights):
+            return f"its label {text!r} is not the blend its engine state holds"
+        return None
+
     def restore(self, meta: dict, state: dict, where: str) -> None:
-        """Continue with the label a snapshot recorded (where it records one): ServeError where its
-        engine state holds another blend (the files were changed since)."""
+        """Continue with the label a snapshot recorded (where it records one): ServeError where it does not fit
+        its engine state (:meth:`misfit`: the files were changed since)."""
+        why = self.misfit(meta, state)
+        if why is not None:
+            raise ServeError(f"{where} is damaged ({why}); choose another --archive")
         if "label" not in meta or not self.labels:
             return
         text = meta["label"]
-        try:
-            weights = self.parse(text)
-        except ValueError as err:
-            raise ServeError(f"{where} is damaged (its label: {err}); choose another --archive") from None
-        saved = np.asarray(state.get("label_weights", np.zeros(0)), dtype=np.float32).reshape(-1)
-        if not np.array_equal(saved, weights):
-            raise ServeError(f"{where} is damaged (its label {text!r} is not the blend its engine state holds); "
-                             "choose another --archive")
         since, switches = meta.get("label_since", 0), meta.get("label_switches", 0)
         self.since = since if isinstance(since, int) else 0
         self.switches = switches if isinstance(switches, int) else 0
         if text != self.text:
             logger.info("the archive's snapshot was taken with label %r (switched to at %d samples): the stream "
                         "goes on with it, not --label %r", text, self.since, self.text)
-        self.text, self.weights = text, weights
+        self.text, self.weights = text, self.parse(text, max_chars=None)
 
 
 def apply_label(engine, weights: np.ndarray) -> None:
