@@ -81,3 +81,30 @@ def test_eval_under_torchrun_scores_in_one_process(model, tmp_path):
                              text=True, timeout=240)
     assert refused.returncode != 0 and refused.stderr.count("wavegen eval: error:") == 1, refused.stderr[-3000:]
     assert f"wavegen eval: error: {tmp_path / 'none'}" in refused.stderr
+
+
+# A library's program under torchrun: it imports the CLI (its parser, one_line ...) and never calls main
+_IMPORTS_THE_CLI = """import os, pathlib, time
+import wavegen.cli
+if os.environ["RANK"] == "0":
+    pathlib.Path(os.environ["READY"]).write_text("ready")
+time.sleep(120)
+"""
+
+
+@pytest.mark.slow
+def test_a_program_that_imports_the_cli_without_its_main_ends_by_the_launchers_sigterm(tmp_path):
+    """torchrun SIGTERMed while its processes, which imported wavegen.cli and never called main, waited: they kept
+    the CLI's early hold of SIGTERM (meant for train's and render's handlers) and ignored it, until torchrun killed
+    them 30 s later. Now the hold applies inside main alone: they end by the SIGTERM at once."""
+    from process_helpers import ended_after
+    from render_helpers import wait_for_file
+
+    script, ready = tmp_path / "imports_the_cli.py", tmp_path / "ready"
+    script.write_text(_IMPORTS_THE_CLI)
+    launch = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                               str(script)], env={**ENV, "READY": str(ready)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    stderr, took = ended_after(launch, lambda: (wait_for_file(launch, ready), time.sleep(0.5), launch.terminate()))
+    assert launch.returncode != 0, stderr[-3000:]
+    assert took < 15, f"{took:.1f} s (torchrun's 30 s: the SIGTERM was held): {stderr[-3000:]}"

@@ -25,14 +25,20 @@ raise SystemExit(main(sys.argv[1:]))
 """
 
 
-# The CLI imported, then process 0 writing IMPORTED and taking 3 s before its command sets its own handlers: the
-# stretch between the CLI's import and the command's (tens of ms), made long enough to meet a signal in it
+# The CLI, its main begun, then process 0 writing IMPORTED and taking 3 s before its command sets its own handlers:
+# the stretch between the CLI's import and the command's (tens of ms), made long enough to meet a signal in it
 _CLI_SLOW_TO_RUN = """import os, pathlib, sys, time
-from wavegen.cli import main
-if os.environ["RANK"] == "0":
-    pathlib.Path(os.environ["STARTED"]).write_text("imported")
-    time.sleep(3.0)
-raise SystemExit(main(sys.argv[1:]))
+import wavegen.cli
+real = wavegen.cli._print_any_name
+
+def slow():
+    if os.environ["RANK"] == "0":
+        pathlib.Path(os.environ["STARTED"]).write_text("imported")
+        time.sleep(3.0)
+    real()
+
+wavegen.cli._print_any_name = slow
+raise SystemExit(wavegen.cli.main(sys.argv[1:]))
 """
 
 
@@ -220,6 +226,59 @@ def test_a_process_of_another_machine_not_come_when_the_launcher_stops_this_one_
     errors = _errors(stderr)
     assert len(errors) == 1, stderr[-3000:]
     assert errors[0] == ("wavegen train: error: process 1 of this training (2 processes) had not come when the "
-                         "launcher stopped this one (slow to start, or ended on another machine? the launcher's "
-                         "report says); this process stopped: the training had not begun its steps; rerun the same "
-                         "command"), errors[0]
+                         "launcher stopped this one (slow to start, or ended where this one cannot see it? the "
+                         "launcher's report says); this process stopped: the training had not begun its steps; "
+                         "rerun the same command"), errors[0]
+
+
+# torchrun --no-python runs this shell script: process 1's is slow to start wavegen; process 0's runs the CLI as a
+# child of the shell (no exec), which writes STARTED once it waits for the others before its group
+_WRAPPER_CLI = """import os, pathlib, sys
+import wavegen.cli
+from wavegen import distributed
+real = distributed._wait_for_the_others
+
+def waiting(*args, **kwargs):
+    pathlib.Path(os.environ["STARTED"]).write_text("waiting")
+    return real(*args, **kwargs)
+
+distributed._wait_for_the_others = waiting
+raise SystemExit(wavegen.cli.main(sys.argv[1:]))
+"""
+_WRAPPER = """#!/bin/sh
+if [ "$RANK" = "1" ]; then sleep 120; exit 0; fi
+"$PYTHON" "$CLI" "$@"
+"""
+
+
+@pytest.mark.slow
+def test_a_process_slow_to_start_under_a_wrapper_is_not_said_ended_when_the_launcher_stops(tmp_path):
+    """torchrun running a shell script that runs wavegen, process 1 slow to start, the launcher SIGTERMed: process 0,
+    a child of its script, saw no sibling under its parent, took process 1 for ended, and said it "ended
+    unexpectedly (killed, or out of memory?)". Now a wrapper's child judges no other process by what it sees: process
+    1 had not come when the launcher stopped this one."""
+    from render_helpers import ENV, make_model
+
+    model = make_model(tmp_path / "tiny")
+    script, cli, started = tmp_path / "wrapper.sh", tmp_path / "cli.py", tmp_path / "started"
+    script.write_text(_WRAPPER)
+    script.chmod(0o755)
+    cli.write_text(_WRAPPER_CLI)
+    env = {**ENV, "PYTHON": sys.executable, "CLI": str(cli), "STARTED": str(started)}
+    launch = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                               "--no-python", str(script), "-q", "render", str(model), "--seconds", "1", "--streams",
+                               "2", "--out", str(tmp_path / "r"), "--backend", "torch", "--no-guard",
+                               "--no-spectrogram"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(launch, started.exists, "process 0 waiting for the others")
+        time.sleep(1.0)
+        launch.send_signal(signal.SIGTERM)
+        _, stderr = launch.communicate(timeout=60)
+    finally:
+        if launch.poll() is None:
+            kill_launch(launch)
+    errors = [line for line in stderr.splitlines() if line.startswith("wavegen render: error:")]
+    assert len(errors) == 1, stderr[-3000:]
+    assert errors[0].startswith("wavegen render: error: process 1 of this render (2 processes) had not come when the "
+                                "launcher stopped this one (slow to start, or ended where this one cannot see it?"), \
+        errors[0]

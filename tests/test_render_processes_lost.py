@@ -177,3 +177,37 @@ def test_a_process_that_recorded_its_error_then_ended_is_said_with_its_error_as_
     assert len(said) == 1, stderr[-3000:]
     assert said[0].startswith("RAISED RenderWriteError process 1 of 2 failed, and the others stopped with it"), said
     assert "no space left on the disk" in said[0], said
+
+
+GLOO_CLOSED_BY_A_LIVE_PROCESS = """
+import os, signal, sys, time
+import torch.distributed as dist
+from wavegen.render.processes import Processes
+
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+processes = Processes()
+processes.gather(None)
+if processes.rank == 1:
+    processes._all_here()  # it comes to the next collective, then closes its connections and runs on
+    dist.destroy_process_group()
+    time.sleep(5)
+    os._exit(0)
+try:
+    processes.gather(None)
+except Exception as err:
+    print(f"RAISED {type(err).__name__} {err}", file=sys.stderr, flush=True)
+os._exit(0)
+"""
+
+
+@pytest.mark.slow
+def test_a_connection_closed_by_a_process_still_running_is_not_said_ended(tmp_path):
+    """Process 1 closed its connections (its group destroyed) and ran on: gloo's "Connection closed by peer" made
+    process 0 say "another process ... ended unexpectedly", of a process it saw running. Now it says what it knows:
+    the process lost its connection (ended, or its machine unreachable)."""
+    said, stderr = raised_under_torchrun(tmp_path / "closed.py", GLOO_CLOSED_BY_A_LIVE_PROCESS, ENV)
+    assert len(said) == 1, stderr[-3000:]
+    assert said[0].startswith("RAISED ProcessLostError another process of this render (2 processes) lost its "
+                              "connection (ended, or its machine is unreachable? the launcher's report names it; "), \
+        said
+    assert "ended unexpectedly" not in said[0], said

@@ -62,3 +62,61 @@ def test_a_recorded_stop_met_as_the_held_sigterms_time_is_up_saves_and_says_it_a
     assert "snapshot saved. Rerun the same command to resume" in said[0], said
     assert (out / ".state" / "rank0.npz").is_file(), stderr[-3000:]  # where process 0 was, saved
     assert "wavegen render: interrupted" in stderr, stderr[-3000:]
+
+
+# The CLI, process 0 pausing FLAC_SECONDS in its FLAC encoding (after writing PAUSE_MARK), process 1 in its first draw
+# of uniforms until the file GO exists (sleeps of 10 ms: Python code that never looks for news)
+_CLI_PAUSED_IN_FLAC = """import os, pathlib, sys, time
+from wavegen.render import shard
+real_flac, real_uniforms, calls = shard.encode_flac, shard.uniforms, []
+
+def encoding(*args, **kwargs):
+    if os.environ["RANK"] == "0":
+        pathlib.Path(os.environ["PAUSE_MARK"]).write_text("paused")
+        end = time.monotonic() + float(os.environ["FLAC_SECONDS"])
+        while time.monotonic() < end:
+            time.sleep(0.01)
+    return real_flac(*args, **kwargs)
+
+def drawing(*args, **kwargs):
+    calls.append(1)
+    if os.environ["RANK"] == "1" and len(calls) == 1:
+        while not pathlib.Path(os.environ["GO"]).exists():
+            time.sleep(0.01)
+    return real_uniforms(*args, **kwargs)
+
+shard.encode_flac, shard.uniforms = encoding, drawing
+from wavegen.cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_recorded_stop_met_as_the_held_sigterms_time_is_up_in_the_flac_encoding_names_the_stopped_process(tmp_path):
+    """Process 0 encoding its FLAC files (all its audio in its snapshot); process 1 Ctrl-C'd mid-render (its stop
+    recorded), then Ctrl-C'd again (it ends): torchrun's SIGTERM to process 0, held, met the recorded stop as its time
+    was up, and the render ended "interrupted" without saying which process was stopped. Now it says it."""
+    model = make_model(tmp_path / "tiny")
+    script, out, mark, go = tmp_path / "cli_paused.py", tmp_path / "r", tmp_path / "paused", tmp_path / "go"
+    script.write_text(_CLI_PAUSED_IN_FLAC)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+               "render", str(model), "--seconds", "1", "--streams", "2", "--out", str(out), "--format", "flac",
+               "--backend", "torch", "--no-guard", "--no-spectrogram", "--block-seconds", "0.05"]
+    launch = subprocess.Popen(command, env={**ENV, "PAUSE_MARK": str(mark), "FLAC_SECONDS": "40", "GO": str(go)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def stop_twice():
+        second = launched_process(launch, 1)
+        wait_until(launch, mark.exists, "process 0 encoding")
+        second.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        go.write_text("go")
+        time.sleep(3.0)  # its stop recorded at its next chunk; it waits for process 0 at the agreement
+        second.send_signal(signal.SIGINT)
+
+    stderr, took = ended_after(launch, stop_twice, timeout=60)
+    said = [line for line in stderr.splitlines() if line.startswith("process 1 was stopped")]
+    assert len(said) == 1, stderr[-3000:]
+    assert "Rerun the same command to resume" in said[0], said
+    assert "wavegen render: interrupted" in stderr, stderr[-3000:]
+    assert took < 20, f"{took:.1f} s: {stderr[-3000:]}"

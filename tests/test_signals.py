@@ -324,3 +324,27 @@ def test_a_held_sigterms_line_waits_only_while_a_meeting_is_ahead(monkeypatch, c
             assert stop.requested and "SIGTERM: saving" in caplog.text
     finally:
         signals.met_the_others()
+
+
+# As wavegen.cli's import does (hold_launch_term_early, then cli_imported), a launcher's SIGTERM met during it; then
+# a program that never calls the CLI's main
+_SIGTERM_WHILE_THE_CLI_IMPORTS = """import os, signal, sys, time
+from wavegen import signals
+signals.hold_launch_term_early()
+os.kill(os.getpid(), signal.SIGTERM)  # held: the CLI is importing
+time.sleep(0.2)
+signals.cli_imported()
+print("imported", flush=True)
+time.sleep(30)
+"""
+
+
+def test_a_sigterm_held_while_the_cli_imports_ends_a_program_that_never_calls_its_main():
+    """A launcher's SIGTERM held by the CLI's early hold during its import, the CLI's main never called (a library's
+    program): the SIGTERM was held for good. Now it is delivered within a second: the process ends by it."""
+    start = time.monotonic()
+    run = subprocess.run([sys.executable, "-c", _SIGTERM_WHILE_THE_CLI_IMPORTS], capture_output=True, text=True,
+                         timeout=60, env={**os.environ, "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"})
+    assert run.stdout.strip() == "imported", run.stderr[-2000:]  # held through the import
+    assert run.returncode == -signal.SIGTERM, (run.returncode, run.stderr[-2000:])
+    assert time.monotonic() - start < 20

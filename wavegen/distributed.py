@@ -201,7 +201,8 @@ def _wait_for_the_others(store, rank: int, world: int, work: str, kept: str, who
         if missing and running is None and held_a_launchers_term():  # not seen: slow to come, or ended, who knows
             raise first_to_say_the_loss(ProcessLostError(
                 f"{_processes(missing)} of {work} had not come when the launcher stopped this one (slow to start, or "
-                f"ended on another machine? the launcher's report says); this process stopped: {kept}"), store, rank)
+                f"ended where this one cannot see it? the launcher's report says); this process stopped: {kept}"),
+                store, rank)
         if not missing:
             return
         if time.monotonic() >= deadline:
@@ -219,16 +220,22 @@ def _processes(ranks: list[int]) -> str:
     return f"processes {', '.join(map(str, ranks[:-1]))} and {ranks[-1]}"
 
 
+_wrapped: set = set()  # the launches (run id, restart count) where this process was seen started by a wrapper
+
+
 def _ranks_running_here(world: int) -> set[int] | None:
     """The ranks of this launch whose processes run now, where every process of the launch runs on this machine
     under one torchrun agent (its children, all started before any of them imports torch); None where that cannot
-    be told (several machines, another launcher, /proc unreadable). A process killed, or ended, is not running
-    (a zombie not yet reaped by the agent neither)."""
+    be told (several machines, another launcher, a wrapper between the agent and this process, /proc unreadable). A
+    process killed, or ended, is not running (a zombie not yet reaped by the agent neither)."""
     if os.environ.get("LOCAL_WORLD_SIZE", "").strip() != str(world) or "TORCHELASTIC_RUN_ID" not in os.environ:
         return None
     mine = (os.environ["TORCHELASTIC_RUN_ID"], os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
     parent, running = os.getppid(), set()
     try:
+        if mine in _wrapped or _launched_as(_environ(parent), mine) is not None:
+            _wrapped.add(mine)  # a wrapper's child (torchrun ran a shell script that runs wavegen): the others are
+            return None  # children of other wrappers, not seen from here (nor once the wrapper has ended)
         pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
     except OSError:
         return None
@@ -239,15 +246,26 @@ def _ranks_running_here(world: int) -> set[int] | None:
             fields = text[text.rindex(")") + 2:].split()
             if int(fields[1]) != parent or fields[0] in "ZXx":
                 continue
-            with open(f"/proc/{pid}/environ", "rb") as environ:
-                env = dict(item.split(b"=", 1) for item in environ.read().split(b"\0") if b"=" in item)
+            rank = _launched_as(_environ(pid), mine)
         except (OSError, ValueError, IndexError):
             continue  # ended meanwhile, or not ours to read
-        theirs = (env.get(b"TORCHELASTIC_RUN_ID", b"").decode(errors="replace"),
-                  env.get(b"TORCHELASTIC_RESTART_COUNT", b"0").decode(errors="replace"))
-        if theirs == mine and env.get(b"RANK", b"").isdigit():
-            running.add(int(env[b"RANK"]))
+        if rank is not None:
+            running.add(rank)
     return running if len(running) <= world else None
+
+
+def _environ(pid: int) -> dict:
+    """Process ``pid``'s environment, in bytes (OSError where it cannot be read)."""
+    with open(f"/proc/{pid}/environ", "rb") as environ:
+        return dict(item.split(b"=", 1) for item in environ.read().split(b"\0") if b"=" in item)
+
+
+def _launched_as(env: dict, launch: tuple[str, str]) -> int | None:
+    """The rank under which a process of ``env`` (:func:`_environ`) was started by torchrun's agent of ``launch``
+    (its run id, its restart count); None where it was not (the agent itself, another launch's process)."""
+    theirs = (env.get(b"TORCHELASTIC_RUN_ID", b"").decode(errors="replace"),
+              env.get(b"TORCHELASTIC_RESTART_COUNT", b"0").decode(errors="replace"))
+    return int(env[b"RANK"]) if theirs == launch and env.get(b"RANK", b"").isdigit() else None
 
 
 def meet_the_launch(work: str, kept: str, seconds: float = GROUP_TIMEOUT_SECONDS, setting: str | None = None) -> None:
@@ -294,8 +312,9 @@ def lost_with_own_error(lost: BaseException, own: BaseException) -> BaseExceptio
 
 
 def process_lost(err: BaseException, work: str, kept: str, setting: str | None = None) -> ProcessLostError:
-    """The one line for :func:`lost_contact` error ``err`` of ``work`` ("this training"): another process ended,
-    or did not answer within the group's timeout (``setting``: the setting that sets it, with its value:
+    """The one line for :func:`lost_contact` error ``err`` of ``work`` ("this training"): another process ended
+    (where this one sees it gone; else it "lost its connection": it may run on, here or on another machine), or did
+    not answer within the group's timeout (``setting``: the setting that sets it, with its value:
     "train.group_timeout_seconds=600"); then ``kept``, what is saved and how to go on. This process's own
     error, where the collective was sharing one (:func:`lost_with_own_error`), comes first."""
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -304,10 +323,16 @@ def process_lost(err: BaseException, work: str, kept: str, setting: str | None =
     ended = "timed out" not in said.lower() and "timeout" not in said.lower()  # (gloo's connect: "Connect timeout")
     lost = lost_process(1.0 if ended else 0.0)  # named where this process sees it (one machine)
     who = f"process {lost[0]} of {work}" if lost else f"another process of {work}"
-    if ended:
-        waited = f", or it stopped after waiting {setting}" if setting and not lost else ""
-        line = (f"{who} ended unexpectedly (killed, or out of memory? the launcher's report "
-                f"{'says why' if lost else 'names it'}{waited}; {said}); this process stopped too: {kept}")
+    if ended and lost and lost[1] == "ended":  # seen gone
+        line = (f"{who} ended unexpectedly (killed, or out of memory? the launcher's report says why; {said}); "
+                f"this process stopped too: {kept}")
+    elif ended:  # its connection closed; not seen gone: it may run on, here or on another machine
+        if lost:  # (seen stopped)
+            how = "it is stopped: SIGSTOP or Ctrl-Z"
+        else:
+            waited = f", or it stopped after waiting {setting}" if setting else ""
+            how = f"ended, or its machine is unreachable? the launcher's report names it{waited}"
+        line = f"{who} lost its connection ({how}; {said}); this process stopped too: {kept}"
     else:
         limit = f" within {setting}" if setting else ""
         raise_it = f"; if a process is merely that slow, raise {setting.split('=')[0]}" if setting else ""

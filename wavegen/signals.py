@@ -45,6 +45,8 @@ _pending: set = set()  # the StopSignals whose SIGTERM line waits
 _terms_held = False  # a SIGTERM of a launcher was held by a StopSignals of this process
 _early_term = False  # a SIGTERM that launch_term_held took, for the next StopSignals to take as its own
 _meeting_ahead = False  # this process has yet to meet the others before its group (expect_the_others)
+_cli_hold = ""  # the CLI's early hold applies: "import" (wavegen.cli imports), "main" (its main runs); "" elsewhere
+_CLI_MAIN_SECONDS = 1.0  # how long a SIGTERM held while the CLI imported waits for its main before it is delivered
 _lock = threading.Lock()  # a held SIGTERM's time up (its timer's thread) against a loss met by the work meanwhile
 
 
@@ -115,10 +117,50 @@ def first_process_says(logger_name: str, rank: int | None = None):
 def hold_launch_term_early() -> None:
     """From the CLI's import on (wavegen.cli: tens of ms before a command sets handlers of its own), under a launch,
     in the main thread, where SIGTERM has its default: a launcher's SIGTERM held for the next StopSignals (as
-    :func:`launch_term_held` holds it), until :func:`release_early_term`."""
+    :func:`launch_term_held` holds it), until :func:`release_early_term`; while the CLI imports and inside its main
+    alone (:func:`cli_imported`, :func:`cli_main_runs`): a program that imports the CLI without calling main ends by
+    that SIGTERM, as by default."""
+    global _cli_hold
     if (launched() and threading.current_thread() is threading.main_thread()
             and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL):
-        signal.signal(signal.SIGTERM, _took_early)
+        _cli_hold = "import"
+        signal.signal(signal.SIGTERM, _cli_took_early)
+
+
+def cli_imported() -> None:
+    """wavegen.cli's import is over: its early hold (:func:`hold_launch_term_early`) now holds a SIGTERM only once
+    its main runs (:func:`cli_main_runs`). A SIGTERM held during the import is delivered a second from now where
+    main has not begun by then (a library's import of the CLI: the process ends by it, as it would have)."""
+    global _cli_hold
+    if _cli_hold != "import":
+        return
+    _cli_hold = ""
+    if _early_term:
+        timer = threading.Timer(_CLI_MAIN_SECONDS, _term_outside_main)
+        timer.daemon = True
+        timer.start()
+
+
+def cli_main_runs() -> None:
+    """The CLI's main has begun: its early hold applies (until :func:`release_early_term`)."""
+    global _cli_hold
+    _cli_hold = "main"
+
+
+def _term_outside_main() -> None:
+    if _cli_hold == "" and _early_term and signal.getsignal(signal.SIGTERM) is _cli_took_early:
+        os.kill(os.getpid(), signal.SIGTERM)  # (its handler, in the main thread, ends the process)
+
+
+def _cli_took_early(signum, frame) -> None:
+    """The CLI's early hold: held while the CLI imports or its main runs; elsewhere SIGTERM's default."""
+    global _early_term
+    if _cli_hold:
+        _took_early(signum, frame)
+        return
+    _early_term = False
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.raise_signal(signal.SIGTERM)
 
 
 def _took_early(signum, frame) -> None:
@@ -129,10 +171,11 @@ def _took_early(signum, frame) -> None:
 def release_early_term() -> None:
     """The CLI's early hold (:func:`hold_launch_term_early`) over: SIGTERM's default back, and a SIGTERM held that
     no StopSignals took delivered now (the process ends by it, as it would have). Nothing where it was not held."""
-    global _early_term
+    global _early_term, _cli_hold
     if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGTERM) is not _took_early):
+            or signal.getsignal(signal.SIGTERM) is not _cli_took_early):
         return
+    _cli_hold = ""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if _early_term:
         _early_term = False

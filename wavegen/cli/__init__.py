@@ -19,11 +19,14 @@ import logging
 import os
 import sys
 
-from wavegen.signals import expect_the_others, hold_launch_term_early, met_the_others, release_early_term
+from wavegen.signals import (cli_imported, cli_main_runs, expect_the_others, hold_launch_term_early, met_the_others,
+                             release_early_term)
 
 hold_launch_term_early()  # a launcher's SIGTERM from here on held for train's and render's handlers (stdlib only)
 
 from wavegen.cli import bench, evaluate, info, prep, render, serve, train  # noqa: E402
+
+cli_imported()  # the hold from here on inside main alone: a library importing the CLI keeps SIGTERM's default
 
 logger = logging.getLogger("wavegen")
 
@@ -65,6 +68,7 @@ def _add_log_options(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    cli_main_runs()
     try:
         args = build_parser().parse_args(argv)
         if _takes_an_early_term(args):
