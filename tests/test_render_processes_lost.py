@@ -74,23 +74,33 @@ def test_a_process_killed_while_another_encodes_its_flac_is_said_at_once_and_the
     assert file_bytes(out, 2, "flac") == file_bytes(expected, 2, "flac")
 
 
-GLOO_AFTER_THE_STORE = """
+def _second_gather(rank_1: str, then: str = "") -> str:
+    """A script for raised_under_torchrun: both processes gather once; at the next gather process 1 has come to the
+    collective (the store's wait passes) and does ``rank_1`` (indented lines); process 0, after ``then``, gathers
+    and prints what it raised. SIGTERM ignored, as a render's StopSignals hold it: torchrun's SIGTERM to the
+    survivor."""
+    return f"""
 import os, signal, sys, time
+import torch.distributed as dist
 from wavegen.render.processes import Processes
 
-signal.signal(signal.SIGTERM, signal.SIG_IGN)  # held, as a render's StopSignals do: torchrun's SIGTERM to the survivor
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
 processes = Processes()
 processes.gather(None)
 if processes.rank == 1:
-    processes._all_here()  # it comes to the next collective (the store's wait passes), then is killed before gloo's
-    os._exit(9)
-time.sleep(1)
+    processes._all_here()
+{rank_1}
+{then}
 try:
     processes.gather(None)
 except Exception as err:
-    print(f"RAISED {type(err).__name__} {err}", file=sys.stderr, flush=True)
+    print(f"RAISED {{type(err).__name__}} {{err}}", file=sys.stderr, flush=True)
 os._exit(0)
 """
+
+
+# process 1 killed after the store's wait, before gloo's exchange
+GLOO_AFTER_THE_STORE = _second_gather("    os._exit(9)", then="time.sleep(1)")
 
 
 @pytest.mark.slow
@@ -179,25 +189,8 @@ def test_a_process_that_recorded_its_error_then_ended_is_said_with_its_error_as_
     assert "no space left on the disk" in said[0], said
 
 
-GLOO_CLOSED_BY_A_LIVE_PROCESS = """
-import os, signal, sys, time
-import torch.distributed as dist
-from wavegen.render.processes import Processes
-
-signal.signal(signal.SIGTERM, signal.SIG_IGN)
-processes = Processes()
-processes.gather(None)
-if processes.rank == 1:
-    processes._all_here()  # it comes to the next collective, then closes its connections and runs on
-    dist.destroy_process_group()
-    time.sleep(5)
-    os._exit(0)
-try:
-    processes.gather(None)
-except Exception as err:
-    print(f"RAISED {type(err).__name__} {err}", file=sys.stderr, flush=True)
-os._exit(0)
-"""
+# process 1 closes its connections and runs on
+GLOO_CLOSED_BY_A_LIVE_PROCESS = _second_gather("    dist.destroy_process_group()\n    time.sleep(5)\n    os._exit(0)")
 
 
 @pytest.mark.slow
