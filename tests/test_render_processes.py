@@ -192,7 +192,8 @@ def torchrun(model, out, *extra, entry=("-m", "wavegen")) -> list[str]:
 @pytest.mark.slow
 def test_torchrun_shares_streams_and_matches_one_process(model, tmp_path):
     """...and ends its process group before exiting: no gloo worker thread is left to race the
-    interpreter's exit (that race aborted a process now and then under load)."""
+    interpreter's exit (that race aborted a process now and then under load). Rerun, complete, it is said complete
+    once (by the first process) and its files listed once (each process said it and listed every file)."""
     expected = direct_pcm(model, 3, int(0.5 * SR))
     entry, env = cli_recording_threads(tmp_path)
     run = subprocess.run(torchrun(model, tmp_path / "two", entry=entry), env={**ENV, **env},
@@ -203,6 +204,14 @@ def test_torchrun_shares_streams_and_matches_one_process(model, tmp_path):
     assert report["processes"] == 2 and report["params"]["world_size"] == 2
     assert run.stdout.split() == [str(tmp_path / "two" / f"stream_{i:03d}.wav") for i in range(3)]
     assert gloo_threads_left(tmp_path, 2) == {0: [], 1: []}
+    again = subprocess.run([a for a in torchrun(model, tmp_path / "two") if a != "-q"], env=ENV, capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    said = [line for line in again.stderr.splitlines() if "this render is already complete" in line]
+    assert said == [f"{tmp_path / 'two'}: this render is already complete (3 stream(s) x 0.5 s); nothing to do"], \
+        again.stderr
+    assert again.stdout.split() == run.stdout.split()
+    assert json.loads((tmp_path / "two" / "render_report.json").read_text()) == report  # nothing rendered nor written
 
 
 @pytest.mark.slow
