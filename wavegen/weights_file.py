@@ -9,11 +9,13 @@ CheckpointError names the file where the header or the data it describes is dama
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import io
 import json
+import os
 import struct
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 from wavegen.errors import CheckpointError
@@ -37,8 +39,8 @@ def weights_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
     loaded). CheckpointError naming the file when the header is damaged or the data is cut short."""
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            _, header = _header(f, path.stat().st_size)
+        with open(path, "rb") as f:  # the size of the file open, not of its name (given to another meanwhile)
+            _, header = _header(f, os.fstat(f.fileno()).st_size)
         return {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
@@ -84,8 +86,7 @@ def tensors_sha256(weights: str | Path | bytes) -> str:
             raise CheckpointError(f"weights of {len(weights)} bytes: damaged or not safetensors ({err})") from None
     path = Path(weights)
     try:
-        stat = path.stat()
-        return _cached_digest(str(path), (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns))
+        return _cached_digest(path)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
     except (OSError, ValueError, KeyError, TypeError, struct.error) as err:
@@ -94,9 +95,27 @@ def tensors_sha256(weights: str | Path | bytes) -> str:
 
 # A render's checks ask again for the same files (each process, each snapshot). The key is the file as stat sees it:
 # an inode number is given again to the next file (ext4), and a mtime can be set back (touch -r, rsync -t, a file
-# rewritten in place with its times restored); the ctime cannot: any write, rename or utime sets it to now
-@functools.lru_cache(maxsize=16)
-def _cached_digest(path: str, key: tuple[int, int, int, int, int]) -> str:
-    """The digest of ``path`` whose (device, inode, size, mtime_ns, ctime_ns) is ``key``."""
+# rewritten in place with its times restored); the ctime cannot: any write, rename or utime sets it to now. Taken of
+# the file open (fstat), not of its name: a name replaced between a stat and the open paired one file's size with
+# another's bytes (a larger one named "truncated")
+_DIGESTS: OrderedDict = OrderedDict()  # (path, device, inode, size, mtime_ns, ctime_ns) -> digest, newest last
+_DIGESTS_KEPT = 16
+_DIGESTS_LOCK = threading.Lock()
+
+
+def _cached_digest(path: Path) -> str:
+    """The digest of the file open at ``path``, cached by its (device, inode, size, mtime_ns, ctime_ns)."""
     with open(path, "rb") as f:
-        return _digest_tensors(f, key[2])
+        stat = os.fstat(f.fileno())
+        key = (str(path), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+        with _DIGESTS_LOCK:
+            digest = _DIGESTS.get(key)
+            if digest is not None:
+                _DIGESTS.move_to_end(key)
+                return digest
+        digest = _digest_tensors(f, stat.st_size)
+    with _DIGESTS_LOCK:
+        _DIGESTS[key] = digest
+        while len(_DIGESTS) > _DIGESTS_KEPT:
+            _DIGESTS.popitem(last=False)
+    return digest
