@@ -244,3 +244,44 @@ def test_the_streams_measured_to_write_a_damaged_report_again_are_said_with_prog
         assert said.index(measuring) < said.index(decoded[0]) < rebuilt
     else:  # headers read, or no progress asked for: nothing to show
         assert decoded == []
+
+
+def test_the_decoding_bar_on_a_terminal_ends_at_the_seconds_decoded(model, tmp_path):
+    """On a terminal (a pty here), the bar of a damaged report's FLAC streams decoded ends at their seconds: it added
+    each block's seconds, and 3 streams x 0.1 s came to 0.30000000000000004 of 0.3, shown so, with an ETA of -00:00."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    from render_helpers import ENV, QUICK_FLAGS
+
+    out = tmp_path / "out"
+    flags = [*QUICK_FLAGS, "--seconds", "0.1", "--streams", "3", "--format", "flac"]
+    assert render_cli(model, out, *flags[len(QUICK_FLAGS):]) == 0
+    report_path = out / "render_report.json"
+    report_path.write_text(cut_after_params(report_path.read_text()))
+    master, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 150, 0, 0))  # (0 columns: no bar at all)
+    run = subprocess.Popen([sys.executable, "-m", "wavegen", "render", str(model), "--out", str(out), *flags],
+                           stdout=subprocess.PIPE, stderr=terminal, env=ENV)
+    os.close(terminal)
+    said = b""
+    while True:
+        try:
+            chunk = os.read(master, 1 << 16)
+        except OSError:  # (EIO: the render has ended)
+            break
+        if not chunk:
+            break
+        said += chunk
+    os.close(master)
+    assert run.wait(timeout=120) == 0, said[-3000:]
+    run.stdout.close()
+    frames = [part for part in said.decode(errors="replace").replace("\r", "\n").split("\n") if "decoded:" in part]
+    assert frames and "100%" in frames[-1] and "| 0.3/0.3 s [" in frames[-1], frames
+    assert "-00:00" not in frames[-1] and "0.30000000000000004" not in said.decode(errors="replace"), frames
+    assert "its 3 stream(s) are complete" in said.decode(errors="replace")

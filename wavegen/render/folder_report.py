@@ -51,10 +51,10 @@ def recorded_params_in(path: Path) -> dict | None:
     return params if isinstance(params, dict) else None
 
 
-def short_stream(path: Path, fmt: str, total: int, sample_rate: int, bar=None) -> str | None:
+def short_stream(path: Path, fmt: str, total: int, sample_rate: int, decoded=None) -> str | None:
     """None where the stream file ``path`` (``fmt``) holds ``total`` samples of a mono ``sample_rate`` render, as a
-    finished render leaves it; else what it holds instead, as a person reads it. ``bar``: a progress bar
-    (:func:`~wavegen.progress.progress_bar`, in seconds) a FLAC's decoding moves, or None."""
+    finished render leaves it; else what it holds instead, as a person reads it. ``decoded``: called with the
+    samples of a FLAC decoded so far, after each block (a progress bar moves), or None."""
     if not path.is_file():
         return "is gone"
     if fmt == "wav":
@@ -72,8 +72,8 @@ def short_stream(path: Path, fmt: str, total: int, sample_rate: int, bar=None) -
                 return f"is a {f.channels}-channel {f.samplerate} Hz file, not this render's"
             for block in f.blocks(blocksize=1 << 20, dtype="int16"):
                 frames += len(block)
-                if bar is not None:
-                    bar.update(len(block) / sample_rate)
+                if decoded is not None:
+                    decoded(frames)
     except (OSError, RuntimeError, sf.LibsndfileError) as err:
         return f"cannot be decoded ({err})"
     if frames != total:
@@ -171,19 +171,32 @@ def mend_damaged_report(folder, params: dict, progress: bool = False) -> None:
     logger.warning("%s; its %d stream(s) are complete and the parameters %s records are this render's: written "
                    "again from them (the damaged one kept as %s)", damaged, len(folder.paths), source, aside.name)
 
+
+def _seconds_text(seconds: float) -> str:
+    """Seconds for people: 0.25, 3600, 1080000 (never 1.08e+06)."""
+    return f"{seconds:.0f}" if seconds >= 1000 else f"{seconds:g}"
+
+
 def _first_short_stream(folder, total: int, sample_rate: int, progress: bool) -> str | None:
     """The first of ``folder``'s streams that does not hold ``total`` samples, said as "PATH holds ..."; None where
     every one does. Said first in one line; a FLAC's decoding (every stream's audio) shown by a progress bar."""
     streams = len(folder.paths)
-    how = (f"decoding {streams * total / sample_rate:g} s of FLAC to the end" if folder.format == "flac" else
+    how = (f"decoding {_seconds_text(streams * total / sample_rate)} s of FLAC to the end" if folder.format == "flac" else
            "reading their WAV headers")
     logger.info("%s is damaged: measuring its %d stream(s) from their files (%s) to see whether the render is "
                 "complete and write the report again", folder.report_path, streams, how)
-    bar = progress_bar(total=streams * total / sample_rate, unit="s", desc="decoded") \
-        if progress and folder.format == "flac" else None
+    if not progress or folder.format != "flac":
+        bar = None
+    else:  # seconds to a tenth, as the render's bar shows them (a block's are not exact: 2621.4400000000005)
+        bar = progress_bar(total=streams * total / sample_rate, unit="s", desc="decoded",
+                           bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}, {rate_fmt}]")
     with bar if bar is not None else contextlib.nullcontext():
-        for path in folder.paths:
-            short = short_stream(path, folder.format, total, sample_rate, bar)
+        for i, path in enumerate(folder.paths):
+            # moved to the seconds decoded in all, not by each block's: a sum of them ran past the total
+            # (0.1 + 0.1 + 0.1 of 0.3 s), and a terminal's bar showed 0.30000000000000004/0.3 and an ETA of -00:00
+            moved = None if bar is None else \
+                (lambda frames, before=i * total: bar.update((before + frames) / sample_rate - bar.n))
+            short = short_stream(path, folder.format, total, sample_rate, moved)
             if short is not None:
                 return f"{path} {short}"
     return None
