@@ -348,3 +348,32 @@ def test_a_sigterm_held_while_the_cli_imports_ends_a_program_that_never_calls_it
     assert run.stdout.strip() == "imported", run.stderr[-2000:]  # held through the import
     assert run.returncode == -signal.SIGTERM, (run.returncode, run.stderr[-2000:])
     assert time.monotonic() - start < 20
+
+
+# As `python -m wavegen` does: the CLI imported (hold_launch_term_early, then cli_imported), then a launcher's SIGTERM
+# before its main begins (the tens of microseconds between the import's end and main's first line), then main or not
+_SIGTERM_BETWEEN_THE_IMPORT_AND_MAIN = """import os, signal, sys, time
+from wavegen import signals
+signals.hold_launch_term_early()
+signals.cli_imported()
+os.kill(os.getpid(), signal.SIGTERM)  # the CLI imported, its main not begun yet
+time.sleep(0.2)
+print("after the signal", flush=True)
+if sys.argv[1] == "main":
+    signals.cli_main_runs()
+time.sleep(3)  # past the second the hold waits for main
+print("held", signals._early_term, flush=True)
+"""
+
+
+@pytest.mark.parametrize("main", ["main", "no main"])
+def test_a_sigterm_between_the_clis_import_and_its_main_is_held_for_main(main):
+    """`python -m wavegen` under a launch, a launcher's SIGTERM after the CLI's import and before its main's first
+    line: the process ended by it at once, without a word (the hold then applied inside main alone). Now it is held
+    for main's commands as during the import; where main never begins, delivered a second later."""
+    run = subprocess.run([sys.executable, "-c", _SIGTERM_BETWEEN_THE_IMPORT_AND_MAIN, main], capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"})
+    if main == "main":
+        assert (run.returncode, run.stdout.split()) == (0, ["after", "the", "signal", "held", "True"]), run.stderr
+    else:
+        assert (run.returncode, run.stdout.strip()) == (-signal.SIGTERM, "after the signal"), run.stderr[-2000:]

@@ -45,7 +45,8 @@ _pending: set = set()  # the StopSignals whose SIGTERM line waits
 _terms_held = False  # a SIGTERM of a launcher was held by a StopSignals of this process
 _early_term = False  # a SIGTERM that launch_term_held took, for the next StopSignals to take as its own
 _meeting_ahead = False  # this process has yet to meet the others before its group (expect_the_others)
-_cli_hold = ""  # the CLI's early hold applies: "import" (wavegen.cli imports), "main" (its main runs); "" elsewhere
+_cli_hold = ""  # the CLI's early hold: "import" (wavegen.cli imports), "imported" (its main not begun), "main" (it runs)
+_cli_term_due = False  # a SIGTERM held while "imported" waited its second for main in vain: delivered, not held
 _CLI_MAIN_SECONDS = 1.0  # how long a SIGTERM held while the CLI imported waits for its main before it is delivered
 _lock = threading.Lock()  # a held SIGTERM's time up (its timer's thread) against a loss met by the work meanwhile
 
@@ -118,27 +119,25 @@ def hold_launch_term_early() -> None:
     """From the CLI's import on (wavegen.cli: tens of ms before a command sets handlers of its own), under a launch,
     in the main thread, where SIGTERM has its default: a launcher's SIGTERM held for the next StopSignals (as
     :func:`launch_term_held` holds it), until :func:`release_early_term`; while the CLI imports and inside its main
-    alone (:func:`cli_imported`, :func:`cli_main_runs`): a program that imports the CLI without calling main ends by
-    that SIGTERM, as by default."""
-    global _cli_hold
+    (:func:`cli_imported`, :func:`cli_main_runs`); between the two (``python -m wavegen``: tens of microseconds) for
+    a second: a program that imports the CLI without calling main ends by that SIGTERM, as by default."""
+    global _cli_hold, _cli_term_due
     if (launched() and threading.current_thread() is threading.main_thread()
             and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL):
-        _cli_hold = "import"
+        _cli_hold, _cli_term_due = "import", False
         signal.signal(signal.SIGTERM, _cli_took_early)
 
 
 def cli_imported() -> None:
-    """wavegen.cli's import is over: its early hold (:func:`hold_launch_term_early`) now holds a SIGTERM only once
-    its main runs (:func:`cli_main_runs`). A SIGTERM held during the import is delivered a second from now where
-    main has not begun by then (a library's import of the CLI: the process ends by it, as it would have)."""
+    """wavegen.cli's import is over: its early hold (:func:`hold_launch_term_early`) holds a SIGTERM met from now
+    until its main runs (:func:`cli_main_runs`) a second at most, as one met during the import: delivered then where
+    main has not begun (a library's import of the CLI: the process ends by it, as it would have)."""
     global _cli_hold
     if _cli_hold != "import":
         return
-    _cli_hold = ""
+    _cli_hold = "imported"
     if _early_term:
-        timer = threading.Timer(_CLI_MAIN_SECONDS, _term_outside_main)
-        timer.daemon = True
-        timer.start()
+        _wait_for_main()
 
 
 def cli_main_runs() -> None:
@@ -147,15 +146,26 @@ def cli_main_runs() -> None:
     _cli_hold = "main"
 
 
+def _wait_for_main() -> None:
+    timer = threading.Timer(_CLI_MAIN_SECONDS, _term_outside_main)
+    timer.daemon = True
+    timer.start()
+
+
 def _term_outside_main() -> None:
-    if _cli_hold == "" and _early_term and signal.getsignal(signal.SIGTERM) is _cli_took_early:
+    global _cli_term_due
+    if _cli_hold == "imported" and _early_term and signal.getsignal(signal.SIGTERM) is _cli_took_early:
+        _cli_term_due = True  # (main begun meanwhile: its hold takes this SIGTERM, _cli_hold is "main")
         os.kill(os.getpid(), signal.SIGTERM)  # (its handler, in the main thread, ends the process)
 
 
 def _cli_took_early(signum, frame) -> None:
-    """The CLI's early hold: held while the CLI imports or its main runs; elsewhere SIGTERM's default."""
+    """The CLI's early hold: held while the CLI imports or its main runs, and between the two for a second
+    (:func:`cli_imported`); elsewhere SIGTERM's default."""
     global _early_term
-    if _cli_hold:
+    if _cli_hold in ("import", "main") or (_cli_hold == "imported" and not _cli_term_due):
+        if _cli_hold == "imported" and not _early_term:
+            _wait_for_main()
         _took_early(signum, frame)
         return
     _early_term = False

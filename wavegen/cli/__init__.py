@@ -26,7 +26,7 @@ hold_launch_term_early()  # a launcher's SIGTERM from here on held for train's a
 
 from wavegen.cli import bench, evaluate, info, prep, render, serve, train  # noqa: E402
 
-cli_imported()  # the hold from here on inside main alone: a library importing the CLI keeps SIGTERM's default
+cli_imported()  # the hold from here on inside main (a second before it): a library importing the CLI ends by SIGTERM
 
 logger = logging.getLogger("wavegen")
 
