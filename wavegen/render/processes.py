@@ -34,6 +34,15 @@ from wavegen.signals import carried
 
 logger = logging.getLogger(__name__)
 
+def say_stopped_elsewhere(news: BaseException, rank: int, how: str) -> None:
+    """``news`` of another process (:meth:`Processes.failure_elsewhere`) that this one (``rank``) stopped with, a
+    snapshot of what it rendered saved: where it is that process's stop (a KeyboardInterrupt it recorded), said once,
+    by the first process: "process N was stopped (SIGINT/SIGTERM): HOW; snapshot saved. Rerun ..."."""
+    if isinstance(news, KeyboardInterrupt) and getattr(news, "from_rank", None) is not None and rank == 0:
+        logger.warning("process %d was stopped (SIGINT/SIGTERM): %s; snapshot saved. Rerun the same command to resume",
+                       news.from_rank, how)
+
+
 # errors a process may hand to the others, by name (anything else arrives as a plain WavegenError)
 _SHARED_ERRORS = {cls.__name__: cls for cls in (ConfigError, FolderBusyError, RenderStateError, RenderWriteError)}
 
@@ -253,16 +262,6 @@ class Processes:
             f"{work} has not answered for {silence_seconds():g} s ({why}) while this one waited for it; this process "
             f"stopped: {kept}"))
 
-    def _met_far_from_a_window(self, news: BaseException) -> BaseException:
-        """``news`` of another process (:meth:`failure_elsewhere`) that a held SIGTERM's time up raised far from a
-        window (the FLAC encoding, where a window's look would have said it): another process's stop, said as a
-        window says it, by the first process (its snapshot holds what it rendered)."""
-        if isinstance(news, KeyboardInterrupt) and getattr(news, "from_rank", None) is not None:
-            logger.log(logging.WARNING if self.rank == 0 else logging.DEBUG,
-                       "process %d was stopped (SIGINT/SIGTERM); this one stopped with it, %s", news.from_rank,
-                       "its snapshot saved. Rerun the same command to resume")
-        return news
-
     def agree(self, step, src: int | None = None):
         """Run ``step()`` (on process ``src`` only, or on all when None) and raise its error everywhere.
 
@@ -276,8 +275,9 @@ class Processes:
             try:
                 value = step()
             except BaseException as err:
-                if err is not carried(err):  # a loss StopSignals raised (a held SIGTERM's look_for_loss): that loss
-                    err = self._met_far_from_a_window(carried(err))
+                if err is not carried(err):  # a loss StopSignals raised (a held SIGTERM's look_for_loss): that loss,
+                    err = carried(err)  # met far from a window (the FLAC encoding): another's stop said as one says it
+                    say_stopped_elsewhere(err, self.rank, "this one stopped with it")
                 failure, error = (type(err).__name__, str(err), isinstance(err, WavegenError)), err
         if self.world == 1:
             if error is not None:

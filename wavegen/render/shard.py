@@ -21,6 +21,7 @@ from wavegen.progress import move_to, progress_bar, restart_clock
 from wavegen.render.folder import REPORT_FILE
 from wavegen.render.guard import Guard, GuardLog
 from wavegen.render.params_check import check_params
+from wavegen.render.processes import say_stopped_elsewhere
 from wavegen.render.settings import RenderSettings, RenderStateError
 from wavegen.render.writers import (StreamWriters, encode_flac, flushed_samples, load_snapshot, previous_snapshot,
                                     save_snapshot, snapshot_exists)
@@ -347,9 +348,7 @@ class ShardRender:
         """Stop with another process's ``failure`` (:meth:`~wavegen.render.processes.Processes.failure_elsewhere`),
         a snapshot of what this one wrote up to ``pos`` saved first."""
         self._save(writers, pos)
-        if isinstance(failure, KeyboardInterrupt) and self.job.procs.rank == 0:
-            logger.warning("process %d was stopped (SIGINT/SIGTERM): stopped at %.1f s; snapshot saved. Rerun the "
-                           "same command to resume", failure.from_rank, pos / self.sr)
+        say_stopped_elsewhere(failure, self.job.procs.rank, f"stopped at {pos / self.sr:.1f} s")
         raise failure
 
     def _after(self, job: RenderJob) -> dict:
