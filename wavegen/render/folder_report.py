@@ -25,7 +25,7 @@ import soundfile as sf
 from wavegen.fileio import atomic_write, free_name, read_json_object, write_json
 from wavegen.progress import progress_bar
 from wavegen.render.params_check import check_params
-from wavegen.render.settings import WAV_HEADER_BYTES, RenderStateError, check_length
+from wavegen.render.settings import WAV_HEADER_BYTES, RenderStateError, check_length, duration
 from wavegen.render.writers import flushed_samples, recorded_meta
 
 logger = logging.getLogger("wavegen.render")
@@ -172,16 +172,11 @@ def mend_damaged_report(folder, params: dict, progress: bool = False) -> None:
                    "again from them (the damaged one kept as %s)", damaged, len(folder.paths), source, aside.name)
 
 
-def _seconds_text(seconds: float) -> str:
-    """Seconds for people: 0.25, 3600, 1080000 (never 1.08e+06)."""
-    return f"{seconds:.0f}" if seconds >= 1000 else f"{seconds:g}"
-
-
 def _first_short_stream(folder, total: int, sample_rate: int, progress: bool) -> str | None:
     """The first of ``folder``'s streams that does not hold ``total`` samples, said as "PATH holds ..."; None where
     every one does. Said first in one line; a FLAC's decoding (every stream's audio) shown by a progress bar."""
     streams = len(folder.paths)
-    how = (f"decoding {_seconds_text(streams * total / sample_rate)} s of FLAC to the end" if folder.format == "flac" else
+    how = (f"decoding {duration(streams * total / sample_rate)} of FLAC to the end" if folder.format == "flac" else
            "reading their WAV headers")
     logger.info("%s is damaged: measuring its %d stream(s) from their files (%s) to see whether the render is "
                 "complete and write the report again", folder.report_path, streams, how)

@@ -140,7 +140,8 @@ def check_seconds(flag: str, value) -> None:
         raise ConfigError(f"{flag} {value}: must be a finite number of seconds above zero")
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """Seconds for people: "0.25 s", "90 s", "3.0 minutes", "12.0 hours", "12.5 days"."""
     for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
         if seconds >= 2 * size:
             return f"{seconds / size:,.1f} {unit}"
@@ -160,12 +161,12 @@ def check_length(seconds: float, sample_rate: int, fmt: str) -> int:
         raise ConfigError(f"--seconds {seconds}: less than one sample at {sample_rate} Hz")
     if fmt == "wav" and WAV_HEADER_BYTES + 2 * total > WAV_MAX_BYTES:
         most = (WAV_MAX_BYTES - WAV_HEADER_BYTES) // 2 / sample_rate
-        raise ConfigError(f"--seconds {seconds}: more than a WAV file can hold (4 GiB: at most {_duration(most)} "
+        raise ConfigError(f"--seconds {seconds}: more than a WAV file can hold (4 GiB: at most {duration(most)} "
                           f"per stream at {sample_rate} Hz); use --format flac or fewer seconds")
     if fmt == "flac" and total > FLAC_MAX_SAMPLES:
         most = FLAC_MAX_SAMPLES / sample_rate
         raise ConfigError(f"--seconds {seconds}: more than a FLAC file can hold (2^36 samples: at most "
-                          f"{_duration(most)} per stream at {sample_rate} Hz)")
+                          f"{duration(most)} per stream at {sample_rate} Hz)")
     return total
 
 
