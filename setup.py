@@ -22,7 +22,7 @@ setup(
         "aiohttp>=3.9",  # wavegen serve
     ],
     extras_require={
-        "dev": ["pytest>=7", "matplotlib>=3.7", "playwright>=1.40"],  # playwright: the serve page's browser test
+        "dev": ["pytest>=7", "pytest-xdist>=3.5", "matplotlib>=3.7", "playwright>=1.40"],  # playwright: the serve page's browser test
         "plot": ["matplotlib>=3.7"],
         # wavegen eval --renders (wavegen.analysis): librosa features, scipy's sqrtm, the plot
         "analysis": ["librosa>=0.10", "scipy>=1.10", "matplotlib>=3.7"],

@@ -17,7 +17,7 @@ fi
 
 # The editable install must point at THIS checkout (another clone may have been installed before).
 if (cd /tmp && "$py" -c "
-import sys, wavegen, wavegen.kernels, numba, numba_cuda, greenlet, accelerate, soundfile, soxr, safetensors, tensorboard, tqdm, pytest, matplotlib, aiohttp, playwright, librosa, scipy
+import sys, wavegen, wavegen.kernels, numba, numba_cuda, greenlet, accelerate, soundfile, soxr, safetensors, tensorboard, tqdm, pytest, xdist, matplotlib, aiohttp, playwright, librosa, scipy
 sys.exit(not (wavegen.__file__.startswith(sys.argv[1]) and wavegen.kernels.__file__.startswith(sys.argv[1])))
 " "$repo/") 2>/dev/null && command -v wavegen >/dev/null; then
   echo "setup: wavegen already installed from $repo"

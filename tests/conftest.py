@@ -7,6 +7,9 @@ Tests marked `gpu` skip themselves where torch sees no CUDA device.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -215,3 +218,55 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason="needs a CUDA GPU: torch.cuda.is_available() is false here")
     for item in gpu_tests:
         item.add_marker(skip)
+
+
+# ----- tests that run alone beside pytest-xdist's other worker ---------------------------------------
+
+
+def pytest_configure(config):
+    """The controller of a pytest-xdist run makes the folder of the locks that its workers share."""
+    if not hasattr(config, "workerinput") and (config.getoption("numprocesses", None) or 0):
+        os.environ["WAVEGEN_TEST_LOCKS"] = tempfile.mkdtemp(prefix="wavegen-tests-")
+
+
+def pytest_unconfigure(config):
+    if not hasattr(config, "workerinput") and "WAVEGEN_TEST_LOCKS" in os.environ:
+        shutil.rmtree(os.environ.pop("WAVEGEN_TEST_LOCKS"), ignore_errors=True)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Under pytest-xdist (setup.cfg starts two workers), a test marked ``alone`` runs with no test
+    beside it: it times the machine or loads it on purpose. Every other test holds a shared lock from
+    its set-up to its teardown, an ``alone`` one the exclusive lock; a turnstile taken first keeps the
+    other worker's next tests from passing a test waiting to run alone."""
+    folder = os.environ.get("WAVEGEN_TEST_LOCKS") if hasattr(item.config, "workerinput") else None
+    if folder is None or not os.path.isdir(folder):
+        yield
+        return
+    import fcntl
+
+    alone = item.get_closest_marker("alone") is not None
+    with open(os.path.join(folder, "turnstile"), "a") as gate, open(os.path.join(folder, "tests"), "a") as held:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        yield  # the files' close lets the lock go
+
+
+def _utf8(text: str) -> str:
+    """text with any lone surrogate (a path not named in UTF-8, decoded with surrogateescape) written as \\udcXX."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A test's report made sendable from an xdist worker: tests of paths not named in UTF-8 capture them in
+    their output, which execnet cannot encode (it stopped the worker, and the run, with an internal error)."""
+    report = yield
+    report.sections = [(title, _utf8(content)) for title, content in report.sections]
+    if report.longrepr is not None and _utf8(str(report.longrepr)) != str(report.longrepr):
+        report.longrepr = _utf8(str(report.longrepr))
+    return report

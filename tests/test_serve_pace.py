@@ -173,6 +173,7 @@ def _spinning(proc: subprocess.Popen, timeout: float = 30.0) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.alone
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux's CPU affinity")
 def test_a_busy_machine_does_not_make_serve_refuse_a_model_that_keeps_up(tmp_path):
     """serve on one CPU beside three busy processes (it gets a quarter of that CPU at most), with a model
