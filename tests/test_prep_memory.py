@@ -17,6 +17,7 @@ import soundfile as sf
 
 import wavegen.prep_decode as prep_decode
 from wavegen.split import SPLITS
+from conftest import melody
 from test_prep_inputs import SR, prep, tones
 
 CORPUS_FILES = ("manifest.json", "train.npy", "val.npy", "test.npy", "train_segments.npy", "val_segments.npy",
@@ -61,6 +62,11 @@ def _declaring_hours(path, seconds=1.0, channels=8):
     frames it can: ~1,200 h x ``channels``, terabytes decoded; what a damaged header can say."""
     x = 0.3 * np.sin(2 * np.pi * 220 * np.arange(int(seconds * SR)) / SR)
     sf.write(path, np.repeat(x[:, None], channels, axis=1).astype(np.float32), SR)
+    return _declare_most_frames(path)
+
+
+def _declare_most_frames(path):
+    """The FLAC at path, its header made to declare the most frames it can (~1,200 h at 16 kHz)."""
     data = bytearray(path.read_bytes())
     assert data[:4] == b"fLaC" and data[4] & 0x7F == 0  # the first block is STREAMINFO
     fields = int.from_bytes(data[18:26], "big")  # rate 20 bits, channels 3, bits 5, total samples 36
@@ -154,6 +160,48 @@ def test_a_file_that_fits_at_last_makes_the_corpus_a_prep_that_never_skipped_mak
     assert [dict(f, split=None) for f in again["files"]] == [dict(f, split=None) for f in fresh["files"]]
     for i in range(len(fresh["files"])):
         assert _kept_audio(tmp_path / "c", i) == _kept_audio(tmp_path / "fresh", i)
+
+
+@pytest.mark.parametrize("starts", ["recorded", "damaged", "older"])
+def test_a_label_drawn_again_in_a_rerun_cuts_audio_from_the_corpus_in_time_recording_its_cut(tmp_path, monkeypatch,
+                                                                                            starts):
+    """A rerun after a memory skip takes the other files' audio from the corpus, whose entries recorded no segment
+    starts: a file of it cut in time there (its label drawn again: the file that fits now, a FLAC whose header
+    declares hours, has the audio of the label's only train file, which is skipped as its duplicate) recorded no
+    "time_cuts_seconds", so the next re-prep (another --top-db) could not keep its cut. Each entry records its
+    segments' starts ("segment_starts_seconds"), read back: the cut is recorded as a fresh prep records it. Damaged
+    starts: that file is decoded again; a corpus of an older prep (none recorded): taken from the corpus, as
+    before, with no cut recorded."""
+    rec = tmp_path / "rec"
+    for n in range(3):  # label b: split by file, one file in each split; each 1 s of silence at its end
+        sound = np.concatenate([melody(1.0 + 0.2 * n, SR, seed=n), np.zeros(SR, np.float32)])
+        (rec / "b").mkdir(parents=True, exist_ok=True)
+        sf.write(rec / "b" / f"b{n}.wav", sound, SR, subtype="PCM_16")
+    (train,) = [f["path"] for f in prep([rec], tmp_path / "probe", labels="folders")["files"] if f["split"] == "train"]
+    (rec / "a").mkdir()  # label a, before b: its FLAC holds the train file's audio (its header declaring hours)
+    sf.write(rec / "a" / "same.flac", sf.read(train, dtype="int16")[0], SR, subtype="PCM_16")
+    _declare_most_frames(rec / "a" / "same.flac")
+    first = _capped_prep(64, rec, tmp_path / "c", "--labels", "folders", "--quiet").manifest
+    assert [(os.path.basename(s["path"]), s.get("retry")) for s in first["skipped"]] == [("same.flac", True)]
+    manifest_path, held_file = tmp_path / "c" / "manifest.json", next(f for f in first["files"] if f["path"] != train)
+    if starts == "damaged":
+        held_file["segment_starts_seconds"] = ["0.0"]
+    for f in first["files"] if starts == "older" else []:
+        del f["segment_starts_seconds"]
+    manifest_path.write_text(json.dumps(first))
+    decoded = _decodes(monkeypatch)
+    again = prep([rec], tmp_path / "c", labels="folders")
+    assert sorted(decoded) == sorted(["same.flac"] + ([os.path.basename(held_file["path"])] if starts == "damaged"
+                                                      else []))
+    fresh = prep([rec], tmp_path / "fresh", labels="folders")
+    assert [s["path"] for s in again["skipped"]] == [train]  # the duplicate of the file that fits now
+    held = {f["path"]: f for f in again["files"] if f["label"] == "b"}
+    assert [f["split"] for f in held.values()] == ["time", "time"] and again["splits"] == fresh["splits"]
+    for f in fresh["files"]:
+        if f["path"] in held and starts != "older":
+            assert held[f["path"]].get("time_cuts_seconds") == f["time_cuts_seconds"] and held[f["path"]] == f
+        elif f["path"] in held:
+            assert "time_cuts_seconds" not in held[f["path"]]
 
 
 def _kept_audio(corpus: Path, index: int) -> bytes:

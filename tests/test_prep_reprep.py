@@ -296,9 +296,10 @@ def test_a_held_file_whose_kept_audio_now_ends_before_its_cut_is_said_and_its_cu
         again = prep([rec], tmp_path / "c", top_db=40)
     assert again["splits"]["test"]["samples"] == 0 and again["files"][0]["time_cuts_seconds"] == [8.0, 9.0]
     assert (f"{rec / 'only.wav'}: cut in time before at 8.000 s and 9.000 s of the file, and held there (no val or "
-            "test audio moves into train), but its kept audio now ends at 8.048 s of it (another --top-db, or the file "
-            "changed): val holds 0.048 s of it and test 0.000 s, where its fractions would give 0.805 s and 0.805 s; "
-            "to cut it again by its fractions, prepare with another --seed") in caplog.text
+            "test audio moves into train), but its kept audio now lies between 0.000 s and 8.048 s of it (another "
+            "--top-db, or the file changed): train holds 8.000 s of it, val 0.048 s and test 0.000 s, where its "
+            "fractions would give 6.438 s, 0.805 s and 0.805 s; to cut it again by its fractions, prepare with "
+            "another --seed") in caplog.text
     sf.write(rec / "only.wav", 0.9 * x[: 7 * SR], SR, subtype="FLOAT")  # remastered, 7 s
     for top_db in (60, 50):  # said again on the next prep (another --top-db), from the cut recorded at its end
         caplog.clear()
@@ -306,14 +307,41 @@ def test_a_held_file_whose_kept_audio_now_ends_before_its_cut_is_said_and_its_cu
             short = prep([rec], tmp_path / "c", top_db=top_db)
         assert short["splits"]["val"]["samples"] == short["splits"]["test"]["samples"] == 0
         assert short["files"][0]["time_cuts_seconds"] == [7.0, 7.0]
-        assert "val holds 0.000 s of it and test 0.000 s, where its fractions would give 0.700 s" in caplog.text
+        assert "train holds 7.000 s of it, val 0.000 s and test 0.000 s, where its fractions would give 5.600 s, " \
+            "0.700 s and 0.700 s" in caplog.text
     caplog.clear()
     sf.write(rec / "only.wav", x, SR, subtype="FLOAT")  # the 10 s file back: its old val audio to test, not train
     with caplog.at_level(logging.WARNING):
         back = prep([rec], tmp_path / "c", top_db=60)
     assert back["splits"]["train"]["samples"] == 7 * SR and back["splits"]["test"]["samples"] == 3 * SR
-    assert "at 7.000 s and 7.000 s of the file" in caplog.text and "val holds 0.000 s of it and test 3.000 s" \
-        in caplog.text  # val empty: still said
+    assert "at 7.000 s and 7.000 s of the file" in caplog.text and "train holds 7.000 s of it, val 0.000 s and " \
+        "test 3.000 s" in caplog.text  # val empty: still said
+
+
+def test_a_held_file_whose_kept_audio_now_begins_after_its_train_cut_is_said(tmp_path, caplog):
+    """A held file cut in time whose kept audio now begins after its recorded train cut (another --top-db trimmed a
+    quiet intro longer than its train part): train holds none of it, said of no file (the other file of the corpus
+    keeps train from being empty, so nothing is drawn again). No audio changes split; it is named in one line with
+    what each split holds against what its fractions would give, and how to cut it again."""
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    x = 0.2 * np.random.default_rng(0).standard_normal(10 * SR).astype(np.float32)
+    x[: int(8.5 * SR)] *= 10 ** (-50 / 20)  # a quiet intro: kept at --top-db 60, trimmed at 40
+    sf.write(rec / "late.wav", x, SR, subtype="FLOAT")
+    sf.write(rec / "other.wav", melody(6.0, SR, seed=3), SR)
+    first = prep([rec], tmp_path / "c", top_db=60)
+    assert [(f["split"], f["time_cuts_seconds"]) for f in first["files"]] == [("time", [8.0, 9.0]),
+                                                                             ("time", [4.8, 5.4])]
+    with caplog.at_level(logging.WARNING):
+        again = prep([rec], tmp_path / "c", top_db=40)
+    assert again["files"][0]["time_cuts_seconds"] == [8.0, 9.0] and again["files"][0]["kept_seconds"] < 1.6
+    assert not [row for row in np.load(tmp_path / "c" / "train_segments.npy") if row[2] == 0]  # none of it in train
+    assert (f"{rec / 'late.wav'}: cut in time before at 8.000 s and 9.000 s of the file, and held there (no val or "
+            "test audio moves into train), but its kept audio now lies between 8.448 s and 10.000 s of it (another "
+            "--top-db, or the file changed): train holds 0.000 s of it, val 0.552 s and test 1.000 s, where its "
+            "fractions would give 1.242 s, 0.155 s and 0.155 s; to cut it again by its fractions, prepare with "
+            "another --seed (every file's split is drawn again) or into a new folder") in caplog.text
+    assert "other.wav" not in caplog.text
 
 
 def test_a_label_drawn_again_counts_no_file_as_kept(tmp_path, caplog):

@@ -46,7 +46,8 @@ class Decoded(NamedTuple):
     path, None where it cannot be read), from_earlier ({file index: its index in the Earlier corpus}: kept
     audio taken from that corpus, written into the temporary folder by Earlier.write_audio, not yet there), and
     seg_starts (per file its kept segments' first samples in the file at the corpus rate, where its time is cut:
-    split.assign_splits; None for audio taken from an Earlier corpus, which does not record them)."""
+    split.assign_splits; for audio taken from an Earlier corpus, from its entry's "segment_starts_seconds": None
+    where it records none, a corpus of an older prep)."""
 
     files: list
     seg_lengths: list
@@ -132,6 +133,9 @@ def _decode_source(path: Path, settings: PrepSettings, digest: str, view: Finish
         "path": str(path),
         "duration_seconds": round(frames / sr_in, 6),
         "kept_seconds": round(len(kept) / rate, 6),
+        # where each kept stretch begins in the file: a rerun that takes this audio from the corpus (prep_earlier)
+        # reads them back, so a cut in time made there is recorded in the file's time
+        "segment_starts_seconds": [round(int(s) / rate, 6) for s, _ in intervals],
         "split": None,
         "sha256": digest,
         "label": None,
@@ -290,7 +294,8 @@ def decode_files(found, file_labels, tmp: Path, settings: PrepSettings, progress
             entry["label"] = label
             seen[entry["sha256"]] = heard[audio] = (str(path), label)
             seg_lengths.append([n for _, n in segments])
-            seg_starts.append(None if isinstance(kept, EarlierAudio) else [start for start, _ in segments])
+            starts = [start for start, _ in segments]
+            seg_starts.append(None if None in starts else starts)
             files.append(entry)
         if bar is not None:
             bar.update(1)

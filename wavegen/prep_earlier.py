@@ -12,13 +12,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-from wavegen.split import SPLITS
+from wavegen.split import SPLITS, manifest_seconds
 
 # a skip's reason for lack of memory, in a manifest written before "retry" was recorded
 _MEMORY_REASONS = ("too long to decode in memory", "too long to prepare in memory")
-# a file's manifest entry as prep_decode makes it (+ "partial_reason" where "partial", "recovered" where mended)
+# a file's manifest entry as prep_decode makes it (+ "partial_reason" where "partial"), and the keys it may have
+# besides: "recovered" where mended, "clipped", "segment_starts_seconds" (none in a corpus of an older prep)
 _ENTRY_KEYS = frozenset({"path", "duration_seconds", "kept_seconds", "split", "sha256", "label", "sample_rate_in",
                          "channels_in", "gain_db", "partial"})
+_ENTRY_KEYS_MAYBE = frozenset({"recovered", "clipped", "segment_starts_seconds"})
 
 
 def is_retry(skip: dict) -> bool:
@@ -65,10 +67,10 @@ class Earlier:
         return {f["path"]: f["sha256"] for f in self.manifest["files"]}
 
     def outcome(self, path: str):
-        """What the corpus made of path: (EarlierAudio, its segments [(None, length)]: where each began in the file
-        the corpus does not say, its entry less "split") for a file kept,
-        the reason for one skipped (not for lack of memory nor as a duplicate: decode_files judges those again),
-        or None: decode it."""
+        """What the corpus made of path: (EarlierAudio, its segments [(start, length)]: start where each began in
+        the file, at the corpus rate, from its entry's "segment_starts_seconds", None where a corpus of an older
+        prep records none; its entry less "split") for a file kept, the reason for one skipped (not for lack of
+        memory nor as a duplicate: decode_files judges those again), or None: decode it (its starts damaged too)."""
         skip = self._skips.get(path)
         if skip is not None:
             reason = skip.get("reason")
@@ -77,13 +79,35 @@ class Earlier:
         i = self._kept.get(path)
         entry = {} if i is None else self.manifest["files"][i]
         parts = self._rows.get(i, [])
-        if set(entry) - {"recovered", "clipped"} != _ENTRY_KEYS | ({"partial_reason"} if entry.get("partial") else set()) or \
+        if set(entry) - _ENTRY_KEYS_MAYBE != _ENTRY_KEYS | ({"partial_reason"} if entry.get("partial") else set()) or \
                 len(parts) != 1 or parts[0][0] != entry["split"]:
             return None  # not kept, cut in time, or an entry of another make
         lengths = [int(n) for n in parts[0][1][:, 1]]
         if abs(sum(lengths) / self._rate - entry["kept_seconds"]) > 1e-6:
             return None
-        return EarlierAudio(i), [(None, n) for n in lengths], dict(entry, split=None)
+        starts = self._starts(entry, lengths)
+        if starts is None:
+            return None
+        return EarlierAudio(i), list(zip(starts, lengths)), dict(entry, split=None)
+
+    def _starts(self, entry: dict, lengths: list[int]) -> list | None:
+        """Where each kept segment (lengths) of entry's file began in it, in samples at the corpus rate: its
+        "segment_starts_seconds"; [None] * len(lengths) where it records none (a corpus of an older prep: a file
+        cut in time from this audio records no cut); None where they are damaged (not one time per segment, each
+        at or after the end of the one before)."""
+        if "segment_starts_seconds" not in entry:
+            return [None] * len(lengths)
+        times = entry["segment_starts_seconds"]
+        if not isinstance(times, list) or len(times) != len(lengths):
+            return None
+        starts, end = [], 0
+        for seconds, length in zip(map(manifest_seconds, times), lengths):
+            at = None if seconds is None else seconds * self._rate  # inf for 1e308 s: refused, not rounded
+            if at is None or not end - 0.5 <= at < 2**62:
+                return None
+            starts.append(round(at))
+            end = starts[-1] + length
+        return starts
 
     def unchanged(self, files: list[dict], skipped: list[dict]) -> bool:
         """Whether files and skipped (every skip, the search's too) are the corpus's: the same files kept, the

@@ -160,7 +160,7 @@ def _time_cuts(kept: int, val_fraction: float, test_fraction: float) -> list[int
     return [0, kept - n_val - n_test, kept - n_test, kept]
 
 
-def _seconds(value) -> float | None:
+def manifest_seconds(value) -> float | None:
     """A manifest's number of seconds as a float; None for anything else (text, a bool, NaN, an integer too large
     for a float, as a damaged manifest may hold)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -183,10 +183,10 @@ def _recorded_cuts(entry: dict | None) -> list[float] | None:
     cuts = entry.get("time_cuts_seconds")
     if not isinstance(cuts, list) or len(cuts) != 2:
         return None
-    cuts = [_seconds(c) for c in cuts]
+    cuts = [manifest_seconds(c) for c in cuts]
     if None in cuts or not 0 <= cuts[0] <= cuts[1]:
         return None
-    duration = _seconds(entry.get("duration_seconds"))
+    duration = manifest_seconds(entry.get("duration_seconds"))
     return None if duration is not None and cuts[1] > duration + CUT_SLACK_SECONDS else cuts
 
 
@@ -226,23 +226,25 @@ class _TimeCuts:
         return times if duration is None else [min(t, duration) for t in times]
 
     def short_hold(self, i: int) -> str | None:
-        """Where file i holds its recorded cut (held) yet its kept audio now gives val or test under half of what its
-        fractions would (its kept audio ends before or just after the cut: another --top-db trimmed a quiet tail, a
-        remaster shortened it), words saying so and what to do; else None."""
+        """Where file i holds its recorded cut (held) yet its kept audio now gives a split under half of what its
+        fractions would (it begins after or just before the end of train: another --top-db trimmed a long quiet
+        intro; or it ends before or just after the end of train or val: a quiet tail trimmed, a shorter remaster),
+        words saying so, with what each split holds, and what to do; else None."""
         times = self.held(i)
         if times is None:
             return None
         at, fair = self.of(i), _time_cuts(sum(self.lengths[i]), *self.fractions)
-        now = [(at[n + 1] - at[n]) / self.rate for n in (1, 2)]
-        would = [(fair[n + 1] - fair[n]) / self.rate for n in (1, 2)]
+        now = [(at[n + 1] - at[n]) / self.rate for n in range(3)]
+        would = [(fair[n + 1] - fair[n]) / self.rate for n in range(3)]
         if not any(w > 0 and h < w / 2 for h, w in zip(now, would)):
             return None
-        end = (self.starts[i][-1] + self.lengths[i][-1]) / self.rate
+        begin, end = self.starts[i][0] / self.rate, (self.starts[i][-1] + self.lengths[i][-1]) / self.rate
         return (f"cut in time before at {times[0]:.3f} s and {times[1]:.3f} s of the file, and held there (no val or "
-                f"test audio moves into train), but its kept audio now ends at {end:.3f} s of it (another --top-db, "
-                f"or the file changed): val holds {now[0]:.3f} s of it and test {now[1]:.3f} s, where its fractions "
-                f"would give {would[0]:.3f} s and {would[1]:.3f} s; to cut it again by its fractions, prepare with "
-                "another --seed (every file's split is drawn again) or into a new folder")
+                f"test audio moves into train), but its kept audio now lies between {begin:.3f} s and {end:.3f} s "
+                f"of it (another --top-db, or the file changed): train holds {now[0]:.3f} s of it, val {now[1]:.3f} s "
+                f"and test {now[2]:.3f} s, where its fractions would give {would[0]:.3f} s, {would[1]:.3f} s and "
+                f"{would[2]:.3f} s; to cut it again by its fractions, prepare with another --seed (every file's split "
+                "is drawn again) or into a new folder")
 
     def _file_sample(self, i: int, position: int) -> int:
         """The file's sample where its kept audio's position lies (between two segments: the earlier one's end)."""
@@ -357,7 +359,8 @@ def assign_splits(files: list[dict], seg_lengths: list[list[int]], val_fraction:
     of the file goes where it went); only the others are assigned, toward the fractions of their whole label (a
     label that is still cut in time has its new files cut in time too). A label left with no train audio (only
     files held in val or test, none new) is drawn again as a fresh prep draws it, said. A held cut that leaves the
-    file's val or test under half its fractions' share (its kept audio now ends near or before the cut) is said.
+    file's train, val or test under half its fractions' share (its kept audio now begins after or ends before a
+    cut, or near it) is said.
     Returns (pieces: {split: [(file_index, offset, length)]} into each file's kept audio,
     split_mode: "file", "time", or "mixed" when some labels had too few files,
     kept: the indexes of the files that kept their earlier split (not those of a label drawn again)).
@@ -392,7 +395,7 @@ def assign_splits(files: list[dict], seg_lengths: list[list[int]], val_fraction:
         offset = 0
         if f["split"] == "time":
             # last test_fraction of the kept audio to test, val_fraction before it to val (or the recorded cuts)
-            at, record = cuts.of(i), cuts.record(i, _seconds(f.get("duration_seconds")))
+            at, record = cuts.of(i), cuts.record(i, manifest_seconds(f.get("duration_seconds")))
             if record is not None:
                 f["time_cuts_seconds"] = record
             for length in seg_lengths[i]:
