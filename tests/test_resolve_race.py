@@ -317,3 +317,42 @@ def test_the_album_profile_is_the_one_read_with_the_weights_not_a_replaced_best_
     model = ref.load("cpu")
     assert done and _holds(model, run / "best") and ref.weights_sha256() == _recorded(run / "best")["sha256"]
     assert criteria_for(GuardCriteria(), ref).centroid_high == pytest.approx(1000, rel=0.01)
+
+
+def test_best_replaced_between_resolution_and_load_is_built_from_its_own_config(tmp_path):
+    """best/ (8 kHz, dim 128) resolved, then replaced by a training (16 kHz, dim 96) before the load: its config.json
+    was read at resolution only, outside the replaced-while-read check, so the new weights were paired with the old
+    config (a 16 kHz model said to be 8 kHz; another size refused as not matching its config). The config is read with
+    the weights, of the same folder: the new best/'s."""
+    run = _run(tmp_path)
+    ref = resolve_model(run)
+    assert ref.sample_rate == 8000 and ref.config["model"]["dim"] == 128
+    save_tiny_model(run / ".tmp_best", seed=1, sample_rate=16000, dim=96)
+    replace_dir(run / ".tmp_best", run / "best")
+    model = ref.load("cpu")
+    assert _holds(model, run / "best") and ref.weights_sha256() == _recorded(run / "best")["sha256"]
+    assert ref.config == json.loads((run / "best" / "config.json").read_text())
+    assert ref.sample_rate == 16000 and ref.config["model"]["dim"] == 96
+
+
+def test_an_album_that_is_not_utf8_is_judged_as_read_with_the_weights(tmp_path, caplog):
+    """best/'s album.json not UTF-8 text: it was left out of what the load read, and the guard read album.json again
+    from disk later, by then a new best/'s (a training replaced it after the load): model A's audio judged by model
+    B's album (2 kHz). The bytes read with the weights are kept and judged: ignored, naming the byte, fixed
+    thresholds (not B's)."""
+    import logging
+
+    from wavegen.render.guard import GuardCriteria, criteria_for
+
+    run = _run(tmp_path)
+    (run / "best" / "album.json").write_bytes(_album(220).encode()[:-1] + b', "by": "caf\xe9"}')
+    ref = resolve_model(run)
+    ref.load("cpu")
+    save_tiny_model(run / ".tmp_best", seed=1)
+    (run / ".tmp_best" / "album.json").write_text(_album(2000))
+    replace_dir(run / ".tmp_best", run / "best")
+    caplog.set_level(logging.WARNING)
+    criteria = criteria_for(GuardCriteria(), ref)
+    assert criteria.album_profile is None and criteria == GuardCriteria(), criteria
+    said = [r.getMessage() for r in caplog.records if "album.json" in r.getMessage()]
+    assert len(said) == 1 and "can't decode byte 0xe9" in said[0] and "fixed thresholds" in said[0], said

@@ -12,8 +12,8 @@ non-finite step.
   uniform guess over the q_levels scores (log2(q_levels) bits) for LOSS_STEPS steps in a row past warm-up: finite,
   but learning nothing (a learning rate far too large, ``train.lr=1e6``; from a resumed session's first step on:
   the weights resumed from, ruined before it): every step's loss counted on the device, judged at the log rows (the
-  last step always logs, so a run shorter than its log interval is judged too), warned of once, in one line; the
-  training goes on.
+  last step always logs, so a run shorter than its log interval is judged too) and at a stop between them (Ctrl-C,
+  SIGTERM: the steps trained since the last row), warned of once, in one line; the training goes on.
 """
 
 from __future__ import annotations
@@ -209,17 +209,19 @@ class AboveUniform:
             self.stretch = torch.zeros((), dtype=torch.int64, device=loss.device)
         self.stretch = torch.where(above, self.stretch + 1, torch.zeros_like(self.stretch))
 
-    def note(self, step: int, loss_bits: float) -> str | None:
-        """At the log row of step ``step`` (its mean loss ``loss_bits``), the steps counted so far: the warning's line
-        where they make the stretch (once), else None. Reads the count back (one host sync)."""
+    def note(self, step: int, loss_bits: float, at_row: bool = True) -> str | None:
+        """At the log row of step ``step`` (its mean loss ``loss_bits``; ``at_row`` False: a stop between rows, the
+        mean of the steps since the last one), the steps counted so far: the warning's line where they make the
+        stretch (once), else None. Reads the count back (one host sync)."""
         if self.said or self.stretch is None:
             return None
         stretch = int(self.stretch)
         if min(stretch, step - self.warmup_steps) < LOSS_STEPS:
             return None
         self.said = True
+        mean = "this log row's mean" if at_row else "the mean since the last log row, judged at the stop"
         return (f"step {step}: the training loss has stayed above {self.limit_bits:.1f} bits/sample for {stretch} "
-                f"steps in a row (this log row's mean: {loss_bits:.4g}), far above the {self.uniform_bits:.2f} "
+                f"steps in a row ({mean}: {loss_bits:.4g}), far above the {self.uniform_bits:.2f} "
                 f"bits/sample of a uniform guess over the {self.q_levels} q_levels (ln({self.q_levels}) nats): the "
                 f"model is learning nothing; {self._why(stretch >= step - self.start_step)}")
 
@@ -253,11 +255,12 @@ def note_loss(run, loss_nats: torch.Tensor) -> None:
         _guard(run).step(loss_nats)
 
 
-def watch_loss(run, loss_bits: float) -> None:
-    """At a log row of ``run`` (its mean loss ``loss_bits``): the main process warns once where the loss has stayed
-    far above a uniform guess (:class:`AboveUniform`) at every step of a long enough stretch."""
+def watch_loss(run, loss_bits: float, at_row: bool = True) -> None:
+    """At a log row of ``run`` (its mean loss ``loss_bits``), or (``at_row`` False) at a stop between rows (the mean of
+    the steps since the last one): the main process warns once where the loss has stayed far above a uniform guess
+    (:class:`AboveUniform`) at every step of a long enough stretch."""
     if not run.main:
         return
-    said = _guard(run).note(run.step, loss_bits)
+    said = _guard(run).note(run.step, loss_bits, at_row)
     if said is not None:
         logger.warning("%s", said)

@@ -60,7 +60,8 @@ class ModelRef:
     tensors_sha256: str | None = None  # their tensors' digest once read (weights_tensors_sha256)
     checkpoint: str | None = None  # the --checkpoint resolved ("last", "step_N"): load() looks again for "last"
     # a model folder's files beside its weights, read with them by load() (resolve_replaced: of the same folder, a best/
-    # replaced meanwhile read again), by name -> text (None: not there); None until then. album.json: the guard's profile
+    # replaced meanwhile read again; config.json too, into config), by name -> text (bytes where not UTF-8; None: not
+    # there); None until then. album.json: the guard's profile
     read_beside: dict | None = None
 
     @property
@@ -87,7 +88,8 @@ class ModelRef:
         """The model in eval mode on ``device``: trained weights where there are any. The weights
         file's header is checked against the config before anything is built, and a model folder's
         weights against the sha256 they were written with: read once, whole, into memory, and the bytes read checked
-        and loaded, from one folder (a run's best/ replaced meanwhile: wavegen.resolve_replaced.read_whole)."""
+        and loaded, from one folder, with its config.json (``config`` read again: a run's best/ replaced since its
+        resolution, or meanwhile: wavegen.resolve_replaced.read_whole)."""
         if self.weights is None:
             return self.build(device).to(device).eval()
         from wavegen.models import build_model

@@ -2,9 +2,9 @@
 memory; the bytes read are hashed and checked against the folder's weights.json, and the tensors are made from those
 same bytes, so the model loaded, the sha256 said of it and its tensors' digest are of one file. A run's best/ that a
 training replaces meanwhile (:func:`wavegen.fileio.replace_dir`: best -> best.old, the new folder -> best, best.old
-removed) is resolved again and read once more, never read from a folder gone nor from two folders' files: the files
-beside the weights that are read after the load (album.json, the render guard's profile) are read with them
-(``ModelRef.read_beside``)."""
+removed) is resolved again and read once more, never read from a folder gone nor from two folders' files: its
+config.json (read again: the one resolved may be of a best/ replaced since) and the files beside the weights that are
+read after the load (album.json, the render guard's profile: ``ModelRef.read_beside``) are read with them."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pathlib import Path
 from wavegen.config import ConfigError
 from wavegen.errors import CheckpointError, WavegenError
 from wavegen.resolve import BEST_FOLDERS, CONFIG_FILE, ModelRef, instead_of_best, resolve_model
+from wavegen.resolve_config import read_config
 
 
 def read_whole(ref: ModelRef, device) -> dict:
@@ -56,6 +57,9 @@ def _read_once(ref: ModelRef, device) -> dict:
     def advice():
         return instead_of_best(ref.folder)
 
+    # the config the model is built from, of the folder the weights are read from: the one resolved may be of a best/
+    # a training replaced between resolution and load (no check spans that gap: nothing holds the folder then)
+    ref.config = read_config(ref.folder / CONFIG_FILE)
     checked = False
     try:  # a model too large for memory refused before its bytes are read (its header matching its config)
         check_model_memory(ref.config, ref.weights, device)
@@ -81,17 +85,23 @@ def _read_once(ref: ModelRef, device) -> dict:
 
 def _read_beside(folder: Path) -> dict:
     """The files of model folder ``folder`` read with its weights (the album profile the render guard takes, album.json:
-    read after the load, a best/ replaced meanwhile paired a new profile with the weights read), by name -> text (None:
-    not there). One that cannot be read otherwise is left out, for its reader to name."""
+    read after the load, a best/ replaced meanwhile paired a new profile with the weights read), by name -> text, or
+    the bytes read where they are not UTF-8 (its reader names them as not text, without reading the file again); None:
+    not there. One that cannot be read otherwise is left out, for its reader to name."""
     from wavegen.render.album import ALBUM_FILE
 
     read = {}
     try:
-        read[ALBUM_FILE] = (folder / ALBUM_FILE).read_text()
+        data = (folder / ALBUM_FILE).read_bytes()
     except (FileNotFoundError, NotADirectoryError):
         read[ALBUM_FILE] = None
-    except (OSError, ValueError):
+    except OSError:
         pass
+    else:
+        try:
+            read[ALBUM_FILE] = data.decode("utf-8")
+        except UnicodeDecodeError:
+            read[ALBUM_FILE] = data  # json.loads refuses them as read_text would, naming the byte
     return read
 
 

@@ -374,6 +374,7 @@ def _run_steps(run: _Run, stream: BatchStream, stop: StopSignals) -> str:
         except BatchBuildingStopped:
             logger.warning("stopped while building the batches of step %d", run.step + 1)
             check_finite(run, state=run.step > run.start_step)
+            _judge_since_row(run)
             if run.step > run.start_step:
                 _save_once(run)  # a stop during validation or samples: this step's checkpoint may be saved
             return "interrupted"
@@ -417,6 +418,8 @@ def _after_step(run: _Run, stop: StopSignals) -> bool:
     check_finite(run, state=val_now or at_checkpoint or stopping)
     if log_now:
         _log_train(run, paused)
+    elif stopping:
+        _judge_since_row(run)
     if val_now:
         _validate(run)
     # Alone, the samples come first: a kill while they are drawn resumes before the step, and draws them again.
@@ -449,6 +452,13 @@ def _log_train(run: _Run, now: float) -> None:
     run.running.zero_()
     run.running_steps = 0
     run.window[:] = [0, time.perf_counter()]
+
+
+def _judge_since_row(run: _Run) -> None:
+    """A stop between log rows: the steps trained since the last row judged by the loss guard as a row judges them
+    (divergence.watch_loss); no row is written (the checkpoint keeps their sum: a resume's first row logs them)."""
+    if run.running_steps:
+        watch_loss(run, float(_running_mean(run)) / run.running_steps / LN2, at_row=False)
 
 
 def _save_once(run: _Run) -> None:
