@@ -16,11 +16,12 @@ out byte-identical to a server that never stopped (the uniforms are keyed by pos
 samples are drawn again). Each snapshot keeps the one it replaces (``snapshot.prev.npz``, as a
 render keeps ``rank{r}.prev.npz``): where the newest is damaged (cut short by a crash, a bad sector; a
 state the engine does not take, or whose label is not the blend it holds), missing, or something else than a
-file (a folder, a FIFO: never opened; moved aside, named), a restart goes on from the one before it, said in
-one line naming the damaged file, and writes the audio after it again (the same samples). One this user may not
-read (its permissions) is not damaged: refused naming it, nothing written over. A params.json damaged or gone is
-written again from the snapshot (it records the same parameters), said; a snapshot gone while the parts hold audio
-one counted is refused, the parts untouched.
+file (a folder, a FIFO: never opened; a link to nothing, named with its target), a restart goes on from the one
+before it, said in one line naming the damaged file, which is moved aside, not deleted (``snapshot.npz.damaged``;
+a link itself, its target untouched), and writes the audio after it again (the same samples). One this user may
+not read (its permissions) is not damaged: refused naming it, nothing written over. A params.json damaged or gone
+is written again from the snapshot (it records the same parameters), said; a snapshot gone while the parts hold
+audio one counted is refused, the parts untouched.
 
 A label switch (POST /label) writes its snapshot as both files: only snapshots from the switch on record
 the new label, and a fallback to one before it would undo the switch.

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from wavegen.errors import WavegenError
-from wavegen.fileio import fsync_dir, free_name, not_a_file, read_json_object, stale_temporaries, write_json
+from wavegen.fileio import (fsync_dir, free_name, link_to_nothing, not_a_file, read_json_object, stale_temporaries,
+                            write_json)
 from wavegen.render import PCMWriter, load_snapshot, save_snapshot
 from wavegen.render.folder import remove_temporaries
 from wavegen.render.model_change import TENSORS_KEY, with_recorded_tensors
@@ -162,6 +163,18 @@ def state_file(archive: Archive, path: Path) -> bool:
     return True
 
 
+def not_a_snapshot_file(path: Path) -> str | None:
+    """What is at a snapshot's name ``path`` where it is something else than a file, as said after its path: "is
+    a folder, not a snapshot file" (a FIFO, a device: never opened, it would block), "is a link to TARGET, which
+    does not exist" (its read would say only "No such file" of the link's name, and a rename onto it replace the
+    link); None otherwise."""
+    kind = not_a_file(path)
+    if kind is not None:
+        return f"is a {kind}, not a snapshot file"
+    nothing = link_to_nothing(path)
+    return None if nothing is None else nothing[0].removeprefix(f"{path} ")
+
+
 def snapshot_to_resume(archive: Archive) -> tuple[Path, dict[str, np.ndarray], int, dict, str | None] | None:
     """Looked at only: (the snapshot file read, its engine state, position and meta, None); where the newest
     cannot be gone on from (:func:`judged`: damaged, something else than a file at its name, a state that does
@@ -189,12 +202,12 @@ def judged(archive: Archive, path: Path) -> tuple[dict[str, np.ndarray], int, di
     """The snapshot at ``path`` (engine state, position, meta) where it can be gone on from; else what is wrong
     with it, as said after its path: "is damaged (WHY)" (a state the engine does not take, or whose label is not
     its blend: ``archive.state_fits``, too), "is a folder, not a snapshot file" (a FIFO: never opened, it would
-    block); None where nothing is there (a link to nothing is there: its read says so)."""
+    block), "is a link to TARGET, which does not exist"; None where nothing is there."""
     if not os.path.lexists(path):
         return None
-    kind = not_a_file(path)
-    if kind is not None:
-        return f"is a {kind}, not a snapshot file"
+    what = not_a_snapshot_file(path)
+    if what is not None:
+        return what
     got = load(path)
     if isinstance(got, str):
         return f"is damaged ({got})"
@@ -204,10 +217,11 @@ def judged(archive: Archive, path: Path) -> tuple[dict[str, np.ndarray], int, di
 
 def engine_fit(engine, label_state):
     """→ ``Archive``'s ``state_fits(state, meta)``: None where a snapshot's engine ``state`` loads into ``engine``
-    (left holding it: the station loads the one gone on from after) and the label its ``meta`` records is the
-    blend that state holds (``label_state``, the station's :class:`~wavegen.serve.control.LabelState`: its
-    ``misfit``, which its ``restore`` refuses by too); else what does not fit, said. Checked while the archive
-    opens, so a snapshot that does not fit is fallen back from as a damaged one."""
+    (left holding it) and the label its ``meta`` records is the blend that state holds (``label_state``, the
+    station's :class:`~wavegen.serve.control.LabelState`: its ``misfit``); else what does not fit, said. Checked
+    while the archive opens, so a snapshot that does not fit is fallen back from as a damaged one. The one gone on
+    from is the last judged: the engine holds it, and the station takes its label (``LabelState.adopt``) without
+    loading or parsing it again."""
     def state_fits(state: dict, meta: dict) -> str | None:
         try:
             engine.load_state_dict(state)
@@ -219,12 +233,14 @@ def engine_fit(engine, label_state):
 
 
 def fall_back(archive: Archive, what: str, state: dict[str, np.ndarray], meta: dict) -> None:
-    """The newest snapshot ``what`` (damaged, missing, or not a file), all checked: said, and the one before it
-    (``state``, ``meta``) put in its place, as a render does (:func:`~wavegen.render.writers.load_snapshot`'s
-    fallback): the next snapshot keeps it, not the damaged file, as its own fallback. Something else than a
-    file at its name (a folder, a FIFO) is moved aside first, named, not deleted. Where :func:`rotated_past`
-    moved ``first_part`` up, the snapshot put in place records it (written again from ``state``): a server
-    killed before its next snapshot does not leave the rotated parts to be said gone at the restart after."""
+    """The newest snapshot ``what`` (damaged, not fitting the engine, missing, or not a file), all checked: said,
+    and the one before it (``state``, ``meta``) put in its place, as a render does
+    (:func:`~wavegen.render.writers.load_snapshot`'s fallback): the next snapshot keeps it, not the damaged file, as
+    its own fallback. Whatever was at its name (a damaged file, one that does not fit, a folder, a FIFO, a link to
+    nothing) is moved aside first, named, not deleted: what went wrong can still be looked into. Where
+    :func:`rotated_past` moved ``first_part`` up, the snapshot put in place records it (written again from
+    ``state``): a server killed before its next snapshot does not leave the rotated parts to be said gone at the
+    restart after."""
     snap = archive.state_dir / SNAPSHOT_FILE
     prev = previous_snapshot(snap)
     aside = set_aside(snap)
@@ -240,9 +256,10 @@ def fall_back(archive: Archive, what: str, state: dict[str, np.ndarray], meta: d
 
 
 def set_aside(path: Path) -> str:
-    """Something else than a file at a snapshot's name ``path`` (a folder, a FIFO) moved aside, not deleted (to
-    ``NAME.damaged``, else ``NAME.damaged2``, ...) → " (moved to NAME.damaged)"; "" where nothing was moved."""
-    if not_a_file(path) is None:
+    """What is at a snapshot's name ``path`` and not gone on from (a damaged file, a folder, a FIFO, a link: the link
+    itself, its target untouched) moved aside, not deleted (to ``NAME.damaged``, else ``NAME.damaged2``, ...)
+    → " (moved to NAME.damaged)"; "" where nothing is there."""
+    if not os.path.lexists(path):
         return ""
     moved = free_name(path.with_name(path.name + ".damaged"))
     os.replace(path, moved)
@@ -251,14 +268,14 @@ def set_aside(path: Path) -> str:
 
 def clear_previous(archive: Archive) -> None:
     """Gone on from the newest snapshot: something else than a file where it moves the one it replaces, its next
-    snapshot (``snapshot.prev.npz``: a folder would stop the server there, a FIFO be written over) moved aside,
-    said."""
+    snapshot (``snapshot.prev.npz``: a folder would stop the server there, a FIFO be written over, a link to
+    nothing be replaced) moved aside, said."""
     prev = previous_snapshot(archive.state_dir / SNAPSHOT_FILE)
-    kind = not_a_file(prev)
-    if kind is not None:
+    what = not_a_snapshot_file(prev)
+    if what is not None:
         aside = set_aside(prev)
-        logger.warning("archive %s: %s is a %s, not a snapshot file%s; the next snapshot keeps the one it "
-                       "replaces there", archive.folder, prev, kind, aside)
+        logger.warning("archive %s: %s %s%s; the next snapshot keeps the one it replaces there", archive.folder,
+                       prev, what, aside)
 
 
 def rotated_past(archive: Archive, index: int, meta: dict) -> None:

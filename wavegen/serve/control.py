@@ -187,6 +187,11 @@ class LabelState:
         why = self.misfit(meta, state)
         if why is not None:
             raise ServeError(f"{where} is damaged ({why}); choose another --archive")
+        self.adopt(meta, state)
+
+    def adopt(self, meta: dict, state: dict) -> None:
+        """Continue with the label a snapshot's ``meta`` records, its blend the one its engine ``state`` holds, as
+        :meth:`misfit` found it (checked before: the label is not parsed again)."""
         if "label" not in meta or not self.labels:
             return
         text = meta["label"]
@@ -196,7 +201,7 @@ class LabelState:
         if text != self.text:
             logger.info("the archive's snapshot was taken with label %r (switched to at %d samples): the stream "
                         "goes on with it, not --label %r", text, self.since, self.text)
-        self.text, self.weights = text, self.parse(text, max_chars=None)
+        self.text, self.weights = text, np.asarray(state["label_weights"], dtype=np.float32).reshape(-1)
 
 
 def apply_label(engine, weights: np.ndarray) -> None:

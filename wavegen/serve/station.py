@@ -34,7 +34,7 @@ from wavegen.generate import make_engine, temperatures, uniforms
 from wavegen.render import guard_verdict, parse_label
 from wavegen.render.guard import criteria_for
 from wavegen.render.model_change import TENSORS_KEY
-from wavegen.serve.archive import MODEL_FOLDER_KEY, SNAPSHOT_FILE, Archive, ServeError
+from wavegen.serve.archive import MODEL_FOLDER_KEY, Archive, ServeError
 from wavegen.serve.archive_folder import check_archive_folder
 from wavegen.serve.archive_model import model_folder, played_model, weights_finder
 from wavegen.serve.archive_resume import engine_fit
@@ -198,9 +198,8 @@ class Station:
                 state, self.position, meta = self.archive.open()
                 self.events = meta.get("events", [])
                 self.event_counts = meta.get("event_counts", {})
-                if state is not None:
-                    self._restore(state)
-                    self.label_state.restore(meta, state, str(self.archive.state_dir / SNAPSHOT_FILE))
+                if state is not None:  # judged by engine_fit as it opened: the engine holds it, its label fits
+                    self.label_state.adopt(meta, state)
             title = f"wavegen: {self.name}, seed {self.settings.seed}"
             self.encoder = OggOpusEncoder(self.sample_rate, self.position / self.sample_rate, title)
         except BaseException as err:
@@ -235,14 +234,6 @@ class Station:
             logger.warning("%s did not keep up with real time throughout the start-up check (%s): this machine is "
                            "busy (%s); while it is, the broadcast may fall behind (delay_seconds in /status)",
                            self.ref.source, why, load_text())
-
-    def _restore(self, state: dict[str, np.ndarray]) -> None:
-        try:
-            self.engine.load_state_dict(state)
-        except (KeyError, ValueError, TypeError, RuntimeError) as err:  # params matched: the file was changed
-            snap = self.archive.state_dir / SNAPSHOT_FILE
-            raise ServeError(f"{snap} does not fit this model's engine ({type(err).__name__}: {err}): "
-                             f"{self.archive.folder} cannot be continued; choose another --archive") from None
 
     @property
     def name(self) -> str:
