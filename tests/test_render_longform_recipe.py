@@ -221,3 +221,73 @@ def test_a_rerun_that_writes_a_damaged_report_again_keeps_the_rendering_sessions
         kbytes = int(re.search(rb"Maximum resident set size \(kbytes\): (\d+)", timed).group(1))
         assert f"peak memory   {kbytes / 1024:.0f} MB (last session that rendered)" in again.stdout, again.stdout
     assert "rebuilt" in json.loads(report.read_text())
+
+
+def has_gnu_time() -> bool:
+    return subprocess.run(["bash", "-c", "/usr/bin/time -v true"], capture_output=True).returncode == 0
+
+
+# a stand-in that sleeps while $SLEEP_ONCE exists (removing it: once), then writes the report $REPORT_JSON holds
+REPORTING_WAVEGEN = r"""#!/usr/bin/env bash
+while [ $# -gt 0 ]; do [ "$1" = --out ] && out=$2; shift; done
+if [ -n "${SLEEP_ONCE:-}" ] && [ -e "$SLEEP_ONCE" ]; then rm -f "$SLEEP_ONCE"; sleep 120; fi
+if [ -n "${REPORT_JSON:-}" ]; then printf '%s' "$REPORT_JSON" > "$out/render_report.json"; fi
+"""
+
+
+def test_the_leftovers_of_a_recipe_killed_with_9_are_removed_by_the_next_run(tmp_path):
+    """A recipe killed with -9 while it rendered left .done/began.PID and .done/time.txt.new.PID for good; the next
+    run removes those of processes that have ended, and leaves a live one's (a recipe rendering now)."""
+    import signal
+
+    if not has_gnu_time():
+        pytest.skip("no GNU time here: the recipe keeps no timing file")
+    repo = make_repo(tmp_path, REPORTING_WAVEGEN)
+    out, sleeping = repo.parent / "out", tmp_path / "sleep_once"
+    sleeping.touch()
+    env = {**os.environ, "PATH": f"{repo.parent / 'bin'}{os.pathsep}{os.environ['PATH']}", "SLEEP_ONCE": str(sleeping)}
+    killed = subprocess.Popen(["bash", str(repo / "recipes" / "longform" / "run.sh"), "m", "--dir", "out",
+                               "--stop-stage", "1"], cwd=repo.parent, env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while sleeping.exists() and time.monotonic() < deadline:  # the stand-in renders (sleeps) now
+            time.sleep(0.05)
+        left = sorted(p.name for p in (out / ".done").iterdir())
+        assert left == [f"began.{killed.pid}", f"time.txt.new.{killed.pid}"], left
+    finally:
+        os.killpg(killed.pid, signal.SIGKILL)  # the recipe, GNU time and the stand-in under it
+        killed.wait(timeout=60)
+    live = [out / ".done" / f"began.{os.getpid()}", out / ".done" / f"time.txt.new.{os.getpid()}"]
+    for path in live:  # a recipe that is still running (this process stands in for it)
+        path.touch()
+    done = longform(repo, "m", "--dir", out, "--stop-stage", 1)
+    assert done.returncode == 0, done.stderr
+    assert sorted((out / ".done").iterdir()) == sorted(live)
+
+
+@pytest.mark.parametrize("rebuilt", [True, False])
+def test_a_rebuilt_report_is_told_by_its_key_whatever_its_layout(tmp_path, rebuilt):
+    """Whether a report was written again from the files (so the rerun rendered nothing and the rendering session's
+    timing stays) was told by a grep for `^ "rebuilt": ` (the report's indent of 1): a report laid out otherwise, as
+    one line, had its rerun's timing replace the rendering session's."""
+    if not has_gnu_time():
+        pytest.skip("no GNU time here: the recipe keeps no timing file")
+    repo = make_repo(tmp_path, REPORTING_WAVEGEN)
+    out = repo.parent / "out"
+    (out / ".done").mkdir(parents=True)
+    timing = out / ".done" / "time.txt"
+    timing.write_text("\tMaximum resident set size (kbytes): 2048000\n")  # the rendering session's
+    report = {"status": "complete", "params": {"rebuilt": "a key of params, not of the report"}}
+    if rebuilt:
+        report["rebuilt"] = "the render's own report was damaged"
+    env = {**os.environ, "PATH": f"{repo.parent / 'bin'}{os.pathsep}{os.environ['PATH']}",
+           "REPORT_JSON": json.dumps(report)}  # one line: no indent
+    done = subprocess.run(["bash", str(repo / "recipes" / "longform" / "run.sh"), "m", "--dir", "out",
+                           "--stop-stage", "1"], cwd=repo.parent, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (out / ".done").iterdir()) == ["time.txt"]
+    if rebuilt:  # rendered nothing: the rendering session's timing stays
+        assert timing.read_text() == "\tMaximum resident set size (kbytes): 2048000\n"
+    else:  # rendered: its own timing, GNU time's
+        assert "Command being timed" in timing.read_text()

@@ -115,6 +115,34 @@ def test_a_damaged_report_and_a_stream_cut_short_is_refused_naming_both(model, f
     assert snapshot_of(out) == before
 
 
+def test_a_foreign_stream_of_the_full_length_beside_a_damaged_report_is_refused_naming_it(model, finished, tmp_path,
+                                                                                         capsys):
+    """Another program's file at a stream's name, of the render's length, rate, channels and format, was taken for
+    the render's: the report was written again over it, "complete". The streams' CRC-32s, which the report records
+    right after its parameters (so a cut report keeps them), tell it; a report of an older wavegen, without them, is
+    judged by the length alone, as before."""
+    from test_render_stream_crc import noise_like
+
+    fmt, _, text = finished
+    out = copy_of(finished, tmp_path)
+    report_path, foreign = out / "render_report.json", out / f"stream_001.{fmt}"
+    report_path.write_text(cut_after_params(text))
+    noise_like(foreign)
+    before = snapshot_of(out)
+    assert render_cli(model, out, "--streams", 2, "--format", fmt) == 2
+    line = error_line(capsys)
+    assert line.startswith(f"wavegen render: error: {report_path}: unreadable render report")
+    assert f", and {foreign} is not the stream this render wrote (its audio's CRC-32 differs from the one the " \
+        "report's readable part records: another program's file, or changed since); put the render's own file " \
+        f"back, or move it out of {out} to keep it and rerun with --restart to render every stream again" in line
+    assert snapshot_of(out) == before
+    older = json.loads(text)
+    del older["stream_crc32"]
+    report_path.write_text(cut_after_params(json.dumps(older, indent=1)))
+    assert render_cli(model, out, "--streams", 2, "--format", fmt) == 0
+    assert "its 2 stream(s) are complete and the parameters" in error_line(capsys)
+
+
 def test_a_damaged_report_rerun_with_another_setting_is_refused_as_any_other(model, finished, tmp_path, capsys):
     fmt, _, text = finished
     out = copy_of(finished, tmp_path)
@@ -219,9 +247,9 @@ def test_a_damaged_report_beside_an_unfinished_render_is_set_aside_and_the_rende
 @pytest.mark.parametrize("progress", [True, False])
 def test_the_streams_measured_to_write_a_damaged_report_again_are_said_with_progress(model, finished, tmp_path,
                                                                                        caplog, progress):
-    """A long FLAC render's streams are decoded to the end to write its report again: minutes of silence for
-    hours of audio. It is said first, and the decoding shows progress (a plain line where stderr is no terminal),
-    none where the render shows none."""
+    """A long FLAC render's streams are decoded to the end to write its report again (a WAV render's read, to check
+    them against their CRC-32s): minutes of silence for hours of audio. It is said first, and the reading shows
+    progress (a plain line where stderr is no terminal), none where the render shows none."""
     from render_helpers import settings
     from wavegen.render import render
 
@@ -232,17 +260,19 @@ def test_the_streams_measured_to_write_a_damaged_report_again_are_said_with_prog
     with caplog.at_level("INFO"):
         render(model, out, settings(0.125, streams=2, format=fmt), progress=progress)
     said = caplog.messages
-    how = "decoding 0.25 s of FLAC to the end" if fmt == "flac" else "reading their WAV headers"
-    measuring = f"{report_path} is damaged: measuring its 2 stream(s) from their files ({how}) to see whether the " \
-        "render is complete and write the report again"
+    how = "decoding 0.25 s of FLAC" if fmt == "flac" else "reading 0.25 s of WAV audio"
+    measuring = f"{report_path} is damaged: measuring its 2 stream(s) from their files ({how} to the end, checked " \
+        "against the CRC-32s the report's readable part records) to see whether the render is complete and write " \
+        "the report again"
     assert measuring in said, said
     rebuilt = next(i for i, line in enumerate(said) if "its 2 stream(s) are complete" in line)
     assert said.index(measuring) < rebuilt
-    decoded = [line for line in said if line.startswith("decoded: ")]
-    if fmt == "flac" and progress:  # every stream's seconds, decoded
-        assert len(decoded) == 1 and decoded[0].startswith("decoded: 0.25/0.25 s (100%)"), said
+    verb = "decoded" if fmt == "flac" else "read"
+    decoded = [line for line in said if line.startswith(("decoded: ", "read: "))]
+    if progress:  # every stream's seconds, decoded (FLAC) or read (WAV: checked against its CRC-32)
+        assert len(decoded) == 1 and decoded[0].startswith(f"{verb}: 0.25/0.25 s (100%)"), said
         assert said.index(measuring) < said.index(decoded[0]) < rebuilt
-    else:  # headers read, or no progress asked for: nothing to show
+    else:  # no progress asked for: nothing to show
         assert decoded == []
 
 

@@ -66,6 +66,30 @@ cd "$(dirname "$0")/../.."
 unset dir
 source recipes/stages.sh  # the stage range checked; no dir set: this recipe keeps no stage markers
 
+remove_dead_leftovers() {  # remove_dead_leftovers DONE: the files a recipe killed with -9 left in DONE
+  # (time.txt.new.PID, began.PID) whose process has ended; a live one's (a recipe rendering now) stay
+  local file pid
+  for file in "$1"/time.txt.new.* "$1"/began.*; do
+    [ -f "$file" ] || continue
+    pid=${file##*.}
+    case "$pid" in ''|*[!0-9]*) continue ;; esac
+    if ! kill -0 "$pid" 2>/dev/null && [ ! -d "/proc/$pid" ]; then rm -f "$file"; fi
+  done
+}
+
+rendered_report() {  # rendered_report REPORT: true where REPORT is a render's own, false where it was written again
+  # from the files (a top-level "rebuilt": rendered nothing) or cannot be read
+  "${PYTHON:-python3}" - "$1" <<'EOF'
+import json, sys
+try:
+    with open(sys.argv[1], encoding="utf-8") as f:
+        report = json.load(f)
+except (OSError, ValueError):
+    sys.exit(1)
+sys.exit(1 if not isinstance(report, dict) or "rebuilt" in report else 0)
+EOF
+}
+
 render() {
   local cmd=(wavegen render "$model" --seconds "$seconds" --streams "$streams" --out "$out"
              --backend "$backend" --device "$device" --precision "$precision" --format "$format" --seed "$seed"
@@ -79,6 +103,7 @@ render() {
     # this recipe's own temporary name: a second recipe into OUT, refused while this one renders, removes
     # only its own (it removed this one's, and this recipe then failed after a complete render)
     local timing="$out/.done/time.txt" new="$out/.done/time.txt.new.$$" began="$out/.done/began.$$" status=0
+    remove_dead_leftovers "$out/.done"
     touch "$began"
     /usr/bin/time -v -o "$new" "${cmd[@]}" || status=$?
     if [ "$status" != 0 ]; then  # refused before it wrote anything (a bad option, no such model): no folder left
@@ -88,9 +113,9 @@ render() {
       return "$status"
     fi
     # the timing is of the last session that rendered: one that wrote the report now. A rerun of a complete render
-    # renders nothing, and one that wrote a damaged report again from the files ("rebuilt", a top-level key at
-    # indent 1) rendered nothing either: the timing already kept stays
-    if [ "$out/render_report.json" -nt "$began" ] && ! grep -q '^ "rebuilt": ' "$out/render_report.json"; then
+    # renders nothing, and one that wrote a damaged report again from the files (its "rebuilt" key) rendered nothing
+    # either: the timing already kept stays
+    if [ "$out/render_report.json" -nt "$began" ] && rendered_report "$out/render_report.json"; then
       mv "$new" "$timing"
     else
       rm -f "$new"

@@ -31,7 +31,8 @@ from pathlib import Path
 from wavegen.errors import WavegenError, some_of
 from wavegen.fileio import (FolderLock, ensure_folder, link_to_nothing, not_a_file, read_json_object,
                             stale_temporaries, write_json)
-from wavegen.render.folder_report import mend_damaged_report, recorded_params_in
+from wavegen.render.folder_report import (mend_damaged_report, recorded_params_in, stream_crc32s,
+                                          with_stream_crc32)
 from wavegen.render.model_change import TENSORS_KEY, with_recorded_tensors
 from wavegen.render.params_check import check_params
 from wavegen.render.settings import FORMATS, RenderStateError, RenderWriteError, estimate_bytes, stream_paths
@@ -452,6 +453,10 @@ class RenderFolder:
         """``report`` → render_report.json (its "paths" and "spectrograms": file names in OUT, so the
         folder can be moved, or rerun from another directory); then .state goes."""
         report["file_bytes"] = [p.stat().st_size for p in self.paths]  # a rerun tells a file changed since
+        # each stream's CRC-32, from its process's finished snapshot: a damaged report is written again only over
+        # the render's own files (folder_report), not another program's of the same length
+        metas = [recorded_meta(self.snapshot_path(rank))[0] or {} for rank in range(report.get("processes") or 1)]
+        with_stream_crc32(report, stream_crc32s(metas, self.streams))
         try:
             write_json(self.report_path, report, indent=1)
         except OSError as err:
