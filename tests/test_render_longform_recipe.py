@@ -143,26 +143,36 @@ def test_a_render_refused_at_start_leaves_no_folder_behind(tmp_path):
     assert (repo.parent / "mine").is_dir() and not (repo.parent / "mine" / ".done").exists()
 
 
-@pytest.mark.slow
 def test_a_second_recipe_refused_while_one_renders_leaves_the_first_ones_timing(tmp_path):
     """A second `run.sh` into the same --dir, refused (the folder is busy), removed the timing file the
     first one's /usr/bin/time writes (`.done/time.txt.new`, one name for both): the first then ended with
-    `mv: cannot stat ...`, exit 1 and no report, after a complete render."""
+    `mv: cannot stat ...`, exit 1 and no report, after a complete render. The first's render is held
+    stopped (SIGSTOP) while the second runs, so a short render is busy for as long as the second needs."""
+    import psutil
+
     if subprocess.run(["bash", "-c", "/usr/bin/time -v true"], capture_output=True).returncode != 0:
         pytest.skip("no GNU time here: the recipe keeps no timing file")
     repo = make_repo(tmp_path, REAL_WAVEGEN)
     model = make_model(tmp_path / "tiny")
-    args = [model, "--seconds", 15, "--backend", "torch", "--dir", "busy"]
+    args = [model, "--seconds", 2, "--backend", "torch", "--dir", "busy"]
     env = {**os.environ, "PATH": f"{repo.parent / 'bin'}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen(["bash", str(repo / "recipes" / "longform" / "run.sh"), *map(str, args)],
                              cwd=repo.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    held = []
     try:
         params = repo.parent / "busy" / ".state" / "params.json"
         while not params.exists() and first.poll() is None:
-            time.sleep(0.1)
+            time.sleep(0.05)
+        held = [p for p in psutil.Process(first.pid).children(recursive=True)
+                if p.name().startswith("python") and "render" in p.cmdline()]  # not /usr/bin/time above it
+        assert len(held) == 1, [p.cmdline() for p in psutil.Process(first.pid).children(recursive=True)]
+        held[0].suspend()  # the render holds its folder's lock, stopped mid-render
         second = longform(repo, *args)
+        held.pop().resume()
         out, err = first.communicate(timeout=300)
     finally:
+        for render in held:
+            render.resume()
         if first.poll() is None:  # the recipe and the render under it, on a failure
             kill_launch(first)
     assert second.returncode == 2 and "another render is writing here" in second.stderr, second.stderr
