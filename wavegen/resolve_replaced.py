@@ -101,7 +101,7 @@ def _read_beside(folder: Path) -> dict:
         try:
             read[ALBUM_FILE] = data.decode("utf-8")
         except UnicodeDecodeError:
-            read[ALBUM_FILE] = data  # json.loads refuses them as read_text would, naming the byte
+            read[ALBUM_FILE] = data  # album.load_profile refuses them as read_text would, naming the byte
     return read
 
 

@@ -199,16 +199,18 @@ def ensure_run_profile(run_dir: Path, config: dict, corpus) -> dict | None:
     return profile
 
 
-def load_profile(path: Path, text: str | None = None) -> dict | None:
-    """The profile at ``path`` (``text``: its content, read already); None when there is none. A damaged or foreign
-    file is ignored with a warning naming it (the guard falls back to its fixed thresholds; nothing else depends on
-    it)."""
+def load_profile(path: Path, text: str | bytes | None = None) -> dict | None:
+    """The profile at ``path`` (``text``: its content, read already: bytes where they are not UTF-8, refused as a read
+    of the file refuses them); None when there is none. A damaged or foreign file is ignored with a warning naming it
+    (the guard falls back to its fixed thresholds; nothing else depends on it)."""
     import json
 
     path = Path(path)
     if text is None and not path.is_file():
         return None
     try:
+        if isinstance(text, bytes):  # json.loads would take UTF-16 or UTF-32 bytes that read_text refuses
+            text = text.decode("utf-8")
         profile = json.loads(path.read_text() if text is None else text)
         if profile.get("version") != VERSION or "features" not in profile:
             raise ValueError(f"not an album profile of version {VERSION}")

@@ -1,0 +1,57 @@
+"""A best/ album.json that is not UTF-8, kept as the bytes the load read with the weights (ModelRef.read_beside): judged
+as a read of the file judges it, whether or not the model was loaded first."""
+
+from __future__ import annotations
+
+import logging
+
+from test_resolve_race import _album, _run
+
+from wavegen.render.guard import GuardCriteria, criteria_for
+from wavegen.resolve import resolve_model
+
+
+def test_a_utf16_album_is_refused_after_the_load_as_without_it(tmp_path, caplog):
+    """album.json written as UTF-16 (a text editor's "Unicode"): read from disk it is not text (ignored, fixed
+    thresholds); the bytes the load kept went to json.loads, which takes UTF-16, so a render (which loads first) was
+    judged by a profile every other reader refuses. Both now refuse it, naming the byte."""
+    run = _run(tmp_path)
+    (run / "best" / "album.json").write_text(_album(220), encoding="utf-16")
+    caplog.set_level(logging.WARNING)
+    unloaded = criteria_for(GuardCriteria(), resolve_model(run))
+    loaded_ref = resolve_model(run)
+    loaded_ref.load("cpu")
+    assert isinstance(loaded_ref.read_beside["album.json"], bytes)
+    loaded = criteria_for(GuardCriteria(), loaded_ref)
+    assert unloaded == loaded == GuardCriteria(), (unloaded, loaded)
+    said = [r.getMessage() for r in caplog.records if "album.json" in r.getMessage()]
+    assert len(said) == 2 and all("can't decode byte 0xff" in line and "fixed thresholds" in line for line in said), said
+
+
+def test_a_stop_met_while_the_next_batches_are_built_is_judged(tiny_corpus, tmp_path, caplog, monkeypatch):
+    """A SIGTERM during step 8's validation (its stop flag read before it, so step 8 goes on): met while the batches of
+    step 9 are built (train's BatchBuildingStopped branch, a single process), the 8 steps since the last row (none:
+    one every 1000) are judged there, once, naming step 8."""
+    import os
+    import signal
+
+    import wavegen.train
+    from conftest import tiny_run_config
+
+    real = wavegen.train._validate
+
+    def validate(run):
+        real(run)
+        if run.step == 8:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(wavegen.train, "_validate", validate)
+    caplog.set_level(logging.WARNING)
+    result = wavegen.train.train(tiny_run_config(tiny_corpus, "train.lr=1e6", "train.max_steps=1000",
+                                                 "train.log_interval=1000", "train.val_interval=8",
+                                                 "train.checkpoint_interval=1000"), tmp_path / "run", progress=False)
+    assert result["status"] == "interrupted" and result["step"] == 8, result
+    said = [r.getMessage() for r in caplog.records]
+    assert any("stopped while building the batches of step 9" in line for line in said), said
+    guard = [line for line in said if "the model is learning nothing" in line]
+    assert len(guard) == 1 and guard[0].startswith("step 8: ") and "judged at the stop" in guard[0], guard
