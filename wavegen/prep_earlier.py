@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from wavegen.split import SPLITS, manifest_seconds
+from wavegen.split import CUT_SLACK_SECONDS, SPLITS, manifest_seconds
 
 # a skip's reason for lack of memory, in a manifest written before "retry" was recorded
 _MEMORY_REASONS = ("too long to decode in memory", "too long to prepare in memory")
@@ -94,11 +94,12 @@ class Earlier:
         """Where each kept segment (lengths) of entry's file began in it, in samples at the corpus rate: its
         "segment_starts_seconds"; [None] * len(lengths) where it records none (a corpus of an older prep: a file
         cut in time from this audio records no cut); None where they are damaged (not one time per segment, each
-        at or after the end of the one before)."""
+        at or after the end of the one before, the last segment ending within the file's "duration_seconds": a cut
+        recorded from starts past its end would be clipped to it, moving its val and test audio into train later)."""
         if "segment_starts_seconds" not in entry:
             return [None] * len(lengths)
-        times = entry["segment_starts_seconds"]
-        if not isinstance(times, list) or len(times) != len(lengths):
+        times, duration = entry["segment_starts_seconds"], manifest_seconds(entry["duration_seconds"])
+        if not isinstance(times, list) or len(times) != len(lengths) or duration is None:
             return None
         starts, end = [], 0
         for seconds, length in zip(map(manifest_seconds, times), lengths):
@@ -107,7 +108,7 @@ class Earlier:
                 return None
             starts.append(round(at))
             end = starts[-1] + length
-        return starts
+        return starts if end <= (duration + CUT_SLACK_SECONDS) * self._rate else None
 
     def unchanged(self, files: list[dict], skipped: list[dict]) -> bool:
         """Whether files and skipped (every skip, the search's too) are the corpus's: the same files kept, the
