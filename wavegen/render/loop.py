@@ -205,6 +205,9 @@ class RenderJob:
         self.ids = np.array(shard_streams(settings.streams, procs.rank, procs.world), dtype=np.int64)
         recorded_prime = self._prime_gone(restart)  # before the model loads: a --prime that is gone is refused at once
         model = ref.load(device)
+        if ref.sample_rate != self.sr:  # a run folder trained again at another rate between resolve and load
+            raise ConfigError(f"{ref.folder}: replaced by a model at {ref.sample_rate} Hz while the render started (it was "
+                              f"resolved at {self.sr} Hz); nothing was rendered: rerun the same command")
         # an engine of one stream when this process has none: it still resolves the backend
         self.engine = make_engine(model, max(len(self.ids), 1), settings.backend, device, settings.precision)
         self.q_levels, self.quantization = self.engine.q_levels, self.engine.spec["quantization"]
