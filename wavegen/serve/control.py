@@ -181,17 +181,10 @@ class LabelState:
             return f"its label {text!r} is not the blend its engine state holds"
         return None
 
-    def restore(self, meta: dict, state: dict, where: str) -> None:
-        """Continue with the label a snapshot recorded (where it records one): ServeError where it does not fit
-        its engine state (:meth:`misfit`: the files were changed since)."""
-        why = self.misfit(meta, state)
-        if why is not None:
-            raise ServeError(f"{where} is damaged ({why}); choose another --archive")
-        self.adopt(meta, state)
-
     def adopt(self, meta: dict, state: dict) -> None:
         """Continue with the label a snapshot's ``meta`` records, its blend the one its engine ``state`` holds, as
-        :meth:`misfit` found it (checked before: the label is not parsed again)."""
+        :meth:`misfit` found it (checked before, as the archive opened: ``archive_resume.engine_fit``; the label is
+        not parsed again)."""
         if "label" not in meta or not self.labels:
             return
         text = meta["label"]
