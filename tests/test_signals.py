@@ -38,6 +38,48 @@ def test_first_signal_sets_the_flag_second_interrupts(first):
     assert signal.getsignal(first) is previous  # handlers restored
 
 
+def twice(signum) -> bool:
+    """Signal ``signum`` sent to this process twice, at once → whether the second raised KeyboardInterrupt (caught
+    here: a KeyboardInterrupt out of a test ends pytest's whole session)."""
+    try:
+        os.kill(os.getpid(), signum)
+        os.kill(os.getpid(), signum)
+        for _ in range(1000):  # (handlers run between bytecodes)
+            pass
+    except KeyboardInterrupt:
+        return True
+    return False
+
+
+def test_a_sigterm_handed_on_twice_is_one_stop_and_a_later_one_stops_at_once(monkeypatch, caplog):
+    """A wrapper script that traps SIGTERM and forwards it to wavegen, its sender signalling the whole process group:
+    two SIGTERMs ms apart, the second taken for "the signal again to stop at once" (KeyboardInterrupt: the window's
+    snapshot not saved, a bare "interrupted"). Now one within TERM_ECHO_SECONDS is the first handed on: one stop, one
+    line; one later still stops at once, as the line says; a Ctrl-C then too. Under a launch, held, the same."""
+    from wavegen import signals
+
+    monkeypatch.setattr(signals, "TERM_ECHO_SECONDS", 0.5, raising=False)  # (raising: a wavegen without it fails below)
+    caplog.set_level(logging.WARNING, logger="wavegen.signals")
+    with StopSignals("saving") as stop:
+        echo_stopped = twice(signal.SIGTERM)
+        assert not echo_stopped and stop.requested and stop.name == "SIGTERM"
+        assert caplog.text.count("SIGTERM: saving") == 1, caplog.text
+        time.sleep(0.6)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+    with StopSignals("saving"), pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C is not an echo
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(signals, "LAUNCH_TERM_SECONDS", 0.3)
+    caplog.clear()
+    with StopSignals("saving") as stop:
+        echo_stopped = twice(signal.SIGTERM)
+        assert not echo_stopped and stop.held and not stop.requested
+        time.sleep(0.6)
+        assert stop.requested and caplog.text.count("SIGTERM: saving") == 1, caplog.text
+
+
 def test_off_the_main_thread_it_installs_nothing():
     seen = []
 

@@ -195,9 +195,10 @@ def _wait_for_the_others(store, rank: int, world: int, work: str, kept: str, who
             seen |= running  # (a process not under the agent itself, a wrapper's child, is never seen: not judged)
             ended += [other for other in missing if other not in running and (other in seen or held_a_launchers_term())]
         if ended:
+            ended = sorted(set(ended))
             raise first_to_say_the_loss(ProcessLostError(
-                f"{_processes(sorted(set(ended)))} of {work} ended unexpectedly (killed, or out of memory? the "
-                f"launcher's report says why); this process stopped too: {kept}"), store, rank)
+                f"{_processes(ended)} of {work} {_how_they_ended(ended, who)}; this process stopped too: {kept}"),
+                store, rank)
         if missing and running is None and held_a_launchers_term():  # not seen: slow to come, or ended, who knows
             raise first_to_say_the_loss(ProcessLostError(
                 f"{_processes(missing)} of {work} had not come when the launcher stopped this one (slow to start, or "
@@ -213,6 +214,35 @@ def _wait_for_the_others(store, rank: int, world: int, work: str, kept: str, who
         time.sleep(_POLL_SECONDS)
 
 
+def _how_they_ended(ended: list[int], who: dict) -> str:
+    """How processes ``ended`` of a launch ended, as the meeting before the group says it: by a SIGTERM where each is
+    seen so (:func:`ended_by_sigterm`: still starting, before wavegen's handlers held it), else "unexpectedly"."""
+    def pids(rank: int) -> list[int]:  # recorded in ``who``, or seen running (_ranks_running_here)
+        if rank in who:
+            return [who[rank][1]] if who[rank][0] == pid_space() else []
+        return [pid for pid, seen in _seen_pids.items() if seen == (_this_launch(), rank)]
+
+    if not all(any(map(ended_by_sigterm, pids(rank))) for rank in ended):
+        return "ended unexpectedly (killed, or out of memory? the launcher's report says why)"
+    if held_a_launchers_term():  # the launcher stopped its whole launch (its own SIGTERM or Ctrl-C, or a machine's)
+        return ("ended by the launcher's SIGTERM while it started, before it could hold one (the launcher stopped "
+                "the launch: this process had its SIGTERM too)")
+    return "ended by a SIGTERM while it started, before it could hold one"
+
+
+def ended_by_sigterm(pid: int) -> bool:
+    """Whether process ``pid`` of this pid space ended by a SIGTERM it did not handle, and is still there to tell
+    (a zombie: torchrun reaps a process it stopped only once it has waited for those of lower ranks, which hold
+    theirs); False where it runs, is gone or ended otherwise."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            text = stat.read()
+        fields = text[text.rindex(")") + 2:].split()
+        return fields[0] == "Z" and int(fields[49]) & 0x7F == signal.SIGTERM  # (its wait status: proc(5)'s exit_code)
+    except (OSError, ValueError, IndexError):
+        return False
+
+
 def _processes(ranks: list[int]) -> str:
     """"process 1", "processes 1 and 2", "processes 1, 2 and 3"."""
     if len(ranks) == 1:
@@ -221,6 +251,12 @@ def _processes(ranks: list[int]) -> str:
 
 
 _wrapped: set = set()  # the launches (run id, restart count) where this process was seen started by a wrapper
+_seen_pids: dict = {}  # pid → (launch, rank) of the processes seen running (a zombie's environment is gone)
+
+
+def _this_launch() -> tuple[str, str]:
+    """This process's launch under torchrun's agent: (its run id, its restart count)."""
+    return os.environ.get("TORCHELASTIC_RUN_ID", ""), os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
 
 
 def _ranks_running_here(world: int) -> set[int] | None:
@@ -230,7 +266,7 @@ def _ranks_running_here(world: int) -> set[int] | None:
     process killed, or ended, is not running (a zombie not yet reaped by the agent neither)."""
     if os.environ.get("LOCAL_WORLD_SIZE", "").strip() != str(world) or "TORCHELASTIC_RUN_ID" not in os.environ:
         return None
-    mine = (os.environ["TORCHELASTIC_RUN_ID"], os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    mine = _this_launch()
     parent, running = os.getppid(), set()
     try:
         if mine in _wrapped or _launched_as(_environ(parent), mine) is not None:
@@ -251,6 +287,7 @@ def _ranks_running_here(world: int) -> set[int] | None:
             continue  # ended meanwhile, or not ours to read
         if rank is not None:
             running.add(rank)
+            _seen_pids[pid] = (mine, rank)
     return running if len(running) <= world else None
 
 

@@ -3,8 +3,9 @@
 The first SIGINT or SIGTERM asks the work to stop at the next safe point: training finishes
 its step and writes a checkpoint; a render finishes (or rewinds) its block and writes a
 snapshot. A second signal stops at once (KeyboardInterrupt), leaving what the last checkpoint
-or snapshot holds. Handlers can only be installed from the main thread; elsewhere the
-context manager does nothing and the process keeps its handlers.
+or snapshot holds; a SIGTERM within TERM_ECHO_SECONDS of a first SIGTERM is that one handed on twice (a wrapper
+script that forwards it, beside its sender's to the process group) and changes nothing. Handlers can only be
+installed from the main thread; elsewhere the context manager does nothing and the process keeps its handlers.
 
 Under a launch (torchrun, accelerate launch: WORLD_SIZE > 1) a SIGTERM is most often the launcher ending
 the survivors of a process that ended (a user's Ctrl-C reaches the processes as SIGINT): it takes effect,
@@ -40,6 +41,9 @@ LAUNCH_TERM_SECONDS = 5.0  # how long a launched process's SIGTERM line waits fo
 # how long it waits, at most, while this process has a meeting with the others ahead (expect_the_others: torch
 # importing, the meeting before the group, distributed.meet_before_the_group, names the lost one): under torchrun's 30 s
 LAUNCH_START_SECONDS = 20.0
+# a SIGTERM this soon after the first is that one handed on twice (a wrapper script that traps it and forwards it to
+# wavegen, beside the sender's own to the whole process group: torchrun's, a service manager's), not "again"
+TERM_ECHO_SECONDS = 1.0
 _RELOOK_SECONDS = 0.25  # how often a held SIGTERM's line looks again whether the group exists
 _pending: set = set()  # the StopSignals whose SIGTERM line waits
 _terms_held = False  # a SIGTERM of a launcher was held by a StopSignals of this process
@@ -322,7 +326,7 @@ class StopSignals:
         self._announcing = False  # the first signal's message is being logged
         self._again = False  # a second signal came meanwhile
         self._line: threading.Timer | None = None  # a launched process's SIGTERM line, waiting
-        self._held_since = 0.0  # when that SIGTERM came
+        self._held_since = 0.0  # when the first signal came (a launched process's SIGTERM: held since)
 
     @property
     def requested(self) -> bool:
@@ -349,17 +353,18 @@ class StopSignals:
             loss, self._loss, self.signum = self._loss, None, None  # said as the loss, not as a stop
             raise LossCarried(loss)  # (turned back into the loss as the block ends)
         if self.signum is not None:
+            if signum == signal.SIGTERM == self.signum and time.monotonic() - self._held_since < TERM_ECHO_SECONDS:
+                return  # the first SIGTERM handed on twice: it asks for nothing more (TERM_ECHO_SECONDS)
             if not self._announcing:
                 raise KeyboardInterrupt
             # a handler can run inside another one (between any two bytecodes): an interrupt raised
             # here would cut the first signal's message short, so it is raised once that is out
             self._again = True
             return
-        self.signum = signum
+        self.signum, self._held_since = signum, time.monotonic()
         if signum == signal.SIGTERM and launched():  # the launcher ending the survivors of a lost process?
             global _terms_held
             _terms_held = True
-            self._held_since = time.monotonic()
             _pending.add(self)
             self._arm(LAUNCH_TERM_SECONDS)
             return

@@ -170,6 +170,13 @@ class Processes:
         error.from_rank = rank
         return error
 
+    def _stopped_elsewhere(self) -> bool:
+        """Whether another process recorded a stop (a Ctrl-C: :meth:`tell_failure`), none seen ended beside it."""
+        try:
+            return isinstance(self.failure_elsewhere(), KeyboardInterrupt)
+        except Exception:  # noqa: BLE001 (the store's own errors): not known, the loss is said
+            return False
+
     def lost_elsewhere(self, but: int | None = None) -> ProcessLostError | None:
         """ProcessLostError naming another process of this machine (not ``but``) that has ended (killed), to raise
         here (its launcher's SIGTERM to this one is held meanwhile: wavegen.signals); None while none has."""
@@ -205,11 +212,18 @@ class Processes:
     @contextlib.contextmanager
     def _talking(self):
         """A collective, once every process has come to it (:meth:`_all_here`): where another process has ended
-        (or stopped answering), ProcessLostError saying what this one keeps, not gloo's traceback."""
+        (or stopped answering), ProcessLostError saying what this one keeps, not gloo's traceback. A Ctrl-C met while
+        this one waits is told to the others (:meth:`tell_failure`): one that meets this one's end at the exchange
+        (its step, outside StopSignals, ended by the same Ctrl-C: a damaged report's rebuild) stops as asked,
+        not as for a lost process (:meth:`agree`)."""
         try:
             if self._key is not None:
                 self._all_here()
             yield
+        except KeyboardInterrupt:  # a Ctrl-C met waiting for the others: said to them, who meet its end as a stop
+            if self._key is not None:
+                self.tell_failure(KeyboardInterrupt())
+            raise
         except RuntimeError as err:
             if not lost_contact(err):
                 raise
@@ -294,8 +308,10 @@ class Processes:
                 raise error from None
             if isinstance(error, WavegenError):  # its own failure first, said by this process (not left to another)
                 raise ProcessLostError(f"{error}; and {lost}") from error
-            if isinstance(error, KeyboardInterrupt) and getattr(error, "from_rank", None) is not None:
-                raise error from None  # another process's stop, met (and said) here: it ended after it, as asked
+            if isinstance(error, KeyboardInterrupt) and (getattr(error, "from_rank", None) is not None or
+                                                         self._stopped_elsewhere()):
+                # another process's stop, met (and said) here; or this one's Ctrl-C, the lost one's end its own stop
+                raise error from None  # (the same Ctrl-C, met at the collective: :meth:`_talking`)
             if error is not None and not isinstance(error, KeyboardInterrupt):
                 raise error from None  # a bug keeps its traceback (a stop it was asked for says less than the loss)
             raise

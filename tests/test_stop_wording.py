@@ -1,0 +1,187 @@
+"""What a stop is said as where nothing is lost but the words were wrong: a Ctrl-C to a whole torchrun launch while
+its first process rebuilt a damaged report, a SIGTERM handed on twice by a wrapper script, a process still starting
+ended by the launcher's SIGTERM. Real processes (torchrun, bash, gloo on this CPU)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from process_helpers import kill_launch, wait_until
+from render_helpers import ENV, make_model, wait_for_file, wait_for_snapshot
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+# The CLI, with ``PAUSED`` (module:name of wavegen) taking PAUSE_SECONDS in process 0 after writing PAUSE_MARK; a
+# Ctrl-C meanwhile ends that step HANDLING_SECONDS later (a step's own cleanup, while the other process, waiting
+# for it at the collective, is ended by the same Ctrl-C). Each process writes its exit code to PAUSE_MARK.exitRANK
+_CLI_PAUSED = """import importlib, os, pathlib, sys, time
+module, name = os.environ["PAUSED"].split(":")
+module = importlib.import_module(module)
+real = getattr(module, name)
+
+def paused(*args, **kwargs):
+    if os.environ["RANK"] == "0":
+        pathlib.Path(os.environ["PAUSE_MARK"]).write_text("paused")
+        try:
+            time.sleep(float(os.environ["PAUSE_SECONDS"]))
+        except KeyboardInterrupt:
+            time.sleep(float(os.environ["HANDLING_SECONDS"]))
+            raise
+    return real(*args, **kwargs)
+
+setattr(module, name, paused)
+from wavegen.cli import main
+code = main(sys.argv[1:])
+pathlib.Path(os.environ["PAUSE_MARK"] + ".exit" + os.environ["RANK"]).write_text(str(code))
+raise SystemExit(code)
+"""
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return make_model(tmp_path_factory.mktemp("model") / "tiny")
+
+
+@pytest.mark.slow
+def test_ctrl_c_to_a_launch_rebuilding_a_damaged_report_is_said_interrupted(model, tmp_path):
+    """Ctrl-C to a torchrun render (2 processes) whose first process rebuilt a damaged report (decoding its FLAC
+    streams), the other waiting for it: that one ended at the collective, and the first, meeting its end there, said
+    "another process of this render (2 processes) lost its connection", exit 2. Now the one that ends there leaves
+    word of its stop: both exit 130, "interrupted" said once, no error; the report still damaged, to be rebuilt."""
+    out = tmp_path / "r"
+    command = ["-q", "render", str(model), "--seconds", "0.25", "--streams", "2", "--out", str(out), "--format",
+               "flac", "--backend", "torch", "--no-guard", "--no-spectrogram"]
+    first = subprocess.run([*TORCHRUN, "-m", "wavegen", *command], env=ENV, capture_output=True, text=True,
+                           timeout=240)
+    assert first.returncode == 0, first.stderr[-3000:]
+    report = out / "render_report.json"
+    text = report.read_text()
+    report.write_text(text[:text.index('"paths"') + 3])  # a copy stopped halfway
+    script, mark = tmp_path / "cli_paused.py", tmp_path / "paused"
+    script.write_text(_CLI_PAUSED)
+    env = {**ENV, "PAUSED": "wavegen.render.folder:mend_damaged_report", "PAUSE_MARK": str(mark),
+           "PAUSE_SECONDS": "60", "HANDLING_SECONDS": "3"}
+    launch = subprocess.Popen([*TORCHRUN, str(script), *command], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_for_file(launch, mark)
+        time.sleep(1.0)  # process 1 waiting at the collective
+        os.killpg(launch.pid, signal.SIGINT)  # a terminal's Ctrl-C: every process of the launch
+        _, stderr = launch.communicate(timeout=120)
+    finally:
+        if launch.poll() is None:
+            kill_launch(launch)
+    exits = [(tmp_path / f"paused.exit{rank}").read_text() if (tmp_path / f"paused.exit{rank}").exists() else None
+             for rank in (0, 1)]
+    assert exits == ["130", "130"], f"exits {exits}: {stderr[-3000:]}"
+    assert stderr.count("wavegen render: interrupted") == 1, stderr[-3000:]
+    assert "error:" not in stderr, stderr[-3000:]
+    assert report.read_text() == text[:text.index('"paths"') + 3]  # untouched: the rerun rebuilds it
+
+
+# A wrapper that runs wavegen as its child and hands a SIGTERM on to it (trap, then waits for its end)
+_FORWARDING_WRAPPER = """#!/bin/bash
+"$PYTHON" -m wavegen "$@" &
+child=$!
+trap 'kill -TERM $child' TERM
+wait $child
+wait $child
+"""
+
+
+def test_a_sigterm_handed_on_by_a_wrapper_is_one_stop_and_saves(model, tmp_path):
+    """A SIGTERM to the process group of a wrapper script that forwards it to wavegen: wavegen got two, ms apart, and
+    took the second for "the signal again to stop at once": no snapshot of the window, a bare "interrupted" after the
+    stop line. Now the second is the first handed on: one stop line, the snapshot saved and said."""
+    script, out = tmp_path / "wrapper.sh", tmp_path / "r"
+    script.write_text(_FORWARDING_WRAPPER)
+    script.chmod(0o755)
+    launch = subprocess.Popen([str(script), "render", str(model), "--seconds", "60", "--out", str(out), "--backend",
+                               "torch", "--no-guard", "--no-spectrogram", "--snapshot-seconds", "0.5",
+                               "--block-seconds", "0.25"], env={**ENV, "PYTHON": sys.executable},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_for_snapshot(launch, out / ".state" / "rank0.npz")
+        os.killpg(launch.pid, signal.SIGTERM)  # the wrapper and wavegen (a service manager's stop)
+        _, stderr = launch.communicate(timeout=60)
+    finally:
+        if launch.poll() is None:
+            kill_launch(launch)
+    assert launch.returncode == 130, stderr[-3000:]
+    lines = [line for line in stderr.splitlines() if line.startswith("SIGTERM")]
+    assert len(lines) == 2, stderr[-3000:]
+    assert lines[0] == "SIGTERM: rewinding to the start of the window and saving a snapshot (the signal again to " \
+                       "stop at once)", lines
+    assert lines[1].startswith("SIGTERM: stopped at ") and lines[1].endswith("; snapshot saved. Rerun the same "
+                                                                             "command to resume"), lines
+    assert stderr.count("wavegen render: interrupted") == 1, stderr[-3000:]
+
+
+def test_a_process_ended_by_a_sigterm_is_told_from_one_killed_while_it_is_not_reaped():
+    """What the meeting before a group reads of a process of its launch that ended: a SIGTERM, until its parent
+    reaps it; not a SIGKILL, not one still running."""
+    from wavegen.distributed import ended_by_sigterm
+
+    children = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(3)]
+    try:
+        time.sleep(0.5)
+        children[0].send_signal(signal.SIGTERM)
+        children[1].kill()
+        time.sleep(0.5)  # ended, not reaped (no wait yet)
+        assert [ended_by_sigterm(child.pid) for child in children] == [True, False, False]
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
+    assert not ended_by_sigterm(children[0].pid)  # reaped: nothing left to tell
+
+
+# torchrun runs this: process 1 slow to start (no handler of wavegen's yet); process 0 writes STARTED once it waits
+# for the others before its group
+_SLOW_SECOND = """import os, pathlib, sys, time
+if os.environ["RANK"] == "1":
+    time.sleep(120)
+import wavegen.cli
+from wavegen import distributed
+real = distributed._wait_for_the_others
+
+def waiting(*args, **kwargs):
+    pathlib.Path(os.environ["STARTED"]).write_text("waiting")
+    return real(*args, **kwargs)
+
+distributed._wait_for_the_others = waiting
+raise SystemExit(wavegen.cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_process_ended_by_the_launchers_sigterm_while_it_started_is_said_so(model, tmp_path):
+    """torchrun SIGTERMed (the launch stopped) while process 1 was still starting, before wavegen's handlers: it ended
+    by that SIGTERM, and process 0, holding its own, said it "ended unexpectedly (killed, or out of memory?)". Now
+    it reads how it ended (torchrun reaps it only once process 0 has ended): by the launcher's SIGTERM."""
+    script, started = tmp_path / "slow_second.py", tmp_path / "started"
+    script.write_text(_SLOW_SECOND)
+    launch = subprocess.Popen([*TORCHRUN, str(script), "-q", "render", str(model), "--seconds", "1", "--streams",
+                               "2", "--out", str(tmp_path / "r"), "--backend", "torch", "--no-guard",
+                               "--no-spectrogram"], env={**ENV, "STARTED": str(started)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(launch, started.exists, "process 0 waiting for the others")
+        time.sleep(1.0)
+        launch.send_signal(signal.SIGTERM)
+        _, stderr = launch.communicate(timeout=60)
+    finally:
+        if launch.poll() is None:
+            kill_launch(launch)
+    errors = [line for line in stderr.splitlines() if line.startswith("wavegen render: error:")]
+    assert errors == ["wavegen render: error: process 1 of this render (2 processes) ended by the launcher's SIGTERM "
+                      "while it started, before it could hold one (the launcher stopped the launch: this process had "
+                      "its SIGTERM too); this process stopped too: nothing was written yet (not every process had "
+                      "come): rerun the same command"], stderr[-3000:]
+    assert not [line for line in stderr.splitlines() if line.startswith("SIGTERM")], stderr[-3000:]
