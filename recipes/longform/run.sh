@@ -67,12 +67,17 @@ unset dir
 source recipes/stages.sh  # the stage range checked; no dir set: this recipe keeps no stage markers
 
 remove_dead_leftovers() {  # remove_dead_leftovers DONE: the files a recipe killed with -9 left in DONE
-  # (time.txt.new.PID, began.PID) whose process has ended; a live one's (a recipe rendering now) stay
-  local file pid
+  # (time.txt.new.PID, began.PID) whose process has ended; a live one's (a recipe rendering now) stay. began.PID
+  # names the host its recipe runs on: another host's PID means nothing here (its recipe, rendering into a shared
+  # OUT, lost its files and failed after a complete render), so those stay; an older recipe's is empty
+  local file pid host here
+  here=$(uname -n)
   for file in "$1"/time.txt.new.* "$1"/began.*; do
     [ -f "$file" ] || continue
     pid=${file##*.}
     case "$pid" in ''|*[!0-9]*) continue ;; esac
+    host=$(cat "$1/began.$pid" 2>/dev/null) || host=""
+    if [ -n "$host" ] && [ "$host" != "$here" ]; then continue; fi
     if ! kill -0 "$pid" 2>/dev/null && [ ! -d "/proc/$pid" ]; then rm -f "$file"; fi
   done
 }
@@ -104,7 +109,7 @@ render() {
     # only its own (it removed this one's, and this recipe then failed after a complete render)
     local timing="$out/.done/time.txt" new="$out/.done/time.txt.new.$$" began="$out/.done/began.$$" status=0
     remove_dead_leftovers "$out/.done"
-    touch "$began"
+    uname -n > "$began"  # the host this recipe runs on: its PID is judged there only
     /usr/bin/time -v -o "$new" "${cmd[@]}" || status=$?
     if [ "$status" != 0 ]; then  # refused before it wrote anything (a bad option, no such model): no folder left
       rm -f "$new" "$began"
