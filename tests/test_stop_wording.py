@@ -126,7 +126,7 @@ def test_a_sigterm_handed_on_by_a_wrapper_is_one_stop_and_saves(model, tmp_path)
 def test_a_process_ended_by_a_sigterm_is_told_from_one_killed_while_it_is_not_reaped():
     """What the meeting before a group reads of a process of its launch that ended: a SIGTERM, until its parent
     reaps it; not a SIGKILL, not one still running."""
-    from wavegen.distributed import ended_by_sigterm
+    from wavegen.launch_processes import ended_by_sigterm
 
     children = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(3)]
     try:

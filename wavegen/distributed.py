@@ -18,6 +18,7 @@ import torch
 
 from wavegen.config import TrainConfig
 from wavegen.errors import WavegenError
+from wavegen.launch_processes import ended_by_sigterm, pid_space, pids_seen, process_state, ranks_running_here
 from wavegen.signals import (drop_pending_stop_lines, expect_the_others, held_a_launchers_term, launch_rank,
                              met_the_others)
 
@@ -54,32 +55,6 @@ def _agent_store(store=None):
     from torch.distributed.distributed_c10d import _get_default_store
 
     return _get_default_store()
-
-
-def pid_space() -> str:
-    """Where this process's pid means something: this kernel's boot and this pid namespace (two containers of one
-    host name see each other's pids as absent: their name alone would take a live process for ended)."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as boot:
-            return f"{boot.read().strip()} {os.readlink('/proc/self/ns/pid')}"
-    except OSError:
-        return f"unseen {os.getpid()} {time.time()}"  # no other process takes it for its own
-
-
-def process_state(space: str, pid: int) -> str | None:
-    """The state of process ``pid`` of pid space ``space`` (:func:`pid_space`) where this process sees it: "ended",
-    "stopped" (SIGSTOP, Ctrl-Z) or "running"; None where it runs elsewhere (or cannot be seen)."""
-    if space != pid_space():
-        return None
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            text = stat.read()
-    except FileNotFoundError:
-        return "ended"
-    except OSError:
-        return None
-    state = text[text.rindex(")") + 2:][:1]
-    return "ended" if state in "ZXx" else "stopped" if state in "Tt" else "running"
 
 
 def _who_key(rank: int) -> str:
@@ -162,7 +137,7 @@ def meet_before_the_group(store, rank: int, world: int, work: str, kept: str, wh
     them (in C++, deaf to signals: the launcher killed a survivor 30 s after its SIGTERM, without a word).
     ProcessLostError, one line (``work``: "this training (2 processes)"; ``kept``: what is kept, how to go on), at
     once for processes that cannot come any more: one recorded and ended since; one of this machine's that no
-    longer runs (:func:`_ranks_running_here`), seen running before or once the launcher's SIGTERM is held (the
+    longer runs (:func:`ranks_running_here`), seen running before or once the launcher's SIGTERM is held (the
     launcher ends the others when one ends: killed while it started, torch's imports). Where the missing cannot be
     seen (another machine, another launcher), once that SIGTERM is held: those that had not come when the launcher
     stopped this one (slow, or ended: nothing tells which). Past ``seconds`` (the group's timeout; ``setting``: the
@@ -190,7 +165,7 @@ def _wait_for_the_others(store, rank: int, world: int, work: str, kept: str, who
                     who[other] = found
         missing = [other for other in range(world) if other != rank and other not in who]
         ended = [other for other, process in who.items() if process_state(*process) == "ended"]
-        running = _ranks_running_here(world) if missing else None
+        running = ranks_running_here(world) if missing else None
         if running is not None:
             seen |= running  # (a process not under the agent itself, a wrapper's child, is never seen: not judged)
             ended += [other for other in missing if other not in running and (other in seen or held_a_launchers_term())]
@@ -217,10 +192,10 @@ def _wait_for_the_others(store, rank: int, world: int, work: str, kept: str, who
 def _how_they_ended(ended: list[int], who: dict) -> str:
     """How processes ``ended`` of a launch ended, as the meeting before the group says it: by a SIGTERM where each is
     seen so (:func:`ended_by_sigterm`: still starting, before wavegen's handlers held it), else "unexpectedly"."""
-    def pids(rank: int) -> list[int]:  # recorded in ``who``, or seen running (_ranks_running_here)
+    def pids(rank: int) -> list[int]:  # recorded in ``who``, or seen running (ranks_running_here)
         if rank in who:
             return [who[rank][1]] if who[rank][0] == pid_space() else []
-        return [pid for pid, seen in _seen_pids.items() if seen == (_this_launch(), rank)]
+        return pids_seen(rank)
 
     if not all(any(map(ended_by_sigterm, pids(rank))) for rank in ended):
         return "ended unexpectedly (killed, or out of memory? the launcher's report says why)"
@@ -230,79 +205,11 @@ def _how_they_ended(ended: list[int], who: dict) -> str:
     return "ended by a SIGTERM while it started, before it could hold one"
 
 
-def ended_by_sigterm(pid: int) -> bool:
-    """Whether process ``pid`` of this pid space ended by a SIGTERM it did not handle, and is still there to tell
-    (a zombie: torchrun reaps a process it stopped only once it has waited for those of lower ranks, which hold
-    theirs); False where it runs, is gone or ended otherwise."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            text = stat.read()
-        fields = text[text.rindex(")") + 2:].split()
-        return fields[0] == "Z" and int(fields[49]) & 0x7F == signal.SIGTERM  # (its wait status: proc(5)'s exit_code)
-    except (OSError, ValueError, IndexError):
-        return False
-
-
 def _processes(ranks: list[int]) -> str:
     """"process 1", "processes 1 and 2", "processes 1, 2 and 3"."""
     if len(ranks) == 1:
         return f"process {ranks[0]}"
     return f"processes {', '.join(map(str, ranks[:-1]))} and {ranks[-1]}"
-
-
-_wrapped: set = set()  # the launches (run id, restart count) where this process was seen started by a wrapper
-_seen_pids: dict = {}  # pid → (launch, rank) of the processes seen running (a zombie's environment is gone)
-
-
-def _this_launch() -> tuple[str, str]:
-    """This process's launch under torchrun's agent: (its run id, its restart count)."""
-    return os.environ.get("TORCHELASTIC_RUN_ID", ""), os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-
-
-def _ranks_running_here(world: int) -> set[int] | None:
-    """The ranks of this launch whose processes run now, where every process of the launch runs on this machine
-    under one torchrun agent (its children, all started before any of them imports torch); None where that cannot
-    be told (several machines, another launcher, a wrapper between the agent and this process, /proc unreadable). A
-    process killed, or ended, is not running (a zombie not yet reaped by the agent neither)."""
-    if os.environ.get("LOCAL_WORLD_SIZE", "").strip() != str(world) or "TORCHELASTIC_RUN_ID" not in os.environ:
-        return None
-    mine = _this_launch()
-    parent, running = os.getppid(), set()
-    try:
-        if mine in _wrapped or _launched_as(_environ(parent), mine) is not None:
-            _wrapped.add(mine)  # a wrapper's child (torchrun ran a shell script that runs wavegen): the others are
-            return None  # children of other wrappers, not seen from here (nor once the wrapper has ended)
-        pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
-    except OSError:
-        return None
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                text = stat.read()
-            fields = text[text.rindex(")") + 2:].split()
-            if int(fields[1]) != parent or fields[0] in "ZXx":
-                continue
-            rank = _launched_as(_environ(pid), mine)
-        except (OSError, ValueError, IndexError):
-            continue  # ended meanwhile, or not ours to read
-        if rank is not None:
-            running.add(rank)
-            _seen_pids[pid] = (mine, rank)
-    return running if len(running) <= world else None
-
-
-def _environ(pid: int) -> dict:
-    """Process ``pid``'s environment, in bytes (OSError where it cannot be read)."""
-    with open(f"/proc/{pid}/environ", "rb") as environ:
-        return dict(item.split(b"=", 1) for item in environ.read().split(b"\0") if b"=" in item)
-
-
-def _launched_as(env: dict, launch: tuple[str, str]) -> int | None:
-    """The rank under which a process of ``env`` (:func:`_environ`) was started by torchrun's agent of ``launch``
-    (its run id, its restart count); None where it was not (the agent itself, another launch's process)."""
-    theirs = (env.get(b"TORCHELASTIC_RUN_ID", b"").decode(errors="replace"),
-              env.get(b"TORCHELASTIC_RESTART_COUNT", b"0").decode(errors="replace"))
-    return int(env[b"RANK"]) if theirs == launch and env.get(b"RANK", b"").isdigit() else None
 
 
 def meet_the_launch(work: str, kept: str, seconds: float = GROUP_TIMEOUT_SECONDS, setting: str | None = None) -> None:

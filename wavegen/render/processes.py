@@ -26,9 +26,9 @@ import uuid
 
 from wavegen.config import ConfigError
 from wavegen.distributed import (GROUP_TIMEOUT_SECONDS, ProcessLostError, before_process_group, first_to_say_the_loss,
-                                 lost_contact, meet_before_the_group, process_lost, process_state, record_this_process,
-                                 recorded_process)
+                                 lost_contact, meet_before_the_group, process_lost, record_this_process, recorded_process)
 from wavegen.errors import FolderBusyError, WavegenError, every_process
+from wavegen.launch_processes import process_state
 from wavegen.render.settings import RenderStateError, RenderWriteError
 from wavegen.signals import carried
 
