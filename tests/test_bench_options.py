@@ -215,6 +215,7 @@ def test_a_row_that_will_take_long_is_announced_with_an_estimate_before_it_runs(
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # times how soon the Ctrl-C is met: no other test's processes beside it
 def test_ctrl_c_stops_a_long_profile_within_a_second_or_two():
     """``bench --profile`` timed the whole step in one generate call a run (numba returns to Python only at its
     end): a Ctrl-C 6 s into a run of 6 million samples waited for it, about half a minute. Now the run goes
