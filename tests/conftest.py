@@ -226,12 +226,15 @@ def pytest_collection_modifyitems(config, items):
 def pytest_configure(config):
     """The controller of a pytest-xdist run makes the folder of the locks that its workers share."""
     if not hasattr(config, "workerinput") and (config.getoption("numprocesses", None) or 0):
-        os.environ["WAVEGEN_TEST_LOCKS"] = tempfile.mkdtemp(prefix="wavegen-tests-")
+        config.wavegen_test_locks = os.environ["WAVEGEN_TEST_LOCKS"] = tempfile.mkdtemp(prefix="wavegen-tests-")
 
 
 def pytest_unconfigure(config):
-    if not hasattr(config, "workerinput") and "WAVEGEN_TEST_LOCKS" in os.environ:
-        shutil.rmtree(os.environ.pop("WAVEGEN_TEST_LOCKS"), ignore_errors=True)
+    """The controller removes the folder it made (only it: a process started by a test inherits the variable)."""
+    folder = getattr(config, "wavegen_test_locks", None)
+    if folder is not None:
+        os.environ.pop("WAVEGEN_TEST_LOCKS", None)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.hookimpl(hookwrapper=True)
