@@ -55,8 +55,11 @@ def _start(tmp_path, processes: int, *settings: str, cli: str = _CLI_MARKED) -> 
     return launch, started
 
 
-def _errors(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("wavegen train: error:")]
+def _errors(stderr: str, command: str = "train") -> list[str]:
+    """wavegen's error lines in a launch's stderr, each from where it begins: torchrun's own traceback, written to
+    the same pipe at the same moment, can put text before one on its line."""
+    head = f"wavegen {command}: error:"
+    return [line[line.index(head):] for line in stderr.splitlines() if head in line]
 
 
 @pytest.mark.slow
@@ -277,7 +280,7 @@ def test_a_process_slow_to_start_under_a_wrapper_is_not_said_ended_when_the_laun
     finally:
         if launch.poll() is None:
             kill_launch(launch)
-    errors = [line for line in stderr.splitlines() if line.startswith("wavegen render: error:")]
+    errors = _errors(stderr, "render")
     assert len(errors) == 1, stderr[-3000:]
     assert errors[0].startswith("wavegen render: error: process 1 of this render (2 processes) had not come when the "
                                 "launcher stopped this one (slow to start, or ended where this one cannot see it?"), \
