@@ -13,6 +13,7 @@ import time
 import pytest
 
 from process_helpers import kill_launch, wait_until
+from test_distributed_startup import _WRAPPER_CLI
 from render_helpers import ENV, make_model, wait_for_file, wait_for_snapshot
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
@@ -144,20 +145,10 @@ def test_a_process_ended_by_a_sigterm_is_told_from_one_killed_while_it_is_not_re
 
 # torchrun runs this: process 1 slow to start (no handler of wavegen's yet); process 0 writes STARTED once it waits
 # for the others before its group
-_SLOW_SECOND = """import os, pathlib, sys, time
+_SLOW_SECOND = """import os, time
 if os.environ["RANK"] == "1":
     time.sleep(120)
-import wavegen.cli
-from wavegen import distributed
-real = distributed._wait_for_the_others
-
-def waiting(*args, **kwargs):
-    pathlib.Path(os.environ["STARTED"]).write_text("waiting")
-    return real(*args, **kwargs)
-
-distributed._wait_for_the_others = waiting
-raise SystemExit(wavegen.cli.main(sys.argv[1:]))
-"""
+""" + _WRAPPER_CLI  # (the wrapper test's CLI)
 
 
 @pytest.mark.slow
