@@ -39,7 +39,8 @@ def test_a_run_stopped_between_log_rows_is_judged_on_the_steps_since_the_last_ro
     """train.lr=1e6 (the loss ~1e24 bits from step 2 on) with a log row every 1000 steps, stopped by a SIGTERM after its
     step-8 checkpoint: it stopped at step 8 (the signal met while the batches of step 9 were built) or later,
     interrupted, without a word of the loss (the guard judged at log rows only). The stop judges those steps: one
-    warning, naming the stop's step and the stretch before it (every step but the first, the initial weights')."""
+    warning, naming the stop's step and the stretch before it (every step but the first, the initial weights'), which
+    does not tell the run that is stopping to stop."""
     caplog.set_level(logging.WARNING)
     run = tmp_path / "run"
     watcher = _stop_after_checkpoint(run, 8)
@@ -52,5 +53,5 @@ def test_a_run_stopped_between_log_rows_is_judged_on_the_steps_since_the_last_ro
     assert len(said) == 1, said
     assert said[0].startswith(f"step {step}: the training loss has stayed above 12.0 bits/sample for {step - 1} steps "
                               "in a row (the mean since the last log row, judged at the stop: "), said
-    assert "train.lr=1e+06 is likely too large" in said[0], said
+    assert "train.lr=1e+06 is likely too large: train again with a lower one" in said[0], said  # not told to stop
     assert not (run / "metrics.jsonl").is_file() or "loss_bits" not in (run / "metrics.jsonl").read_text()

@@ -36,12 +36,13 @@ def test_a_huge_learning_rate_is_warned_of_once_and_the_training_goes_on(tiny_co
     assert LOSS_STEPS == 6  # the first step's loss is the initial weights' (~8.6 bits): steps 2..7 make the stretch
     assert said[0].startswith("step 7: the training loss has stayed above 12.0 bits/sample for 6 steps in a row"), said
     assert "the 8.00 bits/sample of a uniform guess over the 256 q_levels (ln(256) nats)" in said[0], said
-    assert "train.lr=1e+06 is likely too large" in said[0], said
+    assert "train.lr=1e+06 is likely too large: stop, and train again with a lower one" in said[0], said
 
 
 def test_a_run_shorter_than_its_log_interval_is_judged_at_its_last_step(tiny_corpus, tmp_path, caplog):
     """train.lr=1e6 for 8 steps with train.log_interval=100: the only log row is the last step's, and the guard,
-    which wanted three rows, said nothing. The steps' losses are judged there: 7 in a row above the limit."""
+    which wanted three rows, said nothing. The steps' losses are judged there: 7 in a row above the limit, and the run,
+    which has ended, is not told to stop."""
     caplog.set_level(logging.WARNING)
     result = train(config_for(tiny_corpus, "train.lr=1e6", "train.max_steps=8", "train.val_interval=8",
                               "train.checkpoint_interval=100", "train.log_interval=100"), tmp_path / "run",
@@ -50,7 +51,7 @@ def test_a_run_shorter_than_its_log_interval_is_judged_at_its_last_step(tiny_cor
     said = _warnings(caplog)
     assert len(said) == 1, said
     assert said[0].startswith("step 8: the training loss has stayed above 12.0 bits/sample for 7 steps in a row"), said
-    assert "train.lr=1e+06 is likely too large" in said[0], said
+    assert "train.lr=1e+06 is likely too large: train again with a lower one" in said[0], said  # it has ended
 
 
 def test_honest_tiny_trainings_are_never_warned_of(tiny_corpus, tmp_path, caplog):

@@ -209,10 +209,11 @@ class AboveUniform:
             self.stretch = torch.zeros((), dtype=torch.int64, device=loss.device)
         self.stretch = torch.where(above, self.stretch + 1, torch.zeros_like(self.stretch))
 
-    def note(self, step: int, loss_bits: float, at_row: bool = True) -> str | None:
+    def note(self, step: int, loss_bits: float, at_row: bool = True, last: bool = False) -> str | None:
         """At the log row of step ``step`` (its mean loss ``loss_bits``; ``at_row`` False: a stop between rows, the
-        mean of the steps since the last one), the steps counted so far: the warning's line where they make the
-        stretch (once), else None. Reads the count back (one host sync)."""
+        mean of the steps since the last one; ``last``: the row of the training's last step), the steps counted so
+        far: the warning's line where they make the stretch (once), else None. Reads the count back (one host
+        sync)."""
         if self.said or self.stretch is None:
             return None
         stretch = int(self.stretch)
@@ -223,19 +224,20 @@ class AboveUniform:
         return (f"step {step}: the training loss has stayed above {self.limit_bits:.1f} bits/sample for {stretch} "
                 f"steps in a row ({mean}: {loss_bits:.4g}), far above the {self.uniform_bits:.2f} "
                 f"bits/sample of a uniform guess over the {self.q_levels} q_levels (ln({self.q_levels}) nats): the "
-                f"model is learning nothing; {self._why(stretch >= step - self.start_step)}")
+                f"model is learning nothing; {self._why(stretch >= step - self.start_step, at_row and not last)}")
 
-    def _why(self, from_start: bool) -> str:
+    def _why(self, from_start: bool, running: bool = True) -> str:
         """The warning's cause and what to do: the weights resumed from, where the loss was above the limit from the
         session's first step (``from_start``); else the learning rate. A lower one suggested: a tenth of the one in
-        use."""
+        use. A run still ``running`` is told to stop first; one judged at its stop or its last step is not."""
         lower = f"--set train.lr={self.lr / 10:g}"
+        stop = "stop, and " if running else ""
         if self.start_step > 0 and from_start:
             return (f"it has been since the first step after the resume from step {self.start_step}: the weights "
                     f"resumed from step {self.start_step} are already far from any useful model, whatever train.lr "
-                    f"(now {self.lr:g}): stop, and train again from step 0 in a new --run folder with a lower "
+                    f"(now {self.lr:g}): {stop}train again from step 0 in a new --run folder with a lower "
                     f"learning rate than the one that ruined them (e.g. {lower}, a tenth of this one)")
-        return (f"train.lr={self.lr:g} is likely too large: stop, and train again with a lower one (e.g. {lower}) "
+        return (f"train.lr={self.lr:g} is likely too large: {stop}train again with a lower one (e.g. {lower}) "
                 "in a new --run folder")
 
 
@@ -261,6 +263,6 @@ def watch_loss(run, loss_bits: float, at_row: bool = True) -> None:
     (:class:`AboveUniform`) at every step of a long enough stretch."""
     if not run.main:
         return
-    said = _guard(run).note(run.step, loss_bits, at_row)
+    said = _guard(run).note(run.step, loss_bits, at_row, last=run.step >= run.cfg.max_steps)
     if said is not None:
         logger.warning("%s", said)
