@@ -3,8 +3,9 @@ numba-cuda and Triton, both families, builds for sm_90 and sm_80 with no spill a
 instruction; a numba kernel with a bare float literal and a Triton kernel too big for its
 registers are refused; ``--json [FILE]`` as wavegen's commands take it, a cut-short check keeping its
 rows. Runs in subprocesses: the check needs the real numba.cuda and Triton
-compilers, the other cuda tests their simulators. Cost on a 2-core machine: about 80 s of CPU
-for the numba kernels (NVVM) and 50 s for the 42 Triton builds, in two processes side by side."""
+compilers, the other cuda tests their simulators (what it refuses before any build runs in this process).
+Cost on a 2-core machine: about 80 s of CPU for the numba kernels (NVVM) and 50 s for the 42 Triton
+builds, in two processes side by side."""
 
 import json
 import os
@@ -15,13 +16,30 @@ import time
 
 import pytest
 
+import cudasim  # noqa: F401  (the simulators on, as in every cuda test: the kernel modules load under them here)
+from wavegen.kernels.cuda import check
 from wavegen.kernels.cuda.check import float64_instructions
 
-ENV = {k: v for k, v in os.environ.items() if k not in ("NUMBA_ENABLE_CUDASIM", "TRITON_INTERPRET")}
+SIMULATORS = ("NUMBA_ENABLE_CUDASIM", "TRITON_INTERPRET")
+ENV = {k: v for k, v in os.environ.items() if k not in SIMULATORS}
 
 
 def run_python(*args, timeout=600):
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=ENV, timeout=timeout)
+
+
+def check_here(monkeypatch, capsys, *args):
+    """``python -m wavegen.kernels.cuda --check ARGS`` in this process, for what the check refuses before any build
+    (a subprocess imports every kernel module, seconds each): the modules loaded first, as every cuda test loads
+    them, then the simulator variables unset as in ENV → (exit status, stdout, stderr). A build begun would print
+    its row on stdout."""
+    check.load_kernels()
+    for name in SIMULATORS:
+        monkeypatch.delenv(name, raising=False)
+    capsys.readouterr()
+    status = check.main(["--check", *args])
+    out, err = capsys.readouterr()
+    return status, out, err
 
 
 def test_float64_instructions_are_counted_and_declarations_are_not():
@@ -73,7 +91,7 @@ def test_a_bare_json_prints_the_rows_on_stdout_and_a_file_takes_them_as_they_fin
         written.stdout
 
 
-def test_a_json_file_that_cannot_be_written_is_refused_before_any_build(tmp_path):
+def test_a_json_file_that_cannot_be_written_is_refused_before_any_build(tmp_path, monkeypatch, capsys):
     """A folder, or a file under a file, as --json FILE: one line naming it, exit 2, no kernel built
     (it was an IsADirectoryError traceback after the first kernel's build)."""
     (tmp_path / "a_file").write_text("not a folder")
@@ -81,10 +99,10 @@ def test_a_json_file_that_cannot_be_written_is_refused_before_any_build(tmp_path
     for path, why in ((tmp_path, "is a folder; give a file name (e.g. "),
                       (tmp_path / "a_file" / "check.json", "is a file, not a folder"),
                       (tmp_path / "config.json", "holds JSON that is not a kernel check's rows; not overwritten")):
-        run = run_python(*ONE_KERNEL, CHEAP, "--json", str(path), timeout=120)
-        assert run.returncode == 2 and run.stdout == "", (run.stdout, run.stderr)
-        assert run.stderr.startswith(f"python -m wavegen.kernels.cuda: error: --json {path}: ") and why in \
-            run.stderr and len(run.stderr.splitlines()) == 1, run.stderr
+        status, out, err = check_here(monkeypatch, capsys, *ONE_KERNEL[3:], CHEAP, "--json", str(path))
+        assert status == 2 and out == "", (out, err)
+        assert err.startswith(f"python -m wavegen.kernels.cuda: error: --json {path}: ") and why in \
+            err and len(err.splitlines()) == 1, err
     assert (tmp_path / "a_file").read_text() == "not a folder"
     assert (tmp_path / "config.json").read_text() == '{"model_type": "wavenet"}'
 
@@ -205,8 +223,7 @@ def test_a_simulator_variable_set_to_off_is_no_refusal():
     assert run.returncode == 2 and "--only nosuch: no such kernel" in run.stderr, run.stderr
 
 
-@pytest.mark.slow  # five processes that each import every kernel module: about 20 s on a busy 2-core machine
-def test_unknown_names_and_architectures_are_refused_in_one_line_before_any_build():
+def test_unknown_names_and_architectures_are_refused_in_one_line_before_any_build(monkeypatch, capsys):
     """An --only name no kernel has (the known ones listed, by base name), one left out by --kind, an --arch that
     is not a compute capability: one line each, exit 2 (a name was a SystemExit of exit 1 listing every variant,
     one of the other kind was called 'no such kernel', an --arch a ValueError traceback)."""
@@ -219,9 +236,9 @@ def test_unknown_names_and_architectures_are_refused_in_one_line_before_any_buil
              ("--arch", "90,"): "--arch 90,: an empty item is not a compute capability",
              ("--only", ","): "--only ',': give kernel names, comma-separated"}
     for args, said in cases.items():
-        run = run_python("-m", "wavegen.kernels.cuda", "--check", *args, timeout=300)
-        assert run.returncode == 2 and run.stdout == "", (args, run.stdout, run.stderr)
-        line, = run.stderr.splitlines()
+        status, out, err = check_here(monkeypatch, capsys, *args)
+        assert status == 2 and out == "", (args, out, err)
+        line, = err.splitlines()
         assert line.startswith(prefix + said), (args, line)
         if args[0] == "--only" and args[1].startswith("nosuch"):
             assert line.endswith("wavenet_large_layers, wavenet_persistent (a name alone builds all its [variants])")

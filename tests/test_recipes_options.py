@@ -6,10 +6,12 @@ FILE that cannot be written is refused before the work."""
 
 import importlib.util
 import json
+import runpy
 import subprocess
 import sys
 
 import pytest
+import torch
 from conftest import save_tiny_model
 
 from test_recipes_stages import RECIPES, _calls, _recipe, repo  # noqa: F401  (repo: the fixture)
@@ -60,8 +62,8 @@ def test_every_value_option_of_the_recipes_is_covered():
         assert found == set(options), name
 
 
-FOLD_SPEED = [sys.executable, str(RECIPES / "quality" / "fold_speed.py"), "--config", "tiny", "--batch", "1",
-              "--seq-len", "64", "--rounds", "1", "--steps", "1", "--threads", "1"]
+FOLD_SPEED = [str(RECIPES / "quality" / "fold_speed.py"), "--config", "tiny", "--batch", "1", "--seq-len", "64",
+              "--rounds", "1", "--steps", "1", "--threads", "1"]
 MEASURE = [sys.executable, str(RECIPES / "stream" / "measure.py")]
 
 
@@ -69,21 +71,43 @@ def _run(cmd, timeout=300):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
-def test_fold_speed_takes_json_as_wavegen_does(tmp_path):
+def _fold_speed(monkeypatch, capsys, *args):
+    """``python fold_speed.py ARGS`` run in this process as ``__main__`` (a subprocess spends its seconds importing
+    torch) → (exit status, stdout, stderr). What the script changes here is put back: the model's fold switch
+    (it times both paths), torch's thread count and random state."""
+    from wavegen.models import samplernn
+
+    monkeypatch.setattr(samplernn, "FOLD_MIN_SAMPLES_PER_LEVEL", samplernn.FOLD_MIN_SAMPLES_PER_LEVEL)
+    monkeypatch.setattr(sys, "argv", [*FOLD_SPEED, *args])
+    threads, rng = torch.get_num_threads(), torch.get_rng_state()
+    capsys.readouterr()
+    try:
+        runpy.run_path(FOLD_SPEED[0], run_name="__main__")
+        status = 0
+    except SystemExit as stopped:
+        status = stopped.code
+    finally:
+        torch.set_num_threads(threads)
+        torch.set_rng_state(rng)
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_fold_speed_takes_json_as_wavegen_does(tmp_path, monkeypatch, capsys):
     """A bare --json prints the figures (it was "expected one argument"); --json FILE prints them and writes the
     file (its folder made); a folder as FILE is one line before the timing (it was IsADirectoryError after it)."""
-    bare = _run([*FOLD_SPEED, "--json"])
-    assert bare.returncode == 0, bare.stderr
-    figures = json.loads(bare.stdout)
+    status, out, err = _fold_speed(monkeypatch, capsys, "--json")
+    assert status == 0, err
+    figures = json.loads(out)
     assert figures["config"] == "tiny" and figures["rounds"] == 1 and figures["conv"]["cpu_s_per_step"] > 0
-    out = tmp_path / "deep" / "fold.json"
-    written = _run([*FOLD_SPEED, "--json", str(out)])
-    assert written.returncode == 0, written.stderr
-    assert json.loads(written.stdout) == json.loads(out.read_text())
-    refused = _run([*FOLD_SPEED, "--json", str(tmp_path)])
-    assert refused.returncode == 2 and refused.stdout == "", refused
-    assert refused.stderr == (f"fold_speed.py: error: --json {tmp_path}: is a folder; give a file name (e.g. "
-                              f"{tmp_path / 'fold_speed.json'})\n")
+    file = tmp_path / "deep" / "fold.json"
+    status, out, err = _fold_speed(monkeypatch, capsys, "--json", str(file))
+    assert status == 0, err
+    assert json.loads(out) == json.loads(file.read_text())
+    status, out, err = _fold_speed(monkeypatch, capsys, "--json", str(tmp_path))
+    assert status == 2 and out == "", (out, err)
+    assert err == (f"fold_speed.py: error: --json {tmp_path}: is a folder; give a file name (e.g. "
+                   f"{tmp_path / 'fold_speed.json'})\n")
 
 
 def _measure_module():
