@@ -12,6 +12,7 @@ import errno
 import io
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -31,6 +32,31 @@ NO_SPACE = OSError(errno.ENOSPC, "No space left on device")
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
     return make_model(tmp_path_factory.mktemp("model") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def reference(model) -> np.ndarray:
+    """What a 1 s render of 2 streams of the model must contain, computed once for the module: int16 [2, SR] (the
+    engine run directly; a shorter render, or one of fewer streams, holds its start: each stream's uniforms depend
+    only on its index and position)."""
+    return direct_pcm(model, 2, SR)
+
+
+@pytest.fixture(scope="module")
+def stopped(model, tmp_path_factory):
+    """``stopped(fmt, out)``: ``out`` a copy of an unfinished render of 2 streams x 1 s in ``fmt``, stopped as by Ctrl-C
+    in its third window (its last snapshot at 0.5 s: render_helpers.stopped_render), made once per format for the
+    module; → its settings."""
+    made = {}
+
+    def copy(fmt: str, out: Path):
+        s = settings(1.0, streams=2, format=fmt, block_seconds=0.25, snapshot_seconds=0.25)
+        if fmt not in made:
+            made[fmt] = tmp_path_factory.mktemp(f"stopped_{fmt}") / "r"
+            stopped_render(model, made[fmt], s, windows=2)
+        shutil.copytree(made[fmt], out)
+        return s
+    return copy
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -66,8 +92,8 @@ def png_disk_full(monkeypatch):
     return monkeypatch
 
 
-def test_a_full_disk_while_a_spectrogram_is_written_is_one_line_and_leaves_no_partial_png(model, tmp_path, capsys,
-                                                                                           png_disk_full):
+def test_a_full_disk_while_a_spectrogram_is_written_is_one_line_and_leaves_no_partial_png(model, reference, tmp_path,
+                                                                                           capsys, png_disk_full):
     out = tmp_path / "o2"
     flags = ["--seconds", 0.25, "--streams", 2]
     assert render_cli(model, out, *flags) == 2
@@ -83,7 +109,7 @@ def test_a_full_disk_while_a_spectrogram_is_written_is_one_line_and_leaves_no_pa
     report = json.loads((out / "render_report.json").read_text())
     assert report["spectrograms"] == ["stream_000.png", "stream_001.png"]
     assert all((out / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in report["spectrograms"])
-    expected = direct_pcm(model, 2, SR // 4)
+    expected = reference[:, :SR // 4]
     assert all(np.array_equal(read_pcm(out / f"stream_{i:03d}.wav"), expected[i]) for i in range(2))
 
 
@@ -148,7 +174,7 @@ def test_encode_flac_on_a_full_disk_raises_the_disk_error_and_prints_nothing(tmp
     assert leftovers(tmp_path) == []
 
 
-def test_a_full_disk_while_flac_is_encoded_names_the_reason_and_a_rerun_finishes(model, tmp_path, capsys,
+def test_a_full_disk_while_flac_is_encoded_names_the_reason_and_a_rerun_finishes(model, reference, tmp_path, capsys,
                                                                                  flac_disk_full, unraisable):
     out = tmp_path / "f"
     flags = ["--seconds", 0.5, "--format", "flac", "--no-spectrogram"]
@@ -160,7 +186,7 @@ def test_a_full_disk_while_flac_is_encoded_names_the_reason_and_a_rerun_finishes
     assert unraisable == [] and leftovers(out) == []
     flac_disk_full.undo()
     assert render_cli(model, out, *flags) == 0
-    ref = write_streams(tmp_path / "ref", direct_pcm(model, 1, SR // 2), "flac")
+    ref = write_streams(tmp_path / "ref", reference[:1, :SR // 2], "flac")
     assert file_bytes(out, 1, "flac") == file_bytes(ref, 1, "flac")
 
 
@@ -174,10 +200,10 @@ def test_a_write_error_without_a_reason_still_gives_one(tmp_path):
 # ----- a stream file removed from an unfinished render ---------------------------------------------
 
 @pytest.mark.parametrize("fmt", ["wav", "flac"])
-def test_a_stream_file_removed_from_an_unfinished_render_is_named_with_restart(model, tmp_path, capsys, fmt):
+def test_a_stream_file_removed_from_an_unfinished_render_is_named_with_restart(model, reference, stopped, tmp_path,
+                                                                              capsys, fmt):
     out = tmp_path / "dmg"
-    s = settings(1.0, streams=2, format=fmt, block_seconds=0.25, snapshot_seconds=0.25)
-    stopped_render(model, out, s, windows=2)
+    s = stopped(fmt, out)
     removed = out / "stream_001.wav" if fmt == "wav" else out / ".state" / "stream_001.pcm"
     removed.unlink()
     message = (f"{removed} is missing: it was removed since the render's last snapshot (which holds 2000 samples of "
@@ -189,12 +215,13 @@ def test_a_stream_file_removed_from_an_unfinished_render_is_named_with_restart(m
                       "--snapshot-seconds", 0.25, "--block-seconds", 0.25) == 2
     assert capsys.readouterr().err.strip() == f"wavegen render: error: {message}"
     render(model, out, s, progress=False, restart=True)
-    ref = write_streams(tmp_path / "ref", direct_pcm(model, 2, SR), fmt)
+    ref = write_streams(tmp_path / "ref", reference, fmt)
     assert file_bytes(out, 2, fmt) == file_bytes(ref, 2, fmt)
 
 
 @pytest.mark.parametrize("fmt, edit", [("wav", "float"), ("wav", "gain"), ("flac", "gain")])
-def test_a_stream_file_rewritten_between_sessions_is_refused_and_left_as_it_is(model, tmp_path, fmt, edit):
+def test_a_stream_file_rewritten_between_sessions_is_refused_and_left_as_it_is(model, reference, stopped, tmp_path,
+                                                                               fmt, edit):
     """A WAV opened in an editor and saved again (as float, or at another gain) was resumed: the length check
     passed, the file was cut to the snapshot's bytes and continued, and the render came out "complete" with
     its first seconds noise (float bytes read as 16-bit) or not what it rendered. Now the header and the
@@ -202,8 +229,7 @@ def test_a_stream_file_rewritten_between_sessions_is_refused_and_left_as_it_is(m
     import soundfile as sf
 
     out = tmp_path / "edit"
-    s = settings(1.0, streams=2, format=fmt, block_seconds=0.25, snapshot_seconds=0.25)
-    stopped_render(model, out, s, windows=2)
+    s = stopped(fmt, out)
     path = out / "stream_001.wav" if fmt == "wav" else out / ".state" / "stream_001.pcm"
     if fmt == "wav":
         pcm = read_pcm(path)
@@ -221,20 +247,20 @@ def test_a_stream_file_rewritten_between_sessions_is_refused_and_left_as_it_is(m
     assert "rerun with --restart" in str(caught.value)
     assert path.read_bytes() == edited
     render(model, out, s, progress=False, restart=True)
-    ref = write_streams(tmp_path / "ref", direct_pcm(model, 2, SR), fmt)
+    ref = write_streams(tmp_path / "ref", reference, fmt)
     assert file_bytes(out, 2, fmt) == file_bytes(ref, 2, fmt)
 
 
-def test_a_snapshot_without_crc32s_an_older_wavegen_wrote_still_resumes_byte_for_byte(model, tmp_path):
+def test_a_snapshot_without_crc32s_an_older_wavegen_wrote_still_resumes_byte_for_byte(model, reference, stopped,
+                                                                                      tmp_path):
     out = tmp_path / "old"
-    s = settings(1.0, streams=2, block_seconds=0.25, snapshot_seconds=0.25)
-    stopped_render(model, out, s, windows=2)
+    s = stopped("wav", out)
     snapshot = RenderFolder(out, 2, "wav").snapshot_path(0)
     state, written, meta = load_snapshot(snapshot)
     assert len(meta.pop("crc32")) == 2 and written == 2000
     save_snapshot(snapshot, state, written, meta)
     render(model, out, s, progress=False)
-    ref = write_streams(tmp_path / "ref", direct_pcm(model, 2, SR), "wav")
+    ref = write_streams(tmp_path / "ref", reference, "wav")
     assert file_bytes(out, 2) == file_bytes(ref, 2)
 
 

@@ -36,6 +36,23 @@ def model(tmp_path_factory):
     return make_model(tmp_path_factory.mktemp("model") / "tiny")
 
 
+# the longest render of 3 streams compared below (the disk test's): renders shorter or of fewer streams are its start
+REFERENCE_SECONDS = 4.0
+
+
+@pytest.fixture(scope="module")
+def reference(model):
+    """What a render of the tiny model must contain, computed once for the module: int16 [3, REFERENCE_SECONDS * SR]
+    (the engine run directly; a render of n samples and s streams holds reference[:s, :n], as each stream's
+    uniforms depend only on its index and position)."""
+    return direct_pcm(model, 3, int(REFERENCE_SECONDS * SR))
+
+
+def expected_streams(reference, folder, streams: int, seconds: float, fmt: str = "wav"):
+    """The reference's first ``seconds`` of ``streams`` streams, written by the render's writers into ``folder``."""
+    return write_streams(folder, reference[:streams, :int(seconds * SR)], fmt)
+
+
 @pytest.fixture(scope="module")
 def iid(tmp_path_factory):
     """The mostly silent i.i.d. model and its 2 x 2 s render with 8-sample guard windows, computed
@@ -140,11 +157,11 @@ def test_resume_after_the_process_is_stopped_is_byte_identical(iid, tmp_path, fm
 
 
 @pytest.mark.slow
-def test_a_failing_disk_stops_with_files_intact_and_resumable(model, tmp_path):
+def test_a_failing_disk_stops_with_files_intact_and_resumable(model, reference, tmp_path):
     """RLIMIT_FSIZE makes the kernel refuse writes past 16 kB (EFBIG), as a full disk refuses them
     (ENOSPC): the same OSError path. No root needed, no fake writer."""
     seconds = 3.0
-    ref = write_streams(tmp_path / "ref", direct_pcm(model, 1, int(seconds * SR)), "wav")
+    ref = expected_streams(reference, tmp_path / "ref", 1, seconds)
     out = tmp_path / "out"
     flags = ["--seconds", seconds, "--out", out, "--backend", "torch", "--no-guard",
              "--snapshot-seconds", 0.5, "--block-seconds", 0.25, "--no-spectrogram"]
@@ -190,16 +207,15 @@ def torchrun(model, out, *extra, entry=("-m", "wavegen")) -> list[str]:
 
 
 @pytest.mark.slow
-def test_torchrun_shares_streams_and_matches_one_process(model, tmp_path):
+def test_torchrun_shares_streams_and_matches_one_process(model, reference, tmp_path):
     """...and ends its process group before exiting: no gloo worker thread is left to race the
     interpreter's exit (that race aborted a process now and then under load). Rerun, complete, it is said complete
     once (by the first process) and its files listed once (each process said it and listed every file)."""
-    expected = direct_pcm(model, 3, int(0.5 * SR))
     entry, env = cli_recording_threads(tmp_path)
     run = subprocess.run(torchrun(model, tmp_path / "two", entry=entry), env={**ENV, **env},
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert file_bytes(tmp_path / "two", 3) == file_bytes(write_streams(tmp_path / "one", expected, "wav"), 3)
+    assert file_bytes(tmp_path / "two", 3) == file_bytes(expected_streams(reference, tmp_path / "one", 3, 0.5), 3)
     report = json.loads((tmp_path / "two" / "render_report.json").read_text())
     assert report["processes"] == 2 and report["params"]["world_size"] == 2
     assert run.stdout.split() == [str(tmp_path / "two" / f"stream_{i:03d}.wav") for i in range(3)]
@@ -231,28 +247,6 @@ def test_torchrun_into_a_busy_folder_stops_every_process_at_once(model, tmp_path
     assert sorted(p.name for p in busy.iterdir()) == [".lock"]  # nothing written
 
 
-@pytest.mark.slow
-def test_a_damaged_snapshot_of_one_process_stops_every_process_before_it_renders(model, tmp_path):
-    """The second process's snapshots are damaged: it refuses as it starts, and the first, whose own
-    snapshot is sound, is stopped with it before rendering on (not once it has rendered its streams to
-    the end), the refusal said once."""
-    out = tmp_path / "r"
-    args = torchrun(model, out, "--snapshot-seconds", 0.25)
-    args[args.index("--seconds") + 1] = "120"  # far longer than the test: stopped below
-    first = subprocess.Popen(args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for_snapshot(first, out / ".state" / "rank1.prev.npz")
-    first.send_signal(signal.SIGINT)  # torchrun hands it to both processes: each saves a snapshot and exits
-    first.communicate(timeout=120)
-    for name in ("rank1.npz", "rank1.prev.npz"):
-        truncate(out / ".state" / name)
-    written = load_snapshot(out / ".state" / "rank0.npz")[1]
-    run = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=300)
-    assert run.returncode != 0
-    assert run.stderr.count("wavegen render: error:") == 1, run.stderr[-3000:]
-    assert f"wavegen render: error: {out / '.state' / 'rank1.npz'} is damaged" in run.stderr
-    assert load_snapshot(out / ".state" / "rank0.npz")[1] == written  # the first process rendered nothing more
-
-
 # the CLI with writes past a size limit refused by the kernel (EFBIG, as a full disk refuses them) in one process
 _CLI_SMALL_DISK_ON_ONE_RANK = """import os, resource, sys
 if os.environ["RANK"] == os.environ["SMALL_DISK_RANK"]:
@@ -264,35 +258,34 @@ raise SystemExit(main(sys.argv[1:]))
 
 
 @pytest.mark.slow
-def test_a_process_whose_disk_fails_mid_render_stops_the_others_at_their_next_window(model, tmp_path):
-    """Under torchrun the second process's writes are refused past 16 kB (its one stream, ~2 s): the
-    first stops at its next window with a snapshot of what it wrote (not at the end of its 8 s), one
+def test_a_process_whose_disk_fails_mid_render_stops_the_others_at_their_next_window(model, reference, tmp_path):
+    """Under torchrun the second process's writes are refused past 8 kB (its one stream, ~1 s): the
+    first stops at its next window with a snapshot of what it wrote (not at the end of its 4 s), one
     line names the failing process and its cause, and a rerun resumes to the bytes of a render never
     stopped."""
-    seconds, out = 8.0, tmp_path / "r"
+    seconds, out = REFERENCE_SECONDS, tmp_path / "r"
     script = tmp_path / "small_disk_cli.py"
     script.write_text(_CLI_SMALL_DISK_ON_ONE_RANK)
     args = torchrun(model, out, "--snapshot-seconds", 0.5, "--block-seconds", 0.25, entry=(script,))
     args[args.index("--seconds") + 1] = str(seconds)
-    env = {**ENV, "SMALL_DISK_RANK": "1", "SMALL_DISK_BYTES": "16000"}
+    env = {**ENV, "SMALL_DISK_RANK": "1", "SMALL_DISK_BYTES": "8000"}
     run = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode != 0
     errors = [line for line in run.stderr.splitlines() if line.startswith("wavegen render: error:")]
     assert len(errors) == 1, run.stderr[-3000:]
     assert errors[0].startswith("wavegen render: error: process 1 of 2 failed, and the others stopped with it "
                                 f"(what they had written is saved): cannot write {out / 'stream_001.wav'}: File "
-                                "too large; 1.5 s of each stream written so far are intact"), errors[0]
+                                "too large; 0.5 s of each stream written so far are intact"), errors[0]
     first = load_snapshot(out / ".state" / "rank0.npz")[1]
     # stopped soon after the second process, not at the end, with a snapshot of all it wrote (its two streams
     # are rendered together, so it may be behind the second process's one: no lower bound past a window)
-    assert 0.25 * SR <= first <= 4 * SR, first
+    assert 0.25 * SR <= first <= 2.5 * SR, first
     assert [sf.info(str(out / f"stream_{i:03d}.wav")).frames for i in (0, 2)] == [first, first]
     assert not (out / "render_report.json").exists()
     resumed = subprocess.run(torchrun(model, out, "--snapshot-seconds", 0.5, "--seconds", seconds), env=ENV,
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    expected = write_streams(tmp_path / "ref", direct_pcm(model, 3, int(seconds * SR)), "wav")
-    assert file_bytes(out, 3) == file_bytes(expected, 3)
+    assert file_bytes(out, 3) == file_bytes(expected_streams(reference, tmp_path / "ref", 3, seconds), 3)
 
 
 # the CLI, then its exit code into EXIT_DIR/RANK
@@ -304,10 +297,12 @@ raise SystemExit(code)
 """
 
 
-@pytest.mark.slow
-def test_ctrl_c_under_torchrun_is_said_once_and_every_process_saves_and_exits_130(model, tmp_path):
-    """A Ctrl-C reaches the launcher and every process (the terminal's process group): each process saves
-    a snapshot and exits 130; "interrupted", and what the stop does, read once (the first process)."""
+@pytest.fixture(scope="module")
+def ctrl_c_under_torchrun(model, tmp_path_factory):
+    """A 120 s torchrun render (2 processes, snapshots every 0.25 s) stopped by a terminal's Ctrl-C once each process
+    has saved two snapshots → (its folder, its stderr, each process's exit code). The test of the Ctrl-C reads it; the
+    damaged snapshot test damages a copy of its folder (a launch fewer)."""
+    tmp_path = tmp_path_factory.mktemp("ctrl_c")
     out, script = tmp_path / "r", tmp_path / "cli_recording_exit.py"
     script.write_text(_CLI_RECORDING_EXIT)
     args = torchrun(model, out, "--snapshot-seconds", 0.25, entry=(script,))
@@ -318,14 +313,45 @@ def test_ctrl_c_under_torchrun_is_said_once_and_every_process_saves_and_exits_13
     wait_for_snapshot(launch, out / ".state" / "rank0.prev.npz")
     os.killpg(launch.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to every process of the group
     _, stderr = launch.communicate(timeout=120)
+    exits = [(tmp_path / str(rank)).read_text() if (tmp_path / str(rank)).exists() else None for rank in range(2)]
+    return out, stderr, exits
+
+
+@pytest.mark.slow
+def test_ctrl_c_under_torchrun_is_said_once_and_every_process_saves_and_exits_130(ctrl_c_under_torchrun):
+    """A Ctrl-C reaches the launcher and every process (the terminal's process group): each process saves
+    a snapshot and exits 130; "interrupted", and what the stop does, read once (the first process)."""
+    out, stderr, exits = ctrl_c_under_torchrun
     assert stderr.count("wavegen render: interrupted") == 1, stderr[-3000:]
     assert stderr.count("rewinding to the start of the window and saving a snapshot") == 1, stderr[-3000:]
     # (torchrun hands the Ctrl-C on to its processes too: where that second SIGINT reaches the first process
     # apart from the terminal's, it stops at once, on its last snapshot, without the line)
     assert stderr.count("snapshot saved. Rerun the same command to resume") <= 1, stderr[-3000:]
-    assert [(tmp_path / str(rank)).read_text() for rank in range(2)] == ["130", "130"]
+    assert exits == ["130", "130"], stderr[-3000:]
     written = [load_snapshot(out / ".state" / f"rank{rank}.npz")[1] for rank in range(2)]
     assert all(0 < w < 120 * SR for w in written), written
+
+
+@pytest.mark.slow
+def test_a_damaged_snapshot_of_one_process_stops_every_process_before_it_renders(model, ctrl_c_under_torchrun,
+                                                                                   tmp_path):
+    """The second process's snapshots are damaged: it refuses as it starts, and the first, whose own
+    snapshot is sound, is stopped with it before rendering on (not once it has rendered its streams to
+    the end), the refusal said once."""
+    out = tmp_path / "r"
+    # a copy of a 120 s render (far longer than the test) that both processes saved and left at a Ctrl-C
+    shutil.copytree(ctrl_c_under_torchrun[0], out)
+    assert (out / ".state" / "rank1.prev.npz").is_file()
+    args = torchrun(model, out, "--snapshot-seconds", 0.25)
+    args[args.index("--seconds") + 1] = "120"
+    for name in ("rank1.npz", "rank1.prev.npz"):
+        truncate(out / ".state" / name)
+    written = load_snapshot(out / ".state" / "rank0.npz")[1]
+    run = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    assert run.stderr.count("wavegen render: error:") == 1, run.stderr[-3000:]
+    assert f"wavegen render: error: {out / '.state' / 'rank1.npz'} is damaged" in run.stderr
+    assert load_snapshot(out / ".state" / "rank0.npz")[1] == written  # the first process rendered nothing more
 
 
 @pytest.mark.slow
@@ -351,18 +377,22 @@ def test_a_stop_of_one_process_alone_stops_the_others_at_their_next_window(model
 
 @pytest.mark.slow
 @pytest.mark.parametrize("killed", [0, 1], ids=["the first process killed", "the second process killed"])
-def test_a_process_killed_mid_render_stops_the_other_with_one_line_and_a_resumable_snapshot(model, tmp_path, killed):
+def test_a_process_killed_mid_render_stops_the_other_with_one_line_and_a_resumable_snapshot(model, reference, tmp_path,
+                                                                                           killed):
     """kill -9 of one process of a torchrun render: the other said gloo's traceback ("Connection closed by peer");
     now one line says which process ended and that a rerun resumes, and it does, to the bytes of a render never
     stopped; the launcher's SIGTERM to the survivor says no line of its own."""
-    seconds, out = 4.0, tmp_path / "r"
-    args = torchrun(model, out, "--snapshot-seconds", 0.5, "--block-seconds", 0.25)
+    seconds, out = 1.5, tmp_path / "r"
+    args = torchrun(model, out, "--snapshot-seconds", 0.25, "--block-seconds", 0.25)
     args[args.index("--seconds") + 1] = str(seconds)
     launch = subprocess.Popen(args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        for rank in (0, 1):
-            wait_for_snapshot(launch, out / ".state" / f"rank{rank}.prev.npz")
-        launched_process(launch, killed).kill()
+        victim = launched_process(launch, killed)
+        # held (SIGSTOP) as its second snapshot appears, so the kill lands mid-render however fast it renders
+        wait_for_snapshot(launch, out / ".state" / f"rank{killed}.prev.npz")
+        victim.suspend()
+        wait_for_snapshot(launch, out / ".state" / f"rank{1 - killed}.prev.npz")
+        victim.kill()
         _, stderr = launch.communicate(timeout=120)
     finally:
         if launch.poll() is None:
@@ -378,8 +408,7 @@ def test_a_process_killed_mid_render_stops_the_other_with_one_line_and_a_resumab
     assert not [line for line in stderr.splitlines() if line.startswith("SIGTERM:")], stderr[-3000:]
     resumed = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    expected = write_streams(tmp_path / "ref", direct_pcm(model, 3, int(seconds * SR)), "wav")
-    assert file_bytes(out, 3) == file_bytes(expected, 3)
+    assert file_bytes(out, 3) == file_bytes(expected_streams(reference, tmp_path / "ref", 3, seconds), 3)
 
 
 AGREE_AFTER_A_LOSS = """

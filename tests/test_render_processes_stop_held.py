@@ -8,11 +8,21 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from process_helpers import ended_after, launched_process, wait_until
 from render_helpers import ENV, make_model
+
+
+def second_stopped_at_its_chunk(launch, out: Path) -> None:
+    """Wait until process 1, Ctrl-C'd, has met the stop at its next chunk: its snapshot saved (its first: the render's
+    snapshots are 30 s apart), its stop recorded right after; then a second for it to wait for process 0 at the
+    agreement."""
+    wait_until(launch, (out / ".state" / "rank1.npz").exists, "process 1's snapshot of its stop")
+    time.sleep(1.0)
+
 
 # The CLI, process 0 pausing PAUSE_SECONDS (sleeps of 10 ms: Python code that never looks for news) inside its fourth
 # draw of uniforms (inside a window, away from a chunk's look), after writing PAUSE_MARK
@@ -53,7 +63,7 @@ def test_a_recorded_stop_met_as_the_held_sigterms_time_is_up_saves_and_says_it_a
         second = launched_process(launch, 1)
         wait_until(launch, mark.exists, "process 0 paused")
         second.send_signal(signal.SIGINT)
-        time.sleep(3.0)  # its stop recorded at its next chunk; it waits for process 0 at the agreement
+        second_stopped_at_its_chunk(launch, out)
         second.send_signal(signal.SIGINT)
 
     stderr, _ = ended_after(launch, stop_twice, timeout=60)
@@ -111,7 +121,7 @@ def test_a_recorded_stop_met_as_the_held_sigterms_time_is_up_in_the_flac_encodin
         second.send_signal(signal.SIGINT)
         time.sleep(0.5)
         go.write_text("go")
-        time.sleep(3.0)  # its stop recorded at its next chunk; it waits for process 0 at the agreement
+        second_stopped_at_its_chunk(launch, out)
         second.send_signal(signal.SIGINT)
 
     stderr, took = ended_after(launch, stop_twice, timeout=60)
