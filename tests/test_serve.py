@@ -118,6 +118,46 @@ class Server:
             return self.proc.wait()
 
 
+def serve_here(target: Path, until=lambda status: True, checkpoint: str | None = None, timeout: float = 30.0,
+               **settings) -> tuple[dict, dict]:
+    """``wavegen serve TARGET --port 0 --allow-slow`` run in this process, for a test about what a server plays,
+    archives or logs (caplog) rather than about its process: ``settings`` are ServeSettings' fields (``guard``:
+    True unless given). Played until ``until(status)`` holds (/status polled over HTTP, as Server.wait_for does),
+    then stopped as a SIGTERM stops it (its final snapshot taken). → (the first /status, the one that met
+    ``until``)."""
+    import urllib.request
+
+    from wavegen.serve import ServeSettings, serve
+    from wavegen.signals import StopSignals
+
+    stop, seen, failed = StopSignals(), [], []
+
+    def watch(url: str) -> None:
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                with urllib.request.urlopen(url + "status", timeout=10) as r:
+                    seen.append(json.loads(r.read()))
+                if until(seen[-1]):
+                    return
+                assert time.monotonic() < deadline, f"timed out waiting; last status {seen[-1]}"
+                time.sleep(0.1)
+        except BaseException as err:  # said by the test, once the server stopped
+            failed.append(err)
+        finally:
+            stop.request()
+
+    def ready(url: str) -> None:
+        threading.Thread(target=watch, args=(url,), daemon=True).start()
+
+    serve(str(target), ServeSettings(port=0, allow_slow=True, **settings), checkpoint=checkpoint, on_ready=ready,
+          stop=stop)
+    if failed:
+        raise failed[0]
+    assert stop.requested, "it stopped by itself"
+    return seen[0], seen[-1]
+
+
 # ----- clients ------------------------------------------------------------------------------------
 
 async def listen(port: int, audio_seconds: float, timeout: float = 40.0) -> list[tuple[float, bytes]]:

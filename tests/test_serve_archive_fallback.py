@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from test_serve import SR, Server, make_model, reference_pcm
+from test_serve import SR, make_model, reference_pcm, serve_here
 from test_serve_archive import _archived, _contents
 
 PARAMS = {"model": "a", "model_sha256": "0" * 64, "sample_rate": SR, "seed": 0}
@@ -194,24 +194,24 @@ def test_the_model_gone_is_found_from_the_snapshot_when_params_json_is_damaged(t
 
 
 @pytest.mark.slow
-def test_a_server_restarted_on_a_damaged_snapshot_goes_on_byte_for_byte(tmp_path):
-    """A real server, stopped; its newest snapshot cut short: the same command goes on from the one before it,
-    saying so, and the archive comes out as a server that never stopped writes it."""
+def test_a_server_restarted_on_a_damaged_snapshot_goes_on_byte_for_byte(tmp_path, caplog):
+    """A real server (played in this process: test_serve.serve_here), stopped; its newest snapshot cut short: the
+    same command goes on from the one before it, saying so, and the archive comes out as a server that never
+    stopped writes it."""
     model = make_model(tmp_path / "model")
     archive = tmp_path / "archive"
-    args = ("--no-guard", "--archive", str(archive), "--archive-part-seconds", "3", "--snapshot-seconds", "1",
-            "--buffer-seconds", "8")
-    first = Server(model, *args)
-    first.wait_for(lambda s: s["archive"]["snapshot_seconds"] >= 3.0)
-    assert first.stop() == 130
+    settings = {"guard": False, "archive": str(archive), "archive_part_seconds": 3.0, "snapshot_seconds": 1.0,
+                "buffer_seconds": 8.0}  # --no-guard --archive-part-seconds 3 --snapshot-seconds 1 --buffer-seconds 8
+    serve_here(model, lambda s: s["archive"]["snapshot_seconds"] >= 3.0, **settings)
     snap = _snap(archive)
     snap.write_bytes(snap.read_bytes()[:200])
-    second = Server(model, *args)
-    began = second.status()["archive"]["snapshot_seconds"]
-    assert began >= 2.0
-    second.wait_for(lambda s: s["archive"]["snapshot_seconds"] >= began + 2.0)
-    assert second.stop() == 130
-    said = [line for line in "".join(second.stderr).splitlines() if "snapshot before it" in line]
-    assert len(said) == 1 and f"{snap} is damaged" in said[0], "".join(second.stderr)
+    caplog.set_level(logging.INFO)
+    caplog.clear()
+    began: dict[str, float] = {}  # where it went on from: its first /status's
+    first, _ = serve_here(model, lambda s: s["archive"]["snapshot_seconds"] >= began.setdefault(
+        "at", s["archive"]["snapshot_seconds"]) + 2.0, **settings)
+    assert first["archive"]["snapshot_seconds"] == began["at"] >= 2.0
+    said = [line for line in caplog.messages if "snapshot before it" in line]
+    assert len(said) == 1 and f"{snap} is damaged" in said[0], caplog.text
     pcm = _archived(archive)
     assert np.array_equal(pcm, reference_pcm(model, len(pcm)))

@@ -9,6 +9,7 @@ before serve recorded the tensors' digest is judged by what it recorded: its wei
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -16,11 +17,14 @@ import numpy as np
 import pytest
 
 from test_render_model_gone import make_run
-from test_serve import SR, Server, make_model, reference_pcm
+from test_serve import SR, make_model, reference_pcm, serve_here
 from test_serve_archive import _archived, _contents
 from wavegen.render.model_change import TENSORS_KEY
 
 PARAMS = {"model": "runs/a/best", "model_sha256": "1" * 64, TENSORS_KEY: "2" * 64, "sample_rate": SR, "seed": 0}
+# each session: `wavegen serve RUN --no-guard --snapshot-seconds 1 --buffer-seconds 8 --archive ARCHIVE`, played in
+# this process (test_serve.serve_here): what is checked is what the archive keeps, not the server's process
+ARGS = {"guard": False, "snapshot_seconds": 1.0, "buffer_seconds": 8.0}
 
 
 def _archive(folder: Path, params: dict) -> None:
@@ -62,13 +66,11 @@ def test_an_archive_begun_from_best_continues_from_its_checkpoint(tmp_path):
     a file of other bytes): it continues the archive, byte for byte, and again from best/ after that."""
     model = make_model(tmp_path / "model")
     run, archive = make_run(model, tmp_path / "run"), tmp_path / "archive"
-    args = ("--no-guard", "--archive", str(archive), "--snapshot-seconds", "1", "--buffer-seconds", "8")
     written = 0.0
-    for extra in ((), ("--checkpoint", "step_5"), ()):
-        server = Server(run, *extra, *args)
-        assert server.status()["archive"]["snapshot_seconds"] >= written  # went on from the last snapshot
-        s = server.wait_for(lambda s: s["archive"]["snapshot_seconds"] >= written + 1.0)
-        assert server.stop() == 130, "".join(server.stderr)
+    for checkpoint in (None, "step_5", None):
+        first, s = serve_here(run, lambda s: s["archive"]["snapshot_seconds"] >= written + 1.0, checkpoint, **ARGS,
+                              archive=str(archive))
+        assert first["archive"]["snapshot_seconds"] >= written  # went on from the last snapshot
         written = s["archive"]["snapshot_seconds"]
     pcm = _archived(archive)
     assert len(pcm) >= 3 * SR
@@ -81,7 +83,7 @@ def test_an_archive_begun_from_best_continues_from_its_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
-def test_an_archive_begun_from_a_checkpoint_pruned_since_continues_with_best_holding_its_weights(tmp_path):
+def test_an_archive_begun_from_a_checkpoint_pruned_since_continues_with_best_holding_its_weights(tmp_path, caplog):
     """Played from --checkpoint step_5, which a training that went on pruned; the run's best/ holds the same
     tensors. The same command refused ("no such checkpoint"), though the same weights are there: it goes on
     with best/ (saying so), byte for byte; the run given alone (best/) continues it too. Once best/ holds other
@@ -92,19 +94,19 @@ def test_an_archive_begun_from_a_checkpoint_pruned_since_continues_with_best_hol
 
     model = make_model(tmp_path / "model")
     run, archive = make_run(model, tmp_path / "run"), tmp_path / "archive"
-    args = ("--no-guard", "--archive", str(archive), "--snapshot-seconds", "1", "--buffer-seconds", "8")
+    caplog.set_level(logging.INFO)
     written = 0.0
-    for extra in (("--checkpoint", "step_5"), "pruned", ("--checkpoint", "step_5"), ()):
-        if extra == "pruned":
+    for checkpoint in ("step_5", "pruned", "step_5", None):
+        if checkpoint == "pruned":
             shutil.rmtree(run / "checkpoints" / "step_5")
             continue
-        server = Server(run, *extra, *args)
-        assert server.status()["archive"]["snapshot_seconds"] >= written  # went on from the last snapshot
-        s = server.wait_for(lambda s: s["archive"]["snapshot_seconds"] >= written + 1.0)
-        assert server.stop() == 130, "".join(server.stderr)
+        caplog.clear()
+        first, s = serve_here(run, lambda s: s["archive"]["snapshot_seconds"] >= written + 1.0, checkpoint, **ARGS,
+                              archive=str(archive))
+        assert first["archive"]["snapshot_seconds"] >= written  # went on from the last snapshot
         written = s["archive"]["snapshot_seconds"]
-        if extra and not (run / "checkpoints" / "step_5").exists():
-            assert "the run's best/ holds the weights" in "".join(server.stderr), "".join(server.stderr)
+        if checkpoint and not (run / "checkpoints" / "step_5").exists():
+            assert "the run's best/ holds the weights" in caplog.text, caplog.text
     pcm = _archived(archive)
     assert len(pcm) >= 3 * SR
     assert np.array_equal(pcm, reference_pcm(model, len(pcm)))
@@ -116,23 +118,24 @@ def test_an_archive_begun_from_a_checkpoint_pruned_since_continues_with_best_hol
     assert _contents(archive) == before
 
 @pytest.mark.slow
-def test_an_archive_begun_from_best_deleted_since_continues_with_the_checkpoint_holding_its_weights(tmp_path):
+def test_an_archive_begun_from_best_deleted_since_continues_with_the_checkpoint_holding_its_weights(tmp_path,
+                                                                                                     caplog):
     """Played from the run (its best/), which is deleted since (or being replaced by a training); the kept
     checkpoint step_5 holds the same tensors: the same command goes on with it, saying so in one line, byte for
     byte, as a render resumes (model_change.stand_in, one helper for both). It was refused: no model in the run."""
     model = make_model(tmp_path / "model")
     run, archive = make_run(model, tmp_path / "run"), tmp_path / "archive"
-    args = ("--no-guard", "--archive", str(archive), "--snapshot-seconds", "1", "--buffer-seconds", "8")
+    caplog.set_level(logging.INFO)
     written = 0.0
     for session in range(2):
         if session:
             shutil.rmtree(run / "best")
-        server = Server(run, *args)
-        assert server.status()["archive"]["snapshot_seconds"] >= written  # went on from the last snapshot
-        s = server.wait_for(lambda s: s["archive"]["snapshot_seconds"] >= written + 1.0)
-        assert server.stop() == 130, "".join(server.stderr)
+        caplog.clear()
+        first, s = serve_here(run, lambda s: s["archive"]["snapshot_seconds"] >= written + 1.0, **ARGS,
+                              archive=str(archive))
+        assert first["archive"]["snapshot_seconds"] >= written  # went on from the last snapshot
         written = s["archive"]["snapshot_seconds"]
-    said = [line for line in "".join(server.stderr).splitlines() if "is gone" in line]
+    said = [line for line in caplog.messages if "is gone" in line]
     assert len(said) == 1 and said[0].endswith(
         f"{run}: {(run / 'best').resolve()}, the model the archive {archive} began with, is gone (deleted, or being "
         f"replaced by a training); the kept checkpoint {(run / 'checkpoints' / 'step_5').resolve()} holds the weights "

@@ -3,13 +3,15 @@ removed is written again from the snapshot (which records the same parameters) a
 snapshot removed while a part's header counts audio a snapshot counted is refused, untouched (it started over
 and wrote part 0 over); a server killed in its first snapshot, or as its first part is closed, leaves no header
 counting audio no snapshot holds, and the same command begins anew; a part replaced by another file is named as
-what it is. Real servers (the CLI in subprocesses, test_serve's helpers; one killed with a real SIGKILL at the
-moment a hook picks), real files.
+what it is. Real servers (the CLI in subprocesses, one killed with a real SIGKILL at the moment a hook picks;
+where what counts is what the archive keeps or a refusal says, the server played in this process: test_serve's
+serve_here), real files.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -20,10 +22,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from test_serve import ENV, Server, make_model, reference_pcm
+from test_serve import ENV, make_model, reference_pcm, serve_here
 from test_serve_archive import _archived, _contents
 
 ARGS = ("--no-guard", "--archive-part-seconds", "3", "--snapshot-seconds", "1", "--buffer-seconds", "8")
+# the same, for a server played in this process (test_serve.serve_here), where what is checked is what the archive
+# keeps or the refusal says, not the server's process
+PLAYED = {"guard": False, "archive_part_seconds": 3.0, "snapshot_seconds": 1.0, "buffer_seconds": 8.0}
 
 
 @pytest.fixture(scope="module")
@@ -31,35 +36,33 @@ def model(tmp_path_factory) -> Path:
     return make_model(tmp_path_factory.mktemp("serve_archive_state") / "tiny")
 
 
-def _served(model: Path, archive: Path, seconds: float) -> Server:
-    server = Server(model, "--archive", str(archive), *ARGS)
-    server.wait_for(lambda s: s["archive"]["snapshot_seconds"] >= seconds)
-    return server
+def _served(model: Path, archive: Path, seconds: float, **settings) -> dict:
+    """The server played (in this process) on ``archive`` until its snapshot is ``seconds`` in, then stopped as a
+    SIGTERM stops it; → its first /status."""
+    return serve_here(model, lambda s: s["archive"]["snapshot_seconds"] >= seconds,
+                      **{**PLAYED, "archive": str(archive), **settings})[0]
 
 
-def _refusal(model: Path, archive: Path, *extra: str) -> str:
-    """The one error line of a server that refuses to start on ``archive``; the archive left as it was."""
+def _refusal(model: Path, archive: Path, **settings) -> str:
+    """What a server (played in this process) that refuses to start on ``archive`` says: its error, one line, a
+    user's to fix (the CLI's "wavegen serve: error: ..."); the archive left as it was."""
+    from wavegen.errors import WavegenError
+
     before = _contents(archive)
-    try:
-        server = Server(model, "--archive", str(archive), *ARGS, *extra)
-    except AssertionError as err:  # it did not start: its stderr follows
-        log = str(err)
-    else:
-        server.stop()
-        raise AssertionError(f"it started on {archive}, over the archive:\n{''.join(server.stderr)}")
-    assert "Traceback" not in log
-    errors = [line for line in log.splitlines() if line.startswith("wavegen serve: error:")]
-    assert len(errors) == 1, log
+    with pytest.raises(WavegenError) as err:  # one that starts is stopped at once, and this says so
+        serve_here(model, **{**PLAYED, "archive": str(archive), **settings})
+    error = str(err.value)
+    assert "\n" not in error, error
     assert _contents(archive) == before, "a refused archive is left as it was"
-    return errors[0]
+    return error
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("lost", ["damaged", "removed"])
-def test_a_lost_params_file_is_written_again_from_the_snapshot_and_the_archive_goes_on(model, tmp_path, lost):
+def test_a_lost_params_file_is_written_again_from_the_snapshot_and_the_archive_goes_on(model, tmp_path, lost,
+                                                                                       caplog):
     archive = tmp_path / "archive"
-    first = _served(model, archive, 2.0)
-    assert first.stop() == 130
+    _served(model, archive, 2.0)
     params = archive / ".state" / "params.json"
     recorded = json.loads(params.read_text())
     if lost == "damaged":
@@ -68,16 +71,15 @@ def test_a_lost_params_file_is_written_again_from_the_snapshot_and_the_archive_g
         params.unlink()
     kept = _archived(archive)
     # another command is refused, naming the file the archive's values were read from (not the lost params.json)
-    error = _refusal(model, archive, "--seed", "7")
+    error = _refusal(model, archive, seed=7)
     snap = archive / ".state" / "snapshot.npz"
     assert f"with seed=0, but this command asks for seed=7 ({snap})" in error and "params.json" not in error, error
 
-    second = Server(model, "--archive", str(archive), *ARGS)
-    began = second.status()["archive"]["snapshot_seconds"]
-    assert began * 16000 == len(kept) > 0  # went on from the snapshot, not from zero
-    second.wait_for(lambda s: s["archive"]["snapshot_seconds"] >= began + 2.0)
-    assert second.stop() == 130
-    log = "".join(second.stderr)
+    caplog.set_level(logging.INFO)
+    caplog.clear()
+    status = _served(model, archive, len(kept) / 16000 + 2.0)
+    assert status["archive"]["snapshot_seconds"] * 16000 == len(kept) > 0  # went on from the snapshot, not from zero
+    log = caplog.text
     assert f"{params} is {'damaged' if lost == 'damaged' else 'gone'}" in log, log
     assert "written again" in log
     again = json.loads(params.read_text())
@@ -96,14 +98,12 @@ def test_parts_a_snapshot_counted_are_not_written_over_when_it_is_removed(model,
     # parts longer than any stop here reaches: a stop at a part's end (3.0 s of 3 s parts, met under load) leaves
     # the newest part a new one, counting nothing, and the refusal is the bound's instead (test_serve_archive_disk's
     # test_parts_without_a_snapshot_are_judged_by_the_bound_of_the_server_that_wrote_them)
-    longer = ("--archive-part-seconds", "100")
-    first = Server(model, "--archive", str(archive), *ARGS, *longer)
-    first.wait_for(lambda s: s["archive"]["snapshot_seconds"] >= 1.0)
-    assert first.stop() == 130
+    longer = {"archive_part_seconds": 100.0}
+    _served(model, archive, 1.0, **longer)
     # both: with the one before it left, the archive goes on from that one (test_serve_archive_fallback)
     for name in ("snapshot.npz", "snapshot.prev.npz"):
         (archive / ".state" / name).unlink(missing_ok=True)
-    error = _refusal(model, archive, *longer)
+    error = _refusal(model, archive, **longer)
     assert "broadcast_00000.wav" in error and "no .state/snapshot.npz" in error, error
     assert "Bring the snapshot back to continue it" in error
 
@@ -111,8 +111,7 @@ def test_parts_a_snapshot_counted_are_not_written_over_when_it_is_removed(model,
 @pytest.mark.slow
 def test_a_part_replaced_by_another_file_is_named_as_what_it_is(model, tmp_path):
     archive = tmp_path / "archive"
-    first = _served(model, archive, 1.0)
-    assert first.stop() == 130
+    _served(model, archive, 1.0)
     part = max(archive.glob("broadcast_*.wav"))  # the one the snapshot ends in (a new, empty one where it ends a part)
     part.write_bytes(b"x" * max(part.stat().st_size, 100))  # as long, but no WAV
     error = _refusal(model, archive)
@@ -125,8 +124,7 @@ def test_a_snapshot_replaced_by_another_file_is_said_plainly_with_what_to_do(mod
     """A file that is no .npz at the snapshot's name: numpy's guess ("contains pickled (object) data ... load it
     unsafely") was passed on as the reason; said as what it is, with the way to go on."""
     archive = tmp_path / "archive"
-    first = _served(model, archive, 1.0)
-    assert first.stop() == 130
+    _served(model, archive, 1.0)
     snap = archive / ".state" / "snapshot.npz"
     snap.write_bytes(b"junk")
     # the one before it gone too: with it, the archive goes on from that one (test_serve_archive_fallback)
@@ -182,10 +180,7 @@ def test_a_server_killed_in_its_first_snapshot_is_begun_anew_by_the_same_command
     assert not (archive / ".state" / "snapshot.npz").exists() and part.stat().st_size >= 44 + 2 * 16000
     assert flushed_samples(part, 16000) == (0, None)  # no snapshot holds them: the header counts none
 
-    server = Server(model, "--archive", str(archive), *ARGS)
-    assert server.status()["archive"]["snapshot_seconds"] == 0.0
-    server.wait_for(lambda s: s["archive"]["snapshot_seconds"] >= 2.0)
-    assert server.stop() == 130
+    assert _served(model, archive, 2.0)["archive"]["snapshot_seconds"] == 0.0
     pcm = _archived(archive)
     assert len(pcm) >= 2 * 16000 and np.array_equal(pcm, reference_pcm(model, len(pcm)))
 
@@ -201,8 +196,7 @@ def test_a_server_killed_as_its_first_part_closed_is_begun_anew_with_longer_part
     assert [p.name for p in archive.glob("broadcast_*.wav")] == ["broadcast_00000.wav"]
     assert not (archive / ".state" / "snapshot.npz").exists()
 
-    server = _served(model, archive, 4.0)  # ARGS: 3 s parts
-    assert server.stop() == 130
+    _served(model, archive, 4.0)  # 3 s parts
     assert json.loads((archive / ".state" / "params.json").read_text())["part_frames"] == 3 * 16000
     pcm = _archived(archive)
     assert sf.info(str(archive / "broadcast_00000.wav")).frames == 3 * 16000  # begun anew, in its own parts
