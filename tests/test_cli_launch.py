@@ -67,20 +67,28 @@ def test_a_process_no_launcher_ends_says_its_error_after_the_wait(model, tmp_pat
 
 
 @pytest.mark.slow
-def test_eval_under_torchrun_scores_in_one_process(model, tmp_path):
+def test_eval_under_torchrun_scores_in_one_process(model, tmp_path, capsys):
+    from process_helpers import kill_launch
+
     corpus = prepared_corpus(tmp_path, files=4, seconds=2.0, sample_rate=SR, val_fraction=0.25, test_fraction=0.25)
-    alone = subprocess.run([sys.executable, "-m", "wavegen", "eval", str(model), "--data", str(corpus), "--json"],
-                           env=ENV, capture_output=True, text=True, timeout=240)
-    assert alone.returncode == 0, alone.stderr[-3000:]
-    run = subprocess.run(launched("eval", model, "--data", corpus, "--json"), env=ENV, capture_output=True,
-                         text=True, timeout=240)
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert run.stdout == alone.stdout  # one result, not one per process
-    assert "wavegen eval runs in one process: the first of this launch's 2 does the work" in run.stderr
-    refused = subprocess.run(launched("eval", model, "--data", tmp_path / "none"), env=ENV, capture_output=True,
-                             text=True, timeout=240)
-    assert refused.returncode != 0 and refused.stderr.count("wavegen eval: error:") == 1, refused.stderr[-3000:]
-    assert f"wavegen eval: error: {tmp_path / 'none'}" in refused.stderr
+    # the two launches side by side (each is mostly seconds of importing torch), the one process's eval in this one
+    launches = [subprocess.Popen(args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for args in (launched("eval", model, "--data", corpus, "--json"),
+                             launched("eval", model, "--data", tmp_path / "none"))]
+    try:
+        capsys.readouterr()
+        assert main(["eval", str(model), "--data", str(corpus), "--json"]) == 0
+        alone = capsys.readouterr().out
+        (out, err), (_, refused) = (launch.communicate(timeout=240) for launch in launches)
+    finally:
+        for launch in launches:
+            if launch.poll() is None:
+                kill_launch(launch)
+    assert launches[0].returncode == 0, err[-3000:]
+    assert out == alone  # one result, not one per process
+    assert "wavegen eval runs in one process: the first of this launch's 2 does the work" in err
+    assert launches[1].returncode != 0 and refused.count("wavegen eval: error:") == 1, refused[-3000:]
+    assert f"wavegen eval: error: {tmp_path / 'none'}" in refused
 
 
 # A library's program under torchrun: it imports the CLI (its parser, one_line ...) and never calls main

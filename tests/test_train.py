@@ -431,9 +431,10 @@ def test_a_failed_first_start_leaves_the_run_folder_usable(tiny_corpus, tmp_path
 
 
 @pytest.mark.slow
-def test_sigterm_checkpoints_and_the_same_command_resumes(tiny_corpus, tmp_path):
+def test_sigterm_checkpoints_and_the_same_command_resumes(tiny_corpus, tmp_path, capsys):
     """Real processes: SIGTERM saves a checkpoint and the same command resumes; a second training on
-    the same run folder meanwhile is refused at once (exit 2), naming the first, and writes nothing."""
+    the same run folder meanwhile is refused at once (exit 2), naming the first, and writes nothing.
+    (The second training and the resume run in this process: the CLI's main, as a process runs it.)"""
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "wavegen", "train", "--data", str(tiny_corpus), "--model",
            "samplernn-tiny", "--run", str(run), "--max-steps", "100000", "--threads", "1"]
@@ -443,9 +444,10 @@ def test_sigterm_checkpoints_and_the_same_command_resumes(tiny_corpus, tmp_path)
     deadline = time.time() + 60
     while time.time() < deadline and len(losses(run)) < 5:
         time.sleep(0.2)
-    second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert second.returncode == 2, second.stderr
-    assert f"another training run is writing here (process {proc.pid}" in second.stderr
+    capsys.readouterr()
+    assert main(cmd[3:]) == 2
+    second = capsys.readouterr().err
+    assert f"another training run is writing here (process {proc.pid}" in second, second
     assert proc.poll() is None  # the first one trains on
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
@@ -458,8 +460,7 @@ def test_sigterm_checkpoints_and_the_same_command_resumes(tiny_corpus, tmp_path)
     assert stopped_at >= 5
     # interrupted before any validation: it says where the model is, not a best/ that does not exist
     assert "no best/ model yet" in err and f"latest checkpoint {ckpts[0]}" in err and "--checkpoint last" in err
-    subprocess.run(cmd[:cmd.index("--max-steps") + 1] + [str(stopped_at + 2)] + cmd[cmd.index("--max-steps") + 2:],
-                   check=True, capture_output=True, timeout=120)
+    assert main(cmd[3:cmd.index("--max-steps") + 1] + [str(stopped_at + 2)] + cmd[cmd.index("--max-steps") + 2:]) == 0
     assert [s for s, _ in losses(run)][-3:] == [stopped_at, stopped_at + 1, stopped_at + 2]
 
 
