@@ -32,5 +32,5 @@ setup(
         "cuda": ["numba-cuda[cu13]>=0.30", "cuda-toolkit[cccl,cudart,nvrtc,nvvm]==13.0.*",
                  "nvidia-nvjitlink==13.0.*", "greenlet>=3", "numpy<2.5"],
     },
-    entry_points={"console_scripts": ["wavegen=wavegen.cli:main"]},
+    entry_points={"console_scripts": ["wavegen=wavegen.cli:run"]},
 )

@@ -44,6 +44,13 @@ def gloo_threads_left(folder: Path, processes: int) -> dict[int, list[str]]:
     return left
 
 
+def error_lines(stderr: str, command: str) -> list[str]:
+    """The ``wavegen COMMAND: error: ...`` lines in a process's or a launch's stderr, each from where it begins: a
+    launcher's own traceback, written to the same pipe at the same moment, can put text before one on its line."""
+    head = f"wavegen {command}: error:"
+    return [line[line.index(head):] for line in stderr.splitlines() if head in line]
+
+
 def kill_launch(launch: subprocess.Popen) -> None:
     """End a launch that overran: the launcher and every process under it, then read its pipes to the end.
     torchrun (and accelerate launch through it) starts its processes in sessions of their own, so they

@@ -218,6 +218,21 @@ def test_console_script_and_module_entry_points(trained):
         assert out.returncode == 0 and "samplernn-3tier" in out.stdout
 
 
+def test_the_program_entry_freezes_what_is_left_for_its_exit_and_still_runs_the_exit_handlers(tmp_path):
+    """``run`` (the console script's and ``python -m wavegen``'s entry) returns main's exit status with the objects
+    left frozen out of the collector (gc.freeze: the exit's collections skip them), and the exit handlers still run
+    after it: one registered before the command records the frozen count as the interpreter exits."""
+    mark = tmp_path / "exit_handler_ran"
+    script = ("import atexit, gc, os, pathlib, sys\n"
+              "from wavegen.cli import run\n"
+              "atexit.register(lambda: pathlib.Path(os.environ['MARK']).write_text(str(gc.get_freeze_count())))\n"
+              "raise SystemExit(run())\n")
+    out = subprocess.run([sys.executable, "-c", script, "info", "--presets"], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "MARK": str(mark)})
+    assert out.returncode == 0 and "samplernn-3tier" in out.stdout, out.stderr
+    assert int(mark.read_text()) > 1000, mark.read_text()
+
+
 def test_a_reader_that_stops_reading_is_no_traceback():
     """``wavegen info --presets --json | head -c 300``: a BrokenPipeError traceback. (The pipe's reading
     end closes before the command writes: every write fails, as after head's exit.)"""

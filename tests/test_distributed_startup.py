@@ -13,15 +13,15 @@ import time
 
 import pytest
 from conftest import TINY_SAMPLERNN, prepared_corpus
-from process_helpers import ended_after_killing, kill_launch, launched_process, killed_at_start, wait_until
+from process_helpers import ended_after_killing, error_lines, kill_launch, launched_process, killed_at_start, wait_until
 
 # The CLI, process 0 writing STARTED once wavegen's CLI is imported and torch not yet (the command's import of it)
 _CLI_MARKED = """import os, pathlib, sys
-from wavegen.cli import main
+from wavegen.cli import run
 assert "torch" not in sys.modules
 if os.environ["RANK"] == "0":
     pathlib.Path(os.environ["STARTED"]).write_text("started")
-raise SystemExit(main(sys.argv[1:]))
+raise SystemExit(run())
 """
 
 
@@ -38,7 +38,7 @@ def slow():
     real()
 
 wavegen.cli._print_any_name = slow
-raise SystemExit(wavegen.cli.main(sys.argv[1:]))
+raise SystemExit(wavegen.cli.run())
 """
 
 
@@ -53,13 +53,6 @@ def _start(tmp_path, processes: int, *settings: str, cli: str = _CLI_MARKED) -> 
                               env={**os.environ, "OMP_NUM_THREADS": "1", "STARTED": str(started)},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return launch, started
-
-
-def _errors(stderr: str, command: str = "train") -> list[str]:
-    """wavegen's error lines in a launch's stderr, each from where it begins: torchrun's own traceback, written to
-    the same pipe at the same moment, can put text before one on its line."""
-    head = f"wavegen {command}: error:"
-    return [line[line.index(head):] for line in stderr.splitlines() if head in line]
 
 
 @pytest.mark.slow
@@ -107,7 +100,7 @@ def test_two_processes_killed_while_a_training_of_three_starts_are_both_named(tm
     finally:
         if launch.poll() is None:
             kill_launch(launch)
-    errors = _errors(stderr)
+    errors = error_lines(stderr, "train")
     assert len(errors) == 1, stderr[-3000:]
     assert errors[0].startswith("wavegen train: error: processes 1 and 2 of this training (3 processes) ended "
                                 "unexpectedly (killed, or out of memory? the launcher's report says why)"), errors[0]
@@ -132,7 +125,7 @@ def test_a_process_frozen_while_the_training_starts_is_said_once_the_group_timeo
     finally:
         if launch.poll() is None:
             kill_launch(launch)
-    errors = _errors(stderr)
+    errors = error_lines(stderr, "train")
     assert errors and errors[0].startswith("wavegen train: error: process 1 of this training (2 processes) did not "
                                            "come within 6 s"), stderr[-3000:]
     assert errors[0].endswith("the training had not begun its steps; rerun the same command; if a process is merely "
@@ -146,7 +139,7 @@ def test_a_launchers_sigterm_before_the_command_sets_its_handlers_is_held(tmp_pa
     process 0 ended by it at once, without a word. Now held from the CLI's import on: it names process 1."""
     launch, started = _start(tmp_path, 2, cli=_CLI_SLOW_TO_RUN)
     stderr, took = ended_after_killing(launch, 1, lambda: wait_until(launch, started.exists, "process 0 imported"))
-    errors = _errors(stderr)
+    errors = error_lines(stderr, "train")
     assert len(errors) == 1, stderr[-3000:]
     assert errors[0].startswith("wavegen train: error: process 1 of this training (2 processes) ended unexpectedly "
                                 "(killed, or out of memory? the launcher's report says why)"), errors[0]
@@ -187,10 +180,10 @@ if os.environ["RANK"] == "1":
     deadline = time.monotonic() + 90
     while not pathlib.Path(os.environ["GO"]).exists() and time.monotonic() < deadline:
         time.sleep(0.1)
-from wavegen.cli import main
+from wavegen.cli import run
 if os.environ["RANK"] == "0":
     pathlib.Path(os.environ["STARTED"]).write_text(str(os.getppid()))
-raise SystemExit(main(sys.argv[1:]))
+raise SystemExit(run())
 """
 
 
@@ -226,7 +219,7 @@ def test_a_process_of_another_machine_not_come_when_the_launcher_stops_this_one_
         for agent in agents:
             if agent.poll() is None:
                 kill_launch(agent)
-    errors = _errors(stderr)
+    errors = error_lines(stderr, "train")
     assert len(errors) == 1, stderr[-3000:]
     assert errors[0] == ("wavegen train: error: process 1 of this training (2 processes) had not come when the "
                          "launcher stopped this one (slow to start, or ended where this one cannot see it? the "
@@ -246,7 +239,7 @@ def waiting(*args, **kwargs):
     return real(*args, **kwargs)
 
 distributed._wait_for_the_others = waiting
-raise SystemExit(wavegen.cli.main(sys.argv[1:]))
+raise SystemExit(wavegen.cli.run())
 """
 _WRAPPER = """#!/bin/sh
 if [ "$RANK" = "1" ]; then sleep 120; exit 0; fi
@@ -280,7 +273,7 @@ def test_a_process_slow_to_start_under_a_wrapper_is_not_said_ended_when_the_laun
     finally:
         if launch.poll() is None:
             kill_launch(launch)
-    errors = _errors(stderr, "render")
+    errors = error_lines(stderr, "render")
     assert len(errors) == 1, stderr[-3000:]
     assert errors[0].startswith("wavegen render: error: process 1 of this render (2 processes) had not come when the "
                                 "launcher stopped this one (slow to start, or ended where this one cannot see it?"), \

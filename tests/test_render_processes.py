@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from process_helpers import (cli_recording_threads, gloo_threads_left, kill_launch, launched_process,
+from process_helpers import (cli_recording_threads, error_lines, gloo_threads_left, kill_launch, launched_process,
                              raised_under_torchrun)
 from render_helpers import (ENV, MOSTLY_SILENT, SR, cli, direct_pcm, expected_guarded, file_bytes,  # noqa: F401
                             make_model, one_hot_bias, read_pcm, settings, wait_for_snapshot,
@@ -252,8 +252,8 @@ _CLI_SMALL_DISK_ON_ONE_RANK = """import os, resource, sys
 if os.environ["RANK"] == os.environ["SMALL_DISK_RANK"]:
     limit = int(os.environ["SMALL_DISK_BYTES"])
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-from wavegen.cli import main
-raise SystemExit(main(sys.argv[1:]))
+from wavegen.cli import run
+raise SystemExit(run())
 """
 
 
@@ -271,7 +271,7 @@ def test_a_process_whose_disk_fails_mid_render_stops_the_others_at_their_next_wi
     env = {**ENV, "SMALL_DISK_RANK": "1", "SMALL_DISK_BYTES": "8000"}
     run = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode != 0
-    errors = [line for line in run.stderr.splitlines() if line.startswith("wavegen render: error:")]
+    errors = error_lines(run.stderr, "render")
     assert len(errors) == 1, run.stderr[-3000:]
     assert errors[0].startswith("wavegen render: error: process 1 of 2 failed, and the others stopped with it "
                                 f"(what they had written is saved): cannot write {out / 'stream_001.wav'}: File "
@@ -398,7 +398,7 @@ def test_a_process_killed_mid_render_stops_the_other_with_one_line_and_a_resumab
         if launch.poll() is None:
             kill_launch(launch)
     assert not (out / "render_report.json").exists()  # stopped mid-render
-    errors = [line for line in stderr.splitlines() if line.startswith("wavegen render: error:")]
+    errors = error_lines(stderr, "render")
     assert len(errors) == 1, stderr[-3000:]
     # named: the survivor, done with its streams, waits for it in the store and sees it ended on this machine
     assert errors[0].startswith(f"wavegen render: error: process {killed} of this render (2 processes) ended "

@@ -35,8 +35,8 @@ def resolving(*args, **kwargs):
     return ref
 
 loop.resolve_render_model = resolving
-from wavegen.cli import main
-raise SystemExit(main(sys.argv[1:]))
+from wavegen.cli import run
+raise SystemExit(run())
 """
 
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from process_helpers import ended_after_killing, raised_under_torchrun, run_launch
+from process_helpers import ended_after_killing, error_lines, raised_under_torchrun, run_launch
 from render_helpers import ENV, SR, direct_pcm, file_bytes, make_model, wait_for_file, write_streams
 
 # The CLI, with ``PAUSED`` (module:name of wavegen) taking PAUSE_SECONDS in process 0 after writing PAUSE_MARK: work
@@ -29,18 +29,14 @@ def paused(*args, **kwargs):
     return real(*args, **kwargs)
 
 setattr(module, name, paused)
-from wavegen.cli import main
-raise SystemExit(main(sys.argv[1:]))
+from wavegen.cli import run
+raise SystemExit(run())
 """
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     return make_model(tmp_path_factory.mktemp("model") / "tiny")
-
-
-def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("wavegen render: error:")]
 
 
 @pytest.mark.slow
@@ -61,7 +57,7 @@ def test_a_process_killed_while_another_encodes_its_flac_is_said_at_once_and_the
                               stderr=subprocess.PIPE, text=True)
     stderr, took = ended_after_killing(launch, 1,
                                        lambda: (wait_for_file(launch, tmp_path / "paused"), time.sleep(0.5)))
-    errors = error_lines(stderr)
+    errors = error_lines(stderr, "render")
     assert len(errors) == 1, stderr[-3000:]
     assert errors[0].startswith("wavegen render: error: process 1 of this render (2 processes) ended unexpectedly"), \
         errors[0]

@@ -15,11 +15,11 @@ from render_helpers import ENV, make_model
 
 # The CLI, process 0 writing STARTED once wavegen's CLI is imported and torch not yet (the render's import of it)
 _CLI_MARKED = """import os, pathlib, sys
-from wavegen.cli import main
+from wavegen.cli import run
 assert "torch" not in sys.modules
 if os.environ["RANK"] == "0":
     pathlib.Path(os.environ["STARTED"]).write_text("started")
-raise SystemExit(main(sys.argv[1:]))
+raise SystemExit(run())
 """
 
 

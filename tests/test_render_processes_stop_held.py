@@ -40,8 +40,8 @@ def paused(*args, **kwargs):
     return real(*args, **kwargs)
 
 shard.uniforms = paused
-from wavegen.cli import main
-raise SystemExit(main(sys.argv[1:]))
+from wavegen.cli import run
+raise SystemExit(run())
 """
 
 
@@ -96,8 +96,8 @@ def drawing(*args, **kwargs):
     return real_uniforms(*args, **kwargs)
 
 shard.encode_flac, shard.uniforms = encoding, drawing
-from wavegen.cli import main
-raise SystemExit(main(sys.argv[1:]))
+from wavegen.cli import run
+raise SystemExit(run())
 """
 
 

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import prepared_corpus
-from process_helpers import kill_launch, launched_process
+from process_helpers import error_lines, kill_launch, launched_process
 from render_helpers import ENV, make_model, wait_for_file
 
 # The CLI, with ``PAUSED`` (a function of wavegen, as module:name) taking PAUSE_SECONDS in process PAUSE_RANK (every
@@ -133,7 +133,7 @@ def test_the_launchers_sigterm_after_a_kill_mid_window_says_the_loss_not_a_stop(
     finally:
         if launch.poll() is None:
             kill_launch(launch)
-    errors = [line for line in stderr.splitlines() if line.startswith("wavegen render: error:")]
+    errors = error_lines(stderr, "render")
     assert len(errors) == 1, stderr[-3000:]
     assert errors[0].startswith("wavegen render: error: process 1 of this render (2 processes) ended unexpectedly"), \
         errors[0]

@@ -26,6 +26,7 @@ import pytest
 import soundfile as sf
 
 from conftest import save_tiny_model
+from process_helpers import error_lines
 from wavegen.audio import dequantize, float_to_int16
 from wavegen.generate import make_engine, uniforms
 from wavegen.serve.broadcast import Broadcast
@@ -560,7 +561,7 @@ def test_a_station_that_falls_behind_real_time_says_so_once(tmp_path):
 
 
 def _one_error_line(capsys) -> str:
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("wavegen serve: error: ")]
+    lines = error_lines(capsys.readouterr().err, "serve")
     assert len(lines) == 1, lines
     return lines[0]
 

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from process_helpers import error_lines
 from test_serve import ENV, SR, Server, make_model, reference_pcm, serve_here
 
 PARAMS = {"model": "a", "model_sha256": "0" * 64, "sample_rate": SR, "seed": 0}
@@ -156,7 +157,7 @@ def test_a_damaged_state_file_is_refused_in_one_line_by_the_cli(model, tmp_path)
                              "--archive", str(archive)], capture_output=True, text=True, env=ENV, timeout=120)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and "listening" not in result.stdout
-    error = [line for line in result.stderr.splitlines() if line.startswith("wavegen serve: error:")]
+    error = error_lines(result.stderr, "serve")
     assert len(error) == 1 and "params.json is damaged" in error[0] and "choose another --archive" in error[0]
     assert str(archive / ".state" / "params.json") in error[0]
     assert (archive / ".state" / "params.json").read_text() == '{"seed": '

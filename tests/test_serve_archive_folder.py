@@ -11,6 +11,7 @@ import pytest
 import soundfile as sf
 
 from conftest import prepared_corpus
+from process_helpers import error_lines
 from test_render_model_gone import make_run
 from test_serve import SR, make_model
 from test_serve_archive import _contents
@@ -29,7 +30,7 @@ def _serve_error(model: Path, archive: Path, capsys) -> str:
     from wavegen.cli import main
 
     assert main(["serve", str(model), "--port", "0", "--archive", str(archive)]) == 2
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("wavegen serve: error: ")]
+    lines = error_lines(capsys.readouterr().err, "serve")
     assert len(lines) == 1, lines
     return lines[0]
 

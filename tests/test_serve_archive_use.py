@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import prepared_corpus
+from process_helpers import error_lines
 from test_render_model_gone import make_run
 from test_serve import ENV, SR, Server, make_model, reference_pcm, serve_here
 from test_serve_archive import _archived, _contents
@@ -29,7 +30,7 @@ def model(tmp_path_factory) -> Path:
 
 
 def _one_error_line(capsys) -> str:
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("wavegen serve: error: ")]
+    lines = error_lines(capsys.readouterr().err, "serve")
     assert len(lines) == 1, lines
     return lines[0]
 

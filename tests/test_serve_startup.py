@@ -61,8 +61,8 @@ class Pause:
             sys.stdin.readline()
         return None
 sys.meta_path.insert(0, Pause())
-from wavegen.cli import main
-raise SystemExit(main(sys.argv[1:]))
+from wavegen.cli import run
+raise SystemExit(run())
 """
 
 
@@ -133,8 +133,8 @@ def paused(self):
     sys.stdin.readline()
     return measure(self)
 Station.measure = paused
-from wavegen.cli import main
-raise SystemExit(main(sys.argv[1:]))
+from wavegen.cli import run
+raise SystemExit(run())
 """
 
 

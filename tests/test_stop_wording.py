@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from process_helpers import kill_launch, wait_until
+from process_helpers import error_lines, kill_launch, wait_until
 from test_distributed_startup import _WRAPPER_CLI
 from render_helpers import ENV, make_model, wait_for_file, wait_for_snapshot
 
@@ -170,7 +170,7 @@ def test_a_process_ended_by_the_launchers_sigterm_while_it_started_is_said_so(mo
     finally:
         if launch.poll() is None:
             kill_launch(launch)
-    errors = [line for line in stderr.splitlines() if line.startswith("wavegen render: error:")]
+    errors = error_lines(stderr, "render")
     assert errors == ["wavegen render: error: process 1 of this render (2 processes) ended by the launcher's SIGTERM "
                       "while it started, before it could hold one (the launcher stopped the launch: this process had "
                       "its SIGTERM too); this process stopped too: nothing was written yet (not every process had "

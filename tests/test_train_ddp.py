@@ -29,8 +29,8 @@ import psutil
 import pytest
 import torch
 from conftest import prepared_corpus
-from process_helpers import (cli_recording_threads, gloo_threads_left, kill_launch, launched_process, run_launch,
-                             wait_until)
+from process_helpers import (cli_recording_threads, error_lines, gloo_threads_left, kill_launch, launched_process,
+                             run_launch, wait_until)
 from safetensors.torch import load_file
 
 from wavegen.cli import main
@@ -370,7 +370,7 @@ def test_a_process_killed_mid_training_stops_the_other_with_one_line(runs, tmp_p
     resumes from that checkpoint."""
     run = tmp_path / "run"
     err = stopped_launch(torchrun_train(runs["corpus"], run), lambda launch: launched_process(launch, killed).kill())
-    errors = [line for line in err.splitlines() if line.startswith("wavegen train: error:")]
+    errors = error_lines(err, "train")
     assert len(errors) == 1, err[-4000:]
     # named: the survivor sees it ended on this machine
     assert f"process {killed} of this training (2 processes) ended unexpectedly" in errors[0], errors[0]
@@ -406,7 +406,7 @@ def test_a_frozen_process_stops_the_other_after_the_group_timeout_with_one_line(
                          freeze_the_second)
     assert TIMEOUT_SECONDS - 1 <= waited[0] < TIMEOUT_SECONDS + 60, waited
     # the first process's line, then (let go) the frozen one's: the first has ended, or its own wait timed out
-    errors = [line for line in err.splitlines() if line.startswith("wavegen train: error:")]
+    errors = error_lines(err, "train")
     assert 1 <= len(errors) <= 2, err[-4000:]
     assert errors[0].startswith("wavegen train: error: process 1 of this training (2 processes) did not "
                                 f"answer within train.group_timeout_seconds={TIMEOUT_SECONDS} "), errors[0]

@@ -25,8 +25,8 @@ def wrapped(*args, **kwargs):
     sys.stdin.readline()
     return real(*args, **kwargs)
 setattr(wavegen.train, name, wrapped)
-from wavegen.cli import main
-raise SystemExit(main(sys.argv[1:]))
+from wavegen.cli import run
+raise SystemExit(run())
 """
 
 

@@ -1,4 +1,4 @@
-from wavegen.cli import main
+from wavegen.cli import run
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run())
