@@ -159,6 +159,29 @@ def serve_here(target: Path, until=lambda status: True, checkpoint: str | None =
     return seen[0], seen[-1]
 
 
+def refused_here(target: Path, checkpoint: str | None = None, **settings) -> str:
+    """``wavegen serve TARGET --port 0 --allow-slow`` (``settings`` as serve_here's) run in this process, refused
+    before it ever listens (the CLI: no "listening:" line, one error line, exit 2) → its error, a user's to fix
+    (WavegenError). One that listens is stopped at once and fails the test, refused after that or not."""
+    from wavegen.errors import WavegenError
+    from wavegen.serve import ServeSettings, serve
+    from wavegen.signals import StopSignals
+
+    stop, listened = StopSignals(), []
+
+    def ready(url: str) -> None:
+        listened.append(url)
+        stop.request()
+
+    try:
+        serve(str(target), ServeSettings(port=0, allow_slow=True, **settings), checkpoint=checkpoint, on_ready=ready,
+              stop=stop)
+    except WavegenError as err:
+        assert not listened, f"it listened ({listened[0]}) before it refused: {err}"
+        return str(err)
+    raise AssertionError(f"it started (listening: {listened}), not refused")
+
+
 # ----- clients ------------------------------------------------------------------------------------
 
 async def listen(port: int, audio_seconds: float, timeout: float = 40.0) -> list[tuple[float, bytes]]:

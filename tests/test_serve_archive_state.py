@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from test_serve import ENV, make_model, reference_pcm, serve_here
+from test_serve import ENV, make_model, reference_pcm, refused_here, serve_here
 from test_serve_archive import _archived, _contents
 
 ARGS = ("--no-guard", "--archive-part-seconds", "3", "--snapshot-seconds", "1", "--buffer-seconds", "8")
@@ -46,12 +46,8 @@ def _served(model: Path, archive: Path, seconds: float, **settings) -> dict:
 def _refusal(model: Path, archive: Path, **settings) -> str:
     """What a server (played in this process) that refuses to start on ``archive`` says: its error, one line, a
     user's to fix (the CLI's "wavegen serve: error: ..."); the archive left as it was."""
-    from wavegen.errors import WavegenError
-
     before = _contents(archive)
-    with pytest.raises(WavegenError) as err:  # one that starts is stopped at once, and this says so
-        serve_here(model, **{**PLAYED, "archive": str(archive), **settings})
-    error = str(err.value)
+    error = refused_here(model, **{**PLAYED, "archive": str(archive), **settings})  # before it listens
     assert "\n" not in error, error
     assert _contents(archive) == before, "a refused archive is left as it was"
     return error

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from test_serve import ENV, START_TIMEOUT, Server, make_model, serve_here
+from test_serve import ENV, START_TIMEOUT, Server, make_model, refused_here, serve_here
 
 
 def test_sigterm_during_start_up_stops_without_ever_listening(tmp_path):
@@ -97,19 +97,16 @@ def test_an_archive_of_another_broadcast_is_refused_before_the_model_is_timed(tm
     refused commands are played in this process, test_serve.serve_here: what is checked is their refusal.)"""
     import logging
 
-    from wavegen.errors import WavegenError
-
     caplog.set_level(logging.INFO)  # the timing's line ("... real time on the numba backend") would be caught
 
     def refused(**settings) -> str:
-        """``wavegen serve MODEL --no-guard --archive ARCHIVE`` with ``settings``, refused: → its error, a user's
-        to fix (the CLI says it in one line, exit 2)."""
+        """``wavegen serve MODEL --no-guard --archive ARCHIVE`` with ``settings``, refused before it listens: → its
+        error, a user's to fix (the CLI says it in one line, exit 2)."""
         caplog.clear()
-        with pytest.raises(WavegenError) as err:  # one that starts is stopped at once, and this says so
-            serve_here(model, guard=False, archive=str(archive), **settings)
-        assert "\n" not in str(err.value), str(err.value)
+        error = refused_here(model, guard=False, archive=str(archive), **settings)
+        assert "\n" not in error, error
         assert "real time on the" not in caplog.text  # the timing's line
-        return str(err.value)
+        return error
 
     model, archive = make_model(tmp_path / "tiny"), tmp_path / "archive"
     first = Server(model, "--no-guard", "--archive", str(archive))
@@ -170,9 +167,11 @@ def test_a_stop_during_the_timing_leaves_the_archive_as_it_was(tmp_path):
     model, archive = make_model(tmp_path / "tiny"), tmp_path / "archive"
     _stopped_while_timing(tmp_path, model, archive)
     assert _files(archive) == {}  # no params.json, no part: the folder (and its lock file) alone
-    # not bound to the command stopped: another seed begins it (played in this process, stopped as soon as it
-    # plays: the archive opened, its final snapshot taken)
-    assert serve_here(model, guard=False, archive=str(archive), snapshot_seconds=1.0, seed=1)[0]["seed"] == 1
+    # not bound to the command stopped: another seed begins it (played in this process) and archives a second of
+    # audio and more, in snapshots: the existing archive the next stop must leave as it was
+    first, _ = serve_here(model, lambda s: s["archive"]["snapshot_seconds"] >= 1.0, guard=False, archive=str(archive),
+                          snapshot_seconds=1.0, seed=1)
+    assert first["seed"] == 1
     (archive / ".state" / ".snapshot.npz.tmp999").write_bytes(b"partial")  # a killed server's: open() removes it
     before = _files(archive)
     assert "broadcast_00000.wav" in before and ".state/params.json" in before and ".state/snapshot.npz" in before

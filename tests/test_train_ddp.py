@@ -355,9 +355,15 @@ def resumes_from_named_checkpoint(corpus, run, line: str, caplog) -> None:
                  key=lambda p: int(p.name[5:]))
     assert Path(named.group(1)) == newest, (named.group(1), newest)
     step = int(newest.name[5:]) + 1
-    with caplog.at_level(logging.INFO, logger="wavegen"):
-        code = main(["train", "--data", str(corpus), "--model", "samplernn-tiny", "--run-dir", str(run),
-                     "--max-steps", str(step), "--threads", "1", *[a for s in ENDLESS for a in ("--set", s)]])
+    import numba
+
+    threads = numba.get_num_threads()  # --threads 1 sets it for this whole process: put back after
+    try:
+        with caplog.at_level(logging.INFO, logger="wavegen"):
+            code = main(["train", "--data", str(corpus), "--model", "samplernn-tiny", "--run-dir", str(run),
+                         "--max-steps", str(step), "--threads", "1", *[a for s in ENDLESS for a in ("--set", s)]])
+    finally:
+        numba.set_num_threads(threads)
     assert code == 0, caplog.text[-3000:]
     assert f"resuming {run} from step {step - 1}" in caplog.text, caplog.text[-3000:]
 
