@@ -95,9 +95,11 @@ def test_a_render_whose_folder_is_moved_while_it_runs_says_so_and_resumes_at_the
     wait_for_snapshot(proc, out / ".state" / "rank0.npz", min_written=SR // 20)
     render = psutil.Process(proc.pid)
     render.suspend()  # held (SIGSTOP) while the folder moves: it runs on mid-render, however fast it renders
-    assert not (out / "render_report.json").exists()
-    os.rename(out, moved)
-    render.resume()
+    try:
+        assert not (out / "render_report.json").exists()
+        os.rename(out, moved)
+    finally:  # where either fails too: the render is not left stopped for good
+        render.resume()
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 2, stderr
     line = stderr.strip().splitlines()[-1]
