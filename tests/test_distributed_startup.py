@@ -13,7 +13,8 @@ import time
 
 import pytest
 from conftest import TINY_SAMPLERNN, prepared_corpus
-from process_helpers import ended_after_killing, error_lines, kill_launch, launched_process, killed_at_start, wait_until
+from process_helpers import (ended_after_killing, error_lines, kill_launch, launched_process, killed_at_start, run_launch,
+                             wait_until)
 
 # The CLI, process 0 writing STARTED once wavegen's CLI is imported and torch not yet (the command's import of it)
 _CLI_MARKED = """import os, pathlib, sys
@@ -278,3 +279,40 @@ def test_a_process_slow_to_start_under_a_wrapper_is_not_said_ended_when_the_laun
     assert errors[0].startswith("wavegen render: error: process 1 of this render (2 processes) had not come when the "
                                 "launcher stopped this one (slow to start, or ended where this one cannot see it?"), \
         errors[0]
+
+
+# The CLI, process 1 holding on inside its main until its launcher's SIGTERM has come (held by the CLI's early hold):
+# a process slower to start than process 0, which meets a refusal, exits, and has the launcher end the others
+_CLI_SLOWER_THAN_A_REFUSAL = """import os, sys, time
+import wavegen.cli, wavegen.signals
+real = wavegen.cli._print_any_name
+
+def after_the_launchers_term():
+    deadline = time.monotonic() + 60
+    while os.environ["RANK"] == "1" and not wavegen.signals._early_term and time.monotonic() < deadline:
+        time.sleep(0.05)
+    real()
+
+wavegen.cli._print_any_name = after_the_launchers_term
+raise SystemExit(wavegen.cli.run())
+"""
+
+
+@pytest.mark.slow
+def test_a_refusal_met_by_a_process_its_launcher_already_stopped_is_said_once(tmp_path):
+    """Process 0 refuses a corpus that is not there and exits; the launcher's SIGTERM reaches process 1 while it starts
+    (held), and process 1 then meets the same refusal: it left the line to process 0 and waited 10 s for the launcher
+    to end it (which had asked already), then said the refusal a second time. Now it ends by that SIGTERM at once:
+    the refusal reads once, and the launch ends within seconds of process 1 meeting it."""
+    script = tmp_path / "cli_slower.py"
+    script.write_text(_CLI_SLOWER_THAN_A_REFUSAL)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command = ["-q", "train", "--data", str(tmp_path / "missing"), "--model", "samplernn-tiny", "--run-dir",
+               str(tmp_path / "run"), "--max-steps", "1"]
+    began = time.monotonic()
+    result = run_launch([*launcher, str(script), *command], env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=180)
+    took = time.monotonic() - began
+    errors = error_lines(result.stderr, "train")
+    assert result.returncode != 0
+    assert len(errors) == 1 and "is not a prepared corpus" in errors[0], result.stderr[-3000:]
+    assert took < 30, took  # not process 1's 10 s wait and torchrun's 30 s before its SIGKILL on top of the start

@@ -311,9 +311,11 @@ def wait_for_the_launcher(err: BaseException, seconds: float | None = None) -> N
     this one exiting first could end the printing process before it printed, and the error would
     read nowhere. Once the printing process has exited with it, the launcher ends this one here;
     still alive after ``seconds`` (that process did not fail), the caller prints the error itself.
-    A survivor of a lost process that left the loss to another, its launcher's SIGTERM held while it
-    met the loss (wavegen.signals), ends now by that SIGTERM: it was asked to end already."""
-    if isinstance(err, ProcessLostError) and err.said_elsewhere and held_a_launchers_term():
+    A process whose launcher's SIGTERM was held while it met the error (wavegen.signals: a survivor of
+    a lost process that left the loss to another; one slower to start than the process that met the
+    same refusal, printed it and exited) ends now by that SIGTERM: it was asked to end already, and
+    the error is the other process's to say (it was, or it was lost and the launcher says so)."""
+    if held_a_launchers_term():
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
     try:
