@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -52,6 +53,19 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def numba_threads_kept():
+    """A command run in the test's process with --threads N (wavegen.cli.main, train's or render's settings) sets
+    numba's thread count for the whole worker: put back after each test, so later tests run numba with their own.
+    (Where numba was first imported by the test: its default, numba.config.NUMBA_NUM_THREADS.)"""
+    numba = sys.modules.get("numba")
+    before = numba.get_num_threads() if numba is not None else None
+    yield
+    numba = sys.modules.get("numba")
+    if numba is not None:
+        numba.set_num_threads(before if before is not None else numba.config.NUMBA_NUM_THREADS)
 
 
 @pytest.fixture

@@ -28,17 +28,6 @@ from wavegen.samples import SAMPLES_DIR, TrainingSamples, read_samples, sample_s
 from wavegen.train import read_metrics, train
 
 
-@pytest.fixture(autouse=True)
-def numba_threads_kept():
-    """A CLI command run in this process (wavegen.cli.main) with --threads 1 sets numba's thread count for the whole
-    process: put back after each test, so later tests in this worker run numba with their own."""
-    import numba
-
-    before = numba.get_num_threads()
-    yield
-    numba.set_num_threads(before)
-
-
 SR = 8000
 SAMPLING = ["train.sample_interval=2", "train.sample_seconds=0.5", "train.val_interval=2",
             "train.checkpoint_interval=2", "train.keep_checkpoints=5"]

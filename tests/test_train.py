@@ -27,17 +27,6 @@ from wavegen.train import lr_factor, read_metrics, train
 from wavegen.trainstate import NonFiniteError
 
 
-@pytest.fixture(autouse=True)
-def numba_threads_kept():
-    """A CLI command run in this process (wavegen.cli.main) with --threads 1 sets numba's thread count for the whole
-    process: put back after each test, so later tests in this worker run numba with their own."""
-    import numba
-
-    before = numba.get_num_threads()
-    yield
-    numba.set_num_threads(before)
-
-
 def losses(run):
     return [(r["step"], r["loss_bits"]) for r in read_metrics(run) if "loss_bits" in r]
 

@@ -15,17 +15,6 @@ from wavegen.cli import main
 from wavegen.train import read_metrics
 
 
-@pytest.fixture(autouse=True)
-def numba_threads_kept():
-    """A CLI command run in this process (wavegen.cli.main) with --threads 1 sets numba's thread count for the whole
-    process: put back after each test, so later tests in this worker run numba with their own."""
-    import numba
-
-    before = numba.get_num_threads()
-    yield
-    numba.set_num_threads(before)
-
-
 # The CLI, with one start-up function wrapped: it prints "at NAME" and waits for a line on stdin, so the
 # test signals the process while it is there
 CHILD = """import sys
