@@ -252,7 +252,7 @@ if sys.argv[1] != "a refusal, no SIGTERM held":
 if sys.argv[1] == "the loss":
     lost = ProcessLostError("process 0 of this render (2 processes) ended unexpectedly")
     lost.said_elsewhere = True  # another survivor claimed its saying
-    left = leave_to_another_process(lost)
+    leave_to_another_process(lost)  # module state it sets decides nothing of a later error
     wait_for_the_launcher(lost, seconds=30)
 else:
     wait_for_the_launcher(WavegenError("--out: no such folder"), seconds=0.2 if "no SIGTERM" in sys.argv[1] else 30)
