@@ -10,6 +10,7 @@ import time
 
 import pytest
 from conftest import prepared_corpus, save_tiny_model
+from process_helpers import kill_launch
 
 from render_helpers import ENV
 from wavegen import distributed
@@ -68,8 +69,6 @@ def test_a_process_no_launcher_ends_says_its_error_after_the_wait(model, tmp_pat
 
 @pytest.mark.slow
 def test_eval_under_torchrun_scores_in_one_process(model, tmp_path, capsys):
-    from process_helpers import kill_launch
-
     corpus = prepared_corpus(tmp_path, files=4, seconds=2.0, sample_rate=SR, val_fraction=0.25, test_fraction=0.25)
     # the two launches side by side (each is mostly seconds of importing torch), the one process's eval in this one
     launches = [subprocess.Popen(args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -55,9 +55,9 @@ def test_a_refusal_under_accelerate_launch_is_printed_once(tiny_corpus, tmp_path
              (train_args(tmp_path / "missing", tmp_path / "b"), f"{tmp_path / 'missing'} is not a prepared corpus"),
              (train_args(tiny_corpus, tmp_path / "file" / "run"), "cannot create the training run")]
     (tmp_path / "file").write_text("a file where the run's parent folder should be")
-    # one launch at a time: side by side on 2 busy cores, a launch's second process started seconds after its first,
-    # met the launcher's SIGTERM (the first had refused and ended) while it started, and said the refusal too, 10 s
-    # later (its StopSignals took that SIGTERM; seen 1 run in 3)
+    # one launch at a time: side by side on 2 busy cores they were no faster, and a launch's second process, started
+    # seconds after its first, met the launcher's SIGTERM while it started (the start-up race of
+    # test_distributed_startup's refusal test, mended in wavegen.distributed.wait_for_the_launcher)
     for args, message in cases:
         done = launch(accelerate_two("--multi_gpu"), *args)
         assert done.returncode != 0
