@@ -1,5 +1,6 @@
-"""A best/ album.json that is not UTF-8, kept as the bytes the load read with the weights (ModelRef.read_beside): judged
-as a read of the file judges it, whether or not the model was loaded first."""
+"""A best/ album.json that is not UTF-8, or that could not be read at all, kept as the load read it with the weights
+(ModelRef.read_beside: the bytes, or the error met): judged as a read of the file judges it, whether or not the model
+was loaded first, and not read a second time."""
 
 from __future__ import annotations
 
@@ -26,6 +27,59 @@ def test_a_utf16_album_is_refused_after_the_load_as_without_it(tmp_path, caplog)
     assert unloaded == loaded == GuardCriteria(), (unloaded, loaded)
     said = [r.getMessage() for r in caplog.records if "album.json" in r.getMessage()]
     assert len(said) == 2 and all("can't decode byte 0xff" in line and "fixed thresholds" in line for line in said), said
+
+
+def test_an_album_the_load_could_not_read_is_judged_by_that_read_not_read_again(tmp_path, caplog):
+    """A folder at best/album.json when the model was loaded (its read met IsADirectoryError), a profile written at
+    that name before the guard looked: the load had left the album out of what it read, so the guard read the file
+    again and judged model A by a profile the load never saw. The error the load met is the verdict: the fixed
+    thresholds, one warning naming the file and the error; and without the load, the folder is named the same way
+    (it was skipped in silence)."""
+    import shutil
+
+    run = _run(tmp_path)
+    (run / "best" / "album.json").mkdir()
+    caplog.set_level(logging.WARNING)
+    unloaded = criteria_for(GuardCriteria(), resolve_model(run))
+    loaded_ref = resolve_model(run)
+    loaded_ref.load("cpu")
+    shutil.rmtree(run / "best" / "album.json")
+    (run / "best" / "album.json").write_text(_album(220))  # readable now: not the file the load met
+    loaded = criteria_for(GuardCriteria(), loaded_ref)
+    assert unloaded == loaded == GuardCriteria(), (unloaded, loaded)
+    said = [r.getMessage() for r in caplog.records if "album.json" in r.getMessage()]
+    assert len(said) == 2 and all(line.startswith(f"{run / 'best' / 'album.json'}: ignored (Is a directory)")
+                                  for line in said), said
+
+
+def test_an_album_the_load_was_refused_is_not_read_again(tmp_path, caplog, monkeypatch):
+    """best/album.json refused to the load (permission denied: root is not refused, so every read of it is made to
+    raise it): the guard read it again and met the same error a second time. One read, one warning naming it."""
+    import errno
+    from pathlib import Path
+
+    run = _run(tmp_path)
+    (run / "best" / "album.json").write_text(_album(220))
+    album_reads = []
+
+    def refused(real):
+        def read(self, *args, **kwargs):
+            if self.name == "album.json":
+                album_reads.append(self)
+                raise PermissionError(errno.EACCES, "Permission denied", str(self))
+            return real(self, *args, **kwargs)
+        return read
+
+    monkeypatch.setattr(Path, "read_bytes", refused(Path.read_bytes))
+    monkeypatch.setattr(Path, "read_text", refused(Path.read_text))
+    caplog.set_level(logging.WARNING)
+    ref = resolve_model(run)
+    ref.load("cpu")
+    assert criteria_for(GuardCriteria(), ref) == GuardCriteria()
+    assert album_reads == [run / "best" / "album.json"], album_reads
+    said = [r.getMessage() for r in caplog.records if "album.json" in r.getMessage()]
+    assert said == [f"{run / 'best' / 'album.json'}: ignored (Permission denied); the guard uses its fixed "
+                    "thresholds"], said
 
 
 def test_a_stop_met_while_the_next_batches_are_built_is_judged(tiny_corpus, tmp_path, caplog, monkeypatch):

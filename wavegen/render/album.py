@@ -199,16 +199,19 @@ def ensure_run_profile(run_dir: Path, config: dict, corpus) -> dict | None:
     return profile
 
 
-def load_profile(path: Path, text: str | bytes | None = None) -> dict | None:
+def load_profile(path: Path, text: str | bytes | OSError | None = None) -> dict | None:
     """The profile at ``path`` (``text``: its content, read already: bytes where they are not UTF-8, refused as a read
-    of the file refuses them); None when there is none. A damaged or foreign file is ignored with a warning naming it
-    (the guard falls back to its fixed thresholds; nothing else depends on it)."""
+    of the file refuses them; the OSError that read met, named as a read now would name it, the file not read again);
+    None when there is none. A damaged, foreign or unreadable file (a folder at its name too) is ignored with a warning
+    naming it (the guard falls back to its fixed thresholds; nothing else depends on it)."""
     import json
 
     path = Path(path)
-    if text is None and not path.is_file():
+    if text is None and not path.exists():
         return None
     try:
+        if isinstance(text, OSError):
+            raise text
         if isinstance(text, bytes):  # json.loads would take UTF-16 or UTF-32 bytes that read_text refuses
             text = text.decode("utf-8")
         profile = json.loads(path.read_text() if text is None else text)
@@ -216,7 +219,8 @@ def load_profile(path: Path, text: str | bytes | None = None) -> dict | None:
             raise ValueError(f"not an album profile of version {VERSION}")
         return profile
     except (OSError, ValueError, AttributeError) as err:
-        logger.warning("%s: ignored (%s); the guard uses its fixed thresholds", path, err)
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else err  # the path is said once
+        logger.warning("%s: ignored (%s); the guard uses its fixed thresholds", path, reason)
         return None
 
 
@@ -231,8 +235,9 @@ def find_profile(ref) -> tuple[Path | None, dict | None]:
     existed). Of a run's best/ and the run's own, the first that holds every feature: training
     measures the run's again when it lacks one, but best/ keeps its copy until validation
     improves; where neither does, the first there is. (None, None) where there is none; the
-    profile None where that file is damaged or foreign (load_profile warns). Each file is read
-    once; the folder's own, where the load read it with the weights (``ref.read_beside``), as it read it then."""
+    profile None where that file is damaged, foreign or unreadable (load_profile warns). Each file
+    is read once; the folder's own, where the load read it with the weights (``ref.read_beside``), as
+    it read it then: its text, or the error that read met."""
     if ref.folder is None or ref.weights is None:
         return None, None
     candidates = [ref.folder / ALBUM_FILE]
@@ -243,7 +248,7 @@ def find_profile(ref) -> tuple[Path | None, dict | None]:
     read = getattr(ref, "read_beside", None) or {}
     texts = {candidates[0]: read[ALBUM_FILE]} if ALBUM_FILE in read else {}  # a best/ replaced since: not its new one
     first = None, None
-    for path in (p for p in candidates if (texts[p] is not None if p in texts else p.is_file())):
+    for path in (p for p in candidates if (texts[p] is not None if p in texts else p.exists())):
         profile = load_profile(path, texts.get(path))
         if profile is not None and measures_everything(profile):
             return path, profile
