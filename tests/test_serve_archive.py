@@ -244,7 +244,8 @@ PARAMS_REFUSALS = {  # what is at .state/params.json → what serve says of it
     "nested too deep": r"params\.json is damaged \(not JSON \(nested too deep to read\)\)",  # json's parser: a RecursionError
     "a folder": r"params\.json is damaged \(a folder, not a file\)",
     "a FIFO": r"params\.json is damaged \(a FIFO, not a file\)",  # not opened: that waits for a writer
-    "a link to nothing": r"cannot read .*params\.json: No such file or directory; make it readable",
+    # named as a link with its target (was "cannot read ...: No such file or directory; make it readable")
+    "a link to nothing": r"params\.json is a link to \S*/nowhere, which does not exist: point it at",
     "a link to itself": r"cannot read .*params\.json: Too many levels of symbolic links",
 }
 

@@ -81,12 +81,17 @@ def recorded_params(archive: Archive) -> tuple[dict | None, str | None, Path]:
     path): the snapshot records the same ones, so the archive goes on (:func:`write_params_again`); a refusal
     names the file its values came from. (None, None, params.json's path): no params.json and no snapshot to
     stand for it. ServeError naming params.json where it is damaged and no snapshot is readable, or something
-    else than a file, or a file that cannot be read (its permissions: said, not written over)."""
+    else than a file, or a file that cannot be read (its permissions: said, not written over), or a link to nothing
+    (named with its target: written again from the snapshot, the link would be replaced)."""
     path = archive.state_dir / PARAMS_FILE
     if state_file(archive, path):
         try:
             return read_json_object(path), None, path
         except OSError as err:
+            nothing = link_to_nothing(path) if isinstance(err, FileNotFoundError) else None
+            if nothing is not None:  # its read says only "No such file" of the link's own name
+                raise ServeError(f"{nothing[0]}: point it at the archive's {PARAMS_FILE}, or choose another "
+                                 "--archive") from None
             raise ServeError(f"cannot read {path}: {err.strerror or err}; make it readable, or choose another "
                              "--archive") from None
         except ValueError as err:
