@@ -205,6 +205,36 @@ def test_a_stereo_file_whose_channels_cancel_is_named_out_of_phase(tmp_path, mak
     assert "silent" in reasons["phase.wav"] and "cancel" not in reasons["quiet.wav"]  # quiet, not cancelled
 
 
+def test_channels_that_cancel_under_a_spike_in_each_are_named_not_called_silence(tmp_path, make_audio):
+    """A float stereo file of a tone and its inverse, a spike in each channel (1e30 at 1 s in one, 40 at 2 s in the
+    other): skipped as "only silence and a spike of 5e+29 ...; without it, silent", true of the mix, false of the
+    channels: every channel held a spike, so none was judged for the sound under it. The mixer keeps each channel's
+    peak at or under the spike floor: the tone named as cancelling, the spikes as several."""
+    from wavegen.audio_decode import decode_mono
+
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    tone = (0.3 * np.sin(2 * np.pi * 220 * np.arange(3 * SR) / SR)).astype(np.float32)
+    x = np.stack([tone, -tone], axis=1)
+    x[SR, 0], x[2 * SR, 1] = 1e30, 40.0
+    make_audio(rec / "both.wav", x, SR, subtype="FLOAT")
+    silence = np.zeros((3 * SR, 2), np.float32)
+    silence[SR, 0], silence[2 * SR, 1] = 1e30, 40.0
+    make_audio(rec / "silence.wav", silence, SR, subtype="FLOAT")
+    make_audio(rec / "music.wav", np.stack([tone, tone], axis=1), SR)
+    reasons = _reasons(prep([rec], tmp_path / "c"))
+    assert reasons["both.wav"] == (
+        "its mono mix holds spikes, the first of 5e+29 at 1.000 s (2 sample(s) above 18.1 dBFS in the mono mix of its 2 "
+        "channels, where a channel's 24.1 dBFS is 18.1 dBFS: damaged float audio) and, without them, its channels "
+        "cancel in the mono mix (out of phase: they peak at -10.5 dBFS, the mix at -inf dBFS: mix it to mono "
+        "yourself, one channel alone, say); the mix: silent: every sample is zero"), reasons
+    assert reasons["silence.wav"].startswith("its mono mix holds only silence and spikes, the first of 5e+29"), reasons
+    assert reasons["silence.wav"].endswith("; without them, silent: every sample is zero"), reasons
+    assert "music.wav" not in reasons
+    # the tone under the spikes: each channel's peak at or under the spike floor, not the spike
+    assert decode_mono(rec / "both.wav").channel_peaks == (pytest.approx(0.3, rel=1e-3),) * 2
+
+
 def test_a_file_declaring_more_audio_than_memory_holds_is_skipped_and_the_rest_prepared(tmp_path, make_tone):
     """A decode buffer larger than memory ended the whole prep in a numpy MemoryError traceback. Memory capped
     by RLIMIT_AS (_capped_prep): a kernel that grants any allocation (vm.overcommit_memory=1) refuses it too."""

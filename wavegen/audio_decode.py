@@ -20,6 +20,7 @@ import numpy as np
 
 from wavegen.audio import load_soxr, to_mono
 from wavegen.errors import WavegenError
+from wavegen.spikes import SPIKE_FLOOR
 
 logger = logging.getLogger("wavegen.audio")  # its warnings keep the name they had before this module was split out
 
@@ -72,7 +73,9 @@ class DecodedMono(NamedTuple):
     nonfinite_frames: the frames with a NaN or infinite sample in any channel (a damaged float file; samples then
     holds NaNs about them), first_nonfinite: the first such frame (None where there is none); peak_in: the largest
     |sample| of any channel at the file's own rate, one channel too (prep judges spikes by it, not by the resampled
-    mix); channel_peaks: per channel its largest |sample| (None for one channel)."""
+    mix); channel_peaks: per channel its largest |sample| at or under SPIKE_FLOOR (None for one channel): its sound
+    with any spike passed over (a channel of music and a 1e30 spike peaks at the music's level), so prep can say what
+    the channels hold where their sound cancels in the mix under spikes in every channel."""
 
     samples: np.ndarray
     sample_rate_in: int
@@ -127,7 +130,7 @@ def decode_mono(path: str | Path, sample_rate: int | None = None, source=None) -
     damage = _damage_with_notes(path, n, damage, notes)
     multi = channels > 1
     return DecodedMono(samples, rate_in, n, channels, mono.loudest if multi else None, damage, mono.nonfinite_frames,
-                       mono.first_nonfinite, mono.loudest, tuple(map(float, mono.peaks)) if multi else None)
+                       mono.first_nonfinite, mono.loudest, tuple(map(float, mono.sound_peaks)) if multi else None)
 
 
 @contextmanager
@@ -184,7 +187,8 @@ def _damage_with_notes(path, n: int, damage: str | None, notes: DecoderNotes) ->
 class _MonoStream:
     """Blocks [frames, channels] float32 of the open soundfile f in (add), mixed to mono and resampled to
     rate as they come (soxr's stream: the same samples as one resample of the whole); finish(): [T] float32.
-    `loudest`: the largest |sample| of any channel so far, `peaks` [channels] float64 each channel's;
+    `loudest`: the largest |sample| of any channel so far, `peaks` [channels] float64 each channel's, `sound_peaks`
+    [channels] float64 each channel's largest at or under SPIKE_FLOOR (spikes passed over);
     `nonfinite_frames`, `first_nonfinite`: the frames so far with a NaN or infinite sample, and the first of them
     (None: none)."""
 
@@ -192,6 +196,7 @@ class _MonoStream:
         rate_in = int(f.samplerate)
         self.loudest, self._n, self._stream = 0.0, 0, None
         self.peaks = np.zeros(int(f.channels), np.float64)
+        self.sound_peaks = np.zeros(int(f.channels), np.float64)
         self._frames_in, self.nonfinite_frames, self.first_nonfinite = 0, 0, None
         if rate != rate_in:
             self._stream = load_soxr().ResampleStream(rate_in, rate, 1, dtype="float32", quality="HQ")
@@ -201,8 +206,14 @@ class _MonoStream:
         if len(block) == 0:
             return
         self._count_nonfinite(block)
-        self.peaks = np.fmax(self.peaks, np.fmax(block.max(axis=0), -block.min(axis=0)))  # fmax: a NaN passed over
+        peaks = np.fmax(block.max(axis=0), -block.min(axis=0))
+        self.peaks = np.fmax(self.peaks, peaks)  # fmax: a NaN passed over
         self.loudest = float(self.peaks.max())
+        over = ~(peaks <= SPIKE_FLOOR)  # a channel above the floor (or NaN) in this block: the rare one looked into
+        if over.any():
+            level = np.abs(block[:, over])
+            peaks[over] = np.where(level <= SPIKE_FLOOR, level, 0.0).max(axis=0)
+        self.sound_peaks = np.fmax(self.sound_peaks, peaks)
         mono = to_mono(block)
         self._put(mono if self._stream is None else self._stream.resample_chunk(mono, last=False))
 

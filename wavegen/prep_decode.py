@@ -188,22 +188,26 @@ def _sound_found(path: Path, view: FinishedView | None, decoded, settings: PrepS
 
 
 def _loudest_unspiked(decoded) -> float | None:
-    """The largest |sample| of a file's channels that hold none above SPIKE_FLOOR (decoded: its decode_mono), None
-    for one channel: the sound its mix may have lost to channels cancelling (the spikes' channels are passed over)."""
+    """The largest |sample| at or under SPIKE_FLOOR of any of a file's channels (decoded: its decode_mono), None for
+    one channel: the sound its mix may have lost to channels cancelling, the spikes passed over (in every channel
+    that holds one: two channels of a tone and its inverse, each with a spike, hold that tone, not silence)."""
     if decoded.channel_peaks is None:
         return None
-    return max((p for p in decoded.channel_peaks if p <= SPIKE_FLOOR), default=0.0)
+    return max(decoded.channel_peaks, default=0.0)
 
 
 def _spike_and_no_sound(spikes, rate_in: int, why: str) -> str:
-    """Why a file whose spikes (spikes.Spikes) hid no sound is skipped: the spike named, then why the rest is none
-    (in a mix of channels, the mix's rest: its channels may hold sound that cancels there, said where they do)."""
-    spike = (f"a spike of {spikes.value:.3g} at {spikes.first / rate_in:.3f} s ({spikes.count} sample(s) above "
-             f"{dbfs(spikes.floor)}{_in_the_mix(spikes)}: damaged float audio)")
+    """Why a file whose spikes (spikes.Spikes) hid no sound is skipped: the spike (the first of several) named, then
+    why the rest is none (in a mix of channels, the mix's rest: its channels may hold sound that cancels there, said
+    where they do)."""
+    one = spikes.count == 1  # more: a spike in each of two channels, say, the first named
+    spike = (f"{'a spike' if one else 'spikes, the first'} of {spikes.value:.3g} at {spikes.first / rate_in:.3f} s "
+             f"({spikes.count} sample(s) above {dbfs(spikes.floor)}{_in_the_mix(spikes)}: damaged float audio)")
     holds = "it holds" if spikes.channels == 1 else "its mono mix holds"
+    without = "without it" if one else "without them"
     if why.startswith("silent"):
-        return f"{holds} only silence and {spike}; without it, {why}"
-    return f"{holds} {spike} and, without it, {why}"
+        return f"{holds} only silence and {spike}; {without}, {why}"
+    return f"{holds} {spike} and, {without}, {why}"
 
 
 def _in_the_mix(spikes) -> str:
