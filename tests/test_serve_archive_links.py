@@ -1,6 +1,7 @@
 """wavegen serve --archive where the archive's state is behind a symbolic link that leads nowhere useful: a link to
-nothing at .state/params.json is named as a link with its target (as one at the snapshot's name is). Real files and
-links.
+nothing at .state/params.json is named as a link with its target (as one at the snapshot's name is), and a .state
+that is no folder (a link to nothing, a link to a file, a file) is refused in one line naming it, before the model
+loads, with nothing written anywhere. Real files and links; the server in-process (test_serve.refused_here).
 """
 
 from __future__ import annotations
@@ -10,8 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from test_serve import SR
+from test_serve import SR, make_model, refused_here
 from test_serve_archive import PARAMS, _archive
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return make_model(tmp_path_factory.mktemp("serve_archive_links") / "tiny")
 
 
 def _everything(root: Path) -> dict[str, object]:
@@ -46,4 +52,58 @@ def test_a_params_link_to_nothing_is_named_with_its_target_beside_a_good_snapsho
     said = str(err.value)
     assert said.startswith(f"{params} is a link to {tmp_path / 'elsewhere' / 'params.json'}, which does not exist"), said
     assert "\n" not in said and "choose another --archive" in said and "make it readable" not in said, said
+    assert _everything(tmp_path) == before
+
+
+def _state_not_a_folder(folder: Path, what: str) -> str:
+    """``folder``/.state made ``what``; → the words a refusal must begin with."""
+    state = folder / ".state"
+    if state.exists():
+        os.rename(state, folder.parent / "state_moved_away")
+    if what == "a link to nothing":
+        state.symlink_to(folder.parent / "gone")
+        return f"{state} is a link to {folder.parent / 'gone'}, which does not exist"
+    if what == "a link to a file":
+        (folder.parent / "a_file").write_text("the user's")
+        state.symlink_to(folder.parent / "a_file")
+        return f"{state} is a link to {folder.parent / 'a_file'}, a file, not a folder"
+    state.write_text("the user's")
+    return f"{state} is a file, not a folder"
+
+
+WHAT = ["a link to nothing", "a link to a file", "a file"]
+
+
+@pytest.mark.parametrize("archived", [False, True], ids=["new", "archived"])
+@pytest.mark.parametrize("what", WHAT)
+def test_a_state_that_is_no_folder_is_refused_by_serve_before_the_model_loads(model, tmp_path, what, archived):
+    """A new archive was refused as "cannot create or use it (.../.state): File exists" after the model's load and
+    timing (its .lock left behind); one with parts as having "no .state/params.json". Now: one line naming .state
+    (and where its link leads), before the model loads, nothing written (no .lock, no folder where it leads)."""
+    folder = tmp_path / "archive"
+    if archived:
+        _archive(folder, 5.0, 1.0)
+    else:
+        folder.mkdir()
+    begins = _state_not_a_folder(folder, what)
+    before = _everything(tmp_path)
+    said = refused_here(model, guard=False, archive=str(folder))
+    assert said.startswith(f"{begins}: the archive keeps its params.json and snapshots in a folder there"), said
+    assert "\n" not in said and "choose another --archive" in said, said
+    assert _everything(tmp_path) == before
+
+
+@pytest.mark.parametrize("what", WHAT)
+def test_a_state_that_is_no_folder_is_refused_by_the_archive_itself(tmp_path, what):
+    """Archive.open() (serve's check before the model may be passed by): the same one line, nothing written."""
+    from wavegen.serve import ServeError
+    from wavegen.serve.archive import Archive
+
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    begins = _state_not_a_folder(folder, what)
+    before = _everything(tmp_path)
+    with pytest.raises(ServeError) as err:
+        Archive(folder, SR, PARAMS, part_seconds=3.0).open()
+    assert str(err.value).startswith(begins) and "\n" not in str(err.value), str(err.value)
     assert _everything(tmp_path) == before

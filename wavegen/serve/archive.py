@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from wavegen.errors import WavegenError
-from wavegen.fileio import FolderLock
+from wavegen.fileio import FolderLock, link_to_nothing, not_a_file
 from wavegen.render import PCMWriter, save_snapshot
 from wavegen.render.model_change import TENSORS_KEY, same_model
 from wavegen.render.params_check import binding
@@ -83,6 +83,27 @@ def part_path(folder: Path, index: int) -> Path:
 def parts_in(folder: Path) -> list[tuple[int, Path]]:
     """The archive's parts in ``folder`` (whatever is at their names), as (index, path), oldest first."""
     return sorted((int(path.stem.split("_")[1]), path) for path in Path(folder).glob(PART_GLOB))
+
+
+def check_state_dir(folder: str | Path) -> None:
+    """ServeError in one line where ``FOLDER/.state`` is there but is no folder (a link to nothing, named with its
+    target; a link to a file; a file): the archive keeps its params.json and snapshots in it, and its making would
+    fail as "File exists" only once the model was loaded and timed (or an archive with parts be taken for one
+    without params.json). Looked at only: nothing is written, here or where the link leads."""
+    path = Path(folder) / STATE_DIR
+    if not os.path.lexists(path) or os.path.isdir(path):
+        return
+    nothing = link_to_nothing(path)
+    if nothing is not None:
+        said = nothing[0]
+    elif not os.path.exists(path):  # a link that cannot be followed here (its permissions): its use says why
+        return
+    else:
+        kind = f"a {not_a_file(path) or 'file'}, not a folder"
+        said = f"{path} is a link to {os.path.join(path.parent, os.readlink(path))}, {kind}" if path.is_symlink() \
+            else f"{path} is {kind}"
+    raise ServeError(f"{said}: the archive keeps its {PARAMS_FILE} and snapshots in a folder there; put the "
+                     f"archive's {STATE_DIR} folder back (or point the link at it), or choose another --archive")
 
 
 def snapshot_params(state_dir: Path) -> tuple[dict | None, str | None]:
@@ -170,6 +191,7 @@ class Archive:
     def _acquire(self) -> None:
         if self.lock.held:  # check() took it
             return
+        check_state_dir(self.folder)  # before the lock: a refused folder gains no .lock
         try:
             self.lock.acquire()
         except OSError as err:  # fileio says why a folder cannot be made; a name it cannot even look up is this

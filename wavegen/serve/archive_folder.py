@@ -12,7 +12,7 @@ from wavegen.fileio import check_writable, ensure_folder
 from wavegen.render import PCMWriter
 from wavegen.render.writers import flushed_samples
 from wavegen.serve.archive import (PART_FRAMES_KEY, SNAPSHOT_FILE, STATE_DIR, UNSNAPSHOT_KEY, Archive, ServeError,
-                                   part_path, parts_in)
+                                   check_state_dir, part_path, parts_in)
 
 logger = logging.getLogger("wavegen.serve.archive")  # the archive's words, whichever module says them
 
@@ -20,7 +20,8 @@ logger = logging.getLogger("wavegen.serve.archive")  # the archive's words, whic
 def check_archive_folder(folder: str | Path) -> None:
     """WavegenError in one line unless ``folder`` (serve's --archive) can be made and written in, holds no other
     wavegen folder's files nor lies inside a model, run or corpus (:func:`wavegen.resolve_why.other_use`), and is no
-    folder of recordings (:func:`wavegen.resolve_why.recordings`; render's --out is checked by both too):
+    folder of recordings (:func:`wavegen.resolve_why.recordings`; render's --out is checked by both too), nor holds
+    a ``.state`` that is no folder (:func:`~wavegen.serve.archive.check_state_dir`):
     serve calls it before the model loads, so a folder that cannot work does not cost the load and the timing."""
     from wavegen.resolve_why import other_use, recordings
 
@@ -34,6 +35,7 @@ def check_archive_folder(folder: str | Path) -> None:
         raise ServeError(f"--archive {folder} holds audio files ({some_of(audio)}) and no archive: its broadcast parts "
                          "and .state/ would go among them, and a wavegen prep of the folder would take the broadcast "
                          "for recordings: choose another folder, e.g. an empty one")
+    check_state_dir(folder)  # a .state that is no folder: refused before the model loads, nothing written
     ensure_folder(folder, "--archive folder")
     check_writable(folder, "--archive folder")
 
