@@ -53,7 +53,7 @@ def test_parts_moved_away_to_free_the_disk_do_not_stop_the_archive_continuing(tm
     assert len(gone) == 1 and "broadcast_00000.wav" in gone[0] and "broadcast_00003.wav" in gone[0], gone
     assert ("3 parts archived before (broadcast_00000.wav, broadcast_00001.wav, broadcast_00003.wav) "
             "are gone (moved away or removed)") in gone[0]
-    assert b.first_part == 0  # gone parts are gaps, said again by a restart, kept if brought back
+    assert b.first_part == 0  # gone parts are gaps, said once (the snapshot records it), kept if brought back
     b.write(pcm[5 * SR + SR // 2:])
     b.snapshot({"t": np.zeros(1)}, {})
     b.close()

@@ -347,3 +347,46 @@ def test_a_part_moved_away_that_no_rotation_removed_is_kept_when_brought_back(tm
     c.open()
     c.close()
     assert part0.read_bytes() == held
+
+
+def _gone_said(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "gone (moved away or removed)" in r.getMessage()]
+
+
+@pytest.mark.parametrize("after_the_fallback", ["a snapshot", "killed before one"])
+def test_parts_said_gone_after_a_fallback_on_an_older_snapshot_are_said_once(tmp_path, after_the_fallback, caplog):
+    """An older wavegen's snapshots (no keep_parts recorded) of parts rotated by --archive-keep-parts 1 (parts 0 and 1
+    removed at 5 s), the newest damaged, restarted without the option: the fallback cannot tell the rotation's doing
+    from parts moved away, and says parts 0 and 1 gone; every restart after said so again. Now once, whether the
+    server after the fallback took a snapshot or was killed before one; a part brought back is kept and drops out
+    of the record: gone again, it is said again."""
+    from test_serve_snapshot_keep_parts import _as_an_older_wavegen_wrote_them
+    from wavegen.serve.archive import Archive
+
+    _two_snapshots(tmp_path, keep_parts=1, part_seconds=1.0)
+    _as_an_older_wavegen_wrote_them(tmp_path)
+    snap = _snap(tmp_path)
+    snap.write_bytes(snap.read_bytes()[:100])
+    said = []
+    for restart in range(4):
+        if restart == 2:  # part 0 brought back (a copy of its audio)
+            sf.write(str(tmp_path / "broadcast_00000.wav"), PCM[:SR], SR, subtype="PCM_16")
+        if restart == 3:  # and moved away again
+            (tmp_path / "broadcast_00000.wav").unlink()
+        caplog.clear()
+        a = Archive(tmp_path, SR, PARAMS, part_seconds=1.0)
+        with caplog.at_level(logging.WARNING, logger="wavegen.serve.archive"):
+            position = a.open()[1]
+        said.append(_gone_said(caplog))
+        assert a.first_part == 0  # gone parts are not taken for rotated ones: one brought back is kept
+        if restart == 0 and after_the_fallback == "killed before one":
+            a.write(PCM[position:position + SR // 2])
+            a.abandon()  # what a SIGKILL leaves: no snapshot after the one the fallback put in place
+            continue
+        a.write(PCM[position:position + SR])
+        a.snapshot({"t": np.zeros(1)}, {})
+        a.close()
+    assert len(said[0]) == 1 and "2 parts archived before (broadcast_00000.wav, broadcast_00001.wav) are gone" \
+        in said[0][0], said
+    assert said[1] == [] and said[2] == [], said
+    assert len(said[3]) == 1 and "broadcast_00000.wav, archived before, is gone" in said[3][0], said

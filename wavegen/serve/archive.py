@@ -35,7 +35,8 @@ parts lost. Only that rotation moves ``first_part`` (after a fallback, up to the
 damaged snapshot's rotation removed those below it, no further than the fewest ``keep_parts`` known could reach
 from the newest part there; the snapshot put in place records it, and each snapshot records its server's
 ``keep_parts``, so a restart without the option after a rotation knows it too): a part moved away (off a full
-disk) that no rotation removed is said at a restart, and kept when it is brought back. Parts are independent
+disk) that no rotation removed is said once, at the restart that finds it gone (the snapshots record it), and kept
+when it is brought back. Parts are independent
 WAV files, not needed to continue: one cut short since (a crash, a disk problem) is said at a restart,
 kept as it is (:mod:`wavegen.serve.archive_folder`). Opening it: :mod:`wavegen.serve.archive_resume`.
 """
@@ -66,6 +67,7 @@ MODEL_FOLDER_KEY = "model_folder"  # params: the model folder it began with, res
 # params.json: the most audio the server that began the archive at 0 leaves without a snapshot (its bound)
 UNSNAPSHOT_KEY = "unsnapshot_seconds"
 KEEP_PARTS_KEY = "keep_parts"  # a snapshot's meta: the --archive-keep-parts of the server that wrote it (0: none)
+GONE_SAID_KEY = "parts_said_gone"  # a snapshot's meta: the parts a restart said gone, as runs [first, last]
 PART_FRAMES_KEY = "part_frames"  # params.json: the parts' length (samples) the archive was begun (at 0) with
 # a moved model folder is the same model when its weights match; TENSORS_KEY is judged with model_sha256
 NON_BINDING = ("model", TENSORS_KEY, MODEL_FOLDER_KEY, UNSNAPSHOT_KEY, PART_FRAMES_KEY)
@@ -141,6 +143,9 @@ class Archive:
         # that does not is fallen back from as a damaged one (archive_resume.engine_fit); None: not checked
         self.state_fits = state_fits
         self.first_part = 0  # the oldest part kept
+        # the parts gone that a restart said so, as runs [first, last] (archive_folder.say_earlier_parts): each
+        # snapshot records them, so that a later restart does not say them again
+        self.gone_said: list[list[int]] = []
         self.lock = FolderLock(self.folder, "wavegen serve archive")
         self.position = 0  # samples written
         self.snapshot_position = 0
@@ -296,7 +301,7 @@ class Archive:
                 first = max(first, min(self.position // self.part_frames - self.keep_parts + 1,
                                        before // self.part_frames))
             meta = {**meta, "version": SNAPSHOT_VERSION, "params": self.params, "part_frames": self.part_frames,
-                    "first_part": first, KEEP_PARTS_KEY: self.keep_parts}
+                    "first_part": first, KEEP_PARTS_KEY: self.keep_parts, GONE_SAID_KEY: self.gone_said}
             for _ in range(2 if fallback_too else 1):  # the second moves the first to snapshot.prev.npz
                 save_snapshot(self.state_dir / SNAPSHOT_FILE, engine_state, self.position, meta, keep_previous=True)
             self.snapshot_position, self.first_part = self.position, first

@@ -57,12 +57,16 @@ def say_earlier_parts(archive: Archive, index: int) -> None:
     the disk, or removed) or cut short since they were closed full (a crash, a disk problem), each said in one
     warning, naming them and what they hold; the archive goes on, and keeps them as they are: a part is a WAV of
     its own, not needed to continue. Gone ones do not move ``first_part`` (only the rotation of
-    --archive-keep-parts does): one brought back is kept, as if it had never left."""
-    gone, short = [], []
+    --archive-keep-parts does): one brought back is kept, as if it had never left. A gone one is said once: those
+    the snapshot gone on from records as said (``archive.gone_said``) are not said again, and the ones gone now
+    become the record its next snapshot keeps (one brought back drops out of it: gone again, it is said again)."""
+    said_before, gone, gone_now, short = archive.gone_said, [], [], []
     for k in range(archive.first_part, index):
         path = part_path(archive.folder, k)
         if not path.is_file():
-            gone.append(path.name)
+            gone_now.append(k)
+            if not _in_runs(said_before, k):
+                gone.append(path.name)
             continue
         held = max(path.stat().st_size - PCMWriter.HEADER_BYTES, 0) // 2
         if held < archive.part_frames:
@@ -73,11 +77,32 @@ def say_earlier_parts(archive: Archive, index: int) -> None:
             f"{len(gone)} parts archived before ({listed}) are"
         logger.warning("archive %s: %s gone (moved away or removed); the archive goes on without %s (brought "
                        "back, kept)", archive.folder, what, "it" if len(gone) == 1 else "them")
+    archive.gone_said = _runs(gone_now)
     if short:
         listed = ", ".join(short) if len(short) <= 4 else f"{', '.join(short[:4])} and {len(short) - 4} more"
         logger.warning("archive %s: %s of the %.1f s of a part, cut short since it was written (a crash or a disk "
                        "problem?); kept as %s, the archive goes on", archive.folder, listed,
                        archive.part_frames / archive.sample_rate, "it is" if len(short) == 1 else "they are")
+
+
+def _runs(indices: list[int]) -> list[list[int]]:
+    """Part indices, ascending, as runs [first, last]: a snapshot's record of the parts said gone stays short where
+    a rotation no record told of removed thousands."""
+    runs: list[list[int]] = []
+    for k in indices:
+        if runs and runs[-1][1] == k - 1:
+            runs[-1][1] = k
+        else:
+            runs.append([k, k])
+    return runs
+
+
+def _in_runs(runs, index: int) -> bool:
+    """Whether ``index`` is in a snapshot's record ``runs`` (:func:`_runs`); a record that is not one (an older
+    wavegen's snapshot has none) holds no part: those gone are said."""
+    return isinstance(runs, list) and any(isinstance(run, list) and len(run) == 2 and
+                                          all(type(k) is int for k in run) and run[0] <= index <= run[1]
+                                          for run in runs)
 
 
 def check_nothing_to_lose(archive: Archive, recorded: dict | None) -> None:

@@ -18,8 +18,8 @@ from wavegen.render import PCMWriter, load_snapshot, save_snapshot
 from wavegen.render.folder import remove_temporaries
 from wavegen.render.model_change import TENSORS_KEY, with_recorded_tensors
 from wavegen.render.writers import flushed_samples, previous_snapshot
-from wavegen.serve.archive import (KEEP_PARTS_KEY, PARAMS_FILE, SNAPSHOT_FILE, STATE_DIR, Archive, ServeError,
-                                   part_path, parts_in, snapshot_params)
+from wavegen.serve.archive import (GONE_SAID_KEY, KEEP_PARTS_KEY, PARAMS_FILE, SNAPSHOT_FILE, STATE_DIR, Archive,
+                                   ServeError, part_path, parts_in, snapshot_params)
 
 logger = logging.getLogger("wavegen.serve.archive")  # the archive's words, whichever module says them
 
@@ -45,6 +45,7 @@ def resume(archive: Archive) -> tuple[dict[str, np.ndarray] | None, int, dict]:
         if not isinstance(first, int) or not 0 <= first <= archive.position // archive.part_frames:
             raise archive._damaged(read, f"first_part={first!r} is not a part it counts")
         archive.first_part = first
+        archive.gone_said = meta.get(GONE_SAID_KEY, [])  # checked where it is read: said_before
     else:
         from wavegen.serve.archive_folder import check_nothing_to_lose  # it imports this module
 
@@ -243,17 +244,18 @@ def fall_back(archive: Archive, what: str, state: dict[str, np.ndarray], meta: d
     (:func:`~wavegen.render.writers.load_snapshot`'s fallback): the next snapshot keeps it, not the damaged file, as
     its own fallback. Whatever was at its name (a damaged file, one that does not fit, a folder, a FIFO, a link to
     nothing) is moved aside first, named, not deleted: what went wrong can still be looked into. Where
-    :func:`rotated_past` moved ``first_part`` up, the snapshot put in place records it (written again from
-    ``state``): a server killed before its next snapshot does not leave the rotated parts to be said gone at the
-    restart after."""
+    :func:`rotated_past` moved ``first_part`` up, or parts were said gone, the snapshot put in place records it
+    (written again from ``state``): a server killed before its next snapshot does not leave the rotated parts to be
+    said gone at the restart after, nor the parts said gone to be said again."""
     snap = archive.state_dir / SNAPSHOT_FILE
     prev = previous_snapshot(snap)
     aside = set_aside(snap)
     logger.warning("archive %s: %s %s%s; going on from the snapshot before it, %s, at %.1f s (the broadcast "
                    "after it is written again, the same samples)", archive.folder, snap, what, aside, prev.name,
                    archive.position / archive.sample_rate)
-    if meta.get("first_part", 0) != archive.first_part:
-        save_snapshot(snap, state, archive.position, {**meta, "first_part": archive.first_part})
+    if meta.get("first_part", 0) != archive.first_part or meta.get(GONE_SAID_KEY, []) != archive.gone_said:
+        save_snapshot(snap, state, archive.position, {**meta, "first_part": archive.first_part,
+                                                      GONE_SAID_KEY: archive.gone_said})
         prev.unlink()
     else:
         os.replace(prev, snap)
