@@ -1,5 +1,5 @@
 """A best/ album.json that is not UTF-8, or that could not be read at all, kept as the load read it with the weights
-(ModelRef.read_beside: the bytes, or the error met): judged as a read of the file judges it, whether or not the model
+(ModelRef.read_beside: the bytes, or the error met; a FIFO not opened): judged as a read of the file judges it, whether or not the model
 was loaded first, and not read a second time."""
 
 from __future__ import annotations
@@ -81,6 +81,43 @@ def test_an_album_the_load_was_refused_is_not_read_again(tmp_path, caplog, monke
     assert said == [f"{run / 'best' / 'album.json'}: ignored (Permission denied); the guard uses its fixed "
                     "thresholds"], said
 
+
+
+def test_a_fifo_at_the_albums_name_is_named_not_opened(tmp_path, caplog):
+    """A FIFO at best/album.json: the load's read of it (and, without a load, the guard's) opened it and waited for a
+    writer, for ever: a render or a station that never started. It is named, not opened, loaded or not."""
+    import os
+    import threading
+    import time
+
+    run = _run(tmp_path)
+    fifo = run / "best" / "album.json"
+    os.mkfifo(fifo)
+    caplog.set_level(logging.WARNING)
+    judged = {}
+
+    def judge():
+        loaded_ref = resolve_model(run)
+        loaded_ref.load("cpu")
+        judged["loaded"] = criteria_for(GuardCriteria(), loaded_ref)
+        judged["unloaded"] = criteria_for(GuardCriteria(), resolve_model(run))
+
+    worker = threading.Thread(target=judge, daemon=True)
+    worker.start()
+    worker.join(60)
+    opened = worker.is_alive()
+    deadline = time.monotonic() + 30
+    while worker.is_alive() and time.monotonic() < deadline:  # a read waiting for a writer: given end of file
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:  # no reader waits (yet)
+            pass
+        time.sleep(0.05)
+    assert not opened, "the FIFO at best/album.json was opened: its read waited for a writer"
+    assert judged == {"loaded": GuardCriteria(), "unloaded": GuardCriteria()}, judged
+    said = [r.getMessage() for r in caplog.records if "album.json" in r.getMessage()]
+    assert len(said) == 2 and all(line.startswith(f"{fifo}: ignored (a FIFO, not a regular file)") for line in said), \
+        said
 
 def test_a_stop_met_while_the_next_batches_are_built_is_judged(tiny_corpus, tmp_path, caplog, monkeypatch):
     """A SIGTERM during step 8's validation (its stop flag read before it, so step 8 goes on): met while the batches of

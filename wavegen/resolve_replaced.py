@@ -87,24 +87,12 @@ def _read_beside(folder: Path) -> dict:
     """The files of model folder ``folder`` read with its weights (the album profile the render guard takes, album.json:
     read after the load, a best/ replaced meanwhile paired a new profile with the weights read), by name -> text, or
     the bytes read where they are not UTF-8 (its reader names them as not text, without reading the file again); None:
-    not there. One that cannot be read otherwise (permission denied, a folder at its name) -> the OSError met: its
-    reader names that error, and does not read the file again (a second read could find another file, or meet the
-    same error twice)."""
-    from wavegen.render.album import ALBUM_FILE
+    not there. One that cannot be read otherwise (permission denied, a folder at its name; a FIFO is not opened) -> the
+    error met: its reader names that error, and does not read the file again (a second read could find another file,
+    or meet the same error twice). wavegen.render.album.read_beside reads it."""
+    from wavegen.render.album import ALBUM_FILE, read_beside
 
-    read = {}
-    try:
-        data = (folder / ALBUM_FILE).read_bytes()
-    except (FileNotFoundError, NotADirectoryError):
-        read[ALBUM_FILE] = None
-    except OSError as err:
-        read[ALBUM_FILE] = err
-    else:
-        try:
-            read[ALBUM_FILE] = data.decode("utf-8")
-        except UnicodeDecodeError:
-            read[ALBUM_FILE] = data  # album.load_profile refuses them as read_text would, naming the byte
-    return read
+    return {ALBUM_FILE: read_beside(folder / ALBUM_FILE)}
 
 
 def _hold(folder: Path | None) -> tuple[int | None, tuple[int, int] | None]:

@@ -199,22 +199,25 @@ def ensure_run_profile(run_dir: Path, config: dict, corpus) -> dict | None:
     return profile
 
 
-def load_profile(path: Path, text: str | bytes | OSError | None = None) -> dict | None:
+def load_profile(path: Path, text: str | bytes | OSError | ValueError | None = None) -> dict | None:
     """The profile at ``path`` (``text``: its content, read already: bytes where they are not UTF-8, refused as a read
-    of the file refuses them; the OSError that read met, named as a read now would name it, the file not read again);
-    None when there is none. A damaged, foreign or unreadable file (a folder at its name too) is ignored with a warning
-    naming it (the guard falls back to its fixed thresholds; nothing else depends on it)."""
+    of the file refuses them; the error that read met, named as a read now would name it, the file not read again);
+    None when there is none. A damaged, foreign or unreadable file (a folder, a FIFO at its name too: a FIFO is not
+    opened, its read would wait for a writer) is ignored with a warning naming it (the guard falls back to its fixed
+    thresholds; nothing else depends on it)."""
     import json
 
     path = Path(path)
-    if text is None and not path.exists():
-        return None
+    if text is None:
+        text = read_beside(path)
+        if text is None:
+            return None
     try:
-        if isinstance(text, OSError):
+        if isinstance(text, (OSError, ValueError)):
             raise text
         if isinstance(text, bytes):  # json.loads would take UTF-16 or UTF-32 bytes that read_text refuses
             text = text.decode("utf-8")
-        profile = json.loads(path.read_text() if text is None else text)
+        profile = json.loads(text)
         if profile.get("version") != VERSION or "features" not in profile:
             raise ValueError(f"not an album profile of version {VERSION}")
         return profile
@@ -222,6 +225,27 @@ def load_profile(path: Path, text: str | bytes | OSError | None = None) -> dict 
         reason = err.strerror if isinstance(err, OSError) and err.strerror else err  # the path is said once
         logger.warning("%s: ignored (%s); the guard uses its fixed thresholds", path, reason)
         return None
+
+
+def read_beside(path: Path) -> str | bytes | OSError | ValueError | None:
+    """album.json at ``path``, read once: its text, its bytes where they are not UTF-8 (:func:`load_profile` refuses
+    them as a read of the text refuses them), the error the read met, None where there is none. A FIFO, socket or
+    device is not opened (a FIFO's read would wait for a writer): ValueError saying what it is."""
+    from wavegen.fileio import not_a_file
+
+    kind = not_a_file(path)
+    if kind not in (None, "folder"):  # a folder: its read says so (IsADirectoryError)
+        return ValueError(f"a {kind}, not a regular file")
+    try:
+        data = Path(path).read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as err:
+        return err
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data
 
 
 def measures_everything(profile: dict) -> bool:
