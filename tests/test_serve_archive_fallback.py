@@ -20,6 +20,8 @@ import soundfile as sf
 from test_serve import SR, make_model, reference_pcm, serve_here
 from test_serve_archive import _archived, _contents
 
+from wavegen.render.writers import load_snapshot
+
 PARAMS = {"model": "a", "model_sha256": "0" * 64, "sample_rate": SR, "seed": 0}
 PCM = np.arange(8 * SR, dtype=np.int16)
 
@@ -204,13 +206,13 @@ def test_a_server_restarted_on_a_damaged_snapshot_goes_on_byte_for_byte(tmp_path
                 "buffer_seconds": 8.0}  # --no-guard --archive-part-seconds 3 --snapshot-seconds 1 --buffer-seconds 8
     serve_here(model, lambda s: s["archive"]["snapshot_seconds"] >= 3.0, **settings)
     snap = _snap(archive)
+    damaged, before = (load_snapshot(path)[1] for path in (snap, snap.with_name("snapshot.prev.npz")))
     snap.write_bytes(snap.read_bytes()[:200])
     caplog.set_level(logging.INFO)
     caplog.clear()
-    began: dict[str, float] = {}  # where it went on from: its first /status's
-    first, _ = serve_here(model, lambda s: s["archive"]["snapshot_seconds"] >= began.setdefault(
-        "at", s["archive"]["snapshot_seconds"]) + 2.0, **settings)
-    assert first["archive"]["snapshot_seconds"] == began["at"] >= 2.0
+    first, _ = serve_here(model, lambda s: s["archive"]["snapshot_seconds"] >= before / SR + 2.0, **settings)
+    went_on_from = first["archive"]["snapshot_seconds"]  # its first /status: the snapshot it went on from
+    assert went_on_from == before / SR and 2 * SR <= before <= damaged, (went_on_from, before / SR, damaged / SR)
     said = [line for line in caplog.messages if "snapshot before it" in line]
     assert len(said) == 1 and f"{snap} is damaged" in said[0], caplog.text
     pcm = _archived(archive)
