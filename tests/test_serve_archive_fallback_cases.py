@@ -217,6 +217,45 @@ def test_a_station_goes_on_from_the_snapshot_before_one_whose_label_does_not_fit
     station.archive.close()
 
 
+def test_an_older_snapshot_holding_another_blend_than_label_plays_the_label_it_reports(conditioned, tmp_path,
+                                                                                        caplog):
+    """An older wavegen's snapshots record no label (no switch could be made then): their engine state holds --label's
+    blend as that wavegen read it, which the label reads as another now (one holding ',' or ':' was read as a blend
+    then; here 'rain' as rain 0.5, bells 0.5). The station reported 'rain' and played the old blend, and its
+    snapshots recorded 'rain' with that blend: the restart after refused both as damaged. Now the engine gets
+    'rain', said once, and the restart after goes on without a word of damage."""
+    from wavegen.serve.archive import Archive
+    from wavegen.serve.settings import ServeSettings
+    from wavegen.serve.station import Station
+
+    settings = ServeSettings(label="rain", archive=str(tmp_path / "archive"), archive_part_seconds=3.0,
+                             snapshot_seconds=1.0, guard=False, allow_slow=True, backend="torch")
+    station = Station(str(conditioned), settings)
+    station.engine.reset(label_weights=np.array([0.5, 0.5], np.float32))
+    older = {k: np.array(v, copy=True) for k, v in station.engine.state_dict().items()}
+    a = Archive(settings.archive, SR, station.params, part_seconds=3.0)
+    a.open()
+    for seconds in (1, 2):
+        a.write(PCM[a.position:seconds * SR])
+        a.snapshot(older, {})  # meta without "label", "label_since", "label_switches"
+    a.close()
+    for restart in range(2):
+        station = Station(str(conditioned), settings)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            assert station.open()
+        said = [r.getMessage() for r in caplog.records if "older wavegen" in r.getMessage()]
+        played = station.engine.state_dict()["label_weights"].reshape(-1)
+        assert station.label_state.text == "rain" and np.array_equal(played, station.label_state.weights), played
+        assert "damaged" not in caplog.text and len(said) == (1 if restart == 0 else 0), caplog.text
+        for _ in range(2):  # the snapshot and the one before it, both this station's
+            station.archive.write(PCM[station.position:station.position + SR])
+            station.position += SR
+            station.archive.snapshot(station._engine_state(), station._meta())
+        station.archive.close()
+    assert station.position == 6 * SR
+
+
 def _rotated_then_fallen_back(folder: Path, keep_parts: int) -> None:
     """Parts of 1 s rotated by --archive-keep-parts 1 (parts 0 and 1 removed at the snapshot at 5 s), that
     snapshot damaged; a server with ``keep_parts`` falls back to the one at 2 s and is SIGKILLed before its next

@@ -20,6 +20,7 @@ from wavegen.render.model_change import TENSORS_KEY, with_recorded_tensors
 from wavegen.render.writers import flushed_samples, previous_snapshot
 from wavegen.serve.archive import (GONE_SAID_KEY, KEEP_PARTS_KEY, PARAMS_FILE, SNAPSHOT_FILE, STATE_DIR, Archive,
                                    ServeError, part_path, parts_in, snapshot_params)
+from wavegen.serve.control import apply_label
 
 logger = logging.getLogger("wavegen.serve.archive")  # the archive's words, whichever module says them
 
@@ -227,15 +228,37 @@ def engine_fit(engine, label_state):
     station's :class:`~wavegen.serve.control.LabelState`: its ``misfit``); else what does not fit, said. Checked
     while the archive opens, so a snapshot that does not fit is fallen back from as a damaged one. The one gone on
     from is the last judged: the engine holds it, and the station takes its label (``LabelState.adopt``) without
-    loading or parsing it again."""
+    loading or parsing it again. One of an older wavegen, which recorded no label, goes on with --label's blend
+    (:func:`older_blend`)."""
     def state_fits(state: dict, meta: dict) -> str | None:
         try:
             engine.load_state_dict(state)
         except (KeyError, ValueError, TypeError, RuntimeError) as err:
             return f"its engine state does not fit this model's engine: {type(err).__name__}: {err}"
+        if "label" not in meta:
+            older_blend(engine, label_state, state)
         return label_state.misfit(meta, state)
 
     return state_fits
+
+
+def older_blend(engine, label_state, state: dict) -> None:
+    """A snapshot of an older wavegen (no label in its meta: no switch could be made then, so it holds --label's
+    blend as that wavegen read it) loaded into ``engine``, whose blend is not the one --label reads as now (a
+    label holding ',' or ':' was read as a blend then): the engine gets --label's (``label_state.weights``), said.
+    The station reports --label (``LabelState.adopt`` keeps it where no label is recorded); playing another blend,
+    its snapshots would record a label that is not their state's, which a restart takes for damaged ones."""
+    if not label_state.labels or label_state.weights is None:
+        return
+    held = np.asarray(state.get("label_weights", np.zeros(0)), dtype=np.float32).reshape(-1)
+    asked = np.asarray(label_state.weights, dtype=np.float32).reshape(-1)
+    if held.shape != asked.shape or np.array_equal(held, asked):  # another shape: the engine refused it
+        return
+    apply_label(engine, asked)
+    blend = ", ".join(f"{name} {weight:.3g}" for name, weight in zip(label_state.labels, held))
+    logger.warning("the archive's snapshot, of an older wavegen (no label recorded), holds another blend of the "
+                   "labels (%s) than --label %r reads as now: the stream goes on with --label's", blend,
+                   label_state.text)
 
 
 def fall_back(archive: Archive, what: str, state: dict[str, np.ndarray], meta: dict) -> None:
