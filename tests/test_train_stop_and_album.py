@@ -1,6 +1,7 @@
 """A best/ album.json that is not UTF-8, or that could not be read at all, kept as the load read it with the weights
-(ModelRef.read_beside: the bytes, or the error met; a FIFO not opened): judged as a read of the file judges it, whether or not the model
-was loaded first, and not read a second time."""
+(ModelRef.read_beside: the bytes, or the error met; a FIFO not opened): judged as a read of the file judges it, whether
+or not the model was loaded first, and not read a second time. RUN/album.json no regular file: refused by training's
+write alone."""
 
 from __future__ import annotations
 
@@ -82,7 +83,6 @@ def test_an_album_the_load_was_refused_is_not_read_again(tmp_path, caplog, monke
                     "thresholds"], said
 
 
-
 def test_a_fifo_at_the_albums_name_is_named_not_opened(tmp_path, caplog):
     """A FIFO at best/album.json: the load's read of it (and, without a load, the guard's) opened it and waited for a
     writer, for ever: a render or a station that never started. It is named, not opened, loaded or not."""
@@ -118,6 +118,34 @@ def test_a_fifo_at_the_albums_name_is_named_not_opened(tmp_path, caplog):
     said = [r.getMessage() for r in caplog.records if "album.json" in r.getMessage()]
     assert len(said) == 2 and all(line.startswith(f"{fifo}: ignored (a FIFO, not a regular file)") for line in said), \
         said
+
+
+def test_a_folder_or_fifo_at_the_runs_album_name_is_refused_by_the_write_alone(tiny_corpus, tmp_path, caplog):
+    """A folder or a FIFO at RUN/album.json when training starts: read as a profile (f472051, ef113bf) it was said
+    "ignored (...); the guard uses its fixed thresholds" before the write refused it and the training stopped: two
+    lines, the first false. It is not read: the write's refusal names it, in one line, and nothing else is said."""
+    import os
+    import re
+
+    import pytest
+
+    from wavegen.corpus import Corpus
+    from wavegen.fileio import NotAFileError
+    from wavegen.render.album import ensure_run_profile
+
+    config = {"model": {"q_levels": 256, "quantization": "mu-law"}, "data": {"corpus": str(tiny_corpus)}}
+    caplog.set_level(logging.INFO)
+    for kind, make in (("folder", os.mkdir), ("FIFO", os.mkfifo)):
+        run = tmp_path / kind
+        run.mkdir()
+        make(run / "album.json")
+        caplog.clear()
+        refused = "^" + re.escape(f"{run / 'album.json'}: is a {kind}, not a regular file; nothing was written")
+        with pytest.raises(NotAFileError, match=refused):
+            ensure_run_profile(run, config, Corpus(tiny_corpus))
+        said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert said == [], (kind, said)
+
 
 def test_a_stop_met_while_the_next_batches_are_built_is_judged(tiny_corpus, tmp_path, caplog, monkeypatch):
     """A SIGTERM during step 8's validation (its stop flag read before it, so step 8 goes on): met while the batches of

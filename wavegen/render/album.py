@@ -178,14 +178,16 @@ def corpus_windows(corpus, split: str, sample_rate: int, q_levels: int, quantiza
 
 def ensure_run_profile(run_dir: Path, config: dict, corpus) -> dict | None:
     """``RUN/album.json`` (made from the corpus's training split when missing) → the profile; None
-    (logged) when the split has no window long enough. Called by training's main process."""
-    from wavegen.fileio import write_json
+    (logged) when the split has no window long enough. Called by training's main process. A folder or FIFO at its
+    name is not read (load_profile would warn of the guard's thresholds, a training that then stops): the write
+    refuses it in one line (wavegen.fileio.NotAFileError)."""
+    from wavegen.fileio import not_a_file, write_json
 
     path = Path(run_dir) / ALBUM_FILE
     model = config["model"]
     key = {"corpus": config["data"]["corpus"], "q_levels": model["q_levels"],
            "quantization": model["quantization"]}
-    found = load_profile(path)
+    found = load_profile(path) if not_a_file(path) is None else None
     if found is not None and found.get("source") == key and measures_everything(found):
         return found  # measured already, every feature (a run older than a feature is measured again)
     windows = corpus_windows(corpus, "train", corpus.sample_rate, model["q_levels"], model["quantization"])
