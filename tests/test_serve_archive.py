@@ -247,7 +247,8 @@ PARAMS_REFUSALS = {  # what is at .state/params.json → what serve says of it
     "a FIFO": r"params\.json is damaged \(a FIFO, not a file\)",  # not opened: that waits for a writer
     # named as a link with its target (was "cannot read ...: No such file or directory; make it readable")
     "a link to nothing": r"params\.json is a link to \S*/nowhere, which does not exist: point it at",
-    "a link to itself": r"cannot read .*params\.json: Too many levels of symbolic links",
+    # named as a loop of links (was "cannot read ...: Too many levels of symbolic links; make it readable")
+    "a link to itself": r"params\.json is a link to \S*params\.json, which leads back to itself \(a loop of links\)",
 }
 
 

@@ -55,6 +55,72 @@ def test_a_params_link_to_nothing_is_named_with_its_target_beside_a_good_snapsho
     assert _everything(tmp_path) == before
 
 
+LINKS_TO_NOTHING = {  # what .state/params.json is made → the words its refusal begins with, after its path
+    "a loop": lambda params, tmp: (params.symlink_to(params), f"is a link to {params}, which leads back to itself"),
+    "under a file": lambda params, tmp: ((tmp / "a_file").write_text("the user's"),
+                                         params.symlink_to(tmp / "a_file" / "params.json"),
+                                         f"is a link to {tmp / 'a_file' / 'params.json'}, which lies under a file")[1:],
+}
+
+
+@pytest.mark.parametrize("what", list(LINKS_TO_NOTHING))
+def test_a_params_link_that_leads_nowhere_is_named_as_a_link_not_as_a_file_to_make_readable(tmp_path, what):
+    """A loop of links, or a link under a file, at params.json: named as the link it is, as one to nothing is (it
+    said "cannot read ...: Too many levels of symbolic links; make it readable", or "Not a directory; make it
+    readable": no permission would mend either); nothing written."""
+    from wavegen.serve import ServeError
+    from wavegen.serve.archive import Archive
+
+    folder = tmp_path / "archive"
+    _archive(folder, 5.0, 1.0)
+    params = folder / ".state" / "params.json"
+    params.unlink()
+    _, begins = LINKS_TO_NOTHING[what](params, tmp_path)
+    before = _everything(tmp_path)
+    with pytest.raises(ServeError) as err:
+        Archive(folder, SR, PARAMS, part_seconds=3.0).open()
+    said = str(err.value)
+    assert said.startswith(f"{params} {begins}"), said
+    assert "\n" not in said and "make it readable" not in said and "point it at the archive's params.json" in said, said
+    assert _everything(tmp_path) == before
+
+
+def test_a_params_link_to_nothing_says_the_way_on_the_snapshot_gives_and_that_way_works(tmp_path):
+    """params.json a link to nothing, its target lost: pointing the link at it cannot be done, and choosing another
+    --archive leaves the broadcast behind. Where the snapshot records the parameters, the refusal says the way on
+    (remove the link: params.json is written again from the snapshot); taken, the archive goes on where it was.
+    Without a readable snapshot that way is not offered (the parts would then be refused as no archive)."""
+    from wavegen.serve import ServeError
+    from wavegen.serve.archive import Archive
+
+    folder = tmp_path / "archive"
+    _archive(folder, 5.0, 1.0)
+    params = folder / ".state" / "params.json"
+    params.unlink()
+    params.symlink_to(tmp_path / "lost" / "params.json")
+    with pytest.raises(ServeError) as err:
+        Archive(folder, SR, PARAMS, part_seconds=3.0).open()
+    said = str(err.value)
+    assert ", or remove the link (then params.json is written again from what .state/snapshot.npz recorded), or " \
+        "choose another --archive" in said and "\n" not in said, said
+    params.unlink()  # as the refusal says
+    a = Archive(folder, SR, PARAMS, part_seconds=3.0)
+    assert a.open()[1] == 5 * SR
+    a.close()
+    assert params.is_file() and not params.is_symlink()
+
+    snap = folder / ".state" / "snapshot.npz"
+    for path in (snap, snap.with_name("snapshot.prev.npz")):
+        if path.exists():
+            path.write_bytes(b"PK")  # no snapshot readable: no parameters to write it again from
+    params.unlink()
+    params.symlink_to(tmp_path / "lost" / "params.json")
+    with pytest.raises(ServeError) as err:
+        Archive(folder, SR, PARAMS, part_seconds=3.0).open()
+    assert "point it at the archive's params.json, or choose another --archive" in str(err.value), str(err.value)
+    assert "remove the link" not in str(err.value), str(err.value)
+
+
 def _state_not_a_folder(folder: Path, what: str) -> str:
     """``folder``/.state made ``what``; → the words a refusal must begin with."""
     state = folder / ".state"

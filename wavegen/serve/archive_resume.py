@@ -84,16 +84,15 @@ def recorded_params(archive: Archive) -> tuple[dict | None, str | None, Path]:
     names the file its values came from. (None, None, params.json's path): no params.json and no snapshot to
     stand for it. ServeError naming params.json where it is damaged and no snapshot is readable, or something
     else than a file, or a file that cannot be read (its permissions: said, not written over), or a link to nothing
-    (named with its target: written again from the snapshot, the link would be replaced)."""
+    (a loop of links, one under a file: :func:`params_link_refusal`)."""
     path = archive.state_dir / PARAMS_FILE
     if state_file(archive, path):
         try:
             return read_json_object(path), None, path
         except OSError as err:
-            nothing = link_to_nothing(path) if isinstance(err, FileNotFoundError) else None
-            if nothing is not None:  # its read says only "No such file" of the link's own name
-                raise ServeError(f"{nothing[0]}: point it at the archive's {PARAMS_FILE}, or choose another "
-                                 "--archive") from None
+            nothing = link_to_nothing(path)
+            if nothing is not None:  # its read says only "No such file" (or "Too many levels") of the link's name
+                raise params_link_refusal(archive, nothing[0]) from None
             raise ServeError(f"cannot read {path}: {err.strerror or err}; make it readable, or choose another "
                              "--archive") from None
         except ValueError as err:
@@ -106,6 +105,17 @@ def recorded_params(archive: Archive) -> tuple[dict | None, str | None, Path]:
     if refusal is not None:
         raise refusal
     return None, None, path
+
+
+def params_link_refusal(archive: Archive, said: str) -> ServeError:
+    """The refusal of .state/params.json where it is a link that leads to nothing (``said``: "PATH is a link to
+    TARGET, which does not exist", link_to_nothing's words): not written again from the snapshot, which would
+    replace the link. Where the snapshot records the parameters, removing the link lets the archive go on (its
+    params.json written again from them, :func:`write_params_again`): said, as a way on for a file lost."""
+    recorded, name = snapshot_params(archive.state_dir)
+    remove = "" if recorded is None else \
+        f", or remove the link (then {PARAMS_FILE} is written again from what {STATE_DIR}/{name} recorded)"
+    return ServeError(f"{said}: point it at the archive's {PARAMS_FILE}{remove}, or choose another --archive")
 
 
 def write_params_again(archive: Archive, params: dict, lost: str) -> dict:
