@@ -280,3 +280,35 @@ def test_parts_without_a_snapshot_are_judged_by_the_bound_of_the_server_that_wro
     c = Archive(tmp_path, SR, PARAMS, part_seconds=10.0, unsnapshot_seconds=6.0)
     assert c.open()[1] == 0
     c.close()
+
+
+class _CountedRecord(list):
+    """A snapshot's record of the parts said gone that counts how often it is read through."""
+
+    reads = 0
+
+    def __iter__(self):
+        self.reads += 1
+        return super().__iter__()
+
+
+def test_the_record_of_parts_said_gone_is_read_once_not_once_per_gone_part(tmp_path, caplog):
+    """A restart looks every gone part up in the snapshot's record of those said before (runs [first, last]). It read
+    the whole record through for each: an archive of 20000 parts, every tenth kept, took 11 s (ten times more parts,
+    a hundred times that) before the stream began. Now the record is read once: a part said before is not said
+    again, one gone since is, whatever the record's order or overlaps."""
+    from wavegen.serve.archive import Archive
+    from wavegen.serve.archive_folder import say_earlier_parts
+
+    archive, elsewhere, _ = _five_and_a_half_seconds_archived(tmp_path, 6)
+    for k in (0, 1, 2, 4):
+        shutil.move(archive / f"broadcast_0000{k}.wav", elsewhere)
+    a = Archive(archive, SR, PARAMS, part_seconds=1.0)
+    record = _CountedRecord([[4, 4], [0, 1], [1, 1], "not a run", [7, 3]])
+    a.gone_said = record
+    with caplog.at_level(logging.WARNING, logger="wavegen.serve.archive"):
+        say_earlier_parts(a, 5)
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and "broadcast_00002.wav, archived before, is gone" in said[0], said
+    assert a.gone_said == [[0, 2], [4, 4]]  # what the next snapshot records: all gone now
+    assert record.reads == 1, record.reads  # four gone parts looked up: it was read through four times

@@ -4,6 +4,7 @@ does not cost the load and the timing; whether one without a snapshot may begin 
 
 from __future__ import annotations
 
+import bisect
 import logging
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def say_earlier_parts(archive: Archive, index: int) -> None:
     --archive-keep-parts does): one brought back is kept, as if it had never left. A gone one is said once: those
     the snapshot gone on from records as said (``archive.gone_said``) are not said again, and the ones gone now
     become the record its next snapshot keeps (one brought back drops out of it: gone again, it is said again)."""
-    said_before, gone, gone_now, short = archive.gone_said, [], [], []
+    said_before, gone, gone_now, short = _said_runs(archive.gone_said), [], [], []
     for k in range(archive.first_part, index):
         path = part_path(archive.folder, k)
         if not path.is_file():
@@ -97,12 +98,30 @@ def _runs(indices: list[int]) -> list[list[int]]:
     return runs
 
 
-def _in_runs(runs, index: int) -> bool:
-    """Whether ``index`` is in a snapshot's record ``runs`` (:func:`_runs`); a record that is not one (an older
-    wavegen's snapshot has none) holds no part: those gone are said."""
-    return isinstance(runs, list) and any(isinstance(run, list) and len(run) == 2 and
-                                          all(type(k) is int for k in run) and run[0] <= index <= run[1]
-                                          for run in runs)
+def _said_runs(record) -> tuple[list[int], list[int]]:
+    """A snapshot's record of the parts said gone (runs [first, last], :func:`_runs`) → (firsts, lasts) of its runs,
+    ascending and apart (overlapping ones joined), for :func:`_in_runs`: read once, so that a restart looks up
+    each gone part in time that grows with the log of the runs, not with their number (an archive of thousands of
+    parts, thousands of them gone here and there). A record that is not one (an older wavegen's snapshot has
+    none), and entries that are no run, hold no part: those gone are said."""
+    runs = sorted(run for run in (record if isinstance(record, list) else [])
+                  if isinstance(run, list) and len(run) == 2 and all(type(k) is int for k in run) and run[0] <= run[1])
+    firsts: list[int] = []
+    lasts: list[int] = []
+    for first, last in runs:
+        if lasts and first <= lasts[-1] + 1:
+            lasts[-1] = max(lasts[-1], last)
+        else:
+            firsts.append(first)
+            lasts.append(last)
+    return firsts, lasts
+
+
+def _in_runs(runs: tuple[list[int], list[int]], index: int) -> bool:
+    """Whether ``index`` is in the runs :func:`_said_runs` read from a snapshot's record."""
+    firsts, lasts = runs
+    at = bisect.bisect_right(firsts, index) - 1
+    return at >= 0 and index <= lasts[at]
 
 
 def check_nothing_to_lose(archive: Archive, recorded: dict | None) -> None:
