@@ -147,6 +147,28 @@ def test_a_folder_or_fifo_at_the_runs_album_name_is_refused_by_the_write_alone(t
         assert said == [], (kind, said)
 
 
+
+def test_a_damaged_runs_album_is_said_measured_again_not_left_to_the_guards_thresholds(tiny_corpus, tmp_path, caplog):
+    """A damaged RUN/album.json (cut short, UTF-16) when training starts is measured again from the training split and
+    written over; its warning said "the guard uses its fixed thresholds", which the training then made untrue."""
+    import json
+
+    from wavegen.corpus import Corpus
+    from wavegen.render.album import ensure_run_profile, measures_everything
+
+    config = {"model": {"q_levels": 256, "quantization": "mu-law"}, "data": {"corpus": str(tiny_corpus)}}
+    caplog.set_level(logging.WARNING)
+    for name, damaged in (("cut short", b'{"version": '), ("UTF-16", _album(220).encode("utf-16"))):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "album.json").write_bytes(damaged)
+        caplog.clear()
+        profile = ensure_run_profile(run, config, Corpus(tiny_corpus))
+        assert measures_everything(profile) and json.loads((run / "album.json").read_text()) == profile, name
+        said = [r.getMessage() for r in caplog.records]
+        assert len(said) == 1 and said[0].startswith(f"{run / 'album.json'}: ignored (") and \
+            said[0].endswith("; measured again from the training split"), (name, said)
+
 def test_a_stop_met_while_the_next_batches_are_built_is_judged(tiny_corpus, tmp_path, caplog, monkeypatch):
     """A SIGTERM during step 8's validation (its stop flag read before it, so step 8 goes on): met while the batches of
     step 9 are built (train's BatchBuildingStopped branch, a single process), the 8 steps since the last row (none:

@@ -61,7 +61,8 @@ class ModelRef:
     checkpoint: str | None = None  # the --checkpoint resolved ("last", "step_N"): load() looks again for "last"
     # a model folder's files beside its weights, read with them by load() (resolve_replaced: of the same folder, a best/
     # replaced meanwhile read again; config.json too, into config), by name -> text (bytes where not UTF-8; None: not
-    # there; the OSError met where it could not be read); None until then. album.json: the guard's profile
+    # there; the error met where it could not be read: an OSError, a ValueError for a FIFO not opened); None until
+    # then. album.json: the guard's profile
     read_beside: dict | None = None
 
     @property

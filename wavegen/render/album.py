@@ -187,7 +187,7 @@ def ensure_run_profile(run_dir: Path, config: dict, corpus) -> dict | None:
     model = config["model"]
     key = {"corpus": config["data"]["corpus"], "q_levels": model["q_levels"],
            "quantization": model["quantization"]}
-    found = load_profile(path) if not_a_file(path) is None else None
+    found = load_profile(path, instead="measured again from the training split") if not_a_file(path) is None else None
     if found is not None and found.get("source") == key and measures_everything(found):
         return found  # measured already, every feature (a run older than a feature is measured again)
     windows = corpus_windows(corpus, "train", corpus.sample_rate, model["q_levels"], model["quantization"])
@@ -201,12 +201,13 @@ def ensure_run_profile(run_dir: Path, config: dict, corpus) -> dict | None:
     return profile
 
 
-def load_profile(path: Path, text: str | bytes | OSError | ValueError | None = None) -> dict | None:
+def load_profile(path: Path, text: str | bytes | OSError | ValueError | None = None,
+                 instead: str = "the guard uses its fixed thresholds") -> dict | None:
     """The profile at ``path`` (``text``: its content, read already: bytes where they are not UTF-8, refused as a read
     of the file refuses them; the error that read met, named as a read now would name it, the file not read again);
     None when there is none. A damaged, foreign or unreadable file (a folder, a FIFO at its name too: a FIFO is not
-    opened, its read would wait for a writer) is ignored with a warning naming it (the guard falls back to its fixed
-    thresholds; nothing else depends on it)."""
+    opened, its read would wait for a writer) is ignored with a warning naming it and saying what is done ``instead``
+    (the guard falls back to its fixed thresholds; nothing else depends on it)."""
     import json
 
     path = Path(path)
@@ -225,7 +226,7 @@ def load_profile(path: Path, text: str | bytes | OSError | ValueError | None = N
         return profile
     except (OSError, ValueError, AttributeError) as err:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else err  # the path is said once
-        logger.warning("%s: ignored (%s); the guard uses its fixed thresholds", path, reason)
+        logger.warning("%s: ignored (%s); %s", path, reason, instead)
         return None
 
 
