@@ -430,10 +430,15 @@ def test_a_failed_first_start_leaves_the_run_folder_usable(tiny_corpus, tmp_path
     assert train(config_for(tiny_corpus, "train.max_steps=2"), run, progress=False)["step"] == 2
 
 
+class _RanPast(BaseException):
+    """Raised by :func:`_main_within`'s alarm: a BaseException, so the CLI takes it for no error of its own (a
+    TimeoutError is an OSError, which it would say as a failed save)."""
+
+
 def _main_within(seconds: int, argv: list[str]) -> int:
-    """The CLI's main(argv) in this process, ended past ``seconds`` by SIGALRM (its handler raises TimeoutError)."""
+    """The CLI's main(argv) in this process, ended past ``seconds`` by SIGALRM (its handler raises _RanPast)."""
     def expire(signum, frame):
-        raise TimeoutError(f"wavegen {' '.join(argv[:1])} ran past {seconds} s")
+        raise _RanPast(f"wavegen {' '.join(argv[:1])} ran past {seconds} s")
 
     before = signal.signal(signal.SIGALRM, expire)
     signal.alarm(seconds)
