@@ -146,15 +146,22 @@ def stale_temporaries(folder: str | Path, names=None) -> list[Path]:
 NOT_JSON = "not JSON"  # how read_json's ValueError begins when the bytes are not JSON: "not JSON (why)"
 
 
+def read_file_bytes(path: str | Path) -> bytes:
+    """A file's bytes. OSError (as the system gave it) when it cannot be read (a folder: IsADirectoryError);
+    ValueError saying what it is when it is a FIFO, socket or device, which is not opened (reading a FIFO would
+    wait for a writer)."""
+    kind = not_a_file(path)
+    if kind not in (None, "folder"):  # a folder: reading it says so
+        raise ValueError(f"a {kind}, not a regular file")
+    return Path(path).read_bytes()
+
+
 def read_json(path: str | Path):
     """A JSON file's value (any JSON: object, list, number ...), the one way wavegen reads JSON from a file.
     OSError (as the system gave it) when the file cannot be read; ValueError saying why when it is no
-    regular file (a FIFO is not opened: reading it would wait for a writer) or its bytes are not JSON
-    ("not JSON (why)": not UTF-8 text, broken, nested too deep for the parser)."""
-    kind = not_a_file(path)
-    if kind not in (None, "folder"):  # a folder: reading it says so (IsADirectoryError)
-        raise ValueError(f"a {kind}, not a regular file")
-    text = Path(path).read_bytes()
+    regular file (:func:`read_file_bytes`) or its bytes are not JSON ("not JSON (why)": not UTF-8 text,
+    broken, nested too deep for the parser)."""
+    text = read_file_bytes(path)
     try:
         return json.loads(text)
     except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors

@@ -234,16 +234,13 @@ def read_beside(path: Path) -> str | bytes | OSError | ValueError | None:
     """album.json at ``path``, read once: its text, its bytes where they are not UTF-8 (:func:`load_profile` refuses
     them as a read of the text refuses them), the error the read met, None where there is none. A FIFO, socket or
     device is not opened (a FIFO's read would wait for a writer): ValueError saying what it is."""
-    from wavegen.fileio import not_a_file
+    from wavegen.fileio import read_file_bytes
 
-    kind = not_a_file(path)
-    if kind not in (None, "folder"):  # a folder: its read says so (IsADirectoryError)
-        return ValueError(f"a {kind}, not a regular file")
     try:
-        data = Path(path).read_bytes()
+        data = read_file_bytes(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
-    except OSError as err:
+    except (OSError, ValueError) as err:
         return err
     try:
         return data.decode("utf-8")
