@@ -180,7 +180,7 @@ def test_a_snapshot_whose_label_state_does_not_fit_falls_back(conditioned, tmp_p
     a.write(PCM[2 * SR:5 * SR])
     a.snapshot(bad, {"label": "rain"})
     a.close()
-    b = Archive(tmp_path, SR, PARAMS, part_seconds=3.0, state_fits=engine_fit(engine, labels))
+    b = Archive(tmp_path, SR, PARAMS, part_seconds=3.0, state_fits=engine_fit(engine, labels, tmp_path))
     with caplog.at_level(logging.WARNING, logger="wavegen.serve.archive"):
         state, position, meta = b.open()
     assert position == 2 * SR and np.array_equal(state["label_weights"], good["label_weights"])
@@ -245,6 +245,8 @@ def test_an_older_snapshot_holding_another_blend_than_label_plays_the_label_it_r
         with caplog.at_level(logging.WARNING):
             assert station.open()
         said = [r.getMessage() for r in caplog.records if "older wavegen" in r.getMessage()]
+        assert all(line.startswith(f"archive {settings.archive}: its snapshot, of an older wavegen") for line in said), \
+            said
         played = station.engine.state_dict()["label_weights"].reshape(-1)
         assert station.label_state.text == "rain" and np.array_equal(played, station.label_state.weights), played
         assert "damaged" not in caplog.text and len(said) == (1 if restart == 0 else 0), caplog.text
@@ -316,7 +318,7 @@ def test_a_label_longer_than_a_switch_may_be_fits(conditioned, tmp_path, caplog)
         a.write(PCM[a.position:seconds * SR])
         a.snapshot(state, {"label": label})
     a.close()
-    b = Archive(tmp_path, SR, PARAMS, part_seconds=3.0, state_fits=engine_fit(engine, labels))
+    b = Archive(tmp_path, SR, PARAMS, part_seconds=3.0, state_fits=engine_fit(engine, labels, tmp_path))
     with caplog.at_level(logging.WARNING, logger="wavegen.serve.archive"):
         _, position, meta = b.open()
     b.close()

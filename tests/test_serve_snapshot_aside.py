@@ -53,7 +53,7 @@ def test_a_snapshot_fallen_back_from_is_moved_aside_not_replaced(conditioned, tm
     if newest == "cut short":
         snap.write_bytes(snap.read_bytes()[:100])
     held = snap.read_bytes()
-    b = Archive(tmp_path, SR, PARAMS, part_seconds=3.0, state_fits=engine_fit(engine, labels))
+    b = Archive(tmp_path, SR, PARAMS, part_seconds=3.0, state_fits=engine_fit(engine, labels, tmp_path))
     with caplog.at_level(logging.WARNING, logger="wavegen.serve.archive"):
         assert b.open()[1] == 2 * SR
     b.close()

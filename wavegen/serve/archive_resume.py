@@ -232,7 +232,7 @@ def judged(archive: Archive, path: Path) -> tuple[dict[str, np.ndarray], int, di
     return f"is damaged ({misfit})" if misfit else got
 
 
-def engine_fit(engine, label_state):
+def engine_fit(engine, label_state, folder: str | Path):
     """→ ``Archive``'s ``state_fits(state, meta)``: None where a snapshot's engine ``state`` loads into ``engine``
     (left holding it) and the label its ``meta`` records is the blend that state holds (``label_state``, the
     station's :class:`~wavegen.serve.control.LabelState`: its ``misfit``); else what does not fit, said. Checked
@@ -246,18 +246,19 @@ def engine_fit(engine, label_state):
         except (KeyError, ValueError, TypeError, RuntimeError) as err:
             return f"its engine state does not fit this model's engine: {type(err).__name__}: {err}"
         if "label" not in meta:
-            older_blend(engine, label_state, state)
+            older_blend(engine, label_state, state, folder)
         return label_state.misfit(meta, state)
 
     return state_fits
 
 
-def older_blend(engine, label_state, state: dict) -> None:
+def older_blend(engine, label_state, state: dict, folder: str | Path) -> None:
     """A snapshot of an older wavegen (no label in its meta: no switch could be made then, so it holds --label's
     blend as that wavegen read it) loaded into ``engine``, whose blend is not the one --label reads as now (a
     label holding ',' or ':' was read as a blend then): the engine gets --label's (``label_state.weights``), said.
     The station reports --label (``LabelState.adopt`` keeps it where no label is recorded); playing another blend,
-    its snapshots would record a label that is not their state's, which a restart takes for damaged ones."""
+    its snapshots would record a label that is not their state's, which a restart takes for damaged ones. ``folder``:
+    the archive, named in the warning."""
     if not label_state.labels or label_state.weights is None:
         return
     held = np.asarray(state.get("label_weights", np.zeros(0)), dtype=np.float32).reshape(-1)
@@ -266,8 +267,8 @@ def older_blend(engine, label_state, state: dict) -> None:
         return
     apply_label(engine, asked)
     blend = ", ".join(f"{name} {weight:.3g}" for name, weight in zip(label_state.labels, held))
-    logger.warning("the archive's snapshot, of an older wavegen (no label recorded), holds another blend of the "
-                   "labels (%s) than --label %r reads as now: the stream goes on with --label's", blend,
+    logger.warning("archive %s: its snapshot, of an older wavegen (no label recorded), holds another blend of the "
+                   "labels (%s) than --label %r reads as now: the stream goes on with --label's", folder, blend,
                    label_state.text)
 
 

@@ -141,7 +141,7 @@ class Station:
             self.archive = Archive(settings.archive, self.sample_rate, self.params, settings.archive_part_seconds,
                                    settings.archive_keep_parts, lambda text: _blend(text, labels),
                                    weights_finder(self.ref), settings.snapshot_seconds + window_seconds,
-                                   engine_fit(self.engine, self.label_state))
+                                   engine_fit(self.engine, self.label_state, settings.archive))
         self.window = max(1, int(round(window_seconds * self.sample_rate)))
         self.position = 0  # samples rendered (and archived, and encoded)
         self.events: list[dict] = []
