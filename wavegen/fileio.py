@@ -312,6 +312,15 @@ def ensure_folder(folder: str | Path, what: str = "folder") -> Path:
     return folder
 
 
+def link_target(path: str | Path) -> str:
+    """Where the symbolic link ``path`` leads, as it reads from here (a relative target joined to the link's folder);
+    OSError where it is no link or cannot be read."""
+    target = os.readlink(path)
+    if not os.path.isabs(target) and str(Path(path).parent) != ".":
+        target = os.path.join(Path(path).parent, target)
+    return target
+
+
 def link_to_nothing(path: str | Path) -> tuple[str, str] | None:
     """Where ``path`` is a symbolic link that leads to nothing: ("PATH is a link to TARGET, which does not exist",
     what to do: "make that folder"), or for a loop of links ("... which leads back to itself", "point it at a
@@ -321,11 +330,9 @@ def link_to_nothing(path: str | Path) -> tuple[str, str] | None:
     try:
         if not path.is_symlink() or path.exists():
             return None
-        target = os.readlink(path)
+        target = link_target(path)
     except OSError:  # cannot be looked at: the caller's own error says why
         return None
-    if not os.path.isabs(target) and str(path.parent) != ".":  # as it reads from here
-        target = os.path.join(path.parent, target)
     try:
         os.stat(path)
     except OSError as err:

@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from wavegen.errors import WavegenError
-from wavegen.fileio import FolderLock, link_to_nothing, not_a_file
+from wavegen.fileio import FolderLock, link_target, link_to_nothing, not_a_file
 from wavegen.render import PCMWriter, save_snapshot
 from wavegen.render.model_change import TENSORS_KEY, same_model
 from wavegen.render.params_check import binding
@@ -102,7 +102,7 @@ def check_state_dir(folder: str | Path) -> None:
         return
     else:
         kind = f"a {not_a_file(path) or 'file'}, not a folder"
-        said = f"{path} is a link to {os.path.join(path.parent, os.readlink(path))}, {kind}" if path.is_symlink() \
+        said = f"{path} is a link to {link_target(path)}, {kind}" if path.is_symlink() \
             else f"{path} is {kind}"
     raise ServeError(f"{said}: the archive keeps its {PARAMS_FILE} and snapshots in a folder there; put the "
                      f"archive's {STATE_DIR} folder back (or point the link at it), or choose another --archive")
