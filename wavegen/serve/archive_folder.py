@@ -60,22 +60,22 @@ def say_earlier_parts(archive: Archive, index: int) -> None:
     its own, not needed to continue. Gone ones do not move ``first_part`` (only the rotation of
     --archive-keep-parts does): one brought back is kept, as if it had never left. A gone one is said once: those
     the snapshot gone on from records as said (``archive.gone_said``) are not said again, and the ones gone now
-    become the record its next snapshot keeps (one brought back drops out of it: gone again, it is said again)."""
+    become the record its next snapshot keeps (one brought back drops out of it: gone again, it is said again); the
+    snapshot gone on from is written again with it (:func:`~wavegen.serve.archive_resume.record_gone_said`)."""
     said_before, gone, gone_now, short = _said_runs(archive.gone_said), [], [], []
     for k in range(archive.first_part, index):
         path = part_path(archive.folder, k)
         if not path.is_file():
             gone_now.append(k)
             if not _in_runs(said_before, k):
-                gone.append(path.name)
+                gone.append(k)
             continue
         held = max(path.stat().st_size - PCMWriter.HEADER_BYTES, 0) // 2
         if held < archive.part_frames:
             short.append(f"{path.name} holds {held / archive.sample_rate:.1f} s")
     if gone:
-        listed = ", ".join(gone) if len(gone) <= 4 else f"{gone[0]} ... {gone[-1]}"
-        what = f"{gone[0]}, archived before, is" if len(gone) == 1 else \
-            f"{len(gone)} parts archived before ({listed}) are"
+        what = f"{part_path(archive.folder, gone[0]).name}, archived before, is" if len(gone) == 1 else \
+            f"{len(gone)} parts archived before ({_runs_said(archive, gone)}) are"
         logger.warning("archive %s: %s gone (moved away or removed); the archive goes on without %s (brought "
                        "back, kept)", archive.folder, what, "it" if len(gone) == 1 else "them")
     archive.gone_said = _runs(gone_now)
@@ -96,6 +96,21 @@ def _runs(indices: list[int]) -> list[list[int]]:
         else:
             runs.append([k, k])
     return runs
+
+
+def _runs_said(archive: Archive, indices: list[int], most: int = 4) -> str:
+    """Parts ``indices`` (ascending) as said in a warning: up to ``most``, each by its name; more, each run of parts
+    one after another as "FIRST to LAST" (every part between is among them: not the first and last of all, which
+    read as a range), a lone part by its name, and past ``most`` runs "and N more" parts, so that an archive with
+    thousands gone here and there is said in one short line that names no part that is not gone."""
+    if len(indices) <= most:
+        return ", ".join(part_path(archive.folder, k).name for k in indices)
+    runs = _runs(indices)
+    named = [part_path(archive.folder, first).name if first == last else
+             f"{part_path(archive.folder, first).name} to {part_path(archive.folder, last).name}"
+             for first, last in runs[:most]]
+    rest = sum(last - first + 1 for first, last in runs[most:])
+    return ", ".join(named) + (f" and {rest} more" if rest else "")
 
 
 def _said_runs(record) -> tuple[list[int], list[int]]:

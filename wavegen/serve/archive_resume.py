@@ -60,6 +60,7 @@ def resume(archive: Archive) -> tuple[dict[str, np.ndarray] | None, int, dict]:
         fall_back(archive, fell_back, state, meta)
     elif found is not None:
         clear_previous(archive)
+        record_gone_said(archive, state, meta)
     if state is None or recorded is None:  # begun (again) at 0, or params.json lost: this command's, with its bound
         archive.state_dir.mkdir(parents=True, exist_ok=True)
         write_json(params_path, {**archive.params, **archive._bounds()})
@@ -266,7 +267,9 @@ def older_blend(engine, label_state, state: dict, folder: str | Path) -> None:
     if held.shape != asked.shape or np.array_equal(held, asked):  # another shape: the engine refused it
         return
     apply_label(engine, asked)
-    blend = ", ".join(f"{name} {weight:.3g}" for name, weight in zip(label_state.labels, held))
+    # the labels it holds only, each quoted (a name may hold spaces, ',' or ':'): a model of many labels would
+    # list them all, most at 0, in a line of a thousand characters
+    blend = ", ".join(f"{name!r} {weight:.3g}" for name, weight in zip(label_state.labels, held) if weight) or "none"
     logger.warning("archive %s: its snapshot, of an older wavegen (no label recorded), holds another blend of the "
                    "labels (%s) than --label %r reads as now: the stream goes on with --label's", folder, blend,
                    label_state.text)
@@ -294,6 +297,17 @@ def fall_back(archive: Archive, what: str, state: dict[str, np.ndarray], meta: d
     else:
         os.replace(prev, snap)
     fsync_dir(archive.state_dir)
+
+
+def record_gone_said(archive: Archive, state: dict[str, np.ndarray], meta: dict) -> None:
+    """Gone on from the newest snapshot (``state``, ``meta``), where the parts said gone at this restart are not the
+    ones it records (some said now, or some brought back): written again recording them, all else as it was (as
+    :func:`fall_back` does), so that a server killed before its next snapshot does not leave them to be said again
+    at the restart after."""
+    if meta.get(GONE_SAID_KEY, []) != archive.gone_said:
+        save_snapshot(archive.state_dir / SNAPSHOT_FILE, state, archive.position,
+                      {**meta, GONE_SAID_KEY: archive.gone_said})
+        fsync_dir(archive.state_dir)
 
 
 def set_aside(path: Path) -> str:
