@@ -176,3 +176,64 @@ def test_a_process_ended_by_the_launchers_sigterm_while_it_started_is_said_so(mo
                       "its SIGTERM too); this process stopped too: nothing was written yet (not every process had "
                       "come): rerun the same command"], stderr[-3000:]
     assert not [line for line in stderr.splitlines() if line.startswith("SIGTERM")], stderr[-3000:]
+
+
+# torchrun runs this: process 0 slow to start (no handler of wavegen's yet); process 1 writes STARTED once it waits
+# for the others before its group
+_SLOW_FIRST = _SLOW_SECOND.replace('os.environ["RANK"] == "1"', 'os.environ["RANK"] == "0"', 1)
+
+
+@pytest.mark.slow
+def test_a_lower_rank_process_ended_while_it_started_by_a_stopped_launch_is_not_said_ended_unexpectedly(model,
+                                                                                                        tmp_path):
+    """torchrun SIGTERMed (the launch stopped) while process 0 was still starting: it ended by that SIGTERM, and
+    torchrun reaped it at once (its exit status gone: a lower rank than process 1, which holds its own). Process 1
+    said it "ended unexpectedly (killed, or out of memory?)". Now it says what it can know: unexpectedly, or by the
+    launcher's SIGTERM."""
+    assert _SLOW_FIRST != _SLOW_SECOND
+    script, started = tmp_path / "slow_first.py", tmp_path / "started"
+    script.write_text(_SLOW_FIRST)
+    launch = subprocess.Popen([*TORCHRUN, str(script), "-q", "render", str(model), "--seconds", "1", "--streams",
+                               "2", "--out", str(tmp_path / "r"), "--backend", "torch", "--no-guard",
+                               "--no-spectrogram"], env={**ENV, "STARTED": str(started)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(launch, started.exists, "process 1 waiting for the others")
+        time.sleep(1.0)
+        launch.send_signal(signal.SIGTERM)
+        _, stderr = launch.communicate(timeout=60)
+    finally:
+        if launch.poll() is None:
+            kill_launch(launch)
+    errors = error_lines(stderr, "render")
+    assert errors == ["wavegen render: error: process 0 of this render (2 processes) ended while it started, "
+                      "unexpectedly (killed, or out of memory?) or by the launcher's SIGTERM before it could hold one "
+                      "(the launcher's report says which); this process stopped too: nothing was written yet (not "
+                      "every process had come): rerun the same command"], stderr[-3000:]
+    assert not [line for line in stderr.splitlines() if line.startswith("SIGTERM")], stderr[-3000:]
+
+
+def test_processes_that_ended_as_a_launch_started_are_each_said_as_what_can_be_known(monkeypatch):
+    """The meeting of process 1 of 4, holding its launcher's SIGTERM, finds processes 0, 2 and 3 ended: 2 gone (reaped
+    by torchrun before its SIGTERM: it ended first), 3 a zombie of that SIGTERM, 0 gone (a lower rank: reaped at once
+    whichever way it ended). All three were said "ended unexpectedly (killed, or out of memory?)"."""
+    from wavegen import distributed
+
+    zombies = {30}  # process 3's pid: ended by a SIGTERM, not yet reaped
+    monkeypatch.setattr(distributed, "held_a_launchers_term", lambda: True)
+    monkeypatch.setattr(distributed, "ended_by_sigterm", lambda pid: pid in zombies)
+    monkeypatch.setattr(distributed, "pids_seen", lambda rank: [rank * 10])
+    assert distributed._how_they_ended([0, 2, 3], {}, 1) == (
+        "ended: process 2 unexpectedly (killed, or out of memory?), process 0 unexpectedly or by the launcher's "
+        "SIGTERM and process 3 by the launcher's SIGTERM (the launcher's report says how each ended)")
+    # process 2 of 3, the others gone: the one above none, both unsure
+    assert distributed._how_they_ended([0, 1], {}, 2) == (
+        "ended while they started, unexpectedly (killed, or out of memory?) or by the launcher's SIGTERM before they "
+        "could hold one (the launcher's report says which)")
+    # a process that came to the meeting (recorded) held its SIGTERM there: gone, it ended unexpectedly
+    assert distributed._how_they_ended([0], {0: (distributed.pid_space(), 0)}, 1) == (
+        "ended unexpectedly (killed, or out of memory? the launcher's report says why)")
+    # nothing held: a process gone ended unexpectedly, whatever its rank
+    monkeypatch.setattr(distributed, "held_a_launchers_term", lambda: False)
+    assert distributed._how_they_ended([0, 2], {}, 1) == (
+        "ended unexpectedly (killed, or out of memory? the launcher's report says why)")

@@ -172,7 +172,7 @@ def _wait_for_the_others(store, rank: int, world: int, work: str, kept: str, who
         if ended:
             ended = sorted(set(ended))
             raise first_to_say_the_loss(ProcessLostError(
-                f"{_processes(ended)} of {work} {_how_they_ended(ended, who)}; this process stopped too: {kept}"),
+                f"{_processes(ended)} of {work} {_how_they_ended(ended, who, rank)}; this process stopped too: {kept}"),
                 store, rank)
         if missing and running is None and held_a_launchers_term():  # not seen: slow to come, or ended, who knows
             raise first_to_say_the_loss(ProcessLostError(
@@ -189,20 +189,39 @@ def _wait_for_the_others(store, rank: int, world: int, work: str, kept: str, who
         time.sleep(_POLL_SECONDS)
 
 
-def _how_they_ended(ended: list[int], who: dict) -> str:
-    """How processes ``ended`` of a launch ended, as the meeting before the group says it: by a SIGTERM where each is
-    seen so (:func:`ended_by_sigterm`: still starting, before wavegen's handlers held it), else "unexpectedly"."""
-    def pids(rank: int) -> list[int]:  # recorded in ``who``, or seen running (ranks_running_here)
-        if rank in who:
-            return [who[rank][1]] if who[rank][0] == pid_space() else []
-        return pids_seen(rank)
+def _how_they_ended(ended: list[int], who: dict, rank: int) -> str:
+    """How processes ``ended`` of a launch ended, as process ``rank``'s meeting before the group says it: by a SIGTERM
+    where each is seen so (:func:`ended_by_sigterm`: still starting, before wavegen's handlers held it), else
+    "unexpectedly". Once this process holds a launcher's SIGTERM, one of a lower rank that never came is gone
+    whichever way it ended (torchrun reaps the processes it stopped in the order of their ranks, and waits for this
+    one before those above it: a zombie of a higher rank can be read, one of a lower rank cannot): it ended
+    unexpectedly, or by that SIGTERM (the launch stopped while it started), and is said so, not "unexpectedly"."""
+    def pids(other: int) -> list[int]:  # recorded in ``who``, or seen running (ranks_running_here)
+        if other in who:
+            return [who[other][1]] if who[other][0] == pid_space() else []
+        return pids_seen(other)
 
-    if not all(any(map(ended_by_sigterm, pids(rank))) for rank in ended):
+    by_term = [other for other in ended if any(map(ended_by_sigterm, pids(other)))]
+    unsure = [other for other in ended if other not in by_term and other < rank and other not in who
+              and held_a_launchers_term()]
+    unexpected = [other for other in ended if other not in by_term and other not in unsure]
+    if not by_term and not unsure:
         return "ended unexpectedly (killed, or out of memory? the launcher's report says why)"
-    if held_a_launchers_term():  # the launcher stopped its whole launch (its own SIGTERM or Ctrl-C, or a machine's)
-        return ("ended by the launcher's SIGTERM while it started, before it could hold one (the launcher stopped "
-                "the launch: this process had its SIGTERM too)")
-    return "ended by a SIGTERM while it started, before it could hold one"
+    if not unexpected and not unsure:
+        if held_a_launchers_term():  # the launcher stopped its whole launch (its own SIGTERM or Ctrl-C, a machine's)
+            return ("ended by the launcher's SIGTERM while it started, before it could hold one (the launcher stopped "
+                    "the launch: this process had its SIGTERM too)")
+        return "ended by a SIGTERM while it started, before it could hold one"
+    if not unexpected and not by_term:
+        it = "it" if len(unsure) == 1 else "they"
+        return (f"ended while {it} started, unexpectedly (killed, or out of memory?) or by the launcher's SIGTERM "
+                f"before {it} could hold one (the launcher's report says which)")
+    said = [f"{_processes(unexpected)} unexpectedly (killed, or out of memory?)"] if unexpected else []
+    if unsure:
+        said.append(f"{_processes(unsure)} unexpectedly or by the launcher's SIGTERM")
+    if by_term:
+        said.append(f"{_processes(by_term)} by the launcher's SIGTERM")
+    return f"ended: {', '.join(said[:-1])} and {said[-1]} (the launcher's report says how each ended)"
 
 
 def _processes(ranks: list[int]) -> str:
