@@ -7,7 +7,10 @@ its exit status, what it leaves, and what a rerun makes of it.
   a stop), exit 0;
 - a FLAC render stopped while its files are encoded: a first signal lets it finish; a second one,
   or kill -9, leaves no FLAC file that is not whole (a partial one is removed by the rerun), and
-  the rerun finishes the files without generating again.
+  the rerun finishes the files without generating again;
+- a SIGTERM outside the render's StopSignals (the command starting, torch importing; its folder checked between
+  them): held for the next, said and stopped cleanly (130), a resumed render's files untouched; one that meets
+  a complete render is said so (exit 0).
 """
 
 from __future__ import annotations
@@ -161,3 +164,119 @@ def test_a_ctrl_c_while_the_engine_is_built_waits_for_it_then_stops_before_anyth
     assert stderr.splitlines() == ["SIGINT: stopping once the model and engine are ready, before anything is "
                                    "written (Ctrl-C again to stop at once)", "wavegen render: interrupted"]
     assert not out.exists() and not stdout
+
+
+# `wavegen render` pausing PAUSE seconds at HOOK, outside the render's StopSignals, and writing SENTINEL as it
+# gets there: "start" (the command begun, before its imports: torch's seconds) or "prepare" (the folder checked,
+# lock held: between the StopSignals of the start and of the windows)
+GAP_RUNNER = r"""
+import pathlib, sys, time
+hook, sentinel, pause = sys.argv[1], pathlib.Path(sys.argv[2]), float(sys.argv[3])
+
+def paused(real):
+    def hooked(*args, **kwargs):
+        sentinel.write_text(hook)
+        time.sleep(pause)
+        return real(*args, **kwargs)
+    return hooked
+
+if hook == "start":
+    from wavegen.cli import render as command
+    command._run = paused(command._run)
+else:
+    from wavegen.render.folder import RenderFolder
+    RenderFolder.prepare = paused(RenderFolder.prepare)
+from wavegen.cli import main
+sys.exit(main(["-q", "render", *sys.argv[4:]]))
+"""
+
+
+def stopped_in_gap(model, tmp_path, hook, out) -> subprocess.CompletedProcess:
+    """The render into ``out`` (flags), sent a real SIGTERM while it pauses at ``hook`` (GAP_RUNNER)."""
+    import sys
+
+    sentinel = tmp_path / f"paused-{hook}"
+    sentinel.unlink(missing_ok=True)
+    proc = subprocess.Popen([sys.executable, "-c", GAP_RUNNER, hook, str(sentinel), "1.0", str(model),
+                             *map(str, flags(out))], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_file(proc, sentinel)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def test_a_sigterm_while_the_render_starts_is_said_and_stops_before_anything_is_written(model, tmp_path):
+    """A plain render's SIGTERM before its first StopSignals (torch importing) ended it by the signal's default:
+    exit -15, not a word. It is now held for that StopSignals: said, and a stop as a Ctrl-C's then."""
+    out = tmp_path / "out"
+    done = stopped_in_gap(model, tmp_path, "start", out)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.splitlines() == ["SIGTERM: stopping once the model and engine are ready, before anything is "
+                                        "written (the signal again to stop at once)", "wavegen render: interrupted"]
+    assert not out.exists() and not done.stdout
+
+
+def test_a_sigterm_while_a_resumed_render_checks_its_folder_keeps_it_resumable(model, tmp_path):
+    """A SIGTERM between the render's two StopSignals (its folder checked, the lock held) ended it by the signal's
+    default, without a word. Now the windows' StopSignals take it: said, a snapshot where the render stood, 130;
+    the files written before are untouched and the rerun finishes the render never stopped."""
+    from render_helpers import settings, stopped_render
+
+    out = tmp_path / "out"
+    stopped_render(model, out, settings(SECONDS, streams=STREAMS, block_seconds=0.05), windows=3)
+    before = file_bytes(out, STREAMS)
+    written = len(before[0])
+    assert written > 44  # an unfinished render: some audio past the WAV header, not all of it
+    done = stopped_in_gap(model, tmp_path, "prepare", out)
+    assert done.returncode == 130, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[0] == ("SIGTERM: rewinding to the start of the window and saving a snapshot (the signal again to "
+                        "stop at once)"), done.stderr
+    assert lines[-2].startswith("SIGTERM: stopped at ") and "Rerun the same command to resume" in lines[-2]
+    assert lines[-1] == "wavegen render: interrupted"
+    assert file_bytes(out, STREAMS) == before and not (out / "render_report.json").exists()
+    assert rerun(model, out)["status"] == "complete"
+    assert file_bytes(out, STREAMS) == reference(model, tmp_path, "wav")
+
+
+def test_a_sigterm_while_a_complete_render_is_checked_ends_it_as_complete(model, tmp_path):
+    """A rerun of a finished render takes no window: a SIGTERM while it checks the folder is taken by no StopSignals.
+    It is said as meeting a complete render (exit 0, the files listed), not the signal's silent death."""
+    out = tmp_path / "out"
+    rerun(model, out)
+    before = file_bytes(out, STREAMS)
+    done = stopped_in_gap(model, tmp_path, "prepare", out)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == ["SIGTERM came once the render was complete: nothing to stop or resume"]
+    assert done.stdout.split() == [str(p) for p in sorted(out.glob("stream_*.wav"))]
+    assert file_bytes(out, STREAMS) == before
+
+
+def test_a_second_sigterm_before_the_render_stopsignals_stops_at_once(monkeypatch):
+    """Held for the render's StopSignals (launch_term_held alone), a process started alone's first SIGTERM waits for
+    them; the same one handed on twice (within TERM_ECHO_SECONDS) asks nothing more; another stops at once, as a
+    second signal does under them. A SIGTERM that has a handler already keeps it."""
+    import os
+
+    from wavegen import signals
+    from wavegen.signals import launch_term_held
+
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        with launch_term_held(alone=True) as held:
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)  # its echo
+            monkeypatch.setattr(signals, "TERM_ECHO_SECONDS", 0.0)
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGTERM)
+        assert held.untaken  # the first, which no StopSignals took (the block ended well: its interrupt caught)
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        def mine(signum, frame):
+            pass
+
+        signal.signal(signal.SIGTERM, mine)
+        with launch_term_held(alone=True):
+            assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, previous)

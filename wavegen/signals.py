@@ -16,7 +16,8 @@ loss is raised at once. While a meeting with the others is ahead of the process 
 their start, :func:`expect_the_others`, until the meeting before their group, distributed.meet_before_the_group,
 that names a process lost at start, is over: :func:`met_the_others`) the line waits on, LAUNCH_START_SECONDS at most
 (any other command, or one past its meeting, says it as ever); and from the CLI's import on, a SIGTERM before any
-StopSignals is held for the next (:func:`hold_launch_term_early`, :func:`launch_term_held`). A Ctrl-C reaches
+StopSignals is held for the next (:func:`hold_launch_term_early`, :func:`launch_term_held`; a render started alone
+holds its SIGTERMs so too, from its command's start: ``alone``). A Ctrl-C reaches
 every process of a launch: the first alone says what it does (:func:`first_process_says`) and that it interrupted
 the command (:func:`says_the_interrupt`).
 """
@@ -197,25 +198,72 @@ def release_early_term() -> None:
 
 
 @contextlib.contextmanager
-def launch_term_held():
+def launch_term_held(alone: bool = False):
     """Under a launch, in the main thread: a SIGTERM that comes inside the block outside any StopSignals (a
     command's imports, torch's seconds, before its StopSignals exist) is held for the next StopSignals entered
     in it, which holds it as its own from then (the launcher ending the survivors of a process killed while
     they started: they meet the loss at their first meeting and say it, not end without a word). One that no
-    StopSignals took is delivered as the block ends. Elsewhere the block runs as it is."""
+    StopSignals took is delivered as the block ends. ``alone``: in a process started alone too, where SIGTERM has
+    its default (:func:`_term_held_alone`); elsewhere the block runs as it is. Yields what it held (``untaken``)."""
     global _early_term, _terms_held
-    if not launched() or threading.current_thread() is not threading.main_thread():
-        yield
+    held = HeldTerm()
+    if threading.current_thread() is not threading.main_thread() or not (launched() or alone):
+        yield held
+        return
+    if not launched():
+        with _term_held_alone(held):
+            yield held
         return
     _terms_held = False  # a new command (tests run several in one process): no SIGTERM of its launcher yet
     previous = signal.signal(signal.SIGTERM, _took_early)
     try:
-        yield
+        yield held
     finally:
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
         if _early_term:
             _early_term = False
             _deliver(signal.SIGTERM, previous)
+
+
+class HeldTerm:
+    """What :func:`launch_term_held` held: ``untaken``, a process started alone whose block ended well with a
+    SIGTERM that no StopSignals took (it came once their work was over): the caller says what that stop met."""
+    untaken = False
+
+
+@contextlib.contextmanager
+def _term_held_alone(held: HeldTerm):
+    """A process started alone: a SIGTERM outside the command's StopSignals (torch importing, the model loading
+    before a render's first, its folder checked between two) ended it by the signal's default, without a word,
+    where one inside them is said and stops cleanly. Held here for the next StopSignals, which takes it as its own
+    (:func:`_took_early_alone`); one that none took: ``held.untaken`` where the block ends well, dropped where it
+    raises (its error is said). A SIGTERM ignored or handled already (SIG_IGN, a caller's handler) is left so."""
+    global _early_term
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    _early_term = False
+    signal.signal(signal.SIGTERM, _took_early_alone)
+    ended_well = False
+    try:
+        yield
+        ended_well = True
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        held.untaken, _early_term = _early_term and ended_well, False
+
+
+_early_term_at = 0.0  # when the SIGTERM _took_early_alone holds came
+
+
+def _took_early_alone(signum, frame) -> None:
+    """A process started alone: its first SIGTERM held for the next StopSignals; another, after
+    TERM_ECHO_SECONDS (not the first handed on twice), stops at once, as a second signal does under StopSignals."""
+    global _early_term, _early_term_at
+    if not _early_term:
+        _early_term, _early_term_at = True, time.monotonic()
+    elif time.monotonic() - _early_term_at >= TERM_ECHO_SECONDS:
+        raise KeyboardInterrupt
 
 
 def expect_the_others() -> None:
@@ -428,7 +476,7 @@ class StopSignals:
         if threading.current_thread() is threading.main_thread():
             for sig in SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
-            if _early_term:  # a launcher's SIGTERM before this existed (launch_term_held): held from now on
+            if _early_term:  # a SIGTERM before this existed (launch_term_held): held from now on
                 _early_term = False
                 self._handle(signal.SIGTERM, None)
         return self

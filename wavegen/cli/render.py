@@ -46,10 +46,18 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    import logging
+
     from wavegen.signals import launch_term_held
 
-    with launch_term_held():  # a launcher's SIGTERM while torch imports: render's StopSignals take it
-        return _run(args)
+    # a SIGTERM while torch imports or between the render's StopSignals (its folder checked): theirs to take, said
+    # and stopped cleanly as one inside them, not the signal's silent death (a launcher's, or a user's kill)
+    with launch_term_held(alone=True) as held:
+        code = _run(args)
+    if held.untaken:  # came once the render was complete (or with nothing left to render): it stopped nothing
+        logging.getLogger("wavegen.render").warning("SIGTERM came once the render was complete: nothing to stop or "
+                                                    "resume")
+    return code
 
 
 def _run(args) -> int:
