@@ -331,7 +331,7 @@ def _read_into(out: np.ndarray, f, sink=None, reopen=None) -> tuple[int, str | N
         if sink is not None:
             sink(out[:got])
         n += got
-    if damage is None and n < declared:
+    if damage is None and n < declared and not _vorbis_end_reached(f, n):
         damage = f"only {n / sample_rate:.2f} s of the {declared / sample_rate:.2f} s its header declares decode"
     return n, damage or damage_in_log(f.extra_info) or (ogg_end_damage(f.name) if f.format == "OGG" else None)
 
@@ -438,15 +438,7 @@ def ogg_end_damage(name) -> str | None:
     try:
         with open(name, "rb") as f:
             size, at, ended = os.fstat(f.fileno()).st_size, 0, None
-            while at + OGG_PAGE_HEADER <= size:
-                f.seek(at)
-                header = f.read(OGG_PAGE_HEADER)
-                if header[:4] != b"OggS":
-                    break  # not a page (a tag appended): judged by the last page before it
-                lacing = f.read(header[26])
-                length = OGG_PAGE_HEADER + len(lacing) + sum(lacing)
-                if len(lacing) < header[26]:
-                    break
+            for at, header, length in _ogg_pages(f, size):
                 if at + length > size:
                     return f"its last Ogg page declares {length} bytes, the file holds {size - at}"
                 ended, at = bool(header[5] & _OGG_LAST_PAGE), at + length
@@ -458,6 +450,42 @@ def ogg_end_damage(name) -> str | None:
     except OSError:
         return None
     return "the last Ogg page has no end-of-stream mark" if ended is False else None
+
+
+def _ogg_pages(f, size: int):
+    """(offset, header, length) of each page of the open Ogg file f (size bytes), to the first place holding no page
+    or one whose lacing the file cuts short; the last may run past the file's end: its caller's to judge."""
+    at = 0
+    while at + OGG_PAGE_HEADER <= size:
+        f.seek(at)
+        header = f.read(OGG_PAGE_HEADER)
+        if header[:4] != b"OggS":
+            return  # not a page (a tag appended): judged by the last page before it
+        lacing = f.read(header[26])
+        if len(lacing) < header[26]:
+            return
+        length = OGG_PAGE_HEADER + len(lacing) + sum(lacing)
+        yield at, header, length
+        at += length
+
+
+def _vorbis_end_reached(f, n: int) -> bool:
+    """Whether n frames decoded of the open soundfile f, an Ogg Vorbis file, reach its stream's end mark: the
+    granule of the page marked last in its first stream, the frames that stream holds. libsndfile declares more
+    where the stream starts before granule 0 (three of hyperrogue's songs: 104 frames) or pages follow its end
+    mark (wesnoth's northerners.ogg): such a file decodes whole and is not cut short. False for another file."""
+    if f.subtype != "VORBIS":
+        return False
+    try:
+        with open(f.name, "rb") as file:
+            serial = None
+            for _, header, _ in _ogg_pages(file, os.fstat(file.fileno()).st_size):
+                serial = header[14:18] if serial is None else serial
+                if header[5] & _OGG_LAST_PAGE and header[14:18] == serial:
+                    return n >= int.from_bytes(header[6:14], "little", signed=True)
+    except (OSError, TypeError):  # gone meanwhile; f read from a file object: not looked at
+        return False
+    return False
 
 
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
