@@ -231,6 +231,34 @@ def _processes(ranks: list[int]) -> str:
     return f"processes {', '.join(map(str, ranks[:-1]))} and {ranks[-1]}"
 
 
+def _wait_for_the_launchers_store(work: str, kept: str, seconds: float) -> float:
+    """Before a connection to torchrun's agent's store (MASTER_ADDR:MASTER_PORT), there from before this process
+    started: a look that it takes one, up to ``seconds``, while nothing has stopped this process. Refused once a
+    launcher's SIGTERM is held: the launcher has ended, and torch's connect would have waited for it ``seconds``
+    (the group's timeout) in C++, deaf to signals, alone; ProcessLostError, one line (``work``: "this training (2
+    processes)", ``kept``). A process of a wrapper that does not exec (a shell script) is left so: the launcher's
+    SIGTERM, to the wrapper's process group, ends the wrapper, which the launcher took for this process. → the seconds
+    left of ``seconds`` (one at least: torch's connect then says a store that never answered)."""
+    import socket
+
+    address = (os.environ["MASTER_ADDR"], int(os.environ.get("MASTER_PORT", "0") or 0))
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with socket.create_connection(address, timeout=1.0):
+                return max(deadline - time.monotonic(), 1.0)
+        except OSError as err:
+            if held_a_launchers_term():
+                raise ProcessLostError(
+                    f"the launcher of {work} stopped this process while it started and has ended since (its store "
+                    f"at {address[0]}:{address[1]} no longer answers: {err.strerror or err}), so the others cannot "
+                    f"be met; this process stopped: {kept} (started by a wrapper script that does not exec wavegen? "
+                    f"the launcher's SIGTERM ends the wrapper, and the launcher does not wait for wavegen)") from None
+        if time.monotonic() >= deadline:
+            return 1.0
+        time.sleep(_POLL_SECONDS)
+
+
 def meet_the_launch(work: str, kept: str, seconds: float = GROUP_TIMEOUT_SECONDS, setting: str | None = None) -> None:
     """:func:`meet_before_the_group` for a process group that another makes from the environment afterwards
     (accelerate's, through ``init_process_group("env://")``), where torchrun's agent holds the store (a store a
@@ -241,9 +269,10 @@ def meet_the_launch(work: str, kept: str, seconds: float = GROUP_TIMEOUT_SECONDS
     if (dist.is_initialized() or os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() != "true"
             or "MASTER_ADDR" not in os.environ):
         return
-    timeout = datetime.timedelta(seconds=seconds)
-    store, rank, world = next(dist.rendezvous("env://", timeout=timeout))  # a client of the agent's store
-    store.set_timeout(timeout)
+    left = _wait_for_the_launchers_store(f"{work} ({os.environ.get('WORLD_SIZE', '?')} processes)", kept, seconds)
+    # a client of the agent's store, its connect bounded by what is left of ``seconds`` (the look waited the rest)
+    store, rank, world = next(dist.rendezvous("env://", timeout=datetime.timedelta(seconds=left)))
+    store.set_timeout(datetime.timedelta(seconds=seconds))
     # the keys under init_process_group's prefix, where record_this_process and lost_process look once it exists
     meet_before_the_group(dist.PrefixStore("default_pg", store), rank, world, f"{work} ({world} processes)", kept,
                           seconds=seconds, setting=setting)
