@@ -13,10 +13,11 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from conftest import save_tiny_model
 from test_serve import SR
-from test_serve_archive import PARAMS
+from test_serve_archive import PARAMS, _contents
 
 GONE = "are gone (moved away or removed)"
 
@@ -112,3 +113,32 @@ def test_an_older_snapshots_other_blend_names_the_labels_it_holds_not_every_labe
     assert len(said) == 1 and "holds another blend of the labels ('Earth' 0.5, ' Wind & Fire' 0.5) than --label " \
         "'Earth, Wind & Fire' reads as now" in said[0], said
     assert "artist" not in said[0] and len(said[0]) < 300, said
+
+
+def test_an_archive_of_other_settings_is_refused_naming_them_as_typed(tmp_path):
+    """A restart with another --temperature was refused as "asks for temperature=0.8999999761581421" (the float32 the
+    engine takes, not the 0.9 typed); one without --no-guard as "with guard=False, but this command asks for guard=
+    {'seconds': 2.0, 'attempts': 4, 'silence_db': ...}" (eleven thresholds, and no word of --no-guard). Now both are
+    said as a render says them: the value typed, --no-guard by its name; the folder is left as it was."""
+    from wavegen.serve import ServeError
+    from wavegen.serve.settings import ServeSettings
+    from wavegen.serve.station import Station
+
+    model = save_tiny_model(tmp_path / "tiny", sample_rate=SR, dim=32)
+    archive = tmp_path / "archive"
+    began = dict(archive=str(archive), archive_part_seconds=3.0, snapshot_seconds=1.0, allow_slow=True,
+                 backend="torch")
+    station = Station(str(model), ServeSettings(guard=False, **began))
+    assert station.open()
+    station.archive.write(np.zeros(SR, np.int16))
+    station.archive.snapshot(station._engine_state(), station._meta())
+    station.archive.close()
+    before = _contents(archive)
+    for asked, said in [(dict(guard=False, temperature=0.9), "with temperature=1, but this command asks for "
+                                                             "temperature=0.9 ("),
+                        (dict(), "made with --no-guard, but this command runs the guard (")]:
+        with pytest.raises(ServeError) as err:
+            Station(str(model), ServeSettings(**asked, **began)).open()
+        assert f"{archive} archives a broadcast {said}" in str(err.value), err.value
+        assert "silence_db" not in str(err.value)
+    assert _contents(archive) == before

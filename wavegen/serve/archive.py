@@ -54,7 +54,7 @@ from wavegen.errors import WavegenError
 from wavegen.fileio import FolderLock, link_target, link_to_nothing, not_a_file
 from wavegen.render import PCMWriter, save_snapshot
 from wavegen.render.model_change import TENSORS_KEY, same_model
-from wavegen.render.params_check import binding
+from wavegen.render.params_check import _differ, binding
 from wavegen.render.writers import recorded_meta
 
 logger = logging.getLogger(__name__)
@@ -163,9 +163,11 @@ class Archive:
                     self._bound(key, saved.get(key)) != self._bound(key, value):
                 live = " (a label switched to while it played, POST /label, goes on by itself)" if key == "label" \
                     else ""
-                raise ServeError(f"{self.folder} archives a broadcast with {key}={saved.get(key)!r}, but this "
-                                 f"command asks for {key}={value!r} ({where}); rerun the original command to "
-                                 f"continue it{live}, or choose another --archive")
+                # as a render says it: the values as typed (a float32 0.9 is 0.9), --no-guard by its name and
+                # only the guard's thresholds that differ, not the whole of both
+                raise ServeError(f"{self.folder} archives a broadcast {_differ(key, saved.get(key), value)} "
+                                 f"({where}); rerun the original command to continue it{live}, or choose another "
+                                 "--archive")
 
     def _bound(self, key: str, value):
         """What of a parameter must match: a label is its blend ("a" is "a:1", "a:0.7,b:0.3" is "b:3,a:7")."""
