@@ -178,3 +178,17 @@ def test_every_format_prep_reads_is_judged_and_undecodable_audio_is_named(tmp_pa
     (folder / "b.caf").unlink()
     with pytest.raises(AnalysisError, match=f"no audio files .*; c.m4a: {re.escape(why)}$"):
         read_renders(folder, RATE, 10.0)
+
+
+def test_an_empty_render_file_is_said_to_be_empty_as_prep_says(tmp_path):
+    """A render file of 0 bytes (a copy or a render that failed before its first write) was skipped as "cannot
+    decode audio (Format not recognised)", as if of a wrong format; prep says "empty: a file of 0 bytes" of it."""
+    folder = tmp_path / "renders"
+    write_audio_file(folder / "good.wav", melody(3.0, RATE, seed=1), RATE)
+    (folder / "empty.wav").write_bytes(b"")
+    renders = read_renders(folder, RATE, 10.0)
+    assert renders.names == ["good.wav"]
+    assert renders.skipped == [{"file": "empty.wav", "reason": "empty: a file of 0 bytes"}], renders.skipped
+    with pytest.raises(AnalysisError, match=r"empty.wav: no audio file can be analysed \(empty.wav: empty: a file "
+                                            r"of 0 bytes\)$"):
+        read_renders(folder / "empty.wav", RATE, 10.0)

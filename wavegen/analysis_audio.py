@@ -45,6 +45,14 @@ class _Unreadable(Exception):
     """A render file that cannot be judged; the message says why."""
 
 
+def _size(path: Path) -> int | None:
+    """path's size in bytes, None where it cannot be looked at (gone meanwhile: its decode says why)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
 class _Source:
     """One render file: its length in samples at ``sample_rate`` (from its header), its excerpts read
     on demand; decoded whole (``whole``) where a partial read cannot be trusted."""
@@ -55,6 +63,8 @@ class _Source:
         from wavegen.audio_decode import WHOLE_READ_SUBTYPES, damage_in_log
 
         self.path, self.sample_rate, self.whole = path, sample_rate, None
+        if _size(path) == 0:  # said as prep says it, not as libsndfile's "Format not recognised"
+            raise _Unreadable("empty: a file of 0 bytes")
         try:
             info = sf.info(os.fsencode(path))
         except Exception:  # libsndfile's failures are RuntimeErrors: decode_audio words the reason
