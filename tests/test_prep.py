@@ -166,6 +166,20 @@ def test_loud_float_audio_is_scaled_to_full_scale_not_clipped(tmp_path, make_aud
     assert "prep: 3/3 file (100%)" in caplog.text  # progress as plain lines: stderr is no terminal here
 
 
+def test_a_file_a_hair_over_full_scale_is_said_scaled_by_what_it_was(tmp_path, make_audio, caplog):
+    """wesnoth's battle.ogg at 8 kHz peaks 0.045 dB over full scale: prep said "peaks 0.0 dB above full scale:
+    scaled down by 0.0 dB", a scaling by nothing, while the manifest recorded gain_db -0.045. Under 0.05 dB the
+    amount is said to the 0.001 dB the manifest keeps."""
+    t = np.arange(2 * SR) / SR
+    wave = np.sin(2 * np.pi * 220 * t) * np.linspace(0.2, 1.0, len(t))
+    rec = tmp_path / "rec"
+    make_audio(rec / "hair.wav", 10 ** (0.045 / 20) * wave / np.abs(wave).max(), SR, subtype="FLOAT")
+    with caplog.at_level("WARNING"):
+        m = prep([rec], tmp_path / "c", val_fraction=0, test_fraction=0)
+    assert m["files"][0]["gain_db"] == -0.045
+    assert "hair.wav peaks 0.045 dB above full scale: scaled down by 0.045 dB instead of clipping" in caplog.text
+
+
 def test_damaged_files_keep_the_part_that_decodes_and_are_marked_partial(tmp_path, make_audio, caplog):
     from conftest import melody
 

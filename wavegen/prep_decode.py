@@ -123,8 +123,10 @@ def _decode_source(path: Path, settings: PrepSettings, digest: str, view: Finish
     kept, gain_db = scale_to_full_scale(kept)  # float audio above full scale: scaled down rather than clipped
     if gain_db < 0:
         pcm = float_to_int16(kept)
-        logger.warning("%s peaks %.1f dB above full scale: scaled down by %.1f dB instead of clipping",
-                       path, -gain_db, -gain_db)
+        # under 0.05 dB to the 0.001 dB gain_db keeps: "scaled down by 0.0 dB" said a scaling by nothing
+        amount = f"{-gain_db:.1f}" if -gain_db >= 0.05 else f"{-gain_db:.3f}"
+        logger.warning("%s peaks %s dB above full scale: scaled down by %s dB instead of clipping", path, amount,
+                       amount)
     if recovered is not None:
         logger.warning("%s recovered (%s): keeping its %.2f s", path, recovered, frames / sr_in)
     if damage is not None:
