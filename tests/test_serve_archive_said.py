@@ -58,7 +58,8 @@ def test_parts_gone_here_and_there_are_said_as_the_runs_they_are(tmp_path, caplo
     archive = _archive_with_parts_gone(tmp_path, [0, 1, 2, 5, 6, 9])
     said = _restart_killed_before_its_snapshot(archive, caplog)
     assert len(said) == 1 and ("6 parts archived before (broadcast_00000.wav to broadcast_00002.wav, "
-                               "broadcast_00005.wav to broadcast_00006.wav, broadcast_00009.wav) " + GONE) in said[0], said
+                               "broadcast_00005.wav to broadcast_00006.wav, broadcast_00009.wav) "
+                               + GONE) in said[0], said
 
     many = _archive_with_parts_gone(tmp_path / "many", [1, 3, 5, 7, 9, 10, 11, 20])
     said = _restart_killed_before_its_snapshot(many, caplog)

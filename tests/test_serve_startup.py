@@ -212,3 +212,28 @@ def test_a_failure_after_the_archive_opened_lets_it_go_in_process(tmp_path):
         with pytest.raises(ServeError, match=f"{snapshot} is damaged \\(its label: label 'thunder' is not one"):
             play()
     FolderLock(archive).acquire().release()  # not held by this process any more
+
+
+@pytest.mark.parametrize("host, port, why", [("192.0.2.1", "0", "Cannot assign requested address"),
+                                             ("no-such-host.invalid", "0", ""),
+                                             ("127.0.0.1", None, "Address already in use")])
+def test_an_address_that_cannot_be_listened_on_is_refused_with_the_way_on_that_fits(tmp_path, capsys, host, port,
+                                                                                     why):
+    """A --host that is not this machine's (an address of another, a name that does not resolve) was refused
+    with "choose another --port (0 picks a free one) or --host", though --port was 0 and no port could help. Now
+    it says what --host must be; a port in use says to choose another --port, and nothing of --host."""
+    import socket
+
+    from test_serve import _one_error_line
+
+    from wavegen.cli import main
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = port or str(taken.getsockname()[1])
+        assert main(["serve", str(tmp_path / "no-model"), "--host", host, "--port", port]) == 2
+    said = _one_error_line(capsys)
+    assert said.startswith(f"wavegen serve: error: cannot listen on {host}:{port}: {why}"), said
+    if port == "0":
+        assert "--port" not in said and "--host must be a name or address of this machine" in said, said
+    else:
+        assert said.endswith("; choose another --port (0 picks a free one)"), said

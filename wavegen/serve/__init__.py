@@ -16,6 +16,7 @@ one stops at once.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
 import os
@@ -46,8 +47,15 @@ def _url(host: str, port: int) -> str:
 
 
 def _cannot_listen(host: str, port: int, err: OSError) -> ServeError:
-    return ServeError(f"cannot listen on {host}:{port}: {err.strerror or err}; choose another --port (0 picks a "
-                      "free one) or --host")
+    """The refusal of ``host:port``, with the way on that fits: a host name that does not resolve or an address that
+    is not this machine's is no matter of the port (another --port could not help, and 0 may be the one given)."""
+    if isinstance(err, socket.gaierror) or err.errno == errno.EADDRNOTAVAIL:
+        way = "--host must be a name or address of this machine (127.0.0.1: this machine only; 0.0.0.0: every network)"
+    elif err.errno == errno.EADDRINUSE:
+        way = "choose another --port (0 picks a free one)"
+    else:
+        way = "choose another --port (0 picks a free one) or --host"
+    return ServeError(f"cannot listen on {host}:{port}: {err.strerror or err}; {way}")
 
 
 def _check_address(host: str, port: int) -> None:
