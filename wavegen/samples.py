@@ -54,6 +54,10 @@ LABEL_STREAMS = 8  # a conditioned model's samples: its first this many labels, 
 # sampling at each of its validations made training 9-17% slower; every 500 steps, over 3000 steps, the
 # sets took 1.7% of the run and the total CPU time did not move (docs/BENCHMARKS.md).
 DEFAULT_MIN_STEPS = 500
+# The samples are drawn this much audio at a time: a signal is answered between two draws, not once the set is
+# drawn (numba's engine holds the interpreter for a whole call: a 4 s set of samplernn-3tier on one CPU core, one
+# call of 88 s, left a Ctrl-C unanswered that long, and a second Ctrl-C meanwhile was lost, taken with the first)
+DRAW_SECONDS = 0.25
 
 
 class TrainingSamples:
@@ -198,7 +202,10 @@ class TrainingSamples:
         with torch.no_grad():
             engine = make_engine(model, streams, "auto", self.device)
         engine.reset(label_weights=np.eye(len(engine.labels), dtype=np.float32)[:streams] if labels else None)
-        codes = engine.generate(uniforms(self.cfg.seed, range(streams), 0, n), np.ones(streams, dtype=np.float32))
+        step = max(1, int(round(DRAW_SECONDS * self.sample_rate)))  # (the engine goes on where its last draw ended)
+        codes = np.concatenate([engine.generate(uniforms(self.cfg.seed, range(streams), start, min(step, n - start)),
+                                                np.ones(streams, dtype=np.float32)) for start in range(0, n, step)],
+                               axis=1)
         audio = dequantize(codes, engine.q_levels, engine.spec["quantization"])
         return audio, labels or None, engine.backend
 
