@@ -231,16 +231,20 @@ def _processes(ranks: list[int]) -> str:
     return f"processes {', '.join(map(str, ranks[:-1]))} and {ranks[-1]}"
 
 
-def _wait_for_the_launchers_store(work: str, kept: str, seconds: float) -> float:
+def wait_for_the_launchers_store(work: str, kept: str, seconds: float) -> float:
     """Before a connection to torchrun's agent's store (MASTER_ADDR:MASTER_PORT), there from before this process
     started: a look that it takes one, up to ``seconds``, while nothing has stopped this process. Refused once a
     launcher's SIGTERM is held: the launcher has ended, and torch's connect would have waited for it ``seconds``
     (the group's timeout) in C++, deaf to signals, alone; ProcessLostError, one line (``work``: "this training (2
     processes)", ``kept``). A process of a wrapper that does not exec (a shell script) is left so: the launcher's
     SIGTERM, to the wrapper's process group, ends the wrapper, which the launcher took for this process. → the seconds
-    left of ``seconds`` (one at least: torch's connect then says a store that never answered)."""
+    left of ``seconds`` (one at least: torch's connect then says a store that never answered); all of them at once
+    where torchrun's agent does not hold the store (a process of the launch makes it: it may not exist yet). Call it
+    before ``dist.rendezvous("env://")``, giving that what it returns as its timeout."""
     import socket
 
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() != "true" or "MASTER_ADDR" not in os.environ:
+        return seconds
     address = (os.environ["MASTER_ADDR"], int(os.environ.get("MASTER_PORT", "0") or 0))
     deadline = time.monotonic() + seconds
     while True:
@@ -269,7 +273,7 @@ def meet_the_launch(work: str, kept: str, seconds: float = GROUP_TIMEOUT_SECONDS
     if (dist.is_initialized() or os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() != "true"
             or "MASTER_ADDR" not in os.environ):
         return
-    left = _wait_for_the_launchers_store(f"{work} ({os.environ.get('WORLD_SIZE', '?')} processes)", kept, seconds)
+    left = wait_for_the_launchers_store(f"{work} ({os.environ.get('WORLD_SIZE', '?')} processes)", kept, seconds)
     # a client of the agent's store, its connect bounded by what is left of ``seconds`` (the look waited the rest)
     store, rank, world = next(dist.rendezvous("env://", timeout=datetime.timedelta(seconds=left)))
     store.set_timeout(datetime.timedelta(seconds=seconds))
