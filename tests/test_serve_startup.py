@@ -237,3 +237,39 @@ def test_an_address_that_cannot_be_listened_on_is_refused_with_the_way_on_that_f
         assert "--port" not in said and "--host must be a name or address of this machine" in said, said
     else:
         assert said.endswith("; choose another --port (0 picks a free one)"), said
+
+
+@pytest.mark.parametrize("host, said", [("::1", "cannot listen on ::1:0: "),
+                                        ("localhost", "cannot listen on localhost:0 (its address ::1): ")])
+def test_this_machines_ipv6_loopback_with_ipv6_off_is_not_said_another_machines(tmp_path, capsys, monkeypatch, host,
+                                                                                said):
+    """On a machine with IPv6 turned off (a container's usual lot) binding ::1 is refused with EADDRNOTAVAIL, as an
+    address of another machine is: --host ::1, or localhost where /etc/hosts names ::1 for it too, was said "--host
+    must be a name or address of this machine", which they are. Now the address refused is named and the way on
+    is 127.0.0.1. (The kernel's refusal is stood in for: turning IPv6 off needs root.)"""
+    import errno
+    import os
+    import socket
+
+    from test_serve import _one_error_line
+
+    from wavegen.cli import main
+
+    bind, resolve = socket.socket.bind, socket.getaddrinfo
+
+    def bind_without_ipv6(sock, address):
+        if sock.family == socket.AF_INET6 and address[0] == "::1":
+            raise OSError(errno.EADDRNOTAVAIL, os.strerror(errno.EADDRNOTAVAIL))
+        return bind(sock, address)
+
+    def resolve_localhost(name, *args, **kwargs):  # as glibc does with "::1 localhost" in /etc/hosts
+        if name != "localhost":
+            return resolve(name, *args, **kwargs)
+        return [*resolve("127.0.0.1", *args, **kwargs), *resolve("::1", *args, **kwargs)]
+
+    monkeypatch.setattr(socket.socket, "bind", bind_without_ipv6)
+    monkeypatch.setattr(socket, "getaddrinfo", resolve_localhost)
+    assert main(["serve", str(tmp_path / "no-model"), "--host", host, "--port", "0"]) == 2
+    line = _one_error_line(capsys)
+    assert line == f"wavegen serve: error: {said}{os.strerror(errno.EADDRNOTAVAIL)}; this machine has IPv6 turned " \
+                   "off, so ::1 cannot be listened on: give --host 127.0.0.1", line

@@ -46,33 +46,50 @@ def _url(host: str, port: int) -> str:
     return f"http://{host}:{port}/"
 
 
-def _cannot_listen(host: str, port: int, err: OSError) -> ServeError:
-    """The refusal of ``host:port``, with the way on that fits: a host name that does not resolve or an address that
-    is not this machine's is no matter of the port (another --port could not help, and 0 may be the one given)."""
-    if isinstance(err, socket.gaierror) or err.errno == errno.EADDRNOTAVAIL:
+def _cannot_listen(host: str, port: int, err: OSError, address: str | None = None) -> ServeError:
+    """The refusal of ``host:port`` (``address``: the one of the addresses ``host`` names that could not be bound,
+    where known), with the way on that fits: a host name that does not resolve or an address that is not this
+    machine's is no matter of the port (another --port could not help, and 0 may be the one given). This machine's
+    IPv6 loopback refused (IPv6 turned off: ::1, or localhost where it names ::1 too) is not another machine's."""
+    where = f" (its address {address})" if address is not None and address != host else ""
+    if err.errno == errno.EADDRNOTAVAIL and address is not None and _ipv6_loopback(address):
+        way = "this machine has IPv6 turned off, so ::1 cannot be listened on: give --host 127.0.0.1"
+    elif isinstance(err, socket.gaierror) or err.errno == errno.EADDRNOTAVAIL:
         way = "--host must be a name or address of this machine (127.0.0.1: this machine only; 0.0.0.0: every network)"
     elif err.errno == errno.EADDRINUSE:
         way = "choose another --port (0 picks a free one)"
     else:
         way = "choose another --port (0 picks a free one) or --host"
-    return ServeError(f"cannot listen on {host}:{port}: {err.strerror or err}; {way}")
+    return ServeError(f"cannot listen on {host}:{port}{where}: {err.strerror or err}; {way}")
+
+
+def _ipv6_loopback(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])  # a scoped one: "fe80::1%eth0"
+    except ValueError:
+        return False
+    return ip.version == 6 and ip.is_loopback
 
 
 def _check_address(host: str, port: int) -> None:
     """ServeError where ``host:port`` cannot be listened on (a port in use, a host that is not this
     machine's), found before the model loads: each address is bound as asyncio's server binds it
-    (SO_REUSEADDR on POSIX, IPv6 sockets IPv6 only), then let go."""
+    (SO_REUSEADDR on POSIX, IPv6 sockets IPv6 only), then let go; the one refused is named where ``host`` names
+    several (localhost: 127.0.0.1 and ::1)."""
     try:
-        for family, kind, proto, _, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                                                  flags=socket.AI_PASSIVE):
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as err:
+        raise _cannot_listen(host, port, err) from None
+    for family, kind, proto, _, address in addresses:
+        try:
             with socket.socket(family, kind, proto) as sock:
                 if os.name == "posix":
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 if family == socket.AF_INET6:
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 sock.bind(address)
-    except OSError as err:
-        raise _cannot_listen(host, port, err) from None
+        except OSError as err:
+            raise _cannot_listen(host, port, err, address[0]) from None
 
 
 def _publisher(loop: asyncio.AbstractEventLoop, encoder, broadcast):
