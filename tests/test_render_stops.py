@@ -280,3 +280,28 @@ def test_a_second_sigterm_before_the_render_stopsignals_stops_at_once(monkeypatc
             assert signal.getsignal(signal.SIGTERM) is mine
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_second_sigterm_soon_after_the_render_stopsignals_take_a_held_one_stops_at_once(monkeypatch):
+    """A SIGTERM held while the render started (launch_term_held alone) is taken by its StopSignals: another, past
+    TERM_ECHO_SECONDS after the first, is the user's "again" and stops at once. Its echo window ran from when the
+    StopSignals took it, not from when it came: a second signal soon after they began was lost as an echo."""
+    import os
+    import time
+
+    from wavegen import signals
+    from wavegen.signals import StopSignals, launch_term_held
+
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setattr(signals, "TERM_ECHO_SECONDS", 0.2)
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        with launch_term_held(alone=True):
+            os.kill(os.getpid(), signal.SIGTERM)  # held: torch importing
+            time.sleep(0.4)  # the start goes on, past the first's echo window
+            with pytest.raises(KeyboardInterrupt), StopSignals("stopping") as stop:
+                assert stop.signum == signal.SIGTERM  # the held one, taken as its own
+                os.kill(os.getpid(), signal.SIGTERM)  # the user's second, 0.4 s after the first
+                time.sleep(1.0)  # (where it was taken for an echo: no interrupt, the assertion fails)
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -479,6 +479,8 @@ class StopSignals:
             if _early_term:  # a SIGTERM before this existed (launch_term_held): held from now on
                 _early_term = False
                 self._handle(signal.SIGTERM, None)
+                if not launched():  # its echo window runs from when it came (_took_early_alone), not from now
+                    self._held_since = _early_term_at
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
