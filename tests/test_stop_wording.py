@@ -237,3 +237,19 @@ def test_processes_that_ended_as_a_launch_started_are_each_said_as_what_can_be_k
     monkeypatch.setattr(distributed, "held_a_launchers_term", lambda: False)
     assert distributed._how_they_ended([0, 2], {}, 1) == (
         "ended unexpectedly (killed, or out of memory? the launcher's report says why)")
+
+
+def test_processes_ended_by_a_sigterm_before_this_one_held_the_launchers_are_not_said_ended_by_the_launchers(
+        monkeypatch):
+    """Nothing held here (no launcher's SIGTERM came to this process), process 3 a zombie of a SIGTERM, process 2
+    gone: process 3 alone is said "ended by a SIGTERM", whoever sent it; beside process 2 it was said "by the
+    launcher's SIGTERM", which nothing here knows."""
+    from wavegen import distributed
+
+    monkeypatch.setattr(distributed, "held_a_launchers_term", lambda: False)
+    monkeypatch.setattr(distributed, "ended_by_sigterm", lambda pid: pid == 30)
+    monkeypatch.setattr(distributed, "pids_seen", lambda rank: [rank * 10])
+    assert distributed._how_they_ended([3], {}, 1) == "ended by a SIGTERM while it started, before it could hold one"
+    assert distributed._how_they_ended([2, 3], {}, 1) == (
+        "ended: process 2 unexpectedly (killed, or out of memory?) and process 3 by a SIGTERM (the launcher's report "
+        "says how each ended)")

@@ -219,8 +219,9 @@ def _how_they_ended(ended: list[int], who: dict, rank: int) -> str:
     said = [f"{_processes(unexpected)} unexpectedly (killed, or out of memory?)"] if unexpected else []
     if unsure:
         said.append(f"{_processes(unsure)} unexpectedly or by the launcher's SIGTERM")
-    if by_term:
-        said.append(f"{_processes(by_term)} by the launcher's SIGTERM")
+    if by_term:  # the launcher's only where its SIGTERM came here too (as where they alone ended so)
+        sender = "the launcher's" if held_a_launchers_term() else "a"
+        said.append(f"{_processes(by_term)} by {sender} SIGTERM")
     return f"ended: {', '.join(said[:-1])} and {said[-1]} (the launcher's report says how each ended)"
 
 
