@@ -46,8 +46,8 @@ def check_params(saved: dict, current: dict, where: Path, backend_asked: str | N
             raise RenderStateError(_backend_differs(where, before, backend_asked, current[key]))
         if key == "label_weights":  # said as the labels were given
             key, before = "label", saved.get("label")
-        raise RenderStateError(f"{where} holds a render {_differ(key, before, current[key])}. Rerun the original "
-                               "command to resume it, pass --restart to discard it, or choose another --out")
+        raise RenderStateError(f"{where} holds a render {setting_differs(key, before, current[key])}. Rerun the "
+                               "original command to resume it, pass --restart to discard it, or choose another --out")
 
 
 def binding(key: str, value):
@@ -59,7 +59,7 @@ def binding(key: str, value):
     return value
 
 
-def _differ(key: str, before, now) -> str:
+def setting_differs(key: str, before, now) -> str:
     """How parameter ``key`` differs, as a person reads it: "with seconds=2, but this command asks for seconds=4"."""
     if key == "guard" and (before is False or now is False):
         return ("made with --no-guard, but this command runs the guard" if before is False

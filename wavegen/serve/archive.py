@@ -54,7 +54,7 @@ from wavegen.errors import WavegenError
 from wavegen.fileio import FolderLock, link_target, link_to_nothing, not_a_file
 from wavegen.render import PCMWriter, save_snapshot
 from wavegen.render.model_change import TENSORS_KEY, same_model
-from wavegen.render.params_check import _differ, binding
+from wavegen.render.params_check import binding, setting_differs
 from wavegen.render.writers import recorded_meta
 
 logger = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ class Archive:
                     else ""
                 # as a render says it: the values as typed (a float32 0.9 is 0.9), --no-guard by its name and
                 # only the guard's thresholds that differ, not the whole of both
-                raise ServeError(f"{self.folder} archives a broadcast {_differ(key, saved.get(key), value)} "
+                raise ServeError(f"{self.folder} archives a broadcast {setting_differs(key, saved.get(key), value)} "
                                  f"({where}); rerun the original command to continue it{live}, or choose another "
                                  "--archive")
 
