@@ -192,12 +192,13 @@ sys.exit(main(["-q", "render", *sys.argv[4:]]))
 
 
 def stopped_in_gap(model, tmp_path, hook, out) -> subprocess.CompletedProcess:
-    """The render into ``out`` (flags), sent a real SIGTERM while it pauses at ``hook`` (GAP_RUNNER)."""
+    """The render into ``out`` (flags), sent a real SIGTERM while it pauses at ``hook`` (GAP_RUNNER): 3 s, so a
+    test process stalled a second or two on a loaded machine still signals inside the pause."""
     import sys
 
     sentinel = tmp_path / f"paused-{hook}"
     sentinel.unlink(missing_ok=True)
-    proc = subprocess.Popen([sys.executable, "-c", GAP_RUNNER, hook, str(sentinel), "1.0", str(model),
+    proc = subprocess.Popen([sys.executable, "-c", GAP_RUNNER, hook, str(sentinel), "3.0", str(model),
                              *map(str, flags(out))], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for_file(proc, sentinel)
     proc.send_signal(signal.SIGTERM)
