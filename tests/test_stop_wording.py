@@ -151,25 +151,31 @@ if os.environ["RANK"] == "1":
 """ + _WRAPPER_CLI  # (the wrapper test's CLI)
 
 
-@pytest.mark.slow
-def test_a_process_ended_by_the_launchers_sigterm_while_it_started_is_said_so(model, tmp_path):
-    """torchrun SIGTERMed (the launch stopped) while process 1 was still starting, before wavegen's handlers: it ended
-    by that SIGTERM, and process 0, holding its own, said it "ended unexpectedly (killed, or out of memory?)". Now
-    it reads how it ended (torchrun reaps it only once process 0 has ended): by the launcher's SIGTERM."""
-    script, started = tmp_path / "slow_second.py", tmp_path / "started"
-    script.write_text(_SLOW_SECOND)
+def _launch_stopped_while_one_starts(model, tmp_path, script_text: str, waits: str) -> str:
+    """A torchrun of 2 render processes running ``script_text``, SIGTERMed a second after the process that ``waits``
+    for the other wrote STARTED (the other still starting): torchrun's stderr and the processes'."""
+    script, started = tmp_path / "launched.py", tmp_path / "started"
+    script.write_text(script_text)
     launch = subprocess.Popen([*TORCHRUN, str(script), "-q", "render", str(model), "--seconds", "1", "--streams",
                                "2", "--out", str(tmp_path / "r"), "--backend", "torch", "--no-guard",
                                "--no-spectrogram"], env={**ENV, "STARTED": str(started)}, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     try:
-        wait_until(launch, started.exists, "process 0 waiting for the others")
+        wait_until(launch, started.exists, waits)
         time.sleep(1.0)
         launch.send_signal(signal.SIGTERM)
-        _, stderr = launch.communicate(timeout=60)
+        return launch.communicate(timeout=60)[1]
     finally:
         if launch.poll() is None:
             kill_launch(launch)
+
+
+@pytest.mark.slow
+def test_a_process_ended_by_the_launchers_sigterm_while_it_started_is_said_so(model, tmp_path):
+    """torchrun SIGTERMed (the launch stopped) while process 1 was still starting, before wavegen's handlers: it ended
+    by that SIGTERM, and process 0, holding its own, said it "ended unexpectedly (killed, or out of memory?)". Now
+    it reads how it ended (torchrun reaps it only once process 0 has ended): by the launcher's SIGTERM."""
+    stderr = _launch_stopped_while_one_starts(model, tmp_path, _SLOW_SECOND, "process 0 waiting for the others")
     errors = error_lines(stderr, "render")
     assert errors == ["wavegen render: error: process 1 of this render (2 processes) ended by the launcher's SIGTERM "
                       "while it started, before it could hold one (the launcher stopped the launch: this process had "
@@ -191,20 +197,7 @@ def test_a_lower_rank_process_ended_while_it_started_by_a_stopped_launch_is_not_
     said it "ended unexpectedly (killed, or out of memory?)". Now it says what it can know: unexpectedly, or by the
     launcher's SIGTERM."""
     assert _SLOW_FIRST != _SLOW_SECOND
-    script, started = tmp_path / "slow_first.py", tmp_path / "started"
-    script.write_text(_SLOW_FIRST)
-    launch = subprocess.Popen([*TORCHRUN, str(script), "-q", "render", str(model), "--seconds", "1", "--streams",
-                               "2", "--out", str(tmp_path / "r"), "--backend", "torch", "--no-guard",
-                               "--no-spectrogram"], env={**ENV, "STARTED": str(started)}, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
-    try:
-        wait_until(launch, started.exists, "process 1 waiting for the others")
-        time.sleep(1.0)
-        launch.send_signal(signal.SIGTERM)
-        _, stderr = launch.communicate(timeout=60)
-    finally:
-        if launch.poll() is None:
-            kill_launch(launch)
+    stderr = _launch_stopped_while_one_starts(model, tmp_path, _SLOW_FIRST, "process 1 waiting for the others")
     errors = error_lines(stderr, "render")
     assert errors == ["wavegen render: error: process 0 of this render (2 processes) ended while it started, "
                       "unexpectedly (killed, or out of memory?) or by the launcher's SIGTERM before it could hold one "
