@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -157,3 +158,48 @@ def wait_until(launch: subprocess.Popen, done, what: str, timeout: float = 180) 
                                  f"{launch.stderr.read()[-3000:] if launch.stderr else ''}")
         assert time.monotonic() < deadline, f"not {what} within {timeout} s"
         time.sleep(0.2)
+
+
+# torchrun --no-python runs this shell script, which does not exec: process 1's ends with an error once process 0's
+# CLI is imported (a process lost at start); process 0's runs the CLI given as $CLI (with $PYTHON) as the shell's child
+WRAPPER_NO_EXEC = """#!/bin/sh
+if [ "$RANK" = "1" ]; then
+    while [ ! -e "$STARTED" ]; do sleep 0.1; done
+    exit 1
+fi
+"$PYTHON" "$CLI" "$@"
+exit $?
+"""
+
+
+def left_behind_by_a_wrapper(tmp_path: Path, cli_text: str, command: list[str], env: dict) -> tuple[str, float]:
+    """torchrun of 2 processes running ``command`` through WRAPPER_NO_EXEC, process 0's wavegen the CLI
+    ``cli_text``, which writes its pid to $STARTED and goes on once $GO exists: process 1's wrapper fails, the
+    launcher's SIGTERM ends process 0's shell, the launcher exits; then GO. → (the launch's stderr, the seconds
+    process 0's wavegen took to end after GO: 60 at most, killed then)."""
+    script, cli = tmp_path / "wrapper.sh", tmp_path / "cli.py"
+    started, go, said = tmp_path / "started", tmp_path / "go", tmp_path / "stderr.txt"
+    script.write_text(WRAPPER_NO_EXEC)
+    script.chmod(0o755)
+    cli.write_text(cli_text)
+    env = {**env, "PYTHON": sys.executable, "CLI": str(cli), "STARTED": str(started), "GO": str(go)}
+    with open(said, "w") as stderr:
+        launch = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                                   "2", "--no-python", str(script), *command], env=env, stdout=subprocess.DEVNULL,
+                                  stderr=stderr)
+    wavegen, took = None, None
+    try:
+        wait_until(launch, started.exists, "process 0's CLI imported")
+        wavegen = psutil.Process(int(started.read_text()))  # (the shell's child: not the launcher's once it ends)
+        launch.wait(timeout=60)  # process 1's wrapper failed; the launcher's SIGTERM ended process 0's: it exits
+        go.write_text("go")
+        let_go = time.monotonic()
+        wavegen.wait(timeout=60)  # (the old code waited 600 s: psutil's TimeoutExpired, the process killed below)
+        took = time.monotonic() - let_go
+    finally:
+        go.write_text("go")
+        if launch.poll() is None:
+            kill_launch(launch)
+        if wavegen is not None and wavegen.is_running():
+            wavegen.kill()
+    return said.read_text(), took

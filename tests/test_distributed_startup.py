@@ -13,8 +13,8 @@ import time
 
 import pytest
 from conftest import TINY_SAMPLERNN, prepared_corpus
-from process_helpers import (ended_after_killing, error_lines, kill_launch, launched_process, killed_at_start, run_launch,
-                             wait_until)
+from process_helpers import (ended_after_killing, error_lines, kill_launch, launched_process,
+                             killed_at_start, left_behind_by_a_wrapper, run_launch, wait_until)
 
 # The CLI, process 0 writing STARTED once wavegen's CLI is imported and torch not yet (the command's import of it)
 _CLI_MARKED = """import os, pathlib, sys
@@ -318,18 +318,8 @@ def test_a_refusal_met_by_a_process_its_launcher_already_stopped_is_said_once(tm
     assert took < 30, took  # not process 1's 10 s wait and torchrun's 30 s before its SIGKILL on top of the start
 
 
-# torchrun --no-python runs this shell script, which does not exec: process 1's ends with an error once process 0's
-# CLI is imported (a process lost at start); process 0's runs the CLI below as the shell's child
-_WRAPPER_NO_EXEC = """#!/bin/sh
-if [ "$RANK" = "1" ]; then
-    while [ ! -e "$STARTED" ]; do sleep 0.1; done
-    exit 1
-fi
-"$PYTHON" "$CLI" "$@"
-exit $?
-"""
-# The CLI, process 0 writing its pid to STARTED once the CLI is imported (a launcher's SIGTERM held from then on), then going
-# to the launcher's store only once GO exists (the launcher ended by then)
+# The CLI, process 0 writing its pid to STARTED once the CLI is imported (a launcher's SIGTERM held from then on),
+# then going to the launcher's store only once GO exists (the launcher ended by then)
 _CLI_HELD_UNTIL_GO = """import os, pathlib, sys, time
 import wavegen.cli
 from wavegen import distributed
@@ -354,44 +344,18 @@ def test_a_process_left_behind_by_a_wrapper_and_its_ended_launcher_says_so_at_on
     ended process 0's shell, torchrun took that for process 0's end and exited, and wavegen, holding its SIGTERM,
     waited in torch's connect to the gone launcher's store for the group's timeout (600 s by default), deaf to
     signals, alone. Now it sees the store refuse it once its launcher's SIGTERM is held: one line, at once."""
-    import psutil
-
     corpus = prepared_corpus(tmp_path, files=2, seconds=2.0, val_fraction=0.5, test_fraction=0.0)
-    script, cli = tmp_path / "wrapper.sh", tmp_path / "cli.py"
-    started, go, said = tmp_path / "started", tmp_path / "go", tmp_path / "stderr.txt"
-    script.write_text(_WRAPPER_NO_EXEC)
-    script.chmod(0o755)
-    cli.write_text(_CLI_HELD_UNTIL_GO)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHON": sys.executable, "CLI": str(cli), "STARTED": str(started),
-           "GO": str(go)}
     command = ["-q", "train", "--data", str(corpus), "--model", "samplernn-tiny", "--run-dir", str(tmp_path / "run"),
                "--max-steps", "1", *[a for s in [*TINY_SAMPLERNN, "train.group_timeout_seconds=40"]
                                      for a in ("--set", s)]]
-    with open(said, "w") as stderr:
-        launch = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-                                   "2", "--no-python", str(script), *command], env=env, stdout=subprocess.DEVNULL,
-                                  stderr=stderr)
-    wavegen = None
-    try:
-        wait_until(launch, started.exists, "process 0's CLI imported")
-        wavegen = psutil.Process(int(started.read_text()))  # (the shell's child: not the launcher's once it ends)
-        launch.wait(timeout=60)  # process 1's wrapper failed; the launcher's SIGTERM ended process 0's: it exits
-        go.write_text("go")
-        let_go = time.monotonic()
-        wavegen.wait(timeout=90)
-        took = time.monotonic() - let_go
-    finally:
-        go.write_text("go")
-        if launch.poll() is None:
-            kill_launch(launch)
-        if wavegen is not None and wavegen.is_running():
-            wavegen.kill()
-    errors = error_lines(said.read_text(), "train")
-    assert took < 15, f"{took:.1f} s: {said.read_text()[-3000:]}"  # not the group's timeout in torch's connect
-    assert len(errors) == 1, said.read_text()[-3000:]
+    said, took = left_behind_by_a_wrapper(tmp_path, _CLI_HELD_UNTIL_GO, command,
+                                          {**os.environ, "OMP_NUM_THREADS": "1"})
+    errors = error_lines(said, "train")
+    assert took < 15, f"{took:.1f} s: {said[-3000:]}"  # not the group's timeout in torch's connect
+    assert len(errors) == 1, said[-3000:]
     assert errors[0].startswith("wavegen train: error: the launcher of this training (2 processes) stopped this "
                                 "process while it started and has ended since (its store at "), errors[0]
     assert errors[0].endswith("this process stopped: the training had not begun its steps; rerun the same command "
                               "(started by a wrapper script that does not exec wavegen? the launcher's SIGTERM ends "
                               "the wrapper, and the launcher does not wait for wavegen)"), errors[0]
-    assert not [line for line in said.read_text().splitlines() if line.startswith("SIGTERM")], said.read_text()[-3000:]
+    assert not [line for line in said.splitlines() if line.startswith("SIGTERM")], said[-3000:]
