@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -349,12 +350,73 @@ def test_conditioned_markers_of_the_recipes_own_older_layout_are_kept(repo, tmp_
     (work / ".stage4.done").write_text(f"model {sha} eval-seconds=120\n")
     out = _conditioned(repo, work, "--stage", "1", "--steps", "5", "--seconds", "2")
     assert out.returncode == 0, out.stderr
-    assert [c[0] for c in _calls(repo)] == ["train"] and out.stdout.count("before, skipped;") == 3, out.stdout
+    # its prep marker (empty) does not say what the corpus was made from: prepared again (prep keeps a corpus of
+    # the same inputs), as its training is
+    assert [c[0] for c in _calls(repo)] == ["prep", "train"] and out.stdout.count("before, skipped;") == 2, \
+        out.stdout
     assert sorted(p.name for p in (work / ".done").iterdir()) == ["1", "2", "3", "4"]
     (repo.parent / "wavegen.log").unlink()
     assert not list(work.glob(".stage*.done"))
     out = _conditioned(repo, work, "--stage", "3", "--stop-stage", "3", "--seconds", "3")  # other settings: again
     assert [c[0] for c in _calls(repo)] == ["render"] * 3 and all(c[-1] == "--restart" for c in _calls(repo))
+
+
+def test_conditioned_corpus_is_prepared_again_for_another_input_or_sample_rate(repo, tmp_path):
+    """Stages 0 and 1 were marked done by name alone: a rerun with another --sample-rate or --input said "prepare
+    the labelled corpus ... from NEW (done before, skipped)", the corpus (and the demo's recordings) left as the
+    older options made them, and every stage after went on with it. Their markers now record those options."""
+    work = tmp_path / "work"
+
+    def stages_0_1(*args):
+        before = len(_calls(repo))
+        out = _recipe(repo, "conditioned", "--work", str(work), "--stage", "0", "--stop-stage", "1", *args)
+        assert out.returncode == 0, out.stderr
+        return [(c[0], c[c.index("--sample-rate") + 1]) if c[0] == "prep" else c[0]
+                for c in _calls(repo)[before:]], out.stdout.splitlines()
+
+    assert stages_0_1("--sample-rate", "8000")[0] == [("prep", "8000")]
+    assert sf.info(str(work / "demo" / "bass" / "bass0.wav")).samplerate == 8000
+    calls, lines = stages_0_1("--sample-rate", "8000")
+    assert calls == [] and all("(done before, skipped;" in line for line in lines)
+    calls, lines = stages_0_1("--sample-rate", "16000")
+    assert calls == [("prep", "16000")]
+    assert lines == [f"== stage 0: demo recordings in {work}/demo (done before for other settings: again)",
+                     f"wrote 2 labels x 4 files x 20 s to {work}/demo",
+                     f"== stage 1: prepare the labelled corpus {work}/corpus from {work}/demo (done before for other "
+                     "settings: again)"]
+    assert sf.info(str(work / "demo" / "bass" / "bass0.wav")).samplerate == 16000
+    other = tmp_path / "other"
+    calls, lines = stages_0_1("--sample-rate", "16000", "--input", str(other))
+    assert calls == [("prep", "16000")] and lines[0].endswith("(done before for other settings: again)")
+    assert _calls(repo)[-1][1] == str(other)  # prep's input
+
+
+def test_conditioned_training_and_eval_run_again_on_a_corpus_prepared_again(repo, tmp_path):
+    """A corpus prepared again (other recordings, another rate) left its training "trained to step 5 before,
+    skipped" and its eval "done before": eval_test.json scored the older corpus, and the run, begun on it, was
+    taken for one of the new. Their markers record the corpus (its manifest's content fingerprint)."""
+    work = tmp_path / "work"
+    _corpus(work, ["bass", "bells"])
+    manifest = work / "corpus" / "manifest.json"
+    manifest.write_text(json.dumps({"labels": ["bass", "bells"], "content_fingerprint": "a" * 64}))
+    (work / "run" / "best").mkdir(parents=True)
+    (work / "run" / "best" / "model.safetensors").write_bytes(b"trained 5 steps")
+
+    def stages_2_4():
+        before = len(_calls(repo))
+        out = _conditioned(repo, work, "--stage", "2", "--steps", "5", "--seconds", "2")
+        assert out.returncode == 0, out.stderr
+        return [c[0] for c in _calls(repo)[before:]], out.stdout
+
+    assert stages_2_4()[0] == ["train", "render", "render", "render", "eval"]
+    assert (work / ".done" / "2").read_text() == f"5 model=wavenet-tiny corpus={'a' * 16}\n"
+    assert stages_2_4()[0] == []
+    manifest.write_text(json.dumps({"labels": ["bass", "bells"], "content_fingerprint": "b" * 64}))
+    calls, stdout = stages_2_4()
+    assert calls == ["train", "eval"]  # the model (the same weights here) renders the same: stage 3 skipped
+    assert "(trained to step 5 before with other settings: wavegen train resumes the run, or names what differs)" \
+        in stdout
+    assert (work / ".done" / "4").read_text().endswith(f" eval-seconds=120 corpus={'b' * 16}\n")
 
 
 # --- recipes/bench/run.sh --------------------------------------------------------------------------

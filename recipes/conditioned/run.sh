@@ -28,7 +28,10 @@
 # Stages 3 and 4 are done for a model and their settings: their markers record the sha256 of the
 # run's best weights and --seconds (--eval-seconds) (stages.sh's run_for_record), and they run again
 # when either changed (the model trained on, say); stage 3 then renders over the older model's
-# renders (--restart).
+# renders (--restart). Stages 0 and 1 record --sample-rate (and stage 1 --input), stages 2 and 4 the
+# corpus they were done on (its manifest's content fingerprint): a rerun with another --input or
+# --sample-rate prepares the corpus again, and trains (wavegen train refuses a run begun on another
+# corpus) and evaluates on the new one, instead of "done before" for the older corpus.
 set -euo pipefail
 
 input=""
@@ -99,6 +102,22 @@ print("\n".join(labels))
 PY
 }
 
+# "corpus=ID" for the corpus prepared in $corpus (ID: the first 16 hex digits of its manifest's content
+# fingerprint, the same for every prep of the same recordings with the same settings); empty without one
+corpus_record() {
+  "${PYTHON:-python3}" - "$corpus" <<'PY'
+import json, sys
+from pathlib import Path
+
+try:
+    fingerprint = json.loads((Path(sys.argv[1]) / "manifest.json").read_text(encoding="utf-8"))["content_fingerprint"]
+except (OSError, ValueError, KeyError, TypeError):
+    sys.exit(0)
+if isinstance(fingerprint, str) and fingerprint:
+    print(f"corpus={fingerprint[:16]}")
+PY
+}
+
 demo_recordings() {
   "${PYTHON:-python3}" - "$input" "$sample_rate" <<'PY'
 import sys
@@ -153,18 +172,23 @@ evaluate() {  # wavegen eval writes eval_test.json atomically (a temporary file 
 
 if [ -z "$input" ]; then
   input=$work/demo
-  run_stage 0 "demo recordings in $input" demo_recordings
+  run_for_record 0 "sample-rate=$sample_rate" "demo recordings in $input" demo_recordings
 fi
-run_stage 1 "prepare the labelled corpus $corpus from $input" \
+# the markers record what the corpus was made from: another --input or --sample-rate prepares it again (prep
+# replaces it, saying so), not "done before, skipped" with the older corpus
+run_for_record 1 "input=$input sample-rate=$sample_rate" "prepare the labelled corpus $corpus from $input" \
   $wavegen prep "$input" "$corpus" --labels folders --sample-rate "$sample_rate"
 family_sets=()  # a SampleRNN sees silence before its chunks, as its renders begin (README: conditioning)
 case "$model" in samplernn*|dadabots*) family_sets=(--set train.silence_start=1) ;; esac
 # the marker records the model and the settings: another --model or --set trains (wavegen train refuses a run
 # begun with others, naming what differs), not "trained before, skipped" with the older model
-run_training_for 2 "$steps" "model=$model${sets[*]+ ${sets[*]}}" "train a conditioned $model for $steps steps in $run" \
+# and the corpus: on another, wavegen train runs (and refuses the run begun on the older one)
+trained_on=$(corpus_record)
+run_training_for 2 "$steps" "model=$model${sets[*]+ ${sets[*]}}${trained_on:+ $trained_on}" \
+  "train a conditioned $model for $steps steps in $run" \
   $wavegen train --data "$corpus" --model "$model" --run "$run" --max-steps "$steps" ${family_sets[@]+"${family_sets[@]}"} \
   ${sets[@]+"${sets[@]}"}
 run_for_record 3 "$(stage_record "$run" "seconds=$seconds")" "render $seconds s of each label into $work/renders" \
   render_labels
-run_for_record 4 "$(stage_record "$run" "eval-seconds=$eval_seconds")" \
+run_for_record 4 "$(stage_record "$run" "eval-seconds=$eval_seconds" $(corpus_record))" \
   "NLL per label on the test split → $work/eval_test.json" evaluate
