@@ -193,6 +193,15 @@ def test_an_empty_item_in_a_comma_list_is_refused_not_dropped(measured, capsys, 
         cli.main(["bench", "--model", "samplernn-tiny", "--batch", "1, 8"])
 
 
+@pytest.mark.parametrize("mode, most", [([], 2**64 - 1), (["--profile"], 2**64 - 1), (["--train"], 2**32 - 1)])
+def test_a_seed_out_of_range_is_refused_in_one_line_naming_it(capsys, mode, most):
+    """``--seed -1`` was numpy's OverflowError from the first row's warm-up (a traceback), ``--seed 2**64`` torch's,
+    and with --train "train.seed=-1", a key the user never wrote. Each measurement refuses it before anything runs."""
+    for seed in (-1, most + 1):
+        err = refused(capsys, *mode, "--seed", str(seed), "--batch", "1")
+        assert err == f"wavegen bench: error: --seed {seed}: must be a whole number from 0 to {most}"
+
+
 def test_a_row_that_will_take_long_is_announced_with_an_estimate_before_it_runs(monkeypatch, caplog):
     """``--samples 100000000`` ran for 40 minutes with nothing said: the estimate comes from a short run
     timed before the row's runs; here the bound is lowered so that a real row of a second crosses it."""

@@ -36,6 +36,7 @@ from wavegen.bench_first_call import first_call
 from wavegen.config import ConfigError
 from wavegen.engine import PRECISIONS
 from wavegen.generate import make_engine, uniforms
+from wavegen.render.settings import SEED_MAX
 
 logger = logging.getLogger(__name__)
 
@@ -287,6 +288,14 @@ def check_counts(counts) -> None:
             raise ConfigError(f"{flag} {value}: must be at least {least}")
 
 
+def check_seed(seed: int, most: int = SEED_MAX) -> None:
+    """ConfigError naming ``--seed`` unless it is a whole number from 0 to ``most``: the engines' draws key on it
+    as a uint64, and the random weights' torch.manual_seed takes no more (--seed -1 was numpy's OverflowError
+    deep in the first row's warm-up, 2**64 torch's); training's seed is numpy's, at most 2**32 - 1."""
+    if not 0 <= seed <= most:
+        raise ConfigError(f"--seed {seed}: must be a whole number from 0 to {most}")
+
+
 def time_generation(engine, samples: int, warmup: int, repeats: int, seed: int = 0, estimate=None,
                     step: int | None = None, slow=None) -> dict:
     """Warm the engine up (untimed), then time ``repeats`` runs of ``samples`` per stream.
@@ -426,6 +435,7 @@ def bench_generation(model: str, backends=("torch", "numba"), batches=(1, 8, 64)
         raise ConfigError("give at least one backend and one batch size")
     check_counts([("--samples", samples, 1), *(("--batch", b, 1) for b in batches), ("--repeats", repeats, 1),
                   *([] if torch_samples is None else [("--torch-samples", torch_samples, 1)])])
+    check_seed(seed)
     if torch_samples is not None and "torch" not in backends:  # it was ignored without a word
         raise ConfigError(f"--torch-samples {torch_samples}: it sets the torch rows' samples, and --backends "
                           f"{','.join(backends)} has none; leave it out (or add torch to --backends)")

@@ -32,6 +32,7 @@ def profile_generation(model: str, backends=("numba",), batches=(1,), samples: i
                           f"numba-fp16, numba-bf16); {', '.join(bad)} cannot be profiled")
     batches = [int(b) for b in batches]  # --samples 0 was a ZeroDivisionError, --batch 0 "streams=0" after
     bench.check_counts([("--samples", samples, 1), *(("--batch", b, 1) for b in batches)])  # the machine's measuring
+    bench.check_seed(seed)
     bench.set_threads(threads)
     spec, facts = bench.load_bench_model(model, seed, checkpoint)
     bench.check_draws_fit([("--samples", samples)], max(batches))

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from wavegen import bench
-from wavegen.bench import check_counts, duration, machine_info, set_threads
+from wavegen.bench import check_counts, check_seed, duration, machine_info, set_threads
 from wavegen.config import ConfigError
 from wavegen.distributed import GROUP_TIMEOUT_SECONDS
 
@@ -233,6 +233,7 @@ def bench_training(model: str, batches=None, seq_len: int | None = None, steps: 
     check_counts([*(("--batch", b, 1) for b in batches), ("--steps", steps, 1), ("--warmup-steps", warmup, 0),
                   *([("--seq-len", seq_len, 1)] if seq_len is not None else []), ("--grad-accum", grad_accum, 1),
                   ("--workers", num_workers, 0)])  # not "train.num_workers=-1", a key the user never wrote
+    check_seed(seed, 2**32 - 1)  # numpy's seed range, as train.seed's; not "train.seed=-1" either
     set_threads(threads)
     overrides = _allowed(config, overrides, seq_len)
     measure = _Measurement(model, batches, seq_len, steps, warmup, device, mixed_precision, compile, grad_accum,
