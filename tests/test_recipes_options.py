@@ -110,6 +110,20 @@ def test_fold_speed_takes_json_as_wavegen_does(tmp_path, monkeypatch, capsys):
                    f"{tmp_path / 'fold_speed.json'})\n")
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--steps", "0"], "--steps 0: must be at least 1"),
+    (["--rounds", "0"], "--rounds 0: must be at least 1"),
+    (["--batch", "0"], "--batch 0: must be at least 1"),
+    (["--threads", "0"], "--threads 0: must be at least 1"),
+    (["--seq-len", "10"], "--seq-len 10: must be a positive multiple of 16 (--config tiny's top frame)"),
+    (["--seq-len", "0"], "--seq-len 0: must be a positive multiple of 16 (--config tiny's top frame)")])
+def test_fold_speed_refuses_a_count_it_cannot_time_in_one_line(monkeypatch, capsys, args, message):
+    """--steps 0 was a ZeroDivisionError after the warm-up, --rounds 0 min() of nothing, --batch 0 and a --seq-len
+    that is not whole frames the model's errors, --threads 0 torch's: tracebacks, each now one line first."""
+    status, out, err = _fold_speed(monkeypatch, capsys, *args)
+    assert (status, out, err) == (2, "", f"fold_speed.py: error: {message}\n")
+
+
 def _measure_module():
     spec = importlib.util.spec_from_file_location("measure_recipe", RECIPES / "stream" / "measure.py")
     module = importlib.util.module_from_spec(spec)

@@ -52,6 +52,18 @@ def timed_steps(model, optimizer, batches, steps: int) -> tuple[float, float, fl
     return (time.perf_counter() - wall) / steps, (time.process_time() - cpu) / steps, float(loss.detach())
 
 
+def count_problem(args, frame: int) -> str | None:
+    """What is wrong with the counts asked for (None: nothing): --batch, --rounds, --steps and --threads at least
+    1, --seq-len a positive multiple of the config's top frame (``frame`` samples), as the model reads its windows."""
+    for flag, value in (("--batch", args.batch), ("--rounds", args.rounds), ("--steps", args.steps),
+                        ("--threads", args.threads)):
+        if value < 1:
+            return f"{flag} {value}: must be at least 1"
+    if args.seq_len < 1 or args.seq_len % frame:
+        return f"--seq-len {args.seq_len}: must be a positive multiple of {frame} (--config {args.config}'s top frame)"
+    return None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", choices=sorted(CONFIGS), default="issue13")
@@ -67,6 +79,9 @@ def main() -> None:
                         lambda v: isinstance(v, dict) and {"config", "conv_over_folded_cpu"} <= v.keys())
     except WavegenError as err:
         ap.exit(2, f"{ap.prog}: error: {err}\n")
+    problem = count_problem(args, CONFIGS[args.config]["frame_sizes"][0])
+    if problem:  # before the model and the timing, one line (they were tracebacks: 0 steps divided by zero)
+        ap.exit(2, f"{ap.prog}: error: {problem}\n")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = SampleRNN(SampleRNNConfig(**CONFIGS[args.config])).train()
