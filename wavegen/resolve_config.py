@@ -21,6 +21,7 @@ def read_config(path: Path, hand_written: bool = False) -> dict:
     here, each error naming the file."""
     config = load_json(path)
     if hand_written:
+        _check_keys(path, config)
         config = _over_preset(path, config)
     if not (isinstance(config, dict) and isinstance(config.get("model_type"), str)
             and isinstance(config.get("model"), dict)):
@@ -70,6 +71,26 @@ def _over_preset(path: Path, config):
 
 
 _ABSENT = object()
+# What a config file holds (a run's config.json too): the keys outside the model and train sections, whose
+# settings their dataclasses check by name
+_TOP_KEYS = ("model_type", "preset", "model", "train", "data", "overrides")
+_DATA_KEYS = ("sample_rate", "corpus", "corpus_id")
+
+
+def _check_keys(path: Path, config) -> None:
+    """ConfigError naming the file and the key where a config written by hand holds a key wavegen does not
+    read (a section's name mistyped, "seed" beside the sections, data.sample_rat): its setting would not be
+    applied, and the training or render would go on without a word."""
+    if not isinstance(config, dict):
+        return  # said as not a config by read_config
+    unknown = [key for key in config if key not in _TOP_KEYS]
+    data = config.get("data")
+    unknown += [f"data.{key}" for key in (data if isinstance(data, dict) else ()) if key not in _DATA_KEYS]
+    if unknown:
+        where = (f"data holds only {', '.join(_DATA_KEYS)}" if all(k.startswith("data.") for k in unknown) else
+                 f"a model config holds only {', '.join(_TOP_KEYS)}, each setting inside its section "
+                 '("train": {"seed": 3})')
+        raise ConfigError(f"{path}: unknown key(s) {unknown}: {where}")
 
 
 def _as_set(value) -> str:

@@ -1,0 +1,47 @@
+"""A model config file written by hand (``train --model FILE``, ``info FILE``, ``bench --model FILE``): a key
+wavegen does not read (a section's name mistyped, a setting put beside the sections, a data key mistyped) is
+refused in one line naming the file and the key, not ignored: its setting would silently not be applied."""
+
+import json
+
+import pytest
+
+from wavegen.cli import main
+from wavegen.config import ConfigError
+from wavegen.resolve import resolve_model
+
+
+def write(path, content) -> str:
+    path.write_text(json.dumps(content))
+    return str(path)
+
+
+@pytest.mark.parametrize("content, unknown", [
+    ({"preset": "samplernn-tiny", "trian": {"lr": 1}}, "'trian'"),  # the train section's name mistyped
+    ({"preset": "samplernn-tiny", "seed": 3}, "'seed'"),  # a train setting beside the sections
+    ({"preset": "samplernn-tiny", "data": {"sample_rat": 8000}}, "data.sample_rat"),
+    ({"model_type": "samplernn", "model": {"frame_sizes": [16, 4], "dim": 32, "emb_size": 8},
+      "data": {"sample_rate": 16000}, "modle": {"dim": 64}}, "'modle'"),  # a config naming no preset
+], ids=["section mistyped", "setting beside the sections", "data key mistyped", "no preset"])
+def test_a_key_a_config_file_does_not_hold_is_refused_naming_the_file_and_key(tmp_path, capsys, content, unknown):
+    path = write(tmp_path / "m.json", content)
+    with pytest.raises(ConfigError) as caught:
+        resolve_model(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ") and unknown in message and "\n" not in message, message
+    # the command says the same in one line, exit 2, the file as it was
+    assert main(["info", path]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"wavegen info: error: {message}"
+    assert json.loads((tmp_path / "m.json").read_text()) == content
+
+
+def test_every_key_wavegen_writes_in_a_config_is_read_from_a_file(tmp_path):
+    # a run's config.json given as --model holds model_type, preset, model, train, data (corpus, sample_rate,
+    # corpus_id) and overrides: none of them is refused
+    content = {"model_type": "samplernn", "preset": "samplernn-tiny", "model": {"dim": 48}, "train": {"lr": 0.003},
+               "data": {"corpus": str(tmp_path / "corpus"), "sample_rate": 8000, "corpus_id": "0123456789abcdef"},
+               "overrides": ["model.dim=48", "train.lr=0.003"]}
+    ref = resolve_model(write(tmp_path / "config.json", content))
+    assert ref.config["model"]["dim"] == 48 and ref.config["train"]["lr"] == 0.003 and ref.sample_rate == 8000
+    assert ref.config["overrides"] == ["model.dim=48", "train.lr=0.003"]
