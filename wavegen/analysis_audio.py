@@ -61,6 +61,7 @@ class _Source:
         import soundfile as sf
 
         from wavegen.audio_decode import WHOLE_READ_SUBTYPES, damage_in_log
+        from wavegen.audio_ogg import ogg_links
 
         self.path, self.sample_rate, self.whole = path, sample_rate, None
         if _size(path) == 0:  # said as prep says it, not as libsndfile's "Format not recognised"
@@ -70,9 +71,12 @@ class _Source:
         except Exception:  # libsndfile's failures are RuntimeErrors: decode_audio words the reason
             info = None
         # decoded whole, as prep decodes: what fails to open (load_mono says why), MP3, a header that
-        # says the file is cut short (load_mono warns, naming the file)
+        # says the file is cut short, a chained Ogg file (load_mono warns, naming the file; libsndfile declares
+        # its first stream's frames, or where its last stream is another's, 2**63 - 1: excerpts were planned over
+        # them until memory ran out)
         if (info is None or info.format == "RAW" or info.subtype in WHOLE_READ_SUBTYPES or info.frames <= 0
-                or damage_in_log(info.extra_info) is not None):
+                or damage_in_log(info.extra_info) is not None
+                or (info.format == "OGG" and len(ogg_links(os.fsencode(path))) > 1)):
             self.decode_whole()
         else:
             self.rate, self.frames = int(info.samplerate), int(info.frames)

@@ -19,6 +19,8 @@ from typing import NamedTuple
 import numpy as np
 
 from wavegen.audio import load_soxr, to_mono
+from wavegen.audio_ogg import (UNKNOWN_FRAMES, UnreadStreams, ogg_chain_unread, ogg_end_damage, ogg_links,
+                               vorbis_end_reached)
 from wavegen.errors import WavegenError
 from wavegen.spikes import SPIKE_FLOOR
 
@@ -173,8 +175,10 @@ def _open_decoder(path: str | Path, source=None):
 
 
 def _damage_with_notes(path, n: int, damage: str | None, notes: DecoderNotes) -> str | None:
-    """decode's `damage` ("cut short: ...", with what the decoder said), None for a whole file;
-    AudioError when nothing decodes (n == 0 frames) of a damaged file."""
+    """decode's `damage` ("cut short: ...", with what the decoder said; an UnreadStreams as it is), None for a whole
+    file; AudioError when nothing decodes (n == 0 frames) of a damaged file."""
+    if isinstance(damage, UnreadStreams):  # whole, as far as it is read: nothing of the decoder's to add
+        return damage
     if notes.text:
         logger.debug("%s: the decoder said: %s", path, notes.text)
         if damage is not None:  # libsndfile's own reason ("Unspecified internal error") says little
@@ -275,11 +279,24 @@ def frames_held(declared: int, size_bytes: int, file_format: str, subtype: str, 
 
 def _frames_held(path: Path, f) -> int:
     """frames_held of the open soundfile f of path (its header's frames where its size cannot be read)."""
+    declared = declared_frames(f.name, int(f.frames), f.format)
     try:
         size = Path(path).stat().st_size
     except OSError:
-        return int(f.frames)
-    return frames_held(int(f.frames), size, f.format, f.subtype, int(f.channels))
+        return declared
+    return frames_held(declared, size, f.format, f.subtype, int(f.channels))
+
+
+def declared_frames(name, frames: int, file_format: str) -> int:
+    """The frames libsndfile declares (`frames`) of the file `name` (as ogg_links takes it), or for an Ogg file
+    where it declares none it knows (its largest count: a chained file whose last stream is not its first's) the
+    frames of its first stream, the only one it decodes, by that stream's last granule: room was made for the
+    most its size could hold (a 23 MB file was passed over as 'too long to decode in memory: its header declares
+    58,096,321,723.7 h')."""
+    if file_format != "OGG" or frames < UNKNOWN_FRAMES:
+        return frames
+    links = ogg_links(name)
+    return max(links[0].granule, 0) + 1 if links else frames
 
 
 def _room(path: Path, f, shape: tuple[int, ...], what: str) -> np.ndarray:
@@ -331,7 +348,9 @@ def _read_into(out: np.ndarray, f, sink=None, reopen=None) -> tuple[int, str | N
         if sink is not None:
             sink(out[:got])
         n += got
-    if damage is None and n < declared and not _vorbis_end_reached(f, n):
+    if damage is None and f.format == "OGG":  # a chain's end, damaged or not, is past what was read
+        damage = ogg_chain_unread(f.name, n / sample_rate)  # (an Opus one may declare 2**63 - 1 frames)
+    if damage is None and n < declared and not vorbis_end_reached(f, n):
         damage = f"only {n / sample_rate:.2f} s of the {declared / sample_rate:.2f} s its header declares decode"
     return n, damage or damage_in_log(f.extra_info) or (ogg_end_damage(f.name) if f.format == "OGG" else None)
 
@@ -421,73 +440,6 @@ def damage_in_log(log: str) -> str | None:
     return None
 
 
-OGG_PAGE_HEADER = 27  # "OggS", version, flags, granule, serial, sequence, CRC, segment count; the lacing values follow
-_OGG_LAST_PAGE = 4  # the header flag of a stream's last page (end of stream)
-
-
-def ogg_end_damage(name) -> str | None:
-    """What is missing at the end of the Ogg file ``name`` (a path, str or bytes; anything else, a file object, is
-    not looked at): its last page cut short ("its last Ogg page declares 4283 bytes, the file holds 4273"), or a last
-    whole page with no end-of-stream mark; None for a whole file, or one that cannot be read again.
-
-    Its pages' headers walked from the start (one small read a page). libsndfile decodes such a file to the end of
-    its last whole page and, for one cut inside its last page, says only "Junk after the last page": a download cut
-    a few bytes short was kept as whole, where a WAV or FLAC cut short is marked so."""
-    if not isinstance(name, (str, bytes, os.PathLike)):
-        return None
-    try:
-        with open(name, "rb") as f:
-            size, at, ended = os.fstat(f.fileno()).st_size, 0, None
-            for at, header, length in _ogg_pages(f, size):
-                if at + length > size:
-                    return f"its last Ogg page declares {length} bytes, the file holds {size - at}"
-                ended, at = bool(header[5] & _OGG_LAST_PAGE), at + length
-            if at < size and ended is not None:
-                f.seek(at)
-                tail = f.read(OGG_PAGE_HEADER + 255)
-                if tail[:4] == b"OggS" or (len(tail) < 4 and b"OggS".startswith(tail)):
-                    return f"its last Ogg page is cut short in its header: {size - at} byte(s) of it"
-    except OSError:
-        return None
-    return "the last Ogg page has no end-of-stream mark" if ended is False else None
-
-
-def _ogg_pages(f, size: int):
-    """(offset, header, length) of each page of the open Ogg file f (size bytes), to the first place holding no page
-    or one whose lacing the file cuts short; the last may run past the file's end: its caller's to judge."""
-    at = 0
-    while at + OGG_PAGE_HEADER <= size:
-        f.seek(at)
-        header = f.read(OGG_PAGE_HEADER)
-        if header[:4] != b"OggS":
-            return  # not a page (a tag appended): judged by the last page before it
-        lacing = f.read(header[26])
-        if len(lacing) < header[26]:
-            return
-        length = OGG_PAGE_HEADER + len(lacing) + sum(lacing)
-        yield at, header, length
-        at += length
-
-
-def _vorbis_end_reached(f, n: int) -> bool:
-    """Whether n frames decoded of the open soundfile f, an Ogg Vorbis file, reach its stream's end mark: the
-    granule of the page marked last in its first stream, the frames that stream holds. libsndfile declares more
-    where the stream starts before granule 0 (three of hyperrogue's songs: 104 frames) or pages follow its end
-    mark (wesnoth's northerners.ogg): such a file decodes whole and is not cut short. False for another file."""
-    if f.subtype != "VORBIS":
-        return False
-    try:
-        with open(f.name, "rb") as file:
-            serial = None
-            for _, header, _ in _ogg_pages(file, os.fstat(file.fileno()).st_size):
-                serial = header[14:18] if serial is None else serial
-                if header[5] & _OGG_LAST_PAGE and header[14:18] == serial:
-                    return n >= int.from_bytes(header[6:14], "little", signed=True)
-    except (OSError, TypeError):  # gone meanwhile; f read from a file object: not looked at
-        return False
-    return False
-
-
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     """Decode an audio file: (x [frames, channels] float32, sample_rate_hz); see decode_audio.
 
@@ -495,7 +447,7 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     """
     samples, sample_rate, damage = decode_audio(path)
     if damage is not None:
-        logger.warning("%s: %s; using the %.2f s that decode", path, damage, len(samples) / sample_rate)
+        _warn_partial(path, damage, len(samples) / sample_rate)
     return samples, sample_rate
 
 
@@ -504,6 +456,13 @@ def load_mono(path: str | Path, sample_rate: int) -> np.ndarray:
     short gives the part that decodes, with a warning naming the file)."""
     decoded = decode_mono(path, sample_rate)
     if decoded.damage is not None:
-        logger.warning("%s: %s; using the %.2f s that decode", path, decoded.damage,
-                       decoded.frames / decoded.sample_rate_in)
+        _warn_partial(path, decoded.damage, decoded.frames / decoded.sample_rate_in)
     return decoded.samples
+
+
+def _warn_partial(path, damage: str, seconds: float) -> None:
+    """The warning that only `seconds` of path decode (damage: decode's, an UnreadStreams saying them itself)."""
+    if isinstance(damage, UnreadStreams):
+        logger.warning("%s: %s", path, damage)
+    else:
+        logger.warning("%s: %s; using the %.2f s that decode", path, damage, seconds)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wavegen import prep_decode, prep_earlier, prep_inputs
+from wavegen.audio_ogg import CHAINED_OGG
 from wavegen.config import ConfigError
 from wavegen.corpus import FORMAT_VERSION, MANIFEST, CorpusError, content_id, damaged_array
 from wavegen.errors import FolderBusyError, WavegenError
@@ -455,9 +456,11 @@ def _log_summary(corpus_dir: Path, manifest: dict) -> None:
     logger.info("prepared %s: %d file(s) used, %d skipped; %s (%s)",
                 corpus_dir, len(files), len(manifest["skipped"]), hours, split_by)
     scaled, partial = sum(f["gain_db"] < 0 for f in files), sum(f["partial"] for f in files)
+    chained = sum(f.get("partial_reason", "").startswith(CHAINED_OGG) for f in files)  # whole, read in part
     recovered = sum("recovered" in f for f in files)
     notes = ([f"{scaled} file(s) scaled down to full scale (gain_db)"] if scaled else []) + \
             ([f"{recovered} unfinished WAV file(s) recovered (recovered)"] if recovered else []) + \
-            ([f"{partial} damaged file(s) kept in part (partial)"] if partial else [])
+            ([f"{partial - chained} damaged file(s) kept in part (partial)"] if partial > chained else []) + \
+            ([f"{chained} chained Ogg file(s) kept in part: their first stream (partial)"] if chained else [])
     if notes:
         logger.warning("%s: see %s", "; ".join(notes), corpus_dir / MANIFEST)

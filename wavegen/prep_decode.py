@@ -20,7 +20,8 @@ import numpy as np
 
 from wavegen import prep_inputs
 from wavegen.audio import float_to_int16, resample, scale_to_full_scale
-from wavegen.audio_decode import AudioError, AudioMemoryError, decode_mono
+from wavegen.audio_decode import AudioError, AudioMemoryError, decode_mono, declared_frames
+from wavegen.audio_ogg import UnreadStreams
 from wavegen.fileio import check_room, write_array
 from wavegen.prep_earlier import Earlier, EarlierAudio
 from wavegen.prep_wav import UNFINISHED_WAV, FinishedView, read_finished, unfinished_wav
@@ -129,7 +130,9 @@ def _decode_source(path: Path, settings: PrepSettings, digest: str, view: Finish
                        amount)
     if recovered is not None:
         logger.warning("%s recovered (%s): keeping its %.2f s", path, recovered, frames / sr_in)
-    if damage is not None:
+    if isinstance(damage, UnreadStreams):  # not damaged, but kept in part as a damaged file is ("partial")
+        logger.warning("%s: %s", path, damage)
+    elif damage is not None:
         logger.warning("%s is damaged (%s): keeping the %.2f s that decode", path, damage, frames / sr_in)
     entry = {
         "path": str(path),
@@ -380,7 +383,8 @@ def room_needed(found, sample_rate: int) -> int:
             try:
                 info = sf.info(os.fsencode(path))
                 size = path.stat().st_size
-                frames = frames_held(info.frames, size, info.format, info.subtype, info.channels)
+                declared = declared_frames(os.fsencode(path), info.frames, info.format)  # a chained Ogg's unknown
+                frames = frames_held(declared, size, info.format, info.subtype, info.channels)
                 if frames == 0 and info.format == "WAV":  # unfinished, perhaps: a byte a sample at least
                     frames = size // info.channels
                 total += 4 * (frames * sample_rate // info.samplerate + 1)
