@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def test_checkpoints_by_step_and_last(run_dir):
     assert any(not torch.equal(w6[k], w4[k]) for k in w6)
     with pytest.raises(ConfigError, match=r"no such checkpoint .*kept: step_4, step_6"):
         resolve_model(run_dir, checkpoint="step_2")  # pruned (keep_checkpoints=2)
-    with pytest.raises(ConfigError, match="is not a run folder"):
+    with pytest.raises(ConfigError, match=re.escape(f"is {run_dir}'s best model; give the run folder, {run_dir}, ")):
         resolve_model(run_dir / "best", checkpoint="last")
 
 

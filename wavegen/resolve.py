@@ -218,8 +218,9 @@ def _checkpoint_ref(run_dir: Path, checkpoint: str) -> ModelRef:
     A checkpoint removed while it is read (a training pruning them) is not called damaged: "last" looks again (a
     few times at most), step_N is ConfigError saying it was removed."""
     if not (run_dir / CONFIG_FILE).is_file() or not (run_dir / "checkpoints").is_dir():
-        raise ConfigError(f"--checkpoint {checkpoint}: {run_dir} is not a run folder (no {CONFIG_FILE} and "
-                          "checkpoints/); give the run folder that wavegen train wrote")
+        from wavegen.resolve_why import not_a_run
+
+        raise ConfigError(not_a_run(run_dir, checkpoint))
     for attempt in range(PRUNED_RETRIES):
         found = run_checkpoints(run_dir)
         if not found and attempt < PRUNED_RETRIES - 1:

@@ -275,6 +275,24 @@ def _render_folder(path: Path) -> str:
     return f"{path}: a render folder (made by {model}), not a model; give the model that made it: {_give(model)}"
 
 
+def not_a_run(folder: Path, checkpoint: str) -> str:
+    """Why ``--checkpoint checkpoint`` finds no run in ``folder`` (which lacks config.json or checkpoints/), and
+    what to give instead: a run's best/ (its run folder), another model folder (it holds no checkpoints:
+    give it without --checkpoint), or what an other folder lacks."""
+    from wavegen.resolve import BEST_FOLDERS
+
+    head, give = f"--checkpoint {checkpoint}: {folder}", "give the run folder that wavegen train wrote"
+    if (folder / MODEL_FILE).is_file() and (folder / CONFIG_FILE).is_file():
+        run = folder.parent
+        if folder.name in BEST_FOLDERS and (run / CONFIG_FILE).is_file() and (run / "checkpoints").is_dir():
+            return f"{head} is {run}'s best model; give the run folder, {run}, with --checkpoint {checkpoint}"
+        return (f"{head} is a model folder, which holds no checkpoints/ (a run's are in its run folder): {give}, "
+                "or this folder without --checkpoint")
+    lacks = [name for name, there in ((CONFIG_FILE, (folder / CONFIG_FILE).is_file()),
+                                      ("checkpoints/", (folder / "checkpoints").is_dir())) if not there]
+    return f"{head} is not a run folder (no {' and no '.join(lacks)}); {give}"
+
+
 def no_best(run_dir: Path) -> str:
     """Why a run folder with checkpoints has no best/, and what to do: no validation has run yet, or
     best/ went missing though validations ran (metrics.jsonl records them); what training moved aside
