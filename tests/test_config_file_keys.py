@@ -45,3 +45,28 @@ def test_every_key_wavegen_writes_in_a_config_is_read_from_a_file(tmp_path):
     ref = resolve_model(write(tmp_path / "config.json", content))
     assert ref.config["model"]["dim"] == 48 and ref.config["train"]["lr"] == 0.003 and ref.sample_rate == 8000
     assert ref.config["overrides"] == ["model.dim=48", "train.lr=0.003"]
+
+
+@pytest.mark.parametrize("overrides", [5, "model.dim=48", [3], {"model.dim": 48}],
+                         ids=["a number", "a string", "a list of numbers", "a section"])
+@pytest.mark.parametrize("where", ["file", "model folder"])
+def test_overrides_that_are_not_a_list_of_settings_are_named(tmp_path, capsys, overrides, where):
+    # was a TypeError traceback (a number), or each character said as an override ("with m o d e l . d i m")
+    content = {"preset": "samplernn-tiny", "model": {"dim": 48}, "overrides": overrides}
+    if where == "file":
+        path = write(tmp_path / "m.json", content)
+        target = path
+    else:
+        from wavegen.models import resolve_preset
+
+        folder = tmp_path / "model"
+        folder.mkdir()
+        path = write(folder / "config.json", {**resolve_preset("samplernn-tiny"), "overrides": overrides})
+        (folder / "model.safetensors").write_bytes(b"")
+        target = str(folder)
+    with pytest.raises(ConfigError) as caught:
+        resolve_model(target)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: overrides ") and "\n" not in message, message
+    assert main(["info", target]) == 2
+    assert capsys.readouterr().err.strip() == f"wavegen info: error: {message}"

@@ -18,7 +18,8 @@ def read_config(path: Path, hand_written: bool = False) -> dict:
     at least 1", not the setting alone when the model is built). A config written by hand
     (``hand_written``, given to ``--model``) that names a preset is that preset's config with the
     file's settings over it (:func:`_over_preset`), and its model and train settings are checked
-    here, each error naming the file."""
+    here, each error naming the file, as are a key it does not read (:func:`_check_keys`) and overrides that are
+    not a list of ``--set`` strings."""
     config = load_json(path)
     if hand_written:
         _check_keys(path, config)
@@ -36,6 +37,10 @@ def read_config(path: Path, hand_written: bool = False) -> dict:
     rate = data.get("sample_rate")
     if isinstance(rate, bool) or not isinstance(rate, int) or rate <= 0:
         raise ConfigError(f"{path}: data.sample_rate {rate!r} is not a sample rate (a positive whole number of Hz)")
+    overrides = config.get("overrides", [])
+    if not (isinstance(overrides, list) and all(isinstance(item, str) for item in overrides)):
+        raise ConfigError(f"{path}: overrides {overrides!r} is not a list of settings as --set writes them "
+                          '(["model.dim=48"]); leave it out of a config written by hand')
     _check_settings(path, config, train=hand_written)  # a folder's train settings are for training alone
     return config
 
