@@ -97,3 +97,33 @@ def test_eval_renders_say_a_chained_ogg_file_and_judge_its_first_stream(tmp_path
         line, = [r.getMessage() for r in caplog.records if f"{name}: " in r.getMessage()]
         assert line.startswith(f"{folder / name}: a chained Ogg file (2 streams one after another): only its first "
                                f"stream decodes, 2.00 s of the {held:.2f} s it holds"), line
+
+
+def _pages(data: bytes) -> list[bytes]:
+    """The pages of the Ogg file data, as they are (their CRCs kept whole)."""
+    from wavegen.audio_ogg import ogg_pages
+    return [data[at:at + length] for at, _, length in ogg_pages(io.BytesIO(data), len(data))]
+
+
+def _multiplexed(a: bytes, b: bytes) -> bytes:
+    """One link of two streams side by side (as a video's sound and picture are): the Ogg files a and b (of other
+    serial numbers) with their first pages together, then their other pages in turn."""
+    first, second = _pages(a), _pages(b)
+    assert first[0][14:18] != second[0][14:18]  # libsndfile draws each file's serial number
+    rest = [page for pair in zip(first[1:], second[1:]) for page in pair]
+    longer = first if len(first) > len(second) else second
+    return b"".join([first[0], second[0], *rest, *longer[min(len(first), len(second)):]])
+
+
+def test_a_chain_whose_second_link_multiplexes_two_streams_counts_that_link_once(tmp_path):
+    """A link of two streams side by side opens with both first pages: the second was counted as a link of its
+    own ("3 streams one after another", its 0 s in what the file holds) once any page of the first link had passed."""
+    from wavegen.audio_ogg import ogg_links
+    path = tmp_path / "chained.ogg"
+    path.write_bytes(_vorbis(2.0) + _multiplexed(_vorbis(3.0), _vorbis(4.0, noise=True)))
+    assert [round(link.seconds, 2) for link in ogg_links(path)] == [2.0, 3.0]
+    assert decode_mono(path, SR).damage.startswith("a chained Ogg file (2 streams one after another): only its "
+                                                   "first stream decodes, 2.00 s of the 5.00 s it holds")
+    alone = tmp_path / "multiplexed.ogg"  # such a link alone is one stream's file, not a chain
+    alone.write_bytes(_multiplexed(_vorbis(3.0), _vorbis(4.0, noise=True)))
+    assert len(ogg_links(alone)) == 1 and decode_mono(alone, SR).damage is None

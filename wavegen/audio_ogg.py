@@ -89,10 +89,12 @@ def ogg_links(name) -> list[OggLink]:
     try:
         with open(name, "rb") as f:
             for at, header, _ in ogg_pages(f, os.fstat(f.fileno()).st_size):
-                if header[5] & _OGG_FIRST_PAGE and (past_heads or not links):  # a first page after others
+                first_page = bool(header[5] & _OGG_FIRST_PAGE)
+                if first_page and (past_heads or not links):  # a first page after others: the next link
                     links.append([at, None, -1])
                     heads.append((header[14:18], *_audio_head(f.read(19))))
-                past_heads = past_heads or not header[5] & _OGG_FIRST_PAGE
+                    past_heads = False  # its other streams' first pages, multiplexed with it, follow at once
+                past_heads = past_heads or not first_page
                 if links and header[14:18] == heads[-1][0]:
                     links[-1][2] = max(links[-1][2], int.from_bytes(header[6:14], "little", signed=True))
     except OSError:
