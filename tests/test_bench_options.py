@@ -225,6 +225,22 @@ def test_a_row_that_will_take_long_is_announced_with_an_estimate_before_it_runs(
 
 @pytest.mark.slow
 @pytest.mark.alone  # times how soon the Ctrl-C is met: no other test's processes beside it
+def test_a_long_row_names_the_option_that_sets_its_samples(monkeypatch, caplog):
+    """A torch row's warning said "a lower --samples, --repeats or --batch takes less": its samples are
+    --torch-samples, and a lower --samples left a --torch-samples given as it was."""
+    import wavegen.bench
+
+    monkeypatch.setattr(wavegen.bench, "LONG_ROW_SECONDS", 0.0)
+    with caplog.at_level("WARNING", logger="wavegen.bench"):
+        bench_generation("wavenet-tiny", backends=["torch", "numba"], batches=[1], samples=256, torch_samples=128,
+                         repeats=1, threads=1)
+    torch_line, numba_line = [r.getMessage() for r in caplog.records if "take about" in r.getMessage()]
+    assert torch_line.startswith("torch batch 1: 1 run(s) of 128 samples per stream take about "), torch_line
+    assert torch_line.endswith("; a lower --torch-samples, --repeats or --batch takes less"), torch_line
+    assert numba_line.startswith("numba batch 1: 1 run(s) of 256 samples per stream take about "), numba_line
+    assert numba_line.endswith("; a lower --samples, --repeats or --batch takes less"), numba_line
+
+
 def test_ctrl_c_stops_a_long_profile_within_a_second_or_two():
     """``bench --profile`` timed the whole step in one generate call a run (numba returns to Python only at its
     end): a Ctrl-C 6 s into a run of 6 million samples waited for it, about half a minute. Now the run goes

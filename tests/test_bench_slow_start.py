@@ -102,6 +102,37 @@ def test_a_first_call_that_runs_long_is_said_while_it_runs(slow, monkeypatch):
     assert "take about" in estimate
 
 
+class SlowNumba(Slow):
+    """The same as a numba engine already compiled (its first call compiles nothing: its time is its pace), with the
+    snapshot a --profile row takes."""
+
+    backend = "numba"
+
+    def snapshot(self):
+        return None
+
+    def restore(self, snapshot):
+        pass
+
+
+def test_a_profile_row_s_slow_first_call_names_options_profile_takes(slow, monkeypatch):
+    """A --profile row's first call said "a lower --batch, --samples or --repeats takes less": --profile refuses
+    --repeats (its step runs are set). It names --samples and --batch, as its estimate does."""
+    from wavegen.bench_profile import PROFILE_STEP_RUNS, profile_generation
+
+    monkeypatch.setattr(wavegen.bench, "FIRST_CALL_SECONDS", 0.3, raising=False)
+    monkeypatch.setitem(generate._ENGINES, "numba", {"wavenet": SlowNumba})
+    Slow.pace, Slow.first = 0.02, 1.5
+    with pytest.raises(Said):
+        profile_generation("wavenet-tiny", ["numba"], [1], samples=16000, dram_mbytes=8)
+    (first, _, _), (estimate, _, _) = slow.lines
+    assert first.startswith(f"numba batch 1: its first 1 sample(s) per stream are still being made after 0.3 s "
+                            f"(the engine's warm-up; it does not compile): at that pace its {PROFILE_STEP_RUNS} "
+                            "run(s) of 16000 samples per stream take"), first
+    assert first.endswith(" or more; a lower --samples or --batch takes less (Ctrl-C stops it)"), first
+    assert "the whole step is timed" in estimate and estimate.endswith("a lower --samples or --batch takes less")
+
+
 def test_a_first_call_that_may_compile_foretells_nothing(slow, monkeypatch):
     """An engine that may compile in its first call (one bench does not know): still running after
     FIRST_CALL_SECONDS is said, with no pace (a minute of compiling is no pace); the pace comes from the next calls."""

@@ -376,22 +376,29 @@ def interruptible_block(samples: int, warmup: int, run_seconds: float) -> int:
     return min(samples, max(warmup, -(-samples // calls // warmup) * warmup))
 
 
+def lower_options(backend: str) -> str:
+    """The options that shorten a generation row of ``backend``: the torch rows' samples are --torch-samples
+    (the long-row warnings told a torch row to lower --samples, which a --torch-samples given leaves as it is)."""
+    return f"{'--torch-samples' if backend == 'torch' else '--samples'}, --repeats or --batch"
+
+
 def _say_long_row(backend: str, batch: int, samples: int, repeats: int, seconds: float) -> bool:
     """The warning of a row whose timed runs take about ``seconds``, over LONG_ROW_SECONDS: whether it was said."""
     if seconds > LONG_ROW_SECONDS:
         logger.warning("%s batch %d: %d run(s) of %d samples per stream take about %s (measured on a short run); "
-                       "a lower --samples, --repeats or --batch takes less", backend, batch, repeats, samples,
-                       duration(seconds))
+                       "a lower %s takes less", backend, batch, repeats, samples, duration(seconds),
+                       lower_options(backend))
         return True
     return False
 
 
 def say_slow_start(backend: str, batch: int, samples: int, repeats: int, seconds: float, n: int,
-                   pace: float | None) -> None:
+                   pace: float | None, lower: str | None = None) -> None:
     """A row whose first warm-up call, of n samples per stream, has run ``seconds``: said. pace: seconds a sample
     per stream where that call is known not to compile, and then the least its timed runs take at that pace, where
     that is over LONG_ROW_SECONDS; None: a call that may be compiling (numba's first use on this machine takes a
-    minute): said to be running, with no pace (the growing warm-up's next calls give it)."""
+    minute): said to be running, with no pace (the growing warm-up's next calls give it). lower: the options that
+    shorten the row (None: a generation row's, :func:`lower_options`; --profile takes no --repeats)."""
     if pace is None:
         logger.warning("%s batch %d: its first call (%d sample(s) per stream) is still running after %s; it may be "
                        "compiling the engine's kernels (a first use on this machine takes a minute or so), so the "
@@ -401,8 +408,8 @@ def say_slow_start(backend: str, batch: int, samples: int, repeats: int, seconds
     if least > LONG_ROW_SECONDS:
         logger.warning("%s batch %d: its first %d sample(s) per stream are still being made after %s (the engine's "
                        "warm-up; it does not compile): at that pace its %d run(s) of %d samples per stream take %s "
-                       "or more; a lower --batch, --samples or --repeats takes less (Ctrl-C stops it)", backend, batch,
-                       n, duration(seconds), repeats, samples, duration(least))
+                       "or more; a lower %s takes less (Ctrl-C stops it)", backend, batch, n, duration(seconds),
+                       repeats, samples, duration(least), lower or lower_options(backend))
 
 
 def duration(seconds: float) -> str:

@@ -70,7 +70,7 @@ def _say_long_profile(engine, backend: str, batch: int, samples: int, warmup: in
     snap = engine.snapshot()
     said = bench.warm_up(engine, warmup, step, 0, lambda per_sample: say(per_sample * samples * PROFILE_STEP_RUNS),
                          lambda seconds, n, pace: bench.say_slow_start(backend, batch, samples, PROFILE_STEP_RUNS,
-                                                                       seconds, n, pace))  # compiled and warm
+                                                                       seconds, n, pace, "--samples or --batch"))
     if not said:
         say(bench.time_short_run(engine, samples, warmup, 0, warmup)[0] * PROFILE_STEP_RUNS)
     engine.restore(snap)
