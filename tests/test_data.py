@@ -100,6 +100,19 @@ def test_silence_start_is_named_as_unused_for_random_crops_which_it_leaves_as_th
     assert unused_settings("samplernn", TrainConfig(silence_start=0.5)) == []
 
 
+def test_tbptt_windows_is_named_as_unused_for_random_crops_which_it_leaves_as_they_were():
+    """train.tbptt_windows (SampleRNN's windows per chunk) is never read by a WaveNet's random crops: a WaveNet
+    run given it (the --set list of a SampleRNN run reused) trained on the very same crops without a word."""
+    crops = [RandomCrops(AUDIO, SEGMENTS, None, TrainConfig(batch_size=3, seq_len=100, seed=1, tbptt_windows=w),
+                         256, "linear", 50).batch(0)["codes"] for w in (8, 32)]
+    assert torch.equal(crops[0], crops[1])
+    assert unused_settings("wavenet", TrainConfig(tbptt_windows=32)) == ["train.tbptt_windows=32"]
+    assert unused_settings("wavenet", TrainConfig(tbptt_windows=32, silence_start=0.5)) == [
+        "train.silence_start=0.5", "train.tbptt_windows=32"]
+    assert unused_settings("wavenet", TrainConfig(tbptt_windows=TrainConfig().tbptt_windows)) == []  # the default
+    assert unused_settings("samplernn", TrainConfig(tbptt_windows=32)) == []
+
+
 def test_too_short_corpus_names_the_sizes():
     with pytest.raises(CorpusTooShort, match=r"longest segment: 30000 samples"):
         TBPTTBatches(AUDIO, SEGMENTS, None, TrainConfig(batch_size=1, seq_len=4096, tbptt_windows=8),

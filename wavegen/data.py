@@ -198,10 +198,14 @@ BATCHING = {"samplernn": TBPTTBatches, "wavenet": RandomCrops}
 
 def unused_settings(family: str, train: TrainConfig) -> list[str]:
     """The settings ``train`` gives that the family's batching never reads (``train.silence_start=0.5``):
-    a WaveNet's random crops of recorded audio have no chunk starts to put after silence."""
-    if BATCHING.get(family) is RandomCrops and train.silence_start > 0:
-        return [f"train.silence_start={train.silence_start:g}"]
-    return []
+    a WaveNet's random crops of recorded audio have no chunk starts to put after silence, nor chunks of
+    ``train.tbptt_windows`` windows (said where it is not the default, which every run holds)."""
+    if BATCHING.get(family) is not RandomCrops:
+        return []
+    said = [f"train.silence_start={train.silence_start:g}"] if train.silence_start > 0 else []
+    if train.tbptt_windows != TrainConfig().tbptt_windows:
+        said.append(f"train.tbptt_windows={train.tbptt_windows}")
+    return said
 
 
 def batch_warnings(batches, model, train: TrainConfig) -> list[str]:
