@@ -108,3 +108,21 @@ def test_a_vorbis_stream_that_ends_before_its_end_mark_is_still_cut_short(tmp_pa
     (tmp_path / "long.ogg").write_bytes(longer)
     damage = decode_mono(tmp_path / "long.ogg").damage
     assert damage is not None and damage.startswith("cut short: only 10.0"), damage
+
+
+def test_a_whole_vorbis_file_followed_by_zero_bytes_is_whole_and_one_without_its_end_mark_is_not(tmp_path):
+    """libsndfile's log says "lacks an end-of-stream" of a whole file followed by zero bytes (preallocated, or
+    padded by a download tool), and that was said as damage: "the last Ogg page has no end-of-stream mark", though
+    it has. The page walk reads the mark and overrules the log; a last page truly without it is still said."""
+    data = vorbis_starting_at(0)
+    (tmp_path / "padded.ogg").write_bytes(data + bytes(5000))
+    padded = decode_mono(tmp_path / "padded.ogg")
+    assert padded.damage is None and padded.frames == 10 * SR, padded.damage
+    pages = _pages(data)
+    last = pages[-1]
+    granule, serial, sequence = struct.unpack("<qII", last[6:22])
+    unmarked = b"".join(pages[:-1]) + _page(last[5] & ~4, granule, serial, sequence, _packets(last))
+    for name, tail in (("unmarked.ogg", b""), ("unmarked_padded.ogg", bytes(5000))):
+        (tmp_path / name).write_bytes(unmarked + tail)
+        damage = decode_mono(tmp_path / name).damage
+        assert damage == "cut short: the last Ogg page has no end-of-stream mark", (name, damage)

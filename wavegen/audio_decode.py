@@ -19,8 +19,8 @@ from typing import NamedTuple
 import numpy as np
 
 from wavegen.audio import load_soxr, to_mono
-from wavegen.audio_ogg import (UNKNOWN_FRAMES, UnreadStreams, ogg_chain_unread, ogg_end_damage, ogg_links,
-                               vorbis_end_reached)
+from wavegen.audio_ogg import (OGG_UNMARKED, UNKNOWN_FRAMES, UnreadStreams, ogg_chain_unread, ogg_end_damage,
+                               ogg_end_marked, ogg_links, vorbis_end_reached)
 from wavegen.errors import WavegenError
 from wavegen.spikes import SPIKE_FLOOR
 
@@ -352,7 +352,7 @@ def _read_into(out: np.ndarray, f, sink=None, reopen=None) -> tuple[int, str | N
         damage = ogg_chain_unread(f.name, n / sample_rate)  # (an Opus one may declare 2**63 - 1 frames)
     if damage is None and n < declared and not vorbis_end_reached(f, n):
         damage = f"only {n / sample_rate:.2f} s of the {declared / sample_rate:.2f} s its header declares decode"
-    return n, damage or damage_in_log(f.extra_info) or (ogg_end_damage(f.name) if f.format == "OGG" else None)
+    return n, damage or _end_damage(f)
 
 
 class DecoderNotes:
@@ -428,6 +428,18 @@ def _libsndfile_reason(error: Exception) -> str:
     return (getattr(error, "error_string", None) or str(error)).removeprefix("Error : ").rstrip(".")
 
 
+def _end_damage(f) -> str | None:
+    """What is missing at the end of the open soundfile f, whose decode read all it declares: libsndfile's log, and
+    for an Ogg file its page walk (ogg_end_damage), which overrules the log's "lacks an end-of-stream" where it read
+    a last page carrying the mark (a whole file followed by zero bytes)."""
+    said = damage_in_log(f.extra_info)
+    if f.format != "OGG":
+        return said
+    if said == OGG_UNMARKED and ogg_end_marked(f.name):
+        return None
+    return said or ogg_end_damage(f.name)
+
+
 def damage_in_log(log: str) -> str | None:
     """What libsndfile's log (soundfile's extra_info) says is missing from a file that otherwise decodes
     (a chunk declaring more bytes than the file holds, an Ogg stream with no end mark), or None."""
@@ -436,7 +448,7 @@ def damage_in_log(log: str) -> str | None:
         if present < declared and declared not in _SIZE_PLACEHOLDERS:
             return f"its {chunk} chunk declares {declared} bytes, the file holds {present}"
     if "lacks an end-of-stream" in log:  # Ogg (Vorbis, Opus): the last page of a whole file is marked
-        return "the last Ogg page has no end-of-stream mark"
+        return OGG_UNMARKED
     return None
 
 

@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 OGG_PAGE_HEADER = 27  # "OggS", version, flags, granule, serial, sequence, CRC, segment count; the lacing values follow
 _OGG_LAST_PAGE = 4  # the header flag of a stream's last page (end of stream)
+OGG_UNMARKED = "the last Ogg page has no end-of-stream mark"  # what the page walk and libsndfile's log both find
 
 
 def ogg_end_damage(name) -> str | None:
@@ -21,23 +22,36 @@ def ogg_end_damage(name) -> str | None:
     Its pages' headers walked from the start (one small read a page). libsndfile decodes such a file to the end of
     its last whole page and, for one cut inside its last page, says only "Junk after the last page": a download cut
     a few bytes short was kept as whole, where a WAV or FLAC cut short is marked so."""
+    return _end_walked(name)[0]
+
+
+def ogg_end_marked(name) -> bool:
+    """Whether the walk of :func:`ogg_end_damage` read the Ogg file ``name`` to a whole last page carrying the
+    end-of-stream mark (bytes after it that are no page, zeros or a tag, left out). libsndfile's log says "lacks an
+    end-of-stream" of such a file followed by zero bytes (a preallocated or padded download): whole, not cut short."""
+    damage, ended = _end_walked(name)
+    return damage is None and ended is True
+
+
+def _end_walked(name) -> tuple[str | None, bool | None]:
+    """(ogg_end_damage's text, whether the last whole page read carries the end mark: None where no page was read)."""
     if not isinstance(name, (str, bytes, os.PathLike)):
-        return None
+        return None, None
     try:
         with open(name, "rb") as f:
             size, at, ended = os.fstat(f.fileno()).st_size, 0, None
             for at, header, length in ogg_pages(f, size):
                 if at + length > size:
-                    return f"its last Ogg page declares {length} bytes, the file holds {size - at}"
+                    return f"its last Ogg page declares {length} bytes, the file holds {size - at}", ended
                 ended, at = bool(header[5] & _OGG_LAST_PAGE), at + length
             if at < size and ended is not None:
                 f.seek(at)
                 tail = f.read(OGG_PAGE_HEADER + 255)
                 if tail[:4] == b"OggS" or (len(tail) < 4 and b"OggS".startswith(tail)):
-                    return f"its last Ogg page is cut short in its header: {size - at} byte(s) of it"
+                    return f"its last Ogg page is cut short in its header: {size - at} byte(s) of it", ended
     except OSError:
-        return None
-    return "the last Ogg page has no end-of-stream mark" if ended is False else None
+        return None, None
+    return (OGG_UNMARKED if ended is False else None), ended
 
 
 def ogg_pages(f, size: int):
