@@ -1,7 +1,8 @@
 """Why a path that exists names no model, and what to give instead (:func:`wavegen.resolve.resolve_model`'s
 errors): a run with no model yet or no best/ (:func:`no_best`), a checkpoint folder, a prepared corpus, a render
 folder or a live stream's archive (the model that made it, from its records), or another folder
-(:func:`not_a_model`); and what other wavegen folder a render's --out or serve's --archive names (:func:`other_use`)."""
+(:func:`not_a_model`); what a folder given ``--checkpoint`` lacks to be a run (:func:`not_a_run`); and what
+other wavegen folder a render's --out or serve's --archive names (:func:`other_use`)."""
 
 from __future__ import annotations
 
