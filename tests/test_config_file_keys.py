@@ -70,3 +70,14 @@ def test_overrides_that_are_not_a_list_of_settings_are_named(tmp_path, capsys, o
     assert message.startswith(f"{path}: overrides ") and "\n" not in message, message
     assert main(["info", target]) == 2
     assert capsys.readouterr().err.strip() == f"wavegen info: error: {message}"
+
+
+@pytest.mark.parametrize("content", [
+    {"format_version": 3, "sample_rate": 16000, "files": [], "splits": {}},  # a corpus's manifest.json
+    {f"take_{n}.wav": n for n in range(2000)},  # a JSON of the user's own, its keys not listed in the line
+], ids=["a manifest", "2000 keys"])
+def test_a_json_file_that_is_no_model_config_is_said_to_be_none_not_a_config_with_unknown_keys(tmp_path, content):
+    path = write(tmp_path / "manifest.json", content)
+    with pytest.raises(ConfigError) as caught:
+        resolve_model(path)
+    assert str(caught.value) == f"{path}: not a wavegen model config (no model_type and model)"

@@ -86,8 +86,8 @@ def _check_keys(path: Path, config) -> None:
     """ConfigError naming the file and the key where a config written by hand holds a key wavegen does not
     read (a section's name mistyped, "seed" beside the sections, data.sample_rat): its setting would not be
     applied, and the training or render would go on without a word."""
-    if not isinstance(config, dict):
-        return  # said as not a config by read_config
+    if not isinstance(config, dict) or not any(key in config for key in ("model_type", "preset", "model")):
+        return  # not a model config at all (a corpus's manifest.json, a bench result): said so by read_config
     unknown = [key for key in config if key not in _TOP_KEYS]
     data = config.get("data")
     unknown += [f"data.{key}" for key in (data if isinstance(data, dict) else ()) if key not in _DATA_KEYS]
