@@ -25,7 +25,9 @@ import time
 
 import torch
 
+from wavegen.bench import check_counts
 from wavegen.cli.options import add_json, check_json_file, emit_json, json_file
+from wavegen.config import ConfigError
 from wavegen.errors import WavegenError
 from wavegen.fileio import strict_json
 from wavegen.models import samplernn
@@ -52,16 +54,15 @@ def timed_steps(model, optimizer, batches, steps: int) -> tuple[float, float, fl
     return (time.perf_counter() - wall) / steps, (time.process_time() - cpu) / steps, float(loss.detach())
 
 
-def count_problem(args, frame: int) -> str | None:
-    """What is wrong with the counts asked for (None: nothing): --batch, --rounds, --steps and --threads at least
-    1, --seq-len a positive multiple of the config's top frame (``frame`` samples), as the model reads its windows."""
-    for flag, value in (("--batch", args.batch), ("--rounds", args.rounds), ("--steps", args.steps),
-                        ("--threads", args.threads)):
-        if value < 1:
-            return f"{flag} {value}: must be at least 1"
+def check_sizes(args, frame: int) -> None:
+    """ConfigError for a count it cannot time: --batch, --rounds, --steps and --threads at least 1 (as
+    wavegen bench's counts, bench.check_counts), --seq-len a positive multiple of the config's top frame
+    (``frame`` samples), as the model reads its windows."""
+    check_counts([("--batch", args.batch, 1), ("--rounds", args.rounds, 1), ("--steps", args.steps, 1),
+                  ("--threads", args.threads, 1)])
     if args.seq_len < 1 or args.seq_len % frame:
-        return f"--seq-len {args.seq_len}: must be a positive multiple of {frame} (--config {args.config}'s top frame)"
-    return None
+        raise ConfigError(f"--seq-len {args.seq_len}: must be a positive multiple of {frame} "
+                          f"(--config {args.config}'s top frame)")
 
 
 def main() -> None:
@@ -77,11 +78,10 @@ def main() -> None:
     try:
         check_json_file(args, "fold_speed.json", "fold_speed result",  # before the minutes of timing, not after them
                         lambda v: isinstance(v, dict) and {"config", "conv_over_folded_cpu"} <= v.keys())
+        # before the model and the timing, one line (they were tracebacks: 0 steps divided by zero)
+        check_sizes(args, CONFIGS[args.config]["frame_sizes"][0])
     except WavegenError as err:
         ap.exit(2, f"{ap.prog}: error: {err}\n")
-    problem = count_problem(args, CONFIGS[args.config]["frame_sizes"][0])
-    if problem:  # before the model and the timing, one line (they were tracebacks: 0 steps divided by zero)
-        ap.exit(2, f"{ap.prog}: error: {problem}\n")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = SampleRNN(SampleRNNConfig(**CONFIGS[args.config])).train()
