@@ -264,6 +264,19 @@ def wait_for_the_launchers_store(work: str, kept: str, seconds: float) -> float:
         time.sleep(_POLL_SECONDS)
 
 
+def launchers_store(work: str, kept: str, seconds: float):
+    """``dist.rendezvous("env://")``'s (store, rank, world): a client of the launcher's store (torchrun's agent's, or
+    the one process 0 makes), looked for first by :func:`wait_for_the_launchers_store` (``work``: "this training",
+    said with the launch's process count), its connect bounded by what is left of ``seconds`` (the look waited the
+    rest) and the store's own waits by ``seconds``."""
+    import torch.distributed as dist
+
+    left = wait_for_the_launchers_store(f"{work} ({os.environ.get('WORLD_SIZE', '?')} processes)", kept, seconds)
+    store, rank, world = next(dist.rendezvous("env://", timeout=datetime.timedelta(seconds=left)))
+    store.set_timeout(datetime.timedelta(seconds=seconds))
+    return store, rank, world
+
+
 def meet_the_launch(work: str, kept: str, seconds: float = GROUP_TIMEOUT_SECONDS, setting: str | None = None) -> None:
     """:func:`meet_before_the_group` for a process group that another makes from the environment afterwards
     (accelerate's, through ``init_process_group("env://")``), where torchrun's agent holds the store (a store a
@@ -274,10 +287,7 @@ def meet_the_launch(work: str, kept: str, seconds: float = GROUP_TIMEOUT_SECONDS
     if (dist.is_initialized() or os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() != "true"
             or "MASTER_ADDR" not in os.environ):
         return
-    left = wait_for_the_launchers_store(f"{work} ({os.environ.get('WORLD_SIZE', '?')} processes)", kept, seconds)
-    # a client of the agent's store, its connect bounded by what is left of ``seconds`` (the look waited the rest)
-    store, rank, world = next(dist.rendezvous("env://", timeout=datetime.timedelta(seconds=left)))
-    store.set_timeout(datetime.timedelta(seconds=seconds))
+    store, rank, world = launchers_store(work, kept, seconds)
     # the keys under init_process_group's prefix, where record_this_process and lost_process look once it exists
     meet_before_the_group(dist.PrefixStore("default_pg", store), rank, world, f"{work} ({world} processes)", kept,
                           seconds=seconds, setting=setting)

@@ -26,8 +26,8 @@ import uuid
 
 from wavegen.config import ConfigError
 from wavegen.distributed import (GROUP_TIMEOUT_SECONDS, ProcessLostError, before_process_group, first_to_say_the_loss,
-                                 lost_contact, meet_before_the_group, process_lost, record_this_process,
-                                 recorded_process, wait_for_the_launchers_store)
+                                 launchers_store, lost_contact, meet_before_the_group, process_lost,
+                                 record_this_process, recorded_process)
 from wavegen.errors import FolderBusyError, WavegenError, every_process
 from wavegen.launch_processes import process_state
 from wavegen.render.settings import RenderStateError, RenderWriteError
@@ -74,13 +74,10 @@ class Processes:
         before_process_group()
         if not dist.is_initialized():
             timeout = datetime.timedelta(seconds=GROUP_TIMEOUT_SECONDS)
-            # a launcher's store gone while this process started (its wrapper, a shell without exec, ended by the
-            # launcher's SIGTERM, which is held here): said at once, not after the timeout in torch's connect
-            left = wait_for_the_launchers_store(f"this render ({os.environ['WORLD_SIZE']} processes)", _UNTOUCHED,
-                                                GROUP_TIMEOUT_SECONDS)
-            rendezvous = dist.rendezvous("env://", timeout=datetime.timedelta(seconds=left))  # init_process_group's
-            store, self.rank, self.world = next(rendezvous)
-            store.set_timeout(timeout)
+            # init_process_group's rendezvous; a launcher's store gone while this process started (its wrapper, a
+            # shell without exec, ended by the launcher's SIGTERM, which is held here): said at once, not after
+            # the timeout in torch's connect
+            store, self.rank, self.world = launchers_store("this render", _UNTOUCHED, GROUP_TIMEOUT_SECONDS)
             # the group's store as init_process_group makes it without one (given one, it takes it as it is)
             store = dist.PrefixStore("default_pg", store)
             self._all_came(store)
