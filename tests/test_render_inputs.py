@@ -235,3 +235,16 @@ def test_temperatures_are_read_as_typed():
     assert parse_temperatures("2") == [2.0]
     with pytest.raises(ConfigError, match=r"^--temperature 0.5,0: every temperature must be a positive number"):
         settings(0.1, temperature=[0.5, 0.0]).validate()
+
+
+def test_more_temperatures_than_streams_is_refused(model, tmp_path, capsys):
+    """--temperature 0.8,0.9,1.0 with --streams 2 rendered 0.8 and 0.9 and dropped 1.0 unsaid: refused in one
+    line naming both values, before anything is written; as many as the streams, or fewer (cycled), render."""
+    out = tmp_path / "out"
+    assert main(["-q", "render", str(model), "--out", str(out), "--temperature", "0.8,0.9,1.0", "--streams", "2",
+                 "--seconds", "0.05"]) == 2
+    assert one_error_line(capsys).startswith("wavegen render: error: --temperature 0.8,0.9,1: 3 temperatures for "
+                                             "--streams 2; give at most 2")
+    assert not out.exists()
+    settings(0.1, streams=2, temperature=[0.8, 0.9]).validate()
+    settings(0.1, streams=3, temperature=[0.8, 0.9]).validate()

@@ -92,6 +92,10 @@ class RenderSettings:
             typed = ",".join(f"{t:g}" for t in temps)  # as a user types it, not a Python list
             raise ConfigError(f"--temperature {typed}: "
                               + next((p for p in problems if p), "every temperature must be a positive number"))
+        if len(temps) > self.streams:  # one stream per temperature at most: the rest would be dropped unsaid
+            raise ConfigError(f"--temperature {','.join(f'{t:g}' for t in temps)}: {len(temps)} temperatures for "
+                              f"--streams {self.streams}; give at most {self.streams} (a shorter list cycles over the "
+                              "streams) or more --streams")
 
     def total_samples(self, sample_rate: int) -> int:
         """Samples per stream at ``sample_rate``; ConfigError where the length is impossible for the format."""
