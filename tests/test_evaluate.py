@@ -177,6 +177,17 @@ def test_cli_evaluates_a_checkpoint_and_refuses_a_cap_that_is_no_cap(run, corpus
     assert code == 2 and f"{weights}: " in err and "the checkpoint is damaged" in err and not out
 
 
+def test_the_printed_result_names_the_model_or_checkpoint_it_scored(run, corpus, capsys):
+    """The text, as the JSON's "model", names what was scored: two checkpoints' outputs told apart."""
+    printed = {}
+    for checkpoint in ((), ("--checkpoint", "last")):
+        code, out, _ = eval_cli(capsys, run, "--data", corpus, "--split", "val", "--max-seconds", "0.1", *checkpoint)
+        assert code == 0
+        printed[checkpoint] = [line for line in out.splitlines() if line.startswith("  model: ")]
+    assert printed[()] == [f"  model: {run / 'best'}"]
+    assert printed[("--checkpoint", "last")] == [f"  model: {run / 'checkpoints' / 'step_4'} (step 4)"]
+
+
 def test_a_model_whose_nll_is_not_finite_is_one_line_naming_it(run, corpus, tmp_path, capsys):
     from wavegen.checkpoint import save_model
 

@@ -170,6 +170,7 @@ def _print_nll(split: str, result: dict) -> None:
     seconds = f"{result['seconds']:.1f}" if result["seconds"] >= 1 else f"{result['seconds']:.3g}"  # not "0.0"
     print(f"{split}: {result['nll_bits_per_sample']:.4f} bits/sample over {result['samples']:,} samples "
           f"({seconds} s; unigram entropy {result['unigram_entropy_bits']:.3f} bits)")
+    print(f"  model: {result['model']}")  # which checkpoint: two outputs of one run told apart
     print(f"  scored: {result['scored']}")
     for name, v in result["per_label"].items():
         print(f"  {name}: {v['nll_bits_per_sample']:.4f} bits/sample over {v['samples']:,} samples")
