@@ -164,3 +164,28 @@ def test_a_station_stuck_in_silence_says_its_first_events_then_counts_the_rest(s
         # machine so busy that it took minutes, each of them a minute apart)
         assert len(said) == 2 * SAID_EACH + 2 + len(spans) and all(s >= SUMMARY_SECONDS for s in spans[:-1]), said
         assert len(spans) >= 1
+
+
+@pytest.mark.slow
+def test_a_stop_in_a_window_the_guard_redraws_does_not_count_its_events_twice_at_a_restart(silent, tmp_path):
+    """Stopped (as by SIGTERM) in the redraws of a window: the snapshot resumes at that window's start, so the
+    restarted server draws and guards it again. Its events were recorded at the stop as well, and counted twice
+    in /status, /metrics and the snapshot (two "silence, attempt 0" at the same second)."""
+    from collections import Counter
+
+    from test_serve import serve_here
+
+    settings = {"archive": str(tmp_path / "archive"), "guard_seconds": 4.0, "guard_attempts": 4}
+
+    def in_redraws(status) -> bool:  # some of a window's five silences seen, not yet all
+        counts = status["guard"]["counts"]
+        return 0 < counts.get("silence", 0) - 5 * counts.get("gave up", 0) < 4
+
+    _, stopped = serve_here(silent, in_redraws, timeout=120, **settings)
+    assert in_redraws(stopped)
+    done = stopped["guard"]["counts"].get("gave up", 0)
+    _, later = serve_here(silent, lambda s: s["guard"]["counts"].get("gave up", 0) > done, timeout=120, **settings)
+    events = later["guard"]["events"]
+    drawn = Counter((e["seconds"], e["kind"], e["attempt"]) for e in events)
+    assert max(drawn.values()) == 1, [key for key, n in drawn.items() if n > 1]
+    assert Counter(e["kind"] for e in events) == later["guard"]["counts"]  # all of them listed (under 200)

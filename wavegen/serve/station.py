@@ -359,6 +359,9 @@ class Station:
                 if not self._wait_for_room(live_seconds):
                     break
                 resume_state = self._engine_state()
+                # the guard's events before this window: a stop in it snapshots its start, so a restart draws and
+                # guards it again, and those of its unfinished draws are not recorded to be counted twice
+                counted = {"events": self.events, "event_counts": dict(self.event_counts)}
                 try:
                     pages = self._next_window(resume_state)
                 except _Stopped:
@@ -369,7 +372,8 @@ class Station:
                     self._published = True
             self.guard_lines.flush()  # before the archive's last line; in finally too, for an error
             if self.archive is not None:
-                self.archive.snapshot(resume_state or self._engine_state(), self._meta())
+                meta = self._meta() if resume_state is None else {**self._meta(), **counted}
+                self.archive.snapshot(resume_state or self._engine_state(), meta)
                 self.archive.close()
                 logger.info("archive %s: %.1f s, snapshot saved", self.archive.folder,
                             self.position / self.sample_rate)
