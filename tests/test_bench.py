@@ -305,12 +305,12 @@ def test_the_backend_check_builds_no_engine_the_rows_do_not_need(monkeypatch):
     """check_backends built a 1-stream engine for the state-per-stream figure and then the smallest batch's
     (1 again, with the default 1,8,64): the 1-stream engine now serves both; the check still refuses what
     it refused (a batch whose state does not fit, an unknown precision) before anything is timed."""
-    from wavegen import memory
+    from wavegen import bench_backends, memory
 
     spec, _ = load_bench_model("samplernn-tiny")
     built = []
-    real = bench_module.build_engine
-    monkeypatch.setattr(bench_module, "build_engine",
+    real = bench_backends.build_engine
+    monkeypatch.setattr(bench_backends, "build_engine",
                         lambda spec, streams, backend, device="cpu": built.append((backend, streams))
                         or real(spec, streams, backend, device))
     bench_module.check_backends(spec, ["torch", "numba"], [1, 8, 64])

@@ -8,11 +8,9 @@ time at the model's sample rate, and the speed-up over the torch engine measured
 run at the same batch. The torch engine is slow, so its rows may time fewer samples
 (``torch_samples``); every rate is per second, so rows stay comparable.
 
-A backend is named as make_engine names it, optionally with a precision and engine options:
-``numba``, ``numba-fp16``, ``numba-bf16``, ``cuda-bf16``, ``numba:threads=1``, and for the
-cuda backend's two paths (otherwise chosen by stream count) ``cuda:path=small``,
-``cuda-bf16:path=large`` (:func:`parse_backend`); every row's engine comes from
-:func:`wavegen.generate.make_engine`, and a row keeps the name it was given.
+A backend is named as make_engine names it, optionally with a precision and engine options
+(``numba-fp16``, ``cuda-bf16:path=large``); its name is read, its engine built and every row checked
+before anything is timed by :mod:`wavegen.bench_backends`, and a row keeps the name it was given.
 
 Profile (``--profile``, where the numba engines' time goes) is :mod:`wavegen.bench_profile`.
 Training speed (``wavegen bench --train``) is :mod:`wavegen.bench_train`; the plot of samples/s
@@ -22,7 +20,6 @@ and numba only; the sample rate of a model comes from :func:`wavegen.resolve.res
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import platform
@@ -32,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from wavegen.bench_backends import build_engine, check_backends, parse_backend  # noqa: F401 (bench.X for them too)
 from wavegen.bench_first_call import first_call
 from wavegen.config import ConfigError
-from wavegen.engine import PRECISIONS
-from wavegen.generate import make_engine, uniforms
+from wavegen.generate import uniforms
 from wavegen.render.settings import SEED_MAX
 
 logger = logging.getLogger(__name__)
@@ -135,72 +132,6 @@ def whole_frames(spec: dict, n: int) -> int:
 
 # ----- generation ----------------------------------------------------------------------------------
 
-def _option_value(text: str):
-    """An engine option's value as written in a backend name: an integer, true/false, or a string."""
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    try:
-        return int(text)
-    except ValueError:
-        return text
-
-
-def parse_backend(name: str) -> tuple[str, str, dict]:
-    """A bench backend name ``BACKEND[-PRECISION][:OPTION=VALUE]...`` → (make_engine backend,
-    precision, engine options): "numba" → ("numba", "fp32", {}), "numba-fp16" → ("numba",
-    "fp16", {}), "cuda-bf16:path=large" → ("cuda", "bf16", {"path": "large"}),
-    "cuda:path=small:threads=128" → ("cuda", "fp32", {"path": "small", "threads": 128}).
-    Values: integers, true/false, else strings. ConfigError for an option that is not KEY=VALUE."""
-    head, *written = name.split(":")
-    base, _, suffix = head.rpartition("-")
-    base, precision = (base, suffix) if base and suffix in PRECISIONS else (head, "fp32")
-    options = {}
-    for item in written:
-        key, eq, value = (part.strip() for part in item.partition("="))
-        if not eq or not key or not value:
-            raise ConfigError(f"backend {name!r}: option {item!r} is not KEY=VALUE (as in cuda:path=large)")
-        options[key] = _option_value(value)
-    return base, precision, options
-
-
-def check_backend_options(backends, family: str) -> None:
-    """ConfigError, before anything is measured, where a backend name gives an option its engine for
-    ``family`` does not take (unknown or unavailable backends are left to make_engine, which says why)."""
-    from wavegen.generate import backend_engines
-
-    for name in backends:
-        base, _, options = parse_backend(name)
-        cls = backend_engines(base).get(family)
-        unknown = [key for key in options if cls is not None and key not in cls.options]
-        if unknown:
-            raise ConfigError(f"backend {name!r}: the {base} engine for {family} takes no option "
-                              f"{', '.join(map(repr, unknown))} (its options: {', '.join(cls.options) or 'none'})")
-
-
-def build_engine(spec: dict, streams: int, backend: str, device: str = "cpu"):
-    """make_engine for a bench backend name, its precision and options (see :func:`parse_backend`)."""
-    base, precision, options = parse_backend(backend)
-    return make_engine(spec, streams, base, device, precision=precision, **options)
-
-
-def check_state_fits(per_stream: int | None, backend: str, batch: int, device: str = "cpu") -> None:
-    """OutOfMemoryError naming --batch when ``batch`` streams of ``backend``'s engine state, ``per_stream``
-    bytes each (an engine of one stream's ``state_nbytes``; None: not shown, nothing checked), do not fit."""
-    from wavegen.memory import check_fits
-
-    if per_stream and batch > 1:
-        check_fits(per_stream * batch, f"--batch {batch} of the {backend} engine's state ({per_stream:,} bytes "
-                   "per stream)", "lower --batch", device)
-
-
-def _state_nbytes(engine) -> int | None:
-    """Bytes of an engine's state; None where it does not show them."""
-    try:
-        return engine.state_nbytes()
-    except NotImplementedError:
-        return None
-
-
 def check_draws_fit(counts, batch: int) -> None:
     """OutOfMemoryError naming the flag when ``batch`` streams x a count of ``counts`` (``(flag, samples
     per stream)`` pairs) of random draws and codes, made whole for each run (the warm-up's at least), do not fit."""
@@ -210,74 +141,6 @@ def check_draws_fit(counts, batch: int) -> None:
     for flag, samples in counts:
         check_fits(batch * max(samples, WARMUP_SAMPLES) * GENERATE_BYTES_PER_SAMPLE,
                    f"{flag} {samples} x --batch {batch} of random draws and codes", f"lower {flag} or --batch")
-
-
-def check_backends(spec: dict, backends, batches, device: str = "cpu") -> None:
-    """Every (backend, batch) row checked before anything is timed: each name's options
-    (:func:`check_backend_options`), then an engine of one stream built (:func:`_probe`), which finds
-    an unknown backend, a precision or option value it does not take, or a backend that cannot run
-    here, and whose state (what each stream adds) is checked, times the largest of ``batches``,
-    against the memory here (:func:`check_state_fits`); then every batch against the engine's own
-    limits (:func:`check_batch`); then, where the smallest batch is over one, an engine of it built
-    and dropped. The error (a WavegenError) names the backend as given, and the batch where it is one's."""
-    check_backend_options(backends, spec["family"])
-    for name in backends:
-        engine, streams = _probe(spec, name, batches, device)
-        nbytes = _state_nbytes(engine)
-        check_state_fits(None if nbytes is None else -(-nbytes // streams), name, max(batches), device)
-        for batch in dict.fromkeys(batches):
-            check_batch(engine, name, batch)
-        if min(batches) > streams:
-            del engine
-            with _naming(name, min(batches)):
-                engine = build_engine(spec, min(batches), name, device)
-        del engine
-
-
-@contextlib.contextmanager
-def _naming(name: str, batch: int | None = None):
-    """A WavegenError raised inside, raised again naming its row: ``--backends NAME [--batch N]: ...``
-    (an OutOfMemoryError, which names its setting, as it is)."""
-    from wavegen.errors import WavegenError
-    from wavegen.memory import OutOfMemoryError
-
-    try:
-        yield
-    except OutOfMemoryError:
-        raise
-    except WavegenError as err:
-        where = f"--backends {name}" + ("" if batch is None else f" --batch {batch}")
-        raise type(err)(f"{where}: {err}") from None
-
-
-def _probe(spec: dict, name: str, batches, device: str):
-    """(engine, its streams): ``name``'s engine of one stream; where that cannot be built and every
-    batch is over one, of the smallest batch (an option of the cuda engine's large-batch path, such
-    as ``cuda:block_streams=32``, is refused at one stream, which takes the small path). A WavegenError
-    naming the backend (and the batch, for the second) where neither builds."""
-    from wavegen.errors import WavegenError
-    from wavegen.memory import OutOfMemoryError
-
-    try:
-        with _naming(name):
-            return build_engine(spec, 1, name, device), 1
-    except OutOfMemoryError:
-        raise
-    except WavegenError:
-        if min(batches) == 1:
-            raise
-    with _naming(name, min(batches)):
-        return build_engine(spec, min(batches), name, device), min(batches)
-
-
-def check_batch(engine, name: str, batch: int) -> None:
-    """A WavegenError naming ``--backends name --batch batch`` where ``engine`` (the probe of
-    :func:`_probe`) says it could not run ``batch`` streams with its options (the cuda engines' paths run
-    at most so many streams: ``engine.check_streams``; engines without limits have no such method)."""
-    check = getattr(engine, "check_streams", None)
-    if check is not None:
-        with _naming(name, batch):
-            check(batch)
 
 
 def check_counts(counts) -> None:
