@@ -361,3 +361,32 @@ def test_a_label_drawn_again_counts_no_file_as_kept(tmp_path, caplog):
     assert "the corpus: every file left was in val or test before and none is new: drawn again" in caplog.text
     assert f"{tmp_path / 'c'}: 0 earlier file(s) kept their split, 0 new file(s) assigned, 1 drawn again" \
         in caplog.text
+
+
+def test_a_reprep_that_leaves_val_or_test_empty_says_so(tmp_path, caplog):
+    """The recordings that made up the test split removed and prep run again: every other file kept its split,
+    so test held no audio, said only as "test 0.00 h (0 s)" in the summary (a fresh prep of the same folder fills
+    it; eval then met "the test split ... has no audio" with no word of why). Prep names the empty split and the
+    remedy; a removed train file says nothing of the kind."""
+    rec = tmp_path / "rec"
+    _melodies(rec, [f"t{i:02d}.wav" for i in range(6)])
+    first = _splits(prep([rec], tmp_path / "c"))
+    train = [name for name, split in first.items() if split == "train"]
+    assert len(train) >= 2 and "test" in first.values()
+    (rec / train[0]).unlink()
+    with caplog.at_level(logging.WARNING, logger="wavegen"):
+        prep([rec], tmp_path / "c")
+    assert "hold(s) no audio" not in caplog.text
+    for name, split in first.items():
+        if split == "test":
+            (rec / name).unlink()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="wavegen"):
+        manifest = prep([rec], tmp_path / "c")
+    assert manifest["splits"]["test"]["seconds"] == 0 and manifest["splits"]["val"]["seconds"] > 0
+    assert ("the corpus: test now hold(s) no audio: no file held there is left and the files kept their earlier "
+            "splits (none new went there); add recordings, or prepare with another --seed") in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="wavegen"):
+        fresh = prep([rec], tmp_path / "c", seed=1)
+    assert fresh["splits"]["test"]["seconds"] > 0 and "hold(s) no audio" not in caplog.text

@@ -336,6 +336,19 @@ def _assign_label(members: list[int], order: list[int], files: list[dict], kept:
     return was | ({"time"} if order else set())
 
 
+def _say_empty_holdouts(label: str, splits: list[str], val_fraction: float, test_fraction: float) -> None:
+    """Name val or test left with no audio of a label whose files kept their earlier splits (the files held there
+    gone, none new sent there), though its fraction asks for some: a fresh prep would fill them, and training
+    (val: no validation, best/ the latest model) and eval (test) would otherwise meet the empty split later."""
+    empty = [name for name, fraction in (("val", val_fraction), ("test", test_fraction))
+             if fraction > 0 and name not in splits and "time" not in splits]
+    if empty:
+        logger.warning("%s: %s now hold(s) no audio: no file held there is left and the files kept their earlier "
+                       "splits (none new went there); add recordings, or prepare with another --seed to draw every "
+                       "split again (a run begun on the earlier corpus may then be scored on audio it trained on)",
+                       f"label {label!r}" if label else "the corpus", " and ".join(empty))
+
+
 def _train_share(members: list[int], files: list[dict], kept: list[int], cuts: _TimeCuts) -> int:
     """How much of the members' kept audio is in train."""
     return sum(kept[i] if files[i]["split"] == "train" else cuts.of(i)[1] if files[i]["split"] == "time" else 0
@@ -386,6 +399,8 @@ def assign_splits(files: list[dict], seg_lengths: list[list[int]], val_fraction:
             logger.warning("%s: every file left was in val or test before and none is new: drawn again as a fresh "
                            "prep draws it (train needs audio); a run begun on the earlier corpus validated on audio "
                            "it may train on now", f"label {label!r}" if label else "the corpus")
+        elif held:
+            _say_empty_holdouts(label, [files[i]["split"] for i in members], val_fraction, test_fraction)
         for i in members:
             short = cuts.short_hold(i) if files[i]["split"] == "time" else None
             if short is not None:
