@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import shutil
 import subprocess
 import time
@@ -15,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from render_helpers import ENV, SR, cli, direct_pcm, make_model, read_pcm, render_cli, settings
+from render_helpers import (ENV, SR, cli, direct_pcm, file_bytes, make_model, read_pcm, render_cli, settings,
+                            stopped_render)
 from wavegen.cli import main
 from wavegen.config import ConfigError
 from wavegen.errors import WavegenError
@@ -122,6 +124,23 @@ def test_a_changed_setting_is_named_as_typed_not_as_recorded(model, tmp_path, ca
 
 
 # ----- refused before OUT is created --------------------------------------------------------------
+
+def test_seconds_that_give_the_same_samples_resume_one_render(model, tmp_path):
+    """An older longform recipe passed --hours 1.1 as --seconds 3960.0000000000005 (a float's product), and now
+    passes 3960.0: the same samples, so the same audio, yet a render begun with one was refused with the other.
+    Seconds bind by the sample count: it resumes, byte-identical; another count is still refused."""
+    out = tmp_path / "t"
+    odd = math.nextafter(0.75, 1.0)  # 0.7500000000000001: a product's last-bit error, as 1.1 * 3600's
+    quick = dict(block_seconds=0.25, snapshot_seconds=0.25)
+    stopped_render(model, out, settings(odd, **quick), windows=2)
+    report = render(model, out, settings(0.75, **quick), progress=False)
+    assert report["sessions"] == 2 and report["seconds"] == 0.75
+    render(model, tmp_path / "whole", settings(0.75, **quick), progress=False)
+    assert file_bytes(out, 1) == file_bytes(tmp_path / "whole", 1)
+    render(model, out, settings(odd, **quick), progress=False)  # complete: nothing to do, not refused
+    with pytest.raises(RenderStateError, match=r"with seconds=0\.75, but this command asks for seconds=0\.8\. "):
+        render(model, out, settings(0.8, **quick), progress=False)
+
 
 def test_a_seed_outside_uint64_is_refused_up_front(model, tmp_path, capsys):
     out = tmp_path / "out"

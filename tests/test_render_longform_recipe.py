@@ -131,6 +131,18 @@ def test_model_and_dir_are_the_callers_paths(fake, tmp_path):
     assert not (fake / "out").exists() and not (fake / "renders").exists()
 
 
+def test_hours_are_worked_out_in_decimal(fake, tmp_path):
+    """--hours 1.1 was a float's 1.1 * 3600: the recipe said and passed --seconds 3960.0000000000005, and a
+    `wavegen render --seconds 3960` could not resume it; now 3960.0 (a render begun so resumes: render binds
+    seconds by the sample count, tests/test_render_folder.py)."""
+    for hours, seconds in (("1.1", "3960.0"), ("0.7", "2520.0"), ("1e-9", "3.6e-06")):
+        done = longform(fake, "m", "--hours", hours, "--dir", tmp_path / hours, "--stop-stage", 1)
+        assert done.returncode == 0, done.stderr
+        assert f"render 1 stream(s) x {seconds} s into" in done.stdout
+        call = calls(fake)[-1]
+        assert call[call.index("--seconds") + 1] == seconds
+
+
 def test_a_render_refused_at_start_leaves_no_folder_behind(tmp_path):
     """`run.sh nosuchmodel --dir lfy` left lfy/.done/ behind (made for the timing before render had
     checked anything); a folder that was there stays."""

@@ -32,6 +32,12 @@ die() { echo "$0: $*" >&2; exit 2; }
 started=$PWD
 stages_options=1 source "$(dirname "$0")/../stages.sh"  # from_caller, recipe_help, positive_number (stages checked below)
 
+hours_seconds() {  # hours_seconds H: H hours in seconds, worked out in decimal (1.1 -> 3960.0, where a float's
+  # 1.1 * 3600 is 3960.0000000000005: what the render then said and recorded), or exit 1 unless a positive number
+  positive_number "$1" 3600 >/dev/null || return 1
+  "${PYTHON:-python3}" -c 'import decimal, sys; print(repr(float(decimal.Decimal(sys.argv[1].strip()) * 3600)))' "$1"
+}
+
 model=""; seconds=3600; streams=1; out=""; backend=auto; device=cpu; precision=fp32; format=wav; seed=0
 stage=1; stop_stage=100; extra=()
 while [ $# -gt 0 ]; do
@@ -40,7 +46,7 @@ while [ $# -gt 0 ]; do
     --hours|--seconds|--streams|--dir|--backend|--device|--precision|--format|--seed|--stage|--stop-stage)
       if [ $# -lt 2 ] || [ -z "$2" ] || [ "${2#--}" != "$2" ]; then die "$1 needs a value; $usage"; fi
       case "$1" in
-        --hours) seconds=$(positive_number "$2" 3600) || die "--hours takes a positive number of hours, not '$2'" ;;
+        --hours) seconds=$(hours_seconds "$2") || die "--hours takes a positive number of hours, not '$2'" ;;
         --seconds) seconds=$(positive_number "$2") || die "--seconds takes a positive number of seconds, not '$2'" ;;
         --streams) streams=$2 ;;
         --dir) out=$2 ;;

@@ -36,7 +36,7 @@ def check_params(saved: dict, current: dict, where: Path, backend_asked: str | N
         before = saved.get(key, ADDED_LATER.get(key))
         if key == "model_sha256" and same_model(saved, current):  # the same tensors, maybe in another file
             continue
-        if binding(key, before) == binding(key, current[key]):
+        if binding(key, before) == binding(key, current[key]) or key == "seconds" and same_length(saved, current):
             continue
         if key == "threads" and isinstance(before, int) and isinstance(current[key], int):
             raise RenderStateError(_threads_differ(where, before, current[key]))
@@ -48,6 +48,18 @@ def check_params(saved: dict, current: dict, where: Path, backend_asked: str | N
             key, before = "label", saved.get("label")
         raise RenderStateError(f"{where} holds a render {setting_differs(key, before, current[key])}. Rerun the "
                                "original command to resume it, pass --restart to discard it, or choose another --out")
+
+
+def same_length(saved: dict, current: dict) -> bool:
+    """Whether two records' --seconds give the same samples per stream at the same rate: the audio depends on
+    the count alone, so 3960.0000000000005 (an older longform recipe's --hours 1.1) and 3960 are one render."""
+    rate = saved.get("sample_rate")
+    if not isinstance(rate, int) or rate != current.get("sample_rate"):
+        return False
+    try:
+        return round(float(saved["seconds"]) * rate) == round(float(current["seconds"]) * rate)
+    except (KeyError, TypeError, ValueError, OverflowError):  # a damaged record's: it differs, said as it reads
+        return False
 
 
 def binding(key: str, value):
