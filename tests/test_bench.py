@@ -434,3 +434,20 @@ def test_an_auto_row_names_the_engine_it_measured():
     chosen = choose_backend("wavenet", 2)
     assert [r["backend"] for r in result["rows"]] == [f"auto ({chosen})", "torch"]
     assert f"auto ({chosen})" in format_table(result)
+
+
+def test_a_small_models_parameters_are_counted_not_rounded_to_nothing(tmp_path, capsys):
+    """Both tables said a model's parameters in millions to one decimal: a config of 24,560 read "0.0M
+    parameters" (generation timing and --train alike). They say the count now."""
+    config = tmp_path / "small.json"
+    config.write_text(json.dumps({"model_type": "wavenet", "data": {"sample_rate": 16000},
+                                  "model": {"layers": 6, "max_dilation": 32, "residual_channels": 16,
+                                            "skip_channels": 32, "end_channels": 32}}))
+    count = sum(p.numel() for p in resolve_model(str(config)).build().parameters())
+    assert count < 50_000
+    assert cli.main(["bench", "--model", str(config), "--backends", "numba", "--batch", "1", "--samples", "64",
+                     "--repeats", "1", "--threads", "1", "-q"]) == 0
+    assert cli.main(["bench", "--train", "--model", str(config), "--batch", "2", "--seq-len", "64", "--steps", "1",
+                     "--warmup-steps", "0", "--threads", "1", "-q"]) == 0
+    firsts = [line for line in capsys.readouterr().out.splitlines() if "parameters" in line]
+    assert len(firsts) == 2 and all(f"; {count:,} parameters" in line for line in firsts), firsts

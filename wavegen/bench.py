@@ -122,6 +122,12 @@ def load_bench_model(model: str, seed: int = 0, checkpoint: str | None = None) -
     return net.inference_spec(), facts
 
 
+def parameters_said(count: int) -> str:
+    """A model's parameter count as bench's tables say it, exact: "24,560 parameters" (in millions to one decimal,
+    a model under 50,000 read "0.0M parameters")."""
+    return f"{count:,} parameters"
+
+
 def whole_frames(spec: dict, n: int) -> int:
     """SampleRNN: round n up to whole top frames, so every tier runs its share of the time."""
     if spec["family"] != "samplernn":
@@ -356,7 +362,7 @@ def format_table(result: dict) -> str:
     """The rows of :func:`bench_generation` as a fixed-width text table."""
     m, model = result["machine"], result["model"]
     width = max([10] + [len(r["backend"]) for r in result["rows"]])
-    lines = [f"{model['name']} ({model['source']}; {model['parameters'] / 1e6:.1f}M parameters, "
+    lines = [f"{model['name']} ({model['source']}; {parameters_said(model['parameters'])}, "
              f"{model['sample_rate']} Hz)",
              f"{m['cpu']}, {m['logical_cpus']} logical CPUs; threads: numba {m.get('numba_threads')}, "
              f"torch {m['torch_threads']}; torch {m['torch']}, numba {m.get('numba')}"

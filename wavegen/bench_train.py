@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from wavegen import bench
-from wavegen.bench import check_counts, check_seed, duration, machine_info, set_threads
+from wavegen.bench import check_counts, check_seed, duration, machine_info, parameters_said, set_threads
 from wavegen.config import ConfigError
 from wavegen.distributed import GROUP_TIMEOUT_SECONDS
 
@@ -404,7 +404,7 @@ def format_training_table(result: dict) -> str:
     """The rows of :func:`bench_training` as a fixed-width text table."""
     m, model = result["machine"], result["model"]
     where = m.get("gpu") or f"{m['cpu']}, {m['logical_cpus']} logical CPUs, torch threads {m['torch_threads']}"
-    lines = [f"training {model['name']} ({model['source']}; {model['parameters'] / 1e6:.1f}M parameters; precision "
+    lines = [f"training {model['name']} ({model['source']}; {parameters_said(model['parameters'])}; precision "
              f"{model['mixed_precision']}; compile {model['compile']}; grad_accum {model['grad_accum']}; "
              f"prefetch threads {model['num_workers']}"
              + (f"; {model['processes']} processes" if model.get("processes", 1) > 1 else "")
