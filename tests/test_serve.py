@@ -596,6 +596,8 @@ def _one_error_line(capsys) -> str:
     ("--temperature", "1e+39", "every temperature must lie within float32's range, the engines' (1e+39 is not)"),
     ("--guard-seconds", "inf", "must be a finite number of seconds above zero"),
     ("--archive-part-seconds", "inf", "must be a finite number of seconds above zero"),
+    ("--archive-part-seconds", "1e-09", "must be at least 1 s (each part is a WAV file of its own)"),
+    ("--archive-part-seconds", "0.5", "must be at least 1 s (each part is a WAV file of its own)"),
     ("--snapshot-seconds", "nan", "must be a finite number of seconds above zero"),
     ("--buffer-seconds", "inf", "must be a finite number of seconds above zero"),
     ("--stall-seconds", "inf", "must be a finite number of seconds above zero"),

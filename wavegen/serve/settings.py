@@ -18,6 +18,9 @@ from wavegen.serve.archive import ServeError
 from wavegen.serve.control import check_token
 
 PUBLIC_PER_CLIENT = 4  # listeners from one address, by default, on a server others reach directly
+# the shortest archive part: each part is a WAV file of its own, and 1e-9 made one per sample (16,000 files a
+# second, the station slowed to a crawl writing them)
+MIN_PART_SECONDS = 1.0
 
 
 def loopback(host: str) -> bool:
@@ -74,6 +77,9 @@ class ServeSettings:
         """ServeError (or render's ConfigError) naming the first setting that cannot work; needs no model."""
         for name in ("archive_part_seconds", "buffer_seconds", "stall_seconds", "lag_seconds", "idle_seconds"):
             check_seconds(f"--{name.replace('_', '-')}", getattr(self, name))
+        if self.archive_part_seconds < MIN_PART_SECONDS:
+            raise ServeError(f"--archive-part-seconds {self.archive_part_seconds}: must be at least "
+                             f"{MIN_PART_SECONDS:g} s (each part is a WAV file of its own)")
         if not (math.isfinite(self.burst_seconds) and self.burst_seconds >= 0):
             raise ServeError(f"--burst-seconds {self.burst_seconds}: must be a finite number of seconds, 0 or more")
         if self.lag_seconds <= self.burst_seconds:
