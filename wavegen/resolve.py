@@ -24,7 +24,7 @@ from pathlib import Path
 
 from wavegen.config import ConfigError, load_json
 from wavegen.errors import WavegenError
-from wavegen.resolve_config import preset_and_overrides, read_config
+from wavegen.resolve_config import preset_and_overrides, read_config, read_hand_written
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -64,6 +64,7 @@ class ModelRef:
     # there; the error met where it could not be read: an OSError, a ValueError for a FIFO not opened); None until
     # then. album.json: the guard's profile
     read_beside: dict | None = None
+    rate_given: int | None = None  # the data.sample_rate a hand-written config file gives (read_hand_written)
 
     @property
     def sample_rate(self) -> int:
@@ -455,9 +456,9 @@ def resolve_model(target: str | Path, checkpoint: str | None = None) -> ModelRef
     if path.is_file():
         if path.suffix != ".json":
             raise ConfigError(f"{path}: not a model: give a preset name, a model or run folder, or a config .json")
-        config = read_config(path, hand_written=True)
+        config, rate_given = read_hand_written(path)
         return ModelRef("config", f"{path} ({preset_and_overrides(config)}random weights)", config,
-                        folder=path.parent)
+                        folder=path.parent, rate_given=rate_given)
     found = _model_folder_ref(path) or _model_folder_ref(path)  # twice: a best/ being replaced meanwhile
     if found is not None:
         return found

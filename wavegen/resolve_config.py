@@ -20,9 +20,40 @@ def read_config(path: Path, hand_written: bool = False) -> dict:
     file's settings over it (:func:`_over_preset`), and its model and train settings are checked
     here, each error naming the file, as are a key it does not read (:func:`_check_keys`) and overrides that are
     not a list of ``--set`` strings."""
+    return _read(path, hand_written)[0]
+
+
+def read_hand_written(path: Path) -> tuple[dict, int | None]:
+    """:func:`read_config` of a config written by hand, and the data.sample_rate the file itself gives (None
+    where it gives none, a preset's then, or where its data names a corpus: a run's config.json, whose rate was
+    its corpus's, as a model folder's is). Training refuses a corpus at another rate than the one given
+    (:func:`check_rate_given`), as it refuses ``--set data.sample_rate``: a run trains at its corpus's rate."""
+    return _read(path, True)
+
+
+def check_rate_given(source: str, rate: int | None, corpus: str) -> None:
+    """ConfigError naming the config file ``source``, the ``rate`` it gives and the rate of the prepared corpus
+    in ``corpus`` where they differ (``rate`` None: the file gives none, nothing to check)."""
+    from wavegen.corpus import Corpus
+
+    if rate is None:
+        return
+    corpus_rate = Corpus(corpus).sample_rate
+    if rate != corpus_rate:
+        raise ConfigError(f"{source}: data.sample_rate {rate}, but corpus {corpus} is at {corpus_rate} Hz: a run "
+                          f"trains at its corpus's rate; give {corpus_rate} in the file (or leave it out where the "
+                          f"file names a preset), or prepare the corpus at {rate} Hz")
+
+
+def _read(path: Path, hand_written: bool) -> tuple[dict, int | None]:
+    """read_config, and the data.sample_rate a hand-written file gives itself (read_hand_written)."""
     config = load_json(path)
+    given = None
     if hand_written:
         _check_keys(path, config)
+        data = config.get("data") if isinstance(config, dict) else None
+        if isinstance(data, dict) and "corpus" not in data:
+            given = data.get("sample_rate")
         config = _over_preset(path, config)
     if not (isinstance(config, dict) and isinstance(config.get("model_type"), str)
             and isinstance(config.get("model"), dict)):
@@ -42,7 +73,7 @@ def read_config(path: Path, hand_written: bool = False) -> dict:
         raise ConfigError(f"{path}: overrides {overrides!r} is not a list of settings as --set writes them "
                           '(["model.dim=48"]); leave it out of a config written by hand')
     _check_settings(path, config, train=hand_written)  # a folder's train settings are for training alone
-    return config
+    return config, given
 
 
 def _over_preset(path: Path, config):

@@ -36,6 +36,7 @@ def run(args) -> int:  # a refusal under a launch is printed by one process: wav
     # under a launch its line said by the first process (a Ctrl-C reaches every process)
     with StopSignals() as stop, first_process_says(signals_logger.name):
         from wavegen.resolve import resolve_settings
+        from wavegen.resolve_config import check_rate_given
         from wavegen.train import resolve_run_config, train
 
         log = logging.getLogger("wavegen.train")
@@ -46,7 +47,9 @@ def run(args) -> int:  # a refusal under a launch is printed by one process: wav
         overrides = (["train.label_balance=1"] if args.balance_labels else []) + list(args.overrides)
         if args.max_steps is not None:
             overrides.append(f"train.max_steps={args.max_steps}")
-        config = resolve_run_config(resolve_settings(args.model).config, args.data, overrides)
+        settings = resolve_settings(args.model)
+        config = resolve_run_config(settings.config, args.data, overrides)
+        check_rate_given(args.model, settings.rate_given, args.data)  # a config file's own rate is not the corpus's
         if stop.requested:  # nothing written yet, nothing to save
             if says_the_interrupt():
                 log.warning("%s: stopped before the run started", stop.name)
