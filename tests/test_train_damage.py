@@ -432,3 +432,26 @@ def test_a_best_save_cut_short_between_its_renames_is_put_back_by_the_next_train
     assert "missing" in err and f"restored it from {run / 'best.old'}" in err, err
     assert "best model (validation" in err and "cannot be restored" not in err, err
     assert (run / "best" / "model.safetensors").read_bytes() == before and not (run / "best.old").exists()
+
+
+def test_a_best_past_a_damaged_checkpoint_is_not_said_to_be_a_stopped_sessions(tiny_corpus, tmp_path, caplog):
+    """The newest checkpoint damaged (saved whole by a session that ran to its end) and moved aside on resume: the
+    best/ it scored stays, but was said to be "written by a session stopped before its next checkpoint", and its
+    training samples cleared as "a session stopped before its checkpoint": neither true of a checkpoint written and
+    then damaged or removed by hand. Both now name that cause too."""
+    common = ["train.val_interval=2", "train.checkpoint_interval=2", "train.sample_interval=2",
+              "train.sample_seconds=0.05", "train.sample_streams=1"]
+    run = tmp_path / "run"
+    train(config_for(tiny_corpus, "train.max_steps=4", *common), run, progress=False)
+    best = [r for r in read_metrics(run) if r.get("best")]
+    assert best[-1]["step"] == 4 and (run / "samples" / "step_4").is_dir()
+    (run / "checkpoints" / "step_4" / "optimizer.bin").write_bytes(b"cut")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="wavegen"):
+        train(config_for(tiny_corpus, "train.max_steps=2", *common), run, progress=False)
+    assert f"resuming {run} from step 2" in caplog.text and "stopped before its next checkpoint;" not in caplog.text
+    assert (f"{run / 'best'} holds the model of step 4 (validation {best[-1]['val_bits']:.4f} bits/sample), past "
+            "step 2, the checkpoint the run resumes from (a session stopped before its next checkpoint, or a later "
+            "one was removed or found damaged)") in caplog.text
+    assert ("cleared the samples of 1 step(s) past step 2 (of a session stopped before its checkpoint, or of a "
+            "later checkpoint removed or found damaged, whose weights are gone)") in caplog.text

@@ -109,7 +109,8 @@ def restore_missing_best(run) -> None:
 def keep_best_past_checkpoint(run) -> None:
     """Every process (the main one reads, the others take its answer), on resuming from step ``run.step``: where metrics.jsonl (not yet cut back to the
     checkpoint) marks a validation after that step as best and best/ is there, best/ holds that validation's
-    model (written before its row), from a session stopped before its next checkpoint. It stays best/, and
+    model (written before its row), from a session stopped before its next checkpoint or a later checkpoint
+    removed or moved aside as damaged (not told apart: both are said). It stays best/, and
     its score becomes the best on record, so what the run reports of best/ is true and a later model
     replaces it only by beating it."""
     row = best_row(run.run_dir) if run.main else None
@@ -123,9 +124,10 @@ def keep_best_past_checkpoint(run) -> None:
         return
     bits = float(row["val_bits"])
     if run.main:
-        logger.warning("%s holds the model of step %d (validation %.4f bits/sample), written by a session stopped "
-                       "before its next checkpoint; resuming from step %d, it stays the best model until a "
-                       "validation beats it", run.run_dir / "best", row["step"], bits, run.step)
+        logger.warning("%s holds the model of step %d (validation %.4f bits/sample), past step %d, the checkpoint "
+                       "the run resumes from (a session stopped before its next checkpoint, or a later one was "
+                       "removed or found damaged); it stays the best model until a validation beats it",
+                       run.run_dir / "best", row["step"], bits, run.step)
     run.best_val, run.best_samples, run.best_step = bits, row.get("val_samples"), row["step"]
 
 

@@ -88,8 +88,8 @@ class TrainingSamples:
             if stopped:
                 logger.info("cleared the samples of %d step(s) past step %d (%s, whose weights are gone) from %s; "
                             "they are drawn again as the run gets there", len(stopped), start_step,
-                            "an earlier start" if start_step == 0 else "a session stopped before its checkpoint",
-                            self.dir)
+                            "an earlier start" if start_step == 0 else "of a session stopped before its checkpoint, "
+                            "or of a later checkpoint removed or found damaged", self.dir)
 
     def _ready(self) -> bool:
         """Make RUN/samples and write in it; False (warned, once) where it cannot hold samples: a file in the
