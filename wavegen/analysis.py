@@ -181,8 +181,10 @@ def _warn_if_renders_short(renders_seconds: float, reference_seconds: float) -> 
 
 def compare_renders(renders_dir: str | Path, corpus_dir: str | Path, *, split: str = "test",
                     reference_split: str = "train", max_seconds: float = 120.0, pyin: bool = False,
-                    seed: int = 0, examples: bool = False) -> dict:
-    """Compare the audio files in ``renders_dir`` with the ``split`` of the corpus in ``corpus_dir``.
+                    seed: int = 0, examples: bool = False, label: str | None = None) -> dict:
+    """Compare the audio files in ``renders_dir`` with the ``split`` of the corpus in ``corpus_dir``
+    (``label``: with that label's audio alone, in both splits, written as render takes it: renders of one
+    label judged against that label's album).
 
     Every set (renders; the test split; the training split; white and pink noise at the test
     split's RMS) is cut into 10 s excerpts (``max_seconds`` long where that is less: every set
@@ -208,19 +210,45 @@ def compare_renders(renders_dir: str | Path, corpus_dir: str | Path, *, split: s
     corpus = Corpus(corpus_dir)
     rate = corpus.sample_rate
     check_sample_rate(rate, f"corpus {corpus_dir}")  # before the renders are read and resampled to it
+    slot = _label_slot(corpus, corpus_dir, label)
     renders = read_renders(renders_dir, rate, max_seconds)
-    test = split_excerpts(corpus, split, max_seconds)
+    test = split_excerpts(corpus, split, max_seconds, slot)
+    if not test and slot is not None:
+        raise AnalysisError(_no_label_audio(corpus, corpus_dir, split, slot))
     if not test:
         raise AnalysisError(_empty_split(corpus, corpus_dir, split, reference_split))
     if max(len(clip) for clip in test) < MIN_RENDER_SECONDS * rate:
         raise AnalysisError(_short_split(corpus, corpus_dir, split, reference_split))
-    train = split_excerpts(corpus, reference_split, max_seconds) if reference_split else []
+    train = split_excerpts(corpus, reference_split, max_seconds, slot) if reference_split else []
     result = compare_clips(renders.excerpts, test, train, rate, max_seconds=max_seconds, pyin=pyin, seed=seed,
                            examples=examples)
     result.update({"renders_dir": str(renders_dir), "render_files": renders.names,
                    "skipped_files": renders.skipped, "corpus": str(corpus_dir),
-                   "split": split, "reference_split": reference_split})
+                   "split": split, "reference_split": reference_split,
+                   "label": corpus.labels[slot] if slot is not None else None})
     return result
+
+
+def _label_slot(corpus, corpus_dir, label: str | None) -> int | None:
+    """--label (read as eval reads it: wavegen.evaluate's _label_name) → its index in the corpus's labels;
+    None without one. AnalysisError for a corpus prepared without labels (its split is the one album)."""
+    if label is None:
+        return None
+    if not corpus.labels:
+        raise AnalysisError(f"--label {label!r}: corpus {corpus_dir} was prepared without labels: its whole split "
+                            "is the album; leave --label out")
+    from wavegen.evaluate import _label_name
+
+    return corpus.labels.index(_label_name(label, [], corpus, "the renders are judged against every label's audio"))
+
+
+def _no_label_audio(corpus, corpus_dir, split: str, slot: int) -> str:
+    """Why a label's audio is missing from ``split``, and the split that holds some (test or val)."""
+    name = corpus.labels[slot]
+    others = [s for s in ("test", "val") if s != split and len(corpus.segments(s))
+              and (corpus.segment_labels(s) == slot).any()]
+    instead = f"give --split {others[0]}" if others else "prepare the corpus again with more of its recordings"
+    return f"the {split} split of {corpus_dir} holds no audio of label {name!r} to compare with; {instead}"
 
 
 def _empty_split(corpus, corpus_dir, split: str, reference_split: str) -> str:

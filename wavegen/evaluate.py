@@ -129,11 +129,12 @@ def _parts(model, corpus, split: str, label: str | None, max_seconds: float | No
     return np.stack([segments[keep, 0], lengths[keep], slots[keep]], 1), names
 
 
-def _label_name(text: str, model_names: list[str], corpus) -> str:
+def _label_name(text: str, model_names: list[str], corpus,
+                without: str = "every label's audio is scored under its own label, per label") -> str:
     """--label read as render and serve read it (:func:`wavegen.render.settings.parse_label`: a label's
     own name is that label, ':' and ',' included; a space before a name is skipped where no label starts
     with it) → the one label it names, of the model's labels (else the corpus's). A blend is refused:
-    it has no audio of its own."""
+    it has no audio of its own (``without``: what the command does without --label, said with the refusal)."""
     from wavegen.render.settings import parse_label
 
     known = model_names or corpus.labels
@@ -149,7 +150,7 @@ def _label_name(text: str, model_names: list[str], corpus) -> str:
     chosen = np.flatnonzero(weights)
     if len(chosen) > 1:
         raise ConfigError(f"--label {text!r}: eval takes one label; a blend has no audio of its own to score "
-                          "(without --label every label's audio is scored under its own label, per label)")
+                          f"(without --label {without})")
     return known[int(chosen[0])]
 
 

@@ -41,7 +41,8 @@ def add_parser(sub) -> None:
                         "excerpt that long)")
     p.add_argument("--label", default=None,
                    help="only this label's audio (one label, written as render takes it); on a corpus without "
-                        "labels, every segment scored conditioned on this label")
+                        "labels, every segment scored conditioned on this label; with --renders: the renders "
+                        "judged against this label's audio alone")
     add_device(p)
     add_json(p, "the result (one line)")
     p.add_argument("--renders", default=None, metavar="DIR|FILE",
@@ -196,8 +197,6 @@ def _renders(args) -> int:
     from wavegen.config import ConfigError
     from wavegen.plotting import plot_comparison
 
-    if args.label is not None:
-        raise ConfigError("--label does not apply to --renders (the whole split is the album)")
     if args.device != "cpu":
         raise ConfigError(f"--device {args.device} does not apply to --renders (librosa analyses the audio on the CPU)")
     if args.checkpoint is not None and args.model is None:
@@ -229,7 +228,7 @@ def _renders(args) -> int:
         check_picture_file(args.plot, "--plot", "compare.png", COMPARISON_MARK)  # never a picture of the user's
     check_json_file(args, "compare.json", "wavegen eval result", _is_eval_result)
     result = compare_renders(args.renders, data, split=args.split, max_seconds=max_seconds, pyin=args.pyin,
-                             examples=bool(args.plot))
+                             examples=bool(args.plot), label=args.label)
     result["model"] = source
     examples = result.pop("examples", None)  # audio for the plot's spectrograms, not for the JSON
     unwritten = None
@@ -248,7 +247,8 @@ def _renders(args) -> int:
         else:
             judged = (f"renders {args.renders} ({len(result['render_files'])} file(s)"
                       + (f"; {len(skipped)} skipped, see below" if skipped else "") + ")")
-        print(f"{judged} against the {args.split} split of {data}" + (f"; model {source}" if source else ""))
+        album = f"label {result['label']!r} of " if result["label"] is not None else ""
+        print(f"{judged} against the {args.split} split of {album}{data}" + (f"; model {source}" if source else ""))
         print(format_comparison(result))
         for item in skipped:
             print(f"skipped {item['file']}: {item['reason']}")

@@ -1,0 +1,72 @@
+"""`wavegen eval --renders DIR --label L`: the renders of one label of a labelled corpus judged against that
+label's audio alone (its test and training split), as `wavegen eval --label L` scores that label's audio alone
+(it was refused: "--label does not apply to --renders")."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import tone, write_audio_file
+
+from wavegen.cli import main
+from wavegen.prep import prepare
+
+SR = 8000
+
+
+@pytest.fixture(scope="module")
+def album(tmp_path_factory):
+    """(corpus with labels "low" (tones near 200 Hz) and "high" (near 2 kHz), 3 files each; a render of a
+    2 kHz tone; a corpus of the same files prepared without labels)."""
+    root = tmp_path_factory.mktemp("labels")
+    for label, base in (("low", 200.0), ("high", 2000.0)):
+        for i in range(3):
+            write_audio_file(root / "rec" / label / f"{label}{i}.wav", tone(2.0, SR, freq=base + 10 * i), SR)
+    prepare([root / "rec"], root / "corpus", sample_rate=SR, val_fraction=0.34, test_fraction=0.34,
+            labels="folders", progress=False)
+    prepare([root / "rec"], root / "plain", sample_rate=SR, val_fraction=0.34, test_fraction=0.34, progress=False)
+    write_audio_file(root / "renders" / "stream_000.wav", tone(2.0, SR, freq=2000.0), SR)
+    return root / "corpus", root / "renders", root / "plain"
+
+
+def judged(capsys, corpus, renders, *more) -> tuple[int, dict | None, str]:
+    capsys.readouterr()
+    code = main(["-q", "eval", "--renders", str(renders), "--data", str(corpus), "--max-seconds", "2", "--json",
+                 *more])
+    out, err = capsys.readouterr()
+    return code, json.loads(out) if code == 0 else None, err
+
+
+def test_label_judges_the_renders_against_that_labels_audio_alone(album, capsys):
+    corpus, renders, _ = album
+    centroid = {}
+    for label in ("low", "high"):
+        code, result, err = judged(capsys, corpus, renders, "--label", label)
+        assert code == 0, err
+        assert result["label"] == label
+        centroid[label] = {s: result["sets"][s]["summary"]["centroid_hz_median"] for s in ("test", "train")}
+    # each label's own test and training audio: near 200 Hz for low, near 2 kHz for high
+    assert all(c < 600 for c in centroid["low"].values()), centroid
+    assert all(c > 1500 for c in centroid["high"].values()), centroid
+    code, result, _ = judged(capsys, corpus, renders)
+    assert code == 0 and result["label"] is None  # every label's audio, as before
+    # the text names the label judged against
+    assert main(["-q", "eval", "--renders", str(renders), "--data", str(corpus), "--max-seconds", "2",
+                 "--label", "high"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == (f"renders {renders} (1 file(s)) against the test split of "
+                                                       f"label 'high' of {corpus}")
+
+
+def test_a_label_the_corpus_cannot_judge_by_is_one_line(album, capsys):
+    corpus, renders, plain = album
+    code, _, err = judged(capsys, corpus, renders, "--label", "low:0.5,high:0.5")
+    assert code == 2 and err.strip() == ("wavegen eval: error: --label 'low:0.5,high:0.5': eval takes one label; a "
+                                         "blend has no audio of its own to score (without --label the renders are "
+                                         "judged against every label's audio)")
+    code, _, err = judged(capsys, corpus, renders, "--label", "mid")
+    assert code == 2 and err.strip() == (f"wavegen eval: error: --label 'mid': corpus {corpus} has no audio of that "
+                                         "label (its labels: ['high', 'low'])")
+    code, _, err = judged(capsys, plain, renders, "--label", "high")
+    assert code == 2 and err.strip() == (f"wavegen eval: error: --label 'high': corpus {plain} was prepared without "
+                                         "labels: its whole split is the album; leave --label out")
