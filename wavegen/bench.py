@@ -46,6 +46,16 @@ WARMUP_CALL_SECONDS = 0.5  # a warm-up call this long is timed for an early esti
 INTERRUPT_SECONDS = 1.0  # a timed run goes in generate calls of about this long: Ctrl-C is taken between two
 
 
+class BenchStopped(KeyboardInterrupt):
+    """A Ctrl-C or SIGTERM that stopped :func:`bench_generation`: ``result``, what it returns, of the rows measured
+    before it (none, some); ``planned``, the rows it was to measure. A bench of many rows runs for minutes: a
+    scheduler's SIGTERM lost every row measured (the process ended by the signal, without a word)."""
+
+    def __init__(self, result: dict, planned: int):
+        super().__init__()
+        self.result, self.planned = result, planned
+
+
 # ----- the machine ---------------------------------------------------------------------------------
 
 def cpu_model() -> str:
@@ -166,7 +176,7 @@ def check_seed(seed: int, most: int = SEED_MAX) -> None:
 
 
 def time_generation(engine, samples: int, warmup: int, repeats: int, seed: int = 0, estimate=None,
-                    step: int | None = None, slow=None) -> dict:
+                    step: int | None = None, slow=None, stop=None) -> dict:
     """Warm the engine up (untimed), then time ``repeats`` runs of ``samples`` per stream.
 
     estimate: called as ``estimate(seconds)`` with how long the timed runs will take, about: from a short run,
@@ -177,7 +187,8 @@ def time_generation(engine, samples: int, warmup: int, repeats: int, seed: int =
     about INTERRUPT_SECONDS, so a Ctrl-C stops the bench within one. slow: called as ``slow(seconds, n, pace)`` (from
     another thread) where the warm-up's first call, of n samples per stream, is still running after
     FIRST_CALL_SECONDS: a call so long that the warm-up itself is long; pace: its seconds a sample per stream, or
-    None where that call may be compiling (its time then no pace).
+    None where that call may be compiling (its time then no pace). stop: a StopSignals (None: none), whose stop
+    asked for is a KeyboardInterrupt before the engine's next call (:func:`stop_if_asked`).
     Returns the best run's wall and CPU seconds and every run's wall seconds.
     """
     streams = np.arange(engine.streams)
@@ -185,9 +196,10 @@ def time_generation(engine, samples: int, warmup: int, repeats: int, seed: int =
     if estimate is None or not step:
         engine.generate(uniforms(seed, streams, 0, warmup))
     else:
-        said = warm_up(engine, warmup, step, seed, lambda seconds: estimate(seconds * samples * repeats), slow)
+        said = warm_up(engine, warmup, step, seed, lambda seconds: estimate(seconds * samples * repeats), slow, stop)
     position, walls, cpus, block = warmup, [], [], samples
     if estimate is not None:
+        stop_if_asked(stop)
         seconds, position = time_short_run(engine, samples, warmup, seed, position)
         if not said:
             estimate(seconds * repeats)
@@ -197,6 +209,7 @@ def time_generation(engine, samples: int, warmup: int, repeats: int, seed: int =
                   for start in range(0, samples, block)]
         wall0, cpu0 = time.perf_counter(), time.process_time()
         for u in blocks:
+            stop_if_asked(stop)
             engine.generate(u)
         walls.append(time.perf_counter() - wall0)
         cpus.append(time.process_time() - cpu0)
@@ -205,15 +218,16 @@ def time_generation(engine, samples: int, warmup: int, repeats: int, seed: int =
     return {"seconds": walls[best], "cpu_seconds": cpus[best], "all_seconds": walls}
 
 
-def warm_up(engine, warmup: int, step: int, seed: int, estimate, slow=None) -> bool:
+def warm_up(engine, warmup: int, step: int, seed: int, estimate, slow=None, stop=None) -> bool:
     """The warm-up of time_generation (and of a --profile row's estimate) in calls of step, step, 2 x step,
     4 x step, ... samples per stream (warmup in all); after a call other than the first (which may compile) that
     took WARMUP_CALL_SECONDS or more, ``estimate(seconds per sample)`` where the timed runs look long (it is said
     at once, not minutes later), once: whether it said so. The warm-up goes on to its end either way (the timed
-    runs start where it ends). slow(seconds, n, pace): see time_generation."""
+    runs start where it ends). slow(seconds, n, pace) and stop: see time_generation."""
     streams, position, size, calls, said = np.arange(engine.streams), 0, step, 0, False
     while position < warmup:
         n = min(size, warmup - position)
+        stop_if_asked(stop)
         wall0 = time.perf_counter()
         if calls == 0 and slow is not None:
             first_call(engine, uniforms(seed, streams, position, n), FIRST_CALL_SECONDS, lambda compiling: slow(
@@ -226,6 +240,13 @@ def warm_up(engine, warmup: int, step: int, seed: int, estimate, slow=None) -> b
             if not said and seconds >= WARMUP_CALL_SECONDS:
                 said = bool(estimate(seconds / n))
     return said
+
+
+def stop_if_asked(stop) -> None:
+    """KeyboardInterrupt where ``stop`` (a StopSignals; None: none) was asked to stop: a first Ctrl-C or SIGTERM
+    stops the bench before the engine's next call (a timed run's calls take about INTERRUPT_SECONDS each)."""
+    if stop is not None and stop.requested:
+        raise KeyboardInterrupt
 
 
 def time_short_run(engine, samples: int, warmup: int, seed: int, position: int) -> tuple[float, int]:
@@ -292,7 +313,8 @@ def duration(seconds: float) -> str:
 
 def bench_generation(model: str, backends=("torch", "numba"), batches=(1, 8, 64), samples: int = 16000,
                      torch_samples: int | None = None, repeats: int = 3, threads: int | None = None,
-                     device: str = "cpu", seed: int = 0, progress=None, checkpoint: str | None = None) -> dict:
+                     device: str = "cpu", seed: int = 0, progress=None, checkpoint: str | None = None,
+                     stop=None) -> dict:
     """Generation speed of ``model`` for every backend × batch: ``{"machine", "model", "rows"}``.
 
     rows: ``backend``, ``batch``, ``samples`` (timed per stream), ``seconds``, ``cpu_seconds``,
@@ -304,7 +326,9 @@ def bench_generation(model: str, backends=("torch", "numba"), batches=(1, 8, 64)
     (:func:`check_backends`: an unknown backend, a precision, option or option value it does not take,
     a backend that cannot run here, a batch over the engine's limits, such as the cuda small-batch
     path's 64 streams) before anything is timed.
-    ``progress(message)`` is called before each measurement.
+    ``progress(message)`` is called before each measurement. ``stop``: a StopSignals (None: none); a stop asked of
+    it is taken before the engine's next call. A stop (that, or a KeyboardInterrupt) is :class:`BenchStopped`,
+    with the result of the rows measured before it.
     """
     backends, batches = list(backends), [int(b) for b in batches]
     if not backends or not batches:
@@ -326,34 +350,48 @@ def bench_generation(model: str, backends=("torch", "numba"), batches=(1, 8, 64)
     samples = whole_frames(spec, samples)
     torch_samples = whole_frames(spec, torch_samples if torch_samples else min(samples, 1024))
     warmup = whole_frames(spec, WARMUP_SAMPLES)
+    model_info = {"name": model, **facts, "samples_per_stream": samples, "torch_samples_per_stream": torch_samples,
+                  "warmup_samples": warmup, "repeats": repeats}
     rows = []
-    for backend in backends:
-        for batch in batches:
-            n = torch_samples if backend == "torch" else samples
-            if progress is not None:
-                progress(f"{backend} batch {batch}: {n} samples per stream")
-            engine = build_engine(spec, batch, backend, device)
-            with torch.inference_mode():
-                timing = time_generation(engine, n, warmup, repeats, seed, step=whole_frames(spec, 1),
-                                         estimate=lambda seconds: _say_long_row(backend, batch, n, repeats, seconds),
-                                         slow=lambda seconds, k, pace: say_slow_start(backend, batch, n, repeats,
-                                                                                       seconds, k, pace))
-            aggregate = batch * n / timing["seconds"]  # "auto" alone did not say what was measured: auto (numba)
-            name = f"{backend} ({engine.backend})" if parse_backend(backend)[0] == "auto" else backend
-            rows.append({"backend": name, "batch": batch, "samples": n, **timing,
-                         "samples_per_second": aggregate, "samples_per_second_per_stream": aggregate / batch,
-                         "realtime_factor": aggregate / batch / rate,
-                         "audio_seconds_per_second": aggregate / rate, "speedup_vs_torch": None})
-            logger.debug("%s batch %d: %.0f samples/s", backend, batch, aggregate)
-            del engine
+    try:
+        for backend in backends:
+            for batch in batches:
+                stop_if_asked(stop)
+                n = torch_samples if backend == "torch" else samples
+                if progress is not None:
+                    progress(f"{backend} batch {batch}: {n} samples per stream")
+                rows.append(_measure_row(spec, backend, batch, n, warmup, repeats, seed, device, rate, stop))
+    except KeyboardInterrupt:  # a Ctrl-C or SIGTERM: the rows measured before it kept
+        raise BenchStopped(_result(rows, device, model_info), len(backends) * len(batches)) from None
+    return _result(rows, device, model_info)
+
+
+def _measure_row(spec: dict, backend: str, batch: int, n: int, warmup: int, repeats: int, seed: int, device: str,
+                 rate: int, stop) -> dict:
+    """One row of :func:`bench_generation`: ``backend``'s engine of ``batch`` streams built and timed on ``n``
+    samples per stream (best of ``repeats``), its rates at the model's ``rate``."""
+    engine = build_engine(spec, batch, backend, device)
+    with torch.inference_mode():
+        timing = time_generation(engine, n, warmup, repeats, seed, step=whole_frames(spec, 1),
+                                 estimate=lambda seconds: _say_long_row(backend, batch, n, repeats, seconds),
+                                 slow=lambda seconds, k, pace: say_slow_start(backend, batch, n, repeats, seconds, k,
+                                                                               pace), stop=stop)
+    aggregate = batch * n / timing["seconds"]  # "auto" alone did not say what was measured: auto (numba)
+    name = f"{backend} ({engine.backend})" if parse_backend(backend)[0] == "auto" else backend
+    logger.debug("%s batch %d: %.0f samples/s", backend, batch, aggregate)
+    return {"backend": name, "batch": batch, "samples": n, **timing,
+            "samples_per_second": aggregate, "samples_per_second_per_stream": aggregate / batch,
+            "realtime_factor": aggregate / batch / rate,
+            "audio_seconds_per_second": aggregate / rate, "speedup_vs_torch": None}
+
+
+def _result(rows: list, device: str, model_info: dict) -> dict:
+    """bench_generation's result of ``rows``: each one's speed-up over the torch row of its batch, the machine."""
     torch_rate = {r["batch"]: r["samples_per_second"] for r in rows if r["backend"] == "torch"}
     for r in rows:
         if r["batch"] in torch_rate:
             r["speedup_vs_torch"] = r["samples_per_second"] / torch_rate[r["batch"]]
-    machine = machine_info(device)
-    model_info = {"name": model, **facts, "samples_per_stream": samples, "torch_samples_per_stream": torch_samples,
-                  "warmup_samples": warmup, "repeats": repeats}
-    return {"mode": "generation", "machine": machine, "model": model_info, "rows": rows}
+    return {"mode": "generation", "machine": machine_info(device), "model": model_info, "rows": rows}
 
 
 # ----- reporting -----------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 from wavegen.cli.options import (JSON_STDOUT, add_device, add_json, add_threads, check_device, check_json_file,
                                  check_picture_file, emit_json)
@@ -195,10 +196,26 @@ def _bench_profile(args, backends, batches) -> int:
     return 0
 
 
-def run(args) -> int:
-    from wavegen.bench import bench_generation, format_table
+# what the first Ctrl-C or SIGTERM of generation timing does (StopSignals says it)
+STOP_LINE = "stopping the bench before the engine's next call; the rows measured so far are printed"
 
+
+def run(args) -> int:
     mode = _mode(args)
+    if mode != GENERATION:
+        return _run(args, mode, None)
+    from wavegen.signals import StopSignals
+
+    # installed before torch imports (seconds): a SIGTERM is a stop, as a Ctrl-C, not a death by the signal (a
+    # scheduler's, minutes into a bench of many rows, lost every row measured without a word)
+    with StopSignals(STOP_LINE) as stop:
+        return _run(args, mode, stop)
+
+
+def _run(args, mode: str, stop) -> int:
+    """bench's measurement ``mode``; stop: generation timing's StopSignals."""
+    from wavegen.bench import BenchStopped, bench_generation, format_table
+
     _check_outputs(args, mode)
     check_device(args.device)
     if mode == TRAIN:
@@ -210,9 +227,14 @@ def run(args) -> int:
     batches = _comma_list(args.batch or ("1" if args.profile else "1,8,64"), "--batch", int)
     if args.profile:
         return _bench_profile(args, backends, batches)
-    result = bench_generation(args.model, backends, batches, samples=args.samples, torch_samples=args.torch_samples,
-                              repeats=args.repeats, threads=args.threads, device=args.device, seed=args.seed,
-                              progress=None if args.quiet else logger.info, checkpoint=args.checkpoint)
+    try:
+        result = bench_generation(args.model, backends, batches, samples=args.samples,
+                                  torch_samples=args.torch_samples, repeats=args.repeats, threads=args.threads,
+                                  device=args.device, seed=args.seed, progress=None if args.quiet else logger.info,
+                                  checkpoint=args.checkpoint, stop=stop)
+    except BenchStopped as stopped:
+        _say_stopped(args, stopped, stop)
+        raise  # "wavegen bench: interrupted", exit 130 (wavegen.cli)
     options = [f"--model {args.model}{_checkpoint(args)}", f"--backends {','.join(backends)}",
                f"--batch {','.join(map(str, batches))}", f"--samples {args.samples}", f"--repeats {args.repeats}"]
     options += [f"--{name.replace('_', '-')} {getattr(args, name)}" for name in ("torch_samples", "threads", "seed")
@@ -223,6 +245,22 @@ def run(args) -> int:
     if args.plot:
         _write_plot(result, args.plot)
     return 0
+
+
+def _say_stopped(args, stopped, stop) -> None:
+    """The table of the rows measured before a stop (none: nothing), said to be stopped and what it leaves
+    unwritten (--json and --plot are a whole run's): on stdout, or stderr where a bare --json has stdout."""
+    from wavegen.bench import format_table
+
+    rows = stopped.result["rows"]
+    if not rows:
+        return
+    by = f" by {stop.name}" if stop is not None and stop.name else ""
+    unwritten = [f"{flag} {path}" for flag, path in (("--json", args.json), ("--plot", args.plot))
+                 if path and path != JSON_STDOUT]
+    note = (f"(stopped{by}: {len(rows)} of {stopped.planned} rows measured"
+            + (f"; {' and '.join(unwritten)} not written" if unwritten else "") + ")")
+    print(format_table(stopped.result) + "\n" + note, file=sys.stderr if args.json == JSON_STDOUT else sys.stdout)
 
 
 def _checkpoint(args) -> str:

@@ -1,0 +1,83 @@
+"""A Ctrl-C or SIGTERM during generation timing: the rows measured before it printed, said to be stopped, exit 130.
+
+A bench of many rows runs for minutes; a job scheduler's SIGTERM ended it by the signal (exit -15) without a word,
+and a Ctrl-C said "interrupted": every row measured so far was lost either way.
+"""
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from wavegen.bench import BenchStopped, bench_generation
+
+
+class Stop:
+    """A StopSignals as bench_generation reads it: asked to stop once ``requested`` is set."""
+
+    requested, name = False, "SIGTERM"
+
+
+@pytest.mark.parametrize("at", ["between rows", "inside a row"])
+def test_a_stop_keeps_the_rows_measured_before_it(at, monkeypatch):
+    from wavegen import bench as bench_module
+
+    stop, said = Stop(), []
+    if at == "between rows":
+        progress = lambda line: said.append(line) or setattr(stop, "requested", len(said) == 2)  # noqa: E731
+    else:  # asked while the second row times its runs: taken before the engine's next call
+        progress = said.append
+        real = bench_module.time_generation
+
+        def timed(*args, **kwargs):
+            if len(said) == 2:
+                kwargs["estimate"] = lambda seconds: setattr(stop, "requested", True)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(bench_module, "time_generation", timed)
+    with pytest.raises(BenchStopped) as stopped:
+        bench_generation("wavenet-tiny", ["numba"], [1, 2, 3], samples=64, repeats=1, threads=1, progress=progress,
+                         stop=stop)
+    assert isinstance(stopped.value, KeyboardInterrupt)  # a stop, as a Ctrl-C is
+    result = stopped.value.result
+    assert [(r["backend"], r["batch"]) for r in result["rows"]] == [("numba", 1)]
+    assert result["rows"][0]["samples_per_second"] > 0 and stopped.value.planned == 3
+    assert result["mode"] == "generation" and result["model"]["name"] == "wavenet-tiny" and "cpu" in result["machine"]
+
+
+def test_a_stop_before_the_first_row_keeps_none():
+    stop = Stop()
+    stop.requested = True
+    with pytest.raises(BenchStopped) as stopped:
+        bench_generation("wavenet-tiny", ["numba"], [1], samples=64, repeats=1, threads=1, stop=stop)
+    assert stopped.value.result["rows"] == [] and stopped.value.planned == 1
+
+
+def test_a_sigterm_prints_the_rows_measured_says_it_stopped_and_writes_no_json(tmp_path):
+    """SIGTERM 1 s into the second row (a long one): the first row's table on stdout with what stopped it, the
+    --json file (a whole run's) not written; the stop said on stderr; exit 130, as a Ctrl-C's."""
+    out = tmp_path / "bench.json"
+    proc = subprocess.Popen([sys.executable, "-m", "wavegen", "bench", "--model", "samplernn-tiny", "--backends",
+                             "numba", "--batch", "1,32", "--samples", "16000", "--repeats", "1", "--threads", "1",
+                             "--json", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    said = []
+    for line in proc.stderr:
+        said.append(line)
+        if line.startswith("numba batch 32:"):
+            break
+    assert proc.poll() is None, said
+    time.sleep(1)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert time.monotonic() - sent < 8
+    assert proc.returncode == 130, (proc.returncode, stdout, stderr)
+    lines = stdout.strip().splitlines()
+    assert [line.split()[:2] for line in lines if line.startswith("numba ")] == [["numba", "1"]], stdout
+    assert lines[-1] == f"(stopped by SIGTERM: 1 of 2 rows measured; --json {out} not written)", stdout
+    assert stderr.strip().splitlines() == ["SIGTERM: stopping the bench before the engine's next call; the rows "
+                                           "measured so far are printed (the signal again to stop at once)",
+                                           "wavegen bench: interrupted"], stderr
+    assert list(tmp_path.iterdir()) == []
