@@ -66,7 +66,7 @@ def test_stage_1_lets_render_decide_and_a_changed_request_is_refused(tmp_path):
     flags = ["--dir", out, "--backend", "torch", "--", "--no-guard", "--no-spectrogram"]
     first = longform(repo, model, "--seconds", 0.25, *flags)
     assert first.returncode == 0, first.stderr
-    assert "rendered      1 stream(s) x 0 s at 4000 Hz" in first.stdout
+    assert "rendered      1 stream(s) x 0.25 s at 4000 Hz" in first.stdout
     timing = out / ".done" / "time.txt"
     timed = timing.read_bytes() if timing.exists() else None
     changed = longform(repo, model, "--seconds", 0.5, *flags)

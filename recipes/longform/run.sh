@@ -163,7 +163,7 @@ if time_file.is_file() and (not r.get("rebuilt") or
     if m:
         rss = int(m.group(1)) / 1024
 sessions = unknown if r["sessions"] is None else f"{r['sessions']} session(s)"
-print(f"rendered      {r['streams']} stream(s) x {r['seconds']:.0f} s at {r['sample_rate']} Hz ({r['backend']} backend "
+print(f"rendered      {r['streams']} stream(s) x {r['seconds']:g} s at {r['sample_rate']} Hz ({r['backend']} backend "
       f"{r.get('precision', 'fp32')}, "
       f"{r['processes']} process(es), {sessions})")
 if r["wall_seconds"] is None:
