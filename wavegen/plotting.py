@@ -292,11 +292,14 @@ def plot_comparison(result: dict, path: str | Path, examples: dict | None = None
            color=[styles[s][0] for s in sets])
     ax.set_xticks(range(len(sets)), sets, rotation=30, fontsize=7)
     ax.set_yscale("log")
-    ax.set_title("Frechet distance to test (log)", fontsize=9)
+    # the "test" set is the split compared with (--split: test or val), of one label's audio where one was given
+    split = result.get("split", "test")
+    ax.set_title(f"Frechet distance to {split} (log)", fontsize=9)
     fig.axes[0].legend(loc="upper left", fontsize=7)
+    album = f"the album ({split} split" + (f", label {result['label']}" if result.get("label") is not None else "") + ")"
     for k, name in enumerate(("renders", "test") if examples else ()):
         _spectrogram_panel(fig.add_subplot(grid[rows, 2 * k: 2 * k + 2]), examples[name], result["sample_rate"],
-                           "a render" if name == "renders" else "the album (test split)")
+                           "a render" if name == "renders" else album)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     return save_figure(fig, path, **mark_metadata(path, COMPARISON_MARK))  # known again as ours (eval --plot)
