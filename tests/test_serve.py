@@ -605,6 +605,8 @@ def _one_error_line(capsys) -> str:
     ("--idle-seconds", "0.0", "must be a finite number of seconds above zero"),
     ("--idle-seconds", "-3.0", "must be a finite number of seconds above zero"),
     ("--idle-seconds", "nan", "must be a finite number of seconds above zero"),
+    ("--idle-seconds", "0.01", "must be at least 1 s (a connection is closed that long after it opens unless its "
+     "request has come)"),
     ("--burst-seconds", "inf", "must be a finite number of seconds, 0 or more"),
     ("--max-listeners-per-client", "-1", "must be 0 (no limit) or more"),
     ("--archive-keep-parts", "-2", "must be 0 (keep all) or more"),

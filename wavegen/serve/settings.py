@@ -21,6 +21,9 @@ PUBLIC_PER_CLIENT = 4  # listeners from one address, by default, on a server oth
 # the shortest archive part: each part is a WAV file of its own, and 1e-9 made one per sample (16,000 files a
 # second, the station slowed to a crawl writing them)
 MIN_PART_SECONDS = 1.0
+# the shortest --idle-seconds: a connection is closed this long after it opens unless its request has come, so
+# 0.01 served no client whose request took a network's 50 ms to arrive (the server said it played all the same)
+MIN_IDLE_SECONDS = 1.0
 
 
 def loopback(host: str) -> bool:
@@ -80,6 +83,9 @@ class ServeSettings:
         if self.archive_part_seconds < MIN_PART_SECONDS:
             raise ServeError(f"--archive-part-seconds {self.archive_part_seconds}: must be at least "
                              f"{MIN_PART_SECONDS:g} s (each part is a WAV file of its own)")
+        if self.idle_seconds < MIN_IDLE_SECONDS:
+            raise ServeError(f"--idle-seconds {self.idle_seconds}: must be at least {MIN_IDLE_SECONDS:g} s (a "
+                             "connection is closed that long after it opens unless its request has come)")
         if not (math.isfinite(self.burst_seconds) and self.burst_seconds >= 0):
             raise ServeError(f"--burst-seconds {self.burst_seconds}: must be a finite number of seconds, 0 or more")
         if self.lag_seconds <= self.burst_seconds:
