@@ -81,3 +81,31 @@ def test_a_sigterm_prints_the_rows_measured_says_it_stopped_and_writes_no_json(t
                                            "measured so far are printed (the signal again to stop at once)",
                                            "wavegen bench: interrupted"], stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sigterm_to_bench_train_prints_the_batch_sizes_measured():
+    """bench --train alone had no handler: a SIGTERM ended it by the signal without a word (exit -15), every batch
+    size measured lost. Now it stops before the next training step as generation timing does."""
+    proc = subprocess.Popen([sys.executable, "-m", "wavegen", "bench", "--train", "--model", "samplernn-tiny",
+                             "--batch", "2,32", "--seq-len", "256", "--steps", "30", "--warmup-steps", "1",
+                             "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    said = []
+    for line in proc.stderr:
+        said.append(line)
+        if line.startswith("train samplernn-tiny batch 32 "):
+            break
+    assert proc.poll() is None, said
+    time.sleep(1)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert time.monotonic() - sent < 8
+    assert proc.returncode == 130, (proc.returncode, stdout, stderr)
+    lines = stdout.strip().splitlines()
+    assert lines[0].startswith("training samplernn-tiny (preset samplernn-tiny, random weights (seed 0); "), stdout
+    assert [line.split()[:3] for line in lines if line.startswith("    2 ")] == [["2", "256", "30"]], stdout
+    assert not any(line.startswith("   32 ") for line in lines), stdout
+    assert lines[-1] == "(stopped by SIGTERM: 1 of 2 rows measured)", stdout
+    assert stderr.strip().splitlines() == ["SIGTERM: stopping the bench before the next training step; the rows "
+                                           "measured so far are printed (the signal again to stop at once)",
+                                           "wavegen bench: interrupted"], stderr

@@ -47,13 +47,14 @@ INTERRUPT_SECONDS = 1.0  # a timed run goes in generate calls of about this long
 
 
 class BenchStopped(KeyboardInterrupt):
-    """A Ctrl-C or SIGTERM that stopped :func:`bench_generation`: ``result``, what it returns, of the rows measured
-    before it (none, some); ``planned``, the rows it was to measure. A bench of many rows runs for minutes: a
-    scheduler's SIGTERM lost every row measured (the process ended by the signal, without a word)."""
+    """A Ctrl-C or SIGTERM that stopped :func:`bench_generation` (or bench_train's bench_training): ``result``, what
+    it returns, of the rows measured before it (none, some); ``planned``, the rows it was to measure; ``by``, the
+    signal's name (None: not known). A bench of many rows runs for minutes: a scheduler's SIGTERM lost every row
+    measured (the process ended by the signal, without a word)."""
 
-    def __init__(self, result: dict, planned: int):
+    def __init__(self, result: dict, planned: int, by: str | None = None):
         super().__init__()
-        self.result, self.planned = result, planned
+        self.result, self.planned, self.by = result, planned, by
 
 
 # ----- the machine ---------------------------------------------------------------------------------
@@ -362,7 +363,8 @@ def bench_generation(model: str, backends=("torch", "numba"), batches=(1, 8, 64)
                     progress(f"{backend} batch {batch}: {n} samples per stream")
                 rows.append(_measure_row(spec, backend, batch, n, warmup, repeats, seed, device, rate, stop))
     except KeyboardInterrupt:  # a Ctrl-C or SIGTERM: the rows measured before it kept
-        raise BenchStopped(_result(rows, device, model_info), len(backends) * len(batches)) from None
+        raise BenchStopped(_result(rows, device, model_info), len(backends) * len(batches),
+                           None if stop is None else stop.name) from None
     return _result(rows, device, model_info)
 
 

@@ -274,19 +274,17 @@ def _lost(err: Exception, timeout_seconds: float):
 
 @contextlib.contextmanager
 def _held_stops():
-    """Under a launch, a first Ctrl-C or SIGTERM stops every process together (KeyboardInterrupt) at the next step
-    training would agree on one (train.log_interval), or at the end of the batch size being timed (a launcher's
-    SIGTERM to the survivors of a lost process says the loss instead: wavegen.signals); alone, no handler: a Ctrl-C
-    stops at once. → the StopSignals, or None."""
+    """A first Ctrl-C or SIGTERM stops the bench (KeyboardInterrupt: bench.BenchStopped, with the rows measured):
+    alone, before the next step; under a launch, every process together at the next step training would agree on
+    one (train.log_interval), or at the end of the batch size being timed (a launcher's SIGTERM to the survivors of
+    a lost process says the loss instead: wavegen.signals). A second stops at once. → the StopSignals."""
     from wavegen.signals import first_process_says
     from wavegen.signals import StopSignals, launched
     from wavegen.signals import logger as signals_logger
 
-    if not launched():
-        yield None
-        return
-    with StopSignals("stopping every process at the next logged step") as stop, \
-            first_process_says(signals_logger.name):
+    line = ("stopping every process at the next logged step" if launched() else
+            "stopping the bench before the next training step; the rows measured so far are printed")
+    with StopSignals(line) as stop, first_process_says(signals_logger.name):
         yield stop
 
 
@@ -308,37 +306,49 @@ def _bench_batches(measure: _Measurement, subject: _Subject, progress, timeout: 
             local_streams(train_cfg, accelerator.process_index, world)
         check_model_memory(setups[0][0], None, accelerator.device)  # absurd sizes: refused before any is built
         rows, facts = [], {}
-        for config, train_cfg in setups:
-            if progress is not None and main:
-                progress(f"train {measure.model} batch {train_cfg.batch_size} x {train_cfg.seq_len} samples"
-                         + (f" over {world} processes" if world > 1 else "")
-                         + f": {measure.warmup} warm-up + {measure.steps} timed steps")
-            row, facts = _bench_batch(config, train_cfg, accelerator, subject.sample_rate, measure, stop)
-            rows.append(row)
-            logger.debug("train batch %d: %.0f samples/s", train_cfg.batch_size, row["samples_per_second"])
-            accelerator.free_memory()  # the model and optimizer of this batch size went with _bench_batch's frame
-            if stop is not None and agree(accelerator, stop.requested):  # every process stops at the same point
-                raise KeyboardInterrupt
-        machine = machine_info(str(accelerator.device))
-        model_info = {"name": measure.model, "source": subject.source, **facts,
-                      "sample_rate": subject.sample_rate, "mixed_precision": accelerator.mixed_precision,
-                      "compile": measure.compile, "grad_accum": measure.grad_accum,
-                      "num_workers": measure.num_workers, "warmup_steps": measure.warmup,
-                      "overrides": list(measure.overrides), "ema_decay": train_cfg.ema_decay, "processes": world}
+        try:
+            for config, train_cfg in setups:
+                if progress is not None and main:
+                    progress(f"train {measure.model} batch {train_cfg.batch_size} x {train_cfg.seq_len} samples"
+                             + (f" over {world} processes" if world > 1 else "")
+                             + f": {measure.warmup} warm-up + {measure.steps} timed steps")
+                row, facts = _bench_batch(config, train_cfg, accelerator, subject.sample_rate, measure, stop)
+                rows.append(row)
+                logger.debug("train batch %d: %.0f samples/s", train_cfg.batch_size, row["samples_per_second"])
+                accelerator.free_memory()  # the model and optimizer of this batch size went with _bench_batch's frame
+                if stop is not None and agree(accelerator, stop.requested):  # every process stops at the same point
+                    raise KeyboardInterrupt
+        except KeyboardInterrupt:  # a Ctrl-C or SIGTERM: the rows measured before it kept (the main process's)
+            if not main:
+                raise
+            raise bench.BenchStopped(_result(rows, facts, measure, subject, accelerator, setups), len(setups),
+                                     None if stop is None else stop.name) from None
+        result = _result(rows, facts, measure, subject, accelerator, setups)
     except Exception as err:
         if not lost_contact(err):
             raise
         raise _lost(err, timeout) from err
     finally:
         end_accelerator(accelerator)
-    return {"mode": "training", "machine": machine, "model": model_info, "rows": rows} if main else None
+    return result if main else None
+
+
+def _result(rows: list, facts: dict, measure: _Measurement, subject: _Subject, accelerator, setups) -> dict:
+    """bench_training's result of ``rows`` (``facts``: the model's, from _bench_batch; none before a row)."""
+    model_info = {"name": measure.model, "source": subject.source, **facts,
+                  "sample_rate": subject.sample_rate, "mixed_precision": accelerator.mixed_precision,
+                  "compile": measure.compile, "grad_accum": measure.grad_accum,
+                  "num_workers": measure.num_workers, "warmup_steps": measure.warmup,
+                  "overrides": list(measure.overrides), "ema_decay": setups[0][1].ema_decay,
+                  "processes": accelerator.num_processes}
+    return {"mode": "training", "machine": machine_info(str(accelerator.device)), "model": model_info, "rows": rows}
 
 
 def _bench_batch(config: dict, train_cfg, accelerator, rate: int, measure: _Measurement,
                  stop=None) -> tuple[dict, dict]:
     """One row of :func:`bench_training` (one batch size: ``config`` and ``train_cfg``, audio at ``rate`` Hz), and
     the model's facts (parameters, family). ``stop`` (under a launch): agreed on every train.log_interval steps, as
-    training does; KeyboardInterrupt once asked."""
+    training does (alone: every step); KeyboardInterrupt once asked."""
     from wavegen.data import BatchStream, make_batches
     from wavegen.train import LN2, build_training, train_step
     from wavegen.trainstate import Carry, WeightAverage, agree
@@ -359,8 +369,9 @@ def _bench_batch(config: dict, train_cfg, accelerator, rate: int, measure: _Meas
         loss = train_step(accelerator, net, optimizer, stream, train_cfg, step, carry)
         if average is not None:
             average.update(inner)
-        if stop is not None and (step + 1) % train_cfg.log_interval == 0 and agree(accelerator, stop.requested):
-            raise KeyboardInterrupt  # every process at the same step
+        if stop is not None and (accelerator.num_processes == 1 or (step + 1) % train_cfg.log_interval == 0) \
+                and agree(accelerator, stop.requested):
+            raise KeyboardInterrupt  # every process at the same step (alone: at the next one)
         return loss
 
     net.train()

@@ -221,7 +221,8 @@ def _run(args, mode: str, stop) -> int:
     if mode == TRAIN:
         from wavegen.signals import launch_term_held
 
-        with launch_term_held():  # a launcher's SIGTERM while torch imports: bench_train's StopSignals take it
+        # a SIGTERM while torch imports (a launcher's, or a scheduler's): bench_train's StopSignals take it
+        with launch_term_held(alone=True):
             return _cmd_bench_train(args)
     backends = _comma_list(args.backends, "--backends")
     batches = _comma_list(args.batch or ("1" if args.profile else "1,8,64"), "--batch", int)
@@ -233,7 +234,7 @@ def _run(args, mode: str, stop) -> int:
                                   device=args.device, seed=args.seed, progress=None if args.quiet else logger.info,
                                   checkpoint=args.checkpoint, stop=stop)
     except BenchStopped as stopped:
-        _say_stopped(args, stopped, stop)
+        _say_stopped(args, stopped, format_table)
         raise  # "wavegen bench: interrupted", exit 130 (wavegen.cli)
     options = [f"--model {args.model}{_checkpoint(args)}", f"--backends {','.join(backends)}",
                f"--batch {','.join(map(str, batches))}", f"--samples {args.samples}", f"--repeats {args.repeats}"]
@@ -247,15 +248,14 @@ def _run(args, mode: str, stop) -> int:
     return 0
 
 
-def _say_stopped(args, stopped, stop) -> None:
-    """The table of the rows measured before a stop (none: nothing), said to be stopped and what it leaves
-    unwritten (--json and --plot are a whole run's): on stdout, or stderr where a bare --json has stdout."""
-    from wavegen.bench import format_table
-
+def _say_stopped(args, stopped, format_table) -> None:
+    """The table (``format_table``'s) of the rows measured before a stop (none: nothing), said to be stopped and
+    what it leaves unwritten (--json and --plot are a whole run's): on stdout, or stderr where a bare --json has
+    stdout."""
     rows = stopped.result["rows"]
     if not rows:
         return
-    by = f" by {stop.name}" if stop is not None and stop.name else ""
+    by = f" by {stopped.by}" if stopped.by else ""
     unwritten = [f"{flag} {path}" for flag, path in (("--json", args.json), ("--plot", args.plot))
                  if path and path != JSON_STDOUT]
     note = (f"(stopped{by}: {len(rows)} of {stopped.planned} rows measured"
@@ -274,13 +274,19 @@ def _write_plot(result, path) -> None:
 
 
 def _cmd_bench_train(args) -> int:
+    from wavegen.bench import BenchStopped
     from wavegen.bench_train import bench_training, format_training_table
 
     batches = _comma_list(args.batch, "--batch", int) if args.batch else None  # None: the model's
-    result = bench_training(args.model, batches, seq_len=args.seq_len, steps=args.steps, warmup=args.warmup_steps,
-                            threads=args.threads, device=args.device, mixed_precision=args.precision,
-                            compile=args.compile, grad_accum=args.grad_accum, num_workers=args.workers,
-                            seed=args.seed, overrides=args.overrides, progress=None if args.quiet else logger.info)
+    try:
+        result = bench_training(args.model, batches, seq_len=args.seq_len, steps=args.steps,
+                                warmup=args.warmup_steps, threads=args.threads, device=args.device,
+                                mixed_precision=args.precision, compile=args.compile, grad_accum=args.grad_accum,
+                                num_workers=args.workers, seed=args.seed, overrides=args.overrides,
+                                progress=None if args.quiet else logger.info)
+    except BenchStopped as stopped:
+        _say_stopped(args, stopped, format_training_table)
+        raise  # "wavegen bench: interrupted", exit 130 (wavegen.cli)
     if result is None:  # another process of a launch: the main one prints and writes for the whole job
         return 0
     options = [f"--model {args.model}", f"--batch {','.join(str(row['batch']) for row in result['rows'])}",
