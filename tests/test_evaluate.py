@@ -110,6 +110,27 @@ def test_a_label_holding_a_colon_or_comma_is_that_label(tmp_path):
         evaluate(model, tmp_path / "corpus", "test", label="odd lab:é,x:0.5, lead:0.5")
 
 
+def test_the_label_scored_is_named_in_the_text_and_json_a_model_without_labels_too(tmp_path, capsys):
+    """A model not conditioned on labels, scored on one label's audio of a labelled corpus, has no per-label
+    line: the outputs of --label a and --label b (and of none) could not be told apart."""
+    from conftest import save_tiny_model, write_audio_file
+    from wavegen.prep import prepare
+
+    for i in range(3):
+        for k, name in enumerate(("a", "b")):
+            write_audio_file(tmp_path / "rec" / name / f"f{i}.wav", tone(1.5, SR, freq=300 + 900 * k + 50 * i), SR)
+    prepare([tmp_path / "rec"], tmp_path / "corpus", sample_rate=SR, val_fraction=0.2, test_fraction=0.2,
+            labels="folders", progress=False)
+    model = save_tiny_model(tmp_path / "model", sample_rate=SR, dim=16, emb_size=8)
+    for label, named in ((("--label", " b"), "b"), ((), None)):  # " b": read as b, as render reads it
+        code, out, _ = eval_cli(capsys, model, "--data", tmp_path / "corpus", *label)
+        assert code == 0
+        assert [line for line in out.splitlines() if line.startswith("  label: ")] == (
+            [f"  label: {named}"] if named else [])
+        code, out, _ = eval_cli(capsys, model, "--data", tmp_path / "corpus", *label, "--json")
+        assert json.loads(out)["label"] == named and json.loads(out)["per_label"] == {}
+
+
 def test_a_conditioned_model_on_a_corpus_without_labels_is_told_what_to_do(corpus):
     """It was told the corpus "holds audio of label(s) ['(none)']" and to choose a label with --label, which
     then found "no audio of that label"."""

@@ -50,8 +50,8 @@ def evaluate(model, corpus, split: str = "test", label: str | None = None, max_s
     (training's validation; also gives the device and autocast).
 
     Returns ``{"split", "nll_bits_per_sample", "samples", "seconds", "segments",
-    "unigram_entropy_bits", "scored", "per_label": {name: {"nll_bits_per_sample", "samples"}}}``;
-    per_label is filled for a conditioned model. The unigram entropy of the same codes is what
+    "unigram_entropy_bits", "scored", "per_label": {name: {"nll_bits_per_sample", "samples"}}, "label"}``;
+    per_label is filled for a conditioned model; label is the one label scored (None: every label's audio). The unigram entropy of the same codes is what
     a model that ignores context would score.
     """
     from wavegen.corpus import Corpus
@@ -61,7 +61,7 @@ def evaluate(model, corpus, split: str = "test", label: str | None = None, max_s
         raise ConfigError(f"--max-seconds {max_seconds}: give a positive number of seconds (or leave it out "
                           "to score the whole split)")
     model = _loaded(model, corpus, device or (accelerator.device if accelerator is not None else "cpu"))
-    parts, names = _parts(model, corpus, split, label, max_seconds)
+    parts, names, label = _parts(model, corpus, split, label, max_seconds)
     streams = _streams(parts, model)
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator is not None else (0, 1)
     # by label, longest first: batches of even lengths that never mix labels, so one label's
@@ -91,7 +91,7 @@ def evaluate(model, corpus, split: str = "test", label: str | None = None, max_s
             bar.close()
     if accelerator is not None and world > 1:
         totals.reduce(accelerator)
-    return totals.result(split, names, len(parts), corpus.sample_rate, _scored(parts, max_seconds))
+    return {**totals.result(split, names, len(parts), corpus.sample_rate, _scored(parts, max_seconds)), "label": label}
 
 
 def _loaded(model, corpus, device):
@@ -107,7 +107,8 @@ def _loaded(model, corpus, device):
 
 
 def _parts(model, corpus, split: str, label: str | None, max_seconds: float | None):
-    """→ (int64 [N, 3] rows (start, length, label slot) to score, label names per slot)."""
+    """→ (int64 [N, 3] rows (start, length, label slot) to score, label names per slot, the label --label names
+    (its name as the corpus or model holds it; None without --label))."""
     segments = np.asarray(corpus.segments(split), dtype=np.int64).reshape(-1, 3)
     corpus_labels = corpus.segment_labels(split) if len(segments) else np.zeros(0, dtype=np.int64)
     names = list(model.config.labels)
@@ -126,7 +127,7 @@ def _parts(model, corpus, split: str, label: str | None, max_seconds: float | No
         raise ConfigError(f"--max-seconds {max_seconds:g}: less than one sample from each of the {len(segments)} "
                           f"segment(s) of the {split} split at {corpus.sample_rate} Hz; give at least "
                           f"{len(segments) / corpus.sample_rate:.6g} s")
-    return np.stack([segments[keep, 0], lengths[keep], slots[keep]], 1), names
+    return np.stack([segments[keep, 0], lengths[keep], slots[keep]], 1), names, label
 
 
 def _label_name(text: str, model_names: list[str], corpus,

@@ -173,6 +173,8 @@ def _print_nll(split: str, result: dict) -> None:
           f"({seconds} s; unigram entropy {result['unigram_entropy_bits']:.3f} bits)")
     print(f"  model: {result['model']}")  # which checkpoint: two outputs of one run told apart
     print(f"  scored: {result['scored']}")
+    if result.get("label") is not None:  # which label's: two outputs of one model told apart (per_label is
+        print(f"  label: {result['label']}")  # empty for a model not conditioned on labels)
     for name, v in result["per_label"].items():
         print(f"  {name}: {v['nll_bits_per_sample']:.4f} bits/sample over {v['samples']:,} samples")
 
