@@ -51,8 +51,8 @@ def evaluate(model, corpus, split: str = "test", label: str | None = None, max_s
 
     Returns ``{"split", "nll_bits_per_sample", "samples", "seconds", "segments",
     "unigram_entropy_bits", "scored", "per_label": {name: {"nll_bits_per_sample", "samples"}}, "label"}``;
-    per_label is filled for a conditioned model; label is the one label scored (None: every label's audio). The unigram entropy of the same codes is what
-    a model that ignores context would score.
+    per_label is filled for a conditioned model; label is the one label scored (None: every label's audio).
+    The unigram entropy of the same codes is what a model that ignores context would score.
     """
     from wavegen.corpus import Corpus
 

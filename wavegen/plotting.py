@@ -296,7 +296,8 @@ def plot_comparison(result: dict, path: str | Path, examples: dict | None = None
     split = result.get("split", "test")
     ax.set_title(f"Frechet distance to {split} (log)", fontsize=9)
     fig.axes[0].legend(loc="upper left", fontsize=7)
-    album = f"the album ({split} split" + (f", label {result['label']}" if result.get("label") is not None else "") + ")"
+    label = result.get("label")
+    album = f"the album ({split} split" + (f", label {label}" if label is not None else "") + ")"
     for k, name in enumerate(("renders", "test") if examples else ()):
         _spectrogram_panel(fig.add_subplot(grid[rows, 2 * k: 2 * k + 2]), examples[name], result["sample_rate"],
                            "a render" if name == "renders" else album)
