@@ -455,3 +455,24 @@ def test_a_best_past_a_damaged_checkpoint_is_not_said_to_be_a_stopped_sessions(t
             "one was removed or found damaged)") in caplog.text
     assert ("cleared the samples of 1 step(s) past step 2 (of a session stopped before its checkpoint, or of a "
             "later checkpoint removed or found damaged, whose weights are gone)") in caplog.text
+
+
+def test_a_run_whose_checkpoints_were_removed_says_it_starts_again_and_keeps_its_best(tiny_corpus, tmp_path, caplog):
+    """checkpoints/ deleted by hand (to free the disk) and the command rerun to train on: the run started again
+    from step 0 in silence, and its first validation replaced the best/ of the steps trained before (a worse
+    model, its score no bar). Now the start again is said, and best/ stays until a validation beats it."""
+    common = ["train.val_interval=2", "train.checkpoint_interval=2"]
+    run = tmp_path / "run"
+    train(config_for(tiny_corpus, "train.max_steps=6", *common), run, progress=False)
+    best = [r for r in read_metrics(run) if r.get("best")][-1]
+    kept = (run / "best" / "model.safetensors").read_bytes()
+    shutil.rmtree(run / "checkpoints")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="wavegen"):
+        result = train(config_for(tiny_corpus, "train.max_steps=2", *common), run, progress=False)
+    assert (f"{run}: no intact checkpoint to resume from, though its metrics.jsonl records training to step 6: "
+            "the run trains again from step 0") in caplog.text
+    assert (f"{run / 'best'} holds the model of step {best['step']} (validation {best['val_bits']:.4f} bits/sample), "
+            "trained before the run started again from step 0") in caplog.text
+    assert [r["val_bits"] for r in read_metrics(run) if "val_bits" in r][0] > best["val_bits"]  # not beaten
+    assert (run / "best" / "model.safetensors").read_bytes() == kept and result["best_val_bits"] == best["val_bits"]

@@ -5,7 +5,8 @@ where the run keeps one) on the corpus's validation split, shared out over the p
 (:func:`wavegen.evaluate.evaluate`), and writes ``RUN/best/`` (with the album profile) when the
 score improved; a run without validation audio keeps its latest model there. A resumed run beats
 the best on record (:func:`best_on_record`) and writes best/ again from the checkpoint that scored
-it when best/ went missing (:func:`restore_missing_best`). Only the main process writes; every
+it when best/ went missing (:func:`restore_missing_best`); a run that trains again from step 0, its checkpoints
+gone, says so and keeps its best/ as the score to beat (:func:`start_again`). Only the main process writes; every
 process learns at once when that failed (trainstate.on_main). The functions take the training's
 ``_Run`` (wavegen.train).
 """
@@ -18,10 +19,10 @@ import math
 from pathlib import Path
 
 from wavegen.checkpoint import restore_best, save_failed, save_model
-from wavegen.errors import every_process
+from wavegen.errors import WavegenError, every_process
 from wavegen.render.album import ALBUM_FILE
-from wavegen.runlog import best_row, best_validation
-from wavegen.trainstate import NonFiniteError, broadcast, on_main
+from wavegen.runlog import best_row, best_validation, read_metrics
+from wavegen.trainstate import NonFiniteError, broadcast, check_resume, on_main
 
 logger = logging.getLogger(__name__)
 
@@ -124,11 +125,37 @@ def keep_best_past_checkpoint(run) -> None:
         return
     bits = float(row["val_bits"])
     if run.main:
-        logger.warning("%s holds the model of step %d (validation %.4f bits/sample), past step %d, the checkpoint "
-                       "the run resumes from (a session stopped before its next checkpoint, or a later one was "
-                       "removed or found damaged); it stays the best model until a validation beats it",
-                       run.run_dir / "best", row["step"], bits, run.step)
+        past = (f"past step {run.step}, the checkpoint the run resumes from (a session stopped before its next "
+                "checkpoint, or a later one was removed or found damaged)" if run.step else
+                "trained before the run started again from step 0")
+        logger.warning("%s holds the model of step %d (validation %.4f bits/sample), %s; it stays the best model "
+                       "until a validation beats it", run.run_dir / "best", row["step"], bits, past)
     run.best_val, run.best_samples, run.best_step = bits, row.get("val_samples"), row["step"]
+
+
+def trained_before(run_dir: Path, config: dict) -> int:
+    """For a run that finds no intact checkpoint: the last step its metrics.jsonl records where the run folder
+    holds an earlier start of this same run (config would resume it: checkpoints since removed, or every one
+    damaged or diverged), else 0 (a new run, or another config over an old one, replaced as before)."""
+    rows = [r for r in read_metrics(run_dir) if isinstance(r.get("step"), int)]
+    if not rows or not (run_dir / "config.json").is_file():
+        return 0
+    try:
+        check_resume(run_dir, config)
+    except WavegenError:
+        return 0
+    return max(r["step"] for r in rows)
+
+
+def start_again(run, trained: int) -> None:
+    """Every process: a run that trained to step ``trained`` (trained_before) and starts again from step 0 says
+    so (it looked like a resume: extending a run whose checkpoints were deleted to free the disk trained a new
+    model in silence), and keeps its validated best/ until a validation beats it (was replaced by the first)."""
+    if run.main:
+        logger.warning("%s: no intact checkpoint to resume from, though its metrics.jsonl records training to step "
+                       "%d: the run trains again from step 0 (its log rows and samples from then are replaced)",
+                       run.run_dir, trained)
+    keep_best_past_checkpoint(run)
 
 
 def save_best(run) -> None:

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from wavegen.bestmodel import best_on_record, restore_missing_best, where_the_model_is
+from wavegen.bestmodel import best_on_record, restore_missing_best, start_again, trained_before, where_the_model_is
 from wavegen.bestmodel import validate as _validate  # (tests patch wavegen.train._validate)
 from wavegen.checkpoint import load_checkpoint, newest_intact, prune_checkpoints, save_checkpoint, tidy_run_folder
 from wavegen.config import ConfigError, TrainConfig, from_dict
@@ -279,6 +279,7 @@ def _start(config: dict, train_cfg: TrainConfig, accelerator, run_dir: Path) -> 
         accelerator.process_index, accelerator.num_processes))
     last = found and found[1]
     earlier = earlier_train(run_dir) if found is not None and main else {}  # before config.json is replaced
+    trained = broadcast(accelerator, trained_before(run_dir, config) if found is None and main else 0)
     on_main(accelerator, lambda: write_json(run_dir / "config.json", config), f"{run_dir / 'config.json'}", last)
     run = _Run(config, train_cfg, accelerator, run_dir, corpus, model, optimizer, inner, batches,
                Carry(train_cfg.grad_accum), NonFiniteWatch(accelerator, train_cfg),
@@ -288,6 +289,8 @@ def _start(config: dict, train_cfg: TrainConfig, accelerator, run_dir: Path) -> 
                average=WeightAverage(inner, train_cfg.ema_decay) if train_cfg.ema_decay > 0 else None)
     if found is not None:
         _resume(run, found[1], earlier)
+    elif trained:
+        start_again(run, trained)
     run.watch.reset(run.step)
     if main:
         n_params = sum(p.numel() for p in inner.parameters())
