@@ -129,7 +129,7 @@ def test_a_profile_row_s_slow_first_call_names_options_profile_takes(slow, monke
     assert first.startswith(f"numba batch 1: its first 1 sample(s) per stream are still being made after 0.3 s "
                             f"(the engine's warm-up; it does not compile): at that pace its {PROFILE_STEP_RUNS} "
                             "run(s) of 16000 samples per stream take"), first
-    assert first.endswith(" or more; a lower --samples or --batch takes less (Ctrl-C stops it)"), first
+    assert first.endswith(" or more; a lower --samples or --batch takes less (Ctrl-C twice stops it at once)"), first
     assert "the whole step is timed" in estimate and estimate.endswith("a lower --samples or --batch takes less")
 
 
@@ -143,7 +143,7 @@ def test_a_first_call_that_may_compile_foretells_nothing(slow, monkeypatch):
     (first, _, when), (estimate, _, _) = slow.lines
     assert first == ("slow batch 1: its first call (1 sample(s) per stream) is still running after 0.3 s; it may be "
                      "compiling the engine's kernels (a first use on this machine takes a minute or so), so the row's "
-                     "pace is not known yet (Ctrl-C stops it)"), first
+                     "pace is not known yet (Ctrl-C twice stops it at once)"), first
     assert when < Slow.ended_first - 0.5
     assert 10 <= float(estimate.split("take about ")[1].split(" min")[0]) <= 25, estimate  # 16 min, not hours
 

@@ -289,17 +289,18 @@ def say_slow_start(backend: str, batch: int, samples: int, repeats: int, seconds
     per stream where that call is known not to compile, and then the least its timed runs take at that pace, where
     that is over LONG_ROW_SECONDS; None: a call that may be compiling (numba's first use on this machine takes a
     minute): said to be running, with no pace (the growing warm-up's next calls give it). lower: the options that
-    shorten the row (None: a generation row's, :func:`lower_options`; --profile takes no --repeats)."""
+    shorten the row (None: a generation row's, :func:`lower_options`; --profile takes no --repeats). A first Ctrl-C
+    stops generation timing once that call ends (its StopSignals), so the line says what stops it at once."""
     if pace is None:
         logger.warning("%s batch %d: its first call (%d sample(s) per stream) is still running after %s; it may be "
                        "compiling the engine's kernels (a first use on this machine takes a minute or so), so the "
-                       "row's pace is not known yet (Ctrl-C stops it)", backend, batch, n, duration(seconds))
+                       "row's pace is not known yet (Ctrl-C twice stops it at once)", backend, batch, n, duration(seconds))
         return
     least = pace * samples * repeats
     if least > LONG_ROW_SECONDS:
         logger.warning("%s batch %d: its first %d sample(s) per stream are still being made after %s (the engine's "
                        "warm-up; it does not compile): at that pace its %d run(s) of %d samples per stream take %s "
-                       "or more; a lower %s takes less (Ctrl-C stops it)", backend, batch, n, duration(seconds),
+                       "or more; a lower %s takes less (Ctrl-C twice stops it at once)", backend, batch, n, duration(seconds),
                        repeats, samples, duration(least), lower or lower_options(backend))
 
 
