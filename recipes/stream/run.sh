@@ -57,9 +57,11 @@ if [ 4 -ge "$stage" ] && [ 4 -le "$stop_stage" ]; then
   [ -n "$archive" ] && cmd+=(--archive "$archive")
   cmd+=(${extra[@]+"${extra[@]}"})
   echo "${cmd[*]}"
-  # the server prints "listening: URL" once it plays; say it once more, plainly
-  "${cmd[@]}" | while IFS= read -r line; do
+  # the server prints "listening: URL" once it plays; say it once more, plainly. exec: the server takes this
+  # script's process, so a SIGTERM sent to it (kill, a supervisor) stops the server, with its archive's snapshot,
+  # and its exit status (130) is the recipe's (bash ended by it left the server playing, its port and archive held)
+  exec "${cmd[@]}" > >(while IFS= read -r line; do
     echo "$line"
     case "$line" in listening:*) echo "Open ${line#listening: } in a browser; the stream alone: ${line#listening: }stream" ;; esac
-  done
+  done)
 fi
