@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wavegen.bench_backends import build_engine, check_backends, parse_backend  # noqa: F401 (bench.X for them too)
+from wavegen.bench_backends import build_engine, check_backends, is_torch, parse_backend  # noqa: F401 (bench.X for them too)
 from wavegen.bench_first_call import first_call
 from wavegen.config import ConfigError
 from wavegen.generate import uniforms
@@ -270,7 +270,7 @@ def interruptible_block(samples: int, warmup: int, run_seconds: float) -> int:
 def lower_options(backend: str) -> str:
     """The options that shorten a generation row of ``backend``: the torch rows' samples are --torch-samples
     (the long-row warnings told a torch row to lower --samples, which a --torch-samples given leaves as it is)."""
-    return f"{'--torch-samples' if backend == 'torch' else '--samples'}, --repeats or --batch"
+    return f"{'--torch-samples' if is_torch(backend) else '--samples'}, --repeats or --batch"
 
 
 def _say_long_row(backend: str, batch: int, samples: int, repeats: int, seconds: float) -> bool:
@@ -338,11 +338,11 @@ def bench_generation(model: str, backends=("torch", "numba"), batches=(1, 8, 64)
     check_counts([("--samples", samples, 1), *(("--batch", b, 1) for b in batches), ("--repeats", repeats, 1),
                   *([] if torch_samples is None else [("--torch-samples", torch_samples, 1)])])
     check_seed(seed)
-    if torch_samples is not None and "torch" not in backends:  # it was ignored without a word
+    if torch_samples is not None and not any(map(is_torch, backends)):  # it was ignored without a word
         raise ConfigError(f"--torch-samples {torch_samples}: it sets the torch rows' samples, and --backends "
                           f"{','.join(backends)} has none; leave it out (or add torch to --backends)")
-    draws = [("--samples", samples)] if any(b != "torch" for b in backends) else []
-    if "torch" in backends:
+    draws = [("--samples", samples)] if not all(map(is_torch, backends)) else []
+    if any(map(is_torch, backends)):
         draws.append(("--torch-samples", torch_samples or min(samples, 1024)))
     check_draws_fit(draws, max(batches))
     set_threads(threads)
@@ -359,7 +359,7 @@ def bench_generation(model: str, backends=("torch", "numba"), batches=(1, 8, 64)
         for backend in backends:
             for batch in batches:
                 stop_if_asked(stop)
-                n = torch_samples if backend == "torch" else samples
+                n = torch_samples if is_torch(backend) else samples
                 if progress is not None:
                     progress(f"{backend} batch {batch}: {n} samples per stream")
                 rows.append(_measure_row(spec, backend, batch, n, warmup, repeats, seed, device, rate, stop))
@@ -390,7 +390,10 @@ def _measure_row(spec: dict, backend: str, batch: int, n: int, warmup: int, repe
 
 def _result(rows: list, device: str, model_info: dict) -> dict:
     """bench_generation's result of ``rows``: each one's speed-up over the torch row of its batch, the machine."""
-    torch_rate = {r["batch"]: r["samples_per_second"] for r in rows if r["backend"] == "torch"}
+    torch_rate = {}  # (the first torch row of each batch, where --backends names it twice: torch,torch-fp32)
+    for r in rows:
+        if is_torch(r["backend"]):
+            torch_rate.setdefault(r["batch"], r["samples_per_second"])
     for r in rows:
         if r["batch"] in torch_rate:
             r["speedup_vs_torch"] = r["samples_per_second"] / torch_rate[r["batch"]]
@@ -415,7 +418,7 @@ def format_table(result: dict) -> str:
         speedup = f"{r['speedup_vs_torch']:.1f}x" if r["speedup_vs_torch"] is not None else "-"
         lines.append(f"{r['backend']:{width}s} {r['batch']:5d} {r['samples']:8d} {r['samples_per_second_per_stream']:17,.0f} "
                      f"{r['samples_per_second']:16,.0f} {r['realtime_factor']:11.2f}x {speedup:>9s}")
-    if any(r["backend"] == "torch" for r in result["rows"]) and \
+    if any(is_torch(r["backend"]) for r in result["rows"]) and \
             model["torch_samples_per_stream"] != model["samples_per_stream"]:
         lines.append(f"(torch rows timed on {model['torch_samples_per_stream']} samples per stream, the others on "
                      f"{model['samples_per_stream']}; rates are per second, best of {model['repeats']})")

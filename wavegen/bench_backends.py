@@ -47,6 +47,12 @@ def parse_backend(name: str) -> tuple[str, str, dict]:
     return base, precision, options
 
 
+def is_torch(name: str) -> bool:
+    """Whether bench backend ``name`` is the torch engine, however written ("torch", "torch-fp32"): its rows
+    time --torch-samples and are what the others' speed-up is over ("torch-fp32" was taken for another)."""
+    return parse_backend(name)[0] == "torch"
+
+
 def check_backend_options(backends, family: str) -> None:
     """ConfigError, before anything is measured, where a backend name gives an option its engine for
     ``family`` does not take (unknown or unavailable backends are left to make_engine, which says why)."""
