@@ -191,6 +191,25 @@ def test_replacing_a_corpus_names_the_source_that_changed(tmp_path, make_tone, c
     assert "1 source(s) changed (t01.wav); 1 source(s) new); a training run" in caplog.text, caplog.text
 
 
+def test_replacing_a_corpus_names_the_sources_gone(tmp_path, make_tone, caplog):
+    """Recordings removed and prep run again: the warning said "4 source(s) gone or skipped now" without a name,
+    so which recordings the new corpus lacks (a folder moved, a disk not mounted) had to be found by hand. Now the
+    first three are named, and how many more."""
+    rec = tmp_path / "rec"
+    tones(rec, make_tone, 7)
+    prep([rec], tmp_path / "c")
+    for i in (1, 2, 4, 5):
+        (rec / f"t{i:02d}.wav").unlink()
+    with caplog.at_level("WARNING"):
+        prep([rec], tmp_path / "c")
+    assert "4 source(s) gone or skipped now (t01.wav, t02.wav, t04.wav and 1 more)); a training run" in caplog.text
+    (rec / "t06.wav").unlink()
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        prep([rec], tmp_path / "c")
+    assert "1 source(s) gone or skipped now (t06.wav)); a training run" in caplog.text, caplog.text
+
+
 def test_a_stereo_file_whose_channels_cancel_is_named_out_of_phase(tmp_path, make_audio, make_tone):
     """A loud stereo file, one channel the other's inverse (a wiring slip), mixes to nothing: it was
     skipped as "silent at 16-bit resolution", which the musician, hearing it loud, could not believe."""

@@ -436,10 +436,20 @@ def _sources_changed(old: dict, new: dict) -> list[str]:
     was, now = ({f.get("path"): f.get("sha256") for f in m.get("files", [])} for m in (old, new))
     changed = sorted(p for p in was.keys() & now.keys() if was[p] != now[p])
     rest = [{sha for path, sha in m.items() if path not in changed} for m in (was, now)]
-    names = ", ".join(os.path.basename(str(p)) for p in changed[:3]) + (", ..." if len(changed) > 3 else "")
-    counts = ((len(changed), f"changed ({names})"), (len(rest[1] - rest[0]), "new"),
-              (len(rest[0] - rest[1]), "gone or skipped now"))
+    first = {}  # each earlier source's bytes: the first path that held them
+    for path in sorted((p for p in was if p not in changed), key=str):
+        first.setdefault(was[path], path)
+    gone = sorted((first[sha] for sha in rest[0] - rest[1]), key=str)
+    counts = ((len(changed), f"changed ({_first_names(changed)})"), (len(rest[1] - rest[0]), "new"),
+              (len(gone), f"gone or skipped now ({_first_names(gone)})"))
     return [f"{n} source(s) {how}" for n, how in counts if n]
+
+
+def _first_names(paths: list, shown: int = 3) -> str:
+    """The file names of the first ``shown`` paths, and how many more: which sources a re-prep found changed or
+    gone, in one line however many there are."""
+    more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
+    return ", ".join(os.path.basename(str(p)) for p in paths[:shown]) + more
 
 
 def _log_summary(corpus_dir: Path, manifest: dict) -> None:
