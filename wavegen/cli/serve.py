@@ -25,7 +25,8 @@ def add_parser(sub) -> None:
                    help="also write the broadcast to DIR (WAV parts, resumable): a restart with the same "
                         "arguments continues it")
     p.add_argument("--archive-part-seconds", type=float, default=3600.0,
-                   help="length of each archive WAV part (default 3600; a new archive's: one continued keeps its own)")
+                   help="length of each archive WAV part, 1 at least (default 3600; a new archive's: one continued "
+                        "keeps its own)")
     p.add_argument("--archive-keep-parts", type=int, default=0, metavar="N",
                    help="keep only the newest N archive parts, removing older ones as the broadcast goes on, so "
                         "the archive's disk stays bounded (default 0: keep all; at 16 kHz an hour's part is "
@@ -47,8 +48,8 @@ def add_parser(sub) -> None:
                    help="a listener this far behind the live edge skips ahead to it (default 30)")
     p.add_argument("--idle-seconds", type=float, default=15.0,
                    help="a connection with no request under way (none yet, one half sent, or idle between two) is "
-                        "closed after this long, so idle ones cannot hold the server's file descriptors (default 15; "
-                        "more behind a proxy that keeps its connections open, less on a busy public server)")
+                        "closed after this long, so idle ones cannot hold the server's file descriptors (default 15, 1 "
+                        "at least; more behind a proxy that keeps its connections open, less on a busy public server)")
     p.add_argument("--allow-slow", action="store_true",
                    help="play a model slower than real time (with a growing delay) instead of refusing it")
     p.add_argument("--no-guard", dest="guard", action="store_false",
