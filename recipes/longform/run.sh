@@ -9,7 +9,8 @@
 # MODEL is a run folder (its best/ is used) or a model folder, e.g. demo/run after
 # recipes/demo/run.sh. MODEL and OUT are taken relative to the directory the recipe is started
 # from; OUT defaults to renders/longform-NAME there (NAME: MODEL's folder name). --backend auto
-# picks numba on a CPU where it is installed, cuda on a GPU. --precision other than fp32 is
+# picks numba (where it is installed; torch otherwise) with --device cpu, the default, and cuda with
+# --device cuda: the recipe renders on the CPU unless told. --precision other than fp32 is
 # faster where the backend has it, and changes the audio. A usage mistake (a missing value, an
 # --hours that is not a positive number) is one line, exit code 2, before anything runs.
 #
