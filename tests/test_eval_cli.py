@@ -7,9 +7,10 @@ import math
 import re
 
 import pytest
-from conftest import prepared_corpus, save_tiny_model, tiny_config
+from conftest import melody, prepared_corpus, save_tiny_model, tiny_config, tiny_run_config, write_audio_file
 
 from wavegen.cli import main
+from wavegen.corpus import Corpus
 
 SR = 8000
 
@@ -121,6 +122,43 @@ def test_the_corpus_the_model_trained_on_prepared_again_since_is_said_before_its
             assert main(["-q", "eval", str(model), "--data", str(data), "--max-seconds", "0.5"]) == 0
         capsys.readouterr()
         warning = (f"{corpus}: the corpus {model} was trained on has been prepared again since (corpus id "
-                   f"0123456789abcdef then, {now} now): its test split was drawn again from what it holds now and "
-                   "may hold recordings the model trained on")
+                   f"0123456789abcdef then, {now} now): its test split may have been drawn again and may hold "
+                   "recordings the model trained on")  # a model older than data.split_ids: no split to compare
         assert (warning in caplog.text) == said, (data, caplog.text)
+
+
+def test_a_corpus_prepared_again_that_kept_its_test_split_is_scored_without_a_word(tmp_path, capsys, caplog):
+    """prep run again with a recording added keeps each earlier file's split: the test split holds the recordings
+    the model's run recorded (data.split_ids), none trained on, and the NLL is printed without the warning (it
+    said the split was drawn again). Prepared again with another --seed, the split holds another recording: said."""
+    from wavegen.prep import prepare
+
+    settings = {"sample_rate": SR, "val_fraction": 0.25, "test_fraction": 0.25, "progress": False}
+    corpus = prepared_corpus(tmp_path, files=4, seconds=1.0, **settings)
+    model = save_tiny_model(tmp_path / "model", sample_rate=SR, dim=16, emb_size=8)
+    config = json.loads((model / "config.json").read_text())
+    config["data"] = tiny_run_config(corpus)["data"]  # as training records it: the corpus, its id, its splits'
+    (model / "config.json").write_text(json.dumps(config))
+
+    def held_out():
+        files = json.loads((corpus / "manifest.json").read_text())["files"]
+        return {f["sha256"] for f in files if f["split"] == "test"}
+
+    def warnings():
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            assert main(["-q", "eval", str(model), "--data", str(corpus), "--max-seconds", "0.2"]) == 0
+        assert capsys.readouterr().out.startswith("test: ")
+        return [r.getMessage() for r in caplog.records if "prepared again since" in r.getMessage()]
+
+    test = held_out()
+    write_audio_file(tmp_path / "rec" / "song4.wav", melody(1.0, SR, seed=4), SR)
+    prepare([tmp_path / "rec"], corpus, **settings)
+    assert held_out() == test and config["data"]["corpus_id"] != Corpus(corpus).content_id  # kept, corpus changed
+    assert warnings() == []
+    prepare([tmp_path / "rec"], corpus, seed=3, **settings)
+    assert held_out() != test  # drawn again: another recording held out
+    said = warnings()
+    assert len(said) == 1 and said[0].endswith(
+        ": its test split holds other recordings than then and may hold recordings the model trained on, which "
+        "would score better than new audio"), said

@@ -110,7 +110,7 @@ _ABSENT = object()
 # What a config file holds (a run's config.json too): the keys outside the model and train sections, whose
 # settings their dataclasses check by name
 _TOP_KEYS = ("model_type", "preset", "model", "train", "data", "overrides")
-_DATA_KEYS = ("sample_rate", "corpus", "corpus_id")
+_DATA_KEYS = ("sample_rate", "corpus", "corpus_id", "split_ids")
 
 
 def _check_keys(path: Path, config) -> None:

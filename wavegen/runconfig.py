@@ -31,6 +31,7 @@ def resolve_run_config(base: dict, corpus_dir: str | Path, overrides: list[str] 
         raise ConfigError(f"data.corpus={config['data']['corpus']!r}: the corpus is the one --data names; "
                           "leave data.corpus to it")
     config["data"]["corpus_id"] = corpus.content_id  # after the overrides: what the corpus holds is not a setting
+    config["data"]["split_ids"] = split_ids(corpus.manifest)  # eval tells a held-out split drawn again since
     config["overrides"] = list(base.get("overrides", [])) + list(overrides or [])
     train = from_dict(TrainConfig, config["train"], "train")
     train.validate()
@@ -43,6 +44,24 @@ def resolve_run_config(base: dict, corpus_dir: str | Path, overrides: list[str] 
     config["model"] = json.loads(json.dumps(cfg.__dict__))
     config["train"] = json.loads(json.dumps(train.__dict__))
     return config
+
+
+def split_ids(manifest: dict) -> dict[str, str]:
+    """Which recordings the val and test splits of a corpus's manifest hold, 16 hex digits each: the sha256 of
+    each file in the split, and of each file cut in time with its cut (the seconds kept, where it holds no cut).
+    A run records them: a corpus prepared again keeps each earlier file's split (unless --seed, a fraction or
+    the labels changed), and eval warns of recordings the model may have trained on only where the split it
+    scores holds other recordings than it did then (wavegen.cli.evaluate)."""
+    import hashlib
+
+    files = [f for f in manifest.get("files", []) if isinstance(f, dict)]
+    ids = {}
+    for name in ("val", "test"):
+        held = sorted(json.dumps([f.get("sha256"), f.get("split")] + (
+            [f.get("time_cuts_seconds"), f.get("kept_seconds")] if f.get("split") == "time" else []))
+            for f in files if f.get("split") in (name, "time"))
+        ids[name] = hashlib.sha256(json.dumps(held).encode()).hexdigest()[:16]
+    return ids
 
 
 def _labels_from_corpus(base: dict, model: dict, corpus: Corpus) -> bool:

@@ -66,9 +66,10 @@ def check_resume(run_dir: Path, config: dict) -> None:
             a = {**to_dict(TrainConfig()), **a}
         if isinstance(a, dict) and isinstance(b, dict):
             for key in sorted(set(a) | set(b)):
-                # corpus_id is _check_same_corpus's (a run older than it has none); the same audio in
-                # another folder (a corpus moved or copied) resumes, and config.json records the new folder
-                if section == "data" and (key == "corpus_id" or key == "corpus" and moved):
+                # corpus_id is _check_same_corpus's (a run older than it has none, nor split_ids, which the
+                # same corpus id holds the same); the same audio in another folder (a corpus moved or copied)
+                # resumes, and config.json records the new folder
+                if section == "data" and (key in ("corpus_id", "split_ids") or key == "corpus" and moved):
                     continue
                 if a.get(key) != b.get(key) and not (section == "train" and key in RESUMABLE_CHANGES):
                     diffs.append(f"{section}.{key}: {a.get(key)!r} → {b.get(key)!r}")

@@ -112,24 +112,33 @@ def _eval(args) -> int:
 def _warn_if_prepared_again(ref, data: str, split: str | None = None) -> None:
     """A warning where ``data`` is the corpus a model's config names and it holds other recordings or settings
     now than the model was trained on (its config's data.corpus_id). split None: it was taken as the album for
-    --renders; else its split scores the NLL, and prep draws the splits again from what the corpus holds (a
-    recording added moves others between them): the split may hold recordings the model trained on."""
+    --renders; else its split scores the NLL, and prep draws the splits again where --seed, a fraction or the
+    labels changed (else each earlier file keeps its split): where the split holds other recordings than the
+    model's config recorded (data.split_ids; a model older than that record: may have), it may hold recordings
+    the model trained on."""
     from wavegen.corpus import Corpus
+    from wavegen.runconfig import split_ids
 
     trained = ref.config.get("data", {})
     trained_on, folder = trained.get("corpus_id"), trained.get("corpus")
     if not trained_on or folder is None or not _same_folder(folder, data):
         return
-    now = Corpus(data).content_id
+    corpus = Corpus(data)
+    now = corpus.content_id
     if trained_on == now:
         return
     changed = (f"{data}: the corpus {ref.source} was trained on has been prepared again since (corpus id "
                f"{trained_on} then, {now} now)")
     if split is None:
         logger.warning("%s: the renders are judged against what it holds now; give --data for another album", changed)
-    else:
-        logger.warning("%s: its %s split was drawn again from what it holds now and may hold recordings the model "
-                       "trained on, which would score better than new audio", changed, split)
+        return
+    recorded = trained.get("split_ids")
+    recorded = recorded.get(split) if isinstance(recorded, dict) else None
+    if recorded == split_ids(corpus.manifest).get(split):
+        return  # the same recordings held out as then: none trained on (the train split: trained on, as ever)
+    drawn = "holds other recordings than then" if recorded is not None else "may have been drawn again"
+    logger.warning("%s: its %s split %s and may hold recordings the model trained on, which would score better "
+                   "than new audio", changed, split, drawn)
 
 
 def _same_folder(a: str, b: str) -> bool:
