@@ -116,10 +116,11 @@ def _parts(engine) -> list[tuple[str, float, int, int, int, int, int]]:
             (f"output 2 ({q}x{A})", 1.0, p["head"][WN_OUT2], p["head"][WN_OUT2B], q, A, 1)]
 
 
-def _step_cpu_seconds(engine, samples: int) -> float:
+def _step_cpu_seconds(engine, samples: int, stop=None) -> float:
     """The least CPU time of the whole step's runs of ``samples`` per stream (:func:`_best_cpu_seconds`), each
     run in generate calls of about wavegen.bench.INTERRUPT_SECONDS as a bench row's are: a numba call returns
-    to Python only at its end, where a Ctrl-C is taken, and one call a run kept it waiting for minutes."""
+    to Python only at its end, where a Ctrl-C is taken, and one call a run kept it waiting for minutes. stop: see
+    :func:`profile_engine`."""
     from wavegen import bench  # its slicing of a timed run (imported here: bench sits above the engines)
 
     ids = np.arange(engine.streams)
@@ -129,26 +130,32 @@ def _step_cpu_seconds(engine, samples: int) -> float:
 
     def run():
         for u in calls:
+            bench.stop_if_asked(stop)
             engine.generate(u)
 
     return _best_cpu_seconds(run)
 
 
-def profile_engine(engine, samples: int = 4096) -> dict:
+def profile_engine(engine, samples: int = 4096, stop=None) -> dict:
     """Per-part and full-engine CPU time per sample step (all ``engine.streams`` streams).
 
     Returns ``{"streams", "precision", "full_us", "parts": [{"name", "us", "share", "macs",
     "weight_bytes", "gflops", "gb_per_s"}], "other_us"}``; macs and weight_bytes are per
     sample step, for all streams (weights are read once per step whatever the batch).
     Convolutions that repeat per layer are timed on the first layer's weights. Every call returns
-    to Python within about a second (a Ctrl-C stops it there); the engine's state is restored.
+    to Python within about a second (a Ctrl-C stops it there); the engine's state is restored. stop: a
+    StopSignals (None: none) whose stop asked for is a KeyboardInterrupt before the next part or call
+    (wavegen.bench.stop_if_asked: bench --profile's first Ctrl-C or SIGTERM).
     """
+    from wavegen.bench import stop_if_asked  # (imported here: bench sits above the engines)
+
     p = engine.packed
     B = engine.streams
     M, V = p["M"], p["V"]
     bytes_per_weight = M.itemsize
     rows = []
     for name, per_sample, w_off, b_off, n_out, n_in, rows_per_stream in _parts(engine):
+        stop_if_asked(stop)
         x = np.random.default_rng(1).standard_normal((B * rows_per_stream, int(n_in))).astype(np.float32) * 0.1
         y = np.zeros((B * rows_per_stream, int(n_out)), np.float32)
         reps = max(2, int(2e7 // (n_out * n_in * B * rows_per_stream)))
@@ -160,13 +167,14 @@ def profile_engine(engine, samples: int = 4096) -> dict:
                      "gflops": 2 * macs / us / 1e3, "gb_per_s": weight_bytes / us / 1e3})
     logits = np.random.default_rng(2).standard_normal(engine.q_levels).astype(np.float32)
     scratch = np.zeros(engine.q_levels, np.float32)
+    stop_if_asked(stop)
     seconds = _best_cpu_seconds(lambda: _sample_reps(logits, 20000, scratch))
     rows.append({"name": "sampling (softmax + inverse CDF)", "us": seconds / 20000 * B * 1e6, "macs": 0,
                  "weight_bytes": 0, "gflops": None, "gb_per_s": None})
     snap = engine.snapshot()
     try:
         engine.generate(uniforms(0, np.arange(B), 0, _WARMUP))
-        full = _step_cpu_seconds(engine, samples) / samples * 1e6
+        full = _step_cpu_seconds(engine, samples, stop) / samples * 1e6
     finally:  # a Ctrl-C too leaves the engine as it came
         engine.restore(snap)
     for r in rows:

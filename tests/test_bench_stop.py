@@ -109,3 +109,79 @@ def test_a_sigterm_to_bench_train_prints_the_batch_sizes_measured():
     assert stderr.strip().splitlines() == ["SIGTERM: stopping the bench before the next training step; the rows "
                                            "measured so far are printed (the signal again to stop at once)",
                                            "wavegen bench: interrupted"], stderr
+
+
+@pytest.mark.parametrize("at", ["between rows", "inside a row"])
+def test_a_stop_of_a_profile_keeps_the_rows_profiled_before_it(at, monkeypatch):
+    """bench --profile had no stop of its own: a SIGTERM ended it by the signal without a word (exit -15)."""
+    from wavegen import bench_profile
+    from wavegen.kernels import numba_profile
+
+    stop, said = Stop(), []
+    if at == "between rows":
+        progress = lambda line: said.append(line) or setattr(stop, "requested", len(said) == 3)  # noqa: E731
+    else:  # asked while the second row times its parts: taken before the next part
+        progress = said.append
+        real = numba_profile._affine_reps
+
+        def part(*args):
+            if len(said) == 3:
+                stop.requested = True
+            return real(*args)
+
+        monkeypatch.setattr(numba_profile, "_affine_reps", part)
+    with pytest.raises(BenchStopped) as stopped:
+        bench_profile.profile_generation("wavenet-tiny", ["numba"], [1, 2, 3], samples=64, dram_mbytes=8,
+                                         progress=progress, stop=stop)
+    assert said[1:] == ["profiling numba batch 1", "profiling numba batch 2"][:len(said) - 1]
+    result = stopped.value.result
+    assert [(p["backend"], p["batch"]) for p in result["profiles"]] == [("numba", 1)]
+    assert result["profiles"][0]["full_us"] > 0 and stopped.value.planned == 3 and stopped.value.by == "SIGTERM"
+    assert result["mode"] == "profile" and result["machine"]["rates"]["read_gb_per_s_l2"] > 0
+
+
+def test_a_sigterm_to_bench_profile_prints_the_rows_profiled_and_writes_no_json(tmp_path):
+    """SIGTERM 1 s into the second row (256 streams: a long step): the first row's profile on stdout with what
+    stopped it, the --json file not written; exit 130, as a Ctrl-C's."""
+    out = tmp_path / "profile.json"
+    proc = subprocess.Popen([sys.executable, "-m", "wavegen", "bench", "--profile", "--model", "samplernn-tiny",
+                             "--batch", "1,256", "--samples", "8000", "--json", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    said = []
+    for line in proc.stderr:
+        said.append(line)
+        if line.startswith("profiling numba batch 256"):
+            break
+    assert proc.poll() is None, said
+    time.sleep(1)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert time.monotonic() - sent < 8
+    assert proc.returncode == 130, (proc.returncode, stdout, stderr)
+    lines = stdout.strip().splitlines()
+    assert [line.split(" (")[0] for line in lines if line.startswith("numba batch ")] == ["numba batch 1"], stdout
+    assert lines[-1] == f"(stopped by SIGTERM: 1 of 2 rows measured; --json {out} not written)", stdout
+    assert stderr.strip().splitlines()[-2:] == ["SIGTERM: stopping the profile before its next timed call; the rows "
+                                                "profiled so far are printed (the signal again to stop at once)",
+                                                "wavegen bench: interrupted"], stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_stop_asked_during_the_short_run_says_no_estimate_after_it():
+    """A SIGTERM during the short run that foretells a row's length: the row's "take about 2 min" was said after
+    the stop's line, of runs that were never to be made."""
+    from wavegen.bench import time_generation
+
+    stop, estimates = Stop(), []
+
+    class Engine:
+        streams, calls = 1, 0
+
+        def generate(self, u):
+            self.calls += 1
+            stop.requested = self.calls == 2  # the warm-up's one call, then the short run's
+
+    with pytest.raises(KeyboardInterrupt):
+        time_generation(Engine(), 16000, 128, 3, estimate=estimates.append, stop=stop)
+    assert estimates == []

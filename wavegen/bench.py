@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wavegen.bench_backends import build_engine, check_backends, is_torch, parse_backend  # noqa: F401 (bench.X for them too)
+from wavegen.bench_backends import (build_engine, check_backends, is_torch,  # noqa: F401 (bench.X for them too)
+                                    parse_backend)
 from wavegen.bench_first_call import first_call
 from wavegen.config import ConfigError
 from wavegen.generate import uniforms
@@ -202,6 +203,7 @@ def time_generation(engine, samples: int, warmup: int, repeats: int, seed: int =
     if estimate is not None:
         stop_if_asked(stop)
         seconds, position = time_short_run(engine, samples, warmup, seed, position)
+        stop_if_asked(stop)
         if not said:
             estimate(seconds * repeats)
         block = interruptible_block(samples, warmup, seconds)
@@ -236,6 +238,7 @@ def warm_up(engine, warmup: int, step: int, seed: int, estimate, slow=None, stop
         else:
             engine.generate(uniforms(seed, streams, position, n))
         seconds, position, calls = time.perf_counter() - wall0, position + n, calls + 1
+        stop_if_asked(stop)  # one asked during that call: no estimate said after the stop's line
         if calls > 1:
             size *= 2
             if not said and seconds >= WARMUP_CALL_SECONDS:
@@ -294,14 +297,15 @@ def say_slow_start(backend: str, batch: int, samples: int, repeats: int, seconds
     if pace is None:
         logger.warning("%s batch %d: its first call (%d sample(s) per stream) is still running after %s; it may be "
                        "compiling the engine's kernels (a first use on this machine takes a minute or so), so the "
-                       "row's pace is not known yet (Ctrl-C twice stops it at once)", backend, batch, n, duration(seconds))
+                       "row's pace is not known yet (Ctrl-C twice stops it at once)", backend, batch, n,
+                       duration(seconds))
         return
     least = pace * samples * repeats
     if least > LONG_ROW_SECONDS:
         logger.warning("%s batch %d: its first %d sample(s) per stream are still being made after %s (the engine's "
                        "warm-up; it does not compile): at that pace its %d run(s) of %d samples per stream take %s "
-                       "or more; a lower %s takes less (Ctrl-C twice stops it at once)", backend, batch, n, duration(seconds),
-                       repeats, samples, duration(least), lower or lower_options(backend))
+                       "or more; a lower %s takes less (Ctrl-C twice stops it at once)", backend, batch, n,
+                       duration(seconds), repeats, samples, duration(least), lower or lower_options(backend))
 
 
 def duration(seconds: float) -> str:

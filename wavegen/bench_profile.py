@@ -17,12 +17,14 @@ PROFILE_STEP_RUNS = 6  # kernels.numba_profile.profile_engine runs the whole ste
 
 def profile_generation(model: str, backends=("numba",), batches=(1,), samples: int = 4096,
                        threads: int | None = 1, seed: int = 0, progress=None, dram_mbytes: int = 512,
-                       checkpoint: str | None = None) -> dict:
+                       checkpoint: str | None = None, stop=None) -> dict:
     """Where the numba engines' time goes: ``{"mode": "profile", "machine" (+ "rates"), "model",
     "profiles": [{"backend", "batch", ...kernels.numba_profile.profile_engine}]}``.
 
     Only numba backends (``numba``, ``numba-fp16``, ``numba-bf16``) have parts to time; one
-    thread by default, so a part's time is one core's.
+    thread by default, so a part's time is one core's. ``stop``: a StopSignals (None: none); a stop asked of it is
+    taken before the next timed call, as generation timing's: :class:`bench.BenchStopped`, with the result of the
+    rows profiled before it.
     """
     from wavegen.kernels.numba_profile import machine_rates, profile_engine
 
@@ -39,26 +41,29 @@ def profile_generation(model: str, backends=("numba",), batches=(1,), samples: i
     bench.check_backends(spec, backends, batches)
     if progress is not None:
         progress("measuring the machine (bandwidth, multiply-add rate)")
-    machine = bench.machine_info("cpu")
-    machine["rates"] = machine_rates(dram_mbytes)
-    profiles = []
-    for backend in backends:
-        for batch in batches:
-            if progress is not None:
-                progress(f"profiling {backend} batch {batch}")
-            engine = bench.build_engine(spec, batch, backend)
-            n, warmup = bench.whole_frames(spec, samples), bench.whole_frames(spec, bench.WARMUP_SAMPLES)
-            _say_long_profile(engine, backend, batch, n, warmup, bench.whole_frames(spec, 1))
-            profiles.append({"backend": backend, "batch": batch, **profile_engine(engine, n)})
-    return {"mode": "profile", "machine": machine, "model": {"name": model, **facts}, "profiles": profiles}
+    result = {"mode": "profile", "machine": None, "model": {"name": model, **facts}, "profiles": []}
+    try:
+        result["machine"] = {**bench.machine_info("cpu"), "rates": machine_rates(dram_mbytes)}
+        for backend in backends:
+            for batch in batches:
+                bench.stop_if_asked(stop)
+                if progress is not None:
+                    progress(f"profiling {backend} batch {batch}")
+                engine = bench.build_engine(spec, batch, backend)
+                n, warmup = bench.whole_frames(spec, samples), bench.whole_frames(spec, bench.WARMUP_SAMPLES)
+                _say_long_profile(engine, backend, batch, n, warmup, bench.whole_frames(spec, 1), stop)
+                result["profiles"].append({"backend": backend, "batch": batch, **profile_engine(engine, n, stop)})
+    except KeyboardInterrupt:  # a Ctrl-C or SIGTERM: the rows profiled before it kept
+        raise bench.BenchStopped(result, len(backends) * len(batches), None if stop is None else stop.name) from None
+    return result
 
 
-def _say_long_profile(engine, backend: str, batch: int, samples: int, warmup: int, step: int) -> None:
+def _say_long_profile(engine, backend: str, batch: int, samples: int, warmup: int, step: int, stop=None) -> None:
     """A profile row whose step timing (PROFILE_STEP_RUNS runs of ``samples`` per stream) will take over
     bench.LONG_ROW_SECONDS, said before it starts with an estimate from a short run (the engine's state restored
     after it): ``--profile --samples 576000000`` ran for hours with nothing said. The warm-up before it goes as
     generation timing's (bench.warm_up, in calls of ``step`` samples and up): one that is long itself is said
-    during it (``--batch 100000``)."""
+    during it (``--batch 100000``). stop: see :func:`profile_generation`."""
     def say(seconds: float) -> bool:
         if seconds <= bench.LONG_ROW_SECONDS:
             return False
@@ -70,9 +75,13 @@ def _say_long_profile(engine, backend: str, batch: int, samples: int, warmup: in
     snap = engine.snapshot()
     said = bench.warm_up(engine, warmup, step, 0, lambda per_sample: say(per_sample * samples * PROFILE_STEP_RUNS),
                          lambda seconds, n, pace: bench.say_slow_start(backend, batch, samples, PROFILE_STEP_RUNS,
-                                                                       seconds, n, pace, "--samples or --batch"))
+                                                                       seconds, n, pace, "--samples or --batch"),
+                         stop)
     if not said:
-        say(bench.time_short_run(engine, samples, warmup, 0, warmup)[0] * PROFILE_STEP_RUNS)
+        bench.stop_if_asked(stop)
+        seconds = bench.time_short_run(engine, samples, warmup, 0, warmup)[0]
+        bench.stop_if_asked(stop)  # one asked during the short run: no estimate said after the stop's line
+        say(seconds * PROFILE_STEP_RUNS)
     engine.restore(snap)
 
 

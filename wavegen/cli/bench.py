@@ -181,14 +181,20 @@ def _report(args, result, table: str) -> None:
         emit_json(args, result, kept="the table above has the results" if args.json != JSON_STDOUT else "")
 
 
-def _bench_profile(args, backends, batches) -> int:
+def _bench_profile(args, backends, batches, stop) -> int:
+    from wavegen.bench import BenchStopped
     from wavegen.bench_profile import format_profile, profile_generation
 
     if args.backends == "torch,numba":  # the default list: profile what can be profiled
         backends = ["numba"]
-    result = profile_generation(args.model, backends, batches, samples=args.samples,
-                                threads=args.threads if args.threads is not None else 1, seed=args.seed,
-                                progress=None if args.quiet else logger.info, checkpoint=args.checkpoint)
+    try:
+        result = profile_generation(args.model, backends, batches, samples=args.samples,
+                                    threads=args.threads if args.threads is not None else 1, seed=args.seed,
+                                    progress=None if args.quiet else logger.info, checkpoint=args.checkpoint,
+                                    stop=stop)
+    except BenchStopped as stopped:
+        _say_stopped(args, stopped, format_profile)
+        raise  # "wavegen bench: interrupted", exit 130 (wavegen.cli)
     result["command"] = (f"wavegen bench --profile --model {args.model}{_checkpoint(args)} "
                          f"--backends {','.join(backends)} "
                          f"--batch {','.join(map(str, batches))} --samples {args.samples}")
@@ -196,24 +202,25 @@ def _bench_profile(args, backends, batches) -> int:
     return 0
 
 
-# what the first Ctrl-C or SIGTERM of generation timing does (StopSignals says it)
+# what the first Ctrl-C or SIGTERM of generation timing and --profile does (StopSignals says it)
 STOP_LINE = "stopping the bench before the engine's next call; the rows measured so far are printed"
+PROFILE_STOP_LINE = "stopping the profile before its next timed call; the rows profiled so far are printed"
 
 
 def run(args) -> int:
     mode = _mode(args)
-    if mode != GENERATION:
+    if mode == TRAIN:  # bench_train's StopSignals take its Ctrl-C and SIGTERM
         return _run(args, mode, None)
     from wavegen.signals import StopSignals
 
     # installed before torch imports (seconds): a SIGTERM is a stop, as a Ctrl-C, not a death by the signal (a
     # scheduler's, minutes into a bench of many rows, lost every row measured without a word)
-    with StopSignals(STOP_LINE) as stop:
+    with StopSignals(PROFILE_STOP_LINE if mode == PROFILE else STOP_LINE) as stop:
         return _run(args, mode, stop)
 
 
 def _run(args, mode: str, stop) -> int:
-    """bench's measurement ``mode``; stop: generation timing's StopSignals."""
+    """bench's measurement ``mode``; stop: generation timing's or --profile's StopSignals."""
     from wavegen.bench import BenchStopped, bench_generation, format_table
 
     _check_outputs(args, mode)
@@ -227,7 +234,7 @@ def _run(args, mode: str, stop) -> int:
     backends = _comma_list(args.backends, "--backends")
     batches = _comma_list(args.batch or ("1" if args.profile else "1,8,64"), "--batch", int)
     if args.profile:
-        return _bench_profile(args, backends, batches)
+        return _bench_profile(args, backends, batches, stop)
     try:
         result = bench_generation(args.model, backends, batches, samples=args.samples,
                                   torch_samples=args.torch_samples, repeats=args.repeats, threads=args.threads,
@@ -252,7 +259,7 @@ def _say_stopped(args, stopped, format_table) -> None:
     """The table (``format_table``'s) of the rows measured before a stop (none: nothing), said to be stopped and
     what it leaves unwritten (--json and --plot are a whole run's): on stdout, or stderr where a bare --json has
     stdout."""
-    rows = stopped.result["rows"]
+    rows = stopped.result["profiles" if stopped.result["mode"] == "profile" else "rows"]
     if not rows:
         return
     by = f" by {stopped.by}" if stopped.by else ""
