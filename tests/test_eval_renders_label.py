@@ -70,3 +70,22 @@ def test_a_label_the_corpus_cannot_judge_by_is_one_line(album, capsys):
     code, _, err = judged(capsys, plain, renders, "--label", "high")
     assert code == 2 and err.strip() == (f"wavegen eval: error: --label 'high': corpus {plain} was prepared without "
                                          "labels: its whole split is the album; leave --label out")
+
+
+def test_a_label_whose_split_is_too_short_is_said_of_that_label(album, tmp_path, capsys):
+    """A label of one short recording, cut in time (0.2 s held out), beside a label of long ones: the refusal
+    names the label and its own longest segment (it gave the whole split's, 3 s, and sent to --split val, as short)."""
+    _, renders, _ = album
+    for label, freq, seconds, files in (("low", 200.0, 3.0, 3), ("high", 2000.0, 0.6, 1)):
+        for i in range(files):
+            write_audio_file(tmp_path / "rec" / label / f"{label}{i}.wav", tone(seconds, SR, freq=freq), SR)
+    corpus = tmp_path / "corpus"
+    prepare([tmp_path / "rec"], corpus, sample_rate=SR, val_fraction=0.34, test_fraction=0.34, labels="folders",
+            progress=False)
+    code, _, err = judged(capsys, corpus, renders, "--label", "high")
+    assert code == 2 and err.strip() == (
+        f"wavegen eval: error: the test split of label 'high' of {corpus} holds no clip of at least 0.25 s to compare "
+        f"with (its longest segment: 0.204 s); prepare it again from longer recordings or with a larger "
+        f"--test-fraction (wavegen prep RECORDINGS {corpus} --test-fraction 0.2)"), err
+    code, result, err = judged(capsys, corpus, renders, "--label", "low")  # the long label's is judged
+    assert code == 0 and result["label"] == "low", err

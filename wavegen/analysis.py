@@ -218,7 +218,7 @@ def compare_renders(renders_dir: str | Path, corpus_dir: str | Path, *, split: s
     if not test:
         raise AnalysisError(_empty_split(corpus, corpus_dir, split, reference_split))
     if max(len(clip) for clip in test) < MIN_RENDER_SECONDS * rate:
-        raise AnalysisError(_short_split(corpus, corpus_dir, split, reference_split))
+        raise AnalysisError(_short_split(corpus, corpus_dir, split, reference_split, slot))
     train = split_excerpts(corpus, reference_split, max_seconds, slot) if reference_split else []
     result = compare_clips(renders.excerpts, test, train, rate, max_seconds=max_seconds, pyin=pyin, seed=seed,
                            examples=examples)
@@ -265,18 +265,22 @@ def _empty_split(corpus, corpus_dir, split: str, reference_split: str) -> str:
             f"--{split}-fraction above 0 (wavegen prep RECORDINGS {corpus_dir} --{split}-fraction 0.1)")
 
 
-def _short_split(corpus, corpus_dir, split: str, reference_split: str) -> str:
-    """Why the ``split`` of a corpus gives no clip to analyse (every segment shorter than MIN_RENDER_SECONDS),
-    and what to give instead: another split with a long enough segment (--split), or the corpus prepared again."""
+def _short_split(corpus, corpus_dir, split: str, reference_split: str, slot: int | None = None) -> str:
+    """Why the ``split`` of a corpus (``slot``: its audio of that label, an index into corpus.labels) gives no
+    clip to analyse (every segment shorter than MIN_RENDER_SECONDS), and what to give instead: another split with
+    a long enough segment (--split), or the corpus prepared again."""
+    from wavegen.analysis_audio import split_segments
+
     rate = corpus.sample_rate
 
     def longest(s: str) -> float:
-        return max((int(n) for _, n, _ in corpus.segments(s)), default=0) / rate
+        return max((int(n) for _, n, _ in split_segments(corpus, s, slot)), default=0) / rate
 
     others = [s for s in ("test", "val") if s not in (split, reference_split) and longest(s) >= MIN_RENDER_SECONDS]
     instead = f"give --split {others[0]}, or prepare it again" if others else "prepare it again"
-    return (f"the {split} split of {corpus_dir} holds no clip of at least {MIN_RENDER_SECONDS} s to compare with "
-            f"(its longest segment: {longest(split):.3f} s); {instead} from longer recordings or with a larger "
+    album = f"label {corpus.labels[slot]!r} of " if slot is not None else ""
+    return (f"the {split} split of {album}{corpus_dir} holds no clip of at least {MIN_RENDER_SECONDS} s to compare "
+            f"with (its longest segment: {longest(split):.3f} s); {instead} from longer recordings or with a larger "
             f"--{split}-fraction (wavegen prep RECORDINGS {corpus_dir} --{split}-fraction 0.2)")
 
 

@@ -303,6 +303,15 @@ def _unfinished_render(folder: Path) -> bool:
         return True
 
 
+def split_segments(corpus, split: str, label: int | None = None) -> np.ndarray:
+    """A corpus split's segments, int64 [N, 3] rows as corpus.segments gives them (``label``: only that label's,
+    an index into corpus.labels)."""
+    rows = np.asarray(corpus.segments(split), dtype=np.int64).reshape(-1, 3)
+    if label is not None and len(rows):
+        rows = rows[corpus.segment_labels(split) == label]
+    return rows
+
+
 def split_excerpts(corpus, split: str, max_seconds: float | None, label: int | None = None) -> list[np.ndarray]:
     """The excerpts plan_excerpts plans for a corpus split's segments (``label``: only that label's, an index
     into corpus.labels), as float32 [T] (only those converted from the corpus's int16); where none is long
@@ -310,10 +319,7 @@ def split_excerpts(corpus, split: str, max_seconds: float | None, label: int | N
     from wavegen.audio import int16_to_float
 
     audio = corpus.split(split)
-    rows = np.asarray(corpus.segments(split), dtype=np.int64).reshape(-1, 3)
-    if label is not None and len(rows):
-        rows = rows[corpus.segment_labels(split) == label]
-    segments = [(int(s), int(n)) for s, n, _ in rows]
+    segments = [(int(s), int(n)) for s, n, _ in split_segments(corpus, split, label)]
     # no excerpt: every segment is too short, and compare_clips says so (they are short: read them)
     plan = plan_excerpts([n for _, n in segments], corpus.sample_rate, max_seconds) or [
         (i, 0, n) for i, (_, n) in enumerate(segments)]
