@@ -14,17 +14,42 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-import argparse
-import logging
 import os
 import sys
 
-from wavegen.signals import (cli_imported, cli_main_runs, expect_the_others, hold_launch_term_early, met_the_others,
-                             release_early_term)
 
-hold_launch_term_early()  # a launcher's SIGTERM from here on held for train's and render's handlers (stdlib only)
+def _is_the_program() -> bool:
+    """Whether the program running is wavegen's own: the console script (``wavegen``, launched too) or ``python -m
+    wavegen``; not a program or test that imports the CLI as a library."""
+    main = sys.modules.get("__main__")
+    return (getattr(getattr(main, "__spec__", None), "name", None) == "wavegen.__main__"
+            or os.path.basename(getattr(main, "__file__", None) or "") == "wavegen")
 
-from wavegen.cli import bench, evaluate, info, prep, render, serve, train  # noqa: E402
+
+def _stopped_while_importing() -> None:
+    """A Ctrl-C while the CLI imports (tenths of a second at every command's start, before main says one): where the
+    CLI is the program, one line and exit 130, as a Ctrl-C inside main; a library's import gets its KeyboardInterrupt
+    (raised again by the caller). Under a launch the first process says it for all, where its rule has imported."""
+    signals = sys.modules.get("wavegen.signals")  # (gone where the Ctrl-C came while it imported)
+    if signals is None or signals.says_the_interrupt():
+        print("wavegen: interrupted", file=sys.stderr)
+    raise SystemExit(130)
+
+
+try:
+    import argparse
+    import logging
+
+    from wavegen.signals import (cli_imported, cli_main_runs, expect_the_others, hold_launch_term_early,
+                                 met_the_others, release_early_term, says_the_interrupt)
+
+    hold_launch_term_early()  # a launcher's SIGTERM from here on held for train's and render's handlers (stdlib only)
+
+    from wavegen.cli import bench, evaluate, info, prep, render, serve, train
+except KeyboardInterrupt:
+    if not _is_the_program():
+        raise
+    _stopped_while_importing()
 
 cli_imported()  # the hold from here on inside main (a second before it): a library importing the CLI ends by SIGTERM
 
@@ -81,6 +106,7 @@ def run() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     cli_main_runs()
+    args = None
     try:
         args = build_parser().parse_args(argv)
         if _takes_an_early_term(args):
@@ -88,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             release_early_term()
         return _main(args)
+    except KeyboardInterrupt:  # a Ctrl-C outside the command's own handling (while the parser is built: tens of ms)
+        return _interrupted("wavegen" if args is None else f"wavegen {args.command}")
     finally:
         met_the_others()
         release_early_term()
@@ -121,15 +149,18 @@ def _main(args) -> int:
     except (KeyboardInterrupt, SystemError) as err:
         if not interrupted_inside(err):
             raise
-        from wavegen.signals import says_the_interrupt
-
-        if says_the_interrupt():  # under a launch, the first process says it for all
-            print(f"wavegen {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return _interrupted(f"wavegen {args.command}")
     except BrokenPipeError:  # the reader of stdout went away (| head): nothing more to say, to anyone
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's last flush at exit does not fail again
         return 141  # what a shell reports for a process killed by SIGPIPE
+
+
+def _interrupted(prog: str) -> int:
+    """A Ctrl-C's exit code, said "PROG: interrupted" (under a launch, by the first process for all)."""
+    if says_the_interrupt():
+        print(f"{prog}: interrupted", file=sys.stderr)
+    return 130
 
 
 def interrupted_inside(err: BaseException) -> bool:
