@@ -222,7 +222,7 @@ def speed_png(results: list[dict] | dict, png_path: str | Path) -> Path | None:
         logger.warning("matplotlib is not installed: no speed plot (pip install matplotlib)")
         return None
     results = [results] if isinstance(results, dict) else list(results)
-    fig = figure.Figure(figsize=(5.2 * len(results), 4.2))
+    fig = figure.Figure(figsize=(5.2 * len(results), 4.8))
     axes = fig.subplots(1, len(results), squeeze=False)
     markers = {"torch": "s", "numba": "o", "numba-fp16": "D", "cuda": "^"}
     for ax, result in zip(axes[0], results):
@@ -232,7 +232,11 @@ def speed_png(results: list[dict] | dict, png_path: str | Path) -> Path | None:
                     marker=markers.get(backend, "x"), label=backend)
         batches = sorted({r["batch"] for r in result["rows"]})
         rate = result["model"]["sample_rate"]
-        ax.plot(batches, [rate * b for b in batches], "k--", linewidth=0.8, label=f"real time ({rate} Hz), every stream")
+        real_time = {"color": "k", "linestyle": "--", "linewidth": 0.8, "label": f"real time ({rate} Hz), every stream"}
+        if len(batches) == 1:  # a line through one point draws nothing: its one rate across the panel
+            ax.axhline(rate * batches[0], **real_time)
+        else:
+            ax.plot(batches, [rate * b for b in batches], **real_time)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xticks(batches, [str(b) for b in batches])
@@ -240,7 +244,8 @@ def speed_png(results: list[dict] | dict, png_path: str | Path) -> Path | None:
         ax.set_ylabel("samples / s, all streams")
         ax.set_title(shown(result["model"]["name"]), fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        # below the panel: inside, it hid a point (one batch puts every point in the panel's middle column)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
     m = results[0]["machine"]
     where = m["cpu"] if m["device"] == "cpu" else m.get("gpu")
     threads = f"numba {m.get('numba_threads')} / torch {m['torch_threads']} threads"
