@@ -254,6 +254,31 @@ def test_a_lower_learning_rate_on_a_resume_is_said_with_the_rate_it_replaces(tin
     assert earlier_train(tmp_path / "old") == {}
 
 
+def test_a_resume_with_other_intervals_says_so_with_the_values_it_replaces(tiny_corpus, tmp_path, caplog):
+    """A run begun with --set train.checkpoint_interval=2 and resumed without it went on at the preset's interval
+    (samplernn-tiny's: a checkpoint every 100 steps, so a stop lost up to 100 steps' training) without a word; so
+    did a changed validation or sample interval. Now the resume says each, with the value it replaces; the same ones
+    say nothing."""
+    run = tmp_path / "run"
+    common = ["train.checkpoint_interval=2", "train.val_interval=2"]
+    train(config_for(tiny_corpus, "train.max_steps=2", *common), run, progress=False)
+    with caplog.at_level(logging.WARNING, logger="wavegen"):
+        train(config_for(tiny_corpus, "train.max_steps=4", *common), run, progress=False)
+    assert "interval" not in caplog.text, caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="wavegen"):
+        train(config_for(tiny_corpus, "train.max_steps=7", "train.val_interval=3"), run, progress=False)
+    assert ("train.checkpoint_interval 2 → 100 and train.val_interval 2 → 3: the run goes on from step 4 at the new "
+            "interval(s), recorded in its config.json") in caplog.text, caplog.text
+    assert json.loads((run / "config.json").read_text())["train"]["val_interval"] == 3
+    assert [r["step"] for r in read_metrics(run) if "val_bits" in r] == [2, 4, 6, 7]  # the new interval, and the end
+    from wavegen.config import TrainConfig
+    from wavegen.trainstate import resume_warnings
+
+    assert resume_warnings(TrainConfig(sample_interval=-1, max_steps=8), 2, {"sample_interval": 0}) == [
+        "train.sample_interval 0 → -1: the run goes on from step 2 at the new interval(s), recorded in its config.json"]
+
+
 def test_a_max_steps_below_the_step_reached_says_that_nothing_trains(tiny_corpus, tmp_path, capsys):
     """``--max-steps 2`` on a run at step 4: "finished at step 4" alone, as if the 2 steps had been trained."""
     args = ["train", "--data", str(tiny_corpus), "--model", "samplernn-tiny", "--run", str(tmp_path / "run"),

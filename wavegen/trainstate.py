@@ -11,8 +11,8 @@
 - :func:`train_step`: one optimizer step over ``train.grad_accum`` micro-batches (the loop's, wavegen.train, and
   bench --train's).
 - :func:`check_resume`: may this config resume that run (RESUMABLE_CHANGES)? :func:`resume_warnings`:
-  what a resume is warned of (:func:`earlier_train`: the run's lr and grad_clip before it); :func:`lr_factor`:
-  the learning-rate schedule.
+  what a resume is warned of (:func:`earlier_train`: the run's lr, grad_clip and intervals before it);
+  :func:`lr_factor`: the learning-rate schedule.
 - :func:`agree`, :func:`checked`, :func:`broadcast`: what every process of a launch must decide alike
   (wavegen.errors.every_process marks an error all of them raise: the first process alone prints it);
   :func:`on_main`: a step the main process alone takes, whose failure stops every process;
@@ -48,6 +48,8 @@ RESUMABLE_CHANGES = {"max_steps", "log_interval", "val_interval", "checkpoint_in
                      "keep_checkpoints", "num_workers", "val_seconds", "grad_accum", "compile",
                      "mixed_precision", "sample_interval", "sample_seconds", "sample_streams",
                      "group_timeout_seconds", "lr", "grad_clip"}
+# what a resume with another value of says (resume_warnings): how often the run is checkpointed, validated, sampled
+INTERVALS = ("checkpoint_interval", "val_interval", "sample_interval")
 
 
 def check_resume(run_dir: Path, config: dict) -> None:
@@ -116,22 +118,24 @@ def lr_factor(step: int, train: TrainConfig) -> float:
 
 
 def earlier_train(run_dir: Path) -> dict:
-    """The lr and grad_clip of the run's config.json as it was (a checkpoint older than their record in its
-    state has none: a resume with others is still said)."""
+    """The lr, grad_clip and INTERVALS of the run's config.json as it was (a checkpoint records no intervals, and
+    one older than the record of lr and grad_clip in its state has none: a resume with others is still said)."""
     try:
         train = json.loads((run_dir / "config.json").read_text()).get("train", {})
     except (OSError, ValueError, AttributeError):
         return {}
-    return {key: train[key] for key in ("lr", "grad_clip") if isinstance(train, dict) and key in train}
+    return {key: train[key] for key in ("lr", "grad_clip", *INTERVALS) if isinstance(train, dict) and key in train}
 
 
 def resume_warnings(cfg: TrainConfig, step: int, saved: dict) -> list[str]:
     """What a run resumed at ``step`` under ``cfg`` from a checkpoint whose state is ``saved`` is warned of: a
     max_steps it is already past (nothing trains: said, not a bare "finished"); a learning rate or clipping other
     than the checkpoint's (the remedy a non-finite step names: the run no longer goes on as it would have); a
-    decaying schedule stretched to a new end (its learning rate jumping at once), with the numbers. The
-    checkpoint's max_steps, lr and grad_clip: absent in an older one (max_steps: no stretch said; lr, grad_clip:
-    taken as unchanged)."""
+    checkpoint, validation or sample interval other than the run's config.json had (a --set left off that the
+    run began with: the run went on at the preset's interval in silence); a decaying schedule stretched to a new
+    end (its learning rate jumping at once), with the numbers. The checkpoint's max_steps, lr and grad_clip, and
+    the intervals (earlier_train): absent in an older one (max_steps: no stretch said; the others: taken as
+    unchanged)."""
     if step > cfg.max_steps:
         return [f"the run is at step {step}, past train.max_steps={cfg.max_steps}: nothing to train (a larger "
                 f"--max-steps goes on from step {step}; an earlier step's checkpoint renders with --checkpoint "
@@ -141,6 +145,11 @@ def resume_warnings(cfg: TrainConfig, step: int, saved: dict) -> list[str]:
                if key in saved and saved[key] != getattr(cfg, key)]
     said = [f"{' and '.join(changes)}: the run goes on from step {step} with the new value(s), recorded in its "
             "config.json"] if changes else []
+    every = [f"train.{key} {saved[key]} → {getattr(cfg, key)}" for key in INTERVALS
+             if key in saved and saved[key] != getattr(cfg, key)]
+    if every:
+        said.append(f"{' and '.join(every)}: the run goes on from step {step} at the new interval(s), recorded in its "
+                    "config.json")
     if was in (None, cfg.max_steps) or cfg.lr_schedule == "constant" or step == cfg.max_steps:
         return said
     before, now = (was_lr * lr_factor(min(step, was), replace(cfg, max_steps=was)), cfg.lr * lr_factor(step, cfg))
