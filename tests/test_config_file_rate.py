@@ -9,7 +9,6 @@ import pytest
 from conftest import prepared_corpus
 
 from wavegen.cli import main
-from wavegen.config import ConfigError
 from wavegen.resolve import resolve_model
 from wavegen.resolve_config import check_rate_given
 
@@ -53,7 +52,6 @@ def test_a_rate_that_follows_the_corpus_or_matches_it_is_taken(corpus, tmp_path,
     ref = resolve_model(write(tmp_path / "m.json", content))
     assert ref.rate_given == given
     check_rate_given(str(tmp_path / "m.json"), ref.rate_given, str(corpus))  # no error
-
 
 
 def test_a_preset_named_alone_follows_the_corpus():
