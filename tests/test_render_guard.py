@@ -16,6 +16,7 @@ from wavegen.checkpoint import load_model
 from wavegen.generate import Engine, TorchSampleRNNEngine, make_engine, sample_codes, uniforms
 from wavegen.models import build_model, resolve_preset
 from wavegen.render import GuardCriteria, RenderSettings, guard_verdict, render
+from wavegen.render.guard import counts_in_words
 
 
 @pytest.fixture(scope="module")
@@ -258,6 +259,24 @@ def test_guard_rewinds_and_redraws_exactly(tmp_path, block_seconds):
     assert sorted(report["guard"]["events"], key=key) == sorted(events, key=key)
     kinds = {e["kind"] for e in events}
     assert "silence" in kinds and len(events) > 20  # the guard really worked here
+
+
+def test_the_render_line_says_the_guard_events_in_words(tmp_path, caplog):
+    """The render's last line said its guard events as a Python dict ("guard events: {'silence': 16, 'gave up':
+    5}"): now as words, the windows given up last; what the report counts, said as it counts it."""
+    bias = one_hot_bias(MOSTLY_SILENT)
+    folder = make_model(tmp_path / "iid", output_bias=bias)
+    width = 8
+    with caplog.at_level("INFO", logger="wavegen.render"):
+        report = render(folder, tmp_path / "out", settings(40 * width / SR, guard=True, guard_seconds=width / SR,
+                                                            guard_attempts=1), progress=False)
+    counts = report["guard"]["counts"]
+    assert counts["silence"] > counts["gave up"] > 0  # (redrawn windows, and some kept silent after their redraw)
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("rendered "))
+    assert (f"; guard events: {counts['silence']} silence, {counts['gave up']} windows given up → "
+            f"{tmp_path / 'out'}") in line
+    assert counts_in_words({"silence": 2, "noise": 5, "gave up": 1}) == "5 noise, 2 silence, 1 window given up"
+    assert counts_in_words({}) == counts_in_words(None) == "none"
 
 
 def test_guard_rewinds_only_the_failing_streams_of_a_batch(model, tmp_path):

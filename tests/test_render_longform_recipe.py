@@ -215,6 +215,23 @@ def test_a_report_written_again_from_the_folder_shows_what_is_not_known(fake, tm
     assert lines["rendered      "].endswith(f"1 process(es), not known ({why}))")
 
 
+def test_the_report_says_the_guard_events_in_words(fake, tmp_path):
+    """Stage 2 said the guard's counts as a Python dict ("guard events  {'silence': 16, 'gave up': 5}"): now in
+    words, as render's own last line says them; a render without events says none."""
+    work = tmp_path / "work"
+    work.mkdir()
+    report = {"status": "complete", "streams": 2, "seconds": 0.25, "sample_rate": 4000, "backend": "torch",
+              "precision": "fp32", "processes": 1, "sessions": 1, "wall_seconds": 1.0, "realtime_factor": 0.5,
+              "realtime_factor_all_streams": 1.0, "max_rss_mb": 100.0, "paths": ["stream_000.wav", "stream_001.wav"],
+              "guard": {"enabled": True, "counts": {"silence": 2, "noise": 16, "gave up": 5}, "events": []}}
+    for counts, said in (({"silence": 2, "noise": 16, "gave up": 5}, "16 noise, 2 silence, 5 windows given up"),
+                         ({"stuck tone": 1, "gave up": 1}, "1 stuck tone, 1 window given up"), ({}, "none")):
+        (work / "render_report.json").write_text(json.dumps({**report, "guard": {**report["guard"], "counts": counts}}))
+        done = longform(fake, "m", "--dir", work, "--stage", "2")
+        assert done.returncode == 0, done.stderr
+        assert f"\nguard events  {said}\n" in done.stdout, done.stdout
+
+
 def test_a_rerun_that_writes_a_damaged_report_again_keeps_the_rendering_sessions_timing(tmp_path):
     """Stage 1 rerun over a render whose report was damaged: render writes the report again from the files,
     rendering nothing, and the recipe replaced .done/time.txt with that rerun's timing (the report newer than it):

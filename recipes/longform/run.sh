@@ -176,8 +176,11 @@ if r["realtime_factor"] is None:
 else:
     print(f"x real time   {r['realtime_factor']:.2f} per stream, {r['realtime_factor_all_streams']:.2f} all streams")
 print(f"peak memory   {unknown}" if rss is None else f"peak memory   {rss:.0f} MB (last session that rendered)")
-counts = r["guard"]["counts"]
-print(f"guard events  {unknown if counts is None else counts or 'none'}")
+counts = r["guard"]["counts"]  # {"silence": 16, "gave up": 5}: said in words, as render's own last line says them
+gave_up = 0 if counts is None else counts.pop("gave up", 0)
+words = [f"{n} {kind}" for kind, n in sorted((counts or {}).items(), key=lambda item: -item[1])]
+words += [f"{gave_up} {'window' if gave_up == 1 else 'windows'} given up"] if gave_up else []
+print(f"guard events  {unknown if counts is None else ', '.join(words) or 'none'}")
 print(f"files         {', '.join(r['paths'])}")
 EOF
 }

@@ -158,6 +158,17 @@ def guard_verdict(audio: np.ndarray, sample_rate: int, criteria) -> str | None:
     return None
 
 
+def counts_in_words(counts: dict | None) -> str:
+    """A render's guard events by kind ({"silence": 16, "gave up": 5}, the report's) for people: "16 silence, 5
+    windows given up", the most frequent kind first and the windows given up last; "none" where there were none."""
+    counts = dict(counts or {})
+    gave_up = counts.pop("gave up", 0)
+    parts = [f"{n} {kind}" for kind, n in sorted(counts.items(), key=lambda item: -item[1])]
+    if gave_up:
+        parts.append(f"{gave_up} {'window' if gave_up == 1 else 'windows'} given up")
+    return ", ".join(parts) or "none"
+
+
 class GuardLog:
     """Every guard event ``{stream, seconds, kind, attempt[, detected]}`` in order; the first
     LOGGED_EVENTS of a session are logged too (the report holds them all)."""

@@ -20,7 +20,7 @@ from wavegen.generate import make_engine, temperatures
 from wavegen.memory import check_fits
 from wavegen.render.folder import RenderFolder
 from wavegen.render.folder_report import measured
-from wavegen.render.guard import GuardCriteria, criteria_for
+from wavegen.render.guard import GuardCriteria, counts_in_words, criteria_for
 from wavegen.render.model_change import TENSORS_KEY, model_gone, stand_in
 from wavegen.render.params_check import check_params
 from wavegen.render.processes import Processes
@@ -350,7 +350,7 @@ class RenderJob:
         logger.info("rendered %d stream(s) x %g s, generated in %.1f s (%.2fx real time per stream, %s backend%s); "
                     "guard events: %s → %s", s.streams, seconds, wall, report["realtime_factor"] or 0,
                     report["backend"], f", {sessions} sessions" if sessions > 1 else "",
-                    counts or "none", folder.out_dir)
+                    counts_in_words(counts), folder.out_dir)
         return folder.located(json.loads(json.dumps(report)))
 
 
