@@ -78,6 +78,34 @@ in_stage_range() {  # in_stage_range N: N is inside --stage..--stop-stage
 
 if [ -n "${dir-}" ]; then mkdir -p "$dir/.done"; fi
 
+run_forwarding() {  # run_forwarding [--wrapper] PROGRAM ARG...: PROGRAM (not a shell function) run as the recipe's
+  # child, a SIGTERM sent to the recipe (kill, a supervisor, a scheduler's time limit) passed on to it, and waited
+  # for: bash, ended by a SIGTERM while a command ran in the foreground, left it running (a training on for minutes
+  # unwatched, its lock held, and what it saved said to no one). --wrapper: PROGRAM is a wrapper that a SIGTERM
+  # ends at once, leaving its command running (GNU time): the signal goes to its child, the command, instead.
+  # A Ctrl-C reaches the command from the terminal, as ever, and the recipe waits for it to stop. Returns the
+  # command's exit status (wavegen stopped by the signal: 130); TERM and INT traps are unset afterwards.
+  local to=child child status
+  if [ "$1" = --wrapper ]; then to=children; shift; fi
+  ( exec "$@" ) <&0 &  # <&0: the command keeps the recipe's input (a command run with & gets /dev/null)
+  child=$!
+  if [ "$to" = children ] && command -v pkill >/dev/null; then  # (without pkill: to the wrapper, as it was)
+    trap 'pkill -TERM -P "$child" || true' TERM
+  else
+    trap 'kill -TERM "$child" 2>/dev/null || true' TERM
+  fi
+  trap ':' INT  # the command has the Ctrl-C itself (a second, forwarded, would stop it at once): wait for it
+  while :; do
+    status=0
+    wait "$child" || status=$?
+    # a signal's trap ends the wait (status above 128) while the command may still run: wait on for its status
+    if [ "$status" -gt 128 ] && kill -0 "$child" 2>/dev/null; then continue; fi
+    break
+  done
+  trap - TERM INT
+  return "$status"
+}
+
 run_step() {  # run_step N MARKER "title" command...: one of the steps of stage N, marked by its own name
   local n=$1 marker=$2 title=$3; shift 3
   in_stage_range "$n" || return 0

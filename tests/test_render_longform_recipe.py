@@ -330,3 +330,44 @@ def test_a_rebuilt_report_is_told_by_its_key_whatever_its_layout(tmp_path, rebui
         assert timing.read_text() == "\tMaximum resident set size (kbytes): 2048000\n"
     else:  # rendered: its own timing, GNU time's
         assert "Command being timed" in timing.read_text()
+
+
+@pytest.mark.slow
+def test_a_sigterm_to_the_recipe_stops_its_render_with_a_snapshot(tmp_path):
+    """A SIGTERM sent to the recipe's process (kill, a supervisor): bash ended and left GNU time and the render under
+    it running, unwatched, holding its folder's lock. The render has it now (not GNU time, which it ends, leaving the
+    render), stops as on Ctrl-C with its snapshot (exit 130, the recipe's too), and nothing is left running."""
+    import contextlib
+    import signal
+
+    import psutil
+
+    repo = make_repo(tmp_path, REAL_WAVEGEN)
+    model = make_model(tmp_path / "tiny")
+    env = {**os.environ, "PATH": f"{repo.parent / 'bin'}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+    with (tmp_path / "out.txt").open("w") as out, (tmp_path / "err.txt").open("w") as err:  # files: no pipe the
+        # render, left running, would hold open
+        recipe = subprocess.Popen(["bash", str(repo / "recipes" / "longform" / "run.sh"), str(model), "--hours", "1",
+                                   "--backend", "torch", "--dir", "out", "--", "--no-guard", "--no-spectrogram"],
+                                  cwd=repo.parent, stdout=out, stderr=err, env=env, start_new_session=True)
+    try:
+        params = repo.parent / "out" / ".state" / "params.json"
+        deadline = time.monotonic() + 120
+        while not params.exists() and recipe.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert params.exists(), (tmp_path / "err.txt").read_text()  # the render is under way (an hour: not done)
+        tree = psutil.Process(recipe.pid).children(recursive=True)
+        assert any("render" in p.cmdline() for p in tree), [p.cmdline() for p in tree]
+        recipe.send_signal(signal.SIGTERM)
+        recipe.wait(timeout=120)
+        _, running = psutil.wait_procs(tree, timeout=30)
+    finally:
+        if recipe.poll() is None:
+            kill_launch(recipe)
+        with contextlib.suppress(ProcessLookupError):  # whatever the recipe left running (the old one: the render)
+            os.killpg(recipe.pid, signal.SIGKILL)
+    err = (tmp_path / "err.txt").read_text()
+    assert not running, f"left running: {[p.cmdline() for p in running]}"
+    assert recipe.returncode == 130, err
+    assert "snapshot saved" in err, err
+    assert not (repo.parent / "out" / "render_report.json").exists()  # stopped, not finished

@@ -88,7 +88,7 @@ run_stage() {  # run_stage N "title" command...: stages.sh's, but stage 2's mark
 
 prep() {
   [ -n "$recordings" ] || { echo "stage 1 needs --recordings FOLDER (or start at --stage 2 with DIR/corpus)" >&2; exit 2; }
-  wavegen prep "$recordings" "$dir/corpus" --sample-rate 16000 --val-fraction 0.1 --test-fraction 0.1
+  run_forwarding wavegen prep "$recordings" "$dir/corpus" --sample-rate 16000 --val-fraction 0.1 --test-fraction 0.1
 }
 
 train() {
@@ -107,7 +107,8 @@ train() {
   [ -n "$machine_rank" ] && launch+=(--machine_rank "$machine_rank")
   [ -n "$main_ip" ] && launch+=(--main_process_ip "$main_ip")
   # ${overrides[@]+...}: an empty array under set -u on older bash
-  "${launch[@]}" -m wavegen train --data "$dir/corpus" --model "$model" --run "$dir/run" \
+  # run_forwarding (stages.sh): a SIGTERM sent to the recipe reaches accelerate, which stops the training with it
+  run_forwarding "${launch[@]}" -m wavegen train --data "$dir/corpus" --model "$model" --run "$dir/run" \
     --max-steps "$steps" ${overrides[@]+"${overrides[@]}"} || status=$?
   if [ "$status" != 0 ]; then
     echo "stage 2 ended with exit $status: the reason is wavegen's message above (an error line is a refusal to" \
@@ -119,12 +120,12 @@ train() {
 
 render() {  # again=1 (run_model_stage): the folder holds the render of the model before it trained on
   local restart=(); if [ "$again" = 1 ]; then restart=(--restart); fi
-  wavegen render "$dir/run" --seconds 30 --streams 4 --out "$dir/renders" --seed 1 --device "$device" \
+  run_forwarding wavegen render "$dir/run" --seconds 30 --streams 4 --out "$dir/renders" --seed 1 --device "$device" \
     ${restart[@]+"${restart[@]}"}
 }
 
 if $main_machine; then
-  run_stage 0 "set-up (pinned torch, wavegen and its dependencies)" bash recipes/setup.sh
+  run_stage 0 "set-up (pinned torch, wavegen and its dependencies)" run_forwarding bash recipes/setup.sh
   run_stage 1 "prep: mono, 16 kHz, trim silence, split by recording" prep
 fi
 run_stage 2 "train $model to step $steps with $config_file" train
@@ -134,7 +135,7 @@ if $main_machine; then
   # evaluated and rendered again. Every test segment scored whole (a recurrent model's state carried through it);
   # on the GPU where there is one
   run_model_stage 3 "$dir/run" "evaluate on the test split (bits per sample)" \
-    wavegen eval "$dir/run" --data "$dir/corpus" --split test --device "$device"
+    run_forwarding wavegen eval "$dir/run" --data "$dir/corpus" --split test --device "$device"
   run_model_stage 4 "$dir/run" "render 4 streams x 30 s" render
   echo
   if [ -f "$dir/run/best/model.safetensors" ]; then

@@ -33,25 +33,26 @@ done
 need_count --steps "$steps"  # before any stage: not a traceback from wavegen train after the set-up and prep
 source recipes/stages.sh
 
-setup() { bash recipes/setup.sh; }
+# run_forwarding (stages.sh): each command a child that a SIGTERM sent to the recipe reaches (kill, a supervisor)
+setup() { run_forwarding bash recipes/setup.sh; }
 run_stage 0 "set-up (pinned torch, wavegen and its dependencies)" setup
 run_stage 1 "synthesise a small album (8 songs x 20 s, stereo 22.05 kHz)" \
-  "${PYTHON:-python3}" recipes/demo/make_recordings.py "$dir/recordings" --songs 8 --seconds 20
+  run_forwarding "${PYTHON:-python3}" recipes/demo/make_recordings.py "$dir/recordings" --songs 8 --seconds 20
 run_stage 2 "prep: mono, 16 kHz, trim silence, split by song" \
-  wavegen prep "$dir/recordings" "$dir/corpus" --val-fraction 0.125 --test-fraction 0.125
+  run_forwarding wavegen prep "$dir/recordings" "$dir/corpus" --val-fraction 0.125 --test-fraction 0.125
 run_training 3 "$steps" "train samplernn-tiny, 64 mu-law levels, for $steps steps (a few minutes on a CPU)" \
-  wavegen train --data "$dir/corpus" --model samplernn-tiny --run "$dir/run" --max-steps "$steps" --threads 1 \
-    --set model.q_levels=64 --set train.lr=5e-3
+  run_forwarding wavegen train --data "$dir/corpus" --model samplernn-tiny --run "$dir/run" --max-steps "$steps" \
+    --threads 1 --set model.q_levels=64 --set train.lr=5e-3
 render() {  # again=1 (run_model_stage): the folder holds the render of the model before it trained on
   local restart=(); if [ "$again" = 1 ]; then restart=(--restart); fi
-  wavegen render "$dir/run" --seconds 10 --streams 3 --out "$dir/renders" --seed 1 --temperature 0.7 \
+  run_forwarding wavegen render "$dir/run" --seconds 10 --streams 3 --out "$dir/renders" --seed 1 --temperature 0.7 \
     ${restart[@]+"${restart[@]}"}
 }
 run_model_stage 4 "$dir/run" "render 3 streams of 10 seconds" render
 run_model_stage 5 "$dir/run" "evaluate on the test song (bits per sample; lower is better)" \
-  wavegen eval "$dir/run" --data "$dir/corpus" --split test
+  run_forwarding wavegen eval "$dir/run" --data "$dir/corpus" --split test
 run_model_stage 6 "$dir/run" "judge the render against the album (periodic fraction; Frechet distance, 0 = the test song)" \
-  wavegen eval "$dir/run" --renders "$dir/renders" --data "$dir/corpus" --plot "$dir/compare.png"
+  run_forwarding wavegen eval "$dir/run" --renders "$dir/renders" --data "$dir/corpus" --plot "$dir/compare.png"
 
 if [ "$stop_stage" -ge 6 ]; then  # the whole demo ran (the stream recipe runs only stages 1-3)
   echo

@@ -117,7 +117,9 @@ render() {
     local timing="$out/.done/time.txt" new="$out/.done/time.txt.new.$$" began="$out/.done/began.$$" status=0
     remove_dead_leftovers "$out/.done"
     uname -n > "$began"  # the host this recipe runs on: its PID is judged there only
-    /usr/bin/time -v -o "$new" "${cmd[@]}" || status=$?
+    # run_forwarding (stages.sh): a SIGTERM sent to the recipe reaches the render (not GNU time, which it ended,
+    # leaving the render running), which stops with its snapshot as on Ctrl-C
+    run_forwarding --wrapper /usr/bin/time -v -o "$new" "${cmd[@]}" || status=$?
     if [ "$status" != 0 ]; then  # refused before it wrote anything (a bad option, no such model): no folder left
       rm -f "$new" "$began"
       rmdir "$out/.done" 2>/dev/null || true
@@ -135,7 +137,7 @@ render() {
     rm -f "$began"
     return "$status"
   else
-    "${cmd[@]}"
+    run_forwarding "${cmd[@]}"
   fi
 }
 

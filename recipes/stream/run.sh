@@ -40,12 +40,12 @@ done
 case "$dir" in /*) ;; *) dir=$PWD/$dir ;; esac  # the demo recipe (stages 1-3) runs in the checkout
 source "$recipes/stages.sh"
 
-setup() { bash "$recipes/setup.sh"; }
+setup() { run_forwarding bash "$recipes/setup.sh"; }  # stages.sh: a SIGTERM to the recipe reaches it
 run_stage 0 "set-up (pinned torch, wavegen and its dependencies)" setup
 if [ -z "$model" ]; then
   model="$dir/run"
   if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 1 ]; then  # the demo's stages keep their own markers in DIR
-    bash "$recipes/demo/run.sh" --dir "$dir" --stage "$(( stage > 1 ? stage : 1 ))" \
+    run_forwarding bash "$recipes/demo/run.sh" --dir "$dir" --stage "$(( stage > 1 ? stage : 1 ))" \
       --stop-stage "$(( stop_stage < 3 ? stop_stage : 3 ))" --steps "$steps"
   fi
 fi
