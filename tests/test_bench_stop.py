@@ -185,3 +185,23 @@ def test_a_stop_asked_during_the_short_run_says_no_estimate_after_it():
     with pytest.raises(KeyboardInterrupt):
         time_generation(Engine(), 16000, 128, 3, estimate=estimates.append, stop=stop)
     assert estimates == []
+
+
+def test_a_sigterm_to_bench_train_while_torch_imports_is_a_stop():
+    """bench --train imported torch (wavegen.bench, --device's check: seconds) before its SIGTERMs were held for
+    its StopSignals: one then ended it by the signal without a word (exit -15), where generation timing's stopped.
+    The SIGTERM is sent here from --device's check, inside that window, so it lands there every time."""
+    driver = ("import os, signal, sys\n"
+              "from wavegen.cli import bench, run\n"
+              "real = bench.check_device\n"
+              "bench.check_device = lambda device: os.kill(os.getpid(), signal.SIGTERM) or real(device)\n"
+              "sys.exit(run())\n")
+    proc = subprocess.run([sys.executable, "-c", driver, "bench", "--train", "--model", "samplernn-tiny",
+                           "--batch", "2", "--seq-len", "256", "--steps", "3", "--warmup-steps", "1",
+                           "--threads", "1"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 130, (proc.returncode, proc.stdout, proc.stderr)
+    assert proc.stdout == ""  # stopped before its first row: no table
+    said = proc.stderr.strip().splitlines()
+    assert said[-1] == "wavegen bench: interrupted" and ("SIGTERM: stopping the bench before the next training step; "
+                                                         "the rows measured so far are printed (the signal again to "
+                                                         "stop at once)") in said, proc.stderr

@@ -209,8 +209,12 @@ PROFILE_STOP_LINE = "stopping the profile before its next timed call; the rows p
 
 def run(args) -> int:
     mode = _mode(args)
-    if mode == TRAIN:  # bench_train's StopSignals take its Ctrl-C and SIGTERM
-        return _run(args, mode, None)
+    if mode == TRAIN:
+        from wavegen.signals import launch_term_held
+
+        # a SIGTERM while torch imports (a launcher's, or a scheduler's): bench_train's StopSignals take it
+        with launch_term_held(alone=True):
+            return _run(args, mode, None)
     from wavegen.signals import StopSignals
 
     # installed before torch imports (seconds): a SIGTERM is a stop, as a Ctrl-C, not a death by the signal (a
@@ -221,16 +225,12 @@ def run(args) -> int:
 
 def _run(args, mode: str, stop) -> int:
     """bench's measurement ``mode``; stop: generation timing's or --profile's StopSignals."""
-    from wavegen.bench import BenchStopped, bench_generation, format_table
-
     _check_outputs(args, mode)
     check_device(args.device)
     if mode == TRAIN:
-        from wavegen.signals import launch_term_held
+        return _cmd_bench_train(args)
+    from wavegen.bench import BenchStopped, bench_generation, format_table
 
-        # a SIGTERM while torch imports (a launcher's, or a scheduler's): bench_train's StopSignals take it
-        with launch_term_held(alone=True):
-            return _cmd_bench_train(args)
     backends = _comma_list(args.backends, "--backends")
     batches = _comma_list(args.batch or ("1" if args.profile else "1,8,64"), "--batch", int)
     if args.profile:
