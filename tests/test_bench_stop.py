@@ -140,6 +140,7 @@ def test_a_stop_of_a_profile_keeps_the_rows_profiled_before_it(at, monkeypatch):
     assert result["mode"] == "profile" and result["machine"]["rates"]["read_gb_per_s_l2"] > 0
 
 
+@pytest.mark.slow
 def test_a_sigterm_to_bench_profile_prints_the_rows_profiled_and_writes_no_json(tmp_path):
     """SIGTERM 1 s into the second row (256 streams: a long step): the first row's profile on stdout with what
     stopped it, the --json file not written; exit 130, as a Ctrl-C's."""
