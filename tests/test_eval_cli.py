@@ -162,3 +162,34 @@ def test_a_corpus_prepared_again_that_kept_its_test_split_is_scored_without_a_wo
     assert len(said) == 1 and said[0].endswith(
         ": its test split holds other recordings than then and may hold recordings the model trained on, which "
         "would score better than new audio"), said
+
+
+def test_a_corpus_cut_in_time_prepared_again_with_another_top_db_is_scored_without_a_word(tmp_path, capsys, caplog):
+    """Two recordings cut in time, with quiet ends, prepared again with another --top-db: prep holds each cut where
+    it was in the file ("time_cuts_seconds"), so the test split holds the same recordings' same stretches and none
+    of what the model trained on, though each kept less: scored without the warning (it said the split held other
+    recordings: data.split_ids hashed each file's kept seconds beside its cut)."""
+    from wavegen.prep import prepare
+
+    for i in range(2):
+        x = melody(3.0, SR, seed=i)
+        x[:SR // 2] *= 0.003  # about -50 dB: trimmed at --top-db 40, kept at 60
+        x[-SR // 2:] *= 0.003
+        write_audio_file(tmp_path / "rec" / f"song{i}.wav", x, SR)
+    settings = {"sample_rate": SR, "val_fraction": 0.2, "test_fraction": 0.2, "progress": False}
+    corpus = tmp_path / "corpus"
+    before = prepare([tmp_path / "rec"], corpus, **settings)["files"]
+    model = save_tiny_model(tmp_path / "model", sample_rate=SR, dim=16, emb_size=8)
+    config = json.loads((model / "config.json").read_text())
+    config["data"] = tiny_run_config(corpus)["data"]
+    (model / "config.json").write_text(json.dumps(config))
+    after = prepare([tmp_path / "rec"], corpus, top_db=60.0, **settings)["files"]
+    assert [f["split"] for f in after] == ["time", "time"]
+    assert [f["time_cuts_seconds"] for f in after] == [f["time_cuts_seconds"] for f in before]  # held
+    assert all(a["kept_seconds"] > b["kept_seconds"] for a, b in zip(after, before))  # the quiet ends kept now
+    assert config["data"]["corpus_id"] != Corpus(corpus).content_id
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert main(["-q", "eval", str(model), "--data", str(corpus), "--max-seconds", "0.2"]) == 0
+    assert capsys.readouterr().out.startswith("test: ")
+    assert not [r for r in caplog.records if "prepared again since" in r.getMessage()], caplog.text

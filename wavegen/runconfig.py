@@ -54,12 +54,18 @@ def split_ids(manifest: dict) -> dict[str, str]:
     scores holds other recordings than it did then (wavegen.cli.evaluate)."""
     import hashlib
 
+    def cut(f: dict) -> list:
+        # recorded in the file's time, a cut is held when prep runs again, whatever it keeps of the file (another
+        # --top-db): its kept seconds say nothing then; unrecorded (an older prep), it lies at fractions of them
+        if f.get("split") != "time":
+            return []
+        return [f.get("time_cuts_seconds")] if f.get("time_cuts_seconds") is not None else [f.get("kept_seconds")]
+
     files = [f for f in manifest.get("files", []) if isinstance(f, dict)]
     ids = {}
     for name in ("val", "test"):
-        held = sorted(json.dumps([f.get("sha256"), f.get("split")] + (
-            [f.get("time_cuts_seconds"), f.get("kept_seconds")] if f.get("split") == "time" else []))
-            for f in files if f.get("split") in (name, "time"))
+        held = sorted(json.dumps([f.get("sha256"), f.get("split")] + cut(f))
+                      for f in files if f.get("split") in (name, "time"))
         ids[name] = hashlib.sha256(json.dumps(held).encode()).hexdigest()[:16]
     return ids
 
