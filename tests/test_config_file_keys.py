@@ -38,9 +38,10 @@ def test_a_key_a_config_file_does_not_hold_is_refused_naming_the_file_and_key(tm
 
 def test_every_key_wavegen_writes_in_a_config_is_read_from_a_file(tmp_path):
     # a run's config.json given as --model holds model_type, preset, model, train, data (corpus, sample_rate,
-    # corpus_id) and overrides: none of them is refused
+    # corpus_id, split_ids) and overrides: none of them is refused
     content = {"model_type": "samplernn", "preset": "samplernn-tiny", "model": {"dim": 48}, "train": {"lr": 0.003},
-               "data": {"corpus": str(tmp_path / "corpus"), "sample_rate": 8000, "corpus_id": "0123456789abcdef"},
+               "data": {"corpus": str(tmp_path / "corpus"), "sample_rate": 8000, "corpus_id": "0123456789abcdef",
+                        "split_ids": {"val": "0123456789abcdef", "test": "fedcba9876543210"}},
                "overrides": ["model.dim=48", "train.lr=0.003"]}
     ref = resolve_model(write(tmp_path / "config.json", content))
     assert ref.config["model"]["dim"] == 48 and ref.config["train"]["lr"] == 0.003 and ref.sample_rate == 8000
