@@ -116,6 +116,7 @@ def test_resume_refuses_a_corpus_prepared_again_with_other_audio(tiny_corpus, tm
     the record resumes and gains it."""
     from wavegen.corpus import Corpus
     from wavegen.prep import prepare
+    from wavegen.runconfig import split_ids
 
     def prep_again(**changed):
         settings = {"sample_rate": 16000, "val_fraction": 0.25, "test_fraction": 0.25, "progress": False, **changed}
@@ -143,11 +144,12 @@ def test_resume_refuses_a_corpus_prepared_again_with_other_audio(tiny_corpus, tm
     assert "comparing their content" in caplog.text and "replacing" not in caplog.text
     assert Corpus(tiny_corpus).content_id == began_on
     assert train(config_for(tiny_corpus, "train.max_steps=3"), tmp_path / "run", progress=False)["step"] == 3
-    del saved["data"]["corpus_id"]  # a run begun before the record
+    del saved["data"]["corpus_id"], saved["data"]["split_ids"]  # a run begun before the records
     (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
     prep_again(top_db=20.0)
     assert train(config_for(tiny_corpus, "train.max_steps=4"), tmp_path / "run", progress=False)["step"] == 4
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["data"]["corpus_id"] != began_on
+    data = json.loads((tmp_path / "run" / "config.json").read_text())["data"]
+    assert data["corpus_id"] != began_on and data["split_ids"] == split_ids(Corpus(tiny_corpus).manifest)
 
 
 def test_a_run_resumes_on_its_corpus_moved_to_another_folder_and_names_its_own_corpus_when_refused(
