@@ -87,14 +87,24 @@ run_forwarding() {  # run_forwarding [--wrapper] PROGRAM ARG...: PROGRAM (not a 
   # command's exit status (wavegen stopped by the signal: 130); TERM and INT traps are unset afterwards.
   local to=child child status
   if [ "$1" = --wrapper ]; then to=children; shift; fi
+  if [ "${BASH_VERSINFO[0]}" -lt 4 ] || { [ "${BASH_VERSINFO[0]}" = 4 ] && [ "${BASH_VERSINFO[1]}" -lt 3 ]; }; then
+    # bash before 4.3 (macOS's 3.2) starts a command run with & with Ctrl-C (SIGINT, SIGQUIT) ignored, and its
+    # exec keeps them so (4.3 on restores them): the command ran on through a Ctrl-C, and the recipe went on to
+    # its next stage. Python sets them back before it becomes the command.
+    set -- "${PYTHON:-python3}" -c 'import os, signal, sys
+for sig in (signal.SIGINT, signal.SIGQUIT):
+    signal.signal(sig, signal.SIG_DFL)
+os.execvp(sys.argv[1], sys.argv[1:])' "$@"
+  fi
   ( exec "$@" ) <&0 &  # <&0: the command keeps the recipe's input (a command run with & gets /dev/null)
   child=$!
+  # INT's trap before TERM's: a caught SIGTERM says both are set (tests/test_recipe_signals.py waits for it)
+  trap ':' INT  # the command has the Ctrl-C itself (a second, forwarded, would stop it at once): wait for it
   if [ "$to" = children ] && command -v pkill >/dev/null; then  # (without pkill: to the wrapper, as it was)
     trap 'pkill -TERM -P "$child" || true' TERM
   else
     trap 'kill -TERM "$child" 2>/dev/null || true' TERM
   fi
-  trap ':' INT  # the command has the Ctrl-C itself (a second, forwarded, would stop it at once): wait for it
   while :; do
     status=0
     wait "$child" || status=$?

@@ -24,6 +24,15 @@ wait "$nap"
 """
 
 
+def _term_caught(pid: int) -> bool:
+    """The recipe's bash catches SIGTERM: run_forwarding's traps are set (INT's first), its command started (a
+    signal sent before would find bash's own default, not the traps under test)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
+    return False
+
+
 def test_a_sigterm_to_the_demo_recipe_reaches_its_stage_and_stops_the_recipe(tmp_path):
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "wavegen").write_text(STAND_IN)
@@ -35,7 +44,8 @@ def test_a_sigterm_to_the_demo_recipe_reaches_its_stage_and_stops_the_recipe(tmp
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 30
-        while not started.exists() and recipe.poll() is None and time.monotonic() < deadline:
+        while not (started.exists() and _term_caught(recipe.pid)) and recipe.poll() is None \
+                and time.monotonic() < deadline:
             time.sleep(0.02)
         assert started.read_text() == "prep\n"  # stage 2's command runs
         recipe.send_signal(signal.SIGTERM)
@@ -48,5 +58,48 @@ def test_a_sigterm_to_the_demo_recipe_reaches_its_stage_and_stops_the_recipe(tmp
             os.killpg(recipe.pid, signal.SIGKILL)
         recipe.wait()
     assert stopped.is_file() and stopped.read_text() == "prep\n", "the stage's command never had the SIGTERM"
+    assert status == 130  # the command's status: the recipe stopped there
+    assert list((tmp_path / "demo" / ".done").iterdir()) == []  # stage 2 not marked done
+
+
+# runs until a Ctrl-C, which it answers as wavegen does: exit 130; says each stage it ran (the recipe going on to
+# stage 3 after the Ctrl-C: 'train' after 'prep')
+CTRL_C_STAND_IN = r"""#!/usr/bin/env python3
+import os, sys, time
+with open(os.environ["STARTED"], "a") as f:
+    f.write(sys.argv[1] + "\n")
+try:
+    time.sleep(20)
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+def test_a_ctrl_c_stops_the_demo_recipe_in_its_stage(tmp_path):
+    """A Ctrl-C (SIGINT to the terminal's whole process group) stops the stage's command and the recipe with it.
+    bash before 4.3 (macOS's 3.2) starts a command run with & with SIGINT ignored: the command ran on through the
+    Ctrl-C, and the recipe went on to the next stage (run with such a bash first on PATH, this fails without the
+    reset of run_forwarding)."""
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "wavegen").write_text(CTRL_C_STAND_IN)
+    (tmp_path / "bin" / "wavegen").chmod(0o755)
+    started = tmp_path / "started"
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}", "STARTED": str(started)}
+    recipe = subprocess.Popen(["bash", str(DEMO), "--dir", str(tmp_path / "demo"), "--stage", "2", "--stop-stage", "3"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as at a terminal
+    try:
+        deadline = time.monotonic() + 30
+        while not (started.exists() and _term_caught(recipe.pid)) and recipe.poll() is None \
+                and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert started.read_text() == "prep\n"  # stage 2's command runs
+        os.killpg(recipe.pid, signal.SIGINT)  # Ctrl-C: the recipe and its command alike
+        status = recipe.wait(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(recipe.pid, signal.SIGKILL)
+        recipe.wait()
+    assert started.read_text() == "prep\n", "the recipe went on after the Ctrl-C"
     assert status == 130  # the command's status: the recipe stopped there
     assert list((tmp_path / "demo" / ".done").iterdir()) == []  # stage 2 not marked done
