@@ -8,7 +8,8 @@ with a web player.
 One module per command (``wavegen/cli/render.py`` ...), each with ``add_parser(sub)`` and
 ``run(args) -> exit code``; this module holds the parser and the error handling: an error the
 user can fix (wavegen.errors.WavegenError) prints as one line with exit code 2 (under a launch,
-torchrun or accelerate launch, by one process: the launcher ends the others); Ctrl-C exits 130 (said once);
+torchrun or accelerate launch, by one process: the launcher ends the others); Ctrl-C exits 130 (said once;
+a SIGTERM before the command runs is one too);
 anything else is a bug and keeps its traceback.
 """
 
@@ -36,14 +37,53 @@ def _stopped_while_importing() -> None:
     raise SystemExit(130)
 
 
+_term_came: float | None = None  # when the SIGTERM that _term_as_interrupt turned into a Ctrl-C came (monotonic)
+
+
+def _term_as_interrupt(signum, frame) -> None:
+    """A SIGTERM while the CLI starts (its import, its parser: before the command's own handling) in a process
+    started alone: a Ctrl-C, said "wavegen: interrupted" with exit code 130 as one that comes then is (it ended the
+    process by the signal, without a word). That one handed on twice (TERM_ECHO_SECONDS: a recipe that forwards it
+    beside its sender's to the process group) asks nothing more."""
+    global _term_came
+    if _term_came is not None and time.monotonic() - _term_came < TERM_ECHO_SECONDS:
+        return
+    _term_came = time.monotonic()
+    raise KeyboardInterrupt
+
+
+def _term_interrupts_while_starting() -> None:
+    """Where the CLI is the program, started alone, in the main thread, with SIGTERM at its default: a SIGTERM is a
+    Ctrl-C (:func:`_term_as_interrupt`) until the command runs (:func:`_term_as_ever`). Under a launch the launcher's
+    SIGTERM is held instead (signals.hold_launch_term_early); a library importing the CLI keeps SIGTERM's default."""
+    if (_is_the_program() and not launched() and threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL):
+        signal.signal(signal.SIGTERM, _term_as_interrupt)
+
+
+def _term_as_ever() -> None:
+    """The command runs: SIGTERM's default back for its own handling (train's and render's StopSignals, prep's
+    interrupt; eval's and info's default), where it was a Ctrl-C while the CLI started and none came (one that did:
+    its echo is still nothing, as the process says it and exits)."""
+    if (_term_came is None and threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) is _term_as_interrupt):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 try:
+    import signal
+    import threading
+    import time
+
+    from wavegen.signals import (TERM_ECHO_SECONDS, cli_imported, cli_main_runs, expect_the_others,
+                                 hold_launch_term_early, launched, met_the_others, release_early_term,
+                                 says_the_interrupt)
+
+    _term_interrupts_while_starting()  # started alone: a SIGTERM from here until the command runs is a Ctrl-C
+    hold_launch_term_early()  # a launcher's SIGTERM from here on held for train's and render's handlers (stdlib only)
+
     import argparse
     import logging
-
-    from wavegen.signals import (cli_imported, cli_main_runs, expect_the_others, hold_launch_term_early,
-                                 met_the_others, release_early_term, says_the_interrupt)
-
-    hold_launch_term_early()  # a launcher's SIGTERM from here on held for train's and render's handlers (stdlib only)
 
     from wavegen.cli import bench, evaluate, info, prep, render, serve, train
 except KeyboardInterrupt:
@@ -59,6 +99,9 @@ COMMANDS = {"prep": prep, "train": train, "render": render, "eval": evaluate, "i
             "serve": serve}
 # the commands whose handlers take a launcher's SIGTERM held from the CLI's import (StopSignals, launch_term_held)
 _TAKE_AN_EARLY_TERM = ("train", "render")
+# the commands whose SIGTERM is a Ctrl-C throughout (prep's own handler, set once its modules have imported: a
+# quarter of a second): the start's (_term_as_interrupt) goes on into them, until theirs
+_TERM_IS_AN_INTERRUPT = ("prep",)
 
 
 def _takes_an_early_term(args) -> bool:
@@ -119,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         met_the_others()
         release_early_term()
+        _term_as_ever()
 
 
 def _main(args) -> int:
@@ -134,6 +178,8 @@ def _main(args) -> int:
 
         with logging_redirect_tqdm():  # log lines print above progress bars, not through them
             try:
+                if args.command not in _TERM_IS_AN_INTERRUPT:
+                    _term_as_ever()  # the command's own handling from here (a SIGTERM before it: a Ctrl-C)
                 return COMMANDS[args.command].run(args)
             finally:  # SIGTERM's default again before an error is said (the launcher ends a process left waiting)
                 release_early_term()
