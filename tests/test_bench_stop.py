@@ -169,6 +169,19 @@ def test_a_sigterm_to_bench_profile_prints_the_rows_profiled_and_writes_no_json(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_stop_asked_before_a_profile_measures_the_machine_is_taken_there():
+    """A stop asked before profile_generation's work (a SIGTERM while torch imports): the machine was measured,
+    and said to be ("measuring the machine"), after the stop's line, before the first row took the stop."""
+    from wavegen import bench_profile
+
+    stop, said = Stop(), []
+    stop.requested = True
+    with pytest.raises(BenchStopped) as stopped:
+        bench_profile.profile_generation("wavenet-tiny", ["numba"], [1], samples=64, dram_mbytes=8,
+                                         progress=said.append, stop=stop)
+    assert said == [] and stopped.value.result["profiles"] == [] and stopped.value.planned == 1
+
+
 def test_a_stop_asked_during_the_short_run_says_no_estimate_after_it():
     """A SIGTERM during the short run that foretells a row's length: the row's "take about 2 min" was said after
     the stop's line, of runs that were never to be made."""
@@ -206,3 +219,5 @@ def test_a_sigterm_to_bench_train_while_torch_imports_is_a_stop():
     assert said[-1] == "wavegen bench: interrupted" and ("SIGTERM: stopping the bench before the next training step; "
                                                          "the rows measured so far are printed (the signal again to "
                                                          "stop at once)") in said, proc.stderr
+    # taken before the first batch size's line and model (its line came after the stop's, its warm-up step ran)
+    assert not any(line.startswith("train samplernn-tiny batch") for line in said), proc.stderr

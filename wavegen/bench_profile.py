@@ -39,10 +39,11 @@ def profile_generation(model: str, backends=("numba",), batches=(1,), samples: i
     spec, facts = bench.load_bench_model(model, seed, checkpoint)
     bench.check_draws_fit([("--samples", samples)], max(batches))
     bench.check_backends(spec, backends, batches)
-    if progress is not None:
-        progress("measuring the machine (bandwidth, multiply-add rate)")
     result = {"mode": "profile", "machine": None, "model": {"name": model, **facts}, "profiles": []}
     try:
+        bench.stop_if_asked(stop)  # one asked already (torch importing): the machine not measured, nor said to be
+        if progress is not None:
+            progress("measuring the machine (bandwidth, multiply-add rate)")
         result["machine"] = {**bench.machine_info("cpu"), "rates": machine_rates(dram_mbytes)}
         for backend in backends:
             for batch in batches:

@@ -307,6 +307,8 @@ def _bench_batches(measure: _Measurement, subject: _Subject, progress, timeout: 
         check_model_memory(setups[0][0], None, accelerator.device)  # absurd sizes: refused before any is built
         rows, facts = [], {}
         try:
+            if stop is not None and agree(accelerator, stop.requested):  # one held from torch's import: no row begun
+                raise KeyboardInterrupt
             for config, train_cfg in setups:
                 if progress is not None and main:
                     progress(f"train {measure.model} batch {train_cfg.batch_size} x {train_cfg.seq_len} samples"
