@@ -476,3 +476,28 @@ def test_a_run_whose_checkpoints_were_removed_says_it_starts_again_and_keeps_its
             "trained before the run started again from step 0") in caplog.text
     assert [r["val_bits"] for r in read_metrics(run) if "val_bits" in r][0] > best["val_bits"]  # not beaten
     assert (run / "best" / "model.safetensors").read_bytes() == kept and result["best_val_bits"] == best["val_bits"]
+
+
+def test_a_kept_best_survives_its_checkpoints_removed_again(tiny_corpus, tmp_path, caplog):
+    """The best/ kept by a start again (its checkpoints removed) lost its score there: metrics.jsonl was cut back to
+    step 0, so when the new start's checkpoints went too (or it was killed before its first row), the next start
+    found no row that scored best/ and replaced it in silence with a worse model. best/ now records its own score
+    (weights.json), which a start again keeps as the one to beat."""
+    common = ["train.val_interval=2", "train.checkpoint_interval=2"]
+    run = tmp_path / "run"
+    train(config_for(tiny_corpus, "train.max_steps=6", *common), run, progress=False)
+    best = [r for r in read_metrics(run) if r.get("best")][-1]
+    kept = (run / "best" / "model.safetensors").read_bytes()
+    keep = (f"{run / 'best'} holds the model of step {best['step']} (validation {best['val_bits']:.4f} bits/sample), "
+            "trained before the run started again from step 0")
+    for cut in ("checkpoints", "checkpoints and every row"):  # a start killed before its first row: no row at all
+        shutil.rmtree(run / "checkpoints")
+        if cut != "checkpoints":
+            (run / "metrics.jsonl").write_text("")
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="wavegen"):
+            result = train(config_for(tiny_corpus, "train.max_steps=2", *common), run, progress=False)
+        assert keep in caplog.text, (cut, caplog.text)
+        assert [r["val_bits"] for r in read_metrics(run) if "val_bits" in r][0] > best["val_bits"]  # not beaten
+        assert (run / "best" / "model.safetensors").read_bytes() == kept, cut
+        assert result["best_val_bits"] == best["val_bits"], cut

@@ -18,9 +18,11 @@ import logging
 import math
 from pathlib import Path
 
-from wavegen.checkpoint import restore_best, save_failed, save_model
+from wavegen.checkpoint import BEST_SCORE, restore_best, save_failed, save_model
 from wavegen.errors import WavegenError, every_process
+from wavegen.fileio import read_json_object
 from wavegen.render.album import ALBUM_FILE
+from wavegen.resolve import WEIGHTS_RECORD
 from wavegen.runlog import best_row, best_validation, read_metrics
 from wavegen.trainstate import NonFiniteError, broadcast, check_resume, on_main
 
@@ -52,7 +54,7 @@ def validate(run) -> None:
 
     def keep():
         if improved:
-            save_best(run)
+            save_best(run, {"step": run.step, "val_bits": bits, "val_samples": result["samples"]})
         run.log.val_row(run.step, bits, result["samples"], improved)
 
     on_main(run.accelerator, keep, f"the best model and the metrics of {run.run_dir}", run.checkpoint)
@@ -111,10 +113,13 @@ def keep_best_past_checkpoint(run) -> None:
     """Every process (the main one reads, the others take its answer), on resuming from step ``run.step``: where metrics.jsonl (not yet cut back to the
     checkpoint) marks a validation after that step as best and best/ is there, best/ holds that validation's
     model (written before its row), from a session stopped before its next checkpoint or a later checkpoint
-    removed or moved aside as damaged (not told apart: both are said). It stays best/, and
-    its score becomes the best on record, so what the run reports of best/ is true and a later model
-    replaces it only by beating it."""
+    removed or moved aside as damaged (not told apart: both are said). Where no row and no checkpoint gives a
+    score, best/'s own record of it does (:func:`recorded_best`: a start again whose checkpoints went too, its
+    rows cut back to step 0). It stays best/, and its score becomes the best on record, so what the run reports
+    of best/ is true and a later model replaces it only by beating it."""
     row = best_row(run.run_dir) if run.main else None
+    if row is None and run.main and run.best_val is None:  # no row scored it, nor the checkpoint: its own record
+        row = recorded_best(run.run_dir)
     if row is not None and (row["step"] <= run.step or not has_best(run) or
                             run.best_val is not None and float(row["val_bits"]) >= run.best_val):
         row = None
@@ -133,34 +138,55 @@ def keep_best_past_checkpoint(run) -> None:
     run.best_val, run.best_samples, run.best_step = bits, row.get("val_samples"), row["step"]
 
 
-def trained_before(run_dir: Path, config: dict) -> int:
+def recorded_best(run_dir: Path) -> dict | None:
+    """The validation best/ (or best.old, a swap cut short) records of itself (checkpoint.BEST_SCORE, written
+    with it) as a metrics row: ``step``, ``val_bits``, ``val_samples``; None where it records none (written by
+    an older wavegen, or without validation audio) or a damaged one. What a run keeps as the score to beat
+    when no metrics row and no checkpoint give it (a start again whose own checkpoints went too)."""
+    for name in ("best", "best.old"):
+        try:
+            scored = read_json_object(run_dir / name / WEIGHTS_RECORD).get(BEST_SCORE)
+        except (OSError, ValueError):
+            continue
+        if (isinstance(scored, dict) and isinstance(scored.get("step"), int)
+                and isinstance(scored.get("val_bits"), (int, float)) and math.isfinite(scored["val_bits"])):
+            samples = scored.get("val_samples")
+            return {"step": scored["step"], "val_bits": float(scored["val_bits"]),
+                    "val_samples": samples if isinstance(samples, int) else None}
+    return None
+
+
+def trained_before(run_dir: Path, config: dict) -> int | None:
     """For a run that finds no intact checkpoint: the last step its metrics.jsonl records where the run folder
     holds an earlier start of this same run (config would resume it: checkpoints since removed, or every one
-    damaged or diverged), else 0 (a new run, or another config over an old one, replaced as before)."""
+    damaged or diverged), 0 where it records no step but best/ records its score (a start killed before its
+    first row); else None (a new run, or another config over an old one, replaced as before)."""
     rows = [r for r in read_metrics(run_dir) if isinstance(r.get("step"), int)]
-    if not rows or not (run_dir / "config.json").is_file():
-        return 0
+    if not (rows or recorded_best(run_dir)) or not (run_dir / "config.json").is_file():
+        return None
     try:
         check_resume(run_dir, config)
     except WavegenError:
-        return 0
-    return max(r["step"] for r in rows)
+        return None
+    return max((r["step"] for r in rows), default=0)
 
 
 def start_again(run, trained: int) -> None:
     """Every process: a run that trained to step ``trained`` (trained_before) and starts again from step 0 says
     so (it looked like a resume: extending a run whose checkpoints were deleted to free the disk trained a new
     model in silence), and keeps its validated best/ until a validation beats it (was replaced by the first)."""
-    if run.main:
+    if run.main and trained:
         logger.warning("%s: no intact checkpoint to resume from, though its metrics.jsonl records training to step "
                        "%d: the run trains again from step 0 (its log rows and samples from then are replaced)",
                        run.run_dir, trained)
     keep_best_past_checkpoint(run)
 
 
-def save_best(run) -> None:
+def save_best(run, scored: dict | None = None) -> None:
+    """The judged model → best/; ``scored``: the validation that chose it, recorded beside its weights
+    (checkpoint.BEST_SCORE: the score a later start again keeps, :func:`recorded_best`)."""
     try:
-        save_model(run.judged, run.config, run.run_dir / "best", best_extra(run))
+        save_model(run.judged, run.config, run.run_dir / "best", best_extra(run), scored)
         run.best_saved_step = run.step
     except OSError as err:
         raise save_failed(f"the best model in {run.run_dir / 'best'}", err, run.checkpoint) from None

@@ -44,6 +44,9 @@ CONFIG_FILE = "config.json"
 TRAINER_STATE = "trainer_state.json"
 TRAINING_STATE = "training_state.safetensors"
 TENSORS_DIGEST = "tensors_sha256"  # a weights file's tensors_sha256(), beside its size and sha256 in a record
+# in a run's best/weights.json: the validation that chose its weights ({"step", "val_bits", "val_samples"}), the
+# score a run that starts again (its checkpoints and metrics rows gone) keeps as the one to beat (wavegen.bestmodel)
+BEST_SCORE = "validation"
 
 
 class SaveError(WavegenError):
@@ -63,11 +66,13 @@ def model_folder_metadata(config: dict) -> dict[str, str]:
     return {"model_type": str(config["model_type"])}
 
 
-def save_model(model: torch.nn.Module, config: dict, folder: Path, extra: dict[str, bytes | str] | None = None) -> Path:
+def save_model(model: torch.nn.Module, config: dict, folder: Path, extra: dict[str, bytes | str] | None = None,
+               scored: dict | None = None) -> Path:
     """Write ``folder/model.safetensors`` + ``folder/config.json`` (+ ``extra`` files by name, e.g. the
     album profile) + ``folder/weights.json`` (the weights' size and sha256, which
-    :func:`verified_weights_sha256` checks when the model is loaded): a temporary folder, synced,
-    swapped in with fileio.replace_dir (the old folder goes only after the swap)."""
+    :func:`verified_weights_sha256` checks when the model is loaded; and ``scored``, a run's best/: the
+    validation that chose these weights, under BEST_SCORE): a temporary folder, synced, swapped in with
+    fileio.replace_dir (the old folder goes only after the swap)."""
     folder = Path(folder)
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     if tmp.exists():
@@ -75,9 +80,9 @@ def save_model(model: torch.nn.Module, config: dict, folder: Path, extra: dict[s
     tmp.mkdir(parents=True)
     weights = safetensors_bytes(model.state_dict(), model_folder_metadata(config))
     atomic_write(tmp / MODEL_FILE, weights)
-    write_json(tmp / WEIGHTS_RECORD, {"files": {MODEL_FILE: {"bytes": len(weights),
-                                                             "sha256": hashlib.sha256(weights).hexdigest(),
-                                                             TENSORS_DIGEST: tensors_sha256(weights)}}})
+    record = {"files": {MODEL_FILE: {"bytes": len(weights), "sha256": hashlib.sha256(weights).hexdigest(),
+                                     TENSORS_DIGEST: tensors_sha256(weights)}}}
+    write_json(tmp / WEIGHTS_RECORD, dict(record, **{BEST_SCORE: scored}) if scored else record)
     write_json(tmp / CONFIG_FILE, config)
     for name, data in (extra or {}).items():
         atomic_write(tmp / name, data)
@@ -452,19 +457,20 @@ def restore_best(run_dir: Path, config: dict, best_val: float, upto: int, extra:
     """``RUN/best/`` written again from the checkpoint that scored ``best_val`` (the step metrics.jsonl
     marks best, up to step ``upto``), when that checkpoint is kept and intact; True when it was."""
     from wavegen.resolve import resolve_model
-    from wavegen.runlog import best_validation
+    from wavegen.runlog import best_row
 
-    scored = best_validation(run_dir, upto)
-    if scored is None or scored[1] != best_val:
+    row = best_row(run_dir, upto)
+    if row is None or float(row["val_bits"]) != best_val:
         return False
     try:
-        model = resolve_model(run_dir, checkpoint=f"step_{scored[0]}").load("cpu")
+        model = resolve_model(run_dir, checkpoint=f"step_{row['step']}").load("cpu")
     except WavegenError as err:  # not kept (pruned), or damaged
-        logger.info("best/ cannot be restored from step %d's checkpoint (%s)", scored[0], err)
+        logger.info("best/ cannot be restored from step %d's checkpoint (%s)", row["step"], err)
         return False
-    save_model(model, config, Path(run_dir) / "best", extra)
+    save_model(model, config, Path(run_dir) / "best", extra,
+               {"step": row["step"], "val_bits": best_val, "val_samples": row.get("val_samples")})
     logger.warning("%s was missing: restored from checkpoints/step_%d, the step that scored the best validation "
-                   "(%.4f bits/sample)", Path(run_dir) / "best", scored[0], best_val)
+                   "(%.4f bits/sample)", Path(run_dir) / "best", row["step"], best_val)
     return True
 
 

@@ -279,7 +279,7 @@ def _start(config: dict, train_cfg: TrainConfig, accelerator, run_dir: Path) -> 
         accelerator.process_index, accelerator.num_processes))
     last = found and found[1]
     earlier = earlier_train(run_dir) if found is not None and main else {}  # before config.json is replaced
-    trained = broadcast(accelerator, trained_before(run_dir, config) if found is None and main else 0)
+    trained = broadcast(accelerator, trained_before(run_dir, config) if found is None and main else None)
     on_main(accelerator, lambda: write_json(run_dir / "config.json", config), f"{run_dir / 'config.json'}", last)
     run = _Run(config, train_cfg, accelerator, run_dir, corpus, model, optimizer, inner, batches,
                Carry(train_cfg.grad_accum), NonFiniteWatch(accelerator, train_cfg),
@@ -289,7 +289,7 @@ def _start(config: dict, train_cfg: TrainConfig, accelerator, run_dir: Path) -> 
                average=WeightAverage(inner, train_cfg.ema_decay) if train_cfg.ema_decay > 0 else None)
     if found is not None:
         _resume(run, found[1], earlier)
-    elif trained:
+    elif trained is not None:
         start_again(run, trained)
     run.watch.reset(run.step)
     if main:
