@@ -490,9 +490,11 @@ def test_a_kept_best_survives_its_checkpoints_removed_again(tiny_corpus, tmp_pat
     kept = (run / "best" / "model.safetensors").read_bytes()
     keep = (f"{run / 'best'} holds the model of step {best['step']} (validation {best['val_bits']:.4f} bits/sample), "
             "trained before the run started again from step 0")
-    for cut in ("checkpoints", "checkpoints and every row"):  # a start killed before its first row: no row at all
+    # removed once (the start again keeps best/), again (the first start's rows are gone now), and with every row
+    # (a start killed before its first row)
+    for cut in ("checkpoints", "checkpoints again", "checkpoints and every row"):
         shutil.rmtree(run / "checkpoints")
-        if cut != "checkpoints":
+        if cut.endswith("row"):
             (run / "metrics.jsonl").write_text("")
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="wavegen"):
