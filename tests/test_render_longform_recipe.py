@@ -232,6 +232,21 @@ def test_the_report_says_the_guard_events_in_words(fake, tmp_path):
         assert f"\nguard events  {said}\n" in done.stdout, done.stdout
 
 
+def test_the_report_says_a_long_render_s_length_as_a_plain_number(fake, tmp_path):
+    """A --hours 300 render's report said "2 stream(s) x 1.08e+06 s" (%g from a million seconds on)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    report = {"status": "complete", "streams": 2, "seconds": 1080000.0, "sample_rate": 16000, "backend": "numba",
+              "precision": "fp32", "processes": 1, "sessions": 3, "wall_seconds": 1.0, "realtime_factor": 0.5,
+              "realtime_factor_all_streams": 1.0, "max_rss_mb": 100.0, "paths": ["stream_000.flac"],
+              "guard": {"enabled": True, "counts": {}, "events": []}}
+    for seconds, said in ((1080000.0, "1080000"), (1080000.25, "1080000.25"), (0.25, "0.25")):
+        (work / "render_report.json").write_text(json.dumps({**report, "seconds": seconds}))
+        done = longform(fake, "m", "--dir", work, "--stage", "2")
+        assert done.returncode == 0, done.stderr
+        assert f"\nrendered      2 stream(s) x {said} s at 16000 Hz (" in done.stdout, done.stdout
+
+
 def test_a_rerun_that_writes_a_damaged_report_again_keeps_the_rendering_sessions_timing(tmp_path):
     """Stage 1 rerun over a render whose report was damaged: render writes the report again from the files,
     rendering nothing, and the recipe replaced .done/time.txt with that rerun's timing (the report newer than it):

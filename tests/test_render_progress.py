@@ -13,6 +13,7 @@ import pytest
 from render_helpers import MOSTLY_SILENT, SR, make_model, one_hot_bias, settings
 from wavegen.render import load_snapshot, render
 from wavegen.render import shard as render_shard
+from wavegen.render.settings import plain_seconds
 
 WIDTH = 8  # guard window, samples: a mostly silent i.i.d. model fails many of them
 
@@ -58,3 +59,25 @@ def test_a_stopped_render_shows_what_it_kept_and_the_seconds_the_guard_redrew(si
     last = progress_lines(caplog)[-1]
     assert last.startswith("rendered: 0.5/0.5 s (100%)") and " s redrawn" in last, last
     assert report["sessions"] == 2
+
+
+class _Stopped(Exception):
+    """Raised where the test has seen what it came for (the render's first line)."""
+
+
+def test_a_long_render_s_lines_say_its_length_as_a_plain_number(silent, tmp_path, caplog, monkeypatch):
+    """A --hours 300 render (1080000 s) said "rendering 1 stream(s) x 1.08e+06 s" (%g from a million seconds on),
+    as its last line and "already complete" did: a plain number now, as the user typed it."""
+    caplog.set_level(logging.INFO, logger="wavegen")
+
+    def stop_here(*args, **kwargs):  # the line is said; nothing of the 300 hours rendered
+        raise _Stopped
+
+    monkeypatch.setattr(render_shard, "StreamWriters", stop_here)
+    with pytest.raises(_Stopped):
+        render(silent, tmp_path / "out", settings(1080000.0, format="flac"), progress=False)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("rendering ")]
+    assert said == [f"rendering 1 stream(s) x 1080000 s at {SR} Hz with the torch engine (fp32)"]
+    # the same helper says the last line's and "already complete"'s length
+    assert [plain_seconds(s) for s in (1080000.0, 1080000.25, 0.5, 1 / 3, 12.0)] == \
+        ["1080000", "1080000.25", "0.5", "0.333333", "12"]

@@ -166,7 +166,9 @@ if time_file.is_file() and (not r.get("rebuilt") or
     if m:
         rss = int(m.group(1)) / 1024
 sessions = unknown if r["sessions"] is None else f"{r['sessions']} session(s)"
-print(f"rendered      {r['streams']} stream(s) x {r['seconds']:g} s at {r['sample_rate']} Hz ({r['backend']} backend "
+# a plain number, as render's own lines say it (plain_seconds): %g said 1.08e+06 s for a --hours 300 render
+seconds = f"{r['seconds']:.6f}".rstrip("0").rstrip(".")
+print(f"rendered      {r['streams']} stream(s) x {seconds} s at {r['sample_rate']} Hz ({r['backend']} backend "
       f"{r.get('precision', 'fp32')}, "
       f"{r['processes']} process(es), {sessions})")
 if r["wall_seconds"] is None:

@@ -31,7 +31,7 @@ import soundfile as sf
 from wavegen.fileio import atomic_write, free_name, read_json_object, write_json
 from wavegen.progress import progress_bar
 from wavegen.render.params_check import check_params
-from wavegen.render.settings import WAV_HEADER_BYTES, RenderStateError, check_length, duration
+from wavegen.render.settings import WAV_HEADER_BYTES, RenderStateError, check_length, duration, plain_seconds
 from wavegen.render.writers import flushed_samples, recorded_meta
 
 logger = logging.getLogger("wavegen.render")
@@ -114,7 +114,8 @@ def measure_stream(path: Path, fmt: str, total: int, sample_rate: int, decoded=N
         if other is not None:
             return f"is {other}", None
         if held != total or size != WAV_HEADER_BYTES + 2 * total:
-            return f"holds {min(held, (size - WAV_HEADER_BYTES) // 2) / sample_rate:.1f} s, not {total / sample_rate:g} s", None
+            held_seconds = min(held, (size - WAV_HEADER_BYTES) // 2) / sample_rate
+            return f"holds {held_seconds:.1f} s, not {plain_seconds(total / sample_rate)} s", None
         if not crc:
             return None, None
         try:
@@ -135,7 +136,7 @@ def measure_stream(path: Path, fmt: str, total: int, sample_rate: int, decoded=N
     except (OSError, RuntimeError, sf.LibsndfileError) as err:
         return f"cannot be decoded ({err})", None
     if frames != total:
-        return f"holds {frames / sample_rate:.1f} s, not {total / sample_rate:g} s", None
+        return f"holds {frames / sample_rate:.1f} s, not {plain_seconds(total / sample_rate)} s", None
     return None, value if crc else None
 
 

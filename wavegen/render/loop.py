@@ -24,8 +24,8 @@ from wavegen.render.guard import GuardCriteria, counts_in_words, criteria_for
 from wavegen.render.model_change import TENSORS_KEY, model_gone, stand_in
 from wavegen.render.params_check import check_params
 from wavegen.render.processes import Processes
-from wavegen.render.settings import (RenderSettings, RenderStateError, check_prime_path, parse_label, prime_codes,
-                                     shard_streams)
+from wavegen.render.settings import (RenderSettings, RenderStateError, check_prime_path, parse_label, plain_seconds,
+                                     prime_codes, shard_streams)
 from wavegen.render.shard import (CHUNK_BYTES_PER_VALUE, MAX_CHUNK_VALUES, STOP_IN_WINDOW, ShardRender,
                                   window_samples)
 from wavegen.render.writers import load_snapshot, reserve_open_files, snapshot_exists
@@ -284,8 +284,8 @@ class RenderJob:
         if done is not None:
             if procs.rank != 0:  # said, and the files listed, once: by the first process
                 return self._own_paths(None)
-            logger.info("%s: this render is already complete (%d stream(s) x %g s); nothing to do",
-                        folder.out_dir, done["streams"], done["seconds"])
+            logger.info("%s: this render is already complete (%d stream(s) x %s s); nothing to do",
+                        folder.out_dir, done["streams"], plain_seconds(done["seconds"]))
             folder.warn_if_changed(done)
             return done
         # one stop request for the whole render: a window being made is rewound (KeyboardInterrupt);
@@ -347,8 +347,8 @@ class RenderJob:
         folder.write_report(report, self.total, self.sr)
         # wall_seconds: the generation's (and its writing), every session's; the FLAC encoding and the
         # spectrograms after it are not counted
-        logger.info("rendered %d stream(s) x %g s, generated in %.1f s (%.2fx real time per stream, %s backend%s); "
-                    "guard events: %s → %s", s.streams, seconds, wall, report["realtime_factor"] or 0,
+        logger.info("rendered %d stream(s) x %s s, generated in %.1f s (%.2fx real time per stream, %s backend%s); "
+                    "guard events: %s → %s", s.streams, plain_seconds(seconds), wall, report["realtime_factor"] or 0,
                     report["backend"], f", {sessions} sessions" if sessions > 1 else "",
                     counts_in_words(counts), folder.out_dir)
         return folder.located(json.loads(json.dumps(report)))

@@ -152,6 +152,12 @@ def duration(seconds: float) -> str:
     return f"{seconds:g} s"
 
 
+def plain_seconds(seconds: float) -> str:
+    """A render's length for its lines, as a person types it: "0.25", "1080000" (%g wrote "1.08e+06" from a
+    million seconds on, 278 hours: a --hours 300 render's). Six decimals at most."""
+    return f"{seconds:.6f}".rstrip("0").rstrip(".")
+
+
 def check_length(seconds: float, sample_rate: int, fmt: str) -> int:
     """``seconds`` per stream → samples per stream; ConfigError when that cannot be written.
 

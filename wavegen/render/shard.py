@@ -22,7 +22,7 @@ from wavegen.render.folder import REPORT_FILE
 from wavegen.render.guard import Guard, GuardLog
 from wavegen.render.params_check import check_params
 from wavegen.render.processes import say_stopped_elsewhere
-from wavegen.render.settings import RenderSettings, RenderStateError
+from wavegen.render.settings import RenderSettings, RenderStateError, plain_seconds
 from wavegen.render.writers import (StreamWriters, encode_flac, flushed_samples, load_snapshot, previous_snapshot,
                                     save_snapshot, snapshot_exists)
 from wavegen.signals import LossCarried, StopSignals
@@ -265,9 +265,9 @@ class ShardRender:
         if s.format == "flac" and written < self.total:
             logger.info("FLAC: audio is kept as PCM under %s until the render completes, then encoded",
                         job.folder.state_dir)
-        logger.info("rendering %d stream(s) x %g s at %d Hz with the %s engine (%s)%s", len(job.ids), s.seconds,
-                    self.sr, self.engine.backend, s.precision, f" (process {job.procs.rank} of {job.procs.world})"
-                    if job.procs.world > 1 else "")
+        logger.info("rendering %d stream(s) x %s s at %d Hz with the %s engine (%s)%s", len(job.ids),
+                    plain_seconds(s.seconds), self.sr, self.engine.backend, s.precision,
+                    f" (process {job.procs.rank} of {job.procs.world})" if job.procs.world > 1 else "")
         writers = StreamWriters(job.folder.work_paths(job.ids), self.sr, s.format == "wav", resumed,
                                 lambda path, err: self._io_error(path, err), self.resume_crc32s)
         ok = False
