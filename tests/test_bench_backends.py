@@ -1,30 +1,8 @@
 """A bench backend named with its precision is the same backend: "torch-fp32" is the torch engine's rows."""
 
-import time
-
-import numpy as np
-
+from test_bench import Sleeper, SlowSleeper
 from wavegen import cli, generate
 from wavegen.bench import bench_generation, format_table
-from wavegen.engine import Engine
-
-
-class Sleeper(Engine):
-    """An engine of known speed: each generate call sleeps ``seconds_per_sample`` per sample, whatever the batch."""
-
-    seconds_per_sample = 0.0005
-
-    def reset(self, prime_codes=None, label_weights=None):
-        self.t = 0
-
-    def generate(self, uniforms, temperature=1.0):
-        time.sleep(self.seconds_per_sample * uniforms.shape[1])
-        self.t += uniforms.shape[1]
-        return np.zeros(uniforms.shape, np.int64)
-
-
-class SlowSleeper(Sleeper):
-    seconds_per_sample = 0.002
 
 
 def test_torch_fp32_rows_are_the_torch_rows(monkeypatch):
