@@ -503,3 +503,29 @@ def test_a_kept_best_survives_its_checkpoints_removed_again(tiny_corpus, tmp_pat
         assert [r["val_bits"] for r in read_metrics(run) if "val_bits" in r][0] > best["val_bits"]  # not beaten
         assert (run / "best" / "model.safetensors").read_bytes() == kept, cut
         assert result["best_val_bits"] == best["val_bits"], cut
+
+
+def test_a_best_of_another_config_is_not_kept_by_its_start_again(tiny_corpus, tmp_path, caplog, monkeypatch):
+    """Another config over a run whose checkpoints were removed starts anew; killed before its first validation and
+    started again, it found its own config.json and the old run's best/ (its score recorded beside its weights),
+    and kept that model of the other config as its best until beaten. best/'s record counts only where its own
+    config.json would resume the run."""
+    common = ["train.val_interval=2", "train.checkpoint_interval=2"]
+    run = tmp_path / "run"
+    train(config_for(tiny_corpus, "train.max_steps=6", *common), run, progress=False)
+    shutil.rmtree(run / "checkpoints")
+    other = config_for(tiny_corpus, "train.max_steps=2", "model.dim=16", *common)
+
+    def killed(*args, **kwargs):  # the other config's first start dies in its first step
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(wavegen.train, "train_step", killed)
+        with pytest.raises(KeyboardInterrupt):
+            train(other, run, progress=False)
+    assert json.loads((run / "best" / "config.json").read_text())["model"]["dim"] == 32  # the old run's, still
+    with caplog.at_level(logging.INFO, logger="wavegen"):
+        result = train(other, run, progress=False)
+    assert "holds the model of step" not in caplog.text
+    assert json.loads((run / "best" / "config.json").read_text())["model"]["dim"] == 16
+    assert result["best_val_bits"] == [r for r in read_metrics(run) if r.get("best")][-1]["val_bits"]

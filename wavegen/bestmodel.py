@@ -119,7 +119,7 @@ def keep_best_past_checkpoint(run) -> None:
     of best/ is true and a later model replaces it only by beating it."""
     row = best_row(run.run_dir) if run.main else None
     if row is None and run.main and run.best_val is None:  # no row scored it, nor the checkpoint: its own record
-        row = recorded_best(run.run_dir)
+        row = recorded_best(run.run_dir, run.config)
     if row is not None and (row["step"] <= run.step or not has_best(run) or
                             run.best_val is not None and float(row["val_bits"]) >= run.best_val):
         row = None
@@ -138,11 +138,13 @@ def keep_best_past_checkpoint(run) -> None:
     run.best_val, run.best_samples, run.best_step = bits, row.get("val_samples"), row["step"]
 
 
-def recorded_best(run_dir: Path) -> dict | None:
+def recorded_best(run_dir: Path, config: dict) -> dict | None:
     """The validation best/ (or best.old, a swap cut short) records of itself (checkpoint.BEST_SCORE, written
     with it) as a metrics row: ``step``, ``val_bits``, ``val_samples``; None where it records none (written by
-    an older wavegen, or without validation audio) or a damaged one. What a run keeps as the score to beat
-    when no metrics row and no checkpoint give it (a start again whose own checkpoints went too)."""
+    an older wavegen, or without validation audio) or a damaged one, or where its config.json would not resume
+    ``config`` (a model of another config, whose own start was killed before it validated: replaced as before).
+    What a run keeps as the score to beat when no metrics row and no checkpoint give it (a start again whose own
+    checkpoints went too)."""
     for name in ("best", "best.old"):
         try:
             scored = read_json_object(run_dir / name / WEIGHTS_RECORD).get(BEST_SCORE)
@@ -150,6 +152,10 @@ def recorded_best(run_dir: Path) -> dict | None:
             continue
         if (isinstance(scored, dict) and isinstance(scored.get("step"), int)
                 and isinstance(scored.get("val_bits"), (int, float)) and math.isfinite(scored["val_bits"])):
+            try:
+                check_resume(run_dir / name, config)
+            except WavegenError:
+                continue
             samples = scored.get("val_samples")
             return {"step": scored["step"], "val_bits": float(scored["val_bits"]),
                     "val_samples": samples if isinstance(samples, int) else None}
@@ -162,7 +168,7 @@ def trained_before(run_dir: Path, config: dict) -> int | None:
     damaged or diverged), 0 where it records no step but best/ records its score (a start killed before its
     first row); else None (a new run, or another config over an old one, replaced as before)."""
     rows = [r for r in read_metrics(run_dir) if isinstance(r.get("step"), int)]
-    if not (rows or recorded_best(run_dir)) or not (run_dir / "config.json").is_file():
+    if not (rows or recorded_best(run_dir, config)) or not (run_dir / "config.json").is_file():
         return None
     try:
         check_resume(run_dir, config)
