@@ -80,6 +80,38 @@ def test_a_sigterm_handed_on_twice_is_one_stop_and_a_later_one_stops_at_once(mon
         assert stop.requested and caplog.text.count("SIGTERM: saving") == 1, caplog.text
 
 
+def test_accelerates_one_process_launchers_sigterm_after_a_ctrl_c_is_the_same_stop(monkeypatch, caplog):
+    """accelerate launch of one process: a Ctrl-C reaches it and wavegen, and it then sends wavegen a SIGTERM (and
+    kills it 5 s later). That SIGTERM was taken for the second signal ("stop at once": no checkpoint, the line said
+    untrue). Now, under that launcher (ACCELERATE_DYNAMO_BACKEND, no WORLD_SIZE above 1), one within
+    TERM_ECHO_SECONDS of the Ctrl-C is the same stop; a later one stops at once; started alone, as ever, at once."""
+    from wavegen import signals
+
+    def interrupt_then_term() -> bool:  # (as twice: whether the SIGTERM raised KeyboardInterrupt)
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):
+                pass
+        except KeyboardInterrupt:
+            return True
+        return False
+
+    monkeypatch.setattr(signals, "TERM_ECHO_SECONDS", 0.5)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("ACCELERATE_DYNAMO_BACKEND", "NO")  # (what accelerate's launcher sets, for one process too)
+    caplog.set_level(logging.WARNING, logger="wavegen.signals")
+    with StopSignals("saving") as stop:
+        assert not interrupt_then_term() and stop.requested and stop.name == "SIGINT"
+        assert caplog.text.count("SIGINT: saving") == 1, caplog.text
+        time.sleep(0.6)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+    monkeypatch.delenv("ACCELERATE_DYNAMO_BACKEND")
+    with StopSignals("saving"):
+        assert interrupt_then_term()
+
+
 def test_off_the_main_thread_it_installs_nothing():
     seen = []
 

@@ -7,9 +7,11 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import TINY_SAMPLERNN
+from process_helpers import kill_launch
 
 from wavegen.cli import main
 from wavegen.train import read_metrics
@@ -71,3 +73,38 @@ def test_a_signal_while_training_starts_up_stops_cleanly(tiny_corpus, tmp_path, 
     assert read_metrics(run) == [] and not list(run.glob("checkpoints/step_*"))
     assert main(train_command(tiny_corpus, run, 2)) == 0  # the same command, in this process
     assert [r["step"] for r in read_metrics(run) if "loss_bits" in r] == [1, 2]
+
+
+ONE_GPU = Path(__file__).resolve().parent.parent / "recipes" / "accelerate" / "one_gpu.yaml"
+
+
+@pytest.mark.slow
+def test_a_ctrl_c_to_accelerate_launch_of_one_process_saves_the_checkpoint(tiny_corpus, tmp_path):
+    """A Ctrl-C to `accelerate launch` of one process (the terminal's SIGINT to its process group: the launcher and
+    wavegen) said "finishing the step and saving a checkpoint", then the launcher's own SIGTERM to wavegen (sent on
+    its Ctrl-C, a kill 5 s later) was taken as the second signal: "interrupted", no checkpoint at all, every step since
+    the last lost. Now that SIGTERM is the same stop: the step finishes and its checkpoint is saved, exit 130."""
+    run = tmp_path / "run"
+    launch = subprocess.Popen(
+        [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ONE_GPU), "--cpu", "-m", "wavegen"]
+        + train_command(tiny_corpus, run, 100000) + ["--set", "train.checkpoint_interval=100000"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,  # (setsid: a terminal)
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        seen = []
+        for line in launch.stderr:  # training has begun (its first logged step) before the Ctrl-C
+            seen.append(line)
+            if line.startswith("step "):
+                break
+        assert seen and seen[-1].startswith("step "), "".join(seen)
+        os.killpg(launch.pid, signal.SIGINT)
+        err = "".join(seen) + launch.stderr.read()
+        launch.wait(timeout=60)
+    finally:
+        if launch.poll() is None:
+            kill_launch(launch)
+    assert launch.returncode == 130, err
+    assert "SIGINT: finishing the step and saving a checkpoint" in err and "Traceback" not in err
+    last = max(r["step"] for r in read_metrics(run) if "loss_bits" in r)
+    assert [p.name for p in (run / "checkpoints").glob("step_*")] == [f"step_{last}"], err
+    assert f"interrupted at step {last};" in err and "wavegen train: interrupted" not in err

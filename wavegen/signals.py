@@ -4,7 +4,8 @@ The first SIGINT or SIGTERM asks the work to stop at the next safe point: traini
 its step and writes a checkpoint; a render finishes (or rewinds) its block and writes a
 snapshot. A second signal stops at once (KeyboardInterrupt), leaving what the last checkpoint
 or snapshot holds; a SIGTERM within TERM_ECHO_SECONDS of a first SIGTERM is that one handed on twice (a wrapper
-script that forwards it, beside its sender's to the process group) and changes nothing. Handlers can only be
+script that forwards it, beside its sender's to the process group) and changes nothing, as does one within
+TERM_ECHO_SECONDS of a Ctrl-C under accelerate's one-process launcher (:func:`launcher_terms_after_an_interrupt`). Handlers can only be
 installed from the main thread; elsewhere the context manager does nothing and the process keeps its handlers.
 
 Under a launch (torchrun, accelerate launch: WORLD_SIZE > 1) a SIGTERM is most often the launcher ending
@@ -79,6 +80,14 @@ def launch_rank() -> tuple[int, int]:
         return 0
 
     return first(_RANK_VARS), first(_LOCAL_RANK_VARS)
+
+
+def launcher_terms_after_an_interrupt() -> bool:
+    """Whether this process runs under ``accelerate launch`` of one process (its launcher without torchrun: it sets
+    ACCELERATE_DYNAMO_BACKEND, which no one else does, and no WORLD_SIZE above 1). That launcher shares the
+    terminal's process group: a Ctrl-C reaches it beside this process, and it then sends this process a SIGTERM (and
+    kills it 5 s later). That SIGTERM is the same stop as the Ctrl-C, not a second signal (:class:`StopSignals`)."""
+    return "ACCELERATE_DYNAMO_BACKEND" in os.environ and not launched()
 
 
 def says_the_interrupt() -> bool:
@@ -401,8 +410,9 @@ class StopSignals:
             loss, self._loss, self.signum = self._loss, None, None  # said as the loss, not as a stop
             raise LossCarried(loss)  # (turned back into the loss as the block ends)
         if self.signum is not None:
-            if signum == signal.SIGTERM == self.signum and time.monotonic() - self._held_since < TERM_ECHO_SECONDS:
-                return  # the first SIGTERM handed on twice: it asks for nothing more (TERM_ECHO_SECONDS)
+            if (signum == signal.SIGTERM and time.monotonic() - self._held_since < TERM_ECHO_SECONDS
+                    and (self.signum == signal.SIGTERM or launcher_terms_after_an_interrupt())):
+                return  # the first signal handed on: it asks for nothing more (TERM_ECHO_SECONDS)
             if not self._announcing:
                 raise KeyboardInterrupt
             # a handler can run inside another one (between any two bytecodes): an interrupt raised
