@@ -103,12 +103,12 @@ def test_a_sigterm_handed_on_twice_while_the_cli_starts_is_said_once(tmp_path):
 
 
 def test_once_the_command_runs_a_sigterm_is_its_own(tmp_path):
-    """Past the start the command's own handling takes a SIGTERM: info has none (the signal's default, -15, as
-    before); prep's is a Ctrl-C throughout, its modules' import too (a quarter of a second before its handler:
-    it ended by the signal there, without a word), said once."""
+    """Past the start the command's own handling takes a SIGTERM: info has none, and its SIGTERM is a Ctrl-C
+    throughout (was the signal's default: -15 without a word); prep's is a Ctrl-C throughout, its modules' import too
+    (a quarter of a second before its handler: it ended by the signal there, without a word), said once."""
     done = interrupted(tmp_path, "console script", "wavegen.info", {"INTERRUPT_SIGNAL": "SIGTERM"},
                        ("info", "samplernn-tiny"))
-    assert (done.returncode, done.stderr, done.stdout) == (-15, "", "")
+    assert (done.returncode, done.stderr, done.stdout) == (130, "wavegen info: interrupted\n", "")
     done = interrupted(tmp_path, "console script", "wavegen.prep", {"INTERRUPT_SIGNAL": "SIGTERM"},
                        ("prep", str(tmp_path), str(tmp_path / "corpus")))
     assert (done.returncode, done.stderr) == (130, "wavegen prep: interrupted\n")
@@ -121,6 +121,21 @@ def test_a_library_that_imports_the_cli_still_ends_by_a_sigterm(tmp_path):
                           capture_output=True, text=True, timeout=120,
                           env={**os.environ, "INTERRUPT_AT": "wavegen.cli.render", "INTERRUPT_SIGNAL": "SIGTERM"})
     assert (done.returncode, done.stdout, done.stderr) == (-15, "", "")
+
+
+@pytest.mark.slow
+def test_a_sigterm_while_eval_scores_is_said_as_a_ctrl_c_and_writes_nothing(tmp_path):
+    """eval has no stop of its own: a SIGTERM once it ran (torch, the model loaded, a minute's NLL or --renders
+    analysis) ended it by the signal, -15 without a word, where a Ctrl-C says "interrupted" and exits 130, the
+    folder made for --json FILE gone again. Now a SIGTERM there is that Ctrl-C."""
+    from conftest import prepared_corpus, save_tiny_model
+
+    corpus, model = prepared_corpus(tmp_path / "album"), save_tiny_model(tmp_path / "model", sample_rate=16000)
+    result = tmp_path / "made" / "eval.json"
+    done = interrupted(tmp_path, "python -m wavegen", "wavegen.data", {"INTERRUPT_SIGNAL": "SIGTERM"},
+                       ("eval", str(model), "--data", str(corpus), "--json", str(result), "--threads", "1"))
+    assert (done.returncode, done.stderr, done.stdout) == (130, "wavegen eval: interrupted\n", "")
+    assert not (tmp_path / "made").exists()
 
 
 @pytest.mark.slow

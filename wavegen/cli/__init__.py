@@ -9,7 +9,7 @@ One module per command (``wavegen/cli/render.py`` ...), each with ``add_parser(s
 ``run(args) -> exit code``; this module holds the parser and the error handling: an error the
 user can fix (wavegen.errors.WavegenError) prints as one line with exit code 2 (under a launch,
 torchrun or accelerate launch, by one process: the launcher ends the others); Ctrl-C exits 130 (said once;
-a SIGTERM before the command runs is one too);
+a SIGTERM before the command runs is one too, and throughout prep, eval and info);
 anything else is a bug and keeps its traceback.
 """
 
@@ -62,9 +62,9 @@ def _term_interrupts_while_starting() -> None:
 
 
 def _term_as_ever() -> None:
-    """The command runs: SIGTERM's default back for its own handling (train's and render's StopSignals, prep's
-    interrupt; eval's and info's default), where it was a Ctrl-C while the CLI started and none came (one that did:
-    its echo is still nothing, as the process says it and exits)."""
+    """The command runs: SIGTERM's default back for its own handling (train's and render's StopSignals; bench's,
+    serve's), where it was a Ctrl-C while the CLI started and none came (one that did: its echo is still nothing, as
+    the process says it and exits). _TERM_IS_AN_INTERRUPT's commands keep it on until main's end."""
     if (_term_came is None and threading.current_thread() is threading.main_thread()
             and signal.getsignal(signal.SIGTERM) is _term_as_interrupt):
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -99,9 +99,10 @@ COMMANDS = {"prep": prep, "train": train, "render": render, "eval": evaluate, "i
             "serve": serve}
 # the commands whose handlers take a launcher's SIGTERM held from the CLI's import (StopSignals, launch_term_held)
 _TAKE_AN_EARLY_TERM = ("train", "render")
-# the commands whose SIGTERM is a Ctrl-C throughout (prep's own handler, set once its modules have imported: a
-# quarter of a second): the start's (_term_as_interrupt) goes on into them, until theirs
-_TERM_IS_AN_INTERRUPT = ("prep",)
+# the commands whose SIGTERM is a Ctrl-C throughout: the start's (_term_as_interrupt) goes on into them, until prep's
+# own handler (set once its modules have imported: a quarter of a second); eval and info have none of their own (a
+# KeyboardInterrupt anywhere in them is their stop: one line, exit 130, --json and --plot written whole or not at all)
+_TERM_IS_AN_INTERRUPT = ("prep", "eval", "info")
 
 
 def _takes_an_early_term(args) -> bool:
