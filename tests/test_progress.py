@@ -78,3 +78,15 @@ def test_after_a_slow_first_update_the_rate_counts_from_the_restart_on_both_kind
     assert line.startswith("rendered: 10/100 s (10%), 9.9 s/s, 0:01 elapsed, ETA 0:09"), line
     move_to(plain, 0.0)  # below where the clock restarted: no progress, not a negative rate
     assert plain.line(now=plain._t0 + 1.0).startswith("rendered: 0/100 s (0%), 0 s/s, 0:01 elapsed"), plain.line()
+
+
+def test_a_long_renders_line_says_plain_numbers():
+    """A 300-hour render (1080000 s) and thousands of streams: %g said "1.23457e+06/1.08e+06 s" and "2e+04 s/s" in
+    the line of a log; now the numbers as a person writes them, as many significant digits at least."""
+    plain = PlainProgress(total=1080000.0, desc="rendered", unit="s", initial=1000000.0, interval_seconds=3600)
+    plain.update(23456.75)
+    line = plain.line(now=plain._t0 + 1.0)
+    assert line.startswith("rendered: 1023457/1080000 s (95%), 23457 s/s, 0:01 elapsed, ETA 0:02"), line
+    plain = PlainProgress(total=12.0, desc="eval test", unit="s", interval_seconds=3600)
+    plain.update(2.5625)
+    assert plain.line(now=plain._t0 + 100.0).startswith("eval test: 2.5625/12 s (21%), 0.0256 s/s"), plain.line()

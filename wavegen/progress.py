@@ -17,6 +17,7 @@ update keeps absurd for many updates.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 
@@ -76,7 +77,7 @@ class PlainProgress:
         parts = [f"{self.desc}: {_num(self.n)}" + (f"/{_num(self.total)}" if self.total else "") + f" {self.unit}"]
         if self.total:
             parts[0] += f" ({100.0 * self.n / self.total:.0f}%)"
-        parts.append(f"{rate:.3g} {self.unit}/s, {_clock(elapsed)} elapsed")
+        parts.append(f"{_num(rate, 3)} {self.unit}/s, {_clock(elapsed)} elapsed")
         if self.total and rate > 0 and self.n < self.total:
             parts.append(f"ETA {_clock((self.total - self.n) / rate)}")
         if self.postfix:
@@ -117,8 +118,21 @@ def restart_clock(bar) -> None:
     bar.refresh()
 
 
-def _num(x: float) -> str:
-    return f"{x:g}" if isinstance(x, float) and not float(x).is_integer() else f"{int(x)}"
+def plain_seconds(seconds: float, decimals: int = 6) -> str:
+    """A number (a render's length, a count of seconds) as a person types it: "0.25", "1080000" (%g wrote
+    "1.08e+06" from a million on: a --hours 300 render's), ``decimals`` at most."""
+    text = f"{seconds:.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _num(x: float, significant: int = 6) -> str:
+    """A count or a rate for a line: a plain number (:func:`plain_seconds`) of ``significant`` digits (%g's, without
+    its exponent: a 300-hour render's "1.23457e+06/1080000 s", "2e+04 s/s" with thousands of streams)."""
+    if not isinstance(x, float) or x.is_integer():
+        return f"{int(x)}"
+    if not math.isfinite(x):
+        return f"{x:g}"
+    return plain_seconds(x, max(0, significant - 1 - math.floor(math.log10(abs(x)))))
 
 
 def _clock(seconds: float) -> str:

@@ -19,6 +19,7 @@ import numpy as np
 from wavegen.config import ConfigError
 from wavegen.engine import PRECISIONS
 from wavegen.errors import WavegenError
+from wavegen.progress import plain_seconds  # noqa: F401 (a render's length in its lines: loop, shard)
 
 FORMATS = ("wav", "flac")
 WAV_HEADER_BYTES = 44
@@ -150,12 +151,6 @@ def duration(seconds: float) -> str:
         if seconds >= 2 * size:
             return f"{seconds / size:,.1f} {unit}"
     return f"{seconds:g} s"
-
-
-def plain_seconds(seconds: float) -> str:
-    """A render's length for its lines, as a person types it: "0.25", "1080000" (%g wrote "1.08e+06" from a
-    million seconds on, 278 hours: a --hours 300 render's). Six decimals at most."""
-    return f"{seconds:.6f}".rstrip("0").rstrip(".")
 
 
 def check_length(seconds: float, sample_rate: int, fmt: str) -> int:
