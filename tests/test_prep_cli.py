@@ -71,3 +71,40 @@ def test_sigterm_stops_prep_as_ctrl_c_does_keeping_the_old_corpus_and_no_tempora
     assert proc.returncode == 130 and rest.strip().splitlines()[-1] == "wavegen prep: interrupted", rest[-2000:]
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == sorted([*before, ".lock"])  # no .prep-* left
     assert all((tmp_path / "c" / name).read_bytes() == data for name, data in before.items())
+
+
+# `wavegen prep argv[1] argv[2]` sent a SIGTERM once its temporary folder is made, and the same again (a recipe's
+# forwarding of it, beside its sender's to the process group) as the stop removes that folder
+TERM_THEN_ITS_ECHO = """
+import os, shutil, signal, sys
+import wavegen.cli, wavegen.prep
+
+real_prepare_in, real_rmtree = wavegen.prep._prepare_in, shutil.rmtree
+
+
+def prepare_in(tmp, *args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)
+    return real_prepare_in(tmp, *args, **kwargs)
+
+
+def rmtree(path, *args, **kwargs):
+    if os.path.basename(path).startswith(".prep-"):
+        os.kill(os.getpid(), signal.SIGTERM)
+    return real_rmtree(path, *args, **kwargs)
+
+
+wavegen.prep._prepare_in, shutil.rmtree = prepare_in, rmtree
+sys.exit(wavegen.cli.main(["prep", "--quiet", sys.argv[1], sys.argv[2]]))
+"""
+
+
+def test_a_sigterm_handed_on_twice_does_not_cut_preps_cleanup_short(tmp_path, make_tone):
+    """A SIGTERM forwarded by a recipe beside its sender's (ms apart): the second was a Ctrl-C again, raised inside
+    the first's cleanup, and prep's temporary folder of decoded audio (gigabytes) stayed in the corpus folder. Now one
+    within TERM_ECHO_SECONDS of the first asks nothing more: the folder is removed, one line, exit 130."""
+    rec, corpus = tmp_path / "rec", tmp_path / "c"
+    make_tone(rec / "a.wav", 2.0, 16000, 330)
+    done = subprocess.run([sys.executable, "-c", TERM_THEN_ITS_ECHO, str(rec), str(corpus)], capture_output=True,
+                          text=True, timeout=120)
+    assert (done.returncode, done.stderr) == (130, "wavegen prep: interrupted\n")
+    assert [p.name for p in corpus.iterdir()] == [".lock"]  # no .prep-* left, nothing published

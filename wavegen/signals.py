@@ -275,6 +275,26 @@ def _took_early_alone(signum, frame) -> None:
         raise KeyboardInterrupt
 
 
+_term_came: float | None = None  # when the SIGTERM that term_as_interrupt took for a Ctrl-C came (monotonic)
+
+
+def term_as_interrupt(signum, frame) -> None:
+    """A SIGTERM handler where a stop is a Ctrl-C's (the CLI's start; prep, eval and info throughout): a
+    KeyboardInterrupt, said as a Ctrl-C's with exit code 130. That one handed on twice (TERM_ECHO_SECONDS: a recipe
+    that forwards it beside its sender's to the process group) asks nothing more: raised again, it cut the first's
+    cleanup short (prep's temporary folder of decoded audio left in the corpus folder)."""
+    global _term_came
+    if _term_came is not None and time.monotonic() - _term_came < TERM_ECHO_SECONDS:
+        return
+    _term_came = time.monotonic()
+    raise KeyboardInterrupt
+
+
+def term_taken_as_interrupt() -> bool:
+    """Whether :func:`term_as_interrupt` took a SIGTERM in this process."""
+    return _term_came is not None
+
+
 def expect_the_others() -> None:
     """Under a launch: this process's command (train, render) has yet to meet the others before its process group
     (distributed.meet_before_the_group), where a process lost at start is named: a held SIGTERM's line waits for that

@@ -37,47 +37,31 @@ def _stopped_while_importing() -> None:
     raise SystemExit(130)
 
 
-_term_came: float | None = None  # when the SIGTERM that _term_as_interrupt turned into a Ctrl-C came (monotonic)
-
-
-def _term_as_interrupt(signum, frame) -> None:
-    """A SIGTERM while the CLI starts (its import, its parser: before the command's own handling) in a process
-    started alone: a Ctrl-C, said "wavegen: interrupted" with exit code 130 as one that comes then is (it ended the
-    process by the signal, without a word). That one handed on twice (TERM_ECHO_SECONDS: a recipe that forwards it
-    beside its sender's to the process group) asks nothing more."""
-    global _term_came
-    if _term_came is not None and time.monotonic() - _term_came < TERM_ECHO_SECONDS:
-        return
-    _term_came = time.monotonic()
-    raise KeyboardInterrupt
-
-
 def _term_interrupts_while_starting() -> None:
     """Where the CLI is the program, started alone, in the main thread, with SIGTERM at its default: a SIGTERM is a
-    Ctrl-C (:func:`_term_as_interrupt`) until the command runs (:func:`_term_as_ever`). Under a launch the launcher's
-    SIGTERM is held instead (signals.hold_launch_term_early); a library importing the CLI keeps SIGTERM's default."""
+    Ctrl-C (signals.term_as_interrupt: its echo nothing) until the command runs (:func:`_term_as_ever`). Under a
+    launch the launcher's SIGTERM is held instead (signals.hold_launch_term_early); a library importing the CLI keeps SIGTERM's default."""
     if (_is_the_program() and not launched() and threading.current_thread() is threading.main_thread()
             and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL):
-        signal.signal(signal.SIGTERM, _term_as_interrupt)
+        signal.signal(signal.SIGTERM, term_as_interrupt)
 
 
 def _term_as_ever() -> None:
     """The command runs: SIGTERM's default back for its own handling (train's and render's StopSignals; bench's,
     serve's), where it was a Ctrl-C while the CLI started and none came (one that did: its echo is still nothing, as
     the process says it and exits). _TERM_IS_AN_INTERRUPT's commands keep it on until main's end."""
-    if (_term_came is None and threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGTERM) is _term_as_interrupt):
+    if (not term_taken_as_interrupt() and threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) is term_as_interrupt):
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 try:
     import signal
     import threading
-    import time
 
-    from wavegen.signals import (TERM_ECHO_SECONDS, cli_imported, cli_main_runs, expect_the_others,
-                                 hold_launch_term_early, launched, met_the_others, release_early_term,
-                                 says_the_interrupt)
+    from wavegen.signals import (cli_imported, cli_main_runs, expect_the_others, hold_launch_term_early, launched,
+                                 met_the_others, release_early_term, says_the_interrupt, term_as_interrupt,
+                                 term_taken_as_interrupt)
 
     _term_interrupts_while_starting()  # started alone: a SIGTERM from here until the command runs is a Ctrl-C
     hold_launch_term_early()  # a launcher's SIGTERM from here on held for train's and render's handlers (stdlib only)
@@ -99,7 +83,7 @@ COMMANDS = {"prep": prep, "train": train, "render": render, "eval": evaluate, "i
             "serve": serve}
 # the commands whose handlers take a launcher's SIGTERM held from the CLI's import (StopSignals, launch_term_held)
 _TAKE_AN_EARLY_TERM = ("train", "render")
-# the commands whose SIGTERM is a Ctrl-C throughout: the start's (_term_as_interrupt) goes on into them, until prep's
+# the commands whose SIGTERM is a Ctrl-C throughout: the start's (term_as_interrupt) goes on into them, until prep's
 # own handler (set once its modules have imported: a quarter of a second); eval and info have none of their own (a
 # KeyboardInterrupt anywhere in them is their stop: one line, exit 130, --json and --plot written whole or not at all)
 _TERM_IS_AN_INTERRUPT = ("prep", "eval", "info")

@@ -29,16 +29,15 @@ def run(args) -> int:
     import threading
 
     from wavegen.prep import prepare
-
-    def interrupt(signum, frame):
-        # prep's temporary folder removed and the old corpus kept, as for a Ctrl-C (or, stopped while the new one
-        # was moved into place, the rest of the move left for the next prep to finish)
-        raise KeyboardInterrupt
+    from wavegen.signals import term_as_interrupt
 
     # SIGTERM (kill, a scheduler, timeout) means what Ctrl-C means (wavegen.signals): it killed prep, leaving
-    # its temporary folder (gigabytes for a large corpus) in the corpus folder until the next prep there
+    # its temporary folder (gigabytes for a large corpus) in the corpus folder until the next prep there. Now
+    # that folder is removed and the old corpus kept, as for a Ctrl-C (or, stopped while the new one was moved
+    # into place, the rest of the move left for the next prep to finish); its echo (a recipe's forwarding) does
+    # not cut that short
     main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, interrupt) if main else None
+    previous = signal.signal(signal.SIGTERM, term_as_interrupt) if main else None
     try:
         # prepare says what it made (or that the corpus is up to date): one summary
         prepare(args.inputs, args.corpus, progress=not args.quiet, sample_rate=args.sample_rate,
