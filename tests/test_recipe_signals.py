@@ -33,20 +33,30 @@ def _term_caught(pid: int) -> bool:
     return False
 
 
-def test_a_sigterm_to_the_demo_recipe_reaches_its_stage_and_stops_the_recipe(tmp_path):
+def _demo_in_stage_2(tmp_path: Path, stand_in: str, stop_stage: int, **popen) -> tuple[subprocess.Popen, Path]:
+    """The demo recipe from stage 2 to ``stop_stage`` with ``stand_in`` as ``wavegen``, in its own session, once
+    stage 2's command has started and the recipe's traps are set; and the file each command started writes its
+    stage's first word to (STARTED). The caller ends the recipe and waits for it."""
     (tmp_path / "bin").mkdir()
-    (tmp_path / "bin" / "wavegen").write_text(STAND_IN)
+    (tmp_path / "bin" / "wavegen").write_text(stand_in)
     (tmp_path / "bin" / "wavegen").chmod(0o755)
-    started, stopped = tmp_path / "started", tmp_path / "stopped"
+    started = tmp_path / "started"
     env = {**os.environ, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}", "STARTED": str(started),
-           "STOPPED": str(stopped)}
-    recipe = subprocess.Popen(["bash", str(DEMO), "--dir", str(tmp_path / "demo"), "--stage", "2", "--stop-stage", "2"],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+           "STOPPED": str(tmp_path / "stopped")}
+    recipe = subprocess.Popen(["bash", str(DEMO), "--dir", str(tmp_path / "demo"), "--stage", "2", "--stop-stage",
+                               str(stop_stage)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True, **popen)
+    deadline = time.monotonic() + 30
+    while not (started.exists() and _term_caught(recipe.pid)) and recipe.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return recipe, started
+
+
+def test_a_sigterm_to_the_demo_recipe_reaches_its_stage_and_stops_the_recipe(tmp_path):
+    recipe, started = _demo_in_stage_2(tmp_path, STAND_IN, 2)
+    stopped = tmp_path / "stopped"
     try:
-        deadline = time.monotonic() + 30
-        while not (started.exists() and _term_caught(recipe.pid)) and recipe.poll() is None \
-                and time.monotonic() < deadline:
-            time.sleep(0.02)
         assert started.read_text() == "prep\n"  # stage 2's command runs
         recipe.send_signal(signal.SIGTERM)
         status = recipe.wait(timeout=30)
@@ -80,19 +90,9 @@ def test_a_ctrl_c_stops_the_demo_recipe_in_its_stage(tmp_path):
     bash before 4.3 (macOS's 3.2) starts a command run with & with SIGINT ignored: the command ran on through the
     Ctrl-C, and the recipe went on to the next stage (run with such a bash first on PATH, this fails without the
     reset of run_forwarding)."""
-    (tmp_path / "bin").mkdir()
-    (tmp_path / "bin" / "wavegen").write_text(CTRL_C_STAND_IN)
-    (tmp_path / "bin" / "wavegen").chmod(0o755)
-    started = tmp_path / "started"
-    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}", "STARTED": str(started)}
-    recipe = subprocess.Popen(["bash", str(DEMO), "--dir", str(tmp_path / "demo"), "--stage", "2", "--stop-stage", "3"],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as at a terminal
+    recipe, started = _demo_in_stage_2(tmp_path, CTRL_C_STAND_IN, 3,  # SIGINT at its default, as at a terminal
+                                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
-        deadline = time.monotonic() + 30
-        while not (started.exists() and _term_caught(recipe.pid)) and recipe.poll() is None \
-                and time.monotonic() < deadline:
-            time.sleep(0.02)
         assert started.read_text() == "prep\n"  # stage 2's command runs
         os.killpg(recipe.pid, signal.SIGINT)  # Ctrl-C: the recipe and its command alike
         status = recipe.wait(timeout=60)
