@@ -47,6 +47,26 @@ def test_a_stop_keeps_the_rows_measured_before_it(at, monkeypatch):
     assert result["mode"] == "generation" and result["model"]["name"] == "wavenet-tiny" and "cpu" in result["machine"]
 
 
+def _sigterm_1s_after(mark: str, args: list[str]) -> tuple[str, str]:
+    """``wavegen bench ARGS`` sent a SIGTERM 1 s after a stderr line that starts with ``mark`` (a row begun that
+    cannot end within that second): its stdout and stderr, once it has stopped within 8 s with exit 130."""
+    proc = subprocess.Popen([sys.executable, "-m", "wavegen", "bench", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    said = []
+    for line in proc.stderr:
+        said.append(line)
+        if line.startswith(mark):
+            break
+    assert proc.poll() is None, said
+    time.sleep(1)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert time.monotonic() - sent < 8
+    assert proc.returncode == 130, (proc.returncode, stdout, stderr)
+    return stdout, stderr
+
+
 def test_a_stop_before_the_first_row_keeps_none():
     stop = Stop()
     stop.requested = True
@@ -59,21 +79,9 @@ def test_a_sigterm_prints_the_rows_measured_says_it_stopped_and_writes_no_json(t
     """SIGTERM 1 s into the second row (a long one): the first row's table on stdout with what stopped it, the
     --json file (a whole run's) not written; the stop said on stderr; exit 130, as a Ctrl-C's."""
     out = tmp_path / "bench.json"
-    proc = subprocess.Popen([sys.executable, "-m", "wavegen", "bench", "--model", "samplernn-tiny", "--backends",
-                             "numba", "--batch", "1,32", "--samples", "16000", "--repeats", "1", "--threads", "1",
-                             "--json", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    said = []
-    for line in proc.stderr:
-        said.append(line)
-        if line.startswith("numba batch 32:"):
-            break
-    assert proc.poll() is None, said
-    time.sleep(1)
-    sent = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    stdout, stderr = proc.communicate(timeout=120)
-    assert time.monotonic() - sent < 8
-    assert proc.returncode == 130, (proc.returncode, stdout, stderr)
+    stdout, stderr = _sigterm_1s_after("numba batch 32:", [
+        "--model", "samplernn-tiny", "--backends", "numba", "--batch", "1,32", "--samples", "16000", "--repeats", "1",
+        "--threads", "1", "--json", str(out)])
     lines = stdout.strip().splitlines()
     assert [line.split()[:2] for line in lines if line.startswith("numba ")] == [["numba", "1"]], stdout
     assert lines[-1] == f"(stopped by SIGTERM: 1 of 2 rows measured; --json {out} not written)", stdout
@@ -86,21 +94,9 @@ def test_a_sigterm_prints_the_rows_measured_says_it_stopped_and_writes_no_json(t
 def test_a_sigterm_to_bench_train_prints_the_batch_sizes_measured():
     """bench --train alone had no handler: a SIGTERM ended it by the signal without a word (exit -15), every batch
     size measured lost. Now it stops before the next training step as generation timing does."""
-    proc = subprocess.Popen([sys.executable, "-m", "wavegen", "bench", "--train", "--model", "samplernn-tiny",
-                             "--batch", "2,32", "--seq-len", "256", "--steps", "30", "--warmup-steps", "1",
-                             "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    said = []
-    for line in proc.stderr:
-        said.append(line)
-        if line.startswith("train samplernn-tiny batch 32 "):
-            break
-    assert proc.poll() is None, said
-    time.sleep(1)
-    sent = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    stdout, stderr = proc.communicate(timeout=120)
-    assert time.monotonic() - sent < 8
-    assert proc.returncode == 130, (proc.returncode, stdout, stderr)
+    stdout, stderr = _sigterm_1s_after("train samplernn-tiny batch 32 ", [
+        "--train", "--model", "samplernn-tiny", "--batch", "2,32", "--seq-len", "256", "--steps", "30",
+        "--warmup-steps", "1", "--threads", "1"])
     lines = stdout.strip().splitlines()
     assert lines[0].startswith("training samplernn-tiny (preset samplernn-tiny, random weights (seed 0); "), stdout
     assert [line.split()[:3] for line in lines if line.startswith("    2 ")] == [["2", "256", "30"]], stdout
@@ -145,21 +141,8 @@ def test_a_sigterm_to_bench_profile_prints_the_rows_profiled_and_writes_no_json(
     """SIGTERM 1 s into the second row (256 streams: a long step): the first row's profile on stdout with what
     stopped it, the --json file not written; exit 130, as a Ctrl-C's."""
     out = tmp_path / "profile.json"
-    proc = subprocess.Popen([sys.executable, "-m", "wavegen", "bench", "--profile", "--model", "samplernn-tiny",
-                             "--batch", "1,256", "--samples", "8000", "--json", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    said = []
-    for line in proc.stderr:
-        said.append(line)
-        if line.startswith("profiling numba batch 256"):
-            break
-    assert proc.poll() is None, said
-    time.sleep(1)
-    sent = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    stdout, stderr = proc.communicate(timeout=120)
-    assert time.monotonic() - sent < 8
-    assert proc.returncode == 130, (proc.returncode, stdout, stderr)
+    stdout, stderr = _sigterm_1s_after("profiling numba batch 256", [
+        "--profile", "--model", "samplernn-tiny", "--batch", "1,256", "--samples", "8000", "--json", str(out)])
     lines = stdout.strip().splitlines()
     assert [line.split(" (")[0] for line in lines if line.startswith("numba batch ")] == ["numba batch 1"], stdout
     assert lines[-1] == f"(stopped by SIGTERM: 1 of 2 rows measured; --json {out} not written)", stdout
