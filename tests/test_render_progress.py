@@ -13,7 +13,7 @@ import pytest
 from render_helpers import MOSTLY_SILENT, SR, make_model, one_hot_bias, settings
 from wavegen.render import load_snapshot, render
 from wavegen.render import shard as render_shard
-from wavegen.render.settings import plain_seconds
+from wavegen.progress import plain_seconds
 
 WIDTH = 8  # guard window, samples: a mostly silent i.i.d. model fails many of them
 

@@ -5,8 +5,9 @@ its step and writes a checkpoint; a render finishes (or rewinds) its block and w
 snapshot. A second signal stops at once (KeyboardInterrupt), leaving what the last checkpoint
 or snapshot holds; a SIGTERM within TERM_ECHO_SECONDS of a first SIGTERM is that one handed on twice (a wrapper
 script that forwards it, beside its sender's to the process group) and changes nothing, as does one within
-TERM_ECHO_SECONDS of a Ctrl-C under accelerate's one-process launcher (:func:`launcher_terms_after_an_interrupt`). Handlers can only be
-installed from the main thread; elsewhere the context manager does nothing and the process keeps its handlers.
+TERM_ECHO_SECONDS of a Ctrl-C under accelerate's one-process launcher (:func:`launcher_terms_after_an_interrupt`).
+Handlers can only be installed from the main thread; elsewhere the context manager does nothing and the process
+keeps its handlers.
 
 Under a launch (torchrun, accelerate launch: WORLD_SIZE > 1) a SIGTERM is most often the launcher ending
 the survivors of a process that ended (a user's Ctrl-C reaches the processes as SIGINT): it takes effect,

@@ -40,7 +40,8 @@ def _stopped_while_importing() -> None:
 def _term_interrupts_while_starting() -> None:
     """Where the CLI is the program, started alone, in the main thread, with SIGTERM at its default: a SIGTERM is a
     Ctrl-C (signals.term_as_interrupt: its echo nothing) until the command runs (:func:`_term_as_ever`). Under a
-    launch the launcher's SIGTERM is held instead (signals.hold_launch_term_early); a library importing the CLI keeps SIGTERM's default."""
+    launch the launcher's SIGTERM is held instead (signals.hold_launch_term_early); a library importing the CLI
+    keeps SIGTERM's default."""
     if (_is_the_program() and not launched() and threading.current_thread() is threading.main_thread()
             and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL):
         signal.signal(signal.SIGTERM, term_as_interrupt)

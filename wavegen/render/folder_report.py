@@ -29,9 +29,9 @@ import numpy as np
 import soundfile as sf
 
 from wavegen.fileio import atomic_write, free_name, read_json_object, write_json
-from wavegen.progress import progress_bar
+from wavegen.progress import plain_seconds, progress_bar
 from wavegen.render.params_check import check_params
-from wavegen.render.settings import WAV_HEADER_BYTES, RenderStateError, check_length, duration, plain_seconds
+from wavegen.render.settings import WAV_HEADER_BYTES, RenderStateError, check_length, duration
 from wavegen.render.writers import flushed_samples, recorded_meta
 
 logger = logging.getLogger("wavegen.render")

@@ -18,14 +18,15 @@ from wavegen.audio import dequantize, float_to_int16
 from wavegen.config import ConfigError
 from wavegen.generate import make_engine, temperatures
 from wavegen.memory import check_fits
+from wavegen.progress import plain_seconds
 from wavegen.render.folder import RenderFolder
 from wavegen.render.folder_report import measured
 from wavegen.render.guard import GuardCriteria, counts_in_words, criteria_for
 from wavegen.render.model_change import TENSORS_KEY, model_gone, stand_in
 from wavegen.render.params_check import check_params
 from wavegen.render.processes import Processes
-from wavegen.render.settings import (RenderSettings, RenderStateError, check_prime_path, parse_label, plain_seconds,
-                                     prime_codes, shard_streams)
+from wavegen.render.settings import (RenderSettings, RenderStateError, check_prime_path, parse_label, prime_codes,
+                                     shard_streams)
 from wavegen.render.shard import (CHUNK_BYTES_PER_VALUE, MAX_CHUNK_VALUES, STOP_IN_WINDOW, ShardRender,
                                   window_samples)
 from wavegen.render.writers import load_snapshot, reserve_open_files, snapshot_exists

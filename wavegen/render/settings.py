@@ -19,7 +19,6 @@ import numpy as np
 from wavegen.config import ConfigError
 from wavegen.engine import PRECISIONS
 from wavegen.errors import WavegenError
-from wavegen.progress import plain_seconds  # noqa: F401 (a render's length in its lines: loop, shard)
 
 FORMATS = ("wav", "flac")
 WAV_HEADER_BYTES = 44

@@ -17,12 +17,12 @@ import torch
 from wavegen.fileio import atomic_write
 from wavegen.generate import uniforms
 from wavegen.plotting import spectrogram_png
-from wavegen.progress import move_to, progress_bar, restart_clock
+from wavegen.progress import move_to, plain_seconds, progress_bar, restart_clock
 from wavegen.render.folder import REPORT_FILE
 from wavegen.render.guard import Guard, GuardLog
 from wavegen.render.params_check import check_params
 from wavegen.render.processes import say_stopped_elsewhere
-from wavegen.render.settings import RenderSettings, RenderStateError, plain_seconds
+from wavegen.render.settings import RenderSettings, RenderStateError
 from wavegen.render.writers import (StreamWriters, encode_flac, flushed_samples, load_snapshot, previous_snapshot,
                                     save_snapshot, snapshot_exists)
 from wavegen.signals import LossCarried, StopSignals
