@@ -85,7 +85,7 @@ def test_a_label_whose_split_is_too_short_is_said_of_that_label(album, tmp_path,
     code, _, err = judged(capsys, corpus, renders, "--label", "high")
     assert code == 2 and err.strip() == (
         f"wavegen eval: error: the test split of label 'high' of {corpus} holds no clip of at least 0.25 s to compare "
-        f"with (its longest segment: 0.204 s); prepare it again from longer recordings or with a larger "
-        f"--test-fraction (wavegen prep RECORDINGS {corpus} --test-fraction 0.2)"), err
+        f"with (its longest segment: 0.204 s); prepare it again from more or longer recordings (--test-fraction 0.34 "
+        f"beside --val-fraction 0.34 already holds out as much as train can spare)"), err
     code, result, err = judged(capsys, corpus, renders, "--label", "low")  # the long label's is judged
     assert code == 0 and result["label"] == "low", err

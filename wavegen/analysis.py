@@ -31,6 +31,7 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".a
 SETS = ("renders", "test", "train", "white_noise", "pink_noise")
 MIN_RENDER_SECONDS = 0.25  # the shortest clip cut into an excerpt (see excerpts_of), and the least max_seconds
 EXCERPT_SECONDS = 10.0  # every set is cut into excerpts this long (or max_seconds long, where that is less)
+MAX_HINT_FRACTION = 0.3  # the largest --test-fraction / --val-fraction a short split's hint suggests
 
 
 # ----- distances -------------------------------------------------------------------------------------
@@ -279,9 +280,27 @@ def _short_split(corpus, corpus_dir, split: str, reference_split: str, slot: int
     others = [s for s in ("test", "val") if s not in (split, reference_split) and longest(s) >= MIN_RENDER_SECONDS]
     instead = f"give --split {others[0]}, or prepare it again" if others else "prepare it again"
     album = f"label {corpus.labels[slot]!r} of " if slot is not None else ""
+    (now, beside), larger = _larger_fraction(corpus, split)
+    other = "val" if split == "test" else "test"
+    how = (f"from longer recordings or with a larger --{split}-fraction (wavegen prep RECORDINGS {corpus_dir} "
+           f"--{split}-fraction {larger:g})" if larger is not None
+           else f"from more or longer recordings (--{split}-fraction {now:g} beside --{other}-fraction {beside:g} "
+                f"already holds out as much as train can spare)")
     return (f"the {split} split of {album}{corpus_dir} holds no clip of at least {MIN_RENDER_SECONDS} s to compare "
-            f"with (its longest segment: {longest(split):.3f} s); {instead} from longer recordings or with a larger "
-            f"--{split}-fraction (wavegen prep RECORDINGS {corpus_dir} --{split}-fraction 0.2)")
+            f"with (its longest segment: {longest(split):.3f} s); {instead} {how}")
+
+
+def _larger_fraction(corpus, split: str) -> tuple[tuple[float, float], float | None]:
+    """The fractions the corpus was prepared with (the ``split``'s, the other held-out split's), and a larger one
+    to suggest for ``split``: 0.1 more, at most MAX_HINT_FRACTION and leaving train half the audio (None where no
+    larger one is left: more recordings are what helps). A manifest that records none is taken as prep's default."""
+    from wavegen.prep import PrepSettings
+
+    params = corpus.manifest.get("params", {})
+    other = "val" if split == "test" else "test"
+    now, beside = (float(params.get(f"{s}_fraction", getattr(PrepSettings, f"{s}_fraction"))) for s in (split, other))
+    larger = round(min(now + 0.1, MAX_HINT_FRACTION, 0.5 - beside), 2)
+    return (now, beside), larger if larger > now else None
 
 
 def _verdict(result: dict) -> dict:
