@@ -223,7 +223,7 @@ def test_a_removed_best_comes_back_from_the_checkpoint_that_scored_it(tiny_corpu
     shutil.rmtree(run / "best")
     gone = tmp_path / f"step_{step}"
     shutil.move(run / "checkpoints" / f"step_{step}", gone)
-    from wavegen.checkpoint import restore_best
+    from wavegen.bestmodel import restore_best
 
     assert not restore_best(run, config, bits, 4)
     shutil.move(gone, run / "checkpoints" / f"step_{step}")

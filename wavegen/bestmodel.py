@@ -5,9 +5,9 @@ where the run keeps one) on the corpus's validation split, shared out over the p
 (:func:`wavegen.evaluate.evaluate`), and writes ``RUN/best/`` (with the album profile) when the
 score improved; a run without validation audio keeps its latest model there. A resumed run beats
 the best on record (:func:`best_on_record`) and writes best/ again from the checkpoint that scored
-it when best/ went missing (:func:`restore_missing_best`); a run that trains again from step 0, its checkpoints
-gone, says so and keeps its best/ as the score to beat (:func:`start_again`). Only the main process writes; every
-process learns at once when that failed (trainstate.on_main). The functions take the training's
+it when best/ went missing (:func:`restore_missing_best`, :func:`restore_best`); a run that trains again from step 0,
+its checkpoints gone, says so and keeps its best/ as the score to beat (:func:`start_again`). Only the main process
+writes; every process learns at once when that failed (trainstate.on_main). The functions take the training's
 ``_Run`` (wavegen.train).
 """
 
@@ -18,13 +18,13 @@ import logging
 import math
 from pathlib import Path
 
-from wavegen.checkpoint import BEST_SCORE, restore_best, save_failed, save_model
+from wavegen.checkpoint import BEST_SCORE, save_model
 from wavegen.errors import WavegenError, every_process
 from wavegen.fileio import read_json_object
 from wavegen.render.album import ALBUM_FILE
-from wavegen.resolve import WEIGHTS_RECORD
+from wavegen.resolve import WEIGHTS_RECORD, resolve_model
 from wavegen.runlog import best_row, best_validation, read_metrics
-from wavegen.trainstate import NonFiniteError, broadcast, check_resume, on_main
+from wavegen.trainstate import NonFiniteError, broadcast, check_resume, on_main, save_failed
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +107,24 @@ def restore_missing_best(run) -> None:
             restore_best(run.run_dir, run.config, run.best_val, run.step, best_extra(run))
 
     on_main(run.accelerator, restore, f"the best model in {run.run_dir / 'best'}", run.checkpoint)
+
+
+def restore_best(run_dir: Path, config: dict, best_val: float, upto: int, extra: dict | None = None) -> bool:
+    """``RUN/best/`` written again from the checkpoint that scored ``best_val`` (the step metrics.jsonl
+    marks best, up to step ``upto``), when that checkpoint is kept and intact; True when it was."""
+    row = best_row(run_dir, upto)
+    if row is None or float(row["val_bits"]) != best_val:
+        return False
+    try:
+        model = resolve_model(run_dir, checkpoint=f"step_{row['step']}").load("cpu")
+    except WavegenError as err:  # not kept (pruned), or damaged
+        logger.info("best/ cannot be restored from step %d's checkpoint (%s)", row["step"], err)
+        return False
+    save_model(model, config, Path(run_dir) / "best", extra,
+               {"step": row["step"], "val_bits": best_val, "val_samples": row.get("val_samples")})
+    logger.warning("%s was missing: restored from checkpoints/step_%d, the step that scored the best validation "
+                   "(%.4f bits/sample)", Path(run_dir) / "best", row["step"], best_val)
+    return True
 
 
 def keep_best_past_checkpoint(run) -> None:

@@ -18,11 +18,9 @@ is renamed out of the ``step_N`` names before it is deleted, so a reader sees it
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import logging
 import os
-import re
 import shutil
 import stat
 from pathlib import Path
@@ -32,9 +30,9 @@ import torch
 from wavegen.config import load_json
 from wavegen.errors import CheckpointError, WavegenError
 from wavegen.fileio import (REMOVED, atomic_write, free_name, fsync_dir, read_json_object, remove_dir, replace_dir,
-                            sha256_file, utf8_path, write_json)
+                            sha256_file, utf8_path, write_failure, write_json)
 from wavegen.resolve import AVERAGED_MODEL, WEIGHTS_RECORD
-from wavegen.trainstate import agree
+from wavegen.trainstate import SaveError, agree, save_failed
 from wavegen.weights_file import tensors_sha256
 
 logger = logging.getLogger(__name__)
@@ -47,11 +45,6 @@ TENSORS_DIGEST = "tensors_sha256"  # a weights file's tensors_sha256(), beside i
 # in a run's best/weights.json: the validation that chose its weights ({"step", "val_bits", "val_samples"}), the
 # score a run that starts again (its checkpoints and metrics rows gone) keeps as the one to beat (wavegen.bestmodel)
 BEST_SCORE = "validation"
-
-
-class SaveError(WavegenError):
-    """A checkpoint or model folder could not be written (a full disk, a folder made read-only);
-    the message names the folder, the reason and the checkpoint that is still intact."""
 
 
 def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> bytes:
@@ -167,46 +160,10 @@ def _synced_digest(path: Path) -> dict:
     return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
-def save_failed(what: str, err: OSError, last: Path | None) -> SaveError:
-    """The one-line error for ``what`` (a folder) that could not be written: the reason, and the
-    checkpoint that is still intact (``last``: the newest saved or resumed from)."""
-    reason = f"{err.filename}: {err.strerror}" if err.filename and err.strerror else f"{type(err).__name__}: {err}"
-    kept = (f"the last intact checkpoint, {last}, is kept (a rerun resumes from it)" if last is not None
-            else "no checkpoint was saved before (a rerun starts again from step 0)")
-    return SaveError(f"cannot write {what}: {reason}; training stopped and {kept}: free some space or make the "
-                     "folder writable, then rerun")
-
-
-# how torch.save (a RuntimeError) and safetensors (its SafetensorError) say that writing a file failed:
-# neither raises an OSError, and torch's message carries no errno
-_WRITE_FAILURES = ("PytorchStreamWriter failed", "unexpected pos", "file write failed", "IoError(")
-NEARLY_FULL = 1 << 20  # bytes free on the disk of a failed write below which it was full
-
-
-def write_failure(err: Exception, folder: Path) -> OSError | None:
-    """``err``, raised while writing into ``folder``, as the OSError it stands for: itself when it is one;
-    torch's or safetensors' failed write as ENOSPC naming ``folder`` when that disk is (nearly) full, as
-    the errno safetensors names, else as EIO with their message. None for any other error (a bug: it
-    keeps its traceback)."""
-    if isinstance(err, OSError):
-        return err
-    message = str(err)
-    if not any(mark in message for mark in _WRITE_FAILURES):
-        return None
-    try:
-        full = shutil.disk_usage(folder if folder.exists() else folder.parent).free < NEARLY_FULL
-    except OSError:
-        full = False
-    code = re.search(r"IoError\(Os \{ code: (\d+)", message)
-    number = errno.ENOSPC if full else int(code.group(1)) if code else errno.EIO
-    strerror = os.strerror(number) if full or code else f"writing failed ({message.splitlines()[0].strip()})"
-    return OSError(number, strerror, str(folder))
-
-
 def _save_part(accelerator, part, step: int, tmp: Path, last: Path | None) -> None:
     """``part()`` (None: nothing to do on this process), then every process agrees (a barrier): when
-    it failed to write anywhere (an OSError, or torch's or safetensors' own error for it: :func:`write_failure`),
-    the unfinished folder goes and every process raises SaveError."""
+    it failed to write anywhere (an OSError, or torch's or safetensors' own error for it: fileio.write_failure),
+    the unfinished folder goes and every process raises SaveError (trainstate.save_failed)."""
     failure = None
     if part is not None:
         try:
@@ -451,27 +408,6 @@ def tidy_run_folder(run_dir: Path, found: tuple[int, Path] | None,
         fsync_dir(old.parent)
         logger.warning("%s was missing (a save cut short): restored it from %s", found[1], old)
     return found
-
-
-def restore_best(run_dir: Path, config: dict, best_val: float, upto: int, extra: dict | None = None) -> bool:
-    """``RUN/best/`` written again from the checkpoint that scored ``best_val`` (the step metrics.jsonl
-    marks best, up to step ``upto``), when that checkpoint is kept and intact; True when it was."""
-    from wavegen.resolve import resolve_model
-    from wavegen.runlog import best_row
-
-    row = best_row(run_dir, upto)
-    if row is None or float(row["val_bits"]) != best_val:
-        return False
-    try:
-        model = resolve_model(run_dir, checkpoint=f"step_{row['step']}").load("cpu")
-    except WavegenError as err:  # not kept (pruned), or damaged
-        logger.info("best/ cannot be restored from step %d's checkpoint (%s)", row["step"], err)
-        return False
-    save_model(model, config, Path(run_dir) / "best", extra,
-               {"step": row["step"], "val_bits": best_val, "val_samples": row.get("val_samples")})
-    logger.warning("%s was missing: restored from checkpoints/step_%d, the step that scored the best validation "
-                   "(%.4f bits/sample)", Path(run_dir) / "best", row["step"], best_val)
-    return True
 
 
 def load_checkpoint(accelerator, folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:

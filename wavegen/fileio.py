@@ -16,6 +16,7 @@
   (a failed write says why: "No space left on device", not numpy's "N requested and M
   written"), and room on the disk checked before a file is filled through a memory map (where a
   full disk is a SIGBUS, not an error).
+- :func:`write_failure`: torch's or safetensors' failed write (not an OSError) as the OSError it stands for.
 - :func:`check_writable`: a folder that cannot be written, found before the work starts.
 - :func:`utf8_path`: a path whose folders are named in bytes that are not UTF-8, as a name the libraries that
   take only UTF-8 paths open (safetensors, soundfile, TensorBoard).
@@ -32,6 +33,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import stat
@@ -293,6 +295,31 @@ def check_room(path: str | Path, nbytes: int) -> None:
     if free < nbytes:
         raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({nbytes:,} bytes needed, {free:,} free)",
                       str(path))
+
+
+# how torch.save (a RuntimeError) and safetensors (a SafetensorError) say a write failed: torch names no errno
+_WRITE_FAILURES = ("PytorchStreamWriter failed", "unexpected pos", "file write failed", "IoError(")
+NEARLY_FULL = 1 << 20  # bytes free on the disk of a failed write below which it was full
+
+
+def write_failure(err: Exception, folder: Path) -> OSError | None:
+    """``err``, raised while writing into ``folder``, as the OSError it stands for: itself when it is one;
+    torch's or safetensors' failed write as ENOSPC naming ``folder`` when that disk is (nearly) full, as
+    the errno safetensors names, else as EIO with their message. None for any other error (a bug: it
+    keeps its traceback)."""
+    if isinstance(err, OSError):
+        return err
+    message = str(err)
+    if not any(mark in message for mark in _WRITE_FAILURES):
+        return None
+    try:
+        full = shutil.disk_usage(folder if folder.exists() else folder.parent).free < NEARLY_FULL
+    except OSError:
+        full = False
+    code = re.search(r"IoError\(Os \{ code: (\d+)", message)
+    number = errno.ENOSPC if full else int(code.group(1)) if code else errno.EIO
+    strerror = os.strerror(number) if full or code else f"writing failed ({message.splitlines()[0].strip()})"
+    return OSError(number, strerror, str(folder))
 
 
 def ensure_folder(folder: str | Path, what: str = "folder") -> Path:

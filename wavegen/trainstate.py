@@ -15,7 +15,8 @@
   :func:`lr_factor`: the learning-rate schedule.
 - :func:`agree`, :func:`checked`, :func:`broadcast`: what every process of a launch must decide alike
   (wavegen.errors.every_process marks an error all of them raise: the first process alone prints it);
-  :func:`on_main`: a step the main process alone takes, whose failure stops every process;
+  :func:`on_main`: a step the main process alone takes, whose failure stops every process; :func:`save_failed`: a
+  checkpoint, best/ or other file of the run that could not be written, as one line naming the checkpoint kept;
   :func:`training_lost`: another process ended or stopped answering (``train.group_timeout_seconds``): one line
   naming the checkpoint kept.
 """
@@ -164,6 +165,21 @@ class NonFiniteError(WavegenError):
     """Training met a NaN or infinite loss or gradient; the message names the first such step."""
 
 
+class SaveError(WavegenError):
+    """A checkpoint or model folder could not be written (a full disk, a folder made read-only);
+    the message names the folder, the reason and the checkpoint that is still intact."""
+
+
+def save_failed(what: str, err: OSError, last: Path | None) -> SaveError:
+    """The one-line error for ``what`` (a folder) that could not be written: the reason, and the
+    checkpoint that is still intact (``last``: the newest saved or resumed from)."""
+    reason = f"{err.filename}: {err.strerror}" if err.filename and err.strerror else f"{type(err).__name__}: {err}"
+    kept = (f"the last intact checkpoint, {last}, is kept (a rerun resumes from it)" if last is not None
+            else "no checkpoint was saved before (a rerun starts again from step 0)")
+    return SaveError(f"cannot write {what}: {reason}; training stopped and {kept}: free some space or make the "
+                     "folder writable, then rerun")
+
+
 def agree(accelerator, flag: bool) -> bool:
     """True on every process when ``flag`` is true on any (a collective under several processes)."""
     if accelerator.num_processes == 1:
@@ -218,15 +234,13 @@ def on_main(accelerator, work, what: str, last: Path | None = None):
     then every process learns whether it failed (:func:`checked`; a collective under several), so a
     failure stops them all at once instead of leaving the others waiting at their next collective.
     An OSError is SaveError naming ``what`` and ``last``, the intact checkpoint a rerun resumes from
-    (checkpoint.save_failed). Returns ``work()``'s value on the main process, None on the others."""
+    (:func:`save_failed`). Returns ``work()``'s value on the main process, None on the others."""
     def main_work():
         if not accelerator.is_main_process:
             return None
         try:
             return work()
         except OSError as err:
-            from wavegen.checkpoint import save_failed
-
             raise save_failed(what, err, last) from None
 
     return checked(accelerator, main_work)
