@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from wavegen.audio_decode import AudioError, decode_audio
 
@@ -73,6 +74,50 @@ def test_sigterm_stops_prep_as_ctrl_c_does_keeping_the_old_corpus_and_no_tempora
     assert all((tmp_path / "c" / name).read_bytes() == data for name, data in before.items())
 
 
+@pytest.mark.parametrize("corpus_was_there", [False, True])
+def test_a_stopped_prep_of_a_new_corpus_leaves_no_folder_and_one_over_a_corpus_keeps_it(tmp_path, make_tone,
+                                                                                        corpus_was_there):
+    """A prep stopped (SIGTERM, as Ctrl-C) in a corpus folder it made (and the new parent folder it made for it) left
+    both behind, the corpus folder holding only its .lock; now neither is left. Stopped over a corpus prepared
+    before, that corpus is kept as it was, loadable, its .lock beside it."""
+    import os
+    import signal
+
+    from wavegen.corpus import Corpus
+
+    rec, corpus = tmp_path / "rec", tmp_path / "new" / "c"
+    make_tone(rec / "a.wav", 2.0, 16000, 330)
+    if corpus_was_there:
+        assert _prep(rec, corpus, cwd=tmp_path, quiet=True).returncode == 0
+    before = {p.name: p.read_bytes() for p in corpus.glob("*") if p.name != ".lock"}
+    for i in range(400):  # clicks, each skipped with a line: prep is mid-way once the first line shows
+        make_tone(rec / "clicks" / f"c{i:03d}.wav", 0.02, 16000, 200 + i)
+    proc = subprocess.Popen([sys.executable, "-m", "wavegen", "prep", str(rec), str(corpus)], cwd=tmp_path,
+                            stderr=subprocess.PIPE, text=True)
+    first = proc.stderr.readline()
+    assert first.startswith("skipping "), first
+    os.kill(proc.pid, signal.SIGTERM)
+    rest = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130 and rest.strip().splitlines()[-1] == "wavegen prep: interrupted", rest[-2000:]
+    if not corpus_was_there:
+        assert not (tmp_path / "new").exists()
+        return
+    assert sorted(p.name for p in corpus.iterdir()) == sorted([*before, ".lock"])
+    assert all((corpus / name).read_bytes() == data for name, data in before.items())
+    assert Corpus(corpus).seconds("train") > 0
+
+
+def test_a_refused_prep_of_a_new_corpus_leaves_no_folder(tmp_path):
+    """No usable audio (every file silent): the refusal left the corpus folder it made, holding only its .lock."""
+    import soundfile as sf
+
+    (tmp_path / "rec").mkdir()
+    sf.write(tmp_path / "rec" / "quiet.wav", np.zeros(16000, dtype=np.float32), 16000)
+    done = _prep(tmp_path / "rec", tmp_path / "c", cwd=tmp_path, quiet=True)
+    assert done.returncode == 2 and "no usable audio" in done.stderr, done.stderr
+    assert not (tmp_path / "c").exists()
+
+
 # `wavegen prep argv[1] argv[2]` sent a SIGTERM once its temporary folder is made, and the same again (a recipe's
 # forwarding of it, beside its sender's to the process group) as the stop removes that folder
 TERM_THEN_ITS_ECHO = """
@@ -107,4 +152,4 @@ def test_a_sigterm_handed_on_twice_does_not_cut_preps_cleanup_short(tmp_path, ma
     done = subprocess.run([sys.executable, "-c", TERM_THEN_ITS_ECHO, str(rec), str(corpus)], capture_output=True,
                           text=True, timeout=120)
     assert (done.returncode, done.stderr) == (130, "wavegen prep: interrupted\n")
-    assert [p.name for p in corpus.iterdir()] == [".lock"]  # no .prep-* left, nothing published
+    assert not corpus.exists()  # no .prep-* left, nothing published: the new corpus's folder is gone with its lock

@@ -28,8 +28,9 @@ from wavegen.config import ConfigError
 from wavegen.corpus import FORMAT_VERSION, MANIFEST, CorpusError, content_id, damaged_array
 from wavegen.errors import FolderBusyError, WavegenError
 from wavegen.fileio import FolderLock, ensure_folder, write_json
-from wavegen.prep_publish import (ARRAYS, CORPUS_MARKER, TMP_PREFIX, finish_interrupted_publish, make_temporary,
-                                  publish, read_manifest, remove_stale_temporaries, why_not_written)
+from wavegen.prep_publish import (ARRAYS, CORPUS_MARKER, TMP_PREFIX, finish_interrupted_publish, gone_unless_made,
+                                  make_temporary, missing_folders, publish, read_manifest, remove_stale_temporaries,
+                                  why_not_written)
 from wavegen.split import FRAME_LENGTH, HOP_LENGTH, SPLITS, assign_splits, earlier_entries, earlier_splits
 
 logger = logging.getLogger(__name__)
@@ -259,6 +260,7 @@ def prepare(inputs: list[str | Path] | str | Path, corpus_dir: str | Path, *, pr
     if existing is not None and not _skipped_for_memory(corpus_dir, existing):
         logger.info("corpus up to date: %s", corpus_dir)
         return existing
+    made = missing_folders(corpus_dir)
     ensure_folder(corpus_dir, "corpus")
     need = None  # the room the work may take: known once the folder is locked
     try:
@@ -266,7 +268,7 @@ def prepare(inputs: list[str | Path] | str | Path, corpus_dir: str | Path, *, pr
         lock = _lock(corpus_dir, existing)
         if lock is None:  # read-only: the corpus there, of these inputs, stands
             return existing
-        with lock:
+        with lock, gone_unless_made(corpus_dir, made):  # stopped or refused, a new corpus leaves no folder
             _refuse_foreign_files(corpus_dir)
             remove_stale_temporaries(corpus_dir)
             need = _check_room(corpus_dir, found, settings.sample_rate)

@@ -1,7 +1,9 @@
 """Moving a finished corpus into its folder (prep's last step), and finishing that move when a prep was
-stopped inside it: the temporary folder prep writes in, the corpus marker, the manifest read back."""
+stopped inside it: the temporary folder prep writes in, the corpus marker, the manifest read back; the folders a
+prep made for a new corpus, gone again when it made none."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -11,7 +13,7 @@ from pathlib import Path
 
 from wavegen.corpus import MANIFEST, damaged_array
 from wavegen.errors import FolderBusyError, WavegenError
-from wavegen.fileio import FolderLock, fsync_dir, write_json
+from wavegen.fileio import LOCK_FILE, FolderLock, fsync_dir, write_json
 from wavegen.split import SPLITS
 
 logger = logging.getLogger("wavegen.prep")
@@ -38,6 +40,33 @@ def why_not_written(err: Exception) -> str:
         if getattr(cause, "strerror", None):
             return cause.strerror
     return str(err)
+
+
+def missing_folders(corpus_dir: Path) -> list[Path]:
+    """corpus_dir and those of its parents that do not exist yet, deepest first: the folders prep makes for it."""
+    missing = []
+    for folder in (corpus_dir, *corpus_dir.absolute().parents):
+        if folder.exists() or folder.is_symlink():
+            break
+        missing.append(folder)
+    return missing
+
+
+@contextlib.contextmanager
+def gone_unless_made(corpus_dir: Path, made: list[Path]):
+    """Entered under corpus_dir's lock: a prep stopped (Ctrl-C, SIGTERM) or refused (no usable audio) in the
+    folders it ``made`` (missing_folders) leaves none of them, where the corpus folder holds nothing but its lock
+    file: that is removed while still held (a prep started there meanwhile is refused, never unlocked), then each
+    folder left empty. A folder holding anything else (the rest of a stopped move into place, said) stays."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(OSError):
+            if made and [p.name for p in corpus_dir.iterdir()] == [LOCK_FILE]:
+                (corpus_dir / LOCK_FILE).unlink()
+                for folder in made:
+                    folder.rmdir()
+        raise
 
 
 def make_temporary(corpus_dir: Path) -> Path:
