@@ -160,8 +160,43 @@ def test_a_corpus_prepared_again_that_kept_its_test_split_is_scored_without_a_wo
     assert held_out() != test  # drawn again: another recording held out
     said = warnings()
     assert len(said) == 1 and said[0].endswith(
-        ": its test split holds other recordings than then and may hold recordings the model trained on, which "
-        "would score better than new audio"), said
+        ": its test split differs from then's (other recordings, or the same ones re-encoded) and may hold "
+        "recordings the model trained on, which would score better than new audio"), said
+
+
+def test_a_remastered_test_file_is_not_said_to_be_another_recording(tmp_path, capsys, caplog):
+    """A file of the test split remastered (new bytes at its path) keeps its split when prep runs again, but the
+    run records only a digest of the split's files' bytes (data.split_ids), not their paths: eval said the split
+    "holds other recordings than then", untrue of a remaster. It says now only what it knows: the split differs."""
+    from pathlib import Path
+
+    from wavegen.prep import prepare
+
+    settings = {"sample_rate": SR, "val_fraction": 0.25, "test_fraction": 0.25, "progress": False}
+    corpus = prepared_corpus(tmp_path, files=4, seconds=1.0, **settings)
+    model = save_tiny_model(tmp_path / "model", sample_rate=SR, dim=16, emb_size=8)
+    config = json.loads((model / "config.json").read_text())
+    config["data"] = tiny_run_config(corpus)["data"]
+    (model / "config.json").write_text(json.dumps(config))
+
+    def held_out():
+        files = json.loads((corpus / "manifest.json").read_text())["files"]
+        return {f["path"]: f["sha256"] for f in files if f["split"] == "test"}
+
+    before = held_out()
+    (remastered,) = before
+    i = int(Path(remastered).stem[len("song"):])
+    write_audio_file(remastered, 0.8 * melody(1.0, SR, seed=i), SR)  # the same recording, quieter: new bytes
+    prepare([tmp_path / "rec"], corpus, **settings)
+    after = held_out()
+    assert list(after) == [remastered] and after[remastered] != before[remastered]  # kept in test, new bytes
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert main(["-q", "eval", str(model), "--data", str(corpus), "--max-seconds", "0.2"]) == 0
+    assert capsys.readouterr().out.startswith("test: ")
+    said = [r.getMessage() for r in caplog.records if "prepared again since" in r.getMessage()]
+    assert len(said) == 1 and "other recordings than then" not in said[0], said
+    assert "its test split differs from then's (other recordings, or the same ones re-encoded)" in said[0], said
 
 
 def test_a_corpus_cut_in_time_prepared_again_with_another_top_db_is_scored_without_a_word(tmp_path, capsys, caplog):

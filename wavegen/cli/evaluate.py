@@ -113,9 +113,9 @@ def _warn_if_prepared_again(ref, data: str, split: str | None = None) -> None:
     """A warning where ``data`` is the corpus a model's config names and it holds other recordings or settings
     now than the model was trained on (its config's data.corpus_id). split None: it was taken as the album for
     --renders; else its split scores the NLL, and prep draws the splits again where --seed, a fraction or the
-    labels changed (else each earlier file keeps its split): where the split holds other recordings than the
-    model's config recorded (data.split_ids; a model older than that record: may have), it may hold recordings
-    the model trained on."""
+    labels changed (else each earlier file keeps its split): where the split's files differ from those the
+    model's config recorded (data.split_ids: other recordings, or the same ones re-encoded, which that record
+    cannot tell apart; a model older than that record: may have), it may hold recordings the model trained on."""
     from wavegen.corpus import Corpus
     from wavegen.runconfig import split_ids
 
@@ -136,7 +136,10 @@ def _warn_if_prepared_again(ref, data: str, split: str | None = None) -> None:
     recorded = recorded.get(split) if isinstance(recorded, dict) else None
     if recorded == split_ids(corpus.manifest).get(split):
         return  # the same recordings held out as then: none trained on (the train split: trained on, as ever)
-    drawn = "holds other recordings than then" if recorded is not None else "may have been drawn again"
+    # the run records a digest of the split's files' bytes, not their paths: a file remastered at its path (prep
+    # keeps its split) differs as much as another recording does, and which it is cannot be told
+    drawn = ("differs from then's (other recordings, or the same ones re-encoded)" if recorded is not None
+             else "may have been drawn again")
     logger.warning("%s: its %s split %s and may hold recordings the model trained on, which would score better "
                    "than new audio", changed, split, drawn)
 
