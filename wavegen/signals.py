@@ -247,9 +247,11 @@ def _term_held_alone(held: HeldTerm):
     before a render's first, its folder checked between two) ended it by the signal's default, without a word,
     where one inside them is said and stops cleanly. Held here for the next StopSignals, which takes it as its own
     (:func:`_took_early_alone`); one that none took: ``held.untaken`` where the block ends well, dropped where it
-    raises (its error is said). A SIGTERM ignored or handled already (SIG_IGN, a caller's handler) is left so."""
+    raises (its error is said). The CLI's start's Ctrl-C (:func:`term_as_interrupt`) is replaced as the default is,
+    and set back after; a SIGTERM ignored or handled otherwise (SIG_IGN, a caller's handler) is left so."""
     global _early_term
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL and previous is not term_as_interrupt:
         yield
         return
     _early_term = False
@@ -259,7 +261,7 @@ def _term_held_alone(held: HeldTerm):
         yield
         ended_well = True
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, previous)
         held.untaken, _early_term = _early_term and ended_well, False
 
 

@@ -9,7 +9,7 @@ One module per command (``wavegen/cli/render.py`` ...), each with ``add_parser(s
 ``run(args) -> exit code``; this module holds the parser and the error handling: an error the
 user can fix (wavegen.errors.WavegenError) prints as one line with exit code 2 (under a launch,
 torchrun or accelerate launch, by one process: the launcher ends the others); Ctrl-C exits 130 (said once;
-a SIGTERM before the command runs is one too, and throughout prep, eval and info);
+a SIGTERM before the command sets its own handler is one too, and throughout eval and info, which have none);
 anything else is a bug and keeps its traceback.
 """
 
@@ -39,18 +39,19 @@ def _stopped_while_importing() -> None:
 
 def _term_interrupts_while_starting() -> None:
     """Where the CLI is the program, started alone, in the main thread, with SIGTERM at its default: a SIGTERM is a
-    Ctrl-C (signals.term_as_interrupt: its echo nothing) until the command runs (:func:`_term_as_ever`). Under a
-    launch the launcher's SIGTERM is held instead (signals.hold_launch_term_early); a library importing the CLI
-    keeps SIGTERM's default."""
+    Ctrl-C (signals.term_as_interrupt: its echo nothing) until the command sets its own handler (train's and serve's
+    StopSignals, render's signals.launch_term_held, prep's, bench's), which takes its place directly (a default set
+    back between the two ended the process by the signal there, without a word), and after it until main's end
+    (:func:`_term_as_ever`). Under a launch the launcher's SIGTERM is held instead (signals.hold_launch_term_early); a
+    library importing the CLI keeps SIGTERM's default."""
     if (_is_the_program() and not launched() and threading.current_thread() is threading.main_thread()
             and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL):
         signal.signal(signal.SIGTERM, term_as_interrupt)
 
 
 def _term_as_ever() -> None:
-    """The command runs: SIGTERM's default back for its own handling (train's and render's StopSignals; bench's,
-    serve's), where it was a Ctrl-C while the CLI started and none came (one that did: its echo is still nothing, as
-    the process says it and exits). _TERM_IS_AN_INTERRUPT's commands keep it on until main's end."""
+    """main is over: SIGTERM's default back, where it was a Ctrl-C while the CLI started and none came (one that
+    did: its echo is still nothing, as the process says it and exits)."""
     if (not term_taken_as_interrupt() and threading.current_thread() is threading.main_thread()
             and signal.getsignal(signal.SIGTERM) is term_as_interrupt):
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -84,10 +85,6 @@ COMMANDS = {"prep": prep, "train": train, "render": render, "eval": evaluate, "i
             "serve": serve}
 # the commands whose handlers take a launcher's SIGTERM held from the CLI's import (StopSignals, launch_term_held)
 _TAKE_AN_EARLY_TERM = ("train", "render")
-# the commands whose SIGTERM is a Ctrl-C throughout: the start's (term_as_interrupt) goes on into them, until prep's
-# own handler (set once its modules have imported: a quarter of a second); eval and info have none of their own (a
-# KeyboardInterrupt anywhere in them is their stop: one line, exit 130, --json and --plot written whole or not at all)
-_TERM_IS_AN_INTERRUPT = ("prep", "eval", "info")
 
 
 def _takes_an_early_term(args) -> bool:
@@ -159,13 +156,14 @@ def _main(args) -> int:
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     from wavegen.errors import WavegenError
 
-    try:  # a Ctrl-C while the command's libraries import (seconds, for torch) is an interrupt too
+    # a Ctrl-C while the command's libraries import (seconds, for torch) is an interrupt too, and so is a SIGTERM
+    # until the command's own handler takes its place (prep's once its modules have imported; eval and info have none:
+    # a KeyboardInterrupt anywhere in them is their stop, --json and --plot written whole or not at all)
+    try:
         from tqdm.contrib.logging import logging_redirect_tqdm
 
         with logging_redirect_tqdm():  # log lines print above progress bars, not through them
             try:
-                if args.command not in _TERM_IS_AN_INTERRUPT:
-                    _term_as_ever()  # the command's own handling from here (a SIGTERM before it: a Ctrl-C)
                 return COMMANDS[args.command].run(args)
             finally:  # SIGTERM's default again before an error is said (the launcher ends a process left waiting)
                 release_early_term()
