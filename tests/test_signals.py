@@ -51,6 +51,19 @@ def twice(signum) -> bool:
     return False
 
 
+def interrupt_then_term() -> bool:
+    """A Ctrl-C then a SIGTERM sent to this process at once → whether the SIGTERM raised KeyboardInterrupt (as
+    :func:`twice`)."""
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):
+            pass
+    except KeyboardInterrupt:
+        return True
+    return False
+
+
 def test_a_sigterm_handed_on_twice_is_one_stop_and_a_later_one_stops_at_once(monkeypatch, caplog):
     """A wrapper script that traps SIGTERM and forwards it to wavegen, its sender signalling the whole process group:
     two SIGTERMs ms apart, the second taken for "the signal again to stop at once" (KeyboardInterrupt: the window's
@@ -87,16 +100,6 @@ def test_accelerates_one_process_launchers_sigterm_after_a_ctrl_c_is_the_same_st
     TERM_ECHO_SECONDS of the Ctrl-C is the same stop; a later one stops at once; started alone, as ever, at once."""
     from wavegen import signals
 
-    def interrupt_then_term() -> bool:  # (as twice: whether the SIGTERM raised KeyboardInterrupt)
-        try:
-            os.kill(os.getpid(), signal.SIGINT)
-            os.kill(os.getpid(), signal.SIGTERM)
-            for _ in range(1000):
-                pass
-        except KeyboardInterrupt:
-            return True
-        return False
-
     monkeypatch.setattr(signals, "TERM_ECHO_SECONDS", 0.5)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.setenv("ACCELERATE_DYNAMO_BACKEND", "NO")  # (what accelerate's launcher sets, for one process too)
@@ -110,6 +113,30 @@ def test_accelerates_one_process_launchers_sigterm_after_a_ctrl_c_is_the_same_st
     monkeypatch.delenv("ACCELERATE_DYNAMO_BACKEND")
     with StopSignals("saving"):
         assert interrupt_then_term()
+
+
+@pytest.mark.parametrize("env", [{"OMPI_COMM_WORLD_SIZE": "2"},
+                                 {"OMPI_COMM_WORLD_SIZE": "2", "ACCELERATE_DYNAMO_BACKEND": "NO", "WORLD_SIZE": "2"}],
+                         ids=["mpirun", "accelerate launch --cpu under mpirun, its state made"])
+def test_an_mpi_launchers_sigterm_after_a_ctrl_c_is_the_same_stop(monkeypatch, caplog, env):
+    """mpirun reached by a Ctrl-C ends its job: a SIGTERM to every process (then SIGKILL); accelerate's launcher
+    above it sends its own to every process below it. That SIGTERM was taken for the second signal (stop at once, no
+    checkpoint) under mpirun alone, and under accelerate's --cpu path once its state had set WORLD_SIZE (its one-process
+    rule then no longer held). Now the same stop; one after TERM_ECHO_SECONDS stops at once."""
+    from wavegen import signals
+
+    monkeypatch.setattr(signals, "TERM_ECHO_SECONDS", 0.5)
+    for name in ("WORLD_SIZE", "ACCELERATE_DYNAMO_BACKEND", "PMI_SIZE", "MV2_COMM_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    caplog.set_level(logging.WARNING, logger="wavegen.signals")
+    with StopSignals("saving") as stop:
+        assert not interrupt_then_term() and stop.requested and stop.name == "SIGINT"
+        assert caplog.text.count("SIGINT: saving") == 1, caplog.text
+        time.sleep(0.6)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def test_off_the_main_thread_it_installs_nothing():

@@ -5,7 +5,8 @@ its step and writes a checkpoint; a render finishes (or rewinds) its block and w
 snapshot. A second signal stops at once (KeyboardInterrupt), leaving what the last checkpoint
 or snapshot holds; a SIGTERM within TERM_ECHO_SECONDS of a first SIGTERM is that one handed on twice (a wrapper
 script that forwards it, beside its sender's to the process group) and changes nothing, as does one within
-TERM_ECHO_SECONDS of a Ctrl-C under accelerate's one-process launcher (:func:`launcher_terms_after_an_interrupt`).
+TERM_ECHO_SECONDS of a Ctrl-C under accelerate's one-process launcher or an MPI launcher
+(:func:`launcher_terms_after_an_interrupt`).
 Handlers can only be installed from the main thread; elsewhere the context manager does nothing and the process
 keeps its handlers.
 
@@ -84,11 +85,15 @@ def launch_rank() -> tuple[int, int]:
 
 
 def launcher_terms_after_an_interrupt() -> bool:
-    """Whether this process runs under ``accelerate launch`` of one process (its launcher without torchrun: it sets
-    ACCELERATE_DYNAMO_BACKEND, which no one else does, and no WORLD_SIZE above 1). That launcher shares the
-    terminal's process group: a Ctrl-C reaches it beside this process, and it then sends this process a SIGTERM (and
-    kills it 5 s later). That SIGTERM is the same stop as the Ctrl-C, not a second signal (:class:`StopSignals`)."""
-    return "ACCELERATE_DYNAMO_BACKEND" in os.environ and not launched()
+    """Whether this process's launcher sends it a SIGTERM after a Ctrl-C: ``accelerate launch`` of one process (its
+    launcher without torchrun: it sets ACCELERATE_DYNAMO_BACKEND, which no one else does, and no WORLD_SIZE above 1),
+    or an MPI launcher (mpirun, mpiexec: its size variable set; accelerate's --cpu path runs under one, and then sets
+    WORLD_SIZE itself as its state is made). accelerate's launcher shares the terminal's process group: a Ctrl-C
+    reaches it beside this process, and it then sends this process (every process below it) a SIGTERM and kills it
+    5 s later; mpirun, reached by a Ctrl-C, ends its job so: SIGTERM, then SIGKILL. That SIGTERM is the same stop as
+    the Ctrl-C, not a second signal (:class:`StopSignals`)."""
+    mpi = any(os.environ.get(name, "").strip().isdigit() for name in _SIZE_VARS[1:])
+    return mpi or ("ACCELERATE_DYNAMO_BACKEND" in os.environ and not launched())
 
 
 def says_the_interrupt() -> bool:
