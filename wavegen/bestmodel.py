@@ -127,17 +127,18 @@ def restore_best(run_dir: Path, config: dict, best_val: float, upto: int, extra:
     return True
 
 
-def keep_best_past_checkpoint(run) -> None:
+def keep_best_past_checkpoint(run, recorded: dict | None = None) -> None:
     """Every process (the main one reads, the others take its answer), on resuming from step ``run.step``: where metrics.jsonl (not yet cut back to the
     checkpoint) marks a validation after that step as best and best/ is there, best/ holds that validation's
     model (written before its row), from a session stopped before its next checkpoint or a later checkpoint
     removed or moved aside as damaged (not told apart: both are said). Where no row and no checkpoint gives a
     score, best/'s own record of it does (:func:`recorded_best`: a start again whose checkpoints went too, its
-    rows cut back to step 0). It stays best/, and its score becomes the best on record, so what the run reports
-    of best/ is true and a later model replaces it only by beating it."""
+    rows cut back to step 0; ``recorded``: that record where :func:`trained_before` read it already). It stays best/,
+    and its score becomes the best on record, so what the run reports of best/ is true and a later model replaces it
+    only by beating it."""
     row = best_row(run.run_dir) if run.main else None
     if row is None and run.main and run.best_val is None:  # no row scored it, nor the checkpoint: its own record
-        row = recorded_best(run.run_dir, run.config)
+        row = recorded or recorded_best(run.run_dir, run.config)
     if row is not None and (row["step"] <= run.step or not has_best(run) or
                             run.best_val is not None and float(row["val_bits"]) >= run.best_val):
         row = None
@@ -180,30 +181,34 @@ def recorded_best(run_dir: Path, config: dict) -> dict | None:
     return None
 
 
-def trained_before(run_dir: Path, config: dict) -> int | None:
+def trained_before(run_dir: Path, config: dict) -> tuple[int, dict | None] | None:
     """For a run that finds no intact checkpoint: the last step its metrics.jsonl records where the run folder
     holds an earlier start of this same run (config would resume it: checkpoints since removed, or every one
     damaged or diverged), 0 where it records no step but best/ records its score (a start killed before its
-    first row); else None (a new run, or another config over an old one, replaced as before)."""
+    first row); else None (a new run, or another config over an old one, replaced as before). With the step,
+    best/'s record (:func:`recorded_best`) where it was read here (no step recorded), handed on to
+    :func:`start_again` so that a start reads it once."""
     rows = [r for r in read_metrics(run_dir) if isinstance(r.get("step"), int)]
-    if not (rows or recorded_best(run_dir, config)) or not (run_dir / "config.json").is_file():
+    recorded = None if rows else recorded_best(run_dir, config)
+    if not (rows or recorded) or not (run_dir / "config.json").is_file():
         return None
     try:
         check_resume(run_dir, config)
     except WavegenError:
         return None
-    return max((r["step"] for r in rows), default=0)
+    return max((r["step"] for r in rows), default=0), recorded
 
 
-def start_again(run, trained: int) -> None:
+def start_again(run, trained: int, recorded: dict | None = None) -> None:
     """Every process: a run that trained to step ``trained`` (trained_before) and starts again from step 0 says
     so (it looked like a resume: extending a run whose checkpoints were deleted to free the disk trained a new
-    model in silence), and keeps its validated best/ until a validation beats it (was replaced by the first)."""
+    model in silence), and keeps its validated best/ until a validation beats it (was replaced by the first).
+    ``recorded``: best/'s record of its score as trained_before read it (None: not read there)."""
     if run.main and trained:
         logger.warning("%s: no intact checkpoint to resume from, though its metrics.jsonl records training to step "
                        "%d: the run trains again from step 0 (its log rows and samples from then are replaced)",
                        run.run_dir, trained)
-    keep_best_past_checkpoint(run)
+    keep_best_past_checkpoint(run, recorded)
 
 
 def save_best(run, scored: dict | None = None) -> None:

@@ -290,7 +290,7 @@ def _start(config: dict, train_cfg: TrainConfig, accelerator, run_dir: Path) -> 
     if found is not None:
         _resume(run, found[1], earlier)
     elif trained is not None:
-        start_again(run, trained)
+        start_again(run, *trained)
     run.watch.reset(run.step)
     if main:
         n_params = sum(p.numel() for p in inner.parameters())
