@@ -70,6 +70,7 @@ try:
 
     import argparse
     import logging
+    import re
 
     from wavegen.cli import bench, evaluate, info, prep, render, serve, train
 except KeyboardInterrupt:
@@ -99,8 +100,18 @@ generation or training speed (bench), or play a model as an endless live stream 
 `wavegen COMMAND --help` for each."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, where a negative number in exponent form (``--seconds -1e-3``) is a value as ``-0.001``
+    is, so that the command's own check names it: argparse's pattern of a negative number has no exponent, and took
+    it for an option ("expected one argument"). Its commands' parsers are of this class too (add_subparsers)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wavegen", description=DESCRIPTION)
+    parser = _Parser(prog="wavegen", description=DESCRIPTION)
     _add_log_options(parser)
     parser.set_defaults(verbose=False, quiet=False)
     sub = parser.add_subparsers(dest="command", required=True)

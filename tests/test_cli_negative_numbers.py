@@ -1,0 +1,49 @@
+"""A negative number in exponent form (``--seconds -1e-3``) is a value of a float option, as ``-0.001`` is, so that
+the command's own check names it: argparse's pattern of a negative number has no exponent, and took it for an
+option ("argument --seconds: expected one argument", with the usage)."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from wavegen.cli import build_parser, main
+
+
+def _float_options():
+    """(command, option, its dest, the arguments its parser requires besides) for every float option of every
+    command."""
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    found = []
+    for command, parser in commands.items():
+        required = []
+        for action in parser._actions:
+            if not action.option_strings and action.nargs != 0:
+                required.append("x")
+            elif action.required:
+                required += [action.option_strings[0], "1"]
+        found += [(command, action.option_strings[-1], action.dest, required) for action in parser._actions
+                  if action.type is float]
+    return found
+
+
+FLOAT_OPTIONS = _float_options()
+
+
+def test_every_command_has_float_options_to_check():
+    assert {"render", "serve", "prep"} <= {command for command, *_ in FLOAT_OPTIONS}
+
+
+@pytest.mark.parametrize("command, option, dest, required", FLOAT_OPTIONS,
+                         ids=[f"{command} {option}" for command, option, *_ in FLOAT_OPTIONS])
+def test_a_float_option_takes_a_negative_number_in_exponent_form(command, option, dest, required):
+    assert getattr(build_parser().parse_args([command, *required, option, "-1e-3"]), dest) == -0.001
+
+
+def test_render_names_a_negative_seconds_in_exponent_form(tmp_path, capsys):
+    """The render's own message, as for --seconds -0.001, not argparse's usage and 'expected one argument'."""
+    code = main(["render", str(tmp_path / "model"), "--seconds", "-1e-3", "--out", str(tmp_path / "out")])
+    assert (code, capsys.readouterr().err) == (
+        2, "wavegen render: error: --seconds -0.001: must be a finite number of seconds above zero\n")
+    assert not (tmp_path / "out").exists()
