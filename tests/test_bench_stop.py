@@ -4,6 +4,7 @@ A bench of many rows runs for minutes; a job scheduler's SIGTERM ended it by the
 and a Ctrl-C said "interrupted": every row measured so far was lost either way.
 """
 
+import json
 import signal
 import subprocess
 import sys
@@ -204,3 +205,57 @@ def test_a_sigterm_to_bench_train_while_torch_imports_is_a_stop():
                                                          "stop at once)") in said, proc.stderr
     # taken before the first batch size's line and model (its line came after the stop's, its warm-up step ran)
     assert not any(line.startswith("train samplernn-tiny batch") for line in said), proc.stderr
+
+
+# `wavegen bench ARGS` that sends itself a SIGTERM as MODULE.FUNCTION is called ("before") or has returned ("after"):
+# a point in its code path that every run passes, so the signal lands in the same window every time
+_SIGTERM_AT = ("import importlib, os, signal, sys\n"
+               "from wavegen.cli import run\n"
+               "module, name, when = sys.argv.pop(1).split(':')\n"
+               "module = importlib.import_module(module)\n"
+               "real = getattr(module, name)\n"
+               "def kill():\n"
+               "    os.kill(os.getpid(), signal.SIGTERM)\n"
+               "def called(*args, **kwargs):\n"
+               "    if when == 'before':\n"
+               "        kill()\n"
+               "    result = real(*args, **kwargs)\n"
+               "    if when == 'after':\n"
+               "        kill()\n"
+               "    return result\n"
+               "setattr(module, name, called)\n"
+               "sys.exit(run())\n")
+_TRAIN = ["--train", "--model", "samplernn-tiny", "--batch", "2", "--seq-len", "256", "--steps", "1", "--warmup-steps",
+          "0", "--threads", "1"]
+
+
+@pytest.mark.parametrize("at, args, row, line", [
+    ("wavegen.bench_train:_whole_job:before", _TRAIN, "    2 ", "the next training step"),  # the last row, measured
+    ("wavegen.bench_train:_result:before", _TRAIN, "    2 ", "the next training step"),  # after its look for a stop
+    ("wavegen.bench_train:bench_training:after", _TRAIN, "    2 ", "the next training step"),  # its stops ended
+    ("wavegen.bench_train:format_training_table:before", _TRAIN, "    2 ", "the next training step"),
+    ("wavegen.bench:format_table:before", ["--model", "wavenet-tiny", "--backends", "numba", "--batch", "1",
+                                           "--samples", "64", "--repeats", "1", "--threads", "1"],
+     "numba ", "the engine's next call"),
+    pytest.param("wavegen.bench_profile:format_profile:before", ["--profile", "--model", "wavenet-tiny", "--batch",
+                                                                  "1", "--samples", "64"],
+                 "numba batch 1 ", "its next timed call", marks=pytest.mark.slow),
+], ids=["train last row measured", "train after its look", "train returned", "train table", "generation table",
+        "profile table"])
+def test_a_sigterm_once_every_row_is_measured_is_the_same_stop(at, args, row, line, tmp_path):
+    """A SIGTERM after the last row was measured (while the table was made or printed, before bench returned) was
+    dropped: its line said "stopping ...", the command went on and exited 0 (--train's, once its stops had ended,
+    not even said). It is the same stop as one before: exit 130, "interrupted"; every row was measured, so the
+    results are whole and reported as a run's (--train's last row, stopped at its end, said "1 of 1 rows measured;
+    --json not written")."""
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-c", _SIGTERM_AT, at, "bench", *args, "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 130, (proc.returncode, proc.stdout, proc.stderr)
+    said = proc.stderr.strip().splitlines()
+    assert said[-1] == "wavegen bench: interrupted", proc.stderr
+    assert any(text.startswith("SIGTERM: stopping the ") and f" before {line}; " in text for text in said), said
+    assert sum(text.startswith(row) for text in proc.stdout.splitlines()) == 1 and "(stopped" not in proc.stdout
+    written = json.loads(out.read_text())
+    assert len(written["profiles" if "--profile" in args else "rows"]) == 1 and written["command"].startswith(
+        "wavegen bench ")

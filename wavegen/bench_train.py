@@ -241,9 +241,16 @@ def bench_training(model: str, batches=None, seq_len: int | None = None, steps: 
     base = apply_overrides(config, overrides)
     timeout = float(base["train"].get("group_timeout_seconds", GROUP_TIMEOUT_SECONDS))
     with _said_when_lost(timeout), _held_stops() as stop:
-        return _bench_batches(measure, _Subject(base, source, rate), progress, timeout, stop)
+        result = _bench_batches(measure, _Subject(base, source, rate), progress, timeout, stop)
+    if stop.requested:  # asked after the last row's look (its result made, the accelerator ended): every row kept
+        if result is None:  # another process of a launch: the main one says it
+            raise KeyboardInterrupt
+        raise bench.BenchStopped(result, len(batches), stop.name)
+    return result
 
 
+# what the first Ctrl-C or SIGTERM of a bench --train started alone does (StopSignals says it)
+STOP_LINE = "stopping the bench before the next training step; the rows measured so far are printed"
 # what a bench --train's process lost keeps, at start-up or while timing
 _NOTHING_KEPT = "nothing was measured to keep: rerun the same command"
 
@@ -282,8 +289,7 @@ def _held_stops():
     from wavegen.signals import StopSignals, launched
     from wavegen.signals import logger as signals_logger
 
-    line = ("stopping every process at the next logged step" if launched() else
-            "stopping the bench before the next training step; the rows measured so far are printed")
+    line = "stopping every process at the next logged step" if launched() else STOP_LINE
     with StopSignals(line) as stop, first_process_says(signals_logger.name):
         yield stop
 

@@ -182,19 +182,14 @@ def _report(args, result, table: str) -> None:
 
 
 def _bench_profile(args, backends, batches, stop) -> int:
-    from wavegen.bench import BenchStopped
     from wavegen.bench_profile import format_profile, profile_generation
 
     if args.backends == "torch,numba":  # the default list: profile what can be profiled
         backends = ["numba"]
-    try:
-        result = profile_generation(args.model, backends, batches, samples=args.samples,
-                                    threads=args.threads if args.threads is not None else 1, seed=args.seed,
-                                    progress=None if args.quiet else logger.info, checkpoint=args.checkpoint,
-                                    stop=stop)
-    except BenchStopped as stopped:
-        _say_stopped(args, stopped, format_profile)
-        raise  # "wavegen bench: interrupted", exit 130 (wavegen.cli)
+    result = _measured(args, lambda: profile_generation(
+        args.model, backends, batches, samples=args.samples, threads=args.threads if args.threads is not None else 1,
+        seed=args.seed, progress=None if args.quiet else logger.info, checkpoint=args.checkpoint, stop=stop),
+        format_profile)[0]
     result["command"] = (f"wavegen bench --profile --model {args.model}{_checkpoint(args)} "
                          f"--backends {','.join(backends)} "
                          f"--batch {','.join(map(str, batches))} --samples {args.samples}")
@@ -213,14 +208,20 @@ def run(args) -> int:
         from wavegen.signals import launch_term_held
 
         # a SIGTERM while torch imports (a launcher's, or a scheduler's): bench_train's StopSignals take it
-        with launch_term_held(alone=True):
-            return _run(args, mode, None)
+        with launch_term_held(alone=True) as held:
+            code = _run(args, mode, None)
+        if held.untaken:  # came as the command returned (its results reported): a stop, as one before (exit 130)
+            raise KeyboardInterrupt
+        return code
     from wavegen.signals import StopSignals
 
     # installed before torch imports (seconds): a SIGTERM is a stop, as a Ctrl-C, not a death by the signal (a
     # scheduler's, minutes into a bench of many rows, lost every row measured without a word)
     with StopSignals(PROFILE_STOP_LINE if mode == PROFILE else STOP_LINE) as stop:
-        return _run(args, mode, stop)
+        code = _run(args, mode, stop)
+    if stop.requested:  # asked once every row was measured (the table printing, --json being written): the results
+        raise KeyboardInterrupt  # are whole and reported; the stop is taken as an earlier one is (exit 130; was 0)
+    return code
 
 
 def _run(args, mode: str, stop) -> int:
@@ -229,20 +230,16 @@ def _run(args, mode: str, stop) -> int:
     check_device(args.device)
     if mode == TRAIN:
         return _cmd_bench_train(args)
-    from wavegen.bench import BenchStopped, bench_generation, format_table
+    from wavegen.bench import bench_generation, format_table
 
     backends = _comma_list(args.backends, "--backends")
     batches = _comma_list(args.batch or ("1" if args.profile else "1,8,64"), "--batch", int)
     if args.profile:
         return _bench_profile(args, backends, batches, stop)
-    try:
-        result = bench_generation(args.model, backends, batches, samples=args.samples,
-                                  torch_samples=args.torch_samples, repeats=args.repeats, threads=args.threads,
-                                  device=args.device, seed=args.seed, progress=None if args.quiet else logger.info,
-                                  checkpoint=args.checkpoint, stop=stop)
-    except BenchStopped as stopped:
-        _say_stopped(args, stopped, format_table)
-        raise  # "wavegen bench: interrupted", exit 130 (wavegen.cli)
+    result = _measured(args, lambda: bench_generation(
+        args.model, backends, batches, samples=args.samples, torch_samples=args.torch_samples, repeats=args.repeats,
+        threads=args.threads, device=args.device, seed=args.seed, progress=None if args.quiet else logger.info,
+        checkpoint=args.checkpoint, stop=stop), format_table)[0]
     options = [f"--model {args.model}{_checkpoint(args)}", f"--backends {','.join(backends)}",
                f"--batch {','.join(map(str, batches))}", f"--samples {args.samples}", f"--repeats {args.repeats}"]
     options += [f"--{name.replace('_', '-')} {getattr(args, name)}" for name in ("torch_samples", "threads", "seed")
@@ -255,11 +252,27 @@ def _run(args, mode: str, stop) -> int:
     return 0
 
 
+def _measured(args, measure, format_table) -> tuple[dict | None, bool]:
+    """(measure()'s result, None in another process of a launch; whether a stop was asked once its every row was
+    measured: its results whole, to be reported as a run's, then the stop taken). A stop before that: the rows
+    measured said (:func:`_say_stopped`, ``format_table``'s) and BenchStopped raised ("wavegen bench: interrupted",
+    exit 130: wavegen.cli)."""
+    from wavegen.bench import BenchStopped
+
+    try:
+        return measure(), False
+    except BenchStopped as stopped:
+        if len(_rows(stopped.result)) < stopped.planned:
+            _say_stopped(args, stopped, format_table)
+            raise
+        return stopped.result, True
+
+
 def _say_stopped(args, stopped, format_table) -> None:
     """The table (``format_table``'s) of the rows measured before a stop (none: nothing), said to be stopped and
     what it leaves unwritten (--json and --plot are a whole run's): on stdout, or stderr where a bare --json has
     stdout."""
-    rows = stopped.result["profiles" if stopped.result["mode"] == "profile" else "rows"]
+    rows = _rows(stopped.result)
     if not rows:
         return
     by = f" by {stopped.by}" if stopped.by else ""
@@ -268,6 +281,11 @@ def _say_stopped(args, stopped, format_table) -> None:
     note = (f"(stopped{by}: {len(rows)} of {stopped.planned} rows measured"
             + (f"; {' and '.join(unwritten)} not written" if unwritten else "") + ")")
     print(format_table(stopped.result) + "\n" + note, file=sys.stderr if args.json == JSON_STDOUT else sys.stdout)
+
+
+def _rows(result: dict) -> list:
+    """The rows of a measurement's result (--profile's are its profiles)."""
+    return result["profiles" if result["mode"] == "profile" else "rows"]
 
 
 def _checkpoint(args) -> str:
@@ -281,19 +299,15 @@ def _write_plot(result, path) -> None:
 
 
 def _cmd_bench_train(args) -> int:
-    from wavegen.bench import BenchStopped
-    from wavegen.bench_train import bench_training, format_training_table
+    from wavegen.bench_train import STOP_LINE, bench_training, format_training_table
+    from wavegen.signals import StopSignals
 
     batches = _comma_list(args.batch, "--batch", int) if args.batch else None  # None: the model's
-    try:
-        result = bench_training(args.model, batches, seq_len=args.seq_len, steps=args.steps,
-                                warmup=args.warmup_steps, threads=args.threads, device=args.device,
-                                mixed_precision=args.precision, compile=args.compile, grad_accum=args.grad_accum,
-                                num_workers=args.workers, seed=args.seed, overrides=args.overrides,
-                                progress=None if args.quiet else logger.info)
-    except BenchStopped as stopped:
-        _say_stopped(args, stopped, format_training_table)
-        raise  # "wavegen bench: interrupted", exit 130 (wavegen.cli)
+    result, asked = _measured(args, lambda: bench_training(
+        args.model, batches, seq_len=args.seq_len, steps=args.steps, warmup=args.warmup_steps, threads=args.threads,
+        device=args.device, mixed_precision=args.precision, compile=args.compile, grad_accum=args.grad_accum,
+        num_workers=args.workers, seed=args.seed, overrides=args.overrides,
+        progress=None if args.quiet else logger.info), format_training_table)
     if result is None:  # another process of a launch: the main one prints and writes for the whole job
         return 0
     options = [f"--model {args.model}", f"--batch {','.join(str(row['batch']) for row in result['rows'])}",
@@ -306,5 +320,10 @@ def _cmd_bench_train(args) -> int:
     options += [f"--set {item}" for item in args.overrides]
     options += [f"--device {args.device}"] if args.device != "cpu" else []
     result["command"] = "wavegen bench --train " + " ".join(options)
-    _report(args, result, format_training_table(result))
+    # a SIGTERM while the results are reported (one in the moment before: held for this, run's launch_term_held) is
+    # the same stop as one while they were measured, taken once they are out: exit 130 (was dropped: exit 0)
+    with StopSignals(STOP_LINE) as stop:
+        _report(args, result, format_training_table(result))
+    if asked or stop.requested:
+        raise KeyboardInterrupt
     return 0
