@@ -228,3 +228,26 @@ def test_a_corpus_cut_in_time_prepared_again_with_another_top_db_is_scored_witho
         assert main(["-q", "eval", str(model), "--data", str(corpus), "--max-seconds", "0.2"]) == 0
     assert capsys.readouterr().out.startswith("test: ")
     assert not [r for r in caplog.records if "prepared again since" in r.getMessage()], caplog.text
+
+
+def test_a_model_without_data_is_scored_on_the_corpus_it_was_trained_on(corpus, tmp_path, capsys, caplog):
+    """`wavegen eval RUN` was refused ("give ... --data CORPUS") though the run's config names its corpus, which
+    --renders already took as its default: it scores that corpus now, as --data would, and says which. A model that
+    names none (a preset) is refused by name; one whose corpus is gone is told to give --data."""
+    model = save_tiny_model(tmp_path / "model", sample_rate=SR, dim=16, emb_size=8)
+    config = json.loads((model / "config.json").read_text())
+    config["data"] = tiny_run_config(corpus)["data"]
+    (model / "config.json").write_text(json.dumps(config))
+    assert main(["eval", str(model), "--data", str(corpus), "--max-seconds", "0.2", "--json"]) == 0
+    given = json.loads(capsys.readouterr().out)
+    with caplog.at_level("INFO", logger="wavegen.eval"):
+        assert main(["eval", str(model), "--max-seconds", "0.2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == given
+    assert f"scoring the test split of {corpus}, the corpus {model} was trained on" in caplog.text
+    assert main(["eval", "samplernn-tiny"]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "samplernn-tiny (random weights) names no corpus it was trained on: give --data CORPUS to score its NLL")
+    config["data"]["corpus"] = str(tmp_path / "moved")
+    (model / "config.json").write_text(json.dumps(config))
+    assert main(["eval", str(model)]) == 2
+    assert "is no prepared corpus now (no manifest.json): give --data CORPUS" in capsys.readouterr().err

@@ -27,11 +27,12 @@ def add_parser(sub) -> None:
                                    "scores); a single audio file is judged alone; docs/QUALITY.md says what each "
                                    "number means.")
     p.add_argument("model", nargs="?", default=None,
-                   help="model folder or run folder (its best/); with --renders optional (its corpus is the "
-                        "default --data)")
+                   help="model folder or run folder (its best/; its corpus is the default --data); with --renders "
+                        "optional")
     p.add_argument("--checkpoint", default=None,
                    help="evaluate a run's kept checkpoint instead of its best/: step_N or last")
-    p.add_argument("--data", default=None, help="corpus folder (required, except with --renders and a model)")
+    p.add_argument("--data", default=None,
+                   help="corpus folder (default: the corpus the model was trained on, its config's data.corpus)")
     p.add_argument("--split", default="test", choices=["train", "val", "test"],
                    help="the split scored (default test); with --renders: the split the renders are compared "
                         "with, test or val (train is the album reference beside them)")
@@ -74,10 +75,10 @@ def _eval(args) -> int:
     for flag, given in (("--plot", args.plot), ("--pyin", args.pyin)):
         if given:
             raise ConfigError(f"{flag} goes with --renders DIR (judging rendered audio)")
-    if args.model is None or args.data is None:
-        took = json_file(args) if args.model is None else None
-        raise ConfigError("give a model (or run folder) and --data CORPUS to score its NLL, "
-                          "or --renders DIR to judge rendered audio"
+    if args.model is None:
+        took = json_file(args)
+        raise ConfigError("give a model (or run folder) to score its NLL (on the corpus it was trained on, or "
+                          "--data CORPUS), or --renders DIR to judge rendered audio"
                           + (f" (--json took {took} as the file to write: give the model before --json)"
                              if took else ""))
     from wavegen.evaluate import evaluate
@@ -86,11 +87,16 @@ def _eval(args) -> int:
     check_device(args.device)
     check_json_file(args, "eval.json", "wavegen eval result", _is_eval_result)
     ref = resolve_model(args.model, args.checkpoint)
+    data = args.data if args.data is not None else _trained_corpus(ref)
+    if data is None:
+        raise ConfigError(f"{ref.source} names no corpus it was trained on: give --data CORPUS to score its NLL")
+    if args.data is None:
+        logger.info("scoring the %s split of %s, the corpus %s was trained on", args.split, data, ref.source)
     if not ref.trained:  # its source says "random weights", but the printed result does not name it
         logger.warning("%s: scoring untrained weights (a preset or config file): a baseline, not a model's score",
                        ref.source)
-    _warn_if_prepared_again(ref, args.data, args.split)
-    result = evaluate(ref, args.data, args.split, args.label, args.max_seconds, device=args.device,
+    _warn_if_prepared_again(ref, data, args.split)
+    result = evaluate(ref, data, args.split, args.label, args.max_seconds, device=args.device,
                       progress=not args.quiet)
     result["model"] = ref.source
     bits = result["nll_bits_per_sample"]
@@ -107,6 +113,18 @@ def _eval(args) -> int:
     if args.json:
         emit_json(args, result, indent=None, kept="the result is printed above")
     return 0
+
+
+def _trained_corpus(ref) -> str | None:
+    """The corpus a model's config names (data.corpus: the one it was trained on), the default --data; None where
+    it names none (a preset, a config file). ConfigError where that corpus is no prepared corpus now."""
+    from wavegen.config import ConfigError
+
+    data = ref.config.get("data", {}).get("corpus")
+    if data is not None and not (Path(data) / "manifest.json").is_file():
+        raise ConfigError(f"{ref.source}: the corpus it was trained on, {data} (its config's data.corpus), "
+                          "is no prepared corpus now (no manifest.json): give --data CORPUS")
+    return data
 
 
 def _warn_if_prepared_again(ref, data: str, split: str | None = None) -> None:
@@ -222,10 +240,7 @@ def _renders(args) -> int:
         ref = resolve_model(args.model, args.checkpoint)
         source = ref.source
         if data is None:
-            data = ref.config.get("data", {}).get("corpus")
-            if data is not None and not (Path(data) / "manifest.json").is_file():
-                raise ConfigError(f"{ref.source}: the corpus it was trained on, {data} (its config's data.corpus), "
-                                  "is no prepared corpus now (no manifest.json): give --data CORPUS")
+            data = _trained_corpus(ref)
             if data is not None:
                 _warn_if_prepared_again(ref, data)
     if data is None:
