@@ -368,13 +368,15 @@ def test_silent_renders_have_no_periodic_fraction_and_no_likeness():
 def test_renders_much_shorter_than_the_references_are_warned_of(caplog):
     """The same music judged on 0.3 s read at twice the Frechet distance it has on 8 s, beside references of
     3 s: a short render's likeness reads low without a word. A warning says so and gives the --max-seconds
-    that evens the lengths; renders as long as the references get none."""
+    that evens the lengths; renders as long as the references get none. It names the split compared with, not
+    "the reference sets" at that split's length beside a training split three times as long."""
     rate = 8000
-    album = [melody(2.0, rate, seed=s) for s in range(2)]
+    album = [melody(2.0, rate, seed=s) for s in range(4)]
     for seconds, warned in ((0.5, True), (2.0, False)):
         caplog.clear()
         with caplog.at_level("WARNING"):
             analysis.compare_clips([melody(seconds, rate, seed=9)], album[:1], album[1:], rate, max_seconds=10.0)
-        said = "the renders hold 0.5 s of audio, the reference sets 2 s: a Frechet distance from fewer frames " \
-               "reads farther than it is, and the album likeness lower; give --max-seconds 0.5 to judge every set"
+        said = "the renders hold 0.5 s of audio, the split they are compared with 2 s: a Frechet distance from " \
+               "fewer frames reads farther than it is, and the album likeness lower; give --max-seconds 0.5 to judge " \
+               "every set"
         assert (said in caplog.text) == warned, caplog.text

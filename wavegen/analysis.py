@@ -170,13 +170,15 @@ SHORT_RENDERS = 0.5  # renders holding under this share of the reference's audio
 
 
 def _warn_if_renders_short(renders_seconds: float, reference_seconds: float) -> None:
-    """A warning where the renders hold far less audio than the sets they are measured beside: a Frechet
+    """A warning where the renders hold far less audio than the split they are compared with (--split: every
+    distance is to it; named alone, not as "the reference sets", which the training split may outweigh): a Frechet
     distance fitted to fewer frames reads farther (the same music judged on 0.3 s scored 80 where on 8 s it
     scored 39, beside references of 3 s), so the likeness reads low; --max-seconds evens the lengths."""
     if renders_seconds < SHORT_RENDERS * reference_seconds:
-        logger.warning("the renders hold %.3g s of audio, the reference sets %.3g s: a Frechet distance from fewer "
-                       "frames reads farther than it is, and the album likeness lower; give --max-seconds %.3g to "
-                       "judge every set on as much audio as the renders hold", renders_seconds, reference_seconds,
+        logger.warning("the renders hold %.3g s of audio, the split they are compared with %.3g s: a Frechet "
+                       "distance from fewer frames reads farther than it is, and the album likeness lower; give "
+                       "--max-seconds %.3g to judge every set on as much audio as the renders hold",
+                       renders_seconds, reference_seconds,
                        math.floor(renders_seconds * 1000) / 1000)
 
 
