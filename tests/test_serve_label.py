@@ -286,3 +286,40 @@ def test_a_label_is_taken_as_written_spaces_included():
         state.parse("  ")
     with pytest.raises(ValueError, match="at most 1000"):
         state.parse("lead," * 300)
+
+
+class _Request:
+    """What _label_text reads of an aiohttp request: its body and Content-Type."""
+
+    def __init__(self, body: bytes, content_type: str):
+        self.body, self.content_type = body, content_type
+
+    async def read(self) -> bytes:
+        return self.body
+
+
+@pytest.mark.parametrize("body, content_type, expected", [
+    (b'{"label": "bells"}', "application/json", "bells"),
+    # curl -d '{"label": ...}' sends it as a form (was: the JSON's text taken as a label, '{"label"' refused)
+    (b'{"label": "rain:0.5,bells:0.5"}', "application/x-www-form-urlencoded", "rain:0.5,bells:0.5"),
+    (b' {"label": "bells"}\n', "text/plain", "bells"),
+    (b"bells\n", "application/x-www-form-urlencoded", "bells"),
+    (b"{live}", "text/plain", "{live}"),  # a label with braces that is no JSON object stays a label
+    (b'{"other": 1}', "text/plain", '{"other": 1}'),  # a JSON object naming no label: as sent, refused as a label
+])
+def test_a_label_is_read_from_plain_text_or_a_json_body_whatever_its_content_type(body, content_type, expected):
+    import asyncio
+
+    from wavegen.serve.control import _label_text
+
+    assert asyncio.run(_label_text(_Request(body, content_type))) == expected
+
+
+@pytest.mark.parametrize("body, content_type", [(b'{"label": 3}', "text/plain"), (b"bells", "application/json")])
+def test_a_json_body_without_a_label_text_is_refused(body, content_type):
+    import asyncio
+
+    from wavegen.serve.control import _label_text
+
+    with pytest.raises(ValueError, match='a JSON body needs {"label": "name or blend"}|not JSON'):
+        asyncio.run(_label_text(_Request(body, content_type)))

@@ -234,7 +234,9 @@ def _authorized(request, token: str | None, refused: list[int]):
 
 
 async def _label_text(request) -> str:
-    """The label a request asks for: its body as text, or a JSON body's "label" (ValueError)."""
+    """The label a request asks for: its body as text, or a JSON body's "label" (ValueError). A body that is a JSON
+    object with a "label" is read as JSON whatever its Content-Type (``curl -d '{"label": ...}'`` sends it as a
+    form): no label's name is such an object."""
     body = await request.read()
     try:
         text = body.decode("utf-8")
@@ -248,7 +250,23 @@ async def _label_text(request) -> str:
         if not isinstance(value, dict) or not isinstance(value.get("label"), str):
             raise ValueError('a JSON body needs {"label": "name or blend"}')
         return value["label"]
+    value = _json_object(text)
+    if value is not None and "label" in value:
+        if not isinstance(value["label"], str):
+            raise ValueError('a JSON body needs {"label": "name or blend"}')
+        return value["label"]
     return text.rstrip("\r\n")  # a line end (echo ... | curl --data-binary @-), not a label's own spaces
+
+
+def _json_object(text: str) -> dict | None:
+    """``text`` as a JSON object; None where it is not one (a label, or a blend, as plain text)."""
+    if not text.lstrip().startswith("{"):
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def label_handler(station, broadcast):
