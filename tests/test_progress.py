@@ -7,7 +7,9 @@ import logging
 import os
 import pty
 
-from wavegen.progress import PlainProgress, move_to, progress_bar, restart_clock
+import pytest
+
+from wavegen.progress import PlainProgress, _num, move_to, progress_bar, restart_clock
 
 
 def test_plain_lines_when_not_a_terminal(caplog):
@@ -90,3 +92,29 @@ def test_a_long_renders_line_says_plain_numbers():
     plain = PlainProgress(total=12.0, desc="eval test", unit="s", interval_seconds=3600)
     plain.update(2.5625)
     assert plain.line(now=plain._t0 + 100.0).startswith("eval test: 2.5625/12 s (21%), 0.0256 s/s"), plain.line()
+
+
+def test_an_absurd_number_says_itself_in_a_short_line():
+    """train.max_steps at its most (2**63 - 1): its progress line said the total in 19 digits and its ETA as a clock of
+    16 digits of hours; 1e300 seconds, 301 digits. A count or rate from 1e15 on or under 1e-6 in size is now in
+    exponent form, an ETA of 100000 hours or more in hours."""
+    plain = PlainProgress(total=2**63 - 1, desc="train", unit="step", interval_seconds=3600)
+    plain.update(5)
+    line = plain.line(now=plain._t0 + 1.0)
+    assert line == "train: 5/9.22337e+18 step (0%), 5 step/s, 0:01 elapsed, ETA 512409557603043 h", line
+    plain = PlainProgress(total=1e300, desc="rendered", unit="s", interval_seconds=3600)
+    plain.update(1.0)
+    line = plain.line(now=plain._t0 + 1.0)
+    assert line == "rendered: 1/1e+300 s (0%), 1 s/s, 0:01 elapsed, ETA 2.78e+296 h", line
+    plain = PlainProgress(total=12.0, desc="eval test", unit="s", interval_seconds=3600)
+    plain.update(1e-300)
+    line = plain.line(now=plain._t0 + 1.0)
+    assert line == "eval test: 1e-300/12 s (0%), 1e-300 s/s, 0:01 elapsed, ETA 3.33e+297 h", line
+
+
+@pytest.mark.parametrize("x, said", [
+    (1e300, "1e+300"), (-1e300, "-1e+300"), (1e-300, "1e-300"), (-1.234567e-7, "-1.23457e-07"), (10**30, "1e+30"),
+    (1e15, "1e+15"), (999999999999999.0, "999999999999999"), (1e-6, "0.000001"), (-2.5, "-2.5"),
+    (-1234567.891, "-1234568"), (0.0, "0"), (float("inf"), "inf"), (float("-inf"), "-inf"), (float("nan"), "nan")])
+def test_a_number_is_plain_between_a_millionth_and_1e15_and_exponent_form_beyond(x, said):
+    assert _num(x) == said

@@ -125,17 +125,26 @@ def plain_seconds(seconds: float, decimals: int = 6) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
+# a number of a line outside these sizes is said in exponent form (1e+300 was its 301 digits, 1e-300 its 300 zeros)
+PLAIN_LARGEST, PLAIN_SMALLEST = 1e15, 1e-6
+CLOCK_MOST_HOURS = 100_000  # a time longer is said in hours (an absurd total's ETA was a clock of hundreds of digits)
+
+
 def _num(x: float, significant: int = 6) -> str:
     """A count or a rate for a line: a plain number (:func:`plain_seconds`) of ``significant`` digits (%g's, without
-    its exponent: a 300-hour render's "1.23457e+06/1080000 s", "2e+04 s/s" with thousands of streams)."""
+    its exponent: a 300-hour render's "1.23457e+06/1080000 s", "2e+04 s/s" with thousands of streams); %g's own
+    (``significant`` digits) at or above PLAIN_LARGEST or below PLAIN_SMALLEST in size, and for inf and nan."""
+    if not math.isfinite(x) or (x and not PLAIN_SMALLEST <= abs(x) < PLAIN_LARGEST):
+        return f"{x:.{significant}g}"
     if not isinstance(x, float) or x.is_integer():
         return f"{int(x)}"
-    if not math.isfinite(x):
-        return f"{x:g}"
     return plain_seconds(x, max(0, significant - 1 - math.floor(math.log10(abs(x)))))
 
 
 def _clock(seconds: float) -> str:
+    """Elapsed time or an ETA: "m:ss", "h:mm:ss"; in hours (:func:`_num`) from CLOCK_MOST_HOURS on."""
+    if seconds >= CLOCK_MOST_HOURS * 3600:
+        return f"{_num(seconds / 3600, 3)} h"
     seconds = int(seconds)
     h, rest = divmod(seconds, 3600)
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
