@@ -192,3 +192,36 @@ def test_an_empty_render_file_is_said_to_be_empty_as_prep_says(tmp_path):
     with pytest.raises(AnalysisError, match=r"empty.wav: no audio file can be analysed \(empty.wav: empty: a file "
                                             r"of 0 bytes\)$"):
         read_renders(folder / "empty.wav", RATE, 10.0)
+
+
+def test_a_test_split_emptied_by_a_prep_run_again_asks_for_recordings_or_a_seed_not_a_fraction(tmp_path):
+    """Prepared with --test-fraction 0.25, its test file gone, prep run again keeps the others' splits and leaves
+    test empty: eval said "prep gave every recording to the other splits" and asked for --test-fraction above 0
+    (0.1), less than it was prepared with. It says why and asks for more recordings or another --seed. A split
+    of stretches cut in time that came to nothing asks for a larger fraction than it was prepared with."""
+    import json
+    import os
+
+    from wavegen.analysis import compare_renders
+    from wavegen.prep import prepare
+
+    settings = {"sample_rate": RATE, "val_fraction": 0.25, "test_fraction": 0.25, "progress": False}
+    corpus = prepared_corpus(tmp_path / "a", files=4, seconds=2.0, **settings)
+    for f in json.loads((corpus / "manifest.json").read_text())["files"]:
+        if f["split"] == "test":
+            os.remove(f["path"])
+    prepare([tmp_path / "a" / "rec"], corpus, **settings)
+    write_audio_file(tmp_path / "renders" / "a.wav", melody(1.0, RATE), RATE)
+    with pytest.raises(AnalysisError) as err:
+        compare_renders(tmp_path / "renders", corpus, max_seconds=1.0)
+    assert str(err.value) == (f"the test split of {corpus} has no audio to compare with (its recordings were gone "
+                              "when it was prepared again, and the others kept their splits); give --split val (its "
+                              f"{Corpus(corpus).seconds('val'):.1f} s), or prepare it again with more recordings, or "
+                              f"with another --seed to draw every split again (wavegen prep RECORDINGS {corpus} "
+                              "--seed 1)")
+    one = prepared_corpus(tmp_path / "b", files=1, seconds=2.0, **dict(settings, test_fraction=0.00001))
+    with pytest.raises(AnalysisError) as err:
+        compare_renders(tmp_path / "renders", one, max_seconds=1.0)
+    assert "(its --test-fraction 1e-05 of each recording cut in time came to nothing)" in str(err.value)
+    assert str(err.value).endswith("a larger --test-fraction (wavegen prep RECORDINGS "
+                                   f"{one} --test-fraction 0.1)"), err.value

@@ -256,16 +256,29 @@ def _no_label_audio(corpus, corpus_dir, split: str, slot: int) -> str:
 
 def _empty_split(corpus, corpus_dir, split: str, reference_split: str) -> str:
     """Why the ``split`` of a corpus holds no audio, and what to give instead: another split that holds
-    some (--split), or the corpus prepared again with a share for it (a corpus prepared with
-    --test-fraction 0 holds no test split)."""
-    fraction = corpus.manifest.get("params", {}).get(f"{split}_fraction")
-    why = (f"it was prepared with --{split}-fraction 0" if fraction == 0
-           else "prep gave every recording to the other splits")
+    some (--split), or the corpus prepared again: with a share for it (a corpus prepared with --test-fraction 0
+    holds no test split), else with more recordings or another --seed (one emptied by a prep run again: a smaller
+    --test-fraction was suggested, drawing the splits again only by changing the fraction)."""
+    params = corpus.manifest.get("params", {})
     others = [s for s in ("test", "val") if s not in (split, reference_split) and corpus.seconds(s) > 0]
     instead = (f"give --split {others[0]} (its {corpus.seconds(others[0]):.1f} s), or prepare it again"
                if others else "prepare it again")
-    return (f"the {split} split of {corpus_dir} has no audio to compare with ({why}); {instead} with "
-            f"--{split}-fraction above 0 (wavegen prep RECORDINGS {corpus_dir} --{split}-fraction 0.1)")
+    if params.get(f"{split}_fraction") == 0:
+        return (f"the {split} split of {corpus_dir} has no audio to compare with (it was prepared with "
+                f"--{split}-fraction 0); {instead} with --{split}-fraction above 0 (wavegen prep RECORDINGS "
+                f"{corpus_dir} --{split}-fraction 0.1)")
+    if any(f.get("split") == "time" for f in corpus.manifest.get("files", [])):  # its stretch of each: too short
+        (now, _), larger = _larger_fraction(corpus, split)
+        return (f"the {split} split of {corpus_dir} has no audio to compare with (its --{split}-fraction {now:g} of "
+                f"each recording cut in time came to nothing); {instead} with a larger --{split}-fraction (wavegen "
+                f"prep RECORDINGS {corpus_dir} --{split}-fraction {larger or MAX_HINT_FRACTION:g})")
+    # a fresh prep gives every held-out split a whole file: this one was emptied by a prep run again, the files
+    # held there gone and the others keeping their splits (prep said so then)
+    seed = params.get("seed")
+    again = f" --seed {seed + 1}" if isinstance(seed, int) else " --seed N"
+    return (f"the {split} split of {corpus_dir} has no audio to compare with (its recordings were gone when it was "
+            f"prepared again, and the others kept their splits); {instead} with more recordings, or with another "
+            f"--seed to draw every split again (wavegen prep RECORDINGS {corpus_dir}{again})")
 
 
 def _short_split(corpus, corpus_dir, split: str, reference_split: str, slot: int | None = None) -> str:
