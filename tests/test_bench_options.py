@@ -2,11 +2,13 @@
 run forces the cuda backend's small- or large-batch path at any stream count; every name (backend,
 precision, options and their values) checked before anything is timed."""
 
+import re
+
 import numpy as np
 import pytest
 
 from wavegen import cli, generate
-from wavegen.bench import bench_generation, parse_backend
+from wavegen.bench import bench_generation, duration, parse_backend
 from wavegen.config import ConfigError
 from wavegen.engine import BackendUnavailableError, Engine
 from wavegen.errors import WavegenError
@@ -221,6 +223,27 @@ def test_a_row_that_will_take_long_is_announced_with_an_estimate_before_it_runs(
     with caplog.at_level("WARNING", logger="wavegen.bench"):
         bench_generation("samplernn-tiny", backends=["torch"], batches=[1], samples=256, repeats=1, threads=1)
     assert "take about" not in caplog.text  # a row of seconds is not announced
+
+
+def test_an_absurd_rows_estimate_is_said_short(caplog):
+    """``--repeats 100000000000000000000``: its row's estimate said "take about 10709323908211822.0 h"; from 100000
+    hours on it is said as progress lines say numbers (wavegen.progress.number_said), past 1e15 in exponent form.
+    The bench is stopped once it has said it (as a Ctrl-C would)."""
+    class StopOnceSaid:
+        name = "SIGINT"
+
+        @property
+        def requested(self):
+            return any("take about" in r.getMessage() for r in caplog.records)
+
+    with caplog.at_level("WARNING", logger="wavegen.bench"), pytest.raises(KeyboardInterrupt):
+        bench_generation("wavenet-tiny", backends=["numba"], batches=[1], samples=64, repeats=10**30, threads=1,
+                         stop=StopOnceSaid())
+    (line,) = [r.getMessage() for r in caplog.records if "take about" in r.getMessage()]
+    estimate = line.split("take about ")[1].split(" (measured")[0]
+    assert re.fullmatch(r"\d\.\d\de\+\d\d h", estimate), line
+    assert [duration(s) for s in (0.4, 45, 700, 3.1 * 3600, 99999 * 3600, 360000000, 1e12, 3.855e19)] == [
+        "0.4 s", "45 s", "12 min", "3.1 h", "99999.0 h", "100000 h", "277777778 h", "1.07e+16 h"]
 
 
 @pytest.mark.slow

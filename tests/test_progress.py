@@ -9,7 +9,7 @@ import pty
 
 import pytest
 
-from wavegen.progress import PlainProgress, _num, move_to, progress_bar, restart_clock
+from wavegen.progress import PlainProgress, move_to, number_said, progress_bar, restart_clock
 
 
 def test_plain_lines_when_not_a_terminal(caplog):
@@ -117,4 +117,4 @@ def test_an_absurd_number_says_itself_in_a_short_line():
     (1e15, "1e+15"), (999999999999999.0, "999999999999999"), (1e-6, "0.000001"), (-2.5, "-2.5"),
     (-1234567.891, "-1234568"), (0.0, "0"), (float("inf"), "inf"), (float("-inf"), "-inf"), (float("nan"), "nan")])
 def test_a_number_is_plain_between_a_millionth_and_1e15_and_exponent_form_beyond(x, said):
-    assert _num(x) == said
+    assert number_said(x) == said

@@ -309,12 +309,18 @@ def say_slow_start(backend: str, batch: int, samples: int, repeats: int, seconds
 
 
 def duration(seconds: float) -> str:
-    """"0.4 s", "45 s", "12 min", "3.1 h"."""
+    """"0.4 s", "45 s", "12 min", "3.1 h"; from CLOCK_MOST_HOURS on as progress lines say it, "2.78e+16 h" (an
+    absurd --repeats' estimate was "10709323908211822.0 h")."""
+    from wavegen.progress import CLOCK_MOST_HOURS, number_said
+
     if seconds < 10:
         return f"{seconds:.1f} s"
     if seconds < 90:
         return f"{seconds:.0f} s"
-    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    hours = seconds / 3600
+    return f"{hours:.1f} h" if hours < CLOCK_MOST_HOURS else f"{number_said(hours, 3)} h"
 
 
 def bench_generation(model: str, backends=("torch", "numba"), batches=(1, 8, 64), samples: int = 16000,

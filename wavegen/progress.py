@@ -74,10 +74,11 @@ class PlainProgress:
         elapsed = (time.monotonic() if now is None else now) - self._t0
         done = self.n - self._start_n
         rate = done / elapsed if elapsed > 0 else 0.0
-        parts = [f"{self.desc}: {_num(self.n)}" + (f"/{_num(self.total)}" if self.total else "") + f" {self.unit}"]
+        parts = [f"{self.desc}: {number_said(self.n)}" + (f"/{number_said(self.total)}" if self.total else "")
+                 + f" {self.unit}"]
         if self.total:
             parts[0] += f" ({100.0 * self.n / self.total:.0f}%)"
-        parts.append(f"{_num(rate, 3)} {self.unit}/s, {_clock(elapsed)} elapsed")
+        parts.append(f"{number_said(rate, 3)} {self.unit}/s, {_clock(elapsed)} elapsed")
         if self.total and rate > 0 and self.n < self.total:
             parts.append(f"ETA {_clock((self.total - self.n) / rate)}")
         if self.postfix:
@@ -130,7 +131,7 @@ PLAIN_LARGEST, PLAIN_SMALLEST = 1e15, 1e-6
 CLOCK_MOST_HOURS = 100_000  # a time longer is said in hours (an absurd total's ETA was a clock of hundreds of digits)
 
 
-def _num(x: float, significant: int = 6) -> str:
+def number_said(x: float, significant: int = 6) -> str:
     """A count or a rate for a line: a plain number (:func:`plain_seconds`) of ``significant`` digits (%g's, without
     its exponent: a 300-hour render's "1.23457e+06/1080000 s", "2e+04 s/s" with thousands of streams); %g's own
     (``significant`` digits) at or above PLAIN_LARGEST or below PLAIN_SMALLEST in size, and for inf and nan."""
@@ -142,9 +143,9 @@ def _num(x: float, significant: int = 6) -> str:
 
 
 def _clock(seconds: float) -> str:
-    """Elapsed time or an ETA: "m:ss", "h:mm:ss"; in hours (:func:`_num`) from CLOCK_MOST_HOURS on."""
+    """Elapsed time or an ETA: "m:ss", "h:mm:ss"; in hours (:func:`number_said`) from CLOCK_MOST_HOURS on."""
     if seconds >= CLOCK_MOST_HOURS * 3600:
-        return f"{_num(seconds / 3600, 3)} h"
+        return f"{number_said(seconds / 3600, 3)} h"
     seconds = int(seconds)
     h, rest = divmod(seconds, 3600)
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
