@@ -2,8 +2,9 @@
 launch_term_held) is the start's Ctrl-C: one line, exit 130, nothing written. The CLI set SIGTERM's default back
 before it called the command, so one there ended the process by the signal, without a word (-15).
 
-The SIGTERM is a real one, raised as the command's run asks wavegen.signals for its handler (the statement before
-the handler is set), so it lands in that gap every run; the program is started as ``python -m wavegen`` does."""
+The SIGTERM is a real one, raised as the command's run asks wavegen.signals (signals_start) for its handler (the
+statement before the handler is set), so it lands in that gap every run; the program is started as ``python -m
+wavegen`` does."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ import sys
 
 import pytest
 
-# SIGTERM raised as code imports GAP_NAME from wavegen.signals (a command's run, before it sets its handler); then
-# the program runs as python -m wavegen (runpy, as the interpreter does) on the arguments after the script's name
+# SIGTERM raised as code imports GAP_NAME from wavegen.signals or signals_start (a command's run, before it sets its
+# handler); then the program runs as python -m wavegen (runpy, as the interpreter does) on the arguments after the
+# script's name
 _HOOK = """import builtins, os, runpy, signal, sys
 name, real = os.environ["GAP_NAME"], builtins.__import__
 
 def hooked(module, globals=None, locals=None, fromlist=(), level=0):
-    if module == "wavegen.signals" and name in (fromlist or ()):
+    if module in ("wavegen.signals", "wavegen.signals_start") and name in (fromlist or ()):
         builtins.__import__ = real
         signal.raise_signal(signal.SIGTERM)
     return real(module, globals, locals, fromlist, level)

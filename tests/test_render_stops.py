@@ -260,7 +260,7 @@ def test_a_second_sigterm_before_the_render_stopsignals_stops_at_once(monkeypatc
     import os
 
     from wavegen import signals
-    from wavegen.signals import launch_term_held
+    from wavegen.signals_start import launch_term_held
 
     monkeypatch.setenv("WORLD_SIZE", "1")
     previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -291,7 +291,8 @@ def test_a_second_sigterm_soon_after_the_render_stopsignals_take_a_held_one_stop
     import time
 
     from wavegen import signals
-    from wavegen.signals import StopSignals, launch_term_held
+    from wavegen.signals import StopSignals
+    from wavegen.signals_start import launch_term_held
 
     monkeypatch.setenv("WORLD_SIZE", "1")
     monkeypatch.setattr(signals, "TERM_ECHO_SECONDS", 0.2)

@@ -287,7 +287,7 @@ def test_a_launchers_sigterm_before_any_stopsignals_is_held_for_the_next_one(mon
     without a word about the process lost meanwhile. Inside launch_term_held it waits for the next StopSignals,
     which holds it as its own (then looks for the loss); one that no StopSignals took is delivered at the end."""
     from wavegen import signals
-    from wavegen.signals import launch_term_held
+    from wavegen.signals_start import launch_term_held
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setattr(signals, "LAUNCH_TERM_SECONDS", 60.0)
@@ -430,11 +430,11 @@ def test_a_held_sigterms_line_waits_only_while_a_meeting_is_ahead(monkeypatch, c
 # As wavegen.cli's import does (hold_launch_term_early, then cli_imported), a launcher's SIGTERM met during it; then
 # a program that never calls the CLI's main
 _SIGTERM_WHILE_THE_CLI_IMPORTS = """import os, signal, sys, time
-from wavegen import signals
-signals.hold_launch_term_early()
+from wavegen import signals_start
+signals_start.hold_launch_term_early()
 os.kill(os.getpid(), signal.SIGTERM)  # held: the CLI is importing
 time.sleep(0.2)
-signals.cli_imported()
+signals_start.cli_imported()
 print("imported", flush=True)
 time.sleep(30)
 """
@@ -454,14 +454,14 @@ def test_a_sigterm_held_while_the_cli_imports_ends_a_program_that_never_calls_it
 # As `python -m wavegen` does: the CLI imported (hold_launch_term_early, then cli_imported), then a launcher's SIGTERM
 # before its main begins (the tens of microseconds between the import's end and main's first line), then main or not
 _SIGTERM_BETWEEN_THE_IMPORT_AND_MAIN = """import os, signal, sys, time
-from wavegen import signals
-signals.hold_launch_term_early()
-signals.cli_imported()
+from wavegen import signals, signals_start
+signals_start.hold_launch_term_early()
+signals_start.cli_imported()
 os.kill(os.getpid(), signal.SIGTERM)  # the CLI imported, its main not begun yet
 time.sleep(0.2)
 print("after the signal", flush=True)
 if sys.argv[1] == "main":
-    signals.cli_main_runs()
+    signals_start.cli_main_runs()
 time.sleep(3)  # past the second the hold waits for main
 print("held", signals._early_term, flush=True)
 """

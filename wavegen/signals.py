@@ -1,4 +1,5 @@
-"""Ctrl-C and SIGTERM mean the same everywhere in wavegen (training, rendering, serving).
+"""Ctrl-C and SIGTERM mean the same everywhere in wavegen (training, rendering, serving): StopSignals, and who
+says a stop under a launch (what happens before a command's StopSignals exist: wavegen.signals_start).
 
 The first SIGINT or SIGTERM asks the work to stop at the next safe point: training finishes
 its step and writes a checkpoint; a render finishes (or rewinds) its block and writes a
@@ -19,8 +20,8 @@ loss is raised at once. While a meeting with the others is ahead of the process 
 their start, :func:`expect_the_others`, until the meeting before their group, distributed.meet_before_the_group,
 that names a process lost at start, is over: :func:`met_the_others`) the line waits on, LAUNCH_START_SECONDS at most
 (any other command, or one past its meeting, says it as ever); and from the CLI's import on, a SIGTERM before any
-StopSignals is held for the next (:func:`hold_launch_term_early`, :func:`launch_term_held`; a render started alone
-holds its SIGTERMs so too, from its command's start: ``alone``). A Ctrl-C reaches
+StopSignals is held for the next (:func:`hold_term_for_next`: wavegen.signals_start's holds, which hold the signals met
+as a command starts). A Ctrl-C reaches
 every process of a launch: the first alone says what it does (:func:`first_process_says`) and that it interrupted
 the command (:func:`says_the_interrupt`).
 """
@@ -51,11 +52,9 @@ TERM_ECHO_SECONDS = 1.0
 _RELOOK_SECONDS = 0.25  # how often a held SIGTERM's line looks again whether the group exists
 _pending: set = set()  # the StopSignals whose SIGTERM line waits
 _terms_held = False  # a SIGTERM of a launcher was held by a StopSignals of this process
-_early_term = False  # a SIGTERM that launch_term_held took, for the next StopSignals to take as its own
+_early_term = False  # a SIGTERM held before any StopSignals (wavegen.signals_start), for the next to take as its own
+_early_term_at = 0.0  # when it came (monotonic)
 _meeting_ahead = False  # this process has yet to meet the others before its group (expect_the_others)
-_cli_hold = ""  # the CLI's early hold: "import" (wavegen.cli imports), "imported" (its main not begun), "main" (it runs)
-_cli_term_due = False  # a SIGTERM held while "imported" waited its second for main in vain: delivered, not held
-_CLI_MAIN_SECONDS = 1.0  # how long a SIGTERM held while the CLI imported waits for its main before it is delivered
 _lock = threading.Lock()  # a held SIGTERM's time up (its timer's thread) against a loss met by the work meanwhile
 
 
@@ -135,172 +134,37 @@ def first_process_says(logger_name: str, rank: int | None = None):
         log.removeFilter(errors_only)
 
 
-def hold_launch_term_early() -> None:
-    """From the CLI's import on (wavegen.cli: tens of ms before a command sets handlers of its own), under a launch,
-    in the main thread, where SIGTERM has its default: a launcher's SIGTERM held for the next StopSignals (as
-    :func:`launch_term_held` holds it), until :func:`release_early_term`; while the CLI imports and inside its main
-    (:func:`cli_imported`, :func:`cli_main_runs`); between the two (``python -m wavegen``: tens of microseconds) for
-    a second: a program that imports the CLI without calling main ends by that SIGTERM, as by default."""
-    global _cli_hold, _cli_term_due
-    if (launched() and threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL):
-        _cli_hold, _cli_term_due = "import", False
-        signal.signal(signal.SIGTERM, _cli_took_early)
-
-
-def cli_imported() -> None:
-    """wavegen.cli's import is over: its early hold (:func:`hold_launch_term_early`) holds a SIGTERM met from now
-    until its main runs (:func:`cli_main_runs`) a second at most, as one met during the import: delivered then where
-    main has not begun (a library's import of the CLI: the process ends by it, as it would have)."""
-    global _cli_hold
-    if _cli_hold != "import":
-        return
-    _cli_hold = "imported"
-    if _early_term:
-        _wait_for_main()
-
-
-def cli_main_runs() -> None:
-    """The CLI's main has begun: its early hold applies (until :func:`release_early_term`)."""
-    global _cli_hold
-    _cli_hold = "main"
-
-
-def _wait_for_main() -> None:
-    timer = threading.Timer(_CLI_MAIN_SECONDS, _term_outside_main)
-    timer.daemon = True
-    timer.start()
-
-
-def _term_outside_main() -> None:
-    global _cli_term_due
-    if _cli_hold == "imported" and _early_term and signal.getsignal(signal.SIGTERM) is _cli_took_early:
-        _cli_term_due = True  # (main begun meanwhile: its hold takes this SIGTERM, _cli_hold is "main")
-        os.kill(os.getpid(), signal.SIGTERM)  # (its handler, in the main thread, ends the process)
-
-
-def _cli_took_early(signum, frame) -> None:
-    """The CLI's early hold: held while the CLI imports or its main runs, and between the two for a second
-    (:func:`cli_imported`); elsewhere SIGTERM's default."""
-    global _early_term
-    if _cli_hold in ("import", "main") or (_cli_hold == "imported" and not _cli_term_due):
-        if _cli_hold == "imported" and not _early_term:
-            _wait_for_main()
-        _took_early(signum, frame)
-        return
-    _early_term = False
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.raise_signal(signal.SIGTERM)
-
-
-def _took_early(signum, frame) -> None:
-    global _early_term
-    _early_term = True
-
-
-def release_early_term() -> None:
-    """The CLI's early hold (:func:`hold_launch_term_early`) over: SIGTERM's default back, and a SIGTERM held that
-    no StopSignals took delivered now (the process ends by it, as it would have). Nothing where it was not held."""
-    global _early_term, _cli_hold
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGTERM) is not _cli_took_early):
-        return
-    _cli_hold = ""
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    if _early_term:
-        _early_term = False
-        signal.raise_signal(signal.SIGTERM)
-
-
-@contextlib.contextmanager
-def launch_term_held(alone: bool = False):
-    """Under a launch, in the main thread: a SIGTERM that comes inside the block outside any StopSignals (a
-    command's imports, torch's seconds, before its StopSignals exist) is held for the next StopSignals entered
-    in it, which holds it as its own from then (the launcher ending the survivors of a process killed while
-    they started: they meet the loss at their first meeting and say it, not end without a word). One that no
-    StopSignals took is delivered as the block ends. ``alone``: in a process started alone too, where SIGTERM has
-    its default (:func:`_term_held_alone`); elsewhere the block runs as it is. Yields what it held (``untaken``)."""
-    global _early_term, _terms_held
-    held = HeldTerm()
-    if threading.current_thread() is not threading.main_thread() or not (launched() or alone):
-        yield held
-        return
-    if not launched():
-        with _term_held_alone(held):
-            yield held
-        return
-    _terms_held = False  # a new command (tests run several in one process): no SIGTERM of its launcher yet
-    previous = signal.signal(signal.SIGTERM, _took_early)
-    try:
-        yield held
-    finally:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
-        if _early_term:
-            _early_term = False
-            _deliver(signal.SIGTERM, previous)
-
-
-class HeldTerm:
-    """What :func:`launch_term_held` held: ``untaken``, a process started alone whose block ended well with a
-    SIGTERM that no StopSignals took (it came once their work was over): the caller says what that stop met."""
-    untaken = False
-
-
-@contextlib.contextmanager
-def _term_held_alone(held: HeldTerm):
-    """A process started alone: a SIGTERM outside the command's StopSignals (torch importing, the model loading
-    before a render's first, its folder checked between two) ended it by the signal's default, without a word,
-    where one inside them is said and stops cleanly. Held here for the next StopSignals, which takes it as its own
-    (:func:`_took_early_alone`); one that none took: ``held.untaken`` where the block ends well, dropped where it
-    raises (its error is said). The CLI's start's Ctrl-C (:func:`term_as_interrupt`) is replaced as the default is,
-    and set back after; a SIGTERM ignored or handled otherwise (SIG_IGN, a caller's handler) is left so."""
-    global _early_term
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous is not signal.SIG_DFL and previous is not term_as_interrupt:
-        yield
-        return
-    _early_term = False
-    signal.signal(signal.SIGTERM, _took_early_alone)
-    ended_well = False
-    try:
-        yield
-        ended_well = True
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        held.untaken, _early_term = _early_term and ended_well, False
-
-
-_early_term_at = 0.0  # when the SIGTERM _took_early_alone holds came
-
-
-def _took_early_alone(signum, frame) -> None:
-    """A process started alone: its first SIGTERM held for the next StopSignals; another, after
-    TERM_ECHO_SECONDS (not the first handed on twice), stops at once, as a second signal does under StopSignals."""
+def hold_term_for_next() -> None:
+    """A SIGTERM before any StopSignals (wavegen.signals_start's holds: the CLI's import, a command's imports): held
+    for the next StopSignals entered, which takes it as its own (one held already stays, with its time)."""
     global _early_term, _early_term_at
     if not _early_term:
         _early_term, _early_term_at = True, time.monotonic()
-    elif time.monotonic() - _early_term_at >= TERM_ECHO_SECONDS:
-        raise KeyboardInterrupt
 
 
-_term_came: float | None = None  # when the SIGTERM that term_as_interrupt took for a Ctrl-C came (monotonic)
+def term_held_for_next() -> float | None:
+    """When the SIGTERM held for the next StopSignals came (:func:`hold_term_for_next`; monotonic), None where none."""
+    return _early_term_at if _early_term else None
 
 
-def term_as_interrupt(signum, frame) -> None:
-    """A SIGTERM handler where a stop is a Ctrl-C's (the CLI's start; prep, eval and info throughout): a
-    KeyboardInterrupt, said as a Ctrl-C's with exit code 130. That one handed on twice (TERM_ECHO_SECONDS: a recipe
-    that forwards it beside its sender's to the process group) asks nothing more: raised again, it cut the first's
-    cleanup short (prep's temporary folder of decoded audio left in the corpus folder)."""
-    global _term_came
-    if _term_came is not None and time.monotonic() - _term_came < TERM_ECHO_SECONDS:
-        return
-    _term_came = time.monotonic()
-    raise KeyboardInterrupt
+def drop_term_held() -> bool:
+    """The SIGTERM held for the next StopSignals let go (delivered by the caller, or dropped): whether one was."""
+    global _early_term
+    held, _early_term = _early_term, False
+    return held
 
 
-def term_taken_as_interrupt() -> bool:
-    """Whether :func:`term_as_interrupt` took a SIGTERM in this process."""
-    return _term_came is not None
+def forget_launchers_term() -> None:
+    """A new command starts (tests run several in one process): no SIGTERM of its launcher held yet
+    (:func:`held_a_launchers_term`)."""
+    global _terms_held
+    _terms_held = False
+
+
+def is_an_echo(since: float) -> bool:
+    """Whether a SIGTERM now is the one that came at ``since`` (monotonic) handed on twice: within
+    TERM_ECHO_SECONDS (a wrapper script that forwards it, beside its sender's to the process group)."""
+    return time.monotonic() - since < TERM_ECHO_SECONDS
 
 
 def expect_the_others() -> None:
@@ -331,7 +195,7 @@ def _before_the_group() -> bool:
         return True
 
 
-def _deliver(signum: int, handler) -> None:
+def deliver(signum: int, handler) -> None:
     """Signal ``signum``, held back, answered as ``handler`` would have: StopSignals', Python's or the default."""
     if callable(handler):
         handler(signum, None)
@@ -358,7 +222,7 @@ def signals_held():
         for sig, handler in previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
         for signum in held:  # as they would have been answered: StopSignals', Python's or the default
-            _deliver(signum, previous[signum])
+            deliver(signum, previous[signum])
 
 
 def import_held(name: str):
@@ -438,7 +302,7 @@ class StopSignals:
             loss, self._loss, self.signum = self._loss, None, None  # said as the loss, not as a stop
             raise LossCarried(loss)  # (turned back into the loss as the block ends)
         if self.signum is not None:
-            if (signum == signal.SIGTERM and time.monotonic() - self._held_since < TERM_ECHO_SECONDS
+            if (signum == signal.SIGTERM and is_an_echo(self._held_since)
                     and (self.signum == signal.SIGTERM or launcher_terms_after_an_interrupt())):
                 return  # the first signal handed on: it asks for nothing more (TERM_ECHO_SECONDS)
             if not self._announcing:
@@ -510,15 +374,15 @@ class StopSignals:
             self._line.cancel()
 
     def __enter__(self) -> "StopSignals":
-        global _early_term
         if threading.current_thread() is threading.main_thread():
             for sig in SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
-            if _early_term:  # a SIGTERM before this existed (launch_term_held): held from now on
-                _early_term = False
+            came = term_held_for_next()
+            if came is not None:  # a SIGTERM before this existed (signals_start's holds): held from now on
+                drop_term_held()
                 self._handle(signal.SIGTERM, None)
-                if not launched():  # its echo window runs from when it came (_took_early_alone), not from now
-                    self._held_since = _early_term_at
+                if not launched():  # its echo window runs from when it came, not from now
+                    self._held_since = came
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -39,11 +39,11 @@ def _stopped_while_importing() -> None:
 
 def _term_interrupts_while_starting() -> None:
     """Where the CLI is the program, started alone, in the main thread, with SIGTERM at its default: a SIGTERM is a
-    Ctrl-C (signals.term_as_interrupt: its echo nothing) until the command sets its own handler (train's and serve's
-    StopSignals, render's signals.launch_term_held, prep's, bench's), which takes its place directly (a default set
-    back between the two ended the process by the signal there, without a word), and after it until main's end
-    (:func:`_term_as_ever`). Under a launch the launcher's SIGTERM is held instead (signals.hold_launch_term_early); a
-    library importing the CLI keeps SIGTERM's default."""
+    Ctrl-C (signals_start.term_as_interrupt: its echo nothing) until the command sets its own handler (train's and
+    serve's StopSignals, render's signals_start.launch_term_held, prep's, bench's), which takes its place directly (a
+    default set back between the two ended the process by the signal there, without a word), and after it until
+    main's end (:func:`_term_as_ever`). Under a launch the launcher's SIGTERM is held instead
+    (signals_start.hold_launch_term_early); a library importing the CLI keeps SIGTERM's default."""
     if (_is_the_program() and not launched() and threading.current_thread() is threading.main_thread()
             and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL):
         signal.signal(signal.SIGTERM, term_as_interrupt)
@@ -61,9 +61,9 @@ try:
     import signal
     import threading
 
-    from wavegen.signals import (cli_imported, cli_main_runs, expect_the_others, hold_launch_term_early, launched,
-                                 met_the_others, release_early_term, says_the_interrupt, term_as_interrupt,
-                                 term_taken_as_interrupt)
+    from wavegen.signals import expect_the_others, launched, met_the_others, says_the_interrupt
+    from wavegen.signals_start import (cli_imported, cli_main_runs, hold_launch_term_early, release_early_term,
+                                       term_as_interrupt, term_taken_as_interrupt)
 
     _term_interrupts_while_starting()  # started alone: a SIGTERM from here until the command runs is a Ctrl-C
     hold_launch_term_early()  # a launcher's SIGTERM from here on held for train's and render's handlers (stdlib only)

@@ -205,7 +205,7 @@ PROFILE_STOP_LINE = "stopping the profile before its next timed call; the rows p
 def run(args) -> int:
     mode = _mode(args)
     if mode == TRAIN:
-        from wavegen.signals import launch_term_held
+        from wavegen.signals_start import launch_term_held
 
         # a SIGTERM while torch imports (a launcher's, or a scheduler's): bench_train's StopSignals take it
         with launch_term_held(alone=True) as held:

@@ -29,7 +29,7 @@ def run(args) -> int:
     import threading
 
     from wavegen.prep import prepare
-    from wavegen.signals import term_as_interrupt
+    from wavegen.signals_start import term_as_interrupt
 
     # SIGTERM (kill, a scheduler, timeout) means what Ctrl-C means (wavegen.signals): it killed prep, leaving
     # its temporary folder (gigabytes for a large corpus) in the corpus folder until the next prep there. Now

@@ -48,7 +48,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import logging
 
-    from wavegen.signals import launch_term_held
+    from wavegen.signals_start import launch_term_held
 
     # a SIGTERM while torch imports or between the render's StopSignals (its folder checked): theirs to take, said
     # and stopped cleanly as one inside them, not the signal's silent death (a launcher's, or a user's kill)
