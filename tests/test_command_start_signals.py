@@ -42,3 +42,28 @@ def test_a_sigterm_before_the_commands_own_handler_is_said_as_a_ctrl_c(tmp_path,
                           timeout=120, env={**os.environ, "GAP_NAME": handler})
     assert (done.returncode, done.stderr, done.stdout) == (130, f"wavegen {command}: interrupted\n", "")
     assert sorted(os.listdir(tmp_path)) == []  # no run, output or model folder made
+
+
+# SIGINT raised as numpy is first looked for (torch's C start-up imports it where nothing did before); then the program
+# runs as python -m wavegen on the arguments after the script's name
+_CTRL_C_AT_NUMPY = """import importlib.abc, runpy, signal, sys
+
+class Interrupt(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "numpy":
+            sys.meta_path.remove(self)
+            signal.raise_signal(signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, Interrupt())
+sys.argv[:] = ["wavegen", *sys.argv[1:]]
+runpy.run_module("wavegen", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_a_ctrl_c_as_numpy_imports_is_heard():
+    """info imported torch before numpy: torch's C start-up imports numpy and dropped the KeyboardInterrupt of a
+    Ctrl-C meanwhile, and info went on and printed as if none came (exit 0)."""
+    done = subprocess.run([sys.executable, "-c", _CTRL_C_AT_NUMPY, "info", "samplernn-tiny"], capture_output=True,
+                          text=True, timeout=120)
+    assert (done.returncode, done.stderr, done.stdout) == (130, "wavegen info: interrupted\n", "")

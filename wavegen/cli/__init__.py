@@ -171,6 +171,9 @@ def _main(args) -> int:
     # until the command's own handler takes its place (prep's once its modules have imported; eval and info have none:
     # a KeyboardInterrupt anywhere in them is their stop, --json and --plot written whole or not at all)
     try:
+        # numpy before torch imports it: torch's C start-up does, and drops a KeyboardInterrupt raised meanwhile (a
+        # Ctrl-C in those 50 ms went unheard: info went on as if none came); here it is a Ctrl-C as any other
+        import numpy  # noqa: F401
         from tqdm.contrib.logging import logging_redirect_tqdm
 
         with logging_redirect_tqdm():  # log lines print above progress bars, not through them
