@@ -237,7 +237,7 @@ def test_a_render_begun_before_tensors_were_recorded_resumes_and_refuses_a_chang
 
 def _recorded(model_dir: Path) -> dict:
     """What a render (or an archive) records of the model in ``model_dir``: its folder, resolved, and digests."""
-    from wavegen.resolve import checkpoint_weights
+    from wavegen.resolve_checkpoints import checkpoint_weights
     from wavegen.weights_file import tensors_sha256
 
     in_run = model_dir.parent.name == "checkpoints"

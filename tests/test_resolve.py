@@ -195,7 +195,7 @@ def test_an_altered_checkpoint_is_refused_naming_the_file(tmp_path, run_dir, cap
 def test_a_checkpoint_caught_between_renames_is_read_from_its_old_folder(tmp_path, run_dir):
     """A save of step N over an existing step_N (fileio.replace_dir) killed between its renames leaves
     step_N.old and .tmp_step_N: step_N.old stands for step N (it was ignored: a rerun began at step 0)."""
-    from wavegen.resolve import run_checkpoints
+    from wavegen.resolve_checkpoints import run_checkpoints
 
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)

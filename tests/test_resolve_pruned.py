@@ -16,7 +16,7 @@ import pytest
 import torch
 from conftest import TINY_SAMPLERNN
 
-import wavegen.resolve
+import wavegen.resolve_checkpoints
 from wavegen.checkpoint import prune_checkpoints, remove_checkpoint
 from wavegen.config import ConfigError
 from wavegen.models import resolve_preset
@@ -97,15 +97,15 @@ def test_a_checkpoint_pruned_after_it_loaded_still_gives_its_digests(run):
 
 def pruned_once_listed(monkeypatch, folder):
     """The prune removes ``folder`` once the reader has listed the checkpoints, before it reads the one it chose
-    (resolve's own _read_checkpoint, run after the real remove_checkpoint)."""
-    read = wavegen.resolve._read_checkpoint
+    (resolve_checkpoints' own _read_checkpoint, run after the real remove_checkpoint)."""
+    read = wavegen.resolve_checkpoints._read_checkpoint
 
     def read_after_the_prune(*args):
         if folder.exists():
             remove_checkpoint(folder)
         return read(*args)
 
-    monkeypatch.setattr(wavegen.resolve, "_read_checkpoint", read_after_the_prune)
+    monkeypatch.setattr(wavegen.resolve_checkpoints, "_read_checkpoint", read_after_the_prune)
 
 
 def test_last_pruned_as_it_is_read_looks_again(run, monkeypatch):

@@ -145,7 +145,7 @@ PRUNED = ".pruned"  # a pruned checkpoint while it is deleted: checkpoints/.tmp_
 
 def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     """A run's finished checkpoints ``(step, folder)``, oldest first (intact or not)."""
-    from wavegen.resolve import run_checkpoints
+    from wavegen.resolve_checkpoints import run_checkpoints
 
     return run_checkpoints(run_dir)
 

@@ -134,7 +134,8 @@ def _best_aside(run_dir: Path, doomed: Path | None, written_then: bool) -> str:
     or the tensors of the ``doomed`` checkpoint): what the error's line says of it ("" when it stays). A move
     that fails is said in the line too (the divergence is not lost behind a SaveError)."""
     from wavegen.checkpoint import CheckpointError, recorded_tensors_sha256
-    from wavegen.resolve import MODEL_FILE, checkpoint_weights
+    from wavegen.resolve import MODEL_FILE
+    from wavegen.resolve_checkpoints import checkpoint_weights
 
     best = Path(run_dir) / "best"
     if not (best / MODEL_FILE).is_file():

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from wavegen.config import ConfigError
 from wavegen.errors import CheckpointError, WavegenError
-from wavegen.resolve import BEST_FOLDERS, CONFIG_FILE, ModelRef, instead_of_best, resolve_model
+from wavegen.resolve import BEST_FOLDERS, CONFIG_FILE, ModelRef, resolve_model
+from wavegen.resolve_checkpoints import instead_of_best
 from wavegen.resolve_config import read_config
 
 

@@ -298,7 +298,7 @@ def no_best(run_dir: Path) -> str:
     """Why a run folder with checkpoints has no best/, and what to do: no validation has run yet, or
     best/ went missing though validations ran (metrics.jsonl records them); what training moved aside
     (:func:`moved_aside`) named, and the checkpoint a rerun restores best/ from named only while it is kept."""
-    from wavegen.resolve import kept_checkpoints, run_checkpoints, set_aside
+    from wavegen.resolve_checkpoints import kept_checkpoints, run_checkpoints, set_aside
     from wavegen.runlog import best_validation
 
     scored = best_validation(run_dir)
@@ -339,7 +339,7 @@ def moved_aside(run_dir: Path) -> str:
     """What training moved aside in the run ``run_dir`` (its best/ as ``best.diverged``, checkpoints as
     ``step_N.diverged`` or ``.damaged``: divergence.kept_after_divergence, checkpoint.set_aside), for an error:
     what they are and that they are kept for the user; "" where there is none."""
-    from wavegen.resolve import SET_ASIDE
+    from wavegen.resolve_checkpoints import SET_ASIDE
 
     parts = [f"{best} (best/ as it was: it held the weights that gave the run's first non-finite step, which no finite "
              "validation score vouches for)"

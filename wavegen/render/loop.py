@@ -30,7 +30,8 @@ from wavegen.render.settings import (RenderSettings, RenderStateError, check_pri
 from wavegen.render.shard import (CHUNK_BYTES_PER_VALUE, MAX_CHUNK_VALUES, STOP_IN_WINDOW, ShardRender,
                                   window_samples)
 from wavegen.render.writers import load_snapshot, reserve_open_files, snapshot_exists
-from wavegen.resolve import PRUNED_RETRIES, CheckpointRemovedError, ModelRef, pruned_too_fast, resolve_model
+from wavegen.resolve import ModelRef, resolve_model
+from wavegen.resolve_checkpoints import PRUNED_RETRIES, CheckpointRemovedError, pruned_too_fast
 from wavegen.signals import StopSignals, first_process_says
 from wavegen.signals import logger as signals_logger
 

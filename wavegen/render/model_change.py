@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from wavegen.resolve import BEST_FOLDERS, MODEL_FILE, ModelRef, best_with, checkpoint_with, resolve_model
+from wavegen.resolve import BEST_FOLDERS, MODEL_FILE, ModelRef, resolve_model
+from wavegen.resolve_checkpoints import best_with, checkpoint_with
 
 TENSORS_KEY = "model_tensors_sha256"  # params.json: the model's tensors_sha256 (wavegen.weights_file)
 
