@@ -37,6 +37,24 @@ def test_plain_lines_are_rate_limited(caplog):
     assert [r.getMessage().split(",")[0] for r in caplog.records] == ["render: 1000/1000 s (100%)"]  # ... one at the end
 
 
+def test_the_last_line_is_not_said_twice_at_close(caplog):
+    """An update on a log interval said the last line; close said it again (eval's "eval test: 5/5 s (100%), 0.238
+    s/s, 0:20 elapsed" twice). Close says it only if something moved since: the count, or the postfix."""
+    caplog.set_level(logging.INFO, logger="wavegen")
+    bar = PlainProgress(total=5, desc="eval test", unit="s", interval_seconds=0.0)
+    for _ in range(5):
+        bar.update(1)
+    bar.close()
+    lines = [r.getMessage().split(",")[0] for r in caplog.records]
+    assert lines == [f"eval test: {n}/5 s ({20 * n}%)" for n in range(1, 6)], lines
+    caplog.clear()
+    bar = PlainProgress(total=5, desc="train", unit="step", interval_seconds=0.0)
+    bar.update(5)
+    bar.set_postfix(loss_bits="4.20")  # set after the line was said: close says the line with it
+    bar.close()
+    assert [r.getMessage() for r in caplog.records][-1].endswith("loss_bits=4.20") and len(caplog.records) == 2
+
+
 def test_a_terminal_gets_tqdm():
     master, slave = pty.openpty()
     with os.fdopen(slave, "w") as tty:

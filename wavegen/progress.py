@@ -48,13 +48,18 @@ class PlainProgress:
         self.postfix = ""
         self._start_n = initial
         self._t0 = self._last = time.monotonic()
+        self._said = None  # (n, postfix) of the last line logged
 
     def update(self, n: float = 1) -> None:
         self.n += n
         now = time.monotonic()
         if now - self._last >= self.interval:
             self._last = now
-            logger.info(self.line(now))
+            self._say(now)
+
+    def _say(self, now: float | None = None) -> None:
+        self._said = (self.n, self.postfix)
+        logger.info(self.line(now))
 
     def set_postfix(self, ordered_dict=None, refresh=True, **kwargs) -> None:
         items = dict(ordered_dict or {}, **kwargs)
@@ -86,8 +91,10 @@ class PlainProgress:
         return ", ".join(parts)
 
     def close(self) -> None:
-        if self.n != self._start_n:
-            logger.info(self.line())
+        """The last line, unless nothing moved since the one logged last (an update on an interval had said it:
+        eval's "5/5 s (100%)" was logged twice)."""
+        if self.n != self._start_n and (self.n, self.postfix) != self._said:
+            self._say()
 
     def __enter__(self) -> "PlainProgress":
         return self
