@@ -251,3 +251,41 @@ def test_a_model_without_data_is_scored_on_the_corpus_it_was_trained_on(corpus, 
     (model / "config.json").write_text(json.dumps(config))
     assert main(["eval", str(model)]) == 2
     assert "is no prepared corpus now (no manifest.json): give --data CORPUS" in capsys.readouterr().err
+
+
+def test_a_model_without_data_whose_nll_is_not_finite_names_the_corpus_scored(corpus, tmp_path, capsys):
+    """Scored on the corpus its config names (no --data), a model whose NLL is not finite was said to score so on
+    "the test split of None": the error named --data as given, not the corpus scored."""
+    import torch
+
+    from wavegen.checkpoint import save_model
+    from wavegen.resolve import resolve_model
+
+    model = save_tiny_model(tmp_path / "model", sample_rate=SR, dim=16, emb_size=8)
+    config = json.loads((model / "config.json").read_text())
+    config["data"] = tiny_run_config(corpus)["data"]
+    weights = resolve_model(str(model)).load("cpu")
+    with torch.no_grad():
+        next(weights.parameters()).fill_(float("nan"))
+    save_model(weights, config, tmp_path / "nan")
+    assert main(["-q", "eval", str(tmp_path / "nan"), "--max-seconds", "0.1"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"wavegen eval: error: {tmp_path / 'nan'}: its NLL on the test split of {corpus} is not finite (nan): the "
+        "model's weights or outputs hold NaN or inf; evaluate another checkpoint (--checkpoint step_N) or model")
+
+
+def test_a_config_file_s_corpus_is_not_said_to_be_what_its_random_weights_trained_on(corpus, tmp_path, capsys,
+                                                                                      caplog):
+    """A config file that names a corpus (a run's config.json copied) is scored on it without --data, its weights
+    random: the line said "the corpus cfg.json (...; random weights) was trained on", untrue of weights never
+    trained. It says the corpus its config names; a trained model's line still says it was trained on it."""
+    config = tiny_config(sample_rate=SR, dim=16, emb_size=8)
+    config["data"] = tiny_run_config(corpus)["data"]
+    (tmp_path / "cfg.json").write_text(json.dumps(config))
+    with caplog.at_level("INFO", logger="wavegen.eval"):
+        assert main(["eval", str(tmp_path / "cfg.json"), "--max-seconds", "0.05", "--json"]) == 0
+    capsys.readouterr()
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("scoring the test split of ")]
+    assert len(said) == 1 and "trained on" not in said[0], said
+    assert said[0].startswith(f"scoring the test split of {corpus}, the corpus {tmp_path / 'cfg.json'} ") \
+        and said[0].endswith("random weights) names in its config (data.corpus)"), said

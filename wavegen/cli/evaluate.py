@@ -90,8 +90,9 @@ def _eval(args) -> int:
     data = args.data if args.data is not None else _trained_corpus(ref)
     if data is None:
         raise ConfigError(f"{ref.source} names no corpus it was trained on: give --data CORPUS to score its NLL")
-    if args.data is None:
-        logger.info("scoring the %s split of %s, the corpus %s was trained on", args.split, data, ref.source)
+    if args.data is None:  # a config file's random weights were trained on none: the corpus is its config's
+        logger.info("scoring the %s split of %s, the corpus %s %s", args.split, data, ref.source,
+                    "was trained on" if ref.trained else "names in its config (data.corpus)")
     if not ref.trained:  # its source says "random weights", but the printed result does not name it
         logger.warning("%s: scoring untrained weights (a preset or config file): a baseline, not a model's score",
                        ref.source)
@@ -103,7 +104,7 @@ def _eval(args) -> int:
     if not math.isfinite(bits):
         from wavegen.errors import WavegenError
 
-        raise WavegenError(f"{ref.source}: its NLL on the {args.split} split of {args.data} is not finite ({bits}): "
+        raise WavegenError(f"{ref.source}: its NLL on the {args.split} split of {data} is not finite ({bits}): "
                            "the model's weights or outputs hold NaN or inf; evaluate another checkpoint "
                            "(--checkpoint step_N) or model")
     if args.json == JSON_STDOUT:
