@@ -99,7 +99,7 @@ def test_a_folder_of_an_older_wavegen_without_the_record_still_loads(tmp_path, c
 
 def test_a_copied_or_resaved_folder_keeps_a_true_record(tmp_path):
     """A folder copied whole stays verified; a folder written again over a damaged one (train's best/,
-    checkpoint.restore_best) records its new weights."""
+    bestmodel.restore_best) records its new weights."""
     folder = save_tiny_model(tmp_path / "m", **TINY)
     shutil.copytree(folder, tmp_path / "copy")
     assert resolve_model(tmp_path / "copy").load() is not None
