@@ -287,13 +287,14 @@ def test_a_damaged_best_names_the_checkpoint_to_render_instead(tmp_path, run_dir
 
 
 def test_resolve_and_checkpoint_do_not_reach_up_into_render():
-    """Which kept checkpoint holds given weights (checkpoint_with) lives in resolve, below render: render
-    calls down into it, and resolving a model (a damaged best/'s hint included) never imports render."""
+    """Which kept checkpoint holds given weights (checkpoint_with) lives in resolve_checkpoints, below render:
+    render calls down into it, and resolving a model (a damaged best/'s hint included) never imports render."""
     import wavegen.checkpoint
     import wavegen.resolve
+    import wavegen.resolve_checkpoints
     import wavegen.resolve_why
 
-    for module in (wavegen.resolve, wavegen.resolve_why, wavegen.checkpoint):
+    for module in (wavegen.resolve, wavegen.resolve_checkpoints, wavegen.resolve_why, wavegen.checkpoint):
         assert "wavegen.render" not in Path(module.__file__).read_text(), module.__name__
 
 
