@@ -118,6 +118,38 @@ def test_a_refused_prep_of_a_new_corpus_leaves_no_folder(tmp_path):
     assert not (tmp_path / "c").exists()
 
 
+
+def test_a_full_disk_under_a_new_corpus_folder_says_the_room_free_on_that_disk(tmp_path, make_tone, monkeypatch,
+                                                                             capsys):
+    """A disk that fills as prep decodes into a corpus folder it made: the folder is gone again as it stops, and
+    the line said "0 bytes are free now", the room free asked of that folder, removed. It says the disk's."""
+    import errno
+    import shutil
+    from collections import namedtuple
+
+    import wavegen.prep_decode as prep_decode
+    from wavegen.cli import main
+
+    make_tone(tmp_path / "rec" / "a.wav", 2.0, 16000, 330)
+    usage, real = namedtuple("usage", "total used free"), shutil.disk_usage
+
+    def disk_usage(path):
+        real(path)  # a folder that is not there: FileNotFoundError, as ever
+        return usage(10**12, 10**12 - 123_456_789, 123_456_789)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shutil, "disk_usage", disk_usage)
+    monkeypatch.setattr(prep_decode, "decode_files", full)
+    assert main(["-q", "prep", str(tmp_path / "rec"), str(tmp_path / "new" / "c")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"wavegen prep: error: cannot write the corpus in {tmp_path / 'new' / 'c'}: No space "
+                          "left on device: preparing it takes up to ") and err.count("\n") == 1, err
+    assert err.endswith(", 123.5 MB are free now; the corpus there, if any, is kept as it was\n"), err
+    assert not (tmp_path / "new").exists()
+
+
 # `wavegen prep argv[1] argv[2]` sent a SIGTERM once its temporary folder is made, and the same again (a recipe's
 # forwarding of it, beside its sender's to the process group) as the stop removes that folder
 TERM_THEN_ITS_ECHO = """

@@ -345,8 +345,11 @@ def _amount(nbytes: int) -> str:
 
 
 def _free_bytes(folder: Path) -> int:
+    """The bytes free on folder's disk; where folder is gone (a new corpus's, removed as prep stopped:
+    prep_publish.gone_unless_made), on the disk of the nearest folder above it that is there."""
+    there = next((f for f in (folder, *folder.absolute().parents) if f.exists()), folder)
     try:
-        return shutil.disk_usage(folder).free
+        return shutil.disk_usage(there).free
     except OSError:
         return 0
 
