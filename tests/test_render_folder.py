@@ -81,6 +81,8 @@ def test_the_returned_report_names_files_in_out_and_old_reports_are_read_by_file
 # ----- a rerun that changes a setting is refused, naming it as it was typed -----------------------
 
 RERUN = ". Rerun the original command to resume it, pass --restart to discard it, or choose another --out"
+FINISHED = ". It is finished: there is nothing to resume; pass --restart to discard it and render anew, or choose " \
+           "another --out"
 
 
 def test_a_changed_setting_is_named_as_typed_not_as_recorded(model, tmp_path, capsys):
@@ -93,12 +95,12 @@ def test_a_changed_setting_is_named_as_typed_not_as_recorded(model, tmp_path, ca
                                  ("0.9", "with temperature=0.8,0.9, but this command asks for temperature=0.9")):
         assert render_cli(model, out, "--streams", 3, "--temperature", temperature) == 2
         err = capsys.readouterr().err.splitlines()[-1]
-        assert err == f"wavegen render: error: {out} holds a render {message}{RERUN}"
+        assert err == f"wavegen render: error: {out} holds a render {message}{FINISHED}"
     # the guard: --no-guard as a flag, a changed criterion by itself, an album profile by --no-album-guard
     assert main(["-q", "render", str(model), "--out", str(out), "--seconds", "0.125", "--backend", "torch",
                  "--no-spectrogram", "--streams", "3", "--temperature", "0.8,0.9"]) == 2
     assert capsys.readouterr().err.splitlines()[-1] == \
-        f"wavegen render: error: {out} holds a render made with --no-guard, but this command runs the guard{RERUN}"
+        f"wavegen render: error: {out} holds a render made with --no-guard, but this command runs the guard{FINISHED}"
     guard = {"seconds": 2.0, "attempts": 4, "silence_db": -60.0, "noise_flatness": 0.85}
     for before, now, message in (
             (guard, False, "made with the guard on, but this command asks for --no-guard"),
@@ -121,6 +123,24 @@ def test_a_changed_setting_is_named_as_typed_not_as_recorded(model, tmp_path, ca
                                                "dc_offset=0.1. Rerun"):
         check_params({"guard": profiled}, {"guard": {**profiled, "album_profile": "/m/album.json", "dc_offset": 0.1}},
                      out)
+
+
+def test_a_finished_render_rerun_with_another_length_is_not_sent_to_resume_it(model, tmp_path, capsys):
+    """A finished render has nothing to resume: a rerun with other --seconds was told "Rerun the original command
+    to resume it" (which only says it is complete). A stopped render of other seconds is still sent to resume."""
+    finished, stopped = tmp_path / "finished", tmp_path / "stopped"
+    assert render_cli(model, finished, "--seconds", "0.25") == 0
+    capsys.readouterr()
+    assert render_cli(model, finished, "--seconds", "0.5") == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"wavegen render: error: {finished} holds a render with seconds=0.25, but this command asks for "
+        f"seconds=0.5{FINISHED}")
+    quick = dict(block_seconds=0.25, snapshot_seconds=0.25)
+    stopped_render(model, stopped, settings(0.75, **quick), windows=1)
+    with pytest.raises(RenderStateError) as caught:
+        render(model, stopped, settings(0.5, **quick), progress=False)
+    assert str(caught.value) == \
+        f"{stopped} holds a render with seconds=0.75, but this command asks for seconds=0.5{RERUN}"
 
 
 # ----- refused before OUT is created --------------------------------------------------------------

@@ -73,8 +73,8 @@ def test_stage_1_lets_render_decide_and_a_changed_request_is_refused(tmp_path):
     assert changed.returncode == 2
     assert "skipped" not in changed.stdout and "== stage 2" not in changed.stdout
     assert changed.stderr.splitlines()[-1] == (
-        f"wavegen render: error: {out} holds a render with seconds=0.25, but this command asks for seconds=0.5. Rerun "
-        "the original command to resume it, pass --restart to discard it, or choose another --out")
+        f"wavegen render: error: {out} holds a render with seconds=0.25, but this command asks for seconds=0.5. It is "
+        "finished: there is nothing to resume; pass --restart to discard it and render anew, or choose another --out")
     again = longform(repo, model, "--seconds", 0.25, *flags)  # complete: render does nothing, the report shows
     assert again.returncode == 0, again.stderr
     assert "this render is already complete" in again.stderr and "rendered      1 stream(s)" in again.stdout

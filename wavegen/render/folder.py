@@ -203,7 +203,7 @@ class RenderFolder:
         report = _read_json(self.report_path, "render report")
         if report.get("status") != "complete":
             return None
-        check_params(report.get("params", {}), params, self.out_dir, self.backend_asked)
+        check_params(report.get("params", {}), params, self.out_dir, self.backend_asked, finished=True)
         report = self.located(report)
         missing = [p for p in report["paths"] if not Path(p).is_file()]
         if missing:

@@ -24,10 +24,12 @@ ADDED_LATER = {"precision": "fp32"}
 UNKNOWN_BEFORE = ("threads", "label_weights")
 
 
-def check_params(saved: dict, current: dict, where: Path, backend_asked: str | None = None) -> None:
+def check_params(saved: dict, current: dict, where: Path, backend_asked: str | None = None,
+                 finished: bool = False) -> None:
     """RenderStateError naming the first parameter that differs (NON_BINDING ones may, and
     UNKNOWN_BEFORE ones a record lacks). ``backend_asked``: --backend as typed ("auto"), where it may differ from
-    the backend it resolved to (``current["backend"]``): the refusal says both."""
+    the backend it resolved to (``current["backend"]``): the refusal says both. ``finished``: ``saved`` is a
+    finished render's, which a rerun has nothing to resume of (the refusal does not send the user to resume it)."""
     for key in current:
         if key in NON_BINDING or (key in UNKNOWN_BEFORE and key not in saved) or key == TENSORS_KEY:
             continue  # TENSORS_KEY: judged with model_sha256, below
@@ -46,8 +48,10 @@ def check_params(saved: dict, current: dict, where: Path, backend_asked: str | N
             raise RenderStateError(_backend_differs(where, before, backend_asked, current[key]))
         if key == "label_weights":  # said as the labels were given
             key, before = "label", saved.get("label")
-        raise RenderStateError(f"{where} holds a render {setting_differs(key, before, current[key])}. Rerun the "
-                               "original command to resume it, pass --restart to discard it, or choose another --out")
+        way_on = ("It is finished: there is nothing to resume; pass --restart to discard it and render anew"
+                  if finished else "Rerun the original command to resume it, pass --restart to discard it")
+        raise RenderStateError(f"{where} holds a render {setting_differs(key, before, current[key])}. {way_on}, or "
+                               "choose another --out")
 
 
 def same_length(saved: dict, current: dict) -> bool:
