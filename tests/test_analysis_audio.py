@@ -225,3 +225,32 @@ def test_a_test_split_emptied_by_a_prep_run_again_asks_for_recordings_or_a_seed_
     assert "(its --test-fraction 1e-05 of each recording cut in time came to nothing)" in str(err.value)
     assert str(err.value).endswith("a larger --test-fraction (wavegen prep RECORDINGS "
                                    f"{one} --test-fraction 0.1)"), err.value
+
+
+def test_a_test_stretch_held_past_the_audio_kept_now_is_not_blamed_on_its_fraction(tmp_path):
+    """One recording cut in time, its last 0.6 s quiet: prepared with --top-db 40 its test stretch (0.2 of it) is
+    that tail; prepared again with --top-db 30 the tail is trimmed, the cut held where it was, and test is empty.
+    eval said "its --test-fraction 0.2 of each recording cut in time came to nothing" (it gives 0.3 s of the audio
+    kept now) and asked for a larger one. It says the cut held lies past the audio kept, and asks for another --seed."""
+    from wavegen.analysis import compare_renders
+    from wavegen.prep import prepare
+
+    t = np.arange(2 * RATE) / RATE
+    x = 0.5 * np.sin(2 * np.pi * 330 * t)
+    x[int(1.4 * RATE):] *= 10 ** (-35 / 20)  # above --top-db 40's floor, under 30's
+    write_audio_file(tmp_path / "rec" / "a.wav", x.astype(np.float32), RATE)
+    write_audio_file(tmp_path / "renders" / "a.wav", melody(1.0, RATE), RATE)
+    settings = {"sample_rate": RATE, "val_fraction": 0.1, "test_fraction": 0.2, "progress": False}
+    corpus = tmp_path / "c"
+    prepare([tmp_path / "rec"], corpus, top_db=40.0, **settings)
+    assert Corpus(corpus).seconds("test") > 0.3
+    prepare([tmp_path / "rec"], corpus, top_db=30.0, **settings)
+    assert [f["split"] for f in Corpus(corpus).manifest["files"]] == ["time"] and Corpus(corpus).seconds("test") == 0
+    with pytest.raises(AnalysisError) as err:
+        compare_renders(tmp_path / "renders", corpus, max_seconds=1.0)
+    said = str(err.value)
+    assert said.startswith(f"the test split of {corpus} has no audio to compare with (each recording cut in time "
+                           "keeps where an earlier prep cut it, and the audio kept of it now ends before its test "
+                           "stretch: another --top-db, or the recordings changed); "), said
+    assert said.endswith(f"prepare it again with another --seed to draw every split again (wavegen prep RECORDINGS "
+                         f"{corpus} --seed 1)") and "fraction" not in said, said

@@ -258,7 +258,8 @@ def _empty_split(corpus, corpus_dir, split: str, reference_split: str) -> str:
     """Why the ``split`` of a corpus holds no audio, and what to give instead: another split that holds
     some (--split), or the corpus prepared again: with a share for it (a corpus prepared with --test-fraction 0
     holds no test split), else with more recordings or another --seed (one emptied by a prep run again: a smaller
-    --test-fraction was suggested, drawing the splits again only by changing the fraction)."""
+    --test-fraction was suggested, drawing the splits again only by changing the fraction; a recording cut in time
+    keeps an earlier prep's cut, which another --top-db may leave past the audio kept: its fraction was blamed)."""
     params = corpus.manifest.get("params", {})
     others = [s for s in ("test", "val") if s not in (split, reference_split) and corpus.seconds(s) > 0]
     instead = (f"give --split {others[0]} (its {corpus.seconds(others[0]):.1f} s), or prepare it again"
@@ -267,18 +268,31 @@ def _empty_split(corpus, corpus_dir, split: str, reference_split: str) -> str:
         return (f"the {split} split of {corpus_dir} has no audio to compare with (it was prepared with "
                 f"--{split}-fraction 0); {instead} with --{split}-fraction above 0 (wavegen prep RECORDINGS "
                 f"{corpus_dir} --{split}-fraction 0.1)")
-    if any(f.get("split") == "time" for f in corpus.manifest.get("files", [])):  # its stretch of each: too short
-        (now, _), larger = _larger_fraction(corpus, split)
+    seed = params.get("seed")
+    again = f"another --seed to draw every split again (wavegen prep RECORDINGS {corpus_dir} --seed " \
+            f"{seed + 1 if isinstance(seed, int) else 'N'})"
+    cut = [f for f in corpus.manifest.get("files", []) if f.get("split") == "time"]
+    (now, _), larger = _larger_fraction(corpus, split)
+    if cut and not _fraction_gives_audio(cut, corpus.sample_rate, now):
         return (f"the {split} split of {corpus_dir} has no audio to compare with (its --{split}-fraction {now:g} of "
                 f"each recording cut in time came to nothing); {instead} with a larger --{split}-fraction (wavegen "
                 f"prep RECORDINGS {corpus_dir} --{split}-fraction {larger or MAX_HINT_FRACTION:g})")
+    if cut:  # its fraction of a recording gives audio: the cut an earlier prep made, held, lies past what is kept now
+        return (f"the {split} split of {corpus_dir} has no audio to compare with (each recording cut in time keeps "
+                f"where an earlier prep cut it, and the audio kept of it now ends before its {split} stretch: "
+                f"another --top-db, or the recordings changed); {instead} with {again}")
     # a fresh prep gives every held-out split a whole file: this one was emptied by a prep run again, the files
     # held there gone and the others keeping their splits (prep said so then)
-    seed = params.get("seed")
-    again = f" --seed {seed + 1}" if isinstance(seed, int) else " --seed N"
     return (f"the {split} split of {corpus_dir} has no audio to compare with (its recordings were gone when it was "
-            f"prepared again, and the others kept their splits); {instead} with more recordings, or with another "
-            f"--seed to draw every split again (wavegen prep RECORDINGS {corpus_dir}{again})")
+            f"prepared again, and the others kept their splits); {instead} with more recordings, or with {again}")
+
+
+def _fraction_gives_audio(cut: list[dict], rate: int, fraction: float) -> bool:
+    """Whether a fraction of the audio kept of some recording cut in time (its manifest entry's kept_seconds) is a
+    sample or more, as prep cuts it (split's _time_cuts rounds): where none is, the fraction came to nothing."""
+    from wavegen.split import manifest_seconds
+
+    return any(round((manifest_seconds(f.get("kept_seconds")) or 0.0) * rate * fraction) > 0 for f in cut)
 
 
 def _short_split(corpus, corpus_dir, split: str, reference_split: str, slot: int | None = None) -> str:
