@@ -65,7 +65,7 @@ try:
     from wavegen.signals_start import (cli_imported, cli_main_runs, hold_launch_term_early, release_early_term,
                                        term_as_interrupt, term_taken_as_interrupt)
 
-    _term_interrupts_while_starting()  # started alone: a SIGTERM from here until the command runs is a Ctrl-C
+    _term_interrupts_while_starting()  # started alone: a SIGTERM from here to the command's own handler is a Ctrl-C
     hold_launch_term_early()  # a launcher's SIGTERM from here on held for train's and render's handlers (stdlib only)
 
     import argparse
