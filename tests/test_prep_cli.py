@@ -61,8 +61,8 @@ def test_sigterm_stops_prep_as_ctrl_c_does_keeping_the_old_corpus_and_no_tempora
     make_tone(rec / "a.wav", 2.0, 16000, 330)
     assert _prep(rec, tmp_path / "c", cwd=tmp_path, quiet=True).returncode == 0
     before = {p.name: p.read_bytes() for p in (tmp_path / "c").iterdir() if p.is_file() and p.name != ".lock"}
-    for i in range(400):  # clicks, each skipped with a line: prep is mid-way once the first line shows
-        make_tone(rec / "clicks" / f"c{i:03d}.wav", 0.02, 16000, 200 + i)
+    for i in range(1500):  # clicks, each skipped with a line: prep is mid-way once the first line shows (seconds to go)
+        make_tone(rec / "clicks" / f"c{i:04d}.wav", 0.02, 16000, 200 + i)
     proc = subprocess.Popen([sys.executable, "-m", "wavegen", "prep", str(rec), str(tmp_path / "c")],
                             cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     first = proc.stderr.readline()
@@ -90,8 +90,8 @@ def test_a_stopped_prep_of_a_new_corpus_leaves_no_folder_and_one_over_a_corpus_k
     if corpus_was_there:
         assert _prep(rec, corpus, cwd=tmp_path, quiet=True).returncode == 0
     before = {p.name: p.read_bytes() for p in corpus.glob("*") if p.name != ".lock"}
-    for i in range(400):  # clicks, each skipped with a line: prep is mid-way once the first line shows
-        make_tone(rec / "clicks" / f"c{i:03d}.wav", 0.02, 16000, 200 + i)
+    for i in range(1500):  # clicks, each skipped with a line: prep is mid-way once the first line shows (seconds to go)
+        make_tone(rec / "clicks" / f"c{i:04d}.wav", 0.02, 16000, 200 + i)
     proc = subprocess.Popen([sys.executable, "-m", "wavegen", "prep", str(rec), str(corpus)], cwd=tmp_path,
                             stderr=subprocess.PIPE, text=True)
     first = proc.stderr.readline()
