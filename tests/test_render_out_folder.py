@@ -131,17 +131,20 @@ def test_a_folder_inside_a_run_a_model_or_a_corpus_is_refused_before_the_model_l
     corpus = prepared_corpus(tmp_path / "prep", files=2, seconds=1.0)
     assert render_cli(model, tmp_path / "rendered") == 0
     os.symlink(run / "checkpoints", tmp_path / "link")
-    in_run = {name: f"{run / name}, of the training run {run} (what wavegen train writes)"
+    in_run = {name: f"it lies inside {run / name}, of the training run {run} (what wavegen train writes)"
               for name in ("checkpoints", "best", "samples")}
-    inside = {run / "checkpoints": in_run["checkpoints"],
+    # the folder itself is said to be that folder (was: 'it lies inside RUN/checkpoints', naming it as its own parent)
+    inside = {run / "checkpoints": f"it is checkpoints/ of the training run {run} (what wavegen train writes)",
               run / "checkpoints" / "new": in_run["checkpoints"],
               run / "best" / "sub": in_run["best"],
               run / "samples" / "x": in_run["samples"],
               tmp_path / "link" / "x": in_run["checkpoints"],
-              model / "out": f"the model folder {model} (model.safetensors)",
-              corpus / "out" / "a": f"the prepared corpus {corpus} (what wavegen prep wrote)",
-              tmp_path / "rendered" / ".state": f"{tmp_path / 'rendered' / '.state'}, a render's snapshots (removed or "
-                                                "replaced as it goes)"}
+              model / "out": f"it lies inside the model folder {model} (model.safetensors)",
+              corpus / "out" / "a": f"it lies inside the prepared corpus {corpus} (what wavegen prep wrote)",
+              tmp_path / "rendered" / ".state": f"it is .state/ of {tmp_path / 'rendered'}, a render's snapshots "
+                                                "(removed or replaced as it goes)",
+              tmp_path / "rendered" / ".state" / "x": f"it lies inside {tmp_path / 'rendered' / '.state'}, a "
+                                                      "render's snapshots (removed or replaced as it goes)"}
 
     def loaded(self, *args, **kwargs):
         raise AssertionError("the model loaded before --out was checked")
@@ -151,7 +154,7 @@ def test_a_folder_inside_a_run_a_model_or_a_corpus_is_refused_before_the_model_l
         for folder, what in inside.items():
             before = {path: _everything(path) for path in (run, model, corpus)}
             assert render_cli(model, folder) == 2, folder
-            assert _error_line(capsys) == f"wavegen render: error: --out {folder}: it lies inside {what}; " \
+            assert _error_line(capsys) == f"wavegen render: error: --out {folder}: {what}; " \
                                           f"{MIX.replace('e.g. a new folder', 'outside it')}"
             assert {path: _everything(path) for path in (run, model, corpus)} == before, folder
             assert not folder.exists() or folder == run / "checkpoints", folder
@@ -187,8 +190,8 @@ def test_the_state_folder_of_a_render_that_has_only_begun_is_refused(model, tmp_
     (begun / ".state").mkdir(parents=True)
     (begun / ".state" / "params.json").write_text('{"model": "m", "streams": 1}')
     assert render_cli(model, begun / ".state") == 2
-    assert _error_line(capsys) == (f"wavegen render: error: --out {begun / '.state'}: it lies inside "
-                                   f"{begun / '.state'}, a render's snapshots (removed or replaced as it goes); "
+    assert _error_line(capsys) == (f"wavegen render: error: --out {begun / '.state'}: it is .state/ of {begun}, "
+                                   "a render's snapshots (removed or replaced as it goes); "
                                    f"{MIX.replace('e.g. a new folder', 'outside it')}")
     assert sorted(p.name for p in (begun / ".state").iterdir()) == ["params.json"]
 

@@ -361,6 +361,23 @@ def test_the_render_folder_names_resolve_restates_are_renders():
 
 
 
+def test_a_runs_own_folder_given_itself_is_said_to_be_it_not_to_lie_inside_itself(run_dir):
+    """train --run RUN/checkpoints (render's --out and serve's --archive alike: resolve_why.inside) was refused as
+    "it lies inside RUN/checkpoints", the folder named as its own parent; a folder below it still lies inside it."""
+    from wavegen.runconfig import check_run_folder
+
+    config = json.loads((run_dir / "config.json").read_text())
+    own = "of the training run {} (what wavegen train writes); give the run a folder of its own (runs/NAME)"
+    for name in ("checkpoints", "best"):
+        with pytest.raises(ConfigError) as err:
+            check_run_folder(run_dir / name, config)
+        assert str(err.value) == f"--run {run_dir / name}: it is {name}/ " + own.format(run_dir.resolve())
+    with pytest.raises(ConfigError) as err:
+        check_run_folder(run_dir / "checkpoints" / "new", config)
+    assert str(err.value) == (f"--run {run_dir / 'checkpoints' / 'new'}: it lies inside "
+                              f"{run_dir.resolve() / 'checkpoints'}, " + own.format(run_dir.resolve()))
+
+
 @pytest.mark.parametrize("played", ["run", "checkpoint", "preset", "parts alone"])
 def test_a_live_streams_archive_is_named_as_one_with_the_model_that_played_it(tmp_path, run_dir, played):
     """A live stream's archive (wavegen serve --archive) given as the model was called "a render folder" (its

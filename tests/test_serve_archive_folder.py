@@ -88,14 +88,16 @@ def test_a_folder_inside_a_run_a_model_or_a_corpus_is_refused_untouched(model, t
     for path in model.iterdir():
         (played / path.name).write_bytes(path.read_bytes())
     monkeypatch.setattr(station, "_load_model", loaded)
-    inside = {run / "checkpoints": f"{run / 'checkpoints'}, of the training run {run} (what wavegen train writes)",
-              run / "best" / "archive": f"{run / 'best'}, of the training run {run} (what wavegen train writes)",
-              model / "archive": f"the model folder {model} (model.safetensors)",
-              corpus / "archive": f"the prepared corpus {corpus} (what wavegen prep wrote)"}
+    # the folder itself is said to be that folder (was: 'it lies inside RUN/checkpoints', naming it as its own parent)
+    inside = {run / "checkpoints": f"it is checkpoints/ of the training run {run} (what wavegen train writes)",
+              run / "best" / "archive": f"it lies inside {run / 'best'}, of the training run {run} (what wavegen "
+                                        "train writes)",
+              model / "archive": f"it lies inside the model folder {model} (model.safetensors)",
+              corpus / "archive": f"it lies inside the prepared corpus {corpus} (what wavegen prep wrote)"}
     for folder, what in inside.items():
         before = {path: _contents(path) | {".lock": (path / ".lock").exists()} for path in (run, model, corpus)}
-        assert _serve_error(played, folder, capsys) == f"wavegen serve: error: --archive {folder}: it lies inside " \
-                                                       f"{what}; {MIX.replace('e.g. an empty one', 'outside it')}"
+        assert _serve_error(played, folder, capsys) == f"wavegen serve: error: --archive {folder}: {what}; " \
+                                                       f"{MIX.replace('e.g. an empty one', 'outside it')}"
         assert {path: _contents(path) | {".lock": (path / ".lock").exists()} for path in (run, model, corpus)} == \
             before, folder
         assert not folder.exists() or folder == run / "checkpoints", folder

@@ -151,22 +151,24 @@ def inside(folder: Path) -> str | None:
     real = Path(os.path.realpath(folder))
     found = None
     for child, parent in zip((real, *real.parents), real.parents):
-        what = _replaced_inside(parent, child)
+        what = _replaced_inside(parent, child, itself=child == real)
         if what is not None:
             found = what
         elif found is None and child.name == RENDER_PARAMS.parent.name and (
                 (parent / RENDER_PARAMS).is_file() or is_render(parent) or is_archive(parent)):  # begun, or done
             what = "a live stream's archive's" if is_archive(parent) else "a render's"
-            found = f"{INSIDE} {child}, {what} snapshots (removed or replaced as it goes)"
+            named = f"it is {child.name}/ of {parent}" if child == real else f"{INSIDE} {child}"
+            found = f"{named}, {what} snapshots (removed or replaced as it goes)"
     return found
 
 
-INSIDE = "it lies inside"  # how inside's words begin
+INSIDE = "it lies inside"  # how inside's words begin for a folder below the one named
 RUN_OWN_FOLDERS = ("checkpoints", "samples", "tb")  # with best*, .lock, ...: what a training writes in its run
 
 
-def _replaced_inside(parent: Path, child: Path) -> str | None:
-    """What of ``parent`` (a wavegen folder, by its files' content) would take ``child`` (in it) with it, in words."""
+def _replaced_inside(parent: Path, child: Path, itself: bool = False) -> str | None:
+    """What of ``parent`` (a wavegen folder, by its files' content) would take ``child`` (in it) with it, in words.
+    ``itself``: ``child`` is the folder asked about, said to be that folder (not to lie inside itself)."""
     from wavegen.corpus import MANIFEST
     from wavegen.prep_publish import CORPUS_MARKER
 
@@ -176,7 +178,8 @@ def _replaced_inside(parent: Path, child: Path) -> str | None:
     if config and _is_run(parent):
         name = child.name
         if name in RUN_OWN_FOLDERS or name.startswith(("best", ".")):
-            return f"{INSIDE} {child}, of the training run {parent} (what wavegen train writes)"
+            named = f"it is {name}/" if itself else f"{INSIDE} {child},"
+            return f"{named} of the training run {parent} (what wavegen train writes)"
         return None
     if (parent / CORPUS_MARKER).exists() or _holds_keys(parent / MANIFEST, MANIFEST_KEYS):
         return f"{INSIDE} the prepared corpus {parent} (what wavegen prep wrote)"
