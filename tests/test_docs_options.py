@@ -35,3 +35,14 @@ def test_the_check_sees_the_options():
     found = {name: {o for longs in options for o in longs} for name, options in _commands_options()}
     assert {"prep", "train", "render", "eval", "info", "bench", "serve"} <= set(found)
     assert "--out" in found["render"] and "--port" in found["serve"] and "--warmup-steps" in found["bench"]
+
+
+def test_the_threads_default_is_said_in_each_commands_help():
+    """--threads' help said "(default: theirs)" (numba's and torch's own), where README says what that is: all
+    cores. Each command that takes it says so."""
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {name: next(a.help for a in command._actions if "--threads" in a.option_strings)
+             for name, command in sub.choices.items() if "--threads" in command._option_string_actions}
+    assert {"render", "train", "eval", "bench"} <= set(helps)
+    for name, text in helps.items():
+        assert text.endswith("(default: all cores)"), (name, text)

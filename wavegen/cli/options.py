@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def add_threads(parser, what: str = "numba and torch") -> None:
     """``--threads N``: applied by :func:`apply_threads` (wavegen.bench.set_threads)."""
-    parser.add_argument("--threads", type=int, default=None, help=f"threads for {what} (default: theirs)")
+    parser.add_argument("--threads", type=int, default=None, help=f"threads for {what} (default: all cores)")
 
 
 def apply_threads(args) -> None:
