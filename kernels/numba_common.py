@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 from llvmlite import ir
 from numba import get_num_threads, njit, types
+from numba.core import event as ev
 from numba.extending import intrinsic, overload
 
 from wavegen.engine import Engine, EngineError, temperatures
@@ -323,30 +323,26 @@ def require_c_contiguous(args) -> None:
 
 # ----- compile-on-first-use notice ---------------------------------------------------------------
 
-_ANNOUNCED: set[str] = set()
+class _CompileNotice(ev.Listener):
+    """Says that numba compiles, once, as its first compile starts."""
 
+    def __init__(self):
+        self.said = False
 
-def announce_compile(name: str, *dispatchers) -> None:
-    """Log once per process when a kernel has no compiled code yet and no on-disk cache.
-
-    Best effort: numba's cache index files (``__pycache__/*.nbi``) are looked for by name.
-    """
-    if name in _ANNOUNCED:
-        return
-    _ANNOUNCED.add(name)
-    try:
-        cold = False
-        for d in dispatchers:
-            if d.signatures:
-                continue
-            cache = getattr(d, "_cache", None)
-            index = getattr(getattr(cache, "_cache_file", None), "_index_path", None)
-            if index is None or not os.path.exists(index):
-                cold = True
-        if cold:
+    def on_start(self, event) -> None:
+        if not self.said:
+            self.said = True
             logger.info("compiling numba kernels (first use on this machine)...")
-    except Exception:  # noqa: BLE001 - a notice must never break generation
+
+    def on_end(self, event) -> None:
         pass
+
+
+def announce_compile():
+    """Around a kernel call: a notice before numba compiles, which it does only for a signature it has neither
+    in memory nor in its on-disk cache (a first --precision fp16 on a machine whose cache holds only the fp32
+    kernels' is one; a check for the cache's index file alone, which the fp32 kernels made, said nothing)."""
+    return ev.install_listener("numba:compile", _CompileNotice())
 
 
 def drop_stale_caches(cache_dir=None, sources=None) -> bool:
@@ -450,11 +446,11 @@ class NumbaEngine(Engine):
         run, run_parallel = self._kernels[0], self._kernels[1]
         groups = self._groups()
         if groups == 1:
-            announce_compile(self._name, run, *self._kernels[2:])
-            run(*args, 0, self.streams)
+            with announce_compile():
+                run(*args, 0, self.streams)
         else:
-            announce_compile(self._name + "-parallel", run_parallel, run)
-            run_parallel(groups, *args)
+            with announce_compile():
+                run_parallel(groups, *args)
         self.t += codes_in.shape[1] if mode == TEACHER_FORCE else uniforms.shape[1]
 
     def generate(self, uniforms, temperature=1.0) -> np.ndarray:
