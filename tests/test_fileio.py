@@ -1,4 +1,4 @@
-"""wavegen.fileio: atomic writes, folder replacement, digests, and the one-writer folder lock."""
+"""wavegen.fileio: atomic writes, folder replacement, digests; wavegen.folders: the one-writer folder lock."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import textwrap
 import pytest
 
 from wavegen.errors import FolderBusyError, WavegenError
-from wavegen.fileio import (FolderLock, atomic_write, ensure_folder, is_utf8, read_json_object, replace_dir,
-                            sha256_file, stale_temporaries, utf8_path, write_json)
+from wavegen.fileio import (atomic_write, is_utf8, read_json_object, replace_dir, sha256_file, stale_temporaries,
+                            utf8_path, write_json)
+from wavegen.folders import FolderLock, ensure_folder
 
 
 def test_atomic_write_replaces_content_and_leaves_no_temporary(tmp_path):
@@ -133,7 +134,7 @@ def test_lock_held_by_another_process_then_released_by_its_death(tmp_path):
     folder = tmp_path / "run"
     script = textwrap.dedent(f"""
         import sys, time
-        from wavegen.fileio import FolderLock
+        from wavegen.folders import FolderLock
         lock = FolderLock({str(folder)!r}, "training run").acquire()
         print("locked", flush=True)
         time.sleep(60)
@@ -165,7 +166,7 @@ def _refuse_writes_in(monkeypatch, folder):
 
 
 def test_check_writable_names_a_folder_that_cannot_be_written(tmp_path, monkeypatch):
-    from wavegen.fileio import check_writable
+    from wavegen.folders import check_writable
 
     check_writable(tmp_path, "--run folder")
     assert list(tmp_path.iterdir()) == []  # the probe is gone

@@ -1,4 +1,4 @@
-"""A link to nothing where a command makes its output folder (fileio.ensure_folder, and the folder of an output
+"""A link to nothing where a command makes its output folder (folders.ensure_folder, and the folder of an output
 file: cli.options.check_output_file), as a user meets it: every command says, in one line, that the link leads
 nowhere, naming the link and its target ("a file, not a folder" before, or "cannot make its folder (File
 exists)"), and makes nothing at the target."""
@@ -65,7 +65,7 @@ def test_every_command_names_a_link_to_nothing_where_its_output_folder_goes(made
 def test_a_chain_of_links_is_named_to_its_end_and_a_link_under_a_file_says_so(tmp_path):
     """A link to a link to nothing was said as "a link to L2, which does not exist: make that folder" (L2 exists, as
     a link: mkdir there fails); a link to FILE/sub as if that folder could be made."""
-    from wavegen.fileio import link_to_nothing
+    from wavegen.folders import link_to_nothing
 
     (tmp_path / "file").write_text("x")
     os.symlink(tmp_path / "nowhere", tmp_path / "l2")

@@ -27,7 +27,7 @@ from render_helpers import (ENV, MOSTLY_SILENT, SR, cli, direct_pcm, expected_gu
                             make_model, one_hot_bias, read_pcm, settings, wait_for_snapshot,
                             write_streams)
 from wavegen.cli import main
-from wavegen.fileio import FolderLock
+from wavegen.folders import FolderLock
 from wavegen.render import RenderStateError, load_snapshot, render
 
 

@@ -189,7 +189,7 @@ def test_a_failure_after_the_archive_opened_lets_it_go_in_process(tmp_path):
     import numpy as np
 
     from conftest import save_tiny_model
-    from wavegen.fileio import FolderLock
+    from wavegen.folders import FolderLock
     from wavegen.serve import ServeError, ServeSettings, serve
     from wavegen.signals import StopSignals
 

@@ -34,7 +34,7 @@ from process_helpers import (cli_recording_threads, error_lines, gloo_threads_le
 from safetensors.torch import load_file
 
 from wavegen.cli import main
-from wavegen.fileio import FolderLock
+from wavegen.folders import FolderLock
 from wavegen.models import resolve_preset
 from wavegen.resolve import AVERAGED_MODEL, MODEL_FILE
 from wavegen.train import read_metrics, resolve_run_config, train

@@ -27,7 +27,8 @@ from wavegen.audio_ogg import CHAINED_OGG
 from wavegen.config import ConfigError
 from wavegen.corpus import FORMAT_VERSION, MANIFEST, CorpusError, content_id, damaged_array
 from wavegen.errors import FolderBusyError, WavegenError
-from wavegen.fileio import FolderLock, ensure_folder, write_json
+from wavegen.fileio import write_json
+from wavegen.folders import FolderLock, ensure_folder
 from wavegen.prep_publish import (ARRAYS, CORPUS_MARKER, TMP_PREFIX, finish_interrupted_publish, gone_unless_made,
                                   make_temporary, missing_folders, publish, read_manifest, remove_stale_temporaries,
                                   why_not_written)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from wavegen.corpus import MANIFEST, damaged_array
 from wavegen.errors import FolderBusyError, WavegenError
-from wavegen.fileio import LOCK_FILE, FolderLock, fsync_dir, write_json
+from wavegen.fileio import fsync_dir, write_json
+from wavegen.folders import LOCK_FILE, FolderLock
 from wavegen.split import SPLITS
 
 logger = logging.getLogger("wavegen.prep")

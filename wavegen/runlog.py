@@ -16,7 +16,8 @@ import weakref
 from pathlib import Path
 
 from wavegen.errors import WavegenError
-from wavegen.fileio import atomic_write, check_writable, utf8_path
+from wavegen.fileio import atomic_write, utf8_path
+from wavegen.folders import check_writable
 
 logger = logging.getLogger(__name__)
 

@@ -103,7 +103,7 @@ class TrainingSamples:
                 return False
             # through a link: the folder it names (a link to a folder not made yet is made, not refused)
             Path(os.path.realpath(self.dir)).mkdir(parents=True, exist_ok=True)
-            # a file made there and removed (as wavegen.cli.options.check_output_file's): fileio.check_writable's
+            # a file made there and removed (as wavegen.cli.options.check_output_file's): folders.check_writable's
             # error advises another --run folder, wrong here, where the run goes on in this one
             with tempfile.NamedTemporaryFile(dir=self.dir, prefix=".wavegen-probe-"):
                 pass

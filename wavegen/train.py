@@ -44,7 +44,8 @@ from wavegen.corpus import Corpus
 from wavegen.data import BatchBuildingStopped, BatchStream, batch_warnings, make_batches
 from wavegen.distributed import end_accelerator, lost_contact, make_accelerator
 from wavegen.divergence import check_finite, check_resumed, note_loss, watch_loss
-from wavegen.fileio import check_writable, write_json
+from wavegen.fileio import write_json
+from wavegen.folders import check_writable
 from wavegen.models import build_model, model_config
 from wavegen.render.album import ensure_run_profile
 from wavegen.runconfig import check_run_folder, resolve_run_config  # noqa: F401  (as wavegen.train.resolve_run_config)
@@ -236,7 +237,7 @@ def _made_on_main(run: _Run, what: str, make):
 @contextmanager
 def _run_lock(accelerator, run_dir: Path):
     """The main process holds RUN/.lock for the whole training; when it cannot, every process stops."""
-    from wavegen.fileio import FolderLock
+    from wavegen.folders import FolderLock
 
     main = accelerator.is_main_process
     made = [folder for folder in (run_dir, *run_dir.parents) if not folder.exists()] if main else []  # lock makes them

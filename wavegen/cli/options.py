@@ -53,7 +53,8 @@ def check_output_file(path, flag: str, example: str, what: str = "") -> None:
     from pathlib import Path
 
     from wavegen.config import ConfigError
-    from wavegen.fileio import link_to_nothing_on_the_way, not_a_file
+    from wavegen.fileio import not_a_file
+    from wavegen.folders import link_to_nothing_on_the_way
 
     path = Path(path).expanduser()
     if path.is_dir():

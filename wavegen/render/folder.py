@@ -5,7 +5,7 @@ render is complete, ``render_report.json`` (naming its files relative to ``OUT``
 another directory, or of a copy of the folder, finds its own). While it runs, ``OUT/.state/`` holds
 ``params.json`` (everything that decides the audio, the numba engine's thread count included) and a
 snapshot per process; ``OUT/.lock`` is held by the render's first process from start to end
-(:class:`wavegen.fileio.FolderLock`), so a second render into the same folder is refused at once,
+(:class:`wavegen.folders.FolderLock`), so a second render into the same folder is refused at once,
 naming the holder.
 
 A rerun with the same parameters resumes (or, when complete, does nothing); any binding
@@ -29,8 +29,8 @@ import shutil
 from pathlib import Path
 
 from wavegen.errors import WavegenError, some_of
-from wavegen.fileio import (FolderLock, ensure_folder, link_to_nothing, not_a_file, read_json_object,
-                            stale_temporaries, write_json)
+from wavegen.fileio import not_a_file, read_json_object, stale_temporaries, write_json
+from wavegen.folders import FolderLock, ensure_folder, link_to_nothing
 from wavegen.render.folder_report import (mend_damaged_report, recorded_params_in, stream_crc32s,
                                           with_stream_crc32)
 from wavegen.render.model_change import TENSORS_KEY, with_recorded_tensors

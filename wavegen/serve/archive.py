@@ -51,7 +51,8 @@ from pathlib import Path
 import numpy as np
 
 from wavegen.errors import WavegenError
-from wavegen.fileio import FolderLock, link_target, link_to_nothing, not_a_file
+from wavegen.fileio import not_a_file
+from wavegen.folders import FolderLock, link_target, link_to_nothing
 from wavegen.render import PCMWriter, save_snapshot
 from wavegen.render.model_change import TENSORS_KEY, same_model
 from wavegen.render.params_check import binding, setting_differs
@@ -201,7 +202,7 @@ class Archive:
         check_state_dir(self.folder)  # before the lock: a refused folder gains no .lock
         try:
             self.lock.acquire()
-        except OSError as err:  # fileio says why a folder cannot be made; a name it cannot even look up is this
+        except OSError as err:  # folders says why a folder cannot be made; a name it cannot even look up is this
             raise self._folder_error(err) from None
 
     def open(self) -> tuple[dict[str, np.ndarray] | None, int, dict]:

@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 
 from wavegen.errors import some_of
-from wavegen.fileio import check_writable, ensure_folder
+from wavegen.folders import check_writable, ensure_folder
 from wavegen.render import PCMWriter
 from wavegen.render.writers import flushed_samples
 from wavegen.serve.archive import (PART_FRAMES_KEY, SNAPSHOT_FILE, STATE_DIR, UNSNAPSHOT_KEY, Archive, ServeError,

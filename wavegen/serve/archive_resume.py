@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from wavegen.errors import WavegenError
-from wavegen.fileio import (fsync_dir, free_name, link_to_nothing, not_a_file, read_json_object, stale_temporaries,
-                            write_json)
+from wavegen.fileio import fsync_dir, free_name, not_a_file, read_json_object, stale_temporaries, write_json
+from wavegen.folders import link_to_nothing
 from wavegen.render import PCMWriter, load_snapshot, save_snapshot
 from wavegen.render.folder import remove_temporaries
 from wavegen.render.model_change import TENSORS_KEY, with_recorded_tensors
