@@ -93,6 +93,18 @@ def test_a_sigterm_handed_on_twice_is_one_stop_and_a_later_one_stops_at_once(mon
         assert stop.requested and caplog.text.count("SIGTERM: saving") == 1, caplog.text
 
 
+def _a_term_after_a_ctrl_c_is_the_same_stop_and_a_later_one_stops_at_once(caplog):
+    """Under a launcher that sends a SIGTERM after a Ctrl-C (TERM_ECHO_SECONDS patched to 0.5 s): that SIGTERM is
+    the Ctrl-C's stop, said once; one 0.6 s after it stops at once."""
+    caplog.set_level(logging.WARNING, logger="wavegen.signals")
+    with StopSignals("saving") as stop:
+        assert not interrupt_then_term() and stop.requested and stop.name == "SIGINT"
+        assert caplog.text.count("SIGINT: saving") == 1, caplog.text
+        time.sleep(0.6)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 def test_accelerates_one_process_launchers_sigterm_after_a_ctrl_c_is_the_same_stop(monkeypatch, caplog):
     """accelerate launch of one process: a Ctrl-C reaches it and wavegen, and it then sends wavegen a SIGTERM (and
     kills it 5 s later). That SIGTERM was taken for the second signal ("stop at once": no checkpoint, the line said
@@ -103,13 +115,7 @@ def test_accelerates_one_process_launchers_sigterm_after_a_ctrl_c_is_the_same_st
     monkeypatch.setattr(signals, "TERM_ECHO_SECONDS", 0.5)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.setenv("ACCELERATE_DYNAMO_BACKEND", "NO")  # (what accelerate's launcher sets, for one process too)
-    caplog.set_level(logging.WARNING, logger="wavegen.signals")
-    with StopSignals("saving") as stop:
-        assert not interrupt_then_term() and stop.requested and stop.name == "SIGINT"
-        assert caplog.text.count("SIGINT: saving") == 1, caplog.text
-        time.sleep(0.6)
-        with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGTERM)
+    _a_term_after_a_ctrl_c_is_the_same_stop_and_a_later_one_stops_at_once(caplog)
     monkeypatch.delenv("ACCELERATE_DYNAMO_BACKEND")
     with StopSignals("saving"):
         assert interrupt_then_term()
@@ -130,13 +136,7 @@ def test_an_mpi_launchers_sigterm_after_a_ctrl_c_is_the_same_stop(monkeypatch, c
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    caplog.set_level(logging.WARNING, logger="wavegen.signals")
-    with StopSignals("saving") as stop:
-        assert not interrupt_then_term() and stop.requested and stop.name == "SIGINT"
-        assert caplog.text.count("SIGINT: saving") == 1, caplog.text
-        time.sleep(0.6)
-        with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGTERM)
+    _a_term_after_a_ctrl_c_is_the_same_stop_and_a_later_one_stops_at_once(caplog)
 
 
 def test_off_the_main_thread_it_installs_nothing():
