@@ -1,10 +1,11 @@
-"""A negative number in exponent form (``--seconds -1e-3``) is a value of a float option, as ``-0.001`` is, so that
-the command's own check names it: argparse's pattern of a negative number has no exponent, and took it for an
-option ("argument --seconds: expected one argument", with the usage)."""
+"""A negative number in exponent form (``--seconds -1e-3``), or ``-inf`` or ``-nan``, is a value of a float option,
+as ``-0.001`` is, so that the command's own check names it: argparse's pattern of a negative number has neither,
+and took it for an option ("argument --seconds: expected one argument", with the usage)."""
 
 from __future__ import annotations
 
 import argparse
+import math
 
 import pytest
 
@@ -35,10 +36,16 @@ def test_every_command_has_float_options_to_check():
     assert {"render", "serve", "prep"} <= {command for command, *_ in FLOAT_OPTIONS}
 
 
+NEGATIVE_NUMBERS = [("-1e-3", -0.001), ("-2.5E+2", -250.0), ("-inf", -math.inf), ("-Infinity", -math.inf),
+                    ("-nan", math.nan), ("-NaN", math.nan)]
+
+
+@pytest.mark.parametrize("value, number", NEGATIVE_NUMBERS, ids=[value for value, _ in NEGATIVE_NUMBERS])
 @pytest.mark.parametrize("command, option, dest, required", FLOAT_OPTIONS,
                          ids=[f"{command} {option}" for command, option, *_ in FLOAT_OPTIONS])
-def test_a_float_option_takes_a_negative_number_in_exponent_form(command, option, dest, required):
-    assert getattr(build_parser().parse_args([command, *required, option, "-1e-3"]), dest) == -0.001
+def test_a_float_option_takes_a_negative_number_in_exponent_form(command, option, dest, required, value, number):
+    parsed = getattr(build_parser().parse_args([command, *required, option, value]), dest)
+    assert math.isnan(parsed) if math.isnan(number) else parsed == number
 
 
 def test_render_names_a_negative_seconds_in_exponent_form(tmp_path, capsys):
@@ -46,4 +53,13 @@ def test_render_names_a_negative_seconds_in_exponent_form(tmp_path, capsys):
     code = main(["render", str(tmp_path / "model"), "--seconds", "-1e-3", "--out", str(tmp_path / "out")])
     assert (code, capsys.readouterr().err) == (
         2, "wavegen render: error: --seconds -0.001: must be a finite number of seconds above zero\n")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value, named", [("-inf", "-inf"), ("-nan", "nan")])
+def test_render_names_a_negative_infinity_or_nan_seconds(tmp_path, capsys, value, named):
+    """-inf and -nan: the render's own one line naming the value too (was 'expected one argument' and the usage)."""
+    code = main(["render", str(tmp_path / "model"), "--seconds", value, "--out", str(tmp_path / "out")])
+    assert (code, capsys.readouterr().err) == (
+        2, f"wavegen render: error: --seconds {named}: must be a finite number of seconds above zero\n")
     assert not (tmp_path / "out").exists()

@@ -102,12 +102,14 @@ generation or training speed (bench), or play a model as an endless live stream 
 
 class _Parser(argparse.ArgumentParser):
     """argparse's parser, where a negative number in exponent form (``--seconds -1e-3``) is a value as ``-0.001``
-    is, so that the command's own check names it: argparse's pattern of a negative number has no exponent, and took
-    it for an option ("expected one argument"). Its commands' parsers are of this class too (add_subparsers)."""
+    is, and so are ``-inf`` and ``-nan`` (any case, ``-infinity`` too: what float() reads), so that the command's own
+    check names it: argparse's pattern of a negative number has neither, and took it for an option ("expected one
+    argument"). Its commands' parsers are of this class too (add_subparsers)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+        self._negative_number_matcher = re.compile(r"^-((\d+\.?\d*|\.\d+)(e[-+]?\d+)?|inf|infinity|nan)$",
+                                                   re.IGNORECASE)
 
 
 def build_parser() -> argparse.ArgumentParser:
