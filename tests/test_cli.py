@@ -340,6 +340,18 @@ def test_v_and_q_work_after_the_command_as_before_it(tmp_path, capsys):
     assert "unrecognized arguments" not in out.stderr
 
 
+@pytest.mark.parametrize("argv, unknown", [(["bench", "--model", "samplernn-tiny", "--seconds", "-1"], "--seconds -1"),
+                                           (["info", "samplernn-tiny", "--bogus"], "--bogus")])
+def test_an_unknown_option_is_refused_naming_the_command(argv, unknown, capsys):
+    """An option the command does not have: its own usage and error, as for its other mistakes (was wavegen's usage
+    and "wavegen: error: unrecognized arguments: ...", which named no command)."""
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith(f"usage: wavegen {argv[0]} ")
+    assert err.splitlines()[-1] == f"wavegen {argv[0]}: error: unrecognized arguments: {unknown}"
+
+
 # ----- cli.options.check_output_file: an output that cannot be written, refused before the work --------
 
 @pytest.mark.parametrize("target", ["/sys/kernel/wavegen-out.json", "/proc/wavegen-out.json"])

@@ -104,7 +104,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse's parser, where a negative number in exponent form (``--seconds -1e-3``) is a value as ``-0.001``
     is, and so are ``-inf`` and ``-nan`` (any case, ``-infinity`` too: what float() reads), so that the command's own
     check names it: argparse's pattern of a negative number has neither, and took it for an option ("expected one
-    argument"). Its commands' parsers are of this class too (add_subparsers)."""
+    argument"). Its commands' parsers are of this class too (:class:`_CommandParser`)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -112,11 +112,23 @@ class _Parser(argparse.ArgumentParser):
                                                    re.IGNORECASE)
 
 
+class _CommandParser(_Parser):
+    """A command's parser, which refuses an argument it does not know itself, naming the command as for its other
+    errors ("wavegen bench: error: unrecognized arguments: --seconds -1", with its usage): argparse handed them up to
+    wavegen's own parser, whose error named no command."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="wavegen", description=DESCRIPTION)
     _add_log_options(parser)
     parser.set_defaults(verbose=False, quiet=False)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_CommandParser)
     for name, module in COMMANDS.items():
         module.add_parser(sub)
         _add_log_options(sub.choices[name])  # `wavegen render ... -v` as well
