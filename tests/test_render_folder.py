@@ -143,6 +143,42 @@ def test_a_finished_render_rerun_with_another_length_is_not_sent_to_resume_it(mo
         f"{stopped} holds a render with seconds=0.75, but this command asks for seconds=0.5{RERUN}"
 
 
+
+def test_a_finished_render_rerun_on_another_engine_is_not_sent_to_resume_it(model, tmp_path, capsys):
+    """A finished render rerun on another numba thread count, or with a --backend auto that runs another backend
+    here, was told "Pass --threads 1 / --backend torch to resume it": a rerun so only says it is complete. It is
+    said to be finished, as a rerun with other --seconds is (a stopped render's refusals are pinned in
+    test_render_failures.py and test_render_state_loss.py, sent to resume)."""
+    numba = pytest.importorskip("numba")
+    from wavegen.generate import available_backends, choose_backend
+
+    if available_backends("samplernn").get("numba") is not None or numba.config.NUMBA_NUM_THREADS < 2 or \
+            choose_backend("samplernn", 1) != "numba":
+        pytest.skip("no numba engine with 2 threads here, or --backend auto does not run it")
+    threads = numba.get_num_threads()
+    flags = ["--seconds", "0.125", "--streams", "2", "--no-guard", "--no-spectrogram"]
+    try:
+        out = tmp_path / "numba"
+        assert main(["-q", "render", str(model), "--out", str(out), *flags, "--backend", "numba",
+                     "--threads", "1"]) == 0
+        capsys.readouterr()
+        assert main(["-q", "render", str(model), "--out", str(out), *flags, "--backend", "numba",
+                     "--threads", "2"]) == 2
+        assert capsys.readouterr().err.splitlines()[-1] == (
+            f"wavegen render: error: {out} holds a render made by the numba engine with threads=1, but this command "
+            "runs threads=2 (--threads N, or all cores when not given); the engine's sums round by the thread count, "
+            f"so the audio would differ{FINISHED}")
+    finally:
+        numba.set_num_threads(threads)
+    out = tmp_path / "torch"
+    assert render_cli(model, out) == 0
+    capsys.readouterr()
+    assert main(["-q", "render", str(model), "--out", str(out), "--seconds", "0.125", "--no-guard", "--no-spectrogram",
+                 "--backend", "auto", "--threads", "1"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"wavegen render: error: {out} holds a render made with backend='torch', but this command's --backend auto "
+        f"runs backend='numba' here; the audio may differ by backend{FINISHED}")
+
 # ----- refused before OUT is created --------------------------------------------------------------
 
 def test_seconds_that_give_the_same_samples_resume_one_render(model, tmp_path):

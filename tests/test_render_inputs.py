@@ -146,7 +146,25 @@ def test_a_window_or_prime_too_big_for_memory_is_refused_before_anything_is_writ
 
 # ----- a model changed since the render began -----------------------------------------------------
 
+FINISHED = ". It is finished: there is nothing to resume; pass --restart to render it anew from the model as it is " \
+           "now, or choose another --out"
+
+
+def stopped_copy(out: Path, to: Path) -> Path:
+    """A copy of the finished render ``out`` as if stopped before its end: its report's parameters in
+    .state/params.json, the report gone."""
+    shutil.copytree(out, to)
+    params = json.loads((to / "render_report.json").read_text())["params"]
+    (to / "render_report.json").unlink()
+    (to / ".state").mkdir()
+    (to / ".state" / "params.json").write_text(json.dumps(params))
+    return to
+
+
 def test_a_resume_whose_model_changed_says_so_and_names_the_checkpoint_it_began_with(model, tmp_path, capsys):
+    """A stopped render is pointed at the kept checkpoint holding the weights it began with; a finished one, which
+    a rerun has nothing to resume of (one with that checkpoint only says it is complete), is said to be finished
+    (it was told "resume it with --checkpoint step_5")."""
     run = tmp_path / "run"
     shutil.copytree(model, run / "best")
     shutil.copy(model / "config.json", run / "config.json")
@@ -164,14 +182,23 @@ def test_a_resume_whose_model_changed_says_so_and_names_the_checkpoint_it_began_
     err = one_error_line(capsys)
     assert f"{out} holds a render begun from the model in {(run / 'best').resolve()}, which changed since " \
            "(trained further or replaced" in err
-    assert "resume it with --checkpoint step_5 (the weights it began with), pass --restart" in err
-    assert "Rerun the original command" not in err
+    assert err.endswith(f"is now {sha256_file(other / 'model.safetensors')[:12]}...){FINISHED}"), err
+    stopped = stopped_copy(out, tmp_path / "stopped")
+    assert render_cli(run, stopped) == 2
+    err = one_error_line(capsys)
+    assert "changed since" in err and "Rerun the original command" not in err and \
+        err.endswith("; resume it with --checkpoint step_5 (the weights it began with), pass --restart to render it "
+                     "anew from the model as it is now, or choose another --out"), err
     assert main(["-q", "render", str(run), "--checkpoint", "step_5", "--out", str(out), *QUICK_FLAGS]) == 0
     shutil.rmtree(run / "checkpoints")
     capsys.readouterr()
     assert render_cli(run, out) == 2
     err = one_error_line(capsys)
-    assert "which changed since" in err and "--checkpoint" not in err and "pass --restart" in err
+    assert "which changed since" in err and "--checkpoint" not in err and err.endswith(FINISHED)
+    assert render_cli(run, stopped) == 2
+    err = one_error_line(capsys)
+    assert "which changed since" in err and "--checkpoint" not in err and \
+        err.endswith("; pass --restart to render it anew from the model as it is now, or choose another --out"), err
     (out / "render_report.json").unlink()  # an unfinished render begun from the first weights: the same
     (out / ".state").mkdir()
     (out / ".state" / "params.json").write_text(json.dumps(
@@ -183,7 +210,8 @@ def test_a_resume_whose_model_changed_says_so_and_names_the_checkpoint_it_began_
 def test_a_render_begun_from_best_resumes_from_the_checkpoint_it_was_chosen_from(model, tmp_path, capsys):
     """best/ (checkpoint.save_model) and a training checkpoint (accelerate's save_state) hold the same
     weights in files of other bytes (other header metadata): a render begun from best/, refused once the
-    model changed, is pointed at that checkpoint, and --checkpoint step_N resumes it."""
+    model changed, is pointed at that checkpoint where it stopped before its end, and --checkpoint step_N
+    resumes it (a finished one: says it complete)."""
     from accelerate.utils import save as accelerate_save
 
     run = tmp_path / "run"
@@ -202,6 +230,9 @@ def test_a_render_begun_from_best_resumes_from_the_checkpoint_it_was_chosen_from
         shutil.copy(other / name, run / "best")
     capsys.readouterr()
     assert render_cli(run, out, "--seconds", 0.25) == 2
+    assert one_error_line(capsys).endswith(FINISHED)
+    stopped = stopped_copy(out, tmp_path / "stopped")
+    assert render_cli(run, stopped, "--seconds", 0.25) == 2
     assert "resume it with --checkpoint step_5 (the weights it began with)" in one_error_line(capsys)
     assert main(["-q", "render", str(run), "--checkpoint", "step_5", "--out", str(out), *QUICK_FLAGS,
                  "--seconds", "0.25"]) == 0, capsys.readouterr().err

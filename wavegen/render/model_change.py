@@ -6,7 +6,7 @@ alone (``model``, ``model_sha256``, ``model_tensors_sha256`` in ``.state/params.
 hold the same tensors in files of other bytes (other header metadata): "the same model" is the same
 tensors (:func:`same_model`), whichever folder holds them. A resume whose tensors differ is refused
 (:func:`model_differs`), naming the kept checkpoint of the run that holds the ones the render began
-with, if any.
+with, if any (a finished render's rerun: that it is finished, with nothing to resume).
 
 Where the model a render or a live stream's archive began from is gone (a run's ``best/`` deleted or being
 replaced, a checkpoint pruned) but a kept checkpoint (or, for a checkpoint, the run's best/) holds the very
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from wavegen.render.settings import rerun_ending
 from wavegen.resolve import BEST_FOLDERS, MODEL_FILE, ModelRef, resolve_model
 from wavegen.resolve_checkpoints import best_with, checkpoint_with
 
@@ -78,9 +79,10 @@ def _holder(began: Path, tensors: str | None, sha256: str | None, best_too: bool
     return None
 
 
-def model_differs(where: Path, saved: dict, current: dict) -> str:
+def model_differs(where: Path, saved: dict, current: dict, finished: bool = False) -> str:
     """The refusal of a resume whose weights are not the ones the render began with: the model in the
-    same place changed (the run trained further, best/ was replaced), or this command names another."""
+    same place changed (the run trained further, best/ was replaced), or this command names another.
+    ``finished``: the render is, with nothing to resume (:func:`~wavegen.render.settings.rerun_ending`)."""
     began, now = saved.get("model"), current.get("model")
     sha = saved["model_sha256"]
     if began is None or Path(began) == Path(now):
@@ -89,13 +91,15 @@ def model_differs(where: Path, saved: dict, current: dict) -> str:
     else:
         what = (f"{where} holds a render begun from the model in {began} (model_sha256={sha[:12]}...), but this "
                 f"command renders {now} (model_sha256={current['model_sha256'][:12]}...)")
+    anew = "render it anew from the model as it is now"
+    if finished:
+        return f"{what}. {rerun_ending('', finished=True, anew=anew)}"
     found = kept_with(began, saved) if began else None
     resume = ""
     if found is not None:
         resume = (f"resume it with --checkpoint {found[1]} (the weights it began with), " if found[1] else
                   f"resume it without --checkpoint ({found[2]} holds the weights it began with), ")
-    return (f"{what}; {resume}pass --restart to render it anew from the model as it is now, or choose "
-            "another --out")
+    return f"{what}; {resume}pass --restart to {anew}, or choose another --out"
 
 
 def model_gone(where: Path, named, saved: dict, complete: bool, checkpoint: str | None = None) -> str | None:

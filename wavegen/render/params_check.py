@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from wavegen.render.model_change import TENSORS_KEY, model_differs, same_model
-from wavegen.render.settings import RenderStateError
+from wavegen.render.settings import RenderStateError, rerun_ending
 
 # Parameters recorded but free to change on resume: the audio does not depend on them.
 NON_BINDING = ("model", "block_seconds")
@@ -41,17 +41,15 @@ def check_params(saved: dict, current: dict, where: Path, backend_asked: str | N
         if binding(key, before) == binding(key, current[key]) or key == "seconds" and same_length(saved, current):
             continue
         if key == "threads" and isinstance(before, int) and isinstance(current[key], int):
-            raise RenderStateError(_threads_differ(where, before, current[key]))
+            raise RenderStateError(_threads_differ(where, before, current[key], finished))
         if key == "model_sha256" and before is not None:
-            raise RenderStateError(model_differs(where, saved, current))
+            raise RenderStateError(model_differs(where, saved, current, finished))
         if key == "backend" and backend_asked is not None and backend_asked != current[key]:
-            raise RenderStateError(_backend_differs(where, before, backend_asked, current[key]))
+            raise RenderStateError(_backend_differs(where, before, backend_asked, current[key], finished))
         if key == "label_weights":  # said as the labels were given
             key, before = "label", saved.get("label")
-        way_on = ("It is finished: there is nothing to resume; pass --restart to discard it and render anew"
-                  if finished else "Rerun the original command to resume it, pass --restart to discard it")
-        raise RenderStateError(f"{where} holds a render {setting_differs(key, before, current[key])}. {way_on}, or "
-                               "choose another --out")
+        raise RenderStateError(f"{where} holds a render {setting_differs(key, before, current[key])}. " + rerun_ending(
+            "Rerun the original command to resume it, pass --restart to discard it, or choose another --out", finished))
 
 
 def same_length(saved: dict, current: dict) -> bool:
@@ -134,16 +132,19 @@ def _shown(value) -> str:
     return repr(value)
 
 
-def _backend_differs(where: Path, before, asked: str, now: str) -> str:
+def _backend_differs(where: Path, before, asked: str, now: str, finished: bool) -> str:
     """The refusal of a resume whose --backend (``asked``, as typed: "auto") resolves here to another backend
-    (``now``) than the one the render was made with (``before``): another machine, numba or a GPU gone or added."""
+    (``now``) than the one the render was made with (``before``): another machine, numba or a GPU gone or added.
+    ``finished``: the render is, with nothing to resume (:func:`rerun_ending`)."""
     return (f"{where} holds a render made with backend={before!r}, but this command's --backend {asked} runs "
-            f"backend={now!r} here; the audio may differ by backend. Pass "
-            f"--backend {before} to resume it (where it runs), --restart to discard it, or choose another --out")
+            f"backend={now!r} here; the audio may differ by backend. " + rerun_ending(
+                f"Pass --backend {before} to resume it (where it runs), --restart to discard it, or choose another "
+                "--out", finished))
 
 
-def _threads_differ(where: Path, before: int, now: int) -> str:
-    """The refusal of a resume on another thread count (the numba engine's sums round by it)."""
+def _threads_differ(where: Path, before: int, now: int, finished: bool) -> str:
+    """The refusal of a resume on another thread count (the numba engine's sums round by it). ``finished``: the
+    render is, with nothing to resume (:func:`rerun_ending`)."""
     hint = ""
     try:
         import numba
@@ -155,5 +156,6 @@ def _threads_differ(where: Path, before: int, now: int) -> str:
         hint = f" (numba runs at most {most} threads here: also set NUMBA_NUM_THREADS={before})"
     return (f"{where} holds a render made by the numba engine with threads={before}, but this command runs "
             f"threads={now} (--threads N, or all cores when not given); the engine's sums round by the thread "
-            f"count, so the audio would differ. Pass --threads {before} to resume it{hint}, --restart to discard "
-            "it, or choose another --out")
+            "count, so the audio would differ. " + rerun_ending(
+                f"Pass --threads {before} to resume it{hint}, --restart to discard it, or choose another --out",
+                finished))

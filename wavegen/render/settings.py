@@ -35,6 +35,16 @@ class RenderStateError(WavegenError, ValueError):
     """The output folder holds another render (or a damaged one); the message says what differs."""
 
 
+def rerun_ending(stopped: str, finished: bool, anew: str = "discard it and render anew") -> str:
+    """How the refusal of a rerun into a render folder ends: ``stopped`` ("Pass --threads 2 to resume it,
+    --restart to discard it, or choose another --out") where the render there stopped part way; where it is
+    ``finished`` there is nothing to resume (a rerun as it was made only reports it complete): said so, with
+    --restart to ``anew``."""
+    if not finished:
+        return stopped
+    return f"It is finished: there is nothing to resume; pass --restart to {anew}, or choose another --out"
+
+
 class RenderWriteError(WavegenError, RuntimeError):
     """Audio or state could not be written (disk full, read-only folder); what is on disk is resumable."""
 
