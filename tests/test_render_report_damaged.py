@@ -153,6 +153,22 @@ def test_a_damaged_report_rerun_with_another_setting_is_refused_as_any_other(mod
     assert snapshot_of(out) == before
 
 
+def test_a_damaged_reports_render_rerun_with_another_length_is_said_finished_not_sent_to_resume(model, finished,
+                                                                                                tmp_path, capsys):
+    """The report's readable part records a finished render's parameters: a rerun with other --seconds was told
+    "Rerun the original command to resume it", where that rerun writes the report again and renders nothing."""
+    fmt, _, text = finished
+    out = copy_of(finished, tmp_path)
+    (out / "render_report.json").write_text(cut_after_params(text))
+    before = snapshot_of(out)
+    assert render_cli(model, out, "--streams", 2, "--format", fmt, "--seconds", "0.5") == 2
+    assert error_line(capsys) == (
+        f"wavegen render: error: {out} holds a render with seconds=0.125, but this command asks for seconds=0.5. It "
+        "is finished: there is nothing to resume; pass --restart to discard it and render anew, or choose another "
+        "--out")
+    assert snapshot_of(out) == before
+
+
 # ----- what the rebuilt report records, and the records it is read by ------------------------------------------------
 
 def test_a_report_rebuilt_beside_a_state_a_kill_left_takes_what_its_snapshots_measured(tmp_path, caplog):

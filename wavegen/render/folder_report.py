@@ -217,6 +217,9 @@ def mend_damaged_report(folder, params: dict, progress: bool = False) -> None:
     except (OSError, ValueError) as err:
         damaged = f"{folder.report_path}: unreadable render report ({getattr(err, 'strerror', None) or err})"
     (recorded, crcs), source = recorded_in(folder.report_path), "its readable part"
+    # a report is written only once its render finished: the parameters its readable part records are a finished
+    # render's, which a rerun has nothing to resume of (those .state/ holds may be an unfinished one's)
+    finished = recorded is not None
     if recorded is None:
         try:
             recorded, source = folder._recorded_params()[0], f"{folder.state_dir.name}/ (a kill left it)"
@@ -226,7 +229,7 @@ def mend_damaged_report(folder, params: dict, progress: bool = False) -> None:
         raise RenderStateError(f"{damaged}, and nothing else in {folder.out_dir} records the parameters its streams "
                                "were made with; put a good copy of it back, or rerun with --restart to render "
                                "it again")
-    check_params(recorded, params, folder.out_dir, folder.backend_asked)
+    check_params(recorded, params, folder.out_dir, folder.backend_asked, finished=finished)
     total = check_length(params["seconds"], params["sample_rate"], params["format"])
     metas = _finished_metas(folder, params)
     crcs = (crcs, "the report's readable part") if crcs is not None and len(crcs) == folder.streams else \
