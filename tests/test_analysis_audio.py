@@ -227,6 +227,32 @@ def test_a_test_split_emptied_by_a_prep_run_again_asks_for_recordings_or_a_seed_
                                    f"{one} --test-fraction 0.1)"), err.value
 
 
+
+def test_a_test_split_of_whole_files_emptied_says_why_whatever_its_manifests_fractions_hold(tmp_path):
+    """No recording cut in time: the fractions prep recorded are not asked (they are of a cut's stretch). They were
+    read first, and a manifest whose test_fraction is null (damaged) ended eval in a TypeError, not its reason."""
+    import json
+    import os
+
+    from wavegen.analysis import compare_renders
+    from wavegen.prep import prepare
+
+    settings = {"sample_rate": RATE, "val_fraction": 0.25, "test_fraction": 0.25, "progress": False}
+    corpus = prepared_corpus(tmp_path / "a", files=4, seconds=2.0, **settings)
+    for f in json.loads((corpus / "manifest.json").read_text())["files"]:
+        if f["split"] == "test":
+            os.remove(f["path"])
+    prepare([tmp_path / "a" / "rec"], corpus, **settings)
+    manifest = json.loads((corpus / "manifest.json").read_text())
+    assert "time" not in {f["split"] for f in manifest["files"]}
+    manifest["params"]["test_fraction"] = None
+    (corpus / "manifest.json").write_text(json.dumps(manifest))
+    write_audio_file(tmp_path / "renders" / "a.wav", melody(1.0, RATE), RATE)
+    with pytest.raises(AnalysisError) as err:
+        compare_renders(tmp_path / "renders", corpus, max_seconds=1.0)
+    assert str(err.value).startswith(f"the test split of {corpus} has no audio to compare with (its recordings were "
+                                     "gone when it was prepared again, and the others kept their splits); "), err.value
+
 def test_a_test_stretch_held_past_the_audio_kept_now_is_not_blamed_on_its_fraction(tmp_path):
     """One recording cut in time, its last 0.6 s quiet: prepared with --top-db 40 its test stretch (0.2 of it) is
     that tail; prepared again with --top-db 30 the tail is trimmed, the cut held where it was, and test is empty.

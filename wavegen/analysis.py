@@ -272,12 +272,13 @@ def _empty_split(corpus, corpus_dir, split: str, reference_split: str) -> str:
     again = f"another --seed to draw every split again (wavegen prep RECORDINGS {corpus_dir} --seed " \
             f"{seed + 1 if isinstance(seed, int) else 'N'})"
     cut = [f for f in corpus.manifest.get("files", []) if f.get("split") == "time"]
-    (now, _), larger = _larger_fraction(corpus, split)
-    if cut and not _fraction_gives_audio(cut, corpus.sample_rate, now):
-        return (f"the {split} split of {corpus_dir} has no audio to compare with (its --{split}-fraction {now:g} of "
-                f"each recording cut in time came to nothing); {instead} with a larger --{split}-fraction (wavegen "
-                f"prep RECORDINGS {corpus_dir} --{split}-fraction {larger or MAX_HINT_FRACTION:g})")
-    if cut:  # its fraction of a recording gives audio: the cut an earlier prep made, held, lies past what is kept now
+    if cut:  # its fractions read only here: a damaged manifest's (null, text) do not stop the other reasons
+        (now, _), larger = _larger_fraction(corpus, split)
+        if not _fraction_gives_audio(cut, corpus.sample_rate, now):
+            return (f"the {split} split of {corpus_dir} has no audio to compare with (its --{split}-fraction {now:g} "
+                    f"of each recording cut in time came to nothing); {instead} with a larger --{split}-fraction "
+                    f"(wavegen prep RECORDINGS {corpus_dir} --{split}-fraction {larger or MAX_HINT_FRACTION:g})")
+        # its fraction of a recording gives audio: the cut an earlier prep made, held, lies past what is kept now
         return (f"the {split} split of {corpus_dir} has no audio to compare with (each recording cut in time keeps "
                 f"where an earlier prep cut it, and the audio kept of it now ends before its {split} stretch: "
                 f"another --top-db, or the recordings changed); {instead} with {again}")
