@@ -394,10 +394,10 @@ class NumbaEngine(Engine):
     A family's kernels have the signatures ``run(*weight_args, t0, *state_args, mode, codes_in
     [B, n], uniforms [B, n], temps [B], codes_out [B, n], logits_out [B, n, Q], lo, hi)`` (streams
     lo..hi-1) and ``run_parallel(groups, *the same but lo, hi)`` (contiguous stream groups, one
-    per thread). A subclass sets ``_kernels = (run, run_parallel, *dispatchers that run compiles)``
-    and ``_name``, and implements ``_pack(spec, precision) -> dict`` (kept as ``self.packed``),
-    ``_build(spec)`` (buffers that do not change with reset), ``_weight_args()`` and
-    ``_state_args()`` (tuples, in the kernels' order), and the state methods.
+    per thread). A subclass sets ``_kernels = (run, run_parallel)`` and implements ``_pack(spec,
+    precision) -> dict`` (kept as ``self.packed``), ``_build(spec)`` (buffers that do not change
+    with reset), ``_weight_args()`` and ``_state_args()`` (tuples, in the kernels' order), and the
+    state methods.
 
     Options: ``precision`` ("fp32": matches the torch engine; "fp16" / "bf16": the big matrices
     stored at half the bytes, arithmetic in float32, exactly the fp32 engine on
@@ -409,7 +409,6 @@ class NumbaEngine(Engine):
     precisions = STORED_PRECISIONS
     options = ("threads",)
     device_types = ("cpu",)
-    _name = "?"
     _kernels: tuple = ()
 
     def __init__(self, spec: dict, streams: int, device="cpu", precision: str = "fp32", threads: int | None = None):

@@ -196,8 +196,7 @@ class NumbaSampleRNNEngine(NumbaEngine):
     Options as :class:`NumbaEngine` (precision, threads)."""
 
     _stream_axes = SAMPLERNN_STREAM_AXES
-    _name = "samplernn"
-    _kernels = (_run, _run_parallel, _tier_step)
+    _kernels = (_run, _run_parallel)
 
     def _pack(self, spec: dict, precision: str) -> dict:
         return pack_samplernn(spec, precision)

@@ -110,7 +110,6 @@ class NumbaWaveNetEngine(NumbaEngine):
     Options as :class:`NumbaEngine` (precision, threads)."""
 
     _stream_axes = WAVENET_STREAM_AXES
-    _name = "wavenet"
     _kernels = (_run, _run_parallel)
 
     def _pack(self, spec: dict, precision: str) -> dict:
