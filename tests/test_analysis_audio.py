@@ -194,23 +194,31 @@ def test_an_empty_render_file_is_said_to_be_empty_as_prep_says(tmp_path):
         read_renders(folder / "empty.wav", RATE, 10.0)
 
 
+def _test_files_gone_and_prepared_again(folder, settings):
+    """A corpus of four whole files prepared with settings, its test files then deleted and prep run again: the
+    others keep their splits, test is empty."""
+    import json
+    import os
+
+    from wavegen.prep import prepare
+
+    corpus = prepared_corpus(folder, files=4, seconds=2.0, **settings)
+    for f in json.loads((corpus / "manifest.json").read_text())["files"]:
+        if f["split"] == "test":
+            os.remove(f["path"])
+    prepare([folder / "rec"], corpus, **settings)
+    return corpus
+
+
 def test_a_test_split_emptied_by_a_prep_run_again_asks_for_recordings_or_a_seed_not_a_fraction(tmp_path):
     """Prepared with --test-fraction 0.25, its test file gone, prep run again keeps the others' splits and leaves
     test empty: eval said "prep gave every recording to the other splits" and asked for --test-fraction above 0
     (0.1), less than it was prepared with. It says why and asks for more recordings or another --seed. A split
     of stretches cut in time that came to nothing asks for a larger fraction than it was prepared with."""
-    import json
-    import os
-
     from wavegen.analysis import compare_renders
-    from wavegen.prep import prepare
 
     settings = {"sample_rate": RATE, "val_fraction": 0.25, "test_fraction": 0.25, "progress": False}
-    corpus = prepared_corpus(tmp_path / "a", files=4, seconds=2.0, **settings)
-    for f in json.loads((corpus / "manifest.json").read_text())["files"]:
-        if f["split"] == "test":
-            os.remove(f["path"])
-    prepare([tmp_path / "a" / "rec"], corpus, **settings)
+    corpus = _test_files_gone_and_prepared_again(tmp_path / "a", settings)
     write_audio_file(tmp_path / "renders" / "a.wav", melody(1.0, RATE), RATE)
     with pytest.raises(AnalysisError) as err:
         compare_renders(tmp_path / "renders", corpus, max_seconds=1.0)
@@ -227,22 +235,15 @@ def test_a_test_split_emptied_by_a_prep_run_again_asks_for_recordings_or_a_seed_
                                    f"{one} --test-fraction 0.1)"), err.value
 
 
-
 def test_a_test_split_of_whole_files_emptied_says_why_whatever_its_manifests_fractions_hold(tmp_path):
     """No recording cut in time: the fractions prep recorded are not asked (they are of a cut's stretch). They were
     read first, and a manifest whose test_fraction is null (damaged) ended eval in a TypeError, not its reason."""
     import json
-    import os
 
     from wavegen.analysis import compare_renders
-    from wavegen.prep import prepare
 
     settings = {"sample_rate": RATE, "val_fraction": 0.25, "test_fraction": 0.25, "progress": False}
-    corpus = prepared_corpus(tmp_path / "a", files=4, seconds=2.0, **settings)
-    for f in json.loads((corpus / "manifest.json").read_text())["files"]:
-        if f["split"] == "test":
-            os.remove(f["path"])
-    prepare([tmp_path / "a" / "rec"], corpus, **settings)
+    corpus = _test_files_gone_and_prepared_again(tmp_path / "a", settings)
     manifest = json.loads((corpus / "manifest.json").read_text())
     assert "time" not in {f["split"] for f in manifest["files"]}
     manifest["params"]["test_fraction"] = None
@@ -252,6 +253,7 @@ def test_a_test_split_of_whole_files_emptied_says_why_whatever_its_manifests_fra
         compare_renders(tmp_path / "renders", corpus, max_seconds=1.0)
     assert str(err.value).startswith(f"the test split of {corpus} has no audio to compare with (its recordings were "
                                      "gone when it was prepared again, and the others kept their splits); "), err.value
+
 
 def test_a_test_stretch_held_past_the_audio_kept_now_is_not_blamed_on_its_fraction(tmp_path):
     """One recording cut in time, its last 0.6 s quiet: prepared with --top-db 40 its test stretch (0.2 of it) is
