@@ -247,15 +247,13 @@ async def _label_text(request) -> str:
             value = json.loads(text)
         except ValueError:
             raise ValueError("the request body is not JSON") from None
-        if not isinstance(value, dict) or not isinstance(value.get("label"), str):
-            raise ValueError('a JSON body needs {"label": "name or blend"}')
-        return value["label"]
-    value = _json_object(text)
-    if value is not None and "label" in value:
-        if not isinstance(value["label"], str):
-            raise ValueError('a JSON body needs {"label": "name or blend"}')
-        return value["label"]
-    return text.rstrip("\r\n")  # a line end (echo ... | curl --data-binary @-), not a label's own spaces
+    else:
+        value = _json_object(text)
+        if value is None or "label" not in value:
+            return text.rstrip("\r\n")  # a line end (echo ... | curl --data-binary @-), not a label's own spaces
+    if not isinstance(value, dict) or not isinstance(value.get("label"), str):
+        raise ValueError('a JSON body needs {"label": "name or blend"}')
+    return value["label"]
 
 
 def _json_object(text: str) -> dict | None:
