@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -94,6 +95,31 @@ def link_to_nothing_on_the_way(folder: Path) -> tuple[Path, tuple[str, str]] | N
         if found is not None:
             return path, found
     return None
+
+
+def missing_folders(folder: str | Path) -> list[Path]:
+    """folder and those of its parents that do not exist yet, deepest first: the folders a command makes for it (its
+    lock, ensure_folder), to remove again where it wrote nothing there (:func:`remove_unused`)."""
+    missing = []
+    for f in (Path(folder), *Path(folder).absolute().parents):
+        if f.exists() or f.is_symlink():
+            break
+        missing.append(f)
+    return missing
+
+
+def remove_unused(made: list[Path]) -> None:
+    """The folders a command ``made`` (:func:`missing_folders`) removed again where the first holds nothing but its
+    lock file: that file is removed while still held (a command started there meanwhile is refused, never
+    unlocked), then each folder. A command refused or stopped before it wrote anything leaves no folder; one that
+    holds anything else, or cannot be removed (made read-only), stays."""
+    if not made:
+        return
+    with contextlib.suppress(OSError):
+        if [entry.name for entry in made[0].iterdir()] == [LOCK_FILE]:
+            (made[0] / LOCK_FILE).unlink()
+            for folder in made:  # the deepest first
+                folder.rmdir()
 
 
 def check_writable(folder: str | Path, what: str = "folder") -> None:

@@ -28,10 +28,9 @@ from wavegen.config import ConfigError
 from wavegen.corpus import FORMAT_VERSION, MANIFEST, CorpusError, content_id, damaged_array
 from wavegen.errors import FolderBusyError, WavegenError
 from wavegen.fileio import write_json
-from wavegen.folders import FolderLock, ensure_folder
+from wavegen.folders import FolderLock, ensure_folder, missing_folders
 from wavegen.prep_publish import (ARRAYS, CORPUS_MARKER, TMP_PREFIX, finish_interrupted_publish, gone_unless_made,
-                                  make_temporary, missing_folders, publish, read_manifest, remove_stale_temporaries,
-                                  why_not_written)
+                                  make_temporary, publish, read_manifest, remove_stale_temporaries, why_not_written)
 from wavegen.split import FRAME_LENGTH, HOP_LENGTH, SPLITS, assign_splits, earlier_entries, earlier_splits
 
 logger = logging.getLogger(__name__)
@@ -269,7 +268,7 @@ def prepare(inputs: list[str | Path] | str | Path, corpus_dir: str | Path, *, pr
         lock = _lock(corpus_dir, existing)
         if lock is None:  # read-only: the corpus there, of these inputs, stands
             return existing
-        with lock, gone_unless_made(corpus_dir, made):  # stopped or refused, a new corpus leaves no folder
+        with lock, gone_unless_made(made):  # stopped or refused, a new corpus leaves no folder
             _refuse_foreign_files(corpus_dir)
             remove_stale_temporaries(corpus_dir)
             need = _check_room(corpus_dir, found, settings.sample_rate)

@@ -14,7 +14,7 @@ from pathlib import Path
 from wavegen.corpus import MANIFEST, damaged_array
 from wavegen.errors import FolderBusyError, WavegenError
 from wavegen.fileio import fsync_dir, write_json
-from wavegen.folders import LOCK_FILE, FolderLock
+from wavegen.folders import FolderLock, remove_unused
 from wavegen.split import SPLITS
 
 logger = logging.getLogger("wavegen.prep")
@@ -43,30 +43,15 @@ def why_not_written(err: Exception) -> str:
     return str(err)
 
 
-def missing_folders(corpus_dir: Path) -> list[Path]:
-    """corpus_dir and those of its parents that do not exist yet, deepest first: the folders prep makes for it."""
-    missing = []
-    for folder in (corpus_dir, *corpus_dir.absolute().parents):
-        if folder.exists() or folder.is_symlink():
-            break
-        missing.append(folder)
-    return missing
-
-
 @contextlib.contextmanager
-def gone_unless_made(corpus_dir: Path, made: list[Path]):
-    """Entered under corpus_dir's lock: a prep stopped (Ctrl-C, SIGTERM) or refused (no usable audio) in the
-    folders it ``made`` (missing_folders) leaves none of them, where the corpus folder holds nothing but its lock
-    file: that is removed while still held (a prep started there meanwhile is refused, never unlocked), then each
-    folder left empty. A folder holding anything else (the rest of a stopped move into place, said) stays."""
+def gone_unless_made(made: list[Path]):
+    """Entered under the corpus folder's lock: a prep stopped (Ctrl-C, SIGTERM) or refused (no usable audio) in the
+    folders it ``made`` (folders.missing_folders) leaves none of them where it wrote nothing there
+    (folders.remove_unused); a folder holding anything else (the rest of a stopped move into place, said) stays."""
     try:
         yield
     except BaseException:
-        with contextlib.suppress(OSError):
-            if made and [p.name for p in corpus_dir.iterdir()] == [LOCK_FILE]:
-                (corpus_dir / LOCK_FILE).unlink()
-                for folder in made:
-                    folder.rmdir()
+        remove_unused(made)
         raise
 
 

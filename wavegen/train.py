@@ -237,32 +237,17 @@ def _made_on_main(run: _Run, what: str, make):
 @contextmanager
 def _run_lock(accelerator, run_dir: Path):
     """The main process holds RUN/.lock for the whole training; when it cannot, every process stops."""
-    from wavegen.folders import FolderLock
+    from wavegen.folders import FolderLock, missing_folders, remove_unused
 
     main = accelerator.is_main_process
-    made = [folder for folder in (run_dir, *run_dir.parents) if not folder.exists()] if main else []  # lock makes them
+    made = missing_folders(run_dir) if main else []  # the lock makes them
     lock = checked(accelerator, lambda: FolderLock(run_dir, "training run").acquire() if main else None)
     try:
         yield lock
     finally:
         if lock is not None:
-            _remove_unused(made, lock)
+            remove_unused(made)  # a run refused before it wrote anything (a corpus too short) leaves no folder
             lock.release()
-
-
-def _remove_unused(made: list[Path], lock) -> None:
-    """A run refused before it wrote anything (a corpus too short, a batch too big) leaves no folder: those the
-    lock made go again while they hold its file alone (still locked: no other training takes them meanwhile)."""
-    if not made:
-        return
-    try:
-        if any(entry.name != lock.path.name for entry in made[0].iterdir()):
-            return
-        lock.path.unlink()
-        for folder in made:  # run_dir first, then the parents it took to make it
-            folder.rmdir()
-    except OSError:  # a file written there meanwhile, a folder made read-only: it stays, as before
-        pass
 
 
 def _start(config: dict, train_cfg: TrainConfig, accelerator, run_dir: Path) -> _Run:
