@@ -128,7 +128,8 @@ def restore_best(run_dir: Path, config: dict, best_val: float, upto: int, extra:
 
 
 def keep_best_past_checkpoint(run, recorded: dict | None = None) -> None:
-    """Every process (the main one reads, the others take its answer), on resuming from step ``run.step``: where metrics.jsonl (not yet cut back to the
+    """Every process (the main one reads, the others take its answer), on resuming from step ``run.step``: where
+    metrics.jsonl (not yet cut back to the
     checkpoint) marks a validation after that step as best and best/ is there, best/ holds that validation's
     model (written before its row), from a session stopped before its next checkpoint or a later checkpoint
     removed or moved aside as damaged (not told apart: both are said). Where no row and no checkpoint gives a

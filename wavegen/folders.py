@@ -155,8 +155,9 @@ class FolderLock:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as err:  # a folder made read-only: one line, not a traceback
-            raise WavegenError(f"{self.path}: cannot open the lock file of this {self.what} ({err.strerror or err}): make "
-                               f"{self.folder} writable, or choose another folder") from None
+            raise WavegenError(f"{self.path}: cannot open the lock file of this {self.what} "
+                               f"({err.strerror or err}): make {self.folder} writable, or choose another "
+                               "folder") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
