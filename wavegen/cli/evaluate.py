@@ -176,12 +176,14 @@ def _folders_made_for(*files):
     """The folders missing now on the way to ``files`` (None: no file) are removed again, where still empty,
     when the block stops by an error or a Ctrl-C: check_output_file makes a --plot's or --json FILE's folder
     before the work, and an eval stopped before writing there left it behind. A folder that was there (the
-    user's) is never touched, nor one that holds anything."""
+    user's) is never touched, nor one that holds anything. Not folders.remove_unused: that one keeps a folder
+    unless its lock file is all it holds, and eval takes no lock."""
+    from wavegen.folders import missing_folders
+
     missing = []
     for file in files:
         if file is not None:
-            folder = Path(file).expanduser().absolute().parent
-            missing += [f for f in (folder, *folder.parents) if not f.exists() and f not in missing]
+            missing += [f for f in missing_folders(Path(file).expanduser().absolute().parent) if f not in missing]
     try:
         yield
     except BaseException:
