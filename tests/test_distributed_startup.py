@@ -289,7 +289,7 @@ real = wavegen.cli._print_any_name
 
 def after_the_launchers_term():
     deadline = time.monotonic() + 60
-    while os.environ["RANK"] == "1" and not wavegen.signals._early_term and time.monotonic() < deadline:
+    while os.environ["RANK"] == "1" and wavegen.signals.term_held_for_next() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     real()
 

@@ -463,7 +463,7 @@ print("after the signal", flush=True)
 if sys.argv[1] == "main":
     signals_start.cli_main_runs()
 time.sleep(3)  # past the second the hold waits for main
-print("held", signals._early_term, flush=True)
+print("held", signals.term_held_for_next() is not None, flush=True)
 """
 
 

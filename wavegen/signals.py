@@ -52,8 +52,9 @@ TERM_ECHO_SECONDS = 1.0
 _RELOOK_SECONDS = 0.25  # how often a held SIGTERM's line looks again whether the group exists
 _pending: set = set()  # the StopSignals whose SIGTERM line waits
 _terms_held = False  # a SIGTERM of a launcher was held by a StopSignals of this process
-_early_term = False  # a SIGTERM held before any StopSignals (wavegen.signals_start), for the next to take as its own
-_early_term_at = 0.0  # when it came (monotonic)
+# when a SIGTERM held before any StopSignals (wavegen.signals_start) came (monotonic), for the next to take as its own;
+# None where none is held
+_early_term_at: float | None = None
 _meeting_ahead = False  # this process has yet to meet the others before its group (expect_the_others)
 _lock = threading.Lock()  # a held SIGTERM's time up (its timer's thread) against a loss met by the work meanwhile
 
@@ -137,20 +138,20 @@ def first_process_says(logger_name: str, rank: int | None = None):
 def hold_term_for_next() -> None:
     """A SIGTERM before any StopSignals (wavegen.signals_start's holds: the CLI's import, a command's imports): held
     for the next StopSignals entered, which takes it as its own (one held already stays, with its time)."""
-    global _early_term, _early_term_at
-    if not _early_term:
-        _early_term, _early_term_at = True, time.monotonic()
+    global _early_term_at
+    if _early_term_at is None:
+        _early_term_at = time.monotonic()
 
 
 def term_held_for_next() -> float | None:
     """When the SIGTERM held for the next StopSignals came (:func:`hold_term_for_next`; monotonic), None where none."""
-    return _early_term_at if _early_term else None
+    return _early_term_at
 
 
 def drop_term_held() -> bool:
     """The SIGTERM held for the next StopSignals let go (delivered by the caller, or dropped): whether one was."""
-    global _early_term
-    held, _early_term = _early_term, False
+    global _early_term_at
+    held, _early_term_at = _early_term_at is not None, None
     return held
 
 
