@@ -259,11 +259,19 @@ def _empty_split(corpus, corpus_dir, split: str, reference_split: str) -> str:
     some (--split), or the corpus prepared again: with a share for it (a corpus prepared with --test-fraction 0
     holds no test split), else with more recordings or another --seed (one emptied by a prep run again: a smaller
     --test-fraction was suggested, drawing the splits again only by changing the fraction; a recording cut in time
-    keeps an earlier prep's cut, which another --top-db may leave past the audio kept: its fraction was blamed)."""
+    keeps an earlier prep's cut, which another --top-db may leave past the audio kept: its fraction was blamed).
+    A split too short to judge itself (no segment of MIN_RENDER_SECONDS) is said to be so, not given (--split val
+    then ended in that split's own error)."""
     params = corpus.manifest.get("params", {})
-    others = [s for s in ("test", "val") if s not in (split, reference_split) and corpus.seconds(s) > 0]
-    instead = (f"give --split {others[0]} (its {corpus.seconds(others[0]):.1f} s), or prepare it again"
-               if others else "prepare it again")
+    held = [s for s in ("test", "val") if s not in (split, reference_split) and corpus.seconds(s) > 0]
+    others = [s for s in held if _longest_segment(corpus, s) >= MIN_RENDER_SECONDS]
+    if others:
+        instead = f"give --split {others[0]} (its {corpus.seconds(others[0]):.1f} s), or prepare it again"
+    elif held:
+        instead = (f"the {held[0]} split holds no clip of at least {MIN_RENDER_SECONDS} s either (its longest "
+                   f"segment: {_longest_segment(corpus, held[0]):.3f} s): prepare it again")
+    else:
+        instead = "prepare it again"
     if params.get(f"{split}_fraction") == 0:
         return (f"the {split} split of {corpus_dir} has no audio to compare with (it was prepared with "
                 f"--{split}-fraction 0); {instead} with --{split}-fraction above 0 (wavegen prep RECORDINGS "
@@ -300,14 +308,8 @@ def _short_split(corpus, corpus_dir, split: str, reference_split: str, slot: int
     """Why the ``split`` of a corpus (``slot``: its audio of that label, an index into corpus.labels) gives no
     clip to analyse (every segment shorter than MIN_RENDER_SECONDS), and what to give instead: another split with
     a long enough segment (--split), or the corpus prepared again."""
-    from wavegen.analysis_audio import split_segments
-
-    rate = corpus.sample_rate
-
-    def longest(s: str) -> float:
-        return max((int(n) for _, n, _ in split_segments(corpus, s, slot)), default=0) / rate
-
-    others = [s for s in ("test", "val") if s not in (split, reference_split) and longest(s) >= MIN_RENDER_SECONDS]
+    others = [s for s in ("test", "val")
+              if s not in (split, reference_split) and _longest_segment(corpus, s, slot) >= MIN_RENDER_SECONDS]
     instead = f"give --split {others[0]}, or prepare it again" if others else "prepare it again"
     album = f"label {corpus.labels[slot]!r} of " if slot is not None else ""
     (now, beside), larger = _larger_fraction(corpus, split)
@@ -317,7 +319,15 @@ def _short_split(corpus, corpus_dir, split: str, reference_split: str, slot: int
            else f"from more or longer recordings (--{split}-fraction {now:g} beside --{other}-fraction {beside:g} "
                 f"already holds out as much as train can spare)")
     return (f"the {split} split of {album}{corpus_dir} holds no clip of at least {MIN_RENDER_SECONDS} s to compare "
-            f"with (its longest segment: {longest(split):.3f} s); {instead} {how}")
+            f"with (its longest segment: {_longest_segment(corpus, split, slot):.3f} s); {instead} {how}")
+
+
+def _longest_segment(corpus, split: str, slot: int | None = None) -> float:
+    """The seconds of the longest segment of a corpus's ``split`` (``slot``: of that label's audio alone); 0 where
+    it holds none."""
+    from wavegen.analysis_audio import split_segments
+
+    return max((int(n) for _, n, _ in split_segments(corpus, split, slot)), default=0) / corpus.sample_rate
 
 
 def _larger_fraction(corpus, split: str) -> tuple[tuple[float, float], float | None]:
