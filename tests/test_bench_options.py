@@ -214,7 +214,7 @@ def test_a_row_that_will_take_long_is_announced_with_an_estimate_before_it_runs(
         result = bench_generation("samplernn-tiny", backends=["torch"], batches=[1], samples=512, repeats=2,
                                   threads=1)
     (line,) = [r.getMessage() for r in caplog.records if "take about" in r.getMessage()]
-    assert line.startswith("torch batch 1: 2 run(s) of 512 samples per stream take about ")
+    assert line.startswith("torch batch 1: 2 runs of 512 samples per stream take about ")
     estimate = float(line.split("take about ")[1].split(" s ")[0])
     measured = sum(result["rows"][0]["all_seconds"])
     assert measured / 5 - 0.1 <= estimate <= measured * 5 + 1, (estimate, measured)
@@ -261,10 +261,10 @@ def test_a_long_row_names_the_option_that_sets_its_samples(monkeypatch, caplog):
     with caplog.at_level("WARNING", logger="wavegen.bench"):
         bench_generation("wavenet-tiny", backends=["torch", "numba"], batches=[1], samples=256, torch_samples=128,
                          repeats=1, threads=1)
-    torch_line, numba_line = [r.getMessage() for r in caplog.records if "take about" in r.getMessage()]
-    assert torch_line.startswith("torch batch 1: 1 run(s) of 128 samples per stream take about "), torch_line
+    torch_line, numba_line = [r.getMessage() for r in caplog.records if "takes about" in r.getMessage()]
+    assert torch_line.startswith("torch batch 1: 1 run of 128 samples per stream takes about "), torch_line
     assert torch_line.endswith("; a lower --torch-samples, --repeats or --batch takes less"), torch_line
-    assert numba_line.startswith("numba batch 1: 1 run(s) of 256 samples per stream take about "), numba_line
+    assert numba_line.startswith("numba batch 1: 1 run of 256 samples per stream takes about "), numba_line
     assert numba_line.endswith("; a lower --samples, --repeats or --batch takes less"), numba_line
 
 

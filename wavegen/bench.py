@@ -34,6 +34,7 @@ from wavegen.bench_backends import (build_engine, check_backends, is_torch,  # n
 from wavegen.bench_first_call import first_call
 from wavegen.config import ConfigError
 from wavegen.generate import uniforms
+from wavegen.progress import counted
 from wavegen.render.settings import SEED_MAX
 
 logger = logging.getLogger(__name__)
@@ -87,8 +88,9 @@ def set_threads(threads: int | None) -> None:
         pass
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()  # taskset, cgroups
     if cpus is not None and threads > cpus:  # said: the rates measured are not those of `threads` cores
-        logger.warning("--threads %d: this process may use %d logical CPUs; torch's %d threads share them%s", threads,
-                       cpus, threads, "" if numba_most is None else f", numba runs {min(threads, numba_most)}")
+        logger.warning("--threads %d: this process may use %s; torch's %d threads share them%s", threads,
+                       counted(cpus, "logical CPU"), threads,
+                       "" if numba_most is None else f", numba runs {min(threads, numba_most)}")
 
 
 def machine_info(device: str = "cpu") -> dict:
@@ -279,9 +281,9 @@ def lower_options(backend: str) -> str:
 def _say_long_row(backend: str, batch: int, samples: int, repeats: int, seconds: float) -> bool:
     """The warning of a row whose timed runs take about ``seconds``, over LONG_ROW_SECONDS: whether it was said."""
     if seconds > LONG_ROW_SECONDS:
-        logger.warning("%s batch %d: %d run(s) of %d samples per stream take about %s (measured on a short run); "
-                       "a lower %s takes less", backend, batch, repeats, samples, duration(seconds),
-                       lower_options(backend))
+        logger.warning("%s batch %d: %s of %s per stream %s about %s (measured on a short run); a lower %s takes "
+                       "less", backend, batch, counted(repeats, "run"), counted(samples, "sample"),
+                       "takes" if repeats == 1 else "take", duration(seconds), lower_options(backend))
         return True
     return False
 
@@ -295,17 +297,19 @@ def say_slow_start(backend: str, batch: int, samples: int, repeats: int, seconds
     shorten the row (None: a generation row's, :func:`lower_options`; --profile takes no --repeats). A first Ctrl-C
     stops generation timing once that call ends (its StopSignals), so the line says what stops it at once."""
     if pace is None:
-        logger.warning("%s batch %d: its first call (%d sample(s) per stream) is still running after %s; it may be "
+        logger.warning("%s batch %d: its first call (%s per stream) is still running after %s; it may be "
                        "compiling the engine's kernels (a first use on this machine takes a minute or so), so the "
-                       "row's pace is not known yet (Ctrl-C twice stops it at once)", backend, batch, n,
-                       duration(seconds))
+                       "row's pace is not known yet (Ctrl-C twice stops it at once)", backend, batch,
+                       counted(n, "sample"), duration(seconds))
         return
     least = pace * samples * repeats
     if least > LONG_ROW_SECONDS:
-        logger.warning("%s batch %d: its first %d sample(s) per stream are still being made after %s (the engine's "
-                       "warm-up; it does not compile): at that pace its %d run(s) of %d samples per stream take %s "
-                       "or more; a lower %s takes less (Ctrl-C twice stops it at once)", backend, batch, n,
-                       duration(seconds), repeats, samples, duration(least), lower or lower_options(backend))
+        logger.warning("%s batch %d: its first %s per stream %s still being made after %s (the engine's "
+                       "warm-up; it does not compile): at that pace its %s of %s per stream %s %s "
+                       "or more; a lower %s takes less (Ctrl-C twice stops it at once)", backend, batch,
+                       counted(n, "sample"), "is" if n == 1 else "are", duration(seconds), counted(repeats, "run"),
+                       counted(samples, "sample"), "takes" if repeats == 1 else "take", duration(least),
+                       lower or lower_options(backend))
 
 
 def duration(seconds: float) -> str:
@@ -371,7 +375,7 @@ def bench_generation(model: str, backends=("torch", "numba"), batches=(1, 8, 64)
                 stop_if_asked(stop)
                 n = torch_samples if is_torch(backend) else samples
                 if progress is not None:
-                    progress(f"{backend} batch {batch}: {n} samples per stream")
+                    progress(f"{backend} batch {batch}: {counted(n, 'sample')} per stream")
                 rows.append(_measure_row(spec, backend, batch, n, warmup, repeats, seed, device, rate, stop))
     except KeyboardInterrupt:  # a Ctrl-C or SIGTERM: the rows measured before it kept
         raise BenchStopped(_result(rows, device, model_info), len(backends) * len(batches),
@@ -418,7 +422,7 @@ def format_table(result: dict) -> str:
     width = max([10] + [len(r["backend"]) for r in result["rows"]])
     lines = [f"{model['name']} ({model['source']}; {parameters_said(model['parameters'])}, "
              f"{model['sample_rate']} Hz)",
-             f"{m['cpu']}, {m['logical_cpus']} logical CPUs; threads: numba {m.get('numba_threads')}, "
+             f"{m['cpu']}, {counted(m['logical_cpus'], 'logical CPU')}; threads: numba {m.get('numba_threads')}, "
              f"torch {m['torch_threads']}; torch {m['torch']}, numba {m.get('numba')}"
              + (f"; load average {m['load_average_1min']}" if "load_average_1min" in m else ""),
              "",
@@ -430,8 +434,8 @@ def format_table(result: dict) -> str:
                      f"{r['samples_per_second']:16,.0f} {r['realtime_factor']:11.2f}x {speedup:>9s}")
     if any(is_torch(r["backend"]) for r in result["rows"]) and \
             model["torch_samples_per_stream"] != model["samples_per_stream"]:
-        lines.append(f"(torch rows timed on {model['torch_samples_per_stream']} samples per stream, the others on "
-                     f"{model['samples_per_stream']}; rates are per second, best of {model['repeats']})")
+        lines.append(f"(torch rows timed on {counted(model['torch_samples_per_stream'], 'sample')} per stream, the "
+                     f"others on {model['samples_per_stream']}; rates are per second, best of {model['repeats']})")
     lines.append("x real time: per stream, at the model's rate; vs torch: aggregate rate over the torch "
                  "engine's at the same batch, in this run")
     return "\n".join(lines)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from wavegen import bench
 from wavegen.config import ConfigError
+from wavegen.progress import counted
 
 PROFILE_STEP_RUNS = 6  # kernels.numba_profile.profile_engine runs the whole step on --samples 1 + 5 times
 
@@ -68,9 +69,9 @@ def _say_long_profile(engine, backend: str, batch: int, samples: int, warmup: in
     def say(seconds: float) -> bool:
         if seconds <= bench.LONG_ROW_SECONDS:
             return False
-        bench.logger.warning("%s batch %d: the whole step is timed on %d runs of %d samples per stream: about %s "
+        bench.logger.warning("%s batch %d: the whole step is timed on %s of %s per stream: about %s "
                              "(measured on a short run); a lower --samples or --batch takes less", backend, batch,
-                             PROFILE_STEP_RUNS, samples, bench.duration(seconds))
+                             counted(PROFILE_STEP_RUNS, "run"), counted(samples, "sample"), bench.duration(seconds))
         return True
 
     snap = engine.snapshot()

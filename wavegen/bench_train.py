@@ -26,6 +26,7 @@ from wavegen import bench
 from wavegen.bench import check_counts, check_seed, duration, machine_info, parameters_said, set_threads
 from wavegen.config import ConfigError
 from wavegen.distributed import GROUP_TIMEOUT_SECONDS
+from wavegen.progress import counted
 
 logger = logging.getLogger(__name__)
 
@@ -317,9 +318,10 @@ def _bench_batches(measure: _Measurement, subject: _Subject, progress, timeout: 
                 raise KeyboardInterrupt
             for config, train_cfg in setups:
                 if progress is not None and main:
-                    progress(f"train {measure.model} batch {train_cfg.batch_size} x {train_cfg.seq_len} samples"
+                    progress(f"train {measure.model} batch {train_cfg.batch_size} x "
+                             f"{counted(train_cfg.seq_len, 'sample')}"
                              + (f" over {world} processes" if world > 1 else "")
-                             + f": {measure.warmup} warm-up + {measure.steps} timed steps")
+                             + f": {measure.warmup} warm-up + {counted(measure.steps, 'timed step')}")
                 row, facts = _bench_batch(config, train_cfg, accelerator, subject.sample_rate, measure, stop)
                 rows.append(row)
                 logger.debug("train batch %d: %.0f samples/s", train_cfg.batch_size, row["samples_per_second"])
@@ -403,9 +405,9 @@ def _bench_batch(config: dict, train_cfg, accelerator, rate: int, measure: _Meas
 
 
 def _say_long_batch(train_cfg, measure: _Measurement, seconds: float) -> None:
-    logger.warning("train batch %d: %d warm-up + %d timed steps take about %s (from one step); a lower --steps, "
-                   "--warmup-steps or --batch takes less", train_cfg.batch_size, measure.warmup, measure.steps,
-                   duration(seconds))
+    logger.warning("train batch %d: %d warm-up + %s take about %s (from one step); a lower --steps, "
+                   "--warmup-steps or --batch takes less", train_cfg.batch_size, measure.warmup,
+                   counted(measure.steps, "timed step"), duration(seconds))
 
 
 def _whole_job(accelerator, loss: float, seconds: float, cpu_seconds: float, peak: int):
@@ -422,7 +424,8 @@ def _whole_job(accelerator, loss: float, seconds: float, cpu_seconds: float, pea
 def format_training_table(result: dict) -> str:
     """The rows of :func:`bench_training` as a fixed-width text table."""
     m, model = result["machine"], result["model"]
-    where = m.get("gpu") or f"{m['cpu']}, {m['logical_cpus']} logical CPUs, torch threads {m['torch_threads']}"
+    where = m.get("gpu") or (f"{m['cpu']}, {counted(m['logical_cpus'], 'logical CPU')}, torch threads "
+                             f"{m['torch_threads']}")
     lines = [f"training {model['name']} ({model['source']}; {parameters_said(model['parameters'])}; precision "
              f"{model['mixed_precision']}; compile {model['compile']}; grad_accum {model['grad_accum']}; "
              f"prefetch threads {model['num_workers']}"

@@ -149,6 +149,12 @@ def number_said(x: float, significant: int = 6) -> str:
     return plain_seconds(x, max(0, significant - 1 - math.floor(math.log10(abs(x)))))
 
 
+def counted(n: int, word: str, words: str | None = None) -> str:
+    """A count and its noun, agreeing: "1 sample", "2 samples", "1 logical CPU" (``words``: a plural other than
+    ``word`` + "s"). Lines of counts said "1 samples per stream" and "1 run(s)"."""
+    return f"{n} {word if n == 1 else words or word + 's'}"
+
+
 def _clock(seconds: float) -> str:
     """Elapsed time or an ETA: "m:ss", "h:mm:ss"; in hours (:func:`number_said`) from CLOCK_MOST_HOURS on."""
     if seconds >= CLOCK_MOST_HOURS * 3600:

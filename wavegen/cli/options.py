@@ -36,7 +36,10 @@ def check_device(device: str) -> str:
             raise ConfigError(f"--device {device}: no CUDA GPU is available here (torch.cuda.is_available() "
                               f"is false); use --device cpu")
         if where.index is not None and where.index >= torch.cuda.device_count():
-            raise ConfigError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+            from wavegen.progress import counted
+
+            raise ConfigError(f"--device {device}: this machine has "
+                              f"{counted(torch.cuda.device_count(), 'CUDA device')}")
     elif where.type != "cpu":
         raise ConfigError(f"--device {device}: wavegen runs on cpu or cuda")
     return device
