@@ -347,6 +347,18 @@ def test_a_resume_with_another_prime_or_none_says_so_in_words_not_as_a_sha256_or
     check_params({"prime_sha256": a}, {"prime_sha256": a}, tmp_path)
 
 
+def test_a_refusal_where_it_is_not_known_whether_the_render_finished_does_not_send_the_user_to_resume_it(tmp_path):
+    """Parameters read from the .state/ a kill left beside a damaged report (finished None): the refusals of another
+    --threads or --backend said "Pass --threads 1 to resume it", where that rerun may find it finished."""
+    either = ": it resumes the render, or says it is finished; pass --restart to discard it, or choose another --out"
+    with pytest.raises(RenderStateError) as caught:
+        check_params({"threads": 1}, {"threads": 2}, tmp_path, finished=None)
+    assert str(caught.value).endswith("so the audio would differ. Pass --threads 1" + either)
+    with pytest.raises(RenderStateError) as caught:
+        check_params({"backend": "numba"}, {"backend": "torch"}, tmp_path, backend_asked="auto", finished=None)
+    assert str(caught.value).endswith("may differ by backend. Pass --backend numba (where it runs)" + either)
+
+
 def test_restart_reads_what_the_recorded_render_wrote_and_skips_a_record_it_cannot_read(model, tmp_path, capsys):
     """--restart removes the files of the render recorded in .state/params.json (3 FLAC streams here), with
     the one JSON reader the rerun check uses; a record that is not a JSON object is passed over, not fatal, and

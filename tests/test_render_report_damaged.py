@@ -169,6 +169,25 @@ def test_a_damaged_reports_render_rerun_with_another_length_is_said_finished_not
     assert snapshot_of(out) == before
 
 
+def test_a_damaged_report_beside_a_kills_state_rerun_with_another_setting_is_not_said_to_resume(model, finished,
+                                                                                               tmp_path, capsys):
+    """The parameters come from the .state/ a kill left (the report records none): whether the render finished is
+    not known, and the refusal said "Rerun the original command to resume it", where that rerun may find it finished
+    and write its report again."""
+    fmt, _, text = finished
+    out = copy_of(finished, tmp_path)
+    (out / ".state").mkdir()
+    write_json(out / ".state" / "params.json", json.loads(text)["params"], indent=1)
+    (out / "render_report.json").write_bytes(b"\x00\x17garbage")
+    before = snapshot_of(out)
+    assert render_cli(model, out, "--streams", 2, "--format", fmt, "--seed", 7) == 2
+    assert error_line(capsys) == (
+        f"wavegen render: error: {out} holds a render with seed=0, but this command asks for seed=7. Rerun the "
+        "original command: it resumes the render, or says it is finished; pass --restart to discard it, or choose "
+        "another --out")
+    assert snapshot_of(out) == before
+
+
 # ----- what the rebuilt report records, and the records it is read by ------------------------------------------------
 
 def test_a_report_rebuilt_beside_a_state_a_kill_left_takes_what_its_snapshots_measured(tmp_path, caplog):

@@ -218,8 +218,8 @@ def mend_damaged_report(folder, params: dict, progress: bool = False) -> None:
         damaged = f"{folder.report_path}: unreadable render report ({getattr(err, 'strerror', None) or err})"
     (recorded, crcs), source = recorded_in(folder.report_path), "its readable part"
     # a report is written only once its render finished: the parameters its readable part records are a finished
-    # render's, which a rerun has nothing to resume of (those .state/ holds may be an unfinished one's)
-    finished = recorded is not None
+    # render's, which a rerun has nothing to resume of; whether those .state/ holds are is not known (None)
+    finished = True if recorded is not None else None
     if recorded is None:
         try:
             recorded, source = folder._recorded_params()[0], f"{folder.state_dir.name}/ (a kill left it)"

@@ -25,11 +25,12 @@ UNKNOWN_BEFORE = ("threads", "label_weights")
 
 
 def check_params(saved: dict, current: dict, where: Path, backend_asked: str | None = None,
-                 finished: bool = False) -> None:
+                 finished: bool | None = False) -> None:
     """RenderStateError naming the first parameter that differs (NON_BINDING ones may, and
     UNKNOWN_BEFORE ones a record lacks). ``backend_asked``: --backend as typed ("auto"), where it may differ from
     the backend it resolved to (``current["backend"]``): the refusal says both. ``finished``: ``saved`` is a
-    finished render's, which a rerun has nothing to resume of (the refusal does not send the user to resume it)."""
+    finished render's, which a rerun has nothing to resume of (the refusal does not send the user to resume it);
+    None where that is not known (:func:`rerun_ending`)."""
     for key in current:
         if key in NON_BINDING or (key in UNKNOWN_BEFORE and key not in saved) or key == TENSORS_KEY:
             continue  # TENSORS_KEY: judged with model_sha256, below
@@ -49,7 +50,8 @@ def check_params(saved: dict, current: dict, where: Path, backend_asked: str | N
         if key == "label_weights":  # said as the labels were given
             key, before = "label", saved.get("label")
         raise RenderStateError(f"{where} holds a render {setting_differs(key, before, current[key])}. " + rerun_ending(
-            "Rerun the original command to resume it, pass --restart to discard it, or choose another --out", finished))
+            "Rerun the original command to resume it, pass --restart to discard it, or choose another --out", finished,
+            rerun="Rerun the original command"))
 
 
 def same_length(saved: dict, current: dict) -> bool:
@@ -132,17 +134,17 @@ def _shown(value) -> str:
     return repr(value)
 
 
-def _backend_differs(where: Path, before, asked: str, now: str, finished: bool) -> str:
+def _backend_differs(where: Path, before, asked: str, now: str, finished: bool | None) -> str:
     """The refusal of a resume whose --backend (``asked``, as typed: "auto") resolves here to another backend
     (``now``) than the one the render was made with (``before``): another machine, numba or a GPU gone or added.
     ``finished``: the render is, with nothing to resume (:func:`rerun_ending`)."""
     return (f"{where} holds a render made with backend={before!r}, but this command's --backend {asked} runs "
             f"backend={now!r} here; the audio may differ by backend. " + rerun_ending(
                 f"Pass --backend {before} to resume it (where it runs), --restart to discard it, or choose another "
-                "--out", finished))
+                "--out", finished, rerun=f"Pass --backend {before} (where it runs)"))
 
 
-def _threads_differ(where: Path, before: int, now: int, finished: bool) -> str:
+def _threads_differ(where: Path, before: int, now: int, finished: bool | None) -> str:
     """The refusal of a resume on another thread count (the numba engine's sums round by it). ``finished``: the
     render is, with nothing to resume (:func:`rerun_ending`)."""
     hint = ""
@@ -158,4 +160,4 @@ def _threads_differ(where: Path, before: int, now: int, finished: bool) -> str:
             f"threads={now} (--threads N, or all cores when not given); the engine's sums round by the thread "
             "count, so the audio would differ. " + rerun_ending(
                 f"Pass --threads {before} to resume it{hint}, --restart to discard it, or choose another --out",
-                finished))
+                finished, rerun=f"Pass --threads {before}{hint}"))

@@ -35,11 +35,16 @@ class RenderStateError(WavegenError, ValueError):
     """The output folder holds another render (or a damaged one); the message says what differs."""
 
 
-def rerun_ending(stopped: str, finished: bool, anew: str = "discard it and render anew") -> str:
+def rerun_ending(stopped: str, finished: bool | None, anew: str = "discard it and render anew",
+                 rerun: str | None = None) -> str:
     """How the refusal of a rerun into a render folder ends: ``stopped`` ("Pass --threads 2 to resume it,
     --restart to discard it, or choose another --out") where the render there stopped part way; where it is
     ``finished`` there is nothing to resume (a rerun as it was made only reports it complete): said so, with
-    --restart to ``anew``."""
+    --restart to ``anew``. ``finished`` None: not known (the parameters come from the .state/ a kill left, beside a
+    damaged report): the ``rerun`` that matches ("Pass --threads 2") is said to resume it or say it is finished."""
+    if finished is None and rerun is not None:
+        return f"{rerun}: it resumes the render, or says it is finished; pass --restart to discard it, or choose " \
+            "another --out"
     if not finished:
         return stopped
     return f"It is finished: there is nothing to resume; pass --restart to {anew}, or choose another --out"
