@@ -253,6 +253,38 @@ def test_a_sigterm_while_a_complete_render_is_checked_ends_it_as_complete(model,
     assert file_bytes(out, STREAMS) == before
 
 
+# wavegen as the program (a script named wavegen: the CLI's start takes a SIGTERM for a Ctrl-C), its render sent a
+# SIGTERM (and its echo) once the command's run has returned: main's last microseconds, the files whole
+_LATE_TERM_RUNNER = r"""import os, signal, sys
+from wavegen.cli import render as command
+real = command.run
+
+def then_a_sigterm(args):
+    code = real(args)
+    os.kill(os.getpid(), signal.SIGTERM)
+    os.kill(os.getpid(), signal.SIGTERM)  # its echo (a wrapper that forwards it)
+    return code
+
+command.run = then_a_sigterm
+from wavegen.cli import run
+sys.exit(run())
+"""
+
+
+def test_a_sigterm_once_a_render_is_complete_and_main_ends_is_no_interrupt(model, tmp_path):
+    """Between the render's handlers set back and main's end, the CLI start's Ctrl-C (term_as_interrupt) took a
+    SIGTERM: "wavegen render: interrupted", exit 130, of a render whose files were whole. It stops nothing: exit 0."""
+    import sys
+
+    out, program = tmp_path / "out", tmp_path / "wavegen"
+    program.write_text(_LATE_TERM_RUNNER)
+    done = subprocess.run([sys.executable, str(program), "-q", "render", str(model), *map(str, flags(out))], env=ENV,
+                          capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr[-2000:]
+    assert done.stdout.split() == [str(p) for p in sorted(out.glob("stream_*.wav"))]
+    assert json.loads((out / "render_report.json").read_text())["status"] == "complete"
+
+
 def test_a_second_sigterm_before_the_render_stopsignals_stops_at_once(monkeypatch):
     """Held for the render's StopSignals (launch_term_held alone), a process started alone's first SIGTERM waits for
     them; the same one handed on twice (within TERM_ECHO_SECONDS) asks nothing more; another stops at once, as a

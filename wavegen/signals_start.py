@@ -102,19 +102,21 @@ def release_early_term() -> None:
 
 
 @contextlib.contextmanager
-def launch_term_held(alone: bool = False):
+def launch_term_held(alone: bool = False, late: bool = False):
     """Under a launch, in the main thread: a SIGTERM that comes inside the block outside any StopSignals (a
     command's imports, torch's seconds, before its StopSignals exist) is held for the next StopSignals entered
     in it, which holds it as its own from then (the launcher ending the survivors of a process killed while
     they started: they meet the loss at their first meeting and say it, not end without a word). One that no
     StopSignals took is delivered as the block ends. ``alone``: in a process started alone too, where SIGTERM has
-    its default (:func:`_term_held_alone`); elsewhere the block runs as it is. Yields what it held (``untaken``)."""
+    its default (:func:`_term_held_alone`); elsewhere the block runs as it is. Yields what it held (``untaken``).
+    ``late`` (with ``alone``): a SIGTERM after a block that ended well, up to the process's end, goes to ``untaken``
+    too, where it would have been the CLI start's Ctrl-C (:meth:`HeldTerm.came_late`)."""
     held = HeldTerm()
     if threading.current_thread() is not threading.main_thread() or not (launched() or alone):
         yield held
         return
     if not launched():
-        with _term_held_alone(held):
+        with _term_held_alone(held, late):
             yield held
         return
     forget_launchers_term()  # a new command (tests run several in one process): no SIGTERM of its launcher yet
@@ -131,16 +133,31 @@ class HeldTerm:
     """What :func:`launch_term_held` held: ``untaken``, a process started alone whose block ended well with a
     SIGTERM that no StopSignals took (it came once their work was over): the caller says what that stop met."""
     untaken = False
+    since: float | None = None  # when the first of them came (monotonic), where known
+
+    def came_late(self, signum, frame) -> None:
+        """SIGTERM's handler once a ``late`` block ended well (the CLI's program: until the process ends, tens of
+        microseconds of main's end, then its exit): the work is whole, and the signal stops nothing of it (as the
+        CLI start's Ctrl-C, term_as_interrupt, it said "interrupted", exit 130, of a finished render): ``untaken``
+        (said by the caller where it has not looked yet; else the exit is 0). The first handed on twice asks
+        nothing more; another, past TERM_ECHO_SECONDS, ends the process by SIGTERM's default (an exit that hangs)."""
+        first = self.since if self.untaken else term_held_for_next()
+        if first is None or is_an_echo(first):
+            self.untaken, self.since = True, first if first is not None else time.monotonic()
+            return
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.raise_signal(signal.SIGTERM)
 
 
 @contextlib.contextmanager
-def _term_held_alone(held: HeldTerm):
+def _term_held_alone(held: HeldTerm, late: bool = False):
     """A process started alone: a SIGTERM outside the command's StopSignals (torch importing, the model loading
     before a render's first, its folder checked between two) ended it by the signal's default, without a word,
     where one inside them is said and stops cleanly. Held here for the next StopSignals, which takes it as its own
     (:func:`_took_early_alone`); one that none took: ``held.untaken`` where the block ends well, dropped where it
     raises (its error is said). The CLI's start's Ctrl-C (:func:`term_as_interrupt`) is replaced as the default is,
-    and set back after; a SIGTERM ignored or handled otherwise (SIG_IGN, a caller's handler) is left so."""
+    and set back after (where ``late`` and the block ended well, :meth:`HeldTerm.came_late` takes its place instead:
+    the work is whole); a SIGTERM ignored or handled otherwise (SIG_IGN, a caller's handler) is left so."""
     previous = signal.getsignal(signal.SIGTERM)
     if previous is not signal.SIG_DFL and previous is not term_as_interrupt:
         yield
@@ -152,8 +169,11 @@ def _term_held_alone(held: HeldTerm):
         yield
         ended_well = True
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        held.untaken = drop_term_held() and ended_well
+        signal.signal(signal.SIGTERM, held.came_late if late and ended_well and previous is term_as_interrupt
+                      else previous)
+        came = term_held_for_next()
+        if drop_term_held() and ended_well:
+            held.untaken, held.since = True, came
 
 
 def _took_early_alone(signum, frame) -> None:

@@ -51,8 +51,9 @@ def run(args) -> int:
     from wavegen.signals_start import launch_term_held
 
     # a SIGTERM while torch imports or between the render's StopSignals (its folder checked): theirs to take, said
-    # and stopped cleanly as one inside them, not the signal's silent death (a launcher's, or a user's kill)
-    with launch_term_held(alone=True) as held:
+    # and stopped cleanly as one inside them, not the signal's silent death (a launcher's, or a user's kill); one
+    # once the render is complete (late: until the process ends) stops nothing either, nor says "interrupted"
+    with launch_term_held(alone=True, late=True) as held:
         code = _run(args)
     if held.untaken:  # came once the render was complete (or with nothing left to render): it stopped nothing
         logging.getLogger("wavegen.render").warning("SIGTERM came once the render was complete: nothing to stop or "
