@@ -150,6 +150,16 @@ def whole_frames(spec: dict, n: int) -> int:
     return max(top, -(-n // top) * top)
 
 
+def frames_said(spec: dict, flag: str, asked: int | None) -> str | None:
+    """The line that says ``flag``'s ``asked`` samples per stream are timed as more (:func:`whole_frames`):
+    "--samples 100 timed as 112: whole frames of 16 (the model's top tier)"; None where they are timed as asked
+    (or ``asked`` is None: not given). The rows' samples differed from --samples without a word."""
+    if asked is None or whole_frames(spec, asked) == asked:
+        return None
+    return (f"{flag} {asked} timed as {whole_frames(spec, asked)}: whole frames of {int(spec['frame_sizes'][0])} "
+            "(the model's top tier)")
+
+
 # ----- generation ----------------------------------------------------------------------------------
 
 def check_draws_fit(counts, batch: int) -> None:
@@ -363,6 +373,9 @@ def bench_generation(model: str, backends=("torch", "numba"), batches=(1, 8, 64)
     spec, facts = load_bench_model(model, seed, checkpoint)
     check_backends(spec, backends, batches, device)
     rate = facts["sample_rate"]
+    for line in (frames_said(spec, "--samples", samples), frames_said(spec, "--torch-samples", torch_samples)):
+        if line is not None and progress is not None:
+            progress(line)
     samples = whole_frames(spec, samples)
     torch_samples = whole_frames(spec, torch_samples if torch_samples else min(samples, 1024))
     warmup = whole_frames(spec, WARMUP_SAMPLES)

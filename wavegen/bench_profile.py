@@ -41,6 +41,9 @@ def profile_generation(model: str, backends=("numba",), batches=(1,), samples: i
     bench.check_draws_fit([("--samples", samples)], max(batches))
     bench.check_backends(spec, backends, batches)
     result = {"mode": "profile", "machine": None, "model": {"name": model, **facts}, "profiles": []}
+    rounded = bench.frames_said(spec, "--samples", samples)
+    if rounded is not None and progress is not None:
+        progress(rounded)
     try:
         bench.stop_if_asked(stop)  # one asked already (torch importing): the machine not measured, nor said to be
         if progress is not None:

@@ -62,8 +62,9 @@ def add_parser(sub) -> None:
                    help="comma list of stream counts (default 1,8,64; with --profile 1); with --train, global "
                         "training batch sizes (default: the model's train.batch_size)")
     p.add_argument("--samples", type=int, default=16000,
-                   help="generation timing and --profile: timed samples per stream (default 16000); a row whose "
-                        "runs will take over 2 minutes says so first, with an estimate")
+                   help="generation timing and --profile: timed samples per stream (default 16000; a SampleRNN's "
+                        "rounded up to whole frames of its top tier, said when it is); a row whose runs will take "
+                        "over 2 minutes says so first, with an estimate")
     p.add_argument("--torch-samples", type=int, default=None,
                    help="generation timing: timed samples per stream for the (slow) torch engine "
                         "(default: min(samples, 1024))")
