@@ -100,16 +100,21 @@ generation or training speed (bench), or play a model as an endless live stream 
 `wavegen COMMAND --help` for each."""
 
 
+# digits as float() and int() read them: an underscore between two of them (1_000)
+_DIGITS = r"\d(?:_?\d)*"
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse's parser, where a negative number in exponent form (``--seconds -1e-3``) is a value as ``-0.001``
-    is, and so are ``-inf`` and ``-nan`` (any case, ``-infinity`` too: what float() reads), so that the command's own
-    check names it: argparse's pattern of a negative number has neither, and took it for an option ("expected one
-    argument"). Its commands' parsers are of this class too (:class:`_CommandParser`)."""
+    """argparse's parser, where a negative number in exponent form (``--seconds -1e-3``) or with underscores
+    (``-1_000``) is a value as ``-0.001`` is, and so are ``-inf`` and ``-nan`` (any case, ``-infinity`` too: what
+    float() reads), so that the command's own check names it: argparse's pattern of a negative number has none of
+    them, and took it for an option ("expected one argument"). Its commands' parsers are of this class too
+    (:class:`_CommandParser`)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._negative_number_matcher = re.compile(r"^-((\d+\.?\d*|\.\d+)(e[-+]?\d+)?|inf|infinity|nan)$",
-                                                   re.IGNORECASE)
+        self._negative_number_matcher = re.compile(
+            rf"^-(({_DIGITS}(\.({_DIGITS})?)?|\.{_DIGITS})(e[-+]?{_DIGITS})?|inf|infinity|nan)$", re.IGNORECASE)
 
 
 class _CommandParser(_Parser):
