@@ -323,3 +323,34 @@ def test_a_json_body_without_a_label_text_is_refused(body, content_type):
 
     with pytest.raises(ValueError, match='a JSON body needs {"label": "name or blend"}|not JSON'):
         asyncio.run(_label_text(_Request(body, content_type)))
+
+
+def test_a_switch_answered_for_a_window_plays_in_it_and_the_next_one_waits_for_the_window_after(conditioned):
+    """Two switches asked for while the station waits for room (ahead of the live edge): the first is taken and
+    answered "from sample P"; the second, asked for before the window at P is rendered, starts at the window after,
+    so the first plays the window it was answered for (both were taken at P, the first playing nothing)."""
+    from wavegen.render import parse_label
+    from wavegen.serve.settings import ServeSettings
+    from wavegen.serve.station import Station
+
+    station = Station(str(conditioned), ServeSettings(label="rain", guard=False, allow_slow=True, backend="torch"))
+    assert station.open()  # its timing (allowed slow), its encoder
+    station._published = True  # as after the first window: it waits for room from here on
+    behind = lambda: station.position / SR - 10.0  # noqa: E731 - ahead of the live edge: waiting for room
+    room = lambda: station.position / SR  # noqa: E731 - at the live edge: room for a window
+    labels = station.label_state
+    first = labels.request("bells")
+    station._wake.set()
+    assert station._wait_for_room(room)  # takes it
+    assert first.result(0)["starts_at_sample"] == 0 and labels.text == "bells"
+    second = labels.request("rain:0.5,bells:0.5")
+    station._stop.set()  # the wait below ends (False) where it takes nothing it may take
+    assert not station._wait_for_room(behind)
+    assert not second.done() and labels.text == "bells"  # bells plays the window it was answered for
+    station._stop.clear()
+    state = station._engine_state()
+    assert np.array_equal(state["label_weights"].reshape(-1), parse_label("bells", LABELS))
+    station._next_window(state)
+    assert station._wait_for_room(room)
+    assert second.result(0)["starts_at_sample"] == station.window and second.result(0)["previous"] == "bells"
+    assert labels.text == "rain:0.5,bells:0.5" and labels.switches == 2 and labels.since == station.window

@@ -134,12 +134,13 @@ class LabelState:
         self.text, self.weights, self.since = text, weights, position
         self.switches += 1
 
-    def apply_pending(self, engine, position: int, sample_rate: int, snapshot=None) -> None:
+    def apply_pending(self, engine, position: int, sample_rate: int, snapshot=None) -> bool:
         """The station's thread, between two windows: give ``engine`` the blend asked for from ``position``
-        on, then ``snapshot()`` (the archive's, recording it), and answer the requests."""
+        on, then ``snapshot()`` (the archive's, recording it), and answer the requests. False where none was
+        asked for."""
         taken = self.take()
         if taken is None:
-            return
+            return False
         text, weights, futures = taken
         before = self.text
         changed = not np.array_equal(weights, self.weights)
@@ -159,6 +160,7 @@ class LabelState:
                   "starts_at_seconds": position / sample_rate}
         for future in futures:
             future.set_result(result)
+        return True
 
     def meta(self) -> dict:
         """What a snapshot records of the label in force."""

@@ -216,6 +216,7 @@ class Station:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._published = False  # any pages handed to the broadcast yet
+        self._label_taken_at = None  # the position the last label switch was taken at (see _take_label)
         self.error: BaseException | None = None
         self.encoder: OggOpusEncoder | None = None
 
@@ -389,7 +390,7 @@ class Station:
     def _wait_for_room(self, live_seconds) -> bool:
         """Wait while the rendered audio is buffer_seconds ahead of the live edge; False once stopped.
         Not before a first page is out: the live edge starts with it (the encoder holds ~1 s). A label
-        switch asked for meanwhile is taken at once: it starts at the next window."""
+        switch asked for meanwhile is taken at once (one a window: _take_label): it starts at the next window."""
         while True:
             self._take_label()
             ahead = self.position / self.sample_rate - live_seconds()
@@ -402,10 +403,15 @@ class Station:
 
     def _take_label(self) -> None:
         """Switch to the label asked for (POST /label) from this position on; with an archive, a snapshot
-        here records it, so a restart continues with it; its fallback (snapshot.prev.npz) too, not the old label's."""
+        here records it, so a restart continues with it; its fallback (snapshot.prev.npz) too, not the old label's.
+        One switch a window: one taken here is answered as starting here, so a later one waits for the next window
+        (taken at the same position, it would replace the first before a sample of it played)."""
+        if self._label_taken_at == self.position:
+            return
         snapshot = None if self.archive is None else \
             lambda: self.archive.snapshot(self._engine_state(), self._meta(), fallback_too=True)
-        self.label_state.apply_pending(self.engine, self.position, self.sample_rate, snapshot)
+        if self.label_state.apply_pending(self.engine, self.position, self.sample_rate, snapshot):
+            self._label_taken_at = self.position
 
     def _engine_state(self) -> dict[str, np.ndarray]:
         # copied: an engine's state_dict may hand out views of buffers it updates in place
