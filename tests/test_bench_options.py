@@ -296,3 +296,12 @@ def test_ctrl_c_stops_a_long_profile_within_a_second_or_two():
                                         "so far are printed (Ctrl-C again to stop at once)",
                                         "wavegen bench: interrupted"], err  # (its one row unfinished: no table)
     assert waited < 8, waited  # calls of about a second, on a shared machine
+
+
+def test_the_threads_help_says_a_profile_runs_one_thread_unless_given():
+    """--threads' help said "(default: all cores)" alone, where --profile times on one thread unless given."""
+    import argparse
+
+    sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    (threads,) = [a for a in sub.choices["bench"]._actions if "--threads" in a.option_strings]
+    assert threads.help == "threads for numba and torch; --profile times on 1 unless given (default: all cores)"

@@ -70,7 +70,7 @@ def add_parser(sub) -> None:
                         "(default: min(samples, 1024))")
     p.add_argument("--repeats", type=int, default=3,
                    help="generation timing: timed runs per row, the fastest is kept (default 3)")
-    add_threads(p)
+    add_threads(p, "numba and torch; --profile times on 1 unless given")  # (its parts' times are one core's)
     add_device(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights (a preset's or config's; with --train, any model's)")
     add_json(p, "the results", model_word=False)
