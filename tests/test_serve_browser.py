@@ -102,6 +102,37 @@ def test_the_page_says_so_when_the_stream_stops(playwright, tmp_path):
     assert page.text_content("#notice") == "The stream stopped. Press Listen to join again."
     assert page.text_content("#play") == "▶ Listen"
     assert "live" not in page.get_attribute("#onair", "class")
+    assert page.text_content("#clock") == ""  # not "listening 0:04", stopped there
+    browser.close()
+
+
+@pytest.mark.slow
+def test_a_page_not_playing_drops_the_slow_notice_once_the_server_is_gone(playwright, tmp_path):
+    """A page open on a slow stream (its /status says slow) shows how far the stream falls behind; once the server
+    has stopped, it says the server is not answering and no longer that the stream falls behind and will catch up
+    (that notice stayed, beside the headline, for as long as the page was open)."""
+    server = Server(make_model(tmp_path / "tiny"), "--no-guard")
+
+    def slow_status(route):
+        try:
+            response = route.fetch()
+        except Exception:  # the server is gone: the page's fetch fails as it would without this route
+            route.abort()
+            return
+        route.fulfill(response=response, json={**response.json(), "slow": True, "delay_seconds": 3.0})
+
+    try:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page()
+        page.route("**/status", slow_status)
+        page.goto(server.url + "/")
+        page.wait_for_function("document.getElementById('notice').textContent.includes('falls behind (3.0 s')",
+                               timeout=30000)
+    finally:
+        assert server.stop() == 130, "".join(server.stderr)
+    page.wait_for_function("document.getElementById('headline').textContent === 'the server is not answering'",
+                           timeout=30000)
+    assert not page.is_visible("#notice"), page.text_content("#notice")
     browser.close()
 
 

@@ -96,6 +96,7 @@ function stop() {
   audio.load(); // closes the connection
   button.textContent = "▶ Listen";
   $("onair").classList.remove("live");
+  $("clock").textContent = ""; // the next poll would clear it, but none comes where the server has gone
 }
 
 button.addEventListener("click", () => (playing ? stop() : start()));
@@ -119,6 +120,7 @@ async function streamEnded() {
   } catch (err) {
     // the server is gone: the headline says so at the next poll
   }
+  slowShown = false; // this notice takes the slow one's place: a failed poll leaves it
   notice(text);
 }
 audio.addEventListener("error", streamEnded);
@@ -169,6 +171,10 @@ async function poll() {
     showControl(s);
   } catch (err) {
     $("headline").textContent = "the server is not answering";
+    if (slowShown) { // no longer news: the stream does not fall behind, it is gone
+      notice("");
+      slowShown = false;
+    }
   }
 }
 
