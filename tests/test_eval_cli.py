@@ -33,7 +33,7 @@ def test_a_cap_of_one_sample_prints_its_length_and_an_entropy_of_zero(model, cor
     assert result["unigram_entropy_bits"] == 0.0 and math.copysign(1.0, result["unigram_entropy_bits"]) == 1.0
     assert main(["-q", "eval", str(model), "--data", str(corpus), "--max-seconds", "0.0002"]) == 0
     first = capsys.readouterr().out.splitlines()[0]
-    assert first.endswith(" bits/sample over 1 samples (0.000125 s; unigram entropy 0.000 bits)"), first
+    assert first.endswith(f" bits/sample over 1 samples of {corpus} (0.000125 s; unigram entropy 0.000 bits)"), first
 
 
 def test_the_progress_ends_at_the_seconds_scored(model, corpus, capsys, caplog):
@@ -251,6 +251,24 @@ def test_a_model_without_data_is_scored_on_the_corpus_it_was_trained_on(corpus, 
     (model / "config.json").write_text(json.dumps(config))
     assert main(["eval", str(model)]) == 2
     assert "is no prepared corpus now (no manifest.json): give --data CORPUS" in capsys.readouterr().err
+
+
+def test_the_result_names_the_corpus_and_split_it_scored_under_quiet_too(corpus, tmp_path, capsys):
+    """`wavegen -q eval RUN` (the corpus its config names) printed "test: 8.5 bits/sample over 800 samples ..." and
+    its --json held no corpus: only an INFO line, which -q hides, said which corpus was scored. The result line
+    names it, and the JSON holds it with the split."""
+    model = save_tiny_model(tmp_path / "model", sample_rate=SR, dim=16, emb_size=8)
+    config = json.loads((model / "config.json").read_text())
+    config["data"] = tiny_run_config(corpus)["data"]
+    (model / "config.json").write_text(json.dumps(config))
+    assert main(["-q", "eval", str(model), "--split", "val", "--max-seconds", "0.05"]) == 0
+    captured = capsys.readouterr()
+    first = captured.out.splitlines()[0]
+    assert first.startswith("val: ") and f" samples of {config['data']['corpus']} (" in first, first
+    assert captured.err == ""
+    assert main(["-q", "eval", str(model), "--split", "val", "--max-seconds", "0.05", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["corpus"] == config["data"]["corpus"] and result["split"] == "val", result
 
 
 def test_a_model_without_data_whose_nll_is_not_finite_names_the_corpus_scored(corpus, tmp_path, capsys):

@@ -99,7 +99,9 @@ def _eval(args) -> int:
     _warn_if_prepared_again(ref, data, args.split)
     result = evaluate(ref, data, args.split, args.label, args.max_seconds, device=args.device,
                       progress=not args.quiet)
-    result["model"] = ref.source
+    # the corpus scored named in the result itself (--json too), not only in the INFO line -q hides: two results
+    # of one model on two corpora told apart (the split is the result's own "split")
+    result["model"], result["corpus"] = ref.source, str(data)
     bits = result["nll_bits_per_sample"]
     if not math.isfinite(bits):
         from wavegen.errors import WavegenError
@@ -202,8 +204,8 @@ def _is_eval_result(value) -> bool:
 
 def _print_nll(split: str, result: dict) -> None:
     seconds = f"{result['seconds']:.1f}" if result["seconds"] >= 1 else f"{result['seconds']:.3g}"  # not "0.0"
-    print(f"{split}: {result['nll_bits_per_sample']:.4f} bits/sample over {result['samples']:,} samples "
-          f"({seconds} s; unigram entropy {result['unigram_entropy_bits']:.3f} bits)")
+    print(f"{split}: {result['nll_bits_per_sample']:.4f} bits/sample over {result['samples']:,} samples of "
+          f"{result['corpus']} ({seconds} s; unigram entropy {result['unigram_entropy_bits']:.3f} bits)")
     print(f"  model: {result['model']}")  # which checkpoint: two outputs of one run told apart
     print(f"  scored: {result['scored']}")
     if result.get("label") is not None:  # which label's: two outputs of one model told apart (per_label is
