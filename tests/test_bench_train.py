@@ -183,8 +183,8 @@ def accelerate_bench(folder, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_two_processes_split_the_global_batch_and_the_main_one_reports_the_whole_job(tmp_path):
-    """--batch is the global batch: split over the processes as training splits it (refused, with
-    training's message, where it does not split), timed as one job, printed and written once."""
+    """--batch is the global batch: split over the processes as training splits it (refused, naming --batch,
+    where it does not split), timed as one job, printed and written once."""
     one = bench_training("samplernn-tiny", batches=(4,), seq_len=64, steps=1, warmup=0, threads=1)["rows"][0]
     out = tmp_path / "two.json"
     done = accelerate_bench(tmp_path, "--batch", "4", "--steps", "1", "--json", str(out))
@@ -199,17 +199,17 @@ def test_two_processes_split_the_global_batch_and_the_main_one_reports_the_whole
     assert row["loss_bits"] == pytest.approx(one["loss_bits"], abs=1e-5)
     assert gloo_threads_left(tmp_path, 2) == {0: [], 1: []}  # the group ended before the processes exit
     refused = accelerate_bench(tmp_path, "--batch", "4,3", "--steps", "1", "--json", str(tmp_path / "no.json"))
-    message = ("wavegen bench: error: train.batch_size=3 does not split into 2 process(es) x 1 accumulation "
-               "step(s); use a multiple of 2")
+    message = "wavegen bench: error: --batch 3 does not split into 2 processes x 1 accumulation step; use a multiple of 2"
     assert refused.returncode != 0 and message in refused.stderr.splitlines()
     assert not (tmp_path / "no.json").exists()
 
 
 def test_a_batch_that_does_not_split_is_refused_before_any_is_timed():
-    """The split is training's (wavegen.data.local_streams): here over 2 accumulation steps of one process."""
+    """The split is training's (wavegen.data.local_streams): here over 2 accumulation steps of one process, named as
+    the bench user gave it (was training's 'train.batch_size=3 ... 1 process(es) x 2 accumulation step(s)')."""
     timed = []
-    with pytest.raises(ConfigError, match=r"^train\.batch_size=3 does not split into 1 process\(es\) x 2 "
-                                          r"accumulation step\(s\); use a multiple of 2$"):
+    with pytest.raises(ConfigError, match=r"^--batch 3 does not split into 1 process x 2 accumulation steps "
+                                          r"\(--grad-accum 2\); use a multiple of 2$"):
         bench_training("samplernn-tiny", batches=(4, 3), seq_len=64, steps=1, warmup=0, threads=1, grad_accum=2,
                        progress=timed.append)
     assert timed == []

@@ -299,7 +299,6 @@ def _bench_batches(measure: _Measurement, subject: _Subject, progress, timeout: 
     """bench_training's work once its arguments are checked (the accelerator made and ended here): a row for
     each batch size of measure, of subject; progress(line) before each (None: quiet); timeout: the seconds
     a collective waits for another process; stop: _held_stops's."""
-    from wavegen.data import local_streams
     from wavegen.distributed import end_accelerator, lost_contact, make_accelerator
     from wavegen.memory import check_model_memory
     from wavegen.trainstate import agree
@@ -309,8 +308,7 @@ def _bench_batches(measure: _Measurement, subject: _Subject, progress, timeout: 
     try:
         world, main = accelerator.num_processes, accelerator.is_main_process
         setups = [_training_config(subject.config, measure.row_settings(batch)) for batch in measure.batches]
-        for _, train_cfg in setups:  # every batch size splits over the processes, before any is timed
-            local_streams(train_cfg, accelerator.process_index, world)
+        _check_splits(setups, accelerator.process_index, world)
         check_model_memory(setups[0][0], None, accelerator.device)  # absurd sizes: refused before any is built
         rows, facts = [], {}
         try:
@@ -341,6 +339,23 @@ def _bench_batches(measure: _Measurement, subject: _Subject, progress, timeout: 
     finally:
         end_accelerator(accelerator)
     return result if main else None
+
+
+def _check_splits(setups, rank: int, world: int) -> None:
+    """Every batch size splits over the ``world`` processes and the accumulation steps, as training splits it
+    (:func:`wavegen.data.local_streams`), before any is timed; one that does not is a ConfigError naming --batch
+    (training's own named train.batch_size, a key the bench user never wrote, and "1 process(es)")."""
+    from wavegen.data import local_streams
+
+    for _, train_cfg in setups:
+        try:
+            local_streams(train_cfg, rank, world)
+        except ConfigError:
+            accum = train_cfg.grad_accum
+            given = f" (--grad-accum {accum})" if accum > 1 else ""
+            raise ConfigError(f"--batch {train_cfg.batch_size} does not split into "
+                              f"{counted(world, 'process', 'processes')} x {counted(accum, 'accumulation step')}"
+                              f"{given}; use a multiple of {world * accum}") from None
 
 
 def _result(rows: list, facts: dict, measure: _Measurement, subject: _Subject, accelerator, setups) -> dict:
