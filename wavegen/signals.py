@@ -98,9 +98,9 @@ def launcher_terms_after_an_interrupt() -> bool:
 
 def says_the_interrupt() -> bool:
     """Whether this process speaks for its launch: says that a Ctrl-C interrupted its command, and what a Ctrl-C
-    will do (:func:`first_process_says`). A Ctrl-C reaches every process of a launch (the terminal's process group,
-    and the launcher hands it on), so the first of the launch (launch_rank) says it for all (the others exit 130
-    without a word); a process started alone always does (however a stray RANK in its environment reads: no
+    will do (:func:`first_process_says`). A Ctrl-C reaches every process of a launch (the terminal's process group;
+    torchrun's workers, in sessions of their own, by its forward alone), so the first of the launch (launch_rank)
+    says it for all (the others exit 130 without a word); a process started alone always does (however a stray RANK in its environment reads: no
     launcher set a size above 1)."""
     several = any(os.environ.get(name, "").strip().isdigit() and int(os.environ[name]) > 1 for name in _SIZE_VARS)
     return not several or launch_rank()[0] == 0
@@ -123,7 +123,7 @@ def held_a_launchers_term() -> bool:
 def first_process_says(logger_name: str, rank: int | None = None):
     """While inside: the warnings (and info) of logger ``logger_name`` said by the first process of a launch
     alone (``rank``, or launch_rank's: known before any process group exists); its errors by every process. A
-    Ctrl-C reaches every process of a launch (torchrun hands it on to each), and each would say the same."""
+    Ctrl-C reaches every process of a launch (torchrun hands it on to each, once), and each would say the same."""
     if (says_the_interrupt() if rank is None else rank == 0):
         yield
         return
