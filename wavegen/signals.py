@@ -100,8 +100,8 @@ def says_the_interrupt() -> bool:
     """Whether this process speaks for its launch: says that a Ctrl-C interrupted its command, and what a Ctrl-C
     will do (:func:`first_process_says`). A Ctrl-C reaches every process of a launch (the terminal's process group;
     torchrun's workers, in sessions of their own, by its forward alone), so the first of the launch (launch_rank)
-    says it for all (the others exit 130 without a word); a process started alone always does (however a stray RANK in its environment reads: no
-    launcher set a size above 1)."""
+    says it for all (the others exit 130 without a word); a process started alone always does (however a stray RANK
+    in its environment reads: no launcher set a size above 1)."""
     several = any(os.environ.get(name, "").strip().isdigit() and int(os.environ[name]) > 1 for name in _SIZE_VARS)
     return not several or launch_rank()[0] == 0
 
