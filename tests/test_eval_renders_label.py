@@ -5,6 +5,7 @@ label's audio alone (its test and training split), as `wavegen eval --label L` s
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from conftest import tone, write_audio_file
@@ -89,3 +90,27 @@ def test_a_label_whose_split_is_too_short_is_said_of_that_label(album, tmp_path,
         f"beside --val-fraction 0.34 already holds out as much as train can spare)"), err
     code, result, err = judged(capsys, corpus, renders, "--label", "low")  # the long label's is judged
     assert code == 0 and result["label"] == "low", err
+
+
+def test_a_label_missing_from_the_test_split_is_not_sent_to_a_val_split_too_short(album, tmp_path, capsys):
+    """A label whose test recording is gone (the corpus prepared again: the others keep their splits) and whose val
+    audio is a 0.2 s recording was told "give --split val", where --split val then ended in that label's own "no
+    clip of at least 0.25 s": now the val split is said to be short too, and the corpus prepared again is asked."""
+    _, renders, _ = album
+    for label, base, seconds in (("low", 200.0, 2.0), ("high", 2000.0, 0.2)):
+        for i in range(3):
+            write_audio_file(tmp_path / "rec" / label / f"{label}{i}.wav", tone(seconds, SR, freq=base + 50 * i), SR)
+    corpus = tmp_path / "corpus"
+    settings = dict(sample_rate=SR, val_fraction=0.34, test_fraction=0.34, labels="folders", progress=False,
+                    min_segment_seconds=0.05)
+    held_out = {f["split"]: Path(f["path"]) for f in prepare([tmp_path / "rec"], corpus, **settings)["files"]
+                if f["label"] == "high"}
+    held_out["test"].unlink()
+    prepare([tmp_path / "rec"], corpus, **settings)
+    code, _, err = judged(capsys, corpus, renders, "--label", "high")
+    assert code == 2 and err.strip() == (
+        f"wavegen eval: error: the test split of {corpus} holds no audio of label 'high' to compare with; the val "
+        f"split holds no clip of it of at least 0.25 s either (its longest segment: 0.200 s): prepare the corpus "
+        f"again with more or longer recordings"), err
+    code, _, err = judged(capsys, corpus, renders, "--label", "low")  # the long label's test audio is judged
+    assert code == 0, err

@@ -246,11 +246,20 @@ def _label_slot(corpus, corpus_dir, label: str | None) -> int | None:
 
 
 def _no_label_audio(corpus, corpus_dir, split: str, slot: int) -> str:
-    """Why a label's audio is missing from ``split``, and the split that holds some (test or val)."""
+    """Why a label's audio is missing from ``split``, and the split that holds some (test or val) long enough to
+    judge (a segment of MIN_RENDER_SECONDS): one whose audio of that label is all shorter is said to be so, not
+    given (--split val then ended in that split's own error)."""
     name = corpus.labels[slot]
-    others = [s for s in ("test", "val") if s != split and len(corpus.segments(s))
-              and (corpus.segment_labels(s) == slot).any()]
-    instead = f"give --split {others[0]}" if others else "prepare the corpus again with more of its recordings"
+    longest = {s: _longest_segment(corpus, s, slot) for s in ("test", "val") if s != split}
+    others = [s for s, seconds in longest.items() if seconds >= MIN_RENDER_SECONDS]
+    held = [s for s, seconds in longest.items() if seconds > 0]
+    if others:
+        instead = f"give --split {others[0]}"
+    elif held:
+        instead = (f"the {held[0]} split holds no clip of it of at least {MIN_RENDER_SECONDS} s either (its longest "
+                   f"segment: {longest[held[0]]:.3f} s): prepare the corpus again with more or longer recordings")
+    else:
+        instead = "prepare the corpus again with more of its recordings"
     return f"the {split} split of {corpus_dir} holds no audio of label {name!r} to compare with; {instead}"
 
 
