@@ -359,6 +359,29 @@ def test_a_refusal_where_it_is_not_known_whether_the_render_finished_does_not_se
     assert str(caught.value).endswith("may differ by backend. Pass --backend numba (where it runs)" + either)
 
 
+def test_another_model_where_it_is_not_known_whether_the_render_finished_is_not_sent_to_resume_it(model, tmp_path):
+    """The same for other weights (finished None): the refusal said "resume it without --checkpoint (the run's
+    best/ holds the weights it began with)", where that rerun may find the render finished."""
+    from wavegen.fileio import sha256_file
+    from wavegen.weights_file import tensors_sha256
+
+    run = tmp_path / "run"
+    shutil.copytree(model, run / "best")
+    shutil.copy(model / "config.json", run / "config.json")
+    newer = make_model(run / "checkpoints" / "step_9", seed=1)
+
+    def record(folder: Path, weights: Path) -> dict:
+        return {"model": str(folder), "model_sha256": sha256_file(weights),
+                "model_tensors_sha256": tensors_sha256(weights)}
+
+    began = record((run / "checkpoints" / "step_5").resolve(), model / "model.safetensors")  # pruned since
+    with pytest.raises(RenderStateError) as caught:
+        check_params(began, record(newer.resolve(), newer / "model.safetensors"), tmp_path, finished=None)
+    assert str(caught.value).endswith(
+        "Rerun without --checkpoint (the run's best/ holds the weights it began with): it resumes the render, or says "
+        "it is finished; pass --restart to discard it, or choose another --out"), str(caught.value)
+
+
 def test_restart_reads_what_the_recorded_render_wrote_and_skips_a_record_it_cannot_read(model, tmp_path, capsys):
     """--restart removes the files of the render recorded in .state/params.json (3 FLAC streams here), with
     the one JSON reader the rerun check uses; a record that is not a JSON object is passed over, not fatal, and

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from render_helpers import make_model, render_cli
-from wavegen.fileio import write_json
+from render_helpers import QUICK_FLAGS, make_model, render_cli
+from wavegen.cli import main
+from wavegen.fileio import sha256_file, write_json
 
 
 @pytest.fixture(scope="module")
@@ -186,6 +187,43 @@ def test_a_damaged_report_beside_a_kills_state_rerun_with_another_setting_is_not
         "original command: it resumes the render, or says it is finished; pass --restart to discard it, or choose "
         "another --out")
     assert snapshot_of(out) == before
+
+
+def test_a_damaged_report_beside_a_kills_state_rerun_with_another_model_is_not_said_to_resume(model, tmp_path,
+                                                                                              capsys):
+    """The same for other weights in the run's best/ (trained further): the refusal said "resume it with
+    --checkpoint step_5", where that rerun finds the render finished and writes its report again."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(model, run / "best")
+    shutil.copy(model / "config.json", run / "config.json")
+    kept = run / "checkpoints" / "step_5"
+    kept.mkdir(parents=True)
+    shutil.copy(model / "model.safetensors", kept)
+    (kept / "trainer_state.json").write_text(json.dumps({"step": 5}))
+    out = tmp_path / "out"
+    assert render_cli(run, out) == 0
+    (out / ".state").mkdir()
+    write_json(out / ".state" / "params.json", json.loads((out / "render_report.json").read_text())["params"],
+               indent=1)
+    (out / "render_report.json").write_bytes(b"\x00\x17garbage")
+    other = make_model(tmp_path / "other", seed=3)
+    for name in ("model.safetensors", "weights.json"):  # trained further: best/ written again
+        shutil.copy(other / name, run / "best")
+    before = snapshot_of(out)
+    capsys.readouterr()
+    assert render_cli(run, out) == 2
+    line = error_line(capsys)
+    assert line.startswith(f"wavegen render: error: {out} holds a render begun from the model in "
+                           f"{(run / 'best').resolve()}, which changed since (trained further or replaced"), line
+    assert line.endswith(f"is now {sha256_file(other / 'model.safetensors')[:12]}...). Pass --checkpoint step_5 (the "
+                         "weights it began with): it resumes the render, or says it is finished; pass --restart to "
+                         "discard it, or choose another --out"), line
+    assert snapshot_of(out) == before
+    assert main(["-q", "render", str(run), "--checkpoint", "step_5", "--out", str(out), *QUICK_FLAGS]) == 0
+    assert "are complete" in error_line(capsys)  # that rerun: finished, its report written again
+    assert json.loads((out / "render_report.json").read_text())["status"] == "complete"
 
 
 # ----- what the rebuilt report records, and the records it is read by ------------------------------------------------

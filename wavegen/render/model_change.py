@@ -79,10 +79,12 @@ def _holder(began: Path, tensors: str | None, sha256: str | None, best_too: bool
     return None
 
 
-def model_differs(where: Path, saved: dict, current: dict, finished: bool = False) -> str:
+def model_differs(where: Path, saved: dict, current: dict, finished: bool | None = False) -> str:
     """The refusal of a resume whose weights are not the ones the render began with: the model in the
     same place changed (the run trained further, best/ was replaced), or this command names another.
-    ``finished``: the render is, with nothing to resume (:func:`~wavegen.render.settings.rerun_ending`)."""
+    ``finished``: the render is, with nothing to resume (:func:`~wavegen.render.settings.rerun_ending`); None
+    where that is not known (a damaged report beside the .state/ a kill left): the rerun with the weights it
+    began with is said to resume it or say it is finished."""
     began, now = saved.get("model"), current.get("model")
     sha = saved["model_sha256"]
     if began is None or Path(began) == Path(now):
@@ -95,6 +97,10 @@ def model_differs(where: Path, saved: dict, current: dict, finished: bool = Fals
     if finished:
         return f"{what}. {rerun_ending('', finished=True, anew=anew)}"
     found = kept_with(began, saved) if began else None
+    if found is not None and finished is None:
+        rerun = (f"Pass --checkpoint {found[1]} (the weights it began with)" if found[1] else
+                 f"Rerun without --checkpoint ({found[2]} holds the weights it began with)")
+        return f"{what}. {rerun_ending('', None, rerun=rerun)}"
     resume = ""
     if found is not None:
         resume = (f"resume it with --checkpoint {found[1]} (the weights it began with), " if found[1] else
