@@ -52,7 +52,8 @@ def format_comparison(result: dict) -> str:
     ref = _reference(result)
     lines += ["", f"distance to the {ref} (0: identical; train = the training split, the album; noises = noise; "
                   f"the test column is the {ref} itself)",
-              f"{'frechet (MFCC+chroma+contrast)':28s}" + _cells([d and d["frechet"] for d in distance.values()], ".2f")]
+              f"{'frechet (MFCC+chroma+contrast)':28s}"
+              + _cells([d and d["frechet"] for d in distance.values()], ".2f")]
     for key in FRAME_FEATURES:
         lines.append(f"{key + ' (W1/std)':28s}" + _cells([d and d["features"][key] for d in distance.values()], ".3f"))
     if notes:

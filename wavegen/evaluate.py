@@ -259,7 +259,8 @@ def _score_batch(model, audio, rows: np.ndarray, totals: _Totals, accelerator, b
         for j, (start, length, lead) in enumerate(zip(starts, lengths, leads)):
             a, b = max(lo - context, -int(lead)), min(lo + n, int(length))  # this stream's real samples here
             if b > a:
-                codes[j, a - (lo - context): b - (lo - context)] = lut[audio[start + a: start + b].astype(np.int32) + 32768]
+                codes[j, a - (lo - context): b - (lo - context)] = lut[
+                    audio[start + a: start + b].astype(np.int32) + 32768]
         valid = np.clip(lengths - lo, 0, n)
         mask = torch.from_numpy(np.arange(n)[None, :] < valid[:, None]).to(dev)
         codes_t = torch.from_numpy(codes).to(dev)
