@@ -81,6 +81,18 @@ def test_ranks_and_accumulation_split_the_same_global_batch():
         local_streams(TrainConfig(batch_size=6, grad_accum=4), 0, 1)
 
 
+@pytest.mark.parametrize("batch, accum, world, said", [
+    (3, 2, 1, "train.batch_size=3 does not split into 1 process x 2 accumulation steps (train.grad_accum=2); use a "
+              "multiple of 2"),
+    (3, 1, 2, "train.batch_size=3 does not split into 2 processes x 1 accumulation step; use a multiple of 2")])
+def test_a_batch_that_does_not_split_is_named_with_its_counts_agreeing(batch, accum, world, said):
+    """Training's refusal names the keys the user set (train.batch_size, train.grad_accum) and its counts agree
+    with their nouns (it said '1 process(es) x 2 accumulation step(s)')."""
+    with pytest.raises(ConfigError) as refused:
+        local_streams(TrainConfig(batch_size=batch, grad_accum=accum), 0, world)
+    assert str(refused.value) == said
+
+
 def test_random_crops():
     cfg = TrainConfig(batch_size=3, seq_len=100, seed=1)
     src = RandomCrops(AUDIO, SEGMENTS, None, cfg, 256, "linear", 50)

@@ -19,6 +19,7 @@ import torch
 
 from wavegen.audio import int16_to_float, quantize, silence_code
 from wavegen.config import ConfigError, TrainConfig
+from wavegen.progress import counted
 
 
 class CorpusTooShort(ConfigError):
@@ -34,12 +35,16 @@ class BatchBuildingStopped(Exception):
 _STOP_CHECK_STREAMS = 1024
 
 
-def local_streams(train: TrainConfig, rank: int, world: int) -> int:
-    """Streams per micro-batch on one process; the global batch must split evenly."""
+def local_streams(train: TrainConfig, rank: int, world: int, named: tuple[str, str] | None = None) -> int:
+    """Streams per micro-batch on one process; the global batch must split evenly. A refusal names the batch size
+    and the accumulation steps as ``named`` says them (training's keys unless given: "train.batch_size=3",
+    "train.grad_accum=2"; bench --train names its options), its counts agreeing with their nouns."""
     parts = world * train.grad_accum
     if train.batch_size % parts:
-        raise ConfigError(f"train.batch_size={train.batch_size} does not split into {world} process(es) "
-                          f"x {train.grad_accum} accumulation step(s); use a multiple of {parts}")
+        batch, accum = named or (f"train.batch_size={train.batch_size}", f"train.grad_accum={train.grad_accum}")
+        raise ConfigError(f"{batch} does not split into {counted(world, 'process', 'processes')} x "
+                          f"{counted(train.grad_accum, 'accumulation step')}"
+                          + (f" ({accum})" if train.grad_accum > 1 else "") + f"; use a multiple of {parts}")
     return train.batch_size // parts
 
 
