@@ -213,3 +213,12 @@ def test_a_batch_that_does_not_split_is_refused_before_any_is_timed():
         bench_training("samplernn-tiny", batches=(4, 3), seq_len=64, steps=1, warmup=0, threads=1, grad_accum=2,
                        progress=timed.append)
     assert timed == []
+
+
+def test_the_models_batch_that_does_not_split_is_named_as_the_models():
+    """No --batch given: the batch size is the model's train.batch_size (samplernn-tiny's 16), and the refusal says
+    so (it said '--batch 16', an option the user never wrote)."""
+    with pytest.raises(ConfigError) as refused:
+        bench_training("samplernn-tiny", seq_len=64, steps=1, warmup=0, threads=1, grad_accum=3)
+    assert str(refused.value) == ("the model's train.batch_size=16 (no --batch given) does not split into 1 process x "
+                                  "3 accumulation steps (--grad-accum 3); use a multiple of 3")

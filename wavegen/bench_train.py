@@ -148,7 +148,8 @@ def _allowed(base: dict, overrides, seq_len: int | None) -> list[str]:
 class _Measurement:
     """What bench --train was asked to measure, its arguments checked: ``model`` as given, the global batch sizes
     timed, ``seq_len`` (None: the config's), ``warmup`` untimed then ``steps`` timed steps on ``device``, the
-    training settings it sets itself (:data:`BENCH_SETS`), and the ``overrides`` (--set strings) taken."""
+    training settings it sets itself (:data:`BENCH_SETS`), the ``overrides`` (--set strings) taken, and whether
+    the batch sizes were given (``batches_given``; false: the config's train.batch_size)."""
 
     model: str
     batches: list
@@ -162,6 +163,7 @@ class _Measurement:
     num_workers: int
     seed: int
     overrides: list
+    batches_given: bool = True
 
     def row_settings(self, batch: int) -> dict:
         """The train settings this measurement sets for the row of global batch size ``batch``."""
@@ -213,8 +215,8 @@ def bench_training(model: str, batches=None, seq_len: int | None = None, steps: 
     (:data:`BENCH_SETS`) are refused there, naming the argument that sets them.
 
     Under ``accelerate launch`` / ``torchrun`` each batch is split over the processes as training
-    splits it (a batch that does not split is refused with training's message, before anything is
-    timed), and the numbers are the whole job's; the main process returns the result, the others None.
+    splits it (a batch that does not split is refused before anything is timed, naming --batch and
+    --grad-accum), and the numbers are the whole job's; the main process returns the result, the others None.
 
     rows: ``batch``, ``seq_len``, ``steps``, ``seconds`` (all timed steps; the slowest process's),
     ``cpu_seconds`` (the CPU time of every process over them: on a shared machine, wall/CPU shows how
@@ -228,6 +230,7 @@ def bench_training(model: str, batches=None, seq_len: int | None = None, steps: 
     from wavegen.config import apply_overrides
 
     config, source, rate = training_model(model, seed)
+    given = batches is not None
     batches = [config["train"]["batch_size"]] if batches is None else [int(b) for b in batches]
     if not batches:
         raise ConfigError("--batch: give at least one batch size")
@@ -238,7 +241,7 @@ def bench_training(model: str, batches=None, seq_len: int | None = None, steps: 
     set_threads(threads)
     overrides = _allowed(config, overrides, seq_len)
     measure = _Measurement(model, batches, seq_len, steps, warmup, device, mixed_precision, compile, grad_accum,
-                           num_workers, seed, overrides)
+                           num_workers, seed, overrides, given)
     base = apply_overrides(config, overrides)
     timeout = float(base["train"].get("group_timeout_seconds", GROUP_TIMEOUT_SECONDS))
     with _said_when_lost(timeout), _held_stops() as stop:
@@ -308,7 +311,7 @@ def _bench_batches(measure: _Measurement, subject: _Subject, progress, timeout: 
     try:
         world, main = accelerator.num_processes, accelerator.is_main_process
         setups = [_training_config(subject.config, measure.row_settings(batch)) for batch in measure.batches]
-        _check_splits(setups, accelerator.process_index, world)
+        _check_splits(setups, accelerator.process_index, world, measure.batches_given)
         check_model_memory(setups[0][0], None, accelerator.device)  # absurd sizes: refused before any is built
         rows, facts = [], {}
         try:
@@ -341,21 +344,17 @@ def _bench_batches(measure: _Measurement, subject: _Subject, progress, timeout: 
     return result if main else None
 
 
-def _check_splits(setups, rank: int, world: int) -> None:
+def _check_splits(setups, rank: int, world: int, given: bool) -> None:
     """Every batch size splits over the ``world`` processes and the accumulation steps, as training splits it
-    (:func:`wavegen.data.local_streams`), before any is timed; one that does not is a ConfigError naming --batch
-    (training's own named train.batch_size, a key the bench user never wrote, and "1 process(es)")."""
+    (:func:`wavegen.data.local_streams`), before any is timed; one that does not is a ConfigError naming the
+    options the bench user gave, --batch and --grad-accum, not training's keys (``given`` false: no --batch, the
+    batch size is the model's train.batch_size, and said to be)."""
     from wavegen.data import local_streams
 
     for _, train_cfg in setups:
-        try:
-            local_streams(train_cfg, rank, world)
-        except ConfigError:
-            accum = train_cfg.grad_accum
-            given = f" (--grad-accum {accum})" if accum > 1 else ""
-            raise ConfigError(f"--batch {train_cfg.batch_size} does not split into "
-                              f"{counted(world, 'process', 'processes')} x {counted(accum, 'accumulation step')}"
-                              f"{given}; use a multiple of {world * accum}") from None
+        batch = (f"--batch {train_cfg.batch_size}" if given else
+                 f"the model's train.batch_size={train_cfg.batch_size} (no --batch given)")
+        local_streams(train_cfg, rank, world, named=(batch, f"--grad-accum {train_cfg.grad_accum}"))
 
 
 def _result(rows: list, facts: dict, measure: _Measurement, subject: _Subject, accelerator, setups) -> dict:
