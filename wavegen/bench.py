@@ -137,8 +137,8 @@ def load_bench_model(model: str, seed: int = 0, checkpoint: str | None = None) -
 
 
 def parameters_said(count: int) -> str:
-    """A model's parameter count as bench's tables say it, exact: "24,560 parameters" (in millions to one decimal,
-    a model under 50,000 read "0.0M parameters")."""
+    """A model's parameter count as bench's tables say it, exact: "24,560 parameters" (they said it in millions to
+    one decimal, where a model under 50,000 read "0.0M parameters")."""
     return f"{count:,} parameters"
 
 
