@@ -119,3 +119,29 @@ def test_json_onto_a_file_that_is_not_an_info_result_is_refused_and_left_whole(t
     for argv in (["--presets"], [str(model)], ["--presets"]):
         assert cli.main(["info", *argv, "--json", str(earlier)]) == 0
     assert "wavenet-tiny" in json.loads(earlier.read_text())
+
+
+def test_a_runs_best_model_is_said_with_the_step_it_was_saved_at(tmp_path, capsys):
+    """`wavegen info RUN` names its best/ with the training step whose validation chose it (the record best/ keeps
+    beside its weights): the text on the model's line, --json as "step". A best/ that records none (an older
+    wavegen's) is described as before, no step made up."""
+    import torch
+    from conftest import tiny_config
+
+    from wavegen.checkpoint import save_model
+
+    config = tiny_config("samplernn-tiny", 8000)
+    torch.manual_seed(0)
+    save_model(build_model(config), config, tmp_path / "run" / "best",
+               scored={"step": 1200, "val_bits": 4.81, "val_samples": 4096})
+    best = tmp_path / "run" / "best"
+    assert cli.main(["info", str(tmp_path / "run")]) == 0
+    assert f"model: {best} (step 1200)" in capsys.readouterr().out.splitlines()
+    described = info_json(capsys, str(tmp_path / "run"), "--json")
+    assert described["model"] == str(best) and described["step"] == 1200
+    assert info_json(capsys, str(best), "--json")["step"] == 1200  # the folder named itself
+
+    save_model(build_model(config), config, tmp_path / "old" / "best")  # no validation recorded
+    assert "step" not in info_json(capsys, str(tmp_path / "old"), "--json")
+    assert cli.main(["info", str(tmp_path / "old")]) == 0
+    assert f"model: {tmp_path / 'old' / 'best'}" in capsys.readouterr().out.splitlines()

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from wavegen.checkpoint import BEST_SCORE
+from wavegen.fileio import read_json_object
 from wavegen.memory import meta_model
 from wavegen.models import preset_names, resolve_preset
-from wavegen.resolve import resolve_model
+from wavegen.resolve import WEIGHTS_RECORD, resolve_model
 
 
 def describe(target: str, checkpoint: str | None = None) -> dict:
     """Facts for ``wavegen info`` about a preset, config .json, model folder or run folder.
 
     checkpoint: "last" or "step_N" of a run folder (its best/ model when None). Returns a
-    flat dict (model, model_type, preset, parameters, sample_rate, q_levels, quantization,
-    the family's own facts, receptive_field, labels, backends: {name: "available" | why not}).
+    flat dict (model, step (a best/ model's training step, where its record says it), model_type, preset,
+    parameters, sample_rate, q_levels, quantization, the family's own facts, receptive_field, labels,
+    backends: {name: "available" | why not}).
     Raises ConfigError (or CheckpointError for a damaged weights file) naming what is wrong.
     """
     from wavegen.generate import available_backends
@@ -23,8 +26,8 @@ def describe(target: str, checkpoint: str | None = None) -> dict:
     else:
         model = meta_model(ref.config)  # random weights: shapes are all there is to say
     config, sr = ref.config, ref.sample_rate
-    info = {"model": ref.source, "model_type": config["model_type"], "preset": config.get("preset"),
-            "parameters": sum(p.numel() for p in model.parameters()), "sample_rate": sr,
+    info = {"model": ref.source, **_best_step(ref), "model_type": config["model_type"],
+            "preset": config.get("preset"), "parameters": sum(p.numel() for p in model.parameters()), "sample_rate": sr,
             "q_levels": model.config.q_levels, "quantization": model.config.quantization}
     info.update(model.describe())
     rf = model.receptive_field
@@ -35,6 +38,20 @@ def describe(target: str, checkpoint: str | None = None) -> dict:
     info["backends"] = {name: "available" if why is None else f"unavailable: {why}"
                         for name, why in available_backends(config["model_type"]).items()}
     return info
+
+
+def _best_step(ref) -> dict:
+    """``{"step": N}``: the training step a run's best/ (or a model folder copied from one) was saved at, as the
+    validation record beside its weights says (checkpoint.BEST_SCORE); {} where it records none (an older wavegen's,
+    a model saved outside training) or is unreadable: the model is described without it."""
+    if ref.kind not in ("model", "run") or ref.folder is None:
+        return {}
+    try:
+        scored = read_json_object(ref.folder / WEIGHTS_RECORD).get(BEST_SCORE)
+    except (OSError, ValueError):
+        return {}
+    step = scored.get("step") if isinstance(scored, dict) else None
+    return {"step": step} if isinstance(step, int) and not isinstance(step, bool) and step >= 0 else {}
 
 
 def presets() -> dict:

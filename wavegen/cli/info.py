@@ -67,6 +67,10 @@ def _text(info: dict) -> str:
     """:func:`wavegen.info.describe`'s facts, a line each (a dict's entries indented under its name)."""
     lines = []
     for key, value in info.items():
+        if key == "step":  # a best/ model's step: on the model's line, as a checkpoint's source says its own
+            continue
+        if key == "model" and "step" in info:
+            value = f"{value} (step {info['step']})"
         if key == "parameters":
             value = f"{value:,} ({value / 1e6:.2f}M)"
         if isinstance(value, dict):
