@@ -199,3 +199,28 @@ def test_the_page_shows_the_label_and_its_control_only_with_the_token(playwright
         browser.close()
     finally:
         assert server.stop() == 130, "".join(server.stderr)
+
+
+@pytest.mark.slow
+def test_the_label_control_of_a_page_opened_after_a_switch_starts_at_the_label_in_force(playwright, tmp_path):
+    """A page opened mid-stream, after a switch to the model's second label: its control starts at that label, the
+    one /status says is in force (it started at the model's first label, the wrong one selected for a user who
+    then switches something else, or presses the switch as it stands)."""
+    from conftest import save_tiny_model
+    from test_serve import SR
+    from test_serve_label import post
+
+    model = save_tiny_model(tmp_path / "cond", sample_rate=SR, dim=32, emb_size=8, labels=["rain", "bells"])
+    server = Server(model, "--no-guard", "--label", "rain", "--control-token", "operator-token-1")
+    try:
+        assert post(server, "bells", "operator-token-1")[0] in (200, 202)  # 202: taken later, on a busy machine
+        server.wait_for(lambda s: s["label"] == "bells", timeout=60)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page()
+        page.goto(server.url + "/#token=operator-token-1")
+        page.wait_for_selector("#control", state="visible", timeout=30000)
+        assert page.text_content("#f-label") == "bells"
+        assert page.eval_on_selector("#c-label", "select => select.value") == "bells"
+        browser.close()
+    finally:
+        assert server.stop() == 130, "".join(server.stderr)

@@ -195,7 +195,9 @@ window.addEventListener("hashchange", readToken);
 function showControl(s) {
   const form = $("control");
   if (!token || !s.label_control || !form.hidden) return;
-  $("c-label").replaceChildren(...s.labels.map((l) => new Option(l, l)));
+  // it starts at the label in force (switched to before this page opened, or --label), not the model's first; a
+  // blend in force has no one label to start at: the first
+  $("c-label").replaceChildren(...s.labels.map((l) => new Option(l, l, l === s.label, l === s.label)));
   form.hidden = false;
 }
 
