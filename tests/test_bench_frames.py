@@ -39,6 +39,21 @@ def test_samples_rounded_up_to_whole_frames_are_said(monkeypatch):
     assert not [line for line in lines if "timed as" in line], lines
 
 
+def test_samples_no_row_is_timed_on_are_not_said(monkeypatch):
+    """Torch rows alone are timed on --torch-samples (or on --samples up to 1024): a --samples no row is timed on is
+    not said to be timed as more (it said '--samples 100 timed as 112' where every row was timed on 32)."""
+    monkeypatch.setitem(generate._ENGINES, "torch", {"samplernn": Instant})
+    lines = []
+    result = bench_generation("samplernn-tiny", ["torch"], [1], samples=100, torch_samples=32, repeats=1,
+                              progress=lines.append)
+    assert lines == ["torch batch 1: 32 samples per stream"]
+    assert [r["samples"] for r in result["rows"]] == [32]
+    lines.clear()  # no --torch-samples: the torch rows are timed on --samples, so it is said
+    result = bench_generation("samplernn-tiny", ["torch"], [1], samples=100, repeats=1, progress=lines.append)
+    assert lines == [f"--samples 100 timed as 112: {FRAMES}", "torch batch 1: 112 samples per stream"]
+    assert [r["samples"] for r in result["rows"]] == [112]
+
+
 def test_the_cli_says_the_samples_timed(monkeypatch, caplog, capsys):
     monkeypatch.setitem(generate._ENGINES, "instant", {"samplernn": Instant})
     with caplog.at_level("INFO", logger="wavegen"):
