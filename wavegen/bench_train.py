@@ -215,8 +215,9 @@ def bench_training(model: str, batches=None, seq_len: int | None = None, steps: 
     (:data:`BENCH_SETS`) are refused there, naming the argument that sets them.
 
     Under ``accelerate launch`` / ``torchrun`` each batch is split over the processes as training
-    splits it (a batch that does not split is refused before anything is timed, naming --batch and
-    --grad-accum), and the numbers are the whole job's; the main process returns the result, the others None.
+    splits it (a batch that does not split is refused before anything is timed, named as the bench user
+    gave it: :func:`_check_splits`), and the numbers are the whole job's; the main process returns the result,
+    the others None.
 
     rows: ``batch``, ``seq_len``, ``steps``, ``seconds`` (all timed steps; the slowest process's),
     ``cpu_seconds`` (the CPU time of every process over them: on a shared machine, wall/CPU shows how
