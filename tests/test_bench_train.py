@@ -199,7 +199,8 @@ def test_two_processes_split_the_global_batch_and_the_main_one_reports_the_whole
     assert row["loss_bits"] == pytest.approx(one["loss_bits"], abs=1e-5)
     assert gloo_threads_left(tmp_path, 2) == {0: [], 1: []}  # the group ended before the processes exit
     refused = accelerate_bench(tmp_path, "--batch", "4,3", "--steps", "1", "--json", str(tmp_path / "no.json"))
-    message = "wavegen bench: error: --batch 3 does not split into 2 processes x 1 accumulation step; use a multiple of 2"
+    message = ("wavegen bench: error: --batch 3 does not split into 2 processes x 1 accumulation step; use a "
+               "multiple of 2")
     assert refused.returncode != 0 and message in refused.stderr.splitlines()
     assert not (tmp_path / "no.json").exists()
 
