@@ -114,3 +114,24 @@ def test_a_label_missing_from_the_test_split_is_not_sent_to_a_val_split_too_shor
         f"again with more or longer recordings"), err
     code, _, err = judged(capsys, corpus, renders, "--label", "low")  # the long label's test audio is judged
     assert code == 0, err
+
+
+def test_a_label_in_a_corpus_prepared_without_a_test_split_names_that_cause(album, tmp_path, capsys):
+    """A labelled corpus prepared with --test-fraction 0 was told "prepare the corpus again with more of its
+    recordings" (more recordings give it no test split): the fraction of 0 is named, as without --label."""
+    _, renders, _ = album
+    for label, base in (("low", 200.0), ("high", 2000.0)):
+        for i in range(2):
+            write_audio_file(tmp_path / "rec" / label / f"{label}{i}.wav", tone(1.0, SR, freq=base + 10 * i), SR)
+    fix = "with --test-fraction above 0 (wavegen prep RECORDINGS {} --test-fraction 0.1)"
+    for val, instead in ((0.0, "prepare the corpus again"), (0.5, "give --split val, or prepare the corpus again")):
+        corpus = tmp_path / f"corpus{val}"
+        prepare([tmp_path / "rec"], corpus, sample_rate=SR, val_fraction=val, test_fraction=0.0, labels="folders",
+                progress=False)
+        code, _, err = judged(capsys, corpus, renders, "--label", "high")
+        assert code == 2 and err.strip() == (
+            f"wavegen eval: error: the test split of {corpus} holds no audio of label 'high' to compare with (it was "
+            f"prepared with --test-fraction 0); {instead} {fix.format(corpus)}"), err
+    code, result, err = judged(capsys, corpus, renders, "--label", "high", "--split", "val")  # as it says
+    assert code == 0 and result["split"] == "val" and result["label"] == "high", err
+

@@ -248,19 +248,24 @@ def _label_slot(corpus, corpus_dir, label: str | None) -> int | None:
 def _no_label_audio(corpus, corpus_dir, split: str, slot: int) -> str:
     """Why a label's audio is missing from ``split``, and the split that holds some (test or val) long enough to
     judge (a segment of MIN_RENDER_SECONDS): one whose audio of that label is all shorter is said to be so, not
-    given (--split val then ended in that split's own error)."""
+    given (--split val then ended in that split's own error). A split prepared with a fraction of 0 is said to be
+    the cause, as :func:`_empty_split` says it (it was "prepare the corpus again with more of its recordings")."""
     name = corpus.labels[slot]
     longest = {s: _longest_segment(corpus, s, slot) for s in ("test", "val") if s != split}
     others = [s for s, seconds in longest.items() if seconds >= MIN_RENDER_SECONDS]
     held = [s for s, seconds in longest.items() if seconds > 0]
+    what = f"holds no audio of label {name!r} to compare with"
     if others:
-        instead = f"give --split {others[0]}"
+        instead, more = f"give --split {others[0]}", ""
     elif held:
         instead = (f"the {held[0]} split holds no clip of it of at least {MIN_RENDER_SECONDS} s either (its longest "
-                   f"segment: {longest[held[0]]:.3f} s): prepare the corpus again with more or longer recordings")
+                   f"segment: {longest[held[0]]:.3f} s): prepare the corpus again")
+        more = " with more or longer recordings"
     else:
-        instead = "prepare the corpus again with more of its recordings"
-    return f"the {split} split of {corpus_dir} holds no audio of label {name!r} to compare with; {instead}"
+        instead, more = "prepare the corpus again", " with more of its recordings"
+    unshared = _prepared_without(corpus, corpus_dir, split, what,
+                                 f"{instead}, or prepare the corpus again" if others else instead)
+    return unshared or f"the {split} split of {corpus_dir} {what}; {instead}{more}"
 
 
 def _empty_split(corpus, corpus_dir, split: str, reference_split: str) -> str:
@@ -281,10 +286,9 @@ def _empty_split(corpus, corpus_dir, split: str, reference_split: str) -> str:
                    f"segment: {_longest_segment(corpus, held[0]):.3f} s): prepare it again")
     else:
         instead = "prepare it again"
-    if params.get(f"{split}_fraction") == 0:
-        return (f"the {split} split of {corpus_dir} has no audio to compare with (it was prepared with "
-                f"--{split}-fraction 0); {instead} with --{split}-fraction above 0 (wavegen prep RECORDINGS "
-                f"{corpus_dir} --{split}-fraction 0.1)")
+    unshared = _prepared_without(corpus, corpus_dir, split, "has no audio to compare with", instead)
+    if unshared:
+        return unshared
     seed = params.get("seed")
     again = f"another --seed to draw every split again (wavegen prep RECORDINGS {corpus_dir} --seed " \
             f"{seed + 1 if isinstance(seed, int) else 'N'})"
@@ -303,6 +307,16 @@ def _empty_split(corpus, corpus_dir, split: str, reference_split: str) -> str:
     # held there gone and the others keeping their splits (prep said so then)
     return (f"the {split} split of {corpus_dir} has no audio to compare with (its recordings were gone when it was "
             f"prepared again, and the others kept their splits); {instead} with more recordings, or with {again}")
+
+
+def _prepared_without(corpus, corpus_dir, split: str, what: str, instead: str) -> str | None:
+    """The refusal for a ``split`` the corpus was prepared without (its fraction 0: the cause, whatever else holds
+    audio), ``what`` saying what it lacks and ``instead`` (ending in "prepare ... again") what to do, a share for it
+    added; None where it was prepared with one. :func:`_empty_split` and :func:`_no_label_audio` both say it."""
+    if corpus.manifest.get("params", {}).get(f"{split}_fraction") != 0:
+        return None
+    return (f"the {split} split of {corpus_dir} {what} (it was prepared with --{split}-fraction 0); {instead} with "
+            f"--{split}-fraction above 0 (wavegen prep RECORDINGS {corpus_dir} --{split}-fraction 0.1)")
 
 
 def _fraction_gives_audio(cut: list[dict], rate: int, fraction: float) -> bool:
