@@ -38,7 +38,24 @@ def test_the_fraction_suggested_is_larger_than_the_one_prepared_with(tmp_path, s
         text = str(caught.value)
         assert hint in text, text
         assert f"--{split}-fraction 0.2)" not in text and "\n" not in text
-    assert f"--{split}-fraction 0.3 beside --{other}-fraction 0.1 already holds out" in text
+    # train keeps 0.6 of the audio: what stops a larger fraction is the largest one suggested, not train's share
+    assert f"--{split}-fraction 0.3 is already at or past 0.3, the largest share a held-out split is suggested" in text
+    assert "as much as train can spare" not in text
+
+
+def test_a_fraction_past_the_largest_suggested_is_said_as_such_not_as_trains_share(tmp_path):
+    """A val split of short segments prepared with --val-fraction 0.34 beside --test-fraction 0 was told that the two
+    "already hold out as much as train can spare" (train keeps 0.66): it is the hint's cap that stops a larger one."""
+    corpus = prepared_corpus(tmp_path / "c", files=3, seconds=0.2, sample_rate=RATE, val_fraction=0.34,
+                             test_fraction=0.0, min_segment_seconds=0.05)
+    renders = tmp_path / "renders"
+    write_audio_file(renders / "a.wav", melody(1.0, RATE, seed=9), RATE)
+    with pytest.raises(AnalysisError) as caught:
+        compare_renders(renders, corpus, split="val", max_seconds=1.0)
+    assert str(caught.value) == (
+        f"the val split of {corpus} holds no clip of at least {MIN_RENDER_SECONDS} s to compare with (its longest "
+        f"segment: 0.200 s); prepare it again from more or longer recordings (--val-fraction 0.34 is already at or "
+        f"past 0.3, the largest share a held-out split is suggested)")
 
 
 def test_an_empty_test_split_does_not_send_to_a_val_split_too_short_to_judge(tmp_path):

@@ -330,17 +330,23 @@ def _fraction_gives_audio(cut: list[dict], rate: int, fraction: float) -> bool:
 def _short_split(corpus, corpus_dir, split: str, reference_split: str, slot: int | None = None) -> str:
     """Why the ``split`` of a corpus (``slot``: its audio of that label, an index into corpus.labels) gives no
     clip to analyse (every segment shorter than MIN_RENDER_SECONDS), and what to give instead: another split with
-    a long enough segment (--split), or the corpus prepared again."""
+    a long enough segment (--split), or the corpus prepared again: with a larger fraction, or, where none is
+    suggested, from more recordings, said with what stops a larger one (train's half, or MAX_HINT_FRACTION)."""
     others = [s for s in ("test", "val")
               if s not in (split, reference_split) and _longest_segment(corpus, s, slot) >= MIN_RENDER_SECONDS]
     instead = f"give --split {others[0]}, or prepare it again" if others else "prepare it again"
     album = f"label {corpus.labels[slot]!r} of " if slot is not None else ""
     (now, beside), larger = _larger_fraction(corpus, split)
     other = "val" if split == "test" else "test"
-    how = (f"from longer recordings or with a larger --{split}-fraction (wavegen prep RECORDINGS {corpus_dir} "
-           f"--{split}-fraction {larger:g})" if larger is not None
-           else f"from more or longer recordings (--{split}-fraction {now:g} beside --{other}-fraction {beside:g} "
-                f"already holds out as much as train can spare)")
+    if larger is not None:
+        how = (f"from longer recordings or with a larger --{split}-fraction (wavegen prep RECORDINGS {corpus_dir} "
+               f"--{split}-fraction {larger:g})")
+    elif now + beside >= 0.5:  # what stops a larger one: train keeps half the audio
+        how = (f"from more or longer recordings (--{split}-fraction {now:g} beside --{other}-fraction {beside:g} "
+               f"already holds out as much as train can spare)")
+    else:  # the cap stops it (0.34 beside 0 was said to leave train nothing to spare)
+        how = (f"from more or longer recordings (--{split}-fraction {now:g} is already at or past "
+               f"{MAX_HINT_FRACTION:g}, the largest share a held-out split is suggested)")
     return (f"the {split} split of {album}{corpus_dir} holds no clip of at least {MIN_RENDER_SECONDS} s to compare "
             f"with (its longest segment: {_longest_segment(corpus, split, slot):.3f} s); {instead} {how}")
 
