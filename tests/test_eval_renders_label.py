@@ -135,3 +135,22 @@ def test_a_label_in_a_corpus_prepared_without_a_test_split_names_that_cause(albu
     code, result, err = judged(capsys, corpus, renders, "--label", "high", "--split", "val")  # as it says
     assert code == 0 and result["split"] == "val" and result["label"] == "high", err
 
+
+def test_a_label_missing_from_the_test_split_is_sent_to_its_val_audio(album, tmp_path, capsys):
+    """A label whose test recording is gone (the corpus prepared again: the others keep their splits) but whose val
+    audio is long enough is sent to --split val, which then judges it."""
+    _, renders, _ = album
+    for label, base in (("low", 200.0), ("high", 2000.0)):
+        for i in range(3):
+            write_audio_file(tmp_path / "rec" / label / f"{label}{i}.wav", tone(1.0, SR, freq=base + 50 * i), SR)
+    corpus = tmp_path / "corpus"
+    settings = dict(sample_rate=SR, val_fraction=0.34, test_fraction=0.34, labels="folders", progress=False)
+    held_out = {f["split"]: Path(f["path"]) for f in prepare([tmp_path / "rec"], corpus, **settings)["files"]
+                if f["label"] == "high"}
+    held_out["test"].unlink()
+    prepare([tmp_path / "rec"], corpus, **settings)
+    code, _, err = judged(capsys, corpus, renders, "--label", "high")
+    assert code == 2 and err.strip() == (f"wavegen eval: error: the test split of {corpus} holds no audio of label "
+                                         "'high' to compare with; give --split val"), err
+    code, result, err = judged(capsys, corpus, renders, "--label", "high", "--split", "val")
+    assert code == 0 and result["split"] == "val" and result["label"] == "high", err
