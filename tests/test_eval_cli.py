@@ -33,7 +33,14 @@ def test_a_cap_of_one_sample_prints_its_length_and_an_entropy_of_zero(model, cor
     assert result["unigram_entropy_bits"] == 0.0 and math.copysign(1.0, result["unigram_entropy_bits"]) == 1.0
     assert main(["-q", "eval", str(model), "--data", str(corpus), "--max-seconds", "0.0002"]) == 0
     first = capsys.readouterr().out.splitlines()[0]
-    assert first.endswith(f" bits/sample over 1 samples of {corpus} (0.000125 s; unigram entropy 0.000 bits)"), first
+    assert first.endswith(f" bits/sample over 1 sample of {corpus} (0.000125 s; unigram entropy 0.000 bits)"), first
+
+
+def test_a_count_of_samples_agrees_with_its_noun_and_keeps_its_thousands(model, corpus, capsys):
+    """One sample was "over 1 samples"; more keep their thousands separated."""
+    assert main(["-q", "eval", str(model), "--data", str(corpus), "--max-seconds", "0.2"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert re.search(rf" bits/sample over 1,600 samples of {re.escape(str(corpus))} \(0\.2 s;", first), first
 
 
 def test_the_progress_ends_at_the_seconds_scored(model, corpus, capsys, caplog):

@@ -204,14 +204,22 @@ def _is_eval_result(value) -> bool:
 
 def _print_nll(split: str, result: dict) -> None:
     seconds = f"{result['seconds']:.1f}" if result["seconds"] >= 1 else f"{result['seconds']:.3g}"  # not "0.0"
-    print(f"{split}: {result['nll_bits_per_sample']:.4f} bits/sample over {result['samples']:,} samples of "
+    print(f"{split}: {result['nll_bits_per_sample']:.4f} bits/sample over {_samples(result['samples'])} of "
           f"{result['corpus']} ({seconds} s; unigram entropy {result['unigram_entropy_bits']:.3f} bits)")
     print(f"  model: {result['model']}")  # which checkpoint: two outputs of one run told apart
     print(f"  scored: {result['scored']}")
     if result.get("label") is not None:  # which label's: two outputs of one model told apart (per_label is
         print(f"  label: {result['label']}")  # empty for a model not conditioned on labels)
     for name, v in result["per_label"].items():
-        print(f"  {name}: {v['nll_bits_per_sample']:.4f} bits/sample over {v['samples']:,} samples")
+        print(f"  {name}: {v['nll_bits_per_sample']:.4f} bits/sample over {_samples(v['samples'])}")
+
+
+def _samples(n: int) -> str:
+    """A count of samples as the NLL lines say it: "1 sample", "12,000 samples" (was "1 samples"); the noun
+    agreeing as wavegen.progress.counted makes it, the count with its thousands separated."""
+    from wavegen.progress import counted
+
+    return f"{n:,} {counted(n, 'sample').partition(' ')[2]}"
 
 
 def _first_process() -> bool:
