@@ -82,7 +82,8 @@ def test_json_takes_a_file_or_prints_and_a_model_after_a_bare_json_is_the_model(
     assert capsys.readouterr().err.endswith(f"(--json took {tmp_path / 'nope'} as the file to write: give the model "
                                             "before --json)\n")
     assert main([*base, str(model), "--json", str(tmp_path)]) == 2  # a folder: refused before the scoring
-    assert f"--json {tmp_path}: is a folder; give a file name (e.g. {tmp_path / 'eval.json'})" in capsys.readouterr().err
+    folder = f"--json {tmp_path}: is a folder; give a file name (e.g. {tmp_path / 'eval.json'})"
+    assert folder in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scores"]
 
 

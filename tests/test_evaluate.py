@@ -143,7 +143,8 @@ def test_a_conditioned_model_on_a_corpus_without_labels_is_told_what_to_do(corpu
                               "--labels folders), or score the test split as one label's audio with --label NAME")
     assert "(none)" not in message
     whole = evaluate(model, corpus, "test", label="alpha")  # as it says: every segment, conditioned on alpha
-    assert list(whole["per_label"]) == ["alpha"] and whole["samples"] == int(Corpus(corpus).segments("test")[:, 1].sum())
+    assert list(whole["per_label"]) == ["alpha"]
+    assert whole["samples"] == int(Corpus(corpus).segments("test")[:, 1].sum())
     beta = evaluate(model, corpus, "test", label="beta")
     assert beta["samples"] == whole["samples"] and beta["nll_bits_per_sample"] != whole["nll_bits_per_sample"]
 
