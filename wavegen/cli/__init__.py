@@ -42,7 +42,8 @@ def _term_interrupts_while_starting() -> None:
     Ctrl-C (signals_start.term_as_interrupt: its echo nothing) until the command sets its own handler (train's and
     serve's StopSignals, render's signals_start.launch_term_held, prep's, bench's), which takes its place directly (a
     default set back between the two ended the process by the signal there, without a word), and after it until
-    main's end (:func:`_term_as_ever`). Under a launch the launcher's SIGTERM is held instead
+    main's end (:func:`_term_as_ever`), except after a render that completed: from there a SIGTERM stops nothing
+    (render's ``launch_term_held(late=True)``). Under a launch the launcher's SIGTERM is held instead
     (signals_start.hold_launch_term_early); a library importing the CLI keeps SIGTERM's default."""
     if (_is_the_program() and not launched() and threading.current_thread() is threading.main_thread()
             and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL):
@@ -51,7 +52,8 @@ def _term_interrupts_while_starting() -> None:
 
 def _term_as_ever() -> None:
     """main is over: SIGTERM's default back, where it was a Ctrl-C while the CLI started and none came (one that
-    did: its echo is still nothing, as the process says it and exits)."""
+    did: its echo is still nothing, as the process says it and exits). After a render that completed the handler is
+    render's late one (signals_start.HeldTerm.came_late), kept until the process ends."""
     if (not term_taken_as_interrupt() and threading.current_thread() is threading.main_thread()
             and signal.getsignal(signal.SIGTERM) is term_as_interrupt):
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
