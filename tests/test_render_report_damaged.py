@@ -170,6 +170,28 @@ def test_a_damaged_reports_render_rerun_with_another_length_is_said_finished_not
     assert snapshot_of(out) == before
 
 
+def run_with_step_5(model: Path, run: Path) -> Path:
+    """A run whose best/ is ``model`` and whose checkpoint step_5 holds the same weights."""
+    import shutil
+
+    shutil.copytree(model, run / "best")
+    shutil.copy(model / "config.json", run / "config.json")
+    kept = run / "checkpoints" / "step_5"
+    kept.mkdir(parents=True)
+    shutil.copy(model / "model.safetensors", kept)
+    (kept / "trainer_state.json").write_text(json.dumps({"step": 5}))
+    return run
+
+
+def damaged_beside_state(out: Path) -> None:
+    """The finished render in ``out`` as a kill while .state/ was removed left it, its report damaged since beyond
+    its parameters: whether it finished is known from nothing but its streams."""
+    (out / ".state").mkdir()
+    write_json(out / ".state" / "params.json", json.loads((out / "render_report.json").read_text())["params"],
+               indent=1)
+    (out / "render_report.json").write_bytes(b"\x00\x17garbage")
+
+
 def test_a_damaged_report_beside_a_kills_state_rerun_with_another_setting_is_not_said_to_resume(model, finished,
                                                                                                tmp_path, capsys):
     """The parameters come from the .state/ a kill left (the report records none): whether the render finished is
@@ -195,19 +217,9 @@ def test_a_damaged_report_beside_a_kills_state_rerun_with_another_model_is_not_s
     --checkpoint step_5", where that rerun finds the render finished and writes its report again."""
     import shutil
 
-    run = tmp_path / "run"
-    shutil.copytree(model, run / "best")
-    shutil.copy(model / "config.json", run / "config.json")
-    kept = run / "checkpoints" / "step_5"
-    kept.mkdir(parents=True)
-    shutil.copy(model / "model.safetensors", kept)
-    (kept / "trainer_state.json").write_text(json.dumps({"step": 5}))
-    out = tmp_path / "out"
+    run, out = run_with_step_5(model, tmp_path / "run"), tmp_path / "out"
     assert render_cli(run, out) == 0
-    (out / ".state").mkdir()
-    write_json(out / ".state" / "params.json", json.loads((out / "render_report.json").read_text())["params"],
-               indent=1)
-    (out / "render_report.json").write_bytes(b"\x00\x17garbage")
+    damaged_beside_state(out)
     other = make_model(tmp_path / "other", seed=3)
     for name in ("model.safetensors", "weights.json"):  # trained further: best/ written again
         shutil.copy(other / name, run / "best")
@@ -388,3 +400,25 @@ def test_the_decoding_bar_on_a_terminal_ends_at_the_seconds_decoded(model, tmp_p
     assert frames and "100%" in frames[-1] and "| 0.3/0.3 s [" in frames[-1], frames
     assert "-00:00" not in frames[-1] and "0.30000000000000004" not in said.decode(errors="replace"), frames
     assert "its 3 stream(s) are complete" in said.decode(errors="replace")
+
+
+def test_a_damaged_report_beside_a_kills_state_whose_best_is_gone_is_not_said_only_to_resume(model, tmp_path, capsys):
+    """best/ gone, a kept checkpoint holding its weights: the rerun went on with it, saying "resuming the render
+    with it", and found the render finished and wrote its report again."""
+    import shutil
+
+    run, out = run_with_step_5(model, tmp_path / "run"), tmp_path / "out"
+    assert render_cli(run, out) == 0
+    damaged_beside_state(out)
+    shutil.rmtree(run / "best")
+    capsys.readouterr()
+    assert render_cli(run, out) == 0
+    said = capsys.readouterr().err.strip().splitlines()
+    assert said[0] == (
+        f"{run}: {(run / 'best').resolve()}, the model the render in {out.resolve()} began with, is gone (deleted, or "
+        f"being replaced by a training); the kept checkpoint {(run / 'checkpoints' / 'step_5').resolve()} holds the "
+        "weights it began with, the same tensors: resuming the render with it, or, if it is finished, checking it and "
+        "writing its damaged report again"), said
+    assert len(said) == 2 and "its 1 stream(s) are complete" in said[1], said  # it was finished: report written
+    assert json.loads((out / "render_report.json").read_text())["status"] == "complete"
+

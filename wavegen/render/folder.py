@@ -237,27 +237,29 @@ class RenderFolder:
             return None
         return _read_json(self.params_path, "render parameters file")
 
-    def recorded(self, key: str) -> tuple[object, bool]:
+    def recorded(self, key: str) -> tuple[object, bool | None]:
         """(``key`` of the parameters the render here recorded: its report's when it is complete, else those
-        under .state; None where there is none), whether it is complete. An unreadable report or
-        parameters file gives (None, False): the rerun check names it."""
+        under .state; None where there is none), whether it is complete: None where that is not known (a damaged
+        report recording no parameters, beside the .state/ a kill left: its rerun resumes the render, or finds it
+        finished and writes the report again). An unreadable report or parameters file gives (None, False): the
+        rerun check names it."""
         try:
             report = self._report_or_its_params() if self.report_path.is_file() else {}
-            if report.get("status") == "complete":
+            if report is not None and report.get("status") == "complete":
                 return report.get("params", {}).get(key), True
-            return (self._recorded_params()[0] or {}).get(key), False
+            return (self._recorded_params()[0] or {}).get(key), None if report is None else False
         except (RenderStateError, AttributeError):  # AttributeError: "params" is not an object
             return None, False
 
-    def _report_or_its_params(self) -> dict:
+    def _report_or_its_params(self) -> dict | None:
         """The report; where it is damaged, the finished render's parameters its readable part still holds
-        (:func:`~wavegen.render.folder_report.recorded_params_in`) as {"status": "complete", "params": ...}, else {}
-        (.state/ is asked then)."""
+        (:func:`~wavegen.render.folder_report.recorded_params_in`) as {"status": "complete", "params": ...}, else
+        None (.state/ is asked then)."""
         try:
             return read_json_object(self.report_path)
         except (OSError, ValueError):
             params = recorded_params_in(self.report_path)
-            return {} if params is None else {"status": "complete", "params": params}
+            return None if params is None else {"status": "complete", "params": params}
 
     def wipe(self) -> None:
         """--restart: remove what a render writes here (state, audio, PNGs, report) by their exact names,

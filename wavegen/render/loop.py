@@ -178,15 +178,19 @@ def _model_it_began_with(model: str | Path, out_dir: str | Path, checkpoint: str
     checkpoint (or, for a checkpoint, the run's best/) holding the weights it began with, said in one line
     (:func:`~wavegen.render.model_change.stand_in`, as serve continues an archive); none: RenderStateError saying
     so (:func:`~wavegen.render.model_change.model_gone`). None where the render there began from another model,
-    or none."""
+    or none. Where whether the render finished is not known (a damaged report beside the .state/ a kill left), the
+    line says both what the rerun does if it is not (resumes it) and if it is (writes the report again)."""
     folder = RenderFolder(out_dir, 1, "wav")
     complete = folder.recorded("model")[1]
     saved = {key: folder.recorded(key)[0] for key in ("model", "model_sha256", TENSORS_KEY)}
     found = stand_in(model, checkpoint, saved["model"], saved[TENSORS_KEY], saved["model_sha256"])
     if found is not None:
         named = f"--checkpoint {checkpoint}" if checkpoint is not None else str(model)
-        logger.warning("%s", found.said(named, f"the render in {folder.out_dir}",
-                                        "checking the finished render" if complete else "resuming the render"))
+        said = found.said(named, f"the render in {folder.out_dir}",
+                          "checking the finished render" if complete else "resuming the render")
+        if complete is None:
+            said += ", or, if it is finished, checking it and writing its damaged report again"
+        logger.warning("%s", said)
         return found.ref
     message = model_gone(folder.out_dir, model, saved, complete, checkpoint)
     if message is not None:
