@@ -100,7 +100,7 @@ def test_a_finished_render_whose_best_is_gone_and_whose_weights_no_checkpoint_ho
     assert main(["-q", "render", str(run), "--out", str(out), *map(str, FLAGS[2:]), "--seconds", "0.125"]) == 2
     assert one_error_line(capsys).endswith(
         f"which is gone (deleted, or being replaced by a training), and no kept checkpoint of {run.resolve()} holds "
-        "its weights, so it cannot be resumed: pass --restart with a model that is there (e.g. --checkpoint last), "
+        "its weights, so it cannot be checked: pass --restart with a model that is there (e.g. --checkpoint last), "
         "or choose another --out")
     # another model named, or --restart: the model's own error, not the render's
     assert main(["-q", "render", str(tmp_path / "elsewhere"), "--out", str(out), *map(str, FLAGS[2:]),

@@ -422,3 +422,26 @@ def test_a_damaged_report_beside_a_kills_state_whose_best_is_gone_is_not_said_on
     assert len(said) == 2 and "its 1 stream(s) are complete" in said[1], said  # it was finished: report written
     assert json.loads((out / "render_report.json").read_text())["status"] == "complete"
 
+
+@pytest.mark.parametrize("began", ["best", "step_5"])
+def test_a_damaged_report_beside_a_kills_state_whose_model_no_one_holds_is_not_said_only_unresumable(
+        model, tmp_path, capsys, began):
+    """No model holds the weights the render began with (best/ and step_5 gone; step_5 pruned, best/ trained on):
+    refused "so it cannot be resumed", where the render may be finished, with nothing to resume."""
+    import shutil
+
+    run, out = run_with_step_5(model, tmp_path / "run"), tmp_path / "out"
+    which = () if began == "best" else ("--checkpoint", "step_5")
+    assert render_cli(run, out, *which) == 0
+    damaged_beside_state(out)
+    shutil.rmtree(run / "checkpoints" / "step_5")
+    shutil.rmtree(run / "best")
+    if began == "step_5":
+        make_model(run / "best", seed=3)  # trained on: other weights
+    before = snapshot_of(out)
+    capsys.readouterr()
+    assert render_cli(run, out, *which) == 2
+    line = error_line(capsys)
+    assert "is gone (" in line and "holds its weights, so it cannot be resumed, nor, if it is finished, checked and " \
+        "its damaged report written again: pass --restart with a model that is there" in line, line
+    assert snapshot_of(out) == before

@@ -108,13 +108,14 @@ def model_differs(where: Path, saved: dict, current: dict, finished: bool | None
     return f"{what}; {resume}pass --restart to {anew}, or choose another --out"
 
 
-def model_gone(where: Path, named, saved: dict, complete: bool, checkpoint: str | None = None) -> str | None:
+def model_gone(where: Path, named, saved: dict, complete: bool | None, checkpoint: str | None = None) -> str | None:
     """The refusal of a rerun naming ``named`` (a run or model folder, as given; with ``checkpoint``, that
     checkpoint of the run), which no longer holds a model, where the render in ``where`` began from it
     (``saved``: the render's recorded ``model``, ``model_sha256`` and TENSORS_KEY): best/ deleted, or gone
     while a training replaces it; a checkpoint pruned by a training that went on, where no model holds the
     weights it began with (:func:`stand_in` is asked first: where one does, the render goes on with it).
-    None where the render there began from another model, or recorded none."""
+    ``complete`` None: whether the render finished is not known (:func:`_cannot_be`). None where the render there
+    began from another model, or recorded none."""
     began, sha = saved.get("model"), saved.get("model_sha256")
     if not (isinstance(began, str) and isinstance(sha, str)):
         return None
@@ -131,13 +132,23 @@ def model_gone(where: Path, named, saved: dict, complete: bool, checkpoint: str 
     if saved[TENSORS_KEY] is None:  # recorded by an older wavegen: a checkpoint's other file cannot be told
         return (f"{what}, and no kept checkpoint of {run} holds its weights file byte for byte (the render, begun by "
                 "an older wavegen, recorded no more of its model than that file's sha256, and a training's "
-                "checkpoint holds the same weights in a file of other bytes), so it cannot be resumed: pass "
-                "--restart, or bring the model folder back")
-    return (f"{what}, and no kept checkpoint of {run} holds its weights, so it cannot be resumed: pass --restart "
-            "with a model that is there (e.g. --checkpoint last), or choose another --out")
+                f"checkpoint holds the same weights in a file of other bytes), so it cannot be {_cannot_be(complete)}: "
+                "pass --restart, or bring the model folder back")
+    return (f"{what}, and no kept checkpoint of {run} holds its weights, so it cannot be {_cannot_be(complete)}: "
+            "pass --restart with a model that is there (e.g. --checkpoint last), or choose another --out")
 
 
-def _checkpoint_gone(where: Path, run: Path, began: Path, saved: dict, complete: bool, checkpoint: str) -> str | None:
+def _cannot_be(complete: bool | None) -> str:
+    """What a rerun of a render whose model is gone cannot do, as "so it cannot be ...": check a ``complete`` one,
+    resume one that is not; where that is not known (None: a damaged report beside the .state/ a kill left), it
+    would resume the render, or find it finished and write the report again."""
+    if complete is None:
+        return "resumed, nor, if it is finished, checked and its damaged report written again"
+    return "checked" if complete else "resumed"
+
+
+def _checkpoint_gone(where: Path, run: Path, began: Path, saved: dict, complete: bool | None,
+                     checkpoint: str) -> str | None:
     """:func:`model_gone` for ``--checkpoint step_N`` of the run ``run``, where the render in ``where`` began
     from that checkpoint (``began``), now gone (pruned): that neither a kept checkpoint nor the run's best/ holds
     its weights. None where the render began from another checkpoint."""
@@ -150,10 +161,10 @@ def _checkpoint_gone(where: Path, run: Path, began: Path, saved: dict, complete:
     if saved[TENSORS_KEY] is None:  # recorded by an older wavegen: best/'s file of other bytes cannot be told
         return (f"{what}, and no kept checkpoint holds its weights file byte for byte (the render, begun by an older "
                 "wavegen, recorded no more of its model than that file's sha256, and the run's best/ holds weights "
-                f"in a file of other bytes), so it cannot be {'checked' if complete else 'resumed'}: pass --restart, "
-                "or bring the checkpoint back")
+                f"in a file of other bytes), so it cannot be {_cannot_be(complete)}: pass --restart, or bring the "
+                "checkpoint back")
     return (f"{what}, and neither a kept checkpoint nor the run's best/ holds its weights, so it cannot be "
-            f"{'checked' if complete else 'resumed'}: pass --restart with a model that is there (e.g. --checkpoint "
+            f"{_cannot_be(complete)}: pass --restart with a model that is there (e.g. --checkpoint "
             "last), or choose another --out")
 
 
