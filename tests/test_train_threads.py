@@ -22,7 +22,8 @@ def test_more_threads_than_cpus_is_said_and_the_training_runs(tiny_corpus, tmp_p
     """Taken as it was: 32 threads on 2 CPUs made a training step 8x slower than 2 threads, without a word."""
     assert main(train_args(tiny_corpus, tmp_path / "run", CPUS + 1)) == 0
     err = capsys.readouterr().err
-    assert (f"--threads {CPUS + 1}: more than the {CPUS} CPU(s) this training may use; threads beyond the CPUs wait "
+    cpus = f"{CPUS} CPU" if CPUS == 1 else f"{CPUS} CPUs"
+    assert (f"--threads {CPUS + 1}: more than the {cpus} this training may use; threads beyond the CPUs wait "
             f"on one another and training runs several times slower (at most {CPUS} runs best)") in err
     assert (tmp_path / "run" / "best").is_dir()
 
@@ -35,6 +36,16 @@ def test_threads_are_counted_over_the_processes_of_a_launch(monkeypatch):
         pytest.skip("one CPU: no launch of several processes fits")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     said = (rf"^--threads {CPUS}: in each of the 2 processes of this launch on this machine, {2 * CPUS} threads, "
-            rf"more than the {CPUS} CPU\(s\) .* \(at most {CPUS // 2} runs best\)$")
+            rf"more than the {CPUS} CPUs .* \(at most {CPUS // 2} runs best\)$")
     assert re.match(said, threads_warning(CPUS))
     assert threads_warning(CPUS // 2) is None
+
+
+@pytest.mark.parametrize("cpus, said", [(1, "the 1 CPU this"), (2, "the 2 CPUs this")])
+def test_the_cpus_are_counted_with_their_noun_agreeing(monkeypatch, cpus, said):
+    """It said 'more than the 1 CPU(s) this training may use'."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert threads_warning(cpus + 1) == (f"--threads {cpus + 1}: more than {said} training may use; threads beyond "
+                                         f"the CPUs wait on one another and training runs several times slower "
+                                         f"(at most {cpus} runs best)")

@@ -6,6 +6,7 @@ import logging
 import os
 
 from wavegen.cli.options import add_threads, apply_threads
+from wavegen.progress import counted
 
 
 def add_parser(sub) -> None:
@@ -71,5 +72,5 @@ def threads_warning(threads: int | None) -> str | None:
         return None
     asked = (f"in each of the {processes} processes of this launch on this machine, "
              f"{threads * processes} threads, more" if processes > 1 else "more")
-    return (f"--threads {threads}: {asked} than the {cpus} CPU(s) this training may use; threads beyond the "
+    return (f"--threads {threads}: {asked} than the {counted(cpus, 'CPU')} this training may use; threads beyond the "
             f"CPUs wait on one another and training runs several times slower (at most {most} runs best)")
