@@ -47,6 +47,7 @@ from wavegen.divergence import check_finite, check_resumed, note_loss, watch_los
 from wavegen.fileio import write_json
 from wavegen.folders import check_writable
 from wavegen.models import build_model, model_config
+from wavegen.progress import counted
 from wavegen.render.album import ensure_run_profile
 from wavegen.runconfig import check_run_folder, resolve_run_config  # noqa: F401  (as wavegen.train.resolve_run_config)
 from wavegen.runlog import RunLog, check_log_paths
@@ -283,8 +284,9 @@ def _start(config: dict, train_cfg: TrainConfig, accelerator, run_dir: Path) -> 
         named = config.get("preset") or config["model_type"]
         if config.get("overrides"):
             named += " with " + " ".join(config["overrides"])
-        logger.info("model %s: %.2fM parameters; %d process(es) on %s; batch %d x %d samples", named,
-                    n_params / 1e6, run.world, accelerator.device, train_cfg.batch_size, train_cfg.seq_len)
+        logger.info("model %s: %.2fM parameters; %s on %s; batch %d x %d samples", named, n_params / 1e6,
+                    counted(run.world, "process", "processes"), accelerator.device, train_cfg.batch_size,
+                    train_cfg.seq_len)
         if len(corpus.segments("val")) == 0:
             logger.warning("the corpus has no validation audio: best/ will hold the latest model")
         for warning in batch_warnings(batches, inner, train_cfg):
@@ -340,7 +342,8 @@ def _resume(run: _Run, folder: Path, earlier: dict) -> None:
         for warning in resume_warnings(run.cfg, run.step, {**earlier, **state}):
             logger.warning("%s", warning)
         saved_by = state.get("processes", run.world)
-        moved = f" (checkpoint written by {saved_by} process(es), now {run.world})" if saved_by != run.world else ""
+        moved = (f" (checkpoint written by {counted(saved_by, 'process', 'processes')}, now {run.world})"
+                 if saved_by != run.world else "")
         logger.info("resuming %s from step %d%s", run.run_dir, run.step, moved)
     restore_missing_best(run)  # best/ removed: back from the step that scored it
 
