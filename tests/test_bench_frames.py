@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from wavegen import cli, generate
-from wavegen.bench import bench_generation
+from wavegen.bench import bench_generation, format_table
 from wavegen.bench_profile import profile_generation
 from wavegen.engine import Engine
 
@@ -52,6 +52,18 @@ def test_samples_no_row_is_timed_on_are_not_said(monkeypatch):
     result = bench_generation("samplernn-tiny", ["torch"], [1], samples=100, repeats=1, progress=lines.append)
     assert lines == [f"--samples 100 timed as 112: {FRAMES}", "torch batch 1: 112 samples per stream"]
     assert [r["samples"] for r in result["rows"]] == [112]
+
+
+def test_the_tables_note_names_other_rows_only_where_there_are_some(monkeypatch):
+    """Torch rows alone on --torch-samples 32: the note said '(torch rows timed on 32 samples per stream, the others
+    on 112 ...)', of rows the table does not have; the torch column says their 32. Beside other rows it is said."""
+    monkeypatch.setitem(generate._ENGINES, "torch", {"samplernn": Instant})
+    monkeypatch.setitem(generate._ENGINES, "instant", {"samplernn": Instant})
+    alone = format_table(bench_generation("samplernn-tiny", ["torch"], [1], samples=100, torch_samples=32, repeats=1))
+    assert "the others" not in alone and "timed on" not in alone, alone
+    both = format_table(bench_generation("samplernn-tiny", ["torch", "instant"], [1], samples=100, torch_samples=32,
+                                         repeats=1))
+    assert "(torch rows timed on 32 samples per stream, the others on 112; rates are per second, best of 1)" in both
 
 
 def test_the_cli_says_the_samples_timed(monkeypatch, caplog, capsys):

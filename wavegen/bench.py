@@ -448,8 +448,9 @@ def format_table(result: dict) -> str:
         speedup = f"{r['speedup_vs_torch']:.1f}x" if r["speedup_vs_torch"] is not None else "-"
         lines.append(f"{r['backend']:{width}s} {r['batch']:5d} {r['samples']:8d} {r['samples_per_second_per_stream']:17,.0f} "
                      f"{r['samples_per_second']:16,.0f} {r['realtime_factor']:11.2f}x {speedup:>9s}")
-    if any(is_torch(r["backend"]) for r in result["rows"]) and \
-            model["torch_samples_per_stream"] != model["samples_per_stream"]:
+    # said where the table holds torch rows and others timed on another count (torch rows alone: no others)
+    kinds = {is_torch(r["backend"]) for r in result["rows"]}
+    if kinds == {True, False} and model["torch_samples_per_stream"] != model["samples_per_stream"]:
         lines.append(f"(torch rows timed on {counted(model['torch_samples_per_stream'], 'sample')} per stream, the "
                      f"others on {model['samples_per_stream']}; rates are per second, best of {model['repeats']})")
     lines.append("x real time: per stream, at the model's rate; vs torch: aggregate rate over the torch "
