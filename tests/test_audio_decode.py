@@ -255,3 +255,26 @@ def test_a_flac_with_a_bad_frame_keeps_the_audio_up_to_that_frame(tmp_path, make
         kept = decoded.samples.reshape(len(decoded.samples), -1)[:, 0]
         assert 1.5 * 16000 < len(kept) < 2.5 * 16000
         np.testing.assert_allclose(kept, x[: len(kept)], atol=1 / 32768)
+
+
+@pytest.mark.parametrize("channels, said", [(1, "of 1 channel, "), (2, "of 2 channels, ")])
+def test_a_file_too_long_for_memory_counts_its_channels_with_their_noun_agreeing(tmp_path, channels, said):
+    """The memory refusal of a file: "1 channel" (was "1 channel(s)")."""
+    from types import SimpleNamespace
+
+    from wavegen.audio_decode import AudioMemoryError, _room
+
+    f = SimpleNamespace(frames=2**48, samplerate=16000, channels=channels)
+    with pytest.raises(AudioMemoryError) as err:
+        _room(tmp_path / "long.wav", f, (2**48, channels), "as read")  # petabytes: no machine holds them
+    assert f"its header declares {2**48 / 16000 / 3600:,.1f} h {said}" in str(err.value), err.value
+
+
+@pytest.mark.parametrize("tail, said", [(b"O", "1 byte of it"), (b"Og", "2 bytes of it")])
+def test_an_ogg_page_cut_short_in_its_header_counts_its_bytes_with_their_noun_agreeing(tmp_path, tail, said):
+    """A whole last page and then the start of another: "1 byte of it" (was "1 byte(s)")."""
+    from wavegen.audio_ogg import ogg_end_damage
+
+    page = b"OggS" + bytes([0, 4]) + bytes(20) + bytes([1, 0])  # the end-of-stream flag, one empty lacing value
+    (tmp_path / "cut.ogg").write_bytes(page + tail)
+    assert ogg_end_damage(str(tmp_path / "cut.ogg")) == f"its last Ogg page is cut short in its header: {said}"

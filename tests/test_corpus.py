@@ -48,6 +48,16 @@ def test_hold_keeps_a_reader_on_its_audio_and_refuses_a_corpus_already_prepared_
     make_tone(tmp_path / "rec" / "b.wav", 2.0, 16000, 220)  # prepared again with more audio
     prepare([tmp_path / "rec"], tmp_path / "c", val_fraction=0, test_fraction=0, progress=False)
     assert np.array_equal(held.split("train"), before)  # the files it mapped, not the new ones
-    with pytest.raises(CorpusError, match=r"train.npy: \d+ samples in 2 segment\(s\), its manifest says "
+    with pytest.raises(CorpusError, match=r"train.npy: \d+ samples in 2 segments, its manifest says "
                                           r"\d+ in 1 \(the corpus was being prepared again\?\)"):
         late.hold("train")  # opened before, mapped after: the manifest it read no longer describes the files
+
+
+def test_hold_counts_one_segment_with_its_noun_agreeing(tmp_path, make_tone):
+    """A corpus prepared again under a reader that read the manifest before: "1 segment" (was "1 segment(s)")."""
+    make_tone(tmp_path / "rec" / "a.wav", 1.5, 16000, 440)
+    prepare([tmp_path / "rec"], tmp_path / "c", val_fraction=0, test_fraction=0, progress=False)
+    late = Corpus(tmp_path / "c")
+    late._manifest["splits"]["train"]["segments"] = 2  # as if it had been read from an earlier prep's manifest
+    with pytest.raises(CorpusError, match=r"train.npy: \d+ samples in 1 segment, its manifest says \d+ in 2 "):
+        late.hold("train")

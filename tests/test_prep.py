@@ -162,7 +162,7 @@ def test_loud_float_audio_is_scaled_to_full_scale_not_clipped(tmp_path, make_aud
             assert np.abs(pcm).max() >= 32767 - 3  # scaled to full scale, not below
     assert "plus34db.wav peaks 34.0 dB above full scale: scaled down by 34.0 dB" in caplog.text
     assert "plus1db.wav peaks 1.0 dB above full scale" in caplog.text and "quiet.wav peaks" not in caplog.text
-    assert "2 file(s) scaled down to full scale" in caplog.text
+    assert "2 files scaled down to full scale" in caplog.text
     assert "prep: 3/3 file (100%)" in caplog.text  # progress as plain lines: stderr is no terminal here
 
 
@@ -200,7 +200,7 @@ def test_damaged_files_keep_the_part_that_decodes_and_are_marked_partial(tmp_pat
         assert f["partial"] is True and f["partial_reason"].startswith("cut short"), f
         assert 1.0 < f["duration_seconds"] < 3.2 and f["kept_seconds"] > 1.0, f
         assert f"{rec / name} is damaged (cut short" in caplog.text
-    assert "3 damaged file(s) kept in part" in caplog.text
+    assert "3 damaged files kept in part" in caplog.text
     check_split_arrays(Corpus(tmp_path / "c"))
 
 

@@ -256,7 +256,7 @@ def test_audio_in_a_format_prep_cannot_decode_is_named_not_passed_over_in_silenc
         m = prep([rec], tmp_path / "c")
     assert len(m["files"]) == 3 and m["skipped"] == []
     (line,) = [r.getMessage() for r in caplog.records if "cannot decode" in r.getMessage()]
-    assert line.startswith("passing over 3 audio file(s) in formats prep cannot decode (2 .m4a, 1 .wma; e.g. ")
+    assert line.startswith("passing over 3 audio files in formats prep cannot decode (2 .m4a, 1 .wma; e.g. ")
     assert "notes.txt" not in caplog.text
 
 

@@ -140,7 +140,7 @@ def test_a_file_that_fits_at_last_makes_the_corpus_a_prep_that_never_skipped_mak
     assert {os.path.basename(s["path"]): s.get("retry") for s in first["skipped"]} == \
         {"a1_long.wav": True, "a2_again.wav": True, "a3_silent.wav": None}
     assert first["skipped"][0]["reason"].startswith("too long to decode in memory: its header declares 0.2 h of 1 "
-                                                    "channel(s), 36.6 MiB mono at 16000 Hz")  # was "0.0 GiB"
+                                                    "channel, 36.6 MiB mono at 16000 Hz")  # was "0.0 GiB"
     if touched:
         for path in rec.rglob("*.wav"):
             os.utime(path)

@@ -50,7 +50,7 @@ def test_prep_says_a_chained_ogg_file_is_read_to_its_first_stream_and_marks_it_p
     assert entry["partial"] is True and entry["partial_reason"] == said[0].split(": ", 1)[1]
     assert entry["duration_seconds"] == 2.0
     # said as what it is in the summary, not as a damaged file
-    assert "1 chained Ogg file(s) kept in part: their first stream (partial)" in caplog.text
+    assert "1 chained Ogg file kept in part: its first stream (partial)" in caplog.text
     assert "damaged" not in caplog.text
 
 

@@ -81,7 +81,7 @@ def test_a_wav_whose_header_was_never_finished_keeps_its_audio(tmp_path, make_to
                                                                          "size is 0"), take
     assert f"{rec / 'take1.wav'} recovered (unfinished WAV header" in caplog.text
     assert "take1.wav is damaged" not in caplog.text
-    assert "1 unfinished WAV file(s) recovered (recovered); 1 damaged file(s) kept in part (partial)" in caplog.text
+    assert "1 unfinished WAV file recovered (recovered); 1 damaged file kept in part (partial)" in caplog.text
     assert (kept["cut.wav"]["duration_seconds"], kept["cut.wav"]["partial"]) == (1.0, True)
     assert _reasons(m) == {"take2.wav": "empty: unfinished WAV header: its data chunk size is 0, as a recorder "
                                         "stopped before it closed the file leaves it and no whole frame of audio "
@@ -162,7 +162,7 @@ def test_a_split_by_file_and_by_time_names_the_labels_cut_in_time(tmp_path, make
     with caplog.at_level("INFO"):
         m = prep([rec], tmp_path / "c", labels="folders")
     assert m["split_mode"] == "mixed"
-    assert "(split by file; by time for the label(s) with too few files: single)" in caplog.text
+    assert "(split by file; by time for the label with too few files: single)" in caplog.text
     assert "split by mixed" not in caplog.text
 
 
@@ -188,7 +188,7 @@ def test_replacing_a_corpus_names_the_source_that_changed(tmp_path, make_tone, c
     make_tone(rec / "t99.wav", 1.3, SR, 777)  # added
     with caplog.at_level("WARNING"):
         prep([rec], tmp_path / "c")
-    assert "1 source(s) changed (t01.wav); 1 source(s) new); a training run" in caplog.text, caplog.text
+    assert "1 source changed (t01.wav); 1 source new); a training run" in caplog.text, caplog.text
 
 
 def test_replacing_a_corpus_names_the_sources_gone(tmp_path, make_tone, caplog):
@@ -202,12 +202,12 @@ def test_replacing_a_corpus_names_the_sources_gone(tmp_path, make_tone, caplog):
         (rec / f"t{i:02d}.wav").unlink()
     with caplog.at_level("WARNING"):
         prep([rec], tmp_path / "c")
-    assert "4 source(s) gone or skipped now (t01.wav, t02.wav, t04.wav and 1 more)); a training run" in caplog.text
+    assert "4 sources gone or skipped now (t01.wav, t02.wav, t04.wav and 1 more)); a training run" in caplog.text
     (rec / "t06.wav").unlink()
     caplog.clear()
     with caplog.at_level("WARNING"):
         prep([rec], tmp_path / "c")
-    assert "1 source(s) gone or skipped now (t06.wav)); a training run" in caplog.text, caplog.text
+    assert "1 source gone or skipped now (t06.wav)); a training run" in caplog.text, caplog.text
 
 
 def test_a_stereo_file_whose_channels_cancel_is_named_out_of_phase(tmp_path, make_audio, make_tone):
@@ -243,7 +243,7 @@ def test_channels_that_cancel_under_a_spike_in_each_are_named_not_called_silence
     make_audio(rec / "music.wav", np.stack([tone, tone], axis=1), SR)
     reasons = _reasons(prep([rec], tmp_path / "c"))
     assert reasons["both.wav"] == (
-        "its mono mix holds spikes, the first of 5e+29 at 1.000 s (2 sample(s) above 18.1 dBFS in the mono mix of its 2 "
+        "its mono mix holds spikes, the first of 5e+29 at 1.000 s (2 samples above 18.1 dBFS in the mono mix of its 2 "
         "channels, where a channel's 24.1 dBFS is 18.1 dBFS: damaged float audio) and, without them, its channels "
         "cancel in the mono mix (out of phase: they peak at -10.5 dBFS, the mix at -inf dBFS: mix it to mono "
         "yourself, one channel alone, say); the mix: silent: every sample is zero"), reasons
@@ -262,7 +262,7 @@ def test_a_file_declaring_more_audio_than_memory_holds_is_skipped_and_the_rest_p
     _declaring_hours(rec / "concert.flac")
     m = _capped_prep(64, rec, tmp_path / "c").manifest
     reason = _reasons(m)["concert.flac"]
-    assert reason.startswith("too long to decode in memory: its header declares 1,193.0 h of 8 channel(s), "), reason
+    assert reason.startswith("too long to decode in memory: its header declares 1,193.0 h of 8 channels, "), reason
     assert "split it into shorter files" in reason
     assert sorted(os.path.basename(f["path"]) for f in m["files"]) == ["t00.wav", "t01.wav", "t02.wav"]
 
@@ -283,7 +283,7 @@ def test_thousands_of_skipped_files_are_named_up_to_a_limit_then_summed_up(tmp_p
     lines = [r.getMessage() for r in caplog.records if r.name == "wavegen.prep"]
     assert sum(line.startswith("skipping ") for line in lines) == SKIP_LINES
     summary = [line for line in lines if line.startswith("skipped ")]
-    assert summary == ["skipped 8 more file(s) without a line each (7: no stretch of sound of at least 0.5 s; "
+    assert summary == ["skipped 8 more files without a line each (7: no stretch of sound of at least 0.5 s; "
                        "1: empty: a file of 0 bytes); "
                        "--verbose names them, and manifest.json's \"skipped\" lists every skipped file and why"]
 
@@ -305,7 +305,7 @@ def test_a_file_skipped_for_lack_of_memory_is_tried_again_by_the_next_prep(tmp_p
     (corpus / "manifest.json").write_text(json.dumps(older))
     for _ in range(2):
         again = _capped_prep(64, rec, corpus)
-        assert f"{corpus} skipped 1 file(s) for lack of memory ({rec / 'concert.flac'}): trying again" in again.log
+        assert f"{corpus} skipped 1 file for lack of memory ({rec / 'concert.flac'}): trying again" in again.log
         assert "corpus up to date" not in again.log and again.decoded == ["concert.flac"]
         assert again.manifest["skipped"][0]["retry"] is True
     os.remove(rec / "concert.flac")  # the other skips are remembered: the rerun is quick again
@@ -391,7 +391,7 @@ def test_a_header_rate_so_high_that_no_sample_is_left_is_named_not_called_silent
     data[24:32] = struct.pack("<II", 2**31 - 1, 2**31 - 1)  # the rate, and the bytes a second (sound as it was)
     (rec / "rate.wav").write_bytes(bytes(data))
     reason = _reasons(prep([rec], tmp_path / "c"))["rate.wav"]
-    assert reason == (f"its 16,000 frame(s) at 2,147,483,647 Hz, the rate its header says, last 7.45e-06 s: not one "
+    assert reason == (f"its 16,000 frames at 2,147,483,647 Hz, the rate its header says, last 7.45e-06 s: not one "
                       f"sample at {SR} Hz (a damaged header?)"), reason
 
 

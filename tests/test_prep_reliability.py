@@ -73,6 +73,7 @@ def test_a_read_only_corpus_that_skipped_a_file_for_lack_of_memory_is_kept_as_it
     assert {p.name: p.read_bytes() for p in corpus.iterdir()} == before
     said = [line for line in again.log.splitlines() if "cannot take its lock" in line]
     assert len(said) == 1 and str(corpus) in said[0] and "concert.flac" in said[0], again.log
+    assert "the file it skipped for lack of memory" in said[0] and "try it again)" in said[0], said[0]
     assert "lock file" not in again.log.replace(said[0], "") and "error" not in again.log
 
 
@@ -121,7 +122,7 @@ def test_a_disk_that_fills_mid_prep_says_how_much_room_it_takes_and_keeps_the_co
 
 def test_many_duplicates_are_summed_up_as_one_reason(tmp_path, make_tone, caplog):
     """Each "duplicate of <its original>" counted as a reason of its own: the summary line read
-    "1: duplicate of .../t00.wav; 1: duplicate of .../t01.wav; 25 other reason(s)"."""
+    "1: duplicate of .../t00.wav; 1: duplicate of .../t01.wav; 25 other reasons"."""
     rec = tmp_path / "rec"
     tones(rec / "album", make_tone, SKIP_LINES + 7)
     (rec / "backup").mkdir()
@@ -131,7 +132,7 @@ def test_many_duplicates_are_summed_up_as_one_reason(tmp_path, make_tone, caplog
         m = prep([rec], tmp_path / "c")
     assert len(m["skipped"]) == SKIP_LINES + 7
     summary = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipped ")]
-    assert summary == ["skipped 7 more file(s) without a line each (7: duplicate of a file kept); --verbose names "
+    assert summary == ["skipped 7 more files without a line each (7: duplicate of a file kept); --verbose names "
                        "them, and manifest.json's \"skipped\" lists every skipped file and why"]
 
 
@@ -148,7 +149,7 @@ def test_a_moved_library_s_links_are_named_up_to_a_limit_then_summed_up(tmp_path
     assert len(m["skipped"]) == SKIP_LINES + 30  # the manifest still lists each one named like audio
     lines = [r.getMessage() for r in caplog.records]
     assert sum(line.startswith("skipping ") for line in lines) == SKIP_LINES
-    assert "passed over 31 more link(s), file(s) or folder(s) without a line each (31: a link to nothing); " \
+    assert "passed over 31 more links, files or folders without a line each (31: a link to nothing); " \
            "--verbose names them" in lines
     assert len(m["files"]) == 3
 

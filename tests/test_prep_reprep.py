@@ -44,7 +44,7 @@ def test_a_reprep_after_adding_files_keeps_every_earlier_files_split(tmp_path, c
     assert again.pop("renamed.wav") == first.pop("t03.wav")
     assert {name: again[name] for name in first} == first
     assert all(again[f"t{i:02d}.wav"] in SPLITS for i in range(10, 14))
-    assert f"{tmp_path / 'c'}: 10 earlier file(s) kept their split, 4 new file(s) assigned" in caplog.text
+    assert f"{tmp_path / 'c'}: 10 earlier files kept their split, 4 new files assigned" in caplog.text
     seconds = {s: manifest["splits"][s]["seconds"] for s in SPLITS}
     assert seconds["train"] > 0.6 * sum(seconds.values()) and seconds["val"] > 0 and seconds["test"] > 0
     caplog.clear()
@@ -83,7 +83,7 @@ def test_renumbered_takes_and_a_copy_over_another_keep_their_audios_split(tmp_pa
     with caplog.at_level(logging.INFO, logger="wavegen.prep"):
         again = prep([rec], tmp_path / "c")
     assert {f["sha256"]: f["split"] for f in again["files"] if f["sha256"] in by_bytes} == by_bytes
-    assert f"{tmp_path / 'c'}: 10 earlier file(s) kept their split, 1 new file(s) assigned" in caplog.text
+    assert f"{tmp_path / 'c'}: 10 earlier files kept their split, 1 new file assigned" in caplog.text
     splits = _splits(again)
     train = min(n for n, s in splits.items() if s == "train")
     val = max(n for n, s in splits.items() if s == "val")
@@ -256,7 +256,7 @@ def test_a_file_of_silence_and_one_huge_sample_is_skipped_naming_the_spike(tmp_p
     x[22050] = 1e30
     sf.write(rec / "spike.wav", x, 44100, subtype="FLOAT")
     (skip,) = prep([rec], tmp_path / "c")["skipped"]
-    assert skip["reason"].startswith("it holds only silence and a spike of 1e+30 at 0.500 s (1 sample(s) above "
+    assert skip["reason"].startswith("it holds only silence and a spike of 1e+30 at 0.500 s (1 sample above "
                                      "24.1 dBFS: damaged float audio); without it, silent"), skip["reason"]
 
 
@@ -276,7 +276,7 @@ def test_a_spike_that_resampling_brings_under_6_dbfs_is_a_spike_at_any_corpus_ra
         for name in ("hi.wav", "cd.wav"):
             entry = files[name]
             assert entry["gain_db"] == 0.0 and entry["clipped"].startswith(
-                "1 sample(s) above 24.1 dBFS and at least 40 dB above all the rest (the first at 1.000 s: 20)"), \
+                "1 sample above 24.1 dBFS and at least 40 dB above all the rest (the first at 1.000 s: 20)"), \
                 (corpus_rate, name, entry)
 
 
@@ -359,7 +359,7 @@ def test_a_label_drawn_again_counts_no_file_as_kept(tmp_path, caplog):
         again = prep([rec], tmp_path / "c", top_db=40)
     assert again["files"][0]["split"] == "time" and again["splits"]["train"]["samples"] > 0
     assert "the corpus: every file left was in val or test before and none is new: drawn again" in caplog.text
-    assert f"{tmp_path / 'c'}: 0 earlier file(s) kept their split, 0 new file(s) assigned, 1 drawn again" \
+    assert f"{tmp_path / 'c'}: 0 earlier files kept their split, 0 new files assigned, 1 drawn again" \
         in caplog.text
 
 
@@ -376,7 +376,7 @@ def test_a_reprep_that_leaves_val_or_test_empty_says_so(tmp_path, caplog):
     (rec / train[0]).unlink()
     with caplog.at_level(logging.WARNING, logger="wavegen"):
         prep([rec], tmp_path / "c")
-    assert "hold(s) no audio" not in caplog.text
+    assert "no audio: no file held there" not in caplog.text
     for name, split in first.items():
         if split == "test":
             (rec / name).unlink()
@@ -384,9 +384,9 @@ def test_a_reprep_that_leaves_val_or_test_empty_says_so(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="wavegen"):
         manifest = prep([rec], tmp_path / "c")
     assert manifest["splits"]["test"]["seconds"] == 0 and manifest["splits"]["val"]["seconds"] > 0
-    assert ("the corpus: test now hold(s) no audio: no file held there is left and the files kept their earlier "
+    assert ("the corpus: test now holds no audio: no file held there is left and the files kept their earlier "
             "splits (none new went there); add recordings, or prepare with another --seed") in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="wavegen"):
         fresh = prep([rec], tmp_path / "c", seed=1)
-    assert fresh["splits"]["test"]["seconds"] > 0 and "hold(s) no audio" not in caplog.text
+    assert fresh["splits"]["test"]["seconds"] > 0 and "no audio: no file held there" not in caplog.text

@@ -142,6 +142,6 @@ def test_files_skipped_for_reasons_that_differ_only_in_their_figures_are_summed_
     with caplog.at_level(logging.WARNING):
         prepare([rec], tmp_path / "c", progress=False, sample_rate=16000)
     summary = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipped ")]
-    assert len(summary) == 1 and "other reason(s)" not in summary[0], summary
+    assert len(summary) == 1 and "other reason" not in summary[0], summary
     assert "6: its sound lies above 8000 Hz, half the corpus's rate" in summary[0], summary
     assert "its level falls from -… dBFS to -… dBFS RMS" in summary[0], summary

@@ -94,3 +94,18 @@ def test_a_held_file_cut_in_time_keeps_its_recorded_cut_when_its_segments_change
     fresh = [dict(entry)]  # a cut that falls between two segments is recorded at the earlier one's end
     assign_splits(fresh, [[3000, 2000]], 0.0, 0.4, 0, seg_starts=[[0, 7000]], sample_rate=rate)
     assert fresh[0]["time_cuts_seconds"] == [3.0, 3.0]
+
+
+def test_empty_holdouts_are_said_with_their_verb_agreeing(caplog):
+    """One empty split "holds" no audio, two "hold" none (was "hold(s)")."""
+    import logging
+
+    from wavegen.split import _say_empty_holdouts
+
+    with caplog.at_level(logging.WARNING, logger="wavegen"):
+        _say_empty_holdouts("a", ["file"], 0.0, 0.1)
+    assert "label 'a': test now holds no audio: no file held there" in caplog.text, caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="wavegen"):
+        _say_empty_holdouts("", ["file"], 0.1, 0.1)
+    assert "the corpus: val and test now hold no audio: no file held there" in caplog.text, caplog.text

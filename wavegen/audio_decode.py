@@ -22,6 +22,7 @@ from wavegen.audio import load_soxr, to_mono
 from wavegen.audio_ogg import (OGG_UNMARKED, UNKNOWN_FRAMES, UnreadStreams, ogg_chain_unread, ogg_end_damage,
                                ogg_end_marked, ogg_links, vorbis_end_reached)
 from wavegen.errors import WavegenError
+from wavegen.progress import counted
 from wavegen.spikes import SPIKE_FLOOR
 
 logger = logging.getLogger("wavegen.audio")  # its warnings keep the name they had before this module was split out
@@ -310,7 +311,7 @@ def _room(path: Path, f, shape: tuple[int, ...], what: str) -> np.ndarray:
         hours = f.frames / f.samplerate / 3600
         size = f"{need / 2**30:,.1f} GiB" if need >= 2**30 else f"{need / 2**20:,.1f} MiB"  # not "0.0 GiB"
         raise AudioMemoryError(path, f"too long to decode in memory: its header declares {hours:,.1f} h of "
-                                     f"{f.channels} channel(s), {size} {what}; split it into "
+                                     f"{counted(f.channels, 'channel')}, {size} {what}; split it into "
                                      "shorter files (one much shorter than that has a damaged header)") from None
 
 

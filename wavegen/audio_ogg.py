@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
+from wavegen.progress import counted
+
 OGG_PAGE_HEADER = 27  # "OggS", version, flags, granule, serial, sequence, CRC, segment count; the lacing values follow
 _OGG_LAST_PAGE = 4  # the header flag of a stream's last page (end of stream)
 OGG_UNMARKED = "the last Ogg page has no end-of-stream mark"  # what the page walk and libsndfile's log both find
@@ -48,7 +50,7 @@ def _end_walked(name) -> tuple[str | None, bool | None]:
                 f.seek(at)
                 tail = f.read(OGG_PAGE_HEADER + 255)
                 if tail[:4] == b"OggS" or (len(tail) < 4 and b"OggS".startswith(tail)):
-                    return f"its last Ogg page is cut short in its header: {size - at} byte(s) of it", ended
+                    return f"its last Ogg page is cut short in its header: {counted(size - at, 'byte')} of it", ended
     except OSError:
         return None, None
     return (OGG_UNMARKED if ended is False else None), ended

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from wavegen.errors import WavegenError
+from wavegen.progress import counted
 from wavegen.split import SPLITS
 
 FORMAT_VERSION = 1  # what the reader needs; entries added since (gain_db, partial) are optional
@@ -118,9 +119,10 @@ class Corpus:
         for name in names:
             audio, segments, want = self.split(name), self.segments(name), self._manifest["splits"][name]
             if len(audio) != want["samples"] or len(segments) != want["segments"]:
-                raise CorpusError(f"{self.dir / (name + '.npy')}: {len(audio)} samples in {len(segments)} "
-                                  f"segment(s), its manifest says {want['samples']} in {want['segments']} (the "
-                                  "corpus was being prepared again?): rerun once `wavegen prep` is done")
+                raise CorpusError(f"{self.dir / (name + '.npy')}: {counted(len(audio), 'sample')} in "
+                                  f"{counted(len(segments), 'segment')}, its manifest says {want['samples']} in "
+                                  f"{want['segments']} (the corpus was being prepared again?): rerun once "
+                                  "`wavegen prep` is done")
 
     def seconds(self, name: str) -> float:
         """Duration of the split in seconds."""

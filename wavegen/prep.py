@@ -31,6 +31,7 @@ from wavegen.fileio import write_json
 from wavegen.folders import FolderLock, ensure_folder, missing_folders
 from wavegen.prep_publish import (ARRAYS, CORPUS_MARKER, TMP_PREFIX, finish_interrupted_publish, gone_unless_made,
                                   make_temporary, publish, read_manifest, remove_stale_temporaries, why_not_written)
+from wavegen.progress import counted
 from wavegen.split import FRAME_LENGTH, HOP_LENGTH, SPLITS, assign_splits, earlier_entries, earlier_splits
 
 logger = logging.getLogger(__name__)
@@ -189,7 +190,7 @@ def _skipped_for_memory(corpus_dir: Path, manifest: dict) -> bool:
     has the memory. Says so when it is."""
     retry = prep_earlier.retries(manifest)
     if retry:
-        logger.info("%s skipped %d file(s) for lack of memory (%s%s): trying again", corpus_dir, len(retry),
+        logger.info("%s skipped %s for lack of memory (%s%s): trying again", corpus_dir, counted(len(retry), "file"),
                     retry[0], ", ..." if len(retry) > 1 else "")
     return bool(retry)
 
@@ -317,9 +318,11 @@ def _lock(corpus_dir: Path, existing: dict | None) -> FolderLock | None:
         if existing is None:
             raise
         retry = prep_earlier.retries(existing)
-        logger.warning("%s: cannot take its lock (%s): the file(s) it skipped for lack of memory (%s%s) cannot be "
-                       "tried again; the corpus there is kept as it is (make the folder writable to try them again)",
-                       corpus_dir, why_not_written(err), retry[0] if retry else "", ", ..." if len(retry) > 1 else "")
+        one = len(retry) == 1
+        logger.warning("%s: cannot take its lock (%s): the %s it skipped for lack of memory (%s%s) cannot be "
+                       "tried again; the corpus there is kept as it is (make the folder writable to try %s again)",
+                       corpus_dir, why_not_written(err), "file" if one else "files", retry[0] if retry else "",
+                       ", ..." if len(retry) > 1 else "", "it" if one else "them")
         return None
     return lock
 
@@ -382,8 +385,8 @@ def _prepare_in(tmp, corpus_dir, settings, found, file_labels, skipped_folders, 
     if before:
         kept, new = len(held), earlier_entries(files, before).count(None)
         again = f", {len(files) - kept - new} drawn again" if len(files) - kept - new else ""
-        logger.info("%s: %d earlier file(s) kept their split, %d new file(s) assigned%s", corpus_dir, kept, new,
-                    again)
+        logger.info("%s: %s kept %s split, %s assigned%s", corpus_dir, counted(kept, "earlier file"),
+                    "its" if kept == 1 else "their", counted(new, "new file"), again)
     splits = prep_decode.write_arrays(tmp, pieces, settings.sample_rate)
     return {
         "format_version": FORMAT_VERSION,
@@ -447,7 +450,7 @@ def _sources_changed(old: dict, new: dict) -> list[str]:
     gone = sorted((first[sha] for sha in rest[0] - rest[1]), key=str)
     counts = ((len(changed), f"changed ({_first_names(changed)})"), (len(rest[1] - rest[0]), "new"),
               (len(gone), f"gone or skipped now ({_first_names(gone)})"))
-    return [f"{n} source(s) {how}" for n, how in counts if n]
+    return [f"{counted(n, 'source')} {how}" for n, how in counts if n]
 
 
 def _first_names(paths: list, shown: int = 3) -> str:
@@ -464,18 +467,20 @@ def _log_summary(corpus_dir: Path, manifest: dict) -> None:
     if manifest["split_mode"] == "mixed":  # some labels had too few files to hold one out
         timed = [f for f in files if f["split"] == "time"]
         cut = sorted({f["label"] for f in timed if f["label"] is not None})
-        split_by = f"split by file; by time for the label(s) with too few files: {', '.join(cut)}"
+        split_by = f"split by file; by time for the {'label' if len(cut) == 1 else 'labels'} with too few files: " \
+                   f"{', '.join(cut)}"
         if len(cut) < len({f["label"] for f in timed}) or any(f["label"] in cut for f in files if f["split"] != "time"):
-            split_by = (f"split by file; by time for {len(timed)} file(s) of labels with too few files, or cut in time "
-                        "before and kept so")  # a label that had too few files when prepared before
-    logger.info("prepared %s: %d file(s) used, %d skipped; %s (%s)",
-                corpus_dir, len(files), len(manifest["skipped"]), hours, split_by)
+            split_by = (f"split by file; by time for {counted(len(timed), 'file')} of labels with too few files, "
+                        "or cut in time before and kept so")  # a label that had too few files when prepared before
+    logger.info("prepared %s: %s used, %d skipped; %s (%s)",
+                corpus_dir, counted(len(files), "file"), len(manifest["skipped"]), hours, split_by)
     scaled, partial = sum(f["gain_db"] < 0 for f in files), sum(f["partial"] for f in files)
     chained = sum(f.get("partial_reason", "").startswith(CHAINED_OGG) for f in files)  # whole, read in part
     recovered = sum("recovered" in f for f in files)
-    notes = ([f"{scaled} file(s) scaled down to full scale (gain_db)"] if scaled else []) + \
-            ([f"{recovered} unfinished WAV file(s) recovered (recovered)"] if recovered else []) + \
-            ([f"{partial - chained} damaged file(s) kept in part (partial)"] if partial > chained else []) + \
-            ([f"{chained} chained Ogg file(s) kept in part: their first stream (partial)"] if chained else [])
+    notes = ([f"{counted(scaled, 'file')} scaled down to full scale (gain_db)"] if scaled else []) + \
+            ([f"{counted(recovered, 'unfinished WAV file')} recovered (recovered)"] if recovered else []) + \
+            ([f"{counted(partial - chained, 'damaged file')} kept in part (partial)"] if partial > chained else []) + \
+            ([f"{counted(chained, 'chained Ogg file')} kept in part: {'its' if chained == 1 else 'their'} first "
+              "stream (partial)"] if chained else [])
     if notes:
         logger.warning("%s: see %s", "; ".join(notes), corpus_dir / MANIFEST)

@@ -25,7 +25,7 @@ from wavegen.audio_ogg import UnreadStreams
 from wavegen.fileio import check_room, write_array
 from wavegen.prep_earlier import Earlier, EarlierAudio
 from wavegen.prep_wav import UNFINISHED_WAV, FinishedView, read_finished, unfinished_wav
-from wavegen.progress import progress_bar
+from wavegen.progress import counted, progress_bar
 from wavegen.spikes import SPIKE_FLOOR, find_spikes
 from wavegen.split import SILENCE_FLOOR, SPLITS, channels_cancel, dbfs, split_on_silence, why_no_sound
 
@@ -105,8 +105,9 @@ def _decode_source(path: Path, settings: PrepSettings, digest: str, view: Finish
     if frames == 0:
         return "empty: no audio frames"
     if len(mono) == 0:  # its header's rate so high that its frames last under one sample at the corpus's
-        return (f"its {frames:,} frame(s) at {sr_in:,} Hz, the rate its header says, last {frames / sr_in:.3g} s: "
-                f"not one sample at {rate} Hz (a damaged header?)")
+        one = frames == 1  # counted with commas: progress.counted writes its figure bare
+        return (f"its {frames:,} {'frame' if one else 'frames'} at {sr_in:,} Hz, the rate its header says, "
+                f"{'lasts' if one else 'last'} {frames / sr_in:.3g} s: not one sample at {rate} Hz (a damaged header?)")
     if decoded.nonfinite_frames:
         return _nonfinite(decoded.nonfinite_frames, decoded.first_nonfinite, frames, sr_in)
     found, decoded = _sound_found(path, view, decoded, settings), None
@@ -176,9 +177,10 @@ def _sound_found(path: Path, view: FinishedView | None, decoded, settings: PrepS
         source = np.clip(source, -spikes.rest_peak, spikes.rest_peak)
         mono = source if rate_in == settings.sample_rate else resample(source, rate_in, settings.sample_rate)
         intervals = _sound(mono, settings)
-        clipped = (f"{spikes.count} sample(s) above {dbfs(spikes.floor)} and at least {spikes.above_db:.0f} dB "
-                   f"above all the rest{_in_the_mix(spikes)} (the first at {spikes.first / rate_in:.3f} s: "
-                   f"{spikes.value:.3g}) clipped to the rest's peak ({dbfs(spikes.rest_peak)})")
+        clipped = (f"{counted(spikes.count, 'sample')} above {dbfs(spikes.floor)} and at least "
+                   f"{spikes.above_db:.0f} dB above all the rest{_in_the_mix(spikes)} (the first at "
+                   f"{spikes.first / rate_in:.3f} s: {spikes.value:.3g}) clipped to the rest's peak "
+                   f"({dbfs(spikes.rest_peak)})")
     if intervals is None:
         return _nonfinite(0, None, frames, rate_in)
     if len(intervals) == 0:
@@ -207,7 +209,8 @@ def _spike_and_no_sound(spikes, rate_in: int, why: str) -> str:
     where they do)."""
     one = spikes.count == 1  # more: a spike in each of two channels, say, the first named
     spike = (f"{'a spike' if one else 'spikes, the first'} of {spikes.value:.3g} at {spikes.first / rate_in:.3f} s "
-             f"({spikes.count} sample(s) above {dbfs(spikes.floor)}{_in_the_mix(spikes)}: damaged float audio)")
+             f"({counted(spikes.count, 'sample')} above {dbfs(spikes.floor)}{_in_the_mix(spikes)}: "
+             "damaged float audio)")
     holds = "it holds" if spikes.channels == 1 else "its mono mix holds"
     without = "without it" if one else "without them"
     if why.startswith("silent"):
@@ -311,9 +314,11 @@ def decode_files(found, file_labels, tmp: Path, settings: PrepSettings, progress
     if bar is not None:
         bar.close()
     if len(skipped) > SKIP_LINES:
-        logger.warning("skipped %d more file(s) without a line each (%s); --verbose names them, and manifest.json's "
-                       '"skipped" lists every skipped file and why', len(skipped) - SKIP_LINES,
-                       _most_common_reasons(skipped[SKIP_LINES:]))
+        more = len(skipped) - SKIP_LINES
+        logger.warning("skipped %s without a line%s (%s); --verbose names %s, and manifest.json's "
+                       '"skipped" lists every skipped file and why', counted(more, "more file", "more files"),
+                       "" if more == 1 else " each", _most_common_reasons(skipped[SKIP_LINES:]),
+                       "it" if more == 1 else "them")
     return Decoded(files, seg_lengths, skipped, digests, from_earlier, seg_starts)
 
 
@@ -328,7 +333,7 @@ def _most_common_reasons(skipped: list[dict], shown: int = 3) -> str:
     said = {key: key if key == _DUPLICATES else _common_words(reasons) for key, reasons in worded.items()}
     counts = Counter(keys)
     text = "; ".join(f"{count}: {said[key]}" for key, count in counts.most_common(shown))
-    return text + (f"; {len(counts) - shown} other reason(s)" if len(counts) > shown else "")
+    return text + (f"; {counted(len(counts) - shown, 'other reason')}" if len(counts) > shown else "")
 
 
 _DUPLICATES = "duplicate of a file kept"

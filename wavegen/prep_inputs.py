@@ -23,7 +23,7 @@ from pathlib import Path
 from wavegen.corpus import CorpusError
 from wavegen.errors import some_of
 from wavegen.fileio import sha256_file
-from wavegen.progress import progress_bar
+from wavegen.progress import counted, progress_bar
 
 logger = logging.getLogger("wavegen.prep")  # one logger for all that prep says
 
@@ -118,8 +118,10 @@ def discover(inputs: tuple[str, ...]) -> tuple[list[tuple[Path, Path | None]], l
             logger.warning("no audio files found in %s", p)
     if len(passed) > SKIP_LINES:  # a moved library's thousand links to nothing: not a line each
         kinds = Counter(reason.split(" (")[0] for reason in passed[SKIP_LINES:])
-        logger.warning("passed over %d more link(s), file(s) or folder(s) without a line each (%s); --verbose names "
-                       "them", len(passed) - SKIP_LINES, "; ".join(f"{n}: {kind}" for kind, n in kinds.most_common()))
+        more = len(passed) - SKIP_LINES
+        logger.warning("passed over %d more %s without a line%s (%s); --verbose names %s", more,
+                       "link, file or folder" if more == 1 else "links, files or folders", "" if more == 1 else " each",
+                       "; ".join(f"{n}: {kind}" for kind, n in kinds.most_common()), "it" if more == 1 else "them")
     return sorted(found.items(), key=lambda item: str(item[0])), skipped
 
 
@@ -144,9 +146,10 @@ def _warn_other_audio(others: list[Path]) -> None:
     counts: dict[str, int] = {}
     for path in others:
         counts[path.suffix.lower()] = counts.get(path.suffix.lower(), 0) + 1
-    logger.warning("passing over %d audio file(s) in formats prep cannot decode (%s; e.g. %s): convert them to "
-                   "FLAC or WAV to use them", len(others), ", ".join(f"{n} {ext}" for ext, n in sorted(counts.items())),
-                   others[0])
+    them = "it" if len(others) == 1 else "them"
+    logger.warning("passing over %s in formats prep cannot decode (%s; e.g. %s): convert %s to FLAC or WAV to use "
+                   "%s", counted(len(others), "audio file"),
+                   ", ".join(f"{n} {ext}" for ext, n in sorted(counts.items())), others[0], them, them)
 
 
 def _walk_audio(root: Path, skipped: list[dict], others: list[Path], passed: list[str]):
@@ -200,7 +203,8 @@ def folder_labels(found: list[tuple[Path, Path | None]]) -> list[str]:
         shown = some_of(unlabelled)
         raise CorpusError(
             f"--labels folders takes each file's label from its subfolder of an input folder, but "
-            f"{len(unlabelled)} file(s) are in no subfolder ({shown}): move them into one (INPUT/LABEL/file.wav)"
+            f"{counted(len(unlabelled), 'file')} {'is' if len(unlabelled) == 1 else 'are'} in no subfolder ({shown}): "
+            f"move {'it' if len(unlabelled) == 1 else 'them'} into one (INPUT/LABEL/file.wav)"
         )
     for label in sorted(set(labels)):
         if label != label.encode("utf-8", "replace").decode("utf-8"):  # bytes that are not UTF-8, kept as they were

@@ -343,10 +343,11 @@ def _say_empty_holdouts(label: str, splits: list[str], val_fraction: float, test
     empty = [name for name, fraction in (("val", val_fraction), ("test", test_fraction))
              if fraction > 0 and name not in splits and "time" not in splits]
     if empty:
-        logger.warning("%s: %s now hold(s) no audio: no file held there is left and the files kept their earlier "
+        logger.warning("%s: %s now %s no audio: no file held there is left and the files kept their earlier "
                        "splits (none new went there); add recordings, or prepare with another --seed to draw every "
                        "split again (a run begun on the earlier corpus may then be scored on audio it trained on)",
-                       f"label {label!r}" if label else "the corpus", " and ".join(empty))
+                       f"label {label!r}" if label else "the corpus", " and ".join(empty),
+                       "holds" if len(empty) == 1 else "hold")
 
 
 def _train_share(members: list[int], files: list[dict], kept: list[int], cuts: _TimeCuts) -> int:
