@@ -343,7 +343,7 @@ def test_a_render_recorded_before_thread_counts_were_resumed_with_a_warning(mode
         report = render(model, out, s, progress=False)
     assert report["status"] == "complete" and report["params"]["threads"] == 1
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert warnings == [f"{out}: started before renders recorded their thread count; resuming on 1 thread(s) (if it "
+    assert warnings == [f"{out}: started before renders recorded their thread count; resuming on 1 thread (if it "
                         "was started on another count, its streams may differ from an uninterrupted render)"]
 
 
@@ -406,4 +406,4 @@ def test_a_resume_that_reads_much_of_its_files_says_so_first(tmp_path, monkeypat
     with caplog.at_level("INFO", logger="wavegen.render"):
         render_writers.StreamWriters(paths, SR, True, 1000, RenderWriteError).close()
         render_writers.StreamWriters(paths, SR, True, 999, RenderWriteError).close()
-    assert caplog.messages == ["checking the 2 file(s) against the snapshot (0.0 GB read) before resuming"]
+    assert caplog.messages == ["checking the 2 files against the snapshot (0.0 GB read) before resuming"]

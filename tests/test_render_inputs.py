@@ -129,15 +129,15 @@ def test_a_window_or_prime_too_big_for_memory_is_refused_before_anything_is_writ
     big = ["--seconds", 2000, "--streams", 10]
     assert main(["-q", "render", str(model), "--out", str(out), "--backend", "torch", "--no-spectrogram",
                  *map(str, big), "--guard-seconds", "2000"]) == 2
-    assert one_error_line(capsys) == ("wavegen render: error: the guard window of 10 stream(s) (--guard-seconds "
+    assert one_error_line(capsys) == ("wavegen render: error: the guard window of 10 streams (--guard-seconds "
                                       "2000) needs about 1.19 GiB, more than the 1.00 GiB available RAM: lower "
                                       "--guard-seconds or --streams")
     # without the guard a window holds less: its codes and PCM (tests/test_render_memory.py)
     assert render_cli(model, out, "--seconds", 3000, "--streams", 10, "--block-seconds", 3000) == 2
-    assert "a block of 10 stream(s) (--block-seconds 3000) needs about 1.26 GiB" in one_error_line(capsys)
+    assert "a block of 10 streams (--block-seconds 3000) needs about 1.26 GiB" in one_error_line(capsys)
     make_tone(tmp_path / "long.wav", 4000, SR)
     assert render_cli(model, out, "--streams", 40, "--prime", tmp_path / "long.wav", "--prime-seconds", 4000) == 2
-    assert "the prime of 40 stream(s) (4000 s of --prime" in one_error_line(capsys)
+    assert "the prime of 40 streams (4000 s of --prime" in one_error_line(capsys)
     assert not out.exists()
     # a render shorter than its guard window holds only its own length
     assert main(["-q", "render", str(model), "--out", str(out), "--backend", "torch", "--no-spectrogram",

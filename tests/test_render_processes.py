@@ -224,7 +224,7 @@ def test_torchrun_shares_streams_and_matches_one_process(model, reference, tmp_p
                            text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     said = [line for line in again.stderr.splitlines() if "this render is already complete" in line]
-    assert said == [f"{tmp_path / 'two'}: this render is already complete (3 stream(s) x 0.5 s); nothing to do"], \
+    assert said == [f"{tmp_path / 'two'}: this render is already complete (3 streams x 0.5 s); nothing to do"], \
         again.stderr
     assert again.stdout.split() == run.stdout.split()
     assert json.loads((tmp_path / "two" / "render_report.json").read_text()) == report  # nothing rendered nor written

@@ -77,7 +77,7 @@ def test_a_long_render_s_lines_say_its_length_as_a_plain_number(silent, tmp_path
     with pytest.raises(_Stopped):
         render(silent, tmp_path / "out", settings(1080000.0, format="flac"), progress=False)
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("rendering ")]
-    assert said == [f"rendering 1 stream(s) x 1080000 s at {SR} Hz with the torch engine (fp32)"]
+    assert said == [f"rendering 1 stream x 1080000 s at {SR} Hz with the torch engine (fp32)"]
     # the same helper says the last line's and "already complete"'s length
     assert [plain_seconds(s) for s in (1080000.0, 1080000.25, 0.5, 1 / 3, 12.0)] == \
         ["1080000", "1080000.25", "0.5", "0.333333", "12"]

@@ -64,7 +64,7 @@ def test_a_cut_report_is_written_again_from_the_folder_and_nothing_is_rendered(m
     assert render_cli(model, out, "--streams", 2, "--format", fmt) == 0
     line = error_line(capsys)
     assert line.startswith(f"{report_path}: unreadable render report (")
-    assert "its 2 stream(s) are complete" in line and "kept as render_report.json.damaged" in line
+    assert "its 2 streams are complete" in line and "kept as render_report.json.damaged" in line
     assert {n: k for n, k in snapshot_of(out).items() if n.startswith("stream_")} == streams  # nothing rendered
     assert (out / "render_report.json.damaged").read_text() == damaged
     report, original = json.loads(report_path.read_text()), json.loads(text)
@@ -141,7 +141,7 @@ def test_a_foreign_stream_of_the_full_length_beside_a_damaged_report_is_refused_
     del older["stream_crc32"]
     report_path.write_text(cut_after_params(json.dumps(older, indent=1)))
     assert render_cli(model, out, "--streams", 2, "--format", fmt) == 0
-    assert "its 2 stream(s) are complete and the parameters" in error_line(capsys)
+    assert "its 2 streams are complete and the parameters" in error_line(capsys)
 
 
 def test_a_damaged_report_rerun_with_another_setting_is_refused_as_any_other(model, finished, tmp_path, capsys):
@@ -234,7 +234,7 @@ def test_a_damaged_report_beside_a_kills_state_rerun_with_another_model_is_not_s
                          "discard it, or choose another --out"), line
     assert snapshot_of(out) == before
     assert main(["-q", "render", str(run), "--checkpoint", "step_5", "--out", str(out), *QUICK_FLAGS]) == 0
-    assert "are complete" in error_line(capsys)  # that rerun: finished, its report written again
+    assert "its 1 stream is complete" in error_line(capsys)  # that rerun: finished, its report written again
     assert json.loads((out / "render_report.json").read_text())["status"] == "complete"
 
 
@@ -288,7 +288,7 @@ def test_a_primed_render_whose_prime_is_gone_has_its_damaged_report_written_agai
     prime.unlink()
     capsys.readouterr()
     assert render_cli(model, out, "--streams", 2, "--prime", prime) == 0
-    assert "its 2 stream(s) are complete" in capsys.readouterr().err
+    assert "its 2 streams are complete" in capsys.readouterr().err
     assert json.loads((out / "render_report.json").read_text())["params"] == json.loads(text)["params"]
 
 
@@ -346,11 +346,11 @@ def test_the_streams_measured_to_write_a_damaged_report_again_are_said_with_prog
         render(model, out, settings(0.125, streams=2, format=fmt), progress=progress)
     said = caplog.messages
     how = "decoding 0.25 s of FLAC" if fmt == "flac" else "reading 0.25 s of WAV audio"
-    measuring = f"{report_path} is damaged: measuring its 2 stream(s) from their files ({how} to the end, checked " \
+    measuring = f"{report_path} is damaged: measuring its 2 streams from their files ({how} to the end, checked " \
         "against the CRC-32s the report's readable part records) to see whether the render is complete and write " \
         "the report again"
     assert measuring in said, said
-    rebuilt = next(i for i, line in enumerate(said) if "its 2 stream(s) are complete" in line)
+    rebuilt = next(i for i, line in enumerate(said) if "its 2 streams are complete" in line)
     assert said.index(measuring) < rebuilt
     verb = "decoded" if fmt == "flac" else "read"
     decoded = [line for line in said if line.startswith(("decoded: ", "read: "))]
@@ -399,7 +399,7 @@ def test_the_decoding_bar_on_a_terminal_ends_at_the_seconds_decoded(model, tmp_p
     frames = [part for part in said.decode(errors="replace").replace("\r", "\n").split("\n") if "decoded:" in part]
     assert frames and "100%" in frames[-1] and "| 0.3/0.3 s [" in frames[-1], frames
     assert "-00:00" not in frames[-1] and "0.30000000000000004" not in said.decode(errors="replace"), frames
-    assert "its 3 stream(s) are complete" in said.decode(errors="replace")
+    assert "its 3 streams are complete" in said.decode(errors="replace")
 
 
 def test_a_damaged_report_beside_a_kills_state_whose_best_is_gone_is_not_said_only_to_resume(model, tmp_path, capsys):
@@ -419,7 +419,7 @@ def test_a_damaged_report_beside_a_kills_state_whose_best_is_gone_is_not_said_on
         f"being replaced by a training); the kept checkpoint {(run / 'checkpoints' / 'step_5').resolve()} holds the "
         "weights it began with, the same tensors: resuming the render with it, or, if it is finished, checking it and "
         "writing its damaged report again"), said
-    assert len(said) == 2 and "its 1 stream(s) are complete" in said[1], said  # it was finished: report written
+    assert len(said) == 2 and "its 1 stream is complete" in said[1], said  # it was finished: report written
     assert json.loads((out / "render_report.json").read_text())["status"] == "complete"
 
 

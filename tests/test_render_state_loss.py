@@ -233,7 +233,7 @@ def test_restart_with_params_json_damaged_removes_the_files_its_snapshot_recorde
     with caplog.at_level("INFO", logger="wavegen.render"):
         render(model, out, settings(0.125, format="flac"), progress=False, restart=True)
     said = [m for m in caplog.messages if m.startswith("--restart")]
-    assert said == [f"--restart: removed .state, stream_000.wav from {out} (the render there was of 1 wav stream(s), "
+    assert said == [f"--restart: removed .state, stream_000.wav from {out} (the render there was of 1 wav stream, "
                     "as its snapshot rank0.npz recorded: params.json is unreadable)"]
     assert sorted(p.name for p in out.iterdir()) == [".lock", "notes.txt", "render_report.json", "stream_000.flac"]
 

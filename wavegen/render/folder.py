@@ -31,6 +31,7 @@ from pathlib import Path
 from wavegen.errors import WavegenError, some_of
 from wavegen.fileio import not_a_file, read_json_object, stale_temporaries, write_json
 from wavegen.folders import FolderLock, ensure_folder, link_to_nothing
+from wavegen.progress import counted
 from wavegen.render.folder_report import (mend_damaged_report, recorded_params_in, stream_crc32s,
                                           with_stream_crc32)
 from wavegen.render.model_change import TENSORS_KEY, with_recorded_tensors
@@ -312,8 +313,9 @@ class RenderFolder:
                 if params is not None:
                     records.append(params)
                     what = "is gone" if isinstance(err, FileNotFoundError) else "is unreadable"
-                    learned = (f" (the render there was of {params.get('streams')} {params.get('format')} "
-                               f"stream(s), as its snapshot {name} recorded: {PARAMS_FILE} {what})")
+                    layout = counted(params.get("streams"), f"{params.get('format')} stream")
+                    learned = (f" (the render there was of {layout}, as its snapshot {name} recorded: "
+                               f"{PARAMS_FILE} {what})")
                 continue
             records.append(record.get("params", record))
         for params in records:
@@ -349,9 +351,9 @@ class RenderFolder:
                 self._write_params_again(saved, lost)
             self._record_tensors(saved, params)
             if "threads" not in saved and params.get("threads") is not None:
-                logger.warning("%s: started before renders recorded their thread count; resuming on %d thread(s) "
-                               "(if it was started on another count, its streams may differ from an "
-                               "uninterrupted render)", self.out_dir, params["threads"])
+                logger.warning("%s: started before renders recorded their thread count; resuming on %s (if it "
+                               "was started on another count, its streams may differ from an uninterrupted render)",
+                               self.out_dir, counted(params["threads"], "thread"))
             return None
         foreign = [p for p in self.paths if p.exists()]
         if foreign:

@@ -29,7 +29,7 @@ import numpy as np
 import soundfile as sf
 
 from wavegen.fileio import atomic_write, free_name, read_json_object, write_json
-from wavegen.progress import plain_seconds, progress_bar
+from wavegen.progress import counted, plain_seconds, progress_bar
 from wavegen.render.params_check import check_params
 from wavegen.render.settings import WAV_HEADER_BYTES, RenderStateError, check_length, duration
 from wavegen.render.writers import flushed_samples, recorded_meta
@@ -174,8 +174,8 @@ def measured_by(metas: list[dict], streams: int, seconds: float) -> tuple[dict |
         return None, "its wall time, sessions, guard events and peak memory are not known"
     covered = {i for meta in metas for i in meta.get("streams", [])}
     missing = [str(i) for i in range(streams) if i not in covered]
-    partly = f" (those of stream(s) {', '.join(missing)} are not known: no snapshot of theirs is readable)" \
-        if missing else ""
+    which = f"stream {missing[0]}" if len(missing) == 1 else f"streams {', '.join(missing)}"
+    partly = f" (those of {which} are not known: no snapshot of theirs is readable)" if missing else ""
     return (measured(metas, seconds, streams), f"its wall time, sessions and guard events{partly} are from the "
             "snapshots its end left in .state/; its peak memory is not known")
 
@@ -249,10 +249,12 @@ def mend_damaged_report(folder, params: dict, progress: bool = False) -> None:
         write_json(folder.report_path, report, indent=1)
     except OSError as err:
         raise folder.io_error(Path(err.filename or folder.report_path), err) from err
-    checked = "" if crcs[0] is None else f" (their audio checked against the CRC-32s {crcs[1]} records)"
-    logger.warning("%s; its %d stream(s) are complete%s and the parameters %s records are this render's: written "
-                   "again from them (the damaged one kept as %s)", damaged, len(folder.paths), checked, source,
-                   aside.name)
+    one = len(folder.paths) == 1
+    checked = "" if crcs[0] is None else f" ({'its' if one else 'their'} audio checked against the CRC-32s " \
+        f"{crcs[1]} records)"
+    complete = f"{counted(len(folder.paths), 'stream')} {'is' if one else 'are'} complete"
+    logger.warning("%s; its %s%s and the parameters %s records are this render's: written again from them (the "
+                   "damaged one kept as %s)", damaged, complete, checked, source, aside.name)
 
 
 def _first_short_stream(folder, total: int, sample_rate: int, progress: bool, crcs: tuple[list[int] | None, str],
@@ -263,11 +265,14 @@ def _first_short_stream(folder, total: int, sample_rate: int, progress: bool, cr
     report, as said). Said first in one line; the reading of every stream's audio shown by a progress bar."""
     streams, expected = len(folder.paths), crcs[0]
     seconds = duration(streams * total / sample_rate)
+    one = streams == 1  # its file, its WAV header; or their files, their WAV headers
     how = f"decoding {seconds} of FLAC to the end" if folder.format == "flac" else \
-        "reading their WAV headers" if expected is None else f"reading {seconds} of WAV audio to the end"
+        f"reading {'its WAV header' if one else 'their WAV headers'}" if expected is None else \
+        f"reading {seconds} of WAV audio to the end"
     checked = "" if expected is None else f", checked against the CRC-32s {crcs[1]} records"
-    logger.info("%s is damaged: measuring its %d stream(s) from their files (%s%s) to see whether the render is "
-                "complete and write the report again", folder.report_path, streams, how, checked)
+    logger.info("%s is damaged: measuring its %s from %s (%s%s) to see whether the render is complete and write "
+                "the report again", folder.report_path, counted(streams, "stream"),
+                "its file" if one else "their files", how, checked)
     if not progress or (folder.format != "flac" and expected is None):
         bar = None
     else:  # seconds to a tenth, as the render's bar shows them (a block's are not exact: 2621.4400000000005)

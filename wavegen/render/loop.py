@@ -18,7 +18,7 @@ from wavegen.audio import dequantize, float_to_int16
 from wavegen.config import ConfigError
 from wavegen.generate import make_engine, temperatures
 from wavegen.memory import check_fits
-from wavegen.progress import plain_seconds
+from wavegen.progress import counted, plain_seconds
 from wavegen.render.folder import RenderFolder
 from wavegen.render.folder_report import measured
 from wavegen.render.guard import GuardCriteria, counts_in_words, criteria_for
@@ -264,13 +264,13 @@ class RenderJob:
         streams would not fit in RAM (numpy arrays, whatever the device): their sizes follow the user's seconds."""
         s, streams = self.settings, max(len(self.ids), 1)
         window = min(window_samples(s, self.sr), self.total)  # a render shorter than a window makes less
-        what = (f"the guard window of {streams} stream(s) (--guard-seconds {s.guard_seconds:g})" if s.guard else
-                f"a block of {streams} stream(s) (--block-seconds {s.block_seconds:g})")
+        what = (f"the guard window of {counted(streams, 'stream')} (--guard-seconds {s.guard_seconds:g})" if s.guard
+                else f"a block of {counted(streams, 'stream')} (--block-seconds {s.block_seconds:g})")
         check_fits(window_bytes(streams, window, min(s.block_seconds * self.sr, window), s.guard), what,
                    "lower --guard-seconds or --streams" if s.guard else "lower --block-seconds or --streams")
         if self.prime is not None:
             check_fits(PRIME_BYTES_PER_SAMPLE * streams * len(self.prime),
-                       f"the prime of {streams} stream(s) ({len(self.prime) / self.sr:g} s of --prime "
+                       f"the prime of {counted(streams, 'stream')} ({len(self.prime) / self.sr:g} s of --prime "
                        f"{s.prime})", "lower --prime-seconds or --streams")
 
     def to_audio(self, codes: np.ndarray) -> np.ndarray:
@@ -290,8 +290,8 @@ class RenderJob:
         if done is not None:
             if procs.rank != 0:  # said, and the files listed, once: by the first process
                 return self._own_paths(None)
-            logger.info("%s: this render is already complete (%d stream(s) x %s s); nothing to do",
-                        folder.out_dir, done["streams"], plain_seconds(done["seconds"]))
+            logger.info("%s: this render is already complete (%s x %s s); nothing to do",
+                        folder.out_dir, counted(done["streams"], "stream"), plain_seconds(done["seconds"]))
             folder.warn_if_changed(done)
             return done
         # one stop request for the whole render: a window being made is rewound (KeyboardInterrupt);
@@ -353,9 +353,9 @@ class RenderJob:
         folder.write_report(report, self.total, self.sr)
         # wall_seconds: the generation's (and its writing), every session's; the FLAC encoding and the
         # spectrograms after it are not counted
-        logger.info("rendered %d stream(s) x %s s, generated in %.1f s (%.2fx real time per stream, %s backend%s); "
-                    "guard events: %s → %s", s.streams, plain_seconds(seconds), wall, report["realtime_factor"] or 0,
-                    report["backend"], f", {sessions} sessions" if sessions > 1 else "",
+        logger.info("rendered %s x %s s, generated in %.1f s (%.2fx real time per stream, %s backend%s); "
+                    "guard events: %s → %s", counted(s.streams, "stream"), plain_seconds(seconds), wall,
+                    report["realtime_factor"] or 0, report["backend"], f", {sessions} sessions" if sessions > 1 else "",
                     counts_in_words(counts), folder.out_dir)
         return folder.located(json.loads(json.dumps(report)))
 

@@ -17,7 +17,7 @@ import torch
 from wavegen.fileio import atomic_write
 from wavegen.generate import uniforms
 from wavegen.plotting import spectrogram_png
-from wavegen.progress import move_to, plain_seconds, progress_bar, restart_clock
+from wavegen.progress import counted, move_to, plain_seconds, progress_bar, restart_clock
 from wavegen.render.folder import REPORT_FILE
 from wavegen.render.guard import Guard, GuardLog
 from wavegen.render.params_check import check_params
@@ -265,7 +265,7 @@ class ShardRender:
         if s.format == "flac" and written < self.total:
             logger.info("FLAC: audio is kept as PCM under %s until the render completes, then encoded",
                         job.folder.state_dir)
-        logger.info("rendering %d stream(s) x %s s at %d Hz with the %s engine (%s)%s", len(job.ids),
+        logger.info("rendering %s x %s s at %d Hz with the %s engine (%s)%s", counted(len(job.ids), "stream"),
                     plain_seconds(s.seconds), self.sr, self.engine.backend, s.precision,
                     f" (process {job.procs.rank} of {job.procs.world})" if job.procs.world > 1 else "")
         writers = StreamWriters(job.folder.work_paths(job.ids), self.sr, s.format == "wav", resumed,

@@ -29,6 +29,7 @@ import numpy as np
 
 from wavegen.config import ConfigError
 from wavegen.fileio import atomic_write, fsync_dir
+from wavegen.progress import counted
 from wavegen.render.settings import WAV_HEADER_BYTES, RenderStateError
 from wavegen.signals import signals_held
 
@@ -70,7 +71,7 @@ def reserve_open_files(files: int, streams: int) -> None:
             pass
         limit = open_file_limit()
         if limit is not None and limit >= needed:
-            logger.info("raised the open-file limit to %d for %d stream file(s)", limit, files)
+            logger.info("raised the open-file limit to %d for %s", limit, counted(files, "stream file"))
     if limit is not None and limit < needed:
         share = f" ({files} in this process)" if files != streams else ""
         raise ConfigError(f"--streams {streams}{share} needs about {needed} open files, the limit is {limit}: "
@@ -214,8 +215,8 @@ class StreamWriters:
         self.writers: list[PCMWriter] = []
         crcs = resume_crc32s if resume_crc32s is not None and len(resume_crc32s) == len(paths) else [None] * len(paths)
         if resume_frames is not None and 2 * resume_frames * len(paths) >= SAY_CHECK_BYTES:  # read whole: minutes
-            logger.info("checking the %d file(s) against the snapshot (%.1f GB read) before resuming", len(paths),
-                        2 * resume_frames * len(paths) / 1e9)
+            logger.info("checking the %s against the snapshot (%.1f GB read) before resuming",
+                        counted(len(paths), "file"), 2 * resume_frames * len(paths) / 1e9)
         try:
             for path, crc in zip(paths, crcs):
                 self.writers.append(PCMWriter(path, sample_rate, wav=wav, resume_frames=resume_frames,
