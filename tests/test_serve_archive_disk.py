@@ -209,7 +209,7 @@ def test_parts_without_their_snapshot_are_not_written_over(tmp_path):
     a.close()
     (tmp_path / ".state" / "snapshot.npz").unlink()
     before = {p.name: p.read_bytes() for p in tmp_path.glob("broadcast_*.wav")}
-    with pytest.raises(ServeError, match=r"holds 3\.5 s of the broadcast in 4 part\(s\) but no \.state/snapshot\.npz"):
+    with pytest.raises(ServeError, match=r"holds 3\.5 s of the broadcast in 4 parts but no \.state/snapshot\.npz"):
         Archive(tmp_path, SR, PARAMS, part_seconds=1.0, unsnapshot_seconds=3.0).open()
     assert {p.name: p.read_bytes() for p in tmp_path.glob("broadcast_*.wav")} == before
 
@@ -241,7 +241,7 @@ def test_parts_without_a_snapshot_refused_leave_the_folder_as_it_was(tmp_path):
     shutil.move(archive / "broadcast_00000.wav", elsewhere)
     shutil.move(archive / ".state", elsewhere)
     before = _contents(archive)
-    with pytest.raises(ServeError, match=r"holds 3\.5 s of the broadcast in 4 part\(s\) but no \.state/snapshot"):
+    with pytest.raises(ServeError, match=r"holds 3\.5 s of the broadcast in 4 parts but no \.state/snapshot"):
         Archive(archive, SR, {**PARAMS, "seed": 7}, part_seconds=1.0, unsnapshot_seconds=2.0).open()
     assert _contents(archive) == before and not (archive / ".state").exists()
     shutil.move(elsewhere / ".state", archive)

@@ -14,7 +14,7 @@ from conftest import prepared_corpus
 from process_helpers import error_lines
 from test_render_model_gone import make_run
 from test_serve import SR, make_model
-from test_serve_archive import _contents
+from test_serve_archive import PARAMS, _contents
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +101,25 @@ def test_a_folder_inside_a_run_a_model_or_a_corpus_is_refused_untouched(model, t
         assert {path: _contents(path) | {".lock": (path / ".lock").exists()} for path in (run, model, corpus)} == \
             before, folder
         assert not folder.exists() or folder == run / "checkpoints", folder
+
+
+@pytest.mark.parametrize("part_seconds, said, them, which", [(10.0, "1 part", "it", "the part"),
+                                                             (2.0, "2 parts", "them", "the parts")])
+def test_parts_without_their_snapshot_are_counted_with_their_noun_agreeing(tmp_path, part_seconds, said, them, which):
+    """The refusal of parts whose snapshot is gone said "in 1 part(s)": the count agrees with its noun, and what
+    it says of them with the count."""
+    from wavegen.serve import ServeError
+    from wavegen.serve.archive import Archive
+
+    a = Archive(tmp_path, SR, PARAMS, part_seconds=part_seconds)
+    a.open()
+    a.write(np.arange(3 * SR + SR // 2, dtype=np.int16))
+    a.snapshot({"t": np.zeros(1)}, {})
+    a.close()
+    (tmp_path / ".state" / "snapshot.npz").unlink()
+    with pytest.raises(ServeError) as refused:
+        Archive(tmp_path, SR, PARAMS, part_seconds=part_seconds, unsnapshot_seconds=3.0).open()
+    line = str(refused.value)
+    assert f"holds 3.5 s of the broadcast in {said} but no .state/snapshot.npz (" in line, line
+    assert f"going on from the start would write over {them}. Bring the snapshot back to continue it, or move " \
+           f"{which} elsewhere (or choose another --archive) to begin anew" in line, line

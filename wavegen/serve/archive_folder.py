@@ -8,6 +8,7 @@ import bisect
 import logging
 from pathlib import Path
 
+from wavegen import progress
 from wavegen.errors import some_of
 from wavegen.folders import check_writable, ensure_folder
 from wavegen.render import PCMWriter
@@ -151,6 +152,7 @@ def check_nothing_to_lose(archive: Archive, recorded: dict | None) -> None:
     counted = _counted_at_a_snapshot(archive, parts, recorded)
     bound = (recorded or {}).get(UNSNAPSHOT_KEY)
     said = isinstance(bound, (int, float)) and not isinstance(bound, bool) and bound > 0
+    them, which = ("it", "the part") if len(parts) == 1 else ("them", "the parts")
     if counted is not None:
         why = (f"its newest part, {counted[0].name}, counts {counted[1] / sr:.1f} s in its header, as a snapshot "
                "leaves it: the snapshot was removed or lost since")
@@ -160,13 +162,13 @@ def check_nothing_to_lose(archive: Archive, recorded: dict | None) -> None:
         why = (f"the server that began it, stopped before its first snapshot, would have left at most {bound:.1f} s: "
                "the snapshot was removed or lost since")
     else:
-        why = (f"removed since? Or the server that wrote them was stopped before its first snapshot with a "
+        why = (f"removed since? Or the server that wrote {them} was stopped before its first snapshot with a "
                f"--snapshot-seconds longer than this command's (at most {archive.unsnapshot_seconds:.1f} s of audio "
                "without a snapshot): rerun with that --snapshot-seconds to begin anew")
-    raise ServeError(f"{archive.folder} holds {frames / sr:.1f} s of the broadcast in {len(parts)} part(s) but no "
-                     f"{STATE_DIR}/{SNAPSHOT_FILE} ({why}): going on from the start would write over them. Bring the "
-                     "snapshot back to continue it, or move the parts elsewhere (or choose another --archive) to "
-                     "begin anew")
+    raise ServeError(f"{archive.folder} holds {frames / sr:.1f} s of the broadcast in "
+                     f"{progress.counted(len(parts), 'part')} but no {STATE_DIR}/{SNAPSHOT_FILE} ({why}): going on "
+                     f"from the start would write over {them}. Bring the snapshot back to continue it, or move "
+                     f"{which} elsewhere (or choose another --archive) to begin anew")
 
 
 def _counted_at_a_snapshot(archive: Archive, parts: list[Path], recorded: dict | None) -> tuple[Path, int] | None:
