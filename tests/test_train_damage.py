@@ -453,7 +453,7 @@ def test_a_best_past_a_damaged_checkpoint_is_not_said_to_be_a_stopped_sessions(t
     assert (f"{run / 'best'} holds the model of step 4 (validation {best[-1]['val_bits']:.4f} bits/sample), past "
             "step 2, the checkpoint the run resumes from (a session stopped before its next checkpoint, or a later "
             "one was removed or found damaged)") in caplog.text
-    assert ("cleared the samples of 1 step(s) past step 2 (of a session stopped before its checkpoint, or of a "
+    assert ("cleared the samples of 1 step past step 2 (of a session stopped before its checkpoint, or of a "
             "later checkpoint removed or found damaged, whose weights are gone)") in caplog.text
 
 

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from wavegen.fileio import free_name, fsync_dir, read_json_object, write_json
+from wavegen.progress import counted
 
 logger = logging.getLogger(__name__)
 
@@ -86,8 +87,8 @@ class TrainingSamples:
                     logger.warning("%s: samples of a stopped session, not cleared (%s); they are drawn again when "
                                    "this run reaches step %d", self.dir / f"step_{step}", err, step)
             if stopped:
-                logger.info("cleared the samples of %d step(s) past step %d (%s, whose weights are gone) from %s; "
-                            "they are drawn again as the run gets there", len(stopped), start_step,
+                logger.info("cleared the samples of %s past step %d (%s, whose weights are gone) from %s; "
+                            "they are drawn again as the run gets there", counted(len(stopped), "step"), start_step,
                             "an earlier start" if start_step == 0 else "of a session stopped before its checkpoint, "
                             "or of a later checkpoint removed or found damaged", self.dir)
 
@@ -213,9 +214,9 @@ class TrainingSamples:
         periodic, flatness = _summary(record)
         album = (self.album or {}).get("features", {})
         vs = lambda name: f" (album {album[name]['p50']:.3g})" if album.get(name) else ""  # noqa: E731
-        logger.info("step %d: %d sample(s) x %.1f s in %.1f s (%s) → %s; periodic %.2f%s, flatness %s%s", step,
-                    len(record["streams"]), record["seconds"], seconds, record["backend"], folder, periodic,
-                    vs("periodic_fraction"), "-" if flatness is None else f"{flatness:.3g}", vs("flatness"))
+        logger.info("step %d: %s x %.1f s in %.1f s (%s) → %s; periodic %.2f%s, flatness %s%s", step,
+                    counted(len(record["streams"]), "sample"), record["seconds"], seconds, record["backend"], folder,
+                    periodic, vs("periodic_fraction"), "-" if flatness is None else f"{flatness:.3g}", vs("flatness"))
 
     def _log(self, step: int, folder: Path, record: dict, audio: np.ndarray) -> None:
         """The samples in TensorBoard: audio [B, n] float, the spectrograms, the summary scalars."""
