@@ -231,7 +231,7 @@ def test_a_lower_learning_rate_on_a_resume_is_said_with_the_rate_it_replaces(tin
     with caplog.at_level(logging.WARNING, logger="wavegen"):
         train(config_for(tiny_corpus, "train.max_steps=8", "train.lr=1e-4", *cosine), tmp_path / "run",
               progress=False)
-    assert "train.lr 0.001 → 0.0001: the run goes on from step 4 with the new value(s)" in caplog.text
+    assert "train.lr 0.001 → 0.0001: the run goes on from step 4 with the new value" in caplog.text
     assert ("the schedule is stretched to end at step 8, so the learning rate jumps from 0 to 5e-05 at step 5"
             in caplog.text)
     caplog.clear()
@@ -250,7 +250,7 @@ def test_a_lower_learning_rate_on_a_resume_is_said_with_the_rate_it_replaces(tin
     (tmp_path / "old" / "config.json").write_text(json.dumps({"train": {"lr": 3e-3, "grad_clip": 1.0, "seed": 0}}))
     assert earlier_train(tmp_path / "old") == {"lr": 3e-3, "grad_clip": 1.0}
     said = resume_warnings(TrainConfig(lr=1e-4, max_steps=8), 2, {**earlier_train(tmp_path / "old"), "max_steps": 8})
-    assert said == ["train.lr 0.003 → 0.0001: the run goes on from step 2 with the new value(s), recorded in its "
+    assert said == ["train.lr 0.003 → 0.0001: the run goes on from step 2 with the new value, recorded in its "
                     "config.json"], said
     (tmp_path / "old" / "config.json").write_text("{")  # unreadable: nothing to compare with, nothing said
     assert earlier_train(tmp_path / "old") == {}
@@ -271,14 +271,14 @@ def test_a_resume_with_other_intervals_says_so_with_the_values_it_replaces(tiny_
     with caplog.at_level(logging.WARNING, logger="wavegen"):
         train(config_for(tiny_corpus, "train.max_steps=7", "train.val_interval=3"), run, progress=False)
     assert ("train.checkpoint_interval 2 → 100 and train.val_interval 2 → 3: the run goes on from step 4 at the new "
-            "interval(s), recorded in its config.json") in caplog.text, caplog.text
+            "intervals, recorded in its config.json") in caplog.text, caplog.text
     assert json.loads((run / "config.json").read_text())["train"]["val_interval"] == 3
     assert [r["step"] for r in read_metrics(run) if "val_bits" in r] == [2, 4, 6, 7]  # the new interval, and the end
     from wavegen.config import TrainConfig
     from wavegen.trainstate import resume_warnings
 
     assert resume_warnings(TrainConfig(sample_interval=-1, max_steps=8), 2, {"sample_interval": 0}) == [
-        "train.sample_interval 0 → -1: the run goes on from step 2 at the new interval(s), recorded in its config.json"]
+        "train.sample_interval 0 → -1: the run goes on from step 2 at the new interval, recorded in its config.json"]
 
 
 def test_a_max_steps_below_the_step_reached_says_that_nothing_trains(tiny_corpus, tmp_path, capsys):

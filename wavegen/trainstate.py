@@ -144,13 +144,13 @@ def resume_warnings(cfg: TrainConfig, step: int, saved: dict) -> list[str]:
     was, was_lr = saved.get("max_steps"), saved.get("lr", cfg.lr)
     changes = [f"train.{key} {saved[key]:g} → {getattr(cfg, key):g}" for key in ("lr", "grad_clip")
                if key in saved and saved[key] != getattr(cfg, key)]
-    said = [f"{' and '.join(changes)}: the run goes on from step {step} with the new value(s), recorded in its "
-            "config.json"] if changes else []
+    said = [f"{' and '.join(changes)}: the run goes on from step {step} with the new "
+            f"{'value' if len(changes) == 1 else 'values'}, recorded in its config.json"] if changes else []
     every = [f"train.{key} {saved[key]} → {getattr(cfg, key)}" for key in INTERVALS
              if key in saved and saved[key] != getattr(cfg, key)]
     if every:
-        said.append(f"{' and '.join(every)}: the run goes on from step {step} at the new interval(s), recorded in its "
-                    "config.json")
+        said.append(f"{' and '.join(every)}: the run goes on from step {step} at the new "
+                    f"{'interval' if len(every) == 1 else 'intervals'}, recorded in its config.json")
     if was in (None, cfg.max_steps) or cfg.lr_schedule == "constant" or step == cfg.max_steps:
         return said
     before, now = (was_lr * lr_factor(min(step, was), replace(cfg, max_steps=was)), cfg.lr * lr_factor(step, cfg))
