@@ -23,6 +23,7 @@ from torch import nn
 
 from wavegen.config import ConfigError
 from wavegen.errors import WavegenError
+from wavegen.progress import counted
 
 # Peak activation memory of a training step / what autograd saves in the forward: the backward
 # pass holds the gradients of the activations beside them. Measured on the CPU (peak RSS growth
@@ -271,7 +272,7 @@ def check_training_memory(config: dict, train, device, mixed_precision: bool, pr
         raise OutOfMemoryError(
             f"training needs about {gib(e['total'])} (weights {gib(e['weights'])}, gradients "
             f"{gib(e['gradients'])}, Adam {gib(e['optimizer'])}, {average}activations {gib(e['activations'])} for "
-            f"{streams} stream(s) x {train.seq_len} samples per micro-batch, a step's fixed "
+            f"{counted(streams, 'stream')} x {counted(train.seq_len, 'sample')} per micro-batch, a step's fixed "
             f"{gib(e['overhead'])}), more than the {gib(available)} "
             f"{what}: {change}")
     return estimate
@@ -305,7 +306,8 @@ def _check_weights_match(model, weights: Path, need: int) -> None:
         shown = ", ".join(f"{k}: file {stored.get(k, 'missing')} vs config {expected.get(k, 'none')}"
                           for k in differ[:3])
         raise ConfigError(f"{weights} does not match its config (the config describes {gib(need)} of weights, "
-                          f"the file holds {gib(weights.stat().st_size)}; {len(differ)} tensor(s) differ: {shown}"
+                          f"the file holds {gib(weights.stat().st_size)}; {counted(len(differ), 'tensor')} "
+                          f"{'differs' if len(differ) == 1 else 'differ'}: {shown}"
                           f"{' ...' if len(differ) > 3 else ''})")
 
 

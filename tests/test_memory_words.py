@@ -1,0 +1,32 @@
+"""The memory checks' refusals count with their nouns agreeing: "1 stream x 1024 samples per micro-batch",
+"1 tensor differs" (were "1 stream(s)", "1 tensor(s) differ")."""
+
+import pytest
+from torch import nn
+
+from wavegen import memory
+from wavegen.config import ConfigError, TrainConfig
+from wavegen.models import resolve_preset
+
+
+@pytest.mark.parametrize("batch, said", [(1, "for 1 stream x 1024 samples per micro-batch"),
+                                         (2, "for 2 streams x 1024 samples per micro-batch")])
+def test_a_training_too_large_counts_its_streams_agreeing(monkeypatch, batch, said):
+    monkeypatch.setattr(memory, "available_memory", lambda device="cpu": (1, "free here"))
+    with pytest.raises(memory.OutOfMemoryError) as caught:
+        memory.check_training_memory(resolve_preset("samplernn-tiny"), TrainConfig(batch_size=batch, seq_len=1024),
+                                     "cpu", False)
+    assert said in str(caught.value), caught.value
+
+
+@pytest.mark.parametrize("stored, said", [({"weight": (3, 2), "bias": (2,)}, "; 1 tensor differs: weight: file"),
+                                          ({"weight": (3, 2), "bias": (3,)}, "; 2 tensors differ: bias: file")])
+def test_a_weights_file_that_does_not_match_counts_its_tensors_agreeing(tmp_path, monkeypatch, stored, said):
+    import wavegen.weights_file
+
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"x" * 64)
+    monkeypatch.setattr(wavegen.weights_file, "weights_shapes", lambda path: stored)
+    with pytest.raises(ConfigError) as caught:
+        memory._check_weights_match(nn.Linear(2, 2), weights, 24)
+    assert said in str(caught.value), caught.value
