@@ -70,9 +70,9 @@ def test_a_config_file_without_train_trains_with_no_override_at_all(tiny_corpus,
     ({"model_type": "samplernn", "model": MODEL, "data": {"sample_rate": 16000}, "train": "fast"},
      "train='fast' in the model's config: expected a section of train settings"),
     ({"model_type": "samplernn", "model": MODEL, "data": {"sample_rate": 16000}, "train": {"speed": 3}},
-     "unknown train setting(s) ['speed']"),
+     "unknown train setting ['speed']"),
     ({"model_type": "samplernn", "model": {**MODEL, "width": 3}, "data": {"sample_rate": 16000}},
-     "unknown model setting(s) ['width']"),
+     "unknown model setting ['width']"),
     ({"model_type": "lstm", "model": MODEL, "data": {"sample_rate": 16000}}, "unknown model_type 'lstm'"),
 ], ids=["broken", "a list", "no rate", "train not a section", "unknown train setting", "unknown model setting",
         "unknown family"])
@@ -117,10 +117,10 @@ def test_a_config_file_naming_a_preset_takes_the_presets_settings_under_its_own(
 
 
 @pytest.mark.parametrize("content, message", [
-    ({"preset": "samplernn-tiny", "model": {"dim": 32}, "train": {"speed": 3}}, "unknown train setting(s) ['speed']"),
+    ({"preset": "samplernn-tiny", "model": {"dim": 32}, "train": {"speed": 3}}, "unknown train setting ['speed']"),
     ({"preset": "samplernn-tiny", "model": {"dim": 32}, "train": {"lr": -1}}, "train.lr=-1.0: give 0 < lr"),
     ({"preset": "samplernn-tiny", "model": {"dim": "big"}}, "model.dim='big': expected a whole number"),
-    ({"preset": "samplernn-tiny", "model": {"width": 3}}, "unknown model setting(s) ['width']"),
+    ({"preset": "samplernn-tiny", "model": {"width": 3}}, "unknown model setting ['width']"),
     ({"preset": "samplernn-tiny", "train": "fast"}, "train='fast' in the model's config"),
     ({"preset": "samplernn-tiy", "model": {"dim": 32}}, "preset 'samplernn-tiy' is not a preset"),
     ({"model_type": "wavenet", "preset": "samplernn-tiny", "model": {}}, "preset 'samplernn-tiny' is a samplernn"),

@@ -153,7 +153,8 @@ def from_dict(cls: type, data: dict, where: str = "") -> Any:
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(names))
     if unknown:
-        raise ConfigError(f"unknown {where or cls.__name__} setting(s) {unknown}; known: {sorted(names)}")
+        raise ConfigError(f"unknown {where or cls.__name__} {'setting' if len(unknown) == 1 else 'settings'} "
+                          f"{unknown}; known: {sorted(names)}")
     hints = typing.get_type_hints(cls)
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
     return cls(**kwargs)

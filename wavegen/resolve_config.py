@@ -126,7 +126,7 @@ def _check_keys(path: Path, config) -> None:
         where = (f"data holds only {', '.join(_DATA_KEYS)}" if all(k.startswith("data.") for k in unknown) else
                  f"a model config holds only {', '.join(_TOP_KEYS)}, each setting inside its section "
                  '("train": {"seed": 3})')
-        raise ConfigError(f"{path}: unknown key(s) {unknown}: {where}")
+        raise ConfigError(f"{path}: unknown {'key' if len(unknown) == 1 else 'keys'} {unknown}: {where}")
 
 
 def _as_set(value) -> str:
