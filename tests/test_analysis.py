@@ -196,7 +196,7 @@ def test_renders_holding_nan_or_inf_are_skipped_and_named(tmp_path, caplog):
     clips, names, skipped = read_renders(tmp_path / "mixed", RATE)
     assert names == ["ok.wav"] and len(clips) == 1 and np.isfinite(clips[0]).all()
     assert skipped == [{"file": f, "reason": "NaN or infinite samples"} for f in ("inf.wav", "nan.wav")]
-    assert "skipping 2 of 3 audio file(s) (inf.wav: NaN or infinite samples; nan.wav: NaN or infinite samples)" \
+    assert "skipping 2 of 3 audio files (inf.wav: NaN or infinite samples; nan.wav: NaN or infinite samples)" \
         in caplog.text
     write_audio_file(tmp_path / "nan" / "nan.wav", bad, RATE, subtype="FLOAT")
     with pytest.raises(analysis.AnalysisError, match=r"nan: no audio file can be analysed \(nan.wav: NaN or "

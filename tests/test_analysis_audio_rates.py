@@ -21,7 +21,7 @@ def test_renders_below_the_corpus_rate_are_noted_in_one_line_naming_them(tmp_pat
         renders = read_renders(folder, RATE, 10.0)
     assert renders.names == ["higher.wav", "low.wav", "lower.flac", "same.wav"]  # judged all the same
     said = [r.getMessage() for r in caplog.records if "below the corpus's" in r.getMessage()]
-    assert said == [f"{folder}: 2 of 4 render file(s) at a rate below the corpus's 16000 Hz (low.wav at 8000 Hz, "
+    assert said == [f"{folder}: 2 of 4 render files at a rate below the corpus's 16000 Hz (low.wav at 8000 Hz, "
                     "lower.flac at 11025 Hz): resampled up, they hold nothing above 5512 Hz, where the corpus's audio "
                     "may reach 8000 Hz, and can be judged far from it for that alone; judge them against a corpus "
                     "prepared at their rate (wavegen prep --sample-rate 8000)"], caplog.text

@@ -67,7 +67,7 @@ def test_undecodable_renders_are_skipped_and_counted_in_the_report_and_json(albu
     (folder / "take2.wav").write_text("not audio but text\n")
     assert main(["-q", "eval", "--renders", str(folder), "--data", str(corpus), "--max-seconds", "2"]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0].startswith(f"renders {folder} (1 file(s); 1 skipped, see below) against the test")
+    assert out.splitlines()[0].startswith(f"renders {folder} (1 file; 1 skipped, see below) against the test")
     assert "\nskipped take2.wav: cannot decode audio (" in out
     assert main(["-q", "eval", "--renders", str(folder), "--data", str(corpus), "--max-seconds", "2", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -90,7 +90,7 @@ def test_a_folder_of_render_folders_names_them_and_json_with_a_file_name_writes_
         (tmp_path / "all" / take / "stream_000.wav").write_bytes((renders / "take1.wav").read_bytes())
     assert main(["-q", "eval", "--renders", str(tmp_path / "all"), "--data", str(corpus)]) == 2
     err = capsys.readouterr().err
-    assert "no audio files (.wav" in err and "its subfolder(s) take_a, take_b hold audio files: give one of them" in err
+    assert "no audio files (.wav" in err and "its subfolders take_a, take_b hold audio files: give one of them" in err
     out = tmp_path / "out" / "compare.json"
     assert main(["-q", "eval", "--renders", str(renders), "--data", str(corpus), "--max-seconds", "2",
                  "--json", str(out)]) == 0

@@ -55,7 +55,7 @@ def test_label_judges_the_renders_against_that_labels_audio_alone(album, capsys)
     # the text names the label judged against
     assert main(["-q", "eval", "--renders", str(renders), "--data", str(corpus), "--max-seconds", "2",
                  "--label", "high"]) == 0
-    assert capsys.readouterr().out.splitlines()[0] == (f"renders {renders} (1 file(s)) against the test split of "
+    assert capsys.readouterr().out.splitlines()[0] == (f"renders {renders} (1 file) against the test split of "
                                                        f"label 'high' of {corpus}")
 
 

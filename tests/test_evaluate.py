@@ -74,7 +74,7 @@ def test_max_seconds_takes_the_same_first_part_of_every_segment(corpus):
         with pytest.raises(ConfigError, match="--max-seconds .*: give a positive number"):
             evaluate(model, corpus, "train", max_seconds=bad)
     with pytest.raises(ConfigError, match=r"--max-seconds 1e-05: less than one sample from each of the \d+ "
-                                          r"segment\(s\) of the train split at \d+ Hz"):
+                                          r"segments of the train split at \d+ Hz"):
         evaluate(model, corpus, "train", max_seconds=1e-5)
 
 
@@ -306,7 +306,7 @@ def test_a_corpus_of_other_labels_is_told_which_labels_both_have(tmp_path):
     assert str(caught.value).endswith("(its labels: ['x', 'y']); none of its labels has audio there: evaluate "
                                       "on a corpus prepared with the model's labels")
     shared = tiny_samplernn([8, 2], labels=["a", "z"])
-    with pytest.raises(ConfigError, match=r"holds audio of label\(s\) \['b'\] .*; choose one of the labels both "
+    with pytest.raises(ConfigError, match=r"holds audio of a label \['b'\] .*; choose one of the labels both "
                                           r"have with --label \(a\)$"):
         evaluate(shared, tmp_path / "corpus", "train")
     assert list(evaluate(shared, tmp_path / "corpus", "train", label="a")["per_label"]) == ["a"]  # as it says

@@ -23,6 +23,7 @@ import numpy as np
 
 from wavegen.analysis_features import (FRAME_FEATURES, SILENT_DB, SUMMARY_FEATURES, AnalysisError, check_sample_rate,
                                        set_features, summarize)
+from wavegen.progress import counted
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +143,8 @@ def compare_clips(renders: list[np.ndarray], test: list[np.ndarray], train: list
                                                 max_seconds)
     features = {}
     for name, pieces in excerpts.items():
-        logger.info("analysing %s: %d excerpt(s), %.0f s", name, len(pieces), sum(map(len, pieces)) / sample_rate)
+        logger.info("analysing %s: %s, %.0f s", name, counted(len(pieces), "excerpt"),
+                    sum(map(len, pieces)) / sample_rate)
         features[name] = set_features(pieces, sample_rate, pyin)
     test_features = features["test"]
     # One scale per feature dimension from the references (album splits and noises, never the

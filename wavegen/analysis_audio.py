@@ -24,6 +24,7 @@ import numpy as np
 
 from wavegen.analysis import AUDIO_SUFFIXES, MIN_RENDER_SECONDS, AnalysisError, plan_excerpts
 from wavegen.errors import some_of
+from wavegen.progress import counted
 from wavegen.resolve_why import ARCHIVE_PARTS, is_archive
 
 logger = logging.getLogger(__name__)
@@ -181,7 +182,7 @@ def read_renders(renders_dir: str | Path, sample_rate: int, max_seconds: float |
     if not sources:
         raise AnalysisError(f"{given}: no audio file can be analysed ({reasons})")
     if skipped:
-        logger.warning("%s: skipping %d of %d audio file(s) (%s)", folder, len(skipped), total, reasons)
+        logger.warning("%s: skipping %d of %s (%s)", folder, len(skipped), counted(total, "audio file"), reasons)
     _note_lower_rates(folder, sources, sample_rate)
     if archive:
         logger.warning("%s: a live stream's archive (wavegen serve --archive): its parts hold the broadcast so "
@@ -202,10 +203,12 @@ def _note_lower_rates(folder: Path, sources: list[_Source], sample_rate: int) ->
         return
     rates = sorted({s.rate_in for s in lower})
     files = some_of([f"{s.path.name} at {s.rate_in} Hz" for s in lower], 3)
-    logger.warning("%s: %d of %d render file(s) at a rate below the corpus's %d Hz (%s): resampled up, they hold "
-                   "nothing above %d Hz, where the corpus's audio may reach %d Hz, and can be judged far from it for "
-                   "that alone; judge them against a corpus prepared at their rate (wavegen prep --sample-rate %d)",
-                   folder, len(lower), len(sources), sample_rate, files, rates[-1] // 2, sample_rate // 2, rates[0])
+    they, hold, them, their = ("it", "holds", "it", "its") if len(lower) == 1 else ("they", "hold", "them", "their")
+    logger.warning("%s: %d of %s at a rate below the corpus's %d Hz (%s): resampled up, %s %s nothing above %d Hz, "
+                   "where the corpus's audio may reach %d Hz, and can be judged far from it for that alone; judge %s "
+                   "against a corpus prepared at %s rate (wavegen prep --sample-rate %d)", folder, len(lower),
+                   counted(len(sources), "render file"), sample_rate, files, they, hold, rates[-1] // 2,
+                   sample_rate // 2, them, their, rates[0])
 
 
 def _audio_files(folder: Path) -> tuple[list[Path], list[dict]]:
@@ -286,8 +289,9 @@ def _in_subfolders(folder: Path) -> str:
     if not holders:
         return ""
     shown = some_of(holders, 5)
-    return (f"; its subfolder(s) {shown} hold audio files: give one of them (the files directly in the folder "
-            "given are judged, one render folder at a time)")
+    said = f"subfolder {shown} holds audio files: give it" if len(holders) == 1 else \
+        f"subfolders {shown} hold audio files: give one of them"
+    return f"; its {said} (the files directly in the folder given are judged, one render folder at a time)"
 
 
 def _unfinished_render(folder: Path) -> bool:

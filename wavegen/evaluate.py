@@ -25,6 +25,7 @@ import torch
 
 from wavegen.audio import silence_code
 from wavegen.config import ConfigError
+from wavegen.progress import counted
 
 logger = logging.getLogger(__name__)
 
@@ -124,8 +125,9 @@ def _parts(model, corpus, split: str, label: str | None, max_seconds: float | No
         lengths = np.minimum(lengths, _share(lengths, int(max_seconds * corpus.sample_rate)))
     keep = lengths > 0
     if not keep.any():
-        raise ConfigError(f"--max-seconds {max_seconds:g}: less than one sample from each of the {len(segments)} "
-                          f"segment(s) of the {split} split at {corpus.sample_rate} Hz; give at least "
+        each = "the 1 segment" if len(segments) == 1 else f"each of the {counted(len(segments), 'segment')}"
+        raise ConfigError(f"--max-seconds {max_seconds:g}: less than one sample from {each} of the {split} split "
+                          f"at {corpus.sample_rate} Hz; give at least "
                           f"{len(segments) / corpus.sample_rate:.6g} s")
     return np.stack([segments[keep, 0], lengths[keep], slots[keep]], 1), names, label
 
@@ -184,7 +186,8 @@ def _slots(split: str, corpus, corpus_labels, names: list[str], label: str | Non
         shared = sorted(set(names) & {corpus.labels[i] for i in corpus_labels.tolist() if i >= 0})
         advice = (f"choose one of the labels both have with --label ({', '.join(shared)})" if shared else
                   "none of its labels has audio there: evaluate on a corpus prepared with the model's labels")
-        raise ConfigError(f"the {split} split of {corpus.dir} holds audio of label(s) {unknown} this model was "
+        labels = "a label" if len(unknown) == 1 else "labels"
+        raise ConfigError(f"the {split} split of {corpus.dir} holds audio of {labels} {unknown} this model was "
                           f"not trained on (its labels: {names}); {advice}")
     return np.array([names.index(corpus.labels[i]) for i in corpus_labels.tolist()], dtype=np.int64)
 
@@ -233,10 +236,11 @@ def _share(lengths: np.ndarray, cap: int) -> int:
 
 def _scored(parts: np.ndarray, max_seconds: float | None) -> str:
     n = len(parts)
-    whole = f"{n} segment(s), each from its start (silence before it, the model's state carried through it)"
+    whole = (f"{counted(n, 'segment')}, {'each ' if n > 1 else ''}from its start (silence before it, the model's "
+             "state carried through it)")
     if max_seconds is None:
         return f"every sample of {whole}"
-    return f"at most {max_seconds:g} s: the first {int(parts[:, 1].max())} samples (or all) of {whole}"
+    return f"at most {max_seconds:g} s: the first {counted(int(parts[:, 1].max()), 'sample')} (or all) of {whole}"
 
 
 def _score_batch(model, audio, rows: np.ndarray, totals: _Totals, accelerator, bar, sample_rate: int,

@@ -241,6 +241,7 @@ def _renders(args) -> int:
     from wavegen.analysis_report import format_comparison
     from wavegen.config import ConfigError
     from wavegen.plotting import plot_comparison
+    from wavegen.progress import counted
 
     if args.device != "cpu":
         raise ConfigError(f"--device {args.device} does not apply to --renders (librosa analyses the audio on the CPU)")
@@ -287,7 +288,7 @@ def _renders(args) -> int:
         if Path(args.renders).is_file():  # one file named: it is judged alone, not the folder that holds it
             judged = f"render file {args.renders} (it alone)"
         else:
-            judged = (f"renders {args.renders} ({len(result['render_files'])} file(s)"
+            judged = (f"renders {args.renders} ({counted(len(result['render_files']), 'file')}"
                       + (f"; {len(skipped)} skipped, see below" if skipped else "") + ")")
         album = f"label {result['label']!r} of " if result["label"] is not None else ""
         print(f"{judged} against the {args.split} split of {album}{data}" + (f"; model {source}" if source else ""))
