@@ -66,7 +66,7 @@ def test_stage_1_lets_render_decide_and_a_changed_request_is_refused(tmp_path):
     flags = ["--dir", out, "--backend", "torch", "--", "--no-guard", "--no-spectrogram"]
     first = longform(repo, model, "--seconds", 0.25, *flags)
     assert first.returncode == 0, first.stderr
-    assert "rendered      1 stream(s) x 0.25 s at 4000 Hz" in first.stdout
+    assert "rendered      1 stream x 0.25 s at 4000 Hz" in first.stdout
     timing = out / ".done" / "time.txt"
     timed = timing.read_bytes() if timing.exists() else None
     changed = longform(repo, model, "--seconds", 0.5, *flags)
@@ -77,7 +77,7 @@ def test_stage_1_lets_render_decide_and_a_changed_request_is_refused(tmp_path):
         "finished: there is nothing to resume; pass --restart to discard it and render anew, or choose another --out")
     again = longform(repo, model, "--seconds", 0.25, *flags)  # complete: render does nothing, the report shows
     assert again.returncode == 0, again.stderr
-    assert "this render is already complete" in again.stderr and "rendered      1 stream(s)" in again.stdout
+    assert "this render is already complete" in again.stderr and "rendered      1 stream" in again.stdout
     if timed is not None:  # the peak memory is that of the session that rendered, not of the rerun
         assert timing.read_bytes() == timed and not (out / ".done" / "time.txt.new").exists()
 
@@ -138,7 +138,7 @@ def test_hours_are_worked_out_in_decimal(fake, tmp_path):
     for hours, seconds in (("1.1", "3960.0"), ("0.7", "2520.0"), ("1e-9", "3.6e-06")):
         done = longform(fake, "m", "--hours", hours, "--dir", tmp_path / hours, "--stop-stage", 1)
         assert done.returncode == 0, done.stderr
-        assert f"render 1 stream(s) x {seconds} s into" in done.stdout
+        assert f"render 1 stream x {seconds} s into" in done.stdout
         call = calls(fake)[-1]
         assert call[call.index("--seconds") + 1] == seconds
 
@@ -212,7 +212,7 @@ def test_a_report_written_again_from_the_folder_shows_what_is_not_known(fake, tm
     lines = {line[:14]: line[14:] for line in done.stdout.splitlines()}
     for head in ("generation    ", "x real time   ", "peak memory   ", "guard events  "):
         assert lines[head] == f"not known ({why})", (head, done.stdout)
-    assert lines["rendered      "].endswith(f"1 process(es), not known ({why}))")
+    assert lines["rendered      "].endswith(f"1 process, not known ({why}))")
 
 
 def test_the_report_says_the_guard_events_in_words(fake, tmp_path):
@@ -244,7 +244,7 @@ def test_the_report_says_a_long_render_s_length_as_a_plain_number(fake, tmp_path
         (work / "render_report.json").write_text(json.dumps({**report, "seconds": seconds}))
         done = longform(fake, "m", "--dir", work, "--stage", "2")
         assert done.returncode == 0, done.stderr
-        assert f"\nrendered      2 stream(s) x {said} s at 16000 Hz (" in done.stdout, done.stdout
+        assert f"\nrendered      2 streams x {said} s at 16000 Hz (" in done.stdout, done.stdout
 
 
 def test_a_rerun_that_writes_a_damaged_report_again_keeps_the_rendering_sessions_timing(tmp_path):
@@ -269,7 +269,7 @@ def test_a_rerun_that_writes_a_damaged_report_again_keeps_the_rendering_sessions
     for _ in range(2):  # the rebuilding rerun, then one over the rebuilt report: neither renders
         again = longform(repo, *flags, *render_flags)
         assert again.returncode == 0, again.stderr
-        assert "its 1 stream(s) are complete" in again.stderr or "already complete" in again.stderr
+        assert "its 1 stream is complete" in again.stderr or "already complete" in again.stderr
         assert timing.read_bytes() == timed and timing.stat().st_mtime_ns == timed_ns
         assert sorted(p.name for p in (out / ".done").iterdir()) == ["time.txt"]
         kbytes = int(re.search(rb"Maximum resident set size \(kbytes\): (\d+)", timed).group(1))
@@ -386,3 +386,21 @@ def test_a_sigterm_to_the_recipe_stops_its_render_with_a_snapshot(tmp_path):
     assert recipe.returncode == 130, err
     assert "snapshot saved" in err, err
     assert not (repo.parent / "out" / "render_report.json").exists()  # stopped, not finished
+
+
+@pytest.mark.parametrize("n, streams, processes, sessions", [(1, "1 stream", "1 process", "1 session"),
+                                                             (2, "2 streams", "2 processes", "2 sessions")])
+def test_the_recipe_s_counts_agree_with_their_nouns(fake, tmp_path, n, streams, processes, sessions):
+    """Stage 1's line and stage 2's "rendered" line said "1 stream(s)", "1 process(es)", "1 session(s)"."""
+    work = tmp_path / "work"
+    work.mkdir()
+    report = {"status": "complete", "streams": n, "seconds": 0.25, "sample_rate": 4000, "backend": "torch",
+              "precision": "fp32", "processes": n, "sessions": n, "wall_seconds": 1.0, "realtime_factor": 0.5,
+              "realtime_factor_all_streams": 1.0, "max_rss_mb": 100.0, "paths": ["stream_000.wav"],
+              "guard": {"enabled": False, "counts": {}, "events": []}}
+    (work / "render_report.json").write_text(json.dumps(report))
+    done = longform(fake, "m", "--dir", work, "--streams", n, "--seconds", 0.25)
+    assert done.returncode == 0, done.stderr
+    assert f"== stage 1: render {streams} x 0.25 s into " in done.stdout, done.stdout
+    assert (f"\nrendered      {streams} x 0.25 s at 4000 Hz (torch backend fp32, {processes}, {sessions})\n"
+            in done.stdout), done.stdout

@@ -165,12 +165,13 @@ if time_file.is_file() and (not r.get("rebuilt") or
     m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", time_file.read_text())
     if m:
         rss = int(m.group(1)) / 1024
-sessions = unknown if r["sessions"] is None else f"{r['sessions']} session(s)"
+# each count agrees with its noun, as render's own lines say them ("1 stream", "2 streams")
+sessions = unknown if r["sessions"] is None else f"{r['sessions']} session{'' if r['sessions'] == 1 else 's'}"
 # a plain number, as render's own lines say it (plain_seconds): %g said 1.08e+06 s for a --hours 300 render
 seconds = f"{r['seconds']:.6f}".rstrip("0").rstrip(".")
-print(f"rendered      {r['streams']} stream(s) x {seconds} s at {r['sample_rate']} Hz ({r['backend']} backend "
-      f"{r.get('precision', 'fp32')}, "
-      f"{r['processes']} process(es), {sessions})")
+print(f"rendered      {r['streams']} stream{'' if r['streams'] == 1 else 's'} x {seconds} s at {r['sample_rate']} Hz "
+      f"({r['backend']} backend {r.get('precision', 'fp32')}, "
+      f"{r['processes']} {'process' if r['processes'] == 1 else 'processes'}, {sessions})")
 if r["wall_seconds"] is None:
     print(f"generation    {unknown}")
 else:
@@ -189,9 +190,14 @@ print(f"files         {', '.join(r['paths'])}")
 EOF
 }
 
+# "1 stream", "2 streams": a count and its noun, agreeing (COUNT WORD)
+counted() {
+  if [ "$1" = 1 ]; then echo "$1 $2"; else echo "$1 $2s"; fi
+}
+
 # Stage 1 keeps no marker: wavegen render itself knows whether OUT holds this render complete.
 if in_stage_range 1; then
-  echo "== stage 1: render ${streams} stream(s) x ${seconds} s into $out (rerun to resume)"
+  echo "== stage 1: render $(counted "$streams" stream) x ${seconds} s into $out (rerun to resume)"
   render
 fi
 if in_stage_range 2; then  # no marker: the report is shown every time
