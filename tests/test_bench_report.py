@@ -75,8 +75,9 @@ def test_a_truncated_or_wrong_kind_of_json_is_named(bench, tmp_path):
 
 @pytest.mark.parametrize("text, found", [
     (f"x\n{END}\nmine\n{BEGIN}\ny\n", "its END marker comes before its BEGIN marker"),
-    (f"x\n{BEGIN}\nmine, all of it\n", "it has 1 BEGIN and 0 END marker(s)"),
-    (f"{BEGIN}\n{END}\n{BEGIN}\n{END}\n", "it has 2 BEGIN and 2 END marker(s)"),
+    (f"x\n{BEGIN}\nmine, all of it\n", "it has 1 BEGIN marker and 0 END markers"),
+    (f"{BEGIN}\n{END}\n{BEGIN}\n{END}\n", "it has 2 BEGIN markers and 2 END markers"),
+    (f"{BEGIN}\n{END}\n{END}\n", "it has 1 BEGIN marker and 2 END markers"),  # each count agrees with its noun
 ])
 def test_markers_out_of_order_are_named_and_the_file_is_untouched(bench, tmp_path, text, found):
     md = tmp_path / "B.md"

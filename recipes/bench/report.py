@@ -95,6 +95,8 @@ def markdown_parts(markdown: Path) -> tuple[str, str]:
     """The Markdown file's text before its BEGIN marker and after its END marker (a new file's, or
     its whole text and nothing where it has neither marker); ReportError naming the file where it
     cannot be read or its markers are not one BEGIN before one END."""
+    from wavegen.progress import counted
+
     if markdown.is_dir():
         raise ReportError(f"{markdown}: is a folder; give the Markdown file to write (e.g. docs/BENCHMARKS.md)")
     if not markdown.exists():
@@ -108,7 +110,7 @@ def markdown_parts(markdown: Path) -> tuple[str, str]:
         return text.rstrip() + "\n\n", "\n"
     if begins != 1 or ends != 1 or text.index(END) < text.index(BEGIN):
         found = "its END marker comes before its BEGIN marker" if begins == ends == 1 else \
-            f"it has {begins} BEGIN and {ends} END marker(s)"
+            f"it has {counted(begins, 'BEGIN marker')} and {counted(ends, 'END marker')}"
         raise ReportError(f"{markdown}: {found}; the generated part lies between one BEGIN marker ({BEGIN}) and "
                           f"one END marker after it ({END}), and is replaced: fix the markers, or remove both to "
                           "have the generated part appended")
