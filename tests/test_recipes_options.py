@@ -164,7 +164,8 @@ def test_measure_with_a_bare_json_prints_the_report_alone_on_stdout(tmp_path):
     report = json.loads(run.stdout)
     assert [phase["listeners"] for phase in report["phases"]] == [1, 2] and report["model"] == str(model)
     assert all(phase["all_continuous"] and phase["refused"] == 0 for phase in report["phases"]), report
-    assert "   2 listener(s) x 4 s: server CPU" in run.stderr and "listeners / 1 listener:" in run.stderr
+    assert "   2 listeners x 4 s: server CPU" in run.stderr and "listeners / 1 listener:" in run.stderr
+    assert "    1 listener x 4 s: server CPU" in run.stderr, run.stderr  # each count agrees with its noun
 
 
 # (option, bad value, what the line says it takes): each used to pass the loop and fail only at the stage that

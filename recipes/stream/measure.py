@@ -199,6 +199,7 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
 def main() -> int:
     from wavegen.cli.options import JSON_STDOUT, emit_json
     from wavegen.errors import WavegenError
+    from wavegen.progress import counted
 
     args, extra = parse_args()
     text = sys.stderr if args.json == JSON_STDOUT else sys.stdout  # a bare --json: the JSON alone on stdout
@@ -229,8 +230,9 @@ def main() -> int:
     total = {1: {}, args.listeners: {}}
     for r in phases:
         station, wall = r["station_thread_cpu_seconds"], r["wall_seconds"]
-        print(f"{r['listeners']:4d} listener(s) x {r['seconds']:.0f} s: server CPU {r['server_cpu_percent']:.1f}% "
-              f"of a core = station thread {100 * station / wall:.1f}% + the rest "
+        # right-aligned ("    1 listener", "  10 listeners"), so the lines' " x" line up as they did
+        print(f"{counted(r['listeners'], 'listener'):>14} x {r['seconds']:.0f} s: server CPU "
+              f"{r['server_cpu_percent']:.1f}% of a core = station thread {100 * station / wall:.1f}% + the rest "
               f"{100 * (r['server_cpu_seconds'] - station) / wall:.1f}%; "
               f"continuous: {r['all_continuous']}; listeners with gaps: {r['listeners_with_gaps']} "
               f"(longest {1000 * r['longest_gap_seconds']:.0f} ms); "
