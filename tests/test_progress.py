@@ -9,7 +9,7 @@ import pty
 
 import pytest
 
-from wavegen.progress import PlainProgress, move_to, number_said, progress_bar, restart_clock
+from wavegen.progress import PlainProgress, counted, move_to, number_said, progress_bar, restart_clock
 
 
 def test_plain_lines_when_not_a_terminal(caplog):
@@ -136,3 +136,11 @@ def test_an_absurd_number_says_itself_in_a_short_line():
     (-1234567.891, "-1234568"), (0.0, "0"), (float("inf"), "inf"), (float("-inf"), "-inf"), (float("nan"), "nan")])
 def test_a_number_is_plain_between_a_millionth_and_1e15_and_exponent_form_beyond(x, said):
     assert number_said(x) == said
+
+
+@pytest.mark.parametrize("args, said", [
+    ((1, "sample"), "1 sample"), ((2, "sample"), "2 samples"), ((0, "sample"), "0 samples"),
+    ((2, "process", "processes"), "2 processes"), ((16000, "sample"), "16000 samples"),
+    ((16000, "sample", None, True), "16,000 samples"), ((1, "frame", None, True), "1 frame")])
+def test_a_count_agrees_with_its_noun_and_groups_its_thousands_where_asked(args, said):
+    assert counted(*args) == said

@@ -105,9 +105,9 @@ def _decode_source(path: Path, settings: PrepSettings, digest: str, view: Finish
     if frames == 0:
         return "empty: no audio frames"
     if len(mono) == 0:  # its header's rate so high that its frames last under one sample at the corpus's
-        one = frames == 1  # counted with commas: progress.counted writes its figure bare
-        return (f"its {frames:,} {'frame' if one else 'frames'} at {sr_in:,} Hz, the rate its header says, "
-                f"{'lasts' if one else 'last'} {frames / sr_in:.3g} s: not one sample at {rate} Hz (a damaged header?)")
+        return (f"its {counted(frames, 'frame', grouped=True)} at {sr_in:,} Hz, the rate its header says, "
+                f"{'lasts' if frames == 1 else 'last'} {frames / sr_in:.3g} s: not one sample at {rate} Hz "
+                "(a damaged header?)")
     if decoded.nonfinite_frames:
         return _nonfinite(decoded.nonfinite_frames, decoded.first_nonfinite, frames, sr_in)
     found, decoded = _sound_found(path, view, decoded, settings), None

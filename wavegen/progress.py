@@ -149,10 +149,11 @@ def number_said(x: float, significant: int = 6) -> str:
     return plain_seconds(x, max(0, significant - 1 - math.floor(math.log10(abs(x)))))
 
 
-def counted(n: int, word: str, words: str | None = None) -> str:
+def counted(n: int, word: str, words: str | None = None, grouped: bool = False) -> str:
     """A count and its noun, agreeing: "1 sample", "2 samples", "1 logical CPU" (``words``: a plural other than
-    ``word`` + "s"). Lines of counts said "1 samples per stream" and "1 run(s)"."""
-    return f"{n} {word if n == 1 else words or word + 's'}"
+    ``word`` + "s"); ``grouped``: the count's thousands separated ("16,000 samples"). Lines of counts said "1 samples
+    per stream" and "1 run(s)"."""
+    return (f"{n:,}" if grouped else f"{n}") + " " + (word if n == 1 else words or word + "s")
 
 
 def _clock(seconds: float) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from wavegen.cli.options import (JSON_STDOUT, add_device, add_json, add_threads, apply_threads, check_device,
                                  check_json_file, check_picture_file, emit_json, json_file, settle_json_word)
+from wavegen.progress import counted
 
 logger = logging.getLogger("wavegen.eval")
 
@@ -204,22 +205,17 @@ def _is_eval_result(value) -> bool:
 
 def _print_nll(split: str, result: dict) -> None:
     seconds = f"{result['seconds']:.1f}" if result["seconds"] >= 1 else f"{result['seconds']:.3g}"  # not "0.0"
-    print(f"{split}: {result['nll_bits_per_sample']:.4f} bits/sample over {_samples(result['samples'])} of "
-          f"{result['corpus']} ({seconds} s; unigram entropy {result['unigram_entropy_bits']:.3f} bits)")
+    samples = counted(result["samples"], "sample", grouped=True)  # "1 sample", "12,000 samples"
+    print(f"{split}: {result['nll_bits_per_sample']:.4f} bits/sample over {samples} of {result['corpus']}"
+          f" ({seconds} s; unigram entropy {result['unigram_entropy_bits']:.3f} bits)")
     print(f"  model: {result['model']}")  # which checkpoint: two outputs of one run told apart
     print(f"  scored: {result['scored']}")
     if result.get("label") is not None:  # which label's: two outputs of one model told apart (per_label is
         print(f"  label: {result['label']}")  # empty for a model not conditioned on labels)
     for name, v in result["per_label"].items():
-        print(f"  {name}: {v['nll_bits_per_sample']:.4f} bits/sample over {_samples(v['samples'])}")
+        print(f"  {name}: {v['nll_bits_per_sample']:.4f} bits/sample over "
+              f"{counted(v['samples'], 'sample', grouped=True)}")
 
-
-def _samples(n: int) -> str:
-    """A count of samples as the NLL lines say it: "1 sample", "12,000 samples" (was "1 samples"); the noun
-    agreeing as wavegen.progress.counted makes it, the count with its thousands separated."""
-    from wavegen.progress import counted
-
-    return f"{n:,} {counted(n, 'sample').partition(' ')[2]}"
 
 
 def _first_process() -> bool:
@@ -241,7 +237,6 @@ def _renders(args) -> int:
     from wavegen.analysis_report import format_comparison
     from wavegen.config import ConfigError
     from wavegen.plotting import plot_comparison
-    from wavegen.progress import counted
 
     if args.device != "cpu":
         raise ConfigError(f"--device {args.device} does not apply to --renders (librosa analyses the audio on the CPU)")
