@@ -52,6 +52,20 @@ MOSTLY_SILENT = {SILENCE: 0.9, LOUD: 0.1}  # 8-sample windows are all silent 43%
 QUICK_FLAGS = ["--seconds", "0.125", "--backend", "torch", "--no-guard", "--no-spectrogram"]
 
 
+def run_with_step_5(model: Path, run: Path) -> Path:
+    """A run whose best/ is ``model`` and whose checkpoint step_5 holds the same weights."""
+    import json
+    import shutil
+
+    shutil.copytree(model, run / "best")
+    shutil.copy(model / "config.json", run / "config.json")
+    kept = run / "checkpoints" / "step_5"
+    kept.mkdir(parents=True)
+    shutil.copy(model / "model.safetensors", kept)
+    (kept / "trainer_state.json").write_text(json.dumps({"step": 5}))
+    return run
+
+
 def render_cli(model, out, *extra) -> int:
     """``wavegen -q render MODEL --out OUT`` of a short unguarded torch render (QUICK_FLAGS) + ``extra``."""
     from wavegen.cli import main

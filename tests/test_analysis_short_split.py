@@ -46,10 +46,7 @@ def test_the_fraction_suggested_is_larger_than_the_one_prepared_with(tmp_path, s
 def test_a_fraction_past_the_largest_suggested_is_said_as_such_not_as_trains_share(tmp_path):
     """A val split of short segments prepared with --val-fraction 0.34 beside --test-fraction 0 was told that the two
     "already hold out as much as train can spare" (train keeps 0.66): it is the hint's cap that stops a larger one."""
-    corpus = prepared_corpus(tmp_path / "c", files=3, seconds=0.2, sample_rate=RATE, val_fraction=0.34,
-                             test_fraction=0.0, min_segment_seconds=0.05)
-    renders = tmp_path / "renders"
-    write_audio_file(renders / "a.wav", melody(1.0, RATE, seed=9), RATE)
+    corpus, renders = _short_val_without_test(tmp_path)
     with pytest.raises(AnalysisError) as caught:
         compare_renders(renders, corpus, split="val", max_seconds=1.0)
     assert str(caught.value) == (
@@ -62,13 +59,20 @@ def test_an_empty_test_split_does_not_send_to_a_val_split_too_short_to_judge(tmp
     """A corpus prepared with --test-fraction 0 whose val split holds only segments under MIN_RENDER_SECONDS was told
     "give --split val (its 0.2 s)", where --split val then ended in the val split's own "no clip of at least 0.25 s":
     now the val split is said to be short too, and the corpus prepared again is what is asked."""
-    corpus = prepared_corpus(tmp_path / "c", files=3, seconds=0.2, sample_rate=RATE, val_fraction=0.34,
-                             test_fraction=0.0, min_segment_seconds=0.05)
-    renders = tmp_path / "renders"
-    write_audio_file(renders / "a.wav", melody(1.0, RATE, seed=9), RATE)
+    corpus, renders = _short_val_without_test(tmp_path)
     with pytest.raises(AnalysisError) as caught:
         compare_renders(renders, corpus, split="test", max_seconds=1.0)
     assert str(caught.value) == (
         f"the test split of {corpus} has no audio to compare with (it was prepared with --test-fraction 0); the val "
         f"split holds no clip of at least {MIN_RENDER_SECONDS} s either (its longest segment: 0.200 s): prepare it "
         f"again with --test-fraction above 0 (wavegen prep RECORDINGS {corpus} --test-fraction 0.1)")
+
+
+def _short_val_without_test(tmp_path):
+    """A corpus prepared with --val-fraction 0.34 beside --test-fraction 0 whose val split holds only 0.2 s segments
+    (under MIN_RENDER_SECONDS), and a folder with one render: (corpus, renders)."""
+    corpus = prepared_corpus(tmp_path / "c", files=3, seconds=0.2, sample_rate=RATE, val_fraction=0.34,
+                             test_fraction=0.0, min_segment_seconds=0.05)
+    renders = tmp_path / "renders"
+    write_audio_file(renders / "a.wav", melody(1.0, RATE, seed=9), RATE)
+    return corpus, renders

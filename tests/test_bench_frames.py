@@ -3,27 +3,12 @@
 
 from __future__ import annotations
 
-import numpy as np
-
+from bench_helpers import Instant
 from wavegen import cli, generate
 from wavegen.bench import bench_generation, format_table
 from wavegen.bench_profile import profile_generation
-from wavegen.engine import Engine
 
 FRAMES = "whole frames of 16 (the model's top tier)"  # samplernn-tiny's frame sizes: 16, 4
-
-
-class Instant(Engine):
-    """An engine that makes silence at once: a bench row of it takes no time."""
-
-    def __init__(self, spec, streams, device="cpu", precision="fp32"):
-        super().__init__(spec, streams, device, precision)
-
-    def reset(self, prime_codes=None, label_weights=None):
-        pass
-
-    def generate(self, uniforms, temperature=1.0):
-        return np.zeros(uniforms.shape, np.int64)
 
 
 def test_samples_rounded_up_to_whole_frames_are_said(monkeypatch):

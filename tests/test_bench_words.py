@@ -12,29 +12,14 @@ import pytest
 import torch
 
 import wavegen.bench
+from bench_helpers import Instant
 from wavegen import generate
 from wavegen.bench import _say_long_row, bench_generation, format_table, say_slow_start, set_threads
 from wavegen.bench_profile import profile_generation
 from wavegen.bench_train import _say_long_batch, bench_training, format_training_table
 from wavegen.cli.options import check_device
 from wavegen.config import ConfigError
-from wavegen.engine import Engine
 from wavegen.progress import counted
-
-import numpy as np
-
-
-class Instant(Engine):
-    """An engine that makes silence at once: a bench row of it takes no time."""
-
-    def __init__(self, spec, streams, device="cpu", precision="fp32"):
-        super().__init__(spec, streams, device, precision)
-
-    def reset(self, prime_codes=None, label_weights=None):
-        pass
-
-    def generate(self, uniforms, temperature=1.0):
-        return np.zeros(uniforms.shape, np.int64)
 
 
 def test_counted_says_one_and_more():

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from render_helpers import QUICK_FLAGS, Q, SR, direct_pcm, make_model, read_pcm, render_cli, settings
+from render_helpers import (QUICK_FLAGS, Q, SR, direct_pcm, make_model, read_pcm, render_cli, run_with_step_5,
+                            settings)
 from wavegen import memory
 from wavegen.audio import quantize
 from wavegen.audio_decode import load_mono
@@ -165,14 +166,7 @@ def test_a_resume_whose_model_changed_says_so_and_names_the_checkpoint_it_began_
     """A stopped render is pointed at the kept checkpoint holding the weights it began with; a finished one, which
     a rerun has nothing to resume of (one with that checkpoint only says it is complete), is said to be finished
     (it was told "resume it with --checkpoint step_5")."""
-    run = tmp_path / "run"
-    shutil.copytree(model, run / "best")
-    shutil.copy(model / "config.json", run / "config.json")
-    kept = run / "checkpoints" / "step_5"
-    kept.mkdir(parents=True)
-    shutil.copy(model / "model.safetensors", kept)
-    (kept / "trainer_state.json").write_text(json.dumps({"step": 5}))
-    out = tmp_path / "out"
+    run, out = run_with_step_5(model, tmp_path / "run"), tmp_path / "out"
     assert render_cli(run, out) == 0
     other = make_model(tmp_path / "other", seed=3)
     for name in ("model.safetensors", "weights.json"):  # trained further: best/ written again, its record too

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from render_helpers import QUICK_FLAGS, make_model, render_cli
+from render_helpers import QUICK_FLAGS, make_model, render_cli, run_with_step_5
 from wavegen.cli import main
 from wavegen.fileio import sha256_file, write_json
 
@@ -168,19 +168,6 @@ def test_a_damaged_reports_render_rerun_with_another_length_is_said_finished_not
         "is finished: there is nothing to resume; pass --restart to discard it and render anew, or choose another "
         "--out")
     assert snapshot_of(out) == before
-
-
-def run_with_step_5(model: Path, run: Path) -> Path:
-    """A run whose best/ is ``model`` and whose checkpoint step_5 holds the same weights."""
-    import shutil
-
-    shutil.copytree(model, run / "best")
-    shutil.copy(model / "config.json", run / "config.json")
-    kept = run / "checkpoints" / "step_5"
-    kept.mkdir(parents=True)
-    shutil.copy(model / "model.safetensors", kept)
-    (kept / "trainer_state.json").write_text(json.dumps({"step": 5}))
-    return run
 
 
 def damaged_beside_state(out: Path) -> None:
