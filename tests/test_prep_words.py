@@ -78,3 +78,31 @@ def test_audio_files_of_other_formats_are_counted_with_their_noun_agreeing(caplo
         prep_inputs._warn_other_audio([Path(f"/rec/{i}.m4a") for i in range(n)])
     assert said in caplog.text and caplog.text.rstrip().endswith(
         "convert it to FLAC or WAV to use it" if n == 1 else "convert them to FLAC or WAV to use them"), caplog.text
+
+
+@pytest.mark.parametrize("at, said, damaged", [
+    ((1.0,), "1 sample above 24.1 dBFS and at least 40 dB above all the rest (at 1.000 s: 1e+30)",
+     "a damaged sample, under which its sound would have counted as silence or been scaled down; replace it in"),
+    ((1.0, 2.0), "2 samples above 24.1 dBFS and at least 40 dB above all the rest (the first at 1.000 s: 1e+30)",
+     "damaged samples, under which its sound would have counted as silence or been scaled down; replace them in")],
+    ids=["one", "two"])
+def test_spikes_clipped_are_said_with_their_pronouns_agreeing(tmp_path, make_audio, make_tone, caplog, at, said,
+                                                               damaged):
+    """One spike clipped was "1 sample above ... (the first at 1.000 s: ...)" and "damaged samples ... replace
+    them": "the first" of one, and "them" of it."""
+    import numpy as np
+    from conftest import melody
+    from test_prep_inputs import prep, tones
+
+    rec = tmp_path / "rec"
+    tones(rec, make_tone, 3)
+    x = melody(4.0, 16000, seed=3)
+    for seconds in at:
+        x[int(seconds * 16000)] = 1e30
+    make_audio(rec / "spike.wav", x.astype(np.float32), 16000, subtype="FLOAT")
+    with caplog.at_level(logging.WARNING, logger="wavegen.prep"):
+        manifest = prep([rec], tmp_path / "c")
+    (entry,) = [f for f in manifest["files"] if f["path"].endswith("spike.wav")]
+    assert entry["clipped"].startswith(said), entry["clipped"]
+    (line,) = [r.getMessage() for r in caplog.records if "clipped to the rest's peak" in r.getMessage()]
+    assert f"{entry['clipped']}: {damaged} the file to keep it unclipped" in line, line

@@ -178,9 +178,9 @@ def _sound_found(path: Path, view: FinishedView | None, decoded, settings: PrepS
         mono = source if rate_in == settings.sample_rate else resample(source, rate_in, settings.sample_rate)
         intervals = _sound(mono, settings)
         clipped = (f"{counted(spikes.count, 'sample')} above {dbfs(spikes.floor)} and at least "
-                   f"{spikes.above_db:.0f} dB above all the rest{_in_the_mix(spikes)} (the first at "
-                   f"{spikes.first / rate_in:.3f} s: {spikes.value:.3g}) clipped to the rest's peak "
-                   f"({dbfs(spikes.rest_peak)})")
+                   f"{spikes.above_db:.0f} dB above all the rest{_in_the_mix(spikes)} "
+                   f"({'at' if spikes.count == 1 else 'the first at'} {spikes.first / rate_in:.3f} s: "
+                   f"{spikes.value:.3g}) clipped to the rest's peak ({dbfs(spikes.rest_peak)})")
     if intervals is None:
         return _nonfinite(0, None, frames, rate_in)
     if len(intervals) == 0:
@@ -188,9 +188,11 @@ def _sound_found(path: Path, view: FinishedView | None, decoded, settings: PrepS
         why = channels_cancel(decoded.loudest_channel if spikes is None else _loudest_unspiked(decoded), source) + \
             why_no_sound(source, mono, settings.min_segment_seconds, settings.sample_rate)
         return why if spikes is None else _spike_and_no_sound(spikes, rate_in, why)
-    if clipped is not None:
-        logger.warning("%s: %s: damaged samples, under which its sound would have counted as silence or been "
-                       "scaled down; replace them in the file to keep it unclipped", path, clipped)
+    if clipped is not None:  # one sample: "a damaged sample ... replace it" (not "the first", "them")
+        one = spikes.count == 1
+        logger.warning("%s: %s: %s, under which its sound would have counted as silence or been scaled down; "
+                       "replace %s in the file to keep it unclipped", path, clipped,
+                       "a damaged sample" if one else "damaged samples", "it" if one else "them")
     return mono, intervals, clipped
 
 
