@@ -30,3 +30,13 @@ def test_a_weights_file_that_does_not_match_counts_its_tensors_agreeing(tmp_path
     with pytest.raises(ConfigError) as caught:
         memory._check_weights_match(nn.Linear(2, 2), weights, 24)
     assert said in str(caught.value), caught.value
+
+
+def test_a_batch_smaller_than_its_accumulation_steps_is_not_said_as_0_streams(monkeypatch):
+    """train.batch_size=1 with train.grad_accum=2 is estimated on 1 stream per micro-batch (its split refused later),
+    and was said "for 0 streams x 1024 samples per micro-batch"."""
+    monkeypatch.setattr(memory, "available_memory", lambda device="cpu": (1, "free here"))
+    with pytest.raises(memory.OutOfMemoryError) as caught:
+        memory.check_training_memory(resolve_preset("samplernn-tiny"),
+                                     TrainConfig(batch_size=1, grad_accum=2, seq_len=1024), "cpu", False)
+    assert "for 1 stream x 1024 samples per micro-batch" in str(caught.value), caught.value
