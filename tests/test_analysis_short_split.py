@@ -55,6 +55,20 @@ def test_a_fraction_past_the_largest_suggested_is_said_as_such_not_as_trains_sha
         f"past 0.3, the largest share a held-out split is suggested)")
 
 
+def test_a_fraction_below_the_largest_suggested_is_never_said_past_it(tmp_path):
+    """--val-fraction 0.22 beside --test-fraction 0.275 leaves train no larger hundredth to spare (the hint's
+    rounding), and was said "--val-fraction 0.22 is already at or past 0.3": train's share is what stops it."""
+    corpus = prepared_corpus(tmp_path / "c", files=4, seconds=0.2, sample_rate=RATE, val_fraction=0.22,
+                             test_fraction=0.275, min_segment_seconds=0.05)
+    renders = tmp_path / "renders"
+    write_audio_file(renders / "a.wav", melody(1.0, RATE, seed=9), RATE)
+    with pytest.raises(AnalysisError) as caught:
+        compare_renders(renders, corpus, split="val", max_seconds=1.0)
+    said = str(caught.value)
+    assert said.endswith("prepare it again from more or longer recordings (--val-fraction 0.22 beside "
+                         "--test-fraction 0.275 already holds out as much as train can spare)"), said
+
+
 def test_an_empty_test_split_does_not_send_to_a_val_split_too_short_to_judge(tmp_path):
     """A corpus prepared with --test-fraction 0 whose val split holds only segments under MIN_RENDER_SECONDS was told
     "give --split val (its 0.2 s)", where --split val then ended in the val split's own "no clip of at least 0.25 s":

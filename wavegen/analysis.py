@@ -343,7 +343,8 @@ def _short_split(corpus, corpus_dir, split: str, reference_split: str, slot: int
     if larger is not None:
         how = (f"from longer recordings or with a larger --{split}-fraction (wavegen prep RECORDINGS {corpus_dir} "
                f"--{split}-fraction {larger:g})")
-    elif now + beside >= 0.5:  # what stops a larger one: train keeps half the audio
+    elif now + beside >= 0.5 or now < MAX_HINT_FRACTION:  # what stops a larger one: train keeps half the audio
+        # (below the cap, only train's half does: 0.22 beside 0.275 leaves no larger hundredth, and was said past 0.3)
         how = (f"from more or longer recordings (--{split}-fraction {now:g} beside --{other}-fraction {beside:g} "
                f"already holds out as much as train can spare)")
     else:  # the cap stops it (0.34 beside 0 was said to leave train nothing to spare)
