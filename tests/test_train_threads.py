@@ -23,7 +23,8 @@ def test_more_threads_than_cpus_is_said_and_the_training_runs(tiny_corpus, tmp_p
     assert main(train_args(tiny_corpus, tmp_path / "run", CPUS + 1)) == 0
     err = capsys.readouterr().err
     cpus = f"{CPUS} CPU" if CPUS == 1 else f"{CPUS} CPUs"
-    assert (f"--threads {CPUS + 1}: more than the {cpus} this training may use; threads beyond the CPUs wait "
+    beyond = "CPU" if CPUS == 1 else "CPUs"
+    assert (f"--threads {CPUS + 1}: more than the {cpus} this training may use; threads beyond the {beyond} wait "
             f"on one another and training runs several times slower (at most {CPUS} runs best)") in err
     assert (tmp_path / "run" / "best").is_dir()
 
@@ -41,11 +42,11 @@ def test_threads_are_counted_over_the_processes_of_a_launch(monkeypatch):
     assert threads_warning(CPUS // 2) is None
 
 
-@pytest.mark.parametrize("cpus, said", [(1, "the 1 CPU this"), (2, "the 2 CPUs this")])
-def test_the_cpus_are_counted_with_their_noun_agreeing(monkeypatch, cpus, said):
-    """It said 'more than the 1 CPU(s) this training may use'."""
+@pytest.mark.parametrize("cpus, said, beyond", [(1, "the 1 CPU this", "the CPU"), (2, "the 2 CPUs this", "the CPUs")])
+def test_the_cpus_are_counted_with_their_noun_agreeing(monkeypatch, cpus, said, beyond):
+    """It said 'more than the 1 CPU(s) this training may use', then '... the 1 CPU ...; threads beyond the CPUs'."""
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)))
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     assert threads_warning(cpus + 1) == (f"--threads {cpus + 1}: more than {said} training may use; threads beyond "
-                                         f"the CPUs wait on one another and training runs several times slower "
+                                         f"{beyond} wait on one another and training runs several times slower "
                                          f"(at most {cpus} runs best)")

@@ -73,4 +73,5 @@ def threads_warning(threads: int | None) -> str | None:
     asked = (f"in each of the {processes} processes of this launch on this machine, "
              f"{threads * processes} threads, more" if processes > 1 else "more")
     return (f"--threads {threads}: {asked} than the {counted(cpus, 'CPU')} this training may use; threads beyond the "
-            f"CPUs wait on one another and training runs several times slower (at most {most} runs best)")
+            f"{'CPU' if cpus == 1 else 'CPUs'} wait on one another and training runs several times slower (at most "
+            f"{most} runs best)")
