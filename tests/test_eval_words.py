@@ -16,4 +16,5 @@ def test_one_segment_is_said_as_one_and_two_as_two():
 def test_the_first_samples_scored_agree_with_their_count():
     assert _scored(np.array([[0, 1, 0], [5, 1, 0]]), 0.001) == \
         f"at most 0.001 s: the first 1 sample (or all) of 2 segments, each {CARRIED}"
-    assert _scored(np.array([[0, 2, 0]]), 0.001) == f"at most 0.001 s: the first 2 samples (or all) of 1 segment, {CARRIED}"
+    assert _scored(np.array([[0, 2, 0]]), 0.001) == \
+        f"at most 0.001 s: the first 2 samples (or all) of 1 segment, {CARRIED}"

@@ -217,7 +217,6 @@ def _print_nll(split: str, result: dict) -> None:
               f"{counted(v['samples'], 'sample', grouped=True)}")
 
 
-
 def _first_process() -> bool:
     """Whether this process does the eval: alone, or the first of a launch (which says that the others
     have nothing to do: the work is not shared, and every process would print the same result)."""
