@@ -77,7 +77,7 @@ def test_stage_1_lets_render_decide_and_a_changed_request_is_refused(tmp_path):
         "finished: there is nothing to resume; pass --restart to discard it and render anew, or choose another --out")
     again = longform(repo, model, "--seconds", 0.25, *flags)  # complete: render does nothing, the report shows
     assert again.returncode == 0, again.stderr
-    assert "this render is already complete" in again.stderr and "rendered      1 stream" in again.stdout
+    assert "this render is already complete" in again.stderr and "rendered      1 stream x 0.25 s" in again.stdout
     if timed is not None:  # the peak memory is that of the session that rendered, not of the rerun
         assert timing.read_bytes() == timed and not (out / ".done" / "time.txt.new").exists()
 
