@@ -106,3 +106,10 @@ def test_spikes_clipped_are_said_with_their_pronouns_agreeing(tmp_path, make_aud
     assert entry["clipped"].startswith(said), entry["clipped"]
     (line,) = [r.getMessage() for r in caplog.records if "clipped to the rest's peak" in r.getMessage()]
     assert f"{entry['clipped']}: {damaged} the file to keep it unclipped" in line, line
+
+
+@pytest.mark.parametrize("n, said", [(1, "in 1 of its 96,000 frames, at 0.500 s (damaged"),
+                                     (2, "in 2 of its 96,000 frames, the first at 0.500 s (damaged")])
+def test_non_finite_frames_are_said_with_the_first_only_of_several(n, said):
+    """NaN in one frame was "in 1 of its 96,000 frames, the first at 0.500 s": "the first" of one."""
+    assert said in prep_decode._nonfinite(n, 8000, 96000, 16000)

@@ -236,7 +236,8 @@ def _nonfinite(n: int, first: int | None, frames: int, rate_in: int) -> str:
     if not n:  # finite in the file, not once resampled (values near float32's largest)
         return ("its samples are too large for float32 arithmetic (beyond 1e38) once resampled: damaged float "
                 "audio; re-export the file to use it")
-    return (f"contains NaN or infinite samples in {n:,} of its {frames:,} frames, the first at "
+    where = "at" if n == 1 else "the first at"  # one frame: not "the first" of one
+    return (f"contains NaN or infinite samples in {n:,} of its {frames:,} frames, {where} "
             f"{first / rate_in:.3f} s (damaged float audio, or values beyond float32's range): "
             "re-export the file, or replace those samples, to use it")
 
