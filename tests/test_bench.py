@@ -410,8 +410,9 @@ def test_threads_beyond_the_cores_are_said_with_what_runs(caplog):
             assert caplog.text == ""
             set_threads(cpus + 3)
         most = min(cpus + 3, numba.config.NUMBA_NUM_THREADS)
+        them = "them" if cpus > 1 else "it"
         assert caplog.messages == [f"--threads {cpus + 3}: this process may use {cpus} logical CPU{'s' * (cpus > 1)}; "
-                                   f"torch's {cpus + 3} threads share them, numba runs {most}"]
+                                   f"torch's {cpus + 3} threads share {them}, numba runs {most}"]
         assert numba.get_num_threads() == most
     finally:
         torch.set_num_threads(before[0])

@@ -124,3 +124,21 @@ def test_a_cuda_device_past_the_last_says_how_many_there_are(monkeypatch, count,
     with pytest.raises(ConfigError) as caught:
         check_device("cuda:5")
     assert str(caught.value) == f"--device cuda:5: {said}"
+
+
+def test_threads_beyond_one_cpu_share_it(monkeypatch, caplog):
+    """On one CPU (taskset -c 0) it said "this process may use 1 logical CPU; torch's 3 threads share them"."""
+    import os
+
+    import numba
+
+    before = torch.get_num_threads(), numba.get_num_threads()
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    try:
+        with caplog.at_level("WARNING", logger="wavegen.bench"):
+            set_threads(3)
+    finally:
+        torch.set_num_threads(before[0])
+        numba.set_num_threads(before[1])
+    (said,) = caplog.messages
+    assert said.startswith("--threads 3: this process may use 1 logical CPU; torch's 3 threads share it"), said

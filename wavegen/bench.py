@@ -88,8 +88,8 @@ def set_threads(threads: int | None) -> None:
         pass
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()  # taskset, cgroups
     if cpus is not None and threads > cpus:  # said: the rates measured are not those of `threads` cores
-        logger.warning("--threads %d: this process may use %s; torch's %d threads share them%s", threads,
-                       counted(cpus, "logical CPU"), threads,
+        logger.warning("--threads %d: this process may use %s; torch's %d threads share %s%s", threads,
+                       counted(cpus, "logical CPU"), threads, "it" if cpus == 1 else "them",
                        "" if numba_most is None else f", numba runs {min(threads, numba_most)}")
 
 
