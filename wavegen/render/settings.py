@@ -80,6 +80,7 @@ class RenderSettings:
     guard_clip_level: float = 0.95  # |x| at or above this counts as clipped ...
     guard_clip_fraction: float = 0.1  # ... in more than this fraction of the window → clipping
     guard_album: bool = True  # the model's album profile (album.json) replaces the fixed thresholds above
+    pitch_sync: float = 0.0  # rho of the pitch-synchronous draws (wavegen.render.pitchsync); 0: render's own
 
     def validate(self) -> None:
         """ConfigError naming the first setting that cannot work (checks that need no model)."""
@@ -99,6 +100,10 @@ class RenderSettings:
         # a prime file that is gone is judged by render with its folder: a resume does not need it, a start does
         if self.prime is not None and os.path.exists(self.prime):
             check_prime_path(self.prime)
+        if not isinstance(self.pitch_sync, (int, float)) or isinstance(self.pitch_sync, bool) \
+                or not 0 <= self.pitch_sync < 1:
+            typed = f"{self.pitch_sync:g}" if isinstance(self.pitch_sync, float) else self.pitch_sync
+            raise ConfigError(f"--pitch-sync {typed}: must be a number from 0 up to (not including) 1 (0: off)")
         if self.guard_attempts < 0:
             raise ConfigError(f"--guard-attempts {self.guard_attempts}: must be >= 0")
         temps = list(np.atleast_1d(np.asarray(self.temperature, dtype=np.float64)))

@@ -21,6 +21,7 @@ from wavegen.progress import counted, move_to, plain_seconds, progress_bar, rest
 from wavegen.render.folder import REPORT_FILE
 from wavegen.render.guard import Guard, GuardLog
 from wavegen.render.params_check import check_params
+from wavegen.render.pitchsync import PitchSync
 from wavegen.render.processes import say_stopped_elsewhere
 from wavegen.render.settings import RenderSettings, RenderStateError
 from wavegen.render.writers import (StreamWriters, encode_flac, flushed_samples, load_snapshot, previous_snapshot,
@@ -43,6 +44,8 @@ CHUNK_BYTES_PER_VALUE = 32
 # what the first Ctrl-C / SIGTERM does, as it is acknowledged: while windows are made, and once the last is
 STOP_IN_WINDOW = "rewinding to the start of the window and saving a snapshot"
 STOP_AFTER_LAST_WINDOW = "the last window is made: finishing the render (its files and report) instead of stopping"
+# the pitch-sync state's arrays in a snapshot, beside the engine's (save_snapshot stores both as "engine.<key>")
+PITCH_PREFIX = "pitch_sync."
 
 
 def window_samples(s: RenderSettings, sample_rate: int) -> int:
@@ -68,10 +71,11 @@ class Generator:
     generates, except redraws (``count=False``); its "x real time" is the audio the bar counts per
     second of wall time, the time of redraws included (what the report's realtime_factor measures
     over the whole render), and the seconds redrawn are shown beside it. Rate and ETA count from
-    the end of the first chunk (the engine's warm-up: compiling, caches).
+    the end of the first chunk (the engine's warm-up: compiling, caches). ``pitch``: the pitch-synchronous
+    draws' state (--pitch-sync), or None (render's uniforms as drawn); a chunk then ends at each of its blocks.
     """
 
-    def __init__(self, job: RenderJob, stop: StopSignals, bar=None):
+    def __init__(self, job: RenderJob, stop: StopSignals, bar=None, pitch: PitchSync | None = None):
         self.engine, self.seed, self.ids, self.sr = job.engine, job.settings.seed, job.ids, job.sr
         self.procs = job.procs
         self.temps = job.temps_all[job.ids]
@@ -80,6 +84,7 @@ class Generator:
         self.stop, self.bar = stop, bar
         self.t0 = self.n0 = None  # the clock and the bar's count once warm (after the first chunk)
         self.redrawn = 0  # samples per stream generated again by the guard, this session
+        self.pitch = pitch
 
     def draw(self, start: int, n: int, attempts: np.ndarray) -> np.ndarray:
         """Uniforms [B, n] for positions start.., each stream at its own attempt."""
@@ -92,11 +97,19 @@ class Generator:
     def generate(self, start: int, n: int, attempts: np.ndarray, count: bool = True) -> np.ndarray:
         """codes [B, n] int64 for positions start..start+n; raises _Interrupted on a stop request."""
         codes = np.empty((len(self.ids), n), dtype=np.int64)
+        if self.pitch is not None:  # a window's start, or the guard's redraw of it: the state there
+            self.pitch.begin(start)
         i = 0
         while i < n:
             m = min(self.block, self.chunk_cap, n - i, max(1, MAX_CHUNK_VALUES // max(len(self.ids), 1)))
             tick = time.perf_counter()
-            codes[:, i:i + m] = self.engine.generate(self.draw(start + i, m, attempts), self.temps)
+            if self.pitch is None:
+                codes[:, i:i + m] = self.engine.generate(self.draw(start + i, m, attempts), self.temps)
+            else:
+                m = self.pitch.span(start + i, m)
+                codes[:, i:i + m] = self.engine.generate(self.pitch.draws(self.draw(start + i, m, attempts)),
+                                                         self.temps)
+                self.pitch.heard(codes[:, i:i + m])
             rate = m / max(time.perf_counter() - tick, 1e-6)
             self.chunk_cap = max(MIN_CHUNK, int(rate * CHUNK_WALL_SECONDS))
             i += m
@@ -133,7 +146,10 @@ class Generator:
         self.bar.set_postfix_str(f"{speed:.2f}x real time{redrawn}")
 
     def rewound(self, pos: int) -> None:
-        """The bar back at ``pos`` samples: what a stop keeps (a window being made is undone)."""
+        """The bar (and the pitch-sync state) back at ``pos`` samples: what a stop keeps (a window being made is
+        undone)."""
+        if self.pitch is not None:
+            self.pitch.back_to(pos)
         if self.bar is not None:
             move_to(self.bar, pos / self.sr)
             self.n0 = None if self.n0 is None else min(self.n0, self.bar.n)
@@ -152,6 +168,7 @@ class ShardRender:
         self.log = GuardLog(self.sr, report_name=REPORT_FILE)
         self.wall_before, self.sessions, self.snapshot_written = 0.0, 1, 0
         self.resume_crc32s = None  # each file's CRC-32 at the snapshot resumed from (None: none recorded)
+        self.pitch = PitchSync(self.s.pitch_sync, len(job.ids), job.to_audio) if self.s.pitch_sync else None
         self.t0 = time.perf_counter()
 
     def _io_error(self, path: Path, err: BaseException, written: int | None = None):
@@ -175,6 +192,12 @@ class ShardRender:
         self.log = GuardLog(self.sr, meta["events"], report_name=REPORT_FILE)
         self.wall_before, self.sessions = meta["wall_seconds"], meta["sessions"] + 1
         self.resume_crc32s = meta.get("crc32")  # a snapshot of an older wavegen has none
+        pitch_state = {k[len(PITCH_PREFIX):]: state.pop(k) for k in list(state) if k.startswith(PITCH_PREFIX)}
+        if self.pitch is not None:
+            if not pitch_state:
+                raise RenderStateError(f"{self.snapshot_path} holds no --pitch-sync state to resume from; rerun "
+                                       "with --restart to start the render over")
+            self.pitch.load_state_dict(pitch_state)
         engine.reset(label_weights=job.label_weights)
         engine.load_state_dict(state)
         logger.info("resuming %s at %.1f s of %.1f s", job.folder.out_dir, written / self.sr, self.total / self.sr)
@@ -236,8 +259,11 @@ class ShardRender:
         meta = {"version": SNAPSHOT_VERSION, "params": self.job.params, "streams": self.job.ids.tolist(),
                 "events": self.log.events, "wall_seconds": self.wall_before + time.perf_counter() - self.t0,
                 "sessions": self.sessions, "complete": written >= self.total, "crc32": writers.crc32s}
+        state = dict(self.engine.state_dict())
+        if self.pitch is not None:  # at ``written`` too: a window boundary (a stop rewound it there)
+            state.update({PITCH_PREFIX + k: v for k, v in self.pitch.state_dict().items()})
         try:
-            save_snapshot(self.snapshot_path, self.engine.state_dict(), written, meta, keep_previous=True)
+            save_snapshot(self.snapshot_path, state, written, meta, keep_previous=True)
         except OSError as err:
             raise self._io_error(self.snapshot_path, err) from err
         self.snapshot_written = written
@@ -274,7 +300,7 @@ class ShardRender:
         try:
             with torch.inference_mode(), self._bar(written) as bar:
                 self.t0 = time.perf_counter()
-                self._windows(writers, written, Generator(job, self.stop, bar), self.stop)
+                self._windows(writers, written, Generator(job, self.stop, bar, self.pitch), self.stop)
                 self._save(writers, self.total)  # complete
                 writers.close()
                 ok = True
