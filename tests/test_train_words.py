@@ -24,3 +24,20 @@ def test_the_processes_are_counted_at_the_start_and_on_a_resume_from_another_cou
     with caplog.at_level(logging.INFO, logger="wavegen"):
         train(config_for(tiny_corpus, "train.max_steps=2", "train.checkpoint_interval=1"), run, progress=False)
     assert f"resuming {run} from step 1 (checkpoint written by 2 processes, now 1)" in caplog.messages, caplog.text
+
+
+def test_a_batch_that_does_not_split_is_refused_as_such_before_the_memory_is_weighed(tiny_corpus, tmp_path,
+                                                                                      monkeypatch):
+    """A batch smaller than its accumulation steps on a machine short of memory was refused for memory, advised
+    to "lower train.batch_size" (which makes it worse): the split is checked first, and its own refusal names it."""
+    import pytest
+
+    from wavegen import memory
+    from wavegen.config import ConfigError
+
+    monkeypatch.setattr(memory, "available_memory", lambda device="cpu": (1, "free here"))
+    with pytest.raises(ConfigError) as caught:
+        train(config_for(tiny_corpus, "train.max_steps=1", "train.batch_size=1", "train.grad_accum=2"),
+              tmp_path / "run", progress=False)
+    assert str(caught.value) == ("train.batch_size=1 does not split into 1 process x 2 accumulation steps "
+                                 "(train.grad_accum=2); use a multiple of 2")

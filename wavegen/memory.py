@@ -255,8 +255,8 @@ def check_training_memory(config: dict, train, device, mixed_precision: bool, pr
     """Refuse a training whose estimate exceeds the memory here (OutOfMemoryError with the estimate and
     the setting to change); returns the estimate. ``processes_here``: processes sharing this machine's
     RAM (on the CPU)."""
-    # at least 1, as estimated: a batch smaller than its parts is refused later (local_streams); said here, it was
-    # "for 0 streams"
+    # at least 1, as estimated: training refuses a batch smaller than its parts before (local_streams), bench after;
+    # said here, it was "for 0 streams"
     streams = max(1, train.batch_size // max(1, train.grad_accum * int(os.environ.get("WORLD_SIZE", "1"))))
     estimate = training_estimate(config, streams, train.seq_len, mixed_precision, train.ema_decay > 0)
     available, what = available_memory(device)

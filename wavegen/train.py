@@ -41,7 +41,7 @@ from wavegen.bestmodel import validate as _validate  # (tests patch wavegen.trai
 from wavegen.checkpoint import load_checkpoint, newest_intact, prune_checkpoints, save_checkpoint, tidy_run_folder
 from wavegen.config import ConfigError, TrainConfig, from_dict
 from wavegen.corpus import Corpus
-from wavegen.data import BatchBuildingStopped, BatchStream, batch_warnings, make_batches
+from wavegen.data import BatchBuildingStopped, BatchStream, batch_warnings, local_streams, make_batches
 from wavegen.distributed import end_accelerator, lost_contact, make_accelerator
 from wavegen.divergence import check_finite, check_resumed, note_loss, watch_loss
 from wavegen.fileio import write_json
@@ -313,12 +313,14 @@ def _corpus_of(config: dict) -> Corpus:
 
 
 def _check_before_building(config: dict, train_cfg: TrainConfig, accelerator, run_dir: Path, found) -> None:
-    """The config against the run's (when a step was saved: a run with none is started anew), and
-    the memory the training needs against the memory here."""
+    """The config against the run's (when a step was saved: a run with none is started anew), the batch against
+    the processes and accumulation steps it splits into, and the memory the training needs against the memory
+    here (after the split: a batch that does not split was refused for memory, advised to lower the batch)."""
     from wavegen.memory import check_training_memory
 
     if found is not None and (run_dir / "config.json").is_file():
         check_resume(run_dir, config)
+    local_streams(train_cfg, accelerator.process_index, accelerator.num_processes)
     check_training_memory(config, train_cfg, accelerator.device, accelerator.mixed_precision != "no",
                           int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes)))
 
