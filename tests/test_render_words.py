@@ -54,12 +54,13 @@ def test_a_long_resume_check_says_its_files(tmp_path, monkeypatch, caplog, files
     assert caplog.messages == [f"checking {said} against the snapshot (0.0 GB read) before resuming"]
 
 
-@pytest.mark.parametrize("streams, said", [(2, "those of stream 1 are"), (3, "those of streams 1, 2 are")])
+@pytest.mark.parametrize("streams, said", [(2, "those of stream 1 are not known: no snapshot of it"),
+                                           (3, "those of streams 1, 2 are not known: no snapshot of theirs")])
 def test_a_rebuilt_report_names_the_streams_no_snapshot_measured(streams, said):
     metas = [{"streams": [0], "events": [], "wall_seconds": 1.0, "sessions": 1}]
     measures, unknown = measured_by(metas, streams, 0.5)
     assert measures["wall_seconds"] == 1.0
-    assert unknown == (f"its wall time, sessions and guard events ({said} not known: no snapshot of theirs is "
+    assert unknown == (f"its wall time, sessions and guard events ({said} is "
                        "readable) are from the snapshots its end left in .state/; its peak memory is not known")
 
 

@@ -175,7 +175,8 @@ def measured_by(metas: list[dict], streams: int, seconds: float) -> tuple[dict |
     covered = {i for meta in metas for i in meta.get("streams", [])}
     missing = [str(i) for i in range(streams) if i not in covered]
     which = f"stream {missing[0]}" if len(missing) == 1 else f"streams {', '.join(missing)}"
-    partly = f" (those of {which} are not known: no snapshot of theirs is readable)" if missing else ""
+    theirs = "it" if len(missing) == 1 else "theirs"
+    partly = f" (those of {which} are not known: no snapshot of {theirs} is readable)" if missing else ""
     return (measured(metas, seconds, streams), f"its wall time, sessions and guard events{partly} are from the "
             "snapshots its end left in .state/; its peak memory is not known")
 
