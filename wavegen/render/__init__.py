@@ -20,6 +20,8 @@ The package, one job per module:
 - :mod:`~wavegen.render.writers`: the PCM writer, snapshots, FLAC encoded at the end.
 - :mod:`~wavegen.render.guard`: the criteria of a failed window, the verdict, the rewind and
   redraw of failing streams.
+- :mod:`~wavegen.render.pitchsync`: pitch-synchronous draws (``--pitch-sync``) and their state, rewound with
+  a window and kept in the snapshot beside the engine's.
 - :mod:`~wavegen.render.processes`: rank and world size under torchrun / accelerate, word of a
   process that stopped mid-render (read by the others at each window), and one
   outcome for every process (an error in one reaches all).
