@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from wavegen.progress import counted
 from wavegen.render.model_change import TENSORS_KEY, model_differs, same_model
 from wavegen.render.settings import RenderStateError, rerun_ending
 
@@ -155,7 +156,7 @@ def _threads_differ(where: Path, before: int, now: int, finished: bool | None) -
     except ImportError:
         most = None
     if most is not None and before > most:
-        hint = f" (numba runs at most {most} threads here: also set NUMBA_NUM_THREADS={before})"
+        hint = f" (numba runs at most {counted(most, 'thread')} here: also set NUMBA_NUM_THREADS={before})"
     return (f"{where} holds a render made by the numba engine with threads={before}, but this command runs "
             f"threads={now} (--threads N, or all cores when not given); the engine's sums round by the thread "
             "count, so the audio would differ. " + rerun_ending(
