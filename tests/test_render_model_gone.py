@@ -100,8 +100,8 @@ def test_a_finished_render_whose_best_is_gone_and_whose_weights_no_checkpoint_ho
     assert main(["-q", "render", str(run), "--out", str(out), *map(str, FLAGS[2:]), "--seconds", "0.125"]) == 2
     assert one_error_line(capsys).endswith(
         f"which is gone (deleted, or being replaced by a training), and no kept checkpoint of {run.resolve()} holds "
-        "its weights, so it cannot be checked: pass --restart with a model that is there (e.g. --checkpoint last), "
-        "or choose another --out")
+        "its weights, so it cannot be checked: pass --restart with a model that is there, or choose another --out")
+    # (the run has no checkpoint left: the line said '(e.g. --checkpoint last)')
     # another model named, or --restart: the model's own error, not the render's
     assert main(["-q", "render", str(tmp_path / "elsewhere"), "--out", str(out), *map(str, FLAGS[2:]),
                  "--seconds", "0.125"]) == 2
@@ -284,3 +284,44 @@ def test_the_model_holding_the_weights_a_render_began_with_is_found_where_the_on
     shutil.rmtree(run / "best")
     make_model(run / "best", seed=2)  # trained on: other weights
     assert stand_in(run, "step_5", **step_5) is None
+
+
+def _kept(run: Path, step: int, seed: int) -> Path:
+    """A kept checkpoint step_``step`` of ``run`` holding a model of other weights (``seed``), as a training that
+    went on keeps."""
+    folder = make_model(run / "checkpoints" / f"step_{step}", seed=seed)
+    (folder / "trainer_state.json").write_text(json.dumps({"step": step}))
+    return folder
+
+
+def test_a_gone_models_refusal_names_a_model_to_restart_with_only_where_the_run_has_one(tmp_path):
+    """The refusal of a render whose model is gone, no model holding its weights, sends the user to --restart with
+    a model that is there: the run's last kept checkpoint (or the newest intact one) where it has one, its best/
+    where a checkpoint is gone and best/ is there; nothing named where the run has no model (it said
+    '(e.g. --checkpoint last)' of a run with no checkpoint left)."""
+    from wavegen.render.model_change import model_gone
+
+    run = make_run(make_model(tmp_path / "model"), tmp_path / "run")
+    best, step_5 = _recorded(run / "best"), _recorded(run / "checkpoints" / "step_5")
+    from_best = {"model": best["began"], "model_sha256": best["sha256"], "model_tensors_sha256": best["tensors"]}
+    from_step_5 = {"model": step_5["began"], "model_sha256": step_5["sha256"],
+                   "model_tensors_sha256": step_5["tensors"]}
+    shutil.rmtree(run / "best")
+    shutil.rmtree(run / "checkpoints" / "step_5")  # no model in the run at all
+    ending = "so it cannot be resumed: pass --restart with a model that is there, or choose another --out"
+    assert model_gone(tmp_path, run, from_best, False).endswith(f"holds its weights, {ending}")
+    assert model_gone(tmp_path, run, from_step_5, False, "step_5").endswith(f"holds its weights, {ending}")
+    _kept(run, 3, seed=1)
+    step_7 = _kept(run, 7, seed=2)
+    there = ", or choose another --out"
+    assert model_gone(tmp_path, run, from_best, False).endswith(
+        f"pass --restart with a model that is there (e.g. --checkpoint last){there}")
+    (step_7 / "model.safetensors").unlink()  # the newest is damaged: last would not render
+    assert model_gone(tmp_path, run, from_best, False).endswith(
+        f"pass --restart with a model that is there (e.g. --checkpoint step_3){there}")
+    assert model_gone(tmp_path, run, from_step_5, False, "step_5").endswith(
+        f"pass --restart with a model that is there (e.g. --checkpoint step_3){there}")
+    shutil.rmtree(run / "checkpoints")
+    make_model(run / "best", seed=4)  # a best/ of other weights, no checkpoint
+    assert model_gone(tmp_path, run, from_step_5, False, "step_5").endswith(
+        f"pass --restart with a model that is there (e.g. the run's best/, without --checkpoint){there}")

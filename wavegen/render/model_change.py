@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 from wavegen.render.settings import rerun_ending
 from wavegen.resolve import BEST_FOLDERS, MODEL_FILE, ModelRef, resolve_model
-from wavegen.resolve_checkpoints import best_with, checkpoint_with
+from wavegen.resolve_checkpoints import best_with, checkpoint_with, run_checkpoints, usable_checkpoint
 
 TENSORS_KEY = "model_tensors_sha256"  # params.json: the model's tensors_sha256 (wavegen.weights_file)
 
@@ -135,7 +135,7 @@ def model_gone(where: Path, named, saved: dict, complete: bool | None, checkpoin
                 f"checkpoint holds the same weights in a file of other bytes), so it cannot be {_cannot_be(complete)}: "
                 "pass --restart, or bring the model folder back")
     return (f"{what}, and no kept checkpoint of {run} holds its weights, so it cannot be {_cannot_be(complete)}: "
-            "pass --restart with a model that is there (e.g. --checkpoint last), or choose another --out")
+            f"pass --restart with a model that is there{_there(run)}, or choose another --out")
 
 
 def _cannot_be(complete: bool | None) -> str:
@@ -164,8 +164,25 @@ def _checkpoint_gone(where: Path, run: Path, began: Path, saved: dict, complete:
                 f"in a file of other bytes), so it cannot be {_cannot_be(complete)}: pass --restart, or bring the "
                 "checkpoint back")
     return (f"{what}, and neither a kept checkpoint nor the run's best/ holds its weights, so it cannot be "
-            f"{_cannot_be(complete)}: pass --restart with a model that is there (e.g. --checkpoint "
-            "last), or choose another --out")
+            f"{_cannot_be(complete)}: pass --restart with a model that is there{_there(run, best=True)}, or choose "
+            "another --out")
+
+
+def _there(run: Path, best: bool = False) -> str:
+    """The model of ``run`` a refusal's "pass --restart with a model that is there" names, in parentheses: its
+    newest intact kept checkpoint ("e.g. --checkpoint last", or "step_N" where the newest is damaged); else, with
+    ``best``, its best/ (or best.old/) where one holds a model; else nothing: the run holds no model to name (the
+    hint named --checkpoint last of a run that had no checkpoint left)."""
+    try:
+        found = run_checkpoints(run)
+        usable = [step for step, folder in found if usable_checkpoint(folder)]
+    except OSError:  # unreadable: nothing to name
+        found = usable = []
+    if usable:
+        return f" (e.g. --checkpoint {'last' if usable[-1] == found[-1][0] else f'step_{usable[-1]}'})"
+    if best and any((run / name / MODEL_FILE).is_file() for name in BEST_FOLDERS):
+        return " (e.g. the run's best/, without --checkpoint)"
+    return ""
 
 
 @dataclass(frozen=True)
