@@ -210,3 +210,11 @@ def test_the_demo_refuses_a_step_count_no_training_takes_before_any_stage(repo, 
     want = "--steps needs a value" if value == "" else f"run.sh: --steps takes a whole number, 1 or more, not '{value}'"
     assert out.stderr.strip().endswith(want), out.stderr
     assert out.stdout == "" and _calls(repo) == [] and not demo.exists()
+
+
+@pytest.mark.parametrize("listeners, said", [(1, "server CPU, 1 listener / 1 listener: 1.000"),
+                                             (100, "server CPU, 100 listeners / 1 listener: 2.500")])
+def test_measures_last_line_counts_its_listeners_with_the_noun_agreeing(listeners, said):
+    """measure.py --listeners 1 ended on 'server CPU, 1 listeners / 1 listener'."""
+    line = _measure_module().ratio_line(listeners, 1.0 if listeners == 1 else 2.5, [0.0039, 0.0121])
+    assert line == f"{said} (all rounds; outside the station thread: 0.39% -> 1.21% of a core)", line

@@ -196,6 +196,16 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
     return args, extra + argv[cut + 1:]
 
 
+def ratio_line(listeners: int, ratio: float, rest: list[float]) -> str:
+    """The last line: the server's CPU with ``listeners`` against one (``ratio``), and outside the station thread
+    (``rest``: fractions of a core, one then many), the count agreeing with its noun ('1 listener / 1 listener'
+    for --listeners 1, which said '1 listeners')."""
+    from wavegen.progress import counted
+
+    return (f"server CPU, {counted(listeners, 'listener')} / 1 listener: {ratio:.3f} "
+            f"(all rounds; outside the station thread: {100 * rest[0]:.2f}% -> {100 * rest[1]:.2f}% of a core)")
+
+
 def main() -> int:
     from wavegen.cli.options import JSON_STDOUT, emit_json
     from wavegen.errors import WavegenError
@@ -245,9 +255,7 @@ def main() -> int:
         (one["server_cpu_seconds"] / one["wall_seconds"])
     rest = [(t["server_cpu_seconds"] - t["station_thread_cpu_seconds"]) / t["wall_seconds"] for t in (one, many)]
     report["rest_cpu_percent"] = [100 * r for r in rest]
-    print(f"server CPU, {args.listeners} listeners / 1 listener: {report['cpu_ratio']:.3f} "
-          f"(all rounds; outside the station thread: {100 * rest[0]:.2f}% -> {100 * rest[1]:.2f}% of a core)",
-          file=text)
+    print(ratio_line(args.listeners, report["cpu_ratio"], rest), file=text)
     if args.json is not None:
         try:
             emit_json(args, report, indent=1, kept="the lines above have the figures")
