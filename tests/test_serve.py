@@ -610,6 +610,9 @@ def _one_error_line(capsys) -> str:
     ("--burst-seconds", "inf", "must be a finite number of seconds, 0 or more"),
     ("--max-listeners-per-client", "-1", "must be 0 (no limit) or more"),
     ("--archive-keep-parts", "-2", "must be 0 (keep all) or more"),
+    ("--pitch-sync", "1", "must be a number from 0 up to (not including) 1 (0: off)"),  # render's words
+    ("--pitch-sync", "-0.1", "must be a number from 0 up to (not including) 1 (0: off)"),
+    ("--pitch-sync", "nan", "must be a number from 0 up to (not including) 1 (0: off)"),
 ])
 def test_settings_that_cannot_work_are_refused_in_one_line_before_the_model_loads(tmp_path, capsys, flag, value,
                                                                                   message):
@@ -618,6 +621,27 @@ def test_settings_that_cannot_work_are_refused_in_one_line_before_the_model_load
     # no model there: the refusal comes before anything looks for one
     assert main(["serve", str(tmp_path / "no-model"), "--port", "0", flag, value]) == 2
     assert f"{flag} {value}: {message}" in _one_error_line(capsys)
+
+
+def cli_station(model: Path, monkeypatch, *args: str) -> tuple[int, dict]:
+    """``wavegen serve MODEL --port 0 --allow-slow ARGS`` run in this process (wavegen.cli.main) until its station's
+    thread has made one window, then stopped by the station → (exit code, what that thread saw: "threads", torch's
+    thread count, and "station")."""
+    import torch
+
+    from wavegen.cli import main
+    from wavegen.serve.station import Station
+
+    seen, made = {}, Station._next_window
+
+    def next_window(self, state):
+        pages = made(self, state)
+        seen.update(threads=torch.get_num_threads(), station=self)
+        self._stop.set()
+        return pages
+
+    monkeypatch.setattr(Station, "_next_window", next_window)
+    return main(["serve", str(model), "--port", "0", "--allow-slow", *args]), seen
 
 
 def test_a_port_in_use_is_refused_before_the_model_loads(tmp_path, capsys):

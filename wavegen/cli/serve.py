@@ -21,6 +21,9 @@ def add_parser(sub) -> None:
     p.add_argument("--label", default=None, help='a label, or a blend "a:0.7,b:0.3" (conditioned models)')
     p.add_argument("--backend", default="auto", help="auto, torch, numba or cuda (default auto: the fastest installed)")
     add_device(p)
+    p.add_argument("--pitch-sync", type=float, default=0.0, metavar="RHO",
+                   help="draws that repeat with the stream's pitch period, by RHO in [0, 1), as render's (default 0: "
+                        "off)")
     p.add_argument("--archive", default=None, metavar="DIR",
                    help="also write the broadcast to DIR (WAV parts, resumable): a restart with the same "
                         "arguments continues it")
@@ -100,4 +103,4 @@ def _settings(args, token: str | None):
                           max_listeners_per_client=args.max_listeners_per_client, stall_seconds=args.stall_seconds,
                           lag_seconds=args.lag_seconds, idle_seconds=args.idle_seconds, allow_slow=args.allow_slow,
                           guard=args.guard, guard_seconds=args.guard_seconds, guard_attempts=args.guard_attempts,
-                          control_token=token)
+                          control_token=token, pitch_sync=args.pitch_sync)

@@ -55,7 +55,7 @@ from wavegen.fileio import not_a_file
 from wavegen.folders import FolderLock, link_target, link_to_nothing
 from wavegen.render import PCMWriter, save_snapshot
 from wavegen.render.model_change import TENSORS_KEY, same_model
-from wavegen.render.params_check import binding, setting_differs
+from wavegen.render.params_check import ADDED_LATER, binding, setting_differs
 from wavegen.render.writers import recorded_meta
 
 logger = logging.getLogger(__name__)
@@ -160,13 +160,13 @@ class Archive:
                 from wavegen.serve.archive_model import model_refusal  # it imports this module
 
                 raise model_refusal(self.folder, saved, self.params, where, self.find_weights)
-            if key not in NON_BINDING and key != "model_sha256" and \
-                    self._bound(key, saved.get(key)) != self._bound(key, value):
+            before = saved.get(key, ADDED_LATER.get(key))  # pitch_sync: 0 in an archive begun before serve took it
+            if key not in NON_BINDING and key != "model_sha256" and self._bound(key, before) != self._bound(key, value):
                 live = " (a label switched to while it played, POST /label, goes on by itself)" if key == "label" \
                     else ""
                 # as a render says it: the values as typed (a float32 0.9 is 0.9), --no-guard by its name and
                 # only the guard's thresholds that differ, not the whole of both
-                raise ServeError(f"{self.folder} archives a broadcast {setting_differs(key, saved.get(key), value)} "
+                raise ServeError(f"{self.folder} archives a broadcast {setting_differs(key, before, value)} "
                                  f"({where}); rerun the original command to continue it{live}, or choose another "
                                  "--archive")
 

@@ -21,6 +21,7 @@ from wavegen.render.writers import flushed_samples, previous_snapshot
 from wavegen.serve.archive import (GONE_SAID_KEY, KEEP_PARTS_KEY, PARAMS_FILE, SNAPSHOT_FILE, STATE_DIR, Archive,
                                    ServeError, part_path, parts_in, snapshot_params)
 from wavegen.serve.control import apply_label
+from wavegen.serve.pitch import load_pitch_state
 
 logger = logging.getLogger("wavegen.serve.archive")  # the archive's words, whichever module says them
 
@@ -233,10 +234,12 @@ def judged(archive: Archive, path: Path) -> tuple[dict[str, np.ndarray], int, di
     return f"is damaged ({misfit})" if misfit else got
 
 
-def engine_fit(engine, label_state, folder: str | Path):
+def engine_fit(engine, label_state, folder: str | Path, pitch=None):
     """→ ``Archive``'s ``state_fits(state, meta)``: None where a snapshot's engine ``state`` loads into ``engine``
-    (left holding it) and the label its ``meta`` records is the blend that state holds (``label_state``, the
-    station's :class:`~wavegen.serve.control.LabelState`: its ``misfit``); else what does not fit, said. Checked
+    (left holding it), the --pitch-sync state beside it into ``pitch`` (the station's, where on: one recorded with
+    it holds it, :func:`~wavegen.serve.pitch.load_pitch_state`) and the label its ``meta`` records is the blend that
+    state holds (``label_state``, the station's :class:`~wavegen.serve.control.LabelState`: its ``misfit``); else
+    what does not fit, said. Checked
     while the archive opens, so a snapshot that does not fit is fallen back from as a damaged one. The one gone on
     from is the last judged: the engine holds it, and the station takes its label (``LabelState.adopt``) without
     loading or parsing it again. One of an older wavegen, which recorded no label, goes on with --label's blend
@@ -246,6 +249,9 @@ def engine_fit(engine, label_state, folder: str | Path):
             engine.load_state_dict(state)
         except (KeyError, ValueError, TypeError, RuntimeError) as err:
             return f"its engine state does not fit this model's engine: {type(err).__name__}: {err}"
+        misfit = load_pitch_state(pitch, state)
+        if misfit:
+            return misfit
         if "label" not in meta:
             older_blend(engine, label_state, state, folder)
         return label_state.misfit(meta, state)

@@ -10,7 +10,8 @@ edge, so memory and latency stay bounded however long it plays.
 Uniforms come from :func:`wavegen.generate.uniforms` keyed by (seed, stream 0, position,
 attempt), so the broadcast is the same every time for the same arguments (and label switches,
 :mod:`wavegen.serve.control`, taken between two windows), and a restart from an archive's
-snapshot continues it byte for byte.
+snapshot continues it byte for byte. With ``--pitch-sync RHO`` they pass through render's
+pitch-synchronous copula (:mod:`wavegen.serve.pitch`), whose state is kept and rewound with the engine's.
 
 The engine is called in chunks of at most ``CHUNK_WALL_SECONDS`` of work: the numba engines
 hold the GIL while they run, and the web server's thread must not wait long for it.
@@ -40,6 +41,7 @@ from wavegen.serve.archive_model import model_folder, played_model, weights_find
 from wavegen.serve.archive_resume import engine_fit
 from wavegen.serve.control import LabelState
 from wavegen.serve.encoder import OggOpusEncoder, Page
+from wavegen.serve.pitch import pitch_state, pitch_sync, pitched_codes
 from wavegen.serve.settings import ServeSettings
 
 logger = logging.getLogger(__name__)
@@ -180,6 +182,9 @@ class Station:
         self._wake = threading.Event()  # set by a stop or a label switch asked for
         self.label_state = LabelState(self.engine.labels, settings.label, self.label_weights, self._wake.set)
         self.temperature = temperatures(settings.temperature, 1)
+        # --pitch-sync: the draws' state (None: off), beside the engine's in every state the station keeps
+        self.pitch = pitch_sync(settings.pitch_sync,
+                                lambda codes: dequantize(codes, self.q_levels, self.quantization))
         self.guard_settings = settings.render_settings()
         # the model's album profile (album.json beside it) where it has one, as a render does
         self.guard_criteria = criteria_for(self.guard_settings, self.ref)
@@ -189,7 +194,7 @@ class Station:
             TENSORS_KEY: self.ref.weights_tensors_sha256(), MODEL_FOLDER_KEY: model_folder(self.ref),
             "sample_rate": self.sample_rate,
             "seed": settings.seed, "temperature": float(self.temperature[0]), "label": settings.label,
-            "backend": self.engine.backend, "device": settings.device,
+            "backend": self.engine.backend, "device": settings.device, "pitch_sync": float(settings.pitch_sync),
             "guard": {"seconds": settings.guard_seconds, "attempts": settings.guard_attempts,
                       **self.guard_criteria.as_dict()} if settings.guard else False,
         }
@@ -200,7 +205,7 @@ class Station:
             self.archive = Archive(settings.archive, self.sample_rate, self.params, settings.archive_part_seconds,
                                    settings.archive_keep_parts, lambda text: _blend(text, labels),
                                    weights_finder(self.ref), settings.snapshot_seconds + window_seconds,
-                                   engine_fit(self.engine, self.label_state, settings.archive))
+                                   engine_fit(self.engine, self.label_state, settings.archive, self.pitch))
         self.window = max(1, int(round(window_seconds * self.sample_rate)))
         self.position = 0  # samples rendered (and archived, and encoded)
         self.events: list[dict] = []
@@ -228,8 +233,10 @@ class Station:
         cache). Other work on the machine only ever slows a timing down, so the best one is the nearest
         to the engine's own speed (``measured_tries``: all of them). ``measured_alone``: the best timing
         scaled by the share of a CPU this process had meanwhile (on the CPU; at most 1): what the engine
-        would do with a CPU to itself, on a machine busy throughout. Leaves the engine reset."""
+        would do with a CPU to itself, on a machine busy throughout. Leaves the engine (and --pitch-sync's draws,
+        timed with it) reset."""
         self.engine.reset(label_weights=self.label_weights)
+        fresh = None if self.pitch is None else self.pitch.state_dict()
         self._draw(0, MIN_CHUNK, 0)  # the warm-up
         done, tries, alone = MIN_CHUNK, [], []
         for _ in range(MEASURE_TRIES):
@@ -242,6 +249,8 @@ class Station:
             alone.append(tries[-1] / min(max(share, MIN_CPU_SHARE), 1.0))
             done += samples
         self.engine.reset(label_weights=self.label_weights)
+        if fresh is not None:
+            self.pitch.load_state_dict(fresh)
         self.measured_tries, self.measured_alone = tries, max(alone)
         return max(tries)
 
@@ -414,8 +423,9 @@ class Station:
             self._label_taken_at = self.position
 
     def _engine_state(self) -> dict[str, np.ndarray]:
-        # copied: an engine's state_dict may hand out views of buffers it updates in place
-        return {k: np.array(v, copy=True) for k, v in self.engine.state_dict().items()}
+        # copied: an engine's state_dict may hand out views of buffers it updates in place; --pitch-sync's beside it
+        state = {k: np.array(v, copy=True) for k, v in self.engine.state_dict().items()}
+        return {**state, **pitch_state(self.pitch)}
 
     def _next_window(self, start_state: dict) -> list[Page]:
         """Render, guard, archive and encode the next window; → its pages."""
@@ -437,8 +447,11 @@ class Station:
         return pages
 
     def _generate(self, start: int, n: int, attempt: int) -> np.ndarray:
-        """codes [n] for positions start.. in chunks of at most CHUNK_WALL_SECONDS of work."""
+        """codes [n] for positions start.. in chunks of at most CHUNK_WALL_SECONDS of work. --pitch-sync's state
+        is kept at the window's start, or put back there for the guard's redraw of it (as render's Generator does)."""
         codes = np.empty(n, dtype=np.int64)
+        if self.pitch is not None:
+            self.pitch.begin(start)
         i = 0
         while i < n:
             if self._stop.is_set():
@@ -449,9 +462,12 @@ class Station:
         return codes
 
     def _draw(self, start: int, n: int, attempt: int) -> np.ndarray:
-        """codes [n] for positions start.. in one engine call; the chunk size follows its speed."""
+        """codes [n] for positions start.. in one engine call (with --pitch-sync, one per block of its lag
+        estimate); the chunk size follows its speed."""
         tick = time.perf_counter()
-        codes = self.engine.generate(uniforms(self.settings.seed, [0], start, n, attempt), self.temperature)[0]
+        draw = lambda at, m: uniforms(self.settings.seed, [0], at, m, attempt)  # noqa: E731
+        codes = self.engine.generate(draw(start, n), self.temperature)[0] if self.pitch is None else \
+            pitched_codes(self.engine, self.pitch, draw, start, n, self.temperature)
         self._chunk = max(MIN_CHUNK, int(n / max(time.perf_counter() - tick, 1e-6) * CHUNK_WALL_SECONDS))
         return codes
 
