@@ -613,6 +613,7 @@ def _one_error_line(capsys) -> str:
     ("--pitch-sync", "1", "must be a number from 0 up to (not including) 1 (0: off)"),  # render's words
     ("--pitch-sync", "-0.1", "must be a number from 0 up to (not including) 1 (0: off)"),
     ("--pitch-sync", "nan", "must be a number from 0 up to (not including) 1 (0: off)"),
+    ("--threads", "0", "need at least one"),
 ])
 def test_settings_that_cannot_work_are_refused_in_one_line_before_the_model_loads(tmp_path, capsys, flag, value,
                                                                                   message):
@@ -642,6 +643,18 @@ def cli_station(model: Path, monkeypatch, *args: str) -> tuple[int, dict]:
 
     monkeypatch.setattr(Station, "_next_window", next_window)
     return main(["serve", str(model), "--port", "0", "--allow-slow", *args]), seen
+
+
+def test_threads_sets_the_engines_torch_threads(model, monkeypatch):
+    """--threads N, as render's: the station's engine runs on N torch threads (serve had no --threads)."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        code, seen = cli_station(model, monkeypatch, "--no-guard", "--threads", str(before + 1))
+        assert code == 0 and seen["threads"] == before + 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_a_port_in_use_is_refused_before_the_model_loads(tmp_path, capsys):

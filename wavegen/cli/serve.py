@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from wavegen.cli.options import add_device, check_device
+from wavegen.cli.options import add_device, add_threads, apply_threads, check_device
 
 
 def add_parser(sub) -> None:
@@ -24,6 +24,7 @@ def add_parser(sub) -> None:
     p.add_argument("--pitch-sync", type=float, default=0.0, metavar="RHO",
                    help="draws that repeat with the stream's pitch period, by RHO in [0, 1), as render's (default 0: "
                         "off)")
+    add_threads(p, "the engine (torch, and numba's stream groups: one here, so the audio does not depend on the count)")
     p.add_argument("--archive", default=None, metavar="DIR",
                    help="also write the broadcast to DIR (WAV parts, resumable): a restart with the same "
                         "arguments continues it")
@@ -74,6 +75,7 @@ def run(args) -> int:
     with StopSignals("stopping before the server listens") as stop:
         from wavegen.serve import serve
 
+        apply_threads(args)
         check_device(args.device)
         token = args.control_token
         if args.control_token_file is not None:
