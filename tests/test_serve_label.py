@@ -354,3 +354,31 @@ def test_a_switch_answered_for_a_window_plays_in_it_and_the_next_one_waits_for_t
     assert station._wait_for_room(room)
     assert second.result(0)["starts_at_sample"] == station.window and second.result(0)["previous"] == "bells"
     assert labels.text == "rain:0.5,bells:0.5" and labels.switches == 2 and labels.since == station.window
+
+
+def test_a_switch_to_the_label_in_force_is_answered_as_none_and_holds_no_window(conditioned):
+    """A request for the label in force ("rain:1" while rain plays) was taken as the window's one switch: a real
+    switch asked for right after it waited for the window after. Now it is answered "changed": false and holds
+    nothing: the real switch starts at the same sample."""
+    from wavegen.serve.settings import ServeSettings
+    from wavegen.serve.station import Station
+
+    station = Station(str(conditioned), ServeSettings(label="rain", guard=False, allow_slow=True, backend="torch"))
+    assert station.open()
+    station._published = True  # as after the first window: it waits for room from here on
+    behind = lambda: station.position / SR - 10.0  # noqa: E731 - ahead of the live edge: waiting for room
+    room = lambda: station.position / SR  # noqa: E731 - at the live edge: room for a window
+    labels = station.label_state
+    same = labels.request("rain:1")
+    station._wake.set()
+    assert station._wait_for_room(room)
+    answer = same.result(0)
+    assert answer["label"] == "rain" and answer["previous"] == "rain" and not answer["changed"], answer
+    assert labels.switches == 0
+    switch = labels.request("bells")
+    station._stop.set()  # the wait below ends (False) once it has taken what it may take
+    assert not station._wait_for_room(behind)
+    assert switch.done(), "the real switch waited for the window after the one the no-op was taken in"
+    answer = switch.result(0)
+    assert answer["changed"] and answer["previous"] == "rain" and answer["starts_at_sample"] == 0, answer
+    assert labels.text == "bells" and labels.switches == 1

@@ -136,8 +136,9 @@ class LabelState:
 
     def apply_pending(self, engine, position: int, sample_rate: int, snapshot=None) -> bool:
         """The station's thread, between two windows: give ``engine`` the blend asked for from ``position``
-        on, then ``snapshot()`` (the archive's, recording it), and answer the requests. False where none was
-        asked for."""
+        on, then ``snapshot()`` (the archive's, recording it), and answer the requests. → whether the label
+        switched: False where none was asked for, or where the one asked for is the blend in force (answered
+        "changed": false, it switches nothing, so it holds no window's switch)."""
         taken = self.take()
         if taken is None:
             return False
@@ -160,7 +161,7 @@ class LabelState:
                   "starts_at_seconds": position / sample_rate}
         for future in futures:
             future.set_result(result)
-        return True
+        return changed
 
     def meta(self) -> dict:
         """What a snapshot records of the label in force."""

@@ -414,7 +414,8 @@ class Station:
         """Switch to the label asked for (POST /label) from this position on; with an archive, a snapshot
         here records it, so a restart continues with it; its fallback (snapshot.prev.npz) too, not the old label's.
         One switch a window: one taken here is answered as starting here, so a later one waits for the next window
-        (taken at the same position, it would replace the first before a sample of it played)."""
+        (taken at the same position, it would replace the first before a sample of it played); a request for the
+        label in force switches nothing and holds no window."""
         if self._label_taken_at == self.position:
             return
         snapshot = None if self.archive is None else \
