@@ -310,6 +310,34 @@ def test_a_launchers_sigterm_before_any_stopsignals_is_held_for_the_next_one(mon
         assert signal.getsignal(signal.SIGTERM) is previous
 
 
+def test_a_launchers_sigterm_held_as_the_block_raises_is_not_delivered_over_its_error(monkeypatch):
+    """A render's survivor met the loss in its last StopSignals, then its launcher's SIGTERM as it closed its group:
+    held for a next StopSignals that never came, it was delivered as the block ended and the process died by it, its
+    error unsaid. Now the error goes on to be said, and that SIGTERM counts as a launcher's held."""
+    from wavegen import signals
+    from wavegen.signals_start import launch_term_held
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(signals, "_terms_held", False)
+    took = []
+
+    def handler(signum, frame):  # the handler before the block (the CLI's), set back after it
+        took.append(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        with pytest.raises(RuntimeError, match="the loss"):
+            with launch_term_held():
+                try:
+                    raise RuntimeError("the loss")
+                finally:  # (its group closing)
+                    os.kill(os.getpid(), signal.SIGTERM)
+        assert took == [] and signals.held_a_launchers_term() and signals.term_held_for_next() is None
+        assert signal.getsignal(signal.SIGTERM) is handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_a_held_sigterm_whose_loss_may_not_be_raised_stays_held_unsaid(monkeypatch, caplog):
     """A launched render's start (model load, numba's compile: an exception must not cut it) held its SIGTERM, then
     said "SIGTERM: stopping once the model and engine are ready", and then the loss it met at its next meeting: two

@@ -155,6 +155,13 @@ def drop_term_held() -> bool:
     return held
 
 
+def took_a_launchers_term() -> None:
+    """A launcher's SIGTERM met outside any StopSignals, taken as one of theirs (:func:`held_a_launchers_term`):
+    wavegen.signals_start.launch_term_held's, where its block raised an error that the process says."""
+    global _terms_held
+    _terms_held = True
+
+
 def forget_launchers_term() -> None:
     """A new command starts (tests run several in one process): no SIGTERM of its launcher held yet
     (:func:`held_a_launchers_term`)."""

@@ -18,7 +18,7 @@ import threading
 import time
 
 from wavegen.signals import (deliver, drop_term_held, forget_launchers_term, hold_term_for_next, is_an_echo, launched,
-                             term_held_for_next)
+                             term_held_for_next, took_a_launchers_term)
 
 # the CLI's early hold: "import" (wavegen.cli imports), "imported" (its main not begun), "main" (it runs)
 _cli_hold = ""
@@ -107,8 +107,12 @@ def launch_term_held(alone: bool = False, late: bool = False):
     command's imports, torch's seconds, before its StopSignals exist) is held for the next StopSignals entered
     in it, which holds it as its own from then (the launcher ending the survivors of a process killed while
     they started: they meet the loss at their first meeting and say it, not end without a word). One that no
-    StopSignals took is delivered as the block ends. ``alone``: in a process started alone too, where SIGTERM has
-    its default (:func:`_term_held_alone`); elsewhere the block runs as it is. Yields what it held (``untaken``).
+    StopSignals took is delivered as the block ends well; where it raises, its error is said, not cut short by the
+    signal (a survivor that met the loss in its last StopSignals, then the launcher's SIGTERM as it closed its
+    group: it died by it, without its line), and the SIGTERM counts as a launcher's held
+    (wavegen.signals.held_a_launchers_term: one that leaves its error to another ends by it). ``alone``: in a
+    process started alone too, where SIGTERM has its default (:func:`_term_held_alone`); elsewhere the block runs
+    as it is. Yields what it held (``untaken``).
     ``late`` (with ``alone``): a SIGTERM after a block that ended well, up to the process's end, goes to ``untaken``
     too, where it would have been the CLI start's Ctrl-C (:meth:`HeldTerm.came_late`)."""
     held = HeldTerm()
@@ -121,12 +125,17 @@ def launch_term_held(alone: bool = False, late: bool = False):
         return
     forget_launchers_term()  # a new command (tests run several in one process): no SIGTERM of its launcher yet
     previous = signal.signal(signal.SIGTERM, _took_early)
+    ended_well = False
     try:
         yield held
+        ended_well = True
     finally:
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
         if drop_term_held():
-            deliver(signal.SIGTERM, previous)
+            if ended_well:
+                deliver(signal.SIGTERM, previous)
+            else:  # the launcher ending the survivors of a lost process, met after the work's last StopSignals (its
+                took_a_launchers_term()  # group closing): the error says the loss (distributed.wait_for_the_launcher)
 
 
 class HeldTerm:
