@@ -100,7 +100,7 @@ def test_a_label_switch_starts_at_the_sample_it_names_and_a_restart_keeps_it(con
         assert post(server, "bells", token="not-the-token")[0] == 403
         assert post_raw_token(server, b"Bearer \xff\xfeabcdefgh") == 403  # not UTF-8: a wrong token (was a 500)
         code, answer = post(server, "drums")
-        assert code == 400 and "'drums' is not one of this model's labels: ['rain', 'bells']" in answer["error"], answer
+        assert code == 400 and "'drums' is not one of this model's labels: rain, bells" in answer["error"], answer
         code, answer = post(server, "rain:0.5,bells:x")
         assert code == 400 and "'x' is not a number; this model's labels: rain, bells" in answer["error"], answer
         assert server.status()["label_switches"] == 0
@@ -282,7 +282,8 @@ def test_a_label_is_taken_as_written_spaces_included():
 
     state = LabelState(["lead", " lead"], "lead", np.array([1, 0], np.float32))
     assert np.array_equal(state.parse(" lead"), [0, 1]) and np.array_equal(state.parse("lead:1, lead:3"), [0.25, 0.75])
-    with pytest.raises(ValueError, match="no label given; this model's labels: lead,  lead"):
+    # the labels as said since they are said plainly: the one with a space before it quoted (was "lead,  lead")
+    with pytest.raises(ValueError, match="no label given; this model's labels: lead, ' lead'"):
         state.parse("  ")
     with pytest.raises(ValueError, match="at most 1000"):
         state.parse("lead," * 300)
@@ -382,3 +383,20 @@ def test_a_switch_to_the_label_in_force_is_answered_as_none_and_holds_no_window(
     answer = switch.result(0)
     assert answer["changed"] and answer["previous"] == "rain" and answer["starts_at_sample"] == 0, answer
     assert labels.text == "bells" and labels.switches == 1
+
+
+def test_an_unknown_label_names_the_models_labels_plainly(conditioned):
+    """The unknown label's refusal listed the labels as a Python list ("['rain', 'bells']"), at start (--label) and
+    for a switch asked for (POST /label); now as the other refusals name them: "rain, bells", a label with a comma or
+    a space at either end quoted so that where it ends shows."""
+    from wavegen.serve.control import LabelState
+
+    with pytest.raises(ValueError) as err:
+        LabelState(LABELS, "rain", None).parse("drums")
+    assert str(err.value) == "label 'drums' is not one of this model's labels: rain, bells"
+    awkward = ["Earth, Wind & Fire", " lead", "bass"]
+    with pytest.raises(ValueError) as err:
+        LabelState(awkward, None, None).parse("drums")
+    assert str(err.value) == "label 'drums' is not one of this model's labels: 'Earth, Wind & Fire', ' lead', bass"
+    error = refused_here(conditioned, label="drums", guard=False)
+    assert error == "--label 'drums' is not one of this model's labels: rain, bells", error
