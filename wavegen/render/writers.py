@@ -131,8 +131,8 @@ class PCMWriter:
                 self.file = open(self.path, "r+b")
             except FileNotFoundError:
                 raise RenderStateError(f"{self.path} is missing: it was removed since the render's last snapshot "
-                                       f"(which holds {resume_frames} samples of it); rerun with --restart to "
-                                       "start over") from None
+                                       f"(which holds {counted(resume_frames, 'sample')} of it); rerun with "
+                                       "--restart to start over") from None
             try:
                 self._check_resumable(resume_frames, resume_crc32)
             except BaseException:
@@ -152,14 +152,14 @@ class PCMWriter:
         if self.wav:
             head = self.file.read(header)
             if len(head) < header:
-                raise RenderStateError(f"{self.path} is cut short ({size} bytes, less than a WAV header; its snapshot "
-                                       f"counts {frames} samples): {changed}")
+                raise RenderStateError(f"{self.path} is cut short ({counted(size, 'byte')}, less than a WAV header; "
+                                       f"its snapshot counts {counted(frames, 'sample')}): {changed}")
             other = _not_ours(head, self.sample_rate)  # the sizes aside (the data's is at least the snapshot's)
             if other is not None:
                 raise RenderStateError(f"{self.path} is {other}, not the mono {self.sample_rate} Hz 16-bit WAV this "
                                        f"render writes: {changed}")
         if size < header + 2 * frames:
-            raise RenderStateError(f"{self.path} holds {(size - header) // 2} samples, fewer than the "
+            raise RenderStateError(f"{self.path} holds {counted((size - header) // 2, 'sample')}, fewer than the "
                                    f"{frames} its snapshot claims: {changed}")
         self.file.seek(header)
         left, crc = 2 * frames, 0
@@ -167,8 +167,8 @@ class PCMWriter:
             block = self.file.read(min(left, 1 << 20))
             crc, left = zlib.crc32(block, crc), left - len(block)
         if crc32 is not None and crc != crc32:
-            raise RenderStateError(f"{self.path}: its first {frames} samples are not the ones this render wrote "
-                                   f"(their CRC-32 differs from its snapshot's): {changed}")
+            raise RenderStateError(f"{self.path}: its first {counted(frames, 'sample')} are not the ones this render "
+                                   f"wrote (their CRC-32 differs from its snapshot's): {changed}")
         self.crc32 = crc
 
     def _header(self) -> bytes:

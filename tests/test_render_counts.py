@@ -1,0 +1,56 @@
+"""Counts a render says, their noun agreeing at 1 (wavegen.progress.counted): a stream file's refusals on resume
+("1 byte", "1 sample"), the guard's windows given up after "1 redraw" (--guard-attempts 1), an album profile of
+"1 window", a finished file's size, the prime refused for a model's frame of "1 sample". Each said "1 samples",
+"1 redraws" and the like."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from render_helpers import SR
+from wavegen.render import RenderStateError
+from wavegen.render import writers as render_writers
+
+CHANGED = "it was changed since; rerun with --restart to start over"
+
+
+def stream_file(tmp_path, samples: int):
+    """A stream's WAV as a render leaves it, holding ``samples`` samples."""
+    path = tmp_path / "stream_000.wav"
+    writer = render_writers.PCMWriter(path, SR)
+    writer.write(np.arange(samples, dtype=np.int16))
+    writer.close()
+    return path
+
+
+def refusal(path, frames: int, crc32: int | None = None) -> str:
+    with pytest.raises(RenderStateError) as caught:
+        render_writers.PCMWriter(path, SR, resume_frames=frames, resume_crc32=crc32)
+    return str(caught.value)
+
+
+def test_a_stream_files_refusals_on_resume_say_1_byte_and_1_sample(tmp_path):
+    """Each said "1 bytes" or "1 samples" of a file or a snapshot holding one."""
+    missing = tmp_path / "gone.wav"
+    assert refusal(missing, 1) == (f"{missing} is missing: it was removed since the render's last snapshot (which "
+                                   "holds 1 sample of it); rerun with --restart to start over")
+    path = stream_file(tmp_path, 1)
+    assert refusal(path, 5) == f"{path} holds 1 sample, fewer than the 5 its snapshot claims: {CHANGED}"
+    assert refusal(path, 1, crc32=0) == (f"{path}: its first 1 sample are not the ones this render wrote (their "
+                                         f"CRC-32 differs from its snapshot's): {CHANGED}")
+    os.truncate(path, 1)
+    assert refusal(path, 1) == (f"{path} is cut short (1 byte, less than a WAV header; its snapshot counts 1 "
+                                f"sample): {CHANGED}")
+    assert path.stat().st_size == 1  # left as it was
+
+
+def test_a_stream_files_refusals_on_resume_count_many_in_the_plural(tmp_path):
+    path = stream_file(tmp_path, 3)
+    assert refusal(path, 5) == f"{path} holds 3 samples, fewer than the 5 its snapshot claims: {CHANGED}"
+    assert refusal(path, 2, crc32=0).startswith(f"{path}: its first 2 samples are not the ones this render wrote")
+    os.truncate(path, 2)
+    assert refusal(path, 3) == (f"{path} is cut short (2 bytes, less than a WAV header; its snapshot counts 3 "
+                                f"samples): {CHANGED}")
