@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from render_helpers import SR
-from wavegen.render import RenderStateError
+from wavegen.render import GuardLog, RenderStateError
 from wavegen.render import writers as render_writers
 
 CHANGED = "it was changed since; rerun with --restart to start over"
@@ -54,3 +54,13 @@ def test_a_stream_files_refusals_on_resume_count_many_in_the_plural(tmp_path):
     os.truncate(path, 2)
     assert refusal(path, 3) == (f"{path} is cut short (2 bytes, less than a WAV header; its snapshot counts 3 "
                                 f"samples): {CHANGED}")
+
+
+@pytest.mark.parametrize("redraws, said", [(1, "after 1 redraw;"), (3, "after 3 redraws;")])
+def test_a_window_given_up_says_how_many_redraws_it_had(caplog, redraws, said):
+    """--guard-attempts 1: a window given up was "still silence after 1 redraws"."""
+    log = GuardLog(SR)
+    with caplog.at_level("INFO", logger="wavegen.render"):
+        log.add(2, SR, "silence", redraws, last=True)
+        log.add(2, SR, "gave up", redraws, detected="silence")
+    assert caplog.messages == [f"guard: stream 2 at 1.0 s still silence {said} keeping it"]

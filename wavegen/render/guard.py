@@ -18,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 
+from wavegen.progress import counted
 from wavegen.render import album
 from wavegen.render.album import spectral_flatness  # noqa: F401  (re-exported: wavegen.render.spectral_flatness)
 
@@ -195,8 +196,8 @@ class GuardLog:
         if self.logged == LOGGED_EVENTS:
             logger.warning("guard: %d events so far; the rest go to %s only", LOGGED_EVENTS, self.report_name)
         elif kind == "gave up":
-            logger.warning("guard: stream %d at %.1f s still %s after %d redraws; keeping it", stream, at,
-                           extra.get("detected"), attempt)
+            logger.warning("guard: stream %d at %.1f s still %s after %s; keeping it", stream, at,
+                           extra.get("detected"), counted(attempt, "redraw"))
         elif not last:
             logger.info("guard: stream %d at %.1f s: %s; rewinding, redraw %d", stream, at, kind, attempt + 1)
 
