@@ -5,12 +5,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
 import pytest
 
-from render_helpers import SR
+from render_helpers import SR, Q
 from wavegen.render import GuardLog, RenderStateError
 from wavegen.render import writers as render_writers
 
@@ -64,3 +65,32 @@ def test_a_window_given_up_says_how_many_redraws_it_had(caplog, redraws, said):
         log.add(2, SR, "silence", redraws, last=True)
         log.add(2, SR, "gave up", redraws, detected="silence")
     assert caplog.messages == [f"guard: stream 2 at 1.0 s still silence {said} keeping it"]
+
+
+class OneStretchCorpus:
+    """A corpus whose training split is one stretch of ``seconds`` of a tone (what ensure_run_profile reads)."""
+
+    sample_rate = SR
+
+    def __init__(self, seconds: float):
+        t = np.arange(int(seconds * SR)) / SR
+        self.audio = (8000 * np.sin(2 * np.pi * 220 * t)).astype(np.int16)
+
+    def split(self, name):
+        return self.audio
+
+    def segments(self, name):
+        return [(0, len(self.audio), "tone")]
+
+
+@pytest.mark.parametrize("seconds, said", [(3.0, "album profile of 1 window of"),
+                                           (4.5, "album profile of 2 windows of")])
+def test_an_album_profile_says_how_many_windows_it_measured(tmp_path, caplog, seconds, said):
+    """A training split of one stretch under two windows long made an "album profile of 1 windows"."""
+    from wavegen.render.album import ALBUM_FILE, ensure_run_profile
+
+    config = {"model": {"q_levels": Q, "quantization": "mu-law"}, "data": {"corpus": "tone"}}
+    with caplog.at_level("INFO", logger="wavegen.render"):
+        profile = ensure_run_profile(tmp_path, config, OneStretchCorpus(seconds))
+    assert profile is not None and json.loads((tmp_path / ALBUM_FILE).read_text())["source"] == profile["source"]
+    assert caplog.messages == [f"{said} the training split → {tmp_path / ALBUM_FILE}"]

@@ -182,6 +182,7 @@ def ensure_run_profile(run_dir: Path, config: dict, corpus) -> dict | None:
     name is not read (load_profile would warn of the guard's thresholds, a training that then stops): the write
     refuses it in one line (wavegen.fileio.NotAFileError)."""
     from wavegen.fileio import not_a_file, write_json
+    from wavegen.progress import counted
 
     path = Path(run_dir) / ALBUM_FILE
     model = config["model"]
@@ -197,7 +198,7 @@ def ensure_run_profile(run_dir: Path, config: dict, corpus) -> dict | None:
         return None
     profile = {**album_profile(windows, corpus.sample_rate), "source": key}
     write_json(path, profile)
-    logger.info("album profile of %d windows of the training split → %s", len(windows), path)
+    logger.info("album profile of %s of the training split → %s", counted(len(windows), "window"), path)
     return profile
 
 
