@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from render_helpers import SR, Q
-from wavegen.render import GuardLog, RenderStateError
+from wavegen.render import GuardLog, RenderFolder, RenderStateError
 from wavegen.render import writers as render_writers
 
 CHANGED = "it was changed since; rerun with --restart to start over"
@@ -94,3 +94,16 @@ def test_an_album_profile_says_how_many_windows_it_measured(tmp_path, caplog, se
         profile = ensure_run_profile(tmp_path, config, OneStretchCorpus(seconds))
     assert profile is not None and json.loads((tmp_path / ALBUM_FILE).read_text())["source"] == profile["source"]
     assert caplog.messages == [f"{said} the training split → {tmp_path / ALBUM_FILE}"]
+
+
+@pytest.mark.parametrize("size, said", [(1, "1 byte"), (7, "7 bytes")])
+def test_a_finished_file_of_another_size_is_said_in_bytes_agreeing(tmp_path, caplog, size, said):
+    """A finished render's file cut to one byte was said as "1 bytes, not the 1044 this render wrote"."""
+    folder = RenderFolder(tmp_path / "out", 1, "wav")
+    path = tmp_path / "out" / "stream_000.wav"
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(b"x" * size)
+    with caplog.at_level("WARNING", logger="wavegen.render"):
+        folder.warn_if_changed({"paths": [str(path)], "file_bytes": [1044]})
+    assert caplog.messages == [f"{path}: {said}, not the 1044 this render wrote: it was changed since it finished; "
+                               "pass --restart to render it again"]

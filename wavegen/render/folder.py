@@ -222,8 +222,8 @@ class RenderFolder:
         for path, size in zip(report["paths"], sizes):
             now = Path(path).stat().st_size
             if now != size:
-                logger.warning("%s: %d bytes, not the %d this render wrote: it was changed since it finished; "
-                               "pass --restart to render it again", path, now, size)
+                logger.warning("%s: %s, not the %d this render wrote: it was changed since it finished; "
+                               "pass --restart to render it again", path, counted(now, "byte"), size)
 
     def located(self, report: dict) -> dict:
         """``report`` with its files as paths in this ``out_dir`` (as given now), from the names the
