@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 
 from render_helpers import SR, Q
+from wavegen.config import ConfigError
 from wavegen.render import GuardLog, RenderFolder, RenderStateError
 from wavegen.render import writers as render_writers
+from wavegen.render.settings import prime_codes
 
 CHANGED = "it was changed since; rerun with --restart to start over"
 
@@ -107,3 +109,15 @@ def test_a_finished_file_of_another_size_is_said_in_bytes_agreeing(tmp_path, cap
         folder.warn_if_changed({"paths": [str(path)], "file_bytes": [1044]})
     assert caplog.messages == [f"{path}: {said}, not the 1044 this render wrote: it was changed since it finished; "
                                "pass --restart to render it again"]
+
+
+def test_a_prime_shorter_than_a_frame_of_1_sample_says_1_sample(tmp_path, make_tone):
+    """A model whose frame is one sample (context 1) refused a too short --prime-seconds as "of 1 samples"."""
+    make_tone(tmp_path / "prime.wav", 0.01, SR)
+    with pytest.raises(ConfigError) as caught:
+        prime_codes(str(tmp_path / "prime.wav"), SR, 0.0001, Q, "mu-law", 1)
+    assert str(caught.value) == ("--prime-seconds 0.0001: less than the model's frame of 1 sample at 4000 Hz; "
+                                 "give at least 0.00025 s")
+    with pytest.raises(ConfigError) as caught:
+        prime_codes(str(tmp_path / "prime.wav"), SR, 0.0001, Q, "mu-law", 16)
+    assert "less than the model's frame of 16 samples at 4000 Hz" in str(caught.value)

@@ -296,6 +296,7 @@ def prime_codes(path: str, sample_rate: int, seconds: float, q_levels: int, quan
     """
     from wavegen.audio import quantize, scale_to_full_scale
     from wavegen.audio_decode import AudioError, load_mono
+    from wavegen.progress import counted
 
     check_prime_path(path)
     try:
@@ -305,13 +306,14 @@ def prime_codes(path: str, sample_rate: int, seconds: float, q_levels: int, quan
     if not np.all(np.isfinite(audio)):
         raise ConfigError(f"--prime {path}: holds NaN or infinite samples; give an audio file of finite samples")
     if len(audio) < multiple:
-        raise ConfigError(f"--prime {path}: shorter than {multiple} samples ({multiple / sample_rate:g} s) at "
-                          f"{sample_rate} Hz, the model's frame; give a longer recording")
+        raise ConfigError(f"--prime {path}: shorter than {counted(multiple, 'sample')} ({multiple / sample_rate:g} s) "
+                          f"at {sample_rate} Hz, the model's frame; give a longer recording")
     keep = min(len(audio), int(round(seconds * sample_rate)))
     keep -= keep % multiple
     if keep <= 0:
-        raise ConfigError(f"--prime-seconds {seconds:g}: less than the model's frame of {multiple} samples at "
-                          f"{sample_rate} Hz; give at least {multiple / sample_rate:g} s")
+        raise ConfigError(f"--prime-seconds {seconds:g}: less than the model's frame of "
+                          f"{counted(multiple, 'sample')} at {sample_rate} Hz; give at least "
+                          f"{multiple / sample_rate:g} s")
     audio, gain_db = scale_to_full_scale(audio)
     if gain_db < 0:
         logger.warning("--prime %s peaks %.1f dB above full scale: scaled down by %.1f dB instead of clipping",
