@@ -189,3 +189,18 @@ def test_a_stop_in_a_window_the_guard_redraws_does_not_count_its_events_twice_at
     drawn = Counter((e["seconds"], e["kind"], e["attempt"]) for e in events)
     assert max(drawn.values()) == 1, [key for key, n in drawn.items() if n > 1]
     assert Counter(e["kind"] for e in events) == later["guard"]["counts"]  # all of them listed (under 200)
+
+
+def test_a_summary_of_one_redraw_and_one_window_given_up_counts_them_in_the_singular(caplog):
+    """The summary's counts are said with progress.counted (they were written by hand): one of each is
+    "1 redraw", "1 window"."""
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    clock = Clock()
+    lines = GuardLines(clock)
+    for k in range(SAID_EACH + 1):  # one past those said one by one, of each kind
+        lines.redraw(k, "clipping", 1)
+        lines.gave_up(k, "clipping", 2)
+    clock.now += 5
+    lines.flush()
+    assert [line for line in guard_messages(caplog) if SUMMARY.fullmatch(line)] == [
+        "guard: in the last 5 s: 1 redraw for clipping, 1 window given up (played as drawn last)"]

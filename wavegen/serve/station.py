@@ -148,13 +148,15 @@ class GuardLines:
         """The counts not yet said, whenever it was said last (the stream stops)."""
         if not self.unsaid:
             return
+        from wavegen.progress import counted
+
         now, unsaid = self.clock(), self.unsaid
         gave_up = unsaid.pop("gave up", 0)
         most_first = sorted(unsaid.items(), key=lambda item: -item[1])  # "12 redraws for rumble, 3 for silence"
-        parts = [f"{n} {'redraw' if n == 1 else 'redraws'} for {kind}" if not i else f"{n} for {kind}"
+        parts = [f"{counted(n, 'redraw')} for {kind}" if not i else f"{n} for {kind}"
                  for i, (kind, n) in enumerate(most_first)]
         if gave_up:
-            parts.append(f"{gave_up} {'window' if gave_up == 1 else 'windows'} given up (played as drawn last)")
+            parts.append(f"{counted(gave_up, 'window')} given up (played as drawn last)")
         logger.log(logging.WARNING if gave_up else logging.INFO, "guard: in the last %.0f s: %s", now - self.since,
                    ", ".join(parts))
         self.unsaid, self.since = {}, now
