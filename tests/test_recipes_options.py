@@ -218,3 +218,18 @@ def test_measures_last_line_counts_its_listeners_with_the_noun_agreeing(listener
     """measure.py --listeners 1 ended on 'server CPU, 1 listeners / 1 listener'."""
     line = _measure_module().ratio_line(listeners, 1.0 if listeners == 1 else 2.5, [0.0039, 0.0121])
     assert line == f"{said} (all rounds; outside the station thread: 0.39% -> 1.21% of a core)", line
+
+
+@pytest.mark.parametrize("value", ["2", "3.5", "nan"])
+def test_measure_refuses_seconds_too_short_to_measure_before_the_server_starts(tmp_path, capsys, value):
+    """Each phase measures from 3 s after its listeners connect: --seconds 2 measured nothing, and after both phases
+    (and a server's start-up) the last line ended on a ZeroDivisionError."""
+    model = save_tiny_model(tmp_path / "model")
+    with pytest.raises(SystemExit) as stopped:
+        _measure_module().parse_args([str(model), "--seconds", value, "--listeners", "2"])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and err.count("\n") == 1, err
+    assert err.endswith(f"error: --seconds {value}: each phase measures from 3 s after its listeners connect; "
+                        "give 4 or more\n"), err
+    args, _ = _measure_module().parse_args([str(model), "--seconds", "4"])  # the least that measures a second
+    assert args.seconds == 4.0

@@ -18,9 +18,9 @@ SECONDS (``--rounds N`` repeats the pair, alternating). For each listener:
   kept no buffer at all would never wait more than 100 ms.
 
 The server's CPU is its process's user + system time (all threads, from /proc) over each
-phase, from 3 s after the listeners connected to the end, split into the station thread (the
-busiest: engine, guard, archive, encoder; its work does not depend on the listeners) and the
-rest (the event loop serving the listeners).
+phase, from 3 s after the listeners connected to the end (so --seconds takes 4 or more), split
+into the station thread (the busiest: engine, guard, archive, encoder; its work does not depend
+on the listeners) and the rest (the event loop serving the listeners).
 
 The figures print a line per phase; ``--json FILE`` also writes the whole report there (checked
 before the server starts), ``--json`` alone prints the report as JSON on stdout and the lines on
@@ -39,6 +39,8 @@ import sys
 import time
 
 GRANULE_RATE = 48000  # Opus granule positions count 48 kHz samples
+SETTLE_SECONDS = 3.0  # each phase measures from this long after its listeners connect (all past the burst)
+MIN_SECONDS = SETTLE_SECONDS + 1  # and for a second at least: a shorter one measured nothing, then divided by it
 
 
 def split_pages(buffer: bytearray) -> list[tuple[int, int, bytes]]:
@@ -133,7 +135,7 @@ async def phase(base: str, pid: int, listeners: int, seconds: float) -> dict:
     async with aiohttp.ClientSession(connector=connector) as session:
         tasks = [asyncio.create_task(listener(session, base + "stream", stop_at, keep_bytes=i < 2))
                  for i in range(listeners)]
-        await asyncio.sleep(3.0)  # everyone connected and past the burst
+        await asyncio.sleep(SETTLE_SECONDS)  # everyone connected and past the burst
         status_before, cpu_before, wall_before = get_json(base + "status"), cpu_seconds(pid), time.monotonic()
         threads_before = thread_cpu(pid)
         results = await asyncio.gather(*tasks)
@@ -188,6 +190,9 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
         took = json_file(args)
         parser.error("give the MODEL to serve" +
                      (f" (--json took {took} as the file to write: give the model before --json)" if took else ""))
+    if not args.seconds >= MIN_SECONDS:  # (nan too)
+        parser.exit(2, f"{parser.prog}: error: --seconds {args.seconds:g}: each phase measures from "
+                       f"{SETTLE_SECONDS:g} s after its listeners connect; give {MIN_SECONDS:g} or more\n")
     try:
         check_json_file(args, "live.json", "measure.py report",
                         lambda v: isinstance(v, dict) and {"command", "server_core"} <= v.keys())
