@@ -224,3 +224,29 @@ def test_the_label_control_of_a_page_opened_after_a_switch_starts_at_the_label_i
         browser.close()
     finally:
         assert server.stop() == 130, "".join(server.stderr)
+
+
+@pytest.mark.slow
+def test_the_label_control_tells_labels_apart_and_starts_at_the_one_in_force_however_written(playwright, tmp_path):
+    """The control matched the label in force by its text: --label "bells:1" (bells, written with its weight)
+    started it at the model's first label; and an option shows its text with spaces stripped, so "rain" and " rain"
+    read alike. Now it starts at the label /status names in force, and the second reads '" rain"'."""
+    from conftest import save_tiny_model
+    from test_serve import SR
+
+    labels = ["rain", " rain", "bells"]
+    model = save_tiny_model(tmp_path / "cond", sample_rate=SR, dim=32, emb_size=8, labels=labels)
+    server = Server(model, "--no-guard", "--label", "bells:1", "--control-token", "operator-token-1")
+    try:
+        status = server.status()
+        assert status["label"] == "bells:1" and status["label_in_force"] == "bells"
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page()
+        page.goto(server.url + "/#token=operator-token-1")
+        page.wait_for_selector("#control", state="visible", timeout=30000)
+        assert page.eval_on_selector("#c-label", "select => select.value") == "bells"
+        options = page.eval_on_selector("#c-label", "select => [...select.options].map((o) => [o.text, o.value])")
+        assert options == [["rain", "rain"], ['" rain"', " rain"], ["bells", "bells"]], options
+        browser.close()
+    finally:
+        assert server.stop() == 130, "".join(server.stderr)

@@ -400,3 +400,14 @@ def test_an_unknown_label_names_the_models_labels_plainly(conditioned):
     assert str(err.value) == "label 'drums' is not one of this model's labels: 'Earth, Wind & Fire', ' lead', bass"
     error = refused_here(conditioned, label="drums", guard=False)
     assert error == "--label 'drums' is not one of this model's labels: rain, bells", error
+
+
+def test_the_label_in_force_is_named_as_the_models_labels_name_it():
+    """/status's label_in_force (where the page's control starts): the one label of the blend in force, however its
+    text says it; none for a blend of several."""
+    from wavegen.render import parse_label
+    from wavegen.serve.control import LabelState
+
+    for text, single in [("bells", "bells"), ("bells:1", "bells"), ("rain:2,rain:1", "rain"), ("rain,bells", None)]:
+        assert LabelState(LABELS, text, parse_label(text, LABELS)).single == single, text
+    assert LabelState([], None, None).single is None

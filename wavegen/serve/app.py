@@ -53,6 +53,7 @@ def status(station: Station, broadcast: Broadcast) -> dict:
         "model": station.name, "kind": station.ref.kind, "preset": station.ref.config.get("preset"),
         "model_type": station.ref.config.get("model_type"), "trained": station.ref.trained,
         "label": station.label_state.text, "labels": list(station.engine.labels),
+        "label_in_force": station.label_state.single,  # the page's control starts at it (by name, not text)
         "label_since_seconds": round(station.label_state.since / sr, 3),
         "label_switches": station.label_state.switches, "label_control": s.control_token is not None,
         "seed": s.seed,

@@ -178,6 +178,13 @@ class LabelState:
             future.set_result(result)
         return changed
 
+    @property
+    def single(self) -> str | None:
+        """The one label in force, named as the model's labels name it, where the blend in force is all of one
+        label (its text may say it otherwise: "bells:1"); None for a blend of several, or none."""
+        hits = [] if self.weights is None else np.flatnonzero(np.asarray(self.weights).reshape(-1))
+        return self.labels[int(hits[0])] if len(hits) == 1 else None
+
     def meta(self) -> dict:
         """What a snapshot records of the label in force."""
         return {"label": self.text, "label_since": self.since, "label_switches": self.switches}

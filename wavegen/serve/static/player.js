@@ -195,9 +195,13 @@ window.addEventListener("hashchange", readToken);
 function showControl(s) {
   const form = $("control");
   if (!token || !s.label_control || !form.hidden) return;
-  // it starts at the label in force (switched to before this page opened, or --label), not the model's first; a
-  // blend in force has no one label to start at: the first
-  $("c-label").replaceChildren(...s.labels.map((l) => new Option(l, l, l === s.label, l === s.label)));
+  // it starts at the label in force (switched to before this page opened, or --label), not the model's first: by
+  // its name (label_in_force), as the label's text may say it otherwise ("bells:1"); a blend in force has no one
+  // label to start at: the first. An option shows its text with spaces stripped and collapsed, so a label with a
+  // space at either end, or two together, is shown quoted: " lead" and "lead" are told apart.
+  const shown = (l) => (l !== l.trim() || /\s\s/.test(l) ? JSON.stringify(l) : l);
+  const start = s.label_in_force;
+  $("c-label").replaceChildren(...s.labels.map((l) => new Option(shown(l), l, l === start, l === start)));
   form.hidden = false;
 }
 
