@@ -156,6 +156,32 @@ def test_resume_after_the_process_is_stopped_is_byte_identical(iid, tmp_path, fm
     assert not (out / ".state").exists()
 
 
+def test_a_gone_prime_beside_a_kills_snapshot_and_a_damaged_report_is_not_said_only_to_resume(model, tmp_path,
+                                                                                              caplog):
+    """A primed render, finished, whose report was damaged since beyond its parameters, beside a snapshot of the
+    .state/ a kill left: whether it finished is known from its streams alone. Its prime file gone, the rerun said
+    "--prime P is gone: resuming OUT with the prime it began with", and found it finished: it wrote the report again.
+    The line now says both."""
+    from render_helpers import stopped_render
+
+    prime, out = tmp_path / "prime.wav", tmp_path / "out"
+    sf.write(prime, (np.random.default_rng(0).standard_normal(2000) * 0.1).astype("float32"), SR)
+    s = settings(1.0, block_seconds=0.25, prime=str(prime), prime_seconds=0.5)
+    stopped_render(model, out, s, 2)  # its .state/ as a kill leaves it, kept
+    shutil.copytree(out / ".state", tmp_path / "state")
+    render(model, out, s, progress=False)  # finished
+    shutil.copytree(tmp_path / "state", out / ".state")
+    (out / "render_report.json").write_bytes(b"\x00\x17garbage")
+    prime.unlink()
+    with caplog.at_level("INFO", logger="wavegen.render"):
+        report = render(model, out, s, progress=False)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"--prime {prime} is gone")]
+    assert said == [f"--prime {prime} is gone: resuming {out} with the prime it began with (sha256 "
+                    f"{report['params']['prime_sha256'][:12]}..., recorded; its snapshot carries it), or, if it is "
+                    "finished, checking it and writing its damaged report again"], caplog.text
+    assert report["status"] == "complete" and "damaged" in report["rebuilt"]  # it was finished: written again
+
+
 @pytest.mark.slow
 def test_a_failing_disk_stops_with_files_intact_and_resumable(model, reference, tmp_path):
     """RLIMIT_FSIZE makes the kernel refuse writes past 16 kB (EFBIG), as a full disk refuses them

@@ -238,8 +238,9 @@ class RenderJob:
     def _prime_gone(self, restart: bool) -> str | None:
         """Where --prime names a file that is gone: the prime's sha256 the render in the folder recorded,
         when this process resumes it (a snapshot of its streams carries the state the prime left in the
-        engine; said in the log) or it is complete. None where there is no --prime or its file is there
-        (read it; the rerun check refuses one that differs). ConfigError where the render starts from
+        engine; said in the log, with what the rerun does if it is finished where that is not known: a damaged
+        report beside the .state/ a kill left) or it is complete. None where there is no --prime or its file
+        is there (read it; the rerun check refuses one that differs). ConfigError where the render starts from
         the prime (a new render, --restart, no snapshot yet): the file is needed.
         """
         s = self.settings
@@ -248,9 +249,11 @@ class RenderJob:
         recorded, complete = (None, False) if restart else self.folder.recorded("prime_sha256")
         resumes = complete or not len(self.ids) or snapshot_exists(self.folder.snapshot_path(self.procs.rank))
         if isinstance(recorded, str) and resumes:
-            if self.procs.rank == 0 and not complete:
+            if self.procs.rank == 0 and not complete:  # (None: finished or not, its report damaged: not known)
                 logger.info("--prime %s is gone: resuming %s with the prime it began with (sha256 %s..., recorded; "
-                            "its snapshot carries it)", s.prime, self.folder.out_dir, recorded[:12])
+                            "its snapshot carries it)%s", s.prime, self.folder.out_dir, recorded[:12],
+                            "" if complete is False else
+                            ", or, if it is finished, checking it and writing its damaged report again")
             return recorded
         if isinstance(recorded, str):
             raise ConfigError(f"--prime {s.prime}: no such file; the render in {self.folder.out_dir} began with "
