@@ -529,7 +529,7 @@ def test_guard_runs_on_the_stream(silent_server):
     metrics = silent_server.get("/metrics")[2].decode()
     assert 'wavegen_serve_guard_events_total{kind="silence"}' in metrics
     log = "".join(silent_server.stderr)  # --guard-attempts 1: one redraw a window, then the giving up
-    assert "silence; redraw 1" in log and "redraw 2" not in log and "still silence after 1 redraws" in log
+    assert "silence; redraw 1" in log and "redraw 2" not in log and "still silence after 1 redraw;" in log
 
 
 def test_the_station_guards_with_the_models_album_profile(model, tmp_path):

@@ -40,7 +40,7 @@ def said_counts(messages: list[str]) -> tuple[dict[str, int], int, list[int]]:
     for line in messages:
         if m := re.fullmatch(r"guard: at [\d.]+ s: (\w+); redraw \d+", line):
             redraws[m[1]] = redraws.get(m[1], 0) + 1
-        elif re.fullmatch(r"guard: at [\d.]+ s still \w+ after \d+ redraws; playing it", line):
+        elif re.fullmatch(r"guard: at [\d.]+ s still \w+ after (?:1 redraw|\d+ redraws); playing it", line):
             gave_up += 1
         elif m := SUMMARY.fullmatch(line):
             spans.append(int(m[1]))

@@ -32,6 +32,7 @@ import numpy as np
 
 from wavegen.audio import dequantize, float_to_int16
 from wavegen.generate import make_engine, temperatures, uniforms
+from wavegen.progress import counted
 from wavegen.render import guard_verdict, parse_label
 from wavegen.render.guard import criteria_for
 from wavegen.render.model_change import TENSORS_KEY
@@ -121,8 +122,8 @@ class GuardLines:
         self._say(kind, logging.INFO, "guard: at %.1f s: %s; redraw %d", at, kind, redraw)
 
     def gave_up(self, at: float, detected: str, redraws: int) -> None:
-        self._say("gave up", logging.WARNING, "guard: at %.1f s still %s after %d redraws; playing it", at,
-                  detected, redraws)
+        self._say("gave up", logging.WARNING, "guard: at %.1f s still %s after %s; playing it", at,
+                  detected, counted(redraws, "redraw"))
 
     def _say(self, kind: str, level: int, *line) -> None:
         said = self.said.get(kind, 0)
@@ -148,7 +149,6 @@ class GuardLines:
         """The counts not yet said, whenever it was said last (the stream stops)."""
         if not self.unsaid:
             return
-        from wavegen.progress import counted
 
         now, unsaid = self.clock(), self.unsaid
         gave_up = unsaid.pop("gave up", 0)
@@ -373,7 +373,7 @@ class Station:
                 resume_state = self._engine_state()
                 # the guard's events before this window: a stop in it snapshots its start, so a restart draws and
                 # guards it again, and those of its unfinished draws are not recorded to be counted twice
-                counted = {"events": self.events, "event_counts": dict(self.event_counts)}
+                guard_counts = {"events": self.events, "event_counts": dict(self.event_counts)}
                 try:
                     pages = self._next_window(resume_state)
                 except _Stopped:
@@ -384,7 +384,7 @@ class Station:
                     self._published = True
             self.guard_lines.flush()  # before the archive's last line; in finally too, for an error
             if self.archive is not None:
-                meta = self._meta() if resume_state is None else {**self._meta(), **counted}
+                meta = self._meta() if resume_state is None else {**self._meta(), **guard_counts}
                 self.archive.snapshot(resume_state or self._engine_state(), meta)
                 self.archive.close()
                 logger.info("archive %s: %.1f s, snapshot saved", self.archive.folder,

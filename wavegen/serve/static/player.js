@@ -146,7 +146,7 @@ function show(s) {
   list.replaceChildren(...s.guard.events.slice(-8).reverse().map((e) => {
     const li = document.createElement("li");
     li.textContent = e.kind === "gave up"
-      ? `${clock(e.seconds)}  gave up after ${e.attempt} redraws: kept the ${e.detected}`
+      ? `${clock(e.seconds)}  gave up after ${e.attempt} redraw${e.attempt === 1 ? "" : "s"}: kept the ${e.detected}`
       : `${clock(e.seconds)}  ${e.kind} on draw ${e.attempt + 1}`;
     return li;
   }));
