@@ -538,14 +538,15 @@ def test_the_demo_trains_as_before_by_default(repo, tmp_path):
     demo = tmp_path / "demo"
     out, calls = _demo_train(repo, demo)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines() == ["== stage 3: train samplernn-tiny, 64 mu-law levels, for 1000 steps "
+    assert out.stdout.splitlines() == ["== stage 3: train samplernn-tiny, 64 mu-law levels, for 3000 steps "
                                        "(a few minutes on a CPU)"]
     assert calls == [["train", "--data", f"{demo}/corpus", "--model", "samplernn-tiny", "--run", f"{demo}/run",
-                      "--max-steps", "1000", "--threads", "1", "--set", "model.q_levels=64", "--set", "train.lr=5e-3"]]
+                      "--max-steps", "3000", "--threads", "1", "--set", "model.q_levels=64", "--set", "train.lr=5e-3",
+                      "--set", "train.lr_schedule=cosine"]]
     out, calls = _demo_train(repo, demo)
     assert calls == [] and out.stdout.splitlines() == [
-        "== stage 3: train samplernn-tiny, 64 mu-law levels, for 1000 steps (a few minutes on a CPU) "
-        "(trained to step 1000 before, skipped; a larger --steps trains on)"]
+        "== stage 3: train samplernn-tiny, 64 mu-law levels, for 3000 steps (a few minutes on a CPU) "
+        "(trained to step 3000 before, skipped; a larger --steps trains on)"]
 
 
 def max_steps(calls):

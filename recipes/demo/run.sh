@@ -3,11 +3,11 @@
 # prep, a few minutes of training of a tiny SampleRNN, a 10-second render, evaluation, and the
 # render judged against the album (pitch, Frechet distance beside the album's and noise's).
 #
-#   bash recipes/demo/run.sh [--stage N] [--stop-stage M] [--dir DEMO_DIR] [--steps 1000]
+#   bash recipes/demo/run.sh [--stage N] [--stop-stage M] [--dir DEMO_DIR] [--steps 3000]
 #
 # The settings were chosen by measurement on a 2-core CPU (docs/DEMO.md): samplernn-tiny with
-# 64 mu-law levels (its 256 levels rendered noise in this budget), lr 5e-3, 1000 steps on one
-# thread (two threads were no faster per step for this model), rendered at temperature 0.7 with pitch-synchronous
+# 64 mu-law levels (its 256 levels rendered noise in this budget), lr 5e-3 annealed by a cosine over
+# 3000 steps on one thread (two threads were no faster per step for this model), rendered at temperature 0.7 with pitch-synchronous
 # draws (--pitch-sync 0.99: every render measured came nearer the album, and pitched on every training seed).
 #
 # Each finished stage leaves a marker in DEMO_DIR/.done/, so rerunning skips it (training's
@@ -20,7 +20,7 @@ started=$PWD
 cd "$(dirname "$0")/../.."
 
 stages_options=1 source recipes/stages.sh  # need_value for the options (sourced again after them)
-stage=0; stop_stage=100; dir=demo; steps=1000
+stage=0; stop_stage=100; dir=demo; steps=3000
 while [ $# -gt 0 ]; do
   case "$1" in
     --stage) need_value "$@"; stage=$2; shift 2 ;;
@@ -43,7 +43,7 @@ run_stage 2 "prep: mono, 16 kHz, trim silence, split by song" \
   run_forwarding wavegen prep "$dir/recordings" "$dir/corpus" --val-fraction 0.125 --test-fraction 0.125
 run_training 3 "$steps" "train samplernn-tiny, 64 mu-law levels, for $steps steps (a few minutes on a CPU)" \
   run_forwarding wavegen train --data "$dir/corpus" --model samplernn-tiny --run "$dir/run" --max-steps "$steps" \
-    --threads 1 --set model.q_levels=64 --set train.lr=5e-3
+    --threads 1 --set model.q_levels=64 --set train.lr=5e-3 --set train.lr_schedule=cosine
 render() {  # again=1 (run_model_stage): the folder holds the render of the model before it trained on
   local restart=(); if [ "$again" = 1 ]; then restart=(--restart); fi
   run_forwarding wavegen render "$dir/run" --seconds 10 --streams 3 --out "$dir/renders" --seed 1 --temperature 0.7 \
