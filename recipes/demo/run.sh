@@ -7,8 +7,9 @@
 #
 # The settings were chosen by measurement on a 2-core CPU (docs/DEMO.md): samplernn-tiny with
 # 64 mu-law levels (its 256 levels rendered noise in this budget), lr 5e-3 annealed by a cosine over
-# 3000 steps on one thread (two threads were no faster per step for this model), rendered at temperature 0.7 with pitch-synchronous
-# draws (--pitch-sync 0.99: every render measured came nearer the album, and pitched on every training seed).
+# 3000 steps on one thread (two threads were no faster per step for this model), rendered at
+# temperature 1.0 (chosen on the val song) with pitch-synchronous draws (--pitch-sync 0.99: every
+# render measured came nearer the album, and pitched on every training seed).
 #
 # Each finished stage leaves a marker in DEMO_DIR/.done/, so rerunning skips it (training's
 # records its --steps: rerun with more and it trains on from where it stopped, then renders,
@@ -46,7 +47,7 @@ run_training 3 "$steps" "train samplernn-tiny, 64 mu-law levels, for $steps step
     --threads 1 --set model.q_levels=64 --set train.lr=5e-3 --set train.lr_schedule=cosine
 render() {  # again=1 (run_model_stage): the folder holds the render of the model before it trained on
   local restart=(); if [ "$again" = 1 ]; then restart=(--restart); fi
-  run_forwarding wavegen render "$dir/run" --seconds 10 --streams 3 --out "$dir/renders" --seed 1 --temperature 0.7 \
+  run_forwarding wavegen render "$dir/run" --seconds 10 --streams 3 --out "$dir/renders" --seed 1 --temperature 1.0 \
     --pitch-sync 0.99 ${restart[@]+"${restart[@]}"}
 }
 run_model_stage 4 "$dir/run" "render 3 streams of 10 seconds" render
