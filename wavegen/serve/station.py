@@ -149,7 +149,6 @@ class GuardLines:
         """The counts not yet said, whenever it was said last (the stream stops)."""
         if not self.unsaid:
             return
-
         now, unsaid = self.clock(), self.unsaid
         gave_up = unsaid.pop("gave up", 0)
         most_first = sorted(unsaid.items(), key=lambda item: -item[1])  # "12 redraws for rumble, 3 for silence"
