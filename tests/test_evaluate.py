@@ -82,7 +82,7 @@ def test_labels_and_rates_are_checked(corpus, tmp_path):
     model = tiny_samplernn([8, 2], labels=["a", "b"])
     with pytest.raises(ConfigError, match=r"blend has no audio of its own"):
         evaluate(model, corpus, "test", label="a:0.5,b:0.5")
-    with pytest.raises(ConfigError, match=r"'c' is not one of this model's labels: \['a', 'b'\]"):
+    with pytest.raises(ConfigError, match=r"'c' is not one of this model's labels: a, b$"):
         evaluate(model, corpus, "test", label="c")
     ref = resolve_model("samplernn-tiny")  # a preset: 16 kHz
     with pytest.raises(ConfigError, match=f"is at {SR} Hz, the model .* at 16000 Hz"):

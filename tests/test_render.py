@@ -153,7 +153,7 @@ def test_a_label_with_spaces_is_rendered_by_its_exact_name(tmp_path, capsys):
                           (" lead : 1 ,bass:3 ", [0.25, 0.75, 0, 0, 0]), ("bass:1,lead :3", [0, 0.25, 0.75, 0, 0]),
                           ("a, a", [0, 0, 0, 0.5, 0.5]), ("a,a", [0, 0, 0, 1, 0]), ("  bass ", [0, 1, 0, 0, 0])):
         assert parse_label(text, names).tolist() == weights, text
-    with pytest.raises(ConfigError, match=r"'lead' is not one of this model's labels: \[' lead', 'bass'\]"):
+    with pytest.raises(ConfigError, match=r"'lead' is not one of this model's labels: ' lead', bass$"):
         parse_label("lead", [" lead", "bass"])
 
 
@@ -287,7 +287,7 @@ def test_user_errors_on_the_render_path_are_wavegen_errors(model, tmp_path):
                 dict(guard_attempts=-1), dict(block_seconds=math.nan), dict(prime_seconds=0), dict(precision="fp8")):
         with pytest.raises(ConfigError):
             settings(1.0, **bad).validate()
-    for text, labels, message in (("c", ["a", "b"], "'c' is not one of this model's labels: ['a', 'b']"),
+    for text, labels, message in (("c", ["a", "b"], "'c' is not one of this model's labels: a, b"),
                                   ("a:x", ["a"], "weight 'x' is not a number"), ("a:-1", ["a"], "not negative"),
                                   ("a:0", ["a"], "weights sum to zero"), ("a", [], "not trained with labels"),
                                   # positive, but 0 in float32 (the blend's type): not "sum to zero"

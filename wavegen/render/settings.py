@@ -215,6 +215,12 @@ def estimate_bytes(streams: int, total: int, fmt: str) -> int:
 
 # ----- inputs -------------------------------------------------------------------------------------
 
+def labels_said(labels: list[str]) -> str:
+    """A model's labels for people: "rain, bells", not a Python list. One holding a comma or a space at either end
+    is quoted as Python writes it (' lead', 'Earth, Wind & Fire'), so where each ends can still be seen."""
+    return ", ".join(repr(name) if "," in name or name != name.strip() else name for name in labels)
+
+
 def parse_label(text: str | None, labels: list[str]) -> np.ndarray | None:
     """``"name"`` or ``"a:0.7,b:0.3"`` → blend weights [n_labels] float32 (None when no label given).
 
@@ -226,7 +232,7 @@ def parse_label(text: str | None, labels: list[str]) -> np.ndarray | None:
             raise ConfigError(f"--label {text!r}: this model was not trained with labels")
         return None
     if not text:
-        raise ConfigError(f"this model is conditioned on labels; choose one with --label (known: {labels})")
+        raise ConfigError(f"this model is conditioned on labels; choose one with --label (known: {labels_said(labels)})")
     weights = np.zeros(len(labels), dtype=np.float32)
     for name, value in _label_parts(text, labels):
         part = f"{name}:{value}" if value else name
@@ -263,7 +269,7 @@ def _label_parts(text: str, labels: list[str]) -> list[tuple[str, str]]:
         name, rest = _next_label(rest, longest_first)
         if name is None:
             unknown = re.split(r"[:,]", rest, maxsplit=1)[0].strip()
-            raise ConfigError(f"--label {unknown!r} is not one of this model's labels: {labels}")
+            raise ConfigError(f"--label {unknown!r} is not one of this model's labels: {labels_said(labels)}")
         rest = rest[len(name):].lstrip()
         value = ""
         if rest.startswith(":"):

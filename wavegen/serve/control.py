@@ -26,6 +26,7 @@ import threading
 import numpy as np
 
 from wavegen.render import parse_label
+from wavegen.render.settings import labels_said
 from wavegen.serve.archive import ServeError
 
 logger = logging.getLogger(__name__)
@@ -69,21 +70,6 @@ def read_token_file(path: str) -> str:
     return token
 
 
-def labels_said(labels: list[str]) -> str:
-    """A model's labels for people: "rain, bells", not a Python list. One holding a comma or a space at either end
-    is quoted as Python writes it (' lead', 'Earth, Wind & Fire'), so where each ends can still be seen."""
-    return ", ".join(repr(name) if "," in name or name != name.strip() else name for name in labels)
-
-
-def read_label(text: str | None, labels: list[str]) -> np.ndarray | None:
-    """render's :func:`~wavegen.render.parse_label` of ``text``; its ConfigError (a ValueError) naming this model's
-    labels names them as :func:`labels_said` does, where render's words show a Python list."""
-    try:
-        return parse_label(text, labels)
-    except ValueError as err:
-        raise type(err)(str(err).replace(str(list(labels)), labels_said(labels))) from None
-
-
 class LabelState:
     """The label in force and the switch asked for; shared by the web server and the station's thread.
 
@@ -111,7 +97,7 @@ class LabelState:
         if max_chars is not None and len(text) > max_chars:
             raise ValueError(f"a label of {len(text)} characters: at most {max_chars}")
         try:
-            return read_label(text, self.labels)
+            return parse_label(text, self.labels)
         except ValueError as err:
             why = str(err).replace("--label ", "label ", 1)
             known = "" if "this model's labels" in why else f"; this model's labels: {labels_said(self.labels)}"

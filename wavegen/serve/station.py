@@ -40,7 +40,7 @@ from wavegen.serve.archive import MODEL_FOLDER_KEY, Archive, ServeError
 from wavegen.serve.archive_folder import check_archive_folder
 from wavegen.serve.archive_model import model_folder, played_model, weights_finder
 from wavegen.serve.archive_resume import engine_fit
-from wavegen.serve.control import LabelState, read_label
+from wavegen.serve.control import LabelState
 from wavegen.serve.encoder import OggOpusEncoder, Page
 from wavegen.serve.pitch import pitch_state, pitch_sync, pitched_codes
 from wavegen.serve.settings import ServeSettings
@@ -174,7 +174,7 @@ class Station:
         self.engine = make_engine(_load_model(self.ref), 1, settings.backend, settings.device)
         self.q_levels, self.quantization = self.engine.q_levels, self.engine.spec["quantization"]
         try:
-            self.label_weights = read_label(settings.label, list(self.engine.labels))
+            self.label_weights = parse_label(settings.label, list(self.engine.labels))
         except ValueError as err:
             raise ServeError(str(err)) from None
         if settings.control_token is not None and not self.engine.labels:
