@@ -132,6 +132,15 @@ class PitchSync:
         self.z = np.concatenate([self.z[:, z.shape[1]:], z], axis=1)
         return u
 
+    def generate(self, engine, draw, pos: int, most: int, temperatures) -> np.ndarray:
+        """codes [B, m] from ``engine`` for positions pos.. (where this state stands; m = :meth:`span`, at most
+        ``most``): ``draw(pos, m)`` (render's uniforms [B, m]) through these draws, the codes heard. The one way
+        render's Generator and serve's station step an engine with pitch-synchronous draws."""
+        m = self.span(pos, most)
+        codes = engine.generate(self.draws(draw(pos, m)), temperatures)
+        self.heard(codes)
+        return codes
+
     def heard(self, codes: np.ndarray) -> None:
         """The codes [B, m] the engine made of the last draws: their audio joins the history."""
         m = codes.shape[1]

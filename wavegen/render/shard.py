@@ -106,10 +106,10 @@ class Generator:
             if self.pitch is None:
                 codes[:, i:i + m] = self.engine.generate(self.draw(start + i, m, attempts), self.temps)
             else:
-                m = self.pitch.span(start + i, m)
-                codes[:, i:i + m] = self.engine.generate(self.pitch.draws(self.draw(start + i, m, attempts)),
-                                                         self.temps)
-                self.pitch.heard(codes[:, i:i + m])
+                made = self.pitch.generate(self.engine, lambda at, k: self.draw(at, k, attempts), start + i, m,
+                                           self.temps)
+                m = made.shape[1]
+                codes[:, i:i + m] = made
             rate = m / max(time.perf_counter() - tick, 1e-6)
             self.chunk_cap = max(MIN_CHUNK, int(rate * CHUNK_WALL_SECONDS))
             i += m

@@ -27,11 +27,9 @@ def pitched_codes(engine, pitch: PitchSync, draw, start: int, n: int, temperatur
     codes = np.empty(n, dtype=np.int64)
     i = 0
     while i < n:
-        m = pitch.span(start + i, n - i)
-        made = engine.generate(pitch.draws(draw(start + i, m)), temperature)
-        pitch.heard(made)
-        codes[i:i + m] = made[0]
-        i += m
+        made = pitch.generate(engine, draw, start + i, n - i, temperature)[0]
+        codes[i:i + len(made)] = made
+        i += len(made)
     return codes
 
 
