@@ -67,7 +67,7 @@ def test_a_label_the_corpus_cannot_judge_by_is_one_line(album, capsys):
                                          "judged against every label's audio)")
     code, _, err = judged(capsys, corpus, renders, "--label", "mid")
     assert code == 2 and err.strip() == (f"wavegen eval: error: --label 'mid': corpus {corpus} has no audio of that "
-                                         "label (its labels: ['high', 'low'])")
+                                         "label (its labels: high, low)")
     code, _, err = judged(capsys, plain, renders, "--label", "high")
     assert code == 2 and err.strip() == (f"wavegen eval: error: --label 'high': corpus {plain} was prepared without "
                                          "labels: its whole split is the album; leave --label out")

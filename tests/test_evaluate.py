@@ -139,7 +139,7 @@ def test_a_conditioned_model_on_a_corpus_without_labels_is_told_what_to_do(corpu
         evaluate(model, corpus, "test")
     message = str(caught.value)
     assert message.startswith(f"corpus {corpus} has no labels, while this model is conditioned on labels "
-                              "['alpha', 'beta']: evaluate it on a corpus prepared with labels (wavegen prep "
+                              "alpha, beta: evaluate it on a corpus prepared with labels (wavegen prep "
                               "--labels folders), or score the test split as one label's audio with --label NAME")
     assert "(none)" not in message
     whole = evaluate(model, corpus, "test", label="alpha")  # as it says: every segment, conditioned on alpha
@@ -303,10 +303,10 @@ def test_a_corpus_of_other_labels_is_told_which_labels_both_have(tmp_path):
             labels="folders", progress=False)
     with pytest.raises(ConfigError) as caught:
         evaluate(tiny_samplernn([8, 2], labels=["x", "y"]), tmp_path / "corpus", "train")
-    assert str(caught.value).endswith("(its labels: ['x', 'y']); none of its labels has audio there: evaluate "
+    assert str(caught.value).endswith("(its labels: x, y); none of its labels has audio there: evaluate "
                                       "on a corpus prepared with the model's labels")
     shared = tiny_samplernn([8, 2], labels=["a", "z"])
-    with pytest.raises(ConfigError, match=r"holds audio of a label \['b'\] .*; choose one of the labels both "
+    with pytest.raises(ConfigError, match=r"holds audio of a label b this .*; choose one of the labels both "
                                           r"have with --label \(a\)$"):
         evaluate(shared, tmp_path / "corpus", "train")
     assert list(evaluate(shared, tmp_path / "corpus", "train", label="a")["per_label"]) == ["a"]  # as it says

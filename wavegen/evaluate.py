@@ -138,7 +138,7 @@ def _label_name(text: str, model_names: list[str], corpus,
     own name is that label, ':' and ',' included; a space before a name is skipped where no label starts
     with it) → the one label it names, of the model's labels (else the corpus's). A blend is refused:
     it has no audio of its own (``without``: what the command does without --label, said with the refusal)."""
-    from wavegen.render.settings import parse_label
+    from wavegen.render.settings import labels_said, parse_label
 
     known = model_names or corpus.labels
     if not known:
@@ -149,7 +149,7 @@ def _label_name(text: str, model_names: list[str], corpus,
         if model_names:
             raise
         raise ConfigError(f"--label {text!r}: corpus {corpus.dir} has no audio of that label "
-                          f"(its labels: {known})") from None
+                          f"(its labels: {labels_said(known)})") from None
     chosen = np.flatnonzero(weights)
     if len(chosen) > 1:
         raise ConfigError(f"--label {text!r}: eval takes one label; a blend has no audio of its own to score "
@@ -163,8 +163,10 @@ def _only_label(label: str, segments, corpus_labels, corpus, model_names: list[s
     if model_names and not corpus.labels:
         return segments, corpus_labels
     if label not in corpus.labels:
+        from wavegen.render.settings import labels_said
+
         raise ConfigError(f"--label {label!r}: corpus {corpus.dir} has no audio of that label "
-                          f"(its labels: {corpus.labels or 'none'})")
+                          f"(its labels: {labels_said(corpus.labels) or 'none'})")
     keep = corpus_labels == corpus.labels.index(label)
     return segments[keep], corpus_labels[keep]
 
@@ -172,12 +174,14 @@ def _only_label(label: str, segments, corpus_labels, corpus, model_names: list[s
 def _slots(split: str, corpus, corpus_labels, names: list[str], label: str | None) -> np.ndarray:
     """The model's label slot of every segment: 0 for an unconditioned model; for a conditioned one,
     the segment's own label's, matched by name, or on a corpus without labels --label's."""
+    from wavegen.render.settings import labels_said
+
     if not names:
         return np.zeros(len(corpus_labels), dtype=np.int64)
     if not corpus.labels:
         if label is None:
             raise ConfigError(f"corpus {corpus.dir} has no labels, while this model is conditioned on labels "
-                              f"{names}: evaluate it on a corpus prepared with labels (wavegen prep --labels "
+                              f"{labels_said(names)}: evaluate it on a corpus prepared with labels (wavegen prep --labels "
                               f"folders), or score the {split} split as one label's audio with --label NAME "
                               "(every segment conditioned on it)")
         return np.full(len(corpus_labels), names.index(label), dtype=np.int64)
@@ -187,8 +191,8 @@ def _slots(split: str, corpus, corpus_labels, names: list[str], label: str | Non
         advice = (f"choose one of the labels both have with --label ({', '.join(shared)})" if shared else
                   "none of its labels has audio there: evaluate on a corpus prepared with the model's labels")
         labels = "a label" if len(unknown) == 1 else "labels"
-        raise ConfigError(f"the {split} split of {corpus.dir} holds audio of {labels} {unknown} this model was "
-                          f"not trained on (its labels: {names}); {advice}")
+        raise ConfigError(f"the {split} split of {corpus.dir} holds audio of {labels} {labels_said(unknown)} this "
+                          f"model was not trained on (its labels: {labels_said(names)}); {advice}")
     return np.array([names.index(corpus.labels[i]) for i in corpus_labels.tolist()], dtype=np.int64)
 
 
