@@ -155,15 +155,24 @@ def usable_checkpoint(folder: Path) -> bool:
     return weights.is_file() and checkpoint_damage(folder, only=(weights.name,)) is None
 
 
+def intact_checkpoints(found: list[tuple[int, Path]]) -> tuple[list[int], str | None]:
+    """The steps of the kept checkpoints ``found`` (:func:`run_checkpoints`) that --checkpoint can render
+    (:func:`usable_checkpoint`), and how --checkpoint names the newest of them: "last" where it is the newest kept,
+    else "step_N" (the newest is damaged); None where none is intact. The one choice every hint makes."""
+    usable = [step for step, folder in found if usable_checkpoint(folder)]
+    if not usable:
+        return usable, None
+    return usable, "last" if usable[-1] == found[-1][0] else f"step_{usable[-1]}"
+
+
 def kept_checkpoints(found: list[tuple[int, Path]], or_last: bool = True) -> str:
     """For an error: the kept checkpoints (``found``: :func:`run_checkpoints`) a user may give to --checkpoint,
     "kept: step_4, step_6 (or last)", then those whose weights are damaged or missing, which are not usable."""
-    usable, damaged = [], []
     found = [(step, folder) for step, folder in found if folder.is_dir()]  # one removed since (pruned) is not kept
-    for step, folder in found:
-        (usable if usable_checkpoint(folder) else damaged).append(step)
+    usable, newest = intact_checkpoints(found)
+    damaged = [step for step, _ in found if step not in usable]
     text = "kept: " + (", ".join(f"step_{s}" for s in usable) if usable else "none intact")
-    if or_last and usable and usable[-1] == found[-1][0]:
+    if or_last and newest == "last":
         text += " (or last)"
     if damaged:
         text += f"; damaged, not usable: {', '.join(f'step_{s}' for s in damaged)}"
@@ -176,7 +185,7 @@ def instead_of_best(folder: Path) -> str | None:
     checkpoint is intact."""
     folder = Path(folder)
     found = run_checkpoints(folder.parent) if folder.name in BEST_FOLDERS else []
-    usable = [step for step, path in found if usable_checkpoint(path)]
+    usable, newest = intact_checkpoints(found)
     if not usable:
         return None
     try:
@@ -190,7 +199,7 @@ def instead_of_best(folder: Path) -> str | None:
     if same is not None:
         return (f"the kept checkpoint step_{same[0]} holds the same weights: give {folder.parent} --checkpoint "
                 f"step_{same[0]} instead (the same model), or copy the folder again from where it came from")
-    last = f"--checkpoint last (step_{usable[-1]})" if usable[-1] == found[-1][0] else f"--checkpoint step_{usable[-1]}"
+    last = f"--checkpoint last (step_{usable[-1]})" if newest == "last" else f"--checkpoint {newest}"
     others = ", ".join(f"step_{step}" for step in usable[:-1])
     unknown = "" if isinstance(tensors, str) else \
         " (this folder, written by an older wavegen, does not record its tensors: one may hold them unnoticed)"

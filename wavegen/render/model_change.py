@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 from wavegen.render.settings import rerun_ending
 from wavegen.resolve import BEST_FOLDERS, MODEL_FILE, ModelRef, resolve_model
-from wavegen.resolve_checkpoints import best_with, checkpoint_with, run_checkpoints, usable_checkpoint
+from wavegen.resolve_checkpoints import best_with, checkpoint_with, intact_checkpoints, run_checkpoints
 
 TENSORS_KEY = "model_tensors_sha256"  # params.json: the model's tensors_sha256 (wavegen.weights_file)
 
@@ -174,12 +174,11 @@ def _there(run: Path, best: bool = False) -> str:
     ``best``, its best/ (or best.old/) where one holds a model; else nothing: the run holds no model to name (the
     hint named --checkpoint last of a run that had no checkpoint left)."""
     try:
-        found = run_checkpoints(run)
-        usable = [step for step, folder in found if usable_checkpoint(folder)]
+        _, newest = intact_checkpoints(run_checkpoints(run))
     except OSError:  # unreadable: nothing to name
-        found = usable = []
-    if usable:
-        return f" (e.g. --checkpoint {'last' if usable[-1] == found[-1][0] else f'step_{usable[-1]}'})"
+        newest = None
+    if newest:
+        return f" (e.g. --checkpoint {newest})"
     if best and any((run / name / MODEL_FILE).is_file() for name in BEST_FOLDERS):
         return " (e.g. the run's best/, without --checkpoint)"
     return ""
