@@ -44,7 +44,8 @@ def playwright():
 @pytest.mark.slow
 def test_the_page_plays_the_stream_and_draws_a_live_spectrogram(playwright, tmp_path):
     model = make_model(tmp_path / "tiny")
-    server = Server(model, "--guard-seconds", "1", "--guard-attempts", "1")  # a noisy model: guard events
+    # a noisy model: guard events (and no pitch: --pitch-sync leaves its draws as they are; the page names it)
+    server = Server(model, "--guard-seconds", "1", "--guard-attempts", "1", "--pitch-sync", "0.9")
     try:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         page = browser.new_page(viewport={"width": 1040, "height": 860})
@@ -56,6 +57,7 @@ def test_the_page_plays_the_stream_and_draws_a_live_spectrogram(playwright, tmp_
         page.wait_for_function("document.getElementById('f-model').textContent === 'tiny'")
         assert not failed  # nothing the page asks for is missing
         assert page.text_content("#f-preset") == "samplernn-tiny"
+        assert page.text_content("#f-draws") == "pitch-synchronous (0.9)"
         assert page.evaluate(CANVAS)[0] == 0  # dark before playing
 
         page.click("#play")
@@ -181,6 +183,7 @@ def test_the_page_shows_the_label_and_its_control_only_with_the_token(playwright
         page = browser.new_page()
         page.goto(server.url + "/")
         page.wait_for_function("document.getElementById('f-label').textContent === 'rain'", timeout=30000)
+        assert page.text_content("#f-draws") == "independent"  # no --pitch-sync
         time.sleep(1.5)  # a few polls: still no control without the token
         assert not page.is_visible("#control")
         page.goto(server.url + "/#token=operator-token-1")

@@ -115,6 +115,16 @@ def test_the_cli_gives_the_station_its_pitch_sync(model, monkeypatch):
     assert code == 0 and seen["station"].pitch is None and seen["station"].params["pitch_sync"] == 0.0
 
 
+def test_status_says_the_pitch_sync_in_force(model):
+    """/status's answer (what the page and a listener's script read) names the setting, 0 where it is off."""
+    from wavegen.serve.app import status
+    from wavegen.serve.broadcast import Broadcast
+
+    air = Broadcast(b"", 0.0, burst_seconds=1.0, lag_seconds=1.0, stall_seconds=1.0)
+    assert status(station(model=model, pitch_sync=0.99), air)["pitch_sync"] == 0.99
+    assert status(station(model=model), air)["pitch_sync"] == 0.0
+
+
 @pytest.mark.parametrize("guard", [False, True], ids=["no-guard", "guard"])
 def test_pitch_sync_plays_what_render_writes(model, tmp_path, pitched, redrawn, guard):
     played = play(model, tmp_path / "a", 3 * WINDOW, pitch_sync=0.99, guard=guard)
