@@ -80,6 +80,15 @@ def make_audio():
     return write_audio_file
 
 
+@pytest.fixture
+def pitched(monkeypatch):
+    """--pitch-sync's tests: every block past the lag window whose autocorrelation dips below 0 uses its highest
+    peak's lag (the tiny random models have no pitch over the real threshold: this checks the draws' bookkeeping)."""
+    import wavegen.render.pitchsync as pitchsync
+
+    monkeypatch.setattr(pitchsync, "THRESHOLD", -1.0)
+
+
 def melody(seconds, sample_rate, seed=0, amplitude=0.4) -> np.ndarray:
     """A little learnable music: random notes of a pentatonic scale with decaying envelopes.
 

@@ -38,12 +38,6 @@ def model(tmp_path_factory) -> Path:
     return make_model(tmp_path_factory.mktemp("model") / "tiny")
 
 
-@pytest.fixture
-def pitched(monkeypatch):
-    """Every block past WINDOW whose autocorrelation dips below 0 uses its highest peak's lag."""
-    monkeypatch.setattr(pitchsync, "THRESHOLD", -1.0)
-
-
 def crcs(out: Path) -> list[int]:
     return json.loads((out / "render_report.json").read_text())["stream_crc32"]
 

@@ -40,12 +40,6 @@ def model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def pitched(monkeypatch):
-    """Every block past WINDOW whose autocorrelation dips below 0 uses its highest peak's lag."""
-    monkeypatch.setattr(pitchsync, "THRESHOLD", -1.0)
-
-
-@pytest.fixture
 def redrawn(monkeypatch):
     """A fixed-threshold guard that finds the tiny model's audio (about -10 dB) silent now and then: redraws, in
     serve and render alike."""
