@@ -1,4 +1,4 @@
-"""wavegen serve: what the log says of the guard's events (station.GuardLines).
+"""wavegen serve: what the log says of the guard's events (guard_lines.GuardLines).
 
 A stream the guard redraws window after window (a briefly trained model) made a line per event, about
 five every 2 s: days of them buried whatever else the server said. The first few of each kind are said
@@ -16,7 +16,7 @@ import time
 import pytest
 
 from test_serve import silent_model
-from wavegen.serve.station import SAID_EACH, SUMMARY_SECONDS, GuardLines
+from wavegen.serve.guard_lines import SAID_EACH, SUMMARY_SECONDS, GuardLines
 
 LOGGER = "wavegen.serve.station"
 SUMMARY = re.compile(r"guard: in the last (\d+) s: (.*)")

@@ -32,7 +32,6 @@ import numpy as np
 
 from wavegen.audio import dequantize, float_to_int16
 from wavegen.generate import make_engine, temperatures, uniforms
-from wavegen.progress import counted
 from wavegen.render import guard_verdict, parse_label
 from wavegen.render.guard import criteria_for
 from wavegen.render.model_change import TENSORS_KEY
@@ -42,6 +41,7 @@ from wavegen.serve.archive_model import model_folder, played_model, weights_find
 from wavegen.serve.archive_resume import engine_fit
 from wavegen.serve.control import LabelState
 from wavegen.serve.encoder import OggOpusEncoder, Page
+from wavegen.serve.guard_lines import GuardLines
 from wavegen.serve.pitch import pitch_state, pitch_sync, pitched_codes
 from wavegen.serve.settings import ServeSettings
 
@@ -56,8 +56,6 @@ CHUNK_WALL_SECONDS = 0.01  # most engine work between two chances for the web se
 MIN_CHUNK = 32  # samples
 RECENT_WINDOWS = 10  # windows the realtime factor is measured over
 KEPT_EVENTS = 200  # guard events kept for /status and the snapshot (counts are kept for all)
-SAID_EACH = 5  # guard events of each kind the log says as they happen (all of them with -v)
-SUMMARY_SECONDS = 60.0  # past those: one line at most this often, with the counts since the last
 INIT_SEED = 0  # random weights (a preset or config file) are drawn with this torch seed
 
 
@@ -102,63 +100,6 @@ def _model_digest(ref) -> str:
         return ref.weights_sha256()  # hashed once, with the check of the folder's record
     text = json.dumps({"config": ref.config, "init_seed": INIT_SEED}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-class GuardLines:
-    """What the log says of the guard's events, readable over days of a stream the guard redraws every few
-    seconds: the first SAID_EACH lines of each kind (redraws for one verdict; windows given up) as they happen,
-    then a sentence saying the rest are summarised, then at most one line each SUMMARY_SECONDS with the counts
-    since the last (a warning where it counts windows given up, as their own lines are). With -v (the log at
-    DEBUG) every line as it happens. ``clock``: seconds, monotonic (a test passes its own). /status and
-    /metrics count every event whatever the log says."""
-
-    def __init__(self, clock=time.monotonic):
-        self.clock = clock
-        self.said: dict[str, int] = {}  # lines said (or summarised from then on: SAID_EACH + 1) of each kind
-        self.unsaid: dict[str, int] = {}  # of each kind since the last summary
-        self.since: float | None = None  # when the last summary (or the first sentence) was said
-
-    def redraw(self, at: float, kind: str, redraw: int) -> None:
-        self._say(kind, logging.INFO, "guard: at %.1f s: %s; redraw %d", at, kind, redraw)
-
-    def gave_up(self, at: float, detected: str, redraws: int) -> None:
-        self._say("gave up", logging.WARNING, "guard: at %.1f s still %s after %s; playing it", at,
-                  detected, counted(redraws, "redraw"))
-
-    def _say(self, kind: str, level: int, *line) -> None:
-        said = self.said.get(kind, 0)
-        if said < SAID_EACH or logger.isEnabledFor(logging.DEBUG):
-            self.said[kind] = said + 1
-            logger.log(level, *line)
-            return
-        if said == SAID_EACH:
-            self.said[kind] = said + 1
-            what = "windows given up" if kind == "gave up" else f"redraws for {kind}"
-            logger.log(level, "guard: further %s are summarised, in one line every %.0f s at most; /status and "
-                       "/metrics count every one (-v logs each)", what, SUMMARY_SECONDS)
-            self.since = self.clock() if self.since is None else self.since
-        self.unsaid[kind] = self.unsaid.get(kind, 0) + 1
-        self.tick()
-
-    def tick(self) -> None:
-        """The summary, where one is due (called after each window too: a last event is said within a minute)."""
-        if self.unsaid and self.clock() - self.since >= SUMMARY_SECONDS:
-            self.flush()
-
-    def flush(self) -> None:
-        """The counts not yet said, whenever it was said last (the stream stops)."""
-        if not self.unsaid:
-            return
-        now, unsaid = self.clock(), self.unsaid
-        gave_up = unsaid.pop("gave up", 0)
-        most_first = sorted(unsaid.items(), key=lambda item: -item[1])  # "12 redraws for rumble, 3 for silence"
-        parts = [f"{counted(n, 'redraw')} for {kind}" if not i else f"{n} for {kind}"
-                 for i, (kind, n) in enumerate(most_first)]
-        if gave_up:
-            parts.append(f"{counted(gave_up, 'window')} given up (played as drawn last)")
-        logger.log(logging.WARNING if gave_up else logging.INFO, "guard: in the last %.0f s: %s", now - self.since,
-                   ", ".join(parts))
-        self.unsaid, self.since = {}, now
 
 
 class Station:
