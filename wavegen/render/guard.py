@@ -166,7 +166,7 @@ def counts_in_words(counts: dict | None) -> str:
     gave_up = counts.pop("gave up", 0)
     parts = [f"{n} {kind}" for kind, n in sorted(counts.items(), key=lambda item: -item[1])]
     if gave_up:
-        parts.append(f"{gave_up} {'window' if gave_up == 1 else 'windows'} given up")
+        parts.append(f"{counted(gave_up, 'window')} given up")
     return ", ".join(parts) or "none"
 
 
