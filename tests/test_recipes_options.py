@@ -220,6 +220,19 @@ def test_measures_last_line_counts_its_listeners_with_the_noun_agreeing(listener
     assert line == f"{said} (all rounds; outside the station thread: 0.39% -> 1.21% of a core)", line
 
 
+@pytest.mark.parametrize("value", ["1", "0", "-3"])
+def test_measure_refuses_fewer_than_two_listeners_before_the_server_starts(tmp_path, capsys, value):
+    """--listeners 1 measured one listener against one listener: a ratio of exactly 1.000 whatever the server did."""
+    model = save_tiny_model(tmp_path / "model")
+    with pytest.raises(SystemExit) as stopped:
+        _measure_module().parse_args([str(model), "--listeners", value])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and err.count("\n") == 1, err
+    assert err.endswith(f"error: --listeners {value}: the server's CPU with that many listeners is measured "
+                        "against one listener's; give 2 or more\n"), err
+    assert _measure_module().parse_args([str(model), "--listeners", "2"])[0].listeners == 2
+
+
 @pytest.mark.parametrize("value", ["2", "3.5", "nan"])
 def test_measure_refuses_seconds_too_short_to_measure_before_the_server_starts(tmp_path, capsys, value):
     """Each phase measures from 3 s after its listeners connect: --seconds 2 measured nothing, and after both phases

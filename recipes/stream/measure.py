@@ -190,6 +190,9 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
         took = json_file(args)
         parser.error("give the MODEL to serve" +
                      (f" (--json took {took} as the file to write: give the model before --json)" if took else ""))
+    if args.listeners < 2:  # one against one: both phases alike, the ratio 1 whatever the server does
+        parser.exit(2, f"{parser.prog}: error: --listeners {args.listeners}: the server's CPU with that many "
+                       "listeners is measured against one listener's; give 2 or more\n")
     if not args.seconds >= MIN_SECONDS:  # (nan too)
         parser.exit(2, f"{parser.prog}: error: --seconds {args.seconds:g}: each phase measures from "
                        f"{SETTLE_SECONDS:g} s after its listeners connect; give {MIN_SECONDS:g} or more\n")
@@ -203,8 +206,7 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
 
 def ratio_line(listeners: int, ratio: float, rest: list[float]) -> str:
     """The last line: the server's CPU with ``listeners`` against one (``ratio``), and outside the station thread
-    (``rest``: fractions of a core, one then many), the count agreeing with its noun ('1 listener / 1 listener'
-    for --listeners 1, which said '1 listeners')."""
+    (``rest``: fractions of a core, one then many), each count agreeing with its noun."""
     from wavegen.progress import counted
 
     return (f"server CPU, {counted(listeners, 'listener')} / 1 listener: {ratio:.3f} "
