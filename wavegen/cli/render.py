@@ -41,6 +41,9 @@ def add_parser(sub) -> None:
                    help="fixed guard thresholds even where the model has an album profile (album.json)")
     p.add_argument("--pitch-sync", type=float, default=0.0, metavar="RHO",
                    help="draws that repeat with each stream's pitch period, by RHO in [0, 1) (default 0: off)")
+    p.add_argument("--postfilter", type=float, default=0.0, metavar="G",
+                   help="write each sample averaged with the model's sample a pitch period before, weight G in [0, 1] "
+                        "(default 0: off); the model, the guard and --pitch-sync hear its own audio")
     p.add_argument("--no-spectrogram", dest="spectrogram", action="store_false",
                    help="skip the spectrogram PNG per stream")
     add_threads(p, "the numba engine's stream groups and torch; the numba engine's audio depends on the count, "
@@ -76,7 +79,8 @@ def _run(args) -> int:
                               block_seconds=args.block_seconds, snapshot_seconds=args.snapshot_seconds,
                               guard=args.guard, guard_seconds=args.guard_seconds,
                               guard_attempts=args.guard_attempts, guard_album=args.guard_album,
-                              spectrogram=args.spectrogram, pitch_sync=args.pitch_sync)
+                              spectrogram=args.spectrogram, pitch_sync=args.pitch_sync,
+                              postfilter=args.postfilter)
     report = render(args.model, args.out, settings, progress=not args.quiet, restart=args.restart,
                     checkpoint=args.checkpoint)
     if report.get("rank", 0) == 0:  # under torchrun/accelerate, one process lists the files

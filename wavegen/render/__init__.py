@@ -22,6 +22,8 @@ The package, one job per module:
   redraw of failing streams.
 - :mod:`~wavegen.render.pitchsync`: pitch-synchronous draws (``--pitch-sync``) and their state, rewound with
   a window and kept in the snapshot beside the engine's.
+- :mod:`~wavegen.render.postfilter`: the pitch postfilter on the written audio (``--postfilter``), its history kept
+  in the snapshot.
 - :mod:`~wavegen.render.processes`: rank and world size under torchrun / accelerate, word of a
   process that stopped mid-render (read by the others at each window), and one
   outcome for every process (an error in one reaches all).

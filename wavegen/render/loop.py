@@ -405,5 +405,5 @@ def render_params(ref: ModelRef, s: RenderSettings, temps: np.ndarray, prime_sha
         "prime_sha256": prime_sha256,
         "format": s.format, "backend": backend, "threads": threads, "precision": s.precision, "device": s.device,
         "world_size": world, "guard": guard if s.guard else False, "block_seconds": s.block_seconds,
-        "pitch_sync": float(s.pitch_sync),
+        "pitch_sync": float(s.pitch_sync), "postfilter": float(s.postfilter),
     }))

@@ -20,7 +20,7 @@ from wavegen.render.settings import RenderStateError, rerun_ending
 # Parameters recorded but free to change on resume: the audio does not depend on them.
 NON_BINDING = ("model", "block_seconds")
 # Parameters added after renders were first recorded: their value in a record that lacks them.
-ADDED_LATER = {"precision": "fp32", "pitch_sync": 0.0}
+ADDED_LATER = {"precision": "fp32", "pitch_sync": 0.0, "postfilter": 0.0}
 # Parameters added later whose value a record that lacks them does not tell: accepted as they are now.
 UNKNOWN_BEFORE = ("threads", "label_weights")
 

@@ -81,6 +81,7 @@ class RenderSettings:
     guard_clip_fraction: float = 0.1  # ... in more than this fraction of the window → clipping
     guard_album: bool = True  # the model's album profile (album.json) replaces the fixed thresholds above
     pitch_sync: float = 0.0  # rho of the pitch-synchronous draws (wavegen.render.pitchsync); 0: render's own
+    postfilter: float = 0.0  # the pitch postfilter's weight G (wavegen.render.postfilter); 0: off
 
     def validate(self) -> None:
         """ConfigError naming the first setting that cannot work (checks that need no model)."""
@@ -104,6 +105,11 @@ class RenderSettings:
                 or not 0 <= self.pitch_sync < 1:
             typed = f"{self.pitch_sync:g}" if isinstance(self.pitch_sync, float) else self.pitch_sync
             raise ConfigError(f"--pitch-sync {typed}: must be a number from 0 up to (not including) 1 (0: off)")
+        if not isinstance(self.postfilter, (int, float)) or isinstance(self.postfilter, bool) \
+                or not 0 <= self.postfilter <= 1:  # (nan too)
+            typed = f"{self.postfilter:g}" if isinstance(self.postfilter, float) else self.postfilter
+            raise ConfigError(f"--postfilter {typed}: must be a number from 0 (off) to 1 (the sample a pitch period "
+                              "before weighs as much as the sample itself)")
         if self.guard_attempts < 0:
             raise ConfigError(f"--guard-attempts {self.guard_attempts}: must be >= 0")
         temps = list(np.atleast_1d(np.asarray(self.temperature, dtype=np.float64)))

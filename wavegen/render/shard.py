@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from wavegen.audio import float_to_int16
 from wavegen.fileio import atomic_write
 from wavegen.generate import uniforms
 from wavegen.plotting import spectrogram_png
@@ -22,6 +23,7 @@ from wavegen.render.folder import REPORT_FILE
 from wavegen.render.guard import Guard, GuardLog
 from wavegen.render.params_check import check_params
 from wavegen.render.pitchsync import PitchSync
+from wavegen.render.postfilter import Postfilter
 from wavegen.render.processes import say_stopped_elsewhere
 from wavegen.render.settings import RenderSettings, RenderStateError
 from wavegen.render.writers import (StreamWriters, encode_flac, flushed_samples, load_snapshot, previous_snapshot,
@@ -44,8 +46,10 @@ CHUNK_BYTES_PER_VALUE = 32
 # what the first Ctrl-C / SIGTERM does, as it is acknowledged: while windows are made, and once the last is
 STOP_IN_WINDOW = "rewinding to the start of the window and saving a snapshot"
 STOP_AFTER_LAST_WINDOW = "the last window is made: finishing the render (its files and report) instead of stopping"
-# the pitch-sync state's arrays in a snapshot, beside the engine's (save_snapshot stores both as "engine.<key>")
+# the pitch-sync and postfilter states' arrays in a snapshot, beside the engine's (save_snapshot stores them all as
+# "engine.<key>")
 PITCH_PREFIX = "pitch_sync."
+POST_PREFIX = "postfilter."
 
 
 def window_samples(s: RenderSettings, sample_rate: int) -> int:
@@ -169,7 +173,14 @@ class ShardRender:
         self.wall_before, self.sessions, self.snapshot_written = 0.0, 1, 0
         self.resume_crc32s = None  # each file's CRC-32 at the snapshot resumed from (None: none recorded)
         self.pitch = PitchSync(self.s.pitch_sync, len(job.ids), job.to_audio) if self.s.pitch_sync else None
+        self.post = Postfilter(self.s.postfilter, len(job.ids)) if self.s.postfilter else None
         self.t0 = time.perf_counter()
+
+    def _kept_states(self):
+        """(snapshot prefix, option, object) of each state kept beside the engine's in this render's snapshots."""
+        return [(prefix, flag, held) for prefix, flag, held in ((PITCH_PREFIX, "--pitch-sync", self.pitch),
+                                                               (POST_PREFIX, "--postfilter", self.post))
+                if held is not None]
 
     def _io_error(self, path: Path, err: BaseException, written: int | None = None):
         written = self.snapshot_written if written is None else written
@@ -192,12 +203,13 @@ class ShardRender:
         self.log = GuardLog(self.sr, meta["events"], report_name=REPORT_FILE)
         self.wall_before, self.sessions = meta["wall_seconds"], meta["sessions"] + 1
         self.resume_crc32s = meta.get("crc32")  # a snapshot of an older wavegen has none
-        pitch_state = {k[len(PITCH_PREFIX):]: state.pop(k) for k in list(state) if k.startswith(PITCH_PREFIX)}
-        if self.pitch is not None:
-            if not pitch_state:
-                raise RenderStateError(f"{self.snapshot_path} holds no --pitch-sync state to resume from; rerun "
+        kept = {prefix: {k[len(prefix):]: state.pop(k) for k in list(state) if k.startswith(prefix)}
+                for prefix in (PITCH_PREFIX, POST_PREFIX)}
+        for prefix, flag, held in self._kept_states():
+            if not kept[prefix] or (prefix == POST_PREFIX and int(kept[prefix].get("pos", -1)) != written):
+                raise RenderStateError(f"{self.snapshot_path} holds no {flag} state to resume from; rerun "
                                        "with --restart to start the render over")
-            self.pitch.load_state_dict(pitch_state)
+            held.load_state_dict(kept[prefix])
         engine.reset(label_weights=job.label_weights)
         engine.load_state_dict(state)
         logger.info("resuming %s at %.1f s of %.1f s", job.folder.out_dir, written / self.sr, self.total / self.sr)
@@ -260,8 +272,8 @@ class ShardRender:
                 "events": self.log.events, "wall_seconds": self.wall_before + time.perf_counter() - self.t0,
                 "sessions": self.sessions, "complete": written >= self.total, "crc32": writers.crc32s}
         state = dict(self.engine.state_dict())
-        if self.pitch is not None:  # at ``written`` too: a window boundary (a stop rewound it there)
-            state.update({PITCH_PREFIX + k: v for k, v in self.pitch.state_dict().items()})
+        for prefix, _, held in self._kept_states():  # at ``written`` too: a window boundary (a stop rewound it there)
+            state.update({prefix + k: v for k, v in held.state_dict().items()})
         try:
             save_snapshot(self.snapshot_path, state, written, meta, keep_previous=True)
         except OSError as err:
@@ -354,7 +366,12 @@ class ShardRender:
                            "%s: stopped at %.1f s; snapshot saved. Rerun the same command to resume",
                            stop.name, pos / self.sr)
                 raise KeyboardInterrupt from None
-            writers.write(job.to_pcm(codes))
+            if self.post is None:
+                writers.write(job.to_pcm(codes))
+            else:  # its state taken once the window is written: a failed write leaves it at the window's start
+                audio, after = self.post.filtered(job.to_audio(codes))
+                writers.write(float_to_int16(audio))
+                self.post.load_state_dict(after)
             pos += n
             gen.show_speed()  # the time of the guard's verdict and the writing counted
             if pos - self.snapshot_written >= snapshot_every and pos < self.total:

@@ -1,0 +1,165 @@
+"""`wavegen render --postfilter G`: each written sample averaged with the model's sample a pitch period before it
+(wavegen.render.postfilter), y[n] = (x[n] + G x[n-P]) / (1 + G) where the stream has a pitch.
+
+- the arithmetic, sample by sample, on a pitched signal, and the same output however the audio is split;
+- 0 is the render without the option, byte for byte; G > 0 writes the model's own audio (the render without it)
+  filtered: the model, the guard and --pitch-sync never hear the filter;
+- a render stopped mid-window and resumed writes the files of one never stopped (the filter's history kept in the
+  snapshot), guard on and off; the negative control shows the check can fail (the history not kept);
+- a rerun with another G is refused naming both; a bad G is one line naming it.
+
+The tiny random model has no pitch over the real threshold, so the render tests lower it (the ``pitched`` fixture):
+every block whose autocorrelation dips uses its lag. docs/DEMO.md measures what the filter does to a real render.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from render_helpers import make_model, settings, stopped_render
+from wavegen.audio import dequantize, float_to_int16
+from wavegen.cli import main
+from wavegen.render import RenderStateError, render
+from wavegen.render.pitchsync import BLOCK, WINDOW, best_lag
+from wavegen.render.postfilter import Postfilter
+
+STREAMS, SECONDS = 3, 1.5
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return make_model(tmp_path_factory.mktemp("model") / "tiny")
+
+
+def crcs(out: Path) -> list[int]:
+    return json.loads((out / "render_report.json").read_text())["stream_crc32"]
+
+
+def run(model, out, *extra) -> list[int]:
+    assert main(["-q", "render", str(model), "--out", str(out), "--seconds", str(SECONDS), "--streams", str(STREAMS),
+                 "--backend", "torch", "--no-spectrogram", "--no-guard", "--threads", "1",
+                 *map(str, extra)]) == 0
+    return crcs(out)
+
+
+def pitched_audio(n: int, seed: int = 0) -> np.ndarray:
+    """Two streams: a tone of period 50 samples with a little noise on it, and one of period 73."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    rows = [0.5 * np.sin(2 * np.pi * t / period) + 0.2 * np.sin(4 * np.pi * t / period) for period in (50, 73)]
+    return (np.stack(rows) + 0.05 * rng.standard_normal((2, n))).astype(np.float32)
+
+
+def test_each_sample_is_averaged_with_the_one_a_pitch_period_before():
+    x, g = pitched_audio(4000), 0.6
+    y, _ = Postfilter(g, 2).filtered(x)
+    want = x.astype(np.float64).copy()
+    for start in range(0, 4000, BLOCK):
+        if start < WINDOW:
+            continue  # fewer than WINDOW samples before the block: written as made
+        lags, on = best_lag(x[:, start - WINDOW:start])
+        assert on.all() and lags[0] % 50 == 0 and lags[1] % 73 == 0, lags  # the tones' periods (or a multiple)
+        for b in range(2):
+            for i in range(start, min(start + BLOCK, 4000)):
+                want[b, i] = (x[b, i] + g * x[b, i - lags[b]]) / (1 + g)
+    np.testing.assert_allclose(y, want, rtol=0, atol=2e-7)
+    assert np.array_equal(y[:, :WINDOW + BLOCK - WINDOW % BLOCK], x[:, :WINDOW + BLOCK - WINDOW % BLOCK])
+
+
+def test_the_output_does_not_depend_on_how_the_audio_is_split():
+    x = pitched_audio(6000, seed=1)
+    whole, after = Postfilter(1.0, 2).filtered(x)
+    split = Postfilter(1.0, 2)
+    parts = []
+    for lo, hi in [(0, 700), (700, 1121), (1121, 1130), (1130, 3333), (3333, 6000)]:  # across blocks, at odd places
+        y, state = split.filtered(x[:, lo:hi])
+        parts.append(y)
+        split.load_state_dict(state)
+    assert np.array_equal(np.concatenate(parts, axis=1), whole)
+    assert split.pos == 6000 and np.array_equal(split.x, after["x"])
+
+
+def test_postfilter_0_is_the_render_without_the_option(model, tmp_path, pitched):
+    assert run(model, tmp_path / "zero", "--postfilter", 0) == run(model, tmp_path / "plain")
+    assert json.loads((tmp_path / "zero" / "render_report.json").read_text())["params"]["postfilter"] == 0.0
+
+
+@pytest.mark.parametrize("pitch_sync", [0, 0.99], ids=["plain draws", "pitch-sync"])
+def test_it_writes_the_models_own_audio_filtered(model, tmp_path, pitched, pitch_sync):
+    """The render with the filter holds the render without it, filtered: what the model made is what it made
+    without the filter (it never hears the filter), and only the written audio changes."""
+    plain = run(model, tmp_path / "plain", "--pitch-sync", pitch_sync)
+    filtered = run(model, tmp_path / "filtered", "--pitch-sync", pitch_sync, "--postfilter", 0.5)
+    assert all(a != b for a, b in zip(filtered, plain))
+    config = json.loads((model / "config.json").read_text())["model"]
+    table = float_to_int16(dequantize(np.arange(config["q_levels"]), config["q_levels"], config["quantization"]))
+    assert len(set(table.tolist())) == config["q_levels"]  # each level its own PCM value: the codes read back
+    made = np.stack([sf.read(str(tmp_path / "plain" / f"stream_{i:03d}.wav"), dtype="int16")[0]
+                     for i in range(STREAMS)])
+    codes = np.searchsorted(table, made)
+    assert np.array_equal(table[codes], made)
+    want, _ = Postfilter(0.5, STREAMS).filtered(dequantize(codes, config["q_levels"], config["quantization"]))
+    for i in range(STREAMS):
+        written = sf.read(str(tmp_path / "filtered" / f"stream_{i:03d}.wav"), dtype="int16")[0]
+        assert np.array_equal(written, float_to_int16(want[i]))
+    assert json.loads((tmp_path / "filtered" / "render_report.json").read_text())["params"]["postfilter"] == 0.5
+
+
+def guarded(**kw):
+    """A render whose fixed-threshold guard finds the tiny model's audio (about -10 dB) silent now and then: redraws."""
+    return settings(SECONDS, streams=STREAMS, pitch_sync=0.99, postfilter=0.5, block_seconds=0.05,
+                    snapshot_seconds=0.25, guard=True, guard_seconds=0.25, guard_attempts=2, guard_album=False,
+                    guard_silence_db=-10.0, **kw)
+
+
+def unguarded(**kw):
+    return settings(SECONDS, streams=STREAMS, postfilter=0.5, block_seconds=0.05, snapshot_seconds=0.25, **kw)
+
+
+@pytest.mark.parametrize("made", [unguarded, guarded], ids=["no-guard", "guard"])
+def test_a_stopped_and_resumed_render_writes_the_files_of_one_never_stopped(model, tmp_path, pitched, made):
+    s = made()
+    render(model, tmp_path / "ref", s, progress=False)
+    out = tmp_path / "stopped"
+    stopped_render(model, out, s, windows=6)  # stopped mid-window, past the filter's first block (sample 1120)
+    render(model, out, s, progress=False)
+    assert crcs(out) == crcs(tmp_path / "ref")
+    assert json.loads((out / "render_report.json").read_text())["sessions"] == 2
+
+
+def test_negative_control_the_history_not_kept_in_the_snapshot_changes_the_files(model, tmp_path, pitched,
+                                                                                 monkeypatch):
+    s = unguarded()
+    render(model, tmp_path / "ref", s, progress=False)
+    out = tmp_path / "stopped"
+    real = Postfilter.state_dict
+    monkeypatch.setattr(Postfilter, "state_dict", lambda self: {**real(self), "x": np.zeros_like(self.x)})
+    stopped_render(model, out, s, windows=6)
+    render(model, out, s, progress=False)
+    assert crcs(out) != crcs(tmp_path / "ref")
+
+
+def test_a_rerun_with_another_postfilter_is_refused_naming_both(model, tmp_path, pitched):
+    out = tmp_path / "out"
+    stopped_render(model, out, unguarded(), windows=3)
+    with pytest.raises(RenderStateError, match="postfilter=0.5, but this command asks for postfilter=0.25"):
+        render(model, out, settings(SECONDS, streams=STREAMS, postfilter=0.25, block_seconds=0.05,
+                                    snapshot_seconds=0.25), progress=False)
+    with pytest.raises(RenderStateError, match="postfilter=0.5, but this command asks for postfilter=0\\. Rerun"):
+        render(model, out, settings(SECONDS, streams=STREAMS, block_seconds=0.05, snapshot_seconds=0.25),
+               progress=False)
+
+
+@pytest.mark.parametrize("typed", ["-0.1", "nan", "1.5", "inf"])
+def test_a_bad_postfilter_is_one_line_naming_it(model, tmp_path, capsys, typed):
+    out = tmp_path / "out"
+    assert main(["-q", "render", str(model), "--out", str(out), "--seconds", "0.05", f"--postfilter={typed}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"wavegen render: error: --postfilter {typed}: must be a number from 0 (off) to 1 (the sample a "
+                   "pitch period before weighs as much as the sample itself)"]
+    assert not out.exists()
