@@ -542,7 +542,7 @@ def test_the_demo_trains_as_before_by_default(repo, tmp_path):
                                        "(a few minutes on a CPU)"]
     assert calls == [["train", "--data", f"{demo}/corpus", "--model", "samplernn-tiny", "--run", f"{demo}/run",
                       "--max-steps", "3000", "--threads", "1", "--set", "model.q_levels=64", "--set", "train.lr=5e-3",
-                      "--set", "train.lr_schedule=cosine"]]
+                      "--set", "train.lr_schedule=cosine", "--set", "train.ema_decay=0.99"]]
     out, calls = _demo_train(repo, demo)
     assert calls == [] and out.stdout.splitlines() == [
         "== stage 3: train samplernn-tiny, 64 mu-law levels, for 3000 steps (a few minutes on a CPU) "
@@ -579,6 +579,10 @@ def test_the_demo_renders_and_judges_again_for_a_model_trained_on(repo, tmp_path
 
     weights.write_bytes(b"the model after 1000 steps")
     assert later_stages()[1] == [("render", False), ("eval", False), ("eval", False)]
+    # the settings docs/DEMO.md chose by measurement
+    assert _calls(repo)[-3] == ["render", f"{demo}/run", "--seconds", "10", "--streams", "3", "--out",
+                                f"{demo}/renders", "--seed", "1", "--temperature", "1.0", "--pitch-sync", "0.99",
+                                "--postfilter", "1.0"]
     stdout, calls = later_stages()
     assert calls == [] and stdout.count("(done before, skipped; to redo it, delete ") == 3
     weights.write_bytes(b"the model after 2000 steps")  # trained on

@@ -7,9 +7,10 @@
 #
 # The settings were chosen by measurement on a 2-core CPU (docs/DEMO.md): samplernn-tiny with
 # 64 mu-law levels (its 256 levels rendered noise in this budget), lr 5e-3 annealed by a cosine over
-# 3000 steps on one thread (two threads were no faster per step for this model), rendered at
-# temperature 1.0 (chosen on the val song) with pitch-synchronous draws (--pitch-sync 0.99: every
-# render measured came nearer the album, and pitched on every training seed).
+# 3000 steps on one thread (two threads were no faster per step for this model) with an average of
+# the weights (train.ema_decay=0.99), rendered at temperature 1.0 (chosen on the val song) with
+# pitch-synchronous draws (--pitch-sync 0.99: every render measured came nearer the album, and pitched
+# on every training seed) and the pitch postfilter (--postfilter 1.0, chosen on the val song).
 #
 # Each finished stage leaves a marker in DEMO_DIR/.done/, so rerunning skips it (training's
 # records its --steps: rerun with more and it trains on from where it stopped, then renders,
@@ -44,11 +45,11 @@ run_stage 2 "prep: mono, 16 kHz, trim silence, split by song" \
   run_forwarding wavegen prep "$dir/recordings" "$dir/corpus" --val-fraction 0.125 --test-fraction 0.125
 run_training 3 "$steps" "train samplernn-tiny, 64 mu-law levels, for $steps steps (a few minutes on a CPU)" \
   run_forwarding wavegen train --data "$dir/corpus" --model samplernn-tiny --run "$dir/run" --max-steps "$steps" \
-    --threads 1 --set model.q_levels=64 --set train.lr=5e-3 --set train.lr_schedule=cosine
+    --threads 1 --set model.q_levels=64 --set train.lr=5e-3 --set train.lr_schedule=cosine --set train.ema_decay=0.99
 render() {  # again=1 (run_model_stage): the folder holds the render of the model before it trained on
   local restart=(); if [ "$again" = 1 ]; then restart=(--restart); fi
   run_forwarding wavegen render "$dir/run" --seconds 10 --streams 3 --out "$dir/renders" --seed 1 --temperature 1.0 \
-    --pitch-sync 0.99 ${restart[@]+"${restart[@]}"}
+    --pitch-sync 0.99 --postfilter 1.0 ${restart[@]+"${restart[@]}"}
 }
 run_model_stage 4 "$dir/run" "render 3 streams of 10 seconds" render
 run_model_stage 5 "$dir/run" "evaluate on the test song (bits per sample; lower is better)" \
