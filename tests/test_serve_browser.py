@@ -253,3 +253,19 @@ def test_the_label_control_tells_labels_apart_and_starts_at_the_one_in_force_how
         browser.close()
     finally:
         assert server.stop() == 130, "".join(server.stderr)
+
+
+@pytest.mark.slow
+def test_the_page_names_the_postfilter_after_the_draws(playwright, tmp_path):
+    """With --postfilter the page's draws say it after the draws (" + postfilter G"); without it, as before."""
+    model = make_model(tmp_path / "tiny")
+    server = Server(model, "--no-guard", "--postfilter", "0.5")
+    try:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page()
+        page.goto(server.url + "/")
+        page.wait_for_function("document.getElementById('f-model').textContent === 'tiny'", timeout=30000)
+        assert page.text_content("#f-draws") == "independent + postfilter 0.5"
+        browser.close()
+    finally:
+        assert server.stop() == 130, "".join(server.stderr)

@@ -24,6 +24,9 @@ def add_parser(sub) -> None:
     p.add_argument("--pitch-sync", type=float, default=0.0, metavar="RHO",
                    help="draws that repeat with the stream's pitch period, by RHO in [0, 1), as render's (default 0: "
                         "off)")
+    p.add_argument("--postfilter", type=float, default=0.0, metavar="G",
+                   help="the played audio averaged with the model's sample a pitch period before, by G in [0, 1], as "
+                        "render's (default 0: off)")
     add_threads(p, "the engine (torch, and numba's stream groups: one here, so the audio does not depend on the count)")
     p.add_argument("--archive", default=None, metavar="DIR",
                    help="also write the broadcast to DIR (WAV parts, resumable): a restart with the same "
@@ -105,4 +108,5 @@ def _settings(args, token: str | None):
                           max_listeners_per_client=args.max_listeners_per_client, stall_seconds=args.stall_seconds,
                           lag_seconds=args.lag_seconds, idle_seconds=args.idle_seconds, allow_slow=args.allow_slow,
                           guard=args.guard, guard_seconds=args.guard_seconds, guard_attempts=args.guard_attempts,
-                          control_token=token, pitch_sync=args.pitch_sync)
+                          control_token=token, pitch_sync=args.pitch_sync,
+                          postfilter=args.postfilter)

@@ -57,6 +57,7 @@ def status(station: Station, broadcast: Broadcast) -> dict:
         "label_since_seconds": round(station.label_state.since / sr, 3),
         "label_switches": station.label_state.switches, "label_control": s.control_token is not None,
         "seed": s.seed, "pitch_sync": float(s.pitch_sync),  # 0: off
+        "postfilter": float(s.postfilter),  # 0: off
         "temperature": float(station.temperature[0]), "sample_rate": sr, "backend": station.engine.backend,
         "codec": "Ogg Opus", "position_seconds": round(live, 3), "rendered_seconds": round(rendered, 3),
         "buffered_seconds": round(max(rendered - live, 0.0), 3),

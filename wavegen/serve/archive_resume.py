@@ -22,6 +22,7 @@ from wavegen.serve.archive import (GONE_SAID_KEY, KEEP_PARTS_KEY, PARAMS_FILE, S
                                    ServeError, part_path, parts_in, snapshot_params)
 from wavegen.serve.control import apply_label
 from wavegen.serve.pitch import load_pitch_state
+from wavegen.serve.postfilter import load_post_state
 
 logger = logging.getLogger("wavegen.serve.archive")  # the archive's words, whichever module says them
 
@@ -234,10 +235,11 @@ def judged(archive: Archive, path: Path) -> tuple[dict[str, np.ndarray], int, di
     return f"is damaged ({misfit})" if misfit else got
 
 
-def engine_fit(engine, label_state, folder: str | Path, pitch=None):
+def engine_fit(engine, label_state, folder: str | Path, pitch=None, post=None):
     """→ ``Archive``'s ``state_fits(state, meta)``: None where a snapshot's engine ``state`` loads into ``engine``
     (left holding it), the --pitch-sync state beside it into ``pitch`` (the station's, where on: one recorded with
-    it holds it, :func:`~wavegen.serve.pitch.load_pitch_state`) and the label its ``meta`` records is the blend that
+    it holds it, :func:`~wavegen.serve.pitch.load_pitch_state`), the --postfilter state into ``post`` (likewise,
+    :func:`~wavegen.serve.postfilter.load_post_state`) and the label its ``meta`` records is the blend that
     state holds (``label_state``, the station's :class:`~wavegen.serve.control.LabelState`: its ``misfit``); else
     what does not fit, said. Checked
     while the archive opens, so a snapshot that does not fit is fallen back from as a damaged one. The one gone on
@@ -249,7 +251,7 @@ def engine_fit(engine, label_state, folder: str | Path, pitch=None):
             engine.load_state_dict(state)
         except (KeyError, ValueError, TypeError, RuntimeError) as err:
             return f"its engine state does not fit this model's engine: {type(err).__name__}: {err}"
-        misfit = load_pitch_state(pitch, state)
+        misfit = load_pitch_state(pitch, state) or load_post_state(post, state)
         if misfit:
             return misfit
         if "label" not in meta:

@@ -1,9 +1,9 @@
 """What a live stream is asked to do: :class:`ServeSettings`, the options of ``wavegen serve`` (host and port,
-seed and temperature, label, backend, pitch-sync, archive, buffering, listener limits, guard, control token), and
-their validation, which needs no model: a setting that cannot work is named before anything loads.
+seed and temperature, label, backend, pitch-sync, postfilter, archive, buffering, listener limits, guard, control
+token), and their validation, which needs no model: a setting that cannot work is named before anything loads.
 
-What serve shares with ``wavegen render`` (seed, temperature, guard, snapshots, pitch-sync) is checked as render
-checks it, through :meth:`ServeSettings.render_settings`.
+What serve shares with ``wavegen render`` (seed, temperature, guard, snapshots, pitch-sync, postfilter) is
+checked as render checks it, through :meth:`ServeSettings.render_settings`.
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ class ServeSettings:
     guard_attempts: int = 4
     control_token: str | None = None  # POST /label with this token switches the label live (None: off)
     pitch_sync: float = 0.0  # rho of render's pitch-synchronous draws (wavegen.render.pitchsync); 0: off
+    postfilter: float = 0.0  # G of render's pitch postfilter on the audio handed on (wavegen.render.postfilter); 0 off
 
     def __post_init__(self):
         if self.max_listeners_per_client is None:
@@ -101,12 +102,14 @@ class ServeSettings:
         if not 0 <= self.port <= 65535:
             raise ServeError(f"--port {self.port}: not a TCP port (0 picks a free one)")
         check_token(self.control_token)
-        # what serve shares with render (seed, temperature, guard, snapshots, pitch-sync) is checked as render checks it
+        # what serve shares with render (seed, temperature, guard, snapshots, pitch-sync, postfilter) is checked as
+        # render checks it
         self.render_settings().validate()
 
     def render_settings(self) -> RenderSettings:
-        """The settings a render with this stream's seed, temperature, snapshots, guard and pitch-sync would have."""
+        """The settings a render with this stream's seed, temperature, snapshots, guard, pitch-sync and
+        postfilter would have."""
         return RenderSettings(seconds=1.0, seed=self.seed, temperature=self.temperature, label=self.label,
                               backend=self.backend, device=self.device, snapshot_seconds=self.snapshot_seconds,
                               guard=self.guard, guard_seconds=self.guard_seconds, guard_attempts=self.guard_attempts,
-                              pitch_sync=self.pitch_sync)
+                              pitch_sync=self.pitch_sync, postfilter=self.postfilter)

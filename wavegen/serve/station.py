@@ -12,6 +12,8 @@ attempt), so the broadcast is the same every time for the same arguments (and la
 :mod:`wavegen.serve.control`, taken between two windows), and a restart from an archive's
 snapshot continues it byte for byte. With ``--pitch-sync RHO`` they pass through render's
 pitch-synchronous copula (:mod:`wavegen.serve.pitch`), whose state is kept and rewound with the engine's.
+With ``--postfilter G`` each accepted window's audio passes through render's pitch postfilter
+(:mod:`wavegen.serve.postfilter`) before it is archived and encoded; its state is kept with the engine's too.
 
 The engine is called in chunks of at most ``CHUNK_WALL_SECONDS`` of work: the numba engines
 hold the GIL while they run, and the web server's thread must not wait long for it.
@@ -30,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wavegen.audio import dequantize, float_to_int16
+from wavegen.audio import dequantize
 from wavegen.generate import make_engine, temperatures, uniforms
 from wavegen.render import guard_verdict, parse_label
 from wavegen.render.guard import criteria_for
@@ -43,6 +45,7 @@ from wavegen.serve.control import LabelState
 from wavegen.serve.encoder import OggOpusEncoder, Page
 from wavegen.serve.guard_lines import GuardLines
 from wavegen.serve.pitch import pitch_state, pitch_sync, pitched_codes
+from wavegen.serve.postfilter import filtered_pcm, post_state, postfilter
 from wavegen.serve.settings import ServeSettings
 
 logger = logging.getLogger(__name__)
@@ -127,6 +130,7 @@ class Station:
         # --pitch-sync: the draws' state (None: off), beside the engine's in every state the station keeps
         self.pitch = pitch_sync(settings.pitch_sync,
                                 lambda codes: dequantize(codes, self.q_levels, self.quantization))
+        self.post = postfilter(settings.postfilter)  # --postfilter: the handed-on audio's filter (None: off)
         self.guard_settings = settings.render_settings()
         # the model's album profile (album.json beside it) where it has one, as a render does
         self.guard_criteria = criteria_for(self.guard_settings, self.ref)
@@ -137,6 +141,7 @@ class Station:
             "sample_rate": self.sample_rate,
             "seed": settings.seed, "temperature": float(self.temperature[0]), "label": settings.label,
             "backend": self.engine.backend, "device": settings.device, "pitch_sync": float(settings.pitch_sync),
+            "postfilter": float(settings.postfilter),
             "guard": {"seconds": settings.guard_seconds, "attempts": settings.guard_attempts,
                       **self.guard_criteria.as_dict()} if settings.guard else False,
         }
@@ -147,7 +152,8 @@ class Station:
             self.archive = Archive(settings.archive, self.sample_rate, self.params, settings.archive_part_seconds,
                                    settings.archive_keep_parts, lambda text: _blend(text, labels),
                                    weights_finder(self.ref), settings.snapshot_seconds + window_seconds,
-                                   engine_fit(self.engine, self.label_state, settings.archive, self.pitch))
+                                   engine_fit(self.engine, self.label_state, settings.archive, self.pitch,
+                                              self.post))
         self.window = max(1, int(round(window_seconds * self.sample_rate)))
         self.position = 0  # samples rendered (and archived, and encoded)
         self.events: list[dict] = []
@@ -366,9 +372,10 @@ class Station:
             self._label_taken_at = self.position
 
     def _engine_state(self) -> dict[str, np.ndarray]:
-        # copied: an engine's state_dict may hand out views of buffers it updates in place; --pitch-sync's beside it
+        # copied: an engine's state_dict may hand out views of buffers it updates in place; --pitch-sync's and
+        # --postfilter's beside it
         state = {k: np.array(v, copy=True) for k, v in self.engine.state_dict().items()}
-        return {**state, **pitch_state(self.pitch)}
+        return {**state, **pitch_state(self.pitch), **post_state(self.post)}
 
     def _next_window(self, start_state: dict) -> list[Page]:
         """Render, guard, archive and encode the next window; → its pages."""
@@ -376,10 +383,13 @@ class Station:
         n = self.window - self.position % self.window
         codes = self._guarded(self.position, n, start_state)
         self.guard_lines.tick()
-        pcm = float_to_int16(dequantize(codes, self.q_levels, self.quantization))
+        # --postfilter's state taken once the window is handed on: an error before leaves it at the window's start
+        pcm, after = filtered_pcm(self.post, dequantize(codes, self.q_levels, self.quantization))
         if self.archive is not None:
             self.archive.write(pcm)
         pages = self.encoder.encode(pcm)
+        if after is not None:
+            self.post.load_state_dict(after)
         self.position += n
         if self.archive is not None and self.position - self.archive.snapshot_position >= \
                 self.settings.snapshot_seconds * self.sample_rate:

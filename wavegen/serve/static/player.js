@@ -136,7 +136,8 @@ function show(s) {
   $("f-label").textContent = label;
   $("f-seed").textContent = s.seed;
   $("f-temperature").textContent = s.temperature;
-  $("f-draws").textContent = s.pitch_sync ? `pitch-synchronous (${s.pitch_sync})` : "independent";
+  $("f-draws").textContent = (s.pitch_sync ? `pitch-synchronous (${s.pitch_sync})` : "independent") +
+    (s.postfilter ? ` + postfilter ${s.postfilter}` : "");
   $("f-position").textContent = clock(s.position_seconds);
   $("f-speed").textContent = s.realtime_factor == null ? "–" : s.realtime_factor.toFixed(1) + "× real time";
   $("f-buffered").textContent = s.buffered_seconds.toFixed(1) + " s";
