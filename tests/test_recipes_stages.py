@@ -497,6 +497,18 @@ def test_the_stream_recipe_takes_relative_paths_from_the_callers_folder(repo, tm
     assert (caller / "sdir" / ".done").is_dir() and not (repo / "sdir").exists()
 
 
+def test_the_stream_recipe_plays_the_demos_model_as_the_demo_renders_it(repo, tmp_path):
+    """Its own model (the demo's stages 1-3) with the demo's draws (temperature, pitch-sync, postfilter), the
+    user's options after them (argparse: the last wins); a model of the user's with serve's defaults (above)."""
+    out = _recipe(repo, "stream", "--dir", str(tmp_path / "s"), "--stage", "1", "--", "--temperature", "0.9")
+    assert out.returncode == 0, out.stderr
+    calls = _calls(repo)
+    assert [c[0] for c in calls] == ["prep", "train", "serve"], calls
+    assert calls[1][calls[1].index("--max-steps") + 1] == "3000"  # the demo's steps
+    assert calls[2] == ["serve", f"{tmp_path}/s/run", "--host", "127.0.0.1", "--port", "8000", "--seed", "0",
+                        "--temperature", "1.0", "--pitch-sync", "0.99", "--postfilter", "1.0", "--temperature", "0.9"]
+
+
 @pytest.mark.parametrize("name", [name for name, _ in RECIPE_ARGS])
 def test_every_recipe_prints_its_header_for_help_and_runs_nothing(repo, name):
     """demo, bench, longform and accelerate said "unknown argument --help" (only stream and conditioned knew it)."""
