@@ -54,6 +54,14 @@ class RenderWriteError(WavegenError, RuntimeError):
     """Audio or state could not be written (disk full, read-only folder); what is on disk is resumable."""
 
 
+def _check_number(flag: str, value, in_range, rule: str) -> None:
+    """ConfigError "FLAG VALUE: must be RULE" unless ``value`` is an int or float (not a bool) for which
+    ``in_range(value)`` holds (a comparison: nan passes none). --pitch-sync's and --postfilter's check."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not in_range(value):
+        typed = f"{value:g}" if isinstance(value, float) else value
+        raise ConfigError(f"{flag} {typed}: must be {rule}")
+
+
 @dataclass
 class RenderSettings:
     seconds: float
@@ -101,15 +109,10 @@ class RenderSettings:
         # a prime file that is gone is judged by render with its folder: a resume does not need it, a start does
         if self.prime is not None and os.path.exists(self.prime):
             check_prime_path(self.prime)
-        if not isinstance(self.pitch_sync, (int, float)) or isinstance(self.pitch_sync, bool) \
-                or not 0 <= self.pitch_sync < 1:
-            typed = f"{self.pitch_sync:g}" if isinstance(self.pitch_sync, float) else self.pitch_sync
-            raise ConfigError(f"--pitch-sync {typed}: must be a number from 0 up to (not including) 1 (0: off)")
-        if not isinstance(self.postfilter, (int, float)) or isinstance(self.postfilter, bool) \
-                or not 0 <= self.postfilter <= 1:  # (nan too)
-            typed = f"{self.postfilter:g}" if isinstance(self.postfilter, float) else self.postfilter
-            raise ConfigError(f"--postfilter {typed}: must be a number from 0 (off) to 1 (the sample a pitch period "
-                              "before weighs as much as the sample itself)")
+        _check_number("--pitch-sync", self.pitch_sync, lambda v: 0 <= v < 1,
+                      "a number from 0 up to (not including) 1 (0: off)")
+        _check_number("--postfilter", self.postfilter, lambda v: 0 <= v <= 1,
+                      "a number from 0 (off) to 1 (the sample a pitch period before weighs as much as the sample itself)")
         if self.guard_attempts < 0:
             raise ConfigError(f"--guard-attempts {self.guard_attempts}: must be >= 0")
         temps = list(np.atleast_1d(np.asarray(self.temperature, dtype=np.float64)))
