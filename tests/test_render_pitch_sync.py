@@ -86,14 +86,22 @@ def redraws(out: Path) -> int:
     return sum(1 for e in report["guard"]["events"] if e["kind"] != "gave up")
 
 
-@pytest.mark.parametrize("made", [unguarded, guarded], ids=["no-guard", "guard"])
-def test_a_stopped_and_resumed_render_writes_the_files_of_one_never_stopped(model, tmp_path, pitched, made):
+def filtered(**kw):
+    """--postfilter alone (test_render_postfilter): its history is kept in the snapshot beside the engine's too."""
+    return settings(SECONDS, streams=STREAMS, postfilter=0.5, block_seconds=0.05, snapshot_seconds=0.25, **kw)
+
+
+# stopped in the 4th window, mid-window (block 0.05 s); with --postfilter in the 7th, past its first block (sample 1120)
+@pytest.mark.parametrize("made, windows", [(unguarded, 3), (guarded, 3), (filtered, 6),
+                                           (lambda: guarded(postfilter=0.5), 6)],
+                         ids=["no-guard", "guard", "postfilter", "postfilter-guard"])
+def test_a_stopped_and_resumed_render_writes_the_files_of_one_never_stopped(model, tmp_path, pitched, made, windows):
     s = made()
     render(model, tmp_path / "ref", s, progress=False)
-    if made is guarded:
+    if s.guard:
         assert redraws(tmp_path / "ref") > 0  # the guard's rewinds are exercised
     out = tmp_path / "stopped"
-    stopped_render(model, out, s, windows=3)  # stopped in its 4th window, mid-window (block 0.05 s)
+    stopped_render(model, out, s, windows=windows)
     render(model, out, s, progress=False)
     assert crcs(out) == crcs(tmp_path / "ref")
     assert json.loads((out / "render_report.json").read_text())["sessions"] == 2
@@ -127,24 +135,30 @@ def test_negative_control_a_redraw_without_the_rewind_changes_the_files(model, t
     assert crcs(tmp_path / "unrewound") != crcs(tmp_path / "ref")
 
 
-def test_a_rerun_with_another_pitch_sync_is_refused_naming_both(model, tmp_path, pitched):
+@pytest.mark.parametrize("key, made, asked", [("pitch_sync", 0.99, 0.5), ("postfilter", 0.5, 0.25)])
+def test_a_rerun_with_another_value_is_refused_naming_both(model, tmp_path, pitched, key, made, asked):
+    """--pitch-sync and --postfilter are recorded with the render: another value, or none, is refused naming both."""
     out = tmp_path / "out"
-    stopped_render(model, out, unguarded(), windows=3)
-    with pytest.raises(RenderStateError, match="pitch_sync=0.99, but this command asks for pitch_sync=0.5"):
-        render(model, out, settings(SECONDS, streams=STREAMS, pitch_sync=0.5, block_seconds=0.05,
-                                    snapshot_seconds=0.25), progress=False)
-    with pytest.raises(RenderStateError, match="pitch_sync=0.99, but this command asks for pitch_sync=0\\. Rerun"):
-        render(model, out, settings(SECONDS, streams=STREAMS, block_seconds=0.05, snapshot_seconds=0.25),
-               progress=False)
+    common = {"streams": STREAMS, "block_seconds": 0.05, "snapshot_seconds": 0.25}
+    stopped_render(model, out, settings(SECONDS, **common, **{key: made}), windows=3)
+    with pytest.raises(RenderStateError, match=f"{key}={made}, but this command asks for {key}={asked}"):
+        render(model, out, settings(SECONDS, **common, **{key: asked}), progress=False)
+    with pytest.raises(RenderStateError, match=f"{key}={made}, but this command asks for {key}=0\\. Rerun"):
+        render(model, out, settings(SECONDS, **common), progress=False)
 
 
-@pytest.mark.parametrize("typed", ["1", "-0.1", "nan", "1.5"])
-def test_a_bad_pitch_sync_is_one_line_naming_it(model, tmp_path, capsys, typed):
+RULES = {"--pitch-sync": "a number from 0 up to (not including) 1 (0: off)",
+         "--postfilter": "a number from 0 (off) to 1 (the sample a pitch period before weighs as much as the sample "
+                         "itself)"}
+
+
+@pytest.mark.parametrize("flag, typed", [("--pitch-sync", t) for t in ("1", "-0.1", "nan", "1.5")] +
+                         [("--postfilter", t) for t in ("-0.1", "nan", "1.5", "inf")])
+def test_a_bad_value_is_one_line_naming_it(model, tmp_path, capsys, flag, typed):
     out = tmp_path / "out"
-    assert main(["-q", "render", str(model), "--out", str(out), "--seconds", "0.05", f"--pitch-sync={typed}"]) == 2
+    assert main(["-q", "render", str(model), "--out", str(out), "--seconds", "0.05", f"{flag}={typed}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"wavegen render: error: --pitch-sync {typed}: must be a number from 0 up to (not including) 1 "
-                   "(0: off)"]
+    assert err == [f"wavegen render: error: {flag} {typed}: must be {RULES[flag]}"]
     assert not out.exists()
 
 

@@ -5,8 +5,10 @@
 - 0 is the render without the option, byte for byte; G > 0 writes the model's own audio (the render without it)
   filtered: the model, the guard and --pitch-sync never hear the filter;
 - a render stopped mid-window and resumed writes the files of one never stopped (the filter's history kept in the
-  snapshot), guard on and off; the negative control shows the check can fail (the history not kept);
-- a rerun with another G is refused naming both; a bad G is one line naming it.
+  snapshot), guard on and off (test_render_pitch_sync checks it for both options); the negative control shows the
+  check can fail (the history not kept);
+- a rerun with another G is refused naming both; a bad G is one line naming it (test_render_pitch_sync checks
+  both for both options).
 
 The tiny random model has no pitch over the real threshold, so the render tests lower it (the ``pitched`` fixture):
 every block whose autocorrelation dips uses its lag. docs/DEMO.md measures what the filter does to a real render.
@@ -15,36 +17,17 @@ every block whose autocorrelation dips uses its lag. docs/DEMO.md measures what 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from render_helpers import make_model, settings, stopped_render
+from render_helpers import stopped_render
+from test_render_pitch_sync import STREAMS, crcs, filtered, model, run  # noqa: F401  (its helpers and model)
 from wavegen.audio import dequantize, float_to_int16
-from wavegen.cli import main
-from wavegen.render import RenderStateError, render
+from wavegen.render import render
 from wavegen.render.pitchsync import BLOCK, WINDOW, best_lag
 from wavegen.render.postfilter import Postfilter
-
-STREAMS, SECONDS = 3, 1.5
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
-    return make_model(tmp_path_factory.mktemp("model") / "tiny")
-
-
-def crcs(out: Path) -> list[int]:
-    return json.loads((out / "render_report.json").read_text())["stream_crc32"]
-
-
-def run(model, out, *extra) -> list[int]:
-    assert main(["-q", "render", str(model), "--out", str(out), "--seconds", str(SECONDS), "--streams", str(STREAMS),
-                 "--backend", "torch", "--no-spectrogram", "--no-guard", "--threads", "1",
-                 *map(str, extra)]) == 0
-    return crcs(out)
 
 
 def pitched_audio(n: int, seed: int = 0) -> np.ndarray:
@@ -110,31 +93,13 @@ def test_it_writes_the_models_own_audio_filtered(model, tmp_path, pitched, pitch
     assert json.loads((tmp_path / "filtered" / "render_report.json").read_text())["params"]["postfilter"] == 0.5
 
 
-def guarded(**kw):
-    """A render whose fixed-threshold guard finds the tiny model's audio (about -10 dB) silent now and then: redraws."""
-    return settings(SECONDS, streams=STREAMS, pitch_sync=0.99, postfilter=0.5, block_seconds=0.05,
-                    snapshot_seconds=0.25, guard=True, guard_seconds=0.25, guard_attempts=2, guard_album=False,
-                    guard_silence_db=-10.0, **kw)
-
-
-def unguarded(**kw):
-    return settings(SECONDS, streams=STREAMS, postfilter=0.5, block_seconds=0.05, snapshot_seconds=0.25, **kw)
-
-
-@pytest.mark.parametrize("made", [unguarded, guarded], ids=["no-guard", "guard"])
-def test_a_stopped_and_resumed_render_writes_the_files_of_one_never_stopped(model, tmp_path, pitched, made):
-    s = made()
-    render(model, tmp_path / "ref", s, progress=False)
-    out = tmp_path / "stopped"
-    stopped_render(model, out, s, windows=6)  # stopped mid-window, past the filter's first block (sample 1120)
-    render(model, out, s, progress=False)
-    assert crcs(out) == crcs(tmp_path / "ref")
-    assert json.loads((out / "render_report.json").read_text())["sessions"] == 2
+# a stopped and resumed render writes the files of one never stopped, guard on and off: test_render_pitch_sync's
+# test, parametrized over both options
 
 
 def test_negative_control_the_history_not_kept_in_the_snapshot_changes_the_files(model, tmp_path, pitched,
                                                                                  monkeypatch):
-    s = unguarded()
+    s = filtered()
     render(model, tmp_path / "ref", s, progress=False)
     out = tmp_path / "stopped"
     real = Postfilter.state_dict
@@ -144,22 +109,5 @@ def test_negative_control_the_history_not_kept_in_the_snapshot_changes_the_files
     assert crcs(out) != crcs(tmp_path / "ref")
 
 
-def test_a_rerun_with_another_postfilter_is_refused_naming_both(model, tmp_path, pitched):
-    out = tmp_path / "out"
-    stopped_render(model, out, unguarded(), windows=3)
-    with pytest.raises(RenderStateError, match="postfilter=0.5, but this command asks for postfilter=0.25"):
-        render(model, out, settings(SECONDS, streams=STREAMS, postfilter=0.25, block_seconds=0.05,
-                                    snapshot_seconds=0.25), progress=False)
-    with pytest.raises(RenderStateError, match="postfilter=0.5, but this command asks for postfilter=0\\. Rerun"):
-        render(model, out, settings(SECONDS, streams=STREAMS, block_seconds=0.05, snapshot_seconds=0.25),
-               progress=False)
-
-
-@pytest.mark.parametrize("typed", ["-0.1", "nan", "1.5", "inf"])
-def test_a_bad_postfilter_is_one_line_naming_it(model, tmp_path, capsys, typed):
-    out = tmp_path / "out"
-    assert main(["-q", "render", str(model), "--out", str(out), "--seconds", "0.05", f"--postfilter={typed}"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"wavegen render: error: --postfilter {typed}: must be a number from 0 (off) to 1 (the sample a "
-                   "pitch period before weighs as much as the sample itself)"]
-    assert not out.exists()
+# a rerun with another value refused, a bad value refused: test_render_pitch_sync's tests, parametrized over
+# --pitch-sync and --postfilter

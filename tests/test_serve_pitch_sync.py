@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -179,55 +180,69 @@ def test_negative_control_the_state_not_restored_changes_the_archive(model, tmp_
     assert not np.array_equal(pcm, rendered(model, tmp_path / "r", len(pcm), False, 0.99))
 
 
-def test_a_restart_with_another_pitch_sync_is_refused_naming_both(model, tmp_path, pitched):
+# the archive's recorded settings, --pitch-sync's and --postfilter's alike: (key, a value to record, the station's
+# attribute holding its state, the state's snapshot prefix and entries)
+RECORDED = [("pitch_sync", 0.99, "pitch", "pitch_sync.", ("z", "x", "pos", "lag", "on")),
+            ("postfilter", 0.8, "post", "postfilter.", ("x", "pos"))]
+RECORDED_IDS = ["pitch_sync", "postfilter"]
+
+
+@pytest.mark.parametrize("key, value, held, prefix, entries", RECORDED, ids=RECORDED_IDS)
+def test_a_restart_with_another_value_is_refused_naming_both(model, tmp_path, pitched, key, value, held, prefix,
+                                                             entries):
     from wavegen.serve import ServeError
 
     archive = tmp_path / "a"
-    play(model, archive, 2 * WINDOW, pitch_sync=0.99)
+    play(model, archive, 2 * WINDOW, **{key: value})
     before = _contents(archive)
-    for asked, said in [(0.5, "with pitch_sync=0.99, but this command asks for pitch_sync=0.5 ("),
-                        (0.0, "with pitch_sync=0.99, but this command asks for pitch_sync=0 (")]:
+    for asked, said in [(0.5, f"with {key}={value}, but this command asks for {key}=0.5 ("),
+                        (0.0, f"with {key}={value}, but this command asks for {key}=0 (")]:
         with pytest.raises(ServeError) as err:
-            station(archive, model=model, pitch_sync=asked)
+            station(archive, model=model, **{key: asked})
         assert f"{archive} archives a broadcast {said}" in str(err.value), err.value
         assert str(err.value).endswith("rerun the original command to continue it, or choose another --archive")
     assert _contents(archive) == before
 
 
-def test_an_archive_begun_before_serve_took_pitch_sync_goes_on_at_0(model, tmp_path, pitched):
-    """params.json and the snapshots of an older wavegen record no pitch_sync: it played the draws as drawn."""
+@pytest.mark.parametrize("key, value, held, prefix, entries", RECORDED, ids=RECORDED_IDS)
+def test_an_archive_begun_before_serve_took_the_option_goes_on_at_0(model, tmp_path, pitched, key, value, held,
+                                                                    prefix, entries):
+    """params.json and the snapshots of an older wavegen record neither: it played the draws as drawn, the audio
+    unfiltered."""
     from wavegen.serve import ServeError
+    from wavegen.serve.archive import Archive
 
     archive = tmp_path / "a"
     older = station(None, model=model)
-    older.params.pop("pitch_sync")
-    from wavegen.serve.archive import Archive
-
+    older.params.pop(key)
     a = Archive(archive, SR, older.params, part_seconds=3600.0)
     a.open()
     a.write(np.zeros(WINDOW, np.int16))
     a.snapshot(older._engine_state(), older._meta())
     a.close()
-    assert "pitch_sync" not in json.loads((archive / ".state" / "params.json").read_text())
-    with pytest.raises(ServeError, match=r"with pitch_sync=0, but this command asks for pitch_sync=0\.99 \("):
-        station(archive, model=model, pitch_sync=0.99)
+    assert key not in json.loads((archive / ".state" / "params.json").read_text())
+    with pytest.raises(ServeError, match=re.escape(f"with {key}=0, but this command asks for {key}={value:g} (")):
+        station(archive, model=model, **{key: value})
     going_on = station(archive, model=model)
     assert going_on.position == WINDOW
     going_on.archive.close()
 
 
-def test_a_snapshot_without_the_state_is_damaged_and_the_one_before_it_gone_on_from(model, tmp_path, pitched):
-    """A snapshot of an archive recorded with --pitch-sync that holds no pitch-sync state (damaged): the one
-    before it is gone on from, as for a damaged engine state."""
+@pytest.mark.parametrize("key, value, held, prefix, entries", RECORDED, ids=RECORDED_IDS)
+def test_a_snapshot_without_the_state_is_damaged_and_the_one_before_it_gone_on_from(model, tmp_path, pitched, key,
+                                                                                   value, held, prefix, entries):
+    """A snapshot of an archive recorded with --pitch-sync (--postfilter) that holds no such state (damaged): the
+    one before it is gone on from, as for a damaged engine state."""
     from wavegen.render import load_snapshot, save_snapshot
 
     archive = tmp_path / "a"
-    play(model, archive, int(2.5 * WINDOW), pitch_sync=0.99, snapshot_seconds=GUARD_SECONDS)
+    play(model, archive, int(2.5 * WINDOW), snapshot_seconds=GUARD_SECONDS, **{key: value})
     snap = archive / ".state" / "snapshot.npz"
     before = load_snapshot(archive / ".state" / "snapshot.prev.npz")[1]
     state, position, meta = load_snapshot(snap)
-    save_snapshot(snap, {k: v for k, v in state.items() if not k.startswith("pitch_sync.")}, position, meta)
-    going_on = station(archive, model=model, pitch_sync=0.99, snapshot_seconds=GUARD_SECONDS)
-    assert going_on.position == going_on.pitch.pos == before > 0
+    assert {prefix + k for k in entries} <= set(state)
+    save_snapshot(snap, {k: v for k, v in state.items() if not k.startswith(prefix)}, position, meta)
+    going_on = station(archive, model=model, snapshot_seconds=GUARD_SECONDS, **{key: value})
+    assert going_on.position == getattr(going_on, held).pos == before > 0
     assert (archive / ".state" / "snapshot.npz.damaged").exists()
     going_on.archive.close()

@@ -10,7 +10,8 @@ that for the draws), so:
 - a station stopped mid-window and started again archives what an uninterrupted one does (the filter's history
   saved in its snapshots and restored), and with the history not saved it would not;
 - a restart with another value is refused naming both; an archive begun before serve took the option goes on at 0;
-  a snapshot without the state is damaged (the one before it gone on from);
+  a snapshot without the state is damaged (the one before it gone on from): test_serve_pitch_sync checks these
+  for both options;
 - the CLI hands --postfilter to the station (a bad value refused in render's words) and /status says it.
 
 The tiny random model has no pitch over the real threshold, so these tests lower it (the ``pitched`` fixture):
@@ -27,7 +28,6 @@ import pytest
 import soundfile as sf
 
 from test_serve import SR, _one_error_line, cli_station, reference_pcm
-from test_serve_archive import _contents
 # the pitch-sync tests' station and render helpers, and their fixtures (the tiny model, the redrawing guard)
 from test_serve_pitch_sync import (GUARD_SECONDS, WINDOW, archived, model, play, redrawn,  # noqa: F401
                                    restarted, station)
@@ -102,56 +102,8 @@ def test_negative_control_the_history_not_kept_changes_the_archive(model, tmp_pa
     assert len(pcm) == 3 * WINDOW and not np.array_equal(pcm, reference)
 
 
-def test_a_restart_with_another_postfilter_is_refused_naming_both(model, tmp_path, pitched):
-    from wavegen.serve import ServeError
-
-    archive = tmp_path / "a"
-    play(model, archive, 2 * WINDOW, postfilter=G)
-    before = _contents(archive)
-    for asked, said in [(0.5, "with postfilter=0.8, but this command asks for postfilter=0.5 ("),
-                        (0.0, "with postfilter=0.8, but this command asks for postfilter=0 (")]:
-        with pytest.raises(ServeError) as err:
-            station(archive, model=model, postfilter=asked)
-        assert f"{archive} archives a broadcast {said}" in str(err.value), err.value
-        assert str(err.value).endswith("rerun the original command to continue it, or choose another --archive")
-    assert _contents(archive) == before
-
-
-def test_an_archive_begun_before_serve_took_postfilter_goes_on_at_0(model, tmp_path):
-    """params.json and the snapshots of an older wavegen record no postfilter: it played the audio unfiltered."""
-    from wavegen.serve import ServeError
-    from wavegen.serve.archive import Archive
-
-    archive = tmp_path / "a"
-    older = station(None, model=model)
-    older.params.pop("postfilter")
-    a = Archive(archive, SR, older.params, part_seconds=3600.0)
-    a.open()
-    a.write(np.zeros(WINDOW, np.int16))
-    a.snapshot(older._engine_state(), older._meta())
-    a.close()
-    assert "postfilter" not in params(archive)
-    with pytest.raises(ServeError, match=r"with postfilter=0, but this command asks for postfilter=0\.8 \("):
-        station(archive, model=model, postfilter=G)
-    going_on = station(archive, model=model)
-    assert going_on.position == WINDOW
-    going_on.archive.close()
-
-
-def test_a_snapshot_without_the_state_is_damaged_and_the_one_before_it_gone_on_from(model, tmp_path, pitched):
-    from wavegen.render import load_snapshot, save_snapshot
-
-    archive = tmp_path / "a"
-    play(model, archive, int(2.5 * WINDOW), postfilter=G, snapshot_seconds=GUARD_SECONDS)
-    snap = archive / ".state" / "snapshot.npz"
-    before = load_snapshot(archive / ".state" / "snapshot.prev.npz")[1]
-    state, position, meta = load_snapshot(snap)
-    assert {"postfilter.x", "postfilter.pos"} <= set(state)
-    save_snapshot(snap, {k: v for k, v in state.items() if not k.startswith("postfilter.")}, position, meta)
-    going_on = station(archive, model=model, postfilter=G, snapshot_seconds=GUARD_SECONDS)
-    assert going_on.position == going_on.post.pos == before > 0
-    assert (archive / ".state" / "snapshot.npz.damaged").exists()
-    going_on.archive.close()
+# a restart with another value refused, an archive begun before the option, a snapshot without the state:
+# test_serve_pitch_sync's tests of the recorded settings, parametrized over --pitch-sync and --postfilter
 
 
 def test_the_cli_gives_the_station_its_postfilter(model, monkeypatch):
