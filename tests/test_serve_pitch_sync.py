@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -244,5 +245,25 @@ def test_a_snapshot_without_the_state_is_damaged_and_the_one_before_it_gone_on_f
     save_snapshot(snap, {k: v for k, v in state.items() if not k.startswith(prefix)}, position, meta)
     going_on = station(archive, model=model, snapshot_seconds=GUARD_SECONDS, **{key: value})
     assert going_on.position == getattr(going_on, held).pos == before > 0
+    assert (archive / ".state" / "snapshot.npz.damaged").exists()
+    going_on.archive.close()
+
+
+def test_a_postfilter_state_taken_at_another_position_is_damaged(model, tmp_path, pitched, caplog):
+    """--postfilter's history must be the last samples before the snapshot's position (render's snapshots are held
+    to the same): one whose position is another's is damaged, said with both, and the one before it gone on from."""
+    from wavegen.render import load_snapshot, save_snapshot
+
+    archive = tmp_path / "a"
+    play(model, archive, int(2.5 * WINDOW), snapshot_seconds=GUARD_SECONDS, postfilter=0.8)
+    snap = archive / ".state" / "snapshot.npz"
+    before = load_snapshot(archive / ".state" / "snapshot.prev.npz")[1]
+    state, position, meta = load_snapshot(snap)
+    assert int(state["postfilter.pos"]) == position  # as every snapshot holds it
+    save_snapshot(snap, {**state, "postfilter.pos": np.array(position - 1, np.int64)}, position, meta)
+    with caplog.at_level(logging.WARNING, logger="wavegen"):
+        going_on = station(archive, model=model, snapshot_seconds=GUARD_SECONDS, postfilter=0.8)
+    assert going_on.position == going_on.post.pos == before > 0
+    assert f"is damaged (its --postfilter state is at sample {position - 1}, the snapshot at {position})" in caplog.text
     assert (archive / ".state" / "snapshot.npz.damaged").exists()
     going_on.archive.close()

@@ -231,27 +231,27 @@ def judged(archive: Archive, path: Path) -> tuple[dict[str, np.ndarray], int, di
     got = load(path)
     if isinstance(got, str):
         return f"is damaged ({got})"
-    misfit = archive.state_fits(got[0], got[2]) if archive.state_fits is not None else None
+    misfit = archive.state_fits(*got) if archive.state_fits is not None else None
     return f"is damaged ({misfit})" if misfit else got
 
 
 def engine_fit(engine, label_state, folder: str | Path, pitch=None, post=None):
-    """→ ``Archive``'s ``state_fits(state, meta)``: None where a snapshot's engine ``state`` loads into ``engine``
-    (left holding it), the --pitch-sync state beside it into ``pitch`` (the station's, where on: one recorded with
-    it holds it, :func:`~wavegen.serve.pitch.load_pitch_state`), the --postfilter state into ``post`` (likewise,
-    :func:`~wavegen.serve.postfilter.load_post_state`) and the label its ``meta`` records is the blend that
-    state holds (``label_state``, the station's :class:`~wavegen.serve.control.LabelState`: its ``misfit``); else
-    what does not fit, said. Checked
-    while the archive opens, so a snapshot that does not fit is fallen back from as a damaged one. The one gone on
-    from is the last judged: the engine holds it, and the station takes its label (``LabelState.adopt``) without
-    loading or parsing it again. One of an older wavegen, which recorded no label, goes on with --label's blend
+    """→ ``Archive``'s ``state_fits(state, position, meta)``: None where a snapshot's engine ``state`` loads into
+    ``engine`` (left holding it), the --pitch-sync state beside it into ``pitch`` (the station's, where on: one
+    recorded with it holds it, :func:`~wavegen.serve.pitch.load_pitch_state`), the --postfilter state into ``post``
+    (likewise, and taken at the snapshot's ``position``: :func:`~wavegen.serve.postfilter.load_post_state`) and the
+    label its ``meta`` records is the blend that state holds (``label_state``, the station's
+    :class:`~wavegen.serve.control.LabelState`: its ``misfit``); else what does not fit, said. Checked while the
+    archive opens, so a snapshot that does not fit is fallen back from as a damaged one. The one gone on from is the
+    last judged: the engine holds it, and the station takes its label (``LabelState.adopt``) without loading or
+    parsing it again. One of an older wavegen, which recorded no label, goes on with --label's blend
     (:func:`older_blend`)."""
-    def state_fits(state: dict, meta: dict) -> str | None:
+    def state_fits(state: dict, position: int, meta: dict) -> str | None:
         try:
             engine.load_state_dict(state)
         except (KeyError, ValueError, TypeError, RuntimeError) as err:
             return f"its engine state does not fit this model's engine: {type(err).__name__}: {err}"
-        misfit = load_pitch_state(pitch, state) or load_post_state(post, state)
+        misfit = load_pitch_state(pitch, state) or load_post_state(post, state, position)
         if misfit:
             return misfit
         if "label" not in meta:

@@ -39,9 +39,10 @@ def post_state(post: Postfilter | None) -> dict[str, np.ndarray]:
     return {} if post is None else {POST_PREFIX + k: v for k, v in post.state_dict().items()}
 
 
-def load_post_state(post: Postfilter | None, state: dict) -> str | None:
+def load_post_state(post: Postfilter | None, state: dict, position: int) -> str | None:
     """``post`` put at the state a snapshot's entries hold; None where done (or it is off), else what is wrong, as
-    said after "is damaged (...)": an archive recorded with --postfilter keeps it in every snapshot."""
+    said after "is damaged (...)": an archive recorded with --postfilter keeps it in every snapshot, taken where
+    the snapshot's ``position`` is (samples archived; render's snapshots are held to the same)."""
     if post is None:
         return None
     entries = {k[len(POST_PREFIX):]: v for k, v in state.items() if k.startswith(POST_PREFIX)}
@@ -49,5 +50,7 @@ def load_post_state(post: Postfilter | None, state: dict) -> str | None:
         return "it holds no --postfilter state"
     if np.shape(entries["x"]) != post.x.shape or np.shape(entries["pos"]) != ():
         return "its --postfilter state is not one stream's"
+    if int(entries["pos"]) != position:
+        return f"its --postfilter state is at sample {int(entries['pos'])}, the snapshot at {position}"
     post.load_state_dict(entries)
     return None
