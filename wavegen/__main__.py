@@ -1,4 +1,5 @@
 from wavegen.cli import run
+from wavegen.signals import end_program
 
 if __name__ == "__main__":
-    raise SystemExit(run())
+    end_program(run())

@@ -1,7 +1,6 @@
 """``python -m wavegen.kernels.cuda --check``: the compile check (:mod:`wavegen.kernels.cuda.check`)."""
 
-import sys
-
 from wavegen.kernels.cuda.check import main
+from wavegen.signals import end_program
 
-sys.exit(main())
+end_program(main())

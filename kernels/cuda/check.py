@@ -299,4 +299,6 @@ def _check(args, archs: list[int], only: list[str] | None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from wavegen.signals import end_program
+
+    end_program(main())

@@ -34,7 +34,9 @@ def _stopped_while_importing() -> None:
     signals = sys.modules.get("wavegen.signals")  # (gone where the Ctrl-C came while it imported)
     if signals is None or signals.says_the_interrupt():
         print("wavegen: interrupted", file=sys.stderr)
-    raise SystemExit(130)
+    if signals is None:
+        raise SystemExit(130)
+    signals.end_program(130)  # the Ctrl-C may have passed through an import's exec'd string (a dataclass)
 
 
 def _term_interrupts_while_starting() -> None:
