@@ -263,9 +263,10 @@ def carried(err: BaseException) -> BaseException:
 def end_program(code: int):
     """``raise SystemExit(code)`` for a program's ``__main__``, a Ctrl-C it caught forgotten. CPython latches a
     KeyboardInterrupt that passed out of code run from a string (exec and eval, which Triton, dataclasses and
-    namedtuples use to build functions) and, under ``python -m``, ends the process by SIGINT at exit (returncode -2, no word) though the
-    program caught it and chose its code (Modules/main.c, Py_RunMain); the next string run clears the latch
-    (Python/pythonrun.c, run_eval_code_obj). A Ctrl-C the program did not catch never comes here and keeps it."""
+    namedtuples use to build functions) and, under ``python -m``, ends the process by SIGINT at exit (returncode -2,
+    no word) though the program caught it and chose its code (Modules/main.c, Py_RunMain); the next string run clears
+    the latch (Python/pythonrun.c, run_eval_code_obj). A Ctrl-C the program did not catch never comes here and keeps
+    it."""
     exec("pass")  # clears the latch
     raise SystemExit(code)
 

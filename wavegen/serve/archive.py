@@ -140,8 +140,8 @@ class Archive:
         # the most audio a server stopped before its first snapshot leaves in the parts (None: not checked); more
         # without a snapshot means the snapshot was lost, and starting over would write over the archive
         self.unsnapshot_seconds = unsnapshot_seconds
-        # (engine state, position, meta) of a snapshot → None where the engine takes it, else what does not fit (said): one
-        # that does not is fallen back from as a damaged one (archive_resume.engine_fit); None: not checked
+        # (engine state, position, meta) of a snapshot → None where the engine takes it, else what does not fit
+        # (said): one that does not is fallen back from as a damaged one (archive_resume.engine_fit); None: not checked
         self.state_fits = state_fits
         self.first_part = 0  # the oldest part kept
         # the parts gone that a restart said so, as runs [first, last] (archive_folder.say_earlier_parts): each
