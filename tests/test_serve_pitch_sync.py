@@ -175,8 +175,8 @@ def test_negative_control_the_state_not_restored_changes_the_archive(model, tmp_
     from wavegen.serve import archive_resume
 
     # the snapshot's position taken, its z and audio history and lags not: the state of a fresh stream
-    monkeypatch.setattr(archive_resume, "load_pitch_state",
-                        lambda pitch, state: setattr(pitch, "pos", int(state["pitch_sync.pos"])))
+    monkeypatch.setattr(archive_resume, "kept_misfit",
+                        lambda station, state, position: setattr(station.pitch, "pos", int(state["pitch_sync.pos"])))
     pcm, _ = restarted(model, tmp_path / "a", pitch_sync=0.99)
     assert not np.array_equal(pcm, rendered(model, tmp_path / "r", len(pcm), False, 0.99))
 

@@ -50,6 +50,21 @@ STOP_AFTER_LAST_WINDOW = "the last window is made: finishing the render (its fil
 # "engine.<key>")
 PITCH_PREFIX = "pitch_sync."
 POST_PREFIX = "postfilter."
+# each such state: (its prefix, its option, the attribute of its owner (a render's ShardRender, a serve Station)
+# holding it (None where off), whether its "pos" is the snapshot's position)
+KEPT_STATES = ((PITCH_PREFIX, "--pitch-sync", "pitch", False), (POST_PREFIX, "--postfilter", "post", True))
+
+
+def kept_states(owner) -> list[tuple]:
+    """(prefix, option, object, held to the snapshot's position) of each state ``owner`` keeps beside the engine's in
+    its snapshots: those on."""
+    return [(prefix, flag, getattr(owner, name), at) for prefix, flag, name, at in KEPT_STATES
+            if getattr(owner, name) is not None]
+
+
+def kept_entries(owner) -> dict[str, np.ndarray]:
+    """Those states as snapshot entries beside the engine's, each under its prefix."""
+    return {prefix + k: v for prefix, _, held, _ in kept_states(owner) for k, v in held.state_dict().items()}
 
 
 def window_samples(s: RenderSettings, sample_rate: int) -> int:
@@ -176,12 +191,6 @@ class ShardRender:
         self.post = Postfilter(self.s.postfilter, len(job.ids)) if self.s.postfilter else None
         self.t0 = time.perf_counter()
 
-    def _kept_states(self):
-        """(snapshot prefix, option, object) of each state kept beside the engine's in this render's snapshots."""
-        return [(prefix, flag, held) for prefix, flag, held in ((PITCH_PREFIX, "--pitch-sync", self.pitch),
-                                                               (POST_PREFIX, "--postfilter", self.post))
-                if held is not None]
-
     def _io_error(self, path: Path, err: BaseException, written: int | None = None):
         written = self.snapshot_written if written is None else written
         return self.job.folder.io_error(path, err, written, self.sr)
@@ -204,9 +213,9 @@ class ShardRender:
         self.wall_before, self.sessions = meta["wall_seconds"], meta["sessions"] + 1
         self.resume_crc32s = meta.get("crc32")  # a snapshot of an older wavegen has none
         kept = {prefix: {k[len(prefix):]: state.pop(k) for k in list(state) if k.startswith(prefix)}
-                for prefix in (PITCH_PREFIX, POST_PREFIX)}
-        for prefix, flag, held in self._kept_states():
-            if not kept[prefix] or (prefix == POST_PREFIX and int(kept[prefix].get("pos", -1)) != written):
+                for prefix, *_ in KEPT_STATES}
+        for prefix, flag, held, at_position in kept_states(self):
+            if not kept[prefix] or (at_position and int(kept[prefix].get("pos", -1)) != written):
                 raise RenderStateError(f"{self.snapshot_path} holds no {flag} state to resume from; rerun "
                                        "with --restart to start the render over")
             held.load_state_dict(kept[prefix])
@@ -272,8 +281,7 @@ class ShardRender:
                 "events": self.log.events, "wall_seconds": self.wall_before + time.perf_counter() - self.t0,
                 "sessions": self.sessions, "complete": written >= self.total, "crc32": writers.crc32s}
         state = dict(self.engine.state_dict())
-        for prefix, _, held in self._kept_states():  # at ``written`` too: a window boundary (a stop rewound it there)
-            state.update({prefix + k: v for k, v in held.state_dict().items()})
+        state.update(kept_entries(self))  # at ``written`` too: a window boundary (a stop rewound it there)
         try:
             save_snapshot(self.snapshot_path, state, written, meta, keep_previous=True)
         except OSError as err:

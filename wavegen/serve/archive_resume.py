@@ -17,12 +17,11 @@ from wavegen.folders import link_to_nothing
 from wavegen.render import PCMWriter, load_snapshot, save_snapshot
 from wavegen.render.folder import remove_temporaries
 from wavegen.render.model_change import TENSORS_KEY, with_recorded_tensors
+from wavegen.render.shard import kept_states
 from wavegen.render.writers import flushed_samples, previous_snapshot
 from wavegen.serve.archive import (GONE_SAID_KEY, KEEP_PARTS_KEY, PARAMS_FILE, SNAPSHOT_FILE, STATE_DIR, Archive,
                                    ServeError, part_path, parts_in, snapshot_params)
 from wavegen.serve.control import apply_label
-from wavegen.serve.pitch import load_pitch_state
-from wavegen.serve.postfilter import load_post_state
 
 logger = logging.getLogger("wavegen.serve.archive")  # the archive's words, whichever module says them
 
@@ -235,23 +234,21 @@ def judged(archive: Archive, path: Path) -> tuple[dict[str, np.ndarray], int, di
     return f"is damaged ({misfit})" if misfit else got
 
 
-def engine_fit(engine, label_state, folder: str | Path, pitch=None, post=None):
+def engine_fit(engine, label_state, folder: str | Path, kept=None):
     """→ ``Archive``'s ``state_fits(state, position, meta)``: None where a snapshot's engine ``state`` loads into
-    ``engine`` (left holding it), the --pitch-sync state beside it into ``pitch`` (the station's, where on: one
-    recorded with it holds it, :func:`~wavegen.serve.pitch.load_pitch_state`), the --postfilter state into ``post``
-    (likewise, and taken at the snapshot's ``position``: :func:`~wavegen.serve.postfilter.load_post_state`) and the
-    label its ``meta`` records is the blend that state holds (``label_state``, the station's
-    :class:`~wavegen.serve.control.LabelState`: its ``misfit``); else what does not fit, said. Checked while the
-    archive opens, so a snapshot that does not fit is fallen back from as a damaged one. The one gone on from is the
-    last judged: the engine holds it, and the station takes its label (``LabelState.adopt``) without loading or
-    parsing it again. One of an older wavegen, which recorded no label, goes on with --label's blend
-    (:func:`older_blend`)."""
+    ``engine`` (left holding it), the states ``kept`` (the station) keeps beside it load into it
+    (:func:`kept_misfit`: --pitch-sync's, --postfilter's) and the label its ``meta`` records is the blend that state
+    holds (``label_state``, the station's :class:`~wavegen.serve.control.LabelState`: its ``misfit``); else what
+    does not fit, said. Checked while the archive opens, so a snapshot that does not fit is fallen back from as a
+    damaged one. The one gone on from is the last judged: the engine holds it, and the station takes its label
+    (``LabelState.adopt``) without loading or parsing it again. One of an older wavegen, which recorded no label,
+    goes on with --label's blend (:func:`older_blend`)."""
     def state_fits(state: dict, position: int, meta: dict) -> str | None:
         try:
             engine.load_state_dict(state)
         except (KeyError, ValueError, TypeError, RuntimeError) as err:
             return f"its engine state does not fit this model's engine: {type(err).__name__}: {err}"
-        misfit = load_pitch_state(pitch, state) or load_post_state(post, state, position)
+        misfit = kept_misfit(kept, state, position) if kept is not None else None
         if misfit:
             return misfit
         if "label" not in meta:
@@ -259,6 +256,24 @@ def engine_fit(engine, label_state, folder: str | Path, pitch=None, post=None):
         return label_state.misfit(meta, state)
 
     return state_fits
+
+
+def kept_misfit(owner, state: dict, position: int) -> str | None:
+    """Each state ``owner`` (the station) keeps beside the engine's (:func:`~wavegen.render.shard.kept_states`:
+    --pitch-sync's, --postfilter's, where on) put at what a snapshot's entries hold; None where done, else what is
+    wrong, as said after "is damaged (...)": an archive recorded with the option keeps its state in every snapshot,
+    one held to the snapshot's position (--postfilter's, as render's snapshots are) taken at ``position``."""
+    for prefix, flag, held, at_position in kept_states(owner):
+        entries = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        now = held.state_dict()
+        if set(entries) != set(now):
+            return f"it holds no {flag} state"
+        if any(np.shape(entries[k]) != np.shape(now[k]) for k in now):
+            return f"its {flag} state is not one stream's"
+        if at_position and int(entries["pos"]) != position:
+            return f"its {flag} state is at sample {int(entries['pos'])}, the snapshot at {position}"
+        held.load_state_dict(entries)
+    return None
 
 
 def older_blend(engine, label_state, state: dict, folder: str | Path) -> None:

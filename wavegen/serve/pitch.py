@@ -3,8 +3,9 @@
 RHO`` renders for the same model, seed and temperature.
 
 Its state goes where the engine's goes: the station's window-start state, which a stop snapshots, and every archive
-snapshot, as entries ``pitch_sync.<key>`` beside the engine's (render's snapshot keeps them under the same prefix,
-:data:`~wavegen.render.shard.PITCH_PREFIX`); the engines take only their own entries. A guard redraw rewinds it as
+snapshot, as entries ``pitch_sync.<key>`` beside the engine's (render's snapshot keeps them under the same prefix:
+:func:`~wavegen.render.shard.kept_entries`; a restart loads them, :func:`wavegen.serve.archive_resume.kept_misfit`);
+the engines take only their own entries. A guard redraw rewinds it as
 render's does (:meth:`PitchSync.begin` at each draw of a window).
 """
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 import numpy as np
 
 from wavegen.render.pitchsync import PitchSync
-from wavegen.render.shard import PITCH_PREFIX
 
 
 def pitch_sync(rho: float, to_audio) -> PitchSync | None:
@@ -32,22 +32,3 @@ def pitched_codes(engine, pitch: PitchSync, draw, start: int, n: int, temperatur
         i += len(made)
     return codes
 
-
-def pitch_state(pitch: PitchSync | None) -> dict[str, np.ndarray]:
-    """``pitch``'s state as snapshot entries beside the engine's ({} where it is off)."""
-    return {} if pitch is None else {PITCH_PREFIX + k: v for k, v in pitch.state_dict().items()}
-
-
-def load_pitch_state(pitch: PitchSync | None, state: dict) -> str | None:
-    """``pitch`` put at the state a snapshot's entries hold; None where done (or it is off), else what is wrong,
-    as said after "is damaged (...)": an archive recorded with --pitch-sync keeps it in every snapshot."""
-    if pitch is None:
-        return None
-    entries = {k[len(PITCH_PREFIX):]: v for k, v in state.items() if k.startswith(PITCH_PREFIX)}
-    if set(entries) != set(PitchSync.KEYS):
-        return "it holds no --pitch-sync state"
-    now = pitch.state_dict()
-    if any(np.shape(entries[k]) != np.shape(now[k]) for k in PitchSync.KEYS):
-        return "its --pitch-sync state is not one stream's"
-    pitch.load_state_dict(entries)
-    return None

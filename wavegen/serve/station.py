@@ -37,6 +37,7 @@ from wavegen.generate import make_engine, temperatures, uniforms
 from wavegen.render import guard_verdict, parse_label
 from wavegen.render.guard import criteria_for
 from wavegen.render.model_change import TENSORS_KEY
+from wavegen.render.shard import kept_entries
 from wavegen.serve.archive import MODEL_FOLDER_KEY, Archive, ServeError
 from wavegen.serve.archive_folder import check_archive_folder
 from wavegen.serve.archive_model import model_folder, played_model, weights_finder
@@ -44,8 +45,8 @@ from wavegen.serve.archive_resume import engine_fit
 from wavegen.serve.control import LabelState
 from wavegen.serve.encoder import OggOpusEncoder, Page
 from wavegen.serve.guard_lines import GuardLines
-from wavegen.serve.pitch import pitch_state, pitch_sync, pitched_codes
-from wavegen.serve.postfilter import filtered_pcm, post_state, postfilter
+from wavegen.serve.pitch import pitch_sync, pitched_codes
+from wavegen.serve.postfilter import filtered_pcm, postfilter
 from wavegen.serve.settings import ServeSettings
 
 logger = logging.getLogger(__name__)
@@ -152,8 +153,7 @@ class Station:
             self.archive = Archive(settings.archive, self.sample_rate, self.params, settings.archive_part_seconds,
                                    settings.archive_keep_parts, lambda text: _blend(text, labels),
                                    weights_finder(self.ref), settings.snapshot_seconds + window_seconds,
-                                   engine_fit(self.engine, self.label_state, settings.archive, self.pitch,
-                                              self.post))
+                                   engine_fit(self.engine, self.label_state, settings.archive, self))
         self.window = max(1, int(round(window_seconds * self.sample_rate)))
         self.position = 0  # samples rendered (and archived, and encoded)
         self.events: list[dict] = []
@@ -375,7 +375,7 @@ class Station:
         # copied: an engine's state_dict may hand out views of buffers it updates in place; --pitch-sync's and
         # --postfilter's beside it
         state = {k: np.array(v, copy=True) for k, v in self.engine.state_dict().items()}
-        return {**state, **pitch_state(self.pitch), **post_state(self.post)}
+        return {**state, **kept_entries(self)}
 
     def _next_window(self, start_state: dict) -> list[Page]:
         """Render, guard, archive and encode the next window; → its pages."""
