@@ -10,6 +10,10 @@ every multi-process command must have ended its group, and its threads, before i
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -203,3 +207,31 @@ def left_behind_by_a_wrapper(tmp_path: Path, cli_text: str, command: list[str], 
         if wavegen is not None and wavegen.is_running():
             wavegen.kill()
     return said.read_text(), took
+
+
+@contextlib.contextmanager
+def stalled(pid: int):
+    """Process ``pid`` stopped (SIGSTOP) inside the block, as a busy machine may leave it unscheduled; signals sent to
+    it meanwhile wait, and it meets them as it goes on (SIGCONT)."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def unread(pipe: str | Path) -> bytes:
+    """What waits unread in a pipe (``pipe``: a path to it, /proc/PID/fd/N), left there for its reader (tee(2))."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    source = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)
+    into, out = os.pipe()
+    try:
+        count = libc.tee(source, out, 1 << 16, 2)  # (SPLICE_F_NONBLOCK)
+        if count < 0:
+            if ctypes.get_errno() == errno.EAGAIN:  # nothing waits
+                return b""
+            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()), str(pipe))
+        return os.read(into, count) if count else b""
+    finally:
+        for fd in (source, into, out):
+            os.close(fd)

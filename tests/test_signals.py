@@ -121,6 +121,40 @@ def test_accelerates_one_process_launchers_sigterm_after_a_ctrl_c_is_the_same_st
         assert interrupt_then_term()
 
 
+def test_a_ctrl_c_under_accelerates_one_process_launcher_is_said_once_the_launcher_reacted(monkeypatch, caplog):
+    """That launcher copies wavegen's stderr and a Ctrl-C can cut its copying between a read and its write: the stop's
+    line, written as the Ctrl-C came, was lost now and then (test_train_signals' launch, stalled). Now the line, and
+    the stop with it, wait for the launcher's SIGTERM (then it copies from a thread the Ctrl-C does not cut), or
+    TERM_ECHO_SECONDS where none comes; a Ctrl-C again meanwhile stops at once, the first's line never said."""
+    from wavegen import signals
+
+    monkeypatch.setattr(signals, "TERM_ECHO_SECONDS", 0.5)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("ACCELERATE_DYNAMO_BACKEND", "NO")
+    caplog.set_level(logging.WARNING, logger="wavegen.signals")
+    with StopSignals("saving") as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.1)
+        assert not stop.requested and "saving" not in caplog.text  # the launcher has yet to react
+        os.kill(os.getpid(), signal.SIGTERM)  # it has
+        assert stop.requested and stop.name == "SIGINT" and caplog.text.count("SIGINT: saving") == 1, caplog.text
+    caplog.clear()
+    with StopSignals("saving") as stop:  # no SIGTERM comes (a Ctrl-C sent to wavegen alone)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)
+        assert not stop.requested and not caplog.text
+        time.sleep(0.5)
+        assert stop.requested and caplog.text.count("SIGINT: saving") == 1, caplog.text
+    caplog.clear()
+    with StopSignals("saving") as stop:
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+            os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.6)
+        assert not caplog.text
+
+
 @pytest.mark.parametrize("env", [{"OMPI_COMM_WORLD_SIZE": "2"},
                                  {"OMPI_COMM_WORLD_SIZE": "2", "ACCELERATE_DYNAMO_BACKEND": "NO", "WORLD_SIZE": "2"}],
                          ids=["mpirun", "accelerate launch --cpu under mpirun, its state made"])

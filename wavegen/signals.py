@@ -7,7 +7,9 @@ snapshot. A second signal stops at once (KeyboardInterrupt), leaving what the la
 or snapshot holds; a SIGTERM within TERM_ECHO_SECONDS of a first SIGTERM is that one handed on twice (a wrapper
 script that forwards it, beside its sender's to the process group) and changes nothing, as does one within
 TERM_ECHO_SECONDS of a Ctrl-C under accelerate's one-process launcher or an MPI launcher
-(:func:`launcher_terms_after_an_interrupt`).
+(:func:`launcher_terms_after_an_interrupt`). accelerate's one-process launcher copies wavegen's stderr, and a line
+written as the Ctrl-C came could be lost in the copying: there the Ctrl-C's line, and its stop, wait for that SIGTERM
+(TERM_ECHO_SECONDS at most; :func:`accelerates_one_process`).
 Handlers can only be installed from the main thread; elsewhere the context manager does nothing and the process
 keeps its handlers.
 
@@ -92,8 +94,21 @@ def launcher_terms_after_an_interrupt() -> bool:
     reaches it beside this process, and it then sends this process (every process below it) a SIGTERM and kills it
     5 s later; mpirun, reached by a Ctrl-C, ends its job so: SIGTERM, then SIGKILL. That SIGTERM is the same stop as
     the Ctrl-C, not a second signal (:class:`StopSignals`)."""
-    mpi = any(os.environ.get(name, "").strip().isdigit() for name in _SIZE_VARS[1:])
-    return mpi or ("ACCELERATE_DYNAMO_BACKEND" in os.environ and not launched())
+    return _mpi_launched() or accelerates_one_process()
+
+
+def _mpi_launched() -> bool:
+    """Whether an MPI launcher started this process (its size variable set)."""
+    return any(os.environ.get(name, "").strip().isdigit() for name in _SIZE_VARS[1:])
+
+
+def accelerates_one_process() -> bool:
+    """Whether this process is ``accelerate launch``'s one process (its launcher without torchrun or MPI: it sets
+    ACCELERATE_DYNAMO_BACKEND, no one else does, and no size above 1). That launcher reads this process's stderr
+    and copies it to its own; a Ctrl-C, which reaches it beside this process, can cut the copying between a read and
+    its write, and what was read then is lost: a line written as the Ctrl-C came (StopSignals' says it once the
+    launcher has reacted: its SIGTERM, :func:`launcher_terms_after_an_interrupt`)."""
+    return "ACCELERATE_DYNAMO_BACKEND" in os.environ and not launched() and not _mpi_launched()
 
 
 def says_the_interrupt() -> bool:
@@ -295,11 +310,17 @@ class StopSignals:
         self._again = False  # a second signal came meanwhile
         self._line: threading.Timer | None = None  # a launched process's SIGTERM line, waiting
         self._held_since = 0.0  # when the first signal came (a launched process's SIGTERM: held since)
+        # a Ctrl-C's line waiting for accelerate's one-process launcher to react (its SIGTERM, TERM_ECHO_SECONDS at
+        # most): the timer that says it then, and who says it (the timer or the SIGTERM's handler, once)
+        self._after_the_launcher: threading.Timer | None = None
+        self._saying = threading.Lock()
 
     @property
     def requested(self) -> bool:
-        """A stop was asked for (a launched process's SIGTERM: once its line is said, or dropped for a loss)."""
-        return self.signum is not None and self not in _pending and self._loss is None
+        """A stop was asked for (a launched process's SIGTERM: once its line is said, or dropped for a loss; a
+        Ctrl-C under accelerate's one-process launcher: once its line is said, :meth:`_say_after_the_launcher`)."""
+        return (self.signum is not None and self not in _pending and self._loss is None
+                and self._after_the_launcher is None)
 
     @property
     def held(self) -> bool:
@@ -323,8 +344,12 @@ class StopSignals:
         if self.signum is not None:
             if (signum == signal.SIGTERM and is_an_echo(self._held_since)
                     and (self.signum == signal.SIGTERM or launcher_terms_after_an_interrupt())):
+                self._say_after_the_launcher()  # (a Ctrl-C's line that waited for it)
                 return  # the first signal handed on: it asks for nothing more (TERM_ECHO_SECONDS)
             if not self._announcing:
+                if self._after_the_launcher is not None:  # the first's line, still waiting, is moot
+                    self._after_the_launcher.cancel()
+                    self._after_the_launcher = None
                 raise KeyboardInterrupt
             # a handler can run inside another one (between any two bytecodes): an interrupt raised
             # here would cut the first signal's message short, so it is raised once that is out
@@ -336,6 +361,11 @@ class StopSignals:
             _terms_held = True
             _pending.add(self)
             self._arm(LAUNCH_TERM_SECONDS)
+            return
+        if signum == signal.SIGINT and accelerates_one_process():  # said once the launcher reads in safety
+            self._after_the_launcher = threading.Timer(TERM_ECHO_SECONDS, self._say_after_the_launcher)
+            self._after_the_launcher.daemon = True
+            self._after_the_launcher.start()
             return
         self._announcing = True
         try:
@@ -376,6 +406,26 @@ class StopSignals:
             self._loss = loss
         _thread.interrupt_main(signal.SIGTERM)
 
+    def _say_after_the_launcher(self) -> None:
+        """A Ctrl-C's line under accelerate's one-process launcher, said (and the stop in effect) once the launcher
+        has reacted to it (its SIGTERM, handed to this by :meth:`_handle`), or TERM_ECHO_SECONDS after it (the timer's
+        thread): the launcher then copies this process's stderr from a thread that a Ctrl-C does not cut (a line
+        written as the Ctrl-C came could be lost: :func:`accelerates_one_process`). Once; nothing where none waits."""
+        timer = self._after_the_launcher
+        if timer is None or not self._saying.acquire(blocking=False):
+            return
+        in_the_handler = threading.current_thread() is threading.main_thread()
+        try:
+            timer.cancel()
+            self._announcing = in_the_handler  # (a Ctrl-C again meanwhile: raised once the line is out)
+            self._say()
+            self._after_the_launcher = None
+        finally:
+            self._announcing = False
+            self._saying.release()
+        if in_the_handler and self._again:
+            raise KeyboardInterrupt
+
     def _arm(self, seconds: float) -> None:
         """The held SIGTERM's line (:meth:`_time_up`) ``seconds`` from now."""
         self._line = threading.Timer(seconds, self._time_up)
@@ -406,6 +456,9 @@ class StopSignals:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self._cancel_line()  # the work is over: what it did is said by what follows
+        if self._after_the_launcher is not None:  # a Ctrl-C's line unsaid as the work ended: a stop, unsaid
+            self._after_the_launcher.cancel()
+            self._after_the_launcher = None
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}
