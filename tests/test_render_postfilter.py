@@ -27,7 +27,10 @@ from test_render_pitch_sync import STREAMS, crcs, filtered, model, run  # noqa: 
 from wavegen.audio import dequantize, float_to_int16
 from wavegen.render import render
 from wavegen.render.pitchsync import BLOCK, WINDOW, best_lag
+from wavegen.render.settings import RenderStateError
 from wavegen.render.postfilter import Postfilter
+from wavegen.render.shard import POST_PREFIX
+from wavegen.render.writers import load_snapshot, save_snapshot
 
 
 def pitched_audio(n: int, seed: int = 0) -> np.ndarray:
@@ -111,3 +114,27 @@ def test_negative_control_the_history_not_kept_in_the_snapshot_changes_the_files
 
 # a rerun with another value refused, a bad value refused: test_render_pitch_sync's tests, parametrized over
 # --pitch-sync and --postfilter
+
+
+@pytest.mark.parametrize("damage, said", [
+    ("moved", ": its --postfilter state is at sample {pos}, the snapshot at {written}"),
+    ("gone", " holds no --postfilter state to resume from")])
+def test_a_snapshot_whose_filter_state_does_not_fit_is_refused_naming_why(model, tmp_path, pitched, damage, said):
+    """The filter's history is held to its snapshot's position (one taken elsewhere would filter with another
+    stream's past): a snapshot whose history is at another sample, or that has none, is refused in one line naming
+    the snapshot and why (both positions: it said "holds no state" for both), nothing written."""
+    s, out = filtered(), tmp_path / "stopped"
+    stopped_render(model, out, s, windows=6)
+    (path,) = out.rglob("rank0.npz")  # the newest snapshot (the one before it, rank0.prev.npz, left as it is)
+    state, written, meta = load_snapshot(path)
+    if damage == "moved":
+        state[POST_PREFIX + "pos"] = np.asarray(written - 1)
+    else:
+        state = {k: v for k, v in state.items() if not k.startswith(POST_PREFIX)}
+    save_snapshot(path, state, written, meta)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"}  # (.lock: the rerun's)
+    with pytest.raises(RenderStateError) as refused:
+        render(model, out, s, progress=False)
+    assert str(refused.value) == (f"{path}{said.format(pos=written - 1, written=written)}; rerun with --restart to "
+                                  "start the render over")
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"} == before

@@ -215,9 +215,12 @@ class ShardRender:
         kept = {prefix: {k[len(prefix):]: state.pop(k) for k in list(state) if k.startswith(prefix)}
                 for prefix, *_ in KEPT_STATES}
         for prefix, flag, held, at_position in kept_states(self):
-            if not kept[prefix] or (at_position and int(kept[prefix].get("pos", -1)) != written):
-                raise RenderStateError(f"{self.snapshot_path} holds no {flag} state to resume from; rerun "
-                                       "with --restart to start the render over")
+            entries, over = kept[prefix], "; rerun with --restart to start the render over"
+            if not entries or (at_position and "pos" not in entries):
+                raise RenderStateError(f"{self.snapshot_path} holds no {flag} state to resume from{over}")
+            if at_position and int(entries["pos"]) != written:
+                raise RenderStateError(f"{self.snapshot_path}: its {flag} state is at sample {int(entries['pos'])}, "
+                                       f"the snapshot at {written}{over}")
             held.load_state_dict(kept[prefix])
         engine.reset(label_weights=job.label_weights)
         engine.load_state_dict(state)
