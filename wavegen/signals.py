@@ -286,6 +286,14 @@ def end_program(code: int):
     raise SystemExit(code)
 
 
+def _started_timer(seconds: float, then) -> threading.Timer:
+    """``then()`` in a daemon thread ``seconds`` from now (a StopSignals' line said later), started."""
+    timer = threading.Timer(seconds, then)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
 class StopSignals:
     """``with StopSignals("finishing the step and saving a checkpoint") as stop: ... stop.requested``.
 
@@ -347,9 +355,7 @@ class StopSignals:
                 self._say_after_the_launcher()  # (a Ctrl-C's line that waited for it)
                 return  # the first signal handed on: it asks for nothing more (TERM_ECHO_SECONDS)
             if not self._announcing:
-                if self._after_the_launcher is not None:  # the first's line, still waiting, is moot
-                    self._after_the_launcher.cancel()
-                    self._after_the_launcher = None
+                self._drop_the_wait_for_the_launcher()  # the first's line, still waiting, is moot
                 raise KeyboardInterrupt
             # a handler can run inside another one (between any two bytecodes): an interrupt raised
             # here would cut the first signal's message short, so it is raised once that is out
@@ -363,9 +369,7 @@ class StopSignals:
             self._arm(LAUNCH_TERM_SECONDS)
             return
         if signum == signal.SIGINT and accelerates_one_process():  # said once the launcher reads in safety
-            self._after_the_launcher = threading.Timer(TERM_ECHO_SECONDS, self._say_after_the_launcher)
-            self._after_the_launcher.daemon = True
-            self._after_the_launcher.start()
+            self._after_the_launcher = _started_timer(TERM_ECHO_SECONDS, self._say_after_the_launcher)
             return
         self._announcing = True
         try:
@@ -426,11 +430,16 @@ class StopSignals:
         if in_the_handler and self._again:
             raise KeyboardInterrupt
 
+    def _drop_the_wait_for_the_launcher(self) -> None:
+        """A Ctrl-C's line waiting for the launcher (:meth:`_say_after_the_launcher`) left unsaid: a second signal
+        stops at once, or the work ended; the stop stands (:attr:`requested`)."""
+        if self._after_the_launcher is not None:
+            self._after_the_launcher.cancel()
+            self._after_the_launcher = None
+
     def _arm(self, seconds: float) -> None:
         """The held SIGTERM's line (:meth:`_time_up`) ``seconds`` from now."""
-        self._line = threading.Timer(seconds, self._time_up)
-        self._line.daemon = True
-        self._line.start()
+        self._line = _started_timer(seconds, self._time_up)
 
     def _say(self) -> None:
         _pending.discard(self)
@@ -456,9 +465,7 @@ class StopSignals:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self._cancel_line()  # the work is over: what it did is said by what follows
-        if self._after_the_launcher is not None:  # a Ctrl-C's line unsaid as the work ended: a stop, unsaid
-            self._after_the_launcher.cancel()
-            self._after_the_launcher = None
+        self._drop_the_wait_for_the_launcher()
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}

@@ -221,7 +221,7 @@ class ShardRender:
             if at_position and int(entries["pos"]) != written:
                 raise RenderStateError(f"{self.snapshot_path}: its {flag} state is at sample {int(entries['pos'])}, "
                                        f"the snapshot at {written}{over}")
-            held.load_state_dict(kept[prefix])
+            held.load_state_dict(entries)
         engine.reset(label_weights=job.label_weights)
         engine.load_state_dict(state)
         logger.info("resuming %s at %.1f s of %.1f s", job.folder.out_dir, written / self.sr, self.total / self.sr)
